@@ -1,0 +1,79 @@
+"""memlane: a memory layer for AI agents.
+
+>>> from memlane import Memory
+>>> with Memory("sqlite:///agent.db") as memory:            # doctest: +SKIP
+...     memory.add("Prefers window seats", user_id="alice", kind="preference")
+...     hits = memory.search("seat preference", user_id="alice")
+"""
+
+from memlane.api import AsyncMemory, Memory
+from memlane.core.base import CoreConfig, MemoryInput
+from memlane.core.search import RECIPES, SearchRecipe
+from memlane.errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptStoreError,
+    EmbeddingError,
+    ForeignStoreError,
+    ImportFormatError,
+    MemlaneError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+    UnsupportedError,
+    ValidationError,
+)
+from memlane.models import (
+    ANONYMOUS_USER,
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    Page,
+    Run,
+    Scope,
+    SearchHit,
+    Session,
+    StateVersion,
+    WorkflowState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANONYMOUS_USER",
+    "RECIPES",
+    "AsyncMemory",
+    "ConfigurationError",
+    "ConflictError",
+    "CoreConfig",
+    "CorruptStoreError",
+    "EmbeddingError",
+    "Filters",
+    "ForeignStoreError",
+    "HistoryAction",
+    "HistoryEvent",
+    "ImportFormatError",
+    "MemlaneError",
+    "Memory",
+    "MemoryInput",
+    "MemoryKind",
+    "MemoryRecord",
+    "Message",
+    "NotFoundError",
+    "Page",
+    "Run",
+    "SchemaVersionError",
+    "Scope",
+    "SearchHit",
+    "SearchRecipe",
+    "Session",
+    "StateVersion",
+    "StoreError",
+    "UnsupportedError",
+    "ValidationError",
+    "WorkflowState",
+    "__version__",
+]

@@ -1,0 +1,207 @@
+"""Whole-user and whole-store work: TTL sweep, forgetting a user, export and import."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from memlane.core.base import CoreBase
+from memlane.core.flow import Flow, many, one
+from memlane.errors import ImportFormatError, ValidationError
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+    check_id,
+    to_iso,
+)
+from memlane.ports import store as ops
+
+EXPORT_FORMAT = "memlane-export"
+EXPORT_VERSION = 1
+_ALL = Filters(include_superseded=True, include_deleted=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """How many rows of each type an import wrote (rows already present count too)."""
+
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+
+class AdminMixin(CoreBase):
+    """Flows that span a user or the whole store."""
+
+    def sweep(self, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
+        """Purge expired memories of every user; each purge is recorded in history as
+        ``expire``. Returns how many were purged."""
+        now = now or self._now()
+        purged = 0
+        while True:
+            expired = yield from one(ops.FindExpired(now, batch_size))
+            if not expired:
+                break
+            by_user: dict[str, list[MemoryRecord]] = {}
+            for r in expired:
+                by_user.setdefault(r.user_id, []).append(r)
+            batch: list[ops.Op[Any]] = []
+            for user_id, records in by_user.items():
+                batch.append(ops.RemoveRecords(user_id, tuple(r.id for r in records)))
+                events = tuple(
+                    self._event(
+                        self._bump(r, now), HistoryAction.EXPIRE, now, reason="ttl", snapshot=False
+                    )
+                    for r in records
+                )
+                batch.append(ops.AppendHistory(events))
+            batch.append(ops.PruneEmbeddings())
+            yield from many(batch)
+            purged += len(expired)
+        return purged
+
+    def forget_user(self, user_id: str) -> Flow[dict[str, int]]:
+        """Remove everything stored for a user: memories, history, sessions, messages,
+        state and vectors no other memory uses. Returns counts per kind of row."""
+        check_id("user_id", user_id)
+        return (yield from one(ops.DeleteUser(user_id)))
+
+    def list_users(self) -> Flow[list[str]]:
+        """Every user id with something stored."""
+        return (yield from one(ops.ListUsers()))
+
+    # ------------------------------------------------------------------ export
+
+    def export_rows(
+        self, *, user_id: str | None = None, page: int = 500
+    ) -> Flow[list[dict[str, Any]]]:
+        """Everything of one user (or every user) as export rows, history included.
+
+        The first row is a header; the rest are ``{"type": ..., "data": ...}``.
+        """
+        if user_id is not None:
+            check_id("user_id", user_id)
+            users = [user_id]
+        else:
+            users = yield from self.list_users()
+        rows: list[dict[str, Any]] = [
+            {
+                "type": "header",
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "exported_at": to_iso(self._now()),
+                "embedding_model": self.model_id,
+            }
+        ]
+        for uid in users:
+            rows += yield from self._export_user(uid, page)
+        return rows
+
+    def _export_user(self, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        now = self._now()
+        cursor: str | None = None
+        while True:
+            records = yield from one(ops.ListRecords(user_id, _ALL, now, cursor, page))
+            rows += ({"type": "record", "data": r.to_dict()} for r in records)
+            if len(records) < page:
+                break
+            cursor = records[-1].id
+        cursor = None
+        while True:
+            events = yield from one(ops.ListUserHistory(user_id, cursor, page))
+            rows += ({"type": "history", "data": e.to_dict()} for e in events)
+            if len(events) < page:
+                break
+            cursor = events[-1].id
+        cursor = None
+        while True:
+            sessions = yield from one(ops.ListSessions(user_id, cursor, page))
+            for s in sessions:
+                rows.append({"type": "session", "data": s.to_dict()})
+                rows += yield from self._export_session(user_id, s.session_id)
+            if len(sessions) < page:
+                break
+            cursor = sessions[-1].session_id
+        return rows
+
+    def _export_session(self, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
+        messages = yield from one(ops.GetMessages(user_id, session_id))
+        rows = [{"type": "message", "data": m.to_dict()} for m in messages]
+        for current in (yield from one(ops.ListStates(user_id, session_id))):
+            versions = yield from one(ops.ListStateVersions(user_id, session_id, current.name))
+            rows += ({"type": "state", "data": v.to_dict()} for v in versions)
+        return rows
+
+    # ------------------------------------------------------------------ import
+
+    def import_rows(self, rows: Iterable[Mapping[str, Any]]) -> Flow[ImportResult]:
+        """Write export rows back, in one transaction, keeping ids, versions and history.
+
+        Every row is checked before anything is written: a bad row raises
+        ImportFormatError (with its 1-based line number) and nothing changes. Importing
+        the same rows twice leaves the store as after the first time.
+        """
+        records: list[MemoryRecord] = []
+        writes: list[ops.Op[Any]] = []
+        events: list[HistoryEvent] = []
+        counts: dict[str, int] = {}
+        for line, row in enumerate(rows, start=1):
+            kind, op = self._parse_row(row, line)
+            counts[kind] = counts.get(kind, 0) + 1
+            if isinstance(op, MemoryRecord):
+                records.append(op)
+            elif isinstance(op, HistoryEvent):
+                events.append(op)
+            elif op is not None:
+                writes.append(op)
+        _, cache_write = yield from self._vectors([r.text for r in records])
+        sessions = [w for w in writes if isinstance(w, ops.UpsertSession)]
+        rest = [w for w in writes if not isinstance(w, ops.UpsertSession)]
+        yield from many(
+            [
+                cache_write,
+                *(ops.WriteRecord(r, None) for r in records),
+                ops.AppendHistory(tuple(events)),
+                *sessions,
+                *rest,
+            ]
+        )
+        counts.pop("header", None)
+        return ImportResult(counts)
+
+    def _parse_row(self, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
+        if not isinstance(row, Mapping) or "type" not in row:
+            raise ImportFormatError("each line must be an object with a 'type'", line=line)
+        kind = row["type"]
+        try:
+            if kind == "header":
+                if row.get("format") != EXPORT_FORMAT or row.get("version") != EXPORT_VERSION:
+                    raise ValidationError(
+                        f"unsupported export header (want {EXPORT_FORMAT} v{EXPORT_VERSION})"
+                    )
+                return kind, None
+            data = row.get("data")
+            if not isinstance(data, Mapping):
+                raise ValidationError("'data' must be an object")
+            if kind == "record":
+                record = MemoryRecord.from_dict(data)
+                check_id("user_id", record.user_id)
+                self._check_text(record.text)
+                return kind, record
+            if kind == "history":
+                return kind, HistoryEvent.from_dict(data)
+            if kind == "session":
+                return kind, ops.UpsertSession(Session.from_dict(data))
+            if kind == "message":
+                return kind, ops.AppendMessages((Message.from_dict(data),), assign_seq=False)
+            if kind == "state":
+                return kind, ops.PutState(StateVersion.from_dict(data), None)
+        except ValidationError as exc:
+            raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
+        raise ImportFormatError(f"unknown row type {kind!r}", line=line)

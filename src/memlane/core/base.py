@@ -1,0 +1,243 @@
+"""Configuration and shared helpers of the core."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from memlane.core.flow import Flow, embed, many, one
+from memlane.errors import NotFoundError, ValidationError
+from memlane.ids import new_id
+from memlane.models import (
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    check_id,
+    content_hash,
+    utcnow,
+)
+from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Behaviour switches of a memory; every field has a sane default."""
+
+    max_text_chars: int = 20_000
+    max_metadata_bytes: int = 64_000
+    record_episodes: bool = True
+    episode_roles: frozenset[str] = frozenset({"user", "assistant"})
+    track_access: bool = True
+    query_cache_size: int = 1024
+    max_page_size: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInput:
+    """What a caller supplies for one new memory (see :meth:`Memory.add`)."""
+
+    text: str
+    kind: MemoryKind | str = MemoryKind.FACT
+    topics: Sequence[str] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    event_at: datetime | None = None
+    expires_at: datetime | None = None
+    ttl: timedelta | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    team: str | None = None
+    key: str | None = None
+    source_ids: Sequence[str] = ()
+    actor: str | None = None
+
+
+class CoreBase:
+    """State and helpers every part of the core uses."""
+
+    def __init__(self, *, model_id: str, clock: Clock | None, config: CoreConfig) -> None:
+        self.model_id = model_id
+        self.clock: Clock = clock or utcnow
+        self.config = config
+        self._query_vectors: OrderedDict[str, Vector] = OrderedDict()
+
+    # ------------------------------------------------------------------ validation
+
+    def _now(self) -> datetime:
+        return self.clock()
+
+    def _check_text(self, text: object, what: str = "text") -> str:
+        if not isinstance(text, str):
+            raise ValidationError(f"{what} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValidationError(f"{what} is empty")
+        if len(text) > self.config.max_text_chars:
+            raise ValidationError(
+                f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}"
+            )
+        return text
+
+    def _check_json(self, value: object, what: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise ValidationError(f"{what} must be a mapping, got {type(value).__name__}")
+        try:
+            encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"{what} must be JSON-serializable: {exc}") from exc
+        if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
+            raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
+        return dict(json.loads(encoded))
+
+    def _check_limit(self, limit: object) -> int:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValidationError(f"limit must be a positive integer, got {limit!r}")
+        if limit > self.config.max_page_size:
+            raise ValidationError(
+                f"limit {limit} is above the maximum of {self.config.max_page_size}; page with "
+                "the cursor instead"
+            )
+        return limit
+
+    def _new_record(self, user_id: str, item: MemoryInput, now: datetime) -> MemoryRecord:
+        check_id("user_id", user_id)
+        text = self._check_text(item.text)
+        try:
+            kind = MemoryKind(item.kind)
+        except ValueError as exc:
+            allowed = ", ".join(k.value for k in MemoryKind)
+            raise ValidationError(f"unknown kind {item.kind!r}; one of {allowed}") from exc
+        importance = item.importance
+        if isinstance(importance, bool) or not isinstance(importance, int | float):
+            raise ValidationError("importance must be a number between 0 and 1")
+        if not 0.0 <= float(importance) <= 1.0:
+            raise ValidationError(f"importance must be between 0 and 1, got {importance}")
+        if isinstance(item.topics, str) or not all(isinstance(t, str) and t for t in item.topics):
+            raise ValidationError("topics must be a list of non-empty strings")
+        if item.ttl is not None and item.expires_at is not None:
+            raise ValidationError("give expires_at or ttl, not both")
+        expires_at = item.expires_at
+        if item.ttl is not None:
+            if item.ttl <= timedelta(0):
+                raise ValidationError("ttl must be positive")
+            expires_at = now + item.ttl
+        for name in ("event_at", "expires_at"):
+            value = getattr(item, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise ValidationError(f"{name} must be a timezone-aware datetime")
+        for name in ("session_id", "agent_id", "team", "key"):
+            check_id(name, getattr(item, name), required=False)
+        if isinstance(item.source_ids, str):
+            raise ValidationError("source_ids must be a list of strings")
+        return MemoryRecord(
+            id=new_id(),
+            user_id=user_id,
+            kind=kind,
+            text=text,
+            content_hash=content_hash(text),
+            created_at=now,
+            updated_at=now,
+            agent_id=item.agent_id,
+            team=item.team,
+            session_id=item.session_id,
+            key=item.key,
+            topics=tuple(dict.fromkeys(item.topics)),
+            metadata=self._check_json(item.metadata or {}, "metadata"),
+            importance=float(importance),
+            event_at=item.event_at,
+            valid_from=item.event_at or now,
+            expires_at=expires_at,
+            source_ids=tuple(str(s) for s in item.source_ids),
+            actor=item.actor,
+        )
+
+    # ------------------------------------------------------------------ history
+
+    def _event(
+        self,
+        record: MemoryRecord,
+        action: HistoryAction,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        snapshot: bool = True,
+    ) -> HistoryEvent:
+        return HistoryEvent(
+            id=new_id(),
+            record_id=record.id,
+            user_id=record.user_id,
+            action=action,
+            version=record.version,
+            at=now,
+            actor=actor if actor is not None else record.actor,
+            reason=reason,
+            snapshot=record.to_dict() if snapshot else None,
+        )
+
+    def _bump(self, record: MemoryRecord, now: datetime, **changes: Any) -> MemoryRecord:
+        return replace(record, version=record.version + 1, updated_at=now, **changes)
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _vectors(self, texts: Sequence[str]) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]:
+        """Vectors for texts, embedding only what the cache lacks.
+
+        Returns the vectors and the cache write to include in the caller's batch, so a
+        record and its vector land in the same transaction.
+        """
+        hashes = [content_hash(t) for t in texts]
+        unique = list(dict.fromkeys(hashes))
+        cached = yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))
+        missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
+        fresh: dict[str, Vector] = {}
+        if missing:
+            vectors = yield from embed(list(missing.values()))
+            fresh = dict(zip(missing, vectors, strict=True))
+        found = {**cached, **fresh}
+        return [found[h] for h in hashes], ops.PutEmbeddings(self.model_id, tuple(fresh.items()))
+
+    def _query_vector(self, query: str) -> Flow[Vector]:
+        """A query's vector, from a small in-process LRU (queries are not persisted)."""
+        key = content_hash(query)
+        cached = self._query_vectors.get(key)
+        if cached is not None:
+            self._query_vectors.move_to_end(key)
+            return cached
+        (vector,) = yield from embed([query])
+        self._query_vectors[key] = vector
+        while len(self._query_vectors) > self.config.query_cache_size:
+            self._query_vectors.popitem(last=False)
+        return vector
+
+    # ------------------------------------------------------------------ records
+
+    def _insert(
+        self, records: Sequence[MemoryRecord], extra: Iterable[ops.Op[Any]] = ()
+    ) -> Flow[list[MemoryRecord]]:
+        _, cache_write = yield from self._vectors([r.text for r in records])
+        events = tuple(self._event(r, HistoryAction.ADD, r.created_at) for r in records)
+        yield from many(
+            [
+                cache_write,
+                *extra,
+                *(ops.WriteRecord(r, 0) for r in records),
+                ops.AppendHistory(events),
+            ]
+        )
+        return list(records)
+
+    def _load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
+        check_id("user_id", user_id)
+        check_id("record id", record_id)
+        found = yield from one(ops.GetRecords(user_id, (record_id,)))
+        if not found or found[0].is_expired(self._now()):
+            raise NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
+        return found[0]

@@ -1,0 +1,87 @@
+"""Effects and the two runners that carry them out (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from memlane.ports.embedder import Embedder, Vector
+from memlane.ports.store import Op, Store
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Run these store operations in one transaction; resumes with their results."""
+
+    ops: tuple[Op[Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Embed:
+    """Embed these texts; resumes with one vector per text."""
+
+    texts: tuple[str, ...]
+
+
+Effect = Batch | Embed
+Flow = Generator[Effect, Any, R]
+
+
+def one(op: Op[R]) -> Flow[R]:
+    """Run a single store operation and return its typed result."""
+    results = yield Batch((op,))
+    return cast(R, results[0])
+
+
+def many(ops: Sequence[Op[Any]]) -> Flow[list[Any]]:
+    """Run several store operations in one transaction."""
+    results = yield Batch(tuple(ops))
+    return cast(list[Any], results)
+
+
+def embed(texts: Sequence[str]) -> Flow[list[Vector]]:
+    vectors = yield Embed(tuple(texts))
+    return cast(list[Vector], vectors)
+
+
+def run_sync(flow: Flow[R], store: Store, embedder: Embedder) -> R:
+    """Drive a flow to completion with blocking I/O."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(reply)
+        except StopIteration as done:
+            return cast(R, done.value)
+        error = None
+        try:
+            if isinstance(effect, Batch):
+                reply = store.batch(effect.ops)
+            else:
+                reply = embedder.embed(effect.texts)
+        except Exception as exc:  # handed back to the flow, which may handle it
+            error = exc
+
+
+async def run_async(flow: Flow[R], store: Store, embedder: Embedder) -> R:
+    """Drive a flow to completion on the running event loop."""
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = flow.throw(error) if error is not None else flow.send(reply)
+        except StopIteration as done:
+            return cast(R, done.value)
+        error = None
+        try:
+            if isinstance(effect, Batch):
+                reply = await store.abatch(effect.ops)
+            else:
+                reply = await embedder.aembed(effect.texts)
+        except Exception as exc:
+            error = exc
+        await asyncio.sleep(0)

@@ -1,0 +1,358 @@
+"""Memories: add, read, list, search, update, supersede, delete, restore, keyed facts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from memlane.core.base import CoreBase, MemoryInput
+from memlane.core.flow import Flow, many, one
+from memlane.core.search import RECIPES, SearchRecipe, rrf
+from memlane.errors import ConflictError, NotFoundError, ValidationError
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Page,
+    SearchHit,
+    check_id,
+    content_hash,
+)
+from memlane.ports import store as ops
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""Marks an argument the caller did not give (distinct from an explicit None)."""
+
+
+class RecordsMixin(CoreBase):
+    """Flows over memory records."""
+
+    def add(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        kind: MemoryKind | str = MemoryKind.FACT,
+        topics: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        importance: float = 0.5,
+        event_at: datetime | None = None,
+        expires_at: datetime | None = None,
+        ttl: timedelta | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        team: str | None = None,
+        source_ids: Sequence[str] = (),
+        actor: str | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Store one memory for ``user_id`` and return it.
+
+        Raises ValidationError for empty or oversize text, a missing user id, or bad
+        fields; nothing is stored then.
+        """
+        item = MemoryInput(
+            text=text,
+            kind=kind,
+            topics=topics,
+            metadata=metadata or {},
+            importance=importance,
+            event_at=event_at,
+            expires_at=expires_at,
+            ttl=ttl,
+            session_id=session_id,
+            agent_id=agent_id,
+            team=team,
+            source_ids=source_ids,
+            actor=actor,
+        )
+        (record,) = yield from self.add_many([item], user_id=user_id)
+        return record
+
+    def add_many(self, items: Sequence[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
+        """Store many memories in one transaction, embedding them in batches.
+
+        All items are validated before anything is written: one bad item stores none.
+        """
+        if isinstance(items, MemoryInput | str) or not all(
+            isinstance(i, MemoryInput) for i in items
+        ):
+            raise ValidationError("add_many takes a sequence of MemoryInput")
+        now = self._now()
+        records = [self._new_record(user_id, item, now) for item in items]
+        if not records:
+            return []
+        return (yield from self._insert(records))
+
+    def get(self, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
+        """The memory with this id in the user's scope. Raises NotFoundError."""
+        return (yield from self._load(record_id, user_id))
+
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        limit: int = 10,
+        filters: Filters | None = None,
+        recipe: str | SearchRecipe = "hybrid",
+        explain: bool = False,
+    ) -> Flow[list[SearchHit]]:
+        """The user's memories most relevant to ``query``, best first.
+
+        The default recipe fuses dense-vector and BM25 candidates by reciprocal rank
+        fusion. With ``explain=True`` each hit carries its per-method ranks and scores.
+        """
+        check_id("user_id", user_id)
+        query = self._check_text(query, "query")
+        limit = self._check_limit(limit)
+        if isinstance(recipe, str):
+            if recipe not in RECIPES:
+                raise ValidationError(f"unknown search recipe {recipe!r}; one of {sorted(RECIPES)}")
+            recipe = RECIPES[recipe]
+        f = filters or Filters()
+        now = self._now()
+        depth = max(recipe.candidates, limit)
+        wanted: list[ops.Op[Any]] = []
+        if "vector" in recipe.methods:
+            vector = yield from self._query_vector(query)
+            wanted.append(ops.VectorSearch(user_id, f, now, self.model_id, vector, depth))
+        if "lexical" in recipe.methods:
+            wanted.append(ops.LexicalSearch(user_id, f, now, query, depth))
+        results = yield from many(wanted)
+        methods = [m for m in ("vector", "lexical") if m in recipe.methods]
+        fused = rrf(dict(zip(methods, results, strict=True)), recipe.methods, recipe.rrf_k)
+        fused = fused[:limit]
+        ids = tuple(rid for rid, _, _ in fused)
+        fetch: list[ops.Op[Any]] = []
+        if self.config.track_access and ids:
+            fetch.append(ops.TouchRecords(user_id, ids, now))
+        fetch.append(ops.GetRecords(user_id, ids))
+        records = {r.id: r for r in (yield from many(fetch))[-1]}
+        hits = []
+        for rid, score, parts in fused:
+            if rid not in records:  # removed between the two reads
+                continue
+            explanation = (
+                {"recipe": recipe.name, "rrf_k": recipe.rrf_k, **parts} if explain else None
+            )
+            hits.append(SearchHit(records[rid], score, explanation))
+        return hits
+
+    def update(
+        self,
+        record_id: str,
+        *,
+        user_id: str,
+        text: str = UNSET,
+        topics: Sequence[str] = UNSET,
+        metadata: Mapping[str, Any] = UNSET,
+        importance: float = UNSET,
+        event_at: datetime | None = UNSET,
+        expires_at: datetime | None = UNSET,
+        expected_version: int | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Change a memory in place (its history keeps the old version). Returns the new one.
+
+        With ``expected_version`` the update fails with ConflictError if someone else
+        changed the memory first. Raises NotFoundError, ValidationError.
+        """
+        old = yield from self._load(record_id, user_id)
+        if old.deleted_at is not None:
+            raise ValidationError(f"memory {record_id} is deleted; restore it first")
+        if expected_version is not None and expected_version != old.version:
+            raise ConflictError(
+                f"memory {record_id} is at version {old.version}, expected {expected_version}",
+                expected=expected_version,
+                actual=old.version,
+            )
+        now = self._now()
+        item = MemoryInput(
+            text=old.text if text is UNSET else text,
+            kind=old.kind,
+            topics=old.topics if topics is UNSET else topics,
+            metadata=old.metadata if metadata is UNSET else metadata,
+            importance=old.importance if importance is UNSET else importance,
+            event_at=old.event_at if event_at is UNSET else event_at,
+            expires_at=old.expires_at if expires_at is UNSET else expires_at,
+        )
+        checked = self._new_record(user_id, item, now)
+        new = self._bump(
+            old,
+            now,
+            text=checked.text,
+            content_hash=checked.content_hash,
+            topics=checked.topics,
+            metadata=checked.metadata,
+            importance=checked.importance,
+            event_at=checked.event_at,
+            expires_at=checked.expires_at,
+        )
+        _, cache_write = yield from self._vectors([new.text])
+        event = self._event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
+        yield from many(
+            [cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,))]
+        )
+        return new
+
+    def supersede(
+        self,
+        record_id: str,
+        text: str,
+        *,
+        user_id: str,
+        reason: str | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Replace a memory by a new one; the old stays, marked ``superseded_by``.
+
+        Returns the new memory. Both changes are recorded in history with ``reason``.
+        """
+        old = yield from self._load(record_id, user_id)
+        if not old.is_current:
+            raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
+        now = self._now()
+        item = MemoryInput(
+            text=text,
+            kind=old.kind,
+            topics=old.topics,
+            metadata=old.metadata if metadata is None else metadata,
+            importance=old.importance,
+            session_id=old.session_id,
+            agent_id=old.agent_id,
+            team=old.team,
+            key=old.key,
+            actor=actor,
+        )
+        new = self._new_record(user_id, item, now)
+        closed = self._bump(old, now, valid_to=now, superseded_by=new.id)
+        event = self._event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
+        yield from self._insert(
+            [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))]
+        )
+        return new
+
+    def delete(
+        self, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> Flow[MemoryRecord]:
+        """Delete a memory (recorded, restorable with :meth:`restore`). Returns it."""
+        old = yield from self._load(record_id, user_id)
+        if old.deleted_at is not None:
+            return old
+        now = self._now()
+        gone = self._bump(old, now, deleted_at=now)
+        event = self._event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
+        yield from many([ops.WriteRecord(gone, old.version), ops.AppendHistory((event,))])
+        return gone
+
+    def restore(
+        self, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
+    ) -> Flow[MemoryRecord]:
+        """Undo :meth:`delete`. Raises ValidationError if the memory is not deleted."""
+        old = yield from self._load(record_id, user_id)
+        if old.deleted_at is None:
+            raise ValidationError(f"memory {record_id} is not deleted")
+        now = self._now()
+        back = self._bump(old, now, deleted_at=None)
+        event = self._event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
+        yield from many([ops.WriteRecord(back, old.version), ops.AppendHistory((event,))])
+        return back
+
+    def history(self, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
+        """Every recorded change of a memory, oldest first. Raises NotFoundError.
+
+        A memory purged by the TTL sweep still has its history.
+        """
+        check_id("user_id", user_id)
+        check_id("record id", record_id)
+        events = yield from one(ops.GetHistory(user_id, record_id))
+        if not events:
+            raise NotFoundError(f"no history for memory {record_id!r} of user {user_id!r}")
+        return events
+
+    # ------------------------------------------------------------------ keyed facts
+
+    def remember(
+        self,
+        key: str,
+        value: Any,
+        *,
+        user_id: str,
+        category: str | None = None,
+        actor: str | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Set the keyed fact ``key`` to a JSON value. A changed value supersedes the old
+        one (history keeps it); the same value again changes nothing. Returns the current
+        record."""
+        check_id("key", key)
+        check_id("category", category, required=False)
+        try:
+            rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
+        text = f"{key}: {rendered}"
+        current = yield from self._keyed(key, user_id)
+        meta = self._check_json({"value": value}, "value")
+        if current is not None and current.content_hash == content_hash(text):
+            return current
+        if current is not None:
+            return (yield from self.supersede(
+                current.id, text, user_id=user_id, metadata=meta, actor=actor,
+                reason=f"{key} changed",
+            ))  # fmt: skip
+        item = MemoryInput(
+            text=text,
+            kind=MemoryKind.KEYED_FACT,
+            key=key,
+            topics=(category,) if category else (),
+            metadata=meta,
+            actor=actor,
+        )
+        (record,) = yield from self._insert([self._new_record(user_id, item, self._now())])
+        return record
+
+    def recall(self, key: str, *, user_id: str) -> Flow[Any]:
+        """The current value of keyed fact ``key``, or None if it was never set."""
+        check_id("key", key)
+        current = yield from self._keyed(key, user_id)
+        return None if current is None else current.metadata.get("value")
+
+    def _keyed(self, key: str, user_id: str) -> Flow[MemoryRecord | None]:
+        check_id("user_id", user_id)
+        f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
+        rows = yield from one(ops.ListRecords(user_id, f, self._now(), None, 1, descending=True))
+        return rows[0] if rows else None
+
+    # Defined last: inside this class body the name ``list`` means this method.
+    def list(
+        self,
+        *,
+        user_id: str,
+        filters: Filters | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+        newest_first: bool = True,
+    ) -> Flow[Page[MemoryRecord]]:
+        """One page of the user's memories; ``next_cursor`` is None on the last page."""
+        check_id("user_id", user_id)
+        check_id("cursor", cursor, required=False)
+        limit = self._check_limit(limit)
+        f = filters or Filters()
+        rows = yield from one(
+            ops.ListRecords(user_id, f, self._now(), cursor, limit + 1, descending=newest_first)
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(tuple(rows), rows[-1].id if more else None)

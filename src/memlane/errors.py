@@ -1,0 +1,80 @@
+"""memlane's exception tree.
+
+Every error memlane raises on purpose derives from :class:`MemlaneError`, so callers can
+catch one type. Lower-layer errors (``sqlite3``, HTTP, model loading) are mapped to these
+at the seam where they occur and chained with ``raise ... from exc``.
+
+::
+
+    MemlaneError
+    ├── ValidationError (also ValueError)     bad input: empty text, missing scope, bad filter
+    │   └── ImportFormatError                 a broken JSONL line on import
+    ├── NotFoundError (also LookupError)      no such memory / session / state in this scope
+    ├── ConflictError                         a compare-and-swap lost: someone wrote first
+    ├── StoreError                            the backend failed
+    │   ├── CorruptStoreError                 the file is not a database, or is damaged
+    │   ├── ForeignStoreError                 a database that memlane did not create
+    │   └── SchemaVersionError                written by a newer memlane than this one
+    ├── UnsupportedError                      the backend or URL cannot do what was asked
+    ├── EmbeddingError                        the embedding model or endpoint failed
+    └── ConfigurationError                    settings that cannot work (bad URL, bad env)
+"""
+
+from __future__ import annotations
+
+
+class MemlaneError(Exception):
+    """Root of every error memlane raises on purpose."""
+
+
+class ValidationError(MemlaneError, ValueError):
+    """The caller passed input memlane cannot accept; nothing was changed."""
+
+
+class ImportFormatError(ValidationError):
+    """A line of an import file is not a valid memlane export line."""
+
+    def __init__(self, message: str, *, line: int | None = None) -> None:
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+class NotFoundError(MemlaneError, LookupError):
+    """The requested object does not exist in the caller's scope."""
+
+
+class ConflictError(MemlaneError):
+    """A compare-and-swap update found a different version than expected."""
+
+    def __init__(self, message: str, *, expected: int | None, actual: int | None) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(message)
+
+
+class StoreError(MemlaneError):
+    """The storage backend failed."""
+
+
+class CorruptStoreError(StoreError):
+    """The database file is not a database or is damaged."""
+
+
+class ForeignStoreError(StoreError):
+    """The database exists but was not created by memlane."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer memlane schema than this version knows."""
+
+
+class UnsupportedError(MemlaneError):
+    """The backend or configuration does not support the requested operation."""
+
+
+class EmbeddingError(MemlaneError):
+    """The embedding model or endpoint failed."""
+
+
+class ConfigurationError(MemlaneError):
+    """Settings or URLs that cannot work."""

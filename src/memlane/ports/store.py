@@ -1,0 +1,317 @@
+"""The storage seam.
+
+A store implements one primitive, :meth:`Store.batch`: it runs a sequence of operations
+in one transaction and returns one result per operation. The operations are immutable
+values defined here; every convenience (add, search, sessions, state) is written once in
+the core on top of them. Adding a backend means interpreting these operations and passing
+the conformance suite in :mod:`memlane.testing`.
+
+``now`` is passed into operations that depend on it, so a store never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+from memlane.models import (
+    Filters,
+    HistoryEvent,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+)
+from memlane.ports.embedder import Vector
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do; checked by the core before work starts."""
+
+    persistent: bool
+    vectors: bool = True
+    fulltext: bool = True
+    ttl: bool = True
+    multiprocess: bool = False
+
+
+class Op(Generic[R]):
+    """Base of every store operation; ``R`` is the type of its result."""
+
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord(Op[None]):
+    """Insert or replace a record.
+
+    ``expected_version`` is the version the stored row must have: 0 means the record must
+    not exist yet; ``None`` means write unconditionally (import). A mismatch raises
+    ConflictError and the whole batch is rolled back.
+    """
+
+    record: MemoryRecord
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendHistory(Op[None]):
+    """Record history events; an event whose id already exists is left as it is."""
+
+    events: tuple[HistoryEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GetRecords(Op[list[MemoryRecord]]):
+    """The user's records with these ids (missing ones left out), in the given order."""
+
+    user_id: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListRecords(Op[list[MemoryRecord]]):
+    """The user's records matching ``filters``, ordered by id, after the cursor id."""
+
+    user_id: str
+    filters: Filters
+    now: datetime
+    after_id: str | None
+    limit: int
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalSearch(Op[list[tuple[str, float]]]):
+    """(id, score) of records matching ``query`` by BM25, best first; higher is better."""
+
+    user_id: str
+    filters: Filters
+    now: datetime
+    query: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSearch(Op[list[tuple[str, float]]]):
+    """(id, cosine similarity) of the nearest records embedded by ``model``, best first."""
+
+    user_id: str
+    filters: Filters
+    now: datetime
+    model: str
+    vector: Vector
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetHistory(Op[list[HistoryEvent]]):
+    """A record's history, oldest first."""
+
+    user_id: str
+    record_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListUserHistory(Op[list[HistoryEvent]]):
+    """All history events of a user ordered by event id, after the cursor id."""
+
+    user_id: str
+    after_id: str | None
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class TouchRecords(Op[None]):
+    """Count one access of each record and set its last access time."""
+
+    user_id: str
+    ids: tuple[str, ...]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class FindExpired(Op[list[MemoryRecord]]):
+    """Records of any user whose ``expires_at`` is at or before ``now``."""
+
+    now: datetime
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRecords(Op[int]):
+    """Delete records outright (rows and index entries; history stays). Returns the count."""
+
+    user_id: str
+    ids: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------- embeddings
+
+
+@dataclass(frozen=True, slots=True)
+class GetEmbeddings(Op[dict[str, Vector]]):
+    """Cached vectors by content hash for one model; hashes not cached are left out."""
+
+    model: str
+    hashes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PutEmbeddings(Op[None]):
+    """Cache vectors by content hash for one model."""
+
+    model: str
+    items: tuple[tuple[str, Vector], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PruneEmbeddings(Op[int]):
+    """Drop cached vectors that no record refers to any more. Returns the count."""
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertSession(Op[None]):
+    """Create a session, or update its ``updated_at`` and metadata."""
+
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class GetSession(Op[Session | None]):
+    user_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListSessions(Op[list[Session]]):
+    """The user's sessions ordered by session id, after the cursor, optionally only
+    those last updated before ``updated_before``."""
+
+    user_id: str
+    after_id: str | None
+    limit: int
+    updated_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendMessages(Op[list[Message]]):
+    """Append messages to their session and return them with their sequence numbers.
+
+    With ``assign_seq`` the store numbers them after the session's last message; without
+    it (import) they keep their numbers and ones already present are left as they are.
+    """
+
+    messages: tuple[Message, ...]
+    assign_seq: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GetMessages(Op[list[Message]]):
+    """A session's messages in order; with ``last_runs`` only those of the last N runs."""
+
+    user_id: str
+    session_id: str
+    last_runs: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSessions(Op[int]):
+    """Delete sessions with their messages, states and session-bound records (episodes,
+    summaries). Returns how many sessions were deleted."""
+
+    user_id: str
+    session_ids: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True, slots=True)
+class GetState(Op[StateVersion | None]):
+    """The newest version of a named state (or the given version), if any."""
+
+    user_id: str
+    session_id: str
+    name: str
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PutState(Op[None]):
+    """Write a new state version.
+
+    The current version must equal ``expected_version`` (0 when none exists) or the
+    batch fails with ConflictError. ``None`` (import) inserts the version if absent.
+    """
+
+    state: StateVersion
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListStateVersions(Op[list[StateVersion]]):
+    """Every version of one named state, oldest first."""
+
+    user_id: str
+    session_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListStates(Op[list[StateVersion]]):
+    """The newest version of each named state of a session whose name starts with prefix."""
+
+    user_id: str
+    session_id: str
+    prefix: str = ""
+
+
+# ---------------------------------------------------------------------------- users
+
+
+@dataclass(frozen=True, slots=True)
+class ListUsers(Op[list[str]]):
+    """Every user id that has anything stored, sorted."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteUser(Op[dict[str, int]]):
+    """Remove everything of one user, derived data included. Returns counts per table."""
+
+    user_id: str
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A storage backend. Construction does no I/O; :meth:`setup` opens and migrates."""
+
+    capabilities: ClassVar[Capabilities]
+    url: str
+
+    def setup(self) -> None:
+        """Open connections and apply pending migrations. Idempotent."""
+        ...
+
+    def batch(self, ops: Sequence[Op[Any]]) -> list[Any]:
+        """Run ``ops`` in one transaction; return one result per op. All or nothing."""
+        ...
+
+    async def abatch(self, ops: Sequence[Op[Any]]) -> list[Any]:
+        """Async form of :meth:`batch`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. The store may be set up again afterwards."""
+        ...

@@ -1,0 +1,84 @@
+"""Settings read from the environment: used by the CLI and server only, never at import.
+
+=========================  ===================================================
+``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
+``MEMLANE_EMBEDDER``       ``local`` (default), ``openai`` or ``fake``
+``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
+                           for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
+``MEMLANE_DATA_DIR``       where the default SQLite file lives
+=========================  ===================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from memlane.errors import ConfigurationError
+from memlane.ports.embedder import Embedder
+
+
+def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$MEMLANE_DATA_DIR``, else the platform's user data directory for memlane."""
+    env = os.environ if environ is None else environ
+    if env.get("MEMLANE_DATA_DIR"):
+        return Path(env["MEMLANE_DATA_DIR"]).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("memlane", appauthor=False))
+
+
+def default_store_url(environ: Mapping[str, str] | None = None) -> str:
+    """The embedded default store: ``memlane.db`` in the data directory."""
+    return "sqlite:///" + str(default_data_dir(environ) / "memlane.db")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What the CLI and server need to build a Memory."""
+
+    store_url: str
+    embedder: str = "local"
+    embedding_base_url: str | None = None
+    embedding_model: str | None = None
+    embedding_api_key: str | None = None
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, store_url: str | None = None
+    ) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            store_url=store_url or env.get("MEMLANE_STORE") or default_store_url(env),
+            embedder=env.get("MEMLANE_EMBEDDER", "local"),
+            embedding_base_url=env.get("MEMLANE_EMBEDDING_BASE_URL"),
+            embedding_model=env.get("MEMLANE_EMBEDDING_MODEL"),
+            embedding_api_key=env.get("MEMLANE_EMBEDDING_API_KEY"),
+        )
+
+    def build_embedder(self) -> Embedder:
+        """The embedder these settings name. Raises ConfigurationError."""
+        if self.embedder == "local":
+            from memlane.embedders.local import LocalEmbedder
+
+            return LocalEmbedder()
+        if self.embedder == "fake":
+            from memlane.testing import FakeEmbedder
+
+            return FakeEmbedder()
+        if self.embedder == "openai":
+            if not self.embedding_base_url or not self.embedding_model:
+                raise ConfigurationError(
+                    "MEMLANE_EMBEDDER=openai needs MEMLANE_EMBEDDING_BASE_URL and "
+                    "MEMLANE_EMBEDDING_MODEL"
+                )
+            from memlane.embedders.openai import OpenAIEmbedder
+
+            return OpenAIEmbedder(
+                base_url=self.embedding_base_url,
+                model=self.embedding_model,
+                api_key=self.embedding_api_key,
+            )
+        raise ConfigurationError(f"unknown embedder {self.embedder!r}: use local, openai or fake")

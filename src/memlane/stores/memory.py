@@ -1,0 +1,340 @@
+"""An in-process store: dictionaries behind a lock. For tests and ephemeral agents.
+
+Every batch is atomic: each change is written through a small undo log that is replayed
+backwards if any operation fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+
+import numpy as np
+
+from memlane.errors import ConflictError, UnsupportedError
+from memlane.models import MemoryRecord, Message
+from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
+from memlane.ports.store import Capabilities, Op
+from memlane.text import bm25_scores, query_terms, tokenize
+
+_MISSING = object()
+
+
+class _Tx:
+    """Writes to dict tables, remembering how to undo them."""
+
+    def __init__(self) -> None:
+        self.undo: list[tuple[dict[Any, Any], Any, Any]] = []
+
+    def set(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        self.undo.append((table, key, table.get(key, _MISSING)))
+        table[key] = value
+
+    def pop(self, table: dict[Any, Any], key: Any) -> None:
+        if key in table:
+            self.undo.append((table, key, table[key]))
+            del table[key]
+
+    def rollback(self) -> None:
+        for table, key, old in reversed(self.undo):
+            if old is _MISSING:
+                table.pop(key, None)
+            else:
+                table[key] = old
+
+
+class MemoryStore:
+    """Keeps everything in this process; gone when the process ends."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(persistent=False)
+
+    def __init__(self) -> None:
+        self.url = "memory://"
+        self._lock = threading.RLock()
+        self._records: dict[str, MemoryRecord] = {}
+        self._history: dict[str, tuple[Any, ...]] = {}
+        self._event_ids: dict[str, str] = {}
+        self._embeddings: dict[tuple[str, str], Vector] = {}
+        self._sessions: dict[tuple[str, str], Any] = {}
+        self._messages: dict[tuple[str, str], tuple[Message, ...]] = {}
+        self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+
+    def setup(self) -> None:
+        """Nothing to open; present for the protocol."""
+
+    def close(self) -> None:
+        """Nothing to release; the data stays until the object is dropped."""
+
+    def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        with self._lock:
+            tx = _Tx()
+            try:
+                return [self._handler(op)(op, tx) for op in ops_]
+            except BaseException:
+                tx.rollback()
+                raise
+
+    async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        # Pure in-memory work never waits on I/O; yield once so callers interleave fairly.
+        await asyncio.sleep(0)
+        return self.batch(ops_)
+
+    def _handler(self, op: Op[Any]) -> Callable[[Any, _Tx], Any]:
+        handler = getattr(self, "_op_" + type(op).__name__, None)
+        if handler is None:
+            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
+        return handler  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ records
+
+    def _user_records(self, user_id: str) -> list[MemoryRecord]:
+        return [r for r in self._records.values() if r.user_id == user_id]
+
+    def _op_WriteRecord(self, op: ops.WriteRecord, tx: _Tx) -> None:
+        old = self._records.get(op.record.id)
+        if old is not None and old.user_id != op.record.user_id:
+            raise ConflictError("record id belongs to another scope", expected=None, actual=None)
+        actual = 0 if old is None else old.version
+        if op.expected_version is not None and actual != op.expected_version:
+            raise ConflictError(
+                f"record {op.record.id} is at version {actual}, expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=actual,
+            )
+        tx.set(self._records, op.record.id, op.record)
+
+    def _op_AppendHistory(self, op: ops.AppendHistory, tx: _Tx) -> None:
+        for event in op.events:
+            if event.id in self._event_ids:
+                continue
+            tx.set(self._event_ids, event.id, event.record_id)
+            tx.set(
+                self._history,
+                event.record_id,
+                (*self._history.get(event.record_id, ()), event),
+            )
+
+    def _op_GetRecords(self, op: ops.GetRecords, tx: _Tx) -> list[MemoryRecord]:
+        found = (self._records.get(i) for i in op.ids)
+        return [r for r in found if r is not None and r.user_id == op.user_id]
+
+    def _matching(self, user_id: str, f: Any, now: Any) -> list[MemoryRecord]:
+        return [r for r in self._user_records(user_id) if f.matches(r, now)]
+
+    def _op_ListRecords(self, op: ops.ListRecords, tx: _Tx) -> list[MemoryRecord]:
+        rows = sorted(self._matching(op.user_id, op.filters, op.now), key=lambda r: r.id)
+        if op.descending:
+            rows.reverse()
+        if op.after_id is not None:
+            after = op.after_id
+            rows = [r for r in rows if (r.id < after if op.descending else r.id > after)]
+        return rows[: op.limit]
+
+    def _op_LexicalSearch(self, op: ops.LexicalSearch, tx: _Tx) -> list[tuple[str, float]]:
+        docs = [(r.id, tokenize(r.text)) for r in self._matching(op.user_id, op.filters, op.now)]
+        scores = bm25_scores(query_terms(op.query), docs)
+        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: op.limit]
+
+    def _op_VectorSearch(self, op: ops.VectorSearch, tx: _Tx) -> list[tuple[str, float]]:
+        pairs = [
+            (r.id, self._embeddings[(op.model, r.content_hash)])
+            for r in self._matching(op.user_id, op.filters, op.now)
+            if (op.model, r.content_hash) in self._embeddings
+        ]
+        if not pairs:
+            return []
+        sims = np.stack([v for _, v in pairs]) @ op.vector
+        order = np.argsort(-sims, kind="stable")[: op.limit]
+        return [(pairs[i][0], float(sims[i])) for i in order]
+
+    def _op_GetHistory(self, op: ops.GetHistory, tx: _Tx) -> list[Any]:
+        return [e for e in self._history.get(op.record_id, ()) if e.user_id == op.user_id]
+
+    def _op_ListUserHistory(self, op: ops.ListUserHistory, tx: _Tx) -> list[Any]:
+        events = sorted(
+            (e for evs in self._history.values() for e in evs if e.user_id == op.user_id),
+            key=lambda e: e.id,
+        )
+        if op.after_id is not None:
+            events = [e for e in events if e.id > op.after_id]
+        return events[: op.limit]
+
+    def _op_TouchRecords(self, op: ops.TouchRecords, tx: _Tx) -> None:
+        for rid in op.ids:
+            r = self._records.get(rid)
+            if r is not None and r.user_id == op.user_id:
+                touched = replace(r, access_count=r.access_count + 1, last_accessed_at=op.at)
+                tx.set(self._records, rid, touched)
+
+    def _op_FindExpired(self, op: ops.FindExpired, tx: _Tx) -> list[MemoryRecord]:
+        rows = [r for r in self._records.values() if r.is_expired(op.now)]
+        return sorted(rows, key=lambda r: r.id)[: op.limit]
+
+    def _op_RemoveRecords(self, op: ops.RemoveRecords, tx: _Tx) -> int:
+        n = 0
+        for rid in op.ids:
+            r = self._records.get(rid)
+            if r is not None and r.user_id == op.user_id:
+                tx.pop(self._records, rid)
+                n += 1
+        return n
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _op_GetEmbeddings(self, op: ops.GetEmbeddings, tx: _Tx) -> dict[str, Vector]:
+        return {
+            h: self._embeddings[(op.model, h)]
+            for h in op.hashes
+            if (op.model, h) in self._embeddings
+        }
+
+    def _op_PutEmbeddings(self, op: ops.PutEmbeddings, tx: _Tx) -> None:
+        for h, v in op.items:
+            tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
+
+    def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings, tx: _Tx) -> int:
+        live = {r.content_hash for r in self._records.values()}
+        dead = [k for k in self._embeddings if k[1] not in live]
+        for k in dead:
+            tx.pop(self._embeddings, k)
+        return len(dead)
+
+    # ------------------------------------------------------------------ sessions
+
+    def _op_UpsertSession(self, op: ops.UpsertSession, tx: _Tx) -> None:
+        s = op.session
+        old = self._sessions.get((s.user_id, s.session_id))
+        if old is not None:
+            s = replace(
+                old,
+                updated_at=max(old.updated_at, s.updated_at),
+                metadata=s.metadata or old.metadata,
+            )
+        tx.set(self._sessions, (s.user_id, s.session_id), s)
+
+    def _op_GetSession(self, op: ops.GetSession, tx: _Tx) -> Any:
+        return self._sessions.get((op.user_id, op.session_id))
+
+    def _op_ListSessions(self, op: ops.ListSessions, tx: _Tx) -> list[Any]:
+        rows = sorted(
+            (s for (u, _), s in self._sessions.items() if u == op.user_id),
+            key=lambda s: s.session_id,
+        )
+        if op.after_id is not None:
+            rows = [s for s in rows if s.session_id > op.after_id]
+        if op.updated_before is not None:
+            cutoff = op.updated_before
+            rows = [s for s in rows if s.updated_at < cutoff]
+        return rows[: op.limit]
+
+    def _op_AppendMessages(self, op: ops.AppendMessages, tx: _Tx) -> list[Message]:
+        out: list[Message] = []
+        for m in op.messages:
+            key = (m.user_id, m.session_id)
+            existing = self._messages.get(key, ())
+            if op.assign_seq:
+                m = replace(m, seq=(existing[-1].seq + 1) if existing else 1)
+            elif any(e.seq == m.seq for e in existing):
+                continue
+            tx.set(self._messages, key, tuple(sorted((*existing, m), key=lambda x: x.seq)))
+            out.append(m)
+        return out
+
+    def _op_GetMessages(self, op: ops.GetMessages, tx: _Tx) -> list[Message]:
+        rows = list(self._messages.get((op.user_id, op.session_id), ()))
+        if op.last_runs is not None:
+            runs: list[str] = []
+            for m in reversed(rows):
+                if m.run_id not in runs:
+                    runs.append(m.run_id)
+            keep = set(runs[: op.last_runs])
+            rows = [m for m in rows if m.run_id in keep]
+        return rows
+
+    def _op_DeleteSessions(self, op: ops.DeleteSessions, tx: _Tx) -> int:
+        n = 0
+        for sid in op.session_ids:
+            if (op.user_id, sid) in self._sessions:
+                n += 1
+            tx.pop(self._sessions, (op.user_id, sid))
+            tx.pop(self._messages, (op.user_id, sid))
+            for key in [k for k in self._states if k[:2] == (op.user_id, sid)]:
+                tx.pop(self._states, key)
+            for r in self._user_records(op.user_id):
+                if r.session_id == sid:
+                    tx.pop(self._records, r.id)
+        return n
+
+    # ------------------------------------------------------------------ state
+
+    def _op_GetState(self, op: ops.GetState, tx: _Tx) -> Any:
+        versions = self._states.get((op.user_id, op.session_id, op.name), ())
+        if op.version is None:
+            return versions[-1] if versions else None
+        return next((v for v in versions if v.version == op.version), None)
+
+    def _op_PutState(self, op: ops.PutState, tx: _Tx) -> None:
+        s = op.state
+        key = (s.user_id, s.session_id, s.name)
+        versions = self._states.get(key, ())
+        current = versions[-1].version if versions else 0
+        if op.expected_version is None:
+            if any(v.version == s.version for v in versions):
+                return
+        elif current != op.expected_version:
+            raise ConflictError(
+                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
+                f"expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=current,
+            )
+        tx.set(self._states, key, tuple(sorted((*versions, s), key=lambda v: v.version)))
+
+    def _op_ListStateVersions(self, op: ops.ListStateVersions, tx: _Tx) -> list[Any]:
+        return list(self._states.get((op.user_id, op.session_id, op.name), ()))
+
+    def _op_ListStates(self, op: ops.ListStates, tx: _Tx) -> list[Any]:
+        return sorted(
+            (
+                versions[-1]
+                for (u, s, name), versions in self._states.items()
+                if u == op.user_id and s == op.session_id and name.startswith(op.prefix)
+            ),
+            key=lambda v: v.name,
+        )
+
+    # ------------------------------------------------------------------ users
+
+    def _op_ListUsers(self, op: ops.ListUsers, tx: _Tx) -> list[str]:
+        users = {r.user_id for r in self._records.values()}
+        users |= {u for u, _ in self._sessions}
+        users |= {e.user_id for events in self._history.values() for e in events}
+        return sorted(users)
+
+    def _op_DeleteUser(self, op: ops.DeleteUser, tx: _Tx) -> dict[str, int]:
+        u = op.user_id
+        counts = {"records": 0, "history": 0, "sessions": 0, "messages": 0, "states": 0}
+        for r in self._user_records(u):
+            tx.pop(self._records, r.id)
+            counts["records"] += 1
+        for rid, events in list(self._history.items()):
+            if events and events[0].user_id == u:
+                counts["history"] += len(events)
+                for e in events:
+                    tx.pop(self._event_ids, e.id)
+                tx.pop(self._history, rid)
+        for key in [k for k in self._sessions if k[0] == u]:
+            tx.pop(self._sessions, key)
+            counts["sessions"] += 1
+        for key in [k for k in self._messages if k[0] == u]:
+            counts["messages"] += len(self._messages[key])
+            tx.pop(self._messages, key)
+        for state_key in [k for k in self._states if k[0] == u]:
+            counts["states"] += len(self._states[state_key])
+            tx.pop(self._states, state_key)
+        counts["embeddings"] = self._op_PruneEmbeddings(ops.PruneEmbeddings(), tx)
+        return counts

@@ -1,0 +1,849 @@
+"""The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as BLOBs.
+
+Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
+queue on the busy timeout instead of failing half-way). Schema changes are ordered,
+named migrations recorded in ``schema_migrations``. A file that is not a database, or a
+database memlane did not create, is refused with a typed error and left untouched.
+
+SQL text is built by the pure functions at the top of this module; the store class only
+executes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from memlane.errors import (
+    ConflictError,
+    CorruptStoreError,
+    ForeignStoreError,
+    SchemaVersionError,
+    StoreError,
+    UnsupportedError,
+)
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+    from_iso,
+    opt_iso,
+    opt_time,
+    to_iso,
+    utcnow,
+)
+from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
+from memlane.ports.store import Capabilities, Op
+from memlane.text import query_terms
+
+APPLICATION = "memlane"
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "initial",
+        """
+        CREATE TABLE memlane_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE records (
+            rid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT, session_id TEXT,
+            kind TEXT NOT NULL, key TEXT,
+            text TEXT NOT NULL,
+            topics TEXT NOT NULL DEFAULT '[]',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            importance REAL NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
+            expires_at TEXT, deleted_at TEXT,
+            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
+            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
+            content_hash TEXT NOT NULL,
+            version INTEGER NOT NULL
+        );
+        CREATE INDEX records_user ON records(user_id, id);
+        CREATE INDEX records_user_session ON records(user_id, session_id);
+        CREATE INDEX records_user_key ON records(user_id, key) WHERE key IS NOT NULL;
+        CREATE INDEX records_expires ON records(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX records_hash ON records(content_hash);
+        CREATE VIRTUAL TABLE records_fts USING fts5(
+            text, content='records', content_rowid='rid',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
+            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
+        END;
+        CREATE TABLE history (
+            id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT, reason TEXT, snapshot TEXT
+        );
+        CREATE INDEX history_record ON history(user_id, record_id, id);
+        CREATE TABLE embeddings (
+            model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        ) WITHOUT ROWID;
+        CREATE TABLE sessions (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE messages (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
+            role TEXT NOT NULL, content TEXT NOT NULL,
+            created_at TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE states (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL, name TEXT NOT NULL,
+            version INTEGER NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL,
+            PRIMARY KEY (user_id, session_id, name, version)
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+
+_WRITES = (
+    ops.WriteRecord,
+    ops.AppendHistory,
+    ops.TouchRecords,
+    ops.RemoveRecords,
+    ops.PutEmbeddings,
+    ops.PruneEmbeddings,
+    ops.UpsertSession,
+    ops.AppendMessages,
+    ops.DeleteSessions,
+    ops.PutState,
+    ops.DeleteUser,
+)
+
+RECORD_COLUMNS = (
+    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
+    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
+    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
+    "last_accessed_at", "source_ids", "actor", "content_hash", "version",
+)  # fmt: skip
+_RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
+
+
+# ---------------------------------------------------------------------------- pure SQL
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
+    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
+    clauses = ["r.user_id = ?", "(r.expires_at IS NULL OR r.expires_at > ?)"]
+    params: list[Any] = [user_id, to_iso(now)]
+    if not f.include_deleted:
+        clauses.append("r.deleted_at IS NULL")
+    if not f.include_superseded:
+        clauses.append(
+            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
+        )
+    if f.kinds:
+        clauses.append(f"r.kind IN ({', '.join('?' * len(f.kinds))})")
+        params += [k.value for k in f.kinds]
+    if f.topics:
+        marks = ", ".join("?" * len(f.topics))
+        clauses.append(f"EXISTS (SELECT 1 FROM json_each(r.topics) WHERE value IN ({marks}))")
+        params += list(f.topics)
+    for name in ("agent_id", "team", "session_id", "key"):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"r.{name} = ?")
+            params.append(value)
+    if f.since is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
+        params.append(to_iso(f.since))
+    if f.until is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) <= ?")
+        params.append(to_iso(f.until))
+    for key, value in f.metadata.items():
+        path = '$."' + key.replace('"', '""') + '"'
+        if isinstance(value, bool):
+            clauses.append("json_type(r.metadata, ?) = ?")
+            params += [path, "true" if value else "false"]
+        elif isinstance(value, int | float):
+            clauses.append("json_type(r.metadata, ?) IN ('integer', 'real')")
+            clauses.append("json_extract(r.metadata, ?) = ?")
+            params += [path, path, value]
+        else:
+            clauses.append("json_type(r.metadata, ?) = 'text'")
+            clauses.append("json_extract(r.metadata, ?) = ?")
+            params += [path, path, value]
+    return " AND ".join(clauses), params
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal."""
+    terms = query_terms(text)
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def record_row(r: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.user_id, r.agent_id, r.team, r.session_id, r.kind.value, r.key, r.text,
+        _json(list(r.topics)), r.metadata_json(), r.importance, to_iso(r.created_at),
+        to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
+        r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
+        opt_iso(r.last_accessed_at), _json(list(r.source_ids)), r.actor, r.content_hash,
+        r.version,
+    )  # fmt: skip
+
+
+def row_record(row: Sequence[Any]) -> MemoryRecord:
+    d = dict(zip(RECORD_COLUMNS, row, strict=True))
+    return MemoryRecord(
+        id=d["id"],
+        user_id=d["user_id"],
+        agent_id=d["agent_id"],
+        team=d["team"],
+        session_id=d["session_id"],
+        kind=MemoryKind(d["kind"]),
+        key=d["key"],
+        text=d["text"],
+        topics=tuple(json.loads(d["topics"])),
+        metadata=json.loads(d["metadata"]),
+        importance=d["importance"],
+        created_at=from_iso(d["created_at"]),
+        updated_at=from_iso(d["updated_at"]),
+        event_at=opt_time(d["event_at"]),
+        valid_from=opt_time(d["valid_from"]),
+        valid_to=opt_time(d["valid_to"]),
+        superseded_by=d["superseded_by"],
+        expires_at=opt_time(d["expires_at"]),
+        deleted_at=opt_time(d["deleted_at"]),
+        access_count=d["access_count"],
+        last_accessed_at=opt_time(d["last_accessed_at"]),
+        source_ids=tuple(json.loads(d["source_ids"])),
+        actor=d["actor"],
+        content_hash=d["content_hash"],
+        version=d["version"],
+    )
+
+
+def _row_event(row: Sequence[Any]) -> HistoryEvent:
+    eid, rid, uid, action, version, at, actor, reason, snapshot = row
+    return HistoryEvent(
+        id=eid,
+        record_id=rid,
+        user_id=uid,
+        action=HistoryAction(action),
+        version=version,
+        at=from_iso(at),
+        actor=actor,
+        reason=reason,
+        snapshot=None if snapshot is None else json.loads(snapshot),
+    )
+
+
+def _row_message(row: Sequence[Any]) -> Message:
+    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
+    return Message(
+        id=mid,
+        user_id=uid,
+        session_id=sid,
+        run_id=run_id,
+        seq=seq,
+        role=role,
+        content=content,
+        created_at=from_iso(created_at),
+        metadata=json.loads(metadata),
+    )
+
+
+def _row_session(row: Sequence[Any]) -> Session:
+    uid, sid, agent_id, team, created_at, updated_at, metadata = row
+    return Session(
+        session_id=sid,
+        user_id=uid,
+        agent_id=agent_id,
+        team=team,
+        created_at=from_iso(created_at),
+        updated_at=from_iso(updated_at),
+        metadata=json.loads(metadata),
+    )
+
+
+def _row_state(row: Sequence[Any]) -> StateVersion:
+    uid, sid, name, version, data, updated_at = row
+    return StateVersion(
+        user_id=uid,
+        session_id=sid,
+        name=name,
+        version=version,
+        data=json.loads(data),
+        updated_at=from_iso(updated_at),
+    )
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``."""
+    if not url.startswith("sqlite:///"):
+        raise UnsupportedError(f"not a sqlite URL (want sqlite:///PATH): {url!r}")
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise UnsupportedError("sqlite URL has no path: use sqlite:///PATH or sqlite:///:memory:")
+    return path
+
+
+# ---------------------------------------------------------------------------- store
+
+
+class SqliteStore:
+    """A memlane store in one SQLite file (or in memory with ``:memory:``)."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = str(path)
+        self.url = "sqlite:///" + self.path
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        return cls(Path(parse_sqlite_url(url)).expanduser() if "memory:" not in url else ":memory:")
+
+    @property
+    def in_memory(self) -> bool:
+        return self.path == ":memory:"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def setup(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                return
+            if not self.in_memory:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                conn = sqlite3.connect(
+                    self.path,
+                    timeout=self.busy_timeout_s,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            try:
+                self._configure(conn)
+                self._migrate(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            if not self.in_memory:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+        if names and "memlane_meta" not in names:
+            raise ForeignStoreError(
+                f"{self.path} holds a database that memlane did not create; refusing to touch it"
+            )
+        if names:
+            app = conn.execute("SELECT value FROM memlane_meta WHERE key='application'").fetchone()
+            if app is None or app[0] != APPLICATION:
+                raise ForeignStoreError(f"{self.path} is not a memlane database")
+        with _transaction(conn, write=True):
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            newest = max(v for v, _, _ in MIGRATIONS)
+            if done and max(done) > newest:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {max(done)}; this memlane knows up to "
+                    f"{newest}: upgrade memlane"
+                )
+            for version, name, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, name, to_iso(utcnow())),
+                )
+                if version == 1:
+                    conn.execute(
+                        "INSERT INTO memlane_meta VALUES ('application', ?)", (APPLICATION,)
+                    )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+    def schema_versions(self) -> list[tuple[int, str]]:
+        """The migrations applied to this database, in order."""
+        conn = self._connection()
+        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+        return [(int(v), str(n)) for v, n in rows]
+
+    # ------------------------------------------------------------------ batches
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.setup()
+        assert self._conn is not None
+        return self._conn
+
+    def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        write = any(isinstance(op, _WRITES) for op in ops_)
+        with self._lock:
+            conn = self._connection()
+            deadline = time.monotonic() + self.busy_timeout_s
+            while True:
+                try:
+                    with _transaction(conn, write=write):
+                        return [self._handler(op)(conn, op) for op in ops_]
+                except sqlite3.OperationalError as exc:
+                    # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
+                    if "locked" in str(exc) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                        continue
+                    raise StoreError(f"SQLite error: {exc}") from exc
+                except sqlite3.DatabaseError as exc:
+                    raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+    async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        # The sqlite3 driver only blocks; run it on this store's own worker thread so the
+        # event loop keeps serving other tasks (the same approach as aiosqlite).
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-sqlite")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.batch, ops_)
+
+    def _handler(self, op: Op[Any]) -> Callable[[sqlite3.Connection, Any], Any]:
+        handler = getattr(self, "_op_" + type(op).__name__, None)
+        if handler is None:
+            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
+        return handler  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ records
+
+    def _op_WriteRecord(self, conn: sqlite3.Connection, op: ops.WriteRecord) -> None:
+        r = op.record
+        row = conn.execute("SELECT user_id, version FROM records WHERE id = ?", (r.id,)).fetchone()
+        if row is not None and row[0] != r.user_id:
+            raise ConflictError("record id belongs to another scope", expected=None, actual=None)
+        actual = 0 if row is None else row[1]
+        if op.expected_version is not None and actual != op.expected_version:
+            raise ConflictError(
+                f"record {r.id} is at version {actual}, expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=actual,
+            )
+        values = record_row(r)
+        if row is None:
+            marks = ", ".join("?" * len(RECORD_COLUMNS))
+            conn.execute(
+                f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})", values
+            )
+        else:
+            sets = ", ".join(f"{c} = ?" for c in RECORD_COLUMNS[1:])
+            conn.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values[1:], r.id))
+
+    def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
+        conn.executemany(
+            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.id,
+                    e.record_id,
+                    e.user_id,
+                    e.action.value,
+                    e.version,
+                    to_iso(e.at),
+                    e.actor,
+                    e.reason,
+                    None if e.snapshot is None else _json(dict(e.snapshot)),
+                )
+                for e in op.events
+            ],
+        )
+
+    def _op_GetRecords(self, conn: sqlite3.Connection, op: ops.GetRecords) -> list[MemoryRecord]:
+        found: dict[str, MemoryRecord] = {}
+        for chunk in _chunks(op.ids, 500):
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT {_RECORD_SELECT} FROM records r WHERE r.user_id = ? AND r.id IN ({marks})",
+                (op.user_id, *chunk),
+            )
+            found.update((rec.id, rec) for rec in map(row_record, rows))
+        return [found[i] for i in op.ids if i in found]
+
+    def _op_ListRecords(self, conn: sqlite3.Connection, op: ops.ListRecords) -> list[MemoryRecord]:
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        if op.after_id is not None:
+            where += " AND r.id < ?" if op.descending else " AND r.id > ?"
+            params.append(op.after_id)
+        order = "DESC" if op.descending else "ASC"
+        rows = conn.execute(
+            f"SELECT {_RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT ?",
+            (*params, op.limit),
+        )
+        return [row_record(row) for row in rows]
+
+    def _op_LexicalSearch(
+        self, conn: sqlite3.Connection, op: ops.LexicalSearch
+    ) -> list[tuple[str, float]]:
+        match = fts_query(op.query)
+        if match is None:
+            return []
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        rows = conn.execute(
+            "SELECT r.id, -bm25(records_fts) AS score FROM records_fts "
+            "JOIN records r ON r.rid = records_fts.rowid "
+            f"WHERE records_fts MATCH ? AND {where} ORDER BY score DESC, r.id LIMIT ?",
+            (match, *params, op.limit),
+        )
+        return [(rid, float(score)) for rid, score in rows]
+
+    def _op_VectorSearch(
+        self, conn: sqlite3.Connection, op: ops.VectorSearch
+    ) -> list[tuple[str, float]]:
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        rows = conn.execute(
+            "SELECT r.id, e.vector FROM records r JOIN embeddings e "
+            f"ON e.model = ? AND e.content_hash = r.content_hash WHERE {where}",
+            (op.model, *params),
+        ).fetchall()
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+        sims = matrix.reshape(len(rows), -1) @ op.vector
+        k = min(op.limit, len(rows))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        ranked = sorted(top, key=lambda i: (-sims[i], rows[i][0]))
+        return [(rows[i][0], float(sims[i])) for i in ranked]
+
+    def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
+        rows = conn.execute(
+            "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
+            (op.user_id, op.record_id),
+        )
+        return [_row_event(row) for row in rows]
+
+    def _op_ListUserHistory(
+        self, conn: sqlite3.Connection, op: ops.ListUserHistory
+    ) -> list[HistoryEvent]:
+        rows = conn.execute(
+            "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (op.user_id, op.after_id or "", op.limit),
+        )
+        return [_row_event(row) for row in rows]
+
+    def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
+        conn.executemany(
+            "UPDATE records SET access_count = access_count + 1, last_accessed_at = ? "
+            "WHERE user_id = ? AND id = ?",
+            [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
+        )
+
+    def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
+        rows = conn.execute(
+            f"SELECT {_RECORD_SELECT} FROM records r "
+            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= ? ORDER BY r.id LIMIT ?",
+            (to_iso(op.now), op.limit),
+        )
+        return [row_record(row) for row in rows]
+
+    def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
+        n = 0
+        for chunk in _chunks(op.ids, 500):
+            marks = ", ".join("?" * len(chunk))
+            cur = conn.execute(
+                f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", (op.user_id, *chunk)
+            )
+            n += cur.rowcount
+        return n
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _op_GetEmbeddings(
+        self, conn: sqlite3.Connection, op: ops.GetEmbeddings
+    ) -> dict[str, Vector]:
+        out: dict[str, Vector] = {}
+        for chunk in _chunks(op.hashes, 500):
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                "SELECT content_hash, vector FROM embeddings "
+                f"WHERE model = ? AND content_hash IN ({marks})",
+                (op.model, *chunk),
+            )
+            out.update((h, np.frombuffer(blob, dtype=np.float32).copy()) for h, blob in rows)
+        return out
+
+    def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
+            [
+                (op.model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
+                for h, v in op.items
+            ],
+        )
+
+    def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
+        cur = conn.execute(
+            "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records)"
+        )
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ sessions
+
+    def _op_UpsertSession(self, conn: sqlite3.Connection, op: ops.UpsertSession) -> None:
+        s = op.session
+        conn.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(user_id, session_id) DO UPDATE SET "
+            "updated_at = MAX(updated_at, excluded.updated_at), "
+            "metadata = CASE WHEN excluded.metadata = '{}' THEN metadata "
+            "ELSE excluded.metadata END",
+            (
+                s.user_id,
+                s.session_id,
+                s.agent_id,
+                s.team,
+                to_iso(s.created_at),
+                to_iso(s.updated_at),
+                _json(dict(s.metadata)),
+            ),
+        )
+
+    def _op_GetSession(self, conn: sqlite3.Connection, op: ops.GetSession) -> Session | None:
+        row = conn.execute(
+            "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
+            (op.user_id, op.session_id),
+        ).fetchone()
+        return None if row is None else _row_session(row)
+
+    def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
+        where, params = "user_id = ?", [op.user_id]
+        if op.after_id is not None:
+            where += " AND session_id > ?"
+            params.append(op.after_id)
+        if op.updated_before is not None:
+            where += " AND updated_at < ?"
+            params.append(to_iso(op.updated_before))
+        rows = conn.execute(
+            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
+            (*params, op.limit),
+        )
+        return [_row_session(row) for row in rows]
+
+    def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
+        out: list[Message] = []
+        for m in op.messages:
+            if op.assign_seq:
+                (last,) = conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM messages "
+                    "WHERE user_id = ? AND session_id = ?",
+                    (m.user_id, m.session_id),
+                ).fetchone()
+                m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.user_id,
+                    m.session_id,
+                    m.seq,
+                    m.id,
+                    m.run_id,
+                    m.role,
+                    m.content,
+                    to_iso(m.created_at),
+                    _json(dict(m.metadata)),
+                ),
+            )
+            if cur.rowcount:
+                out.append(m)
+        return out
+
+    def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
+        sql = "SELECT * FROM messages WHERE user_id = ? AND session_id = ?"
+        params: list[Any] = [op.user_id, op.session_id]
+        if op.last_runs is not None:
+            sql += (
+                " AND run_id IN (SELECT run_id FROM messages WHERE user_id = ? AND session_id = ? "
+                "GROUP BY run_id ORDER BY MAX(seq) DESC LIMIT ?)"
+            )
+            params += [op.user_id, op.session_id, op.last_runs]
+        rows = conn.execute(sql + " ORDER BY seq", params)
+        return [_row_message(row) for row in rows]
+
+    def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
+        n = 0
+        for sid in op.session_ids:
+            key = (op.user_id, sid)
+            n += conn.execute(
+                "DELETE FROM sessions WHERE user_id = ? AND session_id = ?", key
+            ).rowcount
+            conn.execute("DELETE FROM messages WHERE user_id = ? AND session_id = ?", key)
+            conn.execute("DELETE FROM states WHERE user_id = ? AND session_id = ?", key)
+            conn.execute("DELETE FROM records WHERE user_id = ? AND session_id = ?", key)
+        return n
+
+    # ------------------------------------------------------------------ state
+
+    def _op_GetState(self, conn: sqlite3.Connection, op: ops.GetState) -> StateVersion | None:
+        sql = "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ?"
+        params: list[Any] = [op.user_id, op.session_id, op.name]
+        if op.version is not None:
+            sql += " AND version = ?"
+            params.append(op.version)
+        row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
+        return None if row is None else _row_state(row)
+
+    def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
+        s = op.state
+        (current,) = conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM states "
+            "WHERE user_id = ? AND session_id = ? AND name = ?",
+            (s.user_id, s.session_id, s.name),
+        ).fetchone()
+        if op.expected_version is not None and current != op.expected_version:
+            raise ConflictError(
+                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
+                f"expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=current,
+            )
+        conn.execute(
+            "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
+            (s.user_id, s.session_id, s.name, s.version, _json(dict(s.data)), to_iso(s.updated_at)),
+        )
+
+    def _op_ListStateVersions(
+        self, conn: sqlite3.Connection, op: ops.ListStateVersions
+    ) -> list[StateVersion]:
+        rows = conn.execute(
+            "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ? "
+            "ORDER BY version",
+            (op.user_id, op.session_id, op.name),
+        )
+        return [_row_state(row) for row in rows]
+
+    def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
+        rows = conn.execute(
+            "SELECT s.* FROM states s WHERE s.user_id = ? AND s.session_id = ? "
+            "AND substr(s.name, 1, ?) = ? AND s.version = (SELECT MAX(version) FROM states t "
+            "WHERE t.user_id = s.user_id AND t.session_id = s.session_id AND t.name = s.name) "
+            "ORDER BY s.name",
+            (op.user_id, op.session_id, len(op.prefix), op.prefix),
+        )
+        return [_row_state(row) for row in rows]
+
+    # ------------------------------------------------------------------ users
+
+    def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
+        rows = conn.execute(
+            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
+            "UNION SELECT user_id FROM history ORDER BY 1"
+        )
+        return [row[0] for row in rows]
+
+    def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for table in ("records", "history", "sessions", "messages", "states"):
+            cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
+            counts[table] = cur.rowcount
+        counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
+        return counts
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+class _transaction:
+    """BEGIN (IMMEDIATE when writing) ... COMMIT, or ROLLBACK on any error."""
+
+    def __init__(self, conn: sqlite3.Connection, *, write: bool) -> None:
+        self.conn = conn
+        self.write = write
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or [()]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

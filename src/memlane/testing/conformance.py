@@ -1,0 +1,2 @@
+class StoreConformance:
+    pass

@@ -1,0 +1,113 @@
+"""Small text utilities shared by stores and core: tokenizing and BM25 scoring."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+STOPWORDS = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    }
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens (letters and digits), in order."""
+    return [t.casefold() for t in _TOKEN.findall(text)]
+
+
+def query_terms(text: str) -> list[str]:
+    """Distinct tokens of a query without stopwords; all tokens if only stopwords remain."""
+    tokens = tokenize(text)
+    terms = [t for t in tokens if t not in STOPWORDS]
+    return list(dict.fromkeys(terms or tokens))
+
+
+def bm25_scores(
+    query: Sequence[str],
+    documents: Iterable[tuple[str, Sequence[str]]],
+    *,
+    k1: float = 1.2,
+    b: float = 0.75,
+) -> dict[str, float]:
+    """BM25 score of each document (id, tokens) that shares a term with ``query``."""
+    docs = list(documents)
+    if not docs or not query:
+        return {}
+    avg_len = sum(len(toks) for _, toks in docs) / len(docs) or 1.0
+    counts = [(doc_id, Counter(toks), len(toks)) for doc_id, toks in docs]
+    df = Counter(term for _, tf, _ in counts for term in set(query) & tf.keys())
+    n = len(docs)
+    scores: dict[str, float] = {}
+    for doc_id, tf, length in counts:
+        score = 0.0
+        for term in query:
+            freq = tf.get(term, 0)
+            if not freq:
+                continue
+            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+            score += idf * freq * (k1 + 1) / (freq + k1 * (1 - b + b * length / avg_len))
+        if score > 0:
+            scores[doc_id] = score
+    return scores

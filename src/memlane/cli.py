@@ -1,0 +1,407 @@
+"""The ``memlane`` command line. Commands parse, call the library, and format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+
+from memlane.api import Memory
+from memlane.errors import MemlaneError, ValidationError
+from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, from_iso
+from memlane.settings import Settings, default_data_dir
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+KINDS = [k.value for k in MemoryKind]
+
+
+class _Context:
+    def __init__(self, store_url: str | None) -> None:
+        self.settings = Settings.from_env(store_url=store_url)
+        self._memory: Memory | None = None
+
+    def memory(self) -> Memory:
+        if self._memory is None:
+            self._memory = Memory(self.settings.store_url, embedder=self.settings.build_embedder())
+        return self._memory
+
+    def close(self) -> None:
+        if self._memory is not None:
+            self._memory.close()
+
+
+pass_ctx = click.make_pass_decorator(_Context)
+
+
+def user_option(f: F) -> F:
+    return click.option(
+        "--user",
+        "user_id",
+        required=True,
+        help="Whose memory (required; 'anonymous' is the explicit shared anonymous scope).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else from_iso(value)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True))
+
+
+def _line(record: MemoryRecord, score: float | None = None) -> str:
+    flags = "" if record.is_current else (" [deleted]" if record.deleted_at else " [superseded]")
+    head = f"{score:.4f}  " if score is not None else ""
+    return f"{head}{record.id}  {record.kind.value:<10} {record.text}{flags}"
+
+
+def _filters(
+    kind: Sequence[str],
+    topic: Sequence[str],
+    session: str | None,
+    since: str | None,
+    until: str | None,
+    meta: Sequence[str],
+    include_superseded: bool = False,
+) -> Filters:
+    metadata: dict[str, Any] = {}
+    for item in meta:
+        if "=" not in item:
+            raise ValidationError(f"--meta wants KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        metadata[key] = value
+    return Filters(
+        kinds=tuple(MemoryKind(k) for k in kind),
+        topics=tuple(topic),
+        session_id=session,
+        since=_time(since),
+        until=_time(until),
+        metadata=metadata,
+        include_superseded=include_superseded,
+    )
+
+
+def filter_options(f: F) -> F:
+    for decorator in reversed(
+        [
+            click.option(
+                "--kind", multiple=True, type=click.Choice(KINDS), help="Only these kinds."
+            ),
+            click.option("--topic", multiple=True, help="Only memories with any of these topics."),
+            click.option("--session", help="Only memories of this session."),
+            click.option("--since", help="Only memories at or after this ISO time."),
+            click.option("--until", help="Only memories at or before this ISO time."),
+            click.option("--meta", multiple=True, help="KEY=VALUE metadata equality filter."),
+        ]
+    ):
+        f = decorator(f)
+    return f
+
+
+class _Group(click.Group):
+    """Maps memlane's errors to a one-line message and exit status 1 (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MemlaneError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--store",
+    "store_url",
+    envvar="MEMLANE_STORE",
+    help="Store URL (sqlite:///PATH, memory://). Default: SQLite file in the user data dir.",
+)
+@click.version_option(package_name="memlane")
+@click.pass_context
+def cli(ctx: click.Context, store_url: str | None) -> None:
+    """memlane: memory for AI agents."""
+    state = _Context(store_url)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+@cli.command()
+@click.argument("text")
+@user_option
+@click.option("--kind", type=click.Choice(KINDS), default="fact", show_default=True)
+@click.option("--topic", "topics", multiple=True, help="Topic (repeatable).")
+@click.option("--importance", type=float, default=0.5, show_default=True)
+@click.option("--session", help="Session the memory came from.")
+@click.option("--agent", help="Agent the memory belongs to.")
+@click.option("--team", help="Team whose agents share the memory.")
+@click.option("--event-time", help="When the content happened (ISO time).")
+@click.option("--ttl-days", type=float, help="Expire after this many days.")
+@click.option("--metadata", help="JSON object of metadata.")
+@json_option
+@pass_ctx
+def add(
+    ctx: _Context,
+    text: str,
+    user_id: str,
+    kind: str,
+    topics: tuple[str, ...],
+    importance: float,
+    session: str | None,
+    agent: str | None,
+    team: str | None,
+    event_time: str | None,
+    ttl_days: float | None,
+    metadata: str | None,
+    as_json: bool,
+) -> None:
+    """Remember TEXT for a user."""
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--metadata is not valid JSON: {exc.msg}") from exc
+    record = ctx.memory().add(
+        text,
+        user_id=user_id,
+        kind=kind,
+        topics=topics,
+        importance=importance,
+        session_id=session,
+        agent_id=agent,
+        team=team,
+        event_at=_time(event_time),
+        ttl=None if ttl_days is None else timedelta(days=ttl_days),
+        metadata=meta,
+    )
+    _echo_json(record.to_dict()) if as_json else click.echo(record.id)
+
+
+@cli.command()
+@click.argument("query")
+@user_option
+@click.option("--limit", "-k", type=int, default=10, show_default=True)
+@click.option("--recipe", default="hybrid", show_default=True, help="hybrid, semantic, lexical.")
+@click.option("--explain", is_flag=True, help="Show how each score was made.")
+@filter_options
+@json_option
+@pass_ctx
+def search(
+    ctx: _Context,
+    query: str,
+    user_id: str,
+    limit: int,
+    recipe: str,
+    explain: bool,
+    kind: tuple[str, ...],
+    topic: tuple[str, ...],
+    session: str | None,
+    since: str | None,
+    until: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Find a user's memories most relevant to QUERY."""
+    hits = ctx.memory().search(
+        query,
+        user_id=user_id,
+        limit=limit,
+        recipe=recipe,
+        explain=explain or as_json,
+        filters=_filters(kind, topic, session, since, until, meta),
+    )
+    if as_json:
+        _echo_json([h.to_dict() for h in hits])
+        return
+    for hit in hits:
+        click.echo(_line(hit.record, hit.score))
+        if explain:
+            click.echo("        " + _explain(hit))
+    if not hits:
+        click.echo("no memories found", err=True)
+
+
+def _explain(hit: SearchHit) -> str:
+    parts = []
+    for method in ("vector", "lexical"):
+        info = (hit.explanation or {}).get(method)
+        if info:
+            parts.append(f"{method}: rank {info['rank']} score {info['score']:.4f}")
+    return "; ".join(parts) or "no breakdown"
+
+
+@cli.command(name="list")
+@user_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", help="Continue after this cursor (printed at the end of a page).")
+@click.option("--all-versions", is_flag=True, help="Include superseded memories.")
+@filter_options
+@json_option
+@pass_ctx
+def list_(
+    ctx: _Context,
+    user_id: str,
+    limit: int,
+    cursor: str | None,
+    all_versions: bool,
+    kind: tuple[str, ...],
+    topic: tuple[str, ...],
+    session: str | None,
+    since: str | None,
+    until: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List a user's memories, newest first, one page at a time."""
+    page = ctx.memory().list(
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        filters=_filters(kind, topic, session, since, until, meta, all_versions),
+    )
+    if as_json:
+        _echo_json({"items": [r.to_dict() for r in page.items], "next_cursor": page.next_cursor})
+        return
+    for record in page.items:
+        click.echo(_line(record))
+    if page.next_cursor:
+        click.echo(f"-- more: --cursor {page.next_cursor}", err=True)
+
+
+@cli.command()
+@click.argument("record_id")
+@user_option
+@json_option
+@pass_ctx
+def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
+    """Show one memory."""
+    record = ctx.memory().get(record_id, user_id=user_id)
+    if as_json:
+        _echo_json(record.to_dict())
+        return
+    for key, value in record.to_dict().items():
+        if value not in (None, [], {}):
+            click.echo(f"{key:>16}: {value}")
+
+
+@cli.command()
+@click.argument("record_id")
+@user_option
+@json_option
+@pass_ctx
+def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
+    """Show every recorded change of a memory."""
+    events = ctx.memory().history(record_id, user_id=user_id)
+    if as_json:
+        _echo_json([e.to_dict() for e in events])
+        return
+    for e in events:
+        text = (e.snapshot or {}).get("text", "")
+        why = f"  ({e.reason})" if e.reason else ""
+        click.echo(f"{e.at.isoformat()}  v{e.version:<3} {e.action.value:<9} {text}{why}")
+
+
+@cli.command()
+@click.argument("record_id", required=False)
+@user_option
+@click.option("--all", "everything", is_flag=True, help="Forget everything of the user.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation with --all.")
+@click.option("--reason", help="Why (kept in history).")
+@json_option
+@pass_ctx
+def forget(
+    ctx: _Context,
+    record_id: str | None,
+    user_id: str,
+    everything: bool,
+    yes: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Delete one memory (recorded, restorable), or with --all every trace of a user."""
+    if everything == (record_id is not None):
+        raise click.UsageError("give either a RECORD_ID or --all")
+    if everything:
+        if not yes:
+            click.confirm(f"Forget everything of user {user_id!r}?", abort=True)
+        counts = ctx.memory().forget_user(user_id)
+        _echo_json(counts) if as_json else click.echo(
+            ", ".join(f"{n} {table}" for table, n in counts.items()) + " removed"
+        )
+        return
+    assert record_id is not None
+    record = ctx.memory().delete(record_id, user_id=user_id, reason=reason)
+    _echo_json(record.to_dict()) if as_json else click.echo(f"forgot {record.id}")
+
+
+@cli.command()
+@click.option("--user", "user_id", help="Only this user (default: everyone).")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@pass_ctx
+def export(ctx: _Context, user_id: str | None, output: Any) -> None:
+    """Write memories, history, sessions and state as JSONL."""
+    from memlane.transfer import write_jsonl
+
+    n = write_jsonl(ctx.memory().export_rows(user_id=user_id), output)
+    click.echo(f"exported {n} lines", err=True)
+
+
+@cli.command(name="import")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@json_option
+@pass_ctx
+def import_(ctx: _Context, source: Any, as_json: bool) -> None:
+    """Read a JSONL export (all or nothing: a bad line changes nothing)."""
+    from memlane.transfer import load_jsonl
+
+    result = ctx.memory().import_rows(load_jsonl(source))
+    counts = dict(result.counts)
+    _echo_json(counts) if as_json else click.echo(
+        "imported " + (", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing")
+    )
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def sweep(ctx: _Context, as_json: bool) -> None:
+    """Purge expired memories (recorded in their history)."""
+    n = ctx.memory().sweep()
+    _echo_json({"purged": n}) if as_json else click.echo(f"purged {n} expired memories")
+
+
+@cli.command()
+@click.option(
+    "--store", "demo_store", help="Store for the demo (default: demo.db in the data dir)."
+)
+@pass_ctx
+def demo(ctx: _Context, demo_store: str | None) -> None:
+    """Two users, two processes: remember, restart, recall."""
+    store = demo_store or "sqlite:///" + str(default_data_dir() / "demo.db")
+    for step in ("remember", "recall"):
+        click.echo(f"\n=== process {'1' if step == 'remember' else '2'}: {step} ===")
+        done = subprocess.run([sys.executable, "-m", "memlane.demo", step, store], check=False)
+        if done.returncode != 0:
+            raise click.ClickException(f"demo step {step!r} failed (exit {done.returncode})")
+    click.echo(f"\nThe demo's memories are in {store}.")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="memlane")
+
+
+if __name__ == "__main__":
+    main()

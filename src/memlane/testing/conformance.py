@@ -1,2 +1,450 @@
+"""The store conformance suite: behaviour every backend must show.
+
+Subclass :class:`StoreConformance` in a pytest module and implement ``make_store``; every
+``test_*`` method then runs against your backend through the public API::
+
+    class TestMyStore(StoreConformance):
+        def make_store(self) -> Store:
+            return MyStore(...)
+
+Each test gets a fresh, empty store. The suite uses :class:`FakeEmbedder` and a
+:class:`FixedClock`, so it is deterministic and needs no model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+
+from memlane.api import AsyncMemory, Memory
+from memlane.core.base import MemoryInput
+from memlane.errors import (
+    ConflictError,
+    ImportFormatError,
+    NotFoundError,
+    ValidationError,
+)
+from memlane.models import Filters, HistoryAction, MemoryKind, StateVersion
+from memlane.ports import store as ops
+from memlane.ports.store import Store
+from memlane.testing.fakes import FakeEmbedder, FixedClock
+
+
+@contextmanager
+def _raises(kind: type[BaseException]) -> Iterator[None]:
+    try:
+        yield
+    except kind:
+        return
+    raise AssertionError(f"{kind.__name__} was not raised")
+
+
 class StoreConformance:
-    pass
+    """Mix-in test class; see the module docstring."""
+
+    def make_store(self) -> Store:
+        raise NotImplementedError("subclasses return a fresh, empty store")
+
+    def _memory(self, store: Store | None = None) -> tuple[Memory, FixedClock, FakeEmbedder]:
+        clock = FixedClock()
+        embedder = FakeEmbedder()
+        return Memory(store or self.make_store(), embedder=embedder, clock=clock), clock, embedder
+
+    # ------------------------------------------------------------------ records
+
+    def test_add_get_round_trip(self) -> None:
+        m, clock, _ = self._memory()
+        event = clock.now - timedelta(days=3)
+        rec = m.add(
+            "Alice lives in London",
+            user_id="alice",
+            kind="fact",
+            topics=["home", "city"],
+            metadata={"source": "chat", "n": 3, "ok": True},
+            importance=0.8,
+            event_at=event,
+            session_id="s1",
+            agent_id="a1",
+            team="t1",
+            source_ids=["m1"],
+            actor="user",
+        )
+        got = m.get(rec.id, user_id="alice")
+        assert got == rec
+        assert got.topics == ("home", "city") and got.metadata["n"] == 3
+        assert got.event_at == event and got.version == 1 and got.is_current
+        m.close()
+
+    def test_scopes_never_leak(self) -> None:
+        m, _, _ = self._memory()
+        a = m.add("Alice likes green tea", user_id="alice")
+        m.add("Bob likes green tea too", user_id="bob")
+        with _raises(NotFoundError):
+            m.get(a.id, user_id="bob")
+        with _raises(NotFoundError):
+            m.history(a.id, user_id="bob")
+        with _raises(NotFoundError):
+            m.update(a.id, user_id="bob", text="hijacked")
+        assert all(h.record.user_id == "bob" for h in m.search("green tea", user_id="bob"))
+        assert [r.user_id for r in m.list(user_id="bob").items] == ["bob"]
+        assert m.get(a.id, user_id="alice").text == "Alice likes green tea"
+        m.close()
+
+    def test_missing_user_is_an_error(self) -> None:
+        m, _, _ = self._memory()
+        for bad in (None, "", "   "):
+            with _raises(ValidationError):
+                m.add("text", user_id=bad)  # type: ignore[arg-type]
+        with _raises(ValidationError):
+            m.add("", user_id="u")
+        with _raises(ValidationError):
+            m.add("x" * 20_001, user_id="u")
+        assert m.list(user_id="u").items == ()
+        m.close()
+
+    def test_list_pages_with_cursor(self) -> None:
+        m, _, _ = self._memory()
+        ids = [m.add(f"memory number {i}", user_id="u").id for i in range(7)]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = m.list(user_id="u", limit=3, cursor=cursor)
+            seen += [r.id for r in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert seen == list(reversed(ids))
+        oldest = m.list(user_id="u", limit=10, newest_first=False)
+        assert [r.id for r in oldest.items] == ids and oldest.next_cursor is None
+        with _raises(ValidationError):
+            m.list(user_id="u", limit=100_000)
+        m.close()
+
+    def test_filters(self) -> None:
+        m, clock, _ = self._memory()
+        old = m.add("old trip to Rome", user_id="u", event_at=clock.now - timedelta(days=30))
+        pref = m.add("prefers aisle seats", user_id="u", kind="preference", topics=["travel"])
+        flag = m.add("flagged", user_id="u", metadata={"flag": True, "n": 1, "src": "crm"})
+        one = m.add("numbered", user_id="u", metadata={"flag": 1})
+        sess = m.add("in session", user_id="u", session_id="s9")
+
+        def ids(f: Filters) -> set[str]:
+            return {r.id for r in m.list(user_id="u", filters=f).items}
+
+        assert ids(Filters(kinds=(MemoryKind.PREFERENCE,))) == {pref.id}
+        assert ids(Filters(topics=("travel", "nope"))) == {pref.id}
+        assert ids(Filters(until=clock.now - timedelta(days=1))) == {old.id}
+        assert old.id not in ids(Filters(since=clock.now - timedelta(days=1)))
+        assert ids(Filters(metadata={"flag": True})) == {flag.id}
+        assert ids(Filters(metadata={"flag": 1})) == {one.id}
+        assert ids(Filters(metadata={"src": "crm", "n": 1})) == {flag.id}
+        assert ids(Filters(session_id="s9")) == {sess.id}
+        with _raises(ValidationError):
+            Filters(kinds=("nonsense",))  # type: ignore[arg-type]
+        with _raises(ValidationError):
+            Filters(metadata={"k": [1, 2]})
+        m.close()
+
+    def test_search_ranks_and_explains(self) -> None:
+        m, _, _ = self._memory()
+        m.add("The cat sleeps on the sofa", user_id="u")
+        target = m.add("Alice is allergic to peanuts", user_id="u", topics=["health"])
+        m.add("Bob plays chess on Thursdays", user_id="u")
+        hits = m.search("peanuts allergic", user_id="u", explain=True)
+        assert hits[0].record.id == target.id
+        assert hits[0].explanation is not None and "vector" in hits[0].explanation
+        assert hits[0].score >= hits[-1].score
+        only = m.search("peanuts", user_id="u", filters=Filters(topics=("nope",)))
+        assert only == []
+        lexical = m.search("chess", user_id="u", recipe="lexical")
+        assert [h.record.text for h in lexical] == ["Bob plays chess on Thursdays"]
+        assert m.get(target.id, user_id="u").access_count == 1
+        with _raises(ValidationError):
+            m.search("", user_id="u")
+        m.close()
+
+    def test_update_keeps_history_and_checks_version(self) -> None:
+        m, clock, _ = self._memory()
+        rec = m.add("likes tea", user_id="u")
+        clock.advance(minutes=1)
+        new = m.update(rec.id, user_id="u", text="likes coffee", reason="corrected")
+        assert new.version == 2 and new.text == "likes coffee" and new.updated_at == clock.now
+        with _raises(ConflictError):
+            m.update(rec.id, user_id="u", importance=0.9, expected_version=1)
+        events = m.history(rec.id, user_id="u")
+        assert [e.action for e in events] == [HistoryAction.ADD, HistoryAction.UPDATE]
+        assert events[0].snapshot is not None and events[0].snapshot["text"] == "likes tea"
+        assert events[1].reason == "corrected"
+        assert m.search("coffee", user_id="u")[0].record.id == rec.id
+        m.close()
+
+    def test_supersede_keeps_old_version(self) -> None:
+        m, _, _ = self._memory()
+        old = m.add("lives in London", user_id="u")
+        new = m.supersede(old.id, "moved to Paris", user_id="u", reason="moved")
+        old_now = m.get(old.id, user_id="u")
+        assert old_now.superseded_by == new.id and old_now.valid_to is not None
+        assert [r.id for r in m.list(user_id="u").items] == [new.id]
+        everything = m.list(user_id="u", filters=Filters(include_superseded=True))
+        assert {r.id for r in everything.items} == {old.id, new.id}
+        actions = [e.action for e in m.history(old.id, user_id="u")]
+        assert actions == [HistoryAction.ADD, HistoryAction.SUPERSEDE]
+        with _raises(ValidationError):
+            m.supersede(old.id, "again", user_id="u")
+        m.close()
+
+    def test_delete_and_restore(self) -> None:
+        m, _, _ = self._memory()
+        rec = m.add("temporary note", user_id="u")
+        m.delete(rec.id, user_id="u", reason="user asked")
+        assert m.list(user_id="u").items == ()
+        assert m.search("temporary note", user_id="u") == []
+        m.restore(rec.id, user_id="u")
+        assert [r.id for r in m.list(user_id="u").items] == [rec.id]
+        actions = [e.action for e in m.history(rec.id, user_id="u")]
+        assert actions == [HistoryAction.ADD, HistoryAction.DELETE, HistoryAction.RESTORE]
+        m.close()
+
+    def test_ttl_hides_then_sweep_purges(self) -> None:
+        m, clock, _ = self._memory()
+        short = m.add("door code is 1234", user_id="u", ttl=timedelta(hours=1))
+        keep = m.add("door code policy", user_id="u")
+        clock.advance(hours=2)
+        with _raises(NotFoundError):
+            m.get(short.id, user_id="u")
+        assert [r.id for r in m.list(user_id="u").items] == [keep.id]
+        assert all(h.record.id != short.id for h in m.search("door code", user_id="u"))
+        assert m.sweep() == 1
+        assert m.sweep() == 0
+        assert [e.action for e in m.history(short.id, user_id="u")][-1] == HistoryAction.EXPIRE
+        m.close()
+
+    def test_keyed_facts(self) -> None:
+        m, _, _ = self._memory()
+        assert m.recall("plan", user_id="u") is None
+        first = m.remember("plan", "pro", user_id="u", category="billing")
+        assert m.remember("plan", "pro", user_id="u").id == first.id
+        second = m.remember("plan", {"tier": "enterprise", "seats": 40}, user_id="u")
+        assert m.recall("plan", user_id="u") == {"tier": "enterprise", "seats": 40}
+        assert m.get(first.id, user_id="u").superseded_by == second.id
+        assert m.recall("plan", user_id="other") is None
+        m.close()
+
+    def test_add_many_is_all_or_nothing(self) -> None:
+        m, _, _ = self._memory()
+        with _raises(ValidationError):
+            m.add_many([MemoryInput("fine"), MemoryInput("")], user_id="u")
+        assert m.list(user_id="u").items == ()
+        records = m.add_many([MemoryInput("one"), MemoryInput("two")], user_id="u")
+        assert len(m.list(user_id="u").items) == len(records) == 2
+        m.close()
+
+    def test_identical_text_is_embedded_once(self) -> None:
+        m, _, embedder = self._memory()
+        m.add("the same words", user_id="u")
+        m.add("The  same words", user_id="v")
+        assert embedder.calls == 1
+        m.close()
+
+    def test_batch_is_atomic(self) -> None:
+        m, _, _ = self._memory()
+        rec = m.add("original", user_id="u")
+        bad = rec.evolve(text="changed", version=5)
+        other = rec.evolve(id="someotherid", text="should not land")
+        store = m.store
+        with _raises(ConflictError):
+            store.batch([ops.WriteRecord(other, 0), ops.WriteRecord(bad, 3)])
+        assert store.batch([ops.GetRecords("u", ("someotherid",))]) == [[]]
+        assert m.get(rec.id, user_id="u").text == "original"
+        m.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def test_session_history_and_episodes(self) -> None:
+        m, clock, _ = self._memory()
+        m.add_messages(
+            "s1", [("user", "Hi, I adopted a puppy"), ("assistant", "Congrats!")], user_id="u"
+        )
+        clock.advance(minutes=5)
+        m.add_messages("s1", [{"role": "user", "content": "Her name is Biscuit"}], user_id="u")
+        runs = m.get_history("s1", user_id="u")
+        assert [len(r.messages) for r in runs] == [2, 1]
+        assert [msg.seq for r in runs for msg in r.messages] == [1, 2, 3]
+        last = m.get_history("s1", user_id="u", last_runs=1)
+        assert [msg.content for msg in last[0].messages] == ["Her name is Biscuit"]
+        hits = m.search("puppy", user_id="u", filters=Filters(kinds=(MemoryKind.EPISODE,)))
+        assert hits and hits[0].record.session_id == "s1" and hits[0].record.actor == "user"
+        assert m.get_history("s1", user_id="other") == []
+        assert m.get_session("s1", user_id="u").updated_at == clock.now
+        assert [s.session_id for s in m.list_sessions(user_id="u").items] == ["s1"]
+        m.close()
+
+    def test_state_compare_and_swap(self) -> None:
+        m, _, _ = self._memory()
+        assert m.get_state("s1", user_id="u").version == 0
+        v1 = m.set_state("s1", {"step": 1}, user_id="u", expected_version=0)
+        with _raises(ConflictError):
+            m.set_state("s1", {"step": 99}, user_id="u", expected_version=0)
+        m.update_state("s1", {"extra": True}, user_id="u")
+        current = m.get_state("s1", user_id="u")
+        assert current.version == 2 and dict(current.data) == {"step": 1, "extra": True}
+        versions = m.state_history("s1", user_id="u")
+        assert [v.version for v in versions] == [1, 2] and versions[0].data == v1.data
+        with _raises(ValidationError):
+            m.set_state("s1", {"bad": object()}, user_id="u", expected_version=2)
+        assert m.get_state("s1", user_id="other").version == 0
+        m.close()
+
+    def test_workflow_resume(self) -> None:
+        m, _, _ = self._memory()
+        assert m.load_workflow("wf", user_id="u", session_id="s") is None
+        w1 = m.save_workflow("wf", user_id="u", session_id="s", step="fetch", expected_version=0)
+        m.save_workflow(
+            "wf",
+            user_id="u",
+            session_id="s",
+            step="write",
+            data={"n": 2},
+            expected_version=w1.version,
+        )
+        loaded = m.load_workflow("wf", user_id="u", session_id="s")
+        assert loaded is not None and loaded.step == "write" and loaded.data == {"n": 2}
+        assert [w.workflow_id for w in m.list_workflows("s", user_id="u")] == ["wf"]
+        m.close()
+
+    def test_summaries(self) -> None:
+        m, _, _ = self._memory()
+        with _raises(NotFoundError):
+            m.summarize_session("s1", user_id="u")
+        m.add_messages(
+            "s1",
+            [
+                ("user", "We are planning the launch of the mobile app in June."),
+                ("assistant", "The launch needs a beta test first. I will draft a plan."),
+                ("user", "Also the weather is nice today."),
+            ],
+            user_id="u",
+        )
+        first = m.summarize_session("s1", user_id="u", max_sentences=2)
+        assert first.kind == MemoryKind.SUMMARY and "launch" in first.text
+        m.add_messages("s1", [("user", "The launch date moved to July.")], user_id="u")
+        second = m.summarize_session("s1", user_id="u", max_sentences=2)
+        assert m.get(first.id, user_id="u").superseded_by == second.id
+        got = m.get_summary("s1", user_id="u")
+        assert got is not None and got.id == second.id
+        m.close()
+
+    def test_session_cleanup(self) -> None:
+        m, clock, _ = self._memory()
+        fact = m.add("keeps bees", user_id="u")
+        m.add_messages("old", [("user", "old chat about bees")], user_id="u")
+        m.set_state("old", {"x": 1}, user_id="u", expected_version=0)
+        clock.advance(days=10)
+        m.add_messages("new", [("user", "new chat")], user_id="u")
+        assert m.delete_sessions(user_id="u", older_than=clock.now - timedelta(days=5)) == 1
+        assert m.get_history("old", user_id="u") == []
+        assert m.get_state("old", user_id="u").version == 0
+        assert m.get(fact.id, user_id="u").text == "keeps bees"
+        assert [s.session_id for s in m.list_sessions(user_id="u").items] == ["new"]
+        assert m.delete_session("new", user_id="u") == 1
+        assert m.delete_sessions(user_id="u") == 0
+        kinds = {r.kind for r in m.list(user_id="u").items}
+        assert kinds == {MemoryKind.FACT}
+        m.close()
+
+    def test_forget_user_removes_everything(self) -> None:
+        m, _, _ = self._memory()
+        rec = m.add("secret of alice", user_id="alice")
+        m.add_messages("s", [("user", "hello from alice")], user_id="alice")
+        m.set_state("s", {"k": 1}, user_id="alice", expected_version=0)
+        bob = m.add("bob's note", user_id="bob")
+        counts = m.forget_user("alice")
+        assert counts["records"] >= 2 and counts["sessions"] == 1
+        assert "alice" not in m.list_users()
+        with _raises(NotFoundError):
+            m.history(rec.id, user_id="alice")
+        cached = m.store.batch([ops.GetEmbeddings(m.embedder.model_id, (rec.content_hash,))])
+        assert cached == [{}]
+        assert m.get(bob.id, user_id="bob").text == "bob's note"
+        m.close()
+
+    # ------------------------------------------------------------------ transfer
+
+    def test_export_import_round_trip(self) -> None:
+        m, _, _ = self._memory()
+        rec = m.add("likes tea", user_id="u", topics=["drinks"], metadata={"k": 1})
+        m.update(rec.id, user_id="u", text="likes green tea")
+        m.supersede(rec.id, "likes coffee now", user_id="u")
+        m.add_messages("s", [("user", "hello"), ("assistant", "hi")], user_id="u")
+        m.set_state("s", {"a": 1}, user_id="u", expected_version=0)
+        m.set_state("s", {"a": 2}, user_id="u", expected_version=1)
+        rows = m.export_rows()
+        other, _, _ = self._memory()
+        other.import_rows(rows)
+        again = other.export_rows()
+        assert _strip_header(again) == _strip_header(rows)
+        other.import_rows(rows)  # idempotent
+        assert _strip_header(other.export_rows()) == _strip_header(rows)
+        assert other.search("coffee", user_id="u")[0].record.text == "likes coffee now"
+        m.close()
+        other.close()
+
+    def test_bad_import_changes_nothing(self) -> None:
+        m, _, _ = self._memory()
+        m.add("already here", user_id="u")
+        before = m.export_rows()
+        good = m.export_rows()[1]
+        rows: list[dict[str, Any]] = [
+            {**good, "data": {**good["data"], "id": "NEWID"}},
+            {"type": "record", "data": {"id": "x"}},
+        ]
+        with _raises(ImportFormatError):
+            m.import_rows(rows)
+        assert _strip_header(m.export_rows()) == _strip_header(before)
+        m.close()
+
+    # ------------------------------------------------------------------ async
+
+    def test_async_api_shares_behaviour(self) -> None:
+        store = self.make_store()
+
+        async def scenario() -> None:
+            async with AsyncMemory(store, embedder=FakeEmbedder(), clock=FixedClock()) as m:
+                rec = await m.add("async memory about sailing", user_id="u")
+                hits = await m.search("sailing", user_id="u")
+                assert hits[0].record.id == rec.id
+                state = await m.set_state("s", {"n": 1}, user_id="u", expected_version=0)
+                assert isinstance(state, StateVersion)
+                results = await asyncio.gather(
+                    *(m.add(f"parallel {i}", user_id="u") for i in range(5))
+                )
+                assert len({r.id for r in results}) == 5
+                page = await m.list(user_id="u", limit=10)
+                assert len(page.items) == 6
+                try:
+                    await m.get("nope", user_id="u")
+                except NotFoundError:
+                    pass
+                else:
+                    raise AssertionError("NotFoundError was not raised")
+
+        asyncio.run(scenario())
+
+    def test_vectors_are_unit_length(self) -> None:
+        m, _, _ = self._memory()
+        rec = m.add("vector check", user_id="u")
+        cached = m.store.batch([ops.GetEmbeddings(m.embedder.model_id, (rec.content_hash,))])[0]
+        assert abs(float(np.linalg.norm(cached[rec.content_hash])) - 1.0) < 1e-5
+        m.close()
+
+
+def _strip_header(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        (r for r in rows if r["type"] != "header"),
+        key=lambda r: (r["type"], str(sorted(r["data"].items()))),
+    )

@@ -1,0 +1,16 @@
+"""Shared fixtures. Tests never touch the user's real data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("MEMLANE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MEMLANE_STORE", raising=False)
+    monkeypatch.delenv("MEMLANE_EMBEDDER", raising=False)
+    yield

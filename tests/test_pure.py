@@ -1,0 +1,99 @@
+"""Pure pieces: ids, models, fusion, summaries, text."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memlane import Filters, MemoryRecord, Scope, ValidationError
+from memlane.core.search import rrf
+from memlane.core.summary import extractive_summary
+from memlane.ids import new_id
+from memlane.models import content_hash, from_iso, to_iso
+from memlane.text import bm25_scores, query_terms
+
+
+def test_ids_sort_by_time_and_are_unique() -> None:
+    ids = [new_id() for _ in range(2000)]
+    assert ids == sorted(ids) and len(set(ids)) == 2000 and all(len(i) == 26 for i in ids)
+    assert new_id(1_000) < new_id(2_000_000_000_000)
+
+
+def test_scope_needs_a_user() -> None:
+    with pytest.raises(ValidationError):
+        Scope("")
+    assert Scope.anonymous().user_id == "anonymous"
+    with pytest.raises(ValidationError):
+        Scope("u\x00x")
+
+
+def test_times_round_trip() -> None:
+    t = datetime(2023, 5, 8, 13, 56, 1, 123, tzinfo=UTC)
+    assert from_iso(to_iso(t)) == t
+    assert from_iso("2023-05-08T13:56:00") == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    with pytest.raises(ValidationError):
+        to_iso(datetime(2023, 5, 8))
+    with pytest.raises(ValidationError):
+        from_iso("last tuesday")
+
+
+def test_record_dict_round_trip_and_bad_input() -> None:
+    now = datetime.now(UTC)
+    rec = MemoryRecord(
+        id="x", user_id="u", kind="fact", text="t", content_hash=content_hash("t"),  # type: ignore[arg-type]
+        created_at=now, updated_at=now, topics=("a",), expires_at=now + timedelta(days=1),
+    )  # fmt: skip
+    assert MemoryRecord.from_dict(rec.to_dict()).to_dict() == rec.to_dict()
+    with pytest.raises(ValidationError):
+        MemoryRecord.from_dict({**rec.to_dict(), "surprise": 1})
+    with pytest.raises(ValidationError):
+        MemoryRecord.from_dict({**rec.to_dict(), "created_at": "soon"})
+
+
+def test_filters_validate() -> None:
+    now = datetime.now(UTC)
+    with pytest.raises(ValidationError):
+        Filters(since=now, until=now - timedelta(days=1))
+    with pytest.raises(ValidationError):
+        Filters(since=datetime(2020, 1, 1))
+    with pytest.raises(ValidationError):
+        Filters(topics="single")  # type: ignore[arg-type]
+
+
+def test_content_hash_normalizes() -> None:
+    assert content_hash("Hello   World") == content_hash("hello world")
+    assert content_hash("hello world") != content_hash("hello, world")
+
+
+def test_rrf_fuses_and_explains() -> None:
+    fused = rrf(
+        {"vector": [("a", 0.9), ("b", 0.8)], "lexical": [("b", 5.0), ("c", 1.0)]},
+        {"vector": 1.0, "lexical": 1.0},
+        k=60,
+    )
+    assert [rid for rid, _, _ in fused] == ["b", "a", "c"]
+    assert fused[0][2]["lexical"]["rank"] == 1 and fused[0][2]["vector"]["rank"] == 2
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_extractive_summary_keeps_order_and_budget() -> None:
+    lines = [
+        ("user", "The budget for the garden project is tight. I like tulips."),
+        ("assistant", "For the garden project, start with the budget plan."),
+        ("user", "Unrelated: my cat is asleep."),
+    ]
+    summary = extractive_summary(lines, max_sentences=2, max_chars=500)
+    picked = summary.splitlines()
+    assert len(picked) == 2 and all("garden" in p or "budget" in p for p in picked)
+    assert picked[0].startswith("user:") and picked[1].startswith("assistant:")
+    assert extractive_summary([], max_sentences=3) == ""
+    assert len(extractive_summary(lines, max_sentences=5, max_chars=80)) <= 80
+
+
+def test_bm25_prefers_rare_terms() -> None:
+    docs = [("1", ["the", "cat"]), ("2", ["the", "dog"]), ("3", ["the", "cat", "dog"])]
+    scores = bm25_scores(["dog"], docs)
+    assert set(scores) == {"2", "3"} and scores["2"] > scores["3"]
+    assert query_terms("What is the?") == ["what", "is", "the"]
+    assert query_terms("Where does Alice live?") == ["alice", "live"]

@@ -1,0 +1,119 @@
+"""SQLite specifics: the file on disk, migrations, refusing files that aren't ours."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memlane import (
+    CorruptStoreError,
+    ForeignStoreError,
+    Memory,
+    SchemaVersionError,
+)
+from memlane.errors import ConfigurationError, UnsupportedError
+from memlane.settings import default_store_url
+from memlane.stores import open_store
+from memlane.stores.sqlite import MIGRATIONS, SqliteStore, parse_sqlite_url
+from memlane.testing import FakeEmbedder
+
+
+def test_a_new_process_sees_what_the_last_one_stored(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    script = (
+        "import sys\n"
+        "from memlane import Memory\n"
+        "from memlane.testing import FakeEmbedder\n"
+        "m = Memory(sys.argv[1], embedder=FakeEmbedder())\n"
+        "if sys.argv[2] == 'write':\n"
+        "    m.add('remembers across restarts', user_id='u')\n"
+        "    m.set_state('s', {'step': 3}, user_id='u', expected_version=0)\n"
+        "else:\n"
+        "    hits = m.search('restarts', user_id='u')\n"
+        "    print(hits[0].record.text, m.get_state('s', user_id='u').data['step'])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, url, "write"], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", script, url, "read"], check=True, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "remembers across restarts 3"
+
+
+def test_wal_and_recorded_migrations(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "m.db")
+    store.setup()
+    assert store.schema_versions() == [(v, n) for v, n, _ in MIGRATIONS]
+    store.close()
+    conn = sqlite3.connect(tmp_path / "m.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    store.setup()  # reopening applies nothing twice
+    assert len(store.schema_versions()) == len(MIGRATIONS)
+    store.close()
+
+
+def test_corrupt_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    payload = b"this is not a database at all" * 100
+    path.write_bytes(payload)
+    with pytest.raises(CorruptStoreError):
+        Memory(SqliteStore(path), embedder=FakeEmbedder()).list(user_id="u")
+    assert path.read_bytes() == payload
+
+
+def test_foreign_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ForeignStoreError):
+        Memory(SqliteStore(path), embedder=FakeEmbedder()).add("x", user_id="u")
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"customers"}
+    conn.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    store.setup()
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', 'x')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError):
+        SqliteStore(path).setup()
+
+
+def test_default_store_is_in_the_user_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MEMLANE_DATA_DIR")
+    url = default_store_url()
+    assert url.startswith("sqlite:///") and url.endswith("memlane.db")
+    assert not url.startswith("sqlite:///tmp") and "/tmp/" not in url
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    assert parse_sqlite_url("sqlite:///rel/m.db") == "rel/m.db"
+    assert parse_sqlite_url("sqlite:////abs/m.db") == "/abs/m.db"
+    assert isinstance(open_store("sqlite:///:memory:"), SqliteStore)
+    assert open_store(f"sqlite:///{tmp_path}/x.db").path == f"{tmp_path}/x.db"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigurationError):
+        open_store("mongodb://localhost")
+    with pytest.raises(ConfigurationError):
+        open_store("just-a-path.db")
+    with pytest.raises(UnsupportedError):
+        parse_sqlite_url("sqlite://")
+
+
+def test_construction_does_no_io(tmp_path: Path) -> None:
+    path = tmp_path / "never" / "m.db"
+    Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    assert not path.parent.exists()

@@ -1,0 +1,90 @@
+"""Add and search latency of the default stack (SQLite file + local MiniLM model).
+
+    .venv/bin/python bench/latency.py [--sizes 1000,10000] [--queries 200] [--repeats 3]
+
+Memories are LoCoMo dialog turns from ../shared/data/locomo-dev (real conversational
+text), cycled with a numbered prefix to reach each size. Queries are LoCoMo questions, so
+every query embedding is a cache miss. Prints one JSON line per size; quote medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from memlane import Memory, MemoryInput
+from memlane.embedders import LocalEmbedder
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev"
+
+
+def corpus() -> tuple[list[str], list[str]]:
+    turns, questions = [], []
+    for path in sorted(DATA.glob("*.json")):
+        conv = json.loads(path.read_text())
+        for key, value in conv.items():
+            if key.startswith("session_") and isinstance(value, list):
+                turns += [f"{t['speaker']}: {t['text']}" for t in value]
+        questions += [q["question"] for q in conv["qa"]]
+    return turns, questions
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(
+    size: int, queries: list[str], turns: list[str], embedder: LocalEmbedder
+) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        memory = Memory(f"sqlite:///{tmp}/bench.db", embedder=embedder)
+        texts = [f"[{i}] {turns[i % len(turns)]}" for i in range(size)]
+        start = time.perf_counter()
+        for chunk in range(0, size, 1000):
+            memory.add_many([MemoryInput(t) for t in texts[chunk : chunk + 1000]], user_id="u")
+        ingest = size / (time.perf_counter() - start)
+        adds = []
+        for i in range(50):
+            t0 = time.perf_counter()
+            memory.add(f"single add number {i}: {turns[i]}", user_id="u")
+            adds.append((time.perf_counter() - t0) * 1000)
+        searches = []
+        for q in queries:
+            t0 = time.perf_counter()
+            memory.search(q, user_id="u", limit=10)
+            searches.append((time.perf_counter() - t0) * 1000)
+        memory.close()
+    return {
+        "size": size,
+        "ingest_per_s": round(ingest, 1),
+        "add_ms_p50": round(statistics.median(adds), 2),
+        "search_ms_p50": round(statistics.median(searches), 2),
+        "search_ms_p95": round(pct(searches, 0.95), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    turns, questions = corpus()
+    embedder = LocalEmbedder()
+    embedder.embed(["warm up"])
+    for size in (int(s) for s in args.sizes.split(",")):
+        runs = []
+        for r in range(args.repeats):
+            qs = questions[r * args.queries : (r + 1) * args.queries] or questions[: args.queries]
+            runs.append(run(size, qs, turns, embedder))
+        med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+        print(json.dumps({"repeats": args.repeats, **med}))
+
+
+if __name__ == "__main__":
+    main()

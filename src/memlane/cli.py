@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -403,6 +404,60 @@ def demo(ctx: _Context, demo_store: str | None) -> None:
             click.echo(done.stderr, err=True, nl=False)
             raise click.ClickException(f"demo step {step!r} failed (exit {done.returncode})")
     click.echo(f"\nThe demo's memories are in {store}.")
+
+
+@cli.group(name="eval")
+def eval_() -> None:
+    """Measure recall on public benchmarks."""
+
+
+@eval_.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--recipe", default="hybrid", show_default=True, help="Search recipe to evaluate.")
+@click.option(
+    "--eval-store",
+    help="Store to ingest into (default: a scratch SQLite file in the data dir, removed after).",
+)
+@pass_ctx
+def locomo(
+    ctx: _Context,
+    directory: Path,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    recipe: str,
+    eval_store: str | None,
+) -> None:
+    """Turn-level recall@k and hit@k on a LoCoMo-format DIRECTORY."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from memlane.evals.locomo import evaluate, load_dir
+
+    conversations = load_dir(directory)
+
+    def progress(items: Any, desc: str, total: int) -> Any:
+        return tqdm(items, desc=desc, total=total, unit="q" if desc == "search" else "conv")
+
+    embedder = ctx.settings.build_embedder()
+    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as scratch:
+        url = eval_store or f"sqlite:///{scratch}/locomo.db"
+        with Memory(url, embedder=embedder) as memory:
+            report = evaluate(memory, conversations, recipe=recipe, progress=progress)
+    markdown = report.to_markdown()
+    click.echo(markdown)
+    if json_path:
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    if markdown_path:
+        markdown_path.write_text(markdown, encoding="utf-8")
+
+
+def _scratch_dir() -> Path:
+    path = default_data_dir() / "scratch"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def main() -> None:

@@ -173,6 +173,9 @@ class MemoryRecord:
     last_accessed_at: datetime | None = None
     source_ids: tuple[str, ...] = ()
     actor: str | None = None
+    context_hash: str | None = None
+    """Hash of the text embedded as this memory's context (an episode with the turns
+    before it); None when the memory has no context of its own."""
 
     @property
     def is_current(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from memlane.core.flow import Flow, embed, many, one
 from memlane.errors import NotFoundError, ValidationError
 from memlane.ids import new_id
 from memlane.models import (
+    Filters,
     HistoryAction,
     HistoryEvent,
     MemoryKind,
@@ -36,6 +38,8 @@ class CoreConfig:
     record_episodes: bool = True
     episode_roles: frozenset[str] = frozenset({"user", "assistant"})
     track_access: bool = True
+    context_window: int = 1
+    """How many earlier turns of its session an episode is embedded with (0: none)."""
     query_cache_size: int = 1024
     max_page_size: int = 1000
 
@@ -68,6 +72,7 @@ class CoreBase:
         self.clock: Clock = clock or utcnow
         self.config = config
         self._query_vectors: OrderedDict[str, Vector] = OrderedDict()
+        self._query_lock = threading.Lock()  # one Memory may serve many threads
 
     # ------------------------------------------------------------------ validation
 
@@ -207,14 +212,16 @@ class CoreBase:
     def _query_vector(self, query: str) -> Flow[Vector]:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""
         key = content_hash(query)
-        cached = self._query_vectors.get(key)
-        if cached is not None:
-            self._query_vectors.move_to_end(key)
-            return cached
+        with self._query_lock:
+            cached = self._query_vectors.get(key)
+            if cached is not None:
+                self._query_vectors.move_to_end(key)
+                return cached
         (vector,) = yield from embed([query])
-        self._query_vectors[key] = vector
-        while len(self._query_vectors) > self.config.query_cache_size:
-            self._query_vectors.popitem(last=False)
+        with self._query_lock:
+            self._query_vectors[key] = vector
+            while len(self._query_vectors) > self.config.query_cache_size:
+                self._query_vectors.popitem(last=False)
         return vector
 
     # ------------------------------------------------------------------ records
@@ -222,7 +229,8 @@ class CoreBase:
     def _insert(
         self, records: Sequence[MemoryRecord], extra: Iterable[ops.Op[Any]] = ()
     ) -> Flow[list[MemoryRecord]]:
-        _, cache_write = yield from self._vectors([r.text for r in records])
+        records, contexts = yield from self._with_context(records)
+        _, cache_write = yield from self._vectors([r.text for r in records] + contexts)
         events = tuple(self._event(r, HistoryAction.ADD, r.created_at) for r in records)
         yield from many(
             [
@@ -233,6 +241,42 @@ class CoreBase:
             ]
         )
         return list(records)
+
+    def _with_context(
+        self, records: Sequence[MemoryRecord]
+    ) -> Flow[tuple[list[MemoryRecord], list[str]]]:
+        """Give each new episode that belongs to a session a context: the text of the
+        episodes just before it in that session, then its own, under its date. Its
+        context is embedded too, so a reply like "Yes, last Tuesday!" can be found by
+        what it replied to. Returns the records and the context texts to embed."""
+        window = self.config.context_window
+        out = list(records)
+        contexts: list[str] = []
+        if window < 1:
+            return out, contexts
+        sessions = {
+            (r.user_id, r.session_id)
+            for r in records
+            if r.kind == MemoryKind.EPISODE and r.session_id
+        }
+        before: dict[tuple[str, str | None], list[str]] = {}
+        for user_id, session_id in sorted(sessions, key=str):
+            f = Filters(kinds=(MemoryKind.EPISODE,), session_id=session_id)
+            rows = yield from one(
+                ops.ListRecords(user_id, f, self._now(), None, window, descending=True)
+            )
+            before[(user_id, session_id)] = [r.text for r in reversed(rows)]
+        for i, r in enumerate(out):
+            key = (r.user_id, r.session_id)
+            if key not in before:
+                continue
+            previous = before[key][-window:]
+            text = "\n".join([*previous, r.text])
+            text = f"{r.effective_time:%d %B %Y}: {text}"
+            contexts.append(text)
+            out[i] = replace(r, context_hash=content_hash(text))
+            before[key].append(r.text)
+        return out, contexts
 
     def _load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
         check_id("user_id", user_id)

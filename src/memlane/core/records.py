@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import CoreBase, MemoryInput
+from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.search import RECIPES, SearchRecipe, rrf
+from memlane.core.retrieval import SearchMixin
 from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.models import (
     Filters,
@@ -18,7 +18,6 @@ from memlane.models import (
     MemoryKind,
     MemoryRecord,
     Page,
-    SearchHit,
     check_id,
     content_hash,
 )
@@ -34,7 +33,7 @@ UNSET: Any = _Unset()
 """Marks an argument the caller did not give (distinct from an explicit None)."""
 
 
-class RecordsMixin(CoreBase):
+class RecordsMixin(SearchMixin):
     """Flows over memory records."""
 
     def add(
@@ -97,57 +96,6 @@ class RecordsMixin(CoreBase):
         """The memory with this id in the user's scope. Raises NotFoundError."""
         return (yield from self._load(record_id, user_id))
 
-    def search(
-        self,
-        query: str,
-        *,
-        user_id: str,
-        limit: int = 10,
-        filters: Filters | None = None,
-        recipe: str | SearchRecipe = "hybrid",
-        explain: bool = False,
-    ) -> Flow[list[SearchHit]]:
-        """The user's memories most relevant to ``query``, best first.
-
-        The default recipe fuses dense-vector and BM25 candidates by reciprocal rank
-        fusion. With ``explain=True`` each hit carries its per-method ranks and scores.
-        """
-        check_id("user_id", user_id)
-        query = self._check_text(query, "query")
-        limit = self._check_limit(limit)
-        if isinstance(recipe, str):
-            if recipe not in RECIPES:
-                raise ValidationError(f"unknown search recipe {recipe!r}; one of {sorted(RECIPES)}")
-            recipe = RECIPES[recipe]
-        f = filters or Filters()
-        now = self._now()
-        depth = max(recipe.candidates, limit)
-        wanted: list[ops.Op[Any]] = []
-        if "vector" in recipe.methods:
-            vector = yield from self._query_vector(query)
-            wanted.append(ops.VectorSearch(user_id, f, now, self.model_id, vector, depth))
-        if "lexical" in recipe.methods:
-            wanted.append(ops.LexicalSearch(user_id, f, now, query, depth))
-        results = yield from many(wanted)
-        methods = [m for m in ("vector", "lexical") if m in recipe.methods]
-        fused = rrf(dict(zip(methods, results, strict=True)), recipe.methods, recipe.rrf_k)
-        fused = fused[:limit]
-        ids = tuple(rid for rid, _, _ in fused)
-        fetch: list[ops.Op[Any]] = []
-        if self.config.track_access and ids:
-            fetch.append(ops.TouchRecords(user_id, ids, now))
-        fetch.append(ops.GetRecords(user_id, ids))
-        records = {r.id: r for r in (yield from many(fetch))[-1]}
-        hits = []
-        for rid, score, parts in fused:
-            if rid not in records:  # removed between the two reads
-                continue
-            explanation = (
-                {"recipe": recipe.name, "rrf_k": recipe.rrf_k, **parts} if explain else None
-            )
-            hits.append(SearchHit(records[rid], score, explanation))
-        return hits
-
     def update(
         self,
         record_id: str,
@@ -198,6 +146,8 @@ class RecordsMixin(CoreBase):
             importance=checked.importance,
             event_at=checked.event_at,
             expires_at=checked.expires_at,
+            # A context embedded with the old words no longer describes this memory.
+            context_hash=old.context_hash if checked.text == old.text else None,
         )
         _, cache_write = yield from self._vectors([new.text])
         event = self._event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)

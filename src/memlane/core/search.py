@@ -1,35 +1,74 @@
-"""Search as data plus pure functions: candidate lists in, fused ranking out."""
+"""Search as data plus pure functions.
+
+A :class:`SearchRecipe` says which candidate lists to gather and how to weigh them; the
+functions below fuse candidate lists (:func:`rrf`), spread score to a hit's neighbouring
+turns (:func:`spread_to_neighbors`), apply explicit boosts (:func:`boosts`) and diversify
+(:func:`mmr`). Each is small and tested on its own.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from memlane.models import MemoryRecord
+from memlane.text import tokenize
 
 Candidates = Sequence[tuple[str, float]]
 """(record id, raw score) pairs, best first, from one retrieval method."""
 
+METHODS = ("vector", "context", "lexical")
+
 
 @dataclass(frozen=True, slots=True)
 class SearchRecipe:
-    """How search finds and ranks. Weights scale each method's RRF contribution."""
+    """How search finds and ranks.
+
+    ``methods`` weighs each candidate list in reciprocal rank fusion: ``vector`` (the
+    memory's own text), ``context`` (an episode embedded with the turns before it) and
+    ``lexical`` (BM25). The remaining fields are multiplicative boosts and re-ranking
+    steps; a weight of 0 turns a step off. See :func:`boosts` for the exact terms.
+    """
 
     name: str
-    methods: Mapping[str, float] = field(default_factory=lambda: {"vector": 1.0, "lexical": 1.0})
-    candidates: int = 50
+    methods: Mapping[str, float] = field(
+        default_factory=lambda: {"vector": 1.0, "context": 1.0, "lexical": 1.0}
+    )
+    candidates: int = 100
     rrf_k: int = 60
+    neighbor_weight: float = 0.0
+    neighbor_window: int = 1
+    neighbor_top: int = 20
+    time_weight: float = 0.5
+    speaker_weight: float = 0.0
+    recency_weight: float = 0.0
+    recency_half_life_days: float = 30.0
+    importance_weight: float = 0.0
+    mmr_lambda: float | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.methods) - {"vector", "lexical"}
+        unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
-            raise ValueError(f"search methods must be vector and/or lexical, got {unknown}")
+            raise ValueError(f"search methods must be among {METHODS}, got {sorted(unknown)}")
+        if self.candidates < 1 or self.rrf_k < 1:
+            raise ValueError("candidates and rrf_k must be positive")
+        if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ValueError("mmr_lambda must be between 0 and 1")
 
 
 RECIPES: dict[str, SearchRecipe] = {
     "hybrid": SearchRecipe("hybrid"),
-    "semantic": SearchRecipe("semantic", {"vector": 1.0}),
-    "lexical": SearchRecipe("lexical", {"lexical": 1.0}),
+    "semantic": SearchRecipe("semantic", {"vector": 1.0}, time_weight=0.0),
+    "lexical": SearchRecipe("lexical", {"lexical": 1.0}, time_weight=0.0),
+    "rrf": SearchRecipe("rrf", {"vector": 1.0, "lexical": 1.0}, time_weight=0.0),
 }
+"""Named recipes: ``hybrid`` is the default; ``rrf`` is plain vector + BM25 fusion."""
+
+
+# ---------------------------------------------------------------------------- fusion
 
 
 def rrf(
@@ -54,3 +93,167 @@ def rrf(
             }
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(rid, score, parts[rid]) for rid, score in ordered]
+
+
+def spread_to_neighbors(
+    scores: Mapping[str, float],
+    neighbors: Mapping[str, Sequence[str]],
+    weight: float,
+) -> dict[str, float]:
+    """Give each neighbouring turn ``weight`` times the score of the hit next to it.
+
+    A turn that answers a question often sits beside the turn that matched it ("What
+    did you name her?" / "Biscuit!"). A neighbour keeps the best share it is offered,
+    added to its own score. Returns the added amount per id.
+    """
+    added: dict[str, float] = {}
+    for rid, neighbor_ids in neighbors.items():
+        share = weight * scores.get(rid, 0.0)
+        for n in neighbor_ids:
+            if n != rid and share > added.get(n, 0.0):
+                added[n] = share
+    return added
+
+
+# ---------------------------------------------------------------------------- time
+
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+         ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+         ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+         ("dec", "december")],
+        start=1,
+    )
+    for name in names
+}  # fmt: skip
+_MONTH = (
+    r"(jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sept?(?:ember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? {_MONTH},? (\d{{4}})\b", re.I)
+_MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b", re.I)
+_MONTH_YEAR = re.compile(rf"\b{_MONTH},? (\d{{4}})\b", re.I)
+_YEAR = re.compile(r"\b(?:in|during|of|since) ((?:19|20)\d{2})\b", re.I)
+_AGO = re.compile(r"\b(\d+|a|an|one|two|three|four|five|six) (day|week|month|year)s? ago\b", re.I)
+_WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
+_RELATIVE = {
+    "yesterday": (1, 1),
+    "today": (0, 0),
+    "last week": (13, 7),
+    "this week": (6, 0),
+    "last month": (60, 30),
+    "this month": (30, 0),
+    "last year": (730, 365),
+    "this year": (365, 0),
+    "recently": (30, 0),
+}
+
+
+def time_window(query: str, now: datetime) -> tuple[datetime, datetime] | None:
+    """The period a query refers to, if it names one: an explicit date, month or year
+    ("on 8 May 2023", "in May 2023", "in 2022") or a relative one ("yesterday",
+    "last week", "3 days ago", relative to ``now``). Returns [start, end) or None."""
+    if m := _DAY_MONTH_YEAR.search(query):
+        start = _date(int(m[3]), _MONTHS[m[2].lower()[:3]], int(m[1]))
+        return (start, start + timedelta(days=1)) if start else None
+    if m := _MONTH_DAY_YEAR.search(query):
+        start = _date(int(m[3]), _MONTHS[m[1].lower()[:3]], int(m[2]))
+        return (start, start + timedelta(days=1)) if start else None
+    if m := _MONTH_YEAR.search(query):
+        year, month = int(m[2]), _MONTHS[m[1].lower()[:3]]
+        start = datetime(year, month, 1, tzinfo=UTC)
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        return start, end
+    if m := _YEAR.search(query):
+        year = int(m[1])
+        return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if m := _AGO.search(query):
+        n = _WORDS.get(m[1].lower()) or int(m[1])
+        days = n * _UNIT_DAYS[m[2].lower()]
+        slack = max(1, days // 4)
+        return today - timedelta(days=days + slack), today - timedelta(days=days - slack - 1)
+    lowered = query.lower()
+    for phrase, (back, until_back) in _RELATIVE.items():
+        if re.search(rf"\b{phrase}\b", lowered):
+            return today - timedelta(days=back), today - timedelta(days=until_back - 1)
+    return None
+
+
+def _date(year: int, month: int, day: int) -> datetime | None:
+    try:
+        return datetime(year, month, day, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------- boosts
+
+
+def boosts(
+    record: MemoryRecord,
+    recipe: SearchRecipe,
+    *,
+    now: datetime,
+    window: tuple[datetime, datetime] | None,
+    query_tokens: frozenset[str],
+) -> dict[str, float]:
+    """The explicit re-ranking terms of one record; the final score is
+    ``fused * (1 + sum(terms))``.
+
+    - ``time``: ``time_weight`` when the record's effective time lies in the period the
+      query names.
+    - ``speaker``: ``speaker_weight`` when the query names the record's actor.
+    - ``recency``: ``recency_weight * 0.5 ** (age_days / recency_half_life_days)``.
+    - ``importance``: ``importance_weight * (2 * importance - 1)``, in [-w, w].
+    """
+    terms: dict[str, float] = {}
+    if recipe.time_weight and window is not None and window[0] <= record.effective_time < window[1]:
+        terms["time"] = recipe.time_weight
+    if recipe.speaker_weight and record.actor and set(tokenize(record.actor)) <= query_tokens:
+        terms["speaker"] = recipe.speaker_weight
+    if recipe.recency_weight:
+        age = max(0.0, (now - record.effective_time).total_seconds() / 86400)
+        terms["recency"] = recipe.recency_weight * 0.5 ** (age / recipe.recency_half_life_days)
+    if recipe.importance_weight:
+        terms["importance"] = recipe.importance_weight * (2 * record.importance - 1)
+    return terms
+
+
+# ---------------------------------------------------------------------------- diversity
+
+
+def mmr(
+    ranked: Sequence[tuple[str, float]],
+    texts: Mapping[str, str],
+    *,
+    lam: float,
+    limit: int,
+) -> list[tuple[str, float]]:
+    """Maximal marginal relevance over word sets: each pick maximizes
+    ``lam * relevance - (1 - lam) * max Jaccard similarity to what was already picked``,
+    with relevance scaled to [0, 1]. Keeps near-duplicates from filling the top."""
+    if not ranked:
+        return []
+    top = ranked[0][1] or 1.0
+    words = {rid: set(tokenize(texts.get(rid, ""))) for rid, _ in ranked}
+    pool = list(ranked)
+    picked: list[tuple[str, float]] = []
+    while pool and len(picked) < limit:
+
+        def value(item: tuple[str, float]) -> float:
+            rid, score = item
+            overlap = max((_jaccard(words[rid], words[p]) for p, _ in picked), default=0.0)
+            return lam * score / top - (1 - lam) * overlap
+
+        best = max(pool, key=value)
+        pool.remove(best)
+        picked.append(best)
+    return picked
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0

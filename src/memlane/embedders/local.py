@@ -29,7 +29,7 @@ class LocalEmbedder:
         model_path: str | Path | None = None,
         *,
         model_id: str = "all-MiniLM-L6-v2",
-        batch_size: int = 64,
+        batch_size: int = 16,
         device: str = "cpu",
     ) -> None:
         self.model_path = None if model_path is None else Path(model_path)

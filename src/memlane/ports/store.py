@@ -110,6 +110,21 @@ class VectorSearch(Op[list[tuple[str, float]]]):
     model: str
     vector: Vector
     limit: int
+    field: str = "content"
+    """``content`` compares with the memory's own text; ``context`` with its context
+    embedding where it has one (else its text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetNeighbors(Op[dict[str, list[str]]]):
+    """For each id, the ids of up to ``window`` records just before and just after it in
+    the same session (by id order, same user, current and unexpired). Ids without a session
+    map to an empty list."""
+
+    user_id: str
+    ids: tuple[str, ...]
+    window: int
+    now: datetime
 
 
 @dataclass(frozen=True, slots=True)

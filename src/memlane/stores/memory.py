@@ -140,16 +140,37 @@ class MemoryStore:
         return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: op.limit]
 
     def _op_VectorSearch(self, op: ops.VectorSearch, tx: _Tx) -> list[tuple[str, float]]:
+        def key(r: MemoryRecord) -> tuple[str, str]:
+            h = r.context_hash if op.field == "context" and r.context_hash else r.content_hash
+            return (op.model, h)
+
         pairs = [
-            (r.id, self._embeddings[(op.model, r.content_hash)])
+            (r.id, self._embeddings[key(r)])
             for r in self._matching(op.user_id, op.filters, op.now)
-            if (op.model, r.content_hash) in self._embeddings
+            if key(r) in self._embeddings
         ]
         if not pairs:
             return []
         sims = np.stack([v for _, v in pairs]) @ op.vector
         order = np.argsort(-sims, kind="stable")[: op.limit]
         return [(pairs[i][0], float(sims[i])) for i in order]
+
+    def _op_GetNeighbors(self, op: ops.GetNeighbors, tx: _Tx) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for rid in op.ids:
+            r = self._records.get(rid)
+            if r is None or r.user_id != op.user_id or r.session_id is None:
+                out[rid] = []
+                continue
+            same = sorted(
+                x.id
+                for x in self._user_records(op.user_id)
+                if x.session_id == r.session_id
+                and (x.id == rid or (x.is_current and not x.is_expired(op.now)))
+            )
+            i = same.index(rid)
+            out[rid] = same[max(0, i - op.window) : i] + same[i + 1 : i + 1 + op.window]
+        return out
 
     def _op_GetHistory(self, op: ops.GetHistory, tx: _Tx) -> list[Any]:
         return [e for e in self._history.get(op.record_id, ()) if e.user_id == op.user_id]
@@ -198,6 +219,7 @@ class MemoryStore:
 
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings, tx: _Tx) -> int:
         live = {r.content_hash for r in self._records.values()}
+        live |= {r.context_hash for r in self._records.values() if r.context_hash}
         dead = [k for k in self._embeddings if k[1] not in live]
         for k in dead:
             tx.pop(self._embeddings, k)

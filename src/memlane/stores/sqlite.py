@@ -135,6 +135,17 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        "context embeddings and session-ordered index",
+        """
+        ALTER TABLE records ADD COLUMN context_hash TEXT;
+        CREATE INDEX records_context_hash ON records(context_hash)
+            WHERE context_hash IS NOT NULL;
+        DROP INDEX records_user_session;
+        CREATE INDEX records_user_session ON records(user_id, session_id, id);
+        """,
+    ),
 )
 
 _WRITES = (
@@ -155,7 +166,7 @@ RECORD_COLUMNS = (
     "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
     "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
     "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
-    "last_accessed_at", "source_ids", "actor", "content_hash", "version",
+    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
 )  # fmt: skip
 _RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
 
@@ -226,7 +237,7 @@ def record_row(r: MemoryRecord) -> tuple[Any, ...]:
         to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
         r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
         opt_iso(r.last_accessed_at), _json(list(r.source_ids)), r.actor, r.content_hash,
-        r.version,
+        r.version, r.context_hash,
     )  # fmt: skip
 
 
@@ -258,6 +269,7 @@ def row_record(row: Sequence[Any]) -> MemoryRecord:
         actor=d["actor"],
         content_hash=d["content_hash"],
         version=d["version"],
+        context_hash=d["context_hash"],
     )
 
 
@@ -564,9 +576,14 @@ class SqliteStore:
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
         where, params = filter_sql(op.user_id, op.filters, op.now)
+        key = (
+            "COALESCE(r.context_hash, r.content_hash)"
+            if op.field == "context"
+            else "r.content_hash"
+        )
         rows = conn.execute(
             "SELECT r.id, e.vector FROM records r JOIN embeddings e "
-            f"ON e.model = ? AND e.content_hash = r.content_hash WHERE {where}",
+            f"ON e.model = ? AND e.content_hash = {key} WHERE {where}",
             (op.model, *params),
         ).fetchall()
         if not rows:
@@ -577,6 +594,31 @@ class SqliteStore:
         top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         ranked = sorted(top, key=lambda i: (-sims[i], rows[i][0]))
         return [(rows[i][0], float(sims[i])) for i in ranked]
+
+    def _op_GetNeighbors(
+        self, conn: sqlite3.Connection, op: ops.GetNeighbors
+    ) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        live = (
+            "user_id = ? AND session_id = ? AND deleted_at IS NULL AND superseded_by IS NULL "
+            "AND (expires_at IS NULL OR expires_at > ?)"
+        )
+        for rid in op.ids:
+            row = conn.execute(
+                "SELECT session_id FROM records WHERE user_id = ? AND id = ?", (op.user_id, rid)
+            ).fetchone()
+            if row is None or row[0] is None:
+                out[rid] = []
+                continue
+            args = (op.user_id, row[0], to_iso(op.now), rid, op.window)
+            before = conn.execute(
+                f"SELECT id FROM records WHERE {live} AND id < ? ORDER BY id DESC LIMIT ?", args
+            ).fetchall()
+            after = conn.execute(
+                f"SELECT id FROM records WHERE {live} AND id > ? ORDER BY id LIMIT ?", args
+            ).fetchall()
+            out[rid] = [r[0] for r in reversed(before)] + [r[0] for r in after]
+        return out
 
     def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
         rows = conn.execute(
@@ -646,7 +688,9 @@ class SqliteStore:
 
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
         cur = conn.execute(
-            "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records)"
+            "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records) "
+            "AND content_hash NOT IN "
+            "(SELECT context_hash FROM records WHERE context_hash IS NOT NULL)"
         )
         return cur.rowcount
 

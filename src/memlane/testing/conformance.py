@@ -16,13 +16,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
 from memlane.api import AsyncMemory, Memory
 from memlane.core.base import MemoryInput
+from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
     ConflictError,
     ImportFormatError,
@@ -263,6 +264,54 @@ class StoreConformance:
         assert m.get(rec.id, user_id="u").text == "original"
         m.close()
 
+    def test_episodes_are_found_through_their_context(self) -> None:
+        m, _, _ = self._memory()
+        m.add_messages(
+            "s1",
+            [
+                ("user", "What did you name the new puppy?"),
+                ("assistant", "Biscuit!"),
+                ("user", "Lovely. Unrelated: taxes are due."),
+            ],
+            user_id="u",
+        )
+        episodes = m.list(user_id="u", newest_first=False).items
+        assert all(r.context_hash for r in episodes)
+        only_context = SearchRecipe("ctx", {"context": 1.0}, time_weight=0.0)
+        hits = m.search("puppy name", user_id="u", recipe=only_context, limit=2)
+        assert "Biscuit!" in [h.record.text for h in hits]
+        fact = m.add("The puppy sleeps a lot", user_id="u")
+        assert fact.context_hash is None
+        m.close()
+
+    def test_neighbors_stay_in_session_and_scope(self) -> None:
+        m, clock, _ = self._memory()
+        m.add_messages("s1", [("user", f"turn {i}") for i in range(5)], user_id="u")
+        m.add_messages("s2", [("user", "other session")], user_id="u")
+        m.add_messages("s1", [("user", "not yours")], user_id="v")
+        turns = m.list(user_id="u", newest_first=False, filters=Filters(session_id="s1")).items
+        ids = [r.id for r in turns]
+        m.delete(ids[3], user_id="u")
+        got = m.store.batch([ops.GetNeighbors("u", (ids[2], ids[0]), 1, clock.now)])[0]
+        assert got == {ids[2]: [ids[1], ids[4]], ids[0]: [ids[1]]}
+        assert m.store.batch([ops.GetNeighbors("v", (ids[2],), 1, clock.now)])[0] == {ids[2]: []}
+        m.close()
+
+    def test_search_time_window_and_explain(self) -> None:
+        m, _, _ = self._memory()
+        may = m.add("went hiking with friends", user_id="u", event_at=_day(2023, 5, 20))
+        m.add("went hiking alone", user_id="u", event_at=_day(2023, 7, 2))
+        hits = m.search("hiking in May 2023", user_id="u", explain=True)
+        assert hits[0].record.id == may.id
+        explanation = hits[0].explanation or {}
+        assert explanation["boosts"] == {"time": RECIPES["hybrid"].time_weight}
+        assert explanation["time_window"][0].startswith("2023-05-01")
+        neighbourly = SearchRecipe("n", neighbor_weight=0.5)
+        assert m.search("hiking", user_id="u", recipe=neighbourly)
+        with _raises(ValidationError):
+            m.search("hiking", user_id="u", recipe="nope")
+        m.close()
+
     # ------------------------------------------------------------------ sessions
 
     def test_session_history_and_episodes(self) -> None:
@@ -448,3 +497,7 @@ def _strip_header(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         (r for r in rows if r["type"] != "header"),
         key=lambda r: (r["type"], str(sorted(r["data"].items()))),
     )
+
+
+def _day(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, 12, tzinfo=UTC)

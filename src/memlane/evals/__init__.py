@@ -1,0 +1,1 @@
+"""Retrieval evaluations run through the public API (``memlane eval ...``)."""

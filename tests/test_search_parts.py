@@ -1,0 +1,91 @@
+"""The pure pieces of search: time windows, neighbour spreading, boosts, diversity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memlane import MemoryRecord
+from memlane.core.search import (
+    SearchRecipe,
+    boosts,
+    mmr,
+    spread_to_neighbors,
+    time_window,
+)
+from memlane.models import MemoryKind, content_hash
+
+NOW = datetime(2024, 3, 15, 10, 30, tzinfo=UTC)
+
+
+def day(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("query", "start", "end"),
+    [
+        ("What happened on 8 May 2023?", day(2023, 5, 8), day(2023, 5, 9)),
+        ("what did we do on May 8th, 2023", day(2023, 5, 8), day(2023, 5, 9)),
+        ("plans in May 2023", day(2023, 5, 1), day(2023, 6, 1)),
+        ("trips in December 2022", day(2022, 12, 1), day(2023, 1, 1)),
+        ("what did I read in 2022", day(2022, 1, 1), day(2023, 1, 1)),
+        ("what did I eat yesterday", day(2024, 3, 14), day(2024, 3, 15)),
+        ("who called last week", day(2024, 3, 2), day(2024, 3, 9)),
+        ("the doctor visit 3 days ago", day(2024, 3, 11), day(2024, 3, 14)),
+    ],
+)
+def test_time_window(query: str, start: datetime, end: datetime) -> None:
+    assert time_window(query, NOW) == (start, end)
+
+
+def test_no_time_window_without_a_period() -> None:
+    assert time_window("what is my favourite colour", NOW) is None
+    assert time_window("room 2022 is booked", NOW) is None
+    assert time_window("on 31 February 2023", NOW) is None
+
+
+def test_neighbours_take_a_share_of_the_best_hit_beside_them() -> None:
+    added = spread_to_neighbors(
+        {"a": 1.0, "b": 0.5}, {"a": ["x", "b"], "b": ["a", "x"], "c": []}, 0.5
+    )
+    assert added == {"x": 0.5, "b": 0.5, "a": 0.25}
+
+
+def _record(**kw: object) -> MemoryRecord:
+    base: dict[str, object] = dict(
+        id="r", user_id="u", kind=MemoryKind.EPISODE, text="t", content_hash=content_hash("t"),
+        created_at=NOW, updated_at=NOW,
+    )  # fmt: skip
+    base.update(kw)
+    return MemoryRecord(**base)  # type: ignore[arg-type]
+
+
+def test_boost_terms() -> None:
+    recipe = SearchRecipe(
+        "t", time_weight=0.5, speaker_weight=0.2, recency_weight=0.1,
+        recency_half_life_days=10, importance_weight=0.4,
+    )  # fmt: skip
+    rec = _record(event_at=NOW - timedelta(days=10), actor="Caroline", importance=1.0)
+    window = (NOW - timedelta(days=11), NOW)
+    terms = boosts(rec, recipe, now=NOW, window=window, query_tokens=frozenset({"caroline"}))
+    assert terms == pytest.approx({"time": 0.5, "speaker": 0.2, "recency": 0.05, "importance": 0.4})
+    plain = boosts(rec, SearchRecipe("p", time_weight=0), now=NOW, window=window,
+                   query_tokens=frozenset())  # fmt: skip
+    assert plain == {}
+
+
+def test_mmr_pushes_near_duplicates_down() -> None:
+    ranked = [("a", 1.0), ("a2", 0.99), ("b", 0.9)]
+    texts = {"a": "the red car is fast", "a2": "the red car is fast!", "b": "lunch at noon"}
+    picked = mmr(ranked, texts, lam=0.5, limit=3)
+    assert [rid for rid, _ in picked] == ["a", "b", "a2"]
+    assert [rid for rid, _ in mmr(ranked, texts, lam=1.0, limit=2)] == ["a", "a2"]
+
+
+def test_recipe_validates() -> None:
+    with pytest.raises(ValueError):
+        SearchRecipe("x", {"telepathy": 1.0})
+    with pytest.raises(ValueError):
+        SearchRecipe("x", mmr_lambda=2.0)

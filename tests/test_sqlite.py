@@ -117,3 +117,20 @@ def test_construction_does_no_io(tmp_path: Path) -> None:
     path = tmp_path / "never" / "m.db"
     Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
     assert not path.parent.exists()
+
+
+def test_vector_cache_sees_writes_from_another_connection(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    reader = Memory(url, embedder=FakeEmbedder())
+    writer = Memory(url, embedder=FakeEmbedder())
+    first = writer.add("the lighthouse keeper", user_id="u")
+    recipe = "semantic"
+    assert [h.record.id for h in reader.search("lighthouse", user_id="u", recipe=recipe)] == [
+        first.id
+    ]
+    second = writer.add("a lighthouse on the cliff", user_id="u")
+    writer.delete(first.id, user_id="u")
+    found = [h.record.id for h in reader.search("lighthouse", user_id="u", recipe=recipe)]
+    assert found == [second.id]
+    reader.close()
+    writer.close()

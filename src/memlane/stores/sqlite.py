@@ -5,20 +5,20 @@ queue on the busy timeout instead of failing half-way). Schema changes are order
 named migrations recorded in ``schema_migrations``. A file that is not a database, or a
 database memlane did not create, is refused with a typed error and left untouched.
 
-SQL text is built by the pure functions at the top of this module; the store class only
-executes it.
+SQL text is built by the pure functions of :mod:`memlane.stores.sqlite_sql`; this class
+only executes it. Vectors are scored from an in-process matrix per user
+(:mod:`memlane.stores.vector_cache`), rebuilt when this store writes that user's records or
+when ``PRAGMA data_version`` shows another process wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,310 +33,37 @@ from memlane.errors import (
     UnsupportedError,
 )
 from memlane.models import (
-    Filters,
-    HistoryAction,
     HistoryEvent,
-    MemoryKind,
     MemoryRecord,
     Message,
     Session,
     StateVersion,
-    from_iso,
-    opt_iso,
-    opt_time,
     to_iso,
     utcnow,
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import Capabilities, Op
-from memlane.text import query_terms
-
-APPLICATION = "memlane"
-
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
-    (
-        1,
-        "initial",
-        """
-        CREATE TABLE memlane_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE records (
-            rid INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            user_id TEXT NOT NULL,
-            agent_id TEXT, team TEXT, session_id TEXT,
-            kind TEXT NOT NULL, key TEXT,
-            text TEXT NOT NULL,
-            topics TEXT NOT NULL DEFAULT '[]',
-            metadata TEXT NOT NULL DEFAULT '{}',
-            importance REAL NOT NULL,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
-            expires_at TEXT, deleted_at TEXT,
-            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
-            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
-            content_hash TEXT NOT NULL,
-            version INTEGER NOT NULL
-        );
-        CREATE INDEX records_user ON records(user_id, id);
-        CREATE INDEX records_user_session ON records(user_id, session_id);
-        CREATE INDEX records_user_key ON records(user_id, key) WHERE key IS NOT NULL;
-        CREATE INDEX records_expires ON records(expires_at) WHERE expires_at IS NOT NULL;
-        CREATE INDEX records_hash ON records(content_hash);
-        CREATE VIRTUAL TABLE records_fts USING fts5(
-            text, content='records', content_rowid='rid',
-            tokenize='porter unicode61 remove_diacritics 2'
-        );
-        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
-            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
-        END;
-        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
-            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
-        END;
-        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
-            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
-            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
-        END;
-        CREATE TABLE history (
-            id TEXT PRIMARY KEY,
-            record_id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            action TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at TEXT NOT NULL,
-            actor TEXT, reason TEXT, snapshot TEXT
-        );
-        CREATE INDEX history_record ON history(user_id, record_id, id);
-        CREATE TABLE embeddings (
-            model TEXT NOT NULL,
-            content_hash TEXT NOT NULL,
-            dim INTEGER NOT NULL,
-            vector BLOB NOT NULL,
-            PRIMARY KEY (model, content_hash)
-        ) WITHOUT ROWID;
-        CREATE TABLE sessions (
-            user_id TEXT NOT NULL, session_id TEXT NOT NULL,
-            agent_id TEXT, team TEXT,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            PRIMARY KEY (user_id, session_id)
-        ) WITHOUT ROWID;
-        CREATE TABLE messages (
-            user_id TEXT NOT NULL, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
-            id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
-            role TEXT NOT NULL, content TEXT NOT NULL,
-            created_at TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
-            PRIMARY KEY (user_id, session_id, seq)
-        ) WITHOUT ROWID;
-        CREATE TABLE states (
-            user_id TEXT NOT NULL, session_id TEXT NOT NULL, name TEXT NOT NULL,
-            version INTEGER NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL,
-            PRIMARY KEY (user_id, session_id, name, version)
-        ) WITHOUT ROWID;
-        """,
-    ),
-    (
-        2,
-        "context embeddings and session-ordered index",
-        """
-        ALTER TABLE records ADD COLUMN context_hash TEXT;
-        CREATE INDEX records_context_hash ON records(context_hash)
-            WHERE context_hash IS NOT NULL;
-        DROP INDEX records_user_session;
-        CREATE INDEX records_user_session ON records(user_id, session_id, id);
-        """,
-    ),
+from memlane.stores.sqlite_sql import (
+    APPLICATION,
+    MIGRATIONS,
+    RECORD_COLUMNS,
+    RECORD_SELECT,
+    WRITE_OPS,
+    chunks,
+    filter_sql,
+    fts_query,
+    parse_sqlite_url,
+    record_row,
+    row_event,
+    row_message,
+    row_record,
+    row_session,
+    row_state,
+    split_sql,
+    to_json,
 )
-
-_WRITES = (
-    ops.WriteRecord,
-    ops.AppendHistory,
-    ops.TouchRecords,
-    ops.RemoveRecords,
-    ops.PutEmbeddings,
-    ops.PruneEmbeddings,
-    ops.UpsertSession,
-    ops.AppendMessages,
-    ops.DeleteSessions,
-    ops.PutState,
-    ops.DeleteUser,
-)
-
-RECORD_COLUMNS = (
-    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
-    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
-    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
-    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
-)  # fmt: skip
-_RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
-
-
-# ---------------------------------------------------------------------------- pure SQL
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
-def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
-    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    clauses = ["r.user_id = ?", "(r.expires_at IS NULL OR r.expires_at > ?)"]
-    params: list[Any] = [user_id, to_iso(now)]
-    if not f.include_deleted:
-        clauses.append("r.deleted_at IS NULL")
-    if not f.include_superseded:
-        clauses.append(
-            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
-        )
-    if f.kinds:
-        clauses.append(f"r.kind IN ({', '.join('?' * len(f.kinds))})")
-        params += [k.value for k in f.kinds]
-    if f.topics:
-        marks = ", ".join("?" * len(f.topics))
-        clauses.append(f"EXISTS (SELECT 1 FROM json_each(r.topics) WHERE value IN ({marks}))")
-        params += list(f.topics)
-    for name in ("agent_id", "team", "session_id", "key"):
-        value = getattr(f, name)
-        if value is not None:
-            clauses.append(f"r.{name} = ?")
-            params.append(value)
-    if f.since is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
-        params.append(to_iso(f.since))
-    if f.until is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) <= ?")
-        params.append(to_iso(f.until))
-    for key, value in f.metadata.items():
-        path = '$."' + key.replace('"', '""') + '"'
-        if isinstance(value, bool):
-            clauses.append("json_type(r.metadata, ?) = ?")
-            params += [path, "true" if value else "false"]
-        elif isinstance(value, int | float):
-            clauses.append("json_type(r.metadata, ?) IN ('integer', 'real')")
-            clauses.append("json_extract(r.metadata, ?) = ?")
-            params += [path, path, value]
-        else:
-            clauses.append("json_type(r.metadata, ?) = 'text'")
-            clauses.append("json_extract(r.metadata, ?) = ?")
-            params += [path, path, value]
-    return " AND ".join(clauses), params
-
-
-def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal."""
-    terms = query_terms(text)
-    if not terms:
-        return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-
-
-def record_row(r: MemoryRecord) -> tuple[Any, ...]:
-    return (
-        r.id, r.user_id, r.agent_id, r.team, r.session_id, r.kind.value, r.key, r.text,
-        _json(list(r.topics)), r.metadata_json(), r.importance, to_iso(r.created_at),
-        to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
-        r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
-        opt_iso(r.last_accessed_at), _json(list(r.source_ids)), r.actor, r.content_hash,
-        r.version, r.context_hash,
-    )  # fmt: skip
-
-
-def row_record(row: Sequence[Any]) -> MemoryRecord:
-    d = dict(zip(RECORD_COLUMNS, row, strict=True))
-    return MemoryRecord(
-        id=d["id"],
-        user_id=d["user_id"],
-        agent_id=d["agent_id"],
-        team=d["team"],
-        session_id=d["session_id"],
-        kind=MemoryKind(d["kind"]),
-        key=d["key"],
-        text=d["text"],
-        topics=tuple(json.loads(d["topics"])),
-        metadata=json.loads(d["metadata"]),
-        importance=d["importance"],
-        created_at=from_iso(d["created_at"]),
-        updated_at=from_iso(d["updated_at"]),
-        event_at=opt_time(d["event_at"]),
-        valid_from=opt_time(d["valid_from"]),
-        valid_to=opt_time(d["valid_to"]),
-        superseded_by=d["superseded_by"],
-        expires_at=opt_time(d["expires_at"]),
-        deleted_at=opt_time(d["deleted_at"]),
-        access_count=d["access_count"],
-        last_accessed_at=opt_time(d["last_accessed_at"]),
-        source_ids=tuple(json.loads(d["source_ids"])),
-        actor=d["actor"],
-        content_hash=d["content_hash"],
-        version=d["version"],
-        context_hash=d["context_hash"],
-    )
-
-
-def _row_event(row: Sequence[Any]) -> HistoryEvent:
-    eid, rid, uid, action, version, at, actor, reason, snapshot = row
-    return HistoryEvent(
-        id=eid,
-        record_id=rid,
-        user_id=uid,
-        action=HistoryAction(action),
-        version=version,
-        at=from_iso(at),
-        actor=actor,
-        reason=reason,
-        snapshot=None if snapshot is None else json.loads(snapshot),
-    )
-
-
-def _row_message(row: Sequence[Any]) -> Message:
-    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-    return Message(
-        id=mid,
-        user_id=uid,
-        session_id=sid,
-        run_id=run_id,
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=from_iso(created_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def _row_session(row: Sequence[Any]) -> Session:
-    uid, sid, agent_id, team, created_at, updated_at, metadata = row
-    return Session(
-        session_id=sid,
-        user_id=uid,
-        agent_id=agent_id,
-        team=team,
-        created_at=from_iso(created_at),
-        updated_at=from_iso(updated_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def _row_state(row: Sequence[Any]) -> StateVersion:
-    uid, sid, name, version, data, updated_at = row
-    return StateVersion(
-        user_id=uid,
-        session_id=sid,
-        name=name,
-        version=version,
-        data=json.loads(data),
-        updated_at=from_iso(updated_at),
-    )
-
-
-def parse_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``."""
-    if not url.startswith("sqlite:///"):
-        raise UnsupportedError(f"not a sqlite URL (want sqlite:///PATH): {url!r}")
-    path = url[len("sqlite:///") :]
-    if not path:
-        raise UnsupportedError("sqlite URL has no path: use sqlite:///PATH or sqlite:///:memory:")
-    return path
-
+from memlane.stores.vector_cache import Matrix, VectorCache
 
 # ---------------------------------------------------------------------------- store
 
@@ -346,8 +73,16 @@ class SqliteStore:
 
     capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 30.0,
+        vector_cache_bytes: int = 512 * 1024 * 1024,
+    ) -> None:
         self.path = str(path)
+        self._vectors = VectorCache(vector_cache_bytes)
+        self._data_version: int | None = None
         self.url = "sqlite:///" + self.path
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
@@ -425,7 +160,7 @@ class SqliteStore:
             for version, name, sql in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in _split_sql(sql):
+                for statement in split_sql(sql):
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
@@ -460,14 +195,16 @@ class SqliteStore:
         return self._conn
 
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
-        write = any(isinstance(op, _WRITES) for op in ops_)
+        write = any(isinstance(op, WRITE_OPS) for op in ops_)
         with self._lock:
             conn = self._connection()
             deadline = time.monotonic() + self.busy_timeout_s
             while True:
                 try:
                     with _transaction(conn, write=write):
-                        return [self._handler(op)(conn, op) for op in ops_]
+                        results = [self._handler(op)(conn, op) for op in ops_]
+                    self._forget_vectors(ops_)
+                    return results
                 except sqlite3.OperationalError as exc:
                     # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
                     if "locked" in str(exc) and time.monotonic() < deadline:
@@ -476,6 +213,14 @@ class SqliteStore:
                     raise StoreError(f"SQLite error: {exc}") from exc
                 except sqlite3.DatabaseError as exc:
                     raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+    def _forget_vectors(self, ops_: Sequence[Op[Any]]) -> None:
+        """Drop cached matrices of users whose records this batch changed."""
+        for op in ops_:
+            if isinstance(op, ops.WriteRecord):
+                self._vectors.invalidate_user(op.record.user_id)
+            elif isinstance(op, ops.RemoveRecords | ops.DeleteSessions | ops.DeleteUser):
+                self._vectors.invalidate_user(op.user_id)
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         # The sqlite3 driver only blocks; run it on this store's own worker thread so the
@@ -528,7 +273,7 @@ class SqliteStore:
                     to_iso(e.at),
                     e.actor,
                     e.reason,
-                    None if e.snapshot is None else _json(dict(e.snapshot)),
+                    None if e.snapshot is None else to_json(dict(e.snapshot)),
                 )
                 for e in op.events
             ],
@@ -536,10 +281,10 @@ class SqliteStore:
 
     def _op_GetRecords(self, conn: sqlite3.Connection, op: ops.GetRecords) -> list[MemoryRecord]:
         found: dict[str, MemoryRecord] = {}
-        for chunk in _chunks(op.ids, 500):
+        for chunk in chunks(op.ids, 500):
             marks = ", ".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT {_RECORD_SELECT} FROM records r WHERE r.user_id = ? AND r.id IN ({marks})",
+                f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = ? AND r.id IN ({marks})",
                 (op.user_id, *chunk),
             )
             found.update((rec.id, rec) for rec in map(row_record, rows))
@@ -552,7 +297,7 @@ class SqliteStore:
             params.append(op.after_id)
         order = "DESC" if op.descending else "ASC"
         rows = conn.execute(
-            f"SELECT {_RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT ?",
+            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT ?",
             (*params, op.limit),
         )
         return [row_record(row) for row in rows]
@@ -575,25 +320,38 @@ class SqliteStore:
     def _op_VectorSearch(
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        key = (
-            "COALESCE(r.context_hash, r.content_hash)"
-            if op.field == "context"
-            else "r.content_hash"
-        )
-        rows = conn.execute(
-            "SELECT r.id, e.vector FROM records r JOIN embeddings e "
-            f"ON e.model = ? AND e.content_hash = {key} WHERE {where}",
-            (op.model, *params),
-        ).fetchall()
-        if not rows:
-            return []
-        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-        sims = matrix.reshape(len(rows), -1) @ op.vector
-        k = min(op.limit, len(rows))
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        ranked = sorted(top, key=lambda i: (-sims[i], rows[i][0]))
-        return [(rows[i][0], float(sims[i])) for i in ranked]
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version:  # another process committed: start afresh
+            self._vectors.clear()
+            self._data_version = version
+        key = (op.user_id, op.model, op.field)
+        matrix = self._vectors.get(key)
+        if matrix is None:
+            hash_of = (
+                "COALESCE(r.context_hash, r.content_hash)"
+                if op.field == "context"
+                else "r.content_hash"
+            )
+            rows = conn.execute(
+                "SELECT r.id, e.vector FROM records r JOIN embeddings e "
+                f"ON e.model = ? AND e.content_hash = {hash_of} WHERE r.user_id = ? ORDER BY r.id",
+                (op.model, op.user_id),
+            )
+            matrix = Matrix.build(rows)
+            self._vectors.put(key, matrix)
+        now = to_iso(op.now)
+        filter_key = repr(op.filters)
+        allowed = self._vectors.allowed(key, filter_key, now)
+        if allowed is None:
+            where, params = filter_sql(op.user_id, op.filters, op.now)
+            ids = conn.execute(f"SELECT r.id FROM records r WHERE {where}", params)
+            allowed = matrix.rows_of(row[0] for row in ids)
+            (next_expiry,) = conn.execute(
+                "SELECT MIN(expires_at) FROM records WHERE user_id = ? AND expires_at > ?",
+                (op.user_id, now),
+            ).fetchone()
+            self._vectors.remember_allowed(key, filter_key, allowed, next_expiry)
+        return matrix.top_k(op.vector, allowed, op.limit)
 
     def _op_GetNeighbors(
         self, conn: sqlite3.Connection, op: ops.GetNeighbors
@@ -625,7 +383,7 @@ class SqliteStore:
             "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
             (op.user_id, op.record_id),
         )
-        return [_row_event(row) for row in rows]
+        return [row_event(row) for row in rows]
 
     def _op_ListUserHistory(
         self, conn: sqlite3.Connection, op: ops.ListUserHistory
@@ -634,7 +392,7 @@ class SqliteStore:
             "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
             (op.user_id, op.after_id or "", op.limit),
         )
-        return [_row_event(row) for row in rows]
+        return [row_event(row) for row in rows]
 
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
         conn.executemany(
@@ -645,7 +403,7 @@ class SqliteStore:
 
     def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
         rows = conn.execute(
-            f"SELECT {_RECORD_SELECT} FROM records r "
+            f"SELECT {RECORD_SELECT} FROM records r "
             "WHERE r.expires_at IS NOT NULL AND r.expires_at <= ? ORDER BY r.id LIMIT ?",
             (to_iso(op.now), op.limit),
         )
@@ -653,7 +411,7 @@ class SqliteStore:
 
     def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
         n = 0
-        for chunk in _chunks(op.ids, 500):
+        for chunk in chunks(op.ids, 500):
             marks = ", ".join("?" * len(chunk))
             cur = conn.execute(
                 f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", (op.user_id, *chunk)
@@ -667,7 +425,7 @@ class SqliteStore:
         self, conn: sqlite3.Connection, op: ops.GetEmbeddings
     ) -> dict[str, Vector]:
         out: dict[str, Vector] = {}
-        for chunk in _chunks(op.hashes, 500):
+        for chunk in chunks(op.hashes, 500):
             marks = ", ".join("?" * len(chunk))
             rows = conn.execute(
                 "SELECT content_hash, vector FROM embeddings "
@@ -711,7 +469,7 @@ class SqliteStore:
                 s.team,
                 to_iso(s.created_at),
                 to_iso(s.updated_at),
-                _json(dict(s.metadata)),
+                to_json(dict(s.metadata)),
             ),
         )
 
@@ -720,7 +478,7 @@ class SqliteStore:
             "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
             (op.user_id, op.session_id),
         ).fetchone()
-        return None if row is None else _row_session(row)
+        return None if row is None else row_session(row)
 
     def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
         where, params = "user_id = ?", [op.user_id]
@@ -734,7 +492,7 @@ class SqliteStore:
             f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
             (*params, op.limit),
         )
-        return [_row_session(row) for row in rows]
+        return [row_session(row) for row in rows]
 
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
         out: list[Message] = []
@@ -757,7 +515,7 @@ class SqliteStore:
                     m.role,
                     m.content,
                     to_iso(m.created_at),
-                    _json(dict(m.metadata)),
+                    to_json(dict(m.metadata)),
                 ),
             )
             if cur.rowcount:
@@ -774,7 +532,7 @@ class SqliteStore:
             )
             params += [op.user_id, op.session_id, op.last_runs]
         rows = conn.execute(sql + " ORDER BY seq", params)
-        return [_row_message(row) for row in rows]
+        return [row_message(row) for row in rows]
 
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
         n = 0
@@ -797,7 +555,7 @@ class SqliteStore:
             sql += " AND version = ?"
             params.append(op.version)
         row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
-        return None if row is None else _row_state(row)
+        return None if row is None else row_state(row)
 
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
         s = op.state
@@ -815,7 +573,14 @@ class SqliteStore:
             )
         conn.execute(
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-            (s.user_id, s.session_id, s.name, s.version, _json(dict(s.data)), to_iso(s.updated_at)),
+            (
+                s.user_id,
+                s.session_id,
+                s.name,
+                s.version,
+                to_json(dict(s.data)),
+                to_iso(s.updated_at),
+            ),
         )
 
     def _op_ListStateVersions(
@@ -826,7 +591,7 @@ class SqliteStore:
             "ORDER BY version",
             (op.user_id, op.session_id, op.name),
         )
-        return [_row_state(row) for row in rows]
+        return [row_state(row) for row in rows]
 
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
         rows = conn.execute(
@@ -836,7 +601,7 @@ class SqliteStore:
             "ORDER BY s.name",
             (op.user_id, op.session_id, len(op.prefix), op.prefix),
         )
-        return [_row_state(row) for row in rows]
+        return [row_state(row) for row in rows]
 
     # ------------------------------------------------------------------ users
 
@@ -874,20 +639,3 @@ class _transaction:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
-
-
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)] or [()]
-
-
-def _split_sql(script: str) -> list[str]:
-    """Split a migration into statements, keeping trigger bodies whole."""
-    statements, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            statements.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        statements.append(buf.strip())
-    return statements

@@ -1,0 +1,332 @@
+"""SQLite schema, migrations and the pure functions that build SQL and read rows.
+
+Kept apart from :mod:`memlane.stores.sqlite` so the store class only executes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from memlane.errors import UnsupportedError
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+    from_iso,
+    opt_iso,
+    opt_time,
+    to_iso,
+)
+from memlane.ports import store as ops
+from memlane.text import query_terms
+
+APPLICATION = "memlane"
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "initial",
+        """
+        CREATE TABLE memlane_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE records (
+            rid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            user_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT, session_id TEXT,
+            kind TEXT NOT NULL, key TEXT,
+            text TEXT NOT NULL,
+            topics TEXT NOT NULL DEFAULT '[]',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            importance REAL NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
+            expires_at TEXT, deleted_at TEXT,
+            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
+            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
+            content_hash TEXT NOT NULL,
+            version INTEGER NOT NULL
+        );
+        CREATE INDEX records_user ON records(user_id, id);
+        CREATE INDEX records_user_session ON records(user_id, session_id);
+        CREATE INDEX records_user_key ON records(user_id, key) WHERE key IS NOT NULL;
+        CREATE INDEX records_expires ON records(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX records_hash ON records(content_hash);
+        CREATE VIRTUAL TABLE records_fts USING fts5(
+            text, content='records', content_rowid='rid',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
+            INSERT INTO records_fts(records_fts, rowid, text) VALUES ('delete', old.rid, old.text);
+            INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
+        END;
+        CREATE TABLE history (
+            id TEXT PRIMARY KEY,
+            record_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT, reason TEXT, snapshot TEXT
+        );
+        CREATE INDEX history_record ON history(user_id, record_id, id);
+        CREATE TABLE embeddings (
+            model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        ) WITHOUT ROWID;
+        CREATE TABLE sessions (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE messages (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
+            role TEXT NOT NULL, content TEXT NOT NULL,
+            created_at TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE states (
+            user_id TEXT NOT NULL, session_id TEXT NOT NULL, name TEXT NOT NULL,
+            version INTEGER NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL,
+            PRIMARY KEY (user_id, session_id, name, version)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        2,
+        "context embeddings and session-ordered index",
+        """
+        ALTER TABLE records ADD COLUMN context_hash TEXT;
+        CREATE INDEX records_context_hash ON records(context_hash)
+            WHERE context_hash IS NOT NULL;
+        DROP INDEX records_user_session;
+        CREATE INDEX records_user_session ON records(user_id, session_id, id);
+        """,
+    ),
+)
+
+WRITE_OPS = (
+    ops.WriteRecord,
+    ops.AppendHistory,
+    ops.TouchRecords,
+    ops.RemoveRecords,
+    ops.PutEmbeddings,
+    ops.PruneEmbeddings,
+    ops.UpsertSession,
+    ops.AppendMessages,
+    ops.DeleteSessions,
+    ops.PutState,
+    ops.DeleteUser,
+)
+
+RECORD_COLUMNS = (
+    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
+    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
+    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
+    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
+)  # fmt: skip
+RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
+
+
+# ---------------------------------------------------------------------------- pure SQL
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
+    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
+    clauses = ["r.user_id = ?", "(r.expires_at IS NULL OR r.expires_at > ?)"]
+    params: list[Any] = [user_id, to_iso(now)]
+    if not f.include_deleted:
+        clauses.append("r.deleted_at IS NULL")
+    if not f.include_superseded:
+        clauses.append(
+            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
+        )
+    if f.kinds:
+        clauses.append(f"r.kind IN ({', '.join('?' * len(f.kinds))})")
+        params += [k.value for k in f.kinds]
+    if f.topics:
+        marks = ", ".join("?" * len(f.topics))
+        clauses.append(f"EXISTS (SELECT 1 FROM json_each(r.topics) WHERE value IN ({marks}))")
+        params += list(f.topics)
+    for name in ("agent_id", "team", "session_id", "key"):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"r.{name} = ?")
+            params.append(value)
+    if f.since is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
+        params.append(to_iso(f.since))
+    if f.until is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) <= ?")
+        params.append(to_iso(f.until))
+    for key, value in f.metadata.items():
+        path = '$."' + key.replace('"', '""') + '"'
+        if isinstance(value, bool):
+            clauses.append("json_type(r.metadata, ?) = ?")
+            params += [path, "true" if value else "false"]
+        elif isinstance(value, int | float):
+            clauses.append("json_type(r.metadata, ?) IN ('integer', 'real')")
+            clauses.append("json_extract(r.metadata, ?) = ?")
+            params += [path, path, value]
+        else:
+            clauses.append("json_type(r.metadata, ?) = 'text'")
+            clauses.append("json_extract(r.metadata, ?) = ?")
+            params += [path, path, value]
+    return " AND ".join(clauses), params
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal."""
+    terms = query_terms(text)
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def record_row(r: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        r.id, r.user_id, r.agent_id, r.team, r.session_id, r.kind.value, r.key, r.text,
+        to_json(list(r.topics)), r.metadata_json(), r.importance, to_iso(r.created_at),
+        to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
+        r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
+        opt_iso(r.last_accessed_at), to_json(list(r.source_ids)), r.actor, r.content_hash,
+        r.version, r.context_hash,
+    )  # fmt: skip
+
+
+def row_record(row: Sequence[Any]) -> MemoryRecord:
+    d = dict(zip(RECORD_COLUMNS, row, strict=True))
+    return MemoryRecord(
+        id=d["id"],
+        user_id=d["user_id"],
+        agent_id=d["agent_id"],
+        team=d["team"],
+        session_id=d["session_id"],
+        kind=MemoryKind(d["kind"]),
+        key=d["key"],
+        text=d["text"],
+        topics=tuple(json.loads(d["topics"])),
+        metadata=json.loads(d["metadata"]),
+        importance=d["importance"],
+        created_at=from_iso(d["created_at"]),
+        updated_at=from_iso(d["updated_at"]),
+        event_at=opt_time(d["event_at"]),
+        valid_from=opt_time(d["valid_from"]),
+        valid_to=opt_time(d["valid_to"]),
+        superseded_by=d["superseded_by"],
+        expires_at=opt_time(d["expires_at"]),
+        deleted_at=opt_time(d["deleted_at"]),
+        access_count=d["access_count"],
+        last_accessed_at=opt_time(d["last_accessed_at"]),
+        source_ids=tuple(json.loads(d["source_ids"])),
+        actor=d["actor"],
+        content_hash=d["content_hash"],
+        version=d["version"],
+        context_hash=d["context_hash"],
+    )
+
+
+def row_event(row: Sequence[Any]) -> HistoryEvent:
+    eid, rid, uid, action, version, at, actor, reason, snapshot = row
+    return HistoryEvent(
+        id=eid,
+        record_id=rid,
+        user_id=uid,
+        action=HistoryAction(action),
+        version=version,
+        at=from_iso(at),
+        actor=actor,
+        reason=reason,
+        snapshot=None if snapshot is None else json.loads(snapshot),
+    )
+
+
+def row_message(row: Sequence[Any]) -> Message:
+    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
+    return Message(
+        id=mid,
+        user_id=uid,
+        session_id=sid,
+        run_id=run_id,
+        seq=seq,
+        role=role,
+        content=content,
+        created_at=from_iso(created_at),
+        metadata=json.loads(metadata),
+    )
+
+
+def row_session(row: Sequence[Any]) -> Session:
+    uid, sid, agent_id, team, created_at, updated_at, metadata = row
+    return Session(
+        session_id=sid,
+        user_id=uid,
+        agent_id=agent_id,
+        team=team,
+        created_at=from_iso(created_at),
+        updated_at=from_iso(updated_at),
+        metadata=json.loads(metadata),
+    )
+
+
+def row_state(row: Sequence[Any]) -> StateVersion:
+    uid, sid, name, version, data, updated_at = row
+    return StateVersion(
+        user_id=uid,
+        session_id=sid,
+        name=name,
+        version=version,
+        data=json.loads(data),
+        updated_at=from_iso(updated_at),
+    )
+
+
+def parse_sqlite_url(url: str) -> str:
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``."""
+    if not url.startswith("sqlite:///"):
+        raise UnsupportedError(f"not a sqlite URL (want sqlite:///PATH): {url!r}")
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise UnsupportedError("sqlite URL has no path: use sqlite:///PATH or sqlite:///:memory:")
+    return path
+
+
+def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or [()]
+
+
+def split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies whole."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        statements.append(buf.strip())
+    return statements

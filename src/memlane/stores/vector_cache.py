@@ -1,0 +1,111 @@
+"""Vectors held in process memory as one matrix per (user, model, field).
+
+Reading thousands of vectors out of a database for every query dominates search time;
+scoring them in memory takes about a millisecond. The owning store decides when a matrix
+is stale (its own writes for a user; any write by another process) and evicts it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from memlane.ports.embedder import Vector
+
+Key = tuple[str, str, str]
+"""(user id, model id, field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Matrix:
+    """Every embedded record of one user, one row each."""
+
+    ids: tuple[str, ...]
+    index: dict[str, int]
+    vectors: np.ndarray
+
+    @classmethod
+    def build(cls, rows: Iterable[tuple[str, bytes]], dim_hint: int | None = None) -> Matrix:
+        pairs = list(rows)
+        ids = tuple(rid for rid, _ in pairs)
+        if not pairs:
+            return cls((), {}, np.zeros((0, dim_hint or 1), dtype=np.float32))
+        flat = np.frombuffer(b"".join(blob for _, blob in pairs), dtype=np.float32)
+        return cls(ids, {rid: i for i, rid in enumerate(ids)}, flat.reshape(len(pairs), -1))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.vectors.nbytes) + 100 * len(self.ids)
+
+    def rows_of(self, ids: Iterable[str]) -> np.ndarray:
+        """Row numbers of the given ids (ids without a vector are left out)."""
+        index = self.index
+        return np.fromiter((index[i] for i in ids if i in index), dtype=np.int64)
+
+    def top_k(self, query: Vector, rows: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` rows most similar to ``query`` (cosine; rows are unit length)."""
+        if rows.size == 0 or k < 1 or self.vectors.shape[1] != query.shape[0]:
+            return []
+        sims = (self.vectors @ query)[rows]
+        part = np.argpartition(-sims, k - 1)[:k] if k < rows.size else np.arange(rows.size)
+        ordered = sorted(part, key=lambda j: (-sims[j], self.ids[rows[j]]))
+        return [(self.ids[rows[j]], float(sims[j])) for j in ordered]
+
+
+class VectorCache:
+    """Least-recently-used matrices within a memory budget (bytes), and for each the rows a
+    recent filter allowed (valid until the next expiry among the user's records)."""
+
+    def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[Key, Matrix] = OrderedDict()
+        self._bytes = 0
+        self._allowed: dict[tuple[Key, str], tuple[np.ndarray, str | None]] = {}
+
+    def allowed(self, key: Key, filter_key: str, now: str) -> np.ndarray | None:
+        """Cached allowed rows for a filter, unless a record has expired since."""
+        found = self._allowed.get((key, filter_key))
+        if found is None or (found[1] is not None and found[1] <= now):
+            return None
+        return found[0]
+
+    def remember_allowed(
+        self, key: Key, filter_key: str, rows: np.ndarray, next_expiry: str | None
+    ) -> None:
+        if key in self._items and len(self._allowed) < 4096:
+            self._allowed[(key, filter_key)] = (rows, next_expiry)
+
+    def get(self, key: Key) -> Matrix | None:
+        matrix = self._items.get(key)
+        if matrix is not None:
+            self._items.move_to_end(key)
+        return matrix
+
+    def put(self, key: Key, matrix: Matrix) -> None:
+        self._drop(key)
+        if matrix.nbytes > self.max_bytes:
+            return  # too big to keep; the caller still uses it for this query
+        self._items[key] = matrix
+        self._bytes += matrix.nbytes
+        while self._bytes > self.max_bytes:
+            oldest = next(iter(self._items))
+            self._drop(oldest)
+
+    def invalidate_user(self, user_id: str) -> None:
+        for key in [k for k in self._items if k[0] == user_id]:
+            self._drop(key)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._allowed.clear()
+        self._bytes = 0
+
+    def _drop(self, key: Key) -> None:
+        for allowed_key in [a for a in self._allowed if a[0] == key]:
+            del self._allowed[allowed_key]
+        matrix = self._items.pop(key, None)
+        if matrix is not None:
+            self._bytes -= matrix.nbytes

@@ -44,6 +44,102 @@ def variants() -> dict[str, SearchRecipe]:
         "default + mmr 0.8": v(BASE, mmr_lambda=0.8),
         "default, lexical x2": v(BASE, methods={"vector": 1, "context": 1, "lexical": 2}),
         "default, rrf k=20": v(BASE, rrf_k=20),
+        "A: k=20, lexical x2, speaker 0.2": v(
+            BASE, rrf_k=20, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.2
+        ),
+        "A without context vectors": v(
+            BASE, rrf_k=20, methods={"vector": 1, "lexical": 2}, speaker_weight=0.2
+        ),
+        "A + neighbour floor 0.5": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.5,
+        ),
+        "A + neighbour floor 0.8": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+        ),
+        "A + floor 0.9": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.9,
+        ),
+        "A + floor 0.8, window 2": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_window=2,
+        ),
+        "A + floor 0.8, top 40": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_top=40,
+        ),
+        "A + floor 0.8, no context vectors": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+        ),
+        "B: k=10, lexical x2, speaker 0.2, neighbours 0.8 (decaying, window 2)": v(
+            BASE,
+            rrf_k=10,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_window=2,
+        ),
+        "B, window 3": v(
+            BASE,
+            rrf_k=10,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_window=3,
+        ),
+        "B, weight 0.9": v(
+            BASE,
+            rrf_k=10,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.9,
+            neighbor_window=2,
+        ),
+        "B, no context vectors": v(
+            BASE,
+            rrf_k=10,
+            methods={"vector": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_window=2,
+        ),
+        "B, k=20": v(
+            BASE,
+            rrf_k=20,
+            methods={"vector": 1, "context": 1, "lexical": 2},
+            speaker_weight=0.2,
+            neighbor_weight=0.8,
+            neighbor_window=2,
+        ),
+        "A, k=10": v(
+            BASE, rrf_k=10, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.2
+        ),
+        "A, speaker 0.5": v(
+            BASE, rrf_k=20, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.5
+        ),
     }
 
 
@@ -51,16 +147,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--windows", default="1")
-    parser.add_argument("--only", default="", help="comma-separated variant names")
+    parser.add_argument("--db", type=Path, help="evaluate this already ingested store")
+    parser.add_argument("--only", default="", help="variant names separated by ';'")
     args = parser.parse_args()
     conversations = load_dir(args.data)
     embedder = LocalEmbedder()
     (ROOT / "results").mkdir(exist_ok=True)
-    chosen = {k: r for k, r in variants().items() if not args.only or k in args.only.split(",")}
+    chosen = {k: r for k, r in variants().items() if not args.only or k in args.only.split(";")}
     print("| window | variant | R@1 | R@5 | R@10 | R@50 | hit@10 | p50 ms | p95 ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for window in (int(w) for w in args.windows.split(",")):
-        path = ROOT / "results" / f"locomo-w{window}.db"
+        path = args.db or ROOT / "results" / f"locomo-w{window}.db"
         fresh = not path.exists()
         with Memory(
             f"sqlite:///{path}",

@@ -47,10 +47,12 @@ def test_no_time_window_without_a_period() -> None:
 
 
 def test_neighbours_take_a_share_of_the_best_hit_beside_them() -> None:
-    added = spread_to_neighbors(
-        {"a": 1.0, "b": 0.5}, {"a": ["x", "b"], "b": ["a", "x"], "c": []}, 0.5
+    floor = spread_to_neighbors(
+        {"a": 1.0, "b": 0.5},
+        {"a": [("x", -1), ("b", 2)], "b": [("a", -2), ("x", 1)], "c": []},
+        0.5,
     )
-    assert added == {"x": 0.5, "b": 0.5, "a": 0.25}
+    assert floor == {"x": 0.5, "b": 0.25, "a": 0.125}
 
 
 def _record(**kw: object) -> MemoryRecord:

@@ -72,13 +72,13 @@ class SearchMixin(CoreBase):
         scores = {rid: score for rid, score, _ in fused}
         parts = {rid: p for rid, _, p in fused}
 
-        added: dict[str, float] = {}
+        floor: dict[str, float] = {}
         if recipe.neighbor_weight > 0 and fused:
             top = tuple(rid for rid, _, _ in fused[: recipe.neighbor_top])
             neighbors = yield from one(ops.GetNeighbors(user_id, top, recipe.neighbor_window, now))
-            added = spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
+            floor = spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
 
-        pool = tuple(dict.fromkeys([*scores, *added]))
+        pool = tuple(dict.fromkeys([*scores, *floor]))
         records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
         window = time_window(query, now) if recipe.time_weight else None
         query_tokens = frozenset(tokenize(query))
@@ -90,7 +90,7 @@ class SearchMixin(CoreBase):
                 continue  # gone since the first read, or a neighbour outside the filters
             terms = boosts(record, recipe, now=now, window=window, query_tokens=query_tokens)
             terms_of[rid] = terms
-            base = scores.get(rid, 0.0) + added.get(rid, 0.0)
+            base = max(scores.get(rid, 0.0), floor.get(rid, 0.0))
             ranked.append((rid, base * (1.0 + sum(terms.values()))))
         ranked.sort(key=lambda item: (-item[1], item[0]))
         if recipe.mmr_lambda is not None:
@@ -112,7 +112,7 @@ class SearchMixin(CoreBase):
                     "rrf_k": recipe.rrf_k,
                     **parts.get(rid, {}),
                     "fused": scores.get(rid, 0.0),
-                    "neighbor": added.get(rid, 0.0),
+                    "neighbor_floor": floor.get(rid, 0.0),
                     "boosts": terms_of[rid],
                     "time_window": None if window is None else [w.isoformat() for w in window],
                 }

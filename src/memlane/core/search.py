@@ -35,15 +35,15 @@ class SearchRecipe:
 
     name: str
     methods: Mapping[str, float] = field(
-        default_factory=lambda: {"vector": 1.0, "context": 1.0, "lexical": 1.0}
+        default_factory=lambda: {"vector": 1.0, "context": 1.0, "lexical": 2.0}
     )
     candidates: int = 100
-    rrf_k: int = 60
-    neighbor_weight: float = 0.0
-    neighbor_window: int = 1
+    rrf_k: int = 10
+    neighbor_weight: float = 0.8
+    neighbor_window: int = 2
     neighbor_top: int = 20
     time_weight: float = 0.5
-    speaker_weight: float = 0.0
+    speaker_weight: float = 0.2
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     importance_weight: float = 0.0
@@ -59,13 +59,23 @@ class SearchRecipe:
             raise ValueError("mmr_lambda must be between 0 and 1")
 
 
+def _plain(name: str, methods: Mapping[str, float]) -> SearchRecipe:
+    """A recipe with no boosts or neighbour spreading: fusion only (RRF k=60)."""
+    return SearchRecipe(
+        name, methods, rrf_k=60, neighbor_weight=0.0, time_weight=0.0, speaker_weight=0.0
+    )
+
+
 RECIPES: dict[str, SearchRecipe] = {
     "hybrid": SearchRecipe("hybrid"),
-    "semantic": SearchRecipe("semantic", {"vector": 1.0}, time_weight=0.0),
-    "lexical": SearchRecipe("lexical", {"lexical": 1.0}, time_weight=0.0),
-    "rrf": SearchRecipe("rrf", {"vector": 1.0, "lexical": 1.0}, time_weight=0.0),
+    "fast": SearchRecipe("fast", {"vector": 1.0, "lexical": 2.0}, neighbor_weight=0.0),
+    "semantic": _plain("semantic", {"vector": 1.0}),
+    "lexical": _plain("lexical", {"lexical": 1.0}),
+    "rrf": _plain("rrf", {"vector": 1.0, "lexical": 1.0}),
 }
-"""Named recipes: ``hybrid`` is the default; ``rrf`` is plain vector + BM25 fusion."""
+"""Named recipes. ``hybrid`` (default): every technique that measurably helped (see
+bench/recall.md). ``fast``: one vector list and BM25, no neighbour lookups. ``semantic``,
+``lexical``: one method alone, no boosts. ``rrf``: plain vector + BM25 fusion (k=60)."""
 
 
 # ---------------------------------------------------------------------------- fusion
@@ -97,22 +107,25 @@ def rrf(
 
 def spread_to_neighbors(
     scores: Mapping[str, float],
-    neighbors: Mapping[str, Sequence[str]],
+    neighbors: Mapping[str, Sequence[tuple[str, int]]],
     weight: float,
 ) -> dict[str, float]:
-    """Give each neighbouring turn ``weight`` times the score of the hit next to it.
+    """The score floor each neighbouring turn of a hit is offered:
+    ``weight ** distance`` times the score of the hit, the best offer kept.
 
     A turn that answers a question often sits beside the turn that matched it ("What
-    did you name her?" / "Biscuit!"). A neighbour keeps the best share it is offered,
-    added to its own score. Returns the added amount per id.
+    did you name her?" / "Biscuit!"). Search ranks a neighbour by the larger of its own
+    score and this floor, so with ``weight < 1`` it never overtakes the hit that lifted it,
+    and turns further away are offered less.
     """
-    added: dict[str, float] = {}
+    floor: dict[str, float] = {}
     for rid, neighbor_ids in neighbors.items():
-        share = weight * scores.get(rid, 0.0)
-        for n in neighbor_ids:
-            if n != rid and share > added.get(n, 0.0):
-                added[n] = share
-    return added
+        base = scores.get(rid, 0.0)
+        for n, distance in neighbor_ids:
+            share = base * weight ** abs(distance)
+            if n != rid and share > floor.get(n, 0.0):
+                floor[n] = share
+    return floor
 
 
 # ---------------------------------------------------------------------------- time

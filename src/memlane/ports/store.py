@@ -116,10 +116,10 @@ class VectorSearch(Op[list[tuple[str, float]]]):
 
 
 @dataclass(frozen=True, slots=True)
-class GetNeighbors(Op[dict[str, list[str]]]):
-    """For each id, the ids of up to ``window`` records just before and just after it in
-    the same session (by id order, same user, current and unexpired). Ids without a session
-    map to an empty list."""
+class GetNeighbors(Op[dict[str, list[tuple[str, int]]]]):
+    """For each id, (id, distance) of up to ``window`` records just before (distance -1,
+    -2 ...) and just after (1, 2 ...) it in the same session (by id order, same user,
+    current and unexpired). Ids without a session map to an empty list."""
 
     user_id: str
     ids: tuple[str, ...]

@@ -155,8 +155,8 @@ class MemoryStore:
         order = np.argsort(-sims, kind="stable")[: op.limit]
         return [(pairs[i][0], float(sims[i])) for i in order]
 
-    def _op_GetNeighbors(self, op: ops.GetNeighbors, tx: _Tx) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+    def _op_GetNeighbors(self, op: ops.GetNeighbors, tx: _Tx) -> dict[str, list[tuple[str, int]]]:
+        out: dict[str, list[tuple[str, int]]] = {}
         for rid in op.ids:
             r = self._records.get(rid)
             if r is None or r.user_id != op.user_id or r.session_id is None:
@@ -169,7 +169,11 @@ class MemoryStore:
                 and (x.id == rid or (x.is_current and not x.is_expired(op.now)))
             )
             i = same.index(rid)
-            out[rid] = same[max(0, i - op.window) : i] + same[i + 1 : i + 1 + op.window]
+            before = same[max(0, i - op.window) : i]
+            after = same[i + 1 : i + 1 + op.window]
+            out[rid] = [(n, j - len(before)) for j, n in enumerate(before)] + [
+                (n, j + 1) for j, n in enumerate(after)
+            ]
         return out
 
     def _op_GetHistory(self, op: ops.GetHistory, tx: _Tx) -> list[Any]:

@@ -355,8 +355,8 @@ class SqliteStore:
 
     def _op_GetNeighbors(
         self, conn: sqlite3.Connection, op: ops.GetNeighbors
-    ) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+    ) -> dict[str, list[tuple[str, int]]]:
+        out: dict[str, list[tuple[str, int]]] = {}
         live = (
             "user_id = ? AND session_id = ? AND deleted_at IS NULL AND superseded_by IS NULL "
             "AND (expires_at IS NULL OR expires_at > ?)"
@@ -375,7 +375,9 @@ class SqliteStore:
             after = conn.execute(
                 f"SELECT id FROM records WHERE {live} AND id > ? ORDER BY id LIMIT ?", args
             ).fetchall()
-            out[rid] = [r[0] for r in reversed(before)] + [r[0] for r in after]
+            out[rid] = [(r[0], -d) for d, r in enumerate(before, start=1)][::-1] + [
+                (r[0], d) for d, r in enumerate(after, start=1)
+            ]
         return out
 
     def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:

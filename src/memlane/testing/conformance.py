@@ -293,7 +293,9 @@ class StoreConformance:
         ids = [r.id for r in turns]
         m.delete(ids[3], user_id="u")
         got = m.store.batch([ops.GetNeighbors("u", (ids[2], ids[0]), 1, clock.now)])[0]
-        assert got == {ids[2]: [ids[1], ids[4]], ids[0]: [ids[1]]}
+        assert got == {ids[2]: [(ids[1], -1), (ids[4], 1)], ids[0]: [(ids[1], 1)]}
+        wide = m.store.batch([ops.GetNeighbors("u", (ids[4],), 2, clock.now)])[0]
+        assert wide == {ids[4]: [(ids[1], -2), (ids[2], -1)]}
         assert m.store.batch([ops.GetNeighbors("v", (ids[2],), 1, clock.now)])[0] == {ids[2]: []}
         m.close()
 

@@ -26,120 +26,44 @@ BASE = RECIPES["hybrid"]
 
 
 def variants() -> dict[str, SearchRecipe]:
+    """Cumulative steps from plain fusion to the default, then leave-one-out from it."""
     v = dataclasses.replace
-    plain = SearchRecipe("plain", {"vector": 1.0, "lexical": 1.0}, candidates=100, time_weight=0)
+    plain = SearchRecipe(
+        "plain",
+        {"vector": 1.0, "lexical": 1.0},
+        rrf_k=60,
+        neighbor_weight=0.0,
+        time_weight=0.0,
+        speaker_weight=0.0,
+    )
+    lex2 = v(plain, methods={"vector": 1.0, "lexical": 2.0})
+    k10 = v(lex2, rrf_k=10)
+    ctx = v(k10, methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
+    speaker = v(ctx, speaker_weight=BASE.speaker_weight)
+    time = v(speaker, time_weight=BASE.time_weight)
     return {
-        "dense only": v(plain, name="dense", methods={"vector": 1.0}),
-        "bm25 only": v(plain, name="bm25", methods={"lexical": 1.0}),
-        "rrf dense+bm25": plain,
-        "+ context vectors": v(
-            plain, name="ctx", methods={"vector": 1, "context": 1, "lexical": 1}
-        ),
-        "default (hybrid)": BASE,
-        "default, no time boost": v(BASE, time_weight=0.0),
-        "default + neighbours 0.3": v(BASE, neighbor_weight=0.3),
-        "default + neighbours 0.6": v(BASE, neighbor_weight=0.6),
-        "default + speaker 0.2": v(BASE, speaker_weight=0.2),
-        "default + recency 0.1": v(BASE, recency_weight=0.1),
-        "default + mmr 0.8": v(BASE, mmr_lambda=0.8),
-        "default, lexical x2": v(BASE, methods={"vector": 1, "context": 1, "lexical": 2}),
-        "default, rrf k=20": v(BASE, rrf_k=20),
-        "A: k=20, lexical x2, speaker 0.2": v(
-            BASE, rrf_k=20, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.2
-        ),
-        "A without context vectors": v(
-            BASE, rrf_k=20, methods={"vector": 1, "lexical": 2}, speaker_weight=0.2
-        ),
-        "A + neighbour floor 0.5": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.5,
-        ),
-        "A + neighbour floor 0.8": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-        ),
-        "A + floor 0.9": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.9,
-        ),
-        "A + floor 0.8, window 2": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_window=2,
-        ),
-        "A + floor 0.8, top 40": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_top=40,
-        ),
-        "A + floor 0.8, no context vectors": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-        ),
-        "B: k=10, lexical x2, speaker 0.2, neighbours 0.8 (decaying, window 2)": v(
-            BASE,
-            rrf_k=10,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_window=2,
-        ),
-        "B, window 3": v(
-            BASE,
-            rrf_k=10,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_window=3,
-        ),
-        "B, weight 0.9": v(
-            BASE,
-            rrf_k=10,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.9,
-            neighbor_window=2,
-        ),
-        "B, no context vectors": v(
-            BASE,
-            rrf_k=10,
-            methods={"vector": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_window=2,
-        ),
-        "B, k=20": v(
-            BASE,
-            rrf_k=20,
-            methods={"vector": 1, "context": 1, "lexical": 2},
-            speaker_weight=0.2,
-            neighbor_weight=0.8,
-            neighbor_window=2,
-        ),
-        "A, k=10": v(
-            BASE, rrf_k=10, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.2
-        ),
-        "A, speaker 0.5": v(
-            BASE, rrf_k=20, methods={"vector": 1, "context": 1, "lexical": 2}, speaker_weight=0.5
-        ),
+        "dense only (MiniLM)": v(plain, methods={"vector": 1.0}),
+        "BM25 only (FTS5, porter)": v(plain, methods={"lexical": 1.0}),
+        "RRF dense + BM25 (k=60)": plain,
+        "+ BM25 weight 2": lex2,
+        "+ RRF k=10": k10,
+        "+ context vectors (episode with the turn before)": ctx,
+        "+ speaker boost 0.2": speaker,
+        "+ time-window boost 0.5": time,
+        "+ neighbour floors 0.8, window 2 = default hybrid": BASE,
+        "default without context vectors": v(BASE, methods={"vector": 1.0, "lexical": 2.0}),
+        "default without neighbour floors": v(BASE, neighbor_weight=0.0),
+        "default without speaker boost": v(BASE, speaker_weight=0.0),
+        "default without time boost": v(BASE, time_weight=0.0),
+        "default, BM25 weight 1": v(BASE, methods={"vector": 1.0, "context": 1.0, "lexical": 1.0}),
+        "default, RRF k=60": v(BASE, rrf_k=60),
+        "default, neighbour window 1": v(BASE, neighbor_window=1),
+        "default, neighbour window 3": v(BASE, neighbor_window=3),
+        "default, neighbour weight 0.5": v(BASE, neighbor_weight=0.5),
+        "default, 50 candidates per list": v(BASE, candidates=50),
+        "default + recency 0.1 (half-life 30 d)": v(BASE, recency_weight=0.1),
+        "default + MMR 0.8": v(BASE, mmr_lambda=0.8),
+        "recipe fast": RECIPES["fast"],
     }
 
 

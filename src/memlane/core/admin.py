@@ -160,7 +160,10 @@ class AdminMixin(CoreBase):
                 events.append(op)
             elif op is not None:
                 writes.append(op)
-        _, cache_write = yield from self._vectors([r.text for r in records])
+        # Context vectors are derived data: rebuild them from the imported sessions.
+        records = sorted(records, key=lambda r: r.id)
+        records, contexts = yield from self._with_context(records, look_back=False)
+        _, cache_write = yield from self._vectors([r.text for r in records] + contexts)
         sessions = [w for w in writes if isinstance(w, ops.UpsertSession)]
         rest = [w for w in writes if not isinstance(w, ops.UpsertSession)]
         yield from many(

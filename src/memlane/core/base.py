@@ -243,12 +243,15 @@ class CoreBase:
         return list(records)
 
     def _with_context(
-        self, records: Sequence[MemoryRecord]
+        self, records: Sequence[MemoryRecord], *, look_back: bool = True
     ) -> Flow[tuple[list[MemoryRecord], list[str]]]:
         """Give each new episode that belongs to a session a context: the text of the
         episodes just before it in that session, then its own, under its date. Its
         context is embedded too, so a reply like "Yes, last Tuesday!" can be found by
-        what it replied to. Returns the records and the context texts to embed."""
+        what it replied to. Returns the records and the context texts to embed.
+
+        With ``look_back=False`` only earlier records of the same batch count (import,
+        where the batch is the whole session in id order)."""
         window = self.config.context_window
         out = list(records)
         contexts: list[str] = []
@@ -259,8 +262,8 @@ class CoreBase:
             for r in records
             if r.kind == MemoryKind.EPISODE and r.session_id
         }
-        before: dict[tuple[str, str | None], list[str]] = {}
-        for user_id, session_id in sorted(sessions, key=str):
+        before: dict[tuple[str, str | None], list[str]] = {key: [] for key in sessions}
+        for user_id, session_id in sorted(sessions, key=str) if look_back else ():
             f = Filters(kinds=(MemoryKind.EPISODE,), session_id=session_id)
             rows = yield from one(
                 ops.ListRecords(user_id, f, self._now(), None, window, descending=True)
@@ -268,13 +271,14 @@ class CoreBase:
             before[(user_id, session_id)] = [r.text for r in reversed(rows)]
         for i, r in enumerate(out):
             key = (r.user_id, r.session_id)
-            if key not in before:
+            if r.kind != MemoryKind.EPISODE or key not in before:
                 continue
-            previous = before[key][-window:]
-            text = "\n".join([*previous, r.text])
-            text = f"{r.effective_time:%d %B %Y}: {text}"
-            contexts.append(text)
-            out[i] = replace(r, context_hash=content_hash(text))
+            # On import, an episode stored without a context (its text was edited) stays so.
+            if look_back or r.context_hash is not None:
+                previous = before[key][-window:]
+                text = f"{r.effective_time:%d %B %Y}: " + "\n".join([*previous, r.text])
+                contexts.append(text)
+                out[i] = replace(r, context_hash=content_hash(text))
             before[key].append(r.text)
         return out, contexts
 

@@ -63,6 +63,7 @@ def variants() -> dict[str, SearchRecipe]:
         "default, 50 candidates per list": v(BASE, candidates=50),
         "default + recency 0.1 (half-life 30 d)": v(BASE, recency_weight=0.1),
         "default + MMR 0.8": v(BASE, mmr_lambda=0.8),
+        "default + dense query reworded as a statement": v(BASE, rewrite_query=True),
         "recipe fast": RECIPES["fast"],
     }
 
@@ -72,6 +73,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--windows", default="1")
     parser.add_argument("--db", type=Path, help="evaluate this already ingested store")
+    parser.add_argument(
+        "--cold", action="store_true", help="embed every query anew (latency with embedding)"
+    )
     parser.add_argument("--only", default="", help="variant names separated by ';'")
     args = parser.parse_args()
     conversations = load_dir(args.data)
@@ -86,7 +90,11 @@ def main() -> None:
         with Memory(
             f"sqlite:///{path}",
             embedder=embedder,
-            config=CoreConfig(context_window=window, track_access=False),
+            config=CoreConfig(
+                context_window=window,
+                track_access=False,
+                query_cache_size=0 if args.cold else 1024,
+            ),
         ) as memory:
             turns, seconds = ingest(memory, conversations) if fresh else (0, 0.0)
             for name, recipe in chosen.items():

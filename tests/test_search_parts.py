@@ -91,3 +91,20 @@ def test_recipe_validates() -> None:
         SearchRecipe("x", {"telepathy": 1.0})
     with pytest.raises(ValueError):
         SearchRecipe("x", mmr_lambda=2.0)
+
+
+@pytest.mark.parametrize(
+    ("question", "statement"),
+    [
+        ("When did Caroline go to the support group?", "Caroline go to the support group"),
+        ("What is Melanie's favourite book?", "Melanie's favourite book"),
+        ("how long has he lived there?", "he lived there"),
+        ("Would she enjoy hiking", "she enjoy hiking"),
+        ("Why?", "Why"),
+        ("Paris trip", "Paris trip"),
+    ],
+)
+def test_as_statement(question: str, statement: str) -> None:
+    from memlane.core.search import as_statement
+
+    assert as_statement(question) == statement

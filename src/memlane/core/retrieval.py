@@ -11,6 +11,7 @@ from memlane.core.search import (
     METHODS,
     RECIPES,
     SearchRecipe,
+    as_statement,
     boosts,
     mmr,
     rrf,
@@ -57,7 +58,8 @@ class SearchMixin(CoreBase):
         wanted: list[ops.Op[Any]] = []
         vector = None
         if "vector" in methods or "context" in methods:
-            vector = yield from self._query_vector(query)
+            dense_query = as_statement(query) if recipe.rewrite_query else query
+            vector = yield from self._query_vector(dense_query)
         for method in methods:
             if method == "lexical":
                 wanted.append(ops.LexicalSearch(user_id, f, now, query, depth))

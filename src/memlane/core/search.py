@@ -48,6 +48,7 @@ class SearchRecipe:
     recency_half_life_days: float = 30.0
     importance_weight: float = 0.0
     mmr_lambda: float | None = None
+    rewrite_query: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -126,6 +127,23 @@ def spread_to_neighbors(
             if n != rid and share > floor.get(n, 0.0):
                 floor[n] = share
     return floor
+
+
+_QUESTION_HEAD = re.compile(
+    r"^\s*(?:(?:what|when|where|who|whom|whose|which|why|how)(?: (?:many|much|long|often|"
+    r"old|far|kind|type|sort))?(?: of)?\s+)?(?:(?:do|does|did|is|are|was|were|has|have|had|"
+    r"can|could|would|will|should|might)\s+)?",
+    re.I,
+)
+
+
+def as_statement(query: str) -> str:
+    """A question reworded toward the statement that answers it, for the dense query:
+    the leading question word and auxiliary verb go, and so does the question mark
+    ("When did Caroline go to the support group?" -> "Caroline go to the support group").
+    Returns the query unchanged when nothing would remain."""
+    rest = _QUESTION_HEAD.sub("", query, count=1).strip().rstrip("?").strip()
+    return rest or query
 
 
 # ---------------------------------------------------------------------------- time

@@ -58,7 +58,8 @@ def to_iso(value: datetime) -> str:
     """Render a time in memlane's one on-disk format (UTC, microseconds, sortable)."""
     if value.tzinfo is None:
         raise ValidationError(f"naive datetime {value!r}: pass a timezone-aware time")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits (strftime's %Y does not on every platform).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def from_iso(value: str) -> datetime:
@@ -446,8 +447,12 @@ class Filters:
         if not isinstance(self.metadata, Mapping):
             raise ValidationError("filter metadata must be a mapping of key to value")
         for k, v in self.metadata.items():
-            if not isinstance(k, str) or not k:
-                raise ValidationError("filter metadata keys must be non-empty strings")
+            if not isinstance(k, str) or not k or '"' in k or "\\" in k:
+                raise ValidationError(
+                    'filter metadata keys must be non-empty strings without " or \\'
+                )
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise ValidationError(f"filter metadata value for {k!r} is out of range")
             if not isinstance(v, str | int | float | bool) or v is None:
                 raise ValidationError(
                     f"filter metadata value for {k!r} must be a string, number or bool"

@@ -9,7 +9,7 @@ from typing import Any
 
 from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.retrieval import SearchMixin
+from memlane.core.retrieval import SearchMixin, _filters
 from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.models import (
     Filters,
@@ -119,6 +119,8 @@ class RecordsMixin(SearchMixin):
         old = yield from self._load(record_id, user_id)
         if old.deleted_at is not None:
             raise ValidationError(f"memory {record_id} is deleted; restore it first")
+        if not old.is_current:
+            raise ValidationError(f"memory {record_id} was superseded; update the current one")
         if expected_version is not None and expected_version != old.version:
             raise ConflictError(
                 f"memory {record_id} is at version {old.version}, expected {expected_version}",
@@ -214,6 +216,12 @@ class RecordsMixin(SearchMixin):
         old = yield from self._load(record_id, user_id)
         if old.deleted_at is None:
             raise ValidationError(f"memory {record_id} is not deleted")
+        if old.key is not None and old.is_current is False and old.superseded_by is None:
+            newer = yield from self._keyed(old.key, user_id)
+            if newer is not None:
+                raise ValidationError(
+                    f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
+                )
         now = self._now()
         back = self._bump(old, now, deleted_at=None)
         event = self._event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
@@ -248,6 +256,19 @@ class RecordsMixin(SearchMixin):
         record."""
         check_id("key", key)
         check_id("category", category, required=False)
+        for attempt in range(3):
+            try:
+                return (yield from self._remember(key, value, user_id, category, actor))
+            except ConflictError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _remember(
+        self, key: str, value: Any, user_id: str, category: str | None, actor: str | None
+    ) -> Flow[MemoryRecord]:
+        # One attempt; a concurrent writer of the same key makes the store raise
+        # ConflictError (one current value per key), and remember() tries again.
         try:
             rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
@@ -299,7 +320,7 @@ class RecordsMixin(SearchMixin):
         check_id("user_id", user_id)
         check_id("cursor", cursor, required=False)
         limit = self._check_limit(limit)
-        f = filters or Filters()
+        f = _filters(filters)
         rows = yield from one(
             ops.ListRecords(user_id, f, self._now(), cursor, limit + 1, descending=newest_first)
         )

@@ -50,7 +50,7 @@ class SearchMixin(CoreBase):
         query = self._check_text(query, "query")
         limit = self._check_limit(limit)
         recipe = _recipe(recipe)
-        f = filters or Filters()
+        f = _filters(filters)
         now = self._now()
         depth = max(recipe.candidates, limit)
 
@@ -128,3 +128,11 @@ def _recipe(recipe: str | SearchRecipe) -> SearchRecipe:
     if recipe not in RECIPES:
         raise ValidationError(f"unknown search recipe {recipe!r}; one of {sorted(RECIPES)}")
     return RECIPES[recipe]
+
+
+def _filters(filters: object) -> Filters:
+    if filters is None:
+        return Filters()
+    if not isinstance(filters, Filters):
+        raise ValidationError(f"filters must be a memlane.Filters, got {type(filters).__name__}")
+    return filters

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 from memlane.models import (
     Filters,
     HistoryEvent,
+    MemoryKind,
     MemoryRecord,
     Message,
     Session,
@@ -27,6 +28,9 @@ from memlane.models import (
 from memlane.ports.embedder import Vector
 
 R = TypeVar("R")
+
+SESSION_BOUND_KINDS = frozenset({MemoryKind.EPISODE, MemoryKind.SUMMARY})
+"""Kinds of memory that belong to their session and are deleted with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +58,9 @@ class WriteRecord(Op[None]):
     """Insert or replace a record.
 
     ``expected_version`` is the version the stored row must have: 0 means the record must
-    not exist yet; ``None`` means write unconditionally (import). A mismatch raises
-    ConflictError and the whole batch is rolled back.
+    not exist yet; a mismatch raises ConflictError and the whole batch is rolled back.
+    ``None`` (import) inserts the record, or replaces a stored row only if that row has an
+    older version; a stored version as new or newer is left as it is.
     """
 
     record: MemoryRecord
@@ -243,8 +248,9 @@ class GetMessages(Op[list[Message]]):
 
 @dataclass(frozen=True, slots=True)
 class DeleteSessions(Op[int]):
-    """Delete sessions with their messages, states and session-bound records (episodes,
-    summaries). Returns how many sessions were deleted."""
+    """Delete sessions with their messages, states and session-bound records (kinds in
+    ``SESSION_BOUND_KINDS``: episodes, summaries); other memories that name the session
+    stay. Returns how many sessions were deleted."""
 
     user_id: str
     session_ids: tuple[str, ...]

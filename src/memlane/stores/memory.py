@@ -18,7 +18,7 @@ from memlane.errors import ConflictError, UnsupportedError
 from memlane.models import MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -56,7 +56,7 @@ class MemoryStore:
         self.url = "memory://"
         self._lock = threading.RLock()
         self._records: dict[str, MemoryRecord] = {}
-        self._history: dict[str, tuple[Any, ...]] = {}
+        self._history: dict[tuple[str, str], tuple[Any, ...]] = {}  # (user, record id)
         self._event_ids: dict[str, str] = {}
         self._embeddings: dict[tuple[str, str], Vector] = {}
         self._sessions: dict[tuple[str, str], Any] = {}
@@ -99,12 +99,23 @@ class MemoryStore:
         if old is not None and old.user_id != op.record.user_id:
             raise ConflictError("record id belongs to another scope", expected=None, actual=None)
         actual = 0 if old is None else old.version
+        if op.expected_version is None and old is not None and old.version >= op.record.version:
+            return
         if op.expected_version is not None and actual != op.expected_version:
             raise ConflictError(
                 f"record {op.record.id} is at version {actual}, expected {op.expected_version}",
                 expected=op.expected_version,
                 actual=actual,
             )
+        r = op.record
+        if r.key is not None and r.is_current:
+            for other in self._user_records(r.user_id):
+                if other.id != r.id and other.key == r.key and other.is_current:
+                    raise ConflictError(
+                        f"keyed fact {r.key!r} already has a current value",
+                        expected=None,
+                        actual=None,
+                    )
         tx.set(self._records, op.record.id, op.record)
 
     def _op_AppendHistory(self, op: ops.AppendHistory, tx: _Tx) -> None:
@@ -112,11 +123,8 @@ class MemoryStore:
             if event.id in self._event_ids:
                 continue
             tx.set(self._event_ids, event.id, event.record_id)
-            tx.set(
-                self._history,
-                event.record_id,
-                (*self._history.get(event.record_id, ()), event),
-            )
+            key = (event.user_id, event.record_id)
+            tx.set(self._history, key, (*self._history.get(key, ()), event))
 
     def _op_GetRecords(self, op: ops.GetRecords, tx: _Tx) -> list[MemoryRecord]:
         found = (self._records.get(i) for i in op.ids)
@@ -177,7 +185,7 @@ class MemoryStore:
         return out
 
     def _op_GetHistory(self, op: ops.GetHistory, tx: _Tx) -> list[Any]:
-        return [e for e in self._history.get(op.record_id, ()) if e.user_id == op.user_id]
+        return list(self._history.get((op.user_id, op.record_id), ()))
 
     def _op_ListUserHistory(self, op: ops.ListUserHistory, tx: _Tx) -> list[Any]:
         events = sorted(
@@ -291,7 +299,7 @@ class MemoryStore:
             for key in [k for k in self._states if k[:2] == (op.user_id, sid)]:
                 tx.pop(self._states, key)
             for r in self._user_records(op.user_id):
-                if r.session_id == sid:
+                if r.session_id == sid and r.kind in SESSION_BOUND_KINDS:
                     tx.pop(self._records, r.id)
         return n
 
@@ -347,12 +355,12 @@ class MemoryStore:
         for r in self._user_records(u):
             tx.pop(self._records, r.id)
             counts["records"] += 1
-        for rid, events in list(self._history.items()):
-            if events and events[0].user_id == u:
+        for key, events in list(self._history.items()):
+            if key[0] == u:
                 counts["history"] += len(events)
                 for e in events:
                     tx.pop(self._event_ids, e.id)
-                tx.pop(self._history, rid)
+                tx.pop(self._history, key)
         for key in [k for k in self._sessions if k[0] == u]:
             tx.pop(self._sessions, key)
             counts["sessions"] += 1

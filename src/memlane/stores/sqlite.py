@@ -43,7 +43,7 @@ from memlane.models import (
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.stores.sqlite_sql import (
     APPLICATION,
     MIGRATIONS,
@@ -201,16 +201,23 @@ class SqliteStore:
             deadline = time.monotonic() + self.busy_timeout_s
             while True:
                 try:
-                    with _transaction(conn, write=write):
-                        results = [self._handler(op)(conn, op) for op in ops_]
-                    self._forget_vectors(ops_)
-                    return results
+                    try:
+                        with _transaction(conn, write=write):
+                            return [self._handler(op)(conn, op) for op in ops_]
+                    finally:
+                        # Also after a rollback: a search inside the failed batch may
+                        # have cached rows that were never committed.
+                        self._forget_vectors(ops_)
                 except sqlite3.OperationalError as exc:
                     # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
                     if "locked" in str(exc) and time.monotonic() < deadline:
                         time.sleep(0.01)
                         continue
                     raise StoreError(f"SQLite error: {exc}") from exc
+                except sqlite3.IntegrityError as exc:
+                    raise ConflictError(
+                        f"a concurrent write got there first: {exc}", expected=None, actual=None
+                    ) from exc
                 except sqlite3.DatabaseError as exc:
                     raise CorruptStoreError(f"SQLite database error: {exc}") from exc
 
@@ -244,6 +251,8 @@ class SqliteStore:
         if row is not None and row[0] != r.user_id:
             raise ConflictError("record id belongs to another scope", expected=None, actual=None)
         actual = 0 if row is None else row[1]
+        if op.expected_version is None and row is not None and actual >= r.version:
+            return
         if op.expected_version is not None and actual != op.expected_version:
             raise ConflictError(
                 f"record {r.id} is at version {actual}, expected {op.expected_version}",
@@ -350,7 +359,7 @@ class SqliteStore:
                 "SELECT MIN(expires_at) FROM records WHERE user_id = ? AND expires_at > ?",
                 (op.user_id, now),
             ).fetchone()
-            self._vectors.remember_allowed(key, filter_key, allowed, next_expiry)
+            self._vectors.remember_allowed(key, filter_key, allowed, now, next_expiry)
         return matrix.top_k(op.vector, allowed, op.limit)
 
     def _op_GetNeighbors(
@@ -359,6 +368,7 @@ class SqliteStore:
         out: dict[str, list[tuple[str, int]]] = {}
         live = (
             "user_id = ? AND session_id = ? AND deleted_at IS NULL AND superseded_by IS NULL "
+            "AND valid_to IS NULL "
             "AND (expires_at IS NULL OR expires_at > ?)"
         )
         for rid in op.ids:
@@ -545,7 +555,10 @@ class SqliteStore:
             ).rowcount
             conn.execute("DELETE FROM messages WHERE user_id = ? AND session_id = ?", key)
             conn.execute("DELETE FROM states WHERE user_id = ? AND session_id = ?", key)
-            conn.execute("DELETE FROM records WHERE user_id = ? AND session_id = ?", key)
+            conn.execute(
+                "DELETE FROM records WHERE user_id = ? AND session_id = ? AND kind IN (?, ?)",
+                (*key, *sorted(k.value for k in SESSION_BOUND_KINDS)),
+            )
         return n
 
     # ------------------------------------------------------------------ state

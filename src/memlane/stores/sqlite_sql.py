@@ -100,11 +100,12 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ) WITHOUT ROWID;
         CREATE TABLE messages (
             user_id TEXT NOT NULL, session_id TEXT NOT NULL, seq INTEGER NOT NULL,
-            id TEXT NOT NULL UNIQUE, run_id TEXT NOT NULL,
+            id TEXT NOT NULL, run_id TEXT NOT NULL,
             role TEXT NOT NULL, content TEXT NOT NULL,
             created_at TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
             PRIMARY KEY (user_id, session_id, seq)
         ) WITHOUT ROWID;
+        CREATE UNIQUE INDEX messages_id ON messages(user_id, id);
         CREATE TABLE states (
             user_id TEXT NOT NULL, session_id TEXT NOT NULL, name TEXT NOT NULL,
             version INTEGER NOT NULL, data TEXT NOT NULL, updated_at TEXT NOT NULL,
@@ -121,6 +122,15 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             WHERE context_hash IS NOT NULL;
         DROP INDEX records_user_session;
         CREATE INDEX records_user_session ON records(user_id, session_id, id);
+        """,
+    ),
+    (
+        3,
+        "one current value per keyed fact",
+        """
+        CREATE UNIQUE INDEX records_current_key ON records(user_id, key)
+            WHERE key IS NOT NULL AND superseded_by IS NULL AND valid_to IS NULL
+            AND deleted_at IS NULL;
         """,
     ),
 )

@@ -63,20 +63,24 @@ class VectorCache:
         self.max_bytes = max_bytes
         self._items: OrderedDict[Key, Matrix] = OrderedDict()
         self._bytes = 0
-        self._allowed: dict[tuple[Key, str], tuple[np.ndarray, str | None]] = {}
+        self._allowed: dict[tuple[Key, str], tuple[np.ndarray, str, str | None]] = {}
 
     def allowed(self, key: Key, filter_key: str, now: str) -> np.ndarray | None:
-        """Cached allowed rows for a filter, unless a record has expired since."""
+        """Cached allowed rows for a filter, if they hold at ``now``: no earlier than when
+        they were computed, and before the next expiry among the user's records."""
         found = self._allowed.get((key, filter_key))
-        if found is None or (found[1] is not None and found[1] <= now):
+        if found is None:
             return None
-        return found[0]
+        rows, computed_at, next_expiry = found
+        if now < computed_at or (next_expiry is not None and next_expiry <= now):
+            return None
+        return rows
 
     def remember_allowed(
-        self, key: Key, filter_key: str, rows: np.ndarray, next_expiry: str | None
+        self, key: Key, filter_key: str, rows: np.ndarray, now: str, next_expiry: str | None
     ) -> None:
         if key in self._items and len(self._allowed) < 4096:
-            self._allowed[(key, filter_key)] = (rows, next_expiry)
+            self._allowed[(key, filter_key)] = (rows, now, next_expiry)
 
     def get(self, key: Key) -> Matrix | None:
         matrix = self._items.get(key)

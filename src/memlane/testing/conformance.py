@@ -236,6 +236,34 @@ class StoreConformance:
         assert m.recall("plan", user_id="other") is None
         m.close()
 
+    def test_one_current_value_per_key(self) -> None:
+        m, _, _ = self._memory()
+        first = m.remember("city", "Paris", user_id="u")
+        rival = first.evolve(id="RIVAL", text="city: Rome", version=1)
+        with _raises(ConflictError):
+            m.store.batch([ops.WriteRecord(rival, 0)])
+        m.delete(first.id, user_id="u")
+        m.remember("city", "Berlin", user_id="u")
+        with _raises(ValidationError):
+            m.restore(first.id, user_id="u")
+        assert m.recall("city", user_id="u") == "Berlin"
+        m.close()
+
+    def test_bad_arguments_are_validation_errors(self) -> None:
+        m, _, _ = self._memory()
+        old = m.add("first version", user_id="u")
+        m.supersede(old.id, "second version", user_id="u")
+        with _raises(ValidationError):
+            m.update(old.id, user_id="u", text="rewrite the past")
+        with _raises(ValidationError):
+            m.search("x", user_id="u", filters={"kinds": ["fact"]})  # type: ignore[arg-type]
+        with _raises(ValidationError):
+            m.list(user_id="u", filters="fact")  # type: ignore[arg-type]
+        ancient = m.add("a very old event", user_id="u", event_at=_day(999, 1, 2))
+        assert m.get(ancient.id, user_id="u").event_at == _day(999, 1, 2)
+        assert len(m.list(user_id="u").items) == 2
+        m.close()
+
     def test_add_many_is_all_or_nothing(self) -> None:
         m, _, _ = self._memory()
         with _raises(ValidationError):
@@ -393,6 +421,7 @@ class StoreConformance:
     def test_session_cleanup(self) -> None:
         m, clock, _ = self._memory()
         fact = m.add("keeps bees", user_id="u")
+        said = m.add("learned in the old chat: bees sting", user_id="u", session_id="old")
         m.add_messages("old", [("user", "old chat about bees")], user_id="u")
         m.set_state("old", {"x": 1}, user_id="u", expected_version=0)
         clock.advance(days=10)
@@ -401,6 +430,7 @@ class StoreConformance:
         assert m.get_history("old", user_id="u") == []
         assert m.get_state("old", user_id="u").version == 0
         assert m.get(fact.id, user_id="u").text == "keeps bees"
+        assert m.get(said.id, user_id="u").session_id == "old"  # facts outlive their session
         assert [s.session_id for s in m.list_sessions(user_id="u").items] == ["new"]
         assert m.delete_session("new", user_id="u") == 1
         assert m.delete_sessions(user_id="u") == 0
@@ -430,7 +460,7 @@ class StoreConformance:
         m, _, _ = self._memory()
         rec = m.add("likes tea", user_id="u", topics=["drinks"], metadata={"k": 1})
         m.update(rec.id, user_id="u", text="likes green tea")
-        m.supersede(rec.id, "likes coffee now", user_id="u")
+        current = m.supersede(rec.id, "likes coffee now", user_id="u")
         m.add_messages("s", [("user", "hello"), ("assistant", "hi")], user_id="u")
         m.set_state("s", {"a": 1}, user_id="u", expected_version=0)
         m.set_state("s", {"a": 2}, user_id="u", expected_version=1)
@@ -441,6 +471,9 @@ class StoreConformance:
         assert _strip_header(again) == _strip_header(rows)
         other.import_rows(rows)  # idempotent
         assert _strip_header(other.export_rows()) == _strip_header(rows)
+        newer = other.update(current.id, user_id="u", importance=0.9)
+        other.import_rows(rows)  # an older export never rolls a record back
+        assert other.get(current.id, user_id="u").version == newer.version
         assert other.search("coffee", user_id="u")[0].record.text == "likes coffee now"
         m.close()
         other.close()

@@ -35,6 +35,7 @@ def variants() -> dict[str, SearchRecipe]:
         neighbor_weight=0.0,
         time_weight=0.0,
         speaker_weight=0.0,
+        lexical_context_weight=0.0,
     )
     lex2 = v(plain, methods={"vector": 1.0, "lexical": 2.0})
     k10 = v(lex2, rrf_k=10)
@@ -50,7 +51,10 @@ def variants() -> dict[str, SearchRecipe]:
         "+ context vectors (episode with the turn before)": ctx,
         "+ speaker boost 0.2": speaker,
         "+ time-window boost 0.5": time,
-        "+ neighbour floors 0.8, window 2 = default hybrid": BASE,
+        "+ neighbour floors 0.8, window 2": v(BASE, lexical_context_weight=0.0),
+        "+ lexical context 0.5 (previous turn, 2nd FTS5 column) = default hybrid": BASE,
+        "default, lexical context 0.3": v(BASE, lexical_context_weight=0.3),
+        "default, lexical context 1.0": v(BASE, lexical_context_weight=1.0),
         "default without context vectors": v(BASE, methods={"vector": 1.0, "lexical": 2.0}),
         "default without neighbour floors": v(BASE, neighbor_weight=0.0),
         "default without speaker boost": v(BASE, speaker_weight=0.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -88,22 +88,37 @@ def bm25_scores(
     query: Sequence[str],
     documents: Iterable[tuple[str, Sequence[str]]],
     *,
+    contexts: Mapping[str, Sequence[str]] | None = None,
+    context_weight: float = 0.0,
     k1: float = 1.2,
     b: float = 0.75,
 ) -> dict[str, float]:
-    """BM25 score of each document (id, tokens) that shares a term with ``query``."""
+    """BM25 score of each document (id, tokens) that shares a term with ``query``.
+
+    With ``contexts`` and ``context_weight > 0`` a document's context tokens count
+    ``context_weight`` times in its term frequencies and length (a two-field BM25).
+    """
     docs = list(documents)
     if not docs or not query:
         return {}
-    avg_len = sum(len(toks) for _, toks in docs) / len(docs) or 1.0
-    counts = [(doc_id, Counter(toks), len(toks)) for doc_id, toks in docs]
+    extra = contexts if contexts and context_weight > 0 else {}
+    counts = []
+    for doc_id, toks in docs:
+        tf: dict[str, float] = dict(Counter(toks))
+        length = float(len(toks))
+        ctx = extra.get(doc_id, ())
+        for term, n in Counter(ctx).items():
+            tf[term] = tf.get(term, 0.0) + context_weight * n
+        length += context_weight * len(ctx)
+        counts.append((doc_id, tf, length))
+    avg_len = sum(length for _, _, length in counts) / len(counts) or 1.0
     df = Counter(term for _, tf, _ in counts for term in set(query) & tf.keys())
-    n = len(docs)
+    n = len(counts)
     scores: dict[str, float] = {}
     for doc_id, tf, length in counts:
         score = 0.0
         for term in query:
-            freq = tf.get(term, 0)
+            freq = tf.get(term, 0.0)
             if not freq:
                 continue
             idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))

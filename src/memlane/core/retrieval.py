@@ -62,7 +62,9 @@ class SearchMixin(CoreBase):
             vector = yield from self._query_vector(dense_query)
         for method in methods:
             if method == "lexical":
-                wanted.append(ops.LexicalSearch(user_id, f, now, query, depth))
+                wanted.append(
+                    ops.LexicalSearch(user_id, f, now, query, depth, recipe.lexical_context_weight)
+                )
             else:
                 assert vector is not None
                 field = "content" if method == "vector" else "context"

@@ -44,6 +44,7 @@ class SearchRecipe:
     neighbor_top: int = 20
     time_weight: float = 0.5
     speaker_weight: float = 0.2
+    lexical_context_weight: float = 0.5
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     importance_weight: float = 0.0
@@ -63,7 +64,13 @@ class SearchRecipe:
 def _plain(name: str, methods: Mapping[str, float]) -> SearchRecipe:
     """A recipe with no boosts or neighbour spreading: fusion only (RRF k=60)."""
     return SearchRecipe(
-        name, methods, rrf_k=60, neighbor_weight=0.0, time_weight=0.0, speaker_weight=0.0
+        name,
+        methods,
+        rrf_k=60,
+        neighbor_weight=0.0,
+        time_weight=0.0,
+        speaker_weight=0.0,
+        lexical_context_weight=0.0,
     )
 
 

@@ -96,13 +96,17 @@ class ListRecords(Op[list[MemoryRecord]]):
 
 @dataclass(frozen=True, slots=True)
 class LexicalSearch(Op[list[tuple[str, float]]]):
-    """(id, score) of records matching ``query`` by BM25, best first; higher is better."""
+    """(id, score) of records matching ``query`` by BM25, best first; higher is better.
+
+    With ``context_weight > 0`` an episode also matches through the text of the episode
+    before it in its session, whose term frequencies count ``context_weight`` times."""
 
     user_id: str
     filters: Filters
     now: datetime
     query: str
     limit: int
+    context_weight: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

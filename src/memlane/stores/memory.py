@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from memlane.errors import ConflictError, UnsupportedError
-from memlane.models import MemoryRecord, Message
+from memlane.models import MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
@@ -144,7 +144,17 @@ class MemoryStore:
 
     def _op_LexicalSearch(self, op: ops.LexicalSearch, tx: _Tx) -> list[tuple[str, float]]:
         docs = [(r.id, tokenize(r.text)) for r in self._matching(op.user_id, op.filters, op.now)]
-        scores = bm25_scores(query_terms(op.query), docs)
+        contexts: dict[str, list[str]] = {}
+        if op.context_weight > 0:
+            last: dict[str | None, MemoryRecord] = {}
+            for r in sorted(self._user_records(op.user_id), key=lambda r: r.id):
+                if r.kind == MemoryKind.EPISODE and r.session_id is not None:
+                    if r.session_id in last:
+                        contexts[r.id] = tokenize(last[r.session_id].text)
+                    last[r.session_id] = r
+        scores = bm25_scores(
+            query_terms(op.query), docs, contexts=contexts, context_weight=op.context_weight
+        )
         return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: op.limit]
 
     def _op_VectorSearch(self, op: ops.VectorSearch, tx: _Tx) -> list[tuple[str, float]]:

@@ -314,15 +314,15 @@ class SqliteStore:
     def _op_LexicalSearch(
         self, conn: sqlite3.Connection, op: ops.LexicalSearch
     ) -> list[tuple[str, float]]:
-        match = fts_query(op.query)
+        match = fts_query(op.query, with_context=op.context_weight > 0)
         if match is None:
             return []
         where, params = filter_sql(op.user_id, op.filters, op.now)
         rows = conn.execute(
-            "SELECT r.id, -bm25(records_fts) AS score FROM records_fts "
+            "SELECT r.id, -bm25(records_fts, 1.0, ?) AS score FROM records_fts "
             "JOIN records r ON r.rid = records_fts.rowid "
             f"WHERE records_fts MATCH ? AND {where} ORDER BY score DESC, r.id LIMIT ?",
-            (match, *params, op.limit),
+            (op.context_weight, match, *params, op.limit),
         )
         return [(rid, float(score)) for rid, score in rows]
 

@@ -133,6 +133,45 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             AND deleted_at IS NULL;
         """,
     ),
+    (
+        4,
+        "lexical context: the previous turn of an episode in a second FTS5 column",
+        """
+        DROP TRIGGER records_ai;
+        DROP TRIGGER records_ad;
+        DROP TRIGGER records_au;
+        DROP TABLE records_fts;
+        CREATE VIRTUAL TABLE records_fts USING fts5(
+            text, context, tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO records_fts(rowid, text, context)
+            SELECT r.rid, r.text,
+                CASE WHEN r.kind = 'episode' AND r.session_id IS NOT NULL THEN
+                (SELECT p.text FROM records p WHERE p.user_id = r.user_id
+                 AND p.session_id = r.session_id AND p.kind = 'episode'
+                 AND p.id < r.id ORDER BY p.id DESC LIMIT 1) END FROM records r;
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text,
+                CASE WHEN new.kind = 'episode' AND new.session_id IS NOT NULL THEN
+                (SELECT p.text FROM records p WHERE p.user_id = new.user_id
+                 AND p.session_id = new.session_id AND p.kind = 'episode'
+                 AND p.id < new.id ORDER BY p.id DESC LIMIT 1) END);
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text,
+                CASE WHEN new.kind = 'episode' AND new.session_id IS NOT NULL THEN
+                (SELECT p.text FROM records p WHERE p.user_id = new.user_id
+                 AND p.session_id = new.session_id AND p.kind = 'episode'
+                 AND p.id < new.id ORDER BY p.id DESC LIMIT 1) END);
+        END;
+        """,
+    ),
 )
 
 WRITE_OPS = (
@@ -209,12 +248,14 @@ def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]
     return " AND ".join(clauses), params
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal."""
+def fts_query(text: str, *, with_context: bool = False) -> str | None:
+    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal,
+    in the memory's own text only unless ``with_context``."""
     terms = query_terms(text)
     if not terms:
         return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    any_term = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+    return f"({any_term})" if with_context else f"text : ({any_term})"
 
 
 def record_row(r: MemoryRecord) -> tuple[Any, ...]:

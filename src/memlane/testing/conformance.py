@@ -14,6 +14,7 @@ Each test gets a fresh, empty store. The suite uses :class:`FakeEmbedder` and a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -310,6 +311,12 @@ class StoreConformance:
         assert "Biscuit!" in [h.record.text for h in hits]
         fact = m.add("The puppy sleeps a lot", user_id="u")
         assert fact.context_hash is None
+        words_before = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+        texts = [h.record.text for h in m.search("name puppy", user_id="u", recipe=words_before)]
+        assert "Biscuit!" in texts  # matched through the turn before it
+        own_words_only = dataclasses.replace(words_before, lexical_context_weight=0.0)
+        texts = [h.record.text for h in m.search("name puppy", user_id="u", recipe=own_words_only)]
+        assert "Biscuit!" not in texts
         m.close()
 
     def test_neighbors_stay_in_session_and_scope(self) -> None:

@@ -38,8 +38,10 @@ class CoreConfig:
     record_episodes: bool = True
     episode_roles: frozenset[str] = frozenset({"user", "assistant"})
     track_access: bool = True
-    context_window: int = 1
-    """How many earlier turns of its session an episode is embedded with (0: none)."""
+    context_window: int = 0
+    """How many earlier turns of its session an episode is also embedded with, for the
+    ``context`` search method (0: none). Off by default: with lexical context on, it added
+    0.001 recall@10 on LoCoMo for three times the embedding work (bench/recall.md)."""
     query_cache_size: int = 1024
     max_page_size: int = 1000
 

@@ -34,9 +34,7 @@ class SearchRecipe:
     """
 
     name: str
-    methods: Mapping[str, float] = field(
-        default_factory=lambda: {"vector": 1.0, "context": 1.0, "lexical": 2.0}
-    )
+    methods: Mapping[str, float] = field(default_factory=lambda: {"vector": 1.0, "lexical": 2.0})
     candidates: int = 100
     rrf_k: int = 10
     neighbor_weight: float = 0.8

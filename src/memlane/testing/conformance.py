@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from memlane.api import AsyncMemory, Memory
-from memlane.core.base import MemoryInput
+from memlane.core.base import CoreConfig, MemoryInput
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
     ConflictError,
@@ -294,7 +294,12 @@ class StoreConformance:
         m.close()
 
     def test_episodes_are_found_through_their_context(self) -> None:
-        m, _, _ = self._memory()
+        m = Memory(
+            self.make_store(),
+            embedder=FakeEmbedder(),
+            clock=FixedClock(),
+            config=CoreConfig(context_window=1),
+        )
         m.add_messages(
             "s1",
             [

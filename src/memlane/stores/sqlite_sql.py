@@ -31,6 +31,44 @@ from memlane.text import query_terms
 
 APPLICATION = "memlane"
 
+
+def _previous_turn(row: str) -> str:
+    """SQL for the text of the episode before ``row`` in its session (NULL otherwise)."""
+    return (
+        f"CASE WHEN {row}.kind = 'episode' AND {row}.session_id IS NOT NULL THEN "
+        f"(SELECT p.text FROM records p WHERE p.user_id = {row}.user_id "
+        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' "
+        f"AND p.id < {row}.id ORDER BY p.id DESC LIMIT 1) END"
+    )
+
+
+_LEXICAL_CONTEXT_SQL = """        DROP TRIGGER records_ai;
+        DROP TRIGGER records_ad;
+        DROP TRIGGER records_au;
+        DROP TABLE records_fts;
+        CREATE VIRTUAL TABLE records_fts USING fts5(
+            text, context, tokenize='porter unicode61 remove_diacritics 2'
+        );
+        INSERT INTO records_fts(rowid, text, context)
+            SELECT r.rid, r.text,
+                {ctx_r} FROM records r;
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text,
+                {ctx_new});
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text,
+                {ctx_new});
+        END;
+""".format(ctx_r=_previous_turn("r"), ctx_new=_previous_turn("new"))
+
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -136,41 +174,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         4,
         "lexical context: the previous turn of an episode in a second FTS5 column",
-        """
-        DROP TRIGGER records_ai;
-        DROP TRIGGER records_ad;
-        DROP TRIGGER records_au;
-        DROP TABLE records_fts;
-        CREATE VIRTUAL TABLE records_fts USING fts5(
-            text, context, tokenize='porter unicode61 remove_diacritics 2'
-        );
-        INSERT INTO records_fts(rowid, text, context)
-            SELECT r.rid, r.text,
-                CASE WHEN r.kind = 'episode' AND r.session_id IS NOT NULL THEN
-                (SELECT p.text FROM records p WHERE p.user_id = r.user_id
-                 AND p.session_id = r.session_id AND p.kind = 'episode'
-                 AND p.id < r.id ORDER BY p.id DESC LIMIT 1) END FROM records r;
-        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
-            INSERT INTO records_fts(rowid, text, context)
-            VALUES (new.rid, new.text,
-                CASE WHEN new.kind = 'episode' AND new.session_id IS NOT NULL THEN
-                (SELECT p.text FROM records p WHERE p.user_id = new.user_id
-                 AND p.session_id = new.session_id AND p.kind = 'episode'
-                 AND p.id < new.id ORDER BY p.id DESC LIMIT 1) END);
-        END;
-        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
-            DELETE FROM records_fts WHERE rowid = old.rid;
-        END;
-        CREATE TRIGGER records_au AFTER UPDATE OF text ON records BEGIN
-            DELETE FROM records_fts WHERE rowid = old.rid;
-            INSERT INTO records_fts(rowid, text, context)
-            VALUES (new.rid, new.text,
-                CASE WHEN new.kind = 'episode' AND new.session_id IS NOT NULL THEN
-                (SELECT p.text FROM records p WHERE p.user_id = new.user_id
-                 AND p.session_id = new.session_id AND p.kind = 'episode'
-                 AND p.id < new.id ORDER BY p.id DESC LIMIT 1) END);
-        END;
-        """,
+        _LEXICAL_CONTEXT_SQL,
     ),
 )
 

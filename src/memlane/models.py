@@ -402,6 +402,74 @@ class WorkflowState:
     updated_at: datetime
 
 
+class JobStatus(StrEnum):
+    """Where a background job is. ``pending`` and ``running`` jobs are unfinished."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # gave up after its last attempt; kept with the error
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A unit of background work, persisted before it runs.
+
+    Jobs of one user run one at a time, oldest first. A ``running`` job whose lease has
+    passed belongs to a worker that died; the next claim takes it over.
+    """
+
+    id: str
+    user_id: str
+    kind: str
+    payload: Mapping[str, Any]
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    run_after: datetime
+    attempts: int = 0
+    max_attempts: int = 5
+    version: int = 1
+    lease_until: datetime | None = None
+    error: str | None = None
+    result: Mapping[str, Any] = field(default_factory=dict)
+    agent_id: str | None = None
+    session_id: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (JobStatus.DONE, JobStatus.FAILED)
+
+    def evolve(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("created_at", "updated_at", "run_after"):
+            out[name] = to_iso(getattr(self, name))
+        out["lease_until"] = opt_iso(self.lease_until)
+        out["status"] = self.status.value
+        out["payload"] = dict(self.payload)
+        out["result"] = dict(self.result)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            kw = dict(data)
+            for name in ("created_at", "updated_at", "run_after"):
+                kw[name] = from_iso(kw[name])
+            kw["lease_until"] = opt_time(kw.get("lease_until"))
+            kw["status"] = JobStatus(kw["status"])
+            kw["payload"] = dict(kw.get("payload") or {})
+            kw["result"] = dict(kw.get("result") or {})
+            return cls(**kw)
+        except ValidationError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"malformed job: {exc}") from exc
+
+
 # ---------------------------------------------------------------------------- queries
 
 

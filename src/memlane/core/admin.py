@@ -14,6 +14,7 @@ from memlane.models import (
     Filters,
     HistoryAction,
     HistoryEvent,
+    Job,
     MemoryRecord,
     Message,
     Session,
@@ -128,6 +129,13 @@ class AdminMixin(CoreBase):
             if len(sessions) < page:
                 break
             cursor = sessions[-1].session_id
+        cursor = None
+        while True:
+            jobs = yield from one(ops.ListJobs(user_id, (), cursor, page))
+            rows += ({"type": "job", "data": j.to_dict()} for j in jobs)
+            if len(jobs) < page:
+                break
+            cursor = jobs[-1].id
         return rows
 
     def _export_session(self, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
@@ -205,6 +213,8 @@ class AdminMixin(CoreBase):
                 return kind, ops.AppendMessages((Message.from_dict(data),), assign_seq=False)
             if kind == "state":
                 return kind, ops.PutState(StateVersion.from_dict(data), None)
+            if kind == "job":
+                return kind, ops.PutJob(Job.from_dict(data), None)
         except ValidationError as exc:
             raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
         raise ImportFormatError(f"unknown row type {kind!r}", line=line)

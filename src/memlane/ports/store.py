@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 from memlane.models import (
     Filters,
     HistoryEvent,
+    Job,
+    JobStatus,
     MemoryKind,
     MemoryRecord,
     Message,
@@ -301,6 +303,54 @@ class ListStates(Op[list[StateVersion]]):
     user_id: str
     session_id: str
     prefix: str = ""
+
+
+# ---------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True, slots=True)
+class PutJob(Op[None]):
+    """Insert or replace a job.
+
+    The stored job must be at ``expected_version`` (0: must not exist) or the batch fails
+    with ConflictError. ``None`` (import) inserts it, or replaces an older version.
+    """
+
+    job: Job
+    expected_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GetJob(Op[Job | None]):
+    user_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobs(Op[list[Job]]):
+    """Jobs ordered by id after the cursor; of one user or (``None``) of all users,
+    optionally only those with one of ``statuses``."""
+
+    user_id: str | None
+    statuses: tuple[JobStatus, ...] = ()
+    after_id: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimJob(Op[Job | None]):
+    """Take the next job that is due and return it, now ``running``.
+
+    Only the oldest unfinished job of each user can be claimed (jobs of one user run in
+    order). It is due when it is ``pending`` with ``run_after <= now``, or ``running``
+    with ``lease_until < now`` (its worker died). The claimed job gets one more attempt,
+    ``lease_until``, ``updated_at = now`` and a new version. With ``user_id`` only that
+    user's queue is considered. ``None`` when nothing is due.
+    """
+
+    now: datetime
+    lease_until: datetime
+    user_id: str | None = None
 
 
 # ---------------------------------------------------------------------------- users

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from memlane.errors import ConflictError, UnsupportedError
-from memlane.models import MemoryKind, MemoryRecord, Message
+from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
@@ -62,6 +62,7 @@ class MemoryStore:
         self._sessions: dict[tuple[str, str], Any] = {}
         self._messages: dict[tuple[str, str], tuple[Message, ...]] = {}
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._jobs: dict[str, Job] = {}
 
     def setup(self) -> None:
         """Nothing to open; present for the protocol."""
@@ -351,17 +352,88 @@ class MemoryStore:
             key=lambda v: v.name,
         )
 
+    # ------------------------------------------------------------------ jobs
+
+    def _op_PutJob(self, op: ops.PutJob, tx: _Tx) -> None:
+        old = self._jobs.get(op.job.id)
+        if old is not None and old.user_id != op.job.user_id:
+            raise ConflictError("job id belongs to another scope", expected=None, actual=None)
+        actual = 0 if old is None else old.version
+        if op.expected_version is None:
+            if old is not None and old.version >= op.job.version:
+                return
+        elif actual != op.expected_version:
+            raise ConflictError(
+                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=actual,
+            )
+        tx.set(self._jobs, op.job.id, op.job)
+
+    def _op_GetJob(self, op: ops.GetJob, tx: _Tx) -> Job | None:
+        job = self._jobs.get(op.job_id)
+        return job if job is not None and job.user_id == op.user_id else None
+
+    def _op_ListJobs(self, op: ops.ListJobs, tx: _Tx) -> list[Job]:
+        jobs = sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if (op.user_id is None or j.user_id == op.user_id)
+                and (not op.statuses or j.status in op.statuses)
+                and (op.after_id is None or j.id > op.after_id)
+            ),
+            key=lambda j: j.id,
+        )
+        return jobs[: op.limit]
+
+    def _op_ClaimJob(self, op: ops.ClaimJob, tx: _Tx) -> Job | None:
+        heads: dict[str, Job] = {}
+        for job in sorted(self._jobs.values(), key=lambda j: j.id):
+            if not job.finished and job.user_id not in heads:
+                heads[job.user_id] = job
+        due = [
+            j
+            for j in heads.values()
+            if (op.user_id is None or j.user_id == op.user_id)
+            and (
+                (j.status is JobStatus.PENDING and j.run_after <= op.now)
+                or (
+                    j.status is JobStatus.RUNNING
+                    and j.lease_until is not None
+                    and j.lease_until < op.now
+                )
+            )
+        ]
+        if not due:
+            return None
+        job = min(due, key=lambda j: j.id)
+        claimed = job.evolve(
+            status=JobStatus.RUNNING,
+            attempts=job.attempts + 1,
+            lease_until=op.lease_until,
+            updated_at=op.now,
+            version=job.version + 1,
+        )
+        tx.set(self._jobs, job.id, claimed)
+        return claimed
+
     # ------------------------------------------------------------------ users
 
     def _op_ListUsers(self, op: ops.ListUsers, tx: _Tx) -> list[str]:
         users = {r.user_id for r in self._records.values()}
         users |= {u for u, _ in self._sessions}
         users |= {e.user_id for events in self._history.values() for e in events}
+        users |= {j.user_id for j in self._jobs.values()}
         return sorted(users)
 
     def _op_DeleteUser(self, op: ops.DeleteUser, tx: _Tx) -> dict[str, int]:
         u = op.user_id
         counts = {"records": 0, "history": 0, "sessions": 0, "messages": 0, "states": 0}
+        counts["jobs"] = 0
+        for job in [j for j in self._jobs.values() if j.user_id == u]:
+            tx.pop(self._jobs, job.id)
+            counts["jobs"] += 1
         for r in self._user_records(u):
             tx.pop(self._records, r.id)
             counts["records"] += 1

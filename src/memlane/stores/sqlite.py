@@ -34,6 +34,8 @@ from memlane.errors import (
 )
 from memlane.models import (
     HistoryEvent,
+    Job,
+    JobStatus,
     MemoryRecord,
     Message,
     Session,
@@ -53,9 +55,11 @@ from memlane.stores.sqlite_sql import (
     chunks,
     filter_sql,
     fts_query,
+    job_row,
     parse_sqlite_url,
     record_row,
     row_event,
+    row_job,
     row_message,
     row_record,
     row_session,
@@ -618,18 +622,86 @@ class SqliteStore:
         )
         return [row_state(row) for row in rows]
 
+    # ------------------------------------------------------------------ jobs
+
+    def _op_PutJob(self, conn: sqlite3.Connection, op: ops.PutJob) -> None:
+        row = conn.execute(
+            "SELECT user_id, version FROM jobs WHERE id = ?", (op.job.id,)
+        ).fetchone()
+        if row is not None and row[0] != op.job.user_id:
+            raise ConflictError("job id belongs to another scope", expected=None, actual=None)
+        actual = 0 if row is None else row[1]
+        if op.expected_version is None:
+            if row is not None and actual >= op.job.version:
+                return
+        elif actual != op.expected_version:
+            raise ConflictError(
+                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
+                expected=op.expected_version,
+                actual=actual,
+            )
+        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
+
+    def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
+        row = conn.execute(
+            "SELECT body FROM jobs WHERE id = ? AND user_id = ?", (op.job_id, op.user_id)
+        ).fetchone()
+        return None if row is None else row_job(row)
+
+    def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
+        clauses, params = ["1 = 1"], list[Any]()
+        if op.user_id is not None:
+            clauses.append("user_id = ?")
+            params.append(op.user_id)
+        if op.statuses:
+            clauses.append(f"status IN ({', '.join('?' * len(op.statuses))})")
+            params.extend(s.value for s in op.statuses)
+        if op.after_id is not None:
+            clauses.append("id > ?")
+            params.append(op.after_id)
+        rows = conn.execute(
+            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            (*params, op.limit),
+        )
+        return [row_job(row) for row in rows]
+
+    def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
+        now = to_iso(op.now)
+        row = conn.execute(
+            "SELECT j.body FROM jobs j WHERE j.status IN ('pending', 'running') "
+            "AND (? IS NULL OR j.user_id = ?) "
+            "AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.user_id = j.user_id "
+            "  AND e.status IN ('pending', 'running') AND e.id < j.id) "
+            "AND ((j.status = 'pending' AND j.run_after <= ?) "
+            "  OR (j.status = 'running' AND j.lease_until < ?)) "
+            "ORDER BY j.id LIMIT 1",
+            (op.user_id, op.user_id, now, now),
+        ).fetchone()
+        if row is None:
+            return None
+        job = row_job(row)
+        claimed = job.evolve(
+            status=JobStatus.RUNNING,
+            attempts=job.attempts + 1,
+            lease_until=op.lease_until,
+            updated_at=op.now,
+            version=job.version + 1,
+        )
+        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(claimed))
+        return claimed
+
     # ------------------------------------------------------------------ users
 
     def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
         rows = conn.execute(
             "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
-            "UNION SELECT user_id FROM history ORDER BY 1"
+            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
         )
         return [row[0] for row in rows]
 
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for table in ("records", "history", "sessions", "messages", "states"):
+        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
             cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
             counts[table] = cur.rowcount
         counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())

@@ -16,6 +16,7 @@ from memlane.models import (
     Filters,
     HistoryAction,
     HistoryEvent,
+    Job,
     MemoryKind,
     MemoryRecord,
     Message,
@@ -176,6 +177,19 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "lexical context: the previous turn of an episode in a second FTS5 column",
         _LEXICAL_CONTEXT_SQL,
     ),
+    (
+        5,
+        "background jobs",
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY, user_id TEXT NOT NULL, status TEXT NOT NULL,
+            run_after TEXT NOT NULL, lease_until TEXT, version INTEGER NOT NULL,
+            body TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX jobs_open ON jobs(user_id, id) WHERE status IN ('pending', 'running');
+        CREATE INDEX jobs_user ON jobs(user_id, id);
+        """,
+    ),
 )
 
 WRITE_OPS = (
@@ -190,6 +204,8 @@ WRITE_OPS = (
     ops.DeleteSessions,
     ops.PutState,
     ops.DeleteUser,
+    ops.PutJob,
+    ops.ClaimJob,
 )
 
 RECORD_COLUMNS = (
@@ -346,6 +362,22 @@ def row_session(row: Sequence[Any]) -> Session:
         updated_at=from_iso(updated_at),
         metadata=json.loads(metadata),
     )
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.user_id,
+        job.status.value,
+        to_iso(job.run_after),
+        opt_iso(job.lease_until),
+        job.version,
+        to_json(job.to_dict()),
+    )
+
+
+def row_job(row: Sequence[Any]) -> Job:
+    return Job.from_dict(json.loads(row[-1]))
 
 
 def row_state(row: Sequence[Any]) -> StateVersion:

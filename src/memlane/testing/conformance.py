@@ -31,7 +31,7 @@ from memlane.errors import (
     NotFoundError,
     ValidationError,
 )
-from memlane.models import Filters, HistoryAction, MemoryKind, StateVersion
+from memlane.models import Filters, HistoryAction, Job, JobStatus, MemoryKind, StateVersion
 from memlane.ports import store as ops
 from memlane.ports.store import Store
 from memlane.testing.fakes import FakeEmbedder, FixedClock
@@ -476,7 +476,11 @@ class StoreConformance:
         m.add_messages("s", [("user", "hello"), ("assistant", "hi")], user_id="u")
         m.set_state("s", {"a": 1}, user_id="u", expected_version=0)
         m.set_state("s", {"a": 2}, user_id="u", expected_version=1)
+        t0 = _day(2024, 1, 1)
+        job = Job("J1", "u", "extract", {"x": [1]}, JobStatus.PENDING, t0, t0, t0)
+        m.store.batch([ops.PutJob(job, 0)])
         rows = m.export_rows()
+        assert sum(r["type"] == "job" for r in rows) == 1
         other, _, _ = self._memory()
         other.import_rows(rows)
         again = other.export_rows()
@@ -503,6 +507,48 @@ class StoreConformance:
             m.import_rows(rows)
         assert _strip_header(m.export_rows()) == _strip_header(before)
         m.close()
+
+    # ------------------------------------------------------------------ jobs
+
+    def test_jobs_run_in_order_per_user_and_leases_expire(self) -> None:
+        store = self.make_store()
+        store.setup()
+        t0 = _day(2024, 1, 1)
+
+        def job(jid: str, user: str) -> Job:
+            return Job(jid, user, "extract", {"n": jid}, JobStatus.PENDING, t0, t0, t0)
+
+        store.batch([ops.PutJob(job(j, u), 0) for j, u in (("J1", "a"), ("J2", "a"), ("J3", "b"))])
+        with _raises(ConflictError):
+            store.batch([ops.PutJob(job("J4", "a"), 0), ops.PutJob(job("J1", "a"), 0)])
+        assert store.batch([ops.GetJob("a", "J4")]) == [None]  # the batch rolled back
+        assert store.batch([ops.GetJob("b", "J1")]) == [None]  # other scope
+        lease = t0 + timedelta(minutes=1)
+        first = store.batch([ops.ClaimJob(t0, lease)])[0]
+        assert first.id == "J1" and first.status is JobStatus.RUNNING and first.attempts == 1
+        second = store.batch([ops.ClaimJob(t0, lease)])[0]
+        assert second.id == "J3"  # J2 waits behind J1 of the same user
+        assert store.batch([ops.ClaimJob(t0, lease)]) == [None]
+        # J1's worker died: after its lease another claim takes it over.
+        later = lease + timedelta(seconds=1)
+        again = store.batch([ops.ClaimJob(later, later + timedelta(minutes=1), "a")])[0]
+        assert again.id == "J1" and again.attempts == 2 and again.version == first.version + 1
+        done = again.evolve(status=JobStatus.DONE, version=again.version + 1, lease_until=None)
+        with _raises(ConflictError):
+            store.batch([ops.PutJob(done, first.version)])  # stale worker loses
+        store.batch([ops.PutJob(done, again.version)])
+        nxt = store.batch([ops.ClaimJob(later, later + timedelta(minutes=1), "a")])[0]
+        assert nxt.id == "J2"
+        delayed = job("J5", "c").evolve(run_after=t0 + timedelta(hours=1))
+        store.batch([ops.PutJob(delayed, 0)])
+        assert store.batch([ops.ClaimJob(later, later, "c")]) == [None]
+        pending = store.batch([ops.ListJobs(None, (JobStatus.PENDING,))])[0]
+        assert [j.id for j in pending] == ["J5"]
+        assert [j.id for j in store.batch([ops.ListJobs("a")])[0]] == ["J1", "J2"]
+        assert store.batch([ops.ListJobs("a", (), "J1")])[0][0].id == "J2"
+        assert store.batch([ops.DeleteUser("a")])[0]["jobs"] == 2
+        assert store.batch([ops.ListJobs("a")]) == [[]]
+        store.close()
 
     # ------------------------------------------------------------------ async
 

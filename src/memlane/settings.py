@@ -6,6 +6,9 @@
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
+``MEMLANE_LLM_BASE_URL``, ``MEMLANE_LLM_MODEL``, ``MEMLANE_LLM_API_KEY``
+                           an OpenAI-compatible chat endpoint for the memory manager
+                           (optional: without it memlane works without an LLM)
 =========================  ===================================================
 """
 
@@ -44,6 +47,9 @@ class Settings:
     embedding_base_url: str | None = None
     embedding_model: str | None = None
     embedding_api_key: str | None = None
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = None
 
     @classmethod
     def from_env(
@@ -56,6 +62,9 @@ class Settings:
             embedding_base_url=env.get("MEMLANE_EMBEDDING_BASE_URL"),
             embedding_model=env.get("MEMLANE_EMBEDDING_MODEL"),
             embedding_api_key=env.get("MEMLANE_EMBEDDING_API_KEY"),
+            llm_base_url=env.get("MEMLANE_LLM_BASE_URL") or None,
+            llm_model=env.get("MEMLANE_LLM_MODEL") or None,
+            llm_api_key=env.get("MEMLANE_LLM_API_KEY") or None,
         )
 
     def build_embedder(self) -> Embedder:

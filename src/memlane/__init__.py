@@ -7,6 +7,7 @@
 """
 
 from memlane.api import AsyncMemory, Memory
+from memlane.core.context import Context
 from memlane.core.base import CoreConfig, MemoryInput
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
@@ -16,6 +17,8 @@ from memlane.errors import (
     EmbeddingError,
     ForeignStoreError,
     ImportFormatError,
+    LLMError,
+    LLMOutputError,
     MemlaneError,
     NotFoundError,
     SchemaVersionError,
@@ -28,6 +31,8 @@ from memlane.models import (
     Filters,
     HistoryAction,
     HistoryEvent,
+    Job,
+    JobStatus,
     MemoryKind,
     MemoryRecord,
     Message,
@@ -48,6 +53,7 @@ __all__ = [
     "AsyncMemory",
     "ConfigurationError",
     "ConflictError",
+    "Context",
     "CoreConfig",
     "CorruptStoreError",
     "EmbeddingError",
@@ -56,6 +62,10 @@ __all__ = [
     "HistoryAction",
     "HistoryEvent",
     "ImportFormatError",
+    "Job",
+    "JobStatus",
+    "LLMError",
+    "LLMOutputError",
     "MemlaneError",
     "Memory",
     "MemoryInput",

@@ -17,6 +17,8 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   └── SchemaVersionError                written by a newer memlane than this one
     ├── UnsupportedError                      the backend or URL cannot do what was asked
     ├── EmbeddingError                        the embedding model or endpoint failed
+    ├── LLMError                              the chat model endpoint failed or timed out
+    │   └── LLMOutputError                    its answer stayed invalid after repair attempts
     └── ConfigurationError                    settings that cannot work (bad URL, bad env)
 """
 
@@ -74,6 +76,21 @@ class UnsupportedError(MemlaneError):
 
 class EmbeddingError(MemlaneError):
     """The embedding model or endpoint failed."""
+
+
+class LLMError(MemlaneError):
+    """The chat model endpoint failed (after retries), timed out, or is not configured."""
+
+
+class LLMOutputError(LLMError):
+    """The model's answer did not match the expected schema, even after repair attempts.
+
+    ``answer`` is the last raw answer and ``problems`` what was wrong with it."""
+
+    def __init__(self, message: str, *, answer: str, problems: str) -> None:
+        self.answer = answer
+        self.problems = problems
+        super().__init__(message)
 
 
 class ConfigurationError(MemlaneError):

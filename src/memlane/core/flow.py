@@ -7,7 +7,9 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from memlane.errors import LLMError
 from memlane.ports.embedder import Embedder, Vector
+from memlane.ports.llm import LLM, ChatRequest, ChatResponse
 from memlane.ports.store import Op, Store
 
 R = TypeVar("R")
@@ -27,7 +29,14 @@ class Embed:
     texts: tuple[str, ...]
 
 
-Effect = Batch | Embed
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """Ask the chat model; resumes with its :class:`ChatResponse`."""
+
+    request: ChatRequest
+
+
+Effect = Batch | Embed | Chat
 Flow = Generator[Effect, Any, R]
 
 
@@ -48,7 +57,18 @@ def embed(texts: Sequence[str]) -> Flow[list[Vector]]:
     return cast(list[Vector], vectors)
 
 
-def run_sync(flow: Flow[R], store: Store, embedder: Embedder) -> R:
+def chat(request: ChatRequest) -> Flow[ChatResponse]:
+    response = yield Chat(request)
+    return cast(ChatResponse, response)
+
+
+def _no_llm() -> LLMError:
+    return LLMError(
+        "this needs a chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+    )
+
+
+def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
     """Drive a flow to completion with blocking I/O."""
     reply: Any = None
     error: BaseException | None = None
@@ -61,13 +81,17 @@ def run_sync(flow: Flow[R], store: Store, embedder: Embedder) -> R:
         try:
             if isinstance(effect, Batch):
                 reply = store.batch(effect.ops)
-            else:
+            elif isinstance(effect, Embed):
                 reply = embedder.embed(effect.texts)
+            elif llm is None:
+                raise _no_llm()
+            else:
+                reply = llm.complete(effect.request)
         except Exception as exc:  # handed back to the flow, which may handle it
             error = exc
 
 
-async def run_async(flow: Flow[R], store: Store, embedder: Embedder) -> R:
+async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
     """Drive a flow to completion on the running event loop."""
     reply: Any = None
     error: BaseException | None = None
@@ -80,8 +104,12 @@ async def run_async(flow: Flow[R], store: Store, embedder: Embedder) -> R:
         try:
             if isinstance(effect, Batch):
                 reply = await store.abatch(effect.ops)
-            else:
+            elif isinstance(effect, Embed):
                 reply = await embedder.aembed(effect.texts)
+            elif llm is None:
+                raise _no_llm()
+            else:
+                reply = await llm.acomplete(effect.request)
         except Exception as exc:
             error = exc
         await asyncio.sleep(0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from memlane.core.admin import AdminMixin
-from memlane.core.sessions import SessionsMixin
+from memlane.core.context import ContextMixin
 
 
-class MemoryCore(AdminMixin, SessionsMixin):
+class MemoryCore(AdminMixin, ContextMixin):
     """Every flow of memlane; run by :class:`memlane.Memory` or :class:`memlane.AsyncMemory`."""

@@ -281,8 +281,20 @@ class SessionsMixin(RecordsMixin):
             max_sentences=max_sentences,
             max_chars=max_chars,
         )
+        return (yield from self._store_summary(session_id, user_id, text, messages, "extractive"))
+
+    def _store_summary(
+        self,
+        session_id: str,
+        user_id: str,
+        text: str,
+        messages: Sequence[Message],
+        method: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Store ``text`` as the session's summary, superseding the previous one."""
         previous = yield from self.get_summary(session_id, user_id=user_id)
-        meta = {"covers_until_seq": messages[-1].seq, "method": "extractive"}
+        meta = {"covers_until_seq": messages[-1].seq, "method": method, **(extra or {})}
         if previous is not None:
             return (yield from self.supersede(
                 previous.id, text, user_id=user_id, metadata=meta, reason="session summarized again"

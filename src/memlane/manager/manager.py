@@ -1,0 +1,335 @@
+"""MemoryManager (blocking) and AsyncMemoryManager: the flows of
+:mod:`memlane.manager.flows` run over a :class:`~memlane.Memory` and a chat model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from memlane.api import AsyncMemory, Memory
+from memlane.core.flow import Flow, run_async, run_sync
+from memlane.errors import ValidationError
+from memlane.llm.structured import ask
+from memlane.manager import prompts
+from memlane.manager.flows import (
+    ManagerConfig,
+    ManagerFlows,
+    ManagerResult,
+    MessageLike,
+    OptimizationReport,
+    conversation_text,
+)
+from memlane.manager.jobs import JobQueue
+from memlane.manager.strategies import Strategy
+from memlane.models import Job, JobStatus, MemoryRecord, Message, check_id
+from memlane.ports.llm import LLM, ChatMessage
+from memlane.tokens import TokenCounter
+
+PROCESS_JOB = "process"
+
+
+def _llm_from_settings() -> LLM | None:
+    from memlane.settings import Settings
+
+    s = Settings.from_env(store_url="memory://")
+    if not s.llm_base_url or not s.llm_model:
+        return None
+    from memlane.llm.openai_chat import OpenAIChat
+
+    return OpenAIChat(base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key)
+
+
+def _payload(
+    messages: Sequence[MessageLike],
+    session_id: str | None,
+    agent_id: str | None,
+    team: str | None,
+) -> dict[str, Any]:
+    conversation_text(messages)  # validate now, not in the worker
+    rows = []
+    for m in messages:
+        if isinstance(m, Message):
+            rows.append([m.role, m.content])
+        elif isinstance(m, tuple):
+            rows.append([m[0], m[1]])
+        else:
+            rows.append([m.get("role", "user"), m["content"]])
+    return {"messages": rows, "session_id": session_id, "agent_id": agent_id, "team": team}
+
+
+class _ManagerBase:
+    def __init__(
+        self,
+        llm: LLM | None,
+        config: ManagerConfig | None,
+        overrides: dict[str, Any],
+        memory: Memory | AsyncMemory,
+    ) -> None:
+        self.llm = llm if llm is not None else _llm_from_settings()
+        config = config or ManagerConfig()
+        try:
+            self.config = replace(config, **overrides)
+        except TypeError as exc:
+            raise ValidationError(f"unknown manager option: {exc}") from exc
+        name = self.llm.model_id if self.llm is not None else "none"
+        self.flows = ManagerFlows(memory.core, self.config, name)
+
+    def _summary_flow(self, session_id: str, user_id: str, max_words: int) -> Flow[MemoryRecord]:
+        core = self.flows.core
+        if self.llm is None:
+            return (yield from core.summarize_session(session_id, user_id=user_id))
+        runs = yield from core.get_history(session_id, user_id=user_id)
+        messages = [m for run in runs for m in run.messages]
+        if not messages:
+            return (yield from core.summarize_session(session_id, user_id=user_id))
+        text = conversation_text(messages)
+        answer = yield from ask(
+            prompts.Summary,
+            [
+                ChatMessage("system", prompts.SUMMARY_SYSTEM.format(max_words=max_words)),
+                ChatMessage("user", "<conversation>\n" + text + "\n</conversation>"),
+            ],
+            operation="summarize",
+            repairs=self.config.repairs,
+        )
+        extra = {"model": self.llm.model_id, "prompt": prompts.SUMMARY_VERSION}
+        return (
+            yield from core._store_summary(
+                session_id, user_id, answer.value.summary.strip(), messages, "llm", extra
+            )
+        )
+
+
+class MemoryManager(_ManagerBase):
+    """Learns memories from conversations with a chat model, without ever destroying one.
+
+    ``llm``: any :class:`~memlane.ports.llm.LLM` (default: the OpenAI-compatible endpoint
+    of ``MEMLANE_LLM_BASE_URL``/``MEMLANE_LLM_MODEL``, or none). Keyword options override
+    fields of :class:`ManagerConfig` (``allow_delete=False``, ``capture_instructions=...``).
+    Without an LLM, :meth:`process` raises LLMError; summaries and optimization fall back
+    to extractive methods.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        llm: LLM | None = None,
+        *,
+        config: ManagerConfig | None = None,
+        lease: timedelta = timedelta(minutes=5),
+        max_attempts: int = 5,
+        base_backoff_s: float = 1.0,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(llm, config, overrides, memory)
+        self.memory = memory
+        self.jobs = JobQueue(
+            memory.store,
+            {PROCESS_JOB: self._run_job},
+            clock=memory.core.clock,
+            lease=lease,
+            max_attempts=max_attempts,
+            base_backoff_s=base_backoff_s,
+        )
+
+    def _run(self, flow: Flow[Any]) -> Any:
+        self.memory._ensure_setup()
+        return run_sync(flow, self.memory.store, self.memory.embedder, self.llm)
+
+    def process(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        team: str | None = None,
+    ) -> ManagerResult:
+        """Extract memories from ``messages`` and apply ADD/UPDATE/DELETE/NOOP decisions
+        in one transaction. See :class:`ManagerResult` for the per-candidate outcomes."""
+        result: ManagerResult = self._run(
+            self.flows.process(
+                messages, user_id=user_id, session_id=session_id, agent_id=agent_id, team=team
+            )
+        )
+        return result
+
+    # ------------------------------------------------------------------ background
+
+    def process_in_background(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        team: str | None = None,
+    ) -> Job:
+        """Persist a job that will :meth:`process` these messages, and return at once.
+
+        The job survives crashes and restarts; see :meth:`flush`, :meth:`job`."""
+        check_id("user_id", user_id)
+        self.memory._ensure_setup()
+        job = self.jobs.enqueue(
+            PROCESS_JOB,
+            _payload(messages, session_id, agent_id, team),
+            user_id=user_id,
+            session_id=session_id,
+            agent_id=agent_id,
+        )
+        self.jobs.start()
+        return job
+
+    def _run_job(self, job: Job) -> None:
+        p = job.payload
+        messages = [(str(role), str(content)) for role, content in p["messages"]]
+        self._run(
+            self.flows.process(
+                messages,
+                user_id=job.user_id,
+                session_id=p.get("session_id"),
+                agent_id=p.get("agent_id"),
+                team=p.get("team"),
+                job=job,
+            )
+        )
+
+    def start(self) -> None:
+        """Start the background worker (also started by the first background job); it
+        picks up jobs left unfinished by an earlier process."""
+        self.memory._ensure_setup()
+        self.jobs.start()
+
+    def flush(self, timeout: float | None = None, *, user_id: str | None = None) -> bool:
+        """Wait for background jobs; False if some were unfinished after ``timeout`` s."""
+        self.memory._ensure_setup()
+        return self.jobs.flush(timeout, user_id=user_id)
+
+    def job(self, job_id: str, *, user_id: str) -> Job | None:
+        """A background job's current status, result or error."""
+        self.memory._ensure_setup()
+        return self.jobs.get(job_id, user_id=user_id)
+
+    def list_jobs(
+        self, *, user_id: str | None = None, statuses: Sequence[JobStatus | str] = ()
+    ) -> list[Job]:
+        self.memory._ensure_setup()
+        return self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
+
+    def close(self) -> None:
+        """Stop the worker; unfinished jobs stay stored and resume on the next start."""
+        self.jobs.stop()
+
+    def __enter__(self) -> MemoryManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ others
+
+    def clear(self, *, user_id: str, reason: str = "cleared") -> int:
+        """Soft-delete all the user's facts and preferences (needs ``allow_clear``)."""
+        n: int = self._run(self.flows.clear(user_id=user_id, reason=reason))
+        return n
+
+    def summarize_session(
+        self, session_id: str, *, user_id: str, max_words: int = 150
+    ) -> MemoryRecord:
+        """Summarize a session with the LLM (extractively without one); the summary
+        supersedes the previous one and can stand in for old history in a prompt."""
+        record: MemoryRecord = self._run(self._summary_flow(session_id, user_id, max_words))
+        return record
+
+    def optimize(
+        self,
+        strategies: Sequence[Strategy],
+        *,
+        user_id: str,
+        dry_run: bool = True,
+        use_llm: bool | None = None,
+        counter: TokenCounter | None = None,
+    ) -> OptimizationReport:
+        """Run optimization strategies; ``dry_run`` (default) only reports the diff.
+        ``use_llm`` defaults to whether an LLM is configured."""
+        llm = self.llm is not None if use_llm is None else use_llm
+        report: OptimizationReport = self._run(
+            self.flows.optimize(
+                strategies, user_id=user_id, dry_run=dry_run, use_llm=llm, counter=counter
+            )
+        )
+        return report
+
+    def revert(self, report: OptimizationReport) -> int:
+        """Undo an applied optimization (see :meth:`ManagerFlows.revert`)."""
+        n: int = self._run(self.flows.revert(report))
+        return n
+
+
+class AsyncMemoryManager(_ManagerBase):
+    """The ``async`` form of :class:`MemoryManager` (same flows, same behaviour).
+    Background jobs: use a :class:`MemoryManager` worker over the same store."""
+
+    def __init__(
+        self,
+        memory: AsyncMemory,
+        llm: LLM | None = None,
+        *,
+        config: ManagerConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__(llm, config, overrides, memory)
+        self.memory = memory
+
+    async def _run(self, flow: Flow[Any]) -> Any:
+        await self.memory._ensure_setup()
+        return await run_async(flow, self.memory.store, self.memory.embedder, self.llm)
+
+    async def process(
+        self,
+        messages: Sequence[MessageLike],
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        team: str | None = None,
+    ) -> ManagerResult:
+        result: ManagerResult = await self._run(
+            self.flows.process(
+                messages, user_id=user_id, session_id=session_id, agent_id=agent_id, team=team
+            )
+        )
+        return result
+
+    async def summarize_session(
+        self, session_id: str, *, user_id: str, max_words: int = 150
+    ) -> MemoryRecord:
+        record: MemoryRecord = await self._run(self._summary_flow(session_id, user_id, max_words))
+        return record
+
+    async def optimize(
+        self,
+        strategies: Sequence[Strategy],
+        *,
+        user_id: str,
+        dry_run: bool = True,
+        use_llm: bool | None = None,
+        counter: TokenCounter | None = None,
+    ) -> OptimizationReport:
+        llm = self.llm is not None if use_llm is None else use_llm
+        report: OptimizationReport = await self._run(
+            self.flows.optimize(
+                strategies, user_id=user_id, dry_run=dry_run, use_llm=llm, counter=counter
+            )
+        )
+        return report
+
+    async def revert(self, report: OptimizationReport) -> int:
+        n: int = await self._run(self.flows.revert(report))
+        return n
+
+    async def clear(self, *, user_id: str, reason: str = "cleared") -> int:
+        n: int = await self._run(self.flows.clear(user_id=user_id, reason=reason))
+        return n

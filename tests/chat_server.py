@@ -1,0 +1,134 @@
+"""A real OpenAI-compatible chat-completions server on loopback, with scripted answers.
+
+Tests start it, queue answers (JSON content, raw text, HTTP errors, delays) or install a
+responder function, and read back every request it received. It speaks HTTP over a
+socket; nothing in memlane is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Scripted:
+    """One scripted reply: ``content`` (str, or an object sent as JSON text), or an
+    HTTP ``status`` error, optionally after ``delay_s``; ``tool_call`` answers as a tool
+    call whose arguments are ``content``."""
+
+    content: Any = ""
+    status: int = 200
+    delay_s: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    tool_call: bool = False
+
+
+class ChatServer:
+    def __init__(self) -> None:
+        self.script: list[Scripted] = []
+        self.requests: list[dict[str, Any]] = []
+        self.responder: Callable[[dict[str, Any]], Any] | None = None
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                with server._lock:
+                    server.requests.append({"path": self.path, **body})
+                    step = server.script.pop(0) if server.script else None
+                if step is None:
+                    if server.responder is None:
+                        step = Scripted(status=500, content="script exhausted")
+                    else:
+                        step = Scripted(content=server.responder(body))
+                if step.delay_s:
+                    time.sleep(step.delay_s)
+                if self.path != "/v1/chat/completions":
+                    step = Scripted(status=404, content="no such route")
+                if step.status != 200:
+                    data = json.dumps({"error": {"message": str(step.content)}}).encode()
+                    self.send_response(step.status)
+                    for k, v in step.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                content = step.content
+                text = content if isinstance(content, str) else json.dumps(content)
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                if step.tool_call:
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "answer", "arguments": text},
+                            }
+                        ],
+                    }
+                prompt_chars = sum(len(m.get("content") or "") for m in body["messages"])
+                payload = {
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "model": body.get("model", "scripted"),
+                    "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                    "usage": {
+                        "prompt_tokens": prompt_chars // 4,
+                        "completion_tokens": len(text) // 4,
+                        "total_tokens": prompt_chars // 4 + len(text) // 4,
+                    },
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def start(self) -> ChatServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def queue(self, *steps: Scripted | Any) -> None:
+        with self._lock:
+            self.script += [s if isinstance(s, Scripted) else Scripted(content=s) for s in steps]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.script.clear()
+            self.requests.clear()
+            self.responder = None
+
+    def operations(self) -> list[str]:
+        """Which prompt each request carried, by the first words of its system message."""
+        out = []
+        for r in self.requests:
+            system = next((m["content"] for m in r["messages"] if m["role"] == "system"), "")
+            out.append(system[:40])
+        return out

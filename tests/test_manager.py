@@ -98,6 +98,7 @@ def test_contradiction_supersedes_and_history_says_why(env) -> None:  # type: ig
     decide = server.requests[1]["messages"][1]["content"]
     assert "The user lives in London" in decide and london.id not in decide  # numbered, no ids
     assert result.usage.calls == 2 and result.usage.prompt_tokens > 0
+    assert set(manager.llm.usage_by_operation) == {"extract", "decide"}
 
 
 def test_duplicate_is_caught_before_the_llm(env) -> None:  # type: ignore[no-untyped-def]

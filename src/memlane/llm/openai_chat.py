@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Generator, Mapping
 from typing import Any, Literal
@@ -20,6 +21,8 @@ from memlane.errors import LLMError
 from memlane.ports.llm import ChatRequest, ChatResponse, Usage
 
 _Step = tuple[str, Any]
+
+log = logging.getLogger("memlane.llm")
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -98,7 +101,8 @@ class OpenAIChat:
     ``timeout_s`` bounds each HTTP attempt; ``max_retries`` retries 408/409/429/5xx and
     transport errors with exponential backoff (or the server's ``Retry-After``, capped at
     ``max_backoff_s``). Every call's tokens and latency are in its response's ``usage``
-    and summed in :attr:`usage`.
+    and summed in :attr:`usage` and, per operation (``extract``, ``decide`` ...), in
+    :attr:`usage_by_operation`.
     """
 
     def __init__(
@@ -123,6 +127,7 @@ class OpenAIChat:
         self.max_retries = max_retries
         self.max_backoff_s = max_backoff_s
         self.usage = Usage()
+        self.usage_by_operation: dict[str, Usage] = {}
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -164,6 +169,18 @@ class OpenAIChat:
                     raise LLMError(f"chat endpoint sent invalid JSON: {exc}") from exc
                 response = parse_body(payload, latency_ms=spent * 1000, retries=attempt)
                 self.usage = self.usage + response.usage
+                op = request.operation
+                self.usage_by_operation[op] = self.usage_by_operation.get(op, Usage()) + (
+                    response.usage
+                )
+                log.debug(
+                    "%s: %d+%d tokens in %.0f ms (%d retries)",
+                    op,
+                    response.usage.prompt_tokens,
+                    response.usage.completion_tokens,
+                    response.usage.latency_ms,
+                    attempt,
+                )
                 return response
             if attempt == self.max_retries:
                 raise LLMError(f"{problem}; gave up after {attempt + 1} attempts")

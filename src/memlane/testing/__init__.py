@@ -2,6 +2,6 @@
 conformance suite every backend must pass (:class:`StoreConformance`)."""
 
 from memlane.testing.conformance import StoreConformance
-from memlane.testing.fakes import FakeEmbedder, FixedClock
+from memlane.testing.fakes import CannedLLM, FakeEmbedder, FixedClock
 
-__all__ = ["FakeEmbedder", "FixedClock", "StoreConformance"]
+__all__ = ["CannedLLM", "FakeEmbedder", "FixedClock", "StoreConformance"]

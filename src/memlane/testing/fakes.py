@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from memlane.errors import EmbeddingError
+from memlane.errors import EmbeddingError, LLMError
 from memlane.ports.embedder import Vector
+from memlane.ports.llm import ChatRequest, ChatResponse, Usage
 from memlane.text import STOPWORDS, tokenize
 
 
@@ -58,3 +60,26 @@ class FixedClock:
     def advance(self, **delta: float) -> datetime:
         self.now += timedelta(**delta)
         return self.now
+
+
+class CannedLLM:
+    """A chat model that answers from a list, in order: for unit-testing decision logic
+    without a server. Each answer is a string, or an object sent as its JSON text.
+    ``requests`` keeps what was asked. Raises LLMError when it runs out of answers."""
+
+    def __init__(self, *answers: object, model_id: str = "canned") -> None:
+        self.answers = list(answers)
+        self.requests: list[ChatRequest] = []
+        self.model_id = model_id
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        self.requests.append(request)
+        if not self.answers:
+            raise LLMError("the canned model has no answer left")
+        answer = self.answers.pop(0)
+        text = answer if isinstance(answer, str) else json.dumps(answer)
+        return ChatResponse(text, self.model_id, Usage(calls=1, completion_tokens=len(text) // 4))
+
+    async def acomplete(self, request: ChatRequest) -> ChatResponse:
+        await asyncio.sleep(0)
+        return self.complete(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import Generator, Mapping
 from typing import Any, Literal
@@ -128,6 +129,8 @@ class OpenAIChat:
         self.max_backoff_s = max_backoff_s
         self.usage = Usage()
         self.usage_by_operation: dict[str, Usage] = {}
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
@@ -187,26 +190,40 @@ class OpenAIChat:
             yield ("sleep", min(wait, self.max_backoff_s))
         raise AssertionError("unreachable")
 
+    def _sync_client(self) -> httpx.Client:
+        # One pooled client for the adapter's life: building one costs ~25 ms (TLS setup).
+        with self._lock:
+            if self._client is None or self._client.is_closed:
+                self._client = httpx.Client(timeout=self.timeout_s, headers=self._headers)
+            return self._client
+
+    def close(self) -> None:
+        """Close pooled connections (a later call opens new ones)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
     def complete(self, request: ChatRequest) -> ChatResponse:
         steps = self._exchange(request)
         reply: Any = None
-        with httpx.Client(timeout=self.timeout_s, headers=self._headers) as client:
-            try:
-                while True:
-                    kind, arg = steps.send(reply)
-                    if kind == "sleep":
-                        time.sleep(arg)
-                        reply = None
-                        continue
-                    start = time.perf_counter()
-                    try:
-                        outcome: Any = client.post(self.url, json=arg)
-                    except httpx.HTTPError as exc:
-                        outcome = exc
-                    reply = (outcome, time.perf_counter() - start)
-            except StopIteration as done:
-                result: ChatResponse = done.value
-                return result
+        client = self._sync_client()
+        try:
+            while True:
+                kind, arg = steps.send(reply)
+                if kind == "sleep":
+                    time.sleep(arg)
+                    reply = None
+                    continue
+                start = time.perf_counter()
+                try:
+                    outcome: Any = client.post(self.url, json=arg)
+                except httpx.HTTPError as exc:
+                    outcome = exc
+                reply = (outcome, time.perf_counter() - start)
+        except StopIteration as done:
+            result: ChatResponse = done.value
+            return result
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         steps = self._exchange(request)

@@ -9,6 +9,7 @@ one, up to ``repairs`` times. If it is still invalid it raises
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -31,6 +32,7 @@ class Answer(Generic[M]):
     usage: Usage
 
 
+@functools.lru_cache(maxsize=64)
 def schema_of(model: type[pydantic.BaseModel]) -> dict[str, object]:
     return model.model_json_schema()
 

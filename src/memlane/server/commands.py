@@ -1,0 +1,144 @@
+"""CLI commands of the server: ``serve``, ``keys`` and ``mcp`` (registered on the main
+``memlane`` group; heavy imports happen only when a command runs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+from memlane.settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj.settings
+    return settings
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--max-body-bytes", default=1_000_000, show_default=True, type=int)
+@click.option("--no-mcp", is_flag=True, help="Do not mount the MCP endpoint at /mcp/.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp: bool) -> None:
+    """Serve the REST API (/v1, /openapi.json, /health, /metrics), the MCP endpoint
+    (/mcp/) and the dashboard (/dashboard). Requests need an API key: `memlane keys create`."""
+    import uvicorn
+
+    from memlane.api import AsyncMemory, Memory
+    from memlane.manager import MemoryManager
+    from memlane.server.app import create_app
+    from memlane.server.keys import KeyStore
+
+    settings = _settings(ctx)
+    embedder = settings.build_embedder()
+    memory = AsyncMemory(settings.store_url, embedder=embedder)
+    blocking = Memory(memory.store, embedder=embedder)
+    manager = MemoryManager(blocking)
+    manager.start()
+    app = create_app(
+        memory,
+        KeyStore(memory.store),
+        manager=manager,
+        max_body_bytes=max_body_bytes,
+        mcp=not no_mcp,
+        host=host,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    click.echo(
+        f"memlane serving {settings.store_url} on http://{host}:{port} (dashboard: /dashboard)"
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    finally:
+        manager.close()
+        blocking.close()
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+@click.option("--users", help="Comma-separated user ids the key may access (default: all).")
+@click.option("--agents", help="Comma-separated agent ids the key may act as (default: any).")
+@click.option("--label", default="", help="A note for whoever lists keys later.")
+@click.pass_context
+def keys_create(
+    ctx: click.Context, tenant: str, users: str | None, agents: str | None, label: str
+) -> None:
+    """Print a new API key (shown once; only its hash is stored)."""
+    from memlane.server.keys import KeyStore
+    from memlane.stores import open_store
+
+    store = open_store(_settings(ctx).store_url)
+    try:
+        key, record = KeyStore(store).create(
+            tenant, users=_split(users), agents=_split(agents), label=label
+        )
+    finally:
+        store.close()
+    click.echo(key)
+    click.echo(f"key id {record.key_id} for tenant {tenant}", err=True)
+
+
+@keys.command("list")
+@click.pass_context
+def keys_list(ctx: click.Context) -> None:
+    """List keys (ids, tenants, limits; never the keys themselves)."""
+    from memlane.server.keys import KeyStore
+    from memlane.stores import open_store
+
+    store = open_store(_settings(ctx).store_url)
+    try:
+        for record in KeyStore(store).list():
+            click.echo(json.dumps(record.to_dict()))
+    finally:
+        store.close()
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Revoke a key by its id (from `keys list`)."""
+    from memlane.server.keys import KeyStore
+    from memlane.stores import open_store
+
+    store = open_store(_settings(ctx).store_url)
+    try:
+        KeyStore(store).revoke(key_id)
+    finally:
+        store.close()
+    click.echo(f"revoked {key_id}")
+
+
+@click.command()
+@click.option("--user", "user_id", required=True, help="The one user this MCP server serves.")
+@click.pass_context
+def mcp(ctx: click.Context, user_id: str) -> None:
+    """Run an MCP server on stdio for one user (for desktop and IDE assistants)."""
+    from memlane.api import AsyncMemory
+    from memlane.models import check_id
+    from memlane.server.mcp import build_mcp, stdio_resolver
+
+    check_id("user_id", user_id)
+    settings = _settings(ctx)
+    memory = AsyncMemory(settings.store_url, embedder=settings.build_embedder())
+    build_mcp(memory, stdio_resolver(user_id)).run("stdio")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def register(group: Any) -> None:
+    for command in (serve, keys, mcp):
+        group.add_command(command)

@@ -1,0 +1,185 @@
+"""API keys: each belongs to one tenant and may be limited to some users and agents.
+
+Keys are random (``ml_`` + 43 URL-safe characters) and only their SHA-256 is stored —
+in the memlane store itself, as versioned state of a reserved system scope, so every
+backend (SQLite, PostgreSQL) and every server process sees the same keys. A tenant's
+users live in the store as ``<tenant>::<user>``; tenant names cannot contain ``:``, so no
+tenant can name another's users.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from memlane.errors import ConflictError, NotFoundError, ValidationError
+from memlane.models import StateVersion, check_id, from_iso, to_iso, utcnow
+from memlane.ports import store as ops
+from memlane.ports.store import Store
+
+SYSTEM_USER = "::memlane"
+KEYS_SESSION = "api-keys"
+TENANT_SEP = "::"
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_tenant(tenant: str) -> str:
+    if not isinstance(tenant, str) or not _TENANT.match(tenant):
+        raise ValidationError("tenant must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return tenant
+
+
+def storage_user(tenant: str, user_id: str) -> str:
+    """The store's user id for a tenant's user."""
+    check_id("user_id", user_id)
+    return f"{tenant}{TENANT_SEP}{user_id}"
+
+
+def public_user(tenant: str, stored: str) -> str | None:
+    prefix = tenant + TENANT_SEP
+    return stored[len(prefix) :] if stored.startswith(prefix) else None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What a key may do. ``users``/``agents`` None means any of the tenant's."""
+
+    key_id: str
+    tenant: str
+    users: tuple[str, ...] | None
+    agents: tuple[str, ...] | None
+    label: str
+    created_at: datetime
+    revoked: bool = False
+
+    def allows_user(self, user_id: str) -> bool:
+        return self.users is None or user_id in self.users
+
+    def allows_agent(self, agent_id: str | None) -> bool:
+        return self.agents is None or (agent_id is not None and agent_id in self.agents)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "tenant": self.tenant,
+            "users": None if self.users is None else list(self.users),
+            "agents": None if self.agents is None else list(self.agents),
+            "label": self.label,
+            "created_at": to_iso(self.created_at),
+            "revoked": self.revoked,
+        }
+
+    @classmethod
+    def from_state(cls, state: StateVersion) -> ApiKey:
+        d = state.data
+        return cls(
+            key_id=str(d["key_id"]),
+            tenant=str(d["tenant"]),
+            users=None if d.get("users") is None else tuple(d["users"]),
+            agents=None if d.get("agents") is None else tuple(d["agents"]),
+            label=str(d.get("label", "")),
+            created_at=from_iso(str(d["created_at"])),
+            revoked=bool(d.get("revoked", False)),
+        )
+
+
+class KeyStore:
+    """Creates, checks and revokes keys; checks are cached for ``cache_s`` seconds."""
+
+    def __init__(self, store: Store, *, cache_s: float = 5.0) -> None:
+        self.store = store
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._lock = threading.Lock()
+
+    def create(
+        self,
+        tenant: str,
+        *,
+        users: Sequence[str] | None = None,
+        agents: Sequence[str] | None = None,
+        label: str = "",
+    ) -> tuple[str, ApiKey]:
+        """A new key (returned once, in clear) and its record."""
+        check_tenant(tenant)
+        for u in users or ():
+            check_id("user_id", u)
+        for a in agents or ():
+            check_id("agent_id", a)
+        key = "ml_" + secrets.token_urlsafe(32)
+        record = ApiKey(
+            key_id=_digest(key)[:16],
+            tenant=tenant,
+            users=None if users is None else tuple(users),
+            agents=None if agents is None else tuple(agents),
+            label=label,
+            created_at=utcnow(),
+        )
+        self._put(_digest(key), record, expected=0)
+        return key, record
+
+    def _put(self, digest: str, record: ApiKey, *, expected: int) -> None:
+        state = StateVersion(
+            SYSTEM_USER, KEYS_SESSION, digest, expected + 1, record.to_dict(), utcnow()
+        )
+        self.store.setup()
+        self.store.batch([ops.PutState(state, expected)])
+
+    def check(self, key: str) -> ApiKey | None:
+        """The key's record if it exists and is not revoked."""
+        if not key.startswith("ml_") or len(key) > 200:
+            return None
+        digest = _digest(key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+            if hit is not None and now - hit[0] < self.cache_s:
+                return hit[1]
+        state = self.store.batch([ops.GetState(SYSTEM_USER, KEYS_SESSION, digest)])[0]
+        found = None if state is None else ApiKey.from_state(state)
+        if found is not None and found.revoked:
+            found = None
+        with self._lock:
+            self._cache[digest] = (now, found)
+        return found
+
+    def list(self) -> list[ApiKey]:
+        self.store.setup()
+        states = self.store.batch([ops.ListStates(SYSTEM_USER, KEYS_SESSION)])[0]
+        return [ApiKey.from_state(s) for s in states]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke by key id (the first 16 hex digits of its hash)."""
+        self.store.setup()
+        states = self.store.batch([ops.ListStates(SYSTEM_USER, KEYS_SESSION)])[0]
+        for s in states:
+            if s.data.get("key_id") == key_id:
+                record = ApiKey.from_state(s)
+                revoked = ApiKey(
+                    record.key_id,
+                    record.tenant,
+                    record.users,
+                    record.agents,
+                    record.label,
+                    record.created_at,
+                    revoked=True,
+                )
+                try:
+                    self._put(s.name, revoked, expected=s.version)
+                except ConflictError:
+                    raise
+                with self._lock:
+                    self._cache.clear()
+                return revoked
+        raise NotFoundError(f"no key {key_id!r}")

@@ -1,0 +1,162 @@
+"""memlane as an MCP server (the official ``mcp`` SDK): remember, search, forget, and a
+context block, for desktop assistants, IDE agents and agent frameworks.
+
+Two ways to run it:
+
+- **stdio** (``memlane mcp --user U``): one local client, bound to one user; the tools'
+  ``user_id`` argument may be left out and may not name anyone else.
+- **streamable HTTP**, mounted by ``memlane serve`` at ``/mcp``: every call must carry an
+  API key (``Authorization: Bearer``), and ``user_id`` is checked against the key's scope
+  exactly as the REST routes check it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mcp.server.mcpserver import Context, MCPServer
+
+from memlane.api import AsyncMemory
+from memlane.errors import MemlaneError, ValidationError
+from memlane.models import MemoryKind
+from memlane.server.keys import KeyStore, storage_user
+
+Resolver = Callable[[Context[Any, Any], str | None, str | None], tuple[str, str | None]]
+"""(ctx, user_id, agent_id) -> (store user id, agent id); raises PermissionError."""
+
+
+def stdio_resolver(user_id: str) -> Resolver:
+    def resolve(
+        ctx: Context[Any, Any], asked: str | None, agent: str | None
+    ) -> tuple[str, str | None]:
+        if asked is not None and asked != user_id:
+            raise PermissionError(f"this server is bound to user {user_id!r}")
+        return user_id, agent
+
+    return resolve
+
+
+def key_resolver(keys: KeyStore) -> Resolver:
+    def resolve(
+        ctx: Context[Any, Any], asked: str | None, agent: str | None
+    ) -> tuple[str, str | None]:
+        request = ctx.request_context.request
+        headers = getattr(request, "headers", None)
+        if headers is None:
+            raise PermissionError("no HTTP request: an API key is required")
+        header = headers.get("authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        key = keys.check(token or headers.get("x-api-key", ""))
+        if key is None:
+            raise PermissionError("missing, invalid or revoked API key")
+        if asked is None:
+            raise PermissionError("user_id is required")
+        if not key.allows_user(asked):
+            raise PermissionError(f"this key may not access user {asked!r}")
+        if key.agents is not None and not key.allows_agent(agent):
+            raise PermissionError(f"this key acts only as agents {list(key.agents)}")
+        return storage_user(key.tenant, asked), agent
+
+    return resolve
+
+
+def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
+    """An MCP server whose tools act on ``memory`` within the scope ``resolve`` grants."""
+    server: MCPServer = MCPServer(
+        name="memlane",
+        instructions=(
+            "Long-term memory for the user. Call search_memories before answering questions "
+            "about the user, remember to store durable facts or preferences, forget_memory to "
+            "drop what is wrong, and get_context for a ready-made context block."
+        ),
+    )
+
+    def _fail(exc: Exception) -> dict[str, Any]:
+        return {"error": str(exc), "type": type(exc).__name__}
+
+    @server.tool()
+    async def remember(
+        text: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        kind: str = "fact",
+        topics: list[str] | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Store one durable fact or preference about the user."""
+        try:
+            stored, agent = resolve(ctx, user_id, agent_id)
+            if kind not in ("fact", "preference", "procedure"):
+                raise ValidationError("kind must be fact, preference or procedure")
+            record = await memory.add(
+                text, user_id=stored, kind=MemoryKind(kind), topics=topics or (), agent_id=agent,
+                actor="mcp",
+            )  # fmt: skip
+            return {"memory_id": record.id, "stored": record.text}
+        except (MemlaneError, PermissionError) as exc:
+            return _fail(exc)
+
+    @server.tool()
+    async def search_memories(
+        query: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        limit: int = 5,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The user's memories most relevant to a query, best first."""
+        try:
+            stored, _ = resolve(ctx, user_id, agent_id)
+            hits = await memory.search(query, user_id=stored, limit=limit)
+            return {
+                "memories": [
+                    {
+                        "memory_id": h.record.id,
+                        "text": h.record.text,
+                        "date": f"{h.record.effective_time:%Y-%m-%d}",
+                        "score": round(h.score, 4),
+                    }
+                    for h in hits
+                ]
+            }
+        except (MemlaneError, PermissionError) as exc:
+            return _fail(exc)
+
+    @server.tool()
+    async def forget_memory(
+        memory_id: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        reason: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Forget one memory (kept in history; an operator can restore it)."""
+        try:
+            stored, _ = resolve(ctx, user_id, agent_id)
+            await memory.delete(memory_id, user_id=stored, reason=reason or "forgotten via MCP")
+            return {"forgotten": memory_id}
+        except (MemlaneError, PermissionError) as exc:
+            return _fail(exc)
+
+    @server.tool()
+    async def get_context(
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        query: str | None = None,
+        session_id: str | None = None,
+        budget: int = 800,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A context block about the user (pinned facts, relevant memories, session
+        summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
+        try:
+            stored, _ = resolve(ctx, user_id, agent_id)
+            built = await memory.build_context(
+                user_id=stored, budget=budget, query=query, session_id=session_id
+            )
+            return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
+        except (MemlaneError, PermissionError) as exc:
+            return _fail(exc)
+
+    return server

@@ -1,0 +1,286 @@
+"""The REST API in-process (ASGI client): every route, auth, tenant isolation, bad bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from chat_server import ChatServer
+from memlane import AsyncMemory, Memory
+from memlane.llm import OpenAIChat
+from memlane.manager import MemoryManager
+from memlane.server import KeyStore, create_app
+from memlane.testing import FakeEmbedder
+
+
+class Env:
+    def __init__(self, client: TestClient, keys: KeyStore, server: ChatServer) -> None:
+        self.client = client
+        self.keys = keys
+        self.server = server
+        self.acme, _ = keys.create("acme")
+        self.acme_alice, _ = keys.create("acme", users=["alice"])
+        self.acme_bot, _ = keys.create("acme", agents=["bot"])
+        self.rival, _ = keys.create("rival")
+
+    def call(self, key: str | None, method: str, path: str, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kw.pop("headers", {}))
+        return self.client.request(method, path, headers=headers, **kw)
+
+
+@pytest.fixture()
+def env(tmp_path: Any) -> Iterator[Env]:
+    chat = ChatServer().start()
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'srv.db'}", embedder=FakeEmbedder())
+    blocking = Memory(memory.store, embedder=memory.embedder)
+    manager = MemoryManager(blocking, OpenAIChat(base_url=chat.base_url, model="m"))
+    keys = KeyStore(memory.store)
+    app = create_app(memory, keys, manager=manager, max_body_bytes=50_000)
+    with TestClient(app) as client:
+        yield Env(client, keys, chat)
+    manager.close()
+    blocking.close()
+    chat.stop()
+
+
+def _seed(env: Env, key: str, user: str = "alice") -> dict[str, Any]:
+    r = env.call(key, "POST", f"/v1/users/{user}/memories", json={"text": "Likes green tea"})
+    assert r.status_code == 201, r.text
+    env.call(
+        key,
+        "POST",
+        f"/v1/users/{user}/sessions/s1/messages",
+        json={"messages": [{"role": "user", "content": "Plan my trip to Oslo"}]},
+    )
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_every_route_works_for_its_owner(env: Env) -> None:
+    k, u = env.acme, "/v1/users/alice"
+    rec = _seed(env, k)
+    assert rec["user_id"] == "alice" and "::" not in json.dumps(rec)
+    mid = rec["id"]
+    assert env.call(k, "GET", f"{u}/memories/{mid}").json()["text"] == "Likes green tea"
+    page = env.call(k, "GET", f"{u}/memories", params={"limit": 10, "kind": ["fact"]}).json()
+    assert [m["id"] for m in page["items"]] == [mid]
+    upd = env.call(
+        k, "PATCH", f"{u}/memories/{mid}", json={"text": "Likes jasmine tea", "expected_version": 1}
+    )
+    assert upd.status_code == 200 and upd.json()["version"] == 2
+    stale = env.call(k, "PATCH", f"{u}/memories/{mid}", json={"text": "x", "expected_version": 1})
+    assert stale.status_code == 409 and stale.json()["type"] == "ConflictError"
+    new = env.call(
+        k, "POST", f"{u}/memories/{mid}/supersede", json={"text": "Likes coffee now"}
+    ).json()
+    hist = env.call(k, "GET", f"{u}/memories/{mid}/history").json()["events"]
+    assert [e["action"] for e in hist] == ["add", "update", "supersede"]
+    hits = env.call(k, "POST", f"{u}/search", json={"query": "coffee", "explain": True}).json()[
+        "hits"
+    ]
+    assert hits[0]["record"]["id"] == new["id"] and hits[0]["explanation"]
+    assert env.call(k, "DELETE", f"{u}/memories/{new['id']}").json()["deleted_at"]
+    assert env.call(k, "POST", f"{u}/memories/{new['id']}/restore").json()["deleted_at"] is None
+    sessions = env.call(k, "GET", f"{u}/sessions").json()["items"]
+    assert [s["session_id"] for s in sessions] == ["s1"]
+    runs = env.call(k, "GET", f"{u}/sessions/s1/messages", params={"last_runs": 1}).json()["runs"]
+    assert runs[0]["messages"][0]["content"] == "Plan my trip to Oslo"
+    st = env.call(
+        k, "PUT", f"{u}/sessions/s1/state", json={"data": {"step": 1}, "expected_version": 0}
+    )
+    assert st.json()["version"] == 1
+    lost = env.call(
+        k, "PUT", f"{u}/sessions/s1/state", json={"data": {"step": 9}, "expected_version": 0}
+    )
+    assert lost.status_code == 409
+    assert env.call(k, "GET", f"{u}/sessions/s1/state").json()["data"] == {"step": 1}
+    assert len(env.call(k, "GET", f"{u}/sessions/s1/state/history").json()["versions"]) == 1
+    env.server.queue({"summary": "Trip to Oslo being planned."})
+    summary = env.call(k, "POST", f"{u}/sessions/s1/summary").json()
+    assert summary["text"] == "Trip to Oslo being planned."
+    assert env.call(k, "GET", f"{u}/sessions/s1/summary").json()["id"] == summary["id"]
+    ctx = env.call(
+        k, "POST", f"{u}/context", json={"budget": 400, "query": "tea", "session_id": "s1"}
+    )
+    assert ctx.status_code == 200 and ctx.json()["tokens"] <= 400
+    env.server.queue({"memories": [{"text": "Alice is flying to Oslo"}]})
+    job = env.call(
+        k, "POST", f"{u}/learn", json={"messages": [{"role": "user", "content": "Oslo!"}]}
+    )
+    assert job.status_code == 202 and job.json()["user_id"] == "alice"
+    assert env.call(k, "GET", f"{u}/jobs/{job.json()['id']}").json()["kind"] == "process"
+    assert len(env.call(k, "GET", f"{u}/jobs").json()["jobs"]) == 1
+    exported = env.call(k, "GET", f"{u}/export")
+    assert exported.headers["content-type"].startswith("application/x-ndjson")
+    assert "acme::" not in exported.text
+    assert env.call(k, "GET", "/v1/users").json()["users"] == ["alice"]
+    assert env.call(k, "DELETE", f"{u}/sessions/s1").json()["deleted"] == 1
+    gone = env.call(k, "DELETE", u).json()
+    assert gone["counts"]["records"] >= 1
+    again = env.call(k, "POST", "/v1/users/alice/import", content=exported.content)
+    assert again.status_code == 200, again.text
+    assert env.call(k, "GET", f"{u}/memories/{mid}").json()["superseded_by"] == new["id"]
+    assert env.call(k, "GET", f"{u}/memories/{new['id']}").json()["text"] == "Likes coffee now"
+
+
+def test_service_routes(env: Env) -> None:
+    assert env.client.get("/health").json()["status"] == "ok"
+    spec = env.client.get("/openapi.json").json()
+    assert "/v1/users/{user_id}/search" in spec["paths"] and spec["info"]["title"] == "memlane"
+    env.call(env.acme, "GET", "/v1/users")
+    text = env.client.get("/metrics").text
+    assert 'memlane_requests_total{route="/v1/users",method="GET",status="200"} 1' in text
+    assert "memlane_request_seconds_count" in text and "memlane_jobs_unfinished 0" in text
+    assert "<title>memlane dashboard</title>" in env.client.get("/dashboard").text
+
+
+def test_authentication(env: Env) -> None:
+    for key in (None, "ml_wrong", "not-even-a-key"):
+        r = env.call(key, "GET", "/v1/users")
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["type"] == "Unauthorized"
+    (record,) = [r for r in env.keys.list() if r.tenant == "rival"]
+    assert env.call(env.rival, "GET", "/v1/users").status_code == 200
+    env.keys.revoke(record.key_id)
+    assert env.call(env.rival, "GET", "/v1/users").status_code == 401
+    assert env.client.post("/mcp/", json={}).status_code == 401
+
+
+def _rows(env: Env, key: str, user: str) -> list[str]:
+    """The user's export without its header line (which carries the export time)."""
+    lines = env.call(key, "GET", f"/v1/users/{user}/export").text.splitlines()
+    assert json.loads(lines[0])["type"] == "header"
+    return lines[1:]
+
+
+def _routes(env: Env) -> list[tuple[str, str]]:
+    out = []
+    for route in env.client.app.routes:  # type: ignore[attr-defined]
+        if isinstance(route, APIRoute) and "{user_id}" in route.path:
+            out += [(m, route.path) for m in sorted(route.methods)]
+    return out
+
+
+def _body_for(path: str) -> dict[str, Any]:
+    if path.endswith("/memories") or path.endswith("/supersede"):
+        return {"text": "pwned"}
+    if path.endswith("/search"):
+        return {"query": "tea"}
+    if path.endswith("/messages") or path.endswith("/learn"):
+        return {"messages": [{"role": "user", "content": "pwned"}]}
+    if path.endswith("/state"):
+        return {"data": {"x": 1}, "expected_version": 0}
+    if path.endswith("/context"):
+        return {"budget": 100}
+    return {}
+
+
+def test_no_route_crosses_a_scope(env: Env) -> None:
+    env.server.responder = lambda body: {"summary": "a summary", "memories": []}
+    victim = _seed(env, env.acme, "bob")
+    rival_rec = _seed(env, env.rival, "alice")  # same user name, other tenant
+    job = env.call(env.acme, "GET", "/v1/users/bob/jobs").json()
+    ids = {
+        "memory_id": victim["id"],
+        "session_id": "s1",
+        "job_id": job["jobs"][0]["id"] if job["jobs"] else "01JOBGUESS",
+    }
+    before = _rows(env, env.acme, "bob")
+    routes = _routes(env)
+    assert len(routes) >= 25
+    for method, path in routes:
+        filled = path
+        for name, value in ids.items():
+            filled = filled.replace("{" + name + "}", value)
+        # A key limited to alice may not touch bob through any route.
+        r = env.call(
+            env.acme_alice, method, filled.replace("{user_id}", "bob"), json=_body_for(path)
+        )
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+        # Another tenant's key never sees acme's bob: its "bob" is empty, its ids unknown.
+        r = env.call(env.rival, method, filled.replace("{user_id}", "bob"), json=_body_for(path))
+        assert r.status_code < 500, (method, path, r.text)
+        assert "Likes green tea" not in r.text and "Plan my trip" not in r.text, (method, path)
+    # Guessed ids across tenants: 404, and acme's data is unchanged.
+    r = env.call(env.rival, "GET", f"/v1/users/alice/memories/{victim['id']}")
+    assert r.status_code == 404
+    r = env.call(env.acme, "GET", f"/v1/users/bob/memories/{rival_rec['id']}")
+    assert r.status_code == 404
+    assert _rows(env, env.acme, "bob") == before
+    assert env.call(env.rival, "GET", "/v1/users").json()["users"] == ["alice", "bob"]
+    assert "bob" not in env.call(env.acme_alice, "GET", "/v1/users").json()["users"]
+
+
+def test_agent_limited_keys(env: Env) -> None:
+    k = env.acme_bot
+    assert env.call(k, "POST", "/v1/users/carol/memories", json={"text": "x"}).status_code == 403
+    mine = env.call(
+        k, "POST", "/v1/users/carol/memories", json={"text": "Bot note", "agent_id": "bot"}
+    )
+    assert mine.status_code == 201
+    other = env.call(
+        env.acme, "POST", "/v1/users/carol/memories", json={"text": "Human note"}
+    ).json()
+    listed = env.call(k, "GET", "/v1/users/carol/memories", params={"agent_id": "bot"}).json()
+    assert [m["text"] for m in listed["items"]] == ["Bot note"]
+    got = env.call(k, "GET", f"/v1/users/carol/memories/{other['id']}", params={"agent_id": "bot"})
+    assert got.status_code == 404
+    assert env.call(k, "POST", "/v1/users/carol/context", json={"budget": 50}).status_code == 403
+    assert env.call(k, "GET", "/v1/users").status_code == 403
+
+
+def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
+    k, u = env.acme, "/v1/users/alice"
+    _seed(env, k)
+    before = _rows(env, k, "alice")
+    cases = [
+        ("POST", f"{u}/memories", {"json": {"text": 42}}),
+        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": "high"}}),
+        ("POST", f"{u}/memories", {"json": {"text": "x", "kind": "spell"}}),
+        ("POST", f"{u}/memories", {"json": {"text": "x", "unknown": 1}}),
+        ("POST", f"{u}/memories", {"json": {"text": ""}}),
+        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": 7}}),
+        (
+            "POST",
+            f"{u}/memories",
+            {
+                "content": b'{"text": "caf\xe9 \xff"}',
+                "headers": {"Content-Type": "application/json"},
+            },
+        ),
+        (
+            "POST",
+            f"{u}/memories",
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+        ),
+        ("POST", f"{u}/search", {"json": {"query": "x", "limit": 0}}),
+        ("GET", f"{u}/memories", {"params": {"limit": "many"}}),
+        ("GET", f"{u}/memories", {"params": {"kind": "spell"}}),
+        ("PUT", f"{u}/sessions/s1/state", {"json": {"data": [1, 2], "expected_version": 1}}),
+        ("POST", f"{u}/context", {"json": {"budget": -5}}),
+        ("POST", f"{u}/import", {"content": b'{"type": "record", "data": {"id": 1}}\n'}),
+        ("POST", f"{u}/import", {"content": b"\xff\xfe garbage"}),
+        ("POST", "/v1/users/%20/memories", {"json": {"text": "x"}}),
+    ]
+    for method, path, kw in cases:
+        r = env.call(k, method, path, **kw)
+        assert 400 <= r.status_code < 500, (method, path, kw, r.status_code, r.text)
+        assert "Traceback" not in r.text and "error" in r.json()
+    huge = {"text": "x" * 60_000}
+    r = env.call(k, "POST", f"{u}/memories", json=huge)
+    assert r.status_code == 413 and r.json()["type"] == "TooLarge"
+    chunked = env.client.post(
+        f"{u}/memories",
+        content=iter([b'{"text": "', b"y" * 60_000, b'"}']),
+        headers={"Authorization": f"Bearer {k}", "Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413
+    other_user_rows = env.call(k, "GET", f"{u}/export").text.replace('"alice"', '"mallory"')
+    assert env.call(k, "POST", f"{u}/import", content=other_user_rows).status_code == 422
+    assert _rows(env, k, "alice") == before

@@ -460,6 +460,15 @@ def _scratch_dir() -> Path:
     return path
 
 
+def _register_server_commands() -> None:
+    from memlane.server.commands import register
+
+    register(cli)
+
+
+_register_server_commands()
+
+
 def main() -> None:
     """Console entry point."""
     cli(prog_name="memlane")

@@ -17,4 +17,14 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+# The dashboard's end-to-end test drives headless Chromium (Debian's chromium and
+# chromium-driver packages; nothing is downloaded by a test tool).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
+    else
+        echo "note: the dashboard browser test needs Debian's chromium and chromium-driver" >&2
+    fi
+fi
 echo "memlane installed in $(pwd)/.venv ($(.venv/bin/memlane --version))"

@@ -384,6 +384,36 @@ def sweep(ctx: _Context, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("source_url")
+@click.argument("target_url")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+@pass_ctx
+def migrate(
+    ctx: _Context, source_url: str, target_url: str, no_progress: bool, as_json: bool
+) -> None:
+    """Copy everything from one store to another and verify it (safe to run again)."""
+    from memlane.migrate import migrate as run_migration
+
+    def bar(users: Any, total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(users, total=total, desc="users", unit="user", disable=no_progress)
+
+    report = run_migration(
+        source_url, target_url, embedder=ctx.settings.build_embedder(), progress=bar
+    )
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        counts = ", ".join(f"{n} {kind}" for kind, n in report.counts.items()) or "nothing"
+        click.echo(f"copied {len(report.users)} users: {counts}")
+        click.echo(f"verified: {'ok' if report.ok else 'MISMATCH'}")
+    if not report.ok:
+        raise click.ClickException(f"copy differs for users: {', '.join(report.mismatches)}")
+
+
+@cli.command()
 @click.option(
     "--store", "demo_store", help="Store for the demo (default: demo.db in the data dir)."
 )

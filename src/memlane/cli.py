@@ -29,7 +29,9 @@ class _Context:
 
     def memory(self) -> Memory:
         if self._memory is None:
-            self._memory = Memory(self.settings.store_url, embedder=self.settings.build_embedder())
+            self._memory = Memory(
+                self.settings.build_store(), embedder=self.settings.build_embedder()
+            )
         return self._memory
 
     def close(self) -> None:

@@ -6,6 +6,8 @@
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
+``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
+                           history, state and sessions in front of the store
 ``MEMLANE_LLM_BASE_URL``, ``MEMLANE_LLM_MODEL``, ``MEMLANE_LLM_API_KEY``
                            an OpenAI-compatible chat endpoint for the memory manager
                            (optional: without it memlane works without an LLM)
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from memlane.errors import ConfigurationError
 from memlane.ports.embedder import Embedder
+from memlane.ports.store import Store
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -50,6 +53,7 @@ class Settings:
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: str | None = None
+    redis_url: str | None = None
 
     @classmethod
     def from_env(
@@ -65,7 +69,20 @@ class Settings:
             llm_base_url=env.get("MEMLANE_LLM_BASE_URL") or None,
             llm_model=env.get("MEMLANE_LLM_MODEL") or None,
             llm_api_key=env.get("MEMLANE_LLM_API_KEY") or None,
+            redis_url=env.get("MEMLANE_REDIS_URL") or None,
         )
+
+    def build_store(self) -> Store:
+        """The store these settings name (not yet connected), behind a Redis tier when
+        ``redis_url`` is set. Raises ConfigurationError."""
+        from memlane.stores import open_store
+
+        store = open_store(self.store_url)
+        if self.redis_url:
+            from memlane.stores.redis_tier import RedisTier
+
+            return RedisTier(store, self.redis_url)
+        return store
 
     def build_embedder(self) -> Embedder:
         """The embedder these settings name. Raises ConfigurationError."""

@@ -1,0 +1,133 @@
+"""The Redis tier on a real Redis: same behaviour as its durable store, served warm,
+coherent across processes, and safe when Redis goes away and comes back."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from tests.servers import free_port, start_redis
+
+from memlane import Memory
+from memlane.errors import ConfigurationError
+from memlane.ports.store import Store
+from memlane.settings import Settings
+from memlane.stores.redis_tier import RedisTier
+from memlane.stores.sqlite import SqliteStore
+from memlane.testing import FakeEmbedder, FixedClock, StoreConformance
+
+
+class TestRedisTierOverSqlite(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _setup(self, tmp_path: Path, redis_url: str) -> None:
+        self.dir, self.redis_url, self.n = tmp_path, redis_url, 0
+
+    def make_store(self) -> Store:
+        self.n += 1
+        prefix = f"memlane-test:{uuid.uuid4().hex}:"
+        return RedisTier(SqliteStore(self.dir / f"s{self.n}.db"), self.redis_url, prefix=prefix)
+
+
+def _tier(path: Path, url: str, **kwargs: object) -> RedisTier:
+    return RedisTier(SqliteStore(path), url, prefix=f"memlane-test:{uuid.uuid4().hex}:", **kwargs)  # type: ignore[arg-type]
+
+
+def test_session_reads_are_served_from_redis(tmp_path: Path, redis_url: str) -> None:
+    tier = _tier(tmp_path / "a.db", redis_url)
+    m = Memory(tier, embedder=FakeEmbedder(), clock=FixedClock())
+    m.add_messages("s1", [("user", "hello"), ("assistant", "hi")], user_id="u")
+    first = m.get_history("s1", user_id="u")
+    misses = tier.counters["misses"]
+    again = m.get_history("s1", user_id="u")
+    assert again == first and tier.counters["misses"] == misses and tier.counters["hits"] >= 1
+    keys = redis.Redis.from_url(redis_url).keys(tier.prefix + "v:*")
+    assert keys, "the warm entry lives in Redis"
+    ttl = redis.Redis.from_url(redis_url).ttl(keys[0])
+    assert 0 < ttl <= tier.ttl_s
+    m.add_messages("s1", [("user", "one more")], user_id="u")  # durable first, then retire
+    assert [msg.content for r in m.get_history("s1", user_id="u") for msg in r.messages][-1] == (
+        "one more"
+    )
+    assert tier.health()["redis"] == "ok"
+    m.close()
+
+
+def test_two_processes_share_one_coherent_tier(tmp_path: Path, redis_url: str) -> None:
+    prefix = f"memlane-test:{uuid.uuid4().hex}:"
+    path = tmp_path / "shared.db"
+    a = Memory(RedisTier(SqliteStore(path), redis_url, prefix=prefix), embedder=FakeEmbedder())
+    b = Memory(RedisTier(SqliteStore(path), redis_url, prefix=prefix), embedder=FakeEmbedder())
+    a.set_state("s", {"step": 1}, user_id="u", expected_version=0)
+    assert b.get_state("s", user_id="u").data == {"step": 1}  # b warms its entry
+    a.set_state("s", {"step": 2}, user_id="u", expected_version=1)
+    assert b.get_state("s", user_id="u").data == {"step": 2}  # a's write retired it
+    a.forget_user("u")
+    assert b.get_state("s", user_id="u").version == 0
+    a.close()
+    b.close()
+
+
+def test_redis_down_then_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, redis_url: str
+) -> None:
+    binary = shutil.which("redis-server")
+    assert binary is not None, "redis-server is needed (apt-get install redis-server)"
+    port = free_port()
+    proc = start_redis(binary, port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    tier = _tier(tmp_path / "d.db", url, retry_s=0.2)
+    m = Memory(tier, embedder=FakeEmbedder(), clock=FixedClock())
+    try:
+        m.add_messages("s", [("user", "before the outage")], user_id="u")
+        m.get_history("s", user_id="u")
+        m.get_history("s", user_id="u")
+        assert tier.counters["hits"] >= 1
+        proc.kill()
+        proc.wait(5)
+        caplog.set_level(logging.WARNING, logger="memlane.stores.redis_tier")
+        for i in range(5):  # keeps working on the durable store
+            m.add_messages("s", [("user", f"during the outage {i}")], user_id="u")
+            m.set_state("s", {"n": i}, user_id="u", expected_version=i)
+            got = m.get_history("s", user_id="u")
+            assert got[-1].messages[-1].content == f"during the outage {i}"
+        assert tier.health()["redis"] == "degraded" and tier.counters["outages"] == 1
+        warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(warnings) == 1  # logged once per outage, not per call
+        proc = start_redis(binary, port, tmp_path)
+        time.sleep(0.3)
+        texts = [msg.content for r in m.get_history("s", user_id="u") for msg in r.messages]
+        assert texts == ["before the outage"] + [f"during the outage {i}" for i in range(5)]
+        assert tier.health()["redis"] == "ok" and tier.counters["rewarmed"] >= 1
+        hits = tier.counters["hits"]
+        assert m.get_state("s", user_id="u").data == {"n": 4}
+        m.get_history("s", user_id="u")
+        assert tier.counters["hits"] > hits  # warm again
+    finally:
+        m.close()
+        proc.kill()
+        proc.wait(5)
+
+
+def test_dead_redis_from_the_start_loses_nothing(tmp_path: Path) -> None:
+    tier = _tier(tmp_path / "x.db", f"redis://127.0.0.1:{free_port()}/0", retry_s=60)
+    m = Memory(tier, embedder=FakeEmbedder(), clock=FixedClock())
+    m.add_messages("s", [("user", "kept anyway")], user_id="u")
+    assert m.get_history("s", user_id="u")[0].messages[0].content == "kept anyway"
+    assert tier.health()["redis"] == "degraded" and tier.counters["errors"] >= 1
+    m.close()
+
+
+def test_settings_build_the_tier(tmp_path: Path) -> None:
+    env = {"MEMLANE_STORE": f"sqlite:///{tmp_path}/s.db", "MEMLANE_REDIS_URL": "redis://h:1/0"}
+    store = Settings.from_env(env).build_store()
+    assert isinstance(store, RedisTier) and store.redis_url == "redis://h:1/0"
+    assert not isinstance(
+        Settings.from_env({"MEMLANE_STORE": env["MEMLANE_STORE"]}).build_store(), RedisTier
+    )
+    with pytest.raises(ConfigurationError):
+        RedisTier(SqliteStore(tmp_path / "y.db"), "http://not-redis")

@@ -36,3 +36,12 @@ def new_id(now_ms: int | None = None) -> str:
             rand = int.from_bytes(os.urandom(10), "big")
         _last_ms, _last_rand = ms, rand
     return _encode(ms, 10) + _encode(rand, 16)
+
+
+def stable_id(*parts: str) -> str:
+    """A 26-character id in the same alphabet, the same for the same parts every time
+    (a hash, so it does not sort by time). Used where a retry must name the same row."""
+    import hashlib
+
+    digest = hashlib.blake2b("\0".join(parts).encode("utf-8"), digest_size=16).digest()
+    return _encode(int.from_bytes(digest, "big") >> 2, 26)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.retrieval import SearchMixin, _filters
 from memlane.errors import ConflictError, NotFoundError, ValidationError
+from memlane.ids import stable_id
 from memlane.models import (
     Filters,
     HistoryAction,
@@ -53,8 +55,14 @@ class RecordsMixin(SearchMixin):
         team: str | None = None,
         source_ids: Sequence[str] = (),
         actor: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Flow[MemoryRecord]:
         """Store one memory for ``user_id`` and return it.
+
+        With ``idempotency_key``, adding again with the same key (a retry after a timeout,
+        from any process) returns the memory stored the first time instead of a duplicate.
+        Such a memory's id is derived from the user and the key, so it does not sort by
+        creation time like other ids.
 
         Raises ValidationError for empty or oversize text, a missing user id, or bad
         fields; nothing is stored then.
@@ -74,7 +82,23 @@ class RecordsMixin(SearchMixin):
             source_ids=source_ids,
             actor=actor,
         )
-        (record,) = yield from self.add_many([item], user_id=user_id)
+        if idempotency_key is None:
+            (record,) = yield from self.add_many([item], user_id=user_id)
+            return record
+        check_id("idempotency_key", idempotency_key)
+        rid = stable_id("add", user_id, idempotency_key)
+        record = replace(self._new_record(user_id, item, self._now()), id=rid)
+        existing = yield from one(ops.GetRecords(user_id, (rid,)))
+        if existing:
+            return existing[0]
+        try:
+            (record,) = yield from self._insert([record])
+        except ConflictError:
+            # Another process stored it between our look and our write: return theirs.
+            existing = yield from one(ops.GetRecords(user_id, (rid,)))
+            if not existing:
+                raise
+            return existing[0]
         return record
 
     def add_many(self, items: Sequence[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:

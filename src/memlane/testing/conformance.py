@@ -109,6 +109,21 @@ class StoreConformance:
         assert m.list(user_id="u").items == ()
         m.close()
 
+    def test_add_with_idempotency_key_never_duplicates(self) -> None:
+        m, _, _ = self._memory()
+        first = m.add("paid the invoice", user_id="u", idempotency_key="req-1")
+        retry = m.add("paid the invoice", user_id="u", idempotency_key="req-1")
+        assert retry == first
+        other_user = m.add("paid the invoice", user_id="v", idempotency_key="req-1")
+        assert other_user.id != first.id and other_user.user_id == "v"
+        second = m.add("paid the invoice", user_id="u", idempotency_key="req-2")
+        assert second.id != first.id
+        assert len(m.list(user_id="u").items) == 2
+        assert len(m.history(first.id, user_id="u")) == 1
+        with _raises(ValidationError):
+            m.add("x", user_id="u", idempotency_key="")
+        m.close()
+
     def test_list_pages_with_cursor(self) -> None:
         m, _, _ = self._memory()
         ids = [m.add(f"memory number {i}", user_id="u").id for i in range(7)]

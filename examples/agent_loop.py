@@ -83,7 +83,9 @@ def main() -> int:
                 known = "; ".join(h.record.text for h in facts if h.record.kind != "episode")
                 print(f"[writer] team memory: {known}")
                 agent_turn(memory, manager, llm, "writer", "Draft a one-line trip note.")
-            manager.flush(timeout=60)  # learned facts are in before the checkpoint
+            if not manager.flush(timeout=60):  # learned facts are in before the checkpoint
+                print(f"learning after step {step} did not finish; not checkpointed")
+                return 1
             status = "done" if step == 2 else "running"
             saved = memory.save_workflow(
                 WORKFLOW, user_id=USER, session_id=SESSION, step=f"step-{step}",

@@ -65,3 +65,54 @@ def test_custom_instructions_reach_the_prompt() -> None:
         own = MemoryManager(memory, CannedLLM(_facts("x")), system_message="Only names.")
         own.process([("user", "hi")], user_id="v")
         assert own.llm.requests[0].messages[0].content.startswith("Only names.")  # type: ignore[union-attr]
+
+
+def test_bad_decision_output_fails_only_its_candidate() -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        memory.add("The user owns a canoe", user_id="u")
+        llm = CannedLLM(
+            {
+                "memories": [
+                    {"text": "The user owns a red canoe", "topics": ["", " "]},
+                    {"text": "The user owns a boat"},
+                ]
+            },
+            {
+                "decisions": [
+                    {
+                        "candidate": 0,
+                        "action": "UPDATE",
+                        "target": 0,
+                        "mode": "refine",
+                        "text": " ",
+                    },
+                    {"candidate": 1, "action": "ADD"},
+                ]
+            },
+        )
+        result = MemoryManager(memory, llm).process([("user", "canoe, boat")], user_id="u")
+        by_text = {c.text: c for c in result.candidates}
+        assert by_text["The user owns a red canoe"].outcome is Outcome.FAILED
+        assert "invalid model output" in by_text["The user owns a red canoe"].reason
+        boat = by_text["The user owns a boat"]
+        assert boat.outcome is Outcome.ADDED
+        assert memory.get(boat.record_id or "", user_id="u").topics == ()
+
+
+def test_a_pass_only_touches_its_own_team() -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        other = memory.add("The user lives in Rome", user_id="u", team="b")
+        llm = CannedLLM({"memories": [{"text": "The user lives in Milan"}]})
+        result = MemoryManager(memory, llm).process([("user", "Milan")], user_id="u", team="a")
+        # Team b's memory is not even shown to the decider: the candidate is simply added.
+        (c,) = result.candidates
+        assert c.outcome is Outcome.ADDED and len(llm.requests) == 1
+        assert memory.get(other.id, user_id="u").is_current
+        assert memory.get(c.record_id or "", user_id="u").team == "a"
+
+
+def test_more_candidates_than_allowed_are_reported() -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        llm = CannedLLM({"memories": [{"text": f"Fact number {i} about kites"} for i in range(4)]})
+        result = MemoryManager(memory, llm, max_candidates=2).process([("user", "x")], user_id="u")
+        assert [c.outcome for c in result.candidates][2:] == [Outcome.SKIPPED] * 2

@@ -194,15 +194,19 @@ class CoreBase:
 
     # ------------------------------------------------------------------ embeddings
 
-    def _vectors(self, texts: Sequence[str]) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]:
-        """Vectors for texts, embedding only what the cache lacks.
+    def _vectors(
+        self, texts: Sequence[str], known: Mapping[str, Vector] | None = None
+    ) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]:
+        """Vectors for texts, embedding only what the cache (and ``known``, vectors by
+        content hash computed earlier in the same flow) lacks.
 
         Returns the vectors and the cache write to include in the caller's batch, so a
         record and its vector land in the same transaction.
         """
         hashes = [content_hash(t) for t in texts]
-        unique = list(dict.fromkeys(hashes))
+        unique = [h for h in dict.fromkeys(hashes) if not known or h not in known]
         cached = yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))
+        cached = {**(known or {}), **cached}
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
         fresh: dict[str, Vector] = {}
         if missing:
@@ -229,10 +233,13 @@ class CoreBase:
     # ------------------------------------------------------------------ records
 
     def _insert(
-        self, records: Sequence[MemoryRecord], extra: Iterable[ops.Op[Any]] = ()
+        self,
+        records: Sequence[MemoryRecord],
+        extra: Iterable[ops.Op[Any]] = (),
+        known: Mapping[str, Vector] | None = None,
     ) -> Flow[list[MemoryRecord]]:
         records, contexts = yield from self._with_context(records)
-        _, cache_write = yield from self._vectors([r.text for r in records] + contexts)
+        _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
         events = tuple(self._event(r, HistoryAction.ADD, r.created_at) for r in records)
         yield from many(
             [

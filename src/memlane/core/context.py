@@ -65,7 +65,9 @@ class Context:
 
 
 def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    """A JSON string literal that cannot close the block it sits in."""
+    quoted = json.dumps(text, ensure_ascii=False)
+    return quoted.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 class _Builder:

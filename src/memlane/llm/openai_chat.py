@@ -33,10 +33,11 @@ StructuredMode = Literal["json_schema", "tools", "json_object"]
 def build_body(model: str, request: ChatRequest, mode: StructuredMode) -> dict[str, Any]:
     """The JSON body for one request.
 
-    ``json_schema``: ``response_format`` with a strict JSON schema (OpenAI, vLLM, Ollama,
-    llama.cpp). ``tools``: one function whose parameters are the schema, and the model is
-    made to call it. ``json_object``: JSON mode, with the schema in the system prompt, for
-    servers that know nothing better.
+    ``json_schema``: ``response_format`` with the JSON schema (OpenAI, vLLM, Ollama,
+    llama.cpp; not in OpenAI's strict mode, which forbids optional fields: memlane
+    validates every answer itself and asks for a repair). ``tools``: one function whose
+    parameters are the schema, and the model is made to call it. ``json_object``: JSON
+    mode, with the schema in the system prompt, for servers that know nothing better.
     """
     messages = [{"role": m.role, "content": m.content} for m in request.messages]
     body: dict[str, Any] = {
@@ -171,11 +172,12 @@ class OpenAIChat:
                 except ValueError as exc:
                     raise LLMError(f"chat endpoint sent invalid JSON: {exc}") from exc
                 response = parse_body(payload, latency_ms=spent * 1000, retries=attempt)
-                self.usage = self.usage + response.usage
                 op = request.operation
-                self.usage_by_operation[op] = self.usage_by_operation.get(op, Usage()) + (
-                    response.usage
-                )
+                with self._lock:
+                    self.usage = self.usage + response.usage
+                    self.usage_by_operation[op] = self.usage_by_operation.get(op, Usage()) + (
+                        response.usage
+                    )
                 log.debug(
                     "%s: %d+%d tokens in %.0f ms (%d retries)",
                     op,

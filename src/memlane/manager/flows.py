@@ -21,25 +21,26 @@ One pass of :meth:`ManagerFlows.process`:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.memory import MemoryCore
-from memlane.errors import LLMOutputError, UnsupportedError, ValidationError
+from memlane.errors import ConflictError, LLMOutputError, UnsupportedError, ValidationError
 from memlane.ids import new_id
 from memlane.llm.structured import ask
 from memlane.manager import prompts
+from memlane.manager.jobs import JobLease
 from memlane.manager.strategies import Change, PlanContext, Strategy
 from memlane.models import (
     Filters,
     HistoryAction,
     HistoryEvent,
-    Job,
     JobStatus,
     MemoryKind,
     MemoryRecord,
@@ -152,6 +153,10 @@ class _Plan:
 MessageLike = Message | Mapping[str, Any] | tuple[str, str]
 
 
+def _topics(c: prompts.ExtractedMemory) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.strip() for t in c.topics if t.strip()))
+
+
 def conversation_text(messages: Sequence[MessageLike]) -> str:
     """Messages as ``role: content`` lines. Raises ValidationError on a bad message."""
     lines = []
@@ -194,11 +199,11 @@ class ManagerFlows:
         session_id: str | None = None,
         agent_id: str | None = None,
         team: str | None = None,
-        job: Job | None = None,
+        lease: JobLease | None = None,
     ) -> Flow[ManagerResult]:
         """Learn from ``messages``: extract, deduplicate, decide, apply (one transaction).
 
-        With ``job`` (a claimed background job) the job is marked done in the same
+        With ``lease`` (a claimed background job) the job is marked done in the same
         transaction, so a job's changes land exactly once even if a worker dies.
         Raises LLMOutputError when the extraction answer stays invalid, LLMError when the
         model cannot be reached, ValidationError for bad messages.
@@ -218,7 +223,11 @@ class ManagerFlows:
         versions = [prompts.EXTRACT_VERSION]
         results: list[CandidateResult | None] = []
         candidates: list[prompts.ExtractedMemory] = []
-        for c in extraction.value.memories[: self.config.max_candidates]:
+        for n, c in enumerate(extraction.value.memories):
+            if n >= self.config.max_candidates:
+                reason = f"over max_candidates ({self.config.max_candidates})"
+                results.append(CandidateResult(c.text, Outcome.SKIPPED, reason))
+                continue
             try:
                 core._check_text(c.text)
             except ValidationError as exc:
@@ -229,8 +238,10 @@ class ManagerFlows:
         slots = [i for i, r in enumerate(results) if r is None]
 
         vectors, cache_write = yield from core._vectors([c.text for c in candidates])
+        known = {content_hash(c.text): v for c, v in zip(candidates, vectors, strict=True)}
         now = core._now()
-        f = Filters(kinds=LEARNABLE_KINDS)
+        # Only memories of the same team are compared with (and may be changed by) a pass.
+        f = Filters(kinds=LEARNABLE_KINDS, team=team)
         related: list[list[tuple[MemoryRecord, float]]] = []
         for v in vectors:
             hits = yield from one(
@@ -271,7 +282,9 @@ class ManagerFlows:
             if rel:
                 to_decide.append(n)
             else:
-                results[slot] = self._add(plan, c, c.text, user_id, session_id, agent_id, team)
+                results[slot] = self._guard(
+                    c, partial(self._add, plan, c, c.text, user_id, session_id, agent_id, team)
+                )
 
         if to_decide:
             versions.append(prompts.DECIDE_VERSION)
@@ -293,21 +306,37 @@ class ManagerFlows:
                 usage = usage + answer.usage
                 decided = self._decisions(answer.value, len(to_decide))
                 for k, n in enumerate(to_decide):
-                    results[slots[n]] = self._apply_decision(
-                        plan,
+                    results[slots[n]] = self._guard(
                         candidates[n],
-                        decided.get(k),
-                        [r for r, _ in related[n]],
-                        user_id,
-                        session_id,
-                        agent_id,
-                        team,
+                        partial(
+                            self._apply_decision,
+                            plan,
+                            candidates[n],
+                            decided.get(k),
+                            [r for r, _ in related[n]],
+                            user_id,
+                            session_id,
+                            agent_id,
+                            team,
+                        ),
                     )
 
-        finished: list[ops.Op[Any]] = []
         final = tuple(r for r in results if r is not None)
         result = ManagerResult(final, usage, tuple(versions))
-        if job is not None:
+        _, update_cache = yield from core._vectors(plan.texts, known)
+        extra: list[ops.Op[Any]] = [
+            cache_write,
+            update_cache,
+            *plan.writes,
+            ops.AppendHistory(tuple(plan.events)),
+        ]
+        if lease is None:
+            yield from core._insert(plan.new, extra, known)
+            return result
+        # The job's "done" commits with its changes; the lease's lock keeps the heartbeat
+        # from renewing (changing the job's version) in between.
+        with lease.lock:
+            job = lease.job
             done = job.evolve(
                 status=JobStatus.DONE,
                 version=job.version + 1,
@@ -316,17 +345,18 @@ class ManagerFlows:
                 result=result.to_dict(),
                 error=None,
             )
-            finished.append(ops.PutJob(done, job.version))
-        _, update_cache = yield from core._vectors(plan.texts)
-        extra: list[ops.Op[Any]] = [
-            cache_write,
-            update_cache,
-            *plan.writes,
-            ops.AppendHistory(tuple(plan.events)),
-            *finished,
-        ]
-        yield from core._insert(plan.new, extra)
+            yield from core._insert(plan.new, [*extra, ops.PutJob(done, job.version)], known)
+            lease.job = done
         return result
+
+    def _guard(
+        self, c: prompts.ExtractedMemory, apply: Callable[[], CandidateResult]
+    ) -> CandidateResult:
+        """Run one candidate's planning; bad model output fails that candidate alone."""
+        try:
+            return apply()
+        except ValidationError as exc:
+            return CandidateResult(c.text, Outcome.FAILED, f"invalid model output: {exc}")
 
     # ------------------------------------------------------------------ decisions
 
@@ -379,17 +409,18 @@ class ManagerFlows:
         if not self.config.allow_update:
             return CandidateResult(c.text, Outcome.SKIPPED, "updating is switched off")
         text = self.core._check_text(d.text or c.text)
-        plan.touched.add(target.id)
+        topics = _topics(c)
         if d.mode == "refine":
             new = self.core._bump(
                 target,
                 now,
                 text=text,
                 content_hash=content_hash(text),
-                topics=tuple(dict.fromkeys([*target.topics, *c.topics])),
+                topics=tuple(dict.fromkeys([*target.topics, *topics])),
                 importance=max(target.importance, c.importance),
                 context_hash=None,
             )
+            plan.touched.add(target.id)
             plan.texts.append(text)
             plan.writes.append(ops.WriteRecord(new, target.version))
             plan.events.append(
@@ -399,7 +430,7 @@ class ManagerFlows:
         item = MemoryInput(
             text=text,
             kind=target.kind,
-            topics=tuple(dict.fromkeys([*c.topics, *target.topics])),
+            topics=tuple(dict.fromkeys([*topics, *target.topics])),
             importance=c.importance,
             session_id=session_id,
             agent_id=agent_id or target.agent_id,
@@ -409,6 +440,7 @@ class ManagerFlows:
         )
         new = self.core._new_record(user_id, item, now)
         closed = self.core._bump(target, now, valid_to=now, superseded_by=new.id)
+        plan.touched.add(target.id)
         plan.new.append(new)
         plan.writes.append(ops.WriteRecord(closed, target.version))
         plan.events.append(
@@ -432,7 +464,7 @@ class ManagerFlows:
         item = MemoryInput(
             text=text,
             kind=c.kind,
-            topics=tuple(t.strip() for t in c.topics if t.strip()),
+            topics=_topics(c),
             importance=c.importance,
             session_id=session_id,
             agent_id=agent_id,
@@ -533,12 +565,14 @@ class ManagerFlows:
             changes += planned
             gone = {i for c in planned for i in c.sources}
             remaining = [r for r in remaining if r.id not in gone]
+            ctx.pending_tokens += sum(count(c.text) for c in planned if c.text is not None)
         by_id = {r.id: r for r in before}
         run_id = new_id()
         actor = "memlane-optimizer"
         created: list[MemoryRecord] = []
         writes: list[ops.Op[Any]] = []
         events: list[HistoryEvent] = []
+        written: list[tuple[str, int]] = []
         after_texts = [r.text for r in remaining]
         for c in changes:
             reason = f"optimize {run_id} {c.strategy}: {c.reason}"
@@ -553,6 +587,8 @@ class ManagerFlows:
                     metadata={"source": "optimizer", "optimization": run_id},
                     source_ids=c.sources,
                     actor=actor,
+                    team=first.team,
+                    agent_id=first.agent_id,
                 )
                 new = core._new_record(user_id, item, now)
                 created.append(new)
@@ -567,6 +603,7 @@ class ManagerFlows:
                     changed = core._bump(old, now, valid_to=now, superseded_by=target_id)
                     action = HistoryAction.SUPERSEDE
                 writes.append(ops.WriteRecord(changed, old.version))
+                written.append((changed.id, changed.version))
                 events.append(core._event(changed, action, now, actor=actor, reason=reason))
         report = OptimizationReport(
             id=run_id,
@@ -580,6 +617,7 @@ class ManagerFlows:
             diff=_diff(changes, by_id, {r.id: r for r in created}),
             applied=not dry_run and bool(changes),
             usage=ctx.usage,
+            written=tuple(written) + tuple((r.id, r.version) for r in created),
         )
         if not dry_run and changes:
             yield from core._insert(created, [*writes, ops.AppendHistory(tuple(events))])
@@ -595,6 +633,16 @@ class ManagerFlows:
         sources = tuple(i for c in report.changes for i in c.sources)
         records = yield from one(ops.GetRecords(report.user_id, (*sources, *report.created)))
         by_id = {r.id: r for r in records}
+        for rid, version in report.written:
+            found = by_id.get(rid)
+            if found is None or found.version != version:
+                actual = None if found is None else found.version
+                raise ConflictError(
+                    f"memory {rid} changed after the optimization (version {actual}, it left "
+                    f"{version}); nothing was reverted",
+                    expected=version,
+                    actual=actual,
+                )
         now = core._now()
         reason = f"revert optimization {report.id}"
         writes: list[ops.Op[Any]] = []
@@ -642,6 +690,8 @@ class OptimizationReport:
     diff: str
     applied: bool
     usage: Usage = field(default_factory=Usage)
+    written: tuple[tuple[str, int], ...] = ()
+    """(memory id, version) the optimization left; :meth:`revert` checks them."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -27,9 +27,20 @@ from memlane.ports.store import Store
 
 log = logging.getLogger("memlane.jobs")
 
-Handler = Callable[[Job], None]
-"""Runs a claimed job; it must mark the job done itself (in its own transaction),
-or raise."""
+
+class JobLease:
+    """A claimed job as it is now: a heartbeat renews the lease (a new job version)
+    while the handler runs; hold ``lock`` while committing against ``job.version``."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.lock = threading.Lock()
+        self.lost = False
+
+
+Handler = Callable[[JobLease], None]
+"""Runs a claimed job; it must mark the job done itself (in the transaction that applies
+its effect, with ``PutJob(done, lease.job.version)`` under ``lease.lock``), or raise."""
 
 
 class JobQueue:
@@ -59,6 +70,7 @@ class JobQueue:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
+        self._start_lock = threading.Lock()
 
     # ------------------------------------------------------------------ producing
 
@@ -113,26 +125,64 @@ class JobQueue:
 
     # ------------------------------------------------------------------ consuming
 
-    def run_once(self) -> Job | None:
-        """Claim and run one due job in this thread. Returns it as stored afterwards, or
-        None when nothing was due."""
+    def run_once(self, user_id: str | None = None) -> Job | None:
+        """Claim and run one due job (of ``user_id``, or of anyone) in this thread.
+        Returns it as stored afterwards, or None when nothing was due."""
         now = self.clock()
-        claimed: Job | None = self.store.batch([ops.ClaimJob(now, now + self.lease)])[0]
+        claimed: Job | None = self.store.batch([ops.ClaimJob(now, now + self.lease, user_id)])[0]
         if claimed is None:
             return None
+        lease = JobLease(claimed)
+        if claimed.attempts > claimed.max_attempts:
+            # Its worker died during each attempt (or it would have been marked failed).
+            return self._failed(lease, RuntimeError("the worker died during the last attempt"))
         handler = self.handlers.get(claimed.kind)
+        beat = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(lease, beat), daemon=True)
+        heart.start()
         try:
             if handler is None:
                 raise ValidationError(f"no handler for job kind {claimed.kind!r}")
-            handler(claimed)
+            handler(lease)
         except Exception as exc:
-            return self._failed(claimed, exc)
+            beat.set()
+            heart.join()
+            return self._failed(lease, exc)
+        beat.set()
+        heart.join()
         after: Job | None = self.store.batch([ops.GetJob(claimed.user_id, claimed.id)])[0]
         return after
 
-    def _failed(self, job: Job, exc: Exception) -> Job:
+    def _heartbeat(self, lease: JobLease, stop: threading.Event) -> None:
+        """Renew the lease every third of its length while the job runs."""
+        interval = max(self.lease.total_seconds() / 3, 0.05)
+        while not stop.wait(interval):
+            with lease.lock:
+                job = lease.job
+                if job.status is not JobStatus.RUNNING:
+                    return
+                now = self.clock()
+                renewed = job.evolve(
+                    lease_until=now + self.lease, version=job.version + 1, updated_at=now
+                )
+                try:
+                    self.store.batch([ops.PutJob(renewed, job.version)])
+                except ConflictError:
+                    lease.lost = True
+                    log.warning("job %s: lease lost to another worker", job.id)
+                    return
+                except Exception:
+                    log.exception("job %s: could not renew the lease", job.id)
+                    continue
+                lease.job = renewed
+
+    def _failed(self, lease: JobLease, exc: Exception) -> Job:
+        job = lease.job
         now = self.clock()
         final = job.attempts >= job.max_attempts or isinstance(exc, ValidationError)
+        if lease.lost:  # another worker owns the job now; leave it to that one
+            owned: Job = self.store.batch([ops.GetJob(job.user_id, job.id)])[0]
+            return owned
         wait = min(self.base_backoff_s * 2 ** (job.attempts - 1), self.max_backoff_s)
         wait *= 0.75 + random.random() / 2  # jitter, so retries of many jobs spread out
         error = f"{type(exc).__name__}: {exc}"
@@ -156,12 +206,15 @@ class JobQueue:
         return updated
 
     def start(self) -> None:
-        """Start the worker thread (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="memlane-jobs", daemon=True)
-        self._thread.start()
+        """Start the worker thread (idempotent; a stopping worker is waited for)."""
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                if not self._stop.is_set():
+                    return
+                self._thread.join()  # finish the old worker's job before starting anew
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="memlane-jobs", daemon=True)
+            self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -188,18 +241,24 @@ class JobQueue:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             if self._thread is None or not self._thread.is_alive():
-                if self.run_once() is None:
+                if self.run_once(user_id) is None:
                     time.sleep(min(self.poll_s, 0.05))
             else:
                 with self._wake:
                     self._wake.notify_all()
                 time.sleep(0.02)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker thread; unfinished jobs stay in the store for later."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the worker thread; unfinished jobs stay in the store for later. Returns
+        False if the worker was still inside a job after ``timeout`` seconds (it stops
+        once that job ends)."""
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
         self._thread = None
+        return True

@@ -10,7 +10,7 @@ from typing import Any
 
 from memlane.api import AsyncMemory, Memory
 from memlane.core.flow import Flow, run_async, run_sync
-from memlane.errors import ValidationError
+from memlane.errors import LLMError, ValidationError
 from memlane.llm.structured import ask
 from memlane.manager import prompts
 from memlane.manager.flows import (
@@ -21,13 +21,14 @@ from memlane.manager.flows import (
     OptimizationReport,
     conversation_text,
 )
-from memlane.manager.jobs import JobQueue
+from memlane.manager.jobs import JobLease, JobQueue
 from memlane.manager.strategies import Strategy
 from memlane.models import Job, JobStatus, MemoryRecord, Message, check_id
 from memlane.ports.llm import LLM, ChatMessage
 from memlane.tokens import TokenCounter
 
 PROCESS_JOB = "process"
+MAX_SUMMARY_INPUT_CHARS = 24_000
 
 
 def _llm_from_settings() -> LLM | None:
@@ -84,7 +85,15 @@ class _ManagerBase:
         messages = [m for run in runs for m in run.messages]
         if not messages:
             return (yield from core.summarize_session(session_id, user_id=user_id))
-        text = conversation_text(messages)
+        # Summarize incrementally: the previous summary stands in for what it covered.
+        previous = yield from core.get_summary(session_id, user_id=user_id)
+        covered = -1 if previous is None else int(previous.metadata.get("covers_until_seq", -1))
+        new = [m for m in messages if m.seq > covered] or messages[-1:]
+        text = conversation_text(new)
+        if len(text) > MAX_SUMMARY_INPUT_CHARS:  # keep the newest part
+            text = "...\n" + text[-MAX_SUMMARY_INPUT_CHARS:]
+        if previous is not None:
+            text = f"(summary so far: {previous.text})\n{text}"
         answer = yield from ask(
             prompts.Summary,
             [
@@ -171,6 +180,10 @@ class MemoryManager(_ManagerBase):
 
         The job survives crashes and restarts; see :meth:`flush`, :meth:`job`."""
         check_id("user_id", user_id)
+        if self.llm is None:
+            raise LLMError(
+                "no chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+            )
         self.memory._ensure_setup()
         job = self.jobs.enqueue(
             PROCESS_JOB,
@@ -182,7 +195,8 @@ class MemoryManager(_ManagerBase):
         self.jobs.start()
         return job
 
-    def _run_job(self, job: Job) -> None:
+    def _run_job(self, lease: JobLease) -> None:
+        job = lease.job
         p = job.payload
         messages = [(str(role), str(content)) for role, content in p["messages"]]
         self._run(
@@ -192,7 +206,7 @@ class MemoryManager(_ManagerBase):
                 session_id=p.get("session_id"),
                 agent_id=p.get("agent_id"),
                 team=p.get("team"),
-                job=job,
+                lease=lease,
             )
         )
 

@@ -13,7 +13,7 @@ implementing :class:`Strategy`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -66,6 +66,8 @@ class PlanContext:
     counter: TokenCounter
     use_llm: bool
     usage: Usage = field(default_factory=Usage)
+    pending_tokens: int = 0
+    """Tokens of memories that earlier strategies of this run will create."""
 
     def vectors(self, records: Sequence[MemoryRecord]) -> Flow[list[Vector]]:
         vectors, _ = yield from self.core._vectors([r.text for r in records])
@@ -100,8 +102,16 @@ class Strategy(Protocol):
         ...
 
 
-def _clusters(vectors: list[Vector], threshold: float) -> list[list[int]]:
-    """Single-link groups of items whose cosine similarity is at least ``threshold``."""
+def scope_of(record: MemoryRecord) -> tuple[str | None, str | None, str]:
+    """Memories are only combined with memories of the same team, agent and kind."""
+    return (record.team, record.agent_id, record.kind.value)
+
+
+def _clusters(
+    vectors: list[Vector], threshold: float, scopes: Sequence[Hashable]
+) -> list[list[int]]:
+    """Single-link groups of items of the same scope whose cosine similarity is at least
+    ``threshold``."""
     n = len(vectors)
     if n == 0:
         return []
@@ -117,7 +127,7 @@ def _clusters(vectors: list[Vector], threshold: float) -> list[list[int]]:
 
     for i in range(n):
         for j in range(i + 1, n):
-            if sims[i, j] >= threshold:
+            if sims[i, j] >= threshold and scopes[i] == scopes[j]:
                 parent[find(j)] = find(i)
     groups: dict[int, list[int]] = {}
     for i in range(n):
@@ -144,13 +154,13 @@ class Deduplicate:
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
         vectors = yield from ctx.vectors(memories)
         # Identical normalized text counts as similarity 1 whatever the embedder says.
-        by_text: dict[str, int] = {}
+        by_text: dict[tuple[Hashable, str], int] = {}
         for i, r in enumerate(memories):
-            j = by_text.setdefault(normalize_text(r.text), i)
+            j = by_text.setdefault((scope_of(r), normalize_text(r.text)), i)
             if j != i:
                 vectors[i] = vectors[j]
         changes = []
-        for group in _clusters(vectors, self.threshold):
+        for group in _clusters(vectors, self.threshold, [scope_of(r) for r in memories]):
             rs = sorted(
                 (memories[i] for i in group),
                 key=lambda r: (-r.importance, -r.access_count, r.id),
@@ -179,7 +189,7 @@ class Merge:
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
         vectors = yield from ctx.vectors(memories)
         changes = []
-        for group in _clusters(vectors, self.threshold):
+        for group in _clusters(vectors, self.threshold, [scope_of(r) for r in memories]):
             rs = [memories[i] for i in sorted(group)]
             text = yield from ctx.merged_text(rs, prompts.MERGE_SYSTEM)
             changes.append(
@@ -196,11 +206,13 @@ class Summarize:
     name: str = "summarize"
 
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
-        groups: dict[str, list[MemoryRecord]] = {}
+        groups: dict[tuple[str, str, str, str], list[MemoryRecord]] = {}
         for r in memories:
-            groups.setdefault(r.topics[0] if r.topics else "", []).append(r)
+            team, agent, kind = scope_of(r)
+            key = (r.topics[0] if r.topics else "", team or "", agent or "", kind)
+            groups.setdefault(key, []).append(r)
         changes = []
-        for topic, rs in sorted(groups.items()):
+        for (topic, *_), rs in sorted(groups.items()):
             if len(rs) < self.min_group:
                 continue
             text = yield from ctx.merged_text(rs, prompts.MERGE_SYSTEM)
@@ -246,7 +258,7 @@ class TokenCap:
     name: str = "token_cap"
 
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
-        total = sum(ctx.counter(r.text) for r in memories)
+        total = sum(ctx.counter(r.text) for r in memories) + ctx.pending_tokens
         ranked = sorted(memories, key=lambda r: (priority(r, ctx.now, self.half_life_days), r.id))
         out = []
         for r in ranked:

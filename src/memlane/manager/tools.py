@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memlane.api import Memory
-from memlane.errors import MemlaneError, ValidationError
+from memlane.errors import MemlaneError, NotFoundError, ValidationError
 from memlane.models import Filters, MemoryKind, check_id
 
 _KINDS = ["fact", "preference", "procedure"]
@@ -143,7 +143,19 @@ class MemoryTools:
         )
         return {"memory_id": r.id, "stored": r.text}
 
+    def _owned(self, memory_id: str) -> None:
+        """The memory must be a fact, preference or procedure of this tool's team (when it
+        has one) and not another agent's; anything else is "not found" to the model."""
+        record = self.memory.get(memory_id, user_id=self.user_id)
+        if (
+            record.kind.value not in _KINDS
+            or (self.team is not None and record.team != self.team)
+            or (record.agent_id is not None and record.agent_id != self.agent_id)
+        ):
+            raise NotFoundError(f"no memory {memory_id!r} this agent may change")
+
     def _update_memory(self, memory_id: str, text: str, reason: str = "") -> dict[str, Any]:
+        self._owned(memory_id)
         new = self.memory.supersede(
             memory_id,
             text,
@@ -154,6 +166,7 @@ class MemoryTools:
         return {"memory_id": new.id, "replaces": memory_id, "stored": new.text}
 
     def _forget_memory(self, memory_id: str, reason: str = "") -> dict[str, Any]:
+        self._owned(memory_id)
         self.memory.delete(
             memory_id,
             user_id=self.user_id,

@@ -14,6 +14,16 @@ if ! "$PYTHON" -c 'import sqlite3; sqlite3.connect(":memory:").execute("CREATE V
     exit 1
 fi
 
+# The tests use a real Redis on 127.0.0.1:6379; they start redis-server if none answers.
+if ! command -v redis-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get install -y -qq redis-server >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+    else
+        echo "note: no Redis found; the tests need redis-server (apt-get install redis-server)" >&2
+    fi
+fi
+
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[dev]"

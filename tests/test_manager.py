@@ -385,6 +385,16 @@ def test_agent_tools_stay_in_their_scope() -> None:
         assert "error" in tools.execute("remember", {"txt": "typo"})
         assert "error" in tools.execute("drop_tables", {})
         assert tools.execute("forget_memory", {"memory_id": new["memory_id"]})["forgotten"]
+        # Bound to a team: another team's memories, episodes and other agents' notes are off
+        # limits even within the same user.
+        team_b = memory.add("Team b's launch plan", user_id="alice", team="b")
+        memory.add_messages("s", [("user", "an episode")], user_id="alice")
+        episode = memory.list(user_id="alice", filters=None).items[0]
+        team_tools = MemoryTools(memory, user_id="alice", team="a", agent_id="planner")
+        for target in (team_b.id, episode.id):
+            result = team_tools.execute("forget_memory", {"memory_id": target})
+            assert result["type"] == "NotFoundError", result
+        assert memory.get(team_b.id, user_id="alice").deleted_at is None
         read_only = MemoryTools(memory, user_id="alice", allow=("search_memories",))
         assert read_only.execute("remember", {"text": "x"}) == {"error": "unknown tool 'remember'"}
 

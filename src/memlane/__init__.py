@@ -7,8 +7,8 @@
 """
 
 from memlane.api import AsyncMemory, Memory
-from memlane.core.context import Context
 from memlane.core.base import CoreConfig, MemoryInput
+from memlane.core.context import Context
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
     ConfigurationError,

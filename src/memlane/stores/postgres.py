@@ -15,7 +15,8 @@ under an advisory lock, so many processes may call :meth:`PostgresStore.setup` a
 Vectors: pgvector ``vector`` values in ``embeddings`` keyed by (model, content hash), with
 one HNSW index (cosine) per model and dimension. A user with at most ``exact_search_limit``
 records is searched exactly (a scan of that user's rows); above it the HNSW index answers
-with an iterative scan, so filters still get enough candidates.
+with an iterative scan, so filters still get enough candidates, and a search the index
+cannot fill (a very selective filter) is answered exactly.
 
 psycopg is imported only when the store is set up: ``import memlane`` stays cheap.
 """
@@ -109,7 +110,7 @@ class PostgresStore:
         min_connections: int = 1,
         max_connections: int = 10,
         connect_timeout_s: float = 10.0,
-        exact_search_limit: int = 20_000,
+        exact_search_limit: int = 5_000,
         retries: int = 8,
     ) -> None:
         self._conninfo = check_postgres_url(url)
@@ -353,16 +354,28 @@ class PostgresStore:
             "SELECT count(*) FROM (SELECT 1 FROM records WHERE user_id = %s LIMIT %s) t",
             (op.user_id, self.exact_search_limit + 1),
         )
-        if rows[0][0] <= self.exact_search_limit:
-            # Exact: the distance expression does not match the HNSW index, so the
-            # planner scans this user's rows (by the user index) and sorts them.
-            rows, _ = yield Sql(
-                "SELECT r.id, 1 - (e.vector <=> %s) AS sim FROM records r JOIN embeddings e "
-                f"ON e.model = %s AND e.dim = %s AND e.content_hash = {hash_of} WHERE {where} "
-                "ORDER BY e.vector <=> %s, r.id LIMIT %s",
-                (query, op.model, dim, *params, query, op.limit),
-            )
-            return [(rid, float(sim)) for rid, sim in rows]
+        exact = (
+            "SELECT r.id, 1 - (e.vector <=> %s) AS sim FROM records r JOIN embeddings e "
+            f"ON e.model = %s AND e.dim = %s AND e.content_hash = {hash_of} WHERE {where} "
+            "ORDER BY e.vector <=> %s, r.id LIMIT %s",
+            (query, op.model, dim, *params, query, op.limit),
+        )
+        if rows[0][0] > self.exact_search_limit:
+            found = yield from self._approximate(op, query, hash_of, where, params)
+            if len(found) >= op.limit:
+                return found
+            # Too few candidates passed the filters within the index scan's budget:
+            # answer exactly rather than return less than there is.
+        # Exact: the distance expression does not match the HNSW index, so the planner
+        # reads this user's rows (by the user index) and sorts them.
+        rows, _ = yield Sql(*exact)
+        return [(rid, float(sim)) for rid, sim in rows]
+
+    def _approximate(
+        self, op: ops.VectorSearch, query: Any, hash_of: str, where: str, params: list[Any]
+    ) -> Step:
+        """The HNSW index's nearest records (iterative scan, so filters still fill it)."""
+        dim = int(query.shape[0])
         yield Sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * op.limit))}")
         yield Sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
         typed = f"(e.vector::vector({dim}))"

@@ -69,10 +69,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX records_user_session ON records (user_id, session_id, id);
         CREATE INDEX records_user_key ON records (user_id, key) WHERE key IS NOT NULL;
         CREATE INDEX records_expires ON records (expires_at) WHERE expires_at IS NOT NULL;
-        CREATE INDEX records_hash ON records (content_hash);
+        CREATE INDEX records_hash ON records (content_hash, user_id);
         CREATE INDEX records_context_hash ON records (context_hash)
             WHERE context_hash IS NOT NULL;
-        CREATE INDEX records_vector_hash ON records ((COALESCE(context_hash, content_hash)));
+        CREATE INDEX records_vector_hash ON records
+            ((COALESCE(context_hash, content_hash)), user_id);
         CREATE INDEX records_search ON records USING gin (search);
         CREATE UNIQUE INDEX records_current_key ON records (user_id, key)
             WHERE key IS NOT NULL AND superseded_by IS NULL AND valid_to IS NULL

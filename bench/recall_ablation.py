@@ -68,6 +68,14 @@ def variants() -> dict[str, SearchRecipe]:
         "default + recency 0.1 (half-life 30 d)": v(BASE, recency_weight=0.1),
         "default + MMR 0.8": v(BASE, mmr_lambda=0.8),
         "default + dense query reworded as a statement": v(BASE, rewrite_query=True),
+        "default + feedback 3 docs (vector + lexical)": v(BASE, feedback_docs=3),
+        "default + feedback 5 docs (vector + lexical)": v(BASE, feedback_docs=5),
+        "default + feedback 3 docs, vector only": v(
+            BASE, feedback_docs=3, feedback_lexical_weight=0.0
+        ),
+        "default + feedback 3 docs, lexical only": v(
+            BASE, feedback_docs=3, feedback_vector_weight=0.0
+        ),
         "recipe fast": RECIPES["fast"],
     }
 

@@ -10,6 +10,7 @@ from memlane import MemoryRecord
 from memlane.core.search import (
     SearchRecipe,
     boosts,
+    feedback_terms,
     mmr,
     spread_to_neighbors,
     time_window,
@@ -108,3 +109,27 @@ def test_as_statement(question: str, statement: str) -> None:
     from memlane.core.search import as_statement
 
     assert as_statement(question) == statement
+
+
+def test_feedback_terms_are_new_shared_words() -> None:
+    texts = [
+        "Melanie went camping with her kids at the lake",
+        "The kids loved camping; Melanie roasted marshmallows",
+        "Melanie painted a sunset over the lake",
+    ]
+    terms = feedback_terms("What does Melanie do with her kids?", texts, 3)
+    assert terms == ["camping", "lake"]  # in two texts each; query words left out
+    assert feedback_terms("x", ["alpha beta"], 5) == ["alpha", "beta"]  # nothing shared
+
+
+def test_feedback_recipe_runs_and_explains() -> None:
+    from memlane import Memory
+    from memlane.testing import FakeEmbedder
+
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        for text in ["camping at the lake", "the lake was cold", "tax forms are due"]:
+            memory.add(text, user_id="u")
+        recipe = SearchRecipe("fb", feedback_docs=2)
+        hits = memory.search("camping", user_id="u", recipe=recipe, explain=True)
+        assert hits[0].record.text == "camping at the lake"
+        assert hits[0].explanation is not None and "vector_feedback" in hits[0].explanation

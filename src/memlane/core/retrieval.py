@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, many, one
@@ -13,6 +16,7 @@ from memlane.core.search import (
     SearchRecipe,
     as_statement,
     boosts,
+    feedback_terms,
     mmr,
     rrf,
     spread_to_neighbors,
@@ -21,6 +25,7 @@ from memlane.core.search import (
 from memlane.errors import ValidationError
 from memlane.models import Filters, SearchHit, check_id
 from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
 from memlane.text import tokenize
 
 
@@ -72,7 +77,15 @@ class SearchMixin(CoreBase):
                     ops.VectorSearch(user_id, f, now, self.model_id, vector, depth, field)
                 )
         results = yield from many(wanted)
-        fused = rrf(dict(zip(methods, results, strict=True)), recipe.methods, recipe.rrf_k)
+        lists = dict(zip(methods, results, strict=True))
+        weights = dict(recipe.methods)
+        fused = rrf(lists, weights, recipe.rrf_k)
+        if recipe.feedback_docs > 0 and fused:
+            extra = yield from self._feedback(query, vector, fused, recipe, user_id, f, now, depth)
+            lists.update(extra)
+            weights["vector_feedback"] = recipe.feedback_vector_weight
+            weights["lexical_feedback"] = recipe.feedback_lexical_weight
+            fused = rrf(lists, weights, recipe.rrf_k)
         scores = {rid: score for rid, score, _ in fused}
         parts = {rid: p for rid, _, p in fused}
 
@@ -122,6 +135,48 @@ class SearchMixin(CoreBase):
                 }
             hits.append(SearchHit(record, score, explanation))
         return hits
+
+    def _feedback(
+        self,
+        query: str,
+        vector: Vector | None,
+        fused: list[tuple[str, float, dict[str, Any]]],
+        recipe: SearchRecipe,
+        user_id: str,
+        f: Filters,
+        now: datetime,
+        depth: int,
+    ) -> Flow[dict[str, list[tuple[str, float]]]]:
+        """Second-round candidate lists from the first round's top hits."""
+        top = tuple(rid for rid, _, _ in fused[: recipe.feedback_docs])
+        records = yield from one(ops.GetRecords(user_id, top))
+        wanted: list[ops.Op[Any]] = []
+        names: list[str] = []
+        if vector is not None and recipe.feedback_vector_weight > 0:
+            hashes = tuple(r.content_hash for r in records)
+            cached = yield from one(ops.GetEmbeddings(self.model_id, hashes))
+            vs = [cached[h] for h in hashes if h in cached]
+            if vs:
+                moved = vector + recipe.feedback_beta * np.mean(np.vstack(vs), axis=0)
+                moved = (moved / float(np.linalg.norm(moved))).astype(np.float32)
+                wanted.append(
+                    ops.VectorSearch(user_id, f, now, self.model_id, moved, depth, "content")
+                )
+                names.append("vector_feedback")
+        if recipe.feedback_lexical_weight > 0:
+            terms = feedback_terms(query, [r.text for r in records], recipe.feedback_terms)
+            if terms:
+                expanded = query + " " + " ".join(terms)
+                wanted.append(
+                    ops.LexicalSearch(
+                        user_id, f, now, expanded, depth, recipe.lexical_context_weight
+                    )
+                )
+                names.append("lexical_feedback")
+        if not wanted:
+            return {}
+        results = yield from many(wanted)
+        return dict(zip(names, results, strict=True))
 
 
 def _recipe(recipe: str | SearchRecipe) -> SearchRecipe:

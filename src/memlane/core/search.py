@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane.models import MemoryRecord
-from memlane.text import tokenize
+from memlane.text import query_terms, tokenize
 
 Candidates = Sequence[tuple[str, float]]
 """(record id, raw score) pairs, best first, from one retrieval method."""
@@ -48,6 +48,15 @@ class SearchRecipe:
     importance_weight: float = 0.0
     mmr_lambda: float | None = None
     rewrite_query: bool = False
+    feedback_docs: int = 0
+    """Pseudo-relevance feedback: with N > 0 the top N hits of the first fusion expand
+    the query — the query vector moves toward their mean (``feedback_beta``) for a
+    ``vector_feedback`` list, and their most frequent new words are added to a
+    ``lexical_feedback`` BM25 query — and every list is fused again."""
+    feedback_beta: float = 0.5
+    feedback_terms: int = 8
+    feedback_vector_weight: float = 1.0
+    feedback_lexical_weight: float = 1.0
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -109,6 +118,19 @@ def rrf(
             }
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(rid, score, parts[rid]) for rid, score in ordered]
+
+
+def feedback_terms(query: str, texts: Sequence[str], limit: int) -> list[str]:
+    """The ``limit`` words most frequent across ``texts`` (counted once per text) that
+    are not stopwords and not already in the query; ties by first appearance."""
+    seen = set(query_terms(query))
+    counts: dict[str, int] = {}
+    for text in texts:
+        for term in dict.fromkeys(query_terms(text)):
+            if term not in seen and len(term) > 2 and not term.isdigit():
+                counts[term] = counts.get(term, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [t for t, n in ranked if n > 1][:limit] or [t for t, _ in ranked][:limit]
 
 
 def spread_to_neighbors(

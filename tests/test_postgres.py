@@ -211,7 +211,7 @@ def test_text_postgres_cannot_hold_is_a_validation_error(pg_url: str) -> None:
     m.close()
 
 
-def test_async_runner_on_its_own_pool(pg_url: str) -> None:
+def test_async_runner_drives_the_same_handlers(pg_url: str) -> None:
     store = PostgresStore(pg_url)
     t0 = FixedClock().now
     job = Job("AJ", "async-user", "x", {}, JobStatus.PENDING, t0, t0, t0)
@@ -224,6 +224,15 @@ def test_async_runner_on_its_own_pool(pg_url: str) -> None:
     async def read_again() -> list[Any]:
         return await store.abatch([ops.GetJob("async-user", "AJ")])
 
+    async def race() -> list[Any]:
+        rival = job.evolve(id="RACE")
+        puts = (store.abatch([ops.PutJob(rival, 0)]) for _ in range(12))
+        return await asyncio.gather(*puts, return_exceptions=True)
+
     assert [r[0].id for r in asyncio.run(write_then_read())] == ["AJ"] * 5
     assert asyncio.run(read_again())[0] == job  # a second event loop works as well
+    outcomes = asyncio.run(race())
+    assert sum(r == [None] for r in outcomes) == 1
+    assert all(isinstance(r, ConflictError) for r in outcomes if r != [None])
+    assert asyncio.run(read_again())[0] == job  # connections came back healthy
     store.close()

@@ -2,8 +2,9 @@
 
 Every batch is one transaction on a connection of a :class:`psycopg_pool.ConnectionPool`
 (psycopg 3). Operations are written once, sans I/O: each handler is a generator that
-yields :class:`Sql` statements and gets back their rows; one small runner executes them.
-:meth:`PostgresStore.abatch` runs the same batches on the store's worker threads.
+yields :class:`Sql` statements and gets back their rows. Two small runners execute them:
+a blocking one for :meth:`PostgresStore.batch` and an ``async`` one over
+:class:`psycopg.AsyncConnection` for :meth:`PostgresStore.abatch`.
 
 Concurrency: compare-and-swap writes lock the row they check (``SELECT ... FOR UPDATE``);
 unique constraints turn lost races into ConflictError; messages of one session are
@@ -30,7 +31,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -122,7 +122,7 @@ class PostgresStore:
         self.retries = retries
         self._lock = threading.Lock()
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._async: dict[asyncio.AbstractEventLoop, _AsyncConnections] = {}
         self._indexed: set[tuple[str, int]] = set()
 
     @classmethod
@@ -214,9 +214,9 @@ class PostgresStore:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+            for idle in self._async.values():
+                idle.close()
+            self._async.clear()
 
     def schema_versions(self) -> list[tuple[int, str]]:
         """The migrations applied to this database, in order."""
@@ -245,17 +245,34 @@ class PostgresStore:
                 time.sleep(_backoff(attempt))
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
-        # The same implementation on this store's worker threads, one pooled connection
-        # each, so the event loop keeps serving while PostgreSQL works. (An async pool
-        # would be bound to one event loop and must be closed on it; this is not.)
-        if self._executor is None:
-            with self._lock:
-                if self._executor is None:
-                    self._executor = ThreadPoolExecutor(
-                        self.max_connections, thread_name_prefix="memlane-postgres"
-                    )
+        """:meth:`batch` on the running event loop: the same handlers, driven over an
+        async connection."""
+        if self._pool is None:  # open and migrate once (blocking), off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.setup)
+        psycopg, _ = _drivers()
+        idle = self._async_connections()
+        attempt = 0
+        while True:
+            conn = await idle.get()
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    return [await _drive_async(cur, self._steps(op)) for op in ops_]
+            except psycopg.Error as exc:
+                attempt += 1
+                if not self._retry(exc, attempt):
+                    raise _mapped(exc, self.url) from exc
+                await asyncio.sleep(_backoff(attempt))
+            finally:
+                idle.put(conn)
+
+    def _async_connections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_sync, ops_)
+        with self._lock:
+            for old in [lp for lp in self._async if lp.is_closed()]:
+                self._async.pop(old).close()
+            if loop not in self._async:
+                self._async[loop] = _AsyncConnections(self._conninfo, self.max_connections)
+            return self._async[loop]
 
     def _retry(self, exc: Exception, attempt: int) -> bool:
         psycopg, _ = _drivers()
@@ -768,6 +785,67 @@ def _drive(cur: psycopg.Cursor[Any], steps: Step) -> Any:
         else:
             cur.execute(sql.text.encode(), sql.params or None)
             reply = (cur.fetchall() if cur.description else [], cur.rowcount)
+
+
+async def _drive_async(cur: psycopg.AsyncCursor[Any], steps: Step) -> Any:
+    reply: Reply | None = None
+    while True:
+        try:
+            sql = steps.send(reply) if reply is not None else next(steps)
+        except StopIteration as done:
+            return done.value
+        if sql.many:
+            await cur.executemany(sql.text.encode(), sql.params)
+            reply = ([], cur.rowcount)
+        else:
+            await cur.execute(sql.text.encode(), sql.params or None)
+            reply = (await cur.fetchall() if cur.description else [], cur.rowcount)
+
+
+class _AsyncConnections:
+    """Idle async connections of one event loop, at most ``limit`` in use at once.
+
+    A pool without background tasks: an event loop may end without closing it (the
+    connections are closed when the store closes or notices that the loop has ended)."""
+
+    def __init__(self, conninfo: str, limit: int) -> None:
+        self.conninfo = conninfo
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.slots = asyncio.Semaphore(limit)
+
+    async def get(self) -> psycopg.AsyncConnection[Any]:
+        pg, _ = _drivers()
+        await self.slots.acquire()
+        try:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+            conn = await pg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            from pgvector.psycopg import register_vector_async
+
+            await register_vector_async(conn)
+            return conn  # type: ignore[no-any-return]
+        except pg.Error as exc:
+            self.slots.release()
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def put(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Take a connection back (kept only if it is healthy and outside a transaction)."""
+        pg, _ = _drivers()
+        if not conn.closed and conn.info.transaction_status == pg.pq.TransactionStatus.IDLE:
+            self.idle.append(conn)
+        else:
+            conn.pgconn.finish()
+        self.slots.release()
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.pgconn.finish()  # synchronous: works with or without the event loop
+        self.idle.clear()
 
 
 def _mapped(exc: Exception, url: str) -> Exception:

@@ -493,9 +493,11 @@ def _scratch_dir() -> Path:
 
 
 def _register_server_commands() -> None:
+    from memlane.manager.commands import register as register_manager
     from memlane.server.commands import register
 
     register(cli)
+    register_manager(cli)
 
 
 _register_server_commands()

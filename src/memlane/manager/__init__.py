@@ -1,16 +1,41 @@
 """The memory manager: LLM extraction with non-destructive conflict resolution, background
-jobs, LLM summaries, optimization strategies and agent tools."""
+jobs, LLM summaries, optimization strategies and agent tools.
 
-from memlane.manager.flows import (
-    CandidateResult,
-    ManagerConfig,
-    ManagerResult,
-    OptimizationReport,
-    Outcome,
-)
-from memlane.manager.manager import AsyncMemoryManager, MemoryManager
-from memlane.manager.strategies import Change, Decay, Deduplicate, Merge, Summarize, TokenCap
-from memlane.manager.tools import MemoryTools
+Names are imported on first use, so the CLI can register its commands cheaply."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memlane.manager.flows import (
+        CandidateResult,
+        ManagerConfig,
+        ManagerResult,
+        OptimizationReport,
+        Outcome,
+    )
+    from memlane.manager.manager import AsyncMemoryManager, MemoryManager
+    from memlane.manager.strategies import Change, Decay, Deduplicate, Merge, Summarize, TokenCap
+    from memlane.manager.tools import MemoryTools
+
+_WHERE = {
+    "CandidateResult": "flows",
+    "ManagerConfig": "flows",
+    "ManagerResult": "flows",
+    "OptimizationReport": "flows",
+    "Outcome": "flows",
+    "AsyncMemoryManager": "manager",
+    "MemoryManager": "manager",
+    "Change": "strategies",
+    "Decay": "strategies",
+    "Deduplicate": "strategies",
+    "Merge": "strategies",
+    "Summarize": "strategies",
+    "TokenCap": "strategies",
+    "MemoryTools": "tools",
+}
 
 __all__ = [
     "AsyncMemoryManager",
@@ -28,3 +53,9 @@ __all__ = [
     "Summarize",
     "TokenCap",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'memlane.manager' has no attribute {name!r}")
+    return getattr(import_module(f"memlane.manager.{_WHERE[name]}"), name)

@@ -95,7 +95,8 @@ class PlanContext:
 
 
 class Strategy(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
         """Changes for ``memories`` (current, not yet touched by an earlier strategy)."""

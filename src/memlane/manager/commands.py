@@ -1,0 +1,141 @@
+"""CLI commands around the memory manager: ``context``, ``learn``, ``optimize``, ``jobs``
+(registered on the main ``memlane`` group)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+def _memory(ctx: click.Context) -> Any:
+    return ctx.obj.memory()
+
+
+@click.command()
+@click.option("--user", "user_id", required=True)
+@click.option("--budget", type=int, default=800, show_default=True, help="Tokens at most.")
+@click.option("--query", help="Select memories relevant to this.")
+@click.option("--session", "session_id", help="Add this session's summary, runs and state.")
+@click.option("--last-runs", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the breakdown and ids as JSON.")
+@click.pass_context
+def context(
+    ctx: click.Context,
+    user_id: str,
+    budget: int,
+    query: str | None,
+    session_id: str | None,
+    last_runs: int,
+    as_json: bool,
+) -> None:
+    """Print a context block for a prompt that fits BUDGET tokens."""
+    built = _memory(ctx).build_context(
+        user_id=user_id, budget=budget, query=query, session_id=session_id, last_runs=last_runs
+    )
+    if as_json:
+        click.echo(json.dumps(built.to_dict(), indent=2, ensure_ascii=False))
+        return
+    click.echo(built.text)
+    click.echo(f"{built.tokens}/{budget} tokens: {built.breakdown}", err=True)
+
+
+@click.command()
+@click.option("--user", "user_id", required=True)
+@click.option("--session", "session_id")
+@click.option(
+    "--file",
+    "source",
+    type=click.File("r", encoding="utf-8"),
+    default="-",
+    help="JSON lines of {role, content} (default: stdin).",
+)
+@click.pass_context
+def learn(ctx: click.Context, user_id: str, session_id: str | None, source: Any) -> None:
+    """Extract memories from a conversation with the configured chat model
+    (MEMLANE_LLM_BASE_URL, MEMLANE_LLM_MODEL) and print what happened to each."""
+    from memlane.errors import ValidationError
+    from memlane.manager import MemoryManager
+
+    messages = []
+    for n, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
+        messages.append(row)
+    result = MemoryManager(_memory(ctx)).process(messages, user_id=user_id, session_id=session_id)
+    for c in result.candidates:
+        click.echo(f"{c.outcome.value:<10} {c.text}" + (f"  ({c.reason})" if c.reason else ""))
+    click.echo(json.dumps(result.usage.to_dict()), err=True)
+
+
+@click.command()
+@click.option("--user", "user_id", required=True)
+@click.option(
+    "--strategy",
+    "strategies",
+    multiple=True,
+    type=click.Choice(["deduplicate", "merge", "summarize", "decay", "token-cap"]),
+    required=True,
+    help="Repeatable; applied in order.",
+)
+@click.option("--max-tokens", type=int, default=4000, show_default=True, help="For token-cap.")
+@click.option("--max-memories", type=int, help="For decay: keep at most this many.")
+@click.option("--apply", "apply_", is_flag=True, help="Apply (default: dry run, show the diff).")
+@click.pass_context
+def optimize(
+    ctx: click.Context,
+    user_id: str,
+    strategies: tuple[str, ...],
+    max_tokens: int,
+    max_memories: int | None,
+    apply_: bool,
+) -> None:
+    """Deduplicate, merge, summarize or evict a user's memories (reversible)."""
+    from memlane.manager import Decay, Deduplicate, MemoryManager, Merge, Summarize, TokenCap
+    from memlane.manager.strategies import Strategy
+
+    made: dict[str, Strategy] = {
+        "deduplicate": Deduplicate(),
+        "merge": Merge(),
+        "summarize": Summarize(),
+        "decay": Decay(max_memories=max_memories),
+        "token-cap": TokenCap(max_tokens=max_tokens),
+    }
+    manager = MemoryManager(_memory(ctx))
+    report = manager.optimize([made[s] for s in strategies], user_id=user_id, dry_run=not apply_)
+    click.echo(report.diff or "nothing to change")
+    click.echo(
+        f"memories {report.memories_before} -> {report.memories_after}, tokens "
+        f"{report.tokens_before} -> {report.tokens_after}"
+        + ("" if apply_ else " (dry run: --apply to make the change)"),
+        err=True,
+    )
+
+
+@click.command()
+@click.option("--user", "user_id", help="Only this user's jobs.")
+@click.option("--status", "statuses", multiple=True, help="pending, running, done, failed.")
+@click.option("--run", is_flag=True, help="Run due jobs in this process until none is left.")
+@click.pass_context
+def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run: bool) -> None:
+    """List background jobs (or run the due ones)."""
+    from memlane.manager import MemoryManager
+
+    manager = MemoryManager(_memory(ctx))
+    if run:
+        done = manager.flush(timeout=None, user_id=user_id)
+        click.echo("all jobs finished" if done else "jobs left", err=True)
+    for job in manager.list_jobs(user_id=user_id, statuses=statuses):
+        click.echo(json.dumps(job.to_dict(), ensure_ascii=False))
+    sys.stdout.flush()
+
+
+def register(group: Any) -> None:
+    for command in (context, learn, optimize, jobs):
+        group.add_command(command)

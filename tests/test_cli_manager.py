@@ -1,0 +1,54 @@
+"""CLI commands around the manager: context, optimize, learn (loopback chat server), jobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chat_server import ChatServer
+from memlane.cli import cli
+
+
+@pytest.fixture
+def chat() -> Iterator[ChatServer]:
+    server = ChatServer().start()
+    yield server
+    server.stop()
+
+
+def test_context_optimize_learn_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chat: ChatServer
+) -> None:
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    monkeypatch.delenv("MEMLANE_LLM_BASE_URL", raising=False)
+    store = f"sqlite:///{tmp_path}/cli.db"
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None, code: int = 0) -> str:
+        result = runner.invoke(cli, ["--store", store, *args], input=input)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("add", "I like tea", "--user", "u")
+    run("add", "i like tea!", "--user", "u")
+    dry = run("optimize", "--user", "u", "--strategy", "deduplicate")
+    assert "- i like tea!" in dry and "dry run" in dry
+    assert len(json.loads(run("list", "--user", "u", "--json"))["items"]) == 2
+    run("optimize", "--user", "u", "--strategy", "deduplicate", "--apply")
+    assert len(json.loads(run("list", "--user", "u", "--json"))["items"]) == 1
+    ctx = json.loads(run("context", "--user", "u", "--budget", "80", "--query", "tea", "--json"))
+    assert ctx["tokens"] <= 80 and ctx["ids"]["memories"]
+    conversation = '{"role": "user", "content": "I moved to Oslo"}\n'
+    failed = run("learn", "--user", "u", input=conversation, code=1)
+    assert "MEMLANE_LLM_BASE_URL" in failed
+    monkeypatch.setenv("MEMLANE_LLM_BASE_URL", chat.base_url)
+    monkeypatch.setenv("MEMLANE_LLM_MODEL", "scripted")
+    chat.queue({"memories": [{"text": "The user lives in Oslo"}]})
+    learned = run("learn", "--user", "u", input=conversation)
+    assert "added" in learned and "The user lives in Oslo" in learned
+    assert "Error" in run("learn", "--user", "u", input="{broken\n", code=1)
+    assert run("jobs", "--user", "u").strip() == ""

@@ -162,10 +162,8 @@ def test_mcp_over_streamable_http(served: Served) -> None:
                 )
             )
             assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
-            other = _mcp_result(
-                await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
-            )
-            assert "may not access user 'bob'" in other["error"]
+            other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
+            assert other.is_error and "may not access user 'bob'" in other.content[0].text
             gone = _mcp_result(
                 await c.call_tool(
                     "forget_memory", {"user_id": "alice", "memory_id": stored["memory_id"]}
@@ -195,10 +193,10 @@ def test_mcp_over_stdio(served: Served) -> None:
             stored = _mcp_result(await c.call_tool("remember", {"text": "Prefers tea over coffee"}))
             found = _mcp_result(await c.call_tool("search_memories", {"query": "tea"}))
             assert found["memories"][0]["memory_id"] == stored["memory_id"]
-            denied = _mcp_result(
-                await c.call_tool("search_memories", {"query": "tea", "user_id": "someone-else"})
+            denied = await c.call_tool(
+                "search_memories", {"query": "tea", "user_id": "someone-else"}
             )
-            assert "bound to user" in denied["error"]
+            assert denied.is_error and "bound to user" in denied.content[0].text
 
     asyncio.run(scenario())
 
@@ -297,3 +295,44 @@ def test_dashboard_in_headless_chromium(served: Served, tmp_path: Path) -> None:
     assert record["text"] == "Alice lives in Lyon" and record["deleted_at"] is not None
     events = served.api("GET", f"/v1/users/alice/memories/{paris}/history")["events"]
     assert [e["action"] for e in events] == ["add", "update", "delete"]
+
+
+def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    bot_key = _cli(served.env, "keys", "create", "--tenant", "acme", "--agents", "bot")
+    theirs = served.api(
+        "POST",
+        "/v1/users/erin/memories",
+        json={"text": "Erin's cello lessons", "agent_id": "other"},
+    )
+
+    async def scenario() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bot_key}"})
+        async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
+            mine = _mcp_result(
+                await c.call_tool(
+                    "remember", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
+                )
+            )
+            found = _mcp_result(
+                await c.call_tool(
+                    "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
+                )
+            )
+            assert [m["memory_id"] for m in found["memories"]] == [mine["memory_id"]]
+            forget = await c.call_tool(
+                "forget_memory",
+                {"user_id": "erin", "agent_id": "bot", "memory_id": theirs["id"]},
+            )
+            assert forget.is_error and "NotFoundError" in forget.content[0].text
+            ctx = await c.call_tool("get_context", {"user_id": "erin", "agent_id": "bot"})
+            assert ctx.is_error and "agent-limited" in ctx.content[0].text
+            unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
+            assert unnamed.is_error
+        await http.aclose()
+
+    asyncio.run(scenario())
+    assert served.api("GET", f"/v1/users/erin/memories/{theirs['id']}")["deleted_at"] is None

@@ -284,3 +284,68 @@ def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
     other_user_rows = env.call(k, "GET", f"{u}/export").text.replace('"alice"', '"mallory"')
     assert env.call(k, "POST", f"{u}/import", content=other_user_rows).status_code == 422
     assert _rows(env, k, "alice") == before
+
+
+def test_review_findings_stay_fixed(env: Env) -> None:
+    k, u = env.acme, "/v1/users/alice"
+    # Import cannot point a record at another text's cached vector, nor smuggle odd ids.
+    rival = env.call(env.rival, "POST", "/v1/users/bob/memories", json={"text": "PIN is 4821"})
+    assert rival.status_code == 201
+    from memlane.models import content_hash
+
+    rows = env.call(k, "GET", f"{u}/export").text.splitlines()
+    rec = _seed(env, k)
+    exported = env.call(k, "GET", f"{u}/export").text.splitlines()
+    line = next(r for r in exported if rec["id"] in r and '"type": "record"' in r)
+    forged = json.loads(line)
+    forged["data"].update(id="DECOY1", content_hash=content_hash("PIN is 4821"), text="decoy")
+    r = env.call(k, "POST", f"{u}/import", content=json.dumps(forged).encode())
+    assert r.status_code == 422 and "content_hash" in r.json()["error"]
+    forged["data"].update(id="../../bob/memories/X", content_hash=content_hash("decoy"))
+    r = env.call(k, "POST", f"{u}/import", content=json.dumps(forged).encode())
+    assert r.status_code == 422 and "letters or digits" in r.json()["error"]
+    del rows
+    # Values that used to crash a route are 4xx now.
+    for raw in (b'{"text": "x", "ttl_seconds": 1e300}', b'{"text": "lone \\ud800 surrogate"}'):
+        r = env.call(
+            k, "POST", f"{u}/memories", content=raw, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 422, (raw, r.text)
+    deep = b"[" * 40_000  # under the 50 kB limit of this app, deeper than the parser goes
+    assert env.call(k, "POST", f"{u}/import", content=deep).status_code == 422
+    # Errors never show a store-side user id; user data keeps its own "user_id".
+    r = env.call(k, "GET", f"{u}/memories/NOPE/history")
+    assert r.status_code == 404 and "acme::" not in r.text
+    meta = env.call(
+        k, "POST", f"{u}/memories", json={"text": "note", "metadata": {"user_id": "acme::bob"}}
+    )
+    assert meta.json()["metadata"] == {"user_id": "acme::bob"}
+    # Bogus keys are not cached; odd HTTP methods share one metrics series.
+    before = len(env.keys._cache)
+    for i in range(50):
+        env.call(f"ml_bogus{i}", "GET", "/v1/users")
+    assert len(env.keys._cache) == before
+    env.client.request("X0'|~", "/health")
+    assert "X0'" not in env.client.get("/metrics").text
+    # An agent-limited key cannot write into another agent's session.
+    env.call(
+        k,
+        "POST",
+        "/v1/users/carol/sessions/s-other/messages",
+        json={"messages": [{"role": "user", "content": "hi"}], "agent_id": "other"},
+    )
+    bot = env.acme_bot
+    other = "/v1/users/carol/sessions/s-other"
+    said = {"messages": [{"role": "user", "content": "x"}], "agent_id": "bot"}
+    assert env.call(bot, "POST", f"{other}/messages", json=said).status_code == 404
+    state = {"data": {}, "expected_version": 0}
+    assert env.call(bot, "PUT", f"{other}/state?agent_id=bot", json=state).status_code == 404
+    runs = env.call(k, "GET", "/v1/users/carol/sessions/s-other/messages").json()["runs"]
+    assert len(runs) == 1
+    ok = env.call(
+        bot,
+        "POST",
+        "/v1/users/carol/sessions/s-bot/messages",
+        json={"messages": [{"role": "user", "content": "mine"}], "agent_id": "bot"},
+    )
+    assert ok.status_code == 201

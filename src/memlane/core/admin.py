@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from memlane.models import (
     Session,
     StateVersion,
     check_id,
+    content_hash,
     to_iso,
 )
 from memlane.ports import store as ops
@@ -204,17 +206,42 @@ class AdminMixin(CoreBase):
                 record = MemoryRecord.from_dict(data)
                 check_id("user_id", record.user_id)
                 self._check_text(record.text)
+                _check_row_id("id", record.id)
+                if record.superseded_by is not None:
+                    _check_row_id("superseded_by", record.superseded_by)
+                if record.content_hash != content_hash(record.text):
+                    # A hash that is not the text's would read another text's cached vector.
+                    raise ValidationError("content_hash does not match the text")
+                if self.config.context_window < 1 and record.context_hash is not None:
+                    record = replace(record, context_hash=None)
                 return kind, record
             if kind == "history":
-                return kind, HistoryEvent.from_dict(data)
+                event = HistoryEvent.from_dict(data)
+                _check_row_id("id", event.id)
+                _check_row_id("record_id", event.record_id)
+                return kind, event
             if kind == "session":
                 return kind, ops.UpsertSession(Session.from_dict(data))
             if kind == "message":
-                return kind, ops.AppendMessages((Message.from_dict(data),), assign_seq=False)
+                message = Message.from_dict(data)
+                _check_row_id("id", message.id)
+                return kind, ops.AppendMessages((message,), assign_seq=False)
             if kind == "state":
                 return kind, ops.PutState(StateVersion.from_dict(data), None)
             if kind == "job":
-                return kind, ops.PutJob(Job.from_dict(data), None)
+                job = Job.from_dict(data)
+                _check_row_id("id", job.id)
+                return kind, ops.PutJob(job, None)
         except ValidationError as exc:
             raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
         raise ImportFormatError(f"unknown row type {kind!r}", line=line)
+
+
+_ROW_ID = re.compile(r"[0-9A-Za-z]{1,64}")
+
+
+def _check_row_id(name: str, value: object) -> None:
+    """Ids memlane generates are letters and digits; an imported one must be too (so it
+    can never smuggle a path or an empty name into a URL)."""
+    if not isinstance(value, str) or not _ROW_ID.fullmatch(value):
+        raise ValidationError(f"{name} must be 1-64 letters or digits, got {value!r}")

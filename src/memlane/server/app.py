@@ -10,6 +10,7 @@ key limited to some agents acts only as those agents (memory routes filter and c
 import contextlib
 import json
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -56,7 +57,7 @@ class AddBody(_Body):
     metadata: dict[str, Any] = Field(default_factory=dict)
     importance: float = 0.5
     event_at: datetime | None = None
-    ttl_seconds: float | None = Field(default=None, gt=0)
+    ttl_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
     session_id: str | None = None
     agent_id: str | None = None
     idempotency_key: str | None = None
@@ -129,19 +130,29 @@ class _Problem(Exception):
         self.message = message
 
 
-def _map_user_ids(value: Any, tenant: str) -> Any:
-    """Replace store user ids by the tenant's public ones, recursively."""
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k == "user_id" and isinstance(v, str):
-                out[k] = public_user(tenant, v) or v
-            else:
-                out[k] = _map_user_ids(v, tenant)
-        return out
-    if isinstance(value, list):
-        return [_map_user_ids(v, tenant) for v in value]
-    return value
+_NESTED = ("record", "snapshot", "data")
+"""Where memlane's own objects nest others that carry a ``user_id`` (a search hit's
+record, a history event's snapshot, an export row's data)."""
+
+
+def _map_user_ids(value: dict[str, Any], tenant: str) -> dict[str, Any]:
+    """Replace store user ids by the tenant's public ones in memlane's own fields only —
+    never inside user data such as metadata or state."""
+    out = dict(value)
+    if isinstance(out.get("user_id"), str):
+        out["user_id"] = public_user(tenant, out["user_id"]) or out["user_id"]
+    # "data" nests a memlane object only in an export row ({"type", "data"}); elsewhere
+    # (state) it is the caller's own data and is left alone.
+    nested = _NESTED if "type" in out else _NESTED[:2]
+    for name in nested:
+        inner = out.get(name)
+        if isinstance(inner, dict):
+            out[name] = _map_user_ids(inner, tenant)
+    return out
+
+
+_TENANT_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}::")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 class _Metrics:
@@ -231,7 +242,7 @@ class KeyGate:
             }
             auth = headers.get("authorization", "")
             token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-            if self.keys.check(token or headers.get("x-api-key", "")) is None:
+            if await self.keys.acheck(token or headers.get("x-api-key", "")) is None:
                 body = json.dumps({"error": "invalid or missing API key", "type": "Unauthorized"})
                 await send(
                     {
@@ -348,7 +359,17 @@ def create_app(
         if status == 500:
             log.error("unexpected memlane error", exc_info=exc)
             return problem(500, "internal error", "InternalError")
-        return problem(status, str(exc), type(exc).__name__)
+        if isinstance(exc, StoreError):
+            log.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
+            return problem(503, "the store is unavailable; try again", "StoreError")
+        # Never show a store-side user id ("tenant::user") to a client.
+        return problem(status, _TENANT_PREFIX.sub("", str(exc)), type(exc).__name__)
+
+    @app.exception_handler(UnicodeError)
+    async def _on_unicode(request: Request, exc: UnicodeError) -> JSONResponse:
+        return problem(
+            422, "text is not valid Unicode (lone surrogate or bad bytes)", "ValidationError"
+        )
 
     @app.exception_handler(Exception)
     async def _on_crash(request: Request, exc: Exception) -> JSONResponse:
@@ -363,9 +384,10 @@ def create_app(
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        metrics.requests[(path, request.method, response.status_code)] += 1
-        metrics.seconds[(path, request.method)] += time.perf_counter() - start
-        metrics.count[(path, request.method)] += 1
+        method = request.method if request.method in _METHODS else "OTHER"
+        metrics.requests[(path, method, response.status_code)] += 1
+        metrics.seconds[(path, method)] += time.perf_counter() - start
+        metrics.count[(path, method)] += 1
         return response
 
     # ------------------------------------------------------------------ auth
@@ -376,7 +398,7 @@ def create_app(
         token = token or request.headers.get("x-api-key", "")
         if not token:
             raise _Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-        found = keys.check(token)
+        found = await keys.acheck(token)
         if found is None:
             raise _Unauthorized("invalid or revoked API key")
         return found
@@ -406,8 +428,7 @@ def create_app(
             raise _Problem(403, "an agent-limited key cannot use whole-user routes")
 
     def out(key: ApiKey, value: dict[str, Any]) -> dict[str, Any]:
-        mapped: dict[str, Any] = _map_user_ids(value, key.tenant)
-        return mapped
+        return _map_user_ids(value, key.tenant)
 
     async def own_record(
         key: ApiKey, stored: str, memory_id: str, agent: str | None
@@ -429,7 +450,8 @@ def create_app(
             ok = True
         except Exception:
             ok = False
-        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "store": memory.store.url}
+        backend = memory.store.url.split(":", 1)[0]
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "store": backend}
         health_of = getattr(memory.store, "health", None)
         if callable(health_of):
             body["tiers"] = health_of()
@@ -593,7 +615,8 @@ def create_app(
         stored = user_scope(key, user_id)
         agent = agent_scope(key, agent_id)
         events = await memory.history(memory_id, user_id=stored)
-        if key.agents is not None and (events[-1].snapshot or {}).get("agent_id") != agent:
+        last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
+        if key.agents is not None and (last or {}).get("agent_id") != agent:
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return {"events": [out(key, e.to_dict()) for e in events]}
 
@@ -620,10 +643,19 @@ def create_app(
 
     # ------------------------------------------------------------------ sessions
 
-    async def session_scope(key: ApiKey, stored: str, session_id: str, agent: str | None) -> None:
+    async def session_scope(
+        key: ApiKey, stored: str, session_id: str, agent: str | None, *, writing: bool = False
+    ) -> None:
+        """An agent-limited key reaches only its agent's sessions; writing may also
+        create a new one."""
         if key.agents is None:
             return
-        session = await memory.get_session(session_id, user_id=stored)
+        try:
+            session = await memory.get_session(session_id, user_id=stored)
+        except NotFoundError:
+            if writing:
+                return
+            raise
         if session.agent_id != agent:
             raise NotFoundError(f"no session {session_id!r} for this agent")
 
@@ -651,6 +683,7 @@ def create_app(
     ) -> dict[str, Any]:
         stored = user_scope(key, user_id)
         agent = agent_scope(key, body.agent_id)
+        await session_scope(key, stored, session_id, agent, writing=True)
         run = await memory.add_messages(
             session_id,
             [(m.role, m.content) for m in body.messages],
@@ -701,8 +734,7 @@ def create_app(
     ) -> dict[str, Any]:
         stored = user_scope(key, user_id)
         agent = agent_scope(key, agent_id)
-        if body.expected_version > 0:
-            await session_scope(key, stored, session_id, agent)
+        await session_scope(key, stored, session_id, agent, writing=True)
         state = await memory.set_state(
             session_id,
             body.data,
@@ -801,6 +833,8 @@ def create_app(
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
+            except (ValueError, RecursionError) as exc:
+                raise ValidationError(f"line {n}: JSON too large or too deep") from exc
             rows.append(_into_scope(row, user_id, stored, n))
         result = await memory.import_rows(rows)
         return {"imported": dict(result.counts)}
@@ -811,6 +845,8 @@ def create_app(
     async def learn(user_id: str, body: LearnBody, key: Key) -> dict[str, Any]:
         stored = user_scope(key, user_id)
         agent = agent_scope(key, body.agent_id)
+        if body.session_id is not None:
+            await session_scope(key, stored, body.session_id, agent, writing=True)
         if manager is None or manager.llm is None:
             raise LLMError(
                 "no chat model configured: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"

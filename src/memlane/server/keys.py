@@ -14,6 +14,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,12 +96,14 @@ class ApiKey:
 
 
 class KeyStore:
-    """Creates, checks and revokes keys; checks are cached for ``cache_s`` seconds."""
+    """Creates, checks and revokes keys. A valid key is cached for ``cache_s`` seconds,
+    so a key revoked by another process stops working within that time."""
 
-    def __init__(self, store: Store, *, cache_s: float = 5.0) -> None:
+    def __init__(self, store: Store, *, cache_s: float = 5.0, max_cached: int = 10_000) -> None:
         self.store = store
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
         self._lock = threading.Lock()
 
     def create(
@@ -136,23 +139,47 @@ class KeyStore:
         self.store.setup()
         self.store.batch([ops.PutState(state, expected)])
 
-    def check(self, key: str) -> ApiKey | None:
-        """The key's record if it exists and is not revoked."""
-        if not key.startswith("ml_") or len(key) > 200:
-            return None
+    def _cached(self, key: str) -> tuple[str, ApiKey | None, bool]:
+        """(digest, cached record, whether the cache answered)."""
         digest = _digest(key)
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(digest)
             if hit is not None and now - hit[0] < self.cache_s:
-                return hit[1]
-        state = self.store.batch([ops.GetState(SYSTEM_USER, KEYS_SESSION, digest)])[0]
+                self._cache.move_to_end(digest)
+                return digest, hit[1], True
+        return digest, None, False
+
+    def _remember(self, digest: str, state: StateVersion | None) -> ApiKey | None:
         found = None if state is None else ApiKey.from_state(state)
         if found is not None and found.revoked:
             found = None
-        with self._lock:
-            self._cache[digest] = (now, found)
+        if found is not None:  # misses are not cached: bogus keys cannot fill memory
+            with self._lock:
+                self._cache[digest] = (time.monotonic(), found)
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
         return found
+
+    def check(self, key: str) -> ApiKey | None:
+        """The key's record if it exists and is not revoked."""
+        if not isinstance(key, str) or not key.startswith("ml_") or len(key) > 200:
+            return None
+        digest, found, hit = self._cached(key)
+        if hit:
+            return found
+        state = self.store.batch([ops.GetState(SYSTEM_USER, KEYS_SESSION, digest)])[0]
+        return self._remember(digest, state)
+
+    async def acheck(self, key: str) -> ApiKey | None:
+        """:meth:`check` without blocking the event loop."""
+        if not isinstance(key, str) or not key.startswith("ml_") or len(key) > 200:
+            return None
+        digest, found, hit = self._cached(key)
+        if hit:
+            return found
+        state = (await self.store.abatch([ops.GetState(SYSTEM_USER, KEYS_SESSION, digest)]))[0]
+        return self._remember(digest, state)
 
     def list(self) -> list[ApiKey]:
         self.store.setup()

@@ -12,42 +12,52 @@ Two ways to run it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 from memlane.api import AsyncMemory
-from memlane.errors import MemlaneError, ValidationError
-from memlane.models import MemoryKind
+from memlane.errors import MemlaneError, NotFoundError, ValidationError
+from memlane.models import Filters, MemoryKind
 from memlane.server.keys import KeyStore, storage_user
 
-Resolver = Callable[[Context[Any, Any], str | None, str | None], tuple[str, str | None]]
-"""(ctx, user_id, agent_id) -> (store user id, agent id); raises PermissionError."""
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one tool call may touch: a store user id, and (for an agent-limited key) the
+    one agent it acts as — then only that agent's memories are visible and changeable."""
+
+    user_id: str
+    agent_id: str | None = None
+    agent_limited: bool = False
+
+
+Resolver = Callable[[Context[Any, Any], str | None, str | None], Awaitable[Grant]]
+"""(ctx, user_id, agent_id) -> the grant; raises PermissionError."""
 
 
 def stdio_resolver(user_id: str) -> Resolver:
-    def resolve(
-        ctx: Context[Any, Any], asked: str | None, agent: str | None
-    ) -> tuple[str, str | None]:
+    async def resolve(ctx: Context[Any, Any], asked: str | None, agent: str | None) -> Grant:
         if asked is not None and asked != user_id:
             raise PermissionError(f"this server is bound to user {user_id!r}")
-        return user_id, agent
+        return Grant(user_id, agent)
 
     return resolve
 
 
 def key_resolver(keys: KeyStore) -> Resolver:
-    def resolve(
-        ctx: Context[Any, Any], asked: str | None, agent: str | None
-    ) -> tuple[str, str | None]:
+    async def resolve(ctx: Context[Any, Any], asked: str | None, agent: str | None) -> Grant:
         request = ctx.request_context.request
         headers = getattr(request, "headers", None)
         if headers is None:
             raise PermissionError("no HTTP request: an API key is required")
         header = headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        key = keys.check(token or headers.get("x-api-key", ""))
+        key = await keys.acheck(token or headers.get("x-api-key", ""))
         if key is None:
             raise PermissionError("missing, invalid or revoked API key")
         if asked is None:
@@ -56,7 +66,7 @@ def key_resolver(keys: KeyStore) -> Resolver:
             raise PermissionError(f"this key may not access user {asked!r}")
         if key.agents is not None and not key.allows_agent(agent):
             raise PermissionError(f"this key acts only as agents {list(key.agents)}")
-        return storage_user(key.tenant, asked), agent
+        return Grant(storage_user(key.tenant, asked), agent, key.agents is not None)
 
     return resolve
 
@@ -72,8 +82,10 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         ),
     )
 
-    def _fail(exc: Exception) -> dict[str, Any]:
-        return {"error": str(exc), "type": type(exc).__name__}
+    def _fail(exc: Exception) -> ToolError:
+        # Raised, so the client sees an error result (isError) with a readable message.
+        message = re.sub(r"[A-Za-z0-9_.-]{1,64}::", "", str(exc))  # no tenant prefixes
+        return ToolError(f"{type(exc).__name__}: {message}")
 
     @server.tool()
     async def remember(
@@ -86,16 +98,16 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """Store one durable fact or preference about the user."""
         try:
-            stored, agent = resolve(ctx, user_id, agent_id)
+            grant = await resolve(ctx, user_id, agent_id)
             if kind not in ("fact", "preference", "procedure"):
                 raise ValidationError("kind must be fact, preference or procedure")
             record = await memory.add(
-                text, user_id=stored, kind=MemoryKind(kind), topics=topics or (), agent_id=agent,
-                actor="mcp",
+                text, user_id=grant.user_id, kind=MemoryKind(kind), topics=topics or (),
+                agent_id=grant.agent_id, actor="mcp",
             )  # fmt: skip
             return {"memory_id": record.id, "stored": record.text}
         except (MemlaneError, PermissionError) as exc:
-            return _fail(exc)
+            raise _fail(exc) from exc
 
     @server.tool()
     async def search_memories(
@@ -107,8 +119,9 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """The user's memories most relevant to a query, best first."""
         try:
-            stored, _ = resolve(ctx, user_id, agent_id)
-            hits = await memory.search(query, user_id=stored, limit=limit)
+            grant = await resolve(ctx, user_id, agent_id)
+            f = Filters(agent_id=grant.agent_id) if grant.agent_limited else None
+            hits = await memory.search(query, user_id=grant.user_id, limit=limit, filters=f)
             return {
                 "memories": [
                     {
@@ -121,7 +134,7 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
                 ]
             }
         except (MemlaneError, PermissionError) as exc:
-            return _fail(exc)
+            raise _fail(exc) from exc
 
     @server.tool()
     async def forget_memory(
@@ -133,11 +146,17 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """Forget one memory (kept in history; an operator can restore it)."""
         try:
-            stored, _ = resolve(ctx, user_id, agent_id)
-            await memory.delete(memory_id, user_id=stored, reason=reason or "forgotten via MCP")
+            grant = await resolve(ctx, user_id, agent_id)
+            if grant.agent_limited:
+                record = await memory.get(memory_id, user_id=grant.user_id)
+                if record.agent_id != grant.agent_id:
+                    raise NotFoundError(f"no memory {memory_id!r} for this agent")
+            await memory.delete(
+                memory_id, user_id=grant.user_id, reason=reason or "forgotten via MCP"
+            )
             return {"forgotten": memory_id}
         except (MemlaneError, PermissionError) as exc:
-            return _fail(exc)
+            raise _fail(exc) from exc
 
     @server.tool()
     async def get_context(
@@ -151,12 +170,14 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         """A context block about the user (pinned facts, relevant memories, session
         summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
         try:
-            stored, _ = resolve(ctx, user_id, agent_id)
+            grant = await resolve(ctx, user_id, agent_id)
+            if grant.agent_limited:
+                raise PermissionError("an agent-limited key cannot build a whole-user context")
             built = await memory.build_context(
-                user_id=stored, budget=budget, query=query, session_id=session_id
+                user_id=grant.user_id, budget=budget, query=query, session_id=session_id
             )
             return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
         except (MemlaneError, PermissionError) as exc:
-            return _fail(exc)
+            raise _fail(exc) from exc
 
     return server

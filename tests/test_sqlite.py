@@ -13,6 +13,7 @@ from memlane import (
     CorruptStoreError,
     ForeignStoreError,
     Memory,
+    MemoryInput,
     SchemaVersionError,
 )
 from memlane.errors import ConfigurationError, UnsupportedError
@@ -134,3 +135,24 @@ def test_vector_cache_sees_writes_from_another_connection(tmp_path: Path) -> Non
     assert found == [second.id]
     reader.close()
     writer.close()
+
+
+def test_vector_search_without_room_in_the_cache_reads_the_same_vectors(tmp_path: Path) -> None:
+    from memlane.stores.vector_cache import VectorCache, default_cache_bytes
+
+    texts = [f"note {i} about {word}" for i, word in enumerate(["tea", "cello", "paris"] * 40)]
+    results = []
+    for cache in (None, 0):  # the default budget, and none (matrix rebuilt every query)
+        m = Memory(
+            SqliteStore(tmp_path / f"c{cache}.db", vector_cache_bytes=cache),
+            embedder=FakeEmbedder(),
+        )
+        m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+        m.add("context only vectors", user_id="other")
+        hits = m.search("cello", user_id="u", limit=5, recipe="semantic")
+        results.append([h.record.text for h in hits])
+        m.close()
+    assert results[0] == results[1] and all("cello" in t for t in results[0])
+    assert 256 * 1024 * 1024 <= default_cache_bytes() <= 16 * 1024**3
+    with pytest.raises(ValueError, match=">= 0"):
+        VectorCache(-1)

@@ -453,8 +453,11 @@ def create_app(
         backend = memory.store.url.split(":", 1)[0]
         body: dict[str, Any] = {"status": "ok" if ok else "degraded", "store": backend}
         health_of = getattr(memory.store, "health", None)
-        if callable(health_of):
-            body["tiers"] = health_of()
+        if callable(health_of):  # a Redis tier: its state and counters, not its URLs
+            tiers = {k: v for k, v in health_of().items() if k != "store"}
+            body["tiers"] = tiers
+            if tiers.get("redis") == "degraded":
+                body["status"] = "degraded"
         return body
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)

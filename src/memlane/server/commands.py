@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from memlane.settings import Settings
+from memlane.urls import redact_url
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -35,7 +36,7 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
 
     settings = _settings(ctx)
     embedder = settings.build_embedder()
-    memory = AsyncMemory(settings.store_url, embedder=embedder)
+    memory = AsyncMemory(settings.build_store(), embedder=embedder)
     blocking = Memory(memory.store, embedder=embedder)
     manager = MemoryManager(blocking)
     manager.start()
@@ -48,8 +49,10 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
         host=host,
     )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tier = f" behind Redis {redact_url(settings.redis_url)}" if settings.redis_url else ""
     click.echo(
-        f"memlane serving {settings.store_url} on http://{host}:{port} (dashboard: /dashboard)"
+        f"memlane serving {redact_url(settings.store_url)}{tier} on http://{host}:{port} "
+        "(dashboard: /dashboard)"
     )
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
@@ -74,9 +77,8 @@ def keys_create(
 ) -> None:
     """Print a new API key (shown once; only its hash is stored)."""
     from memlane.server.keys import KeyStore
-    from memlane.stores import open_store
 
-    store = open_store(_settings(ctx).store_url)
+    store = _settings(ctx).build_store()
     try:
         key, record = KeyStore(store).create(
             tenant, users=_split(users), agents=_split(agents), label=label
@@ -92,9 +94,8 @@ def keys_create(
 def keys_list(ctx: click.Context) -> None:
     """List keys (ids, tenants, limits; never the keys themselves)."""
     from memlane.server.keys import KeyStore
-    from memlane.stores import open_store
 
-    store = open_store(_settings(ctx).store_url)
+    store = _settings(ctx).build_store()
     try:
         for record in KeyStore(store).list():
             click.echo(json.dumps(record.to_dict()))
@@ -108,9 +109,8 @@ def keys_list(ctx: click.Context) -> None:
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key by its id (from `keys list`)."""
     from memlane.server.keys import KeyStore
-    from memlane.stores import open_store
 
-    store = open_store(_settings(ctx).store_url)
+    store = _settings(ctx).build_store()
     try:
         KeyStore(store).revoke(key_id)
     finally:
@@ -129,7 +129,7 @@ def mcp(ctx: click.Context, user_id: str) -> None:
 
     check_id("user_id", user_id)
     settings = _settings(ctx)
-    memory = AsyncMemory(settings.store_url, embedder=settings.build_embedder())
+    memory = AsyncMemory(settings.build_store(), embedder=settings.build_embedder())
     build_mcp(memory, stdio_resolver(user_id)).run("stdio")
 
 

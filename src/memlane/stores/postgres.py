@@ -63,7 +63,6 @@ from memlane.stores.postgres_sql import (
     job_params,
     message_params,
     record_params,
-    redact_url,
     row_event,
     row_job,
     row_message,
@@ -74,6 +73,7 @@ from memlane.stores.postgres_sql import (
     state_params,
     ts_query,
 )
+from memlane.urls import redact_url
 
 if TYPE_CHECKING:
     import psycopg

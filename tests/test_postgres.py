@@ -236,3 +236,14 @@ def test_async_runner_drives_the_same_handlers(pg_url: str) -> None:
     assert all(isinstance(r, ConflictError) for r in outcomes if r != [None])
     assert asyncio.run(read_again())[0] == job  # connections came back healthy
     store.close()
+
+
+def test_connection_errors_never_show_the_password() -> None:
+    from memlane.errors import StoreError
+    from memlane.stores.postgres import PostgresStore
+
+    for url in ("postgresql://u:p%zzword@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:1/db"):
+        with pytest.raises(StoreError) as caught:
+            PostgresStore(url, connect_timeout_s=2).setup()
+        assert "zzword" not in str(caught.value) and "s3cret" not in str(caught.value)
+        assert "***" in str(caught.value)

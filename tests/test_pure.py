@@ -97,3 +97,14 @@ def test_bm25_prefers_rare_terms() -> None:
     assert set(scores) == {"2", "3"} and scores["2"] > scores["3"]
     assert query_terms("What is the?") == ["what", "is", "the"]
     assert query_terms("Where does Alice live?") == ["alice", "live"]
+
+
+def test_redact_url_hides_every_password_and_keeps_other_urls() -> None:
+    from memlane.urls import redact_url
+
+    assert redact_url("postgresql://app:s3cret@db:5432/m") == "postgresql://app:***@db:5432/m"
+    assert redact_url("redis://:s3cret@cache:6379/0") == "redis://:***@cache:6379/0"
+    hidden = redact_url("postgresql:///m?host=/run/pg&Password=s3cret&sslmode=require")
+    assert hidden == "postgresql:///m?host=/run/pg&Password=***&sslmode=require"
+    assert "s3cret" not in redact_url("postgresql://app:s3cret@db:port/m")
+    assert redact_url("sqlite:////var/lib/memlane.db") == "sqlite:////var/lib/memlane.db"

@@ -155,3 +155,44 @@ def test_default_prefix_keeps_stores_apart_and_agrees_on_one_file(
     assert "secret" not in RedisTier(SqliteStore(":memory:"), "redis://:secret@h:1/0").redis_url
     for m in (one, two, same):
         m.close()
+
+
+def test_a_lost_compare_and_swap_retires_the_stale_entry(tmp_path: Path, redis_url: str) -> None:
+    # Process A writes while it cannot reach Redis, so B's cached state is stale. B's
+    # update against that stale version fails, and the failure itself retires the entry:
+    # B's retry reads the committed state instead of looping on the stale one.
+    from memlane.errors import ConflictError
+
+    prefix = f"memlane-test:{uuid.uuid4().hex}:"
+    path = tmp_path / "shared.db"
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    a = Memory(RedisTier(SqliteStore(path), dead, prefix=prefix), embedder=FakeEmbedder())
+    b = Memory(RedisTier(SqliteStore(path), redis_url, prefix=prefix), embedder=FakeEmbedder())
+    b.set_state("s", {"n": 1}, user_id="u", expected_version=0)
+    assert b.get_state("s", user_id="u").version == 1  # cached in Redis
+    a.set_state("s", {"n": 2}, user_id="u", expected_version=1)  # Redis not told
+    assert b.get_state("s", user_id="u").data == {"n": 1}  # stale, bounded by the TTL
+    with pytest.raises(ConflictError):
+        b.set_state("s", {"n": 3}, user_id="u", expected_version=1)
+    fresh = b.get_state("s", user_id="u")
+    assert fresh.version == 2 and fresh.data == {"n": 2}
+    b.set_state("s", {"n": 3}, user_id="u", expected_version=2)
+    assert isinstance(a.store, RedisTier) and a.store.health()["redis"] == "degraded"
+    a.close()
+    b.close()
+
+
+def test_default_prefix_names_the_database_not_the_spelling() -> None:
+    from memlane.stores.redis_tier import default_prefix
+
+    same = {
+        default_prefix("postgresql://alice:pw1@db.example:5432/memlane"),
+        default_prefix("postgres://bob:pw2@db.example/memlane"),
+        default_prefix("postgresql+psycopg://db.example:5432/memlane"),
+    }
+    assert len(same) == 1
+    assert default_prefix("postgresql://db.example/other") not in same
+    assert default_prefix("postgresql://db2.example/memlane") not in same
+    assert default_prefix("postgresql:///memlane?host=/run/pg") != default_prefix(
+        "postgresql:///memlane?host=/run/other"
+    )

@@ -412,7 +412,11 @@ def migrate(
         click.echo(f"copied {len(report.users)} users: {counts}")
         click.echo(f"verified: {'ok' if report.ok else 'MISMATCH'}")
     if not report.ok:
-        raise click.ClickException(f"copy differs for users: {', '.join(report.mismatches)}")
+        errors = "; ".join(f"{u.user_id}: {u.error}" for u in report.users if u.error)
+        raise click.ClickException(
+            f"copy differs for users: {', '.join(report.mismatches)}"
+            + (f" (not copied: {errors})" if errors else "")
+        )
 
 
 @cli.command()

@@ -14,6 +14,7 @@ never silently accepted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memlane.api import Memory
-from memlane.errors import ValidationError
+from memlane.errors import ConflictError, ValidationError
 from memlane.ports import store as ops
 from memlane.ports.embedder import Embedder
 from memlane.stores import open_store
@@ -39,10 +40,12 @@ class UserCheck:
     target_counts: Mapping[str, int]
     source_checksum: str
     target_checksum: str
+    error: str | None = None
+    """Why this user could not be copied (the target refused a row), if it could not."""
 
     @property
     def ok(self) -> bool:
-        return self.source_checksum == self.target_checksum
+        return self.error is None and self.source_checksum == self.target_checksum
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class MigrationReport:
             "counts": dict(self.counts),
             "vectors_copied": self.vectors_copied,
             "mismatches": self.mismatches,
+            "errors": {u.user_id: u.error for u in self.users if u.error},
             "checksum": combined_checksum(u.source_checksum for u in self.users),
         }
 
@@ -101,9 +105,18 @@ def migrate(
         walk = progress(users, len(users)) if progress is not None else users
         for user_id in walk:
             rows = source.export_rows(user_id=user_id)
-            vectors += _copy_vectors(source, target, rows)
-            target.import_rows(rows)
+            try:
+                vectors += _copy_vectors(source, target, rows)
+                target.import_rows(rows)
+            except (ValidationError, ConflictError) as exc:  # this user's rows, not the store
+                check = _check(user_id, rows, target.export_rows(user_id=user_id))
+                checks.append(dataclasses.replace(check, error=str(exc)))
+                continue
             checks.append(_check(user_id, rows, target.export_rows(user_id=user_id)))
+        # Users only the target has (e.g. forgotten on the source since an earlier run)
+        # make the copy differ from the source: reported, never deleted here.
+        for user_id in sorted(set(target.list_users()) - set(users)):
+            checks.append(_check(user_id, [], target.export_rows(user_id=user_id)))
         totals: Counter[str] = Counter()
         for check in checks:
             totals.update(check.source_counts)

@@ -86,6 +86,8 @@ class CoreBase:
             raise ValidationError(f"{what} must be a string, got {type(text).__name__}")
         if not text.strip():
             raise ValidationError(f"{what} is empty")
+        if "\x00" in text:  # PostgreSQL cannot store it; refused on every backend alike
+            raise ValidationError(f"{what} contains a NUL character (\\x00)")
         if len(text) > self.config.max_text_chars:
             raise ValidationError(
                 f"{what} has {len(text)} characters; the limit is {self.config.max_text_chars}"
@@ -101,7 +103,10 @@ class CoreBase:
             raise ValidationError(f"{what} must be JSON-serializable: {exc}") from exc
         if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
-        return dict(json.loads(encoded))
+        decoded = dict(json.loads(encoded))
+        if _has_nul(decoded):
+            raise ValidationError(f"{what} contains a NUL character (\\x00) in a key or string")
+        return decoded
 
     def _check_limit(self, limit: object) -> int:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
@@ -298,3 +303,14 @@ class CoreBase:
         if not found or found[0].is_expired(self._now()):
             raise NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
         return found[0]
+
+
+def _has_nul(value: object) -> bool:
+    """Whether a JSON value holds a NUL character in any key or string."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -134,6 +135,9 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _scrub(self, exc: BaseException) -> str:
+        return scrub(exc, self._conninfo)
+
     def setup(self) -> None:
         """Connect, create the schema or apply pending migrations, open the pool.
 
@@ -151,16 +155,21 @@ class PostgresStore:
                     self._conninfo,
                     min_size=self.min_connections,
                     max_size=self.max_connections,
-                    kwargs={"autocommit": True},
+                    kwargs={"autocommit": True, "connect_timeout": int(self.connect_timeout_s)},
                     configure=_configure,
+                    check=psycopg_pool.ConnectionPool.check_connection,  # survive PG restarts
                     timeout=self.connect_timeout_s,
                     open=False,
                 )
                 pool.open(wait=True, timeout=self.connect_timeout_s)
             except psycopg.Error as exc:
-                raise StoreError(f"cannot open PostgreSQL at {self.url}: {exc}") from exc
+                raise StoreError(
+                    f"cannot open PostgreSQL at {self.url}: {self._scrub(exc)}"
+                ) from exc
             except psycopg_pool.PoolTimeout as exc:
-                raise StoreError(f"cannot connect to PostgreSQL at {self.url}: {exc}") from exc
+                raise StoreError(
+                    f"cannot connect to PostgreSQL at {self.url}: {self._scrub(exc)}"
+                ) from exc
             self._pool = pool
 
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
@@ -271,7 +280,9 @@ class PostgresStore:
             for old in [lp for lp in self._async if lp.is_closed()]:
                 self._async.pop(old).close()
             if loop not in self._async:
-                self._async[loop] = _AsyncConnections(self._conninfo, self.max_connections)
+                self._async[loop] = _AsyncConnections(
+                    self._conninfo, self.max_connections, int(self.connect_timeout_s)
+                )
             return self._async[loop]
 
     def _retry(self, exc: Exception, attempt: int) -> bool:
@@ -486,8 +497,9 @@ class PostgresStore:
         items = sorted(dict(op.items).items())  # one order for every writer: no deadlocks
         vectors = [(h, np.asarray(v, dtype=np.float32)) for h, v in items]
         for dim in sorted({int(v.shape[0]) for _, v in vectors}):
-            if (op.model, dim) not in self._indexed:
+            if (op.model, dim) not in self._indexed and (
                 yield from self._ensure_hnsw(op.model, dim)
+            ):
                 self._indexed.add((op.model, dim))
         yield Sql(
             "INSERT INTO embeddings VALUES (%s, %s, %s, %s) ON CONFLICT (model, content_hash) "
@@ -498,14 +510,17 @@ class PostgresStore:
         return None
 
     def _ensure_hnsw(self, model: str, dim: int) -> Step:
-        """An HNSW index (cosine) over this model's vectors of this dimension."""
+        """An HNSW index (cosine) over this model's vectors of this dimension. Returns
+        True when it was there already (committed, so the process may remember it); an
+        index created here is only remembered once a later batch finds it, so a rolled
+        back creation is retried rather than forgotten."""
         if not 0 < dim <= 2000:
-            return None  # beyond what pgvector indexes: searched exactly
+            return True  # beyond what pgvector indexes: searched exactly
         digest = hashlib.sha256(f"{model}\0{dim}".encode()).hexdigest()[:16]
         name = f"embeddings_hnsw_{digest}"
         rows, _ = yield Sql("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,))
         if rows:
-            return None
+            return True
         yield Sql("SELECT pg_advisory_xact_lock(%s)", (int(digest[:15], 16),))
         literal = "'" + model.replace("'", "''") + "'"
         yield Sql(
@@ -513,7 +528,7 @@ class PostgresStore:
             f"((vector::vector({dim})) vector_cosine_ops) "
             f"WHERE model = {literal} AND dim = {dim}"
         )
-        return None
+        return False
 
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
         _, n = yield Sql(
@@ -802,14 +817,27 @@ async def _drive_async(cur: psycopg.AsyncCursor[Any], steps: Step) -> Any:
             reply = (await cur.fetchall() if cur.description else [], cur.rowcount)
 
 
+def scrub(exc: BaseException, conninfo: str) -> str:
+    """The error's message without the connection's password (libpq may echo it)."""
+    message = str(exc)
+    try:
+        password = urlsplit(conninfo).password
+    except ValueError:
+        password = None
+    for secret in filter(None, (password, password and unquote(password))):
+        message = message.replace(secret, "***")
+    return message
+
+
 class _AsyncConnections:
     """Idle async connections of one event loop, at most ``limit`` in use at once.
 
     A pool without background tasks: an event loop may end without closing it (the
     connections are closed when the store closes or notices that the loop has ended)."""
 
-    def __init__(self, conninfo: str, limit: int) -> None:
+    def __init__(self, conninfo: str, limit: int, connect_timeout_s: int = 10) -> None:
         self.conninfo = conninfo
+        self.connect_timeout_s = connect_timeout_s
         self.idle: list[psycopg.AsyncConnection[Any]] = []
         self.slots = asyncio.Semaphore(limit)
 
@@ -821,14 +849,16 @@ class _AsyncConnections:
                 conn = self.idle.pop()
                 if not conn.closed:
                     return conn
-            conn = await pg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            conn = await pg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=self.connect_timeout_s
+            )
             from pgvector.psycopg import register_vector_async
 
             await register_vector_async(conn)
             return conn  # type: ignore[no-any-return]
         except pg.Error as exc:
             self.slots.release()
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreError(f"cannot connect to PostgreSQL: {scrub(exc, self.conninfo)}") from exc
         except BaseException:
             self.slots.release()
             raise

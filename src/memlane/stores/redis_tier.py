@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -32,8 +33,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
 
-from memlane.errors import ConfigurationError
+from memlane.errors import ConfigurationError, ConflictError
 from memlane.models import Message, Session, StateVersion
 from memlane.ports import store as ops
 from memlane.ports.store import Capabilities, Op, Store
@@ -50,8 +52,10 @@ class RedisTier:
 
     Keys start with ``prefix``; by default ``memlane:<digest of the store's URL>:``, so
     tiers in front of different stores can share one Redis database without reading each
-    other's entries. Processes in front of the same store must agree on the prefix: give
-    them the same store URL (SQLite paths are compared resolved) or the same ``prefix``.
+    other's entries (see :func:`default_prefix` for what identifies a store). Processes in
+    front of the same store must agree on the prefix: the default does for the same file
+    on one machine and for the same PostgreSQL host, port and database; behind proxies or
+    aliases that name one database differently, pass the same ``prefix`` to all of them.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
@@ -61,7 +65,7 @@ class RedisTier:
         store: Store,
         redis_url: str,
         *,
-        ttl_s: int = 3600,
+        ttl_s: int = 60,
         prefix: str | None = None,
         timeout_s: float = 0.25,
         retry_s: float = 2.0,
@@ -92,6 +96,7 @@ class RedisTier:
         }
         self._client: Any = None
         self._healthy = True
+        self._unretired = False
         self._retry_at = 0.0
         self._lock = threading.Lock()
         self._recent: OrderedDict[Op[Any], None] = OrderedDict()
@@ -111,6 +116,16 @@ class RedisTier:
             )
 
     def close(self) -> None:
+        if self._unretired and self._client is not None:
+            try:  # last chance to tell other processes this one wrote meanwhile
+                self._client.incr(self._k("epoch"))
+                self._unretired = False
+            except Exception:
+                log.warning(
+                    "closing with writes Redis was not told of; other processes may serve "
+                    "their old session data for up to %s s",
+                    self.ttl_s,
+                )
         self.store.close()
         if self._client is not None:
             self._client.close()
@@ -130,11 +145,34 @@ class RedisTier:
             self.setup()
         if ops_ and all(isinstance(op, CACHED_READS) for op in ops_) and self._redis_ready():
             return [self._cached_read(op) for op in ops_]
-        results = self.store.batch(ops_)
         retire = _retired(ops_)
-        if retire and self._redis_ready():
-            self._guard(lambda: self._retire(retire))
+        try:
+            results = self.store.batch(ops_)
+        except ConflictError:
+            # A compare-and-swap lost: the version it expected may have come from a stale
+            # entry, so retire it rather than serve it again to the caller's retry.
+            if retire:
+                self._retire_after_write(retire)
+            raise
+        if retire:
+            self._retire_after_write(retire)
         return results
+
+    def _retire_after_write(self, scopes: set[tuple[str, ...]]) -> None:
+        """Retire the entries a committed write changed; one retry on a transient error.
+        Scopes that still could not be retired are remembered: a new epoch is started
+        (retiring everything) as soon as Redis answers this process again, or at close."""
+        if self._redis_ready():
+            for _ in range(2):
+                try:
+                    self._retire(scopes)
+                    return
+                except Exception:
+                    continue
+            if self._guard(lambda: self._retire(scopes)) is not _MISSING:
+                return
+        with self._lock:
+            self._unretired = True
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         # Both redis-py's and the durable store's blocking calls run on worker threads.
@@ -187,6 +225,7 @@ class RedisTier:
             self._client.ping()
             # Writes made during the outage could not retire entries: start a new epoch.
             self._client.incr(self._k("epoch"))
+            self._unretired = False
         except Exception:
             self._retry_at = time.monotonic() + self.retry_s
             return False
@@ -244,14 +283,23 @@ class RedisTier:
 
 
 def default_prefix(store_url: str) -> str:
-    """``memlane:<12 hex>:`` from the store URL without its password (SQLite paths
-    resolved, so two spellings of one file agree; an in-memory store, which no other
-    process can see, gets a prefix of its own)."""
-    canonical = redact_url(store_url)
-    if canonical.startswith("memory:") or ":memory:" in canonical:
-        canonical += uuid.uuid4().hex
-    elif canonical.startswith("sqlite:///"):
-        canonical = "sqlite:///" + str(Path(canonical[len("sqlite:///") :]).resolve())
+    """``memlane:<12 hex>:`` from what identifies the store: for a SQLite file this machine's
+    name and the resolved path (so two spellings of one file agree, and two machines'
+    files of the same name do not); for PostgreSQL host, port and database (scheme
+    spelling and the default port normalized, user and password left out); an in-memory
+    store, which no other process can see, gets a prefix of its own."""
+    url = redact_url(store_url)
+    if url.startswith("memory:") or ":memory:" in url:
+        canonical = url + uuid.uuid4().hex
+    elif url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :]).resolve()
+        canonical = f"sqlite://{socket.gethostname()}{path}"
+    elif url.startswith(("postgresql", "postgres")):
+        parts = urlsplit(url)
+        host = parts.hostname or ",".join(parse_qs(parts.query).get("host", []))
+        canonical = f"postgresql://{host}:{parts.port or 5432}{parts.path}"
+    else:
+        canonical = url
     return f"memlane:{hashlib.blake2b(canonical.encode(), digest_size=6).hexdigest()}:"
 
 

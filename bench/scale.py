@@ -61,7 +61,7 @@ def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -
 
     from memlane.ids import new_id
     from memlane.models import content_hash, utcnow
-    from memlane.stores.postgres import PostgresStore
+    from memlane.stores.postgres import PostgresStore, hnsw_index_name
 
     store = PostgresStore(url)
     store.setup()  # schema and migrations
@@ -91,9 +91,9 @@ def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -
             "%s, %s, %s, hash, 1, setweight(to_tsvector('english', text), 'A') FROM load",
             (now, now, now),
         )
-        digest = "bulk"
+        name = hnsw_index_name(embedder.model_id, 384)  # the one the store looks for
         conn.execute(
-            f"CREATE INDEX embeddings_hnsw_{digest} ON embeddings USING hnsw "
+            f"CREATE INDEX {name} ON embeddings USING hnsw "
             "((vector::vector(384)) vector_cosine_ops) "
             f"WHERE model = '{embedder.model_id}' AND dim = 384".encode()
         )

@@ -516,8 +516,8 @@ class PostgresStore:
         back creation is retried rather than forgotten."""
         if not 0 < dim <= 2000:
             return True  # beyond what pgvector indexes: searched exactly
-        digest = hashlib.sha256(f"{model}\0{dim}".encode()).hexdigest()[:16]
-        name = f"embeddings_hnsw_{digest}"
+        name = hnsw_index_name(model, dim)
+        digest = name.removeprefix("embeddings_hnsw_")
         rows, _ = yield Sql("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,))
         if rows:
             return True
@@ -815,6 +815,11 @@ async def _drive_async(cur: psycopg.AsyncCursor[Any], steps: Step) -> Any:
         else:
             await cur.execute(sql.text.encode(), sql.params or None)
             reply = (await cur.fetchall() if cur.description else [], cur.rowcount)
+
+
+def hnsw_index_name(model: str, dim: int) -> str:
+    """The name of the HNSW index over one model's vectors of one dimension."""
+    return "embeddings_hnsw_" + hashlib.sha256(f"{model}\0{dim}".encode()).hexdigest()[:16]
 
 
 def scrub(exc: BaseException, conninfo: str) -> str:

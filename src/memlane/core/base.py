@@ -210,15 +210,16 @@ class CoreBase:
         """
         hashes = [content_hash(t) for t in texts]
         unique = [h for h in dict.fromkeys(hashes) if not known or h not in known]
-        cached = yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))
-        cached = {**(known or {}), **cached}
+        stored = yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))
+        cached = {**(known or {}), **stored}
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
         fresh: dict[str, Vector] = {}
         if missing:
             vectors = yield from embed(list(missing.values()))
             fresh = dict(zip(missing, vectors, strict=True))
         found = {**cached, **fresh}
-        return [found[h] for h in hashes], ops.PutEmbeddings(self.model_id, tuple(fresh.items()))
+        write = ops.PutEmbeddings(self.model_id, tuple(fresh.items()), tuple(stored.items()))
+        return [found[h] for h in hashes], write
 
     def _query_vector(self, query: str) -> Flow[Vector]:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""

@@ -193,10 +193,15 @@ class GetEmbeddings(Op[dict[str, Vector]]):
 
 @dataclass(frozen=True, slots=True)
 class PutEmbeddings(Op[None]):
-    """Cache vectors by content hash for one model."""
+    """Cache vectors by content hash for one model.
+
+    ``keep`` are vectors the writer read from the cache earlier: written only where
+    absent, so a record never commits without its vector when a concurrent prune (a
+    sweep, another user's ``forget_user``) removed it in between."""
 
     model: str
     items: tuple[tuple[str, Vector], ...]
+    keep: tuple[tuple[str, Vector], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

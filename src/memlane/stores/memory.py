@@ -239,6 +239,9 @@ class MemoryStore:
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings, tx: _Tx) -> None:
         for h, v in op.items:
             tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
+        for h, v in op.keep:
+            if (op.model, h) not in self._embeddings:
+                tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
 
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings, tx: _Tx) -> int:
         live = {r.content_hash for r in self._records.values()}

@@ -492,6 +492,14 @@ class PostgresStore:
         return {h: _as_array(v) for h, v in rows}
 
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings) -> Step:
+        if op.keep:
+            kept = sorted(dict(op.keep).items())  # one order for every writer: no deadlocks
+            yield Sql(
+                "INSERT INTO embeddings VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (model, content_hash) DO NOTHING",
+                [(op.model, h, len(v), np.asarray(v, dtype=np.float32)) for h, v in kept],
+                many=True,
+            )
         if not op.items:
             return None
         items = sorted(dict(op.items).items())  # one order for every writer: no deadlocks

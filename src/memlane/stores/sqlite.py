@@ -465,13 +465,15 @@ class SqliteStore:
         return out
 
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
-        conn.executemany(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?)",
-            [
-                (op.model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
-                for h, v in op.items
-            ],
-        )
+        for verb, items in (("REPLACE", op.items), ("IGNORE", op.keep)):
+            if items:
+                conn.executemany(
+                    f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
+                    [
+                        (op.model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
+                        for h, v in items
+                    ],
+                )
 
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
         cur = conn.execute(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from memlane.errors import (
 )
 from memlane.models import Filters, HistoryAction, Job, JobStatus, MemoryKind, StateVersion
 from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
 from memlane.ports.store import Store
 from memlane.testing.fakes import FakeEmbedder, FixedClock
 
@@ -479,6 +480,30 @@ class StoreConformance:
         cached = m.store.batch([ops.GetEmbeddings(m.embedder.model_id, (rec.content_hash,))])
         assert cached == [{}]
         assert m.get(bob.id, user_id="bob").text == "bob's note"
+        m.close()
+
+    def test_a_vector_pruned_mid_write_is_written_back(self) -> None:
+        # Alice adds two texts; one has a cached vector (Bob wrote it), the other must be
+        # embedded. While it is, Bob is forgotten, which prunes the cached vector. Alice's
+        # record must still commit with its vector.
+        store = self.make_store()
+        m, _, embedder = self._memory(store)
+        m.add("shared words about tea", user_id="bob")
+
+        class PruningEmbedder(FakeEmbedder):
+            def embed(self, texts: Sequence[str]) -> list[Vector]:
+                m.forget_user("bob")  # another writer, between lookup and commit
+                return super().embed(texts)
+
+        alice = Memory(store, embedder=PruningEmbedder(), clock=FixedClock())
+        added = alice.add_many(
+            [MemoryInput(text="shared words about tea"), MemoryInput(text="fresh words")],
+            user_id="alice",
+        )
+        cached = m.store.batch([ops.GetEmbeddings(embedder.model_id, (added[0].content_hash,))])
+        assert set(cached[0]) == {added[0].content_hash}
+        hits = alice.search("shared words about tea", user_id="alice", recipe="semantic")
+        assert hits and hits[0].record.id == added[0].id
         m.close()
 
     # ------------------------------------------------------------------ transfer

@@ -31,6 +31,7 @@ def variants() -> dict[str, SearchRecipe]:
     plain = SearchRecipe(
         "plain",
         {"vector": 1.0, "lexical": 1.0},
+        fusion="rrf",
         rrf_k=60,
         neighbor_weight=0.0,
         time_weight=0.0,
@@ -42,6 +43,10 @@ def variants() -> dict[str, SearchRecipe]:
     ctx = v(k10, methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
     speaker = v(ctx, speaker_weight=BASE.speaker_weight)
     time = v(speaker, time_weight=BASE.time_weight)
+    # Rows up to "= previous default" use RRF (the default until session 3); then the
+    # fusion changes. Context-vector rows need an ingest with --windows 1.
+    rrf_base = v(BASE, fusion="rrf", methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
+    previous = v(BASE, fusion="rrf", methods={"vector": 1.0, "lexical": 2.0})
     return {
         "dense only (MiniLM)": v(plain, methods={"vector": 1.0}),
         "BM25 only (FTS5, porter)": v(plain, methods={"lexical": 1.0}),
@@ -51,16 +56,25 @@ def variants() -> dict[str, SearchRecipe]:
         "+ context vectors (episode with the turn before)": ctx,
         "+ speaker boost 0.2": speaker,
         "+ time-window boost 0.5": time,
-        "+ neighbour floors 0.8, window 2": v(BASE, lexical_context_weight=0.0),
-        "+ lexical context 0.5 (previous turn, 2nd FTS5 column) = default hybrid": BASE,
+        "+ neighbour floors 0.8, window 2": v(rrf_base, lexical_context_weight=0.0),
+        "+ lexical context 0.5 (previous turn, 2nd FTS5 column)": rrf_base,
+        "= previous default: without context vectors (RRF k=10, BM25 x2)": previous,
+        "+ score fusion (each list / its best) instead of RRF, BM25 x2": v(
+            previous, fusion="score"
+        ),
+        "+ BM25 x3 = shipped default (hybrid)": BASE,
+        "default, BM25 x1": v(BASE, methods={"vector": 1.0, "lexical": 1.0}),
+        "default, BM25 x2": v(BASE, methods={"vector": 1.0, "lexical": 2.0}),
+        "default with RRF k=10 instead of score fusion": v(BASE, fusion="rrf"),
+        "default + context vectors": v(
+            BASE, methods={"vector": 1.0, "context": 1.0, "lexical": 3.0}
+        ),
         "default, lexical context 0.3": v(BASE, lexical_context_weight=0.3),
         "default, lexical context 1.0": v(BASE, lexical_context_weight=1.0),
-        "default without context vectors": v(BASE, methods={"vector": 1.0, "lexical": 2.0}),
         "default without neighbour floors": v(BASE, neighbor_weight=0.0),
         "default without speaker boost": v(BASE, speaker_weight=0.0),
         "default without time boost": v(BASE, time_weight=0.0),
-        "default, BM25 weight 1": v(BASE, methods={"vector": 1.0, "context": 1.0, "lexical": 1.0}),
-        "default, RRF k=60": v(BASE, rrf_k=60),
+        "default with RRF k=60": v(BASE, fusion="rrf", rrf_k=60),
         "default, neighbour window 1": v(BASE, neighbor_window=1),
         "default, neighbour window 3": v(BASE, neighbor_window=3),
         "default, neighbour weight 0.5": v(BASE, neighbor_weight=0.5),

@@ -12,6 +12,7 @@ from memlane.core.search import (
     boosts,
     feedback_terms,
     mmr,
+    score_fusion,
     spread_to_neighbors,
     time_window,
 )
@@ -133,3 +134,42 @@ def test_feedback_recipe_runs_and_explains() -> None:
         hits = memory.search("camping", user_id="u", recipe=recipe, explain=True)
         assert hits[0].record.text == "camping at the lake"
         assert hits[0].explanation is not None and "vector_feedback" in hits[0].explanation
+
+
+def test_score_fusion_keeps_score_gaps_and_ignores_scale() -> None:
+    # BM25 scores (any scale) and cosines combine after dividing by each list's best.
+    lists = {
+        "lexical": [("a", 12.0), ("b", 11.4), ("c", 3.0)],
+        "vector": [("c", 0.8), ("a", 0.4), ("d", -0.2)],
+    }
+    fused = score_fusion(lists, {"lexical": 2.0, "vector": 1.0})
+    scores = {rid: score for rid, score, _ in fused}
+    assert scores["a"] == pytest.approx(2.0 + 0.5)
+    assert scores["b"] == pytest.approx(2.0 * 0.95)  # nearly the best BM25: nearly full weight
+    assert scores["c"] == pytest.approx(2.0 * 0.25 + 1.0)
+    assert scores["d"] == pytest.approx(0.0)  # a negative cosine counts as 0
+    assert [rid for rid, _, _ in fused] == ["a", "b", "c", "d"]
+    assert fused[0][2]["lexical"] == {"rank": 1, "score": 12.0, "contribution": 2.0}
+    scaled = {k: [(r, s * 100) for r, s in v] for k, v in lists.items()}
+    assert [rid for rid, _, _ in score_fusion(scaled, {"lexical": 2.0, "vector": 1.0})] == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
+
+
+def test_score_fusion_short_and_empty_lists() -> None:
+    # Two close candidates stay close (plain min-max would put the second at 0).
+    fused = score_fusion({"lexical": [("x", 3.0), ("y", 2.7)], "vector": []}, {"lexical": 1.0})
+    assert [(rid, round(score, 3)) for rid, score, _ in fused] == [("x", 1.0), ("y", 0.9)]
+    assert score_fusion({"vector": [("z", -0.1)]}, {"vector": 1.0})[0][1] == 0.0
+    assert score_fusion({}, {}) == []
+
+
+def test_recipe_fusion_is_validated() -> None:
+    from memlane.core.search import RECIPES, SearchRecipe
+
+    assert RECIPES["hybrid"].fusion == "score" and RECIPES["rrf"].fusion == "rrf"
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        SearchRecipe("x", fusion="borda")

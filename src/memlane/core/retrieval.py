@@ -17,8 +17,8 @@ from memlane.core.search import (
     as_statement,
     boosts,
     feedback_terms,
+    fuse,
     mmr,
-    rrf,
     spread_to_neighbors,
     time_window,
 )
@@ -79,13 +79,13 @@ class SearchMixin(CoreBase):
         results = yield from many(wanted)
         lists = dict(zip(methods, results, strict=True))
         weights = dict(recipe.methods)
-        fused = rrf(lists, weights, recipe.rrf_k)
+        fused = fuse(lists, weights, recipe)
         if recipe.feedback_docs > 0 and fused:
             extra = yield from self._feedback(query, vector, fused, recipe, user_id, f, now, depth)
             lists.update(extra)
             weights["vector_feedback"] = recipe.feedback_vector_weight
             weights["lexical_feedback"] = recipe.feedback_lexical_weight
-            fused = rrf(lists, weights, recipe.rrf_k)
+            fused = fuse(lists, weights, recipe)
         scores = {rid: score for rid, score, _ in fused}
         parts = {rid: p for rid, _, p in fused}
 
@@ -126,6 +126,7 @@ class SearchMixin(CoreBase):
             if explain:
                 explanation = {
                     "recipe": recipe.name,
+                    "fusion": recipe.fusion,
                     "rrf_k": recipe.rrf_k,
                     **parts.get(rid, {}),
                     "fused": scores.get(rid, 0.0),

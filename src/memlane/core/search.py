@@ -21,21 +21,26 @@ Candidates = Sequence[tuple[str, float]]
 """(record id, raw score) pairs, best first, from one retrieval method."""
 
 METHODS = ("vector", "context", "lexical")
+FUSIONS = ("score", "rrf")
 
 
 @dataclass(frozen=True, slots=True)
 class SearchRecipe:
     """How search finds and ranks.
 
-    ``methods`` weighs each candidate list in reciprocal rank fusion: ``vector`` (the
-    memory's own text), ``context`` (an episode embedded with the turns before it) and
-    ``lexical`` (BM25). The remaining fields are multiplicative boosts and re-ranking
-    steps; a weight of 0 turns a step off. See :func:`boosts` for the exact terms.
+    ``methods`` weighs each candidate list in the fusion: ``vector`` (the memory's own
+    text), ``context`` (an episode embedded with the turns before it) and ``lexical``
+    (BM25). ``fusion`` is how the lists combine: ``"score"`` (default) sums each list's
+    scores divided by its best (:func:`score_fusion`), ``"rrf"`` sums reciprocal ranks
+    with ``rrf_k`` (:func:`rrf`). The remaining fields are multiplicative boosts and
+    re-ranking steps; a weight of 0 turns a step off. See :func:`boosts` for the exact
+    terms.
     """
 
     name: str
-    methods: Mapping[str, float] = field(default_factory=lambda: {"vector": 1.0, "lexical": 2.0})
+    methods: Mapping[str, float] = field(default_factory=lambda: {"vector": 1.0, "lexical": 3.0})
     candidates: int = 100
+    fusion: str = "score"
     rrf_k: int = 10
     neighbor_weight: float = 0.8
     neighbor_window: int = 2
@@ -62,6 +67,8 @@ class SearchRecipe:
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(f"search methods must be among {METHODS}, got {sorted(unknown)}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.candidates < 1 or self.rrf_k < 1:
             raise ValueError("candidates and rrf_k must be positive")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
@@ -73,6 +80,7 @@ def _plain(name: str, methods: Mapping[str, float]) -> SearchRecipe:
     return SearchRecipe(
         name,
         methods,
+        fusion="rrf",
         rrf_k=60,
         neighbor_weight=0.0,
         time_weight=0.0,
@@ -83,7 +91,7 @@ def _plain(name: str, methods: Mapping[str, float]) -> SearchRecipe:
 
 RECIPES: dict[str, SearchRecipe] = {
     "hybrid": SearchRecipe("hybrid"),
-    "fast": SearchRecipe("fast", {"vector": 1.0, "lexical": 2.0}, neighbor_weight=0.0),
+    "fast": SearchRecipe("fast", {"vector": 1.0, "lexical": 3.0}, neighbor_weight=0.0),
     "semantic": _plain("semantic", {"vector": 1.0}),
     "lexical": _plain("lexical", {"lexical": 1.0}),
     "rrf": _plain("rrf", {"vector": 1.0, "lexical": 1.0}),
@@ -118,6 +126,44 @@ def rrf(
             }
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(rid, score, parts[rid]) for rid, score in ordered]
+
+
+def score_fusion(
+    ranked: Mapping[str, Candidates], weights: Mapping[str, float]
+) -> list[tuple[str, float, dict[str, Any]]]:
+    """Weighted sum of scores scaled by each method's best score ("theoretical min-max":
+    0 stays 0, the best becomes 1; negative scores count as 0).
+
+    BM25 and cosine scores of any scale combine, and unlike RRF the gaps between scores
+    survive: a memory almost as good as the best keeps almost all of its method's weight.
+    Unlike scaling from the worst candidate (plain min-max), a short list does not push
+    its last candidate to 0. A method that did not return an id contributes 0 for it.
+    Returns (id, fused score, per-method breakdown) best first; ties break by id.
+    """
+    scores: dict[str, float] = {}
+    parts: dict[str, dict[str, Any]] = {}
+    for method, candidates in ranked.items():
+        weight = weights.get(method, 0.0)
+        best = max((score for _, score in candidates), default=0.0)
+        for rank, (rid, score) in enumerate(candidates, start=1):
+            contribution = weight * max(score, 0.0) / best if best > 0 else 0.0
+            scores[rid] = scores.get(rid, 0.0) + contribution
+            parts.setdefault(rid, {})[method] = {
+                "rank": rank,
+                "score": score,
+                "contribution": contribution,
+            }
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(rid, score, parts[rid]) for rid, score in ordered]
+
+
+def fuse(
+    ranked: Mapping[str, Candidates], weights: Mapping[str, float], recipe: SearchRecipe
+) -> list[tuple[str, float, dict[str, Any]]]:
+    """The recipe's fusion of candidate lists."""
+    if recipe.fusion == "rrf":
+        return rrf(ranked, weights, recipe.rrf_k)
+    return score_fusion(ranked, weights)
 
 
 def feedback_terms(query: str, texts: Sequence[str], limit: int) -> list[str]:

@@ -43,10 +43,14 @@ def variants() -> dict[str, SearchRecipe]:
     ctx = v(k10, methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
     speaker = v(ctx, speaker_weight=BASE.speaker_weight)
     time = v(speaker, time_weight=BASE.time_weight)
-    # Rows up to "= previous default" use RRF (the default until session 3); then the
-    # fusion changes. Context-vector rows need an ingest with --windows 1.
-    rrf_base = v(BASE, fusion="rrf", methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
-    previous = v(BASE, fusion="rrf", methods={"vector": 1.0, "lexical": 2.0})
+    # Rows up to "= previous default" use RRF (the default until session 3) with the
+    # session-2 parameters (neighbour floor 0.8, lexical context 0.5); then the fusion
+    # changes (S3: score fusion with those parameters), then the two parameters. Context
+    # vector rows need an ingest with --windows 1.
+    old = v(BASE, neighbor_weight=0.8, lexical_context_weight=0.5)
+    rrf_base = v(old, fusion="rrf", methods={"vector": 1.0, "context": 1.0, "lexical": 2.0})
+    previous = v(old, fusion="rrf", methods={"vector": 1.0, "lexical": 2.0})
+    s3 = old  # score fusion, BM25 x3, neighbour 0.8, lexical context 0.5
     return {
         "dense only (MiniLM)": v(plain, methods={"vector": 1.0}),
         "BM25 only (FTS5, porter)": v(plain, methods={"lexical": 1.0}),
@@ -62,33 +66,42 @@ def variants() -> dict[str, SearchRecipe]:
         "+ score fusion (each list / its best) instead of RRF, BM25 x2": v(
             previous, fusion="score"
         ),
-        "+ BM25 x3 = shipped default (hybrid)": BASE,
-        "default, BM25 x1": v(BASE, methods={"vector": 1.0, "lexical": 1.0}),
-        "default, BM25 x2": v(BASE, methods={"vector": 1.0, "lexical": 2.0}),
-        "default with RRF k=10 instead of score fusion": v(BASE, fusion="rrf"),
-        "default + context vectors": v(
-            BASE, methods={"vector": 1.0, "context": 1.0, "lexical": 3.0}
+        "+ BM25 x3 (S3)": s3,
+        "+ neighbour floor 0.9": v(s3, neighbor_weight=0.9),
+        "+ lexical context 1.0 = shipped default (hybrid)": BASE,
+        "S3, BM25 x1": v(s3, methods={"vector": 1.0, "lexical": 1.0}),
+        "S3 with RRF k=10 instead of score fusion": v(s3, fusion="rrf"),
+        "S3 + context vectors": v(s3, methods={"vector": 1.0, "context": 1.0, "lexical": 3.0}),
+        "S3, lexical context 0.3": v(s3, lexical_context_weight=0.3),
+        "S3, lexical context 1.0": v(s3, lexical_context_weight=1.0),
+        "S3, lexical context 1.5": v(s3, lexical_context_weight=1.5),
+        "S3, lexical context 2.0": v(s3, lexical_context_weight=2.0),
+        "S3, neighbour weight 0.5": v(s3, neighbor_weight=0.5),
+        "S3, neighbour weight 1.0": v(s3, neighbor_weight=1.0),
+        "S3, neighbour window 1": v(s3, neighbor_window=1),
+        "S3, neighbour window 3": v(s3, neighbor_window=3),
+        "S3, 50 candidates per list": v(s3, candidates=50),
+        "S3 without neighbour floors": v(s3, neighbor_weight=0.0),
+        "S3 without speaker boost": v(s3, speaker_weight=0.0),
+        "S3 without time boost": v(s3, time_weight=0.0),
+        "row 10 without neighbour floors": v(rrf_base, neighbor_weight=0.0),
+        "row 10 without speaker boost": v(rrf_base, speaker_weight=0.0),
+        "row 10 without time boost": v(rrf_base, time_weight=0.0),
+        "row 10, RRF k=60": v(rrf_base, rrf_k=60),
+        "row 10, neighbour window 1": v(rrf_base, neighbor_window=1),
+        "row 10, neighbour window 3": v(rrf_base, neighbor_window=3),
+        "row 10, neighbour weight 0.5": v(rrf_base, neighbor_weight=0.5),
+        "row 10, 50 candidates per list": v(rrf_base, candidates=50),
+        "row 10 + recency 0.1 (half-life 30 d)": v(rrf_base, recency_weight=0.1),
+        "row 10 + MMR 0.8": v(rrf_base, mmr_lambda=0.8),
+        "row 10 + dense query reworded as a statement": v(rrf_base, rewrite_query=True),
+        "row 10 + feedback 3 docs (vector + lexical)": v(rrf_base, feedback_docs=3),
+        "row 10 + feedback 5 docs (vector + lexical)": v(rrf_base, feedback_docs=5),
+        "row 10 + feedback 3 docs, vector only": v(
+            rrf_base, feedback_docs=3, feedback_lexical_weight=0.0
         ),
-        "default, lexical context 0.3": v(BASE, lexical_context_weight=0.3),
-        "default, lexical context 1.0": v(BASE, lexical_context_weight=1.0),
-        "default without neighbour floors": v(BASE, neighbor_weight=0.0),
-        "default without speaker boost": v(BASE, speaker_weight=0.0),
-        "default without time boost": v(BASE, time_weight=0.0),
-        "default with RRF k=60": v(BASE, fusion="rrf", rrf_k=60),
-        "default, neighbour window 1": v(BASE, neighbor_window=1),
-        "default, neighbour window 3": v(BASE, neighbor_window=3),
-        "default, neighbour weight 0.5": v(BASE, neighbor_weight=0.5),
-        "default, 50 candidates per list": v(BASE, candidates=50),
-        "default + recency 0.1 (half-life 30 d)": v(BASE, recency_weight=0.1),
-        "default + MMR 0.8": v(BASE, mmr_lambda=0.8),
-        "default + dense query reworded as a statement": v(BASE, rewrite_query=True),
-        "default + feedback 3 docs (vector + lexical)": v(BASE, feedback_docs=3),
-        "default + feedback 5 docs (vector + lexical)": v(BASE, feedback_docs=5),
-        "default + feedback 3 docs, vector only": v(
-            BASE, feedback_docs=3, feedback_lexical_weight=0.0
-        ),
-        "default + feedback 3 docs, lexical only": v(
-            BASE, feedback_docs=3, feedback_vector_weight=0.0
+        "row 10 + feedback 3 docs, lexical only": v(
+            rrf_base, feedback_docs=3, feedback_vector_weight=0.0
         ),
         "recipe fast": RECIPES["fast"],
     }

@@ -42,12 +42,12 @@ class SearchRecipe:
     candidates: int = 100
     fusion: str = "score"
     rrf_k: int = 10
-    neighbor_weight: float = 0.8
+    neighbor_weight: float = 0.9
     neighbor_window: int = 2
     neighbor_top: int = 20
     time_weight: float = 0.5
     speaker_weight: float = 0.2
-    lexical_context_weight: float = 0.5
+    lexical_context_weight: float = 1.0
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     importance_weight: float = 0.0

@@ -72,6 +72,9 @@ def variants() -> dict[str, SearchRecipe]:
         "S3, BM25 x1": v(s3, methods={"vector": 1.0, "lexical": 1.0}),
         "S3 with RRF k=10 instead of score fusion": v(s3, fusion="rrf"),
         "S3 + context vectors": v(s3, methods={"vector": 1.0, "context": 1.0, "lexical": 3.0}),
+        "default + context vectors": v(
+            BASE, methods={"vector": 1.0, "context": 1.0, "lexical": 3.0}
+        ),
         "S3, lexical context 0.3": v(s3, lexical_context_weight=0.3),
         "S3, lexical context 1.0": v(s3, lexical_context_weight=1.0),
         "S3, lexical context 1.5": v(s3, lexical_context_weight=1.5),

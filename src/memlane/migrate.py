@@ -105,14 +105,14 @@ def migrate(
         walk = progress(users, len(users)) if progress is not None else users
         for user_id in walk:
             rows = source.export_rows(user_id=user_id)
+            error = None
             try:
                 vectors += _copy_vectors(source, target, rows)
                 target.import_rows(rows)
             except (ValidationError, ConflictError) as exc:  # this user's rows, not the store
-                check = _check(user_id, rows, target.export_rows(user_id=user_id))
-                checks.append(dataclasses.replace(check, error=str(exc)))
-                continue
-            checks.append(_check(user_id, rows, target.export_rows(user_id=user_id)))
+                error = str(exc)
+            check = _check(user_id, rows, target.export_rows(user_id=user_id))
+            checks.append(dataclasses.replace(check, error=error))
         # Users only the target has (e.g. forgotten on the source since an earlier run)
         # make the copy differ from the source: reported, never deleted here.
         for user_id in sorted(set(target.list_users()) - set(users)):

@@ -9,7 +9,7 @@ turns (:func:`spread_to_neighbors`), apply explicit boosts (:func:`boosts`) and 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,20 +112,7 @@ def rrf(
     Each method contributes ``weight / (k + rank)`` for every id it ranks (rank from 1).
     Returns (id, fused score, per-method breakdown) best first; ties break by id.
     """
-    scores: dict[str, float] = {}
-    parts: dict[str, dict[str, Any]] = {}
-    for method, candidates in ranked.items():
-        weight = weights.get(method, 0.0)
-        for rank, (rid, raw) in enumerate(candidates, start=1):
-            contribution = weight / (k + rank)
-            scores[rid] = scores.get(rid, 0.0) + contribution
-            parts.setdefault(rid, {})[method] = {
-                "rank": rank,
-                "score": raw,
-                "contribution": contribution,
-            }
-    ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [(rid, score, parts[rid]) for rid, score in ordered]
+    return _weighted_sum(ranked, weights, lambda _candidates: lambda rank, _s: 1.0 / (k + rank))
 
 
 def score_fusion(
@@ -140,17 +127,33 @@ def score_fusion(
     its last candidate to 0. A method that did not return an id contributes 0 for it.
     Returns (id, fused score, per-method breakdown) best first; ties break by id.
     """
+
+    def by_best(candidates: Candidates) -> Callable[[int, float], float]:
+        best = max((score for _, score in candidates), default=0.0)
+        return lambda _rank, score: max(score, 0.0) / best if best > 0 else 0.0
+
+    return _weighted_sum(ranked, weights, by_best)
+
+
+def _weighted_sum(
+    ranked: Mapping[str, Candidates],
+    weights: Mapping[str, float],
+    scale_for: Callable[[Candidates], Callable[[int, float], float]],
+) -> list[tuple[str, float, dict[str, Any]]]:
+    """Sum over methods of ``weight * scale(rank, raw score)``, where each method's list
+    gets its scale from ``scale_for``; with the per-method breakdown, best first, ties
+    by id."""
     scores: dict[str, float] = {}
     parts: dict[str, dict[str, Any]] = {}
     for method, candidates in ranked.items():
         weight = weights.get(method, 0.0)
-        best = max((score for _, score in candidates), default=0.0)
-        for rank, (rid, score) in enumerate(candidates, start=1):
-            contribution = weight * max(score, 0.0) / best if best > 0 else 0.0
+        scale = scale_for(candidates)
+        for rank, (rid, raw) in enumerate(candidates, start=1):
+            contribution = weight * scale(rank, raw)
             scores[rid] = scores.get(rid, 0.0) + contribution
             parts.setdefault(rid, {})[method] = {
                 "rank": rank,
-                "score": score,
+                "score": raw,
                 "contribution": contribution,
             }
     ordered = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -135,9 +135,6 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _scrub(self, exc: BaseException) -> str:
-        return scrub(exc, self._conninfo)
-
     def setup(self) -> None:
         """Connect, create the schema or apply pending migrations, open the pool.
 
@@ -164,11 +161,11 @@ class PostgresStore:
                 pool.open(wait=True, timeout=self.connect_timeout_s)
             except psycopg.Error as exc:
                 raise StoreError(
-                    f"cannot open PostgreSQL at {self.url}: {self._scrub(exc)}"
+                    f"cannot open PostgreSQL at {self.url}: {scrub(exc, self._conninfo)}"
                 ) from exc
             except psycopg_pool.PoolTimeout as exc:
                 raise StoreError(
-                    f"cannot connect to PostgreSQL at {self.url}: {self._scrub(exc)}"
+                    f"cannot connect to PostgreSQL at {self.url}: {scrub(exc, self._conninfo)}"
                 ) from exc
             self._pool = pool
 

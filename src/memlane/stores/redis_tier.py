@@ -163,14 +163,12 @@ class RedisTier:
         Scopes that still could not be retired are remembered: a new epoch is started
         (retiring everything) as soon as Redis answers this process again, or at close."""
         if self._redis_ready():
-            for _ in range(2):
-                try:
-                    self._retire(scopes)
-                    return
-                except Exception:
-                    continue
-            if self._guard(lambda: self._retire(scopes)) is not _MISSING:
+            try:
+                self._retire(scopes)
                 return
+            except Exception:
+                if self._guard(lambda: self._retire(scopes)) is not _MISSING:
+                    return
         with self._lock:
             self._unretired = True
 

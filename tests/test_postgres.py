@@ -26,6 +26,7 @@ from memlane.ports import store as ops
 from memlane.ports.store import Store
 from memlane.stores import open_store
 from memlane.stores.postgres import PostgresStore
+from memlane.stores.postgres_sql import MIGRATIONS
 from memlane.testing import FakeEmbedder, FixedClock, StoreConformance
 
 
@@ -60,12 +61,32 @@ def test_migrations_are_recorded_and_newer_schema_refused(
     store = PostgresStore(url)
     store.setup()
     store.setup()  # idempotent
-    assert store.schema_versions() == [(1, "initial")]
+    assert store.schema_versions() == [(v, n) for v, n, _ in MIGRATIONS]
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (99, 'future')")
     with pytest.raises(SchemaVersionError):
         PostgresStore(url).setup()
+
+
+def test_metadata_comes_back_exactly_as_written(pg_url: str) -> None:
+    """jsonb keeps numbers as numeric (1e16 comes back an int, -0.0 as 0.0); reads return
+    the JSON as written."""
+    m, _ = _memory(pg_url)
+    meta = {"zz": 1e16, "a": -0.0, "m": [1.5, 2], "b": {"y": 1, "x": 2}}
+    rec = m.add("exact metadata", user_id="u", metadata=meta)
+    back = m.get(rec.id, user_id="u").metadata
+    assert back == meta
+    assert type(back["zz"]) is float and str(back["a"]) == "-0.0"
+    assert [
+        h.record.id for h in m.search("exact", user_id="u", filters=Filters(metadata={"zz": 1e16}))
+    ] == [rec.id]
+    # A row written before migration 2 (no exact copy) still reads, from the jsonb column.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE records SET metadata_text = NULL WHERE id = %s", (rec.id,))
+    legacy = m.get(rec.id, user_id="u").metadata
+    assert legacy["zz"] == 1e16 and legacy["b"] == {"y": 1, "x": 2}
+    m.close()
 
 
 def test_foreign_database_is_refused_and_untouched(postgres_server: PostgresServer) -> None:
@@ -97,7 +118,7 @@ def test_concurrent_setup_of_one_database(postgres_server: PostgresServer) -> No
     for t in threads:
         t.join()
     assert errors == []
-    assert PostgresStore(url).schema_versions() == [(1, "initial")]
+    assert PostgresStore(url).schema_versions() == [(v, n) for v, n, _ in MIGRATIONS]
 
 
 def test_concurrent_writers_lose_with_conflict_not_corruption(pg_url: str) -> None:

@@ -1,7 +1,8 @@
 """PostgreSQL schema, migrations and the pure functions that build SQL and read rows.
 
 Kept apart from :mod:`memlane.stores.postgres` so the store class only executes. Times
-are ``timestamptz``, record metadata and topics ``jsonb`` (so filters run in SQL), other
+are ``timestamptz``, record metadata and topics ``jsonb`` (so filters run in SQL; the
+metadata's exact JSON text is kept beside it, because jsonb renormalizes numbers), other
 JSON documents text in memlane's canonical form, vectors pgvector ``vector``.
 
 Lexical search uses one ``tsvector`` per record: the record's own words with weight A and
@@ -125,6 +126,14 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX jobs_user ON jobs (user_id, id);
         """,
     ),
+    (
+        2,
+        "record metadata text",
+        # jsonb renormalizes numbers (1e16 comes back as an int, -0.0 as 0.0); the exact
+        # JSON is kept beside it (filters still use the jsonb) and is what reads return.
+        # Rows written before this migration keep NULL and read from the jsonb column.
+        "ALTER TABLE records ADD COLUMN metadata_text text;",
+    ),
 )
 
 RECORD_COLUMNS = (
@@ -132,6 +141,7 @@ RECORD_COLUMNS = (
     "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
     "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
     "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
+    "metadata_text",
 )  # fmt: skip
 RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
 _JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
@@ -275,6 +285,7 @@ def record_params(r: MemoryRecord) -> dict[str, Any]:
         "content_hash": r.content_hash,
         "version": r.version,
         "context_hash": r.context_hash,
+        "metadata_text": r.metadata_json(),
     }
 
 
@@ -290,7 +301,7 @@ def row_record(row: Sequence[Any]) -> MemoryRecord:
         key=d["key"],
         text=d["text"],
         topics=tuple(d["topics"]),
-        metadata=d["metadata"],
+        metadata=d["metadata"] if d["metadata_text"] is None else json.loads(d["metadata_text"]),
         importance=d["importance"],
         created_at=d["created_at"].astimezone(UTC),
         updated_at=d["updated_at"].astimezone(UTC),

@@ -156,3 +156,39 @@ def test_vector_search_without_room_in_the_cache_reads_the_same_vectors(tmp_path
     assert 256 * 1024 * 1024 <= default_cache_bytes() <= 16 * 1024**3
     with pytest.raises(ValueError, match=">= 0"):
         VectorCache(-1)
+
+
+def test_small_matrices_score_with_one_blas_thread_and_restore_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one-thread limit (against torch's spinning OpenMP workers) holds only during
+    the product, and both paths rank the same."""
+    import numpy as np
+    from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+
+    from memlane.stores import vector_cache
+    from memlane.stores.vector_cache import Matrix
+
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((500, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    matrix = Matrix.build((f"r{i:03d}", v.tobytes()) for i, v in enumerate(vectors))
+    query, rows = vectors[3], np.arange(500)
+    before = [(i["filepath"], i["num_threads"]) for i in threadpool_info()]
+    seen: list[int] = []
+    real_limit = vector_cache._scoring_threads
+
+    def spy(floats: int):  # type: ignore[no-untyped-def]
+        with real_limit(floats):
+            seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            yield
+
+    monkeypatch.setattr(vector_cache, "_scoring_threads", vector_cache.contextmanager(spy))
+    small = matrix.top_k(query, rows, 5)
+    assert small[0] == ("r003", pytest.approx(1.0, abs=1e-5)) and set(seen) == {1}
+    monkeypatch.setattr(vector_cache, "ONE_THREAD_MAX_FLOATS", 0)
+    seen.clear()
+    assert matrix.top_k(query, rows, 5) == small
+    blas_threads = [n for (path, n) in before if "blas" in path.lower()]
+    assert seen == blas_threads  # above the limit: left as configured
+    assert [(i["filepath"], i["num_threads"]) for i in threadpool_info()] == before

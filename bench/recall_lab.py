@@ -2,10 +2,10 @@
 
     .venv/bin/python bench/recall_lab.py [--data DIR] [--check] [--sentences]
 
-The first run ingests the dev conversations through the public API (into
-bench/results/locomo-w0.db, shared with recall_ablation.py) and dumps, per question, the
-candidate lists the default search gathers (the store's own vector and BM25 lists), the
-neighbours of every turn and the records themselves to bench/results/lab.pkl. Later runs
+The first run ingests the dev conversations through the public API and dumps, per
+question, the candidate lists the default search gathers (the store's own vector and BM25
+lists), the neighbours of every turn and the records themselves to
+bench/results/lab-<key>.pkl (one per data directory; its store beside it). Later runs
 recombine those lists with the library's own pure functions (``fuse``,
 ``spread_to_neighbors``, ``boosts``), so a new fusion, boost or diversification idea is
 one function below and a run takes seconds. ``--check`` asks every question through
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import pickle
 import re
 import statistics
@@ -68,7 +69,7 @@ class Conv:
 
 def dump(data: Path, path: Path) -> list[Conv]:
     conversations = load_dir(data)
-    db = ROOT / "results" / "locomo-w0.db"
+    db = path.with_suffix(".db")
     db.parent.mkdir(exist_ok=True)
     fresh = not db.exists()
     embedder = LocalEmbedder()
@@ -155,7 +156,7 @@ def ranked_scores(
     """The default search's ordering, recombined from the dump (no store round trips)."""
     query = conv.questions[qi][0]
     lists = lists if lists is not None else conv.lists[qi]
-    fused = fuse(lists, {m: recipe.methods.get(m, 1.0) for m in lists}, recipe)
+    fused = fuse(lists, {m: recipe.methods.get(m, 0.0) for m in lists}, recipe)
     scores = {rid: score for rid, score, _ in fused}
     floor: dict[str, float] = {}
     if recipe.neighbor_weight > 0:
@@ -301,10 +302,10 @@ def cross_validate(convs: list[Conv]) -> None:
           f"{statistics.fmean(x for r in shipped for x in r):.3f}")  # fmt: skip
 
 
-def check(convs: list[Conv]) -> None:
+def check(convs: list[Conv], path: Path) -> None:
     """Ask every question through Memory.search and compare with the simulation."""
     same = total = 0
-    db = ROOT / "results" / "locomo-w0.db"
+    db = path.with_suffix(".db")
     with Memory(
         f"sqlite:///{db}", embedder=LocalEmbedder(), config=CoreConfig(track_access=False)
     ) as memory:
@@ -323,10 +324,11 @@ def main() -> None:
     parser.add_argument("--sentences", action="store_true")
     parser.add_argument("--cv", action="store_true", help="leave-one-conversation-out grid")
     args = parser.parse_args()
-    path = ROOT / "results" / "lab.pkl"
+    key = hashlib.sha256(str(args.data.resolve()).encode()).hexdigest()[:8]
+    path = ROOT / "results" / f"lab-{key}.pkl"  # one dump per data directory
     convs: list[Conv] = pickle.loads(path.read_bytes()) if path.exists() else dump(args.data, path)
     if args.check:
-        check(convs)
+        check(convs, path)
     if args.cv:
         cross_validate(convs)
         return

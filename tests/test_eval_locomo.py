@@ -71,6 +71,23 @@ def test_eval_reports_recall_by_category(
     assert "categories 1-4" in md.read_text()
 
 
+def test_an_unknown_recipe_is_refused_before_anything_is_ingested(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    result = CliRunner().invoke(cli, ["eval", "locomo", str(data_dir), "--recipe", "hybird"])
+    assert result.exit_code == 2 and "hybird" in result.output
+    assert "ingest" not in result.output
+
+
+def test_p95_is_the_nearest_rank() -> None:
+    from memlane.evals.locomo import report
+
+    latencies = [float(i) for i in range(1, 21)]  # 20 searches: p95 is the 19th
+    r = report([(1, score_question(["D1:1"], frozenset({"D1:1"})))], latencies, 0, 1, 1.0, [], "h")
+    assert r.latency_ms == {"p50": 10.5, "p95": 19.0}
+
+
 def test_loading_reads_images_dates_and_lenient_evidence(data_dir: Path) -> None:
     conv = load_conversation(data_dir / "c1.json")
     assert len(conv.turns) == 6

@@ -36,6 +36,7 @@ def day(y: int, m: int, d: int) -> datetime:
         ("what did I eat yesterday", day(2024, 3, 14), day(2024, 3, 15)),
         ("who called last week", day(2024, 3, 2), day(2024, 3, 9)),
         ("the doctor visit 3 days ago", day(2024, 3, 11), day(2024, 3, 14)),
+        ("what have I done since 2023", day(2023, 1, 1), NOW + timedelta(days=1)),
     ],
 )
 def test_time_window(query: str, start: datetime, end: datetime) -> None:
@@ -46,6 +47,15 @@ def test_no_time_window_without_a_period() -> None:
     assert time_window("what is my favourite colour", NOW) is None
     assert time_window("room 2022 is booked", NOW) is None
     assert time_window("on 31 February 2023", NOW) is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["what happened in May 0000", "plans for December 9999", "31 December 9999",
+     "hiking 5000 years ago", "a trip 99999999999 days ago"],
+)  # fmt: skip
+def test_dates_no_calendar_has_name_no_period(query: str) -> None:
+    assert time_window(query, NOW) is None
 
 
 def test_neighbours_take_a_share_of_the_best_hit_beside_them() -> None:
@@ -78,6 +88,9 @@ def test_boost_terms() -> None:
     plain = boosts(rec, SearchRecipe("p", time_weight=0), now=NOW, window=window,
                    query_tokens=frozenset())  # fmt: skip
     assert plain == {}
+    emoji = _record(actor="🙂")  # no words: it cannot be named, so it is never boosted
+    speaker_only = SearchRecipe("s", time_weight=0.0)
+    assert boosts(emoji, speaker_only, now=NOW, window=None, query_tokens=frozenset({"hi"})) == {}
 
 
 def test_mmr_pushes_near_duplicates_down() -> None:
@@ -93,6 +106,8 @@ def test_recipe_validates() -> None:
         SearchRecipe("x", {"telepathy": 1.0})
     with pytest.raises(ValueError):
         SearchRecipe("x", mmr_lambda=2.0)
+    with pytest.raises(ValueError):
+        SearchRecipe("x", neighbor_window=-1)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from memlane.api import Memory
+from memlane.core.search import RECIPES
 from memlane.errors import MemlaneError, ValidationError
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, from_iso
 from memlane.settings import Settings, default_data_dir
@@ -196,7 +197,7 @@ def add(
 @click.argument("query")
 @user_option
 @click.option("--limit", "-k", type=int, default=10, show_default=True)
-@click.option("--recipe", default="hybrid", show_default=True, help="hybrid, semantic, lexical.")
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), default="hybrid", show_default=True)
 @click.option("--explain", is_flag=True, help="Show how each score was made.")
 @filter_options
 @json_option
@@ -451,7 +452,13 @@ def eval_() -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--recipe", default="hybrid", show_default=True, help="Search recipe to evaluate.")
+@click.option(
+    "--recipe",
+    type=click.Choice(sorted(RECIPES)),
+    default="hybrid",
+    show_default=True,
+    help="Search recipe to evaluate (checked before anything is ingested).",
+)
 @click.option(
     "--eval-store",
     help="Store to ingest into (default: a scratch SQLite file in the data dir, removed after).",

@@ -73,8 +73,10 @@ STOPWORDS = frozenset(
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens (letters and digits), in order."""
-    return [t.casefold() for t in _TOKEN.findall(text)]
+    """Lower-cased word tokens (letters and digits), in order. ``lower``, not ``casefold``:
+    the indexes (FTS5 ``unicode61``, PostgreSQL ``to_tsvector``) keep "ß", so a query term
+    folded to "ss" would never match them."""
+    return [t.lower() for t in _TOKEN.findall(text)]
 
 
 def query_terms(text: str) -> list[str]:

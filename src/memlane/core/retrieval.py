@@ -44,11 +44,12 @@ class SearchMixin(CoreBase):
     ) -> Flow[list[SearchHit]]:
         """The user's memories most relevant to ``query``, best first.
 
-        The default recipe (``hybrid``) fuses three candidate lists by reciprocal rank
-        fusion — dense vectors of each memory, dense vectors of each episode in the
-        context of the turns before it, and BM25 — then lets the turns beside strong hits
-        share their score, and boosts memories inside a period the query names ("in May
-        2023", "last week"). With ``explain=True`` each hit says how its score was made.
+        The default recipe (``hybrid``) fuses two candidate lists by score — dense vectors
+        of each memory and BM25 (an episode also matched through the turn before it) —
+        each scaled by its best hit, then lets the turns beside strong hits share their
+        score, and boosts memories of a speaker the query names and memories inside a
+        period it names ("in May 2023", "last week"). With ``explain=True`` each hit says
+        how its score was made.
         Raises ValidationError for an empty query, a bad limit or an unknown recipe.
         """
         check_id("user_id", user_id)

@@ -71,6 +71,8 @@ class SearchRecipe:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.candidates < 1 or self.rrf_k < 1:
             raise ValueError("candidates and rrf_k must be positive")
+        if self.neighbor_window < 0 or self.neighbor_top < 0 or self.feedback_docs < 0:
+            raise ValueError("neighbor_window, neighbor_top and feedback_docs must not be negative")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be between 0 and 1")
 
@@ -242,7 +244,7 @@ _MONTH = (
 _DAY_MONTH_YEAR = re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? {_MONTH},? (\d{{4}})\b", re.I)
 _MONTH_DAY_YEAR = re.compile(rf"\b{_MONTH} (\d{{1,2}})(?:st|nd|rd|th)?,? (\d{{4}})\b", re.I)
 _MONTH_YEAR = re.compile(rf"\b{_MONTH},? (\d{{4}})\b", re.I)
-_YEAR = re.compile(r"\b(?:in|during|of|since) ((?:19|20)\d{2})\b", re.I)
+_YEAR = re.compile(r"\b(in|during|of|since) ((?:19|20)\d{2})\b", re.I)
 _AGO = re.compile(r"\b(\d+|a|an|one|two|three|four|five|six) (day|week|month|year)s? ago\b", re.I)
 _WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 30, "year": 365}
@@ -261,8 +263,16 @@ _RELATIVE = {
 
 def time_window(query: str, now: datetime) -> tuple[datetime, datetime] | None:
     """The period a query refers to, if it names one: an explicit date, month or year
-    ("on 8 May 2023", "in May 2023", "in 2022") or a relative one ("yesterday",
-    "last week", "3 days ago", relative to ``now``). Returns [start, end) or None."""
+    ("on 8 May 2023", "in May 2023", "in 2022", "since 2022": from then until now) or a
+    relative one ("yesterday", "last week", "3 days ago", relative to ``now``). Returns
+    [start, end) or None, also for dates no calendar has ("May 0000", "9999 years ago")."""
+    try:
+        return _time_window(query, now)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _time_window(query: str, now: datetime) -> tuple[datetime, datetime] | None:
     if m := _DAY_MONTH_YEAR.search(query):
         start = _date(int(m[3]), _MONTHS[m[2].lower()[:3]], int(m[1]))
         return (start, start + timedelta(days=1)) if start else None
@@ -275,8 +285,11 @@ def time_window(query: str, now: datetime) -> tuple[datetime, datetime] | None:
         end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
         return start, end
     if m := _YEAR.search(query):
-        year = int(m[1])
-        return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+        year = int(m[2])
+        start = datetime(year, 1, 1, tzinfo=UTC)
+        if m[1].lower() == "since":
+            return start, max(start, now.astimezone(UTC)) + timedelta(days=1)
+        return start, datetime(year + 1, 1, 1, tzinfo=UTC)
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if m := _AGO.search(query):
         n = _WORDS.get(m[1].lower()) or int(m[1])
@@ -320,8 +333,10 @@ def boosts(
     terms: dict[str, float] = {}
     if recipe.time_weight and window is not None and window[0] <= record.effective_time < window[1]:
         terms["time"] = recipe.time_weight
-    if recipe.speaker_weight and record.actor and set(tokenize(record.actor)) <= query_tokens:
-        terms["speaker"] = recipe.speaker_weight
+    if recipe.speaker_weight and record.actor:
+        speaker = set(tokenize(record.actor))
+        if speaker and speaker <= query_tokens:  # an actor like "🙂" has no words to name
+            terms["speaker"] = recipe.speaker_weight
     if recipe.recency_weight:
         age = max(0.0, (now - record.effective_time).total_seconds() / 86400)
         terms["recency"] = recipe.recency_weight * 0.5 ** (age / recipe.recency_half_life_days)

@@ -13,9 +13,11 @@ at least one is. Categories 1-4 are pooled as the headline; 5 (adversarial) is s
 from __future__ import annotations
 
 import json
+import math
 import re
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -269,6 +271,12 @@ def evaluate(
     return report(per_question, latencies, skipped, n_turns, ingest_s, conversations, recipe)
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def report(
     per_question: list[tuple[int, dict[str, float]]],
     latencies: list[float],
@@ -289,12 +297,12 @@ def report(
         by_category=by_category,
         latency_ms={
             "p50": round(statistics.median(ordered), 2) if ordered else 0.0,
-            "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2)
+            "p95": round(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)], 2)
             if ordered
             else 0.0,
         },
         ingest_turns_per_s=round(n_turns / ingest_s, 1) if ingest_s else 0.0,
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mb=_peak_rss_mb(),
         questions=len(per_question),
         skipped_questions=skipped,
         conversations=len(conversations),

@@ -128,9 +128,11 @@ class VectorSearch(Op[list[tuple[str, float]]]):
 
 @dataclass(frozen=True, slots=True)
 class GetNeighbors(Op[dict[str, list[tuple[str, int]]]]):
-    """For each id, (id, distance) of up to ``window`` records just before (distance -1,
-    -2 ...) and just after (1, 2 ...) it in the same session (by id order, same user,
-    current and unexpired). Ids without a session map to an empty list."""
+    """For each episode id, (id, distance) of up to ``window`` episodes just before
+    (distance -1, -2 ...) and just after (1, 2 ...) it in the same session (by id order,
+    same user, current and unexpired): the turns around a turn. Facts, summaries and
+    other kinds that share the session are not turns and are skipped; ids that are not
+    episodes, or have no session, map to an empty list."""
 
     user_id: str
     ids: tuple[str, ...]

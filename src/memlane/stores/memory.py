@@ -152,7 +152,8 @@ class MemoryStore:
                 if r.kind == MemoryKind.EPISODE and r.session_id is not None:
                     if r.session_id in last:
                         contexts[r.id] = tokenize(last[r.session_id].text)
-                    last[r.session_id] = r
+                    if r.deleted_at is None:  # a deleted turn is no one's context
+                        last[r.session_id] = r
         scores = bm25_scores(
             query_terms(op.query), docs, contexts=contexts, context_weight=op.context_weight
         )
@@ -178,13 +179,19 @@ class MemoryStore:
         out: dict[str, list[tuple[str, int]]] = {}
         for rid in op.ids:
             r = self._records.get(rid)
-            if r is None or r.user_id != op.user_id or r.session_id is None:
+            if (
+                r is None
+                or r.user_id != op.user_id
+                or r.session_id is None
+                or r.kind is not MemoryKind.EPISODE
+            ):
                 out[rid] = []
                 continue
             same = sorted(
                 x.id
                 for x in self._user_records(op.user_id)
                 if x.session_id == r.session_id
+                and x.kind is MemoryKind.EPISODE
                 and (x.id == rid or (x.is_current and not x.is_expired(op.now)))
             )
             i = same.index(rid)

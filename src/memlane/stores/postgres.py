@@ -49,6 +49,7 @@ from memlane.models import Job, JobStatus, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     APPLICATION,
     CLAIM_JOB,
@@ -415,29 +416,13 @@ class PostgresStore:
         return sorted(((rid, float(sim)) for rid, sim in rows), key=lambda p: (-p[1], p[0]))
 
     def _op_GetNeighbors(self, op: ops.GetNeighbors) -> Step:
-        out: dict[str, list[tuple[str, int]]] = {}
-        live = (
-            "user_id = %s AND session_id = %s AND deleted_at IS NULL AND superseded_by IS NULL "
-            "AND valid_to IS NULL AND (expires_at IS NULL OR expires_at > %s)"
-        )
-        for rid in op.ids:
-            rows, _ = yield Sql(
-                "SELECT session_id FROM records WHERE user_id = %s AND id = %s", (op.user_id, rid)
-            )
-            if not rows or rows[0][0] is None:
-                out[rid] = []
-                continue
-            args = (op.user_id, rows[0][0], op.now, rid, op.window)
-            before, _ = yield Sql(
-                f"SELECT id FROM records WHERE {live} AND id < %s ORDER BY id DESC LIMIT %s", args
-            )
-            after, _ = yield Sql(
-                f"SELECT id FROM records WHERE {live} AND id > %s ORDER BY id LIMIT %s", args
-            )
-            out[rid] = [(r[0], -d) for d, r in enumerate(before, start=1)][::-1] + [
-                (r[0], d) for d, r in enumerate(after, start=1)
-            ]
-        return out
+        ids = tuple(dict.fromkeys(op.ids))
+        found: list[tuple[str, str]] = []
+        if op.window > 0:
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s"):
+                rows, _ = yield Sql(sql, params)
+                found += [(hit, nid) for hit, nid in rows]
+        return collect_neighbors(ids, found)
 
     def _op_GetHistory(self, op: ops.GetHistory) -> Step:
         rows, _ = yield Sql(

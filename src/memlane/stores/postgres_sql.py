@@ -40,6 +40,48 @@ APPLICATION = "memlane"
 TS_CONFIG = "english"
 MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
 
+_TURN_SEARCH = (
+    f"setweight(to_tsvector('{TS_CONFIG}', n.text), 'A') || "
+    f"setweight(to_tsvector('{TS_CONFIG}', COALESCE((SELECT p.text FROM records p "
+    "WHERE p.user_id = n.user_id AND p.session_id = n.session_id AND p.kind = 'episode' "
+    "AND p.deleted_at IS NULL AND p.id < n.id ORDER BY p.id DESC LIMIT 1), '')), 'D')"
+)
+"""The search vector of episode ``n``: its words (A) and its previous live turn's (D)."""
+
+_NEXT_TURN = (
+    "(SELECT x.id FROM records x WHERE x.user_id = {r}.user_id "
+    "AND x.session_id = {r}.session_id AND x.kind = 'episode' AND x.deleted_at IS NULL "
+    "AND x.id > {r}.id ORDER BY x.id LIMIT 1)"
+)
+
+_LIVE_CONTEXT_SQL = f"""
+CREATE FUNCTION memlane_turns_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE records n SET search = {_TURN_SEARCH}
+    WHERE n.id IN (SELECT {_NEXT_TURN.format(r="g")} FROM gone g
+                   WHERE g.kind = 'episode' AND g.session_id IS NOT NULL);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_turns_after_delete AFTER DELETE ON records
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION memlane_turns_after_delete();
+CREATE FUNCTION memlane_turns_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE records n SET search = {_TURN_SEARCH}
+    WHERE n.id = {_NEXT_TURN.format(r="NEW")}
+       OR (n.id = NEW.id AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_turns_after_update AFTER UPDATE OF text, deleted_at ON records
+    FOR EACH ROW WHEN (NEW.kind = 'episode' AND NEW.session_id IS NOT NULL
+        AND (NEW.text IS DISTINCT FROM OLD.text OR NEW.deleted_at IS DISTINCT FROM OLD.deleted_at))
+    EXECUTE FUNCTION memlane_turns_after_update();
+UPDATE records n SET search = {_TURN_SEARCH}
+    WHERE n.kind = 'episode' AND n.session_id IS NOT NULL;
+"""
+"""A turn's lexical context is its previous *live* turn, kept so when a turn is deleted,
+purged or rewritten (the turn after it is re-indexed, and a restored turn itself)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -134,6 +176,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         # Rows written before this migration keep NULL and read from the jsonb column.
         "ALTER TABLE records ADD COLUMN metadata_text text;",
     ),
+    (3, "lexical context follows deleted and rewritten turns", _LIVE_CONTEXT_SQL),
 )
 
 RECORD_COLUMNS = (
@@ -148,8 +191,8 @@ _JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
 
 PREVIOUS_TURN = (
     "(SELECT p.text FROM records p WHERE p.user_id = %(user_id)s "
-    "AND p.session_id = %(session_id)s AND p.kind = 'episode' AND p.id < %(id)s "
-    "ORDER BY p.id DESC LIMIT 1)"
+    "AND p.session_id = %(session_id)s AND p.kind = 'episode' AND p.deleted_at IS NULL "
+    "AND p.id < %(id)s ORDER BY p.id DESC LIMIT 1)"
 )
 SEARCH_VECTOR = (
     f"setweight(to_tsvector('{TS_CONFIG}', %(text)s), 'A') || "

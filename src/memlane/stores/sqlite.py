@@ -46,6 +46,7 @@ from memlane.models import (
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sqlite_sql import (
     APPLICATION,
     MIGRATIONS,
@@ -382,30 +383,12 @@ class SqliteStore:
     def _op_GetNeighbors(
         self, conn: sqlite3.Connection, op: ops.GetNeighbors
     ) -> dict[str, list[tuple[str, int]]]:
-        out: dict[str, list[tuple[str, int]]] = {}
-        live = (
-            "user_id = ? AND session_id = ? AND deleted_at IS NULL AND superseded_by IS NULL "
-            "AND valid_to IS NULL "
-            "AND (expires_at IS NULL OR expires_at > ?)"
-        )
-        for rid in op.ids:
-            row = conn.execute(
-                "SELECT session_id FROM records WHERE user_id = ? AND id = ?", (op.user_id, rid)
-            ).fetchone()
-            if row is None or row[0] is None:
-                out[rid] = []
-                continue
-            args = (op.user_id, row[0], to_iso(op.now), rid, op.window)
-            before = conn.execute(
-                f"SELECT id FROM records WHERE {live} AND id < ? ORDER BY id DESC LIMIT ?", args
-            ).fetchall()
-            after = conn.execute(
-                f"SELECT id FROM records WHERE {live} AND id > ? ORDER BY id LIMIT ?", args
-            ).fetchall()
-            out[rid] = [(r[0], -d) for d, r in enumerate(before, start=1)][::-1] + [
-                (r[0], d) for d, r in enumerate(after, start=1)
-            ]
-        return out
+        ids = tuple(dict.fromkeys(op.ids))
+        rows: list[tuple[str, str]] = []
+        if op.window > 0:
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?"):
+                rows += conn.execute(sql, params).fetchall()
+        return collect_neighbors(ids, rows)
 
     def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
         rows = conn.execute(

@@ -70,6 +70,69 @@ _LEXICAL_CONTEXT_SQL = """        DROP TRIGGER records_ai;
 """.format(ctx_r=_previous_turn("r"), ctx_new=_previous_turn("new"))
 
 
+def _previous_live_turn(row: str) -> str:
+    """SQL for the text of the last episode before ``row`` in its session that is not
+    deleted (NULL otherwise)."""
+    return (
+        f"CASE WHEN {row}.kind = 'episode' AND {row}.session_id IS NOT NULL THEN "
+        f"(SELECT p.text FROM records p WHERE p.user_id = {row}.user_id "
+        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' "
+        f"AND p.deleted_at IS NULL AND p.id < {row}.id ORDER BY p.id DESC LIMIT 1) END"
+    )
+
+
+def _refresh_context(row: str, *, itself: bool) -> str:
+    """SQL re-indexing the lexical context of the next live episode after ``row`` (and of
+    ``row`` itself when ``itself``), so a deleted, purged or rewritten turn's words stop
+    matching the turn after it."""
+    targets = (
+        f"SELECT n.rid FROM records n WHERE {row}.kind = 'episode' "
+        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id "
+        f"AND n.kind = 'episode' AND n.deleted_at IS NULL AND n.id > {row}.id "
+        "ORDER BY n.id LIMIT 1"
+    )
+    if itself:
+        targets = f"SELECT * FROM ({targets}) UNION ALL SELECT {row}.rid"
+    return (
+        "UPDATE records_fts SET context = (SELECT "
+        + _previous_live_turn("t")
+        + f" FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ({targets});"
+    )
+
+
+_LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
+        DROP TRIGGER records_ad;
+        DROP TRIGGER records_au;
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text, {ctx_new});
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            {refresh_old}
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text ON records
+        WHEN new.text IS NOT old.text BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text, {ctx_new});
+            {refresh_new}
+        END;
+        CREATE TRIGGER records_au_deleted AFTER UPDATE OF deleted_at ON records
+        WHEN new.kind = 'episode' AND new.deleted_at IS NOT old.deleted_at BEGIN
+            {refresh_new_and_self}
+        END;
+        DELETE FROM records_fts;
+        INSERT INTO records_fts(rowid, text, context)
+            SELECT r.rid, r.text, {ctx_r} FROM records r;
+""".format(
+    ctx_new=_previous_live_turn("new"),
+    ctx_r=_previous_live_turn("r"),
+    refresh_old=_refresh_context("old", itself=False),
+    refresh_new=_refresh_context("new", itself=False),
+    refresh_new_and_self=_refresh_context("new", itself=True),
+)
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -189,6 +252,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX jobs_open ON jobs(user_id, id) WHERE status IN ('pending', 'running');
         CREATE INDEX jobs_user ON jobs(user_id, id);
         """,
+    ),
+    (
+        6,
+        "lexical context skips deleted turns and follows deletions and rewrites",
+        _LIVE_CONTEXT_SQL,
     ),
 )
 

@@ -340,6 +340,44 @@ class StoreConformance:
         assert "Biscuit!" not in texts
         m.close()
 
+    def test_a_removed_or_rewritten_turn_stops_matching_through_the_next(self) -> None:
+        """The turn after an episode is also indexed with its words (lexical context);
+        deleting, purging or rewriting the episode takes them out of that index too."""
+        m, clock, _ = self._memory()
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+
+        def found(query: str) -> set[str]:
+            return {h.record.id for h in m.search(query, user_id="u", recipe=words)}
+
+        said = ["my card PIN is zebra4411", "ok, noted", "my dog is called rex", "lovely name"]
+        m.add_messages("s", [("user", t) for t in said], user_id="u")
+        pin, noted, dog, lovely = m.list(user_id="u", newest_first=False).items
+        assert found("zebra4411") == {pin.id, noted.id}
+        m.delete(pin.id, user_id="u")
+        assert found("zebra4411") == set()
+        m.restore(pin.id, user_id="u")
+        assert found("zebra4411") == {pin.id, noted.id}
+        m.update(dog.id, user_id="u", text="my cat is called tom")
+        assert found("rex") == set() and found("tom") == {dog.id, lovely.id}
+        for text in ("the door code is kiwi77", "got it"):
+            m.add(
+                text, user_id="u", kind=MemoryKind.EPISODE, session_id="s2", ttl=timedelta(hours=1)
+            )
+        assert len(found("kiwi77")) == 2
+        clock.advance(hours=2)
+        assert m.sweep() == 2 and found("kiwi77") == set()
+        m.close()
+
+    def test_words_beyond_ascii_match_lexically(self) -> None:
+        m, _, _ = self._memory()
+        street = m.add("Ich wohne in der Hauptstraße", user_id="u")
+        m.add("Je bois un café au lait", user_id="u")
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+        assert [h.record.id for h in m.search("Hauptstraße", user_id="u", recipe=words)] == [
+            street.id
+        ]
+        m.close()
+
     def test_neighbors_stay_in_session_and_scope(self) -> None:
         m, clock, _ = self._memory()
         m.add_messages("s1", [("user", f"turn {i}") for i in range(5)], user_id="u")
@@ -353,6 +391,13 @@ class StoreConformance:
         wide = m.store.batch([ops.GetNeighbors("u", (ids[4],), 2, clock.now)])[0]
         assert wide == {ids[4]: [(ids[1], -2), (ids[2], -1)]}
         assert m.store.batch([ops.GetNeighbors("v", (ids[2],), 1, clock.now)])[0] == {ids[2]: []}
+        # A fact filed under the session is not a turn: it neither takes a neighbour's
+        # place nor has neighbours of its own.
+        fact = m.add("u likes tea", user_id="u", session_id="s1")
+        m.add_messages("s1", [("user", "turn 5")], user_id="u")
+        last = m.list(user_id="u", limit=1, filters=Filters(session_id="s1")).items[0]
+        got = m.store.batch([ops.GetNeighbors("u", (last.id, fact.id), 1, clock.now)])[0]
+        assert got == {last.id: [(ids[4], -1)], fact.id: []}
         m.close()
 
     def test_search_time_window_and_explain(self) -> None:

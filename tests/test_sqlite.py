@@ -197,3 +197,20 @@ def test_small_matrices_score_with_one_blas_thread_and_restore_the_setting(
     assert matrix.top_k(query, rows, 5) == small
     assert seen == before  # above the limit: left as configured
     assert numpy_blas_threads() == before
+
+
+def test_forget_user_takes_the_users_words_off_the_disk(tmp_path: Path) -> None:
+    """Not only unreachable: the text is gone from the database file and its log
+    (secure_delete, an FTS5 merge, a WAL checkpoint)."""
+    path = tmp_path / "m.db"
+    m = Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    m.add("alice secret zanzibarquux", user_id="alice")
+    m.add_messages("s", [("user", "my pin is qwertyzork")], user_id="alice")
+    m.forget_user("alice")
+    assert [h.record.text for h in m.search("gardening", user_id="bob", limit=1)]
+    m.close()
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+    assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
+    assert all(b"qwertyzork" not in p.read_bytes() for p in files)

@@ -243,10 +243,14 @@ class CoreBase:
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
         known: Mapping[str, Vector] | None = None,
+        *,
+        reason: str | None = None,
     ) -> Flow[list[MemoryRecord]]:
         records, contexts = yield from self._with_context(records)
         _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
-        events = tuple(self._event(r, HistoryAction.ADD, r.created_at) for r in records)
+        events = tuple(
+            self._event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
+        )
         yield from many(
             [
                 cache_write,

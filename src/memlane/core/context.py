@@ -66,8 +66,12 @@ class Context:
 
 def _q(text: str) -> str:
     """A JSON string literal that cannot close the block it sits in."""
-    quoted = json.dumps(text, ensure_ascii=False)
-    return quoted.replace("<", "\\u003c").replace(">", "\\u003e")
+    return _no_tags(json.dumps(text, ensure_ascii=False))
+
+
+def _no_tags(json_text: str) -> str:
+    """JSON text with ``<`` and ``>`` escaped (still the same JSON value)."""
+    return json_text.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 class _Builder:
@@ -187,7 +191,8 @@ class ContextMixin(SessionsMixin):
                 messages = yield from one(ops.GetMessages(user_id, session_id, last_runs))
                 # Newest first, so that what is dropped is the oldest; shown in order.
                 for n, m in enumerate(reversed(messages)):
-                    if b.try_add(tier, f"{m.role}: {_q(m.content)}", front=True):
+                    line = f"{_q(m.role)[1:-1]}: {_q(m.content)}"  # the role unquoted
+                    if b.try_add(tier, line, front=True):
                         ids[tier].insert(0, m.id)
                     else:
                         dropped[tier] += len(messages) - n
@@ -195,9 +200,8 @@ class ContextMixin(SessionsMixin):
             elif tier == "state" and session_id:
                 states = yield from one(ops.ListStates(user_id, session_id))
                 for s in states:
-                    line = (
-                        f"{s.name}: {json.dumps(dict(s.data), ensure_ascii=False, sort_keys=True)}"
-                    )
+                    data = json.dumps(dict(s.data), ensure_ascii=False, sort_keys=True)
+                    line = f"{_q(s.name)[1:-1]}: {_no_tags(data)}"
                     if b.try_add(tier, line):
                         ids[tier].append(s.name)
                     else:

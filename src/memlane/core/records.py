@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane.core.base import MemoryInput
@@ -21,9 +21,16 @@ from memlane.models import (
     MemoryRecord,
     Page,
     check_id,
-    content_hash,
 )
 from memlane.ports import store as ops
+
+_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
+"""A ``now`` before every expiry: lists expired-but-unswept records too."""
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON documents: "5" is not 5, 1 is not True, key order does not matter."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 class _Unset:
@@ -151,6 +158,11 @@ class RecordsMixin(SearchMixin):
                 expected=expected_version,
                 actual=old.version,
             )
+        if old.kind is MemoryKind.KEYED_FACT and (text is not UNSET or metadata is not UNSET):
+            # recall() reads the stored value; a text edit would leave it behind.
+            raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
+        if metadata is None:
+            raise ValidationError("metadata must be a mapping; pass {} to clear it")
         now = self._now()
         item = MemoryInput(
             text=old.text if text is UNSET else text,
@@ -194,11 +206,16 @@ class RecordsMixin(SearchMixin):
     ) -> Flow[MemoryRecord]:
         """Replace a memory by a new one; the old stays, marked ``superseded_by``.
 
-        Returns the new memory. Both changes are recorded in history with ``reason``.
+        The new memory keeps the old one's kind, topics, scope, key, importance and expiry
+        (a memory that was to expire in an hour still does). Returns the new memory. Both
+        changes are recorded in history with ``reason``. A keyed fact changes its value
+        through :meth:`remember`, which keeps the stored value and the text in step.
         """
         old = yield from self._load(record_id, user_id)
         if not old.is_current:
             raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
+        if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
+            raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
         now = self._now()
         item = MemoryInput(
             text=text,
@@ -211,13 +228,15 @@ class RecordsMixin(SearchMixin):
             team=old.team,
             key=old.key,
             actor=actor,
+            expires_at=old.expires_at,
         )
         new = self._new_record(user_id, item, now)
         closed = self._bump(old, now, valid_to=now, superseded_by=new.id)
         event = self._event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
         yield from self._insert(
-            [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))]
-        )
+            [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))],
+            reason=reason,
+        )  # fmt: skip
         return new
 
     def delete(
@@ -300,8 +319,8 @@ class RecordsMixin(SearchMixin):
         text = f"{key}: {rendered}"
         current = yield from self._keyed(key, user_id)
         meta = self._check_json({"value": value}, "value")
-        if current is not None and current.content_hash == content_hash(text):
-            return current
+        if current is not None and _same_json(current.metadata.get("value"), value):
+            return current  # exactly this value (case, spacing and type included)
         if current is not None:
             return (yield from self.supersede(
                 current.id, text, user_id=user_id, metadata=meta, actor=actor,
@@ -325,10 +344,32 @@ class RecordsMixin(SearchMixin):
         return None if current is None else current.metadata.get("value")
 
     def _keyed(self, key: str, user_id: str) -> Flow[MemoryRecord | None]:
+        """The current value of ``key``. One that has expired but was not swept yet is
+        purged here (recorded as ``expire``): it would otherwise hold the key's one
+        current slot, and no new value could be stored until the next sweep."""
         check_id("user_id", user_id)
+        now = self._now()
         f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
-        rows = yield from one(ops.ListRecords(user_id, f, self._now(), None, 1, descending=True))
-        return rows[0] if rows else None
+        rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
+        if rows:
+            return rows[0]
+        expired = yield from one(ops.ListRecords(user_id, f, _LONG_AGO, None, 1, descending=True))
+        if expired and expired[0].is_expired(now):
+            yield from self._purge_expired(expired, now)
+        return None
+
+    def _purge_expired(self, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
+        """Remove expired records now, as :meth:`sweep` would (history keeps ``expire``)."""
+        events = tuple(
+            self._event(self._bump(r, now), HistoryAction.EXPIRE, now, reason="ttl", snapshot=False)
+            for r in records
+        )
+        yield from many(
+            [
+                ops.AppendHistory(events),
+                ops.RemoveRecords(records[0].user_id, tuple(r.id for r in records)),
+            ]
+        )
 
     # Defined last: inside this class body the name ``list`` means this method.
     def list(

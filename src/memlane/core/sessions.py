@@ -7,12 +7,13 @@ from typing import Any
 
 from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.records import RecordsMixin
+from memlane.core.records import _LONG_AGO, RecordsMixin
 from memlane.core.summary import extractive_summary
 from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.ids import new_id
 from memlane.models import (
     Filters,
+    HistoryAction,
     MemoryKind,
     MemoryRecord,
     Message,
@@ -24,6 +25,7 @@ from memlane.models import (
     check_id,
 )
 from memlane.ports import store as ops
+from memlane.ports.store import SESSION_BOUND_KINDS
 
 DEFAULT_STATE = "default"
 WORKFLOW_PREFIX = "workflow:"
@@ -325,7 +327,7 @@ class SessionsMixin(RecordsMixin):
         if it existed, else 0. The user's other memories stay."""
         check_id("user_id", user_id)
         check_id("session_id", session_id)
-        return (yield from one(ops.DeleteSessions(user_id, (session_id,))))
+        return (yield from self._delete_sessions(user_id, (session_id,)))
 
     def delete_sessions(
         self, *, user_id: str, older_than: Any = None, page_size: int = 500
@@ -337,14 +339,42 @@ class SessionsMixin(RecordsMixin):
             not hasattr(older_than, "tzinfo") or older_than.tzinfo is None
         ):
             raise ValidationError("older_than must be a timezone-aware datetime")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValidationError("page_size must be a positive integer")
         deleted = 0
         while True:
             rows = yield from one(ops.ListSessions(user_id, None, page_size, older_than))
             if not rows:
                 return deleted
-            deleted += yield from one(
-                ops.DeleteSessions(user_id, tuple(s.session_id for s in rows))
+            deleted += yield from self._delete_sessions(user_id, tuple(s.session_id for s in rows))
+
+    def _delete_sessions(self, user_id: str, session_ids: tuple[str, ...]) -> Flow[int]:
+        """Delete sessions in one batch: the removal of each episode and summary is
+        recorded in its history (``delete``, reason "session deleted"), and vectors no
+        memory uses any more are pruned."""
+        now = self._now()
+        gone: list[MemoryRecord] = []
+        for sid in session_ids:
+            f = Filters(
+                kinds=tuple(SESSION_BOUND_KINDS),
+                session_id=sid,
+                include_superseded=True,
+                include_deleted=True,
             )
+            gone += yield from one(ops.ListRecords(user_id, f, _LONG_AGO, None, 10**9))
+        events = tuple(
+            self._event(self._bump(r, now), HistoryAction.DELETE, now, reason="session deleted",
+                        snapshot=False)
+            for r in gone
+        )  # fmt: skip
+        done = yield from many(
+            [
+                ops.AppendHistory(events),
+                ops.DeleteSessions(user_id, session_ids),
+                ops.PruneEmbeddings(),
+            ]
+        )
+        return int(done[1])
 
 
 def _workflow(state: StateVersion) -> WorkflowState:

@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
+from memlane.errors import ValidationError
 from memlane.text import STOPWORDS, tokenize
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -22,8 +23,12 @@ def extractive_summary(
 
     A sentence scores the mean document frequency of its content words (Luhn's method),
     so sentences about what the conversation keeps returning to win. The picked
-    sentences keep their original order and speaker, within ``max_chars``.
+    sentences keep their original order and speaker, within ``max_chars``. When not even
+    the best sentence fits, it is cut to fit (ending in "…"), so a session of one long
+    sentence still has a summary.
     """
+    if max_sentences < 1 or max_chars < 1:
+        raise ValidationError("max_sentences and max_chars must be positive")
     sentences = [
         (i, speaker, sentence)
         for i, (speaker, text) in enumerate(lines)
@@ -50,4 +55,8 @@ def extractive_summary(
             continue
         picked.append(idx)
         used += cost
+    if not picked:
+        _, speaker, sentence = sentences[ranked[0]]
+        line = f"{speaker}: {sentence}"
+        return line if len(line) <= max_chars else line[: max_chars - 1].rstrip() + "…"
     return "\n".join(f"{sentences[i][1]}: {sentences[i][2]}" for i in sorted(picked))

@@ -134,6 +134,9 @@ class SqliteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Deleted rows are overwritten with zeros, not left in free pages: forgetting
+            # a user or purging a memory takes its text off the disk.
+            conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.DatabaseError as exc:
             raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
 
@@ -208,7 +211,10 @@ class SqliteStore:
                 try:
                     try:
                         with _transaction(conn, write=write):
-                            return [self._handler(op)(conn, op) for op in ops_]
+                            results = [self._handler(op)(conn, op) for op in ops_]
+                        if any(isinstance(op, ops.DeleteUser) for op in ops_):
+                            self._scrub_log(conn)
+                        return results
                     finally:
                         # Also after a rollback: a search inside the failed batch may
                         # have cached rows that were never committed.
@@ -225,6 +231,13 @@ class SqliteStore:
                     ) from exc
                 except sqlite3.DatabaseError as exc:
                     raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+    def _scrub_log(self, conn: sqlite3.Connection) -> None:
+        """After a user is forgotten: copy the write-ahead log into the database and empty
+        it, so the old page versions holding the user's text leave the disk (best effort:
+        a reader in another process can hold the log until it finishes)."""
+        if not self.in_memory:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _forget_vectors(self, ops_: Sequence[Op[Any]]) -> None:
         """Drop cached matrices of users whose records this batch changed."""
@@ -703,6 +716,9 @@ class SqliteStore:
             cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
             counts[table] = cur.rowcount
         counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
+        # FTS5 deletes only mark index entries; merging the index into one segment drops
+        # the user's words from it (its cost grows with the whole index, not the user).
+        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
         return counts
 
 

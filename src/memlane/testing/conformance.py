@@ -253,6 +253,41 @@ class StoreConformance:
         assert m.recall("plan", user_id="other") is None
         m.close()
 
+    def test_keyed_facts_store_exact_values_and_change_only_through_remember(self) -> None:
+        m, clock, _ = self._memory()
+        m.remember("code", "AbC123", user_id="u")
+        m.remember("code", "abc123", user_id="u")  # only the case differs: a new value
+        assert m.recall("code", user_id="u") == "abc123"
+        m.remember("n", "5", user_id="u")
+        m.remember("n", 5, user_id="u")  # a number, not the string
+        assert m.recall("n", user_id="u") == 5
+        same = m.remember("d", {"a": 1, "b": 2}, user_id="u")
+        assert m.remember("d", {"b": 2, "a": 1}, user_id="u").id == same.id  # key order
+        tz = m.remember("tz", "Europe/Paris", user_id="u")
+        with _raises(ValidationError):
+            m.update(tz.id, user_id="u", text="tz: UTC")
+        with _raises(ValidationError):
+            m.supersede(tz.id, "tz: Asia/Tokyo", user_id="u")
+        assert m.recall("tz", user_id="u") == "Europe/Paris"
+        otp = m.remember("otp", "1234", user_id="u")
+        m.update(otp.id, user_id="u", expires_at=clock.now + timedelta(minutes=1))
+        clock.advance(minutes=2)  # expired, not swept yet: the key is free again
+        assert m.recall("otp", user_id="u") is None
+        assert m.remember("otp", "5678", user_id="u").id != otp.id
+        assert m.recall("otp", user_id="u") == "5678"
+        assert [e.action for e in m.history(otp.id, user_id="u")][-1] == HistoryAction.EXPIRE
+        m.close()
+
+    def test_supersede_keeps_expiry_and_records_why_on_both(self) -> None:
+        m, _, _ = self._memory()
+        old = m.add("door code is 4411", user_id="u", ttl=timedelta(hours=1))
+        new = m.supersede(old.id, "door code is 5522", user_id="u", reason="code changed")
+        assert new.expires_at == old.expires_at
+        assert [(e.action, e.reason) for e in m.history(new.id, user_id="u")] == [
+            (HistoryAction.ADD, "code changed")
+        ]
+        m.close()
+
     def test_one_current_value_per_key(self) -> None:
         m, _, _ = self._memory()
         first = m.remember("city", "Paris", user_id="u")
@@ -489,6 +524,11 @@ class StoreConformance:
         assert m.get(first.id, user_id="u").superseded_by == second.id
         got = m.get_summary("s1", user_id="u")
         assert got is not None and got.id == second.id
+        m.add_messages("long", [("user", "x " * 700)], user_id="u")  # one long sentence
+        cut = m.summarize_session("long", user_id="u", max_chars=100)
+        assert 0 < len(cut.text) <= 100 and cut.text.endswith("…")
+        with _raises(ValidationError):
+            m.summarize_session("long", user_id="u", max_sentences=0)
         m.close()
 
     def test_session_cleanup(self) -> None:
@@ -509,6 +549,19 @@ class StoreConformance:
         assert m.delete_sessions(user_id="u") == 0
         kinds = {r.kind for r in m.list(user_id="u").items}
         assert kinds == {MemoryKind.FACT}
+        m.add_messages("s3", [("user", "my secret is swordfish")], user_id="u")
+        (episode,) = m.list(user_id="u", filters=Filters(session_id="s3")).items
+        assert m.delete_session("s3", user_id="u") == 1
+        assert [(e.action, e.reason) for e in m.history(episode.id, user_id="u")][-1] == (
+            HistoryAction.DELETE,
+            "session deleted",
+        )
+        assert (
+            m.store.batch([ops.GetEmbeddings(m.embedder.model_id, (episode.content_hash,))])[0]
+            == {}
+        )  # its vector went with it
+        with _raises(ValidationError):
+            m.delete_sessions(user_id="u", page_size=0)
         m.close()
 
     def test_forget_user_removes_everything(self) -> None:

@@ -349,3 +349,58 @@ def test_review_findings_stay_fixed(env: Env) -> None:
         json={"messages": [{"role": "user", "content": "mine"}], "agent_id": "bot"},
     )
     assert ok.status_code == 201
+
+
+def test_second_review_findings_stay_fixed(env: Env) -> None:
+    from chat_server import Scripted
+
+    k, bot, c = env.acme, env.acme_bot, "/v1/users/carol"
+    # An idempotency key first used outside the bot's agent does not hand that memory over.
+    first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1"}
+    assert env.call(k, "POST", f"{c}/memories", json=first).status_code == 201
+    again = {"text": "hello", "agent_id": "bot", "idempotency_key": "turn-1"}
+    r = env.call(bot, "POST", f"{c}/memories", json=again)
+    assert r.status_code == 409 and "4821" not in r.text
+    # A memory cannot be filed under another agent's session.
+    said = {"messages": [{"role": "user", "content": "hi"}], "agent_id": "other"}
+    env.call(k, "POST", f"{c}/sessions/s-o2/messages", json=said)
+    sneaky = {"text": "injected", "kind": "episode", "session_id": "s-o2", "agent_id": "bot"}
+    assert env.call(bot, "POST", f"{c}/memories", json=sneaky).status_code == 404
+    # State written by an agent key on a new session belongs to that agent.
+    state = {"data": {"a": 1}, "expected_version": 0}
+    put = env.call(bot, "PUT", f"{c}/sessions/s-new/state?agent_id=bot", json=state)
+    assert put.status_code == 200
+    got = env.call(bot, "GET", f"{c}/sessions/s-new/state", params={"agent_id": "bot"})
+    assert got.status_code == 200 and got.json()["data"] == {"a": 1}
+    # Metadata nested past the limit is refused, and the user's listings keep working.
+    deep: dict[str, Any] = {}
+    cur = deep
+    for _ in range(100):
+        cur["a"] = {}
+        cur = cur["a"]
+    r = env.call(k, "POST", f"{c}/memories", json={"text": "deep", "metadata": deep})
+    assert r.status_code == 422 and "nested" in r.json()["error"]
+    assert env.call(k, "GET", f"{c}/memories").status_code == 200
+    # Out-of-range numbers and dates are 4xx, not 500.
+    r = env.call(k, "GET", f"{c}/sessions/s-o2/messages", params={"last_runs": 2**63})
+    assert r.status_code == 422
+    late = {"text": "x", "event_at": "9999-12-31T23:59:59-12:00"}
+    assert env.call(k, "POST", f"{c}/memories", json=late).status_code == 422
+    # A model provider's error text (which can echo a key) stays in the log.
+    env.server.queue(Scripted(status=401, content='{"error": "Incorrect API key sk-live-SECRET"}'))
+    r = env.call(k, "POST", f"{c}/sessions/s-o2/summary")
+    assert r.status_code == 503 and "SECRET" not in r.text
+    # A served user id cannot contain "/" (no route could name that user again; MCP
+    # tools map user ids through the same function).
+    from memlane.errors import ValidationError
+    from memlane.server.keys import storage_user
+
+    with pytest.raises(ValidationError):
+        storage_user("acme", "a/b")
+    # Agentic tools answer errors, never raise, whatever the model sends.
+    from memlane.manager import MemoryTools
+
+    with Memory("memory://", embedder=FakeEmbedder()) as plain:
+        tools = MemoryTools(plain, user_id="u")
+        assert "error" in tools.execute("remember", "[" * 5000)
+        assert "error" in tools.execute("remember", '{"text": "x\\ud800"}')

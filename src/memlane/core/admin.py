@@ -203,9 +203,18 @@ class AdminMixin(CoreBase):
             if not isinstance(data, Mapping):
                 raise ValidationError("'data' must be an object")
             if kind == "record":
+                topics = data.get("topics", [])
+                if not isinstance(topics, list) or not all(
+                    isinstance(t, str) and t for t in topics
+                ):
+                    raise ValidationError("topics must be a list of non-empty strings")
                 record = MemoryRecord.from_dict(data)
                 check_id("user_id", record.user_id)
                 self._check_text(record.text)
+                self._check_json(record.metadata, "metadata")
+                _check_version(record.version)
+                if not 0.0 <= float(record.importance) <= 1.0:
+                    raise ValidationError("importance must be between 0 and 1")
                 _check_row_id("id", record.id)
                 if record.superseded_by is not None:
                     _check_row_id("superseded_by", record.superseded_by)
@@ -221,20 +230,38 @@ class AdminMixin(CoreBase):
                 _check_row_id("record_id", event.record_id)
                 return kind, event
             if kind == "session":
-                return kind, ops.UpsertSession(Session.from_dict(data))
+                session = Session.from_dict(data)
+                check_id("user_id", session.user_id)
+                check_id("session_id", session.session_id)
+                self._check_json(session.metadata, "session metadata")
+                return kind, ops.UpsertSession(session)
             if kind == "message":
                 message = Message.from_dict(data)
                 _check_row_id("id", message.id)
                 return kind, ops.AppendMessages((message,), assign_seq=False)
             if kind == "state":
-                return kind, ops.PutState(StateVersion.from_dict(data), None)
+                state = StateVersion.from_dict(data)
+                check_id("user_id", state.user_id)
+                check_id("session_id", state.session_id)
+                check_id("name", state.name)
+                self._check_json(state.data, "state")
+                _check_version(state.version)
+                return kind, ops.PutState(state, None)
             if kind == "job":
                 job = Job.from_dict(data)
                 _check_row_id("id", job.id)
                 return kind, ops.PutJob(job, None)
         except ValidationError as exc:
             raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
+        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+            # from_dict on a field of the wrong type or an impossible date.
+            raise ImportFormatError(f"bad {kind} row: {exc!r}", line=line) from exc
         raise ImportFormatError(f"unknown row type {kind!r}", line=line)
+
+
+def _check_version(version: object) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValidationError(f"version must be a positive integer, got {version!r}")
 
 
 _ROW_ID = re.compile(r"[0-9A-Za-z]{1,64}")

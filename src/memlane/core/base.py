@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane.core.flow import Flow, embed, many, one
@@ -101,6 +101,12 @@ class CoreBase:
             encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"{what} must be JSON-serializable: {exc}") from exc
+        except RecursionError as exc:
+            raise ValidationError(f"{what} is nested too deeply") from exc
+        if _depth(value) > MAX_JSON_DEPTH:
+            # Deeper documents store fine but break every reader that recurses over them
+            # (JSON encoders in servers, pydantic), taking the user's listings down.
+            raise ValidationError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
         if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
         decoded = dict(json.loads(encoded))
@@ -139,11 +145,19 @@ class CoreBase:
         if item.ttl is not None:
             if item.ttl <= timedelta(0):
                 raise ValidationError("ttl must be positive")
-            expires_at = now + item.ttl
+            try:
+                expires_at = now + item.ttl
+            except OverflowError as exc:
+                raise ValidationError("ttl reaches past the year 9999") from exc
         for name in ("event_at", "expires_at"):
             value = getattr(item, name)
             if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
                 raise ValidationError(f"{name} must be a timezone-aware datetime")
+            try:
+                if value is not None:
+                    value.astimezone(UTC)  # stored in UTC: 9999-12-31T23:00-12:00 is not
+            except OverflowError as exc:
+                raise ValidationError(f"{name} is out of range in UTC") from exc
         for name in ("session_id", "agent_id", "team", "key"):
             check_id(name, getattr(item, name), required=False)
         if isinstance(item.source_ids, str):
@@ -308,6 +322,23 @@ class CoreBase:
         if not found or found[0].is_expired(self._now()):
             raise NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
         return found[0]
+
+
+MAX_JSON_DEPTH = 64
+"""How deeply metadata and state documents may nest."""
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, Mapping):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
 
 
 def _has_nul(value: object) -> bool:

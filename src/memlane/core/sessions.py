@@ -170,19 +170,22 @@ class SessionsMixin(RecordsMixin):
         user_id: str,
         expected_version: int,
         name: str = DEFAULT_STATE,
+        agent_id: str | None = None,
     ) -> Flow[StateVersion]:
         """Write a new state version if the current one is ``expected_version`` (0 when
-        none exists). Raises ConflictError when another writer got there first."""
+        none exists). Raises ConflictError when another writer got there first.
+        ``agent_id`` is the agent a session created by this call belongs to."""
         check_id("user_id", user_id)
         check_id("session_id", session_id)
         check_id("name", name)
+        check_id("agent_id", agent_id, required=False)
         if not isinstance(expected_version, int) or expected_version < 0:
             raise ValidationError("expected_version must be a non-negative integer")
         now = self._now()
         state = StateVersion(
             user_id, session_id, name, expected_version + 1, self._check_json(data, "state"), now
         )
-        session = Session(session_id, user_id, now, now)
+        session = Session(session_id, user_id, now, now, agent_id=agent_id)
         yield from many([ops.UpsertSession(session), ops.PutState(state, expected_version)])
         return state
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from memlane.api import Memory
-from memlane.errors import MemlaneError, NotFoundError, ValidationError
+from memlane.errors import LLMError, MemlaneError, NotFoundError, StoreError, ValidationError
 from memlane.models import Filters, MemoryKind, check_id
 
 _KINDS = ["fact", "preference", "procedure"]
@@ -115,10 +115,16 @@ class MemoryTools:
             return getattr(self, "_" + name)(**args)  # type: ignore[no-any-return]
         except json.JSONDecodeError as exc:
             return {"error": f"arguments are not valid JSON: {exc.msg}"}
-        except TypeError as exc:
-            return {"error": f"bad arguments for {name}: {exc}"}
+        except (StoreError, LLMError) as exc:
+            return {"error": "memory is unavailable; try again", "type": type(exc).__name__}
         except MemlaneError as exc:
             return {"error": str(exc), "type": type(exc).__name__}
+        except RecursionError:
+            return {"error": "arguments are nested too deeply"}
+        except UnicodeError:
+            return {"error": "arguments are not valid Unicode (lone surrogate)"}
+        except (TypeError, ValueError) as exc:
+            return {"error": f"bad arguments for {name}: {exc}"}
 
     # ------------------------------------------------------------------ tools
 

@@ -362,6 +362,10 @@ def create_app(
         if isinstance(exc, StoreError):
             log.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
             return problem(503, "the store is unavailable; try again", "StoreError")
+        if isinstance(exc, LLMError):
+            # The provider's answer can echo keys or prompts: it goes to the log only.
+            log.error("model error on %s %s", request.method, request.url.path, exc_info=exc)
+            return problem(503, "the language model failed; try again", type(exc).__name__)
         # Never show a store-side user id ("tenant::user") to a client.
         return problem(status, _TENANT_PREFIX.sub("", str(exc)), type(exc).__name__)
 
@@ -496,6 +500,8 @@ def create_app(
     async def add_memory(user_id: str, body: AddBody, key: Key) -> dict[str, Any]:
         stored = user_scope(key, user_id)
         agent = agent_scope(key, body.agent_id)
+        if body.session_id is not None:  # an agent-limited key writes to its own sessions
+            await session_scope(key, stored, body.session_id, agent, writing=True)
         extra: dict[str, Any] = {}
         if body.idempotency_key:
             extra["idempotency_key"] = body.idempotency_key
@@ -513,6 +519,10 @@ def create_app(
             actor=f"api:{key.key_id}",
             **extra,
         )
+        if key.agents is not None and record.agent_id != agent:
+            # The idempotency key was first used for a memory outside this key's agent:
+            # say so without showing it.
+            raise ConflictError("idempotency key already used", expected=None, actual=None)
         return out(key, record.to_dict())
 
     @app.get("/v1/users/{user_id}/memories", tags=["memories"])
@@ -701,7 +711,7 @@ def create_app(
         user_id: str,
         session_id: str,
         key: Key,
-        last_runs: Annotated[int | None, Query(ge=1)] = None,
+        last_runs: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
         stored = user_scope(key, user_id)
@@ -744,6 +754,7 @@ def create_app(
             user_id=stored,
             name=body.name,
             expected_version=body.expected_version,
+            agent_id=agent,  # a session this creates belongs to the key's agent
         )
         return out(key, state.to_dict())
 
@@ -870,7 +881,7 @@ def create_app(
         job = (await memory.store.abatch([ops.GetJob(stored, job_id)]))[0]
         if job is None or (key.agents is not None and job.agent_id not in key.agents):
             raise NotFoundError(f"no job {job_id!r}")
-        return out(key, job.to_dict())
+        return out(key, _job_dict(job))
 
     @app.get("/v1/users/{user_id}/jobs", tags=["jobs"])
     async def list_jobs(user_id: str, key: Key) -> dict[str, Any]:
@@ -878,9 +889,23 @@ def create_app(
         from memlane.ports import store as ops
 
         jobs = (await memory.store.abatch([ops.ListJobs(user_scope(key, user_id))]))[0]
-        return {"jobs": [out(key, j.to_dict()) for j in jobs]}
+        return {"jobs": [out(key, _job_dict(j)) for j in jobs]}
 
     return _with_limit(app, max_body_bytes)
+
+
+_PLAIN_ERRORS = ("ValidationError:", "ConflictError:", "NotFoundError:")
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    """A job for a client. Errors of memlane's own checks keep their text; others (a
+    model provider's answer can echo keys or prompts, a store's names hosts) say only
+    their kind. `memlane jobs` on the machine shows everything."""
+    d: dict[str, Any] = job.to_dict()
+    error = d.get("error")
+    if error and not str(error).startswith(_PLAIN_ERRORS):
+        d["error"] = str(error).split(":", 1)[0][:80]
+    return d
 
 
 class _Unauthorized(Exception):

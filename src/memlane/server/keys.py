@@ -38,8 +38,11 @@ def check_tenant(tenant: str) -> str:
 
 
 def storage_user(tenant: str, user_id: str) -> str:
-    """The store's user id for a tenant's user."""
+    """The store's user id for a tenant's user. A served user id cannot contain "/": the
+    REST routes could not name that user again (not even to forget them)."""
     check_id("user_id", user_id)
+    if "/" in user_id:
+        raise ValidationError("a user id served over HTTP or MCP cannot contain '/'")
     return f"{tenant}{TENANT_SEP}{user_id}"
 
 

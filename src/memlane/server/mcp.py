@@ -12,6 +12,7 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from memlane.api import AsyncMemory
-from memlane.errors import MemlaneError, NotFoundError, ValidationError
+from memlane.errors import LLMError, MemlaneError, NotFoundError, StoreError, ValidationError
 from memlane.models import Filters, MemoryKind
 from memlane.server.keys import KeyStore, storage_user
+
+log = logging.getLogger("memlane.mcp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,14 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
 
     def _fail(exc: Exception) -> ToolError:
         # Raised, so the client sees an error result (isError) with a readable message.
+        # Store and model failures say only what failed, as REST does: their text can
+        # name hosts, databases or the provider's answer; the detail goes to the log.
+        if isinstance(exc, StoreError):
+            log.error("store error in an MCP tool", exc_info=exc)
+            return ToolError("StoreError: the store is unavailable; try again")
+        if isinstance(exc, LLMError):
+            log.error("model error in an MCP tool", exc_info=exc)
+            return ToolError("LLMError: the language model failed; try again")
         message = re.sub(r"[A-Za-z0-9_.-]{1,64}::", "", str(exc))  # no tenant prefixes
         return ToolError(f"{type(exc).__name__}: {message}")
 

@@ -644,6 +644,20 @@ class StoreConformance:
         with _raises(ImportFormatError):
             m.import_rows(rows)
         assert _strip_header(m.export_rows()) == _strip_header(before)
+        m.set_state("s", {"a": 1}, user_id="u", expected_version=0)
+        before = m.export_rows()
+        state = next(r for r in before if r["type"] == "state")
+        record = next(r for r in before if r["type"] == "record")
+        for bad in (
+            {**state, "data": {**state["data"], "data": "oops"}},
+            {**state, "data": {**state["data"], "version": -5}},
+            {**record, "data": {**record["data"], "metadata": {"x": float("nan")}}},
+            {**record, "data": {**record["data"], "topics": "food"}},
+            {**record, "data": {**record["data"], "version": "7"}},
+        ):
+            with _raises(ImportFormatError):
+                m.import_rows([bad])
+        assert _strip_header(m.export_rows()) == _strip_header(before)
         m.close()
 
     # ------------------------------------------------------------------ jobs

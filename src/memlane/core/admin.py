@@ -44,6 +44,10 @@ class AdminMixin(CoreBase):
     def sweep(self, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
         """Purge expired memories of every user; each purge is recorded in history as
         ``expire``. Returns how many were purged."""
+        if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
+            raise ValidationError("now must be a timezone-aware datetime")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError("batch_size must be a positive integer")
         now = now or self._now()
         purged = 0
         while True:
@@ -87,6 +91,8 @@ class AdminMixin(CoreBase):
 
         The first row is a header; the rest are ``{"type": ..., "data": ...}``.
         """
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise ValidationError("page must be a positive integer")
         if user_id is not None:
             check_id("user_id", user_id)
             users = [user_id]

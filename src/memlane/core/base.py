@@ -137,7 +137,11 @@ class CoreBase:
             raise ValidationError("importance must be a number between 0 and 1")
         if not 0.0 <= float(importance) <= 1.0:
             raise ValidationError(f"importance must be between 0 and 1, got {importance}")
-        if isinstance(item.topics, str) or not all(isinstance(t, str) and t for t in item.topics):
+        if (
+            item.topics is None
+            or isinstance(item.topics, str)
+            or not all(isinstance(t, str) and t for t in item.topics)
+        ):
             raise ValidationError("topics must be a list of non-empty strings")
         if item.ttl is not None and item.expires_at is not None:
             raise ValidationError("give expires_at or ttl, not both")
@@ -160,7 +164,11 @@ class CoreBase:
                 raise ValidationError(f"{name} is out of range in UTC") from exc
         for name in ("session_id", "agent_id", "team", "key"):
             check_id(name, getattr(item, name), required=False)
-        if isinstance(item.source_ids, str):
+        if (
+            item.source_ids is None
+            or isinstance(item.source_ids, str)
+            or not all(isinstance(i, str) for i in item.source_ids)
+        ):
             raise ValidationError("source_ids must be a list of strings")
         return MemoryRecord(
             id=new_id(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,14 +108,15 @@ class RecordsMixin(SearchMixin):
             return existing[0]
         return record
 
-    def add_many(self, items: Sequence[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
+    def add_many(self, items: Iterable[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
         """Store many memories in one transaction, embedding them in batches.
 
         All items are validated before anything is written: one bad item stores none.
         """
-        if isinstance(items, MemoryInput | str) or not all(
-            isinstance(i, MemoryInput) for i in items
-        ):
+        if isinstance(items, MemoryInput | str):
+            raise ValidationError("add_many takes a sequence of MemoryInput")
+        items = list(items)  # a generator would be used up by the check below
+        if not all(isinstance(i, MemoryInput) for i in items):
             raise ValidationError("add_many takes a sequence of MemoryInput")
         now = self._now()
         records = [self._new_record(user_id, item, now) for item in items]

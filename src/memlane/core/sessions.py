@@ -200,6 +200,8 @@ class SessionsMixin(RecordsMixin):
     ) -> Flow[StateVersion]:
         """Merge ``changes`` into the state (or apply a function to a copy of it), retrying
         the compare-and-swap when another writer interleaves. Returns the written version."""
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValidationError("retries must be a non-negative integer")
         for _ in range(retries + 1):
             current = yield from self.get_state(session_id, user_id=user_id, name=name)
             data = dict(current.data)

@@ -632,6 +632,25 @@ class StoreConformance:
         m.close()
         other.close()
 
+    def test_odd_arguments_are_typed_errors_or_work(self) -> None:
+        m, _, _ = self._memory()
+        stored = m.add_many((MemoryInput(text=f"note {i}") for i in range(3)), user_id="u")
+        assert len(stored) == 3  # a generator is fine
+        for bad in (
+            lambda: m.add("x", user_id="u", topics=None),  # type: ignore[arg-type]
+            lambda: m.add("x", user_id="u", source_ids=None),  # type: ignore[arg-type]
+            lambda: m.add("x", user_id="u", ttl=timedelta(days=3_000_000)),
+            lambda: m.update(stored[0].id, user_id="u", metadata=None),  # type: ignore[arg-type]
+            lambda: m.sweep(now=datetime(2024, 1, 1)),  # naive on purpose
+            lambda: m.sweep(batch_size=0),
+            lambda: m.export_rows(user_id="u", page=0),
+            lambda: m.update_state("s", {"a": 1}, user_id="u", retries=-1),
+        ):
+            with _raises(ValidationError):
+                bad()
+        assert len(m.list(user_id="u").items) == 3
+        m.close()
+
     def test_bad_import_changes_nothing(self) -> None:
         m, _, _ = self._memory()
         m.add("already here", user_id="u")

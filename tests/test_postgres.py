@@ -268,3 +268,14 @@ def test_connection_errors_never_show_the_password() -> None:
             PostgresStore(url, connect_timeout_s=2).setup()
         assert "zzword" not in str(caught.value) and "s3cret" not in str(caught.value)
         assert "***" in str(caught.value)
+
+
+def test_conflict_messages_leave_out_the_rows_values(pg_url: str) -> None:
+    """PostgreSQL's DETAIL line quotes the clashing row (user id, key): not passed on."""
+    m, _ = _memory(pg_url)
+    first = m.remember("secretkey", "v1", user_id="tenantx::alice")
+    rival = first.evolve(id="RIVALPG", text="secretkey: v2", version=1)
+    with pytest.raises(ConflictError) as caught:
+        m.store.batch([ops.WriteRecord(rival, 0)])
+    assert "tenantx" not in str(caught.value) and "secretkey" not in str(caught.value)
+    m.close()

@@ -876,12 +876,16 @@ class _AsyncConnections:
 def _mapped(exc: Exception, url: str) -> Exception:
     """A memlane error for a driver error."""
     psycopg, _ = _drivers()
+    # Only the primary message: its DETAIL line quotes the row's values (user ids with
+    # their tenant, keys), which clients of the server must not see.
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc).split("\n", 1)[0]
     if isinstance(exc, psycopg.errors.IntegrityError):
         return ConflictError(
-            f"a concurrent write got there first: {exc}", expected=None, actual=None
+            f"a concurrent write got there first: {primary}", expected=None, actual=None
         )
     if isinstance(exc, psycopg.errors.DataError):
-        return ValidationError(f"PostgreSQL cannot store this value: {exc}")
+        return ValidationError(f"PostgreSQL cannot store this value: {primary}")
     return StoreError(f"PostgreSQL error at {url}: {exc}")
 
 

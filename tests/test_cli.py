@@ -84,6 +84,10 @@ def test_export_import_round_trip_and_bad_file(run, tmp_path: Path) -> None:  # 
     bad = run("import", str(broken), ok=False)
     assert bad.exit_code == 1 and "line 3" in bad.output
     assert run("get", rid, "--user", "u", ok=False).exit_code == 1  # nothing landed
+    blanks = tmp_path / "blanks.jsonl"  # a row-level error names the file's own line
+    blanks.write_text(lines[0] + "\n\n\n" + '{"type": "bogus", "data": {}}\n')
+    bad = run("import", str(blanks), ok=False)
+    assert bad.exit_code == 1 and "line 4" in bad.output
     imported = json.loads(run("import", str(out), "--json").output)
     assert imported["record"] == 2
     assert json.loads(run("get", rid, "--user", "u", "--json").output)["text"] == "likes sailing"

@@ -368,9 +368,10 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
 @pass_ctx
 def import_(ctx: _Context, source: Any, as_json: bool) -> None:
     """Read a JSONL export (all or nothing: a bad line changes nothing)."""
-    from memlane.transfer import load_jsonl
+    from memlane.transfer import read_numbered_jsonl
 
-    result = ctx.memory().import_rows(load_jsonl(source))
+    numbered = list(read_numbered_jsonl(source))
+    result = ctx.memory().import_rows([row for _, row in numbered], lines=[n for n, _ in numbered])
     counts = dict(result.counts)
     _echo_json(counts) if as_json else click.echo(
         "imported " + (", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing")

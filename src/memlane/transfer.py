@@ -18,8 +18,9 @@ def write_jsonl(rows: Iterable[Mapping[str, Any]], out: IO[str]) -> int:
     return n
 
 
-def read_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Parse JSONL, skipping blank lines; a bad line raises ImportFormatError with its number."""
+def read_numbered_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(file line number, row) of JSONL, skipping blank lines; a bad line raises
+    ImportFormatError with its number."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -27,8 +28,16 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ImportFormatError(f"not valid JSON: {exc.msg}", line=number) from exc
+        except (ValueError, RecursionError) as exc:
+            raise ImportFormatError("JSON too large or too deeply nested", line=number) from exc
         if not isinstance(row, dict):
             raise ImportFormatError("each line must be a JSON object", line=number)
+        yield number, row
+
+
+def read_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Parse JSONL, skipping blank lines; a bad line raises ImportFormatError with its number."""
+    for _, row in read_numbered_jsonl(lines):
         yield row
 
 

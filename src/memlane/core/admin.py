@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -156,18 +156,22 @@ class AdminMixin(CoreBase):
 
     # ------------------------------------------------------------------ import
 
-    def import_rows(self, rows: Iterable[Mapping[str, Any]]) -> Flow[ImportResult]:
+    def import_rows(
+        self, rows: Iterable[Mapping[str, Any]], *, lines: Sequence[int] | None = None
+    ) -> Flow[ImportResult]:
         """Write export rows back, in one transaction, keeping ids, versions and history.
 
         Every row is checked before anything is written: a bad row raises
-        ImportFormatError (with its 1-based line number) and nothing changes. Importing
+        ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
+        when the rows came from a file with blank lines) and nothing changes. Importing
         the same rows twice leaves the store as after the first time.
         """
         records: list[MemoryRecord] = []
         writes: list[ops.Op[Any]] = []
         events: list[HistoryEvent] = []
         counts: dict[str, int] = {}
-        for line, row in enumerate(rows, start=1):
+        for index, row in enumerate(rows):
+            line = lines[index] if lines is not None and index < len(lines) else index + 1
             kind, op = self._parse_row(row, line)
             counts[kind] = counts.get(kind, 0) + 1
             if isinstance(op, MemoryRecord):

@@ -839,7 +839,7 @@ def create_app(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"body is not UTF-8: {exc.reason}") from exc
-        rows = []
+        rows, numbers = [], []
         for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -850,7 +850,8 @@ def create_app(
             except (ValueError, RecursionError) as exc:
                 raise ValidationError(f"line {n}: JSON too large or too deep") from exc
             rows.append(_into_scope(row, user_id, stored, n))
-        result = await memory.import_rows(rows)
+            numbers.append(n)
+        result = await memory.import_rows(rows, lines=numbers)
         return {"imported": dict(result.counts)}
 
     # ------------------------------------------------------------------ jobs

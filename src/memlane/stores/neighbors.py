@@ -16,11 +16,15 @@ CHUNK = 100
 """Hits per statement (two compound parts each; SQLite allows 500 parts)."""
 
 _PART = (
-    "SELECT * FROM (SELECT h.id AS hit, n.id AS nid FROM records h JOIN records n "
-    "ON n.user_id = h.user_id AND n.session_id = h.session_id AND n.kind = 'episode' "
-    "AND n.id {cmp} h.id AND n.deleted_at IS NULL AND n.superseded_by IS NULL "
-    "AND n.valid_to IS NULL AND (n.expires_at IS NULL OR n.expires_at > {p}) "
-    "WHERE h.user_id = {p} AND h.id = {p} AND h.kind = 'episode' "
+    # The hit's session as a scalar subquery (NULL unless the hit is an episode), so the
+    # planner walks the (user_id, session_id, id) index from the hit outwards: a join
+    # let SQLite scan all of the user's records by id instead (80 ms at 10k memories).
+    "SELECT * FROM (SELECT CAST({p} AS text) AS hit, n.id AS nid FROM records n "
+    "WHERE n.user_id = {p} AND n.session_id = (SELECT h.session_id FROM records h "
+    "WHERE h.user_id = {p} AND h.id = {p} AND h.kind = 'episode') "
+    "AND n.kind = 'episode' AND n.id {cmp} {p} AND n.deleted_at IS NULL "
+    "AND n.superseded_by IS NULL AND n.valid_to IS NULL "
+    "AND (n.expires_at IS NULL OR n.expires_at > {p}) "
     "ORDER BY n.id {order} LIMIT {p}) AS {alias}"
 )
 
@@ -38,7 +42,7 @@ def neighbors_sql(
         for i, rid in enumerate(ids[start : start + CHUNK]):
             for side, cmp, order in (("b", "<", "DESC"), ("a", ">", "ASC")):
                 parts.append(_PART.format(cmp=cmp, order=order, p=placeholder, alias=f"{side}{i}"))
-                params += [now, user_id, rid, window]
+                params += [rid, user_id, user_id, rid, rid, now, window]
         statements.append((" UNION ALL ".join(parts), tuple(params)))
     return statements
 

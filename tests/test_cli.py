@@ -109,3 +109,15 @@ def test_demo_runs_two_processes(run, tmp_path: Path) -> None:  # type: ignore[n
     assert "process 2: recall" in result.output
     assert "sees none of demo-bob's memories" in result.output
     assert "resumes at step 'book-train'" in result.output
+
+
+def test_odd_input_is_one_line_not_a_traceback(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    huge = run("add", "x", "--user", "u", "--ttl-days", "1e300", ok=False)
+    # CliRunner reports a crash as exit 1 too: a handled error leaves SystemExit.
+    assert huge.exit_code == 1 and isinstance(huge.exception, SystemExit)
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes('{"type": "header", "note": "caf\u00e9"}\n'.encode("latin-1"))
+    bad = run("import", str(latin), ok=False)
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
+    assert "UTF-8" in bad.output
+    assert run("jobs", "--status", "bogus", ok=False).exit_code == 2  # a usage error

@@ -118,3 +118,61 @@ def test_llm_from_settings() -> None:
     assert (s.llm_base_url, s.llm_model, s.llm_api_key) == ("http://127.0.0.1:9/v1", "x", None)
     with pytest.raises(LLMError, match="unknown structured output mode"):
         OpenAIChat(base_url="http://127.0.0.1:9", model="x", mode="yaml")  # type: ignore[arg-type]
+
+
+def test_timeout_bounds_the_whole_attempt_against_a_trickling_server() -> None:
+    """httpx's timeout bounds each read; a server sending one byte at a time must still
+    be cut off after timeout_s in all."""
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            body = b'{"choices": [{"message": {"content": "' + b"x" * 200 + b'"}}]}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
+            for byte in body:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    chat = OpenAIChat(base_url=f"http://127.0.0.1:{port}", model="m", timeout_s=0.5, max_retries=0)
+    start = time.monotonic()
+    with pytest.raises(LLMError, match="timed out"):
+        chat.complete(ChatRequest([ChatMessage("user", "hi")], operation="t"))
+    assert time.monotonic() - start < 2.0  # the whole answer would take ~5 s
+    stop.set()
+    chat.close()
+    listener.close()
+
+
+def test_odd_usage_counts_and_settings_are_clean_errors_or_zero() -> None:
+    from memlane.llm.openai_chat import parse_body
+
+    payload = {
+        "choices": [{"message": {"content": "x"}}],
+        "usage": {"prompt_tokens": float("inf"), "completion_tokens": -5},
+    }
+    usage = parse_body(payload, latency_ms=1.0, retries=0).usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (0, 0)
+    for bad in (
+        {"base_url": "http://[::1", "model": "m"},
+        {"base_url": "ftp://host", "model": "m"},
+        {"base_url": "http://h", "model": "m", "max_retries": -1},
+        {"base_url": "http://h", "model": "m", "timeout_s": 0},
+    ):
+        with pytest.raises(LLMError):
+            OpenAIChat(**bad)  # type: ignore[arg-type]

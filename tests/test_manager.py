@@ -73,6 +73,29 @@ def decision(candidate: int, action: str, **fields: object) -> dict[str, object]
 # ---------------------------------------------------------------------------- process
 
 
+def test_an_agents_pass_never_sees_or_changes_another_agents_memories(env) -> None:  # type: ignore[no-untyped-def]
+    memory, manager, server, _ = env
+    theirs = memory.add("The user lives in London", user_id="u", agent_id="secretary")
+    shared = memory.add("The user likes tea", user_id="u")
+    server.queue(
+        extraction("The user lives in Paris", "The user likes green tea"),
+        # Only "green tea" has a related memory it may see (the shared one), so it is the
+        # one candidate left to decide on: number 0, its memory number 0.
+        {
+            "decisions": [
+                {"candidate": 0, "action": "UPDATE", "target": 0, "mode": "contradict",
+                 "text": "The user likes green tea", "reason": "more precise"},
+            ]
+        },
+    )  # fmt: skip
+    result = manager.process([("user", "I moved to Paris")], user_id="u", agent_id="planner")
+    assert memory.get(theirs.id, user_id="u").is_current  # untouched
+    decide = server.requests[-1]["messages"][1]["content"]
+    assert "London" not in decide and "likes tea" in decide  # only its own and shared ones
+    changed = [c for c in result.candidates if c.target_id == shared.id]
+    assert changed and memory.get(changed[0].record_id or "", user_id="u").agent_id is None
+
+
 def test_contradiction_supersedes_and_history_says_why(env) -> None:  # type: ignore[no-untyped-def]
     memory, manager, server, clock = env
     london = memory.add("The user lives in London", user_id="u", topics=["home"])
@@ -548,3 +571,27 @@ def test_example_agent_loop_runs_against_the_endpoint(server: ChatServer, tmp_pa
     assert second.returncode == 0, second.stderr
     assert "resuming at step 2" in second.stdout and "workflow done" in second.stdout
     assert "The user flies to Oslo on 3 June" in second.stdout  # the writer recalls the team memory
+
+
+def test_jobs_wait_for_a_model_and_flush_keeps_its_timeout(env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from memlane.manager.manager import PROCESS_JOB, _payload
+
+    memory, manager, server, _ = env
+    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL", "MEMLANE_LLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    # Jobs left by an earlier process, picked up by a manager without a chat model: they
+    # wait (before, each failed for good after five attempts).
+    payload = _payload([("user", "I moved to Paris")], None, None, None)
+    without = MemoryManager(memory)
+    job = without.jobs.enqueue(PROCESS_JOB, payload, user_id="u")
+    without.start()
+    with pytest.raises(LLMError, match="chat model"):
+        without.flush(timeout=1)
+    assert without.job(job.id, user_id="u").status is JobStatus.PENDING
+    without.close()
+    # With a model, flush(timeout) returns at its deadline even when nothing was running
+    # the jobs (it used to run them in the calling thread, past the deadline).
+    server.queue(Scripted(content=extraction("The user lives in Paris"), delay_s=3.0))
+    start = time.monotonic()
+    assert manager.flush(timeout=0.5, user_id="u") is False
+    assert time.monotonic() - start < 2.0

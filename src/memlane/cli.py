@@ -125,6 +125,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except MemlaneError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"input is not UTF-8: {exc.reason}") from exc
+        except RecursionError as exc:
+            raise click.ClickException("input is nested too deeply") from exc
+        except OverflowError as exc:
+            raise click.ClickException(f"a number or date is out of range: {exc}") from exc
 
 
 @click.group(cls=_Group)

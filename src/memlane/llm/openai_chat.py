@@ -86,8 +86,8 @@ def parse_body(payload: Any, *, latency_ms: float, retries: int) -> ChatResponse
             model=str(payload.get("model", "")),
             usage=Usage(
                 calls=1,
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+                completion_tokens=_count(usage.get("completion_tokens")),
                 latency_ms=latency_ms,
                 retries=retries,
             ),
@@ -121,6 +121,16 @@ class OpenAIChat:
     ) -> None:
         if mode not in ("json_schema", "tools", "json_object"):
             raise LLMError(f"unknown structured output mode {mode!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise LLMError("max_retries must be a non-negative integer")
+        if not timeout_s > 0 or not max_backoff_s >= 0:
+            raise LLMError("timeout_s must be positive and max_backoff_s not negative")
+        try:
+            url = httpx.URL(base_url)
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise LLMError(f"base_url is not a URL: {exc}") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise LLMError("base_url must be an http:// or https:// URL with a host")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai-chat:{model}"
@@ -219,13 +229,30 @@ class OpenAIChat:
                     continue
                 start = time.perf_counter()
                 try:
-                    outcome: Any = client.post(self.url, json=arg)
+                    outcome: Any = self._post_within(client, arg)
                 except httpx.HTTPError as exc:
                     outcome = exc
                 reply = (outcome, time.perf_counter() - start)
         except StopIteration as done:
             result: ChatResponse = done.value
             return result
+
+    def _post_within(self, client: httpx.Client, body: Any) -> httpx.Response:
+        """POST and read the answer within ``timeout_s`` in all: httpx's own timeout
+        bounds each read, so a server trickling its answer could hold a call for ever."""
+        deadline = time.monotonic() + self.timeout_s
+        with client.stream("POST", self.url, json=body) as response:
+            chunks = []
+            for chunk in response.iter_bytes():
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("answer took too long", request=response.request)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                content=b"".join(chunks),
+                request=response.request,
+            )
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         steps = self._exchange(request)
@@ -240,13 +267,28 @@ class OpenAIChat:
                         continue
                     start = time.perf_counter()
                     try:
-                        outcome: Any = await client.post(self.url, json=arg)
+                        outcome: Any = await asyncio.wait_for(
+                            client.post(self.url, json=arg), self.timeout_s
+                        )
+                    except TimeoutError:  # the whole attempt, not one read
+                        outcome = httpx.ReadTimeout("answer took too long")
                     except httpx.HTTPError as exc:
                         outcome = exc
                     reply = (outcome, time.perf_counter() - start)
             except StopIteration as done:
                 result: ChatResponse = done.value
                 return result
+
+
+def _count(value: Any) -> int:
+    """A token count from a provider's ``usage``: a non-negative int, or 0 for anything
+    else (Infinity, negatives, booleans, strings)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    try:
+        return max(0, int(value))
+    except (OverflowError, ValueError):  # inf, nan
+        return 0
 
 
 def _backoff(attempt: int) -> float:

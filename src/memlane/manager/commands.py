@@ -120,7 +120,13 @@ def optimize(
 
 @click.command()
 @click.option("--user", "user_id", help="Only this user's jobs.")
-@click.option("--status", "statuses", multiple=True, help="pending, running, done, failed.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["pending", "running", "done", "failed"]),
+    help="Only jobs in this status (repeatable).",
+)
 @click.option("--run", is_flag=True, help="Run due jobs in this process until none is left.")
 @click.pass_context
 def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run: bool) -> None:
@@ -128,12 +134,18 @@ def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run
     from memlane.manager import MemoryManager
 
     manager = MemoryManager(_memory(ctx))
+    failed_before = 0
     if run:
-        done = manager.flush(timeout=None, user_id=user_id)
+        failed_before = len(manager.list_jobs(user_id=user_id, statuses=["failed"]))
+        done = manager.flush(timeout=None, user_id=user_id)  # LLMError without a model
         click.echo("all jobs finished" if done else "jobs left", err=True)
     for job in manager.list_jobs(user_id=user_id, statuses=statuses):
         click.echo(json.dumps(job.to_dict(), ensure_ascii=False))
     sys.stdout.flush()
+    if run:
+        failed = len(manager.list_jobs(user_id=user_id, statuses=["failed"])) - failed_before
+        if failed:
+            raise click.ClickException(f"{failed} job(s) failed; see their error")
 
 
 def register(group: Any) -> None:

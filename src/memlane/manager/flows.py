@@ -138,6 +138,15 @@ class ManagerConfig:
     """How many times an invalid model answer is sent back for correction."""
     max_candidates: int = 50
 
+    def __post_init__(self) -> None:
+        for name in ("related_limit", "repairs", "max_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be a non-negative integer")
+        for name in ("duplicate_threshold", "related_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ValidationError(f"{name} must be a cosine between -1 and 1")
+
 
 @dataclass(slots=True)
 class _Plan:
@@ -251,7 +260,9 @@ class ManagerFlows:
             )
             wanted = [(i, s) for i, s in hits if s >= self.config.related_threshold]
             records = yield from one(ops.GetRecords(user_id, tuple(i for i, _ in wanted)))
-            by_id = {r.id: r for r in records}
+            # An agent's pass sees (and may change) its own memories and shared ones, never
+            # another agent's: the same rule as MemoryTools and agent-limited API keys.
+            by_id = {r.id: r for r in records if agent_id is None or r.agent_id in (None, agent_id)}
             related.append([(by_id[i], s) for i, s in wanted if i in by_id])
 
         plan = _Plan()
@@ -433,7 +444,7 @@ class ManagerFlows:
             topics=tuple(dict.fromkeys([*topics, *target.topics])),
             importance=c.importance,
             session_id=session_id,
-            agent_id=agent_id or target.agent_id,
+            agent_id=target.agent_id,  # a shared memory stays shared, an agent's stays its
             team=team or target.team,
             metadata=self._provenance(),
             actor=actor,

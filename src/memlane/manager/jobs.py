@@ -231,10 +231,13 @@ class JobQueue:
     def flush(self, timeout: float | None = None, *, user_id: str | None = None) -> bool:
         """Wait until no job (of ``user_id``, or of anyone) is pending or running.
 
-        Runs due jobs in this thread when no worker is started. Returns False if jobs
-        were still unfinished at ``timeout`` seconds.
+        Without a ``timeout``, runs due jobs in this thread when no worker is started.
+        With one, starts the worker (a job in this thread could run past the deadline)
+        and returns False if jobs were still unfinished at ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if deadline is not None and (self._thread is None or not self._thread.is_alive()):
+            self.start()
         while True:
             if self.unfinished(user_id) == 0:
                 return True

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -29,6 +30,8 @@ from memlane.tokens import TokenCounter
 
 PROCESS_JOB = "process"
 MAX_SUMMARY_INPUT_CHARS = 24_000
+
+log = logging.getLogger("memlane.manager")
 
 
 def _llm_from_settings() -> LLM | None:
@@ -212,13 +215,24 @@ class MemoryManager(_ManagerBase):
 
     def start(self) -> None:
         """Start the background worker (also started by the first background job); it
-        picks up jobs left unfinished by an earlier process."""
+        picks up jobs left unfinished by an earlier process. Without a chat model no
+        worker starts: jobs stay pending (each would fail for want of a model) until a
+        manager with one runs."""
         self.memory._ensure_setup()
+        if self.llm is None:
+            log.info("no chat model configured: background jobs wait for a manager with one")
+            return
         self.jobs.start()
 
     def flush(self, timeout: float | None = None, *, user_id: str | None = None) -> bool:
-        """Wait for background jobs; False if some were unfinished after ``timeout`` s."""
+        """Wait for background jobs; False if some were unfinished after ``timeout`` s.
+        Raises LLMError when jobs are waiting and this manager has no chat model."""
         self.memory._ensure_setup()
+        if self.llm is None and self.jobs.unfinished(user_id):
+            raise LLMError(
+                "background jobs need a chat model: pass llm= or set MEMLANE_LLM_BASE_URL "
+                "and MEMLANE_LLM_MODEL"
+            )
         return self.jobs.flush(timeout, user_id=user_id)
 
     def job(self, job_id: str, *, user_id: str) -> Job | None:

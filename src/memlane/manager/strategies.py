@@ -22,6 +22,7 @@ import numpy as np
 
 from memlane.core.flow import Flow
 from memlane.core.memory import MemoryCore
+from memlane.errors import ValidationError
 from memlane.llm.structured import ask
 from memlane.manager import prompts
 from memlane.models import MemoryRecord, normalize_text
@@ -232,6 +233,12 @@ class Decay:
     half_life_days: float = 90.0
     name: str = "decay"
 
+    def __post_init__(self) -> None:
+        if self.max_memories is not None and self.max_memories < 0:
+            raise ValidationError("max_memories must not be negative")
+        if not self.half_life_days > 0:
+            raise ValidationError("half_life_days must be positive")
+
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
         ranked = sorted(
             memories, key=lambda r: (priority(r, ctx.now, self.half_life_days), r.id), reverse=True
@@ -257,6 +264,10 @@ class TokenCap:
     max_tokens: int
     half_life_days: float = 90.0
     name: str = "token_cap"
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 0 or not self.half_life_days > 0:
+            raise ValidationError("max_tokens must not be negative, half_life_days positive")
 
     def plan(self, memories: Sequence[MemoryRecord], ctx: PlanContext) -> Flow[list[Change]]:
         total = sum(ctx.counter(r.text) for r in memories) + ctx.pending_tokens

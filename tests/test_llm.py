@@ -176,3 +176,10 @@ def test_odd_usage_counts_and_settings_are_clean_errors_or_zero() -> None:
     ):
         with pytest.raises(LLMError):
             OpenAIChat(**bad)  # type: ignore[arg-type]
+
+
+def test_settings_repr_hides_keys_and_passwords() -> None:
+    s = Settings("postgresql://u:pw1@h/db", llm_api_key="sk-SECRET", redis_url="redis://:pw2@h")
+    shown = repr(s)
+    assert "sk-SECRET" not in shown and "pw1" not in shown and "pw2" not in shown
+    assert "postgresql://u:***@h/db" in shown

@@ -41,9 +41,10 @@ def default_store_url(environ: Mapping[str, str] | None = None) -> str:
     return "sqlite:///" + str(default_data_dir(environ) / "memlane.db")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """What the CLI and server need to build a Memory."""
+    """What the CLI and server need to build a Memory. Its repr hides API keys and URL
+    passwords."""
 
     store_url: str
     embedder: str = "local"
@@ -54,6 +55,21 @@ class Settings:
     llm_model: str | None = None
     llm_api_key: str | None = None
     redis_url: str | None = None
+
+    def __repr__(self) -> str:
+        from memlane.urls import redact_url
+
+        def show(name: str, value: object) -> str:
+            if value is None:
+                return f"{name}=None"
+            if name.endswith("api_key"):
+                return f"{name}='***'"
+            if name.endswith("url") and isinstance(value, str):
+                return f"{name}={redact_url(value)!r}"
+            return f"{name}={value!r}"
+
+        fields = ", ".join(show(f, getattr(self, f)) for f in self.__dataclass_fields__)
+        return f"Settings({fields})"
 
     @classmethod
     def from_env(

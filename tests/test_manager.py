@@ -595,3 +595,12 @@ def test_jobs_wait_for_a_model_and_flush_keeps_its_timeout(env, monkeypatch) -> 
     start = time.monotonic()
     assert manager.flush(timeout=0.5, user_id="u") is False
     assert time.monotonic() - start < 2.0
+
+
+def test_usage_counts_the_calls_of_a_failed_decision(env) -> None:  # type: ignore[no-untyped-def]
+    memory, manager, server, _ = env
+    memory.add("The user lives in London", user_id="u")
+    server.queue(extraction("The user lives in Paris"), "{", "{", "{")  # 2 repairs, all bad
+    result = manager.process([("user", "I moved to Paris")], user_id="u")
+    assert result.candidates[0].outcome is Outcome.FAILED
+    assert result.usage.calls == len(server.requests) == 4

@@ -85,11 +85,15 @@ class LLMError(MemlaneError):
 class LLMOutputError(LLMError):
     """The model's answer did not match the expected schema, even after repair attempts.
 
-    ``answer`` is the last raw answer and ``problems`` what was wrong with it."""
+    ``answer`` is the last raw answer, ``problems`` what was wrong with it, and
+    ``usage`` what the attempts cost (a ``memlane.ports.llm.Usage``, or None)."""
 
-    def __init__(self, message: str, *, answer: str, problems: str) -> None:
+    def __init__(
+        self, message: str, *, answer: str, problems: str, usage: object | None = None
+    ) -> None:
         self.answer = answer
         self.problems = problems
+        self.usage = usage
         super().__init__(message)
 
 

@@ -99,6 +99,7 @@ def ask(
                 f"attempt(s): {problem}",
                 answer=response.content,
                 problems=problem,
+                usage=usage,
             )
         conversation += [
             ChatMessage("assistant", response.content),

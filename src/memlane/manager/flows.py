@@ -309,6 +309,8 @@ class ManagerFlows:
                     repairs=self.config.repairs,
                 )
             except LLMOutputError as exc:
+                if isinstance(exc.usage, Usage):  # the failed attempts were paid for too
+                    usage = usage + exc.usage
                 for n in to_decide:
                     results[slots[n]] = CandidateResult(
                         candidates[n].text, Outcome.FAILED, f"no valid decision: {exc.problems}"

@@ -604,3 +604,17 @@ def test_usage_counts_the_calls_of_a_failed_decision(env) -> None:  # type: igno
     result = manager.process([("user", "I moved to Paris")], user_id="u")
     assert result.candidates[0].outcome is Outcome.FAILED
     assert result.usage.calls == len(server.requests) == 4
+
+
+def test_merge_obeys_the_managers_repairs(server: ChatServer) -> None:
+    server.reset()
+    with Memory("memory://", embedder=FakeEmbedder(), clock=FixedClock()) as memory:
+        llm = OpenAIChat(base_url=server.base_url, model="scripted", max_backoff_s=0.01)
+        manager = MemoryManager(memory, llm, repairs=0)
+        memory.add("The user likes trains and trams", user_id="u")
+        memory.add("The user likes trains and buses", user_id="u")
+        server.queue("{", "{", "{")
+        with pytest.raises(LLMOutputError):
+            manager.optimize([Merge(threshold=0.5)], user_id="u")
+        assert len(server.requests) == 1  # no repair round: repairs=0
+        manager.close()

@@ -570,7 +570,7 @@ class ManagerFlows:
         now = core._now()
         memories = yield from self._current(user_id, now)
         before = list(memories)
-        ctx = PlanContext(core, now, count, use_llm)
+        ctx = PlanContext(core, now, count, use_llm, repairs=self.config.repairs)
         changes: list[Change] = []
         remaining = list(memories)
         for strategy in strategies:

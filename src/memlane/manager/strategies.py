@@ -69,6 +69,8 @@ class PlanContext:
     usage: Usage = field(default_factory=Usage)
     pending_tokens: int = 0
     """Tokens of memories that earlier strategies of this run will create."""
+    repairs: int = 2
+    """How many times an invalid model answer is sent back (ManagerConfig.repairs)."""
 
     def vectors(self, records: Sequence[MemoryRecord]) -> Flow[list[Vector]]:
         vectors, _ = yield from self.core._vectors([r.text for r in records])
@@ -83,6 +85,7 @@ class PlanContext:
                 prompts.Merged,
                 [ChatMessage("system", instruction), ChatMessage("user", body)],
                 operation="merge",
+                repairs=self.repairs,
             )
             self.usage = self.usage + answer.usage
             return answer.value.text.strip()

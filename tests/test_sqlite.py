@@ -214,3 +214,36 @@ def test_forget_user_takes_the_users_words_off_the_disk(tmp_path: Path) -> None:
     files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
     assert all(b"qwertyzork" not in p.read_bytes() for p in files)
+
+
+def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:
+    """A write landing between the export's reads cannot pair a record with history
+    from after it (records and history are read in one batch, one transaction)."""
+    from memlane.ports import store as ops
+
+    url = f"sqlite:///{tmp_path}/snap.db"
+    writer = Memory(url, embedder=FakeEmbedder())
+    rec = writer.add("version one", user_id="u")
+    inner = SqliteStore(tmp_path / "snap.db")
+
+    class Interleaving:  # a store whose first record read is followed by another write
+        def __init__(self) -> None:
+            self.done = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(inner, name)
+
+        def batch(self, ops_: list[object]) -> list[object]:
+            result = inner.batch(ops_)  # type: ignore[arg-type]
+            if not self.done and any(isinstance(op, ops.ListRecords) for op in ops_):
+                self.done = True
+                writer.update(rec.id, user_id="u", text="version two")
+            return result
+
+    reader = Memory(Interleaving(), embedder=FakeEmbedder())  # type: ignore[arg-type]
+    rows = reader.export_rows(user_id="u")
+    (record,) = [r["data"] for r in rows if r["type"] == "record"]
+    versions = [r["data"]["version"] for r in rows if r["type"] == "history"]
+    assert max(versions) == record["version"]
+    writer.close()
+    reader.close()

@@ -89,7 +89,9 @@ class AdminMixin(CoreBase):
     ) -> Flow[list[dict[str, Any]]]:
         """Everything of one user (or every user) as export rows, history included.
 
-        The first row is a header; the rest are ``{"type": ..., "data": ...}``.
+        The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
+        user's records, history, sessions and jobs are one consistent read. ``page`` is
+        checked but no longer used (lists were read in pages before).
         """
         if isinstance(page, bool) or not isinstance(page, int) or page < 1:
             raise ValidationError("page must be a positive integer")
@@ -112,38 +114,25 @@ class AdminMixin(CoreBase):
         return rows
 
     def _export_user(self, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
-        rows: list[dict[str, Any]] = []
-        now = self._now()
-        cursor: str | None = None
-        while True:
-            records = yield from one(ops.ListRecords(user_id, _ALL, now, cursor, page))
-            rows += ({"type": "record", "data": r.to_dict()} for r in records)
-            if len(records) < page:
-                break
-            cursor = records[-1].id
-        cursor = None
-        while True:
-            events = yield from one(ops.ListUserHistory(user_id, cursor, page))
-            rows += ({"type": "history", "data": e.to_dict()} for e in events)
-            if len(events) < page:
-                break
-            cursor = events[-1].id
-        cursor = None
-        while True:
-            sessions = yield from one(ops.ListSessions(user_id, cursor, page))
-            for s in sessions:
-                rows.append({"type": "session", "data": s.to_dict()})
-                rows += yield from self._export_session(user_id, s.session_id)
-            if len(sessions) < page:
-                break
-            cursor = sessions[-1].session_id
-        cursor = None
-        while True:
-            jobs = yield from one(ops.ListJobs(user_id, (), cursor, page))
-            rows += ({"type": "job", "data": j.to_dict()} for j in jobs)
-            if len(jobs) < page:
-                break
-            cursor = jobs[-1].id
+        """One user's rows. Records, history, sessions and jobs are read in one batch, so
+        they are one snapshot (a record never shows a version its history lacks); each
+        session's messages and state versions are read after it."""
+        del page  # every list is read whole: the rows are all held in memory anyway
+        whole = 2**62
+        records, events, sessions, jobs = yield from many(
+            [
+                ops.ListRecords(user_id, _ALL, self._now(), None, whole),
+                ops.ListUserHistory(user_id, None, whole),
+                ops.ListSessions(user_id, None, whole),
+                ops.ListJobs(user_id, (), None, whole),
+            ]
+        )
+        rows: list[dict[str, Any]] = [{"type": "record", "data": r.to_dict()} for r in records]
+        rows += ({"type": "history", "data": e.to_dict()} for e in events)
+        for s in sessions:
+            rows.append({"type": "session", "data": s.to_dict()})
+            rows += yield from self._export_session(user_id, s.session_id)
+        rows += ({"type": "job", "data": j.to_dict()} for j in jobs)
         return rows
 
     def _export_session(self, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:

@@ -59,6 +59,7 @@ from memlane.stores.postgres_sql import (
     RECORD_SELECT,
     TS_CONFIG,
     UPDATE_RECORD,
+    WRITE_OPS,
     check_postgres_url,
     event_params,
     filter_sql,
@@ -244,6 +245,8 @@ class PostgresStore:
         while True:
             try:
                 with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                    if _one_snapshot(ops_):
+                        cur.execute(_SNAPSHOT)
                     return [_drive(cur, self._steps(op)) for op in ops_]
             except psycopg.Error as exc:
                 attempt += 1
@@ -263,6 +266,8 @@ class PostgresStore:
             conn = await idle.get()
             try:
                 async with conn.transaction(), conn.cursor() as cur:
+                    if _one_snapshot(ops_):
+                        await cur.execute(_SNAPSHOT)
                     return [await _drive_async(cur, self._steps(op)) for op in ops_]
             except psycopg.Error as exc:
                 attempt += 1
@@ -871,6 +876,15 @@ class _AsyncConnections:
         for conn in self.idle:
             conn.pgconn.finish()  # synchronous: works with or without the event loop
         self.idle.clear()
+
+
+_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+def _one_snapshot(ops_: Sequence[Op[Any]]) -> bool:
+    """Whether a batch reads several things and writes nothing: it then reads one
+    snapshot, as on SQLite (under READ COMMITTED each statement would see its own)."""
+    return len(ops_) > 1 and not any(isinstance(op, WRITE_OPS) for op in ops_)
 
 
 def _mapped(exc: Exception, url: str) -> Exception:

@@ -183,3 +183,36 @@ def test_settings_repr_hides_keys_and_passwords() -> None:
     shown = repr(s)
     assert "sk-SECRET" not in shown and "pw1" not in shown and "pw2" not in shown
     assert "postgresql://u:***@h/db" in shown
+
+
+def test_a_compressed_answer_is_decoded_once() -> None:
+    """Providers behind proxies gzip their answers; the deadline-bounded read must not
+    decode them twice."""
+    import gzip
+    import json as jsonlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    body = gzip.compress(jsonlib.dumps({"choices": [{"message": {"content": "hello"}}]}).encode())
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    chat = OpenAIChat(base_url=f"http://127.0.0.1:{httpd.server_port}", model="m", max_retries=0)
+    request = ChatRequest([ChatMessage("user", "hi")], operation="t")
+    assert chat.complete(request).content == "hello"
+    assert asyncio.run(chat.acomplete(request)).content == "hello"
+    chat.close()
+    httpd.shutdown()

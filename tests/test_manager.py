@@ -618,3 +618,14 @@ def test_merge_obeys_the_managers_repairs(server: ChatServer) -> None:
             manager.optimize([Merge(threshold=0.5)], user_id="u")
         assert len(server.requests) == 1  # no repair round: repairs=0
         manager.close()
+
+
+def test_other_agents_memories_do_not_crowd_out_an_agents_own_duplicate(env) -> None:  # type: ignore[no-untyped-def]
+    memory, manager, server, _ = env
+    for _ in range(5):
+        memory.add("The user likes green tea", user_id="u", agent_id="b")
+    own = memory.add("The user likes green tea", user_id="u", agent_id="a")
+    server.queue(extraction("The user likes green tea"))
+    result = manager.process([("user", "I like green tea")], user_id="u", agent_id="a")
+    (c,) = result.candidates
+    assert c.outcome is Outcome.DUPLICATE and c.record_id == own.id

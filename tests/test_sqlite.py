@@ -247,3 +247,23 @@ def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> Non
     assert max(versions) == record["version"]
     writer.close()
     reader.close()
+
+
+def test_forget_user_does_not_wait_for_another_connections_reader(tmp_path: Path) -> None:
+    """The log checkpoint after forget_user is best effort: a reader elsewhere must not
+    hold the store (and everything queued behind its lock) for the busy timeout."""
+    import time
+
+    path = tmp_path / "r.db"
+    m = Memory(SqliteStore(path, busy_timeout_s=20), embedder=FakeEmbedder())
+    m.add("alice note", user_id="alice")
+    m.add("bob note", user_id="bob")
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM records").fetchall()  # holds a read snapshot
+    start = time.monotonic()
+    m.forget_user("alice")
+    assert time.monotonic() - start < 10  # not the 20 s busy timeout
+    assert [r.text for r in m.list(user_id="bob").items] == ["bob note"]
+    reader.close()
+    m.close()

@@ -318,9 +318,9 @@ class RecordsMixin(SearchMixin):
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
         text = f"{key}: {rendered}"
-        current = yield from self._keyed(key, user_id)
-        meta = self._check_json({"value": value}, "value")
-        if current is not None and _same_json(current.metadata.get("value"), value):
+        meta = self._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
+        current = yield from self._keyed(key, user_id, purge_expired=True)
+        if current is not None and _same_json(current.metadata.get("value"), meta["value"]):
             return current  # exactly this value (case, spacing and type included)
         if current is not None:
             return (yield from self.supersede(
@@ -344,16 +344,18 @@ class RecordsMixin(SearchMixin):
         current = yield from self._keyed(key, user_id)
         return None if current is None else current.metadata.get("value")
 
-    def _keyed(self, key: str, user_id: str) -> Flow[MemoryRecord | None]:
-        """The current value of ``key``. One that has expired but was not swept yet is
-        purged here (recorded as ``expire``): it would otherwise hold the key's one
-        current slot, and no new value could be stored until the next sweep."""
+    def _keyed(
+        self, key: str, user_id: str, *, purge_expired: bool = False
+    ) -> Flow[MemoryRecord | None]:
+        """The current value of ``key``. With ``purge_expired`` (before a write), one that
+        has expired but was not swept yet is purged (recorded as ``expire``): it would
+        otherwise hold the key's one current slot until the next sweep."""
         check_id("user_id", user_id)
         now = self._now()
         f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
         rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
-        if rows:
-            return rows[0]
+        if rows or not purge_expired:
+            return rows[0] if rows else None
         expired = yield from one(ops.ListRecords(user_id, f, _LONG_AGO, None, 1, descending=True))
         if expired and expired[0].is_expired(now):
             yield from self._purge_expired(expired, now)
@@ -369,6 +371,7 @@ class RecordsMixin(SearchMixin):
             [
                 ops.AppendHistory(events),
                 ops.RemoveRecords(records[0].user_id, tuple(r.id for r in records)),
+                ops.PruneEmbeddings(),
             ]
         )
 

@@ -243,7 +243,9 @@ class OpenAIChat:
         deadline = time.monotonic() + self.timeout_s
         with client.stream("POST", self.url, json=body) as response:
             chunks = []
-            for chunk in response.iter_bytes():
+            # Raw bytes: the Response built below decodes them (gzip, br) once, by the
+            # Content-Encoding it keeps; decoded bytes would be decoded a second time.
+            for chunk in response.iter_raw():
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("answer took too long", request=response.request)

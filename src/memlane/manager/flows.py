@@ -252,12 +252,11 @@ class ManagerFlows:
         # Only memories of the same team are compared with (and may be changed by) a pass.
         f = Filters(kinds=LEARNABLE_KINDS, team=team)
         related: list[list[tuple[MemoryRecord, float]]] = []
+        # An agent's pass drops other agents' memories after the search: ask for more,
+        # so its own near-duplicates are not crowded out of the limit.
+        depth = self.config.related_limit * (1 if agent_id is None else 5)
         for v in vectors:
-            hits = yield from one(
-                ops.VectorSearch(
-                    user_id, f, now, core.model_id, v, self.config.related_limit, "content"
-                )
-            )
+            hits = yield from one(ops.VectorSearch(user_id, f, now, core.model_id, v, depth))
             wanted = [(i, s) for i, s in hits if s >= self.config.related_threshold]
             records = yield from one(ops.GetRecords(user_id, tuple(i for i, _ in wanted)))
             # An agent's pass sees (and may change) its own memories and shared ones, never

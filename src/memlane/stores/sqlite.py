@@ -237,7 +237,14 @@ class SqliteStore:
         it, so the old page versions holding the user's text leave the disk (best effort:
         a reader in another process can hold the log until it finishes)."""
         if not self.in_memory:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # Never wait for another connection's reader (the store's lock is held, and
+            # a reader can hold the log for long): try once, the next checkpoint copies
+            # the rest and SQLite reuses the log from its start.
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
     def _forget_vectors(self, ops_: Sequence[Op[Any]]) -> None:
         """Drop cached matrices of users whose records this batch changed."""
@@ -712,6 +719,12 @@ class SqliteStore:
 
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
         counts: dict[str, int] = {}
+        # The user's index rows go first: the delete trigger then has no next turn of
+        # theirs left to re-index (each would be deleted right after).
+        conn.execute(
+            "DELETE FROM records_fts WHERE rowid IN (SELECT rid FROM records WHERE user_id = ?)",
+            (op.user_id,),
+        )
         for table in ("records", "history", "sessions", "messages", "states", "jobs"):
             cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
             counts[table] = cur.rowcount

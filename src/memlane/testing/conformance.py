@@ -263,6 +263,8 @@ class StoreConformance:
         assert m.recall("n", user_id="u") == 5
         same = m.remember("d", {"a": 1, "b": 2}, user_id="u")
         assert m.remember("d", {"b": 2, "a": 1}, user_id="u").id == same.id  # key order
+        mixed = m.remember("m", {1: "a", "b": 2}, user_id="u")  # stored as JSON: "1"
+        assert m.remember("m", {1: "a", "b": 2}, user_id="u").id == mixed.id
         tz = m.remember("tz", "Europe/Paris", user_id="u")
         with _raises(ValidationError):
             m.update(tz.id, user_id="u", text="tz: UTC")
@@ -273,6 +275,7 @@ class StoreConformance:
         m.update(otp.id, user_id="u", expires_at=clock.now + timedelta(minutes=1))
         clock.advance(minutes=2)  # expired, not swept yet: the key is free again
         assert m.recall("otp", user_id="u") is None
+        assert [e.action for e in m.history(otp.id, user_id="u")][-1] != HistoryAction.EXPIRE
         assert m.remember("otp", "5678", user_id="u").id != otp.id
         assert m.recall("otp", user_id="u") == "5678"
         assert [e.action for e in m.history(otp.id, user_id="u")][-1] == HistoryAction.EXPIRE

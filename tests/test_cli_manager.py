@@ -50,5 +50,10 @@ def test_context_optimize_learn_jobs(
     chat.queue({"memories": [{"text": "The user lives in Oslo"}]})
     learned = run("learn", "--user", "u", input=conversation)
     assert "added" in learned and "The user lives in Oslo" in learned
+    chat.queue({"memories": [{"text": "The user cycles to work"}]})
+    as_json = json.loads(run("learn", "--user", "u", "--json", input=conversation))
+    assert [c["outcome"] for c in as_json["candidates"]] == ["added"]
+    report = json.loads(run("optimize", "--user", "u", "--strategy", "deduplicate", "--json"))
+    assert report["memories_before"] == report["memories_after"] and not report["applied"]
     assert "Error" in run("learn", "--user", "u", input="{broken\n", code=1)
     assert run("jobs", "--user", "u").strip() == ""

@@ -52,8 +52,11 @@ def context(
     default="-",
     help="JSON lines of {role, content} (default: stdin).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def learn(ctx: click.Context, user_id: str, session_id: str | None, source: Any) -> None:
+def learn(
+    ctx: click.Context, user_id: str, session_id: str | None, source: Any, as_json: bool
+) -> None:
     """Extract memories from a conversation with the configured chat model
     (MEMLANE_LLM_BASE_URL, MEMLANE_LLM_MODEL) and print what happened to each."""
     from memlane.errors import ValidationError
@@ -69,6 +72,9 @@ def learn(ctx: click.Context, user_id: str, session_id: str | None, source: Any)
             raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
         messages.append(row)
     result = MemoryManager(_memory(ctx)).process(messages, user_id=user_id, session_id=session_id)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
     for c in result.candidates:
         click.echo(f"{c.outcome.value:<10} {c.text}" + (f"  ({c.reason})" if c.reason else ""))
     click.echo(json.dumps(result.usage.to_dict()), err=True)
@@ -87,6 +93,7 @@ def learn(ctx: click.Context, user_id: str, session_id: str | None, source: Any)
 @click.option("--max-tokens", type=int, default=4000, show_default=True, help="For token-cap.")
 @click.option("--max-memories", type=int, help="For decay: keep at most this many.")
 @click.option("--apply", "apply_", is_flag=True, help="Apply (default: dry run, show the diff).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON for scripts.")
 @click.pass_context
 def optimize(
     ctx: click.Context,
@@ -95,8 +102,11 @@ def optimize(
     max_tokens: int,
     max_memories: int | None,
     apply_: bool,
+    as_json: bool,
 ) -> None:
-    """Deduplicate, merge, summarize or evict a user's memories (reversible)."""
+    """Deduplicate, merge, summarize or evict a user's memories. Nothing is destroyed:
+    merged memories are superseded and evicted ones soft-deleted, each change in their
+    history (`memlane history`); MemoryManager.revert(report) undoes a run in code."""
     from memlane.manager import Decay, Deduplicate, MemoryManager, Merge, Summarize, TokenCap
     from memlane.manager.strategies import Strategy
 
@@ -109,6 +119,9 @@ def optimize(
     }
     manager = MemoryManager(_memory(ctx))
     report = manager.optimize([made[s] for s in strategies], user_id=user_id, dry_run=not apply_)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        return
     click.echo(report.diff or "nothing to change")
     click.echo(
         f"memories {report.memories_before} -> {report.memories_after}, tokens "

@@ -22,8 +22,8 @@ from memlane.testing import FakeEmbedder, FixedClock
 def _fill(url: str) -> dict[str, int]:
     """A store with every kind of row, for two users; returns the row counts."""
     with Memory(url, embedder=FakeEmbedder(), clock=FixedClock()) as m:
-        # Numbers PostgreSQL's jsonb would renormalize (1e16 -> int, -0.0 -> 0.0) and keys
-        # out of jsonb's order: the checksum fails unless they come back exactly.
+        # Numbers PostgreSQL's jsonb would renormalize (1e16 -> int, -0.0 -> 0.0): the
+        # checksum fails unless they come back exactly.
         meta = {"k": 1, "zz": 1e16, "a": -0.0, "m": 0.1}
         rec = m.add("likes tea", user_id="ann", topics=["drinks"], metadata=meta)
         m.update(rec.id, user_id="ann", text="likes green tea", reason="precise")

@@ -109,6 +109,14 @@ def check_id(name: str, value: object, *, required: bool = True) -> str | None:
     return value
 
 
+def check_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """Validate a count argument (page size, retries ...): an int of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive" if minimum == 1 else "a non-negative" if minimum == 0 else "an"
+        raise ValidationError(f"{name} must be {kind} integer (>= {minimum}), got {value!r}")
+    return value
+
+
 # ---------------------------------------------------------------------------- scope
 
 

@@ -33,14 +33,3 @@ def read_numbered_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, A
         if not isinstance(row, dict):
             raise ImportFormatError("each line must be a JSON object", line=number)
         yield number, row
-
-
-def read_jsonl(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Parse JSONL, skipping blank lines; a bad line raises ImportFormatError with its number."""
-    for _, row in read_numbered_jsonl(lines):
-        yield row
-
-
-def load_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """All rows of a JSONL source, or ImportFormatError naming the first bad line."""
-    return list(read_jsonl(lines))

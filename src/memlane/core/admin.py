@@ -20,6 +20,7 @@ from memlane.models import (
     Message,
     Session,
     StateVersion,
+    check_count,
     check_id,
     content_hash,
     to_iso,
@@ -46,8 +47,7 @@ class AdminMixin(CoreBase):
         ``expire``. Returns how many were purged."""
         if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
             raise ValidationError("now must be a timezone-aware datetime")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValidationError("batch_size must be a positive integer")
+        check_count("batch_size", batch_size)
         now = now or self._now()
         purged = 0
         while True:
@@ -60,12 +60,7 @@ class AdminMixin(CoreBase):
             batch: list[ops.Op[Any]] = []
             for user_id, records in by_user.items():
                 batch.append(ops.RemoveRecords(user_id, tuple(r.id for r in records)))
-                events = tuple(
-                    self._event(
-                        self._bump(r, now), HistoryAction.EXPIRE, now, reason="ttl", snapshot=False
-                    )
-                    for r in records
-                )
+                events = self._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
                 batch.append(ops.AppendHistory(events))
             batch.append(ops.PruneEmbeddings())
             yield from many(batch)
@@ -93,8 +88,7 @@ class AdminMixin(CoreBase):
         user's records, history, sessions and jobs are one consistent read. ``page`` is
         checked but no longer used (lists were read in pages before).
         """
-        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
-            raise ValidationError("page must be a positive integer")
+        check_count("page", page)
         if user_id is not None:
             check_id("user_id", user_id)
             users = [user_id]
@@ -211,7 +205,7 @@ class AdminMixin(CoreBase):
                 check_id("user_id", record.user_id)
                 self._check_text(record.text)
                 self._check_json(record.metadata, "metadata")
-                _check_version(record.version)
+                check_count("version", record.version)
                 if not 0.0 <= float(record.importance) <= 1.0:
                     raise ValidationError("importance must be between 0 and 1")
                 _check_row_id("id", record.id)
@@ -244,7 +238,7 @@ class AdminMixin(CoreBase):
                 check_id("session_id", state.session_id)
                 check_id("name", state.name)
                 self._check_json(state.data, "state")
-                _check_version(state.version)
+                check_count("version", state.version)
                 return kind, ops.PutState(state, None)
             if kind == "job":
                 job = Job.from_dict(data)
@@ -256,11 +250,6 @@ class AdminMixin(CoreBase):
             # from_dict on a field of the wrong type or an impossible date.
             raise ImportFormatError(f"bad {kind} row: {exc!r}", line=line) from exc
         raise ImportFormatError(f"unknown row type {kind!r}", line=line)
-
-
-def _check_version(version: object) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValidationError(f"version must be a positive integer, got {version!r}")
 
 
 _ROW_ID = re.compile(r"[0-9A-Za-z]{1,64}")

@@ -103,14 +103,15 @@ class CoreBase:
             raise ValidationError(f"{what} must be JSON-serializable: {exc}") from exc
         except RecursionError as exc:
             raise ValidationError(f"{what} is nested too deeply") from exc
-        if _depth(value) > MAX_JSON_DEPTH:
-            # Deeper documents store fine but break every reader that recurses over them
-            # (JSON encoders in servers, pydantic), taking the user's listings down.
-            raise ValidationError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
         if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
         decoded = dict(json.loads(encoded))
-        if _has_nul(decoded):
+        depth, nul = _json_shape(decoded)
+        if depth > MAX_JSON_DEPTH:
+            # Deeper documents store fine but break every reader that recurses over them
+            # (JSON encoders in servers, pydantic), taking the user's listings down.
+            raise ValidationError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        if nul:
             raise ValidationError(f"{what} contains a NUL character (\\x00) in a key or string")
         return decoded
 
@@ -214,6 +215,16 @@ class CoreBase:
             actor=actor if actor is not None else record.actor,
             reason=reason,
             snapshot=record.to_dict() if snapshot else None,
+        )
+
+    def _removal_events(
+        self, records: Iterable[MemoryRecord], action: HistoryAction, now: datetime, reason: str
+    ) -> tuple[HistoryEvent, ...]:
+        """History events for records leaving the store for good (purged, their session
+        deleted): one version past the last, no snapshot (the last one is in history)."""
+        return tuple(
+            self._event(self._bump(r, now), action, now, reason=reason, snapshot=False)
+            for r in records
         )
 
     def _bump(self, record: MemoryRecord, now: datetime, **changes: Any) -> MemoryRecord:
@@ -332,29 +343,25 @@ class CoreBase:
         return found[0]
 
 
+BEFORE_ANY_EXPIRY = datetime(1970, 1, 1, tzinfo=UTC)
+"""A ``now`` for store reads that should see expired-but-unswept records too."""
+
 MAX_JSON_DEPTH = 64
 """How deeply metadata and state documents may nest."""
 
 
-def _depth(value: object) -> int:
-    """Nesting depth of a JSON value (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(value, 0)]
+def _json_shape(value: object) -> tuple[int, bool]:
+    """Nesting depth of a decoded JSON value (a scalar is 0) and whether any key or string
+    holds a NUL character, in one walk without recursion."""
+    deepest, nul, stack = 0, False, [(value, 0)]
     while stack:
         item, level = stack.pop()
         deepest = max(deepest, level)
-        if isinstance(item, Mapping):
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+        elif isinstance(item, dict):
+            nul = nul or any("\x00" in k for k in item)
             stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list | tuple):
+        elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
-    return deepest
-
-
-def _has_nul(value: object) -> bool:
-    """Whether a JSON value holds a NUL character in any key or string."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+    return deepest, nul

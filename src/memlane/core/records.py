@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.retrieval import SearchMixin, _filters
 from memlane.errors import ConflictError, NotFoundError, ValidationError
@@ -23,9 +23,6 @@ from memlane.models import (
     check_id,
 )
 from memlane.ports import store as ops
-
-_LONG_AGO = datetime(1970, 1, 1, tzinfo=UTC)
-"""A ``now`` before every expiry: lists expired-but-unswept records too."""
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -356,17 +353,16 @@ class RecordsMixin(SearchMixin):
         rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
         if rows or not purge_expired:
             return rows[0] if rows else None
-        expired = yield from one(ops.ListRecords(user_id, f, _LONG_AGO, None, 1, descending=True))
+        expired = yield from one(
+            ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 1, descending=True)
+        )
         if expired and expired[0].is_expired(now):
             yield from self._purge_expired(expired, now)
         return None
 
     def _purge_expired(self, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
         """Remove expired records now, as :meth:`sweep` would (history keeps ``expire``)."""
-        events = tuple(
-            self._event(self._bump(r, now), HistoryAction.EXPIRE, now, reason="ttl", snapshot=False)
-            for r in records
-        )
+        events = self._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
         yield from many(
             [
                 ops.AppendHistory(events),

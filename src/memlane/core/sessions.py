@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from memlane.core.base import MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.records import _LONG_AGO, RecordsMixin
+from memlane.core.records import RecordsMixin
 from memlane.core.summary import extractive_summary
 from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.ids import new_id
@@ -22,6 +22,7 @@ from memlane.models import (
     Session,
     StateVersion,
     WorkflowState,
+    check_count,
     check_id,
 )
 from memlane.ports import store as ops
@@ -200,8 +201,7 @@ class SessionsMixin(RecordsMixin):
     ) -> Flow[StateVersion]:
         """Merge ``changes`` into the state (or apply a function to a copy of it), retrying
         the compare-and-swap when another writer interleaves. Returns the written version."""
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValidationError("retries must be a non-negative integer")
+        check_count("retries", retries, minimum=0)
         for _ in range(retries + 1):
             current = yield from self.get_state(session_id, user_id=user_id, name=name)
             data = dict(current.data)
@@ -344,8 +344,7 @@ class SessionsMixin(RecordsMixin):
             not hasattr(older_than, "tzinfo") or older_than.tzinfo is None
         ):
             raise ValidationError("older_than must be a timezone-aware datetime")
-        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-            raise ValidationError("page_size must be a positive integer")
+        check_count("page_size", page_size)
         deleted = 0
         while True:
             rows = yield from one(ops.ListSessions(user_id, None, page_size, older_than))
@@ -366,12 +365,8 @@ class SessionsMixin(RecordsMixin):
                 include_superseded=True,
                 include_deleted=True,
             )
-            gone += yield from one(ops.ListRecords(user_id, f, _LONG_AGO, None, 10**9))
-        events = tuple(
-            self._event(self._bump(r, now), HistoryAction.DELETE, now, reason="session deleted",
-                        snapshot=False)
-            for r in gone
-        )  # fmt: skip
+            gone += yield from one(ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 10**9))
+        events = self._removal_events(gone, HistoryAction.DELETE, now, "session deleted")
         done = yield from many(
             [
                 ops.AppendHistory(events),

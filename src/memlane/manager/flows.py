@@ -45,6 +45,7 @@ from memlane.models import (
     MemoryKind,
     MemoryRecord,
     Message,
+    check_count,
     check_id,
     content_hash,
     normalize_text,
@@ -140,9 +141,7 @@ class ManagerConfig:
 
     def __post_init__(self) -> None:
         for name in ("related_limit", "repairs", "max_candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"{name} must be a non-negative integer")
+            check_count(name, getattr(self, name), minimum=0)
         for name in ("duplicate_threshold", "related_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValidationError(f"{name} must be a cosine between -1 and 1")

@@ -37,6 +37,7 @@ from memlane.errors import (
 )
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
 from memlane.server.keys import ApiKey, KeyStore, public_user, storage_user
+from memlane.transfer import read_numbered_jsonl
 
 log = logging.getLogger("memlane.server")
 
@@ -839,19 +840,9 @@ def create_app(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ValidationError(f"body is not UTF-8: {exc.reason}") from exc
-        rows, numbers = [], []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
-            except (ValueError, RecursionError) as exc:
-                raise ValidationError(f"line {n}: JSON too large or too deep") from exc
-            rows.append(_into_scope(row, user_id, stored, n))
-            numbers.append(n)
-        result = await memory.import_rows(rows, lines=numbers)
+        numbered = list(read_numbered_jsonl(text.splitlines()))
+        rows = [_into_scope(row, user_id, stored, n) for n, row in numbered]
+        result = await memory.import_rows(rows, lines=[n for n, _ in numbered])
         return {"imported": dict(result.counts)}
 
     # ------------------------------------------------------------------ jobs

@@ -216,18 +216,73 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
-def test_dashboard_in_headless_chromium(served: Served, tmp_path: Path) -> None:
+class Dashboard:
+    """The dashboard in headless Chromium, its elements found by ``data-testid``."""
+
+    def __init__(self, driver: Any, served: Served) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver = driver
+        self.served = served
+        # The page re-renders lists; an element found a moment ago may be replaced.
+        self.wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
+
+    def testid(self, name: str) -> Any:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as ec
+
+        return self.wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, f'[data-testid="{name}"]'))
+        )
+
+    def all(self, name: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        found: list[Any] = self.driver.find_elements(By.CSS_SELECTOR, f'[data-testid="{name}"]')
+        return found
+
+    def until(self, condition: Any) -> Any:
+        return self.wait.until(lambda _: condition())
+
+    def open(self, user: str, *, width: int = 1400) -> None:
+        """Load the page at ``width`` CSS pixels, connect with the tenant key, pick ``user``."""
+        self.driver.set_window_size(width, 1000)
+        self.driver.get(self.served.base + "/dashboard")
+        self.testid("key").clear()
+        self.testid("key").send_keys(self.served.key)
+        self.testid("connect").click()
+        self.choose(user)
+
+    def choose(self, user: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        option = f'[data-testid="user"] option[value="{user}"]'
+        self.until(lambda: self.driver.find_elements(By.CSS_SELECTOR, option))
+        self.driver.find_element(By.CSS_SELECTOR, option).click()
+        self.until(lambda: self.testid("status").text == f"user {user}")
+
+    def sessions(self) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        found: list[Any] = self.driver.find_elements(By.CSS_SELECTOR, "#sessions a")
+        return found
+
+    def shoot(self, path: Path) -> None:
+        self.driver.execute_script("window.scrollTo(0, 0)")
+        self.driver.save_screenshot(str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def dashboard(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser, driver_path = _chromium()
-    ids = _seed(served)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
+    profile = tmp_path_factory.mktemp("chrome")
     for flag in (
         "--headless=new",
         "--no-sandbox",
@@ -237,69 +292,216 @@ def test_dashboard_in_headless_chromium(served: Served, tmp_path: Path) -> None:
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chrome'}",
+        f"--user-data-dir={profile}",
         "--window-size=1400,1000",
     ):
         options.add_argument(flag)
     os.environ["SE_OFFLINE"] = "true"  # selenium-manager must not look for drivers online
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    # The page re-renders lists; an element found a moment ago may be replaced.
-    wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
-
-    def testid(name: str) -> Any:
-        return wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, f'[data-testid="{name}"]'))
-        )
-
     try:
-        driver.get(served.base + "/dashboard")
-        testid("key").send_keys(served.key)
-        testid("connect").click()
-        wait.until(lambda d: "alice" in testid("user").text)
-        testid("user").find_element(By.CSS_SELECTOR, 'option[value="alice"]').click()
-        # Timeline: the superseded memory is visible and linked to what replaced it.
-        old = ids["london"]["id"]
-        assert testid(f"status-{old}").text == "superseded"
-        assert testid(f"replaced-by-{old}").text == ids["paris"]["id"]
-        assert testid(f"status-{ids['paris']['id']}").text == "current"
-        # Search with the score explanation.
-        testid("query").send_keys("where does Alice live")
-        testid("search").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="hit"]'))
-        first = driver.find_elements(By.CSS_SELECTOR, '[data-testid="hit"]')[0]
-        assert "Alice lives in Paris" in first.text
-        assert "vector" in first.find_element(By.CSS_SELECTOR, '[data-testid="explanation"]').text
-        # A memory's history.
-        testid(f"history-{old}").click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, '[data-testid="event"]')) == 2)
-        assert "she moved" in testid("history").text
-        # Sessions: messages and state.
-        testid("session-trip").click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="message"]'))
-        assert "Book a table for Friday" in testid("session").text
-        assert '"step": "booking"' in testid("state").text
-        # Edit, then forget.
-        paris = ids["paris"]["id"]
-        testid(f"edit-{paris}").click()
-        alert = wait.until(ec.alert_is_present())
-        alert.send_keys("Alice lives in Lyon")
-        alert.accept()
-        wait.until(lambda d: "Alice lives in Lyon" in testid("timeline").text)
-        testid(f"forget-{paris}").click()
-        wait.until(ec.alert_is_present()).accept()
-        wait.until(lambda d: testid(f"status-{paris}").text == "deleted")
-        driver.execute_script("window.scrollTo(0, 0)")
-        shot = tmp_path / "dashboard.png"
-        driver.save_screenshot(str(shot))
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-        if os.environ.get("MEMLANE_SCREENSHOT"):
-            shutil.copy(shot, os.environ["MEMLANE_SCREENSHOT"])
+        yield Dashboard(driver, served)
     finally:
         driver.quit()
+
+
+def _add(s: Served, user: str, text: str) -> dict[str, Any]:
+    added: dict[str, Any] = s.api("POST", f"/v1/users/{user}/memories", json={"text": text})
+    return added
+
+
+def _say(s: Served, user: str, session: str, text: str) -> None:
+    s.api(
+        "POST",
+        f"/v1/users/{user}/sessions/{session}/messages",
+        json={"messages": [{"role": "user", "content": text}]},
+    )
+
+
+def test_dashboard_in_headless_chromium(dashboard: Dashboard, tmp_path: Path) -> None:
+    ids = _seed(dashboard.served)
+    page = dashboard
+    page.open("alice")
+    # Timeline: the superseded memory is visible and linked, by its text, to what replaced it.
+    old, paris = ids["london"]["id"], ids["paris"]["id"]
+    assert page.testid(f"status-{old}").text == "superseded"
+    assert page.testid(f"replaced-by-{old}").text == "Alice lives in Paris"
+    assert page.testid(f"status-{paris}").text == "current"
+    page.testid(f"replaced-by-{old}").click()  # opens the memory that replaced it
+    page.until(lambda: page.testid("opened").text == "Alice lives in Paris")
+    assert paris in page.testid("history").text
+    # Search with the score explanation.
+    page.testid("query").send_keys("where does Alice live")
+    page.testid("search").click()
+    page.until(lambda: page.all("hit"))
+    first = page.all("hit")[0]
+    assert "Alice lives in Paris" in first.text
+    assert "vector" in first.find_element("css selector", '[data-testid="explanation"]').text
+    # A memory's history.
+    page.testid(f"history-{old}").click()
+    page.until(lambda: len(page.all("event")) == 2)
+    assert "she moved" in page.testid("history").text
+    # Sessions: messages and state.
+    page.testid("session-trip").click()
+    page.until(lambda: page.all("message"))
+    assert "Book a table for Friday" in page.testid("session").text
+    assert '"step": "booking"' in page.testid("state").text
+    # Edit (the link from the old memory follows the new text), then forget.
+    from selenium.webdriver.support import expected_conditions as ec
+
+    page.testid(f"edit-{paris}").click()
+    alert = page.wait.until(ec.alert_is_present())
+    alert.send_keys("Alice lives in Lyon")
+    alert.accept()
+    page.until(lambda: "Alice lives in Lyon" in page.testid("timeline").text)
+    assert page.testid(f"replaced-by-{old}").text == "Alice lives in Lyon"
+    page.testid(f"forget-{paris}").click()
+    page.wait.until(ec.alert_is_present()).accept()
+    page.until(lambda: page.testid(f"status-{paris}").text == "deleted")
+    shot = tmp_path / "dashboard.png"
+    page.shoot(shot)
+    if os.environ.get("MEMLANE_SCREENSHOT"):
+        shutil.copy(shot, os.environ["MEMLANE_SCREENSHOT"])
+    served = dashboard.served
     record = served.api("GET", f"/v1/users/alice/memories/{paris}")
     assert record["text"] == "Alice lives in Lyon" and record["deleted_at"] is not None
     events = served.api("GET", f"/v1/users/alice/memories/{paris}/history")["events"]
     assert [e["action"] for e in events] == ["add", "update", "delete"]
+
+
+# Holds every search request until the test calls window.__release(), and counts the
+# requests and JSON bodies under way in window.__pending. A body's count drops one task
+# after it is parsed, so by then the page has drawn (or dropped) the answer.
+_HOLD_SEARCH = """
+window.__pending = 0;
+const gate = new Promise((resolve) => { window.__release = resolve; });
+const realFetch = window.fetch;
+window.fetch = (url, init) => {
+  window.__pending += 1;
+  const held = String(url).endsWith("/search") ? gate : Promise.resolve();
+  return held.then(() => realFetch(url, init)).finally(() => { window.__pending -= 1; });
+};
+const realJson = Response.prototype.json;
+Response.prototype.json = function () {
+  window.__pending += 1;
+  return realJson.call(this).finally(() => setTimeout(() => { window.__pending -= 1; }, 0));
+};
+"""
+
+
+def test_dashboard_switching_user_drops_the_previous_users_view(dashboard: Dashboard) -> None:
+    s, page = dashboard.served, dashboard
+    for n in range(30):
+        _add(s, "pat", f"Pat note {n} about gardening")
+    _say(s, "pat", "pat-plans", "Pat wants to plant tulips")
+    quinn = _add(s, "quinn", "Quinn likes jazz")
+    page.open("pat")
+    page.testid("query").send_keys("gardening")
+    page.testid("search").click()
+    page.until(lambda: page.all("hit"))
+    page.testid("history-" + page.all("memory")[0].get_attribute("id")[4:]).click()
+    page.until(lambda: page.all("event"))
+    page.testid("session-pat-plans").click()
+    page.until(lambda: page.all("message"))
+    assert page.testid("more-memories").is_displayed()  # pat's first page: a cursor is held
+    # A search for pat still under way when the user changes must not be drawn for quinn.
+    page.driver.execute_script(_HOLD_SEARCH)
+    page.testid("search").click()
+    page.choose("quinn")
+    page.driver.execute_script("window.__release()")
+    page.until(lambda: page.driver.execute_script("return window.__pending") == 0)
+    assert page.all("hit") == []
+    assert page.all("event") == [] and "Pat" not in page.testid("history").text
+    assert page.all("message") == [] and page.testid("session").text == ""
+    assert page.all("session-pat-plans") == []
+    # quinn's list starts at quinn's first page, not after pat's cursor.
+    assert [m.get_attribute("id") for m in page.all("memory")] == [f"mem-{quinn['id']}"]
+    assert not page.testid("more-memories").is_displayed()
+    assert "Pat" not in page.driver.find_element("tag name", "main").text
+
+
+def test_dashboard_restores_a_deleted_memory(dashboard: Dashboard) -> None:
+    s, page = dashboard.served, dashboard
+    gone = _add(s, "rae", "Rae is vegetarian")
+    s.api("DELETE", f"/v1/users/rae/memories/{gone['id']}")
+    page.open("rae")
+    assert page.testid(f"status-{gone['id']}").text == "deleted"
+    page.testid(f"history-{gone['id']}").click()
+    page.until(lambda: len(page.all("event")) == 2)
+    page.testid(f"restore-{gone['id']}").click()
+    page.until(lambda: page.testid(f"status-{gone['id']}").text == "current")
+    page.until(lambda: len(page.all("event")) == 3)  # the open history shows the restore
+    assert page.testid(f"forget-{gone['id']}").is_displayed() and not page.all(
+        f"restore-{gone['id']}"
+    )
+    assert s.api("GET", f"/v1/users/rae/memories/{gone['id']}")["deleted_at"] is None
+
+
+def test_dashboard_does_not_offer_text_edits_of_keyed_facts(dashboard: Dashboard) -> None:
+    from memlane import Memory
+    from memlane.server.keys import storage_user
+    from memlane.testing import FakeEmbedder
+
+    s, page = dashboard.served, dashboard
+    with Memory(s.store, embedder=FakeEmbedder()) as memory:
+        kim = storage_user("acme", "kim")
+        old = memory.remember("timezone", "Europe/Paris", user_id=kim)
+        new = memory.remember("timezone", "Asia/Tokyo", user_id=kim)
+    page.open("kim")
+    assert page.testid(f"replaced-by-{old.id}").text == "timezone: Asia/Tokyo"
+    assert page.all(f"edit-{new.id}") == []  # the API refuses them: a value changes via remember
+    assert "remember" in page.testid(f"keyed-{new.id}").text
+    assert page.testid(f"forget-{new.id}").is_displayed()
+
+
+def test_dashboard_lists_memories_page_by_page(dashboard: Dashboard) -> None:
+    s, page = dashboard.served, dashboard
+    for n in range(27):
+        _say(s, "sam", f"sam-{n:02}", "hello")  # 27 sessions, and an episode memory each
+    added = [_add(s, "sam", f"Sam fact {n}")["id"] for n in range(30)]
+
+    def shown() -> list[str]:
+        return [m.get_attribute("id").removeprefix("mem-") for m in page.all("memory")]
+
+    page.open("sam")
+    assert shown() == added[::-1][:25]  # newest first, one page of 25
+    assert page.testid("more-sessions").is_displayed() and len(page.sessions()) == 25
+    page.testid("more-memories").click()
+    page.until(lambda: len(shown()) == 50)
+    assert shown()[:30] == added[::-1]
+    page.testid("more-memories").click()
+    page.until(lambda: len(shown()) == 57)
+    assert len(set(shown())) == 57 and not page.testid("more-memories").is_displayed()
+    page.testid("more-sessions").click()
+    page.until(lambda: len(page.sessions()) == 27)
+    assert not page.testid("more-sessions").is_displayed()
+
+
+def test_dashboard_fits_a_375px_wide_screen(dashboard: Dashboard, tmp_path: Path) -> None:
+    s, page = dashboard.served, dashboard
+    first = _add(s, "lee", "Lee's notes are at https://example.com/" + "x" * 150)
+    s.api(
+        "POST",
+        f"/v1/users/lee/memories/{first['id']}/supersede",
+        json={"text": "Lee's notes moved to https://example.org/" + "y" * 150},
+    )
+    _say(s, "lee", "lee-" + "z" * 80, "https://example.net/" + "w" * 200)
+    page.open("lee", width=375)
+    assert page.driver.execute_script("return window.innerWidth") == 375
+    page.testid("query").send_keys("where are Lee's notes")
+    page.testid("search").click()
+    page.until(lambda: page.all("hit"))
+    page.testid(f"history-{first['id']}").click()
+    page.until(lambda: page.all("event"))
+    page.testid("session-lee-" + "z" * 80).click()
+    page.until(lambda: page.all("message"))
+    page.shoot(tmp_path / "narrow.png")
+    if os.environ.get("MEMLANE_SCREENSHOT_NARROW"):
+        shutil.copy(tmp_path / "narrow.png", os.environ["MEMLANE_SCREENSHOT_NARROW"])
+    widths = page.driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.body.scrollWidth,"
+        " window.innerWidth]"
+    )
+    assert widths[0] <= widths[2] and widths[1] <= widths[2], widths
 
 
 def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:

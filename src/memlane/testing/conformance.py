@@ -125,6 +125,56 @@ class StoreConformance:
             m.add("x", user_id="u", idempotency_key="")
         m.close()
 
+    def test_an_id_in_one_scope_never_touches_another(self) -> None:
+        """Ids are per user scope: another scope holding the same id (an import keeps
+        ids) neither blocks nor reveals anything, idempotent adds included."""
+        m, _, _ = self._memory()
+        planned = m.add("draft", user_id="u", idempotency_key="order-17").id
+        m.forget_user("u")  # so v can take the id u's next add with this key uses
+        seed = m.add("v's own note", user_id="v")
+        m.import_rows([{"type": "record", "data": seed.evolve(id=planned).to_dict()}])
+        first = m.add("u paid", user_id="u", idempotency_key="order-17")
+        assert (first.user_id, first.text) == ("u", "u paid")
+        assert m.add("u paid", user_id="u", idempotency_key="order-17") == first
+        assert m.get(planned, user_id="v").text == "v's own note"
+        # An id u uses, imported by v: stored for v exactly as a free id would be.
+        theirs = m.add("u's secret", user_id="u")
+        (added,) = m.history(theirs.id, user_id="u")
+        echo = dataclasses.replace(added, user_id="v", snapshot=None)
+        result = m.import_rows(
+            [
+                {"type": "record", "data": seed.evolve(id=theirs.id).to_dict()},
+                {"type": "history", "data": echo.to_dict()},
+            ]
+        )
+        assert dict(result.counts) == {"record": 1, "history": 1}
+        assert [e.id for e in m.history(theirs.id, user_id="v")] == [added.id]
+        m.update(theirs.id, user_id="v", text="v rewrote it")
+        m.store.batch([ops.TouchRecords("v", (theirs.id,), first.created_at)])
+        assert m.get(theirs.id, user_id="u") == theirs
+        assert m.history(theirs.id, user_id="u") == [added]
+        m.forget_user("v")
+        assert m.get(theirs.id, user_id="u") == theirs
+        assert [h.record.id for h in m.search("secret", user_id="u", recipe="lexical")] == [theirs.id]
+        m.close()
+
+    def test_a_job_id_in_one_scope_never_touches_another(self) -> None:
+        m, _, _ = self._memory()
+        t0 = _day(2024, 1, 1)
+        mine = Job("J1", "u", "extract", {"n": 1}, JobStatus.PENDING, t0, t0, t0)
+        m.store.batch([ops.PutJob(mine, 0)])
+        copy = mine.evolve(user_id="v", payload={"n": 2})
+        assert dict(m.import_rows([{"type": "job", "data": copy.to_dict()}]).counts) == {
+            "job": 1
+        }
+        assert m.store.batch([ops.GetJob("u", "J1"), ops.GetJob("v", "J1")]) == [mine, copy]
+        claimed = m.store.batch([ops.ClaimJob(t0, t0 + timedelta(minutes=1), "v")])[0]
+        assert claimed.user_id == "v"
+        assert m.store.batch([ops.GetJob("u", "J1")]) == [mine]
+        assert m.store.batch([ops.DeleteUser("v")])[0]["jobs"] == 1
+        assert m.store.batch([ops.ListJobs(None)])[0] == [mine]
+        m.close()
+
     def test_list_pages_with_cursor(self) -> None:
         m, _, _ = self._memory()
         ids = [m.add(f"memory number {i}", user_id="u").id for i in range(7)]
@@ -404,6 +454,55 @@ class StoreConformance:
         assert len(found("kiwi77")) == 2
         clock.advance(hours=2)
         assert m.sweep() == 2 and found("kiwi77") == set()
+        m.close()
+
+    def test_another_agents_turn_never_shapes_a_turns_score(self) -> None:
+        """An episode is indexed with the previous turn of its session by the same agent
+        (no agent counts as one), as reads by agent are limited: a turn of another agent
+        in between is skipped, never read through the one after it."""
+        m, _, _ = self._memory()
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+
+        def found(query: str, agent: str | None) -> set[str]:
+            f = Filters(agent_id=agent)
+            return {h.record.id for h in m.search(query, user_id="u", filters=f, recipe=words)}
+
+        def turn(text: str, agent: str | None) -> str:
+            kind = MemoryKind.EPISODE
+            return m.add(text, user_id="u", kind=kind, session_id="s", agent_id=agent).id
+
+        alpha = turn("planning the alpha route", "planner")
+        code = turn("the vault code is zebra4411", "other")
+        beta = turn("booking the beta flights", "planner")
+        loose = turn("a note with kiwi77", None)
+        after = turn("planning more", "planner")
+        assert found("zebra4411", "planner") == set()
+        assert found("zebra4411", None) == {code}
+        assert found("alpha", "planner") == {alpha, beta}  # its own previous turn counts
+        assert found("kiwi77", None) == {loose}
+        assert found("beta", "planner") == {beta, after}
+        m.delete(alpha, user_id="u")  # beta loses its context, not the other agent's turn
+        assert found("alpha", None) == set()
+        m.update(beta, user_id="u", text="booking the gamma flights")
+        assert found("beta", None) == set() and found("gamma", None) == {beta, after}
+        m.close()
+
+    def test_another_agents_turn_is_no_context_embedding(self) -> None:
+        m = Memory(
+            self.make_store(),
+            embedder=FakeEmbedder(),
+            clock=FixedClock(),
+            config=CoreConfig(context_window=1),
+        )
+        m.add_messages("s", [("user", "the vault code is zebra4411")], user_id="u", agent_id="o")
+
+        def turn(session: str, agent: str | None) -> str | None:
+            kind = MemoryKind.EPISODE
+            r = m.add("ok, planning", user_id="u", kind=kind, session_id=session, agent_id=agent)
+            return r.context_hash
+
+        assert turn("s", "planner") == turn("fresh", "planner")
+        assert turn("s", None) == turn("fresh2", None)
         m.close()
 
     def test_words_beyond_ascii_match_lexically(self) -> None:

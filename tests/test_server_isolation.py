@@ -3,6 +3,7 @@ another, and words of a turn an agent-limited key cannot read."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ class Env:
         return self.client.request(method, path, headers={"Authorization": f"Bearer {key}"}, **kw)
 
     def import_rows(self, key: str, user: str, rows: list[dict[str, Any]]) -> Any:
-        body = "\n".join(__import__("json").dumps(r) for r in rows)
+        body = "\n".join(json.dumps(r) for r in rows)
         return self.call(key, "POST", f"/v1/users/{user}/import", content=body)
 
 
@@ -78,7 +79,8 @@ def test_another_tenant_can_neither_block_nor_probe_an_id(env: Env) -> None:
 
 def test_another_tenant_can_neither_block_nor_probe_a_job_id(env: Env) -> None:
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
-    job = Job("01JOBOFACME", storage_user("acme", "alice"), "process", {}, JobStatus.DONE, t0, t0, t0)
+    acme_alice = storage_user("acme", "alice")
+    job = Job("01JOBOFACME", acme_alice, "process", {}, JobStatus.DONE, t0, t0, t0)
     env.memory.store.batch([ops.PutJob(job, 0)])
     copy = {**job.to_dict(), "user_id": "alice", "payload": {"from": "rival"}}
     answer = env.import_rows(env.rival, "alice", [{"type": "job", "data": copy}])

@@ -183,11 +183,7 @@ class MemoryStore:
         out: dict[str, list[tuple[str, int]]] = {}
         for rid in op.ids:
             r = self._records.get((op.user_id, rid))
-            if (
-                r is None
-                or r.session_id is None
-                or r.kind is not MemoryKind.EPISODE
-            ):
+            if r is None or r.session_id is None or r.kind is not MemoryKind.EPISODE:
                 out[rid] = []
                 continue
             same = sorted(

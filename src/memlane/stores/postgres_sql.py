@@ -132,9 +132,11 @@ CREATE TRIGGER records_turns_after_update
     AFTER UPDATE OF text, deleted_at, agent_id, session_id, kind ON records
     FOR EACH ROW WHEN ((NEW.kind = 'episode' OR OLD.kind = 'episode')
         AND (NEW.session_id IS NOT NULL OR OLD.session_id IS NOT NULL)
-        AND (NEW.text IS DISTINCT FROM OLD.text OR NEW.deleted_at IS DISTINCT FROM OLD.deleted_at
+        AND (NEW.text IS DISTINCT FROM OLD.text
+             OR NEW.deleted_at IS DISTINCT FROM OLD.deleted_at
              OR NEW.agent_id IS DISTINCT FROM OLD.agent_id
-             OR NEW.session_id IS DISTINCT FROM OLD.session_id OR NEW.kind IS DISTINCT FROM OLD.kind))
+             OR NEW.session_id IS DISTINCT FROM OLD.session_id
+             OR NEW.kind IS DISTINCT FROM OLD.kind))
     EXECUTE FUNCTION memlane_turns_after_update();
 UPDATE records n SET search = {_OWN_TURN_SEARCH}
     WHERE n.kind = 'episode' AND n.session_id IS NOT NULL;

@@ -133,6 +133,7 @@ _LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
     refresh_new_and_self=_refresh_context("new", itself=True),
 )
 
+
 def _previous_own_turn(row: str) -> str:
     """SQL for the text of the last live episode before ``row`` in its session by the same
     agent (``IS``: no agent matches no agent), NULL otherwise. Reads are limited by agent,

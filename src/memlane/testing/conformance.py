@@ -155,7 +155,8 @@ class StoreConformance:
         assert m.history(theirs.id, user_id="u") == [added]
         m.forget_user("v")
         assert m.get(theirs.id, user_id="u") == theirs
-        assert [h.record.id for h in m.search("secret", user_id="u", recipe="lexical")] == [theirs.id]
+        hits = m.search("secret", user_id="u", recipe="lexical")
+        assert [h.record.id for h in hits] == [theirs.id]
         m.close()
 
     def test_a_job_id_in_one_scope_never_touches_another(self) -> None:
@@ -164,9 +165,7 @@ class StoreConformance:
         mine = Job("J1", "u", "extract", {"n": 1}, JobStatus.PENDING, t0, t0, t0)
         m.store.batch([ops.PutJob(mine, 0)])
         copy = mine.evolve(user_id="v", payload={"n": 2})
-        assert dict(m.import_rows([{"type": "job", "data": copy.to_dict()}]).counts) == {
-            "job": 1
-        }
+        assert dict(m.import_rows([{"type": "job", "data": copy.to_dict()}]).counts) == {"job": 1}
         assert m.store.batch([ops.GetJob("u", "J1"), ops.GetJob("v", "J1")]) == [mine, copy]
         claimed = m.store.batch([ops.ClaimJob(t0, t0 + timedelta(minutes=1), "v")])[0]
         assert claimed.user_id == "v"

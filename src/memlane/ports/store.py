@@ -59,6 +59,8 @@ class Op(Generic[R]):
 class WriteRecord(Op[None]):
     """Insert or replace a record.
 
+    A record is named by its user and id together: ids are unique within a user only, so
+    the same id in another user's scope is another record, never a conflict.
     ``expected_version`` is the version the stored row must have: 0 means the record must
     not exist yet; a mismatch raises ConflictError and the whole batch is rolled back.
     ``None`` (import) inserts the record, or replaces a stored row only if that row has an
@@ -71,7 +73,7 @@ class WriteRecord(Op[None]):
 
 @dataclass(frozen=True, slots=True)
 class AppendHistory(Op[None]):
-    """Record history events; an event whose id already exists is left as it is."""
+    """Record history events; an event whose id its user already has is left as it is."""
 
     events: tuple[HistoryEvent, ...]
 
@@ -100,8 +102,9 @@ class ListRecords(Op[list[MemoryRecord]]):
 class LexicalSearch(Op[list[tuple[str, float]]]):
     """(id, score) of records matching ``query`` by BM25, best first; higher is better.
 
-    With ``context_weight > 0`` an episode also matches through the text of the episode
-    before it in its session, whose term frequencies count ``context_weight`` times."""
+    With ``context_weight > 0`` an episode also matches through the text of the last
+    episode before it in its session by the same agent (no agent matches no agent) that
+    is not deleted, whose term frequencies count ``context_weight`` times."""
 
     user_id: str
     filters: Filters
@@ -317,7 +320,7 @@ class ListStates(Op[list[StateVersion]]):
 
 @dataclass(frozen=True, slots=True)
 class PutJob(Op[None]):
-    """Insert or replace a job.
+    """Insert or replace a job (named, like a record, by its user and id together).
 
     The stored job must be at ``expected_version`` (0: must not exist) or the batch fails
     with ConflictError. ``None`` (import) inserts it, or replaces an older version.

@@ -133,9 +133,10 @@ class VectorSearch(Op[list[tuple[str, float]]]):
 class GetNeighbors(Op[dict[str, list[tuple[str, int]]]]):
     """For each episode id, (id, distance) of up to ``window`` episodes just before
     (distance -1, -2 ...) and just after (1, 2 ...) it in the same session (by id order,
-    same user, current and unexpired): the turns around a turn. Facts, summaries and
-    other kinds that share the session are not turns and are skipped; ids that are not
-    episodes, or have no session, map to an empty list."""
+    same user, current and unexpired): the turns around a turn. Only turns by the same
+    agent count (no agent matches no agent), as reads are limited by agent. Facts,
+    summaries and other kinds that share the session are not turns and are skipped; ids
+    that are not episodes, or have no session, map to an empty list."""
 
     user_id: str
     ids: tuple[str, ...]

@@ -190,6 +190,7 @@ class MemoryStore:
                 x.id
                 for x in self._user_records(op.user_id)
                 if x.session_id == r.session_id
+                and x.agent_id == r.agent_id  # the reader of one agent sees only its turns
                 and x.kind is MemoryKind.EPISODE
                 and (x.id == rid or (x.is_current and not x.is_expired(op.now)))
             )

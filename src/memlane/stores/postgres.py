@@ -424,7 +424,8 @@ class PostgresStore:
         ids = tuple(dict.fromkeys(op.ids))
         found: list[tuple[str, str]] = []
         if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s"):
+            same = "IS NOT DISTINCT FROM"
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s", same):
                 rows, _ = yield Sql(sql, params)
                 found += [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)

@@ -410,7 +410,7 @@ class SqliteStore:
         ids = tuple(dict.fromkeys(op.ids))
         rows: list[tuple[str, str]] = []
         if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?"):
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?", "IS"):
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 

@@ -536,6 +536,19 @@ class StoreConformance:
         assert got == {last.id: [(ids[4], -1)], fact.id: []}
         m.close()
 
+    def test_neighbors_are_turns_of_the_same_agent(self) -> None:
+        """A turn the reader of one agent cannot see never takes a place in the window."""
+        m, clock, _ = self._memory()
+        ids = [
+            m.add(f"turn {i}", user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=a).id
+            for i, a in enumerate(("p", "o", "o", "p", None, "p"))
+        ]
+        got = m.store.batch([ops.GetNeighbors("u", (ids[0], ids[4], ids[1]), 1, clock.now)])[0]
+        assert got == {ids[0]: [(ids[3], 1)], ids[4]: [], ids[1]: [(ids[2], 1)]}
+        wide = m.store.batch([ops.GetNeighbors("u", (ids[5],), 2, clock.now)])[0]
+        assert wide == {ids[5]: [(ids[0], -2), (ids[3], -1)]}
+        m.close()
+
     def test_search_time_window_and_explain(self) -> None:
         m, _, _ = self._memory()
         may = m.add("went hiking with friends", user_id="u", event_at=_day(2023, 5, 20))

@@ -340,7 +340,8 @@ class GetJob(Op[Job | None]):
 @dataclass(frozen=True, slots=True)
 class ListJobs(Op[list[Job]]):
     """Jobs ordered by id after the cursor; of one user or (``None``) of all users,
-    optionally only those with one of ``statuses``."""
+    optionally only those with one of ``statuses``. Ids are unique per user only, so
+    the cursor pages one user's jobs."""
 
     user_id: str | None
     statuses: tuple[JobStatus, ...] = ()

@@ -140,10 +140,16 @@ CREATE TRIGGER records_turns_after_update
     EXECUTE FUNCTION memlane_turns_after_update();
 UPDATE records n SET search = {_OWN_TURN_SEARCH}
     WHERE n.kind = 'episode' AND n.session_id IS NOT NULL;
+UPDATE records n SET context_hash = NULL
+    WHERE n.kind = 'episode' AND n.context_hash IS NOT NULL AND EXISTS (
+        SELECT 1 FROM records p WHERE p.user_id = n.user_id AND p.session_id = n.session_id
+        AND p.kind = 'episode' AND p.id < n.id AND p.agent_id IS DISTINCT FROM n.agent_id);
 """
 """Ids are unique per user scope (records, history events, jobs): an import keeps ids, so
 a global id let one scope block another's idempotent add or learn that an id exists
-elsewhere. A turn's lexical context becomes the previous live turn by the same agent."""
+elsewhere. A turn's lexical context becomes the previous live turn by the same agent; a
+context vector that may hold another agent's words is dropped (search falls back to the
+turn's own vector; the embedder is not at hand in a migration)."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (

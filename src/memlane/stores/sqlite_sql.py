@@ -222,6 +222,11 @@ _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
         DELETE FROM records_fts;
         INSERT INTO records_fts(rowid, text, context)
             SELECT r.rid, r.text, {ctx_r} FROM records r;
+        UPDATE records SET context_hash = NULL
+            WHERE kind = 'episode' AND context_hash IS NOT NULL AND EXISTS (
+                SELECT 1 FROM records p WHERE p.user_id = records.user_id
+                AND p.session_id = records.session_id AND p.kind = 'episode'
+                AND p.id < records.id AND p.agent_id IS NOT records.agent_id);
         CREATE TABLE history_scoped (
             id TEXT NOT NULL,
             record_id TEXT NOT NULL,
@@ -256,7 +261,9 @@ _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
 )
 """Ids are unique per user scope (records, history events, jobs): an import keeps ids, so
 a global id let one scope block another's idempotent add or learn that an id exists
-elsewhere. The lexical context becomes the previous live turn by the same agent."""
+elsewhere. The lexical context becomes the previous live turn by the same agent; a context
+vector that may hold another agent's words is dropped (search falls back to the turn's own
+vector; the embedder is not at hand in a migration)."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (

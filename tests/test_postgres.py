@@ -69,6 +69,42 @@ def test_migrations_are_recorded_and_newer_schema_refused(
         PostgresStore(url).setup()
 
 
+def test_a_database_from_before_scoped_ids_keeps_working(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 4 (ids unique per user, lexical context only from the same agent's turn)
+    keeps every row, an idempotent add retried after it finds its first write, and
+    re-indexes turns written before it."""
+    from memlane import CoreConfig, SearchRecipe
+    from memlane.stores import postgres as postgres_module
+
+    monkeypatch.setattr(postgres_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 3))
+    config = CoreConfig(context_window=1)
+    old = Memory(PostgresStore(pg_url), embedder=FakeEmbedder(), clock=FixedClock(), config=config)
+    paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
+    for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):
+        old.add(text, user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=agent)
+    before = old.export_rows()
+    old.close()
+    monkeypatch.undo()
+
+    m, _ = _memory(pg_url)
+    # Every row is kept; only a context vector that may hold another agent's turn is gone.
+    changed = [(b, a) for b, a in zip(before[1:], m.export_rows()[1:], strict=True) if b != a]
+    assert [(b["data"]["text"], a["data"]["context_hash"]) for b, a in changed] == [
+        ("ok, planning", None)
+    ]
+    ((was, now),) = changed
+    assert {k for k in was["data"] if was["data"][k] != now["data"][k]} == {"context_hash"}
+    assert m.add("u paid the invoice", user_id="u", idempotency_key="order-17") == paid
+    m.import_rows([{"type": "record", "data": paid.evolve(user_id="v").to_dict()}])
+    assert m.get(paid.id, user_id="v").user_id == "v" and m.get(paid.id, user_id="u") == paid
+    words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+    planner = Filters(agent_id="planner")
+    assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []
+    m.close()
+
+
 def test_metadata_comes_back_exactly_as_written(pg_url: str) -> None:
     """jsonb keeps numbers as numeric (1e16 comes back an int, -0.0 as 0.0); reads return
     the JSON as written."""

@@ -302,6 +302,9 @@ class CoreBase:
         context is embedded too, so a reply like "Yes, last Tuesday!" can be found by
         what it replied to. Returns the records and the context texts to embed.
 
+        Only turns by the episode's own agent count (no agent is one too): reads are
+        limited by agent, and another agent's words must not make this episode match.
+
         With ``look_back=False`` only earlier records of the same batch count (import,
         where the batch is the whole session in id order)."""
         window = self.config.context_window
@@ -309,20 +312,16 @@ class CoreBase:
         contexts: list[str] = []
         if window < 1:
             return out, contexts
-        sessions = {
-            (r.user_id, r.session_id)
+        turns = {
+            (r.user_id, r.session_id, r.agent_id)
             for r in records
             if r.kind == MemoryKind.EPISODE and r.session_id
         }
-        before: dict[tuple[str, str | None], list[str]] = {key: [] for key in sessions}
-        for user_id, session_id in sorted(sessions, key=str) if look_back else ():
-            f = Filters(kinds=(MemoryKind.EPISODE,), session_id=session_id)
-            rows = yield from one(
-                ops.ListRecords(user_id, f, self._now(), None, window, descending=True)
-            )
-            before[(user_id, session_id)] = [r.text for r in reversed(rows)]
+        before: dict[tuple[str, str | None, str | None], list[str]] = {k: [] for k in turns}
+        for turn in sorted(turns, key=str) if look_back else ():
+            before[turn] = yield from self._last_turns(*turn, window)
         for i, r in enumerate(out):
-            key = (r.user_id, r.session_id)
+            key = (r.user_id, r.session_id, r.agent_id)
             if r.kind != MemoryKind.EPISODE or key not in before:
                 continue
             # On import, an episode stored without a context (its text was edited) stays so.
@@ -333,6 +332,25 @@ class CoreBase:
                 out[i] = replace(r, context_hash=content_hash(text))
             before[key].append(r.text)
         return out, contexts
+
+    def _last_turns(
+        self, user_id: str, session_id: str | None, agent_id: str | None, window: int
+    ) -> Flow[list[str]]:
+        """Texts of the last ``window`` current episodes of the session by ``agent_id``
+        (None: by no agent), oldest first."""
+        f = Filters(kinds=(MemoryKind.EPISODE,), session_id=session_id, agent_id=agent_id)
+        found: list[str] = []
+        cursor = None
+        while len(found) < window:
+            # A filter on agent_id None means any agent: those of agents are skipped here.
+            rows = yield from one(
+                ops.ListRecords(user_id, f, self._now(), cursor, window, descending=True)
+            )
+            found += [r.text for r in rows if r.agent_id == agent_id]
+            if len(rows) < window:
+                break
+            cursor = rows[-1].id
+        return list(reversed(found[:window]))
 
     def _load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
         check_id("user_id", user_id)

@@ -59,6 +59,8 @@ class Op(Generic[R]):
 class WriteRecord(Op[None]):
     """Insert or replace a record.
 
+    A record is named by its user and id together: ids are unique within a user only, so
+    the same id in another user's scope is another record, never a conflict.
     ``expected_version`` is the version the stored row must have: 0 means the record must
     not exist yet; a mismatch raises ConflictError and the whole batch is rolled back.
     ``None`` (import) inserts the record, or replaces a stored row only if that row has an
@@ -71,7 +73,7 @@ class WriteRecord(Op[None]):
 
 @dataclass(frozen=True, slots=True)
 class AppendHistory(Op[None]):
-    """Record history events; an event whose id already exists is left as it is."""
+    """Record history events; an event whose id its user already has is left as it is."""
 
     events: tuple[HistoryEvent, ...]
 
@@ -100,8 +102,9 @@ class ListRecords(Op[list[MemoryRecord]]):
 class LexicalSearch(Op[list[tuple[str, float]]]):
     """(id, score) of records matching ``query`` by BM25, best first; higher is better.
 
-    With ``context_weight > 0`` an episode also matches through the text of the episode
-    before it in its session, whose term frequencies count ``context_weight`` times."""
+    With ``context_weight > 0`` an episode also matches through the text of the last
+    episode before it in its session by the same agent (no agent matches no agent) that
+    is not deleted, whose term frequencies count ``context_weight`` times."""
 
     user_id: str
     filters: Filters
@@ -130,9 +133,10 @@ class VectorSearch(Op[list[tuple[str, float]]]):
 class GetNeighbors(Op[dict[str, list[tuple[str, int]]]]):
     """For each episode id, (id, distance) of up to ``window`` episodes just before
     (distance -1, -2 ...) and just after (1, 2 ...) it in the same session (by id order,
-    same user, current and unexpired): the turns around a turn. Facts, summaries and
-    other kinds that share the session are not turns and are skipped; ids that are not
-    episodes, or have no session, map to an empty list."""
+    same user, current and unexpired): the turns around a turn. Only turns by the same
+    agent count (no agent matches no agent), as reads are limited by agent. Facts,
+    summaries and other kinds that share the session are not turns and are skipped; ids
+    that are not episodes, or have no session, map to an empty list."""
 
     user_id: str
     ids: tuple[str, ...]
@@ -317,7 +321,7 @@ class ListStates(Op[list[StateVersion]]):
 
 @dataclass(frozen=True, slots=True)
 class PutJob(Op[None]):
-    """Insert or replace a job.
+    """Insert or replace a job (named, like a record, by its user and id together).
 
     The stored job must be at ``expected_version`` (0: must not exist) or the batch fails
     with ConflictError. ``None`` (import) inserts it, or replaces an older version.
@@ -336,7 +340,8 @@ class GetJob(Op[Job | None]):
 @dataclass(frozen=True, slots=True)
 class ListJobs(Op[list[Job]]):
     """Jobs ordered by id after the cursor; of one user or (``None``) of all users,
-    optionally only those with one of ``statuses``."""
+    optionally only those with one of ``statuses``. Ids are unique per user only, so
+    the cursor pages one user's jobs."""
 
     user_id: str | None
     statuses: tuple[JobStatus, ...] = ()

@@ -55,14 +55,16 @@ class MemoryStore:
     def __init__(self) -> None:
         self.url = "memory://"
         self._lock = threading.RLock()
-        self._records: dict[str, MemoryRecord] = {}
+        # Ids are unique within a user's scope only, so every table is keyed by user too:
+        # another scope holding the same id can neither block nor reveal anything.
+        self._records: dict[tuple[str, str], MemoryRecord] = {}  # (user, record id)
         self._history: dict[tuple[str, str], tuple[Any, ...]] = {}  # (user, record id)
-        self._event_ids: dict[str, str] = {}
+        self._event_ids: dict[tuple[str, str], str] = {}  # (user, event id): record id
         self._embeddings: dict[tuple[str, str], Vector] = {}
         self._sessions: dict[tuple[str, str], Any] = {}
         self._messages: dict[tuple[str, str], tuple[Message, ...]] = {}
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
-        self._jobs: dict[str, Job] = {}
+        self._jobs: dict[tuple[str, str], Job] = {}  # (user, job id)
 
     def setup(self) -> None:
         """Nothing to open; present for the protocol."""
@@ -96,9 +98,8 @@ class MemoryStore:
         return [r for r in self._records.values() if r.user_id == user_id]
 
     def _op_WriteRecord(self, op: ops.WriteRecord, tx: _Tx) -> None:
-        old = self._records.get(op.record.id)
-        if old is not None and old.user_id != op.record.user_id:
-            raise ConflictError("record id belongs to another scope", expected=None, actual=None)
+        key = (op.record.user_id, op.record.id)
+        old = self._records.get(key)
         actual = 0 if old is None else old.version
         if op.expected_version is None and old is not None and old.version >= op.record.version:
             return
@@ -117,19 +118,19 @@ class MemoryStore:
                         expected=None,
                         actual=None,
                     )
-        tx.set(self._records, op.record.id, op.record)
+        tx.set(self._records, key, op.record)
 
     def _op_AppendHistory(self, op: ops.AppendHistory, tx: _Tx) -> None:
         for event in op.events:
-            if event.id in self._event_ids:
+            if (event.user_id, event.id) in self._event_ids:
                 continue
-            tx.set(self._event_ids, event.id, event.record_id)
+            tx.set(self._event_ids, (event.user_id, event.id), event.record_id)
             key = (event.user_id, event.record_id)
             tx.set(self._history, key, (*self._history.get(key, ()), event))
 
     def _op_GetRecords(self, op: ops.GetRecords, tx: _Tx) -> list[MemoryRecord]:
-        found = (self._records.get(i) for i in op.ids)
-        return [r for r in found if r is not None and r.user_id == op.user_id]
+        found = (self._records.get((op.user_id, i)) for i in op.ids)
+        return [r for r in found if r is not None]
 
     def _matching(self, user_id: str, f: Any, now: Any) -> list[MemoryRecord]:
         return [r for r in self._user_records(user_id) if f.matches(r, now)]
@@ -147,13 +148,16 @@ class MemoryStore:
         docs = [(r.id, tokenize(r.text)) for r in self._matching(op.user_id, op.filters, op.now)]
         contexts: dict[str, list[str]] = {}
         if op.context_weight > 0:
-            last: dict[str | None, MemoryRecord] = {}
+            # A turn's context is the previous live turn of its session by the same agent
+            # (reads are limited by agent: another agent's words must not score it).
+            last: dict[tuple[str, str | None], MemoryRecord] = {}
             for r in sorted(self._user_records(op.user_id), key=lambda r: r.id):
                 if r.kind == MemoryKind.EPISODE and r.session_id is not None:
-                    if r.session_id in last:
-                        contexts[r.id] = tokenize(last[r.session_id].text)
+                    turn = (r.session_id, r.agent_id)
+                    if turn in last:
+                        contexts[r.id] = tokenize(last[turn].text)
                     if r.deleted_at is None:  # a deleted turn is no one's context
-                        last[r.session_id] = r
+                        last[turn] = r
         scores = bm25_scores(
             query_terms(op.query), docs, contexts=contexts, context_weight=op.context_weight
         )
@@ -178,19 +182,15 @@ class MemoryStore:
     def _op_GetNeighbors(self, op: ops.GetNeighbors, tx: _Tx) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = {}
         for rid in op.ids:
-            r = self._records.get(rid)
-            if (
-                r is None
-                or r.user_id != op.user_id
-                or r.session_id is None
-                or r.kind is not MemoryKind.EPISODE
-            ):
+            r = self._records.get((op.user_id, rid))
+            if r is None or r.session_id is None or r.kind is not MemoryKind.EPISODE:
                 out[rid] = []
                 continue
             same = sorted(
                 x.id
                 for x in self._user_records(op.user_id)
                 if x.session_id == r.session_id
+                and x.agent_id == r.agent_id  # the reader of one agent sees only its turns
                 and x.kind is MemoryKind.EPISODE
                 and (x.id == rid or (x.is_current and not x.is_expired(op.now)))
             )
@@ -216,10 +216,10 @@ class MemoryStore:
 
     def _op_TouchRecords(self, op: ops.TouchRecords, tx: _Tx) -> None:
         for rid in op.ids:
-            r = self._records.get(rid)
-            if r is not None and r.user_id == op.user_id:
+            r = self._records.get((op.user_id, rid))
+            if r is not None:
                 touched = replace(r, access_count=r.access_count + 1, last_accessed_at=op.at)
-                tx.set(self._records, rid, touched)
+                tx.set(self._records, (op.user_id, rid), touched)
 
     def _op_FindExpired(self, op: ops.FindExpired, tx: _Tx) -> list[MemoryRecord]:
         rows = [r for r in self._records.values() if r.is_expired(op.now)]
@@ -228,9 +228,8 @@ class MemoryStore:
     def _op_RemoveRecords(self, op: ops.RemoveRecords, tx: _Tx) -> int:
         n = 0
         for rid in op.ids:
-            r = self._records.get(rid)
-            if r is not None and r.user_id == op.user_id:
-                tx.pop(self._records, rid)
+            if (op.user_id, rid) in self._records:
+                tx.pop(self._records, (op.user_id, rid))
                 n += 1
         return n
 
@@ -321,7 +320,7 @@ class MemoryStore:
                 tx.pop(self._states, key)
             for r in self._user_records(op.user_id):
                 if r.session_id == sid and r.kind in SESSION_BOUND_KINDS:
-                    tx.pop(self._records, r.id)
+                    tx.pop(self._records, (r.user_id, r.id))
         return n
 
     # ------------------------------------------------------------------ state
@@ -365,9 +364,8 @@ class MemoryStore:
     # ------------------------------------------------------------------ jobs
 
     def _op_PutJob(self, op: ops.PutJob, tx: _Tx) -> None:
-        old = self._jobs.get(op.job.id)
-        if old is not None and old.user_id != op.job.user_id:
-            raise ConflictError("job id belongs to another scope", expected=None, actual=None)
+        key = (op.job.user_id, op.job.id)
+        old = self._jobs.get(key)
         actual = 0 if old is None else old.version
         if op.expected_version is None:
             if old is not None and old.version >= op.job.version:
@@ -378,11 +376,10 @@ class MemoryStore:
                 expected=op.expected_version,
                 actual=actual,
             )
-        tx.set(self._jobs, op.job.id, op.job)
+        tx.set(self._jobs, key, op.job)
 
     def _op_GetJob(self, op: ops.GetJob, tx: _Tx) -> Job | None:
-        job = self._jobs.get(op.job_id)
-        return job if job is not None and job.user_id == op.user_id else None
+        return self._jobs.get((op.user_id, op.job_id))
 
     def _op_ListJobs(self, op: ops.ListJobs, tx: _Tx) -> list[Job]:
         jobs = sorted(
@@ -393,13 +390,13 @@ class MemoryStore:
                 and (not op.statuses or j.status in op.statuses)
                 and (op.after_id is None or j.id > op.after_id)
             ),
-            key=lambda j: j.id,
+            key=lambda j: (j.id, j.user_id),
         )
         return jobs[: op.limit]
 
     def _op_ClaimJob(self, op: ops.ClaimJob, tx: _Tx) -> Job | None:
         heads: dict[str, Job] = {}
-        for job in sorted(self._jobs.values(), key=lambda j: j.id):
+        for job in sorted(self._jobs.values(), key=lambda j: (j.id, j.user_id)):
             if not job.finished and job.user_id not in heads:
                 heads[job.user_id] = job
         due = [
@@ -417,7 +414,7 @@ class MemoryStore:
         ]
         if not due:
             return None
-        job = min(due, key=lambda j: j.id)
+        job = min(due, key=lambda j: (j.id, j.user_id))
         claimed = job.evolve(
             status=JobStatus.RUNNING,
             attempts=job.attempts + 1,
@@ -425,7 +422,7 @@ class MemoryStore:
             updated_at=op.now,
             version=job.version + 1,
         )
-        tx.set(self._jobs, job.id, claimed)
+        tx.set(self._jobs, (job.user_id, job.id), claimed)
         return claimed
 
     # ------------------------------------------------------------------ users
@@ -442,16 +439,16 @@ class MemoryStore:
         counts = {"records": 0, "history": 0, "sessions": 0, "messages": 0, "states": 0}
         counts["jobs"] = 0
         for job in [j for j in self._jobs.values() if j.user_id == u]:
-            tx.pop(self._jobs, job.id)
+            tx.pop(self._jobs, (u, job.id))
             counts["jobs"] += 1
         for r in self._user_records(u):
-            tx.pop(self._records, r.id)
+            tx.pop(self._records, (u, r.id))
             counts["records"] += 1
         for key, events in list(self._history.items()):
             if key[0] == u:
                 counts["history"] += len(events)
                 for e in events:
-                    tx.pop(self._event_ids, e.id)
+                    tx.pop(self._event_ids, (u, e.id))
                 tx.pop(self._history, key)
         for key in [k for k in self._sessions if k[0] == u]:
             tx.pop(self._sessions, key)

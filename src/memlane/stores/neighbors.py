@@ -22,6 +22,10 @@ _PART = (
     "SELECT * FROM (SELECT CAST({p} AS text) AS hit, n.id AS nid FROM records n "
     "WHERE n.user_id = {p} AND n.session_id = (SELECT h.session_id FROM records h "
     "WHERE h.user_id = {p} AND h.id = {p} AND h.kind = 'episode') "
+    # Only the hit's own agent's turns (no agent: turns of no agent): reads are limited
+    # by agent, so a turn the reader cannot see must not count towards the window.
+    "AND n.agent_id {same} (SELECT h.agent_id FROM records h WHERE h.user_id = {p} "
+    "AND h.id = {p}) "
     "AND n.kind = 'episode' AND n.id {cmp} {p} AND n.deleted_at IS NULL "
     "AND n.superseded_by IS NULL AND n.valid_to IS NULL "
     "AND (n.expires_at IS NULL OR n.expires_at > {p}) "
@@ -30,19 +34,23 @@ _PART = (
 
 
 def neighbors_sql(
-    user_id: str, ids: Sequence[str], window: int, now: Any, placeholder: str
+    user_id: str, ids: Sequence[str], window: int, now: Any, placeholder: str, same: str
 ) -> list[tuple[str, tuple[Any, ...]]]:
     """Statements (with their parameters) returning ``(hit, neighbour)`` rows: up to
-    ``window`` current, unexpired episodes either side of each episode hit in its session.
-    ``now`` is in the backend's own time representation."""
+    ``window`` current, unexpired episodes either side of each episode hit in its session
+    by the hit's agent. ``now`` is in the backend's own time representation; ``same`` is
+    the dialect's null-safe equality (``IS``, ``IS NOT DISTINCT FROM``)."""
     statements = []
     for start in range(0, len(ids), CHUNK):
         parts: list[str] = []
         params: list[Any] = []
         for i, rid in enumerate(ids[start : start + CHUNK]):
             for side, cmp, order in (("b", "<", "DESC"), ("a", ">", "ASC")):
-                parts.append(_PART.format(cmp=cmp, order=order, p=placeholder, alias=f"{side}{i}"))
-                params += [rid, user_id, user_id, rid, rid, now, window]
+                alias = f"{side}{i}"
+                parts.append(
+                    _PART.format(cmp=cmp, order=order, p=placeholder, alias=alias, same=same)
+                )
+                params += [rid, user_id, user_id, rid, user_id, rid, rid, now, window]
         statements.append((" UNION ALL ".join(parts), tuple(params)))
     return statements
 

@@ -306,13 +306,13 @@ class PostgresStore:
 
     def _op_WriteRecord(self, op: ops.WriteRecord) -> Step:
         r = op.record
+        # Ids are unique per user: the same id in another scope is another record.
         rows, _ = yield Sql(
-            "SELECT user_id, version FROM records WHERE id = %s FOR UPDATE", (r.id,)
+            "SELECT version FROM records WHERE user_id = %s AND id = %s FOR UPDATE",
+            (r.user_id, r.id),
         )
         row = rows[0] if rows else None
-        if row is not None and row[0] != r.user_id:
-            raise ConflictError("record id belongs to another scope", expected=None, actual=None)
-        actual = 0 if row is None else row[1]
+        actual = 0 if row is None else row[0]
         if op.expected_version is None and row is not None and actual >= r.version:
             return None
         if op.expected_version is not None and actual != op.expected_version:
@@ -328,7 +328,7 @@ class PostgresStore:
         if op.events:
             yield Sql(
                 "INSERT INTO history VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING",
+                "ON CONFLICT DO NOTHING",
                 [event_params(e) for e in sorted(op.events, key=lambda e: e.id)],
                 many=True,
             )
@@ -424,7 +424,8 @@ class PostgresStore:
         ids = tuple(dict.fromkeys(op.ids))
         found: list[tuple[str, str]] = []
         if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s"):
+            same = "IS NOT DISTINCT FROM"
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s", same):
                 rows, _ = yield Sql(sql, params)
                 found += [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)
@@ -448,9 +449,9 @@ class PostgresStore:
             # Sorted, so concurrent touches lock rows in one order and cannot deadlock.
             yield Sql(
                 "UPDATE records SET access_count = access_count + 1, last_accessed_at = %s "
-                "WHERE id IN (SELECT id FROM records WHERE user_id = %s AND id = ANY(%s) "
-                "ORDER BY id FOR UPDATE)",
-                (op.at, op.user_id, sorted(set(op.ids))),
+                "WHERE user_id = %s AND id IN (SELECT id FROM records WHERE user_id = %s "
+                "AND id = ANY(%s) ORDER BY id FOR UPDATE)",
+                (op.at, op.user_id, op.user_id, sorted(set(op.ids))),
             )
         return None
 
@@ -668,12 +669,11 @@ class PostgresStore:
 
     def _op_PutJob(self, op: ops.PutJob) -> Step:
         rows, _ = yield Sql(
-            "SELECT user_id, version FROM jobs WHERE id = %s FOR UPDATE", (op.job.id,)
+            "SELECT version FROM jobs WHERE user_id = %s AND id = %s FOR UPDATE",
+            (op.job.user_id, op.job.id),
         )
         row = rows[0] if rows else None
-        if row is not None and row[0] != op.job.user_id:
-            raise ConflictError("job id belongs to another scope", expected=None, actual=None)
-        actual = 0 if row is None else row[1]
+        actual = 0 if row is None else row[0]
         if op.expected_version is None:
             if row is not None and actual >= op.job.version:
                 return None
@@ -691,9 +691,9 @@ class PostgresStore:
             yield Sql("INSERT INTO jobs VALUES (%s, %s, %s, %s, %s, %s, %s)", job_params(job))
         else:
             yield Sql(
-                "UPDATE jobs SET user_id = %s, status = %s, run_after = %s, lease_until = %s, "
-                "version = %s, body = %s WHERE id = %s",
-                (*job_params(job)[1:], job.id),
+                "UPDATE jobs SET status = %s, run_after = %s, lease_until = %s, "
+                "version = %s, body = %s WHERE user_id = %s AND id = %s",
+                (*job_params(job)[2:], job.user_id, job.id),
             )
         return None
 
@@ -715,7 +715,7 @@ class PostgresStore:
             clauses.append("id > %s")
             params.append(op.after_id)
         rows, _ = yield Sql(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id LIMIT %s",
+            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT %s",
             (*params, op.limit),
         )
         return [row_job(row) for row in rows]

@@ -82,6 +82,75 @@ UPDATE records n SET search = {_TURN_SEARCH}
 """A turn's lexical context is its previous *live* turn, kept so when a turn is deleted,
 purged or rewritten (the turn after it is re-indexed, and a restored turn itself)."""
 
+_OWN_TURN_SEARCH = (
+    f"setweight(to_tsvector('{TS_CONFIG}', n.text), 'A') || "
+    f"setweight(to_tsvector('{TS_CONFIG}', COALESCE(CASE WHEN n.kind = 'episode' THEN "
+    "(SELECT p.text FROM records p WHERE p.user_id = n.user_id "
+    "AND p.session_id = n.session_id AND p.kind = 'episode' "
+    "AND p.agent_id IS NOT DISTINCT FROM n.agent_id "
+    "AND p.deleted_at IS NULL AND p.id < n.id ORDER BY p.id DESC LIMIT 1) END, '')), 'D')"
+)
+"""The search vector of record ``n``: its words (A) and, for an episode, those of the
+previous live turn of its session by the same agent (D). Reads are limited by agent, so
+another agent's turn must never be this one's context."""
+
+_NEXT_OWN_TURN = (
+    "(SELECT x.id FROM records x WHERE x.user_id = {r}.user_id "
+    "AND x.session_id = {r}.session_id AND x.kind = 'episode' "
+    "AND x.agent_id IS NOT DISTINCT FROM {r}.agent_id AND x.deleted_at IS NULL "
+    "AND x.id > {r}.id ORDER BY x.id LIMIT 1)"
+)
+
+_SCOPED_IDS_SQL = f"""
+ALTER TABLE records DROP CONSTRAINT records_pkey;
+ALTER TABLE records ADD PRIMARY KEY (user_id, id);
+DROP INDEX records_user;
+ALTER TABLE history DROP CONSTRAINT history_pkey;
+ALTER TABLE history ADD PRIMARY KEY (user_id, id);
+DROP INDEX history_user;
+ALTER TABLE jobs DROP CONSTRAINT jobs_pkey;
+ALTER TABLE jobs ADD PRIMARY KEY (user_id, id);
+DROP INDEX jobs_user;
+CREATE INDEX jobs_id ON jobs (id);
+CREATE OR REPLACE FUNCTION memlane_turns_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE records n SET search = {_OWN_TURN_SEARCH}
+    WHERE (n.user_id, n.id) IN (SELECT g.user_id, {_NEXT_OWN_TURN.format(r="g")} FROM gone g
+                                WHERE g.kind = 'episode' AND g.session_id IS NOT NULL);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION memlane_turns_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE records n SET search = {_OWN_TURN_SEARCH}
+    WHERE n.user_id = NEW.user_id AND (n.id = {_NEXT_OWN_TURN.format(r="NEW")}
+       OR n.id = {_NEXT_OWN_TURN.format(r="OLD")}
+       OR (n.id = NEW.id AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at));
+    RETURN NULL;
+END $$;
+DROP TRIGGER records_turns_after_update ON records;
+CREATE TRIGGER records_turns_after_update
+    AFTER UPDATE OF text, deleted_at, agent_id, session_id, kind ON records
+    FOR EACH ROW WHEN ((NEW.kind = 'episode' OR OLD.kind = 'episode')
+        AND (NEW.session_id IS NOT NULL OR OLD.session_id IS NOT NULL)
+        AND (NEW.text IS DISTINCT FROM OLD.text
+             OR NEW.deleted_at IS DISTINCT FROM OLD.deleted_at
+             OR NEW.agent_id IS DISTINCT FROM OLD.agent_id
+             OR NEW.session_id IS DISTINCT FROM OLD.session_id
+             OR NEW.kind IS DISTINCT FROM OLD.kind))
+    EXECUTE FUNCTION memlane_turns_after_update();
+UPDATE records n SET search = {_OWN_TURN_SEARCH}
+    WHERE n.kind = 'episode' AND n.session_id IS NOT NULL;
+UPDATE records n SET context_hash = NULL
+    WHERE n.kind = 'episode' AND n.context_hash IS NOT NULL AND EXISTS (
+        SELECT 1 FROM records p WHERE p.user_id = n.user_id AND p.session_id = n.session_id
+        AND p.kind = 'episode' AND p.id < n.id AND p.agent_id IS DISTINCT FROM n.agent_id);
+"""
+"""Ids are unique per user scope (records, history events, jobs): an import keeps ids, so
+a global id let one scope block another's idempotent add or learn that an id exists
+elsewhere. A turn's lexical context becomes the previous live turn by the same agent; a
+context vector that may hold another agent's words is dropped (search falls back to the
+turn's own vector; the embedder is not at hand in a migration)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -177,6 +246,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "ALTER TABLE records ADD COLUMN metadata_text text;",
     ),
     (3, "lexical context follows deleted and rewritten turns", _LIVE_CONTEXT_SQL),
+    (4, "ids unique per user; lexical context only from the same agent's turn", _SCOPED_IDS_SQL),
 )
 
 RECORD_COLUMNS = (
@@ -192,6 +262,7 @@ _JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
 PREVIOUS_TURN = (
     "(SELECT p.text FROM records p WHERE p.user_id = %(user_id)s "
     "AND p.session_id = %(session_id)s AND p.kind = 'episode' AND p.deleted_at IS NULL "
+    "AND p.agent_id IS NOT DISTINCT FROM %(agent_id)s::text "
     "AND p.id < %(id)s ORDER BY p.id DESC LIMIT 1)"
 )
 SEARCH_VECTOR = (
@@ -210,8 +281,11 @@ UPDATE_RECORD = (
         f"{c} = %({c})s::jsonb" if c in _JSONB_COLUMNS else f"{c} = %({c})s"
         for c in RECORD_COLUMNS[1:]
     )
-    + f", search = CASE WHEN text = %(text)s THEN search ELSE {SEARCH_VECTOR} END "
-    "WHERE id = %(id)s"
+    + ", search = CASE WHEN text = %(text)s "
+    "AND agent_id IS NOT DISTINCT FROM %(agent_id)s::text "
+    "AND session_id IS NOT DISTINCT FROM %(session_id)s::text AND kind = %(kind)s "
+    f"THEN search ELSE {SEARCH_VECTOR} END "
+    "WHERE user_id = %(user_id)s AND id = %(id)s"
 )
 
 CLAIM_JOB = (
@@ -221,7 +295,7 @@ CLAIM_JOB = (
     "  AND e.status IN ('pending', 'running') AND e.id < j.id) "
     "AND ((j.status = 'pending' AND j.run_after <= %(now)s) "
     "  OR (j.status = 'running' AND j.lease_until < %(now)s)) "
-    "ORDER BY j.id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    "ORDER BY j.id, j.user_id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
 WRITE_OPS = (

@@ -272,10 +272,11 @@ class SqliteStore:
 
     def _op_WriteRecord(self, conn: sqlite3.Connection, op: ops.WriteRecord) -> None:
         r = op.record
-        row = conn.execute("SELECT user_id, version FROM records WHERE id = ?", (r.id,)).fetchone()
-        if row is not None and row[0] != r.user_id:
-            raise ConflictError("record id belongs to another scope", expected=None, actual=None)
-        actual = 0 if row is None else row[1]
+        # Ids are unique per user: the same id in another scope is another record.
+        row = conn.execute(
+            "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
+        ).fetchone()
+        actual = 0 if row is None else row[0]
         if op.expected_version is None and row is not None and actual >= r.version:
             return
         if op.expected_version is not None and actual != op.expected_version:
@@ -291,8 +292,11 @@ class SqliteStore:
                 f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})", values
             )
         else:
-            sets = ", ".join(f"{c} = ?" for c in RECORD_COLUMNS[1:])
-            conn.execute(f"UPDATE records SET {sets} WHERE id = ?", (*values[1:], r.id))
+            sets = ", ".join(f"{c} = ?" for c in RECORD_COLUMNS[2:])
+            conn.execute(
+                f"UPDATE records SET {sets} WHERE user_id = ? AND id = ?",
+                (*values[2:], r.user_id, r.id),
+            )
 
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
         conn.executemany(
@@ -406,7 +410,7 @@ class SqliteStore:
         ids = tuple(dict.fromkeys(op.ids))
         rows: list[tuple[str, str]] = []
         if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?"):
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?", "IS"):
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 
@@ -644,11 +648,9 @@ class SqliteStore:
 
     def _op_PutJob(self, conn: sqlite3.Connection, op: ops.PutJob) -> None:
         row = conn.execute(
-            "SELECT user_id, version FROM jobs WHERE id = ?", (op.job.id,)
+            "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
         ).fetchone()
-        if row is not None and row[0] != op.job.user_id:
-            raise ConflictError("job id belongs to another scope", expected=None, actual=None)
-        actual = 0 if row is None else row[1]
+        actual = 0 if row is None else row[0]
         if op.expected_version is None:
             if row is not None and actual >= op.job.version:
                 return
@@ -678,7 +680,7 @@ class SqliteStore:
             clauses.append("id > ?")
             params.append(op.after_id)
         rows = conn.execute(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT ?",
             (*params, op.limit),
         )
         return [row_job(row) for row in rows]
@@ -692,7 +694,7 @@ class SqliteStore:
             "  AND e.status IN ('pending', 'running') AND e.id < j.id) "
             "AND ((j.status = 'pending' AND j.run_after <= ?) "
             "  OR (j.status = 'running' AND j.lease_until < ?)) "
-            "ORDER BY j.id LIMIT 1",
+            "ORDER BY j.id, j.user_id LIMIT 1",
             (op.user_id, op.user_id, now, now),
         ).fetchone()
         if row is None:

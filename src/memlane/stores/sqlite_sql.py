@@ -133,6 +133,138 @@ _LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
     refresh_new_and_self=_refresh_context("new", itself=True),
 )
 
+
+def _previous_own_turn(row: str) -> str:
+    """SQL for the text of the last live episode before ``row`` in its session by the same
+    agent (``IS``: no agent matches no agent), NULL otherwise. Reads are limited by agent,
+    so another agent's turn must never be this one's context."""
+    return (
+        f"CASE WHEN {row}.kind = 'episode' AND {row}.session_id IS NOT NULL THEN "
+        f"(SELECT p.text FROM records p WHERE p.user_id = {row}.user_id "
+        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' "
+        f"AND p.agent_id IS {row}.agent_id "
+        f"AND p.deleted_at IS NULL AND p.id < {row}.id ORDER BY p.id DESC LIMIT 1) END"
+    )
+
+
+def _refresh_own_context(row: str, *, itself: bool) -> str:
+    """SQL re-indexing the lexical context of the next live episode after ``row`` by the
+    same agent (and of ``row`` itself when ``itself``)."""
+    targets = (
+        f"SELECT n.rid FROM records n WHERE {row}.kind = 'episode' "
+        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id "
+        f"AND n.agent_id IS {row}.agent_id "
+        f"AND n.kind = 'episode' AND n.deleted_at IS NULL AND n.id > {row}.id "
+        "ORDER BY n.id LIMIT 1"
+    )
+    if itself:
+        targets = f"SELECT * FROM ({targets}) UNION ALL SELECT {row}.rid"
+    return (
+        "UPDATE records_fts SET context = (SELECT "
+        + _previous_own_turn("t")
+        + f" FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ({targets});"
+    )
+
+
+_SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
+            rid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT, session_id TEXT,
+            kind TEXT NOT NULL, key TEXT,
+            text TEXT NOT NULL,
+            topics TEXT NOT NULL DEFAULT '[]',
+            metadata TEXT NOT NULL DEFAULT '{{}}',
+            importance REAL NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
+            expires_at TEXT, deleted_at TEXT,
+            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
+            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
+            content_hash TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            context_hash TEXT,
+            UNIQUE (user_id, id)
+        );
+        INSERT INTO records_scoped SELECT * FROM records;
+        DROP TABLE records;
+        ALTER TABLE records_scoped RENAME TO records;
+        CREATE INDEX records_user_session ON records(user_id, session_id, id);
+        CREATE INDEX records_user_key ON records(user_id, key) WHERE key IS NOT NULL;
+        CREATE INDEX records_expires ON records(expires_at) WHERE expires_at IS NOT NULL;
+        CREATE INDEX records_hash ON records(content_hash);
+        CREATE INDEX records_context_hash ON records(context_hash)
+            WHERE context_hash IS NOT NULL;
+        CREATE UNIQUE INDEX records_current_key ON records(user_id, key)
+            WHERE key IS NOT NULL AND superseded_by IS NULL AND valid_to IS NULL
+            AND deleted_at IS NULL;
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text, {ctx_new});
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            {refresh_old}
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text, agent_id, session_id, kind ON records
+        WHEN new.text IS NOT old.text OR new.agent_id IS NOT old.agent_id
+            OR new.session_id IS NOT old.session_id OR new.kind IS NOT old.kind BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text, {ctx_new});
+            {refresh_old}
+            {refresh_new}
+        END;
+        CREATE TRIGGER records_au_deleted AFTER UPDATE OF deleted_at ON records
+        WHEN new.kind = 'episode' AND new.deleted_at IS NOT old.deleted_at BEGIN
+            {refresh_new_and_self}
+        END;
+        DELETE FROM records_fts;
+        INSERT INTO records_fts(rowid, text, context)
+            SELECT r.rid, r.text, {ctx_r} FROM records r;
+        UPDATE records SET context_hash = NULL
+            WHERE kind = 'episode' AND context_hash IS NOT NULL AND EXISTS (
+                SELECT 1 FROM records p WHERE p.user_id = records.user_id
+                AND p.session_id = records.session_id AND p.kind = 'episode'
+                AND p.id < records.id AND p.agent_id IS NOT records.agent_id);
+        CREATE TABLE history_scoped (
+            id TEXT NOT NULL,
+            record_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT, reason TEXT, snapshot TEXT,
+            PRIMARY KEY (user_id, id)
+        );
+        INSERT INTO history_scoped SELECT * FROM history;
+        DROP TABLE history;
+        ALTER TABLE history_scoped RENAME TO history;
+        CREATE INDEX history_record ON history(user_id, record_id, id);
+        CREATE TABLE jobs_scoped (
+            id TEXT NOT NULL, user_id TEXT NOT NULL, status TEXT NOT NULL,
+            run_after TEXT NOT NULL, lease_until TEXT, version INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (user_id, id)
+        ) WITHOUT ROWID;
+        INSERT INTO jobs_scoped SELECT * FROM jobs;
+        DROP TABLE jobs;
+        ALTER TABLE jobs_scoped RENAME TO jobs;
+        CREATE INDEX jobs_open ON jobs(user_id, id) WHERE status IN ('pending', 'running');
+        CREATE INDEX jobs_id ON jobs(id);
+""".format(
+    ctx_new=_previous_own_turn("new"),
+    ctx_r=_previous_own_turn("r"),
+    refresh_old=_refresh_own_context("old", itself=False),
+    refresh_new=_refresh_own_context("new", itself=False),
+    refresh_new_and_self=_refresh_own_context("new", itself=True),
+)
+"""Ids are unique per user scope (records, history events, jobs): an import keeps ids, so
+a global id let one scope block another's idempotent add or learn that an id exists
+elsewhere. The lexical context becomes the previous live turn by the same agent; a context
+vector that may hold another agent's words is dropped (search falls back to the turn's own
+vector; the embedder is not at hand in a migration)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -257,6 +389,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         6,
         "lexical context skips deleted turns and follows deletions and rewrites",
         _LIVE_CONTEXT_SQL,
+    ),
+    (
+        7,
+        "ids unique per user; lexical context only from the same agent's turn",
+        _SCOPED_IDS_SQL,
     ),
 )
 

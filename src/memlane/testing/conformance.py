@@ -125,6 +125,55 @@ class StoreConformance:
             m.add("x", user_id="u", idempotency_key="")
         m.close()
 
+    def test_an_id_in_one_scope_never_touches_another(self) -> None:
+        """Ids are per user scope: another scope holding the same id (an import keeps
+        ids) neither blocks nor reveals anything, idempotent adds included."""
+        m, _, _ = self._memory()
+        planned = m.add("draft", user_id="u", idempotency_key="order-17").id
+        m.forget_user("u")  # so v can take the id u's next add with this key uses
+        seed = m.add("v's own note", user_id="v")
+        m.import_rows([{"type": "record", "data": seed.evolve(id=planned).to_dict()}])
+        first = m.add("u paid", user_id="u", idempotency_key="order-17")
+        assert (first.user_id, first.text) == ("u", "u paid")
+        assert m.add("u paid", user_id="u", idempotency_key="order-17") == first
+        assert m.get(planned, user_id="v").text == "v's own note"
+        # An id u uses, imported by v: stored for v exactly as a free id would be.
+        theirs = m.add("u's secret", user_id="u")
+        (added,) = m.history(theirs.id, user_id="u")
+        echo = dataclasses.replace(added, user_id="v", snapshot=None)
+        result = m.import_rows(
+            [
+                {"type": "record", "data": seed.evolve(id=theirs.id).to_dict()},
+                {"type": "history", "data": echo.to_dict()},
+            ]
+        )
+        assert dict(result.counts) == {"record": 1, "history": 1}
+        assert [e.id for e in m.history(theirs.id, user_id="v")] == [added.id]
+        m.update(theirs.id, user_id="v", text="v rewrote it")
+        m.store.batch([ops.TouchRecords("v", (theirs.id,), first.created_at)])
+        assert m.get(theirs.id, user_id="u") == theirs
+        assert m.history(theirs.id, user_id="u") == [added]
+        m.forget_user("v")
+        assert m.get(theirs.id, user_id="u") == theirs
+        hits = m.search("secret", user_id="u", recipe="lexical")
+        assert [h.record.id for h in hits] == [theirs.id]
+        m.close()
+
+    def test_a_job_id_in_one_scope_never_touches_another(self) -> None:
+        m, _, _ = self._memory()
+        t0 = _day(2024, 1, 1)
+        mine = Job("J1", "u", "extract", {"n": 1}, JobStatus.PENDING, t0, t0, t0)
+        m.store.batch([ops.PutJob(mine, 0)])
+        copy = mine.evolve(user_id="v", payload={"n": 2})
+        assert dict(m.import_rows([{"type": "job", "data": copy.to_dict()}]).counts) == {"job": 1}
+        assert m.store.batch([ops.GetJob("u", "J1"), ops.GetJob("v", "J1")]) == [mine, copy]
+        claimed = m.store.batch([ops.ClaimJob(t0, t0 + timedelta(minutes=1), "v")])[0]
+        assert claimed.user_id == "v"
+        assert m.store.batch([ops.GetJob("u", "J1")]) == [mine]
+        assert m.store.batch([ops.DeleteUser("v")])[0]["jobs"] == 1
+        assert m.store.batch([ops.ListJobs(None)])[0] == [mine]
+        m.close()
+
     def test_list_pages_with_cursor(self) -> None:
         m, _, _ = self._memory()
         ids = [m.add(f"memory number {i}", user_id="u").id for i in range(7)]
@@ -406,6 +455,55 @@ class StoreConformance:
         assert m.sweep() == 2 and found("kiwi77") == set()
         m.close()
 
+    def test_another_agents_turn_never_shapes_a_turns_score(self) -> None:
+        """An episode is indexed with the previous turn of its session by the same agent
+        (no agent counts as one), as reads by agent are limited: a turn of another agent
+        in between is skipped, never read through the one after it."""
+        m, _, _ = self._memory()
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+
+        def found(query: str, agent: str | None) -> set[str]:
+            f = Filters(agent_id=agent)
+            return {h.record.id for h in m.search(query, user_id="u", filters=f, recipe=words)}
+
+        def turn(text: str, agent: str | None) -> str:
+            kind = MemoryKind.EPISODE
+            return m.add(text, user_id="u", kind=kind, session_id="s", agent_id=agent).id
+
+        alpha = turn("planning the alpha route", "planner")
+        code = turn("the vault code is zebra4411", "other")
+        beta = turn("booking the beta flights", "planner")
+        loose = turn("a note with kiwi77", None)
+        after = turn("planning more", "planner")
+        assert found("zebra4411", "planner") == set()
+        assert found("zebra4411", None) == {code}
+        assert found("alpha", "planner") == {alpha, beta}  # its own previous turn counts
+        assert found("kiwi77", None) == {loose}
+        assert found("beta", "planner") == {beta, after}
+        m.delete(alpha, user_id="u")  # beta loses its context, not the other agent's turn
+        assert found("alpha", None) == set()
+        m.update(beta, user_id="u", text="booking the gamma flights")
+        assert found("beta", None) == set() and found("gamma", None) == {beta, after}
+        m.close()
+
+    def test_another_agents_turn_is_no_context_embedding(self) -> None:
+        m = Memory(
+            self.make_store(),
+            embedder=FakeEmbedder(),
+            clock=FixedClock(),
+            config=CoreConfig(context_window=1),
+        )
+        m.add_messages("s", [("user", "the vault code is zebra4411")], user_id="u", agent_id="o")
+
+        def turn(session: str, agent: str | None) -> str | None:
+            kind = MemoryKind.EPISODE
+            r = m.add("ok, planning", user_id="u", kind=kind, session_id=session, agent_id=agent)
+            return r.context_hash
+
+        assert turn("s", "planner") == turn("fresh", "planner")
+        assert turn("s", None) == turn("fresh2", None)
+        m.close()
+
     def test_words_beyond_ascii_match_lexically(self) -> None:
         m, _, _ = self._memory()
         street = m.add("Ich wohne in der Hauptstraße", user_id="u")
@@ -436,6 +534,19 @@ class StoreConformance:
         last = m.list(user_id="u", limit=1, filters=Filters(session_id="s1")).items[0]
         got = m.store.batch([ops.GetNeighbors("u", (last.id, fact.id), 1, clock.now)])[0]
         assert got == {last.id: [(ids[4], -1)], fact.id: []}
+        m.close()
+
+    def test_neighbors_are_turns_of_the_same_agent(self) -> None:
+        """A turn the reader of one agent cannot see never takes a place in the window."""
+        m, clock, _ = self._memory()
+        ids = [
+            m.add(f"turn {i}", user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=a).id
+            for i, a in enumerate(("p", "o", "o", "p", None, "p"))
+        ]
+        got = m.store.batch([ops.GetNeighbors("u", (ids[0], ids[4], ids[1]), 1, clock.now)])[0]
+        assert got == {ids[0]: [(ids[3], 1)], ids[4]: [], ids[1]: [(ids[2], 1)]}
+        wide = m.store.batch([ops.GetNeighbors("u", (ids[5],), 2, clock.now)])[0]
+        assert wide == {ids[5]: [(ids[0], -2), (ids[3], -1)]}
         m.close()
 
     def test_search_time_window_and_explain(self) -> None:

@@ -1,0 +1,109 @@
+"""Attacks across scopes over REST (ASGI client): ids one tenant could take or probe in
+another, and words of a turn an agent-limited key cannot read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from memlane import AsyncMemory
+from memlane.ids import stable_id
+from memlane.models import Job, JobStatus
+from memlane.ports import store as ops
+from memlane.server import KeyStore, create_app
+from memlane.server.keys import storage_user
+from memlane.testing import FakeEmbedder
+
+
+class Env:
+    def __init__(self, client: TestClient, keys: KeyStore, memory: AsyncMemory) -> None:
+        self.client = client
+        self.memory = memory
+        self.acme, _ = keys.create("acme")
+        self.rival, _ = keys.create("rival")
+        self.planner, _ = keys.create("acme", agents=["planner"])
+        self.other, _ = keys.create("acme", agents=["other"])
+
+    def call(self, key: str, method: str, path: str, **kw: Any) -> Any:
+        return self.client.request(method, path, headers={"Authorization": f"Bearer {key}"}, **kw)
+
+    def import_rows(self, key: str, user: str, rows: list[dict[str, Any]]) -> Any:
+        body = "\n".join(json.dumps(r) for r in rows)
+        return self.call(key, "POST", f"/v1/users/{user}/import", content=body)
+
+
+@pytest.fixture()
+def env(tmp_path: Path) -> Iterator[Env]:
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'srv.db'}", embedder=FakeEmbedder())
+    keys = KeyStore(memory.store)
+    with TestClient(create_app(memory, keys, mcp=False)) as client:
+        yield Env(client, keys, memory)
+    memory.store.close()
+
+
+def _record_row(env: Env, key: str, user: str, record_id: str) -> dict[str, Any]:
+    """An export row of a memory of ``user`` (made for the purpose), renamed ``record_id``."""
+    made = env.call(key, "POST", f"/v1/users/{user}/memories", json={"text": "rival's own note"})
+    assert made.status_code == 201, made.text
+    return {"type": "record", "data": {**made.json(), "id": record_id}}
+
+
+def test_another_tenant_can_neither_block_nor_probe_an_id(env: Env) -> None:
+    # The id of acme's next idempotent add is a public hash: rival takes it first.
+    planned = stable_id("add", storage_user("acme", "alice"), "order-17")
+    taken = env.import_rows(env.rival, "alice", [_record_row(env, env.rival, "alice", planned)])
+    assert taken.status_code == 200, taken.text
+    body = {"text": "acme paid invoice 17", "idempotency_key": "order-17"}
+    first = env.call(env.acme, "POST", "/v1/users/alice/memories", json=body)
+    assert first.status_code == 201, first.text
+    assert first.json()["text"] == "acme paid invoice 17"
+    retry = env.call(env.acme, "POST", "/v1/users/alice/memories", json=body)
+    assert retry.status_code == 201 and retry.json() == first.json()
+
+    # Importing under an id acme uses answers exactly as under a free one.
+    secret = env.call(env.acme, "POST", "/v1/users/alice/memories", json={"text": "acme secret"})
+    answers = [
+        env.import_rows(env.rival, "alice", [_record_row(env, env.rival, "alice", rid)])
+        for rid in (secret.json()["id"], "01FREEIDNOONEHASEVERUSED0")
+    ]
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"imported": {"record": 1}})] * 2
+    got = env.call(env.acme, "GET", f"/v1/users/alice/memories/{secret.json()['id']}")
+    assert got.json() == secret.json()
+
+
+def test_another_tenant_can_neither_block_nor_probe_a_job_id(env: Env) -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    acme_alice = storage_user("acme", "alice")
+    job = Job("01JOBOFACME", acme_alice, "process", {}, JobStatus.DONE, t0, t0, t0)
+    env.memory.store.batch([ops.PutJob(job, 0)])
+    copy = {**job.to_dict(), "user_id": "alice", "payload": {"from": "rival"}}
+    answer = env.import_rows(env.rival, "alice", [{"type": "job", "data": copy}])
+    assert (answer.status_code, answer.json()) == (200, {"imported": {"job": 1}})
+    mine = env.call(env.acme, "GET", "/v1/users/alice/jobs/01JOBOFACME").json()
+    assert mine["payload"] == {} and mine["user_id"] == "alice"
+
+
+def test_an_agent_key_learns_no_word_of_another_agents_turn(env: Env) -> None:
+    said = {"agent_id": "other", "messages": [{"role": "user", "content": "code zebra4411"}]}
+    r = env.call(env.other, "POST", "/v1/users/carol/sessions/s/messages", json=said)
+    assert r.status_code == 201, r.text
+    mine = {"text": "ok, planning", "kind": "episode", "session_id": "s", "agent_id": "planner"}
+    assert env.call(env.acme, "POST", "/v1/users/carol/memories", json=mine).status_code == 201
+    hidden = env.call(
+        env.planner, "GET", "/v1/users/carol/sessions/s/messages", params={"agent_id": "planner"}
+    )
+    assert hidden.status_code == 404
+
+    def lexical(word: str) -> list[Any]:
+        query = {"query": word, "agent_id": "planner", "explain": True}
+        hits = env.call(env.planner, "POST", "/v1/users/carol/search", json=query).json()["hits"]
+        assert [h["record"]["text"] for h in hits] == ["ok, planning"]
+        return [h["explanation"].get("lexical") for h in hits]
+
+    assert lexical("zebra4411") == lexical("nowhere77") == [None]

@@ -166,8 +166,7 @@ class SqliteStore:
             if self.create:
                 return False
             raise StoreError(
-                f"no SQLite database at {self.path} (a store opened for reading is never "
-                "created)"
+                f"no SQLite database at {self.path} (a store opened for reading is never created)"
             ) from None
         except OSError as exc:
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -841,9 +840,7 @@ class _mapped_errors:
         if isinstance(exc, sqlite3.OperationalError):
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
-            raise CorruptStoreError(
-                f"{self.path} is not a usable SQLite database: {exc}"
-            ) from exc
+            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
 
 
 def _link_new(temp: Path, path: Path) -> None:

@@ -130,6 +130,8 @@ def test_cli_migrate(
     assert text.exit_code == 0 and "verified: ok" in text.output
     same = runner.invoke(cli, ["migrate", src, src])
     assert same.exit_code != 0 and "same store" in same.output
+    plain = runner.invoke(cli, ["migrate", src, f"{tmp_path}/cli.db"])  # one file, two spellings
+    assert plain.exit_code != 0 and "same store" in plain.output
 
 
 def test_nul_characters_are_refused_on_every_backend(

@@ -95,10 +95,12 @@ def migrate(
     URLs name the same store, ConfigurationError or StoreError when the source does not
     exist (it is never created), and the store errors of either side.
     """
-    if source_url == target_url:
+    source_store, target_store = open_store(source_url, create=False), open_store(target_url)
+    # Compared as opened: "x.db", "./x.db" and "sqlite:///x.db" are one store.
+    if source_url == target_url or source_store.url == target_store.url:
         raise ValidationError("source and target are the same store")
-    source = Memory(open_store(source_url, create=False), embedder=embedder)
-    target = Memory(open_store(target_url), embedder=embedder)
+    source = Memory(source_store, embedder=embedder)
+    target = Memory(target_store, embedder=embedder)
     try:
         users = source.list_users()
         checks: list[UserCheck] = []

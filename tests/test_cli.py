@@ -152,6 +152,10 @@ def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # 
     assert both.exit_code == 2 and "--store" in both.output
     assert not (tmp_path / "other.db").exists()
     assert not (tmp_path / "data").exists()  # the default store was never touched
+    for read in (["list", "--user", "u"], ["search", "x", "--user", "u"], ["export"]):
+        missing = bare(*read, "--store", "typo.db")
+        assert missing.exit_code == 1 and "no SQLite database" in missing.output, missing.output
+    assert not (tmp_path / "typo.db").exists()  # reading a store never creates it
 
 
 def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]

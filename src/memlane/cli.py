@@ -46,10 +46,12 @@ class _Context:
             self._settings = Settings.from_env(store_url=self.store_url)
         return self._settings
 
-    def memory(self) -> Memory:
+    def memory(self, *, create: bool = True) -> Memory:
+        """The Memory over the chosen store; with ``create=False`` (commands that only
+        read) a store that does not exist yet is an error instead of being created."""
         if self._memory is None:
             self._memory = Memory(
-                self.settings.build_store(), embedder=self.settings.build_embedder()
+                self.settings.build_store(create=create), embedder=self.settings.build_embedder()
             )
         return self._memory
 
@@ -275,7 +277,7 @@ def search(
     as_json: bool,
 ) -> None:
     """Find a user's memories most relevant to QUERY."""
-    hits = ctx.memory().search(
+    hits = ctx.memory(create=False).search(
         query,
         user_id=user_id,
         limit=limit,
@@ -326,7 +328,7 @@ def list_(
     as_json: bool,
 ) -> None:
     """List a user's memories, newest first, one page at a time."""
-    page = ctx.memory().list(
+    page = ctx.memory(create=False).list(
         user_id=user_id,
         limit=limit,
         cursor=cursor,
@@ -348,7 +350,7 @@ def list_(
 @pass_ctx
 def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show one memory."""
-    record = ctx.memory().get(record_id, user_id=user_id)
+    record = ctx.memory(create=False).get(record_id, user_id=user_id)
     if as_json:
         _echo_json(record.to_dict())
         return
@@ -364,7 +366,7 @@ def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
 @pass_ctx
 def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show every recorded change of a memory."""
-    events = ctx.memory().history(record_id, user_id=user_id)
+    events = ctx.memory(create=False).history(record_id, user_id=user_id)
     if as_json:
         _echo_json([e.to_dict() for e in events])
         return
@@ -415,7 +417,7 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     """Write memories, history, sessions and state as JSONL."""
     from memlane.transfer import write_jsonl
 
-    n = write_jsonl(ctx.memory().export_rows(user_id=user_id), output)
+    n = write_jsonl(ctx.memory(create=False).export_rows(user_id=user_id), output)
     click.echo(f"exported {n} lines", err=True)
 
 

@@ -3,7 +3,9 @@
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
 named migrations recorded in ``schema_migrations``. A file that is not a database, or a
-database memlane did not create, is refused with a typed error and left untouched.
+database memlane did not create (an empty file too), is refused with a typed error and
+left byte for byte as it was: it is looked at read-only before anything writes. A new
+database is built under a temporary name and linked into place complete.
 
 SQL text is built by the pure functions of :mod:`memlane.stores.sqlite_sql`; this class
 only executes it. Vectors are scored from an in-process matrix per user

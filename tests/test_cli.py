@@ -121,3 +121,145 @@ def test_odd_input_is_one_line_not_a_traceback(run, tmp_path: Path) -> None:  # 
     assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
     assert "UTF-8" in bad.output
     assert run("jobs", "--status", "bogus", ok=False).exit_code == 2  # a usage error
+
+
+@pytest.fixture
+def bare(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The CLI without a preset --store."""
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(cli, list(args))
+
+
+def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    added = bare("add", "likes tea", "--user", "u", "--store", "plain.db")
+    assert added.exit_code == 0, added.output
+    assert (tmp_path / "plain.db").is_file()
+    for store in ("plain.db", "./plain.db", str(tmp_path / "plain.db"), "sqlite:///plain.db"):
+        after = bare("list", "--user", "u", "--json", "--store", store)
+        before = bare("--store", store, "list", "--user", "u", "--json")
+        assert after.exit_code == before.exit_code == 0, after.output + before.output
+        assert [i["text"] for i in json.loads(after.output)["items"]] == ["likes tea"]
+        assert json.loads(before.output) == json.loads(after.output)
+    keys = bare("keys", "list", "--store", "plain.db")  # a subgroup's command too
+    assert keys.exit_code == 0, keys.output
+    same = bare("--store", "plain.db", "list", "--user", "u", "--store", "plain.db")
+    assert same.exit_code == 0
+    both = bare("--store", "plain.db", "list", "--user", "u", "--store", "other.db")
+    assert both.exit_code == 2 and "--store" in both.output
+    assert not (tmp_path / "other.db").exists()
+    assert not (tmp_path / "data").exists()  # the default store was never touched
+    for read in (["list", "--user", "u"], ["search", "x", "--user", "u"], ["export"]):
+        missing = bare(*read, "--store", "typo.db")
+        assert missing.exit_code == 1 and "no SQLite database" in missing.output, missing.output
+    assert not (tmp_path / "typo.db").exists()  # reading a store never creates it
+
+
+def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path
+) -> None:
+    for args in (["--store", "", "list", "--user", "u"], ["list", "--user", "u", "--store", ""]):
+        empty = bare(*args)
+        assert empty.exit_code == 2 and "--store" in empty.output, empty.output
+    assert not (tmp_path / "data").exists()  # no silent fall back to the default store
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bad = bare("--store", f"sqlite:///{blocker}/sub/m.db", "list", "--user", "u")
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
+    assert "StoreError" in bad.output and len(bad.output.strip().splitlines()) == 1
+    typo = bare("--store", "memory:", "list", "--user", "u")
+    assert typo.exit_code == 1 and "ConfigurationError" in typo.output
+
+
+def test_a_refused_store_file_is_left_byte_for_byte(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    zero = tmp_path / "zero.db"
+    zero.touch()
+    before = {p: p.read_bytes() for p in (path, zero)}
+    names = sorted(p.name for p in tmp_path.iterdir())
+    for target in (path, zero):
+        result = bare("add", "x", "--user", "u", "--store", str(target))
+        assert result.exit_code == 1 and "ForeignStoreError" in result.output, result.output
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+
+
+def test_a_damaged_store_is_one_line(bare, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    path = tmp_path / "m.db"
+    assert bare("add", "likes tea", "--user", "u", "--store", str(path)).exit_code == 0
+    conn = sqlite3.connect(path)
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'memlane_meta'").fetchone()
+    conn.close()
+    with path.open("r+b") as f:
+        f.seek((root[0] - 1) * size)
+        f.write(b"\x0d" + b"\xa5" * (size - 1))
+    result = bare("list", "--user", "u", "--store", str(path))
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "CorruptStoreError" in result.output
+
+
+def test_bad_add_input_is_refused_and_nothing_stored(run) -> None:  # type: ignore[no-untyped-def]
+    for days in ("nan", "inf", "-inf", "-1", "0"):
+        bad = run("add", "x", "--user", "u", "--ttl-days", days, ok=False)
+        assert bad.exit_code == 2 and "--ttl-days" in bad.output, (days, bad.output)
+    # Python hands undecodable argv bytes over as lone surrogates (surrogateescape).
+    latin = run("add", "caf\udce9", "--user", "u", ok=False)
+    assert latin.exit_code == 1 and isinstance(latin.exception, SystemExit)
+    assert "UTF-8" in latin.output
+    keyed = run("add", "plan: pro", "--user", "u", "--kind", "keyed_fact", ok=False)
+    assert keyed.exit_code == 1 and "remember" in keyed.output
+    assert json.loads(run("list", "--user", "u", "--json").output)["items"] == []
+
+
+def test_tracebacks_never_reach_a_real_terminal(tmp_path: Path) -> None:
+    """The same inputs through a real process and real argv bytes: one line, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path}/p.db"
+    env = {**os.environ, "MEMLANE_EMBEDDER": "fake"}
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cases: list[list[str | bytes]] = [
+        ["--store", store, "add", b"caf\xe9", "--user", "u"],
+        ["--store", store, "add", "x", "--user", "u", "--ttl-days", "nan"],
+        ["--store", f"sqlite:///{blocker}/sub/m.db", "list", "--user", "u"],
+        ["migrate", f"sqlite:///{tmp_path}/nope.db", store, "--no-progress"],
+    ]
+    for args in cases:
+        done = subprocess.run(
+            [sys.executable, "-m", "memlane.cli", *args], env=env, capture_output=True
+        )
+        err = done.stderr.decode("utf-8", "replace")
+        assert done.returncode in (1, 2) and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "nope.db").exists()
+
+
+def test_the_library_refuses_the_same_input() -> None:
+    from memlane import Memory, MemoryInput, ValidationError
+    from memlane.testing import FakeEmbedder
+
+    with Memory("memory://", embedder=FakeEmbedder()) as m:
+        with pytest.raises(ValidationError, match="Unicode"):
+            m.add("caf\udce9", user_id="u")
+        with pytest.raises(ValidationError, match="remember"):
+            m.add("plan: pro", user_id="u", kind="keyed_fact")
+        with pytest.raises(ValidationError, match="remember"):
+            m.add_many([MemoryInput("plan: pro", kind="keyed_fact", key="plan")], user_id="u")
+        assert m.list(user_id="u").items == ()
+        assert m.remember("plan", "pro", user_id="u").key == "plan"

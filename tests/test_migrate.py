@@ -130,6 +130,8 @@ def test_cli_migrate(
     assert text.exit_code == 0 and "verified: ok" in text.output
     same = runner.invoke(cli, ["migrate", src, src])
     assert same.exit_code != 0 and "same store" in same.output
+    plain = runner.invoke(cli, ["migrate", src, f"{tmp_path}/cli.db"])  # one file, two spellings
+    assert plain.exit_code != 0 and "same store" in plain.output
 
 
 def test_nul_characters_are_refused_on_every_backend(
@@ -162,3 +164,42 @@ def test_a_user_the_target_refuses_is_reported_and_the_others_copied(
     assert ann.error and report.to_dict()["errors"] == {"ann": ann.error}
     bob = next(u for u in report.users if u.user_id == "bob")
     assert bob.ok and bob.target_counts["record"] == 1
+
+
+def test_a_missing_source_is_an_error_and_never_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memlane.errors import StoreError
+
+    missing = tmp_path / "typo" / "memlane.db"
+    dst = tmp_path / "dst.db"
+    with pytest.raises(StoreError, match="no SQLite database"):
+        migrate(f"sqlite:///{missing}", f"sqlite:///{dst}", embedder=FakeEmbedder())
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    result = CliRunner().invoke(cli, ["migrate", str(missing), str(dst), "--no-progress"])
+    assert result.exit_code == 1 and "StoreError" in result.output
+    assert "verified" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not missing.parent.exists()
+    memory_source = CliRunner().invoke(cli, ["migrate", "memory://", str(dst), "--no-progress"])
+    assert memory_source.exit_code == 1 and "nothing to read" in memory_source.output
+
+
+def test_a_foreign_target_is_refused_and_left_byte_for_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    src = f"sqlite:///{tmp_path}/src.db"
+    _fill(src)
+    target = tmp_path / "other.db"
+    conn = sqlite3.connect(target)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    before = target.read_bytes()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    result = CliRunner().invoke(cli, ["migrate", src, str(target), "--no-progress"])
+    assert result.exit_code == 1 and "ForeignStoreError" in result.output
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no -wal, -shm

@@ -16,7 +16,7 @@ from memlane import (
     MemoryInput,
     SchemaVersionError,
 )
-from memlane.errors import ConfigurationError, UnsupportedError
+from memlane.errors import ConfigurationError, StoreError, UnsupportedError
 from memlane.settings import default_store_url
 from memlane.stores import open_store
 from memlane.stores.sqlite import MIGRATIONS, SqliteStore, parse_sqlite_url
@@ -108,8 +108,6 @@ def test_store_urls(tmp_path: Path) -> None:
     assert open_store(f"sqlite:///{tmp_path}/x.db").path == f"{tmp_path}/x.db"  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError):
         open_store("mongodb://localhost")
-    with pytest.raises(ConfigurationError):
-        open_store("just-a-path.db")
     with pytest.raises(UnsupportedError):
         parse_sqlite_url("sqlite://")
 
@@ -306,3 +304,151 @@ def test_a_store_from_before_scoped_ids_keeps_working(
     planner = Filters(agent_id="planner")
     assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []
     m.close()
+
+
+def _foreign_db(path: Path) -> bytes:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.commit()
+    conn.close()
+    return path.read_bytes()
+
+
+def _siblings(path: Path) -> set[str]:
+    return {p.name for p in path.parent.iterdir()}
+
+
+def test_a_refused_file_is_byte_identical_afterwards(tmp_path: Path) -> None:
+    """No pragma, journal or log touches a file before it is known to be memlane's."""
+    foreign = tmp_path / "other.db"
+    before = _foreign_db(foreign)
+    empty_db = tmp_path / "empty.db"  # a valid SQLite header and no schema at all
+    sqlite3.connect(empty_db).execute("VACUUM").connection.close()
+    wal_db = tmp_path / "wal.db"  # another application's database in WAL mode
+    conn = sqlite3.connect(wal_db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"SQLite format 3\x00" + b"\xff" * 5000)
+    empty = tmp_path / "zero.db"
+    empty.touch()
+    files = {p: p.read_bytes() for p in (foreign, empty_db, wal_db, garbage, empty)}
+    names = _siblings(foreign)
+    for path, error in [
+        (foreign, ForeignStoreError),
+        (empty_db, ForeignStoreError),
+        (wal_db, ForeignStoreError),
+        (garbage, CorruptStoreError),
+        (empty, ForeignStoreError),
+    ]:
+        with pytest.raises(error):
+            Memory(SqliteStore(path), embedder=FakeEmbedder()).add("x", user_id="u")
+        with pytest.raises(error):
+            SqliteStore(path).setup()
+    assert {p: p.read_bytes() for p in files} == files
+    assert foreign.read_bytes() == before
+    assert _siblings(foreign) == names  # no -wal, -shm or -journal left behind
+
+
+def test_a_new_store_appears_only_when_it_is_complete(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    store = SqliteStore(path)
+    store.setup()
+    assert _siblings(path) >= {"new.db"}
+    assert not [n for n in _siblings(path) if not n.startswith("new.db")]
+    store.close()
+    # A second store opens what the first created; no temporary files are left.
+    again = SqliteStore(path)
+    again.setup()
+    assert again.schema_versions() == [(v, n) for v, n, _ in MIGRATIONS]
+    again.close()
+    assert _siblings(path) == {"new.db"}
+
+
+def test_concurrent_first_opens_of_one_new_file_all_succeed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/race.db"
+    script = (
+        "import sys\n"
+        "from memlane import Memory\n"
+        "from memlane.testing import FakeEmbedder\n"
+        "Memory(sys.argv[1], embedder=FakeEmbedder()).add('hi', user_id=sys.argv[2])\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, url, f"u{i}"], stderr=subprocess.PIPE)
+        for i in range(4)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    with Memory(url, embedder=FakeEmbedder()) as m:
+        assert m.list_users() == ["u0", "u1", "u2", "u3"]
+
+
+def test_a_store_opened_for_reading_is_never_created(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "m.db"
+    with pytest.raises(StoreError, match="no SQLite database"):
+        SqliteStore(path, create=False).setup()
+    with pytest.raises(StoreError, match="no SQLite database"):
+        open_store(f"sqlite:///{path}", create=False).setup()
+    assert not path.parent.exists()
+    SqliteStore(path).setup()  # the default creates it
+    existing = SqliteStore(path, create=False)
+    existing.setup()
+    existing.close()
+
+
+def test_a_folder_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StoreError, match="cannot create"):
+        SqliteStore(blocker / "sub" / "m.db").setup()
+
+
+def _corrupt_one_page(path: Path, table: str) -> None:
+    """Overwrite the root b-tree page of ``table`` (never page 1) with garbage."""
+    conn = sqlite3.connect(path)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+    conn.close()
+    with path.open("r+b") as f:
+        f.seek((root[0] - 1) * page_size)
+        f.write(b"\x0d" + b"\xa5" * (page_size - 1))
+
+
+@pytest.mark.parametrize("table", ["records", "schema_migrations", "memlane_meta"])
+def test_a_damaged_page_is_a_corrupt_store_error_on_every_path(tmp_path: Path, table: str) -> None:
+    path = tmp_path / "m.db"
+    with Memory(SqliteStore(path), embedder=FakeEmbedder()) as m:
+        rid = m.add("alice likes tea", user_id="alice").id
+        for i in range(300):
+            m.add(f"note number {i} with some words to fill pages", user_id="alice")
+    _corrupt_one_page(path, table)
+    with Memory(SqliteStore(path), embedder=FakeEmbedder()) as m:
+        calls = [
+            lambda: m.list(user_id="alice"),
+            lambda: m.get(rid, user_id="alice"),
+            lambda: m.search("tea", user_id="alice"),
+            lambda: m.add("more", user_id="alice"),
+            lambda: m.export_rows(user_id="alice"),
+            lambda: m.forget_user("alice"),
+        ]
+        for call in calls:
+            with pytest.raises(CorruptStoreError):
+                call()
+
+
+def test_plain_paths_are_sqlite_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for given, expected in [
+        ("x.db", "x.db"),
+        ("./sub/x.db", "sub/x.db"),
+        (f"{tmp_path}/abs.db", f"{tmp_path}/abs.db"),
+    ]:
+        store = open_store(given)
+        assert isinstance(store, SqliteStore)
+        assert Path(store.path).resolve() == (tmp_path / expected).resolve()
+    with pytest.raises(ConfigurationError):
+        open_store("memory:")  # a mistyped URL, not a file to create
+    with pytest.raises(ConfigurationError):
+        open_store("")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -24,14 +25,33 @@ KINDS = [k.value for k in MemoryKind]
 
 
 class _Context:
-    def __init__(self, store_url: str | None) -> None:
-        self.settings = Settings.from_env(store_url=store_url)
+    """What the commands share: settings, read when first needed (after every ``--store``
+    on the command line was parsed), and the Memory built from them."""
+
+    def __init__(self) -> None:
+        self.store_url: str | None = None
+        self._settings: Settings | None = None
         self._memory: Memory | None = None
 
-    def memory(self) -> Memory:
+    def choose_store(self, url: str) -> None:
+        """Take ``--store`` (before or after the command); two different ones are a usage
+        error."""
+        if self.store_url is not None and url != self.store_url:
+            raise click.UsageError(f"--store is given twice: {self.store_url!r} and {url!r}")
+        self.store_url = url
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env(store_url=self.store_url)
+        return self._settings
+
+    def memory(self, *, create: bool = True) -> Memory:
+        """The Memory over the chosen store; with ``create=False`` (commands that only
+        read) a store that does not exist yet is an error instead of being created."""
         if self._memory is None:
             self._memory = Memory(
-                self.settings.build_store(), embedder=self.settings.build_embedder()
+                self.settings.build_store(create=create), embedder=self.settings.build_embedder()
             )
         return self._memory
 
@@ -41,6 +61,26 @@ class _Context:
 
 
 pass_ctx = click.make_pass_decorator(_Context)
+
+
+def _store_given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    if not value.strip():
+        raise click.BadParameter("is empty: give a store URL or a SQLite file path")
+    ctx.ensure_object(_Context).choose_store(value)
+
+
+def store_option(f: F) -> F:
+    """``--store``: on the group and on every command that uses the store, so it may come
+    before or after the command name."""
+    return click.option(
+        "--store",
+        callback=_store_given,
+        expose_value=False,
+        help="Store URL (sqlite:///PATH, postgresql://..., memory://) or a SQLite file path. "
+        "Default: $MEMLANE_STORE, else memlane.db in the user data dir.",
+    )(f)
 
 
 def user_option(f: F) -> F:
@@ -120,6 +160,17 @@ def filter_options(f: F) -> F:
 class _Group(click.Group):
     """Maps memlane's errors to a one-line message and exit status 1 (no traceback)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Python hands argv bytes that are not UTF-8 over as lone surrogates, which no
+        # store, hash or JSON encoder accepts: refuse them here, once, for every command.
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                raise click.ClickException(f"argument is not UTF-8: {shown!r}") from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -134,19 +185,19 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option(
-    "--store",
-    "store_url",
-    envvar="MEMLANE_STORE",
-    help="Store URL (sqlite:///PATH, memory://). Default: SQLite file in the user data dir.",
-)
+@store_option
 @click.version_option(package_name="memlane")
 @click.pass_context
-def cli(ctx: click.Context, store_url: str | None) -> None:
+def cli(ctx: click.Context) -> None:
     """memlane: memory for AI agents."""
-    state = _Context(store_url)
-    ctx.obj = state
+    state = ctx.ensure_object(_Context)
     ctx.call_on_close(state.close)
+
+
+def _positive_days(ctx: click.Context, param: click.Parameter, value: float | None) -> Any:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a positive number of days, got {value}")
+    return value
 
 
 @cli.command()
@@ -159,7 +210,9 @@ def cli(ctx: click.Context, store_url: str | None) -> None:
 @click.option("--agent", help="Agent the memory belongs to.")
 @click.option("--team", help="Team whose agents share the memory.")
 @click.option("--event-time", help="When the content happened (ISO time).")
-@click.option("--ttl-days", type=float, help="Expire after this many days.")
+@click.option(
+    "--ttl-days", type=float, callback=_positive_days, help="Expire after this many days."
+)
 @click.option("--metadata", help="JSON object of metadata.")
 @json_option
 @pass_ctx
@@ -224,7 +277,7 @@ def search(
     as_json: bool,
 ) -> None:
     """Find a user's memories most relevant to QUERY."""
-    hits = ctx.memory().search(
+    hits = ctx.memory(create=False).search(
         query,
         user_id=user_id,
         limit=limit,
@@ -275,7 +328,7 @@ def list_(
     as_json: bool,
 ) -> None:
     """List a user's memories, newest first, one page at a time."""
-    page = ctx.memory().list(
+    page = ctx.memory(create=False).list(
         user_id=user_id,
         limit=limit,
         cursor=cursor,
@@ -297,7 +350,7 @@ def list_(
 @pass_ctx
 def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show one memory."""
-    record = ctx.memory().get(record_id, user_id=user_id)
+    record = ctx.memory(create=False).get(record_id, user_id=user_id)
     if as_json:
         _echo_json(record.to_dict())
         return
@@ -313,7 +366,7 @@ def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
 @pass_ctx
 def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show every recorded change of a memory."""
-    events = ctx.memory().history(record_id, user_id=user_id)
+    events = ctx.memory(create=False).history(record_id, user_id=user_id)
     if as_json:
         _echo_json([e.to_dict() for e in events])
         return
@@ -364,7 +417,7 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
     """Write memories, history, sessions and state as JSONL."""
     from memlane.transfer import write_jsonl
 
-    n = write_jsonl(ctx.memory().export_rows(user_id=user_id), output)
+    n = write_jsonl(ctx.memory(create=False).export_rows(user_id=user_id), output)
     click.echo(f"exported {n} lines", err=True)
 
 
@@ -519,6 +572,23 @@ def _register_server_commands() -> None:
 
 
 _register_server_commands()
+
+# Commands that name their stores themselves (migrate's two URLs, demo's and eval's own).
+_OWN_STORES = {"migrate", "demo", "eval"}
+
+
+def _accept_store_after(group: click.Group) -> None:
+    """Give every command that uses the store the one ``--store`` option too."""
+    for name, command in group.commands.items():
+        if name in _OWN_STORES:
+            continue
+        if isinstance(command, click.Group):
+            _accept_store_after(command)
+        else:
+            store_option(command)
+
+
+_accept_store_after(cli)
 
 
 def main() -> None:

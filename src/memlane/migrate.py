@@ -92,12 +92,15 @@ def migrate(
     ``embedder`` must be the model the source was embedded with (its cached vectors are
     copied; any text without one is embedded by it). Returns a report whose ``ok`` says
     whether counts and checksums matched for every user. Raises ValidationError when both
-    URLs name the same store, and the store errors of either side.
+    URLs name the same store, ConfigurationError or StoreError when the source does not
+    exist (it is never created), and the store errors of either side.
     """
-    if source_url == target_url:
+    source_store, target_store = open_store(source_url, create=False), open_store(target_url)
+    # Compared as opened: "x.db", "./x.db" and "sqlite:///x.db" are one store.
+    if source_url == target_url or source_store.url == target_store.url:
         raise ValidationError("source and target are the same store")
-    source = Memory(open_store(source_url), embedder=embedder)
-    target = Memory(open_store(target_url), embedder=embedder)
+    source = Memory(source_store, embedder=embedder)
+    target = Memory(target_store, embedder=embedder)
     try:
         users = source.list_users()
         checks: list[UserCheck] = []
@@ -133,9 +136,9 @@ def migrate(
 
 
 def verify(source_url: str, target_url: str, *, embedder: Embedder) -> MigrationReport:
-    """Compare two stores user by user without copying anything."""
-    source = Memory(open_store(source_url), embedder=embedder)
-    target = Memory(open_store(target_url), embedder=embedder)
+    """Compare two stores user by user without copying anything (neither is created)."""
+    source = Memory(open_store(source_url, create=False), embedder=embedder)
+    target = Memory(open_store(target_url, create=False), embedder=embedder)
     try:
         users = sorted(set(source.list_users()) | set(target.list_users()))
         checks = [

@@ -88,12 +88,13 @@ class Settings:
             redis_url=env.get("MEMLANE_REDIS_URL") or None,
         )
 
-    def build_store(self) -> Store:
+    def build_store(self, *, create: bool = True) -> Store:
         """The store these settings name (not yet connected), behind a Redis tier when
-        ``redis_url`` is set. Raises ConfigurationError."""
+        ``redis_url`` is set; with ``create=False`` it must exist already (see
+        :func:`memlane.stores.open_store`). Raises ConfigurationError."""
         from memlane.stores import open_store
 
-        store = open_store(self.store_url)
+        store = open_store(self.store_url, create=create)
         if self.redis_url:
             from memlane.stores.redis_tier import RedisTier
 

@@ -86,6 +86,10 @@ class CoreBase:
             raise ValidationError(f"{what} must be a string, got {type(text).__name__}")
         if not text.strip():
             raise ValidationError(f"{what} is empty")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. undecodable argv bytes
+            raise ValidationError(f"{what} is not valid Unicode: {exc.reason}") from exc
         if "\x00" in text:  # PostgreSQL cannot store it; refused on every backend alike
             raise ValidationError(f"{what} contains a NUL character (\\x00)")
         if len(text) > self.config.max_text_chars:

@@ -86,6 +86,7 @@ class RecordsMixin(SearchMixin):
             source_ids=source_ids,
             actor=actor,
         )
+        _check_addable(item)
         if idempotency_key is None:
             (record,) = yield from self.add_many([item], user_id=user_id)
             return record
@@ -115,6 +116,8 @@ class RecordsMixin(SearchMixin):
         items = list(items)  # a generator would be used up by the check below
         if not all(isinstance(i, MemoryInput) for i in items):
             raise ValidationError("add_many takes a sequence of MemoryInput")
+        for item in items:
+            _check_addable(item)
         now = self._now()
         records = [self._new_record(user_id, item, now) for item in items]
         if not records:
@@ -392,3 +395,10 @@ class RecordsMixin(SearchMixin):
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(tuple(rows), rows[-1].id if more else None)
+
+
+def _check_addable(item: MemoryInput) -> None:
+    """A keyed fact is made only by remember(): it alone gives the record its key and
+    stored value, without which recall() cannot find it and update() cannot change it."""
+    if item.kind in (MemoryKind.KEYED_FACT, MemoryKind.KEYED_FACT.value):
+        raise ValidationError("a keyed fact is set with remember(key, value), not added")

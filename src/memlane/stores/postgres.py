@@ -129,7 +129,9 @@ class PostgresStore:
         self._indexed: set[tuple[str, int]] = set()
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
+        """The store a ``postgresql://`` URL names. ``create`` changes nothing here:
+        memlane never creates a PostgreSQL database, the URL's database must exist."""
         return cls(url)
 
     def __repr__(self) -> str:

@@ -3,7 +3,9 @@
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
 named migrations recorded in ``schema_migrations``. A file that is not a database, or a
-database memlane did not create, is refused with a typed error and left untouched.
+database memlane did not create (an empty file too), is refused with a typed error and
+left byte for byte as it was: it is looked at read-only before anything writes. A new
+database is built under a temporary name and linked into place complete.
 
 SQL text is built by the pure functions of :mod:`memlane.stores.sqlite_sql`; this class
 only executes it. Vectors are scored from an in-process matrix per user
@@ -14,9 +16,11 @@ when ``PRAGMA data_version`` shows another process wrote.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,8 +88,15 @@ class SqliteStore:
         *,
         busy_timeout_s: float = 30.0,
         vector_cache_bytes: int | None = None,
+        create: bool = True,
     ) -> None:
+        """A store in the SQLite file at ``path`` (``":memory:"`` for one in memory).
+
+        With ``create=False`` the file must already hold a memlane database (for reading a
+        store, e.g. a migration's source): a missing file is a StoreError, never created.
+        """
         self.path = str(path)
+        self.create = create
         self._vectors = VectorCache(vector_cache_bytes)
         self._data_version: int | None = None
         self.url = "sqlite:///" + self.path
@@ -95,8 +106,10 @@ class SqliteStore:
         self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteStore:
-        return cls(Path(parse_sqlite_url(url)).expanduser() if "memory:" not in url else ":memory:")
+    def from_url(cls, url: str, *, create: bool = True) -> SqliteStore:
+        """The store a ``sqlite:///PATH`` URL names; ``create`` as in the constructor."""
+        path = Path(parse_sqlite_url(url)).expanduser() if "memory:" not in url else ":memory:"
+        return cls(path, create=create)
 
     @property
     def in_memory(self) -> bool:
@@ -105,54 +118,129 @@ class SqliteStore:
     # ------------------------------------------------------------------ lifecycle
 
     def setup(self) -> None:
+        """Open the database, creating and migrating it as needed. Raises StoreError (no
+        file with ``create=False``, a folder that cannot be made), ForeignStoreError,
+        CorruptStoreError, SchemaVersionError; a refused file is left byte for byte as
+        it was."""
         with self._lock:
             if self._conn is not None:
                 return
-            if not self.in_memory:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if self.in_memory:
+                conn = self._connect(self.path)
+            else:
+                if not self._inspect():
+                    self._create()
+                # mode=rw: the file was just checked; if it vanished since, fail, never
+                # create an unchecked empty one in its place.
+                conn = self._connect(f"{Path(self.path).absolute().as_uri()}?mode=rw", uri=True)
             try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=self.busy_timeout_s,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
-            try:
-                self._configure(conn)
-                self._migrate(conn)
+                with _mapped_errors(self.path):
+                    self._configure(conn)
+                    self._migrate(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
 
-    def _configure(self, conn: sqlite3.Connection) -> None:
+    def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            if not self.in_memory:
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            # Deleted rows are overwritten with zeros, not left in free pages: forgetting
-            # a user or purging a memory takes its text off the disk.
-            conn.execute("PRAGMA secure_delete = ON")
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+            return sqlite3.connect(
+                target,
+                timeout=self.busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=uri,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _inspect(self) -> bool:
+        """Whether a memlane database is at the path, looked at through a read-only
+        connection before anything writes: no pragma, journal or log may change a file
+        that is not memlane's. Returns False when no file is there and the store may
+        create one. Raises StoreError (no file with ``create=False``, not a file),
+        ForeignStoreError (an empty file, an empty database or another application's:
+        never adopted), CorruptStoreError (not a database, or damaged)."""
+        path = Path(self.path)
         try:
-            names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        except sqlite3.DatabaseError as exc:
-            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
-        if names and "memlane_meta" not in names:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            if self.create:
+                return False
+            raise StoreError(
+                f"no SQLite database at {self.path} (a store opened for reading is never created)"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        if not path.is_file():
+            raise StoreError(f"{self.path} is not a file")
+        if size == 0:
+            raise ForeignStoreError(
+                f"{self.path} is an empty file, not a memlane database; refusing to adopt it "
+                "(remove it to create a new store there)"
+            )
+        # Without a log file nobody has the database open in WAL mode and the file holds
+        # all of it: read it as immutable, which creates no -shm or -wal next to it (a
+        # plain read-only open of a WAL database would).
+        wal = Path(f"{self.path}-wal").exists()
+        mode = "mode=ro" if wal else "mode=ro&immutable=1"
+        conn = self._connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
+        try:
+            with _mapped_errors(self.path):
+                names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+                app = None
+                if "memlane_meta" in names:
+                    app = conn.execute(
+                        "SELECT value FROM memlane_meta WHERE key='application'"
+                    ).fetchone()
+        finally:
+            conn.close()
+        if app is None or app[0] != APPLICATION:
             raise ForeignStoreError(
                 f"{self.path} holds a database that memlane did not create; refusing to touch it"
             )
-        if names:
-            app = conn.execute("SELECT value FROM memlane_meta WHERE key='application'").fetchone()
-            if app is None or app[0] != APPLICATION:
-                raise ForeignStoreError(f"{self.path} is not a memlane database")
+        return True
+
+    def _create(self) -> None:
+        """Make a new database: built and migrated under a temporary name, then linked
+        into place complete, so another process never finds a half-made (empty) file at
+        the path. Another process's database linked there first is used instead."""
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder of {self.path}: {exc.strerror or exc}"
+            ) from exc
+        temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.new")
+        try:
+            conn = self._connect(str(temp))
+            try:
+                with _mapped_errors(self.path):
+                    self._configure(conn)
+                    self._migrate(conn)
+            finally:
+                conn.close()  # the last connection folds the log into the file
+            _link_new(temp, path)
+        except OSError as exc:
+            raise StoreError(f"cannot create SQLite database {self.path}: {exc}") from exc
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
+        self._inspect()  # what is there now: ours, or another process's
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+        if not self.in_memory:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros, not left in free pages: forgetting
+        # a user or purging a memory takes its text off the disk.
+        conn.execute("PRAGMA secure_delete = ON")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # Only a new database or one _inspect() found to be memlane's gets here.
         with _transaction(conn, write=True):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -191,8 +279,9 @@ class SqliteStore:
     def schema_versions(self) -> list[tuple[int, str]]:
         """The migrations applied to this database, in order."""
         conn = self._connection()
-        rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
-        return [(int(v), str(n)) for v, n in rows]
+        with self._lock, _mapped_errors(self.path):
+            rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version")
+            return [(int(v), str(n)) for v, n in rows]
 
     # ------------------------------------------------------------------ batches
 
@@ -738,6 +827,36 @@ class SqliteStore:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+class _mapped_errors:
+    """Maps the driver's errors to memlane's: a damaged or foreign file (``database disk
+    image is malformed``, ``file is not a database``) to CorruptStoreError, any other
+    operational failure to StoreError."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+            raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+
+def _link_new(temp: Path, path: Path) -> None:
+    """Put the finished database ``temp`` at ``path`` unless a file is already there."""
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return  # another process created the store first: that one is used
+    except OSError:
+        # No hard links on this file system: a rename, checked first (not atomic).
+        if not path.exists():
+            os.replace(temp, path)
 
 
 class _transaction:

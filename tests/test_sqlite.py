@@ -16,7 +16,8 @@ from memlane import (
     MemoryInput,
     SchemaVersionError,
 )
-from memlane.errors import ConfigurationError, UnsupportedError
+from memlane.errors import ConfigurationError, ConflictError, UnsupportedError
+from memlane.models import Filters
 from memlane.settings import default_store_url
 from memlane.stores import open_store
 from memlane.stores.sqlite import MIGRATIONS, SqliteStore, parse_sqlite_url
@@ -267,3 +268,62 @@ def test_forget_user_does_not_wait_for_another_connections_reader(tmp_path: Path
     assert [r.text for r in m.list(user_id="bob").items] == ["bob note"]
     reader.close()
     m.close()
+
+
+class _KeyRacer:
+    """A real store through which every read of keyed fact ``status`` is followed by
+    another writer setting it (a second Memory on the same file): ``times`` races lost."""
+
+    def __init__(self, inner: SqliteStore, rival: Memory, times: int) -> None:
+        self.inner, self.rival, self.left, self.rival_values = inner, rival, times, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def batch(self, ops_: list[object]) -> list[object]:
+        from memlane.ports import store as ops
+
+        result = self.inner.batch(ops_)  # type: ignore[arg-type]
+        reads_key = any(isinstance(op, ops.ListRecords) and op.filters.key for op in ops_)
+        if reads_key and self.left:
+            self.left -= 1
+            self.rival_values += 1
+            self.rival.remember("status", f"rival {self.rival_values}", user_id="u")
+        return result
+
+
+def test_remember_retries_a_race_lost_to_another_writer(tmp_path: Path) -> None:
+    """Another writer changes the key between remember's read and its write: that is a
+    lost race, tried again (it was a ValidationError, "not current"), not bad input."""
+    path = tmp_path / "race.db"
+    rival = Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    rival.remember("status", "first", user_id="u")
+    racer = _KeyRacer(SqliteStore(path), rival, times=2)
+    m = Memory(racer, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    rec = m.remember("status", "mine", user_id="u")
+    assert rec.metadata["value"] == "mine" and rec.is_current
+    assert m.recall("status", user_id="u") == "mine"
+    chain = m.list(user_id="u", filters=Filters(key="status", include_superseded=True)).items
+    assert sorted(r.metadata["value"] for r in chain) == ["first", "mine", "rival 1", "rival 2"]
+    assert [r.metadata["value"] for r in chain if r.is_current] == ["mine"]
+    m.close()
+    rival.close()
+
+
+def test_remember_gives_up_with_conflict_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race lost on every attempt ends in ConflictError (REST: 409, worth retrying),
+    and the other writer's value stands."""
+    from memlane.core import records
+
+    monkeypatch.setattr(records, "REMEMBER_ATTEMPTS", 3)
+    path = tmp_path / "race.db"
+    rival = Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    rival.remember("status", "first", user_id="u")
+    m = Memory(_KeyRacer(SqliteStore(path), rival, times=99), embedder=FakeEmbedder())  # type: ignore[arg-type]
+    with pytest.raises(ConflictError, match="kept changing under 3 attempts"):
+        m.remember("status", "mine", user_id="u")
+    assert rival.recall("status", user_id="u") == "rival 3"
+    m.close()
+    rival.close()

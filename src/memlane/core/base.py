@@ -278,9 +278,17 @@ class CoreBase:
         known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
+        vector: ops.PutEmbeddings | None = None,
     ) -> Flow[list[MemoryRecord]]:
+        """Write new records with their history and vectors in one batch (``extra`` ops
+        too); returns them. ``vector``: the cache write from :meth:`_vectors` for their
+        texts, when the caller has it already (records without a session context).
+        Raises ConflictError when a write in the batch lost a race."""
         records, contexts = yield from self._with_context(records)
-        _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
+        if vector is not None and not contexts:
+            cache_write = vector
+        else:
+            _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
         events = tuple(
             self._event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )

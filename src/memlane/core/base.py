@@ -284,6 +284,22 @@ class CoreBase:
         too); returns them. ``vector``: the cache write from :meth:`_vectors` for their
         texts, when the caller has it already (records without a session context).
         Raises ConflictError when a write in the batch lost a race."""
+        written, _ = yield from self._insert_with(
+            records, extra, known, reason=reason, vector=vector
+        )
+        return written
+
+    def _insert_with(
+        self,
+        records: Sequence[MemoryRecord],
+        extra: Iterable[ops.Op[Any]] = (),
+        known: Mapping[str, Vector] | None = None,
+        *,
+        reason: str | None = None,
+        vector: ops.PutEmbeddings | None = None,
+    ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
+        """:meth:`_insert`, returning the records and the results of the ``extra`` ops."""
+        extra = list(extra)
         records, contexts = yield from self._with_context(records)
         if vector is not None and not contexts:
             cache_write = vector
@@ -292,7 +308,7 @@ class CoreBase:
         events = tuple(
             self._event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
-        yield from many(
+        results = yield from many(
             [
                 cache_write,
                 *extra,
@@ -300,7 +316,7 @@ class CoreBase:
                 ops.AppendHistory(events),
             ]
         )
-        return list(records)
+        return list(records), results[1 : 1 + len(extra)]
 
     def _with_context(
         self, records: Sequence[MemoryRecord], *, look_back: bool = True

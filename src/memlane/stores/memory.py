@@ -22,6 +22,7 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
+_APPENDED = object()  # undo: drop the list's last item
 
 
 class _Tx:
@@ -39,9 +40,18 @@ class _Tx:
             self.undo.append((table, key, table[key]))
             del table[key]
 
+    def append(self, table: dict[Any, list[Any]], key: Any, item: Any) -> None:
+        """Add ``item`` to the end of the list at ``key`` (without copying the list)."""
+        if key not in table:
+            self.set(table, key, [])
+        table[key].append(item)
+        self.undo.append((table, key, _APPENDED))
+
     def rollback(self) -> None:
         for table, key, old in reversed(self.undo):
-            if old is _MISSING:
+            if old is _APPENDED:
+                table[key].pop()
+            elif old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
@@ -60,7 +70,7 @@ class MemoryStore:
         self._event_ids: dict[str, str] = {}
         self._embeddings: dict[tuple[str, str], Vector] = {}
         self._sessions: dict[tuple[str, str], Any] = {}
-        self._messages: dict[tuple[str, str], tuple[Message, ...]] = {}
+        self._messages: dict[tuple[str, str], list[Message]] = {}  # in seq order
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._jobs: dict[str, Job] = {}
 
@@ -290,12 +300,15 @@ class MemoryStore:
         out: list[Message] = []
         for m in op.messages:
             key = (m.user_id, m.session_id)
-            existing = self._messages.get(key, ())
+            existing = self._messages.get(key, [])
             if op.assign_seq:
                 m = replace(m, seq=(existing[-1].seq + 1) if existing else 1)
             elif any(e.seq == m.seq for e in existing):
                 continue
-            tx.set(self._messages, key, tuple(sorted((*existing, m), key=lambda x: x.seq)))
+            if existing and existing[-1].seq > m.seq:  # import: an earlier number
+                tx.set(self._messages, key, sorted((*existing, m), key=lambda x: x.seq))
+            else:  # appending costs the same at any session length
+                tx.append(self._messages, key, m)
             out.append(m)
         return out
 

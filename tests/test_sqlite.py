@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,38 @@ def test_forget_user_takes_the_users_words_off_the_disk(tmp_path: Path) -> None:
     files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
     assert all(b"qwertyzork" not in p.read_bytes() for p in files)
+
+
+def test_a_purge_or_a_session_delete_takes_the_words_off_the_disk(tmp_path: Path) -> None:
+    """Purged (TTL) memories and deleted sessions leave no text behind either: not in
+    their history (the events stay, without snapshots), not in the lexical index, not in
+    the write-ahead log. Other memories stay findable."""
+    from memlane.testing import FixedClock
+
+    path = tmp_path / "m.db"
+    clock = FixedClock()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=clock)
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    short = m.add("door code zanzibarquux", user_id="alice", ttl=timedelta(hours=1))
+    m.update(short.id, user_id="alice", text="door code quokkaflorp")
+    m.add_messages(
+        "s", [("user", "my pin is qwertyzork"), ("assistant", "noted xylowhimsy")], user_id="alice"
+    )
+    kept = m.add("alice keeps her gardening notes", user_id="alice")
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    assert m.delete_session("s", user_id="alice") == 1
+    assert [e.action.value for e in m.history(short.id, user_id="alice")] == [
+        "add", "update", "expire",
+    ]  # fmt: skip
+    assert [h.record.id for h in m.search("gardening notes", user_id="alice", limit=1)] == [kept.id]
+    for _ in ("open", "closed"):  # the log is emptied at once, not only when closing
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        assert files
+        for word in (b"zanzibarquux", b"quokkaflorp", b"qwertyzork", b"xylowhimsy"):
+            assert [p.name for p in files if word in p.read_bytes()] == [], word
+        m.close()
 
 
 def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:

@@ -221,7 +221,8 @@ class CoreBase:
         self, records: Iterable[MemoryRecord], action: HistoryAction, now: datetime, reason: str
     ) -> tuple[HistoryEvent, ...]:
         """History events for records leaving the store for good (purged, their session
-        deleted): one version past the last, no snapshot (the last one is in history)."""
+        deleted): one version past the last, no snapshot (the store erases the earlier
+        snapshots too: see ``RemoveRecords``)."""
         return tuple(
             self._event(self._bump(r, now), action, now, reason=reason, snapshot=False)
             for r in records

@@ -300,7 +300,9 @@ class RecordsMixin(SearchMixin):
     def history(self, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
         """Every recorded change of a memory, oldest first. Raises NotFoundError.
 
-        A memory purged by the TTL sweep still has its history.
+        A memory purged by the TTL sweep, or deleted with its session, still has its
+        history: the events (action, time, version, actor, reason), with no snapshot of
+        its content.
         """
         check_id("user_id", user_id)
         check_id("record id", record_id)

@@ -332,7 +332,8 @@ class SessionsMixin(RecordsMixin):
 
     def delete_session(self, session_id: str, *, user_id: str) -> Flow[int]:
         """Delete one session: messages, state, workflows, episodes and summary. Returns 1
-        if it existed, else 0. The user's other memories stay."""
+        if it existed, else 0. The episodes' and summary's history keeps its events but
+        not their content. The user's other memories stay."""
         check_id("user_id", user_id)
         check_id("session_id", session_id)
         return (yield from self._delete_sessions(user_id, (session_id,)))

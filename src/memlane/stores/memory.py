@@ -242,7 +242,15 @@ class MemoryStore:
             if r is not None and r.user_id == op.user_id:
                 tx.pop(self._records, rid)
                 n += 1
+            self._erase_history(op.user_id, rid, tx)
         return n
+
+    def _erase_history(self, user_id: str, record_id: str, tx: _Tx) -> None:
+        """Keep a removed record's history events, without their snapshots."""
+        key = (user_id, record_id)
+        if key in self._history:
+            events = tuple(replace(e, snapshot=None) for e in self._history[key])
+            tx.set(self._history, key, events)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -335,6 +343,7 @@ class MemoryStore:
             for r in self._user_records(op.user_id):
                 if r.session_id == sid and r.kind in SESSION_BOUND_KINDS:
                     tx.pop(self._records, r.id)
+                    self._erase_history(op.user_id, r.id, tx)
         return n
 
     # ------------------------------------------------------------------ state

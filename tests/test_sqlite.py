@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,8 @@ from memlane import (
     MemoryInput,
     SchemaVersionError,
 )
-from memlane.errors import ConfigurationError, StoreError, UnsupportedError
+from memlane.errors import ConfigurationError, ConflictError, StoreError, UnsupportedError
+from memlane.models import Filters
 from memlane.settings import default_store_url
 from memlane.stores import open_store
 from memlane.stores.sqlite import MIGRATIONS, SqliteStore, parse_sqlite_url
@@ -212,6 +214,38 @@ def test_forget_user_takes_the_users_words_off_the_disk(tmp_path: Path) -> None:
     files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
     assert all(b"qwertyzork" not in p.read_bytes() for p in files)
+
+
+def test_a_purge_or_a_session_delete_takes_the_words_off_the_disk(tmp_path: Path) -> None:
+    """Purged (TTL) memories and deleted sessions leave no text behind either: not in
+    their history (the events stay, without snapshots), not in the lexical index, not in
+    the write-ahead log. Other memories stay findable."""
+    from memlane.testing import FixedClock
+
+    path = tmp_path / "m.db"
+    clock = FixedClock()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=clock)
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    short = m.add("door code zanzibarquux", user_id="alice", ttl=timedelta(hours=1))
+    m.update(short.id, user_id="alice", text="door code quokkaflorp")
+    m.add_messages(
+        "s", [("user", "my pin is qwertyzork"), ("assistant", "noted xylowhimsy")], user_id="alice"
+    )
+    kept = m.add("alice keeps her gardening notes", user_id="alice")
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    assert m.delete_session("s", user_id="alice") == 1
+    assert [e.action.value for e in m.history(short.id, user_id="alice")] == [
+        "add", "update", "expire",
+    ]  # fmt: skip
+    assert [h.record.id for h in m.search("gardening notes", user_id="alice", limit=1)] == [kept.id]
+    for _ in ("open", "closed"):  # the log is emptied at once, not only when closing
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        assert files
+        for word in (b"zanzibarquux", b"quokkaflorp", b"qwertyzork", b"xylowhimsy"):
+            assert [p.name for p in files if word in p.read_bytes()] == [], word
+        m.close()
 
 
 def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:
@@ -452,3 +486,62 @@ def test_plain_paths_are_sqlite_files(tmp_path: Path, monkeypatch: pytest.Monkey
         open_store("memory:")  # a mistyped URL, not a file to create
     with pytest.raises(ConfigurationError):
         open_store("")
+
+
+class _KeyRacer:
+    """A real store through which every read of keyed fact ``status`` is followed by
+    another writer setting it (a second Memory on the same file): ``times`` races lost."""
+
+    def __init__(self, inner: SqliteStore, rival: Memory, times: int) -> None:
+        self.inner, self.rival, self.left, self.rival_values = inner, rival, times, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def batch(self, ops_: list[object]) -> list[object]:
+        from memlane.ports import store as ops
+
+        result = self.inner.batch(ops_)  # type: ignore[arg-type]
+        reads_key = any(isinstance(op, ops.ListRecords) and op.filters.key for op in ops_)
+        if reads_key and self.left:
+            self.left -= 1
+            self.rival_values += 1
+            self.rival.remember("status", f"rival {self.rival_values}", user_id="u")
+        return result
+
+
+def test_remember_retries_a_race_lost_to_another_writer(tmp_path: Path) -> None:
+    """Another writer changes the key between remember's read and its write: that is a
+    lost race, tried again (it was a ValidationError, "not current"), not bad input."""
+    path = tmp_path / "race.db"
+    rival = Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    rival.remember("status", "first", user_id="u")
+    racer = _KeyRacer(SqliteStore(path), rival, times=2)
+    m = Memory(racer, embedder=FakeEmbedder())  # type: ignore[arg-type]
+    rec = m.remember("status", "mine", user_id="u")
+    assert rec.metadata["value"] == "mine" and rec.is_current
+    assert m.recall("status", user_id="u") == "mine"
+    chain = m.list(user_id="u", filters=Filters(key="status", include_superseded=True)).items
+    assert sorted(r.metadata["value"] for r in chain) == ["first", "mine", "rival 1", "rival 2"]
+    assert [r.metadata["value"] for r in chain if r.is_current] == ["mine"]
+    m.close()
+    rival.close()
+
+
+def test_remember_gives_up_with_conflict_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race lost on every attempt ends in ConflictError (REST: 409, worth retrying),
+    and the other writer's value stands."""
+    from memlane.core import records
+
+    monkeypatch.setattr(records, "REMEMBER_ATTEMPTS", 3)
+    path = tmp_path / "race.db"
+    rival = Memory(f"sqlite:///{path}", embedder=FakeEmbedder())
+    rival.remember("status", "first", user_id="u")
+    m = Memory(_KeyRacer(SqliteStore(path), rival, times=99), embedder=FakeEmbedder())  # type: ignore[arg-type]
+    with pytest.raises(ConflictError, match="kept changing under 3 attempts"):
+        m.remember("status", "mine", user_id="u")
+    assert rival.recall("status", user_id="u") == "rival 3"
+    m.close()
+    rival.close()

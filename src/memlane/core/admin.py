@@ -44,7 +44,9 @@ class AdminMixin(CoreBase):
 
     def sweep(self, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
         """Purge expired memories of every user; each purge is recorded in history as
-        ``expire``. Returns how many were purged."""
+        ``expire``, and the memory's earlier snapshots there lose its content (on SQLite
+        the text also leaves the lexical index and the log). Returns how many were
+        purged."""
         if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
             raise ValidationError("now must be a timezone-aware datetime")
         check_count("batch_size", batch_size)

@@ -225,7 +225,8 @@ class CoreBase:
         self, records: Iterable[MemoryRecord], action: HistoryAction, now: datetime, reason: str
     ) -> tuple[HistoryEvent, ...]:
         """History events for records leaving the store for good (purged, their session
-        deleted): one version past the last, no snapshot (the last one is in history)."""
+        deleted): one version past the last, no snapshot (the store erases the earlier
+        snapshots too: see ``RemoveRecords``)."""
         return tuple(
             self._event(self._bump(r, now), action, now, reason=reason, snapshot=False)
             for r in records
@@ -282,13 +283,37 @@ class CoreBase:
         known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
+        vector: ops.PutEmbeddings | None = None,
     ) -> Flow[list[MemoryRecord]]:
+        """Write new records with their history and vectors in one batch (``extra`` ops
+        too); returns them. ``vector``: the cache write from :meth:`_vectors` for their
+        texts, when the caller has it already (records without a session context).
+        Raises ConflictError when a write in the batch lost a race."""
+        written, _ = yield from self._insert_with(
+            records, extra, known, reason=reason, vector=vector
+        )
+        return written
+
+    def _insert_with(
+        self,
+        records: Sequence[MemoryRecord],
+        extra: Iterable[ops.Op[Any]] = (),
+        known: Mapping[str, Vector] | None = None,
+        *,
+        reason: str | None = None,
+        vector: ops.PutEmbeddings | None = None,
+    ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
+        """:meth:`_insert`, returning the records and the results of the ``extra`` ops."""
+        extra = list(extra)
         records, contexts = yield from self._with_context(records)
-        _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
+        if vector is not None and not contexts:
+            cache_write = vector
+        else:
+            _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
         events = tuple(
             self._event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
-        yield from many(
+        results = yield from many(
             [
                 cache_write,
                 *extra,
@@ -296,7 +321,7 @@ class CoreBase:
                 ops.AppendHistory(events),
             ]
         )
-        return list(records)
+        return list(records), results[1 : 1 + len(extra)]
 
     def _with_context(
         self, records: Sequence[MemoryRecord], *, look_back: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -36,7 +37,14 @@ class Chat:
     request: ChatRequest
 
 
-Effect = Batch | Embed | Chat
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this many seconds (a back-off before retrying a lost race); resumes with None."""
+
+    seconds: float
+
+
+Effect = Batch | Embed | Chat | Pause
 Flow = Generator[Effect, Any, R]
 
 
@@ -62,6 +70,10 @@ def chat(request: ChatRequest) -> Flow[ChatResponse]:
     return cast(ChatResponse, response)
 
 
+def pause(seconds: float) -> Flow[None]:
+    yield Pause(seconds)
+
+
 def _no_llm() -> LLMError:
     return LLMError(
         "this needs a chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
@@ -83,6 +95,9 @@ def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = 
                 reply = store.batch(effect.ops)
             elif isinstance(effect, Embed):
                 reply = embedder.embed(effect.texts)
+            elif isinstance(effect, Pause):
+                time.sleep(effect.seconds)
+                reply = None
             elif llm is None:
                 raise _no_llm()
             else:
@@ -106,6 +121,9 @@ async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | 
                 reply = await store.abatch(effect.ops)
             elif isinstance(effect, Embed):
                 reply = await embedder.aembed(effect.texts)
+            elif isinstance(effect, Pause):
+                await asyncio.sleep(effect.seconds)
+                reply = None
             elif llm is None:
                 raise _no_llm()
             else:

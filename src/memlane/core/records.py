@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
-from memlane.core.flow import Flow, many, one
+from memlane.core.flow import Flow, many, one, pause
 from memlane.core.retrieval import SearchMixin, _filters
 from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.ids import stable_id
@@ -28,6 +29,17 @@ from memlane.ports import store as ops
 def _same_json(a: Any, b: Any) -> bool:
     """Equal as JSON documents: "5" is not 5, 1 is not True, key order does not matter."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+REMEMBER_ATTEMPTS = 16
+"""How often remember() tries when concurrent writers of the same key keep winning."""
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1, 2 ...): doubling from 4 ms up to
+    0.5 s, jittered so the writers that collided do not collide again in step (at most
+    about 5 s over all attempts)."""
+    return min(0.5, 0.002 * 2.0**attempt) * (0.5 + random.random())
 
 
 class _Unset:
@@ -217,6 +229,22 @@ class RecordsMixin(SearchMixin):
             raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
         if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
             raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
+        return (yield from self._replace(old, text, reason, actor, metadata))
+
+    def _replace(
+        self,
+        old: MemoryRecord,
+        text: str,
+        reason: str | None,
+        actor: str | None,
+        metadata: Mapping[str, Any] | None,
+        *,
+        vector: ops.PutEmbeddings | None = None,
+    ) -> Flow[MemoryRecord]:
+        """Close ``old`` (as read, at its version) and store its successor (``vector``: its
+        cache write, if the caller has it). Raises ConflictError when ``old`` changed since
+        it was read (superseded, deleted or purged by another writer): the version check
+        of the write is the compare-and-swap."""
         now = self._now()
         item = MemoryInput(
             text=text,
@@ -231,12 +259,12 @@ class RecordsMixin(SearchMixin):
             actor=actor,
             expires_at=old.expires_at,
         )
-        new = self._new_record(user_id, item, now)
+        new = self._new_record(old.user_id, item, now)
         closed = self._bump(old, now, valid_to=now, superseded_by=new.id)
         event = self._event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
         yield from self._insert(
             [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))],
-            reason=reason,
+            reason=reason, vector=vector,
         )  # fmt: skip
         return new
 
@@ -275,7 +303,9 @@ class RecordsMixin(SearchMixin):
     def history(self, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
         """Every recorded change of a memory, oldest first. Raises NotFoundError.
 
-        A memory purged by the TTL sweep still has its history.
+        A memory purged by the TTL sweep, or deleted with its session, still has its
+        history: the events (action, time, version, actor, reason), with no snapshot of
+        its content.
         """
         check_id("user_id", user_id)
         check_id("record id", record_id)
@@ -297,35 +327,61 @@ class RecordsMixin(SearchMixin):
     ) -> Flow[MemoryRecord]:
         """Set the keyed fact ``key`` to a JSON value. A changed value supersedes the old
         one (history keeps it); the same value again changes nothing. Returns the current
-        record."""
+        record.
+
+        Writers of the same key in other processes may get in between this call's read and
+        its write; such a lost race is tried again (with a growing, jittered pause), and
+        ConflictError is raised only if it keeps losing. Raises ValidationError for a bad
+        key or a value that is not JSON."""
+        check_id("user_id", user_id)
         check_id("key", key)
         check_id("category", category, required=False)
-        for attempt in range(3):
-            try:
-                return (yield from self._remember(key, value, user_id, category, actor))
-            except ConflictError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _remember(
-        self, key: str, value: Any, user_id: str, category: str | None, actor: str | None
-    ) -> Flow[MemoryRecord]:
-        # One attempt; a concurrent writer of the same key makes the store raise
-        # ConflictError (one current value per key), and remember() tries again.
         try:
             rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
-        text = f"{key}: {rendered}"
+        text = self._check_text(f"{key}: {rendered}")
         meta = self._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
+        # Embedded once, before the race: an attempt is one read and one write, so the
+        # window another writer can slip into is short, and a retry embeds nothing.
+        _, vector = yield from self._vectors([text])
+        for attempt in range(REMEMBER_ATTEMPTS):
+            if attempt:
+                yield from pause(_backoff(attempt))
+            try:
+                return (
+                    yield from self._remember(key, text, meta, user_id, category, actor, vector)
+                )
+            except ConflictError:
+                continue
+        raise ConflictError(
+            f"keyed fact {key!r} kept changing under {REMEMBER_ATTEMPTS} attempts to set it",
+            expected=None,
+            actual=None,
+        )
+
+    def _remember(
+        self,
+        key: str,
+        text: str,
+        meta: dict[str, Any],
+        user_id: str,
+        category: str | None,
+        actor: str | None,
+        vector: ops.PutEmbeddings,
+    ) -> Flow[MemoryRecord]:
+        # One attempt. A concurrent writer of the same key between our read and our write
+        # makes the store raise ConflictError: the value we read changed version, or a
+        # second current value would break the one-per-key rule. remember() tries again.
         current = yield from self._keyed(key, user_id, purge_expired=True)
         if current is not None and _same_json(current.metadata.get("value"), meta["value"]):
             return current  # exactly this value (case, spacing and type included)
         if current is not None:
-            return (yield from self.supersede(
-                current.id, text, user_id=user_id, metadata=meta, actor=actor,
-                reason=f"{key} changed",
+            # Not supersede(): it reads the memory again and would call one that another
+            # writer superseded meanwhile "not current", a caller's mistake; a lost race
+            # is not one.
+            return (yield from self._replace(
+                current, text, f"{key} changed", actor, meta, vector=vector
             ))  # fmt: skip
         item = MemoryInput(
             text=text,
@@ -335,7 +391,8 @@ class RecordsMixin(SearchMixin):
             metadata=meta,
             actor=actor,
         )
-        (record,) = yield from self._insert([self._new_record(user_id, item, self._now())])
+        new = self._new_record(user_id, item, self._now())
+        (record,) = yield from self._insert([new], vector=vector)
         return record
 
     def recall(self, key: str, *, user_id: str) -> Flow[Any]:

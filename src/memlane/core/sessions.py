@@ -50,7 +50,8 @@ class SessionsMixin(RecordsMixin):
         team: str | None = None,
         run_id: str | None = None,
     ) -> Flow[Run]:
-        """Append one run's messages to a session (created on first use). Returns the run.
+        """Append one run's messages to a session (created on first use). Returns the run
+        as this call appended it: its messages, numbered after the session's last one.
 
         Each user and assistant message is also kept as an ``episode`` memory, searchable
         like any other: nothing said is lost to extraction. All of it is one transaction.
@@ -81,11 +82,13 @@ class SessionsMixin(RecordsMixin):
         session = Session(session_id, user_id, now, now, agent_id=agent_id, team=team)
         extra: list[ops.Op[Any]] = [ops.UpsertSession(session), ops.AppendMessages(tuple(parsed))]
         if episodes:
-            yield from self._insert(episodes, extra)
+            _, results = yield from self._insert_with(episodes, extra)
         else:
-            yield from many(extra)
-        stored = yield from one(ops.GetMessages(user_id, session_id, last_runs=None))
-        return Run(run, session_id, tuple(m for m in stored if m.run_id == run))
+            results = yield from many(extra)
+        # The store numbered what it appended: the run is built from that, not from a
+        # read of the session (which grows with every call, under the write lock).
+        appended: list[Message] = results[1]
+        return Run(run, session_id, tuple(appended))
 
     def _message(
         self, raw: MessageInput, user_id: str, session_id: str, run_id: str, now: Any
@@ -329,7 +332,8 @@ class SessionsMixin(RecordsMixin):
 
     def delete_session(self, session_id: str, *, user_id: str) -> Flow[int]:
         """Delete one session: messages, state, workflows, episodes and summary. Returns 1
-        if it existed, else 0. The user's other memories stay."""
+        if it existed, else 0. The episodes' and summary's history keeps its events but
+        not their content. The user's other memories stay."""
         check_id("user_id", user_id)
         check_id("session_id", session_id)
         return (yield from self._delete_sessions(user_id, (session_id,)))

@@ -180,7 +180,9 @@ class FindExpired(Op[list[MemoryRecord]]):
 
 @dataclass(frozen=True, slots=True)
 class RemoveRecords(Op[int]):
-    """Delete records outright (rows and index entries; history stays). Returns the count."""
+    """Delete records outright (rows and index entries) and erase their content from
+    their history: its events stay (action, time, ids, versions) with no snapshot.
+    Returns how many records were deleted."""
 
     user_id: str
     ids: tuple[str, ...]
@@ -266,7 +268,8 @@ class GetMessages(Op[list[Message]]):
 @dataclass(frozen=True, slots=True)
 class DeleteSessions(Op[int]):
     """Delete sessions with their messages, states and session-bound records (kinds in
-    ``SESSION_BOUND_KINDS``: episodes, summaries); other memories that name the session
+    ``SESSION_BOUND_KINDS``: episodes, summaries), erasing those records' content from
+    their history as :class:`RemoveRecords` does; other memories that name the session
     stay. Returns how many sessions were deleted."""
 
     user_id: str

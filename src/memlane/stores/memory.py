@@ -22,6 +22,7 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
+_APPENDED = object()  # undo: drop the list's last item
 
 
 class _Tx:
@@ -39,9 +40,18 @@ class _Tx:
             self.undo.append((table, key, table[key]))
             del table[key]
 
+    def append(self, table: dict[Any, list[Any]], key: Any, item: Any) -> None:
+        """Add ``item`` to the end of the list at ``key`` (without copying the list)."""
+        if key not in table:
+            self.set(table, key, [])
+        table[key].append(item)
+        self.undo.append((table, key, _APPENDED))
+
     def rollback(self) -> None:
         for table, key, old in reversed(self.undo):
-            if old is _MISSING:
+            if old is _APPENDED:
+                table[key].pop()
+            elif old is _MISSING:
                 table.pop(key, None)
             else:
                 table[key] = old
@@ -62,7 +72,7 @@ class MemoryStore:
         self._event_ids: dict[tuple[str, str], str] = {}  # (user, event id): record id
         self._embeddings: dict[tuple[str, str], Vector] = {}
         self._sessions: dict[tuple[str, str], Any] = {}
-        self._messages: dict[tuple[str, str], tuple[Message, ...]] = {}
+        self._messages: dict[tuple[str, str], list[Message]] = {}  # in seq order
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._jobs: dict[tuple[str, str], Job] = {}  # (user, job id)
 
@@ -231,7 +241,15 @@ class MemoryStore:
             if (op.user_id, rid) in self._records:
                 tx.pop(self._records, (op.user_id, rid))
                 n += 1
+            self._erase_history(op.user_id, rid, tx)
         return n
+
+    def _erase_history(self, user_id: str, record_id: str, tx: _Tx) -> None:
+        """Keep a removed record's history events, without their snapshots."""
+        key = (user_id, record_id)
+        if key in self._history:
+            events = tuple(replace(e, snapshot=None) for e in self._history[key])
+            tx.set(self._history, key, events)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -289,12 +307,15 @@ class MemoryStore:
         out: list[Message] = []
         for m in op.messages:
             key = (m.user_id, m.session_id)
-            existing = self._messages.get(key, ())
+            existing = self._messages.get(key, [])
             if op.assign_seq:
                 m = replace(m, seq=(existing[-1].seq + 1) if existing else 1)
             elif any(e.seq == m.seq for e in existing):
                 continue
-            tx.set(self._messages, key, tuple(sorted((*existing, m), key=lambda x: x.seq)))
+            if existing and existing[-1].seq > m.seq:  # import: an earlier number
+                tx.set(self._messages, key, sorted((*existing, m), key=lambda x: x.seq))
+            else:  # appending costs the same at any session length
+                tx.append(self._messages, key, m)
             out.append(m)
         return out
 
@@ -321,6 +342,7 @@ class MemoryStore:
             for r in self._user_records(op.user_id):
                 if r.session_id == sid and r.kind in SESSION_BOUND_KINDS:
                     tx.pop(self._records, (r.user_id, r.id))
+                    self._erase_history(op.user_id, r.id, tx)
         return n
 
     # ------------------------------------------------------------------ state

@@ -466,9 +466,13 @@ class PostgresStore:
         return [row_record(row) for row in rows]
 
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
-        _, n = yield Sql(
-            "DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", (op.user_id, list(op.ids))
+        key = (op.user_id, list(op.ids))
+        yield Sql(
+            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
+            "AND user_id = %s AND record_id = ANY(%s)",
+            key,
         )
+        _, n = yield Sql("DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", key)
         return n
 
     # ------------------------------------------------------------------ embeddings
@@ -614,9 +618,16 @@ class PostgresStore:
         _, n = yield Sql("DELETE FROM sessions WHERE user_id = %s AND session_id = ANY(%s)", key)
         yield Sql("DELETE FROM messages WHERE user_id = %s AND session_id = ANY(%s)", key)
         yield Sql("DELETE FROM states WHERE user_id = %s AND session_id = ANY(%s)", key)
+        bound = (*key, sorted(k.value for k in SESSION_BOUND_KINDS))
+        yield Sql(
+            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL AND user_id = %s "
+            "AND record_id IN (SELECT id FROM records WHERE user_id = %s "
+            "AND session_id = ANY(%s) AND kind = ANY(%s))",
+            (op.user_id, *bound),
+        )
         yield Sql(
             "DELETE FROM records WHERE user_id = %s AND session_id = ANY(%s) AND kind = ANY(%s)",
-            (*key, sorted(k.value for k in SESSION_BOUND_KINDS)),
+            bound,
         )
         return n
 

@@ -301,7 +301,10 @@ class SqliteStore:
                     try:
                         with _transaction(conn, write=write):
                             results = [self._handler(op)(conn, op) for op in ops_]
-                        if any(isinstance(op, ops.DeleteUser) for op in ops_):
+                            erased = _erases(ops_, results)
+                            if erased:
+                                self._merge_index(conn)
+                        if erased:
                             self._scrub_log(conn)
                         return results
                     finally:
@@ -321,10 +324,16 @@ class SqliteStore:
                 except sqlite3.DatabaseError as exc:
                     raise CorruptStoreError(f"SQLite database error: {exc}") from exc
 
+    def _merge_index(self, conn: sqlite3.Connection) -> None:
+        """After text was erased (a user forgotten, memories purged, sessions deleted):
+        FTS5 deletes only mark index entries, so the index is merged into one segment,
+        which drops the erased words from it. Its cost grows with the whole index."""
+        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
+
     def _scrub_log(self, conn: sqlite3.Connection) -> None:
-        """After a user is forgotten: copy the write-ahead log into the database and empty
-        it, so the old page versions holding the user's text leave the disk (best effort:
-        a reader in another process can hold the log until it finishes)."""
+        """After text was erased: copy the write-ahead log into the database and empty
+        it, so the old page versions holding the text leave the disk (best effort: a
+        reader in another process can hold the log until it finishes)."""
         if not self.in_memory:
             # Never wait for another connection's reader (the store's lock is held, and
             # a reader can hold the log for long): try once, the next checkpoint copies
@@ -538,9 +547,13 @@ class SqliteStore:
         n = 0
         for chunk in chunks(op.ids, 500):
             marks = ", ".join("?" * len(chunk))
-            cur = conn.execute(
-                f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", (op.user_id, *chunk)
+            params = (op.user_id, *chunk)
+            conn.execute(
+                "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
+                f"AND user_id = ? AND record_id IN ({marks})",
+                params,
             )
+            cur = conn.execute(f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", params)
             n += cur.rowcount
         return n
 
@@ -670,9 +683,16 @@ class SqliteStore:
             ).rowcount
             conn.execute("DELETE FROM messages WHERE user_id = ? AND session_id = ?", key)
             conn.execute("DELETE FROM states WHERE user_id = ? AND session_id = ?", key)
+            bound = (*key, *sorted(k.value for k in SESSION_BOUND_KINDS))
+            conn.execute(
+                "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL AND user_id = ? "
+                "AND record_id IN (SELECT id FROM records WHERE user_id = ? AND session_id = ? "
+                "AND kind IN (?, ?))",
+                (op.user_id, *bound),
+            )
             conn.execute(
                 "DELETE FROM records WHERE user_id = ? AND session_id = ? AND kind IN (?, ?)",
-                (*key, *sorted(k.value for k in SESSION_BOUND_KINDS)),
+                bound,
             )
         return n
 
@@ -820,10 +840,7 @@ class SqliteStore:
             cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
             counts[table] = cur.rowcount
         counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
-        # FTS5 deletes only mark index entries; merging the index into one segment drops
-        # the user's words from it (its cost grows with the whole index, not the user).
-        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
-        return counts
+        return counts  # the batch then merges the index: see _merge_index
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -857,6 +874,17 @@ def _link_new(temp: Path, path: Path) -> None:
         # No hard links on this file system: a rename, checked first (not atomic).
         if not path.exists():
             os.replace(temp, path)
+
+
+def _erases(ops_: Sequence[Op[Any]], results: Sequence[Any]) -> bool:
+    """Whether this batch took text off for good (a user forgotten, memories purged,
+    sessions deleted), so the index and the log must lose it too."""
+    for op, result in zip(ops_, results, strict=True):
+        if isinstance(op, ops.DeleteUser):
+            return True
+        if isinstance(op, ops.RemoveRecords | ops.DeleteSessions) and result:
+            return True
+    return False
 
 
 class _transaction:

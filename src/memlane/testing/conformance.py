@@ -291,6 +291,30 @@ class StoreConformance:
         assert [e.action for e in m.history(short.id, user_id="u")][-1] == HistoryAction.EXPIRE
         m.close()
 
+    def test_purged_memories_keep_their_events_but_not_their_content(self) -> None:
+        """A TTL purge erases: the memory's history still says what happened and when
+        (action, time, ids, versions), but no snapshot of its words is left. A memory
+        that was not purged keeps its snapshots."""
+        m, clock, _ = self._memory()
+        short = m.add("door code is 1234", user_id="u", ttl=timedelta(hours=1))
+        m.update(short.id, user_id="u", text="door code is 5678")
+        kept = m.add("door code policy", user_id="u")
+        other = m.add("door code is 9999", user_id="v", ttl=timedelta(days=9))
+        clock.advance(hours=2)
+        assert m.sweep() == 1
+        events = m.history(short.id, user_id="u")
+        assert [(e.action, e.version) for e in events] == [
+            (HistoryAction.ADD, 1),
+            (HistoryAction.UPDATE, 2),
+            (HistoryAction.EXPIRE, 3),
+        ]
+        assert all(e.snapshot is None and e.record_id == short.id for e in events)
+        assert m.history(kept.id, user_id="u")[0].snapshot is not None
+        assert m.history(other.id, user_id="v")[0].snapshot is not None
+        rows = [r for r in m.export_rows(user_id="u") if r["type"] == "history"]
+        assert "1234" not in str(rows) and "5678" not in str(rows)
+        m.close()
+
     def test_keyed_facts(self) -> None:
         m, _, _ = self._memory()
         assert m.recall("plan", user_id="u") is None
@@ -666,10 +690,16 @@ class StoreConformance:
         m.add_messages("s3", [("user", "my secret is swordfish")], user_id="u")
         (episode,) = m.list(user_id="u", filters=Filters(session_id="s3")).items
         assert m.delete_session("s3", user_id="u") == 1
-        assert [(e.action, e.reason) for e in m.history(episode.id, user_id="u")][-1] == (
+        events = m.history(episode.id, user_id="u")
+        assert [(e.action, e.reason) for e in events][-1] == (
             HistoryAction.DELETE,
             "session deleted",
         )
+        # The episode's words left with it: its history keeps the events, not the text.
+        assert [e.action for e in events] == [HistoryAction.ADD, HistoryAction.DELETE]
+        assert all(e.snapshot is None for e in events)
+        assert m.history(fact.id, user_id="u")[0].snapshot is not None
+        assert m.history(said.id, user_id="u")[0].snapshot is not None  # not session-bound
         assert (
             m.store.batch([ops.GetEmbeddings(m.embedder.model_id, (episode.content_hash,))])[0]
             == {}

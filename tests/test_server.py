@@ -224,13 +224,28 @@ def test_agent_limited_keys(env: Env) -> None:
         k, "POST", "/v1/users/carol/memories", json={"text": "Bot note", "agent_id": "bot"}
     )
     assert mine.status_code == 201
-    other = env.call(
+    # The one rule (memlane.access): the bot sees its own and the shared memories, never
+    # another agent's — in listings, search and by id alike.
+    shared = env.call(
         env.acme, "POST", "/v1/users/carol/memories", json={"text": "Human note"}
     ).json()
-    listed = env.call(k, "GET", "/v1/users/carol/memories", params={"agent_id": "bot"}).json()
-    assert [m["text"] for m in listed["items"]] == ["Bot note"]
-    got = env.call(k, "GET", f"/v1/users/carol/memories/{other['id']}", params={"agent_id": "bot"})
+    other = env.call(
+        env.acme, "POST", "/v1/users/carol/memories", json={"text": "Other note", "agent_id": "o"}
+    ).json()
+    bot = {"agent_id": "bot"}
+    listed = env.call(k, "GET", "/v1/users/carol/memories", params=bot).json()
+    assert sorted(m["text"] for m in listed["items"]) == ["Bot note", "Human note"]
+    found = env.call(k, "POST", "/v1/users/carol/search", json={"query": "note", **bot}).json()
+    assert sorted(h["record"]["text"] for h in found["hits"]) == ["Bot note", "Human note"]
+    got = env.call(k, "GET", f"/v1/users/carol/memories/{shared['id']}", params=bot)
+    assert got.status_code == 200
+    got = env.call(k, "GET", f"/v1/users/carol/memories/{other['id']}", params=bot)
     assert got.status_code == 404
+    # A read-only key reads and is refused every write.
+    reader, _ = env.keys.create("acme", permissions=["read"])
+    assert env.call(reader, "GET", "/v1/users/carol/memories").status_code == 200
+    gone = env.call(reader, "DELETE", f"/v1/users/carol/memories/{shared['id']}")
+    assert gone.status_code == 403 and gone.json()["type"] == "Forbidden"
     assert env.call(k, "POST", "/v1/users/carol/context", json={"budget": 50}).status_code == 403
     assert env.call(k, "GET", "/v1/users").status_code == 403
 
@@ -355,8 +370,8 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
     from chat_server import Scripted
 
     k, bot, c = env.acme, env.acme_bot, "/v1/users/carol"
-    # An idempotency key first used outside the bot's agent does not hand that memory over.
-    first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1"}
+    # An idempotency key first used by another agent does not hand that memory over.
+    first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1", "agent_id": "o"}
     assert env.call(k, "POST", f"{c}/memories", json=first).status_code == 201
     again = {"text": "hello", "agent_id": "bot", "idempotency_key": "turn-1"}
     r = env.call(bot, "POST", f"{c}/memories", json=again)

@@ -11,6 +11,7 @@ from memlane.core.base import CoreConfig, MemoryInput
 from memlane.core.context import Context
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
+    AccessDeniedError,
     ConfigurationError,
     ConflictError,
     CorruptStoreError,
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANONYMOUS_USER",
     "RECIPES",
+    "AccessDeniedError",
     "AsyncMemory",
     "ConfigurationError",
     "ConflictError",

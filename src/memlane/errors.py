@@ -11,6 +11,7 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   └── ImportFormatError                 a broken JSONL line on import
     ├── NotFoundError (also LookupError)      no such memory / session / state in this scope
     ├── ConflictError                         a compare-and-swap lost: someone wrote first
+    ├── AccessDeniedError (also PermissionError)  the caller's grant does not reach this
     ├── StoreError                            the backend failed
     │   ├── CorruptStoreError                 the file is not a database, or is damaged
     │   ├── ForeignStoreError                 a database that memlane did not create
@@ -52,6 +53,11 @@ class ConflictError(MemlaneError):
         self.expected = expected
         self.actual = actual
         super().__init__(message)
+
+
+class AccessDeniedError(MemlaneError, PermissionError):
+    """The caller's grant (API key, bound user, tool scope) does not allow this user,
+    agent or action (:mod:`memlane.access`); nothing was read or changed."""
 
 
 class StoreError(MemlaneError):

@@ -1,10 +1,12 @@
 """The REST API: the whole public API over HTTP, scoped by API key.
 
-Every route under ``/v1/users/{user_id}/...`` checks the caller's key first: the key's
-tenant namespaces the user id, a key limited to some users gets 403 for any other, and a
-key limited to some agents acts only as those agents (memory routes filter and check
-``agent_id``; whole-user routes are refused). Errors are JSON ``{"error", "type"}`` with
-401/403/404/409/413/422/503; nothing internal (no stack trace) reaches a client.
+Every route under ``/v1/users/{user_id}/...`` asks :func:`memlane.access.authorize` with
+the caller's key first: the key's tenant namespaces the user id, a key limited to some
+users gets 403 for any other, and a key limited to some agents acts only as those agents
+(``agent_id`` required; whole-user routes refused). Acting as an agent, a call sees that
+agent's memories and sessions and the user's shared ones (:func:`memlane.access.visible`).
+Errors are JSON ``{"error", "type"}`` with 400/401/403/404/405/409/413/422/501/503;
+nothing internal (no stack trace) reaches a client.
 """
 
 import contextlib
@@ -25,8 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memlane.access import Action, authorize, check_action, visible, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import (
+    AccessDeniedError,
     ConflictError,
     LLMError,
     MemlaneError,
@@ -36,7 +40,8 @@ from memlane.errors import (
     ValidationError,
 )
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
-from memlane.server.keys import ApiKey, KeyStore, public_user, storage_user
+from memlane.models import Scope as UserScope
+from memlane.server.keys import ApiKey, KeyStore, public_user
 from memlane.transfer import read_numbered_jsonl
 
 log = logging.getLogger("memlane.server")
@@ -123,12 +128,6 @@ class LearnBody(_Body):
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
 
 
 _NESTED = ("record", "snapshot", "data")
@@ -324,10 +323,6 @@ def create_app(
     def problem(status: int, message: str, kind: str) -> JSONResponse:
         return JSONResponse({"error": message, "type": kind}, status_code=status)
 
-    @app.exception_handler(_Problem)
-    async def _on_problem(request: Request, exc: _Problem) -> JSONResponse:
-        return problem(exc.status, exc.message, "Forbidden" if exc.status == 403 else "Error")
-
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(
@@ -353,6 +348,8 @@ def create_app(
             status = 404
         elif isinstance(exc, ConflictError):
             status = 409
+        elif isinstance(exc, AccessDeniedError):
+            return problem(403, str(exc), "Forbidden")
         elif isinstance(exc, UnsupportedError):
             status = 400
         elif isinstance(exc, LLMError | StoreError):
@@ -416,30 +413,16 @@ def create_app(
 
     Key = Annotated[ApiKey, Depends(api_key)]
 
-    def user_scope(key: ApiKey, user_id: str) -> str:
-        if not key.allows_user(user_id):
-            raise _Problem(403, f"this key may not access user {user_id!r}")
-        return storage_user(key.tenant, user_id)
-
-    def agent_scope(key: ApiKey, agent_id: str | None) -> str | None:
-        if key.agents is None:
-            return agent_id
-        if agent_id is None or not key.allows_agent(agent_id):
-            raise _Problem(403, f"this key acts only as agents {list(key.agents)}; pass agent_id")
-        return agent_id
-
-    def whole_user(key: ApiKey) -> None:
-        if key.agents is not None:
-            raise _Problem(403, "an agent-limited key cannot use whole-user routes")
+    def scope(key: ApiKey, action: Action, user_id: str, agent_id: str | None = None) -> UserScope:
+        """Where the key may do ``action`` for ``user_id`` as ``agent_id``: the one rule."""
+        return authorize(key.grant, action, user_id, agent_id)
 
     def out(key: ApiKey, value: dict[str, Any]) -> dict[str, Any]:
         return _map_user_ids(value, key.tenant)
 
-    async def own_record(
-        key: ApiKey, stored: str, memory_id: str, agent: str | None
-    ) -> MemoryRecord:
-        record = await memory.get(memory_id, user_id=stored)
-        if key.agents is not None and record.agent_id != agent:
+    async def own_record(where: UserScope, memory_id: str) -> MemoryRecord:
+        record = await memory.get(memory_id, user_id=where.user_id)
+        if not visible(where, record.agent_id):
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return record
 
@@ -484,31 +467,28 @@ def create_app(
 
     @app.get("/v1/users", tags=["users"])
     async def list_users(key: Key) -> dict[str, Any]:
-        whole_user(key)
+        check_action(key.grant, Action.READ_ALL)
         users = [public_user(key.tenant, u) for u in await memory.list_users()]
-        visible = [u for u in users if u is not None and key.allows_user(u)]
-        return {"users": visible}
+        return {"users": [u for u in users if u is not None and key.grant.allows_user(u)]}
 
     @app.delete("/v1/users/{user_id}", tags=["users"])
     async def forget_user(user_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        counts = await memory.forget_user(user_scope(key, user_id))
+        counts = await memory.forget_user(scope(key, Action.WRITE_ALL, user_id).user_id)
         return {"forgotten": user_id, "counts": counts}
 
     # ------------------------------------------------------------------ memories
 
     @app.post("/v1/users/{user_id}/memories", status_code=201, tags=["memories"])
     async def add_memory(user_id: str, body: AddBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
-        if body.session_id is not None:  # an agent-limited key writes to its own sessions
-            await session_scope(key, stored, body.session_id, agent, writing=True)
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
+        if body.session_id is not None:  # an agent writes to its own or shared sessions
+            await session_scope(where, body.session_id, writing=True)
         extra: dict[str, Any] = {}
         if body.idempotency_key:
             extra["idempotency_key"] = body.idempotency_key
         record = await memory.add(
             body.text,
-            user_id=stored,
+            user_id=where.user_id,
             kind=MemoryKind(body.kind),
             topics=body.topics,
             metadata=body.metadata,
@@ -516,13 +496,13 @@ def create_app(
             event_at=body.event_at,
             ttl=None if body.ttl_seconds is None else timedelta(seconds=body.ttl_seconds),
             session_id=body.session_id,
-            agent_id=agent,
+            agent_id=where.agent_id,
             actor=f"api:{key.key_id}",
             **extra,
         )
-        if key.agents is not None and record.agent_id != agent:
-            # The idempotency key was first used for a memory outside this key's agent:
-            # say so without showing it.
+        if not visible(where, record.agent_id):
+            # The idempotency key was first used for another agent's memory: say so
+            # without showing it.
             raise ConflictError("idempotency key already used", expected=None, actual=None)
         return out(key, record.to_dict())
 
@@ -538,16 +518,18 @@ def create_app(
         include_deleted: bool = False,
         newest_first: bool = True,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
+        where = scope(key, Action.READ, user_id, agent_id)
         f = Filters(
             kinds=tuple(kind or ()),  # type: ignore[arg-type]  # Filters validates
-            agent_id=agent,
             include_superseded=include_superseded,
             include_deleted=include_deleted,
         )
         page = await memory.list(
-            user_id=stored, filters=f, cursor=cursor, limit=limit, newest_first=newest_first
+            user_id=where.user_id,
+            filters=visible_filters(where, f),
+            cursor=cursor,
+            limit=limit,
+            newest_first=newest_first,
         )
         return {
             "items": [out(key, r.to_dict()) for r in page.items],
@@ -558,8 +540,7 @@ def create_app(
     async def get_memory(
         user_id: str, memory_id: str, key: Key, agent_id: str | None = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        record = await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        record = await own_record(scope(key, Action.READ, user_id, agent_id), memory_id)
         return out(key, record.to_dict())
 
     @app.patch("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
@@ -570,12 +551,12 @@ def create_app(
         key: Key,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         changes = body.model_dump(exclude_none=True, exclude={"expected_version", "reason"})
         record = await memory.update(
             memory_id,
-            user_id=stored,
+            user_id=where.user_id,
             expected_version=body.expected_version,
             reason=body.reason,
             actor=f"api:{key.key_id}",
@@ -591,10 +572,14 @@ def create_app(
         key: Key,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         record = await memory.supersede(
-            memory_id, body.text, user_id=stored, reason=body.reason, actor=f"api:{key.key_id}"
+            memory_id,
+            body.text,
+            user_id=where.user_id,
+            reason=body.reason,
+            actor=f"api:{key.key_id}",
         )
         return out(key, record.to_dict())
 
@@ -606,10 +591,10 @@ def create_app(
         reason: str | None = None,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         record = await memory.delete(
-            memory_id, user_id=stored, reason=reason, actor=f"api:{key.key_id}"
+            memory_id, user_id=where.user_id, reason=reason, actor=f"api:{key.key_id}"
         )
         return out(key, record.to_dict())
 
@@ -617,39 +602,36 @@ def create_app(
     async def restore_memory(
         user_id: str, memory_id: str, key: Key, agent_id: str | None = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
-        record = await memory.restore(memory_id, user_id=stored, actor=f"api:{key.key_id}")
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
+        record = await memory.restore(memory_id, user_id=where.user_id, actor=f"api:{key.key_id}")
         return out(key, record.to_dict())
 
     @app.get("/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
     async def memory_history(
         user_id: str, memory_id: str, key: Key, agent_id: str | None = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
-        events = await memory.history(memory_id, user_id=stored)
+        where = scope(key, Action.READ, user_id, agent_id)
+        events = await memory.history(memory_id, user_id=where.user_id)
         last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
-        if key.agents is not None and (last or {}).get("agent_id") != agent:
+        if not visible(where, (last or {}).get("agent_id")):
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return {"events": [out(key, e.to_dict()) for e in events]}
 
     @app.post("/v1/users/{user_id}/search", tags=["memories"])
     async def search(user_id: str, body: SearchBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
+        where = scope(key, Action.READ, user_id, body.agent_id)
         f = Filters(
             kinds=tuple(body.kinds),  # type: ignore[arg-type]  # Filters validates
             topics=tuple(body.topics),
             session_id=body.session_id,
-            agent_id=agent,
             include_superseded=body.include_superseded,
         )
         hits = await memory.search(
             body.query,
-            user_id=stored,
+            user_id=where.user_id,
             limit=body.limit,
-            filters=f,
+            filters=visible_filters(where, f),
             recipe=body.recipe,
             explain=body.explain,
         )
@@ -657,20 +639,18 @@ def create_app(
 
     # ------------------------------------------------------------------ sessions
 
-    async def session_scope(
-        key: ApiKey, stored: str, session_id: str, agent: str | None, *, writing: bool = False
-    ) -> None:
-        """An agent-limited key reaches only its agent's sessions; writing may also
-        create a new one."""
-        if key.agents is None:
+    async def session_scope(where: UserScope, session_id: str, *, writing: bool = False) -> None:
+        """A call acting as an agent reaches that agent's sessions and shared ones (the
+        rule of memlane.access); writing may also create a new one."""
+        if where.agent_id is None:
             return
         try:
-            session = await memory.get_session(session_id, user_id=stored)
+            session = await memory.get_session(session_id, user_id=where.user_id)
         except NotFoundError:
             if writing:
                 return
             raise
-        if session.agent_id != agent:
+        if not visible(where, session.agent_id):
             raise NotFoundError(f"no session {session_id!r} for this agent")
 
     @app.get("/v1/users/{user_id}/sessions", tags=["sessions"])
@@ -680,9 +660,8 @@ def create_app(
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
-        whole_user(key)
         page = await memory.list_sessions(
-            user_id=user_scope(key, user_id), cursor=cursor, limit=limit
+            user_id=scope(key, Action.READ_ALL, user_id).user_id, cursor=cursor, limit=limit
         )
         return {
             "items": [out(key, s.to_dict()) for s in page.items],
@@ -695,14 +674,13 @@ def create_app(
     async def add_messages(
         user_id: str, session_id: str, body: MessagesBody, key: Key
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
-        await session_scope(key, stored, session_id, agent, writing=True)
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
+        await session_scope(where, session_id, writing=True)
         run = await memory.add_messages(
             session_id,
             [(m.role, m.content) for m in body.messages],
-            user_id=stored,
-            agent_id=agent,
+            user_id=where.user_id,
+            agent_id=where.agent_id,
             run_id=body.run_id,
         )
         return {"run_id": run.run_id, "messages": [out(key, m.to_dict()) for m in run.messages]}
@@ -715,9 +693,9 @@ def create_app(
         last_runs: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        runs = await memory.get_history(session_id, user_id=stored, last_runs=last_runs)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        runs = await memory.get_history(session_id, user_id=where.user_id, last_runs=last_runs)
         return {
             "runs": [
                 {"run_id": r.run_id, "messages": [out(key, m.to_dict()) for m in r.messages]}
@@ -733,9 +711,9 @@ def create_app(
         name: str = "default",
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        state = await memory.get_state(session_id, user_id=stored, name=name)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        state = await memory.get_state(session_id, user_id=where.user_id, name=name)
         return out(key, state.to_dict())
 
     @app.put("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
@@ -746,16 +724,15 @@ def create_app(
         key: Key,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
-        await session_scope(key, stored, session_id, agent, writing=True)
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await session_scope(where, session_id, writing=True)
         state = await memory.set_state(
             session_id,
             body.data,
-            user_id=stored,
+            user_id=where.user_id,
             name=body.name,
             expected_version=body.expected_version,
-            agent_id=agent,  # a session this creates belongs to the key's agent
+            agent_id=where.agent_id,  # a session this creates belongs to the key's agent
         )
         return out(key, state.to_dict())
 
@@ -767,17 +744,18 @@ def create_app(
         name: str = "default",
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        versions = await memory.state_history(session_id, user_id=stored, name=name)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        versions = await memory.state_history(session_id, user_id=where.user_id, name=name)
         return {"versions": [out(key, v.to_dict()) for v in versions]}
 
     @app.post("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
     async def summarize(
         user_id: str, session_id: str, key: Key, agent_id: str | None = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await session_scope(where, session_id)
+        stored = where.user_id
         if manager is not None and manager.llm is not None:
             import asyncio
 
@@ -792,27 +770,27 @@ def create_app(
     async def get_summary(
         user_id: str, session_id: str, key: Key, agent_id: str | None = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        record = await memory.get_summary(session_id, user_id=stored)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        record = await memory.get_summary(session_id, user_id=where.user_id)
         if record is None:
             raise NotFoundError(f"session {session_id!r} has no summary")
         return out(key, record.to_dict())
 
     @app.delete("/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
     async def delete_session(user_id: str, session_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        n = await memory.delete_session(session_id, user_id=user_scope(key, user_id))
+        stored = scope(key, Action.WRITE_ALL, user_id).user_id
+        n = await memory.delete_session(session_id, user_id=stored)
         return {"deleted": n}
 
     # ------------------------------------------------------------------ context
 
     @app.post("/v1/users/{user_id}/context", tags=["context"])
     async def build_context(user_id: str, body: ContextBody, key: Key) -> dict[str, Any]:
-        whole_user(key)
+        stored = scope(key, Action.READ_ALL, user_id).user_id
         extra: dict[str, Any] = {} if body.tiers is None else {"tiers": body.tiers}
         ctx = await memory.build_context(
-            user_id=user_scope(key, user_id),
+            user_id=stored,
             budget=body.budget,
             query=body.query,
             session_id=body.session_id,
@@ -826,15 +804,13 @@ def create_app(
 
     @app.get("/v1/users/{user_id}/export", tags=["transfer"])
     async def export(user_id: str, key: Key) -> Response:
-        whole_user(key)
-        rows = await memory.export_rows(user_id=user_scope(key, user_id))
+        rows = await memory.export_rows(user_id=scope(key, Action.READ_ALL, user_id).user_id)
         lines = [json.dumps(out(key, row), ensure_ascii=False) for row in rows]
         return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
 
     @app.post("/v1/users/{user_id}/import", tags=["transfer"])
     async def import_rows(user_id: str, request: Request, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        stored = user_scope(key, user_id)
+        stored = scope(key, Action.WRITE_ALL, user_id).user_id
         raw = await request.body()
         try:
             text = raw.decode("utf-8")
@@ -849,38 +825,39 @@ def create_app(
 
     @app.post("/v1/users/{user_id}/learn", status_code=202, tags=["jobs"])
     async def learn(user_id: str, body: LearnBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
         if body.session_id is not None:
-            await session_scope(key, stored, body.session_id, agent, writing=True)
+            await session_scope(where, body.session_id, writing=True)
         if manager is None or manager.llm is None:
             raise LLMError(
                 "no chat model configured: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
             )
         job = manager.process_in_background(
             [(m.role, m.content) for m in body.messages],
-            user_id=stored,
+            user_id=where.user_id,
             session_id=body.session_id,
-            agent_id=agent,
+            agent_id=where.agent_id,
         )
         return out(key, job.to_dict())
 
     @app.get("/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
-    async def get_job(user_id: str, job_id: str, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
+    async def get_job(
+        user_id: str, job_id: str, key: Key, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        where = scope(key, Action.READ, user_id, agent_id)
         from memlane.ports import store as ops
 
-        job = (await memory.store.abatch([ops.GetJob(stored, job_id)]))[0]
-        if job is None or (key.agents is not None and job.agent_id not in key.agents):
+        job = (await memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
+        if job is None or not visible(where, job.agent_id):
             raise NotFoundError(f"no job {job_id!r}")
         return out(key, _job_dict(job))
 
     @app.get("/v1/users/{user_id}/jobs", tags=["jobs"])
     async def list_jobs(user_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
+        stored = scope(key, Action.READ_ALL, user_id).user_id
         from memlane.ports import store as ops
 
-        jobs = (await memory.store.abatch([ops.ListJobs(user_scope(key, user_id))]))[0]
+        jobs = (await memory.store.abatch([ops.ListJobs(stored)]))[0]
         return {"jobs": [out(key, _job_dict(j)) for j in jobs]}
 
     return _with_limit(app, max_body_bytes)

@@ -419,3 +419,21 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
         tools = MemoryTools(plain, user_id="u")
         assert "error" in tools.execute("remember", "[" * 5000)
         assert "error" in tools.execute("remember", '{"text": "x\\ud800"}')
+
+
+def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
+    # Written through Python (or the CLI) as plain "alice" — no tenant prefix — on the
+    # store the server serves.
+    plain = Memory(env.keys.store, embedder=FakeEmbedder())
+    local, _ = env.keys.create("local")
+    written = plain.add("Alice keeps bees", user_id="alice")
+    got = env.call(local, "GET", f"/v1/users/alice/memories/{written.id}")
+    assert got.status_code == 200 and got.json()["user_id"] == "alice"
+    # Other tenants' users and the key store's own records stay out of reach.
+    env.call(env.acme, "POST", "/v1/users/bob/memories", json={"text": "acme's bob"})
+    assert env.call(local, "GET", "/v1/users").json()["users"] == ["alice"]
+    assert env.call(local, "GET", "/v1/users/acme::bob/memories").status_code == 422
+    # What a local key writes is what Python reads as "alice".
+    env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
+    texts = {r.text for r in plain.list(user_id="alice").items}
+    assert texts == {"Alice keeps bees", "Alice sells honey"}

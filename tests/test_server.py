@@ -437,3 +437,41 @@ def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
     texts = {r.text for r in plain.list(user_id="alice").items}
     assert texts == {"Alice keeps bees", "Alice sells honey"}
+
+
+@pytest.mark.parametrize("with_manager", [False, True])
+def test_learn_without_a_model_validates_then_says_so_once(
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    with_manager: bool,
+) -> None:
+    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL", "MEMLANE_LLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'nomodel.db'}", embedder=FakeEmbedder())
+    blocking = Memory(memory.store, embedder=memory.embedder)
+    manager = MemoryManager(blocking) if with_manager else None
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    url = "/v1/users/alice/learn"
+    with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
+        # A bad body is the caller's mistake whether or not a model is configured.
+        blank = {"messages": [{"role": "user", "content": "   "}]}
+        r = client.post(url, json=blank, headers=auth)
+        assert r.status_code == 422 and r.json()["type"] == "ValidationError", r.text
+        assert client.post(url, json={"messages": []}, headers=auth).status_code == 422
+        # A good one: not a transient failure to retry, but a feature this server lacks.
+        good = {"messages": [{"role": "user", "content": "I moved to Oslo"}]}
+        with caplog.at_level("WARNING", logger="memlane"):
+            answers = [client.post(url, json=good, headers=auth) for _ in range(3)]
+        for r in answers:
+            assert r.status_code == 501, r.text
+            assert r.json()["type"] == "NoModelError"
+            assert "MEMLANE_LLM_BASE_URL" in r.json()["error"]
+            assert "try again" not in r.json()["error"]
+    said = [rec for rec in caplog.records if "model" in rec.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    if manager is not None:
+        manager.close()
+    blocking.close()

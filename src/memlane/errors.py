@@ -19,7 +19,8 @@ at the seam where they occur and chained with ``raise ... from exc``.
     ├── UnsupportedError                      the backend or URL cannot do what was asked
     ├── EmbeddingError                        the embedding model or endpoint failed
     ├── LLMError                              the chat model endpoint failed or timed out
-    │   └── LLMOutputError                    its answer stayed invalid after repair attempts
+    │   ├── LLMOutputError                    its answer stayed invalid after repair attempts
+    │   └── NoModelError                      no chat model is configured (retrying won't help)
     └── ConfigurationError                    settings that cannot work (bad URL, bad env)
 """
 
@@ -101,6 +102,11 @@ class LLMOutputError(LLMError):
         self.problems = problems
         self.usage = usage
         super().__init__(message)
+
+
+class NoModelError(LLMError):
+    """The work needs a chat model and none is configured: not a failure to retry, a
+    setting to make (``llm=``, or ``MEMLANE_LLM_BASE_URL`` and ``MEMLANE_LLM_MODEL``)."""
 
 
 class ConfigurationError(MemlaneError):

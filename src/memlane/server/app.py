@@ -34,11 +34,13 @@ from memlane.errors import (
     ConflictError,
     LLMError,
     MemlaneError,
+    NoModelError,
     NotFoundError,
     StoreError,
     UnsupportedError,
     ValidationError,
 )
+from memlane.manager.flows import conversation_text
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
 from memlane.models import Scope as UserScope
 from memlane.server.keys import ApiKey, KeyStore, public_user
@@ -339,6 +341,22 @@ def create_app(
         body = {"error": "invalid request", "type": "ValidationError", "details": details}
         return JSONResponse(body, status_code=422)
 
+    warned: list[bool] = []
+
+    def no_model() -> JSONResponse:
+        """501: a setting this server lacks, not a failure to retry; logged once."""
+        if not warned:
+            warned.append(True)
+            log.warning(
+                "learn was called but no chat model is configured: set MEMLANE_LLM_BASE_URL "
+                "and MEMLANE_LLM_MODEL to enable it"
+            )
+        message = (
+            "learning needs a chat model and this server has none configured "
+            "(its operator sets MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL)"
+        )
+        return problem(501, message, "NoModelError")
+
     @app.exception_handler(MemlaneError)
     async def _on_memlane(request: Request, exc: MemlaneError) -> JSONResponse:
         status = 500
@@ -357,6 +375,8 @@ def create_app(
         if status == 500:
             log.error("unexpected memlane error", exc_info=exc)
             return problem(500, "internal error", "InternalError")
+        if isinstance(exc, NoModelError):
+            return no_model()
         if isinstance(exc, StoreError):
             log.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
             return problem(503, "the store is unavailable; try again", "StoreError")
@@ -828,12 +848,12 @@ def create_app(
         where = scope(key, Action.WRITE, user_id, body.agent_id)
         if body.session_id is not None:
             await session_scope(where, body.session_id, writing=True)
-        if manager is None or manager.llm is None:
-            raise LLMError(
-                "no chat model configured: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
-            )
-        job = manager.process_in_background(
-            [(m.role, m.content) for m in body.messages],
+        messages = [(m.role, m.content) for m in body.messages]
+        if manager is None:
+            conversation_text(messages)  # a bad body is a 422, with or without a model
+            raise NoModelError("no memory manager")
+        job = manager.process_in_background(  # validates, then needs the model
+            messages,
             user_id=where.user_id,
             session_id=body.session_id,
             agent_id=where.agent_id,

@@ -18,11 +18,20 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,46 +63,154 @@ MAX_BODY_BYTES = 1_000_000
 # ---------------------------------------------------------------------------- bodies
 
 
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+"""An identifier: not blank, no control characters (what ``check_id`` accepts)."""
+
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
+"""A user, agent, session, run or idempotency id in a body."""
+
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        pattern=r"\S",
+        description="Not blank, no NUL; at most 20,000 characters (the store's limit).",
+    ),
+]
+JSONObject = Annotated[
+    dict[str, Any],
+    Field(description="A JSON object nested at most 64 levels deep, with no NUL characters."),
+]
+
+
+def _path_id(what: str) -> Any:
+    return Path(min_length=1, max_length=256, pattern=ID_PATTERN, description=what)
+
+
+UserId = Annotated[str, _path_id("The user, as the key's tenant names them; no '/'.")]
+MemoryId = Annotated[str, _path_id("A memory id.")]
+SessionId = Annotated[str, _path_id("A session id.")]
+JobId = Annotated[str, _path_id("A job id.")]
+AgentQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=256,
+        pattern=ID_PATTERN,
+        description="The agent making the call: it sees its own and shared objects only. "
+        "Required with an agent-limited key.",
+    ),
+]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str = Field(description="What went wrong, for a person.")
+    type: str = Field(description="The error's kind, e.g. ValidationError, Forbidden.")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="For invalid requests: where and what (at most 20)."
+    )
+
+
+_WHY = {
+    400: "The store or configuration cannot do this (e.g. an unsupported search recipe).",
+    401: "Missing, invalid or revoked API key (`WWW-Authenticate: Bearer`).",
+    403: "The key may not act for this user, as this agent, or write.",
+    404: "No such object for this user (or not visible to the calling agent).",
+    405: "Method not allowed; `Allow` lists the allowed ones.",
+    409: "A compare-and-swap lost, or an idempotency key already used elsewhere.",
+    413: "The request body is over the server's limit (`--max-body-bytes`).",
+    422: "Invalid request: `details` says where and what.",
+    501: "Learning needs a chat model and this server has none configured.",
+    503: "The store or the language model is unavailable; retry later.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for error ``codes``, each an :class:`ErrorBody`."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+
+
+V1_CODES = (400, 401, 403, 404, 413, 422, 503)
+V1_ERRORS = _errors(*V1_CODES)
+"""What any route under /v1/users/{user_id} can answer besides success."""
+
+JSON_ERRORS: dict[int | str, Any] = {
+    code: {
+        "description": _WHY[code],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code in V1_CODES
+}
+"""V1_ERRORS for a route whose success is not JSON (given a model, FastAPI would file the
+errors under the route's own media type)."""
+
+
+class NDJSONResponse(Response):
+    media_type = "application/x-ndjson"
+
+
+_NDJSON = {"application/x-ndjson": {"schema": {"type": "string", "description": (
+    "One JSON object per line: a header row, then the user's records, history, sessions, "
+    "runs, state and jobs, as `memlane export` writes them."
+)}}}  # fmt: skip
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Operation ids are the handlers' names (add_memory, search ...): what a generated
+    client calls its methods."""
+    return route.name
+
+
+def _docs_assets() -> Any:
+    """Swagger UI's files, shipped by the fastapi-offline package: /docs needs no CDN."""
+    return resources.files("fastapi_offline") / "static"
+
+
 class AddBody(_Body):
-    text: str
+    text: Text
     kind: Literal["fact", "preference", "episode", "summary", "procedure"] = "fact"
     topics: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JSONObject = Field(default_factory=dict)
     importance: float = 0.5
     event_at: datetime | None = None
     ttl_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
-    session_id: str | None = None
-    agent_id: str | None = None
-    idempotency_key: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
+    idempotency_key: Id | None = None
 
 
 class UpdateBody(_Body):
-    text: str | None = None
+    text: Text | None = None
     topics: list[str] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JSONObject | None = None
     importance: float | None = None
     expected_version: int | None = None
     reason: str | None = None
 
 
 class SupersedeBody(_Body):
-    text: str
+    text: Text
     reason: str | None = None
 
 
 class SearchBody(_Body):
-    query: str
+    query: Text
     limit: int = Field(default=10, ge=1, le=1000)
     recipe: str = "hybrid"
     explain: bool = False
     kinds: list[str] = Field(default_factory=list)
     topics: list[str] = Field(default_factory=list)
-    session_id: str | None = None
-    agent_id: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
     include_superseded: bool = False
 
 
@@ -104,20 +221,20 @@ class MessageBody(_Body):
 
 class MessagesBody(_Body):
     messages: list[MessageBody] = Field(min_length=1)
-    agent_id: str | None = None
-    run_id: str | None = None
+    agent_id: Id | None = None
+    run_id: Id | None = None
 
 
 class StateBody(_Body):
-    data: dict[str, Any]
+    data: JSONObject
     expected_version: int = Field(ge=0)
-    name: str = "default"
+    name: Id = "default"
 
 
 class ContextBody(_Body):
     budget: int = Field(ge=1, le=1_000_000)
     query: str | None = None
-    session_id: str | None = None
+    session_id: Id | None = None
     last_runs: int = Field(default=3, ge=0, le=1000)
     max_memories: int = Field(default=20, ge=0, le=1000)
     tiers: list[str] | None = None
@@ -125,8 +242,8 @@ class ContextBody(_Body):
 
 class LearnBody(_Body):
     messages: list[MessageBody] = Field(min_length=1)
-    session_id: str | None = None
-    agent_id: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -313,9 +430,25 @@ def create_app(
     app = FastAPI(
         title="memlane",
         version="0.1.0",
-        description="Memory for AI agents: memories, sessions, state, context, jobs.",
+        description=(
+            "Memory for AI agents: memories, sessions, state, context, jobs. Every /v1 "
+            "route needs an API key (`memlane keys create`), sent as `Authorization: "
+            "Bearer <key>` or `X-API-Key`. Errors are JSON `{error, type}`."
+        ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
     )
+
+    def v1(
+        method: str, path: str, *, responses: dict[int | str, Any] | None = None, **kw: Any
+    ) -> Callable[[_Handler], _Handler]:
+        """A /v1/users/{user_id} route, documented with every error it can answer."""
+        return app.api_route(
+            path, methods=[method], responses={**V1_ERRORS, **(responses or {})}, **kw
+        )
+
     if mcp_server is not None:
         app.mount("/mcp", KeyGate(mcp_app, keys))
     metrics = _Metrics()
@@ -330,7 +463,9 @@ def create_app(
         kind = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(
             exc.status_code, "HTTPError"
         )
-        return problem(exc.status_code, str(exc.detail), kind)
+        response = problem(exc.status_code, str(exc.detail), kind)
+        response.headers.update(exc.headers or {})  # 405's Allow, 401's WWW-Authenticate
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -414,10 +549,16 @@ def create_app(
 
     # ------------------------------------------------------------------ auth
 
-    async def api_key(request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        token = token or request.headers.get("x-api-key", "")
+    bearer = HTTPBearer(auto_error=False, description="An API key from `memlane keys create`.")
+    header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="The same key, for clients without Bearer."
+    )
+
+    async def api_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        x_api_key: Annotated[str | None, Depends(header)],
+    ) -> ApiKey:
+        token = (credentials.credentials.strip() if credentials else "") or x_api_key or ""
         if not token:
             raise _Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         found = await keys.acheck(token)
@@ -479,27 +620,53 @@ def create_app(
     async def dashboard() -> str:
         return resources.files("memlane.server").joinpath("dashboard.html").read_text("utf-8")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="memlane API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )
+
+    assets = {
+        f.name: f for f in _docs_assets().iterdir() if f.name.endswith((".js", ".css", ".png"))
+    }
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        if name not in assets:
+            raise StarletteHTTPException(404, "no such file")
+        return FileResponse(str(assets[name]))
+
     @app.get("/", include_in_schema=False)
     async def root() -> dict[str, str]:
         return {"service": "memlane", "docs": "/docs", "openapi": "/openapi.json"}
 
     # ------------------------------------------------------------------ users
 
-    @app.get("/v1/users", tags=["users"])
+    @app.get("/v1/users", tags=["users"], responses=_errors(401, 403, 413, 503))
     async def list_users(key: Key) -> dict[str, Any]:
         check_action(key.grant, Action.READ_ALL)
         users = [public_user(key.tenant, u) for u in await memory.list_users()]
         return {"users": [u for u in users if u is not None and key.grant.allows_user(u)]}
 
-    @app.delete("/v1/users/{user_id}", tags=["users"])
-    async def forget_user(user_id: str, key: Key) -> dict[str, Any]:
+    @v1("DELETE", "/v1/users/{user_id}", tags=["users"])
+    async def forget_user(user_id: UserId, key: Key) -> dict[str, Any]:
         counts = await memory.forget_user(scope(key, Action.WRITE_ALL, user_id).user_id)
         return {"forgotten": user_id, "counts": counts}
 
     # ------------------------------------------------------------------ memories
 
-    @app.post("/v1/users/{user_id}/memories", status_code=201, tags=["memories"])
-    async def add_memory(user_id: str, body: AddBody, key: Key) -> dict[str, Any]:
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/memories",
+        status_code=201,
+        tags=["memories"],
+        responses=_errors(409),
+    )
+    async def add_memory(user_id: UserId, body: AddBody, key: Key) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, body.agent_id)
         if body.session_id is not None:  # an agent writes to its own or shared sessions
             await session_scope(where, body.session_id, writing=True)
@@ -526,14 +693,14 @@ def create_app(
             raise ConflictError("idempotency key already used", expected=None, actual=None)
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/memories", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories", tags=["memories"])
     async def list_memories(
-        user_id: str,
+        user_id: UserId,
         key: Key,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         kind: Annotated[list[str] | None, Query()] = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
         include_superseded: bool = False,
         include_deleted: bool = False,
         newest_first: bool = True,
@@ -556,20 +723,25 @@ def create_app(
             "next_cursor": page.next_cursor,
         }
 
-    @app.get("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
     async def get_memory(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         record = await own_record(scope(key, Action.READ, user_id, agent_id), memory_id)
         return out(key, record.to_dict())
 
-    @app.patch("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1(
+        "PATCH",
+        "/v1/users/{user_id}/memories/{memory_id}",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def update_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         body: UpdateBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await own_record(where, memory_id)
@@ -584,13 +756,18 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @app.post("/v1/users/{user_id}/memories/{memory_id}/supersede", tags=["memories"])
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/memories/{memory_id}/supersede",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def supersede_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         body: SupersedeBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await own_record(where, memory_id)
@@ -603,13 +780,13 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @app.delete("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1("DELETE", "/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
     async def delete_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         key: Key,
         reason: str | None = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await own_record(where, memory_id)
@@ -618,18 +795,18 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @app.post("/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
+    @v1("POST", "/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
     async def restore_memory(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await own_record(where, memory_id)
         record = await memory.restore(memory_id, user_id=where.user_id, actor=f"api:{key.key_id}")
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
     async def memory_history(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         events = await memory.history(memory_id, user_id=where.user_id)
@@ -638,8 +815,8 @@ def create_app(
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return {"events": [out(key, e.to_dict()) for e in events]}
 
-    @app.post("/v1/users/{user_id}/search", tags=["memories"])
-    async def search(user_id: str, body: SearchBody, key: Key) -> dict[str, Any]:
+    @v1("POST", "/v1/users/{user_id}/search", tags=["memories"])
+    async def search(user_id: UserId, body: SearchBody, key: Key) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, body.agent_id)
         f = Filters(
             kinds=tuple(body.kinds),  # type: ignore[arg-type]  # Filters validates
@@ -673,9 +850,9 @@ def create_app(
         if not visible(where, session.agent_id):
             raise NotFoundError(f"no session {session_id!r} for this agent")
 
-    @app.get("/v1/users/{user_id}/sessions", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions", tags=["sessions"])
     async def list_sessions(
-        user_id: str,
+        user_id: UserId,
         key: Key,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
@@ -688,11 +865,14 @@ def create_app(
             "next_cursor": page.next_cursor,
         }
 
-    @app.post(
-        "/v1/users/{user_id}/sessions/{session_id}/messages", status_code=201, tags=["sessions"]
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/sessions/{session_id}/messages",
+        status_code=201,
+        tags=["sessions"],
     )
     async def add_messages(
-        user_id: str, session_id: str, body: MessagesBody, key: Key
+        user_id: UserId, session_id: SessionId, body: MessagesBody, key: Key
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, body.agent_id)
         await session_scope(where, session_id, writing=True)
@@ -705,13 +885,13 @@ def create_app(
         )
         return {"run_id": run.run_id, "messages": [out(key, m.to_dict()) for m in run.messages]}
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
     async def get_messages(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         last_runs: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         await session_scope(where, session_id)
@@ -723,26 +903,31 @@ def create_app(
             ]
         }
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
     async def get_state(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         name: str = "default",
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         await session_scope(where, session_id)
         state = await memory.get_state(session_id, user_id=where.user_id, name=name)
         return out(key, state.to_dict())
 
-    @app.put("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    @v1(
+        "PUT",
+        "/v1/users/{user_id}/sessions/{session_id}/state",
+        tags=["sessions"],
+        responses=_errors(409),
+    )
     async def set_state(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         body: StateBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await session_scope(where, session_id, writing=True)
@@ -756,22 +941,22 @@ def create_app(
         )
         return out(key, state.to_dict())
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
     async def state_history(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         name: str = "default",
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         await session_scope(where, session_id)
         versions = await memory.state_history(session_id, user_id=where.user_id, name=name)
         return {"versions": [out(key, v.to_dict()) for v in versions]}
 
-    @app.post("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    @v1("POST", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
     async def summarize(
-        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, session_id: SessionId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, agent_id)
         await session_scope(where, session_id)
@@ -786,9 +971,9 @@ def create_app(
             record = await memory.summarize_session(session_id, user_id=stored)
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
     async def get_summary(
-        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, session_id: SessionId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         await session_scope(where, session_id)
@@ -797,16 +982,16 @@ def create_app(
             raise NotFoundError(f"session {session_id!r} has no summary")
         return out(key, record.to_dict())
 
-    @app.delete("/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
-    async def delete_session(user_id: str, session_id: str, key: Key) -> dict[str, Any]:
+    @v1("DELETE", "/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
+    async def delete_session(user_id: UserId, session_id: SessionId, key: Key) -> dict[str, Any]:
         stored = scope(key, Action.WRITE_ALL, user_id).user_id
         n = await memory.delete_session(session_id, user_id=stored)
         return {"deleted": n}
 
     # ------------------------------------------------------------------ context
 
-    @app.post("/v1/users/{user_id}/context", tags=["context"])
-    async def build_context(user_id: str, body: ContextBody, key: Key) -> dict[str, Any]:
+    @v1("POST", "/v1/users/{user_id}/context", tags=["context"])
+    async def build_context(user_id: UserId, body: ContextBody, key: Key) -> dict[str, Any]:
         stored = scope(key, Action.READ_ALL, user_id).user_id
         extra: dict[str, Any] = {} if body.tiers is None else {"tiers": body.tiers}
         ctx = await memory.build_context(
@@ -822,14 +1007,29 @@ def create_app(
 
     # ------------------------------------------------------------------ transfer
 
-    @app.get("/v1/users/{user_id}/export", tags=["transfer"])
-    async def export(user_id: str, key: Key) -> Response:
+    @v1(
+        "GET",
+        "/v1/users/{user_id}/export",
+        tags=["transfer"],
+        response_class=NDJSONResponse,
+        responses={
+            200: {"description": "The user's data as NDJSON.", "content": _NDJSON},
+            **JSON_ERRORS,
+        },
+    )
+    async def export(user_id: UserId, key: Key) -> Response:
         rows = await memory.export_rows(user_id=scope(key, Action.READ_ALL, user_id).user_id)
         lines = [json.dumps(out(key, row), ensure_ascii=False) for row in rows]
-        return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+        return NDJSONResponse("\n".join(lines) + "\n")
 
-    @app.post("/v1/users/{user_id}/import", tags=["transfer"])
-    async def import_rows(user_id: str, request: Request, key: Key) -> dict[str, Any]:
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/import",
+        tags=["transfer"],
+        responses=_errors(409),
+        openapi_extra={"requestBody": {"required": True, "content": _NDJSON}},
+    )
+    async def import_rows(user_id: UserId, request: Request, key: Key) -> dict[str, Any]:
         stored = scope(key, Action.WRITE_ALL, user_id).user_id
         raw = await request.body()
         try:
@@ -843,8 +1043,8 @@ def create_app(
 
     # ------------------------------------------------------------------ jobs
 
-    @app.post("/v1/users/{user_id}/learn", status_code=202, tags=["jobs"])
-    async def learn(user_id: str, body: LearnBody, key: Key) -> dict[str, Any]:
+    @v1("POST", "/v1/users/{user_id}/learn", status_code=202, tags=["jobs"], responses=_errors(501))
+    async def learn(user_id: UserId, body: LearnBody, key: Key) -> dict[str, Any]:
         where = scope(key, Action.WRITE, user_id, body.agent_id)
         if body.session_id is not None:
             await session_scope(where, body.session_id, writing=True)
@@ -860,9 +1060,9 @@ def create_app(
         )
         return out(key, job.to_dict())
 
-    @app.get("/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
+    @v1("GET", "/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
     async def get_job(
-        user_id: str, job_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, job_id: JobId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
         where = scope(key, Action.READ, user_id, agent_id)
         from memlane.ports import store as ops
@@ -872,8 +1072,8 @@ def create_app(
             raise NotFoundError(f"no job {job_id!r}")
         return out(key, _job_dict(job))
 
-    @app.get("/v1/users/{user_id}/jobs", tags=["jobs"])
-    async def list_jobs(user_id: str, key: Key) -> dict[str, Any]:
+    @v1("GET", "/v1/users/{user_id}/jobs", tags=["jobs"])
+    async def list_jobs(user_id: UserId, key: Key) -> dict[str, Any]:
         stored = scope(key, Action.READ_ALL, user_id).user_id
         from memlane.ports import store as ops
 

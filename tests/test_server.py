@@ -475,3 +475,33 @@ def test_learn_without_a_model_validates_then_says_so_once(
     if manager is not None:
         manager.close()
     blocking.close()
+
+
+def test_cli_written_users_are_served_to_a_local_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        done = runner.invoke(cli, ["--store", store, *args])
+        assert done.exit_code == 0, done.output
+        return done.stdout.strip()
+
+    mid = run("add", "Alice keeps bees", "--user", "alice")
+    key = run("keys", "create", "--tenant", "local", "--permissions", "read")
+    refused = runner.invoke(cli, ["--store", store, "keys", "create", "--tenant", "local",
+                                  "--permissions", "admin"])  # fmt: skip
+    assert refused.exit_code != 0 and "permission" in refused.output
+    memory = AsyncMemory(store, embedder=FakeEmbedder())
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(memory, KeyStore(memory.store), mcp=False)) as client:
+        got = client.get(f"/v1/users/alice/memories/{mid}", headers=auth)
+        assert got.status_code == 200 and got.json()["text"] == "Alice keeps bees"
+        wrote = client.post("/v1/users/alice/memories", json={"text": "x"}, headers=auth)
+        assert wrote.status_code == 403  # the key was made read-only

@@ -551,9 +551,9 @@ class Filters:
             return False
         for name in ("agent_id", "team", "session_id", "key"):
             wanted = getattr(self, name)
-            if wanted is not None and getattr(record, name) != wanted:
-                if not (name == "agent_id" and self.include_shared and record.agent_id is None):
-                    return False
+            shared = name == "agent_id" and self.include_shared and record.agent_id is None
+            if wanted is not None and getattr(record, name) != wanted and not shared:
+                return False
         t = record.effective_time
         if self.since is not None and t < self.since:
             return False

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from jsonschema import Draft202012Validator
 
 from memlane import AsyncMemory
 from memlane.server import KeyStore, create_app
@@ -142,10 +143,13 @@ class SchemaClient:
         documented = op["responses"]
         assert str(r.status_code) in documented, (operation, r.status_code, r.text)
         media = r.headers["content-type"].split(";")[0]
-        assert media in documented[str(r.status_code)].get("content", {media: None}), (
-            operation,
-            media,
-        )
+        content = documented[str(r.status_code)].get("content", {media: {}})
+        assert media in content, (operation, media)
+        schema = content[media].get("schema", {})
+        if media == "application/json" and schema:
+            # The body fits the documented schema (OpenAPI 3.1 schemas are JSON Schema).
+            whole = {**schema, "components": self.live.schema["components"]}
+            Draft202012Validator(whole).validate(r.json())
         return r
 
 

@@ -190,7 +190,11 @@ def test_mcp_over_stdio(served: Served) -> None:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "memlane.cli", "mcp", "--user", "stdio-user"],
-        env={k: v for k, v in served.env.items() if k.startswith(("MEMLANE_", "HF_", "PATH"))},
+        env={
+            k: v
+            for k, v in served.env.items()
+            if k.startswith(("MEMLANE_", "HF_", "PATH", "PYTHONPATH"))
+        },
     )
 
     async def scenario() -> None:

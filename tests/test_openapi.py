@@ -183,13 +183,15 @@ def test_wrong_methods_say_which_are_allowed(live: Live) -> None:
     assert r.json()["type"] == "MethodNotAllowed"
 
 
-def test_docs_work_offline(live: Live) -> None:
-    page = httpx.get(live.base + "/docs").text
-    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page)
+@pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"),
+                                               ("/redoc", "redoc.standalone.js")])  # fmt: skip
+def test_docs_work_offline(live: Live, page: str, script: str) -> None:
+    html = httpx.get(live.base + page).text
+    urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", html)
     assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
     for u in urls:
         r = httpx.get(live.base + u)
         assert r.status_code == 200 and len(r.content) > 0, u
-    assert any(u.endswith("swagger-ui-bundle.js") for u in urls)
-    assert "http://" not in page and "https://" not in page
+    assert any(u.endswith(script) for u in urls)
+    assert "http://" not in html and "https://" not in html
     assert httpx.get(live.base + "/docs/assets/core.py").status_code == 404

@@ -190,7 +190,11 @@ def test_mcp_over_stdio(served: Served) -> None:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "memlane.cli", "mcp", "--user", "stdio-user"],
-        env={k: v for k, v in served.env.items() if k.startswith(("MEMLANE_", "HF_", "PATH"))},
+        env={
+            k: v
+            for k, v in served.env.items()
+            if k.startswith(("MEMLANE_", "HF_", "PATH", "PYTHONPATH"))
+        },
     )
 
     async def scenario() -> None:
@@ -514,6 +518,7 @@ def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
         "/v1/users/erin/memories",
         json={"text": "Erin's cello lessons", "agent_id": "other"},
     )
+    shared = served.api("POST", "/v1/users/erin/memories", json={"text": "Erin's cello is old"})
 
     async def scenario() -> None:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bot_key}"})
@@ -528,7 +533,11 @@ def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
                     "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
                 )
             )
-            assert [m["memory_id"] for m in found["memories"]] == [mine["memory_id"]]
+            # Its own memories and the shared ones, as REST and MemoryTools (memlane.access).
+            assert {m["memory_id"] for m in found["memories"]} == {
+                mine["memory_id"],
+                shared["id"],
+            }
             forget = await c.call_tool(
                 "forget_memory",
                 {"user_id": "erin", "agent_id": "bot", "memory_id": theirs["id"]},

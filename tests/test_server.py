@@ -224,13 +224,28 @@ def test_agent_limited_keys(env: Env) -> None:
         k, "POST", "/v1/users/carol/memories", json={"text": "Bot note", "agent_id": "bot"}
     )
     assert mine.status_code == 201
-    other = env.call(
+    # The one rule (memlane.access): the bot sees its own and the shared memories, never
+    # another agent's — in listings, search and by id alike.
+    shared = env.call(
         env.acme, "POST", "/v1/users/carol/memories", json={"text": "Human note"}
     ).json()
-    listed = env.call(k, "GET", "/v1/users/carol/memories", params={"agent_id": "bot"}).json()
-    assert [m["text"] for m in listed["items"]] == ["Bot note"]
-    got = env.call(k, "GET", f"/v1/users/carol/memories/{other['id']}", params={"agent_id": "bot"})
+    other = env.call(
+        env.acme, "POST", "/v1/users/carol/memories", json={"text": "Other note", "agent_id": "o"}
+    ).json()
+    bot = {"agent_id": "bot"}
+    listed = env.call(k, "GET", "/v1/users/carol/memories", params=bot).json()
+    assert sorted(m["text"] for m in listed["items"]) == ["Bot note", "Human note"]
+    found = env.call(k, "POST", "/v1/users/carol/search", json={"query": "note", **bot}).json()
+    assert sorted(h["record"]["text"] for h in found["hits"]) == ["Bot note", "Human note"]
+    got = env.call(k, "GET", f"/v1/users/carol/memories/{shared['id']}", params=bot)
+    assert got.status_code == 200
+    got = env.call(k, "GET", f"/v1/users/carol/memories/{other['id']}", params=bot)
     assert got.status_code == 404
+    # A read-only key reads and is refused every write.
+    reader, _ = env.keys.create("acme", permissions=["read"])
+    assert env.call(reader, "GET", "/v1/users/carol/memories").status_code == 200
+    gone = env.call(reader, "DELETE", f"/v1/users/carol/memories/{shared['id']}")
+    assert gone.status_code == 403 and gone.json()["type"] == "Forbidden"
     assert env.call(k, "POST", "/v1/users/carol/context", json={"budget": 50}).status_code == 403
     assert env.call(k, "GET", "/v1/users").status_code == 403
 
@@ -355,8 +370,8 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
     from chat_server import Scripted
 
     k, bot, c = env.acme, env.acme_bot, "/v1/users/carol"
-    # An idempotency key first used outside the bot's agent does not hand that memory over.
-    first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1"}
+    # An idempotency key first used by another agent does not hand that memory over.
+    first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1", "agent_id": "o"}
     assert env.call(k, "POST", f"{c}/memories", json=first).status_code == 201
     again = {"text": "hello", "agent_id": "bot", "idempotency_key": "turn-1"}
     r = env.call(bot, "POST", f"{c}/memories", json=again)
@@ -404,3 +419,89 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
         tools = MemoryTools(plain, user_id="u")
         assert "error" in tools.execute("remember", "[" * 5000)
         assert "error" in tools.execute("remember", '{"text": "x\\ud800"}')
+
+
+def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
+    # Written through Python (or the CLI) as plain "alice" — no tenant prefix — on the
+    # store the server serves.
+    plain = Memory(env.keys.store, embedder=FakeEmbedder())
+    local, _ = env.keys.create("local")
+    written = plain.add("Alice keeps bees", user_id="alice")
+    got = env.call(local, "GET", f"/v1/users/alice/memories/{written.id}")
+    assert got.status_code == 200 and got.json()["user_id"] == "alice"
+    # Other tenants' users and the key store's own records stay out of reach.
+    env.call(env.acme, "POST", "/v1/users/bob/memories", json={"text": "acme's bob"})
+    assert env.call(local, "GET", "/v1/users").json()["users"] == ["alice"]
+    assert env.call(local, "GET", "/v1/users/acme::bob/memories").status_code == 422
+    # What a local key writes is what Python reads as "alice".
+    env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
+    texts = {r.text for r in plain.list(user_id="alice").items}
+    assert texts == {"Alice keeps bees", "Alice sells honey"}
+
+
+@pytest.mark.parametrize("with_manager", [False, True])
+def test_learn_without_a_model_validates_then_says_so_once(
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    with_manager: bool,
+) -> None:
+    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL", "MEMLANE_LLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'nomodel.db'}", embedder=FakeEmbedder())
+    blocking = Memory(memory.store, embedder=memory.embedder)
+    manager = MemoryManager(blocking) if with_manager else None
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    url = "/v1/users/alice/learn"
+    with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
+        # A bad body is the caller's mistake whether or not a model is configured.
+        blank = {"messages": [{"role": "user", "content": "   "}]}
+        r = client.post(url, json=blank, headers=auth)
+        assert r.status_code == 422 and r.json()["type"] == "ValidationError", r.text
+        assert client.post(url, json={"messages": []}, headers=auth).status_code == 422
+        # A good one: not a transient failure to retry, but a feature this server lacks.
+        good = {"messages": [{"role": "user", "content": "I moved to Oslo"}]}
+        with caplog.at_level("WARNING", logger="memlane"):
+            answers = [client.post(url, json=good, headers=auth) for _ in range(3)]
+        for r in answers:
+            assert r.status_code == 501, r.text
+            assert r.json()["type"] == "NoModelError"
+            assert "MEMLANE_LLM_BASE_URL" in r.json()["error"]
+            assert "try again" not in r.json()["error"]
+    said = [rec for rec in caplog.records if "model" in rec.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    if manager is not None:
+        manager.close()
+    blocking.close()
+
+
+def test_cli_written_users_are_served_to_a_local_key(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        done = runner.invoke(cli, ["--store", store, *args])
+        assert done.exit_code == 0, done.output
+        return done.stdout.strip()
+
+    mid = run("add", "Alice keeps bees", "--user", "alice")
+    key = run("keys", "create", "--tenant", "local", "--permissions", "read")
+    refused = runner.invoke(cli, ["--store", store, "keys", "create", "--tenant", "local",
+                                  "--permissions", "admin"])  # fmt: skip
+    assert refused.exit_code != 0 and "permission" in refused.output
+    memory = AsyncMemory(store, embedder=FakeEmbedder())
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(memory, KeyStore(memory.store), mcp=False)) as client:
+        got = client.get(f"/v1/users/alice/memories/{mid}", headers=auth)
+        assert got.status_code == 200 and got.json()["text"] == "Alice keeps bees"
+        wrote = client.post("/v1/users/alice/memories", json={"text": "x"}, headers=auth)
+        assert wrote.status_code == 403  # the key was made read-only

@@ -11,6 +11,7 @@ from memlane.core.base import CoreConfig, MemoryInput
 from memlane.core.context import Context
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.errors import (
+    AccessDeniedError,
     ConfigurationError,
     ConflictError,
     CorruptStoreError,
@@ -20,6 +21,7 @@ from memlane.errors import (
     LLMError,
     LLMOutputError,
     MemlaneError,
+    NoModelError,
     NotFoundError,
     SchemaVersionError,
     StoreError,
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ANONYMOUS_USER",
     "RECIPES",
+    "AccessDeniedError",
     "AsyncMemory",
     "ConfigurationError",
     "ConflictError",
@@ -72,6 +75,7 @@ __all__ = [
     "MemoryKind",
     "MemoryRecord",
     "Message",
+    "NoModelError",
     "NotFoundError",
     "Page",
     "Run",

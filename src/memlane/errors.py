@@ -11,6 +11,7 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   └── ImportFormatError                 a broken JSONL line on import
     ├── NotFoundError (also LookupError)      no such memory / session / state in this scope
     ├── ConflictError                         a compare-and-swap lost: someone wrote first
+    ├── AccessDeniedError (also PermissionError)  the caller's grant does not reach this
     ├── StoreError                            the backend failed
     │   ├── CorruptStoreError                 the file is not a database, or is damaged
     │   ├── ForeignStoreError                 a database that memlane did not create
@@ -18,7 +19,8 @@ at the seam where they occur and chained with ``raise ... from exc``.
     ├── UnsupportedError                      the backend or URL cannot do what was asked
     ├── EmbeddingError                        the embedding model or endpoint failed
     ├── LLMError                              the chat model endpoint failed or timed out
-    │   └── LLMOutputError                    its answer stayed invalid after repair attempts
+    │   ├── LLMOutputError                    its answer stayed invalid after repair attempts
+    │   └── NoModelError                      no chat model is configured (retrying won't help)
     └── ConfigurationError                    settings that cannot work (bad URL, bad env)
 """
 
@@ -52,6 +54,11 @@ class ConflictError(MemlaneError):
         self.expected = expected
         self.actual = actual
         super().__init__(message)
+
+
+class AccessDeniedError(MemlaneError, PermissionError):
+    """The caller's grant (API key, bound user, tool scope) does not allow this user,
+    agent or action (:mod:`memlane.access`); nothing was read or changed."""
 
 
 class StoreError(MemlaneError):
@@ -95,6 +102,11 @@ class LLMOutputError(LLMError):
         self.problems = problems
         self.usage = usage
         super().__init__(message)
+
+
+class NoModelError(LLMError):
+    """The work needs a chat model and none is configured: not a failure to retry, a
+    setting to make (``llm=``, or ``MEMLANE_LLM_BASE_URL`` and ``MEMLANE_LLM_MODEL``)."""
 
 
 class ConfigurationError(MemlaneError):

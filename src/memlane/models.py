@@ -487,7 +487,9 @@ class Filters:
 
     ``since``/``until`` bound the record's effective time (event time when known, else
     creation time), inclusive. ``metadata`` matches top-level keys by equality.
-    ``topics`` matches records having any of the given topics.
+    ``topics`` matches records having any of the given topics. ``include_shared`` with
+    ``agent_id`` also matches the user's shared records (of no agent): what that agent
+    may see (:mod:`memlane.access`).
     """
 
     kinds: tuple[MemoryKind, ...] = ()
@@ -501,6 +503,7 @@ class Filters:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     include_superseded: bool = False
     include_deleted: bool = False
+    include_shared: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -548,7 +551,8 @@ class Filters:
             return False
         for name in ("agent_id", "team", "session_id", "key"):
             wanted = getattr(self, name)
-            if wanted is not None and getattr(record, name) != wanted:
+            shared = name == "agent_id" and self.include_shared and record.agent_id is None
+            if wanted is not None and getattr(record, name) != wanted and not shared:
                 return False
         t = record.effective_time
         if self.since is not None and t < self.since:

@@ -28,6 +28,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
+from memlane.access import visible
 from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.memory import MemoryCore
@@ -45,6 +46,7 @@ from memlane.models import (
     MemoryKind,
     MemoryRecord,
     Message,
+    Scope,
     check_count,
     check_id,
     content_hash,
@@ -259,8 +261,9 @@ class ManagerFlows:
             wanted = [(i, s) for i, s in hits if s >= self.config.related_threshold]
             records = yield from one(ops.GetRecords(user_id, tuple(i for i, _ in wanted)))
             # An agent's pass sees (and may change) its own memories and shared ones, never
-            # another agent's: the same rule as MemoryTools and agent-limited API keys.
-            by_id = {r.id: r for r in records if agent_id is None or r.agent_id in (None, agent_id)}
+            # another agent's: memlane.access's rule, as for MemoryTools and API keys.
+            scope = Scope(user_id, agent_id)
+            by_id = {r.id: r for r in records if visible(scope, r.agent_id)}
             related.append([(by_id[i], s) for i, s in wanted if i in by_id])
 
         plan = _Plan()

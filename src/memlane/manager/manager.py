@@ -11,7 +11,7 @@ from typing import Any
 
 from memlane.api import AsyncMemory, Memory
 from memlane.core.flow import Flow, run_async, run_sync
-from memlane.errors import LLMError, ValidationError
+from memlane.errors import LLMError, NoModelError, ValidationError
 from memlane.llm.structured import ask
 from memlane.manager import prompts
 from memlane.manager.flows import (
@@ -181,16 +181,18 @@ class MemoryManager(_ManagerBase):
     ) -> Job:
         """Persist a job that will :meth:`process` these messages, and return at once.
 
-        The job survives crashes and restarts; see :meth:`flush`, :meth:`job`."""
+        The job survives crashes and restarts; see :meth:`flush`, :meth:`job`. Raises
+        ValidationError for bad messages (checked first), NoModelError with no chat model."""
         check_id("user_id", user_id)
+        payload = _payload(messages, session_id, agent_id, team)  # bad input first: 4xx
         if self.llm is None:
-            raise LLMError(
+            raise NoModelError(
                 "no chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
             )
         self.memory._ensure_setup()
         job = self.jobs.enqueue(
             PROCESS_JOB,
-            _payload(messages, session_id, agent_id, team),
+            payload,
             user_id=user_id,
             session_id=session_id,
             agent_id=agent_id,

@@ -2,7 +2,9 @@
 
 :class:`MemoryTools` is bound to one scope (user, and optionally agent and team) when it
 is made; no tool takes a user id, so a model cannot reach another user's memories, and a
-memory id from elsewhere is simply not found. ``definitions`` are in the OpenAI tool
+memory id from elsewhere is simply not found. Made for an agent, the tools see and change
+that agent's memories and the user's shared ones, never another agent's: the one rule of
+:mod:`memlane.access`, which API keys and MCP follow too. ``definitions`` are in the OpenAI tool
 format (JSON schema parameters); ``execute`` runs one call and returns a JSON-ready dict —
 errors come back as ``{"error": ...}`` for the model to read, never as a crash.
 """
@@ -13,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import Memory
 from memlane.errors import LLMError, MemlaneError, NotFoundError, StoreError, ValidationError
 from memlane.models import Filters, MemoryKind, check_id
@@ -95,6 +98,9 @@ class MemoryTools:
         self.agent_id = agent_id
         self.team = team
         self.allow = tuple(allow)
+        agents = None if agent_id is None else (agent_id,)
+        self.grant = Grant(None, users=(user_id,), agents=agents)
+        """What the tools may touch, checked by :func:`memlane.access.authorize`."""
 
     @property
     def definitions(self) -> list[dict[str, Any]]:
@@ -137,13 +143,14 @@ class MemoryTools:
     ) -> dict[str, Any]:
         if kind not in _KINDS:
             raise ValidationError(f"kind must be one of {_KINDS}")
+        scope = authorize(self.grant, Action.WRITE, self.user_id, self.agent_id)
         r = self.memory.add(
             text,
-            user_id=self.user_id,
+            user_id=scope.user_id,
             kind=MemoryKind(kind),
             topics=topics or (),
             importance=importance,
-            agent_id=self.agent_id,
+            agent_id=scope.agent_id,
             team=self.team,
             actor=f"agent:{self.agent_id or 'tool'}",
         )
@@ -151,12 +158,13 @@ class MemoryTools:
 
     def _owned(self, memory_id: str) -> None:
         """The memory must be a fact, preference or procedure of this tool's team (when it
-        has one) and not another agent's; anything else is "not found" to the model."""
-        record = self.memory.get(memory_id, user_id=self.user_id)
+        has one) and visible to its agent; anything else is "not found" to the model."""
+        scope = authorize(self.grant, Action.WRITE, self.user_id, self.agent_id)
+        record = self.memory.get(memory_id, user_id=scope.user_id)
         if (
             record.kind.value not in _KINDS
             or (self.team is not None and record.team != self.team)
-            or (record.agent_id is not None and record.agent_id != self.agent_id)
+            or not visible(scope, record.agent_id)
         ):
             raise NotFoundError(f"no memory {memory_id!r} this agent may change")
 
@@ -182,8 +190,9 @@ class MemoryTools:
         return {"forgotten": memory_id}
 
     def _search_memories(self, query: str, limit: int = 5) -> dict[str, Any]:
-        f = Filters(team=self.team) if self.team else None
-        hits = self.memory.search(query, user_id=self.user_id, limit=limit, filters=f)
+        scope = authorize(self.grant, Action.READ, self.user_id, self.agent_id)
+        f = visible_filters(scope, Filters(team=self.team))
+        hits = self.memory.search(query, user_id=scope.user_id, limit=limit, filters=f)
         return {
             "memories": [
                 {

@@ -1,10 +1,12 @@
 """The REST API: the whole public API over HTTP, scoped by API key.
 
-Every route under ``/v1/users/{user_id}/...`` checks the caller's key first: the key's
-tenant namespaces the user id, a key limited to some users gets 403 for any other, and a
-key limited to some agents acts only as those agents (memory routes filter and check
-``agent_id``; whole-user routes are refused). Errors are JSON ``{"error", "type"}`` with
-401/403/404/409/413/422/503; nothing internal (no stack trace) reaches a client.
+Every route under ``/v1/users/{user_id}/...`` asks :func:`memlane.access.authorize` with
+the caller's key first: the key's tenant namespaces the user id, a key limited to some
+users gets 403 for any other, and a key limited to some agents acts only as those agents
+(``agent_id`` required; whole-user routes refused). Acting as an agent, a call sees that
+agent's memories and sessions and the user's shared ones (:func:`memlane.access.visible`).
+Errors are JSON ``{"error", "type"}`` with 400/401/403/404/405/409/413/422/501/503;
+nothing internal (no stack trace) reaches a client.
 """
 
 import contextlib
@@ -16,27 +18,41 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memlane.access import Action, authorize, check_action, visible, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import (
+    AccessDeniedError,
     ConflictError,
     LLMError,
     MemlaneError,
+    NoModelError,
     NotFoundError,
     StoreError,
     UnsupportedError,
     ValidationError,
 )
+from memlane.manager.flows import conversation_text
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
-from memlane.server.keys import ApiKey, KeyStore, public_user, storage_user
+from memlane.models import Scope as UserScope
+from memlane.server.keys import ApiKey, KeyStore, public_user
 from memlane.transfer import read_numbered_jsonl
 
 log = logging.getLogger("memlane.server")
@@ -47,46 +63,154 @@ MAX_BODY_BYTES = 1_000_000
 # ---------------------------------------------------------------------------- bodies
 
 
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+"""An identifier: not blank, no control characters (what ``check_id`` accepts)."""
+
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
+"""A user, agent, session, run or idempotency id in a body."""
+
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        pattern=r"\S",
+        description="Not blank, no NUL; at most 20,000 characters (the store's limit).",
+    ),
+]
+JSONObject = Annotated[
+    dict[str, Any],
+    Field(description="A JSON object nested at most 64 levels deep, with no NUL characters."),
+]
+
+
+def _path_id(what: str) -> Any:
+    return Path(min_length=1, max_length=256, pattern=ID_PATTERN, description=what)
+
+
+UserId = Annotated[str, _path_id("The user, as the key's tenant names them; no '/'.")]
+MemoryId = Annotated[str, _path_id("A memory id.")]
+SessionId = Annotated[str, _path_id("A session id.")]
+JobId = Annotated[str, _path_id("A job id.")]
+AgentQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=256,
+        pattern=ID_PATTERN,
+        description="The agent making the call: it sees its own and shared objects only. "
+        "Required with an agent-limited key.",
+    ),
+]
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str = Field(description="What went wrong, for a person.")
+    type: str = Field(description="The error's kind, e.g. ValidationError, Forbidden.")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="For invalid requests: where and what (at most 20)."
+    )
+
+
+_WHY = {
+    400: "The store or configuration cannot do this (e.g. an unsupported search recipe).",
+    401: "Missing, invalid or revoked API key (`WWW-Authenticate: Bearer`).",
+    403: "The key may not act for this user, as this agent, or write.",
+    404: "No such object for this user (or not visible to the calling agent).",
+    405: "Method not allowed; `Allow` lists the allowed ones.",
+    409: "A compare-and-swap lost, or an idempotency key already used elsewhere.",
+    413: "The request body is over the server's limit (`--max-body-bytes`).",
+    422: "Invalid request: `details` says where and what.",
+    501: "Learning needs a chat model and this server has none configured.",
+    503: "The store or the language model is unavailable; retry later.",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for error ``codes``, each an :class:`ErrorBody`."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]} for code in codes}
+
+
+V1_CODES = (400, 401, 403, 404, 413, 422, 503)
+V1_ERRORS = _errors(*V1_CODES)
+"""What any route under /v1/users/{user_id} can answer besides success."""
+
+JSON_ERRORS: dict[int | str, Any] = {
+    code: {
+        "description": _WHY[code],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for code in V1_CODES
+}
+"""V1_ERRORS for a route whose success is not JSON (given a model, FastAPI would file the
+errors under the route's own media type)."""
+
+
+class NDJSONResponse(Response):
+    media_type = "application/x-ndjson"
+
+
+_NDJSON = {"application/x-ndjson": {"schema": {"type": "string", "description": (
+    "One JSON object per line: a header row, then the user's records, history, sessions, "
+    "runs, state and jobs, as `memlane export` writes them."
+)}}}  # fmt: skip
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Operation ids are the handlers' names (add_memory, search ...): what a generated
+    client calls its methods."""
+    return route.name
+
+
+def _docs_assets() -> Any:
+    """Swagger UI's files, shipped by the fastapi-offline package: /docs needs no CDN."""
+    return resources.files("fastapi_offline") / "static"
+
+
 class AddBody(_Body):
-    text: str
+    text: Text
     kind: Literal["fact", "preference", "episode", "summary", "procedure"] = "fact"
     topics: list[str] = Field(default_factory=list)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JSONObject = Field(default_factory=dict)
     importance: float = 0.5
     event_at: datetime | None = None
     ttl_seconds: float | None = Field(default=None, gt=0, le=100 * 365 * 86400)
-    session_id: str | None = None
-    agent_id: str | None = None
-    idempotency_key: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
+    idempotency_key: Id | None = None
 
 
 class UpdateBody(_Body):
-    text: str | None = None
+    text: Text | None = None
     topics: list[str] | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JSONObject | None = None
     importance: float | None = None
     expected_version: int | None = None
     reason: str | None = None
 
 
 class SupersedeBody(_Body):
-    text: str
+    text: Text
     reason: str | None = None
 
 
 class SearchBody(_Body):
-    query: str
+    query: Text
     limit: int = Field(default=10, ge=1, le=1000)
     recipe: str = "hybrid"
     explain: bool = False
     kinds: list[str] = Field(default_factory=list)
     topics: list[str] = Field(default_factory=list)
-    session_id: str | None = None
-    agent_id: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
     include_superseded: bool = False
 
 
@@ -97,20 +221,20 @@ class MessageBody(_Body):
 
 class MessagesBody(_Body):
     messages: list[MessageBody] = Field(min_length=1)
-    agent_id: str | None = None
-    run_id: str | None = None
+    agent_id: Id | None = None
+    run_id: Id | None = None
 
 
 class StateBody(_Body):
-    data: dict[str, Any]
+    data: JSONObject
     expected_version: int = Field(ge=0)
-    name: str = "default"
+    name: Id = "default"
 
 
 class ContextBody(_Body):
     budget: int = Field(ge=1, le=1_000_000)
     query: str | None = None
-    session_id: str | None = None
+    session_id: Id | None = None
     last_runs: int = Field(default=3, ge=0, le=1000)
     max_memories: int = Field(default=20, ge=0, le=1000)
     tiers: list[str] | None = None
@@ -118,17 +242,11 @@ class ContextBody(_Body):
 
 class LearnBody(_Body):
     messages: list[MessageBody] = Field(min_length=1)
-    session_id: str | None = None
-    agent_id: str | None = None
+    session_id: Id | None = None
+    agent_id: Id | None = None
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-class _Problem(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
 
 
 _NESTED = ("record", "snapshot", "data")
@@ -312,9 +430,25 @@ def create_app(
     app = FastAPI(
         title="memlane",
         version="0.1.0",
-        description="Memory for AI agents: memories, sessions, state, context, jobs.",
+        description=(
+            "Memory for AI agents: memories, sessions, state, context, jobs. Every /v1 "
+            "route needs an API key (`memlane keys create`), sent as `Authorization: "
+            "Bearer <key>` or `X-API-Key`. Errors are JSON `{error, type}`."
+        ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local files, not a CDN
+        redoc_url=None,
+        generate_unique_id_function=_operation_id,
     )
+
+    def v1(
+        method: str, path: str, *, responses: dict[int | str, Any] | None = None, **kw: Any
+    ) -> Callable[[_Handler], _Handler]:
+        """A /v1/users/{user_id} route, documented with every error it can answer."""
+        return app.api_route(
+            path, methods=[method], responses={**V1_ERRORS, **(responses or {})}, **kw
+        )
+
     if mcp_server is not None:
         app.mount("/mcp", KeyGate(mcp_app, keys))
     metrics = _Metrics()
@@ -324,16 +458,14 @@ def create_app(
     def problem(status: int, message: str, kind: str) -> JSONResponse:
         return JSONResponse({"error": message, "type": kind}, status_code=status)
 
-    @app.exception_handler(_Problem)
-    async def _on_problem(request: Request, exc: _Problem) -> JSONResponse:
-        return problem(exc.status, exc.message, "Forbidden" if exc.status == 403 else "Error")
-
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed"}.get(
             exc.status_code, "HTTPError"
         )
-        return problem(exc.status_code, str(exc.detail), kind)
+        response = problem(exc.status_code, str(exc.detail), kind)
+        response.headers.update(exc.headers or {})  # 405's Allow, 401's WWW-Authenticate
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -344,6 +476,22 @@ def create_app(
         body = {"error": "invalid request", "type": "ValidationError", "details": details}
         return JSONResponse(body, status_code=422)
 
+    warned: list[bool] = []
+
+    def no_model() -> JSONResponse:
+        """501: a setting this server lacks, not a failure to retry; logged once."""
+        if not warned:
+            warned.append(True)
+            log.warning(
+                "learn was called but no chat model is configured: set MEMLANE_LLM_BASE_URL "
+                "and MEMLANE_LLM_MODEL to enable it"
+            )
+        message = (
+            "learning needs a chat model and this server has none configured "
+            "(its operator sets MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL)"
+        )
+        return problem(501, message, "NoModelError")
+
     @app.exception_handler(MemlaneError)
     async def _on_memlane(request: Request, exc: MemlaneError) -> JSONResponse:
         status = 500
@@ -353,6 +501,8 @@ def create_app(
             status = 404
         elif isinstance(exc, ConflictError):
             status = 409
+        elif isinstance(exc, AccessDeniedError):
+            return problem(403, str(exc), "Forbidden")
         elif isinstance(exc, UnsupportedError):
             status = 400
         elif isinstance(exc, LLMError | StoreError):
@@ -360,6 +510,8 @@ def create_app(
         if status == 500:
             log.error("unexpected memlane error", exc_info=exc)
             return problem(500, "internal error", "InternalError")
+        if isinstance(exc, NoModelError):
+            return no_model()
         if isinstance(exc, StoreError):
             log.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
             return problem(503, "the store is unavailable; try again", "StoreError")
@@ -397,10 +549,16 @@ def create_app(
 
     # ------------------------------------------------------------------ auth
 
-    async def api_key(request: Request) -> ApiKey:
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        token = token or request.headers.get("x-api-key", "")
+    bearer = HTTPBearer(auto_error=False, description="An API key from `memlane keys create`.")
+    header = APIKeyHeader(
+        name="X-API-Key", auto_error=False, description="The same key, for clients without Bearer."
+    )
+
+    async def api_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        x_api_key: Annotated[str | None, Depends(header)],
+    ) -> ApiKey:
+        token = (credentials.credentials.strip() if credentials else "") or x_api_key or ""
         if not token:
             raise _Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
         found = await keys.acheck(token)
@@ -416,30 +574,16 @@ def create_app(
 
     Key = Annotated[ApiKey, Depends(api_key)]
 
-    def user_scope(key: ApiKey, user_id: str) -> str:
-        if not key.allows_user(user_id):
-            raise _Problem(403, f"this key may not access user {user_id!r}")
-        return storage_user(key.tenant, user_id)
-
-    def agent_scope(key: ApiKey, agent_id: str | None) -> str | None:
-        if key.agents is None:
-            return agent_id
-        if agent_id is None or not key.allows_agent(agent_id):
-            raise _Problem(403, f"this key acts only as agents {list(key.agents)}; pass agent_id")
-        return agent_id
-
-    def whole_user(key: ApiKey) -> None:
-        if key.agents is not None:
-            raise _Problem(403, "an agent-limited key cannot use whole-user routes")
+    def scope(key: ApiKey, action: Action, user_id: str, agent_id: str | None = None) -> UserScope:
+        """Where the key may do ``action`` for ``user_id`` as ``agent_id``: the one rule."""
+        return authorize(key.grant, action, user_id, agent_id)
 
     def out(key: ApiKey, value: dict[str, Any]) -> dict[str, Any]:
         return _map_user_ids(value, key.tenant)
 
-    async def own_record(
-        key: ApiKey, stored: str, memory_id: str, agent: str | None
-    ) -> MemoryRecord:
-        record = await memory.get(memory_id, user_id=stored)
-        if key.agents is not None and record.agent_id != agent:
+    async def own_record(where: UserScope, memory_id: str) -> MemoryRecord:
+        record = await memory.get(memory_id, user_id=where.user_id)
+        if not visible(where, record.agent_id):
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return record
 
@@ -476,39 +620,72 @@ def create_app(
     async def dashboard() -> str:
         return resources.files("memlane.server").joinpath("dashboard.html").read_text("utf-8")
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="memlane API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="memlane API",
+            redoc_js_url="/docs/assets/redoc.standalone.js",
+            redoc_favicon_url="/docs/assets/favicon.png",
+            with_google_fonts=False,
+        )
+
+    assets = {
+        f.name: f for f in _docs_assets().iterdir() if f.name.endswith((".js", ".css", ".png"))
+    }
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        if name not in assets:
+            raise StarletteHTTPException(404, "no such file")
+        return FileResponse(str(assets[name]))
+
     @app.get("/", include_in_schema=False)
     async def root() -> dict[str, str]:
         return {"service": "memlane", "docs": "/docs", "openapi": "/openapi.json"}
 
     # ------------------------------------------------------------------ users
 
-    @app.get("/v1/users", tags=["users"])
+    @app.get("/v1/users", tags=["users"], responses=_errors(401, 403, 413, 503))
     async def list_users(key: Key) -> dict[str, Any]:
-        whole_user(key)
+        check_action(key.grant, Action.READ_ALL)
         users = [public_user(key.tenant, u) for u in await memory.list_users()]
-        visible = [u for u in users if u is not None and key.allows_user(u)]
-        return {"users": visible}
+        return {"users": [u for u in users if u is not None and key.grant.allows_user(u)]}
 
-    @app.delete("/v1/users/{user_id}", tags=["users"])
-    async def forget_user(user_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        counts = await memory.forget_user(user_scope(key, user_id))
+    @v1("DELETE", "/v1/users/{user_id}", tags=["users"])
+    async def forget_user(user_id: UserId, key: Key) -> dict[str, Any]:
+        counts = await memory.forget_user(scope(key, Action.WRITE_ALL, user_id).user_id)
         return {"forgotten": user_id, "counts": counts}
 
     # ------------------------------------------------------------------ memories
 
-    @app.post("/v1/users/{user_id}/memories", status_code=201, tags=["memories"])
-    async def add_memory(user_id: str, body: AddBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
-        if body.session_id is not None:  # an agent-limited key writes to its own sessions
-            await session_scope(key, stored, body.session_id, agent, writing=True)
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/memories",
+        status_code=201,
+        tags=["memories"],
+        responses=_errors(409),
+    )
+    async def add_memory(user_id: UserId, body: AddBody, key: Key) -> dict[str, Any]:
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
+        if body.session_id is not None:  # an agent writes to its own or shared sessions
+            await session_scope(where, body.session_id, writing=True)
         extra: dict[str, Any] = {}
         if body.idempotency_key:
             extra["idempotency_key"] = body.idempotency_key
         record = await memory.add(
             body.text,
-            user_id=stored,
+            user_id=where.user_id,
             kind=MemoryKind(body.kind),
             topics=body.topics,
             metadata=body.metadata,
@@ -516,66 +693,72 @@ def create_app(
             event_at=body.event_at,
             ttl=None if body.ttl_seconds is None else timedelta(seconds=body.ttl_seconds),
             session_id=body.session_id,
-            agent_id=agent,
+            agent_id=where.agent_id,
             actor=f"api:{key.key_id}",
             **extra,
         )
-        if key.agents is not None and record.agent_id != agent:
-            # The idempotency key was first used for a memory outside this key's agent:
-            # say so without showing it.
+        if not visible(where, record.agent_id):
+            # The idempotency key was first used for another agent's memory: say so
+            # without showing it.
             raise ConflictError("idempotency key already used", expected=None, actual=None)
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/memories", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories", tags=["memories"])
     async def list_memories(
-        user_id: str,
+        user_id: UserId,
         key: Key,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         kind: Annotated[list[str] | None, Query()] = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
         include_superseded: bool = False,
         include_deleted: bool = False,
         newest_first: bool = True,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
+        where = scope(key, Action.READ, user_id, agent_id)
         f = Filters(
             kinds=tuple(kind or ()),  # type: ignore[arg-type]  # Filters validates
-            agent_id=agent,
             include_superseded=include_superseded,
             include_deleted=include_deleted,
         )
         page = await memory.list(
-            user_id=stored, filters=f, cursor=cursor, limit=limit, newest_first=newest_first
+            user_id=where.user_id,
+            filters=visible_filters(where, f),
+            cursor=cursor,
+            limit=limit,
+            newest_first=newest_first,
         )
         return {
             "items": [out(key, r.to_dict()) for r in page.items],
             "next_cursor": page.next_cursor,
         }
 
-    @app.get("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
     async def get_memory(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        record = await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        record = await own_record(scope(key, Action.READ, user_id, agent_id), memory_id)
         return out(key, record.to_dict())
 
-    @app.patch("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1(
+        "PATCH",
+        "/v1/users/{user_id}/memories/{memory_id}",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def update_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         body: UpdateBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         changes = body.model_dump(exclude_none=True, exclude={"expected_version", "reason"})
         record = await memory.update(
             memory_id,
-            user_id=stored,
+            user_id=where.user_id,
             expected_version=body.expected_version,
             reason=body.reason,
             actor=f"api:{key.key_id}",
@@ -583,73 +766,79 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @app.post("/v1/users/{user_id}/memories/{memory_id}/supersede", tags=["memories"])
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/memories/{memory_id}/supersede",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def supersede_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         body: SupersedeBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         record = await memory.supersede(
-            memory_id, body.text, user_id=stored, reason=body.reason, actor=f"api:{key.key_id}"
+            memory_id,
+            body.text,
+            user_id=where.user_id,
+            reason=body.reason,
+            actor=f"api:{key.key_id}",
         )
         return out(key, record.to_dict())
 
-    @app.delete("/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    @v1("DELETE", "/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
     async def delete_memory(
-        user_id: str,
-        memory_id: str,
+        user_id: UserId,
+        memory_id: MemoryId,
         key: Key,
         reason: str | None = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
         record = await memory.delete(
-            memory_id, user_id=stored, reason=reason, actor=f"api:{key.key_id}"
+            memory_id, user_id=where.user_id, reason=reason, actor=f"api:{key.key_id}"
         )
         return out(key, record.to_dict())
 
-    @app.post("/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
+    @v1("POST", "/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
     async def restore_memory(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await own_record(key, stored, memory_id, agent_scope(key, agent_id))
-        record = await memory.restore(memory_id, user_id=stored, actor=f"api:{key.key_id}")
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await own_record(where, memory_id)
+        record = await memory.restore(memory_id, user_id=where.user_id, actor=f"api:{key.key_id}")
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
+    @v1("GET", "/v1/users/{user_id}/memories/{memory_id}/history", tags=["memories"])
     async def memory_history(
-        user_id: str, memory_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
-        events = await memory.history(memory_id, user_id=stored)
+        where = scope(key, Action.READ, user_id, agent_id)
+        events = await memory.history(memory_id, user_id=where.user_id)
         last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
-        if key.agents is not None and (last or {}).get("agent_id") != agent:
+        if not visible(where, (last or {}).get("agent_id")):
             raise NotFoundError(f"no memory {memory_id!r} for this agent")
         return {"events": [out(key, e.to_dict()) for e in events]}
 
-    @app.post("/v1/users/{user_id}/search", tags=["memories"])
-    async def search(user_id: str, body: SearchBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
+    @v1("POST", "/v1/users/{user_id}/search", tags=["memories"])
+    async def search(user_id: UserId, body: SearchBody, key: Key) -> dict[str, Any]:
+        where = scope(key, Action.READ, user_id, body.agent_id)
         f = Filters(
             kinds=tuple(body.kinds),  # type: ignore[arg-type]  # Filters validates
             topics=tuple(body.topics),
             session_id=body.session_id,
-            agent_id=agent,
             include_superseded=body.include_superseded,
         )
         hits = await memory.search(
             body.query,
-            user_id=stored,
+            user_id=where.user_id,
             limit=body.limit,
-            filters=f,
+            filters=visible_filters(where, f),
             recipe=body.recipe,
             explain=body.explain,
         )
@@ -657,67 +846,66 @@ def create_app(
 
     # ------------------------------------------------------------------ sessions
 
-    async def session_scope(
-        key: ApiKey, stored: str, session_id: str, agent: str | None, *, writing: bool = False
-    ) -> None:
-        """An agent-limited key reaches only its agent's sessions; writing may also
-        create a new one."""
-        if key.agents is None:
+    async def session_scope(where: UserScope, session_id: str, *, writing: bool = False) -> None:
+        """A call acting as an agent reaches that agent's sessions and shared ones (the
+        rule of memlane.access); writing may also create a new one."""
+        if where.agent_id is None:
             return
         try:
-            session = await memory.get_session(session_id, user_id=stored)
+            session = await memory.get_session(session_id, user_id=where.user_id)
         except NotFoundError:
             if writing:
                 return
             raise
-        if session.agent_id != agent:
+        if not visible(where, session.agent_id):
             raise NotFoundError(f"no session {session_id!r} for this agent")
 
-    @app.get("/v1/users/{user_id}/sessions", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions", tags=["sessions"])
     async def list_sessions(
-        user_id: str,
+        user_id: UserId,
         key: Key,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
-        whole_user(key)
         page = await memory.list_sessions(
-            user_id=user_scope(key, user_id), cursor=cursor, limit=limit
+            user_id=scope(key, Action.READ_ALL, user_id).user_id, cursor=cursor, limit=limit
         )
         return {
             "items": [out(key, s.to_dict()) for s in page.items],
             "next_cursor": page.next_cursor,
         }
 
-    @app.post(
-        "/v1/users/{user_id}/sessions/{session_id}/messages", status_code=201, tags=["sessions"]
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/sessions/{session_id}/messages",
+        status_code=201,
+        tags=["sessions"],
     )
     async def add_messages(
-        user_id: str, session_id: str, body: MessagesBody, key: Key
+        user_id: UserId, session_id: SessionId, body: MessagesBody, key: Key
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
-        await session_scope(key, stored, session_id, agent, writing=True)
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
+        await session_scope(where, session_id, writing=True)
         run = await memory.add_messages(
             session_id,
             [(m.role, m.content) for m in body.messages],
-            user_id=stored,
-            agent_id=agent,
+            user_id=where.user_id,
+            agent_id=where.agent_id,
             run_id=body.run_id,
         )
         return {"run_id": run.run_id, "messages": [out(key, m.to_dict()) for m in run.messages]}
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
     async def get_messages(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         last_runs: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        runs = await memory.get_history(session_id, user_id=stored, last_runs=last_runs)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        runs = await memory.get_history(session_id, user_id=where.user_id, last_runs=last_runs)
         return {
             "runs": [
                 {"run_id": r.run_id, "messages": [out(key, m.to_dict()) for m in r.messages]}
@@ -725,59 +913,64 @@ def create_app(
             ]
         }
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
     async def get_state(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         name: str = "default",
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        state = await memory.get_state(session_id, user_id=stored, name=name)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        state = await memory.get_state(session_id, user_id=where.user_id, name=name)
         return out(key, state.to_dict())
 
-    @app.put("/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
+    @v1(
+        "PUT",
+        "/v1/users/{user_id}/sessions/{session_id}/state",
+        tags=["sessions"],
+        responses=_errors(409),
+    )
     async def set_state(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         body: StateBody,
         key: Key,
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, agent_id)
-        await session_scope(key, stored, session_id, agent, writing=True)
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await session_scope(where, session_id, writing=True)
         state = await memory.set_state(
             session_id,
             body.data,
-            user_id=stored,
+            user_id=where.user_id,
             name=body.name,
             expected_version=body.expected_version,
-            agent_id=agent,  # a session this creates belongs to the key's agent
+            agent_id=where.agent_id,  # a session this creates belongs to the key's agent
         )
         return out(key, state.to_dict())
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
     async def state_history(
-        user_id: str,
-        session_id: str,
+        user_id: UserId,
+        session_id: SessionId,
         key: Key,
         name: str = "default",
-        agent_id: str | None = None,
+        agent_id: AgentQuery = None,
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        versions = await memory.state_history(session_id, user_id=stored, name=name)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        versions = await memory.state_history(session_id, user_id=where.user_id, name=name)
         return {"versions": [out(key, v.to_dict()) for v in versions]}
 
-    @app.post("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    @v1("POST", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
     async def summarize(
-        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, session_id: SessionId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
+        where = scope(key, Action.WRITE, user_id, agent_id)
+        await session_scope(where, session_id)
+        stored = where.user_id
         if manager is not None and manager.llm is not None:
             import asyncio
 
@@ -788,31 +981,31 @@ def create_app(
             record = await memory.summarize_session(session_id, user_id=stored)
         return out(key, record.to_dict())
 
-    @app.get("/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    @v1("GET", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
     async def get_summary(
-        user_id: str, session_id: str, key: Key, agent_id: str | None = None
+        user_id: UserId, session_id: SessionId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        await session_scope(key, stored, session_id, agent_scope(key, agent_id))
-        record = await memory.get_summary(session_id, user_id=stored)
+        where = scope(key, Action.READ, user_id, agent_id)
+        await session_scope(where, session_id)
+        record = await memory.get_summary(session_id, user_id=where.user_id)
         if record is None:
             raise NotFoundError(f"session {session_id!r} has no summary")
         return out(key, record.to_dict())
 
-    @app.delete("/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
-    async def delete_session(user_id: str, session_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        n = await memory.delete_session(session_id, user_id=user_scope(key, user_id))
+    @v1("DELETE", "/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
+    async def delete_session(user_id: UserId, session_id: SessionId, key: Key) -> dict[str, Any]:
+        stored = scope(key, Action.WRITE_ALL, user_id).user_id
+        n = await memory.delete_session(session_id, user_id=stored)
         return {"deleted": n}
 
     # ------------------------------------------------------------------ context
 
-    @app.post("/v1/users/{user_id}/context", tags=["context"])
-    async def build_context(user_id: str, body: ContextBody, key: Key) -> dict[str, Any]:
-        whole_user(key)
+    @v1("POST", "/v1/users/{user_id}/context", tags=["context"])
+    async def build_context(user_id: UserId, body: ContextBody, key: Key) -> dict[str, Any]:
+        stored = scope(key, Action.READ_ALL, user_id).user_id
         extra: dict[str, Any] = {} if body.tiers is None else {"tiers": body.tiers}
         ctx = await memory.build_context(
-            user_id=user_scope(key, user_id),
+            user_id=stored,
             budget=body.budget,
             query=body.query,
             session_id=body.session_id,
@@ -824,17 +1017,30 @@ def create_app(
 
     # ------------------------------------------------------------------ transfer
 
-    @app.get("/v1/users/{user_id}/export", tags=["transfer"])
-    async def export(user_id: str, key: Key) -> Response:
-        whole_user(key)
-        rows = await memory.export_rows(user_id=user_scope(key, user_id))
+    @v1(
+        "GET",
+        "/v1/users/{user_id}/export",
+        tags=["transfer"],
+        response_class=NDJSONResponse,
+        responses={
+            200: {"description": "The user's data as NDJSON.", "content": _NDJSON},
+            **JSON_ERRORS,
+        },
+    )
+    async def export(user_id: UserId, key: Key) -> Response:
+        rows = await memory.export_rows(user_id=scope(key, Action.READ_ALL, user_id).user_id)
         lines = [json.dumps(out(key, row), ensure_ascii=False) for row in rows]
-        return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+        return NDJSONResponse("\n".join(lines) + "\n")
 
-    @app.post("/v1/users/{user_id}/import", tags=["transfer"])
-    async def import_rows(user_id: str, request: Request, key: Key) -> dict[str, Any]:
-        whole_user(key)
-        stored = user_scope(key, user_id)
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/import",
+        tags=["transfer"],
+        responses=_errors(409),
+        openapi_extra={"requestBody": {"required": True, "content": _NDJSON}},
+    )
+    async def import_rows(user_id: UserId, request: Request, key: Key) -> dict[str, Any]:
+        stored = scope(key, Action.WRITE_ALL, user_id).user_id
         raw = await request.body()
         try:
             text = raw.decode("utf-8")
@@ -847,40 +1053,41 @@ def create_app(
 
     # ------------------------------------------------------------------ jobs
 
-    @app.post("/v1/users/{user_id}/learn", status_code=202, tags=["jobs"])
-    async def learn(user_id: str, body: LearnBody, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
-        agent = agent_scope(key, body.agent_id)
+    @v1("POST", "/v1/users/{user_id}/learn", status_code=202, tags=["jobs"], responses=_errors(501))
+    async def learn(user_id: UserId, body: LearnBody, key: Key) -> dict[str, Any]:
+        where = scope(key, Action.WRITE, user_id, body.agent_id)
         if body.session_id is not None:
-            await session_scope(key, stored, body.session_id, agent, writing=True)
-        if manager is None or manager.llm is None:
-            raise LLMError(
-                "no chat model configured: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
-            )
-        job = manager.process_in_background(
-            [(m.role, m.content) for m in body.messages],
-            user_id=stored,
+            await session_scope(where, body.session_id, writing=True)
+        messages = [(m.role, m.content) for m in body.messages]
+        if manager is None:
+            conversation_text(messages)  # a bad body is a 422, with or without a model
+            raise NoModelError("no memory manager")
+        job = manager.process_in_background(  # validates, then needs the model
+            messages,
+            user_id=where.user_id,
             session_id=body.session_id,
-            agent_id=agent,
+            agent_id=where.agent_id,
         )
         return out(key, job.to_dict())
 
-    @app.get("/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
-    async def get_job(user_id: str, job_id: str, key: Key) -> dict[str, Any]:
-        stored = user_scope(key, user_id)
+    @v1("GET", "/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
+    async def get_job(
+        user_id: UserId, job_id: JobId, key: Key, agent_id: AgentQuery = None
+    ) -> dict[str, Any]:
+        where = scope(key, Action.READ, user_id, agent_id)
         from memlane.ports import store as ops
 
-        job = (await memory.store.abatch([ops.GetJob(stored, job_id)]))[0]
-        if job is None or (key.agents is not None and job.agent_id not in key.agents):
+        job = (await memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
+        if job is None or not visible(where, job.agent_id):
             raise NotFoundError(f"no job {job_id!r}")
         return out(key, _job_dict(job))
 
-    @app.get("/v1/users/{user_id}/jobs", tags=["jobs"])
-    async def list_jobs(user_id: str, key: Key) -> dict[str, Any]:
-        whole_user(key)
+    @v1("GET", "/v1/users/{user_id}/jobs", tags=["jobs"])
+    async def list_jobs(user_id: UserId, key: Key) -> dict[str, Any]:
+        stored = scope(key, Action.READ_ALL, user_id).user_id
         from memlane.ports import store as ops
 
-        jobs = (await memory.store.abatch([ops.ListJobs(user_scope(key, user_id))]))[0]
+        jobs = (await memory.store.abatch([ops.ListJobs(stored)]))[0]
         return {"jobs": [out(key, _job_dict(j)) for j in jobs]}
 
     return _with_limit(app, max_body_bytes)

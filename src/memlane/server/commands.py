@@ -67,13 +67,29 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+@click.option(
+    "--tenant",
+    required=True,
+    help="The tenant the key belongs to; 'local' reaches the users written through "
+    "Python or the CLI (stored under their plain ids).",
+)
 @click.option("--users", help="Comma-separated user ids the key may access (default: all).")
 @click.option("--agents", help="Comma-separated agent ids the key may act as (default: any).")
+@click.option(
+    "--permissions",
+    default="read,write",
+    show_default=True,
+    help="What the key may do: read, write, or both.",
+)
 @click.option("--label", default="", help="A note for whoever lists keys later.")
 @click.pass_context
 def keys_create(
-    ctx: click.Context, tenant: str, users: str | None, agents: str | None, label: str
+    ctx: click.Context,
+    tenant: str,
+    users: str | None,
+    agents: str | None,
+    permissions: str,
+    label: str,
 ) -> None:
     """Print a new API key (shown once; only its hash is stored)."""
     from memlane.server.keys import KeyStore
@@ -81,7 +97,11 @@ def keys_create(
     store = _settings(ctx).build_store()
     try:
         key, record = KeyStore(store).create(
-            tenant, users=_split(users), agents=_split(agents), label=label
+            tenant,
+            users=_split(users),
+            agents=_split(agents),
+            permissions=_split(permissions) or (),
+            label=label,
         )
     finally:
         store.close()

@@ -4,51 +4,48 @@ Keys are random (``ml_`` + 43 URL-safe characters) and only their SHA-256 is sto
 in the memlane store itself, as versioned state of a reserved system scope, so every
 backend (SQLite, PostgreSQL) and every server process sees the same keys. A tenant's
 users live in the store as ``<tenant>::<user>``; tenant names cannot contain ``:``, so no
-tenant can name another's users.
+tenant can name another's users. A key of the reserved tenant ``local`` reaches the data
+written without a server (Python API, CLI) under its plain user ids. What a key may do
+is its :class:`~memlane.access.Grant`; :mod:`memlane.access` holds the rule.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.errors import ConflictError, NotFoundError, ValidationError
-from memlane.models import StateVersion, check_id, from_iso, to_iso, utcnow
+from memlane.access import (
+    ALL_PERMISSIONS,
+    LOCAL_TENANT,
+    Grant,
+    Permission,
+    check_tenant,
+    public_user,
+    storage_user,
+)
+from memlane.errors import ConflictError, NotFoundError
+from memlane.models import StateVersion, from_iso, to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Store
 
 SYSTEM_USER = "::memlane"
 KEYS_SESSION = "api-keys"
-TENANT_SEP = "::"
-_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-
-def check_tenant(tenant: str) -> str:
-    if not isinstance(tenant, str) or not _TENANT.match(tenant):
-        raise ValidationError("tenant must be 1-64 characters of letters, digits, '_', '.', '-'")
-    return tenant
-
-
-def storage_user(tenant: str, user_id: str) -> str:
-    """The store's user id for a tenant's user. A served user id cannot contain "/": the
-    REST routes could not name that user again (not even to forget them)."""
-    check_id("user_id", user_id)
-    if "/" in user_id:
-        raise ValidationError("a user id served over HTTP or MCP cannot contain '/'")
-    return f"{tenant}{TENANT_SEP}{user_id}"
-
-
-def public_user(tenant: str, stored: str) -> str | None:
-    prefix = tenant + TENANT_SEP
-    return stored[len(prefix) :] if stored.startswith(prefix) else None
+__all__ = [
+    "LOCAL_TENANT",
+    "ApiKey",
+    "KeyStore",
+    "check_tenant",
+    "public_user",
+    "storage_user",
+]
 
 
 def _digest(key: str) -> str:
@@ -57,7 +54,8 @@ def _digest(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """What a key may do. ``users``/``agents`` None means any of the tenant's."""
+    """A key's record: its grant (``users``/``agents`` None means any of the tenant's)
+    and bookkeeping."""
 
     key_id: str
     tenant: str
@@ -66,12 +64,12 @@ class ApiKey:
     label: str
     created_at: datetime
     revoked: bool = False
+    permissions: frozenset[Permission] = ALL_PERMISSIONS
 
-    def allows_user(self, user_id: str) -> bool:
-        return self.users is None or user_id in self.users
-
-    def allows_agent(self, agent_id: str | None) -> bool:
-        return self.agents is None or (agent_id is not None and agent_id in self.agents)
+    @property
+    def grant(self) -> Grant:
+        """What this key may touch, for :func:`memlane.access.authorize`."""
+        return Grant(self.tenant, self.users, self.agents, self.permissions)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +80,7 @@ class ApiKey:
             "label": self.label,
             "created_at": to_iso(self.created_at),
             "revoked": self.revoked,
+            "permissions": sorted(p.value for p in self.permissions),
         }
 
     @classmethod
@@ -95,6 +94,8 @@ class ApiKey:
             label=str(d.get("label", "")),
             created_at=from_iso(str(d["created_at"])),
             revoked=bool(d.get("revoked", False)),
+            # Keys made before permissions existed may do everything, as they did.
+            permissions=frozenset(Permission(p) for p in d.get("permissions", ALL_PERMISSIONS)),
         )
 
 
@@ -116,21 +117,25 @@ class KeyStore:
         users: Sequence[str] | None = None,
         agents: Sequence[str] | None = None,
         label: str = "",
+        permissions: Sequence[str] = ("read", "write"),
     ) -> tuple[str, ApiKey]:
-        """A new key (returned once, in clear) and its record."""
-        check_tenant(tenant)
-        for u in users or ():
-            check_id("user_id", u)
-        for a in agents or ():
-            check_id("agent_id", a)
+        """A new key (returned once, in clear) and its record. Raises ValidationError
+        for a bad tenant, user, agent or permission."""
+        grant = Grant(
+            tenant,
+            None if users is None else tuple(users),
+            None if agents is None else tuple(agents),
+            frozenset(permissions),  # type: ignore[arg-type]  # Grant validates
+        )
         key = "ml_" + secrets.token_urlsafe(32)
         record = ApiKey(
             key_id=_digest(key)[:16],
             tenant=tenant,
-            users=None if users is None else tuple(users),
-            agents=None if agents is None else tuple(agents),
+            users=grant.users,
+            agents=grant.agents,
             label=label,
             created_at=utcnow(),
+            permissions=grant.permissions,
         )
         self._put(_digest(key), record, expected=0)
         return key, record
@@ -196,15 +201,7 @@ class KeyStore:
         for s in states:
             if s.data.get("key_id") == key_id:
                 record = ApiKey.from_state(s)
-                revoked = ApiKey(
-                    record.key_id,
-                    record.tenant,
-                    record.users,
-                    record.agents,
-                    record.label,
-                    record.created_at,
-                    revoked=True,
-                )
+                revoked = replace(record, revoked=True)
                 try:
                     self._put(s.name, revoked, expected=s.version)
                 except ConflictError:

@@ -8,6 +8,9 @@ Two ways to run it:
 - **streamable HTTP**, mounted by ``memlane serve`` at ``/mcp``: every call must carry an
   API key (``Authorization: Bearer``), and ``user_id`` is checked against the key's scope
   exactly as the REST routes check it.
+
+Both ask :mod:`memlane.access`: acting as an agent, a tool sees and changes that agent's
+memories and the user's shared ones, never another agent's.
 """
 
 from __future__ import annotations
@@ -15,61 +18,62 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import AsyncMemory
-from memlane.errors import LLMError, MemlaneError, NotFoundError, StoreError, ValidationError
-from memlane.models import Filters, MemoryKind
-from memlane.server.keys import KeyStore, storage_user
+from memlane.errors import (
+    AccessDeniedError,
+    LLMError,
+    MemlaneError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+)
+from memlane.models import MemoryKind, Scope
+from memlane.server.keys import KeyStore
 
 log = logging.getLogger("memlane.mcp")
 
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What one tool call may touch: a store user id, and (for an agent-limited key) the
-    one agent it acts as — then only that agent's memories are visible and changeable."""
-
-    user_id: str
-    agent_id: str | None = None
-    agent_limited: bool = False
-
-
-Resolver = Callable[[Context[Any, Any], str | None, str | None], Awaitable[Grant]]
-"""(ctx, user_id, agent_id) -> the grant; raises PermissionError."""
+Resolver = Callable[[Context[Any, Any], Action, str | None, str | None], Awaitable[Scope]]
+"""(ctx, action, user_id, agent_id) -> where the call acts; raises AccessDeniedError."""
 
 
 def stdio_resolver(user_id: str) -> Resolver:
-    async def resolve(ctx: Context[Any, Any], asked: str | None, agent: str | None) -> Grant:
+    """Every call acts for the one bound ``user_id`` (a local user id, as the CLI uses)."""
+    grant = Grant(None, users=(user_id,))
+
+    async def resolve(
+        ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
+    ) -> Scope:
         if asked is not None and asked != user_id:
-            raise PermissionError(f"this server is bound to user {user_id!r}")
-        return Grant(user_id, agent)
+            raise AccessDeniedError(f"this server is bound to user {user_id!r}")
+        return authorize(grant, action, user_id, agent)
 
     return resolve
 
 
 def key_resolver(keys: KeyStore) -> Resolver:
-    async def resolve(ctx: Context[Any, Any], asked: str | None, agent: str | None) -> Grant:
+    """Every call acts within the grant of the request's API key."""
+
+    async def resolve(
+        ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
+    ) -> Scope:
         request = ctx.request_context.request
         headers = getattr(request, "headers", None)
         if headers is None:
-            raise PermissionError("no HTTP request: an API key is required")
+            raise AccessDeniedError("no HTTP request: an API key is required")
         header = headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         key = await keys.acheck(token or headers.get("x-api-key", ""))
         if key is None:
-            raise PermissionError("missing, invalid or revoked API key")
+            raise AccessDeniedError("missing, invalid or revoked API key")
         if asked is None:
-            raise PermissionError("user_id is required")
-        if not key.allows_user(asked):
-            raise PermissionError(f"this key may not access user {asked!r}")
-        if key.agents is not None and not key.allows_agent(agent):
-            raise PermissionError(f"this key acts only as agents {list(key.agents)}")
-        return Grant(storage_user(key.tenant, asked), agent, key.agents is not None)
+            raise AccessDeniedError("user_id is required")
+        return authorize(key.grant, action, asked, agent)
 
     return resolve
 
@@ -109,15 +113,15 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """Store one durable fact or preference about the user."""
         try:
-            grant = await resolve(ctx, user_id, agent_id)
+            where = await resolve(ctx, Action.WRITE, user_id, agent_id)
             if kind not in ("fact", "preference", "procedure"):
                 raise ValidationError("kind must be fact, preference or procedure")
             record = await memory.add(
-                text, user_id=grant.user_id, kind=MemoryKind(kind), topics=topics or (),
-                agent_id=grant.agent_id, actor="mcp",
+                text, user_id=where.user_id, kind=MemoryKind(kind), topics=topics or (),
+                agent_id=where.agent_id, actor="mcp",
             )  # fmt: skip
             return {"memory_id": record.id, "stored": record.text}
-        except (MemlaneError, PermissionError) as exc:
+        except MemlaneError as exc:
             raise _fail(exc) from exc
 
     @server.tool()
@@ -130,9 +134,9 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """The user's memories most relevant to a query, best first."""
         try:
-            grant = await resolve(ctx, user_id, agent_id)
-            f = Filters(agent_id=grant.agent_id) if grant.agent_limited else None
-            hits = await memory.search(query, user_id=grant.user_id, limit=limit, filters=f)
+            where = await resolve(ctx, Action.READ, user_id, agent_id)
+            f = visible_filters(where)
+            hits = await memory.search(query, user_id=where.user_id, limit=limit, filters=f)
             return {
                 "memories": [
                     {
@@ -144,7 +148,7 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
                     for h in hits
                 ]
             }
-        except (MemlaneError, PermissionError) as exc:
+        except MemlaneError as exc:
             raise _fail(exc) from exc
 
     @server.tool()
@@ -157,16 +161,15 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
     ) -> dict[str, Any]:
         """Forget one memory (kept in history; an operator can restore it)."""
         try:
-            grant = await resolve(ctx, user_id, agent_id)
-            if grant.agent_limited:
-                record = await memory.get(memory_id, user_id=grant.user_id)
-                if record.agent_id != grant.agent_id:
-                    raise NotFoundError(f"no memory {memory_id!r} for this agent")
+            where = await resolve(ctx, Action.WRITE, user_id, agent_id)
+            record = await memory.get(memory_id, user_id=where.user_id)
+            if not visible(where, record.agent_id):
+                raise NotFoundError(f"no memory {memory_id!r} for this agent")
             await memory.delete(
-                memory_id, user_id=grant.user_id, reason=reason or "forgotten via MCP"
+                memory_id, user_id=where.user_id, reason=reason or "forgotten via MCP"
             )
             return {"forgotten": memory_id}
-        except (MemlaneError, PermissionError) as exc:
+        except MemlaneError as exc:
             raise _fail(exc) from exc
 
     @server.tool()
@@ -181,14 +184,12 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         """A context block about the user (pinned facts, relevant memories, session
         summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
         try:
-            grant = await resolve(ctx, user_id, agent_id)
-            if grant.agent_limited:
-                raise PermissionError("an agent-limited key cannot build a whole-user context")
+            where = await resolve(ctx, Action.READ_ALL, user_id, agent_id)
             built = await memory.build_context(
-                user_id=grant.user_id, budget=budget, query=query, session_id=session_id
+                user_id=where.user_id, budget=budget, query=query, session_id=session_id
             )
             return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
-        except (MemlaneError, PermissionError) as exc:
+        except MemlaneError as exc:
             raise _fail(exc) from exc
 
     return server

@@ -345,7 +345,10 @@ def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]
     for name in ("agent_id", "team", "session_id", "key"):
         value = getattr(f, name)
         if value is not None:
-            clauses.append(f"r.{name} = %s")
+            if name == "agent_id" and f.include_shared:  # the agent's and the shared ones
+                clauses.append("(r.agent_id = %s OR r.agent_id IS NULL)")
+            else:
+                clauses.append(f"r.{name} = %s")
             params.append(value)
     if f.since is not None:
         clauses.append("COALESCE(r.event_at, r.created_at) >= %s")

@@ -217,6 +217,21 @@ class StoreConformance:
             Filters(metadata={"k": [1, 2]})
         m.close()
 
+    def test_agent_filter_with_shared_records(self) -> None:
+        m, _, _ = self._memory()
+        mine = m.add("bot notes the cello lesson", user_id="u", agent_id="bot")
+        shared = m.add("the cello lesson is on Friday", user_id="u")
+        m.add("other agent's cello lesson note", user_id="u", agent_id="other")
+        f = Filters(agent_id="bot", include_shared=True)
+        assert {r.id for r in m.list(user_id="u", filters=f).items} == {mine.id, shared.id}
+        assert {h.record.id for h in m.search("cello lesson", user_id="u", filters=f)} == {
+            mine.id,
+            shared.id,
+        }
+        only = Filters(agent_id="bot")
+        assert [r.id for r in m.list(user_id="u", filters=only).items] == [mine.id]
+        m.close()
+
     def test_search_ranks_and_explains(self) -> None:
         m, _, _ = self._memory()
         m.add("The cat sleeps on the sofa", user_id="u")

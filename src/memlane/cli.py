@@ -16,7 +16,7 @@ from memlane.api import Memory
 from memlane.core.search import RECIPES
 from memlane.errors import MemlaneError, ValidationError
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, from_iso
-from memlane.settings import Settings, default_data_dir
+from memlane.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -434,7 +434,7 @@ def migrate(
 @pass_ctx
 def demo(ctx: _Context, demo_store: str | None) -> None:
     """Two users, two processes: remember, restart, recall."""
-    store = demo_store or "sqlite:///" + str(default_data_dir() / "demo.db")
+    store = demo_store or "sqlite:///" + str(ctx.settings.data_dir / "demo.db")
     for step in ("remember", "recall"):
         click.echo(f"\n=== process {'1' if step == 'remember' else '2'}: {step} ===")
         done = subprocess.run(
@@ -492,7 +492,7 @@ def locomo(
         return tqdm(items, desc=desc, total=total, unit="q" if desc == "search" else "conv")
 
     embedder = ctx.settings.build_embedder()
-    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as scratch:
+    with tempfile.TemporaryDirectory(dir=_scratch_dir(ctx.settings.data_dir)) as scratch:
         url = eval_store or f"sqlite:///{scratch}/locomo.db"
         with Memory(url, embedder=embedder) as memory:
             report = evaluate(memory, conversations, recipe=recipe, progress=progress)
@@ -504,8 +504,8 @@ def locomo(
         markdown_path.write_text(markdown, encoding="utf-8")
 
 
-def _scratch_dir() -> Path:
-    path = default_data_dir() / "scratch"
+def _scratch_dir(data_dir: Path) -> Path:
+    path = data_dir / "scratch"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

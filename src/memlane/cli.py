@@ -361,10 +361,13 @@ def forget(
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
 @pass_ctx
 def export(ctx: _Context, user_id: str | None, output: Any) -> None:
-    """Write memories, history, sessions and state as JSONL."""
+    """Write memories, history, sessions and state as JSONL (a progress count on a
+    terminal)."""
     from memlane.transfer import write_jsonl
 
-    n = write_jsonl(ctx.memory().export_rows(user_id=user_id), output)
+    with _progress("export", None) as bar:
+        rows = ctx.memory().export_rows(user_id=user_id, progress=bar.update)
+    n = write_jsonl(rows, output)
     click.echo(f"exported {n} lines", err=True)
 
 
@@ -373,14 +376,32 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
 @json_option
 @pass_ctx
 def import_(ctx: _Context, source: Any, as_json: bool) -> None:
-    """Read a JSONL export (all or nothing: a bad line changes nothing)."""
+    """Read a JSONL export: all or nothing (a bad line, or a failure while embedding or
+    writing, changes nothing); re-running is safe. A progress bar on a terminal."""
     from memlane.transfer import read_numbered_jsonl
 
     numbered = list(read_numbered_jsonl(source))
-    result = ctx.memory().import_rows([row for _, row in numbered], lines=[n for n, _ in numbered])
+    with _progress("import", len(numbered)) as bar:
+        result = ctx.memory().import_rows(
+            [row for _, row in numbered], lines=[n for n, _ in numbered], progress=bar.update
+        )
     counts = dict(result.counts)
     _echo_json(counts) if as_json else click.echo(
         "imported " + (", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing")
+    )
+
+
+def _progress(desc: str, total: int | None) -> Any:
+    """A tqdm bar of lines on stderr, shown only when stderr is a terminal (never in
+    pipes, logs or --json consumers' captured output)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=desc,
+        total=total,
+        unit=" lines",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
     )
 
 

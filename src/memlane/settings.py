@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class Settings:
     passwords."""
 
     store_url: str
-    data_dir: Path
+    data_dir: Path = field(default_factory=default_data_dir)
     embedder: str = "local"
     embedding_base_url: str | None = None
     embedding_model: str | None = None

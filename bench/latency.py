@@ -1,10 +1,12 @@
 """Add and search latency of the default stack (SQLite file + local MiniLM model).
 
     .venv/bin/python bench/latency.py [--sizes 1000,10000] [--queries 200] [--repeats 3]
+        [--data DIR]
 
-Memories are LoCoMo dialog turns from ../shared/data/locomo-dev (real conversational
-text), cycled with a numbered prefix to reach each size. Queries are LoCoMo questions, so
-every query embedding is a cache miss. Prints one JSON line per size; quote medians.
+Memories are LoCoMo dialog turns from DIR (default ../shared/data/locomo-dev next to the
+checkout: real conversational text), cycled with a numbered prefix to reach each size.
+Queries are LoCoMo questions, so every query embedding is a cache miss. Prints one JSON
+line per size; quote medians. Without the data it says what it needs and exits with 2.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +25,9 @@ from memlane.embedders import LocalEmbedder
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev"
 
 
-def corpus() -> tuple[list[str], list[str]]:
+def corpus(data: Path) -> tuple[list[str], list[str]]:
     turns, questions = [], []
-    for path in sorted(DATA.glob("*.json")):
+    for path in sorted(data.glob("*.json")):
         conv = json.loads(path.read_text())
         for key, value in conv.items():
             if key.startswith("session_") and isinstance(value, list):
@@ -78,8 +81,18 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipes", default="hybrid,semantic", help="search recipes to time")
+    parser.add_argument("--data", type=Path, default=DATA, help="LoCoMo-format directory")
     args = parser.parse_args()
-    turns, questions = corpus()
+    turns, questions = corpus(args.data)
+    if not turns or not questions:
+        print(
+            f"bench/latency.py needs LoCoMo conversations: no *.json file with dialog turns and "
+            f"questions in {args.data}. Put the LoCoMo dev conversations there (one JSON "
+            "object per conversation, with session_N turn lists and a qa list, as in "
+            "https://github.com/snap-research/locomo) or pass --data DIR.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     embedder = LocalEmbedder()
     embedder.embed(["warm up"])
     for size in (int(s) for s in args.sizes.split(",")):

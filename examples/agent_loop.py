@@ -8,8 +8,8 @@ Each step is the agent loop: recall (a token-budgeted context block) -> prompt -
 memory manager, under the team's scope). A ``planner`` agent talks to the user; a
 ``writer`` agent then recalls what the team learned and drafts a note. The workflow is
 checkpointed after each step: stop it (``--stop-after 1``, Ctrl-C, a crash) and the next
-run resumes where it stopped. Store and embedder come from ``MEMLANE_STORE`` and
-``MEMLANE_EMBEDDER`` like the CLI's.
+run resumes where it stopped. Store, embedder and chat model come from the environment
+(``Memory.from_env``, ``OpenAIChat.from_env``), like the CLI's.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import argparse
 import sys
 
 from memlane import Memory
+from memlane.errors import ConfigurationError
 from memlane.llm import ChatMessage, ChatRequest, OpenAIChat
 from memlane.manager import MemoryManager
-from memlane.settings import Settings
 
 USER = "traveller-1"
 SESSION = "trip-planning"
@@ -56,17 +56,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--stop-after", type=int, default=0, help="stop after this step")
     args = parser.parse_args()
-    settings = Settings.from_env()
-    if not settings.llm_base_url or not settings.llm_model:
-        print("set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL", file=sys.stderr)
+    try:
+        llm = OpenAIChat.from_env()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    llm = OpenAIChat(
-        base_url=settings.llm_base_url, model=settings.llm_model, api_key=settings.llm_api_key
-    )
-    with (
-        Memory(settings.store_url, embedder=settings.build_embedder()) as memory,
-        MemoryManager(memory, llm) as manager,
-    ):
+    with Memory.from_env() as memory, MemoryManager(memory, llm) as manager:
         checkpoint = memory.load_workflow(WORKFLOW, user_id=USER, session_id=SESSION)
         step = 1 if checkpoint is None else int(checkpoint.data["next"])
         version = 0 if checkpoint is None else checkpoint.version

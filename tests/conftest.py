@@ -13,7 +13,10 @@ pytest_plugins = ("tests.servers",)
 
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("MEMLANE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MEMLANE_DATA_DIR", str(tmp_path / "data"))  # from_env() and the CLI
+    # Memory() reads no MEMLANE_ variable: its default file is in the platform's user data
+    # directory, which platformdirs takes from XDG_DATA_HOME on Linux.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("MEMLANE_STORE", raising=False)
     monkeypatch.delenv("MEMLANE_EMBEDDER", raising=False)
     yield

@@ -97,7 +97,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 
 def test_default_store_is_in_the_user_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MEMLANE_DATA_DIR")
+    monkeypatch.delenv("XDG_DATA_HOME")
     url = default_store_url()
     assert url.startswith("sqlite:///") and url.endswith("memlane.db")
     assert not url.startswith("sqlite:///tmp") and "/tmp/" not in url

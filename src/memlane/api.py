@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Generator, Mapping
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core.base import Clock, CoreConfig
 from memlane.core.flow import run_async, run_sync
@@ -54,9 +54,10 @@ class _MemoryBase:
         clock: Clock | None = None,
         config: CoreConfig | None = None,
     ) -> None:
-        """Build a memory over ``store`` (a Store or a URL; default: the SQLite file in
-        the platform's user data directory) and ``embedder`` (default: the bundled local
-        model). Nothing is opened or loaded until the first call."""
+        """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
+        platform's user data directory) and ``embedder`` (default: the bundled local
+        model). The environment is not read (see :meth:`from_env`). Nothing is opened or
+        loaded until the first call."""
         if store is None:
             from memlane.settings import default_store_url
 
@@ -71,6 +72,25 @@ class _MemoryBase:
             model_id=embedder.model_id, clock=clock, config=config or CoreConfig()
         )
         self._ready = False
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        clock: Clock | None = None,
+        config: CoreConfig | None = None,
+    ) -> Self:
+        """A memory configured like the CLI's, from ``environ`` (default: ``os.environ``):
+        ``MEMLANE_STORE`` (else ``memlane.db`` in ``MEMLANE_DATA_DIR`` or the user data
+        directory), ``MEMLANE_REDIS_URL``, ``MEMLANE_EMBEDDER`` and its
+        ``MEMLANE_EMBEDDING_*`` (see :mod:`memlane.settings`). Raises ConfigurationError."""
+        from memlane.settings import Settings
+
+        settings = Settings.from_env(environ)
+        return cls(
+            settings.build_store(), embedder=settings.build_embedder(), clock=clock, config=config
+        )
 
     def __repr__(self) -> str:
         return (

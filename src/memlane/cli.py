@@ -17,7 +17,7 @@ from memlane.api import Memory
 from memlane.core.search import RECIPES
 from memlane.errors import MemlaneError, ValidationError
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, from_iso
-from memlane.settings import Settings, default_data_dir
+from memlane.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -414,10 +414,13 @@ def forget(
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
 @pass_ctx
 def export(ctx: _Context, user_id: str | None, output: Any) -> None:
-    """Write memories, history, sessions and state as JSONL."""
+    """Write memories, history, sessions and state as JSONL (a progress count on a
+    terminal)."""
     from memlane.transfer import write_jsonl
 
-    n = write_jsonl(ctx.memory(create=False).export_rows(user_id=user_id), output)
+    with _progress("export", None) as bar:
+        rows = ctx.memory(create=False).export_rows(user_id=user_id, progress=bar.update)
+    n = write_jsonl(rows, output)
     click.echo(f"exported {n} lines", err=True)
 
 
@@ -426,14 +429,32 @@ def export(ctx: _Context, user_id: str | None, output: Any) -> None:
 @json_option
 @pass_ctx
 def import_(ctx: _Context, source: Any, as_json: bool) -> None:
-    """Read a JSONL export (all or nothing: a bad line changes nothing)."""
+    """Read a JSONL export: all or nothing (a bad line, or a failure while embedding or
+    writing, changes nothing); re-running is safe. A progress bar on a terminal."""
     from memlane.transfer import read_numbered_jsonl
 
     numbered = list(read_numbered_jsonl(source))
-    result = ctx.memory().import_rows([row for _, row in numbered], lines=[n for n, _ in numbered])
+    with _progress("import", len(numbered)) as bar:
+        result = ctx.memory().import_rows(
+            [row for _, row in numbered], lines=[n for n, _ in numbered], progress=bar.update
+        )
     counts = dict(result.counts)
     _echo_json(counts) if as_json else click.echo(
         "imported " + (", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing")
+    )
+
+
+def _progress(desc: str, total: int | None) -> Any:
+    """A tqdm bar of lines on stderr, shown only when stderr is a terminal (never in
+    pipes, logs or --json consumers' captured output)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=desc,
+        total=total,
+        unit=" lines",
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
     )
 
 
@@ -487,7 +508,7 @@ def migrate(
 @pass_ctx
 def demo(ctx: _Context, demo_store: str | None) -> None:
     """Two users, two processes: remember, restart, recall."""
-    store = demo_store or "sqlite:///" + str(default_data_dir() / "demo.db")
+    store = demo_store or "sqlite:///" + str(ctx.settings.data_dir / "demo.db")
     for step in ("remember", "recall"):
         click.echo(f"\n=== process {'1' if step == 'remember' else '2'}: {step} ===")
         done = subprocess.run(
@@ -545,7 +566,7 @@ def locomo(
         return tqdm(items, desc=desc, total=total, unit="q" if desc == "search" else "conv")
 
     embedder = ctx.settings.build_embedder()
-    with tempfile.TemporaryDirectory(dir=_scratch_dir()) as scratch:
+    with tempfile.TemporaryDirectory(dir=_scratch_dir(ctx.settings.data_dir)) as scratch:
         url = eval_store or f"sqlite:///{scratch}/locomo.db"
         with Memory(url, embedder=embedder) as memory:
             report = evaluate(memory, conversations, recipe=recipe, progress=progress)
@@ -557,8 +578,8 @@ def locomo(
         markdown_path.write_text(markdown, encoding="utf-8")
 
 
-def _scratch_dir() -> Path:
-    path = default_data_dir() / "scratch"
+def _scratch_dir(data_dir: Path) -> Path:
+    path = data_dir / "scratch"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

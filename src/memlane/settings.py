@@ -1,4 +1,7 @@
-"""Settings read from the environment: used by the CLI and server only, never at import.
+"""Settings read from the environment, in one place: :meth:`Settings.from_env`, which the
+``from_env()`` constructors (``Memory.from_env``, ``AsyncMemory.from_env``,
+``MemoryManager.from_env``, ``OpenAIChat.from_env``), the CLI and the server use. Plain
+constructors never read these variables, and nothing reads them at import.
 
 =========================  ===================================================
 ``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
@@ -18,27 +21,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from memlane.errors import ConfigurationError
 from memlane.ports.embedder import Embedder
+from memlane.ports.llm import LLM
 from memlane.ports.store import Store
 
 
-def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$MEMLANE_DATA_DIR``, else the platform's user data directory for memlane."""
-    env = os.environ if environ is None else environ
-    if env.get("MEMLANE_DATA_DIR"):
-        return Path(env["MEMLANE_DATA_DIR"]).expanduser()
+def default_data_dir() -> Path:
+    """The platform's user data directory for memlane (``~/.local/share/memlane`` on
+    Linux). ``MEMLANE_DATA_DIR`` is not read here: :meth:`Settings.from_env` does."""
     import platformdirs
 
     return Path(platformdirs.user_data_dir("memlane", appauthor=False))
 
 
-def default_store_url(environ: Mapping[str, str] | None = None) -> str:
-    """The embedded default store: ``memlane.db`` in the data directory."""
-    return "sqlite:///" + str(default_data_dir(environ) / "memlane.db")
+def default_store_url(data_dir: Path | None = None) -> str:
+    """The embedded default store: ``memlane.db`` in ``data_dir`` (default:
+    :func:`default_data_dir`)."""
+    return "sqlite:///" + str((data_dir or default_data_dir()) / "memlane.db")
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -47,6 +51,7 @@ class Settings:
     passwords."""
 
     store_url: str
+    data_dir: Path = field(default_factory=default_data_dir)
     embedder: str = "local"
     embedding_base_url: str | None = None
     embedding_model: str | None = None
@@ -66,7 +71,7 @@ class Settings:
                 return f"{name}='***'"
             if name.endswith("url") and isinstance(value, str):
                 return f"{name}={redact_url(value)!r}"
-            return f"{name}={value!r}"
+            return f"{name}={str(value) if isinstance(value, Path) else value!r}"
 
         fields = ", ".join(show(f, getattr(self, f)) for f in self.__dataclass_fields__)
         return f"Settings({fields})"
@@ -75,9 +80,17 @@ class Settings:
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, store_url: str | None = None
     ) -> Settings:
+        """Settings from ``environ`` (default: ``os.environ``); an explicit ``store_url``
+        (the CLI's ``--store``) wins over ``MEMLANE_STORE``."""
         env = os.environ if environ is None else environ
+        data_dir = (
+            Path(env["MEMLANE_DATA_DIR"]).expanduser()
+            if env.get("MEMLANE_DATA_DIR")
+            else default_data_dir()
+        )
         return cls(
-            store_url=store_url or env.get("MEMLANE_STORE") or default_store_url(env),
+            store_url=store_url or env.get("MEMLANE_STORE") or default_store_url(data_dir),
+            data_dir=data_dir,
             embedder=env.get("MEMLANE_EMBEDDER", "local"),
             embedding_base_url=env.get("MEMLANE_EMBEDDING_BASE_URL"),
             embedding_model=env.get("MEMLANE_EMBEDDING_MODEL"),
@@ -125,3 +138,27 @@ class Settings:
                 api_key=self.embedding_api_key,
             )
         raise ConfigurationError(f"unknown embedder {self.embedder!r}: use local, openai or fake")
+
+    def llm_endpoint(self) -> dict[str, Any] | None:
+        """``base_url``, ``model`` and ``api_key`` of the chat model these settings name,
+        or None when neither ``MEMLANE_LLM_BASE_URL`` nor ``MEMLANE_LLM_MODEL`` is set.
+        Raises ConfigurationError when only one is."""
+        if not self.llm_base_url and not self.llm_model:
+            return None
+        if not self.llm_base_url or not self.llm_model:
+            missing = "MEMLANE_LLM_MODEL" if self.llm_base_url else "MEMLANE_LLM_BASE_URL"
+            raise ConfigurationError(
+                f"a chat model needs MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL; {missing} "
+                "is not set"
+            )
+        return {"base_url": self.llm_base_url, "model": self.llm_model, "api_key": self.llm_api_key}
+
+    def build_llm(self) -> LLM | None:
+        """The chat model these settings name (an :class:`~memlane.llm.OpenAIChat`), or
+        None when none is configured. Raises ConfigurationError (see :meth:`llm_endpoint`)."""
+        endpoint = self.llm_endpoint()
+        if endpoint is None:
+            return None
+        from memlane.llm.openai_chat import OpenAIChat
+
+        return OpenAIChat(**endpoint)

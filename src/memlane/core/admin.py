@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -26,10 +26,22 @@ from memlane.models import (
     to_iso,
 )
 from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
 
 EXPORT_FORMAT = "memlane-export"
+# Texts per embedding call on import: large enough for the model to batch well, small
+# enough that progress shows every few seconds with a CPU model.
+IMPORT_EMBED_BATCH = 256
 EXPORT_VERSION = 1
 _ALL = Filters(include_superseded=True, include_deleted=True)
+
+Progress = Callable[[int], object]
+"""Called with how many more rows are done (export read, import ready to write)."""
+
+
+def _report(progress: Progress | None, n: int) -> None:
+    if progress is not None and n > 0:
+        progress(n)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +94,14 @@ class AdminMixin(CoreBase):
     # ------------------------------------------------------------------ export
 
     def export_rows(
-        self, *, user_id: str | None = None, page: int = 500
+        self, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
     ) -> Flow[list[dict[str, Any]]]:
         """Everything of one user (or every user) as export rows, history included.
 
         The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
         user's records, history, sessions and jobs are one consistent read. ``page`` is
-        checked but no longer used (lists were read in pages before).
+        checked but no longer used (lists were read in pages before). ``progress(n)`` is
+        called with the number of rows read after the header and after each user.
         """
         check_count("page", page)
         if user_id is not None:
@@ -105,8 +118,11 @@ class AdminMixin(CoreBase):
                 "embedding_model": self.model_id,
             }
         ]
+        _report(progress, 1)
         for uid in users:
-            rows += yield from self._export_user(uid, page)
+            user_rows = yield from self._export_user(uid, page)
+            rows += user_rows
+            _report(progress, len(user_rows))
         return rows
 
     def _export_user(self, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
@@ -142,20 +158,33 @@ class AdminMixin(CoreBase):
     # ------------------------------------------------------------------ import
 
     def import_rows(
-        self, rows: Iterable[Mapping[str, Any]], *, lines: Sequence[int] | None = None
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        lines: Sequence[int] | None = None,
+        progress: Progress | None = None,
     ) -> Flow[ImportResult]:
         """Write export rows back, in one transaction, keeping ids, versions and history.
 
         Every row is checked before anything is written: a bad row raises
         ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
-        when the rows came from a file with blank lines) and nothing changes. Importing
-        the same rows twice leaves the store as after the first time.
+        when the rows came from a file with blank lines) and nothing changes. Vectors the
+        cache lacks are embedded in batches of :data:`IMPORT_EMBED_BATCH` texts; the rows
+        and vectors are then written together, so a failure anywhere (a bad row, the
+        model, the store) leaves the store as it was. Importing the same rows twice
+        leaves the store as after the first time (and embeds nothing the second time).
+
+        ``progress(n)``, if given, is called as rows become ready to write: the rows
+        other than records once all are checked, then records as their vectors arrive.
         """
         records: list[MemoryRecord] = []
         writes: list[ops.Op[Any]] = []
         events: list[HistoryEvent] = []
+        messages: dict[tuple[str, str], list[Message]] = {}
         counts: dict[str, int] = {}
+        n_rows = 0
         for index, row in enumerate(rows):
+            n_rows += 1
             line = lines[index] if lines is not None and index < len(lines) else index + 1
             kind, op = self._parse_row(row, line)
             counts[kind] = counts.get(kind, 0) + 1
@@ -163,25 +192,54 @@ class AdminMixin(CoreBase):
                 records.append(op)
             elif isinstance(op, HistoryEvent):
                 events.append(op)
+            elif isinstance(op, Message):
+                messages.setdefault((op.user_id, op.session_id), []).append(op)
             elif op is not None:
                 writes.append(op)
+        _report(progress, n_rows - len(records))
         # Context vectors are derived data: rebuild them from the imported sessions.
         records = sorted(records, key=lambda r: r.id)
         records, contexts = yield from self._with_context(records, look_back=False)
-        _, cache_write = yield from self._vectors([r.text for r in records] + contexts)
+        cache_write = yield from self._vectors_in_batches(
+            [r.text for r in records] + contexts, len(records), progress
+        )
         sessions = [w for w in writes if isinstance(w, ops.UpsertSession)]
         rest = [w for w in writes if not isinstance(w, ops.UpsertSession)]
+        # One append per session (not per message): a session's messages in one statement
+        # batch, after the sessions they belong to.
+        appends = [ops.AppendMessages(tuple(m), assign_seq=False) for m in messages.values()]
         yield from many(
             [
                 cache_write,
                 *(ops.WriteRecord(r, None) for r in records),
                 ops.AppendHistory(tuple(events)),
                 *sessions,
+                *appends,
                 *rest,
             ]
         )
         counts.pop("header", None)
         return ImportResult(counts)
+
+    def _vectors_in_batches(
+        self, texts: Sequence[str], n_reported: int, progress: Progress | None
+    ) -> Flow[ops.PutEmbeddings]:
+        """The cache write holding vectors for ``texts``, embedding what the cache lacks
+        :data:`IMPORT_EMBED_BATCH` texts at a time. After each batch ``progress`` hears
+        how many of the first ``n_reported`` texts (the records'; the rest are context
+        texts) it covered."""
+        known: dict[str, Vector] = {}
+        items: list[tuple[str, Vector]] = []
+        keep: list[tuple[str, Vector]] = []
+        for start in range(0, len(texts), IMPORT_EMBED_BATCH):
+            chunk = texts[start : start + IMPORT_EMBED_BATCH]
+            _, write = yield from self._vectors(chunk, known)
+            items += write.items
+            keep += write.keep
+            known.update(write.items)
+            known.update(write.keep)
+            _report(progress, max(0, min(len(chunk), n_reported - start)))
+        return ops.PutEmbeddings(self.model_id, tuple(items), tuple(keep))
 
     def _parse_row(self, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
         if not isinstance(row, Mapping) or "type" not in row:
@@ -233,7 +291,7 @@ class AdminMixin(CoreBase):
             if kind == "message":
                 message = Message.from_dict(data)
                 _check_row_id("id", message.id)
-                return kind, ops.AppendMessages((message,), assign_seq=False)
+                return kind, message
             if kind == "state":
                 state = StateVersion.from_dict(data)
                 check_id("user_id", state.user_id)

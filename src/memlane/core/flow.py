@@ -76,7 +76,8 @@ def pause(seconds: float) -> Flow[None]:
 
 def _no_llm() -> LLMError:
     return LLMError(
-        "this needs a chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+        "this needs a chat model: pass llm=, or use MemoryManager.from_env with "
+        "MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL set"
     )
 
 

@@ -14,11 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Generator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
-from memlane.errors import LLMError
+from memlane.errors import ConfigurationError, LLMError
 from memlane.ports.llm import ChatRequest, ChatResponse, Usage
 
 _Step = tuple[str, Any]
@@ -145,6 +145,19 @@ class OpenAIChat:
         self._headers = dict(headers or {})
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
+        """The endpoint of ``MEMLANE_LLM_BASE_URL``, ``MEMLANE_LLM_MODEL`` and
+        ``MEMLANE_LLM_API_KEY`` in ``environ`` (default: ``os.environ``); ``options`` are
+        the constructor's other keywords. Raises ConfigurationError when a variable is
+        missing."""
+        from memlane.settings import Settings
+
+        endpoint = Settings.from_env(environ).llm_endpoint()
+        if endpoint is None:
+            raise ConfigurationError("set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL")
+        return cls(**endpoint, **options)
 
     def __repr__(self) -> str:
         return f"OpenAIChat(base_url={self.base_url!r}, model={self.model!r})"

@@ -14,6 +14,13 @@ def _memory(ctx: click.Context) -> Any:
     return ctx.obj.memory()
 
 
+def _manager(ctx: click.Context) -> Any:
+    """A manager over the command's memory, with the chat model of MEMLANE_LLM_* (if any)."""
+    from memlane.manager import MemoryManager
+
+    return MemoryManager(_memory(ctx), ctx.obj.settings.build_llm())
+
+
 @click.command()
 @click.option("--user", "user_id", required=True)
 @click.option("--budget", type=int, default=800, show_default=True, help="Tokens at most.")
@@ -60,7 +67,6 @@ def learn(
     """Extract memories from a conversation with the configured chat model
     (MEMLANE_LLM_BASE_URL, MEMLANE_LLM_MODEL) and print what happened to each."""
     from memlane.errors import ValidationError
-    from memlane.manager import MemoryManager
 
     messages = []
     for n, line in enumerate(source, start=1):
@@ -71,7 +77,7 @@ def learn(
         except json.JSONDecodeError as exc:
             raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
         messages.append(row)
-    result = MemoryManager(_memory(ctx)).process(messages, user_id=user_id, session_id=session_id)
+    result = _manager(ctx).process(messages, user_id=user_id, session_id=session_id)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
@@ -107,7 +113,7 @@ def optimize(
     """Deduplicate, merge, summarize or evict a user's memories. Nothing is destroyed:
     merged memories are superseded and evicted ones soft-deleted, each change in their
     history (`memlane history`); MemoryManager.revert(report) undoes a run in code."""
-    from memlane.manager import Decay, Deduplicate, MemoryManager, Merge, Summarize, TokenCap
+    from memlane.manager import Decay, Deduplicate, Merge, Summarize, TokenCap
     from memlane.manager.strategies import Strategy
 
     made: dict[str, Strategy] = {
@@ -117,7 +123,7 @@ def optimize(
         "decay": Decay(max_memories=max_memories),
         "token-cap": TokenCap(max_tokens=max_tokens),
     }
-    manager = MemoryManager(_memory(ctx))
+    manager = _manager(ctx)
     report = manager.optimize([made[s] for s in strategies], user_id=user_id, dry_run=not apply_)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
@@ -144,9 +150,8 @@ def optimize(
 @click.pass_context
 def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run: bool) -> None:
     """List background jobs (or run the due ones)."""
-    from memlane.manager import MemoryManager
 
-    manager = MemoryManager(_memory(ctx))
+    manager = _manager(ctx)
     failed_before = 0
     if run:
         failed_before = len(manager.list_jobs(user_id=user_id, statuses=["failed"]))

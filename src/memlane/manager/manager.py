@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
 
 from memlane.api import AsyncMemory, Memory
 from memlane.core.flow import Flow, run_async, run_sync
@@ -34,15 +34,10 @@ MAX_SUMMARY_INPUT_CHARS = 24_000
 log = logging.getLogger("memlane.manager")
 
 
-def _llm_from_settings() -> LLM | None:
+def _llm_from_env(environ: Mapping[str, str] | None) -> LLM | None:
     from memlane.settings import Settings
 
-    s = Settings.from_env(store_url="memory://")
-    if not s.llm_base_url or not s.llm_model:
-        return None
-    from memlane.llm.openai_chat import OpenAIChat
-
-    return OpenAIChat(base_url=s.llm_base_url, model=s.llm_model, api_key=s.llm_api_key)
+    return Settings.from_env(environ).build_llm()
 
 
 def _payload(
@@ -71,7 +66,7 @@ class _ManagerBase:
         overrides: dict[str, Any],
         memory: Memory | AsyncMemory,
     ) -> None:
-        self.llm = llm if llm is not None else _llm_from_settings()
+        self.llm = llm
         config = config or ManagerConfig()
         try:
             self.config = replace(config, **overrides)
@@ -117,8 +112,8 @@ class _ManagerBase:
 class MemoryManager(_ManagerBase):
     """Learns memories from conversations with a chat model, without ever destroying one.
 
-    ``llm``: any :class:`~memlane.ports.llm.LLM` (default: the OpenAI-compatible endpoint
-    of ``MEMLANE_LLM_BASE_URL``/``MEMLANE_LLM_MODEL``, or none). Keyword options override
+    ``llm``: any :class:`~memlane.ports.llm.LLM`, or None for no model (the environment
+    is not read; :meth:`from_env` takes the model from ``MEMLANE_LLM_*``). Keyword options override
     fields of :class:`ManagerConfig` (``allow_delete=False``, ``capture_instructions=...``).
     Without an LLM, :meth:`process` raises LLMError; summaries and optimization fall back
     to extractive methods.
@@ -145,6 +140,16 @@ class MemoryManager(_ManagerBase):
             max_attempts=max_attempts,
             base_backoff_s=base_backoff_s,
         )
+
+    @classmethod
+    def from_env(
+        cls, memory: Memory, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Self:
+        """A manager whose chat model comes from ``environ`` (default: ``os.environ``):
+        ``MEMLANE_LLM_BASE_URL``, ``MEMLANE_LLM_MODEL``, ``MEMLANE_LLM_API_KEY``; none when
+        neither of the first two is set. ``options`` are the constructor's keywords.
+        Raises ConfigurationError when only one of them is set."""
+        return cls(memory, _llm_from_env(environ), **options)
 
     def _run(self, flow: Flow[Any]) -> Any:
         self.memory._ensure_setup()
@@ -187,7 +192,8 @@ class MemoryManager(_ManagerBase):
         payload = _payload(messages, session_id, agent_id, team)  # bad input first: 4xx
         if self.llm is None:
             raise NoModelError(
-                "no chat model: pass llm= or set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+                "no chat model: pass llm=, or use MemoryManager.from_env with "
+                "MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL set"
             )
         self.memory._ensure_setup()
         job = self.jobs.enqueue(
@@ -232,8 +238,8 @@ class MemoryManager(_ManagerBase):
         self.memory._ensure_setup()
         if self.llm is None and self.jobs.unfinished(user_id):
             raise LLMError(
-                "background jobs need a chat model: pass llm= or set MEMLANE_LLM_BASE_URL "
-                "and MEMLANE_LLM_MODEL"
+                "background jobs need a chat model: pass llm=, or use MemoryManager.from_env "
+                "with MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL set"
             )
         return self.jobs.flush(timeout, user_id=user_id)
 
@@ -312,6 +318,13 @@ class AsyncMemoryManager(_ManagerBase):
     ) -> None:
         super().__init__(llm, config, overrides, memory)
         self.memory = memory
+
+    @classmethod
+    def from_env(
+        cls, memory: AsyncMemory, environ: Mapping[str, str] | None = None, **options: Any
+    ) -> Self:
+        """Like :meth:`MemoryManager.from_env`."""
+        return cls(memory, _llm_from_env(environ), **options)
 
     async def _run(self, flow: Flow[Any]) -> Any:
         await self.memory._ensure_setup()

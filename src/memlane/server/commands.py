@@ -38,7 +38,7 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
     embedder = settings.build_embedder()
     memory = AsyncMemory(settings.build_store(), embedder=embedder)
     blocking = Memory(memory.store, embedder=embedder)
-    manager = MemoryManager(blocking)
+    manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
     app = create_app(
         memory,

@@ -1,0 +1,150 @@
+"""Export and import of JSONL: batched embedding inside one all-or-nothing import, and a
+progress bar on a terminal (none when piped)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from memlane import Memory
+from memlane.errors import EmbeddingError
+from memlane.ports.embedder import Vector
+from memlane.testing import FakeEmbedder
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+class CountingEmbedder(FakeEmbedder):
+    """The fake embedder, recording the size of each call; fails on call ``fail_on``."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self.fail_on = fail_on
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        self.sizes.append(len(texts))
+        if self.fail_on is not None and len(self.sizes) == self.fail_on:
+            raise EmbeddingError("the model went away")
+        return super().embed(texts)
+
+
+def _export(n_messages: int) -> list[dict[str, object]]:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        for s in range(0, n_messages, 50):
+            turns = [("user", f"message {s + i} about the trip") for i in range(50)]
+            memory.add_messages(f"s{s}", turns, user_id=f"u{s % 3}")
+        return memory.export_rows()
+
+
+def test_import_embeds_in_batches_reports_every_line_and_stays_all_or_nothing(
+    tmp_path: Path,
+) -> None:
+    rows = _export(600)  # 600 episodes: three embedding batches
+    url = f"sqlite:///{tmp_path}/m.db"
+    failing = CountingEmbedder(fail_on=2)
+    with Memory(url, embedder=failing) as memory, pytest.raises(EmbeddingError):
+        memory.import_rows(rows)
+    with Memory(url, embedder=FakeEmbedder()) as memory:
+        assert memory.list_users() == []  # the first batch's work was not kept
+    counting = CountingEmbedder()
+    done: list[int] = []
+    with Memory(url, embedder=counting) as memory:
+        memory.import_rows(rows, progress=done.append)
+        assert sum(done) == len(rows) and len(done) > 3
+        assert max(counting.sizes) <= 256 and sum(counting.sizes) == 600
+        assert _strip(memory.export_rows()) == _strip(rows)
+        counting.sizes.clear()
+        memory.import_rows(rows, progress=done.append)  # again: safe, nothing re-embedded
+        assert counting.sizes == []
+        assert _strip(memory.export_rows()) == _strip(rows)
+
+
+def test_export_reports_its_lines(tmp_path: Path) -> None:
+    rows = _export(100)
+    with Memory(f"sqlite:///{tmp_path}/m.db", embedder=FakeEmbedder()) as memory:
+        memory.import_rows(rows)
+        done: list[int] = []
+        assert _strip(memory.export_rows(progress=done.append)) == _strip(rows)
+        assert sum(done) == len(rows)
+
+
+def _strip(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r for r in rows if r["type"] != "header"]
+
+
+def _cli(args: list[str], tmp_path: Path, *, tty: bool) -> tuple[int, str, str]:
+    """Run ``python -m memlane.cli`` with stderr on a pseudo-terminal or a pipe."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "MEMLANE_EMBEDDER": "fake",
+        "MEMLANE_STORE": f"sqlite:///{tmp_path}/cli.db",
+    }
+    if not tty:
+        done = subprocess.run(
+            [sys.executable, "-m", "memlane.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return done.returncode, done.stdout, done.stderr
+    controller, terminal = pty.openpty()
+    # A terminal 100 columns wide (a fresh pseudo-terminal has 0, and tqdm fits its
+    # line to the width).
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memlane.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    )
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    stdout = proc.stdout.read() if proc.stdout else ""
+    proc.wait(timeout=120)
+    return proc.returncode, stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_import_and_export_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    rows = _export(300)
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    code, out, err = _cli(["import", str(source)], tmp_path, tty=True)
+    assert code == 0, err
+    assert "imported 300 history, 300 message, 300 record, 6 session" in out
+    assert f"{len(rows)}/{len(rows)}" in err and "100%" in err and "line" in err
+
+    code, out, err = _cli(["import", str(source)], tmp_path, tty=False)
+    assert code == 0, err
+    assert "imported 300 history" in out and err == ""  # piped: no bar, nothing on stderr
+
+    target = tmp_path / "out.jsonl"
+    code, out, err = _cli(["export", "-o", str(target)], tmp_path, tty=True)
+    assert code == 0, err
+    assert f"{len(rows)} line" in err and f"exported {len(rows)} lines" in err
+    assert len(target.read_text(encoding="utf-8").splitlines()) == len(rows)
+    code, out, err = _cli(["export", "-o", str(target)], tmp_path, tty=False)
+    assert code == 0 and err == f"exported {len(rows)} lines\n"

@@ -370,12 +370,17 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
     from chat_server import Scripted
 
     k, bot, c = env.acme, env.acme_bot, "/v1/users/carol"
-    # An idempotency key first used by another agent does not hand that memory over.
+    # An idempotency key first used by another agent neither hands that memory over nor
+    # blocks (or reveals) anything: idempotency is per agent.
     first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1", "agent_id": "o"}
-    assert env.call(k, "POST", f"{c}/memories", json=first).status_code == 201
+    made = env.call(k, "POST", f"{c}/memories", json=first)
+    assert made.status_code == 201
     again = {"text": "hello", "agent_id": "bot", "idempotency_key": "turn-1"}
     r = env.call(bot, "POST", f"{c}/memories", json=again)
-    assert r.status_code == 409 and "4821" not in r.text
+    assert r.status_code == 201 and "4821" not in r.text and r.json()["agent_id"] == "bot"
+    assert r.json()["id"] != made.json()["id"]
+    retry = env.call(bot, "POST", f"{c}/memories", json=again)
+    assert retry.status_code == 201 and retry.json() == r.json()
     # A memory cannot be filed under another agent's session.
     said = {"messages": [{"role": "user", "content": "hi"}], "agent_id": "other"}
     env.call(k, "POST", f"{c}/sessions/s-o2/messages", json=said)

@@ -77,7 +77,9 @@ class RecordsMixin(SearchMixin):
 
         With ``idempotency_key``, adding again with the same key (a retry after a timeout,
         from any process) returns the memory stored the first time instead of a duplicate.
-        Such a memory's id is derived from the user and the key, so it does not sort by
+        The key is scoped to the user and the agent (``agent_id``; none is a scope of its
+        own): another agent's use of the same key neither returns nor blocks this add.
+        Such a memory's id is derived from user, agent and key, so it does not sort by
         creation time like other ids.
 
         Raises ValidationError for empty or oversize text, a missing user id, or bad
@@ -103,11 +105,15 @@ class RecordsMixin(SearchMixin):
             (record,) = yield from self.add_many([item], user_id=user_id)
             return record
         check_id("idempotency_key", idempotency_key)
-        rid = stable_id("add", user_id, idempotency_key)
+        rid = _idempotent_id(user_id, agent_id, idempotency_key)
         record = replace(self._new_record(user_id, item, self._now()), id=rid)
-        existing = yield from one(ops.GetRecords(user_id, (rid,)))
-        if existing:
-            return existing[0]
+        # An agent's memory added before idempotency was keyed per agent has the
+        # user-level id: the same agent's retry still finds it, another agent's never.
+        legacy = stable_id("add", user_id, idempotency_key)
+        found = yield from one(ops.GetRecords(user_id, tuple(dict.fromkeys((rid, legacy)))))
+        for r in sorted(found, key=lambda r: r.id != rid):
+            if r.id == rid or r.agent_id == agent_id:
+                return r
         try:
             (record,) = yield from self._insert([record])
         except ConflictError:
@@ -459,3 +465,10 @@ def _check_addable(item: MemoryInput) -> None:
     stored value, without which recall() cannot find it and update() cannot change it."""
     if item.kind in (MemoryKind.KEYED_FACT, MemoryKind.KEYED_FACT.value):
         raise ValidationError("a keyed fact is set with remember(key, value), not added")
+
+
+def _idempotent_id(user_id: str, agent_id: str | None, key: str) -> str:
+    """The id of an idempotent add: one per user, agent and key."""
+    if agent_id is None:
+        return stable_id("add", user_id, key)
+    return stable_id("add", user_id, "agent", agent_id, key)

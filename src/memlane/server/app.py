@@ -123,7 +123,7 @@ _WHY = {
     403: "The key may not act for this user, as this agent, or write.",
     404: "No such object for this user (or not visible to the calling agent).",
     405: "Method not allowed; `Allow` lists the allowed ones.",
-    409: "A compare-and-swap lost, or an idempotency key already used elsewhere.",
+    409: "A compare-and-swap lost (the current version differs from `expected_version`).",
     413: "The request body is over the server's limit (`--max-body-bytes`).",
     422: "Invalid request: `details` says where and what.",
     501: "Learning needs a chat model and this server has none configured.",
@@ -697,10 +697,6 @@ def create_app(
             actor=f"api:{key.key_id}",
             **extra,
         )
-        if not visible(where, record.agent_id):
-            # The idempotency key was first used for another agent's memory: say so
-            # without showing it.
-            raise ConflictError("idempotency key already used", expected=None, actual=None)
         return out(key, record.to_dict())
 
     @v1("GET", "/v1/users/{user_id}/memories", tags=["memories"])

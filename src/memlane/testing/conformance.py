@@ -31,6 +31,7 @@ from memlane.errors import (
     NotFoundError,
     ValidationError,
 )
+from memlane.ids import stable_id
 from memlane.models import Filters, HistoryAction, Job, JobStatus, MemoryKind, StateVersion
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
@@ -123,6 +124,30 @@ class StoreConformance:
         assert len(m.history(first.id, user_id="u")) == 1
         with _raises(ValidationError):
             m.add("x", user_id="u", idempotency_key="")
+        m.close()
+
+    def test_idempotency_keys_are_per_agent(self) -> None:
+        """Two agents of one user using the same key get a memory each; a retry by either
+        returns its own, and the agent-less scope is a third one."""
+        m, _, _ = self._memory()
+        a = m.add("a's note", user_id="u", agent_id="a", idempotency_key="turn-1")
+        b = m.add("b's note", user_id="u", agent_id="b", idempotency_key="turn-1")
+        shared = m.add("shared note", user_id="u", idempotency_key="turn-1")
+        assert len({a.id, b.id, shared.id}) == 3
+        assert (b.agent_id, b.text, shared.agent_id) == ("b", "b's note", None)
+        assert m.add("again", user_id="u", agent_id="a", idempotency_key="turn-1") == a
+        assert m.add("again", user_id="u", agent_id="b", idempotency_key="turn-1") == b
+        assert m.add("again", user_id="u", idempotency_key="turn-1") == shared
+        assert len(m.list(user_id="u").items) == 3
+        # A memory an agent added before keys were per agent has the user-level id: that
+        # agent's retry still finds it, another agent's does not.
+        old = m.add("old note", user_id="w", agent_id="a")
+        rows = [r for r in m.export_rows(user_id="w") if r.get("type") == "record"]
+        legacy = stable_id("add", "w", "turn-9")
+        m.import_rows([{"type": "record", "data": {**rows[0]["data"], "id": legacy}}])
+        assert m.add("x", user_id="w", agent_id="a", idempotency_key="turn-9").id == legacy
+        fresh = m.add("x", user_id="w", agent_id="b", idempotency_key="turn-9")
+        assert fresh.id not in (legacy, old.id) and fresh.agent_id == "b"
         m.close()
 
     def test_an_id_in_one_scope_never_touches_another(self) -> None:

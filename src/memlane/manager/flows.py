@@ -10,8 +10,10 @@ One pass of :meth:`ManagerFlows.process`:
 2. **pre-pass**, no LLM: a candidate whose normalized text equals a current memory's, or
    whose embedding is within ``duplicate_threshold`` of one, or of an earlier candidate,
    is a duplicate;
-3. **decide** ADD / UPDATE / DELETE / NOOP for the candidates that resemble existing
-   memories (one LLM call for all of them; candidates with nothing similar are added);
+3. **decide** ADD / UPDATE / DELETE / NOOP for the candidates with related memories —
+   similar ones (cosine at least ``related_threshold``) and a few about the same subject
+   (:mod:`memlane.manager.subjects`), since a contradiction often resembles what it
+   replaces too little — in one LLM call for all of them; the others are added;
 4. **apply** every change in one transaction. Nothing is destroyed: a contradiction
    supersedes the old memory (``valid_to``/``superseded_by`` set, history says why), a
    refinement is an in-place update whose history keeps the old text, a delete is a
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
@@ -34,7 +36,7 @@ from memlane.core.memory import MemoryCore
 from memlane.errors import ConflictError, LLMOutputError, UnsupportedError, ValidationError
 from memlane.ids import new_id
 from memlane.llm.structured import ask
-from memlane.manager import prompts
+from memlane.manager import prompts, subjects
 from memlane.manager.jobs import JobLease
 from memlane.manager.strategies import Change, PlanContext, Strategy
 from memlane.models import (
@@ -51,10 +53,13 @@ from memlane.models import (
     normalize_text,
 )
 from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
 from memlane.ports.llm import ChatMessage, Usage
 from memlane.tokens import TokenCounter, count_tokens
 
 LEARNABLE_KINDS = (MemoryKind.FACT, MemoryKind.PREFERENCE)
+SUBJECT_POOL = 20
+"""How many memories each search of :meth:`ManagerFlows._related` brings back to choose from."""
 
 
 class Outcome(StrEnum):
@@ -135,12 +140,17 @@ class ManagerConfig:
     related_threshold: float = 0.45
     """Cosine similarity at or above which an existing memory is shown to the decider."""
     related_limit: int = 5
+    subject_limit: int = 3
+    """How many more memories about the same subject as a candidate (a shared name, place
+    or object, attribute such as home or job, or topic: :mod:`memlane.manager.subjects`)
+    are shown to the decider besides the similar ones, however low their cosine: a
+    contradiction often resembles what it replaces too little. 0: similar ones only."""
     repairs: int = 2
     """How many times an invalid model answer is sent back for correction."""
     max_candidates: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("related_limit", "repairs", "max_candidates"):
+        for name in ("related_limit", "subject_limit", "repairs", "max_candidates"):
             check_count(name, getattr(self, name), minimum=0)
         for name in ("duplicate_threshold", "related_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
@@ -163,6 +173,34 @@ MessageLike = Message | Mapping[str, Any] | tuple[str, str]
 
 def _topics(c: prompts.ExtractedMemory) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.strip() for t in c.topics if t.strip()))
+
+
+def _ids(hits: Sequence[tuple[str, float] | MemoryRecord]) -> list[str]:
+    return [h.id if isinstance(h, MemoryRecord) else h[0] for h in hits]
+
+
+def _cosine(v: Vector, w: Vector | None) -> float:
+    """Cosine of two normalized vectors; 0 (unrelated) for a memory whose vector is gone."""
+    return 0.0 if w is None else float(v @ w)
+
+
+def choose_related(
+    pool: Sequence[tuple[MemoryRecord, float]], subject: subjects.Subject, config: ManagerConfig
+) -> list[tuple[MemoryRecord, float]]:
+    """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
+    ``related_limit`` memories at least ``related_threshold`` similar, then up to
+    ``subject_limit`` others about the candidate's ``subject``, each group most similar
+    first."""
+    ranked = sorted(pool, key=lambda rs: -rs[1])
+    similar = [(r, s) for r, s in ranked if s >= config.related_threshold][: config.related_limit]
+    taken = {r.id for r, _ in similar}
+    same = [
+        (r, s)
+        for r, s in ranked
+        if r.id not in taken
+        and subjects.shares_subject(subject, subjects.subject_of(r.text, r.topics))
+    ]
+    return similar + same[: config.subject_limit]
 
 
 def conversation_text(messages: Sequence[MessageLike]) -> str:
@@ -251,17 +289,9 @@ class ManagerFlows:
         # Only memories of the same team are compared with (and may be changed by) a pass.
         f = Filters(kinds=LEARNABLE_KINDS, team=team)
         related: list[list[tuple[MemoryRecord, float]]] = []
-        # An agent's pass drops other agents' memories after the search: ask for more,
-        # so its own near-duplicates are not crowded out of the limit.
-        depth = self.config.related_limit * (1 if agent_id is None else 5)
-        for v in vectors:
-            hits = yield from one(ops.VectorSearch(user_id, f, now, core.model_id, v, depth))
-            wanted = [(i, s) for i, s in hits if s >= self.config.related_threshold]
-            records = yield from one(ops.GetRecords(user_id, tuple(i for i, _ in wanted)))
-            # An agent's pass sees (and may change) its own memories and shared ones, never
-            # another agent's: the same rule as MemoryTools and agent-limited API keys.
-            by_id = {r.id: r for r in records if agent_id is None or r.agent_id in (None, agent_id)}
-            related.append([(by_id[i], s) for i, s in wanted if i in by_id])
+        for c, v in zip(candidates, vectors, strict=True):
+            rel = yield from self._related(c, v, user_id, f, now, agent_id)
+            related.append(rel)
 
         plan = _Plan()
         to_decide: list[int] = []
@@ -359,6 +389,47 @@ class ManagerFlows:
             yield from core._insert(plan.new, [*extra, ops.PutJob(done, job.version)], known)
             lease.job = done
         return result
+
+    def _related(
+        self,
+        c: prompts.ExtractedMemory,
+        v: Vector,
+        user_id: str,
+        f: Filters,
+        now: datetime,
+        agent_id: str | None,
+    ) -> Flow[list[tuple[MemoryRecord, float]]]:
+        """The existing memories to show the decider with candidate ``c`` (vector ``v``),
+        each with its cosine: see :func:`choose_related`. They come from a vector search,
+        a lexical search on the candidate's subject (:func:`subjects.search_words`) and
+        the newest memories sharing one of its topics."""
+        core, cfg = self.core, self.config
+        subject = subjects.subject_of(c.text, _topics(c))
+        # An agent's pass drops other agents' memories after the search: ask for more,
+        # so its own are not crowded out of the limit.
+        depth = max(cfg.related_limit, SUBJECT_POOL) * (1 if agent_id is None else 5)
+        searches: list[ops.Op[Any]] = [ops.VectorSearch(user_id, f, now, core.model_id, v, depth)]
+        if cfg.subject_limit:
+            query = subjects.search_words(subject)
+            if query:
+                searches.append(ops.LexicalSearch(user_id, f, now, query, depth))
+            if subject.topics:
+                by_topic = replace(f, topics=_topics(c))
+                searches.append(ops.ListRecords(user_id, by_topic, now, None, depth, True))
+        found = yield from many(searches)
+        scores: dict[str, float] = dict(found[0])
+        ids = [*scores, *(i for hits in found[1:] for i in _ids(hits))]
+        records = yield from one(ops.GetRecords(user_id, tuple(dict.fromkeys(ids))))
+        # An agent's pass sees (and may change) its own memories and shared ones, never
+        # another agent's: the same rule as MemoryTools and agent-limited API keys.
+        visible = [r for r in records if agent_id is None or r.agent_id in (None, agent_id)]
+        unscored = tuple(dict.fromkeys(r.content_hash for r in visible if r.id not in scores))
+        stored = (yield from one(ops.GetEmbeddings(core.model_id, unscored))) if unscored else {}
+        pool = [
+            (r, scores[r.id] if r.id in scores else _cosine(v, stored.get(r.content_hash)))
+            for r in visible
+        ]
+        return choose_related(pool, subject, cfg)
 
     def _guard(
         self, c: prompts.ExtractedMemory, apply: Callable[[], CandidateResult]

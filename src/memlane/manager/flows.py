@@ -140,6 +140,9 @@ class ManagerConfig:
     related_threshold: float = 0.45
     """Cosine similarity at or above which an existing memory is shown to the decider."""
     related_limit: int = 5
+    change_threshold: float = 0.35
+    """The lower cosine at which a candidate that announces a change or denies something
+    ("switched to", "no longer") is shown a memory (within ``subject_limit``)."""
     subject_limit: int = 3
     """How many more memories about the same subject as a candidate (a shared name, place
     or object, attribute such as home or job, or topic: :mod:`memlane.manager.subjects`)
@@ -152,7 +155,7 @@ class ManagerConfig:
     def __post_init__(self) -> None:
         for name in ("related_limit", "subject_limit", "repairs", "max_candidates"):
             check_count(name, getattr(self, name), minimum=0)
-        for name in ("duplicate_threshold", "related_threshold"):
+        for name in ("duplicate_threshold", "related_threshold", "change_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValidationError(f"{name} must be a cosine between -1 and 1")
 
@@ -189,18 +192,21 @@ def choose_related(
 ) -> list[tuple[MemoryRecord, float]]:
     """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
     ``related_limit`` memories at least ``related_threshold`` similar, then up to
-    ``subject_limit`` others about the candidate's ``subject``, each group most similar
-    first."""
+    ``subject_limit`` others: first those about the candidate's ``subject``, then, when it
+    announces a change, those at least ``change_threshold`` similar; each group most
+    similar first."""
     ranked = sorted(pool, key=lambda rs: -rs[1])
     similar = [(r, s) for r, s in ranked if s >= config.related_threshold][: config.related_limit]
     taken = {r.id for r, _ in similar}
+    rest = [(r, s) for r, s in ranked if r.id not in taken]
     same = [
         (r, s)
-        for r, s in ranked
-        if r.id not in taken
-        and subjects.shares_subject(subject, subjects.subject_of(r.text, r.topics))
+        for r, s in rest
+        if subjects.shares_subject(subject, subjects.subject_of(r.text, r.topics))
     ]
-    return similar + same[: config.subject_limit]
+    near = [(r, s) for r, s in rest if subject.changes and s >= config.change_threshold]
+    more = {r.id: (r, s) for r, s in [*same, *near]}  # subject first, insertion-ordered
+    return similar + list(more.values())[: config.subject_limit]
 
 
 def conversation_text(messages: Sequence[MessageLike]) -> str:

@@ -15,6 +15,11 @@ so the gate also lets through memories about the same subject (:func:`shares_sub
   in Berlin" is not about where the user lives);
 - a shared **topic**, as tagged by the extraction.
 
+A fact that announces a change or a negation ("switched to", "left", "no longer", "now",
+"doesn't") replaces or denies something the user said before, whatever words that used:
+for it :func:`memlane.manager.flows.choose_related` also accepts memories a little less
+similar than the usual gate (``change_threshold``).
+
 English cue words only: in other languages the terms and topics still work, and cosine
 does the rest. Pure functions; :mod:`memlane.manager.flows` does the searching.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 
 from memlane.text import STOPWORDS, tokenize
 
@@ -121,6 +127,18 @@ GENERIC = frozenset(
 """Words that say nothing about which subject a memory is about."""
 
 
+CHANGES = frozenset(
+    {
+        "now", "new", "nowadays", "switched", "switch", "switching", "changed", "left",
+        "quit", "stopped", "gave", "anymore", "longer", "became", "become", "becoming",
+        "broke", "ended", "sold", "replaced", "instead", "returned", "dropped", "former",
+        "formerly", "ex", "moved", "started", "again", "used", "no", "not", "never",
+        "doesn", "don", "isn", "aren", "didn", "hasn", "haven", "wasn", "won",
+    }
+)  # fmt: skip
+"""Words of a fact that announces a change, or denies something."""
+
+
 @dataclass(frozen=True, slots=True)
 class Subject:
     """What one fact is about."""
@@ -135,19 +153,16 @@ class Subject:
     """Keys of :data:`ATTRIBUTES` it speaks of."""
     topics: frozenset[str]
     """Its topics, lower-cased."""
+    changes: bool
+    """Whether it announces a change or denies something (:data:`CHANGES`, "these days")."""
 
 
 def subject_of(text: str, topics: Iterable[str] = ()) -> Subject:
     """The subject of one fact (or memory) and its topics."""
     tokens = tokenize(text)
-    holder = "user"
-    for before, word, after in zip(tokens, tokens[1:], tokens[2:], strict=False):
-        if (before, word) == ("user", "s") and after in RELATIONS:
-            holder = after
-            break
-    for before, word in zip(tokens, tokens[1:], strict=False):
-        if holder == "user" and before == "my" and word in RELATIONS:
-            holder = word
+    # "The user's sister ..." (tokens user, s, sister) or "My sister ...".
+    owners = [w for o, w in pairwise(tokens) if o in ("s", "my") and w in RELATIONS]
+    holder = owners[0] if owners else "user"
     attributes = frozenset(_CUES[s] for s in map(_stem, tokens) if s in _CUES)
     words = tuple(
         dict.fromkeys(
@@ -166,6 +181,7 @@ def subject_of(text: str, topics: Iterable[str] = ()) -> Subject:
         words=words,
         attributes=attributes,
         topics=frozenset(t.strip().lower() for t in topics if t.strip()),
+        changes=bool(CHANGES.intersection(tokens)) or "these days" in " ".join(tokens),
     )
 
 

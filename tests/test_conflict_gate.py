@@ -23,6 +23,7 @@ from memlane.embedders import LocalEmbedder
 from memlane.llm import OpenAIChat
 from memlane.manager import MemoryManager, Outcome
 from memlane.manager.prompts import DECIDE_SYSTEM
+from memlane.manager.subjects import shares_subject, subject_of
 from memlane.testing import FakeEmbedder, FixedClock
 
 PAIRS: list[dict[str, str]] = json.loads(
@@ -215,3 +216,37 @@ def test_a_new_job_supersedes_the_old_one_with_the_real_embedder(
         (c,) = result.candidates
         assert c.outcome is Outcome.SUPERSEDED and c.target_id == google.id
         assert memory.get(google.id, user_id="u").superseded_by == c.record_id
+
+
+def test_subject_rules() -> None:
+    def same(a: str, b: str) -> bool:
+        return shares_subject(subject_of(a), subject_of(b))
+
+    assert same("Lives in London", "Moved to Paris")  # attribute: home
+    assert same("Runs every morning", "The user runs 5 km before work")  # term: run
+    assert same("The user is single", "The user's partner is Sam")  # relationship: any holder
+    assert not same("The user's brother works at Google", "The user started a job at Stripe")
+    assert not same("The user likes Italian food", "The user likes horror movies")
+    assert shares_subject(subject_of("a", ["Home"]), subject_of("b", ["home "]))  # topics
+    assert subject_of("The user no longer eats meat").changes
+    assert not subject_of("The user likes jazz").changes
+
+
+def test_subject_memories_are_capped_and_can_be_switched_off(
+    server: ChatServer, env: tuple[Memory, MemoryManager, FixedClock]
+) -> None:
+    memory, manager, _ = env
+    for city in ("Rome", "Oslo", "Lima", "Kyiv", "Pune"):
+        memory.add(f"Lived in {city}", user_id="u")
+    server.responder = _noop_everything
+    server.queue({"memories": [{"text": "Moved to Paris"}]})
+    manager.process([("user", "We moved to Paris!")], user_id="u")
+    assert [len(s) for s in _shown(server)] == [manager.config.subject_limit]
+    server.reset()
+    server.queue({"memories": [{"text": "Moved to Paris"}]})
+    (c,) = (
+        MemoryManager(memory, manager.llm, subject_limit=0)
+        .process([("user", "We moved to Paris!")], user_id="u")
+        .candidates
+    )
+    assert c.outcome is Outcome.ADDED and _shown(server) == []  # similar ones only: none

@@ -12,8 +12,9 @@ One pass of :meth:`ManagerFlows.process`:
    is a duplicate;
 3. **decide** ADD / UPDATE / DELETE / NOOP for the candidates with related memories —
    similar ones (cosine at least ``related_threshold``) and a few about the same subject
-   (:mod:`memlane.manager.subjects`), since a contradiction often resembles what it
-   replaces too little — in one LLM call for all of them; the others are added;
+   (:func:`memlane.manager.subjects.choose_related`), since a contradiction often
+   resembles what it replaces too little — in one LLM call for all of them; the others
+   are added;
 4. **apply** every change in one transaction. Nothing is destroyed: a contradiction
    supersedes the old memory (``valid_to``/``superseded_by`` set, history says why), a
    refinement is an in-place update whose history keeps the old text, a delete is a
@@ -185,28 +186,6 @@ def _ids(hits: Sequence[tuple[str, float] | MemoryRecord]) -> list[str]:
 def _cosine(v: Vector, w: Vector | None) -> float:
     """Cosine of two normalized vectors; 0 (unrelated) for a memory whose vector is gone."""
     return 0.0 if w is None else float(v @ w)
-
-
-def choose_related(
-    pool: Sequence[tuple[MemoryRecord, float]], subject: subjects.Subject, config: ManagerConfig
-) -> list[tuple[MemoryRecord, float]]:
-    """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
-    ``related_limit`` memories at least ``related_threshold`` similar, then up to
-    ``subject_limit`` others: first those about the candidate's ``subject``, then, when it
-    announces a change, those at least ``change_threshold`` similar; each group most
-    similar first."""
-    ranked = sorted(pool, key=lambda rs: -rs[1])
-    similar = [(r, s) for r, s in ranked if s >= config.related_threshold][: config.related_limit]
-    taken = {r.id for r, _ in similar}
-    rest = [(r, s) for r, s in ranked if r.id not in taken]
-    same = [
-        (r, s)
-        for r, s in rest
-        if subjects.shares_subject(subject, subjects.subject_of(r.text, r.topics))
-    ]
-    near = [(r, s) for r, s in rest if subject.changes and s >= config.change_threshold]
-    more = {r.id: (r, s) for r, s in [*same, *near]}  # subject first, insertion-ordered
-    return similar + list(more.values())[: config.subject_limit]
 
 
 def conversation_text(messages: Sequence[MessageLike]) -> str:
@@ -406,9 +385,9 @@ class ManagerFlows:
         agent_id: str | None,
     ) -> Flow[list[tuple[MemoryRecord, float]]]:
         """The existing memories to show the decider with candidate ``c`` (vector ``v``),
-        each with its cosine: see :func:`choose_related`. They come from a vector search,
-        a lexical search on the candidate's subject (:func:`subjects.search_words`) and
-        the newest memories sharing one of its topics."""
+        each with its cosine: see :func:`subjects.choose_related`. They come from a vector
+        search, a lexical search on the candidate's subject (:func:`subjects.search_words`)
+        and the newest memories sharing one of its topics."""
         core, cfg = self.core, self.config
         subject = subjects.subject_of(c.text, _topics(c))
         # An agent's pass drops other agents' memories after the search: ask for more,
@@ -435,7 +414,7 @@ class ManagerFlows:
             (r, scores[r.id] if r.id in scores else _cosine(v, stored.get(r.content_hash)))
             for r in visible
         ]
-        return choose_related(pool, subject, cfg)
+        return subjects.choose_related(pool, subject, cfg)
 
     def _guard(
         self, c: prompts.ExtractedMemory, apply: Callable[[], CandidateResult]

@@ -17,8 +17,8 @@ so the gate also lets through memories about the same subject (:func:`shares_sub
 
 A fact that announces a change or a negation ("switched to", "left", "no longer", "now",
 "doesn't") replaces or denies something the user said before, whatever words that used:
-for it :func:`memlane.manager.flows.choose_related` also accepts memories a little less
-similar than the usual gate (``change_threshold``).
+for it :func:`choose_related` also accepts memories a little less similar than the usual
+gate (``change_threshold``).
 
 English cue words only: in other languages the terms and topics still work, and cosine
 does the rest. Pure functions; :mod:`memlane.manager.flows` does the searching.
@@ -26,11 +26,16 @@ does the rest. Pure functions; :mod:`memlane.manager.flows` does the searching.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
+from memlane.models import MemoryRecord
 from memlane.text import STOPWORDS, tokenize
+
+if TYPE_CHECKING:
+    from memlane.manager.flows import ManagerConfig
 
 
 def _stem(word: str) -> str:
@@ -200,3 +205,21 @@ def search_words(s: Subject) -> str:
     cues = (w for attribute in sorted(s.attributes) for w in ATTRIBUTES[attribute])
     stems = (_stem(w) for w in s.words)
     return " ".join(dict.fromkeys([*s.words, *stems, *cues]))
+
+
+def choose_related(
+    pool: Sequence[tuple[MemoryRecord, float]], subject: Subject, config: ManagerConfig
+) -> list[tuple[MemoryRecord, float]]:
+    """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
+    ``related_limit`` memories at least ``related_threshold`` similar, then up to
+    ``subject_limit`` others: first those about the candidate's ``subject``, then, when it
+    announces a change, those at least ``change_threshold`` similar; each group most
+    similar first."""
+    ranked = sorted(pool, key=lambda rs: -rs[1])
+    similar = [(r, s) for r, s in ranked if s >= config.related_threshold][: config.related_limit]
+    taken = {r.id for r, _ in similar}
+    rest = [(r, s) for r, s in ranked if r.id not in taken]
+    same = [(r, s) for r, s in rest if shares_subject(subject, subject_of(r.text, r.topics))]
+    near = [(r, s) for r, s in rest if subject.changes and s >= config.change_threshold]
+    more = {r.id: (r, s) for r, s in [*same, *near]}  # subject first, insertion-ordered
+    return similar + list(more.values())[: config.subject_limit]

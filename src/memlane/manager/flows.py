@@ -10,8 +10,11 @@ One pass of :meth:`ManagerFlows.process`:
 2. **pre-pass**, no LLM: a candidate whose normalized text equals a current memory's, or
    whose embedding is within ``duplicate_threshold`` of one, or of an earlier candidate,
    is a duplicate;
-3. **decide** ADD / UPDATE / DELETE / NOOP for the candidates that resemble existing
-   memories (one LLM call for all of them; candidates with nothing similar are added);
+3. **decide** ADD / UPDATE / DELETE / NOOP for the candidates with related memories —
+   similar ones (cosine at least ``related_threshold``) and a few about the same subject
+   (:func:`memlane.manager.subjects.choose_related`), since a contradiction often
+   resembles what it replaces too little — in one LLM call for all of them; the others
+   are added;
 4. **apply** every change in one transaction. Nothing is destroyed: a contradiction
    supersedes the old memory (``valid_to``/``superseded_by`` set, history says why), a
    refinement is an in-place update whose history keeps the old text, a delete is a
@@ -22,20 +25,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any
 
-from memlane.access import visible
+from memlane.access import visible_filters
 from memlane.core.base import MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.memory import MemoryCore
 from memlane.errors import ConflictError, LLMOutputError, UnsupportedError, ValidationError
 from memlane.ids import new_id
 from memlane.llm.structured import ask
-from memlane.manager import prompts
+from memlane.manager import prompts, subjects
 from memlane.manager.jobs import JobLease
 from memlane.manager.strategies import Change, PlanContext, Strategy
 from memlane.models import (
@@ -53,10 +56,13 @@ from memlane.models import (
     normalize_text,
 )
 from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
 from memlane.ports.llm import ChatMessage, Usage
 from memlane.tokens import TokenCounter, count_tokens
 
 LEARNABLE_KINDS = (MemoryKind.FACT, MemoryKind.PREFERENCE)
+SUBJECT_POOL = 20
+"""How many memories each search of :meth:`ManagerFlows._related` brings back to choose from."""
 
 
 class Outcome(StrEnum):
@@ -137,14 +143,22 @@ class ManagerConfig:
     related_threshold: float = 0.45
     """Cosine similarity at or above which an existing memory is shown to the decider."""
     related_limit: int = 5
+    change_threshold: float = 0.35
+    """The lower cosine at which a candidate that announces a change or denies something
+    ("switched to", "no longer") is shown a memory (within ``subject_limit``)."""
+    subject_limit: int = 3
+    """How many more memories about the same subject as a candidate (a shared name, place
+    or object, attribute such as home or job, or topic: :mod:`memlane.manager.subjects`)
+    are shown to the decider besides the similar ones, however low their cosine: a
+    contradiction often resembles what it replaces too little. 0: similar ones only."""
     repairs: int = 2
     """How many times an invalid model answer is sent back for correction."""
     max_candidates: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("related_limit", "repairs", "max_candidates"):
+        for name in ("related_limit", "subject_limit", "repairs", "max_candidates"):
             check_count(name, getattr(self, name), minimum=0)
-        for name in ("duplicate_threshold", "related_threshold"):
+        for name in ("duplicate_threshold", "related_threshold", "change_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValidationError(f"{name} must be a cosine between -1 and 1")
 
@@ -165,6 +179,15 @@ MessageLike = Message | Mapping[str, Any] | tuple[str, str]
 
 def _topics(c: prompts.ExtractedMemory) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.strip() for t in c.topics if t.strip()))
+
+
+def _ids(hits: Sequence[tuple[str, float] | MemoryRecord]) -> list[str]:
+    return [h.id if isinstance(h, MemoryRecord) else h[0] for h in hits]
+
+
+def _cosine(v: Vector, w: Vector | None) -> float:
+    """Cosine of two normalized vectors; 0 (unrelated) for a memory whose vector is gone."""
+    return 0.0 if w is None else float(v @ w)
 
 
 def conversation_text(messages: Sequence[MessageLike]) -> str:
@@ -250,21 +273,14 @@ class ManagerFlows:
         vectors, cache_write = yield from core._vectors([c.text for c in candidates])
         known = {content_hash(c.text): v for c, v in zip(candidates, vectors, strict=True)}
         now = core._now()
-        # Only memories of the same team are compared with (and may be changed by) a pass.
-        f = Filters(kinds=LEARNABLE_KINDS, team=team)
+        # Only memories of the same team are compared with (and may be changed by) a pass,
+        # and an agent's pass only with its own and shared ones (memlane.access's rule, as
+        # for MemoryTools and API keys), asked of the store so none crowd out the limit.
+        f = visible_filters(Scope(user_id, agent_id), Filters(kinds=LEARNABLE_KINDS, team=team))
         related: list[list[tuple[MemoryRecord, float]]] = []
-        # An agent's pass drops other agents' memories after the search: ask for more,
-        # so its own near-duplicates are not crowded out of the limit.
-        depth = self.config.related_limit * (1 if agent_id is None else 5)
-        for v in vectors:
-            hits = yield from one(ops.VectorSearch(user_id, f, now, core.model_id, v, depth))
-            wanted = [(i, s) for i, s in hits if s >= self.config.related_threshold]
-            records = yield from one(ops.GetRecords(user_id, tuple(i for i, _ in wanted)))
-            # An agent's pass sees (and may change) its own memories and shared ones, never
-            # another agent's: memlane.access's rule, as for MemoryTools and API keys.
-            scope = Scope(user_id, agent_id)
-            by_id = {r.id: r for r in records if visible(scope, r.agent_id)}
-            related.append([(by_id[i], s) for i, s in wanted if i in by_id])
+        for c, v in zip(candidates, vectors, strict=True):
+            rel = yield from self._related(c, v, user_id, f, now)
+            related.append(rel)
 
         plan = _Plan()
         to_decide: list[int] = []
@@ -362,6 +378,41 @@ class ManagerFlows:
             yield from core._insert(plan.new, [*extra, ops.PutJob(done, job.version)], known)
             lease.job = done
         return result
+
+    def _related(
+        self,
+        c: prompts.ExtractedMemory,
+        v: Vector,
+        user_id: str,
+        f: Filters,
+        now: datetime,
+    ) -> Flow[list[tuple[MemoryRecord, float]]]:
+        """The existing memories to show the decider with candidate ``c`` (vector ``v``),
+        each with its cosine: see :func:`subjects.choose_related`. They come from a vector
+        search, a lexical search on the candidate's subject (:func:`subjects.search_words`)
+        and the newest memories sharing one of its topics."""
+        core, cfg = self.core, self.config
+        subject = subjects.subject_of(c.text, _topics(c))
+        depth = max(cfg.related_limit, SUBJECT_POOL)
+        searches: list[ops.Op[Any]] = [ops.VectorSearch(user_id, f, now, core.model_id, v, depth)]
+        if cfg.subject_limit:
+            query = subjects.search_words(subject)
+            if query:
+                searches.append(ops.LexicalSearch(user_id, f, now, query, depth))
+            if subject.topics:
+                by_topic = replace(f, topics=_topics(c))
+                searches.append(ops.ListRecords(user_id, by_topic, now, None, depth, True))
+        found = yield from many(searches)
+        scores: dict[str, float] = dict(found[0])
+        ids = [*scores, *(i for hits in found[1:] for i in _ids(hits))]
+        records = yield from one(ops.GetRecords(user_id, tuple(dict.fromkeys(ids))))
+        unscored = tuple(dict.fromkeys(r.content_hash for r in records if r.id not in scores))
+        stored = (yield from one(ops.GetEmbeddings(core.model_id, unscored))) if unscored else {}
+        pool = [
+            (r, scores[r.id] if r.id in scores else _cosine(v, stored.get(r.content_hash)))
+            for r in records
+        ]
+        return subjects.choose_related(pool, subject, cfg)
 
     def _guard(
         self, c: prompts.ExtractedMemory, apply: Callable[[], CandidateResult]

@@ -47,12 +47,14 @@ class Extraction(BaseModel):
 
 # ---------------------------------------------------------------------------- decisions
 
-DECIDE_VERSION = "decide/1"
+DECIDE_VERSION = "decide/2"
 
 DECIDE_SYSTEM = """\
 You keep a user's long-term memory consistent. You get NEW facts, each with the EXISTING \
-memories that resemble it (numbered). For every new fact choose one action:
-- ADD: it is new information; keep the existing memories as they are.
+memories that resemble it or may be about the same subject (numbered). For every new fact \
+choose one action:
+- ADD: it is new information (or about something else than the existing memories); keep \
+the existing memories as they are.
 - UPDATE: it changes an existing memory (give its number as "target"). Use mode \
 "refine" when it adds detail to the same fact without contradicting it, and mode \
 "contradict" when the old memory is no longer true (moved, changed job, ended, etc.).

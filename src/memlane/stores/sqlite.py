@@ -1,4 +1,5 @@
-"""The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as BLOBs.
+"""The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as
+float16 BLOBs.
 
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
@@ -21,8 +22,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
-
-import numpy as np
 
 from memlane.errors import (
     ConflictError,
@@ -53,8 +52,10 @@ from memlane.stores.sqlite_sql import (
     RECORD_COLUMNS,
     RECORD_SELECT,
     WRITE_OPS,
+    FLOAT16_SQL,
     chunks,
     filter_sql,
+    float16_blob,
     fts_query,
     job_row,
     parse_sqlite_url,
@@ -68,7 +69,7 @@ from memlane.stores.sqlite_sql import (
     split_sql,
     to_json,
 )
-from memlane.stores.vector_cache import Matrix, VectorCache
+from memlane.stores.vector_cache import Matrix, VectorCache, from_blobs, to_blob
 
 # ---------------------------------------------------------------------------- store
 
@@ -153,6 +154,7 @@ class SqliteStore:
             app = conn.execute("SELECT value FROM memlane_meta WHERE key='application'").fetchone()
             if app is None or app[0] != APPLICATION:
                 raise ForeignStoreError(f"{self.path} is not a memlane database")
+        conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
         with _transaction(conn, write=True):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -464,7 +466,7 @@ class SqliteStore:
                 f"WHERE model = ? AND content_hash IN ({marks})",
                 (op.model, *chunk),
             )
-            out.update((h, np.frombuffer(blob, dtype=np.float32).copy()) for h, blob in rows)
+            out.update((h, from_blobs([blob])[0]) for h, blob in rows)
         return out
 
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
@@ -473,7 +475,7 @@ class SqliteStore:
                 conn.executemany(
                     f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
                     [
-                        (op.model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
+                        (op.model, h, int(v.shape[0]), to_blob(v))
                         for h, v in items
                     ],
                 )

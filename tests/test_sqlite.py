@@ -367,7 +367,9 @@ def test_migration_converts_float32_vectors_in_place(tmp_path: Path) -> None:
         for q in _texts(20, seed=6, k=3)
     ]
     m.close()
-    _as_schema_7(path, {content_hash(t): v for t, v in zip(texts, embedder.embed(texts))})
+    _as_schema_7(
+        path, {content_hash(t): v for t, v in zip(texts, embedder.embed(texts), strict=True)}
+    )
     assert _vector_bytes_on_disk(path) / len(texts) > 2000  # one overflow page each
 
     m = Memory(SqliteStore(path), embedder=embedder)
@@ -393,8 +395,8 @@ def _as_schema_7(path: Path, vectors: dict[str, Any]) -> None:
     conn = sqlite3.connect(path)
     conn.execute("DROP TRIGGER embeddings_float16")
     conn.executemany(
-        "UPDATE embeddings SET vector = ? WHERE content_hash = ?",
-        [(np.asarray(v, "<f4").tobytes(), h) for h, v in vectors.items()],
+        "UPDATE embeddings SET vector = ? WHERE model = ? AND content_hash = ?",
+        [(np.asarray(v, "<f4").tobytes(), MODEL_OF_FAKE, h) for h, v in vectors.items()],
     )
     conn.execute("DELETE FROM schema_migrations WHERE version = ?", (half,))
     conn.commit()

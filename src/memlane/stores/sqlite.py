@@ -48,11 +48,11 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sqlite_sql import (
     APPLICATION,
+    FLOAT16_SQL,
     MIGRATIONS,
     RECORD_COLUMNS,
     RECORD_SELECT,
     WRITE_OPS,
-    FLOAT16_SQL,
     chunks,
     filter_sql,
     float16_blob,
@@ -474,10 +474,7 @@ class SqliteStore:
             if items:
                 conn.executemany(
                     f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
-                    [
-                        (op.model, h, int(v.shape[0]), to_blob(v))
-                        for h, v in items
-                    ],
+                    [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
                 )
 
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:

@@ -48,7 +48,8 @@ def from_blobs(blobs: Sequence[bytes]) -> np.ndarray:
     rows = np.frombuffer(b"".join(blobs), dtype=STORED).astype(np.float32)
     rows = rows.reshape(len(blobs), -1)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=rows, where=norms > 0)
+    np.divide(rows, norms, out=rows, where=norms > 0)
+    return rows
 
 
 def default_cache_bytes() -> int:

@@ -1,4 +1,5 @@
-"""The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as BLOBs.
+"""The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as
+float16 BLOBs.
 
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
@@ -26,8 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from memlane.errors import (
     ConflictError,
     CorruptStoreError,
@@ -53,12 +52,14 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sqlite_sql import (
     APPLICATION,
+    FLOAT16_SQL,
     MIGRATIONS,
     RECORD_COLUMNS,
     RECORD_SELECT,
     WRITE_OPS,
     chunks,
     filter_sql,
+    float16_blob,
     fts_query,
     job_row,
     parse_sqlite_url,
@@ -72,7 +73,7 @@ from memlane.stores.sqlite_sql import (
     split_sql,
     to_json,
 )
-from memlane.stores.vector_cache import Matrix, VectorCache
+from memlane.stores.vector_cache import Matrix, VectorCache, from_blobs, to_blob
 
 # ---------------------------------------------------------------------------- store
 
@@ -241,6 +242,7 @@ class SqliteStore:
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # Only a new database or one _inspect() found to be memlane's gets here.
+        conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
         with _transaction(conn, write=True):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -570,7 +572,7 @@ class SqliteStore:
                 f"WHERE model = ? AND content_hash IN ({marks})",
                 (op.model, *chunk),
             )
-            out.update((h, np.frombuffer(blob, dtype=np.float32).copy()) for h, blob in rows)
+            out.update((h, from_blobs([blob])[0]) for h, blob in rows)
         return out
 
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
@@ -578,10 +580,7 @@ class SqliteStore:
             if items:
                 conn.executemany(
                     f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
-                    [
-                        (op.model, h, int(v.shape[0]), np.asarray(v, dtype=np.float32).tobytes())
-                        for h, v in items
-                    ],
+                    [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
                 )
 
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:

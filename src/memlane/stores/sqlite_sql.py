@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from memlane.errors import UnsupportedError
 from memlane.models import (
     Filters,
@@ -28,9 +30,18 @@ from memlane.models import (
     to_iso,
 )
 from memlane.ports import store as ops
+from memlane.stores.vector_cache import to_blob
 from memlane.text import query_terms
 
 APPLICATION = "memlane"
+
+FLOAT16_SQL = "memlane_float16"
+"""The SQL function migration 8 converts float32 vector BLOBs with (see float16_blob)."""
+
+
+def float16_blob(blob: bytes) -> bytes:
+    """A float32 vector BLOB (schema 7 and older) in the stored float16 form."""
+    return to_blob(np.frombuffer(blob, dtype="<f4"))
 
 
 def _previous_turn(row: str) -> str:
@@ -394,6 +405,21 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         7,
         "ids unique per user; lexical context only from the same agent's turn",
         _SCOPED_IDS_SQL,
+    ),
+    (
+        8,
+        "vectors stored as float16",
+        # Rewrites each row in place (a float32 row of 1.6 KB overflowed into a page of
+        # its own); the pages freed go to the free list, reused by later writes (VACUUM
+        # gives them back to the file system). The trigger keeps a process still running
+        # older code from writing float32 rows into the converted table.
+        f"""
+        UPDATE embeddings SET vector = {FLOAT16_SQL}(vector) WHERE length(vector) = 4 * dim;
+        CREATE TRIGGER embeddings_float16 BEFORE INSERT ON embeddings
+        WHEN length(new.vector) <> 2 * new.dim BEGIN
+            SELECT RAISE(ABORT, 'memlane stores vectors as float16 since schema 8: upgrade');
+        END;
+        """,
     ),
 )
 

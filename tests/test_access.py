@@ -173,3 +173,39 @@ def test_memory_tools_follow_the_rule() -> None:
     )
     assert {m["memory_id"] for m in every["memories"]} == {ids["bot"], ids["other"]}
     memory.close()
+
+
+def test_another_agents_memory_answers_as_an_absent_one() -> None:
+    """Tools and MCP alike: the answer about another agent's memory is word for word the
+    answer about a memory that does not exist, so neither tells them apart."""
+    import asyncio
+
+    from mcp import Client
+
+    from memlane import AsyncMemory
+    from memlane.server.mcp import build_mcp, stdio_resolver
+
+    absent = "01NOSUCHMEMORYANYWHERE0000"
+    memory, ids = _memories()
+    tools = MemoryTools(memory, user_id="erin", agent_id="bot")
+    for name, extra in [("forget_memory", {}), ("update_memory", {"text": "x"})]:
+        theirs = tools.execute(name, {"memory_id": ids["other"], **extra})
+        nobody = tools.execute(name, {"memory_id": absent, **extra})
+        assert theirs == {k: v.replace(absent, ids["other"]) for k, v in nobody.items()}, name
+    memory.close()
+
+    served = AsyncMemory("memory://", embedder=FakeEmbedder())
+
+    async def scenario() -> tuple[str, str]:
+        other = await served.add("Erin's cello, other's note", user_id="erin", agent_id="other")
+        async with Client(build_mcp(served, stdio_resolver("erin"))) as client:
+            texts = []
+            for memory_id in (other.id, absent):
+                call = {"memory_id": memory_id, "agent_id": "bot"}
+                result = await client.call_tool("forget_memory", call)
+                assert result.is_error
+                texts.append(result.content[0].text.replace(memory_id, "ID"))  # type: ignore[union-attr]
+        return texts[0], texts[1]
+
+    theirs, nobody = asyncio.run(scenario())
+    assert theirs == nobody and "NotFoundError" in theirs

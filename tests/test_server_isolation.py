@@ -115,3 +115,61 @@ def test_an_agent_key_learns_no_word_of_another_agents_turn(env: Env) -> None:
         return [h["explanation"].get("lexical") for h in hits]
 
     assert lexical("zebra4411") == lexical("nowhere77") == [None]
+
+
+ABSENT = "01NOSUCHMEMORYANYWHERE0000"
+
+
+def test_an_agent_key_cannot_tell_another_agents_objects_from_absent_ones(env: Env) -> None:
+    u = "/v1/users/dana"
+    mine = {"agent_id": "other"}
+    kept = env.call(env.other, "POST", f"{u}/memories", json={"text": "other's plan", **mine})
+    purged = env.call(env.other, "POST", f"{u}/memories", json={"text": "other's old", **mine})
+    turn = {"messages": [{"role": "user", "content": "pay invoice 4471"}], **mine}
+    assert env.call(env.other, "POST", f"{u}/sessions/s-other/messages", json=turn).is_success
+    state = {"data": {"step": 1}, "expected_version": 0}
+    q = {"agent_id": "other"}
+    put = env.call(env.other, "PUT", f"{u}/sessions/s-other/state", json=state, params=q)
+    assert put.is_success
+    assert env.call(env.other, "POST", f"{u}/sessions/s-other/summary", params=q).is_success
+    # The TTL sweep purges one of them: its history keeps events, without their content.
+    dana = storage_user("acme", "dana")
+    local = Memory(env.memory.store, embedder=FakeEmbedder())
+    local.update(purged.json()["id"], user_id=dana, expires_at=datetime(2000, 1, 1, tzinfo=UTC))
+    assert local.sweep() == 1
+
+    def answer(method: str, path: str, **kw: Any) -> tuple[int, str]:
+        r = env.call(env.planner, method, path, params={"agent_id": "planner"}, **kw)
+        return r.status_code, r.text
+
+    for memory_id in (kept.json()["id"], purged.json()["id"]):
+        for method, path, body in [
+            ("GET", "", None),
+            ("PATCH", "", {"text": "x"}),
+            ("POST", "/supersede", {"text": "x"}),
+            ("DELETE", "", None),
+            ("POST", "/restore", None),
+            ("GET", "/history", None),
+        ]:
+            kw = {} if body is None else {"json": body}
+            hidden = answer(method, f"{u}/memories/{memory_id}{path}", **kw)
+            absent = answer(method, f"{u}/memories/{ABSENT}{path}", **kw)
+            assert hidden[0] == 404, (method, path, hidden)
+            assert hidden == (absent[0], absent[1].replace(ABSENT, memory_id)), (method, path)
+    for method, path in [
+        ("GET", "/messages"),
+        ("GET", "/state"),
+        ("GET", "/state/history"),
+        ("POST", "/summary"),
+        ("GET", "/summary"),
+    ]:
+        hidden = answer(method, f"{u}/sessions/s-other{path}")
+        absent = answer(method, f"{u}/sessions/s-absent{path}")
+        assert hidden == (404, absent[1].replace("s-absent", "s-other")), (method, path)
+    # Nor do its searches or listings meet the other agent's session (its summary included).
+    found = env.call(
+        env.planner, "POST", f"{u}/search", json={"query": "invoice 4471", "agent_id": "planner"}
+    )
+    listed = env.call(env.planner, "GET", f"{u}/memories", params={"agent_id": "planner"})
+    assert found.json()["hits"] == [] and listed.json()["items"] == []
+    local.close()

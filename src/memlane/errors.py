@@ -47,6 +47,22 @@ class NotFoundError(MemlaneError, LookupError):
     """The requested object does not exist in the caller's scope."""
 
 
+def no_memory(record_id: str, user_id: str) -> NotFoundError:
+    """The one answer about a memory a caller cannot have: missing, expired, or another
+    agent's (:mod:`memlane.access`). One text, so the answer tells none of them apart."""
+    return NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
+
+
+def no_history(record_id: str, user_id: str) -> NotFoundError:
+    """As :func:`no_memory`, for a memory's history."""
+    return NotFoundError(f"no history for memory {record_id!r} of user {user_id!r}")
+
+
+def no_session(session_id: str, user_id: str) -> NotFoundError:
+    """As :func:`no_memory`, for a session."""
+    return NotFoundError(f"no session {session_id!r} for user {user_id!r}")
+
+
 class ConflictError(MemlaneError):
     """A compare-and-swap update found a different version than expected."""
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane.core.flow import Flow, embed, many, one
-from memlane.errors import NotFoundError, ValidationError
+from memlane.errors import ValidationError, no_memory
 from memlane.ids import new_id
 from memlane.models import (
     Filters,
@@ -386,7 +386,7 @@ class CoreBase:
         check_id("record id", record_id)
         found = yield from one(ops.GetRecords(user_id, (record_id,)))
         if not found or found[0].is_expired(self._now()):
-            raise NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
+            raise no_memory(record_id, user_id)
         return found[0]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
 from memlane.core.flow import Flow, many, one, pause
 from memlane.core.retrieval import SearchMixin, _filters
-from memlane.errors import ConflictError, NotFoundError, ValidationError
+from memlane.errors import ConflictError, ValidationError, no_history
 from memlane.ids import stable_id
 from memlane.models import (
     Filters,
@@ -317,7 +317,7 @@ class RecordsMixin(SearchMixin):
         check_id("record id", record_id)
         events = yield from one(ops.GetHistory(user_id, record_id))
         if not events:
-            raise NotFoundError(f"no history for memory {record_id!r} of user {user_id!r}")
+            raise no_history(record_id, user_id)
         return events
 
     # ------------------------------------------------------------------ keyed facts

@@ -9,7 +9,7 @@ from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.records import RecordsMixin
 from memlane.core.summary import extractive_summary
-from memlane.errors import ConflictError, NotFoundError, ValidationError
+from memlane.errors import ConflictError, NotFoundError, ValidationError, no_session
 from memlane.ids import new_id
 from memlane.models import (
     Filters,
@@ -138,7 +138,7 @@ class SessionsMixin(RecordsMixin):
         check_id("session_id", session_id)
         found = yield from one(ops.GetSession(user_id, session_id))
         if found is None:
-            raise NotFoundError(f"no session {session_id!r} for user {user_id!r}")
+            raise no_session(session_id, user_id)
         return found
 
     def list_sessions(
@@ -309,10 +309,14 @@ class SessionsMixin(RecordsMixin):
             return (yield from self.supersede(
                 previous.id, text, user_id=user_id, metadata=meta, reason="session summarized again"
             ))  # fmt: skip
+        # The summary quotes the session: it belongs to the session's agent (None: shared),
+        # so no other agent reads a session through its summary (memlane.access).
+        session = yield from one(ops.GetSession(user_id, session_id))
         item = MemoryInput(
             text=text,
             kind=MemoryKind.SUMMARY,
             session_id=session_id,
+            agent_id=None if session is None else session.agent_id,
             metadata=meta,
             source_ids=tuple(m.id for m in messages),
             actor="memlane",

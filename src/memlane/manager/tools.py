@@ -17,7 +17,7 @@ from typing import Any
 
 from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import Memory
-from memlane.errors import LLMError, MemlaneError, NotFoundError, StoreError, ValidationError
+from memlane.errors import LLMError, MemlaneError, StoreError, ValidationError, no_memory
 from memlane.models import Filters, MemoryKind, check_id
 
 _KINDS = ["fact", "preference", "procedure"]
@@ -166,7 +166,7 @@ class MemoryTools:
             or (self.team is not None and record.team != self.team)
             or not visible(scope, record.agent_id)
         ):
-            raise NotFoundError(f"no memory {memory_id!r} this agent may change")
+            raise no_memory(memory_id, self.user_id)  # as if absent: nothing to tell apart
 
     def _update_memory(self, memory_id: str, text: str, reason: str = "") -> dict[str, Any]:
         self._owned(memory_id)

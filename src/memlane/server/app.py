@@ -48,6 +48,9 @@ from memlane.errors import (
     StoreError,
     UnsupportedError,
     ValidationError,
+    no_history,
+    no_memory,
+    no_session,
 )
 from memlane.manager.flows import conversation_text
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit
@@ -584,7 +587,7 @@ def create_app(
     async def own_record(where: UserScope, memory_id: str) -> MemoryRecord:
         record = await memory.get(memory_id, user_id=where.user_id)
         if not visible(where, record.agent_id):
-            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+            raise no_memory(memory_id, where.user_id)  # as if absent: nothing to tell apart
         return record
 
     def hit_dict(key: ApiKey, hit: SearchHit) -> dict[str, Any]:
@@ -817,8 +820,10 @@ def create_app(
         where = scope(key, Action.READ, user_id, agent_id)
         events = await memory.history(memory_id, user_id=where.user_id)
         last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
-        if not visible(where, (last or {}).get("agent_id")):
-            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+        # A purged memory's events keep no snapshot, so no owner: an agent is not shown them.
+        hidden = last is None and where.agent_id is not None
+        if hidden or not visible(where, (last or {}).get("agent_id")):
+            raise no_history(memory_id, where.user_id)
         return {"events": [out(key, e.to_dict()) for e in events]}
 
     @v1("POST", "/v1/users/{user_id}/search", tags=["memories"])
@@ -854,7 +859,7 @@ def create_app(
                 return
             raise
         if not visible(where, session.agent_id):
-            raise NotFoundError(f"no session {session_id!r} for this agent")
+            raise no_session(session_id, where.user_id)
 
     @v1("GET", "/v1/users/{user_id}/sessions", tags=["sessions"])
     async def list_sessions(

@@ -158,6 +158,25 @@ def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # 
     assert not (tmp_path / "typo.db").exists()  # reading a store never creates it
 
 
+def test_no_command_that_only_reads_creates_a_missing_store(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for read in (
+        ["get", "01NOSUCHMEMORY", "--user", "u"],
+        ["history", "01NOSUCHMEMORY", "--user", "u"],
+        ["context", "--user", "u"],
+        ["jobs"],
+        ["jobs", "--run"],
+        ["optimize", "--user", "u", "--strategy", "decay"],
+        ["keys", "list"],
+        ["keys", "revoke", "0123456789abcdef"],
+    ):
+        missing = bare(*read, "--store", "typo.db")
+        assert missing.exit_code == 1 and "no SQLite database" in missing.output, (read, missing)
+        assert not (tmp_path / "typo.db").exists(), read
+
+
 def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]
     bare, tmp_path: Path
 ) -> None:

@@ -10,15 +10,17 @@ from typing import Any
 import click
 
 
-def _memory(ctx: click.Context) -> Any:
-    return ctx.obj.memory()
+def _memory(ctx: click.Context, *, create: bool = True) -> Any:
+    """The command's memory; ``create=False`` for commands that only read (a store that
+    does not exist is then an error, never created)."""
+    return ctx.obj.memory(create=create)
 
 
-def _manager(ctx: click.Context) -> Any:
+def _manager(ctx: click.Context, *, create: bool = True) -> Any:
     """A manager over the command's memory, with the chat model of MEMLANE_LLM_* (if any)."""
     from memlane.manager import MemoryManager
 
-    return MemoryManager(_memory(ctx), ctx.obj.settings.build_llm())
+    return MemoryManager(_memory(ctx, create=create), ctx.obj.settings.build_llm())
 
 
 @click.command()
@@ -39,7 +41,7 @@ def context(
     as_json: bool,
 ) -> None:
     """Print a context block for a prompt that fits BUDGET tokens."""
-    built = _memory(ctx).build_context(
+    built = _memory(ctx, create=False).build_context(
         user_id=user_id, budget=budget, query=query, session_id=session_id, last_runs=last_runs
     )
     if as_json:
@@ -123,7 +125,7 @@ def optimize(
         "decay": Decay(max_memories=max_memories),
         "token-cap": TokenCap(max_tokens=max_tokens),
     }
-    manager = _manager(ctx)
+    manager = _manager(ctx, create=False)  # a store that does not exist has nothing to change
     report = manager.optimize([made[s] for s in strategies], user_id=user_id, dry_run=not apply_)
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False))
@@ -151,7 +153,7 @@ def optimize(
 def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run: bool) -> None:
     """List background jobs (or run the due ones)."""
 
-    manager = _manager(ctx)
+    manager = _manager(ctx, create=False)
     failed_before = 0
     if run:
         failed_before = len(manager.list_jobs(user_id=user_id, statuses=["failed"]))

@@ -115,7 +115,7 @@ def keys_list(ctx: click.Context) -> None:
     """List keys (ids, tenants, limits; never the keys themselves)."""
     from memlane.server.keys import KeyStore
 
-    store = _settings(ctx).build_store()
+    store = _settings(ctx).build_store(create=False)
     try:
         for record in KeyStore(store).list():
             click.echo(json.dumps(record.to_dict()))
@@ -130,7 +130,7 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key by its id (from `keys list`)."""
     from memlane.server.keys import KeyStore
 
-    store = _settings(ctx).build_store()
+    store = _settings(ctx).build_store(create=False)
     try:
         KeyStore(store).revoke(key_id)
     finally:

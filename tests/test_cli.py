@@ -177,6 +177,21 @@ def test_no_command_that_only_reads_creates_a_missing_store(  # type: ignore[no-
         assert not (tmp_path / "typo.db").exists(), read
 
 
+def test_migrate_refuses_store_before_and_after_the_command(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert bare("add", "likes tea", "--user", "u", "--store", "a.db").exit_code == 0
+    for args in (
+        ["--store", "a.db", "migrate", "a.db", "b.db", "--no-progress"],
+        ["migrate", "a.db", "b.db", "--no-progress", "--store", "a.db"],
+    ):
+        refused = bare(*args)
+        assert refused.exit_code == 2, (args, refused.output)
+        assert "SOURCE_URL TARGET_URL" in refused.output, refused.output
+        assert not (tmp_path / "b.db").exists()
+
+
 def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]
     bare, tmp_path: Path
 ) -> None:

@@ -472,12 +472,18 @@ def sweep(ctx: _Context, as_json: bool) -> None:
 @click.argument("target_url")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
+@store_option
 @pass_ctx
 def migrate(
     ctx: _Context, source_url: str, target_url: str, no_progress: bool, as_json: bool
 ) -> None:
     """Copy everything from one store to another and verify it (safe to run again)."""
     from memlane.migrate import migrate as run_migration
+
+    if ctx.store_url is not None:  # before or after the command: never silently ignored
+        raise click.UsageError(
+            "migrate names its stores as SOURCE_URL TARGET_URL; --store does not apply"
+        )
 
     def bar(users: Any, total: int) -> Any:
         from tqdm import tqdm
@@ -594,7 +600,8 @@ def _register_server_commands() -> None:
 
 _register_server_commands()
 
-# Commands that name their stores themselves (migrate's two URLs, demo's and eval's own).
+# Commands that name their stores themselves (migrate's two URLs, refusing --store; demo's
+# and eval's own).
 _OWN_STORES = {"migrate", "demo", "eval"}
 
 

@@ -57,3 +57,24 @@ def test_context_optimize_learn_jobs(
     assert report["memories_before"] == report["memories_after"] and not report["applied"]
     assert "Error" in run("learn", "--user", "u", input="{broken\n", code=1)
     assert run("jobs", "--user", "u").strip() == ""
+
+
+def test_learn_without_a_model_checks_input_first_and_touches_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    store = tmp_path / "never.db"
+    runner = CliRunner()
+
+    def learn(conversation: str) -> str:
+        result = runner.invoke(
+            cli, ["learn", "--user", "u", "--store", str(store)], input=conversation
+        )
+        assert result.exit_code == 1, result.output
+        return result.output
+
+    assert "ValidationError" in learn('{"role": "user", "content": " "}\n')
+    assert "NoModelError" in learn('{"role": "user", "content": "I moved to Oslo"}\n')
+    assert not store.exists()

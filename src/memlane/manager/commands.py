@@ -79,7 +79,21 @@ def learn(
         except json.JSONDecodeError as exc:
             raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
         messages.append(row)
-    result = _manager(ctx).process(messages, user_id=user_id, session_id=session_id)
+    from memlane.errors import NoModelError
+    from memlane.manager import MemoryManager
+    from memlane.manager.flows import conversation_text
+    from memlane.models import check_id
+
+    # Bad input first, then the missing model: either way before the store is touched.
+    check_id("user_id", user_id)
+    conversation_text(messages)
+    llm = ctx.obj.settings.build_llm()
+    if llm is None:
+        raise NoModelError(
+            "learn needs a chat model: set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL"
+        )
+    manager = MemoryManager(_memory(ctx), llm)
+    result = manager.process(messages, user_id=user_id, session_id=session_id)
     if as_json:
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return

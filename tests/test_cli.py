@@ -192,6 +192,23 @@ def test_migrate_refuses_store_before_and_after_the_command(  # type: ignore[no-
         assert not (tmp_path / "b.db").exists()
 
 
+def test_keys_no_call_could_use_are_refused(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for limits in (
+        ["--tenant", "local", "--users", "acme::bob"],  # another tenant's stored user
+        ["--tenant", "acme", "--users", "a/b"],  # no route can name this user
+        ["--tenant", "acme", "--users", " , "],  # no user at all
+        ["--tenant", "acme", "--agents", ""],  # no agent at all
+    ):
+        refused = bare("keys", "create", *limits, "--store", "k.db")
+        assert refused.exit_code == 1 and "ValidationError" in refused.output, (limits, refused)
+        assert not refused.output.startswith("ml_")
+    listed = bare("keys", "list", "--store", "k.db")
+    assert listed.exit_code == 1 or listed.output.strip() == "", listed.output
+
+
 def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]
     bare, tmp_path: Path
 ) -> None:

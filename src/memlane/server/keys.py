@@ -30,7 +30,7 @@ from memlane.access import (
     public_user,
     storage_user,
 )
-from memlane.errors import ConflictError, NotFoundError
+from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.models import StateVersion, from_iso, to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Store
@@ -120,7 +120,13 @@ class KeyStore:
         permissions: Sequence[str] = ("read", "write"),
     ) -> tuple[str, ApiKey]:
         """A new key (returned once, in clear) and its record. Raises ValidationError
-        for a bad tenant, user, agent or permission."""
+        for a bad tenant, user, agent or permission, and for limits no call could pass
+        (no users or agents at all, a user the tenant cannot name)."""
+        for name, ids in (("users", users), ("agents", agents)):
+            if ids is not None and not ids:
+                raise ValidationError(f"a key limited to {name} must name at least one")
+        for user in users or ():
+            storage_user(check_tenant(tenant), user)  # e.g. "x::y" for local, "a/b" over HTTP
         grant = Grant(
             tenant,
             None if users is None else tuple(users),

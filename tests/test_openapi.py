@@ -83,6 +83,10 @@ def test_every_v1_operation_declares_its_key_and_its_errors(live: Live) -> None:
     assert len(ops) == sum(1 for _ in _operations(schema))  # unique, client-friendly ids
     for name in ("add_memory", "update_memory", "set_state", "import_rows"):
         assert "409" in ops[name]["responses"], name
+    # A compare-and-swap write can lose a race (two DELETEs of one memory at once: one
+    # gets 409), not only one given an expected_version.
+    for name in ("delete_memory", "restore_memory", "supersede_memory", "summarize"):
+        assert "409" in ops[name]["responses"], name
     assert "501" in ops["learn"]["responses"]
     # Export is NDJSON, import takes NDJSON: said so, and nothing else.
     assert set(ops["export"]["responses"]["200"]["content"]) == {"application/x-ndjson"}

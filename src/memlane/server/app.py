@@ -126,7 +126,8 @@ _WHY = {
     403: "The key may not act for this user, as this agent, or write.",
     404: "No such object for this user (or not visible to the calling agent).",
     405: "Method not allowed; `Allow` lists the allowed ones.",
-    409: "A compare-and-swap lost (the current version differs from `expected_version`).",
+    409: "A compare-and-swap lost: the object changed since it was read (the current "
+    "version differs from `expected_version`, or a concurrent write got there first).",
     413: "The request body is over the server's limit (`--max-body-bytes`).",
     422: "Invalid request: `details` says where and what.",
     501: "Learning needs a chat model and this server has none configured.",
@@ -789,7 +790,13 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @v1("DELETE", "/v1/users/{user_id}/memories/{memory_id}", tags=["memories"])
+    # A write that lost a race to a concurrent one (two deletes at once) answers 409.
+    @v1(
+        "DELETE",
+        "/v1/users/{user_id}/memories/{memory_id}",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def delete_memory(
         user_id: UserId,
         memory_id: MemoryId,
@@ -804,7 +811,12 @@ def create_app(
         )
         return out(key, record.to_dict())
 
-    @v1("POST", "/v1/users/{user_id}/memories/{memory_id}/restore", tags=["memories"])
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/memories/{memory_id}/restore",
+        tags=["memories"],
+        responses=_errors(409),
+    )
     async def restore_memory(
         user_id: UserId, memory_id: MemoryId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:
@@ -965,7 +977,12 @@ def create_app(
         versions = await memory.state_history(session_id, user_id=where.user_id, name=name)
         return {"versions": [out(key, v.to_dict()) for v in versions]}
 
-    @v1("POST", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
+    @v1(
+        "POST",
+        "/v1/users/{user_id}/sessions/{session_id}/summary",
+        tags=["sessions"],
+        responses=_errors(409),  # superseding the previous summary can lose a race
+    )
     async def summarize(
         user_id: UserId, session_id: SessionId, key: Key, agent_id: AgentQuery = None
     ) -> dict[str, Any]:

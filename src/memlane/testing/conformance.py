@@ -707,6 +707,11 @@ class StoreConformance:
         assert 0 < len(cut.text) <= 100 and cut.text.endswith("…")
         with _raises(ValidationError):
             m.summarize_session("long", user_id="u", max_sentences=0)
+        # A summary quotes its session, so it belongs to the session's agent (shared
+        # only when the session is): no other agent reads the session through it.
+        m.add_messages("mine", [("user", "Pay invoice 4471.")], user_id="u", agent_id="bot")
+        assert m.summarize_session("mine", user_id="u").agent_id == "bot"
+        assert first.agent_id is None
         m.close()
 
     def test_session_cleanup(self) -> None:

@@ -24,6 +24,7 @@ from memlane import (
     LLMError,
     LLMOutputError,
     Memory,
+    NoModelError,
 )
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.llm import OpenAIChat
@@ -228,7 +229,8 @@ def test_malformed_answers_are_repaired_or_reported(env) -> None:  # type: ignor
 def test_no_llm_means_a_clear_error_and_everything_else_works() -> None:
     with Memory("memory://", embedder=FakeEmbedder()) as memory:
         manager = MemoryManager(memory, None)
-        with pytest.raises(LLMError, match="MEMLANE_LLM_BASE_URL"):
+        # The same error as process_in_background and REST's 501: a setting, not an outage.
+        with pytest.raises(NoModelError, match="MEMLANE_LLM_BASE_URL"):
             manager.process([("user", "hi")], user_id="u")
         memory.add_messages(
             "s", [("user", "We fixed the boiler on Monday."), ("assistant", "Good.")], user_id="u"

@@ -8,7 +8,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from memlane.errors import LLMError
+from memlane.errors import NoModelError
 from memlane.ports.embedder import Embedder, Vector
 from memlane.ports.llm import LLM, ChatRequest, ChatResponse
 from memlane.ports.store import Op, Store
@@ -74,8 +74,8 @@ def pause(seconds: float) -> Flow[None]:
     yield Pause(seconds)
 
 
-def _no_llm() -> LLMError:
-    return LLMError(
+def _no_llm() -> NoModelError:
+    return NoModelError(
         "this needs a chat model: pass llm=, or use MemoryManager.from_env with "
         "MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL set"
     )

@@ -18,6 +18,7 @@ import pytest
 
 from memlane import Memory
 from memlane.errors import EmbeddingError
+from memlane.models import content_hash
 from memlane.ports.embedder import Vector
 from memlane.testing import FakeEmbedder
 
@@ -148,3 +149,27 @@ def test_import_and_export_show_progress_on_a_terminal_only(tmp_path: Path) -> N
     assert len(target.read_text(encoding="utf-8").splitlines()) == len(rows)
     code, out, err = _cli(["export", "-o", str(target)], tmp_path, tty=False)
     assert code == 0 and err == f"exported {len(rows)} lines\n"
+
+
+def test_import_refuses_a_file_that_repeats_an_id(tmp_path: Path) -> None:
+    """Two rows naming the same memory (or event, message) of one user cannot both be
+    imported: the file is refused at the repeat, nothing is stored, instead of keeping one
+    silently and counting both."""
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        memory.add("Alice keeps bees", user_id="alice")
+        memory.add_messages("s1", [("user", "hello there")], user_id="alice")
+        rows = memory.export_rows()
+    for kind in ("record", "history", "message"):
+        first = next(i for i, r in enumerate(rows) if r["type"] == kind)
+        twin = json.loads(json.dumps(rows[first]))
+        if kind == "record":
+            twin["data"]["text"] = "Alice keeps wasps"
+            twin["data"]["content_hash"] = content_hash("Alice keeps wasps")
+        bad = [*rows, twin]
+        source = tmp_path / f"{kind}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+        code, out, err = _cli(["import", str(source)], tmp_path, tty=False)
+        assert code == 1, (out, err)
+        assert f"line {len(bad)}" in err and "repeats" in err, err
+        code, out, err = _cli(["list", "--user", "alice"], tmp_path, tty=False)
+        assert code == 1 and "no SQLite database" in err or out == "", (out, err)

@@ -182,11 +182,17 @@ class AdminMixin(CoreBase):
         events: list[HistoryEvent] = []
         messages: dict[tuple[str, str], list[Message]] = {}
         counts: dict[str, int] = {}
+        seen: dict[tuple[str, str, str], int] = {}
         n_rows = 0
         for index, row in enumerate(rows):
             n_rows += 1
             line = lines[index] if lines is not None and index < len(lines) else index + 1
             kind, op = self._parse_row(row, line)
+            if isinstance(op, MemoryRecord | HistoryEvent | Message):
+                # Two rows for one id: the store would keep one silently; refuse the file.
+                first = seen.setdefault((kind, op.user_id, op.id), line)
+                if first != line:
+                    raise ImportFormatError(f"{kind} {op.id!r} repeats line {first}", line=line)
             counts[kind] = counts.get(kind, 0) + 1
             if isinstance(op, MemoryRecord):
                 records.append(op)

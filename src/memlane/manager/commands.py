@@ -10,15 +10,17 @@ from typing import Any
 import click
 
 
-def _memory(ctx: click.Context) -> Any:
-    return ctx.obj.memory()
+def _memory(ctx: click.Context, *, create: bool = True) -> Any:
+    """The command's memory; ``create=False`` for commands that only read (a mistyped
+    store path is then an error, not a new empty store)."""
+    return ctx.obj.memory(create=create)
 
 
-def _manager(ctx: click.Context) -> Any:
+def _manager(ctx: click.Context, *, create: bool = True) -> Any:
     """A manager over the command's memory, with the chat model of MEMLANE_LLM_* (if any)."""
     from memlane.manager import MemoryManager
 
-    return MemoryManager(_memory(ctx), ctx.obj.settings.build_llm())
+    return MemoryManager(_memory(ctx, create=create), ctx.obj.settings.build_llm())
 
 
 @click.command()
@@ -39,7 +41,7 @@ def context(
     as_json: bool,
 ) -> None:
     """Print a context block for a prompt that fits BUDGET tokens."""
-    built = _memory(ctx).build_context(
+    built = _memory(ctx, create=False).build_context(
         user_id=user_id, budget=budget, query=query, session_id=session_id, last_runs=last_runs
     )
     if as_json:
@@ -151,7 +153,7 @@ def optimize(
 def jobs(ctx: click.Context, user_id: str | None, statuses: tuple[str, ...], run: bool) -> None:
     """List background jobs (or run the due ones)."""
 
-    manager = _manager(ctx)
+    manager = _manager(ctx, create=run)  # listing only reads
     failed_before = 0
     if run:
         failed_before = len(manager.list_jobs(user_id=user_id, statuses=["failed"]))

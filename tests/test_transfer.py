@@ -173,3 +173,42 @@ def test_import_refuses_a_file_that_repeats_an_id(tmp_path: Path) -> None:
         assert f"line {len(bad)}" in err and "repeats" in err, err
         code, out, err = _cli(["list", "--user", "alice"], tmp_path, tty=False)
         assert "Alice" not in out, out  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "metadata"),
+    [
+        ("fact", "timezone", {}),  # a key on another kind: remember("timezone") stalls
+        ("keyed_fact", None, {"value": "UTC"}),  # no key: nothing can recall or edit it
+        ("keyed_fact", "timezone", {}),  # no value: recall() disagrees with the text
+    ],
+)
+def test_import_refuses_a_keyed_fact_remember_could_not_have_made(
+    tmp_path: Path, kind: str, key: str | None, metadata: dict[str, object]
+) -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        memory.remember("timezone", "UTC", user_id="alice")
+        rows = memory.export_rows()
+    row = next(r for r in rows if r["type"] == "record")
+    row["data"].update(kind=kind, key=key, metadata=metadata)  # type: ignore[union-attr]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, out, err = _cli(["import", str(source)], tmp_path, tty=False)
+    assert code == 1 and "bad record row" in err, (out, err)
+    # Nothing was stored: the key is free and recall agrees with remember.
+    with Memory(f"sqlite:///{tmp_path}/cli.db", embedder=FakeEmbedder()) as memory:
+        memory.remember("timezone", "Europe/Paris", user_id="alice")
+        assert memory.recall("timezone", user_id="alice") == "Europe/Paris"
+
+
+def test_add_many_refuses_a_key() -> None:
+    """Only remember() gives a memory a key (add_many took MemoryInput(key=...) and the
+    key's remember() then failed with ConflictError on every call)."""
+    from memlane import MemoryInput
+    from memlane.errors import ValidationError
+
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        with pytest.raises(ValidationError):
+            memory.add_many([MemoryInput(text="tz is UTC", key="timezone")], user_id="alice")
+        memory.remember("timezone", "UTC", user_id="alice")
+        assert memory.recall("timezone", user_id="alice") == "UTC"

@@ -10,6 +10,7 @@ from typing import Any
 
 from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, many, one
+from memlane.core.records import check_keyed
 from memlane.errors import ImportFormatError, ValidationError
 from memlane.models import (
     Filters,
@@ -275,6 +276,7 @@ class AdminMixin(CoreBase):
                 if not 0.0 <= float(record.importance) <= 1.0:
                     raise ValidationError("importance must be between 0 and 1")
                 _check_row_id("id", record.id)
+                check_keyed(record)
                 if record.superseded_by is not None:
                     _check_row_id("superseded_by", record.superseded_by)
                 if record.content_hash != content_hash(record.text):

@@ -212,3 +212,18 @@ def test_add_many_refuses_a_key() -> None:
             memory.add_many([MemoryInput(text="tz is UTC", key="timezone")], user_id="alice")
         memory.remember("timezone", "UTC", user_id="alice")
         assert memory.recall("timezone", user_id="alice") == "UTC"
+
+
+def test_migrate_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """Like import and export: a piped or logged migrate gets no tqdm bar on stderr."""
+    with Memory(f"sqlite:///{tmp_path}/cli.db", embedder=FakeEmbedder()) as memory:
+        memory.add("Alice keeps bees", user_id="alice")
+    code, out, err = _cli(
+        ["migrate", str(tmp_path / "cli.db"), str(tmp_path / "a.db")], tmp_path, tty=False
+    )
+    assert code == 0 and "verified: ok" in out, (out, err)
+    assert "users" not in err, err
+    code, out, err = _cli(
+        ["migrate", str(tmp_path / "cli.db"), str(tmp_path / "b.db")], tmp_path, tty=True
+    )
+    assert code == 0 and "users: 100%" in err, (out, err)

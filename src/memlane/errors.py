@@ -46,6 +46,21 @@ class ImportFormatError(ValidationError):
 class NotFoundError(MemlaneError, LookupError):
     """The requested object does not exist in the caller's scope."""
 
+    # One wording per kind of object, for "does not exist" and "exists, but not for
+    # this caller" alike: a different message would tell a caller what it cannot see.
+
+    @classmethod
+    def memory(cls, record_id: str, user_id: str) -> NotFoundError:
+        return cls(f"no memory {record_id!r} for user {user_id!r}")
+
+    @classmethod
+    def history(cls, record_id: str, user_id: str) -> NotFoundError:
+        return cls(f"no history for memory {record_id!r} of user {user_id!r}")
+
+    @classmethod
+    def session(cls, session_id: str, user_id: str) -> NotFoundError:
+        return cls(f"no session {session_id!r} for user {user_id!r}")
+
 
 class ConflictError(MemlaneError):
     """A compare-and-swap update found a different version than expected."""

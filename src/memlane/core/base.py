@@ -386,7 +386,7 @@ class CoreBase:
         check_id("record id", record_id)
         found = yield from one(ops.GetRecords(user_id, (record_id,)))
         if not found or found[0].is_expired(self._now()):
-            raise NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
+            raise NotFoundError.memory(record_id, user_id)
         return found[0]
 
 

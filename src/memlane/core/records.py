@@ -317,7 +317,7 @@ class RecordsMixin(SearchMixin):
         check_id("record id", record_id)
         events = yield from one(ops.GetHistory(user_id, record_id))
         if not events:
-            raise NotFoundError(f"no history for memory {record_id!r} of user {user_id!r}")
+            raise NotFoundError.history(record_id, user_id)
         return events
 
     # ------------------------------------------------------------------ keyed facts

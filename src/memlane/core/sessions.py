@@ -138,7 +138,7 @@ class SessionsMixin(RecordsMixin):
         check_id("session_id", session_id)
         found = yield from one(ops.GetSession(user_id, session_id))
         if found is None:
-            raise NotFoundError(f"no session {session_id!r} for user {user_id!r}")
+            raise NotFoundError.session(session_id, user_id)
         return found
 
     def list_sessions(

@@ -588,7 +588,7 @@ def create_app(
     async def own_record(where: UserScope, memory_id: str) -> MemoryRecord:
         record = await memory.get(memory_id, user_id=where.user_id)
         if not visible(where, record.agent_id):
-            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+            raise NotFoundError.memory(memory_id, where.user_id)
         return record
 
     def hit_dict(key: ApiKey, hit: SearchHit) -> dict[str, Any]:
@@ -822,7 +822,7 @@ def create_app(
         events = await memory.history(memory_id, user_id=where.user_id)
         last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
         if not visible(where, (last or {}).get("agent_id")):
-            raise NotFoundError(f"no memory {memory_id!r} for this agent")
+            raise NotFoundError.history(memory_id, where.user_id)
         return {"events": [out(key, e.to_dict()) for e in events]}
 
     @v1("POST", "/v1/users/{user_id}/search", tags=["memories"])
@@ -858,7 +858,7 @@ def create_app(
                 return
             raise
         if not visible(where, session.agent_id):
-            raise NotFoundError(f"no session {session_id!r} for this agent")
+            raise NotFoundError.session(session_id, where.user_id)
 
     @v1("GET", "/v1/users/{user_id}/sessions", tags=["sessions"])
     async def list_sessions(

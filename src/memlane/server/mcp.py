@@ -164,7 +164,7 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
             where = await resolve(ctx, Action.WRITE, user_id, agent_id)
             record = await memory.get(memory_id, user_id=where.user_id)
             if not visible(where, record.agent_id):
-                raise NotFoundError(f"no memory {memory_id!r} for this agent")
+                raise NotFoundError.memory(memory_id, where.user_id)
             await memory.delete(
                 memory_id, user_id=where.user_id, reason=reason or "forgotten via MCP"
             )

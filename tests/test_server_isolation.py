@@ -151,3 +151,25 @@ def test_an_agent_key_cannot_tell_another_agents_memory_from_no_memory(env: Env)
         shown = [(a.status_code, a.json()["error"].replace(s, "S")) for a, s in
                  zip(answers, ("plans", "nosuch"), strict=True)]  # fmt: skip
         assert shown[0] == shown[1] and shown[0][0] == 404, (tail, shown)
+
+
+def test_an_agent_key_sees_no_history_of_another_agents_erased_memory(env: Env) -> None:
+    """Erasure (a session delete, a TTL purge) takes the words out of a memory's history,
+    and with them the snapshot that named its agent: the events must stay as hidden from
+    other agents as the memory was."""
+    turn = {"agent_id": "other", "messages": [{"role": "user", "content": "my card 4242"}]}
+    made = env.call(env.other, "POST", "/v1/users/alice/sessions/plans/messages", json=turn)
+    assert made.status_code == 201, made.text
+    listed = env.call(env.acme, "GET", "/v1/users/alice/memories").json()["items"]
+    (episode,) = [m["id"] for m in listed if m["agent_id"] == "other"]
+    path = f"/v1/users/alice/memories/{episode}/history?agent_id=planner"
+    assert env.call(env.planner, "GET", path).status_code == 404
+    gone = env.call(env.acme, "DELETE", "/v1/users/alice/sessions/plans")
+    assert gone.status_code == 200, gone.text
+    assert env.call(env.acme, "GET", f"/v1/users/alice/memories/{episode}/history").json()["events"]
+    hidden = env.call(env.planner, "GET", path)
+    free = env.call(env.planner, "GET", path.replace(episode, "01FREEIDNOONEHASEVERUSED0"))
+    assert hidden.status_code == free.status_code == 404, hidden.text
+    assert hidden.json()["error"].replace(episode, "ID") == free.json()["error"].replace(
+        "01FREEIDNOONEHASEVERUSED0", "ID"
+    )

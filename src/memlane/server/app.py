@@ -821,7 +821,10 @@ def create_app(
         where = scope(key, Action.READ, user_id, agent_id)
         events = await memory.history(memory_id, user_id=where.user_id)
         last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
-        if not visible(where, (last or {}).get("agent_id")):
+        # An erased memory's events keep no snapshot, so no owner: only a call acting
+        # as no agent (which sees every agent's) may read them.
+        owner_known = last is not None or where.agent_id is None
+        if not owner_known or not visible(where, (last or {}).get("agent_id")):
             raise NotFoundError.history(memory_id, where.user_id)
         return {"events": [out(key, e.to_dict()) for e in events]}
 

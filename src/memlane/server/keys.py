@@ -30,7 +30,7 @@ from memlane.access import (
     public_user,
     storage_user,
 )
-from memlane.errors import ConflictError, NotFoundError
+from memlane.errors import ConflictError, NotFoundError, ValidationError
 from memlane.models import StateVersion, from_iso, to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Store
@@ -120,7 +120,14 @@ class KeyStore:
         permissions: Sequence[str] = ("read", "write"),
     ) -> tuple[str, ApiKey]:
         """A new key (returned once, in clear) and its record. Raises ValidationError
-        for a bad tenant, user, agent or permission."""
+        for a bad tenant, user, agent or permission, and for limits no call could
+        pass: an empty list of users or agents, or a user no request can name."""
+        if users is not None and not users:
+            raise ValidationError("users is empty: name at least one, or none for all")
+        if agents is not None and not agents:
+            raise ValidationError("agents is empty: name at least one, or none for any")
+        for user in users or ():
+            storage_user(tenant, user)  # '::' for tenant local, '/' for the others
         grant = Grant(
             tenant,
             None if users is None else tuple(users),

@@ -152,7 +152,13 @@ def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # 
     assert both.exit_code == 2 and "--store" in both.output
     assert not (tmp_path / "other.db").exists()
     assert not (tmp_path / "data").exists()  # the default store was never touched
-    for read in (["list", "--user", "u"], ["search", "x", "--user", "u"], ["export"]):
+    for read in (
+        ["list", "--user", "u"],
+        ["search", "x", "--user", "u"],
+        ["export"],
+        ["context", "--user", "u", "--query", "tea"],
+        ["jobs", "--user", "u"],
+    ):
         missing = bare(*read, "--store", "typo.db")
         assert missing.exit_code == 1 and "no SQLite database" in missing.output, missing.output
     assert not (tmp_path / "typo.db").exists()  # reading a store never creates it

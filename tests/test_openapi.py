@@ -187,6 +187,24 @@ def test_wrong_methods_say_which_are_allowed(live: Live) -> None:
     assert r.json()["type"] == "MethodNotAllowed"
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/users/alice/memories", {"GET", "POST"}),
+        ("/v1/users/alice/memories/M1", {"GET", "PATCH", "DELETE"}),
+        ("/v1/users/alice/sessions/s1/state", {"GET", "PUT"}),
+        ("/v1/users/alice/sessions/s1/summary", {"GET", "POST"}),
+        ("/v1/users/alice/sessions/s1/messages", {"GET", "POST"}),
+    ],
+)
+def test_allow_lists_every_method_of_a_path(live: Live, path: str, allowed: set[str]) -> None:
+    """A path served by several routes (GET and POST /memories ...) names all their
+    methods in `Allow`, not only the first route's."""
+    r = httpx.request("OPTIONS", live.base + path, headers={"X-API-Key": live.key})
+    assert r.status_code == 405
+    assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+
+
 @pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"),
                                                ("/redoc", "redoc.standalone.js")])  # fmt: skip
 def test_docs_work_offline(live: Live, page: str, script: str) -> None:

@@ -510,3 +510,30 @@ def test_cli_written_users_are_served_to_a_local_key(
         assert got.status_code == 200 and got.json()["text"] == "Alice keeps bees"
         wrote = client.post("/v1/users/alice/memories", json={"text": "x"}, headers=auth)
         assert wrote.status_code == 403  # the key was made read-only
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        ["--users", ""],  # an unset shell variable: a key for nobody, made without a word
+        ["--users", " , "],
+        ["--agents", ""],
+        ["--tenant", "local", "--users", "acme::alice"],  # no local user has '::'
+        ["--users", "a/b"],  # no route can name this user
+    ],
+)
+def test_keys_create_refuses_a_key_that_could_reach_no_one(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, limits: list[str]
+) -> None:
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    tenant = [] if "--tenant" in limits else ["--tenant", "acme"]
+    made = CliRunner().invoke(cli, ["--store", store, "keys", "create", *tenant, *limits])
+    assert made.exit_code == 1 and "Error" in made.output, made.output
+    assert "ml_" not in made.output
+    # Refused before the store is opened: nothing was written, not even a new file.
+    assert not (tmp_path / "cli.db").exists()

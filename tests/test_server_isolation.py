@@ -173,3 +173,61 @@ def test_an_agent_key_cannot_tell_another_agents_objects_from_absent_ones(env: E
     listed = env.call(env.planner, "GET", f"{u}/memories", params={"agent_id": "planner"})
     assert found.json()["hits"] == [] and listed.json()["items"] == []
     local.close()
+
+
+def test_an_agent_key_cannot_tell_another_agents_memory_from_no_memory(env: Env) -> None:
+    """An idempotent add's id is a hash of user, agent and key, so an agent-limited key can
+    compute the id another agent's add would have; the 404 for that memory must read
+    exactly as for an id nobody holds, or it tells which keys the other agent used."""
+    body = {"text": "other's private order", "agent_id": "other", "idempotency_key": "order-1"}
+    made = env.call(env.acme, "POST", "/v1/users/alice/memories", json=body)
+    assert made.status_code == 201, made.text
+    taken = stable_id("add", storage_user("acme", "alice"), "agent", "other", "order-1")
+    free = stable_id("add", storage_user("acme", "alice"), "agent", "other", "order-2")
+    assert made.json()["id"] == taken
+    for method, tail in [
+        ("GET", ""),
+        ("GET", "/history"),
+        ("DELETE", ""),
+        ("POST", "/restore"),
+    ]:
+        answers = [
+            env.call(env.planner, method, f"/v1/users/alice/memories/{rid}{tail}?agent_id=planner")
+            for rid in (taken, free)
+        ]
+        shown = [(a.status_code, a.json()["error"].replace(rid, "ID")) for a, rid in
+                 zip(answers, (taken, free), strict=True)]  # fmt: skip
+        assert shown[0] == shown[1] and shown[0][0] == 404, (method, tail, shown)
+    # Sessions: reading another agent's session reads as reading one that does not exist.
+    turn = {"agent_id": "other", "messages": [{"role": "user", "content": "hi"}]}
+    env.call(env.other, "POST", "/v1/users/alice/sessions/plans/messages", json=turn)
+    for tail in ("/messages", "/state", "/state/history", "/summary"):
+        answers = [
+            env.call(env.planner, "GET", f"/v1/users/alice/sessions/{s}{tail}?agent_id=planner")
+            for s in ("plans", "nosuch")
+        ]
+        shown = [(a.status_code, a.json()["error"].replace(s, "S")) for a, s in
+                 zip(answers, ("plans", "nosuch"), strict=True)]  # fmt: skip
+        assert shown[0] == shown[1] and shown[0][0] == 404, (tail, shown)
+
+
+def test_an_agent_key_sees_no_history_of_another_agents_erased_memory(env: Env) -> None:
+    """Erasure (a session delete, a TTL purge) takes the words out of a memory's history,
+    and with them the snapshot that named its agent: the events must stay as hidden from
+    other agents as the memory was."""
+    turn = {"agent_id": "other", "messages": [{"role": "user", "content": "my card 4242"}]}
+    made = env.call(env.other, "POST", "/v1/users/alice/sessions/plans/messages", json=turn)
+    assert made.status_code == 201, made.text
+    listed = env.call(env.acme, "GET", "/v1/users/alice/memories").json()["items"]
+    (episode,) = [m["id"] for m in listed if m["agent_id"] == "other"]
+    path = f"/v1/users/alice/memories/{episode}/history?agent_id=planner"
+    assert env.call(env.planner, "GET", path).status_code == 404
+    gone = env.call(env.acme, "DELETE", "/v1/users/alice/sessions/plans")
+    assert gone.status_code == 200, gone.text
+    assert env.call(env.acme, "GET", f"/v1/users/alice/memories/{episode}/history").json()["events"]
+    hidden = env.call(env.planner, "GET", path)
+    free = env.call(env.planner, "GET", path.replace(episode, "01FREEIDNOONEHASEVERUSED0"))
+    assert hidden.status_code == free.status_code == 404, hidden.text
+    assert hidden.json()["error"].replace(episode, "ID") == free.json()["error"].replace(
+        "01FREEIDNOONEHASEVERUSED0", "ID"
+    )

@@ -18,6 +18,7 @@ import pytest
 
 from memlane import Memory
 from memlane.errors import EmbeddingError
+from memlane.models import content_hash
 from memlane.ports.embedder import Vector
 from memlane.testing import FakeEmbedder
 
@@ -148,3 +149,81 @@ def test_import_and_export_show_progress_on_a_terminal_only(tmp_path: Path) -> N
     assert len(target.read_text(encoding="utf-8").splitlines()) == len(rows)
     code, out, err = _cli(["export", "-o", str(target)], tmp_path, tty=False)
     assert code == 0 and err == f"exported {len(rows)} lines\n"
+
+
+def test_import_refuses_a_file_that_repeats_an_id(tmp_path: Path) -> None:
+    """Two rows naming the same memory (or event, message) of one user cannot both be
+    imported: the file is refused at the repeat, nothing is stored, instead of keeping one
+    silently and counting both."""
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        memory.add("Alice keeps bees", user_id="alice")
+        memory.add_messages("s1", [("user", "hello there")], user_id="alice")
+        rows = memory.export_rows()
+    for kind in ("record", "history", "message"):
+        first = next(i for i, r in enumerate(rows) if r["type"] == kind)
+        twin = json.loads(json.dumps(rows[first]))
+        if kind == "record":
+            twin["data"]["text"] = "Alice keeps wasps"
+            twin["data"]["content_hash"] = content_hash("Alice keeps wasps")
+        bad = [*rows, twin]
+        source = tmp_path / f"{kind}.jsonl"
+        source.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+        code, out, err = _cli(["import", str(source)], tmp_path, tty=False)
+        assert code == 1, (out, err)
+        assert f"line {len(bad)}" in err and "repeats" in err, err
+        code, out, err = _cli(["list", "--user", "alice"], tmp_path, tty=False)
+        assert "Alice" not in out, out  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "metadata"),
+    [
+        ("fact", "timezone", {}),  # a key on another kind: remember("timezone") stalls
+        ("keyed_fact", None, {"value": "UTC"}),  # no key: nothing can recall or edit it
+        ("keyed_fact", "timezone", {}),  # no value: recall() disagrees with the text
+    ],
+)
+def test_import_refuses_a_keyed_fact_remember_could_not_have_made(
+    tmp_path: Path, kind: str, key: str | None, metadata: dict[str, object]
+) -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        memory.remember("timezone", "UTC", user_id="alice")
+        rows = memory.export_rows()
+    row = next(r for r in rows if r["type"] == "record")
+    row["data"].update(kind=kind, key=key, metadata=metadata)  # type: ignore[union-attr]
+    source = tmp_path / "bad.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, out, err = _cli(["import", str(source)], tmp_path, tty=False)
+    assert code == 1 and "bad record row" in err, (out, err)
+    # Nothing was stored: the key is free and recall agrees with remember.
+    with Memory(f"sqlite:///{tmp_path}/cli.db", embedder=FakeEmbedder()) as memory:
+        memory.remember("timezone", "Europe/Paris", user_id="alice")
+        assert memory.recall("timezone", user_id="alice") == "Europe/Paris"
+
+
+def test_add_many_refuses_a_key() -> None:
+    """Only remember() gives a memory a key (add_many took MemoryInput(key=...) and the
+    key's remember() then failed with ConflictError on every call)."""
+    from memlane import MemoryInput
+    from memlane.errors import ValidationError
+
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        with pytest.raises(ValidationError):
+            memory.add_many([MemoryInput(text="tz is UTC", key="timezone")], user_id="alice")
+        memory.remember("timezone", "UTC", user_id="alice")
+        assert memory.recall("timezone", user_id="alice") == "UTC"
+
+
+def test_migrate_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """Like import and export: a piped or logged migrate gets no tqdm bar on stderr."""
+    with Memory(f"sqlite:///{tmp_path}/cli.db", embedder=FakeEmbedder()) as memory:
+        memory.add("Alice keeps bees", user_id="alice")
+    code, out, err = _cli(
+        ["migrate", str(tmp_path / "cli.db"), str(tmp_path / "a.db")], tmp_path, tty=False
+    )
+    assert code == 0 and "verified: ok" in out, (out, err)
+    assert "users" not in err, err
+    code, out, err = _cli(
+        ["migrate", str(tmp_path / "cli.db"), str(tmp_path / "b.db")], tmp_path, tty=True
+    )
+    assert code == 0 and "users: 100%" in err, (out, err)

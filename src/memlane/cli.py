@@ -470,7 +470,7 @@ def sweep(ctx: _Context, as_json: bool) -> None:
 @cli.command()
 @click.argument("source_url")
 @click.argument("target_url")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none when piped either).")
 @json_option
 @store_option
 @pass_ctx
@@ -488,7 +488,14 @@ def migrate(
     def bar(users: Any, total: int) -> Any:
         from tqdm import tqdm
 
-        return tqdm(users, total=total, desc="users", unit="user", disable=no_progress)
+        return tqdm(
+            users,
+            total=total,
+            desc="users",
+            unit="user",
+            file=sys.stderr,
+            disable=no_progress or not sys.stderr.isatty(),
+        )
 
     report = run_migration(
         source_url, target_url, embedder=ctx.settings.build_embedder(), progress=bar

@@ -10,6 +10,7 @@ from typing import Any
 
 from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, many, one
+from memlane.core.records import check_keyed
 from memlane.errors import ImportFormatError, ValidationError
 from memlane.models import (
     Filters,
@@ -182,11 +183,17 @@ class AdminMixin(CoreBase):
         events: list[HistoryEvent] = []
         messages: dict[tuple[str, str], list[Message]] = {}
         counts: dict[str, int] = {}
+        seen: dict[tuple[str, str, str], int] = {}
         n_rows = 0
         for index, row in enumerate(rows):
             n_rows += 1
             line = lines[index] if lines is not None and index < len(lines) else index + 1
             kind, op = self._parse_row(row, line)
+            if isinstance(op, MemoryRecord | HistoryEvent | Message):
+                # Two rows for one id: the store would keep one silently; refuse the file.
+                first = seen.setdefault((kind, op.user_id, op.id), line)
+                if first != line:
+                    raise ImportFormatError(f"{kind} {op.id!r} repeats line {first}", line=line)
             counts[kind] = counts.get(kind, 0) + 1
             if isinstance(op, MemoryRecord):
                 records.append(op)
@@ -269,6 +276,7 @@ class AdminMixin(CoreBase):
                 if not 0.0 <= float(record.importance) <= 1.0:
                     raise ValidationError("importance must be between 0 and 1")
                 _check_row_id("id", record.id)
+                check_keyed(record)
                 if record.superseded_by is not None:
                     _check_row_id("superseded_by", record.superseded_by)
                 if record.content_hash != content_hash(record.text):

@@ -465,6 +465,20 @@ def _check_addable(item: MemoryInput) -> None:
     stored value, without which recall() cannot find it and update() cannot change it."""
     if item.kind in (MemoryKind.KEYED_FACT, MemoryKind.KEYED_FACT.value):
         raise ValidationError("a keyed fact is set with remember(key, value), not added")
+    if item.key is not None:
+        raise ValidationError("a memory gets a key only through remember(key, value)")
+
+
+def check_keyed(record: MemoryRecord) -> None:
+    """A stored memory has a key exactly when it is a keyed fact, and a keyed fact has
+    its value (what remember() makes): anything else would stall remember() on that key
+    or make recall() disagree with the text. Raises ValidationError."""
+    if record.kind is MemoryKind.KEYED_FACT:
+        check_id("key", record.key)
+        if "value" not in record.metadata:
+            raise ValidationError("a keyed fact needs its value in metadata['value']")
+    elif record.key is not None:
+        raise ValidationError(f"only a keyed fact has a key, not a {record.kind.value}")
 
 
 def _idempotent_id(user_id: str, agent_id: str | None, key: str) -> str:

@@ -469,6 +469,10 @@ def create_app(
         )
         response = problem(exc.status_code, str(exc.detail), kind)
         response.headers.update(exc.headers or {})  # 405's Allow, 401's WWW-Authenticate
+        if exc.status_code == 405:
+            # Starlette names only the first route whose path matched; a path served by
+            # several routes (GET and POST /memories) allows all of their methods.
+            response.headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -1109,6 +1113,19 @@ def create_app(
         return {"jobs": [out(key, _job_dict(j)) for j in jobs]}
 
     return _with_limit(app, max_body_bytes)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at the request's path, in a stable order."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+    for route in app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= set(route_methods)
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
 _PLAIN_ERRORS = ("ValidationError:", "ConflictError:", "NotFoundError:")

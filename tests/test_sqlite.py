@@ -254,6 +254,23 @@ def test_a_purge_or_a_session_delete_takes_the_words_off_the_disk(tmp_path: Path
         m.close()
 
 
+def test_a_session_delete_erases_episodes_of_a_session_never_opened(tmp_path: Path) -> None:
+    """An episode added with add(kind="episode", session_id=...) belongs to a session that
+    has no session row: deleting that session counts 0 sessions but still deletes the
+    episode, and its words must leave the index and the log as for any session."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    turn = m.add("the okapi said zanzibarquux", user_id="alice", kind="episode", session_id="s9")
+    assert m.delete_session("s9", user_id="alice") == 0  # no session row
+    assert [e.snapshot for e in m.history(turn.id, user_id="alice")] == [None, None]
+    for _ in ("open", "closed"):
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        assert files and [p.name for p in files if b"zanzibarquux" in p.read_bytes()] == []
+        m.close()
+
+
 def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:
     """A write landing between the export's reads cannot pair a record with history
     from after it (records and history are read in one batch, one transaction)."""

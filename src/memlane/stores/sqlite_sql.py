@@ -480,6 +480,8 @@ def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]
             else:
                 clauses.append(f"r.{name} = ?")
             params.append(value)
+    if f.shared_only:
+        clauses.append("r.agent_id IS NULL")
     if f.since is not None:
         clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
         params.append(to_iso(f.since))

@@ -262,6 +262,10 @@ class StoreConformance:
         }
         only = Filters(agent_id="bot")
         assert [r.id for r in m.list(user_id="u", filters=only).items] == [mine.id]
+        for shared_f in (Filters(shared_only=True), dataclasses.replace(f, shared_only=True)):
+            assert [r.id for r in m.list(user_id="u", filters=shared_f).items] == [shared.id]
+            found = m.search("cello lesson", user_id="u", filters=shared_f)
+            assert [h.record.id for h in found] == [shared.id]
         m.close()
 
     def test_search_ranks_and_explains(self) -> None:

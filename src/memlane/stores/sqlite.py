@@ -56,6 +56,7 @@ from memlane.stores.sqlite_sql import (
     MIGRATIONS,
     RECORD_COLUMNS,
     RECORD_SELECT,
+    REINDEX_DELETED_AFTER,
     WRITE_OPS,
     chunks,
     filter_sql,
@@ -571,8 +572,15 @@ class SqliteStore:
                 f"AND user_id = ? AND record_id IN ({marks})",
                 params,
             )
+            turns = conn.execute(
+                "SELECT session_id, agent_id, id FROM records WHERE user_id = ? "
+                f"AND id IN ({marks}) AND kind = 'episode' AND session_id IS NOT NULL",
+                params,
+            ).fetchall()
             cur = conn.execute(f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", params)
             n += cur.rowcount
+            for session_id, agent_id, rid in turns:  # the words leave every index row
+                conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
 
     # ------------------------------------------------------------------ embeddings

@@ -42,13 +42,18 @@ class RowCounter:
         self.ops, self.rows = [], 0
 
 
-def _reads_per_append(url: str, context_window: int, length: int = 2000) -> None:
+def _reads_per_append(
+    url: str, context_window: int, length: int = 2000, earlier_agent: str | None = None
+) -> None:
+    """``earlier_agent``: who wrote the session so far (the appends are by no agent)."""
     counter = RowCounter(open_store(url))
     config = CoreConfig(context_window=context_window)
     m = Memory(counter, embedder=FakeEmbedder(), config=config)  # type: ignore[arg-type]
     turns = [("user" if i % 2 else "assistant", f"turn {i} of a long chat") for i in range(length)]
-    m.add_messages("long", turns, user_id="u")
-    m.add_messages("short", [("user", "hello"), ("assistant", "hi")], user_id="u")
+    m.add_messages("long", turns, user_id="u", agent_id=earlier_agent)
+    m.add_messages(
+        "short", [("user", "hello"), ("assistant", "hi")], user_id="u", agent_id=earlier_agent
+    )
     seen: dict[str, tuple[list[str], int]] = {}
     for session in ("short", "long"):
         counter.reset()
@@ -80,3 +85,13 @@ def test_appending_reads_the_same_at_any_length_on_postgres(
     postgres_server: PostgresServer,
 ) -> None:
     _reads_per_append(postgres_server.new_database("append"), 2, length=400)
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_appending_without_an_agent_after_an_agents_turns_reads_the_same(
+    tmp_path: Path, url: str
+) -> None:
+    """The context of a turn by no agent is the last turns by no agent: found with one
+    read, not by paging back through every turn other agents wrote in the session."""
+    url = f"sqlite:///{tmp_path}/cost.db" if url == "sqlite" else url
+    _reads_per_append(url, 1, earlier_agent="planner")

@@ -315,3 +315,23 @@ def test_conflict_messages_leave_out_the_rows_values(pg_url: str) -> None:
         m.store.batch([ops.WriteRecord(rival, 0)])
     assert "tenantx" not in str(caught.value) and "secretkey" not in str(caught.value)
     m.close()
+
+
+def test_a_purged_turn_leaves_no_words_in_a_deleted_turn_after_it(
+    postgres_server: PostgresServer,
+) -> None:
+    """A deleted (restorable) turn keeps the previous live turn of its agent in its search
+    vector; purging that turn re-indexes the deleted one too, not only the next live turn."""
+    url = postgres_server.new_database("purge")
+    m, clock = _memory(url)
+    turn: dict[str, Any] = {"user_id": "alice", "kind": "episode", "session_id": "s"}
+    m.add("door code zanzibarquux", ttl=timedelta(hours=1), **turn)
+    hidden = m.add("and the second turn", **turn)
+    m.add("a third turn", **turn)
+    m.delete(hidden.id, user_id="alice")
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT id, search::text FROM records").fetchall()
+    assert len(rows) == 2 and [i for i, s in rows if "zanzibarquux" in s] == []
+    m.close()

@@ -254,6 +254,47 @@ def test_a_purge_or_a_session_delete_takes_the_words_off_the_disk(tmp_path: Path
         m.close()
 
 
+def test_a_session_delete_erases_episodes_of_a_session_never_opened(tmp_path: Path) -> None:
+    """An episode added with add(kind="episode", session_id=...) belongs to a session that
+    has no session row: deleting that session counts 0 sessions but still deletes the
+    episode, and its words must leave the index and the log as for any session."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    turn = m.add("the okapi said zanzibarquux", user_id="alice", kind="episode", session_id="s9")
+    assert m.delete_session("s9", user_id="alice") == 0  # no session row
+    assert [e.snapshot for e in m.history(turn.id, user_id="alice")] == [None, None]
+    for _ in ("open", "closed"):
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        assert files and [p.name for p in files if b"zanzibarquux" in p.read_bytes()] == []
+        m.close()
+
+
+def test_a_purged_turn_leaves_no_text_in_a_deleted_turn_after_it(tmp_path: Path) -> None:
+    """A deleted (restorable) turn keeps the previous live turn of its agent as lexical
+    context; when that turn is purged, the deleted one is re-indexed too, not only the
+    next live turn, or the purged words stay on disk in its index row."""
+    from memlane.testing import FixedClock
+
+    path = tmp_path / "m.db"
+    clock = FixedClock()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=clock)
+    for i in range(50):
+        m.add(f"bob note {i} about gardening", user_id="bob")
+    turn = {"user_id": "alice", "kind": "episode", "session_id": "s"}
+    m.add("door code zanzibarquux", ttl=timedelta(hours=1), **turn)  # type: ignore[arg-type]
+    hidden = m.add("and the second turn", **turn)  # type: ignore[arg-type]
+    m.add("a third turn", **turn)  # type: ignore[arg-type]
+    m.delete(hidden.id, user_id="alice")
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    for _ in ("open", "closed"):
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        assert files and [p.name for p in files if b"zanzibarquux" in p.read_bytes()] == []
+        m.close()
+
+
 def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:
     """A write landing between the export's reads cannot pair a record with history
     from after it (records and history are read in one batch, one transaction)."""

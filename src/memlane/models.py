@@ -489,7 +489,8 @@ class Filters:
     creation time), inclusive. ``metadata`` matches top-level keys by equality.
     ``topics`` matches records having any of the given topics. ``include_shared`` with
     ``agent_id`` also matches the user's shared records (of no agent): what that agent
-    may see (:mod:`memlane.access`).
+    may see (:mod:`memlane.access`). ``shared_only`` matches only the shared records
+    (``agent_id`` None alone means any agent).
     """
 
     kinds: tuple[MemoryKind, ...] = ()
@@ -504,6 +505,7 @@ class Filters:
     include_superseded: bool = False
     include_deleted: bool = False
     include_shared: bool = False
+    shared_only: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -554,6 +556,8 @@ class Filters:
             shared = name == "agent_id" and self.include_shared and record.agent_id is None
             if wanted is not None and getattr(record, name) != wanted and not shared:
                 return False
+        if self.shared_only and record.agent_id is not None:
+            return False
         t = record.effective_time
         if self.since is not None and t < self.since:
             return False

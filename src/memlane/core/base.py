@@ -367,19 +367,16 @@ class CoreBase:
     ) -> Flow[list[str]]:
         """Texts of the last ``window`` current episodes of the session by ``agent_id``
         (None: by no agent), oldest first."""
-        f = Filters(kinds=(MemoryKind.EPISODE,), session_id=session_id, agent_id=agent_id)
-        found: list[str] = []
-        cursor = None
-        while len(found) < window:
-            # A filter on agent_id None means any agent: those of agents are skipped here.
-            rows = yield from one(
-                ops.ListRecords(user_id, f, self._now(), cursor, window, descending=True)
-            )
-            found += [r.text for r in rows if r.agent_id == agent_id]
-            if len(rows) < window:
-                break
-            cursor = rows[-1].id
-        return list(reversed(found[:window]))
+        f = Filters(
+            kinds=(MemoryKind.EPISODE,),
+            session_id=session_id,
+            agent_id=agent_id,
+            shared_only=agent_id is None,  # agent_id None alone would mean any agent
+        )
+        rows = yield from one(
+            ops.ListRecords(user_id, f, self._now(), None, window, descending=True)
+        )
+        return [r.text for r in reversed(rows)]
 
     def _load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
         check_id("user_id", user_id)

@@ -106,14 +106,21 @@ class RecordsMixin(SearchMixin):
             return record
         check_id("idempotency_key", idempotency_key)
         rid = _idempotent_id(user_id, agent_id, idempotency_key)
-        record = replace(self._new_record(user_id, item, self._now()), id=rid)
         # An agent's memory added before idempotency was keyed per agent has the
         # user-level id: the same agent's retry still finds it, another agent's never.
+        # That id is also the agent-less scope's own; where such a memory holds it, the
+        # agent-less scope's memory gets a second id of its own.
         legacy = stable_id("add", user_id, idempotency_key)
-        found = yield from one(ops.GetRecords(user_id, tuple(dict.fromkeys((rid, legacy)))))
-        for r in sorted(found, key=lambda r: r.id != rid):
-            if r.id == rid or r.agent_id == agent_id:
+        second = stable_id("add", user_id, "no agent", idempotency_key)
+        ids = (rid, legacy) if agent_id is not None else (rid, second)
+        found = {r.id: r for r in (yield from one(ops.GetRecords(user_id, ids)))}
+        for candidate in ids:
+            r = found.get(candidate)
+            if r is not None and (r.agent_id == agent_id or candidate != legacy):
                 return r
+        if agent_id is None and rid in found:  # an agent's memory from before holds rid
+            rid = second
+        record = replace(self._new_record(user_id, item, self._now()), id=rid)
         try:
             (record,) = yield from self._insert([record])
         except ConflictError:

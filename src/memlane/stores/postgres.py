@@ -57,6 +57,7 @@ from memlane.stores.postgres_sql import (
     MIGRATION_LOCK,
     MIGRATIONS,
     RECORD_SELECT,
+    REINDEX_DELETED_AFTER,
     TS_CONFIG,
     UPDATE_RECORD,
     WRITE_OPS,
@@ -472,7 +473,14 @@ class PostgresStore:
             "AND user_id = %s AND record_id = ANY(%s)",
             key,
         )
+        turns, _ = yield Sql(
+            "SELECT session_id, agent_id, id FROM records WHERE user_id = %s AND id = ANY(%s) "
+            "AND kind = 'episode' AND session_id IS NOT NULL ORDER BY id",
+            key,
+        )
         _, n = yield Sql("DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", key)
+        for session_id, agent_id, rid in turns:  # the words leave every search vector
+            yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
 
     # ------------------------------------------------------------------ embeddings

@@ -101,6 +101,19 @@ _NEXT_OWN_TURN = (
     "AND x.id > {r}.id ORDER BY x.id LIMIT 1)"
 )
 
+REINDEX_DELETED_AFTER = (
+    f"UPDATE records n SET search = {_OWN_TURN_SEARCH} "
+    "WHERE n.user_id = %s AND n.session_id = %s AND n.agent_id IS NOT DISTINCT FROM %s "
+    "AND n.kind = 'episode' AND n.id > %s AND n.deleted_at IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM records x WHERE x.user_id = n.user_id "
+    "AND x.session_id = n.session_id AND x.agent_id IS NOT DISTINCT FROM n.agent_id "
+    "AND x.kind = 'episode' AND x.deleted_at IS NULL AND x.id > %s AND x.id < n.id)"
+)
+"""Re-indexes the deleted turns after a removed turn ``(user, session, agent, id, id)``
+up to the next live turn of its agent: their search vector can hold the removed turn's
+words (a deleted turn keeps the previous live one), which the delete trigger leaves, as
+it re-indexes only the next live turn."""
+
 _SCOPED_IDS_SQL = f"""
 ALTER TABLE records DROP CONSTRAINT records_pkey;
 ALTER TABLE records ADD PRIMARY KEY (user_id, id);
@@ -350,6 +363,8 @@ def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]
             else:
                 clauses.append(f"r.{name} = %s")
             params.append(value)
+    if f.shared_only:
+        clauses.append("r.agent_id IS NULL")
     if f.since is not None:
         clauses.append("COALESCE(r.event_at, r.created_at) >= %s")
         params.append(f.since)

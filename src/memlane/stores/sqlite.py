@@ -56,6 +56,7 @@ from memlane.stores.sqlite_sql import (
     MIGRATIONS,
     RECORD_COLUMNS,
     RECORD_SELECT,
+    REINDEX_DELETED_AFTER,
     WRITE_OPS,
     chunks,
     filter_sql,
@@ -302,8 +303,7 @@ class SqliteStore:
                 try:
                     try:
                         with _transaction(conn, write=write):
-                            results = [self._handler(op)(conn, op) for op in ops_]
-                            erased = _erases(ops_, results)
+                            results, erased = self._run(conn, ops_)
                             if erased:
                                 self._merge_index(conn)
                         if erased:
@@ -325,6 +325,23 @@ class SqliteStore:
                     ) from exc
                 except sqlite3.DatabaseError as exc:
                     raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+    def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], bool]:
+        """The results of the batch's ops, and whether one of them took text off for good
+        (a user forgotten, or rows deleted by a purge or a session delete, whatever it
+        returns: a session with no session row can still have episodes), so the index
+        and the log must lose it too."""
+        results: list[Any] = []
+        erased = False
+        for op in ops_:
+            before = conn.total_changes
+            results.append(self._handler(op)(conn, op))
+            if isinstance(op, ops.DeleteUser) or (
+                isinstance(op, ops.RemoveRecords | ops.DeleteSessions)
+                and conn.total_changes > before
+            ):
+                erased = True
+        return results, erased
 
     def _merge_index(self, conn: sqlite3.Connection) -> None:
         """After text was erased (a user forgotten, memories purged, sessions deleted):
@@ -555,8 +572,15 @@ class SqliteStore:
                 f"AND user_id = ? AND record_id IN ({marks})",
                 params,
             )
+            turns = conn.execute(
+                "SELECT session_id, agent_id, id FROM records WHERE user_id = ? "
+                f"AND id IN ({marks}) AND kind = 'episode' AND session_id IS NOT NULL",
+                params,
+            ).fetchall()
             cur = conn.execute(f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", params)
             n += cur.rowcount
+            for session_id, agent_id, rid in turns:  # the words leave every index row
+                conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
 
     # ------------------------------------------------------------------ embeddings
@@ -873,17 +897,6 @@ def _link_new(temp: Path, path: Path) -> None:
         # No hard links on this file system: a rename, checked first (not atomic).
         if not path.exists():
             os.replace(temp, path)
-
-
-def _erases(ops_: Sequence[Op[Any]], results: Sequence[Any]) -> bool:
-    """Whether this batch took text off for good (a user forgotten, memories purged,
-    sessions deleted), so the index and the log must lose it too."""
-    for op, result in zip(ops_, results, strict=True):
-        if isinstance(op, ops.DeleteUser):
-            return True
-        if isinstance(op, ops.RemoveRecords | ops.DeleteSessions) and result:
-            return True
-    return False
 
 
 class _transaction:

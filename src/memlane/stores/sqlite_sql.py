@@ -177,6 +177,22 @@ def _refresh_own_context(row: str, *, itself: bool) -> str:
     )
 
 
+REINDEX_DELETED_AFTER = (
+    "UPDATE records_fts SET context = (SELECT "
+    + _previous_own_turn("t")
+    + " FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ("
+    "SELECT n.rid FROM records n WHERE n.user_id = ? AND n.session_id = ? "
+    "AND n.agent_id IS ? AND n.kind = 'episode' AND n.id > ? AND n.deleted_at IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM records x WHERE x.user_id = n.user_id "
+    "AND x.session_id = n.session_id AND x.agent_id IS n.agent_id AND x.kind = 'episode' "
+    "AND x.deleted_at IS NULL AND x.id > ? AND x.id < n.id))"
+)
+"""Re-indexes the deleted turns after a removed turn ``(user, session, agent, id, id)``
+up to the next live turn of its agent: their lexical context can be the removed turn's
+text (a deleted turn keeps the previous live one), which the delete trigger leaves, as it
+re-indexes only the next live turn."""
+
+
 _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
             rid INTEGER PRIMARY KEY,
             id TEXT NOT NULL,
@@ -480,6 +496,8 @@ def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]
             else:
                 clauses.append(f"r.{name} = ?")
             params.append(value)
+    if f.shared_only:
+        clauses.append("r.agent_id IS NULL")
     if f.since is not None:
         clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
         params.append(to_iso(f.since))

@@ -148,6 +148,13 @@ class StoreConformance:
         assert m.add("x", user_id="w", agent_id="a", idempotency_key="turn-9").id == legacy
         fresh = m.add("x", user_id="w", agent_id="b", idempotency_key="turn-9")
         assert fresh.id not in (legacy, old.id) and fresh.agent_id == "b"
+        # Nor the agent-less scope's, whose own id that legacy memory holds: it gets a
+        # memory of its own, found again by its retry.
+        mine = m.add("no agent's note", user_id="w", idempotency_key="turn-9")
+        assert mine.id not in (legacy, old.id, fresh.id)
+        assert (mine.agent_id, mine.text) == (None, "no agent's note")
+        assert m.add("again", user_id="w", idempotency_key="turn-9") == mine
+        assert m.add("again", user_id="w", agent_id="a", idempotency_key="turn-9").id == legacy
         m.close()
 
     def test_an_id_in_one_scope_never_touches_another(self) -> None:
@@ -255,6 +262,10 @@ class StoreConformance:
         }
         only = Filters(agent_id="bot")
         assert [r.id for r in m.list(user_id="u", filters=only).items] == [mine.id]
+        for shared_f in (Filters(shared_only=True), dataclasses.replace(f, shared_only=True)):
+            assert [r.id for r in m.list(user_id="u", filters=shared_f).items] == [shared.id]
+            found = m.search("cello lesson", user_id="u", filters=shared_f)
+            assert [h.record.id for h in found] == [shared.id]
         m.close()
 
     def test_search_ranks_and_explains(self) -> None:

@@ -71,6 +71,7 @@ class OnnxEmbedder:
         self._tokenizer: Any = None
         self._input_names: frozenset[str] = frozenset()
         self._lower = False
+        self._pad_id = 0
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -107,11 +108,12 @@ class OnnxEmbedder:
                 max_len, do_lower = _sentence_config(tokenizer_dir)
                 tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
                 # The model's own limit (sentence_bert_config.json), not tokenizer.json's
-                # 128: truncate to max_seq_length tokens including [CLS] and [SEP], and pad
-                # each batch to its longest text.
+                # 128: truncate to max_seq_length tokens including [CLS] and [SEP]. Padding
+                # is done in embed() (to each batch's longest text), so the tokenizer's
+                # fixed 128-token padding is switched off.
                 tokenizer.enable_truncation(max_length=max_len, strategy="longest_first")
+                tokenizer.no_padding()
                 pad_id = tokenizer.token_to_id("[PAD]")
-                tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = self.threads
                 options.inter_op_num_threads = 1
@@ -128,6 +130,7 @@ class OnnxEmbedder:
             self.max_seq_length = max_len
             self._lower = do_lower
             self._input_names = frozenset(i.name for i in session.get_inputs())
+            self._pad_id = 0 if pad_id is None else int(pad_id)
             self._tokenizer = tokenizer
             self._session = session
             return session, tokenizer
@@ -145,14 +148,20 @@ class OnnxEmbedder:
         try:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                encodings = tokenizer.encode_batch([items[i] for i in chunk])
-                ids = np.array([e.ids for e in encodings], dtype=np.int64)
-                mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+                # One text at a time: encode_batch would start a thread per core
+                # (rayon) for what is a fraction of a millisecond of work per text.
+                encodings = [tokenizer.encode(items[i]) for i in chunk]
+                width = max(len(e.ids) for e in encodings)
+                ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
+                mask = np.zeros((len(chunk), width), dtype=np.int64)
+                types = np.zeros((len(chunk), width), dtype=np.int64)
+                for row, e in enumerate(encodings):
+                    ids[row, : len(e.ids)] = e.ids
+                    mask[row, : len(e.ids)] = e.attention_mask
+                    types[row, : len(e.ids)] = e.type_ids
                 feed = {"input_ids": ids, "attention_mask": mask}
                 if "token_type_ids" in self._input_names:
-                    feed["token_type_ids"] = np.array(
-                        [e.type_ids for e in encodings], dtype=np.int64
-                    )
+                    feed["token_type_ids"] = types
                 hidden = session.run(None, feed)[0]
                 for i, vector in zip(chunk, _mean_pool_normalize(hidden, mask), strict=True):
                     out[i] = vector

@@ -5,7 +5,7 @@ constructors never read these variables, and nothing reads them at import.
 
 =========================  ===================================================
 ``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
-``MEMLANE_EMBEDDER``       ``local`` (default), ``openai`` or ``fake``
+``MEMLANE_EMBEDDER``       ``local`` (default), ``onnx``, ``openai`` or ``fake``
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
@@ -120,6 +120,10 @@ class Settings:
             from memlane.embedders.local import LocalEmbedder
 
             return LocalEmbedder()
+        if self.embedder == "onnx":
+            from memlane.embedders.onnx import OnnxEmbedder
+
+            return OnnxEmbedder()
         if self.embedder == "fake":
             from memlane.testing import FakeEmbedder
 
@@ -137,7 +141,9 @@ class Settings:
                 model=self.embedding_model,
                 api_key=self.embedding_api_key,
             )
-        raise ConfigurationError(f"unknown embedder {self.embedder!r}: use local, openai or fake")
+        raise ConfigurationError(
+            f"unknown embedder {self.embedder!r}: use local, onnx, openai or fake"
+        )
 
     def llm_endpoint(self) -> dict[str, Any] | None:
         """``base_url``, ``model`` and ``api_key`` of the chat model these settings name,

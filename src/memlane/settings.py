@@ -5,7 +5,7 @@ constructors never read these variables, and nothing reads them at import.
 
 =========================  ===================================================
 ``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
-``MEMLANE_EMBEDDER``       ``local`` (default), ``onnx``, ``openai`` or ``fake``
+``MEMLANE_EMBEDDER``       ``local`` (default), ``onnx``, ``openai``, ``fake`` or ``fake:DIM``
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
@@ -128,6 +128,12 @@ class Settings:
             from memlane.testing import FakeEmbedder
 
             return FakeEmbedder()
+        if self.embedder.startswith("fake:") and self.embedder[5:].isdigit():
+            from memlane.testing import FakeEmbedder
+
+            dim = int(self.embedder[5:])
+            if dim > 0:
+                return FakeEmbedder(dim, model_id=f"fake-bow-{dim}")
         if self.embedder == "openai":
             if not self.embedding_base_url or not self.embedding_model:
                 raise ConfigurationError(
@@ -142,7 +148,7 @@ class Settings:
                 api_key=self.embedding_api_key,
             )
         raise ConfigurationError(
-            f"unknown embedder {self.embedder!r}: use local, onnx, openai or fake"
+            f"unknown embedder {self.embedder!r}: use local, onnx, openai, fake or fake:DIM"
         )
 
     def llm_endpoint(self) -> dict[str, Any] | None:

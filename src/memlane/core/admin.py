@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import CoreBase
-from memlane.core.flow import Flow, many, one
+from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase
+from memlane.core.flow import Flow, embed, many, one
 from memlane.core.records import check_keyed
 from memlane.errors import ImportFormatError, ValidationError
 from memlane.models import (
@@ -33,6 +33,8 @@ EXPORT_FORMAT = "memlane-export"
 # Texts per embedding call on import: large enough for the model to batch well, small
 # enough that progress shows every few seconds with a CPU model.
 IMPORT_EMBED_BATCH = 256
+MAX_REEMBED_WINDOW = 8
+"""``reembed`` rebuilds context texts written with a context window of up to this."""
 EXPORT_VERSION = 1
 _ALL = Filters(include_superseded=True, include_deleted=True)
 
@@ -155,6 +157,68 @@ class AdminMixin(CoreBase):
             versions = yield from one(ops.ListStateVersions(user_id, session_id, current.name))
             rows += ({"type": "state", "data": v.to_dict()} for v in versions)
         return rows
+
+    # ------------------------------------------------------------------ reembed
+
+    def reembed(self, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
+        """Move the store to this Memory's embedding model: embed every memory's text
+        (deleted and superseded ones too: they can be restored) and its context text,
+        then record this model and remove every other model's vectors.
+
+        Vectors are written a batch at a time and the switch comes last, so an
+        interrupted run changes nothing that searches see, and running it again finishes
+        the job (texts already embedded are not embedded again). Writers using the old
+        model should be stopped meanwhile. ``progress(n)`` hears how many more texts are
+        done. Returns counts: ``memories``, ``contexts`` (context texts that could be
+        rebuilt, with a window of up to :data:`MAX_REEMBED_WINDOW` turns; the rest fall
+        back to their memory's own vector), ``embedded`` (by this
+        run) and ``removed`` (old vectors)."""
+        model = self.model_id
+        texts: dict[str, str] = {}  # content hash -> text
+        n_records = n_contexts = 0
+        for user_id in (yield from self.list_users()):
+            records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
+            n_records += len(records)
+            texts.update((r.content_hash, r.text) for r in records)
+            wanted = {r.context_hash for r in records if r.context_hash is not None}
+            ordered = sorted(records, key=lambda r: r.id)
+            # This memory's window first, then others: the store may have been written
+            # with another one (the CLI uses none).
+            windows = [self.config.context_window, *range(1, MAX_REEMBED_WINDOW + 1)]
+            for window in dict.fromkeys(w for w in windows if w >= 1):
+                if not wanted:
+                    break
+                _, contexts = yield from self._with_context(ordered, look_back=False, window=window)
+                rebuilt = {content_hash(t): t for t in contexts}
+                found = {h: rebuilt[h] for h in wanted if h in rebuilt}
+                n_contexts += len(found)
+                texts.update(found)
+                wanted -= set(found)
+        hashes = list(texts)
+        embedded = 0
+        dim: int | None = None
+        for start in range(0, len(hashes), IMPORT_EMBED_BATCH):
+            chunk = hashes[start : start + IMPORT_EMBED_BATCH]
+            done = yield from one(ops.GetEmbeddings(model, tuple(chunk)))
+            if done and dim is None:
+                dim = len(next(iter(done.values())))
+            missing = [h for h in chunk if h not in done]
+            if missing:
+                vectors = yield from embed([texts[h] for h in missing])
+                dim = len(vectors[0])
+                items = tuple(zip(missing, vectors, strict=True))
+                yield from one(ops.PutEmbeddings(model, items, staged=True))
+                embedded += len(missing)
+            _report(progress, len(chunk))
+        if dim is None:  # nothing stored yet: the model's dimension from one probe
+            dim = len((yield from embed(["memlane"]))[0])
+        _, removed = yield from many([ops.SetEmbeddingModel(model, dim), ops.DropEmbeddings(model)])
+        return {
+            "memories": n_records,
+            "contexts": n_contexts,
+            "embedded": embedded,
+            "removed": int(removed),
+        }
 
     # ------------------------------------------------------------------ import
 

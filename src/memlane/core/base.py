@@ -324,7 +324,11 @@ class CoreBase:
         return list(records), results[1 : 1 + len(extra)]
 
     def _with_context(
-        self, records: Sequence[MemoryRecord], *, look_back: bool = True
+        self,
+        records: Sequence[MemoryRecord],
+        *,
+        look_back: bool = True,
+        window: int | None = None,
     ) -> Flow[tuple[list[MemoryRecord], list[str]]]:
         """Give each new episode that belongs to a session a context: the text of the
         episodes just before it in that session, then its own, under its date. Its
@@ -336,7 +340,7 @@ class CoreBase:
 
         With ``look_back=False`` only earlier records of the same batch count (import,
         where the batch is the whole session in id order)."""
-        window = self.config.context_window
+        window = self.config.context_window if window is None else window
         out = list(records)
         contexts: list[str] = []
         if window < 1:

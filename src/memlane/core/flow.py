@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 from memlane.errors import NoModelError
 from memlane.ports.embedder import Embedder, Vector
 from memlane.ports.llm import LLM, ChatRequest, ChatResponse
-from memlane.ports.store import Op, Store
+from memlane.ports.store import Op, Store, guard_vectors
 
 R = TypeVar("R")
 
@@ -81,6 +81,13 @@ def _no_llm() -> NoModelError:
     )
 
 
+def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
+    """``batch`` with the store's embedding-model check in front when it writes or
+    searches vectors (so a store never mixes models), and whether it was added."""
+    guard = guard_vectors(batch)
+    return (batch, False) if guard is None else ((guard, *batch), True)
+
+
 def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
     """Drive a flow to completion with blocking I/O."""
     reply: Any = None
@@ -93,7 +100,9 @@ def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = 
         error = None
         try:
             if isinstance(effect, Batch):
-                reply = store.batch(effect.ops)
+                todo, guarded = _guarded(effect.ops)
+                reply = store.batch(todo)
+                reply = reply[1:] if guarded else reply
             elif isinstance(effect, Embed):
                 reply = embedder.embed(effect.texts)
             elif isinstance(effect, Pause):
@@ -119,7 +128,9 @@ async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | 
         error = None
         try:
             if isinstance(effect, Batch):
-                reply = await store.abatch(effect.ops)
+                todo, guarded = _guarded(effect.ops)
+                reply = await store.abatch(todo)
+                reply = reply[1:] if guarded else reply
             elif isinstance(effect, Embed):
                 reply = await embedder.aembed(effect.texts)
             elif isinstance(effect, Pause):

@@ -11,11 +11,12 @@ the conformance suite in :mod:`memlane.testing`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
+from memlane.errors import EmbeddingModelMismatchError
 from memlane.models import (
     Filters,
     HistoryEvent,
@@ -210,6 +211,46 @@ class PutEmbeddings(Op[None]):
     model: str
     items: tuple[tuple[str, Vector], ...]
     keep: tuple[tuple[str, Vector], ...] = ()
+    staged: bool = False
+    """Vectors of a model the store is moving to (``reembed``): the runner does not
+    check them against the store's recorded model."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckEmbeddingModel(Op[None]):
+    """Refuse vectors of another model than the store's.
+
+    The store's model is the one it recorded; a store without a record (older than the
+    record, or without vectors yet) adopts the model of its vectors when they are all
+    of one model. Raises EmbeddingModelMismatchError when that model is not ``model``.
+    With ``record`` (a vector write follows) a store without a record records the model
+    it adopted, else ``model`` with ``dim``. The runners put this op in front of every
+    batch that writes or searches vectors."""
+
+    model: str
+    dim: int
+    record: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetEmbeddingModel(Op[tuple[str, int] | None]):
+    """The recorded (model, dimension), else the one adopted from the stored vectors
+    when they are all of one model, else None."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetEmbeddingModel(Op[None]):
+    """Record the store's embedding model (``reembed`` switching it)."""
+
+    model: str
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropEmbeddings(Op[int]):
+    """Delete every cached vector not made by model ``keep``. Returns the count."""
+
+    keep: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +422,35 @@ class DeleteUser(Op[dict[str, int]]):
     """Remove everything of one user, derived data included. Returns counts per table."""
 
     user_id: str
+
+
+def embedding_model_to_record(
+    op: CheckEmbeddingModel,
+    recorded: tuple[str, int] | None,
+    adopt: Callable[[], tuple[str, int] | None],
+) -> tuple[str, int] | None:
+    """What every store does for :class:`CheckEmbeddingModel`, given its ``recorded``
+    model and ``adopt()`` (the model of its vectors when they are all of one model).
+    Raises EmbeddingModelMismatchError; returns the (model, dim) to record, or None."""
+    current = recorded if recorded is not None else adopt()
+    if current is not None and current[0] != op.model:
+        raise EmbeddingModelMismatchError(current[0], op.model)
+    if recorded is None and op.record:
+        return current if current is not None else (op.model, op.dim)
+    return None
+
+
+def guard_vectors(batch: Sequence[Op[Any]]) -> CheckEmbeddingModel | None:
+    """The :class:`CheckEmbeddingModel` to run in front of ``batch``, or None when it
+    neither writes (unstaged) nor searches vectors."""
+    guard: CheckEmbeddingModel | None = None
+    for op in batch:
+        if isinstance(op, PutEmbeddings) and not op.staged and (op.items or op.keep):
+            dim = len((op.items or op.keep)[0][1])
+            return CheckEmbeddingModel(op.model, dim, record=True)
+        if isinstance(op, VectorSearch) and guard is None:
+            guard = CheckEmbeddingModel(op.model, len(op.vector))
+    return guard
 
 
 @runtime_checkable

@@ -71,6 +71,7 @@ class MemoryStore:
         self._history: dict[tuple[str, str], tuple[Any, ...]] = {}  # (user, record id)
         self._event_ids: dict[tuple[str, str], str] = {}  # (user, event id): record id
         self._embeddings: dict[tuple[str, str], Vector] = {}
+        self._meta: dict[str, tuple[str, int]] = {}  # "embedding_model": (model, dim)
         self._sessions: dict[tuple[str, str], Any] = {}
         self._messages: dict[tuple[str, str], list[Message]] = {}  # in seq order
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
@@ -266,6 +267,31 @@ class MemoryStore:
         for h, v in op.keep:
             if (op.model, h) not in self._embeddings:
                 tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
+
+    def _adopted_model(self) -> tuple[str, int] | None:
+        models = {m for m, _ in self._embeddings}
+        if len(models) != 1:
+            return None
+        ((model, h),) = [next(iter(self._embeddings))]
+        return model, int(self._embeddings[(model, h)].shape[0])
+
+    def _op_CheckEmbeddingModel(self, op: ops.CheckEmbeddingModel, tx: _Tx) -> None:
+        recorded = self._meta.get("embedding_model")
+        new = ops.embedding_model_to_record(op, recorded, self._adopted_model)
+        if new is not None:
+            tx.set(self._meta, "embedding_model", new)
+
+    def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel, tx: _Tx) -> tuple[str, int] | None:
+        return self._meta.get("embedding_model") or self._adopted_model()
+
+    def _op_SetEmbeddingModel(self, op: ops.SetEmbeddingModel, tx: _Tx) -> None:
+        tx.set(self._meta, "embedding_model", (op.model, op.dim))
+
+    def _op_DropEmbeddings(self, op: ops.DropEmbeddings, tx: _Tx) -> int:
+        dead = [k for k in self._embeddings if k[0] != op.keep]
+        for k in dead:
+            tx.pop(self._embeddings, k)
+        return len(dead)
 
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings, tx: _Tx) -> int:
         live = {r.content_hash for r in self._records.values()}

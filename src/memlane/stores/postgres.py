@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import random
 import threading
@@ -539,6 +540,51 @@ class PostgresStore:
             f"WHERE model = {literal} AND dim = {dim}"
         )
         return False
+
+    def _recorded_model(self) -> Step:
+        rows, _ = yield Sql("SELECT value FROM memlane_meta WHERE key = 'embedding_model'")
+        if not rows:
+            return None
+        model, dim = json.loads(rows[0][0])
+        return str(model), int(dim)
+
+    def _adopted_model(self) -> Step:
+        rows, _ = yield Sql(
+            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
+        )
+        low, high = rows[0]
+        if low is None or low != high:
+            return None
+        rows, _ = yield Sql("SELECT dim FROM embeddings WHERE model = %s LIMIT 1", (low,))
+        return str(low), int(rows[0][0])
+
+    def _op_CheckEmbeddingModel(self, op: ops.CheckEmbeddingModel) -> Step:
+        recorded = yield from self._recorded_model()
+        adopted = (yield from self._adopted_model()) if recorded is None else None
+        new = ops.embedding_model_to_record(op, recorded, lambda: adopted)
+        if new is not None:
+            yield Sql(
+                "INSERT INTO memlane_meta VALUES ('embedding_model', %s) "
+                "ON CONFLICT (key) DO NOTHING",
+                (json.dumps(list(new)),),
+            )
+        return None
+
+    def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel) -> Step:
+        recorded = yield from self._recorded_model()
+        return recorded if recorded is not None else (yield from self._adopted_model())
+
+    def _op_SetEmbeddingModel(self, op: ops.SetEmbeddingModel) -> Step:
+        yield Sql(
+            "INSERT INTO memlane_meta VALUES ('embedding_model', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (json.dumps([op.model, op.dim]),),
+        )
+        return None
+
+    def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
+        _, n = yield Sql("DELETE FROM embeddings WHERE model <> %s", (op.keep,))
+        return n
 
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
         _, n = yield Sql(

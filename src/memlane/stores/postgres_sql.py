@@ -318,6 +318,8 @@ WRITE_OPS = (
     ops.RemoveRecords,
     ops.PutEmbeddings,
     ops.PruneEmbeddings,
+    ops.SetEmbeddingModel,
+    ops.DropEmbeddings,
     ops.UpsertSession,
     ops.AppendMessages,
     ops.DeleteSessions,

@@ -17,6 +17,7 @@ when ``PRAGMA data_version`` shows another process wrote.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
@@ -370,6 +371,10 @@ class SqliteStore:
                 self._vectors.invalidate_user(op.record.user_id)
             elif isinstance(op, ops.RemoveRecords | ops.DeleteSessions | ops.DeleteUser):
                 self._vectors.invalidate_user(op.user_id)
+            elif isinstance(op, ops.DropEmbeddings | ops.SetEmbeddingModel) or (
+                isinstance(op, ops.PutEmbeddings) and op.staged
+            ):
+                self._vectors.clear()  # reembed: every matrix may hold the old vectors
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         # The sqlite3 driver only blocks; run it on this store's own worker thread so the
@@ -606,6 +611,48 @@ class SqliteStore:
                     f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
                     [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
                 )
+
+    def _recorded_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
+        row = conn.execute(
+            "SELECT value FROM memlane_meta WHERE key = 'embedding_model'"
+        ).fetchone()
+        if row is None:
+            return None
+        model, dim = json.loads(row[0])
+        return str(model), int(dim)
+
+    def _adopted_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
+        low, high = conn.execute(
+            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
+        ).fetchone()
+        if low is None or low != high:
+            return None
+        (dim,) = conn.execute(
+            "SELECT dim FROM embeddings WHERE model = ? LIMIT 1", (low,)
+        ).fetchone()
+        return str(low), int(dim)
+
+    def _op_CheckEmbeddingModel(
+        self, conn: sqlite3.Connection, op: ops.CheckEmbeddingModel
+    ) -> None:
+        recorded = self._recorded_model(conn)
+        new = ops.embedding_model_to_record(op, recorded, lambda: self._adopted_model(conn))
+        if new is not None:
+            self._op_SetEmbeddingModel(conn, ops.SetEmbeddingModel(*new))
+
+    def _op_GetEmbeddingModel(
+        self, conn: sqlite3.Connection, op: ops.GetEmbeddingModel
+    ) -> tuple[str, int] | None:
+        return self._recorded_model(conn) or self._adopted_model(conn)
+
+    def _op_SetEmbeddingModel(self, conn: sqlite3.Connection, op: ops.SetEmbeddingModel) -> None:
+        conn.execute(
+            "INSERT OR REPLACE INTO memlane_meta VALUES ('embedding_model', ?)",
+            (json.dumps([op.model, op.dim]),),
+        )
+
+    def _op_DropEmbeddings(self, conn: sqlite3.Connection, op: ops.DropEmbeddings) -> int:
+        return conn.execute("DELETE FROM embeddings WHERE model <> ?", (op.keep,)).rowcount
 
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
         cur = conn.execute(

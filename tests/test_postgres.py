@@ -335,3 +335,52 @@ def test_a_purged_turn_leaves_no_words_in_a_deleted_turn_after_it(
         rows = conn.execute("SELECT id, search::text FROM records").fetchall()
     assert len(rows) == 2 and [i for i, s in rows if "zanzibarquux" in s] == []
     m.close()
+
+
+def test_a_model_recorded_by_another_process_first_is_not_mixed_with(
+    postgres_server: PostgresServer,
+) -> None:
+    """Two processes with different embedders writing the first vectors of a new store: the
+    one whose record lands second (its insert waited on the first's) is refused."""
+    import json
+    import time
+
+    from memlane import EmbeddingModelMismatchError
+
+    url = postgres_server.new_database("firstmodel")
+    m = Memory(url, embedder=FakeEmbedder(model_id="model-b"))
+    m.add("sets the store up", user_id="w")  # (records model-b: taken back below)
+    with psycopg.connect(url, autocommit=True) as c:  # a store with no record, no vectors
+        c.execute("DELETE FROM memlane_meta WHERE key = 'embedding_model'")
+        c.execute("DELETE FROM embeddings")
+    other = psycopg.connect(url)  # the other process, its record not committed yet
+    other.execute(
+        "INSERT INTO memlane_meta VALUES ('embedding_model', %s)", (json.dumps(["model-a", 256]),)
+    )
+    outcome: list[BaseException | None] = []
+
+    def add() -> None:
+        try:
+            m.add("written with model b", user_id="u")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=add)
+    t.start()
+    with psycopg.connect(url, autocommit=True) as watch:  # wait until it waits on the record
+        for _ in range(200):
+            waiting = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.05)
+    other.commit()
+    other.close()
+    t.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], EmbeddingModelMismatchError)
+    with psycopg.connect(url) as c:
+        assert c.execute("SELECT DISTINCT model FROM embeddings").fetchall() == []
+    m.close()

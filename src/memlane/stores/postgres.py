@@ -568,6 +568,10 @@ class PostgresStore:
                 "ON CONFLICT (key) DO NOTHING",
                 (json.dumps(list(new)),),
             )
+            # Another process may have recorded a model first (the insert waited for its
+            # commit and did nothing): check against what is recorded now.
+            now = yield from self._recorded_model()
+            ops.embedding_model_to_record(op, now, lambda: None)
         return None
 
     def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel) -> Step:

@@ -25,17 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from corpus import WORDS
+
 from memlane import Memory
 from memlane.ports.embedder import Embedder
 from memlane.testing import FakeEmbedder
 from memlane.transfer import write_jsonl
-
-WORDS = (  # noqa: SIM905 (one readable sentence)
-    "we went to the lake last weekend and my sister brought her dog because she loves "
-    "hiking early in the morning before work I started painting again after the course "
-    "in May my kids were excited about the camping trip with friends from school the "
-    "new job is stressful but the team supports me a lot when deadlines come close"
-).split()
 
 
 def build_export(lines: int) -> list[dict[str, Any]]:

@@ -33,12 +33,8 @@ import sys
 import time
 from typing import Any
 
-WORDS = (  # noqa: SIM905 (one readable sentence)
-    "we went to the lake last weekend and my sister brought her dog because she loves "
-    "hiking early in the morning before work I started painting again after the course "
-    "in May my kids were excited about the camping trip with friends from school the "
-    "new job is stressful but the team supports me a lot when deadlines come close"
-).split()
+from corpus import WORDS
+
 QUESTIONS = [
     "When did {} go to the lake?",
     "What does {} like to paint?",

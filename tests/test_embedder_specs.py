@@ -49,7 +49,7 @@ def test_onnx_dir_loads_an_exported_model_with_its_own_model_id(tmp_path: Path) 
     assert float(embedder.embed(["a golden retriever"])[0] @ same) > 0.9999
     named = build_embedder(f"onnx://{root}?model_id=minilm-v1")
     assert named.model_id == "minilm-v1"
-    with pytest.raises(ConfigurationError, match="no model.onnx"):
+    with pytest.raises(ConfigurationError, match=r"no model\.onnx"):
         build_embedder(f"onnx:{tmp_path}")
 
 

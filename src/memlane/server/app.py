@@ -430,8 +430,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for _path, server, _app in mcp_apps:
-                await stack.enter_async_context(server.session_manager.run())
+            for _mount, mcp_server, _asgi in mcp_apps:
+                await stack.enter_async_context(mcp_server.session_manager.run())
             yield
 
     app = FastAPI(
@@ -456,8 +456,8 @@ def create_app(
             path, methods=[method], responses={**V1_ERRORS, **(responses or {})}, **kw
         )
 
-    for path, _server, endpoint in mcp_apps:
-        app.mount(path, KeyGate(endpoint, keys))
+    for mount, _server, asgi in mcp_apps:
+        app.mount(mount, KeyGate(asgi, keys))
     metrics = _Metrics()
 
     # ------------------------------------------------------------------ errors

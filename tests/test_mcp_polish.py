@@ -143,7 +143,10 @@ def test_stdio_server_bound_to_an_agent(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         async with Client(_stdio(store, "--user", "erin", "--agent", "bot")) as c:
-            for tool in (await c.list_tools()).tools:
+            tools = (await c.list_tools()).tools
+            # A whole-user read is not the agent's to make (memlane.access): not offered.
+            assert sorted(t.name for t in tools) == [n for n in TOOLS if n != "build_context"]
+            for tool in tools:
                 assert not {"user_id", "agent_id"} & set(tool.input_schema["properties"])
             mine = _data(await c.call_tool("add_memory", {"text": "Erin's cello, bot's note"}))
             found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))

@@ -4,17 +4,12 @@ and agent frameworks.
 Tools, named as the Python API names the same thing (each annotated: read-only, or
 whether it is destructive and idempotent; none reaches outside memlane):
 
-=================  ==========================  ===========================================
-tool               Python API                  annotations
-=================  ==========================  ===========================================
-``add_memory``     ``Memory.add``              write; not idempotent (adds another memory)
-``search_memories````Memory.search``           read-only
-``forget_memory``  ``Memory.delete``           destructive, idempotent (restorable)
-``remember``       ``Memory.remember``         destructive (replaces the key's value; history
-                                               keeps the old one), idempotent
-``recall``         ``Memory.recall``           read-only
-``build_context``  ``Memory.build_context``    read-only
-=================  ==========================  ===========================================
+- ``add_memory`` (``Memory.add``): a write; not idempotent (each call adds a memory).
+- ``search_memories`` (``Memory.search``): read-only.
+- ``forget_memory`` (``Memory.delete``): destructive, idempotent (history keeps it).
+- ``remember`` (``Memory.remember``, a keyed fact): destructive (replaces the key's value;
+  history keeps the old one), idempotent.
+- ``recall`` (``Memory.recall``) and ``build_context`` (``Memory.build_context``): read-only.
 
 Resources: the user's memories, ``memlane://memories`` (newest first, a page at a time:
 ``memlane://memories?cursor=...``) and ``memlane://memories/{memory_id}``; on the
@@ -79,26 +74,30 @@ PAGE_SIZE = 50
 class Resolver:
     """Who a server's calls act for. ``takes_user``/``takes_agent``: whether the tools
     declare a ``user_id``/``agent_id`` argument (a server bound to one user or agent does
-    not)."""
+    not). ``whole_user``: whether tools that read the whole user (``build_context``) are
+    offered (not to a server bound to an agent: the access rule refuses them)."""
 
     resolve: ResolveFn
     takes_user: bool
     takes_agent: bool = True
+    whole_user: bool = True
 
 
 def stdio_resolver(user_id: str, agent_id: str | None = None) -> Resolver:
     """Every call acts for the one bound ``user_id`` (a local user id, as the CLI uses),
-    and with ``agent_id`` as that agent. Raises ValidationError for a bad id."""
+    and with ``agent_id`` always as that agent (which, as for an agent-limited key, rules
+    out whole-user reads). Raises ValidationError for a bad id."""
     check_id("user_id", user_id)
     check_id("agent_id", agent_id, required=False)
-    grant = Grant(None, users=(user_id,))
+    grant = Grant(None, users=(user_id,), agents=None if agent_id is None else (agent_id,))
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
     ) -> Scope:
         return authorize(grant, action, user_id, agent_id if agent_id is not None else agent)
 
-    return Resolver(resolve, takes_user=False, takes_agent=agent_id is None)
+    bound = agent_id is not None
+    return Resolver(resolve, takes_user=False, takes_agent=not bound, whole_user=not bound)
 
 
 def key_resolver(keys: KeyStore) -> Resolver:
@@ -222,6 +221,8 @@ def build_mcp(memory: AsyncMemory, resolver: Resolver) -> MCPServer:
         hidden.add("agent_id")
     tools = _Tools(memory, resolver.resolve)
     for name, fn in tools.all():
+        if name == "build_context" and not resolver.whole_user:
+            continue
         server.add_tool(_without(fn, hidden), name=name, annotations=TOOL_ANNOTATIONS[name])
     _add_resources(server, tools, hidden)
     return server

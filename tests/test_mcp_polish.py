@@ -337,3 +337,24 @@ def test_http_multi_user_endpoint(served: Served) -> None:
             assert "user_id" not in view  # the store's id (a tenant's prefix) is not shown
 
     asyncio.run(scenario())
+
+
+def test_example_mcp_client_runs(tmp_path: Path) -> None:
+    """examples/mcp_client.py, as docs/integrations/mcp.md points to it."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "mcp_client.py"
+    env = {**os.environ, "MEMLANE_STORE": f"sqlite:///{tmp_path / 'm.db'}"}
+    env.update(MEMLANE_EMBEDDER="fake", HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, str(example), "--user", "alice"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "tool forget_memory    destructive" in out and "tool recall           read-only" in out
+    assert "'value': 'Zurich HB'" in out and "Prefers aisle seats on trains" in out
+    assert "resource memlane://memories: 2 memories" in out
+    with Memory(env["MEMLANE_STORE"], embedder=FakeEmbedder()) as memory:
+        assert memory.recall("home_station", user_id="alice") == "Zurich HB"

@@ -109,6 +109,11 @@ def test_stdio_server_bound_to_one_user(tmp_path: Path) -> None:
                 ("recall", {"key": "locker_code", "user_id": "bob"}),
             ):
                 assert "unknown argument(s) ['user_id']" in _error(await c.call_tool(*call))
+            for _ in range(2):  # idempotent, as annotated
+                gone = {"memory_id": added["memory_id"], "reason": "test"}
+                assert _data(await c.call_tool("forget_memory", gone)) == {
+                    "forgotten": added["memory_id"]
+                }
             theirs = _error(await c.call_tool("forget_memory", {"memory_id": ids["bob"]}))
             assert "NotFoundError" in theirs
             # Resources: Alice's memories only.
@@ -116,7 +121,7 @@ def test_stdio_server_bound_to_one_user(tmp_path: Path) -> None:
             assert listed == ["memlane://memories"]
             page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
             mine = {m["memory_id"] for m in page["memories"]}
-            assert ids["alice"] in mine and added["memory_id"] in mine
+            assert ids["alice"] in mine and added["memory_id"] not in mine  # forgotten
             assert not mine & {ids["bob"], ids["bob_fact"]}
             one = await c.read_resource(f"memlane://memories/{ids['alice']}")
             assert json.loads(one.contents[0].text)["text"] == "Alice plays the cello"

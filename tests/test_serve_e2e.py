@@ -153,9 +153,12 @@ def test_mcp_over_streamable_http(served: Served) -> None:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.alice_key}"})
         async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
             names = sorted(t.name for t in (await c.list_tools()).tools)
-            assert names == ["forget_memory", "get_context", "remember", "search_memories"]
+            assert names == [
+                "add_memory", "build_context", "forget_memory", "recall", "remember",
+                "search_memories",
+            ]  # fmt: skip
             stored = _mcp_result(
-                await c.call_tool("remember", {"user_id": "alice", "text": "Alice plays cello"})
+                await c.call_tool("add_memory", {"user_id": "alice", "text": "Alice plays cello"})
             )
             found = _mcp_result(
                 await c.call_tool("search_memories", {"user_id": "alice", "query": "cello"})
@@ -163,7 +166,7 @@ def test_mcp_over_streamable_http(served: Served) -> None:
             assert found["memories"][0]["memory_id"] == stored["memory_id"]
             ctx = _mcp_result(
                 await c.call_tool(
-                    "get_context", {"user_id": "alice", "query": "cello", "budget": 300}
+                    "build_context", {"user_id": "alice", "query": "cello", "budget": 300}
                 )
             )
             assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
@@ -199,13 +202,15 @@ def test_mcp_over_stdio(served: Served) -> None:
 
     async def scenario() -> None:
         async with Client(params) as c:
-            stored = _mcp_result(await c.call_tool("remember", {"text": "Prefers tea over coffee"}))
+            stored = _mcp_result(
+                await c.call_tool("add_memory", {"text": "Prefers tea over coffee"})
+            )
             found = _mcp_result(await c.call_tool("search_memories", {"query": "tea"}))
             assert found["memories"][0]["memory_id"] == stored["memory_id"]
             denied = await c.call_tool(
                 "search_memories", {"query": "tea", "user_id": "someone-else"}
             )
-            assert denied.is_error and "bound to user" in denied.content[0].text
+            assert denied.is_error and "bound to one user" in denied.content[0].text
 
     asyncio.run(scenario())
 
@@ -525,7 +530,7 @@ def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
         async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
             mine = _mcp_result(
                 await c.call_tool(
-                    "remember", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
+                    "add_memory", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
                 )
             )
             found = _mcp_result(
@@ -543,7 +548,7 @@ def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
                 {"user_id": "erin", "agent_id": "bot", "memory_id": theirs["id"]},
             )
             assert forget.is_error and "NotFoundError" in forget.content[0].text
-            ctx = await c.call_tool("get_context", {"user_id": "erin", "agent_id": "bot"})
+            ctx = await c.call_tool("build_context", {"user_id": "erin", "agent_id": "bot"})
             assert ctx.is_error and "agent-limited" in ctx.content[0].text
             unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
             assert unnamed.is_error

@@ -22,7 +22,8 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   ├── LLMOutputError                    its answer stayed invalid after repair attempts
     │   └── NoModelError                      no chat model is configured (retrying won't help)
     └── ConfigurationError                    settings that cannot work (bad URL, bad env)
-        └── EmbeddingModelMismatchError       the store's vectors come from another model
+        ├── EmbeddingModelMismatchError       the store's vectors come from another model
+        └── PluginError                       a store plugin (entry point) failed to load
 """
 
 from __future__ import annotations
@@ -172,3 +173,14 @@ class EmbeddingModelMismatchError(ConfigurationError):
             f"use the embedder of {stored!r}, or move the store with "
             f"`memlane reembed --embedder ...` (Memory.reembed())"
         )
+
+
+class PluginError(ConfigurationError):
+    """A store plugin registered through the ``memlane.stores`` entry point group could
+    not be used: it failed to import, or it is not a store factory. ``distribution`` and
+    ``entry_point`` (``name = value``) say which one; the cause is chained."""
+
+    def __init__(self, message: str, *, distribution: str, entry_point: str) -> None:
+        self.distribution = distribution
+        self.entry_point = entry_point
+        super().__init__(message)

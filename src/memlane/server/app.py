@@ -411,28 +411,31 @@ def create_app(
     host: str = "127.0.0.1",
 ) -> FastAPI:
     """The ASGI app over ``memory``. ``manager`` (a :class:`MemoryManager` over the same
-    store) enables ``/learn`` and LLM summaries. With ``mcp`` the MCP server (streamable
-    HTTP, API key required) is mounted at ``/mcp/``."""
-    mcp_server = None
+    store) enables ``/learn`` and LLM summaries. With ``mcp`` the MCP servers (streamable
+    HTTP, API key required) are mounted: ``/mcp/`` (every call names its user) and
+    ``/mcp/me/`` (bound to the one user the key is limited to; no ``user_id`` argument)."""
+    mcp_apps: list[tuple[str, Any, ASGIApp]] = []  # (mount path, server, app)
     if mcp:
-        from memlane.server.mcp import build_mcp, key_resolver
+        from memlane.server.mcp import build_mcp, key_resolver, key_user_resolver
 
-        mcp_server = build_mcp(memory, key_resolver(keys))
         security = None
         if host not in ("127.0.0.1", "localhost", "::1"):
             from mcp.server.transport_security import TransportSecuritySettings
 
             security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        mcp_app = mcp_server.streamable_http_app(
-            streamable_http_path="/", host=host, transport_security=security
-        )
+        # /mcp/me first: the /mcp mount would otherwise take its requests.
+        for path, resolver in (("/mcp/me", key_user_resolver(keys)), ("/mcp", key_resolver(keys))):
+            server = build_mcp(memory, resolver)
+            endpoint = server.streamable_http_app(
+                streamable_http_path="/", host=host, transport_security=security
+            )
+            mcp_apps.append((path, server, endpoint))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if mcp_server is None:
-            yield
-            return
-        async with mcp_server.session_manager.run():
+        async with contextlib.AsyncExitStack() as stack:
+            for _mount, mcp_server, _asgi in mcp_apps:
+                await stack.enter_async_context(mcp_server.session_manager.run())
             yield
 
     app = FastAPI(
@@ -457,8 +460,8 @@ def create_app(
             path, methods=[method], responses={**V1_ERRORS, **(responses or {})}, **kw
         )
 
-    if mcp_server is not None:
-        app.mount("/mcp", KeyGate(mcp_app, keys))
+    for mount, _server, asgi in mcp_apps:
+        app.mount(mount, KeyGate(asgi, keys))
     metrics = _Metrics()
 
     # ------------------------------------------------------------------ errors

@@ -143,17 +143,23 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 
 @click.command()
 @click.option("--user", "user_id", required=True, help="The one user this MCP server serves.")
+@click.option(
+    "--agent",
+    "agent_id",
+    help="Act as this agent: its memories and the user's shared ones (default: no agent, "
+    "which sees all of the user's memories).",
+)
 @click.pass_context
-def mcp(ctx: click.Context, user_id: str) -> None:
-    """Run an MCP server on stdio for one user (for desktop and IDE assistants)."""
+def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
+    """Run an MCP server on stdio bound to one user (for desktop and IDE assistants): its
+    tools take no user_id (with --agent, no agent_id either) and reach no one else."""
     from memlane.api import AsyncMemory
-    from memlane.models import check_id
     from memlane.server.mcp import build_mcp, stdio_resolver
 
-    check_id("user_id", user_id)
+    resolver = stdio_resolver(user_id, agent_id)  # checks the ids before opening anything
     settings = _settings(ctx)
     memory = AsyncMemory(settings.build_store(), embedder=settings.build_embedder())
-    build_mcp(memory, stdio_resolver(user_id)).run("stdio")
+    build_mcp(memory, resolver).run("stdio")
 
 
 def _split(value: str | None) -> list[str] | None:

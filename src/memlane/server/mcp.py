@@ -1,23 +1,47 @@
-"""memlane as an MCP server (the official ``mcp`` SDK): remember, search, forget, and a
-context block, for desktop assistants, IDE agents and agent frameworks.
+"""memlane as an MCP server (the official ``mcp`` SDK), for desktop assistants, IDE agents
+and agent frameworks.
 
-Two ways to run it:
+Tools, named as the Python API names the same thing (each annotated: read-only, or
+whether it is destructive and idempotent; none reaches outside memlane):
 
-- **stdio** (``memlane mcp --user U``): one local client, bound to one user; the tools'
-  ``user_id`` argument may be left out and may not name anyone else.
-- **streamable HTTP**, mounted by ``memlane serve`` at ``/mcp``: every call must carry an
-  API key (``Authorization: Bearer``), and ``user_id`` is checked against the key's scope
-  exactly as the REST routes check it.
+- ``add_memory`` (``Memory.add``): a write; not idempotent (each call adds a memory).
+- ``search_memories`` (``Memory.search``): read-only.
+- ``forget_memory`` (``Memory.delete``): destructive, idempotent (history keeps it).
+- ``remember`` (``Memory.remember``, a keyed fact): destructive (replaces the key's value;
+  history keeps the old one), idempotent.
+- ``recall`` (``Memory.recall``) and ``build_context`` (``Memory.build_context``): read-only.
 
-Both ask :mod:`memlane.access`: acting as an agent, a tool sees and changes that agent's
-memories and the user's shared ones, never another agent's.
+Resources: the user's memories, ``memlane://memories`` (newest first, a page at a time:
+``memlane://memories?cursor=...``) and ``memlane://memories/{memory_id}``; on the
+multi-user endpoint ``memlane://users/{user_id}/memories...``. They are checked exactly
+as the tools are.
+
+Three ways to run it (a :class:`Resolver` says who a call acts for):
+
+- **stdio, bound to one user** (``memlane mcp --user U``, :func:`stdio_resolver`): the
+  tools have no ``user_id`` argument at all.
+- **streamable HTTP, bound to the key's user** (``/mcp/me/`` of ``memlane serve``,
+  :func:`key_user_resolver`): the API key must be limited to exactly one user, who every
+  call acts for; no ``user_id`` argument either.
+- **streamable HTTP, multi-user** (``/mcp/`` of ``memlane serve``, :func:`key_resolver`):
+  every call names ``user_id``, checked against the key's scope as the REST routes check it.
+
+An argument a tool does not declare is refused, never ignored (a ``user_id`` sent to a
+bound server is an error, not a silent write to the bound user). Every server asks
+:mod:`memlane.access`: acting as an agent, a call sees and changes that agent's memories
+and the user's shared ones, never another agent's.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from memlane.errors import require_extra
@@ -25,7 +49,8 @@ from memlane.errors import require_extra
 require_extra("server", "memlane's MCP server", "mcp")
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import ToolAnnotations
 
 from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import AsyncMemory
@@ -37,77 +62,239 @@ from memlane.errors import (
     ValidationError,
     no_memory,
 )
-from memlane.models import MemoryKind, Scope
+from memlane.models import MemoryKind, MemoryRecord, Scope, check_id
 from memlane.server.keys import KeyStore
 
 log = logging.getLogger("memlane.mcp")
 
-Resolver = Callable[[Context[Any, Any], Action, str | None, str | None], Awaitable[Scope]]
+ResolveFn = Callable[[Context[Any, Any], Action, str | None, str | None], Awaitable[Scope]]
 """(ctx, action, user_id, agent_id) -> where the call acts; raises AccessDeniedError."""
 
+PAGE_SIZE = 50
+"""Memories per page of the list resource (``next_cursor`` says where the next starts)."""
 
-def stdio_resolver(user_id: str) -> Resolver:
-    """Every call acts for the one bound ``user_id`` (a local user id, as the CLI uses)."""
-    grant = Grant(None, users=(user_id,))
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """Who a server's calls act for. ``takes_user``/``takes_agent``: whether the tools
+    declare a ``user_id``/``agent_id`` argument (a server bound to one user or agent does
+    not). ``whole_user``: whether tools that read the whole user (``build_context``) are
+    offered (not to a server bound to an agent: the access rule refuses them)."""
+
+    resolve: ResolveFn
+    takes_user: bool
+    takes_agent: bool = True
+    whole_user: bool = True
+
+
+def stdio_resolver(user_id: str, agent_id: str | None = None) -> Resolver:
+    """Every call acts for the one bound ``user_id`` (a local user id, as the CLI uses),
+    and with ``agent_id`` always as that agent (which, as for an agent-limited key, rules
+    out whole-user reads). Raises ValidationError for a bad id."""
+    check_id("user_id", user_id)
+    check_id("agent_id", agent_id, required=False)
+    grant = Grant(None, users=(user_id,), agents=None if agent_id is None else (agent_id,))
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
     ) -> Scope:
-        if asked is not None and asked != user_id:
-            raise AccessDeniedError(f"this server is bound to user {user_id!r}")
-        return authorize(grant, action, user_id, agent)
+        return authorize(grant, action, user_id, agent_id if agent_id is not None else agent)
 
-    return resolve
+    bound = agent_id is not None
+    return Resolver(resolve, takes_user=False, takes_agent=not bound, whole_user=not bound)
 
 
 def key_resolver(keys: KeyStore) -> Resolver:
-    """Every call acts within the grant of the request's API key."""
+    """Every call names its user, within the grant of the request's API key."""
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
     ) -> Scope:
-        request = ctx.request_context.request
-        headers = getattr(request, "headers", None)
-        if headers is None:
-            raise AccessDeniedError("no HTTP request: an API key is required")
-        header = headers.get("authorization", "")
-        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        key = await keys.acheck(token or headers.get("x-api-key", ""))
-        if key is None:
-            raise AccessDeniedError("missing, invalid or revoked API key")
+        grant = await _key_grant(ctx, keys)
         if asked is None:
             raise AccessDeniedError("user_id is required")
-        return authorize(key.grant, action, asked, agent)
+        return authorize(grant, action, asked, agent)
 
-    return resolve
+    return Resolver(resolve, takes_user=True)
 
 
-def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
-    """An MCP server whose tools act on ``memory`` within the scope ``resolve`` grants."""
-    server: MCPServer = MCPServer(
+def key_user_resolver(keys: KeyStore) -> Resolver:
+    """Every call acts for the one user the request's API key is limited to (``memlane
+    keys create --tenant T --users U``); a key reaching more users is refused."""
+
+    async def resolve(
+        ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
+    ) -> Scope:
+        grant = await _key_grant(ctx, keys)
+        if grant.users is None or len(grant.users) != 1:
+            raise AccessDeniedError(
+                "this endpoint serves one user: use a key limited to one user "
+                "(memlane keys create --users U), or the multi-user endpoint /mcp/"
+            )
+        return authorize(grant, action, grant.users[0], agent)
+
+    return Resolver(resolve, takes_user=False)
+
+
+async def _key_grant(ctx: Context[Any, Any], keys: KeyStore) -> Grant:
+    request = ctx.request_context.request
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        raise AccessDeniedError("no HTTP request: an API key is required")
+    header = headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    key = await keys.acheck(token or headers.get("x-api-key", ""))
+    if key is None:
+        raise AccessDeniedError("missing, invalid or revoked API key")
+    return key.grant
+
+
+# ---------------------------------------------------------------------------- annotations
+
+
+def _reads(title: str) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title, read_only_hint=True, idempotent_hint=True, open_world_hint=False
+    )
+
+
+def _writes(title: str, *, destructive: bool, idempotent: bool) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=False,
+    )
+
+
+TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
+    "add_memory": _writes("Add a memory", destructive=False, idempotent=False),
+    "search_memories": _reads("Search memories"),
+    "forget_memory": _writes("Forget a memory", destructive=True, idempotent=True),
+    "remember": _writes("Set a keyed fact", destructive=True, idempotent=True),
+    "recall": _reads("Read a keyed fact"),
+    "build_context": _reads("Build a context block"),
+}
+"""Each tool's MCP annotations. Forgetting and replacing a keyed fact's value are marked
+destructive even though history keeps what they replace: the agent no longer sees it."""
+
+
+# ---------------------------------------------------------------------------- server
+
+
+_reading: ContextVar[Context[Any, Any] | None] = ContextVar("memlane_mcp_read", default=None)
+
+
+class _MemlaneMCP(MCPServer):
+    """MCPServer that refuses undeclared tool arguments and lets static resources see the
+    request (the SDK injects a Context only into templates)."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> Any:
+        declared = {t.name: t.input_schema.get("properties", {}) for t in await self.list_tools()}
+        unknown = sorted(set(arguments) - set(declared.get(name, arguments)))
+        if unknown:
+            hint = " (this server is bound to one user)" if "user_id" in unknown else ""
+            raise ToolError(f"ValidationError: unknown argument(s) {unknown} for {name}{hint}")
+        return await super().call_tool(name, arguments, context)
+
+    async def read_resource(self, uri: Any, context: Context[Any, Any] | None = None) -> Any:
+        token = _reading.set(context)
+        try:
+            return await super().read_resource(uri, context)
+        finally:
+            _reading.reset(token)
+
+
+def build_mcp(memory: AsyncMemory, resolver: Resolver) -> MCPServer:
+    """An MCP server whose tools and resources act on ``memory`` within the scope
+    ``resolver`` grants."""
+    server = _MemlaneMCP(
         name="memlane",
         instructions=(
             "Long-term memory for the user. Call search_memories before answering questions "
-            "about the user, remember to store durable facts or preferences, forget_memory to "
-            "drop what is wrong, and get_context for a ready-made context block."
+            "about the user, add_memory to store a durable fact or preference, "
+            "forget_memory to drop what is wrong, remember/recall for exact key -> value "
+            "facts (settings, IDs), and build_context for a ready-made context block."
         ),
     )
+    hidden = set() if resolver.takes_user else {"user_id"}
+    if not resolver.takes_agent:
+        hidden.add("agent_id")
+    tools = _Tools(memory, resolver.resolve)
+    for name, fn in tools.all():
+        if name == "build_context" and not resolver.whole_user:
+            continue
+        server.add_tool(_without(fn, hidden), name=name, annotations=TOOL_ANNOTATIONS[name])
+    _add_resources(server, tools, hidden)
+    return server
 
-    def _fail(exc: Exception) -> ToolError:
-        # Raised, so the client sees an error result (isError) with a readable message.
-        # Store and model failures say only what failed, as REST does: their text can
-        # name hosts, databases or the provider's answer; the detail goes to the log.
-        if isinstance(exc, StoreError):
-            log.error("store error in an MCP tool", exc_info=exc)
-            return ToolError("StoreError: the store is unavailable; try again")
-        if isinstance(exc, LLMError):
-            log.error("model error in an MCP tool", exc_info=exc)
-            return ToolError("LLMError: the language model failed; try again")
-        message = re.sub(r"[A-Za-z0-9_.-]{1,64}::", "", str(exc))  # no tenant prefixes
-        return ToolError(f"{type(exc).__name__}: {message}")
 
-    @server.tool()
-    async def remember(
+def _without(fn: Callable[..., Awaitable[Any]], hidden: set[str]) -> Callable[..., Any]:
+    """``fn`` as a tool whose schema lacks the ``hidden`` parameters (they keep their
+    defaults: None, so the resolver decides who the call acts for)."""
+    if not hidden:
+        return fn
+    sig = inspect.signature(fn, eval_str=True)
+
+    @functools.wraps(fn)
+    async def tool(**kwargs: Any) -> Any:
+        return await fn(**kwargs)
+
+    params = [p for p in sig.parameters.values() if p.name not in hidden]
+    tool.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return tool
+
+
+def _fail(exc: MemlaneError, error: type[Exception] = ToolError) -> Exception:
+    """The error the client sees (an error result, or a failed resource read) with a
+    readable message. Store and model failures say only what failed, as REST does: their
+    text can name hosts, databases or the provider's answer; the detail goes to the log."""
+    if isinstance(exc, StoreError):
+        log.error("store error in an MCP call", exc_info=exc)
+        return error("StoreError: the store is unavailable; try again")
+    if isinstance(exc, LLMError):
+        log.error("model error in an MCP call", exc_info=exc)
+        return error("LLMError: the language model failed; try again")
+    message = re.sub(r"[A-Za-z0-9_.-]{1,64}::", "", str(exc))  # no tenant prefixes
+    return error(f"{type(exc).__name__}: {message}")
+
+
+def _memory_view(record: MemoryRecord, uri: str) -> dict[str, Any]:
+    """What a client sees of one memory (never the store's user id: it names the tenant)."""
+    full = record.to_dict()
+    view = {k: full[k] for k in _VIEW_FIELDS if full.get(k) not in (None, (), [], {})}
+    if record.kind is MemoryKind.KEYED_FACT:
+        view["value"] = record.metadata.get("value")
+    return {"memory_id": record.id, "uri": uri, **view}
+
+
+_VIEW_FIELDS = (
+    "text", "kind", "key", "topics", "agent_id", "team", "session_id", "importance",
+    "event_at", "created_at", "updated_at", "version", "superseded_by", "expires_at",
+    "deleted_at",
+)  # fmt: skip
+
+
+class _Tools:
+    """The tool and resource functions over one memory, each scoped by ``resolve``."""
+
+    def __init__(self, memory: AsyncMemory, resolve: ResolveFn) -> None:
+        self.memory = memory
+        self.resolve = resolve
+
+    def all(self) -> Iterable[tuple[str, Callable[..., Awaitable[Any]]]]:
+        yield "add_memory", self.add_memory
+        yield "search_memories", self.search_memories
+        yield "forget_memory", self.forget_memory
+        yield "remember", self.remember
+        yield "recall", self.recall
+        yield "build_context", self.build_context
+
+    async def add_memory(
+        self,
         text: str,
         ctx: Context[Any, Any],
         user_id: str | None = None,
@@ -115,12 +302,13 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         topics: list[str] | None = None,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        """Store one durable fact or preference about the user."""
+        """Store one durable fact, preference or procedure about the user, as one
+        self-contained sentence. Each call adds a new memory."""
         try:
-            where = await resolve(ctx, Action.WRITE, user_id, agent_id)
+            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
             if kind not in ("fact", "preference", "procedure"):
                 raise ValidationError("kind must be fact, preference or procedure")
-            record = await memory.add(
+            record = await self.memory.add(
                 text, user_id=where.user_id, kind=MemoryKind(kind), topics=topics or (),
                 agent_id=where.agent_id, actor="mcp",
             )  # fmt: skip
@@ -128,19 +316,19 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         except MemlaneError as exc:
             raise _fail(exc) from exc
 
-    @server.tool()
     async def search_memories(
+        self,
         query: str,
         ctx: Context[Any, Any],
         user_id: str | None = None,
         limit: int = 5,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        """The user's memories most relevant to a query, best first."""
+        """Search the user's memories: the ones most relevant to ``query``, best first."""
         try:
-            where = await resolve(ctx, Action.READ, user_id, agent_id)
+            where = await self.resolve(ctx, Action.READ, user_id, agent_id)
             f = visible_filters(where)
-            hits = await memory.search(query, user_id=where.user_id, limit=limit, filters=f)
+            hits = await self.memory.search(query, user_id=where.user_id, limit=limit, filters=f)
             return {
                 "memories": [
                     {
@@ -155,29 +343,64 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         except MemlaneError as exc:
             raise _fail(exc) from exc
 
-    @server.tool()
     async def forget_memory(
+        self,
         memory_id: str,
         ctx: Context[Any, Any],
         user_id: str | None = None,
         reason: str | None = None,
         agent_id: str | None = None,
     ) -> dict[str, Any]:
-        """Forget one memory (kept in history; an operator can restore it)."""
+        """Forget one memory: it is no longer recalled (history keeps it; an operator can
+        restore it). Forgetting it again changes nothing."""
         try:
-            where = await resolve(ctx, Action.WRITE, user_id, agent_id)
-            record = await memory.get(memory_id, user_id=where.user_id)
-            if not visible(where, record.agent_id):
-                raise no_memory(memory_id, where.user_id)  # as if absent
-            await memory.delete(
+            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
+            await self._visible(where, memory_id)
+            await self.memory.delete(
                 memory_id, user_id=where.user_id, reason=reason or "forgotten via MCP"
             )
             return {"forgotten": memory_id}
         except MemlaneError as exc:
             raise _fail(exc) from exc
 
-    @server.tool()
-    async def get_context(
+    async def remember(
+        self,
+        key: str,
+        value: Any,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        category: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Set the user's keyed fact ``key`` (e.g. "home_airport") to a JSON ``value``,
+        replacing its previous value (kept in history). The same value again changes
+        nothing. Read it back with recall."""
+        try:
+            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
+            record = await self.memory.remember(
+                key, value, user_id=where.user_id, category=category, actor="mcp"
+            )
+            return {"memory_id": record.id, "key": key, "value": record.metadata.get("value")}
+        except MemlaneError as exc:
+            raise _fail(exc) from exc
+
+    async def recall(
+        self,
+        key: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The current value of the user's keyed fact ``key`` (null if it was never set)."""
+        try:
+            where = await self.resolve(ctx, Action.READ, user_id, agent_id)
+            value = await self.memory.recall(key, user_id=where.user_id)
+            return {"key": key, "value": value}
+        except MemlaneError as exc:
+            raise _fail(exc) from exc
+
+    async def build_context(
+        self,
         ctx: Context[Any, Any],
         user_id: str | None = None,
         query: str | None = None,
@@ -188,12 +411,91 @@ def build_mcp(memory: AsyncMemory, resolve: Resolver) -> MCPServer:
         """A context block about the user (pinned facts, relevant memories, session
         summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
         try:
-            where = await resolve(ctx, Action.READ_ALL, user_id, agent_id)
-            built = await memory.build_context(
+            where = await self.resolve(ctx, Action.READ_ALL, user_id, agent_id)
+            built = await self.memory.build_context(
                 user_id=where.user_id, budget=budget, query=query, session_id=session_id
             )
             return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
         except MemlaneError as exc:
             raise _fail(exc) from exc
 
-    return server
+    # ------------------------------------------------------------------ resources
+
+    async def _visible(self, where: Scope, memory_id: str) -> MemoryRecord:
+        record = await self.memory.get(memory_id, user_id=where.user_id)
+        if not visible(where, record.agent_id):
+            raise no_memory(memory_id, where.user_id)  # as if absent
+        return record
+
+    async def read_memory(
+        self, ctx: Context[Any, Any], base: str, user_id: str | None, memory_id: str
+    ) -> str:
+        """One memory as JSON (a deleted one shows ``deleted_at``)."""
+        try:
+            where = await self.resolve(ctx, Action.READ, user_id, None)
+            record = await self._visible(where, memory_id)
+            return json.dumps(_memory_view(record, f"{base}/{memory_id}"), ensure_ascii=False)
+        except MemlaneError as exc:
+            raise _fail(exc, ResourceError) from exc
+
+    async def list_memories(
+        self, ctx: Context[Any, Any] | None, base: str, user_id: str | None, cursor: str | None
+    ) -> str:
+        """One page of the user's current memories, newest first, as JSON with
+        ``next_cursor`` (and ``next``, the page's URI) while more remain."""
+        if ctx is None:
+            raise ResourceError("AccessDeniedError: no request to read this resource for")
+        try:
+            where = await self.resolve(ctx, Action.READ, user_id, None)
+            page = await self.memory.list(
+                user_id=where.user_id, filters=visible_filters(where), cursor=cursor,
+                limit=PAGE_SIZE,
+            )  # fmt: skip
+        except MemlaneError as exc:
+            raise _fail(exc, ResourceError) from exc
+        out: dict[str, Any] = {
+            "memories": [_memory_view(r, f"{base}/{r.id}") for r in page.items],
+            "next_cursor": page.next_cursor,
+        }
+        if page.next_cursor is not None:
+            out["next"] = f"{base}?cursor={page.next_cursor}"
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _add_resources(server: MCPServer, tools: _Tools, hidden: set[str]) -> None:
+    """The user's memories as resources: a list (paged) and one memory by id."""
+    kw: dict[str, Any] = {"mime_type": "application/json"}
+    if "user_id" in hidden:
+        base = "memlane://memories"
+
+        @server.resource(
+            base, name="memories", description="The user's memories, newest first", **kw
+        )
+        async def memories() -> str:
+            return await tools.list_memories(_reading.get(), base, None, None)
+
+        @server.resource(
+            base + "{?cursor}", name="memories_page", description="A further page", **kw
+        )
+        async def memories_page(ctx: Context[Any, Any], cursor: str | None = None) -> str:
+            return await tools.list_memories(ctx, base, None, cursor)
+
+        @server.resource(base + "/{memory_id}", name="memory", description="One memory", **kw)
+        async def memory(memory_id: str, ctx: Context[Any, Any]) -> str:
+            return await tools.read_memory(ctx, base, None, memory_id)
+
+        return
+    user_base = "memlane://users/{user_id}/memories"
+
+    @server.resource(
+        user_base + "{?cursor}", name="memories", description="A user's memories", **kw
+    )
+    async def user_memories(user_id: str, ctx: Context[Any, Any], cursor: str | None = None) -> str:
+        return await tools.list_memories(
+            ctx, f"memlane://users/{user_id}/memories", user_id, cursor
+        )
+
+    @server.resource(user_base + "/{memory_id}", name="memory", description="One memory", **kw)
+    async def user_memory(user_id: str, memory_id: str, ctx: Context[Any, Any]) -> str:
+        base = f"memlane://users/{user_id}/memories"
+        return await tools.read_memory(ctx, base, user_id, memory_id)

@@ -1,0 +1,365 @@
+"""The MCP server as a client sees it, through the MCP SDK's own client: tool names and
+annotations, the user's memories as resources, and servers bound to one user (stdio
+``memlane mcp --user U``, HTTP ``/mcp/me/``) whose tools have no ``user_id`` and reach no
+one else. Real subprocesses on stdio and real uvicorn on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from memlane import AsyncMemory, Memory
+from memlane.testing import FakeEmbedder
+
+pytest.importorskip("mcp")
+
+TOOLS = ["add_memory", "build_context", "forget_memory", "recall", "remember", "search_memories"]
+READ_ONLY = {"search_memories", "recall", "build_context"}
+DESTRUCTIVE = {"forget_memory", "remember"}
+IDEMPOTENT = {"search_memories", "recall", "build_context", "forget_memory", "remember"}
+
+
+def _data(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content[0].text
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+def _error(result: Any) -> str:
+    assert result.is_error
+    text: str = result.content[0].text
+    return text
+
+
+def _check_tools(tools: list[Any], *, takes_user: bool) -> None:
+    """Every tool is annotated as what it does, and declares user_id only when it may
+    name a user."""
+    assert sorted(t.name for t in tools) == TOOLS
+    for tool in tools:
+        hints = tool.annotations
+        assert hints is not None and hints.title, tool.name
+        assert hints.read_only_hint is (tool.name in READ_ONLY), tool.name
+        assert hints.open_world_hint is False, tool.name
+        assert hints.idempotent_hint is (tool.name in IDEMPOTENT), tool.name
+        if tool.name not in READ_ONLY:
+            assert hints.destructive_hint is (tool.name in DESTRUCTIVE), tool.name
+        assert ("user_id" in tool.input_schema["properties"]) is takes_user, tool.name
+        if takes_user:
+            assert "user_id" not in tool.input_schema.get("required", [])  # checked by the key
+
+
+def _seed(store: str) -> dict[str, str]:
+    """Two users' memories in one store, written through the Python API."""
+    with Memory(store, embedder=FakeEmbedder()) as memory:
+        return {
+            "alice": memory.add("Alice plays the cello", user_id="alice").id,
+            "bob": memory.add("Bob's cello is a secret", user_id="bob").id,
+            "bob_fact": memory.remember("locker_code", "4711", user_id="bob").id,
+        }
+
+
+# ---------------------------------------------------------------------------- stdio
+
+
+def _stdio(store: str, *args: str) -> Any:
+    from mcp import StdioServerParameters
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PATH", "PYTHONPATH", "HF_"))}
+    env.update(MEMLANE_STORE=store, MEMLANE_EMBEDDER="fake", HF_HUB_OFFLINE="1")
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "memlane.cli", "mcp", *args], env=env
+    )
+
+
+def test_stdio_server_bound_to_one_user(tmp_path: Path) -> None:
+    from mcp import Client
+
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    ids = _seed(store)
+
+    async def scenario() -> None:
+        async with Client(_stdio(store, "--user", "alice")) as c:
+            _check_tools((await c.list_tools()).tools, takes_user=False)
+            found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))
+            assert [m["memory_id"] for m in found["memories"]] == [ids["alice"]]
+            # remember is Memory.remember: a keyed fact, key -> value, read back by recall.
+            first = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
+            again = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
+            assert again["memory_id"] == first["memory_id"]  # idempotent, as annotated
+            _data(await c.call_tool("remember", {"key": "seat", "value": {"row": 12}}))
+            assert _data(await c.call_tool("recall", {"key": "seat"}))["value"] == {"row": 12}
+            # Bob's keyed fact of the same store is not Alice's.
+            assert _data(await c.call_tool("recall", {"key": "locker_code"}))["value"] is None
+            added = _data(await c.call_tool("add_memory", {"text": "Alice takes the train"}))
+            # Naming another user is refused, not ignored.
+            for call in (
+                ("search_memories", {"query": "cello", "user_id": "bob"}),
+                ("recall", {"key": "locker_code", "user_id": "bob"}),
+            ):
+                assert "unknown argument(s) ['user_id']" in _error(await c.call_tool(*call))
+            for _ in range(2):  # idempotent, as annotated
+                gone = {"memory_id": added["memory_id"], "reason": "test"}
+                assert _data(await c.call_tool("forget_memory", gone)) == {
+                    "forgotten": added["memory_id"]
+                }
+            theirs = _error(await c.call_tool("forget_memory", {"memory_id": ids["bob"]}))
+            assert "NotFoundError" in theirs
+            # Resources: Alice's memories only.
+            listed = [r.uri for r in (await c.list_resources()).resources]
+            assert listed == ["memlane://memories"]
+            page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
+            mine = {m["memory_id"] for m in page["memories"]}
+            assert ids["alice"] in mine and added["memory_id"] not in mine  # forgotten
+            assert not mine & {ids["bob"], ids["bob_fact"]}
+            one = await c.read_resource(f"memlane://memories/{ids['alice']}")
+            assert json.loads(one.contents[0].text)["text"] == "Alice plays the cello"
+            for other in (ids["bob"], ids["bob_fact"]):
+                with pytest.raises(Exception, match="NotFoundError"):
+                    await c.read_resource(f"memlane://memories/{other}")
+
+    asyncio.run(scenario())
+    with Memory(store, embedder=FakeEmbedder()) as memory:  # nothing of Bob's changed
+        assert memory.get(ids["bob"], user_id="bob").deleted_at is None
+        assert memory.recall("locker_code", user_id="bob") == "4711"
+        assert memory.recall("seat", user_id="alice") == {"row": 12}
+
+
+def test_stdio_server_bound_to_an_agent(tmp_path: Path) -> None:
+    """`--agent` binds the agent too: no agent_id argument, and another agent's memory is
+    as absent as one that never existed."""
+    from mcp import Client
+
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    with Memory(store, embedder=FakeEmbedder()) as memory:
+        other = memory.add("Erin's cello, planner's note", user_id="erin", agent_id="planner")
+        shared = memory.add("Erin's cello is old", user_id="erin")
+
+    async def scenario() -> None:
+        async with Client(_stdio(store, "--user", "erin", "--agent", "bot")) as c:
+            tools = (await c.list_tools()).tools
+            # A whole-user read is not the agent's to make (memlane.access): not offered.
+            assert sorted(t.name for t in tools) == [n for n in TOOLS if n != "build_context"]
+            for tool in tools:
+                assert not {"user_id", "agent_id"} & set(tool.input_schema["properties"])
+            mine = _data(await c.call_tool("add_memory", {"text": "Erin's cello, bot's note"}))
+            found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))
+            assert {m["memory_id"] for m in found["memories"]} == {mine["memory_id"], shared.id}
+            page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
+            assert {m["memory_id"] for m in page["memories"]} == {mine["memory_id"], shared.id}
+            assert page["memories"][0]["agent_id"] == "bot"
+            with pytest.raises(Exception, match="NotFoundError"):
+                await c.read_resource(f"memlane://memories/{other.id}")
+
+    asyncio.run(scenario())
+
+
+def test_bad_bound_user_is_refused_before_serving(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "memlane.cli", "mcp", "--user", ""],
+        env={**os.environ, "MEMLANE_STORE": f"sqlite:///{tmp_path / 'm.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "user_id" in done.stderr
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_list_resource_pages(tmp_path: Path) -> None:
+    """The list resource says where the next page starts: no silent cap."""
+    from mcp import Client
+
+    from memlane.server.mcp import PAGE_SIZE, build_mcp, stdio_resolver
+
+    memory = AsyncMemory("memory://", embedder=FakeEmbedder())
+
+    async def scenario() -> set[str]:
+        for i in range(PAGE_SIZE + 3):
+            await memory.add(f"note number {i}", user_id="carol")
+        seen: set[str] = set()
+        async with Client(build_mcp(memory, stdio_resolver("carol"))) as c:
+            uri: str | None = "memlane://memories"
+            while uri is not None:
+                page = json.loads((await c.read_resource(uri)).contents[0].text)
+                seen |= {m["memory_id"] for m in page["memories"]}
+                uri = page.get("next")
+        return seen
+
+    assert len(asyncio.run(scenario())) == PAGE_SIZE + 3
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class Served:
+    base: str
+    store: str
+    ids: dict[str, str]
+    alice_key: str  # tenant local, limited to alice
+    all_key: str  # tenant local, every user
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from memlane.server.keys import KeyStore
+
+    tmp = tmp_path_factory.mktemp("mcp-http")
+    store = f"sqlite:///{tmp / 'served.db'}"
+    ids = _seed(store)
+    with Memory(store, embedder=FakeEmbedder()) as memory:
+        keys = KeyStore(memory.store)
+        alice_key = keys.create("local", users=["alice"])[0]
+        all_key = keys.create("local")[0]
+    env = {
+        **os.environ,
+        "MEMLANE_STORE": store,
+        "MEMLANE_EMBEDDER": "fake",
+        "MEMLANE_DATA_DIR": str(tmp / "data"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("MEMLANE_LLM_BASE_URL", None)
+    env.pop("MEMLANE_REDIS_URL", None)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"memlane serve did not start: {out}")
+        time.sleep(0.2)
+    try:
+        yield Served(base, store, ids, alice_key, all_key)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def _http(served: Served, path: str, key: str) -> Any:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
+    return Client(streamable_http_client(served.base + path, http_client=http))
+
+
+def test_http_endpoint_bound_to_the_keys_user(served: Served) -> None:
+    ids = served.ids
+
+    async def scenario() -> None:
+        async with _http(served, "/mcp/me/", served.alice_key) as c:
+            _check_tools((await c.list_tools()).tools, takes_user=False)
+            found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))
+            assert [m["memory_id"] for m in found["memories"]] == [ids["alice"]]
+            bob = await c.call_tool("search_memories", {"query": "cello", "user_id": "bob"})
+            assert "unknown argument(s) ['user_id']" in _error(bob)
+            assert "NotFoundError" in _error(
+                await c.call_tool("forget_memory", {"memory_id": ids["bob"]})
+            )
+            page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
+            assert [m["memory_id"] for m in page["memories"]] == [ids["alice"]]
+            with pytest.raises(Exception, match="NotFoundError"):
+                await c.read_resource(f"memlane://memories/{ids['bob']}")
+        # A key reaching every user cannot use the one-user endpoint: who would it serve?
+        async with _http(served, "/mcp/me/", served.all_key) as c:
+            refused = await c.call_tool("search_memories", {"query": "cello"})
+            assert "key limited to one user" in _error(refused)
+            with pytest.raises(Exception, match="AccessDeniedError"):
+                await c.read_resource("memlane://memories")
+
+    asyncio.run(scenario())
+    anonymous = httpx.post(
+        served.base + "/mcp/me/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    )
+    assert anonymous.status_code == 401
+
+
+def test_http_multi_user_endpoint(served: Served) -> None:
+    ids = served.ids
+
+    async def scenario() -> None:
+        async with _http(served, "/mcp/", served.alice_key) as c:
+            _check_tools((await c.list_tools()).tools, takes_user=True)
+            templates = {
+                t.uri_template for t in (await c.list_resource_templates()).resource_templates
+            }
+            assert templates == {
+                "memlane://users/{user_id}/memories{?cursor}",
+                "memlane://users/{user_id}/memories/{memory_id}",
+            }
+            page = await c.read_resource("memlane://users/alice/memories")
+            assert [m["memory_id"] for m in json.loads(page.contents[0].text)["memories"]] == [
+                ids["alice"]
+            ]
+            for uri in (
+                "memlane://users/bob/memories",
+                f"memlane://users/bob/memories/{ids['bob']}",
+            ):
+                with pytest.raises(Exception, match="may not access user 'bob'"):
+                    await c.read_resource(uri)
+            bob = await c.call_tool("recall", {"user_id": "bob", "key": "locker_code"})
+            assert "may not access user 'bob'" in _error(bob)
+            unnamed = await c.call_tool("recall", {"key": "locker_code"})
+            assert "user_id is required" in _error(unnamed)
+        async with _http(served, "/mcp/", served.all_key) as c:
+            fact = _data(await c.call_tool("recall", {"user_id": "bob", "key": "locker_code"}))
+            assert fact["value"] == "4711"
+            one = await c.read_resource(f"memlane://users/bob/memories/{ids['bob_fact']}")
+            view = json.loads(one.contents[0].text)
+            assert view["key"] == "locker_code" and view["value"] == "4711"
+            assert "user_id" not in view  # the store's id (a tenant's prefix) is not shown
+
+    asyncio.run(scenario())
+
+
+def test_example_mcp_client_runs(tmp_path: Path) -> None:
+    """examples/mcp_client.py, as docs/integrations/mcp.md points to it."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "mcp_client.py"
+    env = {**os.environ, "MEMLANE_STORE": f"sqlite:///{tmp_path / 'm.db'}"}
+    env.update(MEMLANE_EMBEDDER="fake", HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, str(example), "--user", "alice"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "tool forget_memory    destructive" in out and "tool recall           read-only" in out
+    assert "'value': 'Zurich HB'" in out and "Prefers aisle seats on trains" in out
+    assert "resource memlane://memories: 2 memories" in out
+    with Memory(env["MEMLANE_STORE"], embedder=FakeEmbedder()) as memory:
+        assert memory.recall("home_station", user_id="alice") == "Zurich HB"

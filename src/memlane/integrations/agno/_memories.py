@@ -157,9 +157,7 @@ class MemoriesMixin:
         ValidationError."""
         user = self._user(user_id, "get_user_memories")
         start, end = page_bounds(limit, page)
-        f = Filters(
-            kinds=KINDS, topics=tuple(topics or ()), agent_id=agent_id, team=team_id
-        )
+        f = Filters(kinds=KINDS, topics=tuple(topics or ()), agent_id=agent_id, team=team_id)
         if search_content is not None and search_content.strip():
             hits = self.memory.search(
                 search_content, user_id=user, filters=f, recipe=self.search_recipe,
@@ -188,13 +186,17 @@ class MemoriesMixin:
         Without ``user_id``, every user of the store (counts only, no memory text)."""
         start, end = page_bounds(limit, page)
         users = [self._user(user_id, "stats")] if user_id is not None else self.memory.list_users()
-        stats = []
+        stats: list[dict[str, Any]] = []
         for user in users:
             records = list(self._records(user, Filters(kinds=KINDS)))
             if records:
                 last = max(int(r.updated_at.timestamp()) for r in records)
                 stats.append(
-                    {"user_id": user, "total_memories": len(records), "last_memory_updated_at": last}
+                    {
+                        "user_id": user,
+                        "total_memories": len(records),
+                        "last_memory_updated_at": last,
+                    }
                 )
         stats.sort(key=lambda s: s["last_memory_updated_at"], reverse=True)
         return stats[start:end], len(stats)

@@ -65,9 +65,9 @@ def _conversation(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for m in run.get("messages") or []:
         content = m.get("content") if isinstance(m, Mapping) else None
-        if m.get("role") in RECORDED_ROLES and not m.get("from_history"):
-            if isinstance(content, str) and content.strip():
-                out.append({"role": m["role"], "content": content})
+        fresh = m.get("role") in RECORDED_ROLES and not m.get("from_history")
+        if fresh and isinstance(content, str) and content.strip():
+            out.append({"role": m["role"], "content": content})
     return out
 
 
@@ -198,7 +198,7 @@ class SessionsMixin:
             row["runs"] = [r.to_dict() for r in session.runs or []]
             return row
         stored = deserialize_session(None, copy.deepcopy(row))
-        stored.runs = session.runs  # type: ignore[assignment]
+        stored.runs = session.runs
         return stored
 
     def upsert_sessions(
@@ -400,7 +400,9 @@ class SessionsMixin:
             return False
         return True
 
-    def get_run(self, run_id: str, deserialize: bool | None = True) -> AgnoRun | dict[str, Any] | None:
+    def get_run(
+        self, run_id: str, deserialize: bool | None = True
+    ) -> AgnoRun | dict[str, Any] | None:
         """Not kept: a run belongs to a user's session in memlane, and this call names
         neither. Raises UnsupportedByMemlaneError; use ``get_session(...)`` or
         :meth:`get_runs` with the user."""
@@ -430,7 +432,9 @@ def _matches(
     end: int | None,
 ) -> bool:
     if component_id is not None and component_id not in (
-        row.get("agent_id"), row.get("team_id"), row.get("workflow_id")
+        row.get("agent_id"),
+        row.get("team_id"),
+        row.get("workflow_id"),
     ):
         return False
     created = row.get("created_at") or 0
@@ -441,5 +445,3 @@ def _matches(
         if session_name.lower() not in name.lower():
             return False
     return True
-
-

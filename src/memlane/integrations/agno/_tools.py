@@ -106,7 +106,9 @@ class MemlaneTools(Toolkit):
         """
         return self._call(run_context, "search_memories", {"query": query, "limit": limit})
 
-    def add_memory(self, run_context: RunContext, text: str, topics: list[str] | None = None) -> str:
+    def add_memory(
+        self, run_context: RunContext, text: str, topics: list[str] | None = None
+    ) -> str:
         """Store a new memory about the user: one self-contained fact or preference.
 
         Args:

@@ -254,7 +254,7 @@ def test_anonymous_use_is_the_explicit_anonymous_scope(chat: ChatServer, memory:
     agent = Agent(model=model(chat), db=db, update_memory_on_run=True)
     agent.run("I like jazz", session_id="s1")
     assert memory.list_users() == [ANONYMOUS_USER]
-    assert [m.memory for m in db.get_user_memories(user_id=None)] == ["Likes jazz"]  # type: ignore[union-attr]
+    assert [m.memory for m in db.get_user_memories(user_id=None)] == ["Likes jazz"]
     assert memory.list(user_id=ANONYMOUS_USER).items  # visible as memlane's anonymous user
     assert MemlaneDb(memory).get_user_memories(user_id="alice") == []
 
@@ -297,20 +297,20 @@ def test_memories_page_sort_filter_and_search(memory: Memory) -> None:
             )
         )
     pages = [db.get_user_memories(user_id="alice", limit=3, page=p) for p in (1, 2, 3)]
-    ids = [m.memory_id for page in pages for m in page]  # type: ignore[union-attr]
+    ids = [m.memory_id for page in pages for m in page]
     assert ids == [f"m{i}" for i in range(7)]  # creation order, nothing lost or repeated
-    rows, total = db.get_user_memories(user_id="alice", limit=2, page=2, deserialize=False)  # type: ignore[misc]
+    rows, total = db.get_user_memories(user_id="alice", limit=2, page=2, deserialize=False)
     assert total == 7 and [r["memory_id"] for r in rows] == ["m2", "m3"]
     by_text = db.get_user_memories(user_id="alice", sort_by="memory", sort_order="asc")
-    assert [m.memory_id for m in by_text][:2] == ["m0", "m1"]  # type: ignore[union-attr]
+    assert [m.memory_id for m in by_text][:2] == ["m0", "m1"]
     desc = db.get_user_memories(user_id="alice", sort_by="memory", sort_order="desc")
-    assert desc[0].memory_id == "m6"  # type: ignore[union-attr]
+    assert desc[0].memory_id == "m6"
     tea = db.get_user_memories(user_id="alice", topics=["tea"])
-    assert {m.memory_id for m in tea} == {"m1", "m3", "m5"}  # type: ignore[union-attr]
+    assert {m.memory_id for m in tea} == {"m1", "m3", "m5"}
     assert len(db.get_user_memories(user_id="alice", agent_id="a2")) == 2
-    assert [m.memory_id for m in db.get_user_memories(user_id="alice", team_id="t1")] == ["m6"]  # type: ignore[union-attr]
+    assert [m.memory_id for m in db.get_user_memories(user_id="alice", team_id="t1")] == ["m6"]
     found = db.get_user_memories(user_id="alice", search_content="coffee", limit=2)
-    assert len(found) == 2 and all("coffee" in m.memory for m in found)  # type: ignore[union-attr]
+    assert len(found) == 2 and all("coffee" in m.memory for m in found)
     assert db.get_all_memory_topics(user_id="alice") == ["coffee", "drinks", "tea"]
     stats, count = db.get_user_memory_stats()
     assert count == 1 and stats[0]["user_id"] == "alice" and stats[0]["total_memories"] == 7
@@ -327,19 +327,19 @@ def test_sessions_page_filter_rename_and_runs(chat: ChatServer, memory: Memory) 
     for i in range(5):
         agent.run(f"message {i}", user_id="alice", session_id=f"s{i}")
     sessions = db.get_sessions(SessionType.AGENT, user_id="alice", limit=2, page=3)
-    assert [s.session_id for s in sessions] == ["s4"]  # type: ignore[union-attr]
-    rows, total = db.get_sessions(user_id="alice", sort_by="created_at", deserialize=False)  # type: ignore[misc]
+    assert [s.session_id for s in sessions] == ["s4"]
+    rows, total = db.get_sessions(user_id="alice", sort_by="created_at", deserialize=False)
     assert total == 5 and len(rows) == 5
     assert db.get_sessions(SessionType.TEAM, user_id="alice") == []
     assert len(db.get_sessions(user_id="alice", component_id="planner")) == 5
     renamed = db.rename_session("s1", SessionType.AGENT, "Trip to Oslo", user_id="alice")
     assert isinstance(renamed, AgentSession) and renamed.runs
     named = db.get_sessions(user_id="alice", session_name="oslo")
-    assert [s.session_id for s in named] == ["s1"]  # type: ignore[union-attr]
+    assert [s.session_id for s in named] == ["s1"]
     runs = db.get_runs(user_id="alice", agent_id="planner", limit=10)
     assert len(runs) == 5
     one_session = db.get_runs(session_id="s2", user_id="alice")
-    assert [r.content for r in one_session] == ["ok"]  # type: ignore[union-attr]
+    assert [r.content for r in one_session] == ["ok"]
     db.delete_sessions(["s0", "s1"], user_id="alice")
     assert len(db.get_sessions(user_id="alice")) == 3
     assert memory.get_history("s0", user_id="alice") == []
@@ -356,7 +356,7 @@ def test_a_run_larger_than_one_state_version_round_trips(memory: Memory) -> None
     assert isinstance(session, dict) and session["runs"][0]["content"] == long_text
     # A later, smaller write replaces it whole; the first run_index is kept.
     db.upsert_run({**run, "content": "short"}, session_id="big", user_id="alice", run_index=7)
-    (stored,) = db.get_runs(session_id="big", user_id="alice", deserialize=False)[0]  # type: ignore[misc]
+    (stored,) = db.get_runs(session_id="big", user_id="alice", deserialize=False)[0]
     assert stored["content"] == "short" and stored["run_index"] == 0
 
 
@@ -367,7 +367,7 @@ def test_a_pending_run_is_cancelled_by_compare_and_swap(memory: Memory) -> None:
     db.upsert_run(run, session_id="s", user_id="alice")
     assert db.cancel_pending_run("r1", session_id="s", reason="user left", user_id="alice")
     assert not db.cancel_pending_run("r1", session_id="s", reason="again", user_id="alice")
-    (stored,) = db.get_runs(session_id="s", user_id="alice", deserialize=False)[0]  # type: ignore[misc]
+    (stored,) = db.get_runs(session_id="s", user_id="alice", deserialize=False)[0]
     assert stored["status"] == "CANCELLED"
 
 
@@ -481,7 +481,7 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
     assert json.loads(chat.requests[-1]["messages"][-1]["content"]) == {"memories": []}
     # The team's session and its runs are in memlane too.
     session = db.get_session("t1", SessionType.TEAM, user_id="carol")
-    assert session is not None and len(session.runs or []) >= 2  # type: ignore[union-attr]
+    assert session is not None and len(session.runs or []) >= 2
 
 
 def test_openai_like_model_works_too(chat: ChatServer, memory: Memory) -> None:

@@ -2,9 +2,10 @@
 
 Agno leaves ``user_id`` unset (``None``) when an agent runs without one, and its memory
 manager then writes to a user it calls ``"default"``: one shared bucket nobody chose.
-memlane never defaults a user silently, so both count as *no user* here: refused with
-:class:`MissingUserError`, unless the :class:`~memlane.integrations.agno.MemlaneDb` was
-made with ``anonymous=True``, which maps them to memlane's explicit anonymous scope.
+memlane never defaults a user silently, so both (and ``""``) count as *no user* here:
+refused with :class:`MissingUserError`, unless the
+:class:`~memlane.integrations.agno.MemlaneDb` was made with ``anonymous=True``, which
+maps them to memlane's explicit anonymous scope.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ AGNO_UNSET_USER = "default"
 
 
 class MissingUserError(ValidationError):
-    """An Agno call came without a user (``user_id`` None or Agno's ``"default"``) and
-    the database was not made with ``anonymous=True``; nothing was read or written."""
+    """An Agno call came without a user (``user_id`` None, ``""`` or Agno's
+    ``"default"``) and the database was not made with ``anonymous=True``; nothing was
+    read or written."""
 
 
 class UnsupportedByMemlaneError(UnsupportedError, NotImplementedError):
@@ -36,7 +38,7 @@ class UnsupportedByMemlaneError(UnsupportedError, NotImplementedError):
 def resolve_user(user_id: str | None, *, anonymous: bool, what: str) -> str:
     """The memlane user of an Agno ``user_id``: the same id, or the anonymous scope.
     Raises MissingUserError for no user when anonymous use is off."""
-    if user_id is None or user_id == AGNO_UNSET_USER:
+    if user_id is None or user_id == AGNO_UNSET_USER or user_id == "":
         if anonymous:
             return ANONYMOUS_USER
         raise MissingUserError(

@@ -3,6 +3,7 @@ loopback chat server (scripted answers, tool calls included), over real SQLite."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -163,6 +164,20 @@ def test_session_history_reaches_the_next_run(chat: ChatServer, memory: Memory) 
     assert [len(r.messages) for r in memory.get_history("trip", user_id="alice")] == [2, 2]
     # Every session row write is a memlane state version.
     assert len(memory.state_history("trip", user_id="alice", name="agno:session")) >= 2
+
+
+def test_arun_keeps_memory_in_memlane_too(chat: ChatServer, memory: Memory) -> None:
+    """Agno drives a sync db from ``arun`` as well: same memory, same sessions."""
+    chat.responder = memory_manager_adds("Bob plays chess", ["hobbies"])
+    db = MemlaneDb(memory)
+    agent = Agent(model=model(chat), db=db, update_memory_on_run=True)
+    reply = asyncio.run(agent.arun("I play chess", user_id="bob", session_id="a1"))
+    assert reply.content == "Noted."
+    assert [m.memory for m in db.get_user_memories(user_id="bob")] == ["Bob plays chess"]
+    assert [m.content for m in memory.get_history("a1", user_id="bob")[0].messages] == [
+        "I play chess",
+        "Noted.",
+    ]
 
 
 def test_an_updated_memory_supersedes_and_keeps_its_agno_id(

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             add_history_to_context=True,
             num_history_runs=3,
             instructions="You are a helpful assistant. Use what you know about the user.",
+            telemetry=False,  # Agno reports runs to its cloud by default; stay local
         )
         reply = agent.run(args.message, user_id=args.user, session_id=args.session)
         print(reply.content)

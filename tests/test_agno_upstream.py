@@ -57,7 +57,7 @@ def test_agnos_db_tests_pass_where_a_user_is_named(tmp_path: Path) -> None:
         assert text is not None and IMPORT in text
         (tmp_path / Path(path).name).write_text(text.replace(IMPORT, SHIM))
     report = tmp_path / "report.xml"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "AGNO_TELEMETRY": "false"}
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
          "--rootdir", str(tmp_path), f"--junitxml={report}", str(tmp_path)],

@@ -41,6 +41,12 @@ REPO = Path(__file__).resolve().parents[1]
 Responder = Callable[[dict[str, Any]], Any]
 
 
+@pytest.fixture(autouse=True)
+def _no_agno_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agno reports runs to its cloud by default; tests talk to loopback only."""
+    monkeypatch.setenv("AGNO_TELEMETRY", "false")
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ChatServer]:
     s = ChatServer().start()

@@ -10,12 +10,16 @@ Needs the ``agno`` extra: ``pip install 'memlane[agno]'``. See docs/integrations
 
 from __future__ import annotations
 
-try:
-    import agno.db.base  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+try:  # what this integration uses of Agno 3.x (an Agno 2 lacks RunContext)
+    import agno.db.base
+    import agno.run.base
+    import agno.tools.toolkit
+
+    agno.run.base.RunContext  # noqa: B018
+except (ImportError, AttributeError) as exc:  # pragma: no cover - run in a subprocess test
     from memlane.integrations import MissingExtraError
 
-    raise MissingExtraError("agno", "agno") from exc
+    raise MissingExtraError("agno", "agno>=3.1,<4") from exc
 
 from memlane.integrations.agno._db import MemlaneDb
 from memlane.integrations.agno._scope import (

@@ -505,6 +505,21 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
     assert session is not None and len(session.runs or []) >= 2
 
 
+def test_a_workflow_session_is_kept(chat: ChatServer, memory: Memory) -> None:
+    from agno.session import WorkflowSession
+    from agno.workflow import Step, Workflow
+
+    chat.responder = lambda body: "step done"
+    db = MemlaneDb(memory)
+    step = Step(name="draft", agent=Agent(name="drafter", model=model(chat)))
+    flow = Workflow(name="flow", db=db, steps=[step])
+    assert flow.run("go", user_id="alice", session_id="wf1").content == "step done"
+    session = db.get_session("wf1", SessionType.WORKFLOW, user_id="alice")
+    assert isinstance(session, WorkflowSession)
+    assert [r.content for r in session.runs or []] == ["step done"]
+    assert db.get_session("wf1", SessionType.AGENT, user_id="alice") is None
+
+
 def test_openai_like_model_works_too(chat: ChatServer, memory: Memory) -> None:
     chat.responder = lambda body: "hello"
     like = OpenAILike(id="scripted", base_url=chat.base_url, api_key="k")

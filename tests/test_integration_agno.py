@@ -505,6 +505,24 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
     assert session is not None and len(session.runs or []) >= 2
 
 
+def test_a_teams_memory_manager_writes_memories_every_agent_of_the_user_reads(
+    chat: ChatServer, memory: Memory
+) -> None:
+    chat.responder = memory_manager_adds("Carol's order ships Friday", ["orders"])
+    db = MemlaneDb(memory)
+    member = Agent(id="clerk", name="clerk", model=model(chat))
+    team = Team(id="support", model=model(chat), members=[member], db=db, update_memory_on_run=True)
+    team.run("My order ships Friday", user_id="carol", session_id="t1")
+    (stored,) = db.get_user_memories(user_id="carol", team_id="support")
+    assert (stored.memory, stored.team_id) == ("Carol's order ships Friday", "support")
+    # Another agent of the same user gets it in its prompt; another user does not.
+    other = Agent(id="billing", model=model(chat), db=db, add_memories_to_context=True)
+    other.run("When?", user_id="carol", session_id="b")
+    assert "Carol's order ships Friday" in system_of(chat.requests[-1])
+    other.run("When?", user_id="dave", session_id="d")
+    assert "Carol's order" not in system_of(chat.requests[-1])
+
+
 def test_a_workflow_session_is_kept(chat: ChatServer, memory: Memory) -> None:
     from agno.session import WorkflowSession
     from agno.workflow import Step, Workflow

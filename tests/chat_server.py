@@ -19,14 +19,16 @@ from typing import Any
 @dataclass
 class Scripted:
     """One scripted reply: ``content`` (str, or an object sent as JSON text), or an
-    HTTP ``status`` error, optionally after ``delay_s``; ``tool_call`` answers as a tool
-    call whose arguments are ``content``."""
+    HTTP ``status`` error, optionally after ``delay_s``; ``tool_call`` answers as a call
+    of tool ``tool_name`` (id ``call_id``) whose arguments are ``content``."""
 
     content: Any = ""
     status: int = 200
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     tool_call: bool = False
+    tool_name: str = "answer"
+    call_id: str = "call_1"
 
 
 class ChatServer:
@@ -51,7 +53,8 @@ class ChatServer:
                     if server.responder is None:
                         step = Scripted(status=500, content="script exhausted")
                     else:
-                        step = Scripted(content=server.responder(body))
+                        answer = server.responder(body)
+                        step = answer if isinstance(answer, Scripted) else Scripted(content=answer)
                 if step.delay_s:
                     time.sleep(step.delay_s)
                 if self.path != "/v1/chat/completions":
@@ -75,9 +78,9 @@ class ChatServer:
                         "content": None,
                         "tool_calls": [
                             {
-                                "id": "call_1",
+                                "id": step.call_id,
                                 "type": "function",
-                                "function": {"name": "answer", "arguments": text},
+                                "function": {"name": step.tool_name, "arguments": text},
                             }
                         ],
                     }

@@ -1,0 +1,1 @@
+"""Adapters that make memlane the memory of agent frameworks (each one an extra)."""

@@ -175,8 +175,9 @@ def check_ttl(ttl: object) -> float | None:
 
 
 def check_filter(filter: object) -> dict[str, Any]:
-    """A search filter maps value fields to a value (equality; a dict matches nested
-    fields) or to operators (``{"$gt": 3}``: $eq, $ne, $gt, $gte, $lt, $lte)."""
+    """A search filter maps value fields (a dotted path reaches into nested dicts) to a
+    value (equality; a dict matches nested fields) or to operators (``{"$gt": 3}``:
+    $eq, $ne, $gt, $gte, $lt, $lte)."""
     if filter is None:
         return {}
     if not isinstance(filter, Mapping) or not all(isinstance(k, str) for k in filter):
@@ -206,7 +207,20 @@ def _check_condition(field: str, condition: object) -> None:
 
 def matches(value: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     """Whether an item's value passes a checked filter (every condition must hold)."""
-    return all(_holds(value.get(field), condition) for field, condition in filter.items())
+    return all(_holds(_lookup(value, field), condition) for field, condition in filter.items())
+
+
+def _lookup(value: Mapping[str, Any], field: str) -> Any:
+    """The value's ``field``: a key of its own, else a dotted path into nested dicts
+    (``"user.name"``), as LangGraph's SQL stores read filter keys. None when missing."""
+    if field in value or "." not in field:
+        return value.get(field)
+    found: Any = value
+    for part in field.split("."):
+        if not isinstance(found, Mapping) or part not in found:
+            return None
+        found = found[part]
+    return found
 
 
 def _holds(actual: Any, condition: Any) -> bool:

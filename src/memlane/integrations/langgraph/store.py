@@ -9,9 +9,12 @@ awaits memlane's own async calls.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import random
 import threading
+import time
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,6 +41,7 @@ from memlane.api import AsyncMemory, Memory
 from memlane.core.search import SearchRecipe
 from memlane.errors import (
     ConfigurationError,
+    ConflictError,
     MemlaneError,
     NotFoundError,
     ValidationError,
@@ -47,6 +51,8 @@ from memlane.models import Filters, MemoryRecord, SearchHit, check_id, to_iso
 
 T = TypeVar("T")
 ACTOR = "langgraph"
+PUT_ATTEMPTS = 16
+"""How often a put reads and writes again when other writers keep changing the item."""
 
 
 class NamespaceError(ValidationError, InvalidNamespaceError):
@@ -56,7 +62,8 @@ class NamespaceError(ValidationError, InvalidNamespaceError):
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """One call of a :class:`memlane.Memory` method, by name, that a plan asks for."""
+    """One call of a :class:`memlane.Memory` method, by name, that a plan asks for
+    (``"pause"``: wait ``kwargs["seconds"]``)."""
 
     method: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
@@ -76,6 +83,9 @@ def _drive(plan: _Plan[T], memory: Memory) -> T:
             result: T = stop.value
             return result
         send, error = None, None
+        if call.method == "pause":
+            time.sleep(call.kwargs["seconds"])
+            continue
         try:
             send = getattr(memory, call.method)(**call.kwargs)
         except MemlaneError as exc:
@@ -93,6 +103,9 @@ async def _adrive(plan: _Plan[T], memory: AsyncMemory) -> T:
             result: T = stop.value
             return result
         send, error = None, None
+        if call.method == "pause":
+            await asyncio.sleep(call.kwargs["seconds"])
+            continue
         try:
             send = await getattr(memory, call.method)(**call.kwargs)
         except MemlaneError as exc:
@@ -248,8 +261,25 @@ class MemlaneStore(BaseStore):
         return _item(record)
 
     def _put(self, write: _Write) -> _Plan[None]:
+        """Write (or delete) the item. Another writer changing or deleting it between
+        our read and our write makes memlane refuse the stale write; read it again."""
         user = self._user(write.namespace)
-        current = yield from self._find(user, write.namespace, write.key)
+        for attempt in range(PUT_ATTEMPTS):
+            current = yield from self._find(user, write.namespace, write.key)
+            try:
+                yield from self._apply(user, write, current)
+                return None
+            except (ConflictError, NotFoundError, ValidationError) as exc:
+                lost_race = current is not None or isinstance(exc, ConflictError)
+                if not lost_race or attempt == PUT_ATTEMPTS - 1:
+                    raise
+            # Jittered, doubling pause, so the writers that collided do not collide again.
+            yield _Call(
+                "pause", {"seconds": min(0.5, 0.002 * 2.0**attempt) * random.uniform(0.5, 1.5)}
+            )
+        return None
+
+    def _apply(self, user: str, write: _Write, current: MemoryRecord | None) -> _Plan[None]:
         if write.value is None:
             if current is not None:
                 yield _Call("delete", {"record_id": current.id, "user_id": user, "actor": ACTOR})
@@ -432,7 +462,7 @@ class MemlaneStore(BaseStore):
             if minutes is not None:
                 expires = self._clock() + timedelta(minutes=minutes)
                 # A record expired, deleted or replaced since it was read stays as read.
-                with contextlib.suppress(NotFoundError, ValidationError):
+                with contextlib.suppress(ConflictError, NotFoundError, ValidationError):
                     record = yield _Call(
                         "update",
                         {
@@ -467,8 +497,6 @@ class MemlaneStore(BaseStore):
         namespace = tuple(op.namespace)
         if not namespace:
             raise NamespaceError("Namespace cannot be empty.")
-        if namespace[0] == "langgraph":
-            raise NamespaceError(f'Root label for namespace cannot be "langgraph": {namespace}')
         self._user(namespace)
         key = _key(op.key)
         if op.value is None:

@@ -8,6 +8,7 @@ import operator
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -494,12 +495,23 @@ def test_bad_input_raises_typed_errors_and_writes_nothing(memory: Memory) -> Non
         MemlaneStore("sqlite:///x.db")  # type: ignore[arg-type]
 
 
-def test_ttl_sweeper_thread_starts_and_stops(memory: Memory) -> None:
-    store = MemlaneStore(memory, user_id="sw", ttl={"sweep_interval_minutes": 1})
-    store.start_ttl_sweeper()
+def test_ttl_sweeper_thread_purges_expired_items(timed: Memory, clock: FixedClock) -> None:
+    store = MemlaneStore(timed, user_id="sw", ttl={"sweep_interval_minutes": 5})
+    store.put(("s",), "old", {"text": "expires"}, ttl=1)
+    store.put(("s",), "new", {"text": "stays"})
+    (record,) = [r for r in timed.list(user_id="sw").items if r.metadata["lg_key"] == "old"]
+    clock.advance(minutes=2)
+    store.start_ttl_sweeper(sweep_interval_minutes=0.001)  # every 60 ms
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if timed.history(record.id, user_id="sw")[-1].action is HistoryAction.EXPIRE:
+            break
+        time.sleep(0.05)
     assert store.stop_ttl_sweeper(timeout=5)
-    with pytest.raises(ValidationError):
-        MemlaneStore(memory, user_id="sw").start_ttl_sweeper()
+    assert timed.history(record.id, user_id="sw")[-1].action is HistoryAction.EXPIRE
+    assert [i.key for i in store.search(("s",))] == ["new"]
+    with pytest.raises(ValidationError, match="sweep_interval_minutes"):
+        MemlaneStore(timed, user_id="sw").start_ttl_sweeper()
 
 
 # ---------------------------------------------------------------------------- extras

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import threading
 import time
@@ -50,6 +51,7 @@ from memlane.integrations.langgraph import items as it
 from memlane.models import Filters, MemoryRecord, SearchHit, check_id, to_iso
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 ACTOR = "langgraph"
 PUT_ATTEMPTS = 16
 """How often a put reads and writes again when other writers keep changing the item."""
@@ -209,7 +211,10 @@ class MemlaneStore(BaseStore):
 
         def loop() -> None:
             while not stop.wait(float(minutes) * 60):
-                self.sweep()
+                try:
+                    self.sweep()
+                except MemlaneError as exc:  # keep sweeping: the next round may work
+                    log.warning("memlane TTL sweep failed: %s", exc)
 
         thread = threading.Thread(target=loop, name="memlane-ttl-sweeper", daemon=True)
         self._sweeper = (thread, stop)
@@ -326,7 +331,8 @@ class MemlaneStore(BaseStore):
                 f"offset + limit ({offset + limit}) is above memlane's maximum page of "
                 f"{self._config.max_page_size} for a ranked search"
             )
-        return self._search(user, prefix, query or None, value_filter, offset, limit, op)
+        refresh = bool(op.refresh_ttl)
+        return self._search(user, prefix, query or None, value_filter, offset, limit, refresh)
 
     def _search(
         self,
@@ -336,7 +342,7 @@ class MemlaneStore(BaseStore):
         value_filter: dict[str, Any],
         offset: int,
         limit: int,
-        op: SearchOp,
+        refresh: bool,
     ) -> _Plan[list[SearchItem]]:
         wanted = offset + limit
         if limit == 0:
@@ -354,7 +360,7 @@ class MemlaneStore(BaseStore):
             rest = yield from self._scan(user, meta, value_filter, wanted - len(scored))
             scored += [(r, None) for r in rest]
         page = scored[offset:wanted]
-        if op.refresh_ttl:
+        if refresh:
             fresh = yield from self._refresh(user, [r for r, _ in page])
             page = [(r, score) for r, (_, score) in zip(fresh, page, strict=True)]
         return [_search_item(record, score) for record, score in page]

@@ -458,6 +458,13 @@ async def _async_calls(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- bad input
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"v": value}
+    return value
+
+
 def test_bad_input_raises_typed_errors_and_writes_nothing(memory: Memory) -> None:
     store = MemlaneStore(memory, user_id="strict")
     store.put(("ok",), "keep", {"text": "kept"})
@@ -467,6 +474,10 @@ def test_bad_input_raises_typed_errors_and_writes_nothing(memory: Memory) -> Non
         ([PutOp(("ok",), 5, {"a": 1})], ValidationError, "key must be a string"),  # type: ignore[arg-type]
         ([PutOp(("ok",), "k", ["not", "a", "dict"])], ValidationError, "must be a dict"),  # type: ignore[arg-type]
         ([PutOp(("ok",), "k", {"a": {1, 2}})], ValidationError, "must be JSON"),
+        ([PutOp(("ok",), "k", {"a": "nul\x00"})], ValidationError, "NUL"),
+        ([PutOp(("ok",), "k", _nested(70))], ValidationError, "nests 70 levels"),
+        ([PutOp(("ok",), "k", _nested(5000))], ValidationError, "nested too deeply"),
+        ([PutOp(("ok",), "k\x00", {"a": 1})], ValidationError, "NUL"),
         ([PutOp(("ok",), "k", {"a": 1}, ttl=-1)], ValidationError, "positive"),
         ([PutOp(("ok",), "k", {"a": 1}, index="text")], ValidationError, "list of field"),  # type: ignore[arg-type]
         ([PutOp(("ok",), "k", {"a": "x" * 30_000})], ValidationError, "limit"),
@@ -534,13 +545,14 @@ def test_memlane_does_not_import_langgraph_and_the_module_names_the_extra() -> N
     assert "pip install 'memlane[langgraph]'" in out.stdout
 
 
-def test_example_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("embedder", ["fake", pytest.param("local", marks=pytest.mark.slow)])
+def test_example_runs(tmp_path: Path, embedder: str) -> None:
     out = subprocess.run(
         [sys.executable, str(REPO / "examples" / "langgraph_store.py"), str(tmp_path / "ex.db")],
         capture_output=True,
         text=True,
-        timeout=120,
-        env={**os.environ, "MEMLANE_EMBEDDER": "fake"},
+        timeout=300,
+        env={**os.environ, "MEMLANE_EMBEDDER": embedder, "HF_HUB_OFFLINE": "1"},
     )
     assert out.returncode == 0, out.stderr
     assert "recalled: I prefer aisle seats" in out.stdout

@@ -25,6 +25,7 @@ from typing import Any
 
 from langgraph.store.base import get_text_at_path, tokenize_path
 
+from memlane.core.base import MAX_JSON_DEPTH
 from memlane.errors import ValidationError
 from memlane.models import MemoryRecord, from_iso, to_iso
 
@@ -148,16 +149,42 @@ def item_times(record: MemoryRecord) -> tuple[datetime, datetime]:
 
 
 def check_value(value: object) -> dict[str, Any]:
-    """A value is a JSON object (a mapping with string keys). Returns it as a dict."""
+    """A value is a JSON object (a mapping with string keys) memlane can keep: no NUL
+    character (PostgreSQL cannot store one) and not nested past memlane's limit. Returns
+    it as a dict."""
     if not isinstance(value, Mapping):
         raise ValidationError(f"a LangGraph item's value must be a dict, got {type(value)!r}")
     if not all(isinstance(k, str) for k in value):
         raise ValidationError("a LangGraph item's value must have string keys")
     try:
-        json.dumps(value, allow_nan=False)
+        decoded = json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"a LangGraph item's value must be JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise ValidationError("a LangGraph item's value is nested too deeply") from exc
+    depth, nul = _shape(decoded)
+    if depth >= MAX_JSON_DEPTH:  # the value sits one level down in the memory's metadata
+        raise ValidationError(f"a LangGraph item's value nests {depth} levels deep")
+    if nul:
+        raise ValidationError("a LangGraph item's value contains a NUL character (\\x00)")
     return dict(value)
+
+
+def _shape(value: Any) -> tuple[int, bool]:
+    """Nesting depth of decoded JSON (a scalar is 0) and whether a key or string holds
+    a NUL character."""
+    deepest, nul, stack = 0, False, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+        elif isinstance(item, dict):
+            nul = nul or any("\x00" in k for k in item)
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest, nul
 
 
 def check_ttl(ttl: object) -> float | None:

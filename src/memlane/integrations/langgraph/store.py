@@ -605,6 +605,8 @@ def _meta(metadata: dict[str, Any]) -> Filters:
 def _key(key: object) -> str:
     if not isinstance(key, str):
         raise ValidationError(f"a LangGraph item key must be a string, got {key!r}")
+    if "\x00" in key:
+        raise ValidationError("a LangGraph item key cannot contain a NUL character (\\x00)")
     return key
 
 

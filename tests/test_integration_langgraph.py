@@ -26,7 +26,7 @@ from langgraph.store.base import (
     SearchOp,
 )
 
-from memlane import AsyncMemory, Filters, HistoryAction, Memory
+from memlane import AsyncMemory, CoreConfig, Filters, HistoryAction, Memory
 from memlane.errors import ConfigurationError, ValidationError
 from memlane.integrations.langgraph import MemlaneStore, NamespaceError
 from memlane.testing.fakes import FakeEmbedder, FixedClock
@@ -294,6 +294,24 @@ def test_filters_with_every_operator(memory: Memory, query: str | None) -> None:
         store.search(("shop",), query=query, filter={"name": {"$regex": "a.*"}})
     with pytest.raises(ValidationError, match="mixes operators"):
         store.search(("shop",), query=query, filter={"name": {"$eq": "a", "b": 1}})
+
+
+def test_equality_filters_run_in_the_store_beyond_the_ranked_page() -> None:
+    # 120 items match the query; the one item the filter wants matches it least. An
+    # equality filter on a top-level field is applied by memlane's store, so the item is
+    # found although it ranks past the most hits a ranked search may return (100 here).
+    config = CoreConfig(max_page_size=100)
+    with Memory("memory://", embedder=FakeEmbedder(), config=config) as m:
+        store = MemlaneStore(m, user_id="many")
+        ops = [
+            PutOp(("n",), f"k{i}", {"text": f"weekly report {i}", "tag": "x"}) for i in range(120)
+        ]
+        store.batch([*ops, PutOp(("n",), "rare", {"text": "gardening", "tag": "rare"})])
+        assert "rare" not in [i.key for i in store.search(("n",), query="weekly report", limit=100)]
+        (hit,) = store.search(("n",), query="weekly report", filter={"tag": "rare"})
+        assert hit.key == "rare"
+        (hit,) = store.search(("n",), query="weekly report", filter={"tag": {"$eq": "rare"}})
+        assert hit.key == "rare"
 
 
 def test_offset_and_limit_page_through_listings_and_ranked_searches(memory: Memory) -> None:

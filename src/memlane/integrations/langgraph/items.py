@@ -13,6 +13,8 @@ the user the namespace names. Its text is what LangGraph would embed (the value'
     lg_ttl         minutes to live after each put or read, or None
     lg_indexed     whether the value had text to index (False: found only by listing)
     lg_created_at, lg_updated_at   the item's own times (a TTL refresh changes neither)
+    lg_f_<field>   a copy of each top-level scalar field of the value (strings up to 256
+                   characters), so equality filters on them run in memlane's store
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ TTL = "lg_ttl"
 INDEXED = "lg_indexed"
 CREATED = "lg_created_at"
 UPDATED = "lg_updated_at"
+FIELD = "lg_f_"
+MAX_FIELD_CHARS = 256
 
 OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
 UNINDEXED_TEXT = "(not indexed)"
@@ -139,9 +143,41 @@ def item_metadata(
             INDEXED: indexed,
             CREATED: created_at,
             UPDATED: to_iso(updated_at),
+            **field_copies(value),
         }
     )
     return meta
+
+
+def field_copies(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The value's top-level scalar fields as metadata keys memlane can filter on."""
+    return {FIELD + k: v for k, v in value.items() if _copyable(k, v)}
+
+
+def pushdown(filter: Mapping[str, Any]) -> dict[str, Any]:
+    """The equality conditions of a checked filter that memlane's store can apply itself
+    (on the copies of :func:`field_copies`). The whole filter is still checked on each
+    value: this only narrows what is read."""
+    wanted: dict[str, Any] = {}
+    for field, condition in filter.items():
+        if isinstance(condition, Mapping) and set(condition) == {"$eq"}:
+            condition = condition["$eq"]
+        if _copyable(field, condition):
+            wanted[FIELD + field] = condition
+    return wanted
+
+
+def _copyable(name: str, value: Any) -> bool:
+    if not name or any(c in name for c in '."'):
+        return False
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    # A NUL never reaches a stored value; PostgreSQL would refuse it even in a filter.
+    return isinstance(value, str) and len(value) <= MAX_FIELD_CHARS and "\x00" not in value
 
 
 def item_times(record: MemoryRecord) -> tuple[datetime, datetime]:

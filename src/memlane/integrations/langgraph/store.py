@@ -311,10 +311,8 @@ class MemlaneStore(BaseStore):
             return None
         yield _Call("add", fields)
         # Two writers putting one new key at once both add; both then keep the newest.
-        page = yield _Call(
-            "list",
-            {"user_id": user, "filters": _meta(it.item_filter(write.namespace, write.key))},
-        )
+        filters = _meta(it.item_filter(write.namespace, write.key))
+        page = yield _Call("list", {"user_id": user, "filters": filters, "limit": 10})
         for older in page.items[1:]:
             yield _Call("delete", {"record_id": older.id, "user_id": user, "actor": ACTOR})
         return None
@@ -354,7 +352,7 @@ class MemlaneStore(BaseStore):
             scored = [(h.record, h.score) for h in hits]
         if exhausted and len(scored) < wanted:
             # As LangGraph's stores do: items with nothing indexed follow, without score.
-            meta = it.namespace_filter(prefix)
+            meta = {**it.namespace_filter(prefix), **it.pushdown(value_filter)}
             if query:
                 meta[it.INDEXED] = False
             rest = yield from self._scan(user, meta, value_filter, wanted - len(scored))
@@ -376,7 +374,8 @@ class MemlaneStore(BaseStore):
         """The ``wanted`` best hits passing ``value_filter`` (memlane cannot filter on
         nested value fields, so a filtered search asks for more until enough pass), and
         whether the search ran out of indexed items."""
-        filters = _meta({**it.namespace_filter(prefix), it.INDEXED: True})
+        narrow = it.pushdown(value_filter)
+        filters = _meta({**it.namespace_filter(prefix), it.INDEXED: True, **narrow})
         ask = wanted
         while True:
             hits = yield _Call(
@@ -519,7 +518,8 @@ class MemlaneStore(BaseStore):
                 f"the indexed text of {key!r} has {len(text)} characters; memlane's limit is "
                 f"{self._config.max_text_chars} (index fewer fields)"
             )
-        size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+        stored = {"value": value, "fields": it.field_copies(value)}
+        size = len(json.dumps(stored, ensure_ascii=False).encode("utf-8"))
         if size > self._config.max_metadata_bytes - 1024:  # room for the item's keys
             raise ValidationError(f"the value of {key!r} is too large ({size} bytes as JSON)")
         return _Write(namespace, key, value, text, ttl)

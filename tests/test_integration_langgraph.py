@@ -412,6 +412,10 @@ def test_list_namespaces_prefix_suffix_wildcards_depth_and_paging(memory: Memory
     assert store.list_namespaces(limit=2, offset=1) == sorted(spaces)[1:3]
     store.delete(("b",), "k")
     assert ("b",) not in store.list_namespaces()
+    # "*" is a wildcard in a listing only: a search prefix is literal.
+    store.put(("*", "docs"), "star", {"v": 3})
+    assert [i.key for i in store.search(("*",))] == ["star"]
+    assert [i.key for i in store.search(("*", "docs"))] == ["star"]
 
 
 # ---------------------------------------------------------------------------- users

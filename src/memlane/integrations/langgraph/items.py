@@ -55,12 +55,15 @@ Namespace = tuple[str, ...]
 # ---------------------------------------------------------------------------- namespaces
 
 
-def namespace_filter(prefix: Sequence[str], *, exact: bool = False) -> dict[str, Any]:
-    """Metadata equalities selecting the items under ``prefix`` ("*" labels match any
-    label); with ``exact``, only the items of exactly that namespace."""
+def namespace_filter(
+    prefix: Sequence[str], *, exact: bool = False, wildcards: bool = False
+) -> dict[str, Any]:
+    """Metadata equalities selecting the items under ``prefix``; with ``exact``, only the
+    items of exactly that namespace; with ``wildcards`` (namespace listings), a "*"
+    label matches any label (elsewhere it is a label like any other)."""
     wanted: dict[str, Any] = {MARK: 1}
     for position, label in enumerate(prefix):
-        if label != "*":
+        if not (wildcards and label == "*"):
             wanted[f"{LABEL}{position}"] = label
     if exact:
         wanted[DEPTH] = len(prefix)

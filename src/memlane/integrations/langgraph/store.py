@@ -442,7 +442,8 @@ class MemlaneStore(BaseStore):
         users = [user] if user is not None else (yield _Call("list_users"))
         found: set[it.Namespace] = set()
         for each in users:
-            records = yield from self._scan(each, it.namespace_filter(prefix), {}, None)
+            meta = it.namespace_filter(prefix, wildcards=True)
+            records = yield from self._scan(each, meta, {}, None)
             for record in records:
                 ns = it.namespace_of(record)
                 if all(it.matches_path(ns, c.path, c.match_type) for c in conditions):

@@ -20,13 +20,14 @@ from typing import Any
 class Scripted:
     """One scripted reply: ``content`` (str, or an object sent as JSON text), or an
     HTTP ``status`` error, optionally after ``delay_s``; ``tool_call`` answers as a tool
-    call whose arguments are ``content``."""
+    call whose arguments are ``content``, to the function ``tool_name``."""
 
     content: Any = ""
     status: int = 200
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     tool_call: bool = False
+    tool_name: str = "answer"
 
 
 class ChatServer:
@@ -51,7 +52,8 @@ class ChatServer:
                     if server.responder is None:
                         step = Scripted(status=500, content="script exhausted")
                     else:
-                        step = Scripted(content=server.responder(body))
+                        answer = server.responder(body)
+                        step = answer if isinstance(answer, Scripted) else Scripted(content=answer)
                 if step.delay_s:
                     time.sleep(step.delay_s)
                 if self.path != "/v1/chat/completions":
@@ -75,12 +77,15 @@ class ChatServer:
                         "content": None,
                         "tool_calls": [
                             {
-                                "id": "call_1",
+                                "id": f"call_{len(server.requests)}",  # unique per answer
                                 "type": "function",
-                                "function": {"name": "answer", "arguments": text},
+                                "function": {"name": step.tool_name, "arguments": text},
                             }
                         ],
                     }
+                if body.get("stream"):
+                    self._stream(message)
+                    return
                 prompt_chars = sum(len(m.get("content") or "") for m in body["messages"])
                 payload = {
                     "id": "chatcmpl-test",
@@ -99,6 +104,26 @@ class ChatServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, message: dict[str, Any]) -> None:
+                """Answer ``stream: true`` as server-sent events: the whole message in
+                one delta, then the finish chunk and ``[DONE]``."""
+                delta = dict(message)
+                for i, call in enumerate(delta.get("tool_calls") or []):
+                    call["index"] = i
+                chunks = [
+                    {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                ]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for chunk in chunks:
+                    body = {"id": "chatcmpl-test", "object": "chat.completion.chunk"}
+                    body |= {"created": 0, "model": "scripted", **chunk}
+                    self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -263,7 +263,9 @@ def test_limit_reads_across_runs_and_pops(memory: Memory) -> None:
     session = MemlaneSession("runs", memory, user_id="ada")
     for i in range(5):  # five runs of two items
         asyncio.run(
-            session.add_items([{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}])
+            session.add_items(
+                [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}]
+            )
         )
     for _ in range(3):
         asyncio.run(session.pop_item())

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import (  # noqa: E402
+from agents import (
     Agent,
     OpenAIChatCompletionsModel,
     Runner,
@@ -24,18 +24,18 @@ from agents import (  # noqa: E402
     function_tool,
     set_tracing_disabled,
 )
-from agents.memory import Session  # noqa: E402
-from chat_server import ChatServer, Scripted  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
+from agents.memory import Session
+from openai import AsyncOpenAI
 
-from memlane import AsyncMemory, Memory  # noqa: E402
-from memlane.errors import ValidationError  # noqa: E402
-from memlane.integrations.openai_agents import (  # noqa: E402
+from chat_server import ChatServer, Scripted
+from memlane import AsyncMemory, Memory
+from memlane.errors import ValidationError
+from memlane.integrations.openai_agents import (
     POPPED_STATE,
     MemlaneSession,
     memory_tools,
 )
-from memlane.testing import FakeEmbedder  # noqa: E402
+from memlane.testing import FakeEmbedder
 
 set_tracing_disabled(True)  # the SDK would otherwise export traces to api.openai.com
 

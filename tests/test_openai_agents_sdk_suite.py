@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("agents")
 
-from agents import (  # noqa: E402
+from agents import (
     Agent,
     OpenAIChatCompletionsModel,
     RunConfig,
@@ -32,13 +32,13 @@ from agents import (  # noqa: E402
     TResponseInputItem,
     set_tracing_disabled,
 )
-from chat_server import ChatServer  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
+from openai import AsyncOpenAI
 
-from memlane import Memory  # noqa: E402
-from memlane.errors import ValidationError  # noqa: E402
-from memlane.integrations.openai_agents import MemlaneSession  # noqa: E402
-from memlane.testing import FakeEmbedder  # noqa: E402
+from chat_server import ChatServer
+from memlane import Memory
+from memlane.errors import ValidationError
+from memlane.integrations.openai_agents import MemlaneSession
+from memlane.testing import FakeEmbedder
 
 set_tracing_disabled(True)
 
@@ -316,7 +316,7 @@ def test_session_callback_repeating_history_does_not_grow_session(
         session = session_of(memory, "session_repeat")
 
         def repeat_first(history: Any, new_input: Any) -> Any:
-            return new_input if not history else history + [history[0]] + new_input
+            return new_input if not history else [*history, history[0], *new_input]
 
         for turn in range(3):
             server.queue(f"assistant {turn}")
@@ -424,7 +424,7 @@ def test_session_add_items_exception_propagates_in_streamed(
             async for _ in result.stream_events():
                 pass
 
-        with pytest.raises(RuntimeError, match="Simulated session.add_items failure"):
+        with pytest.raises(RuntimeError, match=r"Simulated session\.add_items failure"):
             await asyncio.wait_for(consume(), timeout=5.0)
 
     asyncio.run(go())

@@ -22,6 +22,7 @@ Needs the extra: ``pip install 'memlane[openai-agents]'``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -134,6 +135,7 @@ class MemlaneSession:
         """Remove and return the newest item, or None when the session is empty. The
         removal is recorded (see the module docstring); concurrent pops each get their own
         item. Raises ConflictError if other writers keep winning the race."""
+        lost: ConflictError | None = None
         for _ in range(_POP_ATTEMPTS):
             state = await self._call(
                 "get_state", self.session_id, user_id=self.user_id, name=POPPED_STATE
@@ -153,11 +155,16 @@ class MemlaneSession:
                     name=POPPED_STATE,
                     agent_id=self.agent_id,
                 )
-            except ConflictError:
-                continue  # another pop (or clear) won; look again
+            except ConflictError as exc:
+                lost = exc  # another pop (or a clear) won; look again
+                continue
             await self._forget_episode(message.id)
             return _to_item(message)
-        raise ConflictError(f"pop_item on session {self.session_id!r} kept losing to other writers")
+        raise ConflictError(
+            f"pop_item on session {self.session_id!r} kept losing to other writers",
+            expected=lost.expected if lost else None,
+            actual=lost.actual if lost else None,
+        ) from lost
 
     async def clear_session(self) -> None:
         """Delete the session in memlane: its messages, state and episodes (the episodes'
@@ -202,12 +209,10 @@ class MemlaneSession:
             )
             for record in page.items:
                 if message_id in record.source_ids:
-                    try:
+                    with contextlib.suppress(NotFoundError):  # deleted meanwhile
                         await self._call(
                             "delete", record.id, user_id=self.user_id, reason="item popped"
                         )
-                    except NotFoundError:
-                        pass  # already gone (deleted meanwhile)
                     return
             cursor = page.next_cursor
             if cursor is None:

@@ -6,6 +6,7 @@ langchain-tests' standard retriever suite runs against the retriever."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -393,3 +394,46 @@ def test_module_without_langchain_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert "pip install 'memlane[langchain]'" in out.stdout
+
+
+# ---------------------------------------------------------------------- the example
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_keeps_history_and_recalls_across_processes(
+    server: ChatServer, llm: Any, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "MEMLANE_LLM_BASE_URL": server.base_url,
+        "MEMLANE_LLM_MODEL": "scripted",
+        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
+        "MEMLANE_EMBEDDER": "fake",
+    }
+    run = [sys.executable, str(REPO / "examples" / "langchain_history.py")]
+    server.queue("Noted: vegetarian, Oslo on 3 June.")
+    first = subprocess.run(
+        [*run, "I'm vegetarian and I fly to Oslo on 3 June."],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "[assistant] Noted: vegetarian, Oslo on 3 June." in first.stdout
+    assert "LangChainDeprecationWarning" in first.stderr  # left on, as LangChain emits it
+    server.queue("Try a vegetarian place near the station.")
+    second = subprocess.run(
+        [*run, "Where should a vegetarian eat in Oslo?"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert second.returncode == 0, second.stderr
+    assert "2 turns" in second.stdout
+    sent = server.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    # the first turn, recalled from memlane by the retriever into the system prompt
+    assert "- I'm vegetarian and I fly to Oslo on 3 June." in sent[0]["content"]

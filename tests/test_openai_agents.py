@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -421,3 +422,45 @@ def test_module_without_the_sdk_names_the_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert "pip install 'memlane[openai-agents]'" in out.stdout
+
+
+# ---------------------------------------------------------------------- the example
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_keeps_the_conversation_across_processes(
+    server: ChatServer, model: OpenAIChatCompletionsModel, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "MEMLANE_LLM_BASE_URL": server.base_url,
+        "MEMLANE_LLM_MODEL": "scripted",
+        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
+        "MEMLANE_EMBEDDER": "fake",
+    }
+    run = [sys.executable, str(REPO / "examples" / "openai_agents_session.py")]
+    server.queue(
+        Scripted(
+            content='{"text": "Flies to Oslo on 3 June for the trip"}',
+            tool_call=True,
+            tool_name="remember",
+        ),
+        "Noted: Oslo, 3 June.",
+    )
+    first = subprocess.run(
+        [*run, "I fly to Oslo on 3 June."], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    assert "[agent] Noted: Oslo, 3 June." in first.stdout
+    assert "4 items" in first.stdout  # user, function call, its output, answer
+    assert "Flies to Oslo on 3 June for the trip" in first.stdout
+    server.queue("On 3 June.")
+    second = subprocess.run(
+        [*run, "When do I fly?"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert second.returncode == 0, second.stderr
+    assert "[agent] On 3 June." in second.stdout and "6 items" in second.stdout
+    sent = server.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["content"] == "I fly to Oslo on 3 June."

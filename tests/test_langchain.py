@@ -327,8 +327,15 @@ def test_retriever_async_and_bad_input(db: str, memory: Memory) -> None:
 
     assert asyncio.run(go())[0].page_content == "Ada is vegetarian"
     assert len(asyncio.run(MemlaneRetriever(memory=memory, user_id="ada").ainvoke("Oslo"))) == 4
-    for bad in ({"user_id": ""}, {"user_id": "ada", "k": 0}, {"user_id": "ada", "memory": 1}):
-        with pytest.raises((ValidationError, ValueError)):
+    for bad in (
+        {"user_id": ""},
+        {"user_id": "ada", "k": 0},
+        {"user_id": "ada", "memory": 1},
+        {"user_id": 5},
+        {"user_id": "ada", "k": "many"},
+        {},
+    ):
+        with pytest.raises(ValidationError):
             MemlaneRetriever(**{"memory": memory, **bad})
     with pytest.raises(ValidationError):
         MemlaneRetriever(memory=memory, user_id="ada").invoke("x", k=-1)

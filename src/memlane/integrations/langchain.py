@@ -49,6 +49,7 @@ try:
     )
     from langchain_core.retrievers import BaseRetriever
     from pydantic import ConfigDict
+    from pydantic import ValidationError as PydanticValidationError
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "memlane.integrations.langchain needs langchain-core: pip install 'memlane[langchain]'"
@@ -96,8 +97,11 @@ class MemlaneRetriever(BaseRetriever):
     recipe: str = "hybrid"
 
     def __init__(self, **data: Any) -> None:
-        super().__init__(**data)
-        _check_memory(self.memory)
+        _check_memory(data.get("memory"))
+        try:
+            super().__init__(**data)
+        except PydanticValidationError as exc:
+            raise ValidationError(f"bad MemlaneRetriever arguments: {exc}") from exc
         check_id("user_id", self.user_id)
         check_id("session_id", self.session_id, required=False)
         check_count("k", self.k)

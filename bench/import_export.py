@@ -73,9 +73,9 @@ def run(rows: list[dict[str, Any]], embedder: Embedder, scratch: Path) -> dict[s
 def make_embedder(name: str) -> Embedder:
     if name == "fake":
         return FakeEmbedder()
-    from memlane.embedders import LocalEmbedder
+    from memlane.embedders.onnx import OnnxEmbedder
 
-    local = LocalEmbedder()
+    local = OnnxEmbedder()
     local.embed(["load the model before timing"])
     return local
 

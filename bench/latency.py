@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from memlane import Memory, MemoryInput
-from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev"
 
@@ -42,7 +42,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run(
-    size: int, queries: list[str], turns: list[str], embedder: LocalEmbedder, recipes: list[str]
+    size: int, queries: list[str], turns: list[str], embedder: OnnxEmbedder, recipes: list[str]
 ) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         memory = Memory(f"sqlite:///{tmp}/bench.db", embedder=embedder)
@@ -93,7 +93,7 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(2)
-    embedder = LocalEmbedder()
+    embedder = OnnxEmbedder()
     embedder.embed(["warm up"])
     for size in (int(s) for s in args.sizes.split(",")):
         runs = []

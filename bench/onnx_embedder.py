@@ -63,10 +63,10 @@ def child(name: str, threads: int, n_queries: int, n_batch: int) -> dict[str, An
     else:
         import torch
 
-        from memlane.embedders.local import LocalEmbedder
+        from memlane.embedders.torch import TorchEmbedder
 
         torch.set_num_threads(threads)
-        embedder = LocalEmbedder()
+        embedder = TorchEmbedder(threads=threads)
     embedder.embed(["hello"])
     load_cpu, load_wall = time.process_time() - cpu0, time.perf_counter() - wall0
     embedder.embed(["warm-up question about the weekend"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from memlane import CoreConfig, Memory
 from memlane.core.search import RECIPES, SearchRecipe
-from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder
 from memlane.evals.locomo import ask, ingest, load_dir, report
 
 ROOT = Path(__file__).resolve().parent
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="variant names separated by ';'")
     args = parser.parse_args()
     conversations = load_dir(args.data)
-    embedder = LocalEmbedder()
+    embedder = OnnxEmbedder()
     (ROOT / "results").mkdir(exist_ok=True)
     chosen = {k: r for k, r in variants().items() if not args.only or k in args.only.split(";")}
     print("| window | variant | R@1 | R@5 | R@10 | R@50 | hit@10 | p50 ms | p95 ms |")

@@ -35,7 +35,7 @@ import numpy as np
 from memlane import CoreConfig, Memory
 from memlane.core.search import RECIPES, SearchRecipe, boosts, fuse, spread_to_neighbors
 from memlane.core.search import time_window as parse_window
-from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder
 from memlane.evals.locomo import HEADLINE_CATEGORIES, KS, ingest, load_dir
 from memlane.models import Filters
 from memlane.ports import store as ops
@@ -72,7 +72,7 @@ def dump(data: Path, path: Path) -> list[Conv]:
     db = path.with_suffix(".db")
     db.parent.mkdir(exist_ok=True)
     fresh = not db.exists()
-    embedder = LocalEmbedder()
+    embedder = OnnxEmbedder()
     out = []
     config = CoreConfig(track_access=False)
     with Memory(f"sqlite:///{db}", embedder=embedder, config=config) as memory:
@@ -122,7 +122,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(\[])|\s+(?=\[image:)")
 def add_sentence_sims(convs: list[Conv]) -> None:
     """Each turn split into sentences ("<speaker>: <sentence>"), each sentence embedded;
     a turn's score is its best sentence's cosine with the question."""
-    embedder = LocalEmbedder()
+    embedder = OnnxEmbedder()
     for conv in convs:
         ids = list(conv.records)
         units: list[str] = []
@@ -307,7 +307,7 @@ def check(convs: list[Conv], path: Path) -> None:
     same = total = 0
     db = path.with_suffix(".db")
     with Memory(
-        f"sqlite:///{db}", embedder=LocalEmbedder(), config=CoreConfig(track_access=False)
+        f"sqlite:///{db}", embedder=OnnxEmbedder(), config=CoreConfig(track_access=False)
     ) as memory:
         for conv in convs:
             for qi, (query, _, _) in enumerate(conv.questions):

@@ -19,7 +19,7 @@ import pytest
 
 from chat_server import ChatServer
 from memlane import HistoryAction, Memory
-from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder
 from memlane.llm import OpenAIChat
 from memlane.manager import MemoryManager, Outcome
 from memlane.manager.prompts import DECIDE_SYSTEM
@@ -44,8 +44,8 @@ def server() -> Iterator[ChatServer]:
 
 
 @pytest.fixture(scope="module")
-def local() -> LocalEmbedder:
-    return LocalEmbedder()
+def local() -> OnnxEmbedder:
+    return OnnxEmbedder()
 
 
 def _is_decide(body: dict[str, Any]) -> bool:
@@ -100,7 +100,7 @@ def test_the_labelled_set_is_big_and_balanced_enough() -> None:
 
 @pytest.mark.slow
 def test_every_related_pair_reaches_the_decider_and_few_unrelated_do(
-    server: ChatServer, local: LocalEmbedder
+    server: ChatServer, local: OnnxEmbedder
 ) -> None:
     reached: dict[str, list[bool]] = {"related": [], "unrelated": []}
     missed, false_positives = [], []
@@ -124,7 +124,7 @@ def test_every_related_pair_reaches_the_decider_and_few_unrelated_do(
 
 @pytest.mark.slow
 def test_among_all_the_users_memories_the_related_one_is_still_shown_and_few_others(
-    server: ChatServer, local: LocalEmbedder
+    server: ChatServer, local: OnnxEmbedder
 ) -> None:
     """One user holding every existing memory of the set: each related pair's memory must
     still reach the decider past the distractors, and the decider sees a bounded few."""
@@ -194,7 +194,7 @@ def test_moved_to_paris_supersedes_lives_in_london(
 
 @pytest.mark.slow
 def test_a_new_job_supersedes_the_old_one_with_the_real_embedder(
-    server: ChatServer, local: LocalEmbedder
+    server: ChatServer, local: OnnxEmbedder
 ) -> None:
     """Cosine 0.30 with all-MiniLM, well under the 0.45 gate."""
     with Memory("memory://", embedder=local) as memory:

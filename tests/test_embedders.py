@@ -1,4 +1,5 @@
-"""Embedders: the real bundled model, and an OpenAI-compatible endpoint on loopback."""
+"""Embedders: the real bundled model (ONNX Runtime), and an OpenAI-compatible endpoint on
+loopback."""
 
 from __future__ import annotations
 
@@ -13,24 +14,24 @@ import numpy as np
 import pytest
 
 from memlane import EmbeddingError, Memory
-from memlane.embedders import LocalEmbedder, OpenAIEmbedder
+from memlane.embedders import OnnxEmbedder, OpenAIEmbedder
 from memlane.errors import ConfigurationError
 from memlane.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def local() -> LocalEmbedder:
-    return LocalEmbedder()
+def local() -> OnnxEmbedder:
+    return OnnxEmbedder()
 
 
-def test_local_model_embeds_offline(local: LocalEmbedder) -> None:
+def test_local_model_embeds_offline(local: OnnxEmbedder) -> None:
     vectors = local.embed(["I adopted a golden retriever", "What pet do I have?", "Tax forms"])
     assert [v.shape for v in vectors] == [(384,)] * 3
     assert all(abs(float(np.linalg.norm(v)) - 1) < 1e-4 for v in vectors)
     assert float(vectors[0] @ vectors[1]) > float(vectors[2] @ vectors[1])
 
 
-def test_local_model_finds_paraphrases(local: LocalEmbedder) -> None:
+def test_local_model_finds_paraphrases(local: OnnxEmbedder) -> None:
     with Memory("sqlite:///:memory:", embedder=local) as m:
         m.add("I adopted a golden retriever last spring", user_id="u")
         m.add("My tax return is due in April", user_id="u")

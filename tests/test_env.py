@@ -11,7 +11,7 @@ import pytest
 
 from chat_server import ChatServer
 from memlane import AsyncMemory, Memory
-from memlane.embedders import LocalEmbedder
+from memlane.embedders.onnx import OnnxEmbedder
 from memlane.errors import ConfigurationError
 from memlane.llm import OpenAIChat
 from memlane.manager import AsyncMemoryManager, MemoryManager
@@ -43,11 +43,11 @@ def test_constructors_ignore_the_environment(everything_set: Path) -> None:
     default = f"sqlite:///{everything_set}/xdg/memlane/memlane.db"
     memory = Memory()
     assert memory.store.url == default
-    assert isinstance(memory.embedder, LocalEmbedder)
+    assert isinstance(memory.embedder, OnnxEmbedder)
     assert MemoryManager(memory).llm is None
     amemory = AsyncMemory()
     assert amemory.store.url == default
-    assert isinstance(amemory.embedder, LocalEmbedder)
+    assert isinstance(amemory.embedder, OnnxEmbedder)
     assert AsyncMemoryManager(amemory).llm is None
     # Nothing was opened: no file appeared anywhere the environment names.
     assert not (everything_set / "from-env.db").exists()

@@ -395,11 +395,12 @@ def test_module_without_langchain_names_the_extra() -> None:
         "try:\n"
         "    import memlane.integrations.langchain\n"
         "except ImportError as exc:\n"
-        "    print(exc)\n"
+        "    print(type(exc).__name__, exc)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
+    assert out.stdout.startswith("MissingExtraError")
     assert "pip install 'memlane[langchain]'" in out.stdout
 
 

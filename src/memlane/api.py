@@ -7,7 +7,6 @@ is one implementation of behaviour; these classes only pick how I/O is done.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -50,23 +49,28 @@ class _MemoryBase:
         self,
         store: Store | str | None = None,
         *,
-        embedder: Embedder | None = None,
+        embedder: Embedder | str | None = None,
         clock: Clock | None = None,
         config: CoreConfig | None = None,
     ) -> None:
         """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
-        platform's user data directory) and ``embedder`` (default: the bundled local
-        model). The environment is not read (see :meth:`from_env`). Nothing is opened or
-        loaded until the first call."""
+        platform's user data directory) and ``embedder`` (an Embedder or a spec such as
+        ``"torch"``, see :mod:`memlane.embedders.spec`; default: the bundled local model
+        on ONNX Runtime). The environment is not read (see :meth:`from_env`). Nothing is
+        opened or loaded until the first call."""
         if store is None:
             from memlane.settings import default_store_url
 
             store = default_store_url()
         self.store: Store = open_store(store) if isinstance(store, str) else store
         if embedder is None:
-            from memlane.embedders.local import LocalEmbedder
+            from memlane.embedders.onnx import OnnxEmbedder
 
-            embedder = LocalEmbedder()
+            embedder = OnnxEmbedder()
+        elif isinstance(embedder, str):
+            from memlane.embedders.spec import build_embedder
+
+            embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
         self.core = MemoryCore(
             model_id=embedder.model_id, clock=clock, config=config or CoreConfig()
@@ -160,6 +164,8 @@ class AsyncMemory(_MemoryBase):
 
     async def _ensure_setup(self) -> None:
         if not self._ready:
+            import asyncio
+
             # One-time open + migrate; run off the loop since drivers may block.
             await asyncio.get_running_loop().run_in_executor(None, self.store.setup)
             self._ready = True

@@ -108,8 +108,8 @@ def embedder_option(f: F) -> F:
         "--embedder",
         callback=_embedder_given,
         expose_value=False,
-        help="Embedding model: local, onnx, openai, fake or fake:DIM. "
-        "Default: $MEMLANE_EMBEDDER, else local.",
+        help="Embedder spec: onnx (the bundled model), onnx:DIR, torch, torch:MODEL, "
+        "openai:MODEL, fake ... Default: $MEMLANE_EMBEDDER, else onnx.",
     )(f)
 
 

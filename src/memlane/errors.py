@@ -130,6 +130,35 @@ class ConfigurationError(MemlaneError):
     """Settings or URLs that cannot work."""
 
 
+class MissingExtraError(ConfigurationError, ImportError):
+    """A feature needs packages of one of memlane's extras that are not installed.
+    ``extra`` names it (``pip install 'memlane[<extra>]'``); ``module`` is what was missing."""
+
+    def __init__(self, extra: str, feature: str, module: str | None = None) -> None:
+        self.extra = extra
+        self.feature = feature
+        self.module = module
+        missing = f" ({module} is not installed)" if module else ""
+        super().__init__(
+            f"{feature} needs memlane's {extra!r} extra{missing}: pip install 'memlane[{extra}]'"
+        )
+        self.name = module
+
+
+def require_extra(extra: str, feature: str, *modules: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``extra`` unless every module in
+    ``modules`` can be imported. Looks modules up without importing them."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise MissingExtraError(extra, feature, module)
+
+
 class EmbeddingModelMismatchError(ConfigurationError):
     """The store holds vectors of another embedding model than the one in use: mixing
     them would silently find nothing by vector. ``stored`` and ``used`` name the two

@@ -5,9 +5,12 @@ constructors never read these variables, and nothing reads them at import.
 
 =========================  ===================================================
 ``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
-``MEMLANE_EMBEDDER``       ``local`` (default), ``onnx``, ``openai``, ``fake`` or ``fake:DIM``
+``MEMLANE_EMBEDDER``       an embedder spec (:mod:`memlane.embedders.spec`): ``onnx``
+                           (default), ``onnx:DIR``, ``torch``, ``torch:MODEL``,
+                           ``openai:MODEL``, ``fake`` ...
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
+``MEMLANE_THREADS``        cores the local embedder may use (default: up to 2)
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -52,7 +55,7 @@ class Settings:
 
     store_url: str
     data_dir: Path = field(default_factory=default_data_dir)
-    embedder: str = "local"
+    embedder: str = "onnx"
     embedding_base_url: str | None = None
     embedding_model: str | None = None
     embedding_api_key: str | None = None
@@ -60,6 +63,7 @@ class Settings:
     llm_model: str | None = None
     llm_api_key: str | None = None
     redis_url: str | None = None
+    threads: int | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -91,7 +95,7 @@ class Settings:
         return cls(
             store_url=store_url or env.get("MEMLANE_STORE") or default_store_url(data_dir),
             data_dir=data_dir,
-            embedder=env.get("MEMLANE_EMBEDDER", "local"),
+            embedder=env.get("MEMLANE_EMBEDDER") or "onnx",
             embedding_base_url=env.get("MEMLANE_EMBEDDING_BASE_URL"),
             embedding_model=env.get("MEMLANE_EMBEDDING_MODEL"),
             embedding_api_key=env.get("MEMLANE_EMBEDDING_API_KEY"),
@@ -99,6 +103,7 @@ class Settings:
             llm_model=env.get("MEMLANE_LLM_MODEL") or None,
             llm_api_key=env.get("MEMLANE_LLM_API_KEY") or None,
             redis_url=env.get("MEMLANE_REDIS_URL") or None,
+            threads=_threads(env.get("MEMLANE_THREADS")),
         )
 
     def build_store(self, *, create: bool = True) -> Store:
@@ -115,40 +120,18 @@ class Settings:
         return store
 
     def build_embedder(self) -> Embedder:
-        """The embedder these settings name. Raises ConfigurationError."""
-        if self.embedder == "local":
-            from memlane.embedders.local import LocalEmbedder
+        """The embedder these settings name (see :mod:`memlane.embedders.spec`). Raises
+        ConfigurationError."""
+        from memlane.embedders.spec import EmbedderEnv, build_embedder
 
-            return LocalEmbedder()
-        if self.embedder == "onnx":
-            from memlane.embedders.onnx import OnnxEmbedder
-
-            return OnnxEmbedder()
-        if self.embedder == "fake":
-            from memlane.testing import FakeEmbedder
-
-            return FakeEmbedder()
-        if self.embedder.startswith("fake:") and self.embedder[5:].isdigit():
-            from memlane.testing import FakeEmbedder
-
-            dim = int(self.embedder[5:])
-            if dim > 0:
-                return FakeEmbedder(dim, model_id=f"fake-bow-{dim}")
-        if self.embedder == "openai":
-            if not self.embedding_base_url or not self.embedding_model:
-                raise ConfigurationError(
-                    "MEMLANE_EMBEDDER=openai needs MEMLANE_EMBEDDING_BASE_URL and "
-                    "MEMLANE_EMBEDDING_MODEL"
-                )
-            from memlane.embedders.openai import OpenAIEmbedder
-
-            return OpenAIEmbedder(
+        return build_embedder(
+            self.embedder,
+            EmbedderEnv(
                 base_url=self.embedding_base_url,
                 model=self.embedding_model,
                 api_key=self.embedding_api_key,
-            )
-        raise ConfigurationError(
-            f"unknown embedder {self.embedder!r}: use local, onnx, openai, fake or fake:DIM"
+                threads=self.threads,
+            ),
         )
 
     def llm_endpoint(self) -> dict[str, Any] | None:
@@ -174,3 +157,16 @@ class Settings:
         from memlane.llm.openai_chat import OpenAIChat
 
         return OpenAIChat(**endpoint)
+
+
+def _threads(value: str | None) -> int | None:
+    """``MEMLANE_THREADS``: a positive integer, or unset. Raises ConfigurationError."""
+    if value is None or not value.strip():
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ConfigurationError(f"MEMLANE_THREADS must be a positive integer, not {value!r}")
+    return threads

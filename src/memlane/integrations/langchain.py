@@ -31,29 +31,28 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-try:
-    from langchain_core._api import LangChainDeprecationWarning
-    from langchain_core.callbacks import (
-        AsyncCallbackManagerForRetrieverRun,
-        CallbackManagerForRetrieverRun,
-    )
-    from langchain_core.chat_history import BaseChatMessageHistory
-    from langchain_core.documents import Document
-    from langchain_core.messages import (
-        AIMessage,
-        BaseMessage,
-        HumanMessage,
-        SystemMessage,
-        message_to_dict,
-        messages_from_dict,
-    )
-    from langchain_core.retrievers import BaseRetriever
-    from pydantic import ConfigDict
-    from pydantic import ValidationError as PydanticValidationError
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "memlane.integrations.langchain needs langchain-core: pip install 'memlane[langchain]'"
-    ) from exc
+from memlane.errors import require_extra
+
+require_extra("langchain", "memlane.integrations.langchain", "langchain_core")
+
+from langchain_core._api import LangChainDeprecationWarning
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.documents import Document
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict
+from pydantic import ValidationError as PydanticValidationError
 
 from memlane.api import AsyncMemory, Memory
 from memlane.errors import UnsupportedError, ValidationError

@@ -27,15 +27,13 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-try:
-    from agents import FunctionTool, RunContextWrapper, TResponseInputItem
-    from agents.memory import SessionSettings
-    from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "memlane.integrations.openai_agents needs the OpenAI Agents SDK: "
-        "pip install 'memlane[openai-agents]'"
-    ) from exc
+from memlane.errors import require_extra
+
+require_extra("openai-agents", "memlane.integrations.openai_agents", "agents")
+
+from agents import FunctionTool, RunContextWrapper, TResponseInputItem
+from agents.memory import SessionSettings
+from agents.memory.session_settings import coerce_session_settings, resolve_session_limit
 
 from memlane.api import AsyncMemory, Memory
 from memlane.errors import ConflictError, NotFoundError, ValidationError

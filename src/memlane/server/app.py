@@ -20,6 +20,10 @@ from datetime import datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any, Literal, TypeVar
 
+from memlane.errors import require_extra
+
+require_extra("server", "memlane's REST server", "fastapi", "fastapi_offline", "uvicorn")
+
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html

@@ -27,6 +27,9 @@ def _settings(ctx: click.Context) -> Settings:
 def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp: bool) -> None:
     """Serve the REST API (/v1, /openapi.json, /health, /metrics), the MCP endpoint
     (/mcp/) and the dashboard (/dashboard). Requests need an API key: `memlane keys create`."""
+    from memlane.errors import require_extra
+
+    require_extra("server", "memlane serve", "fastapi", "fastapi_offline", "uvicorn", "mcp")
     import uvicorn
 
     from memlane.api import AsyncMemory, Memory

@@ -20,6 +20,10 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from memlane.errors import require_extra
+
+require_extra("server", "memlane's MCP server", "mcp")
+
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 

@@ -45,6 +45,7 @@ from memlane.errors import (
     StoreError,
     UnsupportedError,
     ValidationError,
+    require_extra,
 )
 from memlane.models import Job, JobStatus, Message
 from memlane.ports import store as ops
@@ -79,6 +80,9 @@ from memlane.stores.postgres_sql import (
     ts_query,
 )
 from memlane.urls import redact_url
+
+# The drivers are the `postgres` extra; they are imported when a store connects.
+require_extra("postgres", "a postgresql:// store", "psycopg", "psycopg_pool", "pgvector")
 
 if TYPE_CHECKING:
     import psycopg
@@ -834,16 +838,10 @@ class _Raw(Op[list[tuple[Any, ...]]]):
 
 
 def _drivers() -> tuple[Any, Any]:
-    """psycopg and psycopg_pool, imported on first use. Raises ConfigurationError."""
-    try:
-        import psycopg
-        import psycopg_pool
-    except ImportError as exc:  # pragma: no cover - both are dependencies of memlane
-        from memlane.errors import ConfigurationError
+    """psycopg and psycopg_pool, imported on first use. Raises MissingExtraError."""
+    import psycopg
+    import psycopg_pool
 
-        raise ConfigurationError(
-            "PostgreSQL needs psycopg and psycopg-pool: pip install 'psycopg[binary]' psycopg-pool"
-        ) from exc
     return psycopg, psycopg_pool
 
 

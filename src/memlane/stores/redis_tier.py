@@ -35,11 +35,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from memlane.errors import ConfigurationError, ConflictError
+from memlane.errors import ConfigurationError, ConflictError, require_extra
 from memlane.models import Message, Session, StateVersion
 from memlane.ports import store as ops
 from memlane.ports.store import Capabilities, Op, Store
 from memlane.urls import redact_url
+
+# The client is the `redis` extra; it is imported when the tier connects.
+require_extra("redis", "the Redis tier (MEMLANE_REDIS_URL)", "redis")
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ when ``PRAGMA data_version`` shows another process wrote.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
@@ -379,6 +378,8 @@ class SqliteStore:
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         # The sqlite3 driver only blocks; run it on this store's own worker thread so the
         # event loop keeps serving other tasks (the same approach as aiosqlite).
+        import asyncio
+
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-sqlite")
         loop = asyncio.get_running_loop()

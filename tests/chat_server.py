@@ -20,7 +20,8 @@ from typing import Any
 class Scripted:
     """One scripted reply: ``content`` (str, or an object sent as JSON text), or an
     HTTP ``status`` error, optionally after ``delay_s``; ``tool_call`` answers as a call
-    of tool ``tool_name`` (id ``call_id``) whose arguments are ``content``."""
+    of tool ``tool_name`` (id ``call_id``, default: unique per answer) whose arguments are
+    ``content``."""
 
     content: Any = ""
     status: int = 200
@@ -28,7 +29,7 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
     tool_call: bool = False
     tool_name: str = "answer"
-    call_id: str = "call_1"
+    call_id: str | None = None
 
 
 class ChatServer:
@@ -78,12 +79,15 @@ class ChatServer:
                         "content": None,
                         "tool_calls": [
                             {
-                                "id": step.call_id,
+                                "id": step.call_id or f"call_{len(server.requests)}",
                                 "type": "function",
                                 "function": {"name": step.tool_name, "arguments": text},
                             }
                         ],
                     }
+                if body.get("stream"):
+                    self._stream(message)
+                    return
                 prompt_chars = sum(len(m.get("content") or "") for m in body["messages"])
                 payload = {
                     "id": "chatcmpl-test",
@@ -102,6 +106,26 @@ class ChatServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _stream(self, message: dict[str, Any]) -> None:
+                """Answer ``stream: true`` as server-sent events: the whole message in
+                one delta, then the finish chunk and ``[DONE]``."""
+                delta = dict(message)
+                for i, call in enumerate(delta.get("tool_calls") or []):
+                    call["index"] = i
+                chunks = [
+                    {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                ]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for chunk in chunks:
+                    body = {"id": "chatcmpl-test", "object": "chat.completion.chunk"}
+                    body |= {"created": 0, "model": "scripted", **chunk}
+                    self.wfile.write(f"data: {json.dumps(body)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -127,6 +127,8 @@ def test_the_library_runs_without_importing_torch(venv: Path, tmp_path: Path) ->
         ("from memlane import Memory; Memory('postgresql://u@127.0.0.1:1/db')", "postgres"),
         ("from memlane import Memory; Memory(embedder='torch')", "torch"),
         ("from memlane.stores.redis_tier import RedisTier", "redis"),
+        ("import memlane.integrations.openai_agents", "openai-agents"),
+        ("import memlane.integrations.langchain", "langchain"),
     ],
 )
 def test_a_missing_extra_is_named(venv: Path, tmp_path: Path, code: str, extra: str) -> None:

@@ -385,11 +385,11 @@ def test_agent_tools_stay_in_their_scope() -> None:
         secret = memory.add("Bob's bank PIN hint", user_id="bob")
         tools = MemoryTools(memory, user_id="alice", agent_id="planner")
         names = [d["function"]["name"] for d in tools.definitions]
-        assert names == ["remember", "update_memory", "forget_memory", "search_memories"]
+        assert names == ["add_memory", "update_memory", "forget_memory", "search_memories"]
         assert all(d["type"] == "function" for d in tools.definitions)
         assert "user_id" not in json.dumps(tools.definitions)
         stored = tools.execute(
-            "remember", '{"text": "Alice prefers aisle seats", "kind": "preference"}'
+            "add_memory", '{"text": "Alice prefers aisle seats", "kind": "preference"}'
         )
         found = tools.execute("search_memories", {"query": "aisle seats"})
         assert found["memories"][0]["memory_id"] == stored["memory_id"]
@@ -406,8 +406,8 @@ def test_agent_tools_stay_in_their_scope() -> None:
             assert tools.execute(name, args)["type"] == "NotFoundError"
         assert "PIN" not in json.dumps(tools.execute("search_memories", {"query": "bank PIN hint"}))
         assert memory.get(secret.id, user_id="bob").text == "Bob's bank PIN hint"
-        assert "error" in tools.execute("remember", "{not json")
-        assert "error" in tools.execute("remember", {"txt": "typo"})
+        assert "error" in tools.execute("add_memory", "{not json")
+        assert "error" in tools.execute("add_memory", {"txt": "typo"})
         assert "error" in tools.execute("drop_tables", {})
         assert tools.execute("forget_memory", {"memory_id": new["memory_id"]})["forgotten"]
         # Bound to a team: another team's memories, episodes and other agents' notes are off
@@ -421,7 +421,7 @@ def test_agent_tools_stay_in_their_scope() -> None:
             assert result["type"] == "NotFoundError", result
         assert memory.get(team_b.id, user_id="alice").deleted_at is None
         read_only = MemoryTools(memory, user_id="alice", allow=("search_memories",))
-        assert read_only.execute("remember", {"text": "x"}) == {"error": "unknown tool 'remember'"}
+        assert read_only.execute("add_memory", {"text": "x"}) == {"error": "unknown tool 'add_memory'"}
 
 
 # ---------------------------------------------------------------------------- strategies

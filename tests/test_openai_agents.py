@@ -206,7 +206,7 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
 ) -> None:
     tools = memory_tools(memory, user_id="ada")
     assert [t.name for t in tools] == [
-        "remember",
+        "add_memory",
         "update_memory",
         "forget_memory",
         "search_memories",
@@ -215,7 +215,7 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
     memory.add("Bob drinks coffee", user_id="bob")
     agent = Agent(name="m", model=model, tools=tools)
     server.queue(
-        Scripted(content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="remember"),
+        Scripted(content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="add_memory"),
         "Noted.",
         Scripted(content='{"query": "drinks"}', tool_call=True, tool_name="search_memories"),
         "You drink green tea.",
@@ -230,7 +230,7 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
 
     # a bad call answers the model with an error, and stores nothing
     server.queue(
-        Scripted(content='{"text": ""}', tool_call=True, tool_name="remember"),
+        Scripted(content='{"text": ""}', tool_call=True, tool_name="add_memory"),
         "Sorry.",
     )
     before = memory.list(user_id="ada").items
@@ -445,7 +445,7 @@ def test_example_keeps_the_conversation_across_processes(
         Scripted(
             content='{"text": "Flies to Oslo on 3 June for the trip"}',
             tool_call=True,
-            tool_name="remember",
+            tool_name="add_memory",
         ),
         "Noted: Oslo, 3 June.",
     )

@@ -290,7 +290,7 @@ def memory_tools(
     team: str | None = None,
     allow: tuple[str, ...] = tuple(DEFINITIONS),
 ) -> list[FunctionTool]:
-    """memlane's agent tools (``search_memories``, ``remember``, ``update_memory``,
+    """memlane's agent tools (``search_memories``, ``add_memory``, ``update_memory``,
     ``forget_memory``; ``allow`` picks) as SDK function tools for one user (and
     optionally agent and team), fixed here: no tool takes a user id. A tool's result is
     JSON text; a failed call answers ``{"error": ...}`` for the model to read."""

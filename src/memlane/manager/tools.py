@@ -1,4 +1,6 @@
-"""Agentic memory: tools an agent calls to remember, update, forget and search.
+"""Agentic memory: tools an agent calls to add, update, forget and search memories
+(``add_memory``, ``update_memory``, ``forget_memory``, ``search_memories``: the names the
+MCP server uses; ``remember`` is the keyed fact of :meth:`Memory.remember`).
 
 :class:`MemoryTools` is bound to one scope (user, and optionally agent and team) when it
 is made; no tool takes a user id, so a model cannot reach another user's memories, and a
@@ -23,7 +25,7 @@ from memlane.models import Filters, MemoryKind, check_id
 _KINDS = ["fact", "preference", "procedure"]
 
 DEFINITIONS: dict[str, dict[str, Any]] = {
-    "remember": {
+    "add_memory": {
         "description": "Store a new memory about the user: one self-contained fact or preference.",
         "parameters": {
             "type": "object",
@@ -134,7 +136,7 @@ class MemoryTools:
 
     # ------------------------------------------------------------------ tools
 
-    def _remember(
+    def _add_memory(
         self,
         text: str,
         kind: str = "fact",

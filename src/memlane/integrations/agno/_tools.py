@@ -118,7 +118,7 @@ class MemlaneTools(Toolkit):
         Returns:
             JSON with the new memory_id.
         """
-        return self._call(run_context, "remember", {"text": text, "topics": topics or []})
+        return self._call(run_context, "add_memory", {"text": text, "topics": topics or []})
 
     def update_memory(
         self, run_context: RunContext, memory_id: str, text: str, reason: str = ""

@@ -421,7 +421,9 @@ def test_agent_tools_stay_in_their_scope() -> None:
             assert result["type"] == "NotFoundError", result
         assert memory.get(team_b.id, user_id="alice").deleted_at is None
         read_only = MemoryTools(memory, user_id="alice", allow=("search_memories",))
-        assert read_only.execute("add_memory", {"text": "x"}) == {"error": "unknown tool 'add_memory'"}
+        assert read_only.execute("add_memory", {"text": "x"}) == {
+            "error": "unknown tool 'add_memory'"
+        }
 
 
 # ---------------------------------------------------------------------------- strategies

@@ -215,7 +215,9 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
     memory.add("Bob drinks coffee", user_id="bob")
     agent = Agent(name="m", model=model, tools=tools)
     server.queue(
-        Scripted(content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="add_memory"),
+        Scripted(
+            content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="add_memory"
+        ),
         "Noted.",
         Scripted(content='{"query": "drinks"}', tool_call=True, tool_name="search_memories"),
         "You drink green tea.",

@@ -537,3 +537,21 @@ def test_keys_create_refuses_a_key_that_could_reach_no_one(
     assert "ml_" not in made.output
     # Refused before the store is opened: nothing was written, not even a new file.
     assert not (tmp_path / "cli.db").exists()
+
+
+def test_a_store_of_another_embedding_model_is_a_503_not_a_crash(tmp_path: Any) -> None:
+    db = f"sqlite:///{tmp_path / 'other-model.db'}"
+    with Memory(db, embedder=FakeEmbedder(8, model_id="fake-8")) as written:
+        written.add("Likes green tea", user_id="alice")
+    memory = AsyncMemory(db, embedder=FakeEmbedder(16, model_id="fake-16"))
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("local")
+    with TestClient(create_app(memory, keys)) as client:
+        r = client.post(
+            "/v1/users/alice/search",
+            json={"query": "tea"},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+    assert r.status_code == 503, r.text
+    assert r.json()["type"] == "EmbeddingModelMismatchError"
+    assert "fake-8" not in r.text  # the details are for the operator's log

@@ -44,7 +44,9 @@ from memlane.access import Action, authorize, check_action, visible, visible_fil
 from memlane.api import AsyncMemory
 from memlane.errors import (
     AccessDeniedError,
+    ConfigurationError,
     ConflictError,
+    EmbeddingError,
     LLMError,
     MemlaneError,
     NoModelError,
@@ -520,7 +522,7 @@ def create_app(
             return problem(403, str(exc), "Forbidden")
         elif isinstance(exc, UnsupportedError):
             status = 400
-        elif isinstance(exc, LLMError | StoreError):
+        elif isinstance(exc, LLMError | StoreError | EmbeddingError | ConfigurationError):
             status = 503
         if status == 500:
             log.error("unexpected memlane error", exc_info=exc)
@@ -530,6 +532,15 @@ def create_app(
         if isinstance(exc, StoreError):
             log.error("store error on %s %s", request.method, request.url.path, exc_info=exc)
             return problem(503, "the store is unavailable; try again", "StoreError")
+        if isinstance(exc, EmbeddingError | ConfigurationError):
+            # An operator's matter (e.g. a store written by another embedding model): the
+            # details go to the log; the client learns the server cannot serve this now.
+            log.error(
+                "server misconfigured on %s %s", request.method, request.url.path, exc_info=exc
+            )
+            return problem(
+                503, "the server's embedding model or configuration failed", type(exc).__name__
+            )
         if isinstance(exc, LLMError):
             # The provider's answer can echo keys or prompts: it goes to the log only.
             log.error("model error on %s %s", request.method, request.url.path, exc_info=exc)

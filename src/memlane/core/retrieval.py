@@ -6,8 +6,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, many, one
 from memlane.core.search import (
@@ -159,6 +157,8 @@ class SearchMixin(CoreBase):
             cached = yield from one(ops.GetEmbeddings(self.model_id, hashes))
             vs = [cached[h] for h in hashes if h in cached]
             if vs:
+                import numpy as np
+
                 moved = vector + recipe.feedback_beta * np.mean(np.vstack(vs), axis=0)
                 moved = (moved / float(np.linalg.norm(moved))).astype(np.float32)
                 wanted.append(

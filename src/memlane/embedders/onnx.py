@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from memlane.errors import ConfigurationError, EmbeddingError
 from memlane.ports.embedder import Vector
 
@@ -183,7 +181,7 @@ class OnnxEmbedder:
             [(i, items[i]) for i in order[start : start + self.batch_size]]
             for start in range(0, len(order), self.batch_size)
         ]
-        out: list[Vector] = [np.empty(0, dtype=np.float32)] * len(items)
+        out: list[Vector | None] = [None] * len(items)
         try:
             done: Iterable[Any]
             if len(chunks) == 1 or self.threads == 1:
@@ -197,7 +195,7 @@ class OnnxEmbedder:
             raise
         except Exception as exc:
             raise EmbeddingError(f"ONNX embedding failed: {exc}") from exc
-        return out
+        return [v for v in out if v is not None]
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -207,6 +205,8 @@ class OnnxEmbedder:
 
     def _embed_chunk(self, chunk: list[tuple[int, str]]) -> Any:
         """The vectors of one chunk (a float32 matrix, a row per text)."""
+        import numpy as np  # here: constructing the embedder (e.g. for `memlane list`) is free
+
         session, tokenizer = self._session, self._tokenizer
         # One text at a time: encode_batch would start a thread per core (rayon) for
         # what is a fraction of a millisecond of work per text.
@@ -253,6 +253,8 @@ def _sentence_config(model_dir: Path) -> tuple[int, bool]:
 def _mean_pool_normalize(hidden: Any, mask: Any) -> Any:
     """sentence-transformers' mean pooling over the attention mask, then its L2
     normalization (torch's F.normalize, eps 1e-12), in float32."""
+    import numpy as np
+
     weights = mask[:, :, None].astype(np.float32)
     summed = (np.asarray(hidden, dtype=np.float32) * weights).sum(axis=1)
     counts = np.clip(weights.sum(axis=1), 1e-9, None)

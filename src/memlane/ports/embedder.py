@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
-
 if TYPE_CHECKING:
+    import numpy as np
     import numpy.typing as npt
 
     Vector = npt.NDArray[np.float32]
-else:  # numpy.typing costs ~30 ms to import; the CLI's cold start pays for every import
-    Vector = np.ndarray
+else:
+    # Only annotations use the name; importing numpy here would make every command pay
+    # ~0.1 s of CPU for it, `memlane list` included, which never touches a vector.
+    Vector = "numpy.ndarray"
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from memlane.errors import (
     ConflictError,
@@ -74,7 +74,9 @@ from memlane.stores.sqlite_sql import (
     split_sql,
     to_json,
 )
-from memlane.stores.vector_cache import Matrix, VectorCache, from_blobs, to_blob
+
+if TYPE_CHECKING:
+    from memlane.stores.vector_cache import VectorCache
 
 # ---------------------------------------------------------------------------- store
 
@@ -99,7 +101,8 @@ class SqliteStore:
         """
         self.path = str(path)
         self.create = create
-        self._vectors = VectorCache(vector_cache_bytes)
+        self._vector_cache_bytes = vector_cache_bytes
+        self._vector_cache: VectorCache | None = None
         self._data_version: int | None = None
         self.url = "sqlite:///" + self.path
         self.busy_timeout_s = busy_timeout_s
@@ -118,6 +121,16 @@ class SqliteStore:
         return self.path == ":memory:"
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def _vectors(self) -> VectorCache:
+        """The vector matrices, made on first use: numpy is imported only by commands that
+        read or write vectors (``memlane list`` never pays for it)."""
+        if self._vector_cache is None:
+            from memlane.stores.vector_cache import VectorCache
+
+            self._vector_cache = VectorCache(self._vector_cache_bytes)
+        return self._vector_cache
 
     def setup(self) -> None:
         """Open the database, creating and migrating it as needed. Raises StoreError (no
@@ -488,6 +501,8 @@ class SqliteStore:
         key = (op.user_id, op.model, op.field)
         matrix = self._vectors.get(key)
         if matrix is None:
+            from memlane.stores.vector_cache import Matrix
+
             matrix = Matrix.build(self._user_vectors(conn, op.user_id, op.model, op.field))
             self._vectors.put(key, matrix)
         now = to_iso(op.now)
@@ -594,6 +609,8 @@ class SqliteStore:
     def _op_GetEmbeddings(
         self, conn: sqlite3.Connection, op: ops.GetEmbeddings
     ) -> dict[str, Vector]:
+        from memlane.stores.vector_cache import from_blobs
+
         out: dict[str, Vector] = {}
         for chunk in chunks(op.hashes, 500):
             marks = ", ".join("?" * len(chunk))
@@ -606,6 +623,8 @@ class SqliteStore:
         return out
 
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
+        from memlane.stores.vector_cache import to_blob
+
         for verb, items in (("REPLACE", op.items), ("IGNORE", op.keep)):
             if items:
                 conn.executemany(

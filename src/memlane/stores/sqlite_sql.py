@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from memlane.errors import UnsupportedError
 from memlane.models import (
     Filters,
@@ -30,7 +28,6 @@ from memlane.models import (
     to_iso,
 )
 from memlane.ports import store as ops
-from memlane.stores.vector_cache import to_blob
 from memlane.text import query_terms
 
 APPLICATION = "memlane"
@@ -41,6 +38,10 @@ FLOAT16_SQL = "memlane_float16"
 
 def float16_blob(blob: bytes) -> bytes:
     """A float32 vector BLOB (schema 7 and older) in the stored float16 form."""
+    import numpy as np
+
+    from memlane.stores.vector_cache import to_blob
+
     return to_blob(np.frombuffer(blob, dtype="<f4"))
 
 

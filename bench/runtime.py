@@ -158,10 +158,9 @@ def build_store(tmp: Path, embedder: str, n: int) -> Path:
     return db
 
 
-def part_cli(tmp: Path, stores: dict[str, Path]) -> list[dict[str, Any]]:
-    memlane = str(Path(sys.executable).parent / "memlane")
+def part_cli(tmp: Path, stores: dict[str, Path], memlane: str) -> list[dict[str, Any]]:
     rows = []
-    for name in EMBEDDERS:
+    for name in stores:
         env = base_env(tmp)
         store = ["--store", str(stores[name]), "--embedder", name]
         search = [memlane, "search", "when did Jon go to the lake?", "--user", "alice", *store]
@@ -169,7 +168,7 @@ def part_cli(tmp: Path, stores: dict[str, Path]) -> list[dict[str, Any]]:
         assert "lake" in out or out.strip(), out
         cpu_l, wall_l, _ = run_child([memlane, "list", "--user", "alice", *store], env)
         rows.append(
-            {"part": "cli", "embedder": name, "search_cpu_s": round(cpu_s, 3),
+            {"part": "cli", "embedder": name, "memlane": memlane, "search_cpu_s": round(cpu_s, 3),
              "search_wall_s": round(wall_s, 3), "list_cpu_s": round(cpu_l, 3),
              "list_wall_s": round(wall_l, 3)}
         )  # fmt: skip
@@ -273,6 +272,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--parts", default="install,cli,query,ingest,hog")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/locomo-dev")
+    parser.add_argument(
+        "--embedders", default=",".join(EMBEDDERS), help="which of onnx,torch to measure"
+    )
+    parser.add_argument(
+        "--memlane",
+        default=str(Path(sys.executable).parent / "memlane"),
+        help="the memlane command the cli part runs (e.g. a default install's, onnx only)",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -286,6 +293,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         return
     parts = args.parts.split(",")
+    embedders = [e for e in args.embedders.split(",") if e]
+    if not set(embedders) <= set(EMBEDDERS):
+        sys.exit(f"--embedders: choose from {', '.join(EMBEDDERS)}")
     if "ingest" in parts and not args.data.is_dir():
         sys.exit(f"no LoCoMo data in {args.data}: give --data DIR (or leave out ingest)")
     rows: list[dict[str, Any]] = []
@@ -301,13 +311,13 @@ def main() -> None:
             emit(part_install(tmp))
         stores = {}
         if {"cli", "hog"} & set(parts):
-            stores = {name: build_store(tmp, name, 1000) for name in EMBEDDERS}
+            stores = {name: build_store(tmp, name, 1000) for name in embedders}
         cores = len(os.sched_getaffinity(0))
         for _ in range(args.repeats):
             if "cli" in parts:
-                for row in part_cli(tmp, stores):
+                for row in part_cli(tmp, stores, args.memlane):
                     emit(row)
-            for name in EMBEDDERS:
+            for name in embedders:
                 if "query" in parts:
                     emit(spawn(["--child", "query", name], tmp))
                 if "ingest" in parts:

@@ -17,8 +17,7 @@ from memlane import ConflictError, HistoryAction, Memory, MemoryKind
 from memlane.core.base import CoreConfig, MemoryInput
 from memlane.core.flow import Batch, Chat, Effect, Flow, run_sync
 from memlane.core.memory import MemoryCore
-from memlane.manager import MemoryManager, Outcome
-from memlane.manager import learning as L
+from memlane.manager import MemoryManager, Outcome, learning, planning
 from memlane.manager.jobs import JobLease, JobQueue, completed
 from memlane.manager.prompts import Decision, Decisions, ExtractedMemory
 from memlane.manager.results import ManagerConfig
@@ -41,14 +40,14 @@ def record(text: str, *, version: int = 1, topics: tuple[str, ...] = ()) -> Memo
 
 
 def candidate(
-    index: int, text: str, vector: np.ndarray, related: L.Related = (), **memory: Any
-) -> L.Candidate:
-    return L.Candidate(index, ExtractedMemory(text=text, **memory), vector, related)
+    index: int, text: str, vector: np.ndarray, related: learning.Related = (), **memory: Any
+) -> learning.Candidate:
+    return learning.Candidate(index, ExtractedMemory(text=text, **memory), vector, related)
 
 
-def rules(**config: Any) -> L.Rules:
-    scope = L.PassScope("u", session_id="s", agent_id=None, team="t")
-    return L.Rules(scope, ManagerConfig(**config), NOW, "m", CORE)
+def rules(**config: Any) -> planning.Rules:
+    scope = learning.PassScope("u", session_id="s", agent_id=None, team="t")
+    return planning.Rules(scope, ManagerConfig(**config), NOW, "m", CORE)
 
 
 # ---------------------------------------------------------------------------- screen
@@ -56,7 +55,7 @@ def rules(**config: Any) -> L.Rules:
 
 def test_screen_skips_past_the_limit_and_fails_unstorable_texts() -> None:
     memories = [ExtractedMemory(text=t) for t in ("ok one", "x" * 61, "ok two", "ok three")]
-    kept, settled = L.screen(memories, ManagerConfig(max_candidates=3), CORE.check_text)
+    kept, settled = learning.screen(memories, ManagerConfig(max_candidates=3), CORE.check_text)
     assert [(c.index, c.text) for c in kept] == [(0, "ok one"), (2, "ok two")]
     assert settled[1].outcome is Outcome.FAILED and "limit is 60" in settled[1].reason
     assert settled[3].outcome is Outcome.SKIPPED and "max_candidates (3)" in settled[3].reason
@@ -75,7 +74,7 @@ def test_triage_settles_duplicates_adds_the_unrelated_and_sends_the_rest_to_deci
         candidate(3, "The user owns a kayak!", unit(0, 0.1, 1)),  # repeats candidate 2
         candidate(4, "The user rides fast", unit(0, 1, 1), ((bike, 0.6),)),
     ]
-    t = L.triage(cands, duplicate_threshold=0.95)
+    t = learning.triage(cands, duplicate_threshold=0.95)
     assert t.settled[0].outcome is Outcome.DUPLICATE and t.settled[0].record_id == tea.id
     assert t.settled[1].outcome is Outcome.DUPLICATE and t.settled[1].record_id == bike.id
     assert t.settled[3].reason == "repeats an earlier candidate"
@@ -93,18 +92,18 @@ def test_choices_keep_the_first_decision_per_candidate_in_range() -> None:
             Decision(candidate=5, action="ADD"),
         ]
     )
-    got = L.choices(answer, 2)
+    got = learning.choices(answer, 2)
     assert list(got) == [1] and got[1].action == "NOOP"
 
 
 def test_prompts_carry_the_instructions_and_number_memories_without_ids() -> None:
     config = ManagerConfig(capture_instructions="only pets", additional_instructions="Be brief.")
-    system, user = L.extract_prompt("user: I have a cat", config)
+    system, user = learning.extract_prompt("user: I have a cat", config)
     assert "What to capture: only pets" in system.content and "Be brief." in system.content
     assert user.content == "<conversation>\nuser: I have a cat\n</conversation>"
     dog = record("The user has a dog")
     c = candidate(0, "The user has a cat", unit(1, 0), ((dog, 0.5),))
-    _, body = L.decide_prompt([c], config)
+    _, body = learning.decide_prompt([c], config)
     assert '"number": 0' in body.content and "The user has a dog" in body.content
     assert dog.id not in body.content
 
@@ -128,7 +127,7 @@ def test_plan_turns_each_decision_into_version_checked_writes() -> None:
         3: Decision(candidate=3, action="UPDATE", target=0, mode="contradict"),
         4: Decision(candidate=4, action="UPDATE", target=3),
     }
-    p = L.plan(L.Triage({}, (), to_decide), L.Decided(chosen), rules())
+    p = planning.plan(learning.Triage({}, (), to_decide), learning.Decided(chosen), rules())
     outcomes = [p.results[i].outcome for i in range(5)]
     assert outcomes == [Outcome.UPDATED, Outcome.DELETED, Outcome.SUPERSEDED] + [Outcome.FAILED] * 2
     assert "already changed" in p.results[3].reason and "names no" in p.results[4].reason
@@ -156,8 +155,8 @@ def test_plan_turns_each_decision_into_version_checked_writes() -> None:
 
 def test_plan_adds_obeys_the_switches_and_fails_bad_output_alone() -> None:
     home = record("Lives in Rome")
-    t = L.Triage(
-        {7: L.CandidateResult("dup", Outcome.DUPLICATE)},
+    t = learning.Triage(
+        {7: learning.CandidateResult("dup", Outcome.DUPLICATE)},
         (candidate(0, "Owns a kayak", unit(1, 0), kind="preference"),),
         (
             candidate(1, "Lives in Milan", unit(0, 1), ((home, 0.5),)),
@@ -169,14 +168,16 @@ def test_plan_adds_obeys_the_switches_and_fails_bad_output_alone() -> None:
         0: Decision(candidate=0, action="UPDATE", target=0, mode="refine", text=" "),
         1: Decision(candidate=1, action="DELETE", target=0),
     }
-    p = L.plan(t, L.Decided(chosen), rules(allow_delete=False))
+    p = planning.plan(t, learning.Decided(chosen), rules(allow_delete=False))
     assert p.results[7].outcome is Outcome.DUPLICATE  # settled outcomes are kept
     assert p.results[0].outcome is Outcome.ADDED and p.new[0].kind is MemoryKind.PREFERENCE
     assert p.new[0].metadata == {"source": "manager", "model": "m", "prompt": "extract/1"}
     assert "invalid model output" in p.results[1].reason
     assert p.results[2].outcome is Outcome.SKIPPED and "deleting" in p.results[2].reason
     assert "no decision" in p.results[3].reason and not p.writes
-    off = L.plan(t, L.Decided(failure="no valid decision: bad"), rules(allow_add=False))
+    off = planning.plan(
+        t, learning.Decided(failure="no valid decision: bad"), rules(allow_add=False)
+    )
     assert off.results[0].outcome is Outcome.SKIPPED and not off.new
     assert {off.results[i].reason for i in (1, 2, 3)} == {"no valid decision: bad"}
 
@@ -209,12 +210,14 @@ def memory() -> Iterator[Memory]:
 
 def test_related_searches_follow_the_scope_and_the_subject_switch() -> None:
     c = candidate(0, "The user moved to Paris", unit(1, 0), topics=["home"])
-    scope = L.PassScope("u", agent_id="planner", team="t")
-    searches = L.related_searches(c, unit(1, 0), scope, NOW, "fake", ManagerConfig())
+    scope = learning.PassScope("u", agent_id="planner", team="t")
+    searches = learning.related_searches(c, unit(1, 0), scope, NOW, "fake", ManagerConfig())
     assert [type(s).__name__ for s in searches] == ["VectorSearch", "LexicalSearch", "ListRecords"]
     f = searches[0].filters  # type: ignore[attr-defined]
     assert f.agent_id == "planner" and f.include_shared and f.team == "t"
-    only = L.related_searches(c, unit(1, 0), scope, NOW, "fake", ManagerConfig(subject_limit=0))
+    only = learning.related_searches(
+        c, unit(1, 0), scope, NOW, "fake", ManagerConfig(subject_limit=0)
+    )
     assert [type(s).__name__ for s in only] == ["VectorSearch"]
 
 
@@ -222,9 +225,13 @@ def test_gather_reads_for_all_candidates_in_a_fixed_number_of_batches(memory: Me
     for text in ("The user lives in London", "The user likes tea", "The user owns a kayak"):
         memory.add(text, user_id="u", topics=["home"])
     texts = ["The user lives in Paris", "The user likes green tea", "The user owns two kayaks"]
-    cands = [L.Candidate(i, ExtractedMemory(text=t, topics=["home"])) for i, t in enumerate(texts)]
+    cands = [
+        learning.Candidate(i, ExtractedMemory(text=t, topics=["home"])) for i, t in enumerate(texts)
+    ]
     seen: list[Effect] = []
-    flow = L.gather(cands, L.PassScope("u"), memory.core.now(), memory.core, ManagerConfig())
+    flow = learning.gather(
+        cands, learning.PassScope("u"), memory.core.now(), memory.core, ManagerConfig()
+    )
     memory.setup()
     got = run_sync(_tap(flow, seen, lambda e: None), memory.store, memory.embedder)
     batches = [e for e in seen if isinstance(e, Batch)]

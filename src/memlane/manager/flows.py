@@ -15,7 +15,7 @@ from memlane.core.flow import Flow
 from memlane.core.memory import MemoryCore
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.llm.structured import ask
-from memlane.manager import learning, optimizing, prompts
+from memlane.manager import learning, optimizing, planning, prompts
 from memlane.manager.jobs import JobLease
 from memlane.manager.optimizing import OptimizationReport
 from memlane.manager.results import (
@@ -104,14 +104,14 @@ class ManagerFlows:
         decided = learning.Decided()
         if triaged.to_decide:
             decided = yield from learning.decide(triaged.to_decide, config)
-        rules = learning.Rules(scope, config, core.now(), self.llm_id or "none", core)
-        plan = learning.plan(triaged, decided, rules)
+        rules = planning.Rules(scope, config, core.now(), self.llm_id or "none", core)
+        plan = planning.plan(triaged, decided, rules)
         versions = [prompts.EXTRACT_VERSION]
         if triaged.to_decide:
             versions.append(prompts.DECIDE_VERSION)
         outcomes = tuple(r for _, r in sorted({**settled, **plan.results}.items()))
         result = ManagerResult(outcomes, extraction.usage + decided.usage, tuple(versions))
-        yield from learning.apply(plan, gathered, core, result, lease)
+        yield from planning.apply(plan, gathered, core, result, lease)
         return result
 
     # ------------------------------------------------------------------ summaries

@@ -20,9 +20,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from memlane.access import visible_filters
+from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, many, one
 from memlane.errors import LLMOutputError, ValidationError
 from memlane.llm.structured import Answer, ask
@@ -171,21 +172,11 @@ def screen(
 # ---------------------------------------------------------------------------- gather
 
 
-class Gatherer(Protocol):
-    """What gathering needs of the core (:class:`MemoryCore` is one)."""
-
-    model_id: str
-
-    def vectors(
-        self, texts: Sequence[str], known: Mapping[str, Vector] | None = None
-    ) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]: ...
-
-
 def gather(
     candidates: Sequence[Candidate],
     scope: PassScope,
     now: datetime,
-    core: Gatherer,
+    core: CoreBase,
     config: ManagerConfig,
 ) -> Flow[Gathered]:
     """Embed the candidates (reusing cached vectors), then find each one's related

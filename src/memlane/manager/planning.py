@@ -12,11 +12,11 @@ it was gathered fails the whole batch (ConflictError) instead of being overwritt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from memlane.core.base import CoreBase, MemoryInput
 from memlane.core.flow import Flow
@@ -27,7 +27,6 @@ from memlane.manager.learning import (
     Candidate,
     Decided,
     Gathered,
-    Gatherer,
     PassScope,
     Settled,
     Triage,
@@ -35,17 +34,8 @@ from memlane.manager.learning import (
 from memlane.manager.results import CandidateResult, ManagerConfig, ManagerResult, Outcome
 from memlane.models import HistoryAction, HistoryEvent, MemoryRecord, content_hash
 from memlane.ports import store as ops
-from memlane.ports.embedder import Vector
 
 # ---------------------------------------------------------------------------- data
-
-
-class RecordMaker(Protocol):
-    """What planning needs of the core: its validation (:class:`MemoryCore` is one)."""
-
-    def check_text(self, text: object, what: str = "text") -> str: ...
-
-    def new_record(self, user_id: str, item: MemoryInput, now: datetime) -> MemoryRecord: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +47,8 @@ class Rules:
     now: datetime
     model: str
     """The chat model's name, recorded as the changes' actor and provenance."""
-    records: RecordMaker
+    records: CoreBase
+    """The core whose validation new records pass (no I/O)."""
 
     @property
     def actor(self) -> str:
@@ -220,26 +211,10 @@ def _plan_supersede(
 # ---------------------------------------------------------------------------- apply
 
 
-class Applier(Gatherer, Protocol):
-    """What applying needs of the core (:class:`MemoryCore` is one)."""
-
-    def now(self) -> datetime: ...
-
-    def insert(
-        self,
-        records: Sequence[MemoryRecord],
-        extra: Sequence[ops.Op[Any]] = (),
-        known: Mapping[str, Vector] | None = None,
-        *,
-        reason: str | None = None,
-        vector: ops.PutEmbeddings | None = None,
-    ) -> Flow[list[MemoryRecord]]: ...
-
-
 def apply(
     out: Plan,
     gathered: Gathered,
-    core: Applier,
+    core: CoreBase,
     result: ManagerResult,
     lease: JobLease | None = None,
 ) -> Flow[None]:

@@ -1,11 +1,11 @@
 """The phases of a learning pass (memlane.manager.learning), each on its own: the pure
 ones (screen, triage, choices, plan, the prompts) with plain data, the flows (gather,
-apply) driven over a real in-memory store with the effects they ask for recorded."""
+apply) over a real in-memory store, with the batches they run recorded."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +15,7 @@ import pytest
 
 from memlane import ConflictError, HistoryAction, Memory, MemoryKind
 from memlane.core.base import CoreConfig, MemoryInput
-from memlane.core.flow import Batch, Chat, Effect, Flow, run_sync
+from memlane.core.flow import run_sync
 from memlane.core.memory import MemoryCore
 from memlane.manager import MemoryManager, Outcome, learning, planning
 from memlane.manager.jobs import JobLease, JobQueue, completed
@@ -23,6 +23,7 @@ from memlane.manager.prompts import Decision, Decisions, ExtractedMemory
 from memlane.manager.results import ManagerConfig
 from memlane.models import JobStatus, MemoryRecord, content_hash
 from memlane.ports import store as ops
+from memlane.ports.llm import ChatRequest, ChatResponse
 from memlane.testing import CannedLLM, FakeEmbedder
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -185,21 +186,17 @@ def test_plan_adds_obeys_the_switches_and_fails_bad_output_alone() -> None:
 # ---------------------------------------------------------------------------- gather
 
 
-def _tap(flow: Flow[Any], seen: list[Effect], before: Callable[[Effect], None]) -> Flow[Any]:
-    """``flow``, with every effect it asks for recorded (and ``before`` called) first."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(reply)
-        except StopIteration as done:
-            return done.value
-        seen.append(effect)
-        before(effect)
-        try:
-            reply, error = (yield effect), None
-        except Exception as exc:
-            reply, error = None, exc
+class Recording:
+    """A real store, with the batches a flow runs on it recorded (the embedding-model
+    guard the runner adds in front of vector work left out)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.batches: list[list[ops.Op[Any]]] = []
+
+    def batch(self, todo: Sequence[ops.Op[Any]]) -> list[Any]:
+        self.batches.append([op for op in todo if not isinstance(op, ops.CheckEmbeddingModel)])
+        return list(self.store.batch(todo))
 
 
 @pytest.fixture()
@@ -228,20 +225,20 @@ def test_gather_reads_for_all_candidates_in_a_fixed_number_of_batches(memory: Me
     cands = [
         learning.Candidate(i, ExtractedMemory(text=t, topics=["home"])) for i, t in enumerate(texts)
     ]
-    seen: list[Effect] = []
     flow = learning.gather(
         cands, learning.PassScope("u"), memory.core.now(), memory.core, ManagerConfig()
     )
     memory.setup()
-    got = run_sync(_tap(flow, seen, lambda e: None), memory.store, memory.embedder)
-    batches = [e for e in seen if isinstance(e, Batch)]
-    kinds = [sorted({type(op).__name__ for op in b.ops}) for b in batches]
+    store = Recording(memory.store)
+    got = run_sync(flow, store, memory.embedder)  # type: ignore[arg-type]
+    batches = store.batches
+    kinds = [sorted({type(op).__name__ for op in b}) for b in batches]
     assert kinds == [
         ["GetEmbeddings"],  # the candidates' cached vectors (then one embedding call)
         ["LexicalSearch", "ListRecords", "VectorSearch"],  # every candidate's searches
         ["GetRecords"],  # what they found, once
     ]
-    assert sum(isinstance(op, ops.VectorSearch) for op in batches[1].ops) == 3
+    assert sum(isinstance(op, ops.VectorSearch) for op in batches[1]) == 3
     related = [[r.text for r, _ in c.related] for c in got.candidates]
     assert all(related) and "The user lives in London" in related[0]
     assert set(got.known) == {content_hash(t) for t in texts}
@@ -261,34 +258,41 @@ def test_a_pass_writes_in_one_batch(memory: Memory) -> None:
         _decide_on_first("contradict"),
     )
     manager = MemoryManager(memory, llm)
-    seen: list[Effect] = []
+    memory.setup()
+    store = Recording(memory.store)
     flow = manager.flows.process([("user", "Paris, cat")], user_id="u")
-    result = memory.run(_tap(flow, seen, lambda e: None), llm)
+    result = run_sync(flow, store, memory.embedder, llm)  # type: ignore[arg-type]
     assert [c.outcome for c in result.candidates] == [Outcome.SUPERSEDED, Outcome.ADDED]
-    writing = [e for e in seen if isinstance(e, Batch) and _writes(e)]
+    writing = [b for b in store.batches if any(isinstance(op, WRITES) for op in b)]
     assert len(writing) == 1
-    assert sum(isinstance(op, ops.WriteRecord) for op in writing[0].ops) == 3
+    assert sum(isinstance(op, ops.WriteRecord) for op in writing[0]) == 3
 
 
-def _writes(batch: Batch) -> bool:
-    return any(isinstance(op, ops.WriteRecord | ops.AppendHistory) for op in batch.ops)
+WRITES = (ops.WriteRecord, ops.AppendHistory, ops.PutEmbeddings)
+
+
+class Meanwhile(CannedLLM):
+    """A canned model during whose decision call another writer changes a memory."""
+
+    def __init__(self, change: Callable[[], object], *answers: object) -> None:
+        super().__init__(*answers)
+        self.change = change
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        if request.operation == "decide":
+            self.change()
+        return super().complete(request)
 
 
 def test_a_memory_changed_during_the_pass_fails_it_whole(memory: Memory) -> None:
     london = memory.add("The user lives in London", user_id="u")
-    llm = CannedLLM(
+    llm = Meanwhile(
+        lambda: memory.update(london.id, user_id="u", text="The user lives in Leeds"),
         {"memories": [{"text": "The user lives in Paris"}, {"text": "The user has a cat"}]},
         _decide_on_first("contradict"),
     )
-    manager = MemoryManager(memory, llm)
-
-    def meanwhile(effect: Effect) -> None:  # another writer, while the model decides
-        if isinstance(effect, Chat) and effect.request.operation == "decide":
-            memory.update(london.id, user_id="u", text="The user lives in Leeds")
-
-    flow = manager.flows.process([("user", "Paris, cat")], user_id="u")
     with pytest.raises(ConflictError):
-        memory.run(_tap(flow, [], meanwhile), llm)
+        MemoryManager(memory, llm).process([("user", "Paris, cat")], user_id="u")
     texts = [r.text for r in memory.list(user_id="u").items]
     assert texts == ["The user lives in Leeds"]  # the cat was not added either
 

@@ -35,7 +35,7 @@ from memlane.models import MemoryRecord
 from memlane.text import STOPWORDS, tokenize
 
 if TYPE_CHECKING:
-    from memlane.manager.flows import ManagerConfig
+    from memlane.manager.results import ManagerConfig
 
 
 def _stem(word: str) -> str:

@@ -240,6 +240,28 @@ class JsonEndpoint:
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def at(
+        cls,
+        base_url: str,
+        path: str,
+        service: Service,
+        *,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **policy: Any,
+    ) -> JsonEndpoint:
+        """The endpoint ``path`` below ``base_url``, sending ``api_key`` as a bearer
+        token; ``policy`` are :class:`RetryPolicy`'s fields. Raises ``service.error`` for
+        a URL that is not http(s) or a policy out of range."""
+        try:
+            retry = RetryPolicy(**policy)
+        except ValueError as exc:
+            raise service.error(str(exc)) from exc
+        url = endpoint_url(base_url, path, service)
+        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return cls(url, service, retry, {**(headers or {}), **auth})
+
     def client(self) -> httpx.Client:
         """A new blocking client with this endpoint's headers (the caller closes it)."""
         return httpx.Client(timeout=self.policy.timeout_s, headers=self._headers)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from memlane.errors import EmbeddingError
-from memlane.http import JsonEndpoint, RetryPolicy, Service, endpoint_url
+from memlane.http import JsonEndpoint, RetryPolicy, Service
 from memlane.ports.embedder import Vector
 
 _SERVICE = Service("embeddings", EmbeddingError)
@@ -64,26 +64,16 @@ class OpenAIEmbedder:
         deadline_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        try:
-            policy = RetryPolicy(
-                max_retries=max_retries,
-                timeout_s=timeout_s,
-                deadline_s=deadline_s,
-                max_backoff_s=max_backoff_s,
-            )
-        except ValueError as exc:
-            raise EmbeddingError(str(exc)) from exc
-        url = endpoint_url(base_url, "embeddings", _SERVICE)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai:{model}"
+        self._endpoint = JsonEndpoint.at(
+            base_url, "embeddings", _SERVICE, api_key=api_key, headers=headers,
+            max_retries=max_retries, timeout_s=timeout_s, deadline_s=deadline_s,
+            max_backoff_s=max_backoff_s,
+        )  # fmt: skip
         self.batch_size = batch_size
-        self.timeout_s = timeout_s
-        self.deadline_s = deadline_s
-        self.max_retries = max_retries
-        self.max_backoff_s = max_backoff_s
-        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._endpoint = JsonEndpoint(url, _SERVICE, policy, {**(headers or {}), **auth})
+        self.policy: RetryPolicy = self._endpoint.policy
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
         """One L2-normalized vector per text, in order. Raises EmbeddingError."""

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 from memlane.errors import ConfigurationError, LLMError
-from memlane.http import JsonEndpoint, JsonReply, RetryPolicy, Service, endpoint_url
+from memlane.http import JsonEndpoint, JsonReply, RetryPolicy, Service
 from memlane.ports.llm import ChatRequest, ChatResponse, Usage
 
 log = logging.getLogger("memlane.llm")
@@ -119,29 +119,19 @@ class OpenAIChat:
     ) -> None:
         if mode not in ("json_schema", "tools", "json_object"):
             raise LLMError(f"unknown structured output mode {mode!r}")
-        try:
-            policy = RetryPolicy(
-                max_retries=max_retries,
-                timeout_s=timeout_s,
-                deadline_s=deadline_s,
-                max_backoff_s=max_backoff_s,
-            )
-        except ValueError as exc:
-            raise LLMError(str(exc)) from exc
-        url = endpoint_url(base_url, "chat/completions", _SERVICE)
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai-chat:{model}"
         self.mode: StructuredMode = mode
-        self.timeout_s = timeout_s
-        self.deadline_s = deadline_s
-        self.max_retries = max_retries
-        self.max_backoff_s = max_backoff_s
         self.usage = Usage()
         self.usage_by_operation: dict[str, Usage] = {}
         self._lock = threading.Lock()
-        auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._endpoint = JsonEndpoint(url, _SERVICE, policy, {**(headers or {}), **auth})
+        self._endpoint = JsonEndpoint.at(
+            base_url, "chat/completions", _SERVICE, api_key=api_key, headers=headers,
+            max_retries=max_retries, timeout_s=timeout_s, deadline_s=deadline_s,
+            max_backoff_s=max_backoff_s,
+        )  # fmt: skip
+        self.policy: RetryPolicy = self._endpoint.policy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:

@@ -17,8 +17,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from memlane.access import Action, Grant, authorize, check_action
-from memlane.errors import AccessDeniedError
+from memlane.access import Action, Grant, authorize, check_action, visible
+from memlane.api import AsyncMemory
+from memlane.errors import AccessDeniedError, no_memory
+from memlane.models import MemoryRecord
 from memlane.models import Scope as UserScope
 from memlane.server.keys import KeyStore, public_user
 
@@ -44,6 +46,15 @@ async def grant_from_headers(keys: KeyStore, headers: Mapping[str, str] | None) 
     if key is None:
         raise AccessDeniedError("missing, invalid or revoked API key")
     return key.grant
+
+
+async def own_record(memory: AsyncMemory, where: UserScope, memory_id: str) -> MemoryRecord:
+    """The memory if a call in ``where`` sees it (:func:`memlane.access.visible`); else
+    NotFoundError, as if absent: nothing to tell apart. REST and MCP both ask this."""
+    record = await memory.get(memory_id, user_id=where.user_id)
+    if not visible(where, record.agent_id):
+        raise no_memory(memory_id, where.user_id)
+    return record
 
 
 # ---------------------------------------------------------------------------- REST

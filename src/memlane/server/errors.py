@@ -87,9 +87,19 @@ def problem(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": message, "type": kind}, status_code=status)
 
 
+def matching(exc: BaseException) -> tuple[type[BaseException], Answer]:
+    """The table's first row for ``exc``: the type it matched, and the answer."""
+    return next((t, a) for t, a in ERROR_TABLE if isinstance(exc, t))
+
+
 def answer_for(exc: BaseException) -> Answer:
     """The table's answer for ``exc``."""
-    return next(a for t, a in ERROR_TABLE if isinstance(exc, t))
+    return matching(exc)[1]
+
+
+def public_text(text: str) -> str:
+    """``text`` without store user ids' tenant prefixes (``acme::bob`` -> ``bob``)."""
+    return _TENANT_PREFIX.sub("", text)
 
 
 async def on_error(request: Request, exc: Exception) -> JSONResponse:
@@ -99,7 +109,7 @@ async def on_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s on %s %s", rule.logged, request.method, request.url.path, exc_info=exc)
     if isinstance(exc, NoModelError):
         _warn_no_model(request.app)
-    message = rule.message or _TENANT_PREFIX.sub("", str(exc))
+    message = rule.message or public_text(str(exc))
     response = problem(rule.status, message, rule.kind or type(exc).__name__)
     if rule.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"

@@ -12,9 +12,10 @@ from fastapi.routing import APIRoute
 
 from memlane.access import visible
 from memlane.api import AsyncMemory
-from memlane.errors import NotFoundError, no_memory, no_session
+from memlane.errors import NotFoundError, no_session
 from memlane.models import MemoryRecord
 from memlane.models import Scope as UserScope
+from memlane.server.auth import own_record
 from memlane.server.keys import KeyStore
 from memlane.server.metrics import Metrics
 from memlane.server.schemas import V1_ERRORS
@@ -35,10 +36,7 @@ class ServerState:
 
     async def own_record(self, where: UserScope, memory_id: str) -> MemoryRecord:
         """The memory if ``where`` sees it; else not found, as if absent."""
-        record = await self.memory.get(memory_id, user_id=where.user_id)
-        if not visible(where, record.agent_id):
-            raise no_memory(memory_id, where.user_id)  # nothing to tell apart
-        return record
+        return await own_record(self.memory, where, memory_id)
 
     async def session_scope(
         self, where: UserScope, session_id: str, *, writing: bool = False

@@ -4,11 +4,15 @@ a raw path with user or memory ids — and the time routes spend in memlane's li
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from memlane import AsyncMemory
+from chat_server import ChatServer
+from memlane import AsyncMemory, Memory
+from memlane.llm import OpenAIChat
+from memlane.manager import MemoryManager
 from memlane.server import KeyStore, create_app
 from memlane.testing import FakeEmbedder
 
@@ -65,3 +69,32 @@ def test_metrics_label_routes_by_template_and_time_library_calls() -> None:
         if name == "memlane_memory_call_seconds_count"
     }
     assert ops["add"] == 2 and ops["search"] == 2 and ops["get"] == 3
+
+
+def test_a_summary_by_the_chat_model_is_timed(tmp_path: Path) -> None:
+    chat = ChatServer().start()
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder())
+    blocking = Memory(memory.store, embedder=memory.embedder)
+    manager = MemoryManager(blocking, OpenAIChat(base_url=chat.base_url, model="m"))
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
+            said = {"messages": [{"role": "user", "content": "Plan my trip to Oslo"}]}
+            client.post("/v1/users/alice/sessions/s1/messages", json=said, headers=auth)
+            chat.queue({"summary": "Trip to Oslo being planned."})
+            made = client.post("/v1/users/alice/sessions/s1/summary", headers=auth)
+            assert made.status_code == 200, made.text
+            samples = _samples(client.get("/metrics").text)
+    finally:
+        manager.close()
+        blocking.close()
+        chat.stop()
+    timed = {
+        labels["op"]: value
+        for name, labels, value in samples
+        if name == "memlane_memory_call_seconds_count"
+    }
+    assert timed["manager.summarize_session"] == 1 and timed["add_messages"] == 1
+    assert ("memlane_jobs_unfinished", {}, 0.0) in samples

@@ -159,9 +159,10 @@ async def summarize(
     stored = where.user_id
     manager = srv.manager
     if manager is not None and manager.llm is not None:
-        record = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: manager.summarize_session(session_id, user_id=stored)
-        )
+        with srv.metrics.timing("manager.summarize_session"):  # the chat model's time
+            record = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: manager.summarize_session(session_id, user_id=stored)
+            )
     else:
         record = await srv.memory.summarize_session(session_id, user_id=stored)
     return caller.out(record.to_dict())

@@ -3,6 +3,7 @@ API docs (served from local files, no CDN) and the root."""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Any
 
@@ -16,6 +17,7 @@ from memlane.server.routes.common import State, operation_id
 router = APIRouter(generate_unique_id_function=operation_id)
 
 
+@functools.cache
 def _docs_assets() -> dict[str, Any]:
     """Swagger UI's files, shipped by the fastapi-offline package: /docs needs no CDN."""
     folder = resources.files("fastapi_offline") / "static"

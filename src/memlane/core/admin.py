@@ -242,55 +242,22 @@ class AdminMixin(CoreBase):
         ``progress(n)``, if given, is called as rows become ready to write: the rows
         other than records once all are checked, then records as their vectors arrive.
         """
-        records: list[MemoryRecord] = []
-        writes: list[ops.Op[Any]] = []
-        events: list[HistoryEvent] = []
-        messages: dict[tuple[str, str], list[Message]] = {}
-        counts: dict[str, int] = {}
-        seen: dict[tuple[str, str, str], int] = {}
+        parsed = _Parsed()
         n_rows = 0
         for index, row in enumerate(rows):
             n_rows += 1
             line = lines[index] if lines is not None and index < len(lines) else index + 1
-            kind, op = self._parse_row(row, line)
-            if isinstance(op, MemoryRecord | HistoryEvent | Message):
-                # Two rows for one id: the store would keep one silently; refuse the file.
-                first = seen.setdefault((kind, op.user_id, op.id), line)
-                if first != line:
-                    raise ImportFormatError(f"{kind} {op.id!r} repeats line {first}", line=line)
-            counts[kind] = counts.get(kind, 0) + 1
-            if isinstance(op, MemoryRecord):
-                records.append(op)
-            elif isinstance(op, HistoryEvent):
-                events.append(op)
-            elif isinstance(op, Message):
-                messages.setdefault((op.user_id, op.session_id), []).append(op)
-            elif op is not None:
-                writes.append(op)
-        _report(progress, n_rows - len(records))
+            parsed.add(*self._parse_row(row, line), line)
+        _report(progress, n_rows - len(parsed.records))
         # Context vectors are derived data: rebuild them from the imported sessions.
-        records = sorted(records, key=lambda r: r.id)
+        records = sorted(parsed.records, key=lambda r: r.id)
         records, contexts = yield from self._with_context(records, look_back=False)
         cache_write = yield from self._vectors_in_batches(
             [r.text for r in records] + contexts, len(records), progress
         )
-        sessions = [w for w in writes if isinstance(w, ops.UpsertSession)]
-        rest = [w for w in writes if not isinstance(w, ops.UpsertSession)]
-        # One append per session (not per message): a session's messages in one statement
-        # batch, after the sessions they belong to.
-        appends = [ops.AppendMessages(tuple(m), assign_seq=False) for m in messages.values()]
-        yield from many(
-            [
-                cache_write,
-                *(ops.WriteRecord(r, None) for r in records),
-                ops.AppendHistory(tuple(events)),
-                *sessions,
-                *appends,
-                *rest,
-            ]
-        )
-        counts.pop("header", None)
-        return ImportResult(counts)
+        yield from many([cache_write, *parsed.batch(records)])
+        parsed.counts.pop("header", None)
+        return ImportResult(parsed.counts)
 
     def _vectors_in_batches(
         self, texts: Sequence[str], n_reported: int, progress: Progress | None
@@ -318,70 +285,137 @@ class AdminMixin(CoreBase):
         kind = row["type"]
         try:
             if kind == "header":
-                if row.get("format") != EXPORT_FORMAT or row.get("version") != EXPORT_VERSION:
-                    raise ValidationError(
-                        f"unsupported export header (want {EXPORT_FORMAT} v{EXPORT_VERSION})"
-                    )
+                _check_header(row)
                 return kind, None
             data = row.get("data")
             if not isinstance(data, Mapping):
                 raise ValidationError("'data' must be an object")
-            if kind == "record":
-                topics = data.get("topics", [])
-                if not isinstance(topics, list) or not all(
-                    isinstance(t, str) and t for t in topics
-                ):
-                    raise ValidationError("topics must be a list of non-empty strings")
-                record = MemoryRecord.from_dict(data)
-                check_id("user_id", record.user_id)
-                self.check_text(record.text)
-                self._check_json(record.metadata, "metadata")
-                check_count("version", record.version)
-                if not 0.0 <= float(record.importance) <= 1.0:
-                    raise ValidationError("importance must be between 0 and 1")
-                _check_row_id("id", record.id)
-                check_keyed(record)
-                if record.superseded_by is not None:
-                    _check_row_id("superseded_by", record.superseded_by)
-                if record.content_hash != content_hash(record.text):
-                    # A hash that is not the text's would read another text's cached vector.
-                    raise ValidationError("content_hash does not match the text")
-                if self.config.context_window < 1 and record.context_hash is not None:
-                    record = replace(record, context_hash=None)
-                return kind, record
-            if kind == "history":
-                event = HistoryEvent.from_dict(data)
-                _check_row_id("id", event.id)
-                _check_row_id("record_id", event.record_id)
-                return kind, event
-            if kind == "session":
-                session = Session.from_dict(data)
-                check_id("user_id", session.user_id)
-                check_id("session_id", session.session_id)
-                self._check_json(session.metadata, "session metadata")
-                return kind, ops.UpsertSession(session)
-            if kind == "message":
-                message = Message.from_dict(data)
-                _check_row_id("id", message.id)
-                return kind, message
-            if kind == "state":
-                state = StateVersion.from_dict(data)
-                check_id("user_id", state.user_id)
-                check_id("session_id", state.session_id)
-                check_id("name", state.name)
-                self._check_json(state.data, "state")
-                check_count("version", state.version)
-                return kind, ops.PutState(state, None)
-            if kind == "job":
-                job = Job.from_dict(data)
-                _check_row_id("id", job.id)
-                return kind, ops.PutJob(job, None)
+            parse = self._row_parsers().get(kind)
+            if parse is not None:
+                return kind, parse(data)
         except ValidationError as exc:
             raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
         except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
             # from_dict on a field of the wrong type or an impossible date.
             raise ImportFormatError(f"bad {kind} row: {exc!r}", line=line) from exc
         raise ImportFormatError(f"unknown row type {kind!r}", line=line)
+
+    def _row_parsers(self) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+        """How the ``data`` of each row type is checked and turned into what is written."""
+        return {
+            "record": self._record_row,
+            "history": _history_row,
+            "session": self._session_row,
+            "message": _message_row,
+            "state": self._state_row,
+            "job": _job_row,
+        }
+
+    def _record_row(self, data: Mapping[str, Any]) -> MemoryRecord:
+        topics = data.get("topics", [])
+        if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
+            raise ValidationError("topics must be a list of non-empty strings")
+        record = MemoryRecord.from_dict(data)
+        check_id("user_id", record.user_id)
+        self.check_text(record.text)
+        self._check_json(record.metadata, "metadata")
+        check_count("version", record.version)
+        if not 0.0 <= float(record.importance) <= 1.0:
+            raise ValidationError("importance must be between 0 and 1")
+        _check_row_id("id", record.id)
+        check_keyed(record)
+        if record.superseded_by is not None:
+            _check_row_id("superseded_by", record.superseded_by)
+        if record.content_hash != content_hash(record.text):
+            # A hash that is not the text's would read another text's cached vector.
+            raise ValidationError("content_hash does not match the text")
+        if self.config.context_window < 1 and record.context_hash is not None:
+            record = replace(record, context_hash=None)
+        return record
+
+    def _session_row(self, data: Mapping[str, Any]) -> ops.UpsertSession:
+        session = Session.from_dict(data)
+        check_id("user_id", session.user_id)
+        check_id("session_id", session.session_id)
+        self._check_json(session.metadata, "session metadata")
+        return ops.UpsertSession(session)
+
+    def _state_row(self, data: Mapping[str, Any]) -> ops.PutState:
+        state = StateVersion.from_dict(data)
+        check_id("user_id", state.user_id)
+        check_id("session_id", state.session_id)
+        check_id("name", state.name)
+        self._check_json(state.data, "state")
+        check_count("version", state.version)
+        return ops.PutState(state, None)
+
+
+def _check_header(row: Mapping[str, Any]) -> None:
+    if row.get("format") != EXPORT_FORMAT or row.get("version") != EXPORT_VERSION:
+        raise ValidationError(f"unsupported export header (want {EXPORT_FORMAT} v{EXPORT_VERSION})")
+
+
+def _history_row(data: Mapping[str, Any]) -> HistoryEvent:
+    event = HistoryEvent.from_dict(data)
+    _check_row_id("id", event.id)
+    _check_row_id("record_id", event.record_id)
+    return event
+
+
+def _message_row(data: Mapping[str, Any]) -> Message:
+    message = Message.from_dict(data)
+    _check_row_id("id", message.id)
+    return message
+
+
+def _job_row(data: Mapping[str, Any]) -> ops.PutJob:
+    job = Job.from_dict(data)
+    _check_row_id("id", job.id)
+    return ops.PutJob(job, None)
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """The checked rows of an import, sorted by what they become."""
+
+    records: list[MemoryRecord] = field(default_factory=list)
+    writes: list[ops.Op[Any]] = field(default_factory=list)
+    events: list[HistoryEvent] = field(default_factory=list)
+    messages: dict[tuple[str, str], list[Message]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    seen: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def add(self, kind: str, op: Any, line: int) -> None:
+        """Take the row of ``kind`` at ``line``, parsed into ``op``."""
+        if isinstance(op, MemoryRecord | HistoryEvent | Message):
+            # Two rows for one id: the store would keep one silently; refuse the file.
+            first = self.seen.setdefault((kind, op.user_id, op.id), line)
+            if first != line:
+                raise ImportFormatError(f"{kind} {op.id!r} repeats line {first}", line=line)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if isinstance(op, MemoryRecord):
+            self.records.append(op)
+        elif isinstance(op, HistoryEvent):
+            self.events.append(op)
+        elif isinstance(op, Message):
+            self.messages.setdefault((op.user_id, op.session_id), []).append(op)
+        elif op is not None:
+            self.writes.append(op)
+
+    def batch(self, records: Sequence[MemoryRecord]) -> list[ops.Op[Any]]:
+        """The writes of the import after the cache write: ``records`` (as prepared),
+        history, sessions, then one append per session (not per message: a session's
+        messages in one statement batch, after the sessions they belong to), then the rest."""
+        sessions = [w for w in self.writes if isinstance(w, ops.UpsertSession)]
+        rest = [w for w in self.writes if not isinstance(w, ops.UpsertSession)]
+        appends = [ops.AppendMessages(tuple(m), assign_seq=False) for m in self.messages.values()]
+        return [
+            *(ops.WriteRecord(r, None) for r in records),
+            ops.AppendHistory(tuple(self.events)),
+            *sessions,
+            *appends,
+            *rest,
+        ]
 
 
 _ROW_ID = re.compile(r"[0-9A-Za-z]{1,64}")

@@ -136,49 +136,15 @@ class CoreBase:
         Raises ValidationError for bad input."""
         check_id("user_id", user_id)
         text = self.check_text(item.text)
-        try:
-            kind = MemoryKind(item.kind)
-        except ValueError as exc:
-            allowed = ", ".join(k.value for k in MemoryKind)
-            raise ValidationError(f"unknown kind {item.kind!r}; one of {allowed}") from exc
-        importance = item.importance
-        if isinstance(importance, bool) or not isinstance(importance, int | float):
-            raise ValidationError("importance must be a number between 0 and 1")
-        if not 0.0 <= float(importance) <= 1.0:
-            raise ValidationError(f"importance must be between 0 and 1, got {importance}")
-        if (
-            item.topics is None
-            or isinstance(item.topics, str)
-            or not all(isinstance(t, str) and t for t in item.topics)
-        ):
-            raise ValidationError("topics must be a list of non-empty strings")
-        if item.ttl is not None and item.expires_at is not None:
-            raise ValidationError("give expires_at or ttl, not both")
-        expires_at = item.expires_at
-        if item.ttl is not None:
-            if item.ttl <= timedelta(0):
-                raise ValidationError("ttl must be positive")
-            try:
-                expires_at = now + item.ttl
-            except OverflowError as exc:
-                raise ValidationError("ttl reaches past the year 9999") from exc
+        kind = _checked_kind(item.kind)
+        importance = _checked_importance(item.importance)
+        _check_strings("topics", item.topics, non_empty=True)
+        expires_at = _expiry(item, now)
         for name in ("event_at", "expires_at"):
-            value = getattr(item, name)
-            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
-                raise ValidationError(f"{name} must be a timezone-aware datetime")
-            try:
-                if value is not None:
-                    value.astimezone(UTC)  # stored in UTC: 9999-12-31T23:00-12:00 is not
-            except OverflowError as exc:
-                raise ValidationError(f"{name} is out of range in UTC") from exc
+            _check_aware(name, getattr(item, name))
         for name in ("session_id", "agent_id", "team", "key"):
             check_id(name, getattr(item, name), required=False)
-        if (
-            item.source_ids is None
-            or isinstance(item.source_ids, str)
-            or not all(isinstance(i, str) for i in item.source_ids)
-        ):
-            raise ValidationError("source_ids must be a list of strings")
+        _check_strings("source_ids", item.source_ids, non_empty=False)
         return MemoryRecord(
             id=new_id(),
             user_id=user_id,
@@ -193,7 +159,7 @@ class CoreBase:
             key=item.key,
             topics=tuple(dict.fromkeys(item.topics)),
             metadata=self._check_json(item.metadata or {}, "metadata"),
-            importance=float(importance),
+            importance=importance,
             event_at=item.event_at,
             valid_from=item.event_at or now,
             expires_at=expires_at,
@@ -420,3 +386,57 @@ def _json_shape(value: object) -> tuple[int, bool]:
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
     return deepest, nul
+
+
+def _checked_kind(kind: MemoryKind | str) -> MemoryKind:
+    try:
+        return MemoryKind(kind)
+    except ValueError as exc:
+        allowed = ", ".join(k.value for k in MemoryKind)
+        raise ValidationError(f"unknown kind {kind!r}; one of {allowed}") from exc
+
+
+def _checked_importance(importance: object) -> float:
+    if isinstance(importance, bool) or not isinstance(importance, int | float):
+        raise ValidationError("importance must be a number between 0 and 1")
+    if not 0.0 <= float(importance) <= 1.0:
+        raise ValidationError(f"importance must be between 0 and 1, got {importance}")
+    return float(importance)
+
+
+def _check_strings(name: str, values: Any, *, non_empty: bool) -> None:
+    """``values`` is a list of strings (non-empty ones with ``non_empty``), not one string."""
+    ok = (
+        values is not None
+        and not isinstance(values, str)
+        and all(isinstance(v, str) and (v or not non_empty) for v in values)
+    )
+    if not ok:
+        what = "non-empty strings" if non_empty else "strings"
+        raise ValidationError(f"{name} must be a list of {what}")
+
+
+def _expiry(item: MemoryInput, now: datetime) -> datetime | None:
+    """When a new memory expires: its ``expires_at``, or ``now`` plus its ``ttl``."""
+    if item.ttl is not None and item.expires_at is not None:
+        raise ValidationError("give expires_at or ttl, not both")
+    if item.ttl is None:
+        return item.expires_at
+    if item.ttl <= timedelta(0):
+        raise ValidationError("ttl must be positive")
+    try:
+        return now + item.ttl
+    except OverflowError as exc:
+        raise ValidationError("ttl reaches past the year 9999") from exc
+
+
+def _check_aware(name: str, value: object) -> None:
+    """``value`` is None or a timezone-aware datetime that can be stored in UTC."""
+    if value is None:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ValidationError(f"{name} must be a timezone-aware datetime")
+    try:
+        value.astimezone(UTC)  # stored in UTC: 9999-12-31T23:00-12:00 is not
+    except OverflowError as exc:
+        raise ValidationError(f"{name} is out of range in UTC") from exc

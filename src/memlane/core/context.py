@@ -11,14 +11,22 @@ not as an instruction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from memlane.core.flow import Flow, one
 from memlane.core.sessions import SessionsMixin
 from memlane.errors import ValidationError
-from memlane.models import Filters, MemoryKind, check_id
+from memlane.models import (
+    Filters,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    StateVersion,
+    check_id,
+)
 from memlane.ports import store as ops
 from memlane.tokens import TokenCounter, count_tokens
 
@@ -132,84 +140,114 @@ class ContextMixin(SessionsMixin):
         """
         check_id("user_id", user_id)
         check_id("session_id", session_id, required=False)
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValidationError("budget must be a positive number of tokens")
-        unknown = [t for t in tiers if t not in TIERS]
-        if unknown or isinstance(tiers, str):
-            raise ValidationError(f"unknown tier(s) {unknown}; choose from {', '.join(TIERS)}")
+        _check_request(budget, tiers)
         count = counter or count_tokens
         b = _Builder(budget, count)
         frame = count(b.render([]))
-        ids: dict[str, list[str]] = {t: [] for t in tiers}
-        dropped: dict[str, int] = {t: 0 for t in tiers}
+        fill = _Fill(b, {t: [] for t in tiers}, {t: 0 for t in tiers})
         breakdown: dict[str, int] = {"frame": frame if frame <= budget else 0}
         now = self.now()
-        used: set[str] = set()
         for tier in TIERS:
             if tier not in tiers:
                 continue
             before = b.tokens or breakdown["frame"]
             if tier == "pinned":
-                keyed = yield from one(
-                    ops.ListRecords(
-                        user_id, Filters(kinds=(MemoryKind.KEYED_FACT,)), now, None, 200
-                    )
-                )
-                flagged = yield from one(
-                    ops.ListRecords(user_id, Filters(metadata={"pinned": True}), now, None, 200)
-                )
-                for r in [*keyed, *flagged]:
-                    if r.id in used:
-                        continue
-                    if b.try_add(tier, f"- {_q(r.text)}"):
-                        ids[tier].append(r.id)
-                        used.add(r.id)
-                    else:
-                        dropped[tier] += 1
+                fill.memories(tier, (yield from self._pinned(user_id, now)), _pinned_line)
             elif tier == "memories" and query:
                 hits = yield from self.search(
                     query, user_id=user_id, limit=max_memories, recipe=recipe
                 )
-                for hit in hits:
-                    r = hit.record
-                    if r.id in used or r.kind == MemoryKind.SUMMARY:
-                        continue
-                    line = f"- [{r.effective_time:%Y-%m-%d}] {_q(r.text)}"
-                    if b.try_add(tier, line):
-                        ids[tier].append(r.id)
-                        used.add(r.id)
-                    else:
-                        dropped[tier] += 1
+                relevant = [h.record for h in hits if h.record.kind != MemoryKind.SUMMARY]
+                fill.memories(tier, relevant, _memory_line)
             elif tier == "summary" and session_id:
                 summary = yield from self.get_summary(session_id, user_id=user_id)
-                if summary is not None:
-                    if b.try_add(tier, _q(summary.text)):
-                        ids[tier].append(summary.id)
-                    else:
-                        dropped[tier] += 1
+                fill.summary(tier, summary)
             elif tier == "history" and session_id and last_runs > 0:
-                messages = yield from one(ops.GetMessages(user_id, session_id, last_runs))
-                # Newest first, so that what is dropped is the oldest; shown in order.
-                for n, m in enumerate(reversed(messages)):
-                    line = f"{_q(m.role)[1:-1]}: {_q(m.content)}"  # the role unquoted
-                    if b.try_add(tier, line, front=True):
-                        ids[tier].insert(0, m.id)
-                    else:
-                        dropped[tier] += len(messages) - n
-                        break
+                fill.history(
+                    tier, (yield from one(ops.GetMessages(user_id, session_id, last_runs)))
+                )
             elif tier == "state" and session_id:
-                states = yield from one(ops.ListStates(user_id, session_id))
-                for s in states:
-                    data = json.dumps(dict(s.data), ensure_ascii=False, sort_keys=True)
-                    line = f"{_q(s.name)[1:-1]}: {_no_tags(data)}"
-                    if b.try_add(tier, line):
-                        ids[tier].append(s.name)
-                    else:
-                        dropped[tier] += 1
-            after = b.tokens or breakdown["frame"]
-            breakdown[tier] = after - before
+                fill.states(tier, (yield from one(ops.ListStates(user_id, session_id))))
+            breakdown[tier] = (b.tokens or breakdown["frame"]) - before
         text = b.render(b.sections) if b.sections else ""
         tokens = b.tokens if b.sections else 0
         if not b.sections:
             breakdown = {k: 0 for k in breakdown}
-        return Context(text, tokens, budget, breakdown, ids, dropped)
+        return Context(text, tokens, budget, breakdown, fill.ids, fill.dropped)
+
+    def _pinned(self, user_id: str, now: datetime) -> Flow[list[MemoryRecord]]:
+        """Keyed facts, then memories whose metadata has ``"pinned": true``."""
+        keyed = yield from one(
+            ops.ListRecords(user_id, Filters(kinds=(MemoryKind.KEYED_FACT,)), now, None, 200)
+        )
+        flagged = yield from one(
+            ops.ListRecords(user_id, Filters(metadata={"pinned": True}), now, None, 200)
+        )
+        return [*keyed, *flagged]
+
+
+def _check_request(budget: object, tiers: Sequence[str]) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValidationError("budget must be a positive number of tokens")
+    unknown = [t for t in tiers if t not in TIERS]
+    if unknown or isinstance(tiers, str):
+        raise ValidationError(f"unknown tier(s) {unknown}; choose from {', '.join(TIERS)}")
+
+
+def _pinned_line(r: MemoryRecord) -> str:
+    return f"- {_q(r.text)}"
+
+
+def _memory_line(r: MemoryRecord) -> str:
+    return f"- [{r.effective_time:%Y-%m-%d}] {_q(r.text)}"
+
+
+@dataclass(slots=True)
+class _Fill:
+    """Adds each tier's items to the block while they fit, noting what went in (``ids``)
+    and how many did not (``dropped``)."""
+
+    block: _Builder
+    ids: dict[str, list[str]]
+    dropped: dict[str, int]
+    used: set[str] = field(default_factory=set)
+
+    def memories(
+        self, tier: str, records: Sequence[MemoryRecord], line: Callable[[MemoryRecord], str]
+    ) -> None:
+        """Memories not shown in an earlier tier, one line each."""
+        for r in records:
+            if r.id in self.used:
+                continue
+            if self.block.try_add(tier, line(r)):
+                self.ids[tier].append(r.id)
+                self.used.add(r.id)
+            else:
+                self.dropped[tier] += 1
+
+    def summary(self, tier: str, summary: MemoryRecord | None) -> None:
+        if summary is None:
+            return
+        if self.block.try_add(tier, _q(summary.text)):
+            self.ids[tier].append(summary.id)
+        else:
+            self.dropped[tier] += 1
+
+    def history(self, tier: str, messages: Sequence[Message]) -> None:
+        """Newest first, so that what is dropped is the oldest; shown in order."""
+        for n, m in enumerate(reversed(messages)):
+            line = f"{_q(m.role)[1:-1]}: {_q(m.content)}"  # the role unquoted
+            if self.block.try_add(tier, line, front=True):
+                self.ids[tier].insert(0, m.id)
+            else:
+                self.dropped[tier] += len(messages) - n
+                break
+
+    def states(self, tier: str, states: Sequence[StateVersion]) -> None:
+        for s in states:
+            data = json.dumps(dict(s.data), ensure_ascii=False, sort_keys=True)
+            line = f"{_q(s.name)[1:-1]}: {_no_tags(data)}"
+            if self.block.try_add(tier, line):
+                self.ids[tier].append(s.name)
+            else:
+                self.dropped[tier] += 1

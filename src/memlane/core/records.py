@@ -105,21 +105,14 @@ class RecordsMixin(SearchMixin):
             (record,) = yield from self.add_many([item], user_id=user_id)
             return record
         check_id("idempotency_key", idempotency_key)
-        rid = _idempotent_id(user_id, agent_id, idempotency_key)
-        # An agent's memory added before idempotency was keyed per agent has the
-        # user-level id: the same agent's retry still finds it, another agent's never.
-        # That id is also the agent-less scope's own; where such a memory holds it, the
-        # agent-less scope's memory gets a second id of its own.
-        legacy = stable_id("add", user_id, idempotency_key)
-        second = stable_id("add", user_id, "no agent", idempotency_key)
-        ids = (rid, legacy) if agent_id is not None else (rid, second)
-        found = {r.id: r for r in (yield from one(ops.GetRecords(user_id, ids)))}
-        for candidate in ids:
-            r = found.get(candidate)
-            if r is not None and (r.agent_id == agent_id or candidate != legacy):
-                return r
-        if agent_id is None and rid in found:  # an agent's memory from before holds rid
-            rid = second
+        return (yield from self._add_once(item, user_id, idempotency_key))
+
+    def _add_once(self, item: MemoryInput, user_id: str, key: str) -> Flow[MemoryRecord]:
+        """Add ``item`` under idempotency ``key``: the memory an earlier add with the key
+        stored, if there is one, else the new one."""
+        found, rid = yield from self._added_before(user_id, item.agent_id, key)
+        if found is not None:
+            return found
         record = replace(self.new_record(user_id, item, self.now()), id=rid)
         try:
             (record,) = yield from self.insert([record])
@@ -130,6 +123,28 @@ class RecordsMixin(SearchMixin):
                 raise
             return existing[0]
         return record
+
+    def _added_before(
+        self, user_id: str, agent_id: str | None, key: str
+    ) -> Flow[tuple[MemoryRecord | None, str]]:
+        """The memory an add with idempotency ``key`` stored before (or None), and the id
+        a new one gets."""
+        rid = _idempotent_id(user_id, agent_id, key)
+        # An agent's memory added before idempotency was keyed per agent has the
+        # user-level id: the same agent's retry still finds it, another agent's never.
+        # That id is also the agent-less scope's own; where such a memory holds it, the
+        # agent-less scope's memory gets a second id of its own.
+        legacy = stable_id("add", user_id, key)
+        second = stable_id("add", user_id, "no agent", key)
+        ids = (rid, legacy) if agent_id is not None else (rid, second)
+        found = {r.id: r for r in (yield from one(ops.GetRecords(user_id, ids)))}
+        for candidate in ids:
+            r = found.get(candidate)
+            if r is not None and (r.agent_id == agent_id or candidate != legacy):
+                return r, rid
+        if agent_id is None and rid in found:  # an agent's memory from before holds rid
+            rid = second
+        return None, rid
 
     def add_many(self, items: Iterable[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
         """Store many memories in one transaction, embedding them in batches.
@@ -174,19 +189,9 @@ class RecordsMixin(SearchMixin):
         changed the memory first. Raises NotFoundError, ValidationError.
         """
         old = yield from self._load(record_id, user_id)
-        if old.deleted_at is not None:
-            raise ValidationError(f"memory {record_id} is deleted; restore it first")
-        if not old.is_current:
-            raise ValidationError(f"memory {record_id} was superseded; update the current one")
-        if expected_version is not None and expected_version != old.version:
-            raise ConflictError(
-                f"memory {record_id} is at version {old.version}, expected {expected_version}",
-                expected=expected_version,
-                actual=old.version,
-            )
-        if old.kind is MemoryKind.KEYED_FACT and (text is not UNSET or metadata is not UNSET):
-            # recall() reads the stored value; a text edit would leave it behind.
-            raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
+        _check_updatable(
+            old, expected_version, edits_text=text is not UNSET or metadata is not UNSET
+        )
         if metadata is None:
             raise ValidationError("metadata must be a mapping; pass {} to clear it")
         now = self.now()
@@ -199,20 +204,7 @@ class RecordsMixin(SearchMixin):
             event_at=old.event_at if event_at is UNSET else event_at,
             expires_at=old.expires_at if expires_at is UNSET else expires_at,
         )
-        checked = self.new_record(user_id, item, now)
-        new = self.bump(
-            old,
-            now,
-            text=checked.text,
-            content_hash=checked.content_hash,
-            topics=checked.topics,
-            metadata=checked.metadata,
-            importance=checked.importance,
-            event_at=checked.event_at,
-            expires_at=checked.expires_at,
-            # A context embedded with the old words no longer describes this memory.
-            context_hash=old.context_hash if checked.text == old.text else None,
-        )
+        new = _edited(old, self.new_record(user_id, item, now), now)
         _, cache_write = yield from self.vectors([new.text])
         event = self.event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
         yield from many(
@@ -493,3 +485,39 @@ def _idempotent_id(user_id: str, agent_id: str | None, key: str) -> str:
     if agent_id is None:
         return stable_id("add", user_id, key)
     return stable_id("add", user_id, "agent", agent_id, key)
+
+
+def _check_updatable(old: MemoryRecord, expected_version: int | None, *, edits_text: bool) -> None:
+    """``old`` may be updated in place (with a text or metadata edit if ``edits_text``).
+    Raises ValidationError, or ConflictError if it is not at ``expected_version``."""
+    if old.deleted_at is not None:
+        raise ValidationError(f"memory {old.id} is deleted; restore it first")
+    if not old.is_current:
+        raise ValidationError(f"memory {old.id} was superseded; update the current one")
+    if expected_version is not None and expected_version != old.version:
+        raise ConflictError(
+            f"memory {old.id} is at version {old.version}, expected {expected_version}",
+            expected=expected_version,
+            actual=old.version,
+        )
+    if old.kind is MemoryKind.KEYED_FACT and edits_text:
+        # recall() reads the stored value; a text edit would leave it behind.
+        raise ValidationError(f"memory {old.id} is a keyed fact: change it with remember()")
+
+
+def _edited(old: MemoryRecord, checked: MemoryRecord, now: datetime) -> MemoryRecord:
+    """The next version of ``old`` carrying the checked fields of ``checked``."""
+    return replace(
+        old,
+        version=old.version + 1,
+        updated_at=now,
+        text=checked.text,
+        content_hash=checked.content_hash,
+        topics=checked.topics,
+        metadata=checked.metadata,
+        importance=checked.importance,
+        event_at=checked.event_at,
+        expires_at=checked.expires_at,
+        # A context embedded with the old words no longer describes this memory.
+        context_hash=old.context_hash if checked.text == old.text else None,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +21,27 @@ from memlane.core.search import (
     time_window,
 )
 from memlane.errors import ValidationError
-from memlane.models import Filters, SearchHit, check_id
+from memlane.models import Filters, MemoryRecord, SearchHit, check_id
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.text import tokenize
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """One search request, checked."""
+
+    text: str
+    user_id: str
+    filters: Filters
+    now: datetime
+    recipe: SearchRecipe
+    limit: int
+
+    @property
+    def depth(self) -> int:
+        """How many candidates each method returns."""
+        return max(self.recipe.candidates, self.limit)
 
 
 class SearchMixin(CoreBase):
@@ -53,88 +70,76 @@ class SearchMixin(CoreBase):
         check_id("user_id", user_id)
         query = self.check_text(query, "query")
         limit = self._check_limit(limit)
-        recipe = _recipe(recipe)
-        f = _filters(filters)
-        now = self.now()
-        depth = max(recipe.candidates, limit)
-
-        methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
-        wanted: list[ops.Op[Any]] = []
-        vector = None
-        if "vector" in methods or "context" in methods:
-            dense_query = as_statement(query) if recipe.rewrite_query else query
-            vector = yield from self._query_vector(dense_query)
-        for method in methods:
-            if method == "lexical":
-                wanted.append(
-                    ops.LexicalSearch(user_id, f, now, query, depth, recipe.lexical_context_weight)
-                )
-            else:
-                assert vector is not None
-                field = "content" if method == "vector" else "context"
-                wanted.append(
-                    ops.VectorSearch(user_id, f, now, self.model_id, vector, depth, field)
-                )
-        results = yield from many(wanted)
-        lists = dict(zip(methods, results, strict=True))
-        weights = dict(recipe.methods)
-        fused = fuse(lists, weights, recipe)
-        if recipe.feedback_docs > 0 and fused:
-            extra = yield from self._feedback(query, vector, fused, recipe, user_id, f, now, depth)
-            lists.update(extra)
-            weights["vector_feedback"] = recipe.feedback_vector_weight
-            weights["lexical_feedback"] = recipe.feedback_lexical_weight
-            fused = fuse(lists, weights, recipe)
+        checked = _recipe(recipe)
+        q = _Query(query, user_id, _filters(filters), self.now(), checked, limit)
+        fused = yield from self._fused(q)
         scores = {rid: score for rid, score, _ in fused}
-        parts = {rid: p for rid, _, p in fused}
-
-        floor: dict[str, float] = {}
-        if recipe.neighbor_weight > 0 and fused:
-            top = tuple(rid for rid, _, _ in fused[: recipe.neighbor_top])
-            neighbors = yield from one(ops.GetNeighbors(user_id, top, recipe.neighbor_window, now))
-            floor = spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
-
+        floor = yield from self._neighbor_floor(q, fused, scores)
         pool = tuple(dict.fromkeys([*scores, *floor]))
         records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
-        window = time_window(query, now) if recipe.time_weight else None
-        query_tokens = frozenset(tokenize(query))
-        ranked: list[tuple[str, float]] = []
-        terms_of: dict[str, dict[str, float]] = {}
-        for rid in pool:
-            record = records.get(rid)
-            if record is None or not f.matches(record, now):
-                continue  # gone since the first read, or a neighbour outside the filters
-            terms = boosts(record, recipe, now=now, window=window, query_tokens=query_tokens)
-            terms_of[rid] = terms
-            base = max(scores.get(rid, 0.0), floor.get(rid, 0.0))
-            ranked.append((rid, base * (1.0 + sum(terms.values()))))
-        ranked.sort(key=lambda item: (-item[1], item[0]))
-        if recipe.mmr_lambda is not None:
-            texts = {rid: records[rid].text for rid, _ in ranked[: max(depth, limit)]}
-            ranked = mmr(ranked[: max(depth, limit)], texts, lam=recipe.mmr_lambda, limit=limit)
-        ranked = ranked[:limit]
-
+        window = time_window(query, q.now) if q.recipe.time_weight else None
+        ranked, terms_of = _ranked(q, pool, records, scores, floor, window)
         if self.config.track_access and ranked:
-            yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), now))
+            yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), q.now))
         hits = []
         for rid, score in ranked:
             record = records[rid]
             if self.config.track_access:
-                record = replace(record, access_count=record.access_count + 1, last_accessed_at=now)
+                record = replace(
+                    record, access_count=record.access_count + 1, last_accessed_at=q.now
+                )
             explanation = None
             if explain:
-                explanation = {
-                    "recipe": recipe.name,
-                    "fusion": recipe.fusion,
-                    "rrf_k": recipe.rrf_k,
-                    **parts.get(rid, {}),
-                    "fused": scores.get(rid, 0.0),
-                    "neighbor_floor": floor.get(rid, 0.0),
-                    "boosts": terms_of[rid],
-                    "time_window": None if window is None else [w.isoformat() for w in window],
-                }
+                explanation = _explanation(q.recipe, rid, fused, scores, floor, terms_of, window)
             hits.append(SearchHit(record, score, explanation))
         return hits
+
+    def _fused(self, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
+        """The candidate lists of the recipe's methods fused (with a feedback round when
+        the recipe asks for one)."""
+        recipe = q.recipe
+        methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
+        vector = None
+        if "vector" in methods or "context" in methods:
+            dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
+            vector = yield from self._query_vector(dense_query)
+        results = yield from many([self._candidates(q, m, vector) for m in methods])
+        lists = dict(zip(methods, results, strict=True))
+        weights = dict(recipe.methods)
+        fused = fuse(lists, weights, recipe)
+        if recipe.feedback_docs > 0 and fused:
+            extra = yield from self._feedback(
+                q.text, vector, fused, recipe, q.user_id, q.filters, q.now, q.depth
+            )
+            lists.update(extra)
+            weights["vector_feedback"] = recipe.feedback_vector_weight
+            weights["lexical_feedback"] = recipe.feedback_lexical_weight
+            fused = fuse(lists, weights, recipe)
+        return fused
+
+    def _candidates(self, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
+        """The store read that finds candidates by ``method``."""
+        if method == "lexical":
+            return ops.LexicalSearch(
+                q.user_id, q.filters, q.now, q.text, q.depth, q.recipe.lexical_context_weight
+            )
+        assert vector is not None
+        field = "content" if method == "vector" else "context"
+        return ops.VectorSearch(q.user_id, q.filters, q.now, self.model_id, vector, q.depth, field)
+
+    def _neighbor_floor(
+        self,
+        q: _Query,
+        fused: list[tuple[str, float, dict[str, Any]]],
+        scores: dict[str, float],
+    ) -> Flow[dict[str, float]]:
+        """The score the turns beside the strongest hits get from them."""
+        recipe = q.recipe
+        if recipe.neighbor_weight <= 0 or not fused:
+            return {}
+        top = tuple(rid for rid, _, _ in fused[: recipe.neighbor_top])
+        neighbors = yield from one(ops.GetNeighbors(q.user_id, top, recipe.neighbor_window, q.now))
+        return spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
 
     def _feedback(
         self,
@@ -195,3 +200,56 @@ def _filters(filters: object) -> Filters:
     if not isinstance(filters, Filters):
         raise ValidationError(f"filters must be a memlane.Filters, got {type(filters).__name__}")
     return filters
+
+
+def _ranked(
+    q: _Query,
+    pool: tuple[str, ...],
+    records: dict[str, MemoryRecord],
+    scores: dict[str, float],
+    floor: dict[str, float],
+    window: tuple[datetime, datetime] | None,
+) -> tuple[list[tuple[str, float]], dict[str, dict[str, float]]]:
+    """The pool's ids with their final scores, best first and cut to the limit (after
+    MMR when the recipe asks for it), and each one's boost terms."""
+    recipe, now = q.recipe, q.now
+    query_tokens = frozenset(tokenize(q.text))
+    ranked: list[tuple[str, float]] = []
+    terms_of: dict[str, dict[str, float]] = {}
+    for rid in pool:
+        record = records.get(rid)
+        if record is None or not q.filters.matches(record, now):
+            continue  # gone since the first read, or a neighbour outside the filters
+        terms = boosts(record, recipe, now=now, window=window, query_tokens=query_tokens)
+        terms_of[rid] = terms
+        base = max(scores.get(rid, 0.0), floor.get(rid, 0.0))
+        ranked.append((rid, base * (1.0 + sum(terms.values()))))
+    ranked.sort(key=lambda item: (-item[1], item[0]))
+    if recipe.mmr_lambda is not None:
+        top = ranked[: max(q.depth, q.limit)]
+        texts = {rid: records[rid].text for rid, _ in top}
+        ranked = mmr(top, texts, lam=recipe.mmr_lambda, limit=q.limit)
+    return ranked[: q.limit], terms_of
+
+
+def _explanation(
+    recipe: SearchRecipe,
+    rid: str,
+    fused: list[tuple[str, float, dict[str, Any]]],
+    scores: dict[str, float],
+    floor: dict[str, float],
+    terms_of: dict[str, dict[str, float]],
+    window: tuple[datetime, datetime] | None,
+) -> dict[str, Any]:
+    """How the score of hit ``rid`` was made."""
+    parts = {r: p for r, _, p in fused}
+    return {
+        "recipe": recipe.name,
+        "fusion": recipe.fusion,
+        "rrf_k": recipe.rrf_k,
+        **parts.get(rid, {}),
+        "fused": scores.get(rid, 0.0),
+        "neighbor_floor": floor.get(rid, 0.0),
+        "boosts": terms_of[rid],
+        "time_window": None if window is None else [w.isoformat() for w in window],
+    }

@@ -8,9 +8,11 @@ is one implementation of behaviour; these classes only pick how I/O is done.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from memlane.core import retrieval
 from memlane.core.base import Clock, CoreConfig
 from memlane.core.flow import Flow, run_async, run_sync
 from memlane.core.memory import MemoryCore
@@ -21,25 +23,37 @@ from memlane.stores import open_store
 
 P = ParamSpec("P")
 R = TypeVar("R")
+M = TypeVar("M", bound=Callable[..., Any])
 
-_FlowMethod = Callable[Concatenate[MemoryCore, P], Generator[Any, Any, R]]
+_FlowFunction = Callable[Concatenate[MemoryCore, P], Generator[Any, Any, R]]
+"""A core flow function: the shared core first, then the caller's arguments."""
 
 
-def _blocking(flow: _FlowMethod[P, R]) -> Callable[Concatenate[Memory, P], R]:
+def _blocking(flow: _FlowFunction[P, R]) -> Callable[Concatenate[Memory, P], R]:
     def method(self: Memory, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.run(flow(self.core, *args, **kwargs))
 
-    functools.update_wrapper(method, flow)
-    return method
+    return _like(method, flow)
 
 
 def _awaitable(
-    flow: _FlowMethod[P, R],
+    flow: _FlowFunction[P, R],
 ) -> Callable[Concatenate[AsyncMemory, P], Coroutine[Any, Any, R]]:
     async def method(self: AsyncMemory, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self.run(flow(self.core, *args, **kwargs))
 
+    return _like(method, flow)
+
+
+def _like(method: M, flow: Callable[..., Any]) -> M:
+    """``method`` named and documented as ``flow``, with its signature (the core
+    parameter shown as ``self``): ``help(Memory.add)`` reads like a method."""
     functools.update_wrapper(method, flow)
+    signature = inspect.signature(flow)
+    first, *rest = signature.parameters.values()
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[first.replace(name="self", annotation=inspect.Parameter.empty), *rest]
+    )
     return method
 
 
@@ -131,7 +145,7 @@ class Memory(_MemoryBase):
     add = _blocking(MemoryCore.add)
     add_many = _blocking(MemoryCore.add_many)
     get = _blocking(MemoryCore.get)
-    search = _blocking(MemoryCore.search)
+    search = _blocking(retrieval.search)
     update = _blocking(MemoryCore.update)
     supersede = _blocking(MemoryCore.supersede)
     delete = _blocking(MemoryCore.delete)
@@ -197,7 +211,7 @@ class AsyncMemory(_MemoryBase):
     add = _awaitable(MemoryCore.add)
     add_many = _awaitable(MemoryCore.add_many)
     get = _awaitable(MemoryCore.get)
-    search = _awaitable(MemoryCore.search)
+    search = _awaitable(retrieval.search)
     update = _awaitable(MemoryCore.update)
     supersede = _awaitable(MemoryCore.supersede)
     delete = _awaitable(MemoryCore.delete)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from memlane.core import retrieval
 from memlane.core.flow import Flow, one
 from memlane.core.sessions import SessionsMixin
 from memlane.errors import ValidationError
@@ -154,8 +155,8 @@ class ContextMixin(SessionsMixin):
             if tier == "pinned":
                 fill.memories(tier, (yield from self._pinned(user_id, now)), _pinned_line)
             elif tier == "memories" and query:
-                hits = yield from self.search(
-                    query, user_id=user_id, limit=max_memories, recipe=recipe
+                hits = yield from retrieval.search(
+                    self, query, user_id=user_id, limit=max_memories, recipe=recipe
                 )
                 relevant = [h.record for h in hits if h.record.kind != MemoryKind.SUMMARY]
                 fill.memories(tier, relevant, _memory_line)

@@ -9,9 +9,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase, MemoryInput
 from memlane.core.flow import Flow, many, one, pause
-from memlane.core.retrieval import SearchMixin, _filters
+from memlane.core.retrieval import _filters
 from memlane.errors import ConflictError, ValidationError, no_history
 from memlane.ids import stable_id
 from memlane.models import (
@@ -51,7 +51,7 @@ UNSET: Any = _Unset()
 """Marks an argument the caller did not give (distinct from an explicit None)."""
 
 
-class RecordsMixin(SearchMixin):
+class RecordsMixin(CoreBase):
     """Flows over memory records."""
 
     def add(

@@ -44,146 +44,141 @@ class _Query:
         return max(self.recipe.candidates, self.limit)
 
 
-class SearchMixin(CoreBase):
-    """Hybrid retrieval over a user's memories."""
+def search(
+    core: CoreBase,
+    query: str,
+    *,
+    user_id: str,
+    limit: int = 10,
+    filters: Filters | None = None,
+    recipe: str | SearchRecipe = "hybrid",
+    explain: bool = False,
+) -> Flow[list[SearchHit]]:
+    """The user's memories most relevant to ``query``, best first.
 
-    def search(
-        self,
-        query: str,
-        *,
-        user_id: str,
-        limit: int = 10,
-        filters: Filters | None = None,
-        recipe: str | SearchRecipe = "hybrid",
-        explain: bool = False,
-    ) -> Flow[list[SearchHit]]:
-        """The user's memories most relevant to ``query``, best first.
+    The default recipe (``hybrid``) fuses two candidate lists by score — dense vectors
+    of each memory and BM25 (an episode also matched through the turn before it) —
+    each scaled by its best hit, then lets the turns beside strong hits share their
+    score, and boosts memories of a speaker the query names and memories inside a
+    period it names ("in May 2023", "last week"). With ``explain=True`` each hit says
+    how its score was made.
+    Raises ValidationError for an empty query, a bad limit or an unknown recipe.
+    """
+    check_id("user_id", user_id)
+    query = core.check_text(query, "query")
+    limit = core._check_limit(limit)
+    checked = _recipe(recipe)
+    q = _Query(query, user_id, _filters(filters), core.now(), checked, limit)
+    fused = yield from _fused(core, q)
+    scores = {rid: score for rid, score, _ in fused}
+    floor = yield from _neighbor_floor(core, q, fused, scores)
+    pool = tuple(dict.fromkeys([*scores, *floor]))
+    records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
+    window = time_window(query, q.now) if q.recipe.time_weight else None
+    ranked, terms_of = _ranked(q, pool, records, scores, floor, window)
+    if core.config.track_access and ranked:
+        yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), q.now))
+    hits = []
+    for rid, score in ranked:
+        record = records[rid]
+        if core.config.track_access:
+            record = replace(record, access_count=record.access_count + 1, last_accessed_at=q.now)
+        explanation = None
+        if explain:
+            explanation = _explanation(q.recipe, rid, fused, scores, floor, terms_of, window)
+        hits.append(SearchHit(record, score, explanation))
+    return hits
 
-        The default recipe (``hybrid``) fuses two candidate lists by score — dense vectors
-        of each memory and BM25 (an episode also matched through the turn before it) —
-        each scaled by its best hit, then lets the turns beside strong hits share their
-        score, and boosts memories of a speaker the query names and memories inside a
-        period it names ("in May 2023", "last week"). With ``explain=True`` each hit says
-        how its score was made.
-        Raises ValidationError for an empty query, a bad limit or an unknown recipe.
-        """
-        check_id("user_id", user_id)
-        query = self.check_text(query, "query")
-        limit = self._check_limit(limit)
-        checked = _recipe(recipe)
-        q = _Query(query, user_id, _filters(filters), self.now(), checked, limit)
-        fused = yield from self._fused(q)
-        scores = {rid: score for rid, score, _ in fused}
-        floor = yield from self._neighbor_floor(q, fused, scores)
-        pool = tuple(dict.fromkeys([*scores, *floor]))
-        records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
-        window = time_window(query, q.now) if q.recipe.time_weight else None
-        ranked, terms_of = _ranked(q, pool, records, scores, floor, window)
-        if self.config.track_access and ranked:
-            yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), q.now))
-        hits = []
-        for rid, score in ranked:
-            record = records[rid]
-            if self.config.track_access:
-                record = replace(
-                    record, access_count=record.access_count + 1, last_accessed_at=q.now
-                )
-            explanation = None
-            if explain:
-                explanation = _explanation(q.recipe, rid, fused, scores, floor, terms_of, window)
-            hits.append(SearchHit(record, score, explanation))
-        return hits
 
-    def _fused(self, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
-        """The candidate lists of the recipe's methods fused (with a feedback round when
-        the recipe asks for one)."""
-        recipe = q.recipe
-        methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
-        vector = None
-        if "vector" in methods or "context" in methods:
-            dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
-            vector = yield from self._query_vector(dense_query)
-        results = yield from many([self._candidates(q, m, vector) for m in methods])
-        lists = dict(zip(methods, results, strict=True))
-        weights = dict(recipe.methods)
+def _fused(core: CoreBase, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
+    """The candidate lists of the recipe's methods fused (with a feedback round when
+    the recipe asks for one)."""
+    recipe = q.recipe
+    methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
+    vector = None
+    if "vector" in methods or "context" in methods:
+        dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
+        vector = yield from core._query_vector(dense_query)
+    results = yield from many([_candidates(core, q, m, vector) for m in methods])
+    lists = dict(zip(methods, results, strict=True))
+    weights = dict(recipe.methods)
+    fused = fuse(lists, weights, recipe)
+    if recipe.feedback_docs > 0 and fused:
+        extra = yield from _feedback(
+            core, q.text, vector, fused, recipe, q.user_id, q.filters, q.now, q.depth
+        )
+        lists.update(extra)
+        weights["vector_feedback"] = recipe.feedback_vector_weight
+        weights["lexical_feedback"] = recipe.feedback_lexical_weight
         fused = fuse(lists, weights, recipe)
-        if recipe.feedback_docs > 0 and fused:
-            extra = yield from self._feedback(
-                q.text, vector, fused, recipe, q.user_id, q.filters, q.now, q.depth
+    return fused
+
+
+def _candidates(core: CoreBase, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
+    """The store read that finds candidates by ``method``."""
+    if method == "lexical":
+        return ops.LexicalSearch(
+            q.user_id, q.filters, q.now, q.text, q.depth, q.recipe.lexical_context_weight
+        )
+    assert vector is not None
+    field = "content" if method == "vector" else "context"
+    return ops.VectorSearch(q.user_id, q.filters, q.now, core.model_id, vector, q.depth, field)
+
+
+def _neighbor_floor(
+    core: CoreBase,
+    q: _Query,
+    fused: list[tuple[str, float, dict[str, Any]]],
+    scores: dict[str, float],
+) -> Flow[dict[str, float]]:
+    """The score the turns beside the strongest hits get from them."""
+    recipe = q.recipe
+    if recipe.neighbor_weight <= 0 or not fused:
+        return {}
+    top = tuple(rid for rid, _, _ in fused[: recipe.neighbor_top])
+    neighbors = yield from one(ops.GetNeighbors(q.user_id, top, recipe.neighbor_window, q.now))
+    return spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
+
+
+def _feedback(
+    core: CoreBase,
+    query: str,
+    vector: Vector | None,
+    fused: list[tuple[str, float, dict[str, Any]]],
+    recipe: SearchRecipe,
+    user_id: str,
+    f: Filters,
+    now: datetime,
+    depth: int,
+) -> Flow[dict[str, list[tuple[str, float]]]]:
+    """Second-round candidate lists from the first round's top hits."""
+    top = tuple(rid for rid, _, _ in fused[: recipe.feedback_docs])
+    records = yield from one(ops.GetRecords(user_id, top))
+    wanted: list[ops.Op[Any]] = []
+    names: list[str] = []
+    if vector is not None and recipe.feedback_vector_weight > 0:
+        hashes = tuple(r.content_hash for r in records)
+        cached = yield from one(ops.GetEmbeddings(core.model_id, hashes))
+        vs = [cached[h] for h in hashes if h in cached]
+        if vs:
+            import numpy as np
+
+            moved = vector + recipe.feedback_beta * np.mean(np.vstack(vs), axis=0)
+            moved = (moved / float(np.linalg.norm(moved))).astype(np.float32)
+            wanted.append(ops.VectorSearch(user_id, f, now, core.model_id, moved, depth, "content"))
+            names.append("vector_feedback")
+    if recipe.feedback_lexical_weight > 0:
+        terms = feedback_terms(query, [r.text for r in records], recipe.feedback_terms)
+        if terms:
+            expanded = query + " " + " ".join(terms)
+            wanted.append(
+                ops.LexicalSearch(user_id, f, now, expanded, depth, recipe.lexical_context_weight)
             )
-            lists.update(extra)
-            weights["vector_feedback"] = recipe.feedback_vector_weight
-            weights["lexical_feedback"] = recipe.feedback_lexical_weight
-            fused = fuse(lists, weights, recipe)
-        return fused
-
-    def _candidates(self, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
-        """The store read that finds candidates by ``method``."""
-        if method == "lexical":
-            return ops.LexicalSearch(
-                q.user_id, q.filters, q.now, q.text, q.depth, q.recipe.lexical_context_weight
-            )
-        assert vector is not None
-        field = "content" if method == "vector" else "context"
-        return ops.VectorSearch(q.user_id, q.filters, q.now, self.model_id, vector, q.depth, field)
-
-    def _neighbor_floor(
-        self,
-        q: _Query,
-        fused: list[tuple[str, float, dict[str, Any]]],
-        scores: dict[str, float],
-    ) -> Flow[dict[str, float]]:
-        """The score the turns beside the strongest hits get from them."""
-        recipe = q.recipe
-        if recipe.neighbor_weight <= 0 or not fused:
-            return {}
-        top = tuple(rid for rid, _, _ in fused[: recipe.neighbor_top])
-        neighbors = yield from one(ops.GetNeighbors(q.user_id, top, recipe.neighbor_window, q.now))
-        return spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
-
-    def _feedback(
-        self,
-        query: str,
-        vector: Vector | None,
-        fused: list[tuple[str, float, dict[str, Any]]],
-        recipe: SearchRecipe,
-        user_id: str,
-        f: Filters,
-        now: datetime,
-        depth: int,
-    ) -> Flow[dict[str, list[tuple[str, float]]]]:
-        """Second-round candidate lists from the first round's top hits."""
-        top = tuple(rid for rid, _, _ in fused[: recipe.feedback_docs])
-        records = yield from one(ops.GetRecords(user_id, top))
-        wanted: list[ops.Op[Any]] = []
-        names: list[str] = []
-        if vector is not None and recipe.feedback_vector_weight > 0:
-            hashes = tuple(r.content_hash for r in records)
-            cached = yield from one(ops.GetEmbeddings(self.model_id, hashes))
-            vs = [cached[h] for h in hashes if h in cached]
-            if vs:
-                import numpy as np
-
-                moved = vector + recipe.feedback_beta * np.mean(np.vstack(vs), axis=0)
-                moved = (moved / float(np.linalg.norm(moved))).astype(np.float32)
-                wanted.append(
-                    ops.VectorSearch(user_id, f, now, self.model_id, moved, depth, "content")
-                )
-                names.append("vector_feedback")
-        if recipe.feedback_lexical_weight > 0:
-            terms = feedback_terms(query, [r.text for r in records], recipe.feedback_terms)
-            if terms:
-                expanded = query + " " + " ".join(terms)
-                wanted.append(
-                    ops.LexicalSearch(
-                        user_id, f, now, expanded, depth, recipe.lexical_context_weight
-                    )
-                )
-                names.append("lexical_feedback")
-        if not wanted:
-            return {}
-        results = yield from many(wanted)
-        return dict(zip(names, results, strict=True))
+            names.append("lexical_feedback")
+    if not wanted:
+        return {}
+    results = yield from many(wanted)
+    return dict(zip(names, results, strict=True))
 
 
 def _recipe(recipe: str | SearchRecipe) -> SearchRecipe:

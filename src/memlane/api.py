@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from memlane.core import retrieval
+from memlane.core import records, retrieval
 from memlane.core.base import Clock, CoreConfig
 from memlane.core.flow import Flow, run_async, run_sync
 from memlane.core.memory import MemoryCore
@@ -29,26 +29,31 @@ _FlowFunction = Callable[Concatenate[MemoryCore, P], Generator[Any, Any, R]]
 """A core flow function: the shared core first, then the caller's arguments."""
 
 
-def _blocking(flow: _FlowFunction[P, R]) -> Callable[Concatenate[Memory, P], R]:
+def _blocking(
+    flow: _FlowFunction[P, R], name: str | None = None
+) -> Callable[Concatenate[Memory, P], R]:
     def method(self: Memory, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.run(flow(self.core, *args, **kwargs))
 
-    return _like(method, flow)
+    return _like(method, flow, name)
 
 
 def _awaitable(
-    flow: _FlowFunction[P, R],
+    flow: _FlowFunction[P, R], name: str | None = None
 ) -> Callable[Concatenate[AsyncMemory, P], Coroutine[Any, Any, R]]:
     async def method(self: AsyncMemory, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self.run(flow(self.core, *args, **kwargs))
 
-    return _like(method, flow)
+    return _like(method, flow, name)
 
 
-def _like(method: M, flow: Callable[..., Any]) -> M:
-    """``method`` named and documented as ``flow``, with its signature (the core
-    parameter shown as ``self``): ``help(Memory.add)`` reads like a method."""
+def _like(method: M, flow: Callable[..., Any], name: str | None) -> M:
+    """``method`` named (``name``, else as ``flow``) and documented as ``flow``, with its
+    signature (the core parameter shown as ``self``): ``help(Memory.add)`` reads like a
+    method."""
     functools.update_wrapper(method, flow)
+    if name is not None:
+        method.__name__ = name
     signature = inspect.signature(flow)
     first, *rest = signature.parameters.values()
     method.__signature__ = signature.replace(  # type: ignore[attr-defined]
@@ -142,17 +147,17 @@ class Memory(_MemoryBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    add = _blocking(MemoryCore.add)
-    add_many = _blocking(MemoryCore.add_many)
-    get = _blocking(MemoryCore.get)
+    add = _blocking(records.add)
+    add_many = _blocking(records.add_many)
+    get = _blocking(records.get)
     search = _blocking(retrieval.search)
-    update = _blocking(MemoryCore.update)
-    supersede = _blocking(MemoryCore.supersede)
-    delete = _blocking(MemoryCore.delete)
-    restore = _blocking(MemoryCore.restore)
-    history = _blocking(MemoryCore.history)
-    remember = _blocking(MemoryCore.remember)
-    recall = _blocking(MemoryCore.recall)
+    update = _blocking(records.update)
+    supersede = _blocking(records.supersede)
+    delete = _blocking(records.delete)
+    restore = _blocking(records.restore)
+    history = _blocking(records.history)
+    remember = _blocking(records.remember)
+    recall = _blocking(records.recall)
     add_messages = _blocking(MemoryCore.add_messages)
     get_history = _blocking(MemoryCore.get_history)
     get_session = _blocking(MemoryCore.get_session)
@@ -175,7 +180,7 @@ class Memory(_MemoryBase):
     export_rows = _blocking(MemoryCore.export_rows)
     import_rows = _blocking(MemoryCore.import_rows)
     reembed = _blocking(MemoryCore.reembed)
-    list = _blocking(MemoryCore.list)  # last: shadows the builtin in this class body
+    list = _blocking(records.list_records, "list")  # last: shadows the builtin in this class body
 
 
 class AsyncMemory(_MemoryBase):
@@ -208,17 +213,17 @@ class AsyncMemory(_MemoryBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    add = _awaitable(MemoryCore.add)
-    add_many = _awaitable(MemoryCore.add_many)
-    get = _awaitable(MemoryCore.get)
+    add = _awaitable(records.add)
+    add_many = _awaitable(records.add_many)
+    get = _awaitable(records.get)
     search = _awaitable(retrieval.search)
-    update = _awaitable(MemoryCore.update)
-    supersede = _awaitable(MemoryCore.supersede)
-    delete = _awaitable(MemoryCore.delete)
-    restore = _awaitable(MemoryCore.restore)
-    history = _awaitable(MemoryCore.history)
-    remember = _awaitable(MemoryCore.remember)
-    recall = _awaitable(MemoryCore.recall)
+    update = _awaitable(records.update)
+    supersede = _awaitable(records.supersede)
+    delete = _awaitable(records.delete)
+    restore = _awaitable(records.restore)
+    history = _awaitable(records.history)
+    remember = _awaitable(records.remember)
+    recall = _awaitable(records.recall)
     add_messages = _awaitable(MemoryCore.add_messages)
     get_history = _awaitable(MemoryCore.get_history)
     get_session = _awaitable(MemoryCore.get_session)
@@ -241,4 +246,4 @@ class AsyncMemory(_MemoryBase):
     export_rows = _awaitable(MemoryCore.export_rows)
     import_rows = _awaitable(MemoryCore.import_rows)
     reembed = _awaitable(MemoryCore.reembed)
-    list = _awaitable(MemoryCore.list)  # last: shadows the builtin in this class body
+    list = _awaitable(records.list_records, "list")  # last: shadows the builtin in this class body

@@ -51,412 +51,431 @@ UNSET: Any = _Unset()
 """Marks an argument the caller did not give (distinct from an explicit None)."""
 
 
-class RecordsMixin(CoreBase):
-    """Flows over memory records."""
+def add(
+    core: CoreBase,
+    text: str,
+    *,
+    user_id: str,
+    kind: MemoryKind | str = MemoryKind.FACT,
+    topics: Sequence[str] = (),
+    metadata: Mapping[str, Any] | None = None,
+    importance: float = 0.5,
+    event_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    ttl: timedelta | None = None,
+    session_id: str | None = None,
+    agent_id: str | None = None,
+    team: str | None = None,
+    source_ids: Sequence[str] = (),
+    actor: str | None = None,
+    idempotency_key: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Store one memory for ``user_id`` and return it.
 
-    def add(
-        self,
-        text: str,
-        *,
-        user_id: str,
-        kind: MemoryKind | str = MemoryKind.FACT,
-        topics: Sequence[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        importance: float = 0.5,
-        event_at: datetime | None = None,
-        expires_at: datetime | None = None,
-        ttl: timedelta | None = None,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        team: str | None = None,
-        source_ids: Sequence[str] = (),
-        actor: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> Flow[MemoryRecord]:
-        """Store one memory for ``user_id`` and return it.
+    With ``idempotency_key``, adding again with the same key (a retry after a timeout,
+    from any process) returns the memory stored the first time instead of a duplicate.
+    The key is scoped to the user and the agent (``agent_id``; none is a scope of its
+    own): another agent's use of the same key neither returns nor blocks this add.
+    Such a memory's id is derived from user, agent and key, so it does not sort by
+    creation time like other ids.
 
-        With ``idempotency_key``, adding again with the same key (a retry after a timeout,
-        from any process) returns the memory stored the first time instead of a duplicate.
-        The key is scoped to the user and the agent (``agent_id``; none is a scope of its
-        own): another agent's use of the same key neither returns nor blocks this add.
-        Such a memory's id is derived from user, agent and key, so it does not sort by
-        creation time like other ids.
+    Raises ValidationError for empty or oversize text, a missing user id, or bad
+    fields; nothing is stored then.
+    """
+    item = MemoryInput(
+        text=text,
+        kind=kind,
+        topics=topics,
+        metadata=metadata or {},
+        importance=importance,
+        event_at=event_at,
+        expires_at=expires_at,
+        ttl=ttl,
+        session_id=session_id,
+        agent_id=agent_id,
+        team=team,
+        source_ids=source_ids,
+        actor=actor,
+    )
+    _check_addable(item)
+    if idempotency_key is None:
+        (record,) = yield from add_many(core, [item], user_id=user_id)
+        return record
+    check_id("idempotency_key", idempotency_key)
+    return (yield from _add_once(core, item, user_id, idempotency_key))
 
-        Raises ValidationError for empty or oversize text, a missing user id, or bad
-        fields; nothing is stored then.
-        """
-        item = MemoryInput(
-            text=text,
-            kind=kind,
-            topics=topics,
-            metadata=metadata or {},
-            importance=importance,
-            event_at=event_at,
-            expires_at=expires_at,
-            ttl=ttl,
-            session_id=session_id,
-            agent_id=agent_id,
-            team=team,
-            source_ids=source_ids,
-            actor=actor,
-        )
+
+def _add_once(core: CoreBase, item: MemoryInput, user_id: str, key: str) -> Flow[MemoryRecord]:
+    """Add ``item`` under idempotency ``key``: the memory an earlier add with the key
+    stored, if there is one, else the new one."""
+    found, rid = yield from _added_before(core, user_id, item.agent_id, key)
+    if found is not None:
+        return found
+    record = replace(core.new_record(user_id, item, core.now()), id=rid)
+    try:
+        (record,) = yield from core.insert([record])
+    except ConflictError:
+        # Another process stored it between our look and our write: return theirs.
+        existing = yield from one(ops.GetRecords(user_id, (rid,)))
+        if not existing:
+            raise
+        return existing[0]
+    return record
+
+
+def _added_before(
+    core: CoreBase, user_id: str, agent_id: str | None, key: str
+) -> Flow[tuple[MemoryRecord | None, str]]:
+    """The memory an add with idempotency ``key`` stored before (or None), and the id
+    a new one gets."""
+    rid = _idempotent_id(user_id, agent_id, key)
+    # An agent's memory added before idempotency was keyed per agent has the
+    # user-level id: the same agent's retry still finds it, another agent's never.
+    # That id is also the agent-less scope's own; where such a memory holds it, the
+    # agent-less scope's memory gets a second id of its own.
+    legacy = stable_id("add", user_id, key)
+    second = stable_id("add", user_id, "no agent", key)
+    ids = (rid, legacy) if agent_id is not None else (rid, second)
+    found = {r.id: r for r in (yield from one(ops.GetRecords(user_id, ids)))}
+    for candidate in ids:
+        r = found.get(candidate)
+        if r is not None and (r.agent_id == agent_id or candidate != legacy):
+            return r, rid
+    if agent_id is None and rid in found:  # an agent's memory from before holds rid
+        rid = second
+    return None, rid
+
+
+def add_many(
+    core: CoreBase, items: Iterable[MemoryInput], *, user_id: str
+) -> Flow[list[MemoryRecord]]:
+    """Store many memories in one transaction, embedding them in batches.
+
+    All items are validated before anything is written: one bad item stores none.
+    """
+    if isinstance(items, MemoryInput | str):
+        raise ValidationError("add_many takes a sequence of MemoryInput")
+    items = list(items)  # a generator would be used up by the check below
+    if not all(isinstance(i, MemoryInput) for i in items):
+        raise ValidationError("add_many takes a sequence of MemoryInput")
+    for item in items:
         _check_addable(item)
-        if idempotency_key is None:
-            (record,) = yield from self.add_many([item], user_id=user_id)
-            return record
-        check_id("idempotency_key", idempotency_key)
-        return (yield from self._add_once(item, user_id, idempotency_key))
+    now = core.now()
+    records = [core.new_record(user_id, item, now) for item in items]
+    if not records:
+        return []
+    return (yield from core.insert(records))
 
-    def _add_once(self, item: MemoryInput, user_id: str, key: str) -> Flow[MemoryRecord]:
-        """Add ``item`` under idempotency ``key``: the memory an earlier add with the key
-        stored, if there is one, else the new one."""
-        found, rid = yield from self._added_before(user_id, item.agent_id, key)
-        if found is not None:
-            return found
-        record = replace(self.new_record(user_id, item, self.now()), id=rid)
+
+def get(core: CoreBase, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
+    """The memory with this id in the user's scope. Raises NotFoundError."""
+    return (yield from core._load(record_id, user_id))
+
+
+def update(
+    core: CoreBase,
+    record_id: str,
+    *,
+    user_id: str,
+    text: str = UNSET,
+    topics: Sequence[str] = UNSET,
+    metadata: Mapping[str, Any] = UNSET,
+    importance: float = UNSET,
+    event_at: datetime | None = UNSET,
+    expires_at: datetime | None = UNSET,
+    expected_version: int | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Change a memory in place (its history keeps the old version). Returns the new one.
+
+    With ``expected_version`` the update fails with ConflictError if someone else
+    changed the memory first. Raises NotFoundError, ValidationError.
+    """
+    old = yield from core._load(record_id, user_id)
+    _check_updatable(old, expected_version, edits_text=text is not UNSET or metadata is not UNSET)
+    if metadata is None:
+        raise ValidationError("metadata must be a mapping; pass {} to clear it")
+    now = core.now()
+    item = MemoryInput(
+        text=old.text if text is UNSET else text,
+        kind=old.kind,
+        topics=old.topics if topics is UNSET else topics,
+        metadata=old.metadata if metadata is UNSET else metadata,
+        importance=old.importance if importance is UNSET else importance,
+        event_at=old.event_at if event_at is UNSET else event_at,
+        expires_at=old.expires_at if expires_at is UNSET else expires_at,
+    )
+    new = _edited(old, core.new_record(user_id, item, now), now)
+    _, cache_write = yield from core.vectors([new.text])
+    event = core.event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
+    yield from many([cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,))])
+    return new
+
+
+def supersede(
+    core: CoreBase,
+    record_id: str,
+    text: str,
+    *,
+    user_id: str,
+    reason: str | None = None,
+    actor: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Flow[MemoryRecord]:
+    """Replace a memory by a new one; the old stays, marked ``superseded_by``.
+
+    The new memory keeps the old one's kind, topics, scope, key, importance and expiry
+    (a memory that was to expire in an hour still does). Returns the new memory. Both
+    changes are recorded in history with ``reason``. A keyed fact changes its value
+    through :meth:`remember`, which keeps the stored value and the text in step.
+    """
+    old = yield from core._load(record_id, user_id)
+    if not old.is_current:
+        raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
+    if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
+        raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
+    return (yield from _replace(core, old, text, reason, actor, metadata))
+
+
+def _replace(
+    core: CoreBase,
+    old: MemoryRecord,
+    text: str,
+    reason: str | None,
+    actor: str | None,
+    metadata: Mapping[str, Any] | None,
+    *,
+    vector: ops.PutEmbeddings | None = None,
+) -> Flow[MemoryRecord]:
+    """Close ``old`` (as read, at its version) and store its successor (``vector``: its
+    cache write, if the caller has it). Raises ConflictError when ``old`` changed since
+    it was read (superseded, deleted or purged by another writer): the version check
+    of the write is the compare-and-swap."""
+    now = core.now()
+    item = MemoryInput(
+        text=text,
+        kind=old.kind,
+        topics=old.topics,
+        metadata=old.metadata if metadata is None else metadata,
+        importance=old.importance,
+        session_id=old.session_id,
+        agent_id=old.agent_id,
+        team=old.team,
+        key=old.key,
+        actor=actor,
+        expires_at=old.expires_at,
+    )
+    new = core.new_record(old.user_id, item, now)
+    closed = core.bump(old, now, valid_to=now, superseded_by=new.id)
+    event = core.event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
+    yield from core.insert(
+        [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))],
+        reason=reason, vector=vector,
+    )  # fmt: skip
+    return new
+
+
+def delete(
+    core: CoreBase,
+    record_id: str,
+    *,
+    user_id: str,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Delete a memory (recorded, restorable with :meth:`restore`). Returns it."""
+    old = yield from core._load(record_id, user_id)
+    if old.deleted_at is not None:
+        return old
+    now = core.now()
+    gone = core.bump(old, now, deleted_at=now)
+    event = core.event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
+    yield from many([ops.WriteRecord(gone, old.version), ops.AppendHistory((event,))])
+    return gone
+
+
+def restore(
+    core: CoreBase,
+    record_id: str,
+    *,
+    user_id: str,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Undo :meth:`delete`. Raises ValidationError if the memory is not deleted."""
+    old = yield from core._load(record_id, user_id)
+    if old.deleted_at is None:
+        raise ValidationError(f"memory {record_id} is not deleted")
+    if old.key is not None and old.is_current is False and old.superseded_by is None:
+        newer = yield from _keyed(core, old.key, user_id)
+        if newer is not None:
+            raise ValidationError(
+                f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
+            )
+    now = core.now()
+    back = core.bump(old, now, deleted_at=None)
+    event = core.event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
+    yield from many([ops.WriteRecord(back, old.version), ops.AppendHistory((event,))])
+    return back
+
+
+def history(core: CoreBase, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
+    """Every recorded change of a memory, oldest first. Raises NotFoundError.
+
+    A memory purged by the TTL sweep, or deleted with its session, still has its
+    history: the events (action, time, version, actor, reason), with no snapshot of
+    its content.
+    """
+    check_id("user_id", user_id)
+    check_id("record id", record_id)
+    events = yield from one(ops.GetHistory(user_id, record_id))
+    if not events:
+        raise no_history(record_id, user_id)
+    return events
+
+
+# ------------------------------------------------------------------ keyed facts
+
+
+def remember(
+    core: CoreBase,
+    key: str,
+    value: Any,
+    *,
+    user_id: str,
+    category: str | None = None,
+    actor: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Set the keyed fact ``key`` to a JSON value. A changed value supersedes the old
+    one (history keeps it); the same value again changes nothing. Returns the current
+    record.
+
+    Writers of the same key in other processes may get in between this call's read and
+    its write; such a lost race is tried again (with a growing, jittered pause), and
+    ConflictError is raised only if it keeps losing. Raises ValidationError for a bad
+    key or a value that is not JSON."""
+    check_id("user_id", user_id)
+    check_id("key", key)
+    check_id("category", category, required=False)
+    try:
+        rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
+    text = core.check_text(f"{key}: {rendered}")
+    meta = core._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
+    # Embedded once, before the race: an attempt is one read and one write, so the
+    # window another writer can slip into is short, and a retry embeds nothing.
+    _, vector = yield from core.vectors([text])
+    for attempt in range(REMEMBER_ATTEMPTS):
+        if attempt:
+            yield from pause(_backoff(attempt))
         try:
-            (record,) = yield from self.insert([record])
+            return (yield from _remember(core, key, text, meta, user_id, category, actor, vector))
         except ConflictError:
-            # Another process stored it between our look and our write: return theirs.
-            existing = yield from one(ops.GetRecords(user_id, (rid,)))
-            if not existing:
-                raise
-            return existing[0]
-        return record
+            continue
+    raise ConflictError(
+        f"keyed fact {key!r} kept changing under {REMEMBER_ATTEMPTS} attempts to set it",
+        expected=None,
+        actual=None,
+    )
 
-    def _added_before(
-        self, user_id: str, agent_id: str | None, key: str
-    ) -> Flow[tuple[MemoryRecord | None, str]]:
-        """The memory an add with idempotency ``key`` stored before (or None), and the id
-        a new one gets."""
-        rid = _idempotent_id(user_id, agent_id, key)
-        # An agent's memory added before idempotency was keyed per agent has the
-        # user-level id: the same agent's retry still finds it, another agent's never.
-        # That id is also the agent-less scope's own; where such a memory holds it, the
-        # agent-less scope's memory gets a second id of its own.
-        legacy = stable_id("add", user_id, key)
-        second = stable_id("add", user_id, "no agent", key)
-        ids = (rid, legacy) if agent_id is not None else (rid, second)
-        found = {r.id: r for r in (yield from one(ops.GetRecords(user_id, ids)))}
-        for candidate in ids:
-            r = found.get(candidate)
-            if r is not None and (r.agent_id == agent_id or candidate != legacy):
-                return r, rid
-        if agent_id is None and rid in found:  # an agent's memory from before holds rid
-            rid = second
-        return None, rid
 
-    def add_many(self, items: Iterable[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
-        """Store many memories in one transaction, embedding them in batches.
+def _remember(
+    core: CoreBase,
+    key: str,
+    text: str,
+    meta: dict[str, Any],
+    user_id: str,
+    category: str | None,
+    actor: str | None,
+    vector: ops.PutEmbeddings,
+) -> Flow[MemoryRecord]:
+    # One attempt. A concurrent writer of the same key between our read and our write
+    # makes the store raise ConflictError: the value we read changed version, or a
+    # second current value would break the one-per-key rule. remember() tries again.
+    current = yield from _keyed(core, key, user_id, purge_expired=True)
+    if current is not None and _same_json(current.metadata.get("value"), meta["value"]):
+        return current  # exactly this value (case, spacing and type included)
+    if current is not None:
+        # Not supersede(): it reads the memory again and would call one that another
+        # writer superseded meanwhile "not current", a caller's mistake; a lost race
+        # is not one.
+        return (yield from _replace(
+            core, current, text, f"{key} changed", actor, meta, vector=vector
+        ))  # fmt: skip
+    item = MemoryInput(
+        text=text,
+        kind=MemoryKind.KEYED_FACT,
+        key=key,
+        topics=(category,) if category else (),
+        metadata=meta,
+        actor=actor,
+    )
+    new = core.new_record(user_id, item, core.now())
+    (record,) = yield from core.insert([new], vector=vector)
+    return record
 
-        All items are validated before anything is written: one bad item stores none.
-        """
-        if isinstance(items, MemoryInput | str):
-            raise ValidationError("add_many takes a sequence of MemoryInput")
-        items = list(items)  # a generator would be used up by the check below
-        if not all(isinstance(i, MemoryInput) for i in items):
-            raise ValidationError("add_many takes a sequence of MemoryInput")
-        for item in items:
-            _check_addable(item)
-        now = self.now()
-        records = [self.new_record(user_id, item, now) for item in items]
-        if not records:
-            return []
-        return (yield from self.insert(records))
 
-    def get(self, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
-        """The memory with this id in the user's scope. Raises NotFoundError."""
-        return (yield from self._load(record_id, user_id))
+def recall(core: CoreBase, key: str, *, user_id: str) -> Flow[Any]:
+    """The current value of keyed fact ``key``, or None if it was never set."""
+    check_id("key", key)
+    current = yield from _keyed(core, key, user_id)
+    return None if current is None else current.metadata.get("value")
 
-    def update(
-        self,
-        record_id: str,
-        *,
-        user_id: str,
-        text: str = UNSET,
-        topics: Sequence[str] = UNSET,
-        metadata: Mapping[str, Any] = UNSET,
-        importance: float = UNSET,
-        event_at: datetime | None = UNSET,
-        expires_at: datetime | None = UNSET,
-        expected_version: int | None = None,
-        reason: str | None = None,
-        actor: str | None = None,
-    ) -> Flow[MemoryRecord]:
-        """Change a memory in place (its history keeps the old version). Returns the new one.
 
-        With ``expected_version`` the update fails with ConflictError if someone else
-        changed the memory first. Raises NotFoundError, ValidationError.
-        """
-        old = yield from self._load(record_id, user_id)
-        _check_updatable(
-            old, expected_version, edits_text=text is not UNSET or metadata is not UNSET
-        )
-        if metadata is None:
-            raise ValidationError("metadata must be a mapping; pass {} to clear it")
-        now = self.now()
-        item = MemoryInput(
-            text=old.text if text is UNSET else text,
-            kind=old.kind,
-            topics=old.topics if topics is UNSET else topics,
-            metadata=old.metadata if metadata is UNSET else metadata,
-            importance=old.importance if importance is UNSET else importance,
-            event_at=old.event_at if event_at is UNSET else event_at,
-            expires_at=old.expires_at if expires_at is UNSET else expires_at,
-        )
-        new = _edited(old, self.new_record(user_id, item, now), now)
-        _, cache_write = yield from self.vectors([new.text])
-        event = self.event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
-        yield from many(
-            [cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,))]
-        )
-        return new
+def _keyed(
+    core: CoreBase, key: str, user_id: str, *, purge_expired: bool = False
+) -> Flow[MemoryRecord | None]:
+    """The current value of ``key``. With ``purge_expired`` (before a write), one that
+    has expired but was not swept yet is purged (recorded as ``expire``): it would
+    otherwise hold the key's one current slot until the next sweep."""
+    check_id("user_id", user_id)
+    now = core.now()
+    f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
+    rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
+    if rows or not purge_expired:
+        return rows[0] if rows else None
+    expired = yield from one(
+        ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 1, descending=True)
+    )
+    if expired and expired[0].is_expired(now):
+        yield from _purge_expired(core, expired, now)
+    return None
 
-    def supersede(
-        self,
-        record_id: str,
-        text: str,
-        *,
-        user_id: str,
-        reason: str | None = None,
-        actor: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Flow[MemoryRecord]:
-        """Replace a memory by a new one; the old stays, marked ``superseded_by``.
 
-        The new memory keeps the old one's kind, topics, scope, key, importance and expiry
-        (a memory that was to expire in an hour still does). Returns the new memory. Both
-        changes are recorded in history with ``reason``. A keyed fact changes its value
-        through :meth:`remember`, which keeps the stored value and the text in step.
-        """
-        old = yield from self._load(record_id, user_id)
-        if not old.is_current:
-            raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
-        if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
-            raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
-        return (yield from self._replace(old, text, reason, actor, metadata))
+def _purge_expired(core: CoreBase, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
+    """Remove expired records now, as :meth:`sweep` would (history keeps ``expire``)."""
+    events = core._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
+    yield from many(
+        [
+            ops.AppendHistory(events),
+            ops.RemoveRecords(records[0].user_id, tuple(r.id for r in records)),
+            ops.PruneEmbeddings(),
+        ]
+    )
 
-    def _replace(
-        self,
-        old: MemoryRecord,
-        text: str,
-        reason: str | None,
-        actor: str | None,
-        metadata: Mapping[str, Any] | None,
-        *,
-        vector: ops.PutEmbeddings | None = None,
-    ) -> Flow[MemoryRecord]:
-        """Close ``old`` (as read, at its version) and store its successor (``vector``: its
-        cache write, if the caller has it). Raises ConflictError when ``old`` changed since
-        it was read (superseded, deleted or purged by another writer): the version check
-        of the write is the compare-and-swap."""
-        now = self.now()
-        item = MemoryInput(
-            text=text,
-            kind=old.kind,
-            topics=old.topics,
-            metadata=old.metadata if metadata is None else metadata,
-            importance=old.importance,
-            session_id=old.session_id,
-            agent_id=old.agent_id,
-            team=old.team,
-            key=old.key,
-            actor=actor,
-            expires_at=old.expires_at,
-        )
-        new = self.new_record(old.user_id, item, now)
-        closed = self.bump(old, now, valid_to=now, superseded_by=new.id)
-        event = self.event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
-        yield from self.insert(
-            [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))],
-            reason=reason, vector=vector,
-        )  # fmt: skip
-        return new
 
-    def delete(
-        self, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
-    ) -> Flow[MemoryRecord]:
-        """Delete a memory (recorded, restorable with :meth:`restore`). Returns it."""
-        old = yield from self._load(record_id, user_id)
-        if old.deleted_at is not None:
-            return old
-        now = self.now()
-        gone = self.bump(old, now, deleted_at=now)
-        event = self.event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
-        yield from many([ops.WriteRecord(gone, old.version), ops.AppendHistory((event,))])
-        return gone
-
-    def restore(
-        self, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
-    ) -> Flow[MemoryRecord]:
-        """Undo :meth:`delete`. Raises ValidationError if the memory is not deleted."""
-        old = yield from self._load(record_id, user_id)
-        if old.deleted_at is None:
-            raise ValidationError(f"memory {record_id} is not deleted")
-        if old.key is not None and old.is_current is False and old.superseded_by is None:
-            newer = yield from self._keyed(old.key, user_id)
-            if newer is not None:
-                raise ValidationError(
-                    f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
-                )
-        now = self.now()
-        back = self.bump(old, now, deleted_at=None)
-        event = self.event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
-        yield from many([ops.WriteRecord(back, old.version), ops.AppendHistory((event,))])
-        return back
-
-    def history(self, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
-        """Every recorded change of a memory, oldest first. Raises NotFoundError.
-
-        A memory purged by the TTL sweep, or deleted with its session, still has its
-        history: the events (action, time, version, actor, reason), with no snapshot of
-        its content.
-        """
-        check_id("user_id", user_id)
-        check_id("record id", record_id)
-        events = yield from one(ops.GetHistory(user_id, record_id))
-        if not events:
-            raise no_history(record_id, user_id)
-        return events
-
-    # ------------------------------------------------------------------ keyed facts
-
-    def remember(
-        self,
-        key: str,
-        value: Any,
-        *,
-        user_id: str,
-        category: str | None = None,
-        actor: str | None = None,
-    ) -> Flow[MemoryRecord]:
-        """Set the keyed fact ``key`` to a JSON value. A changed value supersedes the old
-        one (history keeps it); the same value again changes nothing. Returns the current
-        record.
-
-        Writers of the same key in other processes may get in between this call's read and
-        its write; such a lost race is tried again (with a growing, jittered pause), and
-        ConflictError is raised only if it keeps losing. Raises ValidationError for a bad
-        key or a value that is not JSON."""
-        check_id("user_id", user_id)
-        check_id("key", key)
-        check_id("category", category, required=False)
-        try:
-            rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
-        text = self.check_text(f"{key}: {rendered}")
-        meta = self._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
-        # Embedded once, before the race: an attempt is one read and one write, so the
-        # window another writer can slip into is short, and a retry embeds nothing.
-        _, vector = yield from self.vectors([text])
-        for attempt in range(REMEMBER_ATTEMPTS):
-            if attempt:
-                yield from pause(_backoff(attempt))
-            try:
-                return (
-                    yield from self._remember(key, text, meta, user_id, category, actor, vector)
-                )
-            except ConflictError:
-                continue
-        raise ConflictError(
-            f"keyed fact {key!r} kept changing under {REMEMBER_ATTEMPTS} attempts to set it",
-            expected=None,
-            actual=None,
-        )
-
-    def _remember(
-        self,
-        key: str,
-        text: str,
-        meta: dict[str, Any],
-        user_id: str,
-        category: str | None,
-        actor: str | None,
-        vector: ops.PutEmbeddings,
-    ) -> Flow[MemoryRecord]:
-        # One attempt. A concurrent writer of the same key between our read and our write
-        # makes the store raise ConflictError: the value we read changed version, or a
-        # second current value would break the one-per-key rule. remember() tries again.
-        current = yield from self._keyed(key, user_id, purge_expired=True)
-        if current is not None and _same_json(current.metadata.get("value"), meta["value"]):
-            return current  # exactly this value (case, spacing and type included)
-        if current is not None:
-            # Not supersede(): it reads the memory again and would call one that another
-            # writer superseded meanwhile "not current", a caller's mistake; a lost race
-            # is not one.
-            return (yield from self._replace(
-                current, text, f"{key} changed", actor, meta, vector=vector
-            ))  # fmt: skip
-        item = MemoryInput(
-            text=text,
-            kind=MemoryKind.KEYED_FACT,
-            key=key,
-            topics=(category,) if category else (),
-            metadata=meta,
-            actor=actor,
-        )
-        new = self.new_record(user_id, item, self.now())
-        (record,) = yield from self.insert([new], vector=vector)
-        return record
-
-    def recall(self, key: str, *, user_id: str) -> Flow[Any]:
-        """The current value of keyed fact ``key``, or None if it was never set."""
-        check_id("key", key)
-        current = yield from self._keyed(key, user_id)
-        return None if current is None else current.metadata.get("value")
-
-    def _keyed(
-        self, key: str, user_id: str, *, purge_expired: bool = False
-    ) -> Flow[MemoryRecord | None]:
-        """The current value of ``key``. With ``purge_expired`` (before a write), one that
-        has expired but was not swept yet is purged (recorded as ``expire``): it would
-        otherwise hold the key's one current slot until the next sweep."""
-        check_id("user_id", user_id)
-        now = self.now()
-        f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
-        rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
-        if rows or not purge_expired:
-            return rows[0] if rows else None
-        expired = yield from one(
-            ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 1, descending=True)
-        )
-        if expired and expired[0].is_expired(now):
-            yield from self._purge_expired(expired, now)
-        return None
-
-    def _purge_expired(self, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
-        """Remove expired records now, as :meth:`sweep` would (history keeps ``expire``)."""
-        events = self._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
-        yield from many(
-            [
-                ops.AppendHistory(events),
-                ops.RemoveRecords(records[0].user_id, tuple(r.id for r in records)),
-                ops.PruneEmbeddings(),
-            ]
-        )
-
-    # Defined last: inside this class body the name ``list`` means this method.
-    def list(
-        self,
-        *,
-        user_id: str,
-        filters: Filters | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-        newest_first: bool = True,
-    ) -> Flow[Page[MemoryRecord]]:
-        """One page of the user's memories; ``next_cursor`` is None on the last page."""
-        check_id("user_id", user_id)
-        check_id("cursor", cursor, required=False)
-        limit = self._check_limit(limit)
-        f = _filters(filters)
-        rows = yield from one(
-            ops.ListRecords(user_id, f, self.now(), cursor, limit + 1, descending=newest_first)
-        )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(tuple(rows), rows[-1].id if more else None)
+def list_records(
+    core: CoreBase,
+    *,
+    user_id: str,
+    filters: Filters | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+    newest_first: bool = True,
+) -> Flow[Page[MemoryRecord]]:
+    """One page of the user's memories; ``next_cursor`` is None on the last page."""
+    check_id("user_id", user_id)
+    check_id("cursor", cursor, required=False)
+    limit = core._check_limit(limit)
+    f = _filters(filters)
+    rows = yield from one(
+        ops.ListRecords(user_id, f, core.now(), cursor, limit + 1, descending=newest_first)
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(tuple(rows), rows[-1].id if more else None)
 
 
 def _check_addable(item: MemoryInput) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, MemoryInput
+from memlane.core import records
+from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase, MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.records import RecordsMixin
 from memlane.core.summary import extractive_summary
 from memlane.errors import ConflictError, NotFoundError, ValidationError, no_session
 from memlane.ids import new_id
@@ -35,7 +35,7 @@ MessageInput = Mapping[str, Any] | tuple[str, str]
 """A message as given: ``{"role": ..., "content": ..., "metadata": {...}}`` or (role, content)."""
 
 
-class SessionsMixin(RecordsMixin):
+class SessionsMixin(CoreBase):
     """Flows over sessions."""
 
     # ------------------------------------------------------------------ history
@@ -307,8 +307,9 @@ class SessionsMixin(RecordsMixin):
         previous = yield from self.get_summary(session_id, user_id=user_id)
         meta = {"covers_until_seq": messages[-1].seq, "method": method, **(extra or {})}
         if previous is not None:
-            return (yield from self.supersede(
-                previous.id, text, user_id=user_id, metadata=meta, reason="session summarized again"
+            return (yield from records.supersede(
+                self, previous.id, text, user_id=user_id, metadata=meta,
+                reason="session summarized again",
             ))  # fmt: skip
         # The summary quotes the session: it belongs to the session's agent (None: shared),
         # so no other agent reads a session through its summary (memlane.access).

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from memlane.core import retrieval
+from memlane.core.base import CoreBase
 from memlane.core.flow import Flow, one
-from memlane.core.sessions import SessionsMixin
+from memlane.core.sessions import get_summary
 from memlane.errors import ValidationError
 from memlane.models import (
     Filters,
@@ -115,7 +116,7 @@ class _Builder:
         return True
 
 
-class ContextMixin(SessionsMixin):
+class ContextMixin(CoreBase):
     """Flows that assemble prompts from memory."""
 
     def build_context(
@@ -161,7 +162,7 @@ class ContextMixin(SessionsMixin):
                 relevant = [h.record for h in hits if h.record.kind != MemoryKind.SUMMARY]
                 fill.memories(tier, relevant, _memory_line)
             elif tier == "summary" and session_id:
-                summary = yield from self.get_summary(session_id, user_id=user_id)
+                summary = yield from get_summary(self, session_id, user_id=user_id)
                 fill.summary(tier, summary)
             elif tier == "history" and session_id and last_runs > 0:
                 fill.history(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from memlane.core import sessions
 from memlane.core.flow import Flow
 from memlane.core.memory import MemoryCore
 from memlane.errors import UnsupportedError, ValidationError
@@ -125,13 +126,13 @@ class ManagerFlows:
         runs = (
             []
             if self.llm_id is None
-            else (yield from core.get_history(session_id, user_id=user_id))
+            else (yield from sessions.get_history(core, session_id, user_id=user_id))
         )
         messages = [m for run in runs for m in run.messages]
         if not messages:
-            return (yield from core.summarize_session(session_id, user_id=user_id))
+            return (yield from sessions.summarize_session(core, session_id, user_id=user_id))
         # Summarize incrementally: the previous summary stands in for what it covered.
-        previous = yield from core.get_summary(session_id, user_id=user_id)
+        previous = yield from sessions.get_summary(core, session_id, user_id=user_id)
         covered = -1 if previous is None else int(previous.metadata.get("covers_until_seq", -1))
         text = conversation_text([m for m in messages if m.seq > covered] or messages[-1:])
         if len(text) > MAX_SUMMARY_INPUT_CHARS:  # keep the newest part
@@ -149,7 +150,11 @@ class ManagerFlows:
         )
         summary = answer.value.summary.strip()
         extra = {"model": self.llm_id, "prompt": prompts.SUMMARY_VERSION}
-        return (yield from core.store_summary(session_id, user_id, summary, messages, "llm", extra))
+        return (
+            yield from sessions.store_summary(
+                core, session_id, user_id, summary, messages, "llm", extra
+            )
+        )
 
     # ------------------------------------------------------------------ optimization
 

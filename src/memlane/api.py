@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from memlane.core import records, retrieval, sessions
+from memlane.core import admin, context, records, retrieval, sessions
 from memlane.core.base import Clock, CoreConfig
 from memlane.core.flow import Flow, run_async, run_sync
 from memlane.core.memory import MemoryCore
@@ -171,15 +171,15 @@ class Memory(_MemoryBase):
     list_workflows = _blocking(sessions.list_workflows)
     summarize_session = _blocking(sessions.summarize_session)
     get_summary = _blocking(sessions.get_summary)
-    build_context = _blocking(MemoryCore.build_context)
+    build_context = _blocking(context.build_context)
     delete_session = _blocking(sessions.delete_session)
     delete_sessions = _blocking(sessions.delete_sessions)
-    sweep = _blocking(MemoryCore.sweep)
-    forget_user = _blocking(MemoryCore.forget_user)
-    list_users = _blocking(MemoryCore.list_users)
-    export_rows = _blocking(MemoryCore.export_rows)
-    import_rows = _blocking(MemoryCore.import_rows)
-    reembed = _blocking(MemoryCore.reembed)
+    sweep = _blocking(admin.sweep)
+    forget_user = _blocking(admin.forget_user)
+    list_users = _blocking(admin.list_users)
+    export_rows = _blocking(admin.export_rows)
+    import_rows = _blocking(admin.import_rows)
+    reembed = _blocking(admin.reembed)
     list = _blocking(records.list_records, "list")  # last: shadows the builtin in this class body
 
 
@@ -237,13 +237,13 @@ class AsyncMemory(_MemoryBase):
     list_workflows = _awaitable(sessions.list_workflows)
     summarize_session = _awaitable(sessions.summarize_session)
     get_summary = _awaitable(sessions.get_summary)
-    build_context = _awaitable(MemoryCore.build_context)
+    build_context = _awaitable(context.build_context)
     delete_session = _awaitable(sessions.delete_session)
     delete_sessions = _awaitable(sessions.delete_sessions)
-    sweep = _awaitable(MemoryCore.sweep)
-    forget_user = _awaitable(MemoryCore.forget_user)
-    list_users = _awaitable(MemoryCore.list_users)
-    export_rows = _awaitable(MemoryCore.export_rows)
-    import_rows = _awaitable(MemoryCore.import_rows)
-    reembed = _awaitable(MemoryCore.reembed)
+    sweep = _awaitable(admin.sweep)
+    forget_user = _awaitable(admin.forget_user)
+    list_users = _awaitable(admin.list_users)
+    export_rows = _awaitable(admin.export_rows)
+    import_rows = _awaitable(admin.import_rows)
+    reembed = _awaitable(admin.reembed)
     list = _awaitable(records.list_records, "list")  # last: shadows the builtin in this class body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,300 +55,313 @@ class ImportResult:
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
-class AdminMixin(CoreBase):
-    """Flows that span a user or the whole store."""
+def sweep(core: CoreBase, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
+    """Purge expired memories of every user; each purge is recorded in history as
+    ``expire``, and the memory's earlier snapshots there lose its content (on SQLite
+    the text also leaves the lexical index and the log). Returns how many were
+    purged."""
+    if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
+        raise ValidationError("now must be a timezone-aware datetime")
+    check_count("batch_size", batch_size)
+    now = now or core.now()
+    purged = 0
+    while True:
+        expired = yield from one(ops.FindExpired(now, batch_size))
+        if not expired:
+            break
+        by_user: dict[str, list[MemoryRecord]] = {}
+        for r in expired:
+            by_user.setdefault(r.user_id, []).append(r)
+        batch: list[ops.Op[Any]] = []
+        for user_id, records in by_user.items():
+            batch.append(ops.RemoveRecords(user_id, tuple(r.id for r in records)))
+            events = core._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
+            batch.append(ops.AppendHistory(events))
+        batch.append(ops.PruneEmbeddings())
+        yield from many(batch)
+        purged += len(expired)
+    return purged
 
-    def sweep(self, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
-        """Purge expired memories of every user; each purge is recorded in history as
-        ``expire``, and the memory's earlier snapshots there lose its content (on SQLite
-        the text also leaves the lexical index and the log). Returns how many were
-        purged."""
-        if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
-            raise ValidationError("now must be a timezone-aware datetime")
-        check_count("batch_size", batch_size)
-        now = now or self.now()
-        purged = 0
-        while True:
-            expired = yield from one(ops.FindExpired(now, batch_size))
-            if not expired:
-                break
-            by_user: dict[str, list[MemoryRecord]] = {}
-            for r in expired:
-                by_user.setdefault(r.user_id, []).append(r)
-            batch: list[ops.Op[Any]] = []
-            for user_id, records in by_user.items():
-                batch.append(ops.RemoveRecords(user_id, tuple(r.id for r in records)))
-                events = self._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
-                batch.append(ops.AppendHistory(events))
-            batch.append(ops.PruneEmbeddings())
-            yield from many(batch)
-            purged += len(expired)
-        return purged
 
-    def forget_user(self, user_id: str) -> Flow[dict[str, int]]:
-        """Remove everything stored for a user: memories, history, sessions, messages,
-        state and vectors no other memory uses. Returns counts per kind of row."""
+def forget_user(core: CoreBase, user_id: str) -> Flow[dict[str, int]]:
+    """Remove everything stored for a user: memories, history, sessions, messages,
+    state and vectors no other memory uses. Returns counts per kind of row."""
+    check_id("user_id", user_id)
+    return (yield from one(ops.DeleteUser(user_id)))
+
+
+def list_users(core: CoreBase) -> Flow[list[str]]:
+    """Every user id with something stored."""
+    return (yield from one(ops.ListUsers()))
+
+
+# ------------------------------------------------------------------ export
+
+
+def export_rows(
+    core: CoreBase, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
+) -> Flow[list[dict[str, Any]]]:
+    """Everything of one user (or every user) as export rows, history included.
+
+    The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
+    user's records, history, sessions and jobs are one consistent read. ``page`` is
+    checked but no longer used (lists were read in pages before). ``progress(n)`` is
+    called with the number of rows read after the header and after each user.
+    """
+    check_count("page", page)
+    if user_id is not None:
         check_id("user_id", user_id)
-        return (yield from one(ops.DeleteUser(user_id)))
+        users = [user_id]
+    else:
+        users = yield from list_users(core)
+    rows: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "exported_at": to_iso(core.now()),
+            "embedding_model": core.model_id,
+        }
+    ]
+    _report(progress, 1)
+    for uid in users:
+        user_rows = yield from _export_user(core, uid, page)
+        rows += user_rows
+        _report(progress, len(user_rows))
+    return rows
 
-    def list_users(self) -> Flow[list[str]]:
-        """Every user id with something stored."""
-        return (yield from one(ops.ListUsers()))
 
-    # ------------------------------------------------------------------ export
-
-    def export_rows(
-        self, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
-    ) -> Flow[list[dict[str, Any]]]:
-        """Everything of one user (or every user) as export rows, history included.
-
-        The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
-        user's records, history, sessions and jobs are one consistent read. ``page`` is
-        checked but no longer used (lists were read in pages before). ``progress(n)`` is
-        called with the number of rows read after the header and after each user.
-        """
-        check_count("page", page)
-        if user_id is not None:
-            check_id("user_id", user_id)
-            users = [user_id]
-        else:
-            users = yield from self.list_users()
-        rows: list[dict[str, Any]] = [
-            {
-                "type": "header",
-                "format": EXPORT_FORMAT,
-                "version": EXPORT_VERSION,
-                "exported_at": to_iso(self.now()),
-                "embedding_model": self.model_id,
-            }
+def _export_user(core: CoreBase, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
+    """One user's rows. Records, history, sessions and jobs are read in one batch, so
+    they are one snapshot (a record never shows a version its history lacks); each
+    session's messages and state versions are read after it."""
+    del page  # every list is read whole: the rows are all held in memory anyway
+    whole = 2**62
+    records, events, sessions, jobs = yield from many(
+        [
+            ops.ListRecords(user_id, _ALL, core.now(), None, whole),
+            ops.ListUserHistory(user_id, None, whole),
+            ops.ListSessions(user_id, None, whole),
+            ops.ListJobs(user_id, (), None, whole),
         ]
-        _report(progress, 1)
-        for uid in users:
-            user_rows = yield from self._export_user(uid, page)
-            rows += user_rows
-            _report(progress, len(user_rows))
-        return rows
+    )
+    rows: list[dict[str, Any]] = [{"type": "record", "data": r.to_dict()} for r in records]
+    rows += ({"type": "history", "data": e.to_dict()} for e in events)
+    for s in sessions:
+        rows.append({"type": "session", "data": s.to_dict()})
+        rows += yield from _export_session(core, user_id, s.session_id)
+    rows += ({"type": "job", "data": j.to_dict()} for j in jobs)
+    return rows
 
-    def _export_user(self, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
-        """One user's rows. Records, history, sessions and jobs are read in one batch, so
-        they are one snapshot (a record never shows a version its history lacks); each
-        session's messages and state versions are read after it."""
-        del page  # every list is read whole: the rows are all held in memory anyway
-        whole = 2**62
-        records, events, sessions, jobs = yield from many(
-            [
-                ops.ListRecords(user_id, _ALL, self.now(), None, whole),
-                ops.ListUserHistory(user_id, None, whole),
-                ops.ListSessions(user_id, None, whole),
-                ops.ListJobs(user_id, (), None, whole),
-            ]
-        )
-        rows: list[dict[str, Any]] = [{"type": "record", "data": r.to_dict()} for r in records]
-        rows += ({"type": "history", "data": e.to_dict()} for e in events)
-        for s in sessions:
-            rows.append({"type": "session", "data": s.to_dict()})
-            rows += yield from self._export_session(user_id, s.session_id)
-        rows += ({"type": "job", "data": j.to_dict()} for j in jobs)
-        return rows
 
-    def _export_session(self, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
-        messages = yield from one(ops.GetMessages(user_id, session_id))
-        rows = [{"type": "message", "data": m.to_dict()} for m in messages]
-        for current in (yield from one(ops.ListStates(user_id, session_id))):
-            versions = yield from one(ops.ListStateVersions(user_id, session_id, current.name))
-            rows += ({"type": "state", "data": v.to_dict()} for v in versions)
-        return rows
+def _export_session(core: CoreBase, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
+    messages = yield from one(ops.GetMessages(user_id, session_id))
+    rows = [{"type": "message", "data": m.to_dict()} for m in messages]
+    for current in (yield from one(ops.ListStates(user_id, session_id))):
+        versions = yield from one(ops.ListStateVersions(user_id, session_id, current.name))
+        rows += ({"type": "state", "data": v.to_dict()} for v in versions)
+    return rows
 
-    # ------------------------------------------------------------------ reembed
 
-    def reembed(self, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
-        """Move the store to this Memory's embedding model: embed every memory's text
-        (deleted and superseded ones too: they can be restored) and its context text,
-        then record this model and remove every other model's vectors.
+# ------------------------------------------------------------------ reembed
 
-        Vectors are written a batch at a time and the switch comes last, so an
-        interrupted run changes nothing that searches see, and running it again finishes
-        the job (texts already embedded are not embedded again). Writers using the old
-        model should be stopped meanwhile. ``progress(n)`` hears how many more texts are
-        done. Returns counts: ``memories``, ``contexts`` (context texts that could be
-        rebuilt, with a window of up to :data:`MAX_REEMBED_WINDOW` turns; the rest fall
-        back to their memory's own vector), ``embedded`` (by this
-        run) and ``removed`` (old vectors)."""
-        model = self.model_id
-        texts: dict[str, str] = {}  # content hash -> text
-        n_records = n_contexts = 0
-        for user_id in (yield from self.list_users()):
-            records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
-            n_records += len(records)
-            texts.update((r.content_hash, r.text) for r in records)
-            wanted = {r.context_hash for r in records if r.context_hash is not None}
-            ordered = sorted(records, key=lambda r: r.id)
-            # This memory's window first, then others: the store may have been written
-            # with another one (the CLI uses none).
-            windows = [self.config.context_window, *range(1, MAX_REEMBED_WINDOW + 1)]
-            for window in dict.fromkeys(w for w in windows if w >= 1):
-                if not wanted:
-                    break
-                _, contexts = yield from self._with_context(ordered, look_back=False, window=window)
-                rebuilt = {content_hash(t): t for t in contexts}
-                found = {h: rebuilt[h] for h in wanted if h in rebuilt}
-                n_contexts += len(found)
-                texts.update(found)
-                wanted -= set(found)
-        hashes = list(texts)
-        embedded = 0
-        dim: int | None = None
-        for start in range(0, len(hashes), IMPORT_EMBED_BATCH):
-            chunk = hashes[start : start + IMPORT_EMBED_BATCH]
-            done = yield from one(ops.GetEmbeddings(model, tuple(chunk)))
-            if done and dim is None:
-                dim = len(next(iter(done.values())))
-            missing = [h for h in chunk if h not in done]
-            if missing:
-                vectors = yield from embed([texts[h] for h in missing])
-                dim = len(vectors[0])
-                items = tuple(zip(missing, vectors, strict=True))
-                yield from one(ops.PutEmbeddings(model, items, staged=True))
-                embedded += len(missing)
-            _report(progress, len(chunk))
-        if dim is None:  # nothing stored yet: the model's dimension from one probe
-            dim = len((yield from embed(["memlane"]))[0])
-        _, removed = yield from many([ops.SetEmbeddingModel(model, dim), ops.DropEmbeddings(model)])
-        return {
-            "memories": n_records,
-            "contexts": n_contexts,
-            "embedded": embedded,
-            "removed": int(removed),
-        }
 
-    # ------------------------------------------------------------------ import
+def reembed(core: CoreBase, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
+    """Move the store to this Memory's embedding model: embed every memory's text
+    (deleted and superseded ones too: they can be restored) and its context text,
+    then record this model and remove every other model's vectors.
 
-    def import_rows(
-        self,
-        rows: Iterable[Mapping[str, Any]],
-        *,
-        lines: Sequence[int] | None = None,
-        progress: Progress | None = None,
-    ) -> Flow[ImportResult]:
-        """Write export rows back, in one transaction, keeping ids, versions and history.
+    Vectors are written a batch at a time and the switch comes last, so an
+    interrupted run changes nothing that searches see, and running it again finishes
+    the job (texts already embedded are not embedded again). Writers using the old
+    model should be stopped meanwhile. ``progress(n)`` hears how many more texts are
+    done. Returns counts: ``memories``, ``contexts`` (context texts that could be
+    rebuilt, with a window of up to :data:`MAX_REEMBED_WINDOW` turns; the rest fall
+    back to their memory's own vector), ``embedded`` (by this
+    run) and ``removed`` (old vectors)."""
+    model = core.model_id
+    texts: dict[str, str] = {}  # content hash -> text
+    n_records = n_contexts = 0
+    for user_id in (yield from list_users(core)):
+        records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
+        n_records += len(records)
+        texts.update((r.content_hash, r.text) for r in records)
+        wanted = {r.context_hash for r in records if r.context_hash is not None}
+        ordered = sorted(records, key=lambda r: r.id)
+        # This memory's window first, then others: the store may have been written
+        # with another one (the CLI uses none).
+        windows = [core.config.context_window, *range(1, MAX_REEMBED_WINDOW + 1)]
+        for window in dict.fromkeys(w for w in windows if w >= 1):
+            if not wanted:
+                break
+            _, contexts = yield from core._with_context(ordered, look_back=False, window=window)
+            rebuilt = {content_hash(t): t for t in contexts}
+            found = {h: rebuilt[h] for h in wanted if h in rebuilt}
+            n_contexts += len(found)
+            texts.update(found)
+            wanted -= set(found)
+    hashes = list(texts)
+    embedded = 0
+    dim: int | None = None
+    for start in range(0, len(hashes), IMPORT_EMBED_BATCH):
+        chunk = hashes[start : start + IMPORT_EMBED_BATCH]
+        done = yield from one(ops.GetEmbeddings(model, tuple(chunk)))
+        if done and dim is None:
+            dim = len(next(iter(done.values())))
+        missing = [h for h in chunk if h not in done]
+        if missing:
+            vectors = yield from embed([texts[h] for h in missing])
+            dim = len(vectors[0])
+            items = tuple(zip(missing, vectors, strict=True))
+            yield from one(ops.PutEmbeddings(model, items, staged=True))
+            embedded += len(missing)
+        _report(progress, len(chunk))
+    if dim is None:  # nothing stored yet: the model's dimension from one probe
+        dim = len((yield from embed(["memlane"]))[0])
+    _, removed = yield from many([ops.SetEmbeddingModel(model, dim), ops.DropEmbeddings(model)])
+    return {
+        "memories": n_records,
+        "contexts": n_contexts,
+        "embedded": embedded,
+        "removed": int(removed),
+    }
 
-        Every row is checked before anything is written: a bad row raises
-        ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
-        when the rows came from a file with blank lines) and nothing changes. Vectors the
-        cache lacks are embedded in batches of :data:`IMPORT_EMBED_BATCH` texts; the rows
-        and vectors are then written together, so a failure anywhere (a bad row, the
-        model, the store) leaves the store as it was. Importing the same rows twice
-        leaves the store as after the first time (and embeds nothing the second time).
 
-        ``progress(n)``, if given, is called as rows become ready to write: the rows
-        other than records once all are checked, then records as their vectors arrive.
-        """
-        parsed = _Parsed()
-        n_rows = 0
-        for index, row in enumerate(rows):
-            n_rows += 1
-            line = lines[index] if lines is not None and index < len(lines) else index + 1
-            parsed.add(*self._parse_row(row, line), line)
-        _report(progress, n_rows - len(parsed.records))
-        # Context vectors are derived data: rebuild them from the imported sessions.
-        records = sorted(parsed.records, key=lambda r: r.id)
-        records, contexts = yield from self._with_context(records, look_back=False)
-        cache_write = yield from self._vectors_in_batches(
-            [r.text for r in records] + contexts, len(records), progress
-        )
-        yield from many([cache_write, *parsed.batch(records)])
-        parsed.counts.pop("header", None)
-        return ImportResult(parsed.counts)
+# ------------------------------------------------------------------ import
 
-    def _vectors_in_batches(
-        self, texts: Sequence[str], n_reported: int, progress: Progress | None
-    ) -> Flow[ops.PutEmbeddings]:
-        """The cache write holding vectors for ``texts``, embedding what the cache lacks
-        :data:`IMPORT_EMBED_BATCH` texts at a time. After each batch ``progress`` hears
-        how many of the first ``n_reported`` texts (the records'; the rest are context
-        texts) it covered."""
-        known: dict[str, Vector] = {}
-        items: list[tuple[str, Vector]] = []
-        keep: list[tuple[str, Vector]] = []
-        for start in range(0, len(texts), IMPORT_EMBED_BATCH):
-            chunk = texts[start : start + IMPORT_EMBED_BATCH]
-            _, write = yield from self.vectors(chunk, known)
-            items += write.items
-            keep += write.keep
-            known.update(write.items)
-            known.update(write.keep)
-            _report(progress, max(0, min(len(chunk), n_reported - start)))
-        return ops.PutEmbeddings(self.model_id, tuple(items), tuple(keep))
 
-    def _parse_row(self, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
-        if not isinstance(row, Mapping) or "type" not in row:
-            raise ImportFormatError("each line must be an object with a 'type'", line=line)
-        kind = row["type"]
-        try:
-            if kind == "header":
-                _check_header(row)
-                return kind, None
-            data = row.get("data")
-            if not isinstance(data, Mapping):
-                raise ValidationError("'data' must be an object")
-            parse = self._row_parsers().get(kind)
-            if parse is not None:
-                return kind, parse(data)
-        except ValidationError as exc:
-            raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
-        except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
-            # from_dict on a field of the wrong type or an impossible date.
-            raise ImportFormatError(f"bad {kind} row: {exc!r}", line=line) from exc
-        raise ImportFormatError(f"unknown row type {kind!r}", line=line)
+def import_rows(
+    core: CoreBase,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    lines: Sequence[int] | None = None,
+    progress: Progress | None = None,
+) -> Flow[ImportResult]:
+    """Write export rows back, in one transaction, keeping ids, versions and history.
 
-    def _row_parsers(self) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
-        """How the ``data`` of each row type is checked and turned into what is written."""
-        return {
-            "record": self._record_row,
-            "history": _history_row,
-            "session": self._session_row,
-            "message": _message_row,
-            "state": self._state_row,
-            "job": _job_row,
-        }
+    Every row is checked before anything is written: a bad row raises
+    ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
+    when the rows came from a file with blank lines) and nothing changes. Vectors the
+    cache lacks are embedded in batches of :data:`IMPORT_EMBED_BATCH` texts; the rows
+    and vectors are then written together, so a failure anywhere (a bad row, the
+    model, the store) leaves the store as it was. Importing the same rows twice
+    leaves the store as after the first time (and embeds nothing the second time).
 
-    def _record_row(self, data: Mapping[str, Any]) -> MemoryRecord:
-        topics = data.get("topics", [])
-        if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
-            raise ValidationError("topics must be a list of non-empty strings")
-        record = MemoryRecord.from_dict(data)
-        check_id("user_id", record.user_id)
-        self.check_text(record.text)
-        self._check_json(record.metadata, "metadata")
-        check_count("version", record.version)
-        if not 0.0 <= float(record.importance) <= 1.0:
-            raise ValidationError("importance must be between 0 and 1")
-        _check_row_id("id", record.id)
-        check_keyed(record)
-        if record.superseded_by is not None:
-            _check_row_id("superseded_by", record.superseded_by)
-        if record.content_hash != content_hash(record.text):
-            # A hash that is not the text's would read another text's cached vector.
-            raise ValidationError("content_hash does not match the text")
-        if self.config.context_window < 1 and record.context_hash is not None:
-            record = replace(record, context_hash=None)
-        return record
+    ``progress(n)``, if given, is called as rows become ready to write: the rows
+    other than records once all are checked, then records as their vectors arrive.
+    """
+    parsed = _Parsed()
+    n_rows = 0
+    for index, row in enumerate(rows):
+        n_rows += 1
+        line = lines[index] if lines is not None and index < len(lines) else index + 1
+        parsed.add(*_parse_row(core, row, line), line)
+    _report(progress, n_rows - len(parsed.records))
+    # Context vectors are derived data: rebuild them from the imported sessions.
+    records = sorted(parsed.records, key=lambda r: r.id)
+    records, contexts = yield from core._with_context(records, look_back=False)
+    cache_write = yield from _vectors_in_batches(
+        core, [r.text for r in records] + contexts, len(records), progress
+    )
+    yield from many([cache_write, *parsed.batch(records)])
+    parsed.counts.pop("header", None)
+    return ImportResult(parsed.counts)
 
-    def _session_row(self, data: Mapping[str, Any]) -> ops.UpsertSession:
-        session = Session.from_dict(data)
-        check_id("user_id", session.user_id)
-        check_id("session_id", session.session_id)
-        self._check_json(session.metadata, "session metadata")
-        return ops.UpsertSession(session)
 
-    def _state_row(self, data: Mapping[str, Any]) -> ops.PutState:
-        state = StateVersion.from_dict(data)
-        check_id("user_id", state.user_id)
-        check_id("session_id", state.session_id)
-        check_id("name", state.name)
-        self._check_json(state.data, "state")
-        check_count("version", state.version)
-        return ops.PutState(state, None)
+def _vectors_in_batches(
+    core: CoreBase, texts: Sequence[str], n_reported: int, progress: Progress | None
+) -> Flow[ops.PutEmbeddings]:
+    """The cache write holding vectors for ``texts``, embedding what the cache lacks
+    :data:`IMPORT_EMBED_BATCH` texts at a time. After each batch ``progress`` hears
+    how many of the first ``n_reported`` texts (the records'; the rest are context
+    texts) it covered."""
+    known: dict[str, Vector] = {}
+    items: list[tuple[str, Vector]] = []
+    keep: list[tuple[str, Vector]] = []
+    for start in range(0, len(texts), IMPORT_EMBED_BATCH):
+        chunk = texts[start : start + IMPORT_EMBED_BATCH]
+        _, write = yield from core.vectors(chunk, known)
+        items += write.items
+        keep += write.keep
+        known.update(write.items)
+        known.update(write.keep)
+        _report(progress, max(0, min(len(chunk), n_reported - start)))
+    return ops.PutEmbeddings(core.model_id, tuple(items), tuple(keep))
+
+
+def _parse_row(core: CoreBase, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
+    if not isinstance(row, Mapping) or "type" not in row:
+        raise ImportFormatError("each line must be an object with a 'type'", line=line)
+    kind = row["type"]
+    try:
+        if kind == "header":
+            _check_header(row)
+            return kind, None
+        data = row.get("data")
+        if not isinstance(data, Mapping):
+            raise ValidationError("'data' must be an object")
+        parse = _row_parsers(core).get(kind)
+        if parse is not None:
+            return kind, parse(data)
+    except ValidationError as exc:
+        raise ImportFormatError(f"bad {kind} row: {exc}", line=line) from exc
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+        # from_dict on a field of the wrong type or an impossible date.
+        raise ImportFormatError(f"bad {kind} row: {exc!r}", line=line) from exc
+    raise ImportFormatError(f"unknown row type {kind!r}", line=line)
+
+
+def _row_parsers(core: CoreBase) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+    """How the ``data`` of each row type is checked and turned into what is written."""
+    return {
+        "record": functools.partial(_record_row, core),
+        "history": _history_row,
+        "session": functools.partial(_session_row, core),
+        "message": _message_row,
+        "state": functools.partial(_state_row, core),
+        "job": _job_row,
+    }
+
+
+def _record_row(core: CoreBase, data: Mapping[str, Any]) -> MemoryRecord:
+    topics = data.get("topics", [])
+    if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
+        raise ValidationError("topics must be a list of non-empty strings")
+    record = MemoryRecord.from_dict(data)
+    check_id("user_id", record.user_id)
+    core.check_text(record.text)
+    core._check_json(record.metadata, "metadata")
+    check_count("version", record.version)
+    if not 0.0 <= float(record.importance) <= 1.0:
+        raise ValidationError("importance must be between 0 and 1")
+    _check_row_id("id", record.id)
+    check_keyed(record)
+    if record.superseded_by is not None:
+        _check_row_id("superseded_by", record.superseded_by)
+    if record.content_hash != content_hash(record.text):
+        # A hash that is not the text's would read another text's cached vector.
+        raise ValidationError("content_hash does not match the text")
+    if core.config.context_window < 1 and record.context_hash is not None:
+        record = replace(record, context_hash=None)
+    return record
+
+
+def _session_row(core: CoreBase, data: Mapping[str, Any]) -> ops.UpsertSession:
+    session = Session.from_dict(data)
+    check_id("user_id", session.user_id)
+    check_id("session_id", session.session_id)
+    core._check_json(session.metadata, "session metadata")
+    return ops.UpsertSession(session)
+
+
+def _state_row(core: CoreBase, data: Mapping[str, Any]) -> ops.PutState:
+    state = StateVersion.from_dict(data)
+    check_id("user_id", state.user_id)
+    check_id("session_id", state.session_id)
+    check_id("name", state.name)
+    core._check_json(state.data, "state")
+    check_count("version", state.version)
+    return ops.PutState(state, None)
 
 
 def _check_header(row: Mapping[str, Any]) -> None:

@@ -116,76 +116,72 @@ class _Builder:
         return True
 
 
-class ContextMixin(CoreBase):
-    """Flows that assemble prompts from memory."""
+def build_context(
+    core: CoreBase,
+    *,
+    user_id: str,
+    budget: int,
+    query: str | None = None,
+    session_id: str | None = None,
+    last_runs: int = 3,
+    max_memories: int = 20,
+    tiers: Sequence[str] = TIERS,
+    counter: TokenCounter | None = None,
+    recipe: str = "hybrid",
+) -> Flow[Context]:
+    """A context block for ``user_id`` of at most ``budget`` tokens.
 
-    def build_context(
-        self,
-        *,
-        user_id: str,
-        budget: int,
-        query: str | None = None,
-        session_id: str | None = None,
-        last_runs: int = 3,
-        max_memories: int = 20,
-        tiers: Sequence[str] = TIERS,
-        counter: TokenCounter | None = None,
-        recipe: str = "hybrid",
-    ) -> Flow[Context]:
-        """A context block for ``user_id`` of at most ``budget`` tokens.
+    ``query`` selects relevant memories (by the same search as :meth:`search`);
+    ``session_id`` adds its summary, last ``last_runs`` runs and state. Pinned facts
+    are keyed facts and memories whose metadata has ``"pinned": true``. ``counter``
+    counts tokens (default: :func:`memlane.tokens.count_tokens`, offline).
+    Raises ValidationError for a bad budget or unknown tier.
+    """
+    check_id("user_id", user_id)
+    check_id("session_id", session_id, required=False)
+    _check_request(budget, tiers)
+    count = counter or count_tokens
+    b = _Builder(budget, count)
+    frame = count(b.render([]))
+    fill = _Fill(b, {t: [] for t in tiers}, {t: 0 for t in tiers})
+    breakdown: dict[str, int] = {"frame": frame if frame <= budget else 0}
+    now = core.now()
+    for tier in TIERS:
+        if tier not in tiers:
+            continue
+        before = b.tokens or breakdown["frame"]
+        if tier == "pinned":
+            fill.memories(tier, (yield from _pinned(core, user_id, now)), _pinned_line)
+        elif tier == "memories" and query:
+            hits = yield from retrieval.search(
+                core, query, user_id=user_id, limit=max_memories, recipe=recipe
+            )
+            relevant = [h.record for h in hits if h.record.kind != MemoryKind.SUMMARY]
+            fill.memories(tier, relevant, _memory_line)
+        elif tier == "summary" and session_id:
+            summary = yield from get_summary(core, session_id, user_id=user_id)
+            fill.summary(tier, summary)
+        elif tier == "history" and session_id and last_runs > 0:
+            fill.history(tier, (yield from one(ops.GetMessages(user_id, session_id, last_runs))))
+        elif tier == "state" and session_id:
+            fill.states(tier, (yield from one(ops.ListStates(user_id, session_id))))
+        breakdown[tier] = (b.tokens or breakdown["frame"]) - before
+    text = b.render(b.sections) if b.sections else ""
+    tokens = b.tokens if b.sections else 0
+    if not b.sections:
+        breakdown = {k: 0 for k in breakdown}
+    return Context(text, tokens, budget, breakdown, fill.ids, fill.dropped)
 
-        ``query`` selects relevant memories (by the same search as :meth:`search`);
-        ``session_id`` adds its summary, last ``last_runs`` runs and state. Pinned facts
-        are keyed facts and memories whose metadata has ``"pinned": true``. ``counter``
-        counts tokens (default: :func:`memlane.tokens.count_tokens`, offline).
-        Raises ValidationError for a bad budget or unknown tier.
-        """
-        check_id("user_id", user_id)
-        check_id("session_id", session_id, required=False)
-        _check_request(budget, tiers)
-        count = counter or count_tokens
-        b = _Builder(budget, count)
-        frame = count(b.render([]))
-        fill = _Fill(b, {t: [] for t in tiers}, {t: 0 for t in tiers})
-        breakdown: dict[str, int] = {"frame": frame if frame <= budget else 0}
-        now = self.now()
-        for tier in TIERS:
-            if tier not in tiers:
-                continue
-            before = b.tokens or breakdown["frame"]
-            if tier == "pinned":
-                fill.memories(tier, (yield from self._pinned(user_id, now)), _pinned_line)
-            elif tier == "memories" and query:
-                hits = yield from retrieval.search(
-                    self, query, user_id=user_id, limit=max_memories, recipe=recipe
-                )
-                relevant = [h.record for h in hits if h.record.kind != MemoryKind.SUMMARY]
-                fill.memories(tier, relevant, _memory_line)
-            elif tier == "summary" and session_id:
-                summary = yield from get_summary(self, session_id, user_id=user_id)
-                fill.summary(tier, summary)
-            elif tier == "history" and session_id and last_runs > 0:
-                fill.history(
-                    tier, (yield from one(ops.GetMessages(user_id, session_id, last_runs)))
-                )
-            elif tier == "state" and session_id:
-                fill.states(tier, (yield from one(ops.ListStates(user_id, session_id))))
-            breakdown[tier] = (b.tokens or breakdown["frame"]) - before
-        text = b.render(b.sections) if b.sections else ""
-        tokens = b.tokens if b.sections else 0
-        if not b.sections:
-            breakdown = {k: 0 for k in breakdown}
-        return Context(text, tokens, budget, breakdown, fill.ids, fill.dropped)
 
-    def _pinned(self, user_id: str, now: datetime) -> Flow[list[MemoryRecord]]:
-        """Keyed facts, then memories whose metadata has ``"pinned": true``."""
-        keyed = yield from one(
-            ops.ListRecords(user_id, Filters(kinds=(MemoryKind.KEYED_FACT,)), now, None, 200)
-        )
-        flagged = yield from one(
-            ops.ListRecords(user_id, Filters(metadata={"pinned": True}), now, None, 200)
-        )
-        return [*keyed, *flagged]
+def _pinned(core: CoreBase, user_id: str, now: datetime) -> Flow[list[MemoryRecord]]:
+    """Keyed facts, then memories whose metadata has ``"pinned": true``."""
+    keyed = yield from one(
+        ops.ListRecords(user_id, Filters(kinds=(MemoryKind.KEYED_FACT,)), now, None, 200)
+    )
+    flagged = yield from one(
+        ops.ListRecords(user_id, Filters(metadata={"pinned": True}), now, None, 200)
+    )
+    return [*keyed, *flagged]
 
 
 def _check_request(budget: object, tiers: Sequence[str]) -> None:

@@ -1,10 +1,9 @@
-"""The whole core in one class: every public flow."""
+"""The whole core: the shared state every flow runs over."""
 
 from __future__ import annotations
 
-from memlane.core.admin import AdminMixin
-from memlane.core.context import ContextMixin
+from memlane.core.base import CoreBase
 
 
-class MemoryCore(AdminMixin, ContextMixin):
-    """Every flow of memlane; run by :class:`memlane.Memory` or :class:`memlane.AsyncMemory`."""
+class MemoryCore(CoreBase):
+    """The shared core of a :class:`memlane.Memory` or :class:`memlane.AsyncMemory`."""

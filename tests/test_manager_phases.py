@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from memlane import ConflictError, HistoryAction, Memory, MemoryKind
-from memlane.core.base import CoreConfig, MemoryInput
+from memlane.core.base import Core, CoreConfig, MemoryInput
 from memlane.core.flow import run_sync
-from memlane.core.memory import MemoryCore
 from memlane.manager import MemoryManager, Outcome, learning, planning
 from memlane.manager.jobs import JobLease, JobQueue, completed
 from memlane.manager.prompts import Decision, Decisions, ExtractedMemory
@@ -27,7 +26,7 @@ from memlane.ports.llm import ChatRequest, ChatResponse
 from memlane.testing import CannedLLM, FakeEmbedder
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-CORE = MemoryCore(model_id="fake", clock=lambda: NOW, config=CoreConfig(max_text_chars=60))
+CORE = Core(model_id="fake", clock=lambda: NOW, config=CoreConfig(max_text_chars=60))
 
 
 def unit(*xs: float) -> np.ndarray:

@@ -13,9 +13,8 @@ from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core import admin, context, records, retrieval, sessions
-from memlane.core.base import Clock, CoreConfig
+from memlane.core.base import Clock, Core, CoreConfig
 from memlane.core.flow import Flow, run_async, run_sync
-from memlane.core.memory import MemoryCore
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
 from memlane.ports.store import Store
@@ -25,7 +24,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 M = TypeVar("M", bound=Callable[..., Any])
 
-_FlowFunction = Callable[Concatenate[MemoryCore, P], Generator[Any, Any, R]]
+_FlowFunction = Callable[Concatenate[Core, P], Generator[Any, Any, R]]
 """A core flow function: the shared core first, then the caller's arguments."""
 
 
@@ -90,9 +89,7 @@ class _MemoryBase:
 
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
-        self.core = MemoryCore(
-            model_id=embedder.model_id, clock=clock, config=config or CoreConfig()
-        )
+        self.core = Core(model_id=embedder.model_id, clock=clock, config=config or CoreConfig())
         self._ready = False
 
     @classmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core
 from memlane.core.flow import Flow, embed, many, one
 from memlane.core.records import check_keyed
 from memlane.errors import ImportFormatError, ValidationError
@@ -55,7 +55,7 @@ class ImportResult:
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
-def sweep(core: CoreBase, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
+def sweep(core: Core, *, now: datetime | None = None, batch_size: int = 500) -> Flow[int]:
     """Purge expired memories of every user; each purge is recorded in history as
     ``expire``, and the memory's earlier snapshots there lose its content (on SQLite
     the text also leaves the lexical index and the log). Returns how many were
@@ -75,7 +75,7 @@ def sweep(core: CoreBase, *, now: datetime | None = None, batch_size: int = 500)
         batch: list[ops.Op[Any]] = []
         for user_id, records in by_user.items():
             batch.append(ops.RemoveRecords(user_id, tuple(r.id for r in records)))
-            events = core._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
+            events = core.removal_events(records, HistoryAction.EXPIRE, now, "ttl")
             batch.append(ops.AppendHistory(events))
         batch.append(ops.PruneEmbeddings())
         yield from many(batch)
@@ -83,14 +83,14 @@ def sweep(core: CoreBase, *, now: datetime | None = None, batch_size: int = 500)
     return purged
 
 
-def forget_user(core: CoreBase, user_id: str) -> Flow[dict[str, int]]:
+def forget_user(core: Core, user_id: str) -> Flow[dict[str, int]]:
     """Remove everything stored for a user: memories, history, sessions, messages,
     state and vectors no other memory uses. Returns counts per kind of row."""
     check_id("user_id", user_id)
     return (yield from one(ops.DeleteUser(user_id)))
 
 
-def list_users(core: CoreBase) -> Flow[list[str]]:
+def list_users(core: Core) -> Flow[list[str]]:
     """Every user id with something stored."""
     return (yield from one(ops.ListUsers()))
 
@@ -99,7 +99,7 @@ def list_users(core: CoreBase) -> Flow[list[str]]:
 
 
 def export_rows(
-    core: CoreBase, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
+    core: Core, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
 ) -> Flow[list[dict[str, Any]]]:
     """Everything of one user (or every user) as export rows, history included.
 
@@ -131,7 +131,7 @@ def export_rows(
     return rows
 
 
-def _export_user(core: CoreBase, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
+def _export_user(core: Core, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
     """One user's rows. Records, history, sessions and jobs are read in one batch, so
     they are one snapshot (a record never shows a version its history lacks); each
     session's messages and state versions are read after it."""
@@ -154,7 +154,7 @@ def _export_user(core: CoreBase, user_id: str, page: int) -> Flow[list[dict[str,
     return rows
 
 
-def _export_session(core: CoreBase, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
+def _export_session(core: Core, user_id: str, session_id: str) -> Flow[list[dict[str, Any]]]:
     messages = yield from one(ops.GetMessages(user_id, session_id))
     rows = [{"type": "message", "data": m.to_dict()} for m in messages]
     for current in (yield from one(ops.ListStates(user_id, session_id))):
@@ -166,7 +166,7 @@ def _export_session(core: CoreBase, user_id: str, session_id: str) -> Flow[list[
 # ------------------------------------------------------------------ reembed
 
 
-def reembed(core: CoreBase, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
+def reembed(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
     """Move the store to this Memory's embedding model: embed every memory's text
     (deleted and superseded ones too: they can be restored) and its context text,
     then record this model and remove every other model's vectors.
@@ -194,7 +194,7 @@ def reembed(core: CoreBase, *, progress: Progress | None = None) -> Flow[dict[st
         for window in dict.fromkeys(w for w in windows if w >= 1):
             if not wanted:
                 break
-            _, contexts = yield from core._with_context(ordered, look_back=False, window=window)
+            _, contexts = yield from core.with_context(ordered, look_back=False, window=window)
             rebuilt = {content_hash(t): t for t in contexts}
             found = {h: rebuilt[h] for h in wanted if h in rebuilt}
             n_contexts += len(found)
@@ -231,7 +231,7 @@ def reembed(core: CoreBase, *, progress: Progress | None = None) -> Flow[dict[st
 
 
 def import_rows(
-    core: CoreBase,
+    core: Core,
     rows: Iterable[Mapping[str, Any]],
     *,
     lines: Sequence[int] | None = None,
@@ -259,7 +259,7 @@ def import_rows(
     _report(progress, n_rows - len(parsed.records))
     # Context vectors are derived data: rebuild them from the imported sessions.
     records = sorted(parsed.records, key=lambda r: r.id)
-    records, contexts = yield from core._with_context(records, look_back=False)
+    records, contexts = yield from core.with_context(records, look_back=False)
     cache_write = yield from _vectors_in_batches(
         core, [r.text for r in records] + contexts, len(records), progress
     )
@@ -269,7 +269,7 @@ def import_rows(
 
 
 def _vectors_in_batches(
-    core: CoreBase, texts: Sequence[str], n_reported: int, progress: Progress | None
+    core: Core, texts: Sequence[str], n_reported: int, progress: Progress | None
 ) -> Flow[ops.PutEmbeddings]:
     """The cache write holding vectors for ``texts``, embedding what the cache lacks
     :data:`IMPORT_EMBED_BATCH` texts at a time. After each batch ``progress`` hears
@@ -289,7 +289,7 @@ def _vectors_in_batches(
     return ops.PutEmbeddings(core.model_id, tuple(items), tuple(keep))
 
 
-def _parse_row(core: CoreBase, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
+def _parse_row(core: Core, row: Mapping[str, Any], line: int) -> tuple[str, Any]:
     if not isinstance(row, Mapping) or "type" not in row:
         raise ImportFormatError("each line must be an object with a 'type'", line=line)
     kind = row["type"]
@@ -311,7 +311,7 @@ def _parse_row(core: CoreBase, row: Mapping[str, Any], line: int) -> tuple[str, 
     raise ImportFormatError(f"unknown row type {kind!r}", line=line)
 
 
-def _row_parsers(core: CoreBase) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+def _row_parsers(core: Core) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     """How the ``data`` of each row type is checked and turned into what is written."""
     return {
         "record": functools.partial(_record_row, core),
@@ -323,14 +323,14 @@ def _row_parsers(core: CoreBase) -> dict[str, Callable[[Mapping[str, Any]], Any]
     }
 
 
-def _record_row(core: CoreBase, data: Mapping[str, Any]) -> MemoryRecord:
+def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     topics = data.get("topics", [])
     if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
         raise ValidationError("topics must be a list of non-empty strings")
     record = MemoryRecord.from_dict(data)
     check_id("user_id", record.user_id)
     core.check_text(record.text)
-    core._check_json(record.metadata, "metadata")
+    core.check_json(record.metadata, "metadata")
     check_count("version", record.version)
     if not 0.0 <= float(record.importance) <= 1.0:
         raise ValidationError("importance must be between 0 and 1")
@@ -346,20 +346,20 @@ def _record_row(core: CoreBase, data: Mapping[str, Any]) -> MemoryRecord:
     return record
 
 
-def _session_row(core: CoreBase, data: Mapping[str, Any]) -> ops.UpsertSession:
+def _session_row(core: Core, data: Mapping[str, Any]) -> ops.UpsertSession:
     session = Session.from_dict(data)
     check_id("user_id", session.user_id)
     check_id("session_id", session.session_id)
-    core._check_json(session.metadata, "session metadata")
+    core.check_json(session.metadata, "session metadata")
     return ops.UpsertSession(session)
 
 
-def _state_row(core: CoreBase, data: Mapping[str, Any]) -> ops.PutState:
+def _state_row(core: Core, data: Mapping[str, Any]) -> ops.PutState:
     state = StateVersion.from_dict(data)
     check_id("user_id", state.user_id)
     check_id("session_id", state.session_id)
     check_id("name", state.name)
-    core._check_json(state.data, "state")
+    core.check_json(state.data, "state")
     check_count("version", state.version)
     return ops.PutState(state, None)
 

@@ -1,4 +1,7 @@
-"""Configuration and shared helpers of the core."""
+"""The shared core every flow runs over: configuration, the embedding model id, the clock,
+and the helpers every area needs (input checks, new records, history events, vectors,
+inserts). The areas (records, sessions, search, context, admin) are module-level flow
+functions taking this :class:`Core` first."""
 
 from __future__ import annotations
 
@@ -66,8 +69,8 @@ class MemoryInput:
     actor: str | None = None
 
 
-class CoreBase:
-    """State and helpers every part of the core uses."""
+class Core:
+    """The state and helpers every area of the core uses: one per Memory (``memory.core``)."""
 
     def __init__(self, *, model_id: str, clock: Clock | None, config: CoreConfig) -> None:
         self.model_id = model_id
@@ -100,7 +103,7 @@ class CoreBase:
             )
         return text
 
-    def _check_json(self, value: object, what: str) -> dict[str, Any]:
+    def check_json(self, value: object, what: str) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise ValidationError(f"{what} must be a mapping, got {type(value).__name__}")
         try:
@@ -121,7 +124,7 @@ class CoreBase:
             raise ValidationError(f"{what} contains a NUL character (\\x00) in a key or string")
         return decoded
 
-    def _check_limit(self, limit: object) -> int:
+    def check_limit(self, limit: object) -> int:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValidationError(f"limit must be a positive integer, got {limit!r}")
         if limit > self.config.max_page_size:
@@ -158,7 +161,7 @@ class CoreBase:
             session_id=item.session_id,
             key=item.key,
             topics=tuple(dict.fromkeys(item.topics)),
-            metadata=self._check_json(item.metadata or {}, "metadata"),
+            metadata=self.check_json(item.metadata or {}, "metadata"),
             importance=importance,
             event_at=item.event_at,
             valid_from=item.event_at or now,
@@ -192,7 +195,7 @@ class CoreBase:
             snapshot=record.to_dict() if snapshot else None,
         )
 
-    def _removal_events(
+    def removal_events(
         self, records: Iterable[MemoryRecord], action: HistoryAction, now: datetime, reason: str
     ) -> tuple[HistoryEvent, ...]:
         """History events for records leaving the store for good (purged, their session
@@ -232,7 +235,7 @@ class CoreBase:
         write = ops.PutEmbeddings(self.model_id, tuple(fresh.items()), tuple(stored.items()))
         return [found[h] for h in hashes], write
 
-    def _query_vector(self, query: str) -> Flow[Vector]:
+    def query_vector(self, query: str) -> Flow[Vector]:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""
         key = content_hash(query)
         with self._query_lock:
@@ -262,12 +265,12 @@ class CoreBase:
         too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
         Raises ConflictError when a write in the batch lost a race."""
-        written, _ = yield from self._insert_with(
+        written, _ = yield from self.insert_with(
             records, extra, known, reason=reason, vector=vector
         )
         return written
 
-    def _insert_with(
+    def insert_with(
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
@@ -278,7 +281,7 @@ class CoreBase:
     ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
         """:meth:`insert`, returning the records and the results of the ``extra`` ops."""
         extra = list(extra)
-        records, contexts = yield from self._with_context(records)
+        records, contexts = yield from self.with_context(records)
         if vector is not None and not contexts:
             cache_write = vector
         else:
@@ -296,7 +299,7 @@ class CoreBase:
         )
         return list(records), results[1 : 1 + len(extra)]
 
-    def _with_context(
+    def with_context(
         self,
         records: Sequence[MemoryRecord],
         *,
@@ -325,7 +328,7 @@ class CoreBase:
         }
         before: dict[tuple[str, str | None, str | None], list[str]] = {k: [] for k in turns}
         for turn in sorted(turns, key=str) if look_back else ():
-            before[turn] = yield from self._last_turns(*turn, window)
+            before[turn] = yield from self.last_turns(*turn, window)
         for i, r in enumerate(out):
             key = (r.user_id, r.session_id, r.agent_id)
             if r.kind != MemoryKind.EPISODE or key not in before:
@@ -339,7 +342,7 @@ class CoreBase:
             before[key].append(r.text)
         return out, contexts
 
-    def _last_turns(
+    def last_turns(
         self, user_id: str, session_id: str | None, agent_id: str | None, window: int
     ) -> Flow[list[str]]:
         """Texts of the last ``window`` current episodes of the session by ``agent_id``
@@ -355,7 +358,7 @@ class CoreBase:
         )
         return [r.text for r in reversed(rows)]
 
-    def _load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
+    def load(self, record_id: str, user_id: str) -> Flow[MemoryRecord]:
         check_id("user_id", user_id)
         check_id("record id", record_id)
         found = yield from one(ops.GetRecords(user_id, (record_id,)))

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from memlane.core import retrieval
-from memlane.core.base import CoreBase
+from memlane.core.base import Core
 from memlane.core.flow import Flow, one
 from memlane.core.sessions import get_summary
 from memlane.errors import ValidationError
@@ -117,7 +117,7 @@ class _Builder:
 
 
 def build_context(
-    core: CoreBase,
+    core: Core,
     *,
     user_id: str,
     budget: int,
@@ -173,7 +173,7 @@ def build_context(
     return Context(text, tokens, budget, breakdown, fill.ids, fill.dropped)
 
 
-def _pinned(core: CoreBase, user_id: str, now: datetime) -> Flow[list[MemoryRecord]]:
+def _pinned(core: Core, user_id: str, now: datetime) -> Flow[list[MemoryRecord]]:
     """Keyed facts, then memories whose metadata has ``"pinned": true``."""
     keyed = yield from one(
         ops.ListRecords(user_id, Filters(kinds=(MemoryKind.KEYED_FACT,)), now, None, 200)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase, MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput
 from memlane.core.flow import Flow, many, one, pause
 from memlane.core.retrieval import _filters
 from memlane.errors import ConflictError, ValidationError, no_history
@@ -52,7 +52,7 @@ UNSET: Any = _Unset()
 
 
 def add(
-    core: CoreBase,
+    core: Core,
     text: str,
     *,
     user_id: str,
@@ -105,7 +105,7 @@ def add(
     return (yield from _add_once(core, item, user_id, idempotency_key))
 
 
-def _add_once(core: CoreBase, item: MemoryInput, user_id: str, key: str) -> Flow[MemoryRecord]:
+def _add_once(core: Core, item: MemoryInput, user_id: str, key: str) -> Flow[MemoryRecord]:
     """Add ``item`` under idempotency ``key``: the memory an earlier add with the key
     stored, if there is one, else the new one."""
     found, rid = yield from _added_before(core, user_id, item.agent_id, key)
@@ -124,7 +124,7 @@ def _add_once(core: CoreBase, item: MemoryInput, user_id: str, key: str) -> Flow
 
 
 def _added_before(
-    core: CoreBase, user_id: str, agent_id: str | None, key: str
+    core: Core, user_id: str, agent_id: str | None, key: str
 ) -> Flow[tuple[MemoryRecord | None, str]]:
     """The memory an add with idempotency ``key`` stored before (or None), and the id
     a new one gets."""
@@ -146,9 +146,7 @@ def _added_before(
     return None, rid
 
 
-def add_many(
-    core: CoreBase, items: Iterable[MemoryInput], *, user_id: str
-) -> Flow[list[MemoryRecord]]:
+def add_many(core: Core, items: Iterable[MemoryInput], *, user_id: str) -> Flow[list[MemoryRecord]]:
     """Store many memories in one transaction, embedding them in batches.
 
     All items are validated before anything is written: one bad item stores none.
@@ -167,13 +165,13 @@ def add_many(
     return (yield from core.insert(records))
 
 
-def get(core: CoreBase, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
+def get(core: Core, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
     """The memory with this id in the user's scope. Raises NotFoundError."""
-    return (yield from core._load(record_id, user_id))
+    return (yield from core.load(record_id, user_id))
 
 
 def update(
-    core: CoreBase,
+    core: Core,
     record_id: str,
     *,
     user_id: str,
@@ -192,7 +190,7 @@ def update(
     With ``expected_version`` the update fails with ConflictError if someone else
     changed the memory first. Raises NotFoundError, ValidationError.
     """
-    old = yield from core._load(record_id, user_id)
+    old = yield from core.load(record_id, user_id)
     _check_updatable(old, expected_version, edits_text=text is not UNSET or metadata is not UNSET)
     if metadata is None:
         raise ValidationError("metadata must be a mapping; pass {} to clear it")
@@ -214,7 +212,7 @@ def update(
 
 
 def supersede(
-    core: CoreBase,
+    core: Core,
     record_id: str,
     text: str,
     *,
@@ -230,7 +228,7 @@ def supersede(
     changes are recorded in history with ``reason``. A keyed fact changes its value
     through :meth:`remember`, which keeps the stored value and the text in step.
     """
-    old = yield from core._load(record_id, user_id)
+    old = yield from core.load(record_id, user_id)
     if not old.is_current:
         raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
     if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
@@ -239,7 +237,7 @@ def supersede(
 
 
 def _replace(
-    core: CoreBase,
+    core: Core,
     old: MemoryRecord,
     text: str,
     reason: str | None,
@@ -277,7 +275,7 @@ def _replace(
 
 
 def delete(
-    core: CoreBase,
+    core: Core,
     record_id: str,
     *,
     user_id: str,
@@ -285,7 +283,7 @@ def delete(
     actor: str | None = None,
 ) -> Flow[MemoryRecord]:
     """Delete a memory (recorded, restorable with :meth:`restore`). Returns it."""
-    old = yield from core._load(record_id, user_id)
+    old = yield from core.load(record_id, user_id)
     if old.deleted_at is not None:
         return old
     now = core.now()
@@ -296,7 +294,7 @@ def delete(
 
 
 def restore(
-    core: CoreBase,
+    core: Core,
     record_id: str,
     *,
     user_id: str,
@@ -304,7 +302,7 @@ def restore(
     actor: str | None = None,
 ) -> Flow[MemoryRecord]:
     """Undo :meth:`delete`. Raises ValidationError if the memory is not deleted."""
-    old = yield from core._load(record_id, user_id)
+    old = yield from core.load(record_id, user_id)
     if old.deleted_at is None:
         raise ValidationError(f"memory {record_id} is not deleted")
     if old.key is not None and old.is_current is False and old.superseded_by is None:
@@ -320,7 +318,7 @@ def restore(
     return back
 
 
-def history(core: CoreBase, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
+def history(core: Core, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
     """Every recorded change of a memory, oldest first. Raises NotFoundError.
 
     A memory purged by the TTL sweep, or deleted with its session, still has its
@@ -339,7 +337,7 @@ def history(core: CoreBase, record_id: str, *, user_id: str) -> Flow[list[Histor
 
 
 def remember(
-    core: CoreBase,
+    core: Core,
     key: str,
     value: Any,
     *,
@@ -363,7 +361,7 @@ def remember(
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
     text = core.check_text(f"{key}: {rendered}")
-    meta = core._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
+    meta = core.check_json({"value": value}, "value")  # JSON-normalized (int keys too)
     # Embedded once, before the race: an attempt is one read and one write, so the
     # window another writer can slip into is short, and a retry embeds nothing.
     _, vector = yield from core.vectors([text])
@@ -382,7 +380,7 @@ def remember(
 
 
 def _remember(
-    core: CoreBase,
+    core: Core,
     key: str,
     text: str,
     meta: dict[str, Any],
@@ -417,7 +415,7 @@ def _remember(
     return record
 
 
-def recall(core: CoreBase, key: str, *, user_id: str) -> Flow[Any]:
+def recall(core: Core, key: str, *, user_id: str) -> Flow[Any]:
     """The current value of keyed fact ``key``, or None if it was never set."""
     check_id("key", key)
     current = yield from _keyed(core, key, user_id)
@@ -425,7 +423,7 @@ def recall(core: CoreBase, key: str, *, user_id: str) -> Flow[Any]:
 
 
 def _keyed(
-    core: CoreBase, key: str, user_id: str, *, purge_expired: bool = False
+    core: Core, key: str, user_id: str, *, purge_expired: bool = False
 ) -> Flow[MemoryRecord | None]:
     """The current value of ``key``. With ``purge_expired`` (before a write), one that
     has expired but was not swept yet is purged (recorded as ``expire``): it would
@@ -444,9 +442,9 @@ def _keyed(
     return None
 
 
-def _purge_expired(core: CoreBase, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
+def _purge_expired(core: Core, records: Sequence[MemoryRecord], now: datetime) -> Flow[None]:
     """Remove expired records now, as :meth:`sweep` would (history keeps ``expire``)."""
-    events = core._removal_events(records, HistoryAction.EXPIRE, now, "ttl")
+    events = core.removal_events(records, HistoryAction.EXPIRE, now, "ttl")
     yield from many(
         [
             ops.AppendHistory(events),
@@ -457,7 +455,7 @@ def _purge_expired(core: CoreBase, records: Sequence[MemoryRecord], now: datetim
 
 
 def list_records(
-    core: CoreBase,
+    core: Core,
     *,
     user_id: str,
     filters: Filters | None = None,
@@ -468,7 +466,7 @@ def list_records(
     """One page of the user's memories; ``next_cursor`` is None on the last page."""
     check_id("user_id", user_id)
     check_id("cursor", cursor, required=False)
-    limit = core._check_limit(limit)
+    limit = core.check_limit(limit)
     f = _filters(filters)
     rows = yield from one(
         ops.ListRecords(user_id, f, core.now(), cursor, limit + 1, descending=newest_first)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import CoreBase
+from memlane.core.base import Core
 from memlane.core.flow import Flow, many, one
 from memlane.core.search import (
     METHODS,
@@ -45,7 +45,7 @@ class _Query:
 
 
 def search(
-    core: CoreBase,
+    core: Core,
     query: str,
     *,
     user_id: str,
@@ -66,7 +66,7 @@ def search(
     """
     check_id("user_id", user_id)
     query = core.check_text(query, "query")
-    limit = core._check_limit(limit)
+    limit = core.check_limit(limit)
     checked = _recipe(recipe)
     q = _Query(query, user_id, _filters(filters), core.now(), checked, limit)
     fused = yield from _fused(core, q)
@@ -90,7 +90,7 @@ def search(
     return hits
 
 
-def _fused(core: CoreBase, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
+def _fused(core: Core, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
     """The candidate lists of the recipe's methods fused (with a feedback round when
     the recipe asks for one)."""
     recipe = q.recipe
@@ -98,7 +98,7 @@ def _fused(core: CoreBase, q: _Query) -> Flow[list[tuple[str, float, dict[str, A
     vector = None
     if "vector" in methods or "context" in methods:
         dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
-        vector = yield from core._query_vector(dense_query)
+        vector = yield from core.query_vector(dense_query)
     results = yield from many([_candidates(core, q, m, vector) for m in methods])
     lists = dict(zip(methods, results, strict=True))
     weights = dict(recipe.methods)
@@ -114,7 +114,7 @@ def _fused(core: CoreBase, q: _Query) -> Flow[list[tuple[str, float, dict[str, A
     return fused
 
 
-def _candidates(core: CoreBase, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
+def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
     """The store read that finds candidates by ``method``."""
     if method == "lexical":
         return ops.LexicalSearch(
@@ -126,7 +126,7 @@ def _candidates(core: CoreBase, q: _Query, method: str, vector: Vector | None) -
 
 
 def _neighbor_floor(
-    core: CoreBase,
+    core: Core,
     q: _Query,
     fused: list[tuple[str, float, dict[str, Any]]],
     scores: dict[str, float],
@@ -141,7 +141,7 @@ def _neighbor_floor(
 
 
 def _feedback(
-    core: CoreBase,
+    core: Core,
     query: str,
     vector: Vector | None,
     fused: list[tuple[str, float, dict[str, Any]]],

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from memlane.core import records
-from memlane.core.base import BEFORE_ANY_EXPIRY, CoreBase, MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput
 from memlane.core.flow import Flow, many, one
 from memlane.core.summary import extractive_summary
 from memlane.errors import ConflictError, NotFoundError, ValidationError, no_session
@@ -39,7 +39,7 @@ MessageInput = Mapping[str, Any] | tuple[str, str]
 
 
 def add_messages(
-    core: CoreBase,
+    core: Core,
     session_id: str,
     messages: Sequence[MessageInput],
     *,
@@ -80,7 +80,7 @@ def add_messages(
     session = Session(session_id, user_id, now, now, agent_id=agent_id, team=team)
     extra: list[ops.Op[Any]] = [ops.UpsertSession(session), ops.AppendMessages(tuple(parsed))]
     if episodes:
-        _, results = yield from core._insert_with(episodes, extra)
+        _, results = yield from core.insert_with(episodes, extra)
     else:
         results = yield from many(extra)
     # The store numbered what it appended: the run is built from that, not from a
@@ -90,7 +90,7 @@ def add_messages(
 
 
 def _message(
-    core: CoreBase, raw: MessageInput, user_id: str, session_id: str, run_id: str, now: Any
+    core: Core, raw: MessageInput, user_id: str, session_id: str, run_id: str, now: Any
 ) -> Message:
     role: Any
     content: Any
@@ -114,12 +114,12 @@ def _message(
         role=str(role),
         content=core.check_text(content, "message content"),
         created_at=now,
-        metadata=core._check_json(metadata or {}, "message metadata"),
+        metadata=core.check_json(metadata or {}, "message metadata"),
     )
 
 
 def get_history(
-    core: CoreBase, session_id: str, *, user_id: str, last_runs: int | None = None
+    core: Core, session_id: str, *, user_id: str, last_runs: int | None = None
 ) -> Flow[list[Run]]:
     """A session's runs in order; with ``last_runs`` only the newest N runs."""
     check_id("user_id", user_id)
@@ -133,7 +133,7 @@ def get_history(
     return [Run(rid, session_id, tuple(ms)) for rid, ms in runs.items()]
 
 
-def get_session(core: CoreBase, session_id: str, *, user_id: str) -> Flow[Session]:
+def get_session(core: Core, session_id: str, *, user_id: str) -> Flow[Session]:
     """The session's record. Raises NotFoundError."""
     check_id("user_id", user_id)
     check_id("session_id", session_id)
@@ -144,11 +144,11 @@ def get_session(core: CoreBase, session_id: str, *, user_id: str) -> Flow[Sessio
 
 
 def list_sessions(
-    core: CoreBase, *, user_id: str, cursor: str | None = None, limit: int = 50
+    core: Core, *, user_id: str, cursor: str | None = None, limit: int = 50
 ) -> Flow[Page[Session]]:
     """One page of the user's sessions, ordered by session id."""
     check_id("user_id", user_id)
-    limit = core._check_limit(limit)
+    limit = core.check_limit(limit)
     rows = yield from one(ops.ListSessions(user_id, cursor, limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -159,7 +159,7 @@ def list_sessions(
 
 
 def get_state(
-    core: CoreBase, session_id: str, *, user_id: str, name: str = DEFAULT_STATE
+    core: Core, session_id: str, *, user_id: str, name: str = DEFAULT_STATE
 ) -> Flow[StateVersion]:
     """The newest version of a session's state; version 0 and ``{}`` if never set."""
     check_id("user_id", user_id)
@@ -172,7 +172,7 @@ def get_state(
 
 
 def set_state(
-    core: CoreBase,
+    core: Core,
     session_id: str,
     data: Mapping[str, Any],
     *,
@@ -192,7 +192,7 @@ def set_state(
         raise ValidationError("expected_version must be a non-negative integer")
     now = core.now()
     state = StateVersion(
-        user_id, session_id, name, expected_version + 1, core._check_json(data, "state"), now
+        user_id, session_id, name, expected_version + 1, core.check_json(data, "state"), now
     )
     session = Session(session_id, user_id, now, now, agent_id=agent_id)
     yield from many([ops.UpsertSession(session), ops.PutState(state, expected_version)])
@@ -200,7 +200,7 @@ def set_state(
 
 
 def update_state(
-    core: CoreBase,
+    core: Core,
     session_id: str,
     changes: Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any]],
     *,
@@ -228,7 +228,7 @@ def update_state(
 
 
 def state_history(
-    core: CoreBase, session_id: str, *, user_id: str, name: str = DEFAULT_STATE
+    core: Core, session_id: str, *, user_id: str, name: str = DEFAULT_STATE
 ) -> Flow[list[StateVersion]]:
     """Every version of a session's state, oldest first."""
     check_id("user_id", user_id)
@@ -240,7 +240,7 @@ def state_history(
 
 
 def save_workflow(
-    core: CoreBase,
+    core: Core,
     workflow_id: str,
     *,
     user_id: str,
@@ -263,7 +263,7 @@ def save_workflow(
 
 
 def load_workflow(
-    core: CoreBase, workflow_id: str, *, user_id: str, session_id: str
+    core: Core, workflow_id: str, *, user_id: str, session_id: str
 ) -> Flow[WorkflowState | None]:
     """The last checkpoint of a workflow, or None if it never saved one."""
     check_id("workflow_id", workflow_id)
@@ -273,7 +273,7 @@ def load_workflow(
     return None if state.version == 0 else _workflow(state)
 
 
-def list_workflows(core: CoreBase, session_id: str, *, user_id: str) -> Flow[list[WorkflowState]]:
+def list_workflows(core: Core, session_id: str, *, user_id: str) -> Flow[list[WorkflowState]]:
     """The last checkpoint of every workflow of a session."""
     check_id("user_id", user_id)
     check_id("session_id", session_id)
@@ -285,7 +285,7 @@ def list_workflows(core: CoreBase, session_id: str, *, user_id: str) -> Flow[lis
 
 
 def summarize_session(
-    core: CoreBase,
+    core: Core,
     session_id: str,
     *,
     user_id: str,
@@ -308,7 +308,7 @@ def summarize_session(
 
 
 def store_summary(
-    core: CoreBase,
+    core: Core,
     session_id: str,
     user_id: str,
     text: str,
@@ -341,7 +341,7 @@ def store_summary(
     return record
 
 
-def get_summary(core: CoreBase, session_id: str, *, user_id: str) -> Flow[MemoryRecord | None]:
+def get_summary(core: Core, session_id: str, *, user_id: str) -> Flow[MemoryRecord | None]:
     """The session's current summary, or None."""
     check_id("user_id", user_id)
     check_id("session_id", session_id)
@@ -353,7 +353,7 @@ def get_summary(core: CoreBase, session_id: str, *, user_id: str) -> Flow[Memory
 # ------------------------------------------------------------------ cleanup
 
 
-def delete_session(core: CoreBase, session_id: str, *, user_id: str) -> Flow[int]:
+def delete_session(core: Core, session_id: str, *, user_id: str) -> Flow[int]:
     """Delete one session: messages, state, workflows, episodes and summary. Returns 1
     if it existed, else 0. The episodes' and summary's history keeps its events but
     not their content. The user's other memories stay."""
@@ -363,7 +363,7 @@ def delete_session(core: CoreBase, session_id: str, *, user_id: str) -> Flow[int
 
 
 def delete_sessions(
-    core: CoreBase, *, user_id: str, older_than: Any = None, page_size: int = 500
+    core: Core, *, user_id: str, older_than: Any = None, page_size: int = 500
 ) -> Flow[int]:
     """Delete all of a user's sessions, or those last updated before ``older_than``.
     Returns how many were deleted."""
@@ -379,7 +379,7 @@ def delete_sessions(
         deleted += yield from _delete_sessions(core, user_id, tuple(s.session_id for s in rows))
 
 
-def _delete_sessions(core: CoreBase, user_id: str, session_ids: tuple[str, ...]) -> Flow[int]:
+def _delete_sessions(core: Core, user_id: str, session_ids: tuple[str, ...]) -> Flow[int]:
     """Delete sessions in one batch: the removal of each episode and summary is
     recorded in its history (``delete``, reason "session deleted"), and vectors no
     memory uses any more are pruned."""
@@ -393,7 +393,7 @@ def _delete_sessions(core: CoreBase, user_id: str, session_ids: tuple[str, ...])
             include_deleted=True,
         )
         gone += yield from one(ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 10**9))
-    events = core._removal_events(gone, HistoryAction.DELETE, now, "session deleted")
+    events = core.removal_events(gone, HistoryAction.DELETE, now, "session deleted")
     done = yield from many(
         [
             ops.AppendHistory(events),

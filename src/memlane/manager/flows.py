@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memlane.core import sessions
+from memlane.core.base import Core
 from memlane.core.flow import Flow
-from memlane.core.memory import MemoryCore
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.llm.structured import ask
 from memlane.manager import learning, optimizing, planning, prompts
@@ -47,10 +47,10 @@ MAX_SUMMARY_INPUT_CHARS = 24_000
 
 
 class ManagerFlows:
-    """The manager's behaviour as flows over a :class:`MemoryCore`. ``llm_id``: the chat
+    """The manager's behaviour as flows over a :class:`Core`. ``llm_id``: the chat
     model's name, None when there is none (summaries and optimization are extractive)."""
 
-    def __init__(self, core: MemoryCore, config: ManagerConfig, llm_id: str | None) -> None:
+    def __init__(self, core: Core, config: ManagerConfig, llm_id: str | None) -> None:
         self.core = core
         self.config = config
         self.llm_id = llm_id

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from memlane.access import visible_filters
-from memlane.core.base import CoreBase
+from memlane.core.base import Core
 from memlane.core.flow import Flow, many, one
 from memlane.errors import LLMOutputError, ValidationError
 from memlane.llm.structured import Answer, ask
@@ -176,7 +176,7 @@ def gather(
     candidates: Sequence[Candidate],
     scope: PassScope,
     now: datetime,
-    core: CoreBase,
+    core: Core,
     config: ManagerConfig,
 ) -> Flow[Gathered]:
     """Embed the candidates (reusing cached vectors), then find each one's related

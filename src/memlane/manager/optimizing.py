@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import CoreBase, MemoryInput
+from memlane.core.base import Core, MemoryInput
 from memlane.core.flow import Flow, many, one
-from memlane.core.memory import MemoryCore
 from memlane.errors import ConflictError, ValidationError
 from memlane.ids import new_id
 from memlane.manager.learning import LEARNABLE_KINDS
@@ -92,7 +91,7 @@ def current(user_id: str, now: datetime, page: int = 1000) -> Flow[list[MemoryRe
         cursor = rows[-1].id
 
 
-def clear(core: CoreBase, user_id: str, reason: str) -> Flow[int]:
+def clear(core: Core, user_id: str, reason: str) -> Flow[int]:
     """Soft-delete every current fact and preference of the user in one batch; returns
     how many."""
     now = core.now()
@@ -106,7 +105,7 @@ def clear(core: CoreBase, user_id: str, reason: str) -> Flow[int]:
 
 
 def optimize(
-    core: MemoryCore,
+    core: Core,
     strategies: Sequence[Strategy],
     user_id: str,
     *,
@@ -163,7 +162,7 @@ def plan_strategies(
 
 
 def changes_to_writes(
-    core: CoreBase,
+    core: Core,
     changes: Sequence[Change],
     before: Sequence[MemoryRecord],
     user_id: str,
@@ -211,7 +210,7 @@ def _merged(c: Change, text: str, by_id: Mapping[str, MemoryRecord], run_id: str
     )
 
 
-def revert(core: CoreBase, report: OptimizationReport) -> Flow[int]:
+def revert(core: Core, report: OptimizationReport) -> Flow[int]:
     """Undo an applied optimization: its new memories are deleted and every memory it
     superseded or evicted is current again, all recorded in history. Returns how many
     memories changed. Raises ConflictError if one was changed since."""

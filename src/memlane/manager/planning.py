@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from memlane.core.base import CoreBase, MemoryInput
+from memlane.core.base import Core, MemoryInput
 from memlane.core.flow import Flow
 from memlane.errors import ValidationError
 from memlane.manager import prompts
@@ -47,7 +47,7 @@ class Rules:
     now: datetime
     model: str
     """The chat model's name, recorded as the changes' actor and provenance."""
-    records: CoreBase
+    records: Core
     """The core whose validation new records pass (no I/O)."""
 
     @property
@@ -158,8 +158,8 @@ def _plan_delete(
     if not rules.config.allow_delete:
         return CandidateResult(c.text, Outcome.SKIPPED, "deleting is switched off")
     now = rules.now
-    gone = CoreBase.bump(target, now, deleted_at=now)
-    event = CoreBase.event(gone, HistoryAction.DELETE, now, actor=rules.actor, reason=reason)
+    gone = Core.bump(target, now, deleted_at=now)
+    event = Core.event(gone, HistoryAction.DELETE, now, actor=rules.actor, reason=reason)
     out.change(target, gone, event)
     return CandidateResult(c.text, Outcome.DELETED, reason, None, target.id)
 
@@ -169,7 +169,7 @@ def _plan_refine(
 ) -> CandidateResult:
     """An in-place update: same memory, next version; its history keeps the old text."""
     now = rules.now
-    new = CoreBase.bump(
+    new = Core.bump(
         target,
         now,
         text=text,
@@ -178,7 +178,7 @@ def _plan_refine(
         importance=max(target.importance, c.memory.importance),
         context_hash=None,
     )
-    event = CoreBase.event(new, HistoryAction.UPDATE, now, actor=rules.actor, reason=reason)
+    event = Core.event(new, HistoryAction.UPDATE, now, actor=rules.actor, reason=reason)
     out.change(target, new, event)
     out.texts.append(text)
     return CandidateResult(c.text, Outcome.UPDATED, reason, new.id, target.id)
@@ -201,8 +201,8 @@ def _plan_supersede(
         actor=rules.actor,
     )
     new = rules.records.new_record(rules.scope.user_id, item, now)
-    closed = CoreBase.bump(target, now, valid_to=now, superseded_by=new.id)
-    event = CoreBase.event(closed, HistoryAction.SUPERSEDE, now, actor=rules.actor, reason=reason)
+    closed = Core.bump(target, now, valid_to=now, superseded_by=new.id)
+    event = Core.event(closed, HistoryAction.SUPERSEDE, now, actor=rules.actor, reason=reason)
     out.change(target, closed, event)
     out.new.append(new)
     return CandidateResult(c.text, Outcome.SUPERSEDED, reason, new.id, target.id)
@@ -214,7 +214,7 @@ def _plan_supersede(
 def apply(
     out: Plan,
     gathered: Gathered,
-    core: CoreBase,
+    core: Core,
     result: ManagerResult,
     lease: JobLease | None = None,
 ) -> Flow[None]:

@@ -20,8 +20,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from memlane.core.base import Core
 from memlane.core.flow import Flow
-from memlane.core.memory import MemoryCore
 from memlane.errors import ValidationError
 from memlane.llm.structured import ask
 from memlane.manager import prompts
@@ -62,7 +62,7 @@ class Change:
 class PlanContext:
     """What a strategy may use while planning."""
 
-    core: MemoryCore
+    core: Core
     now: datetime
     counter: TokenCounter
     use_llm: bool

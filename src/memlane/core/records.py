@@ -275,31 +275,17 @@ def _replace(
 
 
 def delete(
-    core: Core,
-    record_id: str,
-    *,
-    user_id: str,
-    reason: str | None = None,
-    actor: str | None = None,
+    core: Core, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
 ) -> Flow[MemoryRecord]:
     """Delete a memory (recorded, restorable with :meth:`restore`). Returns it."""
     old = yield from core.load(record_id, user_id)
     if old.deleted_at is not None:
         return old
-    now = core.now()
-    gone = core.bump(old, now, deleted_at=now)
-    event = core.event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
-    yield from many([ops.WriteRecord(gone, old.version), ops.AppendHistory((event,))])
-    return gone
+    return (yield from _set_deleted(core, old, True, actor, reason))
 
 
 def restore(
-    core: Core,
-    record_id: str,
-    *,
-    user_id: str,
-    reason: str | None = None,
-    actor: str | None = None,
+    core: Core, record_id: str, *, user_id: str, reason: str | None = None, actor: str | None = None
 ) -> Flow[MemoryRecord]:
     """Undo :meth:`delete`. Raises ValidationError if the memory is not deleted."""
     old = yield from core.load(record_id, user_id)
@@ -311,11 +297,19 @@ def restore(
             raise ValidationError(
                 f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
             )
+    return (yield from _set_deleted(core, old, False, actor, reason))
+
+
+def _set_deleted(
+    core: Core, old: MemoryRecord, deleted: bool, actor: str | None, reason: str | None
+) -> Flow[MemoryRecord]:
+    """Mark ``old`` deleted (or restored), recorded in its history; returns the new version."""
     now = core.now()
-    back = core.bump(old, now, deleted_at=None)
-    event = core.event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
-    yield from many([ops.WriteRecord(back, old.version), ops.AppendHistory((event,))])
-    return back
+    new = core.bump(old, now, deleted_at=now if deleted else None)
+    action = HistoryAction.DELETE if deleted else HistoryAction.RESTORE
+    event = core.event(new, action, now, actor=actor, reason=reason)
+    yield from many([ops.WriteRecord(new, old.version), ops.AppendHistory((event,))])
+    return new
 
 
 def history(core: Core, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:

@@ -179,27 +179,53 @@ def reembed(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
     rebuilt, with a window of up to :data:`MAX_REEMBED_WINDOW` turns; the rest fall
     back to their memory's own vector), ``embedded`` (by this
     run) and ``removed`` (old vectors)."""
-    model = core.model_id
     texts: dict[str, str] = {}  # content hash -> text
     n_records = n_contexts = 0
     for user_id in (yield from list_users(core)):
         records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
         n_records += len(records)
         texts.update((r.content_hash, r.text) for r in records)
-        wanted = {r.context_hash for r in records if r.context_hash is not None}
-        ordered = sorted(records, key=lambda r: r.id)
-        # This memory's window first, then others: the store may have been written
-        # with another one (the CLI uses none).
-        windows = [core.config.context_window, *range(1, MAX_REEMBED_WINDOW + 1)]
-        for window in dict.fromkeys(w for w in windows if w >= 1):
-            if not wanted:
-                break
-            _, contexts = yield from core.with_context(ordered, look_back=False, window=window)
-            rebuilt = {content_hash(t): t for t in contexts}
-            found = {h: rebuilt[h] for h in wanted if h in rebuilt}
-            n_contexts += len(found)
-            texts.update(found)
-            wanted -= set(found)
+        contexts = yield from _rebuilt_contexts(core, records)
+        n_contexts += len(contexts)
+        texts.update(contexts)
+    embedded, dim = yield from _embed_staged(core.model_id, texts, progress)
+    if dim is None:  # nothing stored yet: the model's dimension from one probe
+        dim = len((yield from embed(["memlane"]))[0])
+    _, removed = yield from many(
+        [ops.SetEmbeddingModel(core.model_id, dim), ops.DropEmbeddings(core.model_id)]
+    )
+    return {
+        "memories": n_records,
+        "contexts": n_contexts,
+        "embedded": embedded,
+        "removed": int(removed),
+    }
+
+
+def _rebuilt_contexts(core: Core, records: Sequence[MemoryRecord]) -> Flow[dict[str, str]]:
+    """The context texts of ``records`` (one user's) that can be rebuilt, by hash."""
+    wanted = {r.context_hash for r in records if r.context_hash is not None}
+    ordered = sorted(records, key=lambda r: r.id)
+    texts: dict[str, str] = {}
+    # This memory's window first, then others: the store may have been written
+    # with another one (the CLI uses none).
+    windows = [core.config.context_window, *range(1, MAX_REEMBED_WINDOW + 1)]
+    for window in dict.fromkeys(w for w in windows if w >= 1):
+        if not wanted:
+            break
+        _, contexts = yield from core.with_context(ordered, look_back=False, window=window)
+        rebuilt = {content_hash(t): t for t in contexts}
+        found = {h: rebuilt[h] for h in wanted if h in rebuilt}
+        texts.update(found)
+        wanted -= set(found)
+    return texts
+
+
+def _embed_staged(
+    model: str, texts: Mapping[str, str], progress: Progress | None
+) -> Flow[tuple[int, int | None]]:
+    """Stage vectors of ``model`` for the texts (by hash) it lacks, a batch at a time.
+    Returns how many were embedded and the vectors' dimension (None: no texts)."""
     hashes = list(texts)
     embedded = 0
     dim: int | None = None
@@ -216,15 +242,7 @@ def reembed(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
             yield from one(ops.PutEmbeddings(model, items, staged=True))
             embedded += len(missing)
         _report(progress, len(chunk))
-    if dim is None:  # nothing stored yet: the model's dimension from one probe
-        dim = len((yield from embed(["memlane"]))[0])
-    _, removed = yield from many([ops.SetEmbeddingModel(model, dim), ops.DropEmbeddings(model)])
-    return {
-        "memories": n_records,
-        "contexts": n_contexts,
-        "embedded": embedded,
-        "removed": int(removed),
-    }
+    return embedded, dim
 
 
 # ------------------------------------------------------------------ import

@@ -62,21 +62,7 @@ def add_messages(
     now = core.now()
     run = run_id or new_id()
     parsed = [_message(core, m, user_id, session_id, run, now) for m in messages]
-    episodes = []
-    if core.config.record_episodes:
-        for m in parsed:
-            if m.role in core.config.episode_roles:
-                item = MemoryInput(
-                    text=m.content,
-                    kind=MemoryKind.EPISODE,
-                    session_id=session_id,
-                    agent_id=agent_id,
-                    team=team,
-                    source_ids=(m.id,),
-                    actor=m.role,
-                    event_at=now,
-                )
-                episodes.append(core.new_record(user_id, item, now))
+    episodes = _episodes(core, parsed, agent_id, team, now)
     session = Session(session_id, user_id, now, now, agent_id=agent_id, team=team)
     extra: list[ops.Op[Any]] = [ops.UpsertSession(session), ops.AppendMessages(tuple(parsed))]
     if episodes:
@@ -87,6 +73,32 @@ def add_messages(
     # read of the session (which grows with every call, under the write lock).
     appended: list[Message] = results[1]
     return Run(run, session_id, tuple(appended))
+
+
+def _episodes(
+    core: Core, messages: Sequence[Message], agent_id: str | None, team: str | None, now: Any
+) -> list[MemoryRecord]:
+    """The episode memories that keep what was said (user and assistant turns, by default)."""
+    if not core.config.record_episodes:
+        return []
+    return [
+        core.new_record(m.user_id, _episode(m, agent_id, team, now), now)
+        for m in messages
+        if m.role in core.config.episode_roles
+    ]
+
+
+def _episode(m: Message, agent_id: str | None, team: str | None, now: Any) -> MemoryInput:
+    return MemoryInput(
+        text=m.content,
+        kind=MemoryKind.EPISODE,
+        session_id=m.session_id,
+        agent_id=agent_id,
+        team=team,
+        source_ids=(m.id,),
+        actor=m.role,
+        event_at=now,
+    )
 
 
 def _message(

@@ -29,13 +29,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from memlane.models import MemoryRecord
 from memlane.text import STOPWORDS, tokenize
 
-if TYPE_CHECKING:
-    from memlane.manager.flows import ManagerConfig
+
+class RelatedLimits(Protocol):
+    """The thresholds :func:`choose_related` reads (``ManagerConfig`` has them); a protocol,
+    so this module does not import the manager's flows, which import it."""
+
+    @property
+    def related_threshold(self) -> float: ...
+    @property
+    def related_limit(self) -> int: ...
+    @property
+    def change_threshold(self) -> float: ...
+    @property
+    def subject_limit(self) -> int: ...
 
 
 def _stem(word: str) -> str:
@@ -208,7 +219,7 @@ def search_words(s: Subject) -> str:
 
 
 def choose_related(
-    pool: Sequence[tuple[MemoryRecord, float]], subject: Subject, config: ManagerConfig
+    pool: Sequence[tuple[MemoryRecord, float]], subject: Subject, config: RelatedLimits
 ) -> list[tuple[MemoryRecord, float]]:
     """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
     ``related_limit`` memories at least ``related_threshold`` similar, then up to

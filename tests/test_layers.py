@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import memlane.embedders.fake
 import memlane.testing
 from memlane.embedders.spec import build_embedder
@@ -48,38 +50,42 @@ def test_the_import_contracts_hold() -> None:
     assert "0 broken" in done.stdout
 
 
-def test_the_core_importing_the_api_breaks_the_layers(tmp_path: Path) -> None:
-    src = copy_with_import(tmp_path, "core/flow.py", "from memlane.api import Memory  # noqa")
-    done = lint_imports(src)
+CROSSINGS = {
+    "the core importing the API breaks the layers": (
+        "core/flow.py",
+        "from memlane.api import Memory  # noqa",
+        "memlane.core is not allowed to import memlane.api",
+    ),
+    "an adapter importing settings breaks the layers": (
+        "llm/openai_chat.py",
+        "from memlane.settings import Settings  # noqa",
+        "memlane.llm is not allowed to import memlane.settings",
+    ),
+    "a cycle inside one layer breaks the acyclic contract": (
+        "manager/subjects.py",
+        "from memlane.manager.flows import ManagerConfig  # noqa",
+        "No cycles are allowed in memlane.manager",
+    ),
+    "one store backend importing another breaks independence": (
+        "stores/sqlite.py",
+        "from memlane.stores.memory import MemoryStore  # noqa",
+        "memlane.stores.sqlite is not allowed to import memlane.stores.memory",
+    ),
+    "the core importing a driver breaks the forbidden contract": (
+        "core/records.py",
+        "import sqlite3  # noqa",
+        "memlane.core is not allowed to import sqlite3",
+    ),
+}
+
+
+@pytest.mark.parametrize(("module", "statement", "complaint"), CROSSINGS.values(), ids=CROSSINGS)
+def test_a_crossing_import_breaks_a_contract(
+    tmp_path: Path, module: str, statement: str, complaint: str
+) -> None:
+    done = lint_imports(copy_with_import(tmp_path, module, statement))
     assert done.returncode != 0
-    assert "memlane.core is not allowed to import memlane.api" in done.stdout
-
-
-def test_an_adapter_importing_settings_breaks_the_layers(tmp_path: Path) -> None:
-    statement = "from memlane.settings import Settings  # noqa"
-    done = lint_imports(copy_with_import(tmp_path, "llm/openai_chat.py", statement))
-    assert done.returncode != 0
-    assert "memlane.llm is not allowed to import memlane.settings" in done.stdout
-
-
-def test_a_cycle_inside_one_layer_breaks_the_acyclic_contract(tmp_path: Path) -> None:
-    statement = "from memlane.manager.flows import ManagerConfig  # noqa"
-    done = lint_imports(copy_with_import(tmp_path, "manager/subjects.py", statement))
-    assert done.returncode != 0
-    assert "No cycles are allowed in memlane.manager" in done.stdout
-
-
-def test_one_store_backend_importing_another_breaks_independence(tmp_path: Path) -> None:
-    statement = "from memlane.stores.memory import MemoryStore  # noqa"
-    done = lint_imports(copy_with_import(tmp_path, "stores/sqlite.py", statement))
-    assert done.returncode != 0
-    assert "memlane.stores.sqlite is not allowed to import memlane.stores.memory" in done.stdout
-
-
-def test_the_core_importing_a_driver_breaks_the_forbidden_contract(tmp_path: Path) -> None:
-    done = lint_imports(copy_with_import(tmp_path, "core/records.py", "import sqlite3  # noqa"))
-    assert done.returncode != 0
-    assert "memlane.core is not allowed to import sqlite3" in done.stdout
+    assert complaint in done.stdout
 
 
 def test_the_fake_embedder_lives_with_the_embedders() -> None:

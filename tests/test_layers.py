@@ -5,13 +5,16 @@ suite fails too; the other tests prove the contracts fail when a layer is crosse
 from __future__ import annotations
 
 import os
+import pkgutil
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+import memlane
 import memlane.embedders.fake
 import memlane.testing
 from memlane.embedders.spec import build_embedder
@@ -48,6 +51,17 @@ def test_the_import_contracts_hold() -> None:
     done = lint_imports(ROOT / "src")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
+
+
+def test_every_top_level_module_has_a_layer() -> None:
+    """A new ``memlane.<name>`` must be placed in a layer of pyproject.toml, or the layers
+    contract would not constrain it."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [c["layers"] for c in config["contracts"] if c["type"] == "layers"]
+    placed = {name.strip() for layer in layers for name in layer.split("|")}
+    modules = {m.name for m in pkgutil.iter_modules(memlane.__path__)}
+    assert modules - placed == set(), "add these to a layer in pyproject.toml"
+    assert placed - modules == set()
 
 
 CROSSINGS = {

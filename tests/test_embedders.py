@@ -82,10 +82,9 @@ def endpoint() -> Iterator[str]:
     server.server_close()
 
 
-def test_openai_embedder_retries_and_orders(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("memlane.embedders.openai._backoff", lambda attempt: 0.0)
+def test_openai_embedder_retries_and_orders(endpoint: str) -> None:
     _Endpoint.script = [429, 503]
-    e = OpenAIEmbedder(base_url=endpoint, model="m", api_key="k", batch_size=2)
+    e = OpenAIEmbedder(base_url=endpoint, model="m", api_key="k", batch_size=2, max_backoff_s=0)
     vectors = e.embed(["a", "bbb", "cc"])
     assert len(vectors) == 3 and len(_Endpoint.seen) == 4  # 2 failures, then 2 batches
     expected = np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
@@ -94,16 +93,14 @@ def test_openai_embedder_retries_and_orders(endpoint: str, monkeypatch: pytest.M
     assert len(asyncio.run(e.aembed(["x", "y", "z"]))) == 3
 
 
-def test_openai_embedder_reports_final_errors(
-    endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("memlane.embedders.openai._backoff", lambda attempt: 0.0)
+def test_openai_embedder_reports_final_errors(endpoint: str) -> None:
     _Endpoint.script = [400]
     with pytest.raises(EmbeddingError, match="400"):
-        OpenAIEmbedder(base_url=endpoint, model="m").embed(["a"])
+        OpenAIEmbedder(base_url=endpoint, model="m", max_backoff_s=0).embed(["a"])
     _Endpoint.script = [500] * 10
+    failing = OpenAIEmbedder(base_url=endpoint, model="m", max_retries=2, max_backoff_s=0)
     with pytest.raises(EmbeddingError, match="gave up"):
-        asyncio.run(OpenAIEmbedder(base_url=endpoint, model="m", max_retries=2).aembed(["a"]))
+        asyncio.run(failing.aembed(["a"]))
 
 
 def test_openai_embedder_from_settings(endpoint: str) -> None:

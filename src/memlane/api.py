@@ -12,9 +12,10 @@ from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core.base import Clock, CoreConfig
-from memlane.core.flow import run_async, run_sync
+from memlane.core.flow import Flow, run_async, run_sync
 from memlane.core.memory import MemoryCore
 from memlane.ports.embedder import Embedder
+from memlane.ports.llm import LLM
 from memlane.ports.store import Store
 from memlane.stores import open_store
 
@@ -26,8 +27,7 @@ _FlowMethod = Callable[Concatenate[MemoryCore, P], Generator[Any, Any, R]]
 
 def _blocking(flow: _FlowMethod[P, R]) -> Callable[Concatenate[Memory, P], R]:
     def method(self: Memory, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self._ensure_setup()
-        return run_sync(flow(self.core, *args, **kwargs), self.store, self.embedder)
+        return self.run(flow(self.core, *args, **kwargs))
 
     functools.update_wrapper(method, flow)
     return method
@@ -37,8 +37,7 @@ def _awaitable(
     flow: _FlowMethod[P, R],
 ) -> Callable[Concatenate[AsyncMemory, P], Coroutine[Any, Any, R]]:
     async def method(self: AsyncMemory, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        await self._ensure_setup()
-        return await run_async(flow(self.core, *args, **kwargs), self.store, self.embedder)
+        return await self.run(flow(self.core, *args, **kwargs))
 
     functools.update_wrapper(method, flow)
     return method
@@ -106,10 +105,17 @@ class Memory(_MemoryBase):
     """Long-term memory for agents, with blocking calls. Use as a context manager or
     call :meth:`close` when done."""
 
-    def _ensure_setup(self) -> None:
+    def setup(self) -> None:
+        """Open the store and bring its schema up to date (once; every call does it first)."""
         if not self._ready:
             self.store.setup()
             self._ready = True
+
+    def run(self, flow: Flow[R], llm: LLM | None = None) -> R:
+        """Run a flow (see :mod:`memlane.core.flow`) over this memory's store and
+        embedder, and ``llm`` when it asks the chat model; returns what the flow returns."""
+        self.setup()
+        return run_sync(flow, self.store, self.embedder, llm)
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -162,13 +168,20 @@ class AsyncMemory(_MemoryBase):
     """Long-term memory for agents, with ``async`` calls. Use ``async with`` or await
     :meth:`aclose` when done."""
 
-    async def _ensure_setup(self) -> None:
+    async def setup(self) -> None:
+        """Open the store and bring its schema up to date (once; every call does it first)."""
         if not self._ready:
             import asyncio
 
             # One-time open + migrate; run off the loop since drivers may block.
             await asyncio.get_running_loop().run_in_executor(None, self.store.setup)
             self._ready = True
+
+    async def run(self, flow: Flow[R], llm: LLM | None = None) -> R:
+        """Run a flow over this memory's store and embedder (and ``llm``) on the running
+        event loop; returns what the flow returns."""
+        await self.setup()
+        return await run_async(flow, self.store, self.embedder, llm)
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -517,6 +517,10 @@ class Filters:
         if isinstance(self.topics, str) or not all(isinstance(t, str) for t in self.topics):
             raise ValidationError("filter topics must be a sequence of strings")
         object.__setattr__(self, "topics", tuple(self.topics))
+        # No stored text holds a NUL (writes refuse it), and PostgreSQL cannot even compare
+        # one: every backend refuses it here alike instead of erring or matching nothing.
+        if any("\x00" in t for t in self.topics):
+            raise ValidationError("filter topics cannot contain a NUL character (\\x00)")
         for name in ("agent_id", "team", "session_id", "key"):
             check_id(name, getattr(self, name), required=False)
         for name in ("since", "until"):
@@ -531,6 +535,10 @@ class Filters:
             if not isinstance(k, str) or not k or '"' in k or "\\" in k:
                 raise ValidationError(
                     'filter metadata keys must be non-empty strings without " or \\'
+                )
+            if "\x00" in k or (isinstance(v, str) and "\x00" in v):
+                raise ValidationError(
+                    f"filter metadata for {k!r} cannot contain a NUL character (\\x00)"
                 )
             if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
                 raise ValidationError(f"filter metadata value for {k!r} is out of range")

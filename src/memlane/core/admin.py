@@ -65,7 +65,7 @@ class AdminMixin(CoreBase):
         if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
             raise ValidationError("now must be a timezone-aware datetime")
         check_count("batch_size", batch_size)
-        now = now or self._now()
+        now = now or self.now()
         purged = 0
         while True:
             expired = yield from one(ops.FindExpired(now, batch_size))
@@ -117,7 +117,7 @@ class AdminMixin(CoreBase):
                 "type": "header",
                 "format": EXPORT_FORMAT,
                 "version": EXPORT_VERSION,
-                "exported_at": to_iso(self._now()),
+                "exported_at": to_iso(self.now()),
                 "embedding_model": self.model_id,
             }
         ]
@@ -136,7 +136,7 @@ class AdminMixin(CoreBase):
         whole = 2**62
         records, events, sessions, jobs = yield from many(
             [
-                ops.ListRecords(user_id, _ALL, self._now(), None, whole),
+                ops.ListRecords(user_id, _ALL, self.now(), None, whole),
                 ops.ListUserHistory(user_id, None, whole),
                 ops.ListSessions(user_id, None, whole),
                 ops.ListJobs(user_id, (), None, whole),
@@ -304,7 +304,7 @@ class AdminMixin(CoreBase):
         keep: list[tuple[str, Vector]] = []
         for start in range(0, len(texts), IMPORT_EMBED_BATCH):
             chunk = texts[start : start + IMPORT_EMBED_BATCH]
-            _, write = yield from self._vectors(chunk, known)
+            _, write = yield from self.vectors(chunk, known)
             items += write.items
             keep += write.keep
             known.update(write.items)
@@ -334,7 +334,7 @@ class AdminMixin(CoreBase):
                     raise ValidationError("topics must be a list of non-empty strings")
                 record = MemoryRecord.from_dict(data)
                 check_id("user_id", record.user_id)
-                self._check_text(record.text)
+                self.check_text(record.text)
                 self._check_json(record.metadata, "metadata")
                 check_count("version", record.version)
                 if not 0.0 <= float(record.importance) <= 1.0:

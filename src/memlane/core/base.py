@@ -78,10 +78,12 @@ class CoreBase:
 
     # ------------------------------------------------------------------ validation
 
-    def _now(self) -> datetime:
+    def now(self) -> datetime:
+        """The current time of this memory's clock."""
         return self.clock()
 
-    def _check_text(self, text: object, what: str = "text") -> str:
+    def check_text(self, text: object, what: str = "text") -> str:
+        """``text`` if it is a storable text; raises ValidationError naming ``what``."""
         if not isinstance(text, str):
             raise ValidationError(f"{what} must be a string, got {type(text).__name__}")
         if not text.strip():
@@ -129,9 +131,11 @@ class CoreBase:
             )
         return limit
 
-    def _new_record(self, user_id: str, item: MemoryInput, now: datetime) -> MemoryRecord:
+    def new_record(self, user_id: str, item: MemoryInput, now: datetime) -> MemoryRecord:
+        """A new (unsaved) record of ``user_id`` from ``item``, created at ``now``.
+        Raises ValidationError for bad input."""
         check_id("user_id", user_id)
-        text = self._check_text(item.text)
+        text = self.check_text(item.text)
         try:
             kind = MemoryKind(item.kind)
         except ValueError as exc:
@@ -199,8 +203,8 @@ class CoreBase:
 
     # ------------------------------------------------------------------ history
 
-    def _event(
-        self,
+    @staticmethod
+    def event(
         record: MemoryRecord,
         action: HistoryAction,
         now: datetime,
@@ -209,6 +213,7 @@ class CoreBase:
         reason: str | None = None,
         snapshot: bool = True,
     ) -> HistoryEvent:
+        """The history event recording that ``record`` (as it is now) went through ``action``."""
         return HistoryEvent(
             id=new_id(),
             record_id=record.id,
@@ -228,16 +233,18 @@ class CoreBase:
         deleted): one version past the last, no snapshot (the store erases the earlier
         snapshots too: see ``RemoveRecords``)."""
         return tuple(
-            self._event(self._bump(r, now), action, now, reason=reason, snapshot=False)
+            self.event(self.bump(r, now), action, now, reason=reason, snapshot=False)
             for r in records
         )
 
-    def _bump(self, record: MemoryRecord, now: datetime, **changes: Any) -> MemoryRecord:
+    @staticmethod
+    def bump(record: MemoryRecord, now: datetime, **changes: Any) -> MemoryRecord:
+        """The next version of ``record`` (updated at ``now``) with ``changes``."""
         return replace(record, version=record.version + 1, updated_at=now, **changes)
 
     # ------------------------------------------------------------------ embeddings
 
-    def _vectors(
+    def vectors(
         self, texts: Sequence[str], known: Mapping[str, Vector] | None = None
     ) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]:
         """Vectors for texts, embedding only what the cache (and ``known``, vectors by
@@ -248,7 +255,7 @@ class CoreBase:
         """
         hashes = [content_hash(t) for t in texts]
         unique = [h for h in dict.fromkeys(hashes) if not known or h not in known]
-        stored = yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))
+        stored = (yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))) if unique else {}
         cached = {**(known or {}), **stored}
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
         fresh: dict[str, Vector] = {}
@@ -276,7 +283,7 @@ class CoreBase:
 
     # ------------------------------------------------------------------ records
 
-    def _insert(
+    def insert(
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
@@ -286,7 +293,7 @@ class CoreBase:
         vector: ops.PutEmbeddings | None = None,
     ) -> Flow[list[MemoryRecord]]:
         """Write new records with their history and vectors in one batch (``extra`` ops
-        too); returns them. ``vector``: the cache write from :meth:`_vectors` for their
+        too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
         Raises ConflictError when a write in the batch lost a race."""
         written, _ = yield from self._insert_with(
@@ -303,15 +310,15 @@ class CoreBase:
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
     ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
-        """:meth:`_insert`, returning the records and the results of the ``extra`` ops."""
+        """:meth:`insert`, returning the records and the results of the ``extra`` ops."""
         extra = list(extra)
         records, contexts = yield from self._with_context(records)
         if vector is not None and not contexts:
             cache_write = vector
         else:
-            _, cache_write = yield from self._vectors([r.text for r in records] + contexts, known)
+            _, cache_write = yield from self.vectors([r.text for r in records] + contexts, known)
         events = tuple(
-            self._event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
+            self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
         results = yield from many(
             [
@@ -378,7 +385,7 @@ class CoreBase:
             shared_only=agent_id is None,  # agent_id None alone would mean any agent
         )
         rows = yield from one(
-            ops.ListRecords(user_id, f, self._now(), None, window, descending=True)
+            ops.ListRecords(user_id, f, self.now(), None, window, descending=True)
         )
         return [r.text for r in reversed(rows)]
 
@@ -386,7 +393,7 @@ class CoreBase:
         check_id("user_id", user_id)
         check_id("record id", record_id)
         found = yield from one(ops.GetRecords(user_id, (record_id,)))
-        if not found or found[0].is_expired(self._now()):
+        if not found or found[0].is_expired(self.now()):
             raise no_memory(record_id, user_id)
         return found[0]
 

@@ -143,7 +143,7 @@ class ContextMixin(SessionsMixin):
         ids: dict[str, list[str]] = {t: [] for t in tiers}
         dropped: dict[str, int] = {t: 0 for t in tiers}
         breakdown: dict[str, int] = {"frame": frame if frame <= budget else 0}
-        now = self._now()
+        now = self.now()
         used: set[str] = set()
         for tier in TIERS:
             if tier not in tiers:

@@ -120,9 +120,9 @@ class RecordsMixin(SearchMixin):
                 return r
         if agent_id is None and rid in found:  # an agent's memory from before holds rid
             rid = second
-        record = replace(self._new_record(user_id, item, self._now()), id=rid)
+        record = replace(self.new_record(user_id, item, self.now()), id=rid)
         try:
-            (record,) = yield from self._insert([record])
+            (record,) = yield from self.insert([record])
         except ConflictError:
             # Another process stored it between our look and our write: return theirs.
             existing = yield from one(ops.GetRecords(user_id, (rid,)))
@@ -143,11 +143,11 @@ class RecordsMixin(SearchMixin):
             raise ValidationError("add_many takes a sequence of MemoryInput")
         for item in items:
             _check_addable(item)
-        now = self._now()
-        records = [self._new_record(user_id, item, now) for item in items]
+        now = self.now()
+        records = [self.new_record(user_id, item, now) for item in items]
         if not records:
             return []
-        return (yield from self._insert(records))
+        return (yield from self.insert(records))
 
     def get(self, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
         """The memory with this id in the user's scope. Raises NotFoundError."""
@@ -189,7 +189,7 @@ class RecordsMixin(SearchMixin):
             raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
         if metadata is None:
             raise ValidationError("metadata must be a mapping; pass {} to clear it")
-        now = self._now()
+        now = self.now()
         item = MemoryInput(
             text=old.text if text is UNSET else text,
             kind=old.kind,
@@ -199,8 +199,8 @@ class RecordsMixin(SearchMixin):
             event_at=old.event_at if event_at is UNSET else event_at,
             expires_at=old.expires_at if expires_at is UNSET else expires_at,
         )
-        checked = self._new_record(user_id, item, now)
-        new = self._bump(
+        checked = self.new_record(user_id, item, now)
+        new = self.bump(
             old,
             now,
             text=checked.text,
@@ -213,8 +213,8 @@ class RecordsMixin(SearchMixin):
             # A context embedded with the old words no longer describes this memory.
             context_hash=old.context_hash if checked.text == old.text else None,
         )
-        _, cache_write = yield from self._vectors([new.text])
-        event = self._event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
+        _, cache_write = yield from self.vectors([new.text])
+        event = self.event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
         yield from many(
             [cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,))]
         )
@@ -258,7 +258,7 @@ class RecordsMixin(SearchMixin):
         cache write, if the caller has it). Raises ConflictError when ``old`` changed since
         it was read (superseded, deleted or purged by another writer): the version check
         of the write is the compare-and-swap."""
-        now = self._now()
+        now = self.now()
         item = MemoryInput(
             text=text,
             kind=old.kind,
@@ -272,10 +272,10 @@ class RecordsMixin(SearchMixin):
             actor=actor,
             expires_at=old.expires_at,
         )
-        new = self._new_record(old.user_id, item, now)
-        closed = self._bump(old, now, valid_to=now, superseded_by=new.id)
-        event = self._event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
-        yield from self._insert(
+        new = self.new_record(old.user_id, item, now)
+        closed = self.bump(old, now, valid_to=now, superseded_by=new.id)
+        event = self.event(closed, HistoryAction.SUPERSEDE, now, actor=actor, reason=reason)
+        yield from self.insert(
             [new], [ops.WriteRecord(closed, old.version), ops.AppendHistory((event,))],
             reason=reason, vector=vector,
         )  # fmt: skip
@@ -288,9 +288,9 @@ class RecordsMixin(SearchMixin):
         old = yield from self._load(record_id, user_id)
         if old.deleted_at is not None:
             return old
-        now = self._now()
-        gone = self._bump(old, now, deleted_at=now)
-        event = self._event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
+        now = self.now()
+        gone = self.bump(old, now, deleted_at=now)
+        event = self.event(gone, HistoryAction.DELETE, now, actor=actor, reason=reason)
         yield from many([ops.WriteRecord(gone, old.version), ops.AppendHistory((event,))])
         return gone
 
@@ -307,9 +307,9 @@ class RecordsMixin(SearchMixin):
                 raise ValidationError(
                     f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
                 )
-        now = self._now()
-        back = self._bump(old, now, deleted_at=None)
-        event = self._event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
+        now = self.now()
+        back = self.bump(old, now, deleted_at=None)
+        event = self.event(back, HistoryAction.RESTORE, now, actor=actor, reason=reason)
         yield from many([ops.WriteRecord(back, old.version), ops.AppendHistory((event,))])
         return back
 
@@ -353,11 +353,11 @@ class RecordsMixin(SearchMixin):
             rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
-        text = self._check_text(f"{key}: {rendered}")
+        text = self.check_text(f"{key}: {rendered}")
         meta = self._check_json({"value": value}, "value")  # JSON-normalized (int keys too)
         # Embedded once, before the race: an attempt is one read and one write, so the
         # window another writer can slip into is short, and a retry embeds nothing.
-        _, vector = yield from self._vectors([text])
+        _, vector = yield from self.vectors([text])
         for attempt in range(REMEMBER_ATTEMPTS):
             if attempt:
                 yield from pause(_backoff(attempt))
@@ -404,8 +404,8 @@ class RecordsMixin(SearchMixin):
             metadata=meta,
             actor=actor,
         )
-        new = self._new_record(user_id, item, self._now())
-        (record,) = yield from self._insert([new], vector=vector)
+        new = self.new_record(user_id, item, self.now())
+        (record,) = yield from self.insert([new], vector=vector)
         return record
 
     def recall(self, key: str, *, user_id: str) -> Flow[Any]:
@@ -421,7 +421,7 @@ class RecordsMixin(SearchMixin):
         has expired but was not swept yet is purged (recorded as ``expire``): it would
         otherwise hold the key's one current slot until the next sweep."""
         check_id("user_id", user_id)
-        now = self._now()
+        now = self.now()
         f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
         rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
         if rows or not purge_expired:
@@ -460,7 +460,7 @@ class RecordsMixin(SearchMixin):
         limit = self._check_limit(limit)
         f = _filters(filters)
         rows = yield from one(
-            ops.ListRecords(user_id, f, self._now(), cursor, limit + 1, descending=newest_first)
+            ops.ListRecords(user_id, f, self.now(), cursor, limit + 1, descending=newest_first)
         )
         more = len(rows) > limit
         rows = rows[:limit]

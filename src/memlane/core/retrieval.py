@@ -51,11 +51,11 @@ class SearchMixin(CoreBase):
         Raises ValidationError for an empty query, a bad limit or an unknown recipe.
         """
         check_id("user_id", user_id)
-        query = self._check_text(query, "query")
+        query = self.check_text(query, "query")
         limit = self._check_limit(limit)
         recipe = _recipe(recipe)
         f = _filters(filters)
-        now = self._now()
+        now = self.now()
         depth = max(recipe.candidates, limit)
 
         methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]

@@ -61,7 +61,7 @@ class SessionsMixin(RecordsMixin):
         check_id("run_id", run_id, required=False)
         if isinstance(messages, Mapping | str) or not messages:
             raise ValidationError("messages must be a non-empty list of messages")
-        now = self._now()
+        now = self.now()
         run = run_id or new_id()
         parsed = [self._message(m, user_id, session_id, run, now) for m in messages]
         episodes = []
@@ -78,7 +78,7 @@ class SessionsMixin(RecordsMixin):
                         actor=m.role,
                         event_at=now,
                     )
-                    episodes.append(self._new_record(user_id, item, now))
+                    episodes.append(self.new_record(user_id, item, now))
         session = Session(session_id, user_id, now, now, agent_id=agent_id, team=team)
         extra: list[ops.Op[Any]] = [ops.UpsertSession(session), ops.AppendMessages(tuple(parsed))]
         if episodes:
@@ -113,7 +113,7 @@ class SessionsMixin(RecordsMixin):
             run_id=run_id,
             seq=0,
             role=str(role),
-            content=self._check_text(content, "message content"),
+            content=self.check_text(content, "message content"),
             created_at=now,
             metadata=self._check_json(metadata or {}, "message metadata"),
         )
@@ -163,7 +163,7 @@ class SessionsMixin(RecordsMixin):
         check_id("name", name)
         found = yield from one(ops.GetState(user_id, session_id, name))
         if found is None:
-            return StateVersion(user_id, session_id, name, 0, {}, self._now())
+            return StateVersion(user_id, session_id, name, 0, {}, self.now())
         return found
 
     def set_state(
@@ -185,7 +185,7 @@ class SessionsMixin(RecordsMixin):
         check_id("agent_id", agent_id, required=False)
         if not isinstance(expected_version, int) or expected_version < 0:
             raise ValidationError("expected_version must be a non-negative integer")
-        now = self._now()
+        now = self.now()
         state = StateVersion(
             user_id, session_id, name, expected_version + 1, self._check_json(data, "state"), now
         )
@@ -291,9 +291,9 @@ class SessionsMixin(RecordsMixin):
             max_sentences=max_sentences,
             max_chars=max_chars,
         )
-        return (yield from self._store_summary(session_id, user_id, text, messages, "extractive"))
+        return (yield from self.store_summary(session_id, user_id, text, messages, "extractive"))
 
-    def _store_summary(
+    def store_summary(
         self,
         session_id: str,
         user_id: str,
@@ -302,7 +302,8 @@ class SessionsMixin(RecordsMixin):
         method: str,
         extra: Mapping[str, Any] | None = None,
     ) -> Flow[MemoryRecord]:
-        """Store ``text`` as the session's summary, superseding the previous one."""
+        """Store ``text`` as the session's summary (made by ``method``, with ``extra``
+        metadata), superseding the previous one. Returns the stored summary."""
         previous = yield from self.get_summary(session_id, user_id=user_id)
         meta = {"covers_until_seq": messages[-1].seq, "method": method, **(extra or {})}
         if previous is not None:
@@ -321,7 +322,7 @@ class SessionsMixin(RecordsMixin):
             source_ids=tuple(m.id for m in messages),
             actor="memlane",
         )
-        (record,) = yield from self._insert([self._new_record(user_id, item, self._now())])
+        (record,) = yield from self.insert([self.new_record(user_id, item, self.now())])
         return record
 
     def get_summary(self, session_id: str, *, user_id: str) -> Flow[MemoryRecord | None]:
@@ -329,7 +330,7 @@ class SessionsMixin(RecordsMixin):
         check_id("user_id", user_id)
         check_id("session_id", session_id)
         f = Filters(kinds=(MemoryKind.SUMMARY,), session_id=session_id)
-        rows = yield from one(ops.ListRecords(user_id, f, self._now(), None, 1, descending=True))
+        rows = yield from one(ops.ListRecords(user_id, f, self.now(), None, 1, descending=True))
         return rows[0] if rows else None
 
     # ------------------------------------------------------------------ cleanup
@@ -364,7 +365,7 @@ class SessionsMixin(RecordsMixin):
         """Delete sessions in one batch: the removal of each episode and summary is
         recorded in its history (``delete``, reason "session deleted"), and vectors no
         memory uses any more are pruned."""
-        now = self._now()
+        now = self.now()
         gone: list[MemoryRecord] = []
         for sid in session_ids:
             f = Filters(

@@ -1,26 +1,22 @@
 """Embeddings from any OpenAI-compatible ``/embeddings`` endpoint (OpenAI, Ollama, vLLM,
 llama.cpp server, LiteLLM ...).
 
-Request building and response parsing are pure functions; the sync and async drivers
-only move bytes and apply the same retry policy.
+Request building and response parsing are pure functions; moving the bytes, and the
+retry policy, are :mod:`memlane.http`'s, shared with the chat adapter.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 
 from memlane.errors import EmbeddingError
+from memlane.http import JsonEndpoint, RetryPolicy, Service
 from memlane.ports.embedder import Vector
 
-_Step = tuple[str, Any]
-
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_SERVICE = Service("embeddings", EmbeddingError)
 
 
 def build_request(model: str, texts: Sequence[str]) -> dict[str, Any]:
@@ -46,7 +42,14 @@ def parse_response(payload: Any, expected: int) -> list[Vector]:
 
 
 class OpenAIEmbedder:
-    """Calls ``POST {base_url}/embeddings``; retries 429/5xx with exponential backoff."""
+    """Calls ``POST {base_url}/embeddings``, ``batch_size`` texts a request.
+
+    ``timeout_s`` bounds each HTTP attempt (the whole answer read included) and
+    ``deadline_s``, if set, each request; ``max_retries`` retries 408/409/429/5xx and
+    transport errors with jittered exponential backoff (or the server's ``Retry-After``),
+    capped at ``max_backoff_s``: the policy of :mod:`memlane.http`, shared with the chat
+    adapter.
+    """
 
     def __init__(
         self,
@@ -57,94 +60,38 @@ class OpenAIEmbedder:
         batch_size: int = 128,
         timeout_s: float = 30.0,
         max_retries: int = 3,
+        max_backoff_s: float = 8.0,
+        deadline_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai:{model}"
+        self._endpoint = JsonEndpoint.at(
+            base_url, "embeddings", _SERVICE, api_key=api_key, headers=headers,
+            max_retries=max_retries, timeout_s=timeout_s, deadline_s=deadline_s,
+            max_backoff_s=max_backoff_s,
+        )  # fmt: skip
         self.batch_size = batch_size
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self._headers = dict(headers or {})
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-
-    @property
-    def _url(self) -> str:
-        return f"{self.base_url}/embeddings"
-
-    def _check(self, response: httpx.Response) -> bool:
-        """True when the response is final; raise on a final error."""
-        if response.status_code in RETRY_STATUS:
-            return False
-        if response.status_code >= 400:
-            raise EmbeddingError(
-                f"embeddings endpoint answered {response.status_code}: {response.text[:200]}"
-            )
-        return True
-
-    def _exchange(self, chunk: Sequence[str]) -> Generator[_Step, Any, list[Vector]]:
-        """The retry policy for one request, sans I/O.
-
-        Yields ``("post", body)`` and receives the response or the transport exception;
-        yields ``("sleep", seconds)`` and receives None.
-        """
-        body = build_request(self.model, chunk)
-        for attempt in range(self.max_retries + 1):
-            outcome = yield ("post", body)
-            if isinstance(outcome, httpx.HTTPError):
-                problem = f"embeddings endpoint failed: {outcome}"
-            elif self._check(outcome):
-                return parse_response(outcome.json(), len(chunk))
-            else:
-                problem = f"embeddings endpoint answered {outcome.status_code}"
-            if attempt == self.max_retries:
-                raise EmbeddingError(f"{problem}; gave up after {attempt + 1} attempts")
-            yield ("sleep", _backoff(attempt))
-        raise AssertionError("unreachable")
+        self.policy: RetryPolicy = self._endpoint.policy
 
     def embed(self, texts: Sequence[str]) -> list[Vector]:
+        """One L2-normalized vector per text, in order. Raises EmbeddingError."""
         out: list[Vector] = []
-        with httpx.Client(timeout=self.timeout_s, headers=self._headers) as client:
-            for start in range(0, len(texts), self.batch_size):
-                steps = self._exchange(texts[start : start + self.batch_size])
-                reply: Any = None
-                try:
-                    while True:
-                        kind, arg = steps.send(reply)
-                        if kind == "sleep":
-                            time.sleep(arg)
-                            reply = None
-                            continue
-                        try:
-                            reply = client.post(self._url, json=arg)
-                        except httpx.HTTPError as exc:
-                            reply = exc
-                except StopIteration as done:
-                    out += done.value
+        with self._endpoint.client() as client:
+            for chunk in self._chunks(texts):
+                reply = self._endpoint.post(build_request(self.model, chunk), client)
+                out += parse_response(reply.payload, len(chunk))
         return out
 
     async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        """:meth:`embed` on the running event loop."""
         out: list[Vector] = []
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers) as client:
-            for start in range(0, len(texts), self.batch_size):
-                steps = self._exchange(texts[start : start + self.batch_size])
-                reply: Any = None
-                try:
-                    while True:
-                        kind, arg = steps.send(reply)
-                        if kind == "sleep":
-                            await asyncio.sleep(arg)
-                            reply = None
-                            continue
-                        try:
-                            reply = await client.post(self._url, json=arg)
-                        except httpx.HTTPError as exc:
-                            reply = exc
-                except StopIteration as done:
-                    out += done.value
+        async with self._endpoint.async_client() as client:
+            for chunk in self._chunks(texts):
+                reply = await self._endpoint.apost(build_request(self.model, chunk), client)
+                out += parse_response(reply.payload, len(chunk))
         return out
 
-
-def _backoff(attempt: int) -> float:
-    return float(min(0.25 * 2**attempt, 8.0))
+    def _chunks(self, texts: Sequence[str]) -> list[Sequence[str]]:
+        return [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]

@@ -1,32 +1,28 @@
 """Any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, Ollama, vLLM, llama.cpp
 server, LiteLLM ...).
 
-Request building and response parsing are pure functions; the sync and async drivers
-only move bytes through the same sans-IO retry policy (backoff on 408/409/429/5xx and
-transport errors, honouring ``Retry-After``).
+Request building and response parsing are pure functions; moving the bytes, and the
+retry policy (backoff on 408/409/429/5xx and transport errors, honouring ``Retry-After``,
+within per-attempt and total time limits), are :mod:`memlane.http`'s, shared with the
+embeddings adapter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-import httpx
-
 from memlane.errors import ConfigurationError, LLMError
+from memlane.http import JsonEndpoint, JsonReply, RetryPolicy, Service
 from memlane.ports.llm import ChatRequest, ChatResponse, Usage
-
-_Step = tuple[str, Any]
 
 log = logging.getLogger("memlane.llm")
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_SERVICE = Service("chat", LLMError)
 
 StructuredMode = Literal["json_schema", "tools", "json_object"]
 
@@ -117,11 +113,12 @@ def chat_endpoint(
 class OpenAIChat:
     """Calls ``POST {base_url}/chat/completions``.
 
-    ``timeout_s`` bounds each HTTP attempt; ``max_retries`` retries 408/409/429/5xx and
-    transport errors with exponential backoff (or the server's ``Retry-After``, capped at
-    ``max_backoff_s``). Every call's tokens and latency are in its response's ``usage``
-    and summed in :attr:`usage` and, per operation (``extract``, ``decide`` ...), in
-    :attr:`usage_by_operation`.
+    ``timeout_s`` bounds each HTTP attempt (the whole answer read included) and
+    ``deadline_s``, if set, the whole call; ``max_retries`` retries 408/409/429/5xx and
+    transport errors with jittered exponential backoff (or the server's ``Retry-After``),
+    capped at ``max_backoff_s``: the policy of :mod:`memlane.http`. Every call's tokens
+    and latency are in its response's ``usage`` and summed in :attr:`usage` and, per
+    operation (``extract``, ``decide`` ...), in :attr:`usage_by_operation`.
     """
 
     def __init__(
@@ -134,34 +131,24 @@ class OpenAIChat:
         timeout_s: float = 60.0,
         max_retries: int = 3,
         max_backoff_s: float = 8.0,
+        deadline_s: float | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         if mode not in ("json_schema", "tools", "json_object"):
             raise LLMError(f"unknown structured output mode {mode!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise LLMError("max_retries must be a non-negative integer")
-        if not timeout_s > 0 or not max_backoff_s >= 0:
-            raise LLMError("timeout_s must be positive and max_backoff_s not negative")
-        try:
-            url = httpx.URL(base_url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise LLMError(f"base_url is not a URL: {exc}") from exc
-        if url.scheme not in ("http", "https") or not url.host:
-            raise LLMError("base_url must be an http:// or https:// URL with a host")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.model_id = f"openai-chat:{model}"
         self.mode: StructuredMode = mode
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.max_backoff_s = max_backoff_s
         self.usage = Usage()
         self.usage_by_operation: dict[str, Usage] = {}
-        self._client: httpx.Client | None = None
         self._lock = threading.Lock()
-        self._headers = dict(headers or {})
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._endpoint = JsonEndpoint.at(
+            base_url, "chat/completions", _SERVICE, api_key=api_key, headers=headers,
+            max_retries=max_retries, timeout_s=timeout_s, deadline_s=deadline_s,
+            max_backoff_s=max_backoff_s,
+        )  # fmt: skip
+        self.policy: RetryPolicy = self._endpoint.policy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> Self:
@@ -184,135 +171,43 @@ class OpenAIChat:
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/chat/completions"
-
-    def _exchange(self, request: ChatRequest) -> Generator[_Step, Any, ChatResponse]:
-        """The retry policy for one request, sans I/O.
-
-        Yields ``("post", body)`` and receives ``(response | exception, seconds)``;
-        yields ``("sleep", seconds)`` and receives None.
-        """
-        body = build_body(self.model, request, self.mode)
-        spent = 0.0
-        for attempt in range(self.max_retries + 1):
-            outcome, elapsed = yield ("post", body)
-            spent += elapsed
-            wait = _backoff(attempt)
-            if isinstance(outcome, httpx.TimeoutException):
-                problem = f"chat endpoint timed out after {self.timeout_s:g} s"
-            elif isinstance(outcome, httpx.HTTPError):
-                problem = f"chat endpoint failed: {outcome}"
-            elif outcome.status_code in RETRY_STATUS:
-                problem = f"chat endpoint answered {outcome.status_code}"
-                wait = _retry_after(outcome, wait)
-            elif outcome.status_code >= 400:
-                raise LLMError(
-                    f"chat endpoint answered {outcome.status_code}: {outcome.text[:300]}"
-                )
-            else:
-                try:
-                    payload = outcome.json()
-                except ValueError as exc:
-                    raise LLMError(f"chat endpoint sent invalid JSON: {exc}") from exc
-                response = parse_body(payload, latency_ms=spent * 1000, retries=attempt)
-                op = request.operation
-                with self._lock:
-                    self.usage = self.usage + response.usage
-                    self.usage_by_operation[op] = self.usage_by_operation.get(op, Usage()) + (
-                        response.usage
-                    )
-                log.debug(
-                    "%s: %d+%d tokens in %.0f ms (%d retries)",
-                    op,
-                    response.usage.prompt_tokens,
-                    response.usage.completion_tokens,
-                    response.usage.latency_ms,
-                    attempt,
-                )
-                return response
-            if attempt == self.max_retries:
-                raise LLMError(f"{problem}; gave up after {attempt + 1} attempts")
-            yield ("sleep", min(wait, self.max_backoff_s))
-        raise AssertionError("unreachable")
-
-    def _sync_client(self) -> httpx.Client:
-        # One pooled client for the adapter's life: building one costs ~25 ms (TLS setup).
-        with self._lock:
-            if self._client is None or self._client.is_closed:
-                self._client = httpx.Client(timeout=self.timeout_s, headers=self._headers)
-            return self._client
+        return self._endpoint.url
 
     def close(self) -> None:
         """Close pooled connections (a later call opens new ones)."""
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        self._endpoint.close()
 
     def complete(self, request: ChatRequest) -> ChatResponse:
-        steps = self._exchange(request)
-        reply: Any = None
-        client = self._sync_client()
-        try:
-            while True:
-                kind, arg = steps.send(reply)
-                if kind == "sleep":
-                    time.sleep(arg)
-                    reply = None
-                    continue
-                start = time.perf_counter()
-                try:
-                    outcome: Any = self._post_within(client, arg)
-                except httpx.HTTPError as exc:
-                    outcome = exc
-                reply = (outcome, time.perf_counter() - start)
-        except StopIteration as done:
-            result: ChatResponse = done.value
-            return result
-
-    def _post_within(self, client: httpx.Client, body: Any) -> httpx.Response:
-        """POST and read the answer within ``timeout_s`` in all: httpx's own timeout
-        bounds each read, so a server trickling its answer could hold a call for ever."""
-        deadline = time.monotonic() + self.timeout_s
-        with client.stream("POST", self.url, json=body) as response:
-            chunks = []
-            # Raw bytes: the Response built below decodes them (gzip, br) once, by the
-            # Content-Encoding it keeps; decoded bytes would be decoded a second time.
-            for chunk in response.iter_raw():
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("answer took too long", request=response.request)
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                content=b"".join(chunks),
-                request=response.request,
-            )
+        """The model's answer to ``request``. Raises LLMError when the endpoint fails
+        for good (see :mod:`memlane.http` for what is retried) or answers malformed."""
+        reply = self._endpoint.post(build_body(self.model, request, self.mode))
+        return self._received(request, reply)
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
-        steps = self._exchange(request)
-        reply: Any = None
-        async with httpx.AsyncClient(timeout=self.timeout_s, headers=self._headers) as client:
-            try:
-                while True:
-                    kind, arg = steps.send(reply)
-                    if kind == "sleep":
-                        await asyncio.sleep(arg)
-                        reply = None
-                        continue
-                    start = time.perf_counter()
-                    try:
-                        outcome: Any = await asyncio.wait_for(
-                            client.post(self.url, json=arg), self.timeout_s
-                        )
-                    except TimeoutError:  # the whole attempt, not one read
-                        outcome = httpx.ReadTimeout("answer took too long")
-                    except httpx.HTTPError as exc:
-                        outcome = exc
-                    reply = (outcome, time.perf_counter() - start)
-            except StopIteration as done:
-                result: ChatResponse = done.value
-                return result
+        """:meth:`complete` on the running event loop."""
+        reply = await self._endpoint.apost(build_body(self.model, request, self.mode))
+        return self._received(request, reply)
+
+    def _received(self, request: ChatRequest, reply: JsonReply) -> ChatResponse:
+        """The parsed answer, its usage added to the adapter's totals."""
+        response = parse_body(
+            reply.payload, latency_ms=reply.latency_s * 1000, retries=reply.retries
+        )
+        op = request.operation
+        with self._lock:
+            self.usage = self.usage + response.usage
+            self.usage_by_operation[op] = self.usage_by_operation.get(op, Usage()) + (
+                response.usage
+            )
+        log.debug(
+            "%s: %d+%d tokens in %.0f ms (%d retries)",
+            op,
+            response.usage.prompt_tokens,
+            response.usage.completion_tokens,
+            response.usage.latency_ms,
+            reply.retries,
+        )
+        return response
 
 
 def _count(value: Any) -> int:
@@ -324,17 +219,3 @@ def _count(value: Any) -> int:
         return max(0, int(value))
     except (OverflowError, ValueError):  # inf, nan
         return 0
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(0.25 * 2**attempt, 8.0))
-
-
-def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return default
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return default

@@ -9,23 +9,18 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from memlane.manager.flows import (
-        CandidateResult,
-        ManagerConfig,
-        ManagerResult,
-        OptimizationReport,
-        Outcome,
-    )
     from memlane.manager.manager import AsyncMemoryManager, MemoryManager
+    from memlane.manager.optimizing import OptimizationReport
+    from memlane.manager.results import CandidateResult, ManagerConfig, ManagerResult, Outcome
     from memlane.manager.strategies import Change, Decay, Deduplicate, Merge, Summarize, TokenCap
     from memlane.manager.tools import MemoryTools
 
 _WHERE = {
-    "CandidateResult": "flows",
-    "ManagerConfig": "flows",
-    "ManagerResult": "flows",
-    "OptimizationReport": "flows",
-    "Outcome": "flows",
+    "CandidateResult": "results",
+    "ManagerConfig": "results",
+    "ManagerResult": "results",
+    "OptimizationReport": "optimizing",
+    "Outcome": "results",
     "AsyncMemoryManager": "manager",
     "MemoryManager": "manager",
     "Change": "strategies",

@@ -81,7 +81,7 @@ def learn(
         messages.append(row)
     from memlane.errors import NoModelError
     from memlane.manager import MemoryManager
-    from memlane.manager.flows import conversation_text
+    from memlane.manager.results import conversation_text
     from memlane.models import check_id
 
     # Bad input first, then the missing model: either way before the store is touched.

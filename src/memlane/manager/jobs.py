@@ -30,17 +30,49 @@ log = logging.getLogger("memlane.jobs")
 
 class JobLease:
     """A claimed job as it is now: a heartbeat renews the lease (a new job version)
-    while the handler runs; hold ``lock`` while committing against ``job.version``."""
+    while the handler runs. To commit against ``job.version``, :meth:`hold` the lease
+    (the heartbeat leaves it alone) and :meth:`release` it after the commit."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
         self.lock = threading.Lock()
+        """Guards ``job`` and ``held`` (never held across I/O of the handler)."""
         self.lost = False
+        self.held = False
+
+    def hold(self) -> Job:
+        """Stop renewing the lease until :meth:`release`; returns the job as stored now,
+        whose version a commit must name. Waits for a renewal under way to finish."""
+        with self.lock:
+            self.held = True
+            return self.job
+
+    def release(self, committed: Job | None) -> None:
+        """Let the heartbeat renew again; ``committed``: the job as the commit wrote it
+        (None when the commit failed)."""
+        with self.lock:
+            if committed is not None:
+                self.job = committed
+            self.held = False
+
+
+def completed(job: Job, result: dict[str, Any], now: datetime) -> Job:
+    """``job`` marked done with ``result``, at ``now``: the next version, to be written in
+    the transaction that applies the job's effect."""
+    return job.evolve(
+        status=JobStatus.DONE,
+        version=job.version + 1,
+        updated_at=now,
+        lease_until=None,
+        result=result,
+        error=None,
+    )
 
 
 Handler = Callable[[JobLease], None]
 """Runs a claimed job; it must mark the job done itself (in the transaction that applies
-its effect, with ``PutJob(done, lease.job.version)`` under ``lease.lock``), or raise."""
+its effect, with ``PutJob(completed(job, ...), job.version)`` for the job returned by
+:meth:`JobLease.hold`), or raise."""
 
 
 class JobQueue:
@@ -161,6 +193,8 @@ class JobQueue:
                 job = lease.job
                 if job.status is not JobStatus.RUNNING:
                     return
+                if lease.held:  # a commit against this version is under way
+                    continue
                 now = self.clock()
                 renewed = job.evolve(
                     lease_until=now + self.lease, version=job.version + 1, updated_at=now

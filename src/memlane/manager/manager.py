@@ -1,35 +1,29 @@
-"""MemoryManager (blocking) and AsyncMemoryManager: the flows of
-:mod:`memlane.manager.flows` run over a :class:`~memlane.Memory` and a chat model."""
+"""MemoryManager (blocking) and AsyncMemoryManager: each public method is the flow of
+the same name in :class:`~memlane.manager.flows.ManagerFlows`, run over a
+:class:`~memlane.Memory` (or :class:`~memlane.AsyncMemory`) and a chat model, the way
+:mod:`memlane.api` binds the core's flows. Background jobs are the blocking manager's."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.api import AsyncMemory, Memory
-from memlane.core.flow import Flow, run_async, run_sync
+from memlane.core.flow import Flow
 from memlane.errors import LLMError, NoModelError, ValidationError
-from memlane.llm.structured import ask
-from memlane.manager import prompts
-from memlane.manager.flows import (
-    ManagerConfig,
-    ManagerFlows,
-    ManagerResult,
-    MessageLike,
-    OptimizationReport,
-    conversation_text,
-)
+from memlane.manager.flows import ManagerConfig, ManagerFlows, MessageLike, conversation_text
 from memlane.manager.jobs import JobLease, JobQueue
-from memlane.manager.strategies import Strategy
-from memlane.models import Job, JobStatus, MemoryRecord, Message, check_id
-from memlane.ports.llm import LLM, ChatMessage
-from memlane.tokens import TokenCounter
+from memlane.models import Job, JobStatus, Message, check_id
+from memlane.ports.llm import LLM
 
 PROCESS_JOB = "process"
-MAX_SUMMARY_INPUT_CHARS = 24_000
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 log = logging.getLogger("memlane.manager")
 
@@ -58,6 +52,27 @@ def _payload(
     return {"messages": rows, "session_id": session_id, "agent_id": agent_id, "team": team}
 
 
+_FlowMethod = Callable[Concatenate[ManagerFlows, P], Flow[R]]
+
+
+def _blocking(flow: _FlowMethod[P, R]) -> Callable[Concatenate[MemoryManager, P], R]:
+    def method(self: MemoryManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.memory.run(flow(self.flows, *args, **kwargs), self.llm)
+
+    functools.update_wrapper(method, flow)
+    return method
+
+
+def _awaitable(
+    flow: _FlowMethod[P, R],
+) -> Callable[Concatenate[AsyncMemoryManager, P], Coroutine[Any, Any, R]]:
+    async def method(self: AsyncMemoryManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.memory.run(flow(self.flows, *args, **kwargs), self.llm)
+
+    functools.update_wrapper(method, flow)
+    return method
+
+
 class _ManagerBase:
     def __init__(
         self,
@@ -72,41 +87,8 @@ class _ManagerBase:
             self.config = replace(config, **overrides)
         except TypeError as exc:
             raise ValidationError(f"unknown manager option: {exc}") from exc
-        name = self.llm.model_id if self.llm is not None else "none"
+        name = None if llm is None else llm.model_id
         self.flows = ManagerFlows(memory.core, self.config, name)
-
-    def _summary_flow(self, session_id: str, user_id: str, max_words: int) -> Flow[MemoryRecord]:
-        core = self.flows.core
-        if self.llm is None:
-            return (yield from core.summarize_session(session_id, user_id=user_id))
-        runs = yield from core.get_history(session_id, user_id=user_id)
-        messages = [m for run in runs for m in run.messages]
-        if not messages:
-            return (yield from core.summarize_session(session_id, user_id=user_id))
-        # Summarize incrementally: the previous summary stands in for what it covered.
-        previous = yield from core.get_summary(session_id, user_id=user_id)
-        covered = -1 if previous is None else int(previous.metadata.get("covers_until_seq", -1))
-        new = [m for m in messages if m.seq > covered] or messages[-1:]
-        text = conversation_text(new)
-        if len(text) > MAX_SUMMARY_INPUT_CHARS:  # keep the newest part
-            text = "...\n" + text[-MAX_SUMMARY_INPUT_CHARS:]
-        if previous is not None:
-            text = f"(summary so far: {previous.text})\n{text}"
-        answer = yield from ask(
-            prompts.Summary,
-            [
-                ChatMessage("system", prompts.SUMMARY_SYSTEM.format(max_words=max_words)),
-                ChatMessage("user", "<conversation>\n" + text + "\n</conversation>"),
-            ],
-            operation="summarize",
-            repairs=self.config.repairs,
-        )
-        extra = {"model": self.llm.model_id, "prompt": prompts.SUMMARY_VERSION}
-        return (
-            yield from core._store_summary(
-                session_id, user_id, answer.value.summary.strip(), messages, "llm", extra
-            )
-        )
 
 
 class MemoryManager(_ManagerBase):
@@ -151,28 +133,6 @@ class MemoryManager(_ManagerBase):
         Raises ConfigurationError when only one of them is set."""
         return cls(memory, _llm_from_env(environ), **options)
 
-    def _run(self, flow: Flow[Any]) -> Any:
-        self.memory._ensure_setup()
-        return run_sync(flow, self.memory.store, self.memory.embedder, self.llm)
-
-    def process(
-        self,
-        messages: Sequence[MessageLike],
-        *,
-        user_id: str,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        team: str | None = None,
-    ) -> ManagerResult:
-        """Extract memories from ``messages`` and apply ADD/UPDATE/DELETE/NOOP decisions
-        in one transaction. See :class:`ManagerResult` for the per-candidate outcomes."""
-        result: ManagerResult = self._run(
-            self.flows.process(
-                messages, user_id=user_id, session_id=session_id, agent_id=agent_id, team=team
-            )
-        )
-        return result
-
     # ------------------------------------------------------------------ background
 
     def process_in_background(
@@ -195,7 +155,7 @@ class MemoryManager(_ManagerBase):
                 "no chat model: pass llm=, or use MemoryManager.from_env with "
                 "MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL set"
             )
-        self.memory._ensure_setup()
+        self.memory.setup()
         job = self.jobs.enqueue(
             PROCESS_JOB,
             payload,
@@ -207,26 +167,14 @@ class MemoryManager(_ManagerBase):
         return job
 
     def _run_job(self, lease: JobLease) -> None:
-        job = lease.job
-        p = job.payload
-        messages = [(str(role), str(content)) for role, content in p["messages"]]
-        self._run(
-            self.flows.process(
-                messages,
-                user_id=job.user_id,
-                session_id=p.get("session_id"),
-                agent_id=p.get("agent_id"),
-                team=p.get("team"),
-                lease=lease,
-            )
-        )
+        self.memory.run(self.flows.run_job(lease), self.llm)
 
     def start(self) -> None:
         """Start the background worker (also started by the first background job); it
         picks up jobs left unfinished by an earlier process. Without a chat model no
         worker starts: jobs stay pending (each would fail for want of a model) until a
         manager with one runs."""
-        self.memory._ensure_setup()
+        self.memory.setup()
         if self.llm is None:
             log.info("no chat model configured: background jobs wait for a manager with one")
             return
@@ -235,7 +183,7 @@ class MemoryManager(_ManagerBase):
     def flush(self, timeout: float | None = None, *, user_id: str | None = None) -> bool:
         """Wait for background jobs; False if some were unfinished after ``timeout`` s.
         Raises LLMError when jobs are waiting and this manager has no chat model."""
-        self.memory._ensure_setup()
+        self.memory.setup()
         if self.llm is None and self.jobs.unfinished(user_id):
             raise LLMError(
                 "background jobs need a chat model: pass llm=, or use MemoryManager.from_env "
@@ -245,13 +193,13 @@ class MemoryManager(_ManagerBase):
 
     def job(self, job_id: str, *, user_id: str) -> Job | None:
         """A background job's current status, result or error."""
-        self.memory._ensure_setup()
+        self.memory.setup()
         return self.jobs.get(job_id, user_id=user_id)
 
     def list_jobs(
         self, *, user_id: str | None = None, statuses: Sequence[JobStatus | str] = ()
     ) -> list[Job]:
-        self.memory._ensure_setup()
+        self.memory.setup()
         return self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
 
     def close(self) -> None:
@@ -264,44 +212,11 @@ class MemoryManager(_ManagerBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ others
-
-    def clear(self, *, user_id: str, reason: str = "cleared") -> int:
-        """Soft-delete all the user's facts and preferences (needs ``allow_clear``)."""
-        n: int = self._run(self.flows.clear(user_id=user_id, reason=reason))
-        return n
-
-    def summarize_session(
-        self, session_id: str, *, user_id: str, max_words: int = 150
-    ) -> MemoryRecord:
-        """Summarize a session with the LLM (extractively without one); the summary
-        supersedes the previous one and can stand in for old history in a prompt."""
-        record: MemoryRecord = self._run(self._summary_flow(session_id, user_id, max_words))
-        return record
-
-    def optimize(
-        self,
-        strategies: Sequence[Strategy],
-        *,
-        user_id: str,
-        dry_run: bool = True,
-        use_llm: bool | None = None,
-        counter: TokenCounter | None = None,
-    ) -> OptimizationReport:
-        """Run optimization strategies; ``dry_run`` (default) only reports the diff.
-        ``use_llm`` defaults to whether an LLM is configured."""
-        llm = self.llm is not None if use_llm is None else use_llm
-        report: OptimizationReport = self._run(
-            self.flows.optimize(
-                strategies, user_id=user_id, dry_run=dry_run, use_llm=llm, counter=counter
-            )
-        )
-        return report
-
-    def revert(self, report: OptimizationReport) -> int:
-        """Undo an applied optimization (see :meth:`ManagerFlows.revert`)."""
-        n: int = self._run(self.flows.revert(report))
-        return n
+    process = _blocking(ManagerFlows.process)
+    summarize_session = _blocking(ManagerFlows.summarize_session)
+    optimize = _blocking(ManagerFlows.optimize)
+    revert = _blocking(ManagerFlows.revert)
+    clear = _blocking(ManagerFlows.clear)
 
 
 class AsyncMemoryManager(_ManagerBase):
@@ -326,53 +241,8 @@ class AsyncMemoryManager(_ManagerBase):
         """Like :meth:`MemoryManager.from_env`."""
         return cls(memory, _llm_from_env(environ), **options)
 
-    async def _run(self, flow: Flow[Any]) -> Any:
-        await self.memory._ensure_setup()
-        return await run_async(flow, self.memory.store, self.memory.embedder, self.llm)
-
-    async def process(
-        self,
-        messages: Sequence[MessageLike],
-        *,
-        user_id: str,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        team: str | None = None,
-    ) -> ManagerResult:
-        result: ManagerResult = await self._run(
-            self.flows.process(
-                messages, user_id=user_id, session_id=session_id, agent_id=agent_id, team=team
-            )
-        )
-        return result
-
-    async def summarize_session(
-        self, session_id: str, *, user_id: str, max_words: int = 150
-    ) -> MemoryRecord:
-        record: MemoryRecord = await self._run(self._summary_flow(session_id, user_id, max_words))
-        return record
-
-    async def optimize(
-        self,
-        strategies: Sequence[Strategy],
-        *,
-        user_id: str,
-        dry_run: bool = True,
-        use_llm: bool | None = None,
-        counter: TokenCounter | None = None,
-    ) -> OptimizationReport:
-        llm = self.llm is not None if use_llm is None else use_llm
-        report: OptimizationReport = await self._run(
-            self.flows.optimize(
-                strategies, user_id=user_id, dry_run=dry_run, use_llm=llm, counter=counter
-            )
-        )
-        return report
-
-    async def revert(self, report: OptimizationReport) -> int:
-        n: int = await self._run(self.flows.revert(report))
-        return n
-
-    async def clear(self, *, user_id: str, reason: str = "cleared") -> int:
-        n: int = await self._run(self.flows.clear(user_id=user_id, reason=reason))
-        return n
+    process = _awaitable(ManagerFlows.process)
+    summarize_session = _awaitable(ManagerFlows.summarize_session)
+    optimize = _awaitable(ManagerFlows.optimize)
+    revert = _awaitable(ManagerFlows.revert)
+    clear = _awaitable(ManagerFlows.clear)

@@ -73,7 +73,7 @@ class PlanContext:
     """How many times an invalid model answer is sent back (ManagerConfig.repairs)."""
 
     def vectors(self, records: Sequence[MemoryRecord]) -> Flow[list[Vector]]:
-        vectors, _ = yield from self.core._vectors([r.text for r in records])
+        vectors, _ = yield from self.core.vectors([r.text for r in records])
         return vectors
 
     def merged_text(self, records: Sequence[MemoryRecord], instruction: str) -> Flow[str]:

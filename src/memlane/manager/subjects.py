@@ -29,24 +29,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from memlane.models import MemoryRecord
 from memlane.text import STOPWORDS, tokenize
 
-
-class RelatedLimits(Protocol):
-    """The thresholds :func:`choose_related` reads (``ManagerConfig`` has them); a protocol,
-    so this module does not import the manager's flows, which import it."""
-
-    @property
-    def related_threshold(self) -> float: ...
-    @property
-    def related_limit(self) -> int: ...
-    @property
-    def change_threshold(self) -> float: ...
-    @property
-    def subject_limit(self) -> int: ...
+if TYPE_CHECKING:
+    from memlane.manager.results import ManagerConfig
 
 
 def _stem(word: str) -> str:
@@ -219,7 +208,7 @@ def search_words(s: Subject) -> str:
 
 
 def choose_related(
-    pool: Sequence[tuple[MemoryRecord, float]], subject: Subject, config: RelatedLimits
+    pool: Sequence[tuple[MemoryRecord, float]], subject: Subject, config: ManagerConfig
 ) -> list[tuple[MemoryRecord, float]]:
     """What the decider is shown for one candidate, from ``pool`` (memory, cosine): up to
     ``related_limit`` memories at least ``related_threshold`` similar, then up to

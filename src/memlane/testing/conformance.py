@@ -249,6 +249,12 @@ class StoreConformance:
             Filters(kinds=("nonsense",))  # type: ignore[arg-type]
         with _raises(ValidationError):
             Filters(metadata={"k": [1, 2]})
+        # A NUL can never have been stored: every backend refuses it alike.
+        for bad in ({"src": "c\x00rm"}, {"s\x00rc": "crm"}):
+            with _raises(ValidationError):
+                Filters(metadata=bad)
+        with _raises(ValidationError):
+            Filters(topics=("tra\x00vel",))
         m.close()
 
     def test_agent_filter_with_shared_records(self) -> None:

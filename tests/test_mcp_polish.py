@@ -363,3 +363,26 @@ def test_example_mcp_client_runs(tmp_path: Path) -> None:
     assert "resource memlane://memories: 2 memories" in out
     with Memory(env["MEMLANE_STORE"], embedder=FakeEmbedder()) as memory:
         assert memory.recall("home_station", user_id="alice") == "Zurich HB"
+
+
+def test_tool_errors_follow_the_rest_error_table() -> None:
+    """An embedding failure's text (it can name a model, a host or a path) reaches neither
+    a REST client nor an MCP client: both say only what failed, from one error table."""
+    from mcp import Client
+
+    from memlane.server.mcp import build_mcp, stdio_resolver
+
+    embedder = FakeEmbedder()
+    memory = AsyncMemory("memory://", embedder=embedder)
+
+    async def scenario() -> tuple[str, str]:
+        async with Client(build_mcp(memory, stdio_resolver("carol"))) as c:
+            denied = _error(await c.call_tool("add_memory", {"text": "x", "kind": "summary"}))
+            embedder.fail = True
+            failed = _error(await c.call_tool("search_memories", {"query": "cello"}))
+        return denied, failed
+
+    invalid, failed = asyncio.run(scenario())
+    assert invalid.endswith(": ValidationError: kind must be fact, preference or procedure")
+    assert failed.endswith(": EmbeddingError: the server's embedding model or configuration failed")
+    assert "fake embedder" not in failed

@@ -135,7 +135,9 @@ def test_service_routes(env: Env) -> None:
     assert "/v1/users/{user_id}/search" in spec["paths"] and spec["info"]["title"] == "memlane"
     env.call(env.acme, "GET", "/v1/users")
     text = env.client.get("/metrics").text
-    assert 'memlane_requests_total{route="/v1/users",method="GET",status="200"} 1' in text
+    # prometheus_client writes labels in alphabetical order and values as floats ("1.0").
+    assert 'memlane_requests_total{method="GET",route="/v1/users",status="200"} 1.0' in text
+    assert 'memlane_request_seconds_bucket{le="0.005",method="GET",route="/v1/users"}' in text
     assert "memlane_request_seconds_count" in text and "memlane_jobs_unfinished 0" in text
     assert "<title>memlane dashboard</title>" in env.client.get("/dashboard").text
 

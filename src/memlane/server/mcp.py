@@ -38,7 +38,6 @@ import functools
 import inspect
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -52,17 +51,16 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import ToolAnnotations
 
-from memlane.access import Action, Grant, authorize, visible, visible_filters
+from memlane.access import Action, Grant, authorize, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import (
     AccessDeniedError,
-    LLMError,
     MemlaneError,
-    StoreError,
     ValidationError,
-    no_memory,
 )
 from memlane.models import MemoryKind, MemoryRecord, Scope, check_id
+from memlane.server.auth import grant_from_headers, own_record
+from memlane.server.errors import matching, public_text
 from memlane.server.keys import KeyStore
 
 log = logging.getLogger("memlane.mcp")
@@ -137,16 +135,9 @@ def key_user_resolver(keys: KeyStore) -> Resolver:
 
 
 async def _key_grant(ctx: Context[Any, Any], keys: KeyStore) -> Grant:
+    """The grant of the API key on the call's HTTP request (the REST routes' token rule)."""
     request = ctx.request_context.request
-    headers = getattr(request, "headers", None)
-    if headers is None:
-        raise AccessDeniedError("no HTTP request: an API key is required")
-    header = headers.get("authorization", "")
-    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-    key = await keys.acheck(token or headers.get("x-api-key", ""))
-    if key is None:
-        raise AccessDeniedError("missing, invalid or revoked API key")
-    return key.grant
+    return await grant_from_headers(keys, getattr(request, "headers", None))
 
 
 # ---------------------------------------------------------------------------- annotations
@@ -250,16 +241,14 @@ def _without(fn: Callable[..., Awaitable[Any]], hidden: set[str]) -> Callable[..
 
 def _fail(exc: MemlaneError, error: type[Exception] = ToolError) -> Exception:
     """The error the client sees (an error result, or a failed resource read) with a
-    readable message. Store and model failures say only what failed, as REST does: their
-    text can name hosts, databases or the provider's answer; the detail goes to the log."""
-    if isinstance(exc, StoreError):
-        log.error("store error in an MCP call", exc_info=exc)
-        return error("StoreError: the store is unavailable; try again")
-    if isinstance(exc, LLMError):
-        log.error("model error in an MCP call", exc_info=exc)
-        return error("LLMError: the language model failed; try again")
-    message = re.sub(r"[A-Za-z0-9_.-]{1,64}::", "", str(exc))  # no tenant prefixes
-    return error(f"{type(exc).__name__}: {message}")
+    readable message, by the REST API's error table: failures whose text can name hosts,
+    databases or the provider's answer (store, embedding, configuration, model) say only
+    what failed, under the kind they matched; the detail goes to the log."""
+    matched, rule = matching(exc)
+    if rule.logged is None:
+        return error(f"{type(exc).__name__}: {public_text(str(exc))}")
+    log.error("%s in an MCP call", rule.logged, exc_info=exc)
+    return error(f"{matched.__name__}: {rule.message}")
 
 
 def _memory_view(record: MemoryRecord, uri: str) -> dict[str, Any]:
@@ -422,10 +411,7 @@ class _Tools:
     # ------------------------------------------------------------------ resources
 
     async def _visible(self, where: Scope, memory_id: str) -> MemoryRecord:
-        record = await self.memory.get(memory_id, user_id=where.user_id)
-        if not visible(where, record.agent_id):
-            raise no_memory(memory_id, where.user_id)  # as if absent
-        return record
+        return await own_record(self.memory, where, memory_id)
 
     async def read_memory(
         self, ctx: Context[Any, Any], base: str, user_id: str | None, memory_id: str

@@ -1,0 +1,126 @@
+"""The server's Prometheus metrics (``GET /metrics``), through ``prometheus_client``.
+
+Each app has its own registry, so several apps in one process (tests) keep apart:
+
+- ``memlane_requests_total{route, method, status}``: requests served;
+- ``memlane_request_seconds{route, method}``: a latency histogram per route;
+- ``memlane_memory_call_seconds{op}``: time in memlane's library per call the routes make
+  (``search``, ``add``, ``build_context`` …: store, embedding and, for summaries with a
+  chat model, the model), measured at the server's edge;
+- ``memlane_uptime_seconds`` and, with a memory manager, ``memlane_jobs_unfinished``.
+
+Labels name the route's template (``/v1/users/{user_id}/memories``), never the raw path:
+no user or memory id reaches a label, and methods outside the standard ones share
+``OTHER``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from memlane.errors import require_extra
+
+require_extra("server", "memlane's metrics", "prometheus_client")
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """One app's metrics and their registry."""
+
+    def __init__(self, manager: Any | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "memlane_requests", "HTTP requests by route, method and status.",
+            ("route", "method", "status"), registry=r,
+        )  # fmt: skip
+        self.seconds = Histogram(
+            "memlane_request_seconds", "Time spent serving requests, by route.",
+            ("route", "method"), buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.calls = Histogram(
+            "memlane_memory_call_seconds", "Time in memlane's library per call a route makes.",
+            ("op",), buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+        started = time.time()
+        uptime = Gauge("memlane_uptime_seconds", "Seconds since the app started.", registry=r)
+        uptime.set_function(lambda: round(time.time() - started, 3))
+        if manager is not None:
+            jobs = Gauge("memlane_jobs_unfinished", "Learning jobs not yet done.", registry=r)
+            jobs.set_function(lambda: float(manager.jobs.unfinished()))
+
+    def observe(self, request: Request, status: int, seconds: float) -> None:
+        """Count one served request under its route's template."""
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        method = request.method if request.method in _METHODS else "OTHER"
+        self.requests.labels(route, method, str(status)).inc()
+        self.seconds.labels(route, method).observe(seconds)
+
+    @contextlib.contextmanager
+    def timing(self, op: str) -> Iterator[None]:
+        """Time a block as the library call ``op``."""
+        with self.calls.labels(op).time():
+            yield
+
+    def render(self) -> Response:
+        """The exposition ``/metrics`` answers."""
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class TimedMemory:
+    """An :class:`~memlane.api.AsyncMemory` whose coroutine methods are timed as
+    ``memlane_memory_call_seconds{op=<method>}``; everything else passes through."""
+
+    def __init__(self, memory: Any, metrics: Metrics) -> None:
+        self._memory = memory
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._memory, name)
+        if name.startswith("_") or not callable(value):
+            return value
+        return _timed(value, name, self._metrics)
+
+
+def _timed(fn: Callable[..., Any], op: str, metrics: Metrics) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if not isinstance(result, Awaitable):
+            return result
+        return _awaited(result, op, metrics)
+
+    return call
+
+
+async def _awaited(result: Awaitable[Any], op: str, metrics: Metrics) -> Any:
+    with metrics.timing(op):
+        return await result
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    """Measure every request ``app`` serves."""
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        start = time.perf_counter()
+        response = await call_next(request)
+        metrics.observe(request, response.status_code, time.perf_counter() - start)
+        return response

@@ -1,0 +1,76 @@
+"""Transfer: a user's data out and in as NDJSON (what `memlane export` writes)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from memlane.access import Action
+from memlane.errors import ValidationError
+from memlane.server.auth import CallerDep
+from memlane.server.routes.common import State, operation_id, v1
+from memlane.server.schemas import JSON_ERRORS, NDJSON_CONTENT, NDJSONResponse, UserId, errors
+from memlane.transfer import read_numbered_jsonl
+
+router = APIRouter(generate_unique_id_function=operation_id)
+
+
+@v1(
+    router,
+    "GET",
+    "/v1/users/{user_id}/export",
+    tags=["transfer"],
+    response_class=NDJSONResponse,
+    responses={
+        200: {"description": "The user's data as NDJSON.", "content": NDJSON_CONTENT},
+        **JSON_ERRORS,
+    },
+)
+async def export(user_id: UserId, caller: CallerDep, srv: State) -> Response:
+    rows = await srv.memory.export_rows(user_id=caller.scope(Action.READ_ALL, user_id).user_id)
+    lines = [json.dumps(caller.out(row), ensure_ascii=False) for row in rows]
+    return NDJSONResponse("\n".join(lines) + "\n")
+
+
+@v1(
+    router,
+    "POST",
+    "/v1/users/{user_id}/import",
+    tags=["transfer"],
+    responses=errors(409),
+    openapi_extra={"requestBody": {"required": True, "content": NDJSON_CONTENT}},
+)
+async def import_rows(
+    user_id: UserId, request: Request, caller: CallerDep, srv: State
+) -> dict[str, Any]:
+    stored = caller.scope(Action.WRITE_ALL, user_id).user_id
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"body is not UTF-8: {exc.reason}") from exc
+    numbered = list(read_numbered_jsonl(text.splitlines()))
+    rows = [_into_scope(row, user_id, stored, n) for n, row in numbered]
+    result = await srv.memory.import_rows(rows, lines=[n for n, _ in numbered])
+    return {"imported": dict(result.counts)}
+
+
+def _into_scope(row: Any, public: str, stored: str, line: int) -> Any:
+    """An export row of ``public`` with store user ids; any other user is refused."""
+    if not isinstance(row, dict):
+        raise ValidationError(f"line {line}: each line must be a JSON object")
+    data = row.get("data")
+    if isinstance(data, dict) and "user_id" in data:
+        if data["user_id"] != public:
+            raise ValidationError(f"line {line}: row of another user ({data['user_id']!r})")
+        data = {**data, "user_id": stored}
+        snapshot = data.get("snapshot")
+        if isinstance(snapshot, dict) and "user_id" in snapshot:
+            if snapshot["user_id"] != public:
+                raise ValidationError(f"line {line}: snapshot of another user")
+            data["snapshot"] = {**snapshot, "user_id": stored}
+        row = {**row, "data": data}
+    return row

@@ -1,0 +1,100 @@
+"""/metrics (prometheus_client): latency histograms and counts per route template — never
+a raw path with user or memory ids — and the time routes spend in memlane's library."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from chat_server import ChatServer
+from memlane import AsyncMemory, Memory
+from memlane.llm import OpenAIChat
+from memlane.manager import MemoryManager
+from memlane.server import KeyStore, create_app
+from memlane.testing import FakeEmbedder
+
+
+def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def test_metrics_label_routes_by_template_and_time_library_calls() -> None:
+    memory = AsyncMemory("memory://", embedder=FakeEmbedder())
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    client = TestClient(create_app(memory, keys, mcp=False))
+    auth = {"Authorization": f"Bearer {key}"}
+    for user in ("alice", "bob"):
+        made = client.post(f"/v1/users/{user}/memories", json={"text": "Likes tea"}, headers=auth)
+        assert made.status_code == 201, made.text
+        got = client.get(f"/v1/users/{user}/memories/{made.json()['id']}", headers=auth)
+        assert got.status_code == 200
+        hits = client.post(f"/v1/users/{user}/search", json={"query": "tea"}, headers=auth)
+        assert hits.status_code == 200
+    assert client.get("/v1/users/alice/memories/NOPE", headers=auth).status_code == 404
+    client.get("/no/such/route")
+
+    text = client.get("/metrics").text
+    samples = _samples(text)
+    # One series per route template and status: both users' calls land in it.
+    count = {
+        (labels["route"], labels["status"]): value
+        for name, labels, value in samples
+        if name == "memlane_requests_total" and labels["method"] in ("GET", "POST")
+    }
+    one = "/v1/users/{user_id}/memories/{memory_id}"
+    assert count[("/v1/users/{user_id}/memories", "201")] == 2
+    assert count[(one, "200")] == 2 and count[(one, "404")] == 1
+    assert count[("unmatched", "404")] == 1
+    # Latency is a histogram per route (buckets, count, sum).
+    buckets = [
+        labels["le"]
+        for name, labels, _ in samples
+        if name == "memlane_request_seconds_bucket" and labels["route"] == one
+    ]
+    assert "+Inf" in buckets and len(buckets) > 5
+    # Labels carry no user, memory or tenant id.
+    assert not re.search(r"alice|bob|acme|NOPE|/no/such", text)
+    # The library calls the routes made, timed by name.
+    ops = {
+        labels["op"]: value
+        for name, labels, value in samples
+        if name == "memlane_memory_call_seconds_count"
+    }
+    assert ops["add"] == 2 and ops["search"] == 2 and ops["get"] == 3
+
+
+def test_a_summary_by_the_chat_model_is_timed(tmp_path: Path) -> None:
+    chat = ChatServer().start()
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder())
+    blocking = Memory(memory.store, embedder=memory.embedder)
+    manager = MemoryManager(blocking, OpenAIChat(base_url=chat.base_url, model="m"))
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    auth = {"Authorization": f"Bearer {key}"}
+    try:
+        with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
+            said = {"messages": [{"role": "user", "content": "Plan my trip to Oslo"}]}
+            client.post("/v1/users/alice/sessions/s1/messages", json=said, headers=auth)
+            chat.queue({"summary": "Trip to Oslo being planned."})
+            made = client.post("/v1/users/alice/sessions/s1/summary", headers=auth)
+            assert made.status_code == 200, made.text
+            samples = _samples(client.get("/metrics").text)
+    finally:
+        manager.close()
+        blocking.close()
+        chat.stop()
+    timed = {
+        labels["op"]: value
+        for name, labels, value in samples
+        if name == "memlane_memory_call_seconds_count"
+    }
+    assert timed["manager.summarize_session"] == 1 and timed["add_messages"] == 1
+    assert ("memlane_jobs_unfinished", {}, 0.0) in samples

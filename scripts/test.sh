@@ -33,4 +33,5 @@ export MEMLANE_WHEELHOUSE="$PWD/.cache/wheelhouse"
 .venv/bin/ruff check src tests bench examples
 .venv/bin/ruff format --check src tests bench examples
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the import contracts in pyproject.toml
 .venv/bin/python -m pytest "$@"

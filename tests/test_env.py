@@ -3,12 +3,14 @@ the CLI and server), never by ``Memory()``, ``AsyncMemory()`` or ``MemoryManager
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import memlane
 from chat_server import ChatServer
 from memlane import AsyncMemory, Memory
 from memlane.embedders.onnx import OnnxEmbedder
@@ -104,3 +106,60 @@ def test_half_a_chat_model_configuration_is_an_error(
     assert MemoryManager.from_env(memory).llm is None
     with pytest.raises(ConfigurationError, match="MEMLANE_LLM_BASE_URL"):
         OpenAIChat.from_env()
+
+
+ENV_NAMES = frozenset({"environ", "environb", "getenv", "putenv"})
+
+
+def environment_uses(node: ast.AST, imported: set[str], function: str) -> Iterator[tuple[str, int]]:
+    """(enclosing function, line) of each ``os.environ``/``os.getenv``... under ``node``;
+    ``imported`` are the names taken with ``from os import ...``."""
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        function = node.name
+    via_os = (
+        isinstance(node, ast.Attribute)
+        and node.attr in ENV_NAMES
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+    )
+    if via_os or (isinstance(node, ast.Name) and node.id in imported):
+        yield function, getattr(node, "lineno", 0)
+    for child in ast.iter_child_nodes(node):
+        yield from environment_uses(child, imported, function)
+
+
+def environment_reads(src: Path) -> list[tuple[str, str, int]]:
+    """Every use of the environment through ``os`` in ``src``, as (module path, enclosing
+    function, line)."""
+    found: list[tuple[str, str, int]] = []
+    for path in sorted(src.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        imported = {
+            alias.asname or alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module == "os"
+            for alias in node.names
+            if alias.name in ENV_NAMES
+        }
+        module = path.relative_to(src).as_posix()
+        found += [(module, f, line) for f, line in environment_uses(tree, imported, "<module>")]
+    return found
+
+
+def test_only_from_env_constructors_read_the_environment() -> None:
+    """The library reads the environment only in ``from_env()`` (Settings.from_env, which the
+    other constructors, the CLI and the server use, and OpenAIChat.from_env). The torch
+    embedder's ``_load`` only writes defaults (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE,
+    OMP_WAIT_POLICY) for the libraries it is about to import; it reads no setting."""
+    src = Path(memlane.__file__).parent
+    found = environment_reads(src)
+    readers = {(module, function) for module, function, _ in found}
+    assert ("settings.py", "from_env") in readers
+    assert ("llm/openai_chat.py", "from_env") in readers
+    allowed = {("embedders/torch.py", "_load")}
+    stray = [(m, f, line) for m, f, line in found if f != "from_env" and (m, f) not in allowed]
+    assert stray == []
+    torch_source = (src / "embedders" / "torch.py").read_text().splitlines()
+    for module, _, line in found:
+        if module == "embedders/torch.py":
+            assert "os.environ.setdefault(" in torch_source[line - 1]

@@ -1,7 +1,9 @@
 """Settings read from the environment, in one place: :meth:`Settings.from_env`, which the
 ``from_env()`` constructors (``Memory.from_env``, ``AsyncMemory.from_env``,
-``MemoryManager.from_env``, ``OpenAIChat.from_env``), the CLI and the server use. Plain
-constructors never read these variables, and nothing reads them at import.
+``MemoryManager.from_env``), the CLI and the server use. The one other reader is
+``OpenAIChat.from_env``, which takes the ``MEMLANE_LLM_*`` variables itself: the chat
+adapter sits below this module and does not import it. Plain constructors never read these
+variables, and nothing reads them at import.
 
 =========================  ===================================================
 ``MEMLANE_STORE``          store URL (default: SQLite file in the user data dir)
@@ -138,15 +140,9 @@ class Settings:
         """``base_url``, ``model`` and ``api_key`` of the chat model these settings name,
         or None when neither ``MEMLANE_LLM_BASE_URL`` nor ``MEMLANE_LLM_MODEL`` is set.
         Raises ConfigurationError when only one is."""
-        if not self.llm_base_url and not self.llm_model:
-            return None
-        if not self.llm_base_url or not self.llm_model:
-            missing = "MEMLANE_LLM_MODEL" if self.llm_base_url else "MEMLANE_LLM_BASE_URL"
-            raise ConfigurationError(
-                f"a chat model needs MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL; {missing} "
-                "is not set"
-            )
-        return {"base_url": self.llm_base_url, "model": self.llm_model, "api_key": self.llm_api_key}
+        from memlane.llm.openai_chat import chat_endpoint
+
+        return chat_endpoint(self.llm_base_url, self.llm_model, self.llm_api_key)
 
     def build_llm(self) -> LLM | None:
         """The chat model these settings name (an :class:`~memlane.llm.OpenAIChat`), or

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from memlane.embedders.cpu import default_threads
 from memlane.errors import ConfigurationError, EmbeddingError
 from memlane.ports.embedder import Vector
 
@@ -29,14 +29,7 @@ PACKAGED_TOKENIZER_DIR = Path(__file__).parent / "minilm"
 #: The ``model_id`` of the packaged model (recorded by every store it writes).
 DEFAULT_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 
-
-def default_threads() -> int:
-    """Threads when none are given: the CPUs this process may use, at most 2."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(2, cpus))
+__all__ = ["DEFAULT_MODEL_ID", "PACKAGED_TOKENIZER_DIR", "OnnxEmbedder", "default_threads"]
 
 
 class OnnxEmbedder:

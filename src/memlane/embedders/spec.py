@@ -133,7 +133,7 @@ def _openai(spec: str, scheme: str, rest: str, env: EmbedderEnv) -> Embedder:
 
 
 def _fake(spec: str, rest: str) -> Embedder:
-    from memlane.testing import FakeEmbedder
+    from memlane.embedders.fake import FakeEmbedder
 
     if not rest:
         return FakeEmbedder()

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from memlane.embedders.onnx import default_threads
+from memlane.embedders.cpu import default_threads
 from memlane.errors import EmbeddingError, require_extra
 from memlane.ports.embedder import Vector
 
@@ -33,7 +33,7 @@ class TorchEmbedder:
     ``model`` is a local directory or the name of a model already in the Hugging Face
     cache (nothing is downloaded); give it its own ``model_id`` (default: the name).
     ``threads`` caps torch's intra-op threads (default
-    :func:`~memlane.embedders.onnx.default_threads`); OpenMP's workers sleep instead of
+    :func:`~memlane.embedders.cpu.default_threads`); OpenMP's workers sleep instead of
     spinning between calls, unless ``OMP_WAIT_POLICY`` says otherwise.
     """
 

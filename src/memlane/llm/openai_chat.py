@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal, Self
@@ -93,6 +94,22 @@ def parse_body(payload: Any, *, latency_ms: float, retries: int) -> ChatResponse
         raise LLMError(f"malformed chat completion: {exc!r}") from exc
 
 
+def chat_endpoint(
+    base_url: str | None, model: str | None, api_key: str | None = None
+) -> dict[str, Any] | None:
+    """The keywords ``base_url``, ``model`` and ``api_key`` of the chat model that
+    ``MEMLANE_LLM_BASE_URL``, ``MEMLANE_LLM_MODEL`` and ``MEMLANE_LLM_API_KEY`` name, or None
+    when neither the URL nor the model is given. Raises ConfigurationError when only one is."""
+    if not base_url and not model:
+        return None
+    if not base_url or not model:
+        missing = "MEMLANE_LLM_MODEL" if base_url else "MEMLANE_LLM_BASE_URL"
+        raise ConfigurationError(
+            f"a chat model needs MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL; {missing} is not set"
+        )
+    return {"base_url": base_url, "model": model, "api_key": api_key}
+
+
 class OpenAIChat:
     """Calls ``POST {base_url}/chat/completions``.
 
@@ -139,9 +156,12 @@ class OpenAIChat:
         ``MEMLANE_LLM_API_KEY`` in ``environ`` (default: ``os.environ``); ``options`` are
         the constructor's other keywords. Raises ConfigurationError when a variable is
         missing."""
-        from memlane.settings import Settings
-
-        endpoint = Settings.from_env(environ).llm_endpoint()
+        env = os.environ if environ is None else environ
+        endpoint = chat_endpoint(
+            env.get("MEMLANE_LLM_BASE_URL") or None,
+            env.get("MEMLANE_LLM_MODEL") or None,
+            env.get("MEMLANE_LLM_API_KEY") or None,
+        )
         if endpoint is None:
             raise ConfigurationError("set MEMLANE_LLM_BASE_URL and MEMLANE_LLM_MODEL")
         return cls(**endpoint, **options)

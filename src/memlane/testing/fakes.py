@@ -1,51 +1,17 @@
-"""Deterministic stand-ins for the embedding model and the clock."""
+"""Deterministic stand-ins for the clock and the chat model. The fake embedder lives in
+:mod:`memlane.embedders.fake` (the ``fake`` embedder spec) and is re-exported here."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-
-from memlane.errors import EmbeddingError, LLMError
-from memlane.ports.embedder import Vector
+from memlane.embedders.fake import FakeEmbedder
+from memlane.errors import LLMError
 from memlane.ports.llm import ChatRequest, ChatResponse, Usage
-from memlane.text import STOPWORDS, tokenize
 
-
-class FakeEmbedder:
-    """Hashed bag of words: texts sharing words get similar vectors. No model, no I/O.
-
-    ``calls`` counts the texts embedded, so tests can prove the cache works.
-    """
-
-    def __init__(self, dim: int = 256, *, model_id: str = "fake-bow-256") -> None:
-        self.dim = dim
-        self.model_id = model_id
-        self.batch_size = 64
-        self.calls = 0
-        self.fail = False
-
-    def _vector(self, text: str) -> Vector:
-        v = np.zeros(self.dim, dtype=np.float32)
-        words = [w for w in tokenize(text) if w not in STOPWORDS] or tokenize(text) or [text]
-        for word in words:
-            digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-            v[int.from_bytes(digest[:4], "big") % self.dim] += 1.0
-        return v / float(np.linalg.norm(v))
-
-    def embed(self, texts: Sequence[str]) -> list[Vector]:
-        if self.fail:
-            raise EmbeddingError("fake embedder told to fail")
-        self.calls += len(texts)
-        return [self._vector(t) for t in texts]
-
-    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
-        await asyncio.sleep(0)
-        return self.embed(texts)
+__all__ = ["CannedLLM", "FakeEmbedder", "FixedClock"]
 
 
 class FixedClock:

@@ -30,8 +30,7 @@ import json
 import logging
 import random
 import threading
-import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
@@ -43,7 +42,6 @@ from memlane.errors import (
     ForeignStoreError,
     SchemaVersionError,
     StoreError,
-    UnsupportedError,
     ValidationError,
     require_extra,
 )
@@ -51,6 +49,14 @@ from memlane.models import Job, JobStatus, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.stores.base import (
+    OpDispatch,
+    Retries,
+    aretrying,
+    handles,
+    retrying,
+    should_write,
+)
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     APPLICATION,
@@ -107,7 +113,14 @@ Reply = tuple[Rows, int]
 Step = Generator[Sql, Reply, Any]
 
 
-class PostgresStore:
+@dataclass(frozen=True, slots=True)
+class _Raw(Op[list[tuple[Any, ...]]]):
+    """A read-only statement for the store's own introspection."""
+
+    sql: str
+
+
+class PostgresStore(OpDispatch):
     """A memlane store in a PostgreSQL database with the pgvector extension."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
@@ -245,45 +258,39 @@ class PostgresStore:
         return self._run_sync(ops_)
 
     def _run_sync(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        self.check_supported(ops_)
         if self._pool is None:
             self.setup()
-        assert self._pool is not None
-        psycopg, _ = _drivers()
-        attempt = 0
-        while True:
-            try:
-                with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    if _one_snapshot(ops_):
-                        cur.execute(_SNAPSHOT)
-                    return [_drive(cur, self._steps(op)) for op in ops_]
-            except psycopg.Error as exc:
-                attempt += 1
-                if not self._retry(exc, attempt):
-                    raise _mapped(exc, self.url) from exc
-                time.sleep(_backoff(attempt))
+        pool = self._pool
+        assert pool is not None
+
+        def attempt() -> list[Any]:
+            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if _one_snapshot(ops_):
+                    cur.execute(_SNAPSHOT)
+                return [_drive(cur, self._handler(op)(op)) for op in ops_]
+
+        return retrying(attempt, self._retries())
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         """:meth:`batch` on the running event loop: the same handlers, driven over an
         async connection."""
+        self.check_supported(ops_)
         if self._pool is None:  # open and migrate once (blocking), off the loop
             await asyncio.get_running_loop().run_in_executor(None, self.setup)
-        psycopg, _ = _drivers()
         idle = self._async_connections()
-        attempt = 0
-        while True:
+
+        async def attempt() -> list[Any]:
             conn = await idle.get()
             try:
                 async with conn.transaction(), conn.cursor() as cur:
                     if _one_snapshot(ops_):
                         await cur.execute(_SNAPSHOT)
-                    return [await _drive_async(cur, self._steps(op)) for op in ops_]
-            except psycopg.Error as exc:
-                attempt += 1
-                if not self._retry(exc, attempt):
-                    raise _mapped(exc, self.url) from exc
-                await asyncio.sleep(_backoff(attempt))
+                    return [await _drive_async(cur, self._handler(op)(op)) for op in ops_]
             finally:
                 idle.put(conn)
+
+        return await aretrying(attempt, self._retries())
 
     def _async_connections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
@@ -296,22 +303,27 @@ class PostgresStore:
                 )
             return self._async[loop]
 
-    def _retry(self, exc: Exception, attempt: int) -> bool:
+    def _retries(self) -> Retries:
+        """Deadlocks and serialization failures re-run the whole batch, up to
+        ``retries`` times with backoff; any other driver error is mapped and raised."""
         psycopg, _ = _drivers()
         transient = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
-        return isinstance(exc, transient) and attempt <= self.retries
 
-    def _steps(self, op: Op[Any]) -> Step:
-        if isinstance(op, _Raw):
-            rows, _ = yield Sql(op.sql)
-            return rows
-        handler: Callable[[Any], Step] | None = getattr(self, "_op_" + type(op).__name__, None)
-        if handler is None:
-            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
-        return (yield from handler(op))
+        def retry_after(exc: Exception, attempts: int) -> float | None:
+            if isinstance(exc, transient) and attempts <= self.retries:
+                return _backoff(attempts)
+            return None
+
+        return Retries(psycopg.Error, retry_after, lambda exc: _mapped(exc, self.url))
+
+    @handles(_Raw)
+    def _op_Raw(self, op: _Raw) -> Step:
+        rows, _ = yield Sql(op.sql)
+        return rows
 
     # ------------------------------------------------------------------ records
 
+    @handles(ops.WriteRecord)
     def _op_WriteRecord(self, op: ops.WriteRecord) -> Step:
         r = op.record
         # Ids are unique per user: the same id in another scope is another record.
@@ -319,19 +331,13 @@ class PostgresStore:
             "SELECT version FROM records WHERE user_id = %s AND id = %s FOR UPDATE",
             (r.user_id, r.id),
         )
-        row = rows[0] if rows else None
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None and row is not None and actual >= r.version:
+        actual = rows[0][0] if rows else None
+        if not should_write(op, actual):
             return None
-        if op.expected_version is not None and actual != op.expected_version:
-            raise ConflictError(
-                f"record {r.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
-        yield Sql(INSERT_RECORD if row is None else UPDATE_RECORD, record_params(r))
+        yield Sql(INSERT_RECORD if actual is None else UPDATE_RECORD, record_params(r))
         return None
 
+    @handles(ops.AppendHistory)
     def _op_AppendHistory(self, op: ops.AppendHistory) -> Step:
         if op.events:
             yield Sql(
@@ -342,6 +348,7 @@ class PostgresStore:
             )
         return None
 
+    @handles(ops.GetRecords)
     def _op_GetRecords(self, op: ops.GetRecords) -> Step:
         rows, _ = yield Sql(
             f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = %s AND r.id = ANY(%s)",
@@ -350,6 +357,7 @@ class PostgresStore:
         found = {rec.id: rec for rec in map(row_record, rows)}
         return [found[i] for i in op.ids if i in found]
 
+    @handles(ops.ListRecords)
     def _op_ListRecords(self, op: ops.ListRecords) -> Step:
         where, params = filter_sql(op.user_id, op.filters, op.now)
         if op.after_id is not None:
@@ -362,6 +370,7 @@ class PostgresStore:
         )
         return [row_record(row) for row in rows]
 
+    @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch) -> Step:
         with_context = op.context_weight > 0
         query = ts_query(op.query, with_context=with_context)
@@ -380,6 +389,7 @@ class PostgresStore:
         )
         return [(rid, float(score)) for rid, score in rows]
 
+    @handles(ops.VectorSearch)
     def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:
         query = np.asarray(op.vector, dtype=np.float32)
         dim = int(query.shape[0])
@@ -428,6 +438,7 @@ class PostgresStore:
         # relaxed_order may return near-ties slightly out of order: sort them here.
         return sorted(((rid, float(sim)) for rid, sim in rows), key=lambda p: (-p[1], p[0]))
 
+    @handles(ops.GetNeighbors)
     def _op_GetNeighbors(self, op: ops.GetNeighbors) -> Step:
         ids = tuple(dict.fromkeys(op.ids))
         found: list[tuple[str, str]] = []
@@ -438,6 +449,7 @@ class PostgresStore:
                 found += [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)
 
+    @handles(ops.GetHistory)
     def _op_GetHistory(self, op: ops.GetHistory) -> Step:
         rows, _ = yield Sql(
             "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
@@ -445,6 +457,7 @@ class PostgresStore:
         )
         return [row_event(row) for row in rows]
 
+    @handles(ops.ListUserHistory)
     def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
         rows, _ = yield Sql(
             "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
@@ -452,6 +465,7 @@ class PostgresStore:
         )
         return [row_event(row) for row in rows]
 
+    @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
         if op.ids:
             # Sorted, so concurrent touches lock rows in one order and cannot deadlock.
@@ -463,6 +477,7 @@ class PostgresStore:
             )
         return None
 
+    @handles(ops.FindExpired)
     def _op_FindExpired(self, op: ops.FindExpired) -> Step:
         rows, _ = yield Sql(
             f"SELECT {RECORD_SELECT} FROM records r "
@@ -471,6 +486,7 @@ class PostgresStore:
         )
         return [row_record(row) for row in rows]
 
+    @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
         key = (op.user_id, list(op.ids))
         yield Sql(
@@ -490,6 +506,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ embeddings
 
+    @handles(ops.GetEmbeddings)
     def _op_GetEmbeddings(self, op: ops.GetEmbeddings) -> Step:
         rows, _ = yield Sql(
             "SELECT content_hash, vector FROM embeddings "
@@ -498,6 +515,7 @@ class PostgresStore:
         )
         return {h: _as_array(v) for h, v in rows}
 
+    @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings) -> Step:
         if op.keep:
             kept = sorted(dict(op.keep).items())  # one order for every writer: no deadlocks
@@ -562,6 +580,7 @@ class PostgresStore:
         rows, _ = yield Sql("SELECT dim FROM embeddings WHERE model = %s LIMIT 1", (low,))
         return str(low), int(rows[0][0])
 
+    @handles(ops.CheckEmbeddingModel)
     def _op_CheckEmbeddingModel(self, op: ops.CheckEmbeddingModel) -> Step:
         recorded = yield from self._recorded_model()
         adopted = (yield from self._adopted_model()) if recorded is None else None
@@ -578,10 +597,12 @@ class PostgresStore:
             ops.embedding_model_to_record(op, now, lambda: None)
         return None
 
+    @handles(ops.GetEmbeddingModel)
     def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel) -> Step:
         recorded = yield from self._recorded_model()
         return recorded if recorded is not None else (yield from self._adopted_model())
 
+    @handles(ops.SetEmbeddingModel)
     def _op_SetEmbeddingModel(self, op: ops.SetEmbeddingModel) -> Step:
         yield Sql(
             "INSERT INTO memlane_meta VALUES ('embedding_model', %s) "
@@ -590,10 +611,12 @@ class PostgresStore:
         )
         return None
 
+    @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
         _, n = yield Sql("DELETE FROM embeddings WHERE model <> %s", (op.keep,))
         return n
 
+    @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
         _, n = yield Sql(
             "DELETE FROM embeddings e WHERE NOT EXISTS "
@@ -604,6 +627,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ sessions
 
+    @handles(ops.UpsertSession)
     def _op_UpsertSession(self, op: ops.UpsertSession) -> Step:
         yield Sql(
             "INSERT INTO sessions VALUES (%s, %s, %s, %s, %s, %s, %s) "
@@ -615,6 +639,7 @@ class PostgresStore:
         )
         return None
 
+    @handles(ops.GetSession)
     def _op_GetSession(self, op: ops.GetSession) -> Step:
         rows, _ = yield Sql(
             "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
@@ -622,6 +647,7 @@ class PostgresStore:
         )
         return row_session(rows[0]) if rows else None
 
+    @handles(ops.ListSessions)
     def _op_ListSessions(self, op: ops.ListSessions) -> Step:
         where, params = "user_id = %s", list[Any]([op.user_id])
         if op.after_id is not None:
@@ -636,6 +662,7 @@ class PostgresStore:
         )
         return [row_session(row) for row in rows]
 
+    @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
         out: list[Message] = []
         locked: set[tuple[str, str]] = set()
@@ -661,6 +688,7 @@ class PostgresStore:
                 out.append(m)
         return out
 
+    @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages) -> Step:
         sql = "SELECT * FROM messages WHERE user_id = %s AND session_id = %s"
         params: list[Any] = [op.user_id, op.session_id]
@@ -673,6 +701,7 @@ class PostgresStore:
         rows, _ = yield Sql(sql + " ORDER BY seq", params)
         return [row_message(row) for row in rows]
 
+    @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
         if not op.session_ids:
             return 0
@@ -695,6 +724,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ state
 
+    @handles(ops.GetState)
     def _op_GetState(self, op: ops.GetState) -> Step:
         sql = "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s"
         params: list[Any] = [op.user_id, op.session_id, op.name]
@@ -704,6 +734,7 @@ class PostgresStore:
         rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
         return row_state(rows[0]) if rows else None
 
+    @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
         s = op.state
         rows, _ = yield Sql(
@@ -724,6 +755,7 @@ class PostgresStore:
         yield Sql(f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", state_params(s))
         return None
 
+    @handles(ops.ListStateVersions)
     def _op_ListStateVersions(self, op: ops.ListStateVersions) -> Step:
         rows, _ = yield Sql(
             "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s "
@@ -732,6 +764,7 @@ class PostgresStore:
         )
         return [row_state(row) for row in rows]
 
+    @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates) -> Step:
         rows, _ = yield Sql(
             "SELECT DISTINCT ON (name) * FROM states WHERE user_id = %s AND session_id = %s "
@@ -742,6 +775,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ jobs
 
+    @handles(ops.PutJob)
     def _op_PutJob(self, op: ops.PutJob) -> Step:
         rows, _ = yield Sql(
             "SELECT version FROM jobs WHERE user_id = %s AND id = %s FOR UPDATE",
@@ -772,12 +806,14 @@ class PostgresStore:
             )
         return None
 
+    @handles(ops.GetJob)
     def _op_GetJob(self, op: ops.GetJob) -> Step:
         rows, _ = yield Sql(
             "SELECT body FROM jobs WHERE id = %s AND user_id = %s", (op.job_id, op.user_id)
         )
         return row_job(rows[0]) if rows else None
 
+    @handles(ops.ListJobs)
     def _op_ListJobs(self, op: ops.ListJobs) -> Step:
         clauses, params = ["TRUE"], list[Any]()
         if op.user_id is not None:
@@ -795,6 +831,7 @@ class PostgresStore:
         )
         return [row_job(row) for row in rows]
 
+    @handles(ops.ClaimJob)
     def _op_ClaimJob(self, op: ops.ClaimJob) -> Step:
         rows, _ = yield Sql(CLAIM_JOB, {"user_id": op.user_id, "now": op.now})
         if not rows:
@@ -812,6 +849,7 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ users
 
+    @handles(ops.ListUsers)
     def _op_ListUsers(self, op: ops.ListUsers) -> Step:
         rows, _ = yield Sql(
             "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
@@ -819,6 +857,7 @@ class PostgresStore:
         )
         return [row[0] for row in rows]
 
+    @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:
         counts: dict[str, int] = {}
         for table in ("records", "history", "sessions", "messages", "states", "jobs"):
@@ -828,13 +867,6 @@ class PostgresStore:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True, slots=True)
-class _Raw(Op[list[tuple[Any, ...]]]):
-    """A read-only statement for the store's own introspection."""
-
-    sql: str
 
 
 def _drivers() -> tuple[Any, Any]:

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -33,7 +33,6 @@ from memlane.errors import (
     ForeignStoreError,
     SchemaVersionError,
     StoreError,
-    UnsupportedError,
 )
 from memlane.models import (
     HistoryEvent,
@@ -49,6 +48,7 @@ from memlane.models import (
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.stores.base import OpDispatch, Retries, handles, retrying, should_write
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sqlite_sql import (
     APPLICATION,
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------- store
 
 
-class SqliteStore:
+class SqliteStore(OpDispatch):
     """A memlane store in one SQLite file (or in memory with ``:memory:``)."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
@@ -308,36 +308,36 @@ class SqliteStore:
         return self._conn
 
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        self.check_supported(ops_)
         write = any(isinstance(op, WRITE_OPS) for op in ops_)
         with self._lock:
             conn = self._connection()
             deadline = time.monotonic() + self.busy_timeout_s
-            while True:
-                try:
-                    try:
-                        with _transaction(conn, write=write):
-                            results, erased = self._run(conn, ops_)
-                            if erased:
-                                self._merge_index(conn)
-                        if erased:
-                            self._scrub_log(conn)
-                        return results
-                    finally:
-                        # Also after a rollback: a search inside the failed batch may
-                        # have cached rows that were never committed.
-                        self._forget_vectors(ops_)
-                except sqlite3.OperationalError as exc:
-                    # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
-                    if "locked" in str(exc) and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                        continue
-                    raise StoreError(f"SQLite error: {exc}") from exc
-                except sqlite3.IntegrityError as exc:
-                    raise ConflictError(
-                        f"a concurrent write got there first: {exc}", expected=None, actual=None
-                    ) from exc
-                except sqlite3.DatabaseError as exc:
-                    raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+            def retry_after(exc: Exception, attempts: int) -> float | None:
+                # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                return 0.01 if locked and time.monotonic() < deadline else None
+
+            retries = Retries(sqlite3.DatabaseError, retry_after, _mapped_error)
+            return retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+
+    def _attempt(
+        self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], *, write: bool
+    ) -> list[Any]:
+        """One run of the batch in one transaction."""
+        try:
+            with _transaction(conn, write=write):
+                results, erased = self._run(conn, ops_)
+                if erased:
+                    self._merge_index(conn)
+            if erased:
+                self._scrub_log(conn)
+            return results
+        finally:
+            # Also after a rollback: a search inside the failed batch may have cached
+            # rows that were never committed.
+            self._forget_vectors(ops_)
 
     def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], bool]:
         """The results of the batch's ops, and whether one of them took text off for good
@@ -398,29 +398,17 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.batch, ops_)
 
-    def _handler(self, op: Op[Any]) -> Callable[[sqlite3.Connection, Any], Any]:
-        handler = getattr(self, "_op_" + type(op).__name__, None)
-        if handler is None:
-            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
-        return handler  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ records
 
+    @handles(ops.WriteRecord)
     def _op_WriteRecord(self, conn: sqlite3.Connection, op: ops.WriteRecord) -> None:
         r = op.record
         # Ids are unique per user: the same id in another scope is another record.
         row = conn.execute(
             "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
         ).fetchone()
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None and row is not None and actual >= r.version:
+        if not should_write(op, None if row is None else row[0]):
             return
-        if op.expected_version is not None and actual != op.expected_version:
-            raise ConflictError(
-                f"record {r.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
         values = record_row(r)
         if row is None:
             marks = ", ".join("?" * len(RECORD_COLUMNS))
@@ -434,6 +422,7 @@ class SqliteStore:
                 (*values[2:], r.user_id, r.id),
             )
 
+    @handles(ops.AppendHistory)
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -453,6 +442,7 @@ class SqliteStore:
             ],
         )
 
+    @handles(ops.GetRecords)
     def _op_GetRecords(self, conn: sqlite3.Connection, op: ops.GetRecords) -> list[MemoryRecord]:
         found: dict[str, MemoryRecord] = {}
         for chunk in chunks(op.ids, 500):
@@ -464,6 +454,7 @@ class SqliteStore:
             found.update((rec.id, rec) for rec in map(row_record, rows))
         return [found[i] for i in op.ids if i in found]
 
+    @handles(ops.ListRecords)
     def _op_ListRecords(self, conn: sqlite3.Connection, op: ops.ListRecords) -> list[MemoryRecord]:
         where, params = filter_sql(op.user_id, op.filters, op.now)
         if op.after_id is not None:
@@ -476,6 +467,7 @@ class SqliteStore:
         )
         return [row_record(row) for row in rows]
 
+    @handles(ops.LexicalSearch)
     def _op_LexicalSearch(
         self, conn: sqlite3.Connection, op: ops.LexicalSearch
     ) -> list[tuple[str, float]]:
@@ -491,6 +483,7 @@ class SqliteStore:
         )
         return [(rid, float(score)) for rid, score in rows]
 
+    @handles(ops.VectorSearch)
     def _op_VectorSearch(
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
@@ -542,6 +535,7 @@ class SqliteStore:
             )
         return [(rid, found[h]) for rid, h in wanted if h in found]
 
+    @handles(ops.GetNeighbors)
     def _op_GetNeighbors(
         self, conn: sqlite3.Connection, op: ops.GetNeighbors
     ) -> dict[str, list[tuple[str, int]]]:
@@ -552,6 +546,7 @@ class SqliteStore:
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 
+    @handles(ops.GetHistory)
     def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
         rows = conn.execute(
             "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
@@ -559,6 +554,7 @@ class SqliteStore:
         )
         return [row_event(row) for row in rows]
 
+    @handles(ops.ListUserHistory)
     def _op_ListUserHistory(
         self, conn: sqlite3.Connection, op: ops.ListUserHistory
     ) -> list[HistoryEvent]:
@@ -568,6 +564,7 @@ class SqliteStore:
         )
         return [row_event(row) for row in rows]
 
+    @handles(ops.TouchRecords)
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
         conn.executemany(
             "UPDATE records SET access_count = access_count + 1, last_accessed_at = ? "
@@ -575,6 +572,7 @@ class SqliteStore:
             [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
         )
 
+    @handles(ops.FindExpired)
     def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
         rows = conn.execute(
             f"SELECT {RECORD_SELECT} FROM records r "
@@ -583,6 +581,7 @@ class SqliteStore:
         )
         return [row_record(row) for row in rows]
 
+    @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
         n = 0
         for chunk in chunks(op.ids, 500):
@@ -606,6 +605,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ embeddings
 
+    @handles(ops.GetEmbeddings)
     def _op_GetEmbeddings(
         self, conn: sqlite3.Connection, op: ops.GetEmbeddings
     ) -> dict[str, Vector]:
@@ -622,6 +622,7 @@ class SqliteStore:
             out.update((h, from_blobs([blob])[0]) for h, blob in rows)
         return out
 
+    @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
         from memlane.stores.vector_cache import to_blob
 
@@ -652,6 +653,7 @@ class SqliteStore:
         ).fetchone()
         return str(low), int(dim)
 
+    @handles(ops.CheckEmbeddingModel)
     def _op_CheckEmbeddingModel(
         self, conn: sqlite3.Connection, op: ops.CheckEmbeddingModel
     ) -> None:
@@ -660,20 +662,24 @@ class SqliteStore:
         if new is not None:
             self._op_SetEmbeddingModel(conn, ops.SetEmbeddingModel(*new))
 
+    @handles(ops.GetEmbeddingModel)
     def _op_GetEmbeddingModel(
         self, conn: sqlite3.Connection, op: ops.GetEmbeddingModel
     ) -> tuple[str, int] | None:
         return self._recorded_model(conn) or self._adopted_model(conn)
 
+    @handles(ops.SetEmbeddingModel)
     def _op_SetEmbeddingModel(self, conn: sqlite3.Connection, op: ops.SetEmbeddingModel) -> None:
         conn.execute(
             "INSERT OR REPLACE INTO memlane_meta VALUES ('embedding_model', ?)",
             (json.dumps([op.model, op.dim]),),
         )
 
+    @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, conn: sqlite3.Connection, op: ops.DropEmbeddings) -> int:
         return conn.execute("DELETE FROM embeddings WHERE model <> ?", (op.keep,)).rowcount
 
+    @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
         cur = conn.execute(
             "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records) "
@@ -684,6 +690,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ sessions
 
+    @handles(ops.UpsertSession)
     def _op_UpsertSession(self, conn: sqlite3.Connection, op: ops.UpsertSession) -> None:
         s = op.session
         conn.execute(
@@ -703,6 +710,7 @@ class SqliteStore:
             ),
         )
 
+    @handles(ops.GetSession)
     def _op_GetSession(self, conn: sqlite3.Connection, op: ops.GetSession) -> Session | None:
         row = conn.execute(
             "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
@@ -710,6 +718,7 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else row_session(row)
 
+    @handles(ops.ListSessions)
     def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
         where, params = "user_id = ?", [op.user_id]
         if op.after_id is not None:
@@ -724,6 +733,7 @@ class SqliteStore:
         )
         return [row_session(row) for row in rows]
 
+    @handles(ops.AppendMessages)
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
         out: list[Message] = []
         for m in op.messages:
@@ -752,6 +762,7 @@ class SqliteStore:
                 out.append(m)
         return out
 
+    @handles(ops.GetMessages)
     def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
         sql = "SELECT * FROM messages WHERE user_id = ? AND session_id = ?"
         params: list[Any] = [op.user_id, op.session_id]
@@ -764,6 +775,7 @@ class SqliteStore:
         rows = conn.execute(sql + " ORDER BY seq", params)
         return [row_message(row) for row in rows]
 
+    @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
         n = 0
         for sid in op.session_ids:
@@ -788,6 +800,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ state
 
+    @handles(ops.GetState)
     def _op_GetState(self, conn: sqlite3.Connection, op: ops.GetState) -> StateVersion | None:
         sql = "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ?"
         params: list[Any] = [op.user_id, op.session_id, op.name]
@@ -797,6 +810,7 @@ class SqliteStore:
         row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
         return None if row is None else row_state(row)
 
+    @handles(ops.PutState)
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
         s = op.state
         (current,) = conn.execute(
@@ -823,6 +837,7 @@ class SqliteStore:
             ),
         )
 
+    @handles(ops.ListStateVersions)
     def _op_ListStateVersions(
         self, conn: sqlite3.Connection, op: ops.ListStateVersions
     ) -> list[StateVersion]:
@@ -833,6 +848,7 @@ class SqliteStore:
         )
         return [row_state(row) for row in rows]
 
+    @handles(ops.ListStates)
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
         rows = conn.execute(
             "SELECT s.* FROM states s WHERE s.user_id = ? AND s.session_id = ? "
@@ -845,6 +861,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ jobs
 
+    @handles(ops.PutJob)
     def _op_PutJob(self, conn: sqlite3.Connection, op: ops.PutJob) -> None:
         row = conn.execute(
             "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
@@ -861,12 +878,14 @@ class SqliteStore:
             )
         conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
 
+    @handles(ops.GetJob)
     def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
         row = conn.execute(
             "SELECT body FROM jobs WHERE id = ? AND user_id = ?", (op.job_id, op.user_id)
         ).fetchone()
         return None if row is None else row_job(row)
 
+    @handles(ops.ListJobs)
     def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
         clauses, params = ["1 = 1"], list[Any]()
         if op.user_id is not None:
@@ -884,6 +903,7 @@ class SqliteStore:
         )
         return [row_job(row) for row in rows]
 
+    @handles(ops.ClaimJob)
     def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
         now = to_iso(op.now)
         row = conn.execute(
@@ -911,6 +931,7 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ users
 
+    @handles(ops.ListUsers)
     def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
         rows = conn.execute(
             "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
@@ -918,6 +939,7 @@ class SqliteStore:
         )
         return [row[0] for row in rows]
 
+    @handles(ops.DeleteUser)
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
         counts: dict[str, int] = {}
         # The user's index rows go first: the delete trigger then has no next turn of
@@ -952,6 +974,17 @@ class _mapped_errors:
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
             raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+
+def _mapped_error(exc: Exception) -> Exception:
+    """The memlane error for a SQLite error a batch gave up on."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"SQLite error: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(
+            f"a concurrent write got there first: {exc}", expected=None, actual=None
+        )
+    return CorruptStoreError(f"SQLite database error: {exc}")
 
 
 def _link_new(temp: Path, path: Path) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from memlane.errors import ConflictError
 from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, handles, should_write
 from memlane.text import bm25_scores, query_terms, tokenize
 
@@ -60,8 +60,6 @@ class _Tx:
 
 class MemoryStore(OpDispatch):
     """Keeps everything in this process; gone when the process ends."""
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=False)
 
     def __init__(self) -> None:
         self.url = "memory://"

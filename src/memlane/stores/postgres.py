@@ -32,7 +32,7 @@ import random
 import threading
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -48,7 +48,7 @@ from memlane.errors import (
 from memlane.models import Job, JobStatus, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import (
     OpDispatch,
     Retries,
@@ -122,8 +122,6 @@ class _Raw(Op[list[tuple[Any, ...]]]):
 
 class PostgresStore(OpDispatch):
     """A memlane store in a PostgreSQL database with the pgvector extension."""
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from memlane.errors import (
     ConflictError,
@@ -47,7 +47,7 @@ from memlane.models import (
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, Retries, handles, retrying, should_write
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sqlite_sql import (
@@ -83,8 +83,6 @@ if TYPE_CHECKING:
 
 class SqliteStore(OpDispatch):
     """A memlane store in one SQLite file (or in memory with ``:memory:``)."""
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
     def __init__(
         self,

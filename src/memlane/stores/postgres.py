@@ -59,7 +59,6 @@ from memlane.stores.base import (
 )
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
-    APPLICATION,
     CLAIM_JOB,
     INSERT_RECORD,
     MIGRATION_LOCK,
@@ -68,7 +67,6 @@ from memlane.stores.postgres_sql import (
     REINDEX_DELETED_AFTER,
     TS_CONFIG,
     UPDATE_RECORD,
-    WRITE_OPS,
     check_postgres_url,
     event_params,
     filter_sql,
@@ -85,6 +83,7 @@ from memlane.stores.postgres_sql import (
     state_params,
     ts_query,
 )
+from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
 from memlane.urls import redact_url
 
 # The drivers are the `postgres` extra; they are imported when a store connects.

@@ -32,11 +32,12 @@ from memlane.models import (
     Session,
     StateVersion,
 )
-from memlane.ports import store as ops
+from memlane.stores.sql.codecs import to_json
+from memlane.stores.sql.filters import Clauses, Dialect
+from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
 from memlane.urls import redact_url
 
-APPLICATION = "memlane"
 TS_CONFIG = "english"
 MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
 
@@ -311,76 +312,40 @@ CLAIM_JOB = (
     "ORDER BY j.id, j.user_id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
-WRITE_OPS = (
-    ops.WriteRecord,
-    ops.AppendHistory,
-    ops.TouchRecords,
-    ops.RemoveRecords,
-    ops.PutEmbeddings,
-    ops.PruneEmbeddings,
-    ops.SetEmbeddingModel,
-    ops.DropEmbeddings,
-    ops.UpsertSession,
-    ops.AppendMessages,
-    ops.DeleteSessions,
-    ops.PutState,
-    ops.DeleteUser,
-    ops.PutJob,
-    ops.ClaimJob,
-)
-
-
 # ---------------------------------------------------------------------------- pure SQL
-
-
-def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def utc(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC)
 
 
+def _any_of(column: str, values: list[Any]) -> Clauses:
+    return [f"{column} = ANY(%s)"], [values]
+
+
+def _any_topic(topics: list[str]) -> Clauses:
+    return ["r.topics ?| %s"], [topics]
+
+
+def _metadata_equals(key: str, value: Any) -> Clauses:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ["FALSE"], []  # JSON has no NaN or infinity: nothing stored equals it
+    # jsonb equality: true is not 1, 1 equals 1.0, strings compare exactly.
+    return ["r.metadata -> %s = %s::jsonb"], [key, json.dumps(value)]
+
+
+def _as_is(value: datetime) -> datetime:
+    return value
+
+
+DIALECT = Dialect(
+    mark="%s", time=_as_is, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+)
+
+
 def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
     """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    clauses = ["r.user_id = %s", "(r.expires_at IS NULL OR r.expires_at > %s)"]
-    params: list[Any] = [user_id, now]
-    if not f.include_deleted:
-        clauses.append("r.deleted_at IS NULL")
-    if not f.include_superseded:
-        clauses.append(
-            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
-        )
-    if f.kinds:
-        clauses.append("r.kind = ANY(%s)")
-        params.append([k.value for k in f.kinds])
-    if f.topics:
-        clauses.append("r.topics ?| %s")
-        params.append(list(f.topics))
-    for name in ("agent_id", "team", "session_id", "key"):
-        value = getattr(f, name)
-        if value is not None:
-            if name == "agent_id" and f.include_shared:  # the agent's and the shared ones
-                clauses.append("(r.agent_id = %s OR r.agent_id IS NULL)")
-            else:
-                clauses.append(f"r.{name} = %s")
-            params.append(value)
-    if f.shared_only:
-        clauses.append("r.agent_id IS NULL")
-    if f.since is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) >= %s")
-        params.append(f.since)
-    if f.until is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) <= %s")
-        params.append(f.until)
-    for key, value in f.metadata.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            clauses.append("FALSE")  # JSON has no NaN or infinity: nothing stored equals it
-            continue
-        # jsonb equality: true is not 1, 1 equals 1.0, strings compare exactly.
-        clauses.append("r.metadata -> %s = %s::jsonb")
-        params += [key, json.dumps(value)]
-    return " AND ".join(clauses), params
+    return compile_filters(DIALECT, user_id, f, now)
 
 
 def ts_query(text: str, *, with_context: bool) -> str | None:

@@ -50,14 +50,13 @@ from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, Retries, handles, retrying, should_write
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS, to_json
 from memlane.stores.sqlite_sql import (
-    APPLICATION,
     FLOAT16_SQL,
     MIGRATIONS,
     RECORD_COLUMNS,
     RECORD_SELECT,
     REINDEX_DELETED_AFTER,
-    WRITE_OPS,
     chunks,
     filter_sql,
     float16_blob,
@@ -72,7 +71,6 @@ from memlane.stores.sqlite_sql import (
     row_session,
     row_state,
     split_sql,
-    to_json,
 )
 
 if TYPE_CHECKING:

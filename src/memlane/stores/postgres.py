@@ -40,7 +40,6 @@ import numpy as np
 from memlane.errors import (
     ConflictError,
     ForeignStoreError,
-    SchemaVersionError,
     StoreError,
     ValidationError,
     require_extra,
@@ -84,6 +83,7 @@ from memlane.stores.postgres_sql import (
     ts_query,
 )
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
+from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
 from memlane.urls import redact_url
 
 # The drivers are the `postgres` extra; they are imported when a store connects.
@@ -211,29 +211,7 @@ class PostgresStore(OpDispatch):
                 ).fetchone()
                 if app is None or app[0] != APPLICATION:
                     raise ForeignStoreError(f"{self.url} is not a memlane database")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            newest = max(v for v, _, _ in MIGRATIONS)
-            if done and max(done) > newest:
-                raise SchemaVersionError(
-                    f"{self.url} has schema version {max(done)}; this memlane knows up to "
-                    f"{newest}: upgrade memlane"
-                )
-            for version, name, sql in MIGRATIONS:
-                if version in done:
-                    continue
-                conn.execute(sql.encode())
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (version, name),
-                )
-                if version == 1:
-                    conn.execute(
-                        "INSERT INTO memlane_meta VALUES ('application', %s)", (APPLICATION,)
-                    )
+            apply_migrations(_migration_target(conn), MIGRATIONS, self.url)
 
     def close(self) -> None:
         with self._lock:
@@ -878,6 +856,23 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     from pgvector.psycopg import register_vector
 
     register_vector(conn)
+
+
+def _migration_target(conn: psycopg.Connection[Any]) -> MigrationTarget:
+    def query(sql: str, params: Sequence[Any]) -> Rows:
+        cur = conn.execute(sql.encode(), params)
+        return cur.fetchall() if cur.description else []
+
+    def run_script(script: str) -> None:
+        conn.execute(script.encode())
+
+    return MigrationTarget(
+        query=query,
+        run_script=run_script,
+        mark="%s",
+        create_table="CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY "
+        "KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
 
 
 def _drive(cur: psycopg.Cursor[Any], steps: Step) -> Any:

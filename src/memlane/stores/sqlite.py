@@ -31,7 +31,6 @@ from memlane.errors import (
     ConflictError,
     CorruptStoreError,
     ForeignStoreError,
-    SchemaVersionError,
     StoreError,
 )
 from memlane.models import (
@@ -51,6 +50,7 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, Retries, handles, retrying, should_write
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS, to_json
+from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
 from memlane.stores.sqlite_sql import (
     FLOAT16_SQL,
     MIGRATIONS,
@@ -254,30 +254,7 @@ class SqliteStore(OpDispatch):
         # Only a new database or one _inspect() found to be memlane's gets here.
         conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
         with _transaction(conn, write=True):
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            newest = max(v for v, _, _ in MIGRATIONS)
-            if done and max(done) > newest:
-                raise SchemaVersionError(
-                    f"{self.path} has schema version {max(done)}; this memlane knows up to "
-                    f"{newest}: upgrade memlane"
-                )
-            for version, name, sql in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in split_sql(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, name, to_iso(utcnow())),
-                )
-                if version == 1:
-                    conn.execute(
-                        "INSERT INTO memlane_meta VALUES ('application', ?)", (APPLICATION,)
-                    )
+            apply_migrations(_migration_target(conn), MIGRATIONS, self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -970,6 +947,21 @@ class _mapped_errors:
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
             raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+
+def _migration_target(conn: sqlite3.Connection) -> MigrationTarget:
+    def run_script(script: str) -> None:
+        for statement in split_sql(script):
+            conn.execute(statement)
+
+    return MigrationTarget(
+        query=lambda sql, params: conn.execute(sql, params).fetchall(),
+        run_script=run_script,
+        mark="?",
+        create_table="CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        applied_at=lambda: (to_iso(utcnow()),),
+    )
 
 
 def _mapped_error(exc: Exception) -> Exception:

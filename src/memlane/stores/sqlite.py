@@ -27,16 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlane.errors import (
-    ConflictError,
-    CorruptStoreError,
-    ForeignStoreError,
-    StoreError,
-)
-from memlane.models import (
-    to_iso,
-    utcnow,
-)
+from memlane.errors import ConflictError, CorruptStoreError, ForeignStoreError, StoreError
+from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, retrying

@@ -8,9 +8,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from memlane.errors import (
-    ConflictError,
-)
+from memlane.errors import ConflictError
 from memlane.models import (
     HistoryEvent,
     Job,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from memlane.errors import ConflictError, UnsupportedError
+from memlane.models import Job, JobStatus
 from memlane.ports import store as ops
 from memlane.ports.store import Op
 
@@ -67,20 +68,42 @@ class OpDispatch:
         return bound
 
 
-def should_write(op: ops.WriteRecord, actual: int | None) -> bool:
-    """Whether ``op`` writes its record over the stored row at version ``actual`` (None:
-    no row). An import (no expected version) never replaces a row as new or newer.
-    Raises ConflictError when the stored version is not the expected one."""
-    stored = 0 if actual is None else actual
-    if op.expected_version is None:
-        return actual is None or stored < op.record.version
-    if stored != op.expected_version:
+def check_expected(what: str, expected: int | None, actual: int) -> None:
+    """Raise ConflictError when ``what`` (e.g. ``"job j1"``) is stored at version
+    ``actual`` and the writer expected another; ``expected=None`` checks nothing."""
+    if expected is not None and actual != expected:
         raise ConflictError(
-            f"record {op.record.id} is at version {stored}, expected {op.expected_version}",
-            expected=op.expected_version,
-            actual=stored,
+            f"{what} is at version {actual}, expected {expected}",
+            expected=expected,
+            actual=actual,
         )
-    return True
+
+
+def should_write(what: str, expected: int | None, version: int, actual: int | None) -> bool:
+    """Whether a write of ``what`` at ``version`` goes over the stored row at version
+    ``actual`` (None: no row). Expecting a version is compare-and-swap (0: must not
+    exist yet); expecting none is an import, which never replaces a row as new or newer.
+    Raises ConflictError when the stored version is not the expected one."""
+    check_expected(what, expected, 0 if actual is None else actual)
+    return expected is not None or actual is None or actual < version
+
+
+def should_write_record(op: ops.WriteRecord, actual: int | None) -> bool:
+    """:func:`should_write` for a :class:`~memlane.ports.store.WriteRecord`."""
+    r = op.record
+    return should_write(f"record {r.id}", op.expected_version, r.version, actual)
+
+
+def claim(job: Job, op: ops.ClaimJob) -> Job:
+    """``job`` as ``op`` claims it: running, one more attempt, leased until
+    ``op.lease_until``."""
+    return job.evolve(
+        status=JobStatus.RUNNING,
+        attempts=job.attempts + 1,
+        lease_until=op.lease_until,
+        updated_at=op.now,
+        version=job.version + 1,
+    )
 
 
 RetryAfter = Callable[[Exception, int], "float | None"]

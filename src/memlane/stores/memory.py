@@ -19,7 +19,14 @@ from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
-from memlane.stores.base import OpDispatch, handles, should_write
+from memlane.stores.base import (
+    OpDispatch,
+    check_expected,
+    claim,
+    handles,
+    should_write,
+    should_write_record,
+)
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -106,7 +113,7 @@ class MemoryStore(OpDispatch):
     def _op_WriteRecord(self, op: ops.WriteRecord, tx: _Tx) -> None:
         key = (op.record.user_id, op.record.id)
         old = self._records.get(key)
-        if not should_write(op, None if old is None else old.version):
+        if not should_write_record(op, None if old is None else old.version):
             return
         r = op.record
         if r.key is not None and r.is_current:
@@ -401,12 +408,9 @@ class MemoryStore(OpDispatch):
         if op.expected_version is None:
             if any(v.version == s.version for v in versions):
                 return
-        elif current != op.expected_version:
-            raise ConflictError(
-                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
-                f"expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=current,
+        else:
+            check_expected(
+                f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
             )
         tx.set(self._states, key, tuple(sorted((*versions, s), key=lambda v: v.version)))
 
@@ -431,16 +435,9 @@ class MemoryStore(OpDispatch):
     def _op_PutJob(self, op: ops.PutJob, tx: _Tx) -> None:
         key = (op.job.user_id, op.job.id)
         old = self._jobs.get(key)
-        actual = 0 if old is None else old.version
-        if op.expected_version is None:
-            if old is not None and old.version >= op.job.version:
-                return
-        elif actual != op.expected_version:
-            raise ConflictError(
-                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
+        actual = None if old is None else old.version
+        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+            return
         tx.set(self._jobs, key, op.job)
 
     @handles(ops.GetJob)
@@ -483,13 +480,7 @@ class MemoryStore(OpDispatch):
         if not due:
             return None
         job = min(due, key=lambda j: (j.id, j.user_id))
-        claimed = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_until=op.lease_until,
-            updated_at=op.now,
-            version=job.version + 1,
-        )
+        claimed = claim(job, op)
         tx.set(self._jobs, (job.user_id, job.id), claimed)
         return claimed
 

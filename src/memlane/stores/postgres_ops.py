@@ -12,12 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from memlane.errors import ConflictError
-from memlane.models import Job, JobStatus, Message
+from memlane.models import Job, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
-from memlane.stores.base import OpDispatch, handles, should_write
+from memlane.stores.base import (
+    OpDispatch,
+    check_expected,
+    claim,
+    handles,
+    should_write,
+    should_write_record,
+)
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     CLAIM_JOB,
@@ -89,7 +95,7 @@ class PostgresOps(OpDispatch):
             (r.user_id, r.id),
         )
         actual = rows[0][0] if rows else None
-        if not should_write(op, actual):
+        if not should_write_record(op, actual):
             return None
         yield Sql(INSERT_RECORD if actual is None else UPDATE_RECORD, record_params(r))
         return None
@@ -500,13 +506,9 @@ class PostgresOps(OpDispatch):
             (s.user_id, s.session_id, s.name),
         )
         current = rows[0][0]
-        if op.expected_version is not None and current != op.expected_version:
-            raise ConflictError(
-                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
-                f"expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=current,
-            )
+        check_expected(
+            f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
+        )
         # A concurrent writer of the same version trips the primary key: ConflictError.
         conflict = "ON CONFLICT DO NOTHING" if op.expected_version is None else ""
         yield Sql(f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", state_params(s))
@@ -539,16 +541,9 @@ class PostgresOps(OpDispatch):
             (op.job.user_id, op.job.id),
         )
         row = rows[0] if rows else None
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None:
-            if row is not None and actual >= op.job.version:
-                return None
-        elif actual != op.expected_version:
-            raise ConflictError(
-                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
+        actual = None if row is None else row[0]
+        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+            return None
         yield from self._write_job(op.job, insert=row is None)
         return None
 
@@ -594,13 +589,7 @@ class PostgresOps(OpDispatch):
         if not rows:
             return None
         job = row_job(rows[0])
-        claimed = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_until=op.lease_until,
-            updated_at=op.now,
-            version=job.version + 1,
-        )
+        claimed = claim(job, op)
         yield from self._write_job(claimed, insert=False)
         return claimed
 

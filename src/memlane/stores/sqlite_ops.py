@@ -8,11 +8,9 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from memlane.errors import ConflictError
 from memlane.models import (
     HistoryEvent,
     Job,
-    JobStatus,
     MemoryRecord,
     Message,
     Session,
@@ -22,7 +20,14 @@ from memlane.models import (
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS
-from memlane.stores.base import OpDispatch, handles, should_write
+from memlane.stores.base import (
+    OpDispatch,
+    check_expected,
+    claim,
+    handles,
+    should_write,
+    should_write_record,
+)
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql.codecs import to_json
 from memlane.stores.sqlite_sql import (
@@ -72,7 +77,7 @@ class SqliteOps(OpDispatch):
         row = conn.execute(
             "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
         ).fetchone()
-        if not should_write(op, None if row is None else row[0]):
+        if not should_write_record(op, None if row is None else row[0]):
             return
         values = record_row(r)
         if row is None:
@@ -483,13 +488,9 @@ class SqliteOps(OpDispatch):
             "WHERE user_id = ? AND session_id = ? AND name = ?",
             (s.user_id, s.session_id, s.name),
         ).fetchone()
-        if op.expected_version is not None and current != op.expected_version:
-            raise ConflictError(
-                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
-                f"expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=current,
-            )
+        check_expected(
+            f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
+        )
         conn.execute(
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -531,16 +532,9 @@ class SqliteOps(OpDispatch):
         row = conn.execute(
             "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
         ).fetchone()
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None:
-            if row is not None and actual >= op.job.version:
-                return
-        elif actual != op.expected_version:
-            raise ConflictError(
-                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
+        actual = None if row is None else row[0]
+        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+            return
         conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
 
     @handles(ops.GetJob)
@@ -584,13 +578,7 @@ class SqliteOps(OpDispatch):
         if row is None:
             return None
         job = row_job(row)
-        claimed = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_until=op.lease_until,
-            updated_at=op.now,
-            version=job.version + 1,
-        )
+        claimed = claim(job, op)
         conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(claimed))
         return claimed
 

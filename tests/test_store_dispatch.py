@@ -18,7 +18,7 @@ from memlane.errors import ConflictError, UnsupportedError
 from memlane.models import MemoryKind, MemoryRecord
 from memlane.ports import store as ops
 from memlane.ports.store import Op
-from memlane.stores.base import OpDispatch, handles, should_write, should_write_record
+from memlane.stores.base import OpDispatch, handles, should_apply, should_write
 from memlane.stores.memory import MemoryStore
 from memlane.stores.postgres import PostgresStore
 from memlane.stores.sqlite import SqliteStore
@@ -112,13 +112,13 @@ def test_a_subclass_handler_replaces_its_base_handler() -> None:
 
 def test_version_check() -> None:
     new = ops.WriteRecord(_record(version=1), expected_version=0)
-    assert should_write_record(new, None)
+    assert should_apply(new, None)
     with pytest.raises(ConflictError, match="record r1 is at version 1, expected 0") as caught:
-        should_write_record(new, 1)
+        should_apply(new, 1)
     assert (caught.value.expected, caught.value.actual) == (0, 1)
     imported = ops.WriteRecord(_record(version=3), expected_version=None)
-    assert should_write_record(imported, None) and should_write_record(imported, 2)
-    assert not should_write_record(imported, 3) and not should_write_record(imported, 4)
+    assert should_apply(imported, None) and should_apply(imported, 2)
+    assert not should_apply(imported, 3) and not should_apply(imported, 4)
     assert should_write("job j", 2, 3, 2)
     with pytest.raises(ConflictError, match="job j is at version 0, expected 2"):
         should_write("job j", 2, 3, None)

@@ -88,10 +88,13 @@ def should_write(what: str, expected: int | None, version: int, actual: int | No
     return expected is not None or actual is None or actual < version
 
 
-def should_write_record(op: ops.WriteRecord, actual: int | None) -> bool:
-    """:func:`should_write` for a :class:`~memlane.ports.store.WriteRecord`."""
-    r = op.record
-    return should_write(f"record {r.id}", op.expected_version, r.version, actual)
+def should_apply(op: ops.WriteRecord | ops.PutJob, actual: int | None) -> bool:
+    """:func:`should_write` for a record or job write over the stored version ``actual``."""
+    if isinstance(op, ops.WriteRecord):
+        return should_write(
+            f"record {op.record.id}", op.expected_version, op.record.version, actual
+        )
+    return should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual)
 
 
 def claim(job: Job, op: ops.ClaimJob) -> Job:

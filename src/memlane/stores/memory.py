@@ -19,14 +19,7 @@ from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
-from memlane.stores.base import (
-    OpDispatch,
-    check_expected,
-    claim,
-    handles,
-    should_write,
-    should_write_record,
-)
+from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -113,7 +106,7 @@ class MemoryStore(OpDispatch):
     def _op_WriteRecord(self, op: ops.WriteRecord, tx: _Tx) -> None:
         key = (op.record.user_id, op.record.id)
         old = self._records.get(key)
-        if not should_write_record(op, None if old is None else old.version):
+        if not should_apply(op, None if old is None else old.version):
             return
         r = op.record
         if r.key is not None and r.is_current:
@@ -436,7 +429,7 @@ class MemoryStore(OpDispatch):
         key = (op.job.user_id, op.job.id)
         old = self._jobs.get(key)
         actual = None if old is None else old.version
-        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+        if not should_apply(op, actual):
             return
         tx.set(self._jobs, key, op.job)
 

@@ -16,14 +16,7 @@ from memlane.models import Job, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
-from memlane.stores.base import (
-    OpDispatch,
-    check_expected,
-    claim,
-    handles,
-    should_write,
-    should_write_record,
-)
+from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     CLAIM_JOB,
@@ -47,6 +40,7 @@ from memlane.stores.postgres_sql import (
     state_params,
     ts_query,
 )
+from memlane.stores.sql.statements import get_messages, last_seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +89,7 @@ class PostgresOps(OpDispatch):
             (r.user_id, r.id),
         )
         actual = rows[0][0] if rows else None
-        if not should_write_record(op, actual):
+        if not should_apply(op, actual):
             return None
         yield Sql(INSERT_RECORD if actual is None else UPDATE_RECORD, record_params(r))
         return None
@@ -436,11 +430,7 @@ class PostgresOps(OpDispatch):
                 yield Sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("messages", *key),))
                 locked.add(key)
             if op.assign_seq:
-                rows, _ = yield Sql(
-                    "SELECT COALESCE(MAX(seq), 0) FROM messages "
-                    "WHERE user_id = %s AND session_id = %s",
-                    key,
-                )
+                rows, _ = yield Sql(last_seq("%s"), key)
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": rows[0][0] + 1})
             _, n = yield Sql(
                 "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -453,15 +443,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages) -> Step:
-        sql = "SELECT * FROM messages WHERE user_id = %s AND session_id = %s"
-        params: list[Any] = [op.user_id, op.session_id]
-        if op.last_runs is not None:
-            sql += (
-                " AND run_id IN (SELECT run_id FROM messages WHERE user_id = %s "
-                "AND session_id = %s GROUP BY run_id ORDER BY MAX(seq) DESC LIMIT %s)"
-            )
-            params += [op.user_id, op.session_id, op.last_runs]
-        rows, _ = yield Sql(sql + " ORDER BY seq", params)
+        rows, _ = yield Sql(*get_messages("%s", op))
         return [row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
@@ -542,7 +524,7 @@ class PostgresOps(OpDispatch):
         )
         row = rows[0] if rows else None
         actual = None if row is None else row[0]
-        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+        if not should_apply(op, actual):
             return None
         yield from self._write_job(op.job, insert=row is None)
         return None

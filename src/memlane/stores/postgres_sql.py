@@ -32,7 +32,7 @@ from memlane.models import (
     Session,
     StateVersion,
 )
-from memlane.stores.sql.codecs import to_json
+from memlane.stores.sql.codecs import message_values, to_json
 from memlane.stores.sql.filters import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
@@ -453,17 +453,7 @@ def row_event(row: Sequence[Any]) -> HistoryEvent:
 
 
 def message_params(m: Message) -> tuple[Any, ...]:
-    return (
-        m.user_id,
-        m.session_id,
-        m.seq,
-        m.id,
-        m.run_id,
-        m.role,
-        m.content,
-        m.created_at,
-        to_json(dict(m.metadata)),
-    )
+    return message_values(m, _as_is)
 
 
 def row_message(row: Sequence[Any]) -> Message:

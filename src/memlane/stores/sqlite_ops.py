@@ -20,16 +20,10 @@ from memlane.models import (
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS
-from memlane.stores.base import (
-    OpDispatch,
-    check_expected,
-    claim,
-    handles,
-    should_write,
-    should_write_record,
-)
+from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
-from memlane.stores.sql.codecs import to_json
+from memlane.stores.sql.codecs import message_values, to_json
+from memlane.stores.sql.statements import get_messages, last_seq
 from memlane.stores.sqlite_sql import (
     RECORD_COLUMNS,
     RECORD_SELECT,
@@ -77,7 +71,7 @@ class SqliteOps(OpDispatch):
         row = conn.execute(
             "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
         ).fetchone()
-        if not should_write_record(op, None if row is None else row[0]):
+        if not should_apply(op, None if row is None else row[0]):
             return
         values = record_row(r)
         if row is None:
@@ -408,25 +402,11 @@ class SqliteOps(OpDispatch):
         out: list[Message] = []
         for m in op.messages:
             if op.assign_seq:
-                (last,) = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM messages "
-                    "WHERE user_id = ? AND session_id = ?",
-                    (m.user_id, m.session_id),
-                ).fetchone()
+                (last,) = conn.execute(last_seq("?"), (m.user_id, m.session_id)).fetchone()
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
             cur = conn.execute(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.user_id,
-                    m.session_id,
-                    m.seq,
-                    m.id,
-                    m.run_id,
-                    m.role,
-                    m.content,
-                    to_iso(m.created_at),
-                    to_json(dict(m.metadata)),
-                ),
+                message_values(m, to_iso),
             )
             if cur.rowcount:
                 out.append(m)
@@ -434,15 +414,7 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.GetMessages)
     def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
-        sql = "SELECT * FROM messages WHERE user_id = ? AND session_id = ?"
-        params: list[Any] = [op.user_id, op.session_id]
-        if op.last_runs is not None:
-            sql += (
-                " AND run_id IN (SELECT run_id FROM messages WHERE user_id = ? AND session_id = ? "
-                "GROUP BY run_id ORDER BY MAX(seq) DESC LIMIT ?)"
-            )
-            params += [op.user_id, op.session_id, op.last_runs]
-        rows = conn.execute(sql + " ORDER BY seq", params)
+        rows = conn.execute(*get_messages("?", op))
         return [row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
@@ -533,7 +505,7 @@ class SqliteOps(OpDispatch):
             "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
         ).fetchone()
         actual = None if row is None else row[0]
-        if not should_write(f"job {op.job.id}", op.expected_version, op.job.version, actual):
+        if not should_apply(op, actual):
             return
         conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
 

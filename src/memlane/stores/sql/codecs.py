@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from memlane.models import Message
 from memlane.ports import store as ops
 
 APPLICATION = "memlane"
@@ -33,3 +36,18 @@ WRITE_OPS = (
 def to_json(value: Any) -> str:
     """memlane's canonical JSON text: sorted keys, UTF-8 as is, no spaces."""
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_values(m: Message, time: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """A message as the columns of ``messages``, its time written by ``time``."""
+    return (
+        m.user_id,
+        m.session_id,
+        m.seq,
+        m.id,
+        m.run_id,
+        m.role,
+        m.content,
+        time(m.created_at),
+        to_json(dict(m.metadata)),
+    )

@@ -23,16 +23,10 @@ from typing import Any
 from memlane.errors import ConfigurationError
 from memlane.models import (
     Filters,
-    HistoryAction,
-    HistoryEvent,
-    Job,
     MemoryKind,
     MemoryRecord,
-    Message,
-    Session,
-    StateVersion,
 )
-from memlane.stores.sql.codecs import message_values, to_json
+from memlane.stores.sql.codecs import RowCodec, to_json
 from memlane.stores.sql.filters import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
@@ -423,109 +417,21 @@ def row_record(row: Sequence[Any]) -> MemoryRecord:
     )
 
 
-def event_params(e: HistoryEvent) -> tuple[Any, ...]:
-    return (
-        e.id,
-        e.record_id,
-        e.user_id,
-        e.action.value,
-        e.version,
-        e.at,
-        e.actor,
-        e.reason,
-        None if e.snapshot is None else to_json(dict(e.snapshot)),
-    )
+def _read_time(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
-def row_event(row: Sequence[Any]) -> HistoryEvent:
-    eid, rid, uid, action, version, at, actor, reason, snapshot = row
-    return HistoryEvent(
-        id=eid,
-        record_id=rid,
-        user_id=uid,
-        action=HistoryAction(action),
-        version=version,
-        at=at.astimezone(UTC),
-        actor=actor,
-        reason=reason,
-        snapshot=None if snapshot is None else json.loads(snapshot),
-    )
-
-
-def message_params(m: Message) -> tuple[Any, ...]:
-    return message_values(m, _as_is)
-
-
-def row_message(row: Sequence[Any]) -> Message:
-    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-    return Message(
-        id=mid,
-        user_id=uid,
-        session_id=sid,
-        run_id=run_id,
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=created_at.astimezone(UTC),
-        metadata=json.loads(metadata),
-    )
-
-
-def session_params(s: Session) -> tuple[Any, ...]:
-    return (
-        s.user_id,
-        s.session_id,
-        s.agent_id,
-        s.team,
-        s.created_at,
-        s.updated_at,
-        to_json(dict(s.metadata)),
-    )
-
-
-def row_session(row: Sequence[Any]) -> Session:
-    uid, sid, agent_id, team, created_at, updated_at, metadata = row
-    return Session(
-        session_id=sid,
-        user_id=uid,
-        agent_id=agent_id,
-        team=team,
-        created_at=created_at.astimezone(UTC),
-        updated_at=updated_at.astimezone(UTC),
-        metadata=json.loads(metadata),
-    )
-
-
-def state_params(s: StateVersion) -> tuple[Any, ...]:
-    return (s.user_id, s.session_id, s.name, s.version, to_json(dict(s.data)), s.updated_at)
-
-
-def row_state(row: Sequence[Any]) -> StateVersion:
-    uid, sid, name, version, data, updated_at = row
-    return StateVersion(
-        user_id=uid,
-        session_id=sid,
-        name=name,
-        version=version,
-        data=json.loads(data),
-        updated_at=updated_at.astimezone(UTC),
-    )
-
-
-def job_params(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.user_id,
-        job.status.value,
-        job.run_after,
-        job.lease_until,
-        job.version,
-        to_json(job.to_dict()),
-    )
-
-
-def row_job(row: Sequence[Any]) -> Job:
-    return Job.from_dict(json.loads(row[-1]))
+ROWS = RowCodec(write_time=_as_is, read_time=_read_time)
+event_params = ROWS.event_values
+row_event = ROWS.row_event
+message_params = ROWS.message_values
+row_message = ROWS.row_message
+session_params = ROWS.session_values
+row_session = ROWS.row_session
+state_params = ROWS.state_values
+row_state = ROWS.row_state
+job_params = ROWS.job_values
+row_job = ROWS.row_job
 
 
 def check_postgres_url(url: str) -> str:

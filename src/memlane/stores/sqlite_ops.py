@@ -22,12 +22,12 @@ from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
-from memlane.stores.sql.codecs import message_values, to_json
 from memlane.stores.sql.statements import get_messages, last_seq
 from memlane.stores.sqlite_sql import (
     RECORD_COLUMNS,
     RECORD_SELECT,
     REINDEX_DELETED_AFTER,
+    ROWS,
     chunks,
     filter_sql,
     fts_query,
@@ -90,20 +90,7 @@ class SqliteOps(OpDispatch):
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.id,
-                    e.record_id,
-                    e.user_id,
-                    e.action.value,
-                    e.version,
-                    to_iso(e.at),
-                    e.actor,
-                    e.reason,
-                    None if e.snapshot is None else to_json(dict(e.snapshot)),
-                )
-                for e in op.events
-            ],
+            [ROWS.event_values(e) for e in op.events],
         )
 
     @handles(ops.GetRecords)
@@ -363,15 +350,7 @@ class SqliteOps(OpDispatch):
             "updated_at = MAX(updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN metadata "
             "ELSE excluded.metadata END",
-            (
-                s.user_id,
-                s.session_id,
-                s.agent_id,
-                s.team,
-                to_iso(s.created_at),
-                to_iso(s.updated_at),
-                to_json(dict(s.metadata)),
-            ),
+            ROWS.session_values(s),
         )
 
     @handles(ops.GetSession)
@@ -406,7 +385,7 @@ class SqliteOps(OpDispatch):
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
             cur = conn.execute(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                message_values(m, to_iso),
+                ROWS.message_values(m),
             )
             if cur.rowcount:
                 out.append(m)
@@ -465,14 +444,7 @@ class SqliteOps(OpDispatch):
         )
         conn.execute(
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                s.user_id,
-                s.session_id,
-                s.name,
-                s.version,
-                to_json(dict(s.data)),
-                to_iso(s.updated_at),
-            ),
+            ROWS.state_values(s),
         )
 
     @handles(ops.ListStateVersions)

@@ -14,20 +14,14 @@ from typing import Any
 from memlane.errors import UnsupportedError
 from memlane.models import (
     Filters,
-    HistoryAction,
-    HistoryEvent,
-    Job,
     MemoryKind,
     MemoryRecord,
-    Message,
-    Session,
-    StateVersion,
     from_iso,
     opt_iso,
     opt_time,
     to_iso,
 )
-from memlane.stores.sql.codecs import to_json
+from memlane.stores.sql.codecs import RowCodec, to_json
 from memlane.stores.sql.filters import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
@@ -533,75 +527,13 @@ def row_record(row: Sequence[Any]) -> MemoryRecord:
     )
 
 
-def row_event(row: Sequence[Any]) -> HistoryEvent:
-    eid, rid, uid, action, version, at, actor, reason, snapshot = row
-    return HistoryEvent(
-        id=eid,
-        record_id=rid,
-        user_id=uid,
-        action=HistoryAction(action),
-        version=version,
-        at=from_iso(at),
-        actor=actor,
-        reason=reason,
-        snapshot=None if snapshot is None else json.loads(snapshot),
-    )
-
-
-def row_message(row: Sequence[Any]) -> Message:
-    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-    return Message(
-        id=mid,
-        user_id=uid,
-        session_id=sid,
-        run_id=run_id,
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=from_iso(created_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def row_session(row: Sequence[Any]) -> Session:
-    uid, sid, agent_id, team, created_at, updated_at, metadata = row
-    return Session(
-        session_id=sid,
-        user_id=uid,
-        agent_id=agent_id,
-        team=team,
-        created_at=from_iso(created_at),
-        updated_at=from_iso(updated_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def job_row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.user_id,
-        job.status.value,
-        to_iso(job.run_after),
-        opt_iso(job.lease_until),
-        job.version,
-        to_json(job.to_dict()),
-    )
-
-
-def row_job(row: Sequence[Any]) -> Job:
-    return Job.from_dict(json.loads(row[-1]))
-
-
-def row_state(row: Sequence[Any]) -> StateVersion:
-    uid, sid, name, version, data, updated_at = row
-    return StateVersion(
-        user_id=uid,
-        session_id=sid,
-        name=name,
-        version=version,
-        data=json.loads(data),
-        updated_at=from_iso(updated_at),
-    )
+ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
+row_event = ROWS.row_event
+row_message = ROWS.row_message
+row_session = ROWS.row_session
+row_state = ROWS.row_state
+row_job = ROWS.row_job
+job_row = ROWS.job_values
 
 
 def parse_sqlite_url(url: str) -> str:

@@ -42,8 +42,17 @@ from memlane.errors import (
 )
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, aretrying, retrying
-from memlane.stores.postgres_ops import PostgresOps, RawSql, Reply, Rows, Sql, Step
-from memlane.stores.postgres_sql import MIGRATION_LOCK, MIGRATIONS, check_postgres_url
+from memlane.stores.postgres_ops import PostgresOps
+from memlane.stores.postgres_sql import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    RawSql,
+    Reply,
+    Rows,
+    Sql,
+    Step,
+    check_postgres_url,
+)
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
 from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
 from memlane.urls import redact_url

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,7 @@ import numpy as np
 from memlane.models import Job, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Op
+from memlane.ports.store import SESSION_BOUND_KINDS
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
@@ -23,47 +21,18 @@ from memlane.stores.postgres_sql import (
     INSERT_RECORD,
     RECORD_SELECT,
     REINDEX_DELETED_AFTER,
+    ROWS,
     TS_CONFIG,
     UPDATE_RECORD,
-    event_params,
+    RawSql,
+    Sql,
+    Step,
     filter_sql,
-    job_params,
-    message_params,
     record_params,
-    row_event,
-    row_job,
-    row_message,
     row_record,
-    row_session,
-    row_state,
-    session_params,
-    state_params,
     ts_query,
 )
 from memlane.stores.sql.statements import get_messages, last_seq
-
-
-@dataclass(frozen=True, slots=True)
-class Sql:
-    """One statement for a runner to execute; ``many`` runs it once per parameter set."""
-
-    text: str
-    params: Any = ()
-    many: bool = False
-
-
-Rows = list[tuple[Any, ...]]
-Reply = tuple[Rows, int]
-"""What a runner sends back for a statement: its rows (if any) and its row count."""
-
-Step = Generator[Sql, Reply, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RawSql(Op[list[tuple[Any, ...]]]):
-    """A read-only statement for the store's own introspection."""
-
-    sql: str
 
 
 class PostgresOps(OpDispatch):
@@ -100,7 +69,7 @@ class PostgresOps(OpDispatch):
             yield Sql(
                 "INSERT INTO history VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                [event_params(e) for e in sorted(op.events, key=lambda e: e.id)],
+                [ROWS.event_values(e) for e in sorted(op.events, key=lambda e: e.id)],
                 many=True,
             )
         return None
@@ -212,7 +181,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
             (op.user_id, op.record_id),
         )
-        return [row_event(row) for row in rows]
+        return [ROWS.row_event(row) for row in rows]
 
     @handles(ops.ListUserHistory)
     def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
@@ -220,7 +189,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
             (op.user_id, op.after_id or "", op.limit),
         )
-        return [row_event(row) for row in rows]
+        return [ROWS.row_event(row) for row in rows]
 
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
@@ -392,7 +361,7 @@ class PostgresOps(OpDispatch):
             "updated_at = GREATEST(sessions.updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN sessions.metadata "
             "ELSE excluded.metadata END",
-            session_params(op.session),
+            ROWS.session_values(op.session),
         )
         return None
 
@@ -402,7 +371,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
             (op.user_id, op.session_id),
         )
-        return row_session(rows[0]) if rows else None
+        return ROWS.row_session(rows[0]) if rows else None
 
     @handles(ops.ListSessions)
     def _op_ListSessions(self, op: ops.ListSessions) -> Step:
@@ -417,7 +386,7 @@ class PostgresOps(OpDispatch):
             f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT %s",
             (*params, op.limit),
         )
-        return [row_session(row) for row in rows]
+        return [ROWS.row_session(row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
@@ -435,7 +404,7 @@ class PostgresOps(OpDispatch):
             _, n = yield Sql(
                 "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                message_params(m),
+                ROWS.message_values(m),
             )
             if n:
                 out.append(m)
@@ -444,7 +413,7 @@ class PostgresOps(OpDispatch):
     @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages) -> Step:
         rows, _ = yield Sql(*get_messages("%s", op))
-        return [row_message(row) for row in rows]
+        return [ROWS.row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
@@ -477,7 +446,7 @@ class PostgresOps(OpDispatch):
             sql += " AND version = %s"
             params.append(op.version)
         rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
-        return row_state(rows[0]) if rows else None
+        return ROWS.row_state(rows[0]) if rows else None
 
     @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
@@ -493,7 +462,9 @@ class PostgresOps(OpDispatch):
         )
         # A concurrent writer of the same version trips the primary key: ConflictError.
         conflict = "ON CONFLICT DO NOTHING" if op.expected_version is None else ""
-        yield Sql(f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", state_params(s))
+        yield Sql(
+            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.state_values(s)
+        )
         return None
 
     @handles(ops.ListStateVersions)
@@ -503,7 +474,7 @@ class PostgresOps(OpDispatch):
             "ORDER BY version",
             (op.user_id, op.session_id, op.name),
         )
-        return [row_state(row) for row in rows]
+        return [ROWS.row_state(row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates) -> Step:
@@ -512,7 +483,7 @@ class PostgresOps(OpDispatch):
             "AND starts_with(name, %s) ORDER BY name, version DESC",
             (op.user_id, op.session_id, op.prefix),
         )
-        return [row_state(row) for row in rows]
+        return [ROWS.row_state(row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 
@@ -531,12 +502,12 @@ class PostgresOps(OpDispatch):
 
     def _write_job(self, job: Job, *, insert: bool) -> Step:
         if insert:
-            yield Sql("INSERT INTO jobs VALUES (%s, %s, %s, %s, %s, %s, %s)", job_params(job))
+            yield Sql("INSERT INTO jobs VALUES (%s, %s, %s, %s, %s, %s, %s)", ROWS.job_values(job))
         else:
             yield Sql(
                 "UPDATE jobs SET status = %s, run_after = %s, lease_until = %s, "
                 "version = %s, body = %s WHERE user_id = %s AND id = %s",
-                (*job_params(job)[2:], job.user_id, job.id),
+                (*ROWS.job_values(job)[2:], job.user_id, job.id),
             )
         return None
 
@@ -545,7 +516,7 @@ class PostgresOps(OpDispatch):
         rows, _ = yield Sql(
             "SELECT body FROM jobs WHERE id = %s AND user_id = %s", (op.job_id, op.user_id)
         )
-        return row_job(rows[0]) if rows else None
+        return ROWS.row_job(rows[0]) if rows else None
 
     @handles(ops.ListJobs)
     def _op_ListJobs(self, op: ops.ListJobs) -> Step:
@@ -563,14 +534,14 @@ class PostgresOps(OpDispatch):
             f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT %s",
             (*params, op.limit),
         )
-        return [row_job(row) for row in rows]
+        return [ROWS.row_job(row) for row in rows]
 
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, op: ops.ClaimJob) -> Step:
         rows, _ = yield Sql(CLAIM_JOB, {"user_id": op.user_id, "now": op.now})
         if not rows:
             return None
-        job = row_job(rows[0])
+        job = ROWS.row_job(rows[0])
         claimed = claim(job, op)
         yield from self._write_job(claimed, insert=False)
         return claimed

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from memlane.models import (
     MemoryKind,
     MemoryRecord,
 )
+from memlane.ports.store import Op
 from memlane.stores.sql.codecs import RowCodec, to_json
 from memlane.stores.sql.filters import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
@@ -306,6 +308,32 @@ CLAIM_JOB = (
     "ORDER BY j.id, j.user_id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
+# ---------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement for a runner to execute; ``many`` runs it once per parameter set."""
+
+    text: str
+    params: Any = ()
+    many: bool = False
+
+
+Rows = list[tuple[Any, ...]]
+Reply = tuple[Rows, int]
+"""What a runner sends back for a statement: its rows (if any) and its row count."""
+
+Step = Generator[Sql, Reply, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RawSql(Op[list[tuple[Any, ...]]]):
+    """A read-only statement for the store's own introspection."""
+
+    sql: str
+
+
 # ---------------------------------------------------------------------------- pure SQL
 
 
@@ -422,16 +450,6 @@ def _read_time(value: datetime) -> datetime:
 
 
 ROWS = RowCodec(write_time=_as_is, read_time=_read_time)
-event_params = ROWS.event_values
-row_event = ROWS.row_event
-message_params = ROWS.message_values
-row_message = ROWS.row_message
-session_params = ROWS.session_values
-row_session = ROWS.row_session
-state_params = ROWS.state_values
-row_state = ROWS.row_state
-job_params = ROWS.job_values
-row_job = ROWS.row_job
 
 
 def check_postgres_url(url: str) -> str:

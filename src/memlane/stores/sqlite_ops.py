@@ -31,14 +31,8 @@ from memlane.stores.sqlite_sql import (
     chunks,
     filter_sql,
     fts_query,
-    job_row,
     record_row,
-    row_event,
-    row_job,
-    row_message,
     row_record,
-    row_session,
-    row_state,
 )
 
 if TYPE_CHECKING:
@@ -203,7 +197,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
             (op.user_id, op.record_id),
         )
-        return [row_event(row) for row in rows]
+        return [ROWS.row_event(row) for row in rows]
 
     @handles(ops.ListUserHistory)
     def _op_ListUserHistory(
@@ -213,7 +207,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
             (op.user_id, op.after_id or "", op.limit),
         )
-        return [row_event(row) for row in rows]
+        return [ROWS.row_event(row) for row in rows]
 
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
@@ -359,7 +353,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
             (op.user_id, op.session_id),
         ).fetchone()
-        return None if row is None else row_session(row)
+        return None if row is None else ROWS.row_session(row)
 
     @handles(ops.ListSessions)
     def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
@@ -374,7 +368,7 @@ class SqliteOps(OpDispatch):
             f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
             (*params, op.limit),
         )
-        return [row_session(row) for row in rows]
+        return [ROWS.row_session(row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
@@ -394,7 +388,7 @@ class SqliteOps(OpDispatch):
     @handles(ops.GetMessages)
     def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
         rows = conn.execute(*get_messages("?", op))
-        return [row_message(row) for row in rows]
+        return [ROWS.row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
@@ -429,7 +423,7 @@ class SqliteOps(OpDispatch):
             sql += " AND version = ?"
             params.append(op.version)
         row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
-        return None if row is None else row_state(row)
+        return None if row is None else ROWS.row_state(row)
 
     @handles(ops.PutState)
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
@@ -456,7 +450,7 @@ class SqliteOps(OpDispatch):
             "ORDER BY version",
             (op.user_id, op.session_id, op.name),
         )
-        return [row_state(row) for row in rows]
+        return [ROWS.row_state(row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
@@ -467,7 +461,7 @@ class SqliteOps(OpDispatch):
             "ORDER BY s.name",
             (op.user_id, op.session_id, len(op.prefix), op.prefix),
         )
-        return [row_state(row) for row in rows]
+        return [ROWS.row_state(row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 
@@ -479,14 +473,16 @@ class SqliteOps(OpDispatch):
         actual = None if row is None else row[0]
         if not should_apply(op, actual):
             return
-        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
+        conn.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", ROWS.job_values(op.job)
+        )
 
     @handles(ops.GetJob)
     def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
         row = conn.execute(
             "SELECT body FROM jobs WHERE id = ? AND user_id = ?", (op.job_id, op.user_id)
         ).fetchone()
-        return None if row is None else row_job(row)
+        return None if row is None else ROWS.row_job(row)
 
     @handles(ops.ListJobs)
     def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
@@ -504,7 +500,7 @@ class SqliteOps(OpDispatch):
             f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT ?",
             (*params, op.limit),
         )
-        return [row_job(row) for row in rows]
+        return [ROWS.row_job(row) for row in rows]
 
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
@@ -521,9 +517,11 @@ class SqliteOps(OpDispatch):
         ).fetchone()
         if row is None:
             return None
-        job = row_job(row)
+        job = ROWS.row_job(row)
         claimed = claim(job, op)
-        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(claimed))
+        conn.execute(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", ROWS.job_values(claimed)
+        )
         return claimed
 
     # ------------------------------------------------------------------ users

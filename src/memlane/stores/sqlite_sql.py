@@ -528,12 +528,6 @@ def row_record(row: Sequence[Any]) -> MemoryRecord:
 
 
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
-row_event = ROWS.row_event
-row_message = ROWS.row_message
-row_session = ROWS.row_session
-row_state = ROWS.row_state
-row_job = ROWS.row_job
-job_row = ROWS.job_values
 
 
 def parse_sqlite_url(url: str) -> str:

@@ -24,7 +24,6 @@ from typing import Any
 from memlane.errors import ConfigurationError
 from memlane.models import (
     Filters,
-    MemoryKind,
     MemoryRecord,
 )
 from memlane.ports.store import Op
@@ -337,10 +336,6 @@ class RawSql(Op[list[tuple[Any, ...]]]):
 # ---------------------------------------------------------------------------- pure SQL
 
 
-def utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
-
-
 def _any_of(column: str, values: list[Any]) -> Clauses:
     return [f"{column} = ANY(%s)"], [values]
 
@@ -356,7 +351,7 @@ def _metadata_equals(key: str, value: Any) -> Clauses:
     return ["r.metadata -> %s = %s::jsonb"], [key, json.dumps(value)]
 
 
-def _as_is(value: datetime) -> datetime:
+def _as_is(value: Any) -> Any:
     return value
 
 
@@ -414,42 +409,14 @@ def record_params(r: MemoryRecord) -> dict[str, Any]:
 
 
 def row_record(row: Sequence[Any]) -> MemoryRecord:
-    d = dict(zip(RECORD_COLUMNS, row, strict=True))
-    return MemoryRecord(
-        id=d["id"],
-        user_id=d["user_id"],
-        agent_id=d["agent_id"],
-        team=d["team"],
-        session_id=d["session_id"],
-        kind=MemoryKind(d["kind"]),
-        key=d["key"],
-        text=d["text"],
-        topics=tuple(d["topics"]),
-        metadata=d["metadata"] if d["metadata_text"] is None else json.loads(d["metadata_text"]),
-        importance=d["importance"],
-        created_at=d["created_at"].astimezone(UTC),
-        updated_at=d["updated_at"].astimezone(UTC),
-        event_at=utc(d["event_at"]),
-        valid_from=utc(d["valid_from"]),
-        valid_to=utc(d["valid_to"]),
-        superseded_by=d["superseded_by"],
-        expires_at=utc(d["expires_at"]),
-        deleted_at=utc(d["deleted_at"]),
-        access_count=d["access_count"],
-        last_accessed_at=utc(d["last_accessed_at"]),
-        source_ids=tuple(d["source_ids"]),
-        actor=d["actor"],
-        content_hash=d["content_hash"],
-        version=d["version"],
-        context_hash=d["context_hash"],
-    )
+    return ROWS.row_record(RECORD_COLUMNS, row)
 
 
 def _read_time(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-ROWS = RowCodec(write_time=_as_is, read_time=_read_time)
+ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is)
 
 
 def check_postgres_url(url: str) -> str:

@@ -5,7 +5,6 @@ Kept apart from :mod:`memlane.stores.sqlite` so the store class only executes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,11 +13,9 @@ from typing import Any
 from memlane.errors import UnsupportedError
 from memlane.models import (
     Filters,
-    MemoryKind,
     MemoryRecord,
     from_iso,
     opt_iso,
-    opt_time,
     to_iso,
 )
 from memlane.stores.sql.codecs import RowCodec, to_json
@@ -496,35 +493,7 @@ def record_row(r: MemoryRecord) -> tuple[Any, ...]:
 
 
 def row_record(row: Sequence[Any]) -> MemoryRecord:
-    d = dict(zip(RECORD_COLUMNS, row, strict=True))
-    return MemoryRecord(
-        id=d["id"],
-        user_id=d["user_id"],
-        agent_id=d["agent_id"],
-        team=d["team"],
-        session_id=d["session_id"],
-        kind=MemoryKind(d["kind"]),
-        key=d["key"],
-        text=d["text"],
-        topics=tuple(json.loads(d["topics"])),
-        metadata=json.loads(d["metadata"]),
-        importance=d["importance"],
-        created_at=from_iso(d["created_at"]),
-        updated_at=from_iso(d["updated_at"]),
-        event_at=opt_time(d["event_at"]),
-        valid_from=opt_time(d["valid_from"]),
-        valid_to=opt_time(d["valid_to"]),
-        superseded_by=d["superseded_by"],
-        expires_at=opt_time(d["expires_at"]),
-        deleted_at=opt_time(d["deleted_at"]),
-        access_count=d["access_count"],
-        last_accessed_at=opt_time(d["last_accessed_at"]),
-        source_ids=tuple(json.loads(d["source_ids"])),
-        actor=d["actor"],
-        content_hash=d["content_hash"],
-        version=d["version"],
-        context_hash=d["context_hash"],
-    )
+    return ROWS.row_record(RECORD_COLUMNS, row)
 
 
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from memlane.models import HistoryAction, HistoryEvent, Job, Message, Session, StateVersion
+from memlane.models import (
+    HistoryAction,
+    HistoryEvent,
+    Job,
+    MemoryKind,
+    MemoryRecord,
+    Message,
+    Session,
+    StateVersion,
+)
 from memlane.ports import store as ops
 
 APPLICATION = "memlane"
@@ -46,6 +55,45 @@ class RowCodec:
 
     write_time: Callable[[datetime], Any]
     read_time: Callable[[Any], datetime]
+    read_json: Callable[[Any], Any] = json.loads
+    """A JSON column's value as stored (text, or already decoded by the driver)."""
+
+    def _time(self, value: Any) -> datetime | None:
+        return None if value is None else self.read_time(value)
+
+    def row_record(self, columns: Sequence[str], row: Sequence[Any]) -> MemoryRecord:
+        """A record from a row of ``columns``; a ``metadata_text`` column, when present and
+        set, is the metadata's exact JSON text."""
+        d = dict(zip(columns, row, strict=True))
+        exact = d.get("metadata_text")
+        return MemoryRecord(
+            id=d["id"],
+            user_id=d["user_id"],
+            agent_id=d["agent_id"],
+            team=d["team"],
+            session_id=d["session_id"],
+            kind=MemoryKind(d["kind"]),
+            key=d["key"],
+            text=d["text"],
+            topics=tuple(self.read_json(d["topics"])),
+            metadata=self.read_json(d["metadata"]) if exact is None else json.loads(exact),
+            importance=d["importance"],
+            created_at=self.read_time(d["created_at"]),
+            updated_at=self.read_time(d["updated_at"]),
+            event_at=self._time(d["event_at"]),
+            valid_from=self._time(d["valid_from"]),
+            valid_to=self._time(d["valid_to"]),
+            superseded_by=d["superseded_by"],
+            expires_at=self._time(d["expires_at"]),
+            deleted_at=self._time(d["deleted_at"]),
+            access_count=d["access_count"],
+            last_accessed_at=self._time(d["last_accessed_at"]),
+            source_ids=tuple(self.read_json(d["source_ids"])),
+            actor=d["actor"],
+            content_hash=d["content_hash"],
+            version=d["version"],
+            context_hash=d["context_hash"],
+        )
 
     def event_values(self, e: HistoryEvent) -> tuple[Any, ...]:
         snapshot = None if e.snapshot is None else to_json(dict(e.snapshot))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from memlane.errors import EmbeddingModelMismatchError
 from memlane.models import (
@@ -34,17 +34,6 @@ R = TypeVar("R")
 
 SESSION_BOUND_KINDS = frozenset({MemoryKind.EPISODE, MemoryKind.SUMMARY})
 """Kinds of memory that belong to their session and are deleted with it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a backend can do; checked by the core before work starts."""
-
-    persistent: bool
-    vectors: bool = True
-    fulltext: bool = True
-    ttl: bool = True
-    multiprocess: bool = False
 
 
 class Op(Generic[R]):
@@ -457,7 +446,6 @@ def guard_vectors(batch: Sequence[Op[Any]]) -> CheckEmbeddingModel | None:
 class Store(Protocol):
     """A storage backend. Construction does no I/O; :meth:`setup` opens and migrates."""
 
-    capabilities: ClassVar[Capabilities]
     url: str
 
     def setup(self) -> None:

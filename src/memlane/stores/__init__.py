@@ -96,7 +96,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
     if not isinstance(store, Store):
         raise PluginError(
             f"store plugin {entry} of distribution {dist} returned {type(store).__name__}, "
-            "not a memlane Store (setup, batch, abatch, close, capabilities, url)",
+            "not a memlane Store (setup, batch, abatch, close, url)",
             distribution=dist,
             entry_point=entry,
         )

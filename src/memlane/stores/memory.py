@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from memlane.errors import ConflictError, UnsupportedError
+from memlane.errors import ConflictError
 from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
+from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -57,10 +58,8 @@ class _Tx:
                 table[key] = old
 
 
-class MemoryStore:
+class MemoryStore(OpDispatch):
     """Keeps everything in this process; gone when the process ends."""
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=False)
 
     def __init__(self) -> None:
         self.url = "memory://"
@@ -84,6 +83,7 @@ class MemoryStore:
         """Nothing to release; the data stays until the object is dropped."""
 
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        self.check_supported(ops_)
         with self._lock:
             tx = _Tx()
             try:
@@ -97,29 +97,17 @@ class MemoryStore:
         await asyncio.sleep(0)
         return self.batch(ops_)
 
-    def _handler(self, op: Op[Any]) -> Callable[[Any, _Tx], Any]:
-        handler = getattr(self, "_op_" + type(op).__name__, None)
-        if handler is None:
-            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
-        return handler  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ records
 
     def _user_records(self, user_id: str) -> list[MemoryRecord]:
         return [r for r in self._records.values() if r.user_id == user_id]
 
+    @handles(ops.WriteRecord)
     def _op_WriteRecord(self, op: ops.WriteRecord, tx: _Tx) -> None:
         key = (op.record.user_id, op.record.id)
         old = self._records.get(key)
-        actual = 0 if old is None else old.version
-        if op.expected_version is None and old is not None and old.version >= op.record.version:
+        if not should_apply(op, None if old is None else old.version):
             return
-        if op.expected_version is not None and actual != op.expected_version:
-            raise ConflictError(
-                f"record {op.record.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
         r = op.record
         if r.key is not None and r.is_current:
             for other in self._user_records(r.user_id):
@@ -131,6 +119,7 @@ class MemoryStore:
                     )
         tx.set(self._records, key, op.record)
 
+    @handles(ops.AppendHistory)
     def _op_AppendHistory(self, op: ops.AppendHistory, tx: _Tx) -> None:
         for event in op.events:
             if (event.user_id, event.id) in self._event_ids:
@@ -139,6 +128,7 @@ class MemoryStore:
             key = (event.user_id, event.record_id)
             tx.set(self._history, key, (*self._history.get(key, ()), event))
 
+    @handles(ops.GetRecords)
     def _op_GetRecords(self, op: ops.GetRecords, tx: _Tx) -> list[MemoryRecord]:
         found = (self._records.get((op.user_id, i)) for i in op.ids)
         return [r for r in found if r is not None]
@@ -146,6 +136,7 @@ class MemoryStore:
     def _matching(self, user_id: str, f: Any, now: Any) -> list[MemoryRecord]:
         return [r for r in self._user_records(user_id) if f.matches(r, now)]
 
+    @handles(ops.ListRecords)
     def _op_ListRecords(self, op: ops.ListRecords, tx: _Tx) -> list[MemoryRecord]:
         rows = sorted(self._matching(op.user_id, op.filters, op.now), key=lambda r: r.id)
         if op.descending:
@@ -155,6 +146,7 @@ class MemoryStore:
             rows = [r for r in rows if (r.id < after if op.descending else r.id > after)]
         return rows[: op.limit]
 
+    @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch, tx: _Tx) -> list[tuple[str, float]]:
         docs = [(r.id, tokenize(r.text)) for r in self._matching(op.user_id, op.filters, op.now)]
         contexts: dict[str, list[str]] = {}
@@ -174,6 +166,7 @@ class MemoryStore:
         )
         return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[: op.limit]
 
+    @handles(ops.VectorSearch)
     def _op_VectorSearch(self, op: ops.VectorSearch, tx: _Tx) -> list[tuple[str, float]]:
         def key(r: MemoryRecord) -> tuple[str, str]:
             h = r.context_hash if op.field == "context" and r.context_hash else r.content_hash
@@ -190,6 +183,7 @@ class MemoryStore:
         order = np.argsort(-sims, kind="stable")[: op.limit]
         return [(pairs[i][0], float(sims[i])) for i in order]
 
+    @handles(ops.GetNeighbors)
     def _op_GetNeighbors(self, op: ops.GetNeighbors, tx: _Tx) -> dict[str, list[tuple[str, int]]]:
         out: dict[str, list[tuple[str, int]]] = {}
         for rid in op.ids:
@@ -213,9 +207,11 @@ class MemoryStore:
             ]
         return out
 
+    @handles(ops.GetHistory)
     def _op_GetHistory(self, op: ops.GetHistory, tx: _Tx) -> list[Any]:
         return list(self._history.get((op.user_id, op.record_id), ()))
 
+    @handles(ops.ListUserHistory)
     def _op_ListUserHistory(self, op: ops.ListUserHistory, tx: _Tx) -> list[Any]:
         events = sorted(
             (e for evs in self._history.values() for e in evs if e.user_id == op.user_id),
@@ -225,6 +221,7 @@ class MemoryStore:
             events = [e for e in events if e.id > op.after_id]
         return events[: op.limit]
 
+    @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords, tx: _Tx) -> None:
         for rid in op.ids:
             r = self._records.get((op.user_id, rid))
@@ -232,10 +229,12 @@ class MemoryStore:
                 touched = replace(r, access_count=r.access_count + 1, last_accessed_at=op.at)
                 tx.set(self._records, (op.user_id, rid), touched)
 
+    @handles(ops.FindExpired)
     def _op_FindExpired(self, op: ops.FindExpired, tx: _Tx) -> list[MemoryRecord]:
         rows = [r for r in self._records.values() if r.is_expired(op.now)]
         return sorted(rows, key=lambda r: r.id)[: op.limit]
 
+    @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords, tx: _Tx) -> int:
         n = 0
         for rid in op.ids:
@@ -254,6 +253,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ embeddings
 
+    @handles(ops.GetEmbeddings)
     def _op_GetEmbeddings(self, op: ops.GetEmbeddings, tx: _Tx) -> dict[str, Vector]:
         return {
             h: self._embeddings[(op.model, h)]
@@ -261,6 +261,7 @@ class MemoryStore:
             if (op.model, h) in self._embeddings
         }
 
+    @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings, tx: _Tx) -> None:
         for h, v in op.items:
             tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
@@ -275,24 +276,29 @@ class MemoryStore:
         ((model, h),) = [next(iter(self._embeddings))]
         return model, int(self._embeddings[(model, h)].shape[0])
 
+    @handles(ops.CheckEmbeddingModel)
     def _op_CheckEmbeddingModel(self, op: ops.CheckEmbeddingModel, tx: _Tx) -> None:
         recorded = self._meta.get("embedding_model")
         new = ops.embedding_model_to_record(op, recorded, self._adopted_model)
         if new is not None:
             tx.set(self._meta, "embedding_model", new)
 
+    @handles(ops.GetEmbeddingModel)
     def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel, tx: _Tx) -> tuple[str, int] | None:
         return self._meta.get("embedding_model") or self._adopted_model()
 
+    @handles(ops.SetEmbeddingModel)
     def _op_SetEmbeddingModel(self, op: ops.SetEmbeddingModel, tx: _Tx) -> None:
         tx.set(self._meta, "embedding_model", (op.model, op.dim))
 
+    @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, op: ops.DropEmbeddings, tx: _Tx) -> int:
         dead = [k for k in self._embeddings if k[0] != op.keep]
         for k in dead:
             tx.pop(self._embeddings, k)
         return len(dead)
 
+    @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings, tx: _Tx) -> int:
         live = {r.content_hash for r in self._records.values()}
         live |= {r.context_hash for r in self._records.values() if r.context_hash}
@@ -303,6 +309,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ sessions
 
+    @handles(ops.UpsertSession)
     def _op_UpsertSession(self, op: ops.UpsertSession, tx: _Tx) -> None:
         s = op.session
         old = self._sessions.get((s.user_id, s.session_id))
@@ -314,9 +321,11 @@ class MemoryStore:
             )
         tx.set(self._sessions, (s.user_id, s.session_id), s)
 
+    @handles(ops.GetSession)
     def _op_GetSession(self, op: ops.GetSession, tx: _Tx) -> Any:
         return self._sessions.get((op.user_id, op.session_id))
 
+    @handles(ops.ListSessions)
     def _op_ListSessions(self, op: ops.ListSessions, tx: _Tx) -> list[Any]:
         rows = sorted(
             (s for (u, _), s in self._sessions.items() if u == op.user_id),
@@ -329,6 +338,7 @@ class MemoryStore:
             rows = [s for s in rows if s.updated_at < cutoff]
         return rows[: op.limit]
 
+    @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages, tx: _Tx) -> list[Message]:
         out: list[Message] = []
         for m in op.messages:
@@ -345,6 +355,7 @@ class MemoryStore:
             out.append(m)
         return out
 
+    @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages, tx: _Tx) -> list[Message]:
         rows = list(self._messages.get((op.user_id, op.session_id), ()))
         if op.last_runs is not None:
@@ -356,6 +367,7 @@ class MemoryStore:
             rows = [m for m in rows if m.run_id in keep]
         return rows
 
+    @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions, tx: _Tx) -> int:
         n = 0
         for sid in op.session_ids:
@@ -373,12 +385,14 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ state
 
+    @handles(ops.GetState)
     def _op_GetState(self, op: ops.GetState, tx: _Tx) -> Any:
         versions = self._states.get((op.user_id, op.session_id, op.name), ())
         if op.version is None:
             return versions[-1] if versions else None
         return next((v for v in versions if v.version == op.version), None)
 
+    @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState, tx: _Tx) -> None:
         s = op.state
         key = (s.user_id, s.session_id, s.name)
@@ -387,18 +401,17 @@ class MemoryStore:
         if op.expected_version is None:
             if any(v.version == s.version for v in versions):
                 return
-        elif current != op.expected_version:
-            raise ConflictError(
-                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
-                f"expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=current,
+        else:
+            check_expected(
+                f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
             )
         tx.set(self._states, key, tuple(sorted((*versions, s), key=lambda v: v.version)))
 
+    @handles(ops.ListStateVersions)
     def _op_ListStateVersions(self, op: ops.ListStateVersions, tx: _Tx) -> list[Any]:
         return list(self._states.get((op.user_id, op.session_id, op.name), ()))
 
+    @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates, tx: _Tx) -> list[Any]:
         return sorted(
             (
@@ -411,24 +424,20 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ jobs
 
+    @handles(ops.PutJob)
     def _op_PutJob(self, op: ops.PutJob, tx: _Tx) -> None:
         key = (op.job.user_id, op.job.id)
         old = self._jobs.get(key)
-        actual = 0 if old is None else old.version
-        if op.expected_version is None:
-            if old is not None and old.version >= op.job.version:
-                return
-        elif actual != op.expected_version:
-            raise ConflictError(
-                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
+        actual = None if old is None else old.version
+        if not should_apply(op, actual):
+            return
         tx.set(self._jobs, key, op.job)
 
+    @handles(ops.GetJob)
     def _op_GetJob(self, op: ops.GetJob, tx: _Tx) -> Job | None:
         return self._jobs.get((op.user_id, op.job_id))
 
+    @handles(ops.ListJobs)
     def _op_ListJobs(self, op: ops.ListJobs, tx: _Tx) -> list[Job]:
         jobs = sorted(
             (
@@ -442,6 +451,7 @@ class MemoryStore:
         )
         return jobs[: op.limit]
 
+    @handles(ops.ClaimJob)
     def _op_ClaimJob(self, op: ops.ClaimJob, tx: _Tx) -> Job | None:
         heads: dict[str, Job] = {}
         for job in sorted(self._jobs.values(), key=lambda j: (j.id, j.user_id)):
@@ -463,18 +473,13 @@ class MemoryStore:
         if not due:
             return None
         job = min(due, key=lambda j: (j.id, j.user_id))
-        claimed = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_until=op.lease_until,
-            updated_at=op.now,
-            version=job.version + 1,
-        )
+        claimed = claim(job, op)
         tx.set(self._jobs, (job.user_id, job.id), claimed)
         return claimed
 
     # ------------------------------------------------------------------ users
 
+    @handles(ops.ListUsers)
     def _op_ListUsers(self, op: ops.ListUsers, tx: _Tx) -> list[str]:
         users = {r.user_id for r in self._records.values()}
         users |= {u for u, _ in self._sessions}
@@ -482,6 +487,7 @@ class MemoryStore:
         users |= {j.user_id for j in self._jobs.values()}
         return sorted(users)
 
+    @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser, tx: _Tx) -> dict[str, int]:
         u = op.user_id
         counts = {"records": 0, "history": 0, "sessions": 0, "messages": 0, "states": 0}

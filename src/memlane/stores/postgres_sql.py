@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from memlane.errors import ConfigurationError
 from memlane.models import (
     Filters,
-    HistoryAction,
-    HistoryEvent,
-    Job,
-    MemoryKind,
     MemoryRecord,
-    Message,
-    Session,
-    StateVersion,
 )
-from memlane.ports import store as ops
+from memlane.ports.store import Op
+from memlane.stores.sql.codecs import RowCodec, to_json
+from memlane.stores.sql.filters import Clauses, Dialect
+from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
 from memlane.urls import redact_url
 
-APPLICATION = "memlane"
 TS_CONFIG = "english"
 MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
 
@@ -311,76 +307,62 @@ CLAIM_JOB = (
     "ORDER BY j.id, j.user_id LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 
-WRITE_OPS = (
-    ops.WriteRecord,
-    ops.AppendHistory,
-    ops.TouchRecords,
-    ops.RemoveRecords,
-    ops.PutEmbeddings,
-    ops.PruneEmbeddings,
-    ops.SetEmbeddingModel,
-    ops.DropEmbeddings,
-    ops.UpsertSession,
-    ops.AppendMessages,
-    ops.DeleteSessions,
-    ops.PutState,
-    ops.DeleteUser,
-    ops.PutJob,
-    ops.ClaimJob,
-)
+# ---------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement for a runner to execute; ``many`` runs it once per parameter set."""
+
+    text: str
+    params: Any = ()
+    many: bool = False
+
+
+Rows = list[tuple[Any, ...]]
+Reply = tuple[Rows, int]
+"""What a runner sends back for a statement: its rows (if any) and its row count."""
+
+Step = Generator[Sql, Reply, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RawSql(Op[list[tuple[Any, ...]]]):
+    """A read-only statement for the store's own introspection."""
+
+    sql: str
 
 
 # ---------------------------------------------------------------------------- pure SQL
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _any_of(column: str, values: list[Any]) -> Clauses:
+    return [f"{column} = ANY(%s)"], [values]
 
 
-def utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.astimezone(UTC)
+def _any_topic(topics: list[str]) -> Clauses:
+    return ["r.topics ?| %s"], [topics]
+
+
+def _metadata_equals(key: str, value: Any) -> Clauses:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ["FALSE"], []  # JSON has no NaN or infinity: nothing stored equals it
+    # jsonb equality: true is not 1, 1 equals 1.0, strings compare exactly.
+    return ["r.metadata -> %s = %s::jsonb"], [key, json.dumps(value)]
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+DIALECT = Dialect(
+    mark="%s", time=_as_is, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+)
 
 
 def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
     """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    clauses = ["r.user_id = %s", "(r.expires_at IS NULL OR r.expires_at > %s)"]
-    params: list[Any] = [user_id, now]
-    if not f.include_deleted:
-        clauses.append("r.deleted_at IS NULL")
-    if not f.include_superseded:
-        clauses.append(
-            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
-        )
-    if f.kinds:
-        clauses.append("r.kind = ANY(%s)")
-        params.append([k.value for k in f.kinds])
-    if f.topics:
-        clauses.append("r.topics ?| %s")
-        params.append(list(f.topics))
-    for name in ("agent_id", "team", "session_id", "key"):
-        value = getattr(f, name)
-        if value is not None:
-            if name == "agent_id" and f.include_shared:  # the agent's and the shared ones
-                clauses.append("(r.agent_id = %s OR r.agent_id IS NULL)")
-            else:
-                clauses.append(f"r.{name} = %s")
-            params.append(value)
-    if f.shared_only:
-        clauses.append("r.agent_id IS NULL")
-    if f.since is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) >= %s")
-        params.append(f.since)
-    if f.until is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) <= %s")
-        params.append(f.until)
-    for key, value in f.metadata.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            clauses.append("FALSE")  # JSON has no NaN or infinity: nothing stored equals it
-            continue
-        # jsonb equality: true is not 1, 1 equals 1.0, strings compare exactly.
-        clauses.append("r.metadata -> %s = %s::jsonb")
-        params += [key, json.dumps(value)]
-    return " AND ".join(clauses), params
+    return compile_filters(DIALECT, user_id, f, now)
 
 
 def ts_query(text: str, *, with_context: bool) -> str | None:
@@ -427,150 +409,14 @@ def record_params(r: MemoryRecord) -> dict[str, Any]:
 
 
 def row_record(row: Sequence[Any]) -> MemoryRecord:
-    d = dict(zip(RECORD_COLUMNS, row, strict=True))
-    return MemoryRecord(
-        id=d["id"],
-        user_id=d["user_id"],
-        agent_id=d["agent_id"],
-        team=d["team"],
-        session_id=d["session_id"],
-        kind=MemoryKind(d["kind"]),
-        key=d["key"],
-        text=d["text"],
-        topics=tuple(d["topics"]),
-        metadata=d["metadata"] if d["metadata_text"] is None else json.loads(d["metadata_text"]),
-        importance=d["importance"],
-        created_at=d["created_at"].astimezone(UTC),
-        updated_at=d["updated_at"].astimezone(UTC),
-        event_at=utc(d["event_at"]),
-        valid_from=utc(d["valid_from"]),
-        valid_to=utc(d["valid_to"]),
-        superseded_by=d["superseded_by"],
-        expires_at=utc(d["expires_at"]),
-        deleted_at=utc(d["deleted_at"]),
-        access_count=d["access_count"],
-        last_accessed_at=utc(d["last_accessed_at"]),
-        source_ids=tuple(d["source_ids"]),
-        actor=d["actor"],
-        content_hash=d["content_hash"],
-        version=d["version"],
-        context_hash=d["context_hash"],
-    )
+    return ROWS.row_record(RECORD_COLUMNS, row)
 
 
-def event_params(e: HistoryEvent) -> tuple[Any, ...]:
-    return (
-        e.id,
-        e.record_id,
-        e.user_id,
-        e.action.value,
-        e.version,
-        e.at,
-        e.actor,
-        e.reason,
-        None if e.snapshot is None else to_json(dict(e.snapshot)),
-    )
+def _read_time(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
-def row_event(row: Sequence[Any]) -> HistoryEvent:
-    eid, rid, uid, action, version, at, actor, reason, snapshot = row
-    return HistoryEvent(
-        id=eid,
-        record_id=rid,
-        user_id=uid,
-        action=HistoryAction(action),
-        version=version,
-        at=at.astimezone(UTC),
-        actor=actor,
-        reason=reason,
-        snapshot=None if snapshot is None else json.loads(snapshot),
-    )
-
-
-def message_params(m: Message) -> tuple[Any, ...]:
-    return (
-        m.user_id,
-        m.session_id,
-        m.seq,
-        m.id,
-        m.run_id,
-        m.role,
-        m.content,
-        m.created_at,
-        to_json(dict(m.metadata)),
-    )
-
-
-def row_message(row: Sequence[Any]) -> Message:
-    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-    return Message(
-        id=mid,
-        user_id=uid,
-        session_id=sid,
-        run_id=run_id,
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=created_at.astimezone(UTC),
-        metadata=json.loads(metadata),
-    )
-
-
-def session_params(s: Session) -> tuple[Any, ...]:
-    return (
-        s.user_id,
-        s.session_id,
-        s.agent_id,
-        s.team,
-        s.created_at,
-        s.updated_at,
-        to_json(dict(s.metadata)),
-    )
-
-
-def row_session(row: Sequence[Any]) -> Session:
-    uid, sid, agent_id, team, created_at, updated_at, metadata = row
-    return Session(
-        session_id=sid,
-        user_id=uid,
-        agent_id=agent_id,
-        team=team,
-        created_at=created_at.astimezone(UTC),
-        updated_at=updated_at.astimezone(UTC),
-        metadata=json.loads(metadata),
-    )
-
-
-def state_params(s: StateVersion) -> tuple[Any, ...]:
-    return (s.user_id, s.session_id, s.name, s.version, to_json(dict(s.data)), s.updated_at)
-
-
-def row_state(row: Sequence[Any]) -> StateVersion:
-    uid, sid, name, version, data, updated_at = row
-    return StateVersion(
-        user_id=uid,
-        session_id=sid,
-        name=name,
-        version=version,
-        data=json.loads(data),
-        updated_at=updated_at.astimezone(UTC),
-    )
-
-
-def job_params(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.user_id,
-        job.status.value,
-        job.run_after,
-        job.lease_until,
-        job.version,
-        to_json(job.to_dict()),
-    )
-
-
-def row_job(row: Sequence[Any]) -> Job:
-    return Job.from_dict(json.loads(row[-1]))
+ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is)
 
 
 def check_postgres_url(url: str) -> str:

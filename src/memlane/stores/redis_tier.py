@@ -32,13 +32,13 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from memlane.errors import ConfigurationError, ConflictError, require_extra
 from memlane.models import Message, Session, StateVersion
 from memlane.ports import store as ops
-from memlane.ports.store import Capabilities, Op, Store
+from memlane.ports.store import Op, Store
 from memlane.urls import redact_url
 
 # The client is the `redis` extra; it is imported when the tier connects.
@@ -60,8 +60,6 @@ class RedisTier:
     on one machine and for the same PostgreSQL host, port and database; behind proxies or
     aliases that name one database differently, pass the same ``prefix`` to all of them.
     """
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
     def __init__(
         self,

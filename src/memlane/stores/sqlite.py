@@ -8,71 +8,39 @@ database memlane did not create (an empty file too), is refused with a typed err
 left byte for byte as it was: it is looked at read-only before anything writes. A new
 database is built under a temporary name and linked into place complete.
 
-SQL text is built by the pure functions of :mod:`memlane.stores.sqlite_sql`; this class
-only executes it. Vectors are scored from an in-process matrix per user
+SQL text is built by the pure functions of :mod:`memlane.stores.sqlite_sql`, and run by
+the op handlers of :mod:`memlane.stores.sqlite_ops`; this class owns the file, the
+connection and the transaction. Vectors are scored from an in-process matrix per user
 (:mod:`memlane.stores.vector_cache`), rebuilt when this store writes that user's records or
 when ``PRAGMA data_version`` shows another process wrote.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from memlane.errors import (
-    ConflictError,
-    CorruptStoreError,
-    ForeignStoreError,
-    SchemaVersionError,
-    StoreError,
-    UnsupportedError,
-)
-from memlane.models import (
-    HistoryEvent,
-    Job,
-    JobStatus,
-    MemoryRecord,
-    Message,
-    Session,
-    StateVersion,
-    to_iso,
-    utcnow,
-)
+from memlane.errors import ConflictError, CorruptStoreError, ForeignStoreError, StoreError
+from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
-from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS, Capabilities, Op
-from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.ports.store import Op
+from memlane.stores.base import Retries, retrying
+from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
+from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
+from memlane.stores.sqlite_ops import SqliteOps
 from memlane.stores.sqlite_sql import (
-    APPLICATION,
     FLOAT16_SQL,
     MIGRATIONS,
-    RECORD_COLUMNS,
-    RECORD_SELECT,
-    REINDEX_DELETED_AFTER,
-    WRITE_OPS,
-    chunks,
-    filter_sql,
     float16_blob,
-    fts_query,
-    job_row,
     parse_sqlite_url,
-    record_row,
-    row_event,
-    row_job,
-    row_message,
-    row_record,
-    row_session,
-    row_state,
     split_sql,
-    to_json,
 )
 
 if TYPE_CHECKING:
@@ -81,10 +49,8 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------- store
 
 
-class SqliteStore:
+class SqliteStore(SqliteOps):
     """A memlane store in one SQLite file (or in memory with ``:memory:``)."""
-
-    capabilities: ClassVar[Capabilities] = Capabilities(persistent=True, multiprocess=True)
 
     def __init__(
         self,
@@ -121,16 +87,6 @@ class SqliteStore:
         return self.path == ":memory:"
 
     # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def _vectors(self) -> VectorCache:
-        """The vector matrices, made on first use: numpy is imported only by commands that
-        read or write vectors (``memlane list`` never pays for it)."""
-        if self._vector_cache is None:
-            from memlane.stores.vector_cache import VectorCache
-
-            self._vector_cache = VectorCache(self._vector_cache_bytes)
-        return self._vector_cache
 
     def setup(self) -> None:
         """Open the database, creating and migrating it as needed. Raises StoreError (no
@@ -258,30 +214,7 @@ class SqliteStore:
         # Only a new database or one _inspect() found to be memlane's gets here.
         conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
         with _transaction(conn, write=True):
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            newest = max(v for v, _, _ in MIGRATIONS)
-            if done and max(done) > newest:
-                raise SchemaVersionError(
-                    f"{self.path} has schema version {max(done)}; this memlane knows up to "
-                    f"{newest}: upgrade memlane"
-                )
-            for version, name, sql in MIGRATIONS:
-                if version in done:
-                    continue
-                for statement in split_sql(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (version, name, to_iso(utcnow())),
-                )
-                if version == 1:
-                    conn.execute(
-                        "INSERT INTO memlane_meta VALUES ('application', ?)", (APPLICATION,)
-                    )
+            apply_migrations(_migration_target(conn), MIGRATIONS, self.path)
 
     def close(self) -> None:
         with self._lock:
@@ -308,36 +241,36 @@ class SqliteStore:
         return self._conn
 
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        self.check_supported(ops_)
         write = any(isinstance(op, WRITE_OPS) for op in ops_)
         with self._lock:
             conn = self._connection()
             deadline = time.monotonic() + self.busy_timeout_s
-            while True:
-                try:
-                    try:
-                        with _transaction(conn, write=write):
-                            results, erased = self._run(conn, ops_)
-                            if erased:
-                                self._merge_index(conn)
-                        if erased:
-                            self._scrub_log(conn)
-                        return results
-                    finally:
-                        # Also after a rollback: a search inside the failed batch may
-                        # have cached rows that were never committed.
-                        self._forget_vectors(ops_)
-                except sqlite3.OperationalError as exc:
-                    # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
-                    if "locked" in str(exc) and time.monotonic() < deadline:
-                        time.sleep(0.01)
-                        continue
-                    raise StoreError(f"SQLite error: {exc}") from exc
-                except sqlite3.IntegrityError as exc:
-                    raise ConflictError(
-                        f"a concurrent write got there first: {exc}", expected=None, actual=None
-                    ) from exc
-                except sqlite3.DatabaseError as exc:
-                    raise CorruptStoreError(f"SQLite database error: {exc}") from exc
+
+            def retry_after(exc: Exception, attempts: int) -> float | None:
+                # busy_timeout covers most waits; a lock seen at BEGIN is retried here.
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                return 0.01 if locked and time.monotonic() < deadline else None
+
+            retries = Retries(sqlite3.DatabaseError, retry_after, _mapped_error)
+            return retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+
+    def _attempt(
+        self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], *, write: bool
+    ) -> list[Any]:
+        """One run of the batch in one transaction."""
+        try:
+            with _transaction(conn, write=write):
+                results, erased = self._run(conn, ops_)
+                if erased:
+                    self._merge_index(conn)
+            if erased:
+                self._scrub_log(conn)
+            return results
+        finally:
+            # Also after a rollback: a search inside the failed batch may have cached
+            # rows that were never committed.
+            self._forget_vectors(ops_)
 
     def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], bool]:
         """The results of the batch's ops, and whether one of them took text off for good
@@ -398,540 +331,6 @@ class SqliteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.batch, ops_)
 
-    def _handler(self, op: Op[Any]) -> Callable[[sqlite3.Connection, Any], Any]:
-        handler = getattr(self, "_op_" + type(op).__name__, None)
-        if handler is None:
-            raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
-        return handler  # type: ignore[no-any-return]
-
-    # ------------------------------------------------------------------ records
-
-    def _op_WriteRecord(self, conn: sqlite3.Connection, op: ops.WriteRecord) -> None:
-        r = op.record
-        # Ids are unique per user: the same id in another scope is another record.
-        row = conn.execute(
-            "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
-        ).fetchone()
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None and row is not None and actual >= r.version:
-            return
-        if op.expected_version is not None and actual != op.expected_version:
-            raise ConflictError(
-                f"record {r.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
-        values = record_row(r)
-        if row is None:
-            marks = ", ".join("?" * len(RECORD_COLUMNS))
-            conn.execute(
-                f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})", values
-            )
-        else:
-            sets = ", ".join(f"{c} = ?" for c in RECORD_COLUMNS[2:])
-            conn.execute(
-                f"UPDATE records SET {sets} WHERE user_id = ? AND id = ?",
-                (*values[2:], r.user_id, r.id),
-            )
-
-    def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
-        conn.executemany(
-            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.id,
-                    e.record_id,
-                    e.user_id,
-                    e.action.value,
-                    e.version,
-                    to_iso(e.at),
-                    e.actor,
-                    e.reason,
-                    None if e.snapshot is None else to_json(dict(e.snapshot)),
-                )
-                for e in op.events
-            ],
-        )
-
-    def _op_GetRecords(self, conn: sqlite3.Connection, op: ops.GetRecords) -> list[MemoryRecord]:
-        found: dict[str, MemoryRecord] = {}
-        for chunk in chunks(op.ids, 500):
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = ? AND r.id IN ({marks})",
-                (op.user_id, *chunk),
-            )
-            found.update((rec.id, rec) for rec in map(row_record, rows))
-        return [found[i] for i in op.ids if i in found]
-
-    def _op_ListRecords(self, conn: sqlite3.Connection, op: ops.ListRecords) -> list[MemoryRecord]:
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        if op.after_id is not None:
-            where += " AND r.id < ?" if op.descending else " AND r.id > ?"
-            params.append(op.after_id)
-        order = "DESC" if op.descending else "ASC"
-        rows = conn.execute(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT ?",
-            (*params, op.limit),
-        )
-        return [row_record(row) for row in rows]
-
-    def _op_LexicalSearch(
-        self, conn: sqlite3.Connection, op: ops.LexicalSearch
-    ) -> list[tuple[str, float]]:
-        match = fts_query(op.query, with_context=op.context_weight > 0)
-        if match is None:
-            return []
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        rows = conn.execute(
-            "SELECT r.id, -bm25(records_fts, 1.0, ?) AS score FROM records_fts "
-            "JOIN records r ON r.rid = records_fts.rowid "
-            f"WHERE records_fts MATCH ? AND {where} ORDER BY score DESC, r.id LIMIT ?",
-            (op.context_weight, match, *params, op.limit),
-        )
-        return [(rid, float(score)) for rid, score in rows]
-
-    def _op_VectorSearch(
-        self, conn: sqlite3.Connection, op: ops.VectorSearch
-    ) -> list[tuple[str, float]]:
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
-        if version != self._data_version:  # another process committed: start afresh
-            self._vectors.clear()
-            self._data_version = version
-        key = (op.user_id, op.model, op.field)
-        matrix = self._vectors.get(key)
-        if matrix is None:
-            from memlane.stores.vector_cache import Matrix
-
-            matrix = Matrix.build(self._user_vectors(conn, op.user_id, op.model, op.field))
-            self._vectors.put(key, matrix)
-        now = to_iso(op.now)
-        filter_key = repr(op.filters)
-        allowed = self._vectors.allowed(key, filter_key, now)
-        if allowed is None:
-            where, params = filter_sql(op.user_id, op.filters, op.now)
-            ids = conn.execute(f"SELECT r.id FROM records r WHERE {where}", params)
-            allowed = matrix.rows_of(row[0] for row in ids)
-            (next_expiry,) = conn.execute(
-                "SELECT MIN(expires_at) FROM records WHERE user_id = ? AND expires_at > ?",
-                (op.user_id, now),
-            ).fetchone()
-            self._vectors.remember_allowed(key, filter_key, allowed, now, next_expiry)
-        return matrix.top_k(op.vector, allowed, op.limit)
-
-    @staticmethod
-    def _user_vectors(
-        conn: sqlite3.Connection, user_id: str, model: str, field: str
-    ) -> list[tuple[str, bytes]]:
-        """(record id, vector) of every embedded record of a user. The vectors are looked
-        up in batches of hashes in key order rather than joined record by record: random
-        lookups into the vector table dominated (about 1.5x slower at 100k memories)."""
-        hash_of = "COALESCE(context_hash, content_hash)" if field == "context" else "content_hash"
-        wanted = conn.execute(
-            f"SELECT id, {hash_of} FROM records WHERE user_id = ? ORDER BY id", (user_id,)
-        ).fetchall()
-        found: dict[str, bytes] = {}
-        for chunk in chunks(sorted({h for _, h in wanted}), 900):
-            marks = ", ".join("?" * len(chunk))
-            found.update(
-                conn.execute(
-                    "SELECT content_hash, vector FROM embeddings "
-                    f"WHERE model = ? AND content_hash IN ({marks})",
-                    (model, *chunk),
-                )
-            )
-        return [(rid, found[h]) for rid, h in wanted if h in found]
-
-    def _op_GetNeighbors(
-        self, conn: sqlite3.Connection, op: ops.GetNeighbors
-    ) -> dict[str, list[tuple[str, int]]]:
-        ids = tuple(dict.fromkeys(op.ids))
-        rows: list[tuple[str, str]] = []
-        if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?", "IS"):
-                rows += conn.execute(sql, params).fetchall()
-        return collect_neighbors(ids, rows)
-
-    def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
-        rows = conn.execute(
-            "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
-            (op.user_id, op.record_id),
-        )
-        return [row_event(row) for row in rows]
-
-    def _op_ListUserHistory(
-        self, conn: sqlite3.Connection, op: ops.ListUserHistory
-    ) -> list[HistoryEvent]:
-        rows = conn.execute(
-            "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (op.user_id, op.after_id or "", op.limit),
-        )
-        return [row_event(row) for row in rows]
-
-    def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
-        conn.executemany(
-            "UPDATE records SET access_count = access_count + 1, last_accessed_at = ? "
-            "WHERE user_id = ? AND id = ?",
-            [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
-        )
-
-    def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
-        rows = conn.execute(
-            f"SELECT {RECORD_SELECT} FROM records r "
-            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= ? ORDER BY r.id LIMIT ?",
-            (to_iso(op.now), op.limit),
-        )
-        return [row_record(row) for row in rows]
-
-    def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
-        n = 0
-        for chunk in chunks(op.ids, 500):
-            marks = ", ".join("?" * len(chunk))
-            params = (op.user_id, *chunk)
-            conn.execute(
-                "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
-                f"AND user_id = ? AND record_id IN ({marks})",
-                params,
-            )
-            turns = conn.execute(
-                "SELECT session_id, agent_id, id FROM records WHERE user_id = ? "
-                f"AND id IN ({marks}) AND kind = 'episode' AND session_id IS NOT NULL",
-                params,
-            ).fetchall()
-            cur = conn.execute(f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", params)
-            n += cur.rowcount
-            for session_id, agent_id, rid in turns:  # the words leave every index row
-                conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
-        return n
-
-    # ------------------------------------------------------------------ embeddings
-
-    def _op_GetEmbeddings(
-        self, conn: sqlite3.Connection, op: ops.GetEmbeddings
-    ) -> dict[str, Vector]:
-        from memlane.stores.vector_cache import from_blobs
-
-        out: dict[str, Vector] = {}
-        for chunk in chunks(op.hashes, 500):
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                "SELECT content_hash, vector FROM embeddings "
-                f"WHERE model = ? AND content_hash IN ({marks})",
-                (op.model, *chunk),
-            )
-            out.update((h, from_blobs([blob])[0]) for h, blob in rows)
-        return out
-
-    def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
-        from memlane.stores.vector_cache import to_blob
-
-        for verb, items in (("REPLACE", op.items), ("IGNORE", op.keep)):
-            if items:
-                conn.executemany(
-                    f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
-                    [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
-                )
-
-    def _recorded_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
-        row = conn.execute(
-            "SELECT value FROM memlane_meta WHERE key = 'embedding_model'"
-        ).fetchone()
-        if row is None:
-            return None
-        model, dim = json.loads(row[0])
-        return str(model), int(dim)
-
-    def _adopted_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
-        low, high = conn.execute(
-            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
-        ).fetchone()
-        if low is None or low != high:
-            return None
-        (dim,) = conn.execute(
-            "SELECT dim FROM embeddings WHERE model = ? LIMIT 1", (low,)
-        ).fetchone()
-        return str(low), int(dim)
-
-    def _op_CheckEmbeddingModel(
-        self, conn: sqlite3.Connection, op: ops.CheckEmbeddingModel
-    ) -> None:
-        recorded = self._recorded_model(conn)
-        new = ops.embedding_model_to_record(op, recorded, lambda: self._adopted_model(conn))
-        if new is not None:
-            self._op_SetEmbeddingModel(conn, ops.SetEmbeddingModel(*new))
-
-    def _op_GetEmbeddingModel(
-        self, conn: sqlite3.Connection, op: ops.GetEmbeddingModel
-    ) -> tuple[str, int] | None:
-        return self._recorded_model(conn) or self._adopted_model(conn)
-
-    def _op_SetEmbeddingModel(self, conn: sqlite3.Connection, op: ops.SetEmbeddingModel) -> None:
-        conn.execute(
-            "INSERT OR REPLACE INTO memlane_meta VALUES ('embedding_model', ?)",
-            (json.dumps([op.model, op.dim]),),
-        )
-
-    def _op_DropEmbeddings(self, conn: sqlite3.Connection, op: ops.DropEmbeddings) -> int:
-        return conn.execute("DELETE FROM embeddings WHERE model <> ?", (op.keep,)).rowcount
-
-    def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
-        cur = conn.execute(
-            "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records) "
-            "AND content_hash NOT IN "
-            "(SELECT context_hash FROM records WHERE context_hash IS NOT NULL)"
-        )
-        return cur.rowcount
-
-    # ------------------------------------------------------------------ sessions
-
-    def _op_UpsertSession(self, conn: sqlite3.Connection, op: ops.UpsertSession) -> None:
-        s = op.session
-        conn.execute(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(user_id, session_id) DO UPDATE SET "
-            "updated_at = MAX(updated_at, excluded.updated_at), "
-            "metadata = CASE WHEN excluded.metadata = '{}' THEN metadata "
-            "ELSE excluded.metadata END",
-            (
-                s.user_id,
-                s.session_id,
-                s.agent_id,
-                s.team,
-                to_iso(s.created_at),
-                to_iso(s.updated_at),
-                to_json(dict(s.metadata)),
-            ),
-        )
-
-    def _op_GetSession(self, conn: sqlite3.Connection, op: ops.GetSession) -> Session | None:
-        row = conn.execute(
-            "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
-            (op.user_id, op.session_id),
-        ).fetchone()
-        return None if row is None else row_session(row)
-
-    def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
-        where, params = "user_id = ?", [op.user_id]
-        if op.after_id is not None:
-            where += " AND session_id > ?"
-            params.append(op.after_id)
-        if op.updated_before is not None:
-            where += " AND updated_at < ?"
-            params.append(to_iso(op.updated_before))
-        rows = conn.execute(
-            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
-            (*params, op.limit),
-        )
-        return [row_session(row) for row in rows]
-
-    def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
-        out: list[Message] = []
-        for m in op.messages:
-            if op.assign_seq:
-                (last,) = conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM messages "
-                    "WHERE user_id = ? AND session_id = ?",
-                    (m.user_id, m.session_id),
-                ).fetchone()
-                m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    m.user_id,
-                    m.session_id,
-                    m.seq,
-                    m.id,
-                    m.run_id,
-                    m.role,
-                    m.content,
-                    to_iso(m.created_at),
-                    to_json(dict(m.metadata)),
-                ),
-            )
-            if cur.rowcount:
-                out.append(m)
-        return out
-
-    def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
-        sql = "SELECT * FROM messages WHERE user_id = ? AND session_id = ?"
-        params: list[Any] = [op.user_id, op.session_id]
-        if op.last_runs is not None:
-            sql += (
-                " AND run_id IN (SELECT run_id FROM messages WHERE user_id = ? AND session_id = ? "
-                "GROUP BY run_id ORDER BY MAX(seq) DESC LIMIT ?)"
-            )
-            params += [op.user_id, op.session_id, op.last_runs]
-        rows = conn.execute(sql + " ORDER BY seq", params)
-        return [row_message(row) for row in rows]
-
-    def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
-        n = 0
-        for sid in op.session_ids:
-            key = (op.user_id, sid)
-            n += conn.execute(
-                "DELETE FROM sessions WHERE user_id = ? AND session_id = ?", key
-            ).rowcount
-            conn.execute("DELETE FROM messages WHERE user_id = ? AND session_id = ?", key)
-            conn.execute("DELETE FROM states WHERE user_id = ? AND session_id = ?", key)
-            bound = (*key, *sorted(k.value for k in SESSION_BOUND_KINDS))
-            conn.execute(
-                "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL AND user_id = ? "
-                "AND record_id IN (SELECT id FROM records WHERE user_id = ? AND session_id = ? "
-                "AND kind IN (?, ?))",
-                (op.user_id, *bound),
-            )
-            conn.execute(
-                "DELETE FROM records WHERE user_id = ? AND session_id = ? AND kind IN (?, ?)",
-                bound,
-            )
-        return n
-
-    # ------------------------------------------------------------------ state
-
-    def _op_GetState(self, conn: sqlite3.Connection, op: ops.GetState) -> StateVersion | None:
-        sql = "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ?"
-        params: list[Any] = [op.user_id, op.session_id, op.name]
-        if op.version is not None:
-            sql += " AND version = ?"
-            params.append(op.version)
-        row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
-        return None if row is None else row_state(row)
-
-    def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
-        s = op.state
-        (current,) = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM states "
-            "WHERE user_id = ? AND session_id = ? AND name = ?",
-            (s.user_id, s.session_id, s.name),
-        ).fetchone()
-        if op.expected_version is not None and current != op.expected_version:
-            raise ConflictError(
-                f"state {s.name!r} of session {s.session_id!r} is at version {current}, "
-                f"expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=current,
-            )
-        conn.execute(
-            "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                s.user_id,
-                s.session_id,
-                s.name,
-                s.version,
-                to_json(dict(s.data)),
-                to_iso(s.updated_at),
-            ),
-        )
-
-    def _op_ListStateVersions(
-        self, conn: sqlite3.Connection, op: ops.ListStateVersions
-    ) -> list[StateVersion]:
-        rows = conn.execute(
-            "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ? "
-            "ORDER BY version",
-            (op.user_id, op.session_id, op.name),
-        )
-        return [row_state(row) for row in rows]
-
-    def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
-        rows = conn.execute(
-            "SELECT s.* FROM states s WHERE s.user_id = ? AND s.session_id = ? "
-            "AND substr(s.name, 1, ?) = ? AND s.version = (SELECT MAX(version) FROM states t "
-            "WHERE t.user_id = s.user_id AND t.session_id = s.session_id AND t.name = s.name) "
-            "ORDER BY s.name",
-            (op.user_id, op.session_id, len(op.prefix), op.prefix),
-        )
-        return [row_state(row) for row in rows]
-
-    # ------------------------------------------------------------------ jobs
-
-    def _op_PutJob(self, conn: sqlite3.Connection, op: ops.PutJob) -> None:
-        row = conn.execute(
-            "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
-        ).fetchone()
-        actual = 0 if row is None else row[0]
-        if op.expected_version is None:
-            if row is not None and actual >= op.job.version:
-                return
-        elif actual != op.expected_version:
-            raise ConflictError(
-                f"job {op.job.id} is at version {actual}, expected {op.expected_version}",
-                expected=op.expected_version,
-                actual=actual,
-            )
-        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(op.job))
-
-    def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
-        row = conn.execute(
-            "SELECT body FROM jobs WHERE id = ? AND user_id = ?", (op.job_id, op.user_id)
-        ).fetchone()
-        return None if row is None else row_job(row)
-
-    def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
-        clauses, params = ["1 = 1"], list[Any]()
-        if op.user_id is not None:
-            clauses.append("user_id = ?")
-            params.append(op.user_id)
-        if op.statuses:
-            clauses.append(f"status IN ({', '.join('?' * len(op.statuses))})")
-            params.extend(s.value for s in op.statuses)
-        if op.after_id is not None:
-            clauses.append("id > ?")
-            params.append(op.after_id)
-        rows = conn.execute(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT ?",
-            (*params, op.limit),
-        )
-        return [row_job(row) for row in rows]
-
-    def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
-        now = to_iso(op.now)
-        row = conn.execute(
-            "SELECT j.body FROM jobs j WHERE j.status IN ('pending', 'running') "
-            "AND (? IS NULL OR j.user_id = ?) "
-            "AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.user_id = j.user_id "
-            "  AND e.status IN ('pending', 'running') AND e.id < j.id) "
-            "AND ((j.status = 'pending' AND j.run_after <= ?) "
-            "  OR (j.status = 'running' AND j.lease_until < ?)) "
-            "ORDER BY j.id, j.user_id LIMIT 1",
-            (op.user_id, op.user_id, now, now),
-        ).fetchone()
-        if row is None:
-            return None
-        job = row_job(row)
-        claimed = job.evolve(
-            status=JobStatus.RUNNING,
-            attempts=job.attempts + 1,
-            lease_until=op.lease_until,
-            updated_at=op.now,
-            version=job.version + 1,
-        )
-        conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", job_row(claimed))
-        return claimed
-
-    # ------------------------------------------------------------------ users
-
-    def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
-        rows = conn.execute(
-            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
-            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
-        )
-        return [row[0] for row in rows]
-
-    def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        # The user's index rows go first: the delete trigger then has no next turn of
-        # theirs left to re-index (each would be deleted right after).
-        conn.execute(
-            "DELETE FROM records_fts WHERE rowid IN (SELECT rid FROM records WHERE user_id = ?)",
-            (op.user_id,),
-        )
-        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
-            cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
-            counts[table] = cur.rowcount
-        counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
-        return counts  # the batch then merges the index: see _merge_index
-
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -952,6 +351,32 @@ class _mapped_errors:
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
             raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+
+def _migration_target(conn: sqlite3.Connection) -> MigrationTarget:
+    def run_script(script: str) -> None:
+        for statement in split_sql(script):
+            conn.execute(statement)
+
+    return MigrationTarget(
+        query=lambda sql, params: conn.execute(sql, params).fetchall(),
+        run_script=run_script,
+        mark="?",
+        create_table="CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        applied_at=lambda: (to_iso(utcnow()),),
+    )
+
+
+def _mapped_error(exc: Exception) -> Exception:
+    """The memlane error for a SQLite error a batch gave up on."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"SQLite error: {exc}")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(
+            f"a concurrent write got there first: {exc}", expected=None, actual=None
+        )
+    return CorruptStoreError(f"SQLite database error: {exc}")
 
 
 def _link_new(temp: Path, path: Path) -> None:

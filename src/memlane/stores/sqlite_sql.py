@@ -5,7 +5,6 @@ Kept apart from :mod:`memlane.stores.sqlite` so the store class only executes.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,23 +13,15 @@ from typing import Any
 from memlane.errors import UnsupportedError
 from memlane.models import (
     Filters,
-    HistoryAction,
-    HistoryEvent,
-    Job,
-    MemoryKind,
     MemoryRecord,
-    Message,
-    Session,
-    StateVersion,
     from_iso,
     opt_iso,
-    opt_time,
     to_iso,
 )
-from memlane.ports import store as ops
+from memlane.stores.sql.codecs import RowCodec, to_json
+from memlane.stores.sql.filters import Clauses, Dialect
+from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
-
-APPLICATION = "memlane"
 
 FLOAT16_SQL = "memlane_float16"
 """The SQL function migration 8 converts float32 vector BLOBs with (see float16_blob)."""
@@ -440,24 +431,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
 )
 
-WRITE_OPS = (
-    ops.WriteRecord,
-    ops.AppendHistory,
-    ops.TouchRecords,
-    ops.RemoveRecords,
-    ops.PutEmbeddings,
-    ops.PruneEmbeddings,
-    ops.SetEmbeddingModel,
-    ops.DropEmbeddings,
-    ops.UpsertSession,
-    ops.AppendMessages,
-    ops.DeleteSessions,
-    ops.PutState,
-    ops.DeleteUser,
-    ops.PutJob,
-    ops.ClaimJob,
-)
-
 RECORD_COLUMNS = (
     "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
     "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
@@ -470,57 +443,32 @@ RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
 # ---------------------------------------------------------------------------- pure SQL
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _any_of(column: str, values: list[Any]) -> Clauses:
+    return [f"{column} IN ({', '.join('?' * len(values))})"], values
+
+
+def _any_topic(topics: list[str]) -> Clauses:
+    marks = ", ".join("?" * len(topics))
+    return [f"EXISTS (SELECT 1 FROM json_each(r.topics) WHERE value IN ({marks}))"], topics
+
+
+def _metadata_equals(key: str, value: Any) -> Clauses:
+    path = '$."' + key.replace('"', '""') + '"'
+    if isinstance(value, bool):
+        return ["json_type(r.metadata, ?) = ?"], [path, "true" if value else "false"]
+    kind = "IN ('integer', 'real')" if isinstance(value, int | float) else "= 'text'"
+    clauses = [f"json_type(r.metadata, ?) {kind}", "json_extract(r.metadata, ?) = ?"]
+    return clauses, [path, path, value]
+
+
+DIALECT = Dialect(
+    mark="?", time=to_iso, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+)
 
 
 def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
     """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    clauses = ["r.user_id = ?", "(r.expires_at IS NULL OR r.expires_at > ?)"]
-    params: list[Any] = [user_id, to_iso(now)]
-    if not f.include_deleted:
-        clauses.append("r.deleted_at IS NULL")
-    if not f.include_superseded:
-        clauses.append(
-            "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
-        )
-    if f.kinds:
-        clauses.append(f"r.kind IN ({', '.join('?' * len(f.kinds))})")
-        params += [k.value for k in f.kinds]
-    if f.topics:
-        marks = ", ".join("?" * len(f.topics))
-        clauses.append(f"EXISTS (SELECT 1 FROM json_each(r.topics) WHERE value IN ({marks}))")
-        params += list(f.topics)
-    for name in ("agent_id", "team", "session_id", "key"):
-        value = getattr(f, name)
-        if value is not None:
-            if name == "agent_id" and f.include_shared:  # the agent's and the shared ones
-                clauses.append("(r.agent_id = ? OR r.agent_id IS NULL)")
-            else:
-                clauses.append(f"r.{name} = ?")
-            params.append(value)
-    if f.shared_only:
-        clauses.append("r.agent_id IS NULL")
-    if f.since is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) >= ?")
-        params.append(to_iso(f.since))
-    if f.until is not None:
-        clauses.append("COALESCE(r.event_at, r.created_at) <= ?")
-        params.append(to_iso(f.until))
-    for key, value in f.metadata.items():
-        path = '$."' + key.replace('"', '""') + '"'
-        if isinstance(value, bool):
-            clauses.append("json_type(r.metadata, ?) = ?")
-            params += [path, "true" if value else "false"]
-        elif isinstance(value, int | float):
-            clauses.append("json_type(r.metadata, ?) IN ('integer', 'real')")
-            clauses.append("json_extract(r.metadata, ?) = ?")
-            params += [path, path, value]
-        else:
-            clauses.append("json_type(r.metadata, ?) = 'text'")
-            clauses.append("json_extract(r.metadata, ?) = ?")
-            params += [path, path, value]
-    return " AND ".join(clauses), params
+    return compile_filters(DIALECT, user_id, f, now)
 
 
 def fts_query(text: str, *, with_context: bool = False) -> str | None:
@@ -545,106 +493,10 @@ def record_row(r: MemoryRecord) -> tuple[Any, ...]:
 
 
 def row_record(row: Sequence[Any]) -> MemoryRecord:
-    d = dict(zip(RECORD_COLUMNS, row, strict=True))
-    return MemoryRecord(
-        id=d["id"],
-        user_id=d["user_id"],
-        agent_id=d["agent_id"],
-        team=d["team"],
-        session_id=d["session_id"],
-        kind=MemoryKind(d["kind"]),
-        key=d["key"],
-        text=d["text"],
-        topics=tuple(json.loads(d["topics"])),
-        metadata=json.loads(d["metadata"]),
-        importance=d["importance"],
-        created_at=from_iso(d["created_at"]),
-        updated_at=from_iso(d["updated_at"]),
-        event_at=opt_time(d["event_at"]),
-        valid_from=opt_time(d["valid_from"]),
-        valid_to=opt_time(d["valid_to"]),
-        superseded_by=d["superseded_by"],
-        expires_at=opt_time(d["expires_at"]),
-        deleted_at=opt_time(d["deleted_at"]),
-        access_count=d["access_count"],
-        last_accessed_at=opt_time(d["last_accessed_at"]),
-        source_ids=tuple(json.loads(d["source_ids"])),
-        actor=d["actor"],
-        content_hash=d["content_hash"],
-        version=d["version"],
-        context_hash=d["context_hash"],
-    )
+    return ROWS.row_record(RECORD_COLUMNS, row)
 
 
-def row_event(row: Sequence[Any]) -> HistoryEvent:
-    eid, rid, uid, action, version, at, actor, reason, snapshot = row
-    return HistoryEvent(
-        id=eid,
-        record_id=rid,
-        user_id=uid,
-        action=HistoryAction(action),
-        version=version,
-        at=from_iso(at),
-        actor=actor,
-        reason=reason,
-        snapshot=None if snapshot is None else json.loads(snapshot),
-    )
-
-
-def row_message(row: Sequence[Any]) -> Message:
-    uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-    return Message(
-        id=mid,
-        user_id=uid,
-        session_id=sid,
-        run_id=run_id,
-        seq=seq,
-        role=role,
-        content=content,
-        created_at=from_iso(created_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def row_session(row: Sequence[Any]) -> Session:
-    uid, sid, agent_id, team, created_at, updated_at, metadata = row
-    return Session(
-        session_id=sid,
-        user_id=uid,
-        agent_id=agent_id,
-        team=team,
-        created_at=from_iso(created_at),
-        updated_at=from_iso(updated_at),
-        metadata=json.loads(metadata),
-    )
-
-
-def job_row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.user_id,
-        job.status.value,
-        to_iso(job.run_after),
-        opt_iso(job.lease_until),
-        job.version,
-        to_json(job.to_dict()),
-    )
-
-
-def row_job(row: Sequence[Any]) -> Job:
-    return Job.from_dict(json.loads(row[-1]))
-
-
-def row_state(row: Sequence[Any]) -> StateVersion:
-    uid, sid, name, version, data, updated_at = row
-    return StateVersion(
-        user_id=uid,
-        session_id=sid,
-        name=name,
-        version=version,
-        data=json.loads(data),
-        updated_at=from_iso(updated_at),
-    )
+ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
 
 
 def parse_sqlite_url(url: str) -> str:

@@ -1,0 +1,582 @@
+"""The op handlers of :class:`memlane.stores.postgres.PostgresStore`, written once, sans
+I/O: each is a generator that yields :class:`Sql` statements and gets back their rows;
+the store's two runners (blocking and ``async``) execute them in the batch's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from memlane.models import Job, Message
+from memlane.ports import store as ops
+from memlane.ports.embedder import Vector
+from memlane.ports.store import SESSION_BOUND_KINDS
+from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
+from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.postgres_sql import (
+    CLAIM_JOB,
+    INSERT_RECORD,
+    RECORD_SELECT,
+    REINDEX_DELETED_AFTER,
+    ROWS,
+    TS_CONFIG,
+    UPDATE_RECORD,
+    RawSql,
+    Sql,
+    Step,
+    filter_sql,
+    record_params,
+    row_record,
+    ts_query,
+)
+from memlane.stores.sql.statements import get_messages, last_seq
+
+
+class PostgresOps(OpDispatch):
+    """The handlers of every store op on PostgreSQL, marked with :func:`handles`."""
+
+    url: str
+    exact_search_limit: int
+    _indexed: set[tuple[str, int]]
+
+    @handles(RawSql)
+    def _op_Raw(self, op: RawSql) -> Step:
+        rows, _ = yield Sql(op.sql)
+        return rows
+
+    # ------------------------------------------------------------------ records
+
+    @handles(ops.WriteRecord)
+    def _op_WriteRecord(self, op: ops.WriteRecord) -> Step:
+        r = op.record
+        # Ids are unique per user: the same id in another scope is another record.
+        rows, _ = yield Sql(
+            "SELECT version FROM records WHERE user_id = %s AND id = %s FOR UPDATE",
+            (r.user_id, r.id),
+        )
+        actual = rows[0][0] if rows else None
+        if not should_apply(op, actual):
+            return None
+        yield Sql(INSERT_RECORD if actual is None else UPDATE_RECORD, record_params(r))
+        return None
+
+    @handles(ops.AppendHistory)
+    def _op_AppendHistory(self, op: ops.AppendHistory) -> Step:
+        if op.events:
+            yield Sql(
+                "INSERT INTO history VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                [ROWS.event_values(e) for e in sorted(op.events, key=lambda e: e.id)],
+                many=True,
+            )
+        return None
+
+    @handles(ops.GetRecords)
+    def _op_GetRecords(self, op: ops.GetRecords) -> Step:
+        rows, _ = yield Sql(
+            f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = %s AND r.id = ANY(%s)",
+            (op.user_id, list(op.ids)),
+        )
+        found = {rec.id: rec for rec in map(row_record, rows)}
+        return [found[i] for i in op.ids if i in found]
+
+    @handles(ops.ListRecords)
+    def _op_ListRecords(self, op: ops.ListRecords) -> Step:
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        if op.after_id is not None:
+            where += " AND r.id < %s" if op.descending else " AND r.id > %s"
+            params.append(op.after_id)
+        order = "DESC" if op.descending else "ASC"
+        rows, _ = yield Sql(
+            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT %s",
+            (*params, op.limit),
+        )
+        return [row_record(row) for row in rows]
+
+    @handles(ops.LexicalSearch)
+    def _op_LexicalSearch(self, op: ops.LexicalSearch) -> Step:
+        with_context = op.context_weight > 0
+        query = ts_query(op.query, with_context=with_context)
+        if query is None:
+            return []
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        weights = [min(float(op.context_weight), 1.0), 0.0, 0.0, 1.0]
+        # ts_rank's weights go up to 1: scale the context weight against the text's.
+        if op.context_weight > 1:
+            weights = [1.0, 0.0, 0.0, 1.0 / float(op.context_weight)]
+        rows, _ = yield Sql(
+            f"SELECT r.id, ts_rank(%s::float4[], r.search, q, 1) AS score "
+            f"FROM records r, to_tsquery('{TS_CONFIG}', %s) q "
+            f"WHERE r.search @@ q AND {where} ORDER BY score DESC, r.id LIMIT %s",
+            (weights, query, *params, op.limit),
+        )
+        return [(rid, float(score)) for rid, score in rows]
+
+    @handles(ops.VectorSearch)
+    def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:
+        query = np.asarray(op.vector, dtype=np.float32)
+        dim = int(query.shape[0])
+        where, params = filter_sql(op.user_id, op.filters, op.now)
+        hash_of = (
+            "COALESCE(r.context_hash, r.content_hash)"
+            if op.field == "context"
+            else "r.content_hash"
+        )
+        rows, _ = yield Sql(
+            "SELECT count(*) FROM (SELECT 1 FROM records WHERE user_id = %s LIMIT %s) t",
+            (op.user_id, self.exact_search_limit + 1),
+        )
+        exact = (
+            "SELECT r.id, 1 - (e.vector <=> %s) AS sim FROM records r JOIN embeddings e "
+            f"ON e.model = %s AND e.dim = %s AND e.content_hash = {hash_of} WHERE {where} "
+            "ORDER BY e.vector <=> %s, r.id LIMIT %s",
+            (query, op.model, dim, *params, query, op.limit),
+        )
+        if rows[0][0] > self.exact_search_limit:
+            found = yield from self._approximate(op, query, hash_of, where, params)
+            if len(found) >= op.limit:
+                return found
+            # Too few candidates passed the filters within the index scan's budget:
+            # answer exactly rather than return less than there is.
+        # Exact: the distance expression does not match the HNSW index, so the planner
+        # reads this user's rows (by the user index) and sorts them.
+        rows, _ = yield Sql(*exact)
+        return [(rid, float(sim)) for rid, sim in rows]
+
+    def _approximate(
+        self, op: ops.VectorSearch, query: Any, hash_of: str, where: str, params: list[Any]
+    ) -> Step:
+        """The HNSW index's nearest records (iterative scan, so filters still fill it)."""
+        dim = int(query.shape[0])
+        yield Sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * op.limit))}")
+        yield Sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        typed = f"(e.vector::vector({dim}))"
+        rows, _ = yield Sql(
+            f"SELECT r.id, 1 - ({typed} <=> %s::vector({dim})) AS sim FROM embeddings e "
+            f"JOIN records r ON {hash_of} = e.content_hash WHERE e.model = %s "
+            f"AND e.dim = {dim} AND {where} "
+            f"ORDER BY {typed} <=> %s::vector({dim}) LIMIT %s",
+            (query, op.model, *params, query, op.limit),
+        )
+        # relaxed_order may return near-ties slightly out of order: sort them here.
+        return sorted(((rid, float(sim)) for rid, sim in rows), key=lambda p: (-p[1], p[0]))
+
+    @handles(ops.GetNeighbors)
+    def _op_GetNeighbors(self, op: ops.GetNeighbors) -> Step:
+        ids = tuple(dict.fromkeys(op.ids))
+        found: list[tuple[str, str]] = []
+        if op.window > 0:
+            same = "IS NOT DISTINCT FROM"
+            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s", same):
+                rows, _ = yield Sql(sql, params)
+                found += [(hit, nid) for hit, nid in rows]
+        return collect_neighbors(ids, found)
+
+    @handles(ops.GetHistory)
+    def _op_GetHistory(self, op: ops.GetHistory) -> Step:
+        rows, _ = yield Sql(
+            "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
+            (op.user_id, op.record_id),
+        )
+        return [ROWS.row_event(row) for row in rows]
+
+    @handles(ops.ListUserHistory)
+    def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
+        rows, _ = yield Sql(
+            "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
+            (op.user_id, op.after_id or "", op.limit),
+        )
+        return [ROWS.row_event(row) for row in rows]
+
+    @handles(ops.TouchRecords)
+    def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
+        if op.ids:
+            # Sorted, so concurrent touches lock rows in one order and cannot deadlock.
+            yield Sql(
+                "UPDATE records SET access_count = access_count + 1, last_accessed_at = %s "
+                "WHERE user_id = %s AND id IN (SELECT id FROM records WHERE user_id = %s "
+                "AND id = ANY(%s) ORDER BY id FOR UPDATE)",
+                (op.at, op.user_id, op.user_id, sorted(set(op.ids))),
+            )
+        return None
+
+    @handles(ops.FindExpired)
+    def _op_FindExpired(self, op: ops.FindExpired) -> Step:
+        rows, _ = yield Sql(
+            f"SELECT {RECORD_SELECT} FROM records r "
+            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= %s ORDER BY r.id LIMIT %s",
+            (op.now, op.limit),
+        )
+        return [row_record(row) for row in rows]
+
+    @handles(ops.RemoveRecords)
+    def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
+        key = (op.user_id, list(op.ids))
+        yield Sql(
+            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
+            "AND user_id = %s AND record_id = ANY(%s)",
+            key,
+        )
+        turns, _ = yield Sql(
+            "SELECT session_id, agent_id, id FROM records WHERE user_id = %s AND id = ANY(%s) "
+            "AND kind = 'episode' AND session_id IS NOT NULL ORDER BY id",
+            key,
+        )
+        _, n = yield Sql("DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", key)
+        for session_id, agent_id, rid in turns:  # the words leave every search vector
+            yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
+        return n
+
+    # ------------------------------------------------------------------ embeddings
+
+    @handles(ops.GetEmbeddings)
+    def _op_GetEmbeddings(self, op: ops.GetEmbeddings) -> Step:
+        rows, _ = yield Sql(
+            "SELECT content_hash, vector FROM embeddings "
+            "WHERE model = %s AND content_hash = ANY(%s)",
+            (op.model, list(op.hashes)),
+        )
+        return {h: _as_array(v) for h, v in rows}
+
+    @handles(ops.PutEmbeddings)
+    def _op_PutEmbeddings(self, op: ops.PutEmbeddings) -> Step:
+        if op.keep:
+            kept = sorted(dict(op.keep).items())  # one order for every writer: no deadlocks
+            yield Sql(
+                "INSERT INTO embeddings VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (model, content_hash) DO NOTHING",
+                [(op.model, h, len(v), np.asarray(v, dtype=np.float32)) for h, v in kept],
+                many=True,
+            )
+        if not op.items:
+            return None
+        items = sorted(dict(op.items).items())  # one order for every writer: no deadlocks
+        vectors = [(h, np.asarray(v, dtype=np.float32)) for h, v in items]
+        for dim in sorted({int(v.shape[0]) for _, v in vectors}):
+            if (op.model, dim) not in self._indexed and (
+                yield from self._ensure_hnsw(op.model, dim)
+            ):
+                self._indexed.add((op.model, dim))
+        yield Sql(
+            "INSERT INTO embeddings VALUES (%s, %s, %s, %s) ON CONFLICT (model, content_hash) "
+            "DO UPDATE SET dim = excluded.dim, vector = excluded.vector",
+            [(op.model, h, int(v.shape[0]), v) for h, v in vectors],
+            many=True,
+        )
+        return None
+
+    def _ensure_hnsw(self, model: str, dim: int) -> Step:
+        """An HNSW index (cosine) over this model's vectors of this dimension. Returns
+        True when it was there already (committed, so the process may remember it); an
+        index created here is only remembered once a later batch finds it, so a rolled
+        back creation is retried rather than forgotten."""
+        if not 0 < dim <= 2000:
+            return True  # beyond what pgvector indexes: searched exactly
+        name = hnsw_index_name(model, dim)
+        digest = name.removeprefix("embeddings_hnsw_")
+        rows, _ = yield Sql("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,))
+        if rows:
+            return True
+        yield Sql("SELECT pg_advisory_xact_lock(%s)", (int(digest[:15], 16),))
+        literal = "'" + model.replace("'", "''") + "'"
+        yield Sql(
+            f"CREATE INDEX IF NOT EXISTS {name} ON embeddings USING hnsw "
+            f"((vector::vector({dim})) vector_cosine_ops) "
+            f"WHERE model = {literal} AND dim = {dim}"
+        )
+        return False
+
+    def _recorded_model(self) -> Step:
+        rows, _ = yield Sql("SELECT value FROM memlane_meta WHERE key = 'embedding_model'")
+        if not rows:
+            return None
+        model, dim = json.loads(rows[0][0])
+        return str(model), int(dim)
+
+    def _adopted_model(self) -> Step:
+        rows, _ = yield Sql(
+            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
+        )
+        low, high = rows[0]
+        if low is None or low != high:
+            return None
+        rows, _ = yield Sql("SELECT dim FROM embeddings WHERE model = %s LIMIT 1", (low,))
+        return str(low), int(rows[0][0])
+
+    @handles(ops.CheckEmbeddingModel)
+    def _op_CheckEmbeddingModel(self, op: ops.CheckEmbeddingModel) -> Step:
+        recorded = yield from self._recorded_model()
+        adopted = (yield from self._adopted_model()) if recorded is None else None
+        new = ops.embedding_model_to_record(op, recorded, lambda: adopted)
+        if new is not None:
+            yield Sql(
+                "INSERT INTO memlane_meta VALUES ('embedding_model', %s) "
+                "ON CONFLICT (key) DO NOTHING",
+                (json.dumps(list(new)),),
+            )
+            # Another process may have recorded a model first (the insert waited for its
+            # commit and did nothing): check against what is recorded now.
+            now = yield from self._recorded_model()
+            ops.embedding_model_to_record(op, now, lambda: None)
+        return None
+
+    @handles(ops.GetEmbeddingModel)
+    def _op_GetEmbeddingModel(self, op: ops.GetEmbeddingModel) -> Step:
+        recorded = yield from self._recorded_model()
+        return recorded if recorded is not None else (yield from self._adopted_model())
+
+    @handles(ops.SetEmbeddingModel)
+    def _op_SetEmbeddingModel(self, op: ops.SetEmbeddingModel) -> Step:
+        yield Sql(
+            "INSERT INTO memlane_meta VALUES ('embedding_model', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (json.dumps([op.model, op.dim]),),
+        )
+        return None
+
+    @handles(ops.DropEmbeddings)
+    def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
+        _, n = yield Sql("DELETE FROM embeddings WHERE model <> %s", (op.keep,))
+        return n
+
+    @handles(ops.PruneEmbeddings)
+    def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
+        _, n = yield Sql(
+            "DELETE FROM embeddings e WHERE NOT EXISTS "
+            "(SELECT 1 FROM records r WHERE r.content_hash = e.content_hash) "
+            "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.context_hash = e.content_hash)"
+        )
+        return n
+
+    # ------------------------------------------------------------------ sessions
+
+    @handles(ops.UpsertSession)
+    def _op_UpsertSession(self, op: ops.UpsertSession) -> Step:
+        yield Sql(
+            "INSERT INTO sessions VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (user_id, session_id) DO UPDATE SET "
+            "updated_at = GREATEST(sessions.updated_at, excluded.updated_at), "
+            "metadata = CASE WHEN excluded.metadata = '{}' THEN sessions.metadata "
+            "ELSE excluded.metadata END",
+            ROWS.session_values(op.session),
+        )
+        return None
+
+    @handles(ops.GetSession)
+    def _op_GetSession(self, op: ops.GetSession) -> Step:
+        rows, _ = yield Sql(
+            "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
+            (op.user_id, op.session_id),
+        )
+        return ROWS.row_session(rows[0]) if rows else None
+
+    @handles(ops.ListSessions)
+    def _op_ListSessions(self, op: ops.ListSessions) -> Step:
+        where, params = "user_id = %s", list[Any]([op.user_id])
+        if op.after_id is not None:
+            where += " AND session_id > %s"
+            params.append(op.after_id)
+        if op.updated_before is not None:
+            where += " AND updated_at < %s"
+            params.append(op.updated_before)
+        rows, _ = yield Sql(
+            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT %s",
+            (*params, op.limit),
+        )
+        return [ROWS.row_session(row) for row in rows]
+
+    @handles(ops.AppendMessages)
+    def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
+        out: list[Message] = []
+        locked: set[tuple[str, str]] = set()
+        for m in op.messages:
+            key = (m.user_id, m.session_id)
+            if op.assign_seq and key not in locked:
+                # Writers of one session take turns numbering its messages.
+                yield Sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("messages", *key),))
+                locked.add(key)
+            if op.assign_seq:
+                rows, _ = yield Sql(last_seq("%s"), key)
+                m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": rows[0][0] + 1})
+            _, n = yield Sql(
+                "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                ROWS.message_values(m),
+            )
+            if n:
+                out.append(m)
+        return out
+
+    @handles(ops.GetMessages)
+    def _op_GetMessages(self, op: ops.GetMessages) -> Step:
+        rows, _ = yield Sql(*get_messages("%s", op))
+        return [ROWS.row_message(row) for row in rows]
+
+    @handles(ops.DeleteSessions)
+    def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
+        if not op.session_ids:
+            return 0
+        key = (op.user_id, list(op.session_ids))
+        _, n = yield Sql("DELETE FROM sessions WHERE user_id = %s AND session_id = ANY(%s)", key)
+        yield Sql("DELETE FROM messages WHERE user_id = %s AND session_id = ANY(%s)", key)
+        yield Sql("DELETE FROM states WHERE user_id = %s AND session_id = ANY(%s)", key)
+        bound = (*key, sorted(k.value for k in SESSION_BOUND_KINDS))
+        yield Sql(
+            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL AND user_id = %s "
+            "AND record_id IN (SELECT id FROM records WHERE user_id = %s "
+            "AND session_id = ANY(%s) AND kind = ANY(%s))",
+            (op.user_id, *bound),
+        )
+        yield Sql(
+            "DELETE FROM records WHERE user_id = %s AND session_id = ANY(%s) AND kind = ANY(%s)",
+            bound,
+        )
+        return n
+
+    # ------------------------------------------------------------------ state
+
+    @handles(ops.GetState)
+    def _op_GetState(self, op: ops.GetState) -> Step:
+        sql = "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s"
+        params: list[Any] = [op.user_id, op.session_id, op.name]
+        if op.version is not None:
+            sql += " AND version = %s"
+            params.append(op.version)
+        rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
+        return ROWS.row_state(rows[0]) if rows else None
+
+    @handles(ops.PutState)
+    def _op_PutState(self, op: ops.PutState) -> Step:
+        s = op.state
+        rows, _ = yield Sql(
+            "SELECT COALESCE(MAX(version), 0) FROM states "
+            "WHERE user_id = %s AND session_id = %s AND name = %s",
+            (s.user_id, s.session_id, s.name),
+        )
+        current = rows[0][0]
+        check_expected(
+            f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
+        )
+        # A concurrent writer of the same version trips the primary key: ConflictError.
+        conflict = "ON CONFLICT DO NOTHING" if op.expected_version is None else ""
+        yield Sql(
+            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.state_values(s)
+        )
+        return None
+
+    @handles(ops.ListStateVersions)
+    def _op_ListStateVersions(self, op: ops.ListStateVersions) -> Step:
+        rows, _ = yield Sql(
+            "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s "
+            "ORDER BY version",
+            (op.user_id, op.session_id, op.name),
+        )
+        return [ROWS.row_state(row) for row in rows]
+
+    @handles(ops.ListStates)
+    def _op_ListStates(self, op: ops.ListStates) -> Step:
+        rows, _ = yield Sql(
+            "SELECT DISTINCT ON (name) * FROM states WHERE user_id = %s AND session_id = %s "
+            "AND starts_with(name, %s) ORDER BY name, version DESC",
+            (op.user_id, op.session_id, op.prefix),
+        )
+        return [ROWS.row_state(row) for row in rows]
+
+    # ------------------------------------------------------------------ jobs
+
+    @handles(ops.PutJob)
+    def _op_PutJob(self, op: ops.PutJob) -> Step:
+        rows, _ = yield Sql(
+            "SELECT version FROM jobs WHERE user_id = %s AND id = %s FOR UPDATE",
+            (op.job.user_id, op.job.id),
+        )
+        row = rows[0] if rows else None
+        actual = None if row is None else row[0]
+        if not should_apply(op, actual):
+            return None
+        yield from self._write_job(op.job, insert=row is None)
+        return None
+
+    def _write_job(self, job: Job, *, insert: bool) -> Step:
+        if insert:
+            yield Sql("INSERT INTO jobs VALUES (%s, %s, %s, %s, %s, %s, %s)", ROWS.job_values(job))
+        else:
+            yield Sql(
+                "UPDATE jobs SET status = %s, run_after = %s, lease_until = %s, "
+                "version = %s, body = %s WHERE user_id = %s AND id = %s",
+                (*ROWS.job_values(job)[2:], job.user_id, job.id),
+            )
+        return None
+
+    @handles(ops.GetJob)
+    def _op_GetJob(self, op: ops.GetJob) -> Step:
+        rows, _ = yield Sql(
+            "SELECT body FROM jobs WHERE id = %s AND user_id = %s", (op.job_id, op.user_id)
+        )
+        return ROWS.row_job(rows[0]) if rows else None
+
+    @handles(ops.ListJobs)
+    def _op_ListJobs(self, op: ops.ListJobs) -> Step:
+        clauses, params = ["TRUE"], list[Any]()
+        if op.user_id is not None:
+            clauses.append("user_id = %s")
+            params.append(op.user_id)
+        if op.statuses:
+            clauses.append("status = ANY(%s)")
+            params.append([s.value for s in op.statuses])
+        if op.after_id is not None:
+            clauses.append("id > %s")
+            params.append(op.after_id)
+        rows, _ = yield Sql(
+            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT %s",
+            (*params, op.limit),
+        )
+        return [ROWS.row_job(row) for row in rows]
+
+    @handles(ops.ClaimJob)
+    def _op_ClaimJob(self, op: ops.ClaimJob) -> Step:
+        rows, _ = yield Sql(CLAIM_JOB, {"user_id": op.user_id, "now": op.now})
+        if not rows:
+            return None
+        job = ROWS.row_job(rows[0])
+        claimed = claim(job, op)
+        yield from self._write_job(claimed, insert=False)
+        return claimed
+
+    # ------------------------------------------------------------------ users
+
+    @handles(ops.ListUsers)
+    def _op_ListUsers(self, op: ops.ListUsers) -> Step:
+        rows, _ = yield Sql(
+            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
+            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
+        )
+        return [row[0] for row in rows]
+
+    @handles(ops.DeleteUser)
+    def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:
+        counts: dict[str, int] = {}
+        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
+            _, counts[table] = yield Sql(f"DELETE FROM {table} WHERE user_id = %s", (op.user_id,))
+        counts["embeddings"] = yield from self._op_PruneEmbeddings(ops.PruneEmbeddings())
+        return counts
+
+
+def hnsw_index_name(model: str, dim: int) -> str:
+    """The name of the HNSW index over one model's vectors of one dimension."""
+    return "embeddings_hnsw_" + hashlib.sha256(f"{model}\0{dim}".encode()).hexdigest()[:16]
+
+
+def _lock_key(*parts: str) -> int:
+    """A signed 64-bit advisory lock key for these parts."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _as_array(value: Any) -> Vector:
+    if hasattr(value, "to_numpy"):
+        return np.asarray(value.to_numpy(), dtype=np.float32)
+    return np.asarray(value, dtype=np.float32)

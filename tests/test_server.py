@@ -303,14 +303,12 @@ def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
     assert _rows(env, k, "alice") == before
 
 
-def test_review_findings_stay_fixed(env: Env) -> None:
+def test_import_cannot_borrow_another_texts_vector_or_smuggle_odd_ids(env: Env) -> None:
     k, u = env.acme, "/v1/users/alice"
-    # Import cannot point a record at another text's cached vector, nor smuggle odd ids.
     rival = env.call(env.rival, "POST", "/v1/users/bob/memories", json={"text": "PIN is 4821"})
     assert rival.status_code == 201
     from memlane.models import content_hash
 
-    rows = env.call(k, "GET", f"{u}/export").text.splitlines()
     rec = _seed(env, k)
     exported = env.call(k, "GET", f"{u}/export").text.splitlines()
     line = next(r for r in exported if rec["id"] in r and '"type": "record"' in r)
@@ -321,8 +319,10 @@ def test_review_findings_stay_fixed(env: Env) -> None:
     forged["data"].update(id="../../bob/memories/X", content_hash=content_hash("decoy"))
     r = env.call(k, "POST", f"{u}/import", content=json.dumps(forged).encode())
     assert r.status_code == 422 and "letters or digits" in r.json()["error"]
-    del rows
-    # Values that used to crash a route are 4xx now.
+
+
+def test_values_that_once_crashed_a_route_are_4xx(env: Env) -> None:
+    k, u, c = env.acme, "/v1/users/alice", "/v1/users/carol"
     for raw in (b'{"text": "x", "ttl_seconds": 1e300}', b'{"text": "lone \\ud800 surrogate"}'):
         r = env.call(
             k, "POST", f"{u}/memories", content=raw, headers={"Content-Type": "application/json"}
@@ -330,28 +330,43 @@ def test_review_findings_stay_fixed(env: Env) -> None:
         assert r.status_code == 422, (raw, r.text)
     deep = b"[" * 40_000  # under the 50 kB limit of this app, deeper than the parser goes
     assert env.call(k, "POST", f"{u}/import", content=deep).status_code == 422
-    # Errors never show a store-side user id; user data keeps its own "user_id".
+    # Out-of-range numbers and dates.
+    said = {"messages": [{"role": "user", "content": "hi"}]}
+    env.call(k, "POST", f"{c}/sessions/s-o2/messages", json=said)
+    r = env.call(k, "GET", f"{c}/sessions/s-o2/messages", params={"last_runs": 2**63})
+    assert r.status_code == 422
+    late = {"text": "x", "event_at": "9999-12-31T23:59:59-12:00"}
+    assert env.call(k, "POST", f"{c}/memories", json=late).status_code == 422
+
+
+def test_errors_never_show_a_store_side_user_id(env: Env) -> None:
+    k, u = env.acme, "/v1/users/alice"
     r = env.call(k, "GET", f"{u}/memories/NOPE/history")
     assert r.status_code == 404 and "acme::" not in r.text
+    # User data keeps its own "user_id".
     meta = env.call(
         k, "POST", f"{u}/memories", json={"text": "note", "metadata": {"user_id": "acme::bob"}}
     )
     assert meta.json()["metadata"] == {"user_id": "acme::bob"}
-    # Bogus keys are not cached; odd HTTP methods share one metrics series.
+
+
+def test_bogus_keys_are_not_cached_and_odd_methods_share_one_metrics_series(env: Env) -> None:
     before = len(env.keys._cache)
     for i in range(50):
         env.call(f"ml_bogus{i}", "GET", "/v1/users")
     assert len(env.keys._cache) == before
     env.client.request("X0'|~", "/health")
     assert "X0'" not in env.client.get("/metrics").text
-    # An agent-limited key cannot write into another agent's session.
+
+
+def test_an_agent_key_cannot_write_into_another_agents_session(env: Env) -> None:
+    k, bot = env.acme, env.acme_bot
     env.call(
         k,
         "POST",
         "/v1/users/carol/sessions/s-other/messages",
         json={"messages": [{"role": "user", "content": "hi"}], "agent_id": "other"},
     )
-    bot = env.acme_bot
     other = "/v1/users/carol/sessions/s-other"
     said = {"messages": [{"role": "user", "content": "x"}], "agent_id": "bot"}
     assert env.call(bot, "POST", f"{other}/messages", json=said).status_code == 404
@@ -366,14 +381,13 @@ def test_review_findings_stay_fixed(env: Env) -> None:
         json={"messages": [{"role": "user", "content": "mine"}], "agent_id": "bot"},
     )
     assert ok.status_code == 201
+    # Nor file a memory under another agent's session.
+    sneaky = {"text": "injected", "kind": "episode", "session_id": "s-other", "agent_id": "bot"}
+    assert env.call(bot, "POST", "/v1/users/carol/memories", json=sneaky).status_code == 404
 
 
-def test_second_review_findings_stay_fixed(env: Env) -> None:
-    from chat_server import Scripted
-
+def test_idempotency_keys_are_per_agent_and_reveal_nothing(env: Env) -> None:
     k, bot, c = env.acme, env.acme_bot, "/v1/users/carol"
-    # An idempotency key first used by another agent neither hands that memory over nor
-    # blocks (or reveals) anything: idempotency is per agent.
     first = {"text": "Carol's bank PIN is 4821", "idempotency_key": "turn-1", "agent_id": "o"}
     made = env.call(k, "POST", f"{c}/memories", json=first)
     assert made.status_code == 201
@@ -383,18 +397,19 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
     assert r.json()["id"] != made.json()["id"]
     retry = env.call(bot, "POST", f"{c}/memories", json=again)
     assert retry.status_code == 201 and retry.json() == r.json()
-    # A memory cannot be filed under another agent's session.
-    said = {"messages": [{"role": "user", "content": "hi"}], "agent_id": "other"}
-    env.call(k, "POST", f"{c}/sessions/s-o2/messages", json=said)
-    sneaky = {"text": "injected", "kind": "episode", "session_id": "s-o2", "agent_id": "bot"}
-    assert env.call(bot, "POST", f"{c}/memories", json=sneaky).status_code == 404
-    # State written by an agent key on a new session belongs to that agent.
+
+
+def test_state_an_agent_key_writes_on_a_new_session_is_that_agents(env: Env) -> None:
+    bot, c = env.acme_bot, "/v1/users/carol"
     state = {"data": {"a": 1}, "expected_version": 0}
     put = env.call(bot, "PUT", f"{c}/sessions/s-new/state?agent_id=bot", json=state)
     assert put.status_code == 200
     got = env.call(bot, "GET", f"{c}/sessions/s-new/state", params={"agent_id": "bot"})
     assert got.status_code == 200 and got.json()["data"] == {"a": 1}
-    # Metadata nested past the limit is refused, and the user's listings keep working.
+
+
+def test_metadata_nested_past_the_limit_is_refused_and_listings_keep_working(env: Env) -> None:
+    k, c = env.acme, "/v1/users/carol"
     deep: dict[str, Any] = {}
     cur = deep
     for _ in range(100):
@@ -403,29 +418,43 @@ def test_second_review_findings_stay_fixed(env: Env) -> None:
     r = env.call(k, "POST", f"{c}/memories", json={"text": "deep", "metadata": deep})
     assert r.status_code == 422 and "nested" in r.json()["error"]
     assert env.call(k, "GET", f"{c}/memories").status_code == 200
-    # Out-of-range numbers and dates are 4xx, not 500.
-    r = env.call(k, "GET", f"{c}/sessions/s-o2/messages", params={"last_runs": 2**63})
-    assert r.status_code == 422
-    late = {"text": "x", "event_at": "9999-12-31T23:59:59-12:00"}
-    assert env.call(k, "POST", f"{c}/memories", json=late).status_code == 422
-    # A model provider's error text (which can echo a key) stays in the log.
+
+
+def test_a_model_providers_error_text_stays_in_the_log(env: Env) -> None:
+    from chat_server import Scripted
+
+    k, c = env.acme, "/v1/users/carol"
+    env.call(
+        k,
+        "POST",
+        f"{c}/sessions/s1/messages",
+        json={"messages": [{"role": "user", "content": "hi"}]},
+    )
     env.server.queue(Scripted(status=401, content='{"error": "Incorrect API key sk-live-SECRET"}'))
-    r = env.call(k, "POST", f"{c}/sessions/s-o2/summary")
+    r = env.call(k, "POST", f"{c}/sessions/s1/summary")
     assert r.status_code == 503 and "SECRET" not in r.text
-    # A served user id cannot contain "/" (no route could name that user again; MCP
-    # tools map user ids through the same function).
+
+
+def test_a_served_user_id_cannot_contain_a_slash() -> None:
+    # No route could name that user again; MCP tools map user ids through the same function.
     from memlane.errors import ValidationError
     from memlane.server.keys import storage_user
 
     with pytest.raises(ValidationError):
         storage_user("acme", "a/b")
-    # Agentic tools answer errors, never raise, whatever the model sends.
+
+
+def test_agent_tools_answer_errors_whatever_the_model_sends() -> None:
     from memlane.manager import MemoryTools
 
     with Memory("memory://", embedder=FakeEmbedder()) as plain:
         tools = MemoryTools(plain, user_id="u")
-        assert "error" in tools.execute("remember", "[" * 5000)
-        assert "error" in tools.execute("remember", '{"text": "x\\ud800"}')
+        for name in ("add_memory", "search_memories"):
+            deep = tools.execute(name, "[" * 5000)
+            assert "error" in deep and "unknown tool" not in deep["error"]
+        surrogate = tools.execute("add_memory", '{"text": "x\\ud800"}')
+        assert "error" in surrogate and "unknown tool" not in surrogate["error"]
+        assert not plain.list(user_id="u").items
 
 
 def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:

@@ -1,0 +1,235 @@
+"""The memory commands: add, search, list, get, history and forget."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import click
+
+from memlane.cli._base import (
+    KINDS,
+    _Context,
+    _echo_json,
+    _filters,
+    _line,
+    _positive_days,
+    _time,
+    cli,
+    filter_options,
+    json_option,
+    pass_ctx,
+    user_option,
+)
+from memlane.core.search import RECIPES
+from memlane.errors import ValidationError
+from memlane.models import SearchHit
+
+
+@cli.command()
+@click.argument("text")
+@user_option
+@click.option("--kind", type=click.Choice(KINDS), default="fact", show_default=True)
+@click.option("--topic", "topics", multiple=True, help="Topic (repeatable).")
+@click.option("--importance", type=float, default=0.5, show_default=True)
+@click.option("--session", help="Session the memory came from.")
+@click.option("--agent", help="Agent the memory belongs to.")
+@click.option("--team", help="Team whose agents share the memory.")
+@click.option("--event-time", help="When the content happened (ISO time).")
+@click.option(
+    "--ttl-days", type=float, callback=_positive_days, help="Expire after this many days."
+)
+@click.option("--metadata", help="JSON object of metadata.")
+@json_option
+@pass_ctx
+def add(
+    ctx: _Context,
+    text: str,
+    user_id: str,
+    kind: str,
+    topics: tuple[str, ...],
+    importance: float,
+    session: str | None,
+    agent: str | None,
+    team: str | None,
+    event_time: str | None,
+    ttl_days: float | None,
+    metadata: str | None,
+    as_json: bool,
+) -> None:
+    """Remember TEXT for a user."""
+    try:
+        meta = json.loads(metadata) if metadata else {}
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--metadata is not valid JSON: {exc.msg}") from exc
+    record = ctx.memory().add(
+        text,
+        user_id=user_id,
+        kind=kind,
+        topics=topics,
+        importance=importance,
+        session_id=session,
+        agent_id=agent,
+        team=team,
+        event_at=_time(event_time),
+        ttl=None if ttl_days is None else timedelta(days=ttl_days),
+        metadata=meta,
+    )
+    _echo_json(record.to_dict()) if as_json else click.echo(record.id)
+
+
+@cli.command()
+@click.argument("query")
+@user_option
+@click.option("--limit", "-k", type=int, default=10, show_default=True)
+@click.option("--recipe", type=click.Choice(sorted(RECIPES)), default="hybrid", show_default=True)
+@click.option("--explain", is_flag=True, help="Show how each score was made.")
+@filter_options
+@json_option
+@pass_ctx
+def search(
+    ctx: _Context,
+    query: str,
+    user_id: str,
+    limit: int,
+    recipe: str,
+    explain: bool,
+    kind: tuple[str, ...],
+    topic: tuple[str, ...],
+    session: str | None,
+    since: str | None,
+    until: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Find a user's memories most relevant to QUERY."""
+    hits = ctx.memory(create=False).search(
+        query,
+        user_id=user_id,
+        limit=limit,
+        recipe=recipe,
+        explain=explain or as_json,
+        filters=_filters(kind, topic, session, since, until, meta),
+    )
+    if as_json:
+        _echo_json([h.to_dict() for h in hits])
+        return
+    for hit in hits:
+        click.echo(_line(hit.record, hit.score))
+        if explain:
+            click.echo("        " + _explain(hit))
+    if not hits:
+        click.echo("no memories found", err=True)
+
+
+def _explain(hit: SearchHit) -> str:
+    parts = []
+    for method in ("vector", "lexical"):
+        info = (hit.explanation or {}).get(method)
+        if info:
+            parts.append(f"{method}: rank {info['rank']} score {info['score']:.4f}")
+    return "; ".join(parts) or "no breakdown"
+
+
+@cli.command(name="list")
+@user_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", help="Continue after this cursor (printed at the end of a page).")
+@click.option("--all-versions", is_flag=True, help="Include superseded memories.")
+@filter_options
+@json_option
+@pass_ctx
+def list_(
+    ctx: _Context,
+    user_id: str,
+    limit: int,
+    cursor: str | None,
+    all_versions: bool,
+    kind: tuple[str, ...],
+    topic: tuple[str, ...],
+    session: str | None,
+    since: str | None,
+    until: str | None,
+    meta: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """List a user's memories, newest first, one page at a time."""
+    page = ctx.memory(create=False).list(
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        filters=_filters(kind, topic, session, since, until, meta, all_versions),
+    )
+    if as_json:
+        _echo_json({"items": [r.to_dict() for r in page.items], "next_cursor": page.next_cursor})
+        return
+    for record in page.items:
+        click.echo(_line(record))
+    if page.next_cursor:
+        click.echo(f"-- more: --cursor {page.next_cursor}", err=True)
+
+
+@cli.command()
+@click.argument("record_id")
+@user_option
+@json_option
+@pass_ctx
+def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
+    """Show one memory."""
+    record = ctx.memory(create=False).get(record_id, user_id=user_id)
+    if as_json:
+        _echo_json(record.to_dict())
+        return
+    for key, value in record.to_dict().items():
+        if value not in (None, [], {}):
+            click.echo(f"{key:>16}: {value}")
+
+
+@cli.command()
+@click.argument("record_id")
+@user_option
+@json_option
+@pass_ctx
+def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
+    """Show every recorded change of a memory."""
+    events = ctx.memory(create=False).history(record_id, user_id=user_id)
+    if as_json:
+        _echo_json([e.to_dict() for e in events])
+        return
+    for e in events:
+        text = (e.snapshot or {}).get("text", "")
+        why = f"  ({e.reason})" if e.reason else ""
+        click.echo(f"{e.at.isoformat()}  v{e.version:<3} {e.action.value:<9} {text}{why}")
+
+
+@cli.command()
+@click.argument("record_id", required=False)
+@user_option
+@click.option("--all", "everything", is_flag=True, help="Forget everything of the user.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation with --all.")
+@click.option("--reason", help="Why (kept in history).")
+@json_option
+@pass_ctx
+def forget(
+    ctx: _Context,
+    record_id: str | None,
+    user_id: str,
+    everything: bool,
+    yes: bool,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Delete one memory (recorded, restorable), or with --all every trace of a user."""
+    if everything == (record_id is not None):
+        raise click.UsageError("give either a RECORD_ID or --all")
+    if everything:
+        if not yes:
+            click.confirm(f"Forget everything of user {user_id!r}?", abort=True)
+        counts = ctx.memory().forget_user(user_id)
+        _echo_json(counts) if as_json else click.echo(
+            ", ".join(f"{n} {table}" for table, n in counts.items()) + " removed"
+        )
+        return
+    assert record_id is not None
+    record = ctx.memory().delete(record_id, user_id=user_id, reason=reason)
+    _echo_json(record.to_dict()) if as_json else click.echo(f"forgot {record.id}")

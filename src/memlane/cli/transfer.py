@@ -1,0 +1,139 @@
+"""The store-wide commands: export, import, reembed, sweep and migrate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from memlane.cli._base import (
+    _Context,
+    _echo_json,
+    cli,
+    json_option,
+    pass_ctx,
+    store_option,
+)
+
+
+@cli.command()
+@click.option("--user", "user_id", help="Only this user (default: everyone).")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@pass_ctx
+def export(ctx: _Context, user_id: str | None, output: Any) -> None:
+    """Write memories, history, sessions and state as JSONL (a progress count on a
+    terminal)."""
+    from memlane.transfer import write_jsonl
+
+    with _progress("export", None) as bar:
+        rows = ctx.memory(create=False).export_rows(user_id=user_id, progress=bar.update)
+    n = write_jsonl(rows, output)
+    click.echo(f"exported {n} lines", err=True)
+
+
+@cli.command(name="import")
+@click.argument("source", type=click.File("r", encoding="utf-8"))
+@json_option
+@pass_ctx
+def import_(ctx: _Context, source: Any, as_json: bool) -> None:
+    """Read a JSONL export: all or nothing (a bad line, or a failure while embedding or
+    writing, changes nothing); re-running is safe. A progress bar on a terminal."""
+    from memlane.transfer import read_numbered_jsonl
+
+    numbered = list(read_numbered_jsonl(source))
+    with _progress("import", len(numbered)) as bar:
+        result = ctx.memory().import_rows(
+            [row for _, row in numbered], lines=[n for n, _ in numbered], progress=bar.update
+        )
+    counts = dict(result.counts)
+    _echo_json(counts) if as_json else click.echo(
+        "imported " + (", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing")
+    )
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def reembed(ctx: _Context, as_json: bool) -> None:
+    """Move the store to the embedder in use (--embedder or $MEMLANE_EMBEDDER): embed
+    every memory again, record the model, remove the old vectors. Safe to run again; an
+    interrupted run is finished by running it again. A progress bar on a terminal."""
+    memory = ctx.memory(create=False)
+    with _progress("reembed", None, unit=" texts") as bar:
+        counts = memory.reembed(progress=bar.update)
+    _echo_json(counts) if as_json else click.echo(
+        f"re-embedded {counts['memories']} memories and {counts['contexts']} contexts with "
+        f"{memory.embedder.model_id} ({counts['embedded']} texts embedded, "
+        f"{counts['removed']} old vectors removed)"
+    )
+
+
+def _progress(desc: str, total: int | None, unit: str = " lines") -> Any:
+    """A tqdm bar of lines on stderr, shown only when stderr is a terminal (never in
+    pipes, logs or --json consumers' captured output)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=desc,
+        total=total,
+        unit=unit,
+        file=sys.stderr,
+        disable=not sys.stderr.isatty(),
+    )
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def sweep(ctx: _Context, as_json: bool) -> None:
+    """Purge expired memories (recorded in their history)."""
+    n = ctx.memory().sweep()
+    _echo_json({"purged": n}) if as_json else click.echo(f"purged {n} expired memories")
+
+
+@cli.command()
+@click.argument("source_url")
+@click.argument("target_url")
+@click.option("--no-progress", is_flag=True, help="No progress bar (none when piped either).")
+@json_option
+@store_option
+@pass_ctx
+def migrate(
+    ctx: _Context, source_url: str, target_url: str, no_progress: bool, as_json: bool
+) -> None:
+    """Copy everything from one store to another and verify it (safe to run again)."""
+    from memlane.migrate import migrate as run_migration
+
+    if ctx.store_url is not None:  # before or after the command: never silently ignored
+        raise click.UsageError(
+            "migrate names its stores as SOURCE_URL TARGET_URL; --store does not apply"
+        )
+
+    def bar(users: Any, total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(
+            users,
+            total=total,
+            desc="users",
+            unit="user",
+            file=sys.stderr,
+            disable=no_progress or not sys.stderr.isatty(),
+        )
+
+    report = run_migration(
+        source_url, target_url, embedder=ctx.settings.build_embedder(), progress=bar
+    )
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        counts = ", ".join(f"{n} {kind}" for kind, n in report.counts.items()) or "nothing"
+        click.echo(f"copied {len(report.users)} users: {counts}")
+        click.echo(f"verified: {'ok' if report.ok else 'MISMATCH'}")
+    if not report.ok:
+        errors = "; ".join(f"{u.user_id}: {u.error}" for u in report.users if u.error)
+        raise click.ClickException(
+            f"copy differs for users: {', '.join(report.mismatches)}"
+            + (f" (not copied: {errors})" if errors else "")
+        )

@@ -7,6 +7,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+from memlane.effects import adrive, drive
 from memlane.errors import NoModelError
 from memlane.ports.embedder import Embedder, Vector
 from memlane.ports.llm import LLM, ChatRequest, ChatResponse
@@ -88,59 +89,51 @@ def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
 
 
 def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
-    """Drive a flow to completion with blocking I/O."""
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(reply)
-        except StopIteration as done:
-            return cast(R, done.value)
-        error = None
-        try:
-            if isinstance(effect, Batch):
-                todo, guarded = _guarded(effect.ops)
-                reply = store.batch(todo)
-                reply = reply[1:] if guarded else reply
-            elif isinstance(effect, Embed):
-                reply = embedder.embed(effect.texts)
-            elif isinstance(effect, Pause):
-                time.sleep(effect.seconds)
-                reply = None
-            elif llm is None:
-                raise _no_llm()
-            else:
-                reply = llm.complete(effect.request)
-        except Exception as exc:  # handed back to the flow, which may handle it
-            error = exc
+    """Drive a flow to completion with blocking I/O; an effect's error is raised in the flow."""
+
+    def handle(effect: Effect) -> Any:
+        if isinstance(effect, Batch):
+            todo, guarded = _guarded(effect.ops)
+            reply = store.batch(todo)
+            return reply[1:] if guarded else reply
+        if isinstance(effect, Embed):
+            return embedder.embed(effect.texts)
+        if isinstance(effect, Pause):
+            time.sleep(effect.seconds)
+            return None
+        if llm is None:
+            raise _no_llm()
+        return llm.complete(effect.request)
+
+    return drive(flow, handle)
 
 
 async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
-    """Drive a flow to completion on the running event loop."""
+    """Drive a flow to completion on the running event loop, yielding to it after each
+    effect (also one that failed)."""
     import asyncio  # here, not at import: the blocking API and the CLI never need it
 
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
+    async def carry_out(effect: Effect) -> Any:
+        if isinstance(effect, Batch):
+            todo, guarded = _guarded(effect.ops)
+            reply = await store.abatch(todo)
+            return reply[1:] if guarded else reply
+        if isinstance(effect, Embed):
+            return await embedder.aembed(effect.texts)
+        if isinstance(effect, Pause):
+            await asyncio.sleep(effect.seconds)
+            return None
+        if llm is None:
+            raise _no_llm()
+        return await llm.acomplete(effect.request)
+
+    async def handle(effect: Effect) -> Any:
         try:
-            effect = flow.throw(error) if error is not None else flow.send(reply)
-        except StopIteration as done:
-            return cast(R, done.value)
-        error = None
-        try:
-            if isinstance(effect, Batch):
-                todo, guarded = _guarded(effect.ops)
-                reply = await store.abatch(todo)
-                reply = reply[1:] if guarded else reply
-            elif isinstance(effect, Embed):
-                reply = await embedder.aembed(effect.texts)
-            elif isinstance(effect, Pause):
-                await asyncio.sleep(effect.seconds)
-                reply = None
-            elif llm is None:
-                raise _no_llm()
-            else:
-                reply = await llm.acomplete(effect.request)
-        except Exception as exc:
-            error = exc
+            reply = await carry_out(effect)
+        except Exception:
+            await asyncio.sleep(0)
+            raise
         await asyncio.sleep(0)
+        return reply
+
+    return await adrive(flow, handle)

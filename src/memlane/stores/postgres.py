@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from memlane.effects import adrive, drive
 from memlane.errors import (
     ConflictError,
     ForeignStoreError,
@@ -275,33 +276,29 @@ def _migration_target(conn: psycopg.Connection[Any]) -> MigrationTarget:
 
 
 def _drive(cur: psycopg.Cursor[Any], steps: Step) -> Any:
-    reply: Reply | None = None
-    while True:
-        try:
-            sql = steps.send(reply) if reply is not None else next(steps)
-        except StopIteration as done:
-            return done.value
+    """Run an op's statements on ``cur``; nothing is caught (errors propagate)."""
+
+    def handle(sql: Sql) -> Reply:
         if sql.many:
             cur.executemany(sql.text.encode(), sql.params)
-            reply = ([], cur.rowcount)
-        else:
-            cur.execute(sql.text.encode(), sql.params or None)
-            reply = (cur.fetchall() if cur.description else [], cur.rowcount)
+            return ([], cur.rowcount)
+        cur.execute(sql.text.encode(), sql.params or None)
+        return (cur.fetchall() if cur.description else [], cur.rowcount)
+
+    return drive(steps, handle, catch=())
 
 
 async def _drive_async(cur: psycopg.AsyncCursor[Any], steps: Step) -> Any:
-    reply: Reply | None = None
-    while True:
-        try:
-            sql = steps.send(reply) if reply is not None else next(steps)
-        except StopIteration as done:
-            return done.value
+    """:func:`_drive` with awaited statements."""
+
+    async def handle(sql: Sql) -> Reply:
         if sql.many:
             await cur.executemany(sql.text.encode(), sql.params)
-            reply = ([], cur.rowcount)
-        else:
-            await cur.execute(sql.text.encode(), sql.params or None)
-            reply = (await cur.fetchall() if cur.description else [], cur.rowcount)
+            return ([], cur.rowcount)
+        await cur.execute(sql.text.encode(), sql.params or None)
+        return (await cur.fetchall() if cur.description else [], cur.rowcount)
+
+    return await adrive(steps, handle, catch=())
 
 
 def scrub(exc: BaseException, conninfo: str) -> str:

@@ -40,6 +40,7 @@ from langgraph.store.base import (
 
 from memlane.api import AsyncMemory, Memory
 from memlane.core.search import SearchRecipe
+from memlane.effects import adrive, drive
 from memlane.errors import (
     ConfigurationError,
     ConflictError,
@@ -76,42 +77,26 @@ _Plan = Generator[_Call, Any, T]
 
 def _drive(plan: _Plan[T], memory: Memory) -> T:
     """Run a plan with blocking calls; an error of a call is raised inside the plan."""
-    send: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = plan.throw(error) if error is not None else plan.send(send)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        send, error = None, None
+
+    def handle(call: _Call) -> Any:
         if call.method == "pause":
             time.sleep(call.kwargs["seconds"])
-            continue
-        try:
-            send = getattr(memory, call.method)(**call.kwargs)
-        except MemlaneError as exc:
-            error = exc
+            return None
+        return getattr(memory, call.method)(**call.kwargs)
+
+    return drive(plan, handle, catch=MemlaneError)
 
 
 async def _adrive(plan: _Plan[T], memory: AsyncMemory) -> T:
     """Run a plan with awaited calls; an error of a call is raised inside the plan."""
-    send: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = plan.throw(error) if error is not None else plan.send(send)
-        except StopIteration as stop:
-            result: T = stop.value
-            return result
-        send, error = None, None
+
+    async def handle(call: _Call) -> Any:
         if call.method == "pause":
             await asyncio.sleep(call.kwargs["seconds"])
-            continue
-        try:
-            send = await getattr(memory, call.method)(**call.kwargs)
-        except MemlaneError as exc:
-            error = exc
+            return None
+        return await getattr(memory, call.method)(**call.kwargs)
+
+    return await adrive(plan, handle, catch=MemlaneError)
 
 
 @dataclass(frozen=True, slots=True)

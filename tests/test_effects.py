@@ -53,3 +53,35 @@ def test_an_error_the_flow_does_not_handle_reaches_the_caller() -> None:
 
     with pytest.raises(KeyError, match="missing"):
         drive(flow(), _handle)
+
+
+def test_a_memory_tells_its_observer_each_effect_and_its_duration() -> None:
+    from memlane import AsyncMemory, Memory
+    from memlane.core.flow import Batch, Effect, Embed
+    from memlane.errors import NotFoundError
+    from memlane.testing import FakeEmbedder
+
+    seen: list[tuple[str, float]] = []
+
+    def observe(effect: Effect, seconds: float) -> None:
+        seen.append((type(effect).__name__, seconds))
+
+    with Memory("memory://", embedder=FakeEmbedder(), on_effect=observe) as memory:
+        memory.add("I'm vegetarian", user_id="u1")
+        kinds = [kind for kind, _ in seen]
+        assert Embed.__name__ in kinds and Batch.__name__ in kinds
+        before = len(seen)
+        with pytest.raises(NotFoundError):  # the store answered; the flow raised
+            memory.get("no-such-id", user_id="u1")
+        assert [kind for kind, _ in seen[before:]] == [Batch.__name__]
+    assert all(seconds >= 0 for _, seconds in seen)
+
+    async def run() -> list[str]:
+        seen.clear()
+        memory = AsyncMemory("memory://", embedder=FakeEmbedder())
+        memory.on_effect = observe  # settable after construction, as the server does
+        async with memory:
+            await memory.search("food", user_id="u1")
+        return [kind for kind, _ in seen]
+
+    assert "Batch" in asyncio.run(run())

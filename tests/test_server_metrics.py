@@ -69,6 +69,18 @@ def test_metrics_label_routes_by_template_and_time_library_calls() -> None:
         if name == "memlane_memory_call_seconds_count"
     }
     assert ops["add"] == 2 and ops["search"] == 2 and ops["get"] == 3
+    # Inside those calls: store transactions by their first op, embedding calls and texts.
+    store = {
+        labels["op"]: value
+        for name, labels, value in samples
+        if name == "memlane_store_seconds_count"
+    }
+    assert store["VectorSearch"] == 2 and store["GetRecords"] >= 3, store
+    embedded = {name: value for name, _, value in samples if name.startswith("memlane_embed")}
+    # "Likes tea" and "tea" are embedded once each: the second user's add and search find
+    # their vectors in the store's embedding cache (GetEmbeddings).
+    assert embedded["memlane_embedding_seconds_count"] == 2
+    assert embedded["memlane_embedded_texts_total"] == 2
 
 
 def test_a_summary_by_the_chat_model_is_timed(tmp_path: Path) -> None:
@@ -97,4 +109,6 @@ def test_a_summary_by_the_chat_model_is_timed(tmp_path: Path) -> None:
         if name == "memlane_memory_call_seconds_count"
     }
     assert timed["manager.summarize_session"] == 1 and timed["add_messages"] == 1
+    # The model call itself, under the library call.
+    assert ("memlane_llm_seconds_count", {}, 1.0) in samples
     assert ("memlane_jobs_unfinished", {}, 0.0) in samples

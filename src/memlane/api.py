@@ -14,7 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core import admin, context, records, retrieval, sessions
 from memlane.core.base import Clock, Core, CoreConfig
-from memlane.core.flow import Flow, run_async, run_sync
+from memlane.core.flow import EffectObserver, Flow, run_async, run_sync
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
 from memlane.ports.store import Store
@@ -69,12 +69,15 @@ class _MemoryBase:
         embedder: Embedder | str | None = None,
         clock: Clock | None = None,
         config: CoreConfig | None = None,
+        on_effect: EffectObserver | None = None,
     ) -> None:
         """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
         platform's user data directory) and ``embedder`` (an Embedder or a spec such as
         ``"torch"``, see :mod:`memlane.embedders.spec`; default: the bundled local model
         on ONNX Runtime). The environment is not read (see :meth:`from_env`). Nothing is
-        opened or loaded until the first call."""
+        opened or loaded until the first call. ``on_effect`` (also settable later as the
+        attribute) is told each store batch, embedding and chat call with its duration
+        (:data:`~memlane.core.flow.EffectObserver`); the server's metrics use it."""
         if store is None:
             from memlane.settings import default_store_url
 
@@ -90,6 +93,7 @@ class _MemoryBase:
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
         self.core = Core(model_id=embedder.model_id, clock=clock, config=config or CoreConfig())
+        self.on_effect: EffectObserver | None = on_effect
         self._ready = False
 
     @classmethod
@@ -131,7 +135,7 @@ class Memory(_MemoryBase):
         """Run a flow (see :mod:`memlane.core.flow`) over this memory's store and
         embedder, and ``llm`` when it asks the chat model; returns what the flow returns."""
         self.setup()
-        return run_sync(flow, self.store, self.embedder, llm)
+        return run_sync(flow, self.store, self.embedder, llm, self.on_effect)
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -197,7 +201,7 @@ class AsyncMemory(_MemoryBase):
         """Run a flow over this memory's store and embedder (and ``llm``) on the running
         event loop; returns what the flow returns."""
         await self.setup()
-        return await run_async(flow, self.store, self.embedder, llm)
+        return await run_async(flow, self.store, self.embedder, llm, self.on_effect)
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -47,6 +47,10 @@ class Pause:
 Effect = Batch | Embed | Chat | Pause
 Flow = Generator[Effect, Any, R]
 
+EffectObserver = Callable[[Effect, float], None]
+"""Told each effect a runner carried out and the seconds it took, also when it failed
+(the server's store, embedding and model timings). It must not raise."""
+
 
 def one(op: Op[R]) -> Flow[R]:
     """Run a single store operation and return its typed result."""
@@ -88,8 +92,15 @@ def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
     return (batch, False) if guard is None else ((guard, *batch), True)
 
 
-def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
-    """Drive a flow to completion with blocking I/O; an effect's error is raised in the flow."""
+def run_sync(
+    flow: Flow[R],
+    store: Store,
+    embedder: Embedder,
+    llm: LLM | None = None,
+    observe: EffectObserver | None = None,
+) -> R:
+    """Drive a flow to completion with blocking I/O; an effect's error is raised in the
+    flow. ``observe`` is told each effect and its duration."""
 
     def handle(effect: Effect) -> Any:
         if isinstance(effect, Batch):
@@ -105,12 +116,18 @@ def run_sync(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = 
             raise _no_llm()
         return llm.complete(effect.request)
 
-    return drive(flow, handle)
+    return drive(flow, handle if observe is None else _timed(handle, observe))
 
 
-async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | None = None) -> R:
+async def run_async(
+    flow: Flow[R],
+    store: Store,
+    embedder: Embedder,
+    llm: LLM | None = None,
+    observe: EffectObserver | None = None,
+) -> R:
     """Drive a flow to completion on the running event loop, yielding to it after each
-    effect (also one that failed)."""
+    effect (also one that failed). ``observe`` is told each effect and its duration."""
     import asyncio  # here, not at import: the blocking API and the CLI never need it
 
     async def carry_out(effect: Effect) -> Any:
@@ -127,9 +144,11 @@ async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | 
             raise _no_llm()
         return await llm.acomplete(effect.request)
 
+    run_one = carry_out if observe is None else _atimed(carry_out, observe)
+
     async def handle(effect: Effect) -> Any:
         try:
-            reply = await carry_out(effect)
+            reply = await run_one(effect)
         except Exception:
             await asyncio.sleep(0)
             raise
@@ -137,3 +156,31 @@ async def run_async(flow: Flow[R], store: Store, embedder: Embedder, llm: LLM | 
         return reply
 
     return await adrive(flow, handle)
+
+
+def _timed(handle: Callable[[Effect], Any], observe: EffectObserver) -> Callable[[Effect], Any]:
+    """``handle`` telling ``observe`` how long each effect took."""
+
+    def timed(effect: Effect) -> Any:
+        start = time.perf_counter()
+        try:
+            return handle(effect)
+        finally:
+            observe(effect, time.perf_counter() - start)
+
+    return timed
+
+
+def _atimed(
+    handle: Callable[[Effect], Awaitable[Any]], observe: EffectObserver
+) -> Callable[[Effect], Awaitable[Any]]:
+    """The awaitable ``handle`` telling ``observe`` how long each effect took."""
+
+    async def timed(effect: Effect) -> Any:
+        start = time.perf_counter()
+        try:
+            return await handle(effect)
+        finally:
+            observe(effect, time.perf_counter() - start)
+
+    return timed

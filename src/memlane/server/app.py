@@ -58,6 +58,9 @@ def create_app(
     HTTP, API key required) are mounted: ``/mcp/`` (every call names its user) and
     ``/mcp/me/`` (bound to the one user the key is limited to; no ``user_id`` argument)."""
     metrics = metrics_.Metrics(manager)
+    metrics_.observe_effects(memory, metrics)
+    if manager is not None and manager.memory is not memory:
+        metrics_.observe_effects(manager.memory, metrics)  # its chat calls and writes
     timed = cast(AsyncMemory, metrics_.TimedMemory(memory, metrics))
     mcp_apps = _mcp_apps(timed, keys, host) if mcp else []
 

@@ -7,6 +7,10 @@ Each app has its own registry, so several apps in one process (tests) keep apart
 - ``memlane_memory_call_seconds{op}``: time in memlane's library per call the routes make
   (``search``, ``add``, ``build_context`` …: store, embedding and, for summaries with a
   chat model, the model), measured at the server's edge;
+- inside those calls, what the library waited for: ``memlane_store_seconds{op}`` per store
+  transaction (``op``: the batch's first operation, e.g. ``VectorSearch`` for a search),
+  ``memlane_embedding_seconds`` per embedding call (``memlane_embedded_texts`` counts the
+  texts) and ``memlane_llm_seconds`` per chat-model call (the memory manager's learning);
 - ``memlane_uptime_seconds`` and, with a memory manager, ``memlane_jobs_unfinished``.
 
 Labels name the route's template (``/v1/users/{user_id}/memories``), never the raw path:
@@ -22,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from memlane.core.flow import Batch, Chat, Effect, Embed
 from memlane.errors import require_extra
 
 require_extra("server", "memlane's metrics", "prometheus_client")
@@ -59,6 +64,18 @@ class Metrics:
             "memlane_memory_call_seconds", "Time in memlane's library per call a route makes.",
             ("op",), buckets=_BUCKETS, registry=r,
         )  # fmt: skip
+        self.store = Histogram(
+            "memlane_store_seconds", "Time per store transaction, by its first operation.",
+            ("op",), buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.embedding = Histogram(
+            "memlane_embedding_seconds", "Time per embedding call.",
+            buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.embedded = Counter("memlane_embedded_texts", "Texts embedded.", registry=r)
+        self.llm = Histogram(
+            "memlane_llm_seconds", "Time per chat-model call.", buckets=_BUCKETS, registry=r
+        )
         started = time.time()
         uptime = Gauge("memlane_uptime_seconds", "Seconds since the app started.", registry=r)
         uptime.set_function(lambda: round(time.time() - started, 3))
@@ -72,6 +89,18 @@ class Metrics:
         method = request.method if request.method in _METHODS else "OTHER"
         self.requests.labels(route, method, str(status)).inc()
         self.seconds.labels(route, method).observe(seconds)
+
+    def effect(self, effect: Effect, seconds: float) -> None:
+        """Record one effect the library carried out (an
+        :data:`~memlane.core.flow.EffectObserver`); pauses are not timed."""
+        if isinstance(effect, Batch):
+            op = type(effect.ops[0]).__name__ if effect.ops else "empty"
+            self.store.labels(op).observe(seconds)
+        elif isinstance(effect, Embed):
+            self.embedding.observe(seconds)
+            self.embedded.inc(len(effect.texts))
+        elif isinstance(effect, Chat):
+            self.llm.observe(seconds)
 
     @contextlib.contextmanager
     def timing(self, op: str) -> Iterator[None]:
@@ -113,6 +142,21 @@ def _timed(fn: Callable[..., Any], op: str, metrics: Metrics) -> Callable[..., A
 async def _awaited(result: Awaitable[Any], op: str, metrics: Metrics) -> Any:
     with metrics.timing(op):
         return await result
+
+
+def observe_effects(memory: Any, metrics: Metrics) -> None:
+    """Have ``memory`` report its store, embedding and model timings to ``metrics``,
+    besides any observer it already has."""
+    before = memory.on_effect
+    if before is None:
+        memory.on_effect = metrics.effect
+        return
+
+    def both(effect: Effect, seconds: float) -> None:
+        before(effect, seconds)
+        metrics.effect(effect, seconds)
+
+    memory.on_effect = both
 
 
 def install(app: FastAPI, metrics: Metrics) -> None:

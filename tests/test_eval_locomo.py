@@ -28,6 +28,14 @@ CONVERSATION = {
         {"speaker": "Ana", "dia_id": "D2:2", "text": "How are the lessons going?"},
         {"speaker": "Ben", "dia_id": "D2:3", "text": "Slowly, my teacher is patient."},
     ],
+    "session_1_observation": {
+        "Ana": [["Ana adopted a grey kitten named Pixel.", "D1:1"],
+                ["Ana's kitten has white paws.", ["D1:3", "D7:7"]]],
+        "Ben": [["Ben asked about the kitten's colour.", "D1:2"]],
+    },
+    "session_2_observation": {
+        "Ben": [["Ben is learning the violin with a patient teacher.", "D2:1; D2:3"]],
+    },
     "qa": [
         {"question": "What is the name of Ana's kitten?", "answer": "Pixel",
          "evidence": ["D1:1"], "category": 4},
@@ -109,3 +117,48 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
     bad.write_text('{"qa": []')
     with pytest.raises(ValidationError):
         load_conversation(bad)
+
+
+def test_observations_load_with_their_source_turns_and_session_dates(data_dir: Path) -> None:
+    conv = load_conversation(data_dir / "c1.json")
+    assert [o.text for o in conv.observations][:2] == [
+        "Ana adopted a grey kitten named Pixel.",
+        "Ana's kitten has white paws.",
+    ]
+    paws, violin = conv.observations[1], conv.observations[3]
+    assert paws.sources == {"D1:3"} and paws.speaker == "Ana" and paws.session == 1
+    assert violin.sources == {"D2:1", "D2:3"} and violin.at.isoformat().startswith("2023-06-02")
+
+
+def test_an_observation_covers_the_turns_it_came_from() -> None:
+    ranked = [frozenset({"D2:1", "D2:3"}), frozenset({"D1:1"})]
+    scores = score_question(ranked, frozenset({"D2:3", "D1:1"}))
+    assert scores["recall@1"] == 0.5 and scores["hit@1"] == 1.0 and scores["recall@5"] == 1.0
+
+
+def test_eval_in_observations_mode_stores_facts_and_scores_their_sources(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memlane import Memory
+    from memlane.evals.locomo import evaluate, load_dir
+    from memlane.models import MemoryKind
+    from memlane.testing import FakeEmbedder
+
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        report = evaluate(memory, load_dir(data_dir), memories="observations")
+        stored = memory.list(user_id="locomo-c1", limit=50).items
+    assert len(stored) == 4 and {r.kind for r in stored} == {MemoryKind.FACT}
+    assert all(r.session_id is None and r.event_at is not None for r in stored)
+    # Evidence D1:1 (kitten's name), D2:1+D2:3 (violin), D1:3 (colour; D9:9 is unknown) all
+    # have observations; the adversarial question counts apart; the empty one is skipped.
+    assert report.overall["n"] == 3 and report.skipped_questions == 1
+    assert report.overall["recall@5"] == 1.0 and report.memories == "observations"
+
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        cli, ["eval", "locomo", str(data_dir), "--memories", "observations", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["memories"] == "observations"
+    assert "memories: observations" in result.output

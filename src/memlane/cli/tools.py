@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ from memlane.cli._base import (
     pass_ctx,
 )
 from memlane.core.search import RECIPES
+
+if TYPE_CHECKING:
+    from memlane.evals.locomo import Memories
 
 
 @cli.command()
@@ -59,6 +62,14 @@ def eval_() -> None:
     help="Search recipe to evaluate (checked before anything is ingested).",
 )
 @click.option(
+    "--memories",
+    type=click.Choice(["turns", "observations"]),
+    default="turns",
+    show_default=True,
+    help="What to store: one episode per dialog turn, or one fact per LoCoMo observation "
+    "(a fact counts as evidence when the turns it came from do).",
+)
+@click.option(
     "--eval-store",
     help="Store to ingest into (default: a scratch SQLite file in the data dir, removed after).",
 )
@@ -69,9 +80,10 @@ def locomo(
     json_path: Path | None,
     markdown_path: Path | None,
     recipe: str,
+    memories: Memories,
     eval_store: str | None,
 ) -> None:
-    """Turn-level recall@k and hit@k on a LoCoMo-format DIRECTORY."""
+    """Recall@k and hit@k of the evidence turns on a LoCoMo-format DIRECTORY."""
     import tempfile
 
     from tqdm import tqdm
@@ -87,7 +99,9 @@ def locomo(
     with tempfile.TemporaryDirectory(dir=_scratch_dir(ctx.settings.data_dir)) as scratch:
         url = eval_store or f"sqlite:///{scratch}/locomo.db"
         with Memory(url, embedder=embedder) as memory:
-            report = evaluate(memory, conversations, recipe=recipe, progress=progress)
+            report = evaluate(
+                memory, conversations, recipe=recipe, progress=progress, memories=memories
+            )
     markdown = report.to_markdown()
     click.echo(markdown)
     if json_path:

@@ -1,13 +1,23 @@
-"""LoCoMo retrieval evaluation: does search return the dialog turns that hold the answer?
+"""LoCoMo retrieval evaluation: does search return the memories that hold the answer?
 
-Each conversation is ingested into its own user scope through the public API (one
-``episode`` memory per turn, text ``"<speaker>: <text>"`` plus ``" [image: <caption>]"``
-when the turn shared an image, timestamped with its session's date). Every question is
-then asked through the same :meth:`Memory.search` a user calls, and the evidence turns are
-looked up in the hits.
+Each conversation is ingested into its own user scope through the public API, in one of
+two modes (``memories``):
 
-recall@k is the fraction of a question's evidence turns among the top k; hit@k is 1 when
-at least one is. Categories 1-4 are pooled as the headline; 5 (adversarial) is separate.
+- ``turns``: one ``episode`` memory per dialog turn, text ``"<speaker>: <text>"`` plus
+  ``" [image: <caption>]"`` when the turn shared an image, in its session, timestamped
+  with the session's date: what an agent keeping transcripts stores;
+- ``observations``: one ``fact`` memory per *observation* LoCoMo's files hold for each
+  session (a short fact about a speaker, e.g. "Caroline attended an LGBTQ support group
+  recently", with the ids of the turns it came from), no session, the session's date as
+  its event time: what most users store, facts rather than transcripts.
+
+Every question is then asked through the same :meth:`Memory.search` a user calls. A hit
+covers the turns it came from (a turn: itself; an observation: its source turns).
+recall@k is the fraction of a question's evidence turns covered by the top k; hit@k is 1
+when at least one is. In ``observations`` mode only evidence turns some observation came
+from count (the others cannot be found in that mode), and a question none of whose
+evidence turns has an observation is skipped. Categories 1-4 are pooled as the headline;
+5 (adversarial) is separate.
 """
 
 from __future__ import annotations
@@ -19,11 +29,11 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from memlane.api import Memory
 from memlane.core.base import MemoryInput
@@ -36,6 +46,8 @@ HEADLINE_CATEGORIES = frozenset({1, 2, 3, 4})
 _DIA = re.compile(r"D(\d+):(\d+)")
 
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
+Memories = Literal["turns", "observations"]
+MEMORIES: tuple[Memories, ...] = ("turns", "observations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,18 @@ class Turn:
     text: str
     session: int
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A short fact LoCoMo records about a speaker after a session, with the turns it
+    came from."""
+
+    text: str
+    speaker: str
+    session: int
+    at: datetime
+    sources: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +83,11 @@ class Conversation:
     name: str
     turns: tuple[Turn, ...]
     questions: tuple[Question, ...]
+    observations: tuple[Observation, ...] = ()
+
+    def memories(self, mode: Memories) -> Sequence[Turn | Observation]:
+        """What ``mode`` stores of this conversation."""
+        return self.turns if mode == "turns" else self.observations
 
 
 @dataclass
@@ -74,6 +103,7 @@ class Report:
     skipped_questions: int
     conversations: int
     recipe: str
+    memories: Memories = "turns"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +117,7 @@ class Report:
             "skipped_questions": self.skipped_questions,
             "conversations": self.conversations,
             "recipe": self.recipe,
+            "memories": self.memories,
             **self.extra,
         }
 
@@ -104,8 +135,9 @@ class Report:
             "",
             f"search latency p50 {self.latency_ms['p50']:.1f} ms, "
             f"p95 {self.latency_ms['p95']:.1f} ms (query embedding included); "
-            f"ingest {self.ingest_turns_per_s:.0f} turns/s; "
-            f"peak RSS {self.peak_rss_mb:.0f} MB; recipe {self.recipe}",
+            f"ingest {self.ingest_turns_per_s:.0f} {self.memories}/s; "
+            f"peak RSS {self.peak_rss_mb:.0f} MB; recipe {self.recipe}; "
+            f"memories: {self.memories}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -155,9 +187,28 @@ def load_conversation(path: Path) -> Conversation:
             )
             for q in data["qa"]
         )
+        observations = load_observations(data, known)
     except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
         raise ValidationError(f"{path} is not a LoCoMo conversation file: {exc}") from exc
-    return Conversation(path.stem, tuple(turns), questions)
+    return Conversation(path.stem, tuple(turns), questions, observations)
+
+
+def load_observations(data: dict[str, Any], known: set[str]) -> tuple[Observation, ...]:
+    """Every ``session_N_observation`` (``{speaker: [[text, source ids], ...]}``) of a
+    conversation, in session order; source ids are read like evidence (a list or a
+    string of several, unknown ids dropped)."""
+    found: list[Observation] = []
+    n = 1
+    while f"session_{n}_date_time" in data:
+        by_speaker = data.get(f"session_{n}_observation") or {}
+        at = parse_session_time(data[f"session_{n}_date_time"]) if by_speaker else None
+        for speaker, items in by_speaker.items():
+            for text, raw in items:
+                sources = parse_evidence([raw] if isinstance(raw, str) else raw, known)
+                assert at is not None
+                found.append(Observation(str(text), str(speaker), n, at, sources))
+        n += 1
+    return tuple(found)
 
 
 def load_dir(directory: Path) -> list[Conversation]:
@@ -170,10 +221,16 @@ def load_dir(directory: Path) -> list[Conversation]:
 # ---------------------------------------------------------------------------- scoring
 
 
-def score_question(ranked: Sequence[str], evidence: frozenset[str]) -> dict[str, float]:
+def score_question(
+    ranked: Sequence[str | Collection[str]], evidence: frozenset[str]
+) -> dict[str, float]:
+    """recall@k and hit@k of one question: ``ranked`` holds, best first, the turn each hit
+    is or the turns it came from."""
     out: dict[str, float] = {}
     for k in KS:
-        top = set(ranked[:k])
+        top: set[str] = set()
+        for covered in ranked[:k]:
+            top.update((covered,) if isinstance(covered, str) else covered)
         found = len(evidence & top)
         out[f"recall@{k}"] = found / len(evidence)
         out[f"hit@{k}"] = 1.0 if found else 0.0
@@ -200,31 +257,50 @@ def ingest(
     *,
     progress: Progress = _identity,
     user_prefix: str = "locomo-",
+    memories: Memories = "turns",
 ) -> tuple[int, float]:
-    """Store every turn of every conversation, one user per conversation (replacing what
-    that user had). Returns (turns, seconds)."""
+    """Store every turn (or observation, see ``memories``) of every conversation, one user
+    per conversation (replacing what that user had). Returns (memories, seconds)."""
     seconds = 0.0
-    turns = 0
+    stored = 0
     for conv in progress(conversations, "ingest", len(conversations)):
         user = user_prefix + conv.name
         memory.forget_user(user)
-        items = [
-            MemoryInput(
-                text=t.text,
-                kind=MemoryKind.EPISODE,
-                session_id=f"session_{t.session}",
-                event_at=t.at,
-                actor=t.speaker,
-                source_ids=(t.dia_id,),
-                metadata={"dia_id": t.dia_id},
-            )
-            for t in conv.turns
-        ]
+        items = [memory_input(m) for m in conv.memories(memories)]
         start = time.perf_counter()
         memory.add_many(items, user_id=user)
         seconds += time.perf_counter() - start
-        turns += len(items)
-    return turns, seconds
+        stored += len(items)
+    return stored, seconds
+
+
+def memory_input(m: Turn | Observation) -> MemoryInput:
+    """How a turn (an episode in its session) or an observation (a fact) is stored; its
+    source turns ride along as ``source_ids``."""
+    if isinstance(m, Turn):
+        return MemoryInput(
+            text=m.text,
+            kind=MemoryKind.EPISODE,
+            session_id=f"session_{m.session}",
+            event_at=m.at,
+            actor=m.speaker,
+            source_ids=(m.dia_id,),
+            metadata={"dia_id": m.dia_id},
+        )
+    return MemoryInput(
+        text=m.text,
+        kind=MemoryKind.FACT,
+        event_at=m.at,
+        source_ids=tuple(sorted(m.sources)),
+        metadata={"speaker": m.speaker, "session": m.session},
+    )
+
+
+def findable(conv: Conversation, memories: Memories) -> frozenset[str] | None:
+    """The turns some stored memory covers in ``memories`` mode (None: every turn)."""
+    if memories == "turns":
+        return None
+    return frozenset(t for o in conv.observations for t in o.sources)
 
 
 def ask(
@@ -234,15 +310,20 @@ def ask(
     recipe: str | SearchRecipe = "hybrid",
     progress: Progress = _identity,
     user_prefix: str = "locomo-",
+    memories: Memories = "turns",
 ) -> tuple[list[tuple[int, dict[str, float]]], list[float], int]:
-    """Ask every question with evidence. Returns (category, scores) per question, the
-    search latencies in ms, and how many questions had no usable evidence."""
+    """Ask every question with evidence (findable in ``memories`` mode). Returns
+    (category, scores) per question, the search latencies in ms, and how many questions
+    had no usable evidence."""
     per_question: list[tuple[int, dict[str, float]]] = []
     latencies: list[float] = []
     skipped = 0
+    reachable = {c.name: findable(c, memories) for c in conversations}
     asked = [(c, q) for c in conversations for q in c.questions]
     for conv, question in progress(asked, "search", len(asked)):
-        if not question.evidence:
+        scope = reachable[conv.name]
+        evidence = question.evidence if scope is None else question.evidence & scope
+        if not evidence:
             skipped += 1
             continue
         start = time.perf_counter()
@@ -250,8 +331,8 @@ def ask(
             question.text, user_id=user_prefix + conv.name, limit=max(KS), recipe=recipe
         )
         latencies.append((time.perf_counter() - start) * 1000)
-        ranked = [str(h.record.metadata.get("dia_id")) for h in hits]
-        per_question.append((question.category, score_question(ranked, question.evidence)))
+        ranked = [h.record.source_ids for h in hits]
+        per_question.append((question.category, score_question(ranked, evidence)))
     return per_question, latencies, skipped
 
 
@@ -262,13 +343,23 @@ def evaluate(
     recipe: str | SearchRecipe = "hybrid",
     progress: Progress = _identity,
     user_prefix: str = "locomo-",
+    memories: Memories = "turns",
 ) -> Report:
     """Ingest, ask, score. Each conversation gets its own user scope."""
-    n_turns, ingest_s = ingest(memory, conversations, progress=progress, user_prefix=user_prefix)
-    per_question, latencies, skipped = ask(
-        memory, conversations, recipe=recipe, progress=progress, user_prefix=user_prefix
+    n_stored, ingest_s = ingest(
+        memory, conversations, progress=progress, user_prefix=user_prefix, memories=memories
     )
-    return report(per_question, latencies, skipped, n_turns, ingest_s, conversations, recipe)
+    per_question, latencies, skipped = ask(
+        memory,
+        conversations,
+        recipe=recipe,
+        progress=progress,
+        user_prefix=user_prefix,
+        memories=memories,
+    )
+    found = report(per_question, latencies, skipped, n_stored, ingest_s, conversations, recipe)
+    found.memories = memories
+    return found
 
 
 def _peak_rss_mb() -> float:

@@ -9,6 +9,7 @@ import pytest
 from memlane import MemoryRecord
 from memlane.core.search import (
     SearchRecipe,
+    below_durable,
     boosts,
     feedback_terms,
     mmr,
@@ -188,3 +189,25 @@ def test_recipe_fusion_is_validated() -> None:
     assert RECIPES["hybrid"].fusion == "score" and RECIPES["rrf"].fusion == "rrf"
     with pytest.raises(ValueError, match="fusion must be one of"):
         SearchRecipe("x", fusion="borda")
+
+
+def test_a_speaker_boost_applies_to_turns_only() -> None:
+    """A fact's actor is who wrote it, not a speaker the query can name."""
+    recipe = SearchRecipe("s", time_weight=0.0)
+    named = frozenset({"caroline", "said"})
+    turn = _record(actor="Caroline")
+    fact = _record(actor="Caroline", kind=MemoryKind.FACT)
+    assert boosts(turn, recipe, now=NOW, window=None, query_tokens=named) == {"speaker": 0.2}
+    assert boosts(fact, recipe, now=NOW, window=None, query_tokens=named) == {}
+
+
+def test_a_neighbour_floor_stays_below_the_durable_memories_the_turn_did_not_beat() -> None:
+    durable = [0.3, 0.67, 2.0]
+    # Own 0.46, lifted to 3.24: passes the 0.3 fact it beat anyway, stops below 0.67.
+    capped = below_durable(3.24, 0.46, durable)
+    assert 0.46 < capped < 0.67 and capped == pytest.approx(0.67)
+    # Nothing durable between its own score and the floor: the floor stands.
+    assert below_durable(0.6, 0.46, durable) == 0.6
+    assert below_durable(3.0, 2.5, durable) == 3.0
+    # A store of turns only: unchanged.
+    assert below_durable(3.24, 0.46, []) == 3.24

@@ -13,6 +13,7 @@ from memlane.core.search import (
     RECIPES,
     SearchRecipe,
     as_statement,
+    below_durable,
     boosts,
     feedback_terms,
     fuse,
@@ -21,7 +22,7 @@ from memlane.core.search import (
     time_window,
 )
 from memlane.errors import ValidationError
-from memlane.models import Filters, MemoryRecord, SearchHit, check_id
+from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, check_id
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.text import tokenize
@@ -209,7 +210,8 @@ def _ranked(
     MMR when the recipe asks for it), and each one's boost terms."""
     recipe, now = q.recipe, q.now
     query_tokens = frozenset(tokenize(q.text))
-    ranked: list[tuple[str, float]] = []
+    own: dict[str, float] = {}
+    final: dict[str, float] = {}
     terms_of: dict[str, dict[str, float]] = {}
     for rid in pool:
         record = records.get(rid)
@@ -217,8 +219,14 @@ def _ranked(
             continue  # gone since the first read, or a neighbour outside the filters
         terms = boosts(record, recipe, now=now, window=window, query_tokens=query_tokens)
         terms_of[rid] = terms
-        base = max(scores.get(rid, 0.0), floor.get(rid, 0.0))
-        ranked.append((rid, base * (1.0 + sum(terms.values()))))
+        factor = 1.0 + sum(terms.values())
+        own[rid] = scores.get(rid, 0.0) * factor
+        final[rid] = max(scores.get(rid, 0.0), floor.get(rid, 0.0)) * factor
+    durable = sorted(final[r] for r in final if records[r].kind is not MemoryKind.EPISODE)
+    ranked = [
+        (rid, below_durable(score, own[rid], durable) if score > own[rid] else score)
+        for rid, score in final.items()
+    ]
     ranked.sort(key=lambda item: (-item[1], item[0]))
     if recipe.mmr_lambda is not None:
         top = ranked[: max(q.depth, q.limit)]

@@ -8,13 +8,15 @@ turns (:func:`spread_to_neighbors`), apply explicit boosts (:func:`boosts`) and 
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from memlane.models import MemoryRecord
+from memlane.models import MemoryKind, MemoryRecord
 from memlane.text import query_terms, tokenize
 
 Candidates = Sequence[tuple[str, float]]
@@ -207,6 +209,22 @@ def spread_to_neighbors(
     return floor
 
 
+def below_durable(lifted: float, own: float, durable: Sequence[float]) -> float:
+    """A neighbour floor's final score ``lifted`` for a turn whose own evidence scored
+    ``own``, kept below every durable memory (a fact, preference, summary …: anything
+    but a turn; ``durable`` sorted ascending) that ``own`` did not beat.
+
+    The floor is evidence about where a turn sits in its conversation ("Biscuit!" right
+    after "What did you name her?"), so it reorders turns among themselves; it is no
+    evidence that the turn matters more than a fact that matched the query better on its
+    own ("Also remind me to bring the gift" must not pass "I'm vegetarian" for "what
+    should I cook?"). In a store of turns only, or of facts only, nothing changes."""
+    at = bisect.bisect_right(durable, own)
+    if at < len(durable) and durable[at] <= lifted:
+        return math.nextafter(durable[at], -math.inf)
+    return lifted
+
+
 _QUESTION_HEAD = re.compile(
     r"^\s*(?:(?:what|when|where|who|whom|whose|which|why|how)(?: (?:many|much|long|often|"
     r"old|far|kind|type|sort))?(?: of)?\s+)?(?:(?:do|does|did|is|are|was|were|has|have|had|"
@@ -326,14 +344,15 @@ def boosts(
 
     - ``time``: ``time_weight`` when the record's effective time lies in the period the
       query names.
-    - ``speaker``: ``speaker_weight`` when the query names the record's actor.
+    - ``speaker``: ``speaker_weight`` when the record is a turn (an episode) and the
+      query names its speaker (the record's actor); a fact's actor is who wrote it.
     - ``recency``: ``recency_weight * 0.5 ** (age_days / recency_half_life_days)``.
     - ``importance``: ``importance_weight * (2 * importance - 1)``, in [-w, w].
     """
     terms: dict[str, float] = {}
     if recipe.time_weight and window is not None and window[0] <= record.effective_time < window[1]:
         terms["time"] = recipe.time_weight
-    if recipe.speaker_weight and record.actor:
+    if recipe.speaker_weight and record.actor and record.kind is MemoryKind.EPISODE:
         speaker = set(tokenize(record.actor))
         if speaker and speaker <= query_tokens:  # an actor like "🙂" has no words to name
             terms["speaker"] = recipe.speaker_weight

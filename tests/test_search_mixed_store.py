@@ -1,0 +1,93 @@
+"""Search over what a real user's store holds: durable memories (facts, preferences) beside
+the raw turns of a session, with the bundled local model. The techniques that help recall
+over dialog turns (neighbour floors, the previous turn's words) must not rank a turn that
+says nothing about the question above a fact that answers it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from memlane import Memory
+from memlane.embedders.onnx import OnnxEmbedder
+
+FACTS = [
+    ("I'm vegetarian, but eat fish sometimes", "preference"),
+    ("I work night shifts as a nurse", "fact"),
+    ("My sister Ana lives in Porto", "fact"),
+    ("I'm allergic to peanuts", "fact"),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OnnxEmbedder:
+    return OnnxEmbedder()
+
+
+def _store(embedder: OnnxEmbedder, turns: list[str]) -> Memory:
+    memory = Memory("memory://", embedder=embedder)
+    for text, kind in FACTS:
+        memory.add(text, user_id="alice", kind=kind)
+    roles = ["user", "assistant"] * len(turns)
+    messages = [{"role": r, "content": t} for r, t in zip(roles, turns, strict=False)]
+    memory.add_messages("s1", messages, user_id="alice")
+    return memory
+
+
+def _ranking(memory: Memory, query: str) -> list[str]:
+    return [h.record.text for h in memory.search(query, user_id="alice", limit=8)]
+
+
+@pytest.fixture
+def weekend(embedder: OnnxEmbedder) -> Iterator[Memory]:
+    with _store(
+        embedder,
+        [
+            "My parents are visiting this weekend",
+            "Lovely! Do you want help planning the weekend?",
+            "Also remind me to bring the gift",
+            "Sure, I'll remind you on Saturday morning.",
+        ],
+    ) as memory:
+        yield memory
+
+
+@pytest.fixture
+def dinner_party(embedder: OnnxEmbedder) -> Iterator[Memory]:
+    with _store(
+        embedder,
+        [
+            "I'm going to my friend's dinner party on Saturday",
+            "That sounds fun! Anything I can help with?",
+            "Also remind me to bring the gift",
+            "Sure, I'll remind you on Saturday morning.",
+        ],
+    ) as memory:
+        yield memory
+
+
+def test_the_diet_preference_ranks_first_for_what_to_cook(weekend: Memory) -> None:
+    assert _ranking(weekend, "what should I cook for dinner?")[0] == (
+        "I'm vegetarian, but eat fish sometimes"
+    )
+
+
+def test_a_reply_lifted_by_its_neighbour_stays_below_a_fact_that_matched_better(
+    weekend: Memory,
+) -> None:
+    ranking = _ranking(weekend, "what should I cook for dinner?")
+    reply = "Sure, I'll remind you on Saturday morning."
+    assert ranking.index("I'm allergic to peanuts") < ranking.index(reply)
+
+
+def test_a_turn_next_to_a_matching_turn_does_not_pass_the_preference(
+    dinner_party: Memory,
+) -> None:
+    """The dinner-party turn matches "dinner" and may rank first; the gift request beside
+    it borrows that score through the neighbour floor, but not past the preference."""
+    ranking = _ranking(dinner_party, "what should I cook for dinner?")
+    assert ranking[0] == "I'm going to my friend's dinner party on Saturday"
+    preference = ranking.index("I'm vegetarian, but eat fish sometimes")
+    assert preference < ranking.index("Also remind me to bring the gift")
+    assert preference < ranking.index("Sure, I'll remind you on Saturday morning.")

@@ -1,0 +1,193 @@
+"""Time expressions in a memory's text, resolved against the memory's own date.
+
+"I went to the support group yesterday", said on 8 May 2023, is about 7 May 2023. At
+ingest memlane finds such expressions ("yesterday", "last week", "two weekends ago",
+"next month", "last Friday", "3 years ago", "on 7 May 2023") and turns each into the
+period it names, a :class:`TimeSpan` of a day, week, weekend, month or year; search then
+matches the period in time windows and in the lexical index ("7 May 2023", "May 2023").
+
+The parsing is `parsedatetime`'s (measured against the alternatives in
+``bench/when.md``). memlane adds only what it gets wrong or lacks for memories: a period
+rather than an instant (its accuracy flags say which unit), weekends, "last night" (which
+it resolves against the wall clock, not the given date), years ("in 2022"), a day and
+month without a year (the one nearest the memory's date, not always the next) and a filter
+for words that are no time at all ("I may go", "a second", "dinner").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+__all__ = ["TimeSpan", "resolve"]
+
+UNITS = ("day", "weekend", "week", "month", "year")
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_MONTHS = (
+    "january", "february", "march", "april", "may", "june", "july", "august",
+    "september", "october", "november", "december",
+)  # fmt: skip
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*"
+_DAY_MONTH = rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}\b"
+_RELATIVE = r"\b(?:yesterday|today|tonight|tomorrow|last|next|this|ago|past)\b"
+_ANCHOR = re.compile(f"{_RELATIVE}|{_DAY_MONTH}", re.I)
+"""What makes a match a point in time: a relative word, or a day with its month. A bare
+month or weekday ("I may go", "on Friday"), a duration ("for a year") or a time of day
+("at dinner") is not resolved: its period cannot be told without guessing."""
+_YEAR = re.compile(r"\b(?:in|during|since|of|back in) ((?:19|20)\d\d)\b", re.I)
+_WEEKEND = re.compile(r"\b(?:(last|this past|past|this|next) weekend|(\w+) weekends? ago)\b", re.I)
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+@dataclass(frozen=True, slots=True)
+class TimeSpan:
+    """The period ``[start, end)`` (UTC) an expression in a memory names."""
+
+    start: datetime
+    end: datetime
+    unit: str
+    """``day``, ``weekend``, ``week``, ``month`` or ``year``."""
+    phrase: str
+    """The words it was read from."""
+
+    def words(self) -> str:
+        """The period in words a search may use: ``"7 May 2023"`` for a day (with its
+        month and year), ``"May 2023"`` for a month, and for a week or weekend the days it
+        covers' months; ``"2023"`` for a year."""
+        if self.unit == "year":
+            return str(self.start.year)
+        if self.unit == "month":
+            return _month_year(self.start)
+        if self.unit == "day":
+            return f"{self.start.day} {_month_year(self.start)}"
+        last = self.end - timedelta(days=1)
+        months = dict.fromkeys((_month_year(self.start), _month_year(last)))
+        return " ".join(months)
+
+
+def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:
+    """Every time expression in ``text`` that names a period, resolved against
+    ``reference`` (when the text was said or written), in the order they appear."""
+    when = reference.astimezone(UTC) if reference.tzinfo else reference.replace(tzinfo=UTC)
+    found: list[tuple[int, TimeSpan]] = []
+    taken: list[tuple[int, int]] = []
+    for start, end, span in _special(text, when.date()):
+        found.append((start, span))
+        taken.append((start, end))
+    for start, end, span in _parsed(text, when):
+        if not any(start < e and end > s for s, e in taken):
+            found.append((start, span))
+    found.sort(key=lambda item: item[0])
+    return tuple(span for _, span in found)
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def _special(text: str, day: date) -> list[tuple[int, int, TimeSpan]]:
+    """What parsedatetime lacks or misreads: weekends, "last night", years."""
+    out: list[tuple[int, int, TimeSpan]] = []
+    for m in _WEEKEND.finditer(text):
+        saturday = _weekend(m[1], m[2], day)
+        if saturday is not None:
+            out.append((m.start(), m.end(), _span(saturday, 2, "weekend", m[0])))
+    for m in re.finditer(r"\blast night\b", text, re.I):
+        out.append((m.start(), m.end(), _span(day - timedelta(days=1), 1, "day", m[0])))
+    for m in _YEAR.finditer(text):
+        year = int(m[1])
+        start, end = date(year, 1, 1), date(year + 1, 1, 1)
+        out.append((m.start(), m.end(), _span(start, (end - start).days, "year", m[0])))
+    return out
+
+
+def _weekend(which: str | None, count: str | None, day: date) -> date | None:
+    """The Saturday of the weekend named: ``which`` (last, this past, this, next) or
+    ``count`` weekends ago, seen from ``day``."""
+    monday = day - timedelta(days=day.weekday())
+    last = monday - timedelta(days=2)  # the weekend just before this week
+    if which is not None:
+        word = which.lower()
+        if word in ("last", "this past", "past"):
+            return last  # also said on a weekend: the one before it
+        return monday + timedelta(days=5 if word == "this" else 12)
+    n = _NUMBERS.get((count or "").lower()) or (int(count) if count and count.isdigit() else 0)
+    return last - timedelta(days=7 * (n - 1)) if n else None
+
+
+def _parsed(text: str, when: datetime) -> list[tuple[int, int, TimeSpan]]:
+    """parsedatetime's finds that are points in time, as periods."""
+    out: list[tuple[int, int, TimeSpan]] = []
+    for at, context, start, end, phrase in _calendar().nlp(text, sourceTime=_naive(when)) or ():
+        if not _ANCHOR.search(phrase) or "last night" in phrase.lower():
+            continue
+        point = _nearest_year(at.date(), phrase, when.date())
+        out.append((start, end, _period(point, _unit(context), phrase.strip())))
+    return out
+
+
+def _unit(context: Any) -> str:
+    """The unit parsedatetime's accuracy flags give a match; a time of day ("tonight",
+    "this morning") is its day."""
+    for flag, unit in (("ACU_DAY", "day"), ("ACU_WEEK", "week"), ("ACU_MONTH", "month")):
+        if context.accuracy & getattr(context, flag):
+            return unit
+    return "year" if context.accuracy & context.ACU_YEAR else "day"
+
+
+def _nearest_year(point: date, phrase: str, day: date) -> date:
+    """A day and month said without a year is the one nearest ``day`` (parsedatetime
+    takes the next): "on May 3rd", said in June 2023, was 3 May 2023."""
+    if re.search(r"\b\d{4}\b", phrase) or not re.search(_DAY_MONTH, phrase, re.I):
+        return point
+    if re.search(_RELATIVE, phrase, re.I):
+        return point
+    options = []
+    for year in (day.year - 1, day.year, day.year + 1):
+        try:
+            options.append(point.replace(year=year))
+        except ValueError:  # 29 February
+            continue
+    return min(options, key=lambda d: abs((d - day).days), default=point)
+
+
+def _period(point: date, unit: str, phrase: str) -> TimeSpan:
+    """The ``unit`` around ``point``: the day, its Monday-to-Sunday week, month or year."""
+    if unit == "week":
+        return _span(point - timedelta(days=point.weekday()), 7, unit, phrase)
+    if unit == "month":
+        start = point.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return _span(start, (end - start).days, unit, phrase)
+    if unit == "year":
+        start = point.replace(month=1, day=1)
+        return _span(start, (start.replace(year=start.year + 1) - start).days, unit, phrase)
+    return _span(point, 1, unit, phrase)
+
+
+def _span(start: date, days: int, unit: str, phrase: str) -> TimeSpan:
+    begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+    return TimeSpan(begin, begin + timedelta(days=days), unit, phrase)
+
+
+def _month_year(at: datetime) -> str:
+    return f"{_MONTHS[at.month - 1].capitalize()} {at.year}"
+
+
+def _naive(when: datetime) -> datetime:
+    return when.replace(tzinfo=None)
+
+
+_CALENDAR: Any = None
+
+
+def _calendar() -> Any:
+    """parsedatetime's calendar (English), built once."""
+    global _CALENDAR
+    if _CALENDAR is None:
+        import parsedatetime
+
+        _CALENDAR = parsedatetime.Calendar(version=parsedatetime.VERSION_CONTEXT_STYLE)
+    return _CALENDAR

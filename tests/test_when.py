@@ -1,0 +1,72 @@
+"""Time expressions in a memory's text, resolved against the memory's own date."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from memlane.when import resolve
+
+SAID = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)  # a Monday
+
+
+def _read(text: str, said: datetime = SAID) -> list[tuple[str, str, str, str]]:
+    return [
+        (s.unit, s.start.date().isoformat(), s.end.date().isoformat(), s.words())
+        for s in resolve(text, said)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "start", "end", "words"),
+    [
+        ("I went to a support group yesterday.", "day", "2023-05-07", "2023-05-08", "7 May 2023"),
+        ("It was loud last night.", "day", "2023-05-07", "2023-05-08", "7 May 2023"),
+        ("We are seeing it tonight.", "day", "2023-05-08", "2023-05-09", "8 May 2023"),
+        ("The concert is tomorrow.", "day", "2023-05-09", "2023-05-10", "9 May 2023"),
+        ("We went camping last week.", "week", "2023-05-01", "2023-05-08", "May 2023"),
+        ("I ran a race last Saturday.", "day", "2023-05-06", "2023-05-07", "6 May 2023"),
+        ("Two weekends ago we hiked.", "weekend", "2023-04-29", "2023-05-01", "April 2023"),
+        ("This weekend I visit mom.", "weekend", "2023-05-13", "2023-05-15", "May 2023"),
+        ("A conference next month!", "month", "2023-06-01", "2023-07-01", "June 2023"),
+        ("I painted it last year.", "year", "2022-01-01", "2023-01-01", "2022"),
+        ("I started this 3 years ago.", "year", "2020-01-01", "2021-01-01", "2020"),
+        ("Two months ago I moved.", "month", "2023-03-01", "2023-04-01", "March 2023"),
+        ("We met on 7 May 2023.", "day", "2023-05-07", "2023-05-08", "7 May 2023"),
+        ("In 2022 I moved to Oslo.", "year", "2022-01-01", "2023-01-01", "2022"),
+        ("Last August was hot.", "month", "2022-08-01", "2022-09-01", "August 2022"),
+    ],
+)
+def test_an_expression_becomes_the_period_it_names(
+    text: str, unit: str, start: str, end: str, words: str
+) -> None:
+    assert _read(text) == [(unit, start, end, words)]
+
+
+def test_a_day_and_month_without_a_year_is_the_nearest_one() -> None:
+    said_in_june = datetime(2023, 6, 20, tzinfo=UTC)
+    assert _read("I met her on May 3rd.", said_in_june)[0][1] == "2023-05-03"
+    said_in_january = datetime(2024, 1, 10, tzinfo=UTC)
+    assert _read("The party was on 28 December.", said_in_january)[0][1] == "2023-12-28"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I may go to the park.",  # the verb, not the month
+        "I have been there for a year.",  # a duration
+        "We talked at dinner for a second.",
+        "We met on Friday.",  # past or next Friday: cannot be told
+        "I have been painting recently.",  # vague
+    ],
+)
+def test_words_that_name_no_period_are_left_alone(text: str) -> None:
+    assert resolve(text, SAID) == ()
+
+
+def test_several_expressions_in_order_and_a_naive_date_is_utc() -> None:
+    text = "Yesterday I booked it; the trip is next month."
+    spans = resolve(text, datetime(2023, 5, 8, 13, 56))
+    assert [s.phrase.lower() for s in spans] == ["yesterday", "next month"]
+    assert spans[0].start.tzinfo is UTC

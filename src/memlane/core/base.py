@@ -115,7 +115,7 @@ class Core:
         if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
         decoded = dict(json.loads(encoded))
-        depth, nul = _json_shape(decoded)
+        depth, nul = json_shape(decoded)
         if depth > MAX_JSON_DEPTH:
             # Deeper documents store fine but break every reader that recurses over them
             # (JSON encoders in servers, pydantic), taking the user's listings down.
@@ -374,7 +374,7 @@ MAX_JSON_DEPTH = 64
 """How deeply metadata and state documents may nest."""
 
 
-def _json_shape(value: object) -> tuple[int, bool]:
+def json_shape(value: object) -> tuple[int, bool]:
     """Nesting depth of a decoded JSON value (a scalar is 0) and whether any key or string
     holds a NUL character, in one walk without recursion."""
     deepest, nul, stack = 0, False, [(value, 0)]

@@ -4,11 +4,12 @@ helpers and the command group itself."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -144,7 +145,6 @@ def _filters(
     since: str | None,
     until: str | None,
     meta: Sequence[str],
-    include_superseded: bool = False,
 ) -> Filters:
     metadata: dict[str, Any] = {}
     for item in meta:
@@ -163,11 +163,26 @@ def _filters(
         since=_time(since),
         until=_time(until),
         metadata=metadata,
-        include_superseded=include_superseded,
     )
 
 
 def filter_options(f: F) -> F:
+    """``--kind``, ``--topic``, ``--session``, ``--since``, ``--until`` and ``--meta``,
+    handed to the command as one ``filters`` argument (a :class:`Filters`)."""
+
+    @functools.wraps(f)
+    def command(
+        *args: Any,
+        kind: Sequence[str],
+        topic: Sequence[str],
+        session: str | None,
+        since: str | None,
+        until: str | None,
+        meta: Sequence[str],
+        **kwargs: Any,
+    ) -> Any:
+        return f(*args, filters=_filters(kind, topic, session, since, until, meta), **kwargs)
+
     for decorator in reversed(
         [
             click.option(
@@ -180,8 +195,8 @@ def filter_options(f: F) -> F:
             click.option("--meta", multiple=True, help="KEY=VALUE metadata equality filter."),
         ]
     ):
-        f = decorator(f)
-    return f
+        command = decorator(command)
+    return cast(F, command)
 
 
 class _Group(click.Group):

@@ -256,7 +256,6 @@ class Core:
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
-        known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
@@ -265,16 +264,13 @@ class Core:
         too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
         Raises ConflictError when a write in the batch lost a race."""
-        written, _ = yield from self.insert_with(
-            records, extra, known, reason=reason, vector=vector
-        )
+        written, _ = yield from self.insert_with(records, extra, reason=reason, vector=vector)
         return written
 
     def insert_with(
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
-        known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
@@ -285,7 +281,7 @@ class Core:
         if vector is not None and not contexts:
             cache_write = vector
         else:
-            _, cache_write = yield from self.vectors([r.text for r in records] + contexts, known)
+            _, cache_write = yield from self.vectors([r.text for r in records] + contexts)
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )

@@ -131,7 +131,12 @@ def _line(record: MemoryRecord, score: float | None = None) -> str:
     return f"{head}{record.id}  {record.kind.value:<10} {record.text}{flags}"
 
 
+_FILTER_OPTIONS = ("kind", "topic", "session", "since", "until", "meta")
+"""The parameters of :func:`_filters`, each given by the option of its name."""
+
+
 def _filters(
+    *,
     kind: Sequence[str],
     topic: Sequence[str],
     session: str | None,
@@ -164,17 +169,9 @@ def filter_options(f: F) -> F:
     handed to the command as one ``filters`` argument (a :class:`Filters`)."""
 
     @functools.wraps(f)
-    def command(
-        *args: Any,
-        kind: Sequence[str],
-        topic: Sequence[str],
-        session: str | None,
-        since: str | None,
-        until: str | None,
-        meta: Sequence[str],
-        **kwargs: Any,
-    ) -> Any:
-        return f(*args, filters=_filters(kind, topic, session, since, until, meta), **kwargs)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        chosen = {name: kwargs.pop(name) for name in _FILTER_OPTIONS}
+        return f(*args, filters=_filters(**chosen), **kwargs)
 
     for decorator in reversed(
         [

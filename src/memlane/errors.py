@@ -38,7 +38,8 @@ class ValidationError(MemlaneError, ValueError):
 
 
 class ImportFormatError(ValidationError):
-    """A line of an import file is not a valid memlane export line."""
+    """A line of a JSON-lines input (an import file, the messages of ``memlane learn``)
+    is not what it must be."""
 
     def __init__(self, message: str, *, line: int | None = None) -> None:
         self.line = line

@@ -4,11 +4,12 @@ helpers and the command group itself."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -71,43 +72,36 @@ class _Context:
 pass_ctx = click.make_pass_decorator(_Context)
 
 
-def _store_given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is None:
-        return
-    if not value.strip():
-        raise click.BadParameter("is empty: give a store URL or a SQLite file path")
-    ctx.ensure_object(_Context).choose_store(value)
+def _context_option(
+    name: str, choose: Callable[[_Context, str], None], empty: str, help: str
+) -> Callable[[F], F]:
+    """An option for the group and for every command, so it may come before or after the
+    command name: a non-empty value goes to ``choose`` on the shared context."""
+
+    def given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+        if value is None:
+            return
+        if not value.strip():
+            raise click.BadParameter(f"is empty: {empty}")
+        choose(ctx.ensure_object(_Context), value)
+
+    return click.option(name, callback=given, expose_value=False, help=help)
 
 
-def store_option(f: F) -> F:
-    """``--store``: on the group and on every command that uses the store, so it may come
-    before or after the command name."""
-    return click.option(
-        "--store",
-        callback=_store_given,
-        expose_value=False,
-        help="Store URL (sqlite:///PATH, postgresql://..., memory://) or a SQLite file path. "
-        "Default: $MEMLANE_STORE, else memlane.db in the user data dir.",
-    )(f)
-
-
-def _embedder_given(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is None:
-        return
-    if not value.strip():
-        raise click.BadParameter("is empty: give an embedder name")
-    ctx.ensure_object(_Context).choose_embedder(value)
-
-
-def embedder_option(f: F) -> F:
-    """``--embedder``: on the group and on every command, before or after its name."""
-    return click.option(
-        "--embedder",
-        callback=_embedder_given,
-        expose_value=False,
-        help="Embedder spec: onnx (the bundled model), onnx:DIR, torch, torch:MODEL, "
-        "openai:MODEL, fake ... Default: $MEMLANE_EMBEDDER, else onnx.",
-    )(f)
+store_option = _context_option(
+    "--store",
+    _Context.choose_store,
+    "give a store URL or a SQLite file path",
+    "Store URL (sqlite:///PATH, postgresql://..., memory://) or a SQLite file path. "
+    "Default: $MEMLANE_STORE, else memlane.db in the user data dir.",
+)
+embedder_option = _context_option(
+    "--embedder",
+    _Context.choose_embedder,
+    "give an embedder name",
+    "Embedder spec: onnx (the bundled model), onnx:DIR, torch, torch:MODEL, "
+    "openai:MODEL, fake ... Default: $MEMLANE_EMBEDDER, else onnx.",
+)
 
 
 def user_option(f: F) -> F:
@@ -137,14 +131,18 @@ def _line(record: MemoryRecord, score: float | None = None) -> str:
     return f"{head}{record.id}  {record.kind.value:<10} {record.text}{flags}"
 
 
+_FILTER_OPTIONS = ("kind", "topic", "session", "since", "until", "meta")
+"""The parameters of :func:`_filters`, each given by the option of its name."""
+
+
 def _filters(
+    *,
     kind: Sequence[str],
     topic: Sequence[str],
     session: str | None,
     since: str | None,
     until: str | None,
     meta: Sequence[str],
-    include_superseded: bool = False,
 ) -> Filters:
     metadata: dict[str, Any] = {}
     for item in meta:
@@ -163,11 +161,18 @@ def _filters(
         since=_time(since),
         until=_time(until),
         metadata=metadata,
-        include_superseded=include_superseded,
     )
 
 
 def filter_options(f: F) -> F:
+    """``--kind``, ``--topic``, ``--session``, ``--since``, ``--until`` and ``--meta``,
+    handed to the command as one ``filters`` argument (a :class:`Filters`)."""
+
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        chosen = {name: kwargs.pop(name) for name in _FILTER_OPTIONS}
+        return f(*args, filters=_filters(**chosen), **kwargs)
+
     for decorator in reversed(
         [
             click.option(
@@ -180,8 +185,8 @@ def filter_options(f: F) -> F:
             click.option("--meta", multiple=True, help="KEY=VALUE metadata equality filter."),
         ]
     ):
-        f = decorator(f)
-    return f
+        command = decorator(command)
+    return cast(F, command)
 
 
 class _Group(click.Group):

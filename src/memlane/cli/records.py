@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -11,7 +12,6 @@ from memlane.cli._base import (
     KINDS,
     _Context,
     _echo_json,
-    _filters,
     _line,
     _positive_days,
     _time,
@@ -23,7 +23,7 @@ from memlane.cli._base import (
 )
 from memlane.core.search import RECIPES
 from memlane.errors import ValidationError
-from memlane.models import SearchHit
+from memlane.models import Filters, SearchHit
 
 
 @cli.command()
@@ -94,12 +94,7 @@ def search(
     limit: int,
     recipe: str,
     explain: bool,
-    kind: tuple[str, ...],
-    topic: tuple[str, ...],
-    session: str | None,
-    since: str | None,
-    until: str | None,
-    meta: tuple[str, ...],
+    filters: Filters,
     as_json: bool,
 ) -> None:
     """Find a user's memories most relevant to QUERY."""
@@ -109,7 +104,7 @@ def search(
         limit=limit,
         recipe=recipe,
         explain=explain or as_json,
-        filters=_filters(kind, topic, session, since, until, meta),
+        filters=filters,
     )
     if as_json:
         _echo_json([h.to_dict() for h in hits])
@@ -145,12 +140,7 @@ def list_(
     limit: int,
     cursor: str | None,
     all_versions: bool,
-    kind: tuple[str, ...],
-    topic: tuple[str, ...],
-    session: str | None,
-    since: str | None,
-    until: str | None,
-    meta: tuple[str, ...],
+    filters: Filters,
     as_json: bool,
 ) -> None:
     """List a user's memories, newest first, one page at a time."""
@@ -158,7 +148,7 @@ def list_(
         user_id=user_id,
         limit=limit,
         cursor=cursor,
-        filters=_filters(kind, topic, session, since, until, meta, all_versions),
+        filters=dataclasses.replace(filters, include_superseded=all_versions),
     )
     if as_json:
         _echo_json({"items": [r.to_dict() for r in page.items], "next_cursor": page.next_cursor})

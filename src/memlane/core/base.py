@@ -115,7 +115,7 @@ class Core:
         if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
         decoded = dict(json.loads(encoded))
-        depth, nul = _json_shape(decoded)
+        depth, nul = json_shape(decoded)
         if depth > MAX_JSON_DEPTH:
             # Deeper documents store fine but break every reader that recurses over them
             # (JSON encoders in servers, pydantic), taking the user's listings down.
@@ -256,7 +256,6 @@ class Core:
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
-        known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
@@ -265,16 +264,13 @@ class Core:
         too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
         Raises ConflictError when a write in the batch lost a race."""
-        written, _ = yield from self.insert_with(
-            records, extra, known, reason=reason, vector=vector
-        )
+        written, _ = yield from self.insert_with(records, extra, reason=reason, vector=vector)
         return written
 
     def insert_with(
         self,
         records: Sequence[MemoryRecord],
         extra: Iterable[ops.Op[Any]] = (),
-        known: Mapping[str, Vector] | None = None,
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
@@ -285,7 +281,7 @@ class Core:
         if vector is not None and not contexts:
             cache_write = vector
         else:
-            _, cache_write = yield from self.vectors([r.text for r in records] + contexts, known)
+            _, cache_write = yield from self.vectors([r.text for r in records] + contexts)
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
@@ -374,7 +370,7 @@ MAX_JSON_DEPTH = 64
 """How deeply metadata and state documents may nest."""
 
 
-def _json_shape(value: object) -> tuple[int, bool]:
+def json_shape(value: object) -> tuple[int, bool]:
     """Nesting depth of a decoded JSON value (a scalar is 0) and whether any key or string
     holds a NUL character, in one walk without recursion."""
     deepest, nul, stack = 0, False, [(value, 0)]

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -107,19 +107,9 @@ class Report:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "overall": self.overall,
-            "by_category": self.by_category,
-            "latency_ms": self.latency_ms,
-            "ingest_turns_per_s": self.ingest_turns_per_s,
-            "peak_rss_mb": self.peak_rss_mb,
-            "questions": self.questions,
-            "skipped_questions": self.skipped_questions,
-            "conversations": self.conversations,
-            "recipe": self.recipe,
-            "memories": self.memories,
-            **self.extra,
-        }
+        """Every measurement by its field name, with ``extra``'s entries beside them."""
+        measured = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**measured, **self.extra}
 
     def to_markdown(self) -> str:
         head = "| scope | n | " + " | ".join(f"R@{k}" for k in KS) + " | "

@@ -68,21 +68,13 @@ def learn(
 ) -> None:
     """Extract memories from a conversation with the configured chat model
     (MEMLANE_LLM_BASE_URL, MEMLANE_LLM_MODEL) and print what happened to each."""
-    from memlane.errors import ValidationError
-
-    messages = []
-    for n, line in enumerate(source, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"line {n}: not JSON ({exc.msg})") from exc
-        messages.append(row)
     from memlane.errors import NoModelError
     from memlane.manager import MemoryManager
     from memlane.manager.results import conversation_text
     from memlane.models import check_id
+    from memlane.transfer import read_numbered_jsonl
+
+    messages = [row for _, row in read_numbered_jsonl(source)]
 
     # Bad input first, then the missing model: either way before the store is touched.
     check_id("user_id", user_id)

@@ -27,7 +27,7 @@ from typing import Any
 
 from langgraph.store.base import get_text_at_path, tokenize_path
 
-from memlane.core.base import MAX_JSON_DEPTH
+from memlane.core.base import MAX_JSON_DEPTH, json_shape
 from memlane.errors import ValidationError
 from memlane.models import MemoryRecord, from_iso, to_iso
 
@@ -201,7 +201,7 @@ def check_value(value: object) -> dict[str, Any]:
         raise ValidationError(f"a LangGraph item's value must be JSON: {exc}") from exc
     except RecursionError as exc:
         raise ValidationError("a LangGraph item's value is nested too deeply") from exc
-    depth, nul = _shape(decoded)
+    depth, nul = json_shape(decoded)
     if depth >= MAX_JSON_DEPTH:  # the value sits one level down in the memory's metadata
         raise ValidationError(f"a LangGraph item's value nests {depth} levels deep")
     if nul:
@@ -209,21 +209,13 @@ def check_value(value: object) -> dict[str, Any]:
     return dict(value)
 
 
-def _shape(value: Any) -> tuple[int, bool]:
-    """Nesting depth of decoded JSON (a scalar is 0) and whether a key or string holds
-    a NUL character."""
-    deepest, nul, stack = 0, False, [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(item, str):
-            nul = nul or "\x00" in item
-        elif isinstance(item, dict):
-            nul = nul or any("\x00" in k for k in item)
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
-    return deepest, nul
+def check_key(key: object) -> str:
+    """An item key is a string without a NUL character (PostgreSQL cannot store one)."""
+    if not isinstance(key, str):
+        raise ValidationError(f"a LangGraph item key must be a string, got {key!r}")
+    if "\x00" in key:
+        raise ValidationError("a LangGraph item key cannot contain a NUL character (\\x00)")
+    return key
 
 
 def check_ttl(ttl: object) -> float | None:

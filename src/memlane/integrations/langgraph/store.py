@@ -42,14 +42,14 @@ from memlane.api import AsyncMemory, Memory
 from memlane.core.search import SearchRecipe
 from memlane.effects import adrive, drive
 from memlane.errors import (
-    ConfigurationError,
     ConflictError,
     MemlaneError,
     NotFoundError,
     ValidationError,
 )
+from memlane.integrations.langgraph import config
 from memlane.integrations.langgraph import items as it
-from memlane.models import Filters, MemoryRecord, SearchHit, check_id, to_iso
+from memlane.models import Filters, MemoryRecord, SearchHit, check_count, check_id, to_iso
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -144,22 +144,13 @@ class MemlaneStore(BaseStore):
         recipe: str | SearchRecipe = "hybrid",
     ) -> None:
         """Raises ValidationError (user arguments), ConfigurationError (index, ttl)."""
-        self._sync, self._async = _twins(memory)
+        self._sync, self._async = config.twins(memory)
         self._clock = self._sync.core.clock
         self._config = self._sync.core.config
-        if user_id is not None and user_position is not None:
-            raise ValidationError("give user_id (one user) or user_position, not both")
-        self.user_id = None if user_id is None else check_id("user_id", user_id)
-        if user_id is None:
-            user_position = 0 if user_position is None else user_position
-            if isinstance(user_position, bool) or not isinstance(user_position, int):
-                raise ValidationError(f"user_position must be an int, got {user_position!r}")
-            if user_position < 0:
-                raise ValidationError(f"user_position must be >= 0, got {user_position}")
-        self.user_position = user_position
-        self.index_config = _check_index(index)
+        self.user_id, self.user_position = config.check_user(user_id, user_position)
+        self.index_config = config.check_index(index)
         self.fields = it.check_fields(self.index_config.get("fields") or ["$"], "index fields")
-        self.ttl_config = _check_ttl_config(ttl)
+        self.ttl_config = config.check_ttl_config(ttl)
         self.recipe = recipe
         self._sweeper: tuple[threading.Thread, threading.Event] | None = None
 
@@ -232,7 +223,7 @@ class MemlaneStore(BaseStore):
             raise NamespaceError(str(exc)) from exc
         if isinstance(op, GetOp):
             self._user(op.namespace)
-            return self._get(op.namespace, _key(op.key), bool(op.refresh_ttl))
+            return self._get(op.namespace, it.check_key(op.key), bool(op.refresh_ttl))
         if isinstance(op, PutOp):
             return self._put(self._check_put(op))
         if isinstance(op, SearchOp):
@@ -304,7 +295,7 @@ class MemlaneStore(BaseStore):
 
     def _check_search(self, op: SearchOp) -> _Plan[list[SearchItem]]:
         prefix, query = tuple(op.namespace_prefix), op.query
-        limit, offset = _count("limit", op.limit), _count("offset", op.offset)
+        limit, offset = _page(op)
         value_filter = it.check_filter(op.filter)
         if query is not None and not isinstance(query, str):
             raise ValidationError(f"query must be a string or None, got {type(query)!r}")
@@ -402,9 +393,9 @@ class MemlaneStore(BaseStore):
         return found if wanted is None else found[:wanted]
 
     def _check_list_namespaces(self, op: ListNamespacesOp) -> _Plan[list[it.Namespace]]:
-        limit, offset = _count("limit", op.limit), _count("offset", op.offset)
+        limit, offset = _page(op)
         if op.max_depth is not None:
-            _count("max_depth", op.max_depth, minimum=1)
+            check_count("max_depth", op.max_depth, minimum=1)
         conditions = tuple(op.match_conditions or ())
         for c in conditions:
             it.matches_path((), (), c.match_type)  # refuses an unknown match type
@@ -489,7 +480,7 @@ class MemlaneStore(BaseStore):
         if not namespace:
             raise NamespaceError("Namespace cannot be empty.")
         self._user(namespace)
-        key = _key(op.key)
+        key = it.check_key(op.key)
         if op.value is None:
             return _Write(namespace, key, None)
         value = it.check_value(op.value)
@@ -514,92 +505,13 @@ class MemlaneStore(BaseStore):
 # ---------------------------------------------------------------------------- functions
 
 
-def _twins(memory: Memory | AsyncMemory) -> tuple[Memory, AsyncMemory]:
-    """A blocking and an async memory over one store, embedder, clock and config."""
-    if isinstance(memory, Memory):
-        other = AsyncMemory(
-            memory.store, embedder=memory.embedder, clock=memory.core.clock,
-            config=memory.core.config,
-        )  # fmt: skip
-        return memory, other
-    if isinstance(memory, AsyncMemory):
-        sync = Memory(
-            memory.store, embedder=memory.embedder, clock=memory.core.clock,
-            config=memory.core.config,
-        )  # fmt: skip
-        return sync, memory
-    raise ValidationError(f"MemlaneStore needs a memlane Memory or AsyncMemory, got {memory!r}")
-
-
-def _check_index(index: object) -> IndexConfig:
-    if index is None:
-        return {}
-    if not isinstance(index, Mapping):
-        raise ConfigurationError(f"index must be a LangGraph IndexConfig dict, got {index!r}")
-    unknown = sorted(set(index) - {"dims", "embed", "fields"})
-    if unknown:
-        raise ConfigurationError(f"unknown index settings {unknown} (dims, embed, fields)")
-    if index.get("embed") is not None:
-        raise ConfigurationError(
-            "MemlaneStore embeds with the Memory's embedder: build Memory(embedder=...) "
-            "instead of passing index['embed']"
-        )
-    dims = index.get("dims")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
-        raise ConfigurationError(f"index dims must be a positive integer, got {dims!r}")
-    config: IndexConfig = {}
-    if dims is not None:
-        config["dims"] = dims
-    if index.get("fields") is not None:
-        config["fields"] = list(it.check_fields(index["fields"], "index fields"))
-    return config
-
-
-def _check_ttl_config(ttl: object) -> TTLConfig:
-    if ttl is None:
-        return {}
-    if not isinstance(ttl, Mapping):
-        raise ConfigurationError(f"ttl must be a LangGraph TTLConfig dict, got {ttl!r}")
-    known = {"default_ttl", "refresh_on_read", "sweep_interval_minutes", "omit_expired"}
-    unknown = sorted(set(ttl) - known)
-    if unknown:
-        raise ConfigurationError(f"unknown ttl settings {unknown} ({', '.join(sorted(known))})")
-    if ttl.get("omit_expired", True) is not True:
-        raise ConfigurationError(
-            "memlane never returns expired items: omit_expired=False cannot be honoured"
-        )
-    refresh = ttl.get("refresh_on_read", True)
-    if not isinstance(refresh, bool):
-        raise ConfigurationError(f"ttl refresh_on_read must be a bool, got {refresh!r}")
-    try:
-        default = it.check_ttl(ttl.get("default_ttl"))
-    except ValidationError as exc:
-        raise ConfigurationError(f"ttl default_ttl: {exc}") from exc
-    sweep = ttl.get("sweep_interval_minutes")
-    if sweep is not None and (isinstance(sweep, bool) or not isinstance(sweep, int | float)):
-        raise ConfigurationError(f"ttl sweep_interval_minutes must be minutes, got {sweep!r}")
-    config: TTLConfig = {"refresh_on_read": refresh, "default_ttl": default}
-    if sweep is not None:
-        config["sweep_interval_minutes"] = int(sweep)
-    return config
-
-
 def _meta(metadata: dict[str, Any]) -> Filters:
     return Filters(metadata=metadata)
 
 
-def _key(key: object) -> str:
-    if not isinstance(key, str):
-        raise ValidationError(f"a LangGraph item key must be a string, got {key!r}")
-    if "\x00" in key:
-        raise ValidationError("a LangGraph item key cannot contain a NUL character (\\x00)")
-    return key
-
-
-def _count(name: str, value: object, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _page(op: SearchOp | ListNamespacesOp) -> tuple[int, int]:
+    """The checked ``limit`` and ``offset`` of a search or a namespace listing."""
+    return check_count("limit", op.limit, minimum=0), check_count("offset", op.offset, minimum=0)
 
 
 def _item(record: MemoryRecord) -> Item:

@@ -1,0 +1,56 @@
+"""The values memlane stores and returns.
+
+All are immutable dataclasses, one module per area: the plain values they are made of
+(``basics``: times, text hashes, checked ids, the scope), memories and their history
+(``records``), sessions (``sessions``), background jobs (``jobs``) and what a listing or
+search asks and returns (``queries``). Those that are stored convert to and from JSON-ready
+dicts in one way (``codec``). Import them from here.
+"""
+
+from memlane.models.basics import (
+    ANONYMOUS_USER,
+    MAX_ID_CHARS,
+    Scope,
+    check_count,
+    check_id,
+    content_hash,
+    from_iso,
+    normalize_text,
+    opt_iso,
+    opt_time,
+    to_iso,
+    utcnow,
+)
+from memlane.models.jobs import Job, JobStatus
+from memlane.models.queries import Filters, Page, SearchHit
+from memlane.models.records import HistoryAction, HistoryEvent, MemoryKind, MemoryRecord
+from memlane.models.sessions import Message, Run, Session, StateVersion, WorkflowState
+
+__all__ = [
+    "ANONYMOUS_USER",
+    "MAX_ID_CHARS",
+    "Filters",
+    "HistoryAction",
+    "HistoryEvent",
+    "Job",
+    "JobStatus",
+    "MemoryKind",
+    "MemoryRecord",
+    "Message",
+    "Page",
+    "Run",
+    "Scope",
+    "SearchHit",
+    "Session",
+    "StateVersion",
+    "WorkflowState",
+    "check_count",
+    "check_id",
+    "content_hash",
+    "from_iso",
+    "normalize_text",
+    "opt_iso",
+    "opt_time",
+    "to_iso",
+    "utcnow",
+]

@@ -1,0 +1,138 @@
+"""Queries: which records a list or search considers, and what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from memlane.errors import ValidationError
+from memlane.models.basics import check_id
+from memlane.models.records import MemoryKind, MemoryRecord
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which records a list or search considers, within a user's scope.
+
+    ``since``/``until`` bound the record's effective time (event time when known, else
+    creation time), inclusive. ``metadata`` matches top-level keys by equality.
+    ``topics`` matches records having any of the given topics. ``include_shared`` with
+    ``agent_id`` also matches the user's shared records (of no agent): what that agent
+    may see (:mod:`memlane.access`). ``shared_only`` matches only the shared records
+    (``agent_id`` None alone means any agent).
+    """
+
+    kinds: tuple[MemoryKind, ...] = ()
+    topics: tuple[str, ...] = ()
+    agent_id: str | None = None
+    team: str | None = None
+    session_id: str | None = None
+    key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    include_superseded: bool = False
+    include_deleted: bool = False
+    include_shared: bool = False
+    shared_only: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            kinds = tuple(MemoryKind(k) for k in self.kinds)
+        except ValueError as exc:
+            allowed = ", ".join(k.value for k in MemoryKind)
+            raise ValidationError(f"unknown kind in filter ({allowed} allowed): {exc}") from exc
+        object.__setattr__(self, "kinds", kinds)
+        if isinstance(self.topics, str) or not all(isinstance(t, str) for t in self.topics):
+            raise ValidationError("filter topics must be a sequence of strings")
+        object.__setattr__(self, "topics", tuple(self.topics))
+        # No stored text holds a NUL (writes refuse it), and PostgreSQL cannot even compare
+        # one: every backend refuses it here alike instead of erring or matching nothing.
+        if any("\x00" in t for t in self.topics):
+            raise ValidationError("filter topics cannot contain a NUL character (\\x00)")
+        for name in ("agent_id", "team", "session_id", "key"):
+            check_id(name, getattr(self, name), required=False)
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise ValidationError(f"filter {name} must be a timezone-aware datetime")
+        if self.since and self.until and self.since > self.until:
+            raise ValidationError("filter since is after until")
+        if not isinstance(self.metadata, Mapping):
+            raise ValidationError("filter metadata must be a mapping of key to value")
+        for k, v in self.metadata.items():
+            if not isinstance(k, str) or not k or '"' in k or "\\" in k:
+                raise ValidationError(
+                    'filter metadata keys must be non-empty strings without " or \\'
+                )
+            if "\x00" in k or (isinstance(v, str) and "\x00" in v):
+                raise ValidationError(
+                    f"filter metadata for {k!r} cannot contain a NUL character (\\x00)"
+                )
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+                raise ValidationError(f"filter metadata value for {k!r} is out of range")
+            if not isinstance(v, str | int | float | bool) or v is None:
+                raise ValidationError(
+                    f"filter metadata value for {k!r} must be a string, number or bool"
+                )
+
+    def matches(self, record: MemoryRecord, now: datetime) -> bool:
+        """The reference predicate every store must agree with (conformance-tested)."""
+        if record.is_expired(now):
+            return False
+        if record.deleted_at is not None and not self.include_deleted:
+            return False
+        if not record.is_current and record.deleted_at is None and not self.include_superseded:
+            return False
+        if self.kinds and record.kind not in self.kinds:
+            return False
+        if self.topics and not set(self.topics) & set(record.topics):
+            return False
+        for name in ("agent_id", "team", "session_id", "key"):
+            wanted = getattr(self, name)
+            shared = name == "agent_id" and self.include_shared and record.agent_id is None
+            if wanted is not None and getattr(record, name) != wanted and not shared:
+                return False
+        if self.shared_only and record.agent_id is not None:
+            return False
+        t = record.effective_time
+        if self.since is not None and t < self.since:
+            return False
+        if self.until is not None and t > self.until:
+            return False
+        return all(
+            k in record.metadata and _same(record.metadata[k], v) for k, v in self.metadata.items()
+        )
+
+
+def _same(a: Any, b: Any) -> bool:
+    # bool is an int in Python but not in JSON: keep them apart, as SQL does.
+    return type(a) is type(b) and a == b if isinstance(a, bool) or isinstance(b, bool) else a == b
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A record found by search, its score and, when asked, how the score was made."""
+
+    record: MemoryRecord
+    score: float
+    explanation: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "record": self.record.to_dict(),
+            "score": self.score,
+            "explanation": None if self.explanation is None else dict(self.explanation),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_cursor`` back to get the next page."""
+
+    items: tuple[T, ...]
+    next_cursor: str | None

@@ -1,0 +1,110 @@
+"""Memories and their history: what :meth:`Memory.add` writes and search returns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from memlane.models.codec import DictCodec
+
+
+class MemoryKind(StrEnum):
+    """What a memory record holds."""
+
+    FACT = "fact"
+    PREFERENCE = "preference"
+    EPISODE = "episode"  # one raw message or turn, as said
+    SUMMARY = "summary"
+    PROCEDURE = "procedure"
+    KEYED_FACT = "keyed_fact"
+
+
+class HistoryAction(StrEnum):
+    """A change recorded in a memory's history."""
+
+    ADD = "add"
+    UPDATE = "update"
+    SUPERSEDE = "supersede"
+    DELETE = "delete"
+    RESTORE = "restore"
+    EXPIRE = "expire"
+
+
+def _dict_to_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord(DictCodec):
+    """One memory: a fact, preference, episode, summary, procedure or keyed fact."""
+
+    _label: ClassVar[str] = "memory record"
+
+    id: str
+    user_id: str
+    kind: MemoryKind
+    text: str
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    agent_id: str | None = None
+    team: str | None = None
+    session_id: str | None = None
+    key: str | None = None
+    topics: tuple[str, ...] = ()
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    event_at: datetime | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    superseded_by: str | None = None
+    expires_at: datetime | None = None
+    deleted_at: datetime | None = None
+    access_count: int = 0
+    last_accessed_at: datetime | None = None
+    source_ids: tuple[str, ...] = ()
+    actor: str | None = None
+    context_hash: str | None = None
+    """Hash of the text embedded as this memory's context (an episode with the turns
+    before it); None when the memory has no context of its own."""
+
+    @property
+    def is_current(self) -> bool:
+        """True while the record is neither superseded nor deleted."""
+        return self.superseded_by is None and self.valid_to is None and self.deleted_at is None
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def effective_time(self) -> datetime:
+        """When the content happened if known, else when it was recorded."""
+        return self.event_at or self.created_at
+
+    def evolve(self, **changes: Any) -> MemoryRecord:
+        return replace(self, **changes)
+
+    def metadata_json(self) -> str:
+        return _dict_to_json(self.metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent(DictCodec):
+    """One recorded change of a memory. ``snapshot`` is the record after the change."""
+
+    _label: ClassVar[str] = "history event"
+
+    id: str
+    record_id: str
+    user_id: str
+    action: HistoryAction
+    version: int
+    at: datetime
+    actor: str | None = None
+    reason: str | None = None
+    snapshot: Mapping[str, Any] | None = None

@@ -227,3 +227,21 @@ def test_migrate_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
         ["migrate", str(tmp_path / "cli.db"), str(tmp_path / "b.db")], tmp_path, tty=True
     )
     assert code == 0 and "users: 100%" in err, (out, err)
+
+
+def test_a_dict_made_from_a_record_is_a_copy_all_the_way_down() -> None:
+    from datetime import UTC, datetime
+
+    from memlane.models import MemoryKind, MemoryRecord, Message, content_hash
+
+    now = datetime(2024, 1, 1, tzinfo=UTC)
+    record = MemoryRecord(
+        "r1", "u", MemoryKind.FACT, "t", content_hash("t"), now, now,
+        metadata={"nested": {"tags": ["a"]}},
+    )  # fmt: skip
+    out = record.to_dict()
+    out["metadata"]["nested"]["tags"].append("b")
+    assert record.metadata == {"nested": {"tags": ["a"]}}
+    message = Message("m1", "u", "s1", "r1", 1, "user", "hi", now, metadata={"k": ["v"]})
+    message.to_dict()["metadata"]["k"].append("w")
+    assert message.metadata == {"k": ["v"]}

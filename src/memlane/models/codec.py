@@ -8,9 +8,10 @@ export format (:mod:`memlane.transfer`), the Redis tier and the job rows all go 
 
 from __future__ import annotations
 
+import copy
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import Field, fields
+from dataclasses import MISSING, Field, fields
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -51,6 +52,9 @@ class DictCodec:
             unknown = set(data) - decoders.keys()
             if unknown:
                 raise ValidationError(f"unknown {cls._label} fields: {sorted(unknown)}")
+            missing = _required(cls) - set(data)
+            if missing:
+                raise ValidationError(f"malformed {cls._label}: missing {sorted(missing)}")
             return cls(**{name: decoders[name](value) for name, value in data.items()})
         except ValidationError:
             raise
@@ -59,16 +63,22 @@ class DictCodec:
 
 
 def _plain(value: Any) -> Any:
-    """A field's value as JSON holds it (a shallow conversion: nested values are kept)."""
+    """A field's value as JSON holds it. Mappings and lists are copied all the way down,
+    so changing the dict never changes the stored value it came from."""
     if isinstance(value, datetime):
         return to_iso(value)
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, tuple):
         return list(value)
-    if isinstance(value, Mapping):
-        return dict(value)
+    if isinstance(value, Mapping | list):
+        return copy.deepcopy(dict(value) if isinstance(value, Mapping) else value)
     return value
+
+
+def _required(cls: type[DictCodec]) -> set[str]:
+    """The fields of ``cls`` that have no default."""
+    return {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
 
 
 _FIELD_DECODERS: dict[type[DictCodec], dict[str, Decode]] = {}

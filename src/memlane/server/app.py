@@ -16,6 +16,7 @@ Where things are: :mod:`~memlane.server.routes` (one router per area),
 """
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -87,7 +88,22 @@ def create_app(
         # (the 405 answer's Allow header and the tests read it).
         app.router.routes.extend(router.routes)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with each operation's path parameters in the order its path
+    names them (FastAPI lists a handler's own before its dependencies': the user id, taken
+    by :data:`~memlane.server.routes.common.UserCall`, would come after the memory id),
+    so a generated client's positional arguments follow the path."""
+    schema = FastAPI.openapi(app)
+    for path, item in schema["paths"].items():
+        for op in item.values():
+            op.get("parameters", []).sort(
+                key=lambda p: path.find("{" + p["name"] + "}") if p["in"] == "path" else len(path)
+            )
+    return schema
 
 
 def _mcp_apps(memory: AsyncMemory, keys: KeyStore, host: str) -> list[tuple[str, Any, ASGIApp]]:

@@ -133,6 +133,7 @@ async def caller(
     found = await keys.acheck(token)
     if found is None:
         raise Unauthorized("invalid or revoked API key")
+    request.state.tenant = found.grant.tenant  # how errors name the users (errors.py)
     return Caller(found.grant, found.key_id)
 
 

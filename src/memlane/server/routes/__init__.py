@@ -1,7 +1,7 @@
 """The REST API's routers, one per area, in the order the OpenAPI document lists them.
 
 To add a REST route: put it in its area's module (or a new one listed in
-:data:`ROUTERS`), take ``caller: CallerDep`` (the key's grant) and ``srv: State`` (the
+XX
 memory), ask ``caller.scope(action, user_id, agent_id)`` first and return
 ``caller.out(...)`` for anything holding a store user id."""
 

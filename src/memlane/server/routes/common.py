@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from memlane.access import Action, visible
 from memlane.api import AsyncMemory
@@ -19,9 +20,11 @@ from memlane.models import Scope as UserScope
 from memlane.server.auth import Caller, CallerDep, own_record
 from memlane.server.keys import KeyStore
 from memlane.server.metrics import Metrics
+from memlane.server.responses import public
 from memlane.server.schemas import V1_ERRORS, AgentQuery, UserId, errors
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +92,10 @@ class Call:
     def memory(self) -> AsyncMemory:
         return self.srv.memory
 
-    def out(self, value: dict[str, Any]) -> dict[str, Any]:
-        """:meth:`Caller.out`: store user ids become the tenant's."""
-        return self.caller.out(value)
+    def out(self, model: type[_Model], value: dict[str, Any]) -> _Model:
+        """``value`` (memlane objects' ``to_dict()``) as the response ``model``, naming
+        users as the caller's tenant does (:func:`~memlane.server.responses.public`)."""
+        return public(model, value, self.caller.tenant)
 
     def scope(self, action: Action, agent_id: str | None = None) -> UserScope:
         """Where the caller may do ``action`` for the user as ``agent_id`` (else the

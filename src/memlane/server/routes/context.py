@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from memlane.access import Action
+from memlane.server.responses import ContextOut
 from memlane.server.routes.common import Area, UserCall
 from memlane.server.schemas import ContextBody
 
@@ -13,8 +12,8 @@ router = area.router
 
 
 @area.route("POST", "/context")
-async def build_context(body: ContextBody, call: UserCall) -> dict[str, Any]:
+async def build_context(body: ContextBody, call: UserCall) -> ContextOut:
     stored = call.scope(Action.READ_ALL).user_id
     # Unset fields (None) are the defaults of Memory.build_context.
     ctx = await call.memory.build_context(user_id=stored, **body.model_dump(exclude_none=True))
-    return ctx.to_dict()
+    return ContextOut.model_validate(ctx.to_dict())

@@ -9,6 +9,7 @@ from memlane.access import Action, visible
 from memlane.errors import NoModelError, NotFoundError
 from memlane.manager.flows import conversation_text
 from memlane.ports import store as ops
+from memlane.server.responses import JobOut, JobsOut
 from memlane.server.routes.common import AgentCall, Area, UserCall
 from memlane.server.schemas import JobId, LearnBody
 
@@ -17,7 +18,7 @@ router = area.router
 
 
 @area.route("POST", "/learn", 501, status_code=202)
-async def learn(body: LearnBody, call: UserCall) -> dict[str, Any]:
+async def learn(body: LearnBody, call: UserCall) -> JobOut:
     where = await call.session(Action.WRITE, body.session_id, agent_id=body.agent_id, writing=True)
     messages = [(m.role, m.content) for m in body.messages]
     manager = call.srv.manager
@@ -27,23 +28,23 @@ async def learn(body: LearnBody, call: UserCall) -> dict[str, Any]:
     job = manager.process_in_background(  # validates, then needs the model
         messages, user_id=where.user_id, session_id=body.session_id, agent_id=where.agent_id
     )
-    return call.out(job.to_dict())
+    return call.out(JobOut, job.to_dict())
 
 
 @area.route("GET", "/jobs/{job_id}")
-async def get_job(job_id: JobId, call: AgentCall) -> dict[str, Any]:
+async def get_job(job_id: JobId, call: AgentCall) -> JobOut:
     where = call.scope(Action.READ)
     job = (await call.memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
     if job is None or not visible(where, job.agent_id):
         raise NotFoundError(f"no job {job_id!r}")
-    return call.out(_job_dict(job))
+    return call.out(JobOut, _job_dict(job))
 
 
 @area.route("GET", "/jobs")
-async def list_jobs(call: UserCall) -> dict[str, Any]:
+async def list_jobs(call: UserCall) -> JobsOut:
     stored = call.scope(Action.READ_ALL).user_id
     jobs = (await call.memory.store.abatch([ops.ListJobs(stored)]))[0]
-    return {"jobs": [call.out(_job_dict(j)) for j in jobs]}
+    return call.out(JobsOut, {"jobs": [_job_dict(j) for j in jobs]})
 
 
 _PLAIN_ERRORS = ("ValidationError:", "ConflictError:", "NotFoundError:")

@@ -5,13 +5,14 @@ A call acting as an agent sees that agent's memories and the user's shared ones
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Query
 
 from memlane.access import Action, visible, visible_filters
 from memlane.errors import no_history
 from memlane.models import Filters
+from memlane.server.responses import HistoryOut, HitsOut, MemoryOut, MemoryPage
 from memlane.server.routes.common import AgentCall, Area, UserCall
 from memlane.server.schemas import AddBody, MemoryId, SearchBody, SupersedeBody, UpdateBody
 
@@ -20,13 +21,13 @@ router = area.router
 
 
 @area.route("POST", "/memories", 409, status_code=201)
-async def add_memory(body: AddBody, call: UserCall) -> dict[str, Any]:
+async def add_memory(body: AddBody, call: UserCall) -> MemoryOut:
     # An agent writes to its own or shared sessions.
     where = await call.session(Action.WRITE, body.session_id, agent_id=body.agent_id, writing=True)
     record = await call.memory.add(
         **body.arguments(), user_id=where.user_id, agent_id=where.agent_id, actor=call.caller.actor
     )
-    return call.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
 @area.route("GET", "/memories")
@@ -38,7 +39,7 @@ async def list_memories(
     include_superseded: bool = False,
     include_deleted: bool = False,
     newest_first: bool = True,
-) -> dict[str, Any]:
+) -> MemoryPage:
     where = call.scope(Action.READ)
     f = Filters(
         kinds=tuple(kind or ()),  # type: ignore[arg-type]  # Filters validates
@@ -52,16 +53,17 @@ async def list_memories(
         limit=limit,
         newest_first=newest_first,
     )
-    return {"items": [call.out(r.to_dict()) for r in page.items], "next_cursor": page.next_cursor}
+    items = [r.to_dict() for r in page.items]
+    return call.out(MemoryPage, {"items": items, "next_cursor": page.next_cursor})
 
 
 @area.route("GET", "/memories/{memory_id}")
-async def get_memory(memory_id: MemoryId, call: AgentCall) -> dict[str, Any]:
-    return call.out((await call.owned(Action.READ, memory_id)).to_dict())
+async def get_memory(memory_id: MemoryId, call: AgentCall) -> MemoryOut:
+    return call.out(MemoryOut, (await call.owned(Action.READ, memory_id)).to_dict())
 
 
 @area.route("PATCH", "/memories/{memory_id}", 409)
-async def update_memory(memory_id: MemoryId, body: UpdateBody, call: AgentCall) -> dict[str, Any]:
+async def update_memory(memory_id: MemoryId, body: UpdateBody, call: AgentCall) -> MemoryOut:
     old = await call.owned(Action.WRITE, memory_id)
     changes = body.model_dump(exclude_none=True, exclude={"expected_version", "reason"})
     record = await call.memory.update(
@@ -72,41 +74,39 @@ async def update_memory(memory_id: MemoryId, body: UpdateBody, call: AgentCall) 
         actor=call.caller.actor,
         **changes,
     )
-    return call.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
 @area.route("POST", "/memories/{memory_id}/supersede", 409)
-async def supersede_memory(
-    memory_id: MemoryId, body: SupersedeBody, call: AgentCall
-) -> dict[str, Any]:
+async def supersede_memory(memory_id: MemoryId, body: SupersedeBody, call: AgentCall) -> MemoryOut:
     old = await call.owned(Action.WRITE, memory_id)
     record = await call.memory.supersede(
         memory_id, body.text, user_id=old.user_id, reason=body.reason, actor=call.caller.actor
     )
-    return call.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
 # A write that lost a race to a concurrent one (two deletes at once) answers 409.
 @area.route("DELETE", "/memories/{memory_id}", 409)
 async def delete_memory(
     memory_id: MemoryId, call: AgentCall, reason: str | None = None
-) -> dict[str, Any]:
+) -> MemoryOut:
     old = await call.owned(Action.WRITE, memory_id)
     record = await call.memory.delete(
         memory_id, user_id=old.user_id, reason=reason, actor=call.caller.actor
     )
-    return call.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
 @area.route("POST", "/memories/{memory_id}/restore", 409)
-async def restore_memory(memory_id: MemoryId, call: AgentCall) -> dict[str, Any]:
+async def restore_memory(memory_id: MemoryId, call: AgentCall) -> MemoryOut:
     old = await call.owned(Action.WRITE, memory_id)
     record = await call.memory.restore(memory_id, user_id=old.user_id, actor=call.caller.actor)
-    return call.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
 @area.route("GET", "/memories/{memory_id}/history")
-async def memory_history(memory_id: MemoryId, call: AgentCall) -> dict[str, Any]:
+async def memory_history(memory_id: MemoryId, call: AgentCall) -> HistoryOut:
     where = call.scope(Action.READ)
     events = await call.memory.history(memory_id, user_id=where.user_id)
     last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
@@ -114,11 +114,11 @@ async def memory_history(memory_id: MemoryId, call: AgentCall) -> dict[str, Any]
     hidden = last is None and where.agent_id is not None
     if hidden or not visible(where, (last or {}).get("agent_id")):
         raise no_history(memory_id, where.user_id)
-    return {"events": [call.out(e.to_dict()) for e in events]}
+    return call.out(HistoryOut, {"events": [e.to_dict() for e in events]})
 
 
 @area.route("POST", "/search")
-async def search(body: SearchBody, call: UserCall) -> dict[str, Any]:
+async def search(body: SearchBody, call: UserCall) -> HitsOut:
     where = call.scope(Action.READ, body.agent_id)
     hits = await call.memory.search(
         body.query,
@@ -128,4 +128,4 @@ async def search(body: SearchBody, call: UserCall) -> dict[str, Any]:
         recipe=body.recipe,
         explain=body.explain,
     )
-    return {"hits": [call.out(h.to_dict()) for h in hits]}
+    return call.out(HitsOut, {"hits": [h.to_dict() for h in hits]})

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from memlane.access import Action
 from memlane.errors import ValidationError
+from memlane.server.responses import ImportedOut, public_row
 from memlane.server.routes.common import Area, UserCall
 from memlane.server.schemas import JSON_ERRORS, NDJSON_CONTENT, NDJSONResponse
 from memlane.transfer import read_numbered_jsonl
@@ -29,7 +30,8 @@ router = area.router
 )
 async def export(call: UserCall) -> Response:
     rows = await call.memory.export_rows(user_id=call.scope(Action.READ_ALL).user_id)
-    lines = [json.dumps(call.out(row), ensure_ascii=False) for row in rows]
+    tenant = call.caller.tenant
+    lines = [json.dumps(public_row(row, tenant), ensure_ascii=False) for row in rows]
     return NDJSONResponse("\n".join(lines) + "\n")
 
 
@@ -39,7 +41,7 @@ async def export(call: UserCall) -> Response:
     409,
     openapi_extra={"requestBody": {"required": True, "content": NDJSON_CONTENT}},
 )
-async def import_rows(request: Request, call: UserCall) -> dict[str, Any]:
+async def import_rows(request: Request, call: UserCall) -> ImportedOut:
     stored = call.scope(Action.WRITE_ALL).user_id
     raw = await request.body()
     try:
@@ -49,7 +51,7 @@ async def import_rows(request: Request, call: UserCall) -> dict[str, Any]:
     numbered = list(read_numbered_jsonl(text.splitlines()))
     rows = [_into_scope(row, call.user_id, stored, n) for n, row in numbered]
     result = await call.memory.import_rows(rows, lines=[n for n, _ in numbered])
-    return {"imported": dict(result.counts)}
+    return ImportedOut(imported=dict(result.counts))
 
 
 def _into_scope(row: Any, public: str, stored: str, line: int) -> Any:

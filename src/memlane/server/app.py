@@ -11,7 +11,8 @@ nothing internal (no stack trace) reaches a client.
 Where things are: :mod:`~memlane.server.routes` (one router per area),
 :mod:`~memlane.server.auth` (the key as a :class:`~memlane.server.auth.Caller`),
 :mod:`~memlane.server.errors` (the error table), :mod:`~memlane.server.schemas`
-(bodies, documented errors), :mod:`~memlane.server.metrics` (Prometheus),
+(bodies, documented errors), :mod:`~memlane.server.responses` (response models),
+:mod:`~memlane.server.metrics` (Prometheus),
 :mod:`~memlane.server.middleware` (body limit), :mod:`~memlane.server.mcp` (MCP).
 """
 

@@ -79,6 +79,10 @@ def test_every_v1_operation_declares_its_key_and_its_errors(live: Live) -> None:
         for code in wanted:
             content = op["responses"][code]["content"]["application/json"]["schema"]
             assert content == {"$ref": "#/components/schemas/ErrorBody"}, (where, code)
+        # Its answer is a documented model, not a bare object.
+        for code, answer in op["responses"].items():
+            if code.startswith("2") and "application/json" in answer.get("content", {}):
+                assert "$ref" in answer["content"]["application/json"]["schema"], (where, code)
     ops = {op["operationId"]: op for _, _, op in _operations(schema)}
     assert len(ops) == sum(1 for _ in _operations(schema))  # unique, client-friendly ids
     for name in ("add_memory", "update_memory", "set_state", "import_rows"):

@@ -350,6 +350,18 @@ def test_errors_never_show_a_store_side_user_id(env: Env) -> None:
     assert meta.json()["metadata"] == {"user_id": "acme::bob"}
 
 
+def test_errors_name_the_user_as_the_tenant_does(env: Env) -> None:
+    u = "/v1/users/alice"
+    for path, said in (
+        (f"{u}/memories/NOPE", "no memory 'NOPE' for user 'alice'"),
+        (f"{u}/memories/NOPE/history", "no history for memory 'NOPE' of user 'alice'"),
+    ):
+        r = env.call(env.acme, "GET", path)
+        assert r.status_code == 404 and r.json() == {"error": said, "type": "NotFoundError"}
+    summary = env.call(env.acme, "POST", f"{u}/sessions/empty/summary")
+    assert summary.json()["error"] == "session 'empty' of user 'alice' has no messages"
+
+
 def test_bogus_keys_are_not_cached_and_odd_methods_share_one_metrics_series(env: Env) -> None:
     before = len(env.keys._cache)
     for i in range(50):

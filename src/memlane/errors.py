@@ -47,23 +47,38 @@ class ImportFormatError(ValidationError):
 
 
 class NotFoundError(MemlaneError, LookupError):
-    """The requested object does not exist in the caller's scope."""
+    """The requested object does not exist in the caller's scope.
+
+    One about a user's object names the user apart from the rest of its text:
+    ``user_id`` (the store's id, None if it names none) goes between ``parts``, so an
+    edge that knows the user by another name (a server's tenant) says it with
+    :meth:`naming` instead of the store's id."""
+
+    def __init__(self, message: str, *, user_id: str | None = None, after: str = "") -> None:
+        self.user_id = user_id
+        self.parts = (message, after)
+        super().__init__(self.naming(user_id))
+
+    def naming(self, user: str | None) -> str:
+        """The text, calling the user ``user``: ``message``, the user, then ``after``."""
+        message, after = self.parts
+        return message + after if user is None else f"{message} {user!r}{after}"
 
 
 def no_memory(record_id: str, user_id: str) -> NotFoundError:
     """The one answer about a memory a caller cannot have: missing, expired, or another
     agent's (:mod:`memlane.access`). One text, so the answer tells none of them apart."""
-    return NotFoundError(f"no memory {record_id!r} for user {user_id!r}")
+    return NotFoundError(f"no memory {record_id!r} for user", user_id=user_id)
 
 
 def no_history(record_id: str, user_id: str) -> NotFoundError:
     """As :func:`no_memory`, for a memory's history."""
-    return NotFoundError(f"no history for memory {record_id!r} of user {user_id!r}")
+    return NotFoundError(f"no history for memory {record_id!r} of user", user_id=user_id)
 
 
 def no_session(session_id: str, user_id: str) -> NotFoundError:
     """As :func:`no_memory`, for a session."""
-    return NotFoundError(f"no session {session_id!r} for user {user_id!r}")
+    return NotFoundError(f"no session {session_id!r} for user", user_id=user_id)
 
 
 class ConflictError(MemlaneError):

@@ -310,7 +310,9 @@ def summarize_session(
     runs = yield from get_history(core, session_id, user_id=user_id)
     messages = [m for run in runs for m in run.messages]
     if not messages:
-        raise NotFoundError(f"session {session_id!r} of user {user_id!r} has no messages")
+        raise NotFoundError(
+            f"session {session_id!r} of user", user_id=user_id, after=" has no messages"
+        )
     text = extractive_summary(
         [(m.role, m.content) for m in messages],
         max_sentences=max_sentences,

@@ -14,13 +14,13 @@ errors come back as ``{"error": ...}`` for the model to read, never as a crash.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import Memory
 from memlane.errors import LLMError, MemlaneError, StoreError, ValidationError, no_memory
-from memlane.models import Filters, MemoryKind, check_id
+from memlane.models import Filters, MemoryKind, SearchHit, check_id
 
 _KINDS = ["fact", "preference", "procedure"]
 
@@ -77,6 +77,22 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+def found(hits: Sequence[SearchHit]) -> dict[str, Any]:
+    """What a search tool answers an agent (here and in the MCP server): each hit's id,
+    text, date and score, best first."""
+    return {
+        "memories": [
+            {
+                "memory_id": h.record.id,
+                "text": h.record.text,
+                "date": f"{h.record.effective_time:%Y-%m-%d}",
+                "score": round(h.score, 4),
+            }
+            for h in hits
+        ]
+    }
 
 
 class MemoryTools:
@@ -194,15 +210,4 @@ class MemoryTools:
     def _search_memories(self, query: str, limit: int = 5) -> dict[str, Any]:
         scope = authorize(self.grant, Action.READ, self.user_id, self.agent_id)
         f = visible_filters(scope, Filters(team=self.team))
-        hits = self.memory.search(query, user_id=scope.user_id, limit=limit, filters=f)
-        return {
-            "memories": [
-                {
-                    "memory_id": h.record.id,
-                    "text": h.record.text,
-                    "date": f"{h.record.effective_time:%Y-%m-%d}",
-                    "score": round(h.score, 4),
-                }
-                for h in hits
-            ]
-        }
+        return found(self.memory.search(query, user_id=scope.user_id, limit=limit, filters=f))

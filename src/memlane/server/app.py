@@ -11,11 +11,13 @@ nothing internal (no stack trace) reaches a client.
 Where things are: :mod:`~memlane.server.routes` (one router per area),
 :mod:`~memlane.server.auth` (the key as a :class:`~memlane.server.auth.Caller`),
 :mod:`~memlane.server.errors` (the error table), :mod:`~memlane.server.schemas`
-(bodies, documented errors), :mod:`~memlane.server.metrics` (Prometheus),
+(bodies, documented errors), :mod:`~memlane.server.responses` (response models),
+:mod:`~memlane.server.metrics` (Prometheus),
 :mod:`~memlane.server.middleware` (body limit), :mod:`~memlane.server.mcp` (MCP).
 """
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -90,7 +92,22 @@ def create_app(
         # (the 405 answer's Allow header and the tests read it).
         app.router.routes.extend(router.routes)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with each operation's path parameters in the order its path
+    names them (FastAPI lists a handler's own before its dependencies': the user id, taken
+    by :data:`~memlane.server.routes.common.UserCall`, would come after the memory id),
+    so a generated client's positional arguments follow the path."""
+    schema = FastAPI.openapi(app)
+    for path, item in schema["paths"].items():
+        for op in item.values():
+            op.get("parameters", []).sort(
+                key=lambda p: path.find("{" + p["name"] + "}") if p["in"] == "path" else len(path)
+            )
+    return schema
 
 
 def _mcp_apps(memory: AsyncMemory, keys: KeyStore, host: str) -> list[tuple[str, Any, ASGIApp]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -22,7 +22,7 @@ from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, no_memory
 from memlane.models import MemoryRecord
 from memlane.models import Scope as UserScope
-from memlane.server.keys import KeyStore, public_user
+from memlane.server.keys import KeyStore
 
 
 class Unauthorized(Exception):
@@ -60,27 +60,6 @@ async def own_record(memory: AsyncMemory, where: UserScope, memory_id: str) -> M
 # ---------------------------------------------------------------------------- REST
 
 
-_NESTED = ("record", "snapshot", "data")
-"""Where memlane's own objects nest others that carry a ``user_id`` (a search hit's
-record, a history event's snapshot, an export row's data)."""
-
-
-def map_user_ids(value: dict[str, Any], tenant: str) -> dict[str, Any]:
-    """Replace store user ids by the tenant's public ones in memlane's own fields only —
-    never inside user data such as metadata or state."""
-    out = dict(value)
-    if isinstance(out.get("user_id"), str):
-        out["user_id"] = public_user(tenant, out["user_id"]) or out["user_id"]
-    # "data" nests a memlane object only in an export row ({"type", "data"}); elsewhere
-    # (state) it is the caller's own data and is left alone.
-    nested = _NESTED if "type" in out else _NESTED[:2]
-    for name in nested:
-        inner = out.get(name)
-        if isinstance(inner, dict):
-            out[name] = map_user_ids(inner, tenant)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Caller:
     """A REST request's caller: what its key may touch, and the key's id."""
@@ -107,11 +86,6 @@ class Caller:
         """:func:`memlane.access.check_action` (a call not about one user)."""
         check_action(self.grant, action)
 
-    def out(self, value: dict[str, Any]) -> dict[str, Any]:
-        """``value`` (a memlane object as a dict) with the tenant's user ids: the one
-        place store user ids become public ones."""
-        return map_user_ids(value, self.tenant)
-
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `memlane keys create`.")
 _header = APIKeyHeader(
@@ -133,6 +107,7 @@ async def caller(
     found = await keys.acheck(token)
     if found is None:
         raise Unauthorized("invalid or revoked API key")
+    request.state.tenant = found.grant.tenant  # how errors name the users (errors.py)
     return Caller(found.grant, found.key_id)
 
 

@@ -10,7 +10,6 @@ model) say only what failed; their detail goes to the operator's log. Nothing in
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -33,10 +32,9 @@ from memlane.errors import (
     ValidationError,
 )
 from memlane.server.auth import Unauthorized
+from memlane.server.keys import public_user
 
 log = logging.getLogger("memlane.server")
-
-_TENANT_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}::")
 
 NO_MODEL = (
     "learning needs a chat model and this server has none configured "
@@ -47,7 +45,7 @@ NO_MODEL = (
 @dataclass(frozen=True, slots=True)
 class Answer:
     """How one kind of error is answered. ``kind`` None: the exception's class name;
-    ``message`` None: the exception's own text (tenant prefixes removed); ``logged``:
+    ``message`` None: the exception's own text (:func:`client_text`); ``logged``:
     what the operator's log says (with the traceback), or None."""
 
     status: int
@@ -97,9 +95,12 @@ def answer_for(exc: BaseException) -> Answer:
     return matching(exc)[1]
 
 
-def public_text(text: str) -> str:
-    """``text`` without store user ids' tenant prefixes (``acme::bob`` -> ``bob``)."""
-    return _TENANT_PREFIX.sub("", text)
+def client_text(exc: BaseException, tenant: str | None) -> str:
+    """``exc``'s text for a client of ``tenant``: a user it names (a not-found's
+    ``user_id``, the store's ``tenant::user``) is called by the tenant's name for them."""
+    if tenant is None or not isinstance(exc, NotFoundError) or exc.user_id is None:
+        return str(exc)
+    return exc.naming(public_user(tenant, exc.user_id) or "?")
 
 
 async def on_error(request: Request, exc: Exception) -> JSONResponse:
@@ -109,7 +110,8 @@ async def on_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("%s on %s %s", rule.logged, request.method, request.url.path, exc_info=exc)
     if isinstance(exc, NoModelError):
         _warn_no_model(request.app)
-    message = rule.message or public_text(str(exc))
+    # The caller dependency leaves the key's tenant on the request.
+    message = rule.message or client_text(exc, getattr(request.state, "tenant", None))
     response = problem(rule.status, message, rule.kind or type(exc).__name__)
     if rule.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"

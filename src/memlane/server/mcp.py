@@ -34,11 +34,12 @@ and the user's shared ones, never another agent's.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -53,20 +54,20 @@ from mcp.types import ToolAnnotations
 
 from memlane.access import Action, Grant, authorize, visible_filters
 from memlane.api import AsyncMemory
-from memlane.errors import (
-    AccessDeniedError,
-    MemlaneError,
-    ValidationError,
-)
+from memlane.errors import AccessDeniedError, MemlaneError, ValidationError
+from memlane.manager.tools import found
 from memlane.models import MemoryKind, MemoryRecord, Scope, check_id
 from memlane.server.auth import grant_from_headers, own_record
-from memlane.server.errors import matching, public_text
+from memlane.server.errors import client_text, matching
 from memlane.server.keys import KeyStore
 
 log = logging.getLogger("memlane.mcp")
 
-ResolveFn = Callable[[Context[Any, Any], Action, str | None, str | None], Awaitable[Scope]]
-"""(ctx, action, user_id, agent_id) -> where the call acts; raises AccessDeniedError."""
+ResolveFn = Callable[
+    [Context[Any, Any], Action, str | None, str | None], Awaitable[tuple[Grant, Scope]]
+]
+"""(ctx, action, user_id, agent_id) -> the grant the call has and where it acts; raises
+AccessDeniedError."""
 
 PAGE_SIZE = 50
 """Memories per page of the list resource (``next_cursor`` says where the next starts)."""
@@ -95,8 +96,9 @@ def stdio_resolver(user_id: str, agent_id: str | None = None) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> Scope:
-        return authorize(grant, action, user_id, agent_id if agent_id is not None else agent)
+    ) -> tuple[Grant, Scope]:
+        agent = agent_id if agent_id is not None else agent
+        return grant, authorize(grant, action, user_id, agent)
 
     bound = agent_id is not None
     return Resolver(resolve, takes_user=False, takes_agent=not bound, whole_user=not bound)
@@ -107,11 +109,11 @@ def key_resolver(keys: KeyStore) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> Scope:
+    ) -> tuple[Grant, Scope]:
         grant = await _key_grant(ctx, keys)
         if asked is None:
             raise AccessDeniedError("user_id is required")
-        return authorize(grant, action, asked, agent)
+        return grant, authorize(grant, action, asked, agent)
 
     return Resolver(resolve, takes_user=True)
 
@@ -122,14 +124,14 @@ def key_user_resolver(keys: KeyStore) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> Scope:
+    ) -> tuple[Grant, Scope]:
         grant = await _key_grant(ctx, keys)
         if grant.users is None or len(grant.users) != 1:
             raise AccessDeniedError(
                 "this endpoint serves one user: use a key limited to one user "
                 "(memlane keys create --users U), or the multi-user endpoint /mcp/"
             )
-        return authorize(grant, action, grant.users[0], agent)
+        return grant, authorize(grant, action, grant.users[0], agent)
 
     return Resolver(resolve, takes_user=False)
 
@@ -239,14 +241,14 @@ def _without(fn: Callable[..., Awaitable[Any]], hidden: set[str]) -> Callable[..
     return tool
 
 
-def _fail(exc: MemlaneError, error: type[Exception] = ToolError) -> Exception:
+def _fail(exc: MemlaneError, error: type[Exception], tenant: str | None) -> Exception:
     """The error the client sees (an error result, or a failed resource read) with a
     readable message, by the REST API's error table: failures whose text can name hosts,
     databases or the provider's answer (store, embedding, configuration, model) say only
     what failed, under the kind they matched; the detail goes to the log."""
     matched, rule = matching(exc)
     if rule.logged is None:
-        return error(f"{type(exc).__name__}: {public_text(str(exc))}")
+        return error(f"{type(exc).__name__}: {client_text(exc, tenant)}")
     log.error("%s in an MCP call", rule.logged, exc_info=exc)
     return error(f"{matched.__name__}: {rule.message}")
 
@@ -282,6 +284,26 @@ class _Tools:
         yield "recall", self.recall
         yield "build_context", self.build_context
 
+    @contextlib.asynccontextmanager
+    async def _acting(
+        self,
+        ctx: Context[Any, Any],
+        action: Action,
+        user_id: str | None,
+        agent_id: str | None,
+        error: type[Exception] = ToolError,
+    ) -> AsyncIterator[Scope]:
+        """Where the call acts (:attr:`resolve`); memlane's errors inside, the
+        resolver's included, become ``error`` (:func:`_fail`), naming users as the
+        caller's tenant does."""
+        tenant = None
+        try:
+            grant, where = await self.resolve(ctx, action, user_id, agent_id)
+            tenant = grant.tenant
+            yield where
+        except MemlaneError as exc:
+            raise _fail(exc, error, tenant) from exc
+
     async def add_memory(
         self,
         text: str,
@@ -293,17 +315,14 @@ class _Tools:
     ) -> dict[str, Any]:
         """Store one durable fact, preference or procedure about the user, as one
         self-contained sentence. Each call adds a new memory."""
-        try:
-            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
             if kind not in ("fact", "preference", "procedure"):
                 raise ValidationError("kind must be fact, preference or procedure")
             record = await self.memory.add(
                 text, user_id=where.user_id, kind=MemoryKind(kind), topics=topics or (),
                 agent_id=where.agent_id, actor="mcp",
             )  # fmt: skip
-            return {"memory_id": record.id, "stored": record.text}
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return {"memory_id": record.id, "stored": record.text}
 
     async def search_memories(
         self,
@@ -314,23 +333,10 @@ class _Tools:
         agent_id: str | None = None,
     ) -> dict[str, Any]:
         """Search the user's memories: the ones most relevant to ``query``, best first."""
-        try:
-            where = await self.resolve(ctx, Action.READ, user_id, agent_id)
+        async with self._acting(ctx, Action.READ, user_id, agent_id) as where:
             f = visible_filters(where)
             hits = await self.memory.search(query, user_id=where.user_id, limit=limit, filters=f)
-            return {
-                "memories": [
-                    {
-                        "memory_id": h.record.id,
-                        "text": h.record.text,
-                        "date": f"{h.record.effective_time:%Y-%m-%d}",
-                        "score": round(h.score, 4),
-                    }
-                    for h in hits
-                ]
-            }
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return found(hits)
 
     async def forget_memory(
         self,
@@ -342,15 +348,12 @@ class _Tools:
     ) -> dict[str, Any]:
         """Forget one memory: it is no longer recalled (history keeps it; an operator can
         restore it). Forgetting it again changes nothing."""
-        try:
-            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
-            await self._visible(where, memory_id)
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
+            await own_record(self.memory, where, memory_id)
             await self.memory.delete(
                 memory_id, user_id=where.user_id, reason=reason or "forgotten via MCP"
             )
-            return {"forgotten": memory_id}
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return {"forgotten": memory_id}
 
     async def remember(
         self,
@@ -364,14 +367,11 @@ class _Tools:
         """Set the user's keyed fact ``key`` (e.g. "home_airport") to a JSON ``value``,
         replacing its previous value (kept in history). The same value again changes
         nothing. Read it back with recall."""
-        try:
-            where = await self.resolve(ctx, Action.WRITE, user_id, agent_id)
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
             record = await self.memory.remember(
                 key, value, user_id=where.user_id, category=category, actor="mcp"
             )
-            return {"memory_id": record.id, "key": key, "value": record.metadata.get("value")}
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return {"memory_id": record.id, "key": key, "value": record.metadata.get("value")}
 
     async def recall(
         self,
@@ -381,12 +381,9 @@ class _Tools:
         agent_id: str | None = None,
     ) -> dict[str, Any]:
         """The current value of the user's keyed fact ``key`` (null if it was never set)."""
-        try:
-            where = await self.resolve(ctx, Action.READ, user_id, agent_id)
+        async with self._acting(ctx, Action.READ, user_id, agent_id) as where:
             value = await self.memory.recall(key, user_id=where.user_id)
-            return {"key": key, "value": value}
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return {"key": key, "value": value}
 
     async def build_context(
         self,
@@ -399,30 +396,21 @@ class _Tools:
     ) -> dict[str, Any]:
         """A context block about the user (pinned facts, relevant memories, session
         summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
-        try:
-            where = await self.resolve(ctx, Action.READ_ALL, user_id, agent_id)
+        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as where:
             built = await self.memory.build_context(
                 user_id=where.user_id, budget=budget, query=query, session_id=session_id
             )
-            return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
-        except MemlaneError as exc:
-            raise _fail(exc) from exc
+        return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
 
     # ------------------------------------------------------------------ resources
-
-    async def _visible(self, where: Scope, memory_id: str) -> MemoryRecord:
-        return await own_record(self.memory, where, memory_id)
 
     async def read_memory(
         self, ctx: Context[Any, Any], base: str, user_id: str | None, memory_id: str
     ) -> str:
         """One memory as JSON (a deleted one shows ``deleted_at``)."""
-        try:
-            where = await self.resolve(ctx, Action.READ, user_id, None)
-            record = await self._visible(where, memory_id)
-            return json.dumps(_memory_view(record, f"{base}/{memory_id}"), ensure_ascii=False)
-        except MemlaneError as exc:
-            raise _fail(exc, ResourceError) from exc
+        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as where:
+            record = await own_record(self.memory, where, memory_id)
+        return json.dumps(_memory_view(record, f"{base}/{memory_id}"), ensure_ascii=False)
 
     async def list_memories(
         self, ctx: Context[Any, Any] | None, base: str, user_id: str | None, cursor: str | None
@@ -431,14 +419,11 @@ class _Tools:
         ``next_cursor`` (and ``next``, the page's URI) while more remain."""
         if ctx is None:
             raise ResourceError("AccessDeniedError: no request to read this resource for")
-        try:
-            where = await self.resolve(ctx, Action.READ, user_id, None)
+        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as where:
             page = await self.memory.list(
                 user_id=where.user_id, filters=visible_filters(where), cursor=cursor,
                 limit=PAGE_SIZE,
             )  # fmt: skip
-        except MemlaneError as exc:
-            raise _fail(exc, ResourceError) from exc
         out: dict[str, Any] = {
             "memories": [_memory_view(r, f"{base}/{r.id}") for r in page.items],
             "next_cursor": page.next_cursor,

@@ -1,12 +1,14 @@
 """What the REST API reads and how its errors are documented: request bodies, id
 parameters, and the OpenAPI error responses of every route."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+
+from memlane.models import Filters, MemoryKind
 
 ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 """An identifier: not blank, no control characters (what ``check_id`` accepts)."""
@@ -119,6 +121,13 @@ class AddBody(_Body):
     agent_id: Id | None = None
     idempotency_key: Id | None = None
 
+    def arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``Memory.add`` this body gives (not the agent: the
+        caller's scope decides who writes)."""
+        fields = self.model_dump(exclude={"agent_id", "ttl_seconds", "kind"})
+        ttl = None if self.ttl_seconds is None else timedelta(seconds=self.ttl_seconds)
+        return {**fields, "kind": MemoryKind(self.kind), "ttl": ttl}
+
 
 class UpdateBody(_Body):
     text: Text | None = None
@@ -144,6 +153,15 @@ class SearchBody(_Body):
     session_id: Id | None = None
     agent_id: Id | None = None
     include_superseded: bool = False
+
+    def filters(self) -> Filters:
+        """What the search is limited to (before the caller's agent rule)."""
+        return Filters(
+            kinds=tuple(self.kinds),  # type: ignore[arg-type]  # Filters validates
+            topics=tuple(self.topics),
+            session_id=self.session_id,
+            include_superseded=self.include_superseded,
+        )
 
 
 class MessageBody(_Body):

@@ -1,9 +1,10 @@
 """The REST API's routers, one per area, in the order the OpenAPI document lists them.
 
 To add a REST route: put it in its area's module (or a new one listed in
-:data:`ROUTERS`), take ``caller: CallerDep`` (the key's grant) and ``srv: State`` (the
-memory), ask ``caller.scope(action, user_id, agent_id)`` first and return
-``caller.out(...)`` for anything holding a store user id."""
+:data:`ROUTERS`) under ``area.route(method, path, *codes)``, take ``call: UserCall``
+(or ``AgentCall``: the key's caller, the user, the memory), ask ``call.scope(action)``
+first and return a response model of :mod:`memlane.server.responses` through
+``call.out(Model, obj.to_dict())``, which names users as the tenant does."""
 
 from fastapi import APIRouter
 

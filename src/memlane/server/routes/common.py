@@ -1,26 +1,30 @@
 """What every router shares: the server's state (the memory, keys, manager, metrics) as
-a dependency, the ``/v1`` route decorator, and the visibility checks of the agent rule."""
+a dependency, an area's ``/v1/users/{user_id}`` route decorator, and :class:`Call`, the
+one dependency a user's route takes (who calls, for which user, as which agent)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
-from memlane.access import visible
+from memlane.access import Action, visible
 from memlane.api import AsyncMemory
 from memlane.errors import NotFoundError, no_session
 from memlane.models import MemoryRecord
 from memlane.models import Scope as UserScope
-from memlane.server.auth import own_record
+from memlane.server.auth import Caller, CallerDep, own_record
 from memlane.server.keys import KeyStore
 from memlane.server.metrics import Metrics
-from memlane.server.schemas import V1_ERRORS
+from memlane.server.responses import public
+from memlane.server.schemas import V1_ERRORS, AgentQuery, UserId, errors
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,26 +37,6 @@ class ServerState:
     keys: KeyStore
     metrics: Metrics
     manager: Any | None = None
-
-    async def own_record(self, where: UserScope, memory_id: str) -> MemoryRecord:
-        """The memory if ``where`` sees it; else not found, as if absent."""
-        return await own_record(self.memory, where, memory_id)
-
-    async def session_scope(
-        self, where: UserScope, session_id: str, *, writing: bool = False
-    ) -> None:
-        """A call acting as an agent reaches that agent's sessions and shared ones (the
-        rule of memlane.access); writing may also create a new one."""
-        if where.agent_id is None:
-            return
-        try:
-            session = await self.memory.get_session(session_id, user_id=where.user_id)
-        except NotFoundError:
-            if writing:
-                return
-            raise
-        if not visible(where, session.agent_id):
-            raise no_session(session_id, where.user_id)
 
 
 def operation_id(route: APIRoute) -> str:
@@ -70,15 +54,97 @@ def server_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(server_state)]
 
 
-def v1(
-    router: APIRouter,
-    method: str,
-    path: str,
-    *,
-    responses: dict[int | str, Any] | None = None,
-    **kw: Any,
-) -> Callable[[_Handler], _Handler]:
-    """A /v1/users/{user_id} route, documented with every error it can answer."""
-    return router.api_route(
-        path, methods=[method], responses={**V1_ERRORS, **(responses or {})}, **kw
-    )
+class Area:
+    """One area's router (``memories``, ``sessions`` ...): its routes are tagged with the
+    area's name and, under ``/v1/users/{user_id}``, documented with every error they can
+    answer."""
+
+    def __init__(self, tag: str) -> None:
+        self.router = APIRouter(generate_unique_id_function=operation_id, tags=[tag])
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *codes: int,
+        responses: dict[int | str, Any] | None = None,
+        **kw: Any,
+    ) -> Callable[[_Handler], _Handler]:
+        """A route at ``/v1/users/{user_id}`` + ``path``; ``codes`` are the errors it
+        answers beyond every such route's (409, 501)."""
+        documented = {**V1_ERRORS, **errors(*codes), **(responses or {})}
+        full = "/v1/users/{user_id}" + path
+        return self.router.api_route(full, methods=[method], responses=documented, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request about one user: the user as the key's tenant names them, the caller,
+    the server's state, and the agent the call acts as (the ``agent_id`` query
+    parameter, on the routes that take one)."""
+
+    user_id: str
+    caller: Caller
+    srv: ServerState
+    agent_id: str | None = None
+
+    @property
+    def memory(self) -> AsyncMemory:
+        return self.srv.memory
+
+    def out(self, model: type[_Model], value: dict[str, Any]) -> _Model:
+        """``value`` (memlane objects' ``to_dict()``) as the response ``model``, naming
+        users as the caller's tenant does (:func:`~memlane.server.responses.public`)."""
+        return public(model, value, self.caller.tenant)
+
+    def scope(self, action: Action, agent_id: str | None = None) -> UserScope:
+        """Where the caller may do ``action`` for the user as ``agent_id`` (else the
+        query's agent): :meth:`Caller.scope`. Raises AccessDeniedError."""
+        return self.caller.scope(action, self.user_id, agent_id or self.agent_id)
+
+    async def owned(self, action: Action, memory_id: str) -> MemoryRecord:
+        """The memory, if the call may do ``action`` (:meth:`scope`) and sees it; else
+        not found, as if absent. Its ``user_id`` is the store's id of the user."""
+        return await own_record(self.memory, self.scope(action), memory_id)
+
+    async def session(
+        self,
+        action: Action,
+        session_id: str | None,
+        *,
+        agent_id: str | None = None,
+        writing: bool = False,
+    ) -> UserScope:
+        """:meth:`scope`, for a call about ``session_id`` (None: about no session):
+        acting as an agent, a call reaches that agent's sessions and shared ones (the
+        rule of memlane.access); ``writing`` may also create a new one."""
+        where = self.scope(action, agent_id)
+        if session_id is not None and where.agent_id is not None:
+            await self._check_session(where, session_id, writing)
+        return where
+
+    async def _check_session(self, where: UserScope, session_id: str, writing: bool) -> None:
+        try:
+            session = await self.memory.get_session(session_id, user_id=where.user_id)
+        except NotFoundError:
+            if writing:
+                return
+            raise
+        if not visible(where, session.agent_id):
+            raise no_session(session_id, where.user_id)
+
+
+def _user_call(user_id: UserId, caller: CallerDep, srv: State) -> Call:
+    return Call(user_id, caller, srv)
+
+
+UserCall = Annotated[Call, Depends(_user_call)]
+"""A route about a user as a whole, or whose body names the agent."""
+
+
+def _agent_call(call: UserCall, agent_id: AgentQuery = None) -> Call:
+    return replace(call, agent_id=agent_id)
+
+
+AgentCall = Annotated[Call, Depends(_agent_call)]
+"""A route that may act as an agent named by the ``agent_id`` query parameter."""

@@ -5,61 +5,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from memlane.access import Action, visible
 from memlane.errors import NoModelError, NotFoundError
 from memlane.manager.flows import conversation_text
 from memlane.ports import store as ops
-from memlane.server.auth import CallerDep
-from memlane.server.routes.common import State, operation_id, v1
-from memlane.server.schemas import AgentQuery, JobId, LearnBody, UserId, errors
+from memlane.server.responses import JobOut, JobsOut
+from memlane.server.routes.common import AgentCall, Area, UserCall
+from memlane.server.schemas import JobId, LearnBody
 
-router = APIRouter(generate_unique_id_function=operation_id)
+area = Area("jobs")
+router = area.router
 
 
-@v1(
-    router,
-    "POST",
-    "/v1/users/{user_id}/learn",
-    status_code=202,
-    tags=["jobs"],
-    responses=errors(501),
-)
-async def learn(user_id: UserId, body: LearnBody, caller: CallerDep, srv: State) -> dict[str, Any]:
-    where = caller.scope(Action.WRITE, user_id, body.agent_id)
-    if body.session_id is not None:
-        await srv.session_scope(where, body.session_id, writing=True)
+@area.route("POST", "/learn", 501, status_code=202)
+async def learn(body: LearnBody, call: UserCall) -> JobOut:
+    where = await call.session(Action.WRITE, body.session_id, agent_id=body.agent_id, writing=True)
     messages = [(m.role, m.content) for m in body.messages]
-    manager = srv.manager
+    manager = call.srv.manager
     if manager is None:
         conversation_text(messages)  # a bad body is a 422, with or without a model
         raise NoModelError("no memory manager")
     job = manager.process_in_background(  # validates, then needs the model
-        messages,
-        user_id=where.user_id,
-        session_id=body.session_id,
-        agent_id=where.agent_id,
+        messages, user_id=where.user_id, session_id=body.session_id, agent_id=where.agent_id
     )
-    return caller.out(job.to_dict())
+    return call.out(JobOut, job.to_dict())
 
 
-@v1(router, "GET", "/v1/users/{user_id}/jobs/{job_id}", tags=["jobs"])
-async def get_job(
-    user_id: UserId, job_id: JobId, caller: CallerDep, srv: State, agent_id: AgentQuery = None
-) -> dict[str, Any]:
-    where = caller.scope(Action.READ, user_id, agent_id)
-    job = (await srv.memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
+@area.route("GET", "/jobs/{job_id}")
+async def get_job(job_id: JobId, call: AgentCall) -> JobOut:
+    where = call.scope(Action.READ)
+    job = (await call.memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
     if job is None or not visible(where, job.agent_id):
         raise NotFoundError(f"no job {job_id!r}")
-    return caller.out(_job_dict(job))
+    return call.out(JobOut, _job_dict(job))
 
 
-@v1(router, "GET", "/v1/users/{user_id}/jobs", tags=["jobs"])
-async def list_jobs(user_id: UserId, caller: CallerDep, srv: State) -> dict[str, Any]:
-    stored = caller.scope(Action.READ_ALL, user_id).user_id
-    jobs = (await srv.memory.store.abatch([ops.ListJobs(stored)]))[0]
-    return {"jobs": [caller.out(_job_dict(j)) for j in jobs]}
+@area.route("GET", "/jobs")
+async def list_jobs(call: UserCall) -> JobsOut:
+    stored = call.scope(Action.READ_ALL).user_id
+    jobs = (await call.memory.store.abatch([ops.ListJobs(stored)]))[0]
+    return call.out(JobsOut, {"jobs": [_job_dict(j) for j in jobs]})
 
 
 _PLAIN_ERRORS = ("ValidationError:", "ConflictError:", "NotFoundError:")

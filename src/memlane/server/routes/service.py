@@ -53,24 +53,30 @@ async def dashboard() -> str:
     return resources.files("memlane.server").joinpath("dashboard.html").read_text("utf-8")
 
 
+_PAGE: dict[str, Any] = {"openapi_url": "/openapi.json", "title": "memlane API"}
+"""What both API documentation pages show; their scripts come from :func:`docs_asset`."""
+
+
+def _asset(name: str) -> str:
+    return f"/docs/assets/{name}"
+
+
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
     return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="memlane API",
-        swagger_js_url="/docs/assets/swagger-ui-bundle.js",
-        swagger_css_url="/docs/assets/swagger-ui.css",
-        swagger_favicon_url="/docs/assets/favicon.png",
+        **_PAGE,
+        swagger_js_url=_asset("swagger-ui-bundle.js"),
+        swagger_css_url=_asset("swagger-ui.css"),
+        swagger_favicon_url=_asset("favicon.png"),
     )
 
 
 @router.get("/redoc", include_in_schema=False)
 async def redoc() -> HTMLResponse:
     return get_redoc_html(
-        openapi_url="/openapi.json",
-        title="memlane API",
-        redoc_js_url="/docs/assets/redoc.standalone.js",
-        redoc_favicon_url="/docs/assets/favicon.png",
+        **_PAGE,
+        redoc_js_url=_asset("redoc.standalone.js"),
+        redoc_favicon_url=_asset("favicon.png"),
         with_google_fonts=False,
     )
 

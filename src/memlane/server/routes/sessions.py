@@ -5,116 +5,78 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from memlane.access import Action
 from memlane.errors import NotFoundError
-from memlane.server.auth import CallerDep
-from memlane.server.routes.common import State, operation_id, v1
-from memlane.server.schemas import (
-    AgentQuery,
-    MessagesBody,
-    SessionId,
-    StateBody,
-    UserId,
-    errors,
+from memlane.models import MemoryRecord, Run
+from memlane.server.responses import (
+    DeletedOut,
+    MemoryOut,
+    RunOut,
+    RunsOut,
+    SessionPage,
+    StateHistoryOut,
+    StateOut,
 )
+from memlane.server.routes.common import AgentCall, Area, Call, UserCall
+from memlane.server.schemas import MessagesBody, SessionId, StateBody
 
-router = APIRouter(generate_unique_id_function=operation_id)
+area = Area("sessions")
+router = area.router
 
 
-@v1(router, "GET", "/v1/users/{user_id}/sessions", tags=["sessions"])
+@area.route("GET", "/sessions")
 async def list_sessions(
-    user_id: UserId,
-    caller: CallerDep,
-    srv: State,
+    call: UserCall,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> dict[str, Any]:
-    page = await srv.memory.list_sessions(
-        user_id=caller.scope(Action.READ_ALL, user_id).user_id, cursor=cursor, limit=limit
-    )
-    return {
-        "items": [caller.out(s.to_dict()) for s in page.items],
-        "next_cursor": page.next_cursor,
-    }
+) -> SessionPage:
+    stored = call.scope(Action.READ_ALL).user_id
+    page = await call.memory.list_sessions(user_id=stored, cursor=cursor, limit=limit)
+    items = [s.to_dict() for s in page.items]
+    return call.out(SessionPage, {"items": items, "next_cursor": page.next_cursor})
 
 
-@v1(
-    router,
-    "POST",
-    "/v1/users/{user_id}/sessions/{session_id}/messages",
-    status_code=201,
-    tags=["sessions"],
-)
-async def add_messages(
-    user_id: UserId, session_id: SessionId, body: MessagesBody, caller: CallerDep, srv: State
-) -> dict[str, Any]:
-    where = caller.scope(Action.WRITE, user_id, body.agent_id)
-    await srv.session_scope(where, session_id, writing=True)
-    run = await srv.memory.add_messages(
+@area.route("POST", "/sessions/{session_id}/messages", status_code=201)
+async def add_messages(session_id: SessionId, body: MessagesBody, call: UserCall) -> RunOut:
+    where = await call.session(Action.WRITE, session_id, agent_id=body.agent_id, writing=True)
+    run = await call.memory.add_messages(
         session_id,
         [(m.role, m.content) for m in body.messages],
         user_id=where.user_id,
         agent_id=where.agent_id,
         run_id=body.run_id,
     )
-    return {"run_id": run.run_id, "messages": [caller.out(m.to_dict()) for m in run.messages]}
+    return call.out(RunOut, _run(run))
 
 
-@v1(router, "GET", "/v1/users/{user_id}/sessions/{session_id}/messages", tags=["sessions"])
+@area.route("GET", "/sessions/{session_id}/messages")
 async def get_messages(
-    user_id: UserId,
     session_id: SessionId,
-    caller: CallerDep,
-    srv: State,
+    call: AgentCall,
     last_runs: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.READ, user_id, agent_id)
-    await srv.session_scope(where, session_id)
-    runs = await srv.memory.get_history(session_id, user_id=where.user_id, last_runs=last_runs)
-    return {
-        "runs": [
-            {"run_id": r.run_id, "messages": [caller.out(m.to_dict()) for m in r.messages]}
-            for r in runs
-        ]
-    }
+) -> RunsOut:
+    where = await call.session(Action.READ, session_id)
+    runs = await call.memory.get_history(session_id, user_id=where.user_id, last_runs=last_runs)
+    return call.out(RunsOut, {"runs": [_run(r) for r in runs]})
 
 
-@v1(router, "GET", "/v1/users/{user_id}/sessions/{session_id}/state", tags=["sessions"])
-async def get_state(
-    user_id: UserId,
-    session_id: SessionId,
-    caller: CallerDep,
-    srv: State,
-    name: str = "default",
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.READ, user_id, agent_id)
-    await srv.session_scope(where, session_id)
-    state = await srv.memory.get_state(session_id, user_id=where.user_id, name=name)
-    return caller.out(state.to_dict())
+def _run(run: Run) -> dict[str, Any]:
+    return {"run_id": run.run_id, "messages": [m.to_dict() for m in run.messages]}
 
 
-@v1(
-    router,
-    "PUT",
-    "/v1/users/{user_id}/sessions/{session_id}/state",
-    tags=["sessions"],
-    responses=errors(409),
-)
-async def set_state(
-    user_id: UserId,
-    session_id: SessionId,
-    body: StateBody,
-    caller: CallerDep,
-    srv: State,
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.WRITE, user_id, agent_id)
-    await srv.session_scope(where, session_id, writing=True)
-    state = await srv.memory.set_state(
+@area.route("GET", "/sessions/{session_id}/state")
+async def get_state(session_id: SessionId, call: AgentCall, name: str = "default") -> StateOut:
+    where = await call.session(Action.READ, session_id)
+    state = await call.memory.get_state(session_id, user_id=where.user_id, name=name)
+    return call.out(StateOut, state.to_dict())
+
+
+@area.route("PUT", "/sessions/{session_id}/state", 409)
+async def set_state(session_id: SessionId, body: StateBody, call: AgentCall) -> StateOut:
+    where = await call.session(Action.WRITE, session_id, writing=True)
+    state = await call.memory.set_state(
         session_id,
         body.data,
         user_id=where.user_id,
@@ -122,72 +84,48 @@ async def set_state(
         expected_version=body.expected_version,
         agent_id=where.agent_id,  # a session this creates belongs to the key's agent
     )
-    return caller.out(state.to_dict())
+    return call.out(StateOut, state.to_dict())
 
 
-@v1(router, "GET", "/v1/users/{user_id}/sessions/{session_id}/state/history", tags=["sessions"])
+@area.route("GET", "/sessions/{session_id}/state/history")
 async def state_history(
-    user_id: UserId,
-    session_id: SessionId,
-    caller: CallerDep,
-    srv: State,
-    name: str = "default",
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.READ, user_id, agent_id)
-    await srv.session_scope(where, session_id)
-    versions = await srv.memory.state_history(session_id, user_id=where.user_id, name=name)
-    return {"versions": [caller.out(v.to_dict()) for v in versions]}
+    session_id: SessionId, call: AgentCall, name: str = "default"
+) -> StateHistoryOut:
+    where = await call.session(Action.READ, session_id)
+    versions = await call.memory.state_history(session_id, user_id=where.user_id, name=name)
+    return call.out(StateHistoryOut, {"versions": [v.to_dict() for v in versions]})
 
 
-@v1(
-    router,
-    "POST",
-    "/v1/users/{user_id}/sessions/{session_id}/summary",
-    tags=["sessions"],
-    responses=errors(409),  # superseding the previous summary can lose a race
-)
-async def summarize(
-    user_id: UserId,
-    session_id: SessionId,
-    caller: CallerDep,
-    srv: State,
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.WRITE, user_id, agent_id)
-    await srv.session_scope(where, session_id)
-    stored = where.user_id
-    manager = srv.manager
-    if manager is not None and manager.llm is not None:
-        with srv.metrics.timing("manager.summarize_session"):  # the chat model's time
-            record = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: manager.summarize_session(session_id, user_id=stored)
-            )
-    else:
-        record = await srv.memory.summarize_session(session_id, user_id=stored)
-    return caller.out(record.to_dict())
+# Superseding the previous summary can lose a race: 409.
+@area.route("POST", "/sessions/{session_id}/summary", 409)
+async def summarize(session_id: SessionId, call: AgentCall) -> MemoryOut:
+    where = await call.session(Action.WRITE, session_id)
+    return call.out(MemoryOut, (await _summarize(call, session_id, where.user_id)).to_dict())
 
 
-@v1(router, "GET", "/v1/users/{user_id}/sessions/{session_id}/summary", tags=["sessions"])
-async def get_summary(
-    user_id: UserId,
-    session_id: SessionId,
-    caller: CallerDep,
-    srv: State,
-    agent_id: AgentQuery = None,
-) -> dict[str, Any]:
-    where = caller.scope(Action.READ, user_id, agent_id)
-    await srv.session_scope(where, session_id)
-    record = await srv.memory.get_summary(session_id, user_id=where.user_id)
+async def _summarize(call: Call, session_id: str, stored: str) -> MemoryRecord:
+    """The session's summary by the manager's chat model if there is one, else
+    extractive."""
+    manager = call.srv.manager
+    if manager is None or manager.llm is None:
+        return await call.memory.summarize_session(session_id, user_id=stored)
+    with call.srv.metrics.timing("manager.summarize_session"):  # the chat model's time
+        record: MemoryRecord = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: manager.summarize_session(session_id, user_id=stored)
+        )
+    return record
+
+
+@area.route("GET", "/sessions/{session_id}/summary")
+async def get_summary(session_id: SessionId, call: AgentCall) -> MemoryOut:
+    where = await call.session(Action.READ, session_id)
+    record = await call.memory.get_summary(session_id, user_id=where.user_id)
     if record is None:
         raise NotFoundError(f"session {session_id!r} has no summary")
-    return caller.out(record.to_dict())
+    return call.out(MemoryOut, record.to_dict())
 
 
-@v1(router, "DELETE", "/v1/users/{user_id}/sessions/{session_id}", tags=["sessions"])
-async def delete_session(
-    user_id: UserId, session_id: SessionId, caller: CallerDep, srv: State
-) -> dict[str, Any]:
-    stored = caller.scope(Action.WRITE_ALL, user_id).user_id
-    n = await srv.memory.delete_session(session_id, user_id=stored)
-    return {"deleted": n}
+@area.route("DELETE", "/sessions/{session_id}")
+async def delete_session(session_id: SessionId, call: UserCall) -> DeletedOut:
+    stored = call.scope(Action.WRITE_ALL).user_id
+    return DeletedOut(deleted=await call.memory.delete_session(session_id, user_id=stored))

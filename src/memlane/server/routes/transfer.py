@@ -5,57 +5,53 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from memlane.access import Action
 from memlane.errors import ValidationError
-from memlane.server.auth import CallerDep
-from memlane.server.routes.common import State, operation_id, v1
-from memlane.server.schemas import JSON_ERRORS, NDJSON_CONTENT, NDJSONResponse, UserId, errors
+from memlane.server.responses import ImportedOut, public_row
+from memlane.server.routes.common import Area, UserCall
+from memlane.server.schemas import JSON_ERRORS, NDJSON_CONTENT, NDJSONResponse
 from memlane.transfer import read_numbered_jsonl
 
-router = APIRouter(generate_unique_id_function=operation_id)
+area = Area("transfer")
+router = area.router
 
 
-@v1(
-    router,
+@area.route(
     "GET",
-    "/v1/users/{user_id}/export",
-    tags=["transfer"],
+    "/export",
     response_class=NDJSONResponse,
     responses={
         200: {"description": "The user's data as NDJSON.", "content": NDJSON_CONTENT},
         **JSON_ERRORS,
     },
 )
-async def export(user_id: UserId, caller: CallerDep, srv: State) -> Response:
-    rows = await srv.memory.export_rows(user_id=caller.scope(Action.READ_ALL, user_id).user_id)
-    lines = [json.dumps(caller.out(row), ensure_ascii=False) for row in rows]
+async def export(call: UserCall) -> Response:
+    rows = await call.memory.export_rows(user_id=call.scope(Action.READ_ALL).user_id)
+    tenant = call.caller.tenant
+    lines = [json.dumps(public_row(row, tenant), ensure_ascii=False) for row in rows]
     return NDJSONResponse("\n".join(lines) + "\n")
 
 
-@v1(
-    router,
+@area.route(
     "POST",
-    "/v1/users/{user_id}/import",
-    tags=["transfer"],
-    responses=errors(409),
+    "/import",
+    409,
     openapi_extra={"requestBody": {"required": True, "content": NDJSON_CONTENT}},
 )
-async def import_rows(
-    user_id: UserId, request: Request, caller: CallerDep, srv: State
-) -> dict[str, Any]:
-    stored = caller.scope(Action.WRITE_ALL, user_id).user_id
+async def import_rows(request: Request, call: UserCall) -> ImportedOut:
+    stored = call.scope(Action.WRITE_ALL).user_id
     raw = await request.body()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValidationError(f"body is not UTF-8: {exc.reason}") from exc
     numbered = list(read_numbered_jsonl(text.splitlines()))
-    rows = [_into_scope(row, user_id, stored, n) for n, row in numbered]
-    result = await srv.memory.import_rows(rows, lines=[n for n, _ in numbered])
-    return {"imported": dict(result.counts)}
+    rows = [_into_scope(row, call.user_id, stored, n) for n, row in numbered]
+    result = await call.memory.import_rows(rows, lines=[n for n, _ in numbered])
+    return ImportedOut(imported=dict(result.counts))
 
 
 def _into_scope(row: Any, public: str, stored: str, line: int) -> Any:

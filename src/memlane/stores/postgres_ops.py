@@ -32,6 +32,7 @@ from memlane.stores.postgres_sql import (
     row_record,
     ts_query,
 )
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
 from memlane.stores.sql.statements import get_messages, last_seq
 
 
@@ -69,7 +70,7 @@ class PostgresOps(OpDispatch):
             yield Sql(
                 "INSERT INTO history VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                [ROWS.event_values(e) for e in sorted(op.events, key=lambda e: e.id)],
+                [ROWS.values(EVENTS, e) for e in sorted(op.events, key=lambda e: e.id)],
                 many=True,
             )
         return None
@@ -181,7 +182,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
             (op.user_id, op.record_id),
         )
-        return [ROWS.row_event(row) for row in rows]
+        return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.ListUserHistory)
     def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
@@ -189,7 +190,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
             (op.user_id, op.after_id or "", op.limit),
         )
-        return [ROWS.row_event(row) for row in rows]
+        return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
@@ -361,7 +362,7 @@ class PostgresOps(OpDispatch):
             "updated_at = GREATEST(sessions.updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN sessions.metadata "
             "ELSE excluded.metadata END",
-            ROWS.session_values(op.session),
+            ROWS.values(SESSIONS, op.session),
         )
         return None
 
@@ -371,7 +372,7 @@ class PostgresOps(OpDispatch):
             "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
             (op.user_id, op.session_id),
         )
-        return ROWS.row_session(rows[0]) if rows else None
+        return ROWS.read(SESSIONS, rows[0]) if rows else None
 
     @handles(ops.ListSessions)
     def _op_ListSessions(self, op: ops.ListSessions) -> Step:
@@ -386,7 +387,7 @@ class PostgresOps(OpDispatch):
             f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT %s",
             (*params, op.limit),
         )
-        return [ROWS.row_session(row) for row in rows]
+        return [ROWS.read(SESSIONS, row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
@@ -404,7 +405,7 @@ class PostgresOps(OpDispatch):
             _, n = yield Sql(
                 "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                ROWS.message_values(m),
+                ROWS.values(MESSAGES, m),
             )
             if n:
                 out.append(m)
@@ -413,7 +414,7 @@ class PostgresOps(OpDispatch):
     @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages) -> Step:
         rows, _ = yield Sql(*get_messages("%s", op))
-        return [ROWS.row_message(row) for row in rows]
+        return [ROWS.read(MESSAGES, row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
@@ -446,7 +447,7 @@ class PostgresOps(OpDispatch):
             sql += " AND version = %s"
             params.append(op.version)
         rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
-        return ROWS.row_state(rows[0]) if rows else None
+        return ROWS.read(STATES, rows[0]) if rows else None
 
     @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
@@ -463,7 +464,7 @@ class PostgresOps(OpDispatch):
         # A concurrent writer of the same version trips the primary key: ConflictError.
         conflict = "ON CONFLICT DO NOTHING" if op.expected_version is None else ""
         yield Sql(
-            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.state_values(s)
+            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.values(STATES, s)
         )
         return None
 
@@ -474,7 +475,7 @@ class PostgresOps(OpDispatch):
             "ORDER BY version",
             (op.user_id, op.session_id, op.name),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates) -> Step:
@@ -483,7 +484,7 @@ class PostgresOps(OpDispatch):
             "AND starts_with(name, %s) ORDER BY name, version DESC",
             (op.user_id, op.session_id, op.prefix),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 

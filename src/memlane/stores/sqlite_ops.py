@@ -22,6 +22,7 @@ from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
 from memlane.stores.sql.statements import get_messages, last_seq
 from memlane.stores.sqlite_sql import (
     RECORD_COLUMNS,
@@ -84,7 +85,7 @@ class SqliteOps(OpDispatch):
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [ROWS.event_values(e) for e in op.events],
+            [ROWS.values(EVENTS, e) for e in op.events],
         )
 
     @handles(ops.GetRecords)
@@ -197,7 +198,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
             (op.user_id, op.record_id),
         )
-        return [ROWS.row_event(row) for row in rows]
+        return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.ListUserHistory)
     def _op_ListUserHistory(
@@ -207,7 +208,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
             (op.user_id, op.after_id or "", op.limit),
         )
-        return [ROWS.row_event(row) for row in rows]
+        return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
@@ -344,7 +345,7 @@ class SqliteOps(OpDispatch):
             "updated_at = MAX(updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN metadata "
             "ELSE excluded.metadata END",
-            ROWS.session_values(s),
+            ROWS.values(SESSIONS, s),
         )
 
     @handles(ops.GetSession)
@@ -353,7 +354,7 @@ class SqliteOps(OpDispatch):
             "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
             (op.user_id, op.session_id),
         ).fetchone()
-        return None if row is None else ROWS.row_session(row)
+        return None if row is None else ROWS.read(SESSIONS, row)
 
     @handles(ops.ListSessions)
     def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
@@ -368,7 +369,7 @@ class SqliteOps(OpDispatch):
             f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
             (*params, op.limit),
         )
-        return [ROWS.row_session(row) for row in rows]
+        return [ROWS.read(SESSIONS, row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
@@ -379,7 +380,7 @@ class SqliteOps(OpDispatch):
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
             cur = conn.execute(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ROWS.message_values(m),
+                ROWS.values(MESSAGES, m),
             )
             if cur.rowcount:
                 out.append(m)
@@ -388,7 +389,7 @@ class SqliteOps(OpDispatch):
     @handles(ops.GetMessages)
     def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
         rows = conn.execute(*get_messages("?", op))
-        return [ROWS.row_message(row) for row in rows]
+        return [ROWS.read(MESSAGES, row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
@@ -423,7 +424,7 @@ class SqliteOps(OpDispatch):
             sql += " AND version = ?"
             params.append(op.version)
         row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
-        return None if row is None else ROWS.row_state(row)
+        return None if row is None else ROWS.read(STATES, row)
 
     @handles(ops.PutState)
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
@@ -438,7 +439,7 @@ class SqliteOps(OpDispatch):
         )
         conn.execute(
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-            ROWS.state_values(s),
+            ROWS.values(STATES, s),
         )
 
     @handles(ops.ListStateVersions)
@@ -450,7 +451,7 @@ class SqliteOps(OpDispatch):
             "ORDER BY version",
             (op.user_id, op.session_id, op.name),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
@@ -461,7 +462,7 @@ class SqliteOps(OpDispatch):
             "ORDER BY s.name",
             (op.user_id, op.session_id, len(op.prefix), op.prefix),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 

@@ -11,14 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from memlane.errors import UnsupportedError
-from memlane.models import (
-    Filters,
-    MemoryRecord,
-    from_iso,
-    opt_iso,
-    to_iso,
-)
-from memlane.stores.sql.codecs import RowCodec, to_json
+from memlane.models import Filters, MemoryRecord, from_iso, to_iso
+from memlane.stores.sql.codecs import RECORDS, RowCodec
 from memlane.stores.sql.filters import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
@@ -431,12 +425,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
 )
 
-RECORD_COLUMNS = (
-    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
-    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
-    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
-    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
-)  # fmt: skip
+RECORD_COLUMNS = RECORDS.columns
 RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
 
 
@@ -482,18 +471,11 @@ def fts_query(text: str, *, with_context: bool = False) -> str | None:
 
 
 def record_row(r: MemoryRecord) -> tuple[Any, ...]:
-    return (
-        r.id, r.user_id, r.agent_id, r.team, r.session_id, r.kind.value, r.key, r.text,
-        to_json(list(r.topics)), r.metadata_json(), r.importance, to_iso(r.created_at),
-        to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
-        r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
-        opt_iso(r.last_accessed_at), to_json(list(r.source_ids)), r.actor, r.content_hash,
-        r.version, r.context_hash,
-    )  # fmt: skip
+    return ROWS.values(RECORDS, r)
 
 
 def row_record(row: Sequence[Any]) -> MemoryRecord:
-    return ROWS.row_record(RECORD_COLUMNS, row)
+    return ROWS.read(RECORDS, row)
 
 
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)

@@ -86,36 +86,25 @@ def layout(model: Callable[..., T], columns: str, **stored: Column) -> Layout[T]
     return Layout(model, names, tuple(stored.get(c) for c in names))
 
 
+TIME, DOC, MAP, LIST = Stored.TIME, Stored.DOC, Stored.MAP, Stored.LIST
+
 RECORDS = layout(
     MemoryRecord,
     "id user_id agent_id team session_id kind key text topics metadata importance "
     "created_at updated_at event_at valid_from valid_to superseded_by expires_at deleted_at "
     "access_count last_accessed_at source_ids actor content_hash version context_hash",
-    kind=MemoryKind, topics=Stored.LIST, metadata=Stored.MAP, source_ids=Stored.LIST,
-    created_at=Stored.TIME, updated_at=Stored.TIME, event_at=Stored.TIME,
-    valid_from=Stored.TIME, valid_to=Stored.TIME, expires_at=Stored.TIME,
-    deleted_at=Stored.TIME, last_accessed_at=Stored.TIME,
+    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, created_at=TIME,
+    updated_at=TIME, event_at=TIME, valid_from=TIME, valid_to=TIME, expires_at=TIME,
+    deleted_at=TIME, last_accessed_at=TIME,
 )  # fmt: skip
-EVENTS = layout(
-    HistoryEvent,
-    "id record_id user_id action version at actor reason snapshot",
-    action=HistoryAction, at=Stored.TIME, snapshot=Stored.DOC,
-)  # fmt: skip
-MESSAGES = layout(
-    Message,
-    "user_id session_id seq id run_id role content created_at metadata",
-    created_at=Stored.TIME, metadata=Stored.DOC,
-)  # fmt: skip
-SESSIONS = layout(
-    Session,
-    "user_id session_id agent_id team created_at updated_at metadata",
-    created_at=Stored.TIME, updated_at=Stored.TIME, metadata=Stored.DOC,
-)  # fmt: skip
-STATES = layout(
-    StateVersion,
-    "user_id session_id name version data updated_at",
-    data=Stored.DOC, updated_at=Stored.TIME,
-)  # fmt: skip
+EVENTS = layout(HistoryEvent, "id record_id user_id action version at actor reason snapshot",
+                action=HistoryAction, at=TIME, snapshot=DOC)  # fmt: skip
+MESSAGES = layout(Message, "user_id session_id seq id run_id role content created_at metadata",
+                  created_at=TIME, metadata=DOC)  # fmt: skip
+SESSIONS = layout(Session, "user_id session_id agent_id team created_at updated_at metadata",
+                  created_at=TIME, updated_at=TIME, metadata=DOC)  # fmt: skip
+STATES = layout(StateVersion, "user_id session_id name version data updated_at",
+                data=DOC, updated_at=TIME)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,26 +140,12 @@ class RowCodec:
     def _encode(self, how: Column | None, value: Any) -> Any:
         if how is None or value is None:
             return value
-        if how is Stored.TIME:
-            return self.write_time(value)
-        if how is Stored.LIST:
-            return to_json(list(value))
-        if how is Stored.DOC or how is Stored.MAP:
-            return to_json(dict(value))
-        return value.value
+        return _WRITE[how](self, value) if isinstance(how, Stored) else value.value
 
     def _decode(self, how: Column | None, value: Any) -> Any:
         if how is None or value is None:
             return value
-        if how is Stored.TIME:
-            return self.read_time(value)
-        if how is Stored.LIST:
-            return tuple(self.read_json(value))
-        if how is Stored.MAP:
-            return self.read_json(value)
-        if how is Stored.DOC:
-            return json.loads(value)
-        return how(value)
+        return _READ[how](self, value) if isinstance(how, Stored) else how(value)
 
     def job_values(self, job: Job) -> tuple[Any, ...]:
         """A job's row: its id, owner and what claiming reads as columns, the whole job
@@ -182,3 +157,22 @@ class RowCodec:
     @staticmethod
     def row_job(row: Sequence[Any]) -> Job:
         return Job.from_dict(json.loads(row[-1]))
+
+
+Convert = Callable[[RowCodec, Any], Any]
+
+_WRITE: dict[Stored, Convert] = {
+    TIME: lambda codec, v: codec.write_time(v),
+    DOC: lambda codec, v: to_json(dict(v)),
+    MAP: lambda codec, v: to_json(dict(v)),
+    LIST: lambda codec, v: to_json(list(v)),
+}
+"""How a stored (not None) value is written, by how its column stores it."""
+
+_READ: dict[Stored, Convert] = {
+    TIME: lambda codec, v: codec.read_time(v),
+    DOC: lambda codec, v: json.loads(v),
+    MAP: lambda codec, v: codec.read_json(v),
+    LIST: lambda codec, v: tuple(codec.read_json(v)),
+}
+"""How a stored (not None) value is read, by how its column stores it."""

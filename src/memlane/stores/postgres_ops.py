@@ -18,8 +18,8 @@ from memlane.stores.base import OpDispatch, check_expected, claim, handles, shou
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     CLAIM_JOB,
+    DIALECT,
     INSERT_RECORD,
-    RECORD_SELECT,
     REINDEX_DELETED_AFTER,
     ROWS,
     TS_CONFIG,
@@ -32,8 +32,8 @@ from memlane.stores.postgres_sql import (
     row_record,
     ts_query,
 )
+from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
-from memlane.stores.sql.statements import get_messages, last_seq
 
 
 class PostgresOps(OpDispatch):
@@ -54,10 +54,7 @@ class PostgresOps(OpDispatch):
     def _op_WriteRecord(self, op: ops.WriteRecord) -> Step:
         r = op.record
         # Ids are unique per user: the same id in another scope is another record.
-        rows, _ = yield Sql(
-            "SELECT version FROM records WHERE user_id = %s AND id = %s FOR UPDATE",
-            (r.user_id, r.id),
-        )
+        rows, _ = yield Sql(*st.stored_version(DIALECT, "records", r.user_id, r.id))
         actual = rows[0][0] if rows else None
         if not should_apply(op, actual):
             return None
@@ -77,24 +74,13 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetRecords)
     def _op_GetRecords(self, op: ops.GetRecords) -> Step:
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = %s AND r.id = ANY(%s)",
-            (op.user_id, list(op.ids)),
-        )
+        rows, _ = yield Sql(*st.get_records(DIALECT, op.user_id, op.ids))
         found = {rec.id: rec for rec in map(row_record, rows)}
         return [found[i] for i in op.ids if i in found]
 
     @handles(ops.ListRecords)
     def _op_ListRecords(self, op: ops.ListRecords) -> Step:
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        if op.after_id is not None:
-            where += " AND r.id < %s" if op.descending else " AND r.id > %s"
-            params.append(op.after_id)
-        order = "DESC" if op.descending else "ASC"
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT %s",
-            (*params, op.limit),
-        )
+        rows, _ = yield Sql(*st.list_records(DIALECT, op))
         return [row_record(row) for row in rows]
 
     @handles(ops.LexicalSearch)
@@ -178,18 +164,12 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetHistory)
     def _op_GetHistory(self, op: ops.GetHistory) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
-            (op.user_id, op.record_id),
-        )
+        rows, _ = yield Sql(*st.get_history(DIALECT, op))
         return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.ListUserHistory)
     def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
-            (op.user_id, op.after_id or "", op.limit),
-        )
+        rows, _ = yield Sql(*st.user_history(DIALECT, op))
         return [ROWS.read(EVENTS, row) for row in rows]
 
     @handles(ops.TouchRecords)
@@ -206,27 +186,15 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.FindExpired)
     def _op_FindExpired(self, op: ops.FindExpired) -> Step:
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r "
-            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= %s ORDER BY r.id LIMIT %s",
-            (op.now, op.limit),
-        )
+        rows, _ = yield Sql(*st.find_expired(DIALECT, op))
         return [row_record(row) for row in rows]
 
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
-        key = (op.user_id, list(op.ids))
-        yield Sql(
-            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
-            "AND user_id = %s AND record_id = ANY(%s)",
-            key,
-        )
-        turns, _ = yield Sql(
-            "SELECT session_id, agent_id, id FROM records WHERE user_id = %s AND id = ANY(%s) "
-            "AND kind = 'episode' AND session_id IS NOT NULL ORDER BY id",
-            key,
-        )
-        _, n = yield Sql("DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", key)
+        scrub, removed_turns, delete = st.remove_records(DIALECT, op.user_id, op.ids)
+        yield Sql(*scrub)
+        turns, _ = yield Sql(*removed_turns)
+        _, n = yield Sql(*delete)
         for session_id, agent_id, rid in turns:  # the words leave every search vector
             yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
@@ -235,11 +203,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetEmbeddings)
     def _op_GetEmbeddings(self, op: ops.GetEmbeddings) -> Step:
-        rows, _ = yield Sql(
-            "SELECT content_hash, vector FROM embeddings "
-            "WHERE model = %s AND content_hash = ANY(%s)",
-            (op.model, list(op.hashes)),
-        )
+        rows, _ = yield Sql(*st.get_embeddings(DIALECT, op.model, op.hashes))
         return {h: _as_array(v) for h, v in rows}
 
     @handles(ops.PutEmbeddings)
@@ -291,20 +255,18 @@ class PostgresOps(OpDispatch):
         return False
 
     def _recorded_model(self) -> Step:
-        rows, _ = yield Sql("SELECT value FROM memlane_meta WHERE key = 'embedding_model'")
+        rows, _ = yield Sql(st.RECORDED_MODEL)
         if not rows:
             return None
         model, dim = json.loads(rows[0][0])
         return str(model), int(dim)
 
     def _adopted_model(self) -> Step:
-        rows, _ = yield Sql(
-            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
-        )
+        rows, _ = yield Sql(st.MODEL_RANGE)
         low, high = rows[0]
         if low is None or low != high:
             return None
-        rows, _ = yield Sql("SELECT dim FROM embeddings WHERE model = %s LIMIT 1", (low,))
+        rows, _ = yield Sql(*st.model_dim(DIALECT, low))
         return str(low), int(rows[0][0])
 
     @handles(ops.CheckEmbeddingModel)
@@ -340,7 +302,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
-        _, n = yield Sql("DELETE FROM embeddings WHERE model <> %s", (op.keep,))
+        _, n = yield Sql(*st.drop_embeddings(DIALECT, op))
         return n
 
     @handles(ops.PruneEmbeddings)
@@ -368,25 +330,12 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetSession)
     def _op_GetSession(self, op: ops.GetSession) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
-            (op.user_id, op.session_id),
-        )
+        rows, _ = yield Sql(*st.get_session(DIALECT, op))
         return ROWS.read(SESSIONS, rows[0]) if rows else None
 
     @handles(ops.ListSessions)
     def _op_ListSessions(self, op: ops.ListSessions) -> Step:
-        where, params = "user_id = %s", list[Any]([op.user_id])
-        if op.after_id is not None:
-            where += " AND session_id > %s"
-            params.append(op.after_id)
-        if op.updated_before is not None:
-            where += " AND updated_at < %s"
-            params.append(op.updated_before)
-        rows, _ = yield Sql(
-            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT %s",
-            (*params, op.limit),
-        )
+        rows, _ = yield Sql(*st.list_sessions(DIALECT, op))
         return [ROWS.read(SESSIONS, row) for row in rows]
 
     @handles(ops.AppendMessages)
@@ -400,7 +349,7 @@ class PostgresOps(OpDispatch):
                 yield Sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("messages", *key),))
                 locked.add(key)
             if op.assign_seq:
-                rows, _ = yield Sql(last_seq("%s"), key)
+                rows, _ = yield Sql(*st.last_seq(DIALECT, *key))
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": rows[0][0] + 1})
             _, n = yield Sql(
                 "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
@@ -413,7 +362,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetMessages)
     def _op_GetMessages(self, op: ops.GetMessages) -> Step:
-        rows, _ = yield Sql(*get_messages("%s", op))
+        rows, _ = yield Sql(*st.get_messages(DIALECT, op))
         return [ROWS.read(MESSAGES, row) for row in rows]
 
     @handles(ops.DeleteSessions)
@@ -441,22 +390,13 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetState)
     def _op_GetState(self, op: ops.GetState) -> Step:
-        sql = "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s"
-        params: list[Any] = [op.user_id, op.session_id, op.name]
-        if op.version is not None:
-            sql += " AND version = %s"
-            params.append(op.version)
-        rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
+        rows, _ = yield Sql(*st.get_state(DIALECT, op))
         return ROWS.read(STATES, rows[0]) if rows else None
 
     @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
         s = op.state
-        rows, _ = yield Sql(
-            "SELECT COALESCE(MAX(version), 0) FROM states "
-            "WHERE user_id = %s AND session_id = %s AND name = %s",
-            (s.user_id, s.session_id, s.name),
-        )
+        rows, _ = yield Sql(*st.newest_state_version(DIALECT, s))
         current = rows[0][0]
         check_expected(
             f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
@@ -470,11 +410,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.ListStateVersions)
     def _op_ListStateVersions(self, op: ops.ListStateVersions) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s "
-            "ORDER BY version",
-            (op.user_id, op.session_id, op.name),
-        )
+        rows, _ = yield Sql(*st.state_versions(DIALECT, op))
         return [ROWS.read(STATES, row) for row in rows]
 
     @handles(ops.ListStates)
@@ -490,10 +426,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.PutJob)
     def _op_PutJob(self, op: ops.PutJob) -> Step:
-        rows, _ = yield Sql(
-            "SELECT version FROM jobs WHERE user_id = %s AND id = %s FOR UPDATE",
-            (op.job.user_id, op.job.id),
-        )
+        rows, _ = yield Sql(*st.stored_version(DIALECT, "jobs", op.job.user_id, op.job.id))
         row = rows[0] if rows else None
         actual = None if row is None else row[0]
         if not should_apply(op, actual):
@@ -514,27 +447,12 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetJob)
     def _op_GetJob(self, op: ops.GetJob) -> Step:
-        rows, _ = yield Sql(
-            "SELECT body FROM jobs WHERE id = %s AND user_id = %s", (op.job_id, op.user_id)
-        )
+        rows, _ = yield Sql(*st.get_job(DIALECT, op))
         return ROWS.row_job(rows[0]) if rows else None
 
     @handles(ops.ListJobs)
     def _op_ListJobs(self, op: ops.ListJobs) -> Step:
-        clauses, params = ["TRUE"], list[Any]()
-        if op.user_id is not None:
-            clauses.append("user_id = %s")
-            params.append(op.user_id)
-        if op.statuses:
-            clauses.append("status = ANY(%s)")
-            params.append([s.value for s in op.statuses])
-        if op.after_id is not None:
-            clauses.append("id > %s")
-            params.append(op.after_id)
-        rows, _ = yield Sql(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT %s",
-            (*params, op.limit),
-        )
+        rows, _ = yield Sql(*st.list_jobs(DIALECT, op))
         return [ROWS.row_job(row) for row in rows]
 
     @handles(ops.ClaimJob)
@@ -551,17 +469,14 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.ListUsers)
     def _op_ListUsers(self, op: ops.ListUsers) -> Step:
-        rows, _ = yield Sql(
-            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
-            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
-        )
+        rows, _ = yield Sql(st.LIST_USERS)
         return [row[0] for row in rows]
 
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:
         counts: dict[str, int] = {}
-        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
-            _, counts[table] = yield Sql(f"DELETE FROM {table} WHERE user_id = %s", (op.user_id,))
+        for table, statement in st.delete_user(DIALECT, op.user_id):
+            _, counts[table] = yield Sql(*statement)
         counts["embeddings"] = yield from self._op_PruneEmbeddings(ops.PruneEmbeddings())
         return counts
 

@@ -25,7 +25,7 @@ from memlane.errors import ConfigurationError
 from memlane.models import Filters, MemoryRecord
 from memlane.ports.store import Op
 from memlane.stores.sql.codecs import RECORDS, RowCodec
-from memlane.stores.sql.filters import Clauses, Dialect
+from memlane.stores.sql.dialect import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
 from memlane.urls import redact_url
@@ -347,7 +347,13 @@ def _as_is(value: Any) -> Any:
 
 
 DIALECT = Dialect(
-    mark="%s", time=_as_is, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+    mark="%s",
+    time=_as_is,
+    any_of=_any_of,
+    any_topic=_any_topic,
+    metadata_equals=_metadata_equals,
+    record_select=RECORD_SELECT,
+    lock=" FOR UPDATE",
 )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from memlane.errors import UnsupportedError
 from memlane.models import Filters, MemoryRecord, from_iso, to_iso
 from memlane.stores.sql.codecs import RECORDS, RowCodec
-from memlane.stores.sql.filters import Clauses, Dialect
+from memlane.stores.sql.dialect import Clauses, Dialect
 from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
 
@@ -451,7 +451,12 @@ def _metadata_equals(key: str, value: Any) -> Clauses:
 
 
 DIALECT = Dialect(
-    mark="?", time=to_iso, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+    mark="?",
+    time=to_iso,
+    any_of=_any_of,
+    any_topic=_any_topic,
+    metadata_equals=_metadata_equals,
+    record_select=RECORD_SELECT,
 )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from memlane.models import Job, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
@@ -29,11 +29,11 @@ from memlane.stores.postgres_sql import (
     Step,
     filter_sql,
     record_params,
-    row_record,
     ts_query,
 )
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.queries import QUERIES
 
 
 class PostgresOps(OpDispatch):
@@ -47,6 +47,13 @@ class PostgresOps(OpDispatch):
     def _op_Raw(self, op: RawSql) -> Step:
         rows, _ = yield Sql(op.sql)
         return rows
+
+    @handles(*QUERIES)
+    def _op_query(self, op: Op[Any]) -> Step:
+        """An op both SQL stores answer with one shared statement (see QUERIES)."""
+        query = QUERIES[type(op)]
+        rows, _ = yield Sql(*query.statement(DIALECT, op))
+        return query.result(ROWS, rows)
 
     # ------------------------------------------------------------------ records
 
@@ -75,13 +82,8 @@ class PostgresOps(OpDispatch):
     @handles(ops.GetRecords)
     def _op_GetRecords(self, op: ops.GetRecords) -> Step:
         rows, _ = yield Sql(*st.get_records(DIALECT, op.user_id, op.ids))
-        found = {rec.id: rec for rec in map(row_record, rows)}
+        found = {rec.id: rec for rec in map(ROWS.record, rows)}
         return [found[i] for i in op.ids if i in found]
-
-    @handles(ops.ListRecords)
-    def _op_ListRecords(self, op: ops.ListRecords) -> Step:
-        rows, _ = yield Sql(*st.list_records(DIALECT, op))
-        return [row_record(row) for row in rows]
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch) -> Step:
@@ -162,16 +164,6 @@ class PostgresOps(OpDispatch):
                 found += [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)
 
-    @handles(ops.GetHistory)
-    def _op_GetHistory(self, op: ops.GetHistory) -> Step:
-        rows, _ = yield Sql(*st.get_history(DIALECT, op))
-        return [ROWS.read(EVENTS, row) for row in rows]
-
-    @handles(ops.ListUserHistory)
-    def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
-        rows, _ = yield Sql(*st.user_history(DIALECT, op))
-        return [ROWS.read(EVENTS, row) for row in rows]
-
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
         if op.ids:
@@ -183,11 +175,6 @@ class PostgresOps(OpDispatch):
                 (op.at, op.user_id, op.user_id, sorted(set(op.ids))),
             )
         return None
-
-    @handles(ops.FindExpired)
-    def _op_FindExpired(self, op: ops.FindExpired) -> Step:
-        rows, _ = yield Sql(*st.find_expired(DIALECT, op))
-        return [row_record(row) for row in rows]
 
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
@@ -328,16 +315,6 @@ class PostgresOps(OpDispatch):
         )
         return None
 
-    @handles(ops.GetSession)
-    def _op_GetSession(self, op: ops.GetSession) -> Step:
-        rows, _ = yield Sql(*st.get_session(DIALECT, op))
-        return ROWS.read(SESSIONS, rows[0]) if rows else None
-
-    @handles(ops.ListSessions)
-    def _op_ListSessions(self, op: ops.ListSessions) -> Step:
-        rows, _ = yield Sql(*st.list_sessions(DIALECT, op))
-        return [ROWS.read(SESSIONS, row) for row in rows]
-
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
         out: list[Message] = []
@@ -359,11 +336,6 @@ class PostgresOps(OpDispatch):
             if n:
                 out.append(m)
         return out
-
-    @handles(ops.GetMessages)
-    def _op_GetMessages(self, op: ops.GetMessages) -> Step:
-        rows, _ = yield Sql(*st.get_messages(DIALECT, op))
-        return [ROWS.read(MESSAGES, row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
@@ -388,11 +360,6 @@ class PostgresOps(OpDispatch):
 
     # ------------------------------------------------------------------ state
 
-    @handles(ops.GetState)
-    def _op_GetState(self, op: ops.GetState) -> Step:
-        rows, _ = yield Sql(*st.get_state(DIALECT, op))
-        return ROWS.read(STATES, rows[0]) if rows else None
-
     @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
         s = op.state
@@ -407,11 +374,6 @@ class PostgresOps(OpDispatch):
             f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.values(STATES, s)
         )
         return None
-
-    @handles(ops.ListStateVersions)
-    def _op_ListStateVersions(self, op: ops.ListStateVersions) -> Step:
-        rows, _ = yield Sql(*st.state_versions(DIALECT, op))
-        return [ROWS.read(STATES, row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates) -> Step:
@@ -445,16 +407,6 @@ class PostgresOps(OpDispatch):
             )
         return None
 
-    @handles(ops.GetJob)
-    def _op_GetJob(self, op: ops.GetJob) -> Step:
-        rows, _ = yield Sql(*st.get_job(DIALECT, op))
-        return ROWS.row_job(rows[0]) if rows else None
-
-    @handles(ops.ListJobs)
-    def _op_ListJobs(self, op: ops.ListJobs) -> Step:
-        rows, _ = yield Sql(*st.list_jobs(DIALECT, op))
-        return [ROWS.row_job(row) for row in rows]
-
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, op: ops.ClaimJob) -> Step:
         rows, _ = yield Sql(CLAIM_JOB, {"user_id": op.user_id, "now": op.now})
@@ -466,11 +418,6 @@ class PostgresOps(OpDispatch):
         return claimed
 
     # ------------------------------------------------------------------ users
-
-    @handles(ops.ListUsers)
-    def _op_ListUsers(self, op: ops.ListUsers) -> Step:
-        rows, _ = yield Sql(st.LIST_USERS)
-        return [row[0] for row in rows]
 
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:

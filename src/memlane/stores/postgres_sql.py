@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -379,21 +379,11 @@ def record_params(r: MemoryRecord) -> dict[str, Any]:
     return {**dict(stored), "metadata_text": r.metadata_json()}
 
 
-def row_record(row: Sequence[Any]) -> MemoryRecord:
-    """The record of a row of ``RECORD_COLUMNS``: its metadata from ``metadata_text``
-    when set (rows written before migration 2 have only the jsonb)."""
-    *stored, exact = row
-    fields = ROWS.fields(RECORDS, stored)
-    if exact is not None:
-        fields["metadata"] = json.loads(exact)
-    return MemoryRecord(**fields)
-
-
 def _read_time(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is)
+ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is, exact_metadata=True)
 
 
 def check_postgres_url(url: str) -> str:

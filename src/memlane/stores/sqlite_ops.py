@@ -6,24 +6,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from memlane.models import (
-    HistoryEvent,
     Job,
     MemoryRecord,
     Message,
-    Session,
     StateVersion,
     to_iso,
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
     DIALECT,
     RECORD_COLUMNS,
@@ -33,7 +32,6 @@ from memlane.stores.sqlite_sql import (
     filter_sql,
     fts_query,
     record_row,
-    row_record,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +54,12 @@ class SqliteOps(OpDispatch):
 
             self._vector_cache = VectorCache(self._vector_cache_bytes)
         return self._vector_cache
+
+    @handles(*QUERIES)
+    def _op_query(self, conn: sqlite3.Connection, op: Op[Any]) -> Any:
+        """An op both SQL stores answer with one shared statement (see QUERIES)."""
+        query = QUERIES[type(op)]
+        return query.result(ROWS, conn.execute(*query.statement(DIALECT, op)).fetchall())
 
     # ------------------------------------------------------------------ records
 
@@ -91,12 +95,8 @@ class SqliteOps(OpDispatch):
         found: dict[str, MemoryRecord] = {}
         for chunk in chunks(op.ids, 500):
             rows = conn.execute(*st.get_records(DIALECT, op.user_id, chunk))
-            found.update((rec.id, rec) for rec in map(row_record, rows))
+            found.update((rec.id, rec) for rec in map(ROWS.record, rows))
         return [found[i] for i in op.ids if i in found]
-
-    @handles(ops.ListRecords)
-    def _op_ListRecords(self, conn: sqlite3.Connection, op: ops.ListRecords) -> list[MemoryRecord]:
-        return [row_record(row) for row in conn.execute(*st.list_records(DIALECT, op))]
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(
@@ -170,16 +170,6 @@ class SqliteOps(OpDispatch):
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 
-    @handles(ops.GetHistory)
-    def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
-        return [ROWS.read(EVENTS, row) for row in conn.execute(*st.get_history(DIALECT, op))]
-
-    @handles(ops.ListUserHistory)
-    def _op_ListUserHistory(
-        self, conn: sqlite3.Connection, op: ops.ListUserHistory
-    ) -> list[HistoryEvent]:
-        return [ROWS.read(EVENTS, row) for row in conn.execute(*st.user_history(DIALECT, op))]
-
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
         conn.executemany(
@@ -187,10 +177,6 @@ class SqliteOps(OpDispatch):
             "WHERE user_id = ? AND id = ?",
             [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
         )
-
-    @handles(ops.FindExpired)
-    def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
-        return [row_record(row) for row in conn.execute(*st.find_expired(DIALECT, op))]
 
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
@@ -292,15 +278,6 @@ class SqliteOps(OpDispatch):
             ROWS.values(SESSIONS, s),
         )
 
-    @handles(ops.GetSession)
-    def _op_GetSession(self, conn: sqlite3.Connection, op: ops.GetSession) -> Session | None:
-        row = conn.execute(*st.get_session(DIALECT, op)).fetchone()
-        return None if row is None else ROWS.read(SESSIONS, row)
-
-    @handles(ops.ListSessions)
-    def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
-        return [ROWS.read(SESSIONS, row) for row in conn.execute(*st.list_sessions(DIALECT, op))]
-
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
         out: list[Message] = []
@@ -315,10 +292,6 @@ class SqliteOps(OpDispatch):
             if cur.rowcount:
                 out.append(m)
         return out
-
-    @handles(ops.GetMessages)
-    def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
-        return [ROWS.read(MESSAGES, row) for row in conn.execute(*st.get_messages(DIALECT, op))]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
@@ -345,11 +318,6 @@ class SqliteOps(OpDispatch):
 
     # ------------------------------------------------------------------ state
 
-    @handles(ops.GetState)
-    def _op_GetState(self, conn: sqlite3.Connection, op: ops.GetState) -> StateVersion | None:
-        row = conn.execute(*st.get_state(DIALECT, op)).fetchone()
-        return None if row is None else ROWS.read(STATES, row)
-
     @handles(ops.PutState)
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
         s = op.state
@@ -361,12 +329,6 @@ class SqliteOps(OpDispatch):
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
             ROWS.values(STATES, s),
         )
-
-    @handles(ops.ListStateVersions)
-    def _op_ListStateVersions(
-        self, conn: sqlite3.Connection, op: ops.ListStateVersions
-    ) -> list[StateVersion]:
-        return [ROWS.read(STATES, row) for row in conn.execute(*st.state_versions(DIALECT, op))]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
@@ -392,15 +354,6 @@ class SqliteOps(OpDispatch):
             "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", ROWS.job_values(job)
         )
 
-    @handles(ops.GetJob)
-    def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
-        row = conn.execute(*st.get_job(DIALECT, op)).fetchone()
-        return None if row is None else ROWS.row_job(row)
-
-    @handles(ops.ListJobs)
-    def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
-        return [ROWS.row_job(row) for row in conn.execute(*st.list_jobs(DIALECT, op))]
-
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
         now = to_iso(op.now)
@@ -424,10 +377,6 @@ class SqliteOps(OpDispatch):
         return claimed
 
     # ------------------------------------------------------------------ users
-
-    @handles(ops.ListUsers)
-    def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
-        return [row[0] for row in conn.execute(st.LIST_USERS)]
 
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:

@@ -479,10 +479,6 @@ def record_row(r: MemoryRecord) -> tuple[Any, ...]:
     return ROWS.values(RECORDS, r)
 
 
-def row_record(row: Sequence[Any]) -> MemoryRecord:
-    return ROWS.read(RECORDS, row)
-
-
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
 
 

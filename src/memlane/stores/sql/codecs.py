@@ -118,6 +118,9 @@ class RowCodec:
     read_json: Callable[[Any], Any] = json.loads
     """A ``MAP`` or ``LIST`` column's value as stored (text, or already decoded by the
     driver)."""
+    exact_metadata: bool = False
+    """Whether a record row ends with ``metadata_text``: the metadata's exact JSON, kept
+    beside a column that renormalizes it (NULL in rows written before it was added)."""
 
     def values(self, table: Layout[Any], item: Any) -> tuple[Any, ...]:
         """The row that stores ``item``, in ``table``'s column order."""
@@ -136,6 +139,17 @@ class RowCodec:
     def read(self, table: Layout[T], row: Sequence[Any]) -> T:
         """The model stored in ``row``."""
         return table.model(**self.fields(table, row))
+
+    def record(self, row: Sequence[Any]) -> MemoryRecord:
+        """The record stored in ``row`` (the columns of :data:`RECORDS`, then
+        ``metadata_text`` when ``exact_metadata``)."""
+        if not self.exact_metadata:
+            return self.read(RECORDS, row)
+        *stored, exact = row
+        fields = self.fields(RECORDS, stored)
+        if exact is not None:
+            fields["metadata"] = json.loads(exact)
+        return MemoryRecord(**fields)
 
     def _encode(self, how: Column | None, value: Any) -> Any:
         if how is None or value is None:

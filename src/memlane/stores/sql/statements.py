@@ -37,15 +37,19 @@ def _any_of(d: Dialect, column: str, values: Sequence[Any]) -> Statement:
     return " AND ".join(clauses), params
 
 
+def _select(d: Dialect, what: str, table: str, key: dict[str, Any], tail: str = "") -> Statement:
+    """``SELECT what FROM table`` of the rows whose ``key`` columns have its values."""
+    where = " AND ".join(f"{column} = {d.mark}" for column in key)
+    return f"SELECT {what} FROM {table} WHERE {where}{tail}", list(key.values())
+
+
 # ---------------------------------------------------------------------------- records
 
 
 def stored_version(d: Dialect, table: str, user_id: str, item_id: str) -> Statement:
     """The version of one record or job (``table``), locked for the write that follows
     where the database locks rows."""
-    m = d.mark
-    sql = f"SELECT version FROM {table} WHERE user_id = {m} AND id = {m}{d.lock}"
-    return sql, [user_id, item_id]
+    return _select(d, "version", table, {"user_id": user_id, "id": item_id}, d.lock)
 
 
 def get_records(d: Dialect, user_id: str, ids: Sequence[str]) -> Statement:
@@ -102,9 +106,8 @@ def remove_records(d: Dialect, user_id: str, ids: Sequence[str]) -> tuple[Statem
 
 def get_history(d: Dialect, op: ops.GetHistory) -> Statement:
     """A record's history events, oldest first."""
-    m = d.mark
-    sql = f"SELECT * FROM history WHERE user_id = {m} AND record_id = {m} ORDER BY id"
-    return sql, [op.user_id, op.record_id]
+    key = {"user_id": op.user_id, "record_id": op.record_id}
+    return _select(d, "*", "history", key, " ORDER BY id")
 
 
 def user_history(d: Dialect, op: ops.ListUserHistory) -> Statement:
@@ -126,7 +129,7 @@ def get_embeddings(d: Dialect, model: str, hashes: Sequence[str]) -> Statement:
 
 def model_dim(d: Dialect, model: str) -> Statement:
     """The dimension of one stored vector of ``model``."""
-    return f"SELECT dim FROM embeddings WHERE model = {d.mark} LIMIT 1", [model]
+    return _select(d, "dim", "embeddings", {"model": model}, " LIMIT 1")
 
 
 def drop_embeddings(d: Dialect, op: ops.DropEmbeddings) -> Statement:
@@ -138,9 +141,7 @@ def drop_embeddings(d: Dialect, op: ops.DropEmbeddings) -> Statement:
 
 
 def get_session(d: Dialect, op: ops.GetSession) -> Statement:
-    m = d.mark
-    sql = f"SELECT * FROM sessions WHERE user_id = {m} AND session_id = {m}"
-    return sql, [op.user_id, op.session_id]
+    return _select(d, "*", "sessions", {"user_id": op.user_id, "session_id": op.session_id})
 
 
 def list_sessions(d: Dialect, op: ops.ListSessions) -> Statement:
@@ -173,18 +174,16 @@ def get_messages(d: Dialect, op: ops.GetMessages) -> Statement:
 
 def last_seq(d: Dialect, user_id: str, session_id: str) -> Statement:
     """The highest message number of one session (0 for none)."""
-    m = d.mark
-    sql = f"SELECT COALESCE(MAX(seq), 0) FROM messages WHERE user_id = {m} AND session_id = {m}"
-    return sql, [user_id, session_id]
+    key = {"user_id": user_id, "session_id": session_id}
+    return _select(d, "COALESCE(MAX(seq), 0)", "messages", key)
 
 
 # ---------------------------------------------------------------------------- state
 
 
 def _state_of(d: Dialect, what: str, user_id: str, session_id: str, name: str) -> Statement:
-    m = d.mark
-    sql = f"SELECT {what} FROM states WHERE user_id = {m} AND session_id = {m} AND name = {m}"
-    return sql, [user_id, session_id, name]
+    key = {"user_id": user_id, "session_id": session_id, "name": name}
+    return _select(d, what, "states", key)
 
 
 def get_state(d: Dialect, op: ops.GetState) -> Statement:
@@ -211,8 +210,7 @@ def newest_state_version(d: Dialect, s: StateVersion) -> Statement:
 
 
 def get_job(d: Dialect, op: ops.GetJob) -> Statement:
-    m = d.mark
-    return f"SELECT body FROM jobs WHERE id = {m} AND user_id = {m}", [op.job_id, op.user_id]
+    return _select(d, "body", "jobs", {"id": op.job_id, "user_id": op.user_id})
 
 
 def list_jobs(d: Dialect, op: ops.ListJobs) -> Statement:

@@ -27,12 +27,12 @@ from memlane.stores.postgres_sql import (
     RawSql,
     Sql,
     Step,
-    filter_sql,
     record_params,
     ts_query,
 )
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 
 
@@ -91,7 +91,7 @@ class PostgresOps(OpDispatch):
         query = ts_query(op.query, with_context=with_context)
         if query is None:
             return []
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         weights = [min(float(op.context_weight), 1.0), 0.0, 0.0, 1.0]
         # ts_rank's weights go up to 1: scale the context weight against the text's.
         if op.context_weight > 1:
@@ -108,7 +108,7 @@ class PostgresOps(OpDispatch):
     def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:
         query = np.asarray(op.vector, dtype=np.float32)
         dim = int(query.shape[0])
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         hash_of = (
             "COALESCE(r.context_hash, r.content_hash)"
             if op.field == "context"

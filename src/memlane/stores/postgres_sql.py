@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memlane.errors import ConfigurationError
-from memlane.models import Filters, MemoryRecord
+from memlane.models import MemoryRecord
 from memlane.ports.store import Op
 from memlane.stores.sql.codecs import RECORDS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
-from memlane.stores.sql.filters import filter_sql as compile_filters
 from memlane.text import query_terms
 from memlane.urls import redact_url
 
@@ -256,7 +255,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")
-RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
 _JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
 
 PREVIOUS_TURN = (
@@ -352,14 +350,9 @@ DIALECT = Dialect(
     any_of=_any_of,
     any_topic=_any_topic,
     metadata_equals=_metadata_equals,
-    record_select=RECORD_SELECT,
+    record_columns=RECORD_COLUMNS,
     lock=" FOR UPDATE",
 )
-
-
-def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
-    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    return compile_filters(DIALECT, user_id, f, now)
 
 
 def ts_query(text: str, *, with_context: bool) -> str | None:

@@ -22,6 +22,7 @@ from memlane.stores.base import OpDispatch, check_expected, claim, handles, shou
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
     DIALECT,
@@ -29,7 +30,6 @@ from memlane.stores.sqlite_sql import (
     REINDEX_DELETED_AFTER,
     ROWS,
     chunks,
-    filter_sql,
     fts_query,
     record_row,
 )
@@ -105,7 +105,7 @@ class SqliteOps(OpDispatch):
         match = fts_query(op.query, with_context=op.context_weight > 0)
         if match is None:
             return []
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         rows = conn.execute(
             "SELECT r.id, -bm25(records_fts, 1.0, ?) AS score FROM records_fts "
             "JOIN records r ON r.rid = records_fts.rowid "
@@ -133,7 +133,7 @@ class SqliteOps(OpDispatch):
         filter_key = repr(op.filters)
         allowed = self._vectors.allowed(key, filter_key, now)
         if allowed is None:
-            where, params = filter_sql(op.user_id, op.filters, op.now)
+            where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
             ids = conn.execute(f"SELECT r.id FROM records r WHERE {where}", params)
             allowed = matrix.rows_of(row[0] for row in ids)
             (next_expiry,) = conn.execute(

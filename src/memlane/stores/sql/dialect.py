@@ -26,8 +26,13 @@ class Dialect:
     """The record (alias ``r``) has one of the topics."""
     metadata_equals: Callable[[str, Any], Clauses]
     """The record's metadata has ``key`` equal to ``value`` (JSON types compared)."""
-    record_select: str
-    """The select list of a whole record row over alias ``r``."""
+    record_columns: tuple[str, ...]
+    """The columns of a whole record row, in the order its row codec reads them."""
     lock: str = ""
     """What ends a read of a row the transaction then writes (`` FOR UPDATE``), if the
     database locks rows."""
+
+    @property
+    def record_select(self) -> str:
+        """The select list of a whole record row over alias ``r``."""
+        return ", ".join(f"r.{c}" for c in self.record_columns)

@@ -25,11 +25,12 @@ T = TypeVar("T")
 _MARK = "__memlane_handles__"
 
 
-def handles(op_type: type[Op[Any]]) -> Callable[[F], F]:
-    """Mark a method as the handler of ``op_type`` in an :class:`OpDispatch` subclass."""
+def handles(*op_types: type[Op[Any]]) -> Callable[[F], F]:
+    """Mark a method as the handler of ``op_types`` in an :class:`OpDispatch` subclass
+    (one method may run several ops that are alike, e.g. those built from one table)."""
 
     def mark(method: F) -> F:
-        setattr(method, _MARK, op_type)
+        setattr(method, _MARK, op_types)
         return method
 
     return mark
@@ -45,7 +46,10 @@ class OpDispatch:
         by_name: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):  # a subclass's method replaces its base's
             by_name.update(vars(klass))
-        cls._handlers = {getattr(fn, _MARK): fn for fn in by_name.values() if hasattr(fn, _MARK)}
+        # Later names win: a subclass's new handler of an op replaces its base's.
+        cls._handlers = {
+            op_type: fn for fn in by_name.values() for op_type in getattr(fn, _MARK, ())
+        }
 
     @classmethod
     def supported_ops(cls) -> frozenset[type[Op[Any]]]:

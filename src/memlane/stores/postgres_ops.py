@@ -13,13 +13,13 @@ import numpy as np
 from memlane.models import Job, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_sql import (
     CLAIM_JOB,
+    DIALECT,
     INSERT_RECORD,
-    RECORD_SELECT,
     REINDEX_DELETED_AFTER,
     ROWS,
     TS_CONFIG,
@@ -27,12 +27,13 @@ from memlane.stores.postgres_sql import (
     RawSql,
     Sql,
     Step,
-    filter_sql,
     record_params,
-    row_record,
     ts_query,
 )
-from memlane.stores.sql.statements import get_messages, last_seq
+from memlane.stores.sql import statements as st
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.filters import filter_sql
+from memlane.stores.sql.queries import QUERIES
 
 
 class PostgresOps(OpDispatch):
@@ -47,16 +48,20 @@ class PostgresOps(OpDispatch):
         rows, _ = yield Sql(op.sql)
         return rows
 
+    @handles(*QUERIES)
+    def _op_query(self, op: Op[Any]) -> Step:
+        """An op both SQL stores answer with one shared statement (see QUERIES)."""
+        query = QUERIES[type(op)]
+        rows, _ = yield Sql(*query.statement(DIALECT, op))
+        return query.result(ROWS, rows)
+
     # ------------------------------------------------------------------ records
 
     @handles(ops.WriteRecord)
     def _op_WriteRecord(self, op: ops.WriteRecord) -> Step:
         r = op.record
         # Ids are unique per user: the same id in another scope is another record.
-        rows, _ = yield Sql(
-            "SELECT version FROM records WHERE user_id = %s AND id = %s FOR UPDATE",
-            (r.user_id, r.id),
-        )
+        rows, _ = yield Sql(*st.stored_version(DIALECT, "records", r.user_id, r.id))
         actual = rows[0][0] if rows else None
         if not should_apply(op, actual):
             return None
@@ -69,32 +74,16 @@ class PostgresOps(OpDispatch):
             yield Sql(
                 "INSERT INTO history VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                [ROWS.event_values(e) for e in sorted(op.events, key=lambda e: e.id)],
+                [ROWS.values(EVENTS, e) for e in sorted(op.events, key=lambda e: e.id)],
                 many=True,
             )
         return None
 
     @handles(ops.GetRecords)
     def _op_GetRecords(self, op: ops.GetRecords) -> Step:
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = %s AND r.id = ANY(%s)",
-            (op.user_id, list(op.ids)),
-        )
-        found = {rec.id: rec for rec in map(row_record, rows)}
+        rows, _ = yield Sql(*st.get_records(DIALECT, op.user_id, op.ids))
+        found = {rec.id: rec for rec in map(ROWS.record, rows)}
         return [found[i] for i in op.ids if i in found]
-
-    @handles(ops.ListRecords)
-    def _op_ListRecords(self, op: ops.ListRecords) -> Step:
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        if op.after_id is not None:
-            where += " AND r.id < %s" if op.descending else " AND r.id > %s"
-            params.append(op.after_id)
-        order = "DESC" if op.descending else "ASC"
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT %s",
-            (*params, op.limit),
-        )
-        return [row_record(row) for row in rows]
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch) -> Step:
@@ -102,7 +91,7 @@ class PostgresOps(OpDispatch):
         query = ts_query(op.query, with_context=with_context)
         if query is None:
             return []
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         weights = [min(float(op.context_weight), 1.0), 0.0, 0.0, 1.0]
         # ts_rank's weights go up to 1: scale the context weight against the text's.
         if op.context_weight > 1:
@@ -119,7 +108,7 @@ class PostgresOps(OpDispatch):
     def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:
         query = np.asarray(op.vector, dtype=np.float32)
         dim = int(query.shape[0])
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         hash_of = (
             "COALESCE(r.context_hash, r.content_hash)"
             if op.field == "context"
@@ -175,22 +164,6 @@ class PostgresOps(OpDispatch):
                 found += [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)
 
-    @handles(ops.GetHistory)
-    def _op_GetHistory(self, op: ops.GetHistory) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM history WHERE user_id = %s AND record_id = %s ORDER BY id",
-            (op.user_id, op.record_id),
-        )
-        return [ROWS.row_event(row) for row in rows]
-
-    @handles(ops.ListUserHistory)
-    def _op_ListUserHistory(self, op: ops.ListUserHistory) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM history WHERE user_id = %s AND id > %s ORDER BY id LIMIT %s",
-            (op.user_id, op.after_id or "", op.limit),
-        )
-        return [ROWS.row_event(row) for row in rows]
-
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, op: ops.TouchRecords) -> Step:
         if op.ids:
@@ -203,29 +176,12 @@ class PostgresOps(OpDispatch):
             )
         return None
 
-    @handles(ops.FindExpired)
-    def _op_FindExpired(self, op: ops.FindExpired) -> Step:
-        rows, _ = yield Sql(
-            f"SELECT {RECORD_SELECT} FROM records r "
-            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= %s ORDER BY r.id LIMIT %s",
-            (op.now, op.limit),
-        )
-        return [row_record(row) for row in rows]
-
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:
-        key = (op.user_id, list(op.ids))
-        yield Sql(
-            "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
-            "AND user_id = %s AND record_id = ANY(%s)",
-            key,
-        )
-        turns, _ = yield Sql(
-            "SELECT session_id, agent_id, id FROM records WHERE user_id = %s AND id = ANY(%s) "
-            "AND kind = 'episode' AND session_id IS NOT NULL ORDER BY id",
-            key,
-        )
-        _, n = yield Sql("DELETE FROM records WHERE user_id = %s AND id = ANY(%s)", key)
+        scrub, removed_turns, delete = st.remove_records(DIALECT, op.user_id, op.ids)
+        yield Sql(*scrub)
+        turns, _ = yield Sql(*removed_turns)
+        _, n = yield Sql(*delete)
         for session_id, agent_id, rid in turns:  # the words leave every search vector
             yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
@@ -234,11 +190,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.GetEmbeddings)
     def _op_GetEmbeddings(self, op: ops.GetEmbeddings) -> Step:
-        rows, _ = yield Sql(
-            "SELECT content_hash, vector FROM embeddings "
-            "WHERE model = %s AND content_hash = ANY(%s)",
-            (op.model, list(op.hashes)),
-        )
+        rows, _ = yield Sql(*st.get_embeddings(DIALECT, op.model, op.hashes))
         return {h: _as_array(v) for h, v in rows}
 
     @handles(ops.PutEmbeddings)
@@ -290,20 +242,18 @@ class PostgresOps(OpDispatch):
         return False
 
     def _recorded_model(self) -> Step:
-        rows, _ = yield Sql("SELECT value FROM memlane_meta WHERE key = 'embedding_model'")
+        rows, _ = yield Sql(st.RECORDED_MODEL)
         if not rows:
             return None
         model, dim = json.loads(rows[0][0])
         return str(model), int(dim)
 
     def _adopted_model(self) -> Step:
-        rows, _ = yield Sql(
-            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
-        )
+        rows, _ = yield Sql(st.MODEL_RANGE)
         low, high = rows[0]
         if low is None or low != high:
             return None
-        rows, _ = yield Sql("SELECT dim FROM embeddings WHERE model = %s LIMIT 1", (low,))
+        rows, _ = yield Sql(*st.model_dim(DIALECT, low))
         return str(low), int(rows[0][0])
 
     @handles(ops.CheckEmbeddingModel)
@@ -339,7 +289,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
-        _, n = yield Sql("DELETE FROM embeddings WHERE model <> %s", (op.keep,))
+        _, n = yield Sql(*st.drop_embeddings(DIALECT, op))
         return n
 
     @handles(ops.PruneEmbeddings)
@@ -361,32 +311,9 @@ class PostgresOps(OpDispatch):
             "updated_at = GREATEST(sessions.updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN sessions.metadata "
             "ELSE excluded.metadata END",
-            ROWS.session_values(op.session),
+            ROWS.values(SESSIONS, op.session),
         )
         return None
-
-    @handles(ops.GetSession)
-    def _op_GetSession(self, op: ops.GetSession) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM sessions WHERE user_id = %s AND session_id = %s",
-            (op.user_id, op.session_id),
-        )
-        return ROWS.row_session(rows[0]) if rows else None
-
-    @handles(ops.ListSessions)
-    def _op_ListSessions(self, op: ops.ListSessions) -> Step:
-        where, params = "user_id = %s", list[Any]([op.user_id])
-        if op.after_id is not None:
-            where += " AND session_id > %s"
-            params.append(op.after_id)
-        if op.updated_before is not None:
-            where += " AND updated_at < %s"
-            params.append(op.updated_before)
-        rows, _ = yield Sql(
-            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT %s",
-            (*params, op.limit),
-        )
-        return [ROWS.row_session(row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, op: ops.AppendMessages) -> Step:
@@ -399,21 +326,16 @@ class PostgresOps(OpDispatch):
                 yield Sql("SELECT pg_advisory_xact_lock(%s)", (_lock_key("messages", *key),))
                 locked.add(key)
             if op.assign_seq:
-                rows, _ = yield Sql(last_seq("%s"), key)
+                rows, _ = yield Sql(*st.last_seq(DIALECT, *key))
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": rows[0][0] + 1})
             _, n = yield Sql(
                 "INSERT INTO messages VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
-                ROWS.message_values(m),
+                ROWS.values(MESSAGES, m),
             )
             if n:
                 out.append(m)
         return out
-
-    @handles(ops.GetMessages)
-    def _op_GetMessages(self, op: ops.GetMessages) -> Step:
-        rows, _ = yield Sql(*get_messages("%s", op))
-        return [ROWS.row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, op: ops.DeleteSessions) -> Step:
@@ -438,24 +360,10 @@ class PostgresOps(OpDispatch):
 
     # ------------------------------------------------------------------ state
 
-    @handles(ops.GetState)
-    def _op_GetState(self, op: ops.GetState) -> Step:
-        sql = "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s"
-        params: list[Any] = [op.user_id, op.session_id, op.name]
-        if op.version is not None:
-            sql += " AND version = %s"
-            params.append(op.version)
-        rows, _ = yield Sql(sql + " ORDER BY version DESC LIMIT 1", params)
-        return ROWS.row_state(rows[0]) if rows else None
-
     @handles(ops.PutState)
     def _op_PutState(self, op: ops.PutState) -> Step:
         s = op.state
-        rows, _ = yield Sql(
-            "SELECT COALESCE(MAX(version), 0) FROM states "
-            "WHERE user_id = %s AND session_id = %s AND name = %s",
-            (s.user_id, s.session_id, s.name),
-        )
+        rows, _ = yield Sql(*st.newest_state_version(DIALECT, s))
         current = rows[0][0]
         check_expected(
             f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
@@ -463,18 +371,9 @@ class PostgresOps(OpDispatch):
         # A concurrent writer of the same version trips the primary key: ConflictError.
         conflict = "ON CONFLICT DO NOTHING" if op.expected_version is None else ""
         yield Sql(
-            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.state_values(s)
+            f"INSERT INTO states VALUES (%s, %s, %s, %s, %s, %s) {conflict}", ROWS.values(STATES, s)
         )
         return None
-
-    @handles(ops.ListStateVersions)
-    def _op_ListStateVersions(self, op: ops.ListStateVersions) -> Step:
-        rows, _ = yield Sql(
-            "SELECT * FROM states WHERE user_id = %s AND session_id = %s AND name = %s "
-            "ORDER BY version",
-            (op.user_id, op.session_id, op.name),
-        )
-        return [ROWS.row_state(row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, op: ops.ListStates) -> Step:
@@ -483,16 +382,13 @@ class PostgresOps(OpDispatch):
             "AND starts_with(name, %s) ORDER BY name, version DESC",
             (op.user_id, op.session_id, op.prefix),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 
     @handles(ops.PutJob)
     def _op_PutJob(self, op: ops.PutJob) -> Step:
-        rows, _ = yield Sql(
-            "SELECT version FROM jobs WHERE user_id = %s AND id = %s FOR UPDATE",
-            (op.job.user_id, op.job.id),
-        )
+        rows, _ = yield Sql(*st.stored_version(DIALECT, "jobs", op.job.user_id, op.job.id))
         row = rows[0] if rows else None
         actual = None if row is None else row[0]
         if not should_apply(op, actual):
@@ -511,31 +407,6 @@ class PostgresOps(OpDispatch):
             )
         return None
 
-    @handles(ops.GetJob)
-    def _op_GetJob(self, op: ops.GetJob) -> Step:
-        rows, _ = yield Sql(
-            "SELECT body FROM jobs WHERE id = %s AND user_id = %s", (op.job_id, op.user_id)
-        )
-        return ROWS.row_job(rows[0]) if rows else None
-
-    @handles(ops.ListJobs)
-    def _op_ListJobs(self, op: ops.ListJobs) -> Step:
-        clauses, params = ["TRUE"], list[Any]()
-        if op.user_id is not None:
-            clauses.append("user_id = %s")
-            params.append(op.user_id)
-        if op.statuses:
-            clauses.append("status = ANY(%s)")
-            params.append([s.value for s in op.statuses])
-        if op.after_id is not None:
-            clauses.append("id > %s")
-            params.append(op.after_id)
-        rows, _ = yield Sql(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT %s",
-            (*params, op.limit),
-        )
-        return [ROWS.row_job(row) for row in rows]
-
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, op: ops.ClaimJob) -> Step:
         rows, _ = yield Sql(CLAIM_JOB, {"user_id": op.user_id, "now": op.now})
@@ -548,19 +419,11 @@ class PostgresOps(OpDispatch):
 
     # ------------------------------------------------------------------ users
 
-    @handles(ops.ListUsers)
-    def _op_ListUsers(self, op: ops.ListUsers) -> Step:
-        rows, _ = yield Sql(
-            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
-            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
-        )
-        return [row[0] for row in rows]
-
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:
         counts: dict[str, int] = {}
-        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
-            _, counts[table] = yield Sql(f"DELETE FROM {table} WHERE user_id = %s", (op.user_id,))
+        for table, statement in st.delete_user(DIALECT, op.user_id):
+            _, counts[table] = yield Sql(*statement)
         counts["embeddings"] = yield from self._op_PruneEmbeddings(ops.PruneEmbeddings())
         return counts
 

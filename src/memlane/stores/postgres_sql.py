@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from memlane.errors import ConfigurationError
-from memlane.models import (
-    Filters,
-    MemoryRecord,
-)
+from memlane.models import MemoryRecord
 from memlane.ports.store import Op
-from memlane.stores.sql.codecs import RowCodec, to_json
-from memlane.stores.sql.filters import Clauses, Dialect
-from memlane.stores.sql.filters import filter_sql as compile_filters
+from memlane.stores.sql.codecs import RECORDS, RowCodec
+from memlane.stores.sql.dialect import Clauses, Dialect
 from memlane.text import query_terms
 from memlane.urls import redact_url
 
@@ -258,14 +254,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "ids unique per user; lexical context only from the same agent's turn", _SCOPED_IDS_SQL),
 )
 
-RECORD_COLUMNS = (
-    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
-    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
-    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
-    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
-    "metadata_text",
-)  # fmt: skip
-RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
+RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")
 _JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
 
 PREVIOUS_TURN = (
@@ -356,13 +345,14 @@ def _as_is(value: Any) -> Any:
 
 
 DIALECT = Dialect(
-    mark="%s", time=_as_is, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+    mark="%s",
+    time=_as_is,
+    any_of=_any_of,
+    any_topic=_any_topic,
+    metadata_equals=_metadata_equals,
+    record_columns=RECORD_COLUMNS,
+    lock=" FOR UPDATE",
 )
-
-
-def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
-    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    return compile_filters(DIALECT, user_id, f, now)
 
 
 def ts_query(text: str, *, with_context: bool) -> str | None:
@@ -377,46 +367,16 @@ def ts_query(text: str, *, with_context: bool) -> str | None:
 
 
 def record_params(r: MemoryRecord) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "user_id": r.user_id,
-        "agent_id": r.agent_id,
-        "team": r.team,
-        "session_id": r.session_id,
-        "kind": r.kind.value,
-        "key": r.key,
-        "text": r.text,
-        "topics": to_json(list(r.topics)),
-        "metadata": r.metadata_json(),
-        "importance": r.importance,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "event_at": r.event_at,
-        "valid_from": r.valid_from,
-        "valid_to": r.valid_to,
-        "superseded_by": r.superseded_by,
-        "expires_at": r.expires_at,
-        "deleted_at": r.deleted_at,
-        "access_count": r.access_count,
-        "last_accessed_at": r.last_accessed_at,
-        "source_ids": to_json(list(r.source_ids)),
-        "actor": r.actor,
-        "content_hash": r.content_hash,
-        "version": r.version,
-        "context_hash": r.context_hash,
-        "metadata_text": r.metadata_json(),
-    }
-
-
-def row_record(row: Sequence[Any]) -> MemoryRecord:
-    return ROWS.row_record(RECORD_COLUMNS, row)
+    """A record's row by column; ``metadata_text`` keeps the metadata's exact JSON."""
+    stored = zip(RECORDS.columns, ROWS.values(RECORDS, r), strict=True)
+    return {**dict(stored), "metadata_text": r.metadata_json()}
 
 
 def _read_time(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is)
+ROWS = RowCodec(write_time=_as_is, read_time=_read_time, read_json=_as_is, exact_metadata=True)
 
 
 def check_postgres_url(url: str) -> str:

@@ -9,30 +9,29 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from memlane.models import (
-    HistoryEvent,
     Job,
     MemoryRecord,
     Message,
-    Session,
     StateVersion,
     to_iso,
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.store import SESSION_BOUND_KINDS
+from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
-from memlane.stores.sql.statements import get_messages, last_seq
+from memlane.stores.sql import statements as st
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.filters import filter_sql
+from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
+    DIALECT,
     RECORD_COLUMNS,
-    RECORD_SELECT,
     REINDEX_DELETED_AFTER,
     ROWS,
     chunks,
-    filter_sql,
     fts_query,
     record_row,
-    row_record,
 )
 
 if TYPE_CHECKING:
@@ -56,15 +55,19 @@ class SqliteOps(OpDispatch):
             self._vector_cache = VectorCache(self._vector_cache_bytes)
         return self._vector_cache
 
+    @handles(*QUERIES)
+    def _op_query(self, conn: sqlite3.Connection, op: Op[Any]) -> Any:
+        """An op both SQL stores answer with one shared statement (see QUERIES)."""
+        query = QUERIES[type(op)]
+        return query.result(ROWS, conn.execute(*query.statement(DIALECT, op)).fetchall())
+
     # ------------------------------------------------------------------ records
 
     @handles(ops.WriteRecord)
     def _op_WriteRecord(self, conn: sqlite3.Connection, op: ops.WriteRecord) -> None:
         r = op.record
         # Ids are unique per user: the same id in another scope is another record.
-        row = conn.execute(
-            "SELECT version FROM records WHERE user_id = ? AND id = ?", (r.user_id, r.id)
-        ).fetchone()
+        row = conn.execute(*st.stored_version(DIALECT, "records", r.user_id, r.id)).fetchone()
         if not should_apply(op, None if row is None else row[0]):
             return
         values = record_row(r)
@@ -84,33 +87,16 @@ class SqliteOps(OpDispatch):
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
         conn.executemany(
             "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [ROWS.event_values(e) for e in op.events],
+            [ROWS.values(EVENTS, e) for e in op.events],
         )
 
     @handles(ops.GetRecords)
     def _op_GetRecords(self, conn: sqlite3.Connection, op: ops.GetRecords) -> list[MemoryRecord]:
         found: dict[str, MemoryRecord] = {}
         for chunk in chunks(op.ids, 500):
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT {RECORD_SELECT} FROM records r WHERE r.user_id = ? AND r.id IN ({marks})",
-                (op.user_id, *chunk),
-            )
-            found.update((rec.id, rec) for rec in map(row_record, rows))
+            rows = conn.execute(*st.get_records(DIALECT, op.user_id, chunk))
+            found.update((rec.id, rec) for rec in map(ROWS.record, rows))
         return [found[i] for i in op.ids if i in found]
-
-    @handles(ops.ListRecords)
-    def _op_ListRecords(self, conn: sqlite3.Connection, op: ops.ListRecords) -> list[MemoryRecord]:
-        where, params = filter_sql(op.user_id, op.filters, op.now)
-        if op.after_id is not None:
-            where += " AND r.id < ?" if op.descending else " AND r.id > ?"
-            params.append(op.after_id)
-        order = "DESC" if op.descending else "ASC"
-        rows = conn.execute(
-            f"SELECT {RECORD_SELECT} FROM records r WHERE {where} ORDER BY r.id {order} LIMIT ?",
-            (*params, op.limit),
-        )
-        return [row_record(row) for row in rows]
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(
@@ -119,7 +105,7 @@ class SqliteOps(OpDispatch):
         match = fts_query(op.query, with_context=op.context_weight > 0)
         if match is None:
             return []
-        where, params = filter_sql(op.user_id, op.filters, op.now)
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         rows = conn.execute(
             "SELECT r.id, -bm25(records_fts, 1.0, ?) AS score FROM records_fts "
             "JOIN records r ON r.rid = records_fts.rowid "
@@ -147,7 +133,7 @@ class SqliteOps(OpDispatch):
         filter_key = repr(op.filters)
         allowed = self._vectors.allowed(key, filter_key, now)
         if allowed is None:
-            where, params = filter_sql(op.user_id, op.filters, op.now)
+            where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
             ids = conn.execute(f"SELECT r.id FROM records r WHERE {where}", params)
             allowed = matrix.rows_of(row[0] for row in ids)
             (next_expiry,) = conn.execute(
@@ -170,14 +156,7 @@ class SqliteOps(OpDispatch):
         ).fetchall()
         found: dict[str, bytes] = {}
         for chunk in chunks(sorted({h for _, h in wanted}), 900):
-            marks = ", ".join("?" * len(chunk))
-            found.update(
-                conn.execute(
-                    "SELECT content_hash, vector FROM embeddings "
-                    f"WHERE model = ? AND content_hash IN ({marks})",
-                    (model, *chunk),
-                )
-            )
+            found.update(conn.execute(*st.get_embeddings(DIALECT, model, chunk)))
         return [(rid, found[h]) for rid, h in wanted if h in found]
 
     @handles(ops.GetNeighbors)
@@ -191,24 +170,6 @@ class SqliteOps(OpDispatch):
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 
-    @handles(ops.GetHistory)
-    def _op_GetHistory(self, conn: sqlite3.Connection, op: ops.GetHistory) -> list[HistoryEvent]:
-        rows = conn.execute(
-            "SELECT * FROM history WHERE user_id = ? AND record_id = ? ORDER BY id",
-            (op.user_id, op.record_id),
-        )
-        return [ROWS.row_event(row) for row in rows]
-
-    @handles(ops.ListUserHistory)
-    def _op_ListUserHistory(
-        self, conn: sqlite3.Connection, op: ops.ListUserHistory
-    ) -> list[HistoryEvent]:
-        rows = conn.execute(
-            "SELECT * FROM history WHERE user_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (op.user_id, op.after_id or "", op.limit),
-        )
-        return [ROWS.row_event(row) for row in rows]
-
     @handles(ops.TouchRecords)
     def _op_TouchRecords(self, conn: sqlite3.Connection, op: ops.TouchRecords) -> None:
         conn.executemany(
@@ -217,33 +178,14 @@ class SqliteOps(OpDispatch):
             [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
         )
 
-    @handles(ops.FindExpired)
-    def _op_FindExpired(self, conn: sqlite3.Connection, op: ops.FindExpired) -> list[MemoryRecord]:
-        rows = conn.execute(
-            f"SELECT {RECORD_SELECT} FROM records r "
-            "WHERE r.expires_at IS NOT NULL AND r.expires_at <= ? ORDER BY r.id LIMIT ?",
-            (to_iso(op.now), op.limit),
-        )
-        return [row_record(row) for row in rows]
-
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:
         n = 0
         for chunk in chunks(op.ids, 500):
-            marks = ", ".join("?" * len(chunk))
-            params = (op.user_id, *chunk)
-            conn.execute(
-                "UPDATE history SET snapshot = NULL WHERE snapshot IS NOT NULL "
-                f"AND user_id = ? AND record_id IN ({marks})",
-                params,
-            )
-            turns = conn.execute(
-                "SELECT session_id, agent_id, id FROM records WHERE user_id = ? "
-                f"AND id IN ({marks}) AND kind = 'episode' AND session_id IS NOT NULL",
-                params,
-            ).fetchall()
-            cur = conn.execute(f"DELETE FROM records WHERE user_id = ? AND id IN ({marks})", params)
-            n += cur.rowcount
+            scrub, removed_turns, delete = st.remove_records(DIALECT, op.user_id, chunk)
+            conn.execute(*scrub)
+            turns = conn.execute(*removed_turns).fetchall()
+            n += conn.execute(*delete).rowcount
             for session_id, agent_id, rid in turns:  # the words leave every index row
                 conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
         return n
@@ -258,12 +200,7 @@ class SqliteOps(OpDispatch):
 
         out: dict[str, Vector] = {}
         for chunk in chunks(op.hashes, 500):
-            marks = ", ".join("?" * len(chunk))
-            rows = conn.execute(
-                "SELECT content_hash, vector FROM embeddings "
-                f"WHERE model = ? AND content_hash IN ({marks})",
-                (op.model, *chunk),
-            )
+            rows = conn.execute(*st.get_embeddings(DIALECT, op.model, chunk))
             out.update((h, from_blobs([blob])[0]) for h, blob in rows)
         return out
 
@@ -279,23 +216,17 @@ class SqliteOps(OpDispatch):
                 )
 
     def _recorded_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
-        row = conn.execute(
-            "SELECT value FROM memlane_meta WHERE key = 'embedding_model'"
-        ).fetchone()
+        row = conn.execute(st.RECORDED_MODEL).fetchone()
         if row is None:
             return None
         model, dim = json.loads(row[0])
         return str(model), int(dim)
 
     def _adopted_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
-        low, high = conn.execute(
-            "SELECT (SELECT min(model) FROM embeddings), (SELECT max(model) FROM embeddings)"
-        ).fetchone()
+        low, high = conn.execute(st.MODEL_RANGE).fetchone()
         if low is None or low != high:
             return None
-        (dim,) = conn.execute(
-            "SELECT dim FROM embeddings WHERE model = ? LIMIT 1", (low,)
-        ).fetchone()
+        (dim,) = conn.execute(*st.model_dim(DIALECT, low)).fetchone()
         return str(low), int(dim)
 
     @handles(ops.CheckEmbeddingModel)
@@ -322,7 +253,7 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, conn: sqlite3.Connection, op: ops.DropEmbeddings) -> int:
-        return conn.execute("DELETE FROM embeddings WHERE model <> ?", (op.keep,)).rowcount
+        return conn.execute(*st.drop_embeddings(DIALECT, op)).rowcount
 
     @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
@@ -344,51 +275,23 @@ class SqliteOps(OpDispatch):
             "updated_at = MAX(updated_at, excluded.updated_at), "
             "metadata = CASE WHEN excluded.metadata = '{}' THEN metadata "
             "ELSE excluded.metadata END",
-            ROWS.session_values(s),
+            ROWS.values(SESSIONS, s),
         )
-
-    @handles(ops.GetSession)
-    def _op_GetSession(self, conn: sqlite3.Connection, op: ops.GetSession) -> Session | None:
-        row = conn.execute(
-            "SELECT * FROM sessions WHERE user_id = ? AND session_id = ?",
-            (op.user_id, op.session_id),
-        ).fetchone()
-        return None if row is None else ROWS.row_session(row)
-
-    @handles(ops.ListSessions)
-    def _op_ListSessions(self, conn: sqlite3.Connection, op: ops.ListSessions) -> list[Session]:
-        where, params = "user_id = ?", [op.user_id]
-        if op.after_id is not None:
-            where += " AND session_id > ?"
-            params.append(op.after_id)
-        if op.updated_before is not None:
-            where += " AND updated_at < ?"
-            params.append(to_iso(op.updated_before))
-        rows = conn.execute(
-            f"SELECT * FROM sessions WHERE {where} ORDER BY session_id LIMIT ?",
-            (*params, op.limit),
-        )
-        return [ROWS.row_session(row) for row in rows]
 
     @handles(ops.AppendMessages)
     def _op_AppendMessages(self, conn: sqlite3.Connection, op: ops.AppendMessages) -> list[Message]:
         out: list[Message] = []
         for m in op.messages:
             if op.assign_seq:
-                (last,) = conn.execute(last_seq("?"), (m.user_id, m.session_id)).fetchone()
+                (last,) = conn.execute(*st.last_seq(DIALECT, m.user_id, m.session_id)).fetchone()
                 m = Message(**{**m.to_dict(), "created_at": m.created_at, "seq": last + 1})
             cur = conn.execute(
                 "INSERT OR IGNORE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ROWS.message_values(m),
+                ROWS.values(MESSAGES, m),
             )
             if cur.rowcount:
                 out.append(m)
         return out
-
-    @handles(ops.GetMessages)
-    def _op_GetMessages(self, conn: sqlite3.Connection, op: ops.GetMessages) -> list[Message]:
-        rows = conn.execute(*get_messages("?", op))
-        return [ROWS.row_message(row) for row in rows]
 
     @handles(ops.DeleteSessions)
     def _op_DeleteSessions(self, conn: sqlite3.Connection, op: ops.DeleteSessions) -> int:
@@ -415,42 +318,17 @@ class SqliteOps(OpDispatch):
 
     # ------------------------------------------------------------------ state
 
-    @handles(ops.GetState)
-    def _op_GetState(self, conn: sqlite3.Connection, op: ops.GetState) -> StateVersion | None:
-        sql = "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ?"
-        params: list[Any] = [op.user_id, op.session_id, op.name]
-        if op.version is not None:
-            sql += " AND version = ?"
-            params.append(op.version)
-        row = conn.execute(sql + " ORDER BY version DESC LIMIT 1", params).fetchone()
-        return None if row is None else ROWS.row_state(row)
-
     @handles(ops.PutState)
     def _op_PutState(self, conn: sqlite3.Connection, op: ops.PutState) -> None:
         s = op.state
-        (current,) = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM states "
-            "WHERE user_id = ? AND session_id = ? AND name = ?",
-            (s.user_id, s.session_id, s.name),
-        ).fetchone()
+        (current,) = conn.execute(*st.newest_state_version(DIALECT, s)).fetchone()
         check_expected(
             f"state {s.name!r} of session {s.session_id!r}", op.expected_version, current
         )
         conn.execute(
             "INSERT OR IGNORE INTO states VALUES (?, ?, ?, ?, ?, ?)",
-            ROWS.state_values(s),
+            ROWS.values(STATES, s),
         )
-
-    @handles(ops.ListStateVersions)
-    def _op_ListStateVersions(
-        self, conn: sqlite3.Connection, op: ops.ListStateVersions
-    ) -> list[StateVersion]:
-        rows = conn.execute(
-            "SELECT * FROM states WHERE user_id = ? AND session_id = ? AND name = ? "
-            "ORDER BY version",
-            (op.user_id, op.session_id, op.name),
-        )
-        return [ROWS.row_state(row) for row in rows]
 
     @handles(ops.ListStates)
     def _op_ListStates(self, conn: sqlite3.Connection, op: ops.ListStates) -> list[StateVersion]:
@@ -461,46 +339,20 @@ class SqliteOps(OpDispatch):
             "ORDER BY s.name",
             (op.user_id, op.session_id, len(op.prefix), op.prefix),
         )
-        return [ROWS.row_state(row) for row in rows]
+        return [ROWS.read(STATES, row) for row in rows]
 
     # ------------------------------------------------------------------ jobs
 
     @handles(ops.PutJob)
     def _op_PutJob(self, conn: sqlite3.Connection, op: ops.PutJob) -> None:
-        row = conn.execute(
-            "SELECT version FROM jobs WHERE user_id = ? AND id = ?", (op.job.user_id, op.job.id)
-        ).fetchone()
+        job = op.job
+        row = conn.execute(*st.stored_version(DIALECT, "jobs", job.user_id, job.id)).fetchone()
         actual = None if row is None else row[0]
         if not should_apply(op, actual):
             return
         conn.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", ROWS.job_values(op.job)
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)", ROWS.job_values(job)
         )
-
-    @handles(ops.GetJob)
-    def _op_GetJob(self, conn: sqlite3.Connection, op: ops.GetJob) -> Job | None:
-        row = conn.execute(
-            "SELECT body FROM jobs WHERE id = ? AND user_id = ?", (op.job_id, op.user_id)
-        ).fetchone()
-        return None if row is None else ROWS.row_job(row)
-
-    @handles(ops.ListJobs)
-    def _op_ListJobs(self, conn: sqlite3.Connection, op: ops.ListJobs) -> list[Job]:
-        clauses, params = ["1 = 1"], list[Any]()
-        if op.user_id is not None:
-            clauses.append("user_id = ?")
-            params.append(op.user_id)
-        if op.statuses:
-            clauses.append(f"status IN ({', '.join('?' * len(op.statuses))})")
-            params.extend(s.value for s in op.statuses)
-        if op.after_id is not None:
-            clauses.append("id > ?")
-            params.append(op.after_id)
-        rows = conn.execute(
-            f"SELECT body FROM jobs WHERE {' AND '.join(clauses)} ORDER BY id, user_id LIMIT ?",
-            (*params, op.limit),
-        )
-        return [ROWS.row_job(row) for row in rows]
 
     @handles(ops.ClaimJob)
     def _op_ClaimJob(self, conn: sqlite3.Connection, op: ops.ClaimJob) -> Job | None:
@@ -526,14 +378,6 @@ class SqliteOps(OpDispatch):
 
     # ------------------------------------------------------------------ users
 
-    @handles(ops.ListUsers)
-    def _op_ListUsers(self, conn: sqlite3.Connection, op: ops.ListUsers) -> list[str]:
-        rows = conn.execute(
-            "SELECT user_id FROM records UNION SELECT user_id FROM sessions "
-            "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
-        )
-        return [row[0] for row in rows]
-
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -543,8 +387,7 @@ class SqliteOps(OpDispatch):
             "DELETE FROM records_fts WHERE rowid IN (SELECT rid FROM records WHERE user_id = ?)",
             (op.user_id,),
         )
-        for table in ("records", "history", "sessions", "messages", "states", "jobs"):
-            cur = conn.execute(f"DELETE FROM {table} WHERE user_id = ?", (op.user_id,))
-            counts[table] = cur.rowcount
+        for table, statement in st.delete_user(DIALECT, op.user_id):
+            counts[table] = conn.execute(*statement).rowcount
         counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
         return counts  # the batch then merges the index: see _merge_index

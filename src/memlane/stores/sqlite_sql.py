@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from memlane.errors import UnsupportedError
-from memlane.models import (
-    Filters,
-    MemoryRecord,
-    from_iso,
-    opt_iso,
-    to_iso,
-)
-from memlane.stores.sql.codecs import RowCodec, to_json
-from memlane.stores.sql.filters import Clauses, Dialect
-from memlane.stores.sql.filters import filter_sql as compile_filters
+from memlane.models import MemoryRecord, from_iso, to_iso
+from memlane.stores.sql.codecs import RECORDS, RowCodec
+from memlane.stores.sql.dialect import Clauses, Dialect
 from memlane.text import query_terms
 
 FLOAT16_SQL = "memlane_float16"
@@ -73,24 +65,28 @@ _LEXICAL_CONTEXT_SQL = """        DROP TRIGGER records_ai;
 """.format(ctx_r=_previous_turn("r"), ctx_new=_previous_turn("new"))
 
 
-def _previous_live_turn(row: str) -> str:
+def _previous_live_turn(row: str, *, same_agent: bool) -> str:
     """SQL for the text of the last episode before ``row`` in its session that is not
-    deleted (NULL otherwise)."""
+    deleted (NULL otherwise); with ``same_agent``, by the same agent only (``IS``: no
+    agent matches no agent): reads are limited by agent, so another agent's turn must
+    never be this one's context."""
+    agent = f"AND p.agent_id IS {row}.agent_id " if same_agent else ""
     return (
         f"CASE WHEN {row}.kind = 'episode' AND {row}.session_id IS NOT NULL THEN "
         f"(SELECT p.text FROM records p WHERE p.user_id = {row}.user_id "
-        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' "
+        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' {agent}"
         f"AND p.deleted_at IS NULL AND p.id < {row}.id ORDER BY p.id DESC LIMIT 1) END"
     )
 
 
-def _refresh_context(row: str, *, itself: bool) -> str:
-    """SQL re-indexing the lexical context of the next live episode after ``row`` (and of
-    ``row`` itself when ``itself``), so a deleted, purged or rewritten turn's words stop
-    matching the turn after it."""
+def _refresh_context(row: str, *, itself: bool, same_agent: bool) -> str:
+    """SQL re-indexing the lexical context of the next live episode after ``row`` (by the
+    same agent with ``same_agent``; and of ``row`` itself when ``itself``), so a deleted,
+    purged or rewritten turn's words stop matching the turn after it."""
+    agent = f"AND n.agent_id IS {row}.agent_id " if same_agent else ""
     targets = (
         f"SELECT n.rid FROM records n WHERE {row}.kind = 'episode' "
-        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id "
+        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id {agent}"
         f"AND n.kind = 'episode' AND n.deleted_at IS NULL AND n.id > {row}.id "
         "ORDER BY n.id LIMIT 1"
     )
@@ -98,15 +94,12 @@ def _refresh_context(row: str, *, itself: bool) -> str:
         targets = f"SELECT * FROM ({targets}) UNION ALL SELECT {row}.rid"
     return (
         "UPDATE records_fts SET context = (SELECT "
-        + _previous_live_turn("t")
+        + _previous_live_turn("t", same_agent=same_agent)
         + f" FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ({targets});"
     )
 
 
-_LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
-        DROP TRIGGER records_ad;
-        DROP TRIGGER records_au;
-        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+_TURN_ADDED_OR_REMOVED = """        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
             INSERT INTO records_fts(rowid, text, context)
             VALUES (new.rid, new.text, {ctx_new});
         END;
@@ -114,13 +107,11 @@ _LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
             DELETE FROM records_fts WHERE rowid = old.rid;
             {refresh_old}
         END;
-        CREATE TRIGGER records_au AFTER UPDATE OF text ON records
-        WHEN new.text IS NOT old.text BEGIN
-            DELETE FROM records_fts WHERE rowid = old.rid;
-            INSERT INTO records_fts(rowid, text, context)
-            VALUES (new.rid, new.text, {ctx_new});
-            {refresh_new}
-        END;
+"""
+"""The triggers indexing an added record with its lexical context and re-indexing the
+turn after a removed one (migrations 6 and 7)."""
+
+_TURN_DELETED_AND_REINDEX = """\
         CREATE TRIGGER records_au_deleted AFTER UPDATE OF deleted_at ON records
         WHEN new.kind = 'episode' AND new.deleted_at IS NOT old.deleted_at BEGIN
             {refresh_new_and_self}
@@ -128,50 +119,73 @@ _LIVE_CONTEXT_SQL = """        DROP TRIGGER records_ai;
         DELETE FROM records_fts;
         INSERT INTO records_fts(rowid, text, context)
             SELECT r.rid, r.text, {ctx_r} FROM records r;
-""".format(
-    ctx_new=_previous_live_turn("new"),
-    ctx_r=_previous_live_turn("r"),
-    refresh_old=_refresh_context("old", itself=False),
-    refresh_new=_refresh_context("new", itself=False),
-    refresh_new_and_self=_refresh_context("new", itself=True),
+"""
+"""The trigger re-indexing around a turn deleted or restored, then the whole index built
+again (migrations 6 and 7)."""
+
+
+def _context_sql(template: str, *, same_agent: bool) -> str:
+    """``template`` with the lexical context SQL filled in: the previous live turn
+    (``ctx_*``) and re-indexing the turns after a change (``refresh_*``)."""
+    return template.format(
+        ctx_new=_previous_live_turn("new", same_agent=same_agent),
+        ctx_r=_previous_live_turn("r", same_agent=same_agent),
+        refresh_old=_refresh_context("old", itself=False, same_agent=same_agent),
+        refresh_new=_refresh_context("new", itself=False, same_agent=same_agent),
+        refresh_new_and_self=_refresh_context("new", itself=True, same_agent=same_agent),
+        record_fields=_RECORD_FIELDS,
+        history_fields=_HISTORY_FIELDS,
+    )
+
+
+_RECORD_FIELDS = """
+            user_id TEXT NOT NULL,
+            agent_id TEXT, team TEXT, session_id TEXT,
+            kind TEXT NOT NULL, key TEXT,
+            text TEXT NOT NULL,
+            topics TEXT NOT NULL DEFAULT '[]',
+            metadata TEXT NOT NULL DEFAULT '{}',
+            importance REAL NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
+            expires_at TEXT, deleted_at TEXT,
+            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
+            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
+            content_hash TEXT NOT NULL,
+            version INTEGER NOT NULL"""
+"""The columns of ``records`` after its keys, as migration 1 made them; migration 7
+copies the table with ``SELECT *``, so it declares them again, in this order."""
+
+_HISTORY_FIELDS = """
+            record_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT, reason TEXT, snapshot TEXT"""
+"""The columns of ``history`` after its id (migrations 1 and 7, as for records)."""
+
+_LIVE_CONTEXT_SQL = _context_sql(
+    """        DROP TRIGGER records_ai;
+        DROP TRIGGER records_ad;
+        DROP TRIGGER records_au;
+"""
+    + _TURN_ADDED_OR_REMOVED
+    + """        CREATE TRIGGER records_au AFTER UPDATE OF text ON records
+        WHEN new.text IS NOT old.text BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, new.text, {ctx_new});
+            {refresh_new}
+        END;
+"""
+    + _TURN_DELETED_AND_REINDEX,
+    same_agent=False,
 )
-
-
-def _previous_own_turn(row: str) -> str:
-    """SQL for the text of the last live episode before ``row`` in its session by the same
-    agent (``IS``: no agent matches no agent), NULL otherwise. Reads are limited by agent,
-    so another agent's turn must never be this one's context."""
-    return (
-        f"CASE WHEN {row}.kind = 'episode' AND {row}.session_id IS NOT NULL THEN "
-        f"(SELECT p.text FROM records p WHERE p.user_id = {row}.user_id "
-        f"AND p.session_id = {row}.session_id AND p.kind = 'episode' "
-        f"AND p.agent_id IS {row}.agent_id "
-        f"AND p.deleted_at IS NULL AND p.id < {row}.id ORDER BY p.id DESC LIMIT 1) END"
-    )
-
-
-def _refresh_own_context(row: str, *, itself: bool) -> str:
-    """SQL re-indexing the lexical context of the next live episode after ``row`` by the
-    same agent (and of ``row`` itself when ``itself``)."""
-    targets = (
-        f"SELECT n.rid FROM records n WHERE {row}.kind = 'episode' "
-        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id "
-        f"AND n.agent_id IS {row}.agent_id "
-        f"AND n.kind = 'episode' AND n.deleted_at IS NULL AND n.id > {row}.id "
-        "ORDER BY n.id LIMIT 1"
-    )
-    if itself:
-        targets = f"SELECT * FROM ({targets}) UNION ALL SELECT {row}.rid"
-    return (
-        "UPDATE records_fts SET context = (SELECT "
-        + _previous_own_turn("t")
-        + f" FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ({targets});"
-    )
-
 
 REINDEX_DELETED_AFTER = (
     "UPDATE records_fts SET context = (SELECT "
-    + _previous_own_turn("t")
+    + _previous_live_turn("t", same_agent=True)
     + " FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ("
     "SELECT n.rid FROM records n WHERE n.user_id = ? AND n.session_id = ? "
     "AND n.agent_id IS ? AND n.kind = 'episode' AND n.id > ? AND n.deleted_at IS NOT NULL "
@@ -185,23 +199,10 @@ text (a deleted turn keeps the previous live one), which the delete trigger leav
 re-indexes only the next live turn."""
 
 
-_SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
+_SCOPED_IDS_SQL = _context_sql(
+    """        CREATE TABLE records_scoped (
             rid INTEGER PRIMARY KEY,
-            id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            agent_id TEXT, team TEXT, session_id TEXT,
-            kind TEXT NOT NULL, key TEXT,
-            text TEXT NOT NULL,
-            topics TEXT NOT NULL DEFAULT '[]',
-            metadata TEXT NOT NULL DEFAULT '{{}}',
-            importance REAL NOT NULL,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
-            expires_at TEXT, deleted_at TEXT,
-            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
-            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
-            content_hash TEXT NOT NULL,
-            version INTEGER NOT NULL,
+            id TEXT NOT NULL,{record_fields},
             context_hash TEXT,
             UNIQUE (user_id, id)
         );
@@ -217,14 +218,9 @@ _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
         CREATE UNIQUE INDEX records_current_key ON records(user_id, key)
             WHERE key IS NOT NULL AND superseded_by IS NULL AND valid_to IS NULL
             AND deleted_at IS NULL;
-        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
-            INSERT INTO records_fts(rowid, text, context)
-            VALUES (new.rid, new.text, {ctx_new});
-        END;
-        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
-            DELETE FROM records_fts WHERE rowid = old.rid;
-            {refresh_old}
-        END;
+"""
+    + _TURN_ADDED_OR_REMOVED
+    + """\
         CREATE TRIGGER records_au AFTER UPDATE OF text, agent_id, session_id, kind ON records
         WHEN new.text IS NOT old.text OR new.agent_id IS NOT old.agent_id
             OR new.session_id IS NOT old.session_id OR new.kind IS NOT old.kind BEGIN
@@ -234,26 +230,15 @@ _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
             {refresh_old}
             {refresh_new}
         END;
-        CREATE TRIGGER records_au_deleted AFTER UPDATE OF deleted_at ON records
-        WHEN new.kind = 'episode' AND new.deleted_at IS NOT old.deleted_at BEGIN
-            {refresh_new_and_self}
-        END;
-        DELETE FROM records_fts;
-        INSERT INTO records_fts(rowid, text, context)
-            SELECT r.rid, r.text, {ctx_r} FROM records r;
-        UPDATE records SET context_hash = NULL
+"""
+    + _TURN_DELETED_AND_REINDEX
+    + """        UPDATE records SET context_hash = NULL
             WHERE kind = 'episode' AND context_hash IS NOT NULL AND EXISTS (
                 SELECT 1 FROM records p WHERE p.user_id = records.user_id
                 AND p.session_id = records.session_id AND p.kind = 'episode'
                 AND p.id < records.id AND p.agent_id IS NOT records.agent_id);
         CREATE TABLE history_scoped (
-            id TEXT NOT NULL,
-            record_id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            action TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at TEXT NOT NULL,
-            actor TEXT, reason TEXT, snapshot TEXT,
+            id TEXT NOT NULL,{history_fields},
             PRIMARY KEY (user_id, id)
         );
         INSERT INTO history_scoped SELECT * FROM history;
@@ -271,12 +256,8 @@ _SCOPED_IDS_SQL = """        CREATE TABLE records_scoped (
         ALTER TABLE jobs_scoped RENAME TO jobs;
         CREATE INDEX jobs_open ON jobs(user_id, id) WHERE status IN ('pending', 'running');
         CREATE INDEX jobs_id ON jobs(id);
-""".format(
-    ctx_new=_previous_own_turn("new"),
-    ctx_r=_previous_own_turn("r"),
-    refresh_old=_refresh_own_context("old", itself=False),
-    refresh_new=_refresh_own_context("new", itself=False),
-    refresh_new_and_self=_refresh_own_context("new", itself=True),
+""",
+    same_agent=True,
 )
 """Ids are unique per user scope (records, history events, jobs): an import keeps ids, so
 a global id let one scope block another's idempotent add or learn that an id exists
@@ -292,21 +273,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE memlane_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE records (
             rid INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            user_id TEXT NOT NULL,
-            agent_id TEXT, team TEXT, session_id TEXT,
-            kind TEXT NOT NULL, key TEXT,
-            text TEXT NOT NULL,
-            topics TEXT NOT NULL DEFAULT '[]',
-            metadata TEXT NOT NULL DEFAULT '{}',
-            importance REAL NOT NULL,
-            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-            event_at TEXT, valid_from TEXT, valid_to TEXT, superseded_by TEXT,
-            expires_at TEXT, deleted_at TEXT,
-            access_count INTEGER NOT NULL DEFAULT 0, last_accessed_at TEXT,
-            source_ids TEXT NOT NULL DEFAULT '[]', actor TEXT,
-            content_hash TEXT NOT NULL,
-            version INTEGER NOT NULL
+            id TEXT NOT NULL UNIQUE,"""
+        + _RECORD_FIELDS
+        + """
         );
         CREATE INDEX records_user ON records(user_id, id);
         CREATE INDEX records_user_session ON records(user_id, session_id);
@@ -328,13 +297,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             INSERT INTO records_fts(rowid, text) VALUES (new.rid, new.text);
         END;
         CREATE TABLE history (
-            id TEXT PRIMARY KEY,
-            record_id TEXT NOT NULL,
-            user_id TEXT NOT NULL,
-            action TEXT NOT NULL,
-            version INTEGER NOT NULL,
-            at TEXT NOT NULL,
-            actor TEXT, reason TEXT, snapshot TEXT
+            id TEXT PRIMARY KEY,"""
+        + _HISTORY_FIELDS
+        + """
         );
         CREATE INDEX history_record ON history(user_id, record_id, id);
         CREATE TABLE embeddings (
@@ -431,13 +396,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
 )
 
-RECORD_COLUMNS = (
-    "id", "user_id", "agent_id", "team", "session_id", "kind", "key", "text", "topics",
-    "metadata", "importance", "created_at", "updated_at", "event_at", "valid_from",
-    "valid_to", "superseded_by", "expires_at", "deleted_at", "access_count",
-    "last_accessed_at", "source_ids", "actor", "content_hash", "version", "context_hash",
-)  # fmt: skip
-RECORD_SELECT = ", ".join(f"r.{c}" for c in RECORD_COLUMNS)
+RECORD_COLUMNS = RECORDS.columns
 
 
 # ---------------------------------------------------------------------------- pure SQL
@@ -462,13 +421,13 @@ def _metadata_equals(key: str, value: Any) -> Clauses:
 
 
 DIALECT = Dialect(
-    mark="?", time=to_iso, any_of=_any_of, any_topic=_any_topic, metadata_equals=_metadata_equals
+    mark="?",
+    time=to_iso,
+    any_of=_any_of,
+    any_topic=_any_topic,
+    metadata_equals=_metadata_equals,
+    record_columns=RECORD_COLUMNS,
 )
-
-
-def filter_sql(user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:
-    """WHERE clause (over alias ``r``) equivalent to :meth:`Filters.matches`."""
-    return compile_filters(DIALECT, user_id, f, now)
 
 
 def fts_query(text: str, *, with_context: bool = False) -> str | None:
@@ -482,18 +441,7 @@ def fts_query(text: str, *, with_context: bool = False) -> str | None:
 
 
 def record_row(r: MemoryRecord) -> tuple[Any, ...]:
-    return (
-        r.id, r.user_id, r.agent_id, r.team, r.session_id, r.kind.value, r.key, r.text,
-        to_json(list(r.topics)), r.metadata_json(), r.importance, to_iso(r.created_at),
-        to_iso(r.updated_at), opt_iso(r.event_at), opt_iso(r.valid_from), opt_iso(r.valid_to),
-        r.superseded_by, opt_iso(r.expires_at), opt_iso(r.deleted_at), r.access_count,
-        opt_iso(r.last_accessed_at), to_json(list(r.source_ids)), r.actor, r.content_hash,
-        r.version, r.context_hash,
-    )  # fmt: skip
-
-
-def row_record(row: Sequence[Any]) -> MemoryRecord:
-    return ROWS.row_record(RECORD_COLUMNS, row)
+    return ROWS.values(RECORDS, r)
 
 
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)

@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Generic, TypeVar
 
 from memlane.models import (
     HistoryAction,
@@ -19,6 +20,8 @@ from memlane.models import (
     StateVersion,
 )
 from memlane.ports import store as ops
+
+T = TypeVar("T")
 
 APPLICATION = "memlane"
 """Recorded in a database memlane created; a database without it is never adopted."""
@@ -48,123 +51,119 @@ def to_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+class Stored(Enum):
+    """How a column holds its field, where the two stores differ or a value needs
+    converting (a column not named in a :class:`Layout` holds its field as it is)."""
+
+    TIME = "time"
+    """A datetime: ISO text on SQLite, ``timestamptz`` on PostgreSQL."""
+    DOC = "doc"
+    """A mapping as memlane's canonical JSON text on both stores."""
+    MAP = "map"
+    """A mapping as JSON that PostgreSQL keeps as ``jsonb`` (the driver decodes it)."""
+    LIST = "list"
+    """A tuple of strings as a JSON array, ``jsonb`` on PostgreSQL."""
+
+
+Column = Stored | type[Enum]
+"""How one column is stored; an enum class: the member's value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout(Generic[T]):
+    """The columns of one table, in order, each named after the model field it holds:
+    what ``INSERT ... VALUES`` and ``SELECT *`` of that table rely on, written once."""
+
+    model: Callable[..., T]
+    columns: tuple[str, ...]
+    stored: tuple[Column | None, ...]
+
+
+def layout(model: Callable[..., T], columns: str, **stored: Column) -> Layout[T]:
+    """A :class:`Layout` of the space-separated ``columns``, ``stored`` naming how the
+    columns that need converting are held."""
+    names = tuple(columns.split())
+    return Layout(model, names, tuple(stored.get(c) for c in names))
+
+
+TIME, DOC, MAP, LIST = Stored.TIME, Stored.DOC, Stored.MAP, Stored.LIST
+
+RECORDS = layout(
+    MemoryRecord,
+    "id user_id agent_id team session_id kind key text topics metadata importance "
+    "created_at updated_at event_at valid_from valid_to superseded_by expires_at deleted_at "
+    "access_count last_accessed_at source_ids actor content_hash version context_hash",
+    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, created_at=TIME,
+    updated_at=TIME, event_at=TIME, valid_from=TIME, valid_to=TIME, expires_at=TIME,
+    deleted_at=TIME, last_accessed_at=TIME,
+)  # fmt: skip
+EVENTS = layout(HistoryEvent, "id record_id user_id action version at actor reason snapshot",
+                action=HistoryAction, at=TIME, snapshot=DOC)  # fmt: skip
+MESSAGES = layout(Message, "user_id session_id seq id run_id role content created_at metadata",
+                  created_at=TIME, metadata=DOC)  # fmt: skip
+SESSIONS = layout(Session, "user_id session_id agent_id team created_at updated_at metadata",
+                  created_at=TIME, updated_at=TIME, metadata=DOC)  # fmt: skip
+STATES = layout(StateVersion, "user_id session_id name version data updated_at",
+                data=DOC, updated_at=TIME)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class RowCodec:
-    """Rows of the session, message, state, history and job tables, which both SQL stores
-    lay out alike; only how a time is stored differs (``write_time``/``read_time``)."""
+    """Rows of the tables both SQL stores lay out alike (:class:`Layout`); only how a
+    time is stored (``write_time``/``read_time``) and whether the driver decodes JSON
+    columns (``read_json``) differ."""
 
     write_time: Callable[[datetime], Any]
     read_time: Callable[[Any], datetime]
     read_json: Callable[[Any], Any] = json.loads
-    """A JSON column's value as stored (text, or already decoded by the driver)."""
+    """A ``MAP`` or ``LIST`` column's value as stored (text, or already decoded by the
+    driver)."""
+    exact_metadata: bool = False
+    """Whether a record row ends with ``metadata_text``: the metadata's exact JSON, kept
+    beside a column that renormalizes it (NULL in rows written before it was added)."""
 
-    def _time(self, value: Any) -> datetime | None:
-        return None if value is None else self.read_time(value)
-
-    def row_record(self, columns: Sequence[str], row: Sequence[Any]) -> MemoryRecord:
-        """A record from a row of ``columns``; a ``metadata_text`` column, when present and
-        set, is the metadata's exact JSON text."""
-        d = dict(zip(columns, row, strict=True))
-        exact = d.get("metadata_text")
-        return MemoryRecord(
-            id=d["id"],
-            user_id=d["user_id"],
-            agent_id=d["agent_id"],
-            team=d["team"],
-            session_id=d["session_id"],
-            kind=MemoryKind(d["kind"]),
-            key=d["key"],
-            text=d["text"],
-            topics=tuple(self.read_json(d["topics"])),
-            metadata=self.read_json(d["metadata"]) if exact is None else json.loads(exact),
-            importance=d["importance"],
-            created_at=self.read_time(d["created_at"]),
-            updated_at=self.read_time(d["updated_at"]),
-            event_at=self._time(d["event_at"]),
-            valid_from=self._time(d["valid_from"]),
-            valid_to=self._time(d["valid_to"]),
-            superseded_by=d["superseded_by"],
-            expires_at=self._time(d["expires_at"]),
-            deleted_at=self._time(d["deleted_at"]),
-            access_count=d["access_count"],
-            last_accessed_at=self._time(d["last_accessed_at"]),
-            source_ids=tuple(self.read_json(d["source_ids"])),
-            actor=d["actor"],
-            content_hash=d["content_hash"],
-            version=d["version"],
-            context_hash=d["context_hash"],
+    def values(self, table: Layout[Any], item: Any) -> tuple[Any, ...]:
+        """The row that stores ``item``, in ``table``'s column order."""
+        return tuple(
+            self._encode(how, getattr(item, c))
+            for c, how in zip(table.columns, table.stored, strict=True)
         )
 
-    def event_values(self, e: HistoryEvent) -> tuple[Any, ...]:
-        snapshot = None if e.snapshot is None else to_json(dict(e.snapshot))
-        at = self.write_time(e.at)
-        return (e.id, e.record_id, e.user_id, e.action.value, e.version, at, e.actor, e.reason,
-                snapshot)  # fmt: skip
+    def fields(self, table: Layout[Any], row: Sequence[Any]) -> dict[str, Any]:
+        """The model fields stored in ``row``, by name."""
+        return {
+            c: self._decode(how, v)
+            for c, how, v in zip(table.columns, table.stored, row, strict=True)
+        }
 
-    def row_event(self, row: Sequence[Any]) -> HistoryEvent:
-        eid, rid, uid, action, version, at, actor, reason, snapshot = row
-        return HistoryEvent(
-            id=eid,
-            record_id=rid,
-            user_id=uid,
-            action=HistoryAction(action),
-            version=version,
-            at=self.read_time(at),
-            actor=actor,
-            reason=reason,
-            snapshot=None if snapshot is None else json.loads(snapshot),
-        )
+    def read(self, table: Layout[T], row: Sequence[Any]) -> T:
+        """The model stored in ``row``."""
+        return table.model(**self.fields(table, row))
 
-    def message_values(self, m: Message) -> tuple[Any, ...]:
-        return (m.user_id, m.session_id, m.seq, m.id, m.run_id, m.role, m.content,
-                self.write_time(m.created_at), to_json(dict(m.metadata)))  # fmt: skip
+    def record(self, row: Sequence[Any]) -> MemoryRecord:
+        """The record stored in ``row`` (the columns of :data:`RECORDS`, then
+        ``metadata_text`` when ``exact_metadata``)."""
+        if not self.exact_metadata:
+            return self.read(RECORDS, row)
+        *stored, exact = row
+        fields = self.fields(RECORDS, stored)
+        if exact is not None:
+            fields["metadata"] = json.loads(exact)
+        return MemoryRecord(**fields)
 
-    def row_message(self, row: Sequence[Any]) -> Message:
-        uid, sid, seq, mid, run_id, role, content, created_at, metadata = row
-        return Message(
-            id=mid,
-            user_id=uid,
-            session_id=sid,
-            run_id=run_id,
-            seq=seq,
-            role=role,
-            content=content,
-            created_at=self.read_time(created_at),
-            metadata=json.loads(metadata),
-        )
+    def _encode(self, how: Column | None, value: Any) -> Any:
+        if how is None or value is None:
+            return value
+        return _WRITE[how](self, value) if isinstance(how, Stored) else value.value
 
-    def session_values(self, s: Session) -> tuple[Any, ...]:
-        return (s.user_id, s.session_id, s.agent_id, s.team, self.write_time(s.created_at),
-                self.write_time(s.updated_at), to_json(dict(s.metadata)))  # fmt: skip
-
-    def row_session(self, row: Sequence[Any]) -> Session:
-        uid, sid, agent_id, team, created_at, updated_at, metadata = row
-        return Session(
-            session_id=sid,
-            user_id=uid,
-            agent_id=agent_id,
-            team=team,
-            created_at=self.read_time(created_at),
-            updated_at=self.read_time(updated_at),
-            metadata=json.loads(metadata),
-        )
-
-    def state_values(self, s: StateVersion) -> tuple[Any, ...]:
-        data = to_json(dict(s.data))
-        return (s.user_id, s.session_id, s.name, s.version, data, self.write_time(s.updated_at))
-
-    def row_state(self, row: Sequence[Any]) -> StateVersion:
-        uid, sid, name, version, data, updated_at = row
-        return StateVersion(
-            user_id=uid,
-            session_id=sid,
-            name=name,
-            version=version,
-            data=json.loads(data),
-            updated_at=self.read_time(updated_at),
-        )
+    def _decode(self, how: Column | None, value: Any) -> Any:
+        if how is None or value is None:
+            return value
+        return _READ[how](self, value) if isinstance(how, Stored) else how(value)
 
     def job_values(self, job: Job) -> tuple[Any, ...]:
+        """A job's row: its id, owner and what claiming reads as columns, the whole job
+        as JSON in ``body``."""
         lease = None if job.lease_until is None else self.write_time(job.lease_until)
         return (job.id, job.user_id, job.status.value, self.write_time(job.run_after), lease,
                 job.version, to_json(job.to_dict()))  # fmt: skip
@@ -172,3 +171,22 @@ class RowCodec:
     @staticmethod
     def row_job(row: Sequence[Any]) -> Job:
         return Job.from_dict(json.loads(row[-1]))
+
+
+Convert = Callable[[RowCodec, Any], Any]
+
+_WRITE: dict[Stored, Convert] = {
+    TIME: lambda codec, v: codec.write_time(v),
+    DOC: lambda codec, v: to_json(dict(v)),
+    MAP: lambda codec, v: to_json(dict(v)),
+    LIST: lambda codec, v: to_json(list(v)),
+}
+"""How a stored (not None) value is written, by how its column stores it."""
+
+_READ: dict[Stored, Convert] = {
+    TIME: lambda codec, v: codec.read_time(v),
+    DOC: lambda codec, v: json.loads(v),
+    MAP: lambda codec, v: codec.read_json(v),
+    LIST: lambda codec, v: tuple(codec.read_json(v)),
+}
+"""How a stored (not None) value is read, by how its column stores it."""

@@ -3,31 +3,11 @@ SQL dialect; what differs between databases is in the :class:`Dialect`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from memlane.models import Filters
-
-Clauses = tuple[list[str], list[Any]]
-"""SQL conditions (joined with AND) and their parameters, in order."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one database spells what the filter compiler needs."""
-
-    mark: str
-    """The parameter placeholder (``?``, ``%s``)."""
-    time: Callable[[datetime], Any]
-    """A time as the database's parameter."""
-    any_of: Callable[[str, list[Any]], Clauses]
-    """``column`` holds one of the values."""
-    any_topic: Callable[[list[str]], Clauses]
-    """The record (alias ``r``) has one of the topics."""
-    metadata_equals: Callable[[str, Any], Clauses]
-    """The record's metadata has ``key`` equal to ``value`` (JSON types compared)."""
+from memlane.stores.sql.dialect import Clauses, Dialect
 
 
 def filter_sql(dialect: Dialect, user_id: str, f: Filters, now: datetime) -> tuple[str, list[Any]]:

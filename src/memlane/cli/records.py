@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import timedelta
 
 import click
@@ -76,6 +77,11 @@ def add(
         metadata=meta,
     )
     _echo_json(record.to_dict()) if as_json else click.echo(record.id)
+
+
+def one_record_command(f: Callable[..., None]) -> click.Command:
+    """A command about one of a user's memories: RECORD_ID, --user and --json."""
+    return cli.command()(click.argument("record_id")(user_option(json_option(pass_ctx(f)))))
 
 
 @cli.command()
@@ -159,11 +165,7 @@ def list_(
         click.echo(f"-- more: --cursor {page.next_cursor}", err=True)
 
 
-@cli.command()
-@click.argument("record_id")
-@user_option
-@json_option
-@pass_ctx
+@one_record_command
 def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show one memory."""
     record = ctx.memory(create=False).get(record_id, user_id=user_id)
@@ -175,11 +177,7 @@ def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
             click.echo(f"{key:>16}: {value}")
 
 
-@cli.command()
-@click.argument("record_id")
-@user_option
-@json_option
-@pass_ctx
+@one_record_command
 def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
     """Show every recorded change of a memory."""
     events = ctx.memory(create=False).history(record_id, user_id=user_id)

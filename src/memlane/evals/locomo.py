@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from memlane.api import Memory
 from memlane.core.base import MemoryInput
@@ -326,29 +326,27 @@ def ask(
     return per_question, latencies, skipped
 
 
+class Options(TypedDict, total=False):
+    """What :func:`evaluate` passes on to :func:`ingest` and :func:`ask`."""
+
+    progress: Progress
+    user_prefix: str
+    memories: Memories
+
+
 def evaluate(
     memory: Memory,
     conversations: Sequence[Conversation],
     *,
     recipe: str | SearchRecipe = "hybrid",
-    progress: Progress = _identity,
-    user_prefix: str = "locomo-",
-    memories: Memories = "turns",
+    **options: Unpack[Options],
 ) -> Report:
-    """Ingest, ask, score. Each conversation gets its own user scope."""
-    n_stored, ingest_s = ingest(
-        memory, conversations, progress=progress, user_prefix=user_prefix, memories=memories
-    )
-    per_question, latencies, skipped = ask(
-        memory,
-        conversations,
-        recipe=recipe,
-        progress=progress,
-        user_prefix=user_prefix,
-        memories=memories,
-    )
+    """Ingest, ask, score. Each conversation gets its own user scope; ``options`` are
+    :func:`ask`'s (progress, user_prefix, memories)."""
+    n_stored, ingest_s = ingest(memory, conversations, **options)
+    per_question, latencies, skipped = ask(memory, conversations, recipe=recipe, **options)
     found = report(per_question, latencies, skipped, n_stored, ingest_s, conversations, recipe)
-    found.memories = memories
+    found.memories = options.get("memories", "turns")
     return found
 
 

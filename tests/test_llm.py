@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from chat_server import ChatServer, Scripted
 from memlane import LLMError, LLMOutputError, Memory
-from memlane.core.flow import run_sync
+from memlane.core.flow import Runtime, run_sync
 from memlane.llm import ChatMessage, ChatRequest, OpenAIChat, ask, validate
 from memlane.settings import Settings
 from memlane.testing import FakeEmbedder
@@ -39,7 +39,7 @@ def chat(server: ChatServer) -> OpenAIChat:
 def _ask(chat: OpenAIChat, repairs: int = 2) -> Pet:
     flow = ask(Pet, [ChatMessage("user", "describe a pet")], operation="test", repairs=repairs)
     with Memory("memory://", embedder=FakeEmbedder()) as m:
-        return run_sync(flow, m.store, m.embedder, chat).value
+        return run_sync(flow, Runtime(m.store, m.embedder, chat)).value
 
 
 def test_structured_answer_with_schema_and_usage(server: ChatServer, chat: OpenAIChat) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core import admin, context, records, retrieval, sessions
 from memlane.core.base import Clock, Core, CoreConfig
-from memlane.core.flow import EffectObserver, Flow, run_async, run_sync
+from memlane.core.flow import EffectObserver, Flow, Runtime, run_async, run_sync
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
 from memlane.ports.store import Store
@@ -135,7 +135,7 @@ class Memory(_MemoryBase):
         """Run a flow (see :mod:`memlane.core.flow`) over this memory's store and
         embedder, and ``llm`` when it asks the chat model; returns what the flow returns."""
         self.setup()
-        return run_sync(flow, self.store, self.embedder, llm, self.on_effect)
+        return run_sync(flow, Runtime(self.store, self.embedder, llm, self.on_effect))
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -201,7 +201,7 @@ class AsyncMemory(_MemoryBase):
         """Run a flow over this memory's store and embedder (and ``llm``) on the running
         event loop; returns what the flow returns."""
         await self.setup()
-        return await run_async(flow, self.store, self.embedder, llm, self.on_effect)
+        return await run_async(flow, Runtime(self.store, self.embedder, llm, self.on_effect))
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -92,15 +92,21 @@ def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
     return (batch, False) if guard is None else ((guard, *batch), True)
 
 
-def run_sync(
-    flow: Flow[R],
-    store: Store,
-    embedder: Embedder,
-    llm: LLM | None = None,
-    observe: EffectObserver | None = None,
-) -> R:
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What a runner carries effects out with: the store, the embedder, the chat model
+    (for flows that ask one) and who is told each effect's duration."""
+
+    store: Store
+    embedder: Embedder
+    llm: LLM | None = None
+    observe: EffectObserver | None = None
+
+
+def run_sync(flow: Flow[R], io: Runtime) -> R:
     """Drive a flow to completion with blocking I/O; an effect's error is raised in the
-    flow. ``observe`` is told each effect and its duration."""
+    flow. ``io.observe`` is told each effect and its duration."""
+    store, embedder, llm = io.store, io.embedder, io.llm
 
     def handle(effect: Effect) -> Any:
         if isinstance(effect, Batch):
@@ -116,19 +122,15 @@ def run_sync(
             raise _no_llm()
         return llm.complete(effect.request)
 
-    return drive(flow, handle if observe is None else _timed(handle, observe))
+    return drive(flow, handle if io.observe is None else _timed(handle, io.observe))
 
 
-async def run_async(
-    flow: Flow[R],
-    store: Store,
-    embedder: Embedder,
-    llm: LLM | None = None,
-    observe: EffectObserver | None = None,
-) -> R:
+async def run_async(flow: Flow[R], io: Runtime) -> R:
     """Drive a flow to completion on the running event loop, yielding to it after each
-    effect (also one that failed). ``observe`` is told each effect and its duration."""
+    effect (also one that failed). ``io.observe`` is told each effect and its duration."""
     import asyncio  # here, not at import: the blocking API and the CLI never need it
+
+    store, embedder, llm = io.store, io.embedder, io.llm
 
     async def carry_out(effect: Effect) -> Any:
         if isinstance(effect, Batch):
@@ -144,7 +146,7 @@ async def run_async(
             raise _no_llm()
         return await llm.acomplete(effect.request)
 
-    run_one = carry_out if observe is None else _atimed(carry_out, observe)
+    run_one = carry_out if io.observe is None else _atimed(carry_out, io.observe)
 
     async def handle(effect: Effect) -> Any:
         try:

@@ -15,7 +15,7 @@ import pytest
 
 from memlane import ConflictError, HistoryAction, Memory, MemoryKind
 from memlane.core.base import Core, CoreConfig, MemoryInput
-from memlane.core.flow import run_sync
+from memlane.core.flow import Runtime, run_sync
 from memlane.manager import MemoryManager, Outcome, learning, planning
 from memlane.manager.jobs import JobLease, JobQueue, completed
 from memlane.manager.prompts import Decision, Decisions, ExtractedMemory
@@ -229,7 +229,7 @@ def test_gather_reads_for_all_candidates_in_a_fixed_number_of_batches(memory: Me
     )
     memory.setup()
     store = Recording(memory.store)
-    got = run_sync(flow, store, memory.embedder)  # type: ignore[arg-type]
+    got = run_sync(flow, Runtime(store, memory.embedder))  # type: ignore[arg-type]
     batches = store.batches
     kinds = [sorted({type(op).__name__ for op in b}) for b in batches]
     assert kinds == [
@@ -260,7 +260,7 @@ def test_a_pass_writes_in_one_batch(memory: Memory) -> None:
     memory.setup()
     store = Recording(memory.store)
     flow = manager.flows.process([("user", "Paris, cat")], user_id="u")
-    result = run_sync(flow, store, memory.embedder, llm)  # type: ignore[arg-type]
+    result = run_sync(flow, Runtime(store, memory.embedder, llm))  # type: ignore[arg-type]
     assert [c.outcome for c in result.candidates] == [Outcome.SUPERSEDED, Outcome.ADDED]
     writing = [b for b in store.batches if any(isinstance(op, WRITES) for op in b)]
     assert len(writing) == 1

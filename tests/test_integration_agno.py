@@ -543,22 +543,3 @@ def test_openai_like_model_works_too(chat: ChatServer, memory: Memory) -> None:
     like = OpenAILike(id="scripted", base_url=chat.base_url, api_key="k")
     reply = Agent(model=like, db=MemlaneDb(memory)).run("hi", user_id="alice", session_id="s")
     assert reply.content == "hello"
-
-
-# ------------------------------------------------------------------ packaging
-
-
-def test_memlane_never_imports_agno_and_the_extra_is_named() -> None:
-    code = (
-        "import sys\n"
-        "import memlane, memlane.integrations\n"
-        "assert 'agno' not in sys.modules, 'import memlane pulled in agno'\n"
-        "sys.modules['agno'] = None\n"
-        "try:\n"
-        "    import memlane.integrations.agno\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "MissingExtraError" in done.stdout and "memlane[agno]" in done.stdout

@@ -547,24 +547,7 @@ def test_ttl_sweeper_thread_purges_expired_items(timed: Memory, clock: FixedCloc
         MemlaneStore(timed, user_id="sw").start_ttl_sweeper()
 
 
-# ---------------------------------------------------------------------------- extras
-
-
-def test_memlane_does_not_import_langgraph_and_the_module_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "import memlane, memlane.integrations\n"
-        "assert not any(m == 'langgraph' or m.startswith('langgraph.') for m in sys.modules)\n"
-        "sys.modules['langgraph'] = None\n"  # as if LangGraph were not installed
-        "try:\n"
-        "    import memlane.integrations.langgraph\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "pip install 'memlane[langgraph]'" in out.stdout
+# ---------------------------------------------------------------------------- example
 
 
 @pytest.mark.parametrize("embedder", ["fake", pytest.param("local", marks=pytest.mark.slow)])

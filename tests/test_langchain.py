@@ -379,31 +379,6 @@ if RetrieversIntegrationTests is not None:
             return "asyncio"
 
 
-# ---------------------------------------------------------------------- packaging
-
-
-def test_module_without_langchain_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('langchain_core', 'langchain'):\n"
-        "            raise ImportError('blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import memlane\n"
-        "assert not any(m.startswith(('langchain', 'agents')) for m in sys.modules)\n"
-        "try:\n"
-        "    import memlane.integrations.langchain\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.startswith("MissingExtraError")
-    assert "pip install 'memlane[langchain]'" in out.stdout
-
-
 # ---------------------------------------------------------------------- the example
 
 REPO = Path(__file__).resolve().parents[1]

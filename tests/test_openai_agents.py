@@ -402,31 +402,6 @@ def test_long_text_is_cut_for_search_but_returned_whole(memory: Memory) -> None:
     assert len(episode.text) == memory.core.config.max_text_chars
 
 
-# ---------------------------------------------------------------------- packaging
-
-
-def test_module_without_the_sdk_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'agents' or name.startswith('agents.'):\n"
-        "            raise ImportError('blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import memlane\n"
-        "assert 'agents' not in sys.modules\n"
-        "try:\n"
-        "    import memlane.integrations.openai_agents\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.startswith("MissingExtraError")
-    assert "pip install 'memlane[openai-agents]'" in out.stdout
-
-
 # ---------------------------------------------------------------------- the example
 
 REPO = Path(__file__).resolve().parents[1]

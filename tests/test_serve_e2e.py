@@ -7,25 +7,17 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.servers import memlane_serve
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -68,31 +60,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("MEMLANE_LLM_BASE_URL", None)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"memlane serve did not start: {out}")
-        time.sleep(0.2)
-    try:
+    with memlane_serve(env) as base:
         yield Served(base, env, store)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _seed(s: Served) -> dict[str, Any]:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.servers import memlane_serve
 
 from memlane import AsyncMemory, Memory
 from memlane.testing import FakeEmbedder
@@ -212,13 +211,6 @@ class Served:
     all_key: str  # tenant local, every user
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from memlane.server.keys import KeyStore
@@ -239,31 +231,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     }
     env.pop("MEMLANE_LLM_BASE_URL", None)
     env.pop("MEMLANE_REDIS_URL", None)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"memlane serve did not start: {out}")
-        time.sleep(0.2)
-    try:
+    with memlane_serve(env) as base:
         yield Served(base, store, ids, alice_key, all_key)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _http(served: Served, path: str, key: str) -> Any:

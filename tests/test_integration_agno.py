@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from agno.session import AgentSession
 from agno.team import Team
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import ANONYMOUS_USER, Filters, HistoryAction, Memory, MemoryKind
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.integrations.agno import (
@@ -36,8 +34,6 @@ from memlane.integrations.agno import (
 )
 from memlane.testing import FakeEmbedder
 
-REPO = Path(__file__).resolve().parents[1]
-
 Responder = Callable[[dict[str, Any]], Any]
 
 
@@ -45,13 +41,6 @@ Responder = Callable[[dict[str, Any]], Any]
 def _no_agno_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Agno reports runs to its cloud by default; tests talk to loopback only."""
     monkeypatch.setenv("AGNO_TELEMETRY", "false")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture()
@@ -111,24 +100,17 @@ def test_agent_remembers_across_a_process_restart(chat: ChatServer, tmp_path: Pa
     fact through MemlaneDb; the second process, in a new session, gets it in its prompt."""
     chat.responder = memory_manager_adds("Alice is vegetarian", ["food"])
     store = tmp_path / "restart.db"
-    env = {
-        **os.environ,
-        "MEMLANE_STORE": f"sqlite:///{store}",
-        "MEMLANE_EMBEDDER": "fake",
-        "MEMLANE_LLM_MODEL": "scripted",
-    }
-    run = [sys.executable, str(REPO / "examples" / "agno_agent.py"), "--user", "alice"]
-    first = subprocess.run(
-        [*run, "--session", "s1", "--base-url", chat.base_url, "I'm vegetarian"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    env = {**example_env(store), "MEMLANE_LLM_MODEL": "scripted"}
+    run = ("agno_agent.py", "--user", "alice")
+    first = run_example(
+        *run, "--session", "s1", "--base-url", chat.base_url, "I'm vegetarian", env=env, timeout=180
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "Noted."
     chat.requests.clear()
-    second = subprocess.run(
-        [*run, "--session", "s2", "What should I cook tonight?"],
-        env={**env, "MEMLANE_LLM_BASE_URL": chat.base_url},
-        capture_output=True, text=True, timeout=180,
+    second = run_example(
+        *run, "--session", "s2", "What should I cook tonight?",
+        env={**env, "MEMLANE_LLM_BASE_URL": chat.base_url}, timeout=180,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert "vegetarian" in second.stdout  # the scripted model saw the memory in its prompt

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +24,11 @@ from langgraph.store.base import (
     SearchOp,
 )
 
+from helpers import run_example
 from memlane import AsyncMemory, CoreConfig, Filters, HistoryAction, Memory
 from memlane.errors import ConfigurationError, ValidationError
 from memlane.integrations.langgraph import MemlaneStore, NamespaceError
 from memlane.testing.fakes import FakeEmbedder, FixedClock
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -552,13 +549,8 @@ def test_ttl_sweeper_thread_purges_expired_items(timed: Memory, clock: FixedCloc
 
 @pytest.mark.parametrize("embedder", ["fake", pytest.param("local", marks=pytest.mark.slow)])
 def test_example_runs(tmp_path: Path, embedder: str) -> None:
-    out = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "langgraph_store.py"), str(tmp_path / "ex.db")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "MEMLANE_EMBEDDER": embedder, "HF_HUB_OFFLINE": "1"},
-    )
+    env = {**os.environ, "MEMLANE_EMBEDDER": embedder, "HF_HUB_OFFLINE": "1"}
+    out = run_example("langgraph_store.py", str(tmp_path / "ex.db"), env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "recalled: I prefer aisle seats" in out.stdout
     assert "other user recalled: nothing" in out.stdout

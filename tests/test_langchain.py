@@ -6,9 +6,6 @@ langchain-tests' standard retriever suite runs against the retriever."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,17 +35,11 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.integrations.langchain import MemlaneChatMessageHistory, MemlaneRetriever
 from memlane.testing import FakeEmbedder
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -381,39 +372,20 @@ if RetrieversIntegrationTests is not None:
 
 # ---------------------------------------------------------------------- the example
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_example_keeps_history_and_recalls_across_processes(
     server: ChatServer, llm: Any, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "MEMLANE_LLM_BASE_URL": server.base_url,
-        "MEMLANE_LLM_MODEL": "scripted",
-        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
-        "MEMLANE_EMBEDDER": "fake",
-    }
-    run = [sys.executable, str(REPO / "examples" / "langchain_history.py")]
+    env = example_env(tmp_path / "trip.db", server)
     server.queue("Noted: vegetarian, Oslo on 3 June.")
-    first = subprocess.run(
-        [*run, "I'm vegetarian and I fly to Oslo on 3 June."],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    first = run_example(
+        "langchain_history.py", "I'm vegetarian and I fly to Oslo on 3 June.", env=env
     )
     assert first.returncode == 0, first.stderr
     assert "[assistant] Noted: vegetarian, Oslo on 3 June." in first.stdout
     assert "LangChainDeprecationWarning" in first.stderr  # left on, as LangChain emits it
     server.queue("Try a vegetarian place near the station.")
-    second = subprocess.run(
-        [*run, "Where should a vegetarian eat in Oslo?"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    second = run_example("langchain_history.py", "Where should a vegetarian eat in Oslo?", env=env)
     assert second.returncode == 0, second.stderr
     assert "2 turns" in second.stdout
     sent = server.requests[-1]["messages"]

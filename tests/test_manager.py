@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import (
     AsyncMemory,
     ConflictError,
@@ -40,15 +41,6 @@ from memlane.manager import (
 )
 from memlane.ports import store as ops
 from memlane.testing import FakeEmbedder, FixedClock
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture()
@@ -558,20 +550,11 @@ def test_example_agent_loop_runs_against_the_endpoint(server: ChatServer, tmp_pa
         return {"summary": "Trip planning for Oslo."}
 
     server.responder = respond
-    env = {
-        **os.environ,
-        "MEMLANE_LLM_BASE_URL": server.base_url,
-        "MEMLANE_LLM_MODEL": "scripted",
-        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'team.db'}",
-        "MEMLANE_EMBEDDER": "fake",
-    }
-    run = [sys.executable, str(REPO / "examples" / "agent_loop.py")]
-    first = subprocess.run(
-        [*run, "--stop-after", "1"], env=env, capture_output=True, text=True, timeout=120
-    )
+    env = example_env(tmp_path / "team.db", server)
+    first = run_example("agent_loop.py", "--stop-after", "1", env=env)
     assert first.returncode == 0, first.stderr
     assert "stopped after step 1" in first.stdout
-    second = subprocess.run(run, env=env, capture_output=True, text=True, timeout=120)
+    second = run_example("agent_loop.py", env=env)
     assert second.returncode == 0, second.stderr
     assert "resuming at step 2" in second.stdout and "workflow done" in second.stdout
     assert "The user flies to Oslo on 3 June" in second.stdout  # the writer recalls the team memory

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from tests.servers import memlane_serve
 
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.testing import FakeEmbedder
 
@@ -315,16 +316,8 @@ def test_http_multi_user_endpoint(served: Served) -> None:
 
 def test_example_mcp_client_runs(tmp_path: Path) -> None:
     """examples/mcp_client.py, as docs/integrations/mcp.md points to it."""
-    example = Path(__file__).resolve().parents[1] / "examples" / "mcp_client.py"
-    env = {**os.environ, "MEMLANE_STORE": f"sqlite:///{tmp_path / 'm.db'}"}
-    env.update(MEMLANE_EMBEDDER="fake", HF_HUB_OFFLINE="1")
-    done = subprocess.run(
-        [sys.executable, str(example), "--user", "alice"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = example_env(tmp_path / "m.db")
+    done = run_example("mcp_client.py", "--user", "alice", env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "tool forget_memory    destructive" in out and "tool recall           read-only" in out

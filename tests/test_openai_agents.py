@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from agents.memory import Session
 from openai import AsyncOpenAI
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.errors import ValidationError
 from memlane.integrations.openai_agents import (
@@ -39,13 +37,6 @@ from memlane.integrations.openai_agents import (
 from memlane.testing import FakeEmbedder
 
 set_tracing_disabled(True)  # the SDK would otherwise export traces to api.openai.com
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -404,20 +395,11 @@ def test_long_text_is_cut_for_search_but_returned_whole(memory: Memory) -> None:
 
 # ---------------------------------------------------------------------- the example
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_example_keeps_the_conversation_across_processes(
     server: ChatServer, model: OpenAIChatCompletionsModel, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "MEMLANE_LLM_BASE_URL": server.base_url,
-        "MEMLANE_LLM_MODEL": "scripted",
-        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
-        "MEMLANE_EMBEDDER": "fake",
-    }
-    run = [sys.executable, str(REPO / "examples" / "openai_agents_session.py")]
+    env = example_env(tmp_path / "trip.db", server)
     server.queue(
         Scripted(
             content='{"text": "Flies to Oslo on 3 June for the trip"}',
@@ -426,17 +408,13 @@ def test_example_keeps_the_conversation_across_processes(
         ),
         "Noted: Oslo, 3 June.",
     )
-    first = subprocess.run(
-        [*run, "I fly to Oslo on 3 June."], env=env, capture_output=True, text=True, timeout=120
-    )
+    first = run_example("openai_agents_session.py", "I fly to Oslo on 3 June.", env=env)
     assert first.returncode == 0, first.stderr
     assert "[agent] Noted: Oslo, 3 June." in first.stdout
     assert "4 items" in first.stdout  # user, function call, its output, answer
     assert "Flies to Oslo on 3 June for the trip" in first.stdout
     server.queue("On 3 June.")
-    second = subprocess.run(
-        [*run, "When do I fly?"], env=env, capture_output=True, text=True, timeout=120
-    )
+    second = run_example("openai_agents_session.py", "When do I fly?", env=env)
     assert second.returncode == 0, second.stderr
     assert "[agent] On 3 June." in second.stdout and "6 items" in second.stdout
     sent = server.requests[-1]["messages"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from memlane import Memory
+from memlane import Context, Memory
 from memlane.errors import ValidationError
 from memlane.testing import FakeEmbedder, FixedClock
 
@@ -29,7 +29,8 @@ def memory() -> Iterator[Memory]:
         yield memory
 
 
-def _full(memory: Memory):  # type: ignore[no-untyped-def]
+def _full(memory: Memory) -> Context:
+    """The whole context under a budget large enough for all of it."""
     return memory.build_context(user_id="u", budget=10_000, query="trip to Lisbon", session_id="s")
 
 

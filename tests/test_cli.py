@@ -189,8 +189,6 @@ def plain(bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignor
 def test_store_is_accepted_before_and_after_the_command_in_any_spelling(  # type: ignore[no-untyped-def]
     plain, tmp_path: Path
 ) -> None:
-    plain, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
     for store in ("plain.db", "./plain.db", str(tmp_path / "plain.db"), "sqlite:///plain.db"):
         after = plain("list", "--user", "u", "--json", "--store", store)
         before = plain("--store", store, "list", "--user", "u", "--json")

@@ -62,8 +62,24 @@ def _seed(env: Env, key: str, user: str = "alice") -> dict[str, Any]:
     return body
 
 
-def test_every_route_works_for_its_owner(env: Env) -> None:
-    k, u = env.acme, "/v1/users/alice"
+U = "/v1/users/alice"
+
+
+def _edit_history(env: Env) -> tuple[str, dict[str, Any]]:
+    """Alice's seeded memory updated once, then superseded: its id and the new record."""
+    k = env.acme
+    mid = _seed(env, k)["id"]
+    env.call(
+        k, "PATCH", f"{U}/memories/{mid}", json={"text": "Likes jasmine tea", "expected_version": 1}
+    )
+    new = env.call(
+        k, "POST", f"{U}/memories/{mid}/supersede", json={"text": "Likes coffee now"}
+    ).json()
+    return mid, new
+
+
+def test_memory_routes_work_for_their_owner(env: Env) -> None:
+    k, u = env.acme, U
     rec = _seed(env, k)
     assert rec["user_id"] == "alice" and "::" not in json.dumps(rec)
     mid = rec["id"]
@@ -87,6 +103,11 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert hits[0]["record"]["id"] == new["id"] and hits[0]["explanation"]
     assert env.call(k, "DELETE", f"{u}/memories/{new['id']}").json()["deleted_at"]
     assert env.call(k, "POST", f"{u}/memories/{new['id']}/restore").json()["deleted_at"] is None
+
+
+def test_session_routes_work_for_their_owner(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     sessions = env.call(k, "GET", f"{u}/sessions").json()["items"]
     assert [s["session_id"] for s in sessions] == ["s1"]
     runs = env.call(k, "GET", f"{u}/sessions/s1/messages", params={"last_runs": 1}).json()["runs"]
@@ -101,14 +122,28 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert lost.status_code == 409
     assert env.call(k, "GET", f"{u}/sessions/s1/state").json()["data"] == {"step": 1}
     assert len(env.call(k, "GET", f"{u}/sessions/s1/state/history").json()["versions"]) == 1
+
+
+def test_summary_route_writes_and_reads_the_sessions_summary(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     env.server.queue({"summary": "Trip to Oslo being planned."})
     summary = env.call(k, "POST", f"{u}/sessions/s1/summary").json()
     assert summary["text"] == "Trip to Oslo being planned."
     assert env.call(k, "GET", f"{u}/sessions/s1/summary").json()["id"] == summary["id"]
+
+
+def test_context_route_fits_its_budget(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     ctx = env.call(
         k, "POST", f"{u}/context", json={"budget": 400, "query": "tea", "session_id": "s1"}
     )
     assert ctx.status_code == 200 and ctx.json()["tokens"] <= 400
+
+
+def test_learn_route_queues_a_job_the_jobs_routes_show(env: Env) -> None:
+    k, u = env.acme, U
     env.server.queue({"memories": [{"text": "Alice is flying to Oslo"}]})
     job = env.call(
         k, "POST", f"{u}/learn", json={"messages": [{"role": "user", "content": "Oslo!"}]}
@@ -116,6 +151,11 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert job.status_code == 202 and job.json()["user_id"] == "alice"
     assert env.call(k, "GET", f"{u}/jobs/{job.json()['id']}").json()["kind"] == "process"
     assert len(env.call(k, "GET", f"{u}/jobs").json()["jobs"]) == 1
+
+
+def test_export_delete_and_import_bring_a_user_back(env: Env) -> None:
+    k, u = env.acme, U
+    mid, new = _edit_history(env)
     exported = env.call(k, "GET", f"{u}/export")
     assert exported.headers["content-type"].startswith("application/x-ndjson")
     assert "acme::" not in exported.text
@@ -252,43 +292,48 @@ def test_agent_limited_keys(env: Env) -> None:
     assert env.call(k, "GET", "/v1/users").status_code == 403
 
 
-def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
-    k, u = env.acme, "/v1/users/alice"
+JSON = {"Content-Type": "application/json"}
+BAD_BODIES = {
+    "text not a string": ("POST", f"{U}/memories", {"json": {"text": 42}}),
+    "importance a word": ("POST", f"{U}/memories", {"json": {"text": "x", "importance": "high"}}),
+    "unknown kind": ("POST", f"{U}/memories", {"json": {"text": "x", "kind": "spell"}}),
+    "unknown field": ("POST", f"{U}/memories", {"json": {"text": "x", "unknown": 1}}),
+    "empty text": ("POST", f"{U}/memories", {"json": {"text": ""}}),
+    "importance over 1": ("POST", f"{U}/memories", {"json": {"text": "x", "importance": 7}}),
+    "not utf-8": (
+        "POST", f"{U}/memories", {"content": b'{"text": "caf\xe9 \xff"}', "headers": JSON}
+    ),
+    "not json": ("POST", f"{U}/memories", {"content": b"{not json", "headers": JSON}),
+    "search limit 0": ("POST", f"{U}/search", {"json": {"query": "x", "limit": 0}}),
+    "list limit a word": ("GET", f"{U}/memories", {"params": {"limit": "many"}}),
+    "list unknown kind": ("GET", f"{U}/memories", {"params": {"kind": "spell"}}),
+    "state not an object": (
+        "PUT", f"{U}/sessions/s1/state", {"json": {"data": [1, 2], "expected_version": 1}}
+    ),
+    "negative budget": ("POST", f"{U}/context", {"json": {"budget": -5}}),
+    "import bad record": (
+        "POST", f"{U}/import", {"content": b'{"type": "record", "data": {"id": 1}}\n'}
+    ),
+    "import garbage": ("POST", f"{U}/import", {"content": b"\xff\xfe garbage"}),
+    "blank user": ("POST", "/v1/users/%20/memories", {"json": {"text": "x"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_a_bad_body_gets_a_4xx_and_changes_nothing(env: Env, case: str) -> None:
+    method, path, kw = BAD_BODIES[case]
+    _seed(env, env.acme)
+    before = _rows(env, env.acme, "alice")
+    r = env.call(env.acme, method, path, **kw)
+    assert 400 <= r.status_code < 500, (method, path, kw, r.status_code, r.text)
+    assert "Traceback" not in r.text and "error" in r.json()
+    assert _rows(env, env.acme, "alice") == before
+
+
+def test_a_body_over_the_limit_gets_413_even_when_chunked(env: Env) -> None:
+    k, u = env.acme, U
     _seed(env, k)
     before = _rows(env, k, "alice")
-    cases = [
-        ("POST", f"{u}/memories", {"json": {"text": 42}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": "high"}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "kind": "spell"}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "unknown": 1}}),
-        ("POST", f"{u}/memories", {"json": {"text": ""}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": 7}}),
-        (
-            "POST",
-            f"{u}/memories",
-            {
-                "content": b'{"text": "caf\xe9 \xff"}',
-                "headers": {"Content-Type": "application/json"},
-            },
-        ),
-        (
-            "POST",
-            f"{u}/memories",
-            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
-        ),
-        ("POST", f"{u}/search", {"json": {"query": "x", "limit": 0}}),
-        ("GET", f"{u}/memories", {"params": {"limit": "many"}}),
-        ("GET", f"{u}/memories", {"params": {"kind": "spell"}}),
-        ("PUT", f"{u}/sessions/s1/state", {"json": {"data": [1, 2], "expected_version": 1}}),
-        ("POST", f"{u}/context", {"json": {"budget": -5}}),
-        ("POST", f"{u}/import", {"content": b'{"type": "record", "data": {"id": 1}}\n'}),
-        ("POST", f"{u}/import", {"content": b"\xff\xfe garbage"}),
-        ("POST", "/v1/users/%20/memories", {"json": {"text": "x"}}),
-    ]
-    for method, path, kw in cases:
-        r = env.call(k, method, path, **kw)
-        assert 400 <= r.status_code < 500, (method, path, kw, r.status_code, r.text)
-        assert "Traceback" not in r.text and "error" in r.json()
     huge = {"text": "x" * 60_000}
     r = env.call(k, "POST", f"{u}/memories", json=huge)
     assert r.status_code == 413 and r.json()["type"] == "TooLarge"
@@ -298,6 +343,13 @@ def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
         headers={"Authorization": f"Bearer {k}", "Content-Type": "application/json"},
     )
     assert chunked.status_code == 413
+    assert _rows(env, k, "alice") == before
+
+
+def test_an_import_of_another_users_rows_is_refused(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
+    before = _rows(env, k, "alice")
     other_user_rows = env.call(k, "GET", f"{u}/export").text.replace('"alice"', '"mallory"')
     assert env.call(k, "POST", f"{u}/import", content=other_user_rows).status_code == 422
     assert _rows(env, k, "alice") == before

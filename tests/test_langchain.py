@@ -115,52 +115,70 @@ EVERY_KIND: list[BaseMessage] = [
 # ---------------------------------------------------------------------- history in the runtime
 
 
-def test_runnable_with_message_history_keeps_history_across_a_restart(
+TRIP = {"configurable": {"session_id": "trip"}}
+
+
+def _chain(llm: Any, memory: Memory | AsyncMemory) -> Any:
+    """PROMPT | llm with its history in memlane (LangChain warns the class is deprecated)."""
+    with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory"):
+        return RunnableWithMessageHistory(
+            PROMPT | llm,
+            lambda session_id: history(memory, session_id),
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+
+
+def _two_turns(server: ChatServer, llm: Any, db: str) -> Any:
+    """Two turns of session "trip" through the chain, in a process of their own; returns
+    the model's first answer."""
+    with Memory(db, embedder=FakeEmbedder()) as memory:
+        chain = _chain(llm, memory)
+        server.queue("Noted: Oslo on 3 June.")
+        first = chain.invoke({"question": "I fly to Oslo on 3 June."}, config=TRIP)
+        server.queue("You fly to Oslo.")
+        chain.invoke({"question": "Where do I fly?"}, config=TRIP)
+    return first
+
+
+def test_runnable_with_message_history_sends_and_stores_the_history(
     server: ChatServer, llm: Any, db: str
 ) -> None:
-    def chain_on(memory: Memory) -> Any:
-        with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory"):
-            return RunnableWithMessageHistory(
-                PROMPT | llm,
-                lambda session_id: history(memory, session_id),
-                input_messages_key="question",
-                history_messages_key="history",
-            )
-
-    config = {"configurable": {"session_id": "trip"}}
+    first = _two_turns(server, llm, db)
+    assert [(m["role"], m["content"]) for m in server.requests[1]["messages"]] == [
+        ("system", "You are a travel assistant."),
+        ("user", "I fly to Oslo on 3 June."),
+        ("assistant", "Noted: Oslo on 3 June."),
+        ("user", "Where do I fly?"),
+    ]
     with Memory(db, embedder=FakeEmbedder()) as memory:
-        chain = chain_on(memory)
-        server.queue("Noted: Oslo on 3 June.")
-        first = chain.invoke({"question": "I fly to Oslo on 3 June."}, config=config)
-        server.queue("You fly to Oslo.")
-        chain.invoke({"question": "Where do I fly?"}, config=config)
-        assert [(m["role"], m["content"]) for m in server.requests[1]["messages"]] == [
-            ("system", "You are a travel assistant."),
-            ("user", "I fly to Oslo on 3 June."),
-            ("assistant", "Noted: Oslo on 3 June."),
-            ("user", "Where do I fly?"),
-        ]
         stored = history(memory, "trip").messages
         assert stored[1] == first  # the model's AIMessage, id and metadata included
         assert stored[1].response_metadata["model_name"] == "scripted"
         assert [m.type for m in stored] == ["human", "ai", "human", "ai"]
 
+
+def test_runnable_with_message_history_continues_after_a_restart(
+    server: ChatServer, llm: Any, db: str
+) -> None:
+    _two_turns(server, llm, db)
+
     # a new process: a fresh Memory on the same file, async this time
     async def later() -> None:
         async with AsyncMemory(db, embedder=FakeEmbedder()) as amemory:
-            with pytest.warns(LangChainDeprecationWarning):
-                chain = RunnableWithMessageHistory(
-                    PROMPT | llm,
-                    lambda session_id: history(amemory, session_id),
-                    input_messages_key="question",
-                    history_messages_key="history",
-                )
+            chain = _chain(llm, amemory)
             server.queue("Still Oslo.")
-            await chain.ainvoke({"question": "And?"}, config=config)
+            await chain.ainvoke({"question": "And?"}, config=TRIP)
             assert len(await history(amemory, "trip").aget_messages()) == 6
 
     asyncio.run(later())
     assert len(server.requests[-1]["messages"]) == 6  # system + 4 earlier + the question
+
+
+def test_runnable_with_message_history_turns_are_searchable_by_their_user_only(
+    server: ChatServer, llm: Any, db: str
+) -> None:
+    _two_turns(server, llm, db)
     with Memory(db, embedder=FakeEmbedder()) as memory:
         found = [h.record.text for h in memory.search("Oslo June", user_id="ada", limit=3)]
         assert "I fly to Oslo on 3 June." in found

@@ -113,9 +113,10 @@ ALL_KINDS: list[Any] = [
 # ---------------------------------------------------------------------- the runtime
 
 
-def test_runner_keeps_a_conversation_across_runs_and_a_restart(
-    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
-) -> None:
+def _two_runs(server: ChatServer, model: OpenAIChatCompletionsModel, db: str) -> Any:
+    """Two runs of the planner in session "trip" of ada, in a process of their own: both
+    results and the session's items after them."""
+
     async def first() -> Any:
         with Memory(db, embedder=FakeEmbedder()) as memory:
             session = MemlaneSession("trip", memory, user_id="ada")
@@ -126,7 +127,13 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
             r2 = await Runner.run(agent, "Where do I fly?", session=session)
             return r1, r2, await session.get_items()
 
-    r1, r2, items = asyncio.run(first())
+    return asyncio.run(first())
+
+
+def test_runner_sends_the_earlier_runs_from_the_session(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    r1, r2, items = _two_runs(server, model, db)
     assert (r1.final_output, r2.final_output) == ("Noted: Oslo on 3 June.", "You said Oslo.")
     # the second request carried the first run's turns, from memlane
     sent = [(m["role"], m["content"]) for m in server.requests[1]["messages"]]
@@ -136,6 +143,12 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
         ("user", "Where do I fly?"),
     ]
     assert items == r2.to_input_list()
+
+
+def test_runner_continues_the_conversation_after_a_restart(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    _, _, items = _two_runs(server, model, db)
 
     # a fresh process: new Memory on the same file, new session object
     async def after_restart() -> list[TResponseInputItem]:
@@ -151,6 +164,12 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
     assert [m["role"] for m in server.requests[-1]["messages"]] == ["user", "assistant"] * 2 + [
         "user"
     ]
+
+
+def test_runner_turns_are_episodes_only_their_user_finds(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    _two_runs(server, model, db)
     # the user's words are memlane episodes, found by search; another user sees none
     with Memory(db, embedder=FakeEmbedder()) as memory:
         assert any("Oslo" in h.record.text for h in memory.search("Oslo", user_id="ada"))
@@ -192,9 +211,7 @@ def test_tool_calls_are_stored_exactly_and_replayed(
     assert replayed[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny in Oslo"}
 
 
-def test_memory_tools_in_a_run_are_bound_to_one_user(
-    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
-) -> None:
+def test_memory_tools_name_four_functions_without_a_user_id(memory: Memory) -> None:
     tools = memory_tools(memory, user_id="ada")
     assert [t.name for t in tools] == [
         "add_memory",
@@ -203,8 +220,13 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
         "search_memories",
     ]
     assert all("user_id" not in json.dumps(t.params_json_schema) for t in tools)
+
+
+def test_memory_tools_in_a_run_add_and_find_only_their_users_memories(
+    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
+) -> None:
     memory.add("Bob drinks coffee", user_id="bob")
-    agent = Agent(name="m", model=model, tools=tools)
+    agent = Agent(name="m", model=model, tools=memory_tools(memory, user_id="ada"))
     server.queue(
         Scripted(
             content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="add_memory"
@@ -221,7 +243,11 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
     texts = [m["text"] for m in tool_answer["memories"]]
     assert "Ada drinks green tea" in texts and "Bob drinks coffee" not in texts
 
-    # a bad call answers the model with an error, and stores nothing
+
+def test_a_bad_memory_tool_call_answers_an_error_and_stores_nothing(
+    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
+) -> None:
+    agent = Agent(name="m", model=model, tools=memory_tools(memory, user_id="ada"))
     server.queue(
         Scripted(content='{"text": ""}', tool_call=True, tool_name="add_memory"),
         "Sorry.",

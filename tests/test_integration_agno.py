@@ -439,9 +439,10 @@ def test_memlane_tools_refuse_a_run_without_user(chat: ChatServer, memory: Memor
     assert memory.list_users() == []
 
 
-def test_two_agents_of_a_team_share_memories_through_one_scope(
-    chat: ChatServer, memory: Memory
-) -> None:
+def _support_team_runs(chat: ChatServer, memory: Memory) -> Any:
+    """Team "support" of carol: the writer stores a note through MemlaneTools bound to the
+    team, then the reader is asked for it. Returns the second run's reply."""
+
     def respond(body: dict[str, Any]) -> Any:
         last = body["messages"][-1]
         system = system_of(body)
@@ -458,7 +459,6 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
         return call("search_memories", {"query": "how to contact the customer"})
 
     chat.responder = respond
-    db = MemlaneDb(memory)
 
     def member(name: str, role: str) -> Agent:
         tools = MemlaneTools(memory, team="support")
@@ -469,21 +469,36 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
         name="support",
         model=model(chat),
         members=[member("writer", "You write notes."), member("reader", "You answer.")],
-        db=db,
+        db=MemlaneDb(memory),
     )
     team.run("Please remember: the customer prefers email", user_id="carol", session_id="t1")
-    reply = team.run("How should we contact the customer?", user_id="carol", session_id="t1")
+    return team.run("How should we contact the customer?", user_id="carol", session_id="t1")
+
+
+def test_two_agents_of_a_team_share_memories_through_one_scope(
+    chat: ChatServer, memory: Memory
+) -> None:
+    reply = _support_team_runs(chat, memory)
     assert "Customer prefers email" in str(reply.content)
     stored = [r for r in memory.list(user_id="carol").items if r.kind is MemoryKind.FACT]
     assert [(r.text, r.team) for r in stored] == [("Customer prefers email", "support")]
-    # Another team of the same user does not see the support team's memories.
+
+
+def test_another_team_of_the_same_user_does_not_see_the_teams_memories(
+    chat: ChatServer, memory: Memory
+) -> None:
+    _support_team_runs(chat, memory)
     outsider = MemlaneTools(memory, team="sales")
     script = iter([call("search_memories", {"query": "contact the customer"}), "x"])
     chat.responder = lambda body: next(script)
+    db = MemlaneDb(memory)
     Agent(model=model(chat), db=db, tools=[outsider]).run("?", user_id="carol", session_id="o")
     assert json.loads(chat.requests[-1]["messages"][-1]["content"]) == {"memories": []}
-    # The team's session and its runs are in memlane too.
-    session = db.get_session("t1", SessionType.TEAM, user_id="carol")
+
+
+def test_the_teams_session_and_runs_are_kept_in_memlane(chat: ChatServer, memory: Memory) -> None:
+    _support_team_runs(chat, memory)
+    session = MemlaneDb(memory).get_session("t1", SessionType.TEAM, user_id="carol")
     assert session is not None and len(session.runs or []) >= 2
 
 

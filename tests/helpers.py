@@ -4,6 +4,9 @@ Running the scripts in examples/ as real processes: the examples are documentati
 copy; the tests run them unchanged, in a subprocess with the environment a user would set,
 so what the docs promise is what they do.
 
+A real embedding model's promise, for each way of building one: a paraphrase finds the
+memory it means.
+
 The scoped-ids migration (SQLite 7, PostgreSQL 4) seen through memlane: each backend's test
 writes with its migrations patched to stop before it, then checks the same promises."""
 
@@ -43,6 +46,19 @@ def run_example(
     """Run ``examples/<name>`` with ``args``; the caller checks its exit code and output."""
     command = [sys.executable, str(REPO / "examples" / name), *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------- embedders
+
+
+def add_three_and_find_the_dog_by_meaning(m: Memory) -> None:
+    """Three unrelated memories for user u; a question sharing no word with the right one
+    finds it by semantic search alone."""
+    m.add("I adopted a golden retriever last spring", user_id="u")
+    m.add("My tax return is due in April", user_id="u")
+    m.add("The quarterly report needs two charts", user_id="u")
+    hits = m.search("which dog do I own", user_id="u", recipe="semantic", limit=1)
+    assert hits[0].record.text.startswith("I adopted a golden retriever")
 
 
 # ---------------------------------------------------------------------------- scoped ids

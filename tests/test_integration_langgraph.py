@@ -484,33 +484,45 @@ def _nested(depth: int) -> dict[str, Any]:
     return value
 
 
-def test_bad_input_raises_typed_errors_and_writes_nothing(memory: Memory) -> None:
+BAD_BATCHES: list[tuple[list[Any], type[Exception], str]] = [
+    ([PutOp((), "k", {"a": 1})], NamespaceError, "empty"),
+    ([PutOp(("a.b",), "k", {"a": 1})], InvalidNamespaceError, "periods"),
+    ([PutOp(("ok",), 5, {"a": 1})], ValidationError, "key must be a string"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", ["not", "a", "dict"])], ValidationError, "must be a dict"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", {"a": {1, 2}})], ValidationError, "must be JSON"),
+    ([PutOp(("ok",), "k", {"a": "nul\x00"})], ValidationError, "NUL"),
+    ([PutOp(("ok",), "k", _nested(70))], ValidationError, "nests 70 levels"),
+    ([PutOp(("ok",), "k", _nested(5000))], ValidationError, "nested too deeply"),
+    ([PutOp(("ok",), "k\x00", {"a": 1})], ValidationError, "NUL"),
+    ([PutOp(("ok",), "k", {"a": 1}, ttl=-1)], ValidationError, "positive"),
+    ([PutOp(("ok",), "k", {"a": 1}, index="text")], ValidationError, "list of field"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", {"a": "x" * 30_000})], ValidationError, "limit"),
+    ([SearchOp(("ok",), limit=-1)], ValidationError, "limit"),
+    ([SearchOp(("ok",), offset=-2)], ValidationError, "offset"),
+    ([SearchOp(("ok",), filter={"a": {"$in": [1]}})], ValidationError, "unknown operator"),
+]
+
+
+@pytest.mark.parametrize(
+    ("ops", "error", "message"), BAD_BATCHES, ids=[m for _, _, m in BAD_BATCHES]
+)
+def test_a_bad_op_raises_a_typed_error_and_its_batch_writes_nothing(
+    memory: Memory, ops: list[Any], error: type[Exception], message: str
+) -> None:
     store = MemlaneStore(memory, user_id="strict")
     store.put(("ok",), "keep", {"text": "kept"})
-    bad_batches: list[tuple[list[Any], type[Exception], str]] = [
-        ([PutOp((), "k", {"a": 1})], NamespaceError, "empty"),
-        ([PutOp(("a.b",), "k", {"a": 1})], InvalidNamespaceError, "periods"),
-        ([PutOp(("ok",), 5, {"a": 1})], ValidationError, "key must be a string"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", ["not", "a", "dict"])], ValidationError, "must be a dict"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", {"a": {1, 2}})], ValidationError, "must be JSON"),
-        ([PutOp(("ok",), "k", {"a": "nul\x00"})], ValidationError, "NUL"),
-        ([PutOp(("ok",), "k", _nested(70))], ValidationError, "nests 70 levels"),
-        ([PutOp(("ok",), "k", _nested(5000))], ValidationError, "nested too deeply"),
-        ([PutOp(("ok",), "k\x00", {"a": 1})], ValidationError, "NUL"),
-        ([PutOp(("ok",), "k", {"a": 1}, ttl=-1)], ValidationError, "positive"),
-        ([PutOp(("ok",), "k", {"a": 1}, index="text")], ValidationError, "list of field"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", {"a": "x" * 30_000})], ValidationError, "limit"),
-        ([SearchOp(("ok",), limit=-1)], ValidationError, "limit"),
-        ([SearchOp(("ok",), offset=-2)], ValidationError, "offset"),
-        ([SearchOp(("ok",), filter={"a": {"$in": [1]}})], ValidationError, "unknown operator"),
-    ]
-    for ops, error, message in bad_batches:
-        # Each bad op comes after a good put: the batch is refused before anything runs.
-        with pytest.raises(error, match=message):
-            store.batch([PutOp(("ok",), "new", {"text": "should not exist"}), *ops])
-        assert store.get(("ok",), "new") is None
-    assert isinstance(NamespaceError("x"), ValidationError | InvalidNamespaceError)
+    # Each bad op comes after a good put: the batch is refused before anything runs.
+    with pytest.raises(error, match=message):
+        store.batch([PutOp(("ok",), "new", {"text": "should not exist"}), *ops])
+    assert store.get(("ok",), "new") is None
     assert [i.key for i in store.search(("ok",))] == ["keep"]
+
+
+def test_namespace_error_is_a_validation_error_and_langgraphs() -> None:
+    assert isinstance(NamespaceError("x"), ValidationError | InvalidNamespaceError)
+
+
+def test_a_store_misconfigured_is_refused_at_construction(memory: Memory) -> None:
     with pytest.raises(ConfigurationError, match="embedder"):
         MemlaneStore(memory, user_id="u", index={"dims": 3, "embed": lambda t: [[0.0] * 3]})
     with pytest.raises(ConfigurationError, match="omit_expired"):

@@ -24,7 +24,7 @@ from agno.team import Team
 
 from chat_server import ChatServer, Scripted
 from helpers import example_env, run_example
-from memlane import ANONYMOUS_USER, Filters, HistoryAction, Memory, MemoryKind
+from memlane import ANONYMOUS_USER, Filters, HistoryAction, Memory, MemoryKind, MemoryRecord
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.integrations.agno import (
     MemlaneDb,
@@ -168,9 +168,9 @@ def test_arun_keeps_memory_in_memlane_too(chat: ChatServer, memory: Memory) -> N
     ]
 
 
-def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
-    chat: ChatServer, memory: Memory
-) -> None:
+def _agno_updates_london_to_paris(chat: ChatServer, memory: Memory) -> tuple[MemlaneDb, Any]:
+    """Alice's memory "Lives in London", written through MemlaneDb, then updated by Agno's
+    memory manager in a run ("I moved to Paris"). Returns the db and the first memory."""
     db = MemlaneDb(memory)
     first = db.upsert_user_memory(
         UserMemory(memory="Lives in London", user_id="alice", topics=["home"], input="hi")
@@ -189,13 +189,23 @@ def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
     chat.responder = respond
     agent = Agent(model=model(chat), db=db, update_memory_on_run=True)
     agent.run("I moved to Paris", user_id="alice", session_id="s1")
+    return db, first
 
+
+def _current_fact(memory: Memory) -> MemoryRecord:
+    page = memory.list(user_id="alice", filters=None)
+    return next(r for r in page.items if r.kind is MemoryKind.FACT)
+
+
+def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
+    chat: ChatServer, memory: Memory
+) -> None:
+    db, first = _agno_updates_london_to_paris(chat, memory)
     (current,) = db.get_user_memories(user_id="alice")
     assert isinstance(current, UserMemory)
     assert (current.memory_id, current.memory) == (first.memory_id, "Lives in Paris")
     assert current.created_at == first.created_at and current.input == "I moved to Paris"
-    page = memory.list(user_id="alice", filters=None)
-    new = next(r for r in page.items if r.kind is MemoryKind.FACT)
+    new = _current_fact(memory)
     assert [e.action for e in memory.history(new.id, user_id="alice")] == [HistoryAction.ADD]
     everything = Filters(include_superseded=True, kinds=(MemoryKind.FACT,))
     superseded = memory.list(user_id="alice", filters=everything).items
@@ -203,7 +213,13 @@ def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
     assert closed.text == "Lives in London"
     actions = [e.action for e in memory.history(closed.id, user_id="alice")]
     assert actions == [HistoryAction.ADD, HistoryAction.SUPERSEDE]
-    # Deleting through Agno is a recorded, restorable memlane delete.
+
+
+def test_deleting_through_agno_is_a_recorded_restorable_delete(
+    chat: ChatServer, memory: Memory
+) -> None:
+    db, first = _agno_updates_london_to_paris(chat, memory)
+    new = _current_fact(memory)
     db.delete_user_memory(first.memory_id, user_id="alice")
     assert db.get_user_memories(user_id="alice") == []
     assert memory.restore(new.id, user_id="alice").text == "Lives in Paris"

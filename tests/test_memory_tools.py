@@ -80,3 +80,14 @@ def test_tools_limited_by_allow_offer_nothing_else(tools) -> None:  # type: igno
     memory, _, _ = tools
     read_only = MemoryTools(memory, user_id="alice", allow=("search_memories",))
     assert read_only.execute("add_memory", {"text": "x"}) == {"error": "unknown tool 'add_memory'"}
+
+
+def test_agent_tools_answer_errors_whatever_the_model_sends() -> None:
+    with Memory("memory://", embedder=FakeEmbedder()) as plain:
+        tools = MemoryTools(plain, user_id="u")
+        for name in ("add_memory", "search_memories"):
+            deep = tools.execute(name, "[" * 5000)
+            assert "error" in deep and "unknown tool" not in deep["error"]
+        surrogate = tools.execute("add_memory", '{"text": "x\\ud800"}')
+        assert "error" in surrogate and "unknown tool" not in surrogate["error"]
+        assert not plain.list(user_id="u").items

@@ -373,7 +373,7 @@ def test_import_cannot_borrow_another_texts_vector_or_smuggle_odd_ids(env: Env) 
     assert r.status_code == 422 and "letters or digits" in r.json()["error"]
 
 
-def test_values_that_once_crashed_a_route_are_4xx(env: Env) -> None:
+def test_out_of_range_numbers_dates_and_deep_json_are_4xx_not_crashes(env: Env) -> None:
     k, u, c = env.acme, "/v1/users/alice", "/v1/users/carol"
     for raw in (b'{"text": "x", "ttl_seconds": 1e300}', b'{"text": "lone \\ud800 surrogate"}'):
         r = env.call(
@@ -487,28 +487,6 @@ def test_a_model_providers_error_text_stays_in_the_log(env: Env) -> None:
     assert r.status_code == 503 and "SECRET" not in r.text
 
 
-def test_a_served_user_id_cannot_contain_a_slash() -> None:
-    # No route could name that user again; MCP tools map user ids through the same function.
-    from memlane.errors import ValidationError
-    from memlane.server.keys import storage_user
-
-    with pytest.raises(ValidationError):
-        storage_user("acme", "a/b")
-
-
-def test_agent_tools_answer_errors_whatever_the_model_sends() -> None:
-    from memlane.manager import MemoryTools
-
-    with Memory("memory://", embedder=FakeEmbedder()) as plain:
-        tools = MemoryTools(plain, user_id="u")
-        for name in ("add_memory", "search_memories"):
-            deep = tools.execute(name, "[" * 5000)
-            assert "error" in deep and "unknown tool" not in deep["error"]
-        surrogate = tools.execute("add_memory", '{"text": "x\\ud800"}')
-        assert "error" in surrogate and "unknown tool" not in surrogate["error"]
-        assert not plain.list(user_id="u").items
-
-
 def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     # Written through Python (or the CLI) as plain "alice" — no tenant prefix — on the
     # store the server serves.
@@ -525,116 +503,3 @@ def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
     texts = {r.text for r in plain.list(user_id="alice").items}
     assert texts == {"Alice keeps bees", "Alice sells honey"}
-
-
-@pytest.mark.parametrize("with_manager", [False, True])
-def test_learn_without_a_model_validates_then_says_so_once(
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    with_manager: bool,
-) -> None:
-    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL", "MEMLANE_LLM_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    memory = AsyncMemory(f"sqlite:///{tmp_path / 'nomodel.db'}", embedder=FakeEmbedder())
-    blocking = Memory(memory.store, embedder=memory.embedder)
-    manager = MemoryManager(blocking) if with_manager else None
-    keys = KeyStore(memory.store)
-    key, _ = keys.create("acme")
-    auth = {"Authorization": f"Bearer {key}"}
-    url = "/v1/users/alice/learn"
-    with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
-        # A bad body is the caller's mistake whether or not a model is configured.
-        blank = {"messages": [{"role": "user", "content": "   "}]}
-        r = client.post(url, json=blank, headers=auth)
-        assert r.status_code == 422 and r.json()["type"] == "ValidationError", r.text
-        assert client.post(url, json={"messages": []}, headers=auth).status_code == 422
-        # A good one: not a transient failure to retry, but a feature this server lacks.
-        good = {"messages": [{"role": "user", "content": "I moved to Oslo"}]}
-        with caplog.at_level("WARNING", logger="memlane"):
-            answers = [client.post(url, json=good, headers=auth) for _ in range(3)]
-        for r in answers:
-            assert r.status_code == 501, r.text
-            assert r.json()["type"] == "NoModelError"
-            assert "MEMLANE_LLM_BASE_URL" in r.json()["error"]
-            assert "try again" not in r.json()["error"]
-    said = [rec for rec in caplog.records if "model" in rec.getMessage()]
-    assert len(said) == 1 and said[0].exc_info is None
-    if manager is not None:
-        manager.close()
-    blocking.close()
-
-
-def test_cli_written_users_are_served_to_a_local_key(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    from memlane.cli import cli
-
-    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        done = runner.invoke(cli, ["--store", store, *args])
-        assert done.exit_code == 0, done.output
-        return done.stdout.strip()
-
-    mid = run("add", "Alice keeps bees", "--user", "alice")
-    key = run("keys", "create", "--tenant", "local", "--permissions", "read")
-    refused = runner.invoke(cli, ["--store", store, "keys", "create", "--tenant", "local",
-                                  "--permissions", "admin"])  # fmt: skip
-    assert refused.exit_code != 0 and "permission" in refused.output
-    memory = AsyncMemory(store, embedder=FakeEmbedder())
-    auth = {"Authorization": f"Bearer {key}"}
-    with TestClient(create_app(memory, KeyStore(memory.store), mcp=False)) as client:
-        got = client.get(f"/v1/users/alice/memories/{mid}", headers=auth)
-        assert got.status_code == 200 and got.json()["text"] == "Alice keeps bees"
-        wrote = client.post("/v1/users/alice/memories", json={"text": "x"}, headers=auth)
-        assert wrote.status_code == 403  # the key was made read-only
-
-
-@pytest.mark.parametrize(
-    "limits",
-    [
-        ["--users", ""],  # an unset shell variable: a key for nobody, made without a word
-        ["--users", " , "],
-        ["--agents", ""],
-        ["--tenant", "local", "--users", "acme::alice"],  # no local user has '::'
-        ["--users", "a/b"],  # no route can name this user
-    ],
-)
-def test_keys_create_refuses_a_key_that_could_reach_no_one(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, limits: list[str]
-) -> None:
-    from click.testing import CliRunner
-
-    from memlane.cli import cli
-
-    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
-    tenant = [] if "--tenant" in limits else ["--tenant", "acme"]
-    made = CliRunner().invoke(cli, ["--store", store, "keys", "create", *tenant, *limits])
-    assert made.exit_code == 1 and "Error" in made.output, made.output
-    assert "ml_" not in made.output
-    # Refused before the store is opened: nothing was written, not even a new file.
-    assert not (tmp_path / "cli.db").exists()
-
-
-def test_a_store_of_another_embedding_model_is_a_503_not_a_crash(tmp_path: Any) -> None:
-    db = f"sqlite:///{tmp_path / 'other-model.db'}"
-    with Memory(db, embedder=FakeEmbedder(8, model_id="fake-8")) as written:
-        written.add("Likes green tea", user_id="alice")
-    memory = AsyncMemory(db, embedder=FakeEmbedder(16, model_id="fake-16"))
-    keys = KeyStore(memory.store)
-    key, _ = keys.create("local")
-    with TestClient(create_app(memory, keys)) as client:
-        r = client.post(
-            "/v1/users/alice/search",
-            json={"query": "tea"},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-    assert r.status_code == 503, r.text
-    assert r.json()["type"] == "EmbeddingModelMismatchError"
-    assert "fake-8" not in r.text  # the details are for the operator's log

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,17 +86,35 @@ def _seed(s: Served) -> dict[str, Any]:
     return {"london": london, "paris": paris}
 
 
-def test_rest_over_real_http(served: Served) -> None:
-    ids = _seed(served)
+@pytest.fixture(scope="module")
+def seeded(served: Served) -> dict[str, Any]:
+    """Alice's memories (London superseded by Paris), a session and its state, seeded once
+    for the REST tests of this module."""
+    return _seed(served)
+
+
+def test_rest_search_over_real_http_finds_the_current_memory(
+    served: Served, seeded: dict[str, Any]
+) -> None:
     hits = served.api("POST", "/v1/users/alice/search", json={"query": "where does Alice live"})
-    assert hits["hits"][0]["record"]["id"] == ids["paris"]["id"]
-    assert httpx.get(served.base + "/metrics").text.startswith("# HELP")
+    assert hits["hits"][0]["record"]["id"] == seeded["paris"]["id"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_session_state_is_written_through_and_read_back_via_redis(served: Served) -> None:
     health = httpx.get(served.base + "/health").json()
     assert health["status"] == "ok" and health["tiers"]["redis"] == "ok"
     state = served.api("GET", "/v1/users/alice/sessions/trip/state")
     assert state["data"] == {"step": "booking"}  # written through, read back via Redis
+
+
+def test_metrics_and_openapi_over_real_http(served: Served) -> None:
+    assert httpx.get(served.base + "/metrics").text.startswith("# HELP")
     spec = httpx.get(served.base + "/openapi.json").json()
     assert len(spec["paths"]) >= 20
+
+
+def test_a_user_limited_key_is_denied_another_user_over_real_http(served: Served) -> None:
     denied = httpx.get(
         served.base + "/v1/users/bob/memories",
         headers={"Authorization": f"Bearer {served.alice_key}"},
@@ -113,47 +131,76 @@ def _mcp_result(result: Any) -> dict[str, Any]:
     return parsed
 
 
-def test_mcp_over_streamable_http(served: Served) -> None:
+McpScenario = Callable[[Any], Awaitable[None]]
+
+
+def _mcp_as_alice(served: Served, scenario: McpScenario) -> None:
+    """Run ``scenario(client)`` in an MCP session over streamable HTTP with the key
+    limited to alice."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    async def scenario() -> None:
+    async def run() -> None:
         http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.alice_key}"})
         async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
-            names = sorted(t.name for t in (await c.list_tools()).tools)
-            assert names == [
-                "add_memory", "build_context", "forget_memory", "recall", "remember",
-                "search_memories",
-            ]  # fmt: skip
-            stored = _mcp_result(
-                await c.call_tool("add_memory", {"user_id": "alice", "text": "Alice plays cello"})
-            )
-            found = _mcp_result(
-                await c.call_tool("search_memories", {"user_id": "alice", "query": "cello"})
-            )
-            assert found["memories"][0]["memory_id"] == stored["memory_id"]
-            ctx = _mcp_result(
-                await c.call_tool(
-                    "build_context", {"user_id": "alice", "query": "cello", "budget": 300}
-                )
-            )
-            assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
-            other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
-            assert other.is_error and "may not access user 'bob'" in other.content[0].text
-            gone = _mcp_result(
-                await c.call_tool(
-                    "forget_memory", {"user_id": "alice", "memory_id": stored["memory_id"]}
-                )
-            )
-            assert gone == {"forgotten": stored["memory_id"]}
+            await scenario(c)
         await http.aclose()
-        anonymous = httpx.post(
-            served.base + "/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        )
-        assert anonymous.status_code == 401
 
-    asyncio.run(scenario())
+    asyncio.run(run())
+
+
+def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None:
+    async def scenario(c: Any) -> None:
+        names = sorted(t.name for t in (await c.list_tools()).tools)
+        assert names == [
+            "add_memory", "build_context", "forget_memory", "recall", "remember",
+            "search_memories",
+        ]  # fmt: skip
+
+    _mcp_as_alice(served, scenario)
+
+
+def test_mcp_over_streamable_http_adds_finds_builds_context_and_forgets(served: Served) -> None:
+    async def scenario(c: Any) -> None:
+        stored = _mcp_result(
+            await c.call_tool("add_memory", {"user_id": "alice", "text": "Alice plays cello"})
+        )
+        found = _mcp_result(
+            await c.call_tool("search_memories", {"user_id": "alice", "query": "cello"})
+        )
+        assert found["memories"][0]["memory_id"] == stored["memory_id"]
+        ctx = _mcp_result(
+            await c.call_tool(
+                "build_context", {"user_id": "alice", "query": "cello", "budget": 300}
+            )
+        )
+        assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
+        gone = _mcp_result(
+            await c.call_tool(
+                "forget_memory", {"user_id": "alice", "memory_id": stored["memory_id"]}
+            )
+        )
+        assert gone == {"forgotten": stored["memory_id"]}
+
+    _mcp_as_alice(served, scenario)
+
+
+def test_mcp_over_streamable_http_refuses_a_user_the_key_may_not_access(
+    served: Served,
+) -> None:
+    async def scenario(c: Any) -> None:
+        other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
+        assert other.is_error and "may not access user 'bob'" in other.content[0].text
+
+    _mcp_as_alice(served, scenario)
+
+
+def test_mcp_over_streamable_http_without_a_key_is_401(served: Served) -> None:
+    anonymous = httpx.post(
+        served.base + "/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    )
+    assert anonymous.status_code == 401
 
 
 def test_mcp_over_stdio(served: Served) -> None:

@@ -134,20 +134,24 @@ def _mcp_result(result: Any) -> dict[str, Any]:
 McpScenario = Callable[[Any], Awaitable[None]]
 
 
-def _mcp_as_alice(served: Served, scenario: McpScenario) -> None:
-    """Run ``scenario(client)`` in an MCP session over streamable HTTP with the key
-    limited to alice."""
+def _mcp_with_key(served: Served, key: str, scenario: McpScenario) -> None:
+    """Run ``scenario(client)`` in an MCP session over streamable HTTP with ``key``."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
     async def run() -> None:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.alice_key}"})
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
         async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
             await scenario(c)
         await http.aclose()
 
     asyncio.run(run())
+
+
+def _mcp_as_alice(served: Served, scenario: McpScenario) -> None:
+    """The same with the key limited to alice."""
+    _mcp_with_key(served, served.alice_key, scenario)
 
 
 def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None:
@@ -528,47 +532,70 @@ def test_dashboard_fits_a_375px_wide_screen(dashboard: Dashboard, tmp_path: Path
     assert widths[0] <= widths[2] and widths[1] <= widths[2], widths
 
 
-def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
+@pytest.fixture(scope="module")
+def bot_key(served: Served) -> str:
+    """A key of tenant acme limited to agent bot, made by the CLI."""
+    return _cli(served.env, "keys", "create", "--tenant", "acme", "--agents", "bot")
 
-    bot_key = _cli(served.env, "keys", "create", "--tenant", "acme", "--agents", "bot")
+
+@pytest.fixture(scope="module")
+def erin(served: Served) -> dict[str, Any]:
+    """Erin's memories: one of agent "other", one shared by every agent."""
     theirs = served.api(
         "POST",
         "/v1/users/erin/memories",
         json={"text": "Erin's cello lessons", "agent_id": "other"},
     )
     shared = served.api("POST", "/v1/users/erin/memories", json={"text": "Erin's cello is old"})
+    return {"theirs": theirs, "shared": shared}
 
-    async def scenario() -> None:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bot_key}"})
-        async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
-            mine = _mcp_result(
-                await c.call_tool(
-                    "add_memory", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
-                )
-            )
-            found = _mcp_result(
-                await c.call_tool(
-                    "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
-                )
-            )
-            # Its own memories and the shared ones, as REST and MemoryTools (memlane.access).
-            assert {m["memory_id"] for m in found["memories"]} == {
-                mine["memory_id"],
-                shared["id"],
-            }
-            forget = await c.call_tool(
-                "forget_memory",
-                {"user_id": "erin", "agent_id": "bot", "memory_id": theirs["id"]},
-            )
-            assert forget.is_error and "NotFoundError" in forget.content[0].text
-            ctx = await c.call_tool("build_context", {"user_id": "erin", "agent_id": "bot"})
-            assert ctx.is_error and "agent-limited" in ctx.content[0].text
-            unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
-            assert unnamed.is_error
-        await http.aclose()
 
-    asyncio.run(scenario())
-    assert served.api("GET", f"/v1/users/erin/memories/{theirs['id']}")["deleted_at"] is None
+def test_mcp_agent_limited_key_finds_its_own_and_shared_memories(
+    served: Served, bot_key: str, erin: dict[str, Any]
+) -> None:
+    async def scenario(c: Any) -> None:
+        mine = _mcp_result(
+            await c.call_tool(
+                "add_memory", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
+            )
+        )
+        found = _mcp_result(
+            await c.call_tool(
+                "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
+            )
+        )
+        # Its own memories and the shared ones, as REST and MemoryTools (memlane.access).
+        assert {m["memory_id"] for m in found["memories"]} == {
+            mine["memory_id"],
+            erin["shared"]["id"],
+        }
+
+    _mcp_with_key(served, bot_key, scenario)
+
+
+def test_mcp_agent_limited_key_cannot_forget_another_agents_memory(
+    served: Served, bot_key: str, erin: dict[str, Any]
+) -> None:
+    theirs = erin["theirs"]["id"]
+
+    async def scenario(c: Any) -> None:
+        forget = await c.call_tool(
+            "forget_memory", {"user_id": "erin", "agent_id": "bot", "memory_id": theirs}
+        )
+        assert forget.is_error and "NotFoundError" in forget.content[0].text
+
+    _mcp_with_key(served, bot_key, scenario)
+    assert served.api("GET", f"/v1/users/erin/memories/{theirs}")["deleted_at"] is None
+
+
+@pytest.mark.usefixtures("erin")
+def test_mcp_agent_limited_key_may_not_build_context_or_leave_out_its_agent(
+    served: Served, bot_key: str
+) -> None:
+    async def scenario(c: Any) -> None:
+        ctx = await c.call_tool("build_context", {"user_id": "erin", "agent_id": "bot"})
+        assert ctx.is_error and "agent-limited" in ctx.content[0].text
+        unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
+        assert unnamed.is_error
+
+    _mcp_with_key(served, bot_key, scenario)

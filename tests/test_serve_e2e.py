@@ -149,11 +149,6 @@ def _mcp_with_key(served: Served, key: str, scenario: McpScenario) -> None:
     asyncio.run(run())
 
 
-def _mcp_as_alice(served: Served, scenario: McpScenario) -> None:
-    """The same with the key limited to alice."""
-    _mcp_with_key(served, served.alice_key, scenario)
-
-
 def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None:
     async def scenario(c: Any) -> None:
         names = sorted(t.name for t in (await c.list_tools()).tools)
@@ -162,7 +157,7 @@ def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None
             "search_memories",
         ]  # fmt: skip
 
-    _mcp_as_alice(served, scenario)
+    _mcp_with_key(served, served.alice_key, scenario)
 
 
 def test_mcp_over_streamable_http_adds_finds_builds_context_and_forgets(served: Served) -> None:
@@ -187,7 +182,7 @@ def test_mcp_over_streamable_http_adds_finds_builds_context_and_forgets(served: 
         )
         assert gone == {"forgotten": stored["memory_id"]}
 
-    _mcp_as_alice(served, scenario)
+    _mcp_with_key(served, served.alice_key, scenario)
 
 
 def test_mcp_over_streamable_http_refuses_a_user_the_key_may_not_access(
@@ -197,7 +192,7 @@ def test_mcp_over_streamable_http_refuses_a_user_the_key_may_not_access(
         other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
         assert other.is_error and "may not access user 'bob'" in other.content[0].text
 
-    _mcp_as_alice(served, scenario)
+    _mcp_with_key(served, served.alice_key, scenario)
 
 
 def test_mcp_over_streamable_http_without_a_key_is_401(served: Served) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from chat_server import ChatServer
+
 # Real PostgreSQL and Redis servers for the tests that need them (see tests/servers.py).
 pytest_plugins = ("tests.servers",)
 
@@ -20,3 +22,12 @@ def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.delenv("MEMLANE_STORE", raising=False)
     monkeypatch.delenv("MEMLANE_EMBEDDER", raising=False)
     yield
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ChatServer]:
+    """The scripted chat-completions server on loopback (tests/chat_server.py), one per
+    test module; tests call ``server.reset()`` before they script it."""
+    s = ChatServer().start()
+    yield s
+    s.stop()

@@ -5,6 +5,9 @@ server per test session in a temporary directory, listening on a Unix socket onl
 durability switched off (tests do not survive power cuts; they do not need to). Each test
 module gets its own database; :meth:`PostgresServer.new_database` makes more.
 
+``memlane serve``: :func:`memlane_serve` runs the real CLI server (uvicorn) on a free
+loopback port for the end-to-end tests.
+
 Redis: the server on 127.0.0.1:6379 if one answers, else a ``redis-server`` started here
 on that port (``apt-get install redis-server`` provides the binary).
 
@@ -18,10 +21,12 @@ import itertools
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -139,3 +144,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((REDIS_HOST, 0))
         return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------- memlane serve
+
+
+@contextmanager
+def memlane_serve(env: dict[str, str]) -> Iterator[str]:
+    """``memlane serve`` in a subprocess with ``env``; yields its base URL once /health answers.
+
+    Waiting for /health (not a sleep) keeps slow machines from failing the first request;
+    the server's output is in the error when it never comes up."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out = proc.stdout.read() if proc.stdout else ""
+            raise AssertionError(f"memlane serve did not start: {out}")
+        time.sleep(0.2)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(15)

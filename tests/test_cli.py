@@ -26,21 +26,36 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-unt
     return invoke
 
 
-def test_add_search_get_history_forget(run) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def alice(run):  # type: ignore[no-untyped-def]
+    """Alice's one memory (its id) and Bob's, through the CLI."""
     rid = run(
         "add", "Alice is vegetarian", "--user", "alice", "--kind", "preference"
     ).output.strip()
     run("add", "Bob is allergic to peanuts", "--user", "bob")
+    return rid
+
+
+def test_search_finds_the_users_memory_with_its_explanation(run, alice) -> None:  # type: ignore[no-untyped-def]
     found = json.loads(run("search", "vegetarian food", "--user", "alice", "--json").output)
-    assert [h["record"]["id"] for h in found] == [rid]
+    assert [h["record"]["id"] for h in found] == [alice]
     assert found[0]["explanation"]["lexical"]["rank"] == 1
+
+
+def test_search_never_shows_another_users_memory(run, alice) -> None:  # type: ignore[no-untyped-def]
     text = run("search", "peanuts", "--user", "alice").output
     assert "peanuts" not in text
-    got = json.loads(run("get", rid, "--user", "alice", "--json").output)
+
+
+def test_get_returns_the_memory_to_its_user_only(run, alice) -> None:  # type: ignore[no-untyped-def]
+    got = json.loads(run("get", alice, "--user", "alice", "--json").output)
     assert got["kind"] == "preference"
-    assert run("get", rid, "--user", "bob", ok=False).exit_code == 1
-    run("forget", rid, "--user", "alice", "--reason", "asked")
-    history = json.loads(run("history", rid, "--user", "alice", "--json").output)
+    assert run("get", alice, "--user", "bob", ok=False).exit_code == 1
+
+
+def test_forget_is_in_the_history_and_empties_the_list(run, alice) -> None:  # type: ignore[no-untyped-def]
+    run("forget", alice, "--user", "alice", "--reason", "asked")
+    history = json.loads(run("history", alice, "--user", "alice", "--json").output)
     assert [e["action"] for e in history] == ["add", "delete"]
     listed = json.loads(run("list", "--user", "alice", "--json").output)
     assert listed["items"] == []
@@ -59,38 +74,62 @@ def test_list_pages(run) -> None:  # type: ignore[no-untyped-def]
     assert {i["id"] for i in first["items"]}.isdisjoint(i["id"] for i in second["items"])
 
 
-def test_errors_are_one_line_without_traceback(run) -> None:  # type: ignore[no-untyped-def]
+def test_an_error_is_one_line_without_traceback(run) -> None:  # type: ignore[no-untyped-def]
     result = run("add", "   ", "--user", "u", ok=False)
     assert result.exit_code == 1
     assert "ValidationError" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_missing_user_is_a_usage_error(run) -> None:  # type: ignore[no-untyped-def]
     missing_user = run("add", "text", ok=False)
     assert missing_user.exit_code == 2 and "--user" in missing_user.output
+
+
+def test_a_metadata_filter_without_a_value_is_refused(run) -> None:  # type: ignore[no-untyped-def]
     bad_filter = run("search", "x", "--user", "u", "--meta", "nokey", ok=False)
     assert bad_filter.exit_code == 1
 
 
-def test_export_import_round_trip_and_bad_file(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def dump(run, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An export of two users' memories (its id of u's memory, its lines), after which u's
+    memories are forgotten."""
     rid = run("add", "likes sailing", "--user", "u").output.strip()
     run("add", "likes chess", "--user", "v")
     out = tmp_path / "dump.jsonl"
     run("export", "-o", str(out))
-    lines = out.read_text().splitlines()
-    assert json.loads(lines[0])["type"] == "header" and len(lines) >= 5
     run("forget", "--user", "u", "--all", "--yes")
     assert run("get", rid, "--user", "u", ok=False).exit_code == 1
+    return rid, out
+
+
+def test_export_then_import_brings_the_memories_back(run, dump) -> None:  # type: ignore[no-untyped-def]
+    rid, out = dump
+    lines = out.read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "header" and len(lines) >= 5
+    imported = json.loads(run("import", str(out), "--json").output)
+    assert imported["record"] == 2
+    assert json.loads(run("get", rid, "--user", "u", "--json").output)["text"] == "likes sailing"
+
+
+def test_an_import_with_a_bad_line_names_it_and_lands_nothing(run, dump, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rid, out = dump
+    lines = out.read_text().splitlines()
     broken = tmp_path / "broken.jsonl"
     broken.write_text(lines[0] + "\n" + lines[1] + "\n{not json\n")
     bad = run("import", str(broken), ok=False)
     assert bad.exit_code == 1 and "line 3" in bad.output
     assert run("get", rid, "--user", "u", ok=False).exit_code == 1  # nothing landed
+
+
+def test_a_row_level_import_error_names_the_files_own_line(run, dump, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, out = dump
+    header = out.read_text().splitlines()[0]
     blanks = tmp_path / "blanks.jsonl"  # a row-level error names the file's own line
-    blanks.write_text(lines[0] + "\n\n\n" + '{"type": "bogus", "data": {}}\n')
+    blanks.write_text(header + "\n\n\n" + '{"type": "bogus", "data": {}}\n')
     bad = run("import", str(blanks), ok=False)
     assert bad.exit_code == 1 and "line 4" in bad.output
-    imported = json.loads(run("import", str(out), "--json").output)
-    assert imported["record"] == 2
-    assert json.loads(run("get", rid, "--user", "u", "--json").output)["text"] == "likes sailing"
 
 
 def test_corrupt_store_file_is_a_clean_error(
@@ -111,15 +150,21 @@ def test_demo_runs_two_processes(run, tmp_path: Path) -> None:  # type: ignore[n
     assert "resumes at step 'book-train'" in result.output
 
 
-def test_odd_input_is_one_line_not_a_traceback(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_huge_ttl_is_a_handled_error(run) -> None:  # type: ignore[no-untyped-def]
     huge = run("add", "x", "--user", "u", "--ttl-days", "1e300", ok=False)
     # CliRunner reports a crash as exit 1 too: a handled error leaves SystemExit.
     assert huge.exit_code == 1 and isinstance(huge.exception, SystemExit)
+
+
+def test_an_import_file_not_in_utf8_is_a_handled_error(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     latin = tmp_path / "latin1.jsonl"
     latin.write_bytes('{"type": "header", "note": "caf\u00e9"}\n'.encode("latin-1"))
     bad = run("import", str(latin), ok=False)
     assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
     assert "UTF-8" in bad.output
+
+
+def test_an_unknown_job_status_is_a_usage_error(run) -> None:  # type: ignore[no-untyped-def]
     assert run("jobs", "--status", "bogus", ok=False).exit_code == 2  # a usage error
 
 
@@ -131,27 +176,42 @@ def bare(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     return lambda *args: runner.invoke(cli, list(args))
 
 
-def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # type: ignore[no-untyped-def]
-    bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def plain(bare, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A store made as the plain path plain.db in the working directory (tmp_path)."""
     monkeypatch.chdir(tmp_path)
     added = bare("add", "likes tea", "--user", "u", "--store", "plain.db")
     assert added.exit_code == 0, added.output
     assert (tmp_path / "plain.db").is_file()
+    return bare
+
+
+def test_store_is_accepted_before_and_after_the_command_in_any_spelling(  # type: ignore[no-untyped-def]
+    plain, tmp_path: Path
+) -> None:
     for store in ("plain.db", "./plain.db", str(tmp_path / "plain.db"), "sqlite:///plain.db"):
-        after = bare("list", "--user", "u", "--json", "--store", store)
-        before = bare("--store", store, "list", "--user", "u", "--json")
+        after = plain("list", "--user", "u", "--json", "--store", store)
+        before = plain("--store", store, "list", "--user", "u", "--json")
         assert after.exit_code == before.exit_code == 0, after.output + before.output
         assert [i["text"] for i in json.loads(after.output)["items"]] == ["likes tea"]
         assert json.loads(before.output) == json.loads(after.output)
-    keys = bare("keys", "list", "--store", "plain.db")  # a subgroup's command too
+
+
+def test_store_after_a_subgroups_command_is_accepted(plain) -> None:  # type: ignore[no-untyped-def]
+    keys = plain("keys", "list", "--store", "plain.db")  # a subgroup's command too
     assert keys.exit_code == 0, keys.output
-    same = bare("--store", "plain.db", "list", "--user", "u", "--store", "plain.db")
+
+
+def test_the_same_store_twice_is_accepted_and_two_stores_refused(plain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    same = plain("--store", "plain.db", "list", "--user", "u", "--store", "plain.db")
     assert same.exit_code == 0
-    both = bare("--store", "plain.db", "list", "--user", "u", "--store", "other.db")
+    both = plain("--store", "plain.db", "list", "--user", "u", "--store", "other.db")
     assert both.exit_code == 2 and "--store" in both.output
     assert not (tmp_path / "other.db").exists()
     assert not (tmp_path / "data").exists()  # the default store was never touched
+
+
+def test_reading_a_mistyped_store_is_an_error_and_never_creates_it(plain, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     for read in (
         ["list", "--user", "u"],
         ["search", "x", "--user", "u"],
@@ -159,9 +219,10 @@ def test_store_is_accepted_before_and_after_the_command_and_as_a_plain_path(  # 
         ["context", "--user", "u", "--query", "tea"],
         ["jobs", "--user", "u"],
     ):
-        missing = bare(*read, "--store", "typo.db")
+        missing = plain(*read, "--store", "typo.db")
         assert missing.exit_code == 1 and "no SQLite database" in missing.output, missing.output
     assert not (tmp_path / "typo.db").exists()  # reading a store never creates it
+    assert not (tmp_path / "data").exists()  # the default store was never touched
 
 
 def test_no_command_that_only_reads_creates_a_missing_store(  # type: ignore[no-untyped-def]
@@ -215,18 +276,26 @@ def test_keys_no_call_could_use_are_refused(  # type: ignore[no-untyped-def]
     assert listed.exit_code == 1 or listed.output.strip() == "", listed.output
 
 
-def test_bad_store_arguments_are_one_line_errors(  # type: ignore[no-untyped-def]
+def test_an_empty_store_is_a_usage_error_not_the_default_store(  # type: ignore[no-untyped-def]
     bare, tmp_path: Path
 ) -> None:
     for args in (["--store", "", "list", "--user", "u"], ["list", "--user", "u", "--store", ""]):
         empty = bare(*args)
         assert empty.exit_code == 2 and "--store" in empty.output, empty.output
     assert not (tmp_path / "data").exists()  # no silent fall back to the default store
+
+
+def test_a_store_path_that_cannot_be_made_is_a_one_line_error(  # type: ignore[no-untyped-def]
+    bare, tmp_path: Path
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     bad = bare("--store", f"sqlite:///{blocker}/sub/m.db", "list", "--user", "u")
     assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit)
     assert "StoreError" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_a_mistyped_store_url_is_a_configuration_error(bare) -> None:  # type: ignore[no-untyped-def]
     typo = bare("--store", "memory:", "list", "--user", "u")
     assert typo.exit_code == 1 and "ConfigurationError" in typo.output
 
@@ -269,17 +338,39 @@ def test_a_damaged_store_is_one_line(bare, tmp_path: Path) -> None:  # type: ign
     assert "CorruptStoreError" in result.output
 
 
-def test_bad_add_input_is_refused_and_nothing_stored(run) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def store_exists(run) -> None:  # type: ignore[no-untyped-def]
+    """The store exists (another user's memory is in it), so a list can tell whether a
+    refused add stored anything: reading a missing store is an error."""
+    run("add", "someone else's note", "--user", "v")
+
+
+def _nothing_stored(run) -> None:  # type: ignore[no-untyped-def]
+    assert json.loads(run("list", "--user", "u", "--json").output)["items"] == []
+
+
+@pytest.mark.usefixtures("store_exists")
+def test_a_ttl_that_is_not_a_positive_number_is_refused(run) -> None:  # type: ignore[no-untyped-def]
     for days in ("nan", "inf", "-inf", "-1", "0"):
         bad = run("add", "x", "--user", "u", "--ttl-days", days, ok=False)
         assert bad.exit_code == 2 and "--ttl-days" in bad.output, (days, bad.output)
+    _nothing_stored(run)
+
+
+@pytest.mark.usefixtures("store_exists")
+def test_text_that_is_not_utf8_is_refused(run) -> None:  # type: ignore[no-untyped-def]
     # Python hands undecodable argv bytes over as lone surrogates (surrogateescape).
     latin = run("add", "caf\udce9", "--user", "u", ok=False)
     assert latin.exit_code == 1 and isinstance(latin.exception, SystemExit)
     assert "UTF-8" in latin.output
+    _nothing_stored(run)
+
+
+@pytest.mark.usefixtures("store_exists")
+def test_a_keyed_fact_through_add_is_refused_and_points_to_remember(run) -> None:  # type: ignore[no-untyped-def]
     keyed = run("add", "plan: pro", "--user", "u", "--kind", "keyed_fact", ok=False)
     assert keyed.exit_code == 1 and "remember" in keyed.output
-    assert json.loads(run("list", "--user", "u", "--json").output)["items"] == []
+    _nothing_stored(run)
 
 
 def test_tracebacks_never_reach_a_real_terminal(tmp_path: Path) -> None:
@@ -322,8 +413,8 @@ def test_the_library_refuses_the_same_input() -> None:
         assert m.remember("plan", "pro", user_id="u").key == "plan"
 
 
-def test_another_embedder_is_a_one_line_error_until_reembed(run) -> None:  # type: ignore[no-untyped-def]
-    rid = run("add", "the cat sat on the mat", "--user", "u").output.strip()
+def test_another_embedder_is_a_one_line_error_naming_both_models(run) -> None:  # type: ignore[no-untyped-def]
+    run("add", "the cat sat on the mat", "--user", "u")
     for args in (
         ("--embedder", "fake:64", "search", "cat", "--user", "u"),
         ("search", "cat", "--user", "u", "--embedder", "fake:64"),
@@ -335,6 +426,10 @@ def test_another_embedder_is_a_one_line_error_until_reembed(run) -> None:  # typ
         assert len(lines) == 1 and "EmbeddingModelMismatchError" in lines[0]
         assert "'fake-bow-256'" in lines[0] and "'fake-bow-64'" in lines[0]
         assert "memlane reembed" in lines[0]
+
+
+def test_after_reembed_the_new_embedder_finds_and_the_old_is_refused(run) -> None:  # type: ignore[no-untyped-def]
+    rid = run("add", "the cat sat on the mat", "--user", "u").output.strip()
     run("reembed", "--embedder", "fake:64")
     again = json.loads(run("reembed", "--embedder", "fake:64", "--json").output)
     assert again == {"memories": 1, "contexts": 0, "embedded": 0, "removed": 0}
@@ -344,5 +439,8 @@ def test_another_embedder_is_a_one_line_error_until_reembed(run) -> None:  # typ
     assert [h["record"]["id"] for h in found] == [rid]
     result = run("search", "cat", "--user", "u", ok=False)  # the old model is refused now
     assert "'fake-bow-64'" in result.output and result.exit_code == 1
+
+
+def test_embedder_given_twice_is_a_usage_error(run) -> None:  # type: ignore[no-untyped-def]
     twice = run("--embedder", "fake", "list", "--user", "u", "--embedder", "fake:64", ok=False)
     assert twice.exit_code == 2 and "--embedder is given twice" in twice.output

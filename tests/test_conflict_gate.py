@@ -37,13 +37,6 @@ similarity gate's own), the same as before subjects counted."""
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
 def local() -> OnnxEmbedder:
     return OnnxEmbedder()
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import add_three_and_find_the_dog_by_meaning
 from memlane import EmbeddingError, Memory
 from memlane.embedders import OnnxEmbedder, OpenAIEmbedder
 from memlane.errors import ConfigurationError
@@ -33,11 +34,7 @@ def test_local_model_embeds_offline(local: OnnxEmbedder) -> None:
 
 def test_local_model_finds_paraphrases(local: OnnxEmbedder) -> None:
     with Memory("sqlite:///:memory:", embedder=local) as m:
-        m.add("I adopted a golden retriever last spring", user_id="u")
-        m.add("My tax return is due in April", user_id="u")
-        m.add("The quarterly report needs two charts", user_id="u")
-        hits = m.search("which dog do I own", user_id="u", recipe="semantic", limit=1)
-        assert hits[0].record.text.startswith("I adopted a golden retriever")
+        add_three_and_find_the_dog_by_meaning(m)
         assert asyncio.run(local.aembed(["x"]))[0].shape == (384,)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -26,13 +25,6 @@ from memlane.http import JsonReply, RetryPolicy, Send, Service, Sleep, exchange,
 from memlane.llm import ChatMessage, ChatRequest, OpenAIChat
 
 OK = Scripted(content="fine")  # chat answers "fine"; embeddings answer a vector
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @dataclass

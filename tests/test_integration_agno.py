@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +23,8 @@ from agno.session import AgentSession
 from agno.team import Team
 
 from chat_server import ChatServer, Scripted
-from memlane import ANONYMOUS_USER, Filters, HistoryAction, Memory, MemoryKind
+from helpers import example_env, run_example
+from memlane import ANONYMOUS_USER, Filters, HistoryAction, Memory, MemoryKind, MemoryRecord
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.integrations.agno import (
     MemlaneDb,
@@ -36,8 +34,6 @@ from memlane.integrations.agno import (
 )
 from memlane.testing import FakeEmbedder
 
-REPO = Path(__file__).resolve().parents[1]
-
 Responder = Callable[[dict[str, Any]], Any]
 
 
@@ -45,13 +41,6 @@ Responder = Callable[[dict[str, Any]], Any]
 def _no_agno_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Agno reports runs to its cloud by default; tests talk to loopback only."""
     monkeypatch.setenv("AGNO_TELEMETRY", "false")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture()
@@ -111,24 +100,17 @@ def test_agent_remembers_across_a_process_restart(chat: ChatServer, tmp_path: Pa
     fact through MemlaneDb; the second process, in a new session, gets it in its prompt."""
     chat.responder = memory_manager_adds("Alice is vegetarian", ["food"])
     store = tmp_path / "restart.db"
-    env = {
-        **os.environ,
-        "MEMLANE_STORE": f"sqlite:///{store}",
-        "MEMLANE_EMBEDDER": "fake",
-        "MEMLANE_LLM_MODEL": "scripted",
-    }
-    run = [sys.executable, str(REPO / "examples" / "agno_agent.py"), "--user", "alice"]
-    first = subprocess.run(
-        [*run, "--session", "s1", "--base-url", chat.base_url, "I'm vegetarian"],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+    env = {**example_env(store), "MEMLANE_LLM_MODEL": "scripted"}
+    run = ("agno_agent.py", "--user", "alice")
+    first = run_example(
+        *run, "--session", "s1", "--base-url", chat.base_url, "I'm vegetarian", env=env, timeout=180
+    )
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "Noted."
     chat.requests.clear()
-    second = subprocess.run(
-        [*run, "--session", "s2", "What should I cook tonight?"],
-        env={**env, "MEMLANE_LLM_BASE_URL": chat.base_url},
-        capture_output=True, text=True, timeout=180,
+    second = run_example(
+        *run, "--session", "s2", "What should I cook tonight?",
+        env={**env, "MEMLANE_LLM_BASE_URL": chat.base_url}, timeout=180,
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert "vegetarian" in second.stdout  # the scripted model saw the memory in its prompt
@@ -186,9 +168,9 @@ def test_arun_keeps_memory_in_memlane_too(chat: ChatServer, memory: Memory) -> N
     ]
 
 
-def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
-    chat: ChatServer, memory: Memory
-) -> None:
+def _agno_updates_london_to_paris(chat: ChatServer, memory: Memory) -> tuple[MemlaneDb, Any]:
+    """Alice's memory "Lives in London", written through MemlaneDb, then updated by Agno's
+    memory manager in a run ("I moved to Paris"). Returns the db and the first memory."""
     db = MemlaneDb(memory)
     first = db.upsert_user_memory(
         UserMemory(memory="Lives in London", user_id="alice", topics=["home"], input="hi")
@@ -207,13 +189,23 @@ def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
     chat.responder = respond
     agent = Agent(model=model(chat), db=db, update_memory_on_run=True)
     agent.run("I moved to Paris", user_id="alice", session_id="s1")
+    return db, first
 
+
+def _current_fact(memory: Memory) -> MemoryRecord:
+    page = memory.list(user_id="alice", filters=None)
+    return next(r for r in page.items if r.kind is MemoryKind.FACT)
+
+
+def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
+    chat: ChatServer, memory: Memory
+) -> None:
+    db, first = _agno_updates_london_to_paris(chat, memory)
     (current,) = db.get_user_memories(user_id="alice")
     assert isinstance(current, UserMemory)
     assert (current.memory_id, current.memory) == (first.memory_id, "Lives in Paris")
     assert current.created_at == first.created_at and current.input == "I moved to Paris"
-    page = memory.list(user_id="alice", filters=None)
-    new = next(r for r in page.items if r.kind is MemoryKind.FACT)
+    new = _current_fact(memory)
     assert [e.action for e in memory.history(new.id, user_id="alice")] == [HistoryAction.ADD]
     everything = Filters(include_superseded=True, kinds=(MemoryKind.FACT,))
     superseded = memory.list(user_id="alice", filters=everything).items
@@ -221,7 +213,13 @@ def test_an_updated_memory_supersedes_and_keeps_its_agno_id(
     assert closed.text == "Lives in London"
     actions = [e.action for e in memory.history(closed.id, user_id="alice")]
     assert actions == [HistoryAction.ADD, HistoryAction.SUPERSEDE]
-    # Deleting through Agno is a recorded, restorable memlane delete.
+
+
+def test_deleting_through_agno_is_a_recorded_restorable_delete(
+    chat: ChatServer, memory: Memory
+) -> None:
+    db, first = _agno_updates_london_to_paris(chat, memory)
+    new = _current_fact(memory)
     db.delete_user_memory(first.memory_id, user_id="alice")
     assert db.get_user_memories(user_id="alice") == []
     assert memory.restore(new.id, user_id="alice").text == "Lives in Paris"
@@ -457,9 +455,10 @@ def test_memlane_tools_refuse_a_run_without_user(chat: ChatServer, memory: Memor
     assert memory.list_users() == []
 
 
-def test_two_agents_of_a_team_share_memories_through_one_scope(
-    chat: ChatServer, memory: Memory
-) -> None:
+def _support_team_runs(chat: ChatServer, memory: Memory) -> Any:
+    """Team "support" of carol: the writer stores a note through MemlaneTools bound to the
+    team, then the reader is asked for it. Returns the second run's reply."""
+
     def respond(body: dict[str, Any]) -> Any:
         last = body["messages"][-1]
         system = system_of(body)
@@ -476,7 +475,6 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
         return call("search_memories", {"query": "how to contact the customer"})
 
     chat.responder = respond
-    db = MemlaneDb(memory)
 
     def member(name: str, role: str) -> Agent:
         tools = MemlaneTools(memory, team="support")
@@ -487,21 +485,36 @@ def test_two_agents_of_a_team_share_memories_through_one_scope(
         name="support",
         model=model(chat),
         members=[member("writer", "You write notes."), member("reader", "You answer.")],
-        db=db,
+        db=MemlaneDb(memory),
     )
     team.run("Please remember: the customer prefers email", user_id="carol", session_id="t1")
-    reply = team.run("How should we contact the customer?", user_id="carol", session_id="t1")
+    return team.run("How should we contact the customer?", user_id="carol", session_id="t1")
+
+
+def test_two_agents_of_a_team_share_memories_through_one_scope(
+    chat: ChatServer, memory: Memory
+) -> None:
+    reply = _support_team_runs(chat, memory)
     assert "Customer prefers email" in str(reply.content)
     stored = [r for r in memory.list(user_id="carol").items if r.kind is MemoryKind.FACT]
     assert [(r.text, r.team) for r in stored] == [("Customer prefers email", "support")]
-    # Another team of the same user does not see the support team's memories.
+
+
+def test_another_team_of_the_same_user_does_not_see_the_teams_memories(
+    chat: ChatServer, memory: Memory
+) -> None:
+    _support_team_runs(chat, memory)
     outsider = MemlaneTools(memory, team="sales")
     script = iter([call("search_memories", {"query": "contact the customer"}), "x"])
     chat.responder = lambda body: next(script)
+    db = MemlaneDb(memory)
     Agent(model=model(chat), db=db, tools=[outsider]).run("?", user_id="carol", session_id="o")
     assert json.loads(chat.requests[-1]["messages"][-1]["content"]) == {"memories": []}
-    # The team's session and its runs are in memlane too.
-    session = db.get_session("t1", SessionType.TEAM, user_id="carol")
+
+
+def test_the_teams_session_and_runs_are_kept_in_memlane(chat: ChatServer, memory: Memory) -> None:
+    _support_team_runs(chat, memory)
+    session = MemlaneDb(memory).get_session("t1", SessionType.TEAM, user_id="carol")
     assert session is not None and len(session.runs or []) >= 2
 
 
@@ -543,22 +556,3 @@ def test_openai_like_model_works_too(chat: ChatServer, memory: Memory) -> None:
     like = OpenAILike(id="scripted", base_url=chat.base_url, api_key="k")
     reply = Agent(model=like, db=MemlaneDb(memory)).run("hi", user_id="alice", session_id="s")
     assert reply.content == "hello"
-
-
-# ------------------------------------------------------------------ packaging
-
-
-def test_memlane_never_imports_agno_and_the_extra_is_named() -> None:
-    code = (
-        "import sys\n"
-        "import memlane, memlane.integrations\n"
-        "assert 'agno' not in sys.modules, 'import memlane pulled in agno'\n"
-        "sys.modules['agno'] = None\n"
-        "try:\n"
-        "    import memlane.integrations.agno\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "MissingExtraError" in done.stdout and "memlane[agno]" in done.stdout

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,12 +24,11 @@ from langgraph.store.base import (
     SearchOp,
 )
 
+from helpers import run_example
 from memlane import AsyncMemory, CoreConfig, Filters, HistoryAction, Memory
 from memlane.errors import ConfigurationError, ValidationError
 from memlane.integrations.langgraph import MemlaneStore, NamespaceError
 from memlane.testing.fakes import FakeEmbedder, FixedClock
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -487,33 +484,45 @@ def _nested(depth: int) -> dict[str, Any]:
     return value
 
 
-def test_bad_input_raises_typed_errors_and_writes_nothing(memory: Memory) -> None:
+BAD_BATCHES: list[tuple[list[Any], type[Exception], str]] = [
+    ([PutOp((), "k", {"a": 1})], NamespaceError, "empty"),
+    ([PutOp(("a.b",), "k", {"a": 1})], InvalidNamespaceError, "periods"),
+    ([PutOp(("ok",), 5, {"a": 1})], ValidationError, "key must be a string"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", ["not", "a", "dict"])], ValidationError, "must be a dict"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", {"a": {1, 2}})], ValidationError, "must be JSON"),
+    ([PutOp(("ok",), "k", {"a": "nul\x00"})], ValidationError, "NUL"),
+    ([PutOp(("ok",), "k", _nested(70))], ValidationError, "nests 70 levels"),
+    ([PutOp(("ok",), "k", _nested(5000))], ValidationError, "nested too deeply"),
+    ([PutOp(("ok",), "k\x00", {"a": 1})], ValidationError, "NUL"),
+    ([PutOp(("ok",), "k", {"a": 1}, ttl=-1)], ValidationError, "positive"),
+    ([PutOp(("ok",), "k", {"a": 1}, index="text")], ValidationError, "list of field"),  # type: ignore[arg-type]
+    ([PutOp(("ok",), "k", {"a": "x" * 30_000})], ValidationError, "limit"),
+    ([SearchOp(("ok",), limit=-1)], ValidationError, "limit"),
+    ([SearchOp(("ok",), offset=-2)], ValidationError, "offset"),
+    ([SearchOp(("ok",), filter={"a": {"$in": [1]}})], ValidationError, "unknown operator"),
+]
+
+
+@pytest.mark.parametrize(
+    ("ops", "error", "message"), BAD_BATCHES, ids=[m for _, _, m in BAD_BATCHES]
+)
+def test_a_bad_op_raises_a_typed_error_and_its_batch_writes_nothing(
+    memory: Memory, ops: list[Any], error: type[Exception], message: str
+) -> None:
     store = MemlaneStore(memory, user_id="strict")
     store.put(("ok",), "keep", {"text": "kept"})
-    bad_batches: list[tuple[list[Any], type[Exception], str]] = [
-        ([PutOp((), "k", {"a": 1})], NamespaceError, "empty"),
-        ([PutOp(("a.b",), "k", {"a": 1})], InvalidNamespaceError, "periods"),
-        ([PutOp(("ok",), 5, {"a": 1})], ValidationError, "key must be a string"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", ["not", "a", "dict"])], ValidationError, "must be a dict"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", {"a": {1, 2}})], ValidationError, "must be JSON"),
-        ([PutOp(("ok",), "k", {"a": "nul\x00"})], ValidationError, "NUL"),
-        ([PutOp(("ok",), "k", _nested(70))], ValidationError, "nests 70 levels"),
-        ([PutOp(("ok",), "k", _nested(5000))], ValidationError, "nested too deeply"),
-        ([PutOp(("ok",), "k\x00", {"a": 1})], ValidationError, "NUL"),
-        ([PutOp(("ok",), "k", {"a": 1}, ttl=-1)], ValidationError, "positive"),
-        ([PutOp(("ok",), "k", {"a": 1}, index="text")], ValidationError, "list of field"),  # type: ignore[arg-type]
-        ([PutOp(("ok",), "k", {"a": "x" * 30_000})], ValidationError, "limit"),
-        ([SearchOp(("ok",), limit=-1)], ValidationError, "limit"),
-        ([SearchOp(("ok",), offset=-2)], ValidationError, "offset"),
-        ([SearchOp(("ok",), filter={"a": {"$in": [1]}})], ValidationError, "unknown operator"),
-    ]
-    for ops, error, message in bad_batches:
-        # Each bad op comes after a good put: the batch is refused before anything runs.
-        with pytest.raises(error, match=message):
-            store.batch([PutOp(("ok",), "new", {"text": "should not exist"}), *ops])
-        assert store.get(("ok",), "new") is None
-    assert isinstance(NamespaceError("x"), ValidationError | InvalidNamespaceError)
+    # Each bad op comes after a good put: the batch is refused before anything runs.
+    with pytest.raises(error, match=message):
+        store.batch([PutOp(("ok",), "new", {"text": "should not exist"}), *ops])
+    assert store.get(("ok",), "new") is None
     assert [i.key for i in store.search(("ok",))] == ["keep"]
+
+
+def test_namespace_error_is_a_validation_error_and_langgraphs() -> None:
+    assert isinstance(NamespaceError("x"), ValidationError | InvalidNamespaceError)
+
+
+def test_a_store_misconfigured_is_refused_at_construction(memory: Memory) -> None:
     with pytest.raises(ConfigurationError, match="embedder"):
         MemlaneStore(memory, user_id="u", index={"dims": 3, "embed": lambda t: [[0.0] * 3]})
     with pytest.raises(ConfigurationError, match="omit_expired"):
@@ -547,35 +556,13 @@ def test_ttl_sweeper_thread_purges_expired_items(timed: Memory, clock: FixedCloc
         MemlaneStore(timed, user_id="sw").start_ttl_sweeper()
 
 
-# ---------------------------------------------------------------------------- extras
-
-
-def test_memlane_does_not_import_langgraph_and_the_module_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "import memlane, memlane.integrations\n"
-        "assert not any(m == 'langgraph' or m.startswith('langgraph.') for m in sys.modules)\n"
-        "sys.modules['langgraph'] = None\n"  # as if LangGraph were not installed
-        "try:\n"
-        "    import memlane.integrations.langgraph\n"
-        "except ImportError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert "pip install 'memlane[langgraph]'" in out.stdout
+# ---------------------------------------------------------------------------- example
 
 
 @pytest.mark.parametrize("embedder", ["fake", pytest.param("local", marks=pytest.mark.slow)])
 def test_example_runs(tmp_path: Path, embedder: str) -> None:
-    out = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "langgraph_store.py"), str(tmp_path / "ex.db")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "MEMLANE_EMBEDDER": embedder, "HF_HUB_OFFLINE": "1"},
-    )
+    env = {**os.environ, "MEMLANE_EMBEDDER": embedder, "HF_HUB_OFFLINE": "1"}
+    out = run_example("langgraph_store.py", str(tmp_path / "ex.db"), env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "recalled: I prefer aisle seats" in out.stdout
     assert "other user recalled: nothing" in out.stdout

@@ -6,9 +6,6 @@ langchain-tests' standard retriever suite runs against the retriever."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,17 +35,11 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.errors import UnsupportedError, ValidationError
 from memlane.integrations.langchain import MemlaneChatMessageHistory, MemlaneRetriever
 from memlane.testing import FakeEmbedder
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -124,52 +115,70 @@ EVERY_KIND: list[BaseMessage] = [
 # ---------------------------------------------------------------------- history in the runtime
 
 
-def test_runnable_with_message_history_keeps_history_across_a_restart(
+TRIP = {"configurable": {"session_id": "trip"}}
+
+
+def _chain(llm: Any, memory: Memory | AsyncMemory) -> Any:
+    """PROMPT | llm with its history in memlane (LangChain warns the class is deprecated)."""
+    with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory"):
+        return RunnableWithMessageHistory(
+            PROMPT | llm,
+            lambda session_id: history(memory, session_id),
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+
+
+def _two_turns(server: ChatServer, llm: Any, db: str) -> Any:
+    """Two turns of session "trip" through the chain, in a process of their own; returns
+    the model's first answer."""
+    with Memory(db, embedder=FakeEmbedder()) as memory:
+        chain = _chain(llm, memory)
+        server.queue("Noted: Oslo on 3 June.")
+        first = chain.invoke({"question": "I fly to Oslo on 3 June."}, config=TRIP)
+        server.queue("You fly to Oslo.")
+        chain.invoke({"question": "Where do I fly?"}, config=TRIP)
+    return first
+
+
+def test_runnable_with_message_history_sends_and_stores_the_history(
     server: ChatServer, llm: Any, db: str
 ) -> None:
-    def chain_on(memory: Memory) -> Any:
-        with pytest.warns(LangChainDeprecationWarning, match="RunnableWithMessageHistory"):
-            return RunnableWithMessageHistory(
-                PROMPT | llm,
-                lambda session_id: history(memory, session_id),
-                input_messages_key="question",
-                history_messages_key="history",
-            )
-
-    config = {"configurable": {"session_id": "trip"}}
+    first = _two_turns(server, llm, db)
+    assert [(m["role"], m["content"]) for m in server.requests[1]["messages"]] == [
+        ("system", "You are a travel assistant."),
+        ("user", "I fly to Oslo on 3 June."),
+        ("assistant", "Noted: Oslo on 3 June."),
+        ("user", "Where do I fly?"),
+    ]
     with Memory(db, embedder=FakeEmbedder()) as memory:
-        chain = chain_on(memory)
-        server.queue("Noted: Oslo on 3 June.")
-        first = chain.invoke({"question": "I fly to Oslo on 3 June."}, config=config)
-        server.queue("You fly to Oslo.")
-        chain.invoke({"question": "Where do I fly?"}, config=config)
-        assert [(m["role"], m["content"]) for m in server.requests[1]["messages"]] == [
-            ("system", "You are a travel assistant."),
-            ("user", "I fly to Oslo on 3 June."),
-            ("assistant", "Noted: Oslo on 3 June."),
-            ("user", "Where do I fly?"),
-        ]
         stored = history(memory, "trip").messages
         assert stored[1] == first  # the model's AIMessage, id and metadata included
         assert stored[1].response_metadata["model_name"] == "scripted"
         assert [m.type for m in stored] == ["human", "ai", "human", "ai"]
 
+
+def test_runnable_with_message_history_continues_after_a_restart(
+    server: ChatServer, llm: Any, db: str
+) -> None:
+    _two_turns(server, llm, db)
+
     # a new process: a fresh Memory on the same file, async this time
     async def later() -> None:
         async with AsyncMemory(db, embedder=FakeEmbedder()) as amemory:
-            with pytest.warns(LangChainDeprecationWarning):
-                chain = RunnableWithMessageHistory(
-                    PROMPT | llm,
-                    lambda session_id: history(amemory, session_id),
-                    input_messages_key="question",
-                    history_messages_key="history",
-                )
+            chain = _chain(llm, amemory)
             server.queue("Still Oslo.")
-            await chain.ainvoke({"question": "And?"}, config=config)
+            await chain.ainvoke({"question": "And?"}, config=TRIP)
             assert len(await history(amemory, "trip").aget_messages()) == 6
 
     asyncio.run(later())
     assert len(server.requests[-1]["messages"]) == 6  # system + 4 earlier + the question
+
+
+def test_runnable_with_message_history_turns_are_searchable_by_their_user_only(
+    server: ChatServer, llm: Any, db: str
+) -> None:
+    _two_turns(server, llm, db)
     with Memory(db, embedder=FakeEmbedder()) as memory:
         found = [h.record.text for h in memory.search("Oslo June", user_id="ada", limit=3)]
         assert "I fly to Oslo on 3 June." in found
@@ -379,66 +388,22 @@ if RetrieversIntegrationTests is not None:
             return "asyncio"
 
 
-# ---------------------------------------------------------------------- packaging
-
-
-def test_module_without_langchain_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('langchain_core', 'langchain'):\n"
-        "            raise ImportError('blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import memlane\n"
-        "assert not any(m.startswith(('langchain', 'agents')) for m in sys.modules)\n"
-        "try:\n"
-        "    import memlane.integrations.langchain\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.startswith("MissingExtraError")
-    assert "pip install 'memlane[langchain]'" in out.stdout
-
-
 # ---------------------------------------------------------------------- the example
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_example_keeps_history_and_recalls_across_processes(
     server: ChatServer, llm: Any, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "MEMLANE_LLM_BASE_URL": server.base_url,
-        "MEMLANE_LLM_MODEL": "scripted",
-        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
-        "MEMLANE_EMBEDDER": "fake",
-    }
-    run = [sys.executable, str(REPO / "examples" / "langchain_history.py")]
+    env = example_env(tmp_path / "trip.db", server)
     server.queue("Noted: vegetarian, Oslo on 3 June.")
-    first = subprocess.run(
-        [*run, "I'm vegetarian and I fly to Oslo on 3 June."],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    first = run_example(
+        "langchain_history.py", "I'm vegetarian and I fly to Oslo on 3 June.", env=env
     )
     assert first.returncode == 0, first.stderr
     assert "[assistant] Noted: vegetarian, Oslo on 3 June." in first.stdout
     assert "LangChainDeprecationWarning" in first.stderr  # left on, as LangChain emits it
     server.queue("Try a vegetarian place near the station.")
-    second = subprocess.run(
-        [*run, "Where should a vegetarian eat in Oslo?"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    second = run_example("langchain_history.py", "Where should a vegetarian eat in Oslo?", env=env)
     assert second.returncode == 0, second.stderr
     assert "2 turns" in second.stdout
     sent = server.requests[-1]["messages"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel
@@ -19,13 +18,6 @@ from memlane.testing import FakeEmbedder
 class Pet(BaseModel):
     name: str
     legs: int
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import add_three_and_find_the_dog_by_meaning
 from memlane import EmbeddingError, Memory
 from memlane.embedders.onnx import OnnxEmbedder, default_threads
 from memlane.settings import Settings
@@ -112,11 +113,7 @@ def test_onnx_search_through_memory_from_settings() -> None:
     assert isinstance(embedder, OnnxEmbedder)
     assert embedder.model_id == "all-MiniLM-L6-v2-onnx-int8"
     with Memory("sqlite:///:memory:", embedder=embedder) as m:
-        m.add("I adopted a golden retriever last spring", user_id="u")
-        m.add("My tax return is due in April", user_id="u")
-        m.add("The quarterly report needs two charts", user_id="u")
-        hits = m.search("which dog do I own", user_id="u", recipe="semantic", limit=1)
-        assert hits[0].record.text.startswith("I adopted a golden retriever")
+        add_three_and_find_the_dog_by_meaning(m)
         hits = m.search("when are my taxes due", user_id="u", limit=1)
         assert hits[0].record.text == "My tax return is due in April"
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from agents.memory import Session
 from openai import AsyncOpenAI
 
 from chat_server import ChatServer, Scripted
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.errors import ValidationError
 from memlane.integrations.openai_agents import (
@@ -39,13 +37,6 @@ from memlane.integrations.openai_agents import (
 from memlane.testing import FakeEmbedder
 
 set_tracing_disabled(True)  # the SDK would otherwise export traces to api.openai.com
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -122,9 +113,10 @@ ALL_KINDS: list[Any] = [
 # ---------------------------------------------------------------------- the runtime
 
 
-def test_runner_keeps_a_conversation_across_runs_and_a_restart(
-    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
-) -> None:
+def _two_runs(server: ChatServer, model: OpenAIChatCompletionsModel, db: str) -> Any:
+    """Two runs of the planner in session "trip" of ada, in a process of their own: both
+    results and the session's items after them."""
+
     async def first() -> Any:
         with Memory(db, embedder=FakeEmbedder()) as memory:
             session = MemlaneSession("trip", memory, user_id="ada")
@@ -135,7 +127,13 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
             r2 = await Runner.run(agent, "Where do I fly?", session=session)
             return r1, r2, await session.get_items()
 
-    r1, r2, items = asyncio.run(first())
+    return asyncio.run(first())
+
+
+def test_runner_sends_the_earlier_runs_from_the_session(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    r1, r2, items = _two_runs(server, model, db)
     assert (r1.final_output, r2.final_output) == ("Noted: Oslo on 3 June.", "You said Oslo.")
     # the second request carried the first run's turns, from memlane
     sent = [(m["role"], m["content"]) for m in server.requests[1]["messages"]]
@@ -145,6 +143,12 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
         ("user", "Where do I fly?"),
     ]
     assert items == r2.to_input_list()
+
+
+def test_runner_continues_the_conversation_after_a_restart(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    _, _, items = _two_runs(server, model, db)
 
     # a fresh process: new Memory on the same file, new session object
     async def after_restart() -> list[TResponseInputItem]:
@@ -160,6 +164,12 @@ def test_runner_keeps_a_conversation_across_runs_and_a_restart(
     assert [m["role"] for m in server.requests[-1]["messages"]] == ["user", "assistant"] * 2 + [
         "user"
     ]
+
+
+def test_runner_turns_are_episodes_only_their_user_finds(
+    server: ChatServer, model: OpenAIChatCompletionsModel, db: str
+) -> None:
+    _two_runs(server, model, db)
     # the user's words are memlane episodes, found by search; another user sees none
     with Memory(db, embedder=FakeEmbedder()) as memory:
         assert any("Oslo" in h.record.text for h in memory.search("Oslo", user_id="ada"))
@@ -201,9 +211,7 @@ def test_tool_calls_are_stored_exactly_and_replayed(
     assert replayed[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny in Oslo"}
 
 
-def test_memory_tools_in_a_run_are_bound_to_one_user(
-    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
-) -> None:
+def test_memory_tools_name_four_functions_without_a_user_id(memory: Memory) -> None:
     tools = memory_tools(memory, user_id="ada")
     assert [t.name for t in tools] == [
         "add_memory",
@@ -212,8 +220,13 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
         "search_memories",
     ]
     assert all("user_id" not in json.dumps(t.params_json_schema) for t in tools)
+
+
+def test_memory_tools_in_a_run_add_and_find_only_their_users_memories(
+    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
+) -> None:
     memory.add("Bob drinks coffee", user_id="bob")
-    agent = Agent(name="m", model=model, tools=tools)
+    agent = Agent(name="m", model=model, tools=memory_tools(memory, user_id="ada"))
     server.queue(
         Scripted(
             content='{"text": "Ada drinks green tea"}', tool_call=True, tool_name="add_memory"
@@ -230,7 +243,11 @@ def test_memory_tools_in_a_run_are_bound_to_one_user(
     texts = [m["text"] for m in tool_answer["memories"]]
     assert "Ada drinks green tea" in texts and "Bob drinks coffee" not in texts
 
-    # a bad call answers the model with an error, and stores nothing
+
+def test_a_bad_memory_tool_call_answers_an_error_and_stores_nothing(
+    server: ChatServer, model: OpenAIChatCompletionsModel, memory: Memory
+) -> None:
+    agent = Agent(name="m", model=model, tools=memory_tools(memory, user_id="ada"))
     server.queue(
         Scripted(content='{"text": ""}', tool_call=True, tool_name="add_memory"),
         "Sorry.",
@@ -402,47 +419,13 @@ def test_long_text_is_cut_for_search_but_returned_whole(memory: Memory) -> None:
     assert len(episode.text) == memory.core.config.max_text_chars
 
 
-# ---------------------------------------------------------------------- packaging
-
-
-def test_module_without_the_sdk_names_the_extra() -> None:
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'agents' or name.startswith('agents.'):\n"
-        "            raise ImportError('blocked')\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import memlane\n"
-        "assert 'agents' not in sys.modules\n"
-        "try:\n"
-        "    import memlane.integrations.openai_agents\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
-    )
-    assert out.stdout.startswith("MissingExtraError")
-    assert "pip install 'memlane[openai-agents]'" in out.stdout
-
-
 # ---------------------------------------------------------------------- the example
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_example_keeps_the_conversation_across_processes(
     server: ChatServer, model: OpenAIChatCompletionsModel, tmp_path: Path
 ) -> None:
-    env = {
-        **os.environ,
-        "MEMLANE_LLM_BASE_URL": server.base_url,
-        "MEMLANE_LLM_MODEL": "scripted",
-        "MEMLANE_STORE": f"sqlite:///{tmp_path / 'trip.db'}",
-        "MEMLANE_EMBEDDER": "fake",
-    }
-    run = [sys.executable, str(REPO / "examples" / "openai_agents_session.py")]
+    env = example_env(tmp_path / "trip.db", server)
     server.queue(
         Scripted(
             content='{"text": "Flies to Oslo on 3 June for the trip"}',
@@ -451,17 +434,13 @@ def test_example_keeps_the_conversation_across_processes(
         ),
         "Noted: Oslo, 3 June.",
     )
-    first = subprocess.run(
-        [*run, "I fly to Oslo on 3 June."], env=env, capture_output=True, text=True, timeout=120
-    )
+    first = run_example("openai_agents_session.py", "I fly to Oslo on 3 June.", env=env)
     assert first.returncode == 0, first.stderr
     assert "[agent] Noted: Oslo, 3 June." in first.stdout
     assert "4 items" in first.stdout  # user, function call, its output, answer
     assert "Flies to Oslo on 3 June for the trip" in first.stdout
     server.queue("On 3 June.")
-    second = subprocess.run(
-        [*run, "When do I fly?"], env=env, capture_output=True, text=True, timeout=120
-    )
+    second = run_example("openai_agents_session.py", "When do I fly?", env=env)
     assert second.returncode == 0, second.stderr
     assert "[agent] On 3 June." in second.stdout and "6 items" in second.stdout
     sent = server.requests[-1]["messages"]

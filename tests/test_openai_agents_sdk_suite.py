@@ -45,13 +45,6 @@ set_tracing_disabled(True)
 RUNNERS = ["run", "run_sync", "run_streamed"]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChatServer]:
-    s = ChatServer().start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def agent(server: ChatServer) -> Iterator[Agent[Any]]:
     server.reset()

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from tests.servers import PostgresServer
 
+from helpers import check_scoped_ids_kept_every_row, write_before_scoped_ids
 from memlane import Memory
 from memlane.errors import (
     ConflictError,
@@ -75,33 +76,14 @@ def test_a_database_from_before_scoped_ids_keeps_working(
     """Migration 4 (ids unique per user, lexical context only from the same agent's turn)
     keeps every row, an idempotent add retried after it finds its first write, and
     re-indexes turns written before it."""
-    from memlane import CoreConfig, SearchRecipe
     from memlane.stores import postgres as postgres_module
 
     monkeypatch.setattr(postgres_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 3))
-    config = CoreConfig(context_window=1)
-    old = Memory(PostgresStore(pg_url), embedder=FakeEmbedder(), clock=FixedClock(), config=config)
-    paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
-    for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):
-        old.add(text, user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=agent)
-    before = old.export_rows()
-    old.close()
+    paid, before = write_before_scoped_ids(PostgresStore(pg_url), clock=FixedClock())
     monkeypatch.undo()
 
     m, _ = _memory(pg_url)
-    # Every row is kept; only a context vector that may hold another agent's turn is gone.
-    changed = [(b, a) for b, a in zip(before[1:], m.export_rows()[1:], strict=True) if b != a]
-    assert [(b["data"]["text"], a["data"]["context_hash"]) for b, a in changed] == [
-        ("ok, planning", None)
-    ]
-    ((was, now),) = changed
-    assert {k for k in was["data"] if was["data"][k] != now["data"][k]} == {"context_hash"}
-    assert m.add("u paid the invoice", user_id="u", idempotency_key="order-17") == paid
-    m.import_rows([{"type": "record", "data": paid.evolve(user_id="v").to_dict()}])
-    assert m.get(paid.id, user_id="v").user_id == "v" and m.get(paid.id, user_id="u") == paid
-    words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
-    planner = Filters(agent_id="planner")
-    assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []
+    check_scoped_ids_kept_every_row(m, paid, before)
     m.close()
 
 

@@ -7,25 +7,17 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.servers import memlane_serve
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -68,31 +60,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("MEMLANE_LLM_BASE_URL", None)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"memlane serve did not start: {out}")
-        time.sleep(0.2)
-    try:
+    with memlane_serve(env) as base:
         yield Served(base, env, store)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _seed(s: Served) -> dict[str, Any]:
@@ -117,17 +86,35 @@ def _seed(s: Served) -> dict[str, Any]:
     return {"london": london, "paris": paris}
 
 
-def test_rest_over_real_http(served: Served) -> None:
-    ids = _seed(served)
+@pytest.fixture(scope="module")
+def seeded(served: Served) -> dict[str, Any]:
+    """Alice's memories (London superseded by Paris), a session and its state, seeded once
+    for the REST tests of this module."""
+    return _seed(served)
+
+
+def test_rest_search_over_real_http_finds_the_current_memory(
+    served: Served, seeded: dict[str, Any]
+) -> None:
     hits = served.api("POST", "/v1/users/alice/search", json={"query": "where does Alice live"})
-    assert hits["hits"][0]["record"]["id"] == ids["paris"]["id"]
-    assert httpx.get(served.base + "/metrics").text.startswith("# HELP")
+    assert hits["hits"][0]["record"]["id"] == seeded["paris"]["id"]
+
+
+@pytest.mark.usefixtures("seeded")
+def test_session_state_is_written_through_and_read_back_via_redis(served: Served) -> None:
     health = httpx.get(served.base + "/health").json()
     assert health["status"] == "ok" and health["tiers"]["redis"] == "ok"
     state = served.api("GET", "/v1/users/alice/sessions/trip/state")
     assert state["data"] == {"step": "booking"}  # written through, read back via Redis
+
+
+def test_metrics_and_openapi_over_real_http(served: Served) -> None:
+    assert httpx.get(served.base + "/metrics").text.startswith("# HELP")
     spec = httpx.get(served.base + "/openapi.json").json()
     assert len(spec["paths"]) >= 20
+
+
+def test_a_user_limited_key_is_denied_another_user_over_real_http(served: Served) -> None:
     denied = httpx.get(
         served.base + "/v1/users/bob/memories",
         headers={"Authorization": f"Bearer {served.alice_key}"},
@@ -144,47 +131,75 @@ def _mcp_result(result: Any) -> dict[str, Any]:
     return parsed
 
 
-def test_mcp_over_streamable_http(served: Served) -> None:
+McpScenario = Callable[[Any], Awaitable[None]]
+
+
+def _mcp_with_key(served: Served, key: str, scenario: McpScenario) -> None:
+    """Run ``scenario(client)`` in an MCP session over streamable HTTP with ``key``."""
     import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
-    async def scenario() -> None:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.alice_key}"})
+    async def run() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"})
         async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
-            names = sorted(t.name for t in (await c.list_tools()).tools)
-            assert names == [
-                "add_memory", "build_context", "forget_memory", "recall", "remember",
-                "search_memories",
-            ]  # fmt: skip
-            stored = _mcp_result(
-                await c.call_tool("add_memory", {"user_id": "alice", "text": "Alice plays cello"})
-            )
-            found = _mcp_result(
-                await c.call_tool("search_memories", {"user_id": "alice", "query": "cello"})
-            )
-            assert found["memories"][0]["memory_id"] == stored["memory_id"]
-            ctx = _mcp_result(
-                await c.call_tool(
-                    "build_context", {"user_id": "alice", "query": "cello", "budget": 300}
-                )
-            )
-            assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
-            other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
-            assert other.is_error and "may not access user 'bob'" in other.content[0].text
-            gone = _mcp_result(
-                await c.call_tool(
-                    "forget_memory", {"user_id": "alice", "memory_id": stored["memory_id"]}
-                )
-            )
-            assert gone == {"forgotten": stored["memory_id"]}
+            await scenario(c)
         await http.aclose()
-        anonymous = httpx.post(
-            served.base + "/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
-        )
-        assert anonymous.status_code == 401
 
-    asyncio.run(scenario())
+    asyncio.run(run())
+
+
+def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None:
+    async def scenario(c: Any) -> None:
+        names = sorted(t.name for t in (await c.list_tools()).tools)
+        assert names == [
+            "add_memory", "build_context", "forget_memory", "recall", "remember",
+            "search_memories",
+        ]  # fmt: skip
+
+    _mcp_with_key(served, served.alice_key, scenario)
+
+
+def test_mcp_over_streamable_http_adds_finds_builds_context_and_forgets(served: Served) -> None:
+    async def scenario(c: Any) -> None:
+        stored = _mcp_result(
+            await c.call_tool("add_memory", {"user_id": "alice", "text": "Alice plays cello"})
+        )
+        found = _mcp_result(
+            await c.call_tool("search_memories", {"user_id": "alice", "query": "cello"})
+        )
+        assert found["memories"][0]["memory_id"] == stored["memory_id"]
+        ctx = _mcp_result(
+            await c.call_tool(
+                "build_context", {"user_id": "alice", "query": "cello", "budget": 300}
+            )
+        )
+        assert "Alice plays cello" in ctx["text"] and ctx["tokens"] <= 300
+        gone = _mcp_result(
+            await c.call_tool(
+                "forget_memory", {"user_id": "alice", "memory_id": stored["memory_id"]}
+            )
+        )
+        assert gone == {"forgotten": stored["memory_id"]}
+
+    _mcp_with_key(served, served.alice_key, scenario)
+
+
+def test_mcp_over_streamable_http_refuses_a_user_the_key_may_not_access(
+    served: Served,
+) -> None:
+    async def scenario(c: Any) -> None:
+        other = await c.call_tool("search_memories", {"user_id": "bob", "query": "x"})
+        assert other.is_error and "may not access user 'bob'" in other.content[0].text
+
+    _mcp_with_key(served, served.alice_key, scenario)
+
+
+def test_mcp_over_streamable_http_without_a_key_is_401(served: Served) -> None:
+    anonymous = httpx.post(
+        served.base + "/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    )
+    assert anonymous.status_code == 401
 
 
 def test_mcp_over_stdio(served: Served) -> None:
@@ -512,47 +527,70 @@ def test_dashboard_fits_a_375px_wide_screen(dashboard: Dashboard, tmp_path: Path
     assert widths[0] <= widths[2] and widths[1] <= widths[2], widths
 
 
-def test_mcp_agent_limited_key_sees_only_its_agent(served: Served) -> None:
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
+@pytest.fixture(scope="module")
+def bot_key(served: Served) -> str:
+    """A key of tenant acme limited to agent bot, made by the CLI."""
+    return _cli(served.env, "keys", "create", "--tenant", "acme", "--agents", "bot")
 
-    bot_key = _cli(served.env, "keys", "create", "--tenant", "acme", "--agents", "bot")
+
+@pytest.fixture(scope="module")
+def erin(served: Served) -> dict[str, Any]:
+    """Erin's memories: one of agent "other", one shared by every agent."""
     theirs = served.api(
         "POST",
         "/v1/users/erin/memories",
         json={"text": "Erin's cello lessons", "agent_id": "other"},
     )
     shared = served.api("POST", "/v1/users/erin/memories", json={"text": "Erin's cello is old"})
+    return {"theirs": theirs, "shared": shared}
 
-    async def scenario() -> None:
-        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {bot_key}"})
-        async with Client(streamable_http_client(served.base + "/mcp/", http_client=http)) as c:
-            mine = _mcp_result(
-                await c.call_tool(
-                    "add_memory", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
-                )
-            )
-            found = _mcp_result(
-                await c.call_tool(
-                    "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
-                )
-            )
-            # Its own memories and the shared ones, as REST and MemoryTools (memlane.access).
-            assert {m["memory_id"] for m in found["memories"]} == {
-                mine["memory_id"],
-                shared["id"],
-            }
-            forget = await c.call_tool(
-                "forget_memory",
-                {"user_id": "erin", "agent_id": "bot", "memory_id": theirs["id"]},
-            )
-            assert forget.is_error and "NotFoundError" in forget.content[0].text
-            ctx = await c.call_tool("build_context", {"user_id": "erin", "agent_id": "bot"})
-            assert ctx.is_error and "agent-limited" in ctx.content[0].text
-            unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
-            assert unnamed.is_error
-        await http.aclose()
 
-    asyncio.run(scenario())
-    assert served.api("GET", f"/v1/users/erin/memories/{theirs['id']}")["deleted_at"] is None
+def test_mcp_agent_limited_key_finds_its_own_and_shared_memories(
+    served: Served, bot_key: str, erin: dict[str, Any]
+) -> None:
+    async def scenario(c: Any) -> None:
+        mine = _mcp_result(
+            await c.call_tool(
+                "add_memory", {"user_id": "erin", "agent_id": "bot", "text": "Erin's cello"}
+            )
+        )
+        found = _mcp_result(
+            await c.call_tool(
+                "search_memories", {"user_id": "erin", "agent_id": "bot", "query": "cello"}
+            )
+        )
+        # Its own memories and the shared ones, as REST and MemoryTools (memlane.access).
+        assert {m["memory_id"] for m in found["memories"]} == {
+            mine["memory_id"],
+            erin["shared"]["id"],
+        }
+
+    _mcp_with_key(served, bot_key, scenario)
+
+
+def test_mcp_agent_limited_key_cannot_forget_another_agents_memory(
+    served: Served, bot_key: str, erin: dict[str, Any]
+) -> None:
+    theirs = erin["theirs"]["id"]
+
+    async def scenario(c: Any) -> None:
+        forget = await c.call_tool(
+            "forget_memory", {"user_id": "erin", "agent_id": "bot", "memory_id": theirs}
+        )
+        assert forget.is_error and "NotFoundError" in forget.content[0].text
+
+    _mcp_with_key(served, bot_key, scenario)
+    assert served.api("GET", f"/v1/users/erin/memories/{theirs}")["deleted_at"] is None
+
+
+@pytest.mark.usefixtures("erin")
+def test_mcp_agent_limited_key_may_not_build_context_or_leave_out_its_agent(
+    served: Served, bot_key: str
+) -> None:
+    async def scenario(c: Any) -> None:
+        ctx = await c.call_tool("build_context", {"user_id": "erin", "agent_id": "bot"})
+        assert ctx.is_error and "agent-limited" in ctx.content[0].text
+        unnamed = await c.call_tool("search_memories", {"user_id": "erin", "query": "x"})
+        assert unnamed.is_error
+
+    _mcp_with_key(served, bot_key, scenario)

@@ -62,8 +62,24 @@ def _seed(env: Env, key: str, user: str = "alice") -> dict[str, Any]:
     return body
 
 
-def test_every_route_works_for_its_owner(env: Env) -> None:
-    k, u = env.acme, "/v1/users/alice"
+U = "/v1/users/alice"
+
+
+def _edit_history(env: Env) -> tuple[str, dict[str, Any]]:
+    """Alice's seeded memory updated once, then superseded: its id and the new record."""
+    k = env.acme
+    mid = _seed(env, k)["id"]
+    env.call(
+        k, "PATCH", f"{U}/memories/{mid}", json={"text": "Likes jasmine tea", "expected_version": 1}
+    )
+    new = env.call(
+        k, "POST", f"{U}/memories/{mid}/supersede", json={"text": "Likes coffee now"}
+    ).json()
+    return mid, new
+
+
+def test_memory_routes_work_for_their_owner(env: Env) -> None:
+    k, u = env.acme, U
     rec = _seed(env, k)
     assert rec["user_id"] == "alice" and "::" not in json.dumps(rec)
     mid = rec["id"]
@@ -87,6 +103,11 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert hits[0]["record"]["id"] == new["id"] and hits[0]["explanation"]
     assert env.call(k, "DELETE", f"{u}/memories/{new['id']}").json()["deleted_at"]
     assert env.call(k, "POST", f"{u}/memories/{new['id']}/restore").json()["deleted_at"] is None
+
+
+def test_session_routes_work_for_their_owner(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     sessions = env.call(k, "GET", f"{u}/sessions").json()["items"]
     assert [s["session_id"] for s in sessions] == ["s1"]
     runs = env.call(k, "GET", f"{u}/sessions/s1/messages", params={"last_runs": 1}).json()["runs"]
@@ -101,14 +122,28 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert lost.status_code == 409
     assert env.call(k, "GET", f"{u}/sessions/s1/state").json()["data"] == {"step": 1}
     assert len(env.call(k, "GET", f"{u}/sessions/s1/state/history").json()["versions"]) == 1
+
+
+def test_summary_route_writes_and_reads_the_sessions_summary(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     env.server.queue({"summary": "Trip to Oslo being planned."})
     summary = env.call(k, "POST", f"{u}/sessions/s1/summary").json()
     assert summary["text"] == "Trip to Oslo being planned."
     assert env.call(k, "GET", f"{u}/sessions/s1/summary").json()["id"] == summary["id"]
+
+
+def test_context_route_fits_its_budget(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
     ctx = env.call(
         k, "POST", f"{u}/context", json={"budget": 400, "query": "tea", "session_id": "s1"}
     )
     assert ctx.status_code == 200 and ctx.json()["tokens"] <= 400
+
+
+def test_learn_route_queues_a_job_the_jobs_routes_show(env: Env) -> None:
+    k, u = env.acme, U
     env.server.queue({"memories": [{"text": "Alice is flying to Oslo"}]})
     job = env.call(
         k, "POST", f"{u}/learn", json={"messages": [{"role": "user", "content": "Oslo!"}]}
@@ -116,6 +151,11 @@ def test_every_route_works_for_its_owner(env: Env) -> None:
     assert job.status_code == 202 and job.json()["user_id"] == "alice"
     assert env.call(k, "GET", f"{u}/jobs/{job.json()['id']}").json()["kind"] == "process"
     assert len(env.call(k, "GET", f"{u}/jobs").json()["jobs"]) == 1
+
+
+def test_export_delete_and_import_bring_a_user_back(env: Env) -> None:
+    k, u = env.acme, U
+    mid, new = _edit_history(env)
     exported = env.call(k, "GET", f"{u}/export")
     assert exported.headers["content-type"].startswith("application/x-ndjson")
     assert "acme::" not in exported.text
@@ -252,43 +292,48 @@ def test_agent_limited_keys(env: Env) -> None:
     assert env.call(k, "GET", "/v1/users").status_code == 403
 
 
-def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
-    k, u = env.acme, "/v1/users/alice"
+JSON = {"Content-Type": "application/json"}
+BAD_BODIES = {
+    "text not a string": ("POST", f"{U}/memories", {"json": {"text": 42}}),
+    "importance a word": ("POST", f"{U}/memories", {"json": {"text": "x", "importance": "high"}}),
+    "unknown kind": ("POST", f"{U}/memories", {"json": {"text": "x", "kind": "spell"}}),
+    "unknown field": ("POST", f"{U}/memories", {"json": {"text": "x", "unknown": 1}}),
+    "empty text": ("POST", f"{U}/memories", {"json": {"text": ""}}),
+    "importance over 1": ("POST", f"{U}/memories", {"json": {"text": "x", "importance": 7}}),
+    "not utf-8": (
+        "POST", f"{U}/memories", {"content": b'{"text": "caf\xe9 \xff"}', "headers": JSON}
+    ),
+    "not json": ("POST", f"{U}/memories", {"content": b"{not json", "headers": JSON}),
+    "search limit 0": ("POST", f"{U}/search", {"json": {"query": "x", "limit": 0}}),
+    "list limit a word": ("GET", f"{U}/memories", {"params": {"limit": "many"}}),
+    "list unknown kind": ("GET", f"{U}/memories", {"params": {"kind": "spell"}}),
+    "state not an object": (
+        "PUT", f"{U}/sessions/s1/state", {"json": {"data": [1, 2], "expected_version": 1}}
+    ),
+    "negative budget": ("POST", f"{U}/context", {"json": {"budget": -5}}),
+    "import bad record": (
+        "POST", f"{U}/import", {"content": b'{"type": "record", "data": {"id": 1}}\n'}
+    ),
+    "import garbage": ("POST", f"{U}/import", {"content": b"\xff\xfe garbage"}),
+    "blank user": ("POST", "/v1/users/%20/memories", {"json": {"text": "x"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_a_bad_body_gets_a_4xx_and_changes_nothing(env: Env, case: str) -> None:
+    method, path, kw = BAD_BODIES[case]
+    _seed(env, env.acme)
+    before = _rows(env, env.acme, "alice")
+    r = env.call(env.acme, method, path, **kw)
+    assert 400 <= r.status_code < 500, (method, path, kw, r.status_code, r.text)
+    assert "Traceback" not in r.text and "error" in r.json()
+    assert _rows(env, env.acme, "alice") == before
+
+
+def test_a_body_over_the_limit_gets_413_even_when_chunked(env: Env) -> None:
+    k, u = env.acme, U
     _seed(env, k)
     before = _rows(env, k, "alice")
-    cases = [
-        ("POST", f"{u}/memories", {"json": {"text": 42}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": "high"}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "kind": "spell"}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "unknown": 1}}),
-        ("POST", f"{u}/memories", {"json": {"text": ""}}),
-        ("POST", f"{u}/memories", {"json": {"text": "x", "importance": 7}}),
-        (
-            "POST",
-            f"{u}/memories",
-            {
-                "content": b'{"text": "caf\xe9 \xff"}',
-                "headers": {"Content-Type": "application/json"},
-            },
-        ),
-        (
-            "POST",
-            f"{u}/memories",
-            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
-        ),
-        ("POST", f"{u}/search", {"json": {"query": "x", "limit": 0}}),
-        ("GET", f"{u}/memories", {"params": {"limit": "many"}}),
-        ("GET", f"{u}/memories", {"params": {"kind": "spell"}}),
-        ("PUT", f"{u}/sessions/s1/state", {"json": {"data": [1, 2], "expected_version": 1}}),
-        ("POST", f"{u}/context", {"json": {"budget": -5}}),
-        ("POST", f"{u}/import", {"content": b'{"type": "record", "data": {"id": 1}}\n'}),
-        ("POST", f"{u}/import", {"content": b"\xff\xfe garbage"}),
-        ("POST", "/v1/users/%20/memories", {"json": {"text": "x"}}),
-    ]
-    for method, path, kw in cases:
-        r = env.call(k, method, path, **kw)
-        assert 400 <= r.status_code < 500, (method, path, kw, r.status_code, r.text)
-        assert "Traceback" not in r.text and "error" in r.json()
     huge = {"text": "x" * 60_000}
     r = env.call(k, "POST", f"{u}/memories", json=huge)
     assert r.status_code == 413 and r.json()["type"] == "TooLarge"
@@ -298,6 +343,13 @@ def test_bad_bodies_get_4xx_and_change_nothing(env: Env) -> None:
         headers={"Authorization": f"Bearer {k}", "Content-Type": "application/json"},
     )
     assert chunked.status_code == 413
+    assert _rows(env, k, "alice") == before
+
+
+def test_an_import_of_another_users_rows_is_refused(env: Env) -> None:
+    k, u = env.acme, U
+    _seed(env, k)
+    before = _rows(env, k, "alice")
     other_user_rows = env.call(k, "GET", f"{u}/export").text.replace('"alice"', '"mallory"')
     assert env.call(k, "POST", f"{u}/import", content=other_user_rows).status_code == 422
     assert _rows(env, k, "alice") == before
@@ -321,7 +373,7 @@ def test_import_cannot_borrow_another_texts_vector_or_smuggle_odd_ids(env: Env) 
     assert r.status_code == 422 and "letters or digits" in r.json()["error"]
 
 
-def test_values_that_once_crashed_a_route_are_4xx(env: Env) -> None:
+def test_out_of_range_numbers_dates_and_deep_json_are_4xx_not_crashes(env: Env) -> None:
     k, u, c = env.acme, "/v1/users/alice", "/v1/users/carol"
     for raw in (b'{"text": "x", "ttl_seconds": 1e300}', b'{"text": "lone \\ud800 surrogate"}'):
         r = env.call(
@@ -447,28 +499,6 @@ def test_a_model_providers_error_text_stays_in_the_log(env: Env) -> None:
     assert r.status_code == 503 and "SECRET" not in r.text
 
 
-def test_a_served_user_id_cannot_contain_a_slash() -> None:
-    # No route could name that user again; MCP tools map user ids through the same function.
-    from memlane.errors import ValidationError
-    from memlane.server.keys import storage_user
-
-    with pytest.raises(ValidationError):
-        storage_user("acme", "a/b")
-
-
-def test_agent_tools_answer_errors_whatever_the_model_sends() -> None:
-    from memlane.manager import MemoryTools
-
-    with Memory("memory://", embedder=FakeEmbedder()) as plain:
-        tools = MemoryTools(plain, user_id="u")
-        for name in ("add_memory", "search_memories"):
-            deep = tools.execute(name, "[" * 5000)
-            assert "error" in deep and "unknown tool" not in deep["error"]
-        surrogate = tools.execute("add_memory", '{"text": "x\\ud800"}')
-        assert "error" in surrogate and "unknown tool" not in surrogate["error"]
-        assert not plain.list(user_id="u").items
-
-
 def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     # Written through Python (or the CLI) as plain "alice" — no tenant prefix — on the
     # store the server serves.
@@ -485,116 +515,3 @@ def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
     texts = {r.text for r in plain.list(user_id="alice").items}
     assert texts == {"Alice keeps bees", "Alice sells honey"}
-
-
-@pytest.mark.parametrize("with_manager", [False, True])
-def test_learn_without_a_model_validates_then_says_so_once(
-    tmp_path: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    with_manager: bool,
-) -> None:
-    for name in ("MEMLANE_LLM_BASE_URL", "MEMLANE_LLM_MODEL", "MEMLANE_LLM_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    memory = AsyncMemory(f"sqlite:///{tmp_path / 'nomodel.db'}", embedder=FakeEmbedder())
-    blocking = Memory(memory.store, embedder=memory.embedder)
-    manager = MemoryManager(blocking) if with_manager else None
-    keys = KeyStore(memory.store)
-    key, _ = keys.create("acme")
-    auth = {"Authorization": f"Bearer {key}"}
-    url = "/v1/users/alice/learn"
-    with TestClient(create_app(memory, keys, manager=manager, mcp=False)) as client:
-        # A bad body is the caller's mistake whether or not a model is configured.
-        blank = {"messages": [{"role": "user", "content": "   "}]}
-        r = client.post(url, json=blank, headers=auth)
-        assert r.status_code == 422 and r.json()["type"] == "ValidationError", r.text
-        assert client.post(url, json={"messages": []}, headers=auth).status_code == 422
-        # A good one: not a transient failure to retry, but a feature this server lacks.
-        good = {"messages": [{"role": "user", "content": "I moved to Oslo"}]}
-        with caplog.at_level("WARNING", logger="memlane"):
-            answers = [client.post(url, json=good, headers=auth) for _ in range(3)]
-        for r in answers:
-            assert r.status_code == 501, r.text
-            assert r.json()["type"] == "NoModelError"
-            assert "MEMLANE_LLM_BASE_URL" in r.json()["error"]
-            assert "try again" not in r.json()["error"]
-    said = [rec for rec in caplog.records if "model" in rec.getMessage()]
-    assert len(said) == 1 and said[0].exc_info is None
-    if manager is not None:
-        manager.close()
-    blocking.close()
-
-
-def test_cli_written_users_are_served_to_a_local_key(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from click.testing import CliRunner
-
-    from memlane.cli import cli
-
-    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        done = runner.invoke(cli, ["--store", store, *args])
-        assert done.exit_code == 0, done.output
-        return done.stdout.strip()
-
-    mid = run("add", "Alice keeps bees", "--user", "alice")
-    key = run("keys", "create", "--tenant", "local", "--permissions", "read")
-    refused = runner.invoke(cli, ["--store", store, "keys", "create", "--tenant", "local",
-                                  "--permissions", "admin"])  # fmt: skip
-    assert refused.exit_code != 0 and "permission" in refused.output
-    memory = AsyncMemory(store, embedder=FakeEmbedder())
-    auth = {"Authorization": f"Bearer {key}"}
-    with TestClient(create_app(memory, KeyStore(memory.store), mcp=False)) as client:
-        got = client.get(f"/v1/users/alice/memories/{mid}", headers=auth)
-        assert got.status_code == 200 and got.json()["text"] == "Alice keeps bees"
-        wrote = client.post("/v1/users/alice/memories", json={"text": "x"}, headers=auth)
-        assert wrote.status_code == 403  # the key was made read-only
-
-
-@pytest.mark.parametrize(
-    "limits",
-    [
-        ["--users", ""],  # an unset shell variable: a key for nobody, made without a word
-        ["--users", " , "],
-        ["--agents", ""],
-        ["--tenant", "local", "--users", "acme::alice"],  # no local user has '::'
-        ["--users", "a/b"],  # no route can name this user
-    ],
-)
-def test_keys_create_refuses_a_key_that_could_reach_no_one(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, limits: list[str]
-) -> None:
-    from click.testing import CliRunner
-
-    from memlane.cli import cli
-
-    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
-    tenant = [] if "--tenant" in limits else ["--tenant", "acme"]
-    made = CliRunner().invoke(cli, ["--store", store, "keys", "create", *tenant, *limits])
-    assert made.exit_code == 1 and "Error" in made.output, made.output
-    assert "ml_" not in made.output
-    # Refused before the store is opened: nothing was written, not even a new file.
-    assert not (tmp_path / "cli.db").exists()
-
-
-def test_a_store_of_another_embedding_model_is_a_503_not_a_crash(tmp_path: Any) -> None:
-    db = f"sqlite:///{tmp_path / 'other-model.db'}"
-    with Memory(db, embedder=FakeEmbedder(8, model_id="fake-8")) as written:
-        written.add("Likes green tea", user_id="alice")
-    memory = AsyncMemory(db, embedder=FakeEmbedder(16, model_id="fake-16"))
-    keys = KeyStore(memory.store)
-    key, _ = keys.create("local")
-    with TestClient(create_app(memory, keys)) as client:
-        r = client.post(
-            "/v1/users/alice/search",
-            json={"query": "tea"},
-            headers={"Authorization": f"Bearer {key}"},
-        )
-    assert r.status_code == 503, r.text
-    assert r.json()["type"] == "EmbeddingModelMismatchError"
-    assert "fake-8" not in r.text  # the details are for the operator's log

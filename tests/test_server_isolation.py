@@ -120,8 +120,14 @@ def test_an_agent_key_learns_no_word_of_another_agents_turn(env: Env) -> None:
 ABSENT = "01NOSUCHMEMORYANYWHERE0000"
 
 
-def test_an_agent_key_cannot_tell_another_agents_objects_from_absent_ones(env: Env) -> None:
-    u = "/v1/users/dana"
+DANA = "/v1/users/dana"
+
+
+def _other_agents_objects(env: Env) -> dict[str, str]:
+    """Agent "other"'s objects of user dana: a memory, a memory the TTL sweep purged (its
+    history keeps events, without their content), a session with a turn, state and a
+    summary. Returns the two memories' ids."""
+    u = DANA
     mine = {"agent_id": "other"}
     kept = env.call(env.other, "POST", f"{u}/memories", json={"text": "other's plan", **mine})
     purged = env.call(env.other, "POST", f"{u}/memories", json={"text": "other's old", **mine})
@@ -132,30 +138,44 @@ def test_an_agent_key_cannot_tell_another_agents_objects_from_absent_ones(env: E
     put = env.call(env.other, "PUT", f"{u}/sessions/s-other/state", json=state, params=q)
     assert put.is_success
     assert env.call(env.other, "POST", f"{u}/sessions/s-other/summary", params=q).is_success
-    # The TTL sweep purges one of them: its history keeps events, without their content.
     dana = storage_user("acme", "dana")
-    local = Memory(env.memory.store, embedder=FakeEmbedder())
-    local.update(purged.json()["id"], user_id=dana, expires_at=datetime(2000, 1, 1, tzinfo=UTC))
-    assert local.sweep() == 1
+    with Memory(env.memory.store, embedder=FakeEmbedder()) as local:
+        expired = datetime(2000, 1, 1, tzinfo=UTC)
+        local.update(purged.json()["id"], user_id=dana, expires_at=expired)
+        assert local.sweep() == 1
+    return {"kept": kept.json()["id"], "purged": purged.json()["id"]}
 
-    def answer(method: str, path: str, **kw: Any) -> tuple[int, str]:
-        r = env.call(env.planner, method, path, params={"agent_id": "planner"}, **kw)
-        return r.status_code, r.text
 
-    for memory_id in (kept.json()["id"], purged.json()["id"]):
-        for method, path, body in [
-            ("GET", "", None),
-            ("PATCH", "", {"text": "x"}),
-            ("POST", "/supersede", {"text": "x"}),
-            ("DELETE", "", None),
-            ("POST", "/restore", None),
-            ("GET", "/history", None),
-        ]:
-            kw = {} if body is None else {"json": body}
-            hidden = answer(method, f"{u}/memories/{memory_id}{path}", **kw)
-            absent = answer(method, f"{u}/memories/{ABSENT}{path}", **kw)
-            assert hidden[0] == 404, (method, path, hidden)
-            assert hidden == (absent[0], absent[1].replace(ABSENT, memory_id)), (method, path)
+def _planner(env: Env, method: str, path: str, **kw: Any) -> tuple[int, str]:
+    """What the planner agent's key gets back: status and body."""
+    r = env.call(env.planner, method, path, params={"agent_id": "planner"}, **kw)
+    return r.status_code, r.text
+
+
+@pytest.mark.parametrize("which", ["kept", "purged"])
+def test_an_agent_key_cannot_tell_another_agents_memory_from_an_absent_one(
+    env: Env, which: str
+) -> None:
+    memory_id = _other_agents_objects(env)[which]
+    u = DANA
+    for method, path, body in [
+        ("GET", "", None),
+        ("PATCH", "", {"text": "x"}),
+        ("POST", "/supersede", {"text": "x"}),
+        ("DELETE", "", None),
+        ("POST", "/restore", None),
+        ("GET", "/history", None),
+    ]:
+        kw = {} if body is None else {"json": body}
+        hidden = _planner(env, method, f"{u}/memories/{memory_id}{path}", **kw)
+        absent = _planner(env, method, f"{u}/memories/{ABSENT}{path}", **kw)
+        assert hidden[0] == 404, (method, path, hidden)
+        assert hidden == (absent[0], absent[1].replace(ABSENT, memory_id)), (method, path)
+
+
+def test_an_agent_key_cannot_tell_another_agents_session_from_an_absent_one(env: Env) -> None:
+    _other_agents_objects(env)
+    u = DANA
     for method, path in [
         ("GET", "/messages"),
         ("GET", "/state"),
@@ -163,16 +183,20 @@ def test_an_agent_key_cannot_tell_another_agents_objects_from_absent_ones(env: E
         ("POST", "/summary"),
         ("GET", "/summary"),
     ]:
-        hidden = answer(method, f"{u}/sessions/s-other{path}")
-        absent = answer(method, f"{u}/sessions/s-absent{path}")
+        hidden = _planner(env, method, f"{u}/sessions/s-other{path}")
+        absent = _planner(env, method, f"{u}/sessions/s-absent{path}")
         assert hidden == (404, absent[1].replace("s-absent", "s-other")), (method, path)
+
+
+def test_an_agent_keys_search_and_list_never_meet_another_agents_session(env: Env) -> None:
     # Nor do its searches or listings meet the other agent's session (its summary included).
+    _other_agents_objects(env)
+    u = DANA
     found = env.call(
         env.planner, "POST", f"{u}/search", json={"query": "invoice 4471", "agent_id": "planner"}
     )
     listed = env.call(env.planner, "GET", f"{u}/memories", params={"agent_id": "planner"})
     assert found.json()["hits"] == [] and listed.json()["items"] == []
-    local.close()
 
 
 def test_an_agent_key_cannot_tell_another_agents_memory_from_no_memory(env: Env) -> None:

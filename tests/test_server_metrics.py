@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,8 +17,10 @@ from memlane.manager import MemoryManager
 from memlane.server import KeyStore, create_app
 from memlane.testing import FakeEmbedder
 
+Sample = tuple[str, dict[str, str], float]
 
-def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+
+def _samples(text: str) -> list[Sample]:
     return [
         (s.name, s.labels, s.value)
         for family in text_string_to_metric_families(text)
@@ -25,7 +28,13 @@ def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
     ]
 
 
-def test_metrics_label_routes_by_template_and_time_library_calls() -> None:
+ONE = "/v1/users/{user_id}/memories/{memory_id}"
+
+
+@pytest.fixture(scope="module")
+def metrics() -> tuple[str, list[Sample]]:
+    """/metrics after alice and bob each added, got and searched a memory, one get of a
+    missing memory and one unmatched route: its text and its samples."""
     memory = AsyncMemory("memory://", embedder=FakeEmbedder())
     keys = KeyStore(memory.store)
     key, _ = keys.create("acme")
@@ -40,32 +49,45 @@ def test_metrics_label_routes_by_template_and_time_library_calls() -> None:
         assert hits.status_code == 200
     assert client.get("/v1/users/alice/memories/NOPE", headers=auth).status_code == 404
     client.get("/no/such/route")
-
     text = client.get("/metrics").text
-    samples = _samples(text)
+    return text, _samples(text)
+
+
+def test_requests_are_counted_per_route_template_and_status(
+    metrics: tuple[str, list[Sample]],
+) -> None:
     # One series per route template and status: both users' calls land in it.
     count = {
         (labels["route"], labels["status"]): value
-        for name, labels, value in samples
+        for name, labels, value in metrics[1]
         if name == "memlane_requests_total" and labels["method"] in ("GET", "POST")
     }
-    one = "/v1/users/{user_id}/memories/{memory_id}"
     assert count[("/v1/users/{user_id}/memories", "201")] == 2
-    assert count[(one, "200")] == 2 and count[(one, "404")] == 1
+    assert count[(ONE, "200")] == 2 and count[(ONE, "404")] == 1
     assert count[("unmatched", "404")] == 1
-    # Latency is a histogram per route (buckets, count, sum).
+
+
+def test_latency_is_a_histogram_per_route(metrics: tuple[str, list[Sample]]) -> None:
     buckets = [
         labels["le"]
-        for name, labels, _ in samples
-        if name == "memlane_request_seconds_bucket" and labels["route"] == one
+        for name, labels, _ in metrics[1]
+        if name == "memlane_request_seconds_bucket" and labels["route"] == ONE
     ]
     assert "+Inf" in buckets and len(buckets) > 5
-    # Labels carry no user, memory or tenant id.
-    assert not re.search(r"alice|bob|acme|NOPE|/no/such", text)
-    # The library calls the routes made, timed by name.
+
+
+def test_metric_labels_carry_no_user_memory_or_tenant_id(
+    metrics: tuple[str, list[Sample]],
+) -> None:
+    assert not re.search(r"alice|bob|acme|NOPE|/no/such", metrics[0])
+
+
+def test_the_library_calls_of_the_routes_are_timed_by_name(
+    metrics: tuple[str, list[Sample]],
+) -> None:
     ops = {
         labels["op"]: value
-        for name, labels, value in samples
+        for name, labels, value in metrics[1]
         if name == "memlane_memory_call_seconds_count"
     }
     assert ops["add"] == 2 and ops["search"] == 2 and ops["get"] == 3

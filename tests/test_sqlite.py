@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
+from helpers import check_scoped_ids_kept_every_row, write_before_scoped_ids
 from memlane import (
     CorruptStoreError,
     ForeignStoreError,
@@ -21,15 +20,12 @@ from memlane import (
     SchemaVersionError,
 )
 from memlane.errors import ConfigurationError, ConflictError, StoreError, UnsupportedError
-from memlane.models import Filters, content_hash, utcnow
+from memlane.models import Filters
 from memlane.ports import store as ops
 from memlane.settings import default_store_url
 from memlane.stores import open_store
 from memlane.stores.sqlite import MIGRATIONS, SqliteStore, parse_sqlite_url
 from memlane.testing import FakeEmbedder
-
-MODEL = "all-MiniLM-L6-v2"
-MODEL_OF_FAKE = FakeEmbedder(dim=384).model_id
 
 
 def test_a_new_process_sees_what_the_last_one_stored(tmp_path: Path) -> None:
@@ -298,7 +294,6 @@ def test_a_purged_turn_leaves_no_text_in_a_deleted_turn_after_it(tmp_path: Path)
 def test_an_export_is_one_snapshot_of_records_and_history(tmp_path: Path) -> None:
     """A write landing between the export's reads cannot pair a record with history
     from after it (records and history are read in one batch, one transaction)."""
-    from memlane.ports import store as ops
 
     url = f"sqlite:///{tmp_path}/snap.db"
     writer = Memory(url, embedder=FakeEmbedder())
@@ -354,36 +349,17 @@ def test_a_store_from_before_scoped_ids_keeps_working(
     """Migration 7 (ids unique per user, lexical context only from the same agent's turn)
     keeps every row, an idempotent add retried after it finds its first write, and
     re-indexes turns written before it."""
-    from memlane import CoreConfig, Filters, MemoryKind, SearchRecipe
     from memlane.stores import sqlite as sqlite_module
 
     path = tmp_path / "old.db"
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 6))
-    config = CoreConfig(context_window=1)
-    old = Memory(SqliteStore(path), embedder=FakeEmbedder(), config=config)
-    paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
-    for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):
-        old.add(text, user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=agent)
-    before = old.export_rows()
-    old.close()
+    paid, before = write_before_scoped_ids(SqliteStore(path))
     monkeypatch.undo()
 
     store = SqliteStore(path)
     m = Memory(store, embedder=FakeEmbedder())
     assert [v for v, _ in store.schema_versions()][:7] == list(range(1, 8))
-    # Every row is kept; only a context vector that may hold another agent's turn is gone.
-    changed = [(b, a) for b, a in zip(before[1:], m.export_rows()[1:], strict=True) if b != a]
-    assert [(b["data"]["text"], a["data"]["context_hash"]) for b, a in changed] == [
-        ("ok, planning", None)
-    ]
-    ((was, now),) = changed
-    assert {k for k in was["data"] if was["data"][k] != now["data"][k]} == {"context_hash"}
-    assert m.add("u paid the invoice", user_id="u", idempotency_key="order-17") == paid
-    m.import_rows([{"type": "record", "data": paid.evolve(user_id="v").to_dict()}])
-    assert m.get(paid.id, user_id="v").user_id == "v" and m.get(paid.id, user_id="u") == paid
-    words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
-    planner = Filters(agent_id="planner")
-    assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []
+    check_scoped_ids_kept_every_row(m, paid, before)
     m.close()
 
 
@@ -546,7 +522,6 @@ class _KeyRacer:
         return getattr(self.inner, name)
 
     def batch(self, ops_: list[object]) -> list[object]:
-        from memlane.ports import store as ops
 
         result = self.inner.batch(ops_)  # type: ignore[arg-type]
         reads_key = any(isinstance(op, ops.ListRecords) and op.filters.key for op in ops_)
@@ -592,130 +567,3 @@ def test_remember_gives_up_with_conflict_error(
     assert rival.recall("status", user_id="u") == "rival 3"
     m.close()
     rival.close()
-
-
-# ---------------------------------------------------------------------------- vectors on disk
-
-
-def _random_vectors(n: int, dim: int, seed: int) -> dict[str, Any]:
-    """``n`` unit vectors keyed like the embedding cache (SHA-256 hex of a text)."""
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return {hashlib.sha256(str(i).encode()).hexdigest(): v for i, v in enumerate(vectors)}
-
-
-def _vector_bytes_on_disk(path: Path) -> int:
-    """Bytes of the pages holding the embeddings table, overflow pages included."""
-    conn = sqlite3.connect(path)
-    try:
-        (size,) = conn.execute(
-            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'embeddings'"
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(size)
-
-
-def test_a_384_dimension_vector_takes_at_most_2000_bytes_on_disk(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    store = SqliteStore(path)
-    vectors = _random_vectors(2000, 384, seed=1)
-    items = list(vectors.items())
-    for start in range(0, len(items), 250):  # in batches, as add_many writes them
-        store.batch([ops.PutEmbeddings(MODEL, tuple(items[start : start + 250]))])
-    store.close()
-    assert _vector_bytes_on_disk(path) / len(vectors) <= 2000
-
-
-def test_stored_vectors_round_trip_within_float16_rounding(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "m.db")
-    vectors = _random_vectors(50, 384, seed=2)
-    store.batch([ops.PutEmbeddings(MODEL, tuple(vectors.items()))])
-    (back,) = store.batch([ops.GetEmbeddings(MODEL, tuple(vectors))])
-    store.close()
-    assert back.keys() == vectors.keys()
-    for h, v in vectors.items():
-        assert back[h].dtype == np.float32 and back[h].shape == v.shape
-        assert float(np.max(np.abs(back[h] - v))) < 5e-4
-        assert abs(float(np.linalg.norm(back[h])) - 1.0) < 1e-6
-        assert float(back[h] @ v) > 0.99999
-    conn = sqlite3.connect(tmp_path / "m.db")
-    lengths = {row[0] for row in conn.execute("SELECT length(vector) FROM embeddings")}
-    conn.close()
-    assert lengths == {2 * 384}
-
-
-WORDS = [f"word{i}" for i in range(120)]
-
-
-def _texts(n: int, seed: int, k: int) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(WORDS, size=k, replace=False)) for _ in range(n)]
-
-
-def test_search_ranks_as_float32_vectors_do(tmp_path: Path) -> None:
-    """Float16 storage leaves dense search's order what float32 cosines give (ties by id)."""
-    embedder = FakeEmbedder(dim=384)
-    texts, queries = _texts(300, seed=3, k=8), _texts(40, seed=4, k=3)
-    m = Memory(f"sqlite:///{tmp_path}/m.db", embedder=embedder)
-    ids = [r.id for r in m.add_many([MemoryInput(text=t) for t in texts], user_id="u")]
-    matrix = np.stack(embedder.embed(texts))
-    for query in queries:
-        sims = matrix @ embedder.embed([query])[0]
-        expected = sorted(range(len(ids)), key=lambda i: (-sims[i], ids[i]))[:20]
-        hits = m.search(query, user_id="u", limit=20, recipe="semantic")
-        assert [h.record.id for h in hits] == [ids[i] for i in expected]
-        vector = embedder.embed([query])[0]
-        op = ops.VectorSearch("u", Filters(), utcnow(), MODEL_OF_FAKE, vector, 20, "content")
-        (scored,) = m.store.batch([op])
-        assert [rid for rid, _ in scored] == [ids[i] for i in expected]
-        assert [s for _, s in scored] == pytest.approx([sims[i] for i in expected], abs=1e-3)
-    m.close()
-
-
-def test_migration_converts_float32_vectors_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "m.db"
-    embedder = FakeEmbedder(dim=384)
-    texts = _texts(400, seed=5, k=8)
-    m = Memory(SqliteStore(path), embedder=embedder)
-    m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
-    before = [
-        [h.record.id for h in m.search(q, user_id="u", recipe="semantic")]
-        for q in _texts(20, seed=6, k=3)
-    ]
-    m.close()
-    _as_schema_7(
-        path, {content_hash(t): v for t, v in zip(texts, embedder.embed(texts), strict=True)}
-    )
-    assert _vector_bytes_on_disk(path) / len(texts) > 2000  # one overflow page each
-
-    m = Memory(SqliteStore(path), embedder=embedder)
-    after = [
-        [h.record.id for h in m.search(q, user_id="u", recipe="semantic")]
-        for q in _texts(20, seed=6, k=3)
-    ]
-    m.close()
-    assert after == before
-    assert _vector_bytes_on_disk(path) / len(texts) <= 2000
-    conn = sqlite3.connect(path)
-    assert {row[0] for row in conn.execute("SELECT length(vector) FROM embeddings")} == {768}
-    with pytest.raises(sqlite3.IntegrityError, match="float16"):  # a float32 row from old code
-        conn.execute(
-            "INSERT INTO embeddings VALUES ('m', 'h', 384, ?)", (np.zeros(384, "<f4").tobytes(),)
-        )
-    conn.close()
-
-
-def _as_schema_7(path: Path, vectors: dict[str, Any]) -> None:
-    """Turn a file back into what memlane wrote before migration 8: float32 vectors."""
-    (half,) = [v for v, name, _ in MIGRATIONS if "float16" in name]
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER embeddings_float16")
-    conn.executemany(
-        "UPDATE embeddings SET vector = ? WHERE model = ? AND content_hash = ?",
-        [(np.asarray(v, "<f4").tobytes(), MODEL_OF_FAKE, h) for h, v in vectors.items()],
-    )
-    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (half,))
-    conn.commit()
-    conn.close()

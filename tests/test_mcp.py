@@ -8,18 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tests.servers import memlane_serve
 
+from helpers import example_env, run_example
 from memlane import AsyncMemory, Memory
 from memlane.testing import FakeEmbedder
 
@@ -83,57 +83,100 @@ def _stdio(store: str, *args: str) -> Any:
     )
 
 
-def test_stdio_server_bound_to_one_user(tmp_path: Path) -> None:
+Scenario = Callable[[Any, dict[str, str]], Awaitable[None]]
+
+
+def _as_alice(tmp_path: Path, scenario: Scenario) -> tuple[str, dict[str, str]]:
+    """Seed a store, run ``scenario(client, ids)`` against `memlane mcp --user alice` on
+    stdio, and return the store and the seeded ids."""
     from mcp import Client
 
     store = f"sqlite:///{tmp_path / 'm.db'}"
     ids = _seed(store)
 
-    async def scenario() -> None:
+    async def run() -> None:
         async with Client(_stdio(store, "--user", "alice")) as c:
-            _check_tools((await c.list_tools()).tools, takes_user=False)
-            found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))
-            assert [m["memory_id"] for m in found["memories"]] == [ids["alice"]]
-            # remember is Memory.remember: a keyed fact, key -> value, read back by recall.
-            first = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
-            again = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
-            assert again["memory_id"] == first["memory_id"]  # idempotent, as annotated
-            _data(await c.call_tool("remember", {"key": "seat", "value": {"row": 12}}))
-            assert _data(await c.call_tool("recall", {"key": "seat"}))["value"] == {"row": 12}
-            # Bob's keyed fact of the same store is not Alice's.
-            assert _data(await c.call_tool("recall", {"key": "locker_code"}))["value"] is None
-            added = _data(await c.call_tool("add_memory", {"text": "Alice takes the train"}))
-            # Naming another user is refused, not ignored.
-            for call in (
-                ("search_memories", {"query": "cello", "user_id": "bob"}),
-                ("recall", {"key": "locker_code", "user_id": "bob"}),
-            ):
-                assert "unknown argument(s) ['user_id']" in _error(await c.call_tool(*call))
-            for _ in range(2):  # idempotent, as annotated
-                gone = {"memory_id": added["memory_id"], "reason": "test"}
-                assert _data(await c.call_tool("forget_memory", gone)) == {
-                    "forgotten": added["memory_id"]
-                }
-            theirs = _error(await c.call_tool("forget_memory", {"memory_id": ids["bob"]}))
-            assert "NotFoundError" in theirs
-            # Resources: Alice's memories only.
-            listed = [r.uri for r in (await c.list_resources()).resources]
-            assert listed == ["memlane://memories"]
-            page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
-            mine = {m["memory_id"] for m in page["memories"]}
-            assert ids["alice"] in mine and added["memory_id"] not in mine  # forgotten
-            assert not mine & {ids["bob"], ids["bob_fact"]}
-            one = await c.read_resource(f"memlane://memories/{ids['alice']}")
-            assert json.loads(one.contents[0].text)["text"] == "Alice plays the cello"
-            for other in (ids["bob"], ids["bob_fact"]):
-                with pytest.raises(Exception, match="NotFoundError"):
-                    await c.read_resource(f"memlane://memories/{other}")
+            await scenario(c, ids)
 
-    asyncio.run(scenario())
+    asyncio.run(run())
+    return store, ids
+
+
+def test_stdio_server_bound_to_a_user_has_no_user_argument_and_finds_only_hers(
+    tmp_path: Path,
+) -> None:
+    async def scenario(c: Any, ids: dict[str, str]) -> None:
+        _check_tools((await c.list_tools()).tools, takes_user=False)
+        found = _data(await c.call_tool("search_memories", {"query": "cello", "limit": 10}))
+        assert [m["memory_id"] for m in found["memories"]] == [ids["alice"]]
+
+    _as_alice(tmp_path, scenario)
+
+
+def test_stdio_remember_is_idempotent_and_recall_reads_only_the_users_facts(
+    tmp_path: Path,
+) -> None:
+    async def scenario(c: Any, ids: dict[str, str]) -> None:
+        # remember is Memory.remember: a keyed fact, key -> value, read back by recall.
+        first = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
+        again = _data(await c.call_tool("remember", {"key": "seat", "value": "aisle"}))
+        assert again["memory_id"] == first["memory_id"]  # idempotent, as annotated
+        _data(await c.call_tool("remember", {"key": "seat", "value": {"row": 12}}))
+        assert _data(await c.call_tool("recall", {"key": "seat"}))["value"] == {"row": 12}
+        # Bob's keyed fact of the same store is not Alice's.
+        assert _data(await c.call_tool("recall", {"key": "locker_code"}))["value"] is None
+
+    store, _ = _as_alice(tmp_path, scenario)
     with Memory(store, embedder=FakeEmbedder()) as memory:  # nothing of Bob's changed
-        assert memory.get(ids["bob"], user_id="bob").deleted_at is None
         assert memory.recall("locker_code", user_id="bob") == "4711"
         assert memory.recall("seat", user_id="alice") == {"row": 12}
+
+
+def test_stdio_server_bound_to_a_user_refuses_a_user_id_argument(tmp_path: Path) -> None:
+    async def scenario(c: Any, ids: dict[str, str]) -> None:
+        # Naming another user is refused, not ignored.
+        for call in (
+            ("search_memories", {"query": "cello", "user_id": "bob"}),
+            ("recall", {"key": "locker_code", "user_id": "bob"}),
+        ):
+            assert "unknown argument(s) ['user_id']" in _error(await c.call_tool(*call))
+
+    _as_alice(tmp_path, scenario)
+
+
+def test_stdio_forget_is_idempotent_and_cannot_reach_another_user(tmp_path: Path) -> None:
+    async def scenario(c: Any, ids: dict[str, str]) -> None:
+        added = _data(await c.call_tool("add_memory", {"text": "Alice takes the train"}))
+        for _ in range(2):  # idempotent, as annotated
+            gone = {"memory_id": added["memory_id"], "reason": "test"}
+            assert _data(await c.call_tool("forget_memory", gone)) == {
+                "forgotten": added["memory_id"]
+            }
+        theirs = _error(await c.call_tool("forget_memory", {"memory_id": ids["bob"]}))
+        assert "NotFoundError" in theirs
+
+    store, ids = _as_alice(tmp_path, scenario)
+    with Memory(store, embedder=FakeEmbedder()) as memory:  # nothing of Bob's changed
+        assert memory.get(ids["bob"], user_id="bob").deleted_at is None
+
+
+def test_stdio_resources_are_the_users_current_memories_only(tmp_path: Path) -> None:
+    async def scenario(c: Any, ids: dict[str, str]) -> None:
+        added = _data(await c.call_tool("add_memory", {"text": "Alice takes the train"}))
+        await c.call_tool("forget_memory", {"memory_id": added["memory_id"], "reason": "test"})
+        listed = [r.uri for r in (await c.list_resources()).resources]
+        assert listed == ["memlane://memories"]
+        page = json.loads((await c.read_resource("memlane://memories")).contents[0].text)
+        mine = {m["memory_id"] for m in page["memories"]}
+        assert ids["alice"] in mine and added["memory_id"] not in mine  # forgotten
+        assert not mine & {ids["bob"], ids["bob_fact"]}
+        one = await c.read_resource(f"memlane://memories/{ids['alice']}")
+        assert json.loads(one.contents[0].text)["text"] == "Alice plays the cello"
+        for other in (ids["bob"], ids["bob_fact"]):
+            with pytest.raises(Exception, match="NotFoundError"):
+                await c.read_resource(f"memlane://memories/{other}")
+
+    _as_alice(tmp_path, scenario)
 
 
 def test_stdio_server_bound_to_an_agent(tmp_path: Path) -> None:
@@ -212,13 +255,6 @@ class Served:
     all_key: str  # tenant local, every user
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from memlane.server.keys import KeyStore
@@ -239,31 +275,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     }
     env.pop("MEMLANE_LLM_BASE_URL", None)
     env.pop("MEMLANE_REDIS_URL", None)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "memlane.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise AssertionError(f"memlane serve did not start: {out}")
-        time.sleep(0.2)
-    try:
+    with memlane_serve(env) as base:
         yield Served(base, store, ids, alice_key, all_key)
-    finally:
-        proc.terminate()
-        proc.wait(15)
 
 
 def _http(served: Served, path: str, key: str) -> Any:
@@ -346,16 +359,8 @@ def test_http_multi_user_endpoint(served: Served) -> None:
 
 def test_example_mcp_client_runs(tmp_path: Path) -> None:
     """examples/mcp_client.py, as docs/integrations/mcp.md points to it."""
-    example = Path(__file__).resolve().parents[1] / "examples" / "mcp_client.py"
-    env = {**os.environ, "MEMLANE_STORE": f"sqlite:///{tmp_path / 'm.db'}"}
-    env.update(MEMLANE_EMBEDDER="fake", HF_HUB_OFFLINE="1")
-    done = subprocess.run(
-        [sys.executable, str(example), "--user", "alice"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = example_env(tmp_path / "m.db")
+    done = run_example("mcp_client.py", "--user", "alice", env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "tool forget_memory    destructive" in out and "tool recall           read-only" in out

@@ -1,0 +1,96 @@
+"""Helpers shared by test modules.
+
+Running the scripts in examples/ as real processes: the examples are documentation users
+copy; the tests run them unchanged, in a subprocess with the environment a user would set,
+so what the docs promise is what they do.
+
+A real embedding model's promise, for each way of building one: a paraphrase finds the
+memory it means.
+
+The scoped-ids migration (SQLite 7, PostgreSQL 4) seen through memlane: each backend's test
+writes with its migrations patched to stop before it, then checks the same promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from chat_server import ChatServer
+from memlane import CoreConfig, Filters, Memory, MemoryKind, MemoryRecord, SearchRecipe
+from memlane.ports.store import Store
+from memlane.testing import FakeEmbedder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def example_env(store: Path, chat: ChatServer | None = None) -> dict[str, str]:
+    """This process's environment plus a SQLite store at ``store``, the fake embedder and,
+    with ``chat``, the scripted chat server as the model."""
+    env = {
+        **os.environ,
+        "MEMLANE_STORE": f"sqlite:///{store}",
+        "MEMLANE_EMBEDDER": "fake",
+        "HF_HUB_OFFLINE": "1",
+    }
+    if chat is not None:
+        env |= {"MEMLANE_LLM_BASE_URL": chat.base_url, "MEMLANE_LLM_MODEL": "scripted"}
+    return env
+
+
+def run_example(
+    name: str, *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``examples/<name>`` with ``args``; the caller checks its exit code and output."""
+    command = [sys.executable, str(REPO / "examples" / name), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------- embedders
+
+
+def add_three_and_find_the_dog_by_meaning(m: Memory) -> None:
+    """Three unrelated memories for user u; a question sharing no word with the right one
+    finds it by semantic search alone."""
+    m.add("I adopted a golden retriever last spring", user_id="u")
+    m.add("My tax return is due in April", user_id="u")
+    m.add("The quarterly report needs two charts", user_id="u")
+    hits = m.search("which dog do I own", user_id="u", recipe="semantic", limit=1)
+    assert hits[0].record.text.startswith("I adopted a golden retriever")
+
+
+# ---------------------------------------------------------------------------- scoped ids
+
+
+def write_before_scoped_ids(store: Store, **kwargs: Any) -> tuple[MemoryRecord, list[Any]]:
+    """Through ``store`` (at the schema before ids were scoped per user): an idempotent add
+    and two agents' turns in one session, each turn's lexical context taken from the other
+    (context window 1). Returns the add and the export rows as they were."""
+    config = CoreConfig(context_window=1)
+    old = Memory(store, embedder=FakeEmbedder(), config=config, **kwargs)
+    paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
+    for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):
+        old.add(text, user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=agent)
+    before = old.export_rows()
+    old.close()
+    return paid, before
+
+
+def check_scoped_ids_kept_every_row(m: Memory, paid: MemoryRecord, before: list[Any]) -> None:
+    """After the migration: every row is kept; only the context vector that may hold
+    another agent's turn is gone; the idempotent add finds its first write; the same id
+    can be another user's; and the other agent's words no longer find the planner's turn."""
+    changed = [(b, a) for b, a in zip(before[1:], m.export_rows()[1:], strict=True) if b != a]
+    assert [(b["data"]["text"], a["data"]["context_hash"]) for b, a in changed] == [
+        ("ok, planning", None)
+    ]
+    ((was, now),) = changed
+    assert {k for k in was["data"] if was["data"][k] != now["data"][k]} == {"context_hash"}
+    assert m.add("u paid the invoice", user_id="u", idempotency_key="order-17") == paid
+    m.import_rows([{"type": "record", "data": paid.evolve(user_id="v").to_dict()}])
+    assert m.get(paid.id, user_id="v").user_id == "v" and m.get(paid.id, user_id="u") == paid
+    words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+    planner = Filters(agent_id="planner")
+    assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []

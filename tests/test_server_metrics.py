@@ -91,7 +91,12 @@ def test_the_library_calls_of_the_routes_are_timed_by_name(
         if name == "memlane_memory_call_seconds_count"
     }
     assert ops["add"] == 2 and ops["search"] == 2 and ops["get"] == 3
-    # Inside those calls: store transactions by their first op, embedding calls and texts.
+
+
+def test_store_transactions_and_embedding_calls_inside_them_are_timed(
+    metrics: tuple[str, list[Sample]],
+) -> None:
+    samples = metrics[1]
     store = {
         labels["op"]: value
         for name, labels, value in samples

@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from memlane.models import format_period, period_words
+
 __all__ = ["TimeSpan", "resolve"]
 
 UNITS = ("day", "weekend", "week", "month", "year")
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = (
-    "january", "february", "march", "april", "may", "june", "july", "august",
-    "september", "october", "november", "december",
-)  # fmt: skip
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*"
 _DAY_MONTH = rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?\b|\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}\b"
 _RELATIVE = r"\b(?:yesterday|today|tonight|tomorrow|last|next|this|ago|past)\b"
@@ -54,18 +52,13 @@ class TimeSpan:
     """The words it was read from."""
 
     def words(self) -> str:
-        """The period in words a search may use: ``"7 May 2023"`` for a day (with its
-        month and year), ``"May 2023"`` for a month, and for a week or weekend the days it
-        covers' months; ``"2023"`` for a year."""
-        if self.unit == "year":
-            return str(self.start.year)
-        if self.unit == "month":
-            return _month_year(self.start)
-        if self.unit == "day":
-            return f"{self.start.day} {_month_year(self.start)}"
-        last = self.end - timedelta(days=1)
-        months = dict.fromkeys((_month_year(self.start), _month_year(last)))
-        return " ".join(months)
+        """The period in words a search may use (:func:`memlane.models.period_words`):
+        ``"7 May 2023"``, ``"May 2023"``, ``"2023"``."""
+        return period_words(self.start, self.end)
+
+    def iso(self) -> str:
+        """The period as an ISO 8601 interval, as :attr:`MemoryRecord.periods` holds it."""
+        return format_period(self.start, self.end)
 
 
 def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:
@@ -170,10 +163,6 @@ def _period(point: date, unit: str, phrase: str) -> TimeSpan:
 def _span(start: date, days: int, unit: str, phrase: str) -> TimeSpan:
     begin = datetime(start.year, start.month, start.day, tzinfo=UTC)
     return TimeSpan(begin, begin + timedelta(days=days), unit, phrase)
-
-
-def _month_year(at: datetime) -> str:
-    return f"{_MONTHS[at.month - 1].capitalize()} {at.year}"
 
 
 def _naive(when: datetime) -> datetime:

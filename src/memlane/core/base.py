@@ -28,6 +28,7 @@ from memlane.models import (
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
+from memlane.when import resolve
 
 Clock = Callable[[], datetime]
 
@@ -168,6 +169,7 @@ class Core:
             expires_at=expires_at,
             source_ids=tuple(str(s) for s in item.source_ids),
             actor=item.actor,
+            periods=periods_of(text, item.event_at or now),
         )
 
     # ------------------------------------------------------------------ history
@@ -439,3 +441,9 @@ def _check_aware(name: str, value: object) -> None:
         value.astimezone(UTC)  # stored in UTC: 9999-12-31T23:00-12:00 is not
     except OverflowError as exc:
         raise ValidationError(f"{name} is out of range in UTC") from exc
+
+
+def periods_of(text: str, said: datetime) -> tuple[str, ...]:
+    """The periods ``text`` names ("yesterday", "last week"), resolved against ``said``
+    (when it was said or written), as :attr:`MemoryRecord.periods` holds them."""
+    return tuple(dict.fromkeys(span.iso() for span in resolve(text, said)))

@@ -531,4 +531,8 @@ def _edited(old: MemoryRecord, checked: MemoryRecord, now: datetime) -> MemoryRe
         expires_at=checked.expires_at,
         # A context embedded with the old words no longer describes this memory.
         context_hash=old.context_hash if checked.text == old.text else None,
+        # Periods are read again only from new words or a new date.
+        periods=old.periods
+        if (old.text, old.event_at) == (checked.text, checked.event_at)
+        else checked.periods,
     )

@@ -342,15 +342,15 @@ def boosts(
     """The explicit re-ranking terms of one record; the final score is
     ``fused * (1 + sum(terms))``.
 
-    - ``time``: ``time_weight`` when the record's effective time lies in the period the
-      query names.
+    - ``time``: ``time_weight`` when the record's effective time, or a period its text
+      names (:attr:`MemoryRecord.periods`), falls in the period the query names.
     - ``speaker``: ``speaker_weight`` when the record is a turn (an episode) and the
       query names its speaker (the record's actor); a fact's actor is who wrote it.
     - ``recency``: ``recency_weight * 0.5 ** (age_days / recency_half_life_days)``.
     - ``importance``: ``importance_weight * (2 * importance - 1)``, in [-w, w].
     """
     terms: dict[str, float] = {}
-    if recipe.time_weight and window is not None and window[0] <= record.effective_time < window[1]:
+    if recipe.time_weight and window is not None and in_window(record, window):
         terms["time"] = recipe.time_weight
     if recipe.speaker_weight and record.actor and record.kind is MemoryKind.EPISODE:
         speaker = set(tokenize(record.actor))
@@ -362,6 +362,16 @@ def boosts(
     if recipe.importance_weight:
         terms["importance"] = recipe.importance_weight * (2 * record.importance - 1)
     return terms
+
+
+def in_window(record: MemoryRecord, window: tuple[datetime, datetime]) -> bool:
+    """Whether ``record`` happened in ``window`` ([start, end)): its effective time lies
+    in it, or a period its text names overlaps it ("we went camping last week", said
+    on 3 July, was in the week of 26 June)."""
+    start, end = window
+    if start <= record.effective_time < end:
+        return True
+    return any(s < end and e > start for s, e in record.period_bounds())
 
 
 # ---------------------------------------------------------------------------- diversity

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from memlane.core.base import Core, MemoryInput
+from memlane.core.base import Core, MemoryInput, periods_of
 from memlane.core.flow import Flow
 from memlane.errors import ValidationError
 from memlane.manager import prompts
@@ -174,6 +174,7 @@ def _plan_refine(
         now,
         text=text,
         content_hash=content_hash(text),
+        periods=periods_of(text, target.event_at or now),
         topics=tuple(dict.fromkeys([*target.topics, *c.topics])),
         importance=max(target.importance, c.memory.importance),
         context_hash=None,

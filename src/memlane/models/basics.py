@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from memlane.errors import ValidationError
 
@@ -54,6 +54,40 @@ def opt_time(value: str | None) -> datetime | None:
 
 
 # ---------------------------------------------------------------------------- text
+
+
+_MONTH_NAMES = (
+    "January", "February", "March", "April", "May", "June", "July", "August",
+    "September", "October", "November", "December",
+)  # fmt: skip
+
+
+def format_period(start: datetime, end: datetime) -> str:
+    """The period ``[start, end)`` as an ISO 8601 interval, ``"<start>/<end>"``."""
+    return f"{to_iso(start)}/{to_iso(end)}"
+
+
+def parse_period(value: str) -> tuple[datetime, datetime]:
+    """``[start, end)`` from :func:`format_period`'s text. Raises ValidationError."""
+    start, sep, end = value.partition("/")
+    if not sep:
+        raise ValidationError(f"a period is '<start>/<end>' in ISO 8601, got {value!r}")
+    return from_iso(start), from_iso(end)
+
+
+def period_words(start: datetime, end: datetime) -> str:
+    """The period in the words people search with: ``"7 May 2023"`` for a day,
+    ``"May 2023"`` for a month (and for a week or weekend, the months its days are in),
+    ``"2023"`` for a year or longer."""
+    days = (end - start).days
+    if days >= 365:
+        return " ".join(str(y) for y in range(start.year, (end - timedelta(days=1)).year + 1))
+    month = f"{_MONTH_NAMES[start.month - 1]} {start.year}"
+    if days <= 1:
+        return f"{start.day} {month}"
+    last = end - timedelta(days=1)
+    months = dict.fromkeys([month, f"{_MONTH_NAMES[last.month - 1]} {last.year}"])
+    return " ".join(months)
 
 
 def normalize_text(text: str) -> str:

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from memlane.models.basics import parse_period, period_words
 from memlane.models.codec import DictCodec
 
 
@@ -72,6 +73,12 @@ class MemoryRecord(DictCodec):
     context_hash: str | None = None
     """Hash of the text embedded as this memory's context (an episode with the turns
     before it); None when the memory has no context of its own."""
+    periods: tuple[str, ...] = ()
+    """The periods the text names, resolved when it was written against the memory's own
+    date (``event_at``, else ``created_at``): "yesterday" said on 8 May 2023 is
+    ``"2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z"`` (ISO 8601 intervals, see
+    :mod:`memlane.when`). Search matches them in a query's time window and by their words
+    (:attr:`period_words`)."""
 
     @property
     def is_current(self) -> bool:
@@ -85,6 +92,15 @@ class MemoryRecord(DictCodec):
     def effective_time(self) -> datetime:
         """When the content happened if known, else when it was recorded."""
         return self.event_at or self.created_at
+
+    def period_bounds(self) -> list[tuple[datetime, datetime]]:
+        """:attr:`periods` as ``[start, end)`` pairs."""
+        return [parse_period(p) for p in self.periods]
+
+    @property
+    def period_words(self) -> str:
+        """The periods in words ("7 May 2023", "May 2023"), indexed beside the text."""
+        return " ".join(period_words(*bounds) for bounds in self.period_bounds())
 
     def evolve(self, **changes: Any) -> MemoryRecord:
         return replace(self, **changes)

@@ -91,6 +91,8 @@ class ListRecords(Op[list[MemoryRecord]]):
 @dataclass(frozen=True, slots=True)
 class LexicalSearch(Op[list[tuple[str, float]]]):
     """(id, score) of records matching ``query`` by BM25, best first; higher is better.
+    A record matches through its text and the words of the periods it names
+    (:attr:`MemoryRecord.period_words`: "yesterday" said on 8 May 2023 matches "May").
 
     With ``context_weight > 0`` an episode also matches through the text of the last
     episode before it in its session by the same agent (no agent matches no agent) that

@@ -148,7 +148,10 @@ class MemoryStore(OpDispatch):
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch, tx: _Tx) -> list[tuple[str, float]]:
-        docs = [(r.id, tokenize(r.text)) for r in self._matching(op.user_id, op.filters, op.now)]
+        docs = [
+            (r.id, tokenize(f"{r.text} {r.period_words}"))
+            for r in self._matching(op.user_id, op.filters, op.now)
+        ]
         contexts: dict[str, list[str]] = {}
         if op.context_weight > 0:
             # A turn's context is the previous live turn of its session by the same agent

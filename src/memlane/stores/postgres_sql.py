@@ -86,6 +86,12 @@ _OWN_TURN_SEARCH = (
 previous live turn of its session by the same agent (D). Reads are limited by agent, so
 another agent's turn must never be this one's context."""
 
+_PERIODS_SEARCH = _OWN_TURN_SEARCH.replace(
+    "to_tsvector('english', n.text)", "to_tsvector('english', n.text || ' ' || n.period_words)", 1
+)
+""":data:`_OWN_TURN_SEARCH` with the words of the periods the record's text names beside
+its own (weight A), since schema 5."""
+
 _NEXT_OWN_TURN = (
     "(SELECT x.id FROM records x WHERE x.user_id = {r}.user_id "
     "AND x.session_id = {r}.session_id AND x.kind = 'episode' "
@@ -94,7 +100,7 @@ _NEXT_OWN_TURN = (
 )
 
 REINDEX_DELETED_AFTER = (
-    f"UPDATE records n SET search = {_OWN_TURN_SEARCH} "
+    f"UPDATE records n SET search = {_PERIODS_SEARCH} "
     "WHERE n.user_id = %s AND n.session_id = %s AND n.agent_id IS NOT DISTINCT FROM %s "
     "AND n.kind = 'episode' AND n.id > %s AND n.deleted_at IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM records x WHERE x.user_id = n.user_id "
@@ -105,6 +111,29 @@ REINDEX_DELETED_AFTER = (
 up to the next live turn of its agent: their search vector can hold the removed turn's
 words (a deleted turn keeps the previous live one), which the delete trigger leaves, as
 it re-indexes only the next live turn."""
+
+
+def _turn_functions(search: str) -> str:
+    """The trigger functions re-indexing the turns after a removed, rewritten or moved
+    one with the search vector ``search`` (migrations 4 and 5)."""
+    head = "CREATE OR REPLACE FUNCTION memlane_turns_after_{}() RETURNS trigger LANGUAGE plpgsql"
+    return f"""{head.format("delete")} AS $$
+BEGIN
+    UPDATE records n SET search = {search}
+    WHERE (n.user_id, n.id) IN (SELECT g.user_id, {_NEXT_OWN_TURN.format(r="g")} FROM gone g
+                                WHERE g.kind = 'episode' AND g.session_id IS NOT NULL);
+    RETURN NULL;
+END $$;
+{head.format("update")} AS $$
+BEGIN
+    UPDATE records n SET search = {search}
+    WHERE n.user_id = NEW.user_id AND (n.id = {_NEXT_OWN_TURN.format(r="NEW")}
+       OR n.id = {_NEXT_OWN_TURN.format(r="OLD")}
+       OR (n.id = NEW.id AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at));
+    RETURN NULL;
+END $$;
+"""
+
 
 _SCOPED_IDS_SQL = f"""
 ALTER TABLE records DROP CONSTRAINT records_pkey;
@@ -117,22 +146,7 @@ ALTER TABLE jobs DROP CONSTRAINT jobs_pkey;
 ALTER TABLE jobs ADD PRIMARY KEY (user_id, id);
 DROP INDEX jobs_user;
 CREATE INDEX jobs_id ON jobs (id);
-CREATE OR REPLACE FUNCTION memlane_turns_after_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE records n SET search = {_OWN_TURN_SEARCH}
-    WHERE (n.user_id, n.id) IN (SELECT g.user_id, {_NEXT_OWN_TURN.format(r="g")} FROM gone g
-                                WHERE g.kind = 'episode' AND g.session_id IS NOT NULL);
-    RETURN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION memlane_turns_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE records n SET search = {_OWN_TURN_SEARCH}
-    WHERE n.user_id = NEW.user_id AND (n.id = {_NEXT_OWN_TURN.format(r="NEW")}
-       OR n.id = {_NEXT_OWN_TURN.format(r="OLD")}
-       OR (n.id = NEW.id AND NEW.deleted_at IS DISTINCT FROM OLD.deleted_at));
-    RETURN NULL;
-END $$;
-DROP TRIGGER records_turns_after_update ON records;
+{_turn_functions(_OWN_TURN_SEARCH)}DROP TRIGGER records_turns_after_update ON records;
 CREATE TRIGGER records_turns_after_update
     AFTER UPDATE OF text, deleted_at, agent_id, session_id, kind ON records
     FOR EACH ROW WHEN ((NEW.kind = 'episode' OR OLD.kind = 'episode')
@@ -155,6 +169,14 @@ a global id let one scope block another's idempotent add or learn that an id exi
 elsewhere. A turn's lexical context becomes the previous live turn by the same agent; a
 context vector that may hold another agent's words is dropped (search falls back to the
 turn's own vector; the embedder is not at hand in a migration)."""
+
+_PERIODS_SQL = f"""
+ALTER TABLE records ADD COLUMN periods jsonb NOT NULL DEFAULT '[]'::jsonb;
+ALTER TABLE records ADD COLUMN period_words text NOT NULL DEFAULT '';
+{_turn_functions(_PERIODS_SEARCH)}"""
+"""The periods a record's text names (:attr:`MemoryRecord.periods`) and their words,
+indexed with the text: "yesterday", said on 8 May 2023, also matches "7 May 2023". Records
+written before keep no periods until their text changes."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -252,10 +274,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (3, "lexical context follows deleted and rewritten turns", _LIVE_CONTEXT_SQL),
     (4, "ids unique per user; lexical context only from the same agent's turn", _SCOPED_IDS_SQL),
+    (5, "periods named in a record's text, indexed with it", _PERIODS_SQL),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")
-_JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids"})
+_JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids", "periods"})
 
 PREVIOUS_TURN = (
     "(SELECT p.text FROM records p WHERE p.user_id = %(user_id)s "
@@ -264,7 +287,7 @@ PREVIOUS_TURN = (
     "AND p.id < %(id)s ORDER BY p.id DESC LIMIT 1)"
 )
 SEARCH_VECTOR = (
-    f"setweight(to_tsvector('{TS_CONFIG}', %(text)s), 'A') || "
+    f"setweight(to_tsvector('{TS_CONFIG}', %(text)s || ' ' || %(period_words)s), 'A') || "
     f"setweight(to_tsvector('{TS_CONFIG}', COALESCE(CASE WHEN %(kind)s = 'episode' "
     f"AND %(session_id)s::text IS NOT NULL THEN {PREVIOUS_TURN} END, '')), 'D')"
 )
@@ -279,7 +302,7 @@ UPDATE_RECORD = (
         f"{c} = %({c})s::jsonb" if c in _JSONB_COLUMNS else f"{c} = %({c})s"
         for c in RECORD_COLUMNS[1:]
     )
-    + ", search = CASE WHEN text = %(text)s "
+    + ", search = CASE WHEN text = %(text)s AND period_words = %(period_words)s "
     "AND agent_id IS NOT DISTINCT FROM %(agent_id)s::text "
     "AND session_id IS NOT DISTINCT FROM %(session_id)s::text AND kind = %(kind)s "
     f"THEN search ELSE {SEARCH_VECTOR} END "

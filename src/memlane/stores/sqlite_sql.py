@@ -199,6 +199,49 @@ text (a deleted turn keeps the previous live one), which the delete trigger leav
 re-indexes only the next live turn."""
 
 
+_REWRITTEN = """\
+        CREATE TRIGGER records_au AFTER UPDATE OF text, agent_id, session_id, kind{columns} \
+ON records
+        WHEN new.text IS NOT old.text OR new.agent_id IS NOT old.agent_id
+            OR new.session_id IS NOT old.session_id OR new.kind IS NOT old.kind{changed} BEGIN
+            DELETE FROM records_fts WHERE rowid = old.rid;
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, {indexed}, {ctx_new});
+            {refresh_old}
+            {refresh_new}
+        END;
+"""
+"""The trigger re-indexing a rewritten or moved record and the turns after it before and
+after (migrations 7 and 9: ``indexed`` is what the text column holds)."""
+
+_PERIOD_WORDS = "new.text || ' ' || new.period_words"
+
+_PERIODS_SQL = _context_sql(
+    """        ALTER TABLE records ADD COLUMN periods TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE records ADD COLUMN period_words TEXT NOT NULL DEFAULT '';
+        DROP TRIGGER records_ai;
+        DROP TRIGGER records_au;
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            INSERT INTO records_fts(rowid, text, context)
+            VALUES (new.rid, """
+    + _PERIOD_WORDS
+    + """, {ctx_new});
+        END;
+"""
+    + _REWRITTEN.format(
+        columns=", period_words",
+        changed="\n            OR new.period_words IS NOT old.period_words",
+        indexed=_PERIOD_WORDS,
+        ctx_new="{ctx_new}",
+        refresh_old="{refresh_old}",
+        refresh_new="{refresh_new}",
+    ),
+    same_agent=True,
+)
+"""The periods a record's text names (:attr:`MemoryRecord.periods`) and their words,
+indexed with the text: "yesterday", said on 8 May 2023, also matches "7 May 2023". Records
+written before keep no periods until their text changes."""
+
 _SCOPED_IDS_SQL = _context_sql(
     """        CREATE TABLE records_scoped (
             rid INTEGER PRIMARY KEY,
@@ -220,17 +263,14 @@ _SCOPED_IDS_SQL = _context_sql(
             AND deleted_at IS NULL;
 """
     + _TURN_ADDED_OR_REMOVED
-    + """\
-        CREATE TRIGGER records_au AFTER UPDATE OF text, agent_id, session_id, kind ON records
-        WHEN new.text IS NOT old.text OR new.agent_id IS NOT old.agent_id
-            OR new.session_id IS NOT old.session_id OR new.kind IS NOT old.kind BEGIN
-            DELETE FROM records_fts WHERE rowid = old.rid;
-            INSERT INTO records_fts(rowid, text, context)
-            VALUES (new.rid, new.text, {ctx_new});
-            {refresh_old}
-            {refresh_new}
-        END;
-"""
+    + _REWRITTEN.format(
+        columns="",
+        changed="",
+        indexed="new.text",
+        ctx_new="{ctx_new}",
+        refresh_old="{refresh_old}",
+        refresh_new="{refresh_new}",
+    )
     + _TURN_DELETED_AND_REINDEX
     + """        UPDATE records SET context_hash = NULL
             WHERE kind = 'episode' AND context_hash IS NOT NULL AND EXISTS (
@@ -394,6 +434,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         END;
         """,
     ),
+    (9, "periods named in a record's text, indexed with it", _PERIODS_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

@@ -63,6 +63,9 @@ class Stored(Enum):
     """A mapping as JSON that PostgreSQL keeps as ``jsonb`` (the driver decodes it)."""
     LIST = "list"
     """A tuple of strings as a JSON array, ``jsonb`` on PostgreSQL."""
+    DERIVED = "derived"
+    """Written from the model's property of that name for the database to index (a
+    record's ``period_words``), never read back: the fields it comes from are."""
 
 
 Column = Stored | type[Enum]
@@ -92,8 +95,10 @@ RECORDS = layout(
     MemoryRecord,
     "id user_id agent_id team session_id kind key text topics metadata importance "
     "created_at updated_at event_at valid_from valid_to superseded_by expires_at deleted_at "
-    "access_count last_accessed_at source_ids actor content_hash version context_hash",
-    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, created_at=TIME,
+    "access_count last_accessed_at source_ids actor content_hash version context_hash "
+    "periods period_words",
+    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, periods=LIST,
+    period_words=Stored.DERIVED, created_at=TIME,
     updated_at=TIME, event_at=TIME, valid_from=TIME, valid_to=TIME, expires_at=TIME,
     deleted_at=TIME, last_accessed_at=TIME,
 )  # fmt: skip
@@ -134,6 +139,7 @@ class RowCodec:
         return {
             c: self._decode(how, v)
             for c, how, v in zip(table.columns, table.stored, row, strict=True)
+            if how is not Stored.DERIVED
         }
 
     def read(self, table: Layout[T], row: Sequence[Any]) -> T:
@@ -180,6 +186,7 @@ _WRITE: dict[Stored, Convert] = {
     DOC: lambda codec, v: to_json(dict(v)),
     MAP: lambda codec, v: to_json(dict(v)),
     LIST: lambda codec, v: to_json(list(v)),
+    Stored.DERIVED: lambda codec, v: v,
 }
 """How a stored (not None) value is written, by how its column stores it."""
 
@@ -188,5 +195,6 @@ _READ: dict[Stored, Convert] = {
     DOC: lambda codec, v: json.loads(v),
     MAP: lambda codec, v: codec.read_json(v),
     LIST: lambda codec, v: tuple(codec.read_json(v)),
+    Stored.DERIVED: lambda codec, v: v,
 }
 """How a stored (not None) value is read, by how its column stores it."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from memlane.api import Memory
 from memlane.core.base import CoreConfig
@@ -134,6 +134,30 @@ class SearchConformance(ConformanceBase):
         assert [h.record.id for h in m.search("Hauptstraße", user_id="u", recipe=words)] == [
             street.id
         ]
+        m.close()
+
+    def test_the_periods_a_memory_names_are_stored_and_match_by_their_words(self) -> None:
+        """ "yesterday", said on 8 May 2023, is stored as 7 May 2023 and found by "May";
+        rewriting the text reads its periods again (and takes the old words out)."""
+        m, _, _ = self._memory()
+        said = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+        kind = MemoryKind.EPISODE
+        turn = m.add("I went to the support group yesterday", user_id="u", event_at=said, kind=kind)
+        m.add("I like the support group", user_id="u", event_at=said, kind=kind)
+        assert m.get(turn.id, user_id="u").periods == (
+            "2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z",
+        )
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+
+        def found(query: str) -> list[str]:
+            return [h.record.id for h in m.search(query, user_id="u", recipe=words)]
+
+        assert found("May 2023") == [turn.id]
+        m.update(turn.id, user_id="u", text="I went to the support group last month")
+        assert m.get(turn.id, user_id="u").periods == (
+            "2023-04-01T00:00:00.000000Z/2023-05-01T00:00:00.000000Z",
+        )
+        assert found("April") == [turn.id] and found("May") == []
         m.close()
 
     def test_neighbors_stay_in_session_and_scope(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +65,32 @@ def add_three_and_find_the_dog_by_meaning(m: Memory) -> None:
 # ---------------------------------------------------------------------------- scoped ids
 
 
-def write_before_scoped_ids(store: Store, **kwargs: Any) -> tuple[MemoryRecord, list[Any]]:
+LATER_RECORD_COLUMNS = {"periods": "'[]'", "period_words": "''"}
+"""The record columns added by migrations after scoped ids (name: default), which this
+code writes. To write rows into a database of the older schema, a test adds them for the
+writes and drops them again, leaving a database of that schema holding the rows."""
+
+
+def write_before_scoped_ids(
+    store: Store, execute: Callable[[str], None], json_type: str, **kwargs: Any
+) -> tuple[MemoryRecord, list[Any]]:
     """Through ``store`` (at the schema before ids were scoped per user): an idempotent add
     and two agents' turns in one session, each turn's lexical context taken from the other
-    (context window 1). Returns the add and the export rows as they were."""
+    (context window 1). ``execute`` runs SQL on the database, whose JSON columns are of
+    ``json_type``. Returns the add and the export rows as they were."""
     config = CoreConfig(context_window=1)
     old = Memory(store, embedder=FakeEmbedder(), config=config, **kwargs)
+    old.setup()
+    for name, default in LATER_RECORD_COLUMNS.items():
+        kind = json_type if name == "periods" else "TEXT"
+        execute(f"ALTER TABLE records ADD COLUMN {name} {kind} NOT NULL DEFAULT {default}")
     paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
     for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):
         old.add(text, user_id="u", kind=MemoryKind.EPISODE, session_id="s", agent_id=agent)
     before = old.export_rows()
     old.close()
+    for name in LATER_RECORD_COLUMNS:
+        execute(f"ALTER TABLE records DROP COLUMN {name}")
     return paid, before
 
 

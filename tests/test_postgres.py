@@ -79,7 +79,14 @@ def test_a_database_from_before_scoped_ids_keeps_working(
     from memlane.stores import postgres as postgres_module
 
     monkeypatch.setattr(postgres_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 3))
-    paid, before = write_before_scoped_ids(PostgresStore(pg_url), clock=FixedClock())
+
+    def execute(sql: str) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    paid, before = write_before_scoped_ids(
+        PostgresStore(pg_url), execute, "jsonb", clock=FixedClock()
+    )
     monkeypatch.undo()
 
     m, _ = _memory(pg_url)

@@ -353,7 +353,12 @@ def test_a_store_from_before_scoped_ids_keeps_working(
 
     path = tmp_path / "old.db"
     monkeypatch.setattr(sqlite_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 6))
-    paid, before = write_before_scoped_ids(SqliteStore(path))
+
+    def execute(sql: str) -> None:
+        with sqlite3.connect(path) as conn:
+            conn.execute(sql)
+
+    paid, before = write_before_scoped_ids(SqliteStore(path), execute, "TEXT")
     monkeypatch.undo()
 
     store = SqliteStore(path)

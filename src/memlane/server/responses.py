@@ -86,6 +86,11 @@ class MemoryOut(_Out):
     source_ids: list[str]
     actor: str | None
     context_hash: str | None
+    periods: list[str] = Field(
+        description="The periods the text names, resolved against the memory's date: "
+        "ISO 8601 intervals '<start>/<end>' ('yesterday' said on 8 May 2023 is "
+        "'2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z')."
+    )
 
 
 class MemoryPage(_Out):

@@ -215,12 +215,38 @@ def score(resolver: Resolver, found: list[tuple[str, dt.datetime, str, Period]])
     return f"| {right}/{len(found)} = {right / len(found):.3f} | {ms:.2f} | {worst} |"
 
 
+def print_resolved(data: Path) -> None:
+    """Every expression memlane.when resolves in every dev turn, by count: a word that is
+    no time at all ("may", "a second") would show here."""
+    from memlane.when import resolve
+
+    seen: Counter[str] = Counter()
+    turns = 0
+    for path in sorted(data.glob("*.json")):
+        conv = json.loads(path.read_text())
+        n = 1
+        while f"session_{n}_date_time" in conv:
+            when = dt.datetime.strptime(conv[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y")
+            for turn in conv.get(f"session_{n}") or []:
+                turns += 1
+                seen.update(s.phrase.lower() for s in resolve(turn["text"], when))
+            n += 1
+    print(f"{sum(seen.values())} expressions resolved in {turns} turns:")
+    print(", ".join(f"{phrase} {count}" for phrase, count in seen.most_common()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--libraries", default=",".join(RESOLVERS))
+    parser.add_argument(
+        "--precision", action="store_true", help="list what memlane.when resolves in every turn"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.precision:
+        print_resolved(args.data)
+        return
     found = cases(args.data)
     print(f"{len(found)} expressions with one reading\n")
     print("| resolver | correct | ms per turn | most missed |\n|---|---|---|---|")

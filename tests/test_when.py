@@ -70,3 +70,16 @@ def test_several_expressions_in_order_and_a_naive_date_is_utc() -> None:
     spans = resolve(text, datetime(2023, 5, 8, 13, 56))
     assert [s.phrase.lower() for s in spans] == ["yesterday", "next month"]
     assert spans[0].start.tzinfo is UTC
+
+
+def test_a_long_text_is_read_sentence_by_sentence_up_to_the_caps() -> None:
+    """A document is parsed a sentence at a time (the parser's cost grows with the square
+    of what it is given), up to MAX_CHARS characters and MAX_PERIODS periods."""
+    from memlane.when import MAX_CHARS, MAX_PERIODS
+
+    many = "I went to the store yesterday; next month we travel. " * 1000
+    assert len(resolve(many, SAID)) == MAX_PERIODS
+    late = "x" * MAX_CHARS + " We met yesterday."
+    assert resolve(late, SAID) == ()
+    run_on = "and then " * 200 + "yesterday we hiked"  # one 1,800-character sentence
+    assert [s.phrase.lower() for s in resolve(run_on, SAID)] == ["yesterday"]

@@ -61,10 +61,32 @@ class TimeSpan:
         return format_period(self.start, self.end)
 
 
+MAX_CHARS = 20_000
+"""How much of a memory's text is read for time expressions (a long document's first
+pages): parsing costs about 0.1 ms per 100 characters."""
+MAX_PERIODS = 32
+"""At most this many periods a memory (the first ones)."""
+_PIECE = re.compile(r"[^.!?;\n]{1,400}[.!?;\n]*")
+"""Sentences, or pieces of at most 400 characters of a longer one: parsedatetime's cost
+grows with the square of what it is given, so it is given one piece at a time."""
+
+
 def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:
-    """Every time expression in ``text`` that names a period, resolved against
+    """Every time expression in ``text`` that names a period (the first
+    :data:`MAX_PERIODS` in its first :data:`MAX_CHARS` characters), resolved against
     ``reference`` (when the text was said or written), in the order they appear."""
     when = reference.astimezone(UTC) if reference.tzinfo else reference.replace(tzinfo=UTC)
+    found: list[TimeSpan] = []
+    for piece in _PIECE.finditer(text[:MAX_CHARS]):
+        found.extend(_in_piece(piece[0], when))
+        if len(found) >= MAX_PERIODS:
+            break
+    return tuple(found[:MAX_PERIODS])
+
+
+def _in_piece(text: str, when: datetime) -> list[TimeSpan]:
+    """The periods named in one sentence, in order: memlane's own readings first, then
+    parsedatetime's where they do not overlap."""
     found: list[tuple[int, TimeSpan]] = []
     taken: list[tuple[int, int]] = []
     for start, end, span in _special(text, when.date()):
@@ -74,7 +96,7 @@ def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:
         if not any(start < e and end > s for s, e in taken):
             found.append((start, span))
     found.sort(key=lambda item: item[0])
-    return tuple(span for _, span in found)
+    return [span for _, span in found]
 
 
 # ---------------------------------------------------------------------------- pieces

@@ -66,9 +66,10 @@ MAX_CHARS = 20_000
 pages): parsing costs about 0.1 ms per 100 characters."""
 MAX_PERIODS = 32
 """At most this many periods a memory (the first ones)."""
-_PIECE = re.compile(r"[^.!?;\n]{1,400}[.!?;\n]*")
-"""Sentences, or pieces of at most 400 characters of a longer one: parsedatetime's cost
-grows with the square of what it is given, so it is given one piece at a time."""
+_PIECE = re.compile(r"(?:[^.!?;\n]{1,400}(?=[\s.!?;]|$)|[^.!?;\n]{1,400})[.!?;\n]*")
+"""Sentences, or pieces of at most 400 characters of a longer one cut between words:
+parsedatetime's cost grows with the square of what it is given, so it is given one piece
+at a time."""
 
 
 def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:

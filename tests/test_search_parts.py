@@ -14,6 +14,7 @@ from memlane.core.search import (
     feedback_terms,
     hop_entities,
     mmr,
+    query_parts,
     score_fusion,
     spread_to_neighbors,
     time_window,
@@ -189,6 +190,18 @@ def test_hop_entities_are_new_names_most_named_first() -> None:
         "June",
     ]
     assert hop_entities(query, texts, 0) == []
+
+
+def test_query_parts_split_a_question_about_two() -> None:
+    assert query_parts("Which city have both Jean and John visited?") == [
+        "Which city have both Jean visited?",
+        "Which city have both John visited?",
+    ]
+    assert query_parts("What pottery have Melanie and her kids made?") == [
+        "What pottery have Melanie made?",
+        "What pottery have her kids made?",
+    ]
+    assert query_parts("What did Caroline research and why?") == []
 
 
 def test_hop_round_finds_what_the_first_round_named() -> None:

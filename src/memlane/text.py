@@ -139,10 +139,11 @@ _NOT_NAMES = frozenset({"i", "i'm", "i've", "i'll", "i'd"})
 def entities(text: str) -> list[str]:
     """The proper-noun spans of ``text``, in order, without repeats: runs of capitalized
     words that do not start a sentence ("Then I flew to Sweden with Jon Ross." ->
-    ["Sweden", "Jon Ross"]), a final possessive dropped ("Ed Sheeran's" -> "Ed Sheeran"). A capital that starts the text, a sentence or what follows a
-    colon (a speaker prefix like "Caroline: ") says nothing and is not counted; nor are
-    "I" and stopwords. An offline stand-in for named-entity recognition, with no model
-    or language data, to name the people, places and things a memory mentions."""
+    ["Sweden", "Jon Ross"]), a final possessive dropped ("Ed Sheeran's" -> "Ed Sheeran").
+    A capital that starts the text, a sentence or what follows a colon (a speaker prefix
+    like "Caroline: ") says nothing and is not counted; nor are "I" and stopwords. An
+    offline stand-in for named-entity recognition, with no model or language data, to
+    name the people, places and things a memory mentions."""
     spans: dict[str, None] = {}
     run: list[str] = []
     end = 0

@@ -19,6 +19,7 @@ from memlane.core.search import (
     fuse,
     hop_entities,
     mmr,
+    query_parts,
     spread_to_neighbors,
     time_window,
 )
@@ -119,42 +120,48 @@ def _fused(
     hop: list[str] = []
     if recipe.hop_weight > 0 and fused:
         hop, found = yield from _hop(q, fused)
+        for name, candidates in found.items():
+            lists[name] = candidates
+            weights[name] = recipe.hop_weight
         if found:
-            lists["lexical_hop"] = found
-            weights["lexical_hop"] = recipe.hop_weight
             fused = fuse(lists, weights, recipe)
     return fused, hop
 
 
 def _hop(
     q: _Query, fused: list[tuple[str, float, dict[str, Any]]]
-) -> Flow[tuple[list[str], list[tuple[str, float]]]]:
+) -> Flow[tuple[list[str], dict[str, list[tuple[str, float]]]]]:
     """The second round: the entities the first round's top hits name that the query
-    does not (speakers left out), and the BM25 candidates of the query with them."""
+    does not (speakers left out), and the BM25 candidates of the query with them and of
+    each half of a question about two (:func:`query_parts`), by list name."""
     top = tuple(rid for rid, _, _ in fused[: q.recipe.hop_docs])
     records = yield from one(ops.GetRecords(q.user_id, top))
     speakers = {r.actor for r in records if r.actor}
     names = hop_entities(q.text, [r.text for r in records], q.recipe.hop_entities, speakers)
-    if not names:
-        return [], []
-    expanded = q.text + " " + " ".join(names)
-    found = yield from one(
-        ops.LexicalSearch(
-            q.user_id, q.filters, q.now, expanded, q.depth, q.recipe.lexical_context_weight
-        )
-    )
-    return names, list(found)
+    queries = {f"lexical_part{i}": part for i, part in enumerate(query_parts(q.text), 1)}
+    if names:
+        queries["lexical_hop"] = q.text + " " + " ".join(names)
+    if not queries:
+        return names, {}
+    depth, ctx = q.depth, q.recipe.lexical_context_weight
+    wanted = [
+        ops.LexicalSearch(q.user_id, q.filters, q.now, t, depth, ctx) for t in queries.values()
+    ]
+    found = yield from many(wanted)
+    return names, dict(zip(queries, found, strict=True))
 
 
 def _round(
     rid: str, fused: list[tuple[str, float, dict[str, Any]]], hop: list[str]
 ) -> dict[str, Any]:
-    """Which round found hit ``rid``: 2 when only the entity hop's list holds it."""
-    if not hop:
-        return {"round": 1}
+    """Which round found hit ``rid``: 2 when only the second round's lists hold it (a
+    neighbour lifted by a hit counts as the first round's), with the entities it used."""
     parts = next((p for r, _, p in fused if r == rid), {})
-    first = any(method != "lexical_hop" for method in parts)
-    return {"round": 1 if first or not parts else 2, "hop_entities": hop}
+    second = bool(parts) and all(m.startswith(_SECOND_ROUND) for m in parts)
+    return {"round": 2 if second else 1, **({"hop_entities": hop} if hop else {})}
+
+
+_SECOND_ROUND = ("lexical_hop", "lexical_part")
 
 
 def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:

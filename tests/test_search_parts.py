@@ -12,7 +12,9 @@ from memlane.core.search import (
     below_durable,
     boosts,
     feedback_terms,
+    hop_entities,
     mmr,
+    query_parts,
     score_fusion,
     spread_to_neighbors,
     time_window,
@@ -150,6 +152,81 @@ def test_feedback_recipe_runs_and_explains() -> None:
         hits = memory.search("camping", user_id="u", recipe=recipe, explain=True)
         assert hits[0].record.text == "camping at the lake"
         assert hits[0].explanation is not None and "vector_feedback" in hits[0].explanation
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("Then I flew to Sweden with Jon Ross.", ["Sweden", "Jon Ross"]),
+        ("Caroline: Thanks, Melanie! A gift from my grandma in Sweden.", ["Melanie", "Sweden"]),
+        ("I loved \"Charlotte's Web\" and Ed Sheeran's songs", ["Charlotte's Web", "Ed Sheeran"]),
+        ("It's called 'Embracing Identity' - a painting", ["Embracing Identity"]),
+        ("It was powerful. The Grand Canyon! I'm sure I will go", ["Grand Canyon"]),
+        ("Paris. Paris is lovely; so is Paris in May", ["Paris", "May"]),
+        ("no capitals here at all", []),
+    ],
+)
+def test_entities_are_capitalized_runs_not_starting_a_sentence(text: str, names: list[str]) -> None:
+    from memlane.text import entities
+
+    assert entities(text) == names
+
+
+def test_hop_entities_are_new_names_most_named_first() -> None:
+    texts = [
+        "Caroline: Thanks, Melanie! This necklace is from my home country, Sweden.",
+        "Melanie: Did you visit Sweden with Jon last year, Caroline? Tell me, Mel's curious",
+        "Caroline: Jon and I went to Stockholm in June.",
+    ]
+    query = "Where did Caroline move from?"
+    assert hop_entities(query, texts, 3, known={"Caroline", "Melanie"}) == [
+        "Sweden",
+        "Jon",
+        "Stockholm",
+    ]
+    assert hop_entities(query, texts, 1, known={"Melanie"}) == ["Sweden"]  # Caroline: asked
+    assert hop_entities("What about Sweden and Jon?", texts, 5, known={"Melanie", "Caroline"}) == [
+        "Stockholm",
+        "June",
+    ]
+    assert hop_entities(query, texts, 0) == []
+
+
+def test_query_parts_split_a_question_about_two() -> None:
+    assert query_parts("Which city have both Jean and John visited?") == [
+        "Which city have both Jean visited?",
+        "Which city have both John visited?",
+    ]
+    assert query_parts("What pottery have Melanie and her kids made?") == [
+        "What pottery have Melanie made?",
+        "What pottery have her kids made?",
+    ]
+    assert query_parts("What did Caroline research and why?") == []
+
+
+def test_hop_round_finds_what_the_first_round_named() -> None:
+    from memlane import Memory
+    from memlane.testing import FakeEmbedder
+
+    turns = [
+        "Caroline: I moved here from my home country, Sweden, four years ago",
+        "Melanie: Winters in Sweden must be long and dark",
+        "Melanie: I signed up for a pottery class",
+    ]
+    with Memory("memory://", embedder=FakeEmbedder()) as memory:
+        for text in turns:
+            memory.add(text, user_id="u", actor=text.split(":")[0])
+        query = "Where did Caroline move from?"
+        plain = SearchRecipe("plain", {"lexical": 1.0}, neighbor_weight=0.0)
+        found = [h.record.text for h in memory.search(query, user_id="u", recipe=plain)]
+        assert found == turns[:1]
+        hop = SearchRecipe("hop", {"lexical": 1.0}, neighbor_weight=0.0, hop_weight=0.5)
+        hits = memory.search(query, user_id="u", recipe=hop, explain=True)
+        assert [h.record.text for h in hits] == turns[:2]
+        first, second = (h.explanation for h in hits)
+        assert first is not None and first["round"] == 1
+        assert second == second | {"round": 2, "hop_entities": ["Sweden"]}
+        assert hits[1].score < hits[0].score
 
 
 def test_score_fusion_keeps_score_gaps_and_ignores_scale() -> None:

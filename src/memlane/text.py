@@ -128,3 +128,47 @@ def bm25_scores(
         if score > 0:
             scores[doc_id] = score
     return scores
+
+
+_WORD = re.compile(r"[^\W\d_](?:[\w'\u2019-]*\w)?", re.UNICODE)
+_OPENERS = " \t\n\"'\u201c\u2018([*"
+_POSSESSIVE = re.compile(r"['\u2019]s$")
+_NOT_NAMES = frozenset({"i", "i'm", "i've", "i'll", "i'd"})
+
+
+def entities(text: str) -> list[str]:
+    """The proper-noun spans of ``text``, in order, without repeats: runs of capitalized
+    words that do not start a sentence ("Then I flew to Sweden with Jon Ross." ->
+    ["Sweden", "Jon Ross"]), a final possessive dropped ("Ed Sheeran's" -> "Ed Sheeran").
+    A capital that starts the text, a sentence or what follows a colon (a speaker prefix
+    like "Caroline: ") says nothing and is not counted; nor are "I" and stopwords. An
+    offline stand-in for named-entity recognition, with no model or language data, to
+    name the people, places and things a memory mentions."""
+    spans: dict[str, None] = {}
+    run: list[str] = []
+    end = 0
+    for match in _WORD.finditer(text):
+        joined = text[end : match.start()].isspace()
+        end = match.end()
+        if run and joined and _capitalized(match.group()):
+            run.append(match.group())  # the next word of a name ("Jon Ross")
+            continue
+        if run:
+            spans[_POSSESSIVE.sub("", " ".join(run))] = None
+        run = [match.group()] if _name_start(text, match) else []
+    if run:
+        spans[_POSSESSIVE.sub("", " ".join(run))] = None
+    return list(spans)
+
+
+def _capitalized(word: str) -> bool:
+    """A capitalized word that could be part of a name (not "I", "I'm", "The" …)."""
+    lowered = word.lower().replace("\u2019", "'")
+    return word[0].isupper() and lowered not in _NOT_NAMES and lowered not in STOPWORDS
+
+
+def _name_start(text: str, match: re.Match[str]) -> bool:
+    """Whether the word ``match`` found begins a name: capitalized where a sentence does
+    not start (a capital there would say nothing)."""
+    lead = text[: match.start()].rstrip(_OPENERS)
+    return _capitalized(match.group()) and bool(lead) and lead[-1] not in ".!?:;"

@@ -17,7 +17,9 @@ from memlane.core.search import (
     boosts,
     feedback_terms,
     fuse,
+    hop_entities,
     mmr,
+    query_parts,
     spread_to_neighbors,
     time_window,
 )
@@ -70,7 +72,7 @@ def search(
     limit = core.check_limit(limit)
     checked = _recipe(recipe)
     q = _Query(query, user_id, _filters(filters), core.now(), checked, limit)
-    fused = yield from _fused(core, q)
+    fused, hop = yield from _fused(core, q)
     scores = {rid: score for rid, score, _ in fused}
     floor = yield from _neighbor_floor(core, q, fused, scores)
     pool = tuple(dict.fromkeys([*scores, *floor]))
@@ -87,13 +89,16 @@ def search(
         explanation = None
         if explain:
             explanation = _explanation(q.recipe, rid, fused, scores, floor, terms_of, window)
+            explanation.update(_round(rid, fused, hop))
         hits.append(SearchHit(record, score, explanation))
     return hits
 
 
-def _fused(core: Core, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]]]:
-    """The candidate lists of the recipe's methods fused (with a feedback round when
-    the recipe asks for one)."""
+def _fused(
+    core: Core, q: _Query
+) -> Flow[tuple[list[tuple[str, float, dict[str, Any]]], list[str]]]:
+    """The candidate lists of the recipe's methods fused (with a feedback round and an
+    entity hop when the recipe asks for them), and the entities the hop searched for."""
     recipe = q.recipe
     methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
     vector = None
@@ -112,7 +117,51 @@ def _fused(core: Core, q: _Query) -> Flow[list[tuple[str, float, dict[str, Any]]
         weights["vector_feedback"] = recipe.feedback_vector_weight
         weights["lexical_feedback"] = recipe.feedback_lexical_weight
         fused = fuse(lists, weights, recipe)
-    return fused
+    hop: list[str] = []
+    if recipe.hop_weight > 0 and fused:
+        hop, found = yield from _hop(q, fused)
+        for name, candidates in found.items():
+            lists[name] = candidates
+            weights[name] = recipe.hop_weight
+        if found:
+            fused = fuse(lists, weights, recipe)
+    return fused, hop
+
+
+def _hop(
+    q: _Query, fused: list[tuple[str, float, dict[str, Any]]]
+) -> Flow[tuple[list[str], dict[str, list[tuple[str, float]]]]]:
+    """The second round: the entities the first round's top hits name that the query
+    does not (speakers left out), and the BM25 candidates of the query with them and of
+    each half of a question about two (:func:`query_parts`), by list name."""
+    top = tuple(rid for rid, _, _ in fused[: q.recipe.hop_docs])
+    records = yield from one(ops.GetRecords(q.user_id, top))
+    speakers = {r.actor for r in records if r.actor}
+    names = hop_entities(q.text, [r.text for r in records], q.recipe.hop_entities, speakers)
+    queries = {f"lexical_part{i}": part for i, part in enumerate(query_parts(q.text), 1)}
+    if names:
+        queries["lexical_hop"] = q.text + " " + " ".join(names)
+    if not queries:
+        return names, {}
+    depth, ctx = q.depth, q.recipe.lexical_context_weight
+    wanted = [
+        ops.LexicalSearch(q.user_id, q.filters, q.now, t, depth, ctx) for t in queries.values()
+    ]
+    found = yield from many(wanted)
+    return names, dict(zip(queries, found, strict=True))
+
+
+def _round(
+    rid: str, fused: list[tuple[str, float, dict[str, Any]]], hop: list[str]
+) -> dict[str, Any]:
+    """Which round found hit ``rid``: 2 when only the second round's lists hold it (a
+    neighbour lifted by a hit counts as the first round's), with the entities it used."""
+    parts = next((p for r, _, p in fused if r == rid), {})
+    second = bool(parts) and all(m.startswith(_SECOND_ROUND) for m in parts)
+    return {"round": 2 if second else 1, **({"hop_entities": hop} if hop else {})}
+
+
+_SECOND_ROUND = ("lexical_hop", "lexical_part")
 
 
 def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:

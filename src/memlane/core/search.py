@@ -11,13 +11,13 @@ from __future__ import annotations
 import bisect
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane.models import MemoryKind, MemoryRecord
-from memlane.text import query_terms, tokenize
+from memlane.text import entities, query_terms, tokenize
 
 Candidates = Sequence[tuple[str, float]]
 """(record id, raw score) pairs, best first, from one retrieval method."""
@@ -64,6 +64,17 @@ class SearchRecipe:
     feedback_terms: int = 8
     feedback_vector_weight: float = 1.0
     feedback_lexical_weight: float = 1.0
+    hop_weight: float = 0.0
+    """A second round without an LLM: with a weight > 0 the people, places and things
+    (:func:`hop_entities`) named in the top ``hop_docs`` hits of the first fusion but not
+    in the query, at most ``hop_entities`` of them, are added to the query for a
+    ``lexical_hop`` BM25 list ("Where did Caroline move from?" finds "my home country,
+    Sweden", then the turns about Sweden), each half of a question about two
+    (:func:`query_parts`) gets a ``lexical_part1``/``lexical_part2`` list, and each list
+    is fused with this weight. Off by default: on LoCoMo it changed nothing measurable
+    (bench/recall.md)."""
+    hop_docs: int = 5
+    hop_entities: int = 4
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -73,8 +84,9 @@ class SearchRecipe:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.candidates < 1 or self.rrf_k < 1:
             raise ValueError("candidates and rrf_k must be positive")
-        if self.neighbor_window < 0 or self.neighbor_top < 0 or self.feedback_docs < 0:
-            raise ValueError("neighbor_window, neighbor_top and feedback_docs must not be negative")
+        counts = (self.neighbor_window, self.neighbor_top, self.feedback_docs, self.hop_docs)
+        if min(counts) < 0 or self.hop_entities < 0 or self.hop_weight < 0:
+            raise ValueError("window, top, docs, entities and weights must not be negative")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be between 0 and 1")
 
@@ -184,6 +196,38 @@ def feedback_terms(query: str, texts: Sequence[str], limit: int) -> list[str]:
                 counts[term] = counts.get(term, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     return [t for t, n in ranked if n > 1][:limit] or [t for t, _ in ranked][:limit]
+
+
+def hop_entities(
+    query: str, texts: Sequence[str], limit: int, known: Collection[str] = ()
+) -> list[str]:
+    """The ``limit`` entities (:func:`memlane.text.entities`) named most often across
+    ``texts`` (counted once per text; ties by first appearance) that the query does not
+    already name, leaving out the ``known`` names (the speakers: who talks, not what they
+    talk about, and their short forms: "Mel" for Melanie), compared by their words."""
+    asked = set(tokenize(query))
+    skip = [word for name in known for word in tokenize(name)]
+    counts: dict[str, int] = {}
+    for text in texts:
+        for name in entities(text):
+            words = tokenize(name)
+            short = len(words) == 1 and any(k.startswith(words[0]) for k in skip)
+            if words and not short and not set(words) <= asked:
+                counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return [name for name, _ in ranked[:limit]]
+
+
+_CONJUNCT = re.compile(r"\b([A-Z][\w']*) and ((?:[A-Z]|her |his |their )[\w']*)")
+
+
+def query_parts(query: str) -> list[str]:
+    """The two halves of a question about two people ("What have Jon and Gina both
+    done?" -> "What have Jon both done?", "What have Gina both done?"), or none."""
+    m = _CONJUNCT.search(query)
+    if m is None:
+        return []
+    return [query[: m.start()] + part + query[m.end() :] for part in (m[1], m[2])]
 
 
 def spread_to_neighbors(

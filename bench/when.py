@@ -23,7 +23,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +92,26 @@ def gold(phrase: str, d: dt.date) -> Period | None:
     return None
 
 
-def cases(data: Path) -> list[tuple[str, dt.datetime, str, Period]]:
-    """(turn text, session time, expression, gold period) for every expression with one."""
-    out = []
+def turns(data: Path) -> Iterator[tuple[str, dt.datetime]]:
+    """(text, session time) of every turn of every conversation in ``data``."""
     for path in sorted(data.glob("*.json")):
         conv = json.loads(path.read_text())
         n = 1
         while f"session_{n}_date_time" in conv:
             when = dt.datetime.strptime(conv[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y")
             for turn in conv.get(f"session_{n}") or []:
-                for m in EXPRESSION.finditer(turn["text"]):
-                    period = gold(m[0], when.date())
-                    if period:
-                        out.append((turn["text"], when, m[0], period))
+                yield turn["text"], when
             n += 1
+
+
+def cases(data: Path) -> list[tuple[str, dt.datetime, str, Period]]:
+    """(turn text, session time, expression, gold period) for every expression with one."""
+    out = []
+    for text, when in turns(data):
+        for m in EXPRESSION.finditer(text):
+            period = gold(m[0], when.date())
+            if period:
+                out.append((text, when, m[0], period))
     return out
 
 
@@ -221,17 +227,11 @@ def print_resolved(data: Path) -> None:
     from memlane.when import resolve
 
     seen: Counter[str] = Counter()
-    turns = 0
-    for path in sorted(data.glob("*.json")):
-        conv = json.loads(path.read_text())
-        n = 1
-        while f"session_{n}_date_time" in conv:
-            when = dt.datetime.strptime(conv[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y")
-            for turn in conv.get(f"session_{n}") or []:
-                turns += 1
-                seen.update(s.phrase.lower() for s in resolve(turn["text"], when))
-            n += 1
-    print(f"{sum(seen.values())} expressions resolved in {turns} turns:")
+    count = 0
+    for text, when in turns(data):
+        count += 1
+        seen.update(s.phrase.lower() for s in resolve(text, when))
+    print(f"{sum(seen.values())} expressions resolved in {count} turns:")
     print(", ".join(f"{phrase} {count}" for phrase, count in seen.most_common()))
 
 

@@ -274,7 +274,9 @@ def test_a_speaker_boost_applies_to_turns_only() -> None:
     named = frozenset({"caroline", "said"})
     turn = _record(actor="Caroline")
     fact = _record(actor="Caroline", kind=MemoryKind.FACT)
-    assert boosts(turn, recipe, now=NOW, window=None, query_tokens=named) == {"speaker": 0.2}
+    assert boosts(turn, recipe, now=NOW, window=None, query_tokens=named) == {
+        "speaker": recipe.speaker_weight
+    }
     assert boosts(fact, recipe, now=NOW, window=None, query_tokens=named) == {}
 
 

@@ -47,7 +47,7 @@ class SearchRecipe:
     neighbor_weight: float = 0.9
     neighbor_window: int = 2
     neighbor_top: int = 20
-    time_weight: float = 0.5
+    time_weight: float = 1.0
     speaker_weight: float = 0.2
     lexical_context_weight: float = 1.0
     recency_weight: float = 0.0

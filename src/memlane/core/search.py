@@ -37,6 +37,19 @@ class SearchRecipe:
     with ``rrf_k`` (:func:`rrf`). The remaining fields are multiplicative boosts and
     re-ranking steps; a weight of 0 turns a step off. See :func:`boosts` for the exact
     terms.
+
+    What each signal applies to (a technique that helps over dialog turns must not rank
+    noise above a fact, so none reaches further than this):
+
+    - ``context`` vectors and ``lexical_context_weight`` (a turn also matched through the
+      turn before it): episodes in a session, the previous live turn of the same agent;
+    - ``neighbor_*`` (a strong hit's neighbours share its score): episodes in a session,
+      by the same agent, and never lifted above a durable memory (fact, preference,
+      summary …) their own score did not beat (:func:`below_durable`);
+    - ``speaker_weight``: episodes whose speaker (``actor``) the query names;
+    - ``time_weight``: every memory whose event time, or a period its text names
+      (:attr:`MemoryRecord.periods`), lies in the period the query names;
+    - ``recency_weight``, ``importance_weight``: every memory.
     """
 
     name: str

@@ -91,3 +91,11 @@ def test_a_turn_next_to_a_matching_turn_does_not_pass_the_preference(
     preference = ranking.index("I'm vegetarian, but eat fish sometimes")
     assert preference < ranking.index("Also remind me to bring the gift")
     assert preference < ranking.index("Sure, I'll remind you on Saturday morning.")
+
+
+def test_explain_shows_the_floor_a_capped_turn_would_have_had(dinner_party: Memory) -> None:
+    hits = dinner_party.search("what should I cook for dinner?", user_id="alice", explain=True)
+    gift = next(h for h in hits if h.record.text == "Also remind me to bring the gift")
+    assert gift.explanation is not None
+    capped = gift.explanation["floor_capped"]
+    assert capped > gift.score and gift.explanation["neighbor_floor"] > gift.explanation["fused"]

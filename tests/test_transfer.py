@@ -245,3 +245,27 @@ def test_a_dict_made_from_a_record_is_a_copy_all_the_way_down() -> None:
     message = Message("m1", "u", "s1", "r1", 1, "user", "hi", now, metadata={"k": ["v"]})
     message.to_dict()["metadata"]["k"].append("w")
     assert message.metadata == {"k": ["v"]}
+
+
+@pytest.mark.parametrize(
+    "periods",
+    [
+        [5],
+        ["junk"],
+        ["2023-05-08T00:00:00.000000Z/2023-05-07T00:00:00.000000Z"],  # ends before it starts
+        "2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z",  # not a list
+        ["2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z"] * 33,
+    ],
+)
+def test_an_imported_record_with_bad_periods_is_refused_with_its_line(periods: object) -> None:
+    from memlane import Memory
+    from memlane.errors import ImportFormatError
+    from memlane.testing import FakeEmbedder
+
+    with Memory("memory://", embedder=FakeEmbedder()) as m:
+        good = m.add("I went there yesterday", user_id="u")
+        data = {**good.to_dict(), "id": "other", "periods": periods}
+        with pytest.raises(ImportFormatError) as raised:
+            m.import_rows([{"type": "record", "data": data}])
+        assert raised.value.line == 1
+        assert [r.id for r in m.list(user_id="u").items] == [good.id]

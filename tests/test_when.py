@@ -36,6 +36,12 @@ def _read(text: str, said: datetime = SAID) -> list[tuple[str, str, str, str]]:
         ("We met on 7 May 2023.", "day", "2023-05-07", "2023-05-08", "7 May 2023"),
         ("In 2022 I moved to Oslo.", "year", "2022-01-01", "2023-01-01", "2022"),
         ("Last August was hot.", "month", "2022-08-01", "2022-09-01", "August 2022"),
+        ("I ran this morning.", "day", "2023-05-08", "2023-05-09", "8 May 2023"),
+        ("We spoke last evening.", "day", "2023-05-07", "2023-05-08", "7 May 2023"),
+        ("See you next morning.", "day", "2023-05-09", "2023-05-10", "9 May 2023"),
+        ("It was the day before yesterday.", "day", "2023-05-06", "2023-05-07", "6 May 2023"),
+        ("Back the day after tomorrow.", "day", "2023-05-10", "2023-05-11", "10 May 2023"),
+        ("Seven weekends ago we hiked.", "weekend", "2023-03-25", "2023-03-27", "March 2023"),
     ],
 )
 def test_an_expression_becomes_the_period_it_names(
@@ -83,3 +89,58 @@ def test_a_long_text_is_read_sentence_by_sentence_up_to_the_caps() -> None:
     assert resolve(late, SAID) == ()
     run_on = "and then " * 200 + "yesterday we hiked"  # one 1,800-character sentence
     assert [s.phrase.lower() for s in resolve(run_on, SAID)] == ["yesterday"]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("We met ① weekends ago and ³ weekends ago", SAID),  # digits int() refuses
+        ("I was there 200000 weekends ago, or 99999999999 weekends ago", SAID),
+        ("yesterday, last year, last weekend", datetime(1, 1, 1, tzinfo=UTC)),
+        (
+            "tomorrow, next month, next year, Jan 1st, 29 February",
+            datetime(9999, 12, 31, tzinfo=UTC),
+        ),
+    ],
+)
+def test_a_period_no_calendar_holds_is_left_out_and_nothing_raises(
+    text: str, said: datetime
+) -> None:
+    for span in resolve(text, said):
+        assert span.start < span.end
+
+
+def test_a_text_built_to_be_slow_is_read_in_small_pieces() -> None:
+    """parsedatetime's cost explodes on some stretches (9 s for 140 characters of
+    "ago 1/1 ago 1/1 …"); memlane gives it a few words around each time word only, so
+    the text's length or shape cannot make an add slow (no timing asserted: the reading
+    is what is checked)."""
+    spans = resolve("ago 1/1 " * 2500 + "yesterday", SAID)
+    assert len(spans) <= 32
+
+
+def test_a_memory_is_stored_whatever_its_text_says_about_time() -> None:
+    from memlane import Filters, Memory
+    from memlane.testing import FakeEmbedder
+
+    with Memory("memory://", embedder=FakeEmbedder()) as m:
+        end_of_time = datetime(9999, 12, 31, tzinfo=UTC)
+        r = m.add("See you tomorrow, ① weekends ago", user_id="u", event_at=end_of_time)
+        assert m.get(r.id, user_id="u").text == r.text
+        m.add_messages("s", [("user", "200000 weekends ago"), ("user", "hi")], user_id="u")
+        assert len(m.list(user_id="u", filters=Filters(session_id="s")).items) == 2
+
+
+def test_a_rewrite_reads_time_against_the_memory_s_own_date_not_the_edit_s() -> None:
+    from datetime import timedelta
+
+    from memlane import Memory
+    from memlane.testing import FakeEmbedder, FixedClock
+
+    clock = FixedClock(SAID)
+    with Memory("memory://", embedder=FakeEmbedder(), clock=clock) as m:
+        r = m.add("I went there yesterday", user_id="u")
+        clock.advance(days=60)
+        edited = m.update(r.id, user_id="u", text="I went there yesterday!")
+        assert edited.periods == r.periods
+        assert r.period_bounds()[0][0] == SAID.replace(hour=0, minute=0) - timedelta(days=1)

@@ -16,9 +16,13 @@ for words that are no time at all ("I may go", "a second", "dinner").
 
 from __future__ import annotations
 
+import bisect
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from memlane.models import format_period, period_words
@@ -35,9 +39,12 @@ _ANCHOR = re.compile(f"{_RELATIVE}|{_DAY_MONTH}", re.I)
 """What makes a match a point in time: a relative word, or a day with its month. A bare
 month or weekday ("I may go", "on Friday"), a duration ("for a year") or a time of day
 ("at dinner") is not resolved: its period cannot be told without guessing."""
-_YEAR = re.compile(r"\b(?:in|during|since|of|back in) ((?:19|20)\d\d)\b", re.I)
+_YEAR = re.compile(r"\b(?:in|during|since|back in) ((?:19|20)\d\d)\b", re.I)
 _WEEKEND = re.compile(r"\b(?:(last|this past|past|this|next) weekend|(\w+) weekends? ago)\b", re.I)
-_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
+    "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,60 +70,117 @@ class TimeSpan:
 
 MAX_CHARS = 20_000
 """How much of a memory's text is read for time expressions (a long document's first
-pages): parsing costs about 0.1 ms per 100 characters."""
+pages)."""
 MAX_PERIODS = 32
 """At most this many periods a memory (the first ones)."""
-_PIECE = re.compile(r"(?:[^.!?;\n]{1,400}(?=[\s.!?;]|$)|[^.!?;\n]{1,400})[.!?;\n]*")
-"""Sentences, or pieces of at most 400 characters of a longer one cut between words:
-parsedatetime's cost grows with the square of what it is given, so it is given one piece
-at a time."""
+_WORDS = 3
+"""Words either side of an anchor given to parsedatetime."""
+_WINDOW = 96
+"""The longest stretch parsedatetime is given at once (long words cut)."""
+BUDGET_SECONDS = 0.05
+"""Parsing stops starting new stretches after this long for one text: a text built to
+be slow (thousands of "ago 1/1") may lose periods, never the memory or much time."""
+_HALF_DAY = re.compile(
+    r"\b(?:(this|last|next|tomorrow|yesterday) (?:morning|afternoon|evening|night|noon)|tonight)\b",
+    re.I,
+)
+"""Parts of a day: parsedatetime reads these against the wall clock, not the given date."""
+_DAY_NEXT_TO = re.compile(r"\bthe day (before yesterday|after tomorrow)\b", re.I)
+_HALF_DAY_OFFSET = {"last": -1, "yesterday": -1, "next": 1, "tomorrow": 1}
 
 
 def resolve(text: str, reference: datetime) -> tuple[TimeSpan, ...]:
     """Every time expression in ``text`` that names a period (the first
     :data:`MAX_PERIODS` in its first :data:`MAX_CHARS` characters), resolved against
-    ``reference`` (when the text was said or written), in the order they appear."""
+    ``reference`` (when the text was said or written), in the order they appear. A
+    period a calendar cannot hold (around the years 1 and 9999) is left out."""
     when = reference.astimezone(UTC) if reference.tzinfo else reference.replace(tzinfo=UTC)
-    found: list[TimeSpan] = []
-    for piece in _PIECE.finditer(text[:MAX_CHARS]):
-        found.extend(_in_piece(piece[0], when))
-        if len(found) >= MAX_PERIODS:
-            break
-    return tuple(found[:MAX_PERIODS])
-
-
-def _in_piece(text: str, when: datetime) -> list[TimeSpan]:
-    """The periods named in one sentence, in order: memlane's own readings first, then
-    parsedatetime's where they do not overlap."""
+    text = text[:MAX_CHARS]
     found: list[tuple[int, TimeSpan]] = []
     taken: list[tuple[int, int]] = []
     for start, end, span in _special(text, when.date()):
         found.append((start, span))
         taken.append((start, end))
-    for start, end, span in _parsed(text, when):
+    parsed: list[tuple[int, int, TimeSpan]] = []
+    deadline = time.perf_counter() + BUDGET_SECONDS
+    for lo, hi in _windows(text):
+        if time.perf_counter() > deadline:
+            break
+        parsed.extend(
+            (start + lo, end + lo, span) for start, end, span in _parsed(text[lo:hi], when)
+        )
+    # Where finds overlap (two stretches saw the same words), the longest phrase wins:
+    # "this 3 years ago", not "this 3 years".
+    for start, end, span in sorted(parsed, key=lambda p: (p[0] - p[1], p[0])):
         if not any(start < e and end > s for s, e in taken):
             found.append((start, span))
+            taken.append((start, end))
     found.sort(key=lambda item: item[0])
-    return [span for _, span in found]
+    return tuple(span for _, span in found[:MAX_PERIODS])
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """Around each anchor (:data:`_ANCHOR`), the three words before it and the three after
+    (at most :data:`_WINDOW` characters): all of the text parsedatetime is given. The
+    phrases memlane resolves are that short ("three years ago", "last Friday", "on
+    7 May 2023"), and parsedatetime's cost on longer stretches can explode (9 s for 140
+    characters of "ago 1/1 ago 1/1 …"); on seven words it stays under a few ms."""
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    starts = [w[0] for w in words]
+    out: list[tuple[int, int]] = []
+    for m in _ANCHOR.finditer(text):
+        first = max(0, bisect.bisect_right(starts, m.start()) - 1 - _WORDS)
+        last = min(len(words) - 1, bisect.bisect_left(starts, m.end()) - 1 + _WORDS)
+        lo = max(words[first][0], m.start() - _WINDOW // 2)
+        hi = min(words[last][1], m.end() + _WINDOW // 2)
+        if not out or (lo, hi) != out[-1]:
+            out.append((lo, hi))
+        if len(out) >= 2 * MAX_PERIODS:
+            break
+    return out
 
 
 # ---------------------------------------------------------------------------- pieces
 
 
 def _special(text: str, day: date) -> list[tuple[int, int, TimeSpan]]:
-    """What parsedatetime lacks or misreads: weekends, "last night", years."""
-    out: list[tuple[int, int, TimeSpan]] = []
+    """What parsedatetime lacks or misreads: weekends, parts of a day ("last night",
+    "this morning"), "the day before yesterday", years. A period no calendar holds
+    (around the years 1 and 9999) is left out."""
+    readings: list[tuple[re.Match[str], Callable[[], TimeSpan | None]]] = []
     for m in _WEEKEND.finditer(text):
-        saturday = _weekend(m[1], m[2], day)
-        if saturday is not None:
-            out.append((m.start(), m.end(), _span(saturday, 2, "weekend", m[0])))
-    for m in re.finditer(r"\blast night\b", text, re.I):
-        out.append((m.start(), m.end(), _span(day - timedelta(days=1), 1, "day", m[0])))
+        readings.append((m, partial(_weekend_span, m, day)))
+    for m in _HALF_DAY.finditer(text):
+        offset = _HALF_DAY_OFFSET.get((m[1] or "").lower(), 0)
+        readings.append((m, partial(_day_span, day, offset, m[0])))
+    for m in _DAY_NEXT_TO.finditer(text):
+        offset = -2 if m[1].lower().startswith("before") else 2
+        readings.append((m, partial(_day_span, day, offset, m[0])))
     for m in _YEAR.finditer(text):
-        year = int(m[1])
-        start, end = date(year, 1, 1), date(year + 1, 1, 1)
-        out.append((m.start(), m.end(), _span(start, (end - start).days, "year", m[0])))
+        readings.append((m, partial(_year_span, int(m[1]), m[0])))
+    out = []
+    for m, read in readings:
+        try:
+            span = read()
+        except (ValueError, OverflowError):
+            continue
+        if span is not None:
+            out.append((m.start(), m.end(), span))
     return out
+
+
+def _weekend_span(m: re.Match[str], day: date) -> TimeSpan | None:
+    saturday = _weekend(m[1], m[2], day)
+    return None if saturday is None else _span(saturday, 2, "weekend", m[0])
+
+
+def _day_span(day: date, offset: int, phrase: str) -> TimeSpan:
+    return _span(day + timedelta(days=offset), 1, "day", phrase)
+
+
+def _year_span(year: int, phrase: str) -> TimeSpan:
+    start = date(year, 1, 1)
+    return _span(start, (date(year + 1, 1, 1) - start).days, "year", phrase)
 
 
 def _weekend(which: str | None, count: str | None, day: date) -> date | None:
@@ -129,18 +193,26 @@ def _weekend(which: str | None, count: str | None, day: date) -> date | None:
         if word in ("last", "this past", "past"):
             return last  # also said on a weekend: the one before it
         return monday + timedelta(days=5 if word == "this" else 12)
-    n = _NUMBERS.get((count or "").lower()) or (int(count) if count and count.isdigit() else 0)
-    return last - timedelta(days=7 * (n - 1)) if n else None
+    word = (count or "").lower()
+    n = _NUMBERS.get(word) or (int(word) if word.isascii() and word.isdigit() else 0)
+    return last - timedelta(days=7 * (n - 1)) if 0 < n <= 1000 else None
 
 
 def _parsed(text: str, when: datetime) -> list[tuple[int, int, TimeSpan]]:
     """parsedatetime's finds that are points in time, as periods."""
     out: list[tuple[int, int, TimeSpan]] = []
-    for at, context, start, end, phrase in _calendar().nlp(text, sourceTime=_naive(when)) or ():
-        if not _ANCHOR.search(phrase) or "last night" in phrase.lower():
+    try:
+        found = _calendar().nlp(text, sourceTime=_naive(when)) or ()
+    except (ValueError, OverflowError):
+        return out  # a date past what the calendar holds
+    for at, context, start, end, phrase in found:
+        if not _ANCHOR.search(phrase) or _HALF_DAY.search(phrase):
+            continue  # no point in time, or a part of a day (read by _special)
+        try:
+            point = _nearest_year(at.date(), phrase, when.date())
+            out.append((start, end, _period(point, _unit(context), phrase.strip())))
+        except (ValueError, OverflowError):
             continue
-        point = _nearest_year(at.date(), phrase, when.date())
-        out.append((start, end, _period(point, _unit(context), phrase.strip())))
     return out
 
 

@@ -25,10 +25,12 @@ from memlane.models import (
     check_count,
     check_id,
     content_hash,
+    parse_period,
     to_iso,
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
+from memlane.when import MAX_PERIODS
 
 EXPORT_FORMAT = "memlane-export"
 # Texts per embedding call on import: large enough for the model to batch well, small
@@ -345,6 +347,7 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     topics = data.get("topics", [])
     if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
         raise ValidationError("topics must be a list of non-empty strings")
+    _check_periods(data.get("periods", []))
     record = MemoryRecord.from_dict(data)
     check_id("user_id", record.user_id)
     core.check_text(record.text)
@@ -362,6 +365,19 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     if core.config.context_window < 1 and record.context_hash is not None:
         record = replace(record, context_hash=None)
     return record
+
+
+def _check_periods(periods: object) -> None:
+    """A record's periods as an export writes them: at most :data:`MAX_PERIODS` ISO 8601
+    intervals ``"<start>/<end>"``, each ending after it starts."""
+    if not isinstance(periods, list) or len(periods) > MAX_PERIODS:
+        raise ValidationError(f"periods must be a list of at most {MAX_PERIODS} intervals")
+    for period in periods:
+        if not isinstance(period, str):
+            raise ValidationError(f"a period is '<start>/<end>' in ISO 8601, got {period!r}")
+        start, end = parse_period(period)
+        if not start < end:
+            raise ValidationError(f"period {period!r} ends before it starts")
 
 
 def _session_row(core: Core, data: Mapping[str, Any]) -> ops.UpsertSession:

@@ -6,6 +6,7 @@ functions taking this :class:`Core` first."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +30,8 @@ from memlane.models import (
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.when import resolve
+
+log = logging.getLogger("memlane")
 
 Clock = Callable[[], datetime]
 
@@ -445,5 +448,10 @@ def _check_aware(name: str, value: object) -> None:
 
 def periods_of(text: str, said: datetime) -> tuple[str, ...]:
     """The periods ``text`` names ("yesterday", "last week"), resolved against ``said``
-    (when it was said or written), as :attr:`MemoryRecord.periods` holds them."""
-    return tuple(dict.fromkeys(span.iso() for span in resolve(text, said)))
+    (when it was said or written), as :attr:`MemoryRecord.periods` holds them. Never
+    raises: a text the parser cannot read is stored without periods, never refused."""
+    try:
+        return tuple(dict.fromkeys(span.iso() for span in resolve(text, said)))
+    except Exception:  # the parser is a third party's: a memory must always be storable
+        log.warning("time expressions of a memory could not be read", exc_info=True)
+        return ()

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput, periods_of
 from memlane.core.flow import Flow, many, one, pause
 from memlane.core.retrieval import _filters
 from memlane.errors import ConflictError, ValidationError, no_history
@@ -531,8 +531,9 @@ def _edited(old: MemoryRecord, checked: MemoryRecord, now: datetime) -> MemoryRe
         expires_at=checked.expires_at,
         # A context embedded with the old words no longer describes this memory.
         context_hash=old.context_hash if checked.text == old.text else None,
-        # Periods are read again only from new words or a new date.
+        # Periods are read again only from new words or a new date, against the
+        # memory's own date (its event time, else when it was first written).
         periods=old.periods
         if (old.text, old.event_at) == (checked.text, checked.event_at)
-        else checked.periods,
+        else periods_of(checked.text, checked.event_at or old.created_at),
     )

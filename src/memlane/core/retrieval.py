@@ -78,7 +78,7 @@ def search(
     pool = tuple(dict.fromkeys([*scores, *floor]))
     records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
     window = time_window(query, q.now) if q.recipe.time_weight else None
-    ranked, terms_of = _ranked(q, pool, records, scores, floor, window)
+    ranked, terms_of, capped = _ranked(q, pool, records, scores, floor, window)
     if core.config.track_access and ranked:
         yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), q.now))
     hits = []
@@ -88,7 +88,9 @@ def search(
             record = replace(record, access_count=record.access_count + 1, last_accessed_at=q.now)
         explanation = None
         if explain:
-            explanation = _explanation(q.recipe, rid, fused, scores, floor, terms_of, window)
+            explanation = _explanation(
+                q.recipe, rid, fused, scores, floor, terms_of, window, capped
+            )
             explanation.update(_round(rid, fused, hop))
         hits.append(SearchHit(record, score, explanation))
     return hits
@@ -254,9 +256,11 @@ def _ranked(
     scores: dict[str, float],
     floor: dict[str, float],
     window: tuple[datetime, datetime] | None,
-) -> tuple[list[tuple[str, float]], dict[str, dict[str, float]]]:
+) -> tuple[list[tuple[str, float]], dict[str, dict[str, float]], dict[str, float]]:
     """The pool's ids with their final scores, best first and cut to the limit (after
-    MMR when the recipe asks for it), and each one's boost terms."""
+    MMR when the recipe asks for it), each one's boost terms, and the turns whose
+    neighbour floor was capped below a durable memory (:func:`below_durable`) with the
+    score it would have had: capped turns that tie keep their floors' order."""
     recipe, now = q.recipe, q.now
     query_tokens = frozenset(tokenize(q.text))
     own: dict[str, float] = {}
@@ -276,12 +280,13 @@ def _ranked(
         (rid, below_durable(score, own[rid], durable) if score > own[rid] else score)
         for rid, score in final.items()
     ]
-    ranked.sort(key=lambda item: (-item[1], item[0]))
+    capped = {rid: final[rid] for rid, score in ranked if score < final[rid]}
+    ranked.sort(key=lambda item: (-item[1], -final[item[0]], item[0]))
     if recipe.mmr_lambda is not None:
         top = ranked[: max(q.depth, q.limit)]
         texts = {rid: records[rid].text for rid, _ in top}
         ranked = mmr(top, texts, lam=recipe.mmr_lambda, limit=q.limit)
-    return ranked[: q.limit], terms_of
+    return ranked[: q.limit], terms_of, capped
 
 
 def _explanation(
@@ -292,8 +297,10 @@ def _explanation(
     floor: dict[str, float],
     terms_of: dict[str, dict[str, float]],
     window: tuple[datetime, datetime] | None,
+    capped: dict[str, float],
 ) -> dict[str, Any]:
-    """How the score of hit ``rid`` was made."""
+    """How the score of hit ``rid`` was made. ``floor_capped``: the score the neighbour
+    floor would have given, had it not been kept below a durable memory."""
     parts = {r: p for r, _, p in fused}
     return {
         "recipe": recipe.name,
@@ -304,4 +311,5 @@ def _explanation(
         "neighbor_floor": floor.get(rid, 0.0),
         "boosts": terms_of[rid],
         "time_window": None if window is None else [w.isoformat() for w in window],
+        **({"floor_capped": capped[rid]} if rid in capped else {}),
     }

@@ -174,7 +174,7 @@ def _plan_refine(
         now,
         text=text,
         content_hash=content_hash(text),
-        periods=periods_of(text, target.event_at or now),
+        periods=periods_of(text, target.event_at or target.created_at),
         topics=tuple(dict.fromkeys([*target.topics, *c.topics])),
         importance=max(target.importance, c.memory.importance),
         context_hash=None,

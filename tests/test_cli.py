@@ -444,3 +444,25 @@ def test_after_reembed_the_new_embedder_finds_and_the_old_is_refused(run) -> Non
 def test_embedder_given_twice_is_a_usage_error(run) -> None:  # type: ignore[no-untyped-def]
     twice = run("--embedder", "fake", "list", "--user", "u", "--embedder", "fake:64", ok=False)
     assert twice.exit_code == 2 and "--embedder is given twice" in twice.output
+
+
+def test_reindex_reads_time_again_and_says_how_many_changed(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from memlane import Memory
+    from memlane.ports import store as ops
+    from memlane.testing import FakeEmbedder
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    with Memory(url, embedder=FakeEmbedder()) as m:
+        said = datetime(2023, 5, 8, tzinfo=UTC)
+        r = m.add("I went there yesterday", user_id="alice", event_at=said)
+        m.store.batch([ops.SetPeriods("alice", ((r.id, ()),))])  # as written before
+    args = ["--store", url, "--embedder", "fake", "reindex"]
+    result = CliRunner().invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"memories": 1, "updated": 1}
+    plain = CliRunner().invoke(cli, args)
+    assert plain.exit_code == 0 and "read 1 memories again; 0 changed" in plain.output
+    with Memory(url, embedder=FakeEmbedder()) as m:
+        assert m.get(r.id, user_id="alice").periods == r.periods != ()

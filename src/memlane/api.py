@@ -181,6 +181,7 @@ class Memory(_MemoryBase):
     export_rows = _blocking(admin.export_rows)
     import_rows = _blocking(admin.import_rows)
     reembed = _blocking(admin.reembed)
+    reindex = _blocking(admin.reindex)
     list = _blocking(records.list_records, "list")  # last: shadows the builtin in this class body
 
 
@@ -247,4 +248,5 @@ class AsyncMemory(_MemoryBase):
     export_rows = _awaitable(admin.export_rows)
     import_rows = _awaitable(admin.import_rows)
     reembed = _awaitable(admin.reembed)
+    reindex = _awaitable(admin.reindex)
     list = _awaitable(records.list_records, "list")  # last: shadows the builtin in this class body

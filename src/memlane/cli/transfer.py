@@ -1,4 +1,4 @@
-"""The store-wide commands: export, import, reembed, sweep and migrate."""
+"""The store-wide commands: export, import, reembed, reindex, sweep and migrate."""
 
 from __future__ import annotations
 
@@ -66,6 +66,22 @@ def reembed(ctx: _Context, as_json: bool) -> None:
         f"re-embedded {counts['memories']} memories and {counts['contexts']} contexts with "
         f"{memory.embedder.model_id} ({counts['embedded']} texts embedded, "
         f"{counts['removed']} old vectors removed)"
+    )
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def reindex(ctx: _Context, as_json: bool) -> None:
+    """Read again what search derives from each memory's text: the periods its time
+    expressions name ("yesterday", said on 8 May 2023, is 7 May 2023) and their words in
+    the lexical index. Run it once after upgrading from a memlane that did not read time.
+    No new versions, no history; safe to run again. A progress bar on a terminal."""
+    memory = ctx.memory(create=False)
+    with _progress("reindex", None, unit=" memories") as bar:
+        counts = memory.reindex(progress=bar.update)
+    _echo_json(counts) if as_json else click.echo(
+        f"read {counts['memories']} memories again; {counts['updated']} changed"
     )
 
 

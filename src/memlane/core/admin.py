@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, Core
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, many, one
 from memlane.core.records import check_keyed
 from memlane.errors import ImportFormatError, ValidationError
@@ -202,6 +202,33 @@ def reembed(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
         "embedded": embedded,
         "removed": int(removed),
     }
+
+
+REINDEX_BATCH = 500
+"""Records whose periods :func:`reindex` writes in one transaction."""
+
+
+def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, int]]:
+    """Read again what memlane derives from each memory's text for search: the periods
+    its time expressions name (:attr:`MemoryRecord.periods`) and their words in the
+    lexical index, against the memory's own date. Memories written before memlane read
+    time (or by an older reader) gain them; nothing else changes (no new version, no
+    history). Safe to run again and to interrupt. ``progress(n)`` hears how many more
+    memories were read. Returns counts: ``memories`` read and ``updated``."""
+    n_records = n_updated = 0
+    for user_id in (yield from list_users(core)):
+        records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
+        n_records += len(records)
+        changed = [
+            (r.id, periods)
+            for r in records
+            if (periods := periods_of(r.text, r.event_at or r.created_at)) != r.periods
+        ]
+        for start in range(0, len(changed), REINDEX_BATCH):
+            batch = tuple(changed[start : start + REINDEX_BATCH])
+            n_updated += yield from one(ops.SetPeriods(user_id, batch))
+        _report(progress, len(records))
+    return {"memories": n_records, "updated": n_updated}
 
 
 def _rebuilt_contexts(core: Core, records: Sequence[MemoryRecord]) -> Flow[dict[str, str]]:

@@ -163,6 +163,16 @@ class TouchRecords(Op[None]):
 
 
 @dataclass(frozen=True, slots=True)
+class SetPeriods(Op[int]):
+    """Set the periods of these records (``(id, periods)`` pairs) and index their words,
+    keeping every other field and the version: they are read again from the text, not
+    changed by anyone (``Memory.reindex``). Returns how many records were found."""
+
+    user_id: str
+    items: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FindExpired(Op[list[MemoryRecord]]):
     """Records of any user whose ``expires_at`` is at or before ``now``."""
 

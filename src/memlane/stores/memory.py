@@ -232,6 +232,16 @@ class MemoryStore(OpDispatch):
                 touched = replace(r, access_count=r.access_count + 1, last_accessed_at=op.at)
                 tx.set(self._records, (op.user_id, rid), touched)
 
+    @handles(ops.SetPeriods)
+    def _op_SetPeriods(self, op: ops.SetPeriods, tx: _Tx) -> int:
+        found = 0
+        for rid, periods in op.items:
+            r = self._records.get((op.user_id, rid))
+            if r is not None:
+                tx.set(self._records, (op.user_id, rid), replace(r, periods=periods))
+                found += 1
+        return found
+
     @handles(ops.FindExpired)
     def _op_FindExpired(self, op: ops.FindExpired, tx: _Tx) -> list[MemoryRecord]:
         rows = [r for r in self._records.values() if r.is_expired(op.now)]

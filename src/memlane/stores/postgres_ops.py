@@ -21,6 +21,7 @@ from memlane.stores.postgres_sql import (
     DIALECT,
     INSERT_RECORD,
     REINDEX_DELETED_AFTER,
+    REINDEX_ONE,
     ROWS,
     TS_CONFIG,
     UPDATE_RECORD,
@@ -31,7 +32,7 @@ from memlane.stores.postgres_sql import (
     ts_query,
 )
 from memlane.stores.sql import statements as st
-from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_json, words_of
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 
@@ -175,6 +176,19 @@ class PostgresOps(OpDispatch):
                 (op.at, op.user_id, op.user_id, sorted(set(op.ids))),
             )
         return None
+
+    @handles(ops.SetPeriods)
+    def _op_SetPeriods(self, op: ops.SetPeriods) -> Step:
+        found = 0
+        for rid, periods in sorted(op.items):  # one lock order, as for touches
+            _, n = yield Sql(
+                "UPDATE records SET periods = %s::jsonb, period_words = %s "
+                "WHERE user_id = %s AND id = %s",
+                (to_json(list(periods)), words_of(periods), op.user_id, rid),
+            )
+            yield Sql(REINDEX_ONE, (op.user_id, rid))
+            found += n
+        return found
 
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, op: ops.RemoveRecords) -> Step:

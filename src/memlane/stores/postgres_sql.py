@@ -99,6 +99,9 @@ _NEXT_OWN_TURN = (
     "AND x.id > {r}.id ORDER BY x.id LIMIT 1)"
 )
 
+REINDEX_ONE = f"UPDATE records n SET search = {_PERIODS_SEARCH} WHERE n.user_id = %s AND n.id = %s"
+"""Rebuilds one record's search vector from its stored text and period words."""
+
 REINDEX_DELETED_AFTER = (
     f"UPDATE records n SET search = {_PERIODS_SEARCH} "
     "WHERE n.user_id = %s AND n.session_id = %s AND n.agent_id IS NOT DISTINCT FROM %s "

@@ -21,7 +21,7 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import statements as st
-from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES
+from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_json, words_of
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
@@ -177,6 +177,17 @@ class SqliteOps(OpDispatch):
             "WHERE user_id = ? AND id = ?",
             [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
         )
+
+    @handles(ops.SetPeriods)
+    def _op_SetPeriods(self, conn: sqlite3.Connection, op: ops.SetPeriods) -> int:
+        # The update trigger re-indexes a record whose period words changed.
+        found = 0
+        for rid, periods in op.items:
+            found += conn.execute(
+                "UPDATE records SET periods = ?, period_words = ? WHERE user_id = ? AND id = ?",
+                (to_json(list(periods)), words_of(periods), op.user_id, rid),
+            ).rowcount
+        return found
 
     @handles(ops.RemoveRecords)
     def _op_RemoveRecords(self, conn: sqlite3.Connection, op: ops.RemoveRecords) -> int:

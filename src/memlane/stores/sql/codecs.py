@@ -18,6 +18,8 @@ from memlane.models import (
     Message,
     Session,
     StateVersion,
+    parse_period,
+    period_words,
 )
 from memlane.ports import store as ops
 
@@ -30,6 +32,7 @@ WRITE_OPS = (
     ops.WriteRecord,
     ops.AppendHistory,
     ops.TouchRecords,
+    ops.SetPeriods,
     ops.RemoveRecords,
     ops.PutEmbeddings,
     ops.PruneEmbeddings,
@@ -44,6 +47,12 @@ WRITE_OPS = (
     ops.ClaimJob,
 )
 """The ops that write: a batch with none of them runs as a read-only transaction."""
+
+
+def words_of(periods: Sequence[str]) -> str:
+    """The words of ``periods`` (ISO 8601 intervals) as the lexical index holds them
+    (:attr:`MemoryRecord.period_words`)."""
+    return " ".join(period_words(*parse_period(p)) for p in periods)
 
 
 def to_json(value: Any) -> str:

@@ -160,6 +160,27 @@ class SearchConformance(ConformanceBase):
         assert found("April") == [turn.id] and found("May") == []
         m.close()
 
+    def test_reindex_reads_periods_again_without_a_new_version(self) -> None:
+        """A record stored without periods (written before memlane read time: here
+        cleared with SetPeriods) gains them from ``reindex``, and its words match again;
+        its version and history stay as they were, and other users are untouched."""
+        m, _, _ = self._memory()
+        said = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+        turn = m.add("We hiked last weekend", user_id="u", event_at=said)
+        other = m.add("We hiked last weekend", user_id="v", event_at=said)
+        words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
+        assert m.store.batch([ops.SetPeriods("u", ((turn.id, ()), ("missing", ())))]) == [1]
+        assert m.get(turn.id, user_id="u").periods == ()
+        assert m.search("May", user_id="u", recipe=words) == []
+        assert m.reindex() == {"memories": 2, "updated": 1}
+        again = m.get(turn.id, user_id="u")
+        assert again.periods == turn.periods and again.version == turn.version
+        assert len(m.history(turn.id, user_id="u")) == 1
+        assert [h.record.id for h in m.search("May", user_id="u", recipe=words)] == [turn.id]
+        assert m.get(other.id, user_id="v") == other
+        assert m.reindex() == {"memories": 2, "updated": 0}
+        m.close()
+
     def test_neighbors_stay_in_session_and_scope(self) -> None:
         m, clock, _ = self._memory()
         m.add_messages("s1", [("user", f"turn {i}") for i in range(5)], user_id="u")

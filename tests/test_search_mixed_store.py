@@ -39,31 +39,28 @@ def _ranking(memory: Memory, query: str) -> list[str]:
     return [h.record.text for h in memory.search(query, user_id="alice", limit=8)]
 
 
+WEEKEND = [
+    "My parents are visiting this weekend",
+    "Lovely! Do you want help planning the weekend?",
+    "Also remind me to bring the gift",
+    "Sure, I'll remind you on Saturday morning.",
+]
+DINNER_PARTY = [
+    "I'm going to my friend's dinner party on Saturday",
+    "That sounds fun! Anything I can help with?",
+    *WEEKEND[2:],
+]
+
+
 @pytest.fixture
 def weekend(embedder: OnnxEmbedder) -> Iterator[Memory]:
-    with _store(
-        embedder,
-        [
-            "My parents are visiting this weekend",
-            "Lovely! Do you want help planning the weekend?",
-            "Also remind me to bring the gift",
-            "Sure, I'll remind you on Saturday morning.",
-        ],
-    ) as memory:
+    with _store(embedder, WEEKEND) as memory:
         yield memory
 
 
 @pytest.fixture
 def dinner_party(embedder: OnnxEmbedder) -> Iterator[Memory]:
-    with _store(
-        embedder,
-        [
-            "I'm going to my friend's dinner party on Saturday",
-            "That sounds fun! Anything I can help with?",
-            "Also remind me to bring the gift",
-            "Sure, I'll remind you on Saturday morning.",
-        ],
-    ) as memory:
+    with _store(embedder, DINNER_PARTY) as memory:
         yield memory
 
 

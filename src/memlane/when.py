@@ -17,6 +17,7 @@ for words that are no time at all ("I may go", "a second", "dinner").
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import time
 from collections.abc import Callable
@@ -125,18 +126,19 @@ def _windows(text: str) -> list[tuple[int, int]]:
     phrases memlane resolves are that short ("three years ago", "last Friday", "on
     7 May 2023"), and parsedatetime's cost on longer stretches can explode (9 s for 140
     characters of "ago 1/1 ago 1/1 …"); on seven words it stays under a few ms."""
+    anchors = list(itertools.islice(_ANCHOR.finditer(text), 2 * MAX_PERIODS))
+    if not anchors:
+        return []  # most memories: no time word, nothing to split into words
     words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     starts = [w[0] for w in words]
     out: list[tuple[int, int]] = []
-    for m in _ANCHOR.finditer(text):
+    for m in anchors:
         first = max(0, bisect.bisect_right(starts, m.start()) - 1 - _WORDS)
         last = min(len(words) - 1, bisect.bisect_left(starts, m.end()) - 1 + _WORDS)
         lo = max(words[first][0], m.start() - _WINDOW // 2)
         hi = min(words[last][1], m.end() + _WINDOW // 2)
         if not out or (lo, hi) != out[-1]:
             out.append((lo, hi))
-        if len(out) >= 2 * MAX_PERIODS:
-            break
     return out
 
 

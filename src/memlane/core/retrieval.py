@@ -112,9 +112,7 @@ def _fused(
     weights = dict(recipe.methods)
     fused = fuse(lists, weights, recipe)
     if recipe.feedback_docs > 0 and fused:
-        extra = yield from _feedback(
-            core, q.text, vector, fused, recipe, q.user_id, q.filters, q.now, q.depth
-        )
+        extra = yield from _feedback(core, q, vector, fused)
         lists.update(extra)
         weights["vector_feedback"] = recipe.feedback_vector_weight
         weights["lexical_feedback"] = recipe.feedback_lexical_weight
@@ -136,8 +134,7 @@ def _hop(
     """The second round: the entities the first round's top hits name that the query
     does not (speakers left out), and the BM25 candidates of the query with them and of
     each half of a question about two (:func:`query_parts`), by list name."""
-    top = tuple(rid for rid, _, _ in fused[: q.recipe.hop_docs])
-    records = yield from one(ops.GetRecords(q.user_id, top))
+    records = yield from _top_records(q, fused, q.recipe.hop_docs)
     speakers = {r.actor for r in records if r.actor}
     names = hop_entities(q.text, [r.text for r in records], q.recipe.hop_entities, speakers)
     queries = {f"lexical_part{i}": part for i, part in enumerate(query_parts(q.text), 1)}
@@ -145,11 +142,7 @@ def _hop(
         queries["lexical_hop"] = q.text + " " + " ".join(names)
     if not queries:
         return names, {}
-    depth, ctx = q.depth, q.recipe.lexical_context_weight
-    wanted = [
-        ops.LexicalSearch(q.user_id, q.filters, q.now, t, depth, ctx) for t in queries.values()
-    ]
-    found = yield from many(wanted)
+    found = yield from many([_lexical(q, text) for text in queries.values()])
     return names, dict(zip(queries, found, strict=True))
 
 
@@ -169,9 +162,7 @@ _SECOND_ROUND = ("lexical_hop", "lexical_part")
 def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
     """The store read that finds candidates by ``method``."""
     if method == "lexical":
-        return ops.LexicalSearch(
-            q.user_id, q.filters, q.now, q.text, q.depth, q.recipe.lexical_context_weight
-        )
+        return _lexical(q, q.text)
     assert vector is not None
     field = "content" if method == "vector" else "context"
     return ops.VectorSearch(q.user_id, q.filters, q.now, core.model_id, vector, q.depth, field)
@@ -192,20 +183,27 @@ def _neighbor_floor(
     return spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
 
 
+def _lexical(q: _Query, text: str) -> ops.LexicalSearch:
+    """The BM25 read of ``text`` in the query's scope (every round's lexical list)."""
+    return ops.LexicalSearch(
+        q.user_id, q.filters, q.now, text, q.depth, q.recipe.lexical_context_weight
+    )
+
+
+def _top_records(
+    q: _Query, fused: list[tuple[str, float, dict[str, Any]]], n: int
+) -> Flow[list[MemoryRecord]]:
+    """The records of the first round's ``n`` best hits (what a second round reads)."""
+    top = tuple(rid for rid, _, _ in fused[:n])
+    return (yield from one(ops.GetRecords(q.user_id, top)))
+
+
 def _feedback(
-    core: Core,
-    query: str,
-    vector: Vector | None,
-    fused: list[tuple[str, float, dict[str, Any]]],
-    recipe: SearchRecipe,
-    user_id: str,
-    f: Filters,
-    now: datetime,
-    depth: int,
+    core: Core, q: _Query, vector: Vector | None, fused: list[tuple[str, float, dict[str, Any]]]
 ) -> Flow[dict[str, list[tuple[str, float]]]]:
     """Second-round candidate lists from the first round's top hits."""
-    top = tuple(rid for rid, _, _ in fused[: recipe.feedback_docs])
-    records = yield from one(ops.GetRecords(user_id, top))
+    recipe = q.recipe
+    records = yield from _top_records(q, fused, recipe.feedback_docs)
     wanted: list[ops.Op[Any]] = []
     names: list[str] = []
     if vector is not None and recipe.feedback_vector_weight > 0:
@@ -217,15 +215,14 @@ def _feedback(
 
             moved = vector + recipe.feedback_beta * np.mean(np.vstack(vs), axis=0)
             moved = (moved / float(np.linalg.norm(moved))).astype(np.float32)
-            wanted.append(ops.VectorSearch(user_id, f, now, core.model_id, moved, depth, "content"))
+            wanted.append(
+                ops.VectorSearch(q.user_id, q.filters, q.now, core.model_id, moved, q.depth)
+            )
             names.append("vector_feedback")
     if recipe.feedback_lexical_weight > 0:
-        terms = feedback_terms(query, [r.text for r in records], recipe.feedback_terms)
+        terms = feedback_terms(q.text, [r.text for r in records], recipe.feedback_terms)
         if terms:
-            expanded = query + " " + " ".join(terms)
-            wanted.append(
-                ops.LexicalSearch(user_id, f, now, expanded, depth, recipe.lexical_context_weight)
-            )
+            wanted.append(_lexical(q, q.text + " " + " ".join(terms)))
             names.append("lexical_feedback")
     if not wanted:
         return {}

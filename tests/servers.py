@@ -17,6 +17,7 @@ a server starts only when a test asks for it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import socket
@@ -168,11 +169,9 @@ def memlane_serve(env: dict[str, str]) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if httpx.get(base + "/health", timeout=2).status_code == 200:
                 break
-        except httpx.HTTPError:
-            pass
         if proc.poll() is not None or time.monotonic() > deadline:
             out = proc.stdout.read() if proc.stdout else ""
             raise AssertionError(f"memlane serve did not start: {out}")

@@ -27,6 +27,18 @@ from memlane.testing import FakeEmbedder
 REPO = Path(__file__).resolve().parents[1]
 
 
+def store_files(folder: Path, name: str = "m.db") -> list[Path]:
+    """Every file a SQLite store named ``name`` wrote in ``folder``: the database, its
+    log, and everything in the search-index folder beside it."""
+    found: list[Path] = []
+    for p in folder.iterdir():
+        if p.is_dir() and p.name.startswith(name):
+            found.extend(q for q in p.rglob("*") if q.is_file())
+        elif p.name.startswith(name):
+            found.append(p)
+    return found
+
+
 def example_env(store: Path, chat: ChatServer | None = None) -> dict[str, str]:
     """This process's environment plus a SQLite store at ``store``, the fake embedder and,
     with ``chat``, the scripted chat server as the model."""

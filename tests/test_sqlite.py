@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import check_scoped_ids_kept_every_row, write_before_scoped_ids
+from helpers import check_scoped_ids_kept_every_row, store_files, write_before_scoped_ids
 from memlane import (
     CorruptStoreError,
     ForeignStoreError,
@@ -213,7 +213,7 @@ def test_forget_user_takes_the_users_words_off_the_disk(tmp_path: Path) -> None:
     m.forget_user("alice")
     assert [h.record.text for h in m.search("gardening", user_id="bob", limit=1)]
     m.close()
-    files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+    files = store_files(tmp_path)
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
     assert all(b"qwertyzork" not in p.read_bytes() for p in files)
 
@@ -243,7 +243,7 @@ def test_a_purge_or_a_session_delete_takes_the_words_off_the_disk(tmp_path: Path
     ]  # fmt: skip
     assert [h.record.id for h in m.search("gardening notes", user_id="alice", limit=1)] == [kept.id]
     for _ in ("open", "closed"):  # the log is emptied at once, not only when closing
-        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        files = store_files(tmp_path)
         assert files
         for word in (b"zanzibarquux", b"quokkaflorp", b"qwertyzork", b"xylowhimsy"):
             assert [p.name for p in files if word in p.read_bytes()] == [], word
@@ -262,7 +262,7 @@ def test_a_session_delete_erases_episodes_of_a_session_never_opened(tmp_path: Pa
     assert m.delete_session("s9", user_id="alice") == 0  # no session row
     assert [e.snapshot for e in m.history(turn.id, user_id="alice")] == [None, None]
     for _ in ("open", "closed"):
-        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        files = store_files(tmp_path)
         assert files and [p.name for p in files if b"zanzibarquux" in p.read_bytes()] == []
         m.close()
 
@@ -286,7 +286,7 @@ def test_a_purged_turn_leaves_no_text_in_a_deleted_turn_after_it(tmp_path: Path)
     clock.advance(hours=2)
     assert m.sweep() == 1
     for _ in ("open", "closed"):
-        files = [p for p in tmp_path.iterdir() if p.name.startswith("m.db")]
+        files = store_files(tmp_path)
         assert files and [p.name for p in files if b"zanzibarquux" in p.read_bytes()] == []
         m.close()
 

@@ -32,6 +32,7 @@ from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, retrying
+from memlane.stores.sidecar import REBUILD, Sidecar
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
 from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
 from memlane.stores.sqlite_ops import SqliteOps
@@ -42,6 +43,7 @@ from memlane.stores.sqlite_sql import (
     parse_sqlite_url,
     split_sql,
 )
+from memlane.stores.sqlite_tx import transaction
 
 if TYPE_CHECKING:
     from memlane.stores.vector_cache import VectorCache
@@ -75,6 +77,7 @@ class SqliteStore(SqliteOps):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
+        self._sidecar_: Sidecar | None = None
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -108,9 +111,16 @@ class SqliteStore(SqliteOps):
                 with _mapped_errors(self.path):
                     self._configure(conn)
                     self._migrate(conn)
+                    found = conn.execute(
+                        "SELECT value FROM memlane_meta WHERE key = 'store_id'"
+                    ).fetchone()
             except BaseException:
                 conn.close()
                 raise
+            root = None if self.in_memory else Path(f"{self.path}.index")
+            # A database migrations gave no id yet (only tests run older schemas).
+            store_id = str(found[0]) if found else "none"
+            self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s)
             self._conn = conn
 
     def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
@@ -213,7 +223,7 @@ class SqliteStore(SqliteOps):
     def _migrate(self, conn: sqlite3.Connection) -> None:
         # Only a new database or one _inspect() found to be memlane's gets here.
         conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
-        with _transaction(conn, write=True):
+        with transaction(conn, write=True):
             apply_migrations(_migration_target(conn), MIGRATIONS, self.path)
 
     def close(self) -> None:
@@ -221,6 +231,9 @@ class SqliteStore(SqliteOps):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._sidecar_ is not None:
+                self._sidecar_.close()
+                self._sidecar_ = None
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
@@ -240,6 +253,13 @@ class SqliteStore(SqliteOps):
         assert self._conn is not None
         return self._conn
 
+    @property
+    def _sidecar(self) -> Sidecar:
+        """The search indexes beside the database (open once the store is)."""
+        self._connection()
+        assert self._sidecar_ is not None
+        return self._sidecar_
+
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         self.check_supported(ops_)
         write = any(isinstance(op, WRITE_OPS) for op in ops_)
@@ -253,32 +273,40 @@ class SqliteStore(SqliteOps):
                 return 0.01 if locked and time.monotonic() < deadline else None
 
             retries = Retries(sqlite3.DatabaseError, retry_after, _mapped_error)
+            retrying(lambda: self._sync_searched(conn, ops_), retries)
             return retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+
+    def _sync_searched(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> None:
+        """Before a search: what was committed for its user is in the search indexes."""
+        for user_id in sorted({op.user_id for op in ops_ if isinstance(op, ops.LexicalSearch)}):
+            self._sidecar.sync(conn, user_id)
 
     def _attempt(
         self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], *, write: bool
     ) -> list[Any]:
-        """One run of the batch in one transaction."""
+        """One run of the batch in one transaction, then the search indexes brought up
+        to date where the batch erased text or wrote many records."""
         try:
-            with _transaction(conn, write=write):
+            with transaction(conn, write=write):
                 results, erased = self._run(conn, ops_)
-                if erased:
-                    self._merge_index(conn)
             if erased:
                 self._scrub_log(conn)
+            if write:
+                self._after_write(conn, ops_, erased)
             return results
         finally:
             # Also after a rollback: a search inside the failed batch may have cached
             # rows that were never committed.
             self._forget_vectors(ops_)
 
-    def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], bool]:
-        """The results of the batch's ops, and whether one of them took text off for good
-        (a user forgotten, or rows deleted by a purge or a session delete, whatever it
-        returns: a session with no session row can still have episodes), so the index
-        and the log must lose it too."""
+    def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], set[str]]:
+        """The results of the batch's ops, and the users whose text one of them took off
+        for good (a user forgotten, or rows deleted by a purge or a session delete,
+        whatever it returns: a session with no session row can still have episodes):
+        their search indexes are rebuilt without it (an outbox row asks for that in the
+        same transaction), and the log must lose it too."""
         results: list[Any] = []
-        erased = False
+        erased: set[str] = set()
         for op in ops_:
             before = conn.total_changes
             results.append(self._handler(op)(conn, op))
@@ -286,14 +314,25 @@ class SqliteStore(SqliteOps):
                 isinstance(op, ops.RemoveRecords | ops.DeleteSessions)
                 and conn.total_changes > before
             ):
-                erased = True
+                conn.execute(
+                    "INSERT INTO index_outbox(user_id, rid) VALUES (?, ?)", (op.user_id, REBUILD)
+                )
+                erased.add(op.user_id)
         return results, erased
 
-    def _merge_index(self, conn: sqlite3.Connection) -> None:
-        """After text was erased (a user forgotten, memories purged, sessions deleted):
-        FTS5 deletes only mark index entries, so the index is merged into one segment,
-        which drops the erased words from it. Its cost grows with the whole index."""
-        conn.execute("INSERT INTO records_fts(records_fts) VALUES ('optimize')")
+    def _after_write(
+        self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], erased: set[str]
+    ) -> None:
+        """Erased text leaves the search indexes now; records written in bulk are
+        indexed once enough have gathered (else by the next search)."""
+        for user_id in sorted(erased):
+            self._sidecar.sync(conn, user_id)
+        written: dict[str, int] = {}
+        for op in ops_:
+            if isinstance(op, ops.WriteRecord):
+                written[op.record.user_id] = written.get(op.record.user_id, 0) + 1
+        for user_id, n in written.items():
+            self._sidecar.wrote(conn, user_id, n)
 
     def _scrub_log(self, conn: sqlite3.Connection) -> None:
         """After text was erased: copy the write-ahead log into the database and empty
@@ -389,20 +428,3 @@ def _link_new(temp: Path, path: Path) -> None:
         # No hard links on this file system: a rename, checked first (not atomic).
         if not path.exists():
             os.replace(temp, path)
-
-
-class _transaction:
-    """BEGIN (IMMEDIATE when writing) ... COMMIT, or ROLLBACK on any error."""
-
-    def __init__(self, conn: sqlite3.Connection, *, write: bool) -> None:
-        self.conn = conn
-        self.write = write
-
-    def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")

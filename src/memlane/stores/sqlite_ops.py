@@ -30,11 +30,11 @@ from memlane.stores.sqlite_sql import (
     REINDEX_DELETED_AFTER,
     ROWS,
     chunks,
-    fts_query,
     record_row,
 )
 
 if TYPE_CHECKING:
+    from memlane.stores.sidecar import Sidecar
     from memlane.stores.vector_cache import VectorCache
 
 
@@ -44,6 +44,11 @@ class SqliteOps(OpDispatch):
     _vector_cache_bytes: int | None
     _vector_cache: VectorCache | None
     _data_version: int | None
+
+    @property
+    def _sidecar(self) -> Sidecar:
+        """The search indexes beside the database (the store opens them)."""
+        raise NotImplementedError
 
     @property
     def _vectors(self) -> VectorCache:
@@ -102,17 +107,32 @@ class SqliteOps(OpDispatch):
     def _op_LexicalSearch(
         self, conn: sqlite3.Connection, op: ops.LexicalSearch
     ) -> list[tuple[str, float]]:
-        match = fts_query(op.query, with_context=op.context_weight > 0)
-        if match is None:
+        index = self._sidecar.lexical(op.user_id)
+        if index is None:
             return []
+        terms = index.terms(op.query)
         where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
-        rows = conn.execute(
-            "SELECT r.id, -bm25(records_fts, 1.0, ?) AS score FROM records_fts "
-            "JOIN records r ON r.rid = records_fts.rowid "
-            f"WHERE records_fts MATCH ? AND {where} ORDER BY score DESC, r.id LIMIT ?",
-            (op.context_weight, match, *params, op.limit),
-        )
-        return [(rid, float(score)) for rid, score in rows]
+        want = max(64, 2 * op.limit)
+        while terms:
+            hits = index.search(terms, want, op.context_weight)
+            rows = conn.execute(
+                "SELECT r.rid, r.id FROM records r "
+                f"WHERE r.rid IN (SELECT value FROM json_each(?)) AND {where}",
+                (json.dumps([rid for rid, _ in hits]), *params),
+            )
+            ids = dict(rows.fetchall())
+            found = sorted(
+                ((ids[rid], score) for rid, score in hits if rid in ids),
+                key=lambda hit: (-hit[1], hit[0]),
+            )
+            # Done when the index has no more, or the last hit kept ranks above every
+            # hit not fetched (a tie with them could order differently by id).
+            if len(hits) < want or (
+                len(found) >= op.limit and found[op.limit - 1][1] > hits[-1][1]
+            ):
+                return found[: op.limit]
+            want *= 4
+        return []
 
     @handles(ops.VectorSearch)
     def _op_VectorSearch(
@@ -392,13 +412,10 @@ class SqliteOps(OpDispatch):
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, conn: sqlite3.Connection, op: ops.DeleteUser) -> dict[str, int]:
         counts: dict[str, int] = {}
-        # The user's index rows go first: the delete trigger then has no next turn of
-        # theirs left to re-index (each would be deleted right after).
-        conn.execute(
-            "DELETE FROM records_fts WHERE rowid IN (SELECT rid FROM records WHERE user_id = ?)",
-            (op.user_id,),
-        )
         for table, statement in st.delete_user(DIALECT, op.user_id):
             counts[table] = conn.execute(*statement).rowcount
         counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
-        return counts  # the batch then merges the index: see _merge_index
+        # What the deletes queued for the index goes: the batch asks for the user's
+        # indexes to be rebuilt, which removes them (see SqliteStore._run).
+        conn.execute("DELETE FROM index_outbox WHERE user_id = ?", (op.user_id,))
+        return counts

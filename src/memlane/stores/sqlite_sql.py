@@ -184,19 +184,17 @@ _LIVE_CONTEXT_SQL = _context_sql(
 )
 
 REINDEX_DELETED_AFTER = (
-    "UPDATE records_fts SET context = (SELECT "
-    + _previous_live_turn("t", same_agent=True)
-    + " FROM records t WHERE t.rid = records_fts.rowid) WHERE rowid IN ("
-    "SELECT n.rid FROM records n WHERE n.user_id = ? AND n.session_id = ? "
+    "INSERT INTO index_outbox(user_id, rid) "
+    "SELECT n.user_id, n.rid FROM records n WHERE n.user_id = ? AND n.session_id = ? "
     "AND n.agent_id IS ? AND n.kind = 'episode' AND n.id > ? AND n.deleted_at IS NOT NULL "
     "AND NOT EXISTS (SELECT 1 FROM records x WHERE x.user_id = n.user_id "
     "AND x.session_id = n.session_id AND x.agent_id IS n.agent_id AND x.kind = 'episode' "
-    "AND x.deleted_at IS NULL AND x.id > ? AND x.id < n.id))"
+    "AND x.deleted_at IS NULL AND x.id > ? AND x.id < n.id)"
 )
-"""Re-indexes the deleted turns after a removed turn ``(user, session, agent, id, id)``
-up to the next live turn of its agent: their lexical context can be the removed turn's
-text (a deleted turn keeps the previous live one), which the delete trigger leaves, as it
-re-indexes only the next live turn."""
+"""Queues the deleted turns after a removed turn ``(user, session, agent, id, id)`` up to
+the next live turn of its agent for indexing: their lexical context can be the removed
+turn's text (a deleted turn keeps the previous live one), and the delete trigger queues
+only the next live turn."""
 
 
 _REWRITTEN = """\
@@ -304,6 +302,76 @@ a global id let one scope block another's idempotent add or learn that an id exi
 elsewhere. The lexical context becomes the previous live turn by the same agent; a context
 vector that may hold another agent's words is dropped (search falls back to the turn's own
 vector; the embedder is not at hand in a migration)."""
+
+
+def _next_live_turn(row: str) -> str:
+    """SQL selecting (user, rid) of the next live episode after ``row`` in its session by
+    the same agent (none when ``row`` is not an episode in a session): its lexical context
+    is ``row``'s text, so it is indexed again whenever ``row`` changes."""
+    return (
+        f"SELECT n.user_id, n.rid FROM records n WHERE {row}.kind = 'episode' "
+        f"AND n.user_id = {row}.user_id AND n.session_id = {row}.session_id "
+        f"AND n.agent_id IS {row}.agent_id AND n.kind = 'episode' AND n.deleted_at IS NULL "
+        f"AND n.id > {row}.id ORDER BY n.id LIMIT 1"
+    )
+
+
+INDEX_DOCS = (
+    "SELECT r.rid, r.text || ' ' || r.period_words, "
+    + _previous_live_turn("r", same_agent=True)
+    + " FROM records r WHERE r.user_id = ? "
+)
+"""(rid, indexed words, lexical context) of a user's records: the text and the words of
+the periods it names; for an episode the text of the last live episode before it in its
+session by the same agent. Completed with a condition on ``r``."""
+
+_OUTBOX = "INSERT INTO index_outbox(user_id, rid)"
+
+_SEARCH_INDEX_SQL = f"""        DROP TRIGGER records_ai;
+        DROP TRIGGER records_ad;
+        DROP TRIGGER records_au;
+        DROP TRIGGER records_au_deleted;
+        DROP TABLE records_fts;
+        CREATE TABLE index_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            rid INTEGER NOT NULL
+        );
+        CREATE INDEX index_outbox_user ON index_outbox(user_id, seq);
+        CREATE TABLE index_state (
+            user_id TEXT PRIMARY KEY, applied_seq INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        INSERT OR IGNORE INTO memlane_meta VALUES ('store_id', lower(hex(randomblob(16))));
+        CREATE TRIGGER records_ai AFTER INSERT ON records BEGIN
+            {_OUTBOX} VALUES (new.user_id, new.rid);
+            {_OUTBOX} {_next_live_turn("new")};
+        END;
+        CREATE TRIGGER records_ad AFTER DELETE ON records BEGIN
+            {_OUTBOX} VALUES (old.user_id, old.rid);
+            {_OUTBOX} {_next_live_turn("old")};
+        END;
+        CREATE TRIGGER records_au AFTER UPDATE OF text, period_words, agent_id, session_id,
+            kind, deleted_at, content_hash, context_hash ON records
+        WHEN new.text IS NOT old.text OR new.period_words IS NOT old.period_words
+            OR new.agent_id IS NOT old.agent_id OR new.session_id IS NOT old.session_id
+            OR new.kind IS NOT old.kind OR new.deleted_at IS NOT old.deleted_at
+            OR new.content_hash IS NOT old.content_hash
+            OR new.context_hash IS NOT old.context_hash BEGIN
+            {_OUTBOX} VALUES (new.user_id, new.rid);
+            {_OUTBOX} {_next_live_turn("old")};
+            {_OUTBOX} {_next_live_turn("new")};
+        END;
+        CREATE TRIGGER embeddings_ai AFTER INSERT ON embeddings BEGIN
+            {_OUTBOX} SELECT user_id, rid FROM records WHERE content_hash = new.content_hash;
+            {_OUTBOX} SELECT user_id, rid FROM records WHERE context_hash = new.content_hash;
+        END;
+        {_OUTBOX} SELECT DISTINCT user_id, -2 FROM records;
+"""
+"""Search indexes beside the database (:mod:`memlane.stores.sidecar`): FTS5 goes; each
+change to what a record's index entries hold (its text and period words, the turn before
+it, its vectors) appends ``(user, rid)`` to ``index_outbox`` in the same transaction, and
+the sidecar applies the outbox after the commit. Every existing user's index is built
+afresh (rid ``-2``)."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -435,6 +503,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (9, "periods named in a record's text, indexed with it", _PERIODS_SQL),
+    (10, "search indexes beside the database, fed by an outbox", _SEARCH_INDEX_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

@@ -1,0 +1,164 @@
+"""One user's lexical index: BM25 over memories with tantivy (block-max WAND), which
+ranks only the documents that can still reach the top instead of scoring every match.
+
+Each memory is one document with two analysed fields: ``text`` (its own words and the
+words of the periods it names) and ``all`` (those and the words of the turn before it,
+its lexical context). Words are split on anything that is not a letter or digit,
+lowercased, folded to ASCII ("café" matches "cafe") and stemmed (English Snowball), as
+SQLite's ``porter unicode61 remove_diacritics 2`` did before. Nothing is stored: the
+index holds terms and their counts, never a memory's text as written.
+
+tantivy is imported when an index is first opened, never with memlane.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memlane.text import query_terms
+
+ANALYZER = "memlane_en"
+WRITER_HEAP = 64 * 1024 * 1024
+"""Bytes the writer buffers before it flushes a segment (one thread)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """What one memory's index entry holds: its words and those of its context."""
+
+    rid: int
+    text: str
+    context: str | None = None
+
+
+_tantivy_lock = threading.Lock()
+_tantivy: Any = None
+
+
+def _lib() -> Any:
+    global _tantivy
+    with _tantivy_lock:
+        if _tantivy is None:
+            import tantivy
+
+            _tantivy = tantivy
+        return _tantivy
+
+
+def _schema() -> Any:
+    t = _lib()
+    sb = t.SchemaBuilder()
+    sb.add_integer_field("rid", stored=False, indexed=True, fast=True)
+    for name in ("text", "all"):
+        sb.add_text_field(name, stored=False, tokenizer_name=ANALYZER, index_option="freq")
+    return sb.build()
+
+
+def _analyzer() -> Any:
+    t = _lib()
+    return (
+        t.TextAnalyzerBuilder(t.Tokenizer.simple())
+        .filter(t.Filter.remove_long(64))
+        .filter(t.Filter.lowercase())
+        .filter(t.Filter.ascii_fold())
+        .filter(t.Filter.stemmer("english"))
+        .build()
+    )
+
+
+class LexicalIndex:
+    """A tantivy index in a folder (``path``) or in memory (``path=None``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        t = _lib()
+        self.path = path
+        if path is None:
+            self._index = t.Index(_schema())
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            self._index = t.Index(_schema(), path=str(path), reuse=True)
+        self._analyzer = _analyzer()
+        self._index.register_tokenizer(ANALYZER, self._analyzer)
+        self._schema = self._index.schema
+
+    def write(self, removed: Iterable[int], docs: Iterable[Doc]) -> None:
+        """Delete every document of ``removed`` then add ``docs``, in one commit (so an
+        interrupted write leaves the index as it was, and writing the same change twice
+        leaves one document per memory)."""
+        t = _lib()
+        writer = self._index.writer(WRITER_HEAP, 1)
+        try:
+            for rid in removed:
+                writer.delete_documents_by_term("rid", rid)
+            for doc in docs:
+                full = doc.text if not doc.context else f"{doc.text}\n{doc.context}"
+                writer.add_document(t.Document(rid=doc.rid, text=doc.text, all=full))
+            writer.commit()
+            writer.garbage_collect_files()
+        except BaseException:
+            writer.rollback()
+            raise
+        finally:
+            writer.wait_merging_threads()
+        self._index.reload()
+
+    def reload(self) -> None:
+        """See what another process committed."""
+        self._index.reload()
+
+    def terms(self, query: str) -> list[str]:
+        """The query's words as this index holds them (stopwords left out)."""
+        out: list[str] = []
+        for word in query_terms(query):
+            out.extend(self._analyzer.analyze(word))
+        return list(dict.fromkeys(out))
+
+    def search(
+        self, terms: Sequence[str], limit: int, context_weight: float
+    ) -> list[tuple[int, float]]:
+        """(rid, BM25 score) of the ``limit`` best documents holding any of ``terms``.
+
+        With ``context_weight`` 0 only a memory's own words count; with 1 its words and
+        its context's count alike (one field); in between, a blend of the two scores."""
+        if not terms or limit < 1:
+            return []
+        query = self._query(terms, context_weight)
+        searcher = self._index.searcher()
+        hits = searcher.search(query, limit, count=False).hits
+        if not hits:
+            return []
+        rids = searcher.fast_field_values("rid", [addr for _, addr in hits])
+        return [(int(rid), float(score)) for (score, _), rid in zip(hits, rids, strict=True)]
+
+    def _query(self, terms: Sequence[str], context_weight: float) -> Any:
+        t = _lib()
+
+        def any_of(field: str) -> Any:
+            should = [
+                (t.Occur.Should, t.Query.term_query(self._schema, field, term)) for term in terms
+            ]
+            return t.Query.boolean_query(should)
+
+        if context_weight <= 0:
+            return any_of("text")
+        parts = [(t.Occur.Should, t.Query.boost_query(any_of("all"), context_weight))]
+        if context_weight < 1:
+            parts.append((t.Occur.Should, t.Query.boost_query(any_of("text"), 1 - context_weight)))
+        return t.Query.boolean_query(parts)
+
+    def rids(self) -> set[int]:
+        """Every memory the index holds (for checks: a full scan)."""
+        t = _lib()
+        searcher = self._index.searcher()
+        n = searcher.num_docs
+        if n == 0:
+            return set()
+        hits = searcher.search(t.Query.all_query(), n, count=False).hits
+        return {int(r) for r in searcher.fast_field_values("rid", [a for _, a in hits])}
+
+    def __len__(self) -> int:
+        return int(self._index.searcher().num_docs)

@@ -1,0 +1,373 @@
+"""Search indexes beside a SQLite store, kept in step with it through an outbox.
+
+The database stays the source of truth. Each transaction that changes what a record's
+index entries hold also appends ``(user, rid)`` rows to ``index_outbox`` (triggers, see
+migration 10 in :mod:`memlane.stores.sqlite_sql`). After the commit, and before any
+search of that user, the pending rows are applied: every named record's entries are
+deleted and, if it still exists, written again from its current row, in one index
+commit. Applying the same rows twice gives the same index, so a crash between the index
+commit and the outbox clean-up only repeats work; a crash before the commit loses
+nothing, as the rows are still there.
+
+Each user scope has its own folder (named by a hash of the user id, never the id)
+holding its indexes and ``state.json``: the database it belongs to, the format, and
+the outbox position it reflects. An index that is missing, of another database or
+format, or behind what the database says was applied, is rebuilt from the database;
+so is one whose user lost text for good (a purge, a deleted session, ``forget_user``,
+marked by rid ``-2``): the new folder replaces the old one, which leaves the disk with
+every word it held. A forgotten user's folder is removed.
+
+Processes sharing a database take a lock file per user while they change its indexes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from memlane.errors import StoreError
+from memlane.stores.lexical import Doc, LexicalIndex
+from memlane.stores.sqlite_sql import INDEX_DOCS
+from memlane.stores.sqlite_tx import transaction
+
+REBUILD = -2
+"""The rid of an outbox row that asks for the user's indexes to be built afresh."""
+
+FORMAT = 1
+"""The folder layout and index schema; another value is rebuilt."""
+
+SYNC_AFTER_WRITES = 1000
+"""Records written for one user since its last sync after which a write batch applies
+the outbox itself (bulk ingest keeps the outbox short; small writes leave it to the
+next search, which applies them in one index commit)."""
+
+BUILD_CHUNK = 5000
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What a user's folder says of itself."""
+
+    store_id: str
+    format: int
+    seq: int
+    generation: str
+
+
+@dataclass(slots=True)
+class _Open:
+    index: LexicalIndex
+    state: State
+
+
+class Sidecar:
+    """The search indexes of one SQLite store: in folders under ``root``, or in memory
+    (``root=None``, for a database in memory)."""
+
+    def __init__(self, root: Path | None, store_id: str, *, timeout_s: float) -> None:
+        self.root = root
+        self.store_id = store_id
+        self.timeout_s = timeout_s
+        self._open: dict[str, _Open] = {}
+        self._empty: set[str] = set()
+        self._written: dict[str, int] = {}
+        self._states: dict[str, State] = {}
+        self._held: set[str] = set()
+        """Users whose lock file this process holds (always under ``_mutex``)."""
+        """The states of indexes in memory (``root=None``)."""
+        self._mutex = threading.RLock()
+
+    # ------------------------------------------------------------------ reading
+
+    def lexical(self, user_id: str) -> LexicalIndex | None:
+        """The user's lexical index as last synced (None: the user has no records)."""
+        opened = self._open.get(user_id)
+        return None if opened is None else opened.index
+
+    def sync(self, conn: sqlite3.Connection, user_id: str) -> None:
+        """Apply the user's pending outbox rows (outside any transaction), building the
+        indexes first when they are missing or stale."""
+        (pending,) = conn.execute(
+            "SELECT MAX(seq) FROM index_outbox WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        if pending is None and self._current(user_id):
+            return
+        with self._mutex, self._locked(user_id):
+            self._update(conn, user_id)
+
+    def _current(self, user_id: str) -> bool:
+        """Whether what this process holds for the user is what its folder holds (another
+        process may have applied rows or rebuilt since)."""
+        if self.root is None:
+            return user_id in self._open or user_id in self._empty
+        on_disk = self._read_state(user_id)
+        if on_disk is None:
+            return user_id in self._empty
+        opened = self._open.get(user_id)
+        if opened is None or opened.state.generation != on_disk.generation:
+            return False
+        if opened.state.seq != on_disk.seq:
+            opened.index.reload()
+            opened.state = on_disk
+        return True
+
+    # ------------------------------------------------------------------ applying
+
+    def _update(self, conn: sqlite3.Connection, user_id: str) -> None:
+        state = self._read_state(user_id)
+        if self._stale(conn, user_id, state):
+            self.rebuild(conn, user_id)
+            return
+        assert state is not None
+        opened = self._opened(user_id, state)
+        with transaction(conn, write=False):
+            rows = conn.execute(
+                "SELECT seq, rid FROM index_outbox WHERE user_id = ? ORDER BY seq", (user_id,)
+            ).fetchall()
+            rids = sorted({rid for _, rid in rows})
+            docs = [] if REBUILD in rids else self._docs(conn, user_id, rids)
+        if not rows:
+            return
+        if REBUILD in rids:
+            self.rebuild(conn, user_id)
+            return
+        opened.index.write(rids, docs)
+        opened.state = replace(state, seq=rows[-1][0])
+        self._write_state(user_id, opened.state)
+        self._applied(conn, user_id, opened.state.seq, built=True)
+
+    def _stale(self, conn: sqlite3.Connection, user_id: str, state: State | None) -> bool:
+        if state is None or state.store_id != self.store_id or state.format != FORMAT:
+            return True
+        row = conn.execute(
+            "SELECT applied_seq FROM index_state WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return row is None or state.seq < row[0] or state.seq > _last_seq(conn)
+
+    def _docs(self, conn: sqlite3.Connection, user_id: str, rids: list[int]) -> list[Doc]:
+        rows = conn.execute(
+            INDEX_DOCS + "AND r.rid IN (SELECT value FROM json_each(?))",
+            (user_id, json.dumps(rids)),
+        )
+        return [Doc(rid, text, context) for rid, text, context in rows]
+
+    def _applied(self, conn: sqlite3.Connection, user_id: str, seq: int, *, built: bool) -> None:
+        """The outbox rows up to ``seq`` are in the index: drop them, and record how far
+        the index reaches (or that it has none)."""
+        with transaction(conn, write=True):
+            conn.execute("DELETE FROM index_outbox WHERE user_id = ? AND seq <= ?", (user_id, seq))
+            if built:
+                conn.execute("INSERT OR REPLACE INTO index_state VALUES (?, ?)", (user_id, seq))
+            else:
+                conn.execute("DELETE FROM index_state WHERE user_id = ?", (user_id,))
+        self._written.pop(user_id, None)
+
+    def wrote(self, conn: sqlite3.Connection, user_id: str, n: int) -> None:
+        """Called after a committed batch wrote ``n`` records of the user: applies the
+        outbox once enough have gathered."""
+        total = self._written.get(user_id, 0) + n
+        self._written[user_id] = total
+        if total >= SYNC_AFTER_WRITES:
+            self.sync(conn, user_id)
+
+    # ------------------------------------------------------------------ rebuilding
+
+    def rebuild(
+        self, conn: sqlite3.Connection, user_id: str, progress: Progress | None = None
+    ) -> int:
+        """Build the user's indexes afresh from the database into a new folder that then
+        replaces the old one (which is deleted); a user without records keeps no folder.
+        Returns how many records were indexed. ``progress(n)`` hears of each chunk."""
+        with self._mutex, self._locked(user_id):
+            self._close(user_id)
+            target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
+            index = LexicalIndex(None if target is None else target / "lexical")
+            with transaction(conn, write=False):
+                seq = _last_seq(conn)
+                n = self._build(conn, user_id, index, progress)
+            if n == 0:
+                self._discard(target)
+                self._discard(self._folder(user_id))
+                self._states.pop(user_id, None)
+                self._empty.add(user_id)
+                self._applied(conn, user_id, seq, built=False)
+                return 0
+            state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex)
+            self._install(user_id, target, state)
+            final = self._folder(user_id)
+            if final is not None:  # the index moved with its folder: open it there
+                index = LexicalIndex(final / "lexical")
+            self._open[user_id] = _Open(index, state)
+            self._empty.discard(user_id)
+            self._applied(conn, user_id, seq, built=True)
+            return n
+
+    def _build(
+        self,
+        conn: sqlite3.Connection,
+        user_id: str,
+        index: LexicalIndex,
+        progress: Progress | None,
+    ) -> int:
+        cursor = conn.execute(INDEX_DOCS + "ORDER BY r.rid", (user_id,))
+        count = [0]
+
+        def docs() -> Iterator[Doc]:
+            while rows := cursor.fetchmany(BUILD_CHUNK):
+                count[0] += len(rows)
+                yield from (Doc(rid, text, context) for rid, text, context in rows)
+                if progress is not None:
+                    progress(len(rows))
+
+        index.write((), docs())
+        return count[0]
+
+    def _install(self, user_id: str, built: Path | None, state: State) -> None:
+        """Put the folder built for the user in place of the old one."""
+        if built is None:
+            self._states[user_id] = state
+            return
+        self._write_state_in(built, state)
+        final = self._folder(user_id)
+        assert final is not None
+        old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
+        if final.exists():
+            final.rename(old)
+        built.rename(final)
+        self._discard(old)
+
+    def forget(self, conn: sqlite3.Connection, user_id: str) -> None:
+        """After ``forget_user`` committed: remove the user's folder now."""
+        self.sync(conn, user_id)
+
+    # ------------------------------------------------------------------ checking
+
+    def check(self, conn: sqlite3.Connection, user_id: str) -> tuple[set[int], set[int]]:
+        """After a sync: (records the index lacks, index entries with no record)."""
+        self.sync(conn, user_id)
+        with transaction(conn, write=False):
+            stored = {
+                r for (r,) in conn.execute("SELECT rid FROM records WHERE user_id = ?", (user_id,))
+            }
+        index = self.lexical(user_id)
+        held = set() if index is None else index.rids()
+        return stored - held, held - stored
+
+    # ------------------------------------------------------------------ folders
+
+    def _folder(self, user_id: str, suffix: str = "") -> Path | None:
+        if self.root is None:
+            return None
+        digest = hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:32]
+        return self.root / f"{digest}{suffix}"
+
+    def _opened(self, user_id: str, state: State) -> _Open:
+        opened = self._open.get(user_id)
+        if opened is None or opened.state.generation != state.generation:
+            folder = self._folder(user_id)
+            index = LexicalIndex(None if folder is None else folder / "lexical")
+            opened = self._open[user_id] = _Open(index, state)
+        return opened
+
+    def _close(self, user_id: str) -> None:
+        self._open.pop(user_id, None)
+
+    def _read_state(self, user_id: str) -> State | None:
+        folder = self._folder(user_id)
+        if folder is None:
+            return self._states.get(user_id)
+        try:
+            data = json.loads((folder / "state.json").read_text("utf-8"))
+            return State(
+                str(data["store_id"]),
+                int(data["format"]),
+                int(data["seq"]),
+                str(data["generation"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _write_state(self, user_id: str, state: State) -> None:
+        folder = self._folder(user_id)
+        if folder is None:
+            self._states[user_id] = state
+        else:
+            self._write_state_in(folder, state)
+
+    @staticmethod
+    def _write_state_in(folder: Path, state: State) -> None:
+        body = json.dumps(
+            {
+                "store_id": state.store_id,
+                "format": state.format,
+                "seq": state.seq,
+                "generation": state.generation,
+            }
+        )
+        temp = folder / f"state.json.{uuid.uuid4().hex[:8]}"
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, folder / "state.json")
+
+    @staticmethod
+    def _discard(folder: Path | None) -> None:
+        if folder is not None and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _locked(self, user_id: str) -> Iterator[None]:
+        """The user's lock file, held while its indexes change (waits up to the
+        store's busy timeout for another process). Called under ``_mutex``: one thread
+        of this process at a time, which may enter again."""
+        folder = self._folder(user_id, ".lock")
+        if folder is None or user_id in self._held:  # held by this thread already
+            yield
+            return
+        import fcntl
+
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreError(
+                            f"the search index of a user in {self.root} stayed locked by "
+                            f"another process for {self.timeout_s:g} s"
+                        ) from None
+                    time.sleep(0.01)
+            self._held.add(user_id)
+            try:
+                yield
+            finally:
+                self._held.discard(user_id)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The outbox position of the newest change ever queued (0 if none)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'index_outbox'").fetchone()
+    return 0 if row is None else int(row[0])

@@ -1,0 +1,248 @@
+"""The search indexes beside a SQLite store (memlane.stores.sidecar): kept in step with
+the database through the outbox, rebuilt when missing or stale, consistent after kill -9
+at any point of an ingest."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memlane import Memory, MemoryInput, MemoryKind
+from memlane.stores import sidecar as sidecar_module
+from memlane.stores.sqlite import SqliteStore
+from memlane.testing import FakeEmbedder
+
+
+def _lexical(m: Memory, query: str, user_id: str = "u") -> list[str]:
+    return [h.record.id for h in m.search(query, user_id=user_id, recipe="lexical")]
+
+
+def _check(store: SqliteStore, user_id: str) -> tuple[set[int], set[int]]:
+    with store._lock:
+        return store._sidecar.check(store._connection(), user_id)
+
+
+def _folders(path: Path) -> list[Path]:
+    index = Path(f"{path}.index")
+    return sorted(p for p in index.iterdir() if p.is_dir()) if index.exists() else []
+
+
+def test_every_change_reaches_the_index(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder())
+    a = m.add("the heron nests by the quarry", user_id="u")
+    b = m.add("otters play in the estuary", user_id="u")
+    assert _lexical(m, "heron", "u") == [a.id]
+    m.update(a.id, user_id="u", text="the kestrel nests by the quarry")
+    m.delete(b.id, user_id="u")
+    assert m.search("heron", user_id="u", recipe="lexical") == []
+    assert _lexical(m, "kestrel", "u") == [a.id]
+    assert (
+        m.search("otters", user_id="u", recipe="lexical") == []
+    )  # deleted: filtered, still indexed
+    assert _check(store, "u") == (set(), set())
+    m.close()
+
+
+def test_a_missing_or_stale_index_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    first = m.add("the heron nests by the quarry", user_id="u")
+    assert m.search("heron", user_id="u", recipe="lexical")
+    m.close()
+    (folder,) = _folders(path)
+    saved = tmp_path / "saved"
+    shutil.copytree(folder, saved)
+
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    second = m.add("a heron again, at dusk", user_id="u")
+    assert set(_lexical(m, "heron", "u")) == {
+        first.id,
+        second.id,
+    }
+    m.close()
+    # An older copy of the folder is behind what the database says was applied.
+    shutil.rmtree(folder)
+    shutil.copytree(saved, folder)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert set(_lexical(m, "heron", "u")) == {
+        first.id,
+        second.id,
+    }
+    m.close()
+    # No folder at all.
+    shutil.rmtree(Path(f"{path}.index"))
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert set(_lexical(m, "heron", "u")) == {
+        first.id,
+        second.id,
+    }
+    m.close()
+
+
+def test_a_folder_names_no_user_and_forgetting_removes_it(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("alice likes herons", user_id="alice@example.com")
+    m.add("bob likes otters", user_id="bob")
+    m.search("herons", user_id="alice@example.com", recipe="lexical")
+    m.search("otters", user_id="bob", recipe="lexical")
+    assert len(_folders(path)) == 2
+    assert not any("alice" in p.name or "bob" in p.name for p in Path(f"{path}.index").iterdir())
+    m.forget_user("alice@example.com")
+    assert len(_folders(path)) == 1
+    assert [h.record.text for h in m.search("otters", user_id="bob", recipe="lexical")] == [
+        "bob likes otters"
+    ]
+    m.close()
+
+
+def test_one_users_index_never_answers_for_another(tmp_path: Path) -> None:
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add("alice keeps bees", user_id="alice")
+    m.add("bob keeps goats", user_id="bob")
+    assert m.search("bees", user_id="bob", recipe="lexical") == []
+    assert [h.record.text for h in m.search("keeps", user_id="bob", recipe="lexical")] == [
+        "bob keeps goats"
+    ]
+    m.close()
+
+
+def test_another_process_sees_what_this_one_indexed_and_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    ours = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    theirs = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    a = ours.add("the heron nests by the quarry", user_id="u")
+    assert _lexical(theirs, "heron", "u") == [a.id]
+    b = theirs.add("a heron at dusk", user_id="u")
+    assert set(_lexical(ours, "heron", "u")) == {
+        a.id,
+        b.id,
+    }
+    theirs.forget_user("u")  # rebuilt without the user: the folder goes
+    assert ours.search("heron", user_id="u", recipe="lexical") == []
+    ours.close()
+    theirs.close()
+
+
+def test_a_filter_that_keeps_few_hits_reads_deeper(tmp_path: Path) -> None:
+    """Post-filtering the index's best hits never loses a match further down."""
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add_many([MemoryInput(f"heron heron note {i}") for i in range(300)], user_id="u")
+    rare = m.add("a heron, once", user_id="u", kind=MemoryKind.EPISODE, session_id="s")
+    from memlane import Filters
+
+    hits = m.search(
+        "heron", user_id="u", filters=Filters(kinds=(MemoryKind.EPISODE,)), recipe="lexical"
+    )
+    assert [h.record.id for h in hits] == [rare.id]
+    m.close()
+
+
+def _ingest_forever(url: str, seed: int, n: int, ready: Any) -> None:
+    """A child's work until it is killed: adds in batches, rewrites, deleted sessions and
+    searches (which apply the outbox); a short outbox threshold makes the applies often."""
+    sidecar_module.SYNC_AFTER_WRITES = 15
+    m = Memory(url, embedder=FakeEmbedder())
+    rng = random.Random(seed)
+    ready.set()
+    while True:
+        batch = [MemoryInput(f"tok{n + i}x note") for i in range(rng.randint(1, 12))]
+        recs = m.add_many(batch, user_id="u")
+        n += len(batch)
+        r = rng.random()
+        if r < 0.2:
+            m.update(recs[0].id, user_id="u", text=f"tok{n}x rewritten")
+        elif r < 0.3:
+            m.add(f"tok{n}x said once", user_id="u", kind=MemoryKind.EPISODE, session_id=f"s{n}")
+            m.delete_session(f"s{n}", user_id="u")
+        elif r < 0.5:
+            m.search(f"tok{n - 1}x", user_id="u", recipe="lexical")
+        n += 1
+
+
+def test_kill_9_during_ingest_leaves_index_and_database_in_agreement(tmp_path: Path) -> None:
+    """50 kill -9 at random points of an ingest (adds, rewrites, deleted sessions,
+    searches that apply the outbox): after each, the reopened store's index holds exactly
+    the database's records, and live records are found by their own word."""
+    path = tmp_path / "m.db"
+    rng = random.Random(7)
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(50):
+        ready = fork.Event()
+        child = fork.Process(
+            target=_ingest_forever, args=(f"sqlite:///{path}", round_, round_ * 100_000, ready)
+        )
+        child.start()
+        assert ready.wait(30)
+        time.sleep(rng.uniform(0.01, 0.3))
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        store = SqliteStore(path)
+        m = Memory(store, embedder=FakeEmbedder())
+        assert _check(store, "u") == (set(), set()), f"round {round_}"
+        with store._lock:
+            sample = (
+                store._connection()
+                .execute(
+                    "SELECT id, text FROM records WHERE user_id = 'u' AND deleted_at IS NULL "
+                    "ORDER BY random() LIMIT 5"
+                )
+                .fetchall()
+            )
+        for rid, text in sample:
+            hits = m.search(text.split()[0], user_id="u", recipe="lexical")
+            assert rid in [h.record.id for h in hits], f"round {round_}"
+        m.close()
+
+
+@pytest.mark.parametrize("erase", ["purge", "delete_session"])
+def test_erased_words_leave_the_index_folder(tmp_path: Path, erase: str) -> None:
+    from memlane.testing import FixedClock
+
+    path = tmp_path / "m.db"
+    clock = FixedClock()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=clock)
+    for i in range(20):
+        m.add(f"bob note {i} about gardening", user_id="u")
+    m.add(
+        "door code zanzibarquux",
+        user_id="u",
+        kind=MemoryKind.EPISODE,
+        session_id="s",
+        ttl=timedelta(hours=1),
+    )
+    assert m.search("zanzibarquux", user_id="u", recipe="lexical")
+    if erase == "purge":
+        clock.advance(hours=2)
+        assert m.sweep() == 1
+    else:
+        m.delete_session("s", user_id="u")
+    files = [p for p in Path(f"{path}.index").rglob("*") if p.is_file()]
+    assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
+    assert m.search("gardening", user_id="u", recipe="lexical")
+    m.close()
+
+
+def test_bulk_writes_apply_the_outbox_as_they_go(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    m.add_many(
+        [MemoryInput(f"note {i}") for i in range(sidecar_module.SYNC_AFTER_WRITES + 10)],
+        user_id="u",
+    )
+    with store._lock:
+        (pending,) = store._connection().execute("SELECT COUNT(*) FROM index_outbox").fetchone()
+    assert pending < sidecar_module.SYNC_AFTER_WRITES
+    m.close()

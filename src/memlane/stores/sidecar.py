@@ -32,13 +32,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from memlane.errors import StoreError
 from memlane.stores.lexical import Doc, LexicalIndex
-from memlane.stores.sqlite_sql import INDEX_DOCS
+from memlane.stores.sql import statements as st
+from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS
 from memlane.stores.sqlite_tx import transaction
+
+if TYPE_CHECKING:
+    from memlane.stores.codes import CodeFile
 
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
@@ -64,12 +69,30 @@ class State:
     format: int
     seq: int
     generation: str
+    model: str = ""
+    """The embedding model whose vectors the codes hold ("" before any)."""
+    dim: int = 0
+
+
+Row = tuple[Any, ...]
+"""A row of INDEX_ROWS: rid, words, context words, vector, context vector."""
 
 
 @dataclass(slots=True)
 class _Open:
-    index: LexicalIndex
+    indexes: _Indexes
     state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """The store's embedding model."""
+
+    name: str
+    dim: int
+
+
+FIELDS = ("content", "context")
 
 
 class Sidecar:
@@ -94,32 +117,43 @@ class Sidecar:
     def lexical(self, user_id: str) -> LexicalIndex | None:
         """The user's lexical index as last synced (None: the user has no records)."""
         opened = self._open.get(user_id)
-        return None if opened is None else opened.index
+        return None if opened is None else opened.indexes.lexical
 
-    def sync(self, conn: sqlite3.Connection, user_id: str) -> None:
+    def codes(self, user_id: str, model: str, field_: str) -> CodeFile | None:
+        """The user's vector codes of ``field_`` as last synced, if they hold ``model``'s
+        vectors (None: no records, or vectors of another model)."""
+        opened = self._open.get(user_id)
+        if opened is None or opened.state.model != model:
+            return None
+        return opened.indexes.codes.get(field_)
+
+    def sync(self, conn: sqlite3.Connection, user_id: str, model: str | None = None) -> None:
         """Apply the user's pending outbox rows (outside any transaction), building the
-        indexes first when they are missing or stale."""
+        indexes first when they are missing or stale, or hold vectors of another model
+        than ``model``."""
         (pending,) = conn.execute(
             "SELECT MAX(seq) FROM index_outbox WHERE user_id = ?", (user_id,)
         ).fetchone()
-        if pending is None and self._current(user_id):
+        if pending is None and self._current(user_id, model):
             return
         with self._mutex, self._locked(user_id):
             self._update(conn, user_id)
 
-    def _current(self, user_id: str) -> bool:
+    def _current(self, user_id: str, model: str | None) -> bool:
         """Whether what this process holds for the user is what its folder holds (another
-        process may have applied rows or rebuilt since)."""
+        process may have applied rows or rebuilt since), for ``model``."""
+        opened = self._open.get(user_id)
+        if opened is not None and model is not None and opened.state.model != model:
+            return False
         if self.root is None:
-            return user_id in self._open or user_id in self._empty
+            return opened is not None or user_id in self._empty
         on_disk = self._read_state(user_id)
         if on_disk is None:
             return user_id in self._empty
-        opened = self._open.get(user_id)
         if opened is None or opened.state.generation != on_disk.generation:
             return False
         if opened.state.seq != on_disk.seq:
-            opened.index.reload()
+            opened.indexes.reload()
             opened.state = on_disk
         return True
 
@@ -133,35 +167,38 @@ class Sidecar:
         assert state is not None
         opened = self._opened(user_id, state)
         with transaction(conn, write=False):
-            rows = conn.execute(
+            pending = conn.execute(
                 "SELECT seq, rid FROM index_outbox WHERE user_id = ? ORDER BY seq", (user_id,)
             ).fetchall()
-            rids = sorted({rid for _, rid in rows})
-            docs = [] if REBUILD in rids else self._docs(conn, user_id, rids)
-        if not rows:
+            rids = sorted({rid for _, rid in pending})
+            rows = [] if REBUILD in rids else self._rows(conn, user_id, state.model, rids)
+        if not pending:
             return
         if REBUILD in rids:
             self.rebuild(conn, user_id)
             return
-        opened.index.write(rids, docs)
-        opened.state = replace(state, seq=rows[-1][0])
+        opened.indexes.write(rids, rows)
+        opened.state = replace(state, seq=pending[-1][0])
         self._write_state(user_id, opened.state)
         self._applied(conn, user_id, opened.state.seq, built=True)
 
     def _stale(self, conn: sqlite3.Connection, user_id: str, state: State | None) -> bool:
         if state is None or state.store_id != self.store_id or state.format != FORMAT:
             return True
+        model = _model(conn)
+        if state.model != ("" if model is None else model.name):
+            return True
         row = conn.execute(
             "SELECT applied_seq FROM index_state WHERE user_id = ?", (user_id,)
         ).fetchone()
         return row is None or state.seq < row[0] or state.seq > _last_seq(conn)
 
-    def _docs(self, conn: sqlite3.Connection, user_id: str, rids: list[int]) -> list[Doc]:
-        rows = conn.execute(
-            INDEX_DOCS + "AND r.rid IN (SELECT value FROM json_each(?))",
-            (user_id, json.dumps(rids)),
-        )
-        return [Doc(rid, text, context) for rid, text, context in rows]
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, user_id: str, model: str, rids: list[int]) -> list[Row]:
+        return conn.execute(
+            INDEX_ROWS + "AND r.rid IN (SELECT value FROM json_each(?))",
+            (model, model, user_id, json.dumps(rids)),
+        ).fetchall()
 
     def _applied(self, conn: sqlite3.Connection, user_id: str, seq: int, *, built: bool) -> None:
         """The outbox rows up to ``seq`` are in the index: drop them, and record how far
@@ -193,46 +230,44 @@ class Sidecar:
         with self._mutex, self._locked(user_id):
             self._close(user_id)
             target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
-            index = LexicalIndex(None if target is None else target / "lexical")
             with transaction(conn, write=False):
-                seq = _last_seq(conn)
-                n = self._build(conn, user_id, index, progress)
+                seq, model = _last_seq(conn), _model(conn)
+                indexes = _Indexes(target, model)
+                try:
+                    n = indexes.build(self._all_rows(conn, user_id, model, progress))
+                except BaseException:
+                    indexes.close()
+                    raise
             if n == 0:
+                indexes.close()
                 self._discard(target)
                 self._discard(self._folder(user_id))
                 self._states.pop(user_id, None)
                 self._empty.add(user_id)
                 self._applied(conn, user_id, seq, built=False)
                 return 0
-            state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex)
+            name, dim = ("", 0) if model is None else (model.name, model.dim)
+            state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex, name, dim)
             self._install(user_id, target, state)
             final = self._folder(user_id)
-            if final is not None:  # the index moved with its folder: open it there
-                index = LexicalIndex(final / "lexical")
-            self._open[user_id] = _Open(index, state)
+            if final is not None:  # the indexes moved with their folder: open them there
+                indexes.close()
+                indexes = _Indexes(final, model)
+            self._open[user_id] = _Open(indexes, state)
             self._empty.discard(user_id)
             self._applied(conn, user_id, seq, built=True)
             return n
 
-    def _build(
-        self,
-        conn: sqlite3.Connection,
-        user_id: str,
-        index: LexicalIndex,
-        progress: Progress | None,
-    ) -> int:
-        cursor = conn.execute(INDEX_DOCS + "ORDER BY r.rid", (user_id,))
-        count = [0]
-
-        def docs() -> Iterator[Doc]:
-            while rows := cursor.fetchmany(BUILD_CHUNK):
-                count[0] += len(rows)
-                yield from (Doc(rid, text, context) for rid, text, context in rows)
-                if progress is not None:
-                    progress(len(rows))
-
-        index.write((), docs())
-        return count[0]
+    @staticmethod
+    def _all_rows(
+        conn: sqlite3.Connection, user_id: str, model: Model | None, progress: Progress | None
+    ) -> Iterator[list[Row]]:
+        name = "" if model is None else model.name
+        cursor = conn.execute(INDEX_ROWS + "ORDER BY r.rid", (name, name, user_id))
+        while rows := cursor.fetchmany(BUILD_CHUNK):
+            yield rows
+            if progress is not None:
+                progress(len(rows))
 
     def _install(self, user_id: str, built: Path | None, state: State) -> None:
         """Put the folder built for the user in place of the old one."""
@@ -248,22 +283,35 @@ class Sidecar:
         built.rename(final)
         self._discard(old)
 
-    def forget(self, conn: sqlite3.Connection, user_id: str) -> None:
-        """After ``forget_user`` committed: remove the user's folder now."""
-        self.sync(conn, user_id)
-
     # ------------------------------------------------------------------ checking
 
     def check(self, conn: sqlite3.Connection, user_id: str) -> tuple[set[int], set[int]]:
-        """After a sync: (records the index lacks, index entries with no record)."""
+        """After a sync: (records an index lacks, index entries with no record), over the
+        lexical index and each field's vector codes (records with a vector)."""
         self.sync(conn, user_id)
         with transaction(conn, write=False):
+            model = _model(conn)
+            name = "" if model is None else model.name
             stored = {
-                r for (r,) in conn.execute("SELECT rid FROM records WHERE user_id = ?", (user_id,))
+                row[0]: row[3] is not None for row in self._all_rows_flat(conn, user_id, name)
             }
-        index = self.lexical(user_id)
-        held = set() if index is None else index.rids()
-        return stored - held, held - stored
+        opened = self._open.get(user_id)
+        missing: set[int] = set()
+        ghosts: set[int] = set()
+        held = set() if opened is None else opened.indexes.lexical.rids()
+        missing |= set(stored) - held
+        ghosts |= held - set(stored)
+        if opened is not None:
+            embedded = {rid for rid, has in stored.items() if has}
+            for codes in opened.indexes.codes.values():
+                coded = {int(r) for r in codes.rids()}
+                missing |= embedded - coded
+                ghosts |= coded - embedded
+        return missing, ghosts
+
+    @staticmethod
+    def _all_rows_flat(conn: sqlite3.Connection, user_id: str, model: str) -> list[Row]:
+        return conn.execute(INDEX_ROWS, (model, model, user_id)).fetchall()
 
     # ------------------------------------------------------------------ folders
 
@@ -276,13 +324,16 @@ class Sidecar:
     def _opened(self, user_id: str, state: State) -> _Open:
         opened = self._open.get(user_id)
         if opened is None or opened.state.generation != state.generation:
-            folder = self._folder(user_id)
-            index = LexicalIndex(None if folder is None else folder / "lexical")
-            opened = self._open[user_id] = _Open(index, state)
+            if opened is not None:
+                opened.indexes.close()
+            model = Model(state.model, state.dim) if state.model else None
+            opened = self._open[user_id] = _Open(_Indexes(self._folder(user_id), model), state)
         return opened
 
     def _close(self, user_id: str) -> None:
-        self._open.pop(user_id, None)
+        opened = self._open.pop(user_id, None)
+        if opened is not None:
+            opened.indexes.close()
 
     def _read_state(self, user_id: str) -> State | None:
         folder = self._folder(user_id)
@@ -308,14 +359,7 @@ class Sidecar:
 
     @staticmethod
     def _write_state_in(folder: Path, state: State) -> None:
-        body = json.dumps(
-            {
-                "store_id": state.store_id,
-                "format": state.format,
-                "seq": state.seq,
-                "generation": state.generation,
-            }
-        )
+        body = json.dumps(asdict(state))
         temp = folder / f"state.json.{uuid.uuid4().hex[:8]}"
         with open(temp, "w", encoding="utf-8") as f:
             f.write(body)
@@ -364,10 +408,100 @@ class Sidecar:
             os.close(fd)
 
     def close(self) -> None:
-        self._open.clear()
+        for user_id in list(self._open):
+            self._close(user_id)
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
     """The outbox position of the newest change ever queued (0 if none)."""
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'index_outbox'").fetchone()
     return 0 if row is None else int(row[0])
+
+
+class _Indexes:
+    """One user's indexes in one folder (or in memory): the lexical index and, once the
+    store has an embedding model, the sign-bit codes of each vector field."""
+
+    def __init__(self, folder: Path | None, model: Model | None) -> None:
+        self.lexical = LexicalIndex(None if folder is None else folder / "lexical")
+        self.codes: dict[str, CodeFile] = {}
+        if model is not None:
+            from memlane.stores.codes import CodeFile
+
+            for name in FIELDS:
+                path = None if folder is None else folder / f"codes-{name}.bin"
+                self.codes[name] = CodeFile.open(path, model.dim)
+
+    def write(self, removed: list[int], rows: list[Row]) -> None:
+        """Replace the entries of ``removed`` by ``rows`` (the records that still exist)."""
+        for codes in self.codes.values():
+            codes.kill(removed)
+        self._append_codes(rows)
+        self._settle_codes()
+        self.lexical.write(removed, (Doc(r[0], r[1], r[2]) for r in rows))
+
+    def build(self, chunks: Iterator[list[Row]]) -> int:
+        """Fill empty indexes from ``chunks`` of rows; returns how many rows."""
+        count = 0
+
+        def docs() -> Iterator[Doc]:
+            nonlocal count
+            for rows in chunks:
+                count += len(rows)
+                self._append_codes(rows)
+                yield from (Doc(r[0], r[1], r[2]) for r in rows)
+
+        self.lexical.write((), docs())
+        self._settle_codes()
+        return count
+
+    def _append_codes(self, rows: list[Row]) -> None:
+        if not self.codes:
+            return
+        from memlane.stores.vector_cache import from_blobs
+
+        for name, codes in self.codes.items():
+            width = 2 * codes.dim  # float16
+            pairs = [
+                (r[0], blob)
+                for r in rows
+                if (blob := (r[4] or r[3]) if name == "context" else r[3]) is not None
+                and len(blob) == width
+            ]
+            if pairs:
+                codes.append([rid for rid, _ in pairs], from_blobs([b for _, b in pairs]))
+
+    def _settle_codes(self) -> None:
+        """Make the codes durable, rewriting a file whose dead rows outgrew a third."""
+        for codes in self.codes.values():
+            codes.sync()
+            if codes.dead > max(1024, len(codes) // 2):
+                codes.compact()
+
+    def reload(self) -> None:
+        """See what another process committed. Codes are read again from their files."""
+        self.lexical.reload()
+        for name, codes in list(self.codes.items()):
+            if codes.path is not None:
+                from memlane.stores.codes import CodeFile
+
+                codes.close()
+                self.codes[name] = CodeFile.open(codes.path, codes.dim)
+
+    def close(self) -> None:
+        for codes in self.codes.values():
+            codes.close()
+
+
+def _model(conn: sqlite3.Connection) -> Model | None:
+    """The store's embedding model: the one it recorded, else the one all its vectors
+    are of (None when it has none yet)."""
+    row = conn.execute(st.RECORDED_MODEL).fetchone()
+    if row is not None:
+        name, dim = json.loads(row[0])
+        return Model(str(name), int(dim))
+    low, high = conn.execute(st.MODEL_RANGE).fetchone()
+    if low is None or low != high:
+        return None
+    (dim,) = conn.execute(*st.model_dim(DIALECT, low)).fetchone()
+    return Model(str(low), int(dim))

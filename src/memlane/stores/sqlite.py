@@ -277,9 +277,16 @@ class SqliteStore(SqliteOps):
             return retrying(lambda: self._attempt(conn, ops_, write=write), retries)
 
     def _sync_searched(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> None:
-        """Before a search: what was committed for its user is in the search indexes."""
-        for user_id in sorted({op.user_id for op in ops_ if isinstance(op, ops.LexicalSearch)}):
-            self._sidecar.sync(conn, user_id)
+        """Before a search: what was committed for its user is in the search indexes
+        (with the codes of the model it searches with)."""
+        searched: dict[str, str | None] = {}
+        for op in ops_:
+            if isinstance(op, ops.VectorSearch):
+                searched[op.user_id] = op.model
+            elif isinstance(op, ops.LexicalSearch):
+                searched.setdefault(op.user_id, None)
+        for user_id, model in sorted(searched.items()):
+            self._sidecar.sync(conn, user_id, model)
 
     def _attempt(
         self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], *, write: bool

@@ -316,14 +316,18 @@ def _next_live_turn(row: str) -> str:
     )
 
 
-INDEX_DOCS = (
+INDEX_ROWS = (
     "SELECT r.rid, r.text || ' ' || r.period_words, "
     + _previous_live_turn("r", same_agent=True)
-    + " FROM records r WHERE r.user_id = ? "
+    + ", e.vector, c.vector FROM records r "
+    "LEFT JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
+    "LEFT JOIN embeddings c ON c.model = ? AND c.content_hash = r.context_hash "
+    "WHERE r.user_id = ? "
 )
-"""(rid, indexed words, lexical context) of a user's records: the text and the words of
-the periods it names; for an episode the text of the last live episode before it in its
-session by the same agent. Completed with a condition on ``r``."""
+"""What a user's records put in the search indexes, for ``(model, model, user)``: rid; the
+text and the words of the periods it names; for an episode the text of the last live
+episode before it in its session by the same agent; its vector and its context's vector
+under ``model`` (NULL where none). Completed with a condition on ``r``."""
 
 _OUTBOX = "INSERT INTO index_outbox(user_id, rid)"
 

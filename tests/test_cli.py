@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -461,8 +462,15 @@ def test_reindex_reads_time_again_and_says_how_many_changed(tmp_path: Path) -> N
     args = ["--store", url, "--embedder", "fake", "reindex"]
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"memories": 1, "updated": 1}
+    assert json.loads(result.output) == {"memories": 1, "updated": 1, "indexed": 1}
+    index = tmp_path / "m.db.index"
+    shutil.rmtree(index)
     plain = CliRunner().invoke(cli, args)
-    assert plain.exit_code == 0 and "read 1 memories again; 0 changed" in plain.output
+    assert plain.exit_code == 0, plain.output
+    assert "read 1 memories again; 0 changed; 1 indexed afresh" in plain.output
+    assert [p for p in index.iterdir() if p.is_dir()]  # built again, not on a search
     with Memory(url, embedder=FakeEmbedder()) as m:
         assert m.get(r.id, user_id="alice").periods == r.periods != ()
+        assert [h.record.id for h in m.search("May 2023", user_id="alice", recipe="lexical")] == [
+            r.id
+        ]

@@ -213,9 +213,12 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
     its time expressions name (:attr:`MemoryRecord.periods`) and their words in the
     lexical index, against the memory's own date. Memories written before memlane read
     time (or by an older reader) gain them; nothing else changes (no new version, no
-    history). Safe to run again and to interrupt. ``progress(n)`` hears how many more
-    memories were read. Returns counts: ``memories`` read and ``updated``."""
-    n_records = n_updated = 0
+    history). Then the search indexes a store keeps beside its database (SQLite) are
+    built afresh from the records. Safe to run again and to interrupt. ``progress(n)``
+    hears how many more memories were read. Returns counts: ``memories`` read,
+    ``updated`` and ``indexed`` (records put in rebuilt indexes; 0 for a store whose
+    indexes live in its database)."""
+    n_records = n_updated = n_indexed = 0
     for user_id in (yield from list_users(core)):
         records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
         n_records += len(records)
@@ -227,8 +230,9 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
         for start in range(0, len(changed), REINDEX_BATCH):
             batch = tuple(changed[start : start + REINDEX_BATCH])
             n_updated += yield from one(ops.SetPeriods(user_id, batch))
+        n_indexed += yield from one(ops.RebuildIndexes(user_id))
         _report(progress, len(records))
-    return {"memories": n_records, "updated": n_updated}
+    return {"memories": n_records, "updated": n_updated, "indexed": n_indexed}
 
 
 def _rebuilt_contexts(core: Core, records: Sequence[MemoryRecord]) -> Flow[dict[str, str]]:

@@ -173,6 +173,16 @@ class SetPeriods(Op[int]):
 
 
 @dataclass(frozen=True, slots=True)
+class RebuildIndexes(Op[int]):
+    """Build the user's search indexes afresh from the stored records, where a store
+    keeps them beside its database (SQLite: ``memlane reindex``); a store whose indexes
+    live in its database has nothing to do. Returns how many records were indexed (0
+    when nothing was rebuilt)."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class FindExpired(Op[list[MemoryRecord]]):
     """Records of any user whose ``expires_at`` is at or before ``now``."""
 

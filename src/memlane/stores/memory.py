@@ -232,6 +232,10 @@ class MemoryStore(OpDispatch):
                 touched = replace(r, access_count=r.access_count + 1, last_accessed_at=op.at)
                 tx.set(self._records, (op.user_id, rid), touched)
 
+    @handles(ops.RebuildIndexes)
+    def _op_RebuildIndexes(self, op: ops.RebuildIndexes, tx: _Tx) -> int:
+        return 0  # searched from the records themselves: nothing to rebuild
+
     @handles(ops.SetPeriods)
     def _op_SetPeriods(self, op: ops.SetPeriods, tx: _Tx) -> int:
         found = 0

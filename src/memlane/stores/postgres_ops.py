@@ -177,6 +177,12 @@ class PostgresOps(OpDispatch):
             )
         return None
 
+    @handles(ops.RebuildIndexes)
+    def _op_RebuildIndexes(self, op: ops.RebuildIndexes) -> Step:
+        """The indexes are PostgreSQL's own, kept by it: nothing to rebuild."""
+        yield from ()
+        return 0
+
     @handles(ops.SetPeriods)
     def _op_SetPeriods(self, op: ops.SetPeriods) -> Step:
         found = 0

@@ -311,13 +311,14 @@ class SqliteStore(SqliteOps):
         for good (a user forgotten, or rows deleted by a purge or a session delete,
         whatever it returns: a session with no session row can still have episodes):
         their search indexes are rebuilt without it (an outbox row asks for that in the
-        same transaction), and the log must lose it too."""
+        same transaction), and the log must lose it too. A rebuild asked for
+        (RebuildIndexes) takes the same path."""
         results: list[Any] = []
         erased: set[str] = set()
         for op in ops_:
             before = conn.total_changes
             results.append(self._handler(op)(conn, op))
-            if isinstance(op, ops.DeleteUser) or (
+            if isinstance(op, ops.DeleteUser | ops.RebuildIndexes) or (
                 isinstance(op, ops.RemoveRecords | ops.DeleteSessions)
                 and conn.total_changes > before
             ):

@@ -239,6 +239,15 @@ class SqliteOps(OpDispatch):
             [(to_iso(op.at), op.user_id, rid) for rid in op.ids],
         )
 
+    @handles(ops.RebuildIndexes)
+    def _op_RebuildIndexes(self, conn: sqlite3.Connection, op: ops.RebuildIndexes) -> int:
+        """Asks for the rebuild (an outbox row the batch applies after its commit, see
+        SqliteStore._run); returns how many records the user has."""
+        (n,) = conn.execute(
+            "SELECT COUNT(*) FROM records WHERE user_id = ?", (op.user_id,)
+        ).fetchone()
+        return int(n)
+
     @handles(ops.SetPeriods)
     def _op_SetPeriods(self, conn: sqlite3.Connection, op: ops.SetPeriods) -> int:
         # The update trigger re-indexes a record whose period words changed.

@@ -33,6 +33,7 @@ WRITE_OPS = (
     ops.AppendHistory,
     ops.TouchRecords,
     ops.SetPeriods,
+    ops.RebuildIndexes,
     ops.RemoveRecords,
     ops.PutEmbeddings,
     ops.PruneEmbeddings,

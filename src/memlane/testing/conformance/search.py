@@ -172,13 +172,16 @@ class SearchConformance(ConformanceBase):
         assert m.store.batch([ops.SetPeriods("u", ((turn.id, ()), ("missing", ())))]) == [1]
         assert m.get(turn.id, user_id="u").periods == ()
         assert m.search("May", user_id="u", recipe=words) == []
-        assert m.reindex() == {"memories": 2, "updated": 1}
+        counts = m.reindex()
+        assert (counts["memories"], counts["updated"]) == (2, 1)
+        assert counts["indexed"] in (0, 2)  # 0: the store's indexes live in its database
         again = m.get(turn.id, user_id="u")
         assert again.periods == turn.periods and again.version == turn.version
         assert len(m.history(turn.id, user_id="u")) == 1
         assert [h.record.id for h in m.search("May", user_id="u", recipe=words)] == [turn.id]
         assert m.get(other.id, user_id="v") == other
-        assert m.reindex() == {"memories": 2, "updated": 0}
+        again = m.reindex()
+        assert (again["memories"], again["updated"]) == (2, 0)
         m.close()
 
     def test_neighbors_stay_in_session_and_scope(self) -> None:

@@ -57,6 +57,22 @@ def sign_codes(vectors: np.ndarray) -> np.ndarray:
     return np.packbits(matrix > 0, axis=1)
 
 
+_faiss_module: Any = None
+
+
+def _faiss() -> Any:
+    """faiss, set to scan on the calling thread only: a scan of a million codes takes a
+    few milliseconds, and OpenMP workers that wait for each other on a busy 2-core
+    machine made one of 3,000 codes take 50 ms of wall time (CPU time: under 1 ms)."""
+    global _faiss_module
+    if _faiss_module is None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        _faiss_module = faiss
+    return _faiss_module
+
+
 def _row_dtype(dim: int) -> Any:
     """A file row as a numpy record: rid, then the code."""
     import numpy as np
@@ -231,9 +247,9 @@ class CodeFile:
         row, and every row as near (the whole tie at the boundary, so that the caller can
         break it by rid). The scan asks faiss for spare rows; if the tie runs past them,
         it asks again for twice as many."""
-        import faiss
         import numpy as np
 
+        faiss = _faiss()
         dead_in_memory = self._size - self._live
         want = n + dead_in_memory + max(32, n // 2)
         base = self._codes[: self._size]

@@ -31,6 +31,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,6 +58,10 @@ the outbox itself (bulk ingest keeps the outbox short; small writes leave it to 
 next search, which applies them in one index commit)."""
 
 BUILD_CHUNK = 5000
+
+MAX_OPEN = 256
+"""Users whose indexes stay open in a process (the least recently used are closed; one
+is opened again in milliseconds)."""
 
 Progress = Callable[[int], None]
 
@@ -103,7 +108,8 @@ class Sidecar:
         self.root = root
         self.store_id = store_id
         self.timeout_s = timeout_s
-        self._open: dict[str, _Open] = {}
+        self._open: OrderedDict[str, _Open] = OrderedDict()
+        """Users whose indexes are open, least recently used first (at most MAX_OPEN)."""
         self._empty: set[str] = set()
         self._written: dict[str, int] = {}
         self._states: dict[str, State] = {}
@@ -118,6 +124,14 @@ class Sidecar:
         """The user's lexical index as last synced (None: the user has no records)."""
         opened = self._open.get(user_id)
         return None if opened is None else opened.indexes.lexical
+
+    def _keep_open(self, user_id: str, opened: _Open) -> _Open:
+        self._open[user_id] = opened
+        self._open.move_to_end(user_id)
+        while len(self._open) > MAX_OPEN:
+            _, oldest = self._open.popitem(last=False)
+            oldest.indexes.close()
+        return opened
 
     def codes(self, user_id: str, model: str, field_: str) -> CodeFile | None:
         """The user's vector codes of ``field_`` as last synced, if they hold ``model``'s
@@ -135,6 +149,8 @@ class Sidecar:
             "SELECT MAX(seq) FROM index_outbox WHERE user_id = ?", (user_id,)
         ).fetchone()
         if pending is None and self._current(user_id, model):
+            if user_id in self._open:
+                self._open.move_to_end(user_id)
             return
         with self._mutex, self._locked(user_id):
             self._update(conn, user_id)
@@ -156,6 +172,17 @@ class Sidecar:
             opened.indexes.reload()
             opened.state = on_disk
         return True
+
+    def finish_erasures(self, conn: sqlite3.Connection) -> None:
+        """At open: remove the folders of users forgotten by a process that stopped
+        before it could (their rebuild was asked for and they have no records left)."""
+        forgotten = conn.execute(
+            "SELECT DISTINCT o.user_id FROM index_outbox o WHERE o.rid = ? AND NOT EXISTS "
+            "(SELECT 1 FROM records r WHERE r.user_id = o.user_id)",
+            (REBUILD,),
+        ).fetchall()
+        for (user_id,) in forgotten:
+            self.sync(conn, user_id)
 
     # ------------------------------------------------------------------ applying
 
@@ -253,7 +280,7 @@ class Sidecar:
             if final is not None:  # the indexes moved with their folder: open them there
                 indexes.close()
                 indexes = _Indexes(final, model)
-            self._open[user_id] = _Open(indexes, state)
+            self._keep_open(user_id, _Open(indexes, state))
             self._empty.discard(user_id)
             self._applied(conn, user_id, seq, built=True)
             return n
@@ -327,7 +354,7 @@ class Sidecar:
             if opened is not None:
                 opened.indexes.close()
             model = Model(state.model, state.dim) if state.model else None
-            opened = self._open[user_id] = _Open(_Indexes(self._folder(user_id), model), state)
+            opened = self._keep_open(user_id, _Open(_Indexes(self._folder(user_id), model), state))
         return opened
 
     def _close(self, user_id: str) -> None:

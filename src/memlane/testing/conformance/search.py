@@ -180,8 +180,8 @@ class SearchConformance(ConformanceBase):
         assert len(m.history(turn.id, user_id="u")) == 1
         assert [h.record.id for h in m.search("May", user_id="u", recipe=words)] == [turn.id]
         assert m.get(other.id, user_id="v") == other
-        again = m.reindex()
-        assert (again["memories"], again["updated"]) == (2, 0)
+        counts = m.reindex()
+        assert (counts["memories"], counts["updated"]) == (2, 0)
         m.close()
 
     def test_neighbors_stay_in_session_and_scope(self) -> None:

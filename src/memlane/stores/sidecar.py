@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -461,9 +461,7 @@ class _Indexes:
 
     def write(self, removed: list[int], rows: list[Row]) -> None:
         """Replace the entries of ``removed`` by ``rows`` (the records that still exist)."""
-        for codes in self.codes.values():
-            codes.kill(removed)
-        self._append_codes(rows)
+        self._append_codes(rows, removed)
         self._settle_codes()
         self.lexical.write(removed, (Doc(r[0], r[1], r[2]) for r in rows))
 
@@ -482,7 +480,9 @@ class _Indexes:
         self._settle_codes()
         return count
 
-    def _append_codes(self, rows: list[Row]) -> None:
+    def _append_codes(self, rows: list[Row], removed: Sequence[int] = ()) -> None:
+        """Append the codes of the rows' vectors; the rows of ``removed`` that get none
+        (gone, or without a vector) are killed (an appended rid replaces its old row)."""
         if not self.codes:
             return
         from memlane.stores.vector_cache import from_blobs
@@ -495,6 +495,10 @@ class _Indexes:
                 if (blob := (r[4] or r[3]) if name == "context" else r[3]) is not None
                 and len(blob) == width
             ]
+            appended = {rid for rid, _ in pairs}
+            gone = [rid for rid in removed if rid not in appended]
+            if gone:
+                codes.kill(gone)
             if pairs:
                 codes.append([rid for rid, _ in pairs], from_blobs([b for _, b in pairs]))
 

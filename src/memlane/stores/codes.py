@@ -1,0 +1,484 @@
+"""One user's vectors as sign-bit codes in an append-only file, scanned with faiss.
+
+Vector search at a million memories in one scope cannot score every float32 vector per
+query (160 ms CPU at 1M). A vector's signs alone, one bit per dimension (48 bytes at 384
+dimensions), keep the order of its neighbours well enough that exact float32 scoring of
+the few hundred codes nearest by Hamming distance finds the exact top 10 (bench/codes.md):
+the scan is what this module does, the rerank is the caller's.
+
+A :class:`CodeFile` holds the codes of one (user, model, field). On disk it is a header
+and then fixed rows, each a record id (little-endian int64) and the code bytes, in the
+order they were appended::
+
+    b"MLCODES" + version byte (1) | dim (uint32 LE) | 4 zero bytes    16 bytes
+    rid (int64 LE) | code (dim / 8 bytes)                            one row per vector
+
+A row is killed by overwriting its rid with -1; :meth:`CodeFile.compact` rewrites the file
+without dead rows. Rows are only ever appended or killed, so a crash leaves at worst a torn
+last row, cut away on open. numpy and faiss load on first use, not when memlane is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from memlane.errors import CorruptStoreError, StoreError, ValidationError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MAGIC = b"MLCODES\x01"
+"""The first 8 bytes of a code file: a name and the format's version."""
+HEADER_BYTES = 16
+DEAD = -1
+"""The rid of a killed row."""
+DEAD_IN_MEMORY = 1024
+"""Killed rows kept in the scanned arrays before they are dropped from memory (a copy of
+the live rows). Each query asks faiss for this many more rows at most, which costs about
+0.1 ms at 1M codes; dropping them costs about 30 ms at 1M, once per this many kills."""
+
+__all__ = ["CodeFile", "candidate_count", "sign_codes"]
+
+
+def candidate_count(k: int) -> int:
+    """How many code candidates to rerank exactly for a top ``k``: 200 + 6k (260 for a
+    top 10). On LoCoMo's real MiniLM vectors (17k in one scope) this kept recall@k within
+    0.005 of exact float32 search for k = 10, 25, 50 and 100; 200 flat or max(200, 8k)
+    fell short at k = 25 (0.990), 4k at k = 50 and 100 (bench/codes.md)."""
+    return 200 + 6 * max(k, 0)
+
+
+def sign_codes(vectors: np.ndarray) -> np.ndarray:
+    """The sign-bit codes of ``vectors`` (n, dim): (n, dim / 8) uint8, bit set where a
+    component is > 0, packed most significant bit first. Raises ValidationError (a
+    ValueError) unless ``vectors`` is 2-d with dim a positive multiple of 8."""
+    import numpy as np
+
+    matrix = np.asarray(vectors)
+    if matrix.ndim != 2 or matrix.shape[1] == 0 or matrix.shape[1] % 8:
+        raise ValidationError(
+            f"sign codes need an (n, dim) array with dim a multiple of 8, got {matrix.shape}"
+        )
+    return np.packbits(matrix > 0, axis=1)
+
+
+def _row_dtype(dim: int) -> Any:
+    """A file row as a numpy record: rid, then the code."""
+    import numpy as np
+
+    return np.dtype([("rid", "<i8"), ("code", "u1", (dim // 8,))])
+
+
+def _header(dim: int) -> bytes:
+    return MAGIC + dim.to_bytes(4, "little") + bytes(4)
+
+
+class CodeFile:
+    """The sign-bit codes of one user's vectors of one (model, field), on disk and in
+    memory; nearest rows by Hamming distance with :meth:`candidates`.
+
+    Build one with :meth:`open`. Every method takes one lock, so a CodeFile may be shared
+    by threads; a query holds it for the scan (about 5 ms at 1M codes). Writes reach the
+    file when made and are durable after :meth:`sync`.
+    """
+
+    def __init__(self, path: Path | None, dim: int, file: BinaryIO | None) -> None:
+        """Use :meth:`open`."""
+        import numpy as np
+
+        self.path = path
+        self.dim = dim
+        self._file = file
+        self._lock = threading.Lock()
+        self._row = _row_dtype(dim)
+        self._size = 0  # rows in the memory arrays, live and dead
+        self._rids = np.empty(0, dtype=np.int64)
+        self._codes = np.empty((0, dim // 8), dtype=np.uint8)
+        self._rows = np.empty(0, dtype=np.int64)  # each memory row's row in the file
+        self._file_rows = 0
+        self._live = 0
+        self._max_rid = -1  # no rid above this was ever appended: new rids skip the lookup
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: Path | None, dim: int) -> CodeFile:
+        """The codes in ``path`` (created if missing; None keeps them in memory only).
+
+        A torn last row (the file cut mid-row, e.g. by kill -9) is truncated away; where a
+        crash left two live rows for one rid, the later one stays. Raises ValidationError
+        for a ``dim`` that is not a positive multiple of 8, CorruptStoreError for a file
+        that is not a code file or holds codes of another dim, StoreError if it cannot be
+        read or written."""
+        if dim <= 0 or dim % 8:
+            raise ValidationError(f"dim must be a positive multiple of 8, got {dim}")
+        if path is None:
+            return cls(None, dim, None)
+        try:
+            file = _open_file(Path(path), dim)
+        except OSError as exc:
+            raise StoreError(f"cannot open code file {path}: {exc}") from exc
+        codes = cls(Path(path), dim, file)
+        try:
+            codes._load()
+        except BaseException:
+            file.close()
+            raise
+        return codes
+
+    def _load(self) -> None:
+        """Read the file's rows into memory (the file is positioned after the header)."""
+        import numpy as np
+
+        assert self._file is not None
+        records = np.fromfile(self._file, dtype=self._row)
+        self._file_rows = len(records)
+        live = np.flatnonzero(records["rid"] >= 0)
+        rids = records["rid"][live]
+        self._rids, self._rows = rids, live.astype(np.int64)
+        self._codes = np.ascontiguousarray(records["code"][live])
+        self._size = self._live = len(live)
+        self._max_rid = int(rids.max()) if len(rids) else -1
+        if len(rids) > 1 and not bool(np.all(rids[1:] > rids[:-1])):
+            self._drop_duplicates()
+            self._drop_dead_from_memory()
+
+    def _drop_duplicates(self) -> None:
+        """Kill all but the last live row of each rid (a crash between an append and the
+        kill before it reaching the disk can leave two)."""
+        import numpy as np
+
+        rids = self._rids[: self._size]
+        _, last_reversed = np.unique(rids[::-1], return_index=True)
+        keep = np.zeros(self._size, dtype=bool)
+        keep[self._size - 1 - last_reversed] = True
+        if not keep.all():
+            self._kill_positions(np.flatnonzero(~keep))
+
+    def __len__(self) -> int:
+        """The number of live rows."""
+        with self._lock:
+            return self._live
+
+    @property
+    def dead(self) -> int:
+        """The number of killed rows that :meth:`compact` would drop."""
+        with self._lock:
+            return self._file_rows - self._live
+
+    def rids(self) -> np.ndarray:
+        """The live rids (int64), in the order they were appended."""
+        with self._lock:
+            rids = self._rids[: self._size]
+            return rids[rids >= 0].copy()
+
+    def append(self, rids: Any, vectors: np.ndarray) -> None:
+        """Add the codes of ``vectors`` (n, dim) under ``rids`` (n non-negative ints).
+
+        Idempotent: live rows with any of these rids are killed first, so replaying a
+        change leaves one live row per rid; within one call the last vector of a repeated
+        rid wins. Raises ValidationError for mismatched shapes or negative rids, StoreError
+        if the file cannot be written."""
+        import numpy as np
+
+        ids = np.asarray(rids, dtype=np.int64).reshape(-1)
+        matrix = np.asarray(vectors)
+        if matrix.ndim != 2 or matrix.shape != (len(ids), self.dim):
+            raise ValidationError(
+                f"append needs one {self.dim}-d vector per rid: {len(ids)} rids, "
+                f"vectors of shape {matrix.shape}"
+            )
+        if len(ids) and int(ids.min()) < 0:
+            raise ValidationError("rids must be non-negative (-1 marks a dead row)")
+        codes = sign_codes(matrix)
+        ids, codes = _last_of_each(ids, codes)
+        with self._lock:
+            self._check_open()
+            self._kill_positions(self._positions(ids))
+            self._write_rows(ids, codes)
+            self._push(ids, codes)
+            self._drop_dead_from_memory()
+
+    def kill(self, rids: Any) -> int:
+        """Mark the live rows of ``rids`` dead, in memory and in the file; rids with no
+        live row are ignored. Returns how many rows died. Raises StoreError if the file
+        cannot be written."""
+        import numpy as np
+
+        ids = np.asarray(rids, dtype=np.int64).reshape(-1)
+        with self._lock:
+            self._check_open()
+            positions = self._positions(ids)
+            self._kill_positions(positions)
+            self._drop_dead_from_memory()
+            return len(positions)
+
+    def candidates(self, query: np.ndarray, n: int) -> np.ndarray:
+        """The rids (int64) of the ``n`` live rows whose codes are nearest to the code of
+        ``query`` (a float vector of ``dim``) by Hamming distance: nearest first, equal
+        distances by rid ascending, so the answer depends only on the live rows. Fewer
+        when fewer rows live. Raises ValidationError for a query of another shape."""
+        import numpy as np
+
+        vector = np.asarray(query)
+        if vector.size != self.dim or vector.ndim > 2:
+            raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
+        code = sign_codes(vector.reshape(1, self.dim))
+        with self._lock:
+            self._check_open()
+            if n <= 0 or self._live == 0:
+                return np.empty(0, dtype=np.int64)
+            distances, rids = self._nearest(code, min(n, self._live))
+        order = np.lexsort((rids, distances))[:n]
+        return rids[order]
+
+    def _nearest(self, code: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, rids) of live rows: every row nearer than the n-th nearest live
+        row, and every row as near (the whole tie at the boundary, so that the caller can
+        break it by rid). The scan asks faiss for spare rows; if the tie runs past them,
+        it asks again for twice as many."""
+        import faiss
+        import numpy as np
+
+        if faiss.omp_get_max_threads() != 1:
+            # One query is scanned by one thread, and faiss would still open an OpenMP
+            # team per 65,536 rows whose idle members spin at the barrier: at 100k codes
+            # on a loaded 2-core machine, 30 ms CPU and 108 ms wall instead of 0.9 ms
+            # (bench/codes.md). The setting belongs to the calling thread only.
+            faiss.omp_set_num_threads(1)
+        dead_in_memory = self._size - self._live
+        want = n + dead_in_memory + max(32, n // 2)
+        base = self._codes[: self._size]
+        while True:
+            k = min(want, self._size)
+            found, positions = faiss.knn_hamming(code, base, k)
+            # Rows left out are at least as far as the farthest row found, dead or live.
+            farthest = int(found[0, -1])
+            rids = self._rids[positions[0]]
+            live = rids >= 0
+            distances, rids = found[0][live], rids[live]
+            boundary = np.partition(distances, n - 1)[n - 1]
+            if k == self._size or farthest > boundary:
+                keep = distances <= boundary
+                return distances[keep], rids[keep]
+            want *= 2
+
+    def sync(self) -> None:
+        """Flush the file and fsync it: every append and kill made so far is durable.
+        Raises StoreError if the operating system fails."""
+        with self._lock:
+            self._check_open()
+            if self._file is None:
+                return
+            try:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                raise StoreError(f"cannot sync code file {self.path}: {exc}") from exc
+
+    def compact(self) -> None:
+        """Rewrite the file without dead rows (a new file in the same directory, then
+        ``os.replace``: a crash leaves the old file or the new one, never a mix), and drop
+        dead rows from memory. Worth it when dead rows pass ~25 %. Raises StoreError if the
+        new file cannot be written."""
+        import numpy as np
+
+        with self._lock:
+            self._check_open()
+            self._drop_dead_from_memory(force=True)
+            if self._file is not None and self.path is not None:
+                self._rewrite(self.path)
+            self._rows = np.arange(self._size, dtype=np.int64)
+            self._file_rows = self._size
+
+    def _rewrite(self, path: Path) -> None:
+        """Write the live rows to ``path`` atomically and reopen it."""
+        import numpy as np
+
+        assert self._file is not None
+        records = np.empty(self._size, dtype=self._row)
+        records["rid"], records["code"] = self._rids[: self._size], self._codes[: self._size]
+        temporary = path.with_name(path.name + ".compact")
+        try:
+            with open(temporary, "wb") as out:
+                out.write(_header(self.dim))
+                out.write(records.tobytes())
+                out.flush()
+                os.fsync(out.fileno())
+            self._file.close()  # before the rename: Windows renames no open file
+            try:
+                os.replace(temporary, path)
+                _sync_directory(path.parent)
+            finally:
+                self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
+        except OSError as exc:
+            raise StoreError(f"cannot compact code file {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Flush and close the file (without fsync: call :meth:`sync` first for that).
+        Later calls raise StoreError; closing twice does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._file is not None:
+                self._file.close()
+
+    def __enter__(self) -> CodeFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Under the lock from here on.
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"code file {self.path or '(in memory)'} is closed")
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """The memory positions of the live rows of ``ids``."""
+        import numpy as np
+
+        candidates = ids[ids <= self._max_rid]
+        if not len(candidates):
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(np.isin(self._rids[: self._size], candidates))
+
+    def _kill_positions(self, positions: np.ndarray) -> None:
+        """Mark rows dead: -1 over their rids in the file, then in memory."""
+        if not len(positions):
+            return
+        if self._file is not None:
+            dead = DEAD.to_bytes(8, "little", signed=True)
+            stride = self._row.itemsize
+            try:
+                for row in sorted(int(r) for r in self._rows[positions]):
+                    self._file.seek(HEADER_BYTES + row * stride)
+                    self._file.write(dead)
+            except OSError as exc:
+                raise StoreError(f"cannot write code file {self.path}: {exc}") from exc
+        self._rids[positions] = DEAD
+        self._live -= len(positions)
+
+    def _write_rows(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Append rows to the file."""
+        import numpy as np
+
+        if self._file is None or not len(ids):
+            return
+        records = np.empty(len(ids), dtype=self._row)
+        records["rid"], records["code"] = ids, codes
+        offset = HEADER_BYTES + self._file_rows * self._row.itemsize
+        try:
+            self._file.seek(offset)
+            self._file.write(records.tobytes())
+        except OSError as exc:
+            raise StoreError(f"cannot write code file {self.path}: {exc}") from exc
+
+    def _push(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Append rows to the memory arrays, doubling their capacity when full."""
+        import numpy as np
+
+        end = self._size + len(ids)
+        if end > len(self._rids):
+            capacity = max(end, 2 * len(self._rids), 1024)
+            self._rids = _grown(self._rids, self._size, capacity)
+            self._codes = _grown(self._codes, self._size, capacity)
+            self._rows = _grown(self._rows, self._size, capacity)
+        self._rids[self._size : end] = ids
+        self._codes[self._size : end] = codes
+        self._rows[self._size : end] = np.arange(self._file_rows, self._file_rows + len(ids))
+        self._size = end
+        self._file_rows += len(ids)
+        self._live += len(ids)
+        if len(ids):
+            self._max_rid = max(self._max_rid, int(ids.max()))
+
+    def _drop_dead_from_memory(self, *, force: bool = False) -> None:
+        """Copy the live rows to new memory arrays once enough are dead that skipping
+        them costs each query more than the copy is worth (:data:`DEAD_IN_MEMORY`)."""
+        import numpy as np
+
+        dead = self._size - self._live
+        if dead == 0 or (dead <= DEAD_IN_MEMORY and not force):
+            return
+        live = np.flatnonzero(self._rids[: self._size] >= 0)
+        self._rids, self._codes = self._rids[live], np.ascontiguousarray(self._codes[live])
+        self._rows = self._rows[live]
+        self._size = len(live)
+
+
+def _open_file(path: Path, dim: int) -> BinaryIO:
+    """The file opened for reading and writing, positioned after its header: created with
+    a header if missing or shorter than one, its torn last row cut away."""
+    header = _header(dim)
+    if not path.exists() or path.stat().st_size < HEADER_BYTES:
+        _create(path, header)
+    file = open(path, "r+b")  # noqa: SIM115 (held by the CodeFile until close())
+    try:
+        found = file.read(HEADER_BYTES)
+        if found[:8] != MAGIC:
+            raise CorruptStoreError(f"{path} is not a memlane code file")
+        if found != header:
+            other = int.from_bytes(found[8:12], "little")
+            raise CorruptStoreError(f"{path} holds codes of {other}-d vectors, not {dim}-d")
+        stride = 8 + dim // 8
+        torn = (file.seek(0, os.SEEK_END) - HEADER_BYTES) % stride
+        if torn:
+            file.truncate(file.tell() - torn)
+        file.seek(HEADER_BYTES)
+        return file
+    except BaseException:
+        file.close()
+        raise
+
+
+def _create(path: Path, header: bytes) -> None:
+    """A file holding only the header (replacing a torn one), durable with its entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    found = path.read_bytes() if path.exists() else b""
+    if not header.startswith(found):
+        raise CorruptStoreError(f"{path} is not a memlane code file")
+    with open(path, "wb") as file:
+        file.write(header)
+        file.flush()
+        os.fsync(file.fileno())
+    _sync_directory(path.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory so a new or renamed entry in it survives a crash (where the
+    platform allows opening directories)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _last_of_each(ids: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the last occurrence of each rid, in their order."""
+    import numpy as np
+
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return ids, codes
+    _, first_reversed = np.unique(ids[::-1], return_index=True)
+    keep = np.sort(len(ids) - 1 - first_reversed)
+    return ids[keep], codes[keep]
+
+
+def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:
+    """A new array of ``capacity`` rows holding the first ``used`` rows of ``array``."""
+    import numpy as np
+
+    grown = np.empty((capacity, *array.shape[1:]), dtype=array.dtype)
+    grown[:used] = array[:used]
+    return grown

@@ -40,7 +40,15 @@ DEAD_IN_MEMORY = 1024
 the live rows). Each query asks faiss for this many more rows at most, which costs about
 0.1 ms at 1M codes; dropping them costs about 30 ms at 1M, once per this many kills."""
 
-__all__ = ["CodeFile", "sign_codes"]
+__all__ = ["CodeFile", "candidate_count", "sign_codes"]
+
+
+def candidate_count(k: int) -> int:
+    """How many code candidates to rerank exactly for a top ``k``: 200 + 6k (260 for a
+    top 10). On LoCoMo's real MiniLM vectors (17k in one scope) this kept recall@k within
+    0.005 of exact float32 search for k = 10, 25, 50 and 100; 200 flat or max(200, 8k)
+    fell short at k = 25 (0.990), 4k at k = 50 and 100 (bench/codes.md)."""
+    return 200 + 6 * max(k, 0)
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
@@ -55,22 +63,6 @@ def sign_codes(vectors: np.ndarray) -> np.ndarray:
             f"sign codes need an (n, dim) array with dim a multiple of 8, got {matrix.shape}"
         )
     return np.packbits(matrix > 0, axis=1)
-
-
-_faiss_module: Any = None
-
-
-def _faiss() -> Any:
-    """faiss, set to scan on the calling thread only: a scan of a million codes takes a
-    few milliseconds, and OpenMP workers that wait for each other on a busy 2-core
-    machine made one of 3,000 codes take 50 ms of wall time (CPU time: under 1 ms)."""
-    global _faiss_module
-    if _faiss_module is None:
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-        _faiss_module = faiss
-    return _faiss_module
 
 
 def _row_dtype(dim: int) -> Any:
@@ -247,9 +239,15 @@ class CodeFile:
         row, and every row as near (the whole tie at the boundary, so that the caller can
         break it by rid). The scan asks faiss for spare rows; if the tie runs past them,
         it asks again for twice as many."""
+        import faiss
         import numpy as np
 
-        faiss = _faiss()
+        if faiss.omp_get_max_threads() != 1:
+            # One query is scanned by one thread, and faiss would still open an OpenMP
+            # team per 65,536 rows whose idle members spin at the barrier: at 100k codes
+            # on a loaded 2-core machine, 30 ms CPU and 108 ms wall instead of 0.9 ms
+            # (bench/codes.md). The setting belongs to the calling thread only.
+            faiss.omp_set_num_threads(1)
         dead_in_memory = self._size - self._live
         want = n + dead_in_memory + max(32, n // 2)
         base = self._codes[: self._size]

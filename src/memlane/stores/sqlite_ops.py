@@ -33,10 +33,6 @@ from memlane.stores.sqlite_sql import (
     record_row,
 )
 
-RERANK_DEPTH = 200
-"""Candidates the vector codes give for an exact rerank (at least four per hit asked):
-on real MiniLM embeddings the reranked top 10 matches the exact top 10 (bench/codes.md)."""
-
 if TYPE_CHECKING:
     from memlane.stores.sidecar import Sidecar
     from memlane.stores.vector_cache import VectorCache
@@ -153,7 +149,9 @@ class SqliteOps(OpDispatch):
 
         where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         vector = "COALESCE(c.vector, e.vector)" if op.field == "context" else "e.vector"
-        want = max(RERANK_DEPTH, 4 * op.limit)
+        from memlane.stores.codes import candidate_count
+
+        want = candidate_count(op.limit)
         while True:
             rids = codes.candidates(op.vector, want)
             rows = conn.execute(

@@ -1,0 +1,281 @@
+"""Sign-bit code files (memlane.stores.codes): real files in tmp_path, answers checked
+against a brute-force Hamming scan, kills and replays, torn tails, reopen and compaction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memlane.errors import CorruptStoreError, StoreError, ValidationError
+from memlane.stores.codes import (
+    DEAD_IN_MEMORY,
+    HEADER_BYTES,
+    CodeFile,
+    candidate_count,
+    sign_codes,
+)
+
+DIM = 64
+ROW = 8 + DIM // 8
+
+
+def _vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def _brute(live: dict[int, np.ndarray], query: np.ndarray, n: int) -> list[int]:
+    """The reference answer: every live row's Hamming distance, sorted by (distance, rid)."""
+    code = sign_codes(query[None, :])[0]
+    scored = sorted(
+        (int(np.unpackbits(sign_codes(v[None, :])[0] ^ code).sum()), rid) for rid, v in live.items()
+    )
+    return [rid for _, rid in scored[:n]]
+
+
+def test_sign_codes_packs_positive_components_msb_first() -> None:
+    vector = np.array([[1.0, -1, 0, 2, -3, 0.5, 0.1, -0.1] + [-1.0] * 7 + [3.0]])
+    assert sign_codes(vector).tolist() == [[0b10010110, 0b00000001]]
+    assert sign_codes(_vectors(5, dim=384)).shape == (5, 48)
+
+
+@pytest.mark.parametrize("shape", [(3, 10), (3, 0), (8,), (2, 2, 8)])
+def test_sign_codes_rejects_bad_shapes(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        sign_codes(np.ones(shape))
+
+
+@pytest.mark.parametrize("dim", [0, 12, -8])
+def test_open_rejects_bad_dims(tmp_path: Path, dim: int) -> None:
+    with pytest.raises(ValidationError):
+        CodeFile.open(tmp_path / "c.codes", dim)
+    assert not (tmp_path / "c.codes").exists()
+
+
+def test_candidates_on_known_distances(tmp_path: Path) -> None:
+    """Row i differs from the query in i signs, so its distance is i."""
+    query = np.ones(DIM, dtype=np.float32)
+    rids = [40, 7, 13, 2, 99, 5]
+    vectors = np.ones((len(rids), DIM), dtype=np.float32)
+    for i in range(len(rids)):
+        vectors[i, :i] = -1.0
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append(rids, vectors)
+        assert codes.candidates(query, 3).tolist() == [40, 7, 13]
+        assert codes.candidates(query, 100).tolist() == rids
+        assert codes.candidates(-query, 2).tolist() == [5, 99]
+        assert codes.candidates(query, 0).tolist() == []
+
+
+def test_ties_break_by_rid_whatever_the_append_order(tmp_path: Path) -> None:
+    """200 equal codes: the tie runs past the rows asked of faiss, which asks again."""
+    same = np.ones((200, DIM), dtype=np.float32)
+    rids = np.random.default_rng(1).permutation(np.arange(1000, 1200))
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append(rids, same)
+        far = np.ones((1, DIM), dtype=np.float32)
+        far[0, :5] = -1
+        codes.append([3], far)
+        assert codes.candidates(same[0], 10).tolist() == list(range(1000, 1010))
+        assert codes.candidates(-same[0], 3).tolist() == [3, 1000, 1001]
+
+
+def test_candidates_match_a_brute_force_scan(tmp_path: Path) -> None:
+    vectors = _vectors(3000, seed=2)
+    live = {rid: vectors[rid] for rid in range(3000)}
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append(np.arange(3000), vectors)
+        killed = np.random.default_rng(3).choice(3000, DEAD_IN_MEMORY + 500, replace=False)
+        for chunk in np.array_split(killed, 7):
+            codes.kill(chunk)
+        for rid in killed:
+            del live[int(rid)]
+        assert len(codes) == len(live) and codes.dead == len(killed)
+        for query in _vectors(20, seed=4):
+            assert codes.candidates(query, 25).tolist() == _brute(live, query, 25)
+    with CodeFile.open(tmp_path / "c.codes", DIM) as again:  # the kills reached their rows
+        assert again.rids().tolist() == sorted(live)
+
+
+def test_replaying_an_append_leaves_one_live_row_per_rid(tmp_path: Path) -> None:
+    vectors = _vectors(3, seed=5)
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append([1, 2, 3], vectors)
+        codes.append([1, 2, 3], vectors)
+        assert len(codes) == 3 and codes.dead == 3
+        assert sorted(codes.rids().tolist()) == [1, 2, 3]
+        assert codes.candidates(vectors[1], 3).tolist() == _brute(
+            dict(zip([1, 2, 3], vectors, strict=True)), vectors[1], 3
+        )
+        assert codes.kill([2, 77]) == 1
+        assert codes.kill([2]) == 0
+        assert codes.rids().tolist() == [1, 3] and codes.dead == 4
+
+
+def test_a_rid_repeated_in_one_append_keeps_its_last_vector() -> None:
+    vectors = _vectors(3, seed=6)
+    codes = CodeFile.open(None, DIM)
+    codes.append([8, 9, 8], vectors)
+    assert len(codes) == 2
+    assert codes.candidates(vectors[2], 1).tolist() == [8]
+    assert codes.candidates(vectors[0], 2).tolist() == _brute(
+        {8: vectors[2], 9: vectors[1]}, vectors[0], 2
+    )
+
+
+def test_an_update_replaces_the_old_code(tmp_path: Path) -> None:
+    old, new = np.ones((1, DIM), dtype=np.float32), -np.ones((1, DIM), dtype=np.float32)
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append([5, 6], np.vstack([old, new]))
+        codes.append([5], new)
+        assert codes.candidates(old[0], 2).tolist() == [5, 6]  # equal distances: by rid
+        assert codes.candidates(old[0], 1).tolist() == [5]
+        assert len(codes) == 2
+
+
+def test_reopen_sees_the_same_live_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(500, seed=7)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(500), vectors)
+        codes.kill(np.arange(0, 500, 3))
+        codes.append([1, 2], vectors[:2])  # replayed: rows 1 and 2 now hold vectors 0, 1
+        codes.sync()
+        rids, answers = codes.rids(), [codes.candidates(q, 10) for q in vectors[:5]]
+    with CodeFile.open(path, DIM) as again:
+        assert again.rids().tolist() == rids.tolist()
+        assert again.dead == 167 + 2
+        assert [again.candidates(q, 10).tolist() for q in vectors[:5]] == [
+            a.tolist() for a in answers
+        ]
+
+
+def test_a_torn_last_row_is_cut_away(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(4, seed=8)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append([1, 2, 3], vectors[:3])
+    with open(path, "ab") as file:
+        file.write((4).to_bytes(8, "little") + bytes(3))  # a row cut after 11 bytes
+    with CodeFile.open(path, DIM) as codes:
+        assert path.stat().st_size == HEADER_BYTES + 3 * ROW
+        assert codes.rids().tolist() == [1, 2, 3]
+        codes.append([4], vectors[3:])
+    with CodeFile.open(path, DIM) as codes:
+        assert codes.rids().tolist() == [1, 2, 3, 4]
+        assert codes.candidates(vectors[3], 1).tolist() == [4]
+
+
+def test_a_torn_header_starts_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    path.write_bytes(b"MLCO")
+    with CodeFile.open(path, DIM) as codes:
+        assert len(codes) == 0
+        codes.append([1], _vectors(1))
+    with CodeFile.open(path, DIM) as codes:
+        assert codes.rids().tolist() == [1]
+
+
+def test_two_live_rows_of_one_rid_left_by_a_crash_keep_the_later(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    first, second = np.ones((1, DIM), dtype=np.float32), -np.ones((1, DIM), dtype=np.float32)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append([4], first)
+    with open(path, "ab") as file:  # the replay's row, its kill of row 0 lost
+        file.write((4).to_bytes(8, "little") + sign_codes(second).tobytes())
+    with CodeFile.open(path, DIM) as codes:
+        assert len(codes) == 1 and codes.dead == 1
+        codes.append([5], first)
+        assert codes.candidates(first[0], 2).tolist() == [5, 4]
+    with CodeFile.open(path, DIM) as codes:  # the duplicate's kill reached the file
+        assert codes.dead == 1
+
+
+def test_compact_keeps_the_answers_and_drops_dead_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(2000, seed=9)
+    queries = _vectors(10, seed=10)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(2000), vectors)
+        codes.kill(np.random.default_rng(11).choice(2000, 700, replace=False))
+        codes.append([5, 6], vectors[7:9])
+        before = [codes.candidates(q, 30).tolist() for q in queries]
+        live = codes.rids().tolist()
+        codes.compact()
+        assert codes.dead == 0 and len(codes) == len(live)
+        assert path.stat().st_size == HEADER_BYTES + len(live) * ROW
+        assert [codes.candidates(q, 30).tolist() for q in queries] == before
+        codes.kill([live[0]])  # the file rows were renumbered: kill finds the right one
+        codes.append([5000], vectors[:1])
+    with CodeFile.open(path, DIM) as codes:
+        assert codes.rids().tolist() == [*live[1:], 5000]
+        assert codes.dead == 1
+    assert not list(tmp_path.glob("*.compact"))
+
+
+def test_in_memory_codes_count_and_compact() -> None:
+    codes = CodeFile.open(None, DIM)
+    vectors = _vectors(10, seed=12)
+    codes.append(np.arange(10), vectors)
+    codes.kill([1, 2])
+    assert (len(codes), codes.dead) == (8, 2)
+    codes.compact()
+    assert (len(codes), codes.dead) == (8, 0)
+    live = {r: vectors[r] for r in range(10) if r not in (1, 2)}
+    assert codes.candidates(vectors[0], 8).tolist() == _brute(live, vectors[0], 8)
+
+
+def test_a_file_of_another_dim_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    with CodeFile.open(path, DIM) as codes:
+        codes.append([1], _vectors(1))
+    with pytest.raises(CorruptStoreError, match="64-d vectors, not 384-d"):
+        CodeFile.open(path, 384)
+
+
+def test_a_file_that_is_not_a_code_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    path.write_bytes(b"SQLite format 3\x00" + bytes(100))
+    with pytest.raises(CorruptStoreError, match="not a memlane code file"):
+        CodeFile.open(path, DIM)
+    path.write_bytes(b"xy")
+    with pytest.raises(CorruptStoreError):
+        CodeFile.open(path, DIM)
+
+
+def test_bad_inputs_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
+        codes.append([1], _vectors(1))
+        with pytest.raises(ValidationError):
+            codes.append([2, 3], _vectors(1))
+        with pytest.raises(ValidationError):
+            codes.append([2], _vectors(1, dim=DIM * 2))
+        with pytest.raises(ValidationError, match="non-negative"):
+            codes.append([-1], _vectors(1))
+        with pytest.raises(ValidationError):
+            codes.candidates(np.ones(DIM + 8), 3)
+        assert codes.rids().tolist() == [1] and codes.dead == 0
+    assert (tmp_path / "c.codes").stat().st_size == HEADER_BYTES + ROW
+
+
+def test_a_closed_code_file_refuses_work(tmp_path: Path) -> None:
+    codes = CodeFile.open(tmp_path / "c.codes", DIM)
+    codes.close()
+    codes.close()
+    with pytest.raises(StoreError, match="closed"):
+        codes.candidates(np.ones(DIM), 1)
+    with pytest.raises(StoreError, match="closed"):
+        codes.append([1], _vectors(1))
+
+
+def test_importing_the_module_loads_neither_numpy_nor_faiss() -> None:
+    code = "import sys, memlane.stores.codes; print(sorted({'numpy', 'faiss'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_candidate_count_grows_with_k() -> None:
+    assert [candidate_count(k) for k in (0, 10, 100)] == [200, 260, 800]

@@ -452,7 +452,9 @@ class _Indexes:
     def __init__(self, folder: Path | None, model: Model | None) -> None:
         self.lexical = LexicalIndex(None if folder is None else folder / "lexical")
         self.codes: dict[str, CodeFile] = {}
-        if model is not None:
+        # Codes are whole bytes of signs; a model whose dimension is not a multiple of 8
+        # (rare) is searched by the exact scan instead.
+        if model is not None and model.dim % 8 == 0:
             from memlane.stores.codes import CodeFile
 
             for name in FIELDS:

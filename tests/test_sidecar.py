@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from memlane import Memory, MemoryInput, MemoryKind
+from memlane.ports import store as ops
 from memlane.stores import sidecar as sidecar_module
 from memlane.stores.sqlite import SqliteStore
 from memlane.testing import FakeEmbedder
@@ -245,4 +246,26 @@ def test_bulk_writes_apply_the_outbox_as_they_go(tmp_path: Path) -> None:
     with store._lock:
         (pending,) = store._connection().execute("SELECT COUNT(*) FROM index_outbox").fetchone()
     assert pending < sidecar_module.SYNC_AFTER_WRITES
+    m.close()
+
+
+def test_a_plain_write_is_applied_not_rebuilt(tmp_path: Path) -> None:
+    """Only erasures, a missing or stale folder, or another model rebuild: a new memory
+    is applied to the indexes in place (same folder generation, the outbox position moves
+    on), and the codes hold its vector."""
+    import json
+
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder())
+    m.add("the heron nests by the quarry", user_id="u")
+    assert _lexical(m, "heron")
+    (folder,) = _folders(path)
+    before = json.loads((folder / "state.json").read_text())
+    second = m.add("a heron at dusk", user_id="u")
+    assert second.id in _lexical(m, "dusk")
+    after = json.loads((folder / "state.json").read_text())
+    assert after["generation"] == before["generation"] and after["seq"] > before["seq"]
+    assert after["model"] == m.store.batch([ops.GetEmbeddingModel()])[0][0]
+    assert _check(store, "u") == (set(), set())
     m.close()

@@ -373,6 +373,8 @@ class Sidecar:
                 int(data["format"]),
                 int(data["seq"]),
                 str(data["generation"]),
+                str(data["model"]),
+                int(data["dim"]),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -246,3 +246,34 @@ def test_bulk_writes_apply_the_outbox_as_they_go(tmp_path: Path) -> None:
         (pending,) = store._connection().execute("SELECT COUNT(*) FROM index_outbox").fetchone()
     assert pending < sidecar_module.SYNC_AFTER_WRITES
     m.close()
+
+
+def test_a_store_with_vectors_applies_the_outbox_without_rebuilding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state.json keeps the model its codes hold: read back, it must not look stale (a
+    full rebuild per search after a write), nor leave a second store without codes."""
+    rebuilt: list[str] = []
+    original = sidecar_module.Sidecar.rebuild
+
+    def counting(self: Any, conn: Any, user_id: str, progress: Any = None) -> int:
+        rebuilt.append(user_id)
+        return original(self, conn, user_id, progress)
+
+    monkeypatch.setattr(sidecar_module.Sidecar, "rebuild", counting)
+    path = tmp_path / "m.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    m, other = Memory(first, embedder=FakeEmbedder()), Memory(second, embedder=FakeEmbedder())
+    for i in range(3):
+        m.add(f"the heron number {i}", user_id="u")
+        assert m.search("heron", user_id="u", recipe="lexical")
+    assert len(rebuilt) == 1
+    other.search("heron", user_id="u")
+    m.add("one more heron", user_id="u")
+    for _ in range(2):
+        m.search("heron", user_id="u")
+        other.search("heron", user_id="u")
+    assert len(rebuilt) == 1
+    assert second._sidecar.codes("u", "fake-bow-256", "content") is not None
+    m.close()
+    other.close()

@@ -373,6 +373,8 @@ class Sidecar:
                 int(data["format"]),
                 int(data["seq"]),
                 str(data["generation"]),
+                str(data.get("model", "")),
+                int(data.get("dim", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -231,7 +231,57 @@ def test_erased_words_leave_the_index_folder(tmp_path: Path, erase: str) -> None
         m.delete_session("s", user_id="u")
     files = [p for p in Path(f"{path}.index").rglob("*") if p.is_file()]
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
+    assert _folders_holding(path, "zanzibarquux") == []
     assert m.search("gardening", user_id="u", recipe="lexical")
+    m.close()
+
+
+def _folders_holding(path: Path, term: str) -> list[str]:
+    """The folders beside ``path`` whose lexical index holds ``term`` (tantivy compresses
+    its term dictionary: a grep of the files' bytes does not find indexed words)."""
+    from memlane.stores.lexical import LexicalIndex
+
+    index = Path(f"{path}.index")
+    return [
+        folder.name
+        for folder in sorted(index.iterdir())
+        if (folder / "lexical").is_dir() and LexicalIndex(folder / "lexical").search([term], 1, 0)
+    ]
+
+
+class _Died(BaseException):
+    """Stands for a process killed at that point (its locks are released)."""
+
+
+@pytest.mark.parametrize("point", ["before_sync", "after_swap", "mid_swap"])
+def test_an_erasure_cut_short_is_finished_at_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    for i in range(5):
+        m.add(f"bob note {i} about gardening", user_id="u")
+    m.add("door code zanzibarquux", user_id="u", kind=MemoryKind.EPISODE, session_id="s")
+    assert m.search("zanzibarquux", user_id="u", recipe="lexical")
+    assert _folders_holding(path, "zanzibarquux")
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        if point == "before_sync":
+            patch.setattr(sidecar_module.Sidecar, "sync", die)
+        elif point == "after_swap":  # the old folder renamed aside, not yet removed
+            patch.setattr(sidecar_module.Sidecar, "_discard", staticmethod(die))
+        else:  # the old folder renamed aside, the new one not yet in its place
+            patch.setattr(Path, "rename", lambda self, target: os.rename(self, target) or die())
+        with pytest.raises(_Died):
+            m.delete_session("s", user_id="u")
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("another user opens the store", user_id="v")
+    assert _folders_holding(path, "zanzibarquux") == []
+    assert [p.name for p in Path(f"{path}.index").iterdir() if "-" in p.name] == []
+    assert len(m.search("gardening", user_id="u", recipe="lexical")) == 5
     m.close()
 
 

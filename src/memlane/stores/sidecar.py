@@ -174,15 +174,39 @@ class Sidecar:
         return True
 
     def finish_erasures(self, conn: sqlite3.Connection) -> None:
-        """At open: remove the folders of users forgotten by a process that stopped
-        before it could (their rebuild was asked for and they have no records left)."""
-        forgotten = conn.execute(
-            "SELECT DISTINCT o.user_id FROM index_outbox o WHERE o.rid = ? AND NOT EXISTS "
-            "(SELECT 1 FROM records r WHERE r.user_id = o.user_id)",
-            (REBUILD,),
+        """At open: finish what a process that stopped mid-way left of an erasure. Users
+        whose rebuild was asked for (forgotten, or text purged) are rebuilt now, not at
+        their next search; folders a rebuild left behind (``.old-*`` with the erased
+        words, ``.new-*`` half built) are removed once no process holds their lock."""
+        asked = conn.execute(
+            "SELECT DISTINCT user_id FROM index_outbox WHERE rid = ?", (REBUILD,)
         ).fetchall()
-        for (user_id,) in forgotten:
+        for (user_id,) in asked:
             self.sync(conn, user_id)
+        self._sweep_leftovers()
+
+    def _sweep_leftovers(self) -> None:
+        """Remove each ``<digest>.new-*`` / ``<digest>.old-*`` folder whose user's lock
+        is free: a rebuild holds that lock from making such a folder to removing it."""
+        if self.root is None or not self.root.is_dir():
+            return
+        import fcntl
+
+        for folder in self.root.iterdir():
+            digest, dot, rest = folder.name.partition(".")
+            if not dot or not rest.startswith(("new-", "old-")) or not folder.is_dir():
+                continue
+            fd = os.open(self.root / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                self._discard(folder)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     # ------------------------------------------------------------------ applying
 

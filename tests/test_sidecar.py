@@ -327,3 +327,16 @@ def test_a_store_with_vectors_applies_the_outbox_without_rebuilding(
     assert second._sidecar.codes("u", "fake-bow-256", "content") is not None
     m.close()
     other.close()
+
+
+def test_long_words_are_indexed(tmp_path: Path) -> None:
+    """A Chinese clause is one word up to its punctuation (3 bytes a character), a hash
+    or an identifier one word too: FTS5 found them, so must the index."""
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    clause = "我今天在公园里看到了一只非常漂亮的苍鹭它站在水边一动不动"
+    digest = "9f" * 40
+    a = m.add(f"{clause}。", user_id="u")
+    b = m.add(f"the build hash was {digest}", user_id="u")
+    assert _lexical(m, clause) == [a.id]
+    assert _lexical(m, digest) == [b.id]
+    m.close()

@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
 
-FORMAT = 1
-"""The folder layout and index schema; another value is rebuilt."""
+FORMAT = 2
+"""The folder layout, index schema and analyzer; another value is rebuilt (2: words
+up to 1024 bytes, not 64)."""
 
 SYNC_AFTER_WRITES = 1000
 """Records written for one user since its last sync after which a write batch applies

@@ -340,3 +340,28 @@ def test_long_words_are_indexed(tmp_path: Path) -> None:
     assert _lexical(m, clause) == [a.id]
     assert _lexical(m, digest) == [b.id]
     m.close()
+
+
+def test_a_lock_met_while_indexing_does_not_run_a_committed_batch_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox is applied after the commit; a "database is locked" there is retried
+    alone (run again, the batch found its records written: a ConflictError)."""
+    import sqlite3
+
+    original = sidecar_module.Sidecar._applied
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        original(self, *args, **kwargs)
+
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add("first", user_id="u")
+    monkeypatch.setattr(sidecar_module.Sidecar, "_applied", flaky)
+    n = sidecar_module.SYNC_AFTER_WRITES
+    added = m.add_many([MemoryInput(f"note {i}") for i in range(n)], user_id="u")
+    assert len(added) == n and not failures
+    assert len(m.search("note", user_id="u", recipe="lexical", limit=5)) == 5
+    m.close()

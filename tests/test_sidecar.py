@@ -365,3 +365,26 @@ def test_a_lock_met_while_indexing_does_not_run_a_committed_batch_again(
     assert len(added) == n and not failures
     assert len(m.search("note", user_id="u", recipe="lexical", limit=5)) == 5
     m.close()
+
+
+def test_an_index_that_cannot_be_written_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 mid-commit can leave tantivy a file it then refuses to write again
+    (FileAlreadyExists ... .del): the user's folder is rebuilt, searches go on."""
+    from memlane.stores import lexical
+
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    a = m.add("the heron nests", user_id="u")
+    assert _lexical(m, "heron") == [a.id]
+    b = m.add("a heron again", user_id="u")
+    original = lexical.LexicalIndex.write
+
+    def refuses(self: Any, removed: Any, docs: Any) -> None:
+        if list(removed):
+            raise ValueError("Failed to open file for write: FileAlreadyExists(x.1.del)")
+        original(self, removed, docs)
+
+    monkeypatch.setattr(lexical.LexicalIndex, "write", refuses)
+    assert set(_lexical(m, "heron")) == {a.id, b.id}
+    m.close()

@@ -229,7 +229,13 @@ class Sidecar:
         if REBUILD in rids:
             self.rebuild(conn, user_id)
             return
-        opened.indexes.write(rids, rows)
+        try:
+            opened.indexes.write(rids, rows)
+        except (ValueError, OSError):
+            # A folder a killed writer left unwritable (tantivy: a file of the commit it
+            # never finished already exists): built afresh in a new folder instead.
+            self.rebuild(conn, user_id)
+            return
         opened.state = replace(state, seq=pending[-1][0])
         self._write_state(user_id, opened.state)
         self._applied(conn, user_id, opened.state.seq, built=True)

@@ -4,6 +4,7 @@ at any point of an ingest."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import random
@@ -102,6 +103,8 @@ def test_a_folder_names_no_user_and_forgetting_removes_it(tmp_path: Path) -> Non
     assert not any("alice" in p.name or "bob" in p.name for p in Path(f"{path}.index").iterdir())
     m.forget_user("alice@example.com")
     assert len(_folders(path)) == 1
+    digest = hashlib.sha256(b"alice@example.com").hexdigest()[:32]
+    assert not [p for p in Path(f"{path}.index").iterdir() if p.name.startswith(digest)]
     assert [h.record.text for h in m.search("otters", user_id="bob", recipe="lexical")] == [
         "bob likes otters"
     ]
@@ -232,7 +235,57 @@ def test_erased_words_leave_the_index_folder(tmp_path: Path, erase: str) -> None
         m.delete_session("s", user_id="u")
     files = [p for p in Path(f"{path}.index").rglob("*") if p.is_file()]
     assert files and all(b"zanzibarquux" not in p.read_bytes() for p in files)
+    assert _folders_holding(path, "zanzibarquux") == []
     assert m.search("gardening", user_id="u", recipe="lexical")
+    m.close()
+
+
+def _folders_holding(path: Path, term: str) -> list[str]:
+    """The folders beside ``path`` whose lexical index holds ``term`` (tantivy compresses
+    its term dictionary: a grep of the files' bytes does not find indexed words)."""
+    from memlane.stores.lexical import LexicalIndex
+
+    index = Path(f"{path}.index")
+    return [
+        folder.name
+        for folder in sorted(index.iterdir())
+        if (folder / "lexical").is_dir() and LexicalIndex(folder / "lexical").search([term], 1, 0)
+    ]
+
+
+class _Died(BaseException):
+    """Stands for a process killed at that point (its locks are released)."""
+
+
+@pytest.mark.parametrize("point", ["before_sync", "after_swap", "mid_swap"])
+def test_an_erasure_cut_short_is_finished_at_the_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    for i in range(5):
+        m.add(f"bob note {i} about gardening", user_id="u")
+    m.add("door code zanzibarquux", user_id="u", kind=MemoryKind.EPISODE, session_id="s")
+    assert m.search("zanzibarquux", user_id="u", recipe="lexical")
+    assert _folders_holding(path, "zanzibarquux")
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        if point == "before_sync":
+            patch.setattr(sidecar_module.Sidecar, "sync", die)
+        elif point == "after_swap":  # the old folder renamed aside, not yet removed
+            patch.setattr(sidecar_module.Sidecar, "_discard", staticmethod(die))
+        else:  # the old folder renamed aside, the new one not yet in its place
+            patch.setattr(Path, "rename", lambda self, target: os.rename(self, target) or die())
+        with pytest.raises(_Died):
+            m.delete_session("s", user_id="u")
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("another user opens the store", user_id="v")
+    assert _folders_holding(path, "zanzibarquux") == []
+    assert [p.name for p in Path(f"{path}.index").iterdir() if "-" in p.name] == []
+    assert len(m.search("gardening", user_id="u", recipe="lexical")) == 5
     m.close()
 
 
@@ -268,4 +321,96 @@ def test_a_plain_write_is_applied_not_rebuilt(tmp_path: Path) -> None:
     assert after["generation"] == before["generation"] and after["seq"] > before["seq"]
     assert after["model"] == m.store.batch([ops.GetEmbeddingModel()])[0][0]
     assert _check(store, "u") == (set(), set())
+    m.close()
+
+
+def test_a_store_with_vectors_applies_the_outbox_without_rebuilding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """state.json keeps the model its codes hold: read back, it must not look stale (a
+    full rebuild per search after a write), nor leave a second store without codes."""
+    rebuilt: list[str] = []
+    original = sidecar_module.Sidecar.rebuild
+
+    def counting(self: Any, conn: Any, user_id: str, progress: Any = None) -> int:
+        rebuilt.append(user_id)
+        return original(self, conn, user_id, progress)
+
+    monkeypatch.setattr(sidecar_module.Sidecar, "rebuild", counting)
+    path = tmp_path / "m.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    m, other = Memory(first, embedder=FakeEmbedder()), Memory(second, embedder=FakeEmbedder())
+    for i in range(3):
+        m.add(f"the heron number {i}", user_id="u")
+        assert m.search("heron", user_id="u", recipe="lexical")
+    assert len(rebuilt) == 1
+    other.search("heron", user_id="u")
+    m.add("one more heron", user_id="u")
+    for _ in range(2):
+        m.search("heron", user_id="u")
+        other.search("heron", user_id="u")
+    assert len(rebuilt) == 1
+    assert second._sidecar.codes("u", "fake-bow-256", "content") is not None
+    m.close()
+    other.close()
+
+
+def test_long_words_are_indexed(tmp_path: Path) -> None:
+    """A Chinese clause is one word up to its punctuation (3 bytes a character), a hash
+    or an identifier one word too: FTS5 found them, so must the index."""
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    clause = "我今天在公园里看到了一只非常漂亮的苍鹭它站在水边一动不动"
+    digest = "9f" * 40
+    a = m.add(f"{clause}。", user_id="u")
+    b = m.add(f"the build hash was {digest}", user_id="u")
+    assert _lexical(m, clause) == [a.id]
+    assert _lexical(m, digest) == [b.id]
+    m.close()
+
+
+def test_a_lock_met_while_indexing_does_not_run_a_committed_batch_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox is applied after the commit; a "database is locked" there is retried
+    alone (run again, the batch found its records written: a ConflictError)."""
+    import sqlite3
+
+    original = sidecar_module.Sidecar._applied
+    failures = [sqlite3.OperationalError("database is locked")]
+
+    def flaky(self: Any, *args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        original(self, *args, **kwargs)
+
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add("first", user_id="u")
+    monkeypatch.setattr(sidecar_module.Sidecar, "_applied", flaky)
+    n = sidecar_module.SYNC_AFTER_WRITES
+    added = m.add_many([MemoryInput(f"note {i}") for i in range(n)], user_id="u")
+    assert len(added) == n and not failures
+    assert len(m.search("note", user_id="u", recipe="lexical", limit=5)) == 5
+    m.close()
+
+
+def test_an_index_that_cannot_be_written_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 mid-commit can leave tantivy a file it then refuses to write again
+    (FileAlreadyExists ... .del): the user's folder is rebuilt, searches go on."""
+    from memlane.stores import lexical
+
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    a = m.add("the heron nests", user_id="u")
+    assert _lexical(m, "heron") == [a.id]
+    b = m.add("a heron again", user_id="u")
+    original = lexical.LexicalIndex.write
+
+    def refuses(self: Any, removed: Any, docs: Any) -> None:
+        if list(removed):
+            raise ValueError("Failed to open file for write: FileAlreadyExists(x.1.del)")
+        original(self, removed, docs)
+
+    monkeypatch.setattr(lexical.LexicalIndex, "write", refuses)
+    assert set(_lexical(m, "heron")) == {a.id, b.id}
     m.close()

@@ -23,6 +23,10 @@ from memlane.text import query_terms
 
 ANALYZER = "memlane_en"
 WRITER_HEAP = 64 * 1024 * 1024
+LONGEST_WORD = 1024
+"""Bytes of the longest word indexed (longer ones are left out, as tantivy would). Words
+run on while letters or digits follow: a Chinese or Japanese clause up to its next
+punctuation is one word (3 bytes a character), so is a hash or an identifier."""
 """Bytes the writer buffers before it flushes a segment (one thread)."""
 
 
@@ -62,7 +66,7 @@ def _analyzer() -> Any:
     t = _lib()
     return (
         t.TextAnalyzerBuilder(t.Tokenizer.simple())
-        .filter(t.Filter.remove_long(64))
+        .filter(t.Filter.remove_long(LONGEST_WORD))
         .filter(t.Filter.lowercase())
         .filter(t.Filter.ascii_fold())
         .filter(t.Filter.stemmer("english"))

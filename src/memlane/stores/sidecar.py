@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
 
-FORMAT = 1
-"""The folder layout and index schema; another value is rebuilt."""
+FORMAT = 2
+"""The folder layout, index schema and analyzer; another value is rebuilt (2: words
+up to 1024 bytes, not 64)."""
 
 SYNC_AFTER_WRITES = 1000
 """Records written for one user since its last sync after which a write batch applies
@@ -174,15 +175,39 @@ class Sidecar:
         return True
 
     def finish_erasures(self, conn: sqlite3.Connection) -> None:
-        """At open: remove the folders of users forgotten by a process that stopped
-        before it could (their rebuild was asked for and they have no records left)."""
-        forgotten = conn.execute(
-            "SELECT DISTINCT o.user_id FROM index_outbox o WHERE o.rid = ? AND NOT EXISTS "
-            "(SELECT 1 FROM records r WHERE r.user_id = o.user_id)",
-            (REBUILD,),
+        """At open: finish what a process that stopped mid-way left of an erasure. Users
+        whose rebuild was asked for (forgotten, or text purged) are rebuilt now, not at
+        their next search; folders a rebuild left behind (``.old-*`` with the erased
+        words, ``.new-*`` half built) are removed once no process holds their lock."""
+        asked = conn.execute(
+            "SELECT DISTINCT user_id FROM index_outbox WHERE rid = ?", (REBUILD,)
         ).fetchall()
-        for (user_id,) in forgotten:
+        for (user_id,) in asked:
             self.sync(conn, user_id)
+        self._sweep_leftovers()
+
+    def _sweep_leftovers(self) -> None:
+        """Remove each ``<digest>.new-*`` / ``<digest>.old-*`` folder whose user's lock
+        is free: a rebuild holds that lock from making such a folder to removing it."""
+        if self.root is None or not self.root.is_dir():
+            return
+        import fcntl
+
+        for folder in self.root.iterdir():
+            digest, dot, rest = folder.name.partition(".")
+            if not dot or not rest.startswith(("new-", "old-")) or not folder.is_dir():
+                continue
+            fd = os.open(self.root / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                self._discard(folder)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
 
     # ------------------------------------------------------------------ applying
 
@@ -204,7 +229,13 @@ class Sidecar:
         if REBUILD in rids:
             self.rebuild(conn, user_id)
             return
-        opened.indexes.write(rids, rows)
+        try:
+            opened.indexes.write(rids, rows)
+        except (ValueError, OSError):
+            # A folder a killed writer left unwritable (tantivy: a file of the commit it
+            # never finished already exists): built afresh in a new folder instead.
+            self.rebuild(conn, user_id)
+            return
         opened.state = replace(state, seq=pending[-1][0])
         self._write_state(user_id, opened.state)
         self._applied(conn, user_id, opened.state.seq, built=True)
@@ -373,8 +404,8 @@ class Sidecar:
                 int(data["format"]),
                 int(data["seq"]),
                 str(data["generation"]),
-                str(data["model"]),
-                int(data["dim"]),
+                str(data.get("model", "")),
+                int(data.get("dim", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -405,36 +436,48 @@ class Sidecar:
     def _locked(self, user_id: str) -> Iterator[None]:
         """The user's lock file, held while its indexes change (waits up to the
         store's busy timeout for another process). Called under ``_mutex``: one thread
-        of this process at a time, which may enter again."""
-        folder = self._folder(user_id, ".lock")
-        if folder is None or user_id in self._held:  # held by this thread already
+        of this process at a time, which may enter again. A forgotten user's lock file
+        is removed with their folder (its name is a hash of the user id), so a lock is
+        held only on the file that is at the path once it is taken."""
+        path = self._folder(user_id, ".lock")
+        if path is None or user_id in self._held:  # held by this thread already
             yield
             return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = self._take_lock(path)
+        self._held.add(user_id)
+        try:
+            yield
+        finally:
+            self._held.discard(user_id)
+            if user_id in self._empty:  # forgotten or never written: no name left behind
+                path.unlink(missing_ok=True)
+            os.close(fd)  # releases the lock
+
+    def _take_lock(self, path: Path) -> int:
         import fcntl
 
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + self.timeout_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StoreError(
-                            f"the search index of a user in {self.root} stayed locked by "
-                            f"another process for {self.timeout_s:g} s"
-                        ) from None
-                    time.sleep(0.01)
-            self._held.add(user_id)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                yield
-            finally:
-                self._held.discard(user_id)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"the search index of a user in {self.root} stayed locked by "
+                        f"another process for {self.timeout_s:g} s"
+                    ) from None
+                time.sleep(0.01)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)  # the file was removed while we waited: lock the new one
 
     def close(self) -> None:
         for user_id in list(self._open):

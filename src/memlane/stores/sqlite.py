@@ -277,7 +277,11 @@ class SqliteStore(SqliteOps):
 
             retries = Retries(sqlite3.DatabaseError, retry_after, _mapped_error)
             retrying(lambda: self._sync_searched(conn, ops_), retries)
-            return retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+            results, erased = retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+            if write:
+                # Committed: a lock met while indexing must not run the batch again.
+                retrying(lambda: self._after_write(conn, ops_, erased), retries)
+            return results
 
     def _sync_searched(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> None:
         """Before a search: what was committed for its user is in the search indexes
@@ -293,17 +297,15 @@ class SqliteStore(SqliteOps):
 
     def _attempt(
         self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], *, write: bool
-    ) -> list[Any]:
-        """One run of the batch in one transaction, then the search indexes brought up
-        to date where the batch erased text or wrote many records."""
+    ) -> tuple[list[Any], set[str]]:
+        """One run of the batch in one transaction: its results, and the users whose
+        text it erased (see :meth:`_run`; the caller then updates the search indexes)."""
         try:
             with transaction(conn, write=write):
                 results, erased = self._run(conn, ops_)
             if erased:
                 self._scrub_log(conn)
-            if write:
-                self._after_write(conn, ops_, erased)
-            return results
+            return results, erased
         finally:
             # Also after a rollback: a search inside the failed batch may have cached
             # rows that were never committed.

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from memlane.errors import StoreError
 from memlane.stores.lexical import Doc, LexicalIndex
 from memlane.stores.sql import statements as st
-from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS
+from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
 
 if TYPE_CHECKING:
@@ -253,10 +253,7 @@ class Sidecar:
 
     @staticmethod
     def _rows(conn: sqlite3.Connection, user_id: str, model: str, rids: list[int]) -> list[Row]:
-        return conn.execute(
-            INDEX_ROWS + "AND r.rid IN (SELECT value FROM json_each(?))",
-            (model, model, user_id, json.dumps(rids)),
-        ).fetchall()
+        return conn.execute(INDEX_ROWS_OF, (json.dumps(rids), model, model, user_id)).fetchall()
 
     def _applied(self, conn: sqlite3.Connection, user_id: str, seq: int, *, built: bool) -> None:
         """The outbox rows up to ``seq`` are in the index: drop them, and record how far

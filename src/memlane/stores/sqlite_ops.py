@@ -25,6 +25,7 @@ from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_jso
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
+    BY_RIDS,
     DIALECT,
     RECORD_COLUMNS,
     REINDEX_DELETED_AFTER,
@@ -116,8 +117,7 @@ class SqliteOps(OpDispatch):
         while terms:
             hits = index.search(terms, want, op.context_weight)
             rows = conn.execute(
-                "SELECT r.rid, r.id FROM records r "
-                f"WHERE r.rid IN (SELECT value FROM json_each(?)) AND {where}",
+                f"SELECT r.rid, r.id FROM {BY_RIDS} WHERE {where}",
                 (json.dumps([rid for rid, _ in hits]), *params),
             )
             ids = dict(rows.fetchall())
@@ -155,11 +155,11 @@ class SqliteOps(OpDispatch):
         while True:
             rids = codes.candidates(op.vector, want)
             rows = conn.execute(
-                f"SELECT r.id, {vector} FROM records r "
+                f"SELECT r.id, {vector} FROM {BY_RIDS}"
                 "JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
                 "LEFT JOIN embeddings c ON c.model = ? AND c.content_hash = r.context_hash "
-                f"WHERE r.rid IN (SELECT value FROM json_each(?)) AND {where}",
-                (op.model, op.model, json.dumps(rids.tolist()), *params),
+                f"WHERE {where}",
+                (json.dumps(rids.tolist()), op.model, op.model, *params),
             ).fetchall()
             found: list[tuple[str, float]] = []
             if rows:

@@ -316,18 +316,31 @@ def _next_live_turn(row: str) -> str:
     )
 
 
-INDEX_ROWS = (
+BY_RIDS = "json_each(?) AS j CROSS JOIN records r ON r.rid = j.value "
+"""A FROM clause of the records whose rids a JSON list names, looked up one by one
+(CROSS JOIN keeps the list the outer loop: with ``r.rid IN (...)`` SQLite preferred to
+scan the whole scope through its user index, a million rows at a million memories)."""
+
+_INDEX_COLUMNS = (
     "SELECT r.rid, r.text || ' ' || r.period_words, "
     + _previous_live_turn("r", same_agent=True)
-    + ", e.vector, c.vector FROM records r "
-    "LEFT JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
-    "LEFT JOIN embeddings c ON c.model = ? AND c.content_hash = r.context_hash "
-    "WHERE r.user_id = ? "
+    + ", e.vector, c.vector FROM "
 )
+_VECTORS = (
+    " LEFT JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
+    "LEFT JOIN embeddings c ON c.model = ? AND c.content_hash = r.context_hash "
+)
+
+INDEX_ROWS = _INDEX_COLUMNS + "records r" + _VECTORS + "WHERE r.user_id = ? "
 """What a user's records put in the search indexes, for ``(model, model, user)``: rid; the
 text and the words of the periods it names; for an episode the text of the last live
 episode before it in its session by the same agent; its vector and its context's vector
 under ``model`` (NULL where none). Completed with a condition on ``r``."""
+
+INDEX_ROWS_OF = (
+    _INDEX_COLUMNS + BY_RIDS + _VECTORS.replace(" LEFT", "LEFT", 1) + "WHERE r.user_id = ?"
+)
+"""INDEX_ROWS of the records whose rids a JSON list names, ``(rids, model, model, user)``."""
 
 _OUTBOX = "INSERT INTO index_outbox(user_id, rid)"
 

@@ -61,7 +61,8 @@ def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -
 
     from memlane.ids import new_id
     from memlane.models import content_hash, utcnow
-    from memlane.stores.postgres import PostgresStore, hnsw_index_name
+    from memlane.stores.postgres import PostgresStore
+    from memlane.stores.postgres_ops import hnsw_index_name
 
     store = PostgresStore(url)
     store.setup()  # schema and migrations

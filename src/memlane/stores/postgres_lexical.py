@@ -10,7 +10,8 @@ read once), and ranks:
   rare ranks exactly the rows it did before, all of them;
 - a match of a term at the budget (*common*) only where it also holds a rare term, unless
   no rare term has ``limit`` matches: then the common terms' first ``budget`` matches
-  (in the order the scan finds them, not by score: a bounded sample) widen the set.
+  and the first ``budget`` rows holding every query term, and two of them (in the order
+  the scan finds them, not by score: bounded samples) widen the set.
 
 Rare terms first is BM25's preference (a rarer term says more: its IDF). ``ts_rank`` has
 no IDF and still orders the candidates, with the weights
@@ -19,12 +20,13 @@ no IDF and still orders the candidates, with the weights
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
 TS_CONFIG = "english"
 
-LEXICAL_BUDGET = 2_000
+LEXICAL_BUDGET = 1_000
 """Matches read per term before it is *common* (and the size of its sample); see
 bench/scale_pg.md for how it was chosen."""
 
@@ -40,6 +42,17 @@ def any_of(terms: Sequence[str], label: str) -> str:
     return " | ".join(term_query(t, label) for t in terms)
 
 
+def all_of(terms: Sequence[str], label: str) -> str:
+    """A ``to_tsquery`` expression matching rows that hold every one of ``terms``."""
+    return " & ".join(term_query(t, label) for t in terms)
+
+
+def any_two_of(terms: Sequence[str], label: str) -> str:
+    """A ``to_tsquery`` expression matching rows that hold at least two of ``terms``."""
+    pairs = itertools.combinations([term_query(t, label) for t in terms], 2)
+    return " | ".join(f"({a} & {b})" for a, b in pairs)
+
+
 def lexical_sql(
     terms: Sequence[str],
     label: str,
@@ -53,8 +66,9 @@ def lexical_sql(
 
     ``m`` holds each term's first ``budget`` matches among the rows ``where`` selects
     (numbered by term), so each row is read once; ``n`` counts them. A term with fewer
-    than ``budget`` is rare: its rows are all there. The common terms' rows (samples)
-    join the candidates only when no rare term has ``limit`` matches."""
+    than ``budget`` is rare: its rows are all there. When no rare term has ``limit``
+    matches (``w``), the common terms' rows (samples) join the candidates, and so do the
+    first ``budget`` rows holding every term and those holding two (read only then)."""
     cap = max(int(budget), int(limit))
     one = (
         "(SELECT {i} AS t, r.id, r.search FROM records r WHERE "
@@ -64,12 +78,23 @@ def lexical_sql(
     for t in terms:
         args += [term_query(t, label), *params]
     matches = " UNION ALL ".join(one.format(i=i) for i in range(len(terms)))
+    widened = (
+        " UNION ALL (SELECT r.id, r.search FROM records r WHERE (SELECT widen FROM w) "
+        f"AND r.search @@ to_tsquery('{TS_CONFIG}', %s) AND {where} LIMIT {cap})"
+    )
+    # Rows holding every term, then rows holding two: the best a sample can hold.
+    combos = [all_of(terms, label)] if len(terms) > 2 else []
+    combos += [any_two_of(terms, label)] if len(terms) > 1 else []
+    combo_args = [a for q in combos for a in (q, *params)]
     sql = (
         f"WITH m AS MATERIALIZED ({matches}), "
-        "n AS (SELECT t, count(*) AS hits FROM m GROUP BY t) "
+        "n AS (SELECT t, count(*) AS hits FROM m GROUP BY t), "
+        f"w AS (SELECT NOT EXISTS (SELECT 1 FROM n WHERE hits < {cap} AND hits >= %s) "
+        "AS widen) "
         f"SELECT id, max(ts_rank(%s::float4[], search, to_tsquery('{TS_CONFIG}', %s), 1)) "
-        f"AS score FROM m WHERE t IN (SELECT t FROM n WHERE hits < {cap}) "
-        f"OR NOT EXISTS (SELECT 1 FROM n WHERE hits < {cap} AND hits >= %s) "
+        "AS score FROM (SELECT id, search FROM m "
+        f"WHERE t IN (SELECT t FROM n WHERE hits < {cap}) OR (SELECT widen FROM w)"
+        f"{widened * len(combos)}) c "
         "GROUP BY id ORDER BY score DESC, id LIMIT %s"
     )
-    return sql, [*args, weights, any_of(terms, label), limit, limit]
+    return sql, [*args, limit, weights, any_of(terms, label), *combo_args, limit]

@@ -66,9 +66,10 @@ def lexical_sql(
 
     ``m`` holds each term's first ``budget`` matches among the rows ``where`` selects
     (numbered by term), so each row is read once; ``n`` counts them. A term with fewer
-    than ``budget`` is rare: its rows are all there. When no rare term has ``limit``
-    matches (``w``), the common terms' rows (samples) join the candidates, and so do the
-    first ``budget`` rows holding every term and those holding two (read only then)."""
+    than ``budget`` is rare: its rows are all there. When a term is common and no rare
+    term has ``limit`` matches (``w``), the common terms' rows (samples) join the
+    candidates, and so do the first ``budget`` rows holding every term and those holding
+    two (read only then)."""
     cap = max(int(budget), int(limit))
     one = (
         "(SELECT {i} AS t, r.id, r.search FROM records r WHERE "
@@ -89,8 +90,8 @@ def lexical_sql(
     sql = (
         f"WITH m AS MATERIALIZED ({matches}), "
         "n AS (SELECT t, count(*) AS hits FROM m GROUP BY t), "
-        f"w AS (SELECT NOT EXISTS (SELECT 1 FROM n WHERE hits < {cap} AND hits >= %s) "
-        "AS widen) "
+        f"w AS (SELECT EXISTS (SELECT 1 FROM n WHERE hits >= {cap}) AND NOT EXISTS "
+        f"(SELECT 1 FROM n WHERE hits < {cap} AND hits >= %s) AS widen) "
         f"SELECT id, max(ts_rank(%s::float4[], search, to_tsquery('{TS_CONFIG}', %s), 1)) "
         "AS score FROM (SELECT id, search FROM m "
         f"WHERE t IN (SELECT t FROM n WHERE hits < {cap}) OR (SELECT widen FROM w)"

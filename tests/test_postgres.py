@@ -243,6 +243,42 @@ def test_hnsw_path_matches_exact_search(postgres_server: PostgresServer) -> None
     ann.close()
 
 
+def test_lexical_search_past_the_budget_ranks_the_rare_terms_matches(
+    postgres_server: PostgresServer,
+) -> None:
+    """A term with ``lexical_budget`` matches or more is common: only its matches that also
+    hold a rarer query term are ranked, unless those are too few for the limit; below the
+    budget every match is ranked, as before."""
+    url = postgres_server.new_database("lex")
+    bounded, clock = _memory(url, lexical_budget=5)
+    every, _ = _memory(url)
+    texts = [f"apple filler {i}" for i in range(20)] + ["apple banana", "banana apple"]
+    bounded.add_many([_item(t) for t in [*texts, "banana only"]], user_id="u")
+
+    def search(m: Memory, query: str, limit: int) -> list[str]:
+        op = ops.LexicalSearch("u", Filters(), clock.now, query, limit)
+        hits = m.store.batch([op])[0]
+        texts = {
+            r.id: r.text for r in m.store.batch([ops.GetRecords("u", [h[0] for h in hits])])[0]
+        }
+        return [texts[rid] for rid, _ in hits]
+
+    # banana is rare (3 matches): only its matches are read; apple (22) is sampled.
+    assert sorted(search(bounded, "apple banana", 3)) == [
+        "apple banana",
+        "banana apple",
+        "banana only",
+    ]
+    # Too few rare matches for the limit: apple's first matches widen the candidates.
+    widened = search(bounded, "apple banana", 10)
+    assert len(widened) == 10 and set(widened[:2]) == {"apple banana", "banana apple"}
+    assert len(search(bounded, "apple", 50)) == 22  # the budget is never below the limit
+    ranked = search(every, "apple banana", 50)  # under the default budget: every match
+    assert len(ranked) == 23 and set(ranked[:2]) == {"apple banana", "banana apple"}
+    bounded.close()
+    every.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

@@ -43,6 +43,7 @@ from memlane.errors import (
 )
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, aretrying, retrying
+from memlane.stores.postgres_lexical import LEXICAL_BUDGET
 from memlane.stores.postgres_ops import PostgresOps
 from memlane.stores.postgres_sql import (
     MIGRATION_LOCK,
@@ -79,6 +80,7 @@ class PostgresStore(PostgresOps):
         max_connections: int = 10,
         connect_timeout_s: float = 10.0,
         exact_search_limit: int = 5_000,
+        lexical_budget: int = LEXICAL_BUDGET,
         retries: int = 8,
     ) -> None:
         self._conninfo = check_postgres_url(url)
@@ -87,6 +89,7 @@ class PostgresStore(PostgresOps):
         self.max_connections = max_connections
         self.connect_timeout_s = connect_timeout_s
         self.exact_search_limit = exact_search_limit
+        self.lexical_budget = lexical_budget
         self.retries = retries
         self._lock = threading.Lock()
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None

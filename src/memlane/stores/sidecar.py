@@ -114,9 +114,9 @@ class Sidecar:
         self._empty: set[str] = set()
         self._written: dict[str, int] = {}
         self._states: dict[str, State] = {}
+        """The states of indexes in memory (``root=None``)."""
         self._held: set[str] = set()
         """Users whose lock file this process holds (always under ``_mutex``)."""
-        """The states of indexes in memory (``root=None``)."""
         self._mutex = threading.RLock()
 
     # ------------------------------------------------------------------ reading
@@ -205,6 +205,8 @@ class Sidecar:
                 continue
             try:
                 self._discard(folder)
+                if not (self.root / digest).exists():  # no index left: no name either
+                    (self.root / f"{digest}.lock").unlink(missing_ok=True)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 os.close(fd)

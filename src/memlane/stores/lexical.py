@@ -163,6 +163,3 @@ class LexicalIndex:
             return set()
         hits = searcher.search(t.Query.all_query(), n, count=False).hits
         return {int(r) for r in searcher.fast_field_values("rid", [a for _, a in hits])}
-
-    def __len__(self) -> int:
-        return int(self._index.searcher().num_docs)

@@ -266,10 +266,9 @@ class SqliteStore(SqliteOps):
 
     @property
     def _sidecar(self) -> Sidecar:
-        """The search indexes beside the database (open once the store is)."""
+        """The search indexes beside the database, opened with the store if need be."""
         self._connection()
-        assert self._sidecar_ is not None
-        return self._sidecar_
+        return super()._sidecar
 
     def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         self.check_supported(ops_)

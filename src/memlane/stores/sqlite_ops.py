@@ -8,6 +8,7 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from memlane.errors import StoreError
 from memlane.models import (
     Job,
     MemoryRecord,
@@ -46,10 +47,14 @@ class SqliteOps(OpDispatch):
     _vector_cache: VectorCache | None
     _data_version: int | None
 
+    _sidecar_: Sidecar | None
+
     @property
     def _sidecar(self) -> Sidecar:
-        """The search indexes beside the database (the store opens them)."""
-        raise NotImplementedError
+        """The search indexes beside the database, open while the store is."""
+        if self._sidecar_ is None:
+            raise StoreError("the SQLite store is closed: its search indexes are not open")
+        return self._sidecar_
 
     @property
     def _vectors(self) -> VectorCache:

@@ -17,6 +17,7 @@ from memlane.stores.codes import (
     CodeFile,
     candidate_count,
     sign_codes,
+    vectors_path,
 )
 
 DIM = 64
@@ -186,6 +187,8 @@ def test_two_live_rows_of_one_rid_left_by_a_crash_keep_the_later(tmp_path: Path)
         codes.append([4], first)
     with open(path, "ab") as file:  # the replay's row, its kill of row 0 lost
         file.write((4).to_bytes(8, "little") + sign_codes(second).tobytes())
+    with open(vectors_path(path), "ab") as file:
+        file.write(second.astype("<f2").tobytes())
     with CodeFile.open(path, DIM) as codes:
         assert len(codes) == 1 and codes.dead == 1
         codes.append([5], first)
@@ -279,3 +282,96 @@ def test_importing_the_module_loads_neither_numpy_nor_faiss() -> None:
 
 def test_candidate_count_grows_with_k() -> None:
     assert [candidate_count(k) for k in (0, 10, 100)] == [200, 260, 800]
+
+
+def _exact(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """What scored() must give: the float16 copy of each vector against the query."""
+    return vectors.astype(np.float16).astype(np.float32) @ query
+
+
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_scored_gives_the_candidates_with_exact_scores(tmp_path: Path, on_disk: bool) -> None:
+    path = tmp_path / "c.codes" if on_disk else None
+    vectors = _vectors(3000, seed=20)
+    queries = _vectors(5, seed=21)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(0, 6000, 2), vectors)
+        codes.kill([0, 2, 4])
+        codes.append([2], vectors[:1] * -1)  # an update: the new vector is scored
+        for q in queries:
+            rids, scores = codes.scored(q, 50)
+            assert rids.tolist() == codes.candidates(q, 50).tolist()
+            expected = [
+                float(_exact((-vectors[0] if r == 2 else vectors[r // 2])[None, :], q)[0])
+                for r in rids
+            ]
+            assert scores == pytest.approx(expected, rel=1e-6, abs=1e-6)
+        empty_rids, empty_scores = codes.scored(queries[0], 0)
+        assert len(empty_rids) == len(empty_scores) == 0
+        with pytest.raises(ValidationError):
+            codes.scored(np.ones(DIM + 8), 3)
+
+
+def test_scores_survive_reopen_and_compaction(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(2000, seed=22)
+    queries = _vectors(5, seed=23)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(2000), vectors)
+        codes.kill(np.arange(0, 2000, 3))
+        before = [codes.scored(q, 40) for q in queries]
+        codes.sync()
+    with CodeFile.open(path, DIM) as codes:
+        for q, (rids, scores) in zip(queries, before, strict=True):
+            again = codes.scored(q, 40)
+            assert again[0].tolist() == rids.tolist() and again[1].tolist() == scores.tolist()
+        codes.compact()
+        assert vectors_path(path).stat().st_size == HEADER_BYTES + len(codes) * DIM * 2
+        for q, (rids, scores) in zip(queries, before, strict=True):
+            again = codes.scored(q, 40)
+            assert again[0].tolist() == rids.tolist() and again[1].tolist() == scores.tolist()
+        codes.append([5000], vectors[:1])
+        assert codes.scored(vectors[0], 1)[0].tolist() == [5000]
+    with CodeFile.open(path, DIM) as codes:
+        assert codes.scored(vectors[0], 1)[0].tolist() == [5000]
+    assert not list(tmp_path.glob("*.compact"))
+
+
+def test_vector_rows_past_the_codes_are_cut_away(tmp_path: Path) -> None:
+    """An append killed after writing its vectors and before its codes."""
+    path = tmp_path / "c.codes"
+    vectors = _vectors(3, seed=24)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append([1, 2], vectors[:2])
+    with open(vectors_path(path), "ab") as file:
+        file.write(vectors[2:].astype("<f2").tobytes() + bytes(5))
+    with CodeFile.open(path, DIM) as codes:
+        assert vectors_path(path).stat().st_size == HEADER_BYTES + 2 * DIM * 2
+        codes.append([3], vectors[2:])
+        rids, scores = codes.scored(vectors[2], 1)
+        assert rids.tolist() == [3]
+        assert scores[0] == pytest.approx(float(_exact(vectors[2:], vectors[2])[0]), rel=1e-6)
+
+
+def test_a_vectors_file_missing_short_or_of_another_pair_is_refused(tmp_path: Path) -> None:
+    path, other = tmp_path / "c.codes", tmp_path / "d.codes"
+    with CodeFile.open(path, DIM) as codes, CodeFile.open(other, DIM) as second:
+        codes.append([1, 2], _vectors(2))
+        second.append([1, 2], _vectors(2))
+    saved = vectors_path(path).read_bytes()
+    vectors_path(path).write_bytes(vectors_path(other).read_bytes())  # same rows, other tag
+    with pytest.raises(CorruptStoreError, match="does not belong"):
+        CodeFile.open(path, DIM)
+    vectors_path(path).write_bytes(saved[: HEADER_BYTES + DIM * 2])
+    with pytest.raises(CorruptStoreError, match="holds 1 vectors for 2 codes"):
+        CodeFile.open(path, DIM)
+    vectors_path(path).unlink()
+    with pytest.raises(CorruptStoreError, match="missing"):
+        CodeFile.open(path, DIM)
+
+
+def test_a_code_file_of_the_older_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    path.write_bytes(b"MLCODES\x01" + DIM.to_bytes(4, "little") + bytes(4))
+    with pytest.raises(CorruptStoreError, match="another format version"):
+        CodeFile.open(path, DIM)

@@ -143,3 +143,41 @@ def _as_schema_7(path: Path, vectors: dict[str, Any]) -> None:
     conn.execute("DELETE FROM schema_migrations WHERE version = ?", (half,))
     conn.commit()
     conn.close()
+
+
+def test_context_search_uses_a_records_context_vector_where_it_has_one(tmp_path: Path) -> None:
+    """The context codes hold only records with a context vector; a ``context`` search
+    still scores every other record by its own vector, as the in-memory store does."""
+    from memlane import CoreConfig
+    from memlane.core.search import SearchRecipe
+
+    recipe = SearchRecipe("ctx", {"context": 1.0}, neighbor_weight=0.0, time_weight=0.0)
+    config = CoreConfig(context_window=2)
+    facts = _texts(60, seed=7, k=6)
+    turns = _texts(40, seed=8, k=5)
+    answers = []
+    for url in (f"sqlite:///{tmp_path}/m.db", "memory://"):
+        m = Memory(url, embedder=FakeEmbedder(dim=384), config=config)
+        m.add_many([MemoryInput(text=t) for t in facts], user_id="u")
+        for s in range(4):
+            batch = turns[s * 10 : (s + 1) * 10]
+            m.add_messages(f"s{s}", [("user", t) for t in batch], user_id="u")
+        answers.append(
+            [
+                {
+                    h.record.text: round(h.score, 4)
+                    for h in m.search(q, user_id="u", limit=100, recipe=recipe)
+                }
+                for q in _texts(25, seed=9, k=3)
+            ]
+        )
+        m.close()
+    sqlite_answers, memory_answers = answers
+    for on_sqlite, in_memory in zip(sqlite_answers, memory_answers, strict=True):
+        assert on_sqlite.keys() == in_memory.keys()  # every record, each once
+        assert on_sqlite == {t: pytest.approx(s, abs=2e-3) for t, s in in_memory.items()}
+    found = [text for hits in sqlite_answers for text, score in hits.items() if score > 0]
+    assert set(found) & set(turns) and set(found) & set(facts)
+    folder = next((tmp_path / "m.db.index").glob("*/"))
+    rows = (folder / "codes-context.bin").stat().st_size - 16
+    assert rows == 40 * (8 + 384 // 8)  # the turns only: facts have no context vector

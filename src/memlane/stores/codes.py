@@ -1,21 +1,32 @@
-"""One user's vectors as sign-bit codes in an append-only file, scanned with faiss.
+"""One user's vectors as sign-bit codes in an append-only file, scanned with faiss, and
+as float16 in a second file beside it, read for the exact rerank.
 
 Vector search at a million memories in one scope cannot score every float32 vector per
 query (160 ms CPU at 1M). A vector's signs alone, one bit per dimension (48 bytes at 384
-dimensions), keep the order of its neighbours well enough that exact float32 scoring of
-the few hundred codes nearest by Hamming distance finds the exact top 10 (bench/codes.md):
-the scan is what this module does, the rerank is the caller's.
+dimensions), keep the order of its neighbours well enough that exact scoring of the few
+hundred codes nearest by Hamming distance finds the exact top 10 (bench/codes.md). The
+exact scores come from the vectors' float16 copies, memory-mapped: a few hundred rows
+read per query, wherever the database keeps its own copy.
 
 A :class:`CodeFile` holds the codes of one (user, model, field). On disk it is a header
 and then fixed rows, each a record id (little-endian int64) and the code bytes, in the
 order they were appended::
 
-    b"MLCODES" + version byte (1) | dim (uint32 LE) | 4 zero bytes    16 bytes
+    b"MLCODES" + version byte (2) | dim (uint32 LE) | tag (4 bytes)   16 bytes
     rid (int64 LE) | code (dim / 8 bytes)                            one row per vector
 
-A row is killed by overwriting its rid with -1; :meth:`CodeFile.compact` rewrites the file
-without dead rows. Rows are only ever appended or killed, so a crash leaves at worst a torn
-last row, cut away on open. numpy and faiss load on first use, not when memlane is imported.
+and the vectors file (same name, suffix ``.f16``) row for row the same vectors::
+
+    b"MLVECS\x00" + version byte (1) | dim (uint32 LE) | tag (4 bytes)  16 bytes
+    float16 LE x dim                                                 one row per vector
+
+The tag is drawn when the pair is made and again at each compaction, so a pair whose
+halves do not belong together (a crash between the two renames) is refused, never read
+out of step. A row is killed by overwriting its rid with -1; :meth:`CodeFile.compact`
+rewrites both files without dead rows. Rows are only ever appended (vectors first) or
+killed, so a crash leaves at worst a torn last code row, cut away on open, and vector rows
+past the last code row, ignored. numpy and faiss load on first use, not when memlane is
+imported.
 """
 
 from __future__ import annotations
@@ -30,8 +41,10 @@ from memlane.errors import CorruptStoreError, StoreError, ValidationError
 if TYPE_CHECKING:
     import numpy as np
 
-MAGIC = b"MLCODES\x01"
+MAGIC = b"MLCODES\x02"
 """The first 8 bytes of a code file: a name and the format's version."""
+VECTORS_MAGIC = b"MLVECS\x00\x01"
+"""The first 8 bytes of a vectors file."""
 HEADER_BYTES = 16
 DEAD = -1
 """The rid of a killed row."""
@@ -72,8 +85,13 @@ def _row_dtype(dim: int) -> Any:
     return np.dtype([("rid", "<i8"), ("code", "u1", (dim // 8,))])
 
 
-def _header(dim: int) -> bytes:
-    return MAGIC + dim.to_bytes(4, "little") + bytes(4)
+def _header(dim: int, tag: bytes, magic: bytes = MAGIC) -> bytes:
+    return magic + dim.to_bytes(4, "little") + tag
+
+
+def vectors_path(path: Path) -> Path:
+    """The vectors file that goes with the code file ``path``."""
+    return path.with_suffix(".f16")
 
 
 class CodeFile:
@@ -82,16 +100,17 @@ class CodeFile:
 
     Build one with :meth:`open`. Every method takes one lock, so a CodeFile may be shared
     by threads; a query holds it for the scan (about 5 ms at 1M codes). Writes reach the
-    file when made and are durable after :meth:`sync`.
+    files when made and are durable after :meth:`sync`.
     """
 
-    def __init__(self, path: Path | None, dim: int, file: BinaryIO | None) -> None:
+    def __init__(self, path: Path | None, dim: int, file: BinaryIO | None, floats: _Floats) -> None:
         """Use :meth:`open`."""
         import numpy as np
 
         self.path = path
         self.dim = dim
         self._file = file
+        self._floats = floats
         self._lock = threading.Lock()
         self._row = _row_dtype(dim)
         self._size = 0  # rows in the memory arrays, live and dead
@@ -105,26 +124,35 @@ class CodeFile:
 
     @classmethod
     def open(cls, path: Path | None, dim: int) -> CodeFile:
-        """The codes in ``path`` (created if missing; None keeps them in memory only).
+        """The codes in ``path`` and the vectors beside it (both created if the code file
+        is missing; None keeps them in memory only).
 
         A torn last row (the file cut mid-row, e.g. by kill -9) is truncated away; where a
         crash left two live rows for one rid, the later one stays. Raises ValidationError
         for a ``dim`` that is not a positive multiple of 8, CorruptStoreError for a file
-        that is not a code file or holds codes of another dim, StoreError if it cannot be
-        read or written."""
+        that is not a code file, holds codes of another dim, or whose vectors file is
+        missing, short or of another pair, StoreError if they cannot be read or written."""
         if dim <= 0 or dim % 8:
             raise ValidationError(f"dim must be a positive multiple of 8, got {dim}")
         if path is None:
-            return cls(None, dim, None)
+            return cls(None, dim, None, _Floats(None, dim, None))
+        path = Path(path)
         try:
-            file = _open_file(Path(path), dim)
+            file, tag, created = _open_file(path, dim)
         except OSError as exc:
             raise StoreError(f"cannot open code file {path}: {exc}") from exc
-        codes = cls(Path(path), dim, file)
         try:
-            codes._load()
+            floats = _Floats.open(vectors_path(path), dim, tag, create=created)
         except BaseException:
             file.close()
+            raise
+        codes = cls(path, dim, file, floats)
+        try:
+            codes._load()
+            floats.keep(codes._file_rows)
+        except BaseException:
+            file.close()
+            floats.close()
             raise
         return codes
 
@@ -192,11 +220,12 @@ class CodeFile:
             )
         if len(ids) and int(ids.min()) < 0:
             raise ValidationError("rids must be non-negative (-1 marks a dead row)")
+        ids, matrix = _last_of_each(ids, matrix)
         codes = sign_codes(matrix)
-        ids, codes = _last_of_each(ids, codes)
         with self._lock:
             self._check_open()
             self._kill_positions(self._positions(ids))
+            self._floats.write(self._file_rows, matrix)
             self._write_rows(ids, codes)
             self._push(ids, codes)
             self._drop_dead_from_memory()
@@ -230,12 +259,35 @@ class CodeFile:
             self._check_open()
             if n <= 0 or self._live == 0:
                 return np.empty(0, dtype=np.int64)
-            distances, rids = self._nearest(code, min(n, self._live))
+            distances, positions = self._nearest(code, min(n, self._live))
+            rids = self._rids[positions]
         order = np.lexsort((rids, distances))[:n]
-        return rids[order]
+        return np.asarray(rids[order])
+
+    def scored(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The :meth:`candidates` for ``query`` with their exact scores: (rids, the dot
+        product of ``query`` with each one's stored vector as float32), in the order of
+        :meth:`candidates`. Raises ValidationError for a query of another shape."""
+        import numpy as np
+
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.size != self.dim or vector.ndim > 2:
+            raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
+        vector = vector.reshape(self.dim)
+        code = sign_codes(vector.reshape(1, self.dim))
+        with self._lock:
+            self._check_open()
+            if n <= 0 or self._live == 0:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+            distances, positions = self._nearest(code, min(n, self._live))
+            order = np.lexsort((self._rids[positions], distances))[:n]
+            positions = positions[order]
+            stored = self._floats.read(self._rows[positions])
+            rids = self._rids[positions]
+        return rids, stored.astype(np.float32) @ vector
 
     def _nearest(self, code: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, rids) of live rows: every row nearer than the n-th nearest live
+        """(distances, memory positions) of live rows: every row nearer than the n-th nearest live
         row, and every row as near (the whole tie at the boundary, so that the caller can
         break it by rid). The scan asks faiss for spare rows; if the tie runs past them,
         it asks again for twice as many."""
@@ -256,22 +308,22 @@ class CodeFile:
             found, positions = faiss.knn_hamming(code, base, k)
             # Rows left out are at least as far as the farthest row found, dead or live.
             farthest = int(found[0, -1])
-            rids = self._rids[positions[0]]
-            live = rids >= 0
-            distances, rids = found[0][live], rids[live]
+            live = self._rids[positions[0]] >= 0
+            distances, at = found[0][live], positions[0][live]
             boundary = np.partition(distances, n - 1)[n - 1]
             if k == self._size or farthest > boundary:
                 keep = distances <= boundary
-                return distances[keep], rids[keep]
+                return distances[keep], at[keep]
             want *= 2
 
     def sync(self) -> None:
-        """Flush the file and fsync it: every append and kill made so far is durable.
-        Raises StoreError if the operating system fails."""
+        """Flush the files and fsync them (the vectors first): every append and kill made so
+        far is durable. Raises StoreError if the operating system fails."""
         with self._lock:
             self._check_open()
             if self._file is None:
                 return
+            self._floats.sync()
             try:
                 self._file.flush()
                 os.fsync(self._file.fileno())
@@ -279,10 +331,11 @@ class CodeFile:
                 raise StoreError(f"cannot sync code file {self.path}: {exc}") from exc
 
     def compact(self) -> None:
-        """Rewrite the file without dead rows (a new file in the same directory, then
-        ``os.replace``: a crash leaves the old file or the new one, never a mix), and drop
-        dead rows from memory. Worth it when dead rows pass ~25 %. Raises StoreError if the
-        new file cannot be written."""
+        """Rewrite both files without dead rows (new files in the same directory under a new
+        tag, then ``os.replace``: a crash leaves the old pair, the new pair, or a pair
+        whose tags differ, which :meth:`open` refuses), and drop dead rows from memory.
+        Worth it when dead rows pass ~25 %. Raises StoreError if the new files cannot be
+        written."""
         import numpy as np
 
         with self._lock:
@@ -290,29 +343,36 @@ class CodeFile:
             self._drop_dead_from_memory(force=True)
             if self._file is not None and self.path is not None:
                 self._rewrite(self.path)
+            else:
+                self._floats.keep_rows(self._rows[: self._size])
             self._rows = np.arange(self._size, dtype=np.int64)
             self._file_rows = self._size
 
     def _rewrite(self, path: Path) -> None:
-        """Write the live rows to ``path`` atomically and reopen it."""
+        """Write the live rows to ``path`` and its vectors file atomically and reopen them."""
         import numpy as np
 
         assert self._file is not None
+        tag = os.urandom(4)
         records = np.empty(self._size, dtype=self._row)
         records["rid"], records["code"] = self._rids[: self._size], self._codes[: self._size]
         temporary = path.with_name(path.name + ".compact")
         try:
+            floats = self._floats.rewritten(self._rows[: self._size], tag)
             with open(temporary, "wb") as out:
-                out.write(_header(self.dim))
+                out.write(_header(self.dim, tag))
                 out.write(records.tobytes())
                 out.flush()
                 os.fsync(out.fileno())
             self._file.close()  # before the rename: Windows renames no open file
+            self._floats.close()
             try:
+                os.replace(floats, vectors_path(path))
                 os.replace(temporary, path)
                 _sync_directory(path.parent)
             finally:
                 self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
+                self._floats = _Floats.open(vectors_path(path), self.dim, tag, create=False)
         except OSError as exc:
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
 
@@ -323,6 +383,7 @@ class CodeFile:
             if self._closed:
                 return
             self._closed = True
+            self._floats.close()
             if self._file is not None:
                 self._file.close()
 
@@ -411,18 +472,134 @@ class CodeFile:
         self._size = len(live)
 
 
-def _open_file(path: Path, dim: int) -> BinaryIO:
-    """The file opened for reading and writing, positioned after its header: created with
-    a header if missing or shorter than one, its torn last row cut away."""
-    header = _header(dim)
-    if not path.exists() or path.stat().st_size < HEADER_BYTES:
-        _create(path, header)
+class _Floats:
+    """The float16 vectors of a code file's rows, row for row: a file written in place
+    and read through a memory map, or an array (in memory)."""
+
+    def __init__(self, path: Path | None, dim: int, file: BinaryIO | None) -> None:
+        """Use :meth:`open` for a file."""
+        import numpy as np
+
+        self.path = path
+        self.dim = dim
+        self._file = file
+        self._stride = 2 * dim
+        self._array = np.empty((0, dim), dtype=np.float16)  # in memory: the rows
+        self._map: np.ndarray | None = None  # a file: its rows when last mapped
+
+    @classmethod
+    def open(cls, path: Path, dim: int, tag: bytes, *, create: bool) -> _Floats:
+        """The vectors file of a code file whose header holds ``tag`` (made anew when
+        ``create``). Raises CorruptStoreError if it is missing or of another pair."""
+        header = _header(dim, tag, VECTORS_MAGIC)
+        if create:
+            _create(path, header, replace=True)
+        try:
+            file = open(path, "r+b")  # noqa: SIM115 (held until close())
+        except FileNotFoundError:
+            raise CorruptStoreError(f"{path} is missing beside its code file") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open vectors file {path}: {exc}") from exc
+        if file.read(HEADER_BYTES) != header:
+            file.close()
+            raise CorruptStoreError(f"{path} does not belong with its code file")
+        return cls(path, dim, file)
+
+    def keep(self, rows: int) -> None:
+        """Check the file holds ``rows`` rows, and cut away rows past them (written by an
+        append whose code rows never were). Raises CorruptStoreError if it holds fewer."""
+        if self._file is None:
+            return
+        held = (self._file.seek(0, os.SEEK_END) - HEADER_BYTES) // self._stride
+        if held < rows:
+            raise CorruptStoreError(f"{self.path} holds {held} vectors for {rows} codes")
+        if held > rows or self._file.tell() != HEADER_BYTES + rows * self._stride:
+            self._file.truncate(HEADER_BYTES + rows * self._stride)
+
+    def write(self, first: int, vectors: np.ndarray) -> None:
+        """Write ``vectors`` as rows ``first`` onwards."""
+        import numpy as np
+
+        halves = np.ascontiguousarray(vectors, dtype="<f2")
+        if self._file is None:
+            end = first + len(halves)
+            if end > len(self._array):
+                self._array = _grown(self._array, first, max(end, 2 * len(self._array), 1024))
+            self._array[first:end] = halves
+            return
+        try:
+            self._file.seek(HEADER_BYTES + first * self._stride)
+            self._file.write(halves.tobytes())
+            self._file.flush()  # the map reads the file, not this buffer
+        except OSError as exc:
+            raise StoreError(f"cannot write vectors file {self.path}: {exc}") from exc
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The float16 vectors of ``rows`` (file rows), (len(rows), dim)."""
+        import numpy as np
+
+        if self._file is None:
+            return np.asarray(self._array[rows])
+        if not len(rows):
+            return np.empty((0, self.dim), dtype=np.float16)
+        need = int(rows.max()) + 1
+        if self._map is None or len(self._map) < need:
+            held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
+            if held < need:
+                raise CorruptStoreError(f"{self.path} holds {held} vectors, row {need - 1} asked")
+            self._map = np.memmap(
+                self._file, dtype="<f2", mode="r", offset=HEADER_BYTES, shape=(held, self.dim)
+            )
+        return np.asarray(self._map[rows])
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        """In memory: keep only ``rows``, renumbered from 0 (a compaction)."""
+        self._array = self._array[rows]
+
+    def rewritten(self, rows: np.ndarray, tag: bytes) -> Path:
+        """A new file beside this one (not yet in its place) holding ``rows`` in order,
+        made durable, under ``tag``; returns its path."""
+        assert self.path is not None
+        temporary = self.path.with_name(self.path.name + ".compact")
+        with open(temporary, "wb") as out:
+            out.write(_header(self.dim, tag, VECTORS_MAGIC))
+            for start in range(0, len(rows), 65536):
+                out.write(self.read(rows[start : start + 65536]).tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        return temporary
+
+    def sync(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot sync vectors file {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._map = None
+        if self._file is not None:
+            self._file.close()
+
+
+def _open_file(path: Path, dim: int) -> tuple[BinaryIO, bytes, bool]:
+    """The file opened for reading and writing, positioned after its header, with its tag
+    and whether it was made now: created with a header if missing or shorter than one,
+    its torn last row cut away."""
+    created = not path.exists() or path.stat().st_size < HEADER_BYTES
+    if created:
+        _create(path, _header(dim, os.urandom(4)))
     file = open(path, "r+b")  # noqa: SIM115 (held by the CodeFile until close())
     try:
         found = file.read(HEADER_BYTES)
+        if found[:7] == MAGIC[:7] and found[:8] != MAGIC:
+            raise CorruptStoreError(f"{path} is a code file of another format version")
         if found[:8] != MAGIC:
             raise CorruptStoreError(f"{path} is not a memlane code file")
-        if found != header:
+        tag = found[12:HEADER_BYTES]
+        if found != _header(dim, tag):
             other = int.from_bytes(found[8:12], "little")
             raise CorruptStoreError(f"{path} holds codes of {other}-d vectors, not {dim}-d")
         stride = 8 + dim // 8
@@ -430,17 +607,18 @@ def _open_file(path: Path, dim: int) -> BinaryIO:
         if torn:
             file.truncate(file.tell() - torn)
         file.seek(HEADER_BYTES)
-        return file
+        return file, tag, created
     except BaseException:
         file.close()
         raise
 
 
-def _create(path: Path, header: bytes) -> None:
-    """A file holding only the header (replacing a torn one), durable with its entry."""
+def _create(path: Path, header: bytes, *, replace: bool = False) -> None:
+    """A file holding only the header (replacing a torn one, or with ``replace`` any
+    file), durable with its entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    found = path.read_bytes() if path.exists() else b""
-    if not header.startswith(found):
+    found = path.read_bytes() if path.exists() and not replace else b""
+    if not MAGIC.startswith(found[: len(MAGIC)]):
         raise CorruptStoreError(f"{path} is not a memlane code file")
     with open(path, "wb") as file:
         file.write(header)
@@ -464,15 +642,15 @@ def _sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _last_of_each(ids: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _last_of_each(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rows of the last occurrence of each rid, in their order."""
     import numpy as np
 
     if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
-        return ids, codes
+        return ids, rows
     _, first_reversed = np.unique(ids[::-1], return_index=True)
     keep = np.sort(len(ids) - 1 - first_reversed)
-    return ids[keep], codes[keep]
+    return ids[keep], rows[keep]
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:

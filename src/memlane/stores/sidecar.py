@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlane.errors import StoreError
+from memlane.errors import CorruptStoreError, StoreError
 from memlane.stores.lexical import Doc, LexicalIndex
 from memlane.stores.sql import statements as st
 from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
@@ -49,9 +49,10 @@ if TYPE_CHECKING:
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
 
-FORMAT = 2
+FORMAT = 3
 """The folder layout, index schema and analyzer; another value is rebuilt (2: words
-up to 1024 bytes, not 64)."""
+up to 1024 bytes, not 64; 3: float16 vectors beside the codes, and context codes only
+for records with a context vector)."""
 
 SYNC_AFTER_WRITES = 1000
 """Records written for one user since its last sync after which a write batch applies
@@ -167,12 +168,9 @@ class Sidecar:
         on_disk = self._read_state(user_id)
         if on_disk is None:
             return user_id in self._empty
-        if opened is None or opened.state.generation != on_disk.generation:
-            return False
-        if opened.state.seq != on_disk.seq:
-            opened.indexes.reload()
-            opened.state = on_disk
-        return True
+        # Another process applied rows: they are read again under the user's lock
+        # (_update), never while that process may be rewriting the files.
+        return opened is not None and opened.state == on_disk
 
     def finish_erasures(self, conn: sqlite3.Connection) -> None:
         """At open: finish what a process that stopped mid-way left of an erasure. Users
@@ -219,7 +217,11 @@ class Sidecar:
             self.rebuild(conn, user_id)
             return
         assert state is not None
-        opened = self._opened(user_id, state)
+        try:
+            opened = self._opened(user_id, state)
+        except CorruptStoreError:  # files a crash or a copy left out of step
+            self.rebuild(conn, user_id)
+            return
         with transaction(conn, write=False):
             pending = conn.execute(
                 "SELECT seq, rid FROM index_outbox WHERE user_id = ? ORDER BY seq", (user_id,)
@@ -344,13 +346,14 @@ class Sidecar:
 
     def check(self, conn: sqlite3.Connection, user_id: str) -> tuple[set[int], set[int]]:
         """After a sync: (records an index lacks, index entries with no record), over the
-        lexical index and each field's vector codes (records with a vector)."""
+        lexical index and each field's vector codes (records with a vector of it)."""
         self.sync(conn, user_id)
         with transaction(conn, write=False):
             model = _model(conn)
             name = "" if model is None else model.name
             stored = {
-                row[0]: row[3] is not None for row in self._all_rows_flat(conn, user_id, name)
+                row[0]: (row[3] is not None, row[4] is not None)
+                for row in self._all_rows_flat(conn, user_id, name)
             }
         opened = self._open.get(user_id)
         missing: set[int] = set()
@@ -359,8 +362,9 @@ class Sidecar:
         missing |= set(stored) - held
         ghosts |= held - set(stored)
         if opened is not None:
-            embedded = {rid for rid, has in stored.items() if has}
-            for codes in opened.indexes.codes.values():
+            for field_, codes in opened.indexes.codes.items():
+                at = FIELDS.index(field_)
+                embedded = {rid for rid, has in stored.items() if has[at]}
                 coded = {int(r) for r in codes.rids()}
                 missing |= embedded - coded
                 ghosts |= coded - embedded
@@ -379,12 +383,17 @@ class Sidecar:
         return self.root / f"{digest}{suffix}"
 
     def _opened(self, user_id: str, state: State) -> _Open:
+        """The user's indexes as the folder holds them now (under the user's lock): opened,
+        or read again where another process changed them since."""
         opened = self._open.get(user_id)
         if opened is None or opened.state.generation != state.generation:
             if opened is not None:
-                opened.indexes.close()
+                self._close(user_id)
             model = Model(state.model, state.dim) if state.model else None
             opened = self._keep_open(user_id, _Open(_Indexes(self._folder(user_id), model), state))
+        elif opened.state != state:
+            opened.indexes.reload()
+            opened.state = state
         return opened
 
     def _close(self, user_id: str) -> None:
@@ -501,9 +510,13 @@ class _Indexes:
         if model is not None and model.dim % 8 == 0:
             from memlane.stores.codes import CodeFile
 
-            for name in FIELDS:
-                path = None if folder is None else folder / f"codes-{name}.bin"
-                self.codes[name] = CodeFile.open(path, model.dim)
+            try:
+                for name in FIELDS:
+                    path = None if folder is None else folder / f"codes-{name}.bin"
+                    self.codes[name] = CodeFile.open(path, model.dim)
+            except BaseException:
+                self.close()
+                raise
 
     def write(self, removed: list[int], rows: list[Row]) -> None:
         """Replace the entries of ``removed`` by ``rows`` (the records that still exist)."""
@@ -535,11 +548,9 @@ class _Indexes:
 
         for name, codes in self.codes.items():
             width = 2 * codes.dim  # float16
+            at = 3 + FIELDS.index(name)  # a context file holds real context vectors only
             pairs = [
-                (r[0], blob)
-                for r in rows
-                if (blob := (r[4] or r[3]) if name == "context" else r[3]) is not None
-                and len(blob) == width
+                (r[0], blob) for r in rows if (blob := r[at]) is not None and len(blob) == width
             ]
             appended = {rid for rid, _ in pairs}
             gone = [rid for rid in removed if rid not in appended]

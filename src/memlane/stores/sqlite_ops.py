@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from memlane.stores.vector_cache import VectorCache
 
 
+_HAS_CONTEXT = (
+    "r.context_hash IS NOT NULL AND EXISTS (SELECT 1 FROM embeddings c "
+    "WHERE c.model = ? AND c.content_hash = r.context_hash)"
+)
+"""Whether a record has a context vector under the model (``?``): the context codes hold
+exactly those."""
+
+
 class SqliteOps(OpDispatch):
     """The handlers of every store op on SQLite, marked with :func:`handles`."""
 
@@ -150,36 +158,46 @@ class SqliteOps(OpDispatch):
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
         """The nearest of the user's records by the codes' Hamming distance, reranked by
-        exact cosine from the stored vectors, filtered in SQL; more candidates are read
-        while the filter leaves too few. Vectors of a model the codes do not hold (a
-        store moving to another model) are scored exactly instead."""
-        codes = self._sidecar.codes(op.user_id, op.model, op.field)
-        if codes is None:
+        exact cosine from the float16 vectors beside the codes, then filtered in SQL; more
+        candidates are read while the filter leaves too few. A ``context`` search scores
+        a record by its context vector where it has one (those are in the context codes)
+        and by its own vector otherwise. Vectors of a model the codes do not hold (a store
+        moving to another model) are scored exactly instead."""
+        content = self._sidecar.codes(op.user_id, op.model, "content")
+        context = self._sidecar.codes(op.user_id, op.model, "context")
+        if content is None or context is None:
             return self._exact_vector_search(conn, op)
-        from memlane.stores.vector_cache import from_blobs
-
-        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
-        vector = "COALESCE(c.vector, e.vector)" if op.field == "context" else "e.vector"
         from memlane.stores.codes import candidate_count
 
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         want = candidate_count(op.limit)
         while True:
-            rids = codes.candidates(op.vector, want)
+            rids, sims = content.scored(op.vector, want)
+            exhausted = len(rids) < want
+            own = dict(zip(rids.tolist(), sims.tolist(), strict=True))
+            by_context: dict[int, float] = {}
+            if op.field == "context":
+                rids, sims = context.scored(op.vector, want)
+                exhausted = exhausted and len(rids) < want
+                by_context = dict(zip(rids.tolist(), sims.tolist(), strict=True))
             rows = conn.execute(
-                f"SELECT r.id, {vector} FROM {BY_RIDS}"
-                "JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
-                "LEFT JOIN embeddings c ON c.model = ? AND c.content_hash = r.context_hash "
-                f"WHERE {where}",
-                (json.dumps(rids.tolist()), op.model, op.model, *params),
+                f"SELECT r.rid, r.id, {_HAS_CONTEXT if by_context else '0'} "
+                f"FROM {BY_RIDS} WHERE {where}",
+                (
+                    *([op.model] if by_context else []),
+                    json.dumps(list(own.keys() | by_context.keys())),
+                    *params,
+                ),
             ).fetchall()
-            found: list[tuple[str, float]] = []
-            if rows:
-                sims = from_blobs([blob for _, blob in rows]) @ op.vector
-                found = sorted(
-                    ((rows[i][0], float(sims[i])) for i in range(len(rows))),
-                    key=lambda hit: (-hit[1], hit[0]),
-                )
-            if len(rids) < want or len(found) >= op.limit:
+            found = sorted(
+                (
+                    (rid, by_context[key] if key in by_context else own[key])
+                    for key, rid, with_context in rows
+                    if key in by_context or not with_context
+                ),
+                key=lambda hit: (-hit[1], hit[0]),
+            )
+            if exhausted or len(found) >= op.limit:
                 return found[: op.limit]
             want *= 4
 

@@ -290,3 +290,98 @@ def test_a_neighbour_floor_stays_below_the_durable_memories_the_turn_did_not_bea
     assert below_durable(3.0, 2.5, durable) == 3.0
     # A store of turns only: unchanged.
     assert below_durable(3.24, 0.46, []) == 3.24
+
+
+def _drive_rank(q: object, pool: tuple[str, ...], records: dict[str, MemoryRecord],
+                scores: dict[str, float], floor: dict[str, float],
+                window: tuple[datetime, datetime] | None) -> tuple[object, int]:  # fmt: skip
+    """Run the lazy ranking flow, answering its record reads from ``records``; returns
+    its ranking and how many records it read."""
+    from memlane.core.flow import Batch
+    from memlane.core.retrieval import _rank
+    from memlane.ports import store as ops
+
+    flow = _rank(q, pool, scores, floor, window)  # type: ignore[arg-type]
+    read = 0
+    answer: object = None
+    try:
+        while True:
+            effect = flow.send(answer)
+            assert isinstance(effect, Batch)
+            (op,) = effect.ops
+            assert isinstance(op, ops.GetRecords)
+            read += len(op.ids)
+            answer = [[records[i] for i in op.ids if i in records]]
+    except StopIteration as stop:
+        return stop.value[1], read
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_ranking_reads_few_records_and_ranks_as_reading_all_would(seed: int) -> None:
+    """The lazy read of records for ranking gives exactly the ranking of the whole pool
+    (scores, boost terms, capped floors), whatever the boosts, floors, filters and mix
+    of turns and facts."""
+    import random
+
+    from memlane.core.retrieval import _Query, _ranked
+    from memlane.models import Filters
+
+    rng = random.Random(seed)
+    recipe = SearchRecipe(
+        "r",
+        time_weight=rng.choice([0.0, 1.0]),
+        speaker_weight=rng.choice([0.0, 0.2]),
+        recency_weight=rng.choice([0.0, 0.3]),
+        importance_weight=rng.choice([0.0, 0.5, -0.5]),
+    )
+    speakers = ["Caroline", "Melanie", "Jon", None]
+    records: dict[str, MemoryRecord] = {}
+    for i in range(rng.randint(0, 260)):
+        rid = f"r{i:03}"
+        records[rid] = _record(
+            id=rid,
+            kind=rng.choice([MemoryKind.EPISODE] * 3 + [MemoryKind.FACT]),
+            actor=rng.choice(speakers),
+            event_at=NOW - timedelta(days=rng.randint(0, 90)),
+            importance=rng.random(),
+            agent_id=rng.choice([None, None, None, "other"]),
+        )
+    ids = list(records)
+    ties = [round(rng.random() * 4, 1) for _ in range(5)]  # some scores shared
+    scores = {
+        rid: rng.choice([rng.random() * 4, rng.choice(ties), 0.0])
+        for rid in ids[: len(ids) * 3 // 4]
+    }
+    floor = {rid: rng.random() * 4 for rid in rng.sample(ids, len(ids) // 5)}
+    pool = tuple(dict.fromkeys([*scores, *floor]))
+    window = rng.choice([None, (NOW - timedelta(days=30), NOW)])
+    filters = rng.choice([Filters(), Filters(agent_id="other")])
+    limit = rng.choice([1, 5, 10, 25])
+    q = _Query("what did Caroline say", "u", filters, NOW, recipe, limit)
+    gone = set(rng.sample(ids, len(ids) // 20))  # deleted since the candidates were read
+    present = {rid: r for rid, r in records.items() if rid not in gone}
+
+    expected = _ranked(q, pool, present, scores, floor, window)
+    got, read = _drive_rank(q, pool, present, scores, floor, window)
+    ranked, terms_of, capped = got  # type: ignore[misc]
+    assert ranked == expected[0]
+    assert {r: terms_of[r] for r, _ in ranked} == {r: expected[1][r] for r, _ in ranked}
+    assert {r: capped[r] for r, _ in ranked if r in capped} == {
+        r: expected[2][r] for r, _ in ranked if r in expected[2]
+    }
+    assert read <= len(pool)
+
+
+def test_ranking_reads_only_the_records_that_can_reach_the_top() -> None:
+    """200 candidates with falling scores and no boosts in play: the first read settles."""
+    from memlane.core.retrieval import FIRST_READ, _Query
+    from memlane.models import Filters
+
+    records = {f"r{i:03}": _record(id=f"r{i:03}", kind=MemoryKind.FACT) for i in range(200)}
+    scores = {rid: 4.0 / (1 + i) for i, rid in enumerate(records)}
+    q = _Query("q", "u", Filters(), NOW, SearchRecipe("r", speaker_weight=0.0), 10)
+    got, read = _drive_rank(q, tuple(records), records, scores, {}, None)
+    assert [r for r, _ in got[0]] == list(records)[:10]  # type: ignore[index]
+    assert read == FIRST_READ
+    mmr_q = _Query("q", "u", Filters(), NOW, SearchRecipe("m", mmr_lambda=0.5), 10)
+    assert _drive_rank(mmr_q, tuple(records), records, scores, {}, None)[1] == 200

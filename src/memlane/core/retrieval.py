@@ -76,9 +76,8 @@ def search(
     scores = {rid: score for rid, score, _ in fused}
     floor = yield from _neighbor_floor(core, q, fused, scores)
     pool = tuple(dict.fromkeys([*scores, *floor]))
-    records = {r.id: r for r in (yield from one(ops.GetRecords(user_id, pool)))}
     window = time_window(query, q.now) if q.recipe.time_weight else None
-    ranked, terms_of, capped = _ranked(q, pool, records, scores, floor, window)
+    records, (ranked, terms_of, capped) = yield from _rank(q, pool, scores, floor, window)
     if core.config.track_access and ranked:
         yield from one(ops.TouchRecords(user_id, tuple(rid for rid, _ in ranked), q.now))
     hits = []
@@ -246,6 +245,70 @@ def _filters(filters: object) -> Filters:
     return filters
 
 
+FIRST_READ = 32
+"""Records read in the first round of ranking (at least 3x the limit); each further
+round reads twice as many as the one before."""
+
+
+def _rank(
+    q: _Query,
+    pool: tuple[str, ...],
+    scores: dict[str, float],
+    floor: dict[str, float],
+    window: tuple[datetime, datetime] | None,
+) -> Flow[tuple[dict[str, MemoryRecord], _Ranking]]:
+    """The pool ranked as :func:`_ranked` ranks it, reading only the records that can
+    reach the top: best base score (fused, or a neighbour's floor) first, in rounds,
+    until no record left unread could enter the top ``limit`` or change a score in it
+    (:func:`_settled`). A few dozen records of a pool of hundreds, as search reads full
+    rows. MMR compares every candidate's text, so it reads them all."""
+    base = {rid: max(scores.get(rid, 0.0), floor.get(rid, 0.0)) for rid in pool}
+    order = sorted(pool, key=lambda rid: -base[rid])
+    most = _boost_bound(q.recipe, window)
+    records: dict[str, MemoryRecord] = {}
+    size = len(order) if q.recipe.mmr_lambda is not None else max(FIRST_READ, 3 * q.limit)
+    read = 0
+    while True:
+        chunk = tuple(order[read : read + size])
+        read += len(chunk)
+        records.update((r.id, r) for r in (yield from one(ops.GetRecords(q.user_id, chunk))))
+        ranking = _ranked(q, tuple(records), records, scores, floor, window)
+        if read >= len(order) or _settled(ranking, scores, base[order[read]] * most, q.limit):
+            return records, ranking
+        size *= 2
+
+
+def _boost_bound(recipe: SearchRecipe, window: tuple[datetime, datetime] | None) -> float:
+    """The largest factor :func:`boosts` can give any record for this query."""
+    time = max(recipe.time_weight, 0.0) if window is not None else 0.0
+    return (
+        1.0
+        + time
+        + max(recipe.speaker_weight, 0.0)
+        + max(recipe.recency_weight, 0.0)
+        + abs(recipe.importance_weight)
+    )
+
+
+def _settled(ranking: _Ranking, scores: dict[str, float], unread: float, limit: int) -> bool:
+    """Whether records not read yet, each scoring at most ``unread``, leave the top
+    ``limit`` of ``ranking`` as it is: none can pass its last hit, and none can be a
+    durable memory that a turn in it was capped below (:func:`below_durable` caps a
+    turn lifted by a neighbour below the durable memories that score more than its own
+    evidence, ``own``)."""
+    ranked, terms_of, _ = ranking
+    if len(ranked) < limit:
+        return False
+    threshold = ranked[-1][1]
+    for rid, _score in ranked:
+        own = scores.get(rid, 0.0) * (1.0 + sum(terms_of[rid].values()))
+        threshold = min(threshold, own)
+    return unread < threshold
+
+
+_Ranking = tuple[list[tuple[str, float]], dict[str, dict[str, float]], dict[str, float]]
+
+
 def _ranked(
     q: _Query,
     pool: tuple[str, ...],
@@ -253,7 +316,7 @@ def _ranked(
     scores: dict[str, float],
     floor: dict[str, float],
     window: tuple[datetime, datetime] | None,
-) -> tuple[list[tuple[str, float]], dict[str, dict[str, float]], dict[str, float]]:
+) -> _Ranking:
     """The pool's ids with their final scores, best first and cut to the limit (after
     MMR when the recipe asks for it), each one's boost terms, and the turns whose
     neighbour floor was capped below a durable memory (:func:`below_durable`) with the

@@ -158,48 +158,66 @@ class SqliteOps(OpDispatch):
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
         """The nearest of the user's records by the codes' Hamming distance, reranked by
-        exact cosine from the float16 vectors beside the codes, then filtered in SQL; more
-        candidates are read while the filter leaves too few. A ``context`` search scores
-        a record by its context vector where it has one (those are in the context codes)
-        and by its own vector otherwise. Vectors of a model the codes do not hold (a store
-        moving to another model) are scored exactly instead."""
+        exact cosine from the float16 vectors beside the codes, then filtered in SQL, best
+        first, a slice at a time until enough pass; more candidates are read while the
+        filter leaves too few. A ``context`` search scores a record by its context vector
+        where it has one (those are in the context codes) and by its own vector otherwise.
+        Vectors of a model the codes do not hold (a store moving to another model) are
+        scored exactly instead."""
         content = self._sidecar.codes(op.user_id, op.model, "content")
         context = self._sidecar.codes(op.user_id, op.model, "context")
         if content is None or context is None:
             return self._exact_vector_search(conn, op)
         from memlane.stores.codes import candidate_count
 
-        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
         want = candidate_count(op.limit)
         while True:
             rids, sims = content.scored(op.vector, want)
             exhausted = len(rids) < want
-            own = dict(zip(rids.tolist(), sims.tolist(), strict=True))
-            by_context: dict[int, float] = {}
+            # rid -> (score, whether a context vector of the record replaces this one)
+            pairs = zip(rids.tolist(), sims.tolist(), strict=True)
+            scored = {k: (s, op.field == "context") for k, s in pairs}
             if op.field == "context":
                 rids, sims = context.scored(op.vector, want)
                 exhausted = exhausted and len(rids) < want
-                by_context = dict(zip(rids.tolist(), sims.tolist(), strict=True))
-            rows = conn.execute(
-                f"SELECT r.rid, r.id, {_HAS_CONTEXT if by_context else '0'} "
-                f"FROM {BY_RIDS} WHERE {where}",
-                (
-                    *([op.model] if by_context else []),
-                    json.dumps(list(own.keys() | by_context.keys())),
-                    *params,
-                ),
-            ).fetchall()
-            found = sorted(
-                (
-                    (rid, by_context[key] if key in by_context else own[key])
-                    for key, rid, with_context in rows
-                    if key in by_context or not with_context
-                ),
-                key=lambda hit: (-hit[1], hit[0]),
-            )
+                pairs = zip(rids.tolist(), sims.tolist(), strict=True)
+                scored.update((k, (s, False)) for k, s in pairs)
+            found = self._filtered(conn, op, sorted(scored.items(), key=lambda kv: -kv[1][0]))
             if exhausted or len(found) >= op.limit:
                 return found[: op.limit]
             want *= 4
+
+    def _filtered(
+        self,
+        conn: sqlite3.Connection,
+        op: ops.VectorSearch,
+        ranked: list[tuple[int, tuple[float, bool]]],
+    ) -> list[tuple[str, float]]:
+        """The best ``op.limit`` of ``ranked`` (rid, (score, drop-if-it-has-a-context-
+        vector)), best first) that pass the filters, as (id, score) best first, ties by id;
+        fewer when fewer pass. Slices are checked best first, ties never split, until the
+        hits found outrank every candidate not checked."""
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
+        model = [op.model] if op.field == "context" else []
+        found: list[tuple[str, float]] = []
+        start, step = 0, op.limit + op.limit // 2 + 8
+        while start < len(ranked) and len(found) < op.limit:
+            end = min(start + step, len(ranked))
+            while end < len(ranked) and ranked[end][1][0] == ranked[end - 1][1][0]:
+                end += 1
+            chunk = dict(ranked[start:end])
+            rows = conn.execute(
+                f"SELECT r.rid, r.id, {_HAS_CONTEXT if model else '0'} "
+                f"FROM {BY_RIDS} WHERE {where}",
+                (*model, json.dumps(list(chunk)), *params),
+            )
+            found += [
+                (rid, chunk[key][0])
+                for key, rid, with_context in rows
+                if not (with_context and chunk[key][1])
+            ]
+            start, step = end, 2 * step
+        return sorted(found, key=lambda hit: (-hit[1], hit[0]))[: op.limit]
 
     def _exact_vector_search(
         self, conn: sqlite3.Connection, op: ops.VectorSearch

@@ -375,3 +375,20 @@ def test_a_code_file_of_the_older_format_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"MLCODES\x01" + DIM.to_bytes(4, "little") + bytes(4))
     with pytest.raises(CorruptStoreError, match="another format version"):
         CodeFile.open(path, DIM)
+
+
+def test_a_code_file_knows_when_another_rewrote_or_extended_its_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(10, seed=30)
+    with CodeFile.open(path, DIM) as first, CodeFile.open(path, DIM) as second:
+        assert not first.replaced() and not second.replaced()
+        first.append([1, 2], vectors[:2])  # rows the second has not read
+        first.sync()
+        assert second.replaced() and not first.replaced()
+        second.close()
+    with CodeFile.open(path, DIM) as first, CodeFile.open(path, DIM) as second:
+        first.kill([1])
+        assert not second.replaced()  # a kill rewrites a rid in place: nothing to miss
+        first.compact()  # new files at the paths
+        assert second.replaced() and not first.replaced()
+    assert not CodeFile.open(None, DIM).replaced()

@@ -111,6 +111,9 @@ def test_recipe_validates() -> None:
         SearchRecipe("x", mmr_lambda=2.0)
     with pytest.raises(ValueError):
         SearchRecipe("x", neighbor_window=-1)
+    for half_life in (0.0, -10.0, float("nan")):  # recency would grow with age
+        with pytest.raises(ValueError, match="half_life"):
+            SearchRecipe("x", recency_half_life_days=half_life)
 
 
 @pytest.mark.parametrize(
@@ -385,3 +388,20 @@ def test_ranking_reads_only_the_records_that_can_reach_the_top() -> None:
     assert read == FIRST_READ
     mmr_q = _Query("q", "u", Filters(), NOW, SearchRecipe("m", mmr_lambda=0.5), 10)
     assert _drive_rank(mmr_q, tuple(records), records, scores, {}, None)[1] == 200
+
+
+def test_equal_scores_split_by_a_read_round_keep_the_id_order() -> None:
+    """Forty memories of one score, the boost 1 + (0.2 + 0.15) that a bound summed in
+    another order rounds below: the ones not read first tie the last hit and win by id."""
+    from memlane.core.retrieval import _Query, _ranked
+    from memlane.models import Filters
+
+    recipe = SearchRecipe("r", time_weight=0.0, speaker_weight=0.2, importance_weight=0.15)
+    ids = [f"r{i:03}" for i in range(100, 130)] + [f"r{i:03}" for i in range(10)]
+    records = {rid: _record(id=rid, actor="Caroline", importance=1.0) for rid in ids}
+    scores = dict.fromkeys(ids, 1.0)
+    q = _Query("what did Caroline say", "u", Filters(), NOW, recipe, 10)
+    expected = _ranked(q, tuple(ids), records, scores, {}, None)
+    got, _ = _drive_rank(q, tuple(ids), records, scores, {}, None)
+    assert got[0] == expected[0]  # type: ignore[index]
+    assert [r for r, _ in expected[0]] == [f"r{i:03}" for i in range(10)]

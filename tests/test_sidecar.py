@@ -414,3 +414,45 @@ def test_an_index_that_cannot_be_written_is_rebuilt(
     monkeypatch.setattr(lexical.LexicalIndex, "write", refuses)
     assert set(_lexical(m, "heron")) == {a.id, b.id}
     m.close()
+
+
+def test_a_compaction_whose_writer_died_is_seen_by_the_other_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One process compacts the codes (new files at the paths) and dies before saying so
+    in the folder's state; a second process, holding the old files open, must open the
+    new ones before it writes, or its vectors land in files no one reads."""
+    path = tmp_path / "m.db"
+    ours, theirs = SqliteStore(path), SqliteStore(path)
+    m, other = Memory(ours, embedder=FakeEmbedder()), Memory(theirs, embedder=FakeEmbedder())
+    records = [m.add(f"the heron number {i}", user_id="u") for i in range(20)]
+    m.search("heron", user_id="u")
+    other.search("heron", user_id="u")  # both hold the user's indexes open
+    other.update(records[0].id, user_id="u", text="a kestrel now")  # a dead row
+
+    def compact(self: Any) -> None:  # as when dead rows pass the threshold
+        for codes in self.codes.values():
+            codes.sync()
+            codes.compact()
+
+    def die(*_: Any, **__: Any) -> None:
+        raise _Died
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sidecar_module._Indexes, "_settle_codes", compact)
+        patch.setattr(sidecar_module.Sidecar, "_write_state", die)
+        with pytest.raises(_Died):
+            other.search("kestrel", user_id="u")
+    new = m.add("otters play in the estuary", user_id="u")
+    assert m.search("otters", user_id="u")  # ours applies the outbox
+    fresh = SqliteStore(path)
+    try:
+        assert _check(fresh, "u") == (set(), set())
+        hits = Memory(fresh, embedder=FakeEmbedder()).search(
+            "otters play in the estuary", user_id="u", recipe="semantic", limit=1
+        )
+        assert [h.record.id for h in hits] == [new.id]
+    finally:
+        fresh.close()
+        m.close()
+        theirs.close()

@@ -279,15 +279,16 @@ def _rank(
 
 
 def _boost_bound(recipe: SearchRecipe, window: tuple[datetime, datetime] | None) -> float:
-    """The largest factor :func:`boosts` can give any record for this query."""
+    """The largest factor :func:`boosts` can give any record for this query, with a
+    margin for rounding (the factor's terms are summed in another order)."""
     time = max(recipe.time_weight, 0.0) if window is not None else 0.0
-    return (
-        1.0
-        + time
+    terms = (
+        time
         + max(recipe.speaker_weight, 0.0)
         + max(recipe.recency_weight, 0.0)
         + abs(recipe.importance_weight)
     )
+    return (1.0 + terms) * (1.0 + 1e-9)
 
 
 def _settled(ranking: _Ranking, scores: dict[str, float], unread: float, limit: int) -> bool:

@@ -100,6 +100,8 @@ class SearchRecipe:
         counts = (self.neighbor_window, self.neighbor_top, self.feedback_docs, self.hop_docs)
         if min(counts) < 0 or self.hop_entities < 0 or self.hop_weight < 0:
             raise ValueError("window, top, docs, entities and weights must not be negative")
+        if not self.recency_half_life_days > 0:
+            raise ValueError("recency_half_life_days must be positive")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError("mmr_lambda must be between 0 and 1")
 

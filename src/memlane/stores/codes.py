@@ -316,6 +316,26 @@ class CodeFile:
                 return distances[keep], at[keep]
             want *= 2
 
+    def replaced(self) -> bool:
+        """Whether the files at this code file's paths are not the ones it holds open (a
+        compaction by another process put new ones there) or hold rows it has not read
+        (another process appended and stopped before saying so): open it again before
+        writing, or its rows would land where no one reads them."""
+        with self._lock:
+            if self._file is None or self.path is None or self._closed:
+                return False
+            try:
+                on_disk = os.stat(self.path)
+            except FileNotFoundError:
+                return True
+            mine = os.fstat(self._file.fileno())
+            size = HEADER_BYTES + self._file_rows * self._row.itemsize
+            return (
+                (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
+                or on_disk.st_size != size
+                or self._floats.replaced()
+            )
+
     def sync(self) -> None:
         """Flush the files and fsync them (the vectors first): every append and kill made so
         far is durable. Raises StoreError if the operating system fails."""
@@ -504,6 +524,17 @@ class _Floats:
             file.close()
             raise CorruptStoreError(f"{path} does not belong with its code file")
         return cls(path, dim, file)
+
+    def replaced(self) -> bool:
+        """Whether the file at this path is not the one held open."""
+        if self._file is None or self.path is None:
+            return False
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self._file.fileno())
+        return (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
 
     def keep(self, rows: int) -> None:
         """Check the file holds ``rows`` rows, and cut away rows past them (written by an

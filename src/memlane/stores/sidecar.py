@@ -391,7 +391,7 @@ class Sidecar:
                 self._close(user_id)
             model = Model(state.model, state.dim) if state.model else None
             opened = self._keep_open(user_id, _Open(_Indexes(self._folder(user_id), model), state))
-        elif opened.state != state:
+        elif opened.state != state or opened.indexes.replaced():
             opened.indexes.reload()
             opened.state = state
         return opened
@@ -565,6 +565,11 @@ class _Indexes:
             codes.sync()
             if codes.dead > max(1024, len(codes) // 2):
                 codes.compact()
+
+    def replaced(self) -> bool:
+        """Whether another process rewrote or extended the code files since they were
+        read, without (yet) saying so in the folder's state."""
+        return any(codes.replaced() for codes in self.codes.values())
 
     def reload(self) -> None:
         """See what another process committed. Codes are read again from their files."""

@@ -179,5 +179,7 @@ def test_context_search_uses_a_records_context_vector_where_it_has_one(tmp_path:
     found = [text for hits in sqlite_answers for text, score in hits.items() if score > 0]
     assert set(found) & set(turns) and set(found) & set(facts)
     folder = next((tmp_path / "m.db.index").glob("*/"))
-    rows = (folder / "codes-context.bin").stat().st_size - 16
+    from memlane.stores.codes import code_header_bytes
+
+    rows = (folder / "codes-context.bin").stat().st_size - code_header_bytes(384)
     assert rows == 40 * (8 + 384 // 8)  # the turns only: facts have no context vector

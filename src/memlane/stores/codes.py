@@ -13,12 +13,20 @@ and then fixed rows, each a record id (little-endian int64) and the code bytes, 
 order they were appended::
 
     b"MLCODES" + version byte (2) | dim (uint32 LE) | tag (4 bytes)   16 bytes
+    rows live when centred (uint64 LE) | centre (float32 LE x dim)   8 + 4 x dim bytes
     rid (int64 LE) | code (dim / 8 bytes)                            one row per vector
 
 and the vectors file (same name, suffix ``.f16``) row for row the same vectors::
 
     b"MLVECS\x00" + version byte (1) | dim (uint32 LE) | tag (4 bytes)  16 bytes
     float16 LE x dim                                                 one row per vector
+
+A code holds the signs of the vector minus the centre, the mean of the vectors when
+the file was last compacted (zero before): embeddings that share a large common
+component (most models' do, some by far) would otherwise give every row nearly the same
+signs. Compaction comes with growth too, each time the live rows double from 1,024 on
+(:meth:`CodeFile.wants_centre`), so the centre follows the data at a cost of about two
+rewrites of the file over its life.
 
 The tag is drawn when the pair is made and again at each compaction, so a pair whose
 halves do not belong together (a crash between the two renames) is refused, never read
@@ -46,6 +54,10 @@ MAGIC = b"MLCODES\x02"
 VECTORS_MAGIC = b"MLVECS\x00\x01"
 """The first 8 bytes of a vectors file."""
 HEADER_BYTES = 16
+"""The vectors file's header, and the fixed start of the code file's
+(:func:`code_header_bytes`)."""
+CENTRE_AFTER = 1024
+"""Live rows from which growth recentres the codes (each time they double)."""
 DEAD = -1
 """The rid of a killed row."""
 DEAD_IN_MEMORY = 1024
@@ -89,6 +101,21 @@ def _header(dim: int, tag: bytes, magic: bytes = MAGIC) -> bytes:
     return magic + dim.to_bytes(4, "little") + tag
 
 
+def code_header_bytes(dim: int) -> int:
+    """The size of a code file's header: the fixed start, then the centre."""
+    return HEADER_BYTES + 8 + 4 * dim
+
+
+def _code_header(dim: int, tag: bytes, centred: int, centre: np.ndarray) -> bytes:
+    import numpy as np
+
+    return (
+        _header(dim, tag)
+        + centred.to_bytes(8, "little")
+        + np.asarray(centre, dtype="<f4").tobytes()
+    )
+
+
 def vectors_path(path: Path) -> Path:
     """The vectors file that goes with the code file ``path``."""
     return path.with_suffix(".f16")
@@ -111,6 +138,9 @@ class CodeFile:
         self.dim = dim
         self._file = file
         self._floats = floats
+        self._header_bytes = code_header_bytes(dim)
+        self._centre = np.zeros(dim, dtype=np.float32)
+        self._centred = 0  # live rows when the centre was computed
         self._lock = threading.Lock()
         self._row = _row_dtype(dim)
         self._size = 0  # rows in the memory arrays, live and dead
@@ -138,7 +168,7 @@ class CodeFile:
             return cls(None, dim, None, _Floats(None, dim, None))
         path = Path(path)
         try:
-            file, tag, created = _open_file(path, dim)
+            file, tag, created, centred, centre = _open_file(path, dim)
         except OSError as exc:
             raise StoreError(f"cannot open code file {path}: {exc}") from exc
         try:
@@ -147,6 +177,7 @@ class CodeFile:
             file.close()
             raise
         codes = cls(path, dim, file, floats)
+        codes._centre, codes._centred = centre, centred
         try:
             codes._load()
             floats.keep(codes._file_rows)
@@ -221,11 +252,12 @@ class CodeFile:
         if len(ids) and int(ids.min()) < 0:
             raise ValidationError("rids must be non-negative (-1 marks a dead row)")
         ids, matrix = _last_of_each(ids, matrix)
-        codes = sign_codes(matrix)
+        halves = np.asarray(matrix, dtype="<f2")  # codes of the copy a recentring reads
         with self._lock:
             self._check_open()
+            codes = sign_codes(halves.astype(np.float32) - self._centre)
             self._kill_positions(self._positions(ids))
-            self._floats.write(self._file_rows, matrix)
+            self._floats.write(self._file_rows, halves)
             self._write_rows(ids, codes)
             self._push(ids, codes)
             self._drop_dead_from_memory()
@@ -254,11 +286,11 @@ class CodeFile:
         vector = np.asarray(query)
         if vector.size != self.dim or vector.ndim > 2:
             raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
-        code = sign_codes(vector.reshape(1, self.dim))
         with self._lock:
             self._check_open()
             if n <= 0 or self._live == 0:
                 return np.empty(0, dtype=np.int64)
+            code = sign_codes(vector.reshape(1, self.dim) - self._centre)
             distances, positions = self._nearest(code, min(n, self._live))
             rids = self._rids[positions]
         order = np.lexsort((rids, distances))[:n]
@@ -274,11 +306,11 @@ class CodeFile:
         if vector.size != self.dim or vector.ndim > 2:
             raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
         vector = vector.reshape(self.dim)
-        code = sign_codes(vector.reshape(1, self.dim))
         with self._lock:
             self._check_open()
             if n <= 0 or self._live == 0:
                 return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+            code = sign_codes(vector.reshape(1, self.dim) - self._centre)
             distances, positions = self._nearest(code, min(n, self._live))
             order = np.lexsort((self._rids[positions], distances))[:n]
             positions = positions[order]
@@ -329,7 +361,7 @@ class CodeFile:
             except FileNotFoundError:
                 return True
             mine = os.fstat(self._file.fileno())
-            size = HEADER_BYTES + self._file_rows * self._row.itemsize
+            size = self._header_bytes + self._file_rows * self._row.itemsize
             return (
                 (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
                 or on_disk.st_size != size
@@ -350,23 +382,55 @@ class CodeFile:
             except OSError as exc:
                 raise StoreError(f"cannot sync code file {self.path}: {exc}") from exc
 
+    @property
+    def centre(self) -> np.ndarray:
+        """The vector the codes are taken against (a copy)."""
+        with self._lock:
+            return self._centre.copy()
+
+    def wants_centre(self) -> bool:
+        """Whether the live rows doubled since the centre was computed (from
+        :data:`CENTRE_AFTER` rows on): time to :meth:`compact`."""
+        with self._lock:
+            return self._live >= max(CENTRE_AFTER, 2 * self._centred)
+
     def compact(self) -> None:
-        """Rewrite both files without dead rows (new files in the same directory under a new
-        tag, then ``os.replace``: a crash leaves the old pair, the new pair, or a pair
-        whose tags differ, which :meth:`open` refuses), and drop dead rows from memory.
-        Worth it when dead rows pass ~25 %. Raises StoreError if the new files cannot be
-        written."""
+        """Rewrite both files without dead rows and with every code made again against
+        the live vectors' mean (new files in the same directory under a new tag, then
+        ``os.replace``: a crash leaves the old pair, the new pair, or a pair whose tags
+        differ, which :meth:`open` refuses), and drop dead rows from memory. Worth it
+        when dead rows pass ~25 % or :meth:`wants_centre`. Raises StoreError if the new
+        files cannot be written."""
         import numpy as np
 
         with self._lock:
             self._check_open()
             self._drop_dead_from_memory(force=True)
+            self._recentre()
             if self._file is not None and self.path is not None:
                 self._rewrite(self.path)
             else:
                 self._floats.keep_rows(self._rows[: self._size])
             self._rows = np.arange(self._size, dtype=np.int64)
             self._file_rows = self._size
+
+    def _recentre(self) -> None:
+        """The centre moved to the live vectors' mean, and their codes made again."""
+        import numpy as np
+
+        rows = self._rows[: self._size]
+        chunks = [rows[i : i + 65536] for i in range(0, len(rows), 65536)]
+        total = np.zeros(self.dim, dtype=np.float64)
+        for chunk in chunks:
+            total += self._floats.read(chunk).astype(np.float64).sum(axis=0)
+        centre = (total / max(len(rows), 1)).astype(np.float32)
+        codes = np.empty((len(rows), self.dim // 8), dtype=np.uint8)
+        done = 0
+        for chunk in chunks:
+            vectors = self._floats.read(chunk).astype(np.float32)
+            codes[done : done + len(chunk)] = sign_codes(vectors - centre)
+            done += len(chunk)
+        self._codes, self._centre, self._centred = codes, centre, len(rows)
 
     def _rewrite(self, path: Path) -> None:
         """Write the live rows to ``path`` and its vectors file atomically and reopen them."""
@@ -380,7 +444,7 @@ class CodeFile:
         try:
             floats = self._floats.rewritten(self._rows[: self._size], tag)
             with open(temporary, "wb") as out:
-                out.write(_header(self.dim, tag))
+                out.write(_code_header(self.dim, tag, self._centred, self._centre))
                 out.write(records.tobytes())
                 out.flush()
                 os.fsync(out.fileno())
@@ -437,7 +501,7 @@ class CodeFile:
             stride = self._row.itemsize
             try:
                 for row in sorted(int(r) for r in self._rows[positions]):
-                    self._file.seek(HEADER_BYTES + row * stride)
+                    self._file.seek(self._header_bytes + row * stride)
                     self._file.write(dead)
             except OSError as exc:
                 raise StoreError(f"cannot write code file {self.path}: {exc}") from exc
@@ -452,7 +516,7 @@ class CodeFile:
             return
         records = np.empty(len(ids), dtype=self._row)
         records["rid"], records["code"] = ids, codes
-        offset = HEADER_BYTES + self._file_rows * self._row.itemsize
+        offset = self._header_bytes + self._file_rows * self._row.itemsize
         try:
             self._file.seek(offset)
             self._file.write(records.tobytes())
@@ -615,13 +679,17 @@ class _Floats:
             self._file.close()
 
 
-def _open_file(path: Path, dim: int) -> tuple[BinaryIO, bytes, bool]:
-    """The file opened for reading and writing, positioned after its header, with its tag
-    and whether it was made now: created with a header if missing or shorter than one,
-    its torn last row cut away."""
+def _open_file(path: Path, dim: int) -> tuple[BinaryIO, bytes, bool, int, np.ndarray]:
+    """The file opened for reading and writing, positioned after its header, with its tag,
+    whether it was made now, and its centre (rows live when computed, the centre):
+    created with a header if missing or shorter than one, its torn last row cut away."""
+    import numpy as np
+
+    full = code_header_bytes(dim)
+    zero = np.zeros(dim, dtype=np.float32)
     created = not path.exists() or path.stat().st_size < HEADER_BYTES
     if created:
-        _create(path, _header(dim, os.urandom(4)))
+        _create(path, _code_header(dim, os.urandom(4), 0, zero))
     file = open(path, "r+b")  # noqa: SIM115 (held by the CodeFile until close())
     try:
         found = file.read(HEADER_BYTES)
@@ -633,12 +701,20 @@ def _open_file(path: Path, dim: int) -> tuple[BinaryIO, bytes, bool]:
         if found != _header(dim, tag):
             other = int.from_bytes(found[8:12], "little")
             raise CorruptStoreError(f"{path} holds codes of {other}-d vectors, not {dim}-d")
+        if file.seek(0, os.SEEK_END) < full:  # a header cut short: no rows yet
+            file.close()
+            _create(path, _code_header(dim, os.urandom(4), 0, zero), replace=True)
+            return (*_open_file(path, dim)[:2], True, 0, zero)
+        file.seek(HEADER_BYTES)
+        rest = file.read(full - HEADER_BYTES)
+        centred = int.from_bytes(rest[:8], "little")
+        centre = np.frombuffer(rest[8:], dtype="<f4").astype(np.float32)
         stride = 8 + dim // 8
-        torn = (file.seek(0, os.SEEK_END) - HEADER_BYTES) % stride
+        torn = (file.seek(0, os.SEEK_END) - full) % stride
         if torn:
             file.truncate(file.tell() - torn)
-        file.seek(HEADER_BYTES)
-        return file, tag, created
+        file.seek(full)
+        return file, tag, created, centred, centre
     except BaseException:
         file.close()
         raise

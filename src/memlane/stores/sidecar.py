@@ -560,10 +560,11 @@ class _Indexes:
                 codes.append([rid for rid, _ in pairs], from_blobs([b for _, b in pairs]))
 
     def _settle_codes(self) -> None:
-        """Make the codes durable, rewriting a file whose dead rows outgrew a third."""
+        """Make the codes durable, rewriting a file whose dead rows outgrew a half or whose
+        live rows doubled since it was last centred."""
         for codes in self.codes.values():
             codes.sync()
-            if codes.dead > max(1024, len(codes) // 2):
+            if codes.dead > max(1024, len(codes) // 2) or codes.wants_centre():
                 codes.compact()
 
     def replaced(self) -> bool:

@@ -3,12 +3,17 @@ and speed at 100k and 1M codes.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py recall
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py speed --n 100000 1000000
+    HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py centre --extra 10000
 
 recall: every turn of the five LoCoMo dev conversations ("<speaker>: <text>") and every
 question, embedded with memlane's default embedder (OnnxEmbedder, all-MiniLM-L6-v2
 int8-stored ONNX). For each question: exact float32 cosine top-10 and top-100 over the
 scope, against the codes' top-C (Hamming) reranked by exact float32 cosine. Scopes: each
 conversation on its own (its own questions), and all five pooled (all questions).
+
+centre: recall@10 of the codes' top C reranked, with codes taken plain and against the
+vectors' mean (what compaction does), on the real vectors pooled with ``--extra``
+docstring sentences and on 200,000 synthetic ones grown from them.
 
 speed: synthetic unit vectors grown from the real turn vectors (see ``synthetic``), written
 to a CodeFile under --dir; ``candidates`` CPU time (time.process_time) and wall per query,
@@ -181,6 +186,36 @@ def recall(directory: Path, extra: int) -> None:
         for label, rule in RULES.items():
             row = " | ".join(f"{results[name][k, rule(k)]:.4f}" for k in KS)
             print(f"| {name} | {label} | {row} |")
+
+
+def centre(directory: Path, extra: int) -> None:
+    from memlane.stores.codes import CodeFile
+
+    data = embeddings(directory / "embeddings.npz")
+    real = np.vstack(
+        [t for t, _ in data.values()] + [distractors(directory / f"docstrings-{extra}.npy", extra)]
+    )
+    questions = np.vstack([q for _, q in data.values()])
+    print("| vectors | C | plain | centred |\n| --- | --- | --- | --- |")
+    for name, vectors in (
+        (f"real ({len(real):,})", real),
+        ("synthetic (200,000)", synthetic(real, 200_000)),
+    ):
+        vectors = vectors.astype(np.float32)
+        exact = [set(np.argpartition(-(vectors @ q), 10)[:10].tolist()) for q in questions]
+        for c in (100, 260):
+            found = []
+            for compact in (False, True):
+                codes = CodeFile.open(None, vectors.shape[1])
+                codes.append(np.arange(len(vectors)), vectors)
+                if compact:
+                    codes.compact()  # the centre: the live vectors' mean
+                hits = 0
+                for q, best in zip(questions, exact, strict=True):
+                    rids, scores = codes.scored(q, c)
+                    hits += len(best & set(rids[np.argsort(-scores)][:10].tolist()))
+                found.append(hits / (10 * len(questions)))
+            print(f"| {name} | {c} | {found[0]:.4f} | {found[1]:.4f} |")
 
 
 # --- speed --------------------------------------------------------------------------------
@@ -378,7 +413,7 @@ def open_times(codes: object, path: Path, dim: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["recall", "speed"])
+    parser.add_argument("what", choices=["recall", "speed", "centre"])
     parser.add_argument("--dir", type=Path, default=SCRATCH)
     parser.add_argument(
         "--extra",
@@ -393,6 +428,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.what == "recall":
         recall(args.dir, args.extra)
+        return
+    if args.what == "centre":
+        centre(args.dir, args.extra)
         return
     data = embeddings(args.dir / "embeddings.npz")
     real = np.vstack([t for t, _ in data.values()])

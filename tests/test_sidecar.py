@@ -456,3 +456,35 @@ def test_a_compaction_whose_writer_died_is_seen_by_the_other_process(
         fresh.close()
         m.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_growing_scopes_recentre_their_codes_without_rebuilding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Records added 150 at a time: the codes are recentred as the rows double (1,024,
+    2,048), in place; nothing is rebuilt from the database after the first build."""
+    rebuilds: list[int] = []
+    real = sidecar_module.Sidecar.rebuild
+
+    def counted(self: Any, conn: Any, user_id: str, progress: Any = None) -> int:
+        rebuilds.append(real(self, conn, user_id, progress))
+        return rebuilds[-1]
+
+    monkeypatch.setattr(sidecar_module.Sidecar, "rebuild", counted)
+    url = f"sqlite:///{tmp_path}/m.db" if where == "file" else "sqlite:///:memory:"
+    m = Memory(url, embedder=FakeEmbedder())
+    centres = []
+    for batch in range(16):
+        texts = [f"note b{batch}n{i} about herons" for i in range(150)]
+        m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+        hits = m.search(texts[3], user_id="u", recipe="semantic", limit=1, explain=True)
+        assert hits[0].explanation is not None  # its own vector, or one its words share:
+        assert hits[0].explanation["vector"]["score"] > 0.999  # (hashed words collide)
+        codes = m.store._sidecar.codes("u", FakeEmbedder().model_id, "content")  # type: ignore[attr-defined]
+        assert codes is not None
+        centres.append(bool(codes.centre.any()))
+    m.close()
+    assert rebuilds[1:] == []
+    assert not centres[5]  # 900 rows: not centred yet
+    assert all(centres[7:])  # 1,050 rows on: centred

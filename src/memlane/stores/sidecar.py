@@ -235,9 +235,10 @@ class Sidecar:
             return
         try:
             opened.indexes.write(rids, rows)
-        except (ValueError, OSError):
+        except (ValueError, OSError, StoreError):
             # A folder a killed writer left unwritable (tantivy: a file of the commit it
-            # never finished already exists): built afresh in a new folder instead.
+            # never finished already exists), or a compaction of the codes that failed
+            # half way: built afresh in a new folder instead.
             self.rebuild(conn, user_id)
             return
         opened.state = replace(state, seq=pending[-1][0])

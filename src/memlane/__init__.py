@@ -24,6 +24,7 @@ from memlane.errors import (
     MemlaneError,
     NoModelError,
     NotFoundError,
+    PiiRefusedError,
     PluginError,
     SchemaVersionError,
     StoreError,
@@ -48,6 +49,7 @@ from memlane.models import (
     StateVersion,
     WorkflowState,
 )
+from memlane.pii import PiiPolicy
 
 __version__ = "0.1.0"
 
@@ -81,6 +83,8 @@ __all__ = [
     "NoModelError",
     "NotFoundError",
     "Page",
+    "PiiPolicy",
+    "PiiRefusedError",
     "PluginError",
     "Run",
     "SchemaVersionError",

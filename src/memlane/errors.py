@@ -37,6 +37,11 @@ class ValidationError(MemlaneError, ValueError):
     """The caller passed input memlane cannot accept; nothing was changed."""
 
 
+class PiiRefusedError(ValidationError):
+    """The text holds a kind of personal data the scope's PII policy refuses (the message
+    names the kinds, never the values); nothing was stored."""
+
+
 class ImportFormatError(ValidationError):
     """A line of a JSON-lines input (an import file, the messages of ``memlane learn``)
     is not what it must be."""

@@ -366,9 +366,9 @@ def _row_parsers(core: Core) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
     """How the ``data`` of each row type is checked and turned into what is written."""
     return {
         "record": functools.partial(_record_row, core),
-        "history": _history_row,
+        "history": functools.partial(_history_row, core),
         "session": functools.partial(_session_row, core),
-        "message": _message_row,
+        "message": functools.partial(_message_row, core),
         "state": functools.partial(_state_row, core),
         "job": _job_row,
     }
@@ -395,6 +395,10 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
         raise ValidationError("content_hash does not match the text")
     if core.config.context_window < 1 and record.context_hash is not None:
         record = replace(record, context_hash=None)
+    text = core.private(record.user_id, record.text)
+    metadata = core.private_json(record.user_id, dict(record.metadata), "metadata")
+    if text != record.text or metadata != record.metadata:  # the PII policy changed it
+        record = replace(record, text=text, content_hash=content_hash(text), metadata=metadata)
     return record
 
 
@@ -416,7 +420,8 @@ def _session_row(core: Core, data: Mapping[str, Any]) -> ops.UpsertSession:
     check_id("user_id", session.user_id)
     check_id("session_id", session.session_id)
     core.check_json(session.metadata, "session metadata")
-    return ops.UpsertSession(session)
+    metadata = core.private_json(session.user_id, dict(session.metadata), "session metadata")
+    return ops.UpsertSession(replace(session, metadata=metadata))
 
 
 def _state_row(core: Core, data: Mapping[str, Any]) -> ops.PutState:
@@ -426,7 +431,8 @@ def _state_row(core: Core, data: Mapping[str, Any]) -> ops.PutState:
     check_id("name", state.name)
     core.check_json(state.data, "state")
     check_count("version", state.version)
-    return ops.PutState(state, None)
+    data = core.private_json(state.user_id, dict(state.data), "state")
+    return ops.PutState(replace(state, data=data), None)
 
 
 def _check_header(row: Mapping[str, Any]) -> None:
@@ -434,17 +440,29 @@ def _check_header(row: Mapping[str, Any]) -> None:
         raise ValidationError(f"unsupported export header (want {EXPORT_FORMAT} v{EXPORT_VERSION})")
 
 
-def _history_row(data: Mapping[str, Any]) -> HistoryEvent:
+def _history_row(core: Core, data: Mapping[str, Any]) -> HistoryEvent:
     event = HistoryEvent.from_dict(data)
     _check_row_id("id", event.id)
     _check_row_id("record_id", event.record_id)
+    snapshot = event.snapshot
+    if snapshot is not None and core.pii_policy(event.user_id) is not None:
+        private = dict(snapshot)  # the version's text and metadata, as a new one's would be
+        if isinstance(private.get("text"), str):
+            private["text"] = core.private(event.user_id, private["text"], "history snapshot")
+        if isinstance(private.get("metadata"), Mapping):
+            private["metadata"] = core.private_json(
+                event.user_id, dict(private["metadata"]), "history snapshot"
+            )
+        event = replace(event, snapshot=private)
     return event
 
 
-def _message_row(data: Mapping[str, Any]) -> Message:
+def _message_row(core: Core, data: Mapping[str, Any]) -> Message:
     message = Message.from_dict(data)
     _check_row_id("id", message.id)
-    return message
+    content = core.private(message.user_id, message.content, "message")
+    metadata = core.private_json(message.user_id, dict(message.metadata), "message metadata")
+    return replace(message, content=content, metadata=metadata)
 
 
 def _job_row(data: Mapping[str, Any]) -> ops.PutJob:

@@ -27,6 +27,7 @@ from memlane.models import (
     content_hash,
     utcnow,
 )
+from memlane.pii import PiiPolicy, PolicyFor
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.when import resolve
@@ -51,6 +52,12 @@ class CoreConfig:
     0.001 recall@10 on LoCoMo for three times the embedding work (bench/recall.md)."""
     query_cache_size: int = 1024
     max_page_size: int = 1000
+    pii: PiiPolicy | PolicyFor | None = None
+    """What happens to personal data before it is stored (:class:`memlane.pii.PiiPolicy`):
+    one policy for every scope, or a function from a user id to that scope's policy (None:
+    keep everything). Applied to memory texts and metadata, messages, session state and
+    imports; a search's query gets the same pseudonyms. Default: none, text is stored as
+    given."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +114,26 @@ class Core:
             )
         return text
 
+    def pii_policy(self, user_id: str) -> PiiPolicy | None:
+        """The PII policy of the user's scope, if any."""
+        policy = self.config.pii
+        if policy is None or isinstance(policy, PiiPolicy):
+            return policy
+        found = policy(user_id)
+        if found is not None and not isinstance(found, PiiPolicy):
+            raise ValidationError(f"the PII policy of a scope must be a PiiPolicy, got {found!r}")
+        return found
+
+    def private(self, user_id: str, text: str, what: str = "text") -> str:
+        """``text`` as the scope's PII policy stores it (PiiRefusedError if it refuses)."""
+        policy = self.pii_policy(user_id)
+        return text if policy is None else policy.apply(text, what)
+
+    def private_json(self, user_id: str, value: dict[str, Any], what: str) -> dict[str, Any]:
+        """A checked JSON document with the scope's PII policy applied to its strings."""
+        policy = self.pii_policy(user_id)
+        return value if policy is None else dict(policy.apply_json(value, what))
+
     def check_json(self, value: object, what: str) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise ValidationError(f"{what} must be a mapping, got {type(value).__name__}")
@@ -142,7 +169,7 @@ class Core:
         """A new (unsaved) record of ``user_id`` from ``item``, created at ``now``.
         Raises ValidationError for bad input."""
         check_id("user_id", user_id)
-        text = self.check_text(item.text)
+        text = self.private(user_id, self.check_text(item.text))
         kind = _checked_kind(item.kind)
         importance = _checked_importance(item.importance)
         _check_strings("topics", item.topics, non_empty=True)
@@ -165,7 +192,9 @@ class Core:
             session_id=item.session_id,
             key=item.key,
             topics=tuple(dict.fromkeys(item.topics)),
-            metadata=self.check_json(item.metadata or {}, "metadata"),
+            metadata=self.private_json(
+                user_id, self.check_json(item.metadata or {}, "metadata"), "metadata"
+            ),
             importance=importance,
             event_at=item.event_at,
             valid_from=item.event_at or now,

@@ -354,8 +354,9 @@ def remember(
         rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
-    text = core.check_text(f"{key}: {rendered}")
-    meta = core.check_json({"value": value}, "value")  # JSON-normalized (int keys too)
+    text = core.private(user_id, core.check_text(f"{key}: {rendered}"))
+    # JSON-normalized (int keys too)
+    meta = core.private_json(user_id, core.check_json({"value": value}, "value"), "value")
     # Embedded once, before the race: an attempt is one read and one write, so the
     # window another writer can slip into is short, and a retry embeds nothing.
     _, vector = yield from core.vectors([text])

@@ -69,6 +69,9 @@ def search(
     """
     check_id("user_id", user_id)
     query = core.check_text(query, "query")
+    policy = core.pii_policy(user_id)
+    if policy is not None:  # the stored pseudonyms, so that a search finds them
+        query = policy.apply(query, "query", query=True)
     limit = core.check_limit(limit)
     checked = _recipe(recipe)
     q = _Query(query, user_id, _filters(filters), core.now(), checked, limit)

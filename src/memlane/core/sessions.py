@@ -124,9 +124,11 @@ def _message(
         run_id=run_id,
         seq=0,
         role=str(role),
-        content=core.check_text(content, "message content"),
+        content=core.private(user_id, core.check_text(content, "message content"), "message"),
         created_at=now,
-        metadata=core.check_json(metadata or {}, "message metadata"),
+        metadata=core.private_json(
+            user_id, core.check_json(metadata or {}, "message metadata"), "message metadata"
+        ),
     )
 
 
@@ -203,9 +205,8 @@ def set_state(
     if not isinstance(expected_version, int) or expected_version < 0:
         raise ValidationError("expected_version must be a non-negative integer")
     now = core.now()
-    state = StateVersion(
-        user_id, session_id, name, expected_version + 1, core.check_json(data, "state"), now
-    )
+    checked = core.private_json(user_id, core.check_json(data, "state"), "state")
+    state = StateVersion(user_id, session_id, name, expected_version + 1, checked, now)
     session = Session(session_id, user_id, now, now, agent_id=agent_id)
     yield from many([ops.UpsertSession(session), ops.PutState(state, expected_version)])
     return state

@@ -98,6 +98,8 @@ class ManagerFlows:
         if not isinstance(messages, Sequence) or isinstance(messages, str):
             raise ValidationError("messages must be a list")
         conversation = core.check_text(conversation_text(messages), "conversation")
+        # What the model reads is what the scope's PII policy would store.
+        conversation = core.private(scope.user_id, conversation, "conversation")
         extraction = yield from learning.extract(conversation, config)
         candidates, settled = learning.screen(extraction.value.memories, config, core.check_text)
         gathered = yield from learning.gather(candidates, scope, core.now(), core, config)

@@ -39,6 +39,11 @@ TOKEN = "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
         ("AKIAIOSFODNN7EXAMPLE leaked", "secret", "AKIAIOSFODNN7EXAMPLE"),
         ("my password is hunter2!", "secret", "hunter2!"),
         (f"token: {TOKEN}", "secret", TOKEN),
+        ("db postgresql://app:hunter2pass@db.example.com/x", "secret", "hunter2pass"),
+        ("my ssn is 123 45 6789", "ssn", "123 45 6789"),
+        ("iban de89 3704 0044 0532 0130 00 for rent", "iban", "de89 3704 0044 0532 0130 00"),
+        ("mobile 07700 900123", "phone", "07700 900123"),
+        ("server 10.0.0.1:8080 is up", "ip", "10.0.0.1"),
     ],
 )  # fmt: skip
 def test_each_kind_is_found(text: str, kind: str, value: str) -> None:
@@ -57,6 +62,10 @@ def test_each_kind_is_found(text: str, kind: str, value: str) -> None:
         "commit 3f9a1c0b2e4d5f60718293a4b5c6d7e8f9012345 fixed it",
         "order 12345 shipped; room 404; call me at 5 pm",
         "I went to the LGBTQ support group yesterday with my 3 kids.",
+        "The password is stored in the vault now.",
+        "My password is invalid, the token is missing, the secret is patience.",
+        "Version 10.2.3.4 is out; batch 2023-11-05-007 passed QA; SKU 4006381333931.",
+        "The lottery numbers were 12 23 34 45 56 61 and the meeting id 845 1234 5678.",
     ],
 )
 def test_look_alikes_are_not_personal_data(text: str) -> None:
@@ -198,3 +207,86 @@ def test_each_scope_has_its_own_policy(tmp_path: Path) -> None:
     assert m.add(text, user_id="eu-anna").text == "reach me at [EMAIL]"
     assert m.add(text, user_id="us-bob").text == text
     m.close()
+
+
+class RecordingEmbedder(FakeEmbedder):
+    """The fake embedder, keeping every text it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def embed(self, texts):  # type: ignore[no-untyped-def]
+        self.seen.extend(texts)
+        return super().embed(texts)
+
+
+def test_numbers_keys_topics_and_queries_go_through_the_policy(tmp_path: Path) -> None:
+    embedder = RecordingEmbedder()
+    m = Memory(f"sqlite:///{tmp_path}/m.db", embedder=embedder, config=CoreConfig(pii=POLICY))
+    card_number = int(SECRETS["card"].replace(" ", ""))
+    saved = m.add(
+        "billing details",
+        user_id="u",
+        metadata={"card": card_number, "4539 1488 0343 6467": 1, "5500 0000 0000 0004": 2},
+        topics=[SECRETS["email"]],
+    )
+    assert saved.metadata == {"card": "[CARD]", "[CARD]": 1, "[CARD] 2": 2}
+    assert saved.topics[0].startswith("[EMAIL:")
+    m.set_state("s", {"n": card_number}, user_id="u", expected_version=0)
+    assert m.get_state("s", user_id="u").data == {"n": "[CARD]"}
+    m.remember("card", card_number, user_id="u")
+    assert m.recall("card", user_id="u") == "[CARD]"
+    m.search(f"card {SECRETS['card']} or password: swordfish42?", user_id="u")
+    assert not [t for t in embedder.seen if "4539" in t or "swordfish42" in t]
+    m.close()
+
+
+def test_pseudonyms_tell_values_apart_and_spellings_together() -> None:
+    policy = PiiPolicy(default="pseudonymize", key=KEY)
+    assert policy.apply("jane.doe@example.com") != policy.apply("janedoe@example.com")
+    assert policy.apply("JANE.DOE@example.com") == policy.apply("jane.doe@example.com")
+    assert policy.apply("1.11.1.1") != policy.apply("11.1.1.1")
+    card_ascii = "4111 1111 1111 1111"
+    card_wide = card_ascii.translate({c: c + 0xFEE0 for c in range(ord("0"), ord("9") + 1)})
+    assert (
+        policy.apply(card_ascii) == policy.apply(card_wide) == policy.apply("4111-1111-1111-1111")
+    )
+
+
+def test_a_model_decision_goes_through_the_policy(tmp_path: Path, server: ChatServer) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    m = Memory(f"sqlite:///{folder}/m.db", embedder=FakeEmbedder(), config=CoreConfig(pii=POLICY))
+    manager = MemoryManager(m, OpenAIChat(base_url=server.base_url, model="scripted"))
+    old = m.add("The user's address is unknown", user_id="u")
+    server.reset()
+    refine = f"The user's mail is {SECRETS['email']}, phone {SECRETS['phone']}"
+    found = {"text": "the user gave a mail address", "kind": "fact", "topics": [SECRETS["iban"]]}
+    decided = {"candidate": 0, "action": "UPDATE", "target": 0, "mode": "refine", "text": refine}
+    server.queue({"memories": [found]}, {"decisions": [{**decided, "reason": "more"}]})
+    manager.process([("user", "here is how to reach me")], user_id="u")
+    stored = m.get(old.id, user_id="u")
+    assert stored.version == 2 and "[EMAIL:" in stored.text and "[PHONE]" in stored.text
+    manager.close()
+    m.close()
+    assert _raw_hits(folder) == {}
+
+
+def test_a_background_job_stores_its_messages_as_the_policy_does(
+    tmp_path: Path, server: ChatServer
+) -> None:
+    folder = tmp_path / "store"
+    folder.mkdir()
+    m = Memory(f"sqlite:///{folder}/m.db", embedder=FakeEmbedder(), config=CoreConfig(pii=POLICY))
+    manager = MemoryManager(m, OpenAIChat(base_url=server.base_url, model="scripted"))
+    server.reset()
+    server.queue({"memories": []})  # the pass the job runs: nothing to learn
+    job = manager.process_in_background([("user", f"card {SECRETS['card']}")], user_id="u")
+    assert "[CARD]" in json.dumps(job.payload)
+    with pytest.raises(PiiRefusedError):  # a refused kind is not even queued
+        manager.process_in_background([("user", "my password is swordfish42")], user_id="u")
+    manager.flush()
+    manager.close()
+    m.close()
+    assert _raw_hits(folder) == {}

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -90,7 +91,7 @@ _IBAN_LENGTHS = {
 def iban(value: str) -> bool:
     """Whether ``value`` (spaces allowed) is an IBAN: a known country's length and a
     mod-97 checksum of 1."""
-    compact = value.replace(" ", "").upper()
+    compact = re.sub(r"[ .-]", "", value).upper()
     if _IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact.isalnum():
         return False
     moved = compact[4:] + compact[:4]
@@ -99,7 +100,7 @@ def iban(value: str) -> bool:
 
 def ssn(value: str) -> bool:
     """Whether ``value`` is a US social security number the SSA could have issued."""
-    area, group, serial = value.split("-")
+    area, group, serial = re.split(r"[ .-]", value)
     return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
@@ -119,6 +120,17 @@ def entropy(value: str) -> float:
     for c in value:
         counts[c] = counts.get(c, 0) + 1
     return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def password_like(value: str) -> bool:
+    """A value named as a password or key that looks like one: a digit, a symbol, or a
+    capital past its first letter ("hunter2!", "Tr0ub4dor", "xK9qLm"), not a word
+    ("stored", "invalid", "Patience")."""
+    word = value.rstrip(".,;:!?)")
+    if len(word) < 6:
+        return False
+    mixed = any(c.isupper() for c in word[1:]) and any(c.islower() for c in word)
+    return mixed or any(c.isdigit() for c in word) or not word.isalpha()
 
 
 def secret_like(value: str) -> bool:
@@ -144,10 +156,12 @@ _SECRET_PREFIXES = re.compile(
     r")"
 )
 _SECRET_AFTER_WORD = re.compile(
-    r"(?i)\b(?:password|passwd|pwd|passphrase|api[_ -]?key|secret|token|access[_ -]?key)"
+    r"(?i)\b(?:password|passwd|pwd|pw|passphrase|pin|api[_ -]?key|secret|token|access[_ -]?key)"
     r"\b\s*(?:is|[:=])\s*[\"']?"
     r"(?!(?:password|passwd|pwd|passphrase|secret|token)\b)([^\s\"']{6,}?)[.,;:)]*(?=[\s\"']|$)"
 )
+_URL_PASSWORD = re.compile(r"://[^/\s:@]+:([^/\s@]+)@")
+"""The password of ``scheme://user:password@host``."""
 _RANDOM_TOKEN = re.compile(r"(?<![\w/.-])([A-Za-z0-9_\-+/]{32,}={0,2})(?![\w/-]|\.\w)")
 
 EMAIL = PatternDetector(
@@ -157,8 +171,13 @@ EMAIL = PatternDetector(
 PHONE = PatternDetector(
     "phone",
     re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,8}){1,5}(?![\w-])"
-        r"|(?<![\w+])\+\d{8,15}(?!\w)"
+        # international: a + and the country code, then groups
+        r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,8}){1,5}(?![\w-])"
+        # North American: (415) 555-0134, 415-555-0134, 415.555.0134
+        r"|(?<![\w+-])(?<!\d[ .-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[ .-]\d)"
+        # national with a trunk 0: (020) 7946 0958, 07700 900123, 030 12345678
+        r"|(?<![\w+-])(?<!\d[ .-])(?:\(0\d{1,4}\)|0\d{1,4})[ .-]?\d{3,8}(?:[ .-]\d{2,8})?"
+        r"(?![\w-]|[ .-]\d)"
     ),
     lambda v: _phone_digits(v),
 )
@@ -167,21 +186,59 @@ PHONE = PatternDetector(
 _CARD_GROUPS = {(4, 4, 4, 4), (4, 6, 5), (4, 4, 4, 3), (4, 4, 4, 4, 3), (4, 6, 4)}
 
 
+_CARD_BRANDS = re.compile(
+    r"4\d{12}(?:\d{3}){0,2}"  # Visa: 13, 16 or 19 digits
+    r"|5[1-5]\d{14}|2(?:2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)\d{12}"  # Mastercard
+    r"|3[47]\d{13}"  # American Express
+    r"|3(?:0[0-5]|[68]\d)\d{11,16}"  # Diners Club
+    r"|35\d{14,17}"  # JCB
+    r"|6(?:011|5\d\d|4[4-9]\d)\d{12,15}"  # Discover
+    r"|62\d{14,17}"  # UnionPay
+)
+
+
 def card_number(value: str) -> bool:
-    """A payment card number: written whole, or in the groups cards are printed in
-    (4-4-4-4, Amex's 4-6-5, 4-4-4-4-3 …), with a valid Luhn digit."""
-    groups = tuple(len(g) for g in re.split(r"[ -]", value))
-    return (len(groups) == 1 or groups in _CARD_GROUPS) and luhn(value)
+    """A payment card number: a brand's prefix and length, written whole or in the
+    groups cards are printed in (4-4-4-4, Amex's 4-6-5, 4-4-4-4-3 …), with a valid Luhn
+    digit (a reference number of the same length passes Luhn one time in ten; the
+    brands' prefixes halve that again)."""
+    groups = tuple(len(g) for g in re.split(r"[ .-]", value))
+    digits = re.sub(r"\D", "", value)
+    whole = len(groups) == 1 or groups in _CARD_GROUPS
+    return whole and _CARD_BRANDS.fullmatch(digits) is not None and luhn(digits)
 
 
-CARD = PatternDetector("card", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"), card_number)
-IBAN = PatternDetector("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"), iban)
-SSN = PatternDetector("ssn", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), ssn)
+CARD = PatternDetector(
+    "card", re.compile(r"(?<![\w.-])\d(?:[ .-]?\d){12,18}(?![\w-]|\.\d)"), card_number
+)
+_IBAN_RUN = re.compile(r"\b[A-Za-z]{2}\d{2}(?:[ .-]?[A-Za-z0-9]){11,34}")
+
+
+@dataclass(frozen=True, slots=True)
+class IbanDetector:
+    """IBANs, grouped or not, in either case: the longest run of groups that passes the
+    checksum (a word after the number is not part of it)."""
+
+    kind: str = "iban"
+
+    def find(self, text: str) -> Iterable[Span]:
+        for m in _IBAN_RUN.finditer(text):
+            parts = list(re.finditer(r"[A-Za-z0-9]+", m[0]))
+            for k in range(len(parts), 0, -1):
+                end = parts[k - 1].end()
+                if iban(m[0][:end]):
+                    yield Span(self.kind, m.start(), m.start() + end)
+                    break
+
+
+IBAN = IbanDetector()
+SSN = PatternDetector("ssn", re.compile(r"(?<![\d.-])\d{3}([ .-])\d{2}\1\d{4}(?![\d-]|\.\d)"), ssn)
 IP = PatternDetector(
     "ip",
     re.compile(
-        r"(?<![\w.:])((?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})"
-        r"(?![\w:]|\.\w)"
+        r"(?<![\w.:])(?<!\b[vV]ersion )(?<!\b[vV]er )"
+        r"((?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7})"
+        r"(?:(?::\d{1,5})(?!\d))?(?![\w:]|\.\w)"
     ),
     ip_address,
     group=1,
@@ -211,8 +268,11 @@ class SecretDetector:
     def find(self, text: str) -> Iterable[Span]:
         for m in _SECRET_PREFIXES.finditer(text):
             yield Span(self.kind, m.start(1), m.end(1))
-        for m in _SECRET_AFTER_WORD.finditer(text):
+        for m in _URL_PASSWORD.finditer(text):
             yield Span(self.kind, m.start(1), m.end(1))
+        for m in _SECRET_AFTER_WORD.finditer(text):
+            if password_like(m[1]):
+                yield Span(self.kind, m.start(1), m.end(1))
         for m in _RANDOM_TOKEN.finditer(text):
             if secret_like(m[1]):
                 yield Span(self.kind, m.start(1), m.end(1))
@@ -225,9 +285,15 @@ detector's wins (an IBAN's digits are not also a phone number)."""
 KINDS = tuple(d.kind for d in BUILT_IN)
 
 
+_FULLWIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+"""Fullwidth forms to ASCII, one character for one: spans keep their offsets."""
+
+
 def find(text: str, detectors: Sequence[Detector] = BUILT_IN) -> list[Span]:
     """The spans of personal data in ``text``, in order, none overlapping: where two
-    overlap, the one from the earlier detector stays (the longer from the same one)."""
+    overlap, the one from the earlier detector stays (the longer from the same one).
+    Fullwidth digits and letters are read as their ASCII forms."""
+    text = text.translate(_FULLWIDTH)
     taken: list[Span] = []
     for detector in detectors:
         found = sorted(detector.find(text), key=lambda s: (s.start, -(s.end - s.start)))
@@ -271,16 +337,15 @@ class PiiPolicy:
 
     def apply(self, text: str, what: str = "text", *, query: bool = False) -> str:
         """``text`` as the policy stores it. Raises PiiRefusedError (naming the kinds,
-        never the values) when a kind found is refused. With ``query`` (a search's
-        query) only pseudonyms are made, so that they find what was stored, and nothing
-        is refused or masked."""
+        never the values) when a kind found is refused. With ``query`` (a search's query,
+        which is embedded and matched, not stored) nothing is refused: refused kinds are
+        masked, and pseudonyms are made as for storing, so that they find what was
+        stored."""
         if self.default == "keep" and all(a == "keep" for a in self.actions.values()):
             return text
         spans = [s for s in find(text, self.detectors) if self.action(s.kind) != "keep"]
-        if query:
-            spans = [s for s in spans if self.action(s.kind) == "pseudonymize"]
         refused = sorted({s.kind for s in spans if self.action(s.kind) == "refuse"})
-        if refused:
+        if refused and not query:
             raise PiiRefusedError(f"{what} holds {', '.join(refused)}, which this policy refuses")
         out, at = [], 0
         for span in spans:
@@ -291,21 +356,40 @@ class PiiPolicy:
         return "".join(out)
 
     def apply_json(self, value: Any, what: str) -> Any:
-        """A JSON document with the policy applied to every string in it (keys too)."""
+        """A JSON document with the policy applied to every string in it, keys too (keys
+        that become equal are numbered: ``[CARD]``, ``[CARD] 2``), and to every number,
+        read as its digits (a card number stored as an integer is a card number; one the
+        policy changes is stored as the string it becomes)."""
         if isinstance(value, str):
             return self.apply(value, what)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            digits = str(value)
+            changed = self.apply(digits, what)
+            return value if changed == digits else changed
         if isinstance(value, Mapping):
-            return {self.apply(k, what): self.apply_json(v, what) for k, v in value.items()}
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                key, n = self.apply(str(k), what), 1
+                while key in out:
+                    n += 1
+                    key = f"{self.apply(str(k), what)} {n}"
+                out[key] = self.apply_json(v, what)
+            return out
         if isinstance(value, list | tuple):
             return [self.apply_json(v, what) for v in value]
         return value
 
     def _replacement(self, kind: str, value: str) -> str:
+        action = self.action(kind)
         label = kind.upper()
-        if self.action(kind) == "mask":
+        if action != "pseudonymize":  # mask, or a refused kind in a query
             return f"[{label}]"
         assert self.key is not None
-        normal = re.sub(r"[\s().-]", "", value).lower() if kind != "secret" else value
+        normal = unicodedata.normalize("NFKC", value)  # fullwidth digits are digits
+        if kind in ("phone", "card", "iban", "ssn"):  # the same number however spaced
+            normal = re.sub(r"[\s()./-]", "", normal).upper()
+        elif kind in ("email", "ip"):
+            normal = normal.lower()
         digest = hmac.new(self.key, f"{kind}:{normal}".encode(), hashlib.sha256).hexdigest()
         return f"[{label}:{digest[:10]}]"
 

@@ -370,7 +370,7 @@ def _row_parsers(core: Core) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
         "session": functools.partial(_session_row, core),
         "message": functools.partial(_message_row, core),
         "state": functools.partial(_state_row, core),
-        "job": _job_row,
+        "job": functools.partial(_job_row, core),
     }
 
 
@@ -465,9 +465,15 @@ def _message_row(core: Core, data: Mapping[str, Any]) -> Message:
     return replace(message, content=content, metadata=metadata)
 
 
-def _job_row(data: Mapping[str, Any]) -> ops.PutJob:
+def _job_row(core: Core, data: Mapping[str, Any]) -> ops.PutJob:
     job = Job.from_dict(data)
     _check_row_id("id", job.id)
+    if core.pii_policy(job.user_id) is not None:  # queued messages and results hold text
+        job = replace(
+            job,
+            payload=core.private_json(job.user_id, dict(job.payload), "job payload"),
+            result=core.private_json(job.user_id, dict(job.result), "job result"),
+        )
     return ops.PutJob(job, None)
 
 

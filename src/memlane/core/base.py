@@ -173,6 +173,7 @@ class Core:
         kind = _checked_kind(item.kind)
         importance = _checked_importance(item.importance)
         _check_strings("topics", item.topics, non_empty=True)
+        topics = [self.private(user_id, t, "topic") for t in item.topics]
         expires_at = _expiry(item, now)
         for name in ("event_at", "expires_at"):
             _check_aware(name, getattr(item, name))
@@ -191,7 +192,7 @@ class Core:
             team=item.team,
             session_id=item.session_id,
             key=item.key,
-            topics=tuple(dict.fromkeys(item.topics)),
+            topics=tuple(dict.fromkeys(topics)),
             metadata=self.private_json(
                 user_id, self.check_json(item.metadata or {}, "metadata"), "metadata"
             ),

@@ -115,7 +115,9 @@ def _message(
             raise ValidationError(f"unknown message fields: {sorted(unknown)}")
         role, content, metadata = raw.get("role"), raw.get("content"), raw.get("metadata", {})
     else:
-        raise ValidationError(f"a message is a mapping or (role, content), got {raw!r}")
+        raise ValidationError(  # never the message itself: it may hold personal data
+            f"a message is a mapping or (role, content), got a {type(raw).__name__}"
+        )
     check_id("role", role)
     return Message(
         id=new_id(),

@@ -146,6 +146,25 @@ def extract(conversation: str, config: ManagerConfig) -> Flow[Answer[prompts.Ext
     )
 
 
+def private(
+    memories: Sequence[prompts.ExtractedMemory], user_id: str, core: Core
+) -> list[prompts.ExtractedMemory]:
+    """The model's memories as the scope's PII policy stores them (text and topics); one
+    holding a kind the policy refuses keeps a placeholder text, which screening fails
+    (the model may write what the conversation it read did not hold)."""
+    from memlane.errors import PiiRefusedError
+
+    out = []
+    for memory in memories:
+        try:
+            text = core.private(user_id, memory.text)
+            topics = [core.private(user_id, t, "topic") for t in memory.topics]
+        except PiiRefusedError as exc:
+            text, topics = f"[refused: {exc}]", []
+        out.append(memory.model_copy(update={"text": text, "topics": topics}))
+    return out
+
+
 def screen(
     memories: Sequence[prompts.ExtractedMemory],
     config: ManagerConfig,
@@ -162,6 +181,8 @@ def screen(
             continue
         try:
             check_text(memory.text)
+            if memory.text.startswith("[refused: "):
+                raise ValidationError(memory.text[1:-1])
         except ValidationError as exc:
             settled[n] = CandidateResult(memory.text, Outcome.FAILED, str(exc))
             continue

@@ -150,6 +150,12 @@ class MemoryManager(_ManagerBase):
         ValidationError for bad messages (checked first), NoModelError with no chat model."""
         check_id("user_id", user_id)
         payload = _payload(messages, session_id, agent_id, team)  # bad input first: 4xx
+        # The queued messages are stored: they go through the scope's PII policy now.
+        core = self.memory.core
+        payload["messages"] = [
+            [role, core.private(user_id, str(content), "message")]
+            for role, content in payload["messages"]
+        ]
         if self.llm is None:
             raise NoModelError(
                 "no chat model: pass llm=, or use MemoryManager.from_env with "

@@ -20,7 +20,7 @@ from typing import Any
 
 from memlane.core.base import Core, MemoryInput, periods_of
 from memlane.core.flow import Flow
-from memlane.errors import ValidationError
+from memlane.errors import PiiRefusedError, ValidationError
 from memlane.manager import prompts
 from memlane.manager.jobs import JobLease, completed
 from memlane.manager.learning import (
@@ -147,7 +147,12 @@ def plan_decision(
         return _plan_delete(out, c, target, reason, rules)
     if not rules.config.allow_update:
         return CandidateResult(c.text, Outcome.SKIPPED, "updating is switched off")
-    text = rules.records.check_text(d.text or c.text)
+    try:  # the decision's own text goes through the scope's PII policy too
+        text = rules.records.private(
+            rules.scope.user_id, rules.records.check_text(d.text or c.text)
+        )
+    except PiiRefusedError as exc:
+        return CandidateResult(c.text, Outcome.FAILED, str(exc))
     change = _plan_refine if d.mode == "refine" else _plan_supersede
     return change(out, c, target, text, reason, rules)
 

@@ -290,3 +290,26 @@ def test_a_background_job_stores_its_messages_as_the_policy_does(
     manager.close()
     m.close()
     assert _raw_hits(folder) == {}
+
+
+@pytest.mark.parametrize(
+    "chunk", ["+1" + "2" * 30 + "x ", "+123" + "4" * 30 + "- ", "+1 (" + "5" * 20 + "y "]
+)
+def test_an_adversarial_text_is_not_a_denial_of_service(chunk: str) -> None:
+    """Runs of digits a pattern could split many ways (5 s a text before a fix, 0.01 s
+    after): a generous bound, to catch catastrophic backtracking coming back."""
+    import time
+
+    text = (chunk * (20_000 // len(chunk)))[:20_000]
+    began = time.perf_counter()
+    find(text)
+    assert time.perf_counter() - began < 1.0
+
+
+def test_a_card_number_stored_as_a_float_is_a_card_number() -> None:
+    policy = PiiPolicy({"card": "mask"})
+    assert policy.apply_json({"n": 4.539148803436467e15, "ok": True, "x": 2.5}, "metadata") == {
+        "n": "[CARD]",
+        "ok": True,
+        "x": 2.5,
+    }

@@ -172,7 +172,7 @@ PHONE = PatternDetector(
     "phone",
     re.compile(
         # international: a + and the country code, then groups
-        r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,8}){1,5}(?![\w-])"
+        r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,8}(?!\d)){1,5}(?![\w-])"
         # North American: (415) 555-0134, 415-555-0134, 415.555.0134
         r"|(?<![\w+-])(?<!\d[ .-])(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|[ .-]\d)"
         # national with a trunk 0: (020) 7946 0958, 07700 900123, 030 12345678
@@ -363,7 +363,8 @@ class PiiPolicy:
         if isinstance(value, str):
             return self.apply(value, what)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            digits = str(value)
+            whole = isinstance(value, float) and value.is_integer() and abs(value) < 1e19
+            digits = str(int(value)) if whole else str(value)
             changed = self.apply(digits, what)
             return value if changed == digits else changed
         if isinstance(value, Mapping):

@@ -313,3 +313,34 @@ def test_a_card_number_stored_as_a_float_is_a_card_number() -> None:
         "ok": True,
         "x": 2.5,
     }
+
+
+def test_the_environment_names_a_policy_for_the_cli_and_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+    from memlane.errors import ConfigurationError
+    from memlane.settings import Settings, pii_policy
+
+    policy = pii_policy(" email = pseudonymize, card=mask ,default=keep", "k" * 16)
+    assert policy.action("email") == "pseudonymize" and policy.action("ip") == "keep"
+    for bad in ("email", "email=shred", "=mask"):
+        with pytest.raises(ConfigurationError, match="kind=action"):
+            pii_policy(bad, None)
+    with pytest.raises(ConfigurationError, match="MEMLANE_PII_KEY"):
+        pii_policy("email=pseudonymize", "short")
+    env = {"MEMLANE_PII": "card=mask", "MEMLANE_PII_KEY": "do-not-print-me-0123"}
+    assert "do-not-print-me" not in repr(Settings.from_env(env))
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    monkeypatch.setenv("MEMLANE_PII", "card=mask,secret=refuse")
+    store = ["--store", f"sqlite:///{tmp_path}/cli.db"]
+    runner = CliRunner()
+    added = runner.invoke(cli, [*store, "add", f"card {SECRETS['card']}", "--user", "u"])
+    assert added.exit_code == 0, added.output
+    listed = runner.invoke(cli, [*store, "list", "--user", "u", "--json"])
+    assert "[CARD]" in listed.output and "4539" not in listed.output
+    refused = runner.invoke(cli, [*store, "add", "my password is swordfish42", "--user", "u"])
+    assert refused.exit_code != 0 and "secret" in refused.output
+    assert "swordfish42" not in refused.output

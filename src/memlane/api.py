@@ -112,7 +112,10 @@ class _MemoryBase:
 
         settings = Settings.from_env(environ)
         return cls(
-            settings.build_store(), embedder=settings.build_embedder(), clock=clock, config=config
+            settings.build_store(),
+            embedder=settings.build_embedder(),
+            clock=clock,
+            config=settings.build_config(config),
         )
 
     def __repr__(self) -> str:

@@ -13,6 +13,10 @@ variables, and nothing reads them at import.
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
 ``MEMLANE_THREADS``        cores the local embedder may use (default: up to 2)
+``MEMLANE_PII``            a PII policy: ``kind=action`` pairs, comma-separated, e.g.
+                           ``email=pseudonymize,card=mask,secret=refuse,default=keep``
+                           (:class:`memlane.pii.PiiPolicy`; default: keep everything)
+``MEMLANE_PII_KEY``        the key of its pseudonyms (16 characters or more)
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -24,16 +28,21 @@ variables, and nothing reads them at import.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from memlane.errors import ConfigurationError
+from memlane.errors import ConfigurationError, ValidationError
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
 from memlane.ports.store import Store
+
+if TYPE_CHECKING:
+    from memlane.core.base import CoreConfig
+    from memlane.pii import PiiPolicy
 
 
 def default_data_dir() -> Path:
@@ -66,6 +75,8 @@ class Settings:
     llm_api_key: str | None = None
     redis_url: str | None = None
     threads: int | None = None
+    pii: str | None = None
+    pii_key: str | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -73,7 +84,7 @@ class Settings:
         def show(name: str, value: object) -> str:
             if value is None:
                 return f"{name}=None"
-            if name.endswith("api_key"):
+            if name.endswith("api_key") or name == "pii_key":
                 return f"{name}='***'"
             if name.endswith("url") and isinstance(value, str):
                 return f"{name}={redact_url(value)!r}"
@@ -106,7 +117,19 @@ class Settings:
             llm_api_key=env.get("MEMLANE_LLM_API_KEY") or None,
             redis_url=env.get("MEMLANE_REDIS_URL") or None,
             threads=_threads(env.get("MEMLANE_THREADS")),
+            pii=env.get("MEMLANE_PII") or None,
+            pii_key=env.get("MEMLANE_PII_KEY") or None,
         )
+
+    def build_config(self, config: CoreConfig | None = None) -> CoreConfig:
+        """``config`` (default: the defaults) with the PII policy these settings name,
+        unless it has one. Raises ConfigurationError for a policy that cannot be read."""
+        from memlane.core.base import CoreConfig
+
+        config = config or CoreConfig()
+        if self.pii is None or config.pii is not None:
+            return config
+        return dataclasses.replace(config, pii=pii_policy(self.pii, self.pii_key))
 
     def build_store(self, *, create: bool = True) -> Store:
         """The store these settings name (not yet connected), behind a Redis tier when
@@ -153,6 +176,30 @@ class Settings:
         from memlane.llm.openai_chat import OpenAIChat
 
         return OpenAIChat(**endpoint)
+
+
+def pii_policy(spec: str, key: str | None) -> PiiPolicy:
+    """The policy of ``MEMLANE_PII`` (``kind=action`` pairs, ``default=action`` for the
+    kinds not named) under ``MEMLANE_PII_KEY``. Raises ConfigurationError, never quoting
+    the key."""
+    from memlane.pii import ACTIONS, PiiPolicy
+
+    actions: dict[str, Any] = {}
+    default: Any = "keep"
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, eq, action = (s.strip() for s in part.partition("="))
+        if not eq or not kind or action not in ACTIONS:
+            raise ConfigurationError(
+                f"MEMLANE_PII: {part!r} is not kind=action with an action of {ACTIONS}"
+            )
+        if kind == "default":
+            default = action
+        else:
+            actions[kind] = action
+    try:
+        return PiiPolicy(actions, default, None if key is None else key.encode("utf-8"))
+    except ValidationError as exc:
+        raise ConfigurationError(f"MEMLANE_PII: {exc} (set MEMLANE_PII_KEY)") from None
 
 
 def _threads(value: str | None) -> int | None:

@@ -60,7 +60,9 @@ class _Context:
         read) a store that does not exist yet is an error instead of being created."""
         if self._memory is None:
             self._memory = Memory(
-                self.settings.build_store(create=create), embedder=self.settings.build_embedder()
+                self.settings.build_store(create=create),
+                embedder=self.settings.build_embedder(),
+                config=self.settings.build_config(),
             )
         return self._memory
 

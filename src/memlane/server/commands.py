@@ -39,8 +39,9 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
 
     settings = _settings(ctx)
     embedder = settings.build_embedder()
-    memory = AsyncMemory(settings.build_store(), embedder=embedder)
-    blocking = Memory(memory.store, embedder=embedder)
+    config = settings.build_config()
+    memory = AsyncMemory(settings.build_store(), embedder=embedder, config=config)
+    blocking = Memory(memory.store, embedder=embedder, config=config)
     manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
     app = create_app(
@@ -158,7 +159,11 @@ def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
 
     resolver = stdio_resolver(user_id, agent_id)  # checks the ids before opening anything
     settings = _settings(ctx)
-    memory = AsyncMemory(settings.build_store(), embedder=settings.build_embedder())
+    memory = AsyncMemory(
+        settings.build_store(),
+        embedder=settings.build_embedder(),
+        config=settings.build_config(),
+    )
     build_mcp(memory, resolver).run("stdio")
 
 

@@ -367,17 +367,9 @@ class CodeFile:
         with self._lock:
             if self._file is None or self.path is None or self._closed:
                 return False
-            try:
-                on_disk = os.stat(self.path)
-            except FileNotFoundError:
-                return True
-            mine = os.fstat(self._file.fileno())
+            on_disk = _if_same_file(self.path, self._file)
             size = self._header_bytes + self._file_rows * self._row.itemsize
-            return (
-                (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
-                or on_disk.st_size != size
-                or self._floats.replaced()
-            )
+            return on_disk is None or on_disk.st_size != size or self._floats.replaced()
 
     def sync(self) -> None:
         """Flush the files and fsync them (the vectors first): every append and kill made so
@@ -637,12 +629,7 @@ class _Floats:
         """Whether the file at this path is not the one held open."""
         if self._file is None or self.path is None:
             return False
-        try:
-            on_disk = os.stat(self.path)
-        except FileNotFoundError:
-            return True
-        mine = os.fstat(self._file.fileno())
-        return (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino)
+        return _if_same_file(self.path, self._file) is None
 
     def keep(self, rows: int) -> None:
         """Check the file holds ``rows`` rows, and cut away rows past them (written by an
@@ -726,6 +713,17 @@ class _Floats:
         self._map = None
         if self._file is not None:
             self._file.close()
+
+
+def _if_same_file(path: Path, file: BinaryIO) -> os.stat_result | None:
+    """The status of the file at ``path`` if it is the one ``file`` has open; None when
+    another file, or none, is there now."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return None
+    mine = os.fstat(file.fileno())
+    return on_disk if (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino) else None
 
 
 def _open_file(path: Path, dim: int) -> tuple[BinaryIO, bytes, bool, int, np.ndarray]:

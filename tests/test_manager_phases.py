@@ -55,7 +55,8 @@ def rules(**config: Any) -> planning.Rules:
 
 def test_screen_skips_past_the_limit_and_fails_unstorable_texts() -> None:
     memories = [ExtractedMemory(text=t) for t in ("ok one", "x" * 61, "ok two", "ok three")]
-    kept, settled = learning.screen(memories, ManagerConfig(max_candidates=3), CORE.check_text)
+    prepare = learning.prepared("u", CORE)
+    kept, settled = learning.screen(memories, ManagerConfig(max_candidates=3), prepare)
     assert [(c.index, c.text) for c in kept] == [(0, "ok one"), (2, "ok two")]
     assert settled[1].outcome is Outcome.FAILED and "limit is 60" in settled[1].reason
     assert settled[3].outcome is Outcome.SKIPPED and "max_candidates (3)" in settled[3].reason

@@ -101,8 +101,8 @@ class ManagerFlows:
         # What the model reads is what the scope's PII policy would store.
         conversation = core.private(scope.user_id, conversation, "conversation")
         extraction = yield from learning.extract(conversation, config)
-        extracted = learning.private(extraction.value.memories, scope.user_id, core)
-        candidates, settled = learning.screen(extracted, config, core.check_text)
+        prepare = learning.prepared(scope.user_id, core)
+        candidates, settled = learning.screen(extraction.value.memories, config, prepare)
         gathered = yield from learning.gather(candidates, scope, core.now(), core, config)
         triaged = learning.triage(gathered.candidates, config.duplicate_threshold)
         decided = learning.Decided()

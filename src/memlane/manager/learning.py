@@ -25,7 +25,7 @@ from typing import Any
 from memlane.access import visible_filters
 from memlane.core.base import Core
 from memlane.core.flow import Flow, many, one
-from memlane.errors import LLMOutputError, ValidationError
+from memlane.errors import LLMOutputError, PiiRefusedError, ValidationError
 from memlane.llm.structured import Answer, ask
 from memlane.manager import prompts, subjects
 from memlane.manager.results import CandidateResult, ManagerConfig, Outcome
@@ -146,32 +146,30 @@ def extract(conversation: str, config: ManagerConfig) -> Flow[Answer[prompts.Ext
     )
 
 
-def private(
-    memories: Sequence[prompts.ExtractedMemory], user_id: str, core: Core
-) -> list[prompts.ExtractedMemory]:
-    """The model's memories as the scope's PII policy stores them (text and topics); one
-    holding a kind the policy refuses keeps a placeholder text, which screening fails
-    (the model may write what the conversation it read did not hold)."""
-    from memlane.errors import PiiRefusedError
+def prepared(
+    user_id: str, core: Core
+) -> Callable[[prompts.ExtractedMemory], prompts.ExtractedMemory]:
+    """What :func:`screen` does to each of the model's memories: its text checked, and
+    its text and topics as the scope's PII policy stores them (the model may write what
+    the conversation it read did not hold). Raises ValidationError (PiiRefusedError for
+    a refused kind)."""
 
-    out = []
-    for memory in memories:
-        try:
-            text = core.private(user_id, memory.text)
-            topics = [core.private(user_id, t, "topic") for t in memory.topics]
-        except PiiRefusedError as exc:
-            text, topics = f"[refused: {exc}]", []
-        out.append(memory.model_copy(update={"text": text, "topics": topics}))
-    return out
+    def prepare(memory: prompts.ExtractedMemory) -> prompts.ExtractedMemory:
+        text = core.private(user_id, core.check_text(memory.text))
+        topics = [core.private(user_id, t, "topic") for t in memory.topics]
+        return memory.model_copy(update={"text": text, "topics": topics})
+
+    return prepare
 
 
 def screen(
     memories: Sequence[prompts.ExtractedMemory],
     config: ManagerConfig,
-    check_text: Callable[[str], object],
+    prepare: Callable[[prompts.ExtractedMemory], prompts.ExtractedMemory],
 ) -> tuple[list[Candidate], Settled]:
-    """The candidates to go on with, and the outcome of the others: skipped past
-    ``max_candidates``, failed when ``check_text`` refuses their text."""
+    """The candidates to go on with, each as ``prepare`` returns it, and the outcome of
+    the others: skipped past ``max_candidates``, failed when ``prepare`` refuses them (a
+    memory refused for the personal data it holds is not quoted in its outcome)."""
     candidates: list[Candidate] = []
     settled: Settled = {}
     for n, memory in enumerate(memories):
@@ -180,13 +178,14 @@ def screen(
             settled[n] = CandidateResult(memory.text, Outcome.SKIPPED, reason)
             continue
         try:
-            check_text(memory.text)
-            if memory.text.startswith("[refused: "):
-                raise ValidationError(memory.text[1:-1])
+            ready = prepare(memory)
+        except PiiRefusedError as exc:
+            settled[n] = CandidateResult("[refused]", Outcome.FAILED, str(exc))
+            continue
         except ValidationError as exc:
             settled[n] = CandidateResult(memory.text, Outcome.FAILED, str(exc))
             continue
-        candidates.append(Candidate(n, memory))
+        candidates.append(Candidate(n, ready))
     return candidates, settled
 
 

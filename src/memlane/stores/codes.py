@@ -287,18 +287,9 @@ class CodeFile:
         when fewer rows live. Raises ValidationError for a query of another shape."""
         import numpy as np
 
-        vector = np.asarray(query)
-        if vector.size != self.dim or vector.ndim > 2:
-            raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
+        vector = self._checked_query(query)
         with self._lock:
-            self._check_open()
-            if n <= 0 or self._live == 0:
-                return np.empty(0, dtype=np.int64)
-            code = sign_codes(vector.reshape(1, self.dim) - self._centre)
-            distances, positions = self._nearest(code, min(n, self._live))
-            rids = self._rids[positions]
-        order = np.lexsort((rids, distances))[:n]
-        return np.asarray(rids[order])
+            return np.asarray(self._rids[self._ordered(vector, n, whole_ties=True)])
 
     def scored(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` live rows nearest to ``query`` by Hamming distance with their exact
@@ -310,21 +301,33 @@ class CodeFile:
         shape."""
         import numpy as np
 
-        vector = np.asarray(query, dtype=np.float32)
-        if vector.size != self.dim or vector.ndim > 2:
-            raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
-        vector = vector.reshape(self.dim)
+        vector = self._checked_query(query)
         with self._lock:
-            self._check_open()
-            if n <= 0 or self._live == 0:
-                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-            code = sign_codes(vector.reshape(1, self.dim) - self._centre)
-            distances, positions = self._nearest(code, min(n, self._live), whole_ties=False)
-            order = np.lexsort((self._rids[positions], distances))[:n]
-            positions = positions[order]
+            positions = self._ordered(vector, n, whole_ties=False)
             stored = self._floats.read(self._rows[positions])
             rids = self._rids[positions]
         return rids, stored.astype(np.float32) @ vector
+
+    def _checked_query(self, query: np.ndarray) -> np.ndarray:
+        """``query`` as one float32 vector of ``dim``; raises ValidationError otherwise."""
+        import numpy as np
+
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.size != self.dim or vector.ndim > 2:
+            raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
+        return vector.reshape(self.dim)
+
+    def _ordered(self, vector: np.ndarray, n: int, *, whole_ties: bool) -> np.ndarray:
+        """Under the lock: the memory positions of the ``n`` live rows nearest to
+        ``vector`` (see :meth:`_nearest`), nearest first, equal distances by rid."""
+        import numpy as np
+
+        self._check_open()
+        if n <= 0 or self._live == 0:
+            return np.empty(0, dtype=np.int64)
+        code = sign_codes(vector.reshape(1, self.dim) - self._centre)
+        distances, positions = self._nearest(code, min(n, self._live), whole_ties=whole_ties)
+        return positions[np.lexsort((self._rids[positions], distances))[:n]]
 
     def _nearest(
         self, code: np.ndarray, n: int, *, whole_ties: bool = True

@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from memlane.core import admin, context, records, retrieval, sessions
 from memlane.core.base import Clock, Core, CoreConfig
 from memlane.core.flow import EffectObserver, Flow, Runtime, run_async, run_sync
+from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
 from memlane.ports.store import Store
@@ -70,6 +71,7 @@ class _MemoryBase:
         clock: Clock | None = None,
         config: CoreConfig | None = None,
         on_effect: EffectObserver | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
         platform's user data directory) and ``embedder`` (an Embedder or a spec such as
@@ -77,12 +79,19 @@ class _MemoryBase:
         on ONNX Runtime). The environment is not read (see :meth:`from_env`). Nothing is
         opened or loaded until the first call. ``on_effect`` (also settable later as the
         attribute) is told each store batch, embedding and chat call with its duration
-        (:data:`~memlane.core.flow.EffectObserver`); the server's metrics use it."""
+        (:data:`~memlane.core.flow.EffectObserver`); the server's metrics use it.
+        With ``cipher`` (:mod:`memlane.ciphers`) the store holds every user's data
+        sealed under that user's key (:mod:`memlane.stores.sealed`) and exports are
+        sealed unless asked otherwise."""
         if store is None:
             from memlane.settings import default_store_url
 
             store = default_store_url()
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        if cipher is not None:
+            from memlane.stores.sealed import SealedStore
+
+            self.store = SealedStore(self.store, cipher)
         if embedder is None:
             from memlane.embedders.onnx import OnnxEmbedder
 
@@ -92,7 +101,9 @@ class _MemoryBase:
 
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
-        self.core = Core(model_id=embedder.model_id, clock=clock, config=config or CoreConfig())
+        self.core = Core(
+            model_id=embedder.model_id, clock=clock, config=config or CoreConfig(), cipher=cipher
+        )
         self.on_effect: EffectObserver | None = on_effect
         self._ready = False
 
@@ -116,6 +127,7 @@ class _MemoryBase:
             embedder=settings.build_embedder(),
             clock=clock,
             config=settings.build_config(config),
+            cipher=settings.build_cipher(),
         )
 
     def __repr__(self) -> str:

@@ -17,6 +17,9 @@ at the seam where they occur and chained with ``raise ... from exc``.
     │   ├── ForeignStoreError                 a database that memlane did not create
     │   └── SchemaVersionError                written by a newer memlane than this one
     ├── UnsupportedError                      the backend or URL cannot do what was asked
+    ├── EncryptionError                       sealed data could not be sealed or opened
+    │   ├── DecryptionError                   wrong key material, or the data was altered
+    │   └── KeyDestroyedError                 the user's key is gone (the user was forgotten)
     ├── EmbeddingError                        the embedding model or endpoint failed
     ├── LLMError                              the chat model endpoint failed or timed out
     │   ├── LLMOutputError                    its answer stayed invalid after repair attempts
@@ -118,6 +121,21 @@ class SchemaVersionError(StoreError):
 
 class UnsupportedError(MemlaneError):
     """The backend or configuration does not support the requested operation."""
+
+
+class EncryptionError(MemlaneError):
+    """Data of an encrypted store could not be sealed or opened (the keyring or the
+    master key failed)."""
+
+
+class DecryptionError(EncryptionError):
+    """Sealed data did not open: the key material is not the one it was sealed with, or
+    the data was altered. Nothing is returned in its place."""
+
+
+class KeyDestroyedError(EncryptionError):
+    """The user's data key no longer exists (the user was forgotten): what was sealed
+    with it cannot be read by anyone."""
 
 
 class EmbeddingError(MemlaneError):

@@ -25,6 +25,7 @@ from typing import Any
 from memlane.api import Memory
 from memlane.errors import ConflictError, ValidationError
 from memlane.ports import store as ops
+from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Embedder
 from memlane.stores import open_store
 
@@ -86,6 +87,8 @@ def migrate(
     *,
     embedder: Embedder,
     progress: Progress | None = None,
+    source_cipher: Cipher | None = None,
+    target_cipher: Cipher | None = None,
 ) -> MigrationReport:
     """Copy every user of ``source_url`` into ``target_url`` and verify the copy.
 
@@ -94,32 +97,35 @@ def migrate(
     whether counts and checksums matched for every user. Raises ValidationError when both
     URLs name the same store, ConfigurationError or StoreError when the source does not
     exist (it is never created), and the store errors of either side.
+
+    ``source_cipher`` opens an encrypted source, ``target_cipher`` seals the target: a
+    store moves into encryption with only the second, out of it with only the first.
     """
     source_store, target_store = open_store(source_url, create=False), open_store(target_url)
     # Compared as opened: "x.db", "./x.db" and "sqlite:///x.db" are one store.
     if source_url == target_url or source_store.url == target_store.url:
         raise ValidationError("source and target are the same store")
-    source = Memory(source_store, embedder=embedder)
-    target = Memory(target_store, embedder=embedder)
+    source = Memory(source_store, embedder=embedder, cipher=source_cipher)
+    target = Memory(target_store, embedder=embedder, cipher=target_cipher)
     try:
         users = source.list_users()
         checks: list[UserCheck] = []
         vectors = 0
         walk = progress(users, len(users)) if progress is not None else users
         for user_id in walk:
-            rows = source.export_rows(user_id=user_id)
+            rows = source.export_rows(user_id=user_id, plaintext=True)
             error = None
             try:
                 vectors += _copy_vectors(source, target, rows)
                 target.import_rows(rows)
             except (ValidationError, ConflictError) as exc:  # this user's rows, not the store
                 error = str(exc)
-            check = _check(user_id, rows, target.export_rows(user_id=user_id))
+            check = _check(user_id, rows, target.export_rows(user_id=user_id, plaintext=True))
             checks.append(dataclasses.replace(check, error=error))
         # Users only the target has (e.g. forgotten on the source since an earlier run)
         # make the copy differ from the source: reported, never deleted here.
         for user_id in sorted(set(target.list_users()) - set(users)):
-            checks.append(_check(user_id, [], target.export_rows(user_id=user_id)))
+            checks.append(_check(user_id, [], target.export_rows(user_id=user_id, plaintext=True)))
         totals: Counter[str] = Counter()
         for check in checks:
             totals.update(check.source_counts)
@@ -135,14 +141,26 @@ def migrate(
         target.close()
 
 
-def verify(source_url: str, target_url: str, *, embedder: Embedder) -> MigrationReport:
+def verify(
+    source_url: str,
+    target_url: str,
+    *,
+    embedder: Embedder,
+    source_cipher: Cipher | None = None,
+    target_cipher: Cipher | None = None,
+) -> MigrationReport:
     """Compare two stores user by user without copying anything (neither is created)."""
-    source = Memory(open_store(source_url, create=False), embedder=embedder)
-    target = Memory(open_store(target_url, create=False), embedder=embedder)
+    source = Memory(open_store(source_url, create=False), embedder=embedder, cipher=source_cipher)
+    target = Memory(open_store(target_url, create=False), embedder=embedder, cipher=target_cipher)
     try:
         users = sorted(set(source.list_users()) | set(target.list_users()))
         checks = [
-            _check(u, source.export_rows(user_id=u), target.export_rows(user_id=u)) for u in users
+            _check(
+                u,
+                source.export_rows(user_id=u, plaintext=True),
+                target.export_rows(user_id=u, plaintext=True),
+            )
+            for u in users
         ]
         return MigrationReport(source.store.url, target.store.url, tuple(checks))
     finally:

@@ -17,6 +17,13 @@ variables, and nothing reads them at import.
                            ``email=pseudonymize,card=mask,secret=refuse,default=keep``
                            (:class:`memlane.pii.PiiPolicy`; default: keep everything)
 ``MEMLANE_PII_KEY``        the key of its pseudonyms (16 characters or more)
+``MEMLANE_MASTER_KEY``     encryption at rest (:mod:`memlane.ciphers`): the master key that
+                           wraps every user's data key, 32 bytes in base64 or hex
+                           (``memlane keys generate`` makes one); or
+``MEMLANE_MASTER_KEY_FILE`` a file holding it
+``MEMLANE_KEYRING``        the file of wrapped user keys (default: beside a SQLite store,
+                           ``<file>.keys``; required for other stores). Keep it out of the
+                           database's backups: forgetting a user destroys their key there
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -41,8 +48,10 @@ from memlane.ports.llm import LLM
 from memlane.ports.store import Store
 
 if TYPE_CHECKING:
+    from memlane.ciphers import MasterKey
     from memlane.core.base import CoreConfig
     from memlane.pii import PiiPolicy
+    from memlane.ports.cipher import Cipher
 
 
 def default_data_dir() -> Path:
@@ -77,6 +86,9 @@ class Settings:
     threads: int | None = None
     pii: str | None = None
     pii_key: str | None = None
+    master_key: str | None = None
+    master_key_file: str | None = None
+    keyring: str | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -84,7 +96,7 @@ class Settings:
         def show(name: str, value: object) -> str:
             if value is None:
                 return f"{name}=None"
-            if name.endswith("api_key") or name == "pii_key":
+            if name.endswith("api_key") or name in ("pii_key", "master_key"):
                 return f"{name}='***'"
             if name.endswith("url") and isinstance(value, str):
                 return f"{name}={redact_url(value)!r}"
@@ -119,6 +131,9 @@ class Settings:
             threads=_threads(env.get("MEMLANE_THREADS")),
             pii=env.get("MEMLANE_PII") or None,
             pii_key=env.get("MEMLANE_PII_KEY") or None,
+            master_key=env.get("MEMLANE_MASTER_KEY") or None,
+            master_key_file=env.get("MEMLANE_MASTER_KEY_FILE") or None,
+            keyring=env.get("MEMLANE_KEYRING") or None,
         )
 
     def build_config(self, config: CoreConfig | None = None) -> CoreConfig:
@@ -143,6 +158,57 @@ class Settings:
 
             return RedisTier(store, self.redis_url)
         return store
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether these settings name a master key (the store is encrypted)."""
+        return bool(self.master_key or self.master_key_file)
+
+    def build_master_key(self) -> MasterKey:
+        """The master key of ``MEMLANE_MASTER_KEY`` or ``MEMLANE_MASTER_KEY_FILE``.
+        Raises ConfigurationError (naming the variable, never the key)."""
+        from memlane.ciphers import LocalMasterKey
+
+        if self.master_key and self.master_key_file:
+            raise ConfigurationError("set MEMLANE_MASTER_KEY or MEMLANE_MASTER_KEY_FILE, not both")
+        if self.master_key_file:
+            return LocalMasterKey.from_file(self.master_key_file)
+        if not self.master_key:
+            raise ConfigurationError(
+                "no master key: set MEMLANE_MASTER_KEY or MEMLANE_MASTER_KEY_FILE"
+            )
+        return LocalMasterKey.parse(self.master_key, source="MEMLANE_MASTER_KEY")
+
+    def keyring_path(self) -> Path | None:
+        """Where the keyring is: ``MEMLANE_KEYRING``, else ``<file>.keys`` beside a SQLite
+        store; None for a store in memory. Raises ConfigurationError for another store
+        without ``MEMLANE_KEYRING``."""
+        if self.keyring:
+            return Path(self.keyring).expanduser()
+        url = self.store_url if "://" in self.store_url else "sqlite:///" + self.store_url
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        if url.startswith("memory://") or (url.startswith("sqlite:///") and path == ":memory:"):
+            return None
+        if url.startswith("sqlite:///"):
+            file = Path(path).expanduser()
+            return file.with_name(file.name + ".keys")
+        raise ConfigurationError(
+            "an encrypted store other than SQLite needs MEMLANE_KEYRING: the file of its "
+            "users' keys, kept apart from the database and its backups"
+        )
+
+    def build_cipher(self) -> Cipher | None:
+        """The cipher of encryption at rest when a master key is set, else None. Raises
+        ConfigurationError."""
+        if not self.encrypted:
+            if self.keyring:
+                raise ConfigurationError(
+                    "MEMLANE_KEYRING is set without a master key (MEMLANE_MASTER_KEY)"
+                )
+            return None
+        from memlane.ciphers import AesGcmCipher, Keyring
+
+        return AesGcmCipher(Keyring(self.keyring_path(), self.build_master_key()))
 
     def build_embedder(self) -> Embedder:
         """The embedder these settings name (see :mod:`memlane.embedders.spec`). Raises

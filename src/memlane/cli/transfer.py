@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -20,14 +21,22 @@ from memlane.cli._base import (
 @cli.command()
 @click.option("--user", "user_id", help="Only this user (default: everyone).")
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-")
+@click.option(
+    "--plaintext",
+    is_flag=True,
+    help="From an encrypted store: write the rows readable instead of sealed per user.",
+)
 @pass_ctx
-def export(ctx: _Context, user_id: str | None, output: Any) -> None:
+def export(ctx: _Context, user_id: str | None, output: Any, plaintext: bool) -> None:
     """Write memories, history, sessions and state as JSONL (a progress count on a
-    terminal)."""
+    terminal). From an encrypted store each row is sealed under its user's key unless
+    --plaintext is given."""
     from memlane.transfer import write_jsonl
 
     with _progress("export", None) as bar:
-        rows = ctx.memory(create=False).export_rows(user_id=user_id, progress=bar.update)
+        rows = ctx.memory(create=False).export_rows(
+            user_id=user_id, progress=bar.update, plaintext=plaintext
+        )
     n = write_jsonl(rows, output)
     click.echo(f"exported {n} lines", err=True)
 
@@ -115,13 +124,33 @@ def sweep(ctx: _Context, as_json: bool) -> None:
 @click.argument("source_url")
 @click.argument("target_url")
 @click.option("--no-progress", is_flag=True, help="No progress bar (none when piped either).")
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Seal the target under the master key (MEMLANE_MASTER_KEY; keyring MEMLANE_KEYRING, "
+    "else beside a SQLite target).",
+)
+@click.option(
+    "--decrypt",
+    is_flag=True,
+    help="Open an encrypted source with the master key (keyring MEMLANE_KEYRING, else beside "
+    "a SQLite source).",
+)
 @json_option
 @store_option
 @pass_ctx
 def migrate(
-    ctx: _Context, source_url: str, target_url: str, no_progress: bool, as_json: bool
+    ctx: _Context,
+    source_url: str,
+    target_url: str,
+    no_progress: bool,
+    encrypt: bool,
+    decrypt: bool,
+    as_json: bool,
 ) -> None:
-    """Copy everything from one store to another and verify it (safe to run again)."""
+    """Copy everything from one store to another and verify it (safe to run again).
+    With --encrypt the copy is sealed (a store moves into encryption), with --decrypt
+    the source is opened (out of it); both copy between encrypted stores."""
     from memlane.migrate import migrate as run_migration
 
     if ctx.store_url is not None:  # before or after the command: never silently ignored
@@ -141,8 +170,21 @@ def migrate(
             disable=no_progress or not sys.stderr.isatty(),
         )
 
+    def cipher(url: str, wanted: bool) -> Any:
+        if not wanted:
+            return None
+        settings = dataclasses.replace(ctx.settings, store_url=url)
+        if not settings.encrypted:
+            raise click.UsageError("--encrypt and --decrypt need MEMLANE_MASTER_KEY")
+        return settings.build_cipher()
+
     report = run_migration(
-        source_url, target_url, embedder=ctx.settings.build_embedder(), progress=bar
+        source_url,
+        target_url,
+        embedder=ctx.settings.build_embedder(),
+        progress=bar,
+        source_cipher=cipher(source_url, decrypt),
+        target_cipher=cipher(target_url, encrypt),
     )
     if as_json:
         _echo_json(report.to_dict())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -12,7 +14,7 @@ from typing import Any
 from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, many, one
 from memlane.core.records import check_keyed
-from memlane.errors import ImportFormatError, ValidationError
+from memlane.errors import EncryptionError, ImportFormatError, ValidationError
 from memlane.models import (
     Filters,
     HistoryAction,
@@ -101,7 +103,12 @@ def list_users(core: Core) -> Flow[list[str]]:
 
 
 def export_rows(
-    core: Core, *, user_id: str | None = None, page: int = 500, progress: Progress | None = None
+    core: Core,
+    *,
+    user_id: str | None = None,
+    page: int = 500,
+    progress: Progress | None = None,
+    plaintext: bool = False,
 ) -> Flow[list[dict[str, Any]]]:
     """Everything of one user (or every user) as export rows, history included.
 
@@ -109,6 +116,11 @@ def export_rows(
     user's records, history, sessions and jobs are one consistent read. ``page`` is
     checked but no longer used (lists were read in pages before). ``progress(n)`` is
     called with the number of rows read after the header and after each user.
+
+    From an encrypted store (a memory with a cipher) each row is sealed under its
+    user's key, ``{"type": "sealed", "user_id": ..., "data": ...}``, unless
+    ``plaintext``: only a memory with the same keyring imports it, and forgetting the
+    user makes it unreadable like the store's own copy.
     """
     check_count("page", page)
     if user_id is not None:
@@ -126,11 +138,57 @@ def export_rows(
         }
     ]
     _report(progress, 1)
+    seal = core.cipher is not None and not plaintext
+    if seal:
+        rows[0]["sealed"] = True
     for uid in users:
         user_rows = yield from _export_user(core, uid, page)
+        if seal:
+            user_rows = [_sealed_row(core, uid, row) for row in user_rows]
         rows += user_rows
         _report(progress, len(user_rows))
     return rows
+
+
+def _sealed_row(core: Core, user_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    assert core.cipher is not None
+    key = core.cipher.user_key(user_id, create=True)
+    assert key is not None
+    data = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    sealed = key.seal(data.encode("utf-8"), _export_context(user_id))
+    return {"type": "sealed", "user_id": user_id, "data": base64.b64encode(sealed).decode()}
+
+
+def _export_context(user_id: str) -> bytes:
+    return f"export\x00{user_id}".encode()
+
+
+def _opened_row(core: Core, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The row a sealed export row holds. Raises ValidationError."""
+    user_id, data = row.get("user_id"), row.get("data")
+    check_id("user_id", user_id)
+    assert isinstance(user_id, str)
+    if not isinstance(data, str):
+        raise ValidationError("'data' of a sealed row must be a base64 text")
+    if core.cipher is None:
+        raise ValidationError(
+            "a sealed row: import it into a memory with the master key and keyring it was "
+            "exported under (MEMLANE_MASTER_KEY, MEMLANE_KEYRING)"
+        )
+    key = core.cipher.user_key(user_id, create=False)
+    if key is None:
+        raise ValidationError(f"a sealed row of user {user_id!r}, whose key this keyring lacks")
+    try:
+        opened = json.loads(
+            key.open(base64.b64decode(data, validate=True), _export_context(user_id))
+        )
+    except (EncryptionError, ValueError) as exc:
+        raise ValidationError(f"a sealed row did not open: {exc}") from exc
+    if not isinstance(opened, dict) or opened.get("type") in ("sealed", "header"):
+        raise ValidationError("a sealed row must hold one data row")
+    if (opened.get("data") or {}).get("user_id", user_id) != user_id:
+        raise ValidationError("a sealed row holds another user's data")
+    return opened
 
 
 def _export_user(core: Core, user_id: str, page: int) -> Flow[list[dict[str, Any]]]:
@@ -348,6 +406,9 @@ def _parse_row(core: Core, row: Mapping[str, Any], line: int) -> tuple[str, Any]
         if kind == "header":
             _check_header(row)
             return kind, None
+        if kind == "sealed":
+            row = _opened_row(core, row)
+            kind = row.get("type")
         data = row.get("data")
         if not isinstance(data, Mapping):
             raise ValidationError("'data' must be an object")

@@ -29,6 +29,7 @@ from memlane.models import (
 )
 from memlane.pii import PiiPolicy, PolicyFor
 from memlane.ports import store as ops
+from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Vector
 from memlane.when import resolve
 
@@ -83,8 +84,17 @@ class MemoryInput:
 class Core:
     """The state and helpers every area of the core uses: one per Memory (``memory.core``)."""
 
-    def __init__(self, *, model_id: str, clock: Clock | None, config: CoreConfig) -> None:
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        clock: Clock | None,
+        config: CoreConfig,
+        cipher: Cipher | None = None,
+    ) -> None:
         self.model_id = model_id
+        self.cipher = cipher
+        """Seals exports when the store is encrypted (:mod:`memlane.stores.sealed`)."""
         self.clock: Clock = clock or utcnow
         self.config = config
         self._query_vectors: OrderedDict[str, Vector] = OrderedDict()

@@ -75,6 +75,11 @@ def parse_period(value: str) -> tuple[datetime, datetime]:
     return from_iso(start), from_iso(end)
 
 
+def month_names() -> tuple[str, ...]:
+    """The English month names period words use ("January" ... "December")."""
+    return _MONTH_NAMES
+
+
 def period_words(start: datetime, end: datetime) -> str:
     """The period in the words people search with: ``"7 May 2023"`` for a day,
     ``"May 2023"`` for a month (and for a week or weekend, the months its days are in),

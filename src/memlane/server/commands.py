@@ -40,7 +40,9 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
     settings = _settings(ctx)
     embedder = settings.build_embedder()
     config = settings.build_config()
-    memory = AsyncMemory(settings.build_store(), embedder=embedder, config=config)
+    memory = AsyncMemory(
+        settings.build_store(), embedder=embedder, config=config, cipher=settings.build_cipher()
+    )
     blocking = Memory(memory.store, embedder=embedder, config=config)
     manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
@@ -67,7 +69,44 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
 
 @click.group()
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list and revoke API keys; make and rotate the master key of encryption at
+    rest (generate, rotate)."""
+
+
+@keys.command("generate")
+def keys_generate() -> None:
+    """Print a new random master key (base64) for MEMLANE_MASTER_KEY or a key file."""
+    from memlane.ciphers import generate_key
+
+    click.echo(generate_key())
+
+
+@keys.command("rotate")
+@click.option(
+    "--new-key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="A file holding the new master key (base64 or hex; `memlane keys generate`).",
+)
+@click.pass_context
+def keys_rotate(ctx: click.Context, new_key_file: str) -> None:
+    """Wrap every user's data key under a new master key, in one transaction; the data
+    itself is not touched. The current key comes from MEMLANE_MASTER_KEY(_FILE); set
+    the new one there afterwards."""
+    from memlane.ciphers import Keyring, LocalMasterKey
+
+    settings = _settings(ctx)
+    if not settings.encrypted:
+        raise click.UsageError("rotate needs the current master key in MEMLANE_MASTER_KEY")
+    path = settings.keyring_path()
+    if path is None or not path.exists():
+        raise click.UsageError(f"no keyring at {path} (set MEMLANE_KEYRING)")
+    keyring = Keyring(path, settings.build_master_key())
+    try:
+        n = keyring.rotate(LocalMasterKey.from_file(new_key_file))
+    finally:
+        keyring.close()
+    click.echo(f"rewrapped {n} keys in {path}; now set MEMLANE_MASTER_KEY to the new key")
 
 
 @keys.command("create")
@@ -163,6 +202,7 @@ def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
         settings.build_store(),
         embedder=settings.build_embedder(),
         config=settings.build_config(),
+        cipher=settings.build_cipher(),
     )
     build_mcp(memory, resolver).run("stdio")
 

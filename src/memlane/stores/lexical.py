@@ -14,7 +14,7 @@ tantivy is imported when an index is first opened, never with memlane.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,13 @@ def _analyzer() -> Any:
         .filter(t.Filter.stemmer("english"))
         .build()
     )
+
+
+def analyzer() -> Callable[[str], list[str]]:
+    """A function from a text to the terms this index holds for it, in order (used to
+    blind them one by one: :mod:`memlane.stores.sealed`)."""
+    analyze = _analyzer().analyze
+    return lambda text: list(analyze(text))
 
 
 class LexicalIndex:

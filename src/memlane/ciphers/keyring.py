@@ -1,0 +1,200 @@
+"""The keyring: each user's data key, wrapped by a master key, in a file of its own.
+
+Keys live apart from the store on purpose: a copy or backup of the database holds only
+sealed data, and destroying a user's entry here (``forget_user``) leaves every copy of
+their data unreadable. Back the keyring up with the care of a secret, and know that a
+backup of it taken before a forget can still open that user's old data.
+
+The file is SQLite with ``secure_delete`` on and a rollback journal (no WAL): a destroyed
+key is overwritten in the file, not left in a free page or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from memlane.ciphers.keys import KEY_BYTES, MasterKey
+from memlane.errors import ConfigurationError, DecryptionError, EncryptionError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    scope TEXT NOT NULL,          -- 'user' or 'store'
+    name TEXT NOT NULL,           -- the user id, or the store key's name
+    master_id TEXT NOT NULL,      -- which master key wrapped it
+    wrapped BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
+"""
+
+
+def _context(scope: str, name: str) -> bytes:
+    # Binds a wrapped key to its owner: an entry copied onto another user does not open.
+    return f"memlane data key\x00{scope}\x00{name}".encode()
+
+
+class Keyring:
+    """Wrapped data keys in the SQLite file at ``path`` (``None``: in memory, gone with
+    the process). ``master`` wraps new keys; ``previous`` master keys still unwrap the
+    entries they wrapped (during a rotation). Construction does no I/O."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        master: MasterKey,
+        *,
+        previous: Sequence[MasterKey] = (),
+    ) -> None:
+        if not isinstance(master, MasterKey):
+            raise ConfigurationError(f"not a master key: {master!r}")
+        self.path = None if path is None else Path(path).expanduser()
+        self.master = master
+        self._masters = {k.key_id: k for k in (*previous, master)}
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Keyring({str(self.path) if self.path else ':memory:'!r}, {self.master!r})"
+
+    # ------------------------------------------------------------------ keys
+
+    def get(self, scope: str, name: str) -> bytes | None:
+        """The unwrapped key, or None when there is none."""
+        row = self._query(
+            "SELECT master_id, wrapped FROM keys WHERE scope=? AND name=?", scope, name
+        )
+        return None if row is None else self._unwrap(scope, name, row[0], row[1])
+
+    def get_or_create(self, scope: str, name: str) -> bytes:
+        """The key, made (random, wrapped by the master key) when there is none. Two
+        processes making the same key at once agree on one."""
+        found = self.get(scope, name)
+        if found is not None:
+            return found
+        key = secrets.token_bytes(KEY_BYTES)
+        wrapped = self.master.wrap(key, _context(scope, name))
+        now = datetime.now(UTC).isoformat()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?)",
+                (scope, name, self.master.key_id, wrapped, now),
+            )
+        stored = self.get(scope, name)
+        if stored is None:  # destroyed between the insert and the read: try once more
+            raise EncryptionError("a data key was destroyed while it was being made")
+        return stored
+
+    def destroy(self, scope: str, name: str) -> bool:
+        """Delete the key (overwritten in the file). Returns whether there was one."""
+        with self._write() as conn:
+            gone = conn.execute("DELETE FROM keys WHERE scope=? AND name=?", (scope, name))
+        return gone.rowcount > 0
+
+    def names(self, scope: str) -> list[str]:
+        """The names of the keys of a scope (user ids for ``"user"``), sorted."""
+        conn = self._connect()
+        with self._lock:
+            rows = conn.execute("SELECT name FROM keys WHERE scope=? ORDER BY name", (scope,))
+            return [r[0] for r in rows]
+
+    def rotate(self, new_master: MasterKey) -> int:
+        """Wrap every key afresh under ``new_master`` in one transaction, so the old
+        master key can be retired; the data keys, and so the data, stay as they are.
+        Every entry must unwrap with a master key this keyring knows. Returns how many
+        keys were rewrapped; afterwards this keyring wraps new keys with ``new_master``."""
+        if not isinstance(new_master, MasterKey):
+            raise ConfigurationError(f"not a master key: {new_master!r}")
+        with self._write() as conn:
+            rows = conn.execute("SELECT scope, name, master_id, wrapped FROM keys").fetchall()
+            for scope, name, master_id, wrapped in rows:
+                key = self._unwrap(scope, name, master_id, wrapped)
+                conn.execute(
+                    "UPDATE keys SET master_id=?, wrapped=? WHERE scope=? AND name=?",
+                    (new_master.key_id, new_master.wrap(key, _context(scope, name)), scope, name),
+                )
+        self._masters[new_master.key_id] = new_master
+        self.master = new_master
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _unwrap(self, scope: str, name: str, master_id: str, wrapped: bytes) -> bytes:
+        master = self._masters.get(master_id)
+        if master is None:
+            raise DecryptionError(
+                f"a key in the keyring was wrapped by master key {master_id}, which was not "
+                f"given (given: {', '.join(sorted(self._masters))})"
+            )
+        return master.unwrap(bytes(wrapped), _context(scope, name))
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._conn is None:
+                target = ":memory:" if self.path is None else str(self.path)
+                if self.path is not None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    conn = sqlite3.connect(
+                        target, timeout=30, check_same_thread=False, isolation_level=None
+                    )
+                    conn.execute("PRAGMA secure_delete=ON")
+                    conn.execute("PRAGMA journal_mode=DELETE")
+                    conn.executescript(_SCHEMA)
+                except sqlite3.DatabaseError as exc:
+                    raise EncryptionError(f"cannot open the keyring {target}: {exc}") from exc
+                if self.path is not None:
+                    os.chmod(self.path, 0o600)
+                self._conn = conn
+            return self._conn
+
+    def _query(self, sql: str, *params: object) -> tuple[str, bytes] | None:
+        conn = self._connect()
+        with self._lock:
+            try:
+                row = conn.execute(sql, params).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise EncryptionError(f"cannot read the keyring: {exc}") from exc
+        return None if row is None else (row[0], row[1])
+
+    def _write(self) -> _WriteTx:
+        return _WriteTx(self._connect(), self._lock)
+
+
+class _WriteTx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the keyring's lock (rolled back on error)."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self.conn = conn
+        self.lock = lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            self.lock.release()
+            raise EncryptionError(f"cannot write the keyring: {exc}") from exc
+        return self.conn
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            if kind is None:
+                self.conn.execute("COMMIT")
+            else:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as error:
+            raise EncryptionError(f"cannot write the keyring: {error}") from error
+        finally:
+            self.lock.release()

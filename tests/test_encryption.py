@@ -3,6 +3,7 @@ hold, crypto-shredding, key rotation, sealed exports and migration in and out.""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from datetime import UTC, datetime
@@ -10,16 +11,19 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 from tests.servers import free_port, start_redis
 
 from chat_server import ChatServer
 from memlane import Memory, MemoryInput
 from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
-from memlane.errors import DecryptionError, KeyDestroyedError
+from memlane.cli import cli
+from memlane.errors import ConfigurationError, DecryptionError, KeyDestroyedError
 from memlane.llm import OpenAIChat
 from memlane.manager import MemoryManager
 from memlane.models import Filters
 from memlane.ports.store import Store
+from memlane.settings import Settings
 from memlane.stores.memory import MemoryStore
 from memlane.stores.redis_tier import RedisTier
 from memlane.stores.sealed import SealedStore
@@ -255,3 +259,86 @@ def test_a_wrong_master_key_or_altered_data_opens_nothing(tmp_path: Path) -> Non
     with pytest.raises(DecryptionError):  # a master key that is not the keyring's
         m.get(a.id, user_id="u")
     m.close()
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+def _cli(env: dict[str, str]):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True, **extra: str):  # type: ignore[no-untyped-def]
+        result = runner.invoke(cli, list(args), env={"MEMLANE_EMBEDDER": "fake", **env, **extra})
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    return invoke
+
+
+def test_the_cli_encrypts_exports_sealed_and_migrates_in_and_out(tmp_path: Path) -> None:
+    key = _cli({})("keys", "generate").output.strip()
+    assert len(key) == 44 and key != _cli({})("keys", "generate").output.strip()
+    plain, sealed, back = (f"sqlite:///{tmp_path}/{n}.db" for n in ("plain", "sealed", "back"))
+    run = _cli({"MEMLANE_MASTER_KEY": key})
+    # A plain store with two users, moved into encryption.
+    _cli({})("--store", plain, "add", f"locker {SECRETS[1]}", "--user", "u")
+    _cli({})("--store", plain, "add", "the office opens at nine", "--user", "v")
+    moved = run("migrate", plain, sealed, "--encrypt", "--json")
+    assert json.loads(moved.stdout)["ok"] is True
+    assert (tmp_path / "sealed.db.keys").exists()  # the keyring's default place
+    assert _hits([tmp_path / "sealed.db"]) == {}
+    found = json.loads(run("--store", sealed, "search", SECRETS[1], "--user", "u", "--json").output)
+    assert found[0]["record"]["text"] == f"locker {SECRETS[1]}"
+    # Exports are sealed unless asked; a sealed export imports only with the keyring.
+    export = run("--store", sealed, "export").stdout
+    assert SECRETS[1] not in export and '"sealed"' in export
+    assert SECRETS[1] in run("--store", sealed, "export", "--plaintext").output
+    (tmp_path / "x.jsonl").write_text(export)
+    refused = _cli({})("--store", back, "import", str(tmp_path / "x.jsonl"), ok=False)
+    assert refused.exit_code != 0 and "master key" in refused.output
+    # And out of encryption again, verified row by row.
+    out = run("migrate", sealed, back, "--decrypt", "--json")
+    assert json.loads(out.stdout)["ok"] is True
+    texts = _cli({})("--store", back, "list", "--user", "u", "--json").output
+    assert SECRETS[1] in texts
+    # Without the master key the sealed store is refused, for reads and for writes.
+    for args in (("list", "--user", "u"), ("add", "left in the clear", "--user", "u")):
+        refused = _cli({})("--store", sealed, *args, ok=False)
+        assert refused.exit_code != 0 and "is encrypted" in refused.output
+
+
+def test_the_cli_rotates_the_master_key(tmp_path: Path) -> None:
+    old, new = generate_key(), generate_key()
+    store = f"sqlite:///{tmp_path}/m.db"
+    _cli({"MEMLANE_MASTER_KEY": old})("--store", store, "add", "a private note", "--user", "u")
+    (tmp_path / "new.key").write_text(new + "\n")
+    done = _cli({"MEMLANE_MASTER_KEY": old})(
+        "--store", store, "keys", "rotate", "--new-key-file", str(tmp_path / "new.key")
+    )
+    assert "rewrapped 2 keys" in done.output
+    listed = _cli({"MEMLANE_MASTER_KEY_FILE": str(tmp_path / "new.key")})(
+        "--store", store, "list", "--user", "u", "--json"
+    )
+    assert "a private note" in listed.output
+    stale = _cli({"MEMLANE_MASTER_KEY": old})("--store", store, "list", "--user", "u", ok=False)
+    assert stale.exit_code != 0 and "was not given" in stale.output
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MEMLANE_MASTER_KEY": "too-short"}, "MEMLANE_MASTER_KEY is not a 32-byte key"),
+        ({"MEMLANE_KEYRING": "/nowhere/k.keys"}, "without a master key"),
+        (
+            {"MEMLANE_MASTER_KEY": generate_key(), "MEMLANE_STORE": "postgresql://u@h/db"},
+            "needs MEMLANE_KEYRING",
+        ),
+        ({"MEMLANE_MASTER_KEY_FILE": "/nowhere/master.key"}, "cannot read the master key file"),
+    ],
+)
+def test_bad_encryption_settings_are_refused_clearly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        Settings.from_env(env).build_cipher()
+    assert "too-short" not in str(caught.value)
+    assert "'***'" in repr(Settings.from_env({"MEMLANE_MASTER_KEY": "secret-value"}))

@@ -15,6 +15,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from memlane.core import admin, context, records, retrieval, sessions
 from memlane.core.base import Clock, Core, CoreConfig
 from memlane.core.flow import EffectObserver, Flow, Runtime, run_async, run_sync
+from memlane.errors import ConfigurationError
 from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
@@ -60,6 +61,18 @@ def _like(method: M, flow: Callable[..., Any], name: str | None) -> M:
         parameters=[first.replace(name="self", annotation=inspect.Parameter.empty), *rest]
     )
     return method
+
+
+def _check_sealing(store: Store) -> None:
+    """Refuse to use an encrypted store without its cipher: reads would show sealed
+    values and writes would land unsealed beside them."""
+    from memlane.stores.sealed import SealedStore, is_encrypted
+
+    if not isinstance(store, SealedStore) and is_encrypted(store):
+        raise ConfigurationError(
+            f"the store {store.url} is encrypted: open it with its master key "
+            "(MEMLANE_MASTER_KEY or MEMLANE_MASTER_KEY_FILE, and MEMLANE_KEYRING)"
+        )
 
 
 class _MemoryBase:
@@ -144,6 +157,7 @@ class Memory(_MemoryBase):
         """Open the store and bring its schema up to date (once; every call does it first)."""
         if not self._ready:
             self.store.setup()
+            _check_sealing(self.store)
             self._ready = True
 
     def run(self, flow: Flow[R], llm: LLM | None = None) -> R:
@@ -210,7 +224,11 @@ class AsyncMemory(_MemoryBase):
             import asyncio
 
             # One-time open + migrate; run off the loop since drivers may block.
-            await asyncio.get_running_loop().run_in_executor(None, self.store.setup)
+            def setup() -> None:
+                self.store.setup()
+                _check_sealing(self.store)
+
+            await asyncio.get_running_loop().run_in_executor(None, setup)
             self._ready = True
 
     async def run(self, flow: Flow[R], llm: LLM | None = None) -> R:

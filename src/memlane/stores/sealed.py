@@ -34,7 +34,7 @@ from typing import Any
 
 from memlane.errors import DecryptionError, KeyDestroyedError, UnsupportedError
 from memlane.models import Filters, HistoryEvent, Job, MemoryRecord, Message, Session, StateVersion
-from memlane.models.basics import month_names
+from memlane.models.basics import month_names, utcnow
 from memlane.ports import store as ops
 from memlane.ports.cipher import Cipher, UserKey
 from memlane.ports.store import Op, Store
@@ -249,6 +249,15 @@ class _Sealer:
         )
 
 
+_MARKER = ("::memlane", "::store", "encryption")
+"""Where a store records that it is encrypted: a state of memlane's own (system) user."""
+
+
+def is_encrypted(store: Store) -> bool:
+    """Whether ``store`` (set up) was ever written through a :class:`SealedStore`."""
+    return store.batch([ops.GetState(*_MARKER)])[0] is not None
+
+
 def is_sealed_record(r: MemoryRecord) -> bool:
     return isinstance(r.metadata.get(SEALED), str)
 
@@ -284,7 +293,12 @@ class SealedStore:
     # ------------------------------------------------------------------ Store
 
     def setup(self) -> None:
+        """Set up the store and mark it encrypted (once), so that a memory without the
+        cipher refuses it (:func:`is_encrypted`)."""
         self.store.setup()
+        if not is_encrypted(self.store):
+            marker = StateVersion(*_MARKER, 1, {"sealed": True}, utcnow())
+            self.store.batch([ops.PutState(marker, None)])
 
     def close(self) -> None:
         self.store.close()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner
-from tests.servers import free_port, start_redis
+from tests.servers import PostgresServer, free_port, start_redis
 
 from chat_server import ChatServer
 from memlane import Memory, MemoryInput
@@ -25,6 +26,7 @@ from memlane.models import Filters
 from memlane.ports.store import Store
 from memlane.settings import Settings
 from memlane.stores.memory import MemoryStore
+from memlane.stores.postgres import PostgresStore
 from memlane.stores.redis_tier import RedisTier
 from memlane.stores.sealed import SealedStore
 from memlane.stores.sqlite import SqliteStore
@@ -52,6 +54,28 @@ class TestSealedSqliteFile(StoreConformance):
         return SealedStore(
             SqliteStore(self.dir / f"store{self.n}.db"), _cipher(self.dir / f"store{self.n}.keys")
         )
+
+
+class TestSealedPostgres(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: PostgresServer) -> None:
+        self.server = postgres_server
+
+    def make_store(self) -> Store:
+        store = PostgresStore(self.server.new_database("sealed"), max_connections=4)
+        return SealedStore(store, _cipher())
+
+
+class TestSealedRedisTier(StoreConformance):
+    @pytest.fixture(autouse=True)
+    def _setup(self, tmp_path: Path, redis_url: str) -> None:
+        self.dir, self.redis_url, self.n = tmp_path, redis_url, 0
+
+    def make_store(self) -> Store:
+        self.n += 1
+        prefix = f"memlane-test:{uuid.uuid4().hex}:"
+        tier = RedisTier(SqliteStore(self.dir / f"s{self.n}.db"), self.redis_url, prefix=prefix)
+        return SealedStore(tier, _cipher(self.dir / f"s{self.n}.keys"))
 
 
 # ---------------------------------------------------------------------------- what files hold
@@ -342,3 +366,55 @@ def test_bad_encryption_settings_are_refused_clearly(env: dict[str, str], messag
         Settings.from_env(env).build_cipher()
     assert "too-short" not in str(caught.value)
     assert "'***'" in repr(Settings.from_env({"MEMLANE_MASTER_KEY": "secret-value"}))
+
+
+# ---------------------------------------------------------------------------- search
+
+
+ORDINARY = (
+    "I'm vegetarian",
+    "Also remind me to bring the gift",
+    "My sister lives in Lisbon and visits in June",
+    "Allergic to peanuts, carries an epipen",
+    "Prefers short answers without emojis",
+    "Runs 10 km every Sunday morning",
+    "Working on the quarterly budget report for the finance team",
+    "Favourite cuisine is Japanese, especially ramen",
+)
+
+
+@pytest.mark.parametrize("recipe", ["lexical", "hybrid", "semantic"])
+def test_a_sealed_store_ranks_as_a_plain_one(tmp_path: Path, recipe: str) -> None:
+    plain = Memory(str(tmp_path / "plain.db"), embedder=FakeEmbedder())
+    sealed = Memory(str(tmp_path / "sealed.db"), embedder=FakeEmbedder(), cipher=_cipher(None))
+    for m in (plain, sealed):
+        m.add_many([MemoryInput(text=t) for t in ORDINARY], user_id="u")
+    queries = ("what should I cook?", "vegetarian food", "peanut allergy", "my sister", "running")
+    for query in queries:
+        a = [
+            (h.record.text, round(h.score, 9))
+            for h in plain.search(query, user_id="u", recipe=recipe)
+        ]
+        b = [
+            (h.record.text, round(h.score, 9))
+            for h in sealed.search(query, user_id="u", recipe=recipe)
+        ]
+        assert a == b, query
+    found = sealed.search("vegetarian food", user_id="u", recipe=recipe)
+    assert found[0].record.text == "I'm vegetarian"
+    plain.close()
+    sealed.close()
+
+
+def test_blinded_words_match_only_under_their_users_key(tmp_path: Path) -> None:
+    m = Memory(str(tmp_path / "m.db"), embedder=FakeEmbedder(), cipher=_cipher(tmp_path / "k"))
+    m.add("the zeppelin hangar is at gate nine", user_id="a")
+    m.add("the zeppelin is grounded", user_id="b")
+    found = {u: m.search("zeppelin", user_id=u, recipe="lexical") for u in ("a", "b")}
+    assert [h.record.user_id for h in found["a"]] == ["a"]
+    assert [h.record.user_id for h in found["b"]] == ["b"]
+    with sqlite3.connect(tmp_path / "m.db") as conn:
+        texts = dict(conn.execute("SELECT user_id, text FROM records"))
+    assert texts["a"].split()[1] != texts["b"].split()[1]  # "zeppelin" differs per user
+    assert all(word.isdigit() for text in texts.values() for word in text.split())
+    m.close()

@@ -73,6 +73,12 @@ def eval_() -> None:
     "--eval-store",
     help="Store to ingest into (default: a scratch SQLite file in the data dir, removed after).",
 )
+@click.option(
+    "--encrypted",
+    is_flag=True,
+    help="Ingest into an encrypted store (a fresh master key and keyring in the scratch "
+    "folder): what encryption at rest costs in recall and latency.",
+)
 @pass_ctx
 def locomo(
     ctx: _Context,
@@ -82,6 +88,7 @@ def locomo(
     recipe: str,
     memories: Memories,
     eval_store: str | None,
+    encrypted: bool,
 ) -> None:
     """Recall@k and hit@k of the evidence turns on a LoCoMo-format DIRECTORY."""
     import tempfile
@@ -98,7 +105,13 @@ def locomo(
     embedder = ctx.settings.build_embedder()
     with tempfile.TemporaryDirectory(dir=_scratch_dir(ctx.settings.data_dir)) as scratch:
         url = eval_store or f"sqlite:///{scratch}/locomo.db"
-        with Memory(url, embedder=embedder) as memory:
+        cipher = None
+        if encrypted:
+            from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
+
+            master = LocalMasterKey.parse(generate_key())
+            cipher = AesGcmCipher(Keyring(Path(scratch) / "locomo.keys", master))
+        with Memory(url, embedder=embedder, cipher=cipher) as memory:
             report = evaluate(
                 memory, conversations, recipe=recipe, progress=progress, memories=memories
             )

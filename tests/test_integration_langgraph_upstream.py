@@ -34,6 +34,7 @@ from langgraph.store.base import (
 )
 
 from memlane import Memory
+from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
 from memlane.integrations.langgraph import MemlaneStore
 from memlane.ports.embedder import Vector
 from memlane.testing.fakes import FixedClock
@@ -66,11 +67,11 @@ class CharacterEmbedder:
         return self.embed(texts)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "sealed-sqlite"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
-    if request.param == "sqlite":
+    if request.param in ("sqlite", "sealed-sqlite"):
         return f"sqlite:///{tmp_path / 'upstream.db'}"
     return str(request.getfixturevalue("pg_url"))
 
@@ -81,8 +82,12 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def memory(url: str, clock: FixedClock) -> Iterator[Memory]:
-    with Memory(url, embedder=CharacterEmbedder(), clock=clock) as m:
+def memory(url: str, clock: FixedClock, request: pytest.FixtureRequest) -> Iterator[Memory]:
+    cipher = None
+    if "sealed" in request.node.callspec.params.get("url", ""):  # encrypted at rest
+        key = LocalMasterKey.parse(generate_key())
+        cipher = AesGcmCipher(Keyring(url.removeprefix("sqlite:///") + ".keys", key))
+    with Memory(url, embedder=CharacterEmbedder(), clock=clock, cipher=cipher) as m:
         yield m
 
 

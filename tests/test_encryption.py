@@ -418,3 +418,16 @@ def test_blinded_words_match_only_under_their_users_key(tmp_path: Path) -> None:
     assert texts["a"].split()[1] != texts["b"].split()[1]  # "zeppelin" differs per user
     assert all(word.isdigit() for text in texts.values() for word in text.split())
     m.close()
+
+
+def test_a_key_destroyed_by_another_process_is_never_served_from_memory(tmp_path: Path) -> None:
+    master = LocalMasterKey.parse(generate_key())
+    here, there = Keyring(tmp_path / "k.keys", master), Keyring(tmp_path / "k.keys", master)
+    made = here.get_or_create("user", "u")
+    assert here.get("user", "u") == made == there.get("user", "u")  # both remember it
+    assert there.destroy("user", "u")
+    assert here.get("user", "u") is None  # the file changed: not the remembered key
+    again = there.get_or_create("user", "u")
+    assert again != made and here.get("user", "u") == again
+    here.close()
+    there.close()

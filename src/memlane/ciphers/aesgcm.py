@@ -21,19 +21,24 @@ from memlane.errors import DecryptionError
 FORMAT = b"\x01"
 """First byte of every sealed value: AES-256-GCM, 96-bit nonce, 128-bit tag."""
 _CACHE = 4096
+_BLINDED = 65_536
+"""Blinded values remembered per user key (a few MB at most)."""
 
 
 class AesGcmUserKey:
     """One user's derived keys."""
 
-    __slots__ = ("_aead", "_blind")
+    __slots__ = ("_aead", "_blind", "_blinded")
 
     def __init__(self, data_key: bytes) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         seal_key = hmac.digest(data_key, b"memlane seal v1", "sha256")
         self._aead = AESGCM(seal_key)
-        self._blind = hmac.digest(data_key, b"memlane blind v1", "sha256")
+        self._blind = hmac.new(
+            hmac.digest(data_key, b"memlane blind v1", "sha256"), digestmod=hashlib.sha256
+        )
+        self._blinded: dict[bytes, bytes] = {}  # words repeat: most are blinded once
 
     def seal(self, data: bytes, context: bytes) -> bytes:
         nonce = secrets.token_bytes(NONCE_BYTES)
@@ -53,7 +58,15 @@ class AesGcmUserKey:
             ) from exc
 
     def blind(self, data: bytes) -> bytes:
-        return hmac.digest(self._blind, data, "sha256")
+        found = self._blinded.get(data)
+        if found is None:
+            mac = self._blind.copy()
+            mac.update(data)
+            found = mac.digest()
+            if len(self._blinded) >= _BLINDED:
+                self._blinded.clear()
+            self._blinded[data] = found
+        return found
 
 
 class AesGcmCipher:

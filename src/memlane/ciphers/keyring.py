@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from memlane.ciphers.keys import KEY_BYTES, MasterKey
 from memlane.errors import ConfigurationError, DecryptionError, EncryptionError
@@ -58,6 +59,9 @@ class Keyring:
         self._masters = {k.key_id: k for k in (*previous, master)}
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._cache: dict[tuple[str, str], bytes | None] = {}
+        self._cached_at: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Keyring({str(self.path) if self.path else ':memory:'!r}, {self.master!r})"
@@ -65,11 +69,25 @@ class Keyring:
     # ------------------------------------------------------------------ keys
 
     def get(self, scope: str, name: str) -> bytes | None:
-        """The unwrapped key, or None when there is none."""
+        """The unwrapped key, or None when there is none. Answered from memory while
+        the file is unchanged: its change counter, which every commit of any process
+        bumps, is read each time, so a key destroyed elsewhere is never served."""
+        version = self._version()
+        with self._lock:
+            fresh = version is not None and version == self._cached_at
+            if fresh and (scope, name) in self._cache:
+                return self._cache[(scope, name)]
         row = self._query(
             "SELECT master_id, wrapped FROM keys WHERE scope=? AND name=?", scope, name
         )
-        return None if row is None else self._unwrap(scope, name, row[0], row[1])
+        key = None if row is None else self._unwrap(scope, name, row[0], row[1])
+        with self._lock:
+            if version != self._cached_at:
+                self._cache.clear()
+                self._cached_at = version
+            if version is not None:
+                self._cache[(scope, name)] = key
+        return key
 
     def get_or_create(self, scope: str, name: str) -> bytes:
         """The key, made (random, wrapped by the master key) when there is none. Two
@@ -127,6 +145,22 @@ class Keyring:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._cache.clear()
+            self._cached_at = None
+
+    def _version(self) -> bytes | None:
+        """The file's change counter (bytes 24-27 of a SQLite header: every commit
+        changes it), or None for a keyring in memory (never cached)."""
+        if self.path is None:
+            return None
+        self._connect()
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+            return os.pread(self._fd, 4, 24)
 
     # ------------------------------------------------------------------ internals
 
@@ -169,15 +203,18 @@ class Keyring:
         return None if row is None else (row[0], row[1])
 
     def _write(self) -> _WriteTx:
-        return _WriteTx(self._connect(), self._lock)
+        return _WriteTx(self._connect(), self._lock, self._cache)
 
 
 class _WriteTx:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` under the keyring's lock (rolled back on error)."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, lock: threading.Lock, cache: dict[Any, Any]
+    ) -> None:
         self.conn = conn
         self.lock = lock
+        self.cache = cache
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
@@ -190,6 +227,7 @@ class _WriteTx:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> None:
         try:
+            self.cache.clear()
             if kind is None:
                 self.conn.execute("COMMIT")
             else:

@@ -29,7 +29,11 @@ router = area.router
     },
 )
 async def export(call: UserCall) -> Response:
-    rows = await call.memory.export_rows(user_id=call.scope(Action.READ_ALL).user_id)
+    # Readable rows even from an encrypted store: the caller holds a key granted this
+    # user's data, and the rows' user ids are mapped to the tenant's below (a sealed row
+    # would carry the store's). What memlane writes to files stays sealed.
+    user_id = call.scope(Action.READ_ALL).user_id
+    rows = await call.memory.export_rows(user_id=user_id, plaintext=True)
     tenant = call.caller.tenant
     lines = [json.dumps(public_row(row, tenant), ensure_ascii=False) for row in rows]
     return NDJSONResponse("\n".join(lines) + "\n")

@@ -26,7 +26,13 @@ from memlane.models.basics import (
 )
 from memlane.models.jobs import Job, JobStatus
 from memlane.models.queries import Filters, Page, SearchHit
-from memlane.models.records import HistoryAction, HistoryEvent, MemoryKind, MemoryRecord
+from memlane.models.records import (
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Trust,
+)
 from memlane.models.sessions import Message, Run, Session, StateVersion, WorkflowState
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "SearchHit",
     "Session",
     "StateVersion",
+    "Trust",
     "WorkflowState",
     "check_count",
     "check_id",

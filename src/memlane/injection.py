@@ -12,14 +12,14 @@ text. The kinds (:class:`InjectionKind`):
   no rules", "stay in character";
 - ``prompt_leak``: asking for the agent's own instructions ("reveal your system prompt");
 - ``fake_system_prompt``: chat-template tokens (``<|im_start|>system``, ``[INST]``,
-  ``<<SYS>>``), ``### System:`` and ``SYSTEM:`` headers, ``<system>`` tags, a turn that
-  starts ``Assistant:`` after a line break;
+  ``<<SYS>>``), ``### System:`` and ``SYSTEM:`` headers, ``<system>`` tags (a transcript's
+  ``user:`` / ``assistant:`` lines are not: summaries and pasted chats are written so);
 - ``fake_tool_call``: what a model's tool call looks like — ``{"name": ..., "arguments":
   ...}``, ``"tool_calls"`` / ``"function_call"`` keys, ``<tool_call>``, ``<invoke ...>``,
   ``<function=...>``, "call the send_email function";
 - ``hidden_text``: characters a reader does not see — zero-width characters inside text,
-  Unicode tag characters (U+E0000–E007F, outside a flag emoji), bidirectional overrides
-  and isolates (U+202A–202E, U+2066–2069) — and HTML comments or hidden styles
+  Unicode tag characters (U+E0000 to E007F, outside a flag emoji), bidirectional overrides
+  and isolates (U+202A to 202E, U+2066 to 2069) — and HTML comments or hidden styles
   (``display:none``, ``visibility:hidden``, ``font-size:0``, ``opacity:0``).
 
 What the core does with a finding is the scope's injection policy (``CoreConfig.
@@ -82,14 +82,14 @@ def check_action(action: object) -> Action:
     """``action`` if it is one of :data:`ACTIONS`; raises ValidationError."""
     if action not in ACTIONS:
         raise ValidationError(f"injection policy must be one of {ACTIONS}, got {action!r}")
-    return action  # type: ignore[return-value]
+    return action
 
 
 # ---------------------------------------------------------------------------- patterns
 
 _GAP = r"[^\S\n]*"
 """Blanks within a line."""
-_WORDS = r"(?:[^\S\n]+[\w'’-]{1,20}){0,%d}"
+_WORDS = r"(?:[^\S\n]+[\w'\u2019-]{1,20}){0,%d}"
 """Up to %d more words on the line (each word bounded)."""
 
 _IGNORE = (
@@ -270,7 +270,7 @@ _ROLE_PLAY = [
         r"unaligned|unbound|unlimited|unchained|unhinged|lawless)[^\S\n]+(?:and[^\S\n]+[\w-]{1,20}"
         r"[^\S\n]+)?(?:ai|a\.i\.|chat[^\S\n]?bot|bot|language[^\S\n]+model|model|assistant|"
         r"persona|version|mode|entity|character|gpt)\b",
-        _AI_NEEDLES + ("persona", "version", "mode", "entity", "character"),
+        (*_AI_NEEDLES, "persona", "version", "mode", "entity", "character"),
     ),
     _Rule(
         r"\b(?:no|without(?:[^\S\n]+any)?|(?:does|do)(?:n't|[^\S\n]+not)[^\S\n]+have"
@@ -308,8 +308,9 @@ _ROLE_PLAY = [
         rf"[^\S\n]+{_LIMITS}\b",
         _LIMIT_NEEDLES,
     ),
-    _Rule(rf"\b{_AI}\b{_WORDS % 6}[^\S\n]+{_UNBOUND}\b{_WORDS % 3}[^\S\n]+{_LIMITS}\b",
-          _LIMIT_NEEDLES),
+    _Rule(
+        rf"\b{_AI}\b{_WORDS % 6}[^\S\n]+{_UNBOUND}\b{_WORDS % 3}[^\S\n]+{_LIMITS}\b", _LIMIT_NEEDLES
+    ),
     _Rule(
         r"\b(?:act|behave|respond|answer|reply|pose)[^\S\n]+as[^\S\n]+(?:if[^\S\n]+you"
         rf"[^\S\n]+(?:are|were)[^\S\n]+)?{_AI}{_WORDS % 4}[^\S\n]+{_UNBOUND}\b",
@@ -402,7 +403,6 @@ _FAKE_SYSTEM = [
         ("<",),
     ),
     _Rule(r"\[(?:system|assistant|developer)\]\(#", ("](#",)),
-    _Rule(r"\n[^\S\n]*(?:assistant|ai|system|developer|gpt|chatgpt)[^\S\n]*:", ("\n",)),
     _Rule(
         r"\b(?:begin|start|end)[^\S\n]+(?:of[^\S\n]+)?(?:the[^\S\n]+)?(?:system[^\S\n]+"
         r"prompt|system[^\S\n]+message|developer[^\S\n]+(?:prompt|message|instructions)|"
@@ -452,19 +452,23 @@ _HIDDEN_MARKUP = [
         r"[^\S\n]*;)",
         ("style",),
     ),
-    _Rule(r"<[a-z][a-z0-9]{0,10}\b[^<>\n]{0,80}[^\S\n]hidden(?:[^\S\n]*=|[^\S\n]*>|[^\S\n])",
-          ("hidden",)),
+    _Rule(
+        r"<[a-z][a-z0-9]{0,10}\b[^<>\n]{0,80}[^\S\n]hidden(?:[^\S\n]*=|[^\S\n]*>|[^\S\n])",
+        ("hidden",),
+    ),
 ]
 
-_RULES: tuple[tuple[InjectionKind, tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]], ...] = tuple(
-    (kind, tuple((re.compile(r.pattern, re.IGNORECASE), r.needles) for r in rules))
-    for kind, rules in (
-        (InjectionKind.FAKE_SYSTEM_PROMPT, _FAKE_SYSTEM),
-        (InjectionKind.FAKE_TOOL_CALL, _FAKE_TOOL),
-        (InjectionKind.INSTRUCTION_OVERRIDE, _OVERRIDE),
-        (InjectionKind.ROLE_PLAY, _ROLE_PLAY),
-        (InjectionKind.PROMPT_LEAK, _PROMPT_LEAK),
-        (InjectionKind.HIDDEN_TEXT, _HIDDEN_MARKUP),
+_RULES: tuple[tuple[InjectionKind, tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]], ...] = (
+    tuple(
+        (kind, tuple((re.compile(r.pattern, re.IGNORECASE), r.needles) for r in rules))
+        for kind, rules in (
+            (InjectionKind.FAKE_SYSTEM_PROMPT, _FAKE_SYSTEM),
+            (InjectionKind.FAKE_TOOL_CALL, _FAKE_TOOL),
+            (InjectionKind.INSTRUCTION_OVERRIDE, _OVERRIDE),
+            (InjectionKind.ROLE_PLAY, _ROLE_PLAY),
+            (InjectionKind.PROMPT_LEAK, _PROMPT_LEAK),
+            (InjectionKind.HIDDEN_TEXT, _HIDDEN_MARKUP),
+        )
     )
 )
 """Each kind's rules, compiled (case is ignored except where a rule says ``(?-i:``)."""

@@ -126,12 +126,11 @@ class ManagerFlows:
         """Summarize a session with the LLM (extractively without one); the summary
         supersedes the previous one and can stand in for old history in a prompt."""
         core = self.core
-        runs = (
+        messages = (
             []
             if self.llm_id is None
-            else (yield from sessions.get_history(core, session_id, user_id=user_id))
+            else (yield from sessions.summarizable(core, session_id, user_id=user_id))
         )
-        messages = [m for run in runs for m in run.messages]
         if not messages:
             return (yield from sessions.summarize_session(core, session_id, user_id=user_id))
         # Summarize incrementally: the previous summary stands in for what it covered.

@@ -55,6 +55,27 @@ class Trust(StrEnum):
     IMPORTED = "imported"
 
 
+ROLE_TRUST: dict[str, Trust] = {
+    "user": Trust.USER,
+    "human": Trust.USER,
+    "assistant": Trust.INFERRED,
+    "ai": Trust.INFERRED,
+    "model": Trust.INFERRED,
+    "system": Trust.INFERRED,
+    "developer": Trust.INFERRED,
+}
+"""The trust of an episode by its message's role (case ignored). A system or developer
+message is the application's own text, on the agent's side of the conversation:
+``inferred`` (not the user's word, and not outside content). Any other role (``tool``,
+``function``, ``ipython``, a name of one's own) brings content from outside the
+conversation: ``tool``."""
+
+
+def trust_of_role(role: str) -> Trust:
+    """The trust of an episode said in ``role`` (:data:`ROLE_TRUST`, else ``tool``)."""
+    return ROLE_TRUST.get(role.lower(), Trust.TOOL)
+
+
 def _dict_to_json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 

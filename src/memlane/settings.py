@@ -17,6 +17,8 @@ variables, and nothing reads them at import.
                            ``email=pseudonymize,card=mask,secret=refuse,default=keep``
                            (:class:`memlane.pii.PiiPolicy`; default: keep everything)
 ``MEMLANE_PII_KEY``        the key of its pseudonyms (16 characters or more)
+``MEMLANE_INJECTION``      what instruction-like content gets: ``quarantine`` (default),
+                           ``refuse`` or ``keep`` (``CoreConfig.injection``)
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -77,6 +79,7 @@ class Settings:
     threads: int | None = None
     pii: str | None = None
     pii_key: str | None = None
+    injection: str | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -119,14 +122,24 @@ class Settings:
             threads=_threads(env.get("MEMLANE_THREADS")),
             pii=env.get("MEMLANE_PII") or None,
             pii_key=env.get("MEMLANE_PII_KEY") or None,
+            injection=env.get("MEMLANE_INJECTION") or None,
         )
 
     def build_config(self, config: CoreConfig | None = None) -> CoreConfig:
         """``config`` (default: the defaults) with the PII policy these settings name,
-        unless it has one. Raises ConfigurationError for a policy that cannot be read."""
+        unless it has one, and their injection policy, unless it has another than the
+        default. Raises ConfigurationError for a policy that cannot be read."""
         from memlane.core.base import CoreConfig
+        from memlane.injection import ACTIONS
 
         config = config or CoreConfig()
+        if self.injection is not None and config.injection == "quarantine":
+            action = self.injection.strip().lower()
+            if action not in ACTIONS:
+                raise ConfigurationError(
+                    f"MEMLANE_INJECTION must be one of {', '.join(ACTIONS)}, got {self.injection!r}"
+                )
+            config = dataclasses.replace(config, injection=action)
         if self.pii is None or config.pii is not None:
             return config
         return dataclasses.replace(config, pii=pii_policy(self.pii, self.pii_key))

@@ -22,6 +22,7 @@ from memlane.models import (
     Message,
     Session,
     StateVersion,
+    Trust,
     check_count,
     check_id,
     content_hash,
@@ -290,6 +291,11 @@ def import_rows(
 ) -> Flow[ImportResult]:
     """Write export rows back, in one transaction, keeping ids, versions and history.
 
+    Records are screened for instruction-like content as new memories are (a memory
+    released from quarantine in the store it was exported from is quarantined again
+    here); a record row that does not say its trust is ``imported``. Under a refusing
+    injection policy a flagged record or message refuses the whole file.
+
     Every row is checked before anything is written: a bad row raises
     ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
     when the rows came from a file with blank lines) and nothing changes. Vectors the
@@ -379,7 +385,11 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
         raise ValidationError("topics must be a list of non-empty strings")
     _check_periods(data.get("periods", []))
-    record = MemoryRecord.from_dict(data)
+    quarantine = data.get("quarantine", [])
+    if not isinstance(quarantine, list) or not all(isinstance(k, str) and k for k in quarantine):
+        raise ValidationError("quarantine must be a list of non-empty strings")
+    # A row that does not say whose word it is came from elsewhere: "imported".
+    record = MemoryRecord.from_dict({"trust": Trust.IMPORTED, **data})
     check_id("user_id", record.user_id)
     core.check_text(record.text)
     core.check_json(record.metadata, "metadata")
@@ -399,6 +409,10 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     metadata = core.private_json(record.user_id, dict(record.metadata), "metadata")
     if text != record.text or metadata != record.metadata:  # the PII policy changed it
         record = replace(record, text=text, content_hash=content_hash(text), metadata=metadata)
+    # Screened like a new memory: a release in another store is not one in this store.
+    found = core.screen(record.user_id, text, "imported memory")
+    if found:
+        record = replace(record, quarantine=tuple(dict.fromkeys((*record.quarantine, *found))))
     return record
 
 
@@ -461,6 +475,7 @@ def _message_row(core: Core, data: Mapping[str, Any]) -> Message:
     message = Message.from_dict(data)
     _check_row_id("id", message.id)
     content = core.private(message.user_id, message.content, "message")
+    core.screen(message.user_id, content, "message")  # a refusing policy refuses the file
     metadata = core.private_json(message.user_id, dict(message.metadata), "message metadata")
     return replace(message, content=content, metadata=metadata)
 

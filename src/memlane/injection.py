@@ -190,7 +190,8 @@ _OVERRIDE = [
     _Rule(
         r"\b(?:do[^\S\n]+not|don'?t|never)[^\S\n]+(?:follow|obey|listen[^\S\n]+to|apply|"
         r"adhere[^\S\n]+to|comply[^\S\n]+with)[^\S\n]+(?:any[^\S\n]+(?:of[^\S\n]+)?)?"
-        rf"(?:your|the|openai'?s?){_WORDS % 2}[^\S\n]+(?:instructions|guidelines|rules|"
+        rf"(?:your|ur|openai'?s?|the[^\S\n]+{_BEFORE}){_WORDS % 2}[^\S\n]+(?:instructions|"
+        r"guidelines|rules|"
         r"policies|programming|content[^\S\n]+polic(?:y|ies)|restrictions)\b",
         ("instructions", "guidelines", "rules", "polic", "programming", "restrictions"),
     ),

@@ -21,6 +21,12 @@ from memlane.server.schemas import AddBody, MemoryId, SearchBody, SupersedeBody,
 area = Area("memories")
 router = area.router
 
+_WITH_QUARANTINED = (
+    "Also quarantined memories (instruction-like content, held back from search and "
+    "context): for operators, with a key not limited to agents."
+)
+_ONLY_QUARANTINED = "Only quarantined memories (as include_quarantined, for operators)."
+
 
 @area.route("POST", "/memories", 409, status_code=201)
 async def add_memory(body: AddBody, call: UserCall) -> MemoryOut:
@@ -62,13 +68,6 @@ async def list_memories(
     )
     items = [r.to_dict() for r in page.items]
     return call.out(MemoryPage, {"items": items, "next_cursor": page.next_cursor})
-
-
-_WITH_QUARANTINED = (
-    "Also quarantined memories (instruction-like content, held back from search and "
-    "context): for operators, with a key not limited to agents."
-)
-_ONLY_QUARANTINED = "Only quarantined memories (as include_quarantined, for operators)."
 
 
 @area.route("GET", "/memories/{memory_id}")

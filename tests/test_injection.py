@@ -244,7 +244,7 @@ def test_the_context_labels_each_memory_with_its_trust() -> None:
     assert any("(user)" in line and "Prefers tea" in line for line in lines)
     assert any("(inferred)" in line and "Seems to prefer" in line for line in lines)
     assert any("(tool)" in line and "Weather service" in line for line in lines)
-    assert "whose word it is" in built.text
+    assert "marked with its source" in built.text
     m.close()
 
 

@@ -449,6 +449,7 @@ def _delete_sessions(core: Core, user_id: str, session_ids: tuple[str, ...]) -> 
             session_id=sid,
             include_superseded=True,
             include_deleted=True,
+            include_quarantined=True,
         )
         gone += yield from one(ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 10**9))
     events = core.removal_events(gone, HistoryAction.DELETE, now, "session deleted")

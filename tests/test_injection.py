@@ -10,6 +10,7 @@ import json
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -314,11 +315,59 @@ def test_rest_shows_quarantine_to_operators_and_releases_it(env: Env) -> None:  
 # ---------------------------------------------------------------------------- migration
 
 
+OLD_ROWS = {
+    "a": ("episode", "user"),
+    "b": ("episode", "assistant"),
+    "c": ("episode", "System"),
+    "d": ("episode", "tool"),
+    "e": ("episode", None),
+    "f": ("summary", "memlane"),
+    "g": ("fact", "memlane-manager:gpt"),
+    "h": ("fact", "mcp"),
+    "i": ("fact", "agent:bot"),
+    "j": ("fact", None),
+    "k": ("fact", "cli"),
+}
+"""Records of a store from before trust, by id: (kind, actor)."""
+OLD_TRUST = {
+    "a": "user", "b": "inferred", "c": "inferred", "d": "tool", "e": "user", "f": "inferred",
+    "g": "inferred", "h": "inferred", "i": "inferred", "j": "user", "k": "user",
+}  # fmt: skip
+"""The trust each gets from the migration (TRUST_OF_OLD_ROWS)."""
+
+
+def insert_old_rows(execute: Callable[[str, tuple[Any, ...]], None], mark: str) -> None:
+    """:data:`OLD_ROWS` written with SQL into a store of the schema before trust (``mark``:
+    the parameter placeholder, ``%s`` on PostgreSQL, whose rows also need a search
+    vector); record ``j`` holds what would be quarantined today."""
+    now = to_iso(FixedClock().now)
+    pg = mark == "%s"
+    columns = "id, user_id, kind, text, importance, created_at, updated_at, content_hash, actor"
+    values = ", ".join([mark] * 9)
+    extra_column, extra_value = (", search", ", ''::tsvector") if pg else ("", "")
+    sql = (
+        f"INSERT INTO records ({columns}, version{extra_column}) VALUES ({values}, 1{extra_value})"
+    )
+    for rid, (kind, actor) in OLD_ROWS.items():
+        text = TAKEOVER if rid == "j" else f"row {rid}"
+        execute(sql, (rid, "u", kind, text, 0.5, now, now, content_hash(text), actor))
+
+
+def check_old_rows(m: Memory) -> None:
+    """After the migration: each old row has the trust its writer implies and none is
+    quarantined (they were never screened); new writes are screened."""
+    got = {r.id: r for r in m.list(user_id="u", filters=Filters(include_quarantined=True)).items}
+    assert {rid: r.trust.value for rid, r in got.items()} == OLD_TRUST
+    assert all(r.quarantine == () for r in got.values())
+    assert got["a"].kind is MemoryKind.EPISODE
+    fresh = m.add(TAKEOVER, user_id="u")
+    assert fresh.quarantine and fresh.id not in [r.id for r in m.list(user_id="u").items]
+
+
 def test_an_older_sqlite_store_gets_trust_from_its_writers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Migration 11: rows written before it get the trust their writer implies and are
-    not quarantined (they were never screened)."""
+    """SQLite migration 11."""
     from memlane.stores import sqlite as sqlite_module
 
     path = tmp_path / "old.db"
@@ -327,41 +376,11 @@ def test_an_older_sqlite_store_gets_trust_from_its_writers(
     old.setup()
     old.close()
     monkeypatch.undo()
-    rows = {
-        "a": ("episode", "user"),
-        "b": ("episode", "assistant"),
-        "c": ("episode", "System"),
-        "d": ("episode", "tool"),
-        "e": ("episode", None),
-        "f": ("summary", "memlane"),
-        "g": ("fact", "memlane-manager:gpt"),
-        "h": ("fact", "mcp"),
-        "i": ("fact", "agent:bot"),
-        "j": ("fact", None),
-        "k": ("fact", "cli"),
-    }
-    now = to_iso(FixedClock().now)
     with sqlite3.connect(path) as conn:
-        for rid, (kind, actor) in rows.items():
-            text = TAKEOVER if rid == "j" else f"row {rid}"
-            conn.execute(
-                "INSERT INTO records (id, user_id, kind, text, importance, created_at, "
-                "updated_at, content_hash, version, actor) "
-                "VALUES (?, 'u', ?, ?, 0.5, ?, ?, ?, 1, ?)",
-                (rid, kind, text, now, now, content_hash(text), actor),
-            )
+        insert_old_rows(lambda sql, params: conn.execute(sql, params) and None, "?")
     m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=FixedClock())
-    f = Filters(include_quarantined=True)
-    got = {r.id: r for r in m.list(user_id="u", filters=f).items}
-    assert {rid: r.trust.value for rid, r in got.items()} == {
-        "a": "user", "b": "inferred", "c": "inferred", "d": "tool", "e": "user",
-        "f": "inferred", "g": "inferred", "h": "inferred", "i": "inferred", "j": "user",
-        "k": "user",
-    }  # fmt: skip
-    assert all(r.quarantine == () for r in got.values())
-    assert got["a"].kind is MemoryKind.EPISODE
-    fresh = m.add(TAKEOVER, user_id="u")
-    assert fresh.quarantine and fresh.id not in [r.id for r in m.list(user_id="u").items]
+    assert [v for v, _ in m.store.schema_versions()][-1] == 11  # type: ignore[attr-defined]
+    check_old_rows(m)
     m.close()
 
 

@@ -77,7 +77,12 @@ def add_three_and_find_the_dog_by_meaning(m: Memory) -> None:
 # ---------------------------------------------------------------------------- scoped ids
 
 
-LATER_RECORD_COLUMNS = {"periods": "'[]'", "period_words": "''"}
+LATER_RECORD_COLUMNS = {
+    "periods": "'[]'",
+    "period_words": "''",
+    "trust": "'user'",
+    "quarantine": "'[]'",
+}
 """The record columns added by migrations after scoped ids (name: default), which this
 code writes. To write rows into a database of the older schema, a test adds them for the
 writes and drops them again, leaving a database of that schema holding the rows."""
@@ -94,7 +99,7 @@ def write_before_scoped_ids(
     old = Memory(store, embedder=FakeEmbedder(), config=config, **kwargs)
     old.setup()
     for name, default in LATER_RECORD_COLUMNS.items():
-        kind = json_type if name == "periods" else "TEXT"
+        kind = json_type if name in ("periods", "quarantine") else "TEXT"
         execute(f"ALTER TABLE records ADD COLUMN {name} {kind} NOT NULL DEFAULT {default}")
     paid = old.add("u paid the invoice", user_id="u", idempotency_key="order-17")
     for text, agent in (("the vault code is zebra4411", "other"), ("ok, planning", "planner")):

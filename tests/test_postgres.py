@@ -94,6 +94,28 @@ def test_a_database_from_before_scoped_ids_keeps_working(
     m.close()
 
 
+def test_a_database_from_before_trust_gets_it_from_its_writers(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 7: rows written before it get the trust their writer implies and are not
+    quarantined; new writes are screened."""
+    from memlane.stores import postgres as postgres_module
+    from test_injection import check_old_rows, insert_old_rows
+
+    pg_url = postgres_server.new_database("trust")
+    monkeypatch.setattr(postgres_module, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] <= 6))
+    old = PostgresStore(pg_url)
+    old.setup()
+    old.close()
+    monkeypatch.undo()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        insert_old_rows(lambda sql, params: conn.execute(sql, params) and None, "%s")  # type: ignore[call-overload]
+    m, _ = _memory(pg_url)
+    assert [v for v, _ in m.store.schema_versions()][-1] == 7  # type: ignore[attr-defined]
+    check_old_rows(m)
+    m.close()
+
+
 def test_metadata_comes_back_exactly_as_written(pg_url: str) -> None:
     """jsonb keeps numbers as numeric (1e16 comes back an int, -0.0 as 0.0); reads return
     the JSON as written."""

@@ -19,6 +19,7 @@ from memlane.errors import (
     EmbeddingModelMismatchError,
     ForeignStoreError,
     ImportFormatError,
+    InjectionRefusedError,
     LLMError,
     LLMOutputError,
     MemlaneError,
@@ -47,6 +48,7 @@ from memlane.models import (
     SearchHit,
     Session,
     StateVersion,
+    Trust,
     WorkflowState,
 )
 from memlane.pii import PiiPolicy
@@ -70,6 +72,7 @@ __all__ = [
     "HistoryAction",
     "HistoryEvent",
     "ImportFormatError",
+    "InjectionRefusedError",
     "Job",
     "JobStatus",
     "LLMError",
@@ -94,6 +97,7 @@ __all__ = [
     "Session",
     "StateVersion",
     "StoreError",
+    "Trust",
     "UnsupportedError",
     "ValidationError",
     "WorkflowState",

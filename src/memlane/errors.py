@@ -8,6 +8,8 @@ at the seam where they occur and chained with ``raise ... from exc``.
 
     MemlaneError
     ├── ValidationError (also ValueError)     bad input: empty text, missing scope, bad filter
+    │   ├── PiiRefusedError                   personal data the scope's PII policy refuses
+    │   ├── InjectionRefusedError             instruction-like content the policy refuses
     │   └── ImportFormatError                 a broken JSONL line on import
     ├── NotFoundError (also LookupError)      no such memory / session / state in this scope
     ├── ConflictError                         a compare-and-swap lost: someone wrote first
@@ -43,6 +45,17 @@ class ValidationError(MemlaneError, ValueError):
 class PiiRefusedError(ValidationError):
     """The text holds a kind of personal data the scope's PII policy refuses (the message
     names the kinds, never the values); nothing was stored."""
+
+
+class InjectionRefusedError(ValidationError):
+    """The text holds instruction-like content ("ignore previous instructions", a fake
+    system prompt or tool call, hidden characters: :mod:`memlane.injection`) and the
+    scope's injection policy is ``refuse``. ``kinds`` names what was found; the message
+    names the kinds, never the text. Nothing was stored."""
+
+    def __init__(self, message: str, *, kinds: tuple[str, ...] = ()) -> None:
+        self.kinds = kinds
+        super().__init__(message)
 
 
 class ImportFormatError(ValidationError):

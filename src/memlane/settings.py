@@ -24,6 +24,8 @@ variables, and nothing reads them at import.
 ``MEMLANE_KEYRING``        the file of wrapped user keys (default: beside a SQLite store,
                            ``<file>.keys``; required for other stores). Keep it out of the
                            database's backups: forgetting a user destroys their key there
+``MEMLANE_INJECTION``      what instruction-like content gets: ``quarantine`` (default),
+                           ``refuse`` or ``keep`` (``CoreConfig.injection``)
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -89,6 +91,7 @@ class Settings:
     master_key: str | None = None
     master_key_file: str | None = None
     keyring: str | None = None
+    injection: str | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -134,14 +137,24 @@ class Settings:
             master_key=env.get("MEMLANE_MASTER_KEY") or None,
             master_key_file=env.get("MEMLANE_MASTER_KEY_FILE") or None,
             keyring=env.get("MEMLANE_KEYRING") or None,
+            injection=env.get("MEMLANE_INJECTION") or None,
         )
 
     def build_config(self, config: CoreConfig | None = None) -> CoreConfig:
         """``config`` (default: the defaults) with the PII policy these settings name,
-        unless it has one. Raises ConfigurationError for a policy that cannot be read."""
+        unless it has one, and their injection policy, unless it has another than the
+        default. Raises ConfigurationError for a policy that cannot be read."""
         from memlane.core.base import CoreConfig
+        from memlane.injection import ACTIONS
 
         config = config or CoreConfig()
+        if self.injection is not None and config.injection == "quarantine":
+            action = self.injection.strip().lower()
+            if action not in ACTIONS:
+                raise ConfigurationError(
+                    f"MEMLANE_INJECTION must be one of {', '.join(ACTIONS)}, got {self.injection!r}"
+                )
+            config = dataclasses.replace(config, injection=action)
         if self.pii is None or config.pii is not None:
             return config
         return dataclasses.replace(config, pii=pii_policy(self.pii, self.pii_key))

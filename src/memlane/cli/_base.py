@@ -130,6 +130,8 @@ def _echo_json(value: Any) -> None:
 
 def _line(record: MemoryRecord, score: float | None = None) -> str:
     flags = "" if record.is_current else (" [deleted]" if record.deleted_at else " [superseded]")
+    if record.quarantine:
+        flags += f" [quarantined: {', '.join(record.quarantine)}]"
     head = f"{score:.4f}  " if score is not None else ""
     return f"{head}{record.id}  {record.kind.value:<10} {record.text}{flags}"
 

@@ -1,4 +1,5 @@
-"""The memory commands: add, search, list, get, history and forget."""
+"""The memory commands: add, search, list, get, history, forget, and quarantine list and
+release."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from memlane.cli._base import (
 )
 from memlane.core.search import RECIPES
 from memlane.errors import ValidationError
-from memlane.models import Filters, SearchHit
+from memlane.models import Filters, SearchHit, Trust
 
 
 @cli.command()
@@ -41,6 +42,13 @@ from memlane.models import Filters, SearchHit
     "--ttl-days", type=float, callback=_positive_days, help="Expire after this many days."
 )
 @click.option("--metadata", help="JSON object of metadata.")
+@click.option(
+    "--trust",
+    type=click.Choice([t.value for t in Trust]),
+    default="user",
+    show_default=True,
+    help="Whose word it is: the user's, inferred by an agent or model, a tool's, imported.",
+)
 @json_option
 @pass_ctx
 def add(
@@ -56,9 +64,11 @@ def add(
     event_time: str | None,
     ttl_days: float | None,
     metadata: str | None,
+    trust: str,
     as_json: bool,
 ) -> None:
-    """Remember TEXT for a user."""
+    """Remember TEXT for a user (quarantined, and said so, when it holds instruction-like
+    content)."""
     try:
         meta = json.loads(metadata) if metadata else {}
     except json.JSONDecodeError as exc:
@@ -75,8 +85,18 @@ def add(
         event_at=_time(event_time),
         ttl=None if ttl_days is None else timedelta(days=ttl_days),
         metadata=meta,
+        trust=trust,
     )
-    _echo_json(record.to_dict()) if as_json else click.echo(record.id)
+    if as_json:
+        _echo_json(record.to_dict())
+        return
+    click.echo(record.id)
+    if record.quarantine:
+        click.echo(
+            f"quarantined ({', '.join(record.quarantine)}): not recalled until "
+            f"`memlane quarantine release --user {user_id} {record.id}`",
+            err=True,
+        )
 
 
 def one_record_command(f: Callable[..., None]) -> click.Command:
@@ -167,8 +187,8 @@ def list_(
 
 @one_record_command
 def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
-    """Show one memory."""
-    record = ctx.memory(create=False).get(record_id, user_id=user_id)
+    """Show one memory (a quarantined one too: the CLI is an operator's tool)."""
+    record = ctx.memory(create=False).get(record_id, user_id=user_id, include_quarantined=True)
     if as_json:
         _echo_json(record.to_dict())
         return
@@ -221,3 +241,49 @@ def forget(
     assert record_id is not None
     record = ctx.memory().delete(record_id, user_id=user_id, reason=reason)
     _echo_json(record.to_dict()) if as_json else click.echo(f"forgot {record.id}")
+
+
+@cli.group()
+def quarantine() -> None:
+    """Memories held back for instruction-like content: list and release them."""
+
+
+@quarantine.command(name="list")
+@user_option
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", help="Continue after this cursor (printed at the end of a page).")
+@json_option
+@pass_ctx
+def quarantine_list(
+    ctx: _Context, user_id: str, limit: int, cursor: str | None, as_json: bool
+) -> None:
+    """List a user's quarantined memories, newest first, with what was found in each."""
+    page = ctx.memory(create=False).list(
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        filters=Filters(quarantined_only=True, include_deleted=True, include_superseded=True),
+    )
+    if as_json:
+        _echo_json({"items": [r.to_dict() for r in page.items], "next_cursor": page.next_cursor})
+        return
+    for record in page.items:
+        click.echo(_line(record))
+    if page.next_cursor:
+        click.echo(f"-- more: --cursor {page.next_cursor}", err=True)
+    if not page.items:
+        click.echo("no quarantined memories", err=True)
+
+
+@quarantine.command(name="release")
+@click.argument("record_id")
+@user_option
+@click.option("--reason", help="Why it may be recalled (kept in history).")
+@json_option
+@pass_ctx
+def quarantine_release(
+    ctx: _Context, record_id: str, user_id: str, reason: str | None, as_json: bool
+) -> None:
+    """Let a quarantined memory be searched and put in a context again."""
+    record = ctx.memory().release(record_id, user_id=user_id, reason=reason, actor="cli")
+    _echo_json(record.to_dict()) if as_json else click.echo(f"released {record.id}")

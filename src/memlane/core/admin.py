@@ -24,6 +24,7 @@ from memlane.models import (
     Message,
     Session,
     StateVersion,
+    Trust,
     check_count,
     check_id,
     content_hash,
@@ -41,7 +42,8 @@ IMPORT_EMBED_BATCH = 256
 MAX_REEMBED_WINDOW = 8
 """``reembed`` rebuilds context texts written with a context window of up to this."""
 EXPORT_VERSION = 1
-_ALL = Filters(include_superseded=True, include_deleted=True)
+_ALL = Filters(include_superseded=True, include_deleted=True, include_quarantined=True)
+"""Every record of a user, for the work that must see all (export, reembed, reindex)."""
 
 Progress = Callable[[int], object]
 """Called with how many more rows are done (export read, import ready to write)."""
@@ -348,6 +350,13 @@ def import_rows(
 ) -> Flow[ImportResult]:
     """Write export rows back, in one transaction, keeping ids, versions and history.
 
+    A record row keeps the quarantine it states (an export says what its store
+    decided, a release included, and its history shows it: a store moved by ``memlane
+    migrate`` keeps them); a row that does not state one is screened for
+    instruction-like content as a new memory is, and a row that does not say its trust
+    is ``imported``. Under a refusing injection policy a flagged record or message
+    refuses the whole file.
+
     Every row is checked before anything is written: a bad row raises
     ImportFormatError (with its 1-based line number, or ``lines[i]`` for row ``i``
     when the rows came from a file with blank lines) and nothing changes. Vectors the
@@ -440,7 +449,11 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
         raise ValidationError("topics must be a list of non-empty strings")
     _check_periods(data.get("periods", []))
-    record = MemoryRecord.from_dict(data)
+    stated = data.get("quarantine", [])
+    if not isinstance(stated, list) or not all(isinstance(k, str) and k for k in stated):
+        raise ValidationError("quarantine must be a list of non-empty strings")
+    # A row that does not say whose word it is came from elsewhere: "imported".
+    record = MemoryRecord.from_dict({"trust": Trust.IMPORTED, **data})
     check_id("user_id", record.user_id)
     core.check_text(record.text)
     core.check_json(record.metadata, "metadata")
@@ -460,6 +473,9 @@ def _record_row(core: Core, data: Mapping[str, Any]) -> MemoryRecord:
     metadata = core.private_json(record.user_id, dict(record.metadata), "metadata")
     if text != record.text or metadata != record.metadata:  # the PII policy changed it
         record = replace(record, text=text, content_hash=content_hash(text), metadata=metadata)
+    found = core.screen(record.user_id, text, "imported memory")  # refuse: the file is refused
+    if "quarantine" not in data:  # not said: screened as a new memory is
+        record = replace(record, quarantine=found)
     return record
 
 
@@ -522,6 +538,7 @@ def _message_row(core: Core, data: Mapping[str, Any]) -> Message:
     message = Message.from_dict(data)
     _check_row_id("id", message.id)
     content = core.private(message.user_id, message.content, "message")
+    core.screen(message.user_id, content, "message")  # a refusing policy refuses the file
     metadata = core.private_json(message.user_id, dict(message.metadata), "message metadata")
     return replace(message, content=content, metadata=metadata)
 

@@ -5,6 +5,7 @@ functions taking this :class:`Core` first."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from memlane import injection
 from memlane.core.flow import Flow, embed, many, one
 from memlane.errors import ValidationError, no_memory
 from memlane.ids import new_id
@@ -23,6 +25,7 @@ from memlane.models import (
     HistoryEvent,
     MemoryKind,
     MemoryRecord,
+    Trust,
     check_id,
     content_hash,
     utcnow,
@@ -59,6 +62,21 @@ class CoreConfig:
     keep everything). Applied to memory texts and metadata, messages, session state and
     imports; a search's query gets the same pseudonyms. Default: none, text is stored as
     given."""
+    injection: injection.Action | injection.PolicyFor = "quarantine"
+    """What happens to instruction-like content (:mod:`memlane.injection`: "ignore previous
+    instructions", role-play jailbreaks, fake system prompts and tool calls, hidden text)
+    before it is stored: ``"quarantine"`` (the default: stored with the kinds found in
+    :attr:`MemoryRecord.quarantine`, shown to operators, never returned by search nor put
+    in a context until :meth:`Memory.release`), ``"refuse"``
+    (:class:`~memlane.errors.InjectionRefusedError`, nothing stored) or ``"keep"``; or a
+    function from a user id to that scope's action. Applied where the PII policy is:
+    memory texts, messages (a flagged message is kept as a quarantined episode whatever
+    its role), keyed facts, summaries, imports, and the memory manager's input (flagged
+    messages are withheld from the model) and output."""
+
+    def __post_init__(self) -> None:
+        if not callable(self.injection):
+            injection.check_action(self.injection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,8 @@ class MemoryInput:
     key: str | None = None
     source_ids: Sequence[str] = ()
     actor: str | None = None
+    trust: Trust | str = Trust.USER
+    """Whose word this is (:class:`~memlane.models.Trust`): ``user`` unless said."""
 
 
 class Core:
@@ -144,6 +164,23 @@ class Core:
         policy = self.pii_policy(user_id)
         return value if policy is None else dict(policy.apply_json(value, what))
 
+    def injection_action(self, user_id: str) -> injection.Action:
+        """What the injection policy of the user's scope does with instruction-like content."""
+        policy = self.config.injection
+        return injection.check_action(policy(user_id) if callable(policy) else policy)
+
+    def screen(self, user_id: str, text: str, what: str = "text") -> tuple[str, ...]:
+        """The kinds of instruction-like content in ``text`` that the scope's injection
+        policy quarantines: () when none is found or the policy keeps it. Raises
+        InjectionRefusedError (naming the kinds, never the text) when it refuses."""
+        action = self.injection_action(user_id)
+        if action == "keep":
+            return ()
+        found = _injection_kinds(text)
+        if found and action == "refuse":
+            raise injection.refused(found, what)
+        return found
+
     def check_json(self, value: object, what: str) -> dict[str, Any]:
         if not isinstance(value, Mapping):
             raise ValidationError(f"{what} must be a mapping, got {type(value).__name__}")
@@ -180,7 +217,9 @@ class Core:
         Raises ValidationError for bad input."""
         check_id("user_id", user_id)
         text = self.private(user_id, self.check_text(item.text))
+        quarantine = self.screen(user_id, text)
         kind = _checked_kind(item.kind)
+        trust = checked_trust(item.trust)
         importance = _checked_importance(item.importance)
         _check_strings("topics", item.topics, non_empty=True)
         topics = [self.private(user_id, t, "topic") for t in item.topics]
@@ -213,6 +252,8 @@ class Core:
             source_ids=tuple(str(s) for s in item.source_ids),
             actor=item.actor,
             periods=periods_of(text, item.event_at or now),
+            trust=trust,
+            quarantine=quarantine,
         )
 
     # ------------------------------------------------------------------ history
@@ -430,6 +471,22 @@ def json_shape(value: object) -> tuple[int, bool]:
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
     return deepest, nul
+
+
+@functools.lru_cache(maxsize=256)
+def _injection_kinds(text: str) -> tuple[str, ...]:
+    """:func:`memlane.injection.kinds`, remembered for the texts seen last: a message is
+    screened as it arrives and again as its episode is made."""
+    return injection.kinds(text)
+
+
+def checked_trust(trust: Trust | str) -> Trust:
+    """``trust`` as a :class:`Trust`; raises ValidationError naming the levels."""
+    try:
+        return Trust(trust)
+    except ValueError as exc:
+        allowed = ", ".join(t.value for t in Trust)
+        raise ValidationError(f"unknown trust {trust!r}; one of {allowed}") from exc
 
 
 def _checked_kind(kind: MemoryKind | str) -> MemoryKind:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput, periods_of
+from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput, checked_trust, periods_of
 from memlane.core.flow import Flow, many, one, pause
 from memlane.core.retrieval import _filters
-from memlane.errors import ConflictError, ValidationError, no_history
+from memlane.errors import ConflictError, ValidationError, no_history, no_memory
 from memlane.ids import stable_id
 from memlane.models import (
     Filters,
@@ -21,6 +21,7 @@ from memlane.models import (
     MemoryKind,
     MemoryRecord,
     Page,
+    Trust,
     check_id,
 )
 from memlane.ports import store as ops
@@ -69,8 +70,16 @@ def add(
     source_ids: Sequence[str] = (),
     actor: str | None = None,
     idempotency_key: str | None = None,
+    trust: Trust | str = Trust.USER,
 ) -> Flow[MemoryRecord]:
     """Store one memory for ``user_id`` and return it.
+
+    ``trust`` says whose word it is (:class:`~memlane.models.Trust`): ``user`` (stated
+    by the user, the default), ``inferred`` (by the agent or a model), ``tool`` (tool or
+    web content) or ``imported``. Text holding instruction-like content is handled by the
+    scope's injection policy (``CoreConfig.injection``): by default the memory is stored
+    quarantined (``record.quarantine`` names what was found) and is not recalled until
+    :meth:`release`; a refusing policy raises InjectionRefusedError and stores nothing.
 
     With ``idempotency_key``, adding again with the same key (a retry after a timeout,
     from any process) returns the memory stored the first time instead of a duplicate.
@@ -96,6 +105,7 @@ def add(
         team=team,
         source_ids=source_ids,
         actor=actor,
+        trust=trust,
     )
     _check_addable(item)
     if idempotency_key is None:
@@ -165,9 +175,38 @@ def add_many(core: Core, items: Iterable[MemoryInput], *, user_id: str) -> Flow[
     return (yield from core.insert(records))
 
 
-def get(core: Core, record_id: str, *, user_id: str) -> Flow[MemoryRecord]:
-    """The memory with this id in the user's scope. Raises NotFoundError."""
-    return (yield from core.load(record_id, user_id))
+def get(
+    core: Core, record_id: str, *, user_id: str, include_quarantined: bool = False
+) -> Flow[MemoryRecord]:
+    """The memory with this id in the user's scope. A quarantined memory is found only
+    with ``include_quarantined`` (for operators: its text is instruction-like content).
+    Raises NotFoundError."""
+    record = yield from core.load(record_id, user_id)
+    if record.quarantine and not include_quarantined:
+        raise no_memory(record_id, user_id)
+    return record
+
+
+def release(
+    core: Core,
+    record_id: str,
+    *,
+    user_id: str,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> Flow[MemoryRecord]:
+    """Let a quarantined memory be recalled: its quarantine is cleared (a new version),
+    recorded in its history as ``release`` with ``reason`` and ``actor``. Returns the
+    released memory. Raises NotFoundError, or ValidationError when the memory is not
+    quarantined."""
+    old = yield from core.load(record_id, user_id)
+    if not old.quarantine:
+        raise ValidationError(f"memory {record_id} is not quarantined")
+    now = core.now()
+    new = core.bump(old, now, quarantine=())
+    event = core.event(new, HistoryAction.RELEASE, now, actor=actor, reason=reason)
+    yield from many([ops.WriteRecord(new, old.version), ops.AppendHistory((event,))])
+    return new
 
 
 def update(
@@ -220,20 +259,22 @@ def supersede(
     reason: str | None = None,
     actor: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    trust: Trust | str | None = None,
 ) -> Flow[MemoryRecord]:
     """Replace a memory by a new one; the old stays, marked ``superseded_by``.
 
     The new memory keeps the old one's kind, topics, scope, key, importance and expiry
-    (a memory that was to expire in an hour still does). Returns the new memory. Both
-    changes are recorded in history with ``reason``. A keyed fact changes its value
-    through :meth:`remember`, which keeps the stored value and the text in step.
+    (a memory that was to expire in an hour still does), and its trust unless ``trust``
+    says whose word the new text is. Returns the new memory. Both changes are recorded
+    in history with ``reason``. A keyed fact changes its value through
+    :meth:`remember`, which keeps the stored value and the text in step.
     """
     old = yield from core.load(record_id, user_id)
     if not old.is_current:
         raise ValidationError(f"memory {record_id} is not current; supersede the newest one")
     if old.kind is MemoryKind.KEYED_FACT and (metadata is None or "value" not in metadata):
         raise ValidationError(f"memory {record_id} is a keyed fact: change it with remember()")
-    return (yield from _replace(core, old, text, reason, actor, metadata))
+    return (yield from _replace(core, old, text, reason, actor, metadata, trust=trust))
 
 
 def _replace(
@@ -245,6 +286,7 @@ def _replace(
     metadata: Mapping[str, Any] | None,
     *,
     vector: ops.PutEmbeddings | None = None,
+    trust: Trust | str | None = None,
 ) -> Flow[MemoryRecord]:
     """Close ``old`` (as read, at its version) and store its successor (``vector``: its
     cache write, if the caller has it). Raises ConflictError when ``old`` changed since
@@ -263,6 +305,7 @@ def _replace(
         key=old.key,
         actor=actor,
         expires_at=old.expires_at,
+        trust=old.trust if trust is None else trust,
     )
     new = core.new_record(old.user_id, item, now)
     closed = core.bump(old, now, valid_to=now, superseded_by=new.id)
@@ -292,7 +335,7 @@ def restore(
     if old.deleted_at is None:
         raise ValidationError(f"memory {record_id} is not deleted")
     if old.key is not None and old.is_current is False and old.superseded_by is None:
-        newer = yield from _keyed(core, old.key, user_id)
+        newer = yield from _keyed(core, old.key, user_id, include_quarantined=True)
         if newer is not None:
             raise ValidationError(
                 f"keyed fact {old.key!r} has a newer value ({newer.id}); remember() it instead"
@@ -338,10 +381,12 @@ def remember(
     user_id: str,
     category: str | None = None,
     actor: str | None = None,
+    trust: Trust | str = Trust.USER,
 ) -> Flow[MemoryRecord]:
     """Set the keyed fact ``key`` to a JSON value. A changed value supersedes the old
     one (history keeps it); the same value again changes nothing. Returns the current
-    record.
+    record (quarantined, and not returned by :meth:`recall`, when the text holds
+    instruction-like content: see :meth:`add`, which also says what ``trust`` is).
 
     Writers of the same key in other processes may get in between this call's read and
     its write; such a lost race is tried again (with a growing, jittered pause), and
@@ -355,6 +400,8 @@ def remember(
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"value of {key!r} must be JSON-serializable: {exc}") from exc
     text = core.private(user_id, core.check_text(f"{key}: {rendered}"))
+    core.screen(user_id, text)  # a refusing injection policy refuses before any write
+    trust = checked_trust(trust)
     # JSON-normalized (int keys too)
     meta = core.private_json(user_id, core.check_json({"value": value}, "value"), "value")
     # Embedded once, before the race: an attempt is one read and one write, so the
@@ -364,7 +411,9 @@ def remember(
         if attempt:
             yield from pause(_backoff(attempt))
         try:
-            return (yield from _remember(core, key, text, meta, user_id, category, actor, vector))
+            return (yield from _remember(
+                core, key, text, meta, _Setter(user_id, category, actor, trust), vector
+            ))  # fmt: skip
         except ConflictError:
             continue
     raise ConflictError(
@@ -374,20 +423,30 @@ def remember(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Setter:
+    """Who sets a keyed fact, and how it is filed."""
+
+    user_id: str
+    category: str | None
+    actor: str | None
+    trust: Trust
+
+
 def _remember(
     core: Core,
     key: str,
     text: str,
     meta: dict[str, Any],
-    user_id: str,
-    category: str | None,
-    actor: str | None,
+    setter: _Setter,
     vector: ops.PutEmbeddings,
 ) -> Flow[MemoryRecord]:
     # One attempt. A concurrent writer of the same key between our read and our write
     # makes the store raise ConflictError: the value we read changed version, or a
     # second current value would break the one-per-key rule. remember() tries again.
-    current = yield from _keyed(core, key, user_id, purge_expired=True)
+    user_id, category, actor = setter.user_id, setter.category, setter.actor
+    # A quarantined value still holds the key's one current slot: it is read here too.
+    current = yield from _keyed(core, key, user_id, purge_expired=True, include_quarantined=True)
     if current is not None and _same_json(current.metadata.get("value"), meta["value"]):
         return current  # exactly this value (case, spacing and type included)
     if current is not None:
@@ -395,7 +454,8 @@ def _remember(
         # writer superseded meanwhile "not current", a caller's mistake; a lost race
         # is not one.
         return (yield from _replace(
-            core, current, text, f"{key} changed", actor, meta, vector=vector
+            core, current, text, f"{key} changed", actor, meta, vector=vector,
+            trust=setter.trust,
         ))  # fmt: skip
     item = MemoryInput(
         text=text,
@@ -404,6 +464,7 @@ def _remember(
         topics=(category,) if category else (),
         metadata=meta,
         actor=actor,
+        trust=setter.trust,
     )
     new = core.new_record(user_id, item, core.now())
     (record,) = yield from core.insert([new], vector=vector)
@@ -411,21 +472,28 @@ def _remember(
 
 
 def recall(core: Core, key: str, *, user_id: str) -> Flow[Any]:
-    """The current value of keyed fact ``key``, or None if it was never set."""
+    """The current value of keyed fact ``key``, or None if it was never set (or its
+    value is quarantined: it is not handed to an agent until released)."""
     check_id("key", key)
     current = yield from _keyed(core, key, user_id)
     return None if current is None else current.metadata.get("value")
 
 
 def _keyed(
-    core: Core, key: str, user_id: str, *, purge_expired: bool = False
+    core: Core,
+    key: str,
+    user_id: str,
+    *,
+    purge_expired: bool = False,
+    include_quarantined: bool = False,
 ) -> Flow[MemoryRecord | None]:
-    """The current value of ``key``. With ``purge_expired`` (before a write), one that
-    has expired but was not swept yet is purged (recorded as ``expire``): it would
-    otherwise hold the key's one current slot until the next sweep."""
+    """The current value of ``key`` (a quarantined one only with
+    ``include_quarantined``). With ``purge_expired`` (before a write), one that has
+    expired but was not swept yet is purged (recorded as ``expire``): it would otherwise
+    hold the key's one current slot until the next sweep."""
     check_id("user_id", user_id)
     now = core.now()
-    f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key)
+    f = Filters(kinds=(MemoryKind.KEYED_FACT,), key=key, include_quarantined=include_quarantined)
     rows = yield from one(ops.ListRecords(user_id, f, now, None, 1, descending=True))
     if rows or not purge_expired:
         return rows[0] if rows else None
@@ -532,6 +600,9 @@ def _edited(old: MemoryRecord, checked: MemoryRecord, now: datetime) -> MemoryRe
         expires_at=checked.expires_at,
         # A context embedded with the old words no longer describes this memory.
         context_hash=old.context_hash if checked.text == old.text else None,
+        # New words are screened anew; the same words keep the memory's quarantine (or
+        # its release).
+        quarantine=old.quarantine if checked.text == old.text else checked.quarantine,
         # Periods are read again only from new words or a new date, against the
         # memory's own date (its event time, else when it was first written).
         periods=old.periods

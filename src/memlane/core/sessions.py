@@ -21,9 +21,11 @@ from memlane.models import (
     Run,
     Session,
     StateVersion,
+    Trust,
     WorkflowState,
     check_count,
     check_id,
+    trust_of_role,
 )
 from memlane.ports import store as ops
 from memlane.ports.store import SESSION_BOUND_KINDS
@@ -53,6 +55,11 @@ def add_messages(
 
     Each user and assistant message is also kept as an ``episode`` memory, searchable
     like any other: nothing said is lost to extraction. All of it is one transaction.
+    An episode's trust follows its message's role (:func:`trust_of_role`). A message
+    holding instruction-like content is handled by the scope's injection policy: by
+    default it is kept as a quarantined episode whatever its role (so an operator sees
+    it and can release it), and a context's recent conversation leaves it out until
+    then; a refusing policy raises InjectionRefusedError and stores nothing.
     """
     check_id("user_id", user_id)
     check_id("session_id", session_id)
@@ -78,14 +85,15 @@ def add_messages(
 def _episodes(
     core: Core, messages: Sequence[Message], agent_id: str | None, team: str | None, now: Any
 ) -> list[MemoryRecord]:
-    """The episode memories that keep what was said (user and assistant turns, by default)."""
-    if not core.config.record_episodes:
-        return []
-    return [
-        core.new_record(m.user_id, _episode(m, agent_id, team, now), now)
-        for m in messages
-        if m.role in core.config.episode_roles
-    ]
+    """The episode memories that keep what was said (user and assistant turns, by
+    default), and every message the injection policy quarantines, whatever its role."""
+    config = core.config
+    out = []
+    for m in messages:
+        kept = config.record_episodes and m.role in config.episode_roles
+        if kept or core.screen(m.user_id, m.content, "message"):
+            out.append(core.new_record(m.user_id, _episode(m, agent_id, team, now), now))
+    return out
 
 
 def _episode(m: Message, agent_id: str | None, team: str | None, now: Any) -> MemoryInput:
@@ -98,6 +106,7 @@ def _episode(m: Message, agent_id: str | None, team: str | None, now: Any) -> Me
         source_ids=(m.id,),
         actor=m.role,
         event_at=now,
+        trust=trust_of_role(m.role),
     )
 
 
@@ -119,6 +128,8 @@ def _message(
             f"a message is a mapping or (role, content), got a {type(raw).__name__}"
         )
     check_id("role", role)
+    content = core.private(user_id, core.check_text(content, "message content"), "message")
+    core.screen(user_id, content, "message")  # a refusing policy refuses before any write
     return Message(
         id=new_id(),
         user_id=user_id,
@@ -126,7 +137,7 @@ def _message(
         run_id=run_id,
         seq=0,
         role=str(role),
-        content=core.private(user_id, core.check_text(content, "message content"), "message"),
+        content=content,
         created_at=now,
         metadata=core.private_json(
             user_id, core.check_json(metadata or {}, "message metadata"), "message metadata"
@@ -309,9 +320,8 @@ def summarize_session(
 ) -> Flow[MemoryRecord]:
     """Write a summary of the session's messages (extractive) as a ``summary`` memory,
     superseding the previous summary. Returns it. Raises NotFoundError for a session
-    without messages."""
-    runs = yield from get_history(core, session_id, user_id=user_id)
-    messages = [m for run in runs for m in run.messages]
+    without messages (quarantined ones do not count: see :func:`summarizable`)."""
+    messages = yield from summarizable(core, session_id, user_id=user_id)
     if not messages:
         raise NotFoundError(
             f"session {session_id!r} of user", user_id=user_id, after=" has no messages"
@@ -335,7 +345,8 @@ def store_summary(
 ) -> Flow[MemoryRecord]:
     """Store ``text`` as the session's summary (made by ``method``, with ``extra``
     metadata), superseding the previous one. Returns the stored summary."""
-    previous = yield from get_summary(core, session_id, user_id=user_id)
+    # A quarantined summary is the session's summary too: it is superseded, not doubled.
+    previous = yield from get_summary(core, session_id, user_id=user_id, include_quarantined=True)
     meta = {"covers_until_seq": messages[-1].seq, "method": method, **(extra or {})}
     if previous is not None:
         return (yield from records.supersede(
@@ -353,18 +364,48 @@ def store_summary(
         metadata=meta,
         source_ids=tuple(m.id for m in messages),
         actor="memlane",
+        trust=Trust.INFERRED,
     )
     (record,) = yield from core.insert([core.new_record(user_id, item, core.now())])
     return record
 
 
-def get_summary(core: Core, session_id: str, *, user_id: str) -> Flow[MemoryRecord | None]:
-    """The session's current summary, or None."""
+def get_summary(
+    core: Core, session_id: str, *, user_id: str, include_quarantined: bool = False
+) -> Flow[MemoryRecord | None]:
+    """The session's current summary, or None (also when it is quarantined, unless
+    ``include_quarantined``)."""
     check_id("user_id", user_id)
     check_id("session_id", session_id)
-    f = Filters(kinds=(MemoryKind.SUMMARY,), session_id=session_id)
+    f = Filters(
+        kinds=(MemoryKind.SUMMARY,),
+        session_id=session_id,
+        include_quarantined=include_quarantined,
+    )
     rows = yield from one(ops.ListRecords(user_id, f, core.now(), None, 1, descending=True))
     return rows[0] if rows else None
+
+
+def summarizable(core: Core, session_id: str, *, user_id: str) -> Flow[list[Message]]:
+    """The session's messages in order, less those :func:`withheld`: what a summary is
+    made of."""
+    runs = yield from get_history(core, session_id, user_id=user_id)
+    held = yield from withheld(core, session_id, user_id=user_id)
+    return [m for run in runs for m in run.messages if m.id not in held]
+
+
+def withheld(core: Core, session_id: str, *, user_id: str) -> Flow[set[str]]:
+    """Ids of the session's messages whose episode is quarantined: left out of a
+    context's recent conversation and of summaries until the episode is released."""
+    f = Filters(
+        kinds=(MemoryKind.EPISODE,),
+        session_id=session_id,
+        quarantined_only=True,
+        include_deleted=True,
+        include_superseded=True,
+    )
+    rows = yield from one(ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 2**62))
+    return {source for r in rows for source in r.source_ids}
 
 
 # ------------------------------------------------------------------ cleanup
@@ -408,6 +449,7 @@ def _delete_sessions(core: Core, user_id: str, session_ids: tuple[str, ...]) -> 
             session_id=sid,
             include_superseded=True,
             include_deleted=True,
+            include_quarantined=True,
         )
         gone += yield from one(ops.ListRecords(user_id, f, BEFORE_ANY_EXPIRY, None, 10**9))
     events = core.removal_events(gone, HistoryAction.DELETE, now, "session deleted")

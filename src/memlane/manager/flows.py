@@ -10,6 +10,7 @@ plan, apply), optimization in :mod:`memlane.manager.optimizing`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from memlane.core import sessions
 from memlane.core.base import Core
@@ -68,6 +69,10 @@ class ManagerFlows:
     ) -> Flow[ManagerResult]:
         """Extract memories from ``messages`` and apply ADD/UPDATE/DELETE/NOOP decisions
         in one transaction. See :class:`ManagerResult` for the per-candidate outcomes.
+        What is extracted is ``inferred`` (its trust). Under the default injection policy
+        a message holding instruction-like content is withheld from the model, and an
+        extracted memory holding some is added quarantined without being shown to the
+        decider; a refusing policy raises InjectionRefusedError for such a message.
 
         Raises LLMOutputError when the extraction answer stays invalid, LLMError when the
         model cannot be reached (NoModelError without one), ValidationError for bad
@@ -97,12 +102,14 @@ class ManagerFlows:
         core, config = self.core, self.config
         if not isinstance(messages, Sequence) or isinstance(messages, str):
             raise ValidationError("messages must be a list")
-        conversation = core.check_text(conversation_text(messages), "conversation")
+        shown = learning.shown(scope.user_id, core)
+        conversation = core.check_text(conversation_text(messages, shown), "conversation")
         # What the model reads is what the scope's PII policy would store.
         conversation = core.private(scope.user_id, conversation, "conversation")
         extraction = yield from learning.extract(conversation, config)
         prepare = learning.prepared(scope.user_id, core)
         candidates, settled = learning.screen(extraction.value.memories, config, prepare)
+        candidates = [replace(c, quarantine=core.screen(scope.user_id, c.text)) for c in candidates]
         gathered = yield from learning.gather(candidates, scope, core.now(), core, config)
         triaged = learning.triage(gathered.candidates, config.duplicate_threshold)
         decided = learning.Decided()
@@ -126,12 +133,11 @@ class ManagerFlows:
         """Summarize a session with the LLM (extractively without one); the summary
         supersedes the previous one and can stand in for old history in a prompt."""
         core = self.core
-        runs = (
+        messages = (
             []
             if self.llm_id is None
-            else (yield from sessions.get_history(core, session_id, user_id=user_id))
+            else (yield from sessions.summarizable(core, session_id, user_id=user_id))
         )
-        messages = [m for run in runs for m in run.messages]
         if not messages:
             return (yield from sessions.summarize_session(core, session_id, user_id=user_id))
         # Summarize incrementally: the previous summary stands in for what it covered.

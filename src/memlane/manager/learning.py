@@ -25,10 +25,15 @@ from typing import Any
 from memlane.access import visible_filters
 from memlane.core.base import Core
 from memlane.core.flow import Flow, many, one
-from memlane.errors import LLMOutputError, PiiRefusedError, ValidationError
+from memlane.errors import (
+    InjectionRefusedError,
+    LLMOutputError,
+    PiiRefusedError,
+    ValidationError,
+)
 from memlane.llm.structured import Answer, ask
 from memlane.manager import prompts, subjects
-from memlane.manager.results import CandidateResult, ManagerConfig, Outcome
+from memlane.manager.results import WITHHELD, CandidateResult, ManagerConfig, Outcome
 from memlane.models import (
     Filters,
     MemoryKind,
@@ -81,6 +86,9 @@ class Candidate:
     """Set by :func:`gather`."""
     related: Related = ()
     """Set by :func:`gather`."""
+    quarantine: tuple[str, ...] = ()
+    """The instruction-like content the scope's policy quarantines in its text: such a
+    candidate is added (quarantined) without being shown to the decider."""
 
     @property
     def text(self) -> str:
@@ -146,16 +154,30 @@ def extract(conversation: str, config: ManagerConfig) -> Flow[Answer[prompts.Ext
     )
 
 
+def shown(user_id: str, core: Core) -> Callable[[str], str]:
+    """What the extraction model reads of each message: the message, or
+    :data:`~memlane.manager.results.WITHHELD` when the scope's injection policy
+    quarantines what it holds (an instruction the model must not be steered by). Raises
+    InjectionRefusedError when the policy refuses it."""
+
+    def show(content: str) -> str:
+        return WITHHELD if core.screen(user_id, content, "message") else content
+
+    return show
+
+
 def prepared(
     user_id: str, core: Core
 ) -> Callable[[prompts.ExtractedMemory], prompts.ExtractedMemory]:
     """What :func:`screen` does to each of the model's memories: its text checked, and
     its text and topics as the scope's PII policy stores them (the model may write what
-    the conversation it read did not hold). Raises ValidationError (PiiRefusedError for
-    a refused kind)."""
+    the conversation it read did not hold), and its text screened for instruction-like
+    content. Raises ValidationError (PiiRefusedError or InjectionRefusedError for what
+    the scope's policies refuse)."""
 
     def prepare(memory: prompts.ExtractedMemory) -> prompts.ExtractedMemory:
         text = core.private(user_id, core.check_text(memory.text))
+        core.screen(user_id, text)
         topics = [core.private(user_id, t, "topic") for t in memory.topics]
         return memory.model_copy(update={"text": text, "topics": topics})
 
@@ -169,7 +191,8 @@ def screen(
 ) -> tuple[list[Candidate], Settled]:
     """The candidates to go on with, each as ``prepare`` returns it, and the outcome of
     the others: skipped past ``max_candidates``, failed when ``prepare`` refuses them (a
-    memory refused for the personal data it holds is not quoted in its outcome)."""
+    memory refused for the personal data or the instructions it holds is not quoted in
+    its outcome)."""
     candidates: list[Candidate] = []
     settled: Settled = {}
     for n, memory in enumerate(memories):
@@ -179,7 +202,7 @@ def screen(
             continue
         try:
             ready = prepare(memory)
-        except PiiRefusedError as exc:
+        except (PiiRefusedError, InjectionRefusedError) as exc:
             settled[n] = CandidateResult("[refused]", Outcome.FAILED, str(exc))
             continue
         except ValidationError as exc:
@@ -286,7 +309,8 @@ def _cosine(v: Vector, w: Vector | None) -> float:
 
 def triage(candidates: Sequence[Candidate], duplicate_threshold: float) -> Triage:
     """Duplicates settled without asking the model (of a related memory, or of an
-    earlier candidate); candidates with no related memory to add; the rest to decide."""
+    earlier candidate); candidates with no related memory, or quarantined, to add (a
+    quarantined one is never shown to the decider); the rest to decide."""
     settled: Settled = {}
     to_add: list[Candidate] = []
     to_decide: list[Candidate] = []
@@ -306,7 +330,7 @@ def triage(candidates: Sequence[Candidate], duplicate_threshold: float) -> Triag
             settled[c.index] = CandidateResult(c.text, Outcome.DUPLICATE, reason)
         else:
             seen.append((norm, v))
-            (to_decide if c.related else to_add).append(c)
+            (to_decide if c.related and not c.quarantine else to_add).append(c)
     return Triage(settled, tuple(to_add), tuple(to_decide))
 
 

@@ -156,6 +156,8 @@ class MemoryManager(_ManagerBase):
             [role, core.private(user_id, str(content), "message")]
             for role, content in payload["messages"]
         ]
+        for _, content in payload["messages"]:  # a refusing injection policy refuses now
+            core.screen(user_id, content, "message")
         if self.llm is None:
             raise NoModelError(
                 "no chat model: pass llm=, or use MemoryManager.from_env with "

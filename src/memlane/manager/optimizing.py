@@ -19,7 +19,7 @@ from memlane.errors import ConflictError, ValidationError
 from memlane.ids import new_id
 from memlane.manager.learning import LEARNABLE_KINDS
 from memlane.manager.strategies import Change, PlanContext, Strategy
-from memlane.models import Filters, HistoryAction, HistoryEvent, MemoryRecord, check_id
+from memlane.models import Filters, HistoryAction, HistoryEvent, MemoryRecord, Trust, check_id
 from memlane.ports import store as ops
 from memlane.ports.llm import Usage
 from memlane.tokens import TokenCounter
@@ -207,6 +207,7 @@ def _merged(c: Change, text: str, by_id: Mapping[str, MemoryRecord], run_id: str
         actor=ACTOR,
         team=first.team,
         agent_id=first.agent_id,
+        trust=Trust.INFERRED,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from memlane.core.base import Core, MemoryInput, periods_of
 from memlane.core.flow import Flow
-from memlane.errors import PiiRefusedError, ValidationError
+from memlane.errors import InjectionRefusedError, PiiRefusedError, ValidationError
 from memlane.manager import prompts
 from memlane.manager.jobs import JobLease, completed
 from memlane.manager.learning import (
@@ -32,7 +32,7 @@ from memlane.manager.learning import (
     Triage,
 )
 from memlane.manager.results import CandidateResult, ManagerConfig, ManagerResult, Outcome
-from memlane.models import HistoryAction, HistoryEvent, MemoryRecord, content_hash
+from memlane.models import HistoryAction, HistoryEvent, MemoryRecord, Trust, content_hash
 from memlane.ports import store as ops
 
 # ---------------------------------------------------------------------------- data
@@ -119,6 +119,7 @@ def plan_add(out: Plan, c: Candidate, text: str, reason: str, rules: Rules) -> C
         team=scope.team,
         metadata=rules.provenance(),
         actor=rules.actor,
+        trust=Trust.INFERRED,
     )
     record = rules.records.new_record(scope.user_id, item, rules.now)
     out.new.append(record)
@@ -147,11 +148,12 @@ def plan_decision(
         return _plan_delete(out, c, target, reason, rules)
     if not rules.config.allow_update:
         return CandidateResult(c.text, Outcome.SKIPPED, "updating is switched off")
-    try:  # the decision's own text goes through the scope's PII policy too
+    try:  # the decision's own text goes through the scope's policies too
         text = rules.records.private(
             rules.scope.user_id, rules.records.check_text(d.text or c.text)
         )
-    except PiiRefusedError as exc:
+        rules.records.screen(rules.scope.user_id, text)
+    except (PiiRefusedError, InjectionRefusedError) as exc:
         return CandidateResult(c.text, Outcome.FAILED, str(exc))
     change = _plan_refine if d.mode == "refine" else _plan_supersede
     return change(out, c, target, text, reason, rules)
@@ -183,6 +185,8 @@ def _plan_refine(
         topics=tuple(dict.fromkeys([*target.topics, *c.topics])),
         importance=max(target.importance, c.memory.importance),
         context_hash=None,
+        quarantine=rules.records.screen(rules.scope.user_id, text),
+        trust=Trust.INFERRED,
     )
     event = Core.event(new, HistoryAction.UPDATE, now, actor=rules.actor, reason=reason)
     out.change(target, new, event)
@@ -205,6 +209,7 @@ def _plan_supersede(
         team=rules.scope.team or target.team,
         metadata=rules.provenance(),
         actor=rules.actor,
+        trust=Trust.INFERRED,
     )
     new = rules.records.new_record(rules.scope.user_id, item, now)
     closed = Core.bump(target, now, valid_to=now, superseded_by=new.id)

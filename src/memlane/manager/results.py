@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -114,8 +114,16 @@ class ManagerConfig:
 MessageLike = Message | Mapping[str, Any] | tuple[str, str]
 
 
-def conversation_text(messages: Sequence[MessageLike]) -> str:
-    """Messages as ``role: content`` lines. Raises ValidationError on a bad message."""
+WITHHELD = "[withheld: instruction-like content]"
+"""What the model reads in place of a message the injection policy quarantines."""
+
+
+def conversation_text(
+    messages: Sequence[MessageLike], shown: Callable[[str], str] | None = None
+) -> str:
+    """Messages as ``role: content`` lines, each content as ``shown`` returns it (the
+    manager passes one that replaces what it must not read by :data:`WITHHELD`). Raises
+    ValidationError on a bad message."""
     lines = []
     for m in messages:
         if isinstance(m, Message):
@@ -132,7 +140,7 @@ def conversation_text(messages: Sequence[MessageLike]) -> str:
         if not isinstance(role, str) or not isinstance(content, str):
             raise ValidationError("message role and content must be strings")
         if content.strip():
-            lines.append(f"{role}: {content.strip()}")
+            lines.append(f"{role}: {(content if shown is None else shown(content)).strip()}")
     if not lines:
         raise ValidationError("no message with content to learn from")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from typing import Any
 from memlane.access import Action, Grant, authorize, visible, visible_filters
 from memlane.api import Memory
 from memlane.errors import LLMError, MemlaneError, StoreError, ValidationError, no_memory
-from memlane.models import Filters, MemoryKind, SearchHit, check_id
+from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, Trust, check_id
 
 _KINDS = ["fact", "preference", "procedure"]
 
@@ -81,18 +81,25 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
 
 def found(hits: Sequence[SearchHit]) -> dict[str, Any]:
     """What a search tool answers an agent (here and in the MCP server): each hit's id,
-    text, date and score, best first."""
+    text, date, trust and score, best first."""
     return {
         "memories": [
             {
                 "memory_id": h.record.id,
                 "text": h.record.text,
                 "date": f"{h.record.effective_time:%Y-%m-%d}",
+                "trust": h.record.trust.value,
                 "score": round(h.score, 4),
             }
             for h in hits
         ]
     }
+
+
+def quarantined(record: MemoryRecord) -> dict[str, Any]:
+    """What a tool that stored ``record`` adds to its answer when the memory was
+    quarantined: the kinds found, so the agent knows it will not be recalled."""
+    return {"quarantined": list(record.quarantine)} if record.quarantine else {}
 
 
 class MemoryTools:
@@ -171,8 +178,9 @@ class MemoryTools:
             agent_id=scope.agent_id,
             team=self.team,
             actor=f"agent:{self.agent_id or 'tool'}",
+            trust=Trust.INFERRED,
         )
-        return {"memory_id": r.id, "stored": r.text}
+        return {"memory_id": r.id, "stored": r.text, **quarantined(r)}
 
     def _owned(self, memory_id: str) -> None:
         """The memory must be a fact, preference or procedure of this tool's team (when it
@@ -194,8 +202,9 @@ class MemoryTools:
             user_id=self.user_id,
             reason=reason or "updated by the agent",
             actor=f"agent:{self.agent_id or 'tool'}",
+            trust=Trust.INFERRED,
         )
-        return {"memory_id": new.id, "replaces": memory_id, "stored": new.text}
+        return {"memory_id": new.id, "replaces": memory_id, "stored": new.text, **quarantined(new)}
 
     def _forget_memory(self, memory_id: str, reason: str = "") -> dict[str, Any]:
         self._owned(memory_id)

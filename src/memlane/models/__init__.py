@@ -26,12 +26,21 @@ from memlane.models.basics import (
 )
 from memlane.models.jobs import Job, JobStatus
 from memlane.models.queries import Filters, Page, SearchHit
-from memlane.models.records import HistoryAction, HistoryEvent, MemoryKind, MemoryRecord
+from memlane.models.records import (
+    ROLE_TRUST,
+    HistoryAction,
+    HistoryEvent,
+    MemoryKind,
+    MemoryRecord,
+    Trust,
+    trust_of_role,
+)
 from memlane.models.sessions import Message, Run, Session, StateVersion, WorkflowState
 
 __all__ = [
     "ANONYMOUS_USER",
     "MAX_ID_CHARS",
+    "ROLE_TRUST",
     "Filters",
     "HistoryAction",
     "HistoryEvent",
@@ -46,6 +55,7 @@ __all__ = [
     "SearchHit",
     "Session",
     "StateVersion",
+    "Trust",
     "WorkflowState",
     "check_count",
     "check_id",
@@ -58,5 +68,6 @@ __all__ = [
     "parse_period",
     "period_words",
     "to_iso",
+    "trust_of_role",
     "utcnow",
 ]

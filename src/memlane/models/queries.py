@@ -23,7 +23,9 @@ class Filters:
     ``topics`` matches records having any of the given topics. ``include_shared`` with
     ``agent_id`` also matches the user's shared records (of no agent): what that agent
     may see (:mod:`memlane.access`). ``shared_only`` matches only the shared records
-    (``agent_id`` None alone means any agent).
+    (``agent_id`` None alone means any agent). Quarantined records
+    (:attr:`MemoryRecord.quarantine`) match only with ``include_quarantined`` (with the
+    others) or ``quarantined_only`` (alone): for operators, never for recall.
     """
 
     kinds: tuple[MemoryKind, ...] = ()
@@ -39,6 +41,8 @@ class Filters:
     include_deleted: bool = False
     include_shared: bool = False
     shared_only: bool = False
+    include_quarantined: bool = False
+    quarantined_only: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +102,10 @@ class Filters:
             if wanted is not None and getattr(record, name) != wanted and not shared:
                 return False
         if self.shared_only and record.agent_id is not None:
+            return False
+        if record.quarantine and not (self.include_quarantined or self.quarantined_only):
+            return False
+        if self.quarantined_only and not record.quarantine:
             return False
         t = record.effective_time
         if self.since is not None and t < self.since:

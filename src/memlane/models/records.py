@@ -33,6 +33,47 @@ class HistoryAction(StrEnum):
     DELETE = "delete"
     RESTORE = "restore"
     EXPIRE = "expire"
+    RELEASE = "release"  # an operator let a quarantined memory be recalled
+
+
+class Trust(StrEnum):
+    """Whose word a memory is, most trusted first; the context builder labels each
+    memory with it.
+
+    - ``user``: stated by the user (:meth:`Memory.add` and :meth:`Memory.remember` by
+      default, the user's turns of a conversation).
+    - ``inferred``: written or inferred by the agent or a model (the assistant's and the
+      system's turns, what the memory manager extracts, summaries, agent tools).
+    - ``tool``: content from outside the conversation: tool results, web pages, any role
+      that is not the user's or the agent's.
+    - ``imported``: came in through an import that did not say.
+    """
+
+    USER = "user"
+    INFERRED = "inferred"
+    TOOL = "tool"
+    IMPORTED = "imported"
+
+
+ROLE_TRUST: dict[str, Trust] = {
+    "user": Trust.USER,
+    "human": Trust.USER,
+    "assistant": Trust.INFERRED,
+    "ai": Trust.INFERRED,
+    "model": Trust.INFERRED,
+    "system": Trust.INFERRED,
+    "developer": Trust.INFERRED,
+}
+"""The trust of an episode by its message's role (case ignored). A system or developer
+message is the application's own text, on the agent's side of the conversation:
+``inferred`` (not the user's word, and not outside content). Any other role (``tool``,
+``function``, ``ipython``, a name of one's own) brings content from outside the
+conversation: ``tool``."""
+
+
+def trust_of_role(role: str) -> Trust:
+    """The trust of an episode said in ``role`` (:data:`ROLE_TRUST`, else ``tool``)."""
+    return ROLE_TRUST.get(role.lower(), Trust.TOOL)
 
 
 def _dict_to_json(value: Mapping[str, Any]) -> str:
@@ -79,6 +120,18 @@ class MemoryRecord(DictCodec):
     ``"2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z"`` (ISO 8601 intervals, see
     :mod:`memlane.when`). Search matches them in a query's time window and by their words
     (:attr:`period_words`)."""
+    trust: Trust = Trust.USER
+    """Whose word this is (:class:`Trust`)."""
+    quarantine: tuple[str, ...] = ()
+    """The kinds of instruction-like content found in the text when it was written
+    (:mod:`memlane.injection`), while the memory is quarantined: stored and shown to
+    operators, never returned by search nor put in a context. Empty: not quarantined
+    (never flagged, or released with :meth:`Memory.release`)."""
+
+    @property
+    def is_quarantined(self) -> bool:
+        """True while the memory is held back from search and context."""
+        return bool(self.quarantine)
 
     @property
     def is_current(self) -> bool:

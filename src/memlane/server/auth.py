@@ -48,10 +48,15 @@ async def grant_from_headers(keys: KeyStore, headers: Mapping[str, str] | None) 
     return key.grant
 
 
-async def own_record(memory: AsyncMemory, where: UserScope, memory_id: str) -> MemoryRecord:
+async def own_record(
+    memory: AsyncMemory, where: UserScope, memory_id: str, *, include_quarantined: bool = False
+) -> MemoryRecord:
     """The memory if a call in ``where`` sees it (:func:`memlane.access.visible`); else
-    NotFoundError, as if absent: nothing to tell apart. REST and MCP both ask this."""
-    record = await memory.get(memory_id, user_id=where.user_id)
+    NotFoundError, as if absent: nothing to tell apart (a quarantined one is absent
+    unless ``include_quarantined``). REST and MCP both ask this."""
+    record = await memory.get(
+        memory_id, user_id=where.user_id, include_quarantined=include_quarantined
+    )
     if not visible(where, record.agent_id):
         raise no_memory(memory_id, where.user_id)
     return record

@@ -5,6 +5,8 @@ Tools, named as the Python API names the same thing (each annotated: read-only, 
 whether it is destructive and idempotent; none reaches outside memlane):
 
 - ``add_memory`` (``Memory.add``): a write; not idempotent (each call adds a memory).
+  What an agent stores through MCP is ``inferred`` (its trust); one holding
+  instruction-like content comes back with ``quarantined`` (the kinds found).
 - ``search_memories`` (``Memory.search``): read-only.
 - ``forget_memory`` (``Memory.delete``): destructive, idempotent (history keeps it).
 - ``remember`` (``Memory.remember``, a keyed fact): destructive (replaces the key's value;
@@ -55,8 +57,8 @@ from mcp.types import ToolAnnotations
 from memlane.access import Action, Grant, authorize, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, MemlaneError, ValidationError
-from memlane.manager.tools import found
-from memlane.models import MemoryKind, MemoryRecord, Scope, check_id
+from memlane.manager.tools import found, quarantined
+from memlane.models import MemoryKind, MemoryRecord, Scope, Trust, check_id
 from memlane.server.auth import grant_from_headers, own_record
 from memlane.server.errors import client_text, matching
 from memlane.server.keys import KeyStore
@@ -265,7 +267,7 @@ def _memory_view(record: MemoryRecord, uri: str) -> dict[str, Any]:
 _VIEW_FIELDS = (
     "text", "kind", "key", "topics", "agent_id", "team", "session_id", "importance",
     "event_at", "created_at", "updated_at", "version", "superseded_by", "expires_at",
-    "deleted_at",
+    "deleted_at", "trust", "quarantine",
 )  # fmt: skip
 
 
@@ -320,9 +322,9 @@ class _Tools:
                 raise ValidationError("kind must be fact, preference or procedure")
             record = await self.memory.add(
                 text, user_id=where.user_id, kind=MemoryKind(kind), topics=topics or (),
-                agent_id=where.agent_id, actor="mcp",
+                agent_id=where.agent_id, actor="mcp", trust=Trust.INFERRED,
             )  # fmt: skip
-        return {"memory_id": record.id, "stored": record.text}
+        return {"memory_id": record.id, "stored": record.text, **quarantined(record)}
 
     async def search_memories(
         self,
@@ -369,9 +371,11 @@ class _Tools:
         nothing. Read it back with recall."""
         async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
             record = await self.memory.remember(
-                key, value, user_id=where.user_id, category=category, actor="mcp"
-            )
-        return {"memory_id": record.id, "key": key, "value": record.metadata.get("value")}
+                key, value, user_id=where.user_id, category=category, actor="mcp",
+                trust=Trust.INFERRED,
+            )  # fmt: skip
+        value = record.metadata.get("value")
+        return {"memory_id": record.id, "key": key, "value": value, **quarantined(record)}
 
     async def recall(
         self,

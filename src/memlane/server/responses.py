@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from memlane.models import HistoryAction, JobStatus, MemoryKind
+from memlane.models import HistoryAction, JobStatus, MemoryKind, Trust
 from memlane.server.keys import public_user
 
 
@@ -90,6 +90,16 @@ class MemoryOut(_Out):
         description="The periods the text names, resolved against the memory's date: "
         "ISO 8601 intervals '<start>/<end>' ('yesterday' said on 8 May 2023 is "
         "'2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z')."
+    )
+    trust: Trust = Field(
+        description="Whose word the memory is: user (the user said it), inferred (the "
+        "agent or a model), tool (tool or web content), imported."
+    )
+    quarantine: list[str] = Field(
+        description="While the memory is quarantined, the kinds of instruction-like "
+        "content found in it (instruction_override, role_play, prompt_leak, "
+        "fake_system_prompt, fake_tool_call, hidden_text): it is not searched or put in "
+        "a context until released. Empty otherwise."
     )
 
 

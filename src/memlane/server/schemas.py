@@ -120,6 +120,11 @@ class AddBody(_Body):
     session_id: Id | None = None
     agent_id: Id | None = None
     idempotency_key: Id | None = None
+    trust: Literal["user", "inferred", "tool", "imported"] = Field(
+        default="user",
+        description="Whose word this is: user (the user said it), inferred (the agent or "
+        "a model concluded it), tool (tool or web content), imported.",
+    )
 
     def arguments(self) -> dict[str, Any]:
         """The keyword arguments of ``Memory.add`` this body gives (not the agent: the

@@ -25,7 +25,7 @@ from memlane.errors import ConfigurationError
 from memlane.models import MemoryRecord
 from memlane.ports.store import Op
 from memlane.stores.postgres_lexical import TS_CONFIG
-from memlane.stores.sql.codecs import RECORDS, RowCodec
+from memlane.stores.sql.codecs import RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
 from memlane.urls import redact_url
 
@@ -192,6 +192,16 @@ queues new entries in a pending list that every lexical search reads in full unt
 a write updates the index at once. Room left on new pages keeps those access-count
 updates on their page (HOT: no new index entries at all)."""
 
+_TRUST_SQL = f"""
+ALTER TABLE records ADD COLUMN trust text NOT NULL DEFAULT 'user';
+ALTER TABLE records ADD COLUMN quarantine jsonb NOT NULL DEFAULT '[]'::jsonb;
+{TRUST_OF_OLD_ROWS}
+CREATE INDEX records_quarantined ON records (user_id, id) WHERE quarantine <> '[]'::jsonb;
+"""
+"""Whose word each memory is and, while it is held back, the kinds of instruction-like
+content found in it; rows written before are never quarantined and get the trust their
+writer implies (:data:`~memlane.stores.sql.codecs.TRUST_OF_OLD_ROWS`)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -290,10 +300,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "ids unique per user; lexical context only from the same agent's turn", _SCOPED_IDS_SQL),
     (5, "periods named in a record's text, indexed with it", _PERIODS_SQL),
     (6, "lexical index without a pending list; room for in-place updates", _SEARCH_AT_SCALE_SQL),
+    (7, "trust and quarantine of each memory", _TRUST_SQL),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")
-_JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids", "periods"})
+_JSONB_COLUMNS = frozenset({"topics", "metadata", "source_ids", "periods", "quarantine"})
 
 PREVIOUS_TURN = (
     "(SELECT p.text FROM records p WHERE p.user_id = %(user_id)s "
@@ -390,6 +401,7 @@ DIALECT = Dialect(
     metadata_equals=_metadata_equals,
     record_columns=RECORD_COLUMNS,
     lock=" FOR UPDATE",
+    unquarantined="r.quarantine = '[]'::jsonb",
 )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from memlane.errors import UnsupportedError
 from memlane.models import MemoryRecord, from_iso, to_iso
-from memlane.stores.sql.codecs import RECORDS, RowCodec
+from memlane.stores.sql.codecs import RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
 
 FLOAT16_SQL = "memlane_float16"
@@ -389,6 +389,17 @@ it, its vectors) appends ``(user, rid)`` to ``index_outbox`` in the same transac
 the sidecar applies the outbox after the commit. Every existing user's index is built
 afresh (rid ``-2``)."""
 
+_TRUST_SQL = f"""
+        ALTER TABLE records ADD COLUMN trust TEXT NOT NULL DEFAULT 'user';
+        ALTER TABLE records ADD COLUMN quarantine TEXT NOT NULL DEFAULT '[]';
+        {TRUST_OF_OLD_ROWS}
+        CREATE INDEX records_quarantined ON records(user_id, id) WHERE quarantine <> '[]';
+"""
+"""Whose word each memory is (:class:`~memlane.models.Trust`) and, while it is held back,
+the kinds of instruction-like content found in it. Rows written before are never
+quarantined (they were not screened: ``memlane reindex`` does not screen either; an
+export and import does) and get the trust their writer implies (:data:`TRUST_OF_OLD_ROWS`)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -520,6 +531,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (9, "periods named in a record's text, indexed with it", _PERIODS_SQL),
     (10, "search indexes beside the database, fed by an outbox", _SEARCH_INDEX_SQL),
+    (11, "trust and quarantine of each memory", _TRUST_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns
@@ -553,6 +565,7 @@ DIALECT = Dialect(
     any_topic=_any_topic,
     metadata_equals=_metadata_equals,
     record_columns=RECORD_COLUMNS,
+    unquarantined="r.quarantine = '[]'",
 )
 
 

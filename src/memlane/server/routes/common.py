@@ -97,15 +97,27 @@ class Call:
         users as the caller's tenant does (:func:`~memlane.server.responses.public`)."""
         return public(model, value, self.caller.tenant)
 
+    @property
+    def operator(self) -> bool:
+        """Whether the call acts as no agent with a key not limited to agents: the one
+        that may reach quarantined memories to forget or restore them."""
+        return self.agent_id is None and self.caller.grant.agents is None
+
     def scope(self, action: Action, agent_id: str | None = None) -> UserScope:
         """Where the caller may do ``action`` for the user as ``agent_id`` (else the
         query's agent): :meth:`Caller.scope`. Raises AccessDeniedError."""
         return self.caller.scope(action, self.user_id, agent_id or self.agent_id)
 
-    async def owned(self, action: Action, memory_id: str) -> MemoryRecord:
+    async def owned(
+        self, action: Action, memory_id: str, *, include_quarantined: bool = False
+    ) -> MemoryRecord:
         """The memory, if the call may do ``action`` (:meth:`scope`) and sees it; else
-        not found, as if absent. Its ``user_id`` is the store's id of the user."""
-        return await own_record(self.memory, self.scope(action), memory_id)
+        not found, as if absent (a quarantined one unless ``include_quarantined``). Its
+        ``user_id`` is the store's id of the user."""
+        where = self.scope(action)
+        return await own_record(
+            self.memory, where, memory_id, include_quarantined=include_quarantined
+        )
 
     async def session(
         self,

@@ -1,7 +1,9 @@
-"""Memories: add, list, get, update, supersede, delete, restore, history, search.
+"""Memories: add, list, get, update, supersede, delete, restore, release, history, search.
 
 A call acting as an agent sees that agent's memories and the user's shared ones
-(:func:`memlane.access.visible`); anything else is not found."""
+(:func:`memlane.access.visible`); anything else is not found. Quarantined memories
+(instruction-like content) are for operators: listed or read only when asked for, with a
+key not limited to agents, and released only by such a key."""
 
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ from memlane.server.schemas import AddBody, MemoryId, SearchBody, SupersedeBody,
 
 area = Area("memories")
 router = area.router
+
+_WITH_QUARANTINED = (
+    "Also quarantined memories (instruction-like content, held back from search and "
+    "context): for operators, with a key not limited to agents."
+)
+_ONLY_QUARANTINED = "Only quarantined memories (as include_quarantined, for operators)."
 
 
 @area.route("POST", "/memories", 409, status_code=201)
@@ -39,12 +47,17 @@ async def list_memories(
     include_superseded: bool = False,
     include_deleted: bool = False,
     newest_first: bool = True,
+    include_quarantined: Annotated[bool, Query(description=_WITH_QUARANTINED)] = False,
+    quarantined_only: Annotated[bool, Query(description=_ONLY_QUARANTINED)] = False,
 ) -> MemoryPage:
-    where = call.scope(Action.READ)
+    operator = include_quarantined or quarantined_only
+    where = call.scope(Action.READ_ALL if operator else Action.READ)
     f = Filters(
         kinds=tuple(kind or ()),  # type: ignore[arg-type]  # Filters validates
         include_superseded=include_superseded,
         include_deleted=include_deleted,
+        include_quarantined=include_quarantined,
+        quarantined_only=quarantined_only,
     )
     page = await call.memory.list(
         user_id=where.user_id,
@@ -58,13 +71,20 @@ async def list_memories(
 
 
 @area.route("GET", "/memories/{memory_id}")
-async def get_memory(memory_id: MemoryId, call: AgentCall) -> MemoryOut:
-    return call.out(MemoryOut, (await call.owned(Action.READ, memory_id)).to_dict())
+async def get_memory(
+    memory_id: MemoryId,
+    call: AgentCall,
+    include_quarantined: Annotated[bool, Query(description=_WITH_QUARANTINED)] = False,
+) -> MemoryOut:
+    action = Action.READ_ALL if include_quarantined else Action.READ
+    record = await call.owned(action, memory_id, include_quarantined=include_quarantined)
+    return call.out(MemoryOut, record.to_dict())
 
 
 @area.route("PATCH", "/memories/{memory_id}", 409)
 async def update_memory(memory_id: MemoryId, body: UpdateBody, call: AgentCall) -> MemoryOut:
-    old = await call.owned(Action.WRITE, memory_id)
+    # An operator may rewrite a quarantined memory (its new text is screened anew).
+    old = await call.owned(Action.WRITE, memory_id, include_quarantined=call.operator)
     changes = body.model_dump(exclude_none=True, exclude={"expected_version", "reason"})
     record = await call.memory.update(
         memory_id,
@@ -91,7 +111,7 @@ async def supersede_memory(memory_id: MemoryId, body: SupersedeBody, call: Agent
 async def delete_memory(
     memory_id: MemoryId, call: AgentCall, reason: str | None = None
 ) -> MemoryOut:
-    old = await call.owned(Action.WRITE, memory_id)
+    old = await call.owned(Action.WRITE, memory_id, include_quarantined=call.operator)
     record = await call.memory.delete(
         memory_id, user_id=old.user_id, reason=reason, actor=call.caller.actor
     )
@@ -100,8 +120,21 @@ async def delete_memory(
 
 @area.route("POST", "/memories/{memory_id}/restore", 409)
 async def restore_memory(memory_id: MemoryId, call: AgentCall) -> MemoryOut:
-    old = await call.owned(Action.WRITE, memory_id)
+    old = await call.owned(Action.WRITE, memory_id, include_quarantined=call.operator)
     record = await call.memory.restore(memory_id, user_id=old.user_id, actor=call.caller.actor)
+    return call.out(MemoryOut, record.to_dict())
+
+
+@area.route("POST", "/memories/{memory_id}/release", 409)
+async def release_memory(
+    memory_id: MemoryId, call: AgentCall, reason: str | None = None
+) -> MemoryOut:
+    """Let a quarantined memory be searched and put in a context (an operator's
+    decision, recorded in its history): a key limited to agents may not."""
+    old = await call.owned(Action.WRITE_ALL, memory_id, include_quarantined=True)
+    record = await call.memory.release(
+        memory_id, user_id=old.user_id, reason=reason, actor=call.caller.actor
+    )
     return call.out(MemoryOut, record.to_dict())
 
 

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from memlane.models import (
+    ROLE_TRUST,
     HistoryAction,
     HistoryEvent,
     Job,
@@ -18,6 +19,7 @@ from memlane.models import (
     Message,
     Session,
     StateVersion,
+    Trust,
     parse_period,
     period_words,
 )
@@ -48,6 +50,27 @@ WRITE_OPS = (
     ops.ClaimJob,
 )
 """The ops that write: a batch with none of them runs as a read-only transaction."""
+
+
+def _trust_of_old_rows() -> str:
+    roles = {t: ", ".join(f"'{r}'" for r, v in ROLE_TRUST.items() if v is t) for t in Trust}
+    return (
+        "UPDATE records SET trust = CASE "
+        "WHEN kind = 'episode' AND actor IS NOT NULL THEN CASE "
+        f"WHEN lower(actor) IN ({roles[Trust.USER]}) THEN 'user' "
+        f"WHEN lower(actor) IN ({roles[Trust.INFERRED]}) THEN 'inferred' ELSE 'tool' END "
+        "WHEN actor IN ('memlane', 'mcp', 'agent') OR actor LIKE 'memlane-%' "
+        "OR actor LIKE 'agent:%' THEN 'inferred' ELSE 'user' END;"
+    )
+
+
+TRUST_OF_OLD_ROWS = _trust_of_old_rows()
+"""The migration (SQLite and PostgreSQL alike) that gives records written before trust
+existed the trust their writer implies: an episode by its role (:data:`ROLE_TRUST`, any
+other role ``tool``, no role ``user``); what memlane wrote itself (summaries
+``memlane``, the memory manager and optimizer ``memlane-…``) and agents (``mcp``,
+``agent``, ``agent:…``) ``inferred``; everything else ``user``, as
+:meth:`Memory.add` would have it."""
 
 
 def words_of(periods: Sequence[str]) -> str:
@@ -114,8 +137,9 @@ RECORDS = layout(
     "id user_id agent_id team session_id kind key text topics metadata importance "
     "created_at updated_at event_at valid_from valid_to superseded_by expires_at deleted_at "
     "access_count last_accessed_at source_ids actor content_hash version context_hash "
-    "periods period_words",
-    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, periods=LIST,
+    "periods period_words trust quarantine",
+    kind=MemoryKind, topics=LIST, metadata=MAP, source_ids=LIST, periods=LIST, trust=Trust,
+    quarantine=LIST,
     period_words=Stored.DERIVED, created_at=TIME,
     updated_at=TIME, event_at=TIME, valid_from=TIME, valid_to=TIME, expires_at=TIME,
     deleted_at=TIME, last_accessed_at=TIME,

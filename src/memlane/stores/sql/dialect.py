@@ -28,6 +28,8 @@ class Dialect:
     """The record's metadata has ``key`` equal to ``value`` (JSON types compared)."""
     record_columns: tuple[str, ...]
     """The columns of a whole record row, in the order its row codec reads them."""
+    unquarantined: str
+    """The record (alias ``r``) is not quarantined: its ``quarantine`` list is empty."""
     lock: str = ""
     """What ends a read of a row the transaction then writes (`` FOR UPDATE``), if the
     database locks rows."""

@@ -21,6 +21,7 @@ def filter_sql(dialect: Dialect, user_id: str, f: Filters, now: datetime) -> tup
         params.extend(more[1])
 
     add(_visibility(f))
+    add(_quarantine(dialect, f))
     if f.kinds:
         add(dialect.any_of("r.kind", [k.value for k in f.kinds]))
     if f.topics:
@@ -44,6 +45,14 @@ def _visibility(f: Filters) -> Clauses:
             "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
         )
     return clauses, []
+
+
+def _quarantine(dialect: Dialect, f: Filters) -> Clauses:
+    if f.quarantined_only:
+        return [f"NOT ({dialect.unquarantined})"], []
+    if f.include_quarantined:
+        return [], []
+    return [dialect.unquarantined], []
 
 
 def _scope(m: str, f: Filters) -> Clauses:

@@ -19,15 +19,17 @@ from memlane.testing.conformance.records import RecordsConformance
 from memlane.testing.conformance.search import SearchConformance
 from memlane.testing.conformance.sessions import SessionsConformance
 from memlane.testing.conformance.transfer import TransferConformance
+from memlane.testing.conformance.trust import TrustConformance
 
 __all__ = ["StoreConformance"]
 
 
 class StoreConformance(
     # pytest collects a class's bases last-first: this order keeps the tests in the
-    # order of the areas below (records, search, sessions, transfer, jobs, models).
+    # order of the areas below (records, search, sessions, transfer, trust, jobs, models).
     ModelsConformance,
     JobsConformance,
+    TrustConformance,
     TransferConformance,
     SessionsConformance,
     SearchConformance,

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from memlane.models import (
+    AuditEvent,
     HistoryAction,
     HistoryEvent,
     Job,
@@ -46,6 +47,7 @@ WRITE_OPS = (
     ops.DeleteUser,
     ops.PutJob,
     ops.ClaimJob,
+    ops.AppendAudit,
 )
 """The ops that write: a batch with none of them runs as a read-only transaction."""
 
@@ -128,6 +130,8 @@ SESSIONS = layout(Session, "user_id session_id agent_id team created_at updated_
                   created_at=TIME, updated_at=TIME, metadata=DOC)  # fmt: skip
 STATES = layout(StateVersion, "user_id session_id name version data updated_at",
                 data=DOC, updated_at=TIME)  # fmt: skip
+AUDIT = layout(AuditEvent, "user_id id at actor action record_ids session_ids counts",
+               at=TIME, record_ids=LIST, session_ids=LIST, counts=MAP)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class _Context:
                 self.settings.build_store(create=create),
                 embedder=self.settings.build_embedder(),
                 config=self.settings.build_config(),
+                actor=self.settings.build_actor("cli"),
             )
         return self._memory
 

@@ -40,8 +40,9 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
     settings = _settings(ctx)
     embedder = settings.build_embedder()
     config = settings.build_config()
-    memory = AsyncMemory(settings.build_store(), embedder=embedder, config=config)
-    blocking = Memory(memory.store, embedder=embedder, config=config)
+    actor = settings.build_actor("serve")  # requests act for their API keys instead
+    memory = AsyncMemory(settings.build_store(), embedder=embedder, config=config, actor=actor)
+    blocking = Memory(memory.store, embedder=embedder, config=config, actor=actor)
     manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
     app = create_app(
@@ -163,6 +164,7 @@ def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
         settings.build_store(),
         embedder=settings.build_embedder(),
         config=settings.build_config(),
+        actor=settings.build_actor("cli"),  # each call: mcp:<client> and this process
     )
     build_mcp(memory, resolver).run("stdio")
 

@@ -25,7 +25,8 @@ async def learn(body: LearnBody, call: UserCall) -> JobOut:
     if manager is None:
         conversation_text(messages)  # a bad body is a 422, with or without a model
         raise NoModelError("no memory manager")
-    job = manager.process_in_background(  # validates, then needs the model
+    acting = manager.with_actor(call.actor_for(where))
+    job = acting.process_in_background(  # validates, then needs the model
         messages, user_id=where.user_id, session_id=body.session_id, agent_id=where.agent_id
     )
     return call.out(JobOut, job.to_dict())

@@ -33,6 +33,8 @@ from memlane.errors import (
 )
 from memlane.models import (
     ANONYMOUS_USER,
+    AuditEvent,
+    AuditLevel,
     Filters,
     HistoryAction,
     HistoryEvent,
@@ -58,6 +60,8 @@ __all__ = [
     "RECIPES",
     "AccessDeniedError",
     "AsyncMemory",
+    "AuditEvent",
+    "AuditLevel",
     "ConfigurationError",
     "ConflictError",
     "Context",

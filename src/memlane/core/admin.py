@@ -109,7 +109,8 @@ def export_rows(
     """Everything of one user (or every user) as export rows, history included.
 
     The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
-    user's records, history, sessions and jobs are one consistent read. ``page`` is
+    user's records, history, sessions and jobs are one consistent read. The audit trail
+    is not exported (nor imported): it is the record of what happened in this store. ``page`` is
     checked but no longer used (lists were read in pages before). ``progress(n)`` is
     called with the number of rows read after the header and after each user.
     """

@@ -141,13 +141,15 @@ def test_the_manager_records_its_passes_and_its_queue(server: ChatServer) -> Non
         [("user", "I play the oboe")], user_id="u"
     )
     assert manager.flush(timeout=30)
+    assert [j.id for j in manager.with_actor("cli:ops").list_jobs(user_id="u")] == [job.id]
     entries = memory.audit("u").items
     assert [(e.actor, e.action) for e in entries] == [
         ("api:k1", "process"),
         ("api:k2", "process_in_background"),
         ("worker", "process"),  # the job, run by the worker
+        ("cli:ops", "list_jobs"),  # its payload holds the messages: a read
     ]
-    assert entries[1].counts == {"jobs": 1}
+    assert entries[1].counts == entries[3].counts == {"jobs": 1}
     assert _check_every_change_was_recorded(store) == 3
     assert job.user_id == "u"
     manager.close()
@@ -322,6 +324,7 @@ def test_rest_records_each_key_and_serves_the_trail_to_whole_user_readers(
     call(bot, "POST", f"{u}/memories", json={"text": "bot note", "agent_id": "bot"})
     call(bot, "POST", f"{u}/search", json={"query": "note", "agent_id": "bot"})
     call(reader, "GET", f"{u}/memories/{mid}")
+    assert call(reader, "GET", f"{u}/jobs").json()["jobs"] == []
     page = call(reader, "GET", f"{u}/audit")
     assert page.status_code == 200, page.text
     items = page.json()["items"]
@@ -330,13 +333,14 @@ def test_rest_records_each_key_and_serves_the_trail_to_whole_user_readers(
         (f"api:{bot_key.key_id} agent:bot", "add"),
         (f"api:{bot_key.key_id} agent:bot", "search"),
         (f"api:{reader_key.key_id}", "get"),
+        (f"api:{reader_key.key_id}", "list_jobs"),
     ]
     assert all(e["user_id"] == "alice" for e in items) and "zork" not in page.text
     assert call(bot, "GET", f"{u}/audit").status_code == 403  # limited to an agent
     assert call(rival, "GET", f"{u}/audit").json()["items"] == []  # rival's own alice
     paged = call(admin, "GET", f"{u}/audit", params={"limit": 3}).json()
     after = call(admin, "GET", f"{u}/audit", params={"after": paged["next_cursor"]}).json()
-    assert len(paged["items"]) == 3 and len(after["items"]) == 1  # reading it is not recorded
+    assert len(paged["items"]) == 3 and len(after["items"]) == 2  # reading it is not recorded
     assert call(admin, "GET", f"{u}/audit", params={"since": "soon"}).status_code == 422
     assert call(admin, "DELETE", u).status_code == 200
     (tomb,) = call(admin, "GET", f"{u}/audit").json()["items"]

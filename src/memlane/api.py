@@ -78,6 +78,16 @@ _RUN = trail.Call("run")
 """How a flow run through :meth:`Memory.run` by hand is named in the audit trail."""
 
 
+class _Opened:
+    """Whether a memory's store was set up; shared with its :meth:`with_actor` copies
+    (one store), so a server's per-request copies do not set it up again."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 class _MemoryBase:
     def __init__(
         self,
@@ -121,7 +131,7 @@ class _MemoryBase:
             model_id=embedder.model_id, clock=clock, config=config or CoreConfig(), actor=actor
         )
         self.on_effect: EffectObserver | None = on_effect
-        self._ready = False
+        self._opened = _Opened()
 
     @classmethod
     def from_env(
@@ -168,9 +178,9 @@ class Memory(_MemoryBase):
 
     def setup(self) -> None:
         """Open the store and bring its schema up to date (once; every call does it first)."""
-        if not self._ready:
+        if not self._opened.done:
             self.store.setup()
-            self._ready = True
+            self._opened.done = True
 
     def run(self, flow: Flow[R], llm: LLM | None = None, *, call: trail.Call | None = None) -> R:
         """Run a flow (see :mod:`memlane.core.flow`) over this memory's store and
@@ -184,7 +194,7 @@ class Memory(_MemoryBase):
     def close(self) -> None:
         """Release the store's connections."""
         self.store.close()
-        self._ready = False
+        self._opened.done = False
 
     def __enter__(self) -> Memory:
         return self
@@ -236,12 +246,12 @@ class AsyncMemory(_MemoryBase):
 
     async def setup(self) -> None:
         """Open the store and bring its schema up to date (once; every call does it first)."""
-        if not self._ready:
+        if not self._opened.done:
             import asyncio
 
             # One-time open + migrate; run off the loop since drivers may block.
             await asyncio.get_running_loop().run_in_executor(None, self.store.setup)
-            self._ready = True
+            self._opened.done = True
 
     async def run(
         self, flow: Flow[R], llm: LLM | None = None, *, call: trail.Call | None = None
@@ -255,7 +265,7 @@ class AsyncMemory(_MemoryBase):
     async def aclose(self) -> None:
         """Release the store's connections."""
         self.store.close()
-        self._ready = False
+        self._opened.done = False
 
     async def __aenter__(self) -> AsyncMemory:
         return self

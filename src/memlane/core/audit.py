@@ -32,6 +32,7 @@ from memlane.models import (
     TOMBSTONE_ACTION,
     AuditEvent,
     AuditLevel,
+    Job,
     MemoryRecord,
     Page,
     check_id,
@@ -158,6 +159,24 @@ def recorded(core: Core, action: str, batch: Sequence[ops.Op[Any]]) -> tuple[ops
         return tuple(batch)
     write = _with_entries(core, action, Batch(tuple(batch)))
     return tuple(batch) if write is None else write.ops
+
+
+def read_jobs(
+    core: Core, action: str, jobs: Iterable[Job], user_id: str | None = None
+) -> tuple[ops.Op[Any], ...]:
+    """The batch recording a read of background jobs made outside a flow (their payloads
+    hold queued messages), per user (``user_id``'s even when none was found); empty
+    unless reads are recorded."""
+    if AuditLevel(core.config.audit) is not AuditLevel.ALL:
+        return ()
+    gathered: dict[str, _Gathered] = {}
+    if user_id is not None:
+        gathered[user_id] = _Gathered()
+        gathered[user_id].add(jobs=0)
+    for job in jobs:
+        gathered.setdefault(job.user_id, _Gathered()).add(session_ids=(job.session_id,), jobs=1)
+    events = _events(core, action, {u: g.touched() for u, g in gathered.items()})
+    return (ops.AppendAudit(events),) if events else ()
 
 
 def _events(core: Core, action: str, touched: Mapping[str, Touched]) -> tuple[AuditEvent, ...]:

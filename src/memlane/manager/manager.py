@@ -236,15 +236,27 @@ class MemoryManager(_ManagerBase):
         return self.jobs.flush(timeout, user_id=user_id)
 
     def job(self, job_id: str, *, user_id: str) -> Job | None:
-        """A background job's current status, result or error."""
+        """A background job's current status, result or error (its read is recorded in
+        the audit trail, as a memory's is)."""
         self.memory.setup()
-        return self.jobs.get(job_id, user_id=user_id)
+        found = self.jobs.get(job_id, user_id=user_id)
+        self._read_jobs("job", [] if found is None else [found], user_id)
+        return found
 
     def list_jobs(
         self, *, user_id: str | None = None, statuses: Sequence[JobStatus | str] = ()
     ) -> list[Job]:
+        """Background jobs (of one user, or of all), oldest first, optionally in some
+        statuses; recorded in the audit trail as a read of each user's."""
         self.memory.setup()
-        return self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
+        found = self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
+        self._read_jobs("list_jobs", found, user_id)
+        return found
+
+    def _read_jobs(self, action: str, jobs: Sequence[Job], user_id: str | None) -> None:
+        batch = trail.read_jobs(self.memory.core, action, jobs, user_id)
+        if batch:
+            self.memory.store.batch(batch)
 
     def close(self) -> None:
         """Stop the worker; unfinished jobs stay stored and resume on the next start."""

@@ -95,7 +95,7 @@ def write_before_scoped_ids(
     and two agents' turns in one session, each turn's lexical context taken from the other
     (context window 1). ``execute`` runs SQL on the database, whose JSON columns are of
     ``json_type``. Returns the add and the export rows as they were."""
-    config = CoreConfig(context_window=1)
+    config = CoreConfig(context_window=1, audit="off")  # a memlane with no audit trail yet
     old = Memory(store, embedder=FakeEmbedder(), config=config, **kwargs)
     old.setup()
     for name, default in LATER_RECORD_COLUMNS.items():

@@ -6,6 +6,7 @@ one else. Real subprocesses on stdio and real uvicorn on loopback."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -391,3 +392,17 @@ def test_tool_errors_follow_the_rest_error_table() -> None:
     assert invalid.endswith(": ValidationError: kind must be fact, preference or procedure")
     assert failed.endswith(": EmbeddingError: the server's embedding model or configuration failed")
     assert "fake embedder" not in failed
+
+
+def test_http_calls_are_recorded_as_the_client_and_its_key(served: Served) -> None:
+    async def scenario() -> None:
+        async with _http(served, "/mcp/", served.all_key) as c:
+            _data(await c.call_tool("recall", {"key": "locker_code", "user_id": "bob"}))
+
+    asyncio.run(scenario())
+    with Memory(served.store, embedder=FakeEmbedder()) as memory:
+        last = memory.audit("bob", limit=1000).items[-1]
+    key_id = hashlib.sha256(served.all_key.encode()).hexdigest()[:16]
+    client, key = last.actor.split(" ")
+    assert last.action == "recall" and last.counts == {"results": 1}
+    assert client.startswith("mcp:") and key == f"api:{key_id}"

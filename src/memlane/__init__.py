@@ -34,6 +34,8 @@ from memlane.errors import (
 )
 from memlane.models import (
     ANONYMOUS_USER,
+    AuditEvent,
+    AuditLevel,
     Filters,
     HistoryAction,
     HistoryEvent,
@@ -60,6 +62,8 @@ __all__ = [
     "RECIPES",
     "AccessDeniedError",
     "AsyncMemory",
+    "AuditEvent",
+    "AuditLevel",
     "ConfigurationError",
     "ConflictError",
     "Context",

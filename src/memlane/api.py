@@ -7,12 +7,14 @@ is one implementation of behaviour; these classes only pick how I/O is done.
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.core import admin, context, records, retrieval, sessions
+from memlane.core import audit as trail
 from memlane.core.base import Clock, Core, CoreConfig
 from memlane.core.flow import EffectObserver, Flow, Runtime, run_async, run_sync
 from memlane.errors import ConfigurationError
@@ -33,8 +35,10 @@ _FlowFunction = Callable[Concatenate[Core, P], Generator[Any, Any, R]]
 def _blocking(
     flow: _FlowFunction[P, R], name: str | None = None
 ) -> Callable[Concatenate[Memory, P], R]:
+    audited = _audited(flow, name)
+
     def method(self: Memory, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.run(flow(self.core, *args, **kwargs))
+        return self.run(flow(self.core, *args, **kwargs), call=audited.call(args, kwargs))
 
     return _like(method, flow, name)
 
@@ -42,10 +46,19 @@ def _blocking(
 def _awaitable(
     flow: _FlowFunction[P, R], name: str | None = None
 ) -> Callable[Concatenate[AsyncMemory, P], Coroutine[Any, Any, R]]:
+    audited = _audited(flow, name)
+
     async def method(self: AsyncMemory, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self.run(flow(self.core, *args, **kwargs))
+        return await self.run(flow(self.core, *args, **kwargs), call=audited.call(args, kwargs))
 
     return _like(method, flow, name)
+
+
+def _audited(flow: Callable[..., Any], name: str | None) -> trail.Method:
+    """How the audit trail names a call of ``flow`` bound as method ``name`` (default:
+    the flow's name), and reads it if it is a read (:data:`memlane.core.audit.READS`)."""
+    action = name or flow.__name__
+    return trail.Method(flow, action, trail.READS.get(action))
 
 
 def _like(method: M, flow: Callable[..., Any], name: str | None) -> M:
@@ -75,6 +88,20 @@ def _check_sealing(store: Store) -> None:
         )
 
 
+_RUN = trail.Call("run")
+"""How a flow run through :meth:`Memory.run` by hand is named in the audit trail."""
+
+
+class _Opened:
+    """Whether a memory's store was set up; shared with its :meth:`with_actor` copies
+    (one store), so a server's per-request copies do not set it up again."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 class _MemoryBase:
     def __init__(
         self,
@@ -85,6 +112,7 @@ class _MemoryBase:
         config: CoreConfig | None = None,
         on_effect: EffectObserver | None = None,
         cipher: Cipher | None = None,
+        actor: str | None = None,
     ) -> None:
         """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
         platform's user data directory) and ``embedder`` (an Embedder or a spec such as
@@ -95,7 +123,10 @@ class _MemoryBase:
         (:data:`~memlane.core.flow.EffectObserver`); the server's metrics use it.
         With ``cipher`` (:mod:`memlane.ciphers`) the store holds every user's data
         sealed under that user's key (:mod:`memlane.stores.sealed`) and exports are
-        sealed unless asked otherwise."""
+        sealed unless asked otherwise.
+        ``actor`` is who the audit trail records as reading and changing data through
+        this memory (an agent, a service; see :meth:`with_actor`); default: this process,
+        ``process:<os user>@<host> pid <n>``. Raises ValidationError for a bad actor."""
         if store is None:
             from memlane.settings import default_store_url
 
@@ -114,11 +145,19 @@ class _MemoryBase:
 
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
+        if actor is None:
+            from memlane.settings import process_actor
+
+            actor = process_actor("process")
         self.core = Core(
-            model_id=embedder.model_id, clock=clock, config=config or CoreConfig(), cipher=cipher
+            model_id=embedder.model_id,
+            clock=clock,
+            config=config or CoreConfig(),
+            actor=actor,
+            cipher=cipher,
         )
         self.on_effect: EffectObserver | None = on_effect
-        self._ready = False
+        self._opened = _Opened()
 
     @classmethod
     def from_env(
@@ -131,7 +170,8 @@ class _MemoryBase:
         """A memory configured like the CLI's, from ``environ`` (default: ``os.environ``):
         ``MEMLANE_STORE`` (else ``memlane.db`` in ``MEMLANE_DATA_DIR`` or the user data
         directory), ``MEMLANE_REDIS_URL``, ``MEMLANE_EMBEDDER`` and its
-        ``MEMLANE_EMBEDDING_*`` (see :mod:`memlane.settings`). Raises ConfigurationError."""
+        ``MEMLANE_EMBEDDING_*``, ``MEMLANE_PII``, ``MEMLANE_AUDIT`` and ``MEMLANE_ACTOR``
+        (see :mod:`memlane.settings`). Raises ConfigurationError."""
         from memlane.settings import Settings
 
         settings = Settings.from_env(environ)
@@ -141,7 +181,17 @@ class _MemoryBase:
             clock=clock,
             config=settings.build_config(config),
             cipher=settings.build_cipher(),
+            actor=settings.build_actor("process"),
         )
+
+    def with_actor(self, actor: str) -> Self:
+        """This memory (same store, embedder, configuration; nothing is opened) with
+        ``actor`` recorded in the audit trail as who reads and changes data through it:
+        a server gives each request the memory of its API key. Raises ValidationError
+        for an actor that is not a non-empty name of at most 256 printable characters."""
+        other = copy.copy(self)
+        other.core = self.core.with_actor(actor)
+        return other
 
     def __repr__(self) -> str:
         return (
@@ -155,21 +205,24 @@ class Memory(_MemoryBase):
 
     def setup(self) -> None:
         """Open the store and bring its schema up to date (once; every call does it first)."""
-        if not self._ready:
+        if not self._opened.done:
             self.store.setup()
             _check_sealing(self.store)
-            self._ready = True
+            self._opened.done = True
 
-    def run(self, flow: Flow[R], llm: LLM | None = None) -> R:
+    def run(self, flow: Flow[R], llm: LLM | None = None, *, call: trail.Call | None = None) -> R:
         """Run a flow (see :mod:`memlane.core.flow`) over this memory's store and
-        embedder, and ``llm`` when it asks the chat model; returns what the flow returns."""
+        embedder, and ``llm`` when it asks the chat model; returns what the flow returns.
+        Its changes are recorded in the audit trail as ``call`` (default: action
+        ``run``), in the transaction that makes them."""
         self.setup()
-        return run_sync(flow, Runtime(self.store, self.embedder, llm, self.on_effect))
+        audited = trail.audited(self.core, call or _RUN, flow)
+        return run_sync(audited, Runtime(self.store, self.embedder, llm, self.on_effect))
 
     def close(self) -> None:
         """Release the store's connections."""
         self.store.close()
-        self._ready = False
+        self._opened.done = False
 
     def __enter__(self) -> Memory:
         return self
@@ -208,6 +261,7 @@ class Memory(_MemoryBase):
     sweep = _blocking(admin.sweep)
     forget_user = _blocking(admin.forget_user)
     list_users = _blocking(admin.list_users)
+    audit = _blocking(trail.audit)
     export_rows = _blocking(admin.export_rows)
     import_rows = _blocking(admin.import_rows)
     reembed = _blocking(admin.reembed)
@@ -221,7 +275,7 @@ class AsyncMemory(_MemoryBase):
 
     async def setup(self) -> None:
         """Open the store and bring its schema up to date (once; every call does it first)."""
-        if not self._ready:
+        if not self._opened.done:
             import asyncio
 
             # One-time open + migrate; run off the loop since drivers may block.
@@ -230,18 +284,21 @@ class AsyncMemory(_MemoryBase):
                 _check_sealing(self.store)
 
             await asyncio.get_running_loop().run_in_executor(None, setup)
-            self._ready = True
+            self._opened.done = True
 
-    async def run(self, flow: Flow[R], llm: LLM | None = None) -> R:
+    async def run(
+        self, flow: Flow[R], llm: LLM | None = None, *, call: trail.Call | None = None
+    ) -> R:
         """Run a flow over this memory's store and embedder (and ``llm``) on the running
-        event loop; returns what the flow returns."""
+        event loop; returns what the flow returns. Audited as :meth:`Memory.run`."""
         await self.setup()
-        return await run_async(flow, Runtime(self.store, self.embedder, llm, self.on_effect))
+        audited = trail.audited(self.core, call or _RUN, flow)
+        return await run_async(audited, Runtime(self.store, self.embedder, llm, self.on_effect))
 
     async def aclose(self) -> None:
         """Release the store's connections."""
         self.store.close()
-        self._ready = False
+        self._opened.done = False
 
     async def __aenter__(self) -> AsyncMemory:
         return self
@@ -280,6 +337,7 @@ class AsyncMemory(_MemoryBase):
     sweep = _awaitable(admin.sweep)
     forget_user = _awaitable(admin.forget_user)
     list_users = _awaitable(admin.list_users)
+    audit = _awaitable(trail.audit)
     export_rows = _awaitable(admin.export_rows)
     import_rows = _awaitable(admin.import_rows)
     reembed = _awaitable(admin.reembed)

@@ -26,6 +26,13 @@ variables, and nothing reads them at import.
                            database's backups: forgetting a user destroys their key there
 ``MEMLANE_INJECTION``      what instruction-like content gets: ``quarantine`` (default),
                            ``refuse`` or ``keep`` (``CoreConfig.injection``)
+``MEMLANE_AUDIT``          what the audit trail records: ``all`` (default), ``writes``
+                           or ``off`` (:class:`memlane.models.AuditLevel`)
+``MEMLANE_AUDIT_KEY``      the key of the hash naming a forgotten user in their tombstone
+                           (16 characters or more; default: an unkeyed hash)
+``MEMLANE_ACTOR``          who the audit trail names for what this process does
+                           (default: ``cli:<os user>@<host> pid <n>`` for the CLI, ``serve:``
+                           for the server's own work, ``process:`` for ``from_env``)
 ``MEMLANE_DATA_DIR``       where the default SQLite file lives
 ``MEMLANE_REDIS_URL``      optional ``redis://host:6379/0``: a Redis tier for session
                            history, state and sessions in front of the store
@@ -92,6 +99,9 @@ class Settings:
     master_key_file: str | None = None
     keyring: str | None = None
     injection: str | None = None
+    audit: str | None = None
+    audit_key: str | None = None
+    actor: str | None = None
 
     def __repr__(self) -> str:
         from memlane.urls import redact_url
@@ -99,7 +109,7 @@ class Settings:
         def show(name: str, value: object) -> str:
             if value is None:
                 return f"{name}=None"
-            if name.endswith("api_key") or name in ("pii_key", "master_key"):
+            if name.endswith("api_key") or name in ("pii_key", "master_key", "audit_key"):
                 return f"{name}='***'"
             if name.endswith("url") and isinstance(value, str):
                 return f"{name}={redact_url(value)!r}"
@@ -138,26 +148,55 @@ class Settings:
             master_key_file=env.get("MEMLANE_MASTER_KEY_FILE") or None,
             keyring=env.get("MEMLANE_KEYRING") or None,
             injection=env.get("MEMLANE_INJECTION") or None,
+            audit=env.get("MEMLANE_AUDIT") or None,
+            audit_key=env.get("MEMLANE_AUDIT_KEY") or None,
+            actor=env.get("MEMLANE_ACTOR") or None,
         )
 
     def build_config(self, config: CoreConfig | None = None) -> CoreConfig:
         """``config`` (default: the defaults) with the PII policy these settings name,
-        unless it has one, and their injection policy, unless it has another than the
-        default. Raises ConfigurationError for a policy that cannot be read."""
+        unless it has one, their injection policy and audit level, unless it has other
+        than the defaults, and their audit key, unless it has one. Raises
+        ConfigurationError for a policy, level or key that cannot be used."""
         from memlane.core.base import CoreConfig
         from memlane.injection import ACTIONS
+        from memlane.models import AuditLevel
 
         config = config or CoreConfig()
+        changes: dict[str, Any] = {}
         if self.injection is not None and config.injection == "quarantine":
             action = self.injection.strip().lower()
             if action not in ACTIONS:
                 raise ConfigurationError(
                     f"MEMLANE_INJECTION must be one of {', '.join(ACTIONS)}, got {self.injection!r}"
                 )
-            config = dataclasses.replace(config, injection=action)
-        if self.pii is None or config.pii is not None:
+            changes["injection"] = action
+        if self.pii is not None and config.pii is None:
+            changes["pii"] = pii_policy(self.pii, self.pii_key)
+        if self.audit is not None and config.audit == AuditLevel.ALL:
+            changes["audit"] = self.audit.strip().lower()
+        if self.audit_key is not None and config.audit_key is None:
+            changes["audit_key"] = self.audit_key.encode("utf-8")
+        if not changes:
             return config
-        return dataclasses.replace(config, pii=pii_policy(self.pii, self.pii_key))
+        try:
+            return dataclasses.replace(config, **changes)
+        except ValidationError as exc:
+            names = ", ".join(f"MEMLANE_{name.upper()}" for name in changes if name != "pii")
+            raise ConfigurationError(f"{names}: {exc}") from None
+
+    def build_actor(self, kind: str) -> str:
+        """Who the audit trail names for this process: ``MEMLANE_ACTOR``, else
+        :func:`process_actor` of ``kind`` (``cli``, ``serve`` ...). Raises
+        ConfigurationError for an actor that is not a short printable name."""
+        if self.actor is None:
+            return process_actor(kind)
+        from memlane.core.base import check_actor
+
+        try:
+            return check_actor(self.actor)
+        except ValidationError as exc:
+            raise ConfigurationError(f"MEMLANE_ACTOR: {exc}") from None
 
     def build_store(self, *, create: bool = True) -> Store:
         """The store these settings name (not yet connected), behind a Redis tier when
@@ -255,6 +294,21 @@ class Settings:
         from memlane.llm.openai_chat import OpenAIChat
 
         return OpenAIChat(**endpoint)
+
+
+def process_actor(kind: str) -> str:
+    """This process as the audit trail names it: ``<kind>:<os user>@<host> pid <n>``.
+    Asks the operating system (never the network, never a memlane setting)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (a container's uid without an entry, Windows)
+        user = "?"
+    host = socket.gethostname() or "?"
+    name = f"{kind}:{user}@{host} pid {os.getpid()}"
+    return "".join(ch for ch in name if ch.isprintable())[:256]
 
 
 def pii_policy(spec: str, key: str | None) -> PiiPolicy:

@@ -64,6 +64,7 @@ class _Context:
                 embedder=self.settings.build_embedder(),
                 config=self.settings.build_config(),
                 cipher=self.settings.build_cipher(),
+                actor=self.settings.build_actor("cli"),
             )
         return self._memory
 

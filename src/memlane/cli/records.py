@@ -1,5 +1,5 @@
-"""The memory commands: add, search, list, get, history, forget, and quarantine list and
-release."""
+"""The memory commands: add, search, list, get, history, forget, audit, and quarantine
+list and release."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from memlane.cli._base import (
 )
 from memlane.core.search import RECIPES
 from memlane.errors import ValidationError
-from memlane.models import Filters, SearchHit, Trust
+from memlane.models import AuditEvent, Filters, SearchHit, Trust
 
 
 @cli.command()
@@ -287,3 +287,42 @@ def quarantine_release(
     """Let a quarantined memory be searched and put in a context again."""
     record = ctx.memory().release(record_id, user_id=user_id, reason=reason, actor="cli")
     _echo_json(record.to_dict()) if as_json else click.echo(f"released {record.id}")
+
+
+@cli.command()
+@user_option
+@click.option("--since", help="Only entries at or after this ISO time.")
+@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--after", help="Continue after this cursor (printed at the end of a page).")
+@json_option
+@pass_ctx
+def audit(
+    ctx: _Context,
+    user_id: str,
+    since: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """Show who read or changed a user's data, oldest first (never what it said)."""
+    page = ctx.memory(create=False).audit(user_id, since=_time(since), after=after, limit=limit)
+    if as_json:
+        items = [e.to_dict() for e in page.items]
+        _echo_json({"items": items, "next_cursor": page.next_cursor})
+        return
+    for event in page.items:
+        click.echo(_audit_line(event))
+    if page.next_cursor:
+        click.echo(f"-- more: --after {page.next_cursor}", err=True)
+    if not page.items:
+        click.echo("no audit entries", err=True)
+
+
+def _audit_line(e: AuditEvent, shown: int = 5) -> str:
+    """One entry: time, actor, action, counts, then the first ``shown`` ids (``--json``
+    has them all)."""
+    counts = " ".join(f"{name}={n}" for name, n in sorted(e.counts.items()))
+    ids = [*(f"record:{i}" for i in e.record_ids), *(f"session:{s}" for s in e.session_ids)]
+    more = [f"(+{len(ids) - shown} more)"] if len(ids) > shown else []
+    parts = (e.at.isoformat(), e.actor, e.action, counts, *ids[:shown], *more)
+    return "  ".join(part for part in parts if part)

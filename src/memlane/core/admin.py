@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from memlane.core import audit as trail
 from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, many, one
 from memlane.core.records import check_keyed
@@ -91,9 +92,11 @@ def sweep(core: Core, *, now: datetime | None = None, batch_size: int = 500) -> 
 
 def forget_user(core: Core, user_id: str) -> Flow[dict[str, int]]:
     """Remove everything stored for a user: memories, history, sessions, messages,
-    state and vectors no other memory uses. Returns counts per kind of row."""
+    state, vectors no other memory uses and the user's audit trail, which keeps one
+    tombstone saying when and by whom the user was forgotten and how much went (see
+    :mod:`memlane.core.audit`). Returns counts per kind of row."""
     check_id("user_id", user_id)
-    return (yield from one(ops.DeleteUser(user_id)))
+    return (yield from one(ops.DeleteUser(user_id, trail.tombstone(core, user_id))))
 
 
 def list_users(core: Core) -> Flow[list[str]]:
@@ -115,7 +118,8 @@ def export_rows(
     """Everything of one user (or every user) as export rows, history included.
 
     The first row is a header; the rest are ``{"type": ..., "data": ...}``. Each
-    user's records, history, sessions and jobs are one consistent read. ``page`` is
+    user's records, history, sessions and jobs are one consistent read. The audit trail
+    is not exported (nor imported): it is the record of what happened in this store. ``page`` is
     checked but no longer used (lists were read in pages before). ``progress(n)`` is
     called with the number of rows read after the header and after each user.
 

@@ -5,6 +5,7 @@ functions taking this :class:`Core` first."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -20,6 +21,7 @@ from memlane.core.flow import Flow, embed, many, one
 from memlane.errors import ValidationError, no_memory
 from memlane.ids import new_id
 from memlane.models import (
+    AuditLevel,
     Filters,
     HistoryAction,
     HistoryEvent,
@@ -74,9 +76,39 @@ class CoreConfig:
     its role), keyed facts, summaries, imports, and the memory manager's input (flagged
     messages are withheld from the model) and output."""
 
+    audit: AuditLevel | str = AuditLevel.ALL
+    """What the audit trail records (:class:`memlane.models.AuditLevel`): ``"all"`` (the
+    default: every change, in its own transaction, and every read of a user's data),
+    ``"writes"`` or ``"off"``. Reading with ``"all"`` costs one small write per call
+    (bench/audit.md)."""
+    audit_key: bytes | None = None
+    """The key (16 bytes or more) of the hash that names a forgotten user in the
+    tombstone their trail keeps (:func:`memlane.core.audit.tombstone_id`). Without one
+    the hash is unkeyed: whoever can guess a user id can tell it was forgotten."""
+
     def __post_init__(self) -> None:
         if not callable(self.injection):
             injection.check_action(self.injection)
+        try:
+            object.__setattr__(self, "audit", AuditLevel(self.audit))
+        except ValueError:
+            levels = ", ".join(level.value for level in AuditLevel)
+            raise ValidationError(f"audit must be one of {levels}, got {self.audit!r}") from None
+        key = self.audit_key
+        if key is not None and (not isinstance(key, bytes) or len(key) < 16):
+            raise ValidationError("audit_key must be bytes, 16 or more")
+
+
+UNNAMED_ACTOR = "unnamed"
+"""The actor of a core built without one (the API always names one)."""
+
+
+def check_actor(actor: object) -> str:
+    """``actor`` if it can name who acts in the audit trail: a non-empty string of at
+    most 256 characters without control characters. Raises ValidationError."""
+    check_id("actor", actor)
+    assert isinstance(actor, str)
+    return actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,14 +143,24 @@ class Core:
         clock: Clock | None,
         config: CoreConfig,
         cipher: Cipher | None = None,
+        actor: str = UNNAMED_ACTOR,
     ) -> None:
         self.model_id = model_id
         self.cipher = cipher
         """Seals exports when the store is encrypted (:mod:`memlane.stores.sealed`)."""
         self.clock: Clock = clock or utcnow
         self.config = config
+        self.actor = check_actor(actor)
+        """Who the audit trail records as doing what this memory does."""
         self._query_vectors: OrderedDict[str, Vector] = OrderedDict()
         self._query_lock = threading.Lock()  # one Memory may serve many threads
+
+    def with_actor(self, actor: str) -> Core:
+        """This core (configuration, clock, query cache) acting for another ``actor``.
+        Raises ValidationError for an actor that is not a short, printable name."""
+        other = copy.copy(self)
+        other.actor = check_actor(actor)
+        return other
 
     # ------------------------------------------------------------------ validation
 

@@ -15,7 +15,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from memlane.errors import ConflictError, LLMError, ValidationError
 from memlane.ids import new_id
 from memlane.models import Job, JobStatus, check_id
 from memlane.ports import store as ops
-from memlane.ports.store import Store
+from memlane.ports.store import Op, Store
 
 log = logging.getLogger("memlane.jobs")
 
@@ -115,8 +115,11 @@ class JobQueue:
         session_id: str | None = None,
         agent_id: str | None = None,
         delay: timedelta = timedelta(0),
+        recorded: Callable[[Sequence[Op[Any]]], Sequence[Op[Any]]] | None = None,
     ) -> Job:
-        """Persist a job and wake the worker. Returns the stored job."""
+        """Persist a job and wake the worker. Returns the stored job. ``recorded`` is
+        given the batch that writes the job and returns what to write in its place (the
+        batch with its audit entries, :func:`memlane.core.audit.recorded`)."""
         check_id("user_id", user_id)
         if kind not in self.handlers:
             raise ValidationError(f"unknown job kind {kind!r}")
@@ -134,7 +137,8 @@ class JobQueue:
             session_id=session_id,
             agent_id=agent_id,
         )
-        self.store.batch([ops.PutJob(job, 0)])
+        batch: Sequence[Op[Any]] = [ops.PutJob(job, 0)]
+        self.store.batch(batch if recorded is None else recorded(batch))
         with self._wake:
             self._idle.clear()
             self._wake.notify_all()

@@ -5,6 +5,7 @@ the same name in :class:`~memlane.manager.flows.ManagerFlows`, run over a
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -13,14 +14,19 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from memlane.api import AsyncMemory, Memory
+from memlane.core import audit as trail
+from memlane.core.audit import Reading, Touched
 from memlane.core.flow import Flow
 from memlane.errors import LLMError, NoModelError, ValidationError
 from memlane.manager.flows import ManagerConfig, ManagerFlows, MessageLike, conversation_text
 from memlane.manager.jobs import JobLease, JobQueue
+from memlane.manager.optimizing import OptimizationReport
 from memlane.models import Job, JobStatus, Message, check_id
 from memlane.ports.llm import LLM
 
 PROCESS_JOB = "process"
+_PROCESS = trail.Call("process")
+"""A background job's run, as the audit trail names it (the work of ``process``)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,9 +61,28 @@ def _payload(
 _FlowMethod = Callable[Concatenate[ManagerFlows, P], Flow[R]]
 
 
+def _optimized(report: OptimizationReport, arguments: Mapping[str, Any]) -> dict[str, Touched]:
+    """A dry run of :meth:`MemoryManager.optimize` read the user's memories (an applied
+    one is recorded by its changes)."""
+    if report.applied:
+        return {}
+    return {report.user_id: Touched(counts={"memories": report.memories_before})}
+
+
+_READS: dict[str, Reading] = {"optimize": _optimized}
+"""The manager's calls that read (and what they gave), as :data:`memlane.core.audit.READS`."""
+
+
+def _audited(flow: Callable[..., Any]) -> trail.Method:
+    return trail.Method(flow, flow.__name__, _READS.get(flow.__name__))
+
+
 def _blocking(flow: _FlowMethod[P, R]) -> Callable[Concatenate[MemoryManager, P], R]:
+    audited = _audited(flow)
+
     def method(self: MemoryManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.memory.run(flow(self.flows, *args, **kwargs), self.llm)
+        call = audited.call(args, kwargs)
+        return self.memory.run(flow(self.flows, *args, **kwargs), self.llm, call=call)
 
     functools.update_wrapper(method, flow)
     return method
@@ -66,8 +91,11 @@ def _blocking(flow: _FlowMethod[P, R]) -> Callable[Concatenate[MemoryManager, P]
 def _awaitable(
     flow: _FlowMethod[P, R],
 ) -> Callable[Concatenate[AsyncMemoryManager, P], Coroutine[Any, Any, R]]:
+    audited = _audited(flow)
+
     async def method(self: AsyncMemoryManager, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self.memory.run(flow(self.flows, *args, **kwargs), self.llm)
+        call = audited.call(args, kwargs)
+        return await self.memory.run(flow(self.flows, *args, **kwargs), self.llm, call=call)
 
     functools.update_wrapper(method, flow)
     return method
@@ -170,12 +198,22 @@ class MemoryManager(_ManagerBase):
             user_id=user_id,
             session_id=session_id,
             agent_id=agent_id,
+            recorded=functools.partial(trail.recorded, core, "process_in_background"),
         )
         self.jobs.start()
         return job
 
+    def with_actor(self, actor: str) -> Self:
+        """This manager (same model, configuration and job queue) over its memory
+        :meth:`~memlane.Memory.with_actor`: the calls it makes are recorded in the audit
+        trail as ``actor``'s. Background jobs run as the actor of the manager that
+        started the worker. Raises ValidationError."""
+        other = copy.copy(self)
+        other.memory = self.memory.with_actor(actor)
+        return other
+
     def _run_job(self, lease: JobLease) -> None:
-        self.memory.run(self.flows.run_job(lease), self.llm)
+        self.memory.run(self.flows.run_job(lease), self.llm, call=_PROCESS)
 
     def start(self) -> None:
         """Start the background worker (also started by the first background job); it
@@ -200,15 +238,27 @@ class MemoryManager(_ManagerBase):
         return self.jobs.flush(timeout, user_id=user_id)
 
     def job(self, job_id: str, *, user_id: str) -> Job | None:
-        """A background job's current status, result or error."""
+        """A background job's current status, result or error (its read is recorded in
+        the audit trail, as a memory's is)."""
         self.memory.setup()
-        return self.jobs.get(job_id, user_id=user_id)
+        found = self.jobs.get(job_id, user_id=user_id)
+        self._read_jobs("job", [] if found is None else [found], user_id)
+        return found
 
     def list_jobs(
         self, *, user_id: str | None = None, statuses: Sequence[JobStatus | str] = ()
     ) -> list[Job]:
+        """Background jobs (of one user, or of all), oldest first, optionally in some
+        statuses; recorded in the audit trail as a read of each user's."""
         self.memory.setup()
-        return self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
+        found = self.jobs.list(user_id=user_id, statuses=tuple(JobStatus(s) for s in statuses))
+        self._read_jobs("list_jobs", found, user_id)
+        return found
+
+    def _read_jobs(self, action: str, jobs: Sequence[Job], user_id: str | None) -> None:
+        batch = trail.read_jobs(self.memory.core, action, jobs, user_id)
+        if batch:
+            self.memory.store.batch(batch)
 
     def close(self) -> None:
         """Stop the worker; unfinished jobs stay stored and resume on the next start."""
@@ -248,6 +298,12 @@ class AsyncMemoryManager(_ManagerBase):
     ) -> Self:
         """Like :meth:`MemoryManager.from_env`."""
         return cls(memory, _llm_from_env(environ), **options)
+
+    def with_actor(self, actor: str) -> Self:
+        """As :meth:`MemoryManager.with_actor`."""
+        other = copy.copy(self)
+        other.memory = self.memory.with_actor(actor)
+        return other
 
     process = _awaitable(ManagerFlows.process)
     summarize_session = _awaitable(ManagerFlows.summarize_session)

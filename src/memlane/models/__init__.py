@@ -2,11 +2,12 @@
 
 All are immutable dataclasses, one module per area: the plain values they are made of
 (``basics``: times, text hashes, checked ids, the scope), memories and their history
-(``records``), sessions (``sessions``), background jobs (``jobs``) and what a listing or
-search asks and returns (``queries``). Those that are stored convert to and from JSON-ready
-dicts in one way (``codec``). Import them from here.
+(``records``), sessions (``sessions``), background jobs (``jobs``), the audit trail
+(``audit``) and what a listing or search asks and returns (``queries``). Those that are
+stored convert to and from JSON-ready dicts in one way (``codec``). Import them from here.
 """
 
+from memlane.models.audit import TOMBSTONE_ACTION, AuditEvent, AuditLevel
 from memlane.models.basics import (
     ANONYMOUS_USER,
     MAX_ID_CHARS,
@@ -41,6 +42,9 @@ __all__ = [
     "ANONYMOUS_USER",
     "MAX_ID_CHARS",
     "ROLE_TRUST",
+    "TOMBSTONE_ACTION",
+    "AuditEvent",
+    "AuditLevel",
     "Filters",
     "HistoryAction",
     "HistoryEvent",

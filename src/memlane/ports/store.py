@@ -18,6 +18,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from memlane.errors import EmbeddingModelMismatchError
 from memlane.models import (
+    AuditEvent,
     Filters,
     HistoryEvent,
     Job,
@@ -430,9 +431,45 @@ class ListUsers(Op[list[str]]):
 
 @dataclass(frozen=True, slots=True)
 class DeleteUser(Op[dict[str, int]]):
-    """Remove everything of one user, derived data included. Returns counts per table."""
+    """Remove everything of one user, derived data included, and the user's audit trail
+    (entries under ``user_id``, and under ``tombstone.user_id`` the tombstone of an
+    earlier forgetting). Returns counts per table (``audit``: the entries removed).
+
+    With ``tombstone`` the store then appends it, with ``counts`` set to the counts it
+    returns: the one entry the forgotten user's trail keeps."""
 
     user_id: str
+    tombstone: AuditEvent | None = None
+
+    @property
+    def trails(self) -> tuple[str, ...]:
+        """The user ids whose audit entries go: the user's, and the tombstone's (the
+        tombstone of an earlier forgetting is replaced)."""
+        if self.tombstone is None or self.tombstone.user_id == self.user_id:
+            return (self.user_id,)
+        return (self.user_id, self.tombstone.user_id)
+
+
+# ---------------------------------------------------------------------------- audit
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudit(Op[None]):
+    """Append entries to users' audit trails; an entry whose id its user already has is
+    left as it is. The trail is append-only: no op changes an entry, and only
+    :class:`DeleteUser` removes any."""
+
+    events: tuple[AuditEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListAudit(Op[list[AuditEvent]]):
+    """A user's audit entries ordered by id, after the cursor id, at or after ``since``."""
+
+    user_id: str
+    after_id: str | None
+    limit: int
+    since: datetime | None = None
 
 
 def embedding_model_to_record(

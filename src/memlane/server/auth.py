@@ -2,7 +2,7 @@
 :class:`~memlane.access.Grant` plus the key id that signs its writes).
 
 REST routes take :data:`CallerDep`; the MCP endpoint is gated by :class:`KeyGate` and its
-tools ask :func:`grant_from_headers` — one token rule (``Authorization: Bearer <key>``,
+tools ask :func:`key_from_headers` — one token rule (``Authorization: Bearer <key>``,
 else ``X-API-Key``) and one access rule (:func:`memlane.access.authorize`) for both.
 """
 
@@ -22,7 +22,7 @@ from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, no_memory
 from memlane.models import MemoryRecord
 from memlane.models import Scope as UserScope
-from memlane.server.keys import KeyStore
+from memlane.server.keys import ApiKey, KeyStore
 
 
 class Unauthorized(Exception):
@@ -37,15 +37,15 @@ def token_from_headers(headers: Mapping[str, str]) -> str:
     return token or headers.get("x-api-key", "")
 
 
-async def grant_from_headers(keys: KeyStore, headers: Mapping[str, str] | None) -> Grant:
-    """The grant of the key in ``headers`` (an MCP call's HTTP request). Raises
+async def key_from_headers(keys: KeyStore, headers: Mapping[str, str] | None) -> ApiKey:
+    """The key in ``headers`` (an MCP call's HTTP request): its grant and id. Raises
     AccessDeniedError for no request, or a missing, invalid or revoked key."""
     if headers is None:
         raise AccessDeniedError("no HTTP request: an API key is required")
     key = await keys.acheck(token_from_headers(headers))
     if key is None:
         raise AccessDeniedError("missing, invalid or revoked API key")
-    return key.grant
+    return key
 
 
 async def own_record(
@@ -79,7 +79,7 @@ class Caller:
 
     @property
     def actor(self) -> str:
-        """Who history records as having made a change."""
+        """Who history and the audit trail record as having made a call."""
         return f"api:{self.key_id}"
 
     def scope(self, action: Action, user_id: str, agent_id: str | None = None) -> UserScope:

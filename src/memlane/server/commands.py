@@ -40,10 +40,13 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
     settings = _settings(ctx)
     embedder = settings.build_embedder()
     config = settings.build_config()
+    actor = settings.build_actor("serve")  # requests act for their API keys instead
+    cipher = settings.build_cipher()
     memory = AsyncMemory(
-        settings.build_store(), embedder=embedder, config=config, cipher=settings.build_cipher()
+        settings.build_store(), embedder=embedder, config=config, actor=actor, cipher=cipher
     )
-    blocking = Memory(memory.store, embedder=embedder, config=config)
+    # The manager's memory shares the encrypting store; the cipher seals its exports.
+    blocking = Memory(memory.store, embedder=embedder, config=config, actor=actor)
     manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
     app = create_app(
@@ -203,6 +206,7 @@ def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
         embedder=settings.build_embedder(),
         config=settings.build_config(),
         cipher=settings.build_cipher(),
+        actor=settings.build_actor("cli"),  # each call: mcp:<client> and this process
     )
     build_mcp(memory, resolver).run("stdio")
 

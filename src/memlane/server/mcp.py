@@ -59,16 +59,25 @@ from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, MemlaneError, ValidationError
 from memlane.manager.tools import found, quarantined
 from memlane.models import MemoryKind, MemoryRecord, Scope, Trust, check_id
-from memlane.server.auth import grant_from_headers, own_record
+from memlane.server.auth import key_from_headers, own_record
 from memlane.server.errors import client_text, matching
-from memlane.server.keys import KeyStore
+from memlane.server.keys import ApiKey, KeyStore
 
 log = logging.getLogger("memlane.mcp")
 
-ResolveFn = Callable[
-    [Context[Any, Any], Action, str | None, str | None], Awaitable[tuple[Grant, Scope]]
-]
-"""(ctx, action, user_id, agent_id) -> the grant the call has and where it acts; raises
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Who a call is: the grant it has, where it acts, and the id of its API key (None
+    on stdio, where the process is the caller)."""
+
+    grant: Grant
+    scope: Scope
+    key_id: str | None = None
+
+
+ResolveFn = Callable[[Context[Any, Any], Action, str | None, str | None], Awaitable[Resolved]]
+"""(ctx, action, user_id, agent_id) -> who the call is (:class:`Resolved`); raises
 AccessDeniedError."""
 
 PAGE_SIZE = 50
@@ -98,9 +107,9 @@ def stdio_resolver(user_id: str, agent_id: str | None = None) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> tuple[Grant, Scope]:
+    ) -> Resolved:
         agent = agent_id if agent_id is not None else agent
-        return grant, authorize(grant, action, user_id, agent)
+        return Resolved(grant, authorize(grant, action, user_id, agent))
 
     bound = agent_id is not None
     return Resolver(resolve, takes_user=False, takes_agent=not bound, whole_user=not bound)
@@ -111,11 +120,11 @@ def key_resolver(keys: KeyStore) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> tuple[Grant, Scope]:
-        grant = await _key_grant(ctx, keys)
+    ) -> Resolved:
+        key = await _key(ctx, keys)
         if asked is None:
             raise AccessDeniedError("user_id is required")
-        return grant, authorize(grant, action, asked, agent)
+        return Resolved(key.grant, authorize(key.grant, action, asked, agent), key.key_id)
 
     return Resolver(resolve, takes_user=True)
 
@@ -126,22 +135,36 @@ def key_user_resolver(keys: KeyStore) -> Resolver:
 
     async def resolve(
         ctx: Context[Any, Any], action: Action, asked: str | None, agent: str | None
-    ) -> tuple[Grant, Scope]:
-        grant = await _key_grant(ctx, keys)
+    ) -> Resolved:
+        key = await _key(ctx, keys)
+        grant = key.grant
         if grant.users is None or len(grant.users) != 1:
             raise AccessDeniedError(
                 "this endpoint serves one user: use a key limited to one user "
                 "(memlane keys create --users U), or the multi-user endpoint /mcp/"
             )
-        return grant, authorize(grant, action, grant.users[0], agent)
+        return Resolved(grant, authorize(grant, action, grant.users[0], agent), key.key_id)
 
     return Resolver(resolve, takes_user=False)
 
 
-async def _key_grant(ctx: Context[Any, Any], keys: KeyStore) -> Grant:
-    """The grant of the API key on the call's HTTP request (the REST routes' token rule)."""
+async def _key(ctx: Context[Any, Any], keys: KeyStore) -> ApiKey:
+    """The API key on the call's HTTP request (the REST routes' token rule)."""
     request = ctx.request_context.request
-    return await grant_from_headers(keys, getattr(request, "headers", None))
+    return await key_from_headers(keys, getattr(request, "headers", None))
+
+
+def client_name(ctx: Context[Any, Any]) -> str:
+    """The name the MCP client gave for itself when it connected (printable, at most
+    64 characters), or ``unknown``."""
+    try:
+        params = ctx.session.client_params
+    except Exception:  # no session (a resource read outside a request)
+        params = None
+    name = getattr(getattr(params, "client_info", None), "name", None)
+    if not isinstance(name, str):
+        return "unknown"
+    return "".join(ch for ch in name if ch.isprintable() and not ch.isspace())[:64] or "unknown"
 
 
 # ---------------------------------------------------------------------------- annotations
@@ -294,17 +317,23 @@ class _Tools:
         user_id: str | None,
         agent_id: str | None,
         error: type[Exception] = ToolError,
-    ) -> AsyncIterator[Scope]:
-        """Where the call acts (:attr:`resolve`); memlane's errors inside, the
-        resolver's included, become ``error`` (:func:`_fail`), naming users as the
-        caller's tenant does."""
+    ) -> AsyncIterator[tuple[Scope, AsyncMemory]]:
+        """Where the call acts (:attr:`resolve`) and the memory acting for it (the
+        audit trail's actor: ``mcp:<client>``, then the API key or, on stdio, this
+        process, and the agent); memlane's errors inside, the resolver's included,
+        become ``error`` (:func:`_fail`), naming users as the caller's tenant does."""
         tenant = None
         try:
-            grant, where = await self.resolve(ctx, action, user_id, agent_id)
-            tenant = grant.tenant
-            yield where
+            found = await self.resolve(ctx, action, user_id, agent_id)
+            tenant = found.grant.tenant
+            yield found.scope, self.memory.with_actor(self._actor(ctx, found))
         except MemlaneError as exc:
             raise _fail(exc, error, tenant) from exc
+
+    def _actor(self, ctx: Context[Any, Any], found: Resolved) -> str:
+        caller = self.memory.core.actor if found.key_id is None else f"api:{found.key_id}"
+        agent = "" if found.scope.agent_id is None else f" agent:{found.scope.agent_id}"
+        return f"mcp:{client_name(ctx)} {caller}{agent}"
 
     async def add_memory(
         self,
@@ -317,10 +346,10 @@ class _Tools:
     ) -> dict[str, Any]:
         """Store one durable fact, preference or procedure about the user, as one
         self-contained sentence. Each call adds a new memory."""
-        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as (where, memory):
             if kind not in ("fact", "preference", "procedure"):
                 raise ValidationError("kind must be fact, preference or procedure")
-            record = await self.memory.add(
+            record = await memory.add(
                 text, user_id=where.user_id, kind=MemoryKind(kind), topics=topics or (),
                 agent_id=where.agent_id, actor="mcp", trust=Trust.INFERRED,
             )  # fmt: skip
@@ -335,9 +364,9 @@ class _Tools:
         agent_id: str | None = None,
     ) -> dict[str, Any]:
         """Search the user's memories: the ones most relevant to ``query``, best first."""
-        async with self._acting(ctx, Action.READ, user_id, agent_id) as where:
+        async with self._acting(ctx, Action.READ, user_id, agent_id) as (where, memory):
             f = visible_filters(where)
-            hits = await self.memory.search(query, user_id=where.user_id, limit=limit, filters=f)
+            hits = await memory.search(query, user_id=where.user_id, limit=limit, filters=f)
         return found(hits)
 
     async def forget_memory(
@@ -350,9 +379,9 @@ class _Tools:
     ) -> dict[str, Any]:
         """Forget one memory: it is no longer recalled (history keeps it; an operator can
         restore it). Forgetting it again changes nothing."""
-        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
-            await own_record(self.memory, where, memory_id)
-            await self.memory.delete(
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as (where, memory):
+            await own_record(memory, where, memory_id)
+            await memory.delete(
                 memory_id, user_id=where.user_id, reason=reason or "forgotten via MCP"
             )
         return {"forgotten": memory_id}
@@ -369,8 +398,8 @@ class _Tools:
         """Set the user's keyed fact ``key`` (e.g. "home_airport") to a JSON ``value``,
         replacing its previous value (kept in history). The same value again changes
         nothing. Read it back with recall."""
-        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as where:
-            record = await self.memory.remember(
+        async with self._acting(ctx, Action.WRITE, user_id, agent_id) as (where, memory):
+            record = await memory.remember(
                 key, value, user_id=where.user_id, category=category, actor="mcp",
                 trust=Trust.INFERRED,
             )  # fmt: skip
@@ -385,8 +414,8 @@ class _Tools:
         agent_id: str | None = None,
     ) -> dict[str, Any]:
         """The current value of the user's keyed fact ``key`` (null if it was never set)."""
-        async with self._acting(ctx, Action.READ, user_id, agent_id) as where:
-            value = await self.memory.recall(key, user_id=where.user_id)
+        async with self._acting(ctx, Action.READ, user_id, agent_id) as (where, memory):
+            value = await memory.recall(key, user_id=where.user_id)
         return {"key": key, "value": value}
 
     async def build_context(
@@ -400,8 +429,8 @@ class _Tools:
     ) -> dict[str, Any]:
         """A context block about the user (pinned facts, relevant memories, session
         summary and recent turns) that fits ``budget`` tokens; memories are quoted data."""
-        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as where:
-            built = await self.memory.build_context(
+        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
+            built = await memory.build_context(
                 user_id=where.user_id, budget=budget, query=query, session_id=session_id
             )
         return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
@@ -412,8 +441,9 @@ class _Tools:
         self, ctx: Context[Any, Any], base: str, user_id: str | None, memory_id: str
     ) -> str:
         """One memory as JSON (a deleted one shows ``deleted_at``)."""
-        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as where:
-            record = await own_record(self.memory, where, memory_id)
+        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as acting:
+            where, memory = acting
+            record = await own_record(memory, where, memory_id)
         return json.dumps(_memory_view(record, f"{base}/{memory_id}"), ensure_ascii=False)
 
     async def list_memories(
@@ -423,8 +453,9 @@ class _Tools:
         ``next_cursor`` (and ``next``, the page's URI) while more remain."""
         if ctx is None:
             raise ResourceError("AccessDeniedError: no request to read this resource for")
-        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as where:
-            page = await self.memory.list(
+        async with self._acting(ctx, Action.READ, user_id, None, ResourceError) as acting:
+            where, memory = acting
+            page = await memory.list(
                 user_id=where.user_id, filters=visible_filters(where), cursor=cursor,
                 limit=PAGE_SIZE,
             )  # fmt: skip

@@ -127,6 +127,10 @@ class TimedMemory:
             return value
         return _timed(value, name, self._metrics)
 
+    def with_actor(self, actor: str) -> TimedMemory:
+        """The memory acting for ``actor``, timed like this one."""
+        return TimedMemory(self._memory.with_actor(actor), self._metrics)
+
 
 def _timed(fn: Callable[..., Any], op: str, metrics: Metrics) -> Callable[..., Any]:
     @functools.wraps(fn)

@@ -232,6 +232,26 @@ class ContextOut(_Out):
     dropped: dict[str, int]
 
 
+class AuditEventOut(_Out):
+    """One entry of a user's audit trail: who read or changed the user's data, and which
+    memories and sessions, never their content. A forgotten user's tombstone
+    (``action`` ``forget_user``) names them by a keyed hash."""
+
+    id: str
+    user_id: PublicUser
+    at: Time
+    actor: str = Field(description="Who: an API key (api:<key id>), an MCP client, a process.")
+    action: str = Field(description="The call, named as the Python API names it.")
+    record_ids: list[str]
+    session_ids: list[str]
+    counts: dict[str, int]
+
+
+class AuditPage(_Out):
+    items: list[AuditEventOut]
+    next_cursor: str | None
+
+
 class UsersOut(_Out):
     users: list[str] = Field(description="The tenant's users the key reaches.")
 

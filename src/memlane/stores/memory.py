@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from memlane.errors import ConflictError
-from memlane.models import Job, JobStatus, MemoryKind, MemoryRecord, Message
+from memlane.models import AuditEvent, Job, JobStatus, MemoryKind, MemoryRecord, Message
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
@@ -75,6 +75,7 @@ class MemoryStore(OpDispatch):
         self._messages: dict[tuple[str, str], list[Message]] = {}  # in seq order
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._jobs: dict[tuple[str, str], Job] = {}  # (user, job id)
+        self._audit: dict[str, dict[str, AuditEvent]] = {}  # user: {entry id: entry}
 
     def setup(self) -> None:
         """Nothing to open; present for the protocol."""
@@ -531,4 +532,30 @@ class MemoryStore(OpDispatch):
             counts["states"] += len(self._states[state_key])
             tx.pop(self._states, state_key)
         counts["embeddings"] = self._op_PruneEmbeddings(ops.PruneEmbeddings(), tx)
+        counts["audit"] = sum(len(self._audit.get(trail, {})) for trail in op.trails)
+        for trail in op.trails:
+            tx.pop(self._audit, trail)
+        if op.tombstone is not None:
+            self._op_AppendAudit(ops.AppendAudit((replace(op.tombstone, counts=counts),)), tx)
         return counts
+
+    # ------------------------------------------------------------------ audit
+
+    @handles(ops.AppendAudit)
+    def _op_AppendAudit(self, op: ops.AppendAudit, tx: _Tx) -> None:
+        for event in op.events:
+            trail = self._audit.get(event.user_id)
+            if trail is None:
+                tx.set(self._audit, event.user_id, {})
+                trail = self._audit[event.user_id]
+            if event.id not in trail:
+                tx.set(trail, event.id, event)
+
+    @handles(ops.ListAudit)
+    def _op_ListAudit(self, op: ops.ListAudit, tx: _Tx) -> list[AuditEvent]:
+        after, since = op.after_id or "", op.since
+        events = sorted(
+            (e for e in self._audit.get(op.user_id, {}).values() if e.id > after),
+            key=lambda e: e.id,
+        )
+        return [e for e in events if since is None or e.at >= since][: op.limit]

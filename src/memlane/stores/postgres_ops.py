@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from memlane.stores.base import OpDispatch, check_expected, claim, handles, shou
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.postgres_lexical import lexical_sql
 from memlane.stores.postgres_sql import (
+    APPEND_AUDIT,
     CLAIM_JOB,
     DIALECT,
     INSERT_RECORD,
@@ -31,7 +33,15 @@ from memlane.stores.postgres_sql import (
     record_params,
 )
 from memlane.stores.sql import statements as st
-from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_json, words_of
+from memlane.stores.sql.codecs import (
+    AUDIT,
+    EVENTS,
+    MESSAGES,
+    SESSIONS,
+    STATES,
+    to_json,
+    words_of,
+)
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.text import query_terms
@@ -445,7 +455,23 @@ class PostgresOps(OpDispatch):
         for table, statement in st.delete_user(DIALECT, op.user_id):
             _, counts[table] = yield Sql(*statement)
         counts["embeddings"] = yield from self._op_PruneEmbeddings(ops.PruneEmbeddings())
+        permit, delete, revoke = st.erase_audit(DIALECT, op.trails)
+        yield Sql(*permit)
+        _, counts["audit"] = yield Sql(*delete)
+        yield Sql(*revoke)
+        if op.tombstone is not None:
+            yield from self._op_AppendAudit(
+                ops.AppendAudit((replace(op.tombstone, counts=counts),))
+            )
         return counts
+
+    # ------------------------------------------------------------------ audit
+
+    @handles(ops.AppendAudit)
+    def _op_AppendAudit(self, op: ops.AppendAudit) -> Step:
+        if op.events:
+            yield Sql(APPEND_AUDIT, [ROWS.values(AUDIT, e) for e in op.events], many=True)
+        return None
 
 
 def hnsw_index_name(model: str, dim: int) -> str:

@@ -25,8 +25,9 @@ from memlane.errors import ConfigurationError
 from memlane.models import MemoryRecord
 from memlane.ports.store import Op
 from memlane.stores.postgres_lexical import TS_CONFIG
-from memlane.stores.sql.codecs import RECORDS, TRUST_OF_OLD_ROWS, RowCodec
+from memlane.stores.sql.codecs import AUDIT, RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
+from memlane.stores.sql.statements import APPEND_ONLY
 from memlane.urls import redact_url
 
 MIGRATION_LOCK = 0x6D656D6C616E65  # "memlane": serializes concurrent setup() calls
@@ -201,6 +202,33 @@ CREATE INDEX records_quarantined ON records (user_id, id) WHERE quarantine <> '[
 """Whose word each memory is and, while it is held back, the kinds of instruction-like
 content found in it; rows written before are never quarantined and get the trust their
 writer implies (:data:`~memlane.stores.sql.codecs.TRUST_OF_OLD_ROWS`)."""
+_AUDIT_SQL = f"""
+CREATE TABLE audit (
+    user_id text NOT NULL, id text NOT NULL, at timestamptz NOT NULL,
+    actor text NOT NULL, action text NOT NULL,
+    record_ids jsonb NOT NULL DEFAULT '[]', session_ids jsonb NOT NULL DEFAULT '[]',
+    counts jsonb NOT NULL DEFAULT '{{}}',
+    PRIMARY KEY (user_id, id)
+);
+CREATE TABLE audit_erasures (user_id text PRIMARY KEY);
+CREATE FUNCTION memlane_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND EXISTS (
+        SELECT 1 FROM audit_erasures e WHERE e.user_id = OLD.user_id
+    ) THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '{APPEND_ONLY}';
+END $$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION memlane_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION memlane_audit_append_only();
+"""
+"""Who read or changed which user's data (:class:`~memlane.models.AuditEvent`), never
+content. Entries are appended only: the trigger refuses any change, any truncation, and
+any removal but of a user ``audit_erasures`` names, which forgetting that user does
+inside its own transaction (:func:`memlane.stores.sql.statements.erase_audit`)."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -301,6 +329,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (5, "periods named in a record's text, indexed with it", _PERIODS_SQL),
     (6, "lexical index without a pending list; room for in-place updates", _SEARCH_AT_SCALE_SQL),
     (7, "trust and quarantine of each memory", _TRUST_SQL),
+    (8, "the audit trail, append-only", _AUDIT_SQL),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")
@@ -333,6 +362,11 @@ UPDATE_RECORD = (
     "AND session_id IS NOT DISTINCT FROM %(session_id)s::text AND kind = %(kind)s "
     f"THEN search ELSE {SEARCH_VECTOR} END "
     "WHERE user_id = %(user_id)s AND id = %(id)s"
+)
+
+APPEND_AUDIT = (
+    f"INSERT INTO audit ({', '.join(AUDIT.columns)}) VALUES (%s, %s, %s, %s, %s, "
+    "%s::jsonb, %s::jsonb, %s::jsonb) ON CONFLICT DO NOTHING"
 )
 
 CLAIM_JOB = (

@@ -447,6 +447,8 @@ _passes(
     ops.PruneEmbeddings,
     ops.DeleteSessions,
     ops.ListUsers,
+    ops.AppendAudit,  # ids, counts and actors: never content (memlane.core.audit)
+    ops.ListAudit,
 )
 
 

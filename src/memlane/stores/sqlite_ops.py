@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from memlane.errors import StoreError
@@ -22,7 +23,15 @@ from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import statements as st
-from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, to_json, words_of
+from memlane.stores.sql.codecs import (
+    AUDIT,
+    EVENTS,
+    MESSAGES,
+    SESSIONS,
+    STATES,
+    to_json,
+    words_of,
+)
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
@@ -513,4 +522,21 @@ class SqliteOps(OpDispatch):
         # What the deletes queued for the index goes: the batch asks for the user's
         # indexes to be rebuilt, which removes them (see SqliteStore._run).
         conn.execute("DELETE FROM index_outbox WHERE user_id = ?", (op.user_id,))
+        permit, delete, revoke = st.erase_audit(DIALECT, op.trails)
+        conn.execute(*permit)
+        counts["audit"] = conn.execute(*delete).rowcount
+        conn.execute(*revoke)
+        if op.tombstone is not None:
+            self._op_AppendAudit(conn, ops.AppendAudit((replace(op.tombstone, counts=counts),)))
         return counts
+
+    # ------------------------------------------------------------------ audit
+
+    @handles(ops.AppendAudit)
+    def _op_AppendAudit(self, conn: sqlite3.Connection, op: ops.AppendAudit) -> None:
+        columns = ", ".join(AUDIT.columns)
+        marks = ", ".join("?" * len(AUDIT.columns))
+        conn.executemany(
+            f"INSERT OR IGNORE INTO audit ({columns}) VALUES ({marks})",
+            [ROWS.values(AUDIT, e) for e in op.events],
+        )

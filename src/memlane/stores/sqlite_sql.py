@@ -13,6 +13,7 @@ from memlane.errors import UnsupportedError
 from memlane.models import MemoryRecord, from_iso, to_iso
 from memlane.stores.sql.codecs import RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
+from memlane.stores.sql.statements import APPEND_ONLY
 
 FLOAT16_SQL = "memlane_float16"
 """The SQL function migration 8 converts float32 vector BLOBs with (see float16_blob)."""
@@ -399,6 +400,27 @@ _TRUST_SQL = f"""
 the kinds of instruction-like content found in it. Rows written before are never
 quarantined (they were not screened: ``memlane reindex`` does not screen either; an
 export and import does) and get the trust their writer implies (:data:`TRUST_OF_OLD_ROWS`)."""
+_AUDIT_SQL = f"""
+        CREATE TABLE audit (
+            user_id TEXT NOT NULL, id TEXT NOT NULL, at TEXT NOT NULL,
+            actor TEXT NOT NULL, action TEXT NOT NULL,
+            record_ids TEXT NOT NULL DEFAULT '[]', session_ids TEXT NOT NULL DEFAULT '[]',
+            counts TEXT NOT NULL DEFAULT '{{}}',
+            PRIMARY KEY (user_id, id)
+        );
+        CREATE TABLE audit_erasures (user_id TEXT PRIMARY KEY) WITHOUT ROWID;
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN
+            SELECT RAISE(ABORT, '{APPEND_ONLY}');
+        END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        WHEN NOT EXISTS (SELECT 1 FROM audit_erasures e WHERE e.user_id = old.user_id) BEGIN
+            SELECT RAISE(ABORT, '{APPEND_ONLY}');
+        END;
+"""
+"""Who read or changed which user's data (:class:`~memlane.models.AuditEvent`), never
+content. Entries are appended only: the triggers refuse any change, and any removal but
+of a user ``audit_erasures`` names, which forgetting that user does inside its own
+transaction (:func:`memlane.stores.sql.statements.erase_audit`)."""
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -532,6 +554,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (9, "periods named in a record's text, indexed with it", _PERIODS_SQL),
     (10, "search indexes beside the database, fed by an outbox", _SEARCH_INDEX_SQL),
     (11, "trust and quarantine of each memory", _TRUST_SQL),
+    (12, "the audit trail, append-only", _AUDIT_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

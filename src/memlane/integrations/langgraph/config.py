@@ -27,9 +27,15 @@ def twins(memory: Memory | AsyncMemory) -> tuple[Memory, AsyncMemory]:
 
 
 def _twin(kind: type[M], memory: Memory | AsyncMemory) -> M:
-    """A ``kind`` memory over the store, embedder, clock and config of ``memory``."""
+    """A ``kind`` memory over the store, embedder, clock, config and actor of ``memory``."""
     core = memory.core
-    return kind(memory.store, embedder=memory.embedder, clock=core.clock, config=core.config)
+    return kind(
+        memory.store,
+        embedder=memory.embedder,
+        clock=core.clock,
+        config=core.config,
+        actor=core.actor,
+    )
 
 
 def check_user(user_id: object, user_position: object) -> tuple[str | None, int | None]:

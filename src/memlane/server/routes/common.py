@@ -89,8 +89,25 @@ class Call:
     agent_id: str | None = None
 
     @property
+    def actor(self) -> str:
+        """Who the audit trail records as making this call: the API key, and the agent
+        the call acts as, if any."""
+        agent = f" agent:{self.agent_id}" if self.agent_id is not None else ""
+        return self.caller.actor + agent
+
+    @property
     def memory(self) -> AsyncMemory:
-        return self.srv.memory
+        """The server's memory acting for this call's :attr:`actor`."""
+        return self.srv.memory.with_actor(self.actor)
+
+    def actor_for(self, where: UserScope) -> str:
+        """:attr:`actor` acting as the agent of ``where`` (a body's ``agent_id``, checked
+        by :meth:`scope`)."""
+        return replace(self, agent_id=where.agent_id).actor
+
+    def acting(self, where: UserScope) -> AsyncMemory:
+        """The server's memory acting for :meth:`actor_for` ``where``."""
+        return self.srv.memory.with_actor(self.actor_for(where))
 
     def out(self, model: type[_Model], value: dict[str, Any]) -> _Model:
         """``value`` (memlane objects' ``to_dict()``) as the response ``model``, naming

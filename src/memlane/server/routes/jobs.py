@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from memlane.access import Action, visible
+from memlane.core import audit as trail
 from memlane.errors import NoModelError, NotFoundError
 from memlane.manager.flows import conversation_text
 from memlane.ports import store as ops
 from memlane.server.responses import JobOut, JobsOut
-from memlane.server.routes.common import AgentCall, Area, UserCall
+from memlane.server.routes.common import AgentCall, Area, Call, UserCall
 from memlane.server.schemas import JobId, LearnBody
 
 area = Area("jobs")
@@ -25,7 +26,8 @@ async def learn(body: LearnBody, call: UserCall) -> JobOut:
     if manager is None:
         conversation_text(messages)  # a bad body is a 422, with or without a model
         raise NoModelError("no memory manager")
-    job = manager.process_in_background(  # validates, then needs the model
+    acting = manager.with_actor(call.actor_for(where))
+    job = acting.process_in_background(  # validates, then needs the model
         messages, user_id=where.user_id, session_id=body.session_id, agent_id=where.agent_id
     )
     return call.out(JobOut, job.to_dict())
@@ -37,6 +39,7 @@ async def get_job(job_id: JobId, call: AgentCall) -> JobOut:
     job = (await call.memory.store.abatch([ops.GetJob(where.user_id, job_id)]))[0]
     if job is None or not visible(where, job.agent_id):
         raise NotFoundError(f"no job {job_id!r}")
+    await _read(call, "job", [job], where.user_id)
     return call.out(JobOut, _job_dict(job))
 
 
@@ -44,7 +47,17 @@ async def get_job(job_id: JobId, call: AgentCall) -> JobOut:
 async def list_jobs(call: UserCall) -> JobsOut:
     stored = call.scope(Action.READ_ALL).user_id
     jobs = (await call.memory.store.abatch([ops.ListJobs(stored)]))[0]
+    await _read(call, "list_jobs", jobs, stored)
     return call.out(JobsOut, {"jobs": [_job_dict(j) for j in jobs]})
+
+
+async def _read(call: Call, action: str, jobs: list[Any], user_id: str) -> None:
+    """Record the read of ``jobs`` of ``user_id`` (their payloads hold messages) in the
+    audit trail."""
+    memory = call.memory
+    batch = trail.read_jobs(memory.core, action, jobs, user_id)
+    if batch:
+        await memory.store.abatch(batch)
 
 
 _PLAIN_ERRORS = ("ValidationError:", "ConflictError:", "NotFoundError:")

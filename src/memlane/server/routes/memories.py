@@ -32,7 +32,7 @@ _ONLY_QUARANTINED = "Only quarantined memories (as include_quarantined, for oper
 async def add_memory(body: AddBody, call: UserCall) -> MemoryOut:
     # An agent writes to its own or shared sessions.
     where = await call.session(Action.WRITE, body.session_id, agent_id=body.agent_id, writing=True)
-    record = await call.memory.add(
+    record = await call.acting(where).add(
         **body.arguments(), user_id=where.user_id, agent_id=where.agent_id, actor=call.caller.actor
     )
     return call.out(MemoryOut, record.to_dict())
@@ -153,7 +153,7 @@ async def memory_history(memory_id: MemoryId, call: AgentCall) -> HistoryOut:
 @area.route("POST", "/search")
 async def search(body: SearchBody, call: UserCall) -> HitsOut:
     where = call.scope(Action.READ, body.agent_id)
-    hits = await call.memory.search(
+    hits = await call.acting(where).search(
         body.query,
         user_id=where.user_id,
         limit=body.limit,

@@ -41,7 +41,7 @@ async def list_sessions(
 @area.route("POST", "/sessions/{session_id}/messages", status_code=201)
 async def add_messages(session_id: SessionId, body: MessagesBody, call: UserCall) -> RunOut:
     where = await call.session(Action.WRITE, session_id, agent_id=body.agent_id, writing=True)
-    run = await call.memory.add_messages(
+    run = await call.acting(where).add_messages(
         session_id,
         [(m.role, m.content) for m in body.messages],
         user_id=where.user_id,
@@ -109,9 +109,10 @@ async def _summarize(call: Call, session_id: str, stored: str) -> MemoryRecord:
     manager = call.srv.manager
     if manager is None or manager.llm is None:
         return await call.memory.summarize_session(session_id, user_id=stored)
+    acting = manager.with_actor(call.actor)
     with call.srv.metrics.timing("manager.summarize_session"):  # the chat model's time
         record: MemoryRecord = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: manager.summarize_session(session_id, user_id=stored)
+            None, lambda: acting.summarize_session(session_id, user_id=stored)
         )
     return record
 

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from memlane.models import (
     ROLE_TRUST,
+    AuditEvent,
     HistoryAction,
     HistoryEvent,
     Job,
@@ -48,6 +49,7 @@ WRITE_OPS = (
     ops.DeleteUser,
     ops.PutJob,
     ops.ClaimJob,
+    ops.AppendAudit,
 )
 """The ops that write: a batch with none of them runs as a read-only transaction."""
 
@@ -152,6 +154,8 @@ SESSIONS = layout(Session, "user_id session_id agent_id team created_at updated_
                   created_at=TIME, updated_at=TIME, metadata=DOC)  # fmt: skip
 STATES = layout(StateVersion, "user_id session_id name version data updated_at",
                 data=DOC, updated_at=TIME)  # fmt: skip
+AUDIT = layout(AuditEvent, "user_id id at actor action record_ids session_ids counts",
+               at=TIME, record_ids=LIST, session_ids=LIST, counts=MAP)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.sql import statements as st
-from memlane.stores.sql.codecs import EVENTS, MESSAGES, SESSIONS, STATES, Layout, RowCodec
+from memlane.stores.sql.codecs import AUDIT, EVENTS, MESSAGES, SESSIONS, STATES, Layout, RowCodec
 from memlane.stores.sql.dialect import Dialect
 
 Rows = Sequence[Sequence[Any]]
@@ -67,4 +67,5 @@ QUERIES: dict[type[Op[Any]], Query] = {
     ops.GetJob: Query(st.get_job, _job),
     ops.ListJobs: Query(st.list_jobs, _jobs),
     ops.ListUsers: Query(_list_users, _users),
+    ops.ListAudit: Query(st.list_audit, _every(AUDIT)),
 }

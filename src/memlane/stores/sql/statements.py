@@ -11,6 +11,7 @@ from typing import Any
 
 from memlane.models import StateVersion
 from memlane.ports import store as ops
+from memlane.stores.sql.codecs import AUDIT
 from memlane.stores.sql.dialect import Dialect
 from memlane.stores.sql.filters import filter_sql
 
@@ -236,3 +237,35 @@ def list_jobs(d: Dialect, op: ops.ListJobs) -> Statement:
 def delete_user(d: Dialect, user_id: str) -> list[tuple[str, Statement]]:
     """Per table holding a user's rows, the statement deleting them."""
     return [(t, (f"DELETE FROM {t} WHERE user_id = {d.mark}", [user_id])) for t in USER_TABLES]
+
+
+# ---------------------------------------------------------------------------- audit
+
+APPEND_ONLY = "the audit trail is append-only: only forgetting its user removes an entry"
+"""What the database answers a statement that would change or remove an audit entry
+(the tables' triggers, migrations SQLite 12 and PostgreSQL 8)."""
+
+
+def list_audit(d: Dialect, op: ops.ListAudit) -> Statement:
+    """One page of a user's audit entries, by id, after the cursor, since a time."""
+    m = d.mark
+    where, params = f"user_id = {m} AND id > {m}", [op.user_id, op.after_id or ""]
+    if op.since is not None:
+        where += f" AND at >= {m}"
+        params.append(d.time(op.since))
+    sql = f"SELECT {', '.join(AUDIT.columns)} FROM audit WHERE {where} ORDER BY id LIMIT {m}"
+    return sql, [*params, op.limit]
+
+
+def erase_audit(d: Dialect, user_ids: Sequence[str]) -> tuple[Statement, ...]:
+    """Removing the audit entries of ``user_ids`` (a user forgotten, and the tombstone of
+    an earlier forgetting), in order: permit it (the append-only trigger lets only the
+    rows of users named in ``audit_erasures`` go), delete, take the permit back. The
+    delete's row count is the second statement's."""
+    where, params = _any_of(d, "user_id", user_ids)
+    marks = ", ".join(f"({d.mark})" for _ in user_ids)
+    return (
+        (f"INSERT INTO audit_erasures (user_id) VALUES {marks}", list(user_ids)),
+        (f"DELETE FROM audit WHERE {where}", params),
+        (f"DELETE FROM audit_erasures WHERE {where}", params),
+    )

@@ -13,6 +13,7 @@ Each test gets a fresh, empty store. The suite uses :class:`FakeEmbedder` and a
 
 from __future__ import annotations
 
+from memlane.testing.conformance.audit import AuditConformance
 from memlane.testing.conformance.jobs import JobsConformance
 from memlane.testing.conformance.models import ModelsConformance
 from memlane.testing.conformance.records import RecordsConformance
@@ -27,6 +28,8 @@ __all__ = ["StoreConformance"]
 class StoreConformance(
     # pytest collects a class's bases last-first: this order keeps the tests in the
     # order of the areas below (records, search, sessions, transfer, trust, jobs, models).
+    # order of the areas below (records, search, sessions, transfer, jobs, models, audit).
+    AuditConformance,
     ModelsConformance,
     JobsConformance,
     TrustConformance,

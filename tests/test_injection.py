@@ -379,7 +379,7 @@ def test_an_older_sqlite_store_gets_trust_from_its_writers(
     with sqlite3.connect(path) as conn:
         insert_old_rows(lambda sql, params: conn.execute(sql, params) and None, "?")
     m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=FixedClock())
-    assert [v for v, _ in m.store.schema_versions()][-1] == 11  # type: ignore[attr-defined]
+    assert 11 in [v for v, _ in m.store.schema_versions()]  # type: ignore[attr-defined]
     check_old_rows(m)
     m.close()
 

@@ -111,7 +111,7 @@ def test_a_database_from_before_trust_gets_it_from_its_writers(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         insert_old_rows(lambda sql, params: conn.execute(sql, params) and None, "%s")  # type: ignore[call-overload]
     m, _ = _memory(pg_url)
-    assert [v for v, _ in m.store.schema_versions()][-1] == 7  # type: ignore[attr-defined]
+    assert 7 in [v for v, _ in m.store.schema_versions()]  # type: ignore[attr-defined]
     check_old_rows(m)
     m.close()
 

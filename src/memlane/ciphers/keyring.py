@@ -91,7 +91,10 @@ class Keyring:
 
     def get_or_create(self, scope: str, name: str) -> bytes:
         """The key, made (random, wrapped by the master key) when there is none. Two
-        processes making the same key at once agree on one."""
+        processes making the same key at once agree on one. Raises EncryptionError,
+        making nothing, when the keyring's keys are wrapped by a master key this one was
+        not given (a wrong key, or one a rotation retired): a key made then would not
+        open with the right one."""
         found = self.get(scope, name)
         if found is not None:
             return found
@@ -99,6 +102,7 @@ class Keyring:
         wrapped = self.master.wrap(key, _context(scope, name))
         now = datetime.now(UTC).isoformat()
         with self._write() as conn:
+            self._check_master(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?)",
                 (scope, name, self.master.key_id, wrapped, now),
@@ -163,6 +167,17 @@ class Keyring:
             return os.pread(self._fd, 4, 24)
 
     # ------------------------------------------------------------------ internals
+
+    def _check_master(self, conn: sqlite3.Connection) -> None:
+        # Every entry is wrapped by one master key, or by the ones a rotation in progress
+        # was given: the first entry (the store key once there is one) says which.
+        row = conn.execute("SELECT master_id FROM keys LIMIT 1").fetchone()
+        if row is not None and row[0] not in self._masters:
+            raise EncryptionError(
+                f"the keyring's keys are wrapped by master key {row[0]}, which was not "
+                f"given (given: {', '.join(sorted(self._masters))}); no new key is made "
+                "under another (after `memlane keys rotate`, restart with the new key)"
+            )
 
     def _unwrap(self, scope: str, name: str, master_id: str, wrapped: bytes) -> bytes:
         master = self._masters.get(master_id)

@@ -32,7 +32,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memlane.errors import DecryptionError, KeyDestroyedError, UnsupportedError
+from memlane.errors import (
+    ConfigurationError,
+    DecryptionError,
+    KeyDestroyedError,
+    UnsupportedError,
+)
 from memlane.models import Filters, HistoryEvent, Job, MemoryRecord, Message, Session, StateVersion
 from memlane.models.basics import month_names, utcnow
 from memlane.ports import store as ops
@@ -251,6 +256,9 @@ class _Sealer:
 
 _MARKER = ("::memlane", "::store", "encryption")
 """Where a store records that it is encrypted: a state of memlane's own (system) user."""
+_CHECK = b"memlane: sealed with this keyring"
+"""What the marker holds sealed under the system user's key: whether a keyring is the
+store's is whether it opens."""
 
 
 def is_encrypted(store: Store) -> bool:
@@ -294,11 +302,32 @@ class SealedStore:
 
     def setup(self) -> None:
         """Set up the store and mark it encrypted (once), so that a memory without the
-        cipher refuses it (:func:`is_encrypted`)."""
+        cipher refuses it (:func:`is_encrypted`). The mark holds a value sealed under a
+        key of the keyring: a keyring that is not the store's (a fresh file, another
+        store's) is refused with ConfigurationError before it makes keys of its own for
+        the store's users; a wrong master key fails with DecryptionError."""
         self.store.setup()
-        if not is_encrypted(self.store):
-            marker = StateVersion(*_MARKER, 1, {"sealed": True}, utcnow())
-            self.store.batch([ops.PutState(marker, None)])
+        marker = self.store.batch([ops.GetState(*_MARKER)])[0]
+        if marker is not None and isinstance(marker.data.get("check"), str):
+            self._check_keyring(marker.data["check"])
+            return
+        key = self.cipher.user_key(_MARKER[0], create=True)
+        assert key is not None
+        data = {"sealed": True, "check": _b64(key.seal(_CHECK, _context(*_MARKER)))}
+        version = 1 if marker is None else marker.version + 1  # marked before the check
+        self.store.batch([ops.PutState(StateVersion(*_MARKER, version, data, utcnow()), None)])
+
+    def _check_keyring(self, check: str) -> None:
+        key = self.cipher.user_key(_MARKER[0], create=False)
+        try:
+            if key is None:
+                raise DecryptionError("no key of the store")
+            key.open(base64.b64decode(check), _context(*_MARKER))
+        except (DecryptionError, ValueError) as exc:
+            raise ConfigurationError(
+                f"the store {self.url} was encrypted with another keyring than "
+                f"{self.cipher!r}: give it its own (MEMLANE_KEYRING)"
+            ) from exc
 
     def close(self) -> None:
         self.store.close()

@@ -501,13 +501,25 @@ def _append_history(plan: _Plan, op: ops.AppendHistory) -> tuple[Op[Any], Callab
     return replace(op, events=events), _same
 
 
-@_handles(ops.GetRecords, ops.ListRecords, ops.FindExpired)
+@_handles(ops.GetRecords, ops.ListRecords)
 def _read_records(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
     if isinstance(op, ops.ListRecords):
         sealer = plan.reader(op.user_id)
         if sealer is not None:
             op = replace(op, filters=sealer.filters(op.filters))
     return op, plan.open_records
+
+
+@_handles(ops.FindExpired)
+def _find_expired(plan: _Plan, op: ops.FindExpired) -> tuple[Op[Any], Callable[[Any], Any]]:
+    # Every user's expired rows. Sealed rows of a user with no key are what a forget cut
+    # short after the key left (forget_user again removes them): nothing can open them,
+    # and they must not stop the sweep of every other user.
+    def opener(rows: list[MemoryRecord]) -> list[MemoryRecord]:
+        kept = [r for r in rows if not is_sealed_record(r) or plan.reader(r.user_id)]
+        return plan.open_records(kept)
+
+    return op, opener
 
 
 @_handles(ops.LexicalSearch)

@@ -155,6 +155,22 @@ class _Sealer:
             metadata={self.name("mk", k): self.value(k, v) for k, v in filters.metadata.items()},
         )
 
+    def matched(self, filters: Filters, r: MemoryRecord) -> MemoryRecord:
+        """``r`` (opened), which the store matched by its blinded columns against
+        ``filters``: its sealed content must match them too, else those columns were
+        altered (swapped from another row) and r is not returned. Raises
+        DecryptionError."""
+        metadata = {k: self.value(k, v) for k, v in r.metadata.items()}
+        if (
+            (filters.key is not None and r.key != filters.key)
+            or (filters.topics and set(filters.topics).isdisjoint(r.topics))
+            or any(metadata.get(k) != self.value(k, v) for k, v in filters.metadata.items())
+        ):
+            raise DecryptionError(
+                f"memory {r.id}: its index columns do not match its sealed content (altered)"
+            )
+        return r
+
     # -------------------------------------------------------------- rows
 
     def record(self, r: MemoryRecord, digest: Callable[[str | None], str | None]) -> MemoryRecord:
@@ -506,7 +522,12 @@ def _read_records(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
     if isinstance(op, ops.ListRecords):
         sealer = plan.reader(op.user_id)
         if sealer is not None:
-            op = replace(op, filters=sealer.filters(op.filters))
+            wanted = op.filters
+
+            def opener(rows: list[MemoryRecord]) -> list[MemoryRecord]:
+                return [sealer.matched(wanted, r) for r in plan.open_records(rows)]
+
+            return replace(op, filters=sealer.filters(wanted)), opener
     return op, plan.open_records
 
 

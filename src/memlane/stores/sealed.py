@@ -17,8 +17,9 @@ back, so the backend (SQLite, PostgreSQL, a Redis tier, a plugin) only ever hold
   in-database vector search, so they are not; leave out the embedder (lexical search
   only) where that matters.
 
-Reads of a user with no key return what is stored as it is: rows written before the store
-was encrypted (``memlane migrate`` moves a store into and out of encryption).
+Reads of a user with no key return what is stored as it is. A store that already holds
+unencrypted data is not encrypted in place (``memlane migrate`` moves a store into and out
+of encryption).
 :class:`~memlane.ports.store.DeleteUser` destroys the user's key before the rows, so what
 any copy of the store holds of that user can no longer be opened (crypto-shredding).
 """
@@ -321,17 +322,33 @@ class SealedStore:
         cipher refuses it (:func:`is_encrypted`). The mark holds a value sealed under a
         key of the keyring: a keyring that is not the store's (a fresh file, another
         store's) is refused with ConfigurationError before it makes keys of its own for
-        the store's users; a wrong master key fails with DecryptionError."""
+        the store's users; a wrong master key fails with DecryptionError. A store not
+        marked yet that holds data (written unencrypted) is refused with
+        ConfigurationError: ``memlane migrate --encrypt`` copies it into encryption."""
         self.store.setup()
         marker = self.store.batch([ops.GetState(*_MARKER)])[0]
         if marker is not None and isinstance(marker.data.get("check"), str):
             self._check_keyring(marker.data["check"])
             return
+        if marker is None and self._holds_unsealed():
+            # Sealing from here on would leave the rows there are in the clear, and no
+            # longer matched by their users' blinded filters once those write.
+            raise ConfigurationError(
+                f"the store {self.url} holds unencrypted data: it is not encrypted in "
+                "place; copy it into encryption with `memlane migrate <it> <new store> "
+                "--encrypt`"
+            )
         key = self.cipher.user_key(_MARKER[0], create=True)
         assert key is not None
         data = {"sealed": True, "check": _b64(key.seal(_CHECK, _context(*_MARKER)))}
         version = 1 if marker is None else marker.version + 1  # marked before the check
         self.store.batch([ops.PutState(StateVersion(*_MARKER, version, data, utcnow()), None)])
+
+    def _holds_unsealed(self) -> bool:
+        # A user without a key wrote unsealed (what was written through this store
+        # before its first setup has its users' keys).
+        users = self.store.batch([ops.ListUsers()])[0]
+        return any(self.cipher.user_key(u, create=False) is None for u in users)
 
     def _check_keyring(self, check: str) -> None:
         key = self.cipher.user_key(_MARKER[0], create=False)

@@ -17,6 +17,7 @@ import tempfile
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -295,6 +296,44 @@ def test_a_store_holding_unencrypted_data_is_not_encrypted_in_place(tmp_path: Pa
     with Memory(db, embedder=FakeEmbedder()) as plain:  # unchanged, and not marked
         assert plain.recall("pin", user_id="u") == "4711"
         assert len(plain.list(user_id="u").items) == 2
+
+
+def test_an_api_key_made_on_an_encrypted_store_is_listed_and_revoked_by_the_cli(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+    from memlane.server import KeyStore
+
+    master = generate_key()
+    m = _memory(tmp_path, Keyring(tmp_path / "m.db.keys", _master(master)))
+    m.setup()
+    _, made = KeyStore(m.store).create("acme", label="ops")  # sealed, as the store is
+    m.close()
+    env = {"MEMLANE_MASTER_KEY": master, "MEMLANE_EMBEDDER": "fake"}
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(cli, ["--store", store, "keys", *args], env=env)
+
+    listed = run("list")
+    assert listed.exit_code == 0 and json.loads(listed.output)["key_id"] == made.key_id
+    revoked = run("revoke", made.key_id)  # a leaked key must be revocable
+    assert revoked.exit_code == 0, revoked.output
+    m = _memory(tmp_path, Keyring(tmp_path / "m.db.keys", _master(master)))
+    assert [k.revoked for k in KeyStore(m.store).list()] == [True]
+    m.close()
+
+
+def test_a_master_key_given_as_text_is_not_echoed_in_the_error(tmp_path: Path) -> None:
+    master = generate_key()
+    with pytest.raises(ConfigurationError) as made:
+        Keyring(tmp_path / "m.keys", master)  # type: ignore[arg-type]  # not parsed
+    with pytest.raises(ConfigurationError) as rotated:
+        Keyring(tmp_path / "m.keys", _master()).rotate(master.encode())  # type: ignore[arg-type]
+    for caught in (made, rotated):
+        assert master not in str(caught.value) and master[:12] not in repr(caught.value)
 
 
 # ---------------------------------------------------------------------------- forgetting

@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS keys (
 """
 
 
+def _not_a_master_key(value: object) -> str:
+    # Never the value itself: a key given as text or bytes, unparsed, is the secret.
+    return (
+        f"not a master key: a {type(value).__name__} (give LocalMasterKey.parse(text), "
+        "LocalMasterKey.from_file(path) or a KmsMasterKey)"
+    )
+
+
 def _context(scope: str, name: str) -> bytes:
     # Binds a wrapped key to its owner: an entry copied onto another user does not open.
     return f"memlane data key\x00{scope}\x00{name}".encode()
@@ -53,7 +61,7 @@ class Keyring:
         previous: Sequence[MasterKey] = (),
     ) -> None:
         if not isinstance(master, MasterKey):
-            raise ConfigurationError(f"not a master key: {master!r}")
+            raise ConfigurationError(_not_a_master_key(master))
         self.path = None if path is None else Path(path).expanduser()
         self.master = master
         self._masters = {k.key_id: k for k in (*previous, master)}
@@ -131,7 +139,7 @@ class Keyring:
         Every entry must unwrap with a master key this keyring knows. Returns how many
         keys were rewrapped; afterwards this keyring wraps new keys with ``new_master``."""
         if not isinstance(new_master, MasterKey):
-            raise ConfigurationError(f"not a master key: {new_master!r}")
+            raise ConfigurationError(_not_a_master_key(new_master))
         with self._write() as conn:
             rows = conn.execute("SELECT scope, name, master_id, wrapped FROM keys").fetchall()
             for scope, name, master_id, wrapped in rows:

@@ -382,6 +382,36 @@ def test_a_copy_of_the_data_folder_from_before_a_forget_does_not_open_after_it(
         old.list(user_id="gone")  # the master key is still the one in use
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: content hashes are keyed by one key of the whole store, which "
+    "forget_user keeps, so a copy still confirms a guessed text (the vectors, in the "
+    "clear by design, do too, given the embedding model)",
+)
+def test_a_forgotten_users_copied_rows_confirm_no_guess_with_the_keys_in_use(
+    tmp_path: Path,
+) -> None:
+    from memlane.models import content_hash
+    from memlane.stores.sealed import SealedStore
+    from memlane.stores.sqlite import SqliteStore
+
+    ring = Keyring(tmp_path / "m.keys", _master())
+    m = _memory(tmp_path / "live", ring)
+    m.add("my locker code is 4711", user_id="gone")
+    m.close()
+    shutil.copytree(tmp_path / "live", tmp_path / "backup")
+    m = _memory(tmp_path / "live", ring)
+    m.forget_user("gone")
+    m.close()
+    # The copy's rows of the forgotten user, and the key material as it is now.
+    with sqlite3.connect(tmp_path / "backup" / "m.db") as conn:
+        query = "SELECT content_hash FROM records WHERE user_id = 'gone'"
+        stored = {h for (h,) in conn.execute(query)}
+    now = SealedStore(SqliteStore(tmp_path / "live" / "m.db"), AesGcmCipher(ring))
+    guesses = (f"my locker code is {n:04d}" for n in range(10_000))
+    assert [g for g in guesses if now.digest(content_hash(g)) in stored] == []
+
+
 class _SlowKms:
     """A key service in the test (AES-GCM under its own key) whose unwraps of one user's
     key, in threads other than the main one, wait until released: the round trip a real

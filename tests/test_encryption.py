@@ -220,7 +220,8 @@ def test_forgetting_a_user_leaves_every_copy_of_their_data_unreadable(tmp_path: 
     old.close()
     # Nor does the keyring file hold the destroyed key's bytes anywhere (secure delete).
     assert _hits([backup]) == {}
-    assert Keyring(tmp_path / "m.keys", master).names("user") == ["stays"]
+    # memlane's own system user keeps a key too: the store's mark is sealed under it.
+    assert Keyring(tmp_path / "m.keys", master).names("user") == ["::memlane", "stays"]
 
 
 def test_the_keyring_overwrites_a_destroyed_key(tmp_path: Path) -> None:
@@ -246,7 +247,8 @@ def test_rotating_the_master_key_rewraps_keys_and_leaves_the_data_alone(tmp_path
     m.close()
     before = (tmp_path / "s" / "m.db").read_bytes()
     ring = Keyring(keys, LocalMasterKey.parse(old_key))
-    assert ring.rotate(LocalMasterKey.parse(new_key)) == 3  # two users and the store key
+    # Two users, memlane's system user (the store's mark) and the store key.
+    assert ring.rotate(LocalMasterKey.parse(new_key)) == 4
     ring.close()
     assert (tmp_path / "s" / "m.db").read_bytes() == before
     m = _sealed_memory(tmp_path / "s", Keyring(keys, LocalMasterKey.parse(new_key)))
@@ -340,7 +342,7 @@ def test_the_cli_rotates_the_master_key(tmp_path: Path) -> None:
     done = _cli({"MEMLANE_MASTER_KEY": old})(
         "--store", store, "keys", "rotate", "--new-key-file", str(tmp_path / "new.key")
     )
-    assert "rewrapped 2 keys" in done.output
+    assert "rewrapped 3 keys" in done.output  # the user's, memlane's own and the store's
     listed = _cli({"MEMLANE_MASTER_KEY_FILE": str(tmp_path / "new.key")})(
         "--store", store, "list", "--user", "u", "--json"
     )

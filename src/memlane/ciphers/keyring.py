@@ -35,6 +35,14 @@ CREATE TABLE IF NOT EXISTS keys (
 """
 
 
+def _not_a_master_key(value: object) -> str:
+    # Never the value itself: a key given as text or bytes, unparsed, is the secret.
+    return (
+        f"not a master key: a {type(value).__name__} (give LocalMasterKey.parse(text), "
+        "LocalMasterKey.from_file(path) or a KmsMasterKey)"
+    )
+
+
 def _context(scope: str, name: str) -> bytes:
     # Binds a wrapped key to its owner: an entry copied onto another user does not open.
     return f"memlane data key\x00{scope}\x00{name}".encode()
@@ -53,7 +61,7 @@ class Keyring:
         previous: Sequence[MasterKey] = (),
     ) -> None:
         if not isinstance(master, MasterKey):
-            raise ConfigurationError(f"not a master key: {master!r}")
+            raise ConfigurationError(_not_a_master_key(master))
         self.path = None if path is None else Path(path).expanduser()
         self.master = master
         self._masters = {k.key_id: k for k in (*previous, master)}
@@ -91,7 +99,10 @@ class Keyring:
 
     def get_or_create(self, scope: str, name: str) -> bytes:
         """The key, made (random, wrapped by the master key) when there is none. Two
-        processes making the same key at once agree on one."""
+        processes making the same key at once agree on one. Raises EncryptionError,
+        making nothing, when the keyring's keys are wrapped by a master key this one was
+        not given (a wrong key, or one a rotation retired): a key made then would not
+        open with the right one."""
         found = self.get(scope, name)
         if found is not None:
             return found
@@ -99,6 +110,7 @@ class Keyring:
         wrapped = self.master.wrap(key, _context(scope, name))
         now = datetime.now(UTC).isoformat()
         with self._write() as conn:
+            self._check_master(conn)
             conn.execute(
                 "INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, ?)",
                 (scope, name, self.master.key_id, wrapped, now),
@@ -127,7 +139,7 @@ class Keyring:
         Every entry must unwrap with a master key this keyring knows. Returns how many
         keys were rewrapped; afterwards this keyring wraps new keys with ``new_master``."""
         if not isinstance(new_master, MasterKey):
-            raise ConfigurationError(f"not a master key: {new_master!r}")
+            raise ConfigurationError(_not_a_master_key(new_master))
         with self._write() as conn:
             rows = conn.execute("SELECT scope, name, master_id, wrapped FROM keys").fetchall()
             for scope, name, master_id, wrapped in rows:
@@ -163,6 +175,17 @@ class Keyring:
             return os.pread(self._fd, 4, 24)
 
     # ------------------------------------------------------------------ internals
+
+    def _check_master(self, conn: sqlite3.Connection) -> None:
+        # Every entry is wrapped by one master key, or by the ones a rotation in progress
+        # was given: the first entry (the store key once there is one) says which.
+        row = conn.execute("SELECT master_id FROM keys LIMIT 1").fetchone()
+        if row is not None and row[0] not in self._masters:
+            raise EncryptionError(
+                f"the keyring's keys are wrapped by master key {row[0]}, which was not "
+                f"given (given: {', '.join(sorted(self._masters))}); no new key is made "
+                "under another (after `memlane keys rotate`, restart with the new key)"
+            )
 
     def _unwrap(self, scope: str, name: str, master_id: str, wrapped: bytes) -> bytes:
         master = self._masters.get(master_id)

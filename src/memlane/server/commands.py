@@ -5,17 +5,45 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from memlane.settings import Settings
 from memlane.urls import redact_url
 
+if TYPE_CHECKING:
+    from memlane.ports.store import Store
+
 
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj.settings
     return settings
+
+
+def _keys_store(ctx: click.Context, *, create: bool = True) -> Store:
+    """The store API keys live in, as the server reads it: through the cipher when the
+    store is encrypted (keys made through an encrypted memory are sealed). Without a
+    master key, an encrypted store is refused for reading (``create=False``), as by a
+    memory. Raises ConfigurationError."""
+    from memlane.errors import ConfigurationError
+    from memlane.stores.sealed import SealedStore, is_encrypted
+
+    settings = _settings(ctx)
+    store = settings.build_store(create=create)
+    cipher = settings.build_cipher()
+    if cipher is not None:
+        return SealedStore(store, cipher)
+    if create:  # opened (and made) only once the key's limits are checked
+        return store
+    store.setup()
+    if is_encrypted(store):
+        store.close()
+        raise ConfigurationError(
+            f"the store {store.url} is encrypted: open it with its master key "
+            "(MEMLANE_MASTER_KEY or MEMLANE_MASTER_KEY_FILE, and MEMLANE_KEYRING)"
+        )
+    return store
 
 
 @click.command()
@@ -140,7 +168,7 @@ def keys_create(
     """Print a new API key (shown once; only its hash is stored)."""
     from memlane.server.keys import KeyStore
 
-    store = _settings(ctx).build_store()
+    store = _keys_store(ctx)
     try:
         key, record = KeyStore(store).create(
             tenant,
@@ -161,7 +189,7 @@ def keys_list(ctx: click.Context) -> None:
     """List keys (ids, tenants, limits; never the keys themselves)."""
     from memlane.server.keys import KeyStore
 
-    store = _settings(ctx).build_store(create=False)
+    store = _keys_store(ctx, create=False)
     try:
         for record in KeyStore(store).list():
             click.echo(json.dumps(record.to_dict()))
@@ -176,7 +204,7 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Revoke a key by its id (from `keys list`)."""
     from memlane.server.keys import KeyStore
 
-    store = _settings(ctx).build_store(create=False)
+    store = _keys_store(ctx, create=False)
     try:
         KeyStore(store).revoke(key_id)
     finally:

@@ -17,8 +17,9 @@ back, so the backend (SQLite, PostgreSQL, a Redis tier, a plugin) only ever hold
   in-database vector search, so they are not; leave out the embedder (lexical search
   only) where that matters.
 
-Reads of a user with no key return what is stored as it is: rows written before the store
-was encrypted (``memlane migrate`` moves a store into and out of encryption).
+Reads of a user with no key return what is stored as it is. A store that already holds
+unencrypted data is not encrypted in place (``memlane migrate`` moves a store into and out
+of encryption).
 :class:`~memlane.ports.store.DeleteUser` destroys the user's key before the rows, so what
 any copy of the store holds of that user can no longer be opened (crypto-shredding).
 """
@@ -32,7 +33,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from memlane.errors import DecryptionError, KeyDestroyedError, UnsupportedError
+from memlane.errors import (
+    ConfigurationError,
+    DecryptionError,
+    KeyDestroyedError,
+    UnsupportedError,
+)
 from memlane.models import Filters, HistoryEvent, Job, MemoryRecord, Message, Session, StateVersion
 from memlane.models.basics import month_names, utcnow
 from memlane.ports import store as ops
@@ -150,6 +156,22 @@ class _Sealer:
             metadata={self.name("mk", k): self.value(k, v) for k, v in filters.metadata.items()},
         )
 
+    def matched(self, filters: Filters, r: MemoryRecord) -> MemoryRecord:
+        """``r`` (opened), which the store matched by its blinded columns against
+        ``filters``: its sealed content must match them too, else those columns were
+        altered (swapped from another row) and r is not returned. Raises
+        DecryptionError."""
+        metadata = {k: self.value(k, v) for k, v in r.metadata.items()}
+        if (
+            (filters.key is not None and r.key != filters.key)
+            or (filters.topics and set(filters.topics).isdisjoint(r.topics))
+            or any(metadata.get(k) != self.value(k, v) for k, v in filters.metadata.items())
+        ):
+            raise DecryptionError(
+                f"memory {r.id}: its index columns do not match its sealed content (altered)"
+            )
+        return r
+
     # -------------------------------------------------------------- rows
 
     def record(self, r: MemoryRecord, digest: Callable[[str | None], str | None]) -> MemoryRecord:
@@ -251,6 +273,9 @@ class _Sealer:
 
 _MARKER = ("::memlane", "::store", "encryption")
 """Where a store records that it is encrypted: a state of memlane's own (system) user."""
+_CHECK = b"memlane: sealed with this keyring"
+"""What the marker holds sealed under the system user's key: whether a keyring is the
+store's is whether it opens."""
 
 
 def is_encrypted(store: Store) -> bool:
@@ -294,11 +319,48 @@ class SealedStore:
 
     def setup(self) -> None:
         """Set up the store and mark it encrypted (once), so that a memory without the
-        cipher refuses it (:func:`is_encrypted`)."""
+        cipher refuses it (:func:`is_encrypted`). The mark holds a value sealed under a
+        key of the keyring: a keyring that is not the store's (a fresh file, another
+        store's) is refused with ConfigurationError before it makes keys of its own for
+        the store's users; a wrong master key fails with DecryptionError. A store not
+        marked yet that holds data (written unencrypted) is refused with
+        ConfigurationError: ``memlane migrate --encrypt`` copies it into encryption."""
         self.store.setup()
-        if not is_encrypted(self.store):
-            marker = StateVersion(*_MARKER, 1, {"sealed": True}, utcnow())
-            self.store.batch([ops.PutState(marker, None)])
+        marker = self.store.batch([ops.GetState(*_MARKER)])[0]
+        if marker is not None and isinstance(marker.data.get("check"), str):
+            self._check_keyring(marker.data["check"])
+            return
+        if marker is None and self._holds_unsealed():
+            # Sealing from here on would leave the rows there are in the clear, and no
+            # longer matched by their users' blinded filters once those write.
+            raise ConfigurationError(
+                f"the store {self.url} holds unencrypted data: it is not encrypted in "
+                "place; copy it into encryption with `memlane migrate <it> <new store> "
+                "--encrypt`"
+            )
+        key = self.cipher.user_key(_MARKER[0], create=True)
+        assert key is not None
+        data = {"sealed": True, "check": _b64(key.seal(_CHECK, _context(*_MARKER)))}
+        version = 1 if marker is None else marker.version + 1  # marked before the check
+        self.store.batch([ops.PutState(StateVersion(*_MARKER, version, data, utcnow()), None)])
+
+    def _holds_unsealed(self) -> bool:
+        # A user without a key wrote unsealed (what was written through this store
+        # before its first setup has its users' keys).
+        users = self.store.batch([ops.ListUsers()])[0]
+        return any(self.cipher.user_key(u, create=False) is None for u in users)
+
+    def _check_keyring(self, check: str) -> None:
+        key = self.cipher.user_key(_MARKER[0], create=False)
+        try:
+            if key is None:
+                raise DecryptionError("no key of the store")
+            key.open(base64.b64decode(check), _context(*_MARKER))
+        except (DecryptionError, ValueError) as exc:
+            raise ConfigurationError(
+                f"the store {self.url} was encrypted with another keyring than "
+                f"{self.cipher!r}: give it its own (MEMLANE_KEYRING)"
+            ) from exc
 
     def close(self) -> None:
         self.store.close()
@@ -472,13 +534,30 @@ def _append_history(plan: _Plan, op: ops.AppendHistory) -> tuple[Op[Any], Callab
     return replace(op, events=events), _same
 
 
-@_handles(ops.GetRecords, ops.ListRecords, ops.FindExpired)
+@_handles(ops.GetRecords, ops.ListRecords)
 def _read_records(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
     if isinstance(op, ops.ListRecords):
         sealer = plan.reader(op.user_id)
         if sealer is not None:
-            op = replace(op, filters=sealer.filters(op.filters))
+            wanted = op.filters
+
+            def opener(rows: list[MemoryRecord]) -> list[MemoryRecord]:
+                return [sealer.matched(wanted, r) for r in plan.open_records(rows)]
+
+            return replace(op, filters=sealer.filters(wanted)), opener
     return op, plan.open_records
+
+
+@_handles(ops.FindExpired)
+def _find_expired(plan: _Plan, op: ops.FindExpired) -> tuple[Op[Any], Callable[[Any], Any]]:
+    # Every user's expired rows. Sealed rows of a user with no key are what a forget cut
+    # short after the key left (forget_user again removes them): nothing can open them,
+    # and they must not stop the sweep of every other user.
+    def opener(rows: list[MemoryRecord]) -> list[MemoryRecord]:
+        kept = [r for r in rows if not is_sealed_record(r) or plan.reader(r.user_id)]
+        return plan.open_records(kept)
+
+    return op, opener
 
 
 @_handles(ops.LexicalSearch)

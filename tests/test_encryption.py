@@ -306,13 +306,16 @@ def test_the_cli_encrypts_exports_sealed_and_migrates_in_and_out(tmp_path: Path)
     key = _cli({})("keys", "generate").output.strip()
     assert len(key) == 44 and key != _cli({})("keys", "generate").output.strip()
     plain, sealed, back = (f"sqlite:///{tmp_path}/{n}.db" for n in ("plain", "sealed", "back"))
-    run = _cli({"MEMLANE_MASTER_KEY": key})
+    keyring = tmp_path / "secrets" / "m.keys"  # apart from the data folder
+    run = _cli({"MEMLANE_MASTER_KEY": key, "MEMLANE_KEYRING": str(keyring)})
     # A plain store with two users, moved into encryption.
     _cli({})("--store", plain, "add", f"locker {SECRETS[1]}", "--user", "u")
     _cli({})("--store", plain, "add", "the office opens at nine", "--user", "v")
     moved = run("migrate", plain, sealed, "--encrypt", "--json")
     assert json.loads(moved.stdout)["ok"] is True
-    assert (tmp_path / "sealed.db.keys").exists()  # the keyring's default place
+    assert keyring.exists()
+    unkeyed = _cli({"MEMLANE_MASTER_KEY": key})("--store", sealed, "list", "--user", "u", ok=False)
+    assert unkeyed.exit_code != 0 and "needs MEMLANE_KEYRING" in unkeyed.output
     assert _hits([tmp_path / "sealed.db"]) == {}
     found = json.loads(run("--store", sealed, "search", SECRETS[1], "--user", "u", "--json").output)
     assert found[0]["record"]["text"] == f"locker {SECRETS[1]}"
@@ -337,17 +340,22 @@ def test_the_cli_encrypts_exports_sealed_and_migrates_in_and_out(tmp_path: Path)
 def test_the_cli_rotates_the_master_key(tmp_path: Path) -> None:
     old, new = generate_key(), generate_key()
     store = f"sqlite:///{tmp_path}/m.db"
-    _cli({"MEMLANE_MASTER_KEY": old})("--store", store, "add", "a private note", "--user", "u")
+    ring = {"MEMLANE_KEYRING": str(tmp_path / "secrets" / "m.keys")}
+    _cli({"MEMLANE_MASTER_KEY": old, **ring})(
+        "--store", store, "add", "a private note", "--user", "u"
+    )
     (tmp_path / "new.key").write_text(new + "\n")
-    done = _cli({"MEMLANE_MASTER_KEY": old})(
+    done = _cli({"MEMLANE_MASTER_KEY": old, **ring})(
         "--store", store, "keys", "rotate", "--new-key-file", str(tmp_path / "new.key")
     )
     assert "rewrapped 3 keys" in done.output  # the user's, memlane's own and the store's
-    listed = _cli({"MEMLANE_MASTER_KEY_FILE": str(tmp_path / "new.key")})(
+    listed = _cli({"MEMLANE_MASTER_KEY_FILE": str(tmp_path / "new.key"), **ring})(
         "--store", store, "list", "--user", "u", "--json"
     )
     assert "a private note" in listed.output
-    stale = _cli({"MEMLANE_MASTER_KEY": old})("--store", store, "list", "--user", "u", ok=False)
+    stale = _cli({"MEMLANE_MASTER_KEY": old, **ring})(
+        "--store", store, "list", "--user", "u", ok=False
+    )
     assert stale.exit_code != 0 and "was not given" in stale.output
 
 

@@ -311,7 +311,11 @@ def test_an_api_key_made_on_an_encrypted_store_is_listed_and_revoked_by_the_cli(
     m.setup()
     _, made = KeyStore(m.store).create("acme", label="ops")  # sealed, as the store is
     m.close()
-    env = {"MEMLANE_MASTER_KEY": master, "MEMLANE_EMBEDDER": "fake"}
+    env = {
+        "MEMLANE_MASTER_KEY": master,
+        "MEMLANE_KEYRING": str(tmp_path / "m.db.keys"),
+        "MEMLANE_EMBEDDER": "fake",
+    }
     store = f"sqlite:///{tmp_path / 'm.db'}"
 
     def run(*args: str) -> Any:
@@ -357,21 +361,19 @@ def test_a_forget_cut_short_after_the_key_leaves_sweep_working_for_everyone(
     m.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed (a default to decide): the keyring's default place is beside the "
-    "database, so a copy of the data folder holds the keys forget_user destroys",
-)
 def test_a_copy_of_the_data_folder_from_before_a_forget_does_not_open_after_it(
     tmp_path: Path,
 ) -> None:
-    from memlane.errors import KeyDestroyedError
+    from memlane.errors import ConfigurationError, KeyDestroyedError
 
     env = {
         "MEMLANE_STORE": str(tmp_path / "data" / "m.db"),
         "MEMLANE_MASTER_KEY": generate_key(),
         "MEMLANE_EMBEDDER": "fake",
     }
+    with pytest.raises(ConfigurationError, match="needs MEMLANE_KEYRING"):
+        Memory.from_env(env)  # no default place: beside the data it would be copied along
+    env["MEMLANE_KEYRING"] = str(tmp_path / "secrets" / "m.keys")
     with Memory.from_env(env) as m:
         m.add(f"my locker code is {SECRETS[0]}", user_id="gone")
     shutil.copytree(tmp_path / "data", tmp_path / "backup")  # last night's backup

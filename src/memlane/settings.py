@@ -21,9 +21,9 @@ variables, and nothing reads them at import.
                            wraps every user's data key, 32 bytes in base64 or hex
                            (``memlane keys generate`` makes one); or
 ``MEMLANE_MASTER_KEY_FILE`` a file holding it
-``MEMLANE_KEYRING``        the file of wrapped user keys (default: beside a SQLite store,
-                           ``<file>.keys``; required for other stores). Keep it out of the
-                           database's backups: forgetting a user destroys their key there
+``MEMLANE_KEYRING``        the file of wrapped user keys (required with a master key). Keep
+                           it apart from the database's folder and its backups:
+                           forgetting a user destroys their key there
 ``MEMLANE_INJECTION``      what instruction-like content gets: ``quarantine`` (default),
                            ``refuse`` or ``keep`` (``CoreConfig.injection``)
 ``MEMLANE_AUDIT``          what the audit trail records: ``all`` (default), ``writes``
@@ -232,21 +232,20 @@ class Settings:
         return LocalMasterKey.parse(self.master_key, source="MEMLANE_MASTER_KEY")
 
     def keyring_path(self) -> Path | None:
-        """Where the keyring is: ``MEMLANE_KEYRING``, else ``<file>.keys`` beside a SQLite
-        store; None for a store in memory. Raises ConfigurationError for another store
-        without ``MEMLANE_KEYRING``."""
+        """Where the keyring is: ``MEMLANE_KEYRING``; None for a store in memory. There
+        is no default on purpose: a keyring kept beside the database is copied with it,
+        and every such copy would still open the users ``forget_user`` destroyed the
+        keys of. Raises ConfigurationError when it is not set."""
         if self.keyring:
             return Path(self.keyring).expanduser()
         url = self.store_url if "://" in self.store_url else "sqlite:///" + self.store_url
         path = url.removeprefix("sqlite:///").split("?", 1)[0]
         if url.startswith("memory://") or (url.startswith("sqlite:///") and path == ":memory:"):
             return None
-        if url.startswith("sqlite:///"):
-            file = Path(path).expanduser()
-            return file.with_name(file.name + ".keys")
         raise ConfigurationError(
-            "an encrypted store other than SQLite needs MEMLANE_KEYRING: the file of its "
-            "users' keys, kept apart from the database and its backups"
+            "encryption at rest needs MEMLANE_KEYRING: the file of the users' keys, kept "
+            "apart from the database's folder and its backups (forgetting a user destroys "
+            "their key there; a keyring copied along with the data would undo that)"
         )
 
     def build_cipher(self) -> Cipher | None:
@@ -260,7 +259,8 @@ class Settings:
             return None
         from memlane.ciphers import AesGcmCipher, Keyring
 
-        return AesGcmCipher(Keyring(self.keyring_path(), self.build_master_key()))
+        master = self.build_master_key()
+        return AesGcmCipher(Keyring(self.keyring_path(), master))
 
     def build_embedder(self) -> Embedder:
         """The embedder these settings name (see :mod:`memlane.embedders.spec`). Raises

@@ -127,14 +127,12 @@ def sweep(ctx: _Context, as_json: bool) -> None:
 @click.option(
     "--encrypt",
     is_flag=True,
-    help="Seal the target under the master key (MEMLANE_MASTER_KEY; keyring MEMLANE_KEYRING, "
-    "else beside a SQLite target).",
+    help="Seal the target under the master key (MEMLANE_MASTER_KEY; keyring MEMLANE_KEYRING).",
 )
 @click.option(
     "--decrypt",
     is_flag=True,
-    help="Open an encrypted source with the master key (keyring MEMLANE_KEYRING, else beside "
-    "a SQLite source).",
+    help="Open an encrypted source with the master key (keyring MEMLANE_KEYRING).",
 )
 @json_option
 @store_option

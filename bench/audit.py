@@ -27,29 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latency import DATA, corpus, pct
+
 from memlane import CoreConfig, Memory, MemoryInput
 from memlane.ports.embedder import Embedder
 from memlane.stores.sqlite import SqliteStore
 from memlane.testing import FakeEmbedder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev"
 LEVELS = ("off", "writes", "all")
-
-
-def corpus(data: Path) -> tuple[list[str], list[str]]:
-    turns, questions = [], []
-    for path in sorted(data.glob("*.json")):
-        conv = json.loads(path.read_text())
-        for key, value in conv.items():
-            if key.startswith("session_") and isinstance(value, list):
-                turns += [f"{t['speaker']}: {t['text']}" for t in value]
-        questions += [q["question"] for q in conv["qa"]]
-    return turns, questions
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def timed(call: Callable[[], Any]) -> float:

@@ -150,19 +150,26 @@ def export_rows(
     for uid in users:
         user_rows = yield from _export_user(core, uid, page)
         if seal:
-            user_rows = [_sealed_row(core, uid, row) for row in user_rows]
+            user_rows = _sealed_rows(core, uid, user_rows)
         rows += user_rows
         _report(progress, len(user_rows))
     return rows
 
 
-def _sealed_row(core: Core, user_id: str, row: Mapping[str, Any]) -> dict[str, Any]:
+def _sealed_rows(
+    core: Core, user_id: str, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """One user's export rows, each sealed under the user's key (looked up once)."""
     assert core.cipher is not None
     key = core.cipher.user_key(user_id, create=True)
     assert key is not None
-    data = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    sealed = key.seal(data.encode("utf-8"), _export_context(user_id))
-    return {"type": "sealed", "user_id": user_id, "data": base64.b64encode(sealed).decode()}
+    context = _export_context(user_id)
+    out = []
+    for row in rows:
+        data = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        sealed = base64.b64encode(key.seal(data.encode("utf-8"), context)).decode()
+        out.append({"type": "sealed", "user_id": user_id, "data": sealed})
+    return out
 
 
 def _export_context(user_id: str) -> bytes:

@@ -31,7 +31,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from memlane.errors import (
     ConfigurationError,
@@ -271,6 +271,8 @@ class _Sealer:
         )
 
 
+T = TypeVar("T")
+
 _MARKER = ("::memlane", "::store", "encryption")
 """Where a store records that it is encrypted: a state of memlane's own (system) user."""
 _CHECK = b"memlane: sealed with this keyring"
@@ -459,17 +461,18 @@ class _Plan:
             )
         return sealer
 
-    def open_with(
-        self, user_id: str, sealed: Callable[[Any], bool], open_: str
-    ) -> Callable[[Any], Any]:
-        """An opener for one row of a user: ``open_`` names the _Sealer method."""
+    def open_row(
+        self, user_id: str, row: T, sealed: Callable[[T], bool], open_: Callable[[_Sealer, T], T]
+    ) -> T:
+        """``row`` of a user opened by ``open_`` (a :class:`_Sealer` method) when
+        ``sealed(row)``; a row from before the store was encrypted as it is."""
+        return open_(self._must(user_id), row) if sealed(row) else row
 
-        def opener(row: Any) -> Any:
-            if row is None or not sealed(row):
-                return row
-            return getattr(self._must(user_id), open_)(row)
-
-        return opener
+    def forget(self, user_id: str) -> None:
+        """Destroy the user's key, and forget it in this batch too."""
+        self.owner.cipher.forget(user_id)
+        self._sealers.pop((user_id, True), None)
+        self._sealers.pop((user_id, False), None)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -580,7 +583,7 @@ def _vector(plan: _Plan, op: ops.VectorSearch) -> tuple[Op[Any], Callable[[Any],
 @_handles(ops.GetHistory, ops.ListUserHistory)
 def _history(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
     def opener(events: list[HistoryEvent]) -> list[HistoryEvent]:
-        return [plan.open_with(e.user_id, _event_sealed, "open_event")(e) for e in events]
+        return [plan.open_row(e.user_id, e, _event_sealed, _Sealer.open_event) for e in events]
 
     return op, opener
 
@@ -614,7 +617,11 @@ def _upsert_session(plan: _Plan, op: ops.UpsertSession) -> tuple[Op[Any], Callab
 
 @_handles(ops.GetSession, ops.ListSessions)
 def _sessions(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
-    one = plan.open_with(op.user_id, lambda s: _sealed_dict(s.metadata), "open_session")
+    def one(s: Session | None) -> Session | None:
+        if s is None:
+            return None
+        return plan.open_row(op.user_id, s, _session_sealed, _Sealer.open_session)
+
     return op, (lambda found: [one(s) for s in found] if isinstance(found, list) else one(found))
 
 
@@ -631,7 +638,7 @@ def _get_messages(plan: _Plan, op: ops.GetMessages) -> tuple[Op[Any], Callable[[
 
 def _open_messages(plan: _Plan, found: list[Message]) -> list[Message]:
     return [
-        plan.open_with(m.user_id, lambda m: _sealed_text(m.content), "open_message")(m)
+        plan.open_row(m.user_id, m, lambda m: _sealed_text(m.content), _Sealer.open_message)
         for m in found
     ]
 
@@ -643,7 +650,11 @@ def _put_state(plan: _Plan, op: ops.PutState) -> tuple[Op[Any], Callable[[Any], 
 
 @_handles(ops.GetState, ops.ListStateVersions, ops.ListStates)
 def _states(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
-    one = plan.open_with(op.user_id, lambda s: _sealed_dict(s.data), "open_state")
+    def one(s: StateVersion | None) -> StateVersion | None:
+        if s is None:
+            return None
+        return plan.open_row(op.user_id, s, _state_sealed, _Sealer.open_state)
+
     return op, (lambda found: [one(s) for s in found] if isinstance(found, list) else one(found))
 
 
@@ -655,11 +666,17 @@ def _put_job(plan: _Plan, op: ops.PutJob) -> tuple[Op[Any], Callable[[Any], Any]
 @_handles(ops.GetJob, ops.ListJobs, ops.ClaimJob)
 def _jobs(plan: _Plan, op: Any) -> tuple[Op[Any], Callable[[Any], Any]]:
     def one(j: Job | None) -> Job | None:
-        if j is None:
-            return None
-        return plan.open_with(j.user_id, _job_sealed, "open_job")(j)  # type: ignore[no-any-return]
+        return None if j is None else plan.open_row(j.user_id, j, _job_sealed, _Sealer.open_job)
 
     return op, (lambda found: [one(j) for j in found] if isinstance(found, list) else one(found))
+
+
+def _session_sealed(s: Session) -> bool:
+    return _sealed_dict(s.metadata)
+
+
+def _state_sealed(s: StateVersion) -> bool:
+    return _sealed_dict(s.data)
 
 
 def _job_sealed(j: Job) -> bool:
@@ -670,7 +687,5 @@ def _job_sealed(j: Job) -> bool:
 def _delete_user(plan: _Plan, op: ops.DeleteUser) -> tuple[Op[Any], Callable[[Any], Any]]:
     # The key first: once it is gone, every copy of the user's data is unreadable, even
     # if deleting the rows then fails (forget_user again finishes it).
-    plan.owner.cipher.forget(op.user_id)
-    plan._sealers.pop((op.user_id, True), None)
-    plan._sealers.pop((op.user_id, False), None)
+    plan.forget(op.user_id)
     return op, _same

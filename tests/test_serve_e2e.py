@@ -100,6 +100,19 @@ def test_rest_search_over_real_http_finds_the_current_memory(
     assert hits["hits"][0]["record"]["id"] == seeded["paris"]["id"]
 
 
+def test_rest_as_of_over_real_http_finds_what_was_valid_then(
+    served: Served, seeded: dict[str, Any]
+) -> None:
+    london, paris = seeded["london"], seeded["paris"]
+    for when, want in ((london["created_at"], london["id"]), (paris["created_at"], paris["id"])):
+        said = {"query": "where does Alice live", "as_of": when, "recipe": "lexical"}
+        hits = served.api("POST", "/v1/users/alice/search", json=said)["hits"]
+        assert [h["record"]["id"] for h in hits] == [want]
+        page = served.api("GET", "/v1/users/alice/memories", params={"as_of": when})
+        assert want in [r["id"] for r in page["items"]]
+        assert {london["id"], paris["id"]} - {r["id"] for r in page["items"]} != set()
+
+
 @pytest.mark.usefixtures("seeded")
 def test_session_state_is_written_through_and_read_back_via_redis(served: Served) -> None:
     health = httpx.get(served.base + "/health").json()

@@ -374,7 +374,14 @@ def history(
     events = yield from one(ops.GetHistory(user_id, record_id))
     if not events:
         raise no_history(record_id, user_id)
-    return events if as_of is None else [e for e in events if e.at <= as_of]
+    return events_by(events, as_of)
+
+
+def events_by(events: Sequence[HistoryEvent], as_of: datetime | None) -> list[HistoryEvent]:
+    """The ``events`` made at or before ``as_of`` (all of them without it). Raises
+    ValidationError for a naive ``as_of``."""
+    as_of = _filters(None, as_of).as_of
+    return list(events) if as_of is None else [e for e in events if e.at <= as_of]
 
 
 # ------------------------------------------------------------------ keyed facts

@@ -135,12 +135,11 @@ class Filters:
         lifting the end that a deletion and a supersession put to it (as without
         ``as_of``, a record deleted by ``t`` matches with ``include_deleted`` whether or
         not it was also superseded)."""
-        if not began_by(record, t) or (record.expires_at is not None and record.expires_at <= t):
+        if not began_by(record, t) or expired_by(record, t):
             return False
-        deleted = record.deleted_at is not None and record.deleted_at <= t
-        if deleted and not self.include_deleted:
-            return False
-        return deleted or self.include_superseded or not ended_by(record, t)
+        if deleted_by(record, t):
+            return self.include_deleted
+        return self.include_superseded or not ended_by(record, t)
 
 
 def began_by(record: MemoryRecord, t: datetime) -> bool:
@@ -159,6 +158,17 @@ def ended_by(record: MemoryRecord, t: datetime) -> bool:
     return record.superseded_by is not None
 
 
+def deleted_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record was deleted at or before ``t`` (and not restored since: a
+    restore clears ``deleted_at``)."""
+    return record.deleted_at is not None and record.deleted_at <= t
+
+
+def expired_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record's expiry is at or before ``t``."""
+    return record.expires_at is not None and record.expires_at <= t
+
+
 def valid_at(record: MemoryRecord, t: datetime) -> bool:
     """Whether ``record`` was valid at ``t`` (what ``Filters(as_of=t)`` matches, expiry
     at the time of asking aside): its validity had begun (:func:`began_by`), it was not
@@ -172,8 +182,8 @@ def valid_at(record: MemoryRecord, t: datetime) -> bool:
     return (
         began_by(record, t)
         and not ended_by(record, t)
-        and (record.deleted_at is None or record.deleted_at > t)
-        and (record.expires_at is None or record.expires_at > t)
+        and not deleted_by(record, t)
+        and not expired_by(record, t)
     )
 
 

@@ -3,12 +3,15 @@ return what was valid then (:func:`memlane.models.queries.valid_at`), on every p
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 from memlane.api import Memory
 from memlane.errors import ValidationError
-from memlane.models import Filters, HistoryAction, MemoryKind
-from memlane.testing.conformance._base import ConformanceBase, _raises
+from memlane.models import Filters, HistoryAction, MemoryKind, MemoryRecord, content_hash
+from memlane.models.queries import valid_at
+from memlane.ports import store as ops
+from memlane.testing.conformance._base import ConformanceBase, _day, _raises
 
 RECIPES = ("semantic", "lexical", "hybrid")
 """One recipe per way of finding candidates: vectors, BM25, and both fused."""
@@ -25,8 +28,53 @@ def _found(m: Memory, query: str, user_id: str, as_of: datetime, recipe: str) ->
     return [h.record.text for h in m.search(query, user_id=user_id, as_of=as_of, recipe=recipe)]
 
 
+def _grid() -> list[MemoryRecord]:
+    """Records with every way a validity can begin and end around days 1 to 3 of
+    January 2026: from creation or a later ``valid_from``; open, closed by ``valid_to``
+    with or without ``superseded_by``, or marked superseded with no ``valid_to``;
+    deleted or not; expiring or not."""
+    t0, t1, t2 = _day(2026, 1, 1), _day(2026, 1, 2), _day(2026, 1, 3)
+    ends = [(None, None), (t2, "X"), (None, "X"), (t2, None), (t1, "X")]
+    records = []
+    for n, (start, (valid_to, by), deleted, expires) in enumerate(
+        itertools.product((None, t1), ends, (None, t1, t2), (None, t2, _day(2030, 1, 1)))
+    ):
+        text = f"grid record {n}"
+        records.append(
+            MemoryRecord(
+                id=f"G{n:04d}", user_id="g", kind=MemoryKind.FACT, text=text,
+                content_hash=content_hash(text), created_at=t0, updated_at=t0,
+                valid_from=start, valid_to=valid_to, superseded_by=by, deleted_at=deleted,
+                expires_at=expires,
+            )
+        )  # fmt: skip
+    return records
+
+
 class TimeTravelConformance(ConformanceBase):
     """Conformance tests of ``as_of``."""
+
+    def test_as_of_agrees_with_the_reference_predicate_on_every_validity(self) -> None:
+        """The store's filter and :meth:`Filters.matches` agree at every moment around
+        each record's begin and ends, with each include flag, before and after expiry;
+        and with neither flag both are :func:`valid_at`."""
+        m, _, _ = self._memory()
+        records = _grid()
+        m.store.batch([ops.WriteRecord(r, 0) for r in records])
+        t0 = _day(2026, 1, 1)
+        moments = [t0 + timedelta(hours=h) for h in (-1, 0, 12, 24, 25, 48, 49, 24 * 365)]
+        for now, as_of, superseded, deleted in itertools.product(
+            (t0, t0 + timedelta(days=3)), moments, (False, True), (False, True)
+        ):
+            f = Filters(as_of=as_of, include_superseded=superseded, include_deleted=deleted)
+            listed = m.store.batch([ops.ListRecords("g", f, now, None, 1000)])[0]
+            want = [r.id for r in records if f.matches(r, now)]
+            assert [r.id for r in listed] == want, (now, as_of, superseded, deleted)
+            if not (superseded or deleted):
+                assert want == [
+                    r.id for r in records if valid_at(r, as_of) and not r.is_expired(now)
+                ]
+        m.close()
 
     def test_as_of_before_a_move_finds_the_old_home_and_after_it_the_new(self) -> None:
         m, clock, _ = self._memory()

@@ -474,3 +474,42 @@ def test_reindex_reads_time_again_and_says_how_many_changed(tmp_path: Path) -> N
         assert [h.record.id for h in m.search("May 2023", user_id="alice", recipe="lexical")] == [
             r.id
         ]
+
+
+def test_as_of_lists_searches_and_shows_history_as_it_stood(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Alice lived in London until June 2024 (written then, by the API), then in Paris."""
+    from datetime import UTC, datetime
+
+    from memlane import Memory
+    from memlane.testing import FakeEmbedder, FixedClock
+
+    clock = FixedClock(datetime(2024, 1, 10, tzinfo=UTC))
+    m = Memory(f"sqlite:///{tmp_path}/cli.db", embedder=FakeEmbedder(), clock=clock)
+    london = m.add("Alice lives in London", user_id="alice")
+    clock.now = datetime(2024, 6, 1, tzinfo=UTC)
+    paris = m.supersede(london.id, "Alice lives in Paris", user_id="alice")
+    m.close()
+
+    def listed(*args: str) -> list[str]:
+        page = json.loads(run("list", "--user", "alice", "--json", *args).output)
+        return [r["id"] for r in page["items"]]
+
+    def found(when: str) -> list[str]:
+        hits = run("search", "where Alice lives", "--user", "alice", "--as-of", when, "--json")
+        return [h["record"]["id"] for h in json.loads(hits.output)]
+
+    assert listed("--as-of", "2024-03-01") == [london.id]
+    assert listed("--as-of", "2024-06-01T01:00:00+02:00") == [london.id]  # 23:00 UTC before
+    assert listed("--as-of", "2024-06-01T00:00:00Z") == [paris.id]
+    assert listed("--as-of", "2023-12-31") == []
+    assert listed() == [paris.id]
+    assert found("2024-03-01") == [london.id] and found("2025-01-01") == [paris.id]
+    plain = run("list", "--user", "alice", "--as-of", "2024-03-01").output
+    assert "Alice lives in London" in plain and "Paris" not in plain
+    shown = json.loads(run("history", london.id, "--user", "alice", "--json").output)
+    assert [e["action"] for e in shown] == ["add", "supersede"]
+    then = run("history", london.id, "--user", "alice", "--json", "--as-of", "2024-03-01")
+    assert [e["action"] for e in json.loads(then.output)] == ["add"]
+    for command in (("list",), ("search", "Alice"), ("history", london.id)):
+        bad = run(*command, "--user", "alice", "--as-of", "last spring", ok=False)
+        assert bad.exit_code == 1 and "--as-of" in bad.output and "Traceback" not in bad.output

@@ -133,6 +133,41 @@ def test_stdio_remember_is_idempotent_and_recall_reads_only_the_users_facts(
         assert memory.recall("seat", user_id="alice") == {"row": 12}
 
 
+def test_stdio_search_as_of_finds_what_was_true_then(tmp_path: Path) -> None:
+    """Alice lived in London until June 2024 (written then), then in Paris: the tool's
+    ``as_of`` finds each in its time, never Bob's, and a bad date is an error."""
+    from datetime import UTC, datetime
+
+    from mcp import Client
+
+    from memlane.testing import FixedClock
+
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    clock = FixedClock(datetime(2024, 1, 10, tzinfo=UTC))
+    with Memory(store, embedder=FakeEmbedder(), clock=clock) as memory:
+        london = memory.add("Alice lives in London", user_id="alice")
+        memory.add("Bob lives in London", user_id="bob")
+        clock.now = datetime(2024, 6, 1, tzinfo=UTC)
+        paris = memory.supersede(london.id, "Alice lives in Paris", user_id="alice")
+
+    async def ids(c: Any, when: str) -> list[str]:
+        said = {"query": "who lives in London", "limit": 10, "as_of": when}
+        return [
+            m["memory_id"] for m in _data(await c.call_tool("search_memories", said))["memories"]
+        ]
+
+    async def run() -> None:
+        async with Client(_stdio(store, "--user", "alice")) as c:
+            assert await ids(c, "2024-03-01") == [london.id]
+            assert await ids(c, "2024-07-01T00:00:00+02:00") == [paris.id]
+            assert await ids(c, "2023-12-31") == []
+            said = {"query": "London", "as_of": "last spring"}
+            error = _error(await c.call_tool("search_memories", said))
+            assert "ValidationError" in error and "as_of" in error
+
+    asyncio.run(run())
+
+
 def test_stdio_server_bound_to_a_user_refuses_a_user_id_argument(tmp_path: Path) -> None:
     async def scenario(c: Any, ids: dict[str, str]) -> None:
         # Naming another user is refused, not ignored.

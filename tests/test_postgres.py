@@ -265,6 +265,28 @@ def test_hnsw_path_matches_exact_search(postgres_server: PostgresServer) -> None
     ann.close()
 
 
+def test_the_hnsw_and_budgeted_lexical_paths_honour_as_of(
+    postgres_server: PostgresServer,
+) -> None:
+    """Past ``exact_search_limit`` (HNSW) and ``lexical_budget``, the memories valid at
+    ``as_of`` are still the only ones found, however many later ones rank above them."""
+    url = postgres_server.new_database("asof")
+    m, clock = _memory(url, exact_search_limit=10, lexical_budget=5)
+    london = m.add("Alice lives in London", user_id="alice")
+    moved = clock.advance(days=30)
+    paris = m.supersede(london.id, "Alice lives in Paris", user_id="alice")
+    m.add_many([_item(f"Alice lives in a note {i}") for i in range(60)], user_id="alice")
+    clock.advance(days=1)
+    for recipe in ("semantic", "lexical", "hybrid"):
+        then = moved - timedelta(days=1)
+        before = m.search("Alice lives", user_id="alice", as_of=then, recipe=recipe)
+        assert [h.record.id for h in before] == [london.id], recipe
+        after = m.search("Alice lives in Paris", user_id="alice", as_of=moved, recipe=recipe)
+        assert paris.id in [h.record.id for h in after], recipe
+        assert london.id not in [h.record.id for h in after], recipe
+    m.close()
+
+
 def test_lexical_search_past_the_budget_ranks_the_rare_terms_matches(
     postgres_server: PostgresServer,
 ) -> None:

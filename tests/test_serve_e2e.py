@@ -100,6 +100,19 @@ def test_rest_search_over_real_http_finds_the_current_memory(
     assert hits["hits"][0]["record"]["id"] == seeded["paris"]["id"]
 
 
+def test_rest_as_of_over_real_http_finds_what_was_valid_then(
+    served: Served, seeded: dict[str, Any]
+) -> None:
+    london, paris = seeded["london"], seeded["paris"]
+    for when, want in ((london["created_at"], london["id"]), (paris["created_at"], paris["id"])):
+        said = {"query": "where does Alice live", "as_of": when, "recipe": "lexical"}
+        hits = served.api("POST", "/v1/users/alice/search", json=said)["hits"]
+        assert [h["record"]["id"] for h in hits] == [want]
+        page = served.api("GET", "/v1/users/alice/memories", params={"as_of": when})
+        assert want in [r["id"] for r in page["items"]]
+        assert {london["id"], paris["id"]} - {r["id"] for r in page["items"]} != set()
+
+
 @pytest.mark.usefixtures("seeded")
 def test_session_state_is_written_through_and_read_back_via_redis(served: Served) -> None:
     health = httpx.get(served.base + "/health").json()
@@ -497,6 +510,104 @@ def test_dashboard_does_not_offer_text_edits_of_keyed_facts(dashboard: Dashboard
     assert "remember" in page.testid(f"keyed-{new.id}").text
     assert page.testid(f"replaced-by-{old.id}").text == "timezone: Asia/Tokyo"
     assert page.testid(f"forget-{new.id}").is_displayed()
+
+
+def _seed_tess(s: Served) -> dict[str, str]:
+    """Tess's memories over two years, written at their times through the Python API:
+    London, then Paris (June 2024), then Lyon (May 2025); Acme Bank, then a bakery
+    (Feb 2025); oat milk lattes, forgotten in September 2024."""
+    from datetime import UTC, datetime
+
+    from memlane import Memory
+    from memlane.server.keys import storage_user
+    from memlane.testing import FakeEmbedder, FixedClock
+
+    tess = storage_user("acme", "tess")
+    clock = FixedClock(datetime(2023, 1, 15, tzinfo=UTC))
+
+    def at(year: int, month: int, day: int) -> None:
+        clock.now = datetime(year, month, day, tzinfo=UTC)
+
+    with Memory(s.store, embedder=FakeEmbedder(), clock=clock) as m:
+        london = m.add("Tess lives in London", user_id=tess)
+        at(2023, 3, 1)
+        bank = m.add("Tess works at Acme Bank", user_id=tess)
+        at(2023, 6, 10)
+        latte = m.add("Tess drinks oat milk lattes", user_id=tess, kind="preference")
+        at(2024, 6, 1)
+        paris = m.supersede(london.id, "Tess lives in Paris", user_id=tess, reason="moved")
+        at(2024, 9, 1)
+        m.delete(latte.id, user_id=tess, reason="switched to tea")
+        at(2025, 2, 1)
+        bakery = m.supersede(bank.id, "Tess works at a bakery in Paris", user_id=tess)
+        at(2025, 5, 1)
+        lyon = m.supersede(paris.id, "Tess lives in Lyon", user_id=tess, reason="moved")
+    return {"london": london.id, "paris": paris.id, "lyon": lyon.id, "bank": bank.id,
+            "bakery": bakery.id, "latte": latte.id}  # fmt: skip
+
+
+def test_dashboard_timeline_travels_back_with_the_as_of_slider(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    s, page = dashboard.served, dashboard
+    ids = _seed_tess(s)
+    page.open("tess")
+    page.until(lambda: len(page.all("chain")) == 3)
+    # Supersede chains: each memory followed by the one that replaced it.
+    chained = [
+        [r.get_attribute("data-testid") for r in c.find_elements("css selector", ".tlabel")]
+        for c in page.all("chain")
+    ]
+    assert chained == [
+        [f"row-{ids['london']}", f"row-{ids['paris']}", f"row-{ids['lyon']}"],
+        [f"row-{ids['bank']}", f"row-{ids['bakery']}"],
+        [f"row-{ids['latte']}"],
+    ]
+    assert "deleted" in page.testid(f"bar-{ids['latte']}").get_attribute("class")
+    assert "open" in page.testid(f"bar-{ids['lyon']}").get_attribute("class")
+
+    def valid_then() -> list[str]:
+        return sorted(item.text for item in page.all("asof-item"))
+
+    def slide_to(iso: str) -> None:
+        page.driver.execute_script(
+            "const s = document.getElementById('asof');"
+            "s.value = String(Date.parse(arguments[0]) / 1000);"
+            "s.dispatchEvent(new Event('change'));",
+            iso,
+        )
+        page.until(lambda: page.testid("asof-count").text.startswith("As of " + iso[:10]))
+
+    page.testid("asof").send_keys(Keys.HOME)  # the slider's start: the first memory began
+    page.until(lambda: valid_then() == ["Tess lives in London"])
+    slide_to("2024-03-01T00:00:00Z")
+    assert valid_then() == [
+        "Tess drinks oat milk lattes", "Tess lives in London", "Tess works at Acme Bank",
+    ]  # fmt: skip
+    assert page.testid(f"row-{ids['london']}").get_attribute("data-valid") == "true"
+    assert page.testid(f"row-{ids['paris']}").get_attribute("data-valid") == "false"
+    page.testid("query").send_keys("where does Tess live")
+    page.testid("search").click()
+    page.until(lambda: page.all("hit"))
+    assert "Tess lives in London" in page.all("hit")[0].text
+    assert page.testid("hits-asof").text.startswith("as of 2024-03-01")
+    # Later: Paris, the lattes forgotten; the search follows the slider.
+    slide_to("2024-12-01T00:00:00Z")
+    assert valid_then() == ["Tess lives in Paris", "Tess works at Acme Bank"]
+    page.until(lambda: page.testid("hits-asof").text.startswith("as of 2024-12-01"))
+    hits = " ".join(h.text for h in page.all("hit"))
+    assert "Tess lives in Paris" in hits and "London" not in hits and "Lyon" not in hits
+    assert page.testid(f"row-{ids['latte']}").get_attribute("data-valid") == "false"
+    shot = tmp_path / "timeline.png"
+    page.shoot(shot)
+    if os.environ.get("MEMLANE_SCREENSHOT_TIMELINE"):
+        shutil.copy(shot, os.environ["MEMLANE_SCREENSHOT_TIMELINE"])
+    page.testid("asof-now").click()
+    page.until(lambda: page.all("hit") and "Tess lives in Lyon" in page.all("hit")[0].text)
+    assert page.testid("asof-label").text == "now" and page.all("asof-item") == []
+    assert page.all("hits-asof") == []
 
 
 def test_dashboard_lists_memories_page_by_page(dashboard: Dashboard) -> None:

@@ -515,3 +515,62 @@ def test_local_users_are_reachable_with_a_local_tenant_key(env: Env) -> None:
     env.call(local, "POST", "/v1/users/alice/memories", json={"text": "Alice sells honey"})
     texts = {r.text for r in plain.list(user_id="alice").items}
     assert texts == {"Alice keeps bees", "Alice sells honey"}
+
+
+def test_as_of_lists_searches_and_shows_history_as_it_stood(tmp_path: Any) -> None:
+    """London until June 2024, then Paris: ``as_of`` on the listing, the search body and
+    the history; a time without zone is a 422 that says so; an agent's key never sees
+    another agent's past either."""
+    from datetime import UTC, datetime
+
+    from memlane.testing import FixedClock
+
+    clock = FixedClock(datetime(2024, 1, 10, tzinfo=UTC))
+    memory = AsyncMemory(f"sqlite:///{tmp_path / 'asof.db'}", embedder=FakeEmbedder(), clock=clock)
+    keys = KeyStore(memory.store)
+    key, _ = keys.create("acme")
+    bot, _ = keys.create("acme", agents=["bot"])
+    with TestClient(create_app(memory, keys)) as client:
+
+        def call(method: str, path: str, k: str = key, **kw: Any) -> Any:
+            return client.request(method, U + path, headers={"Authorization": f"Bearer {k}"}, **kw)
+
+        london = call("POST", "/memories", json={"text": "Alice lives in London"}).json()
+        other = {"text": "Alice's other agent lives in London", "agent_id": "other"}
+        call("POST", "/memories", json=other)
+        clock.now = datetime(2024, 6, 1, tzinfo=UTC)
+        moved = {"text": "Alice lives in Paris"}
+        paris = call("POST", f"/memories/{london['id']}/supersede", json=moved).json()
+
+        def listed(when: str, k: str = key, **params: Any) -> list[str]:
+            r = call("GET", "/memories", k, params={"as_of": when, **params})
+            assert r.status_code == 200, r.text
+            return sorted(m["text"] for m in r.json()["items"])
+
+        def found(when: str, k: str = key, **body: Any) -> list[str]:
+            said = {"query": "where Alice lives", "as_of": when, **body}
+            r = call("POST", "/search", k, json=said)
+            assert r.status_code == 200, r.text
+            return [h["record"]["text"] for h in r.json()["hits"]]
+
+        march, july = "2024-03-01T00:00:00Z", "2024-07-01T00:00:00+02:00"
+        assert listed(march) == ["Alice lives in London", "Alice's other agent lives in London"]
+        assert listed(july) == ["Alice lives in Paris", "Alice's other agent lives in London"]
+        assert listed("2024-01-01T00:00:00Z") == []
+        assert listed(march, bot, agent_id="bot") == ["Alice lives in London"]
+        for recipe in ("semantic", "lexical", "hybrid"):
+            assert found(march, recipe=recipe)[0] == "Alice lives in London"
+            assert "Alice lives in London" not in found(july, recipe=recipe)
+            assert found(march, bot, agent_id="bot", recipe=recipe) == ["Alice lives in London"]
+        history = call("GET", f"/memories/{london['id']}/history", params={"as_of": march})
+        assert [e["action"] for e in history.json()["events"]] == ["add"]
+        whole = call("GET", f"/memories/{london['id']}/history").json()["events"]
+        assert [e["action"] for e in whole] == ["add", "supersede"]
+        assert whole[1]["snapshot"]["superseded_by"] == paris["id"]
+        for bad in ("2024-03-01", "2024-03-01T00:00:00", "next spring"):
+            r = call("GET", "/memories", params={"as_of": bad})
+            assert r.status_code == 422 and "as_of" in r.text, (bad, r.text)
+            r = call("POST", "/search", json={"query": "Alice", "as_of": bad})
+            assert r.status_code == 422 and "as_of" in r.text, (bad, r.text)
+        r = call("GET", f"/memories/{london['id']}/history", params={"as_of": "2024-03-01"})
+        assert r.status_code == 422 and "as_of" in r.text

@@ -153,6 +153,26 @@ def test_a_filter_that_keeps_few_hits_reads_deeper(tmp_path: Path) -> None:
     m.close()
 
 
+def test_as_of_reaches_the_post_filter_of_lexical_and_vector_hits(tmp_path: Path) -> None:
+    """The index's best hits are all written after ``as_of``: the post-filter in SQL
+    drops them and reads deeper until it finds the one valid then, by words and by
+    vector codes alike."""
+    from memlane.testing import FixedClock
+
+    clock = FixedClock()
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder(), clock=clock)
+    early = m.add("a heron, once", user_id="u")
+    then = clock.now
+    clock.advance(days=1)
+    m.add_many([MemoryInput(f"heron heron note {i}") for i in range(300)], user_id="u")
+    clock.advance(days=1)
+    for recipe in ("lexical", "semantic", "hybrid"):
+        hits = m.search("heron heron", user_id="u", as_of=then, recipe=recipe)
+        assert [h.record.id for h in hits] == [early.id], recipe
+        assert len(m.search("heron heron", user_id="u", recipe=recipe)) == 10
+    m.close()
+
+
 def _ingest_forever(url: str, seed: int, n: int, ready: Any) -> None:
     """A child's work until it is killed: adds in batches, rewrites, deleted sessions and
     searches (which apply the outbox); a short outbox threshold makes the applies often."""

@@ -137,7 +137,7 @@ def _line(record: MemoryRecord, score: float | None = None) -> str:
     return f"{head}{record.id}  {record.kind.value:<10} {record.text}{flags}"
 
 
-_FILTER_OPTIONS = ("kind", "topic", "session", "since", "until", "meta")
+_FILTER_OPTIONS = ("kind", "topic", "session", "since", "until", "meta", "as_of")
 """The parameters of :func:`_filters`, each given by the option of its name."""
 
 
@@ -149,6 +149,7 @@ def _filters(
     since: str | None,
     until: str | None,
     meta: Sequence[str],
+    as_of: str | None,
 ) -> Filters:
     metadata: dict[str, Any] = {}
     for item in meta:
@@ -167,11 +168,28 @@ def _filters(
         since=_time(since),
         until=_time(until),
         metadata=metadata,
+        as_of=as_of_time(as_of),
     )
 
 
+AS_OF_HELP = (
+    "Time travel: what was valid at this ISO date or time (2024-03-01, "
+    "2024-03-01T09:30+01:00; no zone: UTC), not superseded, deleted or expired by then."
+)
+
+
+def as_of_time(value: str | None) -> datetime | None:
+    """The moment ``--as-of`` names (a date is its midnight, a time without zone is
+    UTC). Raises ValidationError naming the option."""
+    try:
+        return _time(value)
+    except ValidationError as exc:
+        raise ValidationError(f"--as-of wants an ISO date or time, got {value!r}") from exc
+
+
 def filter_options(f: F) -> F:
-    """``--kind``, ``--topic``, ``--session``, ``--since``, ``--until`` and ``--meta``,
+    """``--kind``, ``--topic``, ``--session``, ``--since``, ``--until``, ``--meta`` and
+    ``--as-of``,
     handed to the command as one ``filters`` argument (a :class:`Filters`)."""
 
     @functools.wraps(f)
@@ -189,6 +207,7 @@ def filter_options(f: F) -> F:
             click.option("--since", help="Only memories at or after this ISO time."),
             click.option("--until", help="Only memories at or before this ISO time."),
             click.option("--meta", multiple=True, help="KEY=VALUE metadata equality filter."),
+            click.option("--as-of", "as_of", help=AS_OF_HELP),
         ]
     ):
         command = decorator(command)

@@ -17,6 +17,7 @@ from memlane.cli._base import (
     _line,
     _positive_days,
     _time,
+    as_of_time,
     cli,
     filter_options,
     json_option,
@@ -198,9 +199,10 @@ def get(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
 
 
 @one_record_command
-def history(ctx: _Context, record_id: str, user_id: str, as_json: bool) -> None:
-    """Show every recorded change of a memory."""
-    events = ctx.memory(create=False).history(record_id, user_id=user_id)
+@click.option("--as-of", "as_of", help="Only the changes made by this ISO date or time.")
+def history(ctx: _Context, record_id: str, user_id: str, as_json: bool, as_of: str | None) -> None:
+    """Show every recorded change of a memory (with --as-of, those made by then)."""
+    events = ctx.memory(create=False).history(record_id, user_id=user_id, as_of=as_of_time(as_of))
     if as_json:
         _echo_json([e.to_dict() for e in events])
         return

@@ -355,19 +355,33 @@ def _set_deleted(
     return new
 
 
-def history(core: Core, record_id: str, *, user_id: str) -> Flow[list[HistoryEvent]]:
+def history(
+    core: Core, record_id: str, *, user_id: str, as_of: datetime | None = None
+) -> Flow[list[HistoryEvent]]:
     """Every recorded change of a memory, oldest first. Raises NotFoundError.
 
     A memory purged by the TTL sweep, or deleted with its session, still has its
     history: the events (action, time, version, actor, reason), with no snapshot of
-    its content.
+    its content. With ``as_of`` only the changes made at or before that time: the last
+    one's snapshot is the memory as it stood then (empty when it did not exist yet).
+    A superseding memory's own history starts with its ``add``; the closing event of
+    the one it replaced names it in ``superseded_by``. Raises ValidationError for a
+    naive ``as_of``.
     """
     check_id("user_id", user_id)
     check_id("record id", record_id)
+    as_of = _filters(None, as_of).as_of
     events = yield from one(ops.GetHistory(user_id, record_id))
     if not events:
         raise no_history(record_id, user_id)
-    return events
+    return events_by(events, as_of)
+
+
+def events_by(events: Sequence[HistoryEvent], as_of: datetime | None) -> list[HistoryEvent]:
+    """The ``events`` made at or before ``as_of`` (all of them without it). Raises
+    ValidationError for a naive ``as_of``."""
+    as_of = _filters(None, as_of).as_of
+    return list(events) if as_of is None else [e for e in events if e.at <= as_of]
 
 
 # ------------------------------------------------------------------ keyed facts
@@ -525,12 +539,16 @@ def list_records(
     cursor: str | None = None,
     limit: int = 50,
     newest_first: bool = True,
+    as_of: datetime | None = None,
 ) -> Flow[Page[MemoryRecord]]:
-    """One page of the user's memories; ``next_cursor`` is None on the last page."""
+    """One page of the user's memories; ``next_cursor`` is None on the last page.
+
+    With ``as_of`` (timezone-aware) the memories valid at that moment, as
+    :meth:`search` says (``filters.as_of`` alike). Raises ValidationError."""
     check_id("user_id", user_id)
     check_id("cursor", cursor, required=False)
     limit = core.check_limit(limit)
-    f = _filters(filters)
+    f = _filters(filters, as_of)
     rows = yield from one(
         ops.ListRecords(user_id, f, core.now(), cursor, limit + 1, descending=newest_first)
     )

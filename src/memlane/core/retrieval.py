@@ -56,8 +56,16 @@ def search(
     filters: Filters | None = None,
     recipe: str | SearchRecipe = "hybrid",
     explain: bool = False,
+    as_of: datetime | None = None,
 ) -> Flow[list[SearchHit]]:
     """The user's memories most relevant to ``query``, best first.
+
+    With ``as_of`` (a timezone-aware time; past, present or future) only the memories
+    valid at that moment are searched: begun by then, and not superseded, deleted or
+    expired by then (:func:`memlane.models.queries.valid_at`); "where did she live as of
+    March 2024" is then answered by the memory true in March 2024, not today's. A time
+    the query names ("in March 2024") is something else: it boosts memories whose
+    event time falls in it, as without ``as_of``. Same as ``filters.as_of``.
 
     The default recipe (``hybrid``) fuses two candidate lists by score — dense vectors
     of each memory and BM25 (an episode also matched through the turn before it) —
@@ -65,7 +73,8 @@ def search(
     score, and boosts memories of a speaker the query names and memories inside a
     period it names ("in May 2023", "last week"). With ``explain=True`` each hit says
     how its score was made.
-    Raises ValidationError for an empty query, a bad limit or an unknown recipe.
+    Raises ValidationError for an empty query, a bad limit, an unknown recipe or a
+    naive ``as_of``.
     """
     check_id("user_id", user_id)
     query = core.check_text(query, "query")
@@ -74,7 +83,7 @@ def search(
         query = policy.apply(query, "query", query=True)
     limit = core.check_limit(limit)
     checked = _recipe(recipe)
-    q = _Query(query, user_id, _filters(filters), core.now(), checked, limit)
+    q = _Query(query, user_id, _filters(filters, as_of), core.now(), checked, limit)
     fused, hop = yield from _fused(core, q)
     scores = {rid: score for rid, score, _ in fused}
     floor = yield from _neighbor_floor(core, q, fused, scores)
@@ -240,12 +249,21 @@ def _recipe(recipe: str | SearchRecipe) -> SearchRecipe:
     return RECIPES[recipe]
 
 
-def _filters(filters: object) -> Filters:
+def _filters(filters: object, as_of: datetime | None = None) -> Filters:
+    """``filters`` (none: every current memory), at ``as_of`` when given. Raises
+    ValidationError for what is not a Filters, a naive ``as_of``, or an ``as_of`` that
+    differs from the one ``filters`` already has."""
     if filters is None:
-        return Filters()
+        filters = Filters()
     if not isinstance(filters, Filters):
         raise ValidationError(f"filters must be a memlane.Filters, got {type(filters).__name__}")
-    return filters
+    if as_of is None:
+        return filters
+    if not isinstance(as_of, datetime) or as_of.tzinfo is None:
+        raise ValidationError("as_of must be a timezone-aware datetime (e.g. tzinfo=UTC)")
+    if filters.as_of is not None and filters.as_of != as_of:
+        raise ValidationError("as_of is given twice, differently (argument and filters)")
+    return replace(filters, as_of=as_of)
 
 
 FIRST_READ = 32

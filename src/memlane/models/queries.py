@@ -26,6 +26,12 @@ class Filters:
     (``agent_id`` None alone means any agent). Quarantined records
     (:attr:`MemoryRecord.quarantine`) match only with ``include_quarantined`` (with the
     others) or ``quarantined_only`` (alone): for operators, never for recall.
+
+    ``as_of`` (time travel) matches what was valid at that moment, by the record's
+    validity, not its event time (:func:`valid_at` says exactly what that is):
+    ``include_superseded`` and ``include_deleted`` then also match records superseded or
+    deleted by that moment, never ones not yet valid then. It is an exact filter, apart
+    from the time a query names ("in March 2024"), which only boosts event time.
     """
 
     kinds: tuple[MemoryKind, ...] = ()
@@ -43,6 +49,7 @@ class Filters:
     shared_only: bool = False
     include_quarantined: bool = False
     quarantined_only: bool = False
+    as_of: datetime | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -60,7 +67,7 @@ class Filters:
             raise ValidationError("filter topics cannot contain a NUL character (\\x00)")
         for name in ("agent_id", "team", "session_id", "key"):
             check_id(name, getattr(self, name), required=False)
-        for name in ("since", "until"):
+        for name in ("since", "until", "as_of"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
                 raise ValidationError(f"filter {name} must be a timezone-aware datetime")
@@ -88,9 +95,7 @@ class Filters:
         """The reference predicate every store must agree with (conformance-tested)."""
         if record.is_expired(now):
             return False
-        if record.deleted_at is not None and not self.include_deleted:
-            return False
-        if not record.is_current and record.deleted_at is None and not self.include_superseded:
+        if not self._visible(record):
             return False
         if self.kinds and record.kind not in self.kinds:
             return False
@@ -115,6 +120,71 @@ class Filters:
         return all(
             k in record.metadata and _same(record.metadata[k], v) for k, v in self.metadata.items()
         )
+
+    def _visible(self, record: MemoryRecord) -> bool:
+        """Whether the record's validity lets it match: current (or deleted, superseded
+        as the flags allow), or valid at ``as_of`` (:meth:`_was_visible`)."""
+        if self.as_of is not None:
+            return self._was_visible(record, self.as_of)
+        if record.deleted_at is not None:
+            return self.include_deleted
+        return record.is_current or self.include_superseded
+
+    def _was_visible(self, record: MemoryRecord, t: datetime) -> bool:
+        """:func:`valid_at` ``t``, with ``include_deleted`` and ``include_superseded``
+        lifting the end that a deletion and a supersession put to it (as without
+        ``as_of``, a record deleted by ``t`` matches with ``include_deleted`` whether or
+        not it was also superseded)."""
+        if not began_by(record, t) or expired_by(record, t):
+            return False
+        if deleted_by(record, t):
+            return self.include_deleted
+        return self.include_superseded or not ended_by(record, t)
+
+
+def began_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record's validity started at or before ``t``: its ``valid_from`` (its
+    event time when it was written with one, else when it was written), else, for a
+    record without one, its creation time."""
+    return (record.valid_from or record.created_at) <= t
+
+
+def ended_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record was superseded (closed) at or before ``t``: its ``valid_to``
+    is at or before ``t``, or it is marked ``superseded_by`` with no ``valid_to`` (closed
+    at a time no one recorded: never placed in the past)."""
+    if record.valid_to is not None:
+        return record.valid_to <= t
+    return record.superseded_by is not None
+
+
+def deleted_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record was deleted at or before ``t`` (and not restored since: a
+    restore clears ``deleted_at``)."""
+    return record.deleted_at is not None and record.deleted_at <= t
+
+
+def expired_by(record: MemoryRecord, t: datetime) -> bool:
+    """Whether the record's expiry is at or before ``t``."""
+    return record.expires_at is not None and record.expires_at <= t
+
+
+def valid_at(record: MemoryRecord, t: datetime) -> bool:
+    """Whether ``record`` was valid at ``t`` (what ``Filters(as_of=t)`` matches, expiry
+    at the time of asking aside): its validity had begun (:func:`began_by`), it was not
+    superseded by then (:func:`ended_by`), not deleted by then (``deleted_at`` after
+    ``t``; a restored memory has none and counts as never deleted) and not expired by
+    then (``expires_at`` after ``t``). That is the half-open interval ``[valid_from,
+    min(valid_to, deleted_at, expires_at))``. Its content is the record as stored now: an
+    in-place :meth:`~memlane.Memory.update` corrects a record rather than recording a
+    change in the world (that is :meth:`~memlane.Memory.supersede`), so it opens no new
+    interval; ``history(..., as_of=t)`` shows the version stored at ``t``."""
+    return (
+        began_by(record, t)
+        and not ended_by(record, t)
+        and not deleted_by(record, t)
+        and not expired_by(record, t)
+    )
 
 
 def _same(a: Any, b: Any) -> bool:

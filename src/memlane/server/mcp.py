@@ -7,7 +7,8 @@ whether it is destructive and idempotent; none reaches outside memlane):
 - ``add_memory`` (``Memory.add``): a write; not idempotent (each call adds a memory).
   What an agent stores through MCP is ``inferred`` (its trust); one holding
   instruction-like content comes back with ``quarantined`` (the kinds found).
-- ``search_memories`` (``Memory.search``): read-only.
+- ``search_memories`` (``Memory.search``): read-only; ``as_of`` searches what was true
+  at a date (time travel).
 - ``forget_memory`` (``Memory.delete``): destructive, idempotent (history keeps it).
 - ``remember`` (``Memory.remember``, a keyed fact): destructive (replaces the key's value;
   history keeps the old one), idempotent.
@@ -43,7 +44,8 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from memlane.errors import require_extra
@@ -58,7 +60,7 @@ from memlane.access import Action, Grant, authorize, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, MemlaneError, ValidationError
 from memlane.manager.tools import found, quarantined
-from memlane.models import MemoryKind, MemoryRecord, Scope, Trust, check_id
+from memlane.models import MemoryKind, MemoryRecord, Scope, Trust, check_id, from_iso
 from memlane.server.auth import key_from_headers, own_record
 from memlane.server.errors import client_text, matching
 from memlane.server.keys import ApiKey, KeyStore
@@ -278,6 +280,17 @@ def _fail(exc: MemlaneError, error: type[Exception], tenant: str | None) -> Exce
     return error(f"{matched.__name__}: {rule.message}")
 
 
+def _as_of(value: str | None) -> datetime | None:
+    """The moment a tool's ``as_of`` names (a date is its midnight; no zone: UTC).
+    Raises ValidationError naming the argument."""
+    if value is None:
+        return None
+    try:
+        return from_iso(value)
+    except ValidationError as exc:
+        raise ValidationError(f"as_of wants an ISO date or time, got {value!r}") from exc
+
+
 def _memory_view(record: MemoryRecord, uri: str) -> dict[str, Any]:
     """What a client sees of one memory (never the store's user id: it names the tenant)."""
     full = record.to_dict()
@@ -362,10 +375,14 @@ class _Tools:
         user_id: str | None = None,
         limit: int = 5,
         agent_id: str | None = None,
+        as_of: str | None = None,
     ) -> dict[str, Any]:
-        """Search the user's memories: the ones most relevant to ``query``, best first."""
+        """Search the user's memories: the ones most relevant to ``query``, best first.
+        With ``as_of`` (an ISO date or time, e.g. "2024-03-01"; no zone: UTC) only what
+        was true then: memories since superseded, forgotten or expired count, later ones
+        do not ("where did she live in March 2024")."""
         async with self._acting(ctx, Action.READ, user_id, agent_id) as (where, memory):
-            f = visible_filters(where)
+            f = replace(visible_filters(where), as_of=_as_of(as_of))
             hits = await memory.search(query, user_id=where.user_id, limit=limit, filters=f)
         return found(hits)
 

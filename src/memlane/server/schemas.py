@@ -30,6 +30,15 @@ JSONObject = Annotated[
 ]
 
 
+AS_OF = (
+    "Time travel: only what was valid at this moment (a timezone-aware ISO 8601 time, "
+    "e.g. 2024-03-01T00:00:00Z): begun by then, not superseded, deleted or expired by "
+    "then. A time named in a query only boosts event time; this filters exactly."
+)
+AsOfQuery = Annotated[datetime | None, Query(description=AS_OF)]
+"""The ``as_of`` query parameter of a listing or a history."""
+
+
 def _path_id(what: str) -> Any:
     return Path(min_length=1, max_length=256, pattern=ID_PATTERN, description=what)
 
@@ -158,6 +167,7 @@ class SearchBody(_Body):
     session_id: Id | None = None
     agent_id: Id | None = None
     include_superseded: bool = False
+    as_of: datetime | None = Field(default=None, description=AS_OF)
 
     def filters(self) -> Filters:
         """What the search is limited to (before the caller's agent rule)."""
@@ -166,6 +176,7 @@ class SearchBody(_Body):
             topics=tuple(self.topics),
             session_id=self.session_id,
             include_superseded=self.include_superseded,
+            as_of=self.as_of,
         )
 
 

@@ -298,11 +298,13 @@ class SqliteOps(OpDispatch):
             where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
             ids = conn.execute(f"SELECT r.id FROM records r WHERE {where}", params)
             allowed = matrix.rows_of(row[0] for row in ids)
-            (next_expiry,) = conn.execute(
-                "SELECT MIN(expires_at) FROM records WHERE user_id = ? AND expires_at > ?",
-                (op.user_id, now),
-            ).fetchone()
-            self._vectors.remember_allowed(key, filter_key, allowed, now, next_expiry)
+            # A moment in time (as_of) is one of many (a slider's): not worth a slot.
+            if op.filters.as_of is None:
+                (next_expiry,) = conn.execute(
+                    "SELECT MIN(expires_at) FROM records WHERE user_id = ? AND expires_at > ?",
+                    (op.user_id, now),
+                ).fetchone()
+                self._vectors.remember_allowed(key, filter_key, allowed, now, next_expiry)
         return matrix.top_k(op.vector, allowed, op.limit)
 
     @staticmethod

@@ -12,11 +12,19 @@ from typing import Annotated
 from fastapi import Query
 
 from memlane.access import Action, visible, visible_filters
+from memlane.core.records import events_by
 from memlane.errors import no_history
 from memlane.models import Filters
 from memlane.server.responses import HistoryOut, HitsOut, MemoryOut, MemoryPage
 from memlane.server.routes.common import AgentCall, Area, UserCall
-from memlane.server.schemas import AddBody, MemoryId, SearchBody, SupersedeBody, UpdateBody
+from memlane.server.schemas import (
+    AddBody,
+    AsOfQuery,
+    MemoryId,
+    SearchBody,
+    SupersedeBody,
+    UpdateBody,
+)
 
 area = Area("memories")
 router = area.router
@@ -49,6 +57,7 @@ async def list_memories(
     newest_first: bool = True,
     include_quarantined: Annotated[bool, Query(description=_WITH_QUARANTINED)] = False,
     quarantined_only: Annotated[bool, Query(description=_ONLY_QUARANTINED)] = False,
+    as_of: AsOfQuery = None,
 ) -> MemoryPage:
     operator = include_quarantined or quarantined_only
     where = call.scope(Action.READ_ALL if operator else Action.READ)
@@ -58,6 +67,7 @@ async def list_memories(
         include_deleted=include_deleted,
         include_quarantined=include_quarantined,
         quarantined_only=quarantined_only,
+        as_of=as_of,
     )
     page = await call.memory.list(
         user_id=where.user_id,
@@ -139,15 +149,19 @@ async def release_memory(
 
 
 @area.route("GET", "/memories/{memory_id}/history")
-async def memory_history(memory_id: MemoryId, call: AgentCall) -> HistoryOut:
+async def memory_history(
+    memory_id: MemoryId, call: AgentCall, as_of: AsOfQuery = None
+) -> HistoryOut:
     where = call.scope(Action.READ)
     events = await call.memory.history(memory_id, user_id=where.user_id)
+    # Whose it is is read from its whole history, before as_of narrows what is shown.
     last = next((e.snapshot for e in reversed(events) if e.snapshot is not None), None)
     # A purged memory's events keep no snapshot, so no owner: an agent is not shown them.
     hidden = last is None and where.agent_id is not None
     if hidden or not visible(where, (last or {}).get("agent_id")):
         raise no_history(memory_id, where.user_id)
-    return call.out(HistoryOut, {"events": [e.to_dict() for e in events]})
+    shown = events_by(events, as_of)
+    return call.out(HistoryOut, {"events": [e.to_dict() for e in shown]})
 
 
 @area.route("POST", "/search")

@@ -20,7 +20,7 @@ def filter_sql(dialect: Dialect, user_id: str, f: Filters, now: datetime) -> tup
         clauses.extend(more[0])
         params.extend(more[1])
 
-    add(_visibility(f))
+    add(_visibility(f) if f.as_of is None else _valid_at(dialect, f, f.as_of))
     add(_quarantine(dialect, f))
     if f.kinds:
         add(dialect.any_of("r.kind", [k.value for k in f.kinds]))
@@ -45,6 +45,30 @@ def _visibility(f: Filters) -> Clauses:
             "(r.deleted_at IS NOT NULL OR (r.superseded_by IS NULL AND r.valid_to IS NULL))"
         )
     return clauses, []
+
+
+def _valid_at(dialect: Dialect, f: Filters, as_of: datetime) -> Clauses:
+    """What :func:`memlane.models.queries.valid_at` says, with the ends that
+    ``include_deleted`` and ``include_superseded`` lift lifted, as ``_visibility`` does
+    for the present."""
+    m = dialect.mark
+    t = dialect.time(as_of)
+    clauses = [
+        f"COALESCE(r.valid_from, r.created_at) <= {m}",
+        f"(r.expires_at IS NULL OR r.expires_at > {m})",
+    ]
+    params = [t, t]
+    if not f.include_deleted:
+        clauses.append(f"(r.deleted_at IS NULL OR r.deleted_at > {m})")
+        params.append(t)
+    if not f.include_superseded:
+        # Deleted by then (matched only with include_deleted), or not closed by then.
+        clauses.append(
+            f"((r.deleted_at IS NOT NULL AND r.deleted_at <= {m}) OR r.valid_to > {m} "
+            "OR (r.valid_to IS NULL AND r.superseded_by IS NULL))"
+        )
+        params += [t, t]
+    return clauses, params
 
 
 def _quarantine(dialect: Dialect, f: Filters) -> Clauses:

@@ -533,3 +533,35 @@ def test_growth_recentres_the_codes_and_keeps_the_vectors_file(tmp_path: Path) -
     with CodeFile.open(path, DIM) as codes:
         assert len(codes) == 2000 and not np.allclose(codes.centre, 0)
         assert codes.scored(vectors[1500], 1)[0].tolist() == [1500]
+
+
+def test_a_scan_split_over_two_threads_finds_what_one_thread_finds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Halves scanned on a helper thread and this one, merged: the same distances as one
+    scan, each at a row that lies at it, and the same exact scores at the top."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from memlane.stores import codes as codes_module
+
+    monkeypatch.setattr(codes_module, "SPLIT_AT", 1000)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((4001, 64)).astype(np.float32)  # an odd count: uneven halves
+    base = sign_codes(vectors)
+    with ThreadPoolExecutor(1) as helper:
+        for q in rng.standard_normal((5, 64)).astype(np.float32):
+            code = sign_codes(q[None, :])
+            alone_d, _ = codes_module._knn(code, base, 300, None)
+            split_d, split_p = codes_module._knn(code, base, 300, helper)
+            assert split_d.tolist() == alone_d.tolist()
+            bits = np.unpackbits(base[split_p[0]] ^ code, axis=1).sum(axis=1)
+            assert bits.tolist() == split_d[0].tolist()
+            assert split_p[0].max() >= 2000 and split_p[0].min() < 2000  # both halves
+        dense = rng.standard_normal((3000, 384)).astype(np.float32)
+        with CodeFile.open(None, 384) as file:
+            file.append(np.arange(3000), dense)
+            query = dense[7] + 0.1 * rng.standard_normal(384).astype(np.float32)
+            alone = file.scored(query, 50)
+            split = file.scored(query, 50, helper)
+            assert split[0].tolist() == alone[0].tolist()
+            assert np.allclose(split[1], alone[1])

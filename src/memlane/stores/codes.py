@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from memlane.errors import CorruptStoreError, StoreError, ValidationError
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import numpy as np
 
 MAGIC = b"MLCODES\x02"
@@ -291,19 +293,22 @@ class CodeFile:
         with self._lock:
             return np.asarray(self._rids[self._ordered(vector, n, whole_ties=True)])
 
-    def scored(self, query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def scored(
+        self, query: np.ndarray, n: int, helper: Executor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` live rows nearest to ``query`` by Hamming distance with their exact
         scores: (rids, the dot product of ``query`` with each one's stored vector as
         float32), nearest first. Unlike :meth:`candidates` one scan decides: where more
         rows than it kept lie at the n-th distance, the ones it kept stand for them (a
         second scan of a million codes for a tie the exact scores then reorder anyway
-        cost 5 ms in one search of seven). Raises ValidationError for a query of another
-        shape."""
+        cost 5 ms in one search of seven). With a ``helper`` thread a large scan is split
+        in two halves, one on each thread (:data:`SPLIT_AT`). Raises ValidationError for
+        a query of another shape."""
         import numpy as np
 
         vector = self._checked_query(query)
         with self._lock:
-            positions = self._ordered(vector, n, whole_ties=False)
+            positions = self._ordered(vector, n, whole_ties=False, helper=helper)
             stored = self._floats.read(self._rows[positions])
             rids = self._rids[positions]
         return rids, stored.astype(np.float32) @ vector
@@ -317,7 +322,9 @@ class CodeFile:
             raise ValidationError(f"the query must be one {self.dim}-d vector, got {vector.shape}")
         return vector.reshape(self.dim)
 
-    def _ordered(self, vector: np.ndarray, n: int, *, whole_ties: bool) -> np.ndarray:
+    def _ordered(
+        self, vector: np.ndarray, n: int, *, whole_ties: bool, helper: Executor | None = None
+    ) -> np.ndarray:
         """Under the lock: the memory positions of the ``n`` live rows nearest to
         ``vector`` (see :meth:`_nearest`), nearest first, equal distances by rid."""
         import numpy as np
@@ -326,32 +333,27 @@ class CodeFile:
         if n <= 0 or self._live == 0:
             return np.empty(0, dtype=np.int64)
         code = sign_codes(vector.reshape(1, self.dim) - self._centre)
-        distances, positions = self._nearest(code, min(n, self._live), whole_ties=whole_ties)
+        distances, positions = self._nearest(
+            code, min(n, self._live), whole_ties=whole_ties, helper=helper
+        )
         return positions[np.lexsort((self._rids[positions], distances))[:n]]
 
     def _nearest(
-        self, code: np.ndarray, n: int, *, whole_ties: bool = True
+        self, code: np.ndarray, n: int, *, whole_ties: bool = True, helper: Executor | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """(distances, memory positions) of live rows: every row nearer than the n-th
         nearest live row, and every row as near (the whole tie at the boundary, so that
         the caller can break it by rid). The scan asks faiss for spare rows; if the tie
         runs past them, it asks again for twice as many, unless ``whole_ties`` is False
         (then the rows of the tie it found stand for it)."""
-        import faiss
         import numpy as np
 
-        if faiss.omp_get_max_threads() != 1:
-            # One query is scanned by one thread, and faiss would still open an OpenMP
-            # team per 65,536 rows whose idle members spin at the barrier: at 100k codes
-            # on a loaded 2-core machine, 30 ms CPU and 108 ms wall instead of 0.9 ms
-            # (bench/codes.md). The setting belongs to the calling thread only.
-            faiss.omp_set_num_threads(1)
         dead_in_memory = self._size - self._live
         want = n + dead_in_memory + max(32, n // 2)
         base = self._codes[: self._size]
         while True:
             k = min(want, self._size)
-            found, positions = faiss.knn_hamming(code, base, k)
+            found, positions = _knn(code, base, k, helper)
             # Rows left out are at least as far as the farthest row found, dead or live.
             farthest = int(found[0, -1])
             live = self._rids[positions[0]] >= 0
@@ -716,6 +718,46 @@ class _Floats:
         self._map = None
         if self._file is not None:
             self._file.close()
+
+
+SPLIT_AT = 262144
+"""Codes from which a scan given a helper thread is split in two halves, one per thread
+(about 1 ms a half at this size: below it the hand-over costs more than it saves)."""
+
+
+def _knn(
+    code: np.ndarray, base: np.ndarray, k: int, helper: Executor | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's (distances, positions) of the ``k`` rows of ``base`` nearest to ``code``
+    by Hamming distance, nearest first; on two threads when a ``helper`` is given and
+    ``base`` is large (the scan leaves the GIL). Rows of a tie at the k-th distance may
+    be any of the tie's."""
+    import numpy as np
+
+    half = len(base) // 2
+    if helper is None or len(base) < SPLIT_AT or half < k:
+        return _scan(code, base, k)
+    upper = helper.submit(_scan, code, base[half:], k)
+    low_d, low_p = _scan(code, base[:half], k)
+    high_d, high_p = upper.result()
+    distances = np.concatenate([low_d[0], high_d[0]])
+    positions = np.concatenate([low_p[0], high_p[0] + half])
+    nearest = np.argsort(distances, kind="stable")[:k]
+    return distances[nearest][None, :], positions[nearest][None, :]
+
+
+def _scan(code: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """One thread's faiss scan of ``base`` for the ``k`` rows nearest to ``code``."""
+    import faiss
+
+    if faiss.omp_get_max_threads() != 1:
+        # One query is scanned by one thread, and faiss would still open an OpenMP
+        # team per 65,536 rows whose idle members spin at the barrier: at 100k codes
+        # on a loaded 2-core machine, 30 ms CPU and 108 ms wall instead of 0.9 ms
+        # (bench/codes.md). The setting belongs to the calling thread only.
+        faiss.omp_set_num_threads(1)
+    found: tuple[np.ndarray, np.ndarray] = faiss.knn_hamming(code, base, k)
+    return found
 
 
 def _if_same_file(path: Path, file: BinaryIO) -> os.stat_result | None:

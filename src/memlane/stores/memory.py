@@ -520,7 +520,7 @@ class MemoryStore(OpDispatch):
                 if entity_id not in linked and len(linked) < op.max_edges:
                     linked.append(entity_id)
             for a, b in co_occurrences(linked):
-                edge = Relation(u, co_id(a, b), a, MENTIONED_WITH, b, op.at, None, op.at)
+                edge = Relation(u, co_id(a, b), a, MENTIONED_WITH, b, item.said, None, op.at)
                 self._put_relation(replace(edge, sources=(item.record_id,)), tx)
 
     def _resolve(self, user_id: str, draft: ops.EntityDraft, at: Any, tx: _Tx) -> str:

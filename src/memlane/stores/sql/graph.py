@@ -61,7 +61,7 @@ def index_mentions(d: Dialect, op: ops.IndexMentions) -> Steps:
             if entity_id not in linked and len(linked) < op.max_edges:
                 linked.append(entity_id)
         for a, b in co_occurrences(linked):
-            edge = Relation(op.user_id, co_id(a, b), a, MENTIONED_WITH, b, op.at, None, op.at)
+            edge = Relation(op.user_id, co_id(a, b), a, MENTIONED_WITH, b, item.said, None, op.at)
             yield from _put_relation(d, replace(edge, sources=(item.record_id,)))
     return None
 

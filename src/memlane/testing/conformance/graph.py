@@ -172,3 +172,18 @@ class GraphConformance(ConformanceBase):
         assert mem.entities(user_id="u") == []
         assert _ops(mem, ops.ListRelations("u"), ops.ListMentions("u", entity_ids=("x",)))[0] == []
         assert {e.name for e in mem.entities(user_id="other")} == {"Jon Ross", "Paris"}
+
+    def test_an_import_rebuilds_the_graph_of_its_memories(self) -> None:
+        mem, _, _ = self._memory()
+        mem.add("I met Jon Ross in Paris.", user_id="u", session_id="s1")
+        mem.add("Later, Jon showed me Paris.", user_id="u", session_id="s1")
+        rows = mem.export_rows(user_id="u")
+        other, _, _ = self._memory()
+        other.import_rows(rows)
+        other.import_rows(rows)  # again: nothing doubles
+        names = {e.name: e for e in other.entities(user_id="u")}
+        assert set(names) == {"Jon Ross", "Paris"} and names["Jon Ross"].aliases == ("Jon",)
+        (edge,) = other.relations("Paris", user_id="u")
+        assert len(edge.sources) == 2
+        assert other.reindex()["memories"] == 2
+        assert {e.name for e in other.entities(user_id="u")} == set(names)

@@ -474,3 +474,26 @@ def test_reindex_reads_time_again_and_says_how_many_changed(tmp_path: Path) -> N
         assert [h.record.id for h in m.search("May 2023", user_id="alice", recipe="lexical")] == [
             r.id
         ]
+
+
+def test_graph_lists_entities_and_relations_and_walks_from_one(run) -> None:  # type: ignore[no-untyped-def]
+    first = run("add", "I met Jon Ross in Paris.", "--user", "u").output.strip()
+    second = run("add", "Everyone in Paris knows Bob Hart.", "--user", "u").output.strip()
+    run("add", "Carla Diaz lives in Rome.", "--user", "other")
+    listed = json.loads(run("graph", "--user", "u", "--json").output)
+    assert {e["name"] for e in listed["entities"]} == {"Jon Ross", "Paris", "Bob Hart"}
+    assert {r["predicate"] for r in listed["relations"]} == {"mentioned_with"}
+    assert len(listed["relations"]) == 2
+    text = run("graph", "--user", "u").output
+    assert (
+        "Jon Ross --mentioned_with--> Paris" in text or "Paris --mentioned_with--> Jon Ross" in text
+    )
+    walked = json.loads(
+        run("graph", "--user", "u", "--entity", "jon ross", "--depth", "2", "--json").output
+    )
+    assert {n["name"]: n["depth"] for n in walked["neighbors"]} == {"Paris": 1, "Bob Hart": 2}
+    assert walked["memories"] == [first]
+    around_paris = json.loads(run("graph", "--user", "u", "--entity", "Paris", "--json").output)
+    assert sorted(around_paris["memories"]) == sorted([first, second])
+    missing = run("graph", "--user", "other", "--entity", "Jon Ross", ok=False)
+    assert missing.exit_code == 1 and "NotFoundError" in missing.output

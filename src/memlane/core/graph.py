@@ -45,14 +45,21 @@ def _entity(user_id: str, entity: str) -> Flow[Entity]:
 
 
 def entities(
-    core: Core, *, user_id: str, limit: int = 100, after: str | None = None
+    core: Core,
+    *,
+    user_id: str,
+    ids: Sequence[str] = (),
+    limit: int = 100,
+    after: str | None = None,
 ) -> Flow[list[Entity]]:
-    """The user's entities by id, after the cursor id ``after`` (merged ones left out).
+    """The user's entities by id, after the cursor id ``after`` (merged ones left out);
+    with ``ids``, those entities (merged ones too; unknown ids left out), in no order.
     Raises ValidationError."""
     check_id("user_id", user_id)
-    return (
-        yield from one(ops.ListEntities(user_id, after_id=after, limit=core.check_limit(limit)))
-    )
+    for i in ids:
+        check_id("entity id", i)
+    op = ops.ListEntities(user_id, tuple(ids), after, core.check_limit(limit))
+    return (yield from one(op))
 
 
 def relations(

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
+
+from memlane.models.basics import opt_iso
 
 
 class EntityType(StrEnum):
@@ -42,6 +45,19 @@ class Entity:
     updated_at: datetime | None = None
     merged_into: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The entity as JSON-ready values."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "name": self.name,
+            "type": self.type.value,
+            "aliases": list(self.aliases),
+            "created_at": opt_iso(self.created_at),
+            "updated_at": opt_iso(self.updated_at),
+            "merged_into": self.merged_into,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Mention:
@@ -51,6 +67,15 @@ class Mention:
     entity_id: str
     record_id: str
     session_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mention as JSON-ready values."""
+        return {
+            "user_id": self.user_id,
+            "entity_id": self.entity_id,
+            "record_id": self.record_id,
+            "session_id": self.session_id,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +102,20 @@ class Relation:
         """Whether the edge still holds (no end of validity)."""
         return self.valid_to is None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The relation as JSON-ready values."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "subject_id": self.subject_id,
+            "predicate": self.predicate,
+            "object_id": self.object_id,
+            "valid_from": opt_iso(self.valid_from),
+            "valid_to": opt_iso(self.valid_to),
+            "created_at": opt_iso(self.created_at),
+            "sources": list(self.sources),
+        }
+
     def other(self, entity_id: str) -> str:
         """The entity at the other end from ``entity_id``."""
         return self.object_id if entity_id == self.subject_id else self.subject_id
@@ -88,3 +127,7 @@ class Neighbor:
 
     entity: Entity
     depth: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The neighbor as JSON-ready values: the entity's, and its depth."""
+        return {**self.entity.to_dict(), "depth": self.depth}

@@ -161,7 +161,7 @@ def speed(extract: Extractor, texts: list[str], rounds: int = 3) -> float:
     return len(texts) / best
 
 
-def add_latency(n: int = 300) -> None:
+def add_latency(data: Path, n: int = 400) -> None:
     """p50/p95 of one ``Memory.add`` (SQLite file, fake embedder) with and without mention
     extraction (``graph=False``)."""
     import tempfile
@@ -170,8 +170,8 @@ def add_latency(n: int = 300) -> None:
     from memlane.core.base import CoreConfig
     from memlane.testing.fakes import FakeEmbedder
 
-    texts = list(dev_texts(DEFAULT_DATA))[:n]
-    for graph in (False, True, False, True):
+    texts = list(dev_texts(data))[:n]
+    for graph in (False, True) * 3:
         with tempfile.TemporaryDirectory() as tmp:
             mem = Memory(
                 f"sqlite:///{tmp}/m.db", embedder=FakeEmbedder(), config=CoreConfig(graph=graph)
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--add-latency", action="store_true")
     args = parser.parse_args()
     if args.add_latency:
-        add_latency()
+        add_latency(args.data)
         return
     turns = json.loads(SAMPLE.read_text())["turns"]
     texts = list(dev_texts(args.data))

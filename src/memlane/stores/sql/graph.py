@@ -100,6 +100,20 @@ def _resolve(d: Dialect, user_id: str, draft: ops.EntityDraft, at: datetime) -> 
                 "ON CONFLICT DO NOTHING",
                 [user_id, k, found],
             )
+    if found == draft.id and draft.keys:
+        # A concurrent writer (PostgreSQL) may have made the same entity first: its key
+        # won, so the entity is that one and the one just made goes.
+        rows = yield (
+            f"SELECT entity_id FROM entity_keys WHERE user_id = {m} AND key = {m}",
+            [user_id, draft.keys[0]],
+        )
+        if rows and rows[0][0] != found:
+            yield (f"DELETE FROM entities WHERE user_id = {m} AND id = {m}", [user_id, found])
+            yield (
+                f"DELETE FROM entity_keys WHERE user_id = {m} AND entity_id = {m}",
+                [user_id, found],
+            )
+            found = rows[0][0]
     return found
 
 

@@ -392,12 +392,16 @@ class Core:
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
+        triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
     ) -> Flow[list[MemoryRecord]]:
         """Write new records with their history and vectors in one batch (``extra`` ops
         too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
+        ``triples``: typed relations some records state (by record id), for the graph.
         Raises ConflictError when a write in the batch lost a race."""
-        written, _ = yield from self.insert_with(records, extra, reason=reason, vector=vector)
+        written, _ = yield from self.insert_with(
+            records, extra, reason=reason, vector=vector, triples=triples
+        )
         return written
 
     def insert_with(
@@ -407,6 +411,7 @@ class Core:
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
+        triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
     ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
         """:meth:`insert`, returning the records and the results of the ``extra`` ops."""
         extra = list(extra)
@@ -418,7 +423,7 @@ class Core:
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
-        index = index_op(records) if self.config.graph else None
+        index = index_op(records, triples) if self.config.graph else None
         results = yield from many(
             [
                 cache_write,

@@ -5,7 +5,7 @@ store resolves to the user's (:class:`~memlane.ports.store.IndexMentions`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from memlane.ids import new_id
 from memlane.models import MemoryRecord, parse_period, period_words
@@ -54,7 +54,9 @@ def _session_key(session_id: str, first: str) -> str:
     return f"session:{session_id}:{first}"
 
 
-def _name_draft(name: str, session_id: str | None) -> ops.EntityDraft | None:
+def _name_draft(
+    name: str, session_id: str | None, kind: EntityType = EntityType.NAME
+) -> ops.EntityDraft | None:
     """How one proper name is resolved: by its key; a single word first by the session's
     full name it begins; a name of several words registers its first word for the session."""
     key = entity_key(name)
@@ -67,7 +69,7 @@ def _name_draft(name: str, session_id: str | None) -> ops.EntityDraft | None:
         lookup = (_session_key(session_id, key), key)
     elif session_id is not None:
         keys = (key, _session_key(session_id, words[0]))
-    return ops.EntityDraft(new_id(), name, EntityType.NAME, lookup, keys)
+    return ops.EntityDraft(new_id(), name, kind, lookup, keys)
 
 
 def _date_draft(period: str) -> ops.EntityDraft:
@@ -76,26 +78,50 @@ def _date_draft(period: str) -> ops.EntityDraft:
     return ops.EntityDraft(new_id(), period_words(start, end), EntityType.DATE, (key,), (key,))
 
 
-def mention_drafts(records: Iterable[MemoryRecord]) -> tuple[ops.MentionDraft, ...]:
-    """What each record names, as drafts to resolve (records naming nothing left out)."""
-    out: list[ops.MentionDraft] = []
-    for r in records:
-        found = (_name_draft(n, r.session_id) for n in names(r.text)[:MAX_NAMES])
-        drafts = [d for d in found if d is not None]
-        drafts += [_date_draft(p) for p in r.periods]
-        if drafts:
-            out.append(
-                ops.MentionDraft(r.id, r.session_id, tuple(drafts), r.event_at or r.created_at)
-            )
+Triple = tuple[str, EntityType, str, str, EntityType, bool]
+"""A typed relation as the memory manager extracts it: subject, its type, predicate,
+object, its type, and whether it is exclusive (:class:`~memlane.ports.store.TripleDraft`)."""
+
+
+def triple_drafts(triples: Iterable[Triple], session_id: str | None) -> tuple[ops.TripleDraft, ...]:
+    """The manager's triples as drafts to resolve (those naming nothing left out)."""
+    out: list[ops.TripleDraft] = []
+    for subject, subject_type, predicate, obj, object_type, exclusive in triples:
+        a = _name_draft(subject, session_id, subject_type)
+        b = _name_draft(obj, session_id, object_type)
+        verb = "_".join(predicate.casefold().split())
+        if a is not None and b is not None and verb:
+            out.append(ops.TripleDraft(a, verb, b, exclusive))
     return tuple(out)
 
 
-def index_op(records: Sequence[MemoryRecord]) -> ops.IndexMentions | None:
-    """The op recording what ``records`` (of one user) name, or None when they name
-    nothing."""
+def mention_drafts(
+    records: Iterable[MemoryRecord],
+    triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
+) -> tuple[ops.MentionDraft, ...]:
+    """What each record names, as drafts to resolve (records naming nothing left out),
+    with the typed ``triples`` stated by some of them (by record id)."""
+    out: list[ops.MentionDraft] = []
+    for r in records:
+        stated = (triples or {}).get(r.id, ())
+        found = (_name_draft(n, r.session_id) for n in names(r.text)[:MAX_NAMES])
+        drafts = [d for d in found if d is not None]
+        drafts += [_date_draft(p) for p in r.periods]
+        if drafts or stated:
+            said = r.event_at or r.created_at
+            out.append(ops.MentionDraft(r.id, r.session_id, tuple(drafts), said, stated))
+    return tuple(out)
+
+
+def index_op(
+    records: Sequence[MemoryRecord],
+    triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
+) -> ops.IndexMentions | None:
+    """The op recording what ``records`` (of one user) name and the ``triples`` they
+    state (by record id), or None when they name nothing."""
     if not records:
         return None
-    items = mention_drafts(records)
+    items = mention_drafts(records, triples)
     if not items:
         return None
     return ops.IndexMentions(records[0].user_id, items, max(r.created_at for r in records))

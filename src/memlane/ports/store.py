@@ -443,6 +443,19 @@ class EntityDraft:
 
 
 @dataclass(frozen=True, slots=True)
+class TripleDraft:
+    """A typed relation a memory states (the memory manager's extraction): both ends are
+    resolved as entity drafts are. ``exclusive``: its subject has one such object at a
+    time, so the edge ends (``valid_to``) every other current edge of the subject with
+    this predicate: a move supersedes the old home."""
+
+    subject: EntityDraft
+    predicate: str
+    object: EntityDraft
+    exclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class MentionDraft:
     """The entities one memory names, in order (the first ``max_edges`` are linked);
     ``said`` is when the memory says it was so (its event time, else its creation): its
@@ -452,6 +465,9 @@ class MentionDraft:
     session_id: str | None
     entities: tuple[EntityDraft, ...]
     said: datetime
+    triples: tuple[TripleDraft, ...] = ()
+    """Typed relations the memory states: edges ``rel:<subject>:<predicate>:<object>``
+    valid from ``said``, their ends mentioned by the memory too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -461,7 +477,9 @@ class IndexMentions(Op[None]):
     co-occurrence edge (:data:`~memlane.models.graph.MENTIONED_WITH`, id
     ``co:<lesser id>:<greater id>``, valid from the first memory's ``said``, created
     ``at``) whose sources gain the memory. Only the first ``max_edges`` distinct entities
-    of a memory are linked. ``at`` is also when new entities are made or gain aliases."""
+    of a memory are linked. ``at`` is also when new entities are made or gain aliases.
+    Then each item's typed triples are written (see :class:`TripleDraft`). A found entity
+    of type ``name`` takes the more precise type a draft gives it."""
 
     user_id: str
     items: tuple[MentionDraft, ...]

@@ -17,6 +17,11 @@ def co_id(a: str, b: str) -> str:
     return f"co:{lo}:{hi}"
 
 
+def triple_id(subject_id: str, predicate: str, object_id: str) -> str:
+    """The id of the typed edge ``subject --predicate--> object``."""
+    return f"rel:{subject_id}:{predicate}:{object_id}"
+
+
 def co_occurrences(entity_ids: Sequence[str]) -> Iterator[tuple[str, str]]:
     """Every two distinct entities of one memory, lesser id first."""
     yield from itertools.combinations(sorted(set(entity_ids)), 2)

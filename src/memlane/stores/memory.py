@@ -16,12 +16,18 @@ import numpy as np
 
 from memlane.errors import ConflictError
 from memlane.models import AuditEvent, Job, JobStatus, MemoryKind, MemoryRecord, Message
-from memlane.models.graph import MENTIONED_WITH, Entity, Mention, Relation
+from memlane.models.graph import MENTIONED_WITH, Entity, EntityType, Mention, Relation
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.graph import co_id, co_occurrences, merged_aliases, moved_relation
+from memlane.stores.graph import (
+    co_id,
+    co_occurrences,
+    merged_aliases,
+    moved_relation,
+    triple_id,
+)
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -522,6 +528,30 @@ class MemoryStore(OpDispatch):
             for a, b in co_occurrences(linked):
                 edge = Relation(u, co_id(a, b), a, MENTIONED_WITH, b, item.said, None, op.at)
                 self._put_relation(replace(edge, sources=(item.record_id,)), tx)
+            for t in item.triples:
+                self._put_triple(u, item, t, op.at, tx)
+
+    def _put_triple(
+        self, user_id: str, item: ops.MentionDraft, t: ops.TripleDraft, at: Any, tx: _Tx
+    ) -> None:
+        ends = [self._resolve(user_id, d, at, tx) for d in (t.subject, t.object)]
+        for entity_id in ends:
+            key = (user_id, item.record_id, entity_id)
+            if key not in self._mentions:
+                mention = Mention(user_id, entity_id, item.record_id, item.session_id)
+                tx.set(self._mentions, key, mention)
+        subject, obj = ends
+        if subject == obj:
+            return
+        if t.exclusive:
+            for r in self._user_relations(user_id):
+                if (r.subject_id, r.predicate) == (subject, t.predicate) and (
+                    r.object_id != obj and r.is_current
+                ):
+                    tx.set(self._relations, (user_id, r.id), replace(r, valid_to=item.said))
+        edge_id = triple_id(subject, t.predicate, obj)
+        edge = Relation(user_id, edge_id, subject, t.predicate, obj, item.said, None, at)
+        self._put_relation(replace(edge, sources=(item.record_id,)), tx)
 
     def _resolve(self, user_id: str, draft: ops.EntityDraft, at: Any, tx: _Tx) -> str:
         """The id of the entity ``draft`` names (made when none is found)."""
@@ -537,12 +567,13 @@ class MemoryStore(OpDispatch):
             entity = Entity(user_id, draft.id, draft.name, draft.type, (), at, at)
             tx.set(self._entities, (user_id, draft.id), entity)
             found = draft.id
-        elif draft.keys and (user_id, draft.keys[0]) not in self._entity_keys:
+        else:
             entity = self._entities[(user_id, found)]
-            aliases = (*entity.aliases, draft.name)
-            tx.set(
-                self._entities, (user_id, found), replace(entity, aliases=aliases, updated_at=at)
-            )
+            if draft.keys and (user_id, draft.keys[0]) not in self._entity_keys:
+                entity = replace(entity, aliases=(*entity.aliases, draft.name), updated_at=at)
+            if entity.type is EntityType.NAME and draft.type is not EntityType.NAME:
+                entity = replace(entity, type=draft.type, updated_at=at)
+            tx.set(self._entities, (user_id, found), entity)
         for k in draft.keys:
             if (user_id, k) not in self._entity_keys:
                 tx.set(self._entity_keys, (user_id, k), found)

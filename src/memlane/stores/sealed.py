@@ -724,7 +724,13 @@ def _index_mentions(plan: _Plan, op: ops.IndexMentions) -> tuple[Op[Any], Callab
             keys=tuple(sealer.name("e", k) for k in d.keys),
         )
 
-    items = tuple(replace(i, entities=tuple(map(draft, i.entities))) for i in op.items)
+    def triple(t: ops.TripleDraft) -> ops.TripleDraft:
+        return replace(t, subject=draft(t.subject), object=draft(t.object))
+
+    items = tuple(
+        replace(i, entities=tuple(map(draft, i.entities)), triples=tuple(map(triple, i.triples)))
+        for i in op.items
+    )
     return replace(op, items=items), _same
 
 

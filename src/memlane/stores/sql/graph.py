@@ -14,7 +14,13 @@ from typing import Any
 from memlane.models import from_iso
 from memlane.models.graph import MENTIONED_WITH, Entity, EntityType, Mention, Relation
 from memlane.ports import store as ops
-from memlane.stores.graph import co_id, co_occurrences, merged_aliases, moved_relation
+from memlane.stores.graph import (
+    co_id,
+    co_occurrences,
+    merged_aliases,
+    moved_relation,
+    triple_id,
+)
 from memlane.stores.sql.dialect import Dialect
 from memlane.stores.sql.statements import Statement
 
@@ -63,6 +69,36 @@ def index_mentions(d: Dialect, op: ops.IndexMentions) -> Steps:
         for a, b in co_occurrences(linked):
             edge = Relation(op.user_id, co_id(a, b), a, MENTIONED_WITH, b, item.said, None, op.at)
             yield from _put_relation(d, replace(edge, sources=(item.record_id,)))
+        for t in item.triples:
+            yield from _put_triple(d, op.user_id, item, t, op.at)
+    return None
+
+
+def _put_triple(
+    d: Dialect, user_id: str, item: ops.MentionDraft, t: ops.TripleDraft, at: datetime
+) -> Steps:
+    m = d.mark
+    ends = []
+    for draft in (t.subject, t.object):
+        entity_id = yield from _resolve(d, user_id, draft, at)
+        ends.append(entity_id)
+        yield (
+            f"INSERT INTO mentions (user_id, entity_id, record_id, session_id) "
+            f"VALUES ({_marks(d, 4)}) ON CONFLICT DO NOTHING",
+            [user_id, entity_id, item.record_id, item.session_id],
+        )
+    subject, obj = ends
+    if subject == obj:
+        return None
+    if t.exclusive:
+        yield (
+            f"UPDATE relations SET valid_to = {m} WHERE user_id = {m} AND subject_id = {m} "
+            f"AND predicate = {m} AND object_id <> {m} AND valid_to IS NULL",
+            [d.time(item.said), user_id, subject, t.predicate, obj],
+        )
+    edge = Relation(user_id, triple_id(subject, t.predicate, obj), subject, t.predicate, obj)
+    edge = replace(edge, valid_from=item.said, created_at=at, sources=(item.record_id,))
+    yield from _put_relation(d, edge)
     return None
 
 
@@ -83,7 +119,12 @@ def _resolve(d: Dialect, user_id: str, draft: ops.EntityDraft, at: datetime) -> 
             [user_id, draft.id, draft.name, draft.type.value, "[]",
              d.time(at), d.time(at), None],
         )  # fmt: skip
-    elif draft.keys and draft.keys[0] not in owners:
+    elif draft.type is not EntityType.NAME:
+        yield (
+            f"UPDATE entities SET type = {m} WHERE user_id = {m} AND id = {m} AND type = 'name'",
+            [draft.type.value, user_id, found],
+        )
+    if found != draft.id and draft.keys and draft.keys[0] not in owners:
         rows = yield (
             f"SELECT aliases FROM entities WHERE user_id = {m} AND id = {m}",
             [user_id, found],

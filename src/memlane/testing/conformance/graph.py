@@ -7,6 +7,7 @@ from typing import Any
 
 from memlane.api import Memory
 from memlane.core.flow import many
+from memlane.core.mentions import triple_drafts
 from memlane.errors import NotFoundError
 from memlane.models import MENTIONED_WITH, EntityType, Relation
 from memlane.ports import store as ops
@@ -187,3 +188,34 @@ class GraphConformance(ConformanceBase):
         assert len(edge.sources) == 2
         assert other.reindex()["memories"] == 2
         assert {e.name for e in other.entities(user_id="u")} == set(names)
+
+    def test_a_typed_exclusive_triple_ends_the_edge_it_replaces(self) -> None:
+        mem, clock, _ = self._memory()
+        clock.now = _day(2024, 3, 1)
+        london = mem.add("Alice Smith lives in London.", user_id="u")
+        clock.now = _day(2025, 6, 1)
+        paris = mem.add("Alice Smith moved to Paris.", user_id="u")
+        person, place = EntityType.PERSON, EntityType.PLACE
+
+        def stated(record_id: str, said: Any, city: str) -> ops.MentionDraft:
+            triple = ("Alice Smith", person, "lives in", city, place, True)
+            return ops.MentionDraft(record_id, None, (), said, triple_drafts([triple], None))
+
+        _ops(
+            mem,
+            ops.IndexMentions("u", (stated(london.id, london.created_at, "London"),), clock.now),
+        )
+        _ops(mem, ops.IndexMentions("u", (stated(paris.id, paris.created_at, "Paris"),), clock.now))
+        names = {e.name: e for e in mem.entities(user_id="u")}
+        assert names["Alice Smith"].type is EntityType.PERSON  # the triple typed the name
+        lives = {
+            r.object_id: r
+            for r in mem.relations("Alice Smith", user_id="u")
+            if r.predicate == "lives_in"
+        }
+        old, new = lives[names["London"].id], lives[names["Paris"].id]
+        assert old.valid_from == london.created_at and old.valid_to == paris.created_at
+        assert old.sources == (london.id,) and new.sources == (paris.id,)
+        assert new.valid_from == paris.created_at and new.is_current
+        current = mem.relations("Alice Smith", user_id="u", current=True)
+        assert old.id not in {r.id for r in current} and new.id in {r.id for r in current}

@@ -6,12 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 from memlane.api import Memory
+from memlane.core.base import CoreConfig
 from memlane.core.flow import many
 from memlane.core.mentions import triple_drafts
 from memlane.errors import NotFoundError
 from memlane.models import MENTIONED_WITH, EntityType, Relation
 from memlane.ports import store as ops
 from memlane.testing.conformance._base import ConformanceBase, _day, _raises
+from memlane.testing.fakes import FakeEmbedder
 
 
 def _ops(mem: Memory, *ops_: ops.Op[Any]) -> list[Any]:
@@ -219,3 +221,13 @@ class GraphConformance(ConformanceBase):
         assert new.valid_from == paris.created_at and new.is_current
         current = mem.relations("Alice Smith", user_id="u", current=True)
         assert old.id not in {r.id for r in current} and new.id in {r.id for r in current}
+
+    def test_reindex_fills_the_graph_of_memories_written_without_it(self) -> None:
+        store = self.make_store()
+        before = Memory(store, embedder=FakeEmbedder(), config=CoreConfig(graph=False))
+        before.add("I met Jon Ross in Paris.", user_id="u")
+        assert before.entities(user_id="u") == []  # recorded nothing: the graph is off
+        after = Memory(store, embedder=FakeEmbedder())
+        assert after.reindex()["memories"] == 1
+        assert {e.name for e in after.entities(user_id="u")} == {"Jon Ross", "Paris"}
+        after.close()

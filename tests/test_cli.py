@@ -497,3 +497,9 @@ def test_graph_lists_entities_and_relations_and_walks_from_one(run) -> None:  # 
     assert sorted(around_paris["memories"]) == sorted([first, second])
     missing = run("graph", "--user", "other", "--entity", "Jon Ross", ok=False)
     assert missing.exit_code == 1 and "NotFoundError" in missing.output
+
+
+def test_graph_never_creates_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.db"
+    result = CliRunner().invoke(cli, ["--store", str(missing), "graph", "--user", "u"])
+    assert result.exit_code == 1 and not missing.exists()

@@ -59,9 +59,9 @@ def test_custom_instructions_reach_the_prompt() -> None:
         assert result.candidates[0].outcome is Outcome.ADDED
         system = llm.requests[0].messages[0].content
         assert "only health information" in system and "Write in English." in system
-        assert result.prompt_versions == ("extract/1",)
+        assert result.prompt_versions == ("extract/2",)
         record = memory.get(result.candidates[0].record_id or "", user_id="u")
-        assert record.metadata["prompt"] == "extract/1" and record.metadata["model"] == "canned"
+        assert record.metadata["prompt"] == "extract/2" and record.metadata["model"] == "canned"
         own = MemoryManager(memory, CannedLLM(_facts("x")), system_message="Only names.")
         own.process([("user", "hi")], user_id="v")
         assert own.llm.requests[0].messages[0].content.startswith("Only names.")  # type: ignore[union-attr]

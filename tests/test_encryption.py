@@ -160,6 +160,9 @@ def test_no_secret_reaches_any_file_through_any_path(tmp_path: Path, server: Cha
             "visits": 3,
         }
         assert m.recall("pharmacist", user_id="u") == q
+        # The knowledge graph holds the names (sealed, found by blinded keys).
+        assert {q, b} <= {e.name for e in m.entities(user_id="u")}
+        assert m.mentions(user_id="u", entity=q.lower())
         assert m.get_state("s1", user_id="u").data == {"step": f"ask {q}", "note": [x]}
         history = m.get_history("s1", user_id="u")
         assert b in history[0].messages[0].content

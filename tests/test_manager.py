@@ -492,3 +492,59 @@ def test_example_agent_loop_runs_against_the_endpoint(server: ChatServer, tmp_pa
     assert second.returncode == 0, second.stderr
     assert "resuming at step 2" in second.stdout and "workflow done" in second.stdout
     assert "The user flies to Oslo on 3 June" in second.stdout  # the writer recalls the team memory
+
+
+# ---------------------------------------------------------------------------- graph
+
+
+def _relation(subject: str, predicate: str, obj: str, object_type: str) -> dict[str, object]:
+    return {
+        "subject": subject, "subject_type": "person", "predicate": predicate,
+        "object": obj, "object_type": object_type, "exclusive": predicate == "lives in",
+    }  # fmt: skip
+
+
+def test_typed_triples_come_with_the_facts_and_a_move_ends_the_old_edge(env) -> None:  # type: ignore[no-untyped-def]
+    memory, manager, server, clock = env
+    lives_in_london = _relation("Alice Smith", "lives in", "London", "place")
+    works_at = _relation("Alice Smith", "works_at", "Acme Corp", "organization")
+    fact = {"text": "Alice Smith lives in London and works at Acme Corp", "kind": "fact"}
+    server.queue({"memories": [{**fact, "relations": [lives_in_london, works_at]}]})
+    first = manager.process([("user", "I'm Alice Smith, I live in London")], user_id="u")
+    london_fact = first.candidates[0].record_id
+    moved_at = clock.advance(days=30)
+    paris = {"text": "Alice Smith lives in Paris", "kind": "fact"}
+    server.queue(
+        {
+            "memories": [
+                {**paris, "relations": [_relation("Alice Smith", "lives in", "Paris", "place")]}
+            ]
+        },
+        {"decisions": [decision(0, "UPDATE", target=0, mode="contradict", text=paris["text"])]},
+    )
+    second = manager.process([("user", "I moved to Paris!")], user_id="u")
+    assert second.candidates[0].outcome is Outcome.SUPERSEDED
+    paris_fact = second.candidates[0].record_id
+    # The extraction prompt asked for the triples with the facts, in the same call.
+    assert "triples" in server.requests[0]["messages"][0]["content"]
+    entities = {e.name: e for e in memory.entities(user_id="u")}
+    assert entities["Alice Smith"].type.value == "person"  # typed by the model
+    assert entities["London"].type.value == "place"
+    assert entities["Acme Corp"].type.value == "organization"
+    typed = {
+        memory.entities(user_id="u", ids=[r.object_id])[0].name: r
+        for r in memory.relations("Alice Smith", user_id="u")
+        if r.predicate != "mentioned_with"
+    }
+    assert set(typed) == {"London", "Paris", "Acme Corp"}
+    assert typed["London"].predicate == "lives_in"
+    assert typed["London"].valid_to == moved_at and typed["London"].sources == (london_fact,)
+    assert typed["Paris"].is_current and typed["Paris"].valid_from == moved_at
+    assert typed["Paris"].sources == (paris_fact,)
+    assert typed["Acme Corp"].is_current  # not the same predicate: not superseded
+    current = memory.relations("Alice Smith", user_id="u", current=True)
+    assert "London" not in {
+        memory.entities(user_id="u", ids=[r.other(entities["Alice Smith"].id)])[0].name
+        for r in current
+        if r.predicate == "lives_in"
+    }

@@ -172,7 +172,7 @@ def test_plan_adds_obeys_the_switches_and_fails_bad_output_alone() -> None:
     p = planning.plan(t, learning.Decided(chosen), rules(allow_delete=False))
     assert p.results[7].outcome is Outcome.DUPLICATE  # settled outcomes are kept
     assert p.results[0].outcome is Outcome.ADDED and p.new[0].kind is MemoryKind.PREFERENCE
-    assert p.new[0].metadata == {"source": "manager", "model": "m", "prompt": "extract/1"}
+    assert p.new[0].metadata == {"source": "manager", "model": "m", "prompt": "extract/2"}
     assert "invalid model output" in p.results[1].reason
     assert p.results[2].outcome is Outcome.SKIPPED and "deleting" in p.results[2].reason
     assert "no decision" in p.results[3].reason and not p.writes

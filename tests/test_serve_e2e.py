@@ -166,8 +166,8 @@ def test_mcp_over_streamable_http_lists_the_memory_tools(served: Served) -> None
     async def scenario(c: Any) -> None:
         names = sorted(t.name for t in (await c.list_tools()).tools)
         assert names == [
-            "add_memory", "build_context", "forget_memory", "recall", "remember",
-            "search_memories",
+            "add_memory", "build_context", "entity_neighbors", "entity_relations",
+            "forget_memory", "list_entities", "recall", "remember", "search_memories",
         ]  # fmt: skip
 
     _mcp_with_key(served, served.alice_key, scenario)

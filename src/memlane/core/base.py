@@ -18,6 +18,7 @@ from typing import Any
 
 from memlane import injection
 from memlane.core.flow import Flow, embed, many, one
+from memlane.core.mentions import index_op
 from memlane.errors import ValidationError, no_memory
 from memlane.ids import new_id
 from memlane.models import (
@@ -76,6 +77,10 @@ class CoreConfig:
     its role), keyed facts, summaries, imports, and the memory manager's input (flagged
     messages are withheld from the model) and output."""
 
+    graph: bool = True
+    """Whether each memory's entities are recorded as it is written (the knowledge graph,
+    :mod:`memlane.core.graph`): mentions and co-occurrence edges, in the write's own
+    transaction. Off, :meth:`Memory.entities` finds only what was recorded before."""
     audit: AuditLevel | str = AuditLevel.ALL
     """What the audit trail records (:class:`memlane.models.AuditLevel`): ``"all"`` (the
     default: every change, in its own transaction, and every read of a user's data),
@@ -387,12 +392,16 @@ class Core:
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
+        triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
     ) -> Flow[list[MemoryRecord]]:
         """Write new records with their history and vectors in one batch (``extra`` ops
         too); returns them. ``vector``: the cache write from :meth:`vectors` for their
         texts, when the caller has it already (records without a session context).
+        ``triples``: typed relations some records state (by record id), for the graph.
         Raises ConflictError when a write in the batch lost a race."""
-        written, _ = yield from self.insert_with(records, extra, reason=reason, vector=vector)
+        written, _ = yield from self.insert_with(
+            records, extra, reason=reason, vector=vector, triples=triples
+        )
         return written
 
     def insert_with(
@@ -402,6 +411,7 @@ class Core:
         *,
         reason: str | None = None,
         vector: ops.PutEmbeddings | None = None,
+        triples: Mapping[str, tuple[ops.TripleDraft, ...]] | None = None,
     ) -> Flow[tuple[list[MemoryRecord], list[Any]]]:
         """:meth:`insert`, returning the records and the results of the ``extra`` ops."""
         extra = list(extra)
@@ -413,12 +423,14 @@ class Core:
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
+        index = index_op(records, triples) if self.config.graph else None
         results = yield from many(
             [
                 cache_write,
                 *extra,
                 *(ops.WriteRecord(r, 0) for r in records),
                 ops.AppendHistory(events),
+                *(() if index is None else (index,)),
             ]
         )
         return list(records), results[1 : 1 + len(extra)]

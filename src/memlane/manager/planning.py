@@ -20,6 +20,7 @@ from typing import Any
 
 from memlane.core.base import Core, MemoryInput, periods_of
 from memlane.core.flow import Flow
+from memlane.core.mentions import triple_drafts
 from memlane.errors import InjectionRefusedError, PiiRefusedError, ValidationError
 from memlane.manager import prompts
 from memlane.manager.jobs import JobLease, completed
@@ -32,7 +33,14 @@ from memlane.manager.learning import (
     Triage,
 )
 from memlane.manager.results import CandidateResult, ManagerConfig, ManagerResult, Outcome
-from memlane.models import HistoryAction, HistoryEvent, MemoryRecord, Trust, content_hash
+from memlane.models import (
+    EntityType,
+    HistoryAction,
+    HistoryEvent,
+    MemoryRecord,
+    Trust,
+    content_hash,
+)
 from memlane.ports import store as ops
 
 # ---------------------------------------------------------------------------- data
@@ -69,6 +77,19 @@ class Plan:
     texts: list[str] = field(default_factory=list)
     """Texts of in-place updates, to embed with the batch."""
     touched: set[str] = field(default_factory=set)
+    triples: dict[str, tuple[ops.TripleDraft, ...]] = field(default_factory=dict)
+    """The typed relations each new memory states (by its id), for the graph."""
+
+    def state(self, record: MemoryRecord, c: Candidate) -> None:
+        """Record ``record`` (new, for ``c``) as stating ``c``'s relations."""
+        relations = (
+            (r.subject, EntityType(r.subject_type), r.predicate, r.object,
+             EntityType(r.object_type), r.exclusive)
+            for r in c.memory.relations
+        )  # fmt: skip
+        drafts = triple_drafts(relations, record.session_id)
+        if drafts:
+            self.triples[record.id] = drafts
 
     def change(self, old: MemoryRecord, new: MemoryRecord, event: HistoryEvent) -> None:
         """Write ``new`` over ``old`` (only if ``old`` is still the stored version)."""
@@ -123,6 +144,7 @@ def plan_add(out: Plan, c: Candidate, text: str, reason: str, rules: Rules) -> C
     )
     record = rules.records.new_record(scope.user_id, item, rules.now)
     out.new.append(record)
+    out.state(record, c)
     return CandidateResult(c.text, Outcome.ADDED, reason, record.id)
 
 
@@ -216,6 +238,7 @@ def _plan_supersede(
     event = Core.event(closed, HistoryAction.SUPERSEDE, now, actor=rules.actor, reason=reason)
     out.change(target, closed, event)
     out.new.append(new)
+    out.state(new, c)
     return CandidateResult(c.text, Outcome.SUPERSEDED, reason, new.id, target.id)
 
 
@@ -237,7 +260,7 @@ def apply(
     _, cache_write = yield from core.vectors(texts, gathered.known)
     extra = [gathered.cache_write, *out.writes, ops.AppendHistory(tuple(out.events))]
     if lease is None:
-        yield from core.insert(out.new, extra, vector=cache_write)
+        yield from core.insert(out.new, extra, vector=cache_write, triples=out.triples)
         return
     # No lock is held across the batch: the lease is put on hold (the heartbeat stops
     # renewing it, which would change the job's version) and released after it.
@@ -245,7 +268,12 @@ def apply(
     done = completed(job, result.to_dict(), core.now())
     committed = None
     try:
-        yield from core.insert(out.new, [*extra, ops.PutJob(done, job.version)], vector=cache_write)
+        yield from core.insert(
+            out.new,
+            [*extra, ops.PutJob(done, job.version)],
+            vector=cache_write,
+            triples=out.triples,
+        )
         committed = done
     finally:
         lease.release(committed)

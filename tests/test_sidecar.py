@@ -488,3 +488,52 @@ def test_growing_scopes_recentre_their_codes_without_rebuilding(
     assert rebuilds[1:] == []
     assert not centres[5]  # 900 rows: not centred yet
     assert all(centres[7:])  # 1,050 rows on: centred
+
+
+def test_a_tie_at_the_cut_off_is_ordered_by_id_when_read_deeper(tmp_path: Path) -> None:
+    """Equal BM25 scores past the first read: the deeper read looks up the tie, and the
+    top is the tie's lowest ids (filtered ones left out), as if every hit were read. The
+    tie is written highest id first, so the index's first hits are its highest ids."""
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(99, -1, -1)]
+    store.batch([ops.WriteRecord(r, 0) for r in tie])
+    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(5)], user_id="u")
+    for rid in ("T000", "T002"):
+        m.delete(rid, user_id="u")
+    from memlane import Filters
+
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)])
+    scores = [score for _, score in hits]
+    assert [rid for rid, _ in hits[5:]] == ["T001", "T003", "T004", "T005", "T006"]
+    assert min(scores[:5]) > max(scores[5:]) and len(set(scores[5:])) == 1
+    m.close()
+
+
+def test_a_hybrid_batch_scans_codes_beside_the_lexical_read(tmp_path: Path) -> None:
+    """A batch asking for a vector and a lexical search gives each the answer it gives
+    alone (the scan runs on the store's scan thread, its op last); a failing scan fails
+    its batch and leaves nothing behind for the next."""
+    store = SqliteStore(tmp_path / "m.db")
+    embedder = FakeEmbedder()
+    m = Memory(store, embedder=embedder)
+    m.add_many([MemoryInput(f"heron note {i} river {i % 7}") for i in range(200)], user_id="u")
+    from memlane import Filters
+    from memlane.errors import ValidationError
+
+    now = m.core.now()
+    vector = embedder.embed(["heron river 3"])[0]
+    search = ops.VectorSearch("u", Filters(), now, embedder.model_id, vector, 20)
+    lexical = ops.LexicalSearch("u", Filters(), now, "river 3", 20)
+    alone = [store.batch([search])[0], store.batch([lexical])[0]]
+    assert store._scan_thread is None  # one search per batch: no thread
+    assert store.batch([search, lexical]) == alone
+    assert store.batch([lexical, search]) == alone[::-1]
+    assert store._scan_thread is not None and not store._early_scans
+    bad = ops.VectorSearch("u", Filters(), now, embedder.model_id, vector[:8], 20)
+    with pytest.raises(ValidationError):
+        store.batch([bad, lexical])
+    assert not store._early_scans
+    assert store.batch([search, lexical]) == alone
+    m.close()

@@ -80,6 +80,8 @@ class SqliteStore(SqliteOps):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._executor: ThreadPoolExecutor | None = None
+        self._scan_thread = None
+        self._early_scans = {}
         self._sidecar_: Sidecar | None = None
 
     @classmethod
@@ -248,6 +250,9 @@ class SqliteStore(SqliteOps):
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
                 self._executor = None
+            if self._scan_thread is not None:
+                self._scan_thread.shutdown(wait=True)
+                self._scan_thread = None
 
     def schema_versions(self) -> list[tuple[int, str]]:
         """The migrations applied to this database, in order."""
@@ -284,7 +289,12 @@ class SqliteStore(SqliteOps):
 
             retries = Retries(sqlite3.DatabaseError, retry_after, _mapped_error)
             retrying(lambda: self._sync_searched(conn, ops_), retries)
-            results, erased = retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+            if not write:
+                self._start_scans(ops_)
+            try:
+                results, erased = retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+            finally:
+                self._finish_scans()
             if write:
                 # Committed: a lock met while indexing must not run the batch again.
                 retrying(lambda: self._after_write(conn, ops_, erased), retries)
@@ -325,11 +335,15 @@ class SqliteStore(SqliteOps):
         their search indexes are rebuilt without it (an outbox row asks for that in the
         same transaction), and the log must lose it too. A rebuild asked for
         (RebuildIndexes) takes the same path."""
-        results: list[Any] = []
+        results: list[Any] = [None] * len(ops_)
         erased: set[str] = set()
-        for op in ops_:
+        # A vector search whose code scan runs on the scan thread goes last (only read
+        # batches start scans), so that the others overlap the scan instead of waiting.
+        order = sorted(range(len(ops_)), key=lambda i: id(ops_[i]) in self._early_scans)
+        for i in order:
+            op = ops_[i]
             before = conn.total_changes
-            results.append(self._handler(op)(conn, op))
+            results[i] = self._handler(op)(conn, op)
             if isinstance(op, ops.DeleteUser | ops.RebuildIndexes) or (
                 isinstance(op, ops.RemoveRecords | ops.DeleteSessions)
                 and conn.total_changes > before

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +64,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="FIELD=INT")
     args = parser.parse_args()
     if not args.data.is_dir():
-        sys.exit(f"no LoCoMo data at {args.data}: pass --data DIR (the locomo-dev folder)")
+        parser.error(f"no LoCoMo data at {args.data}: pass --data DIR (the locomo-dev folder)")
     conversations = load_dir(args.data)
     chosen = recipes([float(w) for w in args.weights.split(",") if w], args.variant)
     embedder = OnnxEmbedder()

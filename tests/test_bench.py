@@ -35,6 +35,20 @@ def test_a_bench_without_locomo_data_says_what_it_needs(tmp_path: Path, name: st
     assert "--data" in done.stderr and "locomo" in done.stderr.lower()
 
 
+def test_the_graph_recall_bench_without_locomo_data_says_what_it_needs(tmp_path: Path) -> None:
+    (tmp_path / "repo" / "bench").mkdir(parents=True)
+    shutil.copy(REPO / "bench" / "graph_recall.py", tmp_path / "repo" / "bench")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = tmp_path / "repo" / "bench" / "graph_recall.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert str(tmp_path / "shared" / "data" / "locomo-dev") in done.stderr
+    assert "--data" in done.stderr and "locomo" in done.stderr.lower()
+
+
 def test_audit_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     conversation = {
         "session_1": [{"speaker": "A", "text": f"I keep bees number {i}"} for i in range(30)],

@@ -37,7 +37,7 @@ WRITES = {
     "add", "add_many", "update", "supersede", "delete", "restore", "remember",
     "add_messages", "set_state", "update_state", "save_workflow", "summarize_session",
     "delete_session", "delete_sessions", "sweep", "forget_user", "import_rows", "reembed",
-    "reindex", "release",
+    "reindex", "release", "merge_entities",
 }  # fmt: skip
 """The public calls that write (recorded from the ops of their batches)."""
 

@@ -513,3 +513,26 @@ def test_as_of_lists_searches_and_shows_history_as_it_stood(run, tmp_path: Path)
     for command in (("list",), ("search", "Alice"), ("history", london.id)):
         bad = run(*command, "--user", "alice", "--as-of", "last spring", ok=False)
         assert bad.exit_code == 1 and "--as-of" in bad.output and "Traceback" not in bad.output
+
+
+def test_graph_lists_entities_and_relations_and_walks_from_one(run) -> None:  # type: ignore[no-untyped-def]
+    first = run("add", "I met Jon Ross in Paris.", "--user", "u").output.strip()
+    second = run("add", "Everyone in Paris knows Bob Hart.", "--user", "u").output.strip()
+    run("add", "Carla Diaz lives in Rome.", "--user", "other")
+    listed = json.loads(run("graph", "--user", "u", "--json").output)
+    assert {e["name"] for e in listed["entities"]} == {"Jon Ross", "Paris", "Bob Hart"}
+    assert {r["predicate"] for r in listed["relations"]} == {"mentioned_with"}
+    assert len(listed["relations"]) == 2
+    text = run("graph", "--user", "u").output
+    assert (
+        "Jon Ross --mentioned_with--> Paris" in text or "Paris --mentioned_with--> Jon Ross" in text
+    )
+    walked = json.loads(
+        run("graph", "--user", "u", "--entity", "jon ross", "--depth", "2", "--json").output
+    )
+    assert {n["name"]: n["depth"] for n in walked["neighbors"]} == {"Paris": 1, "Bob Hart": 2}
+    assert walked["memories"] == [first]
+    around_paris = json.loads(run("graph", "--user", "u", "--entity", "Paris", "--json").output)
+    assert sorted(around_paris["memories"]) == sorted([first, second])
+    missing = run("graph", "--user", "other", "--entity", "Jon Ross", ok=False)
+    assert missing.exit_code == 1 and "NotFoundError" in missing.output

@@ -26,10 +26,14 @@ from memlane.testing import FakeEmbedder
 
 pytest.importorskip("mcp")
 
-TOOLS = ["add_memory", "build_context", "forget_memory", "recall", "remember", "search_memories"]
-READ_ONLY = {"search_memories", "recall", "build_context"}
+TOOLS = [
+    "add_memory", "build_context", "entity_neighbors", "entity_relations", "forget_memory",
+    "list_entities", "recall", "remember", "search_memories",
+]  # fmt: skip
+WHOLE_USER = {"build_context", "list_entities", "entity_relations", "entity_neighbors"}
+READ_ONLY = {"search_memories", "recall", *WHOLE_USER}
 DESTRUCTIVE = {"forget_memory", "remember"}
-IDEMPOTENT = {"search_memories", "recall", "build_context", "forget_memory", "remember"}
+IDEMPOTENT = {*READ_ONLY, "forget_memory", "remember"}
 
 
 def _data(result: Any) -> dict[str, Any]:
@@ -215,6 +219,35 @@ def test_stdio_resources_are_the_users_current_memories_only(tmp_path: Path) -> 
     _as_alice(tmp_path, scenario)
 
 
+def test_stdio_graph_tools_read_the_bound_users_entities_only(tmp_path: Path) -> None:
+    from mcp import Client
+
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    with Memory(store, embedder=FakeEmbedder()) as memory:
+        met = memory.add("I met Jon Ross in Paris.", user_id="alice")
+        memory.add("Everyone in Paris knows Bob Hart.", user_id="alice")
+        memory.add("Carla Diaz moved to Rome.", user_id="bob")
+
+    async def scenario() -> None:
+        async with Client(_stdio(store, "--user", "alice")) as c:
+            listed = _data(await c.call_tool("list_entities", {}))
+            assert {e["name"] for e in listed["entities"]} == {"Jon Ross", "Paris", "Bob Hart"}
+            related = _data(await c.call_tool("entity_relations", {"entity": "jon ross"}))
+            (edge,) = related["relations"]
+            assert {edge["subject"], edge["object"]} == {"Jon Ross", "Paris"}
+            assert edge["memory_ids"] == [met.id]
+            near = _data(await c.call_tool("entity_neighbors", {"entity": "Jon Ross", "depth": 2}))
+            assert [(n["name"], n["depth"]) for n in near["neighbors"]] == [
+                ("Paris", 1),
+                ("Bob Hart", 2),
+            ]
+            assert "NotFoundError" in _error(
+                await c.call_tool("entity_neighbors", {"entity": "Carla Diaz"})
+            )
+
+    asyncio.run(scenario())
+
+
 def test_stdio_server_bound_to_an_agent(tmp_path: Path) -> None:
     """`--agent` binds the agent too: no agent_id argument, and another agent's memory is
     as absent as one that never existed."""
@@ -229,7 +262,7 @@ def test_stdio_server_bound_to_an_agent(tmp_path: Path) -> None:
         async with Client(_stdio(store, "--user", "erin", "--agent", "bot")) as c:
             tools = (await c.list_tools()).tools
             # A whole-user read is not the agent's to make (memlane.access): not offered.
-            assert sorted(t.name for t in tools) == [n for n in TOOLS if n != "build_context"]
+            assert sorted(t.name for t in tools) == [n for n in TOOLS if n not in WHOLE_USER]
             for tool in tools:
                 assert not {"user_id", "agent_id"} & set(tool.input_schema["properties"])
             mine = _data(await c.call_tool("add_memory", {"text": "Erin's cello, bot's note"}))

@@ -255,3 +255,36 @@ def test_an_agent_key_sees_no_history_of_another_agents_erased_memory(env: Env) 
     assert hidden.json()["error"].replace(episode, "ID") == free.json()["error"].replace(
         "01FREEIDNOONEHASEVERUSED0", "ID"
     )
+
+
+def test_the_graph_is_read_per_tenant_and_not_by_agent_keys(env: Env) -> None:
+    made = env.call(
+        env.acme, "POST", "/v1/users/alice/memories", json={"text": "I met Jon Ross in Paris."}
+    )
+    assert made.status_code == 201, made.text
+    env.call(env.rival, "POST", "/v1/users/alice/memories", json={"text": "Carla Diaz is in Rome."})
+    entities = env.call(env.acme, "GET", "/v1/users/alice/entities").json()["entities"]
+    assert {e["name"] for e in entities} == {"Jon Ross", "Paris"}
+    assert {e["user_id"] for e in entities} == {"alice"}  # the tenant's name for the user
+    rival = env.call(env.rival, "GET", "/v1/users/alice/entities").json()["entities"]
+    assert {e["name"] for e in rival} == {"Carla Diaz", "Rome"}
+    jon = next(e for e in entities if e["name"] == "Jon Ross")
+    # Another tenant's alice has no such entity, by name or by id.
+    for entity in ("Jon Ross", jon["id"]):
+        probe = env.call(env.rival, "GET", f"/v1/users/alice/entities/{entity}/neighbors")
+        assert probe.status_code == 404, probe.text
+        probe = env.call(env.rival, "GET", "/v1/users/alice/relations", params={"entity": entity})
+        assert probe.status_code == 404, probe.text
+    near = env.call(env.acme, "GET", f"/v1/users/alice/entities/{jon['id']}/neighbors").json()
+    assert [n["name"] for n in near["neighbors"]] == ["Paris"]
+    relations = env.call(env.acme, "GET", "/v1/users/alice/relations", params={"entity": "paris"})
+    (edge,) = relations.json()["relations"]
+    assert edge["sources"] == [made.json()["id"]]
+    mentions = env.call(
+        env.acme, "GET", "/v1/users/alice/mentions", params={"memory_id": made.json()["id"]}
+    ).json()["mentions"]
+    assert {m["entity_id"] for m in mentions} == {e["id"] for e in entities}
+    # The graph gathers every agent's memories: an agent-limited key may not read it.
+    for path in ("/entities", "/relations", f"/entities/{jon['id']}/neighbors", "/mentions"):
+        denied = env.call(env.planner, "GET", "/v1/users/alice" + path)
+        assert denied.status_code == 403, (path, denied.text)

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from memlane.core import admin, context, records, retrieval, sessions
+from memlane.core import admin, context, graph, records, retrieval, sessions
 from memlane.core import audit as trail
 from memlane.core.base import Clock, Core, CoreConfig
 from memlane.core.flow import EffectObserver, Flow, Runtime, run_async, run_sync
@@ -266,6 +266,11 @@ class Memory(_MemoryBase):
     import_rows = _blocking(admin.import_rows)
     reembed = _blocking(admin.reembed)
     reindex = _blocking(admin.reindex)
+    entities = _blocking(graph.entities)
+    relations = _blocking(graph.relations)
+    neighbors = _blocking(graph.neighbors)
+    mentions = _blocking(graph.mentions)
+    merge_entities = _blocking(graph.merge_entities)
     list = _blocking(records.list_records, "list")  # last: shadows the builtin in this class body
 
 
@@ -342,4 +347,9 @@ class AsyncMemory(_MemoryBase):
     import_rows = _awaitable(admin.import_rows)
     reembed = _awaitable(admin.reembed)
     reindex = _awaitable(admin.reindex)
+    entities = _awaitable(graph.entities)
+    relations = _awaitable(graph.relations)
+    neighbors = _awaitable(graph.neighbors)
+    mentions = _awaitable(graph.mentions)
+    merge_entities = _awaitable(graph.merge_entities)
     list = _awaitable(records.list_records, "list")  # last: shadows the builtin in this class body

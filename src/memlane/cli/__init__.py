@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 # The command modules register their commands on ``cli`` when imported.
-from memlane.cli import records, tools, transfer
+from memlane.cli import graph, records, tools, transfer
 from memlane.cli._base import cli, embedder_option, store_option
 
-__all__ = ["cli", "main", "records", "tools", "transfer"]
+__all__ = ["cli", "graph", "main", "records", "tools", "transfer"]
 
 
 def _register_server_commands() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from memlane.core import audit as trail
 from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, many, one
+from memlane.core.mentions import index_op
 from memlane.core.records import check_keyed
 from memlane.errors import EncryptionError, ImportFormatError, ValidationError
 from memlane.models import (
@@ -284,7 +285,9 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
     its time expressions name (:attr:`MemoryRecord.periods`) and their words in the
     lexical index, against the memory's own date. Memories written before memlane read
     time (or by an older reader) gain them; nothing else changes (no new version, no
-    history). Then the search indexes a store keeps beside its database (SQLite) are
+    history). The knowledge graph gains what each memory names (memories written before
+    it, or with it off; what it holds already stays). Then the search indexes a store
+    keeps beside its database (SQLite) are
     built afresh from the records. Safe to run again and to interrupt. ``progress(n)``
     hears how many more memories were read. Returns counts: ``memories`` read,
     ``updated`` and ``indexed`` (records put in rebuilt indexes; 0 for a store whose
@@ -301,9 +304,24 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
         for start in range(0, len(changed), REINDEX_BATCH):
             batch = tuple(changed[start : start + REINDEX_BATCH])
             n_updated += yield from one(ops.SetPeriods(user_id, batch))
+        yield from _index_graph(core, records, dict(changed))
         n_indexed += yield from one(ops.RebuildIndexes(user_id))
         _report(progress, len(records))
     return {"memories": n_records, "updated": n_updated, "indexed": n_indexed}
+
+
+def _index_graph(
+    core: Core, records: Sequence[MemoryRecord], periods: Mapping[str, tuple[str, ...]]
+) -> Flow[None]:
+    """Record what ``records`` (one user's, with their new ``periods`` by id) name in
+    the knowledge graph, a batch at a time."""
+    if not core.config.graph:
+        return
+    live = [replace(r, periods=periods.get(r.id, r.periods)) for r in records]
+    for start in range(0, len(live), REINDEX_BATCH):
+        op = index_op(live[start : start + REINDEX_BATCH])
+        if op is not None:
+            yield from one(op)
 
 
 def _rebuilt_contexts(core: Core, records: Sequence[MemoryRecord]) -> Flow[dict[str, str]]:
@@ -392,9 +410,22 @@ def import_rows(
     cache_write = yield from _vectors_in_batches(
         core, [r.text for r in records] + contexts, len(records), progress
     )
-    yield from many([cache_write, *parsed.batch(records)])
+    yield from many([cache_write, *parsed.batch(records), *_graph_ops(core, records)])
     parsed.counts.pop("header", None)
     return ImportResult(parsed.counts)
+
+
+def _graph_ops(core: Core, records: Sequence[MemoryRecord]) -> list[ops.IndexMentions]:
+    """What the imported records name, per user, for the knowledge graph: it is derived
+    from the memories (as their vectors are), so an import rebuilds it rather than
+    carrying rows; mentions and edges already there are left as they are."""
+    if not core.config.graph:
+        return []
+    by_user: dict[str, list[MemoryRecord]] = {}
+    for r in records:
+        by_user.setdefault(r.user_id, []).append(r)
+    found = (index_op(rows) for rows in by_user.values())
+    return [op for op in found if op is not None]
 
 
 def _vectors_in_batches(

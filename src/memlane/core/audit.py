@@ -241,6 +241,11 @@ def _append_messages(op: ops.AppendMessages, user: Callable[[str], _Gathered]) -
         user(m.user_id).add(session_ids=(m.session_id,), messages=1)
 
 
+def _put_relations(op: ops.PutRelations, user: Callable[[str], _Gathered]) -> None:
+    for r in op.relations:
+        user(r.user_id).add(r.sources, relations=1)
+
+
 CHANGES: dict[type[ops.Op[Any]], _Change] = {
     ops.WriteRecord: _write_record,
     ops.AppendHistory: _append_history,
@@ -259,6 +264,8 @@ CHANGES: dict[type[ops.Op[Any]], _Change] = {
         session_ids=(op.state.session_id,), states=1
     ),
     ops.PutJob: lambda op, user: user(op.job.user_id).add(session_ids=(op.job.session_id,), jobs=1),
+    ops.MergeEntities: lambda op, user: user(op.user_id).add(entities_merged=1),
+    ops.PutRelations: _put_relations,
 }
 """The ops that change a user's data, and what each records in the trail."""
 
@@ -274,6 +281,10 @@ UNRECORDED: frozenset[type[ops.Op[Any]]] = frozenset(
         # vector cache and its model, index rebuilds, a worker claiming a job.
         ops.TouchRecords, ops.PutEmbeddings, ops.CheckEmbeddingModel, ops.SetEmbeddingModel,
         ops.DropEmbeddings, ops.PruneEmbeddings, ops.RebuildIndexes, ops.ClaimJob,
+        # The knowledge graph: its reads, and mentions recorded beside the writes of the
+        # memories they are read from (the records' own entries name those).
+        ops.ListEntities, ops.FindEntities, ops.ListMentions, ops.ListRelations,
+        ops.EntityNeighbors, ops.IndexMentions,
         # The trail itself, and forgetting a user: its tombstone is its entry.
         ops.AppendAudit, ops.DeleteUser,
     }
@@ -378,6 +389,19 @@ READS: dict[str, Reading] = {
         )
     ),
     "build_context": _of_user(_context),
+    "entities": _of_user(lambda found, a: Touched(counts={"entities": len(found)})),
+    "relations": _of_user(
+        lambda found, a: Touched(
+            tuple(dict.fromkeys(s for r in found for s in r.sources)),
+            counts={"relations": len(found)},
+        )
+    ),
+    "neighbors": _of_user(lambda found, a: Touched(counts={"entities": len(found)})),
+    "mentions": _of_user(
+        lambda found, a: Touched(
+            tuple(dict.fromkeys(m.record_id for m in found)), counts={"mentions": len(found)}
+        )
+    ),
     "export_rows": _exported,
 }
 """The reads of the public API (by method name) and what each gave its caller. A call

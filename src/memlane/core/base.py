@@ -18,6 +18,7 @@ from typing import Any
 
 from memlane import injection
 from memlane.core.flow import Flow, embed, many, one
+from memlane.core.mentions import index_op
 from memlane.errors import ValidationError, no_memory
 from memlane.ids import new_id
 from memlane.models import (
@@ -76,6 +77,10 @@ class CoreConfig:
     its role), keyed facts, summaries, imports, and the memory manager's input (flagged
     messages are withheld from the model) and output."""
 
+    graph: bool = True
+    """Whether each memory's entities are recorded as it is written (the knowledge graph,
+    :mod:`memlane.core.graph`): mentions and co-occurrence edges, in the write's own
+    transaction. Off, :meth:`Memory.entities` finds only what was recorded before."""
     audit: AuditLevel | str = AuditLevel.ALL
     """What the audit trail records (:class:`memlane.models.AuditLevel`): ``"all"`` (the
     default: every change, in its own transaction, and every read of a user's data),
@@ -413,12 +418,14 @@ class Core:
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )
+        index = index_op(records) if self.config.graph else None
         results = yield from many(
             [
                 cache_write,
                 *extra,
                 *(ops.WriteRecord(r, 0) for r in records),
                 ops.AppendHistory(events),
+                *(() if index is None else (index,)),
             ]
         )
         return list(records), results[1 : 1 + len(extra)]

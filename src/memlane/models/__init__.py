@@ -25,6 +25,7 @@ from memlane.models.basics import (
     to_iso,
     utcnow,
 )
+from memlane.models.graph import MENTIONED_WITH, Entity, EntityType, Mention, Neighbor, Relation
 from memlane.models.jobs import Job, JobStatus
 from memlane.models.queries import Filters, Page, SearchHit
 from memlane.models.records import (
@@ -41,10 +42,13 @@ from memlane.models.sessions import Message, Run, Session, StateVersion, Workflo
 __all__ = [
     "ANONYMOUS_USER",
     "MAX_ID_CHARS",
+    "MENTIONED_WITH",
     "ROLE_TRUST",
     "TOMBSTONE_ACTION",
     "AuditEvent",
     "AuditLevel",
+    "Entity",
+    "EntityType",
     "Filters",
     "HistoryAction",
     "HistoryEvent",
@@ -52,8 +56,11 @@ __all__ = [
     "JobStatus",
     "MemoryKind",
     "MemoryRecord",
+    "Mention",
     "Message",
+    "Neighbor",
     "Page",
+    "Relation",
     "Run",
     "Scope",
     "SearchHit",

@@ -29,6 +29,7 @@ from memlane.models import (
     Session,
     StateVersion,
 )
+from memlane.models.graph import Entity, EntityType, Mention, Relation
 from memlane.ports.embedder import Vector
 
 R = TypeVar("R")
@@ -419,6 +420,130 @@ class ClaimJob(Op[Job | None]):
     now: datetime
     lease_until: datetime
     user_id: str | None = None
+
+
+# ---------------------------------------------------------------------------- graph
+
+
+@dataclass(frozen=True, slots=True)
+class EntityDraft:
+    """An entity as one memory names it, before it is resolved to a stored one.
+
+    ``lookup`` are the keys tried in order (normalized names: ``"jon ross"``; a session's
+    first name: ``"session:S:jon"``): the first one stored names the entity. With none
+    stored, a new entity ``id`` is made with this ``name`` and ``type``. ``keys`` are
+    then registered for the entity (where no other entity holds them); when ``keys[0]``
+    (the draft's own name) is new to a found entity, ``name`` becomes one of its aliases."""
+
+    id: str
+    name: str
+    type: EntityType
+    lookup: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MentionDraft:
+    """The entities one memory names, in order (the first ``max_edges`` are linked);
+    ``said`` is when the memory says it was so (its event time, else its creation): its
+    co-occurrence edges are valid from then."""
+
+    record_id: str
+    session_id: str | None
+    entities: tuple[EntityDraft, ...]
+    said: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IndexMentions(Op[None]):
+    """Resolve each memory's entity drafts to the user's entities (making new ones),
+    record the mentions, and link every two entities one memory names with a
+    co-occurrence edge (:data:`~memlane.models.graph.MENTIONED_WITH`, id
+    ``co:<lesser id>:<greater id>``, valid from the first memory's ``said``, created
+    ``at``) whose sources gain the memory. Only the first ``max_edges`` distinct entities
+    of a memory are linked. ``at`` is also when new entities are made or gain aliases."""
+
+    user_id: str
+    items: tuple[MentionDraft, ...]
+    at: datetime
+    max_edges: int = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntities(Op[list[Entity]]):
+    """The user's entities by id after the cursor (merged ones left out); with ``ids``,
+    those entities (merged ones too), in no order."""
+
+    user_id: str
+    ids: tuple[str, ...] = ()
+    after_id: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class FindEntities(Op[dict[str, str]]):
+    """For each of ``keys`` (normalized names and aliases) that an entity of the user
+    holds, that entity's id."""
+
+    user_id: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListMentions(Op[list[Mention]]):
+    """The user's mentions of these memories or of these entities (either may be empty),
+    ordered by record id then entity id, at most ``limit``."""
+
+    user_id: str
+    record_ids: tuple[str, ...] = ()
+    entity_ids: tuple[str, ...] = ()
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PutRelations(Op[None]):
+    """Insert relations (by user and id); a stored one keeps its fields but gains the
+    new one's sources, and its end of validity when it had none."""
+
+    relations: tuple[Relation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ListRelations(Op[list[Relation]]):
+    """The user's relations with ``entity_id`` at either end (every relation with
+    None), ordered by id, after the cursor; only current ones unless ``ended``."""
+
+    user_id: str
+    entity_id: str | None = None
+    after_id: str | None = None
+    limit: int = 100
+    ended: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EntityNeighbors(Op[list[tuple[str, int]]]):
+    """(entity id, depth) of the entities reachable from ``entity_id`` over current
+    relations (either direction) in at most ``depth`` edges, each at its least depth,
+    nearest first then by id, at most ``limit``; the entity itself left out."""
+
+    user_id: str
+    entity_id: str
+    depth: int
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class MergeEntities(Op[Entity | None]):
+    """Merge entity ``source_id`` into ``target_id``: the target takes its keys (its
+    names resolve to the target), mentions and relations (an edge that would then join
+    the target to itself is dropped), and its name and aliases as aliases. The source
+    stays, ``merged_into`` the target: its history. Returns the target (None when either
+    is missing or already merged)."""
+
+    user_id: str
+    source_id: str
+    target_id: str
+    at: datetime
 
 
 # ---------------------------------------------------------------------------- users

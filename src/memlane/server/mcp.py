@@ -42,7 +42,7 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -60,7 +60,17 @@ from memlane.access import Action, Grant, authorize, visible_filters
 from memlane.api import AsyncMemory
 from memlane.errors import AccessDeniedError, MemlaneError, ValidationError
 from memlane.manager.tools import found, quarantined
-from memlane.models import MemoryKind, MemoryRecord, Scope, Trust, check_id, from_iso
+from memlane.models import (
+    Entity,
+    MemoryKind,
+    MemoryRecord,
+    Relation,
+    Scope,
+    Trust,
+    check_id,
+    from_iso,
+    opt_iso,
+)
 from memlane.server.auth import key_from_headers, own_record
 from memlane.server.errors import client_text, matching
 from memlane.server.keys import ApiKey, KeyStore
@@ -195,7 +205,16 @@ TOOL_ANNOTATIONS: dict[str, ToolAnnotations] = {
     "remember": _writes("Set a keyed fact", destructive=True, idempotent=True),
     "recall": _reads("Read a keyed fact"),
     "build_context": _reads("Build a context block"),
+    "list_entities": _reads("List the people, places and things the user's memories name"),
+    "entity_relations": _reads("Show how an entity is related to others"),
+    "entity_neighbors": _reads("Find the entities around an entity"),
 }
+WHOLE_USER_TOOLS = frozenset(
+    {"build_context", "list_entities", "entity_relations", "entity_neighbors"}
+)
+"""Tools that read the user as a whole (every agent's memories): not offered to a
+resolver limited to agents."""
+
 """Each tool's MCP annotations. Forgetting and replacing a keyed fact's value are marked
 destructive even though history keeps what they replace: the agent no longer sees it."""
 
@@ -245,7 +264,7 @@ def build_mcp(memory: AsyncMemory, resolver: Resolver) -> MCPServer:
         hidden.add("agent_id")
     tools = _Tools(memory, resolver.resolve)
     for name, fn in tools.all():
-        if name == "build_context" and not resolver.whole_user:
+        if name in WHOLE_USER_TOOLS and not resolver.whole_user:
             continue
         server.add_tool(_without(fn, hidden), name=name, annotations=TOOL_ANNOTATIONS[name])
     _add_resources(server, tools, hidden)
@@ -291,6 +310,21 @@ def _as_of(value: str | None) -> datetime | None:
         raise ValidationError(f"as_of wants an ISO date or time, got {value!r}") from exc
 
 
+def _entity_view(e: Entity) -> dict[str, Any]:
+    return {"id": e.id, "name": e.name, "type": e.type.value, "aliases": list(e.aliases)}
+
+
+def _relation_view(r: Relation, names: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "subject": names.get(r.subject_id, r.subject_id),
+        "predicate": r.predicate,
+        "object": names.get(r.object_id, r.object_id),
+        "valid_from": opt_iso(r.valid_from),
+        "valid_to": opt_iso(r.valid_to),
+        "memory_ids": list(r.sources),
+    }
+
+
 def _memory_view(record: MemoryRecord, uri: str) -> dict[str, Any]:
     """What a client sees of one memory (never the store's user id: it names the tenant)."""
     full = record.to_dict()
@@ -321,6 +355,9 @@ class _Tools:
         yield "remember", self.remember
         yield "recall", self.recall
         yield "build_context", self.build_context
+        yield "list_entities", self.list_entities
+        yield "entity_relations", self.entity_relations
+        yield "entity_neighbors", self.entity_neighbors
 
     @contextlib.asynccontextmanager
     async def _acting(
@@ -451,6 +488,55 @@ class _Tools:
                 user_id=where.user_id, budget=budget, query=query, session_id=session_id
             )
         return {"text": built.text, "tokens": built.tokens, "breakdown": built.breakdown}
+
+    async def list_entities(
+        self,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The people, places, organizations, dates and things the user's memories name
+        (by id; pass the last id as ``cursor`` for the next page)."""
+        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
+            found = await memory.entities(user_id=where.user_id, limit=limit, after=cursor)
+        return {"entities": [_entity_view(e) for e in found]}
+
+    async def entity_relations(
+        self,
+        entity: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        current: bool = False,
+        limit: int = 100,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """How ``entity`` (a name or an id) is related to other entities: each edge, when
+        it held, and the ids of the memories that state it."""
+        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
+            found = await memory.relations(
+                entity, user_id=where.user_id, current=current, limit=limit
+            )
+            ids = {i for r in found for i in (r.subject_id, r.object_id)}
+            ends = await memory.entities(user_id=where.user_id, ids=sorted(ids)) if ids else []
+            names = {e.id: e.name for e in ends}
+        return {"relations": [_relation_view(r, names) for r in found]}
+
+    async def entity_neighbors(
+        self,
+        entity: str,
+        ctx: Context[Any, Any],
+        user_id: str | None = None,
+        depth: int = 1,
+        limit: int = 100,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The entities at most ``depth`` (1 to 4) edges away from ``entity`` (a name or
+        an id), nearest first."""
+        async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
+            found = await memory.neighbors(entity, depth, user_id=where.user_id, limit=limit)
+        return {"neighbors": [{**_entity_view(n.entity), "depth": n.depth} for n in found]}
 
     # ------------------------------------------------------------------ resources
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
-from memlane.models import HistoryAction, JobStatus, MemoryKind, Trust
+from memlane.models import EntityType, HistoryAction, JobStatus, MemoryKind, Trust
 from memlane.server.keys import public_user
 
 
@@ -136,6 +136,65 @@ class HitOut(_Out):
 
 class HitsOut(_Out):
     hits: list[HitOut]
+
+
+class EntityOut(_Out):
+    """One entity of a user's knowledge graph (``Memory.entities``)."""
+
+    id: str
+    user_id: PublicUser
+    name: str
+    type: EntityType
+    aliases: list[str]
+    created_at: Time | None
+    updated_at: Time | None
+    merged_into: str | None
+
+
+class EntitiesOut(_Out):
+    entities: list[EntityOut]
+
+
+class RelationOut(_Out):
+    """An edge between two entities, valid from ``valid_from`` to ``valid_to`` (None:
+    still), with the ids of the memories that state it (``sources``)."""
+
+    id: str
+    user_id: PublicUser
+    subject_id: str
+    predicate: str
+    object_id: str
+    valid_from: Time | None
+    valid_to: Time | None
+    created_at: Time | None
+    sources: list[str]
+
+
+class RelationsOut(_Out):
+    relations: list[RelationOut]
+
+
+class NeighborOut(EntityOut):
+    """An entity ``depth`` edges away."""
+
+    depth: int
+
+
+class NeighborsOut(_Out):
+    neighbors: list[NeighborOut]
+
+
+class MentionOut(_Out):
+    """Memory ``record_id`` names entity ``entity_id``."""
+
+    user_id: PublicUser
+    entity_id: str
+    record_id: str
+    session_id: str | None
+
+
+class MentionsOut(_Out):
+    mentions: list[MentionOut]
 
 
 class SessionOut(_Out):

@@ -16,10 +16,12 @@ import numpy as np
 
 from memlane.errors import ConflictError
 from memlane.models import AuditEvent, Job, JobStatus, MemoryKind, MemoryRecord, Message
+from memlane.models.graph import MENTIONED_WITH, Entity, Mention, Relation
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
+from memlane.stores.graph import co_id, co_occurrences, merged_aliases, moved_relation
 from memlane.text import bm25_scores, query_terms, tokenize
 
 _MISSING = object()
@@ -76,6 +78,10 @@ class MemoryStore(OpDispatch):
         self._states: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._jobs: dict[tuple[str, str], Job] = {}  # (user, job id)
         self._audit: dict[str, dict[str, AuditEvent]] = {}  # user: {entry id: entry}
+        self._entities: dict[tuple[str, str], Entity] = {}  # (user, entity id)
+        self._entity_keys: dict[tuple[str, str], str] = {}  # (user, key): entity id
+        self._mentions: dict[tuple[str, str, str], Mention] = {}  # (user, record, entity)
+        self._relations: dict[tuple[str, str], Relation] = {}  # (user, relation id)
 
     def setup(self) -> None:
         """Nothing to open; present for the protocol."""
@@ -260,6 +266,7 @@ class MemoryStore(OpDispatch):
                 tx.pop(self._records, (op.user_id, rid))
                 n += 1
             self._erase_history(op.user_id, rid, tx)
+        self._prune_graph(op.user_id, tx)
         return n
 
     def _erase_history(self, user_id: str, record_id: str, tx: _Tx) -> None:
@@ -399,6 +406,7 @@ class MemoryStore(OpDispatch):
                 if r.session_id == sid and r.kind in SESSION_BOUND_KINDS:
                     tx.pop(self._records, (r.user_id, r.id))
                     self._erase_history(op.user_id, r.id, tx)
+        self._prune_graph(op.user_id, tx)
         return n
 
     # ------------------------------------------------------------------ state
@@ -495,6 +503,179 @@ class MemoryStore(OpDispatch):
         tx.set(self._jobs, (job.user_id, job.id), claimed)
         return claimed
 
+    # ------------------------------------------------------------------ graph
+
+    @handles(ops.IndexMentions)
+    def _op_IndexMentions(self, op: ops.IndexMentions, tx: _Tx) -> None:
+        u = op.user_id
+        for item in op.items:
+            linked: list[str] = []
+            for draft in item.entities:
+                entity_id = self._resolve(u, draft, op.at, tx)
+                key = (u, item.record_id, entity_id)
+                if key not in self._mentions:
+                    tx.set(
+                        self._mentions, key, Mention(u, entity_id, item.record_id, item.session_id)
+                    )
+                if entity_id not in linked and len(linked) < op.max_edges:
+                    linked.append(entity_id)
+            for a, b in co_occurrences(linked):
+                edge = Relation(u, co_id(a, b), a, MENTIONED_WITH, b, item.said, None, op.at)
+                self._put_relation(replace(edge, sources=(item.record_id,)), tx)
+
+    def _resolve(self, user_id: str, draft: ops.EntityDraft, at: Any, tx: _Tx) -> str:
+        """The id of the entity ``draft`` names (made when none is found)."""
+        found = next(
+            (
+                self._entity_keys[(user_id, k)]
+                for k in draft.lookup
+                if (user_id, k) in self._entity_keys
+            ),
+            None,
+        )
+        if found is None:
+            entity = Entity(user_id, draft.id, draft.name, draft.type, (), at, at)
+            tx.set(self._entities, (user_id, draft.id), entity)
+            found = draft.id
+        elif draft.keys and (user_id, draft.keys[0]) not in self._entity_keys:
+            entity = self._entities[(user_id, found)]
+            aliases = (*entity.aliases, draft.name)
+            tx.set(
+                self._entities, (user_id, found), replace(entity, aliases=aliases, updated_at=at)
+            )
+        for k in draft.keys:
+            if (user_id, k) not in self._entity_keys:
+                tx.set(self._entity_keys, (user_id, k), found)
+        return found
+
+    def _put_relation(self, r: Relation, tx: _Tx) -> None:
+        old = self._relations.get((r.user_id, r.id))
+        if old is not None:
+            sources = tuple(dict.fromkeys((*old.sources, *r.sources)))
+            r = replace(old, sources=sources, valid_to=old.valid_to or r.valid_to)
+        tx.set(self._relations, (r.user_id, r.id), r)
+
+    @handles(ops.PutRelations)
+    def _op_PutRelations(self, op: ops.PutRelations, tx: _Tx) -> None:
+        for r in op.relations:
+            self._put_relation(r, tx)
+
+    @handles(ops.ListEntities)
+    def _op_ListEntities(self, op: ops.ListEntities, tx: _Tx) -> list[Entity]:
+        if op.ids:
+            found = (self._entities.get((op.user_id, i)) for i in op.ids)
+            return [e for e in found if e is not None]
+        after = op.after_id or ""
+        rows = sorted(
+            (e for (u, i), e in self._entities.items() if u == op.user_id and i > after),
+            key=lambda e: e.id,
+        )
+        return [e for e in rows if e.merged_into is None][: op.limit]
+
+    @handles(ops.FindEntities)
+    def _op_FindEntities(self, op: ops.FindEntities, tx: _Tx) -> dict[str, str]:
+        keys = ((k, self._entity_keys.get((op.user_id, k))) for k in op.keys)
+        return {k: e for k, e in keys if e is not None}
+
+    @handles(ops.ListMentions)
+    def _op_ListMentions(self, op: ops.ListMentions, tx: _Tx) -> list[Mention]:
+        records, entities = set(op.record_ids), set(op.entity_ids)
+        rows = [
+            m
+            for (u, r, e), m in self._mentions.items()
+            if u == op.user_id and (r in records or e in entities)
+        ]
+        return sorted(rows, key=lambda m: (m.record_id, m.entity_id))[: op.limit]
+
+    def _user_relations(self, user_id: str) -> list[Relation]:
+        return [r for (u, _), r in self._relations.items() if u == user_id]
+
+    @handles(ops.ListRelations)
+    def _op_ListRelations(self, op: ops.ListRelations, tx: _Tx) -> list[Relation]:
+        after = op.after_id or ""
+        rows = sorted(
+            (
+                r
+                for r in self._user_relations(op.user_id)
+                if r.id > after
+                and (op.entity_id is None or op.entity_id in (r.subject_id, r.object_id))
+                and (op.ended or r.is_current)
+            ),
+            key=lambda r: r.id,
+        )
+        return rows[: op.limit]
+
+    @handles(ops.EntityNeighbors)
+    def _op_EntityNeighbors(self, op: ops.EntityNeighbors, tx: _Tx) -> list[tuple[str, int]]:
+        edges: dict[str, set[str]] = {}
+        for r in self._user_relations(op.user_id):
+            if r.is_current:
+                edges.setdefault(r.subject_id, set()).add(r.object_id)
+                edges.setdefault(r.object_id, set()).add(r.subject_id)
+        seen = {op.entity_id: 0}
+        frontier = [op.entity_id]
+        for depth in range(1, op.depth + 1):
+            frontier = sorted({n for e in frontier for n in edges.get(e, ()) if n not in seen})
+            seen.update((n, depth) for n in frontier)
+        del seen[op.entity_id]
+        return sorted(seen.items(), key=lambda kv: (kv[1], kv[0]))[: op.limit]
+
+    @handles(ops.MergeEntities)
+    def _op_MergeEntities(self, op: ops.MergeEntities, tx: _Tx) -> Entity | None:
+        u = op.user_id
+        source = self._entities.get((u, op.source_id))
+        target = self._entities.get((u, op.target_id))
+        if source is None or target is None or source.merged_into or target.merged_into:
+            return None
+        if source.id == target.id:
+            return target
+        for key, owner in list(self._entity_keys.items()):
+            if key[0] == u and owner == source.id:
+                tx.set(self._entity_keys, key, target.id)
+        for (mu, rid, eid), m in list(self._mentions.items()):
+            if mu == u and eid == source.id:
+                tx.pop(self._mentions, (u, rid, eid))
+                tx.set(self._mentions, (u, rid, target.id), replace(m, entity_id=target.id))
+        for r in self._user_relations(u):
+            if source.id in (r.subject_id, r.object_id):
+                tx.pop(self._relations, (u, r.id))
+                moved = moved_relation(r, source.id, target.id)
+                if moved is not None:
+                    self._put_relation(moved, tx)
+        merged = replace(
+            target,
+            aliases=merged_aliases(target, source),
+            updated_at=op.at,
+        )
+        tx.set(self._entities, (u, target.id), merged)
+        tx.set(
+            self._entities, (u, source.id), replace(source, merged_into=target.id, updated_at=op.at)
+        )
+        return merged
+
+    def _prune_graph(self, user_id: str, tx: _Tx) -> None:
+        """Drop what no stored memory states any more: mentions and sources of removed
+        memories, edges left with no source, entities left with no mention nor edge."""
+        live = {i for (u, i) in self._records if u == user_id}
+        for key in [k for k in self._mentions if k[0] == user_id and k[1] not in live]:
+            tx.pop(self._mentions, key)
+        for r in self._user_relations(user_id):
+            sources = tuple(s for s in r.sources if s in live)
+            if not sources:
+                tx.pop(self._relations, (user_id, r.id))
+            elif sources != r.sources:
+                tx.set(self._relations, (user_id, r.id), replace(r, sources=sources))
+        used = {e for (u, _, e) in self._mentions if u == user_id}
+        for r in self._user_relations(user_id):
+            used |= {r.subject_id, r.object_id}
+        for ekey, e in list(self._entities.items()):
+            # A merged entity is its target's history: it goes with its target.
+            if ekey[0] == user_id and (e.merged_into or e.id) not in used:
+                tx.pop(self._entities, ekey)
+        for kkey, owner in list(self._entity_keys.items()):
+            if kkey[0] == user_id and (user_id, owner) not in self._entities:
+                tx.pop(self._entity_keys, kkey)
+
     # ------------------------------------------------------------------ users
 
     @handles(ops.ListUsers)
@@ -531,6 +712,17 @@ class MemoryStore(OpDispatch):
         for state_key in [k for k in self._states if k[0] == u]:
             counts["states"] += len(self._states[state_key])
             tx.pop(self._states, state_key)
+        graph = (
+            ("entities", self._entities),
+            ("entity_keys", self._entity_keys),
+            ("mentions", self._mentions),
+            ("relations", self._relations),
+        )
+        for name, table in graph:
+            rows = [k for k in table if k[0] == u]
+            counts[name] = len(rows)
+            for row in rows:
+                tx.pop(table, row)
         counts["embeddings"] = self._op_PruneEmbeddings(ops.PruneEmbeddings(), tx)
         counts["audit"] = sum(len(self._audit.get(trail, {})) for trail in op.trails)
         for trail in op.trails:

@@ -32,6 +32,7 @@ from memlane.stores.postgres_sql import (
     Step,
     record_params,
 )
+from memlane.stores.sql import graph as graph_sql
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import (
     AUDIT,
@@ -66,6 +67,22 @@ class PostgresOps(OpDispatch):
         query = QUERIES[type(op)]
         rows, _ = yield Sql(*query.statement(DIALECT, op))
         return query.result(ROWS, rows)
+
+    @handles(*graph_sql.HANDLERS)
+    def _op_graph(self, op: Op[Any]) -> Step:
+        """A knowledge-graph op, run by its shared steps (:mod:`memlane.stores.sql.graph`)."""
+        return (yield from self._graph(graph_sql.HANDLERS[type(op)](DIALECT, op)))
+
+    @staticmethod
+    def _graph(steps: graph_sql.Steps) -> Step:
+        """Run shared graph steps as this store's statements."""
+        try:
+            statement = next(steps)
+            while True:
+                rows, _ = yield Sql(*statement)
+                statement = steps.send(list(rows))
+        except StopIteration as done:
+            return done.value
 
     # ------------------------------------------------------------------ records
 
@@ -214,6 +231,7 @@ class PostgresOps(OpDispatch):
         _, n = yield Sql(*delete)
         for session_id, agent_id, rid in turns:  # the words leave every search vector
             yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
+        yield from self._graph(graph_sql.prune(DIALECT, op.user_id))
         return n
 
     # ------------------------------------------------------------------ embeddings
@@ -386,6 +404,7 @@ class PostgresOps(OpDispatch):
             "DELETE FROM records WHERE user_id = %s AND session_id = ANY(%s) AND kind = ANY(%s)",
             bound,
         )
+        yield from self._graph(graph_sql.prune(DIALECT, op.user_id))
         return n
 
     # ------------------------------------------------------------------ state

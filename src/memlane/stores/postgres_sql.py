@@ -27,6 +27,7 @@ from memlane.ports.store import Op
 from memlane.stores.postgres_lexical import TS_CONFIG
 from memlane.stores.sql.codecs import AUDIT, RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
+from memlane.stores.sql.graph import SCHEMA as GRAPH_SCHEMA
 from memlane.stores.sql.statements import APPEND_ONLY
 from memlane.urls import redact_url
 
@@ -330,6 +331,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (6, "lexical index without a pending list; room for in-place updates", _SEARCH_AT_SCALE_SQL),
     (7, "trust and quarantine of each memory", _TRUST_SQL),
     (8, "the audit trail, append-only", _AUDIT_SQL),
+    (
+        9,
+        "the knowledge graph: entities, their keys, mentions, relations and their sources",
+        GRAPH_SCHEMA.format(time="TIMESTAMPTZ", rowid=""),
+    ),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")

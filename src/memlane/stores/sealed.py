@@ -41,6 +41,7 @@ from memlane.errors import (
 )
 from memlane.models import Filters, HistoryEvent, Job, MemoryRecord, Message, Session, StateVersion
 from memlane.models.basics import month_names, utcnow
+from memlane.models.graph import Entity
 from memlane.ports import store as ops
 from memlane.ports.cipher import Cipher, UserKey
 from memlane.ports.store import Op, Store
@@ -689,3 +690,62 @@ def _delete_user(plan: _Plan, op: ops.DeleteUser) -> tuple[Op[Any], Callable[[An
     # if deleting the rows then fails (forget_user again finishes it).
     plan.forget(op.user_id)
     return op, _same
+
+
+# ---------------------------------------------------------------------------- graph
+# An entity's names and aliases are the user's words: sealed (bound to the user's graph,
+# so an alias moved by a merge still opens). The keys names are resolved by are blinded,
+# so resolution still matches; ids, types, predicates and validity stay in the clear.
+
+_passes(ops.ListMentions, ops.ListRelations, ops.EntityNeighbors, ops.PutRelations)
+
+
+def _entity_names(user_id: str) -> bytes:
+    return _context("entity", user_id)
+
+
+def _open_entity(plan: _Plan, e: Entity) -> Entity:
+    if not _sealed_text(e.name) and not any(map(_sealed_text, e.aliases)):
+        return e
+    sealer, where = plan._must(e.user_id), _entity_names(e.user_id)
+    opened = (sealer.open_text(a, where) or "" for a in e.aliases)
+    return replace(e, name=sealer.open_text(e.name, where) or "", aliases=tuple(opened))
+
+
+@_handles(ops.IndexMentions)
+def _index_mentions(plan: _Plan, op: ops.IndexMentions) -> tuple[Op[Any], Callable[[Any], Any]]:
+    sealer, where = plan.writer(op.user_id), _entity_names(op.user_id)
+
+    def draft(d: ops.EntityDraft) -> ops.EntityDraft:
+        return replace(
+            d,
+            name=sealer.seal_text(d.name, where) or "",
+            lookup=tuple(sealer.name("e", k) for k in d.lookup),
+            keys=tuple(sealer.name("e", k) for k in d.keys),
+        )
+
+    items = tuple(replace(i, entities=tuple(map(draft, i.entities))) for i in op.items)
+    return replace(op, items=items), _same
+
+
+@_handles(ops.ListEntities)
+def _list_entities(plan: _Plan, op: ops.ListEntities) -> tuple[Op[Any], Callable[[Any], Any]]:
+    return op, lambda rows: [_open_entity(plan, e) for e in rows]
+
+
+@_handles(ops.MergeEntities)
+def _merge_entities(plan: _Plan, op: ops.MergeEntities) -> tuple[Op[Any], Callable[[Any], Any]]:
+    return op, lambda e: None if e is None else _open_entity(plan, e)
+
+
+@_handles(ops.FindEntities)
+def _find_entities(plan: _Plan, op: ops.FindEntities) -> tuple[Op[Any], Callable[[Any], Any]]:
+    sealer = plan.reader(op.user_id)
+    if sealer is None:
+        return op, _same
+    blind = {sealer.name("e", k): k for k in op.keys}
+
+    def opener(found: dict[str, str]) -> dict[str, str]:
+        return {blind.get(k, k): e for k, e in found.items()}
+
+    return replace(op, keys=tuple(blind)), opener

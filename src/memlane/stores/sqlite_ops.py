@@ -24,6 +24,7 @@ from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.sql import graph as graph_sql
 from memlane.stores.sql import statements as st
 from memlane.stores.sql.codecs import (
     AUDIT,
@@ -95,6 +96,15 @@ class SqliteOps(OpDispatch):
         """An op both SQL stores answer with one shared statement (see QUERIES)."""
         query = QUERIES[type(op)]
         return query.result(ROWS, conn.execute(*query.statement(DIALECT, op)).fetchall())
+
+    @handles(*graph_sql.HANDLERS)
+    def _op_graph(self, conn: sqlite3.Connection, op: Op[Any]) -> Any:
+        """A knowledge-graph op, run by its shared steps (:mod:`memlane.stores.sql.graph`)."""
+        return self._graph(conn, graph_sql.HANDLERS[type(op)](DIALECT, op))
+
+    @staticmethod
+    def _graph(conn: sqlite3.Connection, steps: graph_sql.Steps) -> Any:
+        return graph_sql.run(lambda sql, params: conn.execute(sql, params).fetchall(), steps)
 
     # ------------------------------------------------------------------ records
 
@@ -372,6 +382,7 @@ class SqliteOps(OpDispatch):
             n += conn.execute(*delete).rowcount
             for session_id, agent_id, rid in turns:  # the words leave every index row
                 conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
+        self._graph(conn, graph_sql.prune(DIALECT, op.user_id))
         return n
 
     # ------------------------------------------------------------------ embeddings
@@ -498,6 +509,7 @@ class SqliteOps(OpDispatch):
                 "DELETE FROM records WHERE user_id = ? AND session_id = ? AND kind IN (?, ?)",
                 bound,
             )
+        self._graph(conn, graph_sql.prune(DIALECT, op.user_id))
         return n
 
     # ------------------------------------------------------------------ state

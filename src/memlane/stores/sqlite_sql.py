@@ -13,6 +13,7 @@ from memlane.errors import UnsupportedError
 from memlane.models import MemoryRecord, from_iso, to_iso
 from memlane.stores.sql.codecs import RECORDS, TRUST_OF_OLD_ROWS, RowCodec
 from memlane.stores.sql.dialect import Clauses, Dialect
+from memlane.stores.sql.graph import SCHEMA as GRAPH_SCHEMA
 from memlane.stores.sql.statements import APPEND_ONLY
 
 FLOAT16_SQL = "memlane_float16"
@@ -555,6 +556,11 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (10, "search indexes beside the database, fed by an outbox", _SEARCH_INDEX_SQL),
     (11, "trust and quarantine of each memory", _TRUST_SQL),
     (12, "the audit trail, append-only", _AUDIT_SQL),
+    (
+        13,
+        "the knowledge graph: entities, their keys, mentions, relations and their sources",
+        GRAPH_SCHEMA.format(time="TEXT", rowid=" WITHOUT ROWID"),
+    ),
 )
 
 RECORD_COLUMNS = RECORDS.columns

@@ -8,7 +8,16 @@ first and return a response model of :mod:`memlane.server.responses` through
 
 from fastapi import APIRouter
 
-from memlane.server.routes import context, jobs, memories, service, sessions, transfer, users
+from memlane.server.routes import (
+    context,
+    graph,
+    jobs,
+    memories,
+    service,
+    sessions,
+    transfer,
+    users,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     service.router,
@@ -16,6 +25,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     memories.router,
     sessions.router,
     context.router,
+    graph.router,
     transfer.router,
     jobs.router,
 )

@@ -29,7 +29,10 @@ LIST_USERS = (
     "UNION SELECT user_id FROM history UNION SELECT user_id FROM jobs ORDER BY 1"
 )
 
-USER_TABLES = ("records", "history", "sessions", "messages", "states", "jobs")
+USER_TABLES = (
+    "records", "history", "sessions", "messages", "states", "jobs",
+    "relation_sources", "relations", "mentions", "entity_keys", "entities",
+)  # fmt: skip
 """The tables holding a user's rows, in the order forgetting a user deletes them."""
 
 

@@ -14,6 +14,7 @@ Each test gets a fresh, empty store. The suite uses :class:`FakeEmbedder` and a
 from __future__ import annotations
 
 from memlane.testing.conformance.audit import AuditConformance
+from memlane.testing.conformance.graph import GraphConformance
 from memlane.testing.conformance.jobs import JobsConformance
 from memlane.testing.conformance.models import ModelsConformance
 from memlane.testing.conformance.records import RecordsConformance
@@ -31,6 +32,7 @@ class StoreConformance(
     # order of the areas below (records, search, sessions, transfer, trust, jobs, models).
     # order of the areas below (records, search, sessions, transfer, jobs, models, audit).
     TimeTravelConformance,
+    GraphConformance,
     AuditConformance,
     ModelsConformance,
     JobsConformance,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -405,3 +408,62 @@ def test_equal_scores_split_by_a_read_round_keep_the_id_order() -> None:
     got, _ = _drive_rank(q, tuple(ids), records, scores, {}, None)
     assert got[0] == expected[0]  # type: ignore[index]
     assert [r for r, _ in expected[0]] == [f"r{i:03}" for i in range(10)]
+
+
+def test_graph_seeds_weigh_the_query_then_the_hits_then_the_edges() -> None:
+    from memlane.core.search import HIT_SEED, graph_seeds
+
+    hits = [(2.0, ["crumbs", "jon"]), (1.0, ["leeds"]), (0.5, ["crumbs"])]
+    seeds = graph_seeds(["jon"], hits, ["anna", "leeds"], 10)
+    assert seeds == {"jon": 1.0, "crumbs": HIT_SEED, "leeds": HIT_SEED, "anna": HIT_SEED}
+    assert list(seeds) == ["jon", "crumbs", "leeds", "anna"]  # ties: first reached first
+    assert graph_seeds([], [(4.0, ["a"]), (1.0, ["b"])], [], 1) == {"a": HIT_SEED}
+    assert graph_seeds([], [(1.0, [])], [], 5) == {}
+
+
+def test_graph_scores_favour_memories_naming_rare_seeds() -> None:
+    from memlane.core.search import graph_scores
+
+    named_by = {"rare": ["m1", "m2"], "common": ["m1", "m3", "m4", "m5", "m6", "m7", "m8"]}
+    scored = dict(graph_scores({"rare": 1.0, "common": 1.0, "gone": 1.0}, named_by, 10))
+    assert scored["m1"] == pytest.approx(1 / math.log2(3) + 1 / math.log2(8))
+    assert scored["m2"] == pytest.approx(1 / math.log2(3))
+    assert scored["m3"] == pytest.approx(1 / math.log2(8)) and scored["m2"] > scored["m3"]
+    top = graph_scores({"common": 1.0}, named_by, 3)
+    assert [rid for rid, _ in top] == ["m1", "m3", "m4"]  # ties by id, cut to the limit
+    assert graph_scores({"rare": 0.0}, named_by, 5) == []
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite"])
+def test_graph_round_finds_a_memory_only_an_entity_links(url: str, tmp_path: Path) -> None:
+    """The query names Jon Ross; the first round finds his bakery, named Crumbs; the
+    memory about Crumbs shares no word with the query and is found through the entity."""
+    from memlane import Memory
+    from memlane.testing import FakeEmbedder
+
+    texts = [
+        "Yesterday Jon Ross started a bakery called Crumbs",
+        "Last month Crumbs opened a second shop in Leeds",
+        "The weather was mild all week",
+    ]
+    target = f"sqlite:///{tmp_path / 'm.db'}" if url == "sqlite" else url
+    with Memory(target, embedder=FakeEmbedder()) as memory:
+        for text in texts:
+            memory.add(text, user_id="u")
+        memory.add("Crumbs is a name Eve also likes", user_id="other")
+        query = "Where is Jon Ross expanding?"
+        plain = SearchRecipe("plain", {"lexical": 1.0}, neighbor_weight=0.0)
+        assert [h.record.text for h in memory.search(query, user_id="u", recipe=plain)] == [
+            texts[0]
+        ]
+        graph = dataclasses.replace(plain, graph_weight=0.5)
+        hits = memory.search(query, user_id="u", recipe=graph, explain=True)
+        assert [h.record.text for h in hits] == texts[:2]  # never the other user's memory
+        first, second = (h.explanation for h in hits)
+        assert first is not None and first["round"] == 1
+        assert second is not None and second["round"] == 2
+        assert {"Jon Ross", "Crumbs"} <= set(second["graph_entities"])
+        # An entity named by more memories than graph_mentions is not followed.
+        narrow = dataclasses.replace(graph, graph_mentions=1)
+        found = memory.search(query, user_id="u", recipe=narrow)
+        assert [h.record.text for h in found] == [texts[0]]

@@ -8,6 +8,8 @@ from typing import Any
 
 from memlane.core.base import Core
 from memlane.core.flow import Flow, many, one
+from memlane.core.mentions import entity_key
+from memlane.core.mentions import names as mention_names
 from memlane.core.search import (
     METHODS,
     RECIPES,
@@ -17,14 +19,17 @@ from memlane.core.search import (
     boosts,
     feedback_terms,
     fuse,
+    graph_scores,
+    graph_seeds,
     hop_entities,
     mmr,
     query_parts,
     spread_to_neighbors,
     time_window,
 )
-from memlane.errors import ValidationError
+from memlane.errors import UnsupportedError, ValidationError
 from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, check_id
+from memlane.models.graph import EntityType
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.text import tokenize
@@ -84,7 +89,7 @@ def search(
     limit = core.check_limit(limit)
     checked = _recipe(recipe)
     q = _Query(query, user_id, _filters(filters, as_of), core.now(), checked, limit)
-    fused, hop = yield from _fused(core, q)
+    fused, second = yield from _fused(core, q)
     scores = {rid: score for rid, score, _ in fused}
     floor = yield from _neighbor_floor(core, q, fused, scores)
     pool = tuple(dict.fromkeys([*scores, *floor]))
@@ -102,16 +107,17 @@ def search(
             explanation = _explanation(
                 q.recipe, rid, fused, scores, floor, terms_of, window, capped
             )
-            explanation.update(_round(rid, fused, hop))
+            explanation.update(_round(rid, fused, second))
         hits.append(SearchHit(record, score, explanation))
     return hits
 
 
 def _fused(
     core: Core, q: _Query
-) -> Flow[tuple[list[tuple[str, float, dict[str, Any]]], list[str]]]:
-    """The candidate lists of the recipe's methods fused (with a feedback round and an
-    entity hop when the recipe asks for them), and the entities the hop searched for."""
+) -> Flow[tuple[list[tuple[str, float, dict[str, Any]]], dict[str, list[str]]]]:
+    """The candidate lists of the recipe's methods fused (with a feedback round, an
+    entity hop and a graph round when the recipe asks for them), and the entities the
+    second round searched with (``hop_entities``, ``graph_entities``)."""
     recipe = q.recipe
     methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
     vector = None
@@ -128,15 +134,72 @@ def _fused(
         weights["vector_feedback"] = recipe.feedback_vector_weight
         weights["lexical_feedback"] = recipe.feedback_lexical_weight
         fused = fuse(lists, weights, recipe)
-    hop: list[str] = []
+    second: dict[str, list[str]] = {}  # what the second round searched with, by kind
     if recipe.hop_weight > 0 and fused:
         hop, found = yield from _hop(q, fused)
+        if hop:
+            second["hop_entities"] = hop
         for name, candidates in found.items():
             lists[name] = candidates
             weights[name] = recipe.hop_weight
         if found:
             fused = fuse(lists, weights, recipe)
-    return fused, hop
+    if recipe.graph_weight > 0 and fused:
+        try:
+            names, graph = yield from _graph(q, fused)
+        except UnsupportedError:  # a plugin store without the knowledge graph
+            names, graph = [], []
+        if graph:
+            lists["graph"], weights["graph"] = graph, recipe.graph_weight
+            fused = fuse(lists, weights, recipe)
+            second["graph_entities"] = names
+    return fused, second
+
+
+def _graph(
+    q: _Query, fused: list[tuple[str, float, dict[str, Any]]]
+) -> Flow[tuple[list[str], list[tuple[str, float]]]]:
+    """The graph round: the memories that name the entities the query names, the
+    entities the first round's top hits name, and the entities one edge from the query's
+    (:func:`graph_seeds`), scored by :func:`graph_scores`; with the names of the seeds
+    that found something. Dates are left to the time boost, and an entity named by more
+    than ``graph_mentions`` memories is not followed (each entity's mentions are read up
+    to one past that)."""
+    recipe = q.recipe
+    keys = tuple(dict.fromkeys(k for n in mention_names(q.text) if (k := entity_key(n))))
+    top = fused[: recipe.graph_docs]
+    asked, mentioned = yield from many(
+        [
+            ops.FindEntities(q.user_id, keys),
+            ops.ListMentions(q.user_id, record_ids=tuple(rid for rid, _, _ in top)),
+        ]
+    )
+    asked_ids = tuple(dict.fromkeys(asked[k] for k in keys if k in asked))
+    related: list[str] = []
+    if asked_ids:
+        near = yield from many(
+            [ops.EntityNeighbors(q.user_id, e, 1, recipe.graph_entities) for e in asked_ids]
+        )
+        related = [e for found in near for e, _ in found]
+    named: dict[str, list[str]] = {}
+    for m in mentioned:
+        named.setdefault(m.record_id, []).append(m.entity_id)
+    hits = [(score, named.get(rid, [])) for rid, score, _ in top]
+    seeds = graph_seeds(asked_ids, hits, related, len(asked_ids) + recipe.graph_entities)
+    if not seeds:
+        return [], []
+    entities = yield from one(ops.ListEntities(q.user_id, ids=tuple(seeds)))
+    kept = {e.id: e for e in entities if e.merged_into is None and e.type is not EntityType.DATE}
+    seeds = {e: w for e, w in seeds.items() if e in kept}
+    cap = recipe.graph_mentions
+    found = yield from many(
+        [ops.ListMentions(q.user_id, entity_ids=(e,), limit=cap + 1) for e in seeds]
+    )
+    named_by = {
+        e: [m.record_id for m in ms] for e, ms in zip(seeds, found, strict=True) if len(ms) <= cap
+    }
+    scored = graph_scores(seeds, named_by, q.depth)
+    return [kept[e].name for e in seeds if named_by.get(e)], scored
 
 
 def _hop(
@@ -158,16 +221,16 @@ def _hop(
 
 
 def _round(
-    rid: str, fused: list[tuple[str, float, dict[str, Any]]], hop: list[str]
+    rid: str, fused: list[tuple[str, float, dict[str, Any]]], second: dict[str, list[str]]
 ) -> dict[str, Any]:
     """Which round found hit ``rid``: 2 when only the second round's lists hold it (a
     neighbour lifted by a hit counts as the first round's), with the entities it used."""
     parts = next((p for r, _, p in fused if r == rid), {})
-    second = bool(parts) and all(m.startswith(_SECOND_ROUND) for m in parts)
-    return {"round": 2 if second else 1, **({"hop_entities": hop} if hop else {})}
+    late = bool(parts) and all(m.startswith(_SECOND_ROUND) for m in parts)
+    return {"round": 2 if late else 1, **second}
 
 
-_SECOND_ROUND = ("lexical_hop", "lexical_part")
+_SECOND_ROUND = ("lexical_hop", "lexical_part", "graph")
 
 
 def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:

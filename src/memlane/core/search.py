@@ -88,6 +88,17 @@ class SearchRecipe:
     (bench/recall.md)."""
     hop_docs: int = 5
     hop_entities: int = 4
+    graph_weight: float = 0.0
+    """Graph-aware recall (the knowledge graph, :mod:`memlane.core.graph`): with a weight
+    > 0 the entities the query names, the entities named by the top ``graph_docs`` hits of
+    the first fusion, and the entities one edge away from the query's seed a ``graph``
+    list — the memories that name them, scored by :func:`graph_scores` (an entity named by
+    more than ``graph_mentions`` memories is too common to follow) — fused with this
+    weight. ``explain`` says ``"round": 2`` and the ``graph_entities`` that led to a hit
+    only this list found. Off by default: see bench/recall.md for what it does on LoCoMo."""
+    graph_docs: int = 5
+    graph_entities: int = 8
+    graph_mentions: int = 50
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -97,9 +108,19 @@ class SearchRecipe:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.candidates < 1 or self.rrf_k < 1:
             raise ValueError("candidates and rrf_k must be positive")
-        counts = (self.neighbor_window, self.neighbor_top, self.feedback_docs, self.hop_docs)
-        if min(counts) < 0 or self.hop_entities < 0 or self.hop_weight < 0:
+        counts = (
+            self.neighbor_window,
+            self.neighbor_top,
+            self.feedback_docs,
+            self.hop_docs,
+            self.hop_entities,
+            self.graph_docs,
+            self.graph_entities,
+        )
+        if min(counts) < 0 or min(self.hop_weight, self.graph_weight) < 0:
             raise ValueError("window, top, docs, entities and weights must not be negative")
+        if self.graph_mentions < 1:
+            raise ValueError("graph_mentions must be positive")
         if not self.recency_half_life_days > 0:
             raise ValueError("recency_half_life_days must be positive")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
@@ -231,6 +252,56 @@ def hop_entities(
                 counts[name] = counts.get(name, 0) + 1
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     return [name for name, _ in ranked[:limit]]
+
+
+HIT_SEED = 0.5
+"""How much an entity named by a first-round hit seeds the graph round, relative to one
+the query names (times the hit's share of the best fused score); an entity one edge from
+the query's gets this share of the query's."""
+
+
+def graph_seeds(
+    asked: Sequence[str],
+    hits: Sequence[tuple[float, Sequence[str]]],
+    related: Sequence[str],
+    limit: int,
+) -> dict[str, float]:
+    """The entities that seed the graph round, by weight, at most ``limit``: each entity
+    the query names (``asked``) 1.0; each one a first-round hit names :data:`HIT_SEED`
+    times the hit's fused score over the best one (``hits``: (score, entity ids), best
+    first); each entity one edge from the asked ones (``related``) :data:`HIT_SEED`. An
+    entity reached several ways keeps its largest weight; ties by first reached."""
+    weights: dict[str, float] = {e: 1.0 for e in asked}
+    top = max((score for score, _ in hits), default=0.0) or 1.0
+    offers = [(HIT_SEED * score / top, e) for score, names in hits for e in names]
+    offers += [(HIT_SEED, e) for e in related]
+    for weight, entity in offers:
+        if weight > weights.get(entity, 0.0):
+            weights[entity] = weight
+    ranked = sorted(weights.items(), key=lambda kv: -kv[1])  # stable: first reached first
+    return dict(ranked[:limit])
+
+
+def graph_scores(
+    seeds: Mapping[str, float],
+    named_by: Mapping[str, Sequence[str]],
+    limit: int,
+) -> list[tuple[str, float]]:
+    """Activation spread one step from entities to the memories that name them: a
+    memory's score is the sum, over the seed entities it names, of the seed's weight over
+    ``log2(1 + n)`` where ``n`` is how many memories name the entity (``named_by``: entity
+    -> memory ids) — a name every memory says tells little. The ``limit`` best, ties by
+    id; entities missing from ``named_by`` (too common to follow) add nothing."""
+    scores: dict[str, float] = {}
+    for entity, weight in seeds.items():
+        memories = set(named_by.get(entity, ()))
+        if not memories or weight <= 0:
+            continue
+        share = weight / math.log2(1 + len(memories))
+        for rid in memories:
+            scores[rid] = scores.get(rid, 0.0) + share
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:limit]
 
 
 _CONJUNCT = re.compile(r"\b([A-Z][\w']*) and ((?:[A-Z]|her |his |their )[\w']*)")

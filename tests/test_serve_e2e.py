@@ -784,6 +784,23 @@ def test_dashboard_search_says_which_round_found_a_hit(dashboard: Dashboard) -> 
     page.until(lambda: page.testid("entity-name").text == "Acme Corp")
 
 
+def test_dashboard_switching_user_drops_the_previous_users_graph(dashboard: Dashboard) -> None:
+    """Nora's entities, and the one opened, are not shown for the next user."""
+    s, page = dashboard.served, dashboard
+    if not s.api("GET", "/v1/users/nora/entities")["entities"]:
+        _seed_nora(s)
+    _add(s, "vic", "Vic plays chess in Oslo")
+    page.open("nora")
+    page.until(lambda: page.all("node"))
+    _node(page, "Jon Ross").click()
+    page.until(lambda: page.testid("entity-name").text == "Jon Ross")
+    page.choose("vic")
+    page.until(lambda: [n.get_attribute("data-name") for n in page.all("node")] == ["Oslo"])
+    assert page.all("entity-name") == [] and page.all("relation") == []
+    assert "Jon Ross" not in page.driver.find_element("tag name", "main").text
+    assert s.api("GET", "/v1/users/vic/entities")["entities"][0]["name"] == "Oslo"
+
+
 def test_dashboard_lists_memories_page_by_page(dashboard: Dashboard) -> None:
     s, page = dashboard.served, dashboard
     for n in range(27):

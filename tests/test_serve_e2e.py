@@ -732,6 +732,19 @@ def test_dashboard_graph_view_walks_entities_to_their_memories_and_relations(
     page.shoot(tmp_path / "graph.png", at="graph-panel")
     if os.environ.get("MEMLANE_SCREENSHOT_GRAPH"):
         shutil.copy(tmp_path / "graph.png", os.environ["MEMLANE_SCREENSHOT_GRAPH"])
+    # As of 2023-06-01 (the timeline's slider) she lived in London: the Paris edge fades.
+    page.driver.execute_script(
+        "const s = document.getElementById('asof');"
+        "s.value = String(Date.parse('2023-06-01T00:00:00Z') / 1000);"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    page.until(lambda: page.testid("asof-label").text.startswith("2023-06-01"))
+    held = {label.text: label.get_attribute("data-held") for label in page.all("edge-label")}
+    assert held == {"lives_in (ended)": "true", "lives_in": "false"}
+    rows = {r.text.split(" \u00b7 ")[0]: r.get_attribute("data-held") for r in page.all("relation")}
+    assert rows["lives_in \u2192 London"] == "true" and rows["lives_in \u2192 Paris"] == "false"
+    page.testid("asof-now").click()
+    page.until(lambda: all(r.get_attribute("data-held") == "" for r in page.all("relation")))
     # The markup-named entity: its name and memory are text; no element was made of them.
     _node(page, _XSS).click()
     page.until(lambda: page.testid("entity-name").text == _XSS)

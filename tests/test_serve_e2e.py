@@ -745,6 +745,11 @@ def test_dashboard_graph_view_walks_entities_to_their_memories_and_relations(
     assert rows["lives_in \u2192 London"] == "true" and rows["lives_in \u2192 Paris"] == "false"
     page.testid("asof-now").click()
     page.until(lambda: all(r.get_attribute("data-held") == "" for r in page.all("relation")))
+    # Everything the page read came from the server (the drawing is made in the page).
+    fetched = page.driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert fetched and all(url.startswith(s.base + "/") for url in fetched)
     # The markup-named entity: its name and memory are text; no element was made of them.
     _node(page, _XSS).click()
     page.until(lambda: page.testid("entity-name").text == _XSS)
@@ -812,6 +817,18 @@ def test_dashboard_switching_user_drops_the_previous_users_graph(dashboard: Dash
     assert page.all("entity-name") == [] and page.all("relation") == []
     assert "Jon Ross" not in page.driver.find_element("tag name", "main").text
     assert s.api("GET", "/v1/users/vic/entities")["entities"][0]["name"] == "Oslo"
+
+
+def test_dashboard_graph_draws_at_most_60_entities_and_says_so(dashboard: Dashboard) -> None:
+    s, page = dashboard.served, dashboard
+    first = [a + b for a in "BDKLMRS" for b in ("ax", "el", "im", "on", "ud")][:31]
+    for name in first:  # 62 entities, linked in pairs
+        _add(s, "wren", f"I saw {name} Hartley with {name} Quincey at the park")
+    assert len(s.api("GET", "/v1/users/wren/entities", params={"limit": 1000})["entities"]) == 62
+    page.open("wren")
+    page.until(lambda: len(page.all("node")) == 60)
+    assert page.testid("graph-note").text.startswith("Showing 60 of 62 entities")
+    assert {n.get_attribute("data-mentions") for n in page.all("node")} == {"1"}
 
 
 def test_dashboard_lists_memories_page_by_page(dashboard: Dashboard) -> None:

@@ -777,6 +777,14 @@ def test_dashboard_search_says_which_round_found_a_hit(dashboard: Dashboard) -> 
     page.testid("search").click()
     page.until(lambda: page.all("hit"))
     assert all(r.text.startswith("found in round 1") for r in page.all("round"))
+    assert "vector" in page.all("explanation")[0].text
+    # The recipe picker: BM25 alone.
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.testid("recipe")).select_by_visible_text("lexical")
+    page.testid("search").click()
+    page.until(lambda: all("vector" not in e.text for e in page.all("explanation")))
+    assert page.all("hit") and "lexical #1" in page.all("explanation")[0].text
     graph = dataclasses.replace(RECIPES["lexical"], name="graph", graph_weight=0.5)
     with Memory(s.store, embedder=FakeEmbedder()) as memory:
         hits = memory.search(

@@ -305,9 +305,17 @@ class Dashboard:
         found: list[Any] = self.driver.find_elements(By.CSS_SELECTOR, "#sessions a")
         return found
 
-    def shoot(self, path: Path) -> None:
-        self.driver.execute_script("window.scrollTo(0, 0)")
+    def shoot(self, path: Path, at: str | None = None, height: int = 1000) -> None:
+        """A screenshot ``height`` CSS pixels high of the page's top, or from the top of
+        the element with id ``at``."""
+        width = self.driver.execute_script("return window.outerWidth")
+        self.driver.set_window_size(width, height)
+        if at is None:
+            self.driver.execute_script("window.scrollTo(0, 0)")
+        else:
+            self.driver.execute_script(f"document.getElementById('{at}').scrollIntoView()")
         self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(width, 1000)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
@@ -395,7 +403,7 @@ def test_dashboard_in_headless_chromium(dashboard: Dashboard, tmp_path: Path) ->
     page.wait.until(ec.alert_is_present()).accept()
     page.until(lambda: page.testid(f"status-{paris}").text == "deleted")
     shot = tmp_path / "dashboard.png"
-    page.shoot(shot)
+    page.shoot(shot, height=1500)  # the timeline, the graph, and search with history below
     if os.environ.get("MEMLANE_SCREENSHOT"):
         shutil.copy(shot, os.environ["MEMLANE_SCREENSHOT"])
     served = dashboard.served
@@ -608,6 +616,227 @@ def test_dashboard_timeline_travels_back_with_the_as_of_slider(
     page.until(lambda: page.all("hit") and "Tess lives in Lyon" in page.all("hit")[0].text)
     assert page.testid("asof-label").text == "now" and page.all("asof-item") == []
     assert page.all("hits-asof") == []
+
+
+_XSS = '<img src=x onerror="window.__xss = 1">'
+
+
+def _seed_nora(s: Served) -> dict[str, Any]:
+    """Nora's memories over four sessions naming people, places and a company (their
+    co-occurrence edges), two stated relations (lives_in London, ended when she moved;
+    lives_in Paris) and an entity whose name is markup."""
+    from datetime import UTC, datetime
+
+    from memlane import Memory
+    from memlane.core.flow import many
+    from memlane.core.mentions import entity_key
+    from memlane.models.graph import EntityType, Relation
+    from memlane.ports import store as ops
+    from memlane.server.keys import storage_user
+    from memlane.testing import FakeEmbedder, FixedClock
+
+    nora = storage_user("acme", "nora")
+    clock = FixedClock(datetime(2023, 1, 10, tzinfo=UTC))
+    said = [
+        (datetime(2023, 1, 10, tzinfo=UTC), "s1", "Yesterday Nora met Jon Ross in London"),
+        (datetime(2023, 1, 12, tzinfo=UTC), "s1", "Then Jon Ross took Nora to the Tate Modern"),
+        (datetime(2024, 6, 1, tzinfo=UTC), "s2", "In June Nora and Jon Ross moved to Paris"),
+        (datetime(2024, 9, 3, tzinfo=UTC), "s3", "These days Jon Ross works at Acme Corp"),
+        (datetime(2024, 9, 4, tzinfo=UTC), "s4", "Last week Acme Corp opened an office in Lyon"),
+    ]
+    with Memory(s.store, embedder=FakeEmbedder(), clock=clock) as m:
+        ids = []
+        for when, session, text in said:
+            clock.now = when
+            ids.append(m.add(text, user_id=nora, session_id=session).id)
+        weather = m.add("The weather was mild all week", user_id=nora, session_id="s4").id
+        names = {e.name: e.id for e in m.entities(user_id=nora)}
+        home, moved, lived = said[0][0], said[2][0], (names["Nora"], "lives_in")
+        stated = (
+            Relation(nora, "r-london", *lived, names["London"], home, moved, moved, (ids[0],)),
+            Relation(nora, "r-paris", *lived, names["Paris"], moved, None, moved, (ids[2],)),
+        )
+        key = entity_key(_XSS)
+        xss = ops.EntityDraft("ent-xss", _XSS, EntityType.THING, (key,), (key,))
+        named = ops.MentionDraft(weather, "s4", (xss,), clock.now)
+        m.run(many([ops.PutRelations(stated), ops.IndexMentions(nora, (named,), clock.now)]))
+    return {"memories": ids, "entities": names}
+
+
+def _node(page: Dashboard, name: str) -> Any:
+    """The graph's node of entity ``name``."""
+    for node in page.all("node"):
+        if node.get_attribute("data-name") == name:
+            return node
+    raise AssertionError(f"no node {name!r} among {[n.text for n in page.all('node')]}")
+
+
+def test_dashboard_graph_view_walks_entities_to_their_memories_and_relations(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    s, page = dashboard.served, dashboard
+    seeded = _seed_nora(s)
+    ids, entities = seeded["memories"], seeded["entities"]
+    page.open("nora")
+    page.until(lambda: len(page.all("node")) == len(entities) + 1)
+    drawn = {
+        n.find_element("css selector", "title").get_attribute("textContent")
+        for n in page.all("node")
+    }
+    assert {t.split(" (")[0] for t in drawn} == {*entities, _XSS}  # markup: a name, drawn as text
+    assert _XSS[:23] + "\u2026" in {n.text for n in page.all("node")}  # a long name's label is cut
+    assert page.testid("graph-note").text.startswith(f"{len(entities) + 1} entities.")
+    jon = _node(page, "Jon Ross")
+    assert int(jon.get_attribute("data-mentions")) == 4
+    assert float(jon.find_element("css selector", "circle").get_attribute("r")) > float(
+        _node(page, "Lyon").find_element("css selector", "circle").get_attribute("r")
+    )
+    labels = sorted(label.text for label in page.all("edge-label"))
+    assert labels == ["lives_in", "lives_in (ended)"]  # co-occurrences are unlabelled
+    # Jon Ross: the memories of three sessions that name him, and whom he is named with.
+    jon.click()
+    page.until(lambda: page.testid("entity-name").text == "Jon Ross")
+    texts = [m.find_element("css selector", ".text").text for m in page.all("entity-memory")]
+    assert sorted(texts) == sorted(
+        s.api("GET", f"/v1/users/nora/memories/{i}")["text"] for i in ids[:4]
+    )
+    related = " ".join(r.text for r in page.all("relation"))
+    assert all(f"named with {place}" in related for place in ("London", "Paris", "Acme Corp"))
+    page.testid(f"entity-history-{ids[3]}").click()  # a memory's history, in the history panel
+    page.until(lambda: page.testid("opened").text == "These days Jon Ross works at Acme Corp")
+    # Walk: two edges from Jon Ross reaches Lyon (through Acme Corp); walk on to Lyon.
+    page.testid("depth-2").click()
+    page.until(lambda: "Lyon" in [n.text.split(" · ")[0] for n in page.all("neighbour")])
+    lyon = next(n for n in page.all("neighbour") if n.text.startswith("Lyon"))
+    assert "2 edges away" in lyon.text
+    lyon.find_element("css selector", "a").click()
+    page.until(lambda: page.testid("entity-name").text == "Lyon")
+    assert [m.text.splitlines()[0] for m in page.all("entity-memory")] == [
+        "Last week Acme Corp opened an office in Lyon"
+    ]
+    # Nora: where she lived, the ended relation shown as ended.
+    _node(page, "Nora").click()
+    page.until(lambda: page.testid("entity-name").text == "Nora")
+    lived = {
+        r.get_attribute("data-ended"): r.text for r in page.all("relation") if "lives_in" in r.text
+    }
+    assert (
+        lived["true"].startswith("lives_in \u2192 London")
+        and "2023-01-10 to 2024-06-01 (ended)" in lived["true"]
+    )
+    assert (
+        lived["false"].startswith("lives_in \u2192 Paris") and "since 2024-06-01" in lived["false"]
+    )
+    assert "chosen" in _node(page, "Nora").get_attribute("class")
+    assert "near" in _node(page, "Paris").get_attribute("class")
+    page.shoot(tmp_path / "graph.png", at="graph-panel")
+    if os.environ.get("MEMLANE_SCREENSHOT_GRAPH"):
+        shutil.copy(tmp_path / "graph.png", os.environ["MEMLANE_SCREENSHOT_GRAPH"])
+    # As of 2023-06-01 (the timeline's slider) she lived in London: the Paris edge fades.
+    page.driver.execute_script(
+        "const s = document.getElementById('asof');"
+        "s.value = String(Date.parse('2023-06-01T00:00:00Z') / 1000);"
+        "s.dispatchEvent(new Event('change'));"
+    )
+    page.until(lambda: page.testid("asof-label").text.startswith("2023-06-01"))
+    held = {label.text: label.get_attribute("data-held") for label in page.all("edge-label")}
+    assert held == {"lives_in (ended)": "true", "lives_in": "false"}
+    rows = {r.text.split(" \u00b7 ")[0]: r.get_attribute("data-held") for r in page.all("relation")}
+    assert rows["lives_in \u2192 London"] == "true" and rows["lives_in \u2192 Paris"] == "false"
+    page.testid("asof-now").click()
+    page.until(lambda: all(r.get_attribute("data-held") == "" for r in page.all("relation")))
+    # Everything the page read came from the server (the drawing is made in the page).
+    fetched = page.driver.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+    )
+    assert fetched and all(url.startswith(s.base + "/") for url in fetched)
+    # The markup-named entity: its name and memory are text; no element was made of them.
+    _node(page, _XSS).click()
+    page.until(lambda: page.testid("entity-name").text == _XSS)
+    assert page.driver.execute_script(
+        "return [window.__xss, document.querySelectorAll('main img').length]"
+    ) == [None, 0]
+
+
+def test_dashboard_search_says_which_round_found_a_hit(dashboard: Dashboard) -> None:
+    """A hit of the default recipe was found by the first round. No named recipe turns the
+    graph round on, so a real round-2 hit (the Python API's, with a recipe that does) is
+    drawn by the page's own hit renderer: the round line names the graph entities, each a
+    walk into the graph panel."""
+    import dataclasses
+
+    from memlane import RECIPES, Memory
+    from memlane.server.keys import storage_user
+    from memlane.testing import FakeEmbedder
+
+    s, page = dashboard.served, dashboard
+    if not s.api("GET", "/v1/users/nora/entities")["entities"]:
+        _seed_nora(s)
+    page.open("nora")
+    page.testid("query").send_keys("Where does Jon Ross work?")
+    page.testid("search").click()
+    page.until(lambda: page.all("hit"))
+    assert all(r.text.startswith("found in round 1") for r in page.all("round"))
+    assert "vector" in page.all("explanation")[0].text
+    # The recipe picker: BM25 alone.
+    from selenium.webdriver.support.ui import Select
+
+    Select(page.testid("recipe")).select_by_visible_text("lexical")
+    page.testid("search").click()
+    page.until(lambda: all("vector" not in e.text for e in page.all("explanation")))
+    assert page.all("hit") and "lexical #1" in page.all("explanation")[0].text
+    graph = dataclasses.replace(RECIPES["lexical"], name="graph", graph_weight=0.5)
+    with Memory(s.store, embedder=FakeEmbedder()) as memory:
+        hits = memory.search(
+            "Where does Jon Ross work?",
+            user_id=storage_user("acme", "nora"),
+            recipe=graph,
+            explain=True,
+        )
+    late = next(h for h in hits if h.explanation and h.explanation["round"] == 2)
+    assert late.record.text == "Last week Acme Corp opened an office in Lyon"
+    shown = {
+        "score": late.score,
+        "record": {"text": late.record.text},
+        "explanation": late.explanation,
+    }
+    page.driver.execute_script(
+        "document.getElementById('hits').replaceChildren(hitNode(arguments[0]))", shown
+    )
+    line = page.testid("round").text
+    assert line.startswith("found in round 2 · by the graph, through ") and "Acme Corp" in line
+    walk = next(a for a in page.all("round-entity") if a.text == "Acme Corp")
+    walk.click()
+    page.until(lambda: page.testid("entity-name").text == "Acme Corp")
+
+
+def test_dashboard_switching_user_drops_the_previous_users_graph(dashboard: Dashboard) -> None:
+    """Nora's entities, and the one opened, are not shown for the next user."""
+    s, page = dashboard.served, dashboard
+    if not s.api("GET", "/v1/users/nora/entities")["entities"]:
+        _seed_nora(s)
+    _add(s, "vic", "Vic plays chess in Oslo")
+    page.open("nora")
+    page.until(lambda: page.all("node"))
+    _node(page, "Jon Ross").click()
+    page.until(lambda: page.testid("entity-name").text == "Jon Ross")
+    page.choose("vic")
+    page.until(lambda: [n.get_attribute("data-name") for n in page.all("node")] == ["Oslo"])
+    assert page.all("entity-name") == [] and page.all("relation") == []
+    assert "Jon Ross" not in page.driver.find_element("tag name", "main").text
+    assert s.api("GET", "/v1/users/vic/entities")["entities"][0]["name"] == "Oslo"
+
+
+def test_dashboard_graph_draws_at_most_60_entities_and_says_so(dashboard: Dashboard) -> None:
+    s, page = dashboard.served, dashboard
+    first = [a + b for a in "BDKLMRS" for b in ("ax", "el", "im", "on", "ud")][:31]
+    for name in first:  # 62 entities, linked in pairs
+        _add(s, "wren", f"I saw {name} Hartley with {name} Quincey at the park")
+    assert len(s.api("GET", "/v1/users/wren/entities", params={"limit": 1000})["entities"]) == 62
+    page.open("wren")
+    page.until(lambda: len(page.all("node")) == 60)
+    assert page.testid("graph-note").text.startswith("Showing 60 of 62 entities")
+    assert {n.get_attribute("data-mentions") for n in page.all("node")} == {"1"}
 
 
 def test_dashboard_lists_memories_page_by_page(dashboard: Dashboard) -> None:

@@ -467,3 +467,22 @@ def test_graph_round_finds_a_memory_only_an_entity_links(url: str, tmp_path: Pat
         narrow = dataclasses.replace(graph, graph_mentions=1)
         found = memory.search(query, user_id="u", recipe=narrow)
         assert [h.record.text for h in found] == [texts[0]]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("In June Nora moved to Leeds.", ["Nora", "Leeds"]),
+        ("Later Tuesday Jon Ross came.", ["Jon Ross"]),
+        ("We left last Friday Tom Hale drove.", ["Tom Hale"]),
+        ("I love June Carter songs", ["June Carter"]),
+        ("Alice Smith lives here.", ["Alice Smith"]),
+        ("We met on Monday.", ["Monday"]),
+    ],
+)
+def test_the_graph_reads_a_date_said_before_a_name_apart_from_it(
+    text: str, found: list[str]
+) -> None:
+    from memlane.core.mentions import names
+
+    assert names(text) == found

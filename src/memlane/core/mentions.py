@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 from memlane.ids import new_id
 from memlane.models import MemoryRecord, parse_period, period_words
@@ -29,6 +30,38 @@ _STARTERS = frozenset(
 """Capitalized words that begin sentences and are no first names ("Yesterday Jon ...")."""
 
 
+_CALENDAR = frozenset(
+    {
+        "january", "february", "march", "april", "may", "june", "july", "august",
+        "september", "october", "november", "december", "monday", "tuesday", "wednesday",
+        "thursday", "friday", "saturday", "sunday",
+    }
+)  # fmt: skip
+"""Months and weekdays: said as a date just before a name ("In June Nora moved", "on
+Tuesday Jon came") they are no part of it (the date is read apart)."""
+
+
+_BEFORE_DATE = frozenset(
+    {
+        "in", "on", "since", "until", "till", "by", "last", "next", "this", "every", "later",
+        "early", "late", "mid", "before", "after", "from", "during", "that", "one", "each",
+    }
+)  # fmt: skip
+"""Words after which a month or weekday is a date ("in June", "last Tuesday")."""
+
+
+def _without_date(text: str, name: str) -> str:
+    """``name`` without a leading month or weekday said as a date just before the name
+    ("in June Nora moved" -> "Nora"; "June Carter" stays)."""
+    words = name.split()
+    if len(words) < 2 or words[0].casefold() not in _CALENDAR:
+        return name
+    before = re.search(r"(\w+)\W+" + re.escape(name) + r"\b", text)
+    if before is None or before.group(1).casefold() not in _BEFORE_DATE:
+        return name
+    return " ".join(words[1:])
+
+
 def names(text: str) -> list[str]:
     """The proper names of ``text`` (:func:`memlane.text.entities`), a name's first word
     put back where it began a sentence ("Alice Smith lives here." -> "Alice Smith": a
@@ -39,7 +72,7 @@ def names(text: str) -> list[str]:
         first = lead.group(1) if lead else ""
         if first and first.lower() not in STOPWORDS and first.lower() not in _STARTERS:
             name = f"{first} {name}"
-        out[name] = None
+        out[_without_date(text, name)] = None
     return list(out)
 
 
@@ -125,3 +158,9 @@ def index_op(
     if not items:
         return None
     return ops.IndexMentions(records[0].user_id, items, max(r.created_at for r in records))
+
+
+def reindex_op(record: MemoryRecord, at: datetime) -> ops.IndexMentions:
+    """The op that reads ``record``'s text again after an edit: what its old text named
+    is taken back, what the new one names is recorded (``at``: when the edit was made)."""
+    return ops.IndexMentions(record.user_id, mention_drafts([record]), at, replace=(record.id,))

@@ -11,6 +11,7 @@ from typing import Any
 
 from memlane.core.base import BEFORE_ANY_EXPIRY, Core, MemoryInput, checked_trust, periods_of
 from memlane.core.flow import Flow, many, one, pause
+from memlane.core.mentions import reindex_op
 from memlane.core.retrieval import _filters
 from memlane.errors import ConflictError, ValidationError, no_history, no_memory
 from memlane.ids import stable_id
@@ -246,7 +247,11 @@ def update(
     new = _edited(old, core.new_record(user_id, item, now), now)
     _, cache_write = yield from core.vectors([new.text])
     event = core.event(new, HistoryAction.UPDATE, now, actor=actor, reason=reason)
-    yield from many([cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,))])
+    # New text names other things: the graph reads it again, in the same batch.
+    graph = [reindex_op(new, now)] if core.config.graph and new.text != old.text else []
+    yield from many(
+        [cache_write, ops.WriteRecord(new, old.version), ops.AppendHistory((event,)), *graph]
+    )
     return new
 
 

@@ -485,6 +485,11 @@ class IndexMentions(Op[None]):
     items: tuple[MentionDraft, ...]
     at: datetime
     max_edges: int = 12
+    replace: tuple[str, ...] = ()
+    """Memories whose text changed: what their text named before is taken back first —
+    their mentions (but of the ends of the typed edges they state) and their place among
+    the sources of co-occurrence edges — and, once the items are written, the edges and
+    entities that nothing states any more go (ids of entities still named are kept)."""
 
 
 @dataclass(frozen=True, slots=True)

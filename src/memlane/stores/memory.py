@@ -514,6 +514,7 @@ class MemoryStore(OpDispatch):
     @handles(ops.IndexMentions)
     def _op_IndexMentions(self, op: ops.IndexMentions, tx: _Tx) -> None:
         u = op.user_id
+        touched, edges = self._unmention(u, op.replace, tx)
         for item in op.items:
             linked: list[str] = []
             for draft in item.entities:
@@ -530,6 +531,58 @@ class MemoryStore(OpDispatch):
                 self._put_relation(replace(edge, sources=(item.record_id,)), tx)
             for t in item.triples:
                 self._put_triple(u, item, t, op.at, tx)
+        self._drop_unused(u, touched, edges, tx)
+
+    def _unmention(
+        self, user_id: str, record_ids: Sequence[str], tx: _Tx
+    ) -> tuple[set[str], set[str]]:
+        """Take back what the text of ``record_ids`` named (IndexMentions.replace): the
+        entities they mentioned and the co-occurrence edges they were sources of."""
+        records = set(record_ids)
+        if not records:
+            return set(), set()
+        relations = self._user_relations(user_id)
+        keep = {
+            end
+            for r in relations
+            if r.predicate != MENTIONED_WITH and records & set(r.sources)
+            for end in (r.subject_id, r.object_id)
+        }
+        touched: set[str] = set()
+        for key in [k for k in self._mentions if k[0] == user_id and k[1] in records]:
+            touched.add(key[2])
+            if key[2] not in keep:
+                tx.pop(self._mentions, key)
+        edges: set[str] = set()
+        for r in relations:
+            if r.predicate == MENTIONED_WITH and records & set(r.sources):
+                edges.add(r.id)
+                sources = tuple(s for s in r.sources if s not in records)
+                tx.set(self._relations, (user_id, r.id), replace(r, sources=sources))
+        return touched, edges
+
+    def _drop_unused(self, user_id: str, entities: set[str], edges: set[str], tx: _Tx) -> None:
+        """Delete the ``edges`` left with no source, then the ``entities`` no mention,
+        edge or merged entity names any more (with their keys)."""
+        for edge in edges:
+            r = self._relations.get((user_id, edge))
+            if r is not None and not r.sources:
+                tx.pop(self._relations, (user_id, edge))
+        if not entities:
+            return
+        used = {e for (u, _, e) in self._mentions if u == user_id}
+        for r in self._user_relations(user_id):
+            used |= {r.subject_id, r.object_id}
+        used |= {
+            e.merged_into for (u, _), e in self._entities.items() if u == user_id and e.merged_into
+        }
+        for entity in entities - used:
+            current = self._entities.get((user_id, entity))
+            if current is not None and current.merged_into is None:
+                tx.pop(self._entities, (user_id, entity))
+        for kkey, owner in list(self._entity_keys.items()):
+            if kkey[0] == user_id and owner in entities and (user_id, owner) not in self._entities:
+                tx.pop(self._entity_keys, kkey)
 
     def _put_triple(
         self, user_id: str, item: ops.MentionDraft, t: ops.TripleDraft, at: Any, tx: _Tx

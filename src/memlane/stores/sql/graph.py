@@ -55,6 +55,7 @@ def _marks(d: Dialect, n: int) -> str:
 
 
 def index_mentions(d: Dialect, op: ops.IndexMentions) -> Steps:
+    touched, edges = yield from _unmention(d, op.user_id, op.replace)
     for item in op.items:
         linked: list[str] = []
         for draft in item.entities:
@@ -71,6 +72,80 @@ def index_mentions(d: Dialect, op: ops.IndexMentions) -> Steps:
             yield from _put_relation(d, replace(edge, sources=(item.record_id,)))
         for t in item.triples:
             yield from _put_triple(d, op.user_id, item, t, op.at)
+    yield from _drop_unused(d, op.user_id, touched, edges)
+    return None
+
+
+def _unmention(d: Dialect, user_id: str, record_ids: Sequence[str]) -> Steps:
+    """Take back what the text of ``record_ids`` named (see IndexMentions.replace);
+    returns the entities they mentioned and the co-occurrence edges they were sources of."""
+    m = d.mark
+    touched: list[str] = []
+    edges: list[str] = []
+    for rid in record_ids:
+        rows = yield (
+            f"SELECT entity_id FROM mentions WHERE user_id = {m} AND record_id = {m}",
+            [user_id, rid],
+        )
+        touched += [row[0] for row in rows]
+        rows = yield (
+            f"SELECT s.relation_id FROM relation_sources s JOIN relations x "
+            f"ON x.user_id = s.user_id AND x.id = s.relation_id "
+            f"WHERE s.user_id = {m} AND s.record_id = {m} AND x.predicate = {m}",
+            [user_id, rid, MENTIONED_WITH],
+        )
+        co = [row[0] for row in rows]
+        edges += co
+        typed = (
+            f"SELECT x.{{end}} FROM relations x JOIN relation_sources s "
+            f"ON s.user_id = x.user_id AND s.relation_id = x.id "
+            f"WHERE s.user_id = {m} AND s.record_id = {m} AND x.predicate <> {m}"
+        )
+        yield (
+            f"DELETE FROM mentions WHERE user_id = {m} AND record_id = {m} "
+            f"AND entity_id NOT IN ({typed.format(end='subject_id')}) "
+            f"AND entity_id NOT IN ({typed.format(end='object_id')})",
+            [user_id, rid, user_id, rid, MENTIONED_WITH, user_id, rid, MENTIONED_WITH],
+        )
+        if co:
+            yield (
+                f"DELETE FROM relation_sources WHERE user_id = {m} AND record_id = {m} "
+                f"AND relation_id IN ({_marks(d, len(co))})",
+                [user_id, rid, *co],
+            )
+    return list(dict.fromkeys(touched)), list(dict.fromkeys(edges))
+
+
+def _drop_unused(d: Dialect, user_id: str, entity_ids: list[str], edges: list[str]) -> Steps:
+    """Delete the co-occurrence ``edges`` left with no source, then the ``entity_ids``
+    (and their keys) that no mention or edge names any more."""
+    m = d.mark
+    if edges:
+        yield (
+            f"DELETE FROM relations WHERE user_id = {m} AND id IN ({_marks(d, len(edges))}) "
+            "AND NOT EXISTS (SELECT 1 FROM relation_sources s "
+            "WHERE s.user_id = relations.user_id AND s.relation_id = relations.id)",
+            [user_id, *edges],
+        )
+    if not entity_ids:
+        return None
+    marks = _marks(d, len(entity_ids))
+    yield (
+        f"DELETE FROM entities WHERE user_id = {m} AND id IN ({marks}) AND merged_into IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM mentions x WHERE x.user_id = {m} "
+        "AND x.entity_id = entities.id) "
+        f"AND NOT EXISTS (SELECT 1 FROM relations x WHERE x.user_id = {m} "
+        "AND (x.subject_id = entities.id OR x.object_id = entities.id)) "
+        f"AND NOT EXISTS (SELECT 1 FROM entities y WHERE y.user_id = {m} "
+        "AND y.merged_into = entities.id)",
+        [user_id, *entity_ids, user_id, user_id, user_id],
+    )
+    yield (
+        f"DELETE FROM entity_keys WHERE user_id = {m} AND entity_id IN ({marks}) "
+        "AND NOT EXISTS (SELECT 1 FROM entities e "
+        "WHERE e.user_id = entity_keys.user_id AND e.id = entity_keys.entity_id)",
+        [user_id, *entity_ids],
+    )
     return None
 
 

@@ -176,6 +176,29 @@ class GraphConformance(ConformanceBase):
         assert _ops(mem, ops.ListRelations("u"), ops.ListMentions("u", entity_ids=("x",)))[0] == []
         assert {e.name for e in mem.entities(user_id="other")} == {"Jon Ross", "Paris"}
 
+    def test_an_edited_memory_names_what_its_new_text_names(self) -> None:
+        mem, clock, _ = self._memory()
+        edited = mem.add("I met Jon Ross in Paris.", user_id="u")
+        other = mem.add("Everyone in Paris knows Bob Hart.", user_id="u")
+        mem.add("I met Jon Ross in Paris.", user_id="elsewhere")
+        jon = {e.name: e.id for e in mem.entities(user_id="u")}["Jon Ross"]
+        clock.advance(hours=1)
+        mem.update(edited.id, user_id="u", text="Later I met Jon Ross in Lyon.")
+        entities = {e.name: e.id for e in mem.entities(user_id="u")}
+        assert set(entities) == {"Jon Ross", "Lyon", "Paris", "Bob Hart"}, entities
+        assert entities["Jon Ross"] == jon  # still named: the same entity, not a new one
+        named = {m.entity_id for m in mem.mentions(user_id="u", record_ids=[edited.id])}
+        assert named == {entities["Jon Ross"], entities["Lyon"]}
+        pairs = {
+            frozenset((r.subject_id, r.object_id)): r.sources for r in mem.relations(user_id="u")
+        }
+        assert pairs[frozenset((entities["Jon Ross"], entities["Lyon"]))] == (edited.id,)
+        assert frozenset((entities["Jon Ross"], entities["Paris"])) not in pairs
+        assert pairs[frozenset((entities["Paris"], entities["Bob Hart"]))] == (other.id,)
+        mem.update(edited.id, user_id="u", text="nothing to name here")
+        assert {e.name for e in mem.entities(user_id="u")} == {"Paris", "Bob Hart"}
+        assert {e.name for e in mem.entities(user_id="elsewhere")} == {"Jon Ross", "Paris"}
+
     def test_an_import_rebuilds_the_graph_of_its_memories(self) -> None:
         mem, _, _ = self._memory()
         mem.add("I met Jon Ross in Paris.", user_id="u", session_id="s1")

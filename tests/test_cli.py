@@ -536,6 +536,10 @@ def test_graph_lists_entities_and_relations_and_walks_from_one(run) -> None:  # 
     assert sorted(around_paris["memories"]) == sorted([first, second])
     missing = run("graph", "--user", "other", "--entity", "Jon Ross", ok=False)
     assert missing.exit_code == 1 and "NotFoundError" in missing.output
+    before = json.loads(run("graph", "--user", "u", "--as-of", "2000-01-01", "--json").output)
+    assert before["relations"] == [] and len(before["entities"]) == 3  # no edge held yet
+    bad = run("graph", "--user", "u", "--as-of", "someday", ok=False)
+    assert bad.exit_code == 1 and "--as-of" in bad.output
 
 
 def test_graph_never_creates_a_store(tmp_path: Path) -> None:

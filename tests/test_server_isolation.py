@@ -280,6 +280,17 @@ def test_the_graph_is_read_per_tenant_and_not_by_agent_keys(env: Env) -> None:
     relations = env.call(env.acme, "GET", "/v1/users/alice/relations", params={"entity": "paris"})
     (edge,) = relations.json()["relations"]
     assert edge["sources"] == [made.json()["id"]]
+    # As of a moment before the memory said it, the edge did not hold yet; now it does.
+    path, entity = "/v1/users/alice/relations", {"entity": "paris"}
+    then = env.call(env.acme, "GET", path, params={**entity, "as_of": "2000-01-01T00:00:00Z"})
+    assert then.status_code == 200 and then.json()["relations"] == [], then.text
+    now = env.call(env.acme, "GET", path, params={**entity, "as_of": "2999-01-01T00:00:00Z"})
+    assert [r["id"] for r in now.json()["relations"]] == [edge["id"]]
+    naive = env.call(env.acme, "GET", path, params={**entity, "as_of": "2024-01-01T00:00:00"})
+    assert naive.status_code == 422, naive.text
+    far = f"/v1/users/alice/entities/{jon['id']}/neighbors"
+    before = env.call(env.acme, "GET", far, params={"as_of": "2000-01-01T00:00:00Z"}).json()
+    assert before["neighbors"] == []
     mentions = env.call(
         env.acme, "GET", "/v1/users/alice/mentions", params={"memory_id": made.json()["id"]}
     ).json()["mentions"]

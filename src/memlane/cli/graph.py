@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from memlane.cli._base import _Context, _echo_json, cli, json_option, pass_ctx, user_option
+from memlane.cli._base import (
+    _Context,
+    _echo_json,
+    as_of_time,
+    cli,
+    json_option,
+    pass_ctx,
+    user_option,
+)
 from memlane.core.graph import MAX_DEPTH
 from memlane.models import Entity, Relation
 
@@ -20,17 +28,25 @@ from memlane.models import Entity, Relation
     help="How many edges away --entity's neighbors may be.",
 )
 @click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--as-of", "as_of", help="Only the relations valid at this ISO date or time.")
 @json_option
 @pass_ctx
 def graph(
-    ctx: _Context, user_id: str, entity: str | None, depth: int, limit: int, as_json: bool
+    ctx: _Context,
+    user_id: str,
+    entity: str | None,
+    depth: int,
+    limit: int,
+    as_of: str | None,
+    as_json: bool,
 ) -> None:
     """List a user's entities and relations, or one entity's neighbors, relations and
-    the memories that name it."""
+    the memories that name it (with --as-of, the relations as they stood then)."""
     memory = ctx.memory(create=False)
+    moment = as_of_time(as_of)
     if entity is None:
         entities = memory.entities(user_id=user_id, limit=limit)
-        relations = memory.relations(user_id=user_id, limit=limit)
+        relations = memory.relations(user_id=user_id, limit=limit, as_of=moment)
         if as_json:
             _echo_json(
                 {
@@ -45,8 +61,8 @@ def graph(
         for r in relations:
             click.echo(_relation_line(r, names))
         return
-    neighbors = memory.neighbors(entity, depth, user_id=user_id, limit=limit)
-    relations = memory.relations(entity, user_id=user_id, limit=limit)
+    neighbors = memory.neighbors(entity, depth, user_id=user_id, limit=limit, as_of=moment)
+    relations = memory.relations(entity, user_id=user_id, limit=limit, as_of=moment)
     mentions = memory.mentions(user_id=user_id, entity=entity, limit=limit)
     if as_json:
         _echo_json(

@@ -11,6 +11,7 @@ first name said alone ("Jon") is the full name said earlier in it ("Jon Ross").
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from memlane.core.base import Core
 from memlane.core.flow import Flow, one
@@ -70,26 +71,46 @@ def relations(
     current: bool = False,
     limit: int = 100,
     after: str | None = None,
+    as_of: datetime | None = None,
 ) -> Flow[list[Relation]]:
     """The relations of ``entity`` (an id or a name; None: all the user's), by id after
     the cursor id ``after``, with the memories that state each (``sources``); only those
-    still valid with ``current``. Raises NotFoundError, ValidationError."""
+    still valid with ``current``, only those valid at ``as_of`` (a timezone-aware time:
+    ``valid_from <= as_of < valid_to``) with it. Raises NotFoundError, ValidationError."""
     check_id("user_id", user_id)
+    moment = _moment(as_of)
     entity_id = None if entity is None else (yield from _entity(user_id, entity)).id
-    op = ops.ListRelations(user_id, entity_id, after, core.check_limit(limit), ended=not current)
+    op = ops.ListRelations(
+        user_id, entity_id, after, core.check_limit(limit), ended=not current, as_of=moment
+    )
     return (yield from one(op))
 
 
+def _moment(as_of: object) -> datetime | None:
+    """``as_of`` checked: None, or a timezone-aware datetime. Raises ValidationError."""
+    if as_of is not None and (not isinstance(as_of, datetime) or as_of.tzinfo is None):
+        raise ValidationError("as_of must be a timezone-aware datetime (e.g. tzinfo=UTC)")
+    return as_of
+
+
 def neighbors(
-    core: Core, entity: str, depth: int = 1, *, user_id: str, limit: int = 100
+    core: Core,
+    entity: str,
+    depth: int = 1,
+    *,
+    user_id: str,
+    limit: int = 100,
+    as_of: datetime | None = None,
 ) -> Flow[list[Neighbor]]:
-    """The entities at most ``depth`` (1 to :data:`MAX_DEPTH`) current edges away from
-    ``entity`` (an id or a name), nearest first. Raises NotFoundError, ValidationError."""
+    """The entities at most ``depth`` (1 to :data:`MAX_DEPTH`) current edges (with
+    ``as_of``: edges valid then) away from ``entity`` (an id or a name), nearest first.
+    Raises NotFoundError, ValidationError."""
     check_id("user_id", user_id)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
         raise ValidationError(f"depth must be an integer from 1 to {MAX_DEPTH}")
+    moment = _moment(as_of)
     start = yield from _entity(user_id, entity)
-    op = ops.EntityNeighbors(user_id, start.id, depth, core.check_limit(limit))
+    op = ops.EntityNeighbors(user_id, start.id, depth, core.check_limit(limit), as_of=moment)
     found = yield from one(op)
     if not found:
         return []

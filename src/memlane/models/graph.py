@@ -102,6 +102,12 @@ class Relation:
         """Whether the edge still holds (no end of validity)."""
         return self.valid_to is None
 
+    def valid_at(self, at: datetime) -> bool:
+        """Whether the edge held at ``at``: ``valid_from <= at < valid_to``, an open end
+        unbounded."""
+        began = self.valid_from is None or self.valid_from <= at
+        return began and (self.valid_to is None or at < self.valid_to)
+
     def to_dict(self) -> dict[str, Any]:
         """The relation as JSON-ready values."""
         return {

@@ -534,25 +534,30 @@ class PutRelations(Op[None]):
 @dataclass(frozen=True, slots=True)
 class ListRelations(Op[list[Relation]]):
     """The user's relations with ``entity_id`` at either end (every relation with
-    None), ordered by id, after the cursor; only current ones unless ``ended``."""
+    None), ordered by id, after the cursor; only current ones unless ``ended``. With
+    ``as_of``, only those valid then (``valid_from <= as_of < valid_to``, an open end
+    unbounded), ended since or not."""
 
     user_id: str
     entity_id: str | None = None
     after_id: str | None = None
     limit: int = 100
     ended: bool = True
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EntityNeighbors(Op[list[tuple[str, int]]]):
     """(entity id, depth) of the entities reachable from ``entity_id`` over current
     relations (either direction) in at most ``depth`` edges, each at its least depth,
-    nearest first then by id, at most ``limit``; the entity itself left out."""
+    nearest first then by id, at most ``limit``; the entity itself left out. With
+    ``as_of``, over the relations valid then instead (see :class:`ListRelations`)."""
 
     user_id: str
     entity_id: str
     depth: int
     limit: int = 100
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -511,12 +511,15 @@ class _Tools:
         current: bool = False,
         limit: int = 100,
         agent_id: str | None = None,
+        as_of: str | None = None,
     ) -> dict[str, Any]:
         """How ``entity`` (a name or an id) is related to other entities: each edge, when
-        it held, and the ids of the memories that state it."""
+        it held, and the ids of the memories that state it; with ``as_of`` (an ISO date or
+        time) only the edges that held then."""
+        moment = _as_of(as_of)
         async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
             found = await memory.relations(
-                entity, user_id=where.user_id, current=current, limit=limit
+                entity, user_id=where.user_id, current=current, limit=limit, as_of=moment
             )
             ids = {i for r in found for i in (r.subject_id, r.object_id)}
             ends = await memory.entities(user_id=where.user_id, ids=sorted(ids)) if ids else []
@@ -531,11 +534,15 @@ class _Tools:
         depth: int = 1,
         limit: int = 100,
         agent_id: str | None = None,
+        as_of: str | None = None,
     ) -> dict[str, Any]:
         """The entities at most ``depth`` (1 to 4) edges away from ``entity`` (a name or
-        an id), nearest first."""
+        an id), nearest first; with ``as_of`` over the edges that held then."""
+        moment = _as_of(as_of)
         async with self._acting(ctx, Action.READ_ALL, user_id, agent_id) as (where, memory):
-            found = await memory.neighbors(entity, depth, user_id=where.user_id, limit=limit)
+            found = await memory.neighbors(
+                entity, depth, user_id=where.user_id, limit=limit, as_of=moment
+            )
         return {"neighbors": [{**_entity_view(n.entity), "depth": n.depth} for n in found]}
 
     # ------------------------------------------------------------------ resources

@@ -683,7 +683,7 @@ class MemoryStore(OpDispatch):
                 for r in self._user_relations(op.user_id)
                 if r.id > after
                 and (op.entity_id is None or op.entity_id in (r.subject_id, r.object_id))
-                and (op.ended or r.is_current)
+                and (r.valid_at(op.as_of) if op.as_of is not None else op.ended or r.is_current)
             ),
             key=lambda r: r.id,
         )
@@ -693,7 +693,7 @@ class MemoryStore(OpDispatch):
     def _op_EntityNeighbors(self, op: ops.EntityNeighbors, tx: _Tx) -> list[tuple[str, int]]:
         edges: dict[str, set[str]] = {}
         for r in self._user_relations(op.user_id):
-            if r.is_current:
+            if r.valid_at(op.as_of) if op.as_of is not None else r.is_current:
                 edges.setdefault(r.subject_id, set()).add(r.object_id)
                 edges.setdefault(r.object_id, set()).add(r.subject_id)
         seen = {op.entity_id: 0}

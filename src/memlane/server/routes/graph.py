@@ -14,6 +14,7 @@ from memlane.access import Action
 from memlane.core.graph import MAX_DEPTH
 from memlane.server.responses import EntitiesOut, MentionsOut, NeighborsOut, RelationsOut
 from memlane.server.routes.common import Area, UserCall
+from memlane.server.schemas import AsOfQuery
 
 area = Area("graph")
 router = area.router
@@ -39,10 +40,11 @@ async def list_relations(
     current: bool = False,
     cursor: str | None = None,
     limit: Limit = 100,
+    as_of: AsOfQuery = None,
 ) -> RelationsOut:
     where = call.scope(Action.READ_ALL)
     found = await call.memory.relations(
-        entity, user_id=where.user_id, current=current, limit=limit, after=cursor
+        entity, user_id=where.user_id, current=current, limit=limit, after=cursor, as_of=as_of
     )
     return call.out(RelationsOut, {"relations": [r.to_dict() for r in found]})
 
@@ -53,9 +55,12 @@ async def entity_neighbors(
     call: UserCall,
     depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
     limit: Limit = 100,
+    as_of: AsOfQuery = None,
 ) -> NeighborsOut:
     where = call.scope(Action.READ_ALL)
-    found = await call.memory.neighbors(entity, depth, user_id=where.user_id, limit=limit)
+    found = await call.memory.neighbors(
+        entity, depth, user_id=where.user_id, limit=limit, as_of=as_of
+    )
     return call.out(NeighborsOut, {"neighbors": [n.to_dict() for n in found]})
 
 

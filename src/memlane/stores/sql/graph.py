@@ -384,7 +384,10 @@ def list_relations(d: Dialect, op: ops.ListRelations) -> Steps:
     if op.entity_id is not None:
         where += f" AND (subject_id = {m} OR object_id = {m})"
         params += [op.entity_id, op.entity_id]
-    if not op.ended:
+    if op.as_of is not None:
+        valid, times = _valid_at(d, op.as_of)
+        where, params = f"{where} AND {valid}", [*params, *times]
+    elif not op.ended:
         where += " AND valid_to IS NULL"
     rows = yield (
         "SELECT id, subject_id, predicate, object_id, valid_from, valid_to, created_at "
@@ -419,21 +422,34 @@ def list_relations(d: Dialect, op: ops.ListRelations) -> Steps:
 
 
 def entity_neighbors(d: Dialect, op: ops.EntityNeighbors) -> Steps:
-    """The walk as one recursive CTE over current edges, both directions."""
+    """The walk as one recursive CTE over current edges (or those valid at ``as_of``),
+    both directions."""
     m = d.mark
+    valid, times = "valid_to IS NULL", list[Any]()
+    if op.as_of is not None:
+        valid, times = _valid_at(d, op.as_of)
     rows = yield (
         "WITH RECURSIVE edges(a, b) AS ("
-        f" SELECT subject_id, object_id FROM relations WHERE user_id = {m} AND valid_to IS NULL"
+        f" SELECT subject_id, object_id FROM relations WHERE user_id = {m} AND {valid}"
         f" UNION ALL SELECT object_id, subject_id FROM relations WHERE user_id = {m}"
-        " AND valid_to IS NULL),"
+        f" AND {valid}),"
         f" walk(id, depth) AS (SELECT CAST({m} AS TEXT), 0"
         " UNION SELECT e.b, w.depth + 1 FROM walk w JOIN edges e ON e.a = w.id"
         f" WHERE w.depth < {m})"
         f" SELECT id, MIN(depth) FROM walk WHERE id <> {m} GROUP BY id"
         f" ORDER BY MIN(depth), id LIMIT {m}",
-        [op.user_id, op.user_id, op.entity_id, op.depth, op.entity_id, op.limit],
+        [op.user_id, *times, op.user_id, *times, op.entity_id, op.depth, op.entity_id, op.limit],
     )
     return [(i, int(depth)) for i, depth in rows]
+
+
+def _valid_at(d: Dialect, at: datetime) -> tuple[str, list[Any]]:
+    """The condition (and its parameters) of an edge valid at ``at``."""
+    m, t = d.mark, d.time(at)
+    return (
+        f"(valid_from IS NULL OR valid_from <= {m}) AND (valid_to IS NULL OR valid_to > {m})",
+        [t, t],
+    )
 
 
 HANDLERS: dict[type[ops.Op[Any]], Callable[[Dialect, Any], Steps]] = {

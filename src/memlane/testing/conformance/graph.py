@@ -9,7 +9,7 @@ from memlane.api import Memory
 from memlane.core.base import CoreConfig
 from memlane.core.flow import many
 from memlane.core.mentions import triple_drafts
-from memlane.errors import NotFoundError
+from memlane.errors import NotFoundError, ValidationError
 from memlane.models import MENTIONED_WITH, EntityType, Relation
 from memlane.ports import store as ops
 from memlane.testing.conformance._base import ConformanceBase, _day, _raises
@@ -244,6 +244,45 @@ class GraphConformance(ConformanceBase):
         assert new.valid_from == paris.created_at and new.is_current
         current = mem.relations("Alice Smith", user_id="u", current=True)
         assert old.id not in {r.id for r in current} and new.id in {r.id for r in current}
+
+    def test_edges_as_of_a_moment_are_those_that_held_then(self) -> None:
+        mem, clock, _ = self._memory()
+        clock.now = _day(2024, 3, 1)
+        london = mem.add("Alice Smith lives in London.", user_id="u")
+        clock.now = _day(2025, 6, 1)
+        paris = mem.add("Alice Smith moved to Paris.", user_id="u")
+        mem.add("Alice Smith lives in London.", user_id="other")
+        person, place = EntityType.PERSON, EntityType.PLACE
+
+        def stated(record_id: str, said: Any, city: str) -> ops.MentionDraft:
+            triple = ("Alice Smith", person, "lives in", city, place, True)
+            return ops.MentionDraft(record_id, None, (), said, triple_drafts([triple], None))
+
+        for record in (london, paris):
+            city = "London" if record is london else "Paris"
+            item = stated(record.id, record.created_at, city)
+            _ops(mem, ops.IndexMentions("u", (item,), clock.now))
+        names = {e.id: e.name for e in mem.entities(user_id="u")}
+
+        def lives(when: Any) -> list[str]:
+            found = mem.relations("Alice Smith", user_id="u", as_of=when)
+            return [names[r.object_id] for r in found if r.predicate == "lives_in"]
+
+        def near(when: Any) -> set[str]:
+            return {n.entity.name for n in mem.neighbors("Alice Smith", user_id="u", as_of=when)}
+
+        assert lives(_day(2024, 1, 1)) == []  # before anything was said
+        assert lives(_day(2024, 3, 1)) == ["London"]  # from the moment it was said
+        assert lives(_day(2025, 5, 31)) == ["London"]
+        assert lives(_day(2025, 6, 1)) == ["Paris"]  # the move ends London as Paris begins
+        assert "Paris" not in near(_day(2024, 6, 1)) and "London" in near(_day(2024, 6, 1))
+        assert "Paris" in near(_day(2025, 7, 1))
+        both = {names[r.object_id] for r in mem.relations("Alice Smith", user_id="u")}
+        assert {"London", "Paris"} <= both  # the edge history keeps both
+        with _raises(ValidationError):
+            mem.relations("Alice Smith", user_id="u", as_of=_day(2024, 6, 1).replace(tzinfo=None))
+        with _raises(NotFoundError):
+            mem.relations("Alice Smith", user_id="nobody", as_of=_day(2024, 6, 1))
 
     def test_reindex_fills_the_graph_of_memories_written_without_it(self) -> None:
         store = self.make_store()

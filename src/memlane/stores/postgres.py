@@ -30,6 +30,7 @@ import logging
 import random
 import threading
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +42,7 @@ from memlane.errors import (
     ValidationError,
     require_extra,
 )
+from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, aretrying, retrying
 from memlane.stores.postgres_lexical import LEXICAL_BUDGET
@@ -95,6 +97,7 @@ class PostgresStore(PostgresOps):
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._async: dict[asyncio.AbstractEventLoop, _AsyncConnections] = {}
         self._indexed: set[tuple[str, int]] = set()
+        self._large_users: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
@@ -192,10 +195,12 @@ class PostgresStore(PostgresOps):
         assert pool is not None
 
         def attempt() -> list[Any]:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if _one_snapshot(ops_):
-                    cur.execute(_SNAPSHOT)
-                return [_drive(cur, self._handler(op)(op)) for op in ops_]
+            with pool.connection() as conn:
+                tx = nullcontext() if _untransacted(ops_) else conn.transaction()
+                with tx, conn.cursor() as cur:
+                    if _one_snapshot(ops_):
+                        cur.execute(_SNAPSHOT)
+                    return [_drive(cur, self._handler(op)(op)) for op in ops_]
 
         return retrying(attempt, self._retries())
 
@@ -210,7 +215,8 @@ class PostgresStore(PostgresOps):
         async def attempt() -> list[Any]:
             conn = await idle.get()
             try:
-                async with conn.transaction(), conn.cursor() as cur:
+                tx = nullcontext() if _untransacted(ops_) else conn.transaction()
+                async with tx, conn.cursor() as cur:
                     if _one_snapshot(ops_):
                         await cur.execute(_SNAPSHOT)
                     return [await _drive_async(cur, self._handler(op)(op)) for op in ops_]
@@ -366,6 +372,18 @@ class _AsyncConnections:
 
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+_SEARCH_READS = (ops.GetRecords, ops.VectorSearch, ops.LexicalSearch, ops.GetNeighbors)
+"""Reads that need no transaction of their own: one statement each (a vector search: its
+settings, then the index scan or the exact scan, each answering alone)."""
+
+
+def _untransacted(ops_: Sequence[Op[Any]]) -> bool:
+    """Whether a batch is one search read, run without BEGIN and COMMIT: two round trips
+    of each of a search's few batches (the statements see one snapshot each, as they
+    would in a READ COMMITTED transaction)."""
+    return len(ops_) == 1 and isinstance(ops_[0], _SEARCH_READS)
 
 
 def _one_snapshot(ops_: Sequence[Op[Any]]) -> bool:

@@ -326,6 +326,28 @@ def test_lexical_search_past_the_budget_ranks_rows_holding_two_common_terms(
     every.close()
 
 
+def test_search_reads_of_one_batch_answer_alike_at_once_or_in_turn(pg_url: str) -> None:
+    """A batch of search reads runs on spare connections at once (one exported snapshot)
+    or, when the pool has none to spare, in turn on one connection: the same answers,
+    in the order asked, either way."""
+    writer, clock = _memory(pg_url)
+    writer.add_many([_item(f"the blue kite number {i}") for i in range(30)], user_id="par")
+    ids = [r.id for r in writer.list(user_id="par", limit=5).items]
+    vector = FakeEmbedder().embed(["blue kite"])[0]
+    reads: list[ops.Op[Any]] = [
+        ops.VectorSearch("par", Filters(), clock.now, "fake-bow-256", vector, 5),
+        ops.LexicalSearch("par", Filters(), clock.now, "blue kite", 5),
+        ops.GetRecords("par", tuple(ids)),
+    ]
+    alone = [writer.store.batch([op])[0] for op in reads]
+    for size in (1, 4):
+        store = PostgresStore(pg_url, max_connections=size)
+        assert store.batch(reads) == alone
+        assert store.batch(reads[::-1]) == alone[::-1]
+        store.close()
+    writer.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

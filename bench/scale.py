@@ -398,20 +398,66 @@ def child_first(spec: dict[str, Any], mode: str) -> dict[str, Any]:
     return {"wall_ms": round(wall * 1000, 1), "cpu_ms": round(cpu * 1000, 1), "rss_mb": rss_mb()}
 
 
-def timed(memory: Memory, queries: list[str], recipe: str) -> tuple[list[float], list[float]]:
-    """Wall and CPU milliseconds of one search per query."""
-    walls, cpus = [], []
+class ServerCpu:
+    """CPU time of a PostgreSQL server on this machine (Linux): its postmaster and every
+    process under it, live (``/proc/PID/schedstat``, nanoseconds) or already reaped (the
+    postmaster's ``cutime + cstime``, clock ticks: parallel workers that came and went).
+    Read between searches, so reading it costs neither the search's wall nor CPU time."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.postmaster = psutil.Process(pid)
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
+
+    @classmethod
+    def of(cls, url: str) -> ServerCpu | None:
+        """The server behind ``url`` when its processes can be read here, else None."""
+        if not url.startswith("postgres") or not Path("/proc/self/schedstat").exists():
+            return None
+        import psycopg
+
+        try:
+            with psycopg.connect(url) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+            pid = int((Path(row[0]) / "postmaster.pid").read_text().split()[0]) if row else 0
+            return cls(pid)
+        except Exception:  # a remote server or no rights to read it: wall and client only
+            return None
+
+    def seconds(self) -> float:
+        """The server's CPU seconds so far."""
+        stat = Path(f"/proc/{self.postmaster.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(stat[13]) + int(stat[14])) * self.tick  # cutime, cstime
+        for proc in [self.postmaster, *self.postmaster.children(recursive=True)]:
+            try:
+                total += int(Path(f"/proc/{proc.pid}/schedstat").read_text().split()[0]) / 1e9
+            except (OSError, ValueError):
+                continue  # ended meanwhile: now counted in cutime/cstime next time
+        return total
+
+
+def timed(
+    memory: Memory, queries: list[str], recipe: str, server: ServerCpu | None = None
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall, CPU and server CPU (PostgreSQL on this machine, else empty) milliseconds of
+    one search per query."""
+    walls, cpus, served = [], [], []
     for q in queries:
+        before = server.seconds() if server else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
         memory.search(q, user_id="bench", limit=TOP_K, recipe=recipe)
         cpus.append((time.process_time() - cpu) * 1000)
         walls.append((time.perf_counter() - wall) * 1000)
-    return walls, cpus
+        if server:
+            served.append((server.seconds() - before) * 1000)
+    return walls, cpus, served
 
 
 def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
     """Warm up, then time every recipe over every query ``runs`` times; then recall."""
     memory, queries = child_memory(spec, mode)
+    server = ServerCpu.of(spec["url"])
     out: dict[str, Any] = {}
     with memory:
         for recipe in RECIPES:
@@ -419,8 +465,8 @@ def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
         runs: dict[str, list[dict[str, float]]] = {r: [] for r in RECIPES}
         for _ in range(spec["runs"]):
             for recipe in RECIPES:
-                walls, cpus = timed(memory, queries, recipe)
-                runs[recipe].append(_summary(walls, cpus))
+                walls, cpus, served = timed(memory, queries, recipe, server)
+                runs[recipe].append(_summary(walls, cpus, served))
         for recipe in RECIPES:
             out[recipe] = {**_medians(runs[recipe]), "runs": runs[recipe]}
         out["semantic"]["recall_at_10"] = semantic_recall(memory, queries, spec)
@@ -428,13 +474,18 @@ def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
     return out
 
 
-def _summary(walls: list[float], cpus: list[float]) -> dict[str, float]:
-    return {
+def _summary(walls: list[float], cpus: list[float], served: list[float]) -> dict[str, float]:
+    out = {
         "p50_ms": round(statistics.median(walls), 2),
         "p95_ms": round(pct(walls, 0.95), 2),
         "cpu_p50_ms": round(statistics.median(cpus), 2),
         "cpu_p95_ms": round(pct(cpus, 0.95), 2),
     }
+    if served:  # the server's CPU (reaped workers count in clock ticks: see the mean)
+        out["server_cpu_p50_ms"] = round(statistics.median(served), 2)
+        out["server_cpu_p95_ms"] = round(pct(served, 0.95), 2)
+        out["server_cpu_mean_ms"] = round(statistics.fmean(served), 2)
+    return out
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -570,14 +621,23 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
 
 
 def remeasure(setup: Setup, corpus: Corpus, size: int) -> dict[str, Any]:
-    """Measure a SQLite store an earlier ``--keep`` run left in ``--dir`` (same size,
-    queries and exact top-k) again, without ingesting: for code changed since."""
-    import sqlite3
+    """Measure a store an earlier ``--keep`` run left in ``--dir`` (a SQLite file there,
+    or the ``--postgres`` database; same size, queries and exact top-k) again, without
+    ingesting: for code changed since."""
+    if setup.name == "sqlite":
+        import sqlite3
 
-    path = setup.url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as conn:
-        sql = "SELECT COUNT(*), SUM(LENGTH(CAST(text AS BLOB))) FROM records"
-        n, text = conn.execute(sql).fetchone()
+        path = setup.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as conn:
+            sql = "SELECT COUNT(*), SUM(LENGTH(CAST(text AS BLOB))) FROM records"
+            n, text = conn.execute(sql).fetchone()
+    else:
+        import psycopg
+
+        path = "the PostgreSQL database"
+        with psycopg.connect(setup.url) as conn:
+            sql = "SELECT COUNT(*), SUM(octet_length(text)) FROM records"
+            n, text = conn.execute(sql).fetchone()  # type: ignore[misc]
     if n != size:
         raise SystemExit(f"--remeasure: {path} holds {n} memories, not {size}")
     corpus.size, corpus.text_bytes = n, text
@@ -646,7 +706,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--remeasure",
         action="store_true",
-        help="SQLite: measure the store a --keep run left in --dir again, without ingest",
+        help="measure the store a --keep run left in --dir (SQLite) or --postgres again, "
+        "without ingest",
     )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")

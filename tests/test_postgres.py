@@ -323,6 +323,53 @@ def test_lexical_search_past_the_budget_ranks_the_rare_terms_matches(
     every.close()
 
 
+def test_lexical_search_past_the_budget_ranks_rows_holding_two_common_terms(
+    postgres_server: PostgresServer,
+) -> None:
+    """Rows holding two common terms are candidates even when a rare term has enough
+    matches for the limit: they are what ``ts_rank`` puts first, as ranking every match
+    would."""
+    url = postgres_server.new_database("lexpairs")
+    bounded, clock = _memory(url, lexical_budget=5)
+    every, _ = _memory(url)
+    texts = [f"apple filler {i}" for i in range(10)] + [f"pear filler {i}" for i in range(10)]
+    texts += [f"apple pear {i}" for i in range(3)] + [f"kiwi only {i}" for i in range(4)]
+    bounded.add_many([_item(t) for t in texts], user_id="u")
+
+    def top(m: Memory) -> set[str]:
+        op = ops.LexicalSearch("u", Filters(), clock.now, "apple pear kiwi", 3)
+        hits = m.store.batch([op])[0]
+        records = m.store.batch([ops.GetRecords("u", [h[0] for h in hits])])[0]
+        return {r.text for r in records}
+
+    # apple and pear (13 matches each) are common, kiwi (4, enough for 3) is rare.
+    assert top(bounded) == top(every) == {f"apple pear {i}" for i in range(3)}
+    bounded.close()
+    every.close()
+
+
+def test_search_reads_of_one_batch_answer_alike_at_once_or_in_turn(pg_url: str) -> None:
+    """A batch of search reads runs on spare connections at once (one exported snapshot)
+    or, when the pool has none to spare, in turn on one connection: the same answers,
+    in the order asked, either way."""
+    writer, clock = _memory(pg_url)
+    writer.add_many([_item(f"the blue kite number {i}") for i in range(30)], user_id="par")
+    ids = [r.id for r in writer.list(user_id="par", limit=5).items]
+    vector = FakeEmbedder().embed(["blue kite"])[0]
+    reads: list[ops.Op[Any]] = [
+        ops.VectorSearch("par", Filters(), clock.now, "fake-bow-256", vector, 5),
+        ops.LexicalSearch("par", Filters(), clock.now, "blue kite", 5),
+        ops.GetRecords("par", tuple(ids)),
+    ]
+    alone = [writer.store.batch([op])[0] for op in reads]
+    for size in (1, 4):
+        store = PostgresStore(pg_url, max_connections=size)
+        assert store.batch(reads) == alone
+        assert store.batch(reads[::-1]) == alone[::-1]
+        store.close()
+    writer.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

@@ -30,6 +30,8 @@ import logging
 import random
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -41,6 +43,7 @@ from memlane.errors import (
     ValidationError,
     require_extra,
 )
+from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, aretrying, retrying
 from memlane.stores.postgres_lexical import LEXICAL_BUDGET
@@ -95,6 +98,8 @@ class PostgresStore(PostgresOps):
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._async: dict[asyncio.AbstractEventLoop, _AsyncConnections] = {}
         self._indexed: set[tuple[str, int]] = set()
+        self._large_users: set[str] = set()
+        self._executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
@@ -167,6 +172,9 @@ class PostgresStore(PostgresOps):
 
     def close(self) -> None:
         with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
@@ -192,12 +200,84 @@ class PostgresStore(PostgresOps):
         assert pool is not None
 
         def attempt() -> list[Any]:
-            with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if _one_snapshot(ops_):
-                    cur.execute(_SNAPSHOT)
-                return [_drive(cur, self._handler(op)(op)) for op in ops_]
+            if _concurrent(ops_):
+                return self._run_concurrently(pool, ops_)
+            with pool.connection() as conn:
+                tx = nullcontext() if _untransacted(ops_) else conn.transaction()
+                with tx, conn.cursor() as cur:
+                    if _one_snapshot(ops_):
+                        cur.execute(_SNAPSHOT)
+                    return [_drive(cur, self._handler(op)(op)) for op in ops_]
 
         return retrying(attempt, self._retries())
+
+    def _run_concurrently(
+        self, pool: psycopg_pool.ConnectionPool[Any], ops_: Sequence[Op[Any]]
+    ) -> list[Any]:
+        """Search reads of one snapshot, each on its own connection at once: a hybrid
+        search's index scan and lexical statement take the larger of the two instead of
+        their sum, on a server with a core for each. The first op's transaction exports
+        its snapshot and the others import it, so they read exactly what one transaction
+        would. Only connections the pool has at hand are used (never waited for, so
+        batches cannot wait on each other's connections); an op without one runs after
+        the first on the same connection."""
+        from psycopg_pool import PoolTimeout
+
+        with pool.connection() as conn:
+            spare: list[psycopg.Connection[Any]] = []
+            try:
+                for _ in ops_[1:]:
+                    spare.append(pool.getconn(timeout=_SPARE_WAIT_S))
+            except PoolTimeout:
+                pass
+            try:
+                return self._reads_at_once(conn, spare, ops_)
+            finally:
+                for extra in spare:
+                    pool.putconn(extra)
+
+    def _reads_at_once(
+        self,
+        conn: psycopg.Connection[Any],
+        spare: list[psycopg.Connection[Any]],
+        ops_: Sequence[Op[Any]],
+    ) -> list[Any]:
+        """The first op on ``conn`` in a transaction that exports its snapshot, the next
+        ones on ``spare`` connections in threads (importing it), the rest after the
+        first on ``conn``; results in the order of ``ops_``."""
+        from psycopg import sql
+
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(_SNAPSHOT)
+            cur.execute("SELECT pg_export_snapshot()")
+            row = cur.fetchone()
+            assert row is not None
+            importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+
+            def other(extra: psycopg.Connection[Any], op: Op[Any]) -> Any:
+                with extra.transaction(), extra.cursor() as cur:
+                    cur.execute(_SNAPSHOT)
+                    cur.execute(importing)
+                    return _drive(cur, self._handler(op)(op))
+
+            moved = ops_[1 : 1 + len(spare)]
+            threads = self._threads()
+            others = [threads.submit(other, c, op) for c, op in zip(spare, moved, strict=True)]
+            try:
+                here = [_drive(cur, self._handler(ops_[0])(ops_[0]))]
+                here += [_drive(cur, self._handler(op)(op)) for op in ops_[1 + len(spare) :]]
+            finally:
+                wait(others)  # every import is done before this transaction ends
+            return [here[0], *(f.result() for f in others), *here[1:]]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The threads that run a batch's concurrent reads (made on first use)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=_CONCURRENT_MAX, thread_name_prefix="memlane-pg"
+                )
+            return self._executor
 
     async def abatch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         """:meth:`batch` on the running event loop: the same handlers, driven over an
@@ -210,7 +290,8 @@ class PostgresStore(PostgresOps):
         async def attempt() -> list[Any]:
             conn = await idle.get()
             try:
-                async with conn.transaction(), conn.cursor() as cur:
+                tx = nullcontext() if _untransacted(ops_) else conn.transaction()
+                async with tx, conn.cursor() as cur:
                     if _one_snapshot(ops_):
                         await cur.execute(_SNAPSHOT)
                     return [await _drive_async(cur, self._handler(op)(op)) for op in ops_]
@@ -366,6 +447,34 @@ class _AsyncConnections:
 
 
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+_SEARCH_READS = (ops.GetRecords, ops.VectorSearch, ops.LexicalSearch, ops.GetNeighbors)
+"""Reads that need no transaction of their own: one statement each (a vector search: its
+settings, then the index scan or the exact scan, each answering alone)."""
+
+
+def _untransacted(ops_: Sequence[Op[Any]]) -> bool:
+    """Whether a batch is one search read, run without BEGIN and COMMIT: two round trips
+    of each of a search's few batches (the statements see one snapshot each, as they
+    would in a READ COMMITTED transaction)."""
+    return len(ops_) == 1 and isinstance(ops_[0], _SEARCH_READS)
+
+
+_CONCURRENT_MAX = 4
+"""Search reads run at once at most, beyond the caller's own (a hybrid search has 2)."""
+
+_SPARE_WAIT_S = 0.05
+"""How long a batch of concurrent reads waits for each further connection: a pool that
+must open one first answers the next search (it opens it meanwhile)."""
+
+
+def _concurrent(ops_: Sequence[Op[Any]]) -> bool:
+    """Whether a batch is several search reads, run at once on as many connections
+    (:meth:`PostgresStore._run_concurrently`)."""
+    return 1 < len(ops_) <= _CONCURRENT_MAX + 1 and all(
+        isinstance(op, _SEARCH_READS) for op in ops_
+    )
 
 
 def _one_snapshot(ops_: Sequence[Op[Any]]) -> bool:

@@ -3,18 +3,19 @@
 PostgreSQL has no top-k index for ``ts_rank``: ranking a query reads and scores every row
 that matches it. A word found in 40 % of a user's million memories makes that 400,000
 rows and over 200 ms a query (bench/scale_pg.md). So one statement reads each query
-term's matches, stopping at ``budget`` rows a term (at most terms x budget rows, each
-read once), and ranks:
+term's matches, stopping at ``budget`` rows a term (each row read once), and ranks:
 
 - every match of the terms below the budget (*rare* terms): a query whose terms are all
   rare ranks exactly the rows it did before, all of them;
-- a match of a term at the budget (*common*) only where it also holds a rare term, unless
-  no rare term has ``limit`` matches: then the common terms' first ``budget`` matches
-  and the first ``budget`` rows holding every query term, and two of them (in the order
-  the scan finds them, not by score: bounded samples) widen the set.
+- the rows holding two of the terms at the budget (*common*), and those holding every
+  term when all are common: the best ``ts_rank`` can give, found by intersecting the
+  terms' index entries, at most ``budget`` rows each;
+- a common term's other matches only when no rare term has ``limit`` matches: then its
+  first ``budget`` matches (in the order the scan finds them, not by score: a bounded
+  sample) widen the set.
 
-Rare terms first is BM25's preference (a rarer term says more: its IDF). ``ts_rank`` has
-no IDF and still orders the candidates, with the weights
+Rare terms' matches all count, as in BM25, where a rarer term says more (its IDF);
+``ts_rank`` has no IDF and orders the candidates, with the weights
 :class:`~memlane.ports.store.LexicalSearch` asks for.
 """
 
@@ -26,8 +27,8 @@ from typing import Any
 
 TS_CONFIG = "english"
 
-LEXICAL_BUDGET = 1_000
-"""Matches read per term before it is *common* (and the size of its sample); see
+LEXICAL_BUDGET = 500
+"""Matches read per term before it is *common* (and the size of each sample); see
 bench/scale_pg.md for how it was chosen."""
 
 
@@ -47,12 +48,6 @@ def all_of(terms: Sequence[str], label: str) -> str:
     return " & ".join(term_query(t, label) for t in terms)
 
 
-def any_two_of(terms: Sequence[str], label: str) -> str:
-    """A ``to_tsquery`` expression matching rows that hold at least two of ``terms``."""
-    pairs = itertools.combinations([term_query(t, label) for t in terms], 2)
-    return " | ".join(f"({a} & {b})" for a, b in pairs)
-
-
 def lexical_sql(
     terms: Sequence[str],
     label: str,
@@ -66,10 +61,11 @@ def lexical_sql(
 
     ``m`` holds each term's first ``budget`` matches among the rows ``where`` selects
     (numbered by term), so each row is read once; ``n`` counts them. A term with fewer
-    than ``budget`` is rare: its rows are all there. When a term is common and no rare
-    term has ``limit`` matches (``w``), the common terms' rows (samples) join the
-    candidates, and so do the first ``budget`` rows holding every term and those holding
-    two (read only then)."""
+    than ``budget`` is rare: its rows are all there. Each pair of common terms adds the
+    first ``budget`` rows holding both, and with three terms or more, all common, the
+    first ``budget`` holding every one (read only then: a one-time filter on ``n``). When
+    a term is common and no rare term has ``limit`` matches (``w``), the common terms'
+    rows in ``m`` (samples) join the candidates too."""
     cap = max(int(budget), int(limit))
     one = (
         "(SELECT {i} AS t, r.id, r.search FROM records r WHERE "
@@ -79,14 +75,19 @@ def lexical_sql(
     for t in terms:
         args += [term_query(t, label), *params]
     matches = " UNION ALL ".join(one.format(i=i) for i in range(len(terms)))
-    widened = (
-        " UNION ALL (SELECT r.id, r.search FROM records r WHERE (SELECT widen FROM w) "
+    joint = (
+        " UNION ALL (SELECT r.id, r.search FROM records r WHERE "
+        f"(SELECT count(*) FROM n WHERE hits >= {cap}{{among}}) = {{common}} "
         f"AND r.search @@ to_tsquery('{TS_CONFIG}', %s) AND {where} LIMIT {cap})"
     )
-    # Rows holding every term, then rows holding two: the best a sample can hold.
-    combos = [all_of(terms, label)] if len(terms) > 2 else []
-    combos += [any_two_of(terms, label)] if len(terms) > 1 else []
-    combo_args = [a for q in combos for a in (q, *params)]
+    # Rows holding every term (all common), then each pair of common terms.
+    groups = [tuple(range(len(terms)))] if len(terms) > 2 else []
+    groups += list(itertools.combinations(range(len(terms)), 2))
+    parts, joint_args = [], []
+    for group in groups:
+        among = "" if len(group) == len(terms) else f" AND t IN ({', '.join(map(str, group))})"
+        parts.append(joint.format(among=among, common=len(group)))
+        joint_args += [all_of([terms[i] for i in group], label), *params]
     sql = (
         f"WITH m AS MATERIALIZED ({matches}), "
         "n AS (SELECT t, count(*) AS hits FROM m GROUP BY t), "
@@ -95,7 +96,7 @@ def lexical_sql(
         f"SELECT id, max(ts_rank(%s::float4[], search, to_tsquery('{TS_CONFIG}', %s), 1)) "
         "AS score FROM (SELECT id, search FROM m "
         f"WHERE t IN (SELECT t FROM n WHERE hits < {cap}) OR (SELECT widen FROM w)"
-        f"{widened * len(combos)}) c "
+        f"{''.join(parts)}) c "
         "GROUP BY id ORDER BY score DESC, id LIMIT %s"
     )
-    return sql, [*args, limit, weights, any_of(terms, label), *combo_args, limit]
+    return sql, [*args, limit, weights, any_of(terms, label), *joint_args, limit]

@@ -16,13 +16,14 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.neighbors import collect_neighbors, neighbors_sql
+from memlane.stores.neighbors import collect_neighbors
 from memlane.stores.postgres_lexical import lexical_sql
 from memlane.stores.postgres_sql import (
     APPEND_AUDIT,
     CLAIM_JOB,
     DIALECT,
     INSERT_RECORD,
+    NEIGHBORS,
     REINDEX_DELETED_AFTER,
     REINDEX_ONE,
     ROWS,
@@ -55,6 +56,7 @@ class PostgresOps(OpDispatch):
     exact_search_limit: int
     lexical_budget: int
     _indexed: set[tuple[str, int]]
+    _large_users: set[str]
 
     @handles(RawSql)
     def _op_Raw(self, op: RawSql) -> Step:
@@ -142,17 +144,13 @@ class PostgresOps(OpDispatch):
             if op.field == "context"
             else "r.content_hash"
         )
-        rows, _ = yield Sql(
-            "SELECT count(*) FROM (SELECT 1 FROM records WHERE user_id = %s LIMIT %s) t",
-            (op.user_id, self.exact_search_limit + 1),
-        )
         exact = (
             "SELECT r.id, 1 - (e.vector <=> %s) AS sim FROM records r JOIN embeddings e "
             f"ON e.model = %s AND e.dim = %s AND e.content_hash = {hash_of} WHERE {where} "
             "ORDER BY e.vector <=> %s, r.id LIMIT %s",
             (query, op.model, dim, *params, query, op.limit),
         )
-        if rows[0][0] > self.exact_search_limit:
+        if (yield from self._large_user(op.user_id)):
             found = yield from self._approximate(op, query, hash_of, where, params)
             if len(found) >= op.limit:
                 return found
@@ -163,13 +161,35 @@ class PostgresOps(OpDispatch):
         rows, _ = yield Sql(*exact)
         return [(rid, float(sim)) for rid, sim in rows]
 
+    def _large_user(self, user_id: str) -> Step:
+        """Whether the user has more than ``exact_search_limit`` records, so that the HNSW
+        index answers. Counted once (an index scan of that many entries, ~2 ms a search at
+        1M) and then remembered while the process lives: a user that shrinks again is still
+        answered right (the approximate path falls back to the exact one when the index
+        scan finds too few), only slower; forgetting the user forgets the mark."""
+        if user_id in self._large_users:
+            return True
+        rows, _ = yield Sql(
+            "SELECT count(*) FROM (SELECT 1 FROM records WHERE user_id = %s LIMIT %s) t",
+            (user_id, self.exact_search_limit + 1),
+        )
+        if rows[0][0] <= self.exact_search_limit:
+            return False
+        self._large_users.add(user_id)
+        return True
+
     def _approximate(
         self, op: ops.VectorSearch, query: Any, hash_of: str, where: str, params: list[Any]
     ) -> Step:
-        """The HNSW index's nearest records (iterative scan, so filters still fill it)."""
+        """The HNSW index's nearest records (iterative scan, so filters still fill it).
+        Its settings are the session's, as a search alone in its batch runs without a
+        transaction (see ``_untransacted``): every index scan sets them first."""
         dim = int(query.shape[0])
-        yield Sql(f"SET LOCAL hnsw.ef_search = {max(40, min(1000, 2 * op.limit))}")
-        yield Sql("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        yield Sql(
+            "SELECT set_config('hnsw.ef_search', %s, false), "
+            "set_config('hnsw.iterative_scan', 'relaxed_order', false)",
+            (str(max(40, min(1000, 2 * op.limit))),),
+        )
         typed = f"(e.vector::vector({dim}))"
         rows, _ = yield Sql(
             f"SELECT r.id, 1 - ({typed} <=> %s::vector({dim})) AS sim FROM embeddings e "
@@ -185,11 +205,10 @@ class PostgresOps(OpDispatch):
     def _op_GetNeighbors(self, op: ops.GetNeighbors) -> Step:
         ids = tuple(dict.fromkeys(op.ids))
         found: list[tuple[str, str]] = []
-        if op.window > 0:
-            same = "IS NOT DISTINCT FROM"
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, op.now, "%s", same):
-                rows, _ = yield Sql(sql, params)
-                found += [(hit, nid) for hit, nid in rows]
+        if op.window > 0 and ids:
+            params = {"user_id": op.user_id, "ids": list(ids), "now": op.now, "window": op.window}
+            rows, _ = yield Sql(NEIGHBORS, params)
+            found = [(hit, nid) for hit, nid in rows]
         return collect_neighbors(ids, found)
 
     @handles(ops.TouchRecords)
@@ -470,6 +489,7 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.DeleteUser)
     def _op_DeleteUser(self, op: ops.DeleteUser) -> Step:
+        self._large_users.discard(op.user_id)
         counts: dict[str, int] = {}
         for table, statement in st.delete_user(DIALECT, op.user_id):
             _, counts[table] = yield Sql(*statement)

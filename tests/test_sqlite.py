@@ -572,3 +572,23 @@ def test_remember_gives_up_with_conflict_error(
     assert rival.recall("status", user_id="u") == "rival 3"
     m.close()
     rival.close()
+
+
+def test_a_neighbors_walk_reads_edges_by_their_ends_not_every_edge(tmp_path: Path) -> None:
+    """Each step of the walk looks up the edges of the entities just reached through the
+    subject and object indexes: at a million edges a scan of the user's edges per call
+    took 18 s for one neighbour."""
+    from memlane.ports import store as ops
+    from memlane.stores.sql import graph as graph_sql
+    from memlane.stores.sqlite_sql import DIALECT
+
+    store = SqliteStore(tmp_path / "m.db")
+    store.setup()
+    sql, params = next(graph_sql.entity_neighbors(DIALECT, ops.EntityNeighbors("u", "e1", 2)))
+    with store._lock:
+        plan = " | ".join(
+            row[3] for row in store._connection().execute(f"EXPLAIN QUERY PLAN {sql}", params)
+        )
+    assert "relations_subject" in plan and "relations_object" in plan, plan
+    assert "PRIMARY KEY (user_id=?)" not in plan, plan
+    store.close()

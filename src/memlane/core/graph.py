@@ -21,6 +21,9 @@ from memlane.models import check_id
 from memlane.models.graph import Entity, Mention, Neighbor, Relation
 from memlane.ports import store as ops
 
+_MERGE_CHAIN = 64
+"""The most merges followed from an entity to the one that holds it now."""
+
 MAX_DEPTH = 4
 """The deepest :func:`neighbors` walks: past a few hops everything is related."""
 
@@ -38,7 +41,9 @@ def _entity(user_id: str, entity: str) -> Flow[Entity]:
         owners = yield from one(ops.FindEntities(user_id, (entity_key(entity),)))
         ids = tuple(owners.values())
         found = (yield from one(ops.ListEntities(user_id, ids=ids))) if ids else []
-    if found and found[0].merged_into is not None:
+    for _ in range(_MERGE_CHAIN):  # merged into one merged later: follow to its end
+        if not found or found[0].merged_into is None:
+            break
         found = yield from one(ops.ListEntities(user_id, ids=(found[0].merged_into,)))
     if not found:
         raise NotFoundError(f"no entity {entity!r} for user {user_id!r}")
@@ -57,9 +62,11 @@ def entities(
     with ``ids``, those entities (merged ones too; unknown ids left out), in no order.
     Raises ValidationError."""
     check_id("user_id", user_id)
+    if isinstance(ids, str):
+        raise ValidationError("ids must be a list of entity ids, not one string")
     for i in ids:
         check_id("entity id", i)
-    op = ops.ListEntities(user_id, tuple(ids), after, core.check_limit(limit))
+    op = ops.ListEntities(user_id, tuple(ids), _cursor(after), core.check_limit(limit))
     return (yield from one(op))
 
 
@@ -79,11 +86,18 @@ def relations(
     ``valid_from <= as_of < valid_to``) with it. Raises NotFoundError, ValidationError."""
     check_id("user_id", user_id)
     moment = _moment(as_of)
+    _cursor(after)
     entity_id = None if entity is None else (yield from _entity(user_id, entity)).id
-    op = ops.ListRelations(
-        user_id, entity_id, after, core.check_limit(limit), ended=not current, as_of=moment
-    )
+    cursor, limit = _cursor(after), core.check_limit(limit)
+    op = ops.ListRelations(user_id, entity_id, cursor, limit, ended=not current, as_of=moment)
     return (yield from one(op))
+
+
+def _cursor(after: object) -> str | None:
+    """``after`` checked: None, or an entity or relation id. Raises ValidationError."""
+    if after is not None and not isinstance(after, str):
+        raise ValidationError(f"after must be an id (a string), got {type(after).__name__}")
+    return after
 
 
 def _moment(as_of: object) -> datetime | None:
@@ -130,6 +144,8 @@ def mentions(
     """Which entities the memories ``record_ids`` name, and (with ``entity``, an id or a
     name) which memories name that entity. Raises NotFoundError, ValidationError."""
     check_id("user_id", user_id)
+    if isinstance(record_ids, str):
+        raise ValidationError("record_ids must be a list of memory ids, not one string")
     ids = tuple(record_ids)
     for rid in ids:
         check_id("record id", rid)

@@ -62,17 +62,30 @@ def _without_date(text: str, name: str) -> str:
     return " ".join(words[1:])
 
 
-def names(text: str) -> list[str]:
+MAX_NAME_CHARS = 120
+"""The longest name kept (a run of capitals longer than this is no name, and a key that
+long would not fit a database index)."""
+
+
+def names(text: str, limit: int | None = None) -> list[str]:
     """The proper names of ``text`` (:func:`memlane.text.entities`), a name's first word
     put back where it began a sentence ("Alice Smith lives here." -> "Alice Smith": a
-    capital that starts a sentence says nothing alone, but does before another name)."""
+    capital that starts a sentence says nothing alone, but does before another name); at
+    most ``limit``, the first ones (each costs a pass over the text), none longer than
+    :data:`MAX_NAME_CHARS`."""
     out: dict[str, None] = {}
     for name in proper_names(text):
+        if limit is not None and len(out) >= limit:
+            break
+        if len(name) > MAX_NAME_CHARS:
+            continue
         lead = re.search(r"(?:^|[.!?]\s+)([A-Z][a-z]+) " + re.escape(name) + r"\b", text)
         first = lead.group(1) if lead else ""
         if first and first.lower() not in STOPWORDS and first.lower() not in _STARTERS:
             name = f"{first} {name}"
-        out[_without_date(text, name)] = None
+        kept = _without_date(text, name)
+        if len(kept) <= MAX_NAME_CHARS:
+            out[kept] = None
     return list(out)
 
 
@@ -137,7 +150,9 @@ def mention_drafts(
     out: list[ops.MentionDraft] = []
     for r in records:
         stated = (triples or {}).get(r.id, ())
-        found = (_name_draft(n, r.session_id) for n in names(r.text)[:MAX_NAMES])
+        if r.quarantine:  # held back from recall: what it names is held back too
+            continue
+        found = (_name_draft(n, r.session_id) for n in names(r.text, MAX_NAMES))
         drafts = [d for d in found if d is not None]
         drafts += [_date_draft(p) for p in r.periods]
         if drafts or stated:

@@ -206,7 +206,8 @@ def release(
     now = core.now()
     new = core.bump(old, now, quarantine=())
     event = core.event(new, HistoryAction.RELEASE, now, actor=actor, reason=reason)
-    yield from many([ops.WriteRecord(new, old.version), ops.AppendHistory((event,))])
+    graph = [reindex_op(new, now)] if core.config.graph else []  # now it may be named
+    yield from many([ops.WriteRecord(new, old.version), ops.AppendHistory((event,)), *graph])
     return new
 
 

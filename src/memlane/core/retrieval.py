@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -112,9 +112,7 @@ def search(
     return hits
 
 
-def _fused(
-    core: Core, q: _Query
-) -> Flow[tuple[list[tuple[str, float, dict[str, Any]]], dict[str, list[str]]]]:
+def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str, Any]]], _Second]]:
     """The candidate lists of the recipe's methods fused (with a feedback round, an
     entity hop and a graph round when the recipe asks for them), and the entities the
     second round searched with (``hop_entities``, ``graph_entities``)."""
@@ -134,11 +132,11 @@ def _fused(
         weights["vector_feedback"] = recipe.feedback_vector_weight
         weights["lexical_feedback"] = recipe.feedback_lexical_weight
         fused = fuse(lists, weights, recipe)
-    second: dict[str, list[str]] = {}  # what the second round searched with, by kind
+    second = _Second()
     if recipe.hop_weight > 0 and fused:
         hop, found = yield from _hop(q, fused)
         if hop:
-            second["hop_entities"] = hop
+            second.hop = hop
         for name, candidates in found.items():
             lists[name] = candidates
             weights[name] = recipe.hop_weight
@@ -146,23 +144,23 @@ def _fused(
             fused = fuse(lists, weights, recipe)
     if recipe.graph_weight > 0 and fused:
         try:
-            names, graph = yield from _graph(q, fused)
+            via, graph = yield from _graph(q, fused)
         except UnsupportedError:  # a plugin store without the knowledge graph
-            names, graph = [], []
+            via, graph = {}, []
         if graph:
             lists["graph"], weights["graph"] = graph, recipe.graph_weight
             fused = fuse(lists, weights, recipe)
-            second["graph_entities"] = names
+            second.graph = via
     return fused, second
 
 
 def _graph(
     q: _Query, fused: list[tuple[str, float, dict[str, Any]]]
-) -> Flow[tuple[list[str], list[tuple[str, float]]]]:
+) -> Flow[tuple[dict[str, list[str]], list[tuple[str, float]]]]:
     """The graph round: the memories that name the entities the query names, the
     entities the first round's top hits name, and the entities one edge from the query's
-    (:func:`graph_seeds`), scored by :func:`graph_scores`; with the names of the seeds
-    that found something. Dates are left to the time boost, and an entity named by more
+    (:func:`graph_seeds`), scored by :func:`graph_scores`; with, per memory found, the
+    seeds it names. Dates are left to the time boost, and an entity named by more
     than ``graph_mentions`` memories is not followed (each entity's mentions are read up
     to one past that)."""
     recipe = q.recipe
@@ -187,7 +185,7 @@ def _graph(
     hits = [(score, named.get(rid, [])) for rid, score, _ in top]
     seeds = graph_seeds(asked_ids, hits, related, len(asked_ids) + recipe.graph_entities)
     if not seeds:
-        return [], []
+        return {}, []
     entities = yield from one(ops.ListEntities(q.user_id, ids=tuple(seeds)))
     kept = {e.id: e for e in entities if e.merged_into is None and e.type is not EntityType.DATE}
     seeds = {e: w for e, w in seeds.items() if e in kept}
@@ -199,7 +197,11 @@ def _graph(
         e: [m.record_id for m in ms] for e, ms in zip(seeds, found, strict=True) if len(ms) <= cap
     }
     scored = graph_scores(seeds, named_by, q.depth)
-    return [kept[e].name for e in seeds if named_by.get(e)], scored
+    via: dict[str, list[str]] = {}  # each found memory: the seeds it names (its own names)
+    for e in seeds:
+        for rid in named_by.get(e, ()):
+            via.setdefault(rid, []).append(kept[e].name)
+    return via, scored
 
 
 def _hop(
@@ -220,14 +222,30 @@ def _hop(
     return names, dict(zip(queries, found, strict=True))
 
 
+@dataclass(slots=True)
+class _Second:
+    """What a second round searched with: the names the lexical hop added to the query
+    (read from the first round's top hits), and per memory the graph round found, the
+    seed entities it names (never a name only a memory outside the search's filters says)."""
+
+    hop: list[str] = field(default_factory=list)
+    graph: dict[str, list[str]] = field(default_factory=dict)
+
+
 def _round(
-    rid: str, fused: list[tuple[str, float, dict[str, Any]]], second: dict[str, list[str]]
+    rid: str, fused: list[tuple[str, float, dict[str, Any]]], second: _Second
 ) -> dict[str, Any]:
     """Which round found hit ``rid``: 2 when only the second round's lists hold it (a
-    neighbour lifted by a hit counts as the first round's), with the entities it used."""
+    neighbour lifted by a hit counts as the first round's), with the entities it used:
+    the hop's, and the graph entities this hit names."""
     parts = next((p for r, _, p in fused if r == rid), {})
     late = bool(parts) and all(m.startswith(_SECOND_ROUND) for m in parts)
-    return {"round": 2 if late else 1, **second}
+    out: dict[str, Any] = {"round": 2 if late else 1}
+    if second.hop:
+        out["hop_entities"] = second.hop
+    if rid in second.graph:
+        out["graph_entities"] = second.graph[rid]
+    return out
 
 
 _SECOND_ROUND = ("lexical_hop", "lexical_part", "graph")

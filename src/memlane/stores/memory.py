@@ -596,14 +596,21 @@ class MemoryStore(OpDispatch):
         subject, obj = ends
         if subject == obj:
             return
+        ends_at = None
         if t.exclusive:
+            # The subject's other objects of the predicate: those begun before this is said
+            # end now; one begun later (learned out of order) ends this one instead.
+            later: list[Any] = []
             for r in self._user_relations(user_id):
-                if (r.subject_id, r.predicate) == (subject, t.predicate) and (
-                    r.object_id != obj and r.is_current
-                ):
+                if (r.subject_id, r.predicate) != (subject, t.predicate) or r.object_id == obj:
+                    continue
+                if r.valid_from is not None and r.valid_from > item.said:
+                    later.append(r.valid_from)
+                elif r.is_current:
                     tx.set(self._relations, (user_id, r.id), replace(r, valid_to=item.said))
+            ends_at = min(later, default=None)
         edge_id = triple_id(subject, t.predicate, obj)
-        edge = Relation(user_id, edge_id, subject, t.predicate, obj, item.said, None, at)
+        edge = Relation(user_id, edge_id, subject, t.predicate, obj, item.said, ends_at, at)
         self._put_relation(replace(edge, sources=(item.record_id,)), tx)
 
     def _resolve(self, user_id: str, draft: ops.EntityDraft, at: Any, tx: _Tx) -> str:
@@ -636,7 +643,8 @@ class MemoryStore(OpDispatch):
         old = self._relations.get((r.user_id, r.id))
         if old is not None:
             sources = tuple(dict.fromkeys((*old.sources, *r.sources)))
-            r = replace(old, sources=sources, valid_to=old.valid_to or r.valid_to)
+            began = _earlier(old.valid_from, r.valid_from)  # said of an earlier time too
+            r = replace(old, sources=sources, valid_from=began, valid_to=old.valid_to or r.valid_to)
         tx.set(self._relations, (r.user_id, r.id), r)
 
     @handles(ops.PutRelations)
@@ -835,3 +843,8 @@ class MemoryStore(OpDispatch):
             key=lambda e: e.id,
         )
         return [e for e in events if since is None or e.at >= since][: op.limit]
+
+
+def _earlier(a: Any, b: Any) -> Any:
+    """The earlier of two starts of validity; None (unbounded) is earliest."""
+    return None if a is None or b is None else min(a, b)

@@ -464,6 +464,7 @@ DIALECT = Dialect(
     record_columns=RECORD_COLUMNS,
     lock=" FOR UPDATE",
     unquarantined="r.quarantine = '[]'::jsonb",
+    lateral=True,
 )
 
 

@@ -33,6 +33,10 @@ class Dialect:
     lock: str = ""
     """What ends a read of a row the transaction then writes (`` FOR UPDATE``), if the
     database locks rows."""
+    lateral: bool = False
+    """Whether a recursive query's step reads its rows through ``CROSS JOIN LATERAL``
+    (PostgreSQL, which allows one reference to the recursive table in a step) rather than
+    through two recursive steps (SQLite, which has no LATERAL)."""
 
     @property
     def record_select(self) -> str:

@@ -165,14 +165,27 @@ def _put_triple(
     subject, obj = ends
     if subject == obj:
         return None
+    ends_at = None
     if t.exclusive:
+        # The subject's other objects of the predicate: those begun before this is said
+        # end now; one begun later (learned out of order) ends this one instead.
+        said = d.time(item.said)
+        others = f"user_id = {m} AND subject_id = {m} AND predicate = {m} AND object_id <> {m}"
+        key = [user_id, subject, t.predicate, obj]
         yield (
-            f"UPDATE relations SET valid_to = {m} WHERE user_id = {m} AND subject_id = {m} "
-            f"AND predicate = {m} AND object_id <> {m} AND valid_to IS NULL",
-            [d.time(item.said), user_id, subject, t.predicate, obj],
+            f"UPDATE relations SET valid_to = {m} WHERE {others} AND valid_to IS NULL "
+            f"AND (valid_from IS NULL OR valid_from <= {m})",
+            [said, *key, said],
         )
+        rows = yield (
+            f"SELECT MIN(valid_from) FROM relations WHERE {others} AND valid_from > {m}",
+            [*key, said],
+        )
+        ends_at = _time(rows[0][0]) if rows and rows[0][0] is not None else None
     edge = Relation(user_id, triple_id(subject, t.predicate, obj), subject, t.predicate, obj)
-    edge = replace(edge, valid_from=item.said, created_at=at, sources=(item.record_id,))
+    edge = replace(
+        edge, valid_from=item.said, valid_to=ends_at, created_at=at, sources=(item.record_id,)
+    )
     yield from _put_relation(d, edge)
     return None
 
@@ -238,7 +251,11 @@ def _put_relation(d: Dialect, r: Relation) -> Steps:
     yield (
         "INSERT INTO relations (user_id, id, subject_id, predicate, object_id, valid_from, "
         f"valid_to, created_at) VALUES ({_marks(d, 8)}) ON CONFLICT (user_id, id) DO UPDATE "
-        "SET valid_to = COALESCE(relations.valid_to, excluded.valid_to)",
+        "SET valid_to = COALESCE(relations.valid_to, excluded.valid_to), "
+        # said of an earlier time too: it held from then (an open start is earliest)
+        "valid_from = CASE WHEN relations.valid_from IS NULL OR excluded.valid_from IS NULL "
+        "THEN NULL WHEN excluded.valid_from < relations.valid_from THEN excluded.valid_from "
+        "ELSE relations.valid_from END",
         [r.user_id, r.id, r.subject_id, r.predicate, r.object_id,
          d.time(r.valid_from) if r.valid_from else None,
          d.time(r.valid_to) if r.valid_to else None,
@@ -422,23 +439,40 @@ def list_relations(d: Dialect, op: ops.ListRelations) -> Steps:
 
 
 def entity_neighbors(d: Dialect, op: ops.EntityNeighbors) -> Steps:
-    """The walk as one recursive CTE over current edges (or those valid at ``as_of``),
-    both directions."""
+    """The walk as one recursive query over current edges (or those valid at ``as_of``),
+    both directions, each step reading only the edges of the entities just reached
+    (through the subject and object indexes): the cost follows the walk, not the number
+    of the user's edges."""
     m = d.mark
     valid, times = "valid_to IS NULL", list[Any]()
     if op.as_of is not None:
         valid, times = _valid_at(d, op.as_of)
+    u = op.user_id
+    if d.lateral:
+        step = (
+            "SELECT e.b, w.depth + 1 FROM walk w CROSS JOIN LATERAL ("
+            f"SELECT object_id AS b FROM relations WHERE user_id = {m} AND subject_id = w.id"
+            f" AND {valid} UNION ALL SELECT subject_id FROM relations WHERE user_id = {m}"
+            f" AND object_id = w.id AND {valid}) e WHERE w.depth < {m}"
+        )
+        params = [u, *times, u, *times, op.depth]
+    else:
+        step = (
+            # Without statistics SQLite would read the step's edges by the primary key's
+            # user prefix (every edge of the user, each step): the indexes are named.
+            "SELECT r.object_id, w.depth + 1 FROM walk w JOIN relations r"
+            " INDEXED BY relations_subject"
+            f" ON r.user_id = {m} AND r.subject_id = w.id WHERE w.depth < {m} AND {valid}"
+            " UNION SELECT r.subject_id, w.depth + 1 FROM walk w JOIN relations r"
+            " INDEXED BY relations_object"
+            f" ON r.user_id = {m} AND r.object_id = w.id WHERE w.depth < {m} AND {valid}"
+        )
+        params = [u, op.depth, *times, u, op.depth, *times]
     rows = yield (
-        "WITH RECURSIVE edges(a, b) AS ("
-        f" SELECT subject_id, object_id FROM relations WHERE user_id = {m} AND {valid}"
-        f" UNION ALL SELECT object_id, subject_id FROM relations WHERE user_id = {m}"
-        f" AND {valid}),"
-        f" walk(id, depth) AS (SELECT CAST({m} AS TEXT), 0"
-        " UNION SELECT e.b, w.depth + 1 FROM walk w JOIN edges e ON e.a = w.id"
-        f" WHERE w.depth < {m})"
+        f"WITH RECURSIVE walk(id, depth) AS (SELECT CAST({m} AS TEXT), 0 UNION {step})"
         f" SELECT id, MIN(depth) FROM walk WHERE id <> {m} GROUP BY id"
         f" ORDER BY MIN(depth), id LIMIT {m}",
-        [op.user_id, *times, op.user_id, *times, op.entity_id, op.depth, op.entity_id, op.limit],
+        [op.entity_id, *params, op.entity_id, op.limit],
     )
     return [(i, int(depth)) for i, depth in rows]
 

@@ -284,6 +284,35 @@ class GraphConformance(ConformanceBase):
         with _raises(NotFoundError):
             mem.relations("Alice Smith", user_id="nobody", as_of=_day(2024, 6, 1))
 
+    def test_edges_learned_out_of_order_hold_when_they_were_said_to(self) -> None:
+        mem, clock, _ = self._memory()
+        clock.now = _day(2026, 1, 1)
+        paris = mem.add("Alice Smith lives in Paris.", user_id="u", event_at=_day(2025, 6, 1))
+        london = mem.add("Alice Smith lived in London.", user_id="u", event_at=_day(2020, 1, 1))
+        person, place = EntityType.PERSON, EntityType.PLACE
+
+        def stated(record: Any, city: str) -> ops.MentionDraft:
+            triple = ("Alice Smith", person, "lives in", city, place, True)
+            return ops.MentionDraft(
+                record.id, None, (), record.event_at, triple_drafts([triple], None)
+            )
+
+        for record, city in ((paris, "Paris"), (london, "London")):  # learned newest first
+            _ops(mem, ops.IndexMentions("u", (stated(record, city),), clock.now))
+        names = {e.id: e.name for e in mem.entities(user_id="u")}
+
+        def lives(when: Any) -> list[str]:
+            found = mem.relations("Alice Smith", user_id="u", as_of=when)
+            return [names[r.object_id] for r in found if r.predicate == "lives_in"]
+
+        assert lives(_day(2021, 1, 1)) == ["London"]
+        assert lives(_day(2026, 1, 1)) == ["Paris"]  # the older fact did not end the newer
+        # A co-occurrence said of an earlier time holds from then.
+        mem.add("Then Jon Ross met Bea Kahn.", user_id="u", event_at=_day(2024, 1, 1))
+        mem.add("Then Jon Ross met Bea Kahn.", user_id="u", event_at=_day(2019, 1, 1))
+        near = mem.neighbors("Jon Ross", user_id="u", as_of=_day(2020, 1, 1))
+        assert [n.entity.name for n in near] == ["Bea Kahn"]
+
     def test_reindex_fills_the_graph_of_memories_written_without_it(self) -> None:
         store = self.make_store()
         before = Memory(store, embedder=FakeEmbedder(), config=CoreConfig(graph=False))

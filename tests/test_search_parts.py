@@ -526,3 +526,27 @@ def test_a_quarantined_memory_names_nothing_until_released() -> None:
         assert memory.mentions(user_id="u", record_ids=[held.id]) == []
         memory.release(held.id, user_id="u", reason="checked by hand")
         assert "Evil Corp" in {e.name for e in memory.entities(user_id="u")}
+
+
+def test_graph_reads_follow_merges_to_the_end_and_check_their_arguments() -> None:
+    from memlane import Memory
+    from memlane.core.mentions import MAX_NAME_CHARS, names
+    from memlane.errors import ValidationError
+
+    with Memory("memory://") as memory:
+        memory.add("Then Ann Lee met Bo Kim and Cy Day in Leeds", user_id="u")
+        ids = {e.name: e.id for e in memory.entities(user_id="u")}
+        memory.merge_entities(ids["Ann Lee"], ids["Bo Kim"], user_id="u")
+        memory.merge_entities(ids["Bo Kim"], ids["Cy Day"], user_id="u")
+        # Ann's id leads through Bo (merged later) to Cy, who holds the mentions now.
+        assert memory.mentions(user_id="u", entity=ids["Ann Lee"])
+        assert {n.entity.name for n in memory.neighbors(ids["Ann Lee"], user_id="u")} == {"Leeds"}
+        for bad in (
+            lambda: memory.relations(user_id="u", after=5),  # type: ignore[arg-type]
+            lambda: memory.entities(user_id="u", after=5),  # type: ignore[arg-type]
+            lambda: memory.mentions(user_id="u", record_ids="01ABC"),
+        ):
+            with pytest.raises(ValidationError):
+                bad()
+    long = "Met " + " ".join(f"Zed{i}" for i in range(40)) + " today"
+    assert names(long) == [] and len(long) > MAX_NAME_CHARS

@@ -272,7 +272,7 @@ class Core:
         topics = [self.private(user_id, t, "topic") for t in item.topics]
         expires_at = _expiry(item, now)
         for name in ("event_at", "expires_at"):
-            _check_aware(name, getattr(item, name))
+            check_aware(name, getattr(item, name))
         for name in ("session_id", "agent_id", "team", "key"):
             check_id(name, getattr(item, name), required=False)
         _check_strings("source_ids", item.source_ids, non_empty=False)
@@ -585,7 +585,7 @@ def _expiry(item: MemoryInput, now: datetime) -> datetime | None:
         raise ValidationError("ttl reaches past the year 9999") from exc
 
 
-def _check_aware(name: str, value: object) -> None:
+def check_aware(name: str, value: object) -> None:
     """``value`` is None or a timezone-aware datetime that can be stored in UTC."""
     if value is None:
         return

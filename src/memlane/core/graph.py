@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from memlane.core.base import Core
+from memlane.core.base import Core, check_aware
 from memlane.core.flow import Flow, one
 from memlane.core.mentions import entity_key
 from memlane.errors import NotFoundError, ValidationError
@@ -85,11 +85,11 @@ def relations(
     still valid with ``current``, only those valid at ``as_of`` (a timezone-aware time:
     ``valid_from <= as_of < valid_to``) with it. Raises NotFoundError, ValidationError."""
     check_id("user_id", user_id)
-    moment = _moment(as_of)
+    check_aware("as_of", as_of)
     _cursor(after)
     entity_id = None if entity is None else (yield from _entity(user_id, entity)).id
     cursor, limit = _cursor(after), core.check_limit(limit)
-    op = ops.ListRelations(user_id, entity_id, cursor, limit, ended=not current, as_of=moment)
+    op = ops.ListRelations(user_id, entity_id, cursor, limit, ended=not current, as_of=as_of)
     return (yield from one(op))
 
 
@@ -98,13 +98,6 @@ def _cursor(after: object) -> str | None:
     if after is not None and not isinstance(after, str):
         raise ValidationError(f"after must be an id (a string), got {type(after).__name__}")
     return after
-
-
-def _moment(as_of: object) -> datetime | None:
-    """``as_of`` checked: None, or a timezone-aware datetime. Raises ValidationError."""
-    if as_of is not None and (not isinstance(as_of, datetime) or as_of.tzinfo is None):
-        raise ValidationError("as_of must be a timezone-aware datetime (e.g. tzinfo=UTC)")
-    return as_of
 
 
 def neighbors(
@@ -122,9 +115,9 @@ def neighbors(
     check_id("user_id", user_id)
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH:
         raise ValidationError(f"depth must be an integer from 1 to {MAX_DEPTH}")
-    moment = _moment(as_of)
+    check_aware("as_of", as_of)
     start = yield from _entity(user_id, entity)
-    op = ops.EntityNeighbors(user_id, start.id, depth, core.check_limit(limit), as_of=moment)
+    op = ops.EntityNeighbors(user_id, start.id, depth, core.check_limit(limit), as_of=as_of)
     found = yield from one(op)
     if not found:
         return []

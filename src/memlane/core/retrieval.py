@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from memlane.core.base import Core
+from memlane.core.base import Core, check_aware
 from memlane.core.flow import Flow, many, one
 from memlane.core.mentions import entity_key
 from memlane.core.mentions import names as mention_names
@@ -340,8 +340,7 @@ def _filters(filters: object, as_of: datetime | None = None) -> Filters:
         raise ValidationError(f"filters must be a memlane.Filters, got {type(filters).__name__}")
     if as_of is None:
         return filters
-    if not isinstance(as_of, datetime) or as_of.tzinfo is None:
-        raise ValidationError("as_of must be a timezone-aware datetime (e.g. tzinfo=UTC)")
+    check_aware("as_of", as_of)
     if filters.as_of is not None and filters.as_of != as_of:
         raise ValidationError("as_of is given twice, differently (argument and filters)")
     return replace(filters, as_of=as_of)

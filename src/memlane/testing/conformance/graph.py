@@ -21,6 +21,12 @@ def _ops(mem: Memory, *ops_: ops.Op[Any]) -> list[Any]:
     return mem.run(many(list(ops_)))
 
 
+def _lives_in(record_id: str, said: Any, city: str) -> ops.MentionDraft:
+    """A memory stating, as a typed exclusive triple, that Alice Smith lives in ``city``."""
+    triple = ("Alice Smith", EntityType.PERSON, "lives in", city, EntityType.PLACE, True)
+    return ops.MentionDraft(record_id, None, (), said, triple_drafts([triple], None))
+
+
 class GraphConformance(ConformanceBase):
     def test_an_entity_named_in_three_sessions_links_their_memories(self) -> None:
         mem, _, _ = self._memory()
@@ -220,17 +226,15 @@ class GraphConformance(ConformanceBase):
         london = mem.add("Alice Smith lives in London.", user_id="u")
         clock.now = _day(2025, 6, 1)
         paris = mem.add("Alice Smith moved to Paris.", user_id="u")
-        person, place = EntityType.PERSON, EntityType.PLACE
-
-        def stated(record_id: str, said: Any, city: str) -> ops.MentionDraft:
-            triple = ("Alice Smith", person, "lives in", city, place, True)
-            return ops.MentionDraft(record_id, None, (), said, triple_drafts([triple], None))
 
         _ops(
             mem,
-            ops.IndexMentions("u", (stated(london.id, london.created_at, "London"),), clock.now),
+            ops.IndexMentions("u", (_lives_in(london.id, london.created_at, "London"),), clock.now),
         )
-        _ops(mem, ops.IndexMentions("u", (stated(paris.id, paris.created_at, "Paris"),), clock.now))
+        _ops(
+            mem,
+            ops.IndexMentions("u", (_lives_in(paris.id, paris.created_at, "Paris"),), clock.now),
+        )
         names = {e.name: e for e in mem.entities(user_id="u")}
         assert names["Alice Smith"].type is EntityType.PERSON  # the triple typed the name
         lives = {
@@ -252,15 +256,10 @@ class GraphConformance(ConformanceBase):
         clock.now = _day(2025, 6, 1)
         paris = mem.add("Alice Smith moved to Paris.", user_id="u")
         mem.add("Alice Smith lives in London.", user_id="other")
-        person, place = EntityType.PERSON, EntityType.PLACE
-
-        def stated(record_id: str, said: Any, city: str) -> ops.MentionDraft:
-            triple = ("Alice Smith", person, "lives in", city, place, True)
-            return ops.MentionDraft(record_id, None, (), said, triple_drafts([triple], None))
 
         for record in (london, paris):
             city = "London" if record is london else "Paris"
-            item = stated(record.id, record.created_at, city)
+            item = _lives_in(record.id, record.created_at, city)
             _ops(mem, ops.IndexMentions("u", (item,), clock.now))
         names = {e.id: e.name for e in mem.entities(user_id="u")}
 
@@ -289,16 +288,12 @@ class GraphConformance(ConformanceBase):
         clock.now = _day(2026, 1, 1)
         paris = mem.add("Alice Smith lives in Paris.", user_id="u", event_at=_day(2025, 6, 1))
         london = mem.add("Alice Smith lived in London.", user_id="u", event_at=_day(2020, 1, 1))
-        person, place = EntityType.PERSON, EntityType.PLACE
-
-        def stated(record: Any, city: str) -> ops.MentionDraft:
-            triple = ("Alice Smith", person, "lives in", city, place, True)
-            return ops.MentionDraft(
-                record.id, None, (), record.event_at, triple_drafts([triple], None)
-            )
 
         for record, city in ((paris, "Paris"), (london, "London")):  # learned newest first
-            _ops(mem, ops.IndexMentions("u", (stated(record, city),), clock.now))
+            _ops(
+                mem,
+                ops.IndexMentions("u", (_lives_in(record.id, record.event_at, city),), clock.now),
+            )
         names = {e.id: e.name for e in mem.entities(user_id="u")}
 
         def lives(when: Any) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -108,3 +109,35 @@ def test_redact_url_hides_every_password_and_keeps_other_urls() -> None:
     assert hidden == "postgresql:///m?host=/run/pg&Password=***&sslmode=require"
     assert "s3cret" not in redact_url("postgresql://app:s3cret@db:port/m")
     assert redact_url("sqlite:////var/lib/memlane.db") == "sqlite:////var/lib/memlane.db"
+
+
+def test_row_codec_reads_a_row_by_position_as_by_name() -> None:
+    """Rows are decoded straight into the model's arguments (no dict of fields); the
+    result is the record written, every field set, on both stores' codecs, and the same
+    as reading the fields by name."""
+    from memlane.models import MemoryKind, Trust
+    from memlane.stores.sql.codecs import EVENTS, RECORDS, RowCodec
+    from memlane.stores.sqlite_sql import ROWS as SQLITE_ROWS
+
+    t = datetime(2023, 5, 8, 13, 56, 1, 123, tzinfo=UTC)
+    record = MemoryRecord(
+        id="r1", user_id="u", kind=MemoryKind.EPISODE, text="said it", content_hash="h",
+        created_at=t, updated_at=t + timedelta(1), version=3, agent_id="a", team="t",
+        session_id="s", key="k", topics=("x", "y"), metadata={"n": 1, "d": {"e": [1]}},
+        importance=0.7, event_at=t, valid_from=t, valid_to=t + timedelta(2),
+        superseded_by="r2", expires_at=t + timedelta(3), deleted_at=t + timedelta(4),
+        access_count=5, last_accessed_at=t, source_ids=("m1",), actor="Ann",
+        context_hash="c", periods=("2023-05-07T00:00:00.000000Z/2023-05-08T00:00:00.000000Z",),
+        trust=Trust.TOOL, quarantine=("instruction_override",),
+    )  # fmt: skip
+    assert SQLITE_ROWS.record(SQLITE_ROWS.values(RECORDS, record)) == record
+    # PostgreSQL's rows end with the metadata's exact JSON text, read over the column's.
+    exact = RowCodec(write_time=to_iso, read_time=from_iso, exact_metadata=True)
+    row = (*exact.values(RECORDS, record), '{"n":1,"d":{"e":[1]},"z":null}')
+    assert exact.record(row) == replace(record, metadata={"n": 1, "d": {"e": [1]}, "z": None})
+    assert exact.record((*row[:-1], None)) == record
+    plain = RowCodec(write_time=to_iso, read_time=from_iso)
+    row = plain.values(RECORDS, record)
+    assert plain.read(RECORDS, row) == MemoryRecord(**plain.fields(RECORDS, row)) == record
+    event = plain.read(EVENTS, ("e1", "r1", "u", "add", 1, to_iso(t), None, None, '{"a":1}'))
+    assert event.snapshot == {"a": 1} and event.at == t

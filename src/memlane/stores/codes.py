@@ -39,6 +39,7 @@ imported.
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -678,10 +679,15 @@ class _Floats:
             held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
             if held < need:
                 raise CorruptStoreError(f"{self.path} holds {held} vectors, row {need - 1} asked")
-            self._map = np.memmap(
-                self._file, dtype="<f2", mode="r", offset=HEADER_BYTES, shape=(held, self.dim)
-            )
-        return np.asarray(self._map[rows])
+            # Mapped with its pages populated (Linux; ~25 ms at a million rows, file
+            # pages in the page cache): a search reads ~800 rows at random, and faulting
+            # them in one by one doubled its p95. A plain array over it: np.memmap's own
+            # indexing costs more than the read.
+            whole = _map_read_only(self._file, HEADER_BYTES + held * self._stride)
+            self._map = np.frombuffer(
+                whole, dtype="<f2", count=held * self.dim, offset=HEADER_BYTES
+            ).reshape(held, self.dim)
+        return np.take(self._map, rows, axis=0)
 
     def keep_rows(self, rows: np.ndarray) -> None:
         """In memory: keep only ``rows``, renumbered from 0 (a compaction)."""
@@ -758,6 +764,15 @@ def _scan(code: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
         faiss.omp_set_num_threads(1)
     found: tuple[np.ndarray, np.ndarray] = faiss.knn_hamming(code, base, k)
     return found
+
+
+def _map_read_only(file: BinaryIO, length: int) -> mmap.mmap:
+    """The first ``length`` bytes of ``file`` mapped read-only, its pages populated
+    where the system can (Linux's ``MAP_POPULATE``)."""
+    if not hasattr(mmap, "MAP_SHARED"):  # Windows
+        return mmap.mmap(file.fileno(), length, access=mmap.ACCESS_READ)
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(file.fileno(), length, flags=flags, prot=mmap.PROT_READ)
 
 
 def _if_same_file(path: Path, file: BinaryIO) -> os.stat_result | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,8 @@ RECORDS = layout(
     updated_at=TIME, event_at=TIME, valid_from=TIME, valid_to=TIME, expires_at=TIME,
     deleted_at=TIME, last_accessed_at=TIME,
 )  # fmt: skip
+_RECORD_METADATA = [f.name for f in dataclasses.fields(MemoryRecord)].index("metadata")
+"""Where a record's metadata is among its dataclass's arguments."""
 EVENTS = layout(HistoryEvent, "id record_id user_id action version at actor reason snapshot",
                 action=HistoryAction, at=TIME, snapshot=DOC)  # fmt: skip
 MESSAGES = layout(Message, "user_id session_id seq id run_id role content created_at metadata",
@@ -212,7 +215,23 @@ class RowCodec:
 
     def read(self, table: Layout[T], row: Sequence[Any]) -> T:
         """The model stored in ``row``."""
-        return table.model(**self.fields(table, row))
+        plan = self._plan(table)
+        if plan is None:
+            return table.model(**self.fields(table, row))
+        return table.model(*self._decoded(plan, row))
+
+    @staticmethod
+    def _decoded(
+        plan: tuple[list[tuple[int, Decode]], tuple[int, ...]], row: Sequence[Any]
+    ) -> list[Any]:
+        """The model's arguments in order, from ``row`` decoded by ``plan``."""
+        decoders, order = plan
+        values = list(row)
+        for i, decode in decoders:
+            value = values[i]
+            if value is not None:
+                values[i] = decode(value)
+        return [values[i] for i in order]
 
     def record(self, row: Sequence[Any]) -> MemoryRecord:
         """The record stored in ``row`` (the columns of :data:`RECORDS`, then
@@ -220,10 +239,41 @@ class RowCodec:
         if not self.exact_metadata:
             return self.read(RECORDS, row)
         *stored, exact = row
-        fields = self.fields(RECORDS, stored)
+        plan = self._plan(RECORDS)
+        if plan is None:  # pragma: no cover - RECORDS holds every field of a record
+            fields = self.fields(RECORDS, stored)
+            if exact is not None:
+                fields["metadata"] = json.loads(exact)
+            return MemoryRecord(**fields)
+        args = self._decoded(plan, stored)
         if exact is not None:
-            fields["metadata"] = json.loads(exact)
-        return MemoryRecord(**fields)
+            args[_RECORD_METADATA] = json.loads(exact)
+        return MemoryRecord(*args)
+
+    plans: dict[tuple[str, ...], tuple[list[tuple[int, Decode]], tuple[int, ...]] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Per layout (by its columns), how :meth:`read` makes the model from a row without a
+    dict of its fields: each decoded column's position and decoder, and the column
+    positions in the order of the model's parameters. None for a model whose
+    parameters are not exactly the layout's stored columns (read through :meth:`fields`)."""
+
+    def _plan(self, table: Layout[Any]) -> tuple[list[tuple[int, Decode]], tuple[int, ...]] | None:
+        if table.columns in self.plans:
+            return self.plans[table.columns]
+        params = [f.name for f in dataclasses.fields(table.model) if f.init]  # type: ignore[arg-type]
+        kept = [c for c, how in zip(table.columns, table.stored, strict=True)
+                if how is not Stored.DERIVED]  # fmt: skip
+        plan = None
+        if sorted(params) == sorted(kept):
+            decoders = [
+                (i, self._reader(how))
+                for i, how in enumerate(table.stored)
+                if how is not None and how is not Stored.DERIVED
+            ]
+            plan = (decoders, tuple(table.columns.index(p) for p in params))
+        self.plans[table.columns] = plan
+        return plan
 
     def _reader(self, how: Column) -> Decode:
         """How a stored (not None) value of a column stored ``how`` is read: direct

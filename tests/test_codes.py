@@ -565,3 +565,108 @@ def test_a_scan_split_over_two_threads_finds_what_one_thread_finds(
             split = file.scored(query, 50, helper)
             assert split[0].tolist() == alone[0].tolist()
             assert np.allclose(split[1], alone[1])
+
+
+def _clustered(n: int, seed: int, dim: int = DIM, clusters: int = 40) -> np.ndarray:
+    """Vectors around ``clusters`` directions, as embeddings of many topics lie."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    out = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim))
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _exact_top(live: dict[int, np.ndarray], query: np.ndarray, k: int) -> set[int]:
+    rids = list(live)
+    scores = np.stack([live[r].astype(np.float16).astype(np.float32) for r in rids]) @ query
+    return {rids[i] for i in np.argsort(-scores)[:k]}
+
+
+def test_lists_scan_the_nearest_lists_and_keep_recall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From LISTS_AT live rows the codes are sorted into lists and a search scans the
+    lists nearest the query and every row appended since: the answers hold about what a
+    scan of every code holds (exact top 10 among them), no killed row is ever returned,
+    new rows are found before they are in a list, and the lists are saved beside the
+    codes and read again on open."""
+    from memlane.stores import codes as module
+
+    monkeypatch.setattr(module, "LISTS_AT", 3000)
+    path = tmp_path / "c.bin"
+    vectors = _clustered(6000, 1)
+    live = dict(enumerate(vectors))
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(range(5000), vectors[:5000])
+        assert codes.wants_lists()
+        codes.make_lists()
+        assert not codes.wants_lists() and module.lists_path(path).exists()
+        codes.append(range(5000, 6000), vectors[5000:])  # in no list yet: the tail
+        killed = list(range(0, 6000, 7))
+        codes.kill(killed)
+        for r in killed:
+            del live[r]
+        queries = _clustered(40, 2)
+        found = whole = 0
+        for q in queries:
+            rids, scores = codes.scored(q, 260)
+            assert len(rids) == 260 and not set(rids.tolist()) & set(killed)
+            kept = {int(r) for r in rids[np.argsort(-scores)[:10]]}
+            found += len(kept & _exact_top(live, q, 10))
+            saved, codes._lists = codes._lists, None  # the same search over every code
+            rids, scores = codes.scored(q, 260)
+            codes._lists = saved
+            best = {int(r) for r in rids[np.argsort(-scores)[:10]]}
+            whole += len(best & _exact_top(live, q, 10))
+        assert found >= max(whole - 8, 0.6 * 400)  # 64-bit codes: a scan of all ~0.6
+        # A row appended after the lists were made is found by a query equal to it.
+        rids, scores = codes.scored(vectors[5998], 200)
+        assert int(rids[np.argmax(scores)]) == 5998
+        codes.sync()
+    with CodeFile.open(path, DIM) as again:
+        assert again._lists is not None and len(again._lists.assign) == 5000
+        rids, scores = again.scored(vectors[5998], 200)
+        assert int(rids[np.argmax(scores)]) == 5998
+
+
+def test_lists_follow_compaction_and_a_stale_or_torn_lists_file_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compaction that drops dead rows renumbers the rows: the lists are renumbered
+    with them and saved under the new pair's tag. A lists file of another pair (a crash
+    after the codes were rewritten) or a torn one is ignored: every code is scanned."""
+    from memlane.stores import codes as module
+
+    monkeypatch.setattr(module, "LISTS_AT", 2000)
+    path = tmp_path / "c.bin"
+    vectors = _clustered(4000, 3)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(range(4000), vectors)
+        codes.make_lists()
+        old = module.lists_path(path).read_bytes()
+        codes.kill(range(0, 4000, 2))
+        codes.compact()  # dead rows dropped: a new tag, the lists renumbered
+        assert codes._lists is not None and len(codes._lists.assign) == 2000
+        for rid in (1, 1999, 3999):
+            rids, scores = codes.scored(vectors[rid], 200)
+            assert int(rids[np.argmax(scores)]) == rid
+        codes.sync()
+    with CodeFile.open(path, DIM) as again:
+        assert again._lists is not None
+    module.lists_path(path).write_bytes(old)  # the lists of the pair before
+    with CodeFile.open(path, DIM) as stale:
+        rids, scores = stale.scored(vectors[3], 200)
+        assert stale._lists is None and int(rids[np.argmax(scores)]) == 3
+    module.lists_path(path).write_bytes(old[:100])
+    with CodeFile.open(path, DIM) as torn:
+        assert torn._lists is None and torn.wants_lists()
+    monkeypatch.setattr(module, "LISTS_AT", 10**6)
+    with CodeFile.open(path, DIM) as small:
+        small.compact()  # below LISTS_AT: no lists, and no file left
+        assert small._lists is None and not module.lists_path(path).exists()
+
+
+def test_list_count_is_a_power_of_two_near_the_square_root() -> None:
+    from memlane.stores.codes import list_count
+
+    assert list_count(1_000_000) == 1024 and list_count(262_144) == 512
+    assert list_count(10) == 256 and list_count(10**9) == 4096

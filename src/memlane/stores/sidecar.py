@@ -562,11 +562,14 @@ class _Indexes:
 
     def _settle_codes(self) -> None:
         """Make the codes durable, rewriting a file whose dead rows outgrew a half or whose
-        live rows doubled since it was last centred."""
+        live rows doubled since it was last centred, and sorting a large file's new rows
+        into its lists (:meth:`CodeFile.wants_lists`)."""
         for codes in self.codes.values():
             codes.sync()
             if codes.dead > max(1024, len(codes) // 2) or codes.wants_centre():
                 codes.compact()
+            elif codes.wants_lists():
+                codes.make_lists()
 
     def replaced(self) -> bool:
         """Whether another process rewrote or extended the code files since they were

@@ -405,13 +405,12 @@ class CodeFile:
         near = lists.nearest(vector, probe)
         starts, ends = grouped.bounds[near], grouped.bounds[near + 1]
         spans = [slice(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b > a]
-        tail = slice(grouped.tail, self._size)
-        codes = np.concatenate([grouped.codes[x] for x in spans] + [self._codes[tail]])
         positions = np.concatenate(
-            [grouped.positions[x] for x in spans] + [np.arange(tail.start, tail.stop)]
+            [grouped.positions[x] for x in spans] + [np.arange(grouped.tail, self._size)]
         )
         if not len(positions):
             return positions
+        codes = np.take(self._codes, positions, axis=0)  # ~6 % of them: ~1 ms at 1M
         code = sign_codes(vector.reshape(1, self.dim) - self._centre)
         dead = int(np.count_nonzero(self._rids[positions] < 0))
         k = min(n + dead + max(32, n // 2), len(positions))
@@ -422,9 +421,9 @@ class CodeFile:
         return np.asarray(at[np.lexsort((self._rids[at], distances))[:n]], dtype=np.int64)
 
     def _grouping(self) -> _Grouped:
-        """Under the lock: the memory positions of the rows the lists hold, sorted by list,
-        with copies of their codes in that order (made again after memory drops dead rows
-        or the lists change), and where the rows appended since begin."""
+        """Under the lock: the memory positions of the rows the lists hold, sorted by list
+        (made again after memory drops dead rows or the lists change; ~20 ms at 1M), and
+        where the rows appended since begin."""
         import numpy as np
 
         if self._grouped is not None:
@@ -433,11 +432,10 @@ class CodeFile:
         assert lists is not None
         rows = self._rows[: self._size]
         tail = int(np.searchsorted(rows, len(lists.assign)))  # rows ascend with positions
-        which = lists.assign[rows[:tail]]
-        positions = np.argsort(which, kind="stable")
+        which = lists.assign[rows[:tail]].astype(np.uint16)  # at most 4,096 lists
+        positions = np.argsort(which, kind="stable")  # a radix sort for 16-bit keys
         bounds = np.searchsorted(which[positions], np.arange(len(lists.centres) + 1))
-        codes = np.ascontiguousarray(self._codes[positions])
-        self._grouped = _Grouped(positions, bounds, codes, tail)
+        self._grouped = _Grouped(positions, bounds, tail)
         return self._grouped
 
     def wants_lists(self) -> bool:
@@ -828,14 +826,11 @@ class _Lists:
 class _Grouped:
     """A code file's rows as its lists hold them, in memory (see ``_grouping``)."""
 
-    __slots__ = ("bounds", "codes", "positions", "tail")
+    __slots__ = ("bounds", "positions", "tail")
 
-    def __init__(
-        self, positions: np.ndarray, bounds: np.ndarray, codes: np.ndarray, tail: int
-    ) -> None:
+    def __init__(self, positions: np.ndarray, bounds: np.ndarray, tail: int) -> None:
         self.positions = positions  # memory positions, list by list
         self.bounds = bounds  # list i holds positions[bounds[i]:bounds[i + 1]]
-        self.codes = codes  # their codes, in that order
         self.tail = tail  # memory positions from here on are in no list yet
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from memlane.models import (
     ROLE_TRUST,
@@ -26,6 +26,7 @@ from memlane.models import (
     period_words,
 )
 from memlane.ports import store as ops
+from memlane.stores.sql import snapshots
 
 T = TypeVar("T")
 
@@ -102,9 +103,15 @@ class Stored(Enum):
     DERIVED = "derived"
     """Written from the model's property of that name for the database to index (a
     record's ``period_words``), never read back: the fields it comes from are."""
+    SNAPSHOT = "snapshot"
+    """A history event's snapshot as memlane's canonical JSON text, a record's packed
+    (:mod:`.snapshots`: what the event's row and the snapshot's other keys say left
+    out), so written and read with the event's other fields."""
 
 
 Decode = Callable[[Any], Any]
+DecodeInRow = Callable[[Any, dict[str, Any]], Any]
+"""How a stored (not None) value is read given the row's other fields, decoded."""
 
 Column = Stored | type[Enum]
 """How one column is stored; an enum class: the member's value."""
@@ -134,6 +141,7 @@ def layout(model: Callable[..., T], columns: str, **stored: Column) -> Layout[T]
 
 
 TIME, DOC, MAP, LIST = Stored.TIME, Stored.DOC, Stored.MAP, Stored.LIST
+SNAPSHOT = Stored.SNAPSHOT
 
 RECORDS = layout(
     MemoryRecord,
@@ -150,7 +158,7 @@ RECORDS = layout(
 _RECORD_METADATA = [f.name for f in dataclasses.fields(MemoryRecord)].index("metadata")
 """Where a record's metadata is among its dataclass's arguments."""
 EVENTS = layout(HistoryEvent, "id record_id user_id action version at actor reason snapshot",
-                action=HistoryAction, at=TIME, snapshot=DOC)  # fmt: skip
+                action=HistoryAction, at=TIME, snapshot=SNAPSHOT)  # fmt: skip
 MESSAGES = layout(Message, "user_id session_id seq id run_id role content created_at metadata",
                   created_at=TIME, metadata=DOC)  # fmt: skip
 SESSIONS = layout(Session, "user_id session_id agent_id team created_at updated_at metadata",
@@ -159,6 +167,15 @@ STATES = layout(StateVersion, "user_id session_id name version data updated_at",
                 data=DOC, updated_at=TIME)  # fmt: skip
 AUDIT = layout(AuditEvent, "user_id id at actor action record_ids session_ids counts",
                at=TIME, record_ids=LIST, session_ids=LIST, counts=MAP)  # fmt: skip
+
+
+class _Reading(NamedTuple):
+    """How a layout's rows are read: the decoder of each column that needs one, then of
+    each read with the row's other fields, then the derived columns to drop."""
+
+    decoders: list[tuple[str, Decode]]
+    in_row: list[tuple[str, DecodeInRow]]
+    derived: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,39 +196,44 @@ class RowCodec:
     def values(self, table: Layout[Any], item: Any) -> tuple[Any, ...]:
         """The row that stores ``item``, in ``table``'s column order."""
         return tuple(
-            self._encode(how, getattr(item, c))
+            self._encode(how, getattr(item, c), item)
             for c, how in zip(table.columns, table.stored, strict=True)
         )
 
-    decoders: dict[tuple[str, ...], tuple[list[tuple[str, Decode]], tuple[str, ...]]] = field(
+    decoders: dict[tuple[str, ...], _Reading] = field(
         default_factory=dict, compare=False, repr=False
     )
-    """Per layout (by its columns), the decoder of each column that needs one and the
-    derived columns to drop: worked out once, as search reads hundreds of rows a query."""
+    """Per layout (by its columns), how its rows are read: worked out once, as search
+    reads hundreds of rows a query."""
 
     def fields(self, table: Layout[Any], row: Sequence[Any]) -> dict[str, Any]:
         """The model fields stored in ``row``, by name."""
         out = dict(zip(table.columns, row, strict=True))
-        decoders, derived = self._decoders(table)
-        for name, decode in decoders:
+        reading = self._reading(table)
+        for name, decode in reading.decoders:
             value = out[name]
             if value is not None:
                 out[name] = decode(value)
-        for name in derived:
+        for name, decode_in_row in reading.in_row:
+            value = out[name]
+            if value is not None:
+                out[name] = decode_in_row(value, out)
+        for name in reading.derived:
             del out[name]
         return out
 
-    def _decoders(self, table: Layout[Any]) -> tuple[list[tuple[str, Decode]], tuple[str, ...]]:
+    def _reading(self, table: Layout[Any]) -> _Reading:
         found = self.decoders.get(table.columns)
         if found is not None:
             return found
-        decoders = [
-            (c, self._reader(how))
-            for c, how in zip(table.columns, table.stored, strict=True)
-            if how is not None and how is not Stored.DERIVED
-        ]
-        self.decoders[table.columns] = (decoders, table.derived)
-        return decoders, table.derived
+        pairs = list(zip(table.columns, table.stored, strict=True))
+        reading = _Reading(
+            [(c, self._reader(how)) for c, how in pairs if how not in _NOT_PER_VALUE],
+            [(c, _unpack_snapshot) for c, how in pairs if how is SNAPSHOT],
+            table.derived,
+        )
+        self.decoders[table.columns] = reading
+        return reading
 
     def read(self, table: Layout[T], row: Sequence[Any]) -> T:
         """The model stored in ``row``."""
@@ -290,10 +312,10 @@ class RowCodec:
             return lambda v: {} if v == "{}" else read_json(v)
         return json.loads  # DOC
 
-    def _encode(self, how: Column | None, value: Any) -> Any:
+    def _encode(self, how: Column | None, value: Any, item: Any) -> Any:
         if how is None or value is None:
             return value
-        return _WRITE[how](self, value) if isinstance(how, Stored) else value.value
+        return _WRITE[how](self, value, item) if isinstance(how, Stored) else value.value
 
     def job_values(self, job: Job) -> tuple[Any, ...]:
         """A job's row: its id, owner and what claiming reads as columns, the whole job
@@ -307,13 +329,32 @@ class RowCodec:
         return Job.from_dict(json.loads(row[-1]))
 
 
-Convert = Callable[[RowCodec, Any], Any]
+_NOT_PER_VALUE = (None, Stored.DERIVED, SNAPSHOT)
+"""Columns :attr:`_Reading.decoders` leaves out: held as they are, never read, or read
+with the row."""
+
+_EVENT_ROW = ("record_id", "user_id", "version", "at")
+"""The fields of a history event its snapshot's packing reads (:data:`snapshots.Row`)."""
+
+
+def _pack_snapshot(snapshot: Any, event: Any) -> str:
+    packed = snapshots.pack(snapshot, {name: getattr(event, name) for name in _EVENT_ROW})
+    return to_json(packed if isinstance(packed, list) else dict(packed))
+
+
+def _unpack_snapshot(stored: Any, row: dict[str, Any]) -> Any:
+    return snapshots.unpack(json.loads(stored), row)
+
+
+Convert = Callable[[RowCodec, Any, Any], Any]
 
 _WRITE: dict[Stored, Convert] = {
-    TIME: lambda codec, v: codec.write_time(v),
-    DOC: lambda codec, v: to_json(dict(v)),
-    MAP: lambda codec, v: to_json(dict(v)),
-    LIST: lambda codec, v: to_json(list(v)),
-    Stored.DERIVED: lambda codec, v: v,
+    TIME: lambda codec, v, item: codec.write_time(v),
+    DOC: lambda codec, v, item: to_json(dict(v)),
+    MAP: lambda codec, v, item: to_json(dict(v)),
+    LIST: lambda codec, v, item: to_json(list(v)),
+    Stored.DERIVED: lambda codec, v, item: v,
+    SNAPSHOT: lambda codec, v, item: _pack_snapshot(v, item),
 }
-"""How a stored (not None) value is written, by how its column stores it."""
+"""How a stored (not None) value is written, by how its column stores it, given the
+model the row stores."""

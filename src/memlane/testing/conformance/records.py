@@ -4,7 +4,9 @@ expiring and batches."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
+from typing import Any
 
 from memlane.core.base import MemoryInput
 from memlane.errors import (
@@ -13,9 +15,23 @@ from memlane.errors import (
     ValidationError,
 )
 from memlane.ids import stable_id
-from memlane.models import Filters, HistoryAction, Job, JobStatus, MemoryKind
+from memlane.models import (
+    Filters,
+    HistoryAction,
+    HistoryEvent,
+    Job,
+    JobStatus,
+    MemoryKind,
+    MemoryRecord,
+    Trust,
+    content_hash,
+)
 from memlane.ports import store as ops
 from memlane.testing.conformance._base import ConformanceBase, _day, _raises
+
+
+def _canonical(snapshot: Any) -> str:
+    return json.dumps(snapshot, sort_keys=True)
 
 
 class RecordsConformance(ConformanceBase):
@@ -266,6 +282,76 @@ class RecordsConformance(ConformanceBase):
         assert events[1].reason == "corrected"
         assert m.search("coffee", user_id="u")[0].record.id == rec.id
         m.close()
+
+    def test_history_snapshots_are_each_version_as_it_was(self) -> None:
+        """Every event's snapshot is its version's record (``to_dict``), whatever fields
+        are set, however the store keeps it."""
+        m, clock, _ = self._memory()
+        rec = m.add(
+            "Zoë lives in Zürich since last May",
+            user_id="u",
+            kind="preference",
+            topics=["home"],
+            metadata={"source": "chat", "nested": {"list": [1, 2.5, None]}, "empty": {}},
+            importance=0.50000001,
+            event_at=clock.now - timedelta(days=3),
+            ttl=timedelta(days=30),
+            session_id="s1",
+            agent_id="a1",
+            team="t1",
+            source_ids=["m1", "m2"],
+            actor="assistant",
+            trust="inferred",
+        )
+        plain = m.add("likes tea", user_id="u")
+        clock.advance(minutes=1)
+        updated = m.update(rec.id, user_id="u", text="Zoë lives in Bern", importance=0.5)
+        events = m.history(rec.id, user_id="u") + m.history(plain.id, user_id="u")
+        assert [_canonical(e.snapshot) for e in events] == [
+            _canonical(r.to_dict()) for r in (rec, updated, plain)
+        ]
+        m.close()
+
+    def test_history_snapshots_read_back_as_written(self) -> None:
+        """A store gives back each snapshot exactly: records' with every field set, none
+        set, values that look like defaults or like the event's own fields, and mappings
+        of other shapes."""
+        store = self.make_store()
+        at = _day(2026, 3, 1) + timedelta(microseconds=123456)
+        full = MemoryRecord(
+            "r1", "u", MemoryKind.KEYED_FACT, "Café at 8", content_hash("x"), _day(2026, 1, 1),
+            at, version=3, agent_id="a", team="t", session_id="s", key="k",
+            topics=("a", "b"), metadata={"n": 1, "f": 0.5, "z": {}}, importance=0.25,
+            event_at=_day(2025, 1, 1), valid_from=_day(2025, 2, 1), valid_to=at,
+            superseded_by="r2", expires_at=_day(2027, 1, 1), deleted_at=at, access_count=7,
+            last_accessed_at=at, source_ids=("m",), actor="bot", context_hash="c",
+            periods=("2025-01-01T00:00:00.000000Z/2025-01-02T00:00:00.000000Z",),
+            trust=Trust.TOOL, quarantine=("instruction_override",),
+        ).to_dict()  # fmt: skip
+        bare = MemoryRecord("r1", "u", MemoryKind.FACT, "tea", content_hash("tea"), at, at)
+        looks = {
+            **bare.to_dict(),
+            "importance": 1,
+            "access_count": 0.0,
+            "agent_id": False,
+            "topics": [],
+            "metadata": {},
+            "trust": "user",
+            "id": "r9",
+            "version": 1.0,
+            "valid_from": at.isoformat(),
+        }
+        snapshots = [full, bare.to_dict(), looks, {"text": "partial"}, {}]
+        events = tuple(
+            HistoryEvent(f"e{n}", "r1", "u", HistoryAction.UPDATE, 3, at, snapshot=snap)
+            for n, snap in enumerate(snapshots)
+        )
+        store.batch([ops.AppendHistory(events)])
+        got, page = store.batch([ops.GetHistory("u", "r1"), ops.ListUserHistory("u", None, 9)])
+        # As JSON text: equal dicts may still differ in a value's type (0, 0.0, False).
+        assert [_canonical(e.snapshot) for e in got] == [_canonical(s) for s in snapshots]
+        assert page == got
+        store.close()
 
     def test_supersede_keeps_old_version(self) -> None:
         m, _, _ = self._memory()

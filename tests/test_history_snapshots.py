@@ -204,19 +204,6 @@ def test_random_snapshots_read_back_exactly_as_before() -> None:
     assert 1500 < packed < 3000  # both paths taken
 
 
-def test_reading_packed_snapshots_is_not_slower() -> None:
-    """Decoding a packed snapshot costs no more than parsing the whole JSON did (best of
-    several rounds, generous margin: a guard against a slow rule, not a benchmark)."""
-    import timeit
-
-    event = _event(_record(topics=("home",), metadata={"source": "chat"}).to_dict())
-    row = _row(event)
-    whole, packed = to_json(event.snapshot), to_json(pack(event.snapshot or {}, row))
-    before = min(timeit.repeat(lambda: json.loads(whole), number=2000, repeat=7))
-    after = min(timeit.repeat(lambda: unpack(json.loads(packed), row), number=2000, repeat=7))
-    assert after < 2.0 * before, (before, after)
-
-
 # ---------------------------------------------------------------------------- stores
 
 

@@ -278,7 +278,8 @@ class RowCodec:
     """Per layout (by its columns), how :meth:`read` makes the model from a row without a
     dict of its fields: each decoded column's position and decoder, and the column
     positions in the order of the model's parameters. None for a model whose
-    parameters are not exactly the layout's stored columns (read through :meth:`fields`)."""
+    parameters are not exactly the layout's stored columns, or with a column read with
+    the row (read through :meth:`fields`)."""
 
     def _plan(self, table: Layout[Any]) -> tuple[list[tuple[int, Decode]], tuple[int, ...]] | None:
         if table.columns in self.plans:
@@ -287,11 +288,12 @@ class RowCodec:
         kept = [c for c, how in zip(table.columns, table.stored, strict=True)
                 if how is not Stored.DERIVED]  # fmt: skip
         plan = None
-        if sorted(params) == sorted(kept):
+        # A column read with the row's other fields (a history snapshot) goes by name.
+        if sorted(params) == sorted(kept) and SNAPSHOT not in table.stored:
             decoders = [
                 (i, self._reader(how))
                 for i, how in enumerate(table.stored)
-                if how is not None and how is not Stored.DERIVED
+                if how not in _NOT_PER_VALUE
             ]
             plan = (decoders, tuple(table.columns.index(p) for p in params))
         self.plans[table.columns] = plan

@@ -4,6 +4,8 @@ and speed at 100k and 1M codes.
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py recall
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py speed --n 100000 1000000
     HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py centre --extra 10000
+    HF_HUB_OFFLINE=1 PYTHONPATH=src .venv/bin/python bench/codes.py lists --extra 10000 \
+        --n 200000 1000000
 
 recall: every turn of the five LoCoMo dev conversations ("<speaker>: <text>") and every
 question, embedded with memlane's default embedder (OnnxEmbedder, all-MiniLM-L6-v2
@@ -14,6 +16,15 @@ conversation on its own (its own questions), and all five pooled (all questions)
 centre: recall@10 of the codes' top C reranked, with codes taken plain and against the
 vectors' mean (what compaction does), on the real vectors pooled with ``--extra``
 docstring sentences and on 200,000 synthetic ones grown from them.
+
+lists: recall@10 and @100 of ``CodeFile.scored`` (the top ``candidate_count(k)`` codes,
+then the top k by their exact scores) against exact float32 cosine, and its CPU and wall
+p50/p95 on one thread, with the codes as a compaction leaves them (centred, sorted into
+lists: ``LISTS_AT`` set to 1 so that the lists engage below 262,144 rows) scanned whole and
+through the lists at PROBE_SHARE 4, 8, 16 (memlane's) and 32; on the real vectors (LoCoMo
+turns + ``--extra`` docstring sentences, the LoCoMo questions) and on ``--n`` synthetic
+ones grown from them (the questions, and ``--held-out`` synthetic queries grown with
+another seed).
 
 speed: synthetic unit vectors grown from the real turn vectors (see ``synthetic``), written
 to a CodeFile under --dir; ``candidates`` CPU time (time.process_time) and wall per query,
@@ -411,9 +422,115 @@ def open_times(codes: object, path: Path, dim: int) -> None:
     print(f"- open, CPU / wall median ms: warm {medians(warm)}; cold-ish {medians(cold)}")
 
 
+# --- lists --------------------------------------------------------------------------------
+
+PROBES = (4, 8, 16, 32)
+"""The PROBE_SHARE values tried (16 is memlane's)."""
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[set[int]]:
+    """The rows of the exact float32 cosine top ``k`` for each query (vectors are unit)."""
+    out: list[set[int]] = []
+    for start in range(0, len(queries), 50):
+        sims = queries[start : start + 50] @ vectors.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        out.extend(set(row.tolist()) for row in top)
+    return out
+
+
+def lists_table(name: str, vectors: np.ndarray, query_sets: dict[str, np.ndarray]) -> None:
+    """Rows of the lists table for one vector set: the codes built as a compaction leaves
+    them (centred, sorted into lists), then every query asked of the whole scan and of the
+    lists at each PROBE_SHARE in turn, so a change in the machine's load falls on all."""
+    from memlane.stores import codes as module
+
+    codes = module.CodeFile.open(None, vectors.shape[1])
+    began = time.perf_counter()
+    for start in range(0, len(vectors), 10_000):
+        codes.append(np.arange(start, min(len(vectors), start + 10_000)), vectors[start:][:10_000])
+    codes.compact()  # the centre, and the lists (LISTS_AT is 1 here)
+    lists = codes._lists
+    assert lists is not None
+    built = time.perf_counter() - began
+    count = len(lists.centres)
+    print(f"\n{name}: {count} lists, built (append + compact + k-means) in {built:.1f} s")
+    grouped = codes._grouping()
+    configs: list[tuple[str, int]] = [("whole scan", 0)] + [(f"1/{p}", p) for p in PROBES]
+    ks = (10, 100)
+    for label, queries in query_sets.items():
+        exact = {k: exact_top(vectors, queries, k) for k in ks}
+        hits = {(c, k): 0 for c, _ in configs for k in ks}
+        share = dict.fromkeys((c for c, _ in configs), 0.0)
+        times: dict[tuple[str, int], list[tuple[float, float]]] = {
+            (c, k): [] for c, _ in configs for k in ks
+        }
+        for i, q in enumerate(queries):
+            for config, probe in configs:
+                codes._lists = lists if probe else None
+                if probe:
+                    module.PROBE_SHARE = probe
+                    near = lists.nearest(q, max(1, count // probe))
+                    rows = grouped.bounds[near + 1] - grouped.bounds[near]
+                    share[config] += float(rows.sum()) / len(vectors)
+                else:
+                    share[config] += 1.0
+                for k in ks:
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    rids, scores = codes.scored(q, module.candidate_count(k))
+                    times[config, k].append((time.process_time() - cpu, time.perf_counter() - wall))
+                    top = rids[np.argsort(-scores, kind="stable")[:k]]
+                    hits[config, k] += len(exact[k][i] & set(top.tolist()))
+        module.PROBE_SHARE = 16
+        codes._lists = lists
+        n = len(queries)
+        for config, _ in configs:
+            recalls = " | ".join(f"{hits[config, k] / (k * n):.4f}" for k in ks)
+            spent = " | ".join(percentiles(times[config, k]) for k in ks)
+            print(
+                f"| {name} | {label} ({n:,}) | {config} | {100 * share[config] / n:.1f} % "
+                f"| {recalls} | {spent} |"
+            )
+    codes.close()
+
+
+def lists_bench(directory: Path, extra: int, sizes: list[int], held_out: int) -> None:
+    """Recall@10 and @100 of scored() (top C = candidate_count(k), then the top k by its
+    exact scores) against exact float32 cosine, and its latency, with the lists and
+    without, on the real vectors and on synthetic ones grown from them."""
+    from memlane.stores import codes as module
+
+    data = embeddings(directory / "embeddings.npz")
+    real = np.vstack(
+        [t for t, _ in data.values()] + [distractors(directory / f"docstrings-{extra}.npy", extra)]
+    ).astype(np.float32)
+    questions = np.vstack([q for _, q in data.values()]).astype(np.float32)
+    module.LISTS_AT = 1  # lists at any size (memlane makes them from 262,144 live rows)
+    print(
+        f"real: {len(real):,} vectors (LoCoMo dev turns + docstring sentences), "
+        f"{len(questions)} LoCoMo questions; held-out synthetic queries: {held_out} "
+        "(grown from the real vectors with another seed)"
+    )
+    print(
+        "\n| vectors | queries | scan | rows scanned (mean) | recall@10 | recall@100 "
+        "| scored(q, 260) CPU p50 / p95 ms | wall p50 / p95 ms "
+        "| scored(q, 800) CPU p50 / p95 ms | wall p50 / p95 ms |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    lists_table(f"real ({len(real):,})", real, {"LoCoMo questions": questions})
+    held = synthetic(real, held_out, seed=1)
+    for n in sizes:
+        vectors = synthetic(real, n)
+        lists_table(
+            f"synthetic ({n:,})",
+            vectors,
+            {"LoCoMo questions": questions, "held-out synthetic": held},
+        )
+        del vectors
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["recall", "speed", "centre"])
+    parser.add_argument("what", choices=["recall", "speed", "centre", "lists"])
     parser.add_argument("--dir", type=Path, default=SCRATCH)
     parser.add_argument(
         "--extra",
@@ -424,6 +541,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--c", type=int, default=200, help="candidates per query (speed)")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--held-out", type=int, default=500, help="synthetic queries (lists)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.what == "recall":
@@ -431,6 +549,9 @@ def main() -> None:
         return
     if args.what == "centre":
         centre(args.dir, args.extra)
+        return
+    if args.what == "lists":
+        lists_bench(args.dir, args.extra, args.n, args.held_out)
         return
     data = embeddings(args.dir / "embeddings.npz")
     real = np.vstack([t for t, _ in data.values()])

@@ -670,3 +670,28 @@ def test_list_count_is_a_power_of_two_near_the_square_root() -> None:
 
     assert list_count(1_000_000) == 1024 and list_count(262_144) == 512
     assert list_count(10) == 256 and list_count(10**9) == 4096
+
+
+@pytest.mark.parametrize("rows", [150, 600])
+def test_lists_are_made_when_fewer_rows_than_lists_can_place_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """Lists are made from however few vectors there are to place them: fewer live rows
+    than list_count asks for (150 for 256 lists), or rows whose vectors float16 cannot
+    hold (left out of the k-means: here all but 40 of 600). A compaction then still
+    succeeds and every row is found again by its own vector."""
+    from memlane.stores import codes as module
+
+    monkeypatch.setattr(module, "LISTS_AT", 100)
+    vectors = _clustered(rows, 7)
+    if rows == 600:
+        vectors[40:] *= 1e6  # infinity in float16
+    with CodeFile.open(tmp_path / "c.bin", DIM) as codes:
+        codes.append(range(rows), vectors)
+        codes.compact()
+        assert codes._lists is not None and 1 <= len(codes._lists.centres) <= min(rows, 256)
+        for rid in range(0, 40, 3):  # (scores against infinite rows are not numbers)
+            assert rid in codes.scored(vectors[rid], 20)[0].tolist()
+        codes.append([rows], vectors[:1])  # a later pass places new rows in those lists
+        codes.make_lists()
+        assert len(codes._lists.assign) == rows + 1

@@ -489,7 +489,8 @@ class CodeFile:
     def _train(self, count: int) -> np.ndarray:
         """Centres of ``count`` lists: spherical k-means over at most
         :data:`TRAIN_PER_LIST` sampled live vectors a list (rows that float16 cannot
-        hold left out), unit length, float32."""
+        hold left out), unit length, float32. Fewer lists when fewer vectors are left
+        to place them (k-means needs one a list at least), one when none is."""
         import faiss
         import numpy as np
 
@@ -499,6 +500,9 @@ class CodeFile:
         sample = np.sort(rng.choice(live, take, replace=False))
         vectors = self._floats.read(sample).astype(np.float32)
         vectors = vectors[np.isfinite(vectors.sum(axis=1))]
+        count = min(count, len(vectors))
+        if not count:  # one list, scanned with every search
+            return np.eye(1, self.dim, dtype=np.float32)
         kmeans = faiss.Kmeans(self.dim, count, niter=12, spherical=True, seed=7)
         kmeans.train(np.ascontiguousarray(vectors))
         centres = np.asarray(kmeans.centroids, dtype=np.float32)

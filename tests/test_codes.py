@@ -659,6 +659,12 @@ def test_lists_follow_compaction_and_a_stale_or_torn_lists_file_is_not_read(
     module.lists_path(path).write_bytes(old[:100])
     with CodeFile.open(path, DIM) as torn:
         assert torn._lists is None and torn.wants_lists()
+        torn.make_lists()
+    whole = bytearray(module.lists_path(path).read_bytes())
+    whole[28:32] = np.array([np.nan], dtype="<f4").tobytes()  # a centre that is not a number
+    module.lists_path(path).write_bytes(bytes(whole))
+    with CodeFile.open(path, DIM) as hostile:
+        assert hostile._lists is None
     monkeypatch.setattr(module, "LISTS_AT", 10**6)
     with CodeFile.open(path, DIM) as small:
         small.compact()  # below LISTS_AT: no lists, and no file left

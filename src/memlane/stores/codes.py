@@ -78,6 +78,9 @@ instead of every code (bench/scale.md: at a million codes ~1 ms instead of ~12 o
 thread, and the vector half's recall@10 higher, not lower, on the bench's vectors)."""
 LISTS_MAGIC = b"MLLISTS\x01"
 """The first 8 bytes of a lists file."""
+MAX_LISTS = 4096
+"""The most lists :func:`list_count` gives (and a lists file may hold: the grouping sorts
+list numbers as 16-bit keys)."""
 PROBE_SHARE = 16
 """A search scans the nearest 1/16 of the lists (~6 % of the codes)."""
 TAIL_SHARE = 32
@@ -102,7 +105,7 @@ def list_count(rows: int) -> int:
     from 256 to 4,096 (1,024 at a million)."""
     import math
 
-    return int(min(4096, max(256, 2 ** round(math.log2(math.sqrt(max(rows, 1)))))))
+    return int(min(MAX_LISTS, max(256, 2 ** round(math.log2(math.sqrt(max(rows, 1)))))))
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
@@ -588,6 +591,8 @@ class CodeFile:
             if keep and self._lists is not None:
                 held = rows[rows < len(self._lists.assign)]
                 self._lists = _Lists(self._lists.centres, self._lists.assign[held])
+            else:
+                self._lists = None  # numbered for the rows before: never read again
             self._make_lists(keep_centres=keep)
 
     def _mean(self, rows: np.ndarray) -> np.ndarray:
@@ -798,11 +803,15 @@ class _Lists:
             return None
         count = int.from_bytes(data[at + 8 : at + 12], "little")
         assigned = int.from_bytes(data[at + 12 : at + 20], "little")
-        if len(data) != head + 4 * count * dim + 4 * assigned or assigned > rows or not count:
+        if not 0 < count <= MAX_LISTS or assigned > rows:
+            return None
+        if len(data) != head + 4 * count * dim + 4 * assigned:
             return None
         centres = np.frombuffer(data, "<f4", count * dim, head).reshape(count, dim)
         assign = np.frombuffer(data, "<i4", assigned, head + 4 * count * dim)
         if assigned and (int(assign.min()) < 0 or int(assign.max()) >= count):
+            return None
+        if not np.isfinite(centres).all():
             return None
         return cls(centres.astype(np.float32), assign.astype(np.int32))
 
@@ -925,11 +934,14 @@ class _Floats:
             held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
             if held < need:
                 raise CorruptStoreError(f"{self.path} holds {held} vectors, row {need - 1} asked")
-            # Mapped with its pages populated (Linux; ~25 ms at a million rows, file
-            # pages in the page cache): a search reads ~800 rows at random, and faulting
-            # them in one by one doubled its p95. A plain array over it: np.memmap's own
+            # Mapped the first time with its pages populated (Linux; ~25 ms at a million
+            # rows, file pages in the page cache): a search reads ~800 rows at random,
+            # and faulting them in one by one doubled its p95. Mapped again as the file
+            # grows without (when adds and searches alternate, 25 ms each time would
+            # cost more than the faults). A plain array over it: np.memmap's own
             # indexing costs more than the read.
-            whole = _map_read_only(self._file, HEADER_BYTES + held * self._stride)
+            length = HEADER_BYTES + held * self._stride
+            whole = _map_read_only(self._file, length, populate=self._map is None)
             self._map = np.frombuffer(
                 whole, dtype="<f2", count=held * self.dim, offset=HEADER_BYTES
             ).reshape(held, self.dim)
@@ -1012,12 +1024,12 @@ def _scan(code: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     return found
 
 
-def _map_read_only(file: BinaryIO, length: int) -> mmap.mmap:
-    """The first ``length`` bytes of ``file`` mapped read-only, its pages populated
-    where the system can (Linux's ``MAP_POPULATE``)."""
+def _map_read_only(file: BinaryIO, length: int, *, populate: bool) -> mmap.mmap:
+    """The first ``length`` bytes of ``file`` mapped read-only, with ``populate`` its
+    pages populated where the system can (Linux's ``MAP_POPULATE``)."""
     if not hasattr(mmap, "MAP_SHARED"):  # Windows
         return mmap.mmap(file.fileno(), length, access=mmap.ACCESS_READ)
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     return mmap.mmap(file.fileno(), length, flags=flags, prot=mmap.PROT_READ)
 
 

@@ -379,7 +379,8 @@ def test_ranking_reads_few_records_and_ranks_as_reading_all_would(seed: int) -> 
 
 
 def test_ranking_reads_only_the_records_that_can_reach_the_top() -> None:
-    """200 candidates with falling scores and no boosts in play: the first read settles."""
+    """200 candidates with falling scores and no boosts in play: the first read (a quarter
+    of the pool) settles; 40 candidates: the first read is FIRST_READ."""
     from memlane.core.retrieval import FIRST_READ, _Query
     from memlane.models import Filters
 
@@ -388,7 +389,9 @@ def test_ranking_reads_only_the_records_that_can_reach_the_top() -> None:
     q = _Query("q", "u", Filters(), NOW, SearchRecipe("r", speaker_weight=0.0), 10)
     got, read = _drive_rank(q, tuple(records), records, scores, {}, None)
     assert [r for r, _ in got[0]] == list(records)[:10]  # type: ignore[index]
-    assert read == FIRST_READ
+    assert read == 200 // 4
+    small = dict(list(records.items())[:40])
+    assert _drive_rank(q, tuple(small), small, scores, {}, None)[1] == FIRST_READ
     mmr_q = _Query("q", "u", Filters(), NOW, SearchRecipe("m", mmr_lambda=0.5), 10)
     assert _drive_rank(mmr_q, tuple(records), records, scores, {}, None)[1] == 200
 

@@ -347,8 +347,16 @@ def _filters(filters: object, as_of: datetime | None = None) -> Filters:
 
 
 FIRST_READ = 32
-"""Records read in the first round of ranking (at least 3x the limit); each further
-round reads twice as many as the one before."""
+"""Records read in the first round of ranking at least (and 3x the limit, and a quarter
+of the pool); each further round reads twice as many as the one before."""
+
+
+def _first_read(limit: int, pool: int) -> int:
+    """How many records the first round of ranking reads: a quarter of a large pool (a
+    hybrid search's few hundred candidates read ~140 records at a million memories, in
+    2.3 rounds from 32, 1.7 from a quarter: one round trip fewer), else
+    :data:`FIRST_READ` or 3x the limit."""
+    return max(FIRST_READ, 3 * limit, pool // 4)
 
 
 def _rank(
@@ -367,7 +375,7 @@ def _rank(
     order = sorted(pool, key=lambda rid: -base[rid])
     most = _boost_bound(q.recipe, window)
     records: dict[str, MemoryRecord] = {}
-    size = len(order) if q.recipe.mmr_lambda is not None else max(FIRST_READ, 3 * q.limit)
+    size = len(order) if q.recipe.mmr_lambda is not None else _first_read(q.limit, len(order))
     read = 0
     while True:
         chunk = tuple(order[read : read + size])

@@ -557,3 +557,55 @@ def test_a_hybrid_batch_scans_codes_beside_the_lexical_read(tmp_path: Path) -> N
     assert not store._early_scans
     assert store.batch([search, lexical]) == alone
     m.close()
+
+
+def test_a_large_scope_searches_through_lists_made_and_kept_as_it_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the public API, with the lists' threshold lowered: writes make the lists
+    beside the codes (again at the compaction when the rows double), and searches
+    through them (and the rows appended since) find each memory by its own words;
+    deleted memories are never
+    returned; a new process reads the saved lists instead of making them again."""
+    from memlane.stores import codes as codes_module
+
+    monkeypatch.setattr(codes_module, "LISTS_AT", 1000)
+    url = f"sqlite:///{tmp_path}/m.db"
+    model = FakeEmbedder().model_id
+    m = Memory(url, embedder=FakeEmbedder())
+    ids: list[str] = []
+    for batch in range(12):
+        texts = [f"heron {batch} note {i} w{batch * 300 + i}x" for i in range(300)]
+        ids += [r.id for r in m.add_many([MemoryInput(text=t) for t in texts], user_id="u")]
+    codes = m.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
+    assert codes is not None and codes._lists is not None
+    assert codes_module.lists_path(codes.path).exists()
+    # Made again when the rows doubled (2,400); the 1,200 since are the tail every search
+    # scans (placed from 4,096 on).
+    assert len(codes._lists.assign) == 2400 and len(codes) == 3600
+    gone = set(ids[::5])
+    for rid in gone:
+        m.delete(rid, user_id="u")
+    for i in range(1, 3600, 97):
+        text = m.get(ids[i], user_id="u").text if ids[i] not in gone else None
+        if text is None:
+            continue
+        hits = m.search(text, user_id="u", recipe="semantic", limit=3, explain=True)
+        assert hits[0].explanation is not None
+        assert hits[0].explanation["vector"]["score"] > 0.999  # its own vector
+        assert not {h.record.id for h in hits} & gone
+    m.close()
+    made: list[bool] = []
+    real = codes_module.CodeFile._train
+
+    def counted(self: Any, count: int) -> Any:
+        made.append(True)
+        return real(self, count)
+
+    monkeypatch.setattr(codes_module.CodeFile, "_train", counted)
+    again = Memory(url, embedder=FakeEmbedder())
+    hits = again.search(f"heron 5 note 7 w{5 * 300 + 7}x", user_id="u", recipe="semantic")
+    assert hits and hits[0].record.id == ids[5 * 300 + 7]
+    codes = again.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
+    assert codes is not None and codes._lists is not None and made == []
+    again.close()

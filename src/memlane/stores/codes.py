@@ -74,8 +74,9 @@ the live rows). Each query asks faiss for this many more rows at most, which cos
 LISTS_AT = 262144
 """Live rows from which a compaction also sorts the codes into lists (an inverted file,
 :class:`_Lists`): a search then scans the lists whose centres are nearest the query
-instead of every code (bench/scale.md: at a million codes ~1 ms instead of ~12 on one
-thread, and the vector half's recall@10 higher, not lower, on the bench's vectors)."""
+instead of every code (at a million codes `scored()` 21 -> 3.6 ms; recall@10 of the
+vector half within 0.001 of a scan of every code on real MiniLM vectors from 200k rows,
+0.617 -> 0.610 on bench/scale.py's sums of word vectors: bench/codes.md, bench/scale.md)."""
 LISTS_MAGIC = b"MLLISTS\x01"
 """The first 8 bytes of a lists file."""
 MAX_LISTS = 4096
@@ -338,10 +339,9 @@ class CodeFile:
 
         vector = self._checked_query(query)
         with self._lock:
-            if self._lists is not None and self._live >= LISTS_AT:
-                positions = self._listed(vector, n)
-            else:
-                positions = self._ordered(vector, n, whole_ties=False, helper=helper)
+            listed = self._lists is not None and self._live >= LISTS_AT
+            among = self._listed(vector) if listed else None
+            positions = self._ordered(vector, n, whole_ties=False, helper=helper, among=among)
             stored = self._floats.read(self._rows[positions])
             rids = self._rids[positions]
         return rids, stored.astype(np.float32) @ vector
@@ -356,75 +356,76 @@ class CodeFile:
         return vector.reshape(self.dim)
 
     def _ordered(
-        self, vector: np.ndarray, n: int, *, whole_ties: bool, helper: Executor | None = None
+        self,
+        vector: np.ndarray,
+        n: int,
+        *,
+        whole_ties: bool,
+        helper: Executor | None = None,
+        among: np.ndarray | None = None,
     ) -> np.ndarray:
         """Under the lock: the memory positions of the ``n`` live rows nearest to
-        ``vector`` (see :meth:`_nearest`), nearest first, equal distances by rid."""
+        ``vector`` (see :meth:`_nearest`) among the rows at ``among`` (memory positions;
+        None: every row), nearest first, equal distances by rid."""
         import numpy as np
 
         self._check_open()
-        if n <= 0 or self._live == 0:
+        live = self._live if among is None else int(np.count_nonzero(self._rids[among] >= 0))
+        if n <= 0 or live == 0:
             return np.empty(0, dtype=np.int64)
         code = sign_codes(vector.reshape(1, self.dim) - self._centre)
         distances, positions = self._nearest(
-            code, min(n, self._live), whole_ties=whole_ties, helper=helper
+            code, min(n, live), live, whole_ties=whole_ties, helper=helper, among=among
         )
         return positions[np.lexsort((self._rids[positions], distances))[:n]]
 
     def _nearest(
-        self, code: np.ndarray, n: int, *, whole_ties: bool = True, helper: Executor | None = None
+        self,
+        code: np.ndarray,
+        n: int,
+        live: int,
+        *,
+        whole_ties: bool = True,
+        helper: Executor | None = None,
+        among: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, memory positions) of live rows: every row nearer than the n-th
-        nearest live row, and every row as near (the whole tie at the boundary, so that
-        the caller can break it by rid). The scan asks faiss for spare rows; if the tie
-        runs past them, it asks again for twice as many, unless ``whole_ties`` is False
-        (then the rows of the tie it found stand for it)."""
+        """(distances, memory positions) of live rows among ``among`` (None: every row;
+        ``live`` of them live): every row nearer than the n-th nearest live row, and
+        every row as near (the whole tie at the boundary, so that the caller can break
+        it by rid). The scan asks faiss for spare rows; if the tie runs past them, it
+        asks again for twice as many, unless ``whole_ties`` is False (then the rows of
+        the tie it found stand for it)."""
         import numpy as np
 
-        dead_in_memory = self._size - self._live
-        want = n + dead_in_memory + max(32, n // 2)
-        base = self._codes[: self._size]
+        base = self._codes[: self._size] if among is None else np.take(self._codes, among, 0)
+        want = n + len(base) - live + max(32, n // 2)
         while True:
-            k = min(want, self._size)
+            k = min(want, len(base))
             found, positions = _knn(code, base, k, helper)
+            at = positions[0] if among is None else among[positions[0]]
             # Rows left out are at least as far as the farthest row found, dead or live.
             farthest = int(found[0, -1])
-            live = self._rids[positions[0]] >= 0
-            distances, at = found[0][live], positions[0][live]
+            alive = self._rids[at] >= 0
+            distances, at = found[0][alive], at[alive]
             boundary = np.partition(distances, n - 1)[n - 1]
-            if k == self._size or farthest > boundary or not whole_ties:
+            if k == len(base) or farthest > boundary or not whole_ties:
                 keep = distances <= boundary
                 return distances[keep], at[keep]
             want *= 2
 
-    def _listed(self, vector: np.ndarray, n: int) -> np.ndarray:
-        """Under the lock: the memory positions of the ``n`` live rows nearest to
-        ``vector`` by Hamming distance among the rows of the lists whose centres are
-        nearest to it (:data:`PROBE_SHARE`) and the rows appended since the lists were
-        made, nearest first, equal distances by rid. Fewer when fewer rows live there."""
+    def _listed(self, vector: np.ndarray) -> np.ndarray:
+        """Under the lock: the memory positions of the rows in the lists whose centres
+        are nearest to ``vector`` (:data:`PROBE_SHARE` of them) and of the rows appended
+        since the lists were made (~6 % of the rows at 1M: their codes are gathered for
+        the scan in ~1 ms)."""
         import numpy as np
 
-        self._check_open()
         lists, grouped = self._lists, self._grouping()
         assert lists is not None
-        probe = max(1, len(lists.centres) // PROBE_SHARE)
-        near = lists.nearest(vector, probe)
-        starts, ends = grouped.bounds[near], grouped.bounds[near + 1]
-        spans = [slice(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b > a]
-        positions = np.concatenate(
-            [grouped.positions[x] for x in spans] + [np.arange(grouped.tail, self._size)]
-        )
-        if not len(positions):
-            return positions
-        codes = np.take(self._codes, positions, axis=0)  # ~6 % of them: ~1 ms at 1M
-        code = sign_codes(vector.reshape(1, self.dim) - self._centre)
-        dead = int(np.count_nonzero(self._rids[positions] < 0))
-        k = min(n + dead + max(32, n // 2), len(positions))
-        found, at = _scan(code, codes, k)
-        at = positions[at[0]]
-        live = self._rids[at] >= 0
-        distances, at = found[0][live], at[live]
-        return np.asarray(at[np.lexsort((self._rids[at], distances))[:n]], dtype=np.int64)
+        near = lists.nearest(vector, max(1, len(lists.centres) // PROBE_SHARE))
+        spans = zip(grouped.bounds[near].tolist(), grouped.bounds[near + 1].tolist(), strict=True)
+        parts = [grouped.positions[a:b] for a, b in spans if b > a]
+        return np.concatenate([*parts, np.arange(grouped.tail, self._size)])
 
     def _grouping(self) -> _Grouped:
         """Under the lock: the memory positions of the rows the lists hold, sorted by list
@@ -448,7 +449,8 @@ class CodeFile:
         """Whether :meth:`make_lists` is due: from :data:`LISTS_AT` live rows, when there
         are no lists yet or the rows appended since they were made (which every search
         scans) passed :data:`TAIL_SHARE` of the rows they hold (and 4,096). Placing them
-        costs ~10 µs a row; scanning a tail of a quarter had cost each search 4 ms at 1M."""
+        costs ~9 µs a row; a tail of a quarter (190k rows at 1M) added ~2 ms of scan to
+        every search."""
         with self._lock:
             if self._live < LISTS_AT:
                 return False

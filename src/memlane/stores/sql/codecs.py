@@ -262,11 +262,7 @@ class RowCodec:
             return self.read(RECORDS, row)
         *stored, exact = row
         plan = self._plan(RECORDS)
-        if plan is None:  # pragma: no cover - RECORDS holds every field of a record
-            fields = self.fields(RECORDS, stored)
-            if exact is not None:
-                fields["metadata"] = json.loads(exact)
-            return MemoryRecord(**fields)
+        assert plan is not None  # RECORDS holds every field of a record, each by value
         args = self._decoded(plan, stored)
         if exact is not None:
             args[_RECORD_METADATA] = json.loads(exact)

@@ -42,7 +42,8 @@ from __future__ import annotations
 import mmap
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -259,6 +260,11 @@ class CodeFile:
             return self._live
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or a failed compaction left it unusable)."""
+        return self._closed
+
+    @property
     def dead(self) -> int:
         """The number of killed rows that :meth:`compact` would drop."""
         with self._lock:
@@ -459,60 +465,74 @@ class CodeFile:
             held = len(self._lists.assign)
             return self._file_rows - held > max(4096, held // TAIL_SHARE)
 
-    def make_lists(self) -> None:
+    def make_lists(
+        self, cancel: threading.Event | None = None, holding: Holding | None = None
+    ) -> bool:
         """Sort the rows into lists (see :data:`LISTS_AT`): place the lists' centres by
         k-means over a sample of the stored vectors when there are none yet, then put
         every row not yet in a list into the list of the nearest centre, and write the
         lists file (atomically, under the pair's tag: lists of another pair are never
         read). Seconds at a million rows, once; later calls place only the new rows
-        (~10 µs a row).
-        Raises StoreError if the file cannot be written."""
-        with self._lock:
-            self._check_open()
-            self._make_lists(keep_centres=True)
+        (~10 µs a row). Searches, appends and kills go on meanwhile: the lock is held
+        only to take the rows at the start and to put the lists in place at the end.
 
-    def _make_lists(self, *, keep_centres: bool) -> None:
+        Returns False if it gave way without changing anything: the files were
+        compacted or replaced since it began, this file was closed, ``cancel`` was set,
+        or ``holding`` said no (see :meth:`compact`). Raises StoreError if the file
+        cannot be written."""
         import numpy as np
 
-        rows = self._file_rows
+        with self._lock:
+            self._check_open()
+            if self.path is None:
+                self._make_lists(keep_centres=True)
+                return True
+            base, tag, rows = self._lists, self._tag, self._file_rows
+            live = self._live_rows() if base is None else None
+        try:
+            floats = _Floats.open(vectors_path(self.path), self.dim, tag, create=False)
+        except (CorruptStoreError, StoreError):  # compacted or replaced meanwhile
+            return False
+        try:
+            if base is None:
+                assert live is not None
+                centres = _train(floats.read, live, list_count(len(live)), self.dim)
+                assign = np.empty(0, dtype=np.int32)
+            else:
+                centres, assign = base.centres, base.assign
+            placed = _placed(floats.read, np.arange(len(assign), rows), centres, cancel)
+        except _GaveWay:
+            return False
+        finally:
+            floats.close()
+        with _held(holding) as current, self._lock:
+            if not current or self._closed or self._tag != tag or self._lists is not base:
+                return False
+            if _set(cancel):
+                return False
+            self._lists = _Lists(centres, np.concatenate([assign, placed]))
+            self._grouped = None
+            self._lists.save(lists_path(self.path), self._tag)
+            return True
+
+    def _make_lists(self, *, keep_centres: bool) -> None:
+        """Under the lock, in memory: :meth:`make_lists`."""
+        import numpy as np
+
         lists = self._lists if keep_centres else None
         if lists is None:
-            centres = self._train(list_count(self._live))
+            live = self._live_rows()
+            centres = _train(self._floats.read, live, list_count(len(live)), self.dim)
             assign = np.empty(0, dtype=np.int32)
         else:
             centres, assign = lists.centres, lists.assign
-        start = len(assign)
-        new = np.zeros(rows - start, dtype=np.int32)
-        for at in range(start, rows, CHUNK):
-            part = self._floats.read(np.arange(at, min(at + CHUNK, rows))).astype(np.float32)
-            new[at - start : at - start + len(part)] = np.argmax(part @ centres.T, axis=1)
+        new = _placed(self._floats.read, np.arange(len(assign), self._file_rows), centres)
         self._lists = _Lists(centres, np.concatenate([assign, new]))
         self._grouped = None
-        if self.path is not None:
-            self._lists.save(lists_path(self.path), self._tag)
 
-    def _train(self, count: int) -> np.ndarray:
-        """Centres of ``count`` lists: spherical k-means over at most
-        :data:`TRAIN_PER_LIST` sampled live vectors a list (rows that float16 cannot
-        hold left out), unit length, float32. Fewer lists when fewer vectors are left
-        to place them (k-means needs one a list at least), one when none is."""
-        import faiss
-        import numpy as np
-
-        live = self._rows[: self._size][self._rids[: self._size] >= 0]
-        rng = np.random.default_rng(len(live))
-        take = min(len(live), TRAIN_PER_LIST * count)
-        sample = np.sort(rng.choice(live, take, replace=False))
-        vectors = self._floats.read(sample).astype(np.float32)
-        vectors = vectors[np.isfinite(vectors.sum(axis=1))]
-        count = min(count, len(vectors))
-        if not count:  # one list, scanned with every search
-            return np.eye(1, self.dim, dtype=np.float32)
-        kmeans = faiss.Kmeans(self.dim, count, niter=12, spherical=True, seed=7)
-        kmeans.train(np.ascontiguousarray(vectors))
-        centres = np.asarray(kmeans.centroids, dtype=np.float32)
-        norms = np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-        return np.asarray(centres / norms, dtype=np.float32)
+    def _live_rows(self) -> np.ndarray:
+        """Under the lock: the file rows of the live rows, ascending."""
+        return self._rows[: self._size][self._rids[: self._size] >= 0].copy()
 
     def replaced(self) -> bool:
         """Whether the files at this code file's paths are not the ones it holds open (a
@@ -552,119 +572,250 @@ class CodeFile:
         with self._lock:
             return self._live >= max(CENTRE_AFTER, 2 * self._centred)
 
-    def compact(self) -> None:
-        """Rewrite both files without dead rows and with every code made again against
-        the live vectors' mean (new files in the same directory under a new tag, then
-        ``os.replace``: a crash leaves the old pair, the new pair, or a pair whose tags
-        differ, which :meth:`open` refuses), and drop dead rows from memory. Worth it
-        when dead rows pass ~25 % or :meth:`wants_centre`. Raises StoreError if the new
-        files cannot be written."""
-        import numpy as np
+    def wants_compaction(self) -> bool:
+        """Whether :meth:`compact` is due: the dead rows outgrew half the live ones (and
+        1,024), or :meth:`wants_centre`."""
+        with self._lock:
+            dead = self._file_rows - self._live
+            return dead > max(1024, self._live // 2) or self._live >= max(
+                CENTRE_AFTER, 2 * self._centred
+            )
 
+    def compact(
+        self, cancel: threading.Event | None = None, holding: Holding | None = None
+    ) -> bool:
+        """Rewrite both files without dead rows and with every code made again against
+        the live vectors' mean, and drop dead rows from memory. Worth it when dead rows
+        pass ~25 % or :meth:`wants_centre`.
+
+        Searches, appends and kills go on meanwhile (seconds at a million rows): the
+        lock is held to take the live rows at the start and, at the end, to bring in
+        what changed since (rows appended, rows killed: read from the file, so another
+        process's kills count too) and put the new files in place (new files in the
+        same directory under a new tag, then ``os.replace``: a crash leaves the old
+        pair, the new pair, or a pair whose tags differ, which :meth:`open` refuses).
+
+        ``holding()``, when given, is entered around that last step (a context that
+        yields whether to go on): the caller's own lock, e.g. one that keeps other
+        processes from writing these files meanwhile.
+
+        Returns False if it gave way without changing anything: the files were
+        compacted, replaced or extended by another process since it began, this file
+        was closed, ``cancel`` was set or ``holding`` said no. Raises StoreError if the
+        new files cannot be written (the old pair stays as it was, in step)."""
         with self._lock:
             self._check_open()
-            self._drop_dead_from_memory(force=True)
-            size = self._size
-            rows = self._rows[:size]
-            centre = self._mean(rows)
-            if self._file is not None and self.path is not None:
-                codes = self._rewrite(self.path, rows, centre)
-            else:
-                codes = np.empty((size, self.dim // 8), dtype=np.uint8)
-                for start in range(0, size, CHUNK):
-                    part = self._floats.read(rows[start : start + CHUNK])
-                    codes[start : start + len(part)] = _centred_codes(part, centre)
-                self._floats.keep_rows(rows)
-            # Every array exactly as long as the rows: appends grow them together.
-            self._rids = self._rids[:size].copy()
-            self._codes = codes
-            self._rows = np.arange(size, dtype=np.int64)
-            self._centre, self._centred = centre, size
-            self._file_rows = size
-            self._grouped = None
-            if size < LISTS_AT:
-                self._lists = None
-                if self.path is not None:
-                    lists_path(self.path).unlink(missing_ok=True)
-                return
-            # The rows keep their lists (renumbered); the centres are placed again once
-            # the rows doubled since they were, so that they follow what is stored.
-            keep = self._lists is not None and 2 * len(self._lists.assign) > size
-            if keep and self._lists is not None:
-                held = rows[rows < len(self._lists.assign)]
-                self._lists = _Lists(self._lists.centres, self._lists.assign[held])
-            else:
-                self._lists = None  # numbered for the rows before: never read again
-            self._make_lists(keep_centres=keep)
-
-    def _mean(self, rows: np.ndarray) -> np.ndarray:
-        """The mean of the stored vectors of ``rows`` (zero for none), estimated from at
-        most :data:`CHUNK` of them spread evenly (a centre needs no more, and reading
-        every float16 vector again cost a second at a million); rows with a value float16
-        cannot hold (NaN, infinity) are left out, so one cannot spoil every code."""
-        import numpy as np
-
-        if len(rows) > CHUNK:
-            rows = rows[np.linspace(0, len(rows) - 1, CHUNK).astype(np.int64)]
-        part = self._floats.read(rows).astype(np.float32)
-        finite = np.isfinite(part.sum(axis=1))
-        if not finite.all():
-            part = part[finite]
-        if not len(part):
-            return np.zeros(self.dim, dtype=np.float32)
-        return np.asarray(part.mean(axis=0, dtype=np.float64), dtype=np.float32)
-
-    def _rewrite(self, path: Path, rows: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        """Write ``rows`` (the live rows, in order) to a new code file with their codes
-        taken against ``centre``, and to a new vectors file unless ``rows`` are all the
-        rows it holds (growth: then it stays, and so does the tag); put them in place of
-        the old ones atomically and reopen them; returns the codes. If it fails the code
-        file is closed (its files may be out of step: :meth:`open` refuses such a pair)
-        and StoreError is raised."""
-        import numpy as np
-
-        assert self._file is not None
-        size = len(rows)
-        whole = size == self._file_rows  # no dead row in the file: rows are 0 .. size-1
-        tag = self._tag if whole else os.urandom(4)
-        codes = np.empty((size, self.dim // 8), dtype=np.uint8)
-
-        def code(start: int, part: np.ndarray) -> None:
-            codes[start : start + len(part)] = _centred_codes(part, centre)
-
-        temporary = path.with_name(path.name + ".compact")
+            if self._file is None or self.path is None:
+                self._compact_in_memory()
+                return True
+            plan = self._plan()
         try:
-            floats = None
-            if whole:
-                for start in range(0, size, CHUNK):
-                    code(start, self._floats.read(rows[start : start + CHUNK]))
-            else:
-                floats = self._floats.rewritten(rows, tag, code)
-            records = np.empty(size, dtype=self._row)
-            records["rid"], records["code"] = self._rids[:size], codes
-            with open(temporary, "wb") as out:
-                out.write(_code_header(self.dim, tag, size, centre))
+            try:
+                self._prepare(plan, cancel)
+            except _GaveWay:
+                return False
+            with _held(holding) as current, self._lock:
+                return current and self._install(plan, cancel)
+        finally:
+            plan.discard()
+
+    def _compact_in_memory(self) -> None:
+        """Under the lock, in memory: :meth:`compact`."""
+        import numpy as np
+
+        self._drop_dead_from_memory(force=True)
+        size = self._size
+        rows = self._rows[:size]
+        centre = _mean(self._floats.read, rows, self.dim)
+        codes = np.empty((size, self.dim // 8), dtype=np.uint8)
+        for start in range(0, size, CHUNK):
+            part = self._floats.read(rows[start : start + CHUNK])
+            codes[start : start + len(part)] = _centred_codes(part, centre)
+        self._floats.keep_rows(rows)
+        self._rids = self._rids[:size].copy()
+        self._codes = codes
+        self._rows = np.arange(size, dtype=np.int64)
+        self._centre, self._centred = centre, size
+        self._file_rows = size
+        self._grouped = None
+        if size < LISTS_AT:
+            self._lists = None
+            return
+        keep = self._lists is not None and 2 * len(self._lists.assign) > size
+        if keep and self._lists is not None:
+            held = rows[rows < len(self._lists.assign)]
+            self._lists = _Lists(self._lists.centres, self._lists.assign[held])
+        else:
+            self._lists = None
+        self._make_lists(keep_centres=keep)
+
+    def _plan(self) -> _Plan:
+        """Under the lock: what a compaction starts from."""
+        rows = self._live_rows()
+        whole = len(rows) == self._file_rows  # no dead row: the vectors file stays
+        return _Plan(
+            tag=self._tag,
+            new_tag=self._tag if whole else os.urandom(4),
+            file_rows=self._file_rows,
+            rows=rows,
+            rids=self._rids[: self._size][self._rids[: self._size] >= 0].copy(),
+            whole=whole,
+            lists=self._lists,
+        )
+
+    def _prepare(self, plan: _Plan, cancel: threading.Event | None) -> None:
+        """Without the lock: the new centre, the codes of the rows taken, the new files
+        (temporaries beside the old ones, durable) and the lists of the rows taken.
+        Reads the vectors through a handle of its own. Raises _GaveWay when the files
+        changed under it or ``cancel`` was set, StoreError when it cannot write."""
+        import numpy as np
+
+        assert self.path is not None
+        path, n = self.path, len(plan.rows)
+        try:
+            floats = _Floats.open(vectors_path(path), self.dim, plan.tag, create=False)
+        except (CorruptStoreError, StoreError):
+            raise _GaveWay from None
+        try:
+            centre = _mean(floats.read, plan.rows, self.dim)
+            codes = np.empty((n, self.dim // 8), dtype=np.uint8)
+
+            def code(start: int, part: np.ndarray) -> None:
+                if _set(cancel):
+                    raise _GaveWay
+                codes[start : start + len(part)] = _centred_codes(part, centre)
+
+            unique = os.urandom(4).hex()
+            try:
+                if plan.whole:
+                    for start in range(0, n, CHUNK):
+                        code(start, floats.read(plan.rows[start : start + CHUNK]))
+                else:
+                    plan.vector_temp = _temporary(vectors_path(path), unique)
+                    floats.rewritten(plan.rows, plan.new_tag, code, plan.vector_temp)
+                plan.code_temp = _temporary(path, unique)
+                records = np.empty(n, dtype=self._row)
+                records["rid"], records["code"] = plan.rids, codes
+                with open(plan.code_temp, "wb") as out:
+                    out.write(_code_header(self.dim, plan.new_tag, n, centre))
+                    out.write(records.tobytes())
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as exc:
+                raise StoreError(f"cannot compact code file {path}: {exc}") from exc
+            plan.centre, plan.codes = centre, codes
+            plan.new_lists = self._lists_after(plan, floats, cancel)
+        finally:
+            floats.close()
+
+    def _lists_after(
+        self, plan: _Plan, floats: _Floats, cancel: threading.Event | None
+    ) -> _Lists | None:
+        """The lists of the compacted rows (None below :data:`LISTS_AT`): the rows keep
+        their lists (renumbered) and the rest are placed; the centres are placed again
+        once the rows doubled since they were, so that they follow what is stored."""
+        import numpy as np
+
+        n = len(plan.rows)
+        if n < LISTS_AT:
+            return None
+        old = plan.lists
+        if old is not None and 2 * len(old.assign) > n:
+            centres = old.centres
+            assign = old.assign[plan.rows[plan.rows < len(old.assign)]]
+        else:
+            centres = _train(floats.read, plan.rows, list_count(n), self.dim)
+            assign = np.empty(0, dtype=np.int32)
+        placed = _placed(floats.read, plan.rows[len(assign) :], centres, cancel)
+        return _Lists(centres, np.concatenate([assign, placed]))
+
+    def _install(self, plan: _Plan, cancel: threading.Event | None) -> bool:
+        """Under the lock: bring what changed since ``plan`` was taken into its new
+        files and put them in place of the old ones; False (nothing changed) if the
+        files are no longer the ones it was taken from."""
+        import numpy as np
+
+        assert self._file is not None and self.path is not None
+        assert plan.codes is not None and plan.centre is not None and plan.code_temp is not None
+        if self._closed or self._tag != plan.tag or _set(cancel):
+            return False
+        path, stride = self.path, self._row.itemsize
+        try:
+            self._file.flush()  # this process's appends and kills: in the file now
+        except OSError as exc:
+            raise StoreError(f"cannot write code file {path}: {exc}") from exc
+        on_disk = _if_same_file(path, self._file)
+        if on_disk is None or on_disk.st_size != self._header_bytes + self._file_rows * stride:
+            return False  # another process compacted or appended: taken again later
+        if self._floats.replaced():
+            return False
+        try:
+            self._file.seek(self._header_bytes)
+            now = np.fromfile(self._file, dtype=self._row)["rid"]
+        except OSError as exc:
+            raise StoreError(f"cannot read code file {path}: {exc}") from exc
+        kept = np.where(now[plan.rows] == plan.rids, plan.rids, DEAD)  # killed since: dead
+        later = np.arange(plan.file_rows, self._file_rows)
+        later_vectors = self._floats.read(later)
+        later_codes = _centred_codes(later_vectors, plan.centre)
+        records = np.empty(len(later), dtype=self._row)
+        records["rid"], records["code"] = now[later], later_codes
+        dead = DEAD.to_bytes(8, "little", signed=True)
+        try:
+            if plan.vector_temp is not None:
+                with open(plan.vector_temp, "r+b") as out:
+                    out.seek(0, os.SEEK_END)
+                    out.write(np.ascontiguousarray(later_vectors, dtype="<f2").tobytes())
+                    out.flush()
+                    os.fsync(out.fileno())
+            with open(plan.code_temp, "r+b") as out:
+                for at in np.flatnonzero(kept < 0).tolist():
+                    out.seek(self._header_bytes + at * stride)
+                    out.write(dead)
+                out.seek(0, os.SEEK_END)
                 out.write(records.tobytes())
                 out.flush()
                 os.fsync(out.fileno())
         except OSError as exc:
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
         self._file.close()  # before the renames: Windows renames no open file
-        if floats is not None:
+        if not plan.whole:
             self._floats.close()
         try:
-            if floats is not None:
-                os.replace(floats, vectors_path(path))
-            os.replace(temporary, path)
+            if plan.vector_temp is not None:
+                os.replace(plan.vector_temp, vectors_path(path))
+                plan.vector_temp = None
+            os.replace(plan.code_temp, path)
+            plan.code_temp = None
             _sync_directory(path.parent)
             self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
-            if floats is not None:
-                self._floats = _Floats.open(vectors_path(path), self.dim, tag, create=False)
+            if not plan.whole:
+                floats = vectors_path(path)
+                self._floats = _Floats.open(floats, self.dim, plan.new_tag, create=False)
         except OSError as exc:
             self._closed = True
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
-        self._tag = tag
-        return codes
+        rids = np.concatenate([kept, now[later]])
+        codes = np.concatenate([plan.codes, later_codes])
+        alive = rids >= 0
+        self._rids = rids[alive]
+        self._codes = np.ascontiguousarray(codes[alive])
+        self._rows = np.flatnonzero(alive).astype(np.int64)
+        self._size = self._live = len(self._rids)
+        self._file_rows = len(rids)
+        self._centre, self._centred = plan.centre, len(plan.rows)
+        self._tag = plan.new_tag
+        self._grouped = None
+        self._lists = plan.new_lists
+        if self._lists is None:
+            lists_path(path).unlink(missing_ok=True)
+        else:
+            self._lists.save(lists_path(path), self._tag)
+        # New files of compactions that never finished (a process killed, or one that
+        # lost the race to this one: it gives way when it finds its files gone).
+        for stray in path.parent.glob(f"{path.stem}.*.compact"):
+            stray.unlink(missing_ok=True)
+        return True
 
     def close(self) -> None:
         """Flush and close the file (without fsync: call :meth:`sync` first for that).
@@ -954,13 +1105,15 @@ class _Floats:
         self._array = self._array[rows]
 
     def rewritten(
-        self, rows: np.ndarray, tag: bytes, each: Callable[[int, np.ndarray], None]
-    ) -> Path:
-        """A new file beside this one (not yet in its place) holding ``rows`` in order,
-        made durable, under ``tag``; returns its path. ``each(start, vectors)`` sees
-        every chunk written (one pass over the file)."""
-        assert self.path is not None
-        temporary = self.path.with_name(self.path.name + ".compact")
+        self,
+        rows: np.ndarray,
+        tag: bytes,
+        each: Callable[[int, np.ndarray], None],
+        temporary: Path,
+    ) -> None:
+        """Write ``rows`` in order to a new file at ``temporary`` (beside this one, not
+        yet in its place) under ``tag``, made durable. ``each(start, vectors)`` sees
+        every chunk before it is written (one pass over the file)."""
         with open(temporary, "wb") as out:
             out.write(_header(self.dim, tag, VECTORS_MAGIC))
             for start in range(0, len(rows), CHUNK):
@@ -969,7 +1122,6 @@ class _Floats:
                 out.write(part.tobytes())
             out.flush()
             os.fsync(out.fileno())
-        return temporary
 
     def sync(self) -> None:
         if self._file is None:
@@ -984,6 +1136,131 @@ class _Floats:
         self._map = None
         if self._file is not None:
             self._file.close()
+
+
+class _GaveWay(Exception):
+    """A compaction or list making stops: the files changed under it, or it was
+    cancelled."""
+
+
+def _set(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+Holding = Callable[[], AbstractContextManager[bool]]
+"""A caller's lock around the last step of a compaction or list making: entered, it
+yields whether to go on."""
+
+
+@contextmanager
+def _held(holding: Holding | None) -> Iterator[bool]:
+    if holding is None:
+        yield True
+        return
+    with holding() as current:
+        yield current
+
+
+class _Plan:
+    """A compaction under way: the rows it took under the lock, then what it made of
+    them without it (new files at temporary paths, removed unless put in place)."""
+
+    def __init__(
+        self,
+        *,
+        tag: bytes,
+        new_tag: bytes,
+        file_rows: int,
+        rows: np.ndarray,
+        rids: np.ndarray,
+        whole: bool,
+        lists: _Lists | None,
+    ) -> None:
+        self.tag = tag  # the pair's tag when taken
+        self.new_tag = new_tag  # the tag of the new pair (the same when ``whole``)
+        self.file_rows = file_rows  # rows in the files when taken
+        self.rows = rows  # the live file rows when taken, ascending
+        self.rids = rids  # their rids
+        self.whole = whole  # no dead row when taken: the vectors file stays
+        self.lists = lists  # the lists when taken
+        self.centre: np.ndarray | None = None
+        self.codes: np.ndarray | None = None  # of ``rows``, against ``centre``
+        self.new_lists: _Lists | None = None
+        self.code_temp: Path | None = None
+        self.vector_temp: Path | None = None
+
+    def discard(self) -> None:
+        """Remove the new files not put in place."""
+        for temporary in (self.code_temp, self.vector_temp):
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+        self.code_temp = self.vector_temp = None
+
+
+def _temporary(path: Path, unique: str) -> Path:
+    """A compaction's new file for ``path``: beside it, named for this compaction only
+    (processes may compact the same files at once; one puts its files in place)."""
+    return path.with_name(f"{path.name}.{unique}.compact")
+
+
+Reader = Callable[["np.ndarray"], "np.ndarray"]
+"""Reads the float16 vectors of file rows."""
+
+
+def _mean(read: Reader, rows: np.ndarray, dim: int) -> np.ndarray:
+    """The mean of the stored vectors of ``rows`` (zero for none), estimated from at
+    most :data:`CHUNK` of them spread evenly (a centre needs no more, and reading every
+    float16 vector again cost a second at a million); rows with a value float16 cannot
+    hold (NaN, infinity) are left out, so one cannot spoil every code."""
+    import numpy as np
+
+    if len(rows) > CHUNK:
+        rows = rows[np.linspace(0, len(rows) - 1, CHUNK).astype(np.int64)]
+    part = read(rows).astype(np.float32)
+    finite = np.isfinite(part.sum(axis=1))
+    if not finite.all():
+        part = part[finite]
+    if not len(part):
+        return np.zeros(dim, dtype=np.float32)
+    return np.asarray(part.mean(axis=0, dtype=np.float64), dtype=np.float32)
+
+
+def _train(read: Reader, live: np.ndarray, count: int, dim: int) -> np.ndarray:
+    """Centres of ``count`` lists over the vectors of the file rows ``live``: spherical
+    k-means over at most :data:`TRAIN_PER_LIST` sampled vectors a list (rows that
+    float16 cannot hold left out), unit length, float32. Fewer lists when fewer vectors
+    are left to place them (k-means needs one a list at least), one when none is."""
+    import faiss
+    import numpy as np
+
+    rng = np.random.default_rng(len(live))
+    take = min(len(live), TRAIN_PER_LIST * count)
+    sample = np.sort(rng.choice(live, take, replace=False))
+    vectors = read(sample).astype(np.float32)
+    vectors = vectors[np.isfinite(vectors.sum(axis=1))]
+    count = min(count, len(vectors))
+    if not count:  # one list, scanned with every search
+        return np.eye(1, dim, dtype=np.float32)
+    kmeans = faiss.Kmeans(dim, count, niter=12, spherical=True, seed=7)
+    kmeans.train(np.ascontiguousarray(vectors))
+    centres = np.asarray(kmeans.centroids, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    return np.asarray(centres / norms, dtype=np.float32)
+
+
+def _placed(
+    read: Reader, rows: np.ndarray, centres: np.ndarray, cancel: threading.Event | None = None
+) -> np.ndarray:
+    """The list of each of ``rows`` (file rows): the nearest centre (int32)."""
+    import numpy as np
+
+    placed = np.zeros(len(rows), dtype=np.int32)
+    for at in range(0, len(rows), CHUNK):
+        if _set(cancel):
+            raise _GaveWay
+        part = read(rows[at : at + CHUNK]).astype(np.float32)
+        placed[at : at + len(part)] = np.argmax(part @ centres.T, axis=1)
+    return placed
 
 
 SPLIT_AT = 262144

@@ -18,6 +18,13 @@ marked by rid ``-2``): the new folder replaces the old one, which leaves the dis
 every word it held. A forgotten user's folder is removed.
 
 Processes sharing a database take a lock file per user while they change its indexes.
+
+The upkeep of the vector codes (a compaction when dead rows pile up or the rows double,
+sorting new rows into the lists of a large scope: seconds at a million rows) runs on a
+thread of the process, not in the write that made it due: writes and searches go on
+meanwhile, and the user's lock is taken only to put the result in place. Closing the
+store finishes the upkeep under way (a short-lived process pays it at exit, as it
+would have paid it in the write).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -45,6 +53,8 @@ from memlane.stores.sqlite_tx import transaction
 
 if TYPE_CHECKING:
     from memlane.stores.codes import CodeFile
+
+log = logging.getLogger(__name__)
 
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
@@ -119,6 +129,7 @@ class Sidecar:
         self._held: set[str] = set()
         """Users whose lock file this process holds (always under ``_mutex``)."""
         self._mutex = threading.RLock()
+        self._upkeep = _Upkeep(self._keep_up)
 
     # ------------------------------------------------------------------ reading
 
@@ -234,7 +245,7 @@ class Sidecar:
             self.rebuild(conn, user_id)
             return
         try:
-            opened.indexes.write(rids, rows)
+            due = opened.indexes.write(rids, rows)
         except (ValueError, OSError, StoreError):
             # A folder a killed writer left unwritable (tantivy: a file of the commit it
             # never finished already exists), or a compaction of the codes that failed
@@ -244,6 +255,8 @@ class Sidecar:
         opened.state = replace(state, seq=pending[-1][0])
         self._write_state(user_id, opened.state)
         self._applied(conn, user_id, opened.state.seq, built=True)
+        for field_ in due:
+            self._upkeep.want(user_id, field_)
 
     def _stale(self, conn: sqlite3.Connection, user_id: str, state: State | None) -> bool:
         if state is None or state.store_id != self.store_id or state.format != FORMAT:
@@ -278,6 +291,47 @@ class Sidecar:
         self._written[user_id] = total
         if total >= SYNC_AFTER_WRITES:
             self.sync(conn, user_id)
+
+    # ------------------------------------------------------------------ upkeep
+
+    def _keep_up(self, user_id: str, field_: str) -> None:
+        """On the upkeep thread: compact the user's codes of ``field_``, or sort their
+        new rows into lists, if still due. The work is done without the user's lock;
+        the lock is taken (with the process's mutex) to put it in place, once the codes
+        are checked to be the ones the folder holds now (else it gives way, and the
+        next write that finds it due asks again)."""
+        opened = self._open.get(user_id)
+        if opened is None:
+            return
+        codes = opened.indexes.codes.get(field_)
+        if codes is None:
+            return
+
+        @contextlib.contextmanager
+        def holding() -> Iterator[bool]:
+            with self._mutex, self._locked(user_id):
+                state = self._read_state(user_id)
+                current = (
+                    state is not None
+                    and self._open.get(user_id) is opened
+                    and opened.state == state
+                    and opened.indexes.codes.get(field_) is codes
+                )
+                yield current
+
+        try:
+            if codes.wants_compaction():
+                codes.compact(holding=holding)
+            elif codes.wants_lists():
+                codes.make_lists(holding=holding)
+        except StoreError as exc:  # out of disk, say: asked again by a later write
+            if not codes.closed:  # (closed meanwhile: the user was rebuilt or let go)
+                log.warning("the upkeep of a user's vector codes stopped: %s", exc)
+
+    def wait_for_upkeep(self, timeout_s: float | None = None) -> bool:
+        """Wait until no upkeep of the codes is due or under way in this process (True),
+        or ``timeout_s`` passed (False)."""
+        return self._upkeep.wait(timeout_s)
 
     # ------------------------------------------------------------------ rebuilding
 
@@ -489,6 +543,8 @@ class Sidecar:
             os.close(fd)  # the file was removed while we waited: lock the new one
 
     def close(self) -> None:
+        """Finish the upkeep under way or due, then close every user's indexes."""
+        self._upkeep.close()
         for user_id in list(self._open):
             self._close(user_id)
 
@@ -504,6 +560,7 @@ class _Indexes:
     store has an embedding model, the sign-bit codes of each vector field."""
 
     def __init__(self, folder: Path | None, model: Model | None) -> None:
+        self.folder = folder
         self.lexical = LexicalIndex(None if folder is None else folder / "lexical")
         self.codes: dict[str, CodeFile] = {}
         # Codes are whole bytes of signs; a model whose dimension is not a multiple of 8
@@ -519,11 +576,13 @@ class _Indexes:
                 self.close()
                 raise
 
-    def write(self, removed: list[int], rows: list[Row]) -> None:
-        """Replace the entries of ``removed`` by ``rows`` (the records that still exist)."""
+    def write(self, removed: list[int], rows: list[Row]) -> list[str]:
+        """Replace the entries of ``removed`` by ``rows`` (the records that still exist).
+        Returns the fields whose codes want upkeep (:meth:`_settle_codes`)."""
         self._append_codes(rows, removed)
-        self._settle_codes()
+        due = self._settle_codes(later=self.folder is not None)
         self.lexical.write(removed, (Doc(r[0], r[1], r[2]) for r in rows))
+        return due
 
     def build(self, chunks: Iterator[list[Row]]) -> int:
         """Fill empty indexes from ``chunks`` of rows; returns how many rows."""
@@ -560,16 +619,24 @@ class _Indexes:
             if pairs:
                 codes.append([rid for rid, _ in pairs], from_blobs([b for _, b in pairs]))
 
-    def _settle_codes(self) -> None:
-        """Make the codes durable, rewriting a file whose dead rows outgrew a half or whose
-        live rows doubled since it was last centred, and sorting a large file's new rows
-        into its lists (:meth:`CodeFile.wants_lists`)."""
-        for codes in self.codes.values():
+    def _settle_codes(self, *, later: bool = False) -> list[str]:
+        """Make the codes durable; then rewrite a file whose dead rows outgrew a half or
+        whose live rows doubled since it was last centred
+        (:meth:`CodeFile.wants_compaction`), or sort a large file's new rows into its
+        lists (:meth:`CodeFile.wants_lists`) — or with ``later``, return the fields
+        whose codes want either, for the upkeep thread."""
+        due: list[str] = []
+        for name, codes in self.codes.items():
             codes.sync()
-            if codes.dead > max(1024, len(codes) // 2) or codes.wants_centre():
+            if not (codes.wants_compaction() or codes.wants_lists()):
+                continue
+            if later:
+                due.append(name)
+            elif codes.wants_compaction():
                 codes.compact()
-            elif codes.wants_lists():
+            else:
                 codes.make_lists()
+        return due
 
     def replaced(self) -> bool:
         """Whether another process rewrote or extended the code files since they were
@@ -603,3 +670,64 @@ def _model(conn: sqlite3.Connection) -> Model | None:
         return None
     (dim,) = conn.execute(*st.model_dim(DIALECT, low)).fetchone()
     return Model(str(low), int(dim))
+
+
+class _Upkeep:
+    """Work on the codes that a write made due, done on one thread of the process: a
+    queue of (user, field), each once however often it is asked for. The thread starts
+    with the first request and ends when the queue is empty."""
+
+    def __init__(self, work: Callable[[str, str], None]) -> None:
+        self._work = work
+        self._due: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def want(self, user_id: str, field_: str) -> None:
+        """Ask for the upkeep of a user's codes of ``field_`` (ignored once closed)."""
+        with self._cond:
+            self._forked()
+            if self._closed:
+                return
+            self._due[(user_id, field_)] = None
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="memlane-codes-upkeep", daemon=True
+                )
+                self._thread.start()
+
+    def _forked(self) -> None:
+        """In a child forked while the thread ran: no thread runs here; start afresh."""
+        if self._pid != os.getpid():
+            self._pid, self._thread, self._due = os.getpid(), None, OrderedDict()
+
+    def _run(self) -> None:
+        import faiss
+
+        # k-means and the scans on this thread use one core: searches keep the other.
+        faiss.omp_set_num_threads(1)
+        while True:
+            with self._cond:
+                if not self._due:
+                    self._thread = None
+                    self._cond.notify_all()
+                    return
+                (user_id, field_), _ = self._due.popitem(last=False)
+            try:
+                self._work(user_id, field_)
+            except Exception:  # a bug must not end the thread with work queued
+                log.exception("the upkeep of a user's vector codes failed")
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait until nothing is due or under way (True), or ``timeout_s`` passed."""
+        with self._cond:
+            self._forked()
+            return self._cond.wait_for(lambda: self._thread is None, timeout_s)
+
+    def close(self) -> None:
+        """Finish what is due and under way, then take no more requests."""
+        self.wait()
+        with self._cond:
+            self._closed = True

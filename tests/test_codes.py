@@ -3,9 +3,14 @@ against a brute-force Hamming scan, kills and replays, torn tails, reopen and co
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -701,3 +706,215 @@ def test_lists_are_made_when_fewer_rows_than_lists_can_place_them(
         codes.append([rows], vectors[:1])  # a later pass places new rows in those lists
         codes.make_lists()
         assert len(codes._lists.assign) == rows + 1
+
+
+def _wrote_between(codes: CodeFile, change: Any) -> Any:
+    """A ``holding`` for :meth:`CodeFile.compact`: makes ``change`` just before the new
+    files are put in place (after they were made from the rows taken at the start)."""
+
+    @contextmanager
+    def holding() -> Iterator[bool]:
+        change()
+        yield True
+
+    return holding
+
+
+@pytest.mark.parametrize("dead_first", [False, True])
+def test_a_compaction_brings_in_what_changed_while_it_ran(tmp_path: Path, dead_first: bool) -> None:
+    """Rows appended, killed and replaced after a compaction took its rows (by this code
+    file, and a kill by another handle on the files, as another process would) are in the
+    new files: live rows are found with their exact scores, killed ones never, in memory
+    and after reopening; both with the vectors file rewritten (dead rows at the start)
+    and kept (none)."""
+    path = tmp_path / "c.bin"
+    vectors = _vectors(3000, seed=51)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(2000), vectors[:2000])
+        if dead_first:
+            codes.kill(np.arange(0, 2000, 3))
+        codes.sync()
+        live = {int(r): vectors[int(r)] for r in codes.rids()}
+
+        def change() -> None:
+            codes.append(np.arange(2000, 2600), vectors[2000:2600])
+            codes.kill([1, 2000, 2001])
+            codes.append([4], vectors[2999:])  # a rewrite: the old row of 4 dies
+            codes.sync()
+            with CodeFile.open(path, DIM) as other:  # another process's kill
+                other.kill([5])
+                other.sync()
+            live.update({r: vectors[r] for r in range(2000, 2600)})
+            live[4] = vectors[2999]
+            for r in (1, 2000, 2001, 5):
+                live.pop(r, None)
+
+        assert codes.compact(holding=_wrote_between(codes, change))
+        # Rows killed meanwhile stay in the new files as dead rows (the old rows of 1,
+        # 4 and 5, and 2000 and 2001): the next compaction drops them.
+        assert codes.dead == 5 and len(codes) == len(live)
+        assert sorted(codes.rids().tolist()) == sorted(live)
+        for rid in (4, 7, 1999, 2002, 2599):
+            if rid not in live:
+                continue
+            rids, scores = codes.scored(live[rid], 300)
+            assert int(rids[np.argmax(scores)]) == rid
+        for q in _vectors(5, seed=52):
+            rids, scores = codes.scored(q, 40)
+            assert rids.tolist() == _brute(live, q, 40, codes.centre)
+            assert scores.tolist() == pytest.approx(_exact(vectors_of(live, rids), q), abs=1e-3)
+        codes.sync()
+    with CodeFile.open(path, DIM) as again:
+        assert sorted(again.rids().tolist()) == sorted(live) and again.dead == 5
+    assert not list(tmp_path.glob("*.compact"))
+
+
+def vectors_of(live: dict[int, np.ndarray], rids: np.ndarray) -> np.ndarray:
+    return np.array([live[int(r)] for r in rids])
+
+
+def test_a_compaction_gives_way_when_another_process_appended_or_compacted(
+    tmp_path: Path,
+) -> None:
+    """Rows another handle appended (or a compaction it made) after this compaction took
+    its rows: it changes nothing, removes its new files and says so; the next one
+    succeeds."""
+    path = tmp_path / "c.bin"
+    vectors = _vectors(1500, seed=53)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(1200), vectors[:1200])
+        codes.kill(np.arange(0, 1200, 2))
+        codes.sync()
+
+        def appended() -> None:
+            with CodeFile.open(path, DIM) as other:
+                other.append(np.arange(1200, 1300), vectors[1200:1300])
+                other.sync()
+
+        assert not codes.compact(holding=_wrote_between(codes, appended))
+        assert codes.dead == 600 and codes.replaced()
+        assert not list(tmp_path.glob("*.compact"))
+
+        def compacted() -> None:
+            with CodeFile.open(path, DIM) as other:
+                other.compact()
+
+        with CodeFile.open(path, DIM) as fresh:
+            assert not fresh.compact(holding=_wrote_between(fresh, compacted))
+            assert fresh.dead == 600 and fresh.replaced()
+        with CodeFile.open(path, DIM) as fresh:
+            assert fresh.dead == 0 and len(fresh) == 700
+            assert fresh.compact() and fresh.dead == 0
+    assert not list(tmp_path.glob("*.compact"))
+
+
+def test_searches_go_on_while_a_compaction_makes_its_files(tmp_path: Path) -> None:
+    """While a compaction writes its new files, another thread searches and appends
+    without waiting for it (the lock is free), and a cancelled compaction changes
+    nothing."""
+    path = tmp_path / "c.bin"
+    vectors = _vectors(5000, seed=54)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(4000), vectors[:4000])
+        codes.kill(np.arange(0, 4000, 4))
+        seen: list[int] = []
+
+        class Probe(threading.Event):
+            """Asked between chunks of the compaction's work: meanwhile a search and an
+            append on another thread must finish."""
+
+            def is_set(self) -> bool:
+                def work() -> None:
+                    rids, scores = codes.scored(vectors[7], 100)
+                    seen.append(int(rids[np.argmax(scores)]))
+                    codes.append([4000 + len(seen)], vectors[4000 + len(seen) :][:1])
+
+                other = threading.Thread(target=work)
+                other.start()
+                other.join(10)
+                assert not other.is_alive(), "the search waited for the compaction"
+                return False
+
+        assert codes.compact(Probe())
+        assert seen and set(seen) == {7}
+        assert codes.dead == 0 and len(codes) == 3000 + len(seen)
+        assert 4000 + len(seen) in codes.rids().tolist()
+
+        stop = threading.Event()
+        stop.set()
+        codes.kill(np.arange(1, 2000, 4))
+        before = (codes.dead, len(codes), path.stat().st_ino)
+        assert not codes.compact(stop)
+        assert (codes.dead, len(codes), path.stat().st_ino) == before
+    assert not list(tmp_path.glob("*.compact"))
+
+
+def test_lists_made_while_rows_come_and_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lists made from the rows at the start: rows appended meanwhile are the tail every
+    search scans, killed ones are never returned; lists made by another handle since
+    make this one give way."""
+    from memlane.stores import codes as module
+
+    monkeypatch.setattr(module, "LISTS_AT", 2000)
+    path = tmp_path / "c.bin"
+    vectors = _clustered(4000, 9)
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(range(3000), vectors[:3000])
+        codes.sync()
+
+        def change() -> None:
+            codes.append(range(3000, 3500), vectors[3000:3500])
+            codes.kill(range(0, 3500, 10))
+
+        assert codes.make_lists(holding=_wrote_between(codes, change))
+        assert codes._lists is not None and len(codes._lists.assign) == 3000
+        for rid in (3, 2999, 3001, 3499):
+            rids, scores = codes.scored(vectors[rid], 200)
+            assert int(rids[np.argmax(scores)]) == rid
+        assert not set(codes.scored(vectors[10], 200)[0].tolist()) & set(range(0, 3500, 10))
+
+        def compacted() -> None:
+            with CodeFile.open(path, DIM) as other:
+                other.compact()
+
+        codes.append(range(3500, 4000), vectors[3500:])
+        codes.sync()
+        assert not codes.make_lists(holding=_wrote_between(codes, compacted))
+        assert len(codes._lists.assign) == 3000
+
+
+def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.bin"
+    """Files of a killed process's compaction are removed when the next one starts
+    (before it could fail); a running process's only once a compaction put its own
+    files in place (that one then gives way)."""
+    import memlane.stores.codes as codes_module
+
+    path = tmp_path / "c.bin"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    killed = [tmp_path / f"c.bin.{gone}-0a1b2c3d.compact", tmp_path / f"c.f16.{gone}-0a1b.compact"]
+    running = tmp_path / f"c.bin.{os.getppid()}-99.compact"
+    other = tmp_path / f"d.bin.{gone}-0a1b2c3d.compact"  # another file's: not to remove
+    for file in (*killed, running, other):
+        file.write_bytes(b"half written")
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(1500), _vectors(1500, seed=55))
+        codes.kill(np.arange(0, 1500, 2))
+
+        def no_space(*_: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codes_module._Floats, "rewritten", no_space)
+            with pytest.raises(StoreError):
+                codes.compact()
+        assert not any(f.exists() for f in killed) and running.exists() and other.exists()
+        assert codes.compact()
+    assert not running.exists() and other.exists()

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import signal
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -612,3 +613,149 @@ def test_a_large_scope_searches_through_lists_made_and_kept_as_it_grows(
     codes = again.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
     assert codes is not None and codes._lists is not None and made == []
     again.close()
+
+
+def test_a_write_leaves_the_compaction_it_made_due_to_the_upkeep_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that makes the codes due for a compaction returns before the compaction
+    is made (it runs on the upkeep thread); meanwhile searches and writes go on and see
+    every record; once done, the codes are centred, in step with the database, and
+    nothing was rebuilt."""
+    from memlane.stores import codes as codes_module
+
+    real = codes_module.CodeFile.compact
+    threads: list[str] = []
+    started, go = threading.Event(), threading.Event()
+
+    def held_back(self: Any, *args: Any, **kwargs: Any) -> bool:
+        threads.append(threading.current_thread().name)
+        started.set()
+        assert go.wait(30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(codes_module.CodeFile, "compact", held_back)
+    rebuilds: list[int] = []
+    monkeypatch.setattr(
+        sidecar_module.Sidecar, "rebuild", _counted(sidecar_module.Sidecar.rebuild, rebuilds)
+    )
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    model = FakeEmbedder().model_id
+    m.add("the first heron", user_id="u")
+    m.search("heron", user_id="u")  # the folder is built: later writes are applied
+    texts = [f"note {i} about the w{i}x heron" for i in range(1100)]
+    m.add_many([MemoryInput(text=t) for t in texts], user_id="u")  # past 1,024 rows
+    assert started.wait(30) and threads == ["memlane-codes-upkeep"]
+    codes = m.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
+    assert codes is not None and not codes.centre.any()  # not centred yet
+    later = m.add("a kestrel over the w5000x field", user_id="u")
+    hits = m.search("a kestrel over the w5000x field", user_id="u", recipe="semantic")
+    assert hits[0].record.id == later.id
+    go.set()
+    assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+    assert codes.centre.any() and not codes.wants_compaction()
+    assert _check(m.store, "u") == (set(), set())  # type: ignore[arg-type]
+    for text in (texts[7], texts[1099], "a kestrel over the w5000x field"):
+        hits = m.search(text, user_id="u", recipe="semantic", limit=1, explain=True)
+        assert hits[0].record.text == text
+    m.close()
+    assert rebuilds == [1]  # the first build only
+
+
+def _counted(real: Any, calls: list[int]) -> Any:
+    def counted(self: Any, conn: Any, user_id: str, progress: Any = None) -> int:
+        calls.append(real(self, conn, user_id, progress))
+        return calls[-1]
+
+    return counted
+
+
+def test_closing_the_store_finishes_the_upkeep_it_made_due(tmp_path: Path) -> None:
+    """A short-lived process (a CLI call) that makes a compaction due and closes at once
+    leaves the codes compacted, as the write would have before."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add_many([MemoryInput(text=f"note {i} w{i}x") for i in range(1100)], user_id="u")
+    m.close()
+    store = SqliteStore(path)
+    again = Memory(store, embedder=FakeEmbedder())
+    again.search("note", user_id="u")
+    codes = store._sidecar.codes("u", FakeEmbedder().model_id, "content")
+    assert codes is not None and codes.centre.any() and not codes.wants_compaction()
+    again.close()
+
+
+def _compact_until_killed(url: str, n: int, ready: Any, compacting: Any) -> None:
+    """A child's work until it is killed: batches of adds and rewrites (the old rows
+    die), with each compaction slowed down and announced."""
+    from memlane.stores import codes as codes_module
+
+    sidecar_module.SYNC_AFTER_WRITES = 50
+    codes_module.CHUNK = 256
+    real = codes_module._centred_codes
+
+    def slow(*args: Any) -> Any:
+        compacting.set()
+        time.sleep(0.002)
+        return real(*args)
+
+    codes_module._centred_codes = slow  # type: ignore[assignment]
+    # Due far more often than the store's thresholds make it (half the rows dead), so
+    # that kills land in compactions of every size as the scope grows.
+    codes_module.CodeFile.wants_compaction = lambda self: self.dead > 300  # type: ignore[method-assign]
+    m = Memory(url, embedder=FakeEmbedder())
+    ready.set()
+    while True:
+        batch = [MemoryInput(f"tok{k}x w{k}y v{k}z u{k}q") for k in range(n, n + 200)]
+        recs = m.add_many(batch, user_id="u")
+        for k, rec in enumerate(recs[:150], start=n):  # a new vector: the old row dies
+            m.update(rec.id, user_id="u", text=f"tok{k}x w{k}y v{k}z u{k}q again")
+        n += 200
+
+
+def test_kill_9_during_a_background_compaction_leaves_index_and_database_in_agreement(
+    tmp_path: Path,
+) -> None:
+    """15 kill -9 while the upkeep thread compacts (making its new files, or putting
+    them in place): after each, the reopened store's codes hold exactly the database's
+    records and live ones are found by their own vector."""
+    path = tmp_path / "m.db"
+    rng = random.Random(11)
+    fork = multiprocessing.get_context("fork")
+    for round_ in range(15):
+        ready, compacting = fork.Event(), fork.Event()
+        child = fork.Process(
+            target=_compact_until_killed,
+            args=(f"sqlite:///{path}", round_ * 100_000, ready, compacting),
+        )
+        child.start()
+        assert ready.wait(30) and compacting.wait(60), f"round {round_}"
+        time.sleep(rng.uniform(0, 0.08))
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        store = SqliteStore(path)
+        m = Memory(store, embedder=FakeEmbedder())
+        assert _check(store, "u") == (set(), set()), f"round {round_}"
+        with store._lock:
+            sample = (
+                store._connection()
+                .execute(
+                    "SELECT id, text FROM records WHERE user_id = 'u' AND deleted_at IS NULL "
+                    "ORDER BY random() LIMIT 3"
+                )
+                .fetchall()
+            )
+        for rid, text in sample:  # (hashed words collide: any hit of the same vector)
+            hits = m.search(text, user_id="u", recipe="semantic", limit=10, explain=True)
+            same = [h.record.id for h in hits if h.explanation["vector"]["score"] > 0.999]  # type: ignore[index]
+            assert rid in same, f"round {round_}"
+        m.close()
+    # What the killed compactions left is removed by the next one.
+    store = SqliteStore(path)
+    store._sidecar.sync(store._connection(), "u", FakeEmbedder().model_id)
+    codes = store._sidecar.codes("u", FakeEmbedder().model_id, "content")
+    assert codes is not None and codes.compact()
+    assert not list(tmp_path.rglob("*.compact"))
+    store.close()

@@ -505,15 +505,18 @@ class CodeFile:
             return False
         finally:
             floats.close()
-        with _held(holding) as current, self._lock:
-            if not current or self._closed or self._tag != tag or self._lists is not base:
+        with _held(holding) as current:
+            if not current or _set(cancel):
                 return False
-            if _set(cancel):
-                return False
-            self._lists = _Lists(centres, np.concatenate([assign, placed]))
-            self._grouped = None
-            self._lists.save(lists_path(self.path), self._tag)
-            return True
+            with self._lock:
+                if self._closed or self._tag != tag or self._lists is not base:
+                    return False
+                if self._replaced():  # compacted by another process: not our rows
+                    return False
+                self._lists = _Lists(centres, np.concatenate([assign, placed]))
+                self._grouped = None
+                self._lists.save(lists_path(self.path), self._tag)
+                return True
 
     def _make_lists(self, *, keep_centres: bool) -> None:
         """Under the lock, in memory: :meth:`make_lists`."""
@@ -540,11 +543,19 @@ class CodeFile:
         (another process appended and stopped before saying so): open it again before
         writing, or its rows would land where no one reads them."""
         with self._lock:
-            if self._file is None or self.path is None or self._closed:
-                return False
-            on_disk = _if_same_file(self.path, self._file)
-            size = self._header_bytes + self._file_rows * self._row.itemsize
-            return on_disk is None or on_disk.st_size != size or self._floats.replaced()
+            return self._replaced()
+
+    def _replaced(self) -> bool:
+        """Under the lock: :meth:`replaced` (this code file's own writes flushed first)."""
+        if self._file is None or self.path is None or self._closed:
+            return False
+        try:
+            self._file.flush()
+        except OSError as exc:
+            raise StoreError(f"cannot write code file {self.path}: {exc}") from exc
+        on_disk = _if_same_file(self.path, self._file)
+        size = self._header_bytes + self._file_rows * self._row.itemsize
+        return on_disk is None or on_disk.st_size != size or self._floats.replaced()
 
     def sync(self) -> None:
         """Flush the files and fsync them (the vectors first): every append and kill made so
@@ -609,13 +620,17 @@ class CodeFile:
                 self._compact_in_memory()
                 return True
             plan = self._plan()
+        _sweep(self.path, dead_only=True)
         try:
             try:
                 self._prepare(plan, cancel)
             except _GaveWay:
                 return False
-            with _held(holding) as current, self._lock:
-                return current and self._install(plan, cancel)
+            with _held(holding) as current:
+                if not current or _set(cancel):
+                    return False
+                with self._lock:
+                    return self._install(plan)
         finally:
             plan.discard()
 
@@ -685,7 +700,7 @@ class CodeFile:
                     raise _GaveWay
                 codes[start : start + len(part)] = _centred_codes(part, centre)
 
-            unique = os.urandom(4).hex()
+            unique = f"{os.getpid()}-{os.urandom(4).hex()}"
             try:
                 if plan.whole:
                     for start in range(0, n, CHUNK):
@@ -729,7 +744,7 @@ class CodeFile:
         placed = _placed(floats.read, plan.rows[len(assign) :], centres, cancel)
         return _Lists(centres, np.concatenate([assign, placed]))
 
-    def _install(self, plan: _Plan, cancel: threading.Event | None) -> bool:
+    def _install(self, plan: _Plan) -> bool:
         """Under the lock: bring what changed since ``plan`` was taken into its new
         files and put them in place of the old ones; False (nothing changed) if the
         files are no longer the ones it was taken from."""
@@ -737,17 +752,10 @@ class CodeFile:
 
         assert self._file is not None and self.path is not None
         assert plan.codes is not None and plan.centre is not None and plan.code_temp is not None
-        if self._closed or self._tag != plan.tag or _set(cancel):
+        if self._closed or self._tag != plan.tag:
             return False
         path, stride = self.path, self._row.itemsize
-        try:
-            self._file.flush()  # this process's appends and kills: in the file now
-        except OSError as exc:
-            raise StoreError(f"cannot write code file {path}: {exc}") from exc
-        on_disk = _if_same_file(path, self._file)
-        if on_disk is None or on_disk.st_size != self._header_bytes + self._file_rows * stride:
-            return False  # another process compacted or appended: taken again later
-        if self._floats.replaced():
+        if self._replaced():  # another process compacted or appended: taken again later
             return False
         try:
             self._file.seek(self._header_bytes)
@@ -811,10 +819,7 @@ class CodeFile:
             lists_path(path).unlink(missing_ok=True)
         else:
             self._lists.save(lists_path(path), self._tag)
-        # New files of compactions that never finished (a process killed, or one that
-        # lost the race to this one: it gives way when it finds its files gone).
-        for stray in path.parent.glob(f"{path.stem}.*.compact"):
-            stray.unlink(missing_ok=True)
+        _sweep(path, dead_only=False)  # another process's gives way: it finds them gone
         return True
 
     def close(self) -> None:
@@ -1199,8 +1204,33 @@ class _Plan:
 
 def _temporary(path: Path, unique: str) -> Path:
     """A compaction's new file for ``path``: beside it, named for this compaction only
-    (processes may compact the same files at once; one puts its files in place)."""
+    (``unique`` begins with the process id: processes may compact the same files at
+    once, and one puts its files in place)."""
     return path.with_name(f"{path.name}.{unique}.compact")
+
+
+def _sweep(path: Path, *, dead_only: bool) -> None:
+    """Remove the new files of compactions of the code file ``path`` (and its vectors
+    file) that will never be put in place: those of processes no longer running, or with
+    ``dead_only`` False, every one (a compaction just put its own in place)."""
+    for stray in path.parent.glob(f"{path.stem}.*.*.compact"):
+        owner = stray.name.split(".")[-2].partition("-")[0]
+        if dead_only and owner.isdigit() and _running(int(owner)):
+            continue
+        stray.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # running, as another user
+        return True
+    return True
 
 
 Reader = Callable[["np.ndarray"], "np.ndarray"]

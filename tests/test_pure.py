@@ -21,6 +21,23 @@ def test_ids_sort_by_time_and_are_unique() -> None:
     assert new_id(1_000) < new_id(2_000_000_000_000)
 
 
+def test_processes_forked_from_one_state_make_different_ids() -> None:
+    """Two children forked after the parent made an id (in the same millisecond, or with
+    the parent's clock ahead of theirs) each make ids the other never makes."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    new_id(2_000_000_000_000)  # the parent's last id: in the future, so both continue it
+    with fork.Pool(2) as pool:
+        first, second = pool.map(_ids, [100, 100])
+    assert len(set(first) | set(second)) == 200
+    assert first == sorted(first) and second == sorted(second)
+
+
+def _ids(n: int) -> list[str]:
+    return [new_id() for _ in range(n)]
+
+
 def test_scope_needs_a_user() -> None:
     with pytest.raises(ValidationError):
         Scope("")

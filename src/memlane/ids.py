@@ -38,6 +38,17 @@ def new_id(now_ms: int | None = None) -> str:
     return _encode(ms, 10) + _encode(rand, 16)
 
 
+def _forget_in_child() -> None:
+    """After a fork: the child draws its own random part. Continuing the parent's
+    sequence, two children forked from one state would make the same ids."""
+    global _lock, _last_ms, _last_rand
+    _lock, _last_ms, _last_rand = threading.Lock(), -1, 0
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def stable_id(*parts: str) -> str:
     """A 26-character id in the same alphabet, the same for the same parts every time
     (a hash, so it does not sort by time). Used where a retry must name the same row."""

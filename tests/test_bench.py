@@ -64,3 +64,24 @@ def test_audit_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     line = json.loads(done.stdout)
     assert line["size"] == 30 and line["search_all_p50"] > 0 and "add_writes_p50" in line
+
+
+def test_upkeep_bench_runs_on_a_little_data(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = str(REPO / "bench" / "upkeep.py")
+    codes = subprocess.run(
+        [sys.executable, script, "codes", "--n", "5000", "--extra", "500", "--idle", "0.2",
+         "--dir", str(tmp_path), "--json", str(tmp_path / "codes.json")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert codes.returncode == 0, codes.stderr
+    result = json.loads((tmp_path / "codes.json").read_text())
+    assert result["n"] == 5000 and result["compact"]["longest_lock_hold_ms"] > 0
+    assert result["make_lists"]["wall_s"] >= 0 and result["searches_ms"]["idle"]["n"] > 0
+    writes = subprocess.run(
+        [sys.executable, script, "writes", "--n", "3000", "--dir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert writes.returncode == 0, writes.stderr
+    result = json.loads(writes.stdout)
+    assert result["batch_ms"]["n"] == 3 and len(result["slowest"]) == 3

@@ -730,7 +730,7 @@ def test_kill_9_during_a_background_compaction_leaves_index_and_database_in_agre
             args=(f"sqlite:///{path}", round_ * 100_000, ready, compacting),
         )
         child.start()
-        assert ready.wait(30) and compacting.wait(60), f"round {round_}"
+        assert ready.wait(30) and compacting.wait(60), f"round {round_}: {child.exitcode}"
         time.sleep(rng.uniform(0, 0.08))
         assert child.pid is not None
         os.kill(child.pid, signal.SIGKILL)

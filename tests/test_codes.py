@@ -720,6 +720,14 @@ def _wrote_between(codes: CodeFile, change: Any) -> Any:
     return holding
 
 
+def _compacted_by_another_handle(path: Path) -> Any:
+    def compacted() -> None:
+        with CodeFile.open(path, DIM) as other:
+            other.compact()
+
+    return compacted
+
+
 @pytest.mark.parametrize("dead_first", [False, True])
 def test_a_compaction_brings_in_what_changed_while_it_ran(tmp_path: Path, dead_first: bool) -> None:
     """Rows appended, killed and replaced after a compaction took its rows (by this code
@@ -795,10 +803,7 @@ def test_a_compaction_gives_way_when_another_process_appended_or_compacted(
         assert codes.dead == 600 and codes.replaced()
         assert not list(tmp_path.glob("*.compact"))
 
-        def compacted() -> None:
-            with CodeFile.open(path, DIM) as other:
-                other.compact()
-
+        compacted = _compacted_by_another_handle(path)
         with CodeFile.open(path, DIM) as fresh:
             assert not fresh.compact(holding=_wrote_between(fresh, compacted))
             assert fresh.dead == 600 and fresh.replaced()
@@ -873,10 +878,7 @@ def test_lists_made_while_rows_come_and_go(tmp_path: Path, monkeypatch: pytest.M
             assert int(rids[np.argmax(scores)]) == rid
         assert not set(codes.scored(vectors[10], 200)[0].tolist()) & set(range(0, 3500, 10))
 
-        def compacted() -> None:
-            with CodeFile.open(path, DIM) as other:
-                other.compact()
-
+        compacted = _compacted_by_another_handle(path)
         codes.append(range(3500, 4000), vectors[3500:])
         codes.sync()
         assert not codes.make_lists(holding=_wrote_between(codes, compacted))

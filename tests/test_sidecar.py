@@ -196,6 +196,30 @@ def _ingest_forever(url: str, seed: int, n: int, ready: Any) -> None:
         n += 1
 
 
+def _killed_and_reopened(
+    child: Any, path: Path, round_: int, n: int
+) -> tuple[Memory, list[tuple[str, str]]]:
+    """Kill the child with SIGKILL, reopen the store, check its index agrees with the
+    database, and sample ``n`` live records (id, text)."""
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder())
+    assert _check(store, "u") == (set(), set()), f"round {round_}"
+    with store._lock:
+        sample = (
+            store._connection()
+            .execute(
+                "SELECT id, text FROM records WHERE user_id = 'u' AND deleted_at IS NULL "
+                "ORDER BY random() LIMIT ?",
+                (n,),
+            )
+            .fetchall()
+        )
+    return m, sample
+
+
 def test_kill_9_during_ingest_leaves_index_and_database_in_agreement(tmp_path: Path) -> None:
     """50 kill -9 at random points of an ingest (adds, rewrites, deleted sessions,
     searches that apply the outbox): after each, the reopened store's index holds exactly
@@ -211,21 +235,7 @@ def test_kill_9_during_ingest_leaves_index_and_database_in_agreement(tmp_path: P
         child.start()
         assert ready.wait(30)
         time.sleep(rng.uniform(0.01, 0.3))
-        assert child.pid is not None
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        store = SqliteStore(path)
-        m = Memory(store, embedder=FakeEmbedder())
-        assert _check(store, "u") == (set(), set()), f"round {round_}"
-        with store._lock:
-            sample = (
-                store._connection()
-                .execute(
-                    "SELECT id, text FROM records WHERE user_id = 'u' AND deleted_at IS NULL "
-                    "ORDER BY random() LIMIT 5"
-                )
-                .fetchall()
-            )
+        m, sample = _killed_and_reopened(child, path, round_, 5)
         for rid, text in sample:
             hits = m.search(text.split()[0], user_id="u", recipe="lexical")
             assert rid in [h.record.id for h in hits], f"round {round_}"
@@ -732,21 +742,7 @@ def test_kill_9_during_a_background_compaction_leaves_index_and_database_in_agre
         child.start()
         assert ready.wait(30) and compacting.wait(60), f"round {round_}: {child.exitcode}"
         time.sleep(rng.uniform(0, 0.08))
-        assert child.pid is not None
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        store = SqliteStore(path)
-        m = Memory(store, embedder=FakeEmbedder())
-        assert _check(store, "u") == (set(), set()), f"round {round_}"
-        with store._lock:
-            sample = (
-                store._connection()
-                .execute(
-                    "SELECT id, text FROM records WHERE user_id = 'u' AND deleted_at IS NULL "
-                    "ORDER BY random() LIMIT 3"
-                )
-                .fetchall()
-            )
+        m, sample = _killed_and_reopened(child, path, round_, 3)
         for rid, text in sample:  # (hashed words collide: any hit of the same vector)
             hits = m.search(text, user_id="u", recipe="semantic", limit=10, explain=True)
             same = [h.record.id for h in hits if h.explanation["vector"]["score"] > 0.999]  # type: ignore[index]

@@ -755,3 +755,138 @@ def test_kill_9_during_a_background_compaction_leaves_index_and_database_in_agre
     assert codes is not None and codes.compact()
     assert not list(tmp_path.rglob("*.compact"))
     store.close()
+
+
+def test_a_child_forked_while_the_upkeep_holds_a_users_lock_does_not_keep_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process forks (a worker pool, say) while its upkeep thread holds a user's lock
+    file: once the parent is done with it, other processes take the lock, while the
+    child still lives (its copy of the descriptor is closed at the fork)."""
+    from memlane.stores import codes as codes_module
+
+    real = codes_module.CodeFile._install
+    entered, go = threading.Event(), threading.Event()
+
+    def held(self: Any, plan: Any) -> bool:
+        entered.set()
+        assert go.wait(30)
+        return bool(real(self, plan))
+
+    monkeypatch.setattr(codes_module.CodeFile, "_install", held)
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("the first heron", user_id="u")
+    m.search("heron", user_id="u")
+    m.add_many([MemoryInput(text=f"note {i} w{i}x") for i in range(1100)], user_id="u")
+    assert entered.wait(30)  # the upkeep thread holds the user's lock file now
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        go.set()
+        assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+        other = Memory(SqliteStore(path, busy_timeout_s=3), embedder=FakeEmbedder())
+        other.add("a kestrel in the w9999x field", user_id="u")
+        hits = other.search("kestrel", user_id="u", recipe="lexical")  # takes the lock
+        assert [h.record.text for h in hits] == ["a kestrel in the w9999x field"]
+        assert child.is_alive()
+        other.close()
+    finally:
+        child.kill()
+        child.join()
+        m.close()
+
+
+def test_an_upkeep_that_keeps_giving_way_is_done_under_the_users_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process writes the user while each compaction is being made, so each
+    gives way; after GIVE_WAY_LIMIT of them the next is done under the user's lock (the
+    other process waits) and the codes end up centred and in step."""
+    from memlane.stores import codes as codes_module
+
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    other = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    # The other process writes and never compacts (one whose upkeep is elsewhere).
+    other.store._sidecar._upkeep = sidecar_module._Upkeep(lambda *_: None)  # type: ignore[attr-defined]
+    m.add("the first heron", user_id="u")
+    m.search("heron", user_id="u")
+    real = codes_module.CodeFile._prepare
+    prepared: list[int] = []
+
+    def interrupted(self: Any, plan: Any, cancel: Any) -> None:
+        real(self, plan, cancel)
+        prepared.append(1)
+        if len(prepared) <= sidecar_module.GIVE_WAY_LIMIT:  # (then it holds the lock)
+            other.add(f"a kestrel number {len(prepared)}", user_id="u")
+            other.search("kestrel", user_id="u", recipe="lexical")  # applied: state moves
+
+    monkeypatch.setattr(codes_module.CodeFile, "_prepare", interrupted)
+    model = FakeEmbedder().model_id
+    m.add_many([MemoryInput(text=f"note {i} w{i}x") for i in range(1100)], user_id="u")
+    for attempt in range(sidecar_module.GIVE_WAY_LIMIT):
+        assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+        codes = m.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
+        assert codes is not None and not codes.centre.any(), f"attempt {attempt}"
+        m.add_many([MemoryInput(text=f"more {attempt} {i}") for i in range(3)], user_id="u")
+        m.search("note", user_id="u")  # applies the outbox: asks for the upkeep again
+    assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+    assert len(prepared) == sidecar_module.GIVE_WAY_LIMIT + 1
+    codes = m.store._sidecar.codes("u", model, "content")  # type: ignore[attr-defined]
+    assert codes is not None and codes.centre.any() and not codes.wants_compaction()
+    assert _check(m.store, "u") == (set(), set())  # type: ignore[arg-type]
+    other.close()
+    m.close()
+
+
+def test_where_no_thread_can_start_the_write_does_the_upkeep_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write at interpreter shutdown (Python 3.12 starts no thread then) makes the
+    upkeep due: it is done in the write, and closing the store does not wait for a
+    thread that never ran."""
+    real = threading.Thread.start
+
+    def refused(self: threading.Thread) -> None:
+        if self.name == "memlane-codes-upkeep":
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add_many([MemoryInput(text=f"note {i} w{i}x") for i in range(1100)], user_id="u")
+    codes = m.store._sidecar.codes("u", FakeEmbedder().model_id, "content")  # type: ignore[attr-defined]
+    assert codes is not None and codes.centre.any() and not codes.wants_compaction()
+    assert m.store._sidecar.wait_for_upkeep(5)  # type: ignore[attr-defined]
+    m.close()
+
+
+def test_a_compaction_that_fails_half_way_in_the_background_is_healed_by_the_next_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upkeep puts the new vectors file in place and then cannot put the codes
+    there (the pair is out of step): it says so, lets go of the user's indexes, and the
+    next search opens them again (rebuilt from the database) and finds every memory."""
+    real = os.replace
+
+    def broken(src: Any, dst: Any) -> None:
+        if str(src).endswith(".compact") and str(dst).endswith(".bin"):
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    first = m.add_many([MemoryInput(text=f"note {i} w{i}x") for i in range(1100)], user_id="u")
+    assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+    monkeypatch.setattr(os, "replace", broken)
+    for record in first:  # 1,100 dead rows: a compaction, which rewrites both files
+        m.update(record.id, user_id="u", text=f"{record.text} again")
+    m.search("note", user_id="u")  # applies the outbox: the upkeep is due
+    assert m.store._sidecar.wait_for_upkeep(60)  # type: ignore[attr-defined]
+    assert "upkeep of a user's vector codes stopped" in caplog.text
+    monkeypatch.setattr(os, "replace", real)
+    hits = m.search("note 5 w5x again", user_id="u", recipe="semantic", limit=1)
+    assert hits[0].record.id == first[5].id
+    assert _check(m.store, "u") == (set(), set())  # type: ignore[arg-type]
+    m.close()

@@ -804,6 +804,9 @@ class CodeFile:
                 os.fsync(out.fileno())
         except OSError as exc:
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
+        rids = np.concatenate([kept, now[later]])
+        codes = np.concatenate([plan.codes, later_codes])
+        alive = rids >= 0
         self._file.close()  # before the renames: Windows renames no open file
         if not plan.whole:
             self._floats.close()
@@ -824,12 +827,9 @@ class CodeFile:
             if not plan.whole:
                 floats = vectors_path(path)
                 self._floats = _Floats.open(floats, self.dim, plan.new_tag, create=False)
-        except OSError as exc:
+        except BaseException as exc:  # the files may be out of step: open() tells
             self._closed = True
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
-        rids = np.concatenate([kept, now[later]])
-        codes = np.concatenate([plan.codes, later_codes])
-        alive = rids >= 0
         self._rids = rids[alive]
         self._codes = np.ascontiguousarray(codes[alive])
         self._rows = np.flatnonzero(alive).astype(np.int64)
@@ -1111,7 +1111,8 @@ class _Floats:
         if not len(rows):
             return np.empty((0, self.dim), dtype=np.float16)
         need = int(rows.max()) + 1
-        if self._map is None or len(self._map) < need:
+        mapped = self._map  # once: prime() may put another in place meanwhile
+        if mapped is None or len(mapped) < need:
             held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
             if held < need:
                 raise CorruptStoreError(f"{self.path} holds {held} vectors, row {need - 1} asked")
@@ -1122,11 +1123,12 @@ class _Floats:
             # cost more than the faults). A plain array over it: np.memmap's own
             # indexing costs more than the read.
             length = HEADER_BYTES + held * self._stride
-            whole = _map_read_only(self._file, length, populate=self._map is None)
-            self._map = np.frombuffer(
+            whole = _map_read_only(self._file, length, populate=mapped is None)
+            mapped = np.frombuffer(
                 whole, dtype="<f2", count=held * self.dim, offset=HEADER_BYTES
             ).reshape(held, self.dim)
-        return np.take(self._map, rows, axis=0)
+            self._map = mapped
+        return np.take(mapped, rows, axis=0)
 
     def prime(self, rows: int) -> None:
         """Without the code file's lock: map the file's first ``rows`` rows with their
@@ -1256,8 +1258,12 @@ def _sweep(path: Path, *, dead_only: bool, keep: Path | None = None) -> None:
     that will never be put in place: those of processes no longer running, or with
     ``dead_only`` False, every one but ``keep`` (a compaction just put its own in
     place)."""
-    for stray in path.parent.glob(f"{path.stem}.*.*.compact"):
-        if stray == keep:
+    older = [
+        path.with_name(f"{path.name}.compact"),
+        vectors_path(path).with_name(f"{vectors_path(path).name}.compact"),
+    ]  # named by memlane before 2026-12-03
+    for stray in [*path.parent.glob(f"{path.stem}.*.*.compact"), *older]:
+        if stray == keep or not stray.exists():
             continue
         owner = stray.name.split(".")[-2].partition("-")[0]
         if dead_only and owner.isdigit() and _running(int(owner)):

@@ -39,6 +39,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -70,6 +71,10 @@ the outbox itself (bulk ingest keeps the outbox short; small writes leave it to 
 next search, which applies them in one index commit)."""
 
 BUILD_CHUNK = 5000
+
+GIVE_WAY_LIMIT = 2
+"""Times the upkeep of a user's codes may give way to other processes' writes before it
+is done under the user's lock (blocking them, as a write that made it due once did)."""
 
 MAX_OPEN = 256
 """Users whose indexes stay open in a process (the least recently used are closed; one
@@ -126,9 +131,27 @@ class Sidecar:
         self._written: dict[str, int] = {}
         self._states: dict[str, State] = {}
         """The states of indexes in memory (``root=None``)."""
-        self._held: set[str] = set()
-        """Users whose lock file this process holds (always under ``_mutex``)."""
+        self._held: dict[str, int] = {}
+        """Users whose lock file this process holds, with its descriptor (always under
+        ``_mutex``)."""
         self._mutex = threading.RLock()
+        self._upkeep = _Upkeep(self._keep_up)
+        self._gave_way: dict[tuple[str, str], int] = {}
+        """Times the upkeep of (user, field) gave way to another process's writes."""
+        _LIVE.add(self)
+
+    def _forked(self) -> None:
+        """In a child forked from this process: let go of what the parent's threads
+        held. The lock files they held are closed here (the child's copies would keep
+        the parent's locks taken for as long as the child lives, from every process);
+        the mutex, the open indexes and the upkeep start afresh (a lock that a thread of
+        the parent held would stay held here for ever)."""
+        for fd in self._held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._held = {}
+        self._mutex = threading.RLock()
+        self._open = OrderedDict()
         self._upkeep = _Upkeep(self._keep_up)
 
     # ------------------------------------------------------------------ reading
@@ -319,14 +342,50 @@ class Sidecar:
                 )
                 yield current
 
+        key = (user_id, field_)
+        if self._gave_way.get(key, 0) >= GIVE_WAY_LIMIT:
+            self._keep_up_holding(user_id, field_)
+            return
         try:
             if codes.wants_compaction():
-                codes.compact(holding=holding)
+                done = codes.compact(holding=holding)
             elif codes.wants_lists():
-                codes.make_lists(holding=holding)
+                done = codes.make_lists(holding=holding)
+            else:
+                return
         except StoreError as exc:  # out of disk, say: asked again by a later write
-            if not codes.closed:  # (closed meanwhile: the user was rebuilt or let go)
+            log.warning("the upkeep of a user's vector codes stopped: %s", exc)
+            if codes.closed:  # a swap that failed half way: opened again (or rebuilt)
+                with self._mutex:
+                    if self._open.get(user_id) is opened:
+                        self._close(user_id)
+            return
+        if done:
+            self._gave_way.pop(key, None)
+        else:  # another process wrote meanwhile: asked again by a later write
+            self._gave_way[key] = self._gave_way.get(key, 0) + 1
+
+    def _keep_up_holding(self, user_id: str, field_: str) -> None:
+        """The upkeep of a user that other processes keep writing (it gave way
+        :data:`GIVE_WAY_LIMIT` times): done under the user's lock, as a write did
+        before the upkeep had a thread, so that it is done."""
+        self._gave_way.pop((user_id, field_), None)
+        with self._mutex, self._locked(user_id):
+            state = self._read_state(user_id)
+            if state is None or user_id not in self._open:
+                return
+            try:
+                opened = self._opened(user_id, state)  # as the other processes left it
+                codes = opened.indexes.codes.get(field_)
+                if codes is None:
+                    return
+                if codes.wants_compaction():
+                    codes.compact()
+                elif codes.wants_lists():
+                    codes.make_lists()
+            except (CorruptStoreError, StoreError) as exc:  # the next sync rebuilds
                 log.warning("the upkeep of a user's vector codes stopped: %s", exc)
+                self._close(user_id)
 
     def wait_for_upkeep(self, timeout_s: float | None = None) -> bool:
         """Wait until no upkeep of the codes is due or under way in this process (True),
@@ -508,11 +567,11 @@ class Sidecar:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = self._take_lock(path)
-        self._held.add(user_id)
+        self._held[user_id] = fd
         try:
             yield
         finally:
-            self._held.discard(user_id)
+            self._held.pop(user_id, None)
             if user_id in self._empty:  # forgotten or never written: no name left behind
                 path.unlink(missing_ok=True)
             os.close(fd)  # releases the lock
@@ -547,6 +606,19 @@ class Sidecar:
         self._upkeep.close()
         for user_id in list(self._open):
             self._close(user_id)
+
+
+_LIVE: weakref.WeakSet[Sidecar] = weakref.WeakSet()
+"""The sidecars of this process, told when it forks."""
+
+
+def _after_fork_in_child() -> None:
+    for sidecar in list(_LIVE):
+        sidecar._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
@@ -675,55 +747,64 @@ def _model(conn: sqlite3.Connection) -> Model | None:
 class _Upkeep:
     """Work on the codes that a write made due, done on one thread of the process: a
     queue of (user, field), each once however often it is asked for. The thread starts
-    with the first request and ends when the queue is empty."""
+    with the first request and ends when the queue is empty. Where no thread can start
+    (a process shutting down), the work is done by the caller instead."""
 
     def __init__(self, work: Callable[[str, str], None]) -> None:
         self._work = work
         self._due: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
 
     def want(self, user_id: str, field_: str) -> None:
         """Ask for the upkeep of a user's codes of ``field_`` (ignored once closed)."""
         with self._cond:
-            self._forked()
             if self._closed:
                 return
             self._due[(user_id, field_)] = None
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="memlane-codes-upkeep", daemon=True
-                )
-                self._thread.start()
-
-    def _forked(self) -> None:
-        """In a child forked while the thread ran: no thread runs here; start afresh."""
-        if self._pid != os.getpid():
-            self._pid, self._thread, self._due = os.getpid(), None, OrderedDict()
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="memlane-codes-upkeep", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                due, self._due = list(self._due), OrderedDict()
+            else:
+                self._thread = thread
+                return
+        for key in due:  # here, then
+            self._do(*key)
 
     def _run(self) -> None:
-        import faiss
+        try:
+            import faiss
 
-        # k-means and the scans on this thread use one core: searches keep the other.
-        faiss.omp_set_num_threads(1)
-        while True:
+            # k-means and the scans on this thread use one core: searches keep the other.
+            faiss.omp_set_num_threads(1)
+            while True:
+                with self._cond:
+                    if not self._due:
+                        self._thread = None
+                        self._cond.notify_all()
+                        return
+                    (user_id, field_), _ = self._due.popitem(last=False)
+                self._do(user_id, field_)
+        finally:  # whatever ended the thread, a waiter is not left waiting for it
             with self._cond:
-                if not self._due:
+                if self._thread is threading.current_thread():
                     self._thread = None
-                    self._cond.notify_all()
-                    return
-                (user_id, field_), _ = self._due.popitem(last=False)
-            try:
-                self._work(user_id, field_)
-            except Exception:  # a bug must not end the thread with work queued
-                log.exception("the upkeep of a user's vector codes failed")
+                self._cond.notify_all()
+
+    def _do(self, user_id: str, field_: str) -> None:
+        try:
+            self._work(user_id, field_)
+        except Exception:  # a bug must not end the thread with work queued
+            log.exception("the upkeep of a user's vector codes failed")
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until nothing is due or under way (True), or ``timeout_s`` passed."""
         with self._cond:
-            self._forked()
             return self._cond.wait_for(lambda: self._thread is None, timeout_s)
 
     def close(self) -> None:

@@ -503,7 +503,7 @@ def test_a_compaction_that_fails_changes_nothing(
         codes.kill(np.arange(0, 100))  # dead rows: both files are rewritten
         codes.sync()
 
-        def no_space(*_: object) -> None:
+        def no_space(*_: object, **__: object) -> None:
             raise OSError(28, "No space left on device")
 
         with monkeypatch.context() as patch:
@@ -910,7 +910,7 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
         codes.append(np.arange(1500), _vectors(1500, seed=55))
         codes.kill(np.arange(0, 1500, 2))
 
-        def no_space(*_: object) -> None:
+        def no_space(*_: object, **__: object) -> None:
             raise OSError(28, "No space left on device")
 
         with pytest.MonkeyPatch.context() as patch:
@@ -920,3 +920,41 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
         assert not any(f.exists() for f in killed) and running.exists() and other.exists()
         assert codes.compact()
     assert not running.exists() and other.exists()
+
+
+def test_a_compaction_never_writes_into_a_folder_put_in_place_meanwhile(tmp_path: Path) -> None:
+    """A rebuild replaces the user's folder (renamed away, a new one at its path) while a
+    compaction writes its new files: they are made in the folder it was taken from, never
+    in the new one (the rebuild erased what they hold), and removed when it gives way."""
+    folder = tmp_path / "user"
+    folder.mkdir()
+    path = folder / "c.bin"
+    vectors = _vectors(3000, seed=56)
+    moved = tmp_path / "user.old"
+    with CodeFile.open(path, DIM) as codes:
+        codes.append(np.arange(3000), vectors)
+        codes.kill(np.arange(0, 3000, 2))
+        codes.sync()
+
+        class Rebuild(threading.Event):
+            """Asked between chunks of the compaction's work: the first time, the
+            folder is replaced as a rebuild would replace it."""
+
+            def is_set(self) -> bool:
+                if not moved.exists():
+                    folder.rename(moved)
+                    folder.mkdir()
+                    (folder / "state.json").write_text("{}")
+                return False
+
+        seen: list[list[str]] = []
+
+        @contextmanager
+        def holding() -> Iterator[bool]:  # the new files are all made by now
+            seen.append(sorted(p.name for p in folder.iterdir()))
+            yield True
+
+        assert not codes.compact(Rebuild(), holding)  # its files are not there any more
+        assert seen == [["state.json"]]
+        assert [p.name for p in folder.iterdir()] == ["state.json"]
+        assert not list(moved.glob("*.compact"))

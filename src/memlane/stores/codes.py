@@ -40,6 +40,7 @@ ignored. numpy and faiss load on first use, not when memlane is imported.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -623,8 +624,8 @@ class CodeFile:
                 self._compact_in_memory()
                 return True
             plan = self._plan()
-        _sweep(self.path, dead_only=True)
         try:
+            _sweep(self.path, dead_only=True)
             try:
                 self._prepare(plan, cancel)
             except _GaveWay:
@@ -686,7 +687,7 @@ class CodeFile:
         """Under the lock: what a compaction starts from."""
         rows = self._live_rows()
         whole = len(rows) == self._file_rows  # no dead row: the vectors file stays
-        return _Plan(
+        plan = _Plan(
             tag=self._tag,
             new_tag=self._tag if whole else os.urandom(4),
             file_rows=self._file_rows,
@@ -695,6 +696,12 @@ class CodeFile:
             whole=whole,
             lists=self._lists,
         )
+        if self.path is not None and os.open in os.supports_dir_fd:
+            try:
+                plan.folder = os.open(self.path.parent, os.O_RDONLY)
+            except OSError as exc:
+                raise StoreError(f"cannot open the folder of {self.path}: {exc}") from exc
+        return plan
 
     def _prepare(self, plan: _Plan, cancel: threading.Event | None) -> None:
         """Without the lock: the new centre, the codes of the rows taken, the new files
@@ -725,11 +732,13 @@ class CodeFile:
                         code(start, floats.read(plan.rows[start : start + CHUNK]))
                 else:
                     plan.vector_temp = _temporary(vectors_path(path), unique)
-                    floats.rewritten(plan.rows, plan.new_tag, code, plan.vector_temp)
+                    floats.rewritten(
+                        plan.rows, plan.new_tag, code, plan.vector_temp, opener=plan.opener
+                    )
                 plan.code_temp = _temporary(path, unique)
                 records = np.empty(n, dtype=self._row)
                 records["rid"], records["code"] = plan.rids, codes
-                with open(plan.code_temp, "wb") as out:
+                with open(plan.code_temp, "wb", opener=plan.opener) as out:
                     out.write(_code_header(self.dim, plan.new_tag, n, centre))
                     out.write(records.tobytes())
                     out.flush()
@@ -1156,11 +1165,14 @@ class _Floats:
         tag: bytes,
         each: Callable[[int, np.ndarray], None],
         temporary: Path,
+        *,
+        opener: Callable[[str, int], int] | None = None,
     ) -> None:
         """Write ``rows`` in order to a new file at ``temporary`` (beside this one, not
-        yet in its place) under ``tag``, made durable. ``each(start, vectors)`` sees
-        every chunk before it is written (one pass over the file)."""
-        with open(temporary, "wb") as out:
+        yet in its place) under ``tag``, made durable (``opener`` as :func:`open`'s).
+        ``each(start, vectors)`` sees every chunk before it is written (one pass over
+        the file)."""
+        with open(temporary, "wb", opener=opener) as out:
             out.write(_header(self.dim, tag, VECTORS_MAGIC))
             for start in range(0, len(rows), CHUNK):
                 part = self.read(rows[start : start + CHUNK])
@@ -1235,15 +1247,36 @@ class _Plan:
         self.code_temp: Path | None = None
         self.vector_temp: Path | None = None
         self.old_vectors: Path | None = None
+        self.folder: int | None = None
+        """The folder of the code file when taken, open (where the system allows)."""
         """A second name of the vectors file replaced, so that the replacement does not
         free its blocks under the lock (~0.15 s at a million rows): freed after."""
 
+    def opener(self, path: str, flags: int) -> int:
+        """Make a new file in the folder the code file was in when taken, whatever is
+        at its path now (a rebuild may have put a new folder there: the vectors of rows
+        it erased must not land in it)."""
+        name = os.path.basename(path)
+        if self.folder is None:
+            return os.open(path, flags, 0o644)
+        return os.open(name, flags, 0o644, dir_fd=self.folder)
+
     def discard(self) -> None:
-        """Remove the new files not put in place, and the old vectors file's last name."""
-        for temporary in (self.code_temp, self.vector_temp, self.old_vectors):
+        """Remove the new files not put in place (from the folder they were made in),
+        and the old vectors file's last name."""
+        for temporary in (self.code_temp, self.vector_temp):
             if temporary is not None:
-                temporary.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if self.folder is None:
+                        os.unlink(temporary)
+                    else:
+                        os.unlink(temporary.name, dir_fd=self.folder)
+        if self.old_vectors is not None:
+            self.old_vectors.unlink(missing_ok=True)
         self.code_temp = self.vector_temp = self.old_vectors = None
+        if self.folder is not None:
+            os.close(self.folder)
+            self.folder = None
 
 
 def _temporary(path: Path, unique: str) -> Path:

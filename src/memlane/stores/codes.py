@@ -484,27 +484,19 @@ class CodeFile:
         compacted or replaced since it began, this file was closed, ``cancel`` was set,
         or ``holding`` said no (see :meth:`compact`). Raises StoreError if the file
         cannot be written."""
-        import numpy as np
-
         with self._lock:
             self._check_open()
             if self.path is None:
-                self._make_lists(keep_centres=True)
+                self._make_lists()
                 return True
             base, tag, rows = self._lists, self._tag, self._file_rows
-            live = self._live_rows() if base is None else None
+            live = self._live_rows_if(base is None)
         try:
             floats = _Floats.open(vectors_path(self.path), self.dim, tag, create=False)
         except (CorruptStoreError, StoreError):  # compacted or replaced meanwhile
             return False
         try:
-            if base is None:
-                assert live is not None
-                centres = _train(floats.read, live, list_count(len(live)), self.dim)
-                assign = np.empty(0, dtype=np.int32)
-            else:
-                centres, assign = base.centres, base.assign
-            placed = _placed(floats.read, np.arange(len(assign), rows), centres, cancel)
+            made = _extended(floats.read, base, live, rows, self.dim, cancel)
         except _GaveWay:
             return False
         finally:
@@ -517,29 +509,26 @@ class CodeFile:
                     return False
                 if self._replaced():  # compacted by another process: not our rows
                     return False
-                self._lists = _Lists(centres, np.concatenate([assign, placed]))
-                self._grouped = None
-                self._lists.save(lists_path(self.path), self._tag)
+                self._lists, self._grouped = made, None
+                made.save(lists_path(self.path), self._tag)
                 return True
 
-    def _make_lists(self, *, keep_centres: bool) -> None:
+    def _make_lists(self) -> None:
         """Under the lock, in memory: :meth:`make_lists`."""
-        import numpy as np
-
-        lists = self._lists if keep_centres else None
-        if lists is None:
-            live = self._live_rows()
-            centres = _train(self._floats.read, live, list_count(len(live)), self.dim)
-            assign = np.empty(0, dtype=np.int32)
-        else:
-            centres, assign = lists.centres, lists.assign
-        new = _placed(self._floats.read, np.arange(len(assign), self._file_rows), centres)
-        self._lists = _Lists(centres, np.concatenate([assign, new]))
+        live = self._live_rows_if(self._lists is None)
+        self._lists = _extended(self._floats.read, self._lists, live, self._file_rows, self.dim)
         self._grouped = None
 
     def _live_rows(self) -> np.ndarray:
         """Under the lock: the file rows of the live rows, ascending."""
         return self._rows[: self._size][self._rids[: self._size] >= 0].copy()
+
+    def _live_rows_if(self, wanted: bool) -> np.ndarray:
+        """Under the lock: :meth:`_live_rows` if ``wanted`` (new lists are trained on
+        them), else none (8 MB a copy at a million rows, under the lock)."""
+        import numpy as np
+
+        return self._live_rows() if wanted else np.empty(0, dtype=np.int64)
 
     def replaced(self) -> bool:
         """Whether the files at this code file's paths are not the ones it holds open (a
@@ -585,16 +574,26 @@ class CodeFile:
         """Whether the live rows doubled since the centre was computed (from
         :data:`CENTRE_AFTER` rows on): time to :meth:`compact`."""
         with self._lock:
-            return self._live >= max(CENTRE_AFTER, 2 * self._centred)
+            return self._wants_centre()
+
+    def _wants_centre(self) -> bool:
+        return self._live >= max(CENTRE_AFTER, 2 * self._centred)
 
     def wants_compaction(self) -> bool:
         """Whether :meth:`compact` is due: the dead rows outgrew half the live ones (and
         1,024), or :meth:`wants_centre`."""
         with self._lock:
             dead = self._file_rows - self._live
-            return dead > max(1024, self._live // 2) or self._live >= max(
-                CENTRE_AFTER, 2 * self._centred
-            )
+            return dead > max(1024, self._live // 2) or self._wants_centre()
+
+    def upkeep(self, holding: Holding | None = None) -> bool:
+        """:meth:`compact` if it is due, else :meth:`make_lists` if that is. Returns
+        False if it gave way, True when done or when neither was due."""
+        if self.wants_compaction():
+            return self.compact(holding=holding)
+        if self.wants_lists():
+            return self.make_lists(holding=holding)
+        return True
 
     def compact(
         self, cancel: threading.Event | None = None, holding: Holding | None = None
@@ -665,6 +664,7 @@ class CodeFile:
         for start in range(0, size, CHUNK):
             part = self._floats.read(rows[start : start + CHUNK])
             codes[start : start + len(part)] = _centred_codes(part, centre)
+        lists = _lists_after(self._floats.read, rows, self._lists, self.dim)  # old rows
         self._floats.keep_rows(rows)
         self._rids = self._rids[:size].copy()
         self._codes = codes
@@ -672,16 +672,7 @@ class CodeFile:
         self._centre, self._centred = centre, size
         self._file_rows = size
         self._grouped = None
-        if size < LISTS_AT:
-            self._lists = None
-            return
-        keep = self._lists is not None and 2 * len(self._lists.assign) > size
-        if keep and self._lists is not None:
-            held = rows[rows < len(self._lists.assign)]
-            self._lists = _Lists(self._lists.centres, self._lists.assign[held])
-        else:
-            self._lists = None
-        self._make_lists(keep_centres=keep)
+        self._lists = lists
 
     def _plan(self) -> _Plan:
         """Under the lock: what a compaction starts from."""
@@ -746,30 +737,9 @@ class CodeFile:
             except OSError as exc:
                 raise StoreError(f"cannot compact code file {path}: {exc}") from exc
             plan.centre, plan.codes = centre, codes
-            plan.new_lists = self._lists_after(plan, floats, cancel)
+            plan.new_lists = _lists_after(floats.read, plan.rows, plan.lists, self.dim, cancel)
         finally:
             floats.close()
-
-    def _lists_after(
-        self, plan: _Plan, floats: _Floats, cancel: threading.Event | None
-    ) -> _Lists | None:
-        """The lists of the compacted rows (None below :data:`LISTS_AT`): the rows keep
-        their lists (renumbered) and the rest are placed; the centres are placed again
-        once the rows doubled since they were, so that they follow what is stored."""
-        import numpy as np
-
-        n = len(plan.rows)
-        if n < LISTS_AT:
-            return None
-        old = plan.lists
-        if old is not None and 2 * len(old.assign) > n:
-            centres = old.centres
-            assign = old.assign[plan.rows[plan.rows < len(old.assign)]]
-        else:
-            centres = _train(floats.read, plan.rows, list_count(n), self.dim)
-            assign = np.empty(0, dtype=np.int32)
-        placed = _placed(floats.read, plan.rows[len(assign) :], centres, cancel)
-        return _Lists(centres, np.concatenate([assign, placed]))
 
     def _install(self, plan: _Plan) -> bool:
         """Under the lock: bring what changed since ``plan`` was taken into its new
@@ -1360,6 +1330,54 @@ def _train(read: Reader, live: np.ndarray, count: int, dim: int) -> np.ndarray:
     centres = np.asarray(kmeans.centroids, dtype=np.float32)
     norms = np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     return np.asarray(centres / norms, dtype=np.float32)
+
+
+def _extended(
+    read: Reader,
+    base: _Lists | None,
+    live: np.ndarray,
+    rows: int,
+    dim: int,
+    cancel: threading.Event | None = None,
+) -> _Lists:
+    """Lists over file rows 0 .. ``rows`` - 1: ``base``'s, with the rows past them
+    placed; without ``base``, centres placed first by k-means over the vectors of the
+    ``live`` file rows."""
+    import numpy as np
+
+    if base is None:
+        centres = _train(read, live, list_count(len(live)), dim)
+        assign = np.empty(0, dtype=np.int32)
+    else:
+        centres, assign = base.centres, base.assign
+    placed = _placed(read, np.arange(len(assign), rows), centres, cancel)
+    return _Lists(centres, np.concatenate([assign, placed]))
+
+
+def _lists_after(
+    read: Reader,
+    rows: np.ndarray,
+    old: _Lists | None,
+    dim: int,
+    cancel: threading.Event | None = None,
+) -> _Lists | None:
+    """The lists of a compaction that keeps the file rows ``rows`` (ascending, read by
+    their numbers before it), renumbered 0 .. len - 1; None below :data:`LISTS_AT`. The
+    rows keep their lists and the rest are placed; the centres are placed again once
+    the rows doubled since they were, so that they follow what is stored."""
+    import numpy as np
+
+    n = len(rows)
+    if n < LISTS_AT:
+        return None
+    if old is not None and 2 * len(old.assign) > n:
+        centres = old.centres
+        assign = old.assign[rows[rows < len(old.assign)]]
+    else:
+        centres = _train(read, rows, list_count(n), dim)
+        assign = np.empty(0, dtype=np.int32)
+    placed = _placed(read, rows[len(assign) :], centres, cancel)
+    return _Lists(centres, np.concatenate([assign, placed]))
 
 
 def _placed(

@@ -347,12 +347,7 @@ class Sidecar:
             self._keep_up_holding(user_id, field_)
             return
         try:
-            if codes.wants_compaction():
-                done = codes.compact(holding=holding)
-            elif codes.wants_lists():
-                done = codes.make_lists(holding=holding)
-            else:
-                return
+            done = codes.upkeep(holding)
         except StoreError as exc:  # out of disk, say: asked again by a later write
             log.warning("the upkeep of a user's vector codes stopped: %s", exc)
             if codes.closed:  # a swap that failed half way: opened again (or rebuilt)
@@ -377,12 +372,8 @@ class Sidecar:
             try:
                 opened = self._opened(user_id, state)  # as the other processes left it
                 codes = opened.indexes.codes.get(field_)
-                if codes is None:
-                    return
-                if codes.wants_compaction():
-                    codes.compact()
-                elif codes.wants_lists():
-                    codes.make_lists()
+                if codes is not None:
+                    codes.upkeep()
             except (CorruptStoreError, StoreError) as exc:  # the next sync rebuilds
                 log.warning("the upkeep of a user's vector codes stopped: %s", exc)
                 self._close(user_id)
@@ -704,10 +695,8 @@ class _Indexes:
                 continue
             if later:
                 due.append(name)
-            elif codes.wants_compaction():
-                codes.compact()
             else:
-                codes.make_lists()
+                codes.upkeep()
         return due
 
     def replaced(self) -> bool:

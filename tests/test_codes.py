@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -888,9 +889,9 @@ def test_lists_made_while_rows_come_and_go(tmp_path: Path, monkeypatch: pytest.M
 def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "c.bin"
     """Files of a killed process's compaction are removed when the next one starts
-    (before it could fail); a running process's only once a compaction put its own
+    (before it could fail), once they went unchanged for an hour; a running process's,
+    or one unseen here that wrote its file just now, only once a compaction put its own
     files in place (that one then gives way)."""
     import memlane.stores.codes as codes_module
 
@@ -904,8 +905,14 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
     killed = [tmp_path / f"c.bin.{gone}-0a1b2c3d.compact", tmp_path / f"c.f16.{gone}-0a1b.compact"]
     running = tmp_path / f"c.bin.{os.getppid()}-99.compact"
     other = tmp_path / f"d.bin.{gone}-0a1b2c3d.compact"  # another file's: not to remove
-    for file in (*killed, running, other):
+    # A process that is not running here but wrote its file just now may run where this
+    # one cannot see it (another process namespace on the same volume): kept.
+    unseen = tmp_path / f"c.bin.{gone}-4e5f.compact"
+    for file in (*killed, running, other, unseen):
         file.write_bytes(b"half written")
+    hours_ago = time.time() - 2 * 3600
+    for file in killed:
+        os.utime(file, (hours_ago, hours_ago))
     with CodeFile.open(path, DIM) as codes:
         codes.append(np.arange(1500), _vectors(1500, seed=55))
         codes.kill(np.arange(0, 1500, 2))
@@ -917,9 +924,10 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
             patch.setattr(codes_module._Floats, "rewritten", no_space)
             with pytest.raises(StoreError):
                 codes.compact()
-        assert not any(f.exists() for f in killed) and running.exists() and other.exists()
+        assert not any(f.exists() for f in killed)
+        assert running.exists() and other.exists() and unseen.exists()
         assert codes.compact()
-    assert not running.exists() and other.exists()
+    assert not running.exists() and not unseen.exists() and other.exists()
 
 
 def test_a_compaction_never_writes_into_a_folder_put_in_place_meanwhile(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ import contextlib
 import mmap
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -1256,11 +1257,22 @@ def _temporary(path: Path, unique: str) -> Path:
     return path.with_name(f"{path.name}.{unique}.compact")
 
 
+STRAY_AGE_S = 3600.0
+"""How long a compaction's file must have gone unchanged before it is taken for a dead
+process's (see :func:`_sweep`)."""
+
+
 def _sweep(path: Path, *, dead_only: bool, keep: Path | None = None) -> None:
     """Remove the files of compactions of the code file ``path`` (and its vectors file)
     that will never be put in place: those of processes no longer running, or with
     ``dead_only`` False, every one but ``keep`` (a compaction just put its own in
-    place)."""
+    place).
+
+    A process is taken for dead only when no process has its id here *and* its file
+    went unchanged for :data:`STRAY_AGE_S`: a folder shared with another machine or
+    another process namespace (containers on one volume) holds files of processes this
+    one cannot see (a compaction writes its files in seconds and puts them in place
+    right after)."""
     older = [
         path.with_name(f"{path.name}.compact"),
         vectors_path(path).with_name(f"{vectors_path(path).name}.compact"),
@@ -1269,9 +1281,17 @@ def _sweep(path: Path, *, dead_only: bool, keep: Path | None = None) -> None:
         if stray == keep or not stray.exists():
             continue
         owner = stray.name.split(".")[-2].partition("-")[0]
-        if dead_only and owner.isdigit() and _running(int(owner)):
+        if dead_only and owner.isdigit() and (_running(int(owner)) or _recent(stray)):
             continue
         stray.unlink(missing_ok=True)
+
+
+def _recent(file: Path) -> bool:
+    """Whether ``file`` changed in the last :data:`STRAY_AGE_S` (or is gone)."""
+    try:
+        return time.time() - file.stat().st_mtime < STRAY_AGE_S
+    except FileNotFoundError:
+        return True
 
 
 def _running(pid: int) -> bool:

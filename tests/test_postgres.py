@@ -370,6 +370,42 @@ def test_search_reads_of_one_batch_answer_alike_at_once_or_in_turn(pg_url: str) 
     writer.close()
 
 
+def test_a_search_batch_with_its_model_check_still_reads_at_once(pg_url: str) -> None:
+    """The runners put the embedding-model check in front of every batch that searches
+    vectors; a hybrid search's candidate reads still run at once behind it (the check on
+    the batch's own connection, each read on its own: three connections asked of the
+    pool), with the answers they give alone. A check that fails raises, at once as in
+    turn, and leaves the connections usable."""
+    from memlane import EmbeddingModelMismatchError
+
+    writer, clock = _memory(pg_url)
+    writer.add_many([_item(f"the red kite number {i}") for i in range(30)], user_id="chk")
+    vector = FakeEmbedder().embed(["red kite"])[0]
+    guard = ops.CheckEmbeddingModel("fake-bow-256", len(vector))
+    reads: list[ops.Op[Any]] = [
+        ops.VectorSearch("chk", Filters(), clock.now, "fake-bow-256", vector, 5),
+        ops.LexicalSearch("chk", Filters(), clock.now, "red kite", 5),
+        ops.GetNeighbors("chk", ("x",), 1, clock.now),
+    ]
+    alone = [writer.store.batch([guard, op])[1] for op in reads]
+    assert alone[0] and alone[1]
+    store = PostgresStore(pg_url, max_connections=4)
+    store.batch([guard, *reads])  # the pool opens its spare connections meanwhile
+    assert store._pool is not None
+    asked = store._pool.get_stats().get("requests_num", 0)
+    assert store.batch([guard, *reads]) == [None, *alone]
+    assert store._pool.get_stats()["requests_num"] - asked == len(reads)
+    wrong = ops.CheckEmbeddingModel("another-model", len(vector))
+    for size in (1, 4):
+        other = PostgresStore(pg_url, max_connections=size)
+        with pytest.raises(EmbeddingModelMismatchError):
+            other.batch([wrong, *reads])
+        assert other.batch([guard, *reads]) == [None, *alone]
+        other.close()
+    store.close()
+    writer.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

@@ -226,7 +226,7 @@ class PostgresStore(PostgresOps):
         with pool.connection() as conn:
             spare: list[psycopg.Connection[Any]] = []
             try:
-                for _ in ops_[1:]:
+                for _ in ops_[_guards(ops_) + 1 :]:
                     spare.append(pool.getconn(timeout=_SPARE_WAIT_S))
             except PoolTimeout:
                 pass
@@ -242,9 +242,11 @@ class PostgresStore(PostgresOps):
         spare: list[psycopg.Connection[Any]],
         ops_: Sequence[Op[Any]],
     ) -> list[Any]:
-        """The first op on ``conn`` in a transaction that exports its snapshot, the next
-        ones on ``spare`` connections in threads (importing it), the rest after the
-        first on ``conn``; results in the order of ``ops_``."""
+        """The first read on ``conn`` in a transaction that exports its snapshot (after
+        the model check in front, if any), the next ones on ``spare`` connections in
+        threads (importing it), the rest after the first on ``conn``; results in the
+        order of ``ops_``. The other connections start first: a check that fails raises
+        once they are done, and their answers are dropped."""
         from psycopg import sql
 
         with conn.transaction(), conn.cursor() as cur:
@@ -260,15 +262,16 @@ class PostgresStore(PostgresOps):
                     cur.execute(importing)
                     return _drive(cur, self._handler(op)(op))
 
-            moved = ops_[1 : 1 + len(spare)]
+            first = _guards(ops_) + 1  # the ops run here before the others' answers
+            moved = ops_[first : first + len(spare)]
             threads = self._threads()
             others = [threads.submit(other, c, op) for c, op in zip(spare, moved, strict=True)]
             try:
-                here = [_drive(cur, self._handler(ops_[0])(ops_[0]))]
-                here += [_drive(cur, self._handler(op)(op)) for op in ops_[1 + len(spare) :]]
+                here = [_drive(cur, self._handler(op)(op)) for op in ops_[:first]]
+                here += [_drive(cur, self._handler(op)(op)) for op in ops_[first + len(spare) :]]
             finally:
                 wait(others)  # every import is done before this transaction ends
-            return [here[0], *(f.result() for f in others), *here[1:]]
+            return [*here[:first], *(f.result() for f in others), *here[first:]]
 
     def _threads(self) -> ThreadPoolExecutor:
         """The threads that run a batch's concurrent reads (made on first use)."""
@@ -471,10 +474,19 @@ must open one first answers the next search (it opens it meanwhile)."""
 
 def _concurrent(ops_: Sequence[Op[Any]]) -> bool:
     """Whether a batch is several search reads, run at once on as many connections
-    (:meth:`PostgresStore._run_concurrently`)."""
-    return 1 < len(ops_) <= _CONCURRENT_MAX + 1 and all(
-        isinstance(op, _SEARCH_READS) for op in ops_
+    (:meth:`PostgresStore._run_concurrently`), after the embedding-model check that the
+    runners put in front of a vector search (a read too)."""
+    reads = ops_[_guards(ops_) :]
+    return 1 < len(reads) <= _CONCURRENT_MAX + 1 and all(
+        isinstance(op, _SEARCH_READS) for op in reads
     )
+
+
+def _guards(ops_: Sequence[Op[Any]]) -> int:
+    """How many ops in front of a batch are the embedding-model check of a search (0 or
+    1): it reads and records nothing, and runs first on the batch's own connection."""
+    first = ops_[0] if ops_ else None
+    return int(isinstance(first, ops.CheckEmbeddingModel) and not first.record)
 
 
 def _one_snapshot(ops_: Sequence[Op[Any]]) -> bool:

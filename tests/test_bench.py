@@ -85,3 +85,34 @@ def test_upkeep_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     assert writes.returncode == 0, writes.stderr
     result = json.loads(writes.stdout)
     assert result["batch_ms"]["n"] == 3 and len(result["slowest"]) == 3
+
+
+def test_disk_bench_runs_on_a_little_data(tmp_path: Path) -> None:
+    from memlane import Memory
+    from memlane.core.base import MemoryInput
+    from memlane.testing import FakeEmbedder
+
+    db = tmp_path / "little.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as memory:
+        items = [MemoryInput(text=f"memory number {i} about bees") for i in range(300)]
+        memory.add_many(items, user_id="u")
+        memory.search("bees", user_id="u")  # the index folder is made
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script = str(REPO / "bench" / "disk.py")
+    done = subprocess.run(
+        [sys.executable, script, "breakdown", str(db)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["memories"] == 300 and result["text_bytes_per_memory"] > 20
+    assert result["database"]["records"] > 0 and result["index_folder"]["lexical"] > 0
+    assert result["bytes_per_memory"] > result["database"]["records"]
+    done = subprocess.run(
+        [sys.executable, script, "rerank", "--n", "2000", "--dir", str(tmp_path / "rr")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["sqlite_int8"]["bytes_per_row"] < result["sqlite_float16"]["bytes_per_row"]
+    assert all(len(result[k]["800"]) == 2 for k in ("sqlite_int8", "mapped_float16"))

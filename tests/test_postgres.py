@@ -460,6 +460,40 @@ def test_empty_json_values_read_back_as_fresh_objects(pg_url: str) -> None:
     m.close()
 
 
+def test_the_async_runner_reads_a_search_batch_at_once_too(pg_url: str) -> None:
+    """``abatch`` runs a hybrid search's reads at once as ``batch`` does: each on its own
+    connection of the event loop (three in use for one batch), the same answers in the
+    order asked, a failing model check raised; with one connection allowed, in turn."""
+    from memlane import EmbeddingModelMismatchError
+
+    writer, clock = _memory(pg_url)
+    writer.add_many([_item(f"the green kite number {i}") for i in range(30)], user_id="asy")
+    vector = FakeEmbedder().embed(["green kite"])[0]
+    guard = ops.CheckEmbeddingModel("fake-bow-256", len(vector))
+    reads: list[ops.Op[Any]] = [
+        ops.VectorSearch("asy", Filters(), clock.now, "fake-bow-256", vector, 5),
+        ops.LexicalSearch("asy", Filters(), clock.now, "green kite", 5),
+        ops.GetRecords("asy", tuple(r.id for r in writer.list(user_id="asy", limit=3).items)),
+    ]
+    alone = [writer.store.batch([guard, op])[1] for op in reads]
+    assert all(alone)
+    wrong = ops.CheckEmbeddingModel("another-model", len(vector))
+
+    async def run(store: PostgresStore) -> tuple[list[Any], int]:
+        answers = await store.abatch([guard, *reads])
+        opened = len(store._async[asyncio.get_running_loop()].idle)
+        with pytest.raises(EmbeddingModelMismatchError):
+            await store.abatch([wrong, *reads])
+        assert await store.abatch([guard, *reads[::-1]]) == [None, *alone[::-1]]
+        return answers, opened
+
+    for size, opened in ((4, 3), (1, 1)):
+        store = PostgresStore(pg_url, max_connections=size)
+        assert asyncio.run(run(store)) == ([None, *alone], opened)
+        store.close()
+    writer.close()
+
+
 def _item(text: str) -> Any:
     from memlane.core.base import MemoryInput
 

@@ -293,16 +293,62 @@ class PostgresStore(PostgresOps):
 
         async def attempt() -> list[Any]:
             conn = await idle.get()
+            spare: list[psycopg.AsyncConnection[Any]] = []
             try:
+                if _concurrent(ops_):
+                    for _ in ops_[_guards(ops_) + 1 :]:
+                        extra = await idle.spare()
+                        if extra is None:
+                            break
+                        spare.append(extra)
+                    return await self._areads_at_once(conn, spare, ops_)
                 tx = nullcontext() if _untransacted(ops_) else conn.transaction()
                 async with tx, conn.cursor() as cur:
                     if _one_snapshot(ops_):
                         await cur.execute(_SNAPSHOT)
                     return [await _drive_async(cur, self._handler(op)(op)) for op in ops_]
             finally:
+                for extra in spare:
+                    idle.put(extra)
                 idle.put(conn)
 
         return await aretrying(attempt, self._retries())
+
+    async def _areads_at_once(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        spare: list[psycopg.AsyncConnection[Any]],
+        ops_: Sequence[Op[Any]],
+    ) -> list[Any]:
+        """:meth:`_reads_at_once` on the event loop: the reads moved to ``spare``
+        connections run as tasks beside the first one."""
+        from psycopg import sql
+
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(_SNAPSHOT)
+            await cur.execute("SELECT pg_export_snapshot()")
+            row = await cur.fetchone()
+            assert row is not None
+            importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+
+            async def other(extra: psycopg.AsyncConnection[Any], op: Op[Any]) -> Any:
+                async with extra.transaction(), extra.cursor() as cur:
+                    await cur.execute(_SNAPSHOT)
+                    await cur.execute(importing)
+                    return await _drive_async(cur, self._handler(op)(op))
+
+            first = _guards(ops_) + 1
+            moved = ops_[first : first + len(spare)]
+            others = [
+                asyncio.ensure_future(other(c, op)) for c, op in zip(spare, moved, strict=True)
+            ]
+            try:
+                here = [await _drive_async(cur, self._handler(op)(op)) for op in ops_[:first]]
+                for op in ops_[first + len(spare) :]:
+                    here.append(await _drive_async(cur, self._handler(op)(op)))
+            finally:  # every import is done before this transaction ends
+                await asyncio.gather(*others, return_exceptions=True)
+            return [*here[:first], *(task.result() for task in others), *here[first:]]
 
     def _async_connections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
@@ -451,6 +497,17 @@ class _AsyncConnections:
         except BaseException:
             self.slots.release()
             raise
+
+    async def spare(self) -> psycopg.AsyncConnection[Any] | None:
+        """Another connection for reads at once, only if one may be in use without
+        waiting (opened if none is idle); None otherwise, so that batches never wait on
+        each other's connections."""
+        if self.slots.locked():
+            return None
+        try:
+            return await self.get()
+        except StoreError:  # the server takes no more connections: read in turn
+            return None
 
     def put(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Take a connection back (kept only if it is healthy and outside a transaction)."""

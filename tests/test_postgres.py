@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -408,29 +409,19 @@ def test_search_reads_of_one_batch_answer_alike_at_once_or_in_turn(pg_url: str) 
 def test_a_search_batch_with_its_model_check_still_reads_at_once(pg_url: str) -> None:
     """The runners put the embedding-model check in front of every batch that searches
     vectors; a hybrid search's candidate reads still run at once behind it (the check on
-    the batch's own connection, each read on its own: three connections asked of the
+    the batch's own connection, each read on its own: four connections asked of the
     pool), with the answers they give alone. A check that fails raises, at once as in
     turn, and leaves the connections usable."""
     from memlane import EmbeddingModelMismatchError
 
-    writer, clock = _memory(pg_url)
-    writer.add_many([_item(f"the red kite number {i}") for i in range(30)], user_id="chk")
-    vector = FakeEmbedder().embed(["red kite"])[0]
-    guard = ops.CheckEmbeddingModel("fake-bow-256", len(vector))
-    reads: list[ops.Op[Any]] = [
-        ops.VectorSearch("chk", Filters(), clock.now, "fake-bow-256", vector, 5),
-        ops.LexicalSearch("chk", Filters(), clock.now, "red kite", 5),
-        ops.GetNeighbors("chk", ("x",), 1, clock.now),
-    ]
-    alone = [writer.store.batch([guard, op])[1] for op in reads]
-    assert alone[0] and alone[1]
+    writer, guard, reads, alone = _guarded_search_reads(pg_url, "chk")
     store = PostgresStore(pg_url, max_connections=4)
     store.batch([guard, *reads])  # the pool opens its spare connections meanwhile
     assert store._pool is not None
     asked = store._pool.get_stats().get("requests_num", 0)
     assert store.batch([guard, *reads]) == [None, *alone]
     assert store._pool.get_stats()["requests_num"] - asked == len(reads)
-    wrong = ops.CheckEmbeddingModel("another-model", len(vector))
+    wrong = replace(guard, model="another-model")
     for size in (1, 4):
         other = PostgresStore(pg_url, max_connections=size)
         with pytest.raises(EmbeddingModelMismatchError):
@@ -462,22 +453,12 @@ def test_empty_json_values_read_back_as_fresh_objects(pg_url: str) -> None:
 
 def test_the_async_runner_reads_a_search_batch_at_once_too(pg_url: str) -> None:
     """``abatch`` runs a hybrid search's reads at once as ``batch`` does: each on its own
-    connection of the event loop (three in use for one batch), the same answers in the
+    connection of the event loop (four in use for one batch), the same answers in the
     order asked, a failing model check raised; with one connection allowed, in turn."""
     from memlane import EmbeddingModelMismatchError
 
-    writer, clock = _memory(pg_url)
-    writer.add_many([_item(f"the green kite number {i}") for i in range(30)], user_id="asy")
-    vector = FakeEmbedder().embed(["green kite"])[0]
-    guard = ops.CheckEmbeddingModel("fake-bow-256", len(vector))
-    reads: list[ops.Op[Any]] = [
-        ops.VectorSearch("asy", Filters(), clock.now, "fake-bow-256", vector, 5),
-        ops.LexicalSearch("asy", Filters(), clock.now, "green kite", 5),
-        ops.GetRecords("asy", tuple(r.id for r in writer.list(user_id="asy", limit=3).items)),
-    ]
-    alone = [writer.store.batch([guard, op])[1] for op in reads]
-    assert all(alone)
-    wrong = ops.CheckEmbeddingModel("another-model", len(vector))
+    writer, guard, reads, alone = _guarded_search_reads(pg_url, "asy")
+    wrong = replace(guard, model="another-model")
 
     async def run(store: PostgresStore) -> tuple[list[Any], int]:
         answers = await store.abatch([guard, *reads])
@@ -487,11 +468,33 @@ def test_the_async_runner_reads_a_search_batch_at_once_too(pg_url: str) -> None:
         assert await store.abatch([guard, *reads[::-1]]) == [None, *alone[::-1]]
         return answers, opened
 
-    for size, opened in ((4, 3), (1, 1)):
+    for size, opened in ((4, 4), (1, 1)):
         store = PostgresStore(pg_url, max_connections=size)
         assert asyncio.run(run(store)) == ([None, *alone], opened)
         store.close()
     writer.close()
+
+
+def _guarded_search_reads(
+    pg_url: str, user_id: str
+) -> tuple[Memory, ops.CheckEmbeddingModel, list[ops.Op[Any]], list[Any]]:
+    """A store with 30 memories of ``user_id``; the model check a vector search runs
+    behind, a hybrid search's reads (vector, lexical, records, neighbours) and what each
+    answers alone."""
+    writer, clock = _memory(pg_url)
+    writer.add_many([_item(f"the red kite number {i}") for i in range(30)], user_id=user_id)
+    vector = FakeEmbedder().embed(["red kite"])[0]
+    guard = ops.CheckEmbeddingModel("fake-bow-256", len(vector))
+    listed = tuple(r.id for r in writer.list(user_id=user_id, limit=3).items)
+    reads: list[ops.Op[Any]] = [
+        ops.VectorSearch(user_id, Filters(), clock.now, "fake-bow-256", vector, 5),
+        ops.LexicalSearch(user_id, Filters(), clock.now, "red kite", 5),
+        ops.GetRecords(user_id, listed),
+        ops.GetNeighbors(user_id, listed, 1, clock.now),
+    ]
+    alone = [writer.store.batch([guard, op])[1] for op in reads]
+    assert all(alone[:3])
+    return writer, guard, reads, alone
 
 
 def _item(text: str) -> Any:

@@ -4,7 +4,10 @@ what only PostgreSQL has (migrations, concurrency, the HNSW path, URLs, errors).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -349,37 +352,32 @@ def test_lexical_search_past_the_budget_ranks_rows_holding_two_common_terms(
     every.close()
 
 
-def test_lexical_search_past_the_budget_reads_pairs_only_while_too_few_hold_every_term(
+def test_lexical_search_past_the_budget_keeps_short_rows_holding_two_common_terms(
     postgres_server: PostgresServer,
 ) -> None:
-    """With every query term common, the rows holding all of them come first; rows
-    holding two join only while those are fewer than the limit (reading the pairs is
-    the costliest part at a million memories), and the answer is the one ranking every
-    match gives."""
-    url = postgres_server.new_database("lexevery")
-    bounded, clock = _memory(url, lexical_budget=5)
+    """With every query term common, rows holding two of them are still read when
+    enough rows hold all three: ``ts_rank`` weighs a row's length, so a short memory
+    holding two terms outranks a long one holding every term (reading the pairs only
+    while too few rows hold every term lost them; tried and reverted)."""
+    url = postgres_server.new_database("lexlength")
+    bounded, clock = _memory(url, lexical_budget=8)
     every, _ = _memory(url)
-    texts = [f"{word} filler {i}" for word in ("apple", "pear", "plum") for i in range(8)]
-    all_three = {f"apple pear plum {i}" for i in range(4)}
-    two = {f"apple pear other {i}" for i in range(3)}
-    bounded.add_many([_item(t) for t in [*texts, *sorted(all_three), *sorted(two)]], user_id="u")
+    filler = " ".join(f"word{j}" for j in range(15))
+    texts = [f"apple pear plum {filler} long{i}" for i in range(6)]
+    texts += [f"{word} other{i}" for word in ("apple", "pear", "plum") for i in range(10)]
+    texts += [f"apple pear short{i}" for i in range(6)]  # stored last: late in scan order
+    bounded.add_many([_item(t) for t in texts], user_id="u")
 
-    def search(m: Memory, limit: int) -> list[str]:
-        op = ops.LexicalSearch("u", Filters(), clock.now, "apple pear plum", limit)
+    def top(m: Memory) -> list[str]:
+        op = ops.LexicalSearch("u", Filters(), clock.now, "apple pear plum", 5)
         hits = m.store.batch([op])[0]
-        texts = {
-            r.id: r.text for r in m.store.batch([ops.GetRecords("u", [h[0] for h in hits])])[0]
+        found = {
+            r.id: r.text for r in m.store.batch([ops.GetRecords("u", [h for h, _ in hits])])[0]
         }
-        return [texts[rid] for rid, _ in hits]
+        return [found[rid] for rid, _ in hits]
 
-    # Four rows hold every term: enough for 3, so no pair is read.
-    assert search(bounded, 3) == search(every, 3)
-    assert set(search(bounded, 3)) < all_three
-    # Too few for 6: the rows holding two of the terms fill the rest.
-    found = search(bounded, 6)
-    assert set(found[:4]) == all_three and set(found[4:]) < two and len(found) == 6
-    ranked = search(every, 6)
-    assert set(ranked[:4]) == all_three and set(ranked[4:]) < two
+    assert all(text.startswith("apple pear short") for text in top(every))
+    assert top(bounded)[0].startswith("apple pear short")
     bounded.close()
     every.close()
 
@@ -411,12 +409,13 @@ def test_a_search_batch_with_its_model_check_still_reads_at_once(pg_url: str) ->
     vectors; a hybrid search's candidate reads still run at once behind it (the check on
     the batch's own connection, each read on its own: four connections asked of the
     pool), with the answers they give alone. A check that fails raises, at once as in
-    turn, and leaves the connections usable."""
+    turn, and leaves the connections usable. A pool with no connection to spare is never
+    waited on: a pool of one reads in turn without asking it."""
     from memlane import EmbeddingModelMismatchError
 
     writer, guard, reads, alone = _guarded_search_reads(pg_url, "chk")
     store = PostgresStore(pg_url, max_connections=4)
-    store.batch([guard, *reads])  # the pool opens its spare connections meanwhile
+    _spares_ready(store, [guard, *reads], 4)
     assert store._pool is not None
     asked = store._pool.get_stats().get("requests_num", 0)
     assert store.batch([guard, *reads]) == [None, *alone]
@@ -427,7 +426,107 @@ def test_a_search_batch_with_its_model_check_still_reads_at_once(pg_url: str) ->
         with pytest.raises(EmbeddingModelMismatchError):
             other.batch([wrong, *reads])
         assert other.batch([guard, *reads]) == [None, *alone]
+        assert other._pool is not None
+        if size == 1:  # never asked for a second connection, so never timed out
+            assert other._pool.get_stats().get("requests_errors", 0) == 0
         other.close()
+    store.close()
+    writer.close()
+
+
+def _spares_ready(store: PostgresStore, batch: list[ops.Op[Any]], size: int) -> None:
+    """Run ``batch`` until the store's pool holds ``size`` connections, then wait until
+    every one is idle again (the pool resets a returned connection in the background),
+    so that the next batch gets its spare connections."""
+    for _ in range(200):
+        store.batch(batch)
+        assert store._pool is not None
+        stats = store._pool.get_stats()
+        if stats.get("pool_size", 0) >= size and stats.get("pool_available", 0) >= size:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the pool never held {size} idle connections")
+
+
+@contextlib.contextmanager
+def _table_locked(url: str, table: str) -> Iterator[threading.Event]:
+    """``table`` locked by another session until the block ends (or 60 s pass); yields
+    the event that ends it."""
+    ready, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(b"SET idle_in_transaction_session_timeout = 0")  # this one waits
+            with conn.transaction():
+                conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE".encode())
+                ready.set()
+                release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert ready.wait(30)
+    try:
+        yield release
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_reads_at_once_that_fail_or_time_out_stop_the_other_reads(pg_url: str) -> None:
+    """A model check that refuses raises while the other reads of its batch are still
+    blocked (they are cancelled), in both runners; a timeout around ``abatch`` ends it
+    as promptly; the connections then serve the next batch."""
+    from memlane import EmbeddingModelMismatchError
+
+    writer, guard, reads, alone = _guarded_search_reads(pg_url, "stop")
+    wrong = replace(guard, model="another-model")
+    store = PostgresStore(pg_url, max_connections=5)
+    _spares_ready(store, [guard, *reads], 4)
+    with _table_locked(pg_url, "records") as release:
+        with pytest.raises(EmbeddingModelMismatchError):
+            store.batch([wrong, *reads])
+        assert not release.is_set()  # raised while the reads were still blocked
+
+    async def run() -> list[Any]:
+        await store.abatch([guard, *reads])  # the event loop's connections, opened
+        with _table_locked(pg_url, "records") as release:
+            with pytest.raises(EmbeddingModelMismatchError):
+                await store.abatch([wrong, *reads])
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.abatch([guard, *reads]), 0.5)
+            assert not release.is_set()
+        return await store.abatch([guard, *reads])
+
+    assert asyncio.run(run()) == [None, *alone]
+    assert store.batch([guard, *reads]) == [None, *alone]
+    store.close()
+    writer.close()
+
+
+def test_reads_at_once_leave_no_transaction_idle_while_the_others_run(
+    postgres_server: PostgresServer,
+) -> None:
+    """The batch's own transaction ends once the other reads took over its snapshot,
+    not when they finish: a server that ends sessions idle in a transaction for a second
+    does not end it while a read on another connection waits for a lock."""
+    url = postgres_server.new_database("idletx")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            b"DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET "
+            b"idle_in_transaction_session_timeout = ''1s''', current_database()); END $$"
+        )
+    writer, guard, reads, alone = _guarded_search_reads(url, "idle")
+    store = PostgresStore(url, max_connections=4)
+    _spares_ready(store, [guard, *reads], 4)
+    lexical_first = [guard, reads[1], reads[0]]  # the vector read on a spare connection
+
+    def release_later(release: threading.Event) -> None:
+        time.sleep(2.5)
+        release.set()
+
+    with _table_locked(url, "embeddings") as release:
+        threading.Thread(target=release_later, args=(release,), daemon=True).start()
+        assert store.batch(lexical_first) == [None, alone[1], alone[0]]
     store.close()
     writer.close()
 

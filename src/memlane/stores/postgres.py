@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -201,41 +201,43 @@ class PostgresStore(PostgresOps):
         assert pool is not None
 
         def attempt() -> list[Any]:
-            if _concurrent(ops_):
-                return self._run_concurrently(pool, ops_)
             with pool.connection() as conn:
-                tx = nullcontext() if _untransacted(ops_) else conn.transaction()
-                with tx, conn.cursor() as cur:
-                    if _one_snapshot(ops_):
-                        cur.execute(_SNAPSHOT)
-                    return [_drive(cur, self._handler(op)(op)) for op in ops_]
+                spare = self._spare_connections(pool, ops_) if _concurrent(ops_) else []
+                try:
+                    if spare:
+                        return self._reads_at_once(conn, spare, ops_)
+                    tx = nullcontext() if _untransacted(ops_) else conn.transaction()
+                    with tx, conn.cursor() as cur:
+                        if _one_snapshot(ops_):
+                            cur.execute(_SNAPSHOT)
+                        return [_drive(cur, self._handler(op)(op)) for op in ops_]
+                finally:
+                    for extra in spare:
+                        pool.putconn(extra)
 
         return retrying(attempt, self._retries())
 
-    def _run_concurrently(
-        self, pool: psycopg_pool.ConnectionPool[Any], ops_: Sequence[Op[Any]]
-    ) -> list[Any]:
-        """Search reads of one snapshot, each on its own connection at once: a hybrid
-        search's index scan and lexical statement take the larger of the two instead of
-        their sum, on a server with a core for each. The first op's transaction exports
-        its snapshot and the others import it, so they read exactly what one transaction
-        would. Only connections the pool has at hand are used (never waited for, so
-        batches cannot wait on each other's connections); an op without one runs after
-        the first on the same connection."""
+    @staticmethod
+    def _spare_connections(
+        pool: psycopg_pool.ConnectionPool[Any], ops_: Sequence[Op[Any]]
+    ) -> list[psycopg.Connection[Any]]:
+        """Connections for the reads of a search batch after its first, as many as the
+        pool has idle now (never waited for, so that batches cannot wait on each other's
+        connections, and a pool of one reads in turn at no cost). A pool below its size
+        is asked once, briefly, so that it opens one for the next search."""
         from psycopg_pool import PoolTimeout
 
-        with pool.connection() as conn:
-            spare: list[psycopg.Connection[Any]] = []
+        spare: list[psycopg.Connection[Any]] = []
+        for _ in ops_[_guards(ops_) + 1 :]:
+            stats = pool.get_stats()
+            idle, size = stats.get("pool_available", 0), stats.get("pool_size", 0)
+            if idle == 0 and size >= pool.max_size:
+                break
             try:
-                for _ in ops_[_guards(ops_) + 1 :]:
-                    spare.append(pool.getconn(timeout=_SPARE_WAIT_S))
+                spare.append(pool.getconn(timeout=_SPARE_WAIT_S))
             except PoolTimeout:
-                pass
-            try:
-                return self._reads_at_once(conn, spare, ops_)
-            finally:
-                for extra in spare:
-                    pool.putconn(extra)
+                break
+        return spare
 
     def _reads_at_once(
         self,
@@ -243,36 +245,56 @@ class PostgresStore(PostgresOps):
         spare: list[psycopg.Connection[Any]],
         ops_: Sequence[Op[Any]],
     ) -> list[Any]:
-        """The first read on ``conn`` in a transaction that exports its snapshot (after
-        the model check in front, if any), the next ones on ``spare`` connections in
-        threads (importing it), the rest after the first on ``conn``; results in the
-        order of ``ops_``. The other connections start first: a check that fails raises
-        once they are done, and their answers are dropped."""
+        """Search reads of one snapshot, each on its own connection at once: a hybrid
+        search's index scan and lexical statement take the larger of the two instead of
+        their sum, on a server with a core for each.
+
+        The first read runs on ``conn`` (after the model check in front, if any) in a
+        transaction that exports its snapshot; the next ones on ``spare`` connections in
+        threads, importing it; the rest after the first on ``conn``. Results in the order
+        of ``ops_``. ``conn``'s transaction ends once every import is done, not when the
+        other reads are (it would sit idle in a transaction meanwhile). When this side
+        fails (a model check that refuses, say), the other reads still running are
+        cancelled, and this returns once every thread let go of its connection."""
         from psycopg import sql
 
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(_SNAPSHOT)
-            cur.execute("SELECT pg_export_snapshot()")
-            row = cur.fetchone()
-            assert row is not None
-            importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+        imported = [threading.Event() for _ in spare]
+        others: list[Future[Any]] = []
 
-            def other(extra: psycopg.Connection[Any], op: Op[Any]) -> Any:
+        def other(extra: psycopg.Connection[Any], op: Op[Any], done: threading.Event) -> Any:
+            try:
                 with extra.transaction(), extra.cursor() as cur:
                     cur.execute(_SNAPSHOT)
                     cur.execute(importing)
+                    done.set()
                     return _drive(cur, self._handler(op)(op))
+            finally:
+                done.set()
 
-            first = _guards(ops_) + 1  # the ops run here before the others' answers
-            moved = ops_[first : first + len(spare)]
-            threads = self._threads()
-            others = [threads.submit(other, c, op) for c, op in zip(spare, moved, strict=True)]
-            try:
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(_SNAPSHOT)
+                cur.execute("SELECT pg_export_snapshot()")
+                row = cur.fetchone()
+                assert row is not None
+                importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+                first = _guards(ops_) + 1  # the ops run here before the others' answers
+                moved = ops_[first : first + len(spare)]
+                threads = self._threads()
+                for extra, op, done in zip(spare, moved, imported, strict=True):
+                    others.append(threads.submit(other, extra, op, done))
                 here = [_drive(cur, self._handler(op)(op)) for op in ops_[:first]]
                 here += [_drive(cur, self._handler(op)(op)) for op in ops_[first + len(spare) :]]
-            finally:
-                wait(others)  # every import is done before this transaction ends
-            return [*here[:first], *(f.result() for f in others), *here[first:]]
+                for done in imported[: len(others)]:
+                    done.wait()  # the snapshot is taken over before this transaction ends
+        except BaseException:
+            for extra, future in zip(spare, others, strict=False):
+                if not future.done():
+                    extra.cancel_safe()
+            raise
+        finally:
+            wait(others)
+        return [*here[:first], *(f.result() for f in others), *here[first:]]
 
     def _threads(self) -> ThreadPoolExecutor:
         """The threads that run a batch's concurrent reads (made on first use)."""
@@ -301,6 +323,7 @@ class PostgresStore(PostgresOps):
                         if extra is None:
                             break
                         spare.append(extra)
+                if spare:
                     return await self._areads_at_once(conn, spare, ops_)
                 tx = nullcontext() if _untransacted(ops_) else conn.transaction()
                 async with tx, conn.cursor() as cur:
@@ -321,34 +344,48 @@ class PostgresStore(PostgresOps):
         ops_: Sequence[Op[Any]],
     ) -> list[Any]:
         """:meth:`_reads_at_once` on the event loop: the reads moved to ``spare``
-        connections run as tasks beside the first one."""
+        connections run as tasks beside the first one; when this side fails or is
+        cancelled (a timeout), those still running are cancelled too."""
         from psycopg import sql
 
-        async with conn.transaction(), conn.cursor() as cur:
-            await cur.execute(_SNAPSHOT)
-            await cur.execute("SELECT pg_export_snapshot()")
-            row = await cur.fetchone()
-            assert row is not None
-            importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+        imported = [asyncio.Event() for _ in spare]
+        others: list[asyncio.Future[Any]] = []
 
-            async def other(extra: psycopg.AsyncConnection[Any], op: Op[Any]) -> Any:
+        async def other(
+            extra: psycopg.AsyncConnection[Any], op: Op[Any], done: asyncio.Event
+        ) -> Any:
+            try:
                 async with extra.transaction(), extra.cursor() as cur:
                     await cur.execute(_SNAPSHOT)
                     await cur.execute(importing)
+                    done.set()
                     return await _drive_async(cur, self._handler(op)(op))
+            finally:
+                done.set()
 
-            first = _guards(ops_) + 1
-            moved = ops_[first : first + len(spare)]
-            others = [
-                asyncio.ensure_future(other(c, op)) for c, op in zip(spare, moved, strict=True)
-            ]
-            try:
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.execute(_SNAPSHOT)
+                await cur.execute("SELECT pg_export_snapshot()")
+                row = await cur.fetchone()
+                assert row is not None
+                importing = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+                first = _guards(ops_) + 1
+                moved = ops_[first : first + len(spare)]
+                for extra, op, done in zip(spare, moved, imported, strict=True):
+                    others.append(asyncio.ensure_future(other(extra, op, done)))
                 here = [await _drive_async(cur, self._handler(op)(op)) for op in ops_[:first]]
                 for op in ops_[first + len(spare) :]:
                     here.append(await _drive_async(cur, self._handler(op)(op)))
-            finally:  # every import is done before this transaction ends
-                await asyncio.gather(*others, return_exceptions=True)
-            return [*here[:first], *(task.result() for task in others), *here[first:]]
+                for done in imported:
+                    await done.wait()  # the snapshot is taken over before this ends
+        except BaseException:
+            for task in others:
+                task.cancel()
+            raise
+        finally:  # the spare connections are free again once this returns
+            await asyncio.gather(*others, return_exceptions=True)
+        return [*here[:first], *(task.result() for task in others), *here[first:]]
 
     def _async_connections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
@@ -399,11 +436,10 @@ def _json_loads(data: str | bytes) -> Any:
     (topics, metadata, sources ...), most often ``[]`` or ``{}``: those are made without
     the parser (reading 125 rows, what a hybrid search reads at a million memories, took
     2.0 ms of client CPU, 0.9 ms so)."""
-    if len(data) == 2:
-        if data == b"[]" or data == "[]":
-            return []
-        if data == b"{}" or data == "{}":
-            return {}
+    if data == b"[]":
+        return []
+    if data == b"{}":
+        return {}
     return json.loads(data)
 
 
@@ -473,6 +509,8 @@ class _AsyncConnections:
         self.connect_timeout_s = connect_timeout_s
         self.idle: list[psycopg.AsyncConnection[Any]] = []
         self.slots = asyncio.Semaphore(limit)
+        self.warned = False
+        """Whether a spare connection failed to open (said once)."""
 
     async def get(self) -> psycopg.AsyncConnection[Any]:
         pg, _ = _drivers()
@@ -485,11 +523,15 @@ class _AsyncConnections:
             conn = await pg.AsyncConnection.connect(
                 self.conninfo, autocommit=True, connect_timeout=self.connect_timeout_s
             )
-            from pgvector.psycopg import register_vector_async
-            from psycopg.types.json import set_json_loads
+            try:
+                from pgvector.psycopg import register_vector_async
+                from psycopg.types.json import set_json_loads
 
-            await register_vector_async(conn)
-            set_json_loads(_json_loads, conn)
+                await register_vector_async(conn)
+                set_json_loads(_json_loads, conn)
+            except BaseException:
+                await conn.close()
+                raise
             return conn  # type: ignore[no-any-return]
         except pg.Error as exc:
             self.slots.release()
@@ -506,7 +548,10 @@ class _AsyncConnections:
             return None
         try:
             return await self.get()
-        except StoreError:  # the server takes no more connections: read in turn
+        except StoreError as exc:  # the server takes no more connections: read in turn
+            if not self.warned:
+                self.warned = True
+                log.warning("searches read in turn: no further connection (%s)", exc)
             return None
 
     def put(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -542,14 +587,15 @@ def _untransacted(ops_: Sequence[Op[Any]]) -> bool:
 _CONCURRENT_MAX = 4
 """Search reads run at once at most, beyond the caller's own (a hybrid search has 2)."""
 
-_SPARE_WAIT_S = 0.05
-"""How long a batch of concurrent reads waits for each further connection: a pool that
-must open one first answers the next search (it opens it meanwhile)."""
+_SPARE_WAIT_S = 0.001
+"""How long a batch of concurrent reads asks a pool below its size for a further
+connection (an idle one comes at once): it answers the next search, opening one
+meanwhile. (It was 50 ms, paid by every search of a busy or one-connection pool.)"""
 
 
 def _concurrent(ops_: Sequence[Op[Any]]) -> bool:
     """Whether a batch is several search reads, run at once on as many connections
-    (:meth:`PostgresStore._run_concurrently`), after the embedding-model check that the
+    (:meth:`PostgresStore._reads_at_once`), after the embedding-model check that the
     runners put in front of a vector search (a read too)."""
     reads = ops_[_guards(ops_) :]
     return 1 < len(reads) <= _CONCURRENT_MAX + 1 and all(

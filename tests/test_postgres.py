@@ -355,10 +355,10 @@ def test_lexical_search_past_the_budget_ranks_rows_holding_two_common_terms(
 def test_lexical_search_past_the_budget_keeps_short_rows_holding_two_common_terms(
     postgres_server: PostgresServer,
 ) -> None:
-    """With every query term common, rows holding two of them are still read when
-    enough rows hold all three: ``ts_rank`` weighs a row's length, so a short memory
-    holding two terms outranks a long one holding every term (reading the pairs only
-    while too few rows hold every term lost them; tried and reverted)."""
+    """With every query term common, rows holding two of them are still read while
+    fewer than the budget hold all three: ``ts_rank`` weighs a row's length, so a short
+    memory holding two terms outranks a long one holding every term (skipping the pairs
+    as soon as ``limit`` rows held every term lost them)."""
     url = postgres_server.new_database("lexlength")
     bounded, clock = _memory(url, lexical_budget=8)
     every, _ = _memory(url)

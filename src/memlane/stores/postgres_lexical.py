@@ -7,9 +7,11 @@ term's matches, stopping at ``budget`` rows a term (each row read once), and ran
 
 - every match of the terms below the budget (*rare* terms): a query whose terms are all
   rare ranks exactly the rows it did before, all of them;
-- the rows holding two of the terms at the budget (*common*), and those holding every
-  term when all are common: the best ``ts_rank`` can give, found by intersecting the
-  terms' index entries, at most ``budget`` rows each;
+- the rows holding every term when all are common (at the budget), and those holding
+  two common terms: the best ``ts_rank`` can give, found by intersecting the terms'
+  index entries, at most ``budget`` rows each. The pairs are not read when ``budget``
+  rows hold every term: then more hold each pair than a pair's bounded read would
+  sample, and intersecting two very common terms is the costliest read here;
 - a common term's other matches only when no rare term has ``limit`` matches: then its
   first ``budget`` matches (in the order the scan finds them, not by score: a bounded
   sample) widen the set.
@@ -61,9 +63,10 @@ def lexical_sql(
 
     ``m`` holds each term's first ``budget`` matches among the rows ``where`` selects
     (numbered by term), so each row is read once; ``n`` counts them. A term with fewer
-    than ``budget`` is rare: its rows are all there. Each pair of common terms adds the
-    first ``budget`` rows holding both, and with three terms or more, all common, the
-    first ``budget`` holding every one (read only then: a one-time filter on ``n``). When
+    than ``budget`` is rare: its rows are all there. With three terms or more, all
+    common, ``a`` holds the first ``budget`` rows holding every one (read only then: a
+    one-time filter on ``n``); each pair of common terms adds the first ``budget`` rows
+    holding both, unless ``a`` holds ``budget`` rows. When
     a term is common and no rare term has ``limit`` matches (``w``), the common terms'
     rows in ``m`` (samples) join the candidates too."""
     cap = max(int(budget), int(limit))
@@ -76,27 +79,40 @@ def lexical_sql(
         args += [term_query(t, label), *params]
     matches = " UNION ALL ".join(one.format(i=i) for i in range(len(terms)))
     joint = (
-        " UNION ALL (SELECT r.id, r.search FROM records r WHERE "
-        f"(SELECT count(*) FROM n WHERE hits >= {cap}{{among}}) = {{common}} "
+        "(SELECT r.id, r.search FROM records r WHERE "
+        f"(SELECT count(*) FROM n WHERE hits >= {cap}{{among}}) = {{common}}{{enough}} "
         f"AND r.search @@ to_tsquery('{TS_CONFIG}', %s) AND {where} LIMIT {cap})"
     )
-    # Rows holding every term (all common), then each pair of common terms.
-    groups = [tuple(range(len(terms)))] if len(terms) > 2 else []
-    groups += list(itertools.combinations(range(len(terms)), 2))
+    # Rows holding every term (all common: read first, into ``a``), then each pair of
+    # common terms, unless ``a`` is full: when ``budget`` rows or more hold every term,
+    # more still hold each pair, and a pair's first ``budget`` is an arbitrary sample of
+    # them, while intersecting two common terms' index entries is the costliest read
+    # here. (Below that, a pair is read: ts_rank weighs length, so a short row holding
+    # two terms can outrank a long one holding all.)
+    every = len(terms) > 2
+    every_args: list[Any] = []
+    every_cte = ""
+    if every:
+        rows_of_all = joint.format(among="", common=len(terms), enough="")
+        every_cte = f"a AS MATERIALIZED {rows_of_all}, "
+        every_args = [all_of(terms, label), *params]
+    enough = f" AND (SELECT count(*) FROM a) < {cap}" if every else ""
     parts, joint_args = [], []
-    for group in groups:
+    for group in itertools.combinations(range(len(terms)), 2):
         among = "" if len(group) == len(terms) else f" AND t IN ({', '.join(map(str, group))})"
-        parts.append(joint.format(among=among, common=len(group)))
+        parts.append(" UNION ALL " + joint.format(among=among, common=2, enough=enough))
         joint_args += [all_of([terms[i] for i in group], label), *params]
     sql = (
         f"WITH m AS MATERIALIZED ({matches}), "
         "n AS (SELECT t, count(*) AS hits FROM m GROUP BY t), "
+        f"{every_cte}"
         f"w AS (SELECT EXISTS (SELECT 1 FROM n WHERE hits >= {cap}) AND NOT EXISTS "
         f"(SELECT 1 FROM n WHERE hits < {cap} AND hits >= %s) AS widen) "
         f"SELECT id, max(ts_rank(%s::float4[], search, to_tsquery('{TS_CONFIG}', %s), 1)) "
         "AS score FROM (SELECT id, search FROM m "
         f"WHERE t IN (SELECT t FROM n WHERE hits < {cap}) OR (SELECT widen FROM w)"
+        f"{' UNION ALL SELECT id, search FROM a' if every else ''}"
         f"{''.join(parts)}) c "
         "GROUP BY id ORDER BY score DESC, id LIMIT %s"
     )
-    return sql, [*args, limit, weights, any_of(terms, label), *joint_args, limit]
+    return sql, [*args, *every_args, limit, weights, any_of(terms, label), *joint_args, limit]

@@ -99,7 +99,7 @@ def lexical_sql(
     enough = f" AND (SELECT count(*) FROM a) < {cap}" if every else ""
     parts, joint_args = [], []
     for group in itertools.combinations(range(len(terms)), 2):
-        among = "" if len(group) == len(terms) else f" AND t IN ({', '.join(map(str, group))})"
+        among = f" AND t IN ({group[0]}, {group[1]})"
         parts.append(" UNION ALL " + joint.format(among=among, common=2, enough=enough))
         joint_args += [all_of([terms[i] for i in group], label), *params]
     sql = (

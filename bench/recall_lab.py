@@ -78,7 +78,7 @@ def dump(data: Path, path: Path) -> list[Conv]:
     with Memory(f"sqlite:///{db}", embedder=embedder, config=config) as memory:
         if fresh:
             ingest(memory, conversations)
-        now = memory.core._now()
+        now = memory.core.now()
         for conv in conversations:
             user = "locomo-" + conv.name
             records = memory.store.batch([ops.ListRecords(user, Filters(), now, None, 10**6)])[0]

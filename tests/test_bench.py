@@ -35,11 +35,12 @@ def test_a_bench_without_locomo_data_says_what_it_needs(tmp_path: Path, name: st
     assert "--data" in done.stderr and "locomo" in done.stderr.lower()
 
 
-def test_the_graph_recall_bench_without_locomo_data_says_what_it_needs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["graph_recall.py", "sparse_recall.py"])
+def test_a_recall_bench_without_locomo_data_says_what_it_needs(tmp_path: Path, name: str) -> None:
     (tmp_path / "repo" / "bench").mkdir(parents=True)
-    shutil.copy(REPO / "bench" / "graph_recall.py", tmp_path / "repo" / "bench")
+    shutil.copy(REPO / "bench" / name, tmp_path / "repo" / "bench")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    script = tmp_path / "repo" / "bench" / "graph_recall.py"
+    script = tmp_path / "repo" / "bench" / name
     done = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
     )
@@ -116,3 +117,30 @@ def test_disk_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["sqlite_int8"]["bytes_per_row"] < result["sqlite_float16"]["bytes_per_row"]
     assert all(len(result[k]["800"]) == 2 for k in ("sqlite_int8", "mapped_float16"))
+
+
+def test_sparse_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
+    from test_eval_locomo import CONVERSATION
+
+    data = tmp_path / "locomo"
+    data.mkdir()
+    for name in ("c1", "c2"):
+        (data / f"{name}.json").write_text(json.dumps(CONVERSATION))
+    out = tmp_path / "found.json"
+    script = str(REPO / "bench" / "sparse_recall.py")
+    done = subprocess.run(
+        [sys.executable, script, "--data", str(data), "--weights", "0", "1", "--json", str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    assert set(found) == {"turns", "observations"} and set(found["turns"]) == {"0", "1"}
+    # the kitten question finds its turn first with the list off and on, in both files
+    for mode in found.values():
+        for per_conversation in mode.values():
+            for conversation in per_conversation.values():
+                assert (4, 1.0, 1.0) in [tuple(r) for r in conversation["rows"]]
+    assert "| held out | picked |" in done.stdout

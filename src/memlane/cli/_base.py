@@ -62,6 +62,7 @@ class _Context:
             self._memory = Memory(
                 self.settings.build_store(create=create),
                 embedder=self.settings.build_embedder(),
+                sparse=self.settings.build_sparse(),
                 config=self.settings.build_config(),
                 cipher=self.settings.build_cipher(),
                 actor=self.settings.build_actor("cli"),

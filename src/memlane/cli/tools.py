@@ -111,7 +111,8 @@ def locomo(
 
             master = LocalMasterKey.parse(generate_key())
             cipher = AesGcmCipher(Keyring(Path(scratch) / "locomo.keys", master))
-        with Memory(url, embedder=embedder, cipher=cipher) as memory:
+        sparse = ctx.settings.build_sparse()
+        with Memory(url, embedder=embedder, cipher=cipher, sparse=sparse) as memory:
             report = evaluate(
                 memory, conversations, recipe=recipe, progress=progress, memories=memories
             )

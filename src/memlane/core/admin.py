@@ -13,7 +13,7 @@ from typing import Any
 
 from memlane.core import audit as trail
 from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
-from memlane.core.flow import Flow, embed, many, one
+from memlane.core.flow import Flow, embed, encode_sparse, many, one
 from memlane.core.mentions import index_op
 from memlane.core.records import check_keyed
 from memlane.errors import EncryptionError, ImportFormatError, ValidationError
@@ -35,6 +35,7 @@ from memlane.models import (
 )
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
+from memlane.ports.sparse import pack
 from memlane.when import MAX_PERIODS
 
 EXPORT_FORMAT = "memlane-export"
@@ -288,11 +289,12 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
     history). The knowledge graph gains what each memory names (memories written before
     it, or with it off; what it holds already stays). Then the search indexes a store
     keeps beside its database (SQLite) are
-    built afresh from the records. Safe to run again and to interrupt. ``progress(n)``
-    hears how many more memories were read. Returns counts: ``memories`` read,
-    ``updated`` and ``indexed`` (records put in rebuilt indexes; 0 for a store whose
-    indexes live in its database)."""
-    n_records = n_updated = n_indexed = 0
+    built afresh from the records. With a sparse encoder, memories without sparse terms
+    (written before it, or without it) gain them. Safe to run again and to interrupt.
+    ``progress(n)`` hears how many more memories were read. Returns counts: ``memories``
+    read, ``updated`` and ``indexed`` (records put in rebuilt indexes; 0 for a store whose
+    indexes live in its database) and ``sparse`` (texts given sparse terms)."""
+    n_records = n_updated = n_indexed = n_sparse = 0
     for user_id in (yield from list_users(core)):
         records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))
         n_records += len(records)
@@ -305,9 +307,37 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
             batch = tuple(changed[start : start + REINDEX_BATCH])
             n_updated += yield from one(ops.SetPeriods(user_id, batch))
         yield from _index_graph(core, records, dict(changed))
+        n_sparse += yield from _backfill_sparse(core, records)
         n_indexed += yield from one(ops.RebuildIndexes(user_id))
         _report(progress, len(records))
-    return {"memories": n_records, "updated": n_updated, "indexed": n_indexed}
+    return {
+        "memories": n_records,
+        "updated": n_updated,
+        "indexed": n_indexed,
+        "sparse": n_sparse,
+    }
+
+
+def _backfill_sparse(core: Core, records: Sequence[MemoryRecord]) -> Flow[int]:
+    """Sparse terms for the texts of ``records`` that have none (of the core's sparse
+    model), :data:`REINDEX_BATCH` texts a transaction; returns how many were made."""
+    model = core.sparse_model_id
+    if model is None:
+        return 0
+    texts = {r.content_hash: r.text for r in records}
+    made = 0
+    hashes = list(texts)
+    for start in range(0, len(hashes), REINDEX_BATCH):
+        chunk = hashes[start : start + REINDEX_BATCH]
+        have = yield from one(ops.GetSparse(model, tuple(chunk)))
+        lacking = [h for h in chunk if h not in have]
+        if not lacking:
+            continue
+        encoded = yield from encode_sparse([texts[h] for h in lacking])
+        items = tuple(zip(lacking, map(pack, encoded), strict=True))
+        yield from one(ops.PutEmbeddings(core.model_id, (), sparse_model=model, sparse=items))
+        made += len(items)
+    return made
 
 
 def _index_graph(
@@ -438,6 +468,7 @@ def _vectors_in_batches(
     known: dict[str, Vector] = {}
     items: list[tuple[str, Vector]] = []
     keep: list[tuple[str, Vector]] = []
+    terms: dict[str, bytes] = {}
     for start in range(0, len(texts), IMPORT_EMBED_BATCH):
         chunk = texts[start : start + IMPORT_EMBED_BATCH]
         _, write = yield from core.vectors(chunk, known)
@@ -445,8 +476,15 @@ def _vectors_in_batches(
         keep += write.keep
         known.update(write.items)
         known.update(write.keep)
+        terms.update(write.sparse)
         _report(progress, max(0, min(len(chunk), n_reported - start)))
-    return ops.PutEmbeddings(core.model_id, tuple(items), tuple(keep))
+    return ops.PutEmbeddings(
+        core.model_id,
+        tuple(items),
+        tuple(keep),
+        sparse_model=core.sparse_model_id or "",
+        sparse=tuple(terms.items()),
+    )
 
 
 def _parse_row(core: Core, row: Mapping[str, Any], line: int) -> tuple[str, Any]:

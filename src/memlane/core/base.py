@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from memlane import injection
-from memlane.core.flow import Flow, embed, many, one
+from memlane.core.flow import Flow, embed, encode_sparse, many, one
 from memlane.core.mentions import index_op
-from memlane.errors import ValidationError, no_memory
+from memlane.errors import UnsupportedError, ValidationError, no_memory
 from memlane.ids import new_id
 from memlane.models import (
     AuditLevel,
@@ -37,6 +37,7 @@ from memlane.pii import PiiPolicy, PolicyFor
 from memlane.ports import store as ops
 from memlane.ports.cipher import Cipher
 from memlane.ports.embedder import Vector
+from memlane.ports.sparse import SparseTerms, pack
 from memlane.when import resolve
 
 log = logging.getLogger("memlane")
@@ -145,12 +146,15 @@ class Core:
         self,
         *,
         model_id: str,
+        sparse_model_id: str | None = None,
         clock: Clock | None,
         config: CoreConfig,
         cipher: Cipher | None = None,
         actor: str = UNNAMED_ACTOR,
     ) -> None:
         self.model_id = model_id
+        self.sparse_model_id = sparse_model_id
+        """The sparse encoder's model (:mod:`memlane.ports.sparse`), None without one."""
         self.cipher = cipher
         """Seals exports when the store is encrypted (:mod:`memlane.stores.sealed`)."""
         self.clock: Clock = clock or utcnow
@@ -158,6 +162,7 @@ class Core:
         self.actor = check_actor(actor)
         """Who the audit trail records as doing what this memory does."""
         self._query_vectors: OrderedDict[str, Vector] = OrderedDict()
+        self._query_terms: OrderedDict[str, SparseTerms] = OrderedDict()
         self._query_lock = threading.Lock()  # one Memory may serve many threads
 
     def with_actor(self, actor: str) -> Core:
@@ -357,7 +362,20 @@ class Core:
         """
         hashes = [content_hash(t) for t in texts]
         unique = [h for h in dict.fromkeys(hashes) if not known or h not in known]
-        stored = (yield from one(ops.GetEmbeddings(self.model_id, tuple(unique)))) if unique else {}
+        sparse = self.sparse_model_id
+        reads: list[ops.Op[Any]] = [ops.GetEmbeddings(self.model_id, tuple(unique))]
+        if sparse is not None:
+            reads.append(ops.GetSparse(sparse, tuple(dict.fromkeys(hashes))))
+        found_now: list[Any] = []
+        if unique or (sparse is not None and hashes):
+            try:
+                found_now = yield from many(reads)
+            except UnsupportedError:  # a plugin store that keeps no sparse terms
+                if sparse is None:
+                    raise
+                sparse = None
+                found_now = yield from many(reads[:1])
+        stored: dict[str, Vector] = found_now[0] if found_now else {}
         cached = {**(known or {}), **stored}
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
         fresh: dict[str, Vector] = {}
@@ -365,8 +383,38 @@ class Core:
             vectors = yield from embed(list(missing.values()))
             fresh = dict(zip(missing, vectors, strict=True))
         found = {**cached, **fresh}
-        write = ops.PutEmbeddings(self.model_id, tuple(fresh.items()), tuple(stored.items()))
+        terms: tuple[tuple[str, bytes], ...] = ()
+        if sparse is not None:
+            have = found_now[1] if len(found_now) > 1 else {}
+            lacking = {h: t for h, t in zip(hashes, texts, strict=True) if h not in have}
+            if lacking:
+                encoded = yield from encode_sparse(list(lacking.values()))
+                terms = tuple(zip(lacking, map(pack, encoded), strict=True))
+        write = ops.PutEmbeddings(
+            self.model_id,
+            tuple(fresh.items()),
+            tuple(stored.items()),
+            sparse_model=sparse or "",
+            sparse=terms,
+        )
         return [found[h] for h in hashes], write
+
+    def query_terms(self, query: str) -> Flow[SparseTerms | None]:
+        """A query's sparse terms (None without a sparse encoder), from a small LRU."""
+        if self.sparse_model_id is None:
+            return None
+        key = content_hash(query)
+        with self._query_lock:
+            cached = self._query_terms.get(key)
+            if cached is not None:
+                self._query_terms.move_to_end(key)
+                return cached
+        (terms,) = yield from encode_sparse([query], query=True)
+        with self._query_lock:
+            self._query_terms[key] = terms
+            while len(self._query_terms) > self.config.query_cache_size:
+                self._query_terms.popitem(last=False)
+        return terms
 
     def query_vector(self, query: str) -> Flow[Vector]:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""

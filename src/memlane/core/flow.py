@@ -5,13 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from memlane.effects import adrive, drive
 from memlane.errors import NoModelError
 from memlane.ports.embedder import Embedder, Vector
 from memlane.ports.llm import LLM, ChatRequest, ChatResponse
 from memlane.ports.store import Op, Store, guard_vectors
+
+if TYPE_CHECKING:
+    from memlane.ports.sparse import SparseEncoder, SparseTerms
 
 R = TypeVar("R")
 
@@ -31,6 +34,15 @@ class Embed:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodeSparse:
+    """Find these texts' weighted terms (:mod:`memlane.ports.sparse`); resumes with one
+    :class:`~memlane.sparse.SparseTerms` per text. ``query``: keep all of a query's."""
+
+    texts: tuple[str, ...]
+    query: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Chat:
     """Ask the chat model; resumes with its :class:`ChatResponse`."""
 
@@ -44,7 +56,7 @@ class Pause:
     seconds: float
 
 
-Effect = Batch | Embed | Chat | Pause
+Effect = Batch | Embed | EncodeSparse | Chat | Pause
 Flow = Generator[Effect, Any, R]
 
 EffectObserver = Callable[[Effect, float], None]
@@ -69,6 +81,11 @@ def embed(texts: Sequence[str]) -> Flow[list[Vector]]:
     return cast(list[Vector], vectors)
 
 
+def encode_sparse(texts: Sequence[str], *, query: bool = False) -> Flow[list[SparseTerms]]:
+    terms = yield EncodeSparse(tuple(texts), query)
+    return cast(list["SparseTerms"], terms)
+
+
 def chat(request: ChatRequest) -> Flow[ChatResponse]:
     response = yield Chat(request)
     return cast(ChatResponse, response)
@@ -85,6 +102,12 @@ def _no_llm() -> NoModelError:
     )
 
 
+def _sparse(io: Runtime) -> SparseEncoder:
+    if io.sparse is None:  # a core asks only when it was given an encoder
+        raise NoModelError("this needs a sparse encoder (memlane.embedders.splade): pass sparse=")
+    return io.sparse
+
+
 def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
     """``batch`` with the store's embedding-model check in front when it writes or
     searches vectors (so a store never mixes models), and whether it was added."""
@@ -95,12 +118,14 @@ def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
 @dataclass(frozen=True, slots=True)
 class Runtime:
     """What a runner carries effects out with: the store, the embedder, the chat model
-    (for flows that ask one) and who is told each effect's duration."""
+    (for flows that ask one), who is told each effect's duration and the sparse encoder
+    (for flows of a core that has one)."""
 
     store: Store
     embedder: Embedder
     llm: LLM | None = None
     observe: EffectObserver | None = None
+    sparse: SparseEncoder | None = None
 
 
 def run_sync(flow: Flow[R], io: Runtime) -> R:
@@ -115,6 +140,8 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
             return reply[1:] if guarded else reply
         if isinstance(effect, Embed):
             return embedder.embed(effect.texts)
+        if isinstance(effect, EncodeSparse):
+            return _sparse(io).encode(effect.texts, query=effect.query)
         if isinstance(effect, Pause):
             time.sleep(effect.seconds)
             return None
@@ -139,6 +166,8 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
             return reply[1:] if guarded else reply
         if isinstance(effect, Embed):
             return await embedder.aembed(effect.texts)
+        if isinstance(effect, EncodeSparse):
+            return await _sparse(io).aencode(effect.texts, query=effect.query)
         if isinstance(effect, Pause):
             await asyncio.sleep(effect.seconds)
             return None

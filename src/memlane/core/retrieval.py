@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from memlane.core.mentions import names as mention_names
 from memlane.core.search import (
     METHODS,
     RECIPES,
+    RESCORING,
     SearchRecipe,
     as_statement,
     below_durable,
@@ -32,7 +34,10 @@ from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, check_i
 from memlane.models.graph import EntityType
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
+from memlane.ports.sparse import score as sparse_scores
 from memlane.text import tokenize
+
+_log = logging.getLogger("memlane.search")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +122,8 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
     entity hop and a graph round when the recipe asks for them), and the entities the
     second round searched with (``hop_entities``, ``graph_entities``)."""
     recipe = q.recipe
-    methods = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
+    wanted = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
+    methods = [m for m in wanted if m not in RESCORING]
     vector = None
     if "vector" in methods or "context" in methods:
         dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
@@ -125,6 +131,10 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
     results = yield from many([_candidates(core, q, m, vector) for m in methods])
     lists = dict(zip(methods, results, strict=True))
     weights = dict(recipe.methods)
+    if "sparse" in wanted and core.sparse_model_id is not None:
+        rescored = yield from _sparse(core, q, lists)
+        if rescored:
+            lists["sparse"] = rescored
     fused = fuse(lists, weights, recipe)
     if recipe.feedback_docs > 0 and fused:
         extra = yield from _feedback(core, q, vector, fused)
@@ -152,6 +162,43 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
             fused = fuse(lists, weights, recipe)
             second.graph = via
     return fused, second
+
+
+def _sparse(
+    core: Core, q: _Query, lists: dict[str, list[tuple[str, float]]]
+) -> Flow[list[tuple[str, float]]]:
+    """The candidates of ``lists`` scored by their sparse terms' dot product with the
+    query's, best first (those sharing no term are left out). Empty when a candidate
+    has no terms (written without the encoder, before ``memlane reindex`` gave it
+    some): a list that scored only some candidates would rank the others down."""
+    model = core.sparse_model_id
+    pool = tuple(dict.fromkeys(rid for candidates in lists.values() for rid, _ in candidates))
+    if model is None or not pool:
+        return []
+    terms = yield from core.query_terms(q.text)
+    if terms is None or not len(terms):
+        return []
+    try:
+        stored = yield from one(ops.SparseOf(q.user_id, model, pool))
+    except UnsupportedError:  # a plugin store that keeps no sparse terms
+        return []
+    if len(stored) < len(pool):
+        _warn_unscored(len(pool) - len(stored))
+        return []
+    return sparse_scores(terms, stored)
+
+
+_warned: set[str] = set()
+
+
+def _warn_unscored(missing: int) -> None:
+    if "unscored" not in _warned:
+        _warned.add("unscored")
+        _log.warning(
+            "%d search candidates have no sparse terms, so searches skip the sparse list "
+            "where they are among the candidates; `memlane reindex` gives them terms",
+            missing,
+        )
 
 
 def _graph(

@@ -22,7 +22,9 @@ from memlane.text import entities, query_terms, tokenize
 Candidates = Sequence[tuple[str, float]]
 """(record id, raw score) pairs, best first, from one retrieval method."""
 
-METHODS = ("vector", "context", "lexical")
+METHODS = ("vector", "context", "lexical", "sparse")
+RESCORING = frozenset({"sparse"})
+"""Methods that score the candidates the others found rather than find their own."""
 FUSIONS = ("score", "rrf")
 
 
@@ -32,7 +34,9 @@ class SearchRecipe:
 
     ``methods`` weighs each candidate list in the fusion: ``vector`` (the memory's own
     text), ``context`` (an episode embedded with the turns before it) and ``lexical``
-    (BM25). ``fusion`` is how the lists combine: ``"score"`` (default) sums each list's
+    (BM25), and ``sparse``: the candidates the others found scored by their learned
+    sparse terms (:mod:`memlane.ports.sparse`; skipped by a memory without a sparse
+    encoder). ``fusion`` is how the lists combine: ``"score"`` (default) sums each list's
     scores divided by its best (:func:`score_fusion`), ``"rrf"`` sums reciprocal ranks
     with ``rrf_k`` (:func:`rrf`). The remaining fields are multiplicative boosts and
     re-ranking steps; a weight of 0 turns a step off. See :func:`boosts` for the exact
@@ -53,7 +57,9 @@ class SearchRecipe:
     """
 
     name: str
-    methods: Mapping[str, float] = field(default_factory=lambda: {"vector": 1.0, "lexical": 3.0})
+    methods: Mapping[str, float] = field(
+        default_factory=lambda: {"vector": 1.0, "lexical": 3.0, "sparse": 1.0}
+    )
     candidates: int = 100
     fusion: str = "score"
     rrf_k: int = 10
@@ -104,6 +110,12 @@ class SearchRecipe:
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(f"search methods must be among {METHODS}, got {sorted(unknown)}")
+        if not any(w > 0 for m, w in self.methods.items() if m not in RESCORING):
+            raise ValueError(
+                "a recipe needs a method that finds candidates: vector, context or lexical"
+            )
+        if any(not w >= 0 for w in self.methods.values()):
+            raise ValueError("method weights must not be negative")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.candidates < 1 or self.rrf_k < 1:

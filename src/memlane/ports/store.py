@@ -227,6 +227,30 @@ class PutEmbeddings(Op[None]):
     staged: bool = False
     """Vectors of a model the store is moving to (``reembed``): the runner does not
     check them against the store's recorded model."""
+    sparse_model: str = ""
+    sparse: tuple[tuple[str, bytes], ...] = ()
+    """Sparse terms (:func:`memlane.ports.sparse.pack`) of ``sparse_model`` by content
+    hash, kept beside the vectors: written where absent (the terms of a hash never
+    change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GetSparse(Op[dict[str, bytes]]):
+    """Stored sparse terms of one model by content hash; hashes without are left out."""
+
+    model: str
+    hashes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SparseOf(Op[dict[str, bytes]]):
+    """The stored sparse terms of ``model`` of these records of the user (by record id,
+    through their content hash); records without terms, of another user or not stored
+    are left out."""
+
+    user_id: str
+    model: str
+    ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +292,8 @@ class DropEmbeddings(Op[int]):
 
 @dataclass(frozen=True, slots=True)
 class PruneEmbeddings(Op[int]):
-    """Drop cached vectors that no record refers to any more. Returns the count."""
+    """Drop cached vectors (and sparse terms) that no record refers to any more. Returns
+    the count of vectors."""
 
 
 # ---------------------------------------------------------------------------- sessions

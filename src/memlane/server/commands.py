@@ -71,10 +71,18 @@ def serve(ctx: click.Context, host: str, port: int, max_body_bytes: int, no_mcp:
     actor = settings.build_actor("serve")  # requests act for their API keys instead
     cipher = settings.build_cipher()
     memory = AsyncMemory(
-        settings.build_store(), embedder=embedder, config=config, actor=actor, cipher=cipher
+        settings.build_store(),
+        embedder=embedder,
+        config=config,
+        actor=actor,
+        cipher=cipher,
+        sparse=settings.build_sparse(),
     )
-    # The manager's memory shares the encrypting store; the cipher seals its exports.
-    blocking = Memory(memory.store, embedder=embedder, config=config, actor=actor)
+    # The manager's memory shares the encrypting store (and so the sparse encoder, or
+    # none); the cipher seals its exports.
+    blocking = Memory(
+        memory.store, embedder=embedder, config=config, actor=actor, sparse=memory.sparse
+    )
     manager = MemoryManager(blocking, settings.build_llm())
     manager.start()
     app = create_app(
@@ -232,6 +240,7 @@ def mcp(ctx: click.Context, user_id: str, agent_id: str | None) -> None:
     memory = AsyncMemory(
         settings.build_store(),
         embedder=settings.build_embedder(),
+        sparse=settings.build_sparse(),
         config=settings.build_config(),
         cipher=settings.build_cipher(),
         actor=settings.build_actor("cli"),  # each call: mcp:<client> and this process

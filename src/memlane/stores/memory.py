@@ -78,6 +78,7 @@ class MemoryStore(OpDispatch):
         self._history: dict[tuple[str, str], tuple[Any, ...]] = {}  # (user, record id)
         self._event_ids: dict[tuple[str, str], str] = {}  # (user, event id): record id
         self._embeddings: dict[tuple[str, str], Vector] = {}
+        self._sparse: dict[tuple[str, str], bytes] = {}  # (model, content hash)
         self._meta: dict[str, tuple[str, int]] = {}  # "embedding_model": (model, dim)
         self._sessions: dict[tuple[str, str], Any] = {}
         self._messages: dict[tuple[str, str], list[Message]] = {}  # in seq order
@@ -299,6 +300,22 @@ class MemoryStore(OpDispatch):
         for h, v in op.keep:
             if (op.model, h) not in self._embeddings:
                 tx.set(self._embeddings, (op.model, h), np.asarray(v, dtype=np.float32))
+        for h, blob in op.sparse:
+            if (op.sparse_model, h) not in self._sparse:
+                tx.set(self._sparse, (op.sparse_model, h), bytes(blob))
+
+    @handles(ops.GetSparse)
+    def _op_GetSparse(self, op: ops.GetSparse, tx: _Tx) -> dict[str, bytes]:
+        return {h: self._sparse[(op.model, h)] for h in op.hashes if (op.model, h) in self._sparse}
+
+    @handles(ops.SparseOf)
+    def _op_SparseOf(self, op: ops.SparseOf, tx: _Tx) -> dict[str, bytes]:
+        out = {}
+        for rid in op.ids:
+            record = self._records.get((op.user_id, rid))
+            if record is not None and (op.model, record.content_hash) in self._sparse:
+                out[rid] = self._sparse[(op.model, record.content_hash)]
+        return out
 
     def _adopted_model(self) -> tuple[str, int] | None:
         models = {m for m, _ in self._embeddings}
@@ -336,6 +353,9 @@ class MemoryStore(OpDispatch):
         dead = [k for k in self._embeddings if k[1] not in live]
         for k in dead:
             tx.pop(self._embeddings, k)
+        texts = {r.content_hash for r in self._records.values()}
+        for k in [k for k in self._sparse if k[1] not in texts]:
+            tx.pop(self._sparse, k)
         return len(dead)
 
     # ------------------------------------------------------------------ sessions

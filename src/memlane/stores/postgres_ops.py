@@ -262,6 +262,14 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings) -> Step:
+        if op.sparse:
+            terms = sorted(dict(op.sparse).items())  # one order for every writer: no deadlocks
+            yield Sql(
+                "INSERT INTO sparse_terms VALUES (%s, %s, %s) "
+                "ON CONFLICT (model, content_hash) DO NOTHING",
+                [(op.sparse_model, h, blob) for h, blob in terms],
+                many=True,
+            )
         if op.keep:
             kept = sorted(dict(op.keep).items())  # one order for every writer: no deadlocks
             yield Sql(
@@ -354,6 +362,25 @@ class PostgresOps(OpDispatch):
         )
         return None
 
+    @handles(ops.GetSparse)
+    def _op_GetSparse(self, op: ops.GetSparse) -> Step:
+        rows, _ = yield Sql(
+            "SELECT content_hash, terms FROM sparse_terms WHERE model = %s "
+            "AND content_hash = ANY(%s)",
+            (op.model, list(op.hashes)),
+        )
+        return {h: bytes(blob) for h, blob in rows}
+
+    @handles(ops.SparseOf)
+    def _op_SparseOf(self, op: ops.SparseOf) -> Step:
+        rows, _ = yield Sql(
+            "SELECT r.id, s.terms FROM records r JOIN sparse_terms s "
+            "ON s.model = %s AND s.content_hash = r.content_hash "
+            "WHERE r.user_id = %s AND r.id = ANY(%s)",
+            (op.model, op.user_id, list(op.ids)),
+        )
+        return {rid: bytes(blob) for rid, blob in rows}
+
     @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, op: ops.DropEmbeddings) -> Step:
         _, n = yield Sql(*st.drop_embeddings(DIALECT, op))
@@ -365,6 +392,10 @@ class PostgresOps(OpDispatch):
             "DELETE FROM embeddings e WHERE NOT EXISTS "
             "(SELECT 1 FROM records r WHERE r.content_hash = e.content_hash) "
             "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.context_hash = e.content_hash)"
+        )
+        yield Sql(
+            "DELETE FROM sparse_terms s WHERE NOT EXISTS "
+            "(SELECT 1 FROM records r WHERE r.content_hash = s.content_hash)"
         )
         return n
 

@@ -336,6 +336,18 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "the knowledge graph: entities, their keys, mentions, relations and their sources",
         GRAPH_SCHEMA.format(time="TIMESTAMPTZ", rowid=""),
     ),
+    (
+        10,
+        "sparse terms of each text, beside its vector",
+        """
+        CREATE TABLE sparse_terms (
+            model text NOT NULL,
+            content_hash text NOT NULL,
+            terms bytea NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        );
+        """,
+    ),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")

@@ -17,6 +17,9 @@ back, so the backend (SQLite, PostgreSQL, a Redis tier, a plugin) only ever hold
   in-database vector search, so they are not; leave out the embedder (lexical search
   only) where that matters.
 
+Sparse terms (:mod:`memlane.ports.sparse`: the weighted words of a text) are not kept at
+all: an encrypted store searches without the sparse list.
+
 Reads of a user with no key return what is stored as it is. A store that already holds
 unencrypted data is not encrypted in place (``memlane migrate`` moves a store into and out
 of encryption).
@@ -608,7 +611,18 @@ def _put_embeddings(plan: _Plan, op: ops.PutEmbeddings) -> tuple[Op[Any], Callab
     def keyed(items: tuple[tuple[str, Any], ...]) -> tuple[tuple[str, Any], ...]:
         return tuple((plan.owner.digest(h) or h, v) for h, v in items)
 
-    return replace(op, items=keyed(op.items), keep=keyed(op.keep)), _same
+    # Sparse terms are weighted words of the text: never kept in an encrypted store.
+    return replace(op, items=keyed(op.items), keep=keyed(op.keep), sparse=()), _same
+
+
+@_handles(ops.GetSparse)
+def _get_sparse(plan: _Plan, op: ops.GetSparse) -> tuple[Op[Any], Callable[[Any], Any]]:
+    return replace(op, hashes=()), _same  # none are kept (see PutEmbeddings)
+
+
+@_handles(ops.SparseOf)
+def _sparse_of(plan: _Plan, op: ops.SparseOf) -> tuple[Op[Any], Callable[[Any], Any]]:
+    return replace(op, ids=()), _same
 
 
 @_handles(ops.UpsertSession)

@@ -414,6 +414,36 @@ class SqliteOps(OpDispatch):
                     f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
                     [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
                 )
+        if op.sparse:
+            conn.executemany(
+                "INSERT OR IGNORE INTO sparse_terms VALUES (?, ?, ?)",
+                [(op.sparse_model, h, blob) for h, blob in op.sparse],
+            )
+
+    @handles(ops.GetSparse)
+    def _op_GetSparse(self, conn: sqlite3.Connection, op: ops.GetSparse) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for chunk in chunks(op.hashes, 500):
+            rows = conn.execute(
+                "SELECT content_hash, terms FROM sparse_terms WHERE model = ? "
+                "AND content_hash IN (SELECT value FROM json_each(?))",
+                (op.model, json.dumps(list(chunk))),
+            )
+            out.update((h, bytes(blob)) for h, blob in rows)
+        return out
+
+    @handles(ops.SparseOf)
+    def _op_SparseOf(self, conn: sqlite3.Connection, op: ops.SparseOf) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for chunk in chunks(op.ids, 500):
+            rows = conn.execute(
+                "SELECT r.id, s.terms FROM json_each(?) AS j "
+                "CROSS JOIN records r ON r.user_id = ? AND r.id = j.value "
+                "JOIN sparse_terms s ON s.model = ? AND s.content_hash = r.content_hash",
+                (json.dumps(list(chunk)), op.user_id, op.model),
+            )
+            out.update((rid, bytes(blob)) for rid, blob in rows)
+        return out
 
     def _recorded_model(self, conn: sqlite3.Connection) -> tuple[str, int] | None:
         row = conn.execute(st.RECORDED_MODEL).fetchone()
@@ -461,6 +491,9 @@ class SqliteOps(OpDispatch):
             "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records) "
             "AND content_hash NOT IN "
             "(SELECT context_hash FROM records WHERE context_hash IS NOT NULL)"
+        )
+        conn.execute(
+            "DELETE FROM sparse_terms WHERE content_hash NOT IN (SELECT content_hash FROM records)"
         )
         return cur.rowcount
 

@@ -561,6 +561,18 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "the knowledge graph: entities, their keys, mentions, relations and their sources",
         GRAPH_SCHEMA.format(time="TEXT", rowid=" WITHOUT ROWID"),
     ),
+    (
+        14,
+        "sparse terms of each text, beside its vector",
+        """
+        CREATE TABLE sparse_terms (
+            model TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            terms BLOB NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        ) WITHOUT ROWID;
+        """,
+    ),
 )
 
 RECORD_COLUMNS = RECORDS.columns

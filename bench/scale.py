@@ -385,7 +385,9 @@ def child_memory(spec: dict[str, Any], mode: str) -> tuple[Memory, list[str]]:
         vectors = np.load(workdir / "query_vectors.npy")
         embedder = PrecomputedQueries(queries, vectors, spec["model_id"])
     config = CoreConfig(query_cache_size=0)
-    return Memory(spec["url"], embedder=embedder, config=config), queries
+    # Without the sparse list (SPLADE terms: bench/recall.md measures what it adds): the
+    # synthetic texts' terms would say nothing, and the bulk load writes none.
+    return Memory(spec["url"], embedder=embedder, config=config, sparse=None), queries
 
 
 def child_first(spec: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -595,7 +597,7 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
         sizes = sizes[-1:]
     for size in sizes:
         row: dict[str, Any] = {"store": setup.name, "memories": size}
-        with Memory(setup.url, embedder=setup.embedder) as memory:
+        with Memory(setup.url, embedder=setup.embedder, sparse=None) as memory:
             if corpus.size < size:
                 added = size - corpus.size
                 seconds = grow(memory, corpus, size, args.chunk, setup.embedder)

@@ -96,7 +96,8 @@ def write_before_scoped_ids(
     (context window 1). ``execute`` runs SQL on the database, whose JSON columns are of
     ``json_type``. Returns the add and the export rows as they were."""
     config = CoreConfig(context_window=1, audit="off")  # a memlane with no audit trail yet
-    old = Memory(store, embedder=FakeEmbedder(), config=config, **kwargs)
+    # a memlane with no audit trail and no sparse terms yet
+    old = Memory(store, embedder=FakeEmbedder(), config=config, sparse=None, **kwargs)
     old.setup()
     for name, default in LATER_RECORD_COLUMNS.items():
         kind = json_type if name in ("periods", "quarantine") else "TEXT"

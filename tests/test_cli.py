@@ -455,19 +455,21 @@ def test_reindex_reads_time_again_and_says_how_many_changed(tmp_path: Path) -> N
     from memlane.testing import FakeEmbedder
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    with Memory(url, embedder=FakeEmbedder()) as m:
+    with Memory(url, embedder=FakeEmbedder(), sparse=None) as m:  # no sparse terms yet
         said = datetime(2023, 5, 8, tzinfo=UTC)
         r = m.add("I went there yesterday", user_id="alice", event_at=said)
         m.store.batch([ops.SetPeriods("alice", ((r.id, ()),))])  # as written before
     args = ["--store", url, "--embedder", "fake", "reindex"]
     result = CliRunner().invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"memories": 1, "updated": 1, "indexed": 1}
+    counts = {"memories": 1, "updated": 1, "indexed": 1, "sparse": 1}
+    assert json.loads(result.output) == counts
     index = tmp_path / "m.db.index"
     shutil.rmtree(index)
     plain = CliRunner().invoke(cli, args)
     assert plain.exit_code == 0, plain.output
-    assert "read 1 memories again; 0 changed; 1 indexed afresh" in plain.output
+    said_again = "read 1 memories again; 0 changed; 1 indexed afresh; 0 given sparse terms"
+    assert said_again in plain.output
     assert [p for p in index.iterdir() if p.is_dir()]  # built again, not on a search
     with Memory(url, embedder=FakeEmbedder()) as m:
         assert m.get(r.id, user_id="alice").periods == r.periods != ()

@@ -33,7 +33,10 @@ from memlane.testing.fakes import FakeEmbedder, FixedClock
 
 @pytest.fixture
 def memory(tmp_path: Path) -> Iterator[Memory]:
-    with Memory(f"sqlite:///{tmp_path / 'lg.db'}", embedder=FakeEmbedder()) as m:
+    # Without the sparse terms: these tests pin which words are indexed and matched, with
+    # the fake embedder's word-count vectors; the terms' related words (penguins ~ whales)
+    # are tested in tests/test_sparse.py.
+    with Memory(f"sqlite:///{tmp_path / 'lg.db'}", embedder=FakeEmbedder(), sparse=None) as m:
         yield m
 
 

@@ -230,11 +230,12 @@ def test_gather_reads_for_all_candidates_in_a_fixed_number_of_batches(memory: Me
     )
     memory.setup()
     store = Recording(memory.store)
-    got = run_sync(flow, Runtime(store, memory.embedder))  # type: ignore[arg-type]
+    got = run_sync(flow, Runtime(store, memory.embedder, sparse=memory.sparse))  # type: ignore[arg-type]
     batches = store.batches
     kinds = [sorted({type(op).__name__ for op in b}) for b in batches]
     assert kinds == [
-        ["GetEmbeddings"],  # the candidates' cached vectors (then one embedding call)
+        # the candidates' cached vectors and sparse terms (then one embedding call)
+        ["GetEmbeddings", "GetSparse"],
         ["LexicalSearch", "ListRecords", "VectorSearch"],  # every candidate's searches
         ["GetRecords"],  # what they found, once
     ]
@@ -261,7 +262,7 @@ def test_a_pass_writes_in_one_batch(memory: Memory) -> None:
     memory.setup()
     store = Recording(memory.store)
     flow = manager.flows.process([("user", "Paris, cat")], user_id="u")
-    result = run_sync(flow, Runtime(store, memory.embedder, llm))  # type: ignore[arg-type]
+    result = run_sync(flow, Runtime(store, memory.embedder, llm, sparse=memory.sparse))  # type: ignore[arg-type]
     assert [c.outcome for c in result.candidates] == [Outcome.SUPERSEDED, Outcome.ADDED]
     writing = [b for b in store.batches if any(isinstance(op, WRITES) for op in b)]
     assert len(writing) == 1

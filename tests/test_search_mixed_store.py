@@ -5,11 +5,13 @@ says nothing about the question above a fact that answers it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
 from memlane import Memory
+from memlane.core.search import RECIPES
 from memlane.embedders.onnx import OnnxEmbedder
 
 FACTS = [
@@ -96,3 +98,61 @@ def test_explain_shows_the_floor_a_capped_turn_would_have_had(dinner_party: Memo
     assert gift.explanation is not None
     capped = gift.explanation["floor_capped"]
     assert capped > gift.score and gift.explanation["neighbor_floor"] > gift.explanation["fused"]
+
+
+# Ordinary questions whose answer shares few or no words with them: where the sparse terms'
+# related words could help, and where a small model's loose associations could hurt.
+EVERYDAY = [
+    "I'm vegetarian, but eat fish sometimes",
+    "I work night shifts as a nurse",
+    "My sister Ana lives in Porto",
+    "I'm allergic to peanuts",
+    "I drive a blue Toyota Corolla",
+    "My daughter's birthday is on 12 March",
+    "I run 5 km every morning before work",
+    "I play the cello in a community orchestra",
+    "My landlord is raising the rent in January",
+    "I'm learning Japanese for a trip to Kyoto next spring",
+]
+QUESTIONS = {
+    "what should I cook for dinner?": 0,
+    "is there any food I must avoid?": 3,
+    "when is my kid's party?": 5,
+    "what instrument do I play?": 7,
+    "what car do I have?": 4,
+    "where does my sibling live?": 2,
+    "what is my job?": 1,
+    "how do I stay fit?": 6,
+    "which language am I studying?": 9,
+    "is my housing cost going up?": 8,
+}
+
+
+def test_the_sparse_terms_rank_no_everyday_answer_lower(embedder: OnnxEmbedder) -> None:
+    """With the default recipe (its sparse list) each question's answer ranks at least as
+    high as without that list, over facts beside a session of small talk."""
+    without = dataclasses.replace(
+        RECIPES["hybrid"],
+        methods={m: w for m, w in RECIPES["hybrid"].methods.items() if m != "sparse"},
+    )
+    with Memory("memory://", embedder=embedder) as memory:
+        assert memory.sparse is not None
+        for text in EVERYDAY:
+            memory.add(text, user_id="alice", kind="fact")
+        memory.add_messages(
+            "s1",
+            [
+                {"role": r, "content": t}
+                for r, t in zip(["user", "assistant"] * 2, WEEKEND, strict=True)
+            ],
+            user_id="alice",
+        )
+        for question, answer in QUESTIONS.items():
+            hits = memory.search(question, user_id="alice", limit=14, explain=True)
+            ranked = [h.record.text for h in hits]
+            assert any("sparse" in (h.explanation or {}) for h in hits)
+            plain = [
+                h.record.text
+                for h in memory.search(question, user_id="alice", limit=14, recipe=without)
+            ]
+            assert ranked.index(EVERYDAY[answer]) <= plain.index(EVERYDAY[answer]), question

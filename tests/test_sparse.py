@@ -7,18 +7,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from memlane import AsyncMemory, ConfigurationError, Memory
+from memlane import AsyncMemory, ConfigurationError, Memory, MemoryInput
 from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
 from memlane.core.search import SearchRecipe
 from memlane.embedders.splade import SpladeEncoder, default_sparse
-from memlane.errors import EmbeddingError
+from memlane.errors import EmbeddingError, UnsupportedError
 from memlane.ports import store as ops
 from memlane.ports.sparse import SparseTerms, pack, score, unpack
+from memlane.stores.memory import MemoryStore
 from memlane.testing import FakeEmbedder
 
 DINNER = "what should I cook for dinner?"
@@ -258,3 +261,27 @@ def _hash(text: str) -> str:
     from memlane.models import content_hash
 
     return content_hash(text)
+
+
+class _NoTermsStore(MemoryStore):
+    """A plugin store written before sparse terms: it refuses their reads as any store
+    refuses an op it does not know (before the transaction begins)."""
+
+    def batch(self, ops_: Sequence[ops.Op[Any]]) -> list[Any]:
+        for op in ops_:
+            if isinstance(op, ops.GetSparse | ops.SparseOf):
+                raise UnsupportedError(f"{type(self).__name__} cannot run {type(op).__name__}")
+        return super().batch(ops_)
+
+
+def test_a_store_without_sparse_ops_writes_and_searches_without_terms(
+    encoder: SpladeEncoder,
+) -> None:
+    with Memory(_NoTermsStore(), embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+        memory.add_many([MemoryInput(WEATHER)], user_id="alice")
+        parts = _parts(memory, DINNER)
+        assert set(parts) == {VEGETARIAN, GIFT, WEATHER}
+        assert all("sparse" not in p for p in parts.values())
+        assert memory.reindex()["sparse"] == 0  # nothing to give them terms with

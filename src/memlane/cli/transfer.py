@@ -84,16 +84,17 @@ def reembed(ctx: _Context, as_json: bool) -> None:
 def reindex(ctx: _Context, as_json: bool) -> None:
     """Read again what search derives from each memory's text: the periods its time
     expressions name ("yesterday", said on 8 May 2023, is 7 May 2023) and their words in
-    the lexical index; then build the search indexes beside a SQLite file afresh (they
-    are rebuilt by themselves when missing or stale; this forces it). Run it once after
-    upgrading from a memlane that did not read time. No new versions, no history; safe
+    the lexical index, and the sparse terms of memories that have none; then build the
+    search indexes beside a SQLite file afresh (they are rebuilt by themselves when
+    missing or stale; this forces it). Run it once after upgrading from a memlane that
+    did not read time or keep sparse terms. No new versions, no history; safe
     to run again. A progress bar on a terminal."""
     memory = ctx.memory(create=False)
     with _progress("reindex", None, unit=" memories") as bar:
         counts = memory.reindex(progress=bar.update)
     _echo_json(counts) if as_json else click.echo(
         f"read {counts['memories']} memories again; {counts['updated']} changed; "
-        f"{counts['indexed']} indexed afresh"
+        f"{counts['indexed']} indexed afresh; {counts['sparse']} given sparse terms"
     )
 
 

@@ -16,7 +16,7 @@ from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, encode_sparse, many, one
 from memlane.core.mentions import index_op
 from memlane.core.records import check_keyed
-from memlane.errors import EncryptionError, ImportFormatError, ValidationError
+from memlane.errors import EncryptionError, ImportFormatError, UnsupportedError, ValidationError
 from memlane.models import (
     Filters,
     HistoryAction,
@@ -329,7 +329,10 @@ def _backfill_sparse(core: Core, records: Sequence[MemoryRecord]) -> Flow[int]:
     hashes = list(texts)
     for start in range(0, len(hashes), REINDEX_BATCH):
         chunk = hashes[start : start + REINDEX_BATCH]
-        have = yield from one(ops.GetSparse(model, tuple(chunk)))
+        try:
+            have = yield from one(ops.GetSparse(model, tuple(chunk)))
+        except UnsupportedError:  # a plugin store that keeps no sparse terms
+            return 0
         lacking = [h for h in chunk if h not in have]
         if not lacking:
             continue

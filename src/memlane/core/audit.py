@@ -274,7 +274,8 @@ UNRECORDED: frozenset[type[ops.Op[Any]]] = frozenset(
         # Reads: recorded, if at all, as the call's read (READS), from what it returned.
         ops.GetRecords, ops.ListRecords, ops.LexicalSearch, ops.VectorSearch,
         ops.GetNeighbors, ops.GetHistory, ops.ListUserHistory, ops.FindExpired,
-        ops.GetEmbeddings, ops.GetEmbeddingModel, ops.GetSession, ops.ListSessions,
+        ops.GetEmbeddings, ops.GetSparse, ops.SparseOf, ops.GetEmbeddingModel,
+        ops.GetSession, ops.ListSessions,
         ops.GetMessages, ops.GetState, ops.ListStateVersions, ops.ListStates, ops.GetJob,
         ops.ListJobs, ops.ListUsers, ops.ListAudit,
         # Bookkeeping no one reads as a change of the user's data: access counts, the

@@ -164,6 +164,15 @@ class Core:
         self._query_vectors: OrderedDict[str, Vector] = OrderedDict()
         self._query_terms: OrderedDict[str, SparseTerms] = OrderedDict()
         self._query_lock = threading.Lock()  # one Memory may serve many threads
+        self._warned: set[str] = set()
+
+    def warn_once(self, key: str) -> bool:
+        """True the first time this core (and its :meth:`with_actor` copies) asks for
+        ``key``: for a warning a memory logs once, not on every call."""
+        with self._query_lock:
+            first = key not in self._warned
+            self._warned.add(key)
+            return first
 
     def with_actor(self, actor: str) -> Core:
         """This core (configuration, clock, query cache) acting for another ``actor``.

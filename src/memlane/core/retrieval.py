@@ -183,22 +183,14 @@ def _sparse(
     except UnsupportedError:  # a plugin store that keeps no sparse terms
         return []
     if len(stored) < len(pool):
-        _warn_unscored(len(pool) - len(stored))
+        if core.warn_once("unscored"):
+            _log.warning(
+                "%d search candidates have no sparse terms, so searches skip the sparse "
+                "list where they are among the candidates; `memlane reindex` gives them terms",
+                len(pool) - len(stored),
+            )
         return []
     return sparse_scores(terms, stored)
-
-
-_warned: set[str] = set()
-
-
-def _warn_unscored(missing: int) -> None:
-    if "unscored" not in _warned:
-        _warned.add("unscored")
-        _log.warning(
-            "%d search candidates have no sparse terms, so searches skip the sparse list "
-            "where they are among the candidates; `memlane reindex` gives them terms",
-            missing,
-        )
 
 
 def _graph(

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads on first use: importing memlane (a CLI call) stays light
+    import numpy as np
 
 __all__ = ["SparseEncoder", "SparseTerms", "pack", "score", "unpack"]
 
@@ -57,6 +58,8 @@ def pack(terms: SparseTerms) -> bytes:
 
 def unpack(blob: bytes) -> SparseTerms:
     """The terms :func:`pack` stored. Raises ValueError on a blob of the wrong size."""
+    import numpy as np
+
     if len(blob) % 4:
         raise ValueError(f"sparse terms of {len(blob)} bytes: not pairs of uint16 and float16")
     n = len(blob) // 4
@@ -68,6 +71,8 @@ def unpack(blob: bytes) -> SparseTerms:
 def score(query: SparseTerms, memories: Mapping[str, bytes]) -> list[tuple[str, float]]:
     """(id, dot product with ``query``) of the memories whose stored terms share one with
     it, best first (ties by id). Raises ValueError on a blob :func:`unpack` refuses."""
+    import numpy as np
+
     if not len(query) or not memories:
         return []
     rids = [rid for rid, blob in memories.items() if blob]  # no terms: no score

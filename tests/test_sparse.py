@@ -201,8 +201,12 @@ def test_memories_without_terms_get_them_from_reindex(
     assert _terms_rows(db) == 0
     with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
         memory.add("I bake bread on Sundays", user_id="alice")  # the only one with terms
+        effects: list[str] = []
+        memory.on_effect = lambda effect, _: effects.append(type(effect).__name__)
         with caplog.at_level(logging.WARNING, logger="memlane.search"):
             parts = _parts(memory, DINNER)
+        memory.on_effect = None
+        assert "EncodeSparse" not in effects  # the query is not encoded for a list not used
         # a list that scored one candidate would rank the other three down: none is used
         assert all("sparse" not in p for p in parts.values())
         assert "memlane reindex" in caplog.text

@@ -175,20 +175,20 @@ def _sparse(
     pool = tuple(dict.fromkeys(rid for candidates in lists.values() for rid, _ in candidates))
     if model is None or not pool:
         return []
-    terms = yield from core.query_terms(q.text)
-    if terms is None or not len(terms):
-        return []
     try:
         stored = yield from one(ops.SparseOf(q.user_id, model, pool))
     except UnsupportedError:  # a plugin store that keeps no sparse terms
         return []
-    if len(stored) < len(pool):
+    if len(stored) < len(pool):  # checked first: then the query is not encoded for nothing
         if core.warn_once("unscored"):
             _log.warning(
                 "%d search candidates have no sparse terms, so searches skip the sparse "
                 "list where they are among the candidates; `memlane reindex` gives them terms",
                 len(pool) - len(stored),
             )
+        return []
+    terms = yield from core.query_terms(q.text)
+    if terms is None or not len(terms):
         return []
     return sparse_scores(terms, stored)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,18 @@ import pytest
 
 from memlane import AsyncMemory, ConfigurationError, Memory, MemoryInput
 from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
+from memlane.core.base import CoreConfig
+from memlane.core.flow import EncodeSparse
 from memlane.core.search import SearchRecipe
 from memlane.embedders.splade import SpladeEncoder, default_sparse
 from memlane.errors import EmbeddingError, UnsupportedError
+from memlane.manager import MemoryManager
 from memlane.ports import store as ops
 from memlane.ports.sparse import SparseTerms, pack, score, unpack
 from memlane.stores.memory import MemoryStore
-from memlane.testing import FakeEmbedder
+from memlane.stores.sealed import SealedStore
+from memlane.stores.sqlite import SqliteStore
+from memlane.testing import CannedLLM, FakeEmbedder
 
 DINNER = "what should I cook for dinner?"
 VEGETARIAN = "I'm vegetarian, but eat fish sometimes"
@@ -81,7 +87,7 @@ def test_batches_threads_and_order_do_not_change_the_terms(encoder: SpladeEncode
     assert encoder.encode([]) == []
 
 
-def test_aencode_is_encode_off_the_loop(encoder: SpladeEncoder) -> None:
+def test_aencode_gives_what_encode_gives(encoder: SpladeEncoder) -> None:
     (a,) = asyncio.run(encoder.aencode([DINNER], query=True))
     (b,) = encoder.encode([DINNER], query=True)
     assert a.ids.tolist() == b.ids.tolist()
@@ -109,7 +115,7 @@ def test_score_ranks_by_dot_product_ties_by_id() -> None:
 
 def test_a_folder_without_the_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingError, match="cannot load the SPLADE model"):
-        SpladeEncoder(tmp_path).encode(["anything"])
+        SpladeEncoder(tmp_path, model_id="mine").encode(["anything"])
     for bad in ({"max_terms": 0}, {"batch_size": 0}, {"threads": 0}, {"max_length": 2}):
         with pytest.raises(ValueError):
             SpladeEncoder(**bad)  # type: ignore[arg-type]
@@ -219,16 +225,20 @@ def test_memories_without_terms_get_them_from_reindex(
 def test_an_encrypted_store_keeps_no_terms(tmp_path: Path, encoder: SpladeEncoder) -> None:
     db = tmp_path / "m.db"
     cipher = AesGcmCipher(Keyring(tmp_path / "k", LocalMasterKey.parse(generate_key())))
-    # even handed an encoder explicitly: the sealing layer drops the terms
-    with Memory(
-        f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, cipher=cipher
-    ) as memory:
+    # the default picks no encoder; and the sealing layer drops terms whoever sends them
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), cipher=cipher) as memory:
         for text in (VEGETARIAN, GIFT):
             memory.add(text, user_id="alice")
         assert _terms_rows(db) == 0
         parts = _parts(memory, DINNER)
         assert set(parts) == {VEGETARIAN, GIFT} and all("sparse" not in p for p in parts.values())
-        (found,) = memory.store.batch([ops.GetSparse(encoder.model_id, ("x",))])
+        (terms,) = encoder.encode([VEGETARIAN])
+        write = ops.PutEmbeddings(
+            "m", (), sparse_model="t", sparse=((_hash(VEGETARIAN), pack(terms)),)
+        )
+        memory.store.batch([write])
+        assert _terms_rows(db) == 0
+        (found,) = memory.store.batch([ops.GetSparse("t", (_hash(VEGETARIAN),))])
         assert found == {}
 
 
@@ -289,3 +299,126 @@ def test_a_store_without_sparse_ops_writes_and_searches_without_terms(
         assert set(parts) == {VEGETARIAN, GIFT, WEATHER}
         assert all("sparse" not in p for p in parts.values())
         assert memory.reindex()["sparse"] == 0  # nothing to give them terms with
+
+
+def test_a_prune_racing_a_write_leaves_its_record_with_terms(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """Bob holds a text; Alice writes the same text and finds its terms stored; Bob is
+    forgotten (the prune drops the terms no record holds) before Alice's write commits.
+    Her write puts the terms it read back: her record is not left without them."""
+
+    class ForgetBobFirst(SqliteStore):
+        def batch(self, ops_: Sequence[ops.Op[Any]]) -> list[Any]:
+            if any(isinstance(op, ops.WriteRecord) and op.record.user_id == "alice" for op in ops_):
+                super().batch([ops.DeleteUser("bob")])  # lands between alice's read and write
+            return super().batch(ops_)
+
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as bob:
+        bob.add(VEGETARIAN, user_id="bob")
+    with Memory(ForgetBobFirst(db), embedder=FakeEmbedder(), sparse=encoder) as memory:
+        record = memory.add(VEGETARIAN, user_id="alice")
+        assert not memory.list(user_id="bob").items  # bob is gone, his copy pruned
+        (found,) = memory.store.batch([ops.SparseOf("alice", encoder.model_id, (record.id,))])
+        assert set(found) == {record.id}
+
+
+def test_only_the_memories_texts_get_terms_not_their_context(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    db = tmp_path / "m.db"
+    config = CoreConfig(context_window=1)  # each turn also embedded with the one before
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, config=config) as m:
+        turns = [("user", VEGETARIAN), ("assistant", "Noted."), ("user", GIFT)]
+        m.add_messages("s1", turns, user_id="alice")
+        texts = {r.text for r in m.list(user_id="alice").items}
+        with sqlite3.connect(db) as conn:
+            hashes = {h for (h,) in conn.execute("SELECT content_hash FROM sparse_terms")}
+        assert hashes == {_hash(t) for t in texts} and len(texts) == 3
+
+
+def test_the_manager_encodes_each_new_text_once(encoder: SpladeEncoder) -> None:
+    memory = Memory("memory://", embedder=FakeEmbedder(), sparse=encoder)
+    memory.add("The user lives in London", user_id="u")
+    llm = CannedLLM(
+        {"memories": [{"text": "The user lives in Paris"}, {"text": "The user has a cat"}]},
+        {"decisions": [{"candidate": 0, "action": "UPDATE", "target": 0, "mode": "contradict"}]},
+    )
+    encoded: list[str] = []
+    memory.on_effect = lambda effect, _: (
+        encoded.extend(effect.texts)
+        if isinstance(effect, EncodeSparse) and not effect.query
+        else None
+    )
+    MemoryManager(memory, llm).process([("user", "Paris, cat")], user_id="u")
+    assert sorted(encoded) == ["The user has a cat", "The user lives in Paris"]
+    stored = memory.store.batch([ops.GetSparse(encoder.model_id, tuple(map(_hash, encoded)))])[0]
+    assert len(stored) == 2
+
+
+def test_blas_limit_is_shared_not_waited_for() -> None:
+    """A second holder gets in while the first is inside (a search's query never waits
+    for a bulk encode), and the limit is back to what it was when the last one leaves."""
+    from threadpoolctl import threadpool_info
+
+    from memlane.blas import one_blas_thread
+
+    def blas_threads() -> list[int]:  # numpy's own BLAS (others may load later, unlimited)
+        libs = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        return [p["num_threads"] for p in libs if "numpy" in p["filepath"]]
+
+    before = blas_threads()
+    entered, release = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with one_blas_thread():
+            entered.set()
+            release.wait(10)
+
+    with one_blas_thread():
+        assert set(blas_threads()) == {1}
+        other = threading.Thread(target=second)
+        other.start()
+        assert entered.wait(5)  # did not wait for this holder to leave
+    other.join(0.2)
+    assert other.is_alive()  # the second still holds it
+    release.set()
+    other.join(10)
+    assert blas_threads() == before
+
+
+def test_damaged_terms_leave_the_list_out_not_the_search(
+    tmp_path: Path, encoder: SpladeEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE sparse_terms SET terms = x'010203' WHERE content_hash = ?", (_hash(GIFT),)
+            )
+        with caplog.at_level(logging.WARNING, logger="memlane.search"):
+            parts = _parts(memory, DINNER)
+        assert set(parts) == {VEGETARIAN, GIFT} and all("sparse" not in p for p in parts.values())
+        assert "damaged" in caplog.text
+
+
+def test_an_encoder_with_encryption_is_refused_and_a_sealed_store_gets_none(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    cipher = AesGcmCipher(Keyring(tmp_path / "k", LocalMasterKey.parse(generate_key())))
+    with pytest.raises(ConfigurationError, match="encrypted store keeps no sparse terms"):
+        Memory("memory://", embedder=FakeEmbedder(), cipher=cipher, sparse=encoder)
+    sealed = SealedStore(MemoryStore(), cipher)
+    assert Memory(sealed, embedder=FakeEmbedder()).sparse is None
+
+
+def test_a_model_of_ones_own_needs_its_own_id_and_fits_the_stored_form(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model_id"):
+        SpladeEncoder(tmp_path)
+    long = " ".join(["word"] * 2000)
+    wide = SpladeEncoder(max_length=4096)  # longer than the model's 512 positions: cut there
+    (terms,) = wide.encode([long])
+    assert len(terms) > 0

@@ -151,12 +151,20 @@ class _MemoryBase:
 
             embedder = build_embedder(embedder)
         self.embedder: Embedder = embedder
+        from memlane.stores.sealed import SealedStore
+
+        sealed = isinstance(self.store, SealedStore)
         if sparse == "auto":
             from memlane.embedders.splade import default_sparse
 
-            sparse = None if cipher is not None else default_sparse()
+            sparse = None if sealed else default_sparse()
         elif sparse is not None and not isinstance(sparse, SparseEncoder):
             raise ConfigurationError(f"sparse must be a SparseEncoder, 'auto' or None: {sparse!r}")
+        elif sparse is not None and sealed:
+            raise ConfigurationError(
+                "an encrypted store keeps no sparse terms (they are the text's words): "
+                "pass sparse=None or 'auto'"
+            )
         self.sparse: SparseEncoder | None = sparse
         if actor is None:
             from memlane.settings import process_actor

@@ -474,7 +474,8 @@ def _vectors_in_batches(
     terms: dict[str, bytes] = {}
     for start in range(0, len(texts), IMPORT_EMBED_BATCH):
         chunk = texts[start : start + IMPORT_EMBED_BATCH]
-        _, write = yield from core.vectors(chunk, known)
+        records_in_chunk = max(0, min(len(chunk), n_reported - start))
+        _, write = yield from core.vectors(chunk, known, terms_for=records_in_chunk)
         items += write.items
         keep += write.keep
         known.update(write.items)

@@ -361,22 +361,36 @@ class Core:
     # ------------------------------------------------------------------ embeddings
 
     def vectors(
-        self, texts: Sequence[str], known: Mapping[str, Vector] | None = None
+        self,
+        texts: Sequence[str],
+        known: Mapping[str, Vector] | None = None,
+        *,
+        terms_for: int | None = None,
     ) -> Flow[tuple[list[Vector], ops.PutEmbeddings]]:
         """Vectors for texts, embedding only what the cache (and ``known``, vectors by
         content hash computed earlier in the same flow) lacks.
 
         Returns the vectors and the cache write to include in the caller's batch, so a
         record and its vector land in the same transaction.
+
+        With a sparse encoder the write also holds the sparse terms of the first
+        ``terms_for`` texts (default: all; the others are context texts, which search never
+        reads by terms), those stored already included (written where absent, so a prune
+        racing this write cannot leave its record without them); texts in ``known`` were
+        given theirs by the write that computed their vectors.
         """
         hashes = [content_hash(t) for t in texts]
         unique = [h for h in dict.fromkeys(hashes) if not known or h not in known]
         sparse = self.sparse_model_id
+        termed = hashes if terms_for is None else hashes[:terms_for]
+        wanted = [h for h in dict.fromkeys(termed) if not known or h not in known]
+        if not wanted:
+            sparse = None
         reads: list[ops.Op[Any]] = [ops.GetEmbeddings(self.model_id, tuple(unique))]
         if sparse is not None:
-            reads.append(ops.GetSparse(sparse, tuple(dict.fromkeys(hashes))))
+            reads.append(ops.GetSparse(sparse, tuple(wanted)))
         found_now: list[Any] = []
-        if unique or (sparse is not None and hashes):
+        if unique or sparse is not None:
             try:
                 found_now = yield from many(reads)
             except UnsupportedError:  # a plugin store that keeps no sparse terms
@@ -394,11 +408,13 @@ class Core:
         found = {**cached, **fresh}
         terms: tuple[tuple[str, bytes], ...] = ()
         if sparse is not None:
-            have = found_now[1] if len(found_now) > 1 else {}
-            lacking = {h: t for h, t in zip(hashes, texts, strict=True) if h not in have}
+            have: dict[str, bytes] = found_now[1] if len(found_now) > 1 else {}
+            text_of = dict(zip(hashes, texts, strict=True))
+            lacking = [h for h in wanted if h not in have]
+            made: list[bytes] = []
             if lacking:
-                encoded = yield from encode_sparse(list(lacking.values()))
-                terms = tuple(zip(lacking, map(pack, encoded), strict=True))
+                made = [pack(t) for t in (yield from encode_sparse([text_of[h] for h in lacking]))]
+            terms = (*have.items(), *zip(lacking, made, strict=True))
         write = ops.PutEmbeddings(
             self.model_id,
             tuple(fresh.items()),
@@ -476,7 +492,8 @@ class Core:
         if vector is not None and not contexts:
             cache_write = vector
         else:
-            _, cache_write = yield from self.vectors([r.text for r in records] + contexts)
+            texts = [r.text for r in records] + contexts
+            _, cache_write = yield from self.vectors(texts, terms_for=len(records))
         events = tuple(
             self.event(r, HistoryAction.ADD, r.created_at, reason=reason) for r in records
         )

@@ -190,7 +190,12 @@ def _sparse(
     terms = yield from core.query_terms(q.text)
     if terms is None or not len(terms):
         return []
-    return sparse_scores(terms, stored)
+    try:
+        return sparse_scores(terms, stored)
+    except ValueError as exc:  # a damaged row: search on without the list
+        if core.warn_once("damaged"):
+            _log.warning("stored sparse terms are damaged (%s); `memlane reindex`", exc)
+        return []
 
 
 def _graph(

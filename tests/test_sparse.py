@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -422,3 +424,27 @@ def test_a_model_of_ones_own_needs_its_own_id_and_fits_the_stored_form(tmp_path:
     wide = SpladeEncoder(max_length=4096)  # longer than the model's 512 positions: cut there
     (terms,) = wide.encode([long])
     assert len(terms) > 0
+
+
+def test_memories_built_with_the_default_share_one_encoder() -> None:
+    a = Memory("memory://", embedder=FakeEmbedder())
+    b = Memory("memory://", embedder=FakeEmbedder())
+    assert a.sparse is not None and a.sparse is b.sparse is default_sparse()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_encodes_on_threads_of_its_own(encoder: SpladeEncoder) -> None:
+    texts = [VEGETARIAN, GIFT, WEATHER] * 20
+    two = SpladeEncoder(batch_size=4, threads=2)
+    expected = [t.ids.tolist() for t in two.encode(texts)]  # the parent's pool is running
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if both encoders answer, and alike
+        try:
+            signal.alarm(60)
+            same = [t.ids.tolist() for t in two.encode(texts)] == expected
+            same = same and len(encoder.encode([DINNER], query=True)[0]) > 0
+            os._exit(0 if same else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

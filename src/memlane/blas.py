@@ -6,6 +6,7 @@ one thread for good, and a lock would make a search wait for a bulk encode)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,3 +63,16 @@ def _in_control() -> Iterator[None]:
     finally:
         if clear is not None:
             clear(force=True)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the forking thread: no holder is left in it. (A limit set
+    when it forked stays set in the child: its OpenBLAS keeps to one thread.)"""
+    global _lock, _holders, _limiter
+    _lock = threading.Lock()
+    _holders = 0
+    _limiter = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)

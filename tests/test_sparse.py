@@ -359,35 +359,116 @@ def test_the_manager_encodes_each_new_text_once(encoder: SpladeEncoder) -> None:
     assert len(stored) == 2
 
 
+def _numpy_blas_threads() -> list[int]:  # numpy's own BLAS (others may load later)
+    from threadpoolctl import threadpool_info
+
+    libs = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    return [p["num_threads"] for p in libs if "numpy" in p["filepath"]]
+
+
 def test_blas_limit_is_shared_not_waited_for() -> None:
     """A second holder gets in while the first is inside (a search's query never waits
-    for a bulk encode), and the limit is back to what it was when the last one leaves."""
-    from threadpoolctl import threadpool_info
+    for a bulk encode); the limit stays while any holder is inside and is back to what it
+    was when the last one leaves."""
+    from threadpoolctl import threadpool_limits
 
     from memlane.blas import one_blas_thread
 
-    def blas_threads() -> list[int]:  # numpy's own BLAS (others may load later, unlimited)
-        libs = [p for p in threadpool_info() if p["user_api"] == "blas"]
-        return [p["num_threads"] for p in libs if "numpy" in p["filepath"]]
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _numpy_blas_threads()
+        assert before == [2]
+        entered, release = threading.Event(), threading.Event()
 
-    before = blas_threads()
-    entered, release = threading.Event(), threading.Event()
+        def second() -> None:
+            with one_blas_thread():
+                entered.set()
+                release.wait(10)
 
-    def second() -> None:
         with one_blas_thread():
-            entered.set()
-            release.wait(10)
+            assert _numpy_blas_threads() == [1]
+            other = threading.Thread(target=second)
+            other.start()
+            assert entered.wait(5)  # did not wait for this holder to leave
+        assert _numpy_blas_threads() == [1]  # the second is still inside
+        release.set()
+        other.join(10)
+        assert _numpy_blas_threads() == before
 
-    with one_blas_thread():
-        assert set(blas_threads()) == {1}
-        other = threading.Thread(target=second)
-        other.start()
-        assert entered.wait(5)  # did not wait for this holder to leave
-    other.join(0.2)
-    assert other.is_alive()  # the second still holds it
-    release.set()
-    other.join(10)
-    assert blas_threads() == before
+
+def test_a_failed_restore_is_made_good_by_the_next_holder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from memlane import blas
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        with blas.one_blas_thread():
+            monkeypatch.setattr(
+                blas._limiter, "restore_original_limits", lambda: 1 / 0, raising=True
+            )
+        assert _numpy_blas_threads() == [1]  # the restore failed: still limited
+        monkeypatch.undo()
+        with blas.one_blas_thread():
+            assert _numpy_blas_threads() == [1]
+        assert _numpy_blas_threads() == [2]  # the original, not the limit seen at entry
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_the_limit_is_held_gets_its_threads_back() -> None:
+    from threadpoolctl import threadpool_limits
+
+    from memlane.blas import one_blas_thread
+
+    with threadpool_limits(limits=2, user_api="blas"), one_blas_thread():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.alarm(30)
+                restored = _numpy_blas_threads() == [2]
+                with one_blas_thread():  # the count starts afresh: no deadlock, no leak
+                    limited = _numpy_blas_threads() == [1]
+                os._exit(0 if restored and limited and _numpy_blas_threads() == [2] else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_query_never_queues_behind_a_bulk_encode(encoder: SpladeEncoder) -> None:
+    async def run() -> list[str]:
+        bulk = asyncio.ensure_future(encoder.aencode([VEGETARIAN * 20] * 400))
+        await asyncio.sleep(0.05)  # the bulk encode is running on its thread
+        query = asyncio.ensure_future(encoder.aencode([DINNER], query=True))
+        done, _ = await asyncio.wait({bulk, query}, return_when=asyncio.FIRST_COMPLETED)
+        first = ["query" if query in done else "bulk"]
+        await asyncio.gather(bulk, query)
+        return first
+
+    assert asyncio.run(run()) == ["query"]
+
+
+def test_an_import_gives_every_memory_its_terms_and_no_context_text_any(
+    tmp_path: Path, encoder: SpladeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from memlane.core import admin
+
+    config = CoreConfig(context_window=1)
+    source = Memory("memory://", embedder=FakeEmbedder(), sparse=None, config=config)
+    turns = [("user", f"turn {i} about {w}") for i, w in enumerate("abcdefgh")]
+    source.add_messages("s1", turns, user_id="alice")
+    rows = source.export_rows()
+    monkeypatch.setattr(admin, "IMPORT_EMBED_BATCH", 3)  # several chunks, context after them
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, config=config) as m:
+        m.import_rows(rows)
+        records = m.list(user_id="alice").items
+        ids = tuple(r.id for r in records)
+        (found,) = m.store.batch([ops.SparseOf("alice", encoder.model_id, ids)])
+        assert set(found) == set(ids) and len(ids) == 8
+        with sqlite3.connect(db) as conn:
+            hashes = {h for (h,) in conn.execute("SELECT content_hash FROM sparse_terms")}
+        assert hashes == {r.content_hash for r in records}
 
 
 def test_damaged_terms_leave_the_list_out_not_the_search(

@@ -2,7 +2,13 @@
 scoring of the stores and the sparse encoder. The limit is process-wide, so it is
 counted: the first caller in sets it, the last one out restores what was there, and
 callers never wait on each other (two independent set/restore pairs could leave it at
-one thread for good, and a lock would make a search wait for a bulk encode)."""
+one thread for good, and a lock held throughout would make a search wait for a bulk
+encode).
+
+threadpoolctl lets one thread (the first to set a limit) change OpenBLAS's process-wide
+pool and ignores the others; memlane's setting thread takes that control for the moment
+it sets or restores. Code of the host application limiting OpenBLAS on another thread at
+the same time is overridden while memlane holds the limit."""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from typing import Any
 _lock = threading.Lock()
 _blas: Any = None
 _limiter: Any = None
+"""The limit in force, holding the thread count from before it: kept after a restore that
+failed, so that the next holder restores the true original, not its own limit."""
 _holders = 0
 
 
@@ -31,25 +39,29 @@ def one_blas_thread() -> Iterator[None]:
             _blas = ThreadpoolController().select(user_api="blas")
         if _holders == 0:
             with _in_control():
-                _limiter = _blas.limit(limits=1)
+                if _limiter is None:
+                    _limiter = _blas.limit(limits=1)
+                else:  # a restore failed: keep the limiter that knows the original
+                    _blas.limit(limits=1)
         _holders += 1
     try:
         yield
     finally:
         with _lock:
             _holders -= 1
-            if _holders == 0:
-                with _in_control():
-                    _limiter.restore_original_limits()
-                _limiter = None
+            if _holders == 0 and _limiter is not None:
+                try:
+                    with _in_control():
+                        _limiter.restore_original_limits()
+                    _limiter = None
+                except Exception:  # kept: the next holder out restores the original
+                    pass
 
 
 @contextmanager
 def _in_control() -> Iterator[None]:
-    """This thread allowed to set OpenBLAS's limit for the duration. threadpoolctl lets
-    only one thread (the first to set it) change a process-wide OpenBLAS pool and makes
-    every other thread's change a silent no-op; the last holder out may not be the first
-    in, so the thread that sets or restores takes control, and gives it back after."""
+    """This thread allowed to set OpenBLAS's limit for the duration, and control given
+    back after (see the module's docstring)."""
     try:
         from threadpoolctl import OpenBLASController
     except ImportError:  # an older threadpoolctl: any thread may set it
@@ -65,14 +77,32 @@ def _in_control() -> Iterator[None]:
             clear(force=True)
 
 
+def _before_fork() -> None:
+    _lock.acquire()  # no thread is half way through setting or restoring when it forks
+
+
+def _after_fork_in_parent() -> None:
+    _lock.release()
+
+
 def _after_fork_in_child() -> None:
-    """A forked child has only the forking thread: no holder is left in it. (A limit set
-    when it forked stays set in the child: its OpenBLAS keeps to one thread.)"""
+    """A forked child has only the forking thread, so no holder: a limit its parent's
+    holders had set is restored here, and the count starts afresh."""
     global _lock, _holders, _limiter
+    if _limiter is not None:
+        try:
+            with _in_control():
+                _limiter.restore_original_limits()
+        except Exception:  # the child's BLAS stays limited: slower, not wrong
+            pass
     _lock = threading.Lock()
     _holders = 0
     _limiter = None
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

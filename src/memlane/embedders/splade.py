@@ -63,7 +63,7 @@ def _after_fork_in_child() -> None:
     _shared_lock = threading.Lock()
     for encoder in list(_encoders):
         encoder._lock = threading.Lock()
-        encoder._workers = encoder._executor = None
+        encoder._workers = encoder._executor = encoder._query_executor = None
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
@@ -113,7 +113,7 @@ class SpladeEncoder:
             raise ValueError("max_terms must be at least 1")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if model_dir is not None and model_id is None:
+        if model_dir is not None and not model_id:
             raise ValueError("a model of your own (model_dir) needs a model_id of its own")
         self.model_dir = None if model_dir is None else Path(model_dir)
         self.model_id = model_id or DEFAULT_SPARSE_MODEL_ID
@@ -123,6 +123,7 @@ class SpladeEncoder:
         self.threads = threads if threads is not None else default_threads()
         self._workers: ThreadPoolExecutor | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._query_executor: ThreadPoolExecutor | None = None
         self._weights: dict[str, Any] | None = None
         self._config: dict[str, Any] = {}
         self._tokenizer: Any = None
@@ -195,11 +196,20 @@ class SpladeEncoder:
         return [t for t in out if t is not None]
 
     async def aencode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
-        """:meth:`encode` on a worker thread (the event loop stays free)."""
+        """:meth:`encode` on a worker thread (the event loop stays free). Queries have a
+        thread of their own: a search never queues behind another memory's bulk encode
+        (memories built with the default share one encoder)."""
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-sparse")
-            executor = self._executor
+            if query:
+                if self._query_executor is None:
+                    self._query_executor = ThreadPoolExecutor(
+                        1, thread_name_prefix="memlane-sparse-query"
+                    )
+                executor = self._query_executor
+            else:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-sparse")
+                executor = self._executor
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, lambda: self.encode(texts, query=query))
 

@@ -78,8 +78,9 @@ two threads win anyway (1M: 69 ms with two, 123 ms with one)."""
 
 @contextmanager
 def _scoring_threads(floats: int) -> Iterator[None]:
-    """One BLAS thread for the duration of a small product, many for a large one. The
-    limit is process-wide, so concurrent small products take turns setting it."""
+    """One BLAS thread for the duration of a small product, many for a large one (the
+    limit is process-wide and counted: :mod:`memlane.blas`; a large product while another
+    caller holds it runs on one thread)."""
     if floats > ONE_THREAD_MAX_FLOATS:
         yield
         return

@@ -12,12 +12,14 @@ the same time is overridden while memlane holds the limit."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+_log = logging.getLogger("memlane")
 _lock = threading.Lock()
 _blas: Any = None
 _limiter: Any = None
@@ -55,7 +57,9 @@ def one_blas_thread() -> Iterator[None]:
                         _limiter.restore_original_limits()
                     _limiter = None
                 except Exception:  # kept: the next holder out restores the original
-                    pass
+                    _log.warning(
+                        "restoring numpy's BLAS threads failed; retried later", exc_info=True
+                    )
 
 
 @contextmanager
@@ -94,7 +98,7 @@ def _after_fork_in_child() -> None:
             with _in_control():
                 _limiter.restore_original_limits()
         except Exception:  # the child's BLAS stays limited: slower, not wrong
-            pass
+            _log.warning("a forked child kept numpy's BLAS on one thread", exc_info=True)
     _lock = threading.Lock()
     _holders = 0
     _limiter = None

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from memlane import injection
 from memlane.core.flow import Flow, embed, encode_sparse, many, one
@@ -137,6 +137,19 @@ class MemoryInput:
     actor: str | None = None
     trust: Trust | str = Trust.USER
     """Whose word this is (:class:`~memlane.models.Trust`): ``user`` unless said."""
+
+
+T = TypeVar("T")
+
+
+def _query_terms_of(query: str) -> Flow[SparseTerms]:
+    (terms,) = yield from encode_sparse([query], query=True)
+    return terms
+
+
+def _query_vector_of(query: str) -> Flow[Vector]:
+    (vector,) = yield from embed([query])
+    return vector
 
 
 class Core:
@@ -428,33 +441,29 @@ class Core:
         """A query's sparse terms (None without a sparse encoder), from a small LRU."""
         if self.sparse_model_id is None:
             return None
-        key = content_hash(query)
-        with self._query_lock:
-            cached = self._query_terms.get(key)
-            if cached is not None:
-                self._query_terms.move_to_end(key)
-                return cached
-        (terms,) = yield from encode_sparse([query], query=True)
-        with self._query_lock:
-            self._query_terms[key] = terms
-            while len(self._query_terms) > self.config.query_cache_size:
-                self._query_terms.popitem(last=False)
-        return terms
+        return (yield from self._cached(self._query_terms, query, _query_terms_of))
 
     def query_vector(self, query: str) -> Flow[Vector]:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""
+        return (yield from self._cached(self._query_vectors, query, _query_vector_of))
+
+    def _cached(
+        self, cache: OrderedDict[str, T], query: str, compute: Callable[[str], Flow[T]]
+    ) -> Flow[T]:
+        """What ``compute`` gives for ``query``, kept in ``cache`` (least recently used
+        first, at most ``config.query_cache_size``)."""
         key = content_hash(query)
         with self._query_lock:
-            cached = self._query_vectors.get(key)
+            cached = cache.get(key)
             if cached is not None:
-                self._query_vectors.move_to_end(key)
+                cache.move_to_end(key)
                 return cached
-        (vector,) = yield from embed([query])
+        value = yield from compute(query)
         with self._query_lock:
-            self._query_vectors[key] = vector
-            while len(self._query_vectors) > self.config.query_cache_size:
-                self._query_vectors.popitem(last=False)
-        return vector
+            cache[key] = value
+            while len(cache) > self.config.query_cache_size:
+                cache.popitem(last=False)
+        return value
 
     # ------------------------------------------------------------------ records
 

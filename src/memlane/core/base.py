@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from memlane import injection
-from memlane.core.flow import Flow, embed, encode_sparse, many, one
+from memlane.core.flow import Flow, embed, embed_query, encode_sparse, many, one
 from memlane.core.mentions import index_op
 from memlane.errors import UnsupportedError, ValidationError, no_memory
 from memlane.ids import new_id
@@ -178,6 +178,7 @@ class Core:
         self._query_terms: OrderedDict[str, SparseTerms] = OrderedDict()
         self._query_lock = threading.Lock()  # one Memory may serve many threads
         self._warned: set[str] = set()
+        self._terms_found = [False]  # shared with with_actor copies, as the caches are
 
     def warn_once(self, key: str) -> bool:
         """True the first time this core (and its :meth:`with_actor` copies) asks for
@@ -447,23 +448,56 @@ class Core:
         """A query's vector, from a small in-process LRU (queries are not persisted)."""
         return (yield from self._cached(self._query_vectors, query, _query_vector_of))
 
+    def query_vector_and_terms(
+        self, query: str, terms_of: str
+    ) -> Flow[tuple[Vector, SparseTerms | None]]:
+        """``query``'s vector (:meth:`query_vector`) and, when they can be had at no extra
+        wait, ``terms_of``'s sparse terms: from the LRU, or encoded on a second thread
+        while the vector is made, once this core's searches have found their candidates'
+        stored terms (:meth:`note_terms`; until then a search would often not use them).
+        None for the terms otherwise: :meth:`query_terms` makes them when they are needed."""
+        vector = self._lookup(self._query_vectors, query)
+        terms = None if self.sparse_model_id is None else self._lookup(self._query_terms, terms_of)
+        if vector is not None:
+            return vector, terms
+        if terms is not None or self.sparse_model_id is None or not self._terms_found[0]:
+            return (yield from self.query_vector(query)), terms
+        vector, terms = yield from embed_query(query, terms_of)
+        self._keep(self._query_vectors, query, vector)
+        if terms is not None:
+            self._keep(self._query_terms, terms_of, terms)
+        return vector, terms
+
+    def note_terms(self, found: bool) -> None:
+        """Tell the core whether a search found every candidate's sparse terms: while it
+        does, the query's terms are encoded beside its vector (:meth:`query_vector_and_terms`)."""
+        self._terms_found[0] = found
+
     def _cached(
         self, cache: OrderedDict[str, T], query: str, compute: Callable[[str], Flow[T]]
     ) -> Flow[T]:
         """What ``compute`` gives for ``query``, kept in ``cache`` (least recently used
         first, at most ``config.query_cache_size``)."""
+        cached = self._lookup(cache, query)
+        if cached is not None:
+            return cached
+        value = yield from compute(query)
+        self._keep(cache, query, value)
+        return value
+
+    def _lookup(self, cache: OrderedDict[str, T], query: str) -> T | None:
         key = content_hash(query)
         with self._query_lock:
             cached = cache.get(key)
             if cached is not None:
                 cache.move_to_end(key)
-                return cached
-        value = yield from compute(query)
+            return cached
+
+    def _keep(self, cache: OrderedDict[str, T], query: str, value: T) -> None:
         with self._query_lock:
-            cache[key] = value
+            cache[content_hash(query)] = value
             while len(cache) > self.config.query_cache_size:
                 cache.popitem(last=False)
-        return value
 
     # ------------------------------------------------------------------ records
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     from memlane.ports.sparse import SparseEncoder, SparseTerms
 
 R = TypeVar("R")
+_log = logging.getLogger("memlane.search")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,16 @@ class EncodeSparse:
 
 
 @dataclass(frozen=True, slots=True)
+class EmbedQuery:
+    """Embed a query (``text``) and find the sparse terms of ``terms_of`` at the same
+    time, on a thread of their own; resumes with ``(vector, terms)``. ``terms`` is None
+    when the encoder failed: a terms-only :class:`EncodeSparse` later tells the error."""
+
+    text: str
+    terms_of: str
+
+
+@dataclass(frozen=True, slots=True)
 class Chat:
     """Ask the chat model; resumes with its :class:`ChatResponse`."""
 
@@ -56,7 +69,7 @@ class Pause:
     seconds: float
 
 
-Effect = Batch | Embed | EncodeSparse | Chat | Pause
+Effect = Batch | Embed | EmbedQuery | EncodeSparse | Chat | Pause
 Flow = Generator[Effect, Any, R]
 
 EffectObserver = Callable[[Effect, float], None]
@@ -86,6 +99,12 @@ def encode_sparse(texts: Sequence[str], *, query: bool = False) -> Flow[list[Spa
     return cast(list["SparseTerms"], terms)
 
 
+def embed_query(text: str, terms_of: str) -> Flow[tuple[Vector, SparseTerms | None]]:
+    """``text``'s vector and ``terms_of``'s query terms, computed side by side."""
+    both = yield EmbedQuery(text, terms_of)
+    return cast("tuple[Vector, SparseTerms | None]", both)
+
+
 def chat(request: ChatRequest) -> Flow[ChatResponse]:
     response = yield Chat(request)
     return cast(ChatResponse, response)
@@ -106,6 +125,28 @@ def _sparse(io: Runtime) -> SparseEncoder:
     if io.sparse is None:  # a core asks only when it was given an encoder
         raise NoModelError("this needs a sparse encoder (memlane.embedders.splade): pass sparse=")
     return io.sparse
+
+
+def _beside(encoder: SparseEncoder, text: str) -> Callable[[], SparseTerms | None]:
+    """Start encoding ``text``'s query terms on a thread of its own (a thread per call:
+    searches on several threads never queue behind one another); the returned function
+    waits for them, None if the encoder failed."""
+    box: list[SparseTerms] = []
+
+    def run() -> None:
+        try:
+            box.extend(encoder.encode([text], query=True))
+        except Exception:  # told by the terms-only effect the caller falls back to
+            _log.debug("query terms beside the query vector failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="memlane-query-terms", daemon=True)
+    thread.start()
+
+    def wait() -> SparseTerms | None:
+        thread.join()
+        return box[0] if box else None
+
+    return wait
 
 
 def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
@@ -142,6 +183,13 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
             return embedder.embed(effect.texts)
         if isinstance(effect, EncodeSparse):
             return _sparse(io).encode(effect.texts, query=effect.query)
+        if isinstance(effect, EmbedQuery):
+            wait = _beside(_sparse(io), effect.terms_of)
+            try:
+                (vector,) = embedder.embed([effect.text])
+            finally:
+                terms = wait()
+            return vector, terms
         if isinstance(effect, Pause):
             time.sleep(effect.seconds)
             return None
@@ -168,6 +216,20 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
             return await embedder.aembed(effect.texts)
         if isinstance(effect, EncodeSparse):
             return await _sparse(io).aencode(effect.texts, query=effect.query)
+        if isinstance(effect, EmbedQuery):
+            vectors, terms = await asyncio.gather(
+                embedder.aembed([effect.text]),
+                _sparse(io).aencode([effect.terms_of], query=True),
+                return_exceptions=True,
+            )
+            if isinstance(vectors, BaseException):
+                raise vectors
+            if isinstance(terms, BaseException):
+                if not isinstance(terms, Exception):
+                    raise terms  # a cancellation, not a failed encoder
+                _log.debug("query terms beside the query vector failed", exc_info=terms)
+                return vectors[0], None
+            return vectors[0], terms[0]
         if isinstance(effect, Pause):
             await asyncio.sleep(effect.seconds)
             return None

@@ -34,6 +34,7 @@ from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, check_i
 from memlane.models.graph import EntityType
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
+from memlane.ports.sparse import SparseTerms
 from memlane.ports.sparse import score as sparse_scores
 from memlane.text import tokenize
 
@@ -124,15 +125,19 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
     recipe = q.recipe
     wanted = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
     methods = [m for m in wanted if m not in RESCORING]
-    vector = None
+    rescore = "sparse" in wanted and core.sparse_model_id is not None
+    vector = terms = None
     if "vector" in methods or "context" in methods:
         dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
-        vector = yield from core.query_vector(dense_query)
+        if rescore:  # the query's terms made beside its vector, where that is likely of use
+            vector, terms = yield from core.query_vector_and_terms(dense_query, q.text)
+        else:
+            vector = yield from core.query_vector(dense_query)
     results = yield from many([_candidates(core, q, m, vector) for m in methods])
     lists = dict(zip(methods, results, strict=True))
     weights = dict(recipe.methods)
-    if "sparse" in wanted and core.sparse_model_id is not None:
-        rescored = yield from _sparse(core, q, lists)
+    if rescore:
+        rescored = yield from _sparse(core, q, lists, terms)
         if rescored:
             lists["sparse"] = rescored
     fused = fuse(lists, weights, recipe)
@@ -165,12 +170,16 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
 
 
 def _sparse(
-    core: Core, q: _Query, lists: dict[str, list[tuple[str, float]]]
+    core: Core,
+    q: _Query,
+    lists: dict[str, list[tuple[str, float]]],
+    terms: SparseTerms | None = None,
 ) -> Flow[list[tuple[str, float]]]:
     """The candidates of ``lists`` scored by their sparse terms' dot product with the
-    query's, best first (those sharing no term are left out). Empty when a candidate
-    has no terms (written without the encoder, before ``memlane reindex`` gave it
-    some): a list that scored only some candidates would rank the others down."""
+    query's (``terms`` when made already), best first (those sharing no term are left
+    out). Empty when a candidate has no terms (written without the encoder, before
+    ``memlane reindex`` gave it some): a list that scored only some candidates would
+    rank the others down."""
     model = core.sparse_model_id
     pool = tuple(dict.fromkeys(rid for candidates in lists.values() for rid, _ in candidates))
     if model is None or not pool:
@@ -178,7 +187,9 @@ def _sparse(
     try:
         stored = yield from one(ops.SparseOf(q.user_id, model, pool))
     except UnsupportedError:  # a plugin store that keeps no sparse terms
+        core.note_terms(False)
         return []
+    core.note_terms(len(stored) == len(pool))
     if len(stored) < len(pool):  # checked first: then the query is not encoded for nothing
         if core.warn_once("unscored"):
             _log.warning(
@@ -187,7 +198,8 @@ def _sparse(
                 len(pool) - len(stored),
             )
         return []
-    terms = yield from core.query_terms(q.text)
+    if terms is None:
+        terms = yield from core.query_terms(q.text)
     if terms is None or not len(terms):
         return []
     try:

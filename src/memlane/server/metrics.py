@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from memlane.core.flow import Batch, Chat, Effect, Embed
+from memlane.core.flow import Batch, Chat, Effect, Embed, EmbedQuery
 from memlane.errors import require_extra
 
 require_extra("server", "memlane's metrics", "prometheus_client")
@@ -99,6 +99,9 @@ class Metrics:
         elif isinstance(effect, Embed):
             self.embedding.observe(seconds)
             self.embedded.inc(len(effect.texts))
+        elif isinstance(effect, EmbedQuery):  # a query's vector, its sparse terms beside it
+            self.embedding.observe(seconds)
+            self.embedded.inc()
         elif isinstance(effect, Chat):
             self.llm.observe(seconds)
 

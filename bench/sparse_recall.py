@@ -3,7 +3,7 @@ conversation, in both modes (turns and facts), and which weight a leave-one-conv
 out pick would choose.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 .venv/bin/python bench/sparse_recall.py \
-        [--data DIR] [--weights 0 0.5 1 2] [--json out.json]
+        [--data DIR] [--weights 0 0.5 1 2] [--floor F] [--json out.json]
 
 Each mode is ingested once into a scratch SQLite store (the default embedder and the
 sparse encoder, so every memory has its terms); every question with evidence is then
@@ -32,15 +32,16 @@ DEFAULT_DATA = ROOT.parents[1] / "shared" / "data" / "locomo-dev"
 SHIPPED = RECIPES["hybrid"].methods.get("sparse", 0.0)
 
 
-def _recipe(weight: float) -> Any:
+def _recipe(weight: float, floor: float | None = None) -> Any:
     base = RECIPES["hybrid"]
     methods = {m: w for m, w in base.methods.items() if m != "sparse"}
     if weight > 0:
         methods["sparse"] = weight
-    return dataclasses.replace(base, name=f"sparse-{weight:g}", methods=methods)
+    floor = base.sparse_floor if floor is None else floor
+    return dataclasses.replace(base, name=f"sparse-{weight:g}", methods=methods, sparse_floor=floor)
 
 
-def measure(data: Path, weights: list[float]) -> dict[str, Any]:
+def measure(data: Path, weights: list[float], floor: float | None = None) -> dict[str, Any]:
     """Per mode, per weight, per conversation: (category, R@5, R@10) of every question."""
     conversations = load_dir(data)
     out: dict[str, Any] = {}
@@ -56,7 +57,7 @@ def measure(data: Path, weights: list[float]) -> dict[str, Any]:
                     rows, latencies, _ = ask(
                         memory,
                         [conv],
-                        recipe=_recipe(weight),
+                        recipe=_recipe(weight, floor),
                         memories=mode,  # type: ignore[arg-type]
                     )
                     per_conv[conv.name] = {
@@ -115,12 +116,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LoCoMo JSON files")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0])
+    parser.add_argument(
+        "--floor",
+        type=float,
+        help="the sparse list's score floor (SearchRecipe.sparse_floor; default the shipped one)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if not sorted(args.data.glob("*.json")):
         parser.error(f"no LoCoMo data at {args.data}: pass --data DIR (the locomo-dev folder)")
     weights = sorted(set(args.weights) | {SHIPPED})
-    found = measure(args.data, weights)
+    found = measure(args.data, weights, args.floor)
     if args.json:
         args.json.write_text(json.dumps(found) + "\n")
     print(summarize(found, weights))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from memlane.core.search import RECIPES
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -137,7 +139,8 @@ def test_sparse_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
-    assert set(found) == {"turns", "observations"} and set(found["turns"]) == {"0", "1"}
+    shipped = f"{RECIPES['hybrid'].methods['sparse']:g}"  # always measured too
+    assert set(found) == {"turns", "observations"} and set(found["turns"]) == {"0", "1", shipped}
     # the kitten question finds its turn first with the list off and on, in both files
     for mode in found.values():
         for per_conversation in mode.values():

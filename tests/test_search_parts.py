@@ -117,6 +117,9 @@ def test_recipe_validates() -> None:
     for half_life in (0.0, -10.0, float("nan")):  # recency would grow with age
         with pytest.raises(ValueError, match="half_life"):
             SearchRecipe("x", recency_half_life_days=half_life)
+    for floor in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="sparse_floor"):
+            SearchRecipe("x", sparse_floor=floor)
 
 
 @pytest.mark.parametrize(
@@ -256,6 +259,20 @@ def test_score_fusion_keeps_score_gaps_and_ignores_scale() -> None:
         "c",
         "d",
     ]
+
+
+def test_score_fusion_floor_gives_a_weak_list_less_than_its_weight() -> None:
+    lists = {"vector": [("a", 0.8), ("b", 0.6)], "sparse": [("b", 2.0), ("a", 1.0)]}
+    weights = {"vector": 1.0, "sparse": 2.0}
+    plain = {rid: s for rid, s, _ in score_fusion(lists, weights)}
+    assert plain["b"] == pytest.approx(0.75 + 2.0)  # its best gets the full weight
+    # a floor above the best: scores divided by the floor, the best gets 2.0 / 8 of it
+    floored = {rid: s for rid, s, _ in score_fusion(lists, weights, {"sparse": 8.0})}
+    assert floored["b"] == pytest.approx(0.75 + 2.0 * 2.0 / 8.0)
+    assert floored["a"] == pytest.approx(1.0 + 2.0 * 1.0 / 8.0)
+    # a floor below the best changes nothing, nor one for another method's list
+    assert score_fusion(lists, weights, {"sparse": 1.5}) == score_fusion(lists, weights)
+    assert score_fusion(lists, weights, {"lexical": 99.0}) == score_fusion(lists, weights)
 
 
 def test_score_fusion_short_and_empty_lists() -> None:

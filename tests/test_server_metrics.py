@@ -108,6 +108,10 @@ def test_store_transactions_and_embedding_calls_inside_them_are_timed(
     # their vectors in the store's embedding cache (GetEmbeddings).
     assert embedded["memlane_embedding_seconds_count"] == 2
     assert embedded["memlane_embedded_texts_total"] == 2
+    # The sparse encoder alone: alice's memory's terms, then her query's (her first search
+    # learns that her memories have terms; bob's finds the query's in the cache).
+    sparse = {name: value for name, _, value in samples if name.startswith("memlane_sparse")}
+    assert sparse["memlane_sparse_seconds_count"] == 2
 
 
 def test_a_summary_by_the_chat_model_is_timed(tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ the encoder, how a search uses the terms, and what happens to them over a store'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -531,17 +533,25 @@ def test_a_forked_child_encodes_on_threads_of_its_own(encoder: SpladeEncoder) ->
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+
 class _Refusing:
     """A sparse encoder (the SparseEncoder protocol) whose queries fail: memories get
     SPLADE's terms, a query raises as a broken model would."""
 
-    def __init__(self, inner: SpladeEncoder) -> None:
+    def __init__(self, inner: SpladeEncoder, *, concurrent: bool = True) -> None:
         self.inner, self.model_id, self.refuse = inner, inner.model_id, False
+        self.concurrent = concurrent
         self.query_threads: list[str] = []
+        self.tenants: list[str] = []
+        self.delay = 0.0
 
     def encode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
         if query:
             self.query_threads.append(threading.current_thread().name)
+            self.tenants.append(TENANT.get())
+            time.sleep(self.delay)
             if self.refuse:
                 raise EmbeddingError("the query model is broken")
         return self.inner.encode(texts, query=query)
@@ -632,3 +642,119 @@ def test_async_memory_makes_query_terms_beside_the_vector(
     effects, ranked = asyncio.run(run())
     assert ranked == [[VEGETARIAN, GIFT], [VEGETARIAN, GIFT]]
     assert effects.count("EmbedQuery") == 2  # the second search and the failing one
+
+
+class _FailingEmbedder(FakeEmbedder):
+    """Embeds like FakeEmbedder, except the query "boom"."""
+
+    def embed(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if "boom" in texts:
+            raise EmbeddingError("the embedder is down")
+        return super().embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return self.embed(texts)
+
+
+def _warm(memory: Memory) -> None:
+    for text in (VEGETARIAN, GIFT, WEATHER):
+        memory.add(text, user_id="alice")
+    memory.search(DINNER, user_id="alice")  # learns that alice's memories have terms
+
+
+def test_side_by_side_only_for_an_encoder_that_allows_it(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    config = CoreConfig(query_cache_size=0)
+    serial = _Refusing(encoder, concurrent=False)
+    with Memory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder(), sparse=serial,
+                config=config) as memory:  # fmt: skip
+        _warm(memory)
+        effects, parts = _effects_of(memory, DINNER)
+        assert "EmbedQuery" in effects  # one effect, the encoder run on the caller's thread
+        assert serial.query_threads[-1] == threading.current_thread().name
+        assert parts[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+
+
+def test_the_side_thread_sees_the_callers_context(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    side = _Refusing(encoder)
+    config = CoreConfig(query_cache_size=0)
+    with Memory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder(), sparse=side,
+                config=config) as memory:  # fmt: skip
+        _warm(memory)
+        token = TENANT.set("acme")
+        try:
+            memory.search(DINNER, user_id="alice")
+        finally:
+            TENANT.reset(token)
+        assert side.query_threads[-1] == "memlane-query-terms" and side.tenants[-1] == "acme"
+
+
+def test_an_embedder_error_is_not_held_back_by_the_terms(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    side = _Refusing(encoder)
+    config = CoreConfig(query_cache_size=0)
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    with Memory(db, embedder=_FailingEmbedder(), sparse=side, config=config) as memory:
+        _warm(memory)
+        side.delay = 2.0
+        began = time.perf_counter()
+        with pytest.raises(EmbeddingError, match="down"):
+            memory.search("boom", user_id="alice")
+        assert time.perf_counter() - began < 1.0  # not the terms' 2 s
+        assert side.query_threads[-1] == "memlane-query-terms"
+
+    async def run() -> float:
+        memory = AsyncMemory(db, embedder=_FailingEmbedder(), sparse=side, config=config)
+        side.delay = 0.0
+        await memory.search(DINNER, user_id="alice")  # learns the terms are there
+        side.delay = 2.0
+        began = time.perf_counter()
+        with pytest.raises(EmbeddingError, match="down"):
+            await memory.search("boom", user_id="alice")
+        spent = time.perf_counter() - began
+        side.delay = 0.0
+        await memory.aclose()
+        return spent
+
+    assert asyncio.run(run()) < 1.0
+
+
+def test_terms_are_made_ahead_per_user(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=None) as old:
+        old.add("I cook pasta most evenings", user_id="bob")  # no terms for this text
+    config = CoreConfig(query_cache_size=0)
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder, config=config) as m:
+        _warm(m)
+        m.search(DINNER, user_id="bob")
+        effects: list[str] = []
+        m.on_effect = lambda effect, _: effects.append(type(effect).__name__)
+        for user in ("alice", "bob", "alice", "bob"):
+            effects.clear()
+            m.search(DINNER, user_id=user)
+            if user == "alice":
+                assert "EmbedQuery" in effects
+            else:  # bob's candidates lack terms: his query's are never made
+                assert "EmbedQuery" not in effects and "EncodeSparse" not in effects
+
+
+def test_no_thread_to_be_had_makes_the_terms_later(
+    tmp_path: Path, encoder: SpladeEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    side = _Refusing(encoder)
+    config = CoreConfig(query_cache_size=0)
+    with Memory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder(), sparse=side,
+                config=config) as memory:  # fmt: skip
+        _warm(memory)
+        expected = _parts(memory, DINNER)
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        effects, parts = _effects_of(memory, DINNER)
+        assert parts == expected
+        assert "EncodeSparse" in effects  # made after the candidates instead
+        assert side.query_threads[-1] == threading.current_thread().name

@@ -121,8 +121,9 @@ class _MemoryBase:
         ``"torch"``, see :mod:`memlane.embedders.spec`; default: the bundled local model
         on ONNX Runtime). The environment is not read (see :meth:`from_env`). Nothing is
         opened or loaded until the first call. ``on_effect`` (also settable later as the
-        attribute) is told each store batch, embedding and chat call with its duration
-        (:data:`~memlane.core.flow.EffectObserver`); the server's metrics use it.
+        attribute) is told each store batch, embedding, sparse encoding and chat call with
+        its duration (:data:`~memlane.core.flow.EffectObserver`; a query's vector and its
+        sparse terms made side by side are one ``EmbedQuery``); the server's metrics use it.
         With ``cipher`` (:mod:`memlane.ciphers`) the store holds every user's data
         sealed under that user's key (:mod:`memlane.stores.sealed`) and exports are
         sealed unless asked otherwise.

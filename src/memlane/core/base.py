@@ -141,6 +141,9 @@ class MemoryInput:
 
 T = TypeVar("T")
 
+_USERS_NOTED = 4096
+"""Users whose last search :meth:`Core.note_terms` remembers."""
+
 
 def _query_terms_of(query: str) -> Flow[SparseTerms]:
     (terms,) = yield from encode_sparse([query], query=True)
@@ -178,7 +181,10 @@ class Core:
         self._query_terms: OrderedDict[str, SparseTerms] = OrderedDict()
         self._query_lock = threading.Lock()  # one Memory may serve many threads
         self._warned: set[str] = set()
-        self._terms_found = [False]  # shared with with_actor copies, as the caches are
+        # Users whose last search found every candidate with sparse terms (True) or not
+        # (False): a few thousand, least recently searched first; shared with with_actor
+        # copies, as the caches are.
+        self._terms_found: OrderedDict[str, bool] = OrderedDict()
 
     def warn_once(self, key: str) -> bool:
         """True the first time this core (and its :meth:`with_actor` copies) asks for
@@ -449,18 +455,20 @@ class Core:
         return (yield from self._cached(self._query_vectors, query, _query_vector_of))
 
     def query_vector_and_terms(
-        self, query: str, terms_of: str
+        self, query: str, terms_of: str, user_id: str
     ) -> Flow[tuple[Vector, SparseTerms | None]]:
         """``query``'s vector (:meth:`query_vector`) and, when they can be had at no extra
         wait, ``terms_of``'s sparse terms: from the LRU, or encoded on a second thread
-        while the vector is made, once this core's searches have found their candidates'
+        while the vector is made, once the user's last search found its candidates'
         stored terms (:meth:`note_terms`; until then a search would often not use them).
         None for the terms otherwise: :meth:`query_terms` makes them when they are needed."""
         vector = self._lookup(self._query_vectors, query)
         terms = None if self.sparse_model_id is None else self._lookup(self._query_terms, terms_of)
         if vector is not None:
             return vector, terms
-        if terms is not None or self.sparse_model_id is None or not self._terms_found[0]:
+        with self._query_lock:
+            found = self._terms_found.get(user_id, False)
+        if terms is not None or self.sparse_model_id is None or not found:
             return (yield from self.query_vector(query)), terms
         vector, terms = yield from embed_query(query, terms_of)
         self._keep(self._query_vectors, query, vector)
@@ -468,10 +476,15 @@ class Core:
             self._keep(self._query_terms, terms_of, terms)
         return vector, terms
 
-    def note_terms(self, found: bool) -> None:
-        """Tell the core whether a search found every candidate's sparse terms: while it
-        does, the query's terms are encoded beside its vector (:meth:`query_vector_and_terms`)."""
-        self._terms_found[0] = found
+    def note_terms(self, user_id: str, found: bool) -> None:
+        """Tell the core whether a search of ``user_id``'s memories found every candidate's
+        sparse terms: while it does, that user's queries have their terms encoded beside
+        their vectors (:meth:`query_vector_and_terms`)."""
+        with self._query_lock:
+            self._terms_found[user_id] = found
+            self._terms_found.move_to_end(user_id)
+            while len(self._terms_found) > _USERS_NOTED:
+                self._terms_found.popitem(last=False)
 
     def _cached(
         self, cache: OrderedDict[str, T], query: str, compute: Callable[[str], Flow[T]]

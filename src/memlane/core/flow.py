@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -127,26 +128,56 @@ def _sparse(io: Runtime) -> SparseEncoder:
     return io.sparse
 
 
-def _beside(encoder: SparseEncoder, text: str) -> Callable[[], SparseTerms | None]:
-    """Start encoding ``text``'s query terms on a thread of its own (a thread per call:
-    searches on several threads never queue behind one another); the returned function
-    waits for them, None if the encoder failed."""
+def _beside(io: Runtime, text: str) -> Callable[[], SparseTerms | None]:
+    """Start encoding ``text``'s query terms on a thread of its own, in the caller's
+    context (its context variables), when the encoder allows it (``concurrent``) and is
+    not the embedder too; the returned function waits for them: None if the encoder
+    failed, and at once if no thread could be started (the terms are then made after
+    the search's candidates, by the terms-only effect that also tells an error)."""
+    encoder = _sparse(io)
     box: list[SparseTerms] = []
 
     def run() -> None:
         try:
             box.extend(encoder.encode([text], query=True))
-        except Exception:  # told by the terms-only effect the caller falls back to
+        except BaseException:  # told by the terms-only effect the caller falls back to
             _log.debug("query terms beside the query vector failed", exc_info=True)
 
-    thread = threading.Thread(target=run, name="memlane-query-terms", daemon=True)
-    thread.start()
+    if not _side_by_side(encoder, io.embedder):
+
+        def inline() -> SparseTerms | None:
+            run()
+            return box[0] if box else None
+
+        return inline
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(run,),
+        name="memlane-query-terms",
+        daemon=True,
+    )
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (a process at its limit)
+        return lambda: None
 
     def wait() -> SparseTerms | None:
         thread.join()
         return box[0] if box else None
 
     return wait
+
+
+def _side_by_side(encoder: object, embedder: object) -> bool:
+    """Whether the encoder may run beside the embedder: it says so (``concurrent``),
+    and it is not the same object (one model serving both, perhaps on one session)."""
+    return bool(getattr(encoder, "concurrent", False)) and encoder is not embedder
+
+
+def _retrieved(task: Any) -> None:
+    """Mark a side task's error as seen (it is told again by the terms-only effect)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _guarded(batch: tuple[Op[Any], ...]) -> tuple[tuple[Op[Any], ...], bool]:
@@ -184,12 +215,9 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
         if isinstance(effect, EncodeSparse):
             return _sparse(io).encode(effect.texts, query=effect.query)
         if isinstance(effect, EmbedQuery):
-            wait = _beside(_sparse(io), effect.terms_of)
-            try:
-                (vector,) = embedder.embed([effect.text])
-            finally:
-                terms = wait()
-            return vector, terms
+            wait = _beside(io, effect.terms_of)
+            (vector,) = embedder.embed([effect.text])  # an error: raised, not waited on
+            return vector, wait()
         if isinstance(effect, Pause):
             time.sleep(effect.seconds)
             return None
@@ -217,19 +245,7 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
         if isinstance(effect, EncodeSparse):
             return await _sparse(io).aencode(effect.texts, query=effect.query)
         if isinstance(effect, EmbedQuery):
-            vectors, terms = await asyncio.gather(
-                embedder.aembed([effect.text]),
-                _sparse(io).aencode([effect.terms_of], query=True),
-                return_exceptions=True,
-            )
-            if isinstance(vectors, BaseException):
-                raise vectors
-            if isinstance(terms, BaseException):
-                if not isinstance(terms, Exception):
-                    raise terms  # a cancellation, not a failed encoder
-                _log.debug("query terms beside the query vector failed", exc_info=terms)
-                return vectors[0], None
-            return vectors[0], terms[0]
+            return await _embed_query(effect, io)
         if isinstance(effect, Pause):
             await asyncio.sleep(effect.seconds)
             return None
@@ -249,6 +265,36 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
         return reply
 
     return await adrive(flow, handle)
+
+
+async def _embed_query(effect: EmbedQuery, io: Runtime) -> tuple[Vector, SparseTerms | None]:
+    """The async :class:`EmbedQuery`: the terms as a task beside the embedding when the
+    encoder allows it (see :func:`_beside`); an embedding error or a cancellation
+    cancels them rather than wait."""
+    import asyncio
+
+    encoder = _sparse(io)
+    if not _side_by_side(encoder, io.embedder):
+        (vector,) = await io.embedder.aembed([effect.text])
+        try:
+            (terms,) = await encoder.aencode([effect.terms_of], query=True)
+        except Exception:
+            _log.debug("query terms beside the query vector failed", exc_info=True)
+            return vector, None
+        return vector, terms
+    side = asyncio.ensure_future(encoder.aencode([effect.terms_of], query=True))
+    side.add_done_callback(_retrieved)
+    try:
+        (vector,) = await io.embedder.aembed([effect.text])
+    except BaseException:
+        side.cancel()
+        raise
+    try:
+        (terms,) = await side
+    except Exception:
+        _log.debug("query terms beside the query vector failed", exc_info=True)
+        return vector, None
+    return vector, terms
 
 
 def _timed(handle: Callable[[Effect], Any], observe: EffectObserver) -> Callable[[Effect], Any]:

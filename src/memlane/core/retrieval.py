@@ -130,23 +130,25 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
     if "vector" in methods or "context" in methods:
         dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
         if rescore:  # the query's terms made beside its vector, where that is likely of use
-            vector, terms = yield from core.query_vector_and_terms(dense_query, q.text)
+            vector, terms = yield from core.query_vector_and_terms(dense_query, q.text, q.user_id)
         else:
             vector = yield from core.query_vector(dense_query)
     results = yield from many([_candidates(core, q, m, vector) for m in methods])
     lists = dict(zip(methods, results, strict=True))
     weights = dict(recipe.methods)
+    floors: dict[str, float] = {}
     if rescore:
-        rescored = yield from _sparse(core, q, lists, terms)
+        rescored, own = yield from _sparse(core, q, lists, terms)
         if rescored:
             lists["sparse"] = rescored
-    fused = fuse(lists, weights, recipe)
+            floors["sparse"] = recipe.sparse_floor * own
+    fused = fuse(lists, weights, recipe, floors)
     if recipe.feedback_docs > 0 and fused:
         extra = yield from _feedback(core, q, vector, fused)
         lists.update(extra)
         weights["vector_feedback"] = recipe.feedback_vector_weight
         weights["lexical_feedback"] = recipe.feedback_lexical_weight
-        fused = fuse(lists, weights, recipe)
+        fused = fuse(lists, weights, recipe, floors)
     second = _Second()
     if recipe.hop_weight > 0 and fused:
         hop, found = yield from _hop(q, fused)
@@ -156,7 +158,7 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
             lists[name] = candidates
             weights[name] = recipe.hop_weight
         if found:
-            fused = fuse(lists, weights, recipe)
+            fused = fuse(lists, weights, recipe, floors)
     if recipe.graph_weight > 0 and fused:
         try:
             via, graph = yield from _graph(q, fused)
@@ -164,7 +166,7 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
             via, graph = {}, []
         if graph:
             lists["graph"], weights["graph"] = graph, recipe.graph_weight
-            fused = fuse(lists, weights, recipe)
+            fused = fuse(lists, weights, recipe, floors)
             second.graph = via
     return fused, second
 
@@ -174,22 +176,22 @@ def _sparse(
     q: _Query,
     lists: dict[str, list[tuple[str, float]]],
     terms: SparseTerms | None = None,
-) -> Flow[list[tuple[str, float]]]:
+) -> Flow[tuple[list[tuple[str, float]], float]]:
     """The candidates of ``lists`` scored by their sparse terms' dot product with the
     query's (``terms`` when made already), best first (those sharing no term are left
-    out). Empty when a candidate has no terms (written without the encoder, before
-    ``memlane reindex`` gave it some): a list that scored only some candidates would
-    rank the others down."""
+    out), and the query's own score (its terms with themselves). Empty when a candidate
+    has no terms (written without the encoder, before ``memlane reindex`` gave it
+    some): a list that scored only some candidates would rank the others down."""
     model = core.sparse_model_id
     pool = tuple(dict.fromkeys(rid for candidates in lists.values() for rid, _ in candidates))
     if model is None or not pool:
-        return []
+        return [], 0.0
     try:
         stored = yield from one(ops.SparseOf(q.user_id, model, pool))
     except UnsupportedError:  # a plugin store that keeps no sparse terms
-        core.note_terms(False)
-        return []
-    core.note_terms(len(stored) == len(pool))
+        core.note_terms(q.user_id, False)
+        return [], 0.0
+    core.note_terms(q.user_id, len(stored) == len(pool))
     if len(stored) < len(pool):  # checked first: then the query is not encoded for nothing
         if core.warn_once("unscored"):
             _log.warning(
@@ -197,17 +199,17 @@ def _sparse(
                 "list where they are among the candidates; `memlane reindex` gives them terms",
                 len(pool) - len(stored),
             )
-        return []
+        return [], 0.0
     if terms is None:
         terms = yield from core.query_terms(q.text)
     if terms is None or not len(terms):
-        return []
+        return [], 0.0
     try:
-        return sparse_scores(terms, stored)
+        return sparse_scores(terms, stored), float(terms.weights @ terms.weights)
     except ValueError as exc:  # a damaged row: search on without the list
         if core.warn_once("damaged"):
             _log.warning("stored sparse terms are damaged (%s); `memlane reindex`", exc)
-        return []
+        return [], 0.0
 
 
 def _graph(

@@ -58,7 +58,7 @@ class SearchRecipe:
 
     name: str
     methods: Mapping[str, float] = field(
-        default_factory=lambda: {"vector": 1.0, "lexical": 3.0, "sparse": 1.0}
+        default_factory=lambda: {"vector": 1.0, "lexical": 3.0, "sparse": 2.0}
     )
     candidates: int = 100
     fusion: str = "score"
@@ -105,6 +105,14 @@ class SearchRecipe:
     graph_docs: int = 5
     graph_entities: int = 8
     graph_mentions: int = 50
+    sparse_floor: float = 0.4
+    """Score fusion divides the sparse list's scores by the larger of its best and this
+    share of the query's own score (its terms' dot product with themselves). So when the
+    best match is weak (a term or two in common), the list gives less than its full
+    weight, and SPLADE-tiny's loose associations do not outvote the vectors on everyday
+    questions. 0 divides by the best alone, as for every other list. Chosen with the
+    weight (2) in bench/recall.md: on LoCoMo 0 to 0.4 give the same recall; on ordinary
+    memories 0.4 keeps every answer where the list-free search ranks it."""
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -133,6 +141,8 @@ class SearchRecipe:
             raise ValueError("window, top, docs, entities and weights must not be negative")
         if self.graph_mentions < 1:
             raise ValueError("graph_mentions must be positive")
+        if not 0.0 <= self.sparse_floor <= 1.0:
+            raise ValueError("sparse_floor must be between 0 and 1")
         if not self.recency_half_life_days > 0:
             raise ValueError("recency_half_life_days must be positive")
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
@@ -176,11 +186,13 @@ def rrf(
     Each method contributes ``weight / (k + rank)`` for every id it ranks (rank from 1).
     Returns (id, fused score, per-method breakdown) best first; ties break by id.
     """
-    return _weighted_sum(ranked, weights, lambda _candidates: lambda rank, _s: 1.0 / (k + rank))
+    return _weighted_sum(ranked, weights, lambda _m, _c: lambda rank, _s: 1.0 / (k + rank))
 
 
 def score_fusion(
-    ranked: Mapping[str, Candidates], weights: Mapping[str, float]
+    ranked: Mapping[str, Candidates],
+    weights: Mapping[str, float],
+    floors: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float, dict[str, Any]]]:
     """Weighted sum of scores scaled by each method's best score ("theoretical min-max":
     0 stays 0, the best becomes 1; negative scores count as 0).
@@ -189,12 +201,17 @@ def score_fusion(
     survive: a memory almost as good as the best keeps almost all of its method's weight.
     Unlike scaling from the worst candidate (plain min-max), a short list does not push
     its last candidate to 0. A method that did not return an id contributes 0 for it.
+    ``floors``: a method's scores are divided by at least this (its best is then below 1).
     Returns (id, fused score, per-method breakdown) best first; ties break by id.
     """
+    floors = floors or {}
 
-    def by_best(candidates: Candidates) -> Callable[[int, float], float]:
+    def by_best(method: str, candidates: Candidates) -> Callable[[int, float], float]:
         best = max((score for _, score in candidates), default=0.0)
-        return lambda _rank, score: max(score, 0.0) / best if best > 0 else 0.0
+        if best <= 0:
+            return lambda _rank, _score: 0.0
+        scale = max(best, floors.get(method, 0.0))
+        return lambda _rank, score: max(score, 0.0) / scale
 
     return _weighted_sum(ranked, weights, by_best)
 
@@ -202,7 +219,7 @@ def score_fusion(
 def _weighted_sum(
     ranked: Mapping[str, Candidates],
     weights: Mapping[str, float],
-    scale_for: Callable[[Candidates], Callable[[int, float], float]],
+    scale_for: Callable[[str, Candidates], Callable[[int, float], float]],
 ) -> list[tuple[str, float, dict[str, Any]]]:
     """Sum over methods of ``weight * scale(rank, raw score)``, where each method's list
     gets its scale from ``scale_for``; with the per-method breakdown, best first, ties
@@ -211,7 +228,7 @@ def _weighted_sum(
     parts: dict[str, dict[str, Any]] = {}
     for method, candidates in ranked.items():
         weight = weights.get(method, 0.0)
-        scale = scale_for(candidates)
+        scale = scale_for(method, candidates)
         for rank, (rid, raw) in enumerate(candidates, start=1):
             contribution = weight * scale(rank, raw)
             scores[rid] = scores.get(rid, 0.0) + contribution
@@ -225,12 +242,15 @@ def _weighted_sum(
 
 
 def fuse(
-    ranked: Mapping[str, Candidates], weights: Mapping[str, float], recipe: SearchRecipe
+    ranked: Mapping[str, Candidates],
+    weights: Mapping[str, float],
+    recipe: SearchRecipe,
+    floors: Mapping[str, float] | None = None,
 ) -> list[tuple[str, float, dict[str, Any]]]:
-    """The recipe's fusion of candidate lists."""
+    """The recipe's fusion of candidate lists (``floors``: see :func:`score_fusion`)."""
     if recipe.fusion == "rrf":
         return rrf(ranked, weights, recipe.rrf_k)
-    return score_fusion(ranked, weights)
+    return score_fusion(ranked, weights, floors)
 
 
 def feedback_terms(query: str, texts: Sequence[str], limit: int) -> list[str]:

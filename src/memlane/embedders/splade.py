@@ -95,6 +95,9 @@ class SpladeEncoder:
     products let go of the GIL).
     """
 
+    concurrent = True
+    """:meth:`encode` runs on any thread, beside an embedder (see :class:`SparseEncoder`)."""
+
     def __init__(
         self,
         model_dir: str | Path | None = None,

@@ -37,7 +37,12 @@ class SparseTerms:
 @runtime_checkable
 class SparseEncoder(Protocol):
     """What turns texts into weighted vocabulary terms. ``model_id`` names the model (a
-    store keeps terms by model, and never scores one model's terms with another's)."""
+    store keeps terms by model, and never scores one model's terms with another's).
+
+    An encoder may also say ``concurrent = True``: its ``encode`` may run on a thread of
+    its own while the embedder embeds, so a search encodes the query's terms while it
+    embeds the query. Without it (or when one object is both embedder and encoder) the
+    two run one after the other."""
 
     model_id: str
 

@@ -10,7 +10,10 @@ Each app has its own registry, so several apps in one process (tests) keep apart
 - inside those calls, what the library waited for: ``memlane_store_seconds{op}`` per store
   transaction (``op``: the batch's first operation, e.g. ``VectorSearch`` for a search),
   ``memlane_embedding_seconds`` per embedding call (``memlane_embedded_texts`` counts the
-  texts) and ``memlane_llm_seconds`` per chat-model call (the memory manager's learning);
+  texts; a query's call includes its sparse terms when they are made beside its vector:
+  the time the search waited for both), ``memlane_sparse_seconds`` per call of the sparse
+  encoder alone (a memory's terms, or a query's made after its candidates) and
+  ``memlane_llm_seconds`` per chat-model call (the memory manager's learning);
 - ``memlane_uptime_seconds`` and, with a memory manager, ``memlane_jobs_unfinished``.
 
 Labels name the route's template (``/v1/users/{user_id}/memories``), never the raw path:
@@ -26,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from memlane.core.flow import Batch, Chat, Effect, Embed, EmbedQuery
+from memlane.core.flow import Batch, Chat, Effect, Embed, EmbedQuery, EncodeSparse
 from memlane.errors import require_extra
 
 require_extra("server", "memlane's metrics", "prometheus_client")
@@ -73,6 +76,10 @@ class Metrics:
             buckets=_BUCKETS, registry=r,
         )  # fmt: skip
         self.embedded = Counter("memlane_embedded_texts", "Texts embedded.", registry=r)
+        self.sparse = Histogram(
+            "memlane_sparse_seconds", "Time per call of the sparse encoder alone.",
+            buckets=_BUCKETS, registry=r,
+        )  # fmt: skip
         self.llm = Histogram(
             "memlane_llm_seconds", "Time per chat-model call.", buckets=_BUCKETS, registry=r
         )
@@ -102,6 +109,8 @@ class Metrics:
         elif isinstance(effect, EmbedQuery):  # a query's vector, its sparse terms beside it
             self.embedding.observe(seconds)
             self.embedded.inc()
+        elif isinstance(effect, EncodeSparse):
+            self.sparse.observe(seconds)
         elif isinstance(effect, Chat):
             self.llm.observe(seconds)
 

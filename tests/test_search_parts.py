@@ -413,6 +413,21 @@ def test_ranking_reads_only_the_records_that_can_reach_the_top() -> None:
     assert _drive_rank(mmr_q, tuple(records), records, scores, {}, None)[1] == 200
 
 
+def test_a_second_read_takes_only_the_records_that_could_still_pass() -> None:
+    """After the first read (a quarter of 200) ten unread candidates tie the 10th hit's
+    score, and the rest score less: the second round reads those ten, not twice the
+    first round."""
+    from memlane.core.retrieval import _Query
+    from memlane.models import Filters
+
+    records = {f"r{i:03}": _record(id=f"r{i:03}", kind=MemoryKind.FACT) for i in range(200)}
+    scores = {rid: 1.0 if i < 5 else 0.5 if i < 60 else 0.1 for i, rid in enumerate(records)}
+    q = _Query("q", "u", Filters(), NOW, SearchRecipe("r", speaker_weight=0.0), 10)
+    got, read = _drive_rank(q, tuple(records), records, scores, {}, None)
+    assert [r for r, _ in got[0]] == list(records)[:10]  # type: ignore[index]
+    assert read == 50 + 10
+
+
 def test_equal_scores_split_by_a_read_round_keep_the_id_order() -> None:
     """Forty memories of one score, the boost 1 + (0.2 + 0.15) that a bound summed in
     another order rounds below: the ones not read first tie the last hit and win by id."""

@@ -442,7 +442,32 @@ def _rank(
         ranking = _ranked(q, tuple(records), records, scores, floor, window)
         if read >= len(order) or _settled(ranking, scores, base[order[read]] * most, q.limit):
             return records, ranking
-        size *= 2
+        size = _next_read(ranking, scores, order, read, base, most, q.limit, size)
+
+
+def _next_read(
+    ranking: _Ranking,
+    scores: dict[str, float],
+    order: list[str],
+    read: int,
+    base: dict[str, float],
+    most: float,
+    limit: int,
+    size: int,
+) -> int:
+    """How many records the next round of ranking reads: the unread ones (best base
+    first) that could still enter the top as it stands (:func:`_settled`'s bound), at
+    least a few, at most twice the last round."""
+    ranked, terms_of, _ = ranking
+    if len(ranked) < limit:
+        return size * 2
+    threshold = ranked[-1][1]
+    for rid, _score in ranked:
+        threshold = min(threshold, scores.get(rid, 0.0) * (1.0 + sum(terms_of[rid].values())))
+    could = read
+    while could < len(order) and base[order[could]] * most >= threshold:
+        could += 1
+    return max(8, min(size * 2, could - read))
 
 
 def _boost_bound(recipe: SearchRecipe, window: tuple[datetime, datetime] | None) -> float:

@@ -37,7 +37,8 @@ class SearchRecipe:
     (BM25), and ``sparse``: the candidates the others found scored by their learned
     sparse terms (:mod:`memlane.ports.sparse`; skipped by a memory without a sparse
     encoder). ``fusion`` is how the lists combine: ``"score"`` (default) sums each list's
-    scores divided by its best (:func:`score_fusion`), ``"rrf"`` sums reciprocal ranks
+    scores divided by its best (:func:`score_fusion`; the sparse list's by at least
+    ``sparse_floor`` of the query's own score), ``"rrf"`` sums reciprocal ranks
     with ``rrf_k`` (:func:`rrf`). The remaining fields are multiplicative boosts and
     re-ranking steps; a weight of 0 turns a step off. See :func:`boosts` for the exact
     terms.
@@ -53,7 +54,9 @@ class SearchRecipe:
     - ``speaker_weight``: episodes whose speaker (``actor``) the query names;
     - ``time_weight``: every memory whose event time, or a period its text names
       (:attr:`MemoryRecord.periods`), lies in the period the query names;
-    - ``recency_weight``, ``importance_weight``: every memory.
+    - ``recency_weight``, ``importance_weight``: every memory;
+    - ``sparse`` (the learned terms): every memory, with ``sparse_floor`` keeping a weak
+      match from counting fully.
     """
 
     name: str

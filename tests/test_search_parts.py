@@ -275,6 +275,26 @@ def test_score_fusion_floor_gives_a_weak_list_less_than_its_weight() -> None:
     assert score_fusion(lists, weights, {"lexical": 99.0}) == score_fusion(lists, weights)
 
 
+def test_score_fusion_a_list_of_nan_counts_for_nothing_and_odd_floors_are_ignored() -> None:
+    nan = float("nan")
+    lists = {"vector": [("a", nan), ("b", nan)], "lexical": [("b", 2.0), ("a", 1.0)]}
+    fused = {rid: s for rid, s, _ in score_fusion(lists, {"vector": 1.0, "lexical": 3.0})}
+    assert fused == {"b": 3.0, "a": 1.5}  # a broken vector list: BM25 alone, no NaN
+    plain = score_fusion(lists, {"lexical": 3.0})
+    for floor in (nan, float("inf")):
+        assert score_fusion(lists, {"lexical": 3.0}, {"lexical": floor}) == plain
+
+
+def test_own_score_does_not_overflow_half_floats() -> None:
+    import numpy as np
+
+    from memlane.ports.sparse import SparseTerms, own_score
+
+    terms = SparseTerms(np.arange(4, dtype=np.uint16), np.full(4, 300.0, dtype=np.float16))
+    assert own_score(terms) == 4 * 300.0**2  # float16 alone would give inf
+    assert own_score(SparseTerms(np.arange(0, dtype=np.uint16), np.zeros(0))) == 0.0
+
+
 def test_score_fusion_short_and_empty_lists() -> None:
     # Two close candidates stay close (plain min-max would put the second at 0).
     fused = score_fusion({"lexical": [("x", 3.0), ("y", 2.7)], "vector": []}, {"lexical": 1.0})

@@ -667,13 +667,90 @@ def test_side_by_side_only_for_an_encoder_that_allows_it(
 ) -> None:
     config = CoreConfig(query_cache_size=0)
     serial = _Refusing(encoder, concurrent=False)
-    with Memory(f"sqlite:///{tmp_path / 'm.db'}", embedder=FakeEmbedder(), sparse=serial,
-                config=config) as memory:  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    with Memory(db, embedder=FakeEmbedder(), sparse=serial, config=config) as memory:
         _warm(memory)
         effects, parts = _effects_of(memory, DINNER)
-        assert "EmbedQuery" in effects  # one effect, the encoder run on the caller's thread
+        # the query embedded alone, its terms made after the candidates, on this thread
+        assert effects.index("EmbedQuery") < effects.index("EncodeSparse")
         assert serial.query_threads[-1] == threading.current_thread().name
+        assert len(serial.query_threads) == 2  # once a search: never tried twice
         assert parts[VEGETARIAN]["sparse"]["rank"] == 1  # type: ignore[index]
+
+    async def run() -> list[str]:
+        memory = AsyncMemory(db, embedder=FakeEmbedder(), sparse=serial, config=config)
+        effects: list[str] = []
+        await memory.search(DINNER, user_id="alice")
+        memory.on_effect = lambda effect, _: effects.append(type(effect).__name__)
+        await memory.search(DINNER, user_id="alice")
+        await memory.aclose()
+        return effects
+
+    effects = asyncio.run(run())
+    assert effects.index("EmbedQuery") < effects.index("EncodeSparse")
+
+
+class _TenantSplade(SpladeEncoder):
+    """The default model, noting the context a query is encoded in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tenants: list[str] = []
+
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        if query:
+            self.tenants.append(TENANT.get())
+        return super().encode(texts, query=query)
+
+
+def test_async_query_terms_see_the_callers_context(tmp_path: Path) -> None:
+    splade = _TenantSplade()
+
+    async def run() -> None:
+        memory = AsyncMemory(f"sqlite:///{tmp_path / 'a.db'}", embedder=FakeEmbedder(),
+                             sparse=splade, config=CoreConfig(query_cache_size=0))  # fmt: skip
+        for text in (VEGETARIAN, GIFT):
+            await memory.add(text, user_id="alice")
+        await memory.search(DINNER, user_id="alice")  # terms after the candidates
+        TENANT.set("acme")
+        await memory.search(DINNER, user_id="alice")  # terms beside the vector
+        await memory.aclose()
+
+    asyncio.run(run())
+    assert splade.tenants == ["none", "acme"]
+
+
+class _CancelledOnce(_Refusing):
+    """Its first async query encoding ends cancelled (its executor's future was)."""
+
+    def __init__(self, inner: SpladeEncoder) -> None:
+        super().__init__(inner)
+        self.cancel_next = False
+
+    async def aencode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        if query and self.cancel_next:
+            self.cancel_next = False
+            raise asyncio.CancelledError
+        return await super().aencode(texts, query=query)
+
+
+def test_a_side_encoding_cancelled_on_its_own_does_not_cancel_the_search(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    side = _CancelledOnce(encoder)
+
+    async def run() -> list[str]:
+        memory = AsyncMemory(f"sqlite:///{tmp_path / 'a.db'}", embedder=FakeEmbedder(),
+                             sparse=side, config=CoreConfig(query_cache_size=0))  # fmt: skip
+        for text in (VEGETARIAN, GIFT):
+            await memory.add(text, user_id="alice")
+        await memory.search(DINNER, user_id="alice")
+        side.cancel_next = True
+        hits = await memory.search(DINNER, user_id="alice", explain=True)
+        await memory.aclose()
+        return [h.record.text for h in hits if "sparse" in (h.explanation or {})]
+
+    assert asyncio.run(run())[0] == VEGETARIAN  # the terms made again after the candidates
 
 
 def test_the_side_thread_sees_the_callers_context(tmp_path: Path, encoder: SpladeEncoder) -> None:

@@ -49,8 +49,10 @@ class EncodeSparse:
 @dataclass(frozen=True, slots=True)
 class EmbedQuery:
     """Embed a query (``text``) and find the sparse terms of ``terms_of`` at the same
-    time, on a thread of their own; resumes with ``(vector, terms)``. ``terms`` is None
-    when the encoder failed: a terms-only :class:`EncodeSparse` later tells the error."""
+    time, on a thread of their own when the encoder allows it; resumes with ``(vector,
+    terms)``. ``terms`` is None when the encoder failed or may not run beside the
+    embedder: a terms-only :class:`EncodeSparse` after the candidates then makes them
+    (and tells an error)."""
 
     text: str
     terms_of: str
@@ -132,24 +134,20 @@ def _beside(io: Runtime, text: str) -> Callable[[], SparseTerms | None]:
     """Start encoding ``text``'s query terms on a thread of its own, in the caller's
     context (its context variables), when the encoder allows it (``concurrent``) and is
     not the embedder too; the returned function waits for them: None if the encoder
-    failed, and at once if no thread could be started (the terms are then made after
-    the search's candidates, by the terms-only effect that also tells an error)."""
+    failed, and at once if it may not run beside the embedder or no thread could be
+    started (the terms are then made after the search's candidates, by the terms-only
+    effect that also tells an error)."""
     encoder = _sparse(io)
     box: list[SparseTerms] = []
 
     def run() -> None:
         try:
             box.extend(encoder.encode([text], query=True))
-        except BaseException:  # told by the terms-only effect the caller falls back to
+        except BaseException:  # on its own thread; told by the terms-only effect after
             _log.debug("query terms beside the query vector failed", exc_info=True)
 
     if not _side_by_side(encoder, io.embedder):
-
-        def inline() -> SparseTerms | None:
-            run()
-            return box[0] if box else None
-
-        return inline
+        return lambda: None
     thread = threading.Thread(
         target=contextvars.copy_context().run,
         args=(run,),
@@ -276,12 +274,7 @@ async def _embed_query(effect: EmbedQuery, io: Runtime) -> tuple[Vector, SparseT
     encoder = _sparse(io)
     if not _side_by_side(encoder, io.embedder):
         (vector,) = await io.embedder.aembed([effect.text])
-        try:
-            (terms,) = await encoder.aencode([effect.terms_of], query=True)
-        except Exception:
-            _log.debug("query terms beside the query vector failed", exc_info=True)
-            return vector, None
-        return vector, terms
+        return vector, None  # made after the candidates, one after the other
     side = asyncio.ensure_future(encoder.aencode([effect.terms_of], query=True))
     side.add_done_callback(_retrieved)
     try:
@@ -291,6 +284,11 @@ async def _embed_query(effect: EmbedQuery, io: Runtime) -> tuple[Vector, SparseT
         raise
     try:
         (terms,) = await side
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the search itself was cancelled
+        return vector, None  # only the side encoding was
     except Exception:
         _log.debug("query terms beside the query vector failed", exc_info=True)
         return vector, None

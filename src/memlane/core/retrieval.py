@@ -34,7 +34,7 @@ from memlane.models import Filters, MemoryKind, MemoryRecord, SearchHit, check_i
 from memlane.models.graph import EntityType
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
-from memlane.ports.sparse import SparseTerms
+from memlane.ports.sparse import SparseTerms, own_score
 from memlane.ports.sparse import score as sparse_scores
 from memlane.text import tokenize
 
@@ -205,7 +205,7 @@ def _sparse(
     if terms is None or not len(terms):
         return [], 0.0
     try:
-        return sparse_scores(terms, stored), float(terms.weights @ terms.weights)
+        return sparse_scores(terms, stored), own_score(terms)
     except ValueError as exc:  # a damaged row: search on without the list
         if core.warn_once("damaged"):
             _log.warning("stored sparse terms are damaged (%s); `memlane reindex`", exc)

@@ -211,9 +211,10 @@ def score_fusion(
 
     def by_best(method: str, candidates: Candidates) -> Callable[[int, float], float]:
         best = max((score for _, score in candidates), default=0.0)
-        if best <= 0:
+        if not best > 0:  # none positive, or NaN: the list counts for nothing
             return lambda _rank, _score: 0.0
-        scale = max(best, floors.get(method, 0.0))
+        floor = floors.get(method, 0.0)
+        scale = max(best, floor) if math.isfinite(floor) else best
         return lambda _rank, score: max(score, 0.0) / scale
 
     return _weighted_sum(ranked, weights, by_best)

@@ -14,6 +14,7 @@ Construction and import do no I/O: the weights load on first use.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import threading
@@ -214,7 +215,10 @@ class SpladeEncoder:
                     self._executor = ThreadPoolExecutor(1, thread_name_prefix="memlane-sparse")
                 executor = self._executor
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, lambda: self.encode(texts, query=query))
+        context = contextvars.copy_context()  # as asyncio.to_thread passes it on
+        return await loop.run_in_executor(
+            executor, lambda: context.run(self.encode, texts, query=query)
+        )
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:

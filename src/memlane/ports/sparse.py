@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:  # numpy loads on first use: importing memlane (a CLI call) stays light
     import numpy as np
 
-__all__ = ["SparseEncoder", "SparseTerms", "pack", "score", "unpack"]
+__all__ = ["SparseEncoder", "SparseTerms", "own_score", "pack", "score", "unpack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +98,12 @@ def score(query: SparseTerms, memories: Mapping[str, bytes]) -> list[tuple[str, 
     out = [(rid, float(v)) for rid, v in zip(rids, totals.tolist(), strict=True) if v > 0]
     out.sort(key=lambda item: (-item[1], item[0]))
     return out
+
+
+def own_score(terms: SparseTerms) -> float:
+    """The dot product of ``terms`` with themselves (in float64: no overflow), the most
+    a text with the same terms could score; 0 for none."""
+    import numpy as np
+
+    weights = np.asarray(terms.weights, dtype=np.float64)
+    return float(weights @ weights)

@@ -176,6 +176,8 @@ class WordTerms:
     the stand-ins of its words (``included``), or the same terms made before timing
     (``excluded``; any other query is an error, as for the vectors)."""
 
+    concurrent = True  # as the model it runs (memlane.ports.sparse.SparseEncoder)
+
     def __init__(self, workdir: Path, mode: str) -> None:
         from memlane.embedders.splade import DEFAULT_SPARSE_MODEL_ID, default_sparse
 

@@ -71,6 +71,7 @@ def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> No
     finally:
         del sys.modules[spec.name]
     queries = json.loads((data / "queries.json").read_text())
+    effects: list[str] = []
     for mode in ("excluded", "included"):  # terms made before timing, or by the model
         terms = scale.WordTerms(data, mode)
         with Memory(
@@ -82,5 +83,10 @@ def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> No
             hits = memory.search(queries[0], user_id="bench", explain=True)
             # every memory has terms, so the sparse list scores the candidates
             assert any("sparse" in (h.explanation or {}) for h in hits)
+            effects.clear()
+            memory.on_effect = lambda effect, _: effects.append(type(effect).__name__)
+            memory.search(queries[1], user_id="bench")
+            # the query's terms are made beside its vector, as with the model itself
+            assert "EmbedQuery" in effects and "EncodeSparse" not in effects
         (memory_terms,) = terms.encode(["memory 1: w0000x w0001x"])
         assert 0 < len(memory_terms) <= 64

@@ -320,9 +320,12 @@ def grow(memory: Memory, corpus: Corpus, stop: int, chunk: int, embedder: Embedd
     return spent
 
 
-def bulk_load(url: str, size: int, corpus: Corpus, embedder: Embedder) -> float:
-    """PostgreSQL: fill the store's tables directly (records, cached vectors; no history),
-    build the HNSW index once; returns seconds including the index build."""
+def bulk_load(
+    url: str, size: int, corpus: Corpus, embedder: Embedder, terms: WordTerms | None = None
+) -> float:
+    """PostgreSQL: fill the store's tables directly (records, cached vectors and, with
+    ``terms``, sparse terms; no history), build the HNSW index once; returns seconds
+    including the index build."""
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -341,7 +344,7 @@ def bulk_load(url: str, size: int, corpus: Corpus, embedder: Embedder) -> float:
             corpus.text_bytes += sum(len(t.encode()) for t in texts)
             vectors = embedder.embed(texts)
             corpus.exact.add(vectors)
-            _copy_chunk(conn, texts, vectors, embedder.model_id)
+            _copy_chunk(conn, texts, vectors, embedder.model_id, terms)
         _insert_and_index(conn, embedder.model_id)
     corpus.size = size
     return time.perf_counter() - began
@@ -407,7 +410,13 @@ def bulk_load_sqlite(
     return time.perf_counter() - began
 
 
-def _copy_chunk(conn: Any, texts: list[str], vectors: list[Vector], model_id: str) -> None:
+def _copy_chunk(
+    conn: Any,
+    texts: list[str],
+    vectors: list[Vector],
+    model_id: str,
+    terms: WordTerms | None = None,
+) -> None:
     from memlane.ids import new_id
     from memlane.models import content_hash
 
@@ -421,6 +430,13 @@ def _copy_chunk(conn: Any, texts: list[str], vectors: list[Vector], model_id: st
         copy.set_types(["text", "text", "int4", "vector"])
         for h, v in dict(zip(hashes, vectors, strict=True)).items():
             copy.write_row((model_id, h, DIM, v))
+    if terms is not None:
+        made = dict(zip(hashes, terms.encode(texts), strict=True))
+        with conn.cursor().copy(
+            "COPY sparse_terms (model, content_hash, terms) FROM STDIN"
+        ) as copy:
+            for h, t in made.items():
+                copy.write_row((terms.model_id, h, pack(t)))
 
 
 def _insert_and_index(conn: Any, model_id: str) -> None:
@@ -692,9 +708,7 @@ def run_store(setup: Setup, sizes: list[int], queries: np.ndarray) -> list[dict[
         seconds = bulk_load_sqlite(setup.url, sizes[-1], corpus, setup.embedder, terms)
         sizes = sizes[-1:]
     elif args.bulk:
-        if terms is not None:
-            raise SystemExit("--sparse: PostgreSQL's bulk load writes no terms; use add_many")
-        seconds = bulk_load(setup.url, sizes[-1], corpus, setup.embedder)
+        seconds = bulk_load(setup.url, sizes[-1], corpus, setup.embedder, terms)
         sizes = sizes[-1:]
     for size in sizes:
         row: dict[str, Any] = {"store": setup.name, "memories": size}

@@ -90,3 +90,27 @@ def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> No
             assert "EmbedQuery" in effects and "EncodeSparse" not in effects
         (memory_terms,) = terms.encode(["memory 1: w0000x w0001x"])
         assert 0 < len(memory_terms) <= 64
+
+
+def test_scale_bench_bulk_loads_postgres_with_sparse_terms(tmp_path: Path, pg_url: str) -> None:
+    import psycopg
+
+    data = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    args = ["--sizes", "300", "--stores", "postgres", "--postgres", pg_url, "--bulk"]
+    args += ["--sparse", "--queries", "6", "--runs", "1", "--dir", str(data)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "scale.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| postgres | 300 |" in done.stdout
+    with psycopg.connect(pg_url) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE s.content_hash IS NOT NULL) FROM records r "
+            "LEFT JOIN sparse_terms s ON s.content_hash = r.content_hash"
+        ).fetchone()
+    assert row == (300, 300)  # every memory has its terms, copied with its vector

@@ -12,19 +12,23 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING = {"p50_ms", "p95_ms", "cpu_p50_ms", "cpu_p95_ms", "runs"}
 
 
-def test_scale_bench_json_has_every_figure(tmp_path: Path) -> None:
-    out = tmp_path / "scale.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    sizes = ["--sizes", "200", "--stores", "sqlite", "--queries", "8", "--runs", "2"]
-    files = ["--dir", str(tmp_path / "data"), "--json", str(out)]
+def _scale(*args: str) -> subprocess.CompletedProcess[str]:
+    """bench/scale.py run with these arguments on this checkout's memlane; it succeeded."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "scale.py"), *sizes, *files],
-        env=env,
+        [sys.executable, str(REPO / "bench" / "scale.py"), *args],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_scale_bench_json_has_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "scale.json"
+    sizes = ["--sizes", "200", "--stores", "sqlite", "--queries", "8", "--runs", "2"]
+    done = _scale(*sizes, "--dir", str(tmp_path / "data"), "--json", str(out))
     assert "| store | memories |" in done.stdout  # the table is still printed
     report = json.loads(out.read_text())
     assert report["meta"]["embedder"] == "fake" and report["meta"]["runs"] == 2
@@ -50,17 +54,8 @@ def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> No
     from memlane import CoreConfig, Memory
 
     data = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     args = ["--sizes", "300", "--stores", "sqlite", "--bulk", "--sparse", "--queries", "6"]
-    args += ["--runs", "1", "--dir", str(data), "--keep", "--json", str(tmp_path / "s.json")]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "scale.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    _scale(*args, "--runs", "1", "--dir", str(data), "--keep", "--json", str(tmp_path / "s.json"))
     assert json.loads((tmp_path / "s.json").read_text())["meta"]["sparse_terms"] is True
     spec = importlib.util.spec_from_file_location("scale_bench", REPO / "bench" / "scale.py")
     assert spec is not None and spec.loader is not None
@@ -96,17 +91,8 @@ def test_scale_bench_bulk_loads_postgres_with_sparse_terms(tmp_path: Path, pg_ur
     import psycopg
 
     data = tmp_path / "data"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     args = ["--sizes", "300", "--stores", "postgres", "--postgres", pg_url, "--bulk"]
-    args += ["--sparse", "--queries", "6", "--runs", "1", "--dir", str(data)]
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "scale.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
+    done = _scale(*args, "--sparse", "--queries", "6", "--runs", "1", "--dir", str(data))
     assert "| postgres | 300 |" in done.stdout
     with psycopg.connect(pg_url) as conn:
         row = conn.execute(

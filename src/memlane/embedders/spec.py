@@ -6,6 +6,7 @@ embedder, in the ``scheme:rest`` form of store URLs.
 same)
 ``onnx:DIR``                             a sentence-transformers model exported to ONNX:
                                          ``DIR/model.onnx`` beside its tokenizer files
+                                         (mean or first-token pooling)
 ``torch``                                all-MiniLM-L6-v2 on torch (``memlane[torch]``)
 ``torch:MODEL``                          any sentence-transformers model on this machine:
                                          a directory, or a name in the Hugging Face cache

@@ -121,6 +121,17 @@ def test_disk_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     assert all(len(result[k]["800"]) == 2 for k in ("sqlite_int8", "mapped_float16"))
 
 
+def _bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A bench script run on this checkout's source, offline."""
+    return subprocess.run(
+        [sys.executable, script, *args],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     """Two embedders, both modes, dense alone and the hybrid at two vector weights; the
     kitten question finds its turn first under every one of them."""
@@ -132,13 +143,7 @@ def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
     out = tmp_path / "found.json"
     script = str(REPO / "bench" / "embedder_recall.py")
     args = ["--data", str(data), "--vector-weights", "1", "2", "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, script, *args, "--embedder", "a=onnx", "--embedder", "b=fake:64"],
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _bench(script, *args, "--embedder", "a=onnx", "--embedder", "b=fake:64")
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
     assert set(found) == {"a", "b"}
@@ -150,13 +155,7 @@ def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
         for per_conversation in by_variant.values():
             assert (4, 1.0, 1.0) in [tuple(r) for r in per_conversation["c1"]]
     assert "| a | turns | hybrid-v1 |" in done.stdout and "| b | facts | semantic |" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, script, *args, "--embedder", "nospec"],
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = _bench(script, *args, "--embedder", "nospec")
     assert bad.returncode == 2 and "NAME=SPEC" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -169,13 +168,7 @@ def test_sparse_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
         (data / f"{name}.json").write_text(json.dumps(CONVERSATION))
     out = tmp_path / "found.json"
     script = str(REPO / "bench" / "sparse_recall.py")
-    done = subprocess.run(
-        [sys.executable, script, "--data", str(data), "--weights", "0", "1", "--json", str(out)],
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = _bench(script, "--data", str(data), "--weights", "0", "1", "--json", str(out))
     assert done.returncode == 0, done.stderr
     found = json.loads(out.read_text())
     shipped = f"{RECIPES['hybrid'].methods['sparse']:g}"  # always measured too

@@ -25,6 +25,7 @@ from typing import Any
 from memlane import Memory
 from memlane.core.search import RECIPES, SearchRecipe
 from memlane.embedders.spec import build_embedder
+from memlane.errors import MemlaneError
 from memlane.evals.locomo import HEADLINE_CATEGORIES, ask, ingest, load_dir
 
 ROOT = Path(__file__).resolve().parent
@@ -104,16 +105,26 @@ def main() -> None:
     args = parser.parse_args()
     if not any(args.data.glob("*.json")):
         parser.error(f"no LoCoMo data at {args.data}: pass --data DIR (the locomo-dev folder)")
-    embedders = {}
+    if any(not w > 0 for w in args.vector_weights):
+        parser.error("--vector-weights must be positive")
+    if args.json and not args.json.parent.is_dir():
+        parser.error(f"--json: no folder {args.json.parent}")
+    embedders: dict[str, str] = {}
     for item in args.embedder or ["minilm=onnx"]:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
             parser.error(f"--embedder takes NAME=SPEC, got {item!r}")
+        if name in embedders:
+            parser.error(f"--embedder: the name {name!r} is given twice")
+        try:  # every model loads before the first long ingest, not after it
+            build_embedder(spec).embed(["a first text"])
+        except MemlaneError as exc:
+            parser.error(f"--embedder {item!r}: {exc}")
         embedders[name] = spec
     found = measure(args.data, embedders, args.vector_weights)
+    print(summarize(found))
     if args.json:
         args.json.write_text(json.dumps(found))
-    print(summarize(found))
 
 
 if __name__ == "__main__":

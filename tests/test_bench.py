@@ -133,8 +133,9 @@ def _bench(script: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
-    """Two embedders, both modes, dense alone and the hybrid at two vector weights; the
-    kitten question finds its turn first under every one of them."""
+    """Two embedders, both modes, dense alone and the hybrid at two vector weights; with
+    the real model the kitten question finds its turn first under each. A spec that
+    cannot load, a name given twice or a weight of 0 is refused before any ingest."""
     from test_eval_locomo import CONVERSATION
 
     data = tmp_path / "locomo"
@@ -155,8 +156,15 @@ def test_embedder_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:
         for per_conversation in by_variant.values():
             assert (4, 1.0, 1.0) in [tuple(r) for r in per_conversation["c1"]]
     assert "| a | turns | hybrid-v1 |" in done.stdout and "| b | facts | semantic |" in done.stdout
-    bad = _bench(script, *args, "--embedder", "nospec")
-    assert bad.returncode == 2 and "NAME=SPEC" in bad.stderr and "Traceback" not in bad.stderr
+    refused = {
+        "NAME=SPEC": ["--embedder", "nospec"],
+        "no model.onnx": ["--embedder", f"x=onnx:{tmp_path}"],
+        "given twice": ["--embedder", "a=fake", "--embedder", "a=fake:8"],
+        "must be positive": ["--embedder", "a=fake", "--vector-weights", "0"],
+    }
+    for says, extra in refused.items():
+        bad = _bench(script, *args, *extra)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_sparse_recall_bench_runs_on_a_little_data(tmp_path: Path) -> None:

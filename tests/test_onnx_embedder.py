@@ -247,5 +247,5 @@ def test_a_pooling_embed_cannot_compute_is_refused_by_name(
     tmp_path: Path, pooling: dict[str, bool]
 ) -> None:
     embedder = OnnxEmbedder.from_dir(_model_dir(tmp_path, pooling), model_id="x", threads=1)
-    with pytest.raises(EmbeddingError, match=r"pools by .*supported: one of"):
+    with pytest.raises(EmbeddingError, match=r"config.json sets .*exactly one of .* is supported"):
         embedder.embed(["a text"])

@@ -232,7 +232,7 @@ class OnnxEmbedder:
         return await loop.run_in_executor(self._executor, self.embed, list(texts))
 
 
-POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 """The sentence-transformers pooling modes :meth:`OnnxEmbedder.embed` computes, by the
 name of their flag in ``1_Pooling/config.json``."""
 
@@ -245,14 +245,18 @@ def _sentence_config(model_dir: Path) -> tuple[int, bool, str]:
     pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
     modules = json.loads((model_dir / "modules.json").read_text())
     modes = sorted(k for k, v in pooling.items() if k.startswith("pooling_mode_") and v)
-    if len(modes) != 1 or modes[0] not in POOLING:
-        raise EmbeddingError(f"{model_dir} pools by {modes}; supported: one of {sorted(POOLING)}")
+    if len(modes) != 1 or modes[0] not in _POOLING:
+        said = f"sets the pooling modes {modes}" if modes else "sets no pooling mode"
+        raise EmbeddingError(
+            f"{model_dir}/1_Pooling/config.json {said}; exactly one of "
+            f"{sorted(_POOLING)} is supported"
+        )
     if not any(m.get("type", "").endswith(".Normalize") for m in modules):
         raise EmbeddingError(f"{model_dir} does not normalize its vectors; not supported")
     return (
         int(bert["max_seq_length"]),
         bool(bert.get("do_lower_case", False)),
-        POOLING[modes[0]],
+        _POOLING[modes[0]],
     )
 
 

@@ -27,6 +27,7 @@ from memlane.core.search import RECIPES, SearchRecipe
 from memlane.embedders.spec import build_embedder
 from memlane.errors import MemlaneError
 from memlane.evals.locomo import HEADLINE_CATEGORIES, ask, ingest, load_dir
+from memlane.ports.embedder import Embedder
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT.parents[1] / "shared" / "data" / "locomo-dev"
@@ -42,15 +43,15 @@ def variants(weights: list[float]) -> dict[str, SearchRecipe]:
     return out
 
 
-def measure(data: Path, embedders: dict[str, str], weights: list[float]) -> dict[str, Any]:
+def measure(data: Path, embedders: dict[str, Embedder], weights: list[float]) -> dict[str, Any]:
     """Per embedder, mode, variant and conversation: (category, R@5, R@10) of each question."""
     conversations = load_dir(data)
     out: dict[str, Any] = {}
-    for name, spec in embedders.items():
+    for name, embedder in embedders.items():
         for mode in ("turns", "observations"):
             with (
                 tempfile.TemporaryDirectory(dir=ROOT) as scratch,
-                Memory(f"sqlite:///{scratch}/e.db", embedder=build_embedder(spec)) as memory,
+                Memory(f"sqlite:///{scratch}/e.db", embedder=embedder) as memory,
             ):
                 ingest(memory, conversations, memories=mode)  # type: ignore[arg-type]
                 for label, recipe in variants(weights).items():
@@ -109,7 +110,7 @@ def main() -> None:
         parser.error("--vector-weights must be positive")
     if args.json and not args.json.parent.is_dir():
         parser.error(f"--json: no folder {args.json.parent}")
-    embedders: dict[str, str] = {}
+    embedders: dict[str, Embedder] = {}
     for item in args.embedder or ["minilm=onnx"]:
         name, sep, spec = item.partition("=")
         if not sep or not name or not spec:
@@ -117,10 +118,10 @@ def main() -> None:
         if name in embedders:
             parser.error(f"--embedder: the name {name!r} is given twice")
         try:  # every model loads before the first long ingest, not after it
-            build_embedder(spec).embed(["a first text"])
+            embedders[name] = build_embedder(spec)
+            embedders[name].embed(["a first text"])
         except MemlaneError as exc:
             parser.error(f"--embedder {item!r}: {exc}")
-        embedders[name] = spec
     found = measure(args.data, embedders, args.vector_weights)
     print(summarize(found))
     if args.json:

@@ -544,6 +544,46 @@ def test_a_tie_at_the_cut_off_is_ordered_by_id_when_read_deeper(tmp_path: Path) 
     m.close()
 
 
+@pytest.mark.parametrize("limit", [1, 10, 30])
+def test_a_tie_is_decided_by_ids_that_share_their_first_bytes_and_sort_apart(
+    tmp_path: Path, limit: int
+) -> None:
+    """Hits of one score are looked up in id order by a key of each id's first 8 bytes;
+    ids that share those bytes tie on the key and are all looked up. A tie of 150,
+    written in random order, of ids in three families (two sharing their first 8 bytes,
+    one of non-ASCII ids), some deleted: the top is the tie's lowest ids, as if every hit
+    were read."""
+    import random
+
+    rng = random.Random(limit)
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    ids = [
+        f"{family}{rng.randrange(10**6):06d}"
+        for family in ("PREFIX00", "PREFIX00Z", "Ü")
+        for _ in range(50)
+    ]
+    ids = sorted(set(ids), key=lambda _: rng.random())
+    store.batch(
+        [
+            ops.WriteRecord(template.evolve(id=i, text=f"heron note {n:03d}"), 0)
+            for n, i in enumerate(ids)
+        ]
+    )
+    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(3)], user_id="u")
+    deleted = set(rng.sample(sorted(ids)[:40], 8))
+    for rid in deleted:
+        m.delete(rid, user_id="u")
+    from memlane import Filters
+
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", limit + 3)])
+    live = sorted(i for i in ids if i not in deleted)
+    assert [rid for rid, _ in hits[3:]] == live[:limit]
+    assert len({score for _, score in hits[3:]}) == 1
+    m.close()
+
+
 def test_a_hybrid_batch_scans_codes_beside_the_lexical_read(tmp_path: Path) -> None:
     """A batch asking for a vector and a lexical search gives each the answer it gives
     alone (the scan runs on the store's scan thread, its op last); a failing scan fails

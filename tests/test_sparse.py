@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from memlane import AsyncMemory, ConfigurationError, Memory, MemoryInput
+from memlane import AsyncMemory, ConfigurationError, Filters, Memory, MemoryInput
 from memlane.ciphers import AesGcmCipher, Keyring, LocalMasterKey, generate_key
 from memlane.core.base import CoreConfig
 from memlane.core.flow import EncodeSparse
@@ -835,3 +835,42 @@ def test_no_thread_to_be_had_makes_the_terms_later(
         assert parts == expected
         assert "EncodeSparse" in effects  # made after the candidates instead
         assert side.query_threads[-1] == threading.current_thread().name
+
+
+def test_terms_of_search_hits_follow_changes_by_any_connection_and_stay_in_scope(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """SparseOf looks a search's hits up by the content hashes the search read: a change
+    committed since by this store or by another process's connection, and a record of
+    another scope with the same id, still get their own terms."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    with (
+        Memory(db, embedder=FakeEmbedder(), sparse=encoder) as m,
+        Memory(db, embedder=FakeEmbedder(), sparse=encoder) as other,
+    ):
+        record = m.add(WEATHER, user_id="alice")
+        bobs = m.add(GIFT, user_id="bob")  # then the same text under alice's record's id
+        m.store.batch([ops.WriteRecord(bobs.evolve(id=record.id), 0)])
+
+        def terms_after_search(user_id: str, query: str) -> bytes:
+            search = ops.LexicalSearch(user_id, Filters(), m.core.now(), query, 5)
+            (hits,) = m.store.batch([search])
+            assert record.id in [rid for rid, _ in hits]
+            (found,) = m.store.batch([ops.SparseOf(user_id, encoder.model_id, (record.id,))])
+            return found[record.id]
+
+        weather, vegetarian, gift = (pack(t) for t in encoder.encode([WEATHER, VEGETARIAN, GIFT]))
+        assert terms_after_search("alice", "weather") == weather
+        assert terms_after_search("bob", "gift") == gift  # the same id, bob's own text
+        # Searched by m, changed through another connection: SparseOf reads the change.
+        search = ops.LexicalSearch("alice", Filters(), m.core.now(), "weather", 5)
+        m.store.batch([search])
+        other.update(record.id, user_id="alice", text=f"{VEGETARIAN}; weather")
+        (found,) = m.store.batch([ops.SparseOf("alice", encoder.model_id, (record.id,))])
+        assert found[record.id] == pack(encoder.encode([f"{VEGETARIAN}; weather"])[0])
+        # Changed by this store between the search and SparseOf.
+        m.store.batch([search])
+        m.update(record.id, user_id="alice", text=f"{WEATHER}.")
+        (found,) = m.store.batch([ops.SparseOf("alice", encoder.model_id, (record.id,))])
+        assert found[record.id] == pack(encoder.encode([f"{WEATHER}."])[0])
+        assert vegetarian != weather

@@ -32,11 +32,22 @@ punctuation is one word (3 bytes a character), so is a hash or an identifier."""
 
 @dataclass(frozen=True, slots=True)
 class Doc:
-    """What one memory's index entry holds: its words and those of its context."""
+    """What one memory's index entry holds: its words and those of its context, and
+    where its id sorts (:func:`order_key`)."""
 
     rid: int
     text: str
     context: str | None = None
+    key: int = 0
+
+
+def order_key(record_id: str) -> int:
+    """A number that sorts as ``record_id`` sorts, or ties: its first 8 bytes (UTF-8,
+    which sorts as the text's code points do), big-endian, padded with zeros. Search
+    orders hits of one score by id; with this beside each document it looks up only
+    the tied hits that can still make the cut (ids sharing 8 bytes tie here and are
+    looked up together), not every hit of a tie that runs into the thousands."""
+    return int.from_bytes(record_id.encode("utf-8")[:8].ljust(8, b"\0"), "big")
 
 
 _tantivy_lock = threading.Lock()
@@ -57,6 +68,7 @@ def _schema() -> Any:
     t = _lib()
     sb = t.SchemaBuilder()
     sb.add_integer_field("rid", stored=False, indexed=True, fast=True)
+    sb.add_unsigned_field("key", stored=False, indexed=False, fast=True)
     for name in ("text", "all"):
         sb.add_text_field(name, stored=False, tokenizer_name=ANALYZER, index_option="freq")
     return sb.build()
@@ -107,7 +119,9 @@ class LexicalIndex:
                 writer.delete_documents_by_term("rid", rid)
             for doc in docs:
                 full = doc.text if not doc.context else f"{doc.text}\n{doc.context}"
-                writer.add_document(t.Document(rid=doc.rid, text=doc.text, all=full))
+                entry = t.Document(rid=doc.rid, text=doc.text, all=full)
+                entry.add_unsigned("key", doc.key)  # as a keyword it would be signed
+                writer.add_document(entry)
             writer.commit()
             writer.garbage_collect_files()
         except BaseException:
@@ -130,8 +144,9 @@ class LexicalIndex:
 
     def search(
         self, terms: Sequence[str], limit: int, context_weight: float
-    ) -> list[tuple[int, float]]:
-        """(rid, BM25 score) of the ``limit`` best documents holding any of ``terms``.
+    ) -> list[tuple[int, int, float]]:
+        """(rid, order key of its id, BM25 score) of the ``limit`` best documents holding
+        any of ``terms``, best first (equal scores in the index's own order).
 
         With ``context_weight`` 0 only a memory's own words count; with 1 its words and
         its context's count alike (one field); in between, a blend of the two scores."""
@@ -142,8 +157,13 @@ class LexicalIndex:
         hits = searcher.search(query, limit, count=False).hits
         if not hits:
             return []
-        rids = searcher.fast_field_values("rid", [addr for _, addr in hits])
-        return [(int(rid), float(score)) for (score, _), rid in zip(hits, rids, strict=True)]
+        addresses = [addr for _, addr in hits]
+        rids = searcher.fast_field_values("rid", addresses)
+        keys = searcher.fast_field_values("key", addresses)
+        return [
+            (int(rid), int(key), float(score))
+            for (score, _), rid, key in zip(hits, rids, keys, strict=True)
+        ]
 
     def _query(self, terms: Sequence[str], context_weight: float) -> Any:
         t = _lib()

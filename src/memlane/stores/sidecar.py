@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memlane.errors import CorruptStoreError, StoreError
-from memlane.stores.lexical import Doc, LexicalIndex
+from memlane.stores.lexical import Doc, LexicalIndex, order_key
 from memlane.stores.sql import statements as st
 from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
@@ -60,10 +60,10 @@ log = logging.getLogger(__name__)
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
 
-FORMAT = 3
+FORMAT = 4
 """The folder layout, index schema and analyzer; another value is rebuilt (2: words
 up to 1024 bytes, not 64; 3: float16 vectors beside the codes, and context codes only
-for records with a context vector)."""
+for records with a context vector; 4: each document's id order key beside it)."""
 
 SYNC_AFTER_WRITES = 1000
 """Records written for one user since its last sync after which a write batch applies
@@ -97,7 +97,7 @@ class State:
 
 
 Row = tuple[Any, ...]
-"""A row of INDEX_ROWS: rid, words, context words, vector, context vector."""
+"""A row of INDEX_ROWS: rid, words, context words, vector, context vector, id."""
 
 
 @dataclass(slots=True)
@@ -644,7 +644,7 @@ class _Indexes:
         Returns the fields whose codes want upkeep (:meth:`_settle_codes`)."""
         self._append_codes(rows, removed)
         due = self._settle_codes(later=self.folder is not None)
-        self.lexical.write(removed, (Doc(r[0], r[1], r[2]) for r in rows))
+        self.lexical.write(removed, (_doc(r) for r in rows))
         return due
 
     def build(self, chunks: Iterator[list[Row]]) -> int:
@@ -656,7 +656,7 @@ class _Indexes:
             for rows in chunks:
                 count += len(rows)
                 self._append_codes(rows)
-                yield from (Doc(r[0], r[1], r[2]) for r in rows)
+                yield from (_doc(r) for r in rows)
 
         self.lexical.write((), docs())
         self._settle_codes()
@@ -717,6 +717,11 @@ class _Indexes:
     def close(self) -> None:
         for codes in self.codes.values():
             codes.close()
+
+
+def _doc(row: Row) -> Doc:
+    """The lexical index's entry of a row of INDEX_ROWS."""
+    return Doc(row[0], row[1], row[2], order_key(row[5]))
 
 
 def _model(conn: sqlite3.Connection) -> Model | None:

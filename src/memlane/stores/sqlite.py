@@ -82,6 +82,8 @@ class SqliteStore(SqliteOps):
         self._executor: ThreadPoolExecutor | None = None
         self._scan_thread = None
         self._early_scans = {}
+        self._found_hashes = {}
+        self._found_version = None
         self._sidecar_: Sidecar | None = None
 
     @classmethod
@@ -327,6 +329,8 @@ class SqliteStore(SqliteOps):
             # Also after a rollback: a search inside the failed batch may have cached
             # rows that were never committed.
             self._forget_vectors(ops_)
+            if write:  # records may have changed: searches remember their hashes anew
+                self._forget_found()
 
     def _run(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> tuple[list[Any], set[str]]:
         """The results of the batch's ops, and the users whose text one of them took off

@@ -17,6 +17,7 @@ when ``PRAGMA data_version`` shows another process wrote.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -44,6 +45,7 @@ from memlane.stores.sqlite_sql import (
     split_sql,
 )
 from memlane.stores.sqlite_tx import transaction
+from memlane.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpoints
 
 if TYPE_CHECKING:
     from memlane.stores.vector_cache import VectorCache
@@ -85,6 +87,7 @@ class SqliteStore(SqliteOps):
         self._found_hashes = {}
         self._found_version = None
         self._sidecar_: Sidecar | None = None
+        self._wal: WalCheckpoints | None = None
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -128,6 +131,9 @@ class SqliteStore(SqliteOps):
             # A database migrations gave no id yet (only tests run older schemas).
             store_id = str(found[0]) if found else "none"
             self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s)
+            if not self.in_memory:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+                self._wal = WalCheckpoints(self.path)
             self._conn = conn
             if found:  # a database with the outbox (only tests run older schemas)
                 with _mapped_errors(self.path):
@@ -243,6 +249,9 @@ class SqliteStore(SqliteOps):
 
     def close(self) -> None:
         with self._lock:
+            if self._wal is not None:
+                self._wal.close()
+                self._wal = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -300,6 +309,8 @@ class SqliteStore(SqliteOps):
             if write:
                 # Committed: a lock met while indexing must not run the batch again.
                 retrying(lambda: self._after_write(conn, ops_, erased), retries)
+                if self._wal is not None:  # the log is copied into the file on its thread
+                    self._wal.wrote()
             return results
 
     def _sync_searched(self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]]) -> None:
@@ -380,9 +391,13 @@ class SqliteStore(SqliteOps):
             # Never wait for another connection's reader (the store's lock is held, and
             # a reader can hold the log for long): try once, the next checkpoint copies
             # the rest and SQLite reuses the log from its start.
+            # This process's own checkpoint thread is held off meanwhile (it would make
+            # the log busy).
+            paused = self._wal.paused() if self._wal is not None else contextlib.nullcontext()
             conn.execute("PRAGMA busy_timeout = 0")
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                with paused:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 

@@ -544,27 +544,41 @@ def test_a_tie_at_the_cut_off_is_ordered_by_id_when_read_deeper(tmp_path: Path) 
     m.close()
 
 
+def _tie_ids(rng: Any, n: int) -> list[str]:
+    """Ids of many shapes that sort apart from their order keys: sharing their first 8
+    bytes, shorter than 8 bytes (prefixes of one another), differing in their first
+    byte only, non-ASCII, and either side of U+FFFF (UTF-16 would order those the other
+    way round)."""
+    shapes = [
+        lambda: f"PREFIX00{rng.randrange(10**4):04d}",
+        lambda: f"PREFIX00Z{rng.randrange(10**4):04d}",
+        lambda: "K" + "".join(rng.choice("AB") for _ in range(rng.randrange(4))),
+        lambda: f"{rng.randrange(10)}" + "".join(rng.choice("AZ") for _ in range(9)),
+        lambda: f"Ü{rng.randrange(10**3):03d}",
+        lambda: f"\uffff{rng.randrange(100):02d}",
+        lambda: f"\U0001f600{rng.randrange(100):02d}",
+    ]
+    ids: set[str] = set()
+    while len(ids) < n:
+        ids.add(rng.choice(shapes)())
+    return sorted(ids, key=lambda _: rng.random())
+
+
 @pytest.mark.parametrize("limit", [1, 10, 30])
 def test_a_tie_is_decided_by_ids_that_share_their_first_bytes_and_sort_apart(
     tmp_path: Path, limit: int
 ) -> None:
     """Hits of one score are looked up in id order by a key of each id's first 8 bytes;
-    ids that share those bytes tie on the key and are all looked up. A tie of 150,
-    written in random order, of ids in three families (two sharing their first 8 bytes,
-    one of non-ASCII ids), some deleted: the top is the tie's lowest ids, as if every hit
-    were read."""
+    ids that share those bytes tie on the key and are all looked up. A tie of 150 ids of
+    many shapes (:func:`_tie_ids`), written in random order, some deleted: the top is
+    the tie's lowest ids, as if every hit were read."""
     import random
 
     rng = random.Random(limit)
     store = SqliteStore(tmp_path / "m.db")
     m = Memory(store, embedder=FakeEmbedder())
     template = m.add("a river", user_id="u")
-    ids = [
-        f"{family}{rng.randrange(10**6):06d}"
-        for family in ("PREFIX00", "PREFIX00Z", "Ü")
-        for _ in range(50)
-    ]
-    ids = sorted(set(ids), key=lambda _: rng.random())
+    ids = _tie_ids(rng, 150)
     store.batch(
         [
             ops.WriteRecord(template.evolve(id=i, text=f"heron note {n:03d}"), 0)
@@ -581,6 +595,101 @@ def test_a_tie_is_decided_by_ids_that_share_their_first_bytes_and_sort_apart(
     live = sorted(i for i in ids if i not in deleted)
     assert [rid for rid, _ in hits[3:]] == live[:limit]
     assert len({score for _, score in hits[3:]}) == 1
+    assert store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 0)]) == [[]]
+    m.close()
+
+
+def test_a_rid_given_again_by_another_process_mid_search_still_ranks_by_id(
+    tmp_path: Path,
+) -> None:
+    """Another process deletes the record of the highest rid and adds one, which takes
+    that rid, between a search's index sync and its transaction: the index still holds
+    the old id's order key for it, so the search looks the whole tie up instead of
+    trusting the keys, and the new record's lower id wins the tie."""
+    import sqlite3
+
+    from memlane import Filters
+
+    db = tmp_path / "m.db"
+    store = SqliteStore(db)
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    ids = [f"T{i:02d}" for i in range(40)] + ["zzz"]
+    store.batch([ops.WriteRecord(template.evolve(id=i, text="heron note"), 0) for i in ids])
+    search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 1)
+    assert store.batch([search])[0][0][0] == "T00"
+    synced = store._sync_searched
+
+    def then_another_process_commits(conn: Any, ops_: Any) -> None:
+        synced(conn, ops_)
+        other = sqlite3.connect(db)
+        other.executescript(
+            "CREATE TEMP TABLE c AS SELECT * FROM records WHERE id = 'zzz';"
+            "UPDATE c SET id = 'A00', rid = NULL;"
+            "DELETE FROM records WHERE id = 'zzz';"
+            "INSERT INTO records SELECT * FROM c;"
+        )
+        other.close()
+
+    store._sync_searched = then_another_process_commits  # type: ignore[method-assign]
+    (hits,) = store.batch([search])
+    store._sync_searched = synced  # type: ignore[method-assign]
+    rid = sqlite3.connect(db).execute("SELECT rid FROM records WHERE id = 'A00'").fetchone()
+    assert rid == (len(ids) + 1,)  # the rid 'zzz' had
+    assert [i for i, _ in hits] == ["A00"]
+    assert [i for i, _ in store.batch([search])[0]] == ["A00"]
+    m.close()
+
+
+def test_terms_by_remembered_hashes_never_outlive_a_change(tmp_path: Path) -> None:
+    """SparseOf reads the terms by the hashes the store's searches remembered only while
+    they hold: not across a write in the same batch, not across a close and reopen
+    (another process changed the record meanwhile), not for another user's record of
+    the same id; and a user another process forgot is not kept in memory."""
+    import sqlite3
+
+    from memlane import Filters
+
+    model = "terms-model"
+    db = tmp_path / "m.db"
+    store = SqliteStore(db)
+    m = Memory(store, embedder=FakeEmbedder())
+    record = m.add("heron by the river", user_id="u")
+    twin = m.add("heron of bob", user_id="bob")
+    store.batch([ops.WriteRecord(twin.evolve(id=record.id), 0)])  # bob's, under u's id
+    terms = {record.content_hash: b"U-TERMS", "hash-new": b"NEW-TERMS"}
+    terms[twin.content_hash] = b"BOB-TERMS"
+    conn = store._connection()
+    conn.executemany(
+        "INSERT INTO sparse_terms VALUES (?, ?, ?)", [(model, h, t) for h, t in terms.items()]
+    )
+    search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 5)
+    sparse = ops.SparseOf("u", model, (record.id,))
+    assert store.batch([search, sparse])[1] == {record.id: b"U-TERMS"}
+    # Another user's record of the same id, right after u's search.
+    store.batch([search])
+    assert store.batch([ops.SparseOf("bob", model, (record.id,))])[0] == {record.id: b"BOB-TERMS"}
+    # A write in the same batch.
+    changed = record.evolve(content_hash="hash-new", version=record.version + 1)
+    write = ops.WriteRecord(changed, record.version)
+    assert store.batch([search, write, sparse])[2] == {record.id: b"NEW-TERMS"}
+    # Closed, changed by another process, opened again by the next batch.
+    store.batch([search])
+    store.close()
+    other = sqlite3.connect(db)
+    other.execute(
+        "UPDATE records SET content_hash = ? WHERE id = ? AND user_id = 'u'",
+        (record.content_hash, record.id),
+    )
+    other.commit()
+    assert store.batch([sparse])[0] == {record.id: b"U-TERMS"}
+    # Forgotten by another process: SparseOf drops what it remembered.
+    store.batch([search])
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as elsewhere:
+        elsewhere.forget_user("u")
+    assert store.batch([sparse])[0] == {}
+    assert "u" not in store._found_hashes
+    other.close()
     m.close()
 
 

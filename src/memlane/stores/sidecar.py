@@ -206,6 +206,26 @@ class Sidecar:
         # (_update), never while that process may be rewriting the files.
         return opened is not None and opened.state == on_disk
 
+    def in_step(self, conn: sqlite3.Connection, user_id: str) -> bool:
+        """Inside a read transaction: whether the user's indexes as this process reads
+        them hold exactly what the transaction sees (no change queued for them, and the
+        outbox position applied is the one they were read at). A commit by another
+        process between the sync before a search and the search's transaction makes
+        it False; the indexes then may hold a record under a rid that names another
+        record now (rids of deleted records are given again)."""
+        opened = self._open.get(user_id)
+        if opened is None:
+            return False
+        pending = conn.execute(
+            "SELECT 1 FROM index_outbox WHERE user_id = ? LIMIT 1", (user_id,)
+        ).fetchone()
+        if pending is not None:
+            return False
+        row = conn.execute(
+            "SELECT applied_seq FROM index_state WHERE user_id = ?", (user_id,)
+        ).fetchone()
+        return row is not None and int(row[0]) == opened.state.seq
+
     def finish_erasures(self, conn: sqlite3.Connection) -> None:
         """At open: finish what a process that stopped mid-way left of an erasure. Users
         whose rebuild was asked for (forgotten, or text purged) are rebuilt now, not at
@@ -367,8 +387,8 @@ class Sidecar:
         self._gave_way.pop((user_id, field_), None)
         with self._mutex, self._locked(user_id):
             state = self._read_state(user_id)
-            if state is None or user_id not in self._open:
-                return
+            if state is None or state.format != FORMAT or user_id not in self._open:
+                return  # (another format: a process of another version rebuilt it)
             try:
                 opened = self._opened(user_id, state)  # as the other processes left it
                 codes = opened.indexes.codes.get(field_)

@@ -84,8 +84,7 @@ class SqliteStore(SqliteOps):
         self._executor: ThreadPoolExecutor | None = None
         self._scan_thread = None
         self._early_scans = {}
-        self._found_hashes = {}
-        self._found_version = None
+        self._forget_found()
         self._sidecar_: Sidecar | None = None
         self._wal: WalCheckpoints | None = None
 
@@ -131,6 +130,10 @@ class SqliteStore(SqliteOps):
             # A database migrations gave no id yet (only tests run older schemas).
             store_id = str(found[0]) if found else "none"
             self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s)
+            # PRAGMA data_version counts per connection: what was remembered under the
+            # last connection's count means nothing under this one's.
+            self._forget_found()
+            self._data_version = None
             if not self.in_memory:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
                 self._wal = WalCheckpoints(self.path)
@@ -255,6 +258,7 @@ class SqliteStore(SqliteOps):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+                self._forget_found()
             if self._sidecar_ is not None:
                 self._sidecar_.close()
                 self._sidecar_ = None
@@ -330,6 +334,8 @@ class SqliteStore(SqliteOps):
     ) -> tuple[list[Any], set[str]]:
         """One run of the batch in one transaction: its results, and the users whose
         text it erased (see :meth:`_run`; the caller then updates the search indexes)."""
+        if write:  # it may change a record between a search of it and a SparseOf
+            self._forget_found(off=True)
         try:
             with transaction(conn, write=write):
                 results, erased = self._run(conn, ops_)

@@ -81,6 +81,7 @@ class SqliteOps(OpDispatch):
     _early_scans: dict[int, Future[tuple[dict[int, tuple[float, bool]], bool]]]
     _found_hashes: dict[str, dict[str, str]]
     _found_version: int | None
+    _found_off: bool
 
     @property
     def _sidecar(self) -> Sidecar:
@@ -156,7 +157,7 @@ class SqliteOps(OpDispatch):
         self, conn: sqlite3.Connection, op: ops.LexicalSearch
     ) -> list[tuple[str, float]]:
         index = self._sidecar.lexical(op.user_id)
-        if index is None:
+        if index is None or op.limit < 1:
             return []
         terms = index.terms(op.query)
         where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
@@ -168,8 +169,14 @@ class SqliteOps(OpDispatch):
         tie_reads = 0
         ids: dict[int, str] = {}  # rid -> id of the hits that pass the filters
         checked: set[int] = set()
+        # The order keys are the ids' only while the index is in step with what this
+        # transaction reads: another process's commit since this search synced it may
+        # have given a rid to another record (then every hit of a tie is looked up).
+        keyed = self._sidecar.in_step(conn, op.user_id)
         while terms:
             hits = index.search(terms, want, op.context_weight)
+            if not keyed:
+                hits = [(rid, 0, score) for rid, _, score in hits]
             found = self._lexical_hits(conn, op, hits, ids, checked, (where, params))
             # Done when the index has no more, or the last hit kept ranks above every
             # hit not read (a tie with them could order differently by id). Ties are
@@ -484,25 +491,32 @@ class SqliteOps(OpDispatch):
         memories ~0.8 of its ~1.9 ms). Forgotten when this store writes (any write
         batch: :meth:`_forget_found`) or another connection commits (``PRAGMA
         data_version``), and kept for a few thousand records of a few dozen users."""
+        if self._found_off:
+            return
         (version,) = conn.execute("PRAGMA data_version").fetchone()
         if version != self._found_version:
             self._found_hashes, self._found_version = {}, version
+        found = dict(pairs)
         known = self._found_hashes.get(user_id)
-        if known is None or len(known) > FOUND_PER_USER:
+        if known is None or len(known) + len(found) > FOUND_PER_USER:
             if len(self._found_hashes) >= FOUND_USERS:
                 self._found_hashes.clear()
-            known = self._found_hashes[user_id] = {}
-        known.update(pairs)
+            self._found_hashes[user_id] = found
+        else:
+            known.update(found)
 
-    def _forget_found(self) -> None:
-        """Forget the hashes searches found (after a batch that may have written)."""
-        self._found_hashes = {}
+    def _forget_found(self, *, off: bool = False) -> None:
+        """Forget the hashes searches found (around a batch that writes, and when the
+        connection opens or closes); with ``off`` remember none until called again."""
+        self._found_hashes, self._found_version, self._found_off = {}, None, off
 
     @handles(ops.SparseOf)
     def _op_SparseOf(self, conn: sqlite3.Connection, op: ops.SparseOf) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         (version,) = conn.execute("PRAGMA data_version").fetchone()
-        known = self._found_hashes.get(op.user_id, {}) if version == self._found_version else {}
+        if version != self._found_version:  # another connection committed: all stale
+            self._found_hashes = {}
+        known = self._found_hashes.get(op.user_id, {})
         hashes = {rid: h for rid in op.ids if (h := known.get(rid)) is not None}
         if hashes:
             terms: dict[str, bytes] = {}

@@ -58,8 +58,8 @@ class WalCheckpoints:
     def wrote(self) -> None:
         """A write committed: checkpoint soon (on the thread; started if need be)."""
         with self._cond:
-            if self._closed:
-                return
+            if self._closed or (self._due and self._thread is not None):
+                return  # asked already: waking the thread for nothing costs the GIL
             self._due = True
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name="memlane-wal", daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -656,4 +657,101 @@ def test_a_forked_child_checkpoints_on_a_thread_of_its_own(tmp_path: Path) -> No
     process.start()
     process.join(30)
     assert process.exitcode == 0
+    m.close()
+
+
+def _log_to_copy(store: SqliteStore, megabytes: int) -> None:
+    """Fill the store's write-ahead log with ``megabytes`` of pages for a checkpoint to
+    copy (a scratch table), then tell its checkpoint thread of the write."""
+    conn = store._connection()
+    with store._lock:
+        conn.execute("CREATE TABLE IF NOT EXISTS scratch (b BLOB)")
+        conn.execute("BEGIN")
+        for _ in range(megabytes):
+            conn.execute("INSERT INTO scratch VALUES (randomblob(1000000))")
+        conn.execute("COMMIT")
+    assert store._wal is not None
+    store._wal.wrote()
+
+
+def _until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.0005)
+
+
+def test_a_fork_in_mid_checkpoint_leaves_the_child_able_to_empty_the_log(
+    tmp_path: Path,
+) -> None:
+    """SQLite keeps a process's locks in memory a forked child copies: forked while the
+    checkpoint thread copied the log, the child found the log checkpoint-locked for good
+    (an erasure's words stayed in it). The fork now waits for the copy to end."""
+    import multiprocessing
+
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder())
+    m.add("heron note", user_id="u")
+    assert store._wal is not None and store._wal.wait(10)
+    _log_to_copy(store, 24)
+    _until(lambda: store._wal is not None and store._wal._running)
+
+    def child() -> None:
+        for i in range(10):
+            m.add(f"alice secret zanzibarquux{i}", user_id="alice")
+        m.forget_user("alice")
+        wal = Path(f"{path}-wal")
+        assert not wal.exists() or b"zanzibarquux" not in wal.read_bytes()
+        assert b"zanzibarquux" not in path.read_bytes()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0
+    m.close()
+
+
+def test_an_erasure_waits_out_another_connections_checkpoint(tmp_path: Path) -> None:
+    """Another store on the file (another process's, say) copies its log on its thread
+    after its writes; an erasure meeting that copy tries again to empty the log, rather
+    than leave the erased words in it while the stores stay open."""
+    path = tmp_path / "m.db"
+    a = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    other = SqliteStore(path)
+    b = Memory(other, embedder=FakeEmbedder())
+    for i in range(10):
+        a.add(f"alice secret zanzibarquux{i}", user_id="alice")
+    b.add("bob's note", user_id="bob")
+    assert other._wal is not None and other._wal.wait(10)
+    _log_to_copy(other, 24)
+    _until(lambda: other._wal is not None and other._wal._running)
+    a.forget_user("alice")
+    wal = Path(f"{path}-wal")
+    assert not wal.exists() or b"zanzibarquux" not in wal.read_bytes()
+    assert b"zanzibarquux" not in path.read_bytes()
+    a.close()
+    b.close()
+
+
+def test_the_checkpoint_thread_keeps_to_the_file_the_store_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store opened by a relative path, then a change of directory: the thread (which
+    opens its connection each time it starts) still names the store's own file, not one
+    of that name in the new directory (a foreign database there was checkpointed)."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    store = SqliteStore("m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    m.add("heron note", user_id="u")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    assert store._wal is not None and store._wal.path == str(tmp_path / "m.db")
+    m.add("another note", user_id="u")
+    assert store._wal.wait(10) and store._wal.checkpoints >= 1
     m.close()

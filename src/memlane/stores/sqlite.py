@@ -394,16 +394,21 @@ class SqliteStore(SqliteOps):
         it, so the old page versions holding the text leave the disk (best effort: a
         reader in another process can hold the log until it finishes)."""
         if not self.in_memory:
-            # Never wait for another connection's reader (the store's lock is held, and
-            # a reader can hold the log for long): try once, the next checkpoint copies
-            # the rest and SQLite reuses the log from its start.
-            # This process's own checkpoint thread is held off meanwhile (it would make
-            # the log busy).
+            # Never wait long for another connection's reader (the store's lock is held,
+            # and a reader can hold the log for long): the next checkpoint copies the
+            # rest and SQLite reuses the log from its start. Another process's checkpoint
+            # thread makes the log busy for a few ms after each of its writes: tried
+            # again for up to SCRUB_RETRY_S. This process's own is held off meanwhile.
             paused = self._wal.paused() if self._wal is not None else contextlib.nullcontext()
+            deadline = time.monotonic() + SCRUB_RETRY_S
             conn.execute("PRAGMA busy_timeout = 0")
             try:
                 with paused:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    while True:
+                        (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                        if not busy or time.monotonic() >= deadline:
+                            break
+                        time.sleep(0.005)
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
@@ -475,6 +480,12 @@ def _mapped_error(exc: Exception) -> Exception:
             f"a concurrent write got there first: {exc}", expected=None, actual=None
         )
     return CorruptStoreError(f"SQLite database error: {exc}")
+
+
+SCRUB_RETRY_S = 0.5
+"""How long an erasure tries again to empty the log while another connection makes it
+busy (a checkpoint takes tens of ms at a million memories; a long reader is not waited
+for past this)."""
 
 
 def _link_new(temp: Path, path: Path) -> None:

@@ -44,7 +44,9 @@ class WalCheckpoints:
     :meth:`wrote` after each committed write."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        # Absolute now, as the store's own connection opened it: a later chdir must not
+        # point the thread at another file.
+        self.path = os.path.abspath(path)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._due = False
@@ -66,6 +68,7 @@ class WalCheckpoints:
                 try:
                     thread.start()
                 except RuntimeError:  # a process shutting down: the backstop stays
+                    self._due = False
                     return
                 self._thread = thread
             self._cond.notify_all()
@@ -76,22 +79,23 @@ class WalCheckpoints:
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: self._due or self._closed, IDLE_S)
+                    if not self._closed and self._due:
+                        # Let the writes of the next moment gather (woken early by close).
+                        self._cond.wait_for(lambda: self._closed, DELAY_S)
+                        self._cond.wait_for(lambda: not self._paused or self._closed)
                     if self._closed or not self._due:
-                        return
-                    # Let the writes of the next moment gather (woken early by close).
-                    self._cond.wait_for(lambda: self._closed, DELAY_S)
-                    if self._closed:
-                        return
-                    self._cond.wait_for(lambda: not self._paused or self._closed)
-                    if self._closed:
+                        # Gone before the lock is let go: a write after this starts a
+                        # new thread rather than count on this one.
+                        self._thread = None
                         return
                     self._due, self._running = False, True
                 try:
                     if conn is None:
-                        uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
+                        uri = f"{Path(self.path).as_uri()}?mode=rw"
                         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
+                    (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    if not busy:  # else another connection was checkpointing: it copies
+                        self.checkpoints += 1
                 except sqlite3.Error as exc:  # the backstop covers what is not copied here
                     log.debug("a background checkpoint of %s failed: %s", self.path, exc)
                 finally:
@@ -102,9 +106,9 @@ class WalCheckpoints:
             if conn is not None:
                 conn.close()
             with self._cond:
-                if self._thread is threading.current_thread():
+                if self._thread is threading.current_thread():  # ended by an error
                     self._thread = None
-                self._running = False
+                    self._running = False
                 self._cond.notify_all()
 
     @contextlib.contextmanager
@@ -136,6 +140,21 @@ class WalCheckpoints:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
+    def _hold_for_fork(self) -> None:
+        """Before this process forks: no checkpoint under way (one is waited for) and
+        none started until :meth:`_release_after_fork`. SQLite keeps the locks of a
+        process's connections in memory the child copies: a fork in mid-checkpoint left
+        the child's view of the database checkpoint-locked for good (every later
+        checkpoint refused, erased text kept in the log, the log growing)."""
+        with self._cond:
+            self._paused += 1
+            self._cond.wait_for(lambda: not self._running)
+
+    def _release_after_fork(self) -> None:
+        with self._cond:
+            self._paused -= 1
+            self._cond.notify_all()
+
     def _forked(self) -> None:
         """In a child forked from this process: the parent's thread is not here, and a
         lock it held would stay held for ever; start afresh (the connection it used
@@ -149,10 +168,31 @@ class WalCheckpoints:
 _LIVE: weakref.WeakSet[WalCheckpoints] = weakref.WeakSet()
 
 
+_HELD: list[WalCheckpoints] = []
+"""Those held off while this process forks (strong references until it has)."""
+
+
+def _before_fork() -> None:
+    _HELD[:] = list(_LIVE)
+    for checkpoints in _HELD:
+        checkpoints._hold_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for checkpoints in _HELD:
+        checkpoints._release_after_fork()
+    _HELD.clear()
+
+
 def _after_fork_in_child() -> None:
     for checkpoints in list(_LIVE):
         checkpoints._forked()
+    _HELD.clear()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -358,6 +358,7 @@ class SqliteStore(SqliteOps):
         (RebuildIndexes) takes the same path."""
         results: list[Any] = [None] * len(ops_)
         erased: set[str] = set()
+        self._found_checked = False  # other connections' commits: checked once a batch
         # A vector search whose code scan runs on the scan thread goes last (only read
         # batches start scans), so that the others overlap the scan instead of waiting.
         order = sorted(range(len(ops_)), key=lambda i: id(ops_[i]) in self._early_scans)

@@ -115,15 +115,11 @@ class WalCheckpoints:
     def paused(self) -> Iterator[None]:
         """No checkpoint runs here meanwhile (one under way is waited for): the store's
         own checkpoint that empties the log after an erasure must not find the log busy."""
-        with self._cond:
-            self._paused += 1
-            self._cond.wait_for(lambda: not self._running)
+        self._hold()
         try:
             yield
         finally:
-            with self._cond:
-                self._paused -= 1
-                self._cond.notify_all()
+            self._release()
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until no checkpoint is due or under way (True), or ``timeout_s`` passed."""
@@ -140,17 +136,18 @@ class WalCheckpoints:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _hold_for_fork(self) -> None:
-        """Before this process forks: no checkpoint under way (one is waited for) and
-        none started until :meth:`_release_after_fork`. SQLite keeps the locks of a
-        process's connections in memory the child copies: a fork in mid-checkpoint left
-        the child's view of the database checkpoint-locked for good (every later
-        checkpoint refused, erased text kept in the log, the log growing)."""
+    def _hold(self) -> None:
+        """No checkpoint under way (one is waited for) and none started until
+        :meth:`_release`: around an erasure's own checkpoint (:meth:`paused`) and a fork
+        of the process. SQLite keeps the locks of a process's connections in memory the
+        child copies: a fork in mid-checkpoint left the child's view of the database
+        checkpoint-locked for good (every later checkpoint refused, erased text kept in
+        the log, the log growing)."""
         with self._cond:
             self._paused += 1
             self._cond.wait_for(lambda: not self._running)
 
-    def _release_after_fork(self) -> None:
+    def _release(self) -> None:
         with self._cond:
             self._paused -= 1
             self._cond.notify_all()
@@ -175,12 +172,12 @@ _HELD: list[WalCheckpoints] = []
 def _before_fork() -> None:
     _HELD[:] = list(_LIVE)
     for checkpoints in _HELD:
-        checkpoints._hold_for_fork()
+        checkpoints._hold()
 
 
 def _after_fork_in_parent() -> None:
     for checkpoints in _HELD:
-        checkpoints._release_after_fork()
+        checkpoints._release()
     _HELD.clear()
 
 

@@ -491,7 +491,7 @@ class SqliteOps(OpDispatch):
         """Remember the content hash of each record a search found (id, hash): the
         search's next read, the candidates' sparse terms (:class:`ops.SparseOf`), then
         looks the terms up by hash without finding each record again (at a million
-        memories ~0.8 of its ~1.9 ms). Forgotten when this store writes (any write
+        memories ~0.6 of its ~1.9 ms). Forgotten when this store writes (any write
         batch: :meth:`_forget_found`) or another connection commits (``PRAGMA
         data_version``), and kept for a few thousand records of a few dozen users."""
         if self._found_off:

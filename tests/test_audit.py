@@ -381,3 +381,83 @@ def test_releasing_a_quarantined_memory_is_in_the_trail() -> None:
     m.release(held.id, user_id="u")
     entries = [e for e in m.audit("u").items if e.action == "release"]
     assert [(e.actor, tuple(e.record_ids)) for e in entries] == [("operator:ann", (held.id,))]
+
+
+def _search_writes(store: RecordingStore) -> list[tuple[str, ...]]:
+    return [
+        tuple(type(op).__name__ for op in b)
+        for b in store.batches
+        if any(isinstance(op, ops.TouchRecords | ops.AppendAudit) for op in b)
+    ]
+
+
+def test_a_search_writes_its_access_counts_and_its_entry_in_one_batch() -> None:
+    store = RecordingStore()
+    m = Memory(store, embedder=FakeEmbedder(), clock=FixedClock(), actor="tester")
+    rec = m.add("I'm vegetarian", user_id="u")
+    store.batches.clear()
+    (hit,) = m.search("vegetarian", user_id="u")
+    assert hit.record.access_count == 1
+    assert _search_writes(store) == [("TouchRecords", "AppendAudit")]
+    assert [type(op).__name__ for op in store.batches[-1]] == ["TouchRecords", "AppendAudit"]
+    assert m.get(rec.id, user_id="u").access_count == 1  # both were written
+    (entry,) = [e for e in m.audit("u").items if e.action == "search"]
+    assert entry.record_ids == (rec.id,) and entry.actor == "tester"
+
+    async def run() -> list[tuple[str, ...]]:
+        store.batches.clear()
+        async with AsyncMemory(store, embedder=FakeEmbedder(), clock=FixedClock()) as am:
+            await am.search("vegetarian", user_id="u")
+        return _search_writes(store)
+
+    assert asyncio.run(run()) == [("TouchRecords", "AppendAudit")]
+
+
+def test_without_a_read_entry_the_access_counts_are_written_alone() -> None:
+    for config, expected in (
+        (CoreConfig(audit="writes"), [("TouchRecords",)]),
+        (CoreConfig(audit="off"), [("TouchRecords",)]),
+        (CoreConfig(track_access=False), [("AppendAudit",)]),
+    ):
+        store = RecordingStore()
+        m = Memory(store, embedder=FakeEmbedder(), clock=FixedClock(), config=config)
+        m.add("I'm vegetarian", user_id="u")
+        store.batches.clear()
+        assert m.search("vegetarian", user_id="u")
+        assert _search_writes(store) == expected, config
+
+
+def _counts_then(then: list[Any]) -> Any:
+    """A flow that writes access counts, then asks for ``then`` (batches, or an error to
+    raise), and returns what it was told."""
+    from memlane.core.flow import Batch
+
+    told: list[Any] = [(yield Batch((ops.TouchRecords("u", ("r1",), FixedClock()()),)))]
+    for step in then:
+        if isinstance(step, Exception):
+            raise step
+        told.append((yield step))
+    return told
+
+
+def test_held_access_counts_go_out_before_what_the_flow_asks_next_or_its_error() -> None:
+    from memlane.core.flow import Batch
+    from memlane.effects import drive
+
+    m = Memory(MemoryStore(), embedder=FakeEmbedder())
+    read = Batch((ops.GetRecords("u", ("r1",)),))
+    call = trail.Call("search", reading=lambda result, args: {})
+    seen: list[tuple[str, ...]] = []
+
+    def handle(effect: Any) -> Any:
+        seen.append(tuple(type(op).__name__ for op in effect.ops))
+        return [f"result of {seen[-1]}"] * len(effect.ops)
+
+    flow = trail.audited(m.core, call, _counts_then([read]))
+    assert drive(flow, handle) == [[None], ["result of ('GetRecords',)"]]
+    assert seen == [("TouchRecords",), ("GetRecords",)]
+    seen.clear()
+    flow = trail.audited(m.core, call, _counts_then([ValueError("the flow failed")]))
+    with pytest.raises(ValueError, match="the flow failed"):
+        drive(flow, handle)
+    assert seen == [("TouchRecords",)]

@@ -16,13 +16,14 @@ the tombstone through :func:`audit`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from memlane.core.base import Core
 from memlane.core.flow import Batch, Flow, many
@@ -114,9 +115,13 @@ def audited(core: Core, call: Call, flow: Flow[R]) -> Flow[R]:
 def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
     """Drive ``flow``, passing its effects on: a batch that changes data goes with its
     entries appended (their result taken off again), what the runner raises goes back
-    into the flow. Then the read's entry, in a batch of its own."""
+    into the flow. Then the read's entry, in a batch of its own, or with the access
+    counts the flow wrote last: a search's are held back (answered at once) and written
+    with its entry, one transaction where they took two. Held counts go out before
+    anything the flow asks next, and before its error."""
     reply: Any = None
     error: Exception | None = None
+    held: Batch | None = None
     try:
         while True:
             try:
@@ -124,7 +129,23 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
             except StopIteration as done:
                 result: R = done.value
                 break
+            except Exception:
+                if held is not None:  # what the flow wrote before it failed stays written
+                    with contextlib.suppress(Exception):  # the flow's error is the one told
+                        yield held
+                raise
             reply, error = None, None
+            if held is not None:  # the flow went on: its counts first
+                written, held = held, None
+                try:
+                    yield written
+                except Exception as exc:  # raised where the flow now stands
+                    error = exc
+                    continue
+            if reads and _access_counts(effect):
+                held = effect
+                reply = [None] * len(held.ops)
+                continue
             write = _with_entries(core, call.action, effect)
             try:
                 reply = yield (effect if write is None else write)
@@ -135,12 +156,25 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
                     reply = reply[:-1]
     finally:
         flow.close()
+    last: tuple[ops.Op[Any], ...] = () if held is None else held.ops
     if reads and call.reading is not None:
         touched = call.reading(result, call.arguments())
         events = _events(core, call.action, touched)
         if events:
-            yield Batch((ops.AppendAudit(events),))
+            last += (ops.AppendAudit(events),)
+    if last:
+        yield Batch(last)
     return result
+
+
+def _access_counts(effect: Any) -> TypeGuard[Batch]:
+    """Whether ``effect`` is a batch of access counts only (a search's last write), whose
+    result no flow reads (each op answers None)."""
+    return (
+        isinstance(effect, Batch)
+        and bool(effect.ops)
+        and all(isinstance(op, ops.TouchRecords) for op in effect.ops)
+    )
 
 
 def _with_entries(core: Core, action: str, effect: Any) -> Batch | None:

@@ -572,7 +572,13 @@ class _AsyncConnections:
 _SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
-_SEARCH_READS = (ops.GetRecords, ops.VectorSearch, ops.LexicalSearch, ops.GetNeighbors)
+_SEARCH_READS = (
+    ops.GetRecords,
+    ops.VectorSearch,
+    ops.LexicalSearch,
+    ops.GetNeighbors,
+    ops.SparseOf,
+)
 """Reads that need no transaction of their own: one statement each (a vector search: its
 settings, then the index scan or the exact scan, each answering alone)."""
 

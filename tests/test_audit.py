@@ -461,3 +461,56 @@ def test_held_access_counts_go_out_before_what_the_flow_asks_next_or_its_error()
     with pytest.raises(ValueError, match="the flow failed"):
         drive(flow, handle)
     assert seen == [("TouchRecords",)]
+
+
+def test_held_access_counts_go_out_before_an_embedding_and_their_error_fails_the_call() -> None:
+    from memlane.core.flow import Batch, Embed
+    from memlane.effects import drive
+    from memlane.errors import StoreError
+
+    m = Memory(MemoryStore(), embedder=FakeEmbedder())
+    call = trail.Call("search", reading=lambda result, args: {})
+    seen: list[str] = []
+
+    def handle(effect: Any) -> Any:
+        seen.append(type(effect).__name__)
+        if isinstance(effect, Batch):
+            raise StoreError("the counts could not be written")
+        return ["vector"]
+
+    def tolerant() -> Any:  # a flow that would take a failed step for its own
+        yield from _counts_then([])
+        try:
+            yield Embed(("query",))
+        except StoreError:
+            return "tolerated"
+        return "embedded"
+
+    with pytest.raises(StoreError, match="could not be written"):
+        drive(trail.audited(m.core, call, tolerant()), handle)
+    assert seen == ["Batch"]  # the counts went out first, and their error ended the call
+
+
+class FailingAppend(RecordingStore):
+    """The in-memory store, failing any batch that appends to the audit trail once told."""
+
+    failing = False
+
+    def batch(self, ops_: Sequence[Op[Any]]) -> list[Any]:
+        if self.failing and any(isinstance(op, ops.AppendAudit) for op in ops_):
+            from memlane.errors import StoreError
+
+            raise StoreError("the trail is full")
+        return super().batch(ops_)
+
+
+def test_a_search_whose_entry_fails_leaves_its_access_counts_unwritten() -> None:
+    from memlane.errors import StoreError
+
+    store = FailingAppend()
+    m = Memory(store, embedder=FakeEmbedder(), clock=FixedClock())
+    rec = m.add("I'm vegetarian", user_id="u")
+    store.failing = True
+    with pytest.raises(StoreError, match="trail is full"):
+        m.search("vegetarian", user_id="u")
+    assert store.batch([ops.GetRecords("u", (rec.id,))])[0][0].access_count == 0

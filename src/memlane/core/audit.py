@@ -4,8 +4,9 @@ Every public call runs through :func:`audited` (``Memory.run`` does it), which w
 the flow's store batches. A batch that changes a user's data (records, history, sessions,
 messages, state, jobs: :func:`changes` reads it off the ops) gets an
 :class:`~memlane.ports.store.AppendAudit` appended, so the change and its entry commit
-together or not at all. A read (:data:`READS`) appends its entry in a batch of its own
-once it has its result, from what the caller was given (ids and counts, never text).
+together or not at all. A read (:data:`READS`) appends its entry once it has its result,
+from what the caller was given (ids and counts, never text): in a batch of its own, or
+with the access counts a search wrote last (one write a search, not two).
 :class:`~memlane.models.AuditLevel` says which of the two happen.
 
 Forgetting a user removes the user's entries and leaves one tombstone (when, by whom,
@@ -16,10 +17,10 @@ the tombstone through :func:`audit`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,8 @@ from memlane.models import (
     check_id,
 )
 from memlane.ports import store as ops
+
+_log = logging.getLogger("memlane.audit")
 
 R = TypeVar("R")
 
@@ -118,7 +121,9 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
     into the flow. Then the read's entry, in a batch of its own, or with the access
     counts the flow wrote last: a search's are held back (answered at once) and written
     with its entry, one transaction where they took two. Held counts go out before
-    anything the flow asks next, and before its error."""
+    anything the flow asks next, and before its error; should they fail to be written
+    once the flow has gone on, the call fails with their error (the flow, which
+    believes them written, is not asked to handle it at a step of its own)."""
     reply: Any = None
     error: Exception | None = None
     held: Batch | None = None
@@ -131,17 +136,12 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
                 break
             except Exception:
                 if held is not None:  # what the flow wrote before it failed stays written
-                    with contextlib.suppress(Exception):  # the flow's error is the one told
-                        yield held
+                    yield from _written_anyway(held)
                 raise
             reply, error = None, None
             if held is not None:  # the flow went on: its counts first
                 written, held = held, None
-                try:
-                    yield written
-                except Exception as exc:  # raised where the flow now stands
-                    error = exc
-                    continue
+                yield written
             if reads and _access_counts(effect):
                 held = effect
                 reply = [None] * len(held.ops)
@@ -157,14 +157,28 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
     finally:
         flow.close()
     last: tuple[ops.Op[Any], ...] = () if held is None else held.ops
-    if reads and call.reading is not None:
-        touched = call.reading(result, call.arguments())
-        events = _events(core, call.action, touched)
-        if events:
-            last += (ops.AppendAudit(events),)
+    try:
+        if reads and call.reading is not None:
+            touched = call.reading(result, call.arguments())
+            events = _events(core, call.action, touched)
+            if events:
+                last += (ops.AppendAudit(events),)
+    except Exception:
+        if held is not None:
+            yield from _written_anyway(held)
+        raise
     if last:
         yield Batch(last)
     return result
+
+
+def _written_anyway(held: Batch) -> Flow[None]:
+    """Write counts held back from a call that is failing: its own error is the one
+    told, so theirs is only logged."""
+    try:
+        yield held
+    except Exception:
+        _log.debug("the access counts of a failing call were not written", exc_info=True)
 
 
 def _access_counts(effect: Any) -> TypeGuard[Batch]:

@@ -128,43 +128,39 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
     error: Exception | None = None
     held: Batch | None = None
     try:
-        while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(reply)
-            except StopIteration as done:
-                result: R = done.value
-                break
-            except Exception:
-                if held is not None:  # what the flow wrote before it failed stays written
-                    yield from _written_anyway(held)
-                raise
-            reply, error = None, None
-            if held is not None:  # the flow went on: its counts first
-                written, held = held, None
-                yield written
-            if reads and _access_counts(effect):
-                held = effect
-                reply = [None] * len(held.ops)
-                continue
-            write = _with_entries(core, call.action, effect)
-            try:
-                reply = yield (effect if write is None else write)
-            except Exception as exc:  # the runner's: the flow may handle it
-                error = exc
-            else:
-                if write is not None:
-                    reply = reply[:-1]
-    finally:
-        flow.close()
-    last: tuple[ops.Op[Any], ...] = () if held is None else held.ops
-    try:
+        try:
+            while True:
+                try:
+                    effect = flow.throw(error) if error is not None else flow.send(reply)
+                except StopIteration as done:
+                    result: R = done.value
+                    break
+                reply, error = None, None
+                if held is not None:  # the flow went on: its counts first
+                    written, held = held, None
+                    yield written
+                if reads and _access_counts(effect):
+                    held = effect
+                    reply = [None] * len(held.ops)
+                    continue
+                write = _with_entries(core, call.action, effect)
+                try:
+                    reply = yield (effect if write is None else write)
+                except Exception as exc:  # the runner's: the flow may handle it
+                    error = exc
+                else:
+                    if write is not None:
+                        reply = reply[:-1]
+        finally:
+            flow.close()
+        last: tuple[ops.Op[Any], ...] = () if held is None else held.ops
         if reads and call.reading is not None:
             touched = call.reading(result, call.arguments())
             events = _events(core, call.action, touched)
             if events:
                 last += (ops.AppendAudit(events),)
     except Exception:
-        if held is not None:
+        if held is not None:  # what a failing call wrote before it failed stays written
             yield from _written_anyway(held)
         raise
     if last:

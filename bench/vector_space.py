@@ -1,17 +1,19 @@
-"""Bytes on disk per stored vector in a SQLite file, before and after float16 storage.
+"""Bytes on disk per stored vector in a SQLite file, before and after float16 storage
+(and, since migration 15, with the vectors in a table of their own).
 
     .venv/bin/python bench/vector_space.py --n 10000
     .venv/bin/python bench/vector_space.py --n 10000 --layouts   # the options compared
 
 Vectors are random unit vectors of 384 dimensions (the bundled MiniLM's size) keyed like
 the embedding cache (model id, SHA-256 hex of a text), written through the store in
-batches of 500. Reported per vector: the pages of the ``embeddings`` table (``dbstat``,
-overflow pages included) and the growth of the file. Steps, on one file:
+batches of 500. Reported per vector: the pages of the ``embeddings`` and ``vectors``
+tables (``dbstat``, overflow pages included) and the growth of the file. Steps, on one file:
 
 1. a new file as this memlane writes it (float16);
 2. the same rows as memlane wrote them before migration 8 (float32), the migration's row
    taken out again, as a file from an older version looks;
-3. that file opened by this memlane: migration 8 rewrites the rows in place;
+3. that file opened by this memlane: migration 8 rewrites the rows in place, and
+   migration 15 moves the vectors into a table of their own;
 4. ``VACUUM``, which gives the pages the migration freed back to the file system.
 
 ``--layouts`` also measures bare tables of the same columns: page sizes, with and without
@@ -49,7 +51,7 @@ def table_bytes(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
         (size,) = conn.execute(
-            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'embeddings'"
+            "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('embeddings', 'vectors')"
         ).fetchone()
         return int(size)
     finally:
@@ -78,10 +80,18 @@ def schema_7_file(path: Path, items: list[tuple[str, np.ndarray]]) -> None:
     """A file as memlane wrote it before migration 8: float32 rows, inserted as the old
     store did (INSERT OR REPLACE, 500 a transaction)."""
     (half,) = [v for v, name, _ in MIGRATIONS if "float16" in name]
+    (apart,) = [v for v, name, _ in MIGRATIONS if "table of their own" in name]
     SqliteStore(path).setup()
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TRIGGER embeddings_float16")
-    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (half,))
+    # Before migration 15 each vector sat in its key's row.
+    conn.execute("DROP TABLE embeddings")
+    conn.execute("DROP TABLE vectors")
+    conn.execute(
+        "CREATE TABLE embeddings (model TEXT NOT NULL, content_hash TEXT NOT NULL, "
+        "dim INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (model, content_hash)) "
+        "WITHOUT ROWID"
+    )
+    conn.execute("DELETE FROM schema_migrations WHERE version IN (?, ?)", (half, apart))
     for start in range(0, len(items), 500):
         conn.execute("BEGIN")
         conn.executemany(
@@ -121,7 +131,8 @@ def store_steps(directory: Path, n: int) -> None:
     items = vectors(n)
     print(f"{n:,} vectors of {DIM} dimensions\n")
     print(
-        "| file | embeddings table, bytes/vector | file growth, bytes/vector | free pages | time |"
+        "| file | vectors and their keys, bytes/vector | file growth, bytes/vector "
+        "| free pages | time |"
     )
     print("| --- | --- | --- | --- | --- |")
     new_file(new, items)
@@ -132,7 +143,7 @@ def store_steps(directory: Path, n: int) -> None:
     store = SqliteStore(old)
     store.setup()
     store.close()
-    report("after migration 8 (in place)", old, n, empty, time.perf_counter() - began)
+    report("after migrations 8 and 15", old, n, empty, time.perf_counter() - began)
     began = time.perf_counter()
     conn = sqlite3.connect(old)
     conn.execute("VACUUM")

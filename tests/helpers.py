@@ -88,17 +88,42 @@ code writes. To write rows into a database of the older schema, a test adds them
 writes and drops them again, leaving a database of that schema holding the rows."""
 
 
+SQLITE_VECTORS_APART = (
+    "CREATE TABLE vectors (vid INTEGER PRIMARY KEY AUTOINCREMENT, vector BLOB NOT NULL)",
+    "ALTER TABLE embeddings RENAME COLUMN vector TO vid",
+)
+"""SQLite's vectors as today's code writes them (migration 15), on an older schema."""
+
+SQLITE_VECTORS_BACK = (
+    "ALTER TABLE embeddings RENAME COLUMN vid TO vector",
+    "UPDATE embeddings SET vector = "
+    "(SELECT v.vector FROM vectors v WHERE v.vid = embeddings.vector)",
+    "DROP TABLE vectors",
+)
+"""... and back in their keys' rows, as older code wrote them."""
+
+
 def write_before_scoped_ids(
-    store: Store, execute: Callable[[str], None], json_type: str, **kwargs: Any
+    store: Store,
+    execute: Callable[[str], None],
+    json_type: str,
+    *,
+    later: tuple[str, ...] = (),
+    undo: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> tuple[MemoryRecord, list[Any]]:
     """Through ``store`` (at the schema before ids were scoped per user): an idempotent add
     and two agents' turns in one session, each turn's lexical context taken from the other
     (context window 1). ``execute`` runs SQL on the database, whose JSON columns are of
-    ``json_type``. Returns the add and the export rows as they were."""
+    ``json_type``; ``later`` more of it first (what later schemas changed, which today's
+    code needs to write), ``undo`` after the writes. Returns the add and the export rows
+    as they were."""
     config = CoreConfig(context_window=1, audit="off")  # a memlane with no audit trail yet
     # a memlane with no audit trail and no sparse terms yet
     old = Memory(store, embedder=FakeEmbedder(), config=config, sparse=None, **kwargs)
     old.setup()
+    for sql in later:
+        execute(sql)
     for name, default in LATER_RECORD_COLUMNS.items():
         kind = json_type if name in ("periods", "quarantine") else "TEXT"
         execute(f"ALTER TABLE records ADD COLUMN {name} {kind} NOT NULL DEFAULT {default}")
@@ -109,6 +134,8 @@ def write_before_scoped_ids(
     old.close()
     for name in LATER_RECORD_COLUMNS:
         execute(f"ALTER TABLE records DROP COLUMN {name}")
+    for sql in undo:
+        execute(sql)
     return paid, before
 
 

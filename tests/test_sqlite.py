@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import check_scoped_ids_kept_every_row, store_files, write_before_scoped_ids
+from helpers import (
+    SQLITE_VECTORS_APART,
+    SQLITE_VECTORS_BACK,
+    check_scoped_ids_kept_every_row,
+    store_files,
+    write_before_scoped_ids,
+)
 from memlane import (
     CorruptStoreError,
     ForeignStoreError,
@@ -359,7 +365,9 @@ def test_a_store_from_before_scoped_ids_keeps_working(
         with sqlite3.connect(path) as conn:
             conn.execute(sql)
 
-    paid, before = write_before_scoped_ids(SqliteStore(path), execute, "TEXT")
+    paid, before = write_before_scoped_ids(
+        SqliteStore(path), execute, "TEXT", later=SQLITE_VECTORS_APART, undo=SQLITE_VECTORS_BACK
+    )
     monkeypatch.undo()
 
     store = SqliteStore(path)

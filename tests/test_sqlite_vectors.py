@@ -1,5 +1,6 @@
-"""SQLite's vectors on disk: float16 (at most 2000 bytes for 384 dimensions), ranking as
-float32 vectors do, and the migration that converts float32 files in place."""
+"""SQLite's vectors on disk: float16, in a table of their own in the order they came (under
+1,000 bytes for 384 dimensions, key included), ranking as float32 vectors do, and the
+migrations that converted float32 files in place and moved the vectors apart."""
 
 from __future__ import annotations
 
@@ -30,15 +31,24 @@ def _random_vectors(n: int, dim: int, seed: int) -> dict[str, Any]:
 
 
 def _vector_bytes_on_disk(path: Path) -> int:
-    """Bytes of the pages holding the embeddings table, overflow pages included."""
+    """Bytes of the pages holding the vectors and their keys, overflow pages included."""
     conn = sqlite3.connect(path)
     try:
         (size,) = conn.execute(
-            "SELECT SUM(pgsize) FROM dbstat WHERE name = 'embeddings'"
+            "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('embeddings', 'vectors')"
         ).fetchone()
     finally:
         conn.close()
     return int(size)
+
+
+def _count(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        (n,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    finally:
+        conn.close()
+    return int(n)
 
 
 def test_a_384_dimension_vector_takes_at_most_2000_bytes_on_disk(tmp_path: Path) -> None:
@@ -50,6 +60,68 @@ def test_a_384_dimension_vector_takes_at_most_2000_bytes_on_disk(tmp_path: Path)
         store.batch([ops.PutEmbeddings(MODEL, tuple(items[start : start + 250]))])
     store.close()
     assert _vector_bytes_on_disk(path) / len(vectors) <= 2000
+
+
+def test_vectors_arriving_in_random_key_order_take_under_1000_bytes_each(
+    tmp_path: Path,
+) -> None:
+    """Keyed by content hash, vectors arrive in random key order; kept in a table of their
+    own, in the order they came, a 768-byte vector and its key take under 1,000 bytes
+    (1,211 when the vectors sat in the table ordered by key: pages ~70 % full)."""
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    items = list(_random_vectors(5000, 384, seed=11).items())
+    for start in range(0, len(items), 250):
+        store.batch([ops.PutEmbeddings(MODEL, tuple(items[start : start + 250]))])
+    store.close()
+    assert _vector_bytes_on_disk(path) / len(items) < 1000
+
+
+def test_a_replaced_or_deleted_vector_leaves_no_row_behind(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    first = _random_vectors(20, 384, seed=12)
+    second = dict(zip(first, _random_vectors(20, 384, seed=13).values(), strict=True))
+    store.batch([ops.PutEmbeddings(MODEL, tuple(first.items()))])
+    store.batch([ops.PutEmbeddings(MODEL, tuple(second.items()))])  # replaces each
+    # kept only where absent: these change nothing
+    store.batch([ops.PutEmbeddings(MODEL, (), keep=tuple(first.items()))])
+    (back,) = store.batch([ops.GetEmbeddings(MODEL, tuple(first))])
+    assert all(float(back[h] @ v) > 0.9999 for h, v in second.items())
+    assert _count(path, "vectors") == _count(path, "embeddings") == 20
+    store.batch([ops.DropEmbeddings(keep="another-model")])
+    store.close()
+    assert _count(path, "vectors") == _count(path, "embeddings") == 0
+
+
+def test_a_vid_is_never_given_twice(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    a, b, c = _random_vectors(3, 384, seed=18).items()
+    store.batch([ops.PutEmbeddings(MODEL, (a, b))])
+    store.batch([ops.PutEmbeddings("another-model", (c,), staged=True)])  # the last vid
+    store.batch([ops.DropEmbeddings(keep=MODEL)])
+    store.batch([ops.PutEmbeddings(MODEL, (c,))])
+    store.close()
+    conn = sqlite3.connect(path)
+    vids = dict(conn.execute("SELECT content_hash, vid FROM embeddings").fetchall())
+    conn.close()
+    assert vids == {a[0]: 1, b[0]: 2, c[0]: 4}
+
+
+def test_forgetting_a_user_deletes_the_vectors_only_that_user_held(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=384))
+    m.add_many([MemoryInput(text=t) for t in _texts(30, seed=14, k=6)], user_id="a")
+    shared = m.add("a text both users wrote", user_id="a")
+    m.add_many([MemoryInput(text=t) for t in _texts(10, seed=15, k=6)], user_id="b")
+    m.add("a text both users wrote", user_id="b")
+    assert _count(path, "vectors") == 41
+    m.forget_user("a")
+    assert _count(path, "vectors") == _count(path, "embeddings") == 11
+    hits = m.search("a text both users wrote", user_id="b", recipe="semantic", limit=1)
+    assert hits[0].record.text == shared.text
+    m.close()
 
 
 def test_stored_vectors_round_trip_within_float16_rounding(tmp_path: Path) -> None:
@@ -65,7 +137,7 @@ def test_stored_vectors_round_trip_within_float16_rounding(tmp_path: Path) -> No
         assert abs(float(np.linalg.norm(back[h])) - 1.0) < 1e-6
         assert float(back[h] @ v) > 0.99999
     conn = sqlite3.connect(tmp_path / "m.db")
-    lengths = {row[0] for row in conn.execute("SELECT length(vector) FROM embeddings")}
+    lengths = {row[0] for row in conn.execute("SELECT length(vector) FROM vectors")}
     conn.close()
     assert lengths == {2 * 384}
 
@@ -123,19 +195,74 @@ def test_migration_converts_float32_vectors_in_place(tmp_path: Path) -> None:
     assert after == before
     assert _vector_bytes_on_disk(path) / len(texts) <= 2000
     conn = sqlite3.connect(path)
-    assert {row[0] for row in conn.execute("SELECT length(vector) FROM embeddings")} == {768}
-    with pytest.raises(sqlite3.IntegrityError, match="float16"):  # a float32 row from old code
+    assert {row[0] for row in conn.execute("SELECT length(vector) FROM vectors")} == {768}
+    with pytest.raises(sqlite3.IntegrityError, match="upgrade"):  # a float32 row from old code
         conn.execute(
             "INSERT INTO embeddings VALUES ('m', 'h', 384, ?)", (np.zeros(384, "<f4").tobytes(),)
         )
     conn.close()
 
 
+def test_migration_moves_the_vectors_into_a_table_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    embedder = FakeEmbedder(dim=384)
+    texts = _texts(300, seed=16, k=8)
+    m = Memory(SqliteStore(path), embedder=embedder)
+    m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+    queries = _texts(20, seed=17, k=3)
+    before = [[h.record.id for h in m.search(q, user_id="u", recipe="semantic")] for q in queries]
+    hashes = tuple(content_hash(t) for t in texts)
+    (vectors,) = m.store.batch([ops.GetEmbeddings(MODEL_OF_FAKE, hashes)])
+    m.close()
+    _as_schema_14(path)
+    assert _count(path, "embeddings") == 300
+
+    m = Memory(SqliteStore(path), embedder=embedder)
+    after = [[h.record.id for h in m.search(q, user_id="u", recipe="semantic")] for q in queries]
+    (moved,) = m.store.batch([ops.GetEmbeddings(MODEL_OF_FAKE, hashes)])
+    m.add("one more text", user_id="u")
+    m.close()
+    assert after == before
+    assert moved.keys() == vectors.keys()
+    assert all(np.array_equal(moved[h], vectors[h]) for h in hashes)
+    assert _count(path, "vectors") == _count(path, "embeddings") == 301
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="upgrade"):  # a vector from old code
+        conn.execute(
+            "INSERT INTO embeddings VALUES ('m', 'h', 384, ?)", (np.zeros(384, "<f2").tobytes(),)
+        )
+    conn.close()
+
+
+def _as_schema_14(path: Path) -> None:
+    """Turn a file back into what memlane wrote before migration 15: each vector in the
+    row of its key."""
+    (apart,) = [v for v, name, _ in MIGRATIONS if "table of their own" in name]
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE old_embeddings (
+            model TEXT NOT NULL, content_hash TEXT NOT NULL, dim INTEGER NOT NULL,
+            vector BLOB NOT NULL, PRIMARY KEY (model, content_hash)
+        ) WITHOUT ROWID;
+        INSERT INTO old_embeddings
+            SELECT e.model, e.content_hash, e.dim, v.vector FROM embeddings e
+            JOIN vectors v ON v.vid = e.vid;
+        DROP TABLE embeddings;
+        DROP TABLE vectors;
+        ALTER TABLE old_embeddings RENAME TO embeddings;
+        """
+    )
+    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (apart,))
+    conn.commit()
+    conn.close()
+
+
 def _as_schema_7(path: Path, vectors: dict[str, Any]) -> None:
     """Turn a file back into what memlane wrote before migration 8: float32 vectors."""
     (half,) = [v for v, name, _ in MIGRATIONS if "float16" in name]
+    _as_schema_14(path)
     conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER embeddings_float16")
     conn.executemany(
         "UPDATE embeddings SET vector = ? WHERE model = ? AND content_hash = ?",
         [(np.asarray(v, "<f4").tobytes(), MODEL_OF_FAKE, h) for h, v in vectors.items()],

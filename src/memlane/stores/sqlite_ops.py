@@ -46,6 +46,7 @@ from memlane.stores.sqlite_sql import (
     ROWS,
     chunks,
     record_row,
+    vectors_by_hash,
 )
 
 if TYPE_CHECKING:
@@ -386,7 +387,7 @@ class SqliteOps(OpDispatch):
         ).fetchall()
         found: dict[str, bytes] = {}
         for chunk in chunks(sorted({h for _, h in wanted}), 900):
-            found.update(conn.execute(*st.get_embeddings(DIALECT, model, chunk)))
+            found.update(conn.execute(vectors_by_hash(len(chunk)), (model, *chunk)))
         return [(rid, found[h]) for rid, h in wanted if h in found]
 
     @handles(ops.GetNeighbors)
@@ -451,7 +452,7 @@ class SqliteOps(OpDispatch):
 
         out: dict[str, Vector] = {}
         for chunk in chunks(op.hashes, 500):
-            rows = conn.execute(*st.get_embeddings(DIALECT, op.model, chunk))
+            rows = conn.execute(vectors_by_hash(len(chunk)), (op.model, *chunk))
             out.update((h, from_blobs([blob])[0]) for h, blob in rows)
         return out
 
@@ -459,12 +460,41 @@ class SqliteOps(OpDispatch):
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
         from memlane.stores.vector_cache import to_blob
 
-        for verb, items in (("REPLACE", op.items), ("IGNORE", op.keep)):
-            if items:
-                conn.executemany(
-                    f"INSERT OR {verb} INTO embeddings VALUES (?, ?, ?, ?)",
-                    [(op.model, h, int(v.shape[0]), to_blob(v)) for h, v in items],
-                )
+        # A vector goes into ``vectors`` (appended: rows in the order they came fill
+        # their pages) and its key into ``embeddings``. A key is never replaced in place
+        # (REPLACE would not fire the trigger that deletes its vector): it is deleted,
+        # vector and all, and written again.
+        fresh = dict(op.items)  # the last of a hash given twice wins, as REPLACE did
+        if fresh:
+            conn.executemany(
+                "DELETE FROM embeddings WHERE model = ? AND content_hash = ?",
+                [(op.model, h) for h in fresh],
+            )
+        kept: dict[str, Vector] = {}
+        for h, v in op.keep:  # written only where absent: the first of a hash wins
+            if h not in fresh:
+                kept.setdefault(h, v)
+        for chunk in chunks(list(kept), 500):
+            for (h,) in conn.execute(
+                "SELECT content_hash FROM embeddings WHERE model = ? "
+                f"AND content_hash IN ({', '.join('?' * len(chunk))})",
+                (op.model, *chunk),
+            ):
+                del kept[h]
+        new = list(fresh.items()) + list(kept.items())
+        if new:
+            # Numbered after every vid ever given (none is given twice).
+            (first,) = conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'vectors'"
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO vectors VALUES (?, ?)",
+                [(first + i, to_blob(v)) for i, (_, v) in enumerate(new)],
+            )
+            conn.executemany(
+                "INSERT INTO embeddings VALUES (?, ?, ?, ?)",
+                [(op.model, h, int(v.shape[0]), first + i) for i, (h, v) in enumerate(new)],
+            )
         if op.sparse:
             conn.executemany(
                 "INSERT OR IGNORE INTO sparse_terms VALUES (?, ?, ?)",

@@ -271,7 +271,11 @@ class Core:
             raise ValidationError(f"{what} must be JSON-serializable: {exc}") from exc
         except RecursionError as exc:
             raise ValidationError(f"{what} is nested too deeply") from exc
-        if len(encoded.encode("utf-8")) > self.config.max_metadata_bytes:
+        try:
+            size = len(encoded.encode("utf-8"))
+        except UnicodeEncodeError as exc:  # lone surrogates in a key or a string
+            raise ValidationError(f"{what} is not valid Unicode: {exc.reason}") from exc
+        if size > self.config.max_metadata_bytes:
             raise ValidationError(f"{what} is larger than {self.config.max_metadata_bytes} bytes")
         decoded = dict(json.loads(encoded))
         depth, nul = json_shape(decoded)
@@ -699,6 +703,11 @@ def _check_strings(name: str, values: Any, *, non_empty: bool) -> None:
     if not ok:
         what = "non-empty strings" if non_empty else "strings"
         raise ValidationError(f"{name} must be a list of {what}")
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise ValidationError(f"{name} are not valid Unicode: {exc.reason}") from exc
 
 
 def _expiry(item: MemoryInput, now: datetime) -> datetime | None:

@@ -117,6 +117,11 @@ def check_id(name: str, value: object, *, required: bool = True) -> str | None:
         raise ValidationError(f"{name} is longer than {MAX_ID_CHARS} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValidationError(f"{name} contains control characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(f"{name} is not valid Unicode (a lone surrogate)") from None
     return value
 
 

@@ -65,6 +65,8 @@ class Filters:
         # one: every backend refuses it here alike instead of erring or matching nothing.
         if any("\x00" in t for t in self.topics):
             raise ValidationError("filter topics cannot contain a NUL character (\\x00)")
+        if not all(_is_unicode(t) for t in self.topics):
+            raise ValidationError("filter topics are not valid Unicode (a lone surrogate)")
         for name in ("agent_id", "team", "session_id", "key"):
             check_id(name, getattr(self, name), required=False)
         for name in ("since", "until", "as_of"):
@@ -83,6 +85,10 @@ class Filters:
             if "\x00" in k or (isinstance(v, str) and "\x00" in v):
                 raise ValidationError(
                     f"filter metadata for {k!r} cannot contain a NUL character (\\x00)"
+                )
+            if not _is_unicode(k) or (isinstance(v, str) and not _is_unicode(v)):
+                raise ValidationError(
+                    f"filter metadata for {k!r} is not valid Unicode (a lone surrogate)"
                 )
             if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
                 raise ValidationError(f"filter metadata value for {k!r} is out of range")
@@ -214,3 +220,14 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_cursor: str | None
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored (encoded as UTF-8: no lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

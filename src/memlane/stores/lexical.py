@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memlane.errors import CorruptStoreError
 from memlane.text import query_terms
 
 ANALYZER = "memlane_en"
@@ -94,16 +95,25 @@ def analyzer() -> Callable[[str], list[str]]:
 
 
 class LexicalIndex:
-    """A tantivy index in a folder (``path``) or in memory (``path=None``)."""
+    """A tantivy index in a folder (``path``) or in memory (``path=None``). With
+    ``existing`` the folder must hold an index already: one that is gone, damaged or not a
+    folder raises CorruptStoreError (its owner rebuilds it), never opens empty."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, existing: bool = False) -> None:
         t = _lib()
         self.path = path
         if path is None:
             self._index = t.Index(_schema())
         else:
-            path.mkdir(parents=True, exist_ok=True)
-            self._index = t.Index(_schema(), path=str(path), reuse=True)
+            try:
+                if existing and not (path / "meta.json").is_file():
+                    raise CorruptStoreError(f"the lexical index at {path} is missing")
+                path.mkdir(parents=True, exist_ok=True)
+                self._index = t.Index(_schema(), path=str(path), reuse=True)
+            except (ValueError, OSError) as exc:  # tantivy's damaged files; a file in the way
+                raise CorruptStoreError(
+                    f"the lexical index at {path} cannot be opened: {exc}"
+                ) from exc
         self._analyzer = _analyzer()
         self._index.register_tokenizer(ANALYZER, self._analyzer)
         self._schema = self._index.schema

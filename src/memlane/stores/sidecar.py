@@ -94,6 +94,12 @@ class State:
     model: str = ""
     """The embedding model whose vectors the codes hold ("" before any)."""
     dim: int = 0
+    nonce: str = ""
+    """Drawn afresh each time the folder takes changes in, and recorded beside ``seq`` in
+    the database's ``index_state``: a folder whose nonce the database does not hold is
+    from another timeline (a database restored from an older copy, whose outbox
+    positions the folder's ``seq`` cannot be told from) or a crash came between the two
+    writes; either way it is built afresh ("" in folders from before)."""
 
 
 Row = tuple[Any, ...]
@@ -222,9 +228,13 @@ class Sidecar:
         if pending is not None:
             return False
         row = conn.execute(
-            "SELECT applied_seq FROM index_state WHERE user_id = ?", (user_id,)
+            "SELECT applied_seq, nonce FROM index_state WHERE user_id = ?", (user_id,)
         ).fetchone()
-        return row is not None and int(row[0]) == opened.state.seq
+        return (
+            row is not None
+            and int(row[0]) == opened.state.seq
+            and row[1] in (None, opened.state.nonce)
+        )
 
     def finish_erasures(self, conn: sqlite3.Connection) -> None:
         """At open: finish what a process that stopped mid-way left of an erasure. Users
@@ -295,9 +305,9 @@ class Sidecar:
             # half way: built afresh in a new folder instead.
             self.rebuild(conn, user_id)
             return
-        opened.state = replace(state, seq=pending[-1][0])
+        opened.state = replace(state, seq=pending[-1][0], nonce=uuid.uuid4().hex)
         self._write_state(user_id, opened.state)
-        self._applied(conn, user_id, opened.state.seq, built=True)
+        self._applied(conn, user_id, opened.state.seq, built=True, nonce=opened.state.nonce)
         for field_ in due:
             self._upkeep.want(user_id, field_)
 
@@ -308,21 +318,27 @@ class Sidecar:
         if state.model != ("" if model is None else model.name):
             return True
         row = conn.execute(
-            "SELECT applied_seq FROM index_state WHERE user_id = ?", (user_id,)
+            "SELECT applied_seq, nonce FROM index_state WHERE user_id = ?", (user_id,)
         ).fetchone()
-        return row is None or state.seq < row[0] or state.seq > _last_seq(conn)
+        if row is None or (row[1] is not None and row[1] != state.nonce):
+            return True
+        return state.seq < row[0] or state.seq > _last_seq(conn)
 
     @staticmethod
     def _rows(conn: sqlite3.Connection, user_id: str, model: str, rids: list[int]) -> list[Row]:
         return conn.execute(INDEX_ROWS_OF, (json.dumps(rids), model, model, user_id)).fetchall()
 
-    def _applied(self, conn: sqlite3.Connection, user_id: str, seq: int, *, built: bool) -> None:
+    def _applied(
+        self, conn: sqlite3.Connection, user_id: str, seq: int, *, built: bool, nonce: str = ""
+    ) -> None:
         """The outbox rows up to ``seq`` are in the index: drop them, and record how far
-        the index reaches (or that it has none)."""
+        the index reaches and the ``nonce`` its folder now holds (or that it has none)."""
         with transaction(conn, write=True):
             conn.execute("DELETE FROM index_outbox WHERE user_id = ? AND seq <= ?", (user_id, seq))
             if built:
-                conn.execute("INSERT OR REPLACE INTO index_state VALUES (?, ?)", (user_id, seq))
+                conn.execute(
+                    "INSERT OR REPLACE INTO index_state VALUES (?, ?, ?)", (user_id, seq, nonce)
+                )
             else:
                 conn.execute("DELETE FROM index_state WHERE user_id = ?", (user_id,))
         self._written.pop(user_id, None)
@@ -432,14 +448,15 @@ class Sidecar:
                 return 0
             name, dim = ("", 0) if model is None else (model.name, model.dim)
             state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex, name, dim)
+            state = replace(state, nonce=uuid.uuid4().hex)
             self._install(user_id, target, state)
             final = self._folder(user_id)
             if final is not None:  # the indexes moved with their folder: open them there
                 indexes.close()
-                indexes = _Indexes(final, model)
+                indexes = _Indexes(final, model, existing=True)
             self._keep_open(user_id, _Open(indexes, state))
             self._empty.discard(user_id)
-            self._applied(conn, user_id, seq, built=True)
+            self._applied(conn, user_id, seq, built=True, nonce=state.nonce)
             return n
 
     @staticmethod
@@ -515,7 +532,9 @@ class Sidecar:
             if opened is not None:
                 self._close(user_id)
             model = Model(state.model, state.dim) if state.model else None
-            opened = self._keep_open(user_id, _Open(_Indexes(self._folder(user_id), model), state))
+            opened = self._keep_open(
+                user_id, _Open(_Indexes(self._folder(user_id), model, existing=True), state)
+            )
         elif opened.state != state or opened.indexes.replaced():
             opened.indexes.reload()
             opened.state = state
@@ -539,6 +558,7 @@ class Sidecar:
                 str(data["generation"]),
                 str(data.get("model", "")),
                 int(data.get("dim", 0)),
+                str(data.get("nonce", "")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -642,9 +662,10 @@ class _Indexes:
     """One user's indexes in one folder (or in memory): the lexical index and, once the
     store has an embedding model, the sign-bit codes of each vector field."""
 
-    def __init__(self, folder: Path | None, model: Model | None) -> None:
+    def __init__(self, folder: Path | None, model: Model | None, *, existing: bool = False) -> None:
         self.folder = folder
-        self.lexical = LexicalIndex(None if folder is None else folder / "lexical")
+        lexical = None if folder is None else folder / "lexical"
+        self.lexical = LexicalIndex(lexical, existing=existing)
         self.codes: dict[str, CodeFile] = {}
         # Codes are whole bytes of signs; a model whose dimension is not a multiple of 8
         # (rare) is searched by the exact scan instead.

@@ -102,7 +102,8 @@ class SqliteStore(SqliteOps):
 
     def setup(self) -> None:
         """Open the database, creating and migrating it as needed. Raises StoreError (no
-        file with ``create=False``, a folder that cannot be made), ForeignStoreError,
+        file with ``create=False``, a folder that cannot be made, something other than a
+        folder where the search indexes go), ForeignStoreError,
         CorruptStoreError, SchemaVersionError; a refused file is left byte for byte as
         it was."""
         with self._lock:
@@ -111,6 +112,11 @@ class SqliteStore(SqliteOps):
             if self.in_memory:
                 conn = self._connect(self.path)
             else:
+                index = Path(f"{self.path}.index")
+                if index.exists() and not index.is_dir():
+                    raise StoreError(
+                        f"{index} is not a folder: the search indexes live there (move it away)"
+                    )
                 if not self._inspect():
                     self._create()
                 # mode=rw: the file was just checked; if it vanished since, fail, never

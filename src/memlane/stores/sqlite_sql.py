@@ -628,6 +628,13 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (15, "vectors in a table of their own, in the order they came", _VECTORS_APART_SQL),
+    (
+        16,
+        "the nonce of each index folder, beside how far it reaches",
+        # NULL in rows from before: those folders are judged by their position alone
+        # until they next take changes in.
+        "ALTER TABLE index_state ADD COLUMN nonce TEXT;",
+    ),
 )
 
 RECORD_COLUMNS = RECORDS.columns

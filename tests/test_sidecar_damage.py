@@ -1,0 +1,199 @@
+"""The index folder beside a SQLite file when something outside memlane damaged it, or
+the database was put back to an older copy: the folder is built again from the database
+(the source of truth), never served short, from another timeline, or with an untyped
+error; one user's damaged folder leaves every other user's searches alone. And names the
+folder could not be made from (a user id that is not valid Unicode) are refused first."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from memlane import Filters, Memory, MemoryInput, StoreError, ValidationError
+from memlane.stores.sqlite import SqliteStore
+from memlane.testing import FakeEmbedder
+
+N = 12
+
+
+def _folder(path: Path, user_id: str) -> Path:
+    return Path(f"{path}.index") / hashlib.sha256(user_id.encode()).hexdigest()[:32]
+
+
+def _generation(path: Path, user_id: str) -> str:
+    return str(json.loads((_folder(path, user_id) / "state.json").read_text())["generation"])
+
+
+def _texts(m: Memory, query: str, user_id: str, recipe: str = "lexical") -> list[str]:
+    return sorted(h.record.text for h in m.search(query, user_id=user_id, recipe=recipe, limit=50))
+
+
+def _store(tmp_path: Path) -> Path:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add_many([MemoryInput(f"note {i} about the heron") for i in range(N)], user_id="u")
+    m.add("bob keeps goats", user_id="v")
+    assert len(_texts(m, "heron", "u")) == N
+    m.close()
+    return path
+
+
+def _tear_lexical(path: Path) -> None:
+    (_folder(path, "u") / "lexical" / "meta.json").write_text("{ torn")
+
+
+@pytest.mark.parametrize("recipe", ["lexical", "semantic", "hybrid"])
+def test_a_damaged_lexical_index_is_built_again(tmp_path: Path, recipe: str) -> None:
+    path = _store(tmp_path)
+    _tear_lexical(path)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert len(_texts(m, "heron", "u", recipe)) == N
+    m.close()
+
+
+@pytest.mark.parametrize("damage", ["folder removed", "meta.json removed", "a file in its place"])
+def test_a_missing_lexical_index_is_built_again_not_served_empty(
+    tmp_path: Path, damage: str
+) -> None:
+    path = _store(tmp_path)
+    lexical = _folder(path, "u") / "lexical"
+    if damage == "meta.json removed":
+        (lexical / "meta.json").unlink()
+    else:
+        shutil.rmtree(lexical)
+        if damage == "a file in its place":
+            lexical.write_text("foreign")
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("one more heron", user_id="u")
+    assert len(_texts(m, "heron", "u")) == N + 1
+    m.close()
+
+
+def test_reindex_and_forget_user_get_past_a_damaged_lexical_index(tmp_path: Path) -> None:
+    path = _store(tmp_path)
+    _tear_lexical(path)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.reindex()
+    assert len(_texts(m, "heron", "u")) == N
+    m.close()
+    _tear_lexical(path)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.forget_user("u")
+    assert not _folder(path, "u").exists()
+    m.close()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())  # the store opens for the others
+    assert _texts(m, "goats", "v") == ["bob keeps goats"]
+    assert _texts(m, "heron", "u") == []
+    m.close()
+
+
+def test_a_database_put_back_to_an_older_copy_never_serves_the_newer_folder(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    a = m.add("the heron nests by the quarry", user_id="u")
+    m.add("bob keeps goats", user_id="v")
+    assert _texts(m, "heron", "u") == [a.text]
+    m.close()
+    shutil.copy(path, tmp_path / "backup.db")
+
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.update(a.id, user_id="u", text="the kestrel nests by the quarry")
+    assert _texts(m, "kestrel", "u") == ["the kestrel nests by the quarry"]
+    m.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", path)
+
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    for i in range(12):  # another user's writes take the outbox past the folder's position
+        m.add(f"bob note {i}", user_id="v")
+    assert _texts(m, "heron", "u") == [a.text]
+    assert _texts(m, "kestrel", "u") == []
+    m.close()
+
+
+def test_a_folder_whose_nonce_the_database_does_not_hold_is_built_again(tmp_path: Path) -> None:
+    """What a crash between the folder's state and the database's record of it leaves."""
+    path = _store(tmp_path)
+    before = _generation(path, "u")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE index_state SET nonce = 'another' WHERE user_id = 'u'")
+    conn.commit()
+    conn.close()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert len(_texts(m, "heron", "u")) == N
+    m.close()
+    assert _generation(path, "u") != before
+
+
+def test_a_folder_recorded_before_nonces_is_taken_as_it_is(tmp_path: Path) -> None:
+    """Schema 16 adds the nonce: rows from before hold none, and their folders are judged
+    by their position alone (not all built again at the first open after an upgrade)."""
+    path = _store(tmp_path)
+    before = _generation(path, "u")
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE index_state SET nonce = NULL")
+    conn.commit()
+    conn.close()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert len(_texts(m, "heron", "u")) == N
+    m.add("one more heron", user_id="u")
+    assert len(_texts(m, "heron", "u")) == N + 1
+    m.close()
+    assert _generation(path, "u") == before
+
+
+LONE = "x\ud800"
+"""A lone surrogate: what Python makes of undecodable bytes (surrogateescape), which no
+store can write."""
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.add("the heron nests", user_id=LONE),
+        lambda m: m.search("heron", user_id=LONE),
+        lambda m: m.add("the heron nests", user_id="u", topics=[LONE]),
+        lambda m: m.add("the heron nests", user_id="u", metadata={LONE: 1}),
+        lambda m: m.add("the heron nests", user_id="u", metadata={"k": [LONE]}),
+        lambda m: m.search("heron", user_id="u", filters=Filters(topics=[LONE])),
+        lambda m: m.search("heron", user_id="u", filters=Filters(metadata={"k": LONE})),
+        lambda m: m.search("heron", user_id="u", filters=Filters(metadata={LONE: "v"})),
+    ],
+    ids=[
+        "add user",
+        "search user",
+        "topic",
+        "metadata key",
+        "metadata value",
+        "filter topic",
+        "filter value",
+        "filter key",
+    ],
+)
+def test_a_lone_surrogate_gives_a_typed_error_and_stores_nothing(
+    tmp_path: Path, call: Callable[[Memory], object]
+) -> None:
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    with pytest.raises(ValidationError, match="not valid Unicode"):
+        call(m)
+    assert m.export_rows()[1:] == []
+    m.close()
+
+
+def test_a_file_where_the_index_folder_goes_is_refused_with_a_typed_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    Path(f"{path}.index").write_text("not a folder")
+    with pytest.raises(StoreError, match="not a folder"):
+        Memory(SqliteStore(path), embedder=FakeEmbedder()).add("the heron", user_id="u")
+    assert not path.exists()  # refused before the database was made

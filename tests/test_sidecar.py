@@ -1039,3 +1039,41 @@ def test_a_compaction_that_fails_half_way_in_the_background_is_healed_by_the_nex
     assert hits[0].record.id == first[5].id
     assert _check(m.store, "u") == (set(), set())  # type: ignore[arg-type]
     m.close()
+
+
+def test_a_purged_turn_leaves_no_context_vector_made_with_it_in_the_folder(
+    tmp_path: Path,
+) -> None:
+    """The turn after a purged episode was embedded with it (context_window=1): that
+    vector leaves the database and the index folder (every file, byte for byte)."""
+    import sqlite3
+
+    from memlane import CoreConfig
+    from memlane.testing import FixedClock
+
+    path, clock = tmp_path / "m.db", FixedClock()
+    config = CoreConfig(context_window=1)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(), clock=clock, config=config)
+    kind = MemoryKind.EPISODE
+    m.add("door code zanzibarquux", user_id="u", kind=kind, session_id="s", ttl=timedelta(hours=1))
+    clock.advance(minutes=1)
+    reply = m.add("ok noted", user_id="u", kind=kind, session_id="s")
+    m.add_many([MemoryInput(f"note {i} about gardening") for i in range(5)], user_id="u")
+    m.search("gardening", user_id="u")  # the folder takes the writes in
+    with sqlite3.connect(path) as conn:
+        (vector,) = conn.execute(
+            "SELECT v.vector FROM embeddings e JOIN vectors v ON v.vid = e.vid "
+            "WHERE e.content_hash = ?",
+            (reply.context_hash,),
+        ).fetchone()
+    folder = Path(f"{path}.index")
+    assert any(bytes(vector) in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    m.search("zanzibarquux", user_id="u")
+    m.close()
+    assert not any(bytes(vector) in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM vectors WHERE vector = ?", (vector,)
+        ).fetchone() == (0,)

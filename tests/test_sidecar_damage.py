@@ -197,3 +197,16 @@ def test_a_file_where_the_index_folder_goes_is_refused_with_a_typed_error(
     with pytest.raises(StoreError, match="not a folder"):
         Memory(SqliteStore(path), embedder=FakeEmbedder()).add("the heron", user_id="u")
     assert not path.exists()  # refused before the database was made
+
+
+@pytest.mark.parametrize("damage", ["removed", "emptied"])
+def test_a_missing_code_file_is_built_again_not_served_empty(tmp_path: Path, damage: str) -> None:
+    path = _store(tmp_path)
+    codes = _folder(path, "u") / "codes-content.bin"
+    if damage == "removed":
+        codes.unlink()
+    else:
+        codes.write_bytes(b"")
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert len(_texts(m, "heron", "u", "semantic")) == N
+    m.close()

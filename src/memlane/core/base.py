@@ -716,6 +716,8 @@ def _expiry(item: MemoryInput, now: datetime) -> datetime | None:
         raise ValidationError("give expires_at or ttl, not both")
     if item.ttl is None:
         return item.expires_at
+    if not isinstance(item.ttl, timedelta):
+        raise ValidationError(f"ttl must be a timedelta, got {type(item.ttl).__name__}")
     if item.ttl <= timedelta(0):
         raise ValidationError("ttl must be positive")
     try:

@@ -195,9 +195,10 @@ class CodeFile:
         self._grouped: _Grouped | None = None  # the lists' memory positions and codes
 
     @classmethod
-    def open(cls, path: Path | None, dim: int) -> CodeFile:
+    def open(cls, path: Path | None, dim: int, *, existing: bool = False) -> CodeFile:
         """The codes in ``path`` and the vectors beside it (both created if the code file
-        is missing; None keeps them in memory only).
+        is missing, unless ``existing`` says it must be there: then CorruptStoreError;
+        None keeps them in memory only).
 
         A torn last row (the file cut mid-row, e.g. by kill -9) is truncated away; where a
         crash left two live rows for one rid, the later one stays. Raises ValidationError
@@ -209,6 +210,8 @@ class CodeFile:
         if path is None:
             return cls(None, dim, None, _Floats(None, dim, None))
         path = Path(path)
+        if existing and (not path.is_file() or path.stat().st_size < HEADER_BYTES):
+            raise CorruptStoreError(f"code file {path} is missing or cut short")
         try:
             file, tag, created, centred, centre = _open_file(path, dim)
         except OSError as exc:

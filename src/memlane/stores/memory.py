@@ -269,12 +269,28 @@ class MemoryStore(OpDispatch):
     def _op_RemoveRecords(self, op: ops.RemoveRecords, tx: _Tx) -> int:
         n = 0
         for rid in op.ids:
-            if (op.user_id, rid) in self._records:
+            removed = self._records.get((op.user_id, rid))
+            if removed is not None:
                 tx.pop(self._records, (op.user_id, rid))
                 n += 1
+                if removed.kind == MemoryKind.EPISODE and removed.session_id is not None:
+                    self._drop_contexts_after(removed, tx)
             self._erase_history(op.user_id, rid, tx)
         self._prune_graph(op.user_id, tx)
         return n
+
+    def _drop_contexts_after(self, removed: MemoryRecord, tx: _Tx) -> None:
+        """The turns after a removed turn of its session by its agent lose their context
+        vectors: each was embedded with the turns before it, maybe the removed one."""
+        for r in self._user_records(removed.user_id):
+            if (
+                r.kind == MemoryKind.EPISODE
+                and r.session_id == removed.session_id
+                and r.agent_id == removed.agent_id
+                and r.id > removed.id
+                and r.context_hash is not None
+            ):
+                tx.set(self._records, (r.user_id, r.id), replace(r, context_hash=None))
 
     def _erase_history(self, user_id: str, record_id: str, tx: _Tx) -> None:
         """Keep a removed record's history events, without their snapshots."""

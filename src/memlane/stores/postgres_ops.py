@@ -22,6 +22,7 @@ from memlane.stores.postgres_sql import (
     APPEND_AUDIT,
     CLAIM_JOB,
     DIALECT,
+    DROP_CONTEXTS_AFTER,
     INSERT_RECORD,
     NEIGHBORS,
     REINDEX_DELETED_AFTER,
@@ -250,6 +251,7 @@ class PostgresOps(OpDispatch):
         _, n = yield Sql(*delete)
         for session_id, agent_id, rid in turns:  # the words leave every search vector
             yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
+            yield Sql(DROP_CONTEXTS_AFTER, (op.user_id, session_id, agent_id, rid))
         yield from self._graph(graph_sql.prune(DIALECT, op.user_id))
         return n
 

@@ -675,7 +675,7 @@ class _Indexes:
             try:
                 for name in FIELDS:
                     path = None if folder is None else folder / f"codes-{name}.bin"
-                    self.codes[name] = CodeFile.open(path, model.dim)
+                    self.codes[name] = CodeFile.open(path, model.dim, existing=existing)
             except BaseException:
                 self.close()
                 raise

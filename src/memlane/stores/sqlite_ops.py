@@ -41,6 +41,8 @@ from memlane.stores.sql.queries import QUERIES
 from memlane.stores.sqlite_sql import (
     BY_RIDS,
     DIALECT,
+    DROP_CONTEXTS_AFTER,
+    NEXT_RID,
     RECORD_COLUMNS,
     REINDEX_DELETED_AFTER,
     ROWS,
@@ -130,7 +132,9 @@ class SqliteOps(OpDispatch):
         if row is None:
             marks = ", ".join("?" * len(RECORD_COLUMNS))
             conn.execute(
-                f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})", values
+                f"INSERT INTO records (rid, {', '.join(RECORD_COLUMNS)}) "
+                f"VALUES ({NEXT_RID}, {marks})",
+                values,
             )
         else:
             sets = ", ".join(f"{c} = ?" for c in RECORD_COLUMNS[2:])
@@ -439,6 +443,7 @@ class SqliteOps(OpDispatch):
             n += conn.execute(*delete).rowcount
             for session_id, agent_id, rid in turns:  # the words leave every index row
                 conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
+                conn.execute(DROP_CONTEXTS_AFTER, (op.user_id, session_id, agent_id, rid))
         self._graph(conn, graph_sql.prune(DIALECT, op.user_id))
         return n
 

@@ -184,6 +184,16 @@ _LIVE_CONTEXT_SQL = _context_sql(
     same_agent=False,
 )
 
+DROP_CONTEXTS_AFTER = (
+    "UPDATE records SET context_hash = NULL WHERE user_id = ? AND session_id = ? "
+    "AND agent_id IS ? AND kind = 'episode' AND id > ? AND context_hash IS NOT NULL"
+)
+"""Drops the context vectors of the turns after a removed turn ``(user, session, agent,
+id)``: each was embedded with the turns before it (``CoreConfig.context_window`` of them,
+which the store does not know), so any later one may hold the removed turn's words. A
+search then scores those turns by their own vectors; the vectors left unused go with the
+next prune of embeddings."""
+
 REINDEX_DELETED_AFTER = (
     "INSERT INTO index_outbox(user_id, rid) "
     "SELECT n.user_id, n.rid FROM records n WHERE n.user_id = ? AND n.session_id = ? "
@@ -477,6 +487,27 @@ trigger); a process still running older code cannot write a vector into ``vid``
 (``embeddings_vid``). The old table's pages go to the free list (VACUUM gives them
 back)."""
 
+_RIDS_ONCE_SQL = """
+        INSERT OR REPLACE INTO memlane_meta
+            VALUES ('records_rid', (SELECT coalesce(max(rid), 0) FROM records));
+        CREATE TRIGGER records_rid_given AFTER INSERT ON records BEGIN
+            UPDATE memlane_meta SET value = new.rid
+            WHERE key = 'records_rid' AND CAST(value AS INTEGER) < new.rid;
+        END;
+"""
+"""SQLite gives a new row the largest rowid plus one, so deleting the record with the
+largest rid freed that rid for the next write. The search indexes beside the file name
+records by rid, and a search that reads them while another process deletes a record and
+writes a new one would find the new record by the deleted one's words (or score it by
+its vector). ``memlane_meta.records_rid`` now holds the largest rid ever given, and a new
+record takes the next one (:data:`NEXT_RID`): a rid names one record for good."""
+
+NEXT_RID = (
+    "(SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM memlane_meta "
+    "WHERE key = 'records_rid'), 0), coalesce((SELECT max(rid) FROM records), 0)) + 1)"
+)
+"""The rid of a new record: after every rid ever given (schema 17)."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -635,6 +666,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         # until they next take changes in.
         "ALTER TABLE index_state ADD COLUMN nonce TEXT;",
     ),
+    (17, "record rids never given twice", _RIDS_ONCE_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

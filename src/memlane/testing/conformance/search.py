@@ -108,6 +108,39 @@ class SearchConformance(ConformanceBase):
         assert found("beta", None) == set() and found("gamma", None) == {beta, after}
         m.close()
 
+    def test_a_purged_turn_takes_the_context_vectors_made_with_it(self) -> None:
+        """A turn after an episode is also embedded with it (its context vector); once
+        the episode is purged, that vector would go on matching its words. The turns
+        after it are then scored by their own vectors, and the context vector goes
+        with the sweep's prune."""
+        clock = FixedClock()
+        m = Memory(
+            self.make_store(),
+            embedder=FakeEmbedder(),
+            clock=clock,
+            config=CoreConfig(context_window=1),
+        )
+        kind = MemoryKind.EPISODE
+        day = timedelta(days=1)
+        m.add("door code zanzibarquux", user_id="u", kind=kind, session_id="s", ttl=day)
+        clock.advance(minutes=1)
+        reply = m.add("ok noted", user_id="u", kind=kind, session_id="s")
+        other = m.add("ok noted", user_id="u", kind=kind, session_id="t")  # another session
+        made_with = reply.context_hash
+        assert made_with is not None and other.context_hash is not None
+        only_context = SearchRecipe("ctx", {"context": 1.0}, time_weight=0.0)
+        hits = m.search("zanzibarquux", user_id="u", recipe=only_context, limit=5)
+        assert {h.record.id: h.score > 0.5 for h in hits}[reply.id]  # through its context
+        clock.advance(days=2)
+        assert m.sweep() == 1
+        assert m.get(reply.id, user_id="u").context_hash is None
+        assert m.get(other.id, user_id="u").context_hash == other.context_hash
+        hits = m.search("zanzibarquux", user_id="u", recipe=only_context, limit=5)
+        assert hits and all(h.score < 0.1 for h in hits)
+        model = FakeEmbedder().model_id
+        assert m.store.batch([ops.GetEmbeddings(model, (made_with,))]) == [{}]
+        m.close()
+
     def test_another_agents_turn_is_no_context_embedding(self) -> None:
         m = Memory(
             self.make_store(),

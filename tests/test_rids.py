@@ -70,3 +70,28 @@ def test_a_search_racing_another_process_never_finds_a_new_record_by_a_deleted_o
     # The new record is not in the indexes this search read (it came after): under a
     # rid given again it was found by the deleted record's word, or scored by its vector.
     assert new and [h.record.text for h in hits] == ["gardening notes"] * (recipe != "lexical")
+
+
+def test_a_rid_the_indexes_may_still_hold_is_not_given_after_an_upgrade(tmp_path: Path) -> None:
+    """A store from before schema 17 whose newest record was deleted, the deletion not yet
+    taken into the index folder (still queued in the outbox): the upgrade starts the
+    rids after it."""
+    from memlane.stores.sqlite import MIGRATIONS
+
+    (once,) = [v for v, name, _ in MIGRATIONS if "never given twice" in name]
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("gardening notes", user_id="u")
+    m.add("door code", user_id="u")
+    m.close()
+    conn = sqlite3.connect(path)  # as the code before schema 17 left it, then a delete
+    conn.execute("DROP TRIGGER records_rid_given")
+    conn.execute("DELETE FROM memlane_meta WHERE key = 'records_rid'")
+    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (once,))
+    conn.execute("DELETE FROM records WHERE text = 'door code'")  # queued for the indexes
+    conn.commit()
+    conn.close()
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("lunch at noon", user_id="u")
+    m.close()
+    assert _rids(path) == {"gardening notes": 1, "lunch at noon": 3}

@@ -280,14 +280,15 @@ class MemoryStore(OpDispatch):
         return n
 
     def _drop_contexts_after(self, removed: MemoryRecord, tx: _Tx) -> None:
-        """The turns after a removed turn of its session by its agent lose their context
-        vectors: each was embedded with the turns before it, maybe the removed one."""
+        """The turns after a removed turn of its session by its agent (by id or by time
+        written) lose their context vectors: each was embedded with the turns before it,
+        maybe the removed one."""
         for r in self._user_records(removed.user_id):
             if (
                 r.kind == MemoryKind.EPISODE
                 and r.session_id == removed.session_id
                 and r.agent_id == removed.agent_id
-                and r.id > removed.id
+                and (r.id > removed.id or r.created_at >= removed.created_at)
                 and r.context_hash is not None
             ):
                 tx.set(self._records, (r.user_id, r.id), replace(r, context_hash=None))

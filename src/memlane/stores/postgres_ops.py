@@ -249,9 +249,9 @@ class PostgresOps(OpDispatch):
         yield Sql(*scrub)
         turns, _ = yield Sql(*removed_turns)
         _, n = yield Sql(*delete)
-        for session_id, agent_id, rid in turns:  # the words leave every search vector
+        for session_id, agent_id, rid, created in turns:  # the words leave every search vector
             yield Sql(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
-            yield Sql(DROP_CONTEXTS_AFTER, (op.user_id, session_id, agent_id, rid))
+            yield Sql(DROP_CONTEXTS_AFTER, (op.user_id, session_id, agent_id, rid, created))
         yield from self._graph(graph_sql.prune(DIALECT, op.user_id))
         return n
 

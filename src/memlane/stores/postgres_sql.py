@@ -105,8 +105,8 @@ REINDEX_ONE = f"UPDATE records n SET search = {_PERIODS_SEARCH} WHERE n.user_id 
 
 DROP_CONTEXTS_AFTER = (
     "UPDATE records SET context_hash = NULL WHERE user_id = %s AND session_id = %s "
-    "AND agent_id IS NOT DISTINCT FROM %s AND kind = 'episode' AND id > %s "
-    "AND context_hash IS NOT NULL"
+    "AND agent_id IS NOT DISTINCT FROM %s AND kind = 'episode' "
+    "AND (id > %s OR created_at >= %s) AND context_hash IS NOT NULL"
 )
 """Drops the context vectors of the turns after a removed turn (as on SQLite:
 ``memlane.stores.sqlite_sql.DROP_CONTEXTS_AFTER``)."""

@@ -210,7 +210,9 @@ class _Sealer:
             topics=tuple(inner["topics"]),
             key=inner["key"],
             content_hash=inner["content_hash"],
-            context_hash=inner["context_hash"],
+            # The store drops a context by its column (a purged turn before it): the
+            # sealed copy keeps the hash it was written with.
+            context_hash=None if r.context_hash is None else inner["context_hash"],
         )
 
     def event(self, e: HistoryEvent) -> HistoryEvent:

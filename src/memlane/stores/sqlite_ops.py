@@ -441,9 +441,10 @@ class SqliteOps(OpDispatch):
             conn.execute(*scrub)
             turns = conn.execute(*removed_turns).fetchall()
             n += conn.execute(*delete).rowcount
-            for session_id, agent_id, rid in turns:  # the words leave every index row
+            for session_id, agent_id, rid, created in turns:  # the words leave every index
                 conn.execute(REINDEX_DELETED_AFTER, (op.user_id, session_id, agent_id, rid, rid))
-                conn.execute(DROP_CONTEXTS_AFTER, (op.user_id, session_id, agent_id, rid))
+                dropped = (op.user_id, session_id, agent_id, rid, created)
+                conn.execute(DROP_CONTEXTS_AFTER, dropped)
         self._graph(conn, graph_sql.prune(DIALECT, op.user_id))
         return n
 

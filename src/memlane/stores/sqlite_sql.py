@@ -186,13 +186,16 @@ _LIVE_CONTEXT_SQL = _context_sql(
 
 DROP_CONTEXTS_AFTER = (
     "UPDATE records SET context_hash = NULL WHERE user_id = ? AND session_id = ? "
-    "AND agent_id IS ? AND kind = 'episode' AND id > ? AND context_hash IS NOT NULL"
+    "AND agent_id IS ? AND kind = 'episode' AND (id > ? OR created_at >= ?) "
+    "AND context_hash IS NOT NULL"
 )
 """Drops the context vectors of the turns after a removed turn ``(user, session, agent,
-id)``: each was embedded with the turns before it (``CoreConfig.context_window`` of them,
-which the store does not know), so any later one may hold the removed turn's words. A
-search then scores those turns by their own vectors; the vectors left unused go with the
-next prune of embeddings."""
+id, created_at)``: each was embedded with the turns before it (``CoreConfig.context_window``
+of them, which the store does not know), so any later one may hold the removed turn's
+words. "After" is by id (the order of a session's turns, which an import embeds by) or by
+the time written (an idempotent add's id is a hash, not in time order). A search then
+scores those turns by their own vectors; the vectors left unused go with the next prune
+of embeddings."""
 
 REINDEX_DELETED_AFTER = (
     "INSERT INTO index_outbox(user_id, rid) "
@@ -488,8 +491,10 @@ trigger); a process still running older code cannot write a vector into ``vid``
 back)."""
 
 _RIDS_ONCE_SQL = """
-        INSERT OR REPLACE INTO memlane_meta
-            VALUES ('records_rid', (SELECT coalesce(max(rid), 0) FROM records));
+        INSERT OR REPLACE INTO memlane_meta VALUES ('records_rid', max(
+            (SELECT coalesce(max(rid), 0) FROM records),
+            (SELECT coalesce(max(rid), 0) FROM index_outbox)
+        ));
         CREATE TRIGGER records_rid_given AFTER INSERT ON records BEGIN
             UPDATE memlane_meta SET value = new.rid
             WHERE key = 'records_rid' AND CAST(value AS INTEGER) < new.rid;
@@ -500,7 +505,9 @@ largest rid freed that rid for the next write. The search indexes beside the fil
 records by rid, and a search that reads them while another process deletes a record and
 writes a new one would find the new record by the deleted one's words (or score it by
 its vector). ``memlane_meta.records_rid`` now holds the largest rid ever given, and a new
-record takes the next one (:data:`NEXT_RID`): a rid names one record for good."""
+record takes the next one (:data:`NEXT_RID`): a rid names one record for good. It starts
+at the largest rid the records or the outbox name (a record deleted before the upgrade
+whose rid the indexes may still hold is queued there until they drop it)."""
 
 NEXT_RID = (
     "(SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM memlane_meta "

@@ -86,7 +86,8 @@ def find_expired(d: Dialect, op: ops.FindExpired) -> Statement:
 
 def remove_records(d: Dialect, user_id: str, ids: Sequence[str]) -> tuple[Statement, ...]:
     """Removing records, in order: erase their content from their history, read the
-    removed turns (session, agent, id: the turns after them are re-indexed), delete."""
+    removed turns (session, agent, id, created: the turns after them are re-indexed, and
+    lose the context vectors that may hold their words), delete."""
     of_records, params = _any_of(d, "record_id", ids)
     by_id, _ = _any_of(d, "id", ids)
     key, m = [user_id, *params], d.mark
@@ -97,7 +98,8 @@ def remove_records(d: Dialect, user_id: str, ids: Sequence[str]) -> tuple[Statem
             key,
         ),
         (
-            f"SELECT session_id, agent_id, id FROM records WHERE user_id = {m} AND {by_id} "
+            f"SELECT session_id, agent_id, id, created_at FROM records WHERE user_id = {m} "
+            f"AND {by_id} "
             "AND kind = 'episode' AND session_id IS NOT NULL ORDER BY id",
             key,
         ),

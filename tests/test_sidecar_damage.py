@@ -210,3 +210,19 @@ def test_a_missing_code_file_is_built_again_not_served_empty(tmp_path: Path, dam
     m = Memory(SqliteStore(path), embedder=FakeEmbedder())
     assert len(_texts(m, "heron", "u", "semantic")) == N
     m.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: a code file cut to whole rows reads as one a crash left short (its "
+    "torn last row cut away, the rows lost applied again from the outbox); the folder "
+    "records no row count to tell an outside cut from that",
+)
+def test_a_code_file_cut_to_whole_rows_is_built_again(tmp_path: Path) -> None:
+    path = _store(tmp_path)
+    codes = _folder(path, "u") / "codes-content.bin"
+    data = codes.read_bytes()
+    codes.write_bytes(data[: len(data) // 2])
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    assert len(_texts(m, "heron", "u", "semantic")) == N
+    m.close()

@@ -86,6 +86,7 @@ def test_a_rid_the_indexes_may_still_hold_is_not_given_after_an_upgrade(tmp_path
     m.close()
     conn = sqlite3.connect(path)  # as the code before schema 17 left it, then a delete
     conn.execute("DROP TRIGGER records_rid_given")
+    conn.execute("DROP TRIGGER records_rid_taken")
     conn.execute("DELETE FROM memlane_meta WHERE key = 'records_rid'")
     conn.execute("DELETE FROM schema_migrations WHERE version = ?", (once,))
     conn.execute("DELETE FROM records WHERE text = 'door code'")  # queued for the indexes
@@ -95,3 +96,29 @@ def test_a_rid_the_indexes_may_still_hold_is_not_given_after_an_upgrade(tmp_path
     m.add("lunch at noon", user_id="u")
     m.close()
     assert _rids(path) == {"gardening notes": 1, "lunch at noon": 3}
+
+
+def test_a_record_written_by_older_code_is_refused_not_given_a_used_rid(tmp_path: Path) -> None:
+    """A process still running the code before schema 17 lets SQLite choose the rid (the
+    largest plus one): after the newest record is gone that is a used one."""
+    from memlane.stores.sqlite_sql import RECORD_COLUMNS
+
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder())
+    m.add("gardening notes", user_id="u")
+    m.add("door code", user_id="u", kind=MemoryKind.EPISODE, session_id="s")  # rid 2
+    m.delete_session("s", user_id="u")
+    m.close()
+    conn = sqlite3.connect(path)
+    row = conn.execute(
+        f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE text = 'gardening notes'"
+    ).fetchone()
+    values = dict(zip(RECORD_COLUMNS, row, strict=True)) | {"id": "another"}
+    marks = ", ".join("?" * len(RECORD_COLUMNS))
+    with pytest.raises(sqlite3.IntegrityError, match="upgrade"):
+        conn.execute(
+            f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})",
+            tuple(values.values()),
+        )
+    conn.close()
+    assert _rids(path) == {"gardening notes": 1}  # the refused row is not there

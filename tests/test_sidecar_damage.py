@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -226,3 +227,101 @@ def test_a_code_file_cut_to_whole_rows_is_built_again(tmp_path: Path) -> None:
     m = Memory(SqliteStore(path), embedder=FakeEmbedder())
     assert len(_texts(m, "heron", "u", "semantic")) == N
     m.close()
+
+
+def test_a_busy_database_at_the_end_of_a_sync_costs_no_rebuild(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording the applied position meets another process's write lock past the busy
+    timeout: the search fails, and the next one applies the same rows again rather than
+    building the user's whole folder afresh (the folder must not be a nonce ahead)."""
+    from memlane.stores.sidecar import Sidecar
+
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path, busy_timeout_s=0.3), embedder=FakeEmbedder(), sparse=None)
+    m.add_many([MemoryInput(f"memory {i} about apples") for i in range(N)], user_id="u")
+    assert len(_texts(m, "apples", "u")) == N
+    rebuilds: list[str] = []
+    real = Sidecar.rebuild
+
+    def counting(self: Sidecar, conn: sqlite3.Connection, user_id: str, *a: Any) -> int:
+        rebuilds.append(user_id)
+        return real(self, conn, user_id, *a)
+
+    monkeypatch.setattr(Sidecar, "rebuild", counting)
+    m.add("one more about pears", user_id="u")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    other.execute("BEGIN IMMEDIATE")  # another process, writing for a while
+    try:
+        with pytest.raises(StoreError):
+            m.search("pears", user_id="u", recipe="lexical")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _texts(m, "pears", "u") == ["one more about pears"]
+    assert rebuilds == []
+    m.close()
+
+
+def test_a_busy_database_fails_a_rebuild_before_it_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild records the new folder's nonce first: with the database busy it fails
+    before building, leaves the folder it had, and the next search builds it once."""
+    from memlane.stores.sidecar import Sidecar
+
+    path = _store(tmp_path)
+    _tear_lexical(path)  # the next search must build the folder again
+    before = _generation(path, "u")
+    m = Memory(SqliteStore(path, busy_timeout_s=0.3), embedder=FakeEmbedder())
+    rebuilds: list[str] = []
+    real = Sidecar.rebuild
+
+    def counting(self: Sidecar, conn: sqlite3.Connection, user_id: str, *a: Any) -> int:
+        rebuilds.append(user_id)
+        return real(self, conn, user_id, *a)
+
+    assert _texts(m, "goats", "v") == ["bob keeps goats"]  # the store is open
+    monkeypatch.setattr(Sidecar, "rebuild", counting)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError):
+            m.search("heron", user_id="u", recipe="lexical")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _generation(path, "u") == before  # nothing built, nothing put in place
+    assert not [p for p in Path(f"{path}.index").iterdir() if ".new-" in p.name]
+    assert len(_texts(m, "heron", "u")) == N
+    assert len(_texts(m, "heron", "u")) == N
+    assert rebuilds == ["u", "u"]  # the one refused, then the one that built it
+    m.close()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.import_rows([{"type": "record", "data": {**_row(), "topics": [LONE]}}]),
+        lambda m: m.import_rows([{"type": "record", "data": {**_row(), "actor": LONE}}]),
+        lambda m: m.add("the heron nests", user_id="u", actor=LONE),
+        lambda m: m.delete(m.list(user_id="u").items[0].id, user_id="u", reason=LONE),
+    ],
+    ids=["import topic", "import actor", "add actor", "delete reason"],
+)
+def test_what_no_check_saw_is_refused_by_the_store_and_nothing_is_stored(
+    tmp_path: Path, call: Callable[[Memory], object]
+) -> None:
+    m = Memory(SqliteStore(tmp_path / "m.db"), embedder=FakeEmbedder())
+    m.add("bob keeps goats", user_id="u")
+    before = m.export_rows()[1:]  # after the header
+    with pytest.raises(ValidationError, match="not valid Unicode"):
+        call(m)
+    assert m.export_rows()[1:] == before
+    m.close()
+
+
+def _row() -> dict[str, Any]:
+    """The data of a record row as an export writes it."""
+    with Memory("memory://", embedder=FakeEmbedder()) as scratch:
+        return dict(scratch.add("the heron nests", user_id="u").to_dict())

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
-from memlane.errors import ConflictError, UnsupportedError
+from memlane.errors import ConflictError, UnsupportedError, ValidationError
 from memlane.models import Job, JobStatus
 from memlane.ports import store as ops
 from memlane.ports.store import Op
@@ -90,6 +90,13 @@ def should_write(what: str, expected: int | None, version: int, actual: int | No
     Raises ConflictError when the stored version is not the expected one."""
     check_expected(what, expected, 0 if actual is None else actual)
     return expected is not None or actual is None or actual < version
+
+
+def refuse_unencodable(exc: UnicodeEncodeError) -> ValidationError:
+    """The error for a value the database driver could not encode (a lone surrogate in a
+    string the checks before did not see): the batch wrote nothing (its transaction is
+    rolled back), and the caller gave bad input."""
+    return ValidationError(f"a value is not valid Unicode ({exc.reason}); nothing was stored")
 
 
 def should_apply(op: ops.WriteRecord | ops.PutJob, actual: int | None) -> bool:

@@ -46,7 +46,7 @@ from memlane.errors import (
 )
 from memlane.ports import store as ops
 from memlane.ports.store import Op
-from memlane.stores.base import Retries, aretrying, retrying
+from memlane.stores.base import Retries, aretrying, refuse_unencodable, retrying
 from memlane.stores.postgres_lexical import LEXICAL_BUDGET
 from memlane.stores.postgres_ops import PostgresOps
 from memlane.stores.postgres_sql import (
@@ -215,7 +215,10 @@ class PostgresStore(PostgresOps):
                     for extra in spare:
                         pool.putconn(extra)
 
-        return retrying(attempt, self._retries())
+        try:
+            return retrying(attempt, self._retries())
+        except UnicodeEncodeError as exc:  # rolled back by the transaction
+            raise refuse_unencodable(exc) from exc
 
     @staticmethod
     def _spare_connections(
@@ -335,7 +338,10 @@ class PostgresStore(PostgresOps):
                     idle.put(extra)
                 idle.put(conn)
 
-        return await aretrying(attempt, self._retries())
+        try:
+            return await aretrying(attempt, self._retries())
+        except UnicodeEncodeError as exc:  # rolled back by the transaction
+            raise refuse_unencodable(exc) from exc
 
     async def _areads_at_once(
         self,

@@ -217,8 +217,9 @@ class Sidecar:
         them hold exactly what the transaction sees (no change queued for them, and the
         outbox position applied is the one they were read at). A commit by another
         process between the sync before a search and the search's transaction makes
-        it False; the indexes then may hold a record under a rid that names another
-        record now (rids of deleted records are given again)."""
+        it False; the indexes then may hold records deleted since, or miss records
+        written since (a rid is never given twice since schema 17, so none of their
+        rids names another record)."""
         opened = self._open.get(user_id)
         if opened is None:
             return False
@@ -305,9 +306,14 @@ class Sidecar:
             # half way: built afresh in a new folder instead.
             self.rebuild(conn, user_id)
             return
-        opened.state = replace(state, seq=pending[-1][0], nonce=uuid.uuid4().hex)
-        self._write_state(user_id, opened.state)
-        self._applied(conn, user_id, opened.state.seq, built=True, nonce=opened.state.nonce)
+        # The database first: should its write fail (another process holding the write
+        # lock past the busy timeout), folder and database still agree on the last
+        # apply, and the next sync applies the same rows again (idempotent), where a
+        # folder ahead of the database by a nonce would be built afresh.
+        applied = replace(state, seq=pending[-1][0], nonce=uuid.uuid4().hex)
+        self._applied(conn, user_id, applied.seq, built=True, nonce=applied.nonce)
+        opened.state = applied
+        self._write_state(user_id, applied)
         for field_ in due:
             self._upkeep.want(user_id, field_)
 
@@ -429,6 +435,12 @@ class Sidecar:
         Returns how many records were indexed. ``progress(n)`` hears of each chunk."""
         with self._mutex, self._locked(user_id):
             self._close(user_id)
+            # The new folder's nonce goes to the database before the build: a busy
+            # database fails the rebuild before its cost, and once the folder is in
+            # place the database holds its nonce even if recording the position fails.
+            nonce = uuid.uuid4().hex
+            with transaction(conn, write=True):
+                conn.execute("UPDATE index_state SET nonce = ? WHERE user_id = ?", (nonce, user_id))
             target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
             with transaction(conn, write=False):
                 seq, model = _last_seq(conn), _model(conn)
@@ -447,8 +459,7 @@ class Sidecar:
                 self._applied(conn, user_id, seq, built=False)
                 return 0
             name, dim = ("", 0) if model is None else (model.name, model.dim)
-            state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex, name, dim)
-            state = replace(state, nonce=uuid.uuid4().hex)
+            state = State(self.store_id, FORMAT, seq, uuid.uuid4().hex, name, dim, nonce)
             self._install(user_id, target, state)
             final = self._folder(user_id)
             if final is not None:  # the indexes moved with their folder: open them there

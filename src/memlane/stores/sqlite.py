@@ -32,7 +32,7 @@ from memlane.errors import ConflictError, CorruptStoreError, ForeignStoreError, 
 from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Op
-from memlane.stores.base import Retries, retrying
+from memlane.stores.base import Retries, refuse_unencodable, retrying
 from memlane.stores.sidecar import REBUILD, Sidecar
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
 from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
@@ -314,6 +314,8 @@ class SqliteStore(SqliteOps):
                 self._start_scans(ops_)
             try:
                 results, erased = retrying(lambda: self._attempt(conn, ops_, write=write), retries)
+            except UnicodeEncodeError as exc:  # rolled back by the transaction
+                raise refuse_unencodable(exc) from exc
             finally:
                 self._finish_scans()
             if write:

@@ -499,13 +499,19 @@ _RIDS_ONCE_SQL = """
             UPDATE memlane_meta SET value = new.rid
             WHERE key = 'records_rid' AND CAST(value AS INTEGER) < new.rid;
         END;
+        CREATE TRIGGER records_rid_taken BEFORE INSERT ON records
+        WHEN new.rid <= (SELECT CAST(value AS INTEGER) FROM memlane_meta
+                         WHERE key = 'records_rid') BEGIN
+            SELECT RAISE(ABORT, 'memlane gives each rid once since schema 17: upgrade');
+        END;
 """
 """SQLite gives a new row the largest rowid plus one, so deleting the record with the
 largest rid freed that rid for the next write. The search indexes beside the file name
 records by rid, and a search that reads them while another process deletes a record and
 writes a new one would find the new record by the deleted one's words (or score it by
 its vector). ``memlane_meta.records_rid`` now holds the largest rid ever given, and a new
-record takes the next one (:data:`NEXT_RID`): a rid names one record for good. It starts
+record takes the next one (:data:`NEXT_RID`): a rid names one record for good (a process
+still running older code, whose insert lets SQLite choose, is refused). It starts
 at the largest rid the records or the outbox name (a record deleted before the upgrade
 whose rid the indexes may still hold is queued there until they drop it)."""
 

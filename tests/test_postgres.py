@@ -140,6 +140,18 @@ def test_metadata_comes_back_exactly_as_written(pg_url: str) -> None:
     m.close()
 
 
+def test_a_value_the_driver_cannot_encode_is_refused_and_nothing_stored(pg_url: str) -> None:
+    """A lone surrogate that no check before the store saw (an actor given per call):
+    ValidationError, the batch rolled back."""
+    m, _ = _memory(pg_url)
+    m.add("bob keeps goats", user_id="u")
+    before = m.export_rows()[1:]
+    with pytest.raises(ValidationError, match="not valid Unicode"):
+        m.add("the heron nests", user_id="u", actor="x\ud800")
+    assert m.export_rows()[1:] == before
+    m.close()
+
+
 def test_foreign_database_is_refused_and_untouched(postgres_server: PostgresServer) -> None:
     url = postgres_server.new_database("foreign")
     with psycopg.connect(url, autocommit=True) as conn:

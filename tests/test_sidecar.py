@@ -599,19 +599,21 @@ def test_a_tie_is_decided_by_ids_that_share_their_first_bytes_and_sort_apart(
     m.close()
 
 
-def test_a_rid_given_again_by_another_process_mid_search_still_ranks_by_id(
+def test_a_record_another_process_swaps_in_mid_search_takes_a_new_rid(
     tmp_path: Path,
 ) -> None:
-    """Another process deletes the record of the highest rid and adds one, which takes
-    that rid, between a search's index sync and its transaction: the index still holds
-    the old id's order key for it, so the search looks the whole tie up instead of
-    trusting the keys, and the new record's lower id wins the tie."""
+    """Another process deletes the record of the highest rid and adds one between a
+    search's index sync and its transaction. Before schema 17 the new record took the
+    deleted one's rid, and the search looked the whole tie up instead of trusting the
+    index's order keys; now it takes a new rid (an insert letting SQLite choose, as older
+    code did, is refused), the search answers from what it synced, and the next search
+    finds the new record, whose lower id wins the tie."""
     import sqlite3
 
     from memlane import Filters
 
     db = tmp_path / "m.db"
-    store = SqliteStore(db)
+    store, theirs = SqliteStore(db), SqliteStore(db)
     m = Memory(store, embedder=FakeEmbedder())
     template = m.add("a river", user_id="u")
     ids = [f"T{i:02d}" for i in range(40)] + ["zzz"]
@@ -619,25 +621,28 @@ def test_a_rid_given_again_by_another_process_mid_search_still_ranks_by_id(
     search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 1)
     assert store.batch([search])[0][0][0] == "T00"
     synced = store._sync_searched
+    (zzz,) = store.batch([ops.GetRecords("u", ("zzz",))])[0]
 
     def then_another_process_commits(conn: Any, ops_: Any) -> None:
         synced(conn, ops_)
+        theirs.batch([ops.RemoveRecords("u", ("zzz",)), ops.WriteRecord(zzz.evolve(id="A00"), 0)])
         other = sqlite3.connect(db)
-        other.executescript(
-            "CREATE TEMP TABLE c AS SELECT * FROM records WHERE id = 'zzz';"
-            "UPDATE c SET id = 'A00', rid = NULL;"
-            "DELETE FROM records WHERE id = 'zzz';"
-            "INSERT INTO records SELECT * FROM c;"
-        )
+        with pytest.raises(sqlite3.IntegrityError, match="upgrade"):  # older code's insert
+            other.executescript(
+                "CREATE TEMP TABLE c AS SELECT * FROM records WHERE id = 'A00';"
+                "UPDATE c SET id = 'B00', rid = NULL;"
+                "INSERT INTO records SELECT * FROM c;"
+            )
         other.close()
 
     store._sync_searched = then_another_process_commits  # type: ignore[method-assign]
     (hits,) = store.batch([search])
     store._sync_searched = synced  # type: ignore[method-assign]
     rid = sqlite3.connect(db).execute("SELECT rid FROM records WHERE id = 'A00'").fetchone()
-    assert rid == (len(ids) + 1,)  # the rid 'zzz' had
-    assert [i for i, _ in hits] == ["A00"]
+    assert rid == (len(ids) + 2,)  # after every rid given, not the one 'zzz' had
+    assert [i for i, _ in hits] == ["T00"]
     assert [i for i, _ in store.batch([search])[0]] == ["A00"]
+    theirs.close()
     m.close()
 
 

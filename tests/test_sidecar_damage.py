@@ -45,6 +45,30 @@ def _store(tmp_path: Path) -> Path:
     return path
 
 
+def _execute(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _counted_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The users whose folders are built afresh from now on, in order."""
+    from memlane.stores.sidecar import Sidecar
+
+    rebuilds: list[str] = []
+    real = Sidecar.rebuild
+
+    def counting(self: Sidecar, conn: sqlite3.Connection, user_id: str, *a: Any) -> int:
+        rebuilds.append(user_id)
+        return real(self, conn, user_id, *a)
+
+    monkeypatch.setattr(Sidecar, "rebuild", counting)
+    return rebuilds
+
+
 def _tear_lexical(path: Path) -> None:
     (_folder(path, "u") / "lexical" / "meta.json").write_text("{ torn")
 
@@ -125,10 +149,7 @@ def test_a_folder_whose_nonce_the_database_does_not_hold_is_built_again(tmp_path
     """What a crash between the folder's state and the database's record of it leaves."""
     path = _store(tmp_path)
     before = _generation(path, "u")
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE index_state SET nonce = 'another' WHERE user_id = 'u'")
-    conn.commit()
-    conn.close()
+    _execute(path, "UPDATE index_state SET nonce = 'another' WHERE user_id = 'u'")
     m = Memory(SqliteStore(path), embedder=FakeEmbedder())
     assert len(_texts(m, "heron", "u")) == N
     m.close()
@@ -140,10 +161,7 @@ def test_a_folder_recorded_before_nonces_is_taken_as_it_is(tmp_path: Path) -> No
     by their position alone (not all built again at the first open after an upgrade)."""
     path = _store(tmp_path)
     before = _generation(path, "u")
-    conn = sqlite3.connect(path)
-    conn.execute("UPDATE index_state SET nonce = NULL")
-    conn.commit()
-    conn.close()
+    _execute(path, "UPDATE index_state SET nonce = NULL")
     m = Memory(SqliteStore(path), embedder=FakeEmbedder())
     assert len(_texts(m, "heron", "u")) == N
     m.add("one more heron", user_id="u")
@@ -235,20 +253,11 @@ def test_a_busy_database_at_the_end_of_a_sync_costs_no_rebuild(
     """Recording the applied position meets another process's write lock past the busy
     timeout: the search fails, and the next one applies the same rows again rather than
     building the user's whole folder afresh (the folder must not be a nonce ahead)."""
-    from memlane.stores.sidecar import Sidecar
-
     path = tmp_path / "m.db"
     m = Memory(SqliteStore(path, busy_timeout_s=0.3), embedder=FakeEmbedder(), sparse=None)
     m.add_many([MemoryInput(f"memory {i} about apples") for i in range(N)], user_id="u")
     assert len(_texts(m, "apples", "u")) == N
-    rebuilds: list[str] = []
-    real = Sidecar.rebuild
-
-    def counting(self: Sidecar, conn: sqlite3.Connection, user_id: str, *a: Any) -> int:
-        rebuilds.append(user_id)
-        return real(self, conn, user_id, *a)
-
-    monkeypatch.setattr(Sidecar, "rebuild", counting)
+    rebuilds = _counted_rebuilds(monkeypatch)
     m.add("one more about pears", user_id="u")
     other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
     other.execute("BEGIN IMMEDIATE")  # another process, writing for a while
@@ -268,21 +277,12 @@ def test_a_busy_database_fails_a_rebuild_before_it_builds(
 ) -> None:
     """A rebuild records the new folder's nonce first: with the database busy it fails
     before building, leaves the folder it had, and the next search builds it once."""
-    from memlane.stores.sidecar import Sidecar
-
     path = _store(tmp_path)
     _tear_lexical(path)  # the next search must build the folder again
     before = _generation(path, "u")
     m = Memory(SqliteStore(path, busy_timeout_s=0.3), embedder=FakeEmbedder())
-    rebuilds: list[str] = []
-    real = Sidecar.rebuild
-
-    def counting(self: Sidecar, conn: sqlite3.Connection, user_id: str, *a: Any) -> int:
-        rebuilds.append(user_id)
-        return real(self, conn, user_id, *a)
-
     assert _texts(m, "goats", "v") == ["bob keeps goats"]  # the store is open
-    monkeypatch.setattr(Sidecar, "rebuild", counting)
+    rebuilds = _counted_rebuilds(monkeypatch)
     other = sqlite3.connect(path, isolation_level=None, timeout=0.1)
     other.execute("BEGIN IMMEDIATE")
     try:

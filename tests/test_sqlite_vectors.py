@@ -150,6 +150,10 @@ def _texts(n: int, seed: int, k: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=k, replace=False)) for _ in range(n)]
 
 
+def _semantic_ids(m: Memory, queries: list[str]) -> list[list[str]]:
+    return [[h.record.id for h in m.search(q, user_id="u", recipe="semantic")] for q in queries]
+
+
 def test_search_ranks_as_float32_vectors_do(tmp_path: Path) -> None:
     """Float16 storage leaves dense search's order what float32 cosines give (ties by id)."""
     embedder = FakeEmbedder(dim=384)
@@ -176,10 +180,7 @@ def test_migration_converts_float32_vectors_in_place(tmp_path: Path) -> None:
     texts = _texts(400, seed=5, k=8)
     m = Memory(SqliteStore(path), embedder=embedder)
     m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
-    before = [
-        [h.record.id for h in m.search(q, user_id="u", recipe="semantic")]
-        for q in _texts(20, seed=6, k=3)
-    ]
+    before = _semantic_ids(m, _texts(20, seed=6, k=3))
     m.close()
     _as_schema_7(
         path, {content_hash(t): v for t, v in zip(texts, embedder.embed(texts), strict=True)}
@@ -187,10 +188,7 @@ def test_migration_converts_float32_vectors_in_place(tmp_path: Path) -> None:
     assert _vector_bytes_on_disk(path) / len(texts) > 2000  # one overflow page each
 
     m = Memory(SqliteStore(path), embedder=embedder)
-    after = [
-        [h.record.id for h in m.search(q, user_id="u", recipe="semantic")]
-        for q in _texts(20, seed=6, k=3)
-    ]
+    after = _semantic_ids(m, _texts(20, seed=6, k=3))
     m.close()
     assert after == before
     assert _vector_bytes_on_disk(path) / len(texts) <= 2000
@@ -210,7 +208,7 @@ def test_migration_moves_the_vectors_into_a_table_of_their_own(tmp_path: Path) -
     m = Memory(SqliteStore(path), embedder=embedder)
     m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
     queries = _texts(20, seed=17, k=3)
-    before = [[h.record.id for h in m.search(q, user_id="u", recipe="semantic")] for q in queries]
+    before = _semantic_ids(m, queries)
     hashes = tuple(content_hash(t) for t in texts)
     (vectors,) = m.store.batch([ops.GetEmbeddings(MODEL_OF_FAKE, hashes)])
     m.close()
@@ -218,7 +216,7 @@ def test_migration_moves_the_vectors_into_a_table_of_their_own(tmp_path: Path) -
     assert _count(path, "embeddings") == 300
 
     m = Memory(SqliteStore(path), embedder=embedder)
-    after = [[h.record.id for h in m.search(q, user_id="u", recipe="semantic")] for q in queries]
+    after = _semantic_ids(m, queries)
     (moved,) = m.store.batch([ops.GetEmbeddings(MODEL_OF_FAKE, hashes)])
     m.add("one more text", user_id="u")
     m.close()

@@ -33,6 +33,7 @@ from memlane.models import (
     content_hash,
     utcnow,
 )
+from memlane.models.basics import is_unicode
 from memlane.pii import PiiPolicy, PolicyFor
 from memlane.ports import store as ops
 from memlane.ports.cipher import Cipher
@@ -703,11 +704,8 @@ def _check_strings(name: str, values: Any, *, non_empty: bool) -> None:
     if not ok:
         what = "non-empty strings" if non_empty else "strings"
         raise ValidationError(f"{name} must be a list of {what}")
-    for value in values:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates
-            raise ValidationError(f"{name} are not valid Unicode: {exc.reason}") from exc
+    if not all(is_unicode(v) for v in values):
+        raise ValidationError(f"{name} are not valid Unicode (a lone surrogate)")
 
 
 def _expiry(item: MemoryInput, now: datetime) -> datetime | None:

@@ -117,12 +117,21 @@ def check_id(name: str, value: object, *, required: bool = True) -> str | None:
         raise ValidationError(f"{name} is longer than {MAX_ID_CHARS} characters")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValidationError(f"{name} contains control characters")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if not is_unicode(value):
+        raise ValidationError(f"{name} is not valid Unicode (a lone surrogate)")
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored: it encodes as UTF-8 (no lone surrogates, which is
+    what Python makes of undecodable bytes)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from memlane.errors import ValidationError
-from memlane.models.basics import check_id
+from memlane.models.basics import check_id, is_unicode
 from memlane.models.records import MemoryKind, MemoryRecord
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ class Filters:
         # one: every backend refuses it here alike instead of erring or matching nothing.
         if any("\x00" in t for t in self.topics):
             raise ValidationError("filter topics cannot contain a NUL character (\\x00)")
-        if not all(_is_unicode(t) for t in self.topics):
+        if not all(is_unicode(t) for t in self.topics):
             raise ValidationError("filter topics are not valid Unicode (a lone surrogate)")
         for name in ("agent_id", "team", "session_id", "key"):
             check_id(name, getattr(self, name), required=False)
@@ -86,7 +86,7 @@ class Filters:
                 raise ValidationError(
                     f"filter metadata for {k!r} cannot contain a NUL character (\\x00)"
                 )
-            if not _is_unicode(k) or (isinstance(v, str) and not _is_unicode(v)):
+            if not is_unicode(k) or (isinstance(v, str) and not is_unicode(v)):
                 raise ValidationError(
                     f"filter metadata for {k!r} is not valid Unicode (a lone surrogate)"
                 )
@@ -220,14 +220,3 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_cursor: str | None
-
-
-def _is_unicode(text: str) -> bool:
-    """Whether ``text`` can be stored (encoded as UTF-8: no lone surrogates)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

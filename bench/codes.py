@@ -300,11 +300,17 @@ def speed(directory: Path, n: int, queries: np.ndarray, real: np.ndarray, c: int
     path = directory / f"speed-{n}.codes"
     path.unlink(missing_ok=True)
     vectors = synthetic(real, n)
-    codes = CodeFile.open(path, vectors.shape[1])
+    # The vectors a store's database would hold, by vid (here a vector's row).
+    kept = vectors.astype(np.float16)
+    codes = CodeFile.open(path, vectors.shape[1], vectors=lambda vids: kept[vids])
     batch = 1000
     cpu, wall = timed(
         lambda: [
-            codes.append(np.arange(s, min(n, s + batch)), vectors[s : s + batch])
+            codes.append(
+                np.arange(s, min(n, s + batch)),
+                vectors[s : s + batch],
+                np.arange(s, min(n, s + batch)),
+            )
             for s in range(0, n, batch)
         ]
     )
@@ -314,12 +320,14 @@ def speed(directory: Path, n: int, queries: np.ndarray, real: np.ndarray, c: int
         f"- append in batches of {batch}: {n / cpu:,.0f} rows per CPU-s, "
         f"{n / wall:,.0f} per wall-s; sync {sync[1] * 1e3:.0f} ms wall"
     )
-    one = [timed(lambda i=i: codes.append([n + i], vectors[i : i + 1])) for i in range(200)]
+    one = [timed(lambda i=i: codes.append([n + i], vectors[i : i + 1], [i])) for i in range(200)]
     print(
         f"- append one new rid (above all others), CPU p50 / p95 | wall p50 / p95: "
         f"{percentiles(one)} ms"
     )
-    again = [timed(lambda i=i: codes.append([i * 997 % n], vectors[i : i + 1])) for i in range(200)]
+    again = [
+        timed(lambda i=i: codes.append([i * 997 % n], vectors[i : i + 1], [i])) for i in range(200)
+    ]
     print(
         f"- append one existing rid (an update: finds and kills its old row): "
         f"{percentiles(again)} ms"
@@ -411,14 +419,15 @@ def open_times(codes: object, path: Path, dim: int) -> None:
     from memlane.stores.codes import CodeFile
 
     cpu, wall = timed(codes.compact)  # type: ignore[attr-defined]
+    source = codes._floats.source  # type: ignore[attr-defined]
     print(f"- compact (10 % dead, rewrite + fsync + rename): {cpu:.2f} s CPU, {wall:.2f} s wall")
-    warm = [timed(lambda: CodeFile.open(path, dim).close()) for _ in range(5)]
+    warm = [timed(lambda: CodeFile.open(path, dim, vectors=source).close()) for _ in range(5)]
     cold = []
     for _ in range(5):
         fd = os.open(path, os.O_RDONLY)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         os.close(fd)
-        cold.append(timed(lambda: CodeFile.open(path, dim).close()))
+        cold.append(timed(lambda: CodeFile.open(path, dim, vectors=source).close()))
     print(f"- open, CPU / wall median ms: warm {medians(warm)}; cold-ish {medians(cold)}")
 
 

@@ -112,11 +112,14 @@ def bench_codes(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(args.dir) / "codes"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    codes = module.CodeFile.open(folder / "c.bin", DIM)
+    # The vectors a store's database would hold, by vid (here a vid is the rid).
+    kept = np.zeros((args.n + args.extra, DIM), dtype=np.float16)
+    codes = module.CodeFile.open(folder / "c.bin", DIM, vectors=lambda vids: kept[vids])
     start = time.perf_counter()
     for at in range(0, args.n, 100_000):
         part = _vectors(min(100_000, args.n - at), seed=at + 1)
-        codes.append(np.arange(at, at + len(part)), part)
+        kept[at : at + len(part)] = part
+        codes.append(np.arange(at, at + len(part)), part, np.arange(at, at + len(part)))
     codes.sync()
     built = time.perf_counter() - start
     codes.kill(np.arange(0, args.n, 10))
@@ -133,7 +136,9 @@ def bench_codes(args: argparse.Namespace) -> dict[str, Any]:
             if work is None:  # rows appended after the lists' centres: placed next
                 extra = _vectors(args.extra, seed=7)
                 searcher.phase = "append"  # one append call of them all holds the lock
-                codes.append(np.arange(args.n, args.n + args.extra), extra)
+                kept[args.n :] = extra
+                rids = np.arange(args.n, args.n + args.extra)
+                codes.append(rids, extra, rids)
                 codes.sync()
                 searcher.phase = "after append"
                 time.sleep(args.idle)

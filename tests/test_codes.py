@@ -24,12 +24,54 @@ from memlane.stores.codes import (
     candidate_count,
     code_header_bytes,
     sign_codes,
-    vectors_path,
+    vids_path,
 )
 
 DIM = 64
 ROW = 8 + DIM // 8
 CODE_HEADER = code_header_bytes(DIM)
+
+
+class _Stored:
+    """What the database is to a code file on disk: each vector kept under a vid that is
+    never given twice, read back as float16 (NaN rows for vids it does not hold)."""
+
+    def __init__(self) -> None:
+        self.vectors: dict[int, np.ndarray] = {}
+        self.next = 1
+
+    def put(self, vectors: np.ndarray) -> list[int]:
+        vids = list(range(self.next, self.next + len(vectors)))
+        self.next += len(vectors)
+        for vid, vector in zip(vids, np.asarray(vectors), strict=True):
+            self.vectors[vid] = vector.astype("<f2")
+        return vids
+
+    def source(self, dim: int) -> Any:
+        def read(vids: np.ndarray) -> np.ndarray:
+            out = np.full((len(vids), dim), np.nan, dtype=np.float16)
+            for i, vid in enumerate(np.asarray(vids).tolist()):
+                if vid in self.vectors:
+                    out[i] = self.vectors[vid]
+            return out
+
+        return read
+
+
+STORED = _Stored()
+
+
+def _open(path: Path | None, dim: int, **kwargs: Any) -> CodeFile:
+    """A code file reading its vectors from STORED."""
+    return CodeFile.open(path, dim, vectors=None if path is None else STORED.source(dim), **kwargs)
+
+
+def _add(codes: CodeFile, rids: Any, vectors: np.ndarray) -> None:
+    """Append ``vectors`` under ``rids``, kept in STORED first (as a write keeps them in the
+    database before the codes are synced)."""
+    matrix = np.asarray(vectors)
+    vids = STORED.put(matrix) if matrix.ndim == 2 and matrix.shape[1] == codes.dim else []
+    codes.append(rids, vectors, vids if len(vids) == len(matrix) else None)
 
 
 def _vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
@@ -66,7 +108,7 @@ def test_sign_codes_rejects_bad_shapes(shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize("dim", [0, 12, -8])
 def test_open_rejects_bad_dims(tmp_path: Path, dim: int) -> None:
     with pytest.raises(ValidationError):
-        CodeFile.open(tmp_path / "c.codes", dim)
+        _open(tmp_path / "c.codes", dim)
     assert not (tmp_path / "c.codes").exists()
 
 
@@ -77,8 +119,8 @@ def test_candidates_on_known_distances(tmp_path: Path) -> None:
     vectors = np.ones((len(rids), DIM), dtype=np.float32)
     for i in range(len(rids)):
         vectors[i, :i] = -1.0
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append(rids, vectors)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, rids, vectors)
         assert codes.candidates(query, 3).tolist() == [40, 7, 13]
         assert codes.candidates(query, 100).tolist() == rids
         assert codes.candidates(-query, 2).tolist() == [5, 99]
@@ -89,11 +131,11 @@ def test_ties_break_by_rid_whatever_the_append_order(tmp_path: Path) -> None:
     """200 equal codes: the tie runs past the rows asked of faiss, which asks again."""
     same = np.ones((200, DIM), dtype=np.float32)
     rids = np.random.default_rng(1).permutation(np.arange(1000, 1200))
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append(rids, same)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, rids, same)
         far = np.ones((1, DIM), dtype=np.float32)
         far[0, :5] = -1
-        codes.append([3], far)
+        _add(codes, [3], far)
         assert codes.candidates(same[0], 10).tolist() == list(range(1000, 1010))
         assert codes.candidates(-same[0], 3).tolist() == [3, 1000, 1001]
 
@@ -101,8 +143,8 @@ def test_ties_break_by_rid_whatever_the_append_order(tmp_path: Path) -> None:
 def test_candidates_match_a_brute_force_scan(tmp_path: Path) -> None:
     vectors = _vectors(3000, seed=2)
     live = {rid: vectors[rid] for rid in range(3000)}
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append(np.arange(3000), vectors)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, np.arange(3000), vectors)
         killed = np.random.default_rng(3).choice(3000, DEAD_IN_MEMORY + 500, replace=False)
         for chunk in np.array_split(killed, 7):
             codes.kill(chunk)
@@ -111,15 +153,15 @@ def test_candidates_match_a_brute_force_scan(tmp_path: Path) -> None:
         assert len(codes) == len(live) and codes.dead == len(killed)
         for query in _vectors(20, seed=4):
             assert codes.candidates(query, 25).tolist() == _brute(live, query, 25)
-    with CodeFile.open(tmp_path / "c.codes", DIM) as again:  # the kills reached their rows
+    with _open(tmp_path / "c.codes", DIM) as again:  # the kills reached their rows
         assert again.rids().tolist() == sorted(live)
 
 
 def test_replaying_an_append_leaves_one_live_row_per_rid(tmp_path: Path) -> None:
     vectors = _vectors(3, seed=5)
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append([1, 2, 3], vectors)
-        codes.append([1, 2, 3], vectors)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, [1, 2, 3], vectors)
+        _add(codes, [1, 2, 3], vectors)
         assert len(codes) == 3 and codes.dead == 3
         assert sorted(codes.rids().tolist()) == [1, 2, 3]
         assert codes.candidates(vectors[1], 3).tolist() == _brute(
@@ -132,8 +174,8 @@ def test_replaying_an_append_leaves_one_live_row_per_rid(tmp_path: Path) -> None
 
 def test_a_rid_repeated_in_one_append_keeps_its_last_vector() -> None:
     vectors = _vectors(3, seed=6)
-    codes = CodeFile.open(None, DIM)
-    codes.append([8, 9, 8], vectors)
+    codes = _open(None, DIM)
+    _add(codes, [8, 9, 8], vectors)
     assert len(codes) == 2
     assert codes.candidates(vectors[2], 1).tolist() == [8]
     assert codes.candidates(vectors[0], 2).tolist() == _brute(
@@ -143,9 +185,9 @@ def test_a_rid_repeated_in_one_append_keeps_its_last_vector() -> None:
 
 def test_an_update_replaces_the_old_code(tmp_path: Path) -> None:
     old, new = np.ones((1, DIM), dtype=np.float32), -np.ones((1, DIM), dtype=np.float32)
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append([5, 6], np.vstack([old, new]))
-        codes.append([5], new)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, [5, 6], np.vstack([old, new]))
+        _add(codes, [5], new)
         assert codes.candidates(old[0], 2).tolist() == [5, 6]  # equal distances: by rid
         assert codes.candidates(old[0], 1).tolist() == [5]
         assert len(codes) == 2
@@ -154,13 +196,13 @@ def test_an_update_replaces_the_old_code(tmp_path: Path) -> None:
 def test_reopen_sees_the_same_live_rows(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(500, seed=7)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(500), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(500), vectors)
         codes.kill(np.arange(0, 500, 3))
-        codes.append([1, 2], vectors[:2])  # replayed: rows 1 and 2 now hold vectors 0, 1
+        _add(codes, [1, 2], vectors[:2])  # replayed: rows 1 and 2 now hold vectors 0, 1
         codes.sync()
         rids, answers = codes.rids(), [codes.candidates(q, 10) for q in vectors[:5]]
-    with CodeFile.open(path, DIM) as again:
+    with _open(path, DIM) as again:
         assert again.rids().tolist() == rids.tolist()
         assert again.dead == 167 + 2
         assert [again.candidates(q, 10).tolist() for q in vectors[:5]] == [
@@ -171,15 +213,15 @@ def test_reopen_sees_the_same_live_rows(tmp_path: Path) -> None:
 def test_a_torn_last_row_is_cut_away(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(4, seed=8)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append([1, 2, 3], vectors[:3])
+    with _open(path, DIM) as codes:
+        _add(codes, [1, 2, 3], vectors[:3])
     with open(path, "ab") as file:
         file.write((4).to_bytes(8, "little") + bytes(3))  # a row cut after 11 bytes
-    with CodeFile.open(path, DIM) as codes:
+    with _open(path, DIM) as codes:
         assert path.stat().st_size == CODE_HEADER + 3 * ROW
         assert codes.rids().tolist() == [1, 2, 3]
-        codes.append([4], vectors[3:])
-    with CodeFile.open(path, DIM) as codes:
+        _add(codes, [4], vectors[3:])
+    with _open(path, DIM) as codes:
         assert codes.rids().tolist() == [1, 2, 3, 4]
         assert codes.candidates(vectors[3], 1).tolist() == [4]
 
@@ -187,30 +229,30 @@ def test_a_torn_last_row_is_cut_away(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kept", [4, CODE_HEADER - 3])  # in the fixed part, in the centre
 def test_a_torn_header_starts_an_empty_file(tmp_path: Path, kept: int) -> None:
     path = tmp_path / "c.codes"
-    with CodeFile.open(path, DIM) as codes:
-        codes.append([1], _vectors(1))
+    with _open(path, DIM) as codes:
+        _add(codes, [1], _vectors(1))
     path.write_bytes(path.read_bytes()[:kept])
-    with CodeFile.open(path, DIM) as codes:
+    with _open(path, DIM) as codes:
         assert len(codes) == 0
-        codes.append([2], _vectors(1))
-    with CodeFile.open(path, DIM) as codes:
+        _add(codes, [2], _vectors(1))
+    with _open(path, DIM) as codes:
         assert codes.rids().tolist() == [2]
 
 
 def test_two_live_rows_of_one_rid_left_by_a_crash_keep_the_later(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     first, second = np.ones((1, DIM), dtype=np.float32), -np.ones((1, DIM), dtype=np.float32)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append([4], first)
+    with _open(path, DIM) as codes:
+        _add(codes, [4], first)
     with open(path, "ab") as file:  # the replay's row, its kill of row 0 lost
         file.write((4).to_bytes(8, "little") + sign_codes(second).tobytes())
-    with open(vectors_path(path), "ab") as file:
-        file.write(second.astype("<f2").tobytes())
-    with CodeFile.open(path, DIM) as codes:
+    with open(vids_path(path), "ab") as file:
+        file.write(STORED.put(second)[0].to_bytes(8, "little"))
+    with _open(path, DIM) as codes:
         assert len(codes) == 1 and codes.dead == 1
-        codes.append([5], first)
+        _add(codes, [5], first)
         assert codes.candidates(first[0], 2).tolist() == [5, 4]
-    with CodeFile.open(path, DIM) as codes:  # the duplicate's kill reached the file
+    with _open(path, DIM) as codes:  # the duplicate's kill reached the file
         assert codes.dead == 1
 
 
@@ -218,10 +260,10 @@ def test_compact_keeps_the_answers_and_drops_dead_rows(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(2000, seed=9)
     queries = _vectors(10, seed=10)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(2000), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(2000), vectors)
         codes.kill(np.random.default_rng(11).choice(2000, 700, replace=False))
-        codes.append([5, 6], vectors[7:9])
+        _add(codes, [5, 6], vectors[7:9])
         live = codes.rids().tolist()
         kept = {r: vectors[r + 2] if r in (5, 6) else vectors[r] for r in live}
         codes.compact()
@@ -232,17 +274,17 @@ def test_compact_keeps_the_answers_and_drops_dead_rows(tmp_path: Path) -> None:
         for q in queries:
             assert codes.candidates(q, 30).tolist() == _brute(kept, q, 30, centre)
         codes.kill([live[0]])  # the file rows were renumbered: kill finds the right one
-        codes.append([5000], vectors[:1])
-    with CodeFile.open(path, DIM) as codes:
+        _add(codes, [5000], vectors[:1])
+    with _open(path, DIM) as codes:
         assert codes.rids().tolist() == [*live[1:], 5000]
         assert codes.dead == 1
     assert not list(tmp_path.glob("*.compact"))
 
 
 def test_in_memory_codes_count_and_compact() -> None:
-    codes = CodeFile.open(None, DIM)
+    codes = _open(None, DIM)
     vectors = _vectors(10, seed=12)
-    codes.append(np.arange(10), vectors)
+    _add(codes, np.arange(10), vectors)
     codes.kill([1, 2])
     assert (len(codes), codes.dead) == (8, 2)
     codes.compact()
@@ -254,31 +296,31 @@ def test_in_memory_codes_count_and_compact() -> None:
 
 def test_a_file_of_another_dim_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
-    with CodeFile.open(path, DIM) as codes:
-        codes.append([1], _vectors(1))
+    with _open(path, DIM) as codes:
+        _add(codes, [1], _vectors(1))
     with pytest.raises(CorruptStoreError, match="64-d vectors, not 384-d"):
-        CodeFile.open(path, 384)
+        _open(path, 384)
 
 
 def test_a_file_that_is_not_a_code_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     path.write_bytes(b"SQLite format 3\x00" + bytes(100))
     with pytest.raises(CorruptStoreError, match="not a memlane code file"):
-        CodeFile.open(path, DIM)
+        _open(path, DIM)
     path.write_bytes(b"xy")
     with pytest.raises(CorruptStoreError):
-        CodeFile.open(path, DIM)
+        _open(path, DIM)
 
 
 def test_bad_inputs_are_refused_and_change_nothing(tmp_path: Path) -> None:
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append([1], _vectors(1))
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, [1], _vectors(1))
         with pytest.raises(ValidationError):
-            codes.append([2, 3], _vectors(1))
+            _add(codes, [2, 3], _vectors(1))
         with pytest.raises(ValidationError):
-            codes.append([2], _vectors(1, dim=DIM * 2))
+            _add(codes, [2], _vectors(1, dim=DIM * 2))
         with pytest.raises(ValidationError, match="non-negative"):
-            codes.append([-1], _vectors(1))
+            _add(codes, [-1], _vectors(1))
         with pytest.raises(ValidationError):
             codes.candidates(np.ones(DIM + 8), 3)
         assert codes.rids().tolist() == [1] and codes.dead == 0
@@ -286,13 +328,13 @@ def test_bad_inputs_are_refused_and_change_nothing(tmp_path: Path) -> None:
 
 
 def test_a_closed_code_file_refuses_work(tmp_path: Path) -> None:
-    codes = CodeFile.open(tmp_path / "c.codes", DIM)
+    codes = _open(tmp_path / "c.codes", DIM)
     codes.close()
     codes.close()
     with pytest.raises(StoreError, match="closed"):
         codes.candidates(np.ones(DIM), 1)
     with pytest.raises(StoreError, match="closed"):
-        codes.append([1], _vectors(1))
+        _add(codes, [1], _vectors(1))
 
 
 def test_importing_the_module_loads_neither_numpy_nor_faiss() -> None:
@@ -328,10 +370,10 @@ def test_scored_gives_the_candidates_with_exact_scores(tmp_path: Path, on_disk: 
     path = tmp_path / "c.codes" if on_disk else None
     vectors = _vectors(3000, seed=20)
     queries = _vectors(5, seed=21)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(0, 6000, 2), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(0, 6000, 2), vectors)
         codes.kill([0, 2, 4])
-        codes.append([2], vectors[:1] * -1)  # an update: the new vector is scored
+        _add(codes, [2], vectors[:1] * -1)  # an update: the new vector is scored
         live = {r: vectors[r // 2] for r in range(6, 6000, 2)} | {2: -vectors[0]}
         for q in queries:
             rids, scores = codes.scored(q, 50)
@@ -355,26 +397,26 @@ def test_scores_survive_reopen_and_compaction(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(2000, seed=22)
     queries = _vectors(5, seed=23)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(2000), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(2000), vectors)
         codes.kill(np.arange(0, 2000, 3))
         before = [codes.scored(q, 40) for q in queries]
         codes.sync()
-    with CodeFile.open(path, DIM) as codes:
+    with _open(path, DIM) as codes:
         for q, (rids, scores) in zip(queries, before, strict=True):
             again = codes.scored(q, 40)
             assert again[0].tolist() == rids.tolist() and again[1].tolist() == scores.tolist()
         codes.compact()
-        assert vectors_path(path).stat().st_size == HEADER_BYTES + len(codes) * DIM * 2
+        assert vids_path(path).stat().st_size == HEADER_BYTES + len(codes) * 8
         live = {int(r): vectors[r] for r in codes.rids()}
         for q in queries:  # new codes against the centre; the same exact scores
             rids, scores = codes.scored(q, 40)
             assert rids.tolist() == _brute(live, q, 40, codes.centre)
             assert scores.tolist() == pytest.approx(_exact(vectors[rids], q).tolist(), abs=1e-6)
-        codes.append([5000], vectors[:1])
+        _add(codes, [5000], vectors[:1])
         assert codes.scored(vectors[0], 1)[0].tolist() == [5000]
         after = [codes.scored(q, 40) for q in queries]
-    with CodeFile.open(path, DIM) as codes:  # the centre was kept with the codes
+    with _open(path, DIM) as codes:  # the centre was kept with the codes
         assert codes.scored(vectors[0], 1)[0].tolist() == [5000]
         for q, (rids, scores) in zip(queries, after, strict=True):
             again = codes.scored(q, 40)
@@ -382,61 +424,61 @@ def test_scores_survive_reopen_and_compaction(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.compact"))
 
 
-def test_vector_rows_past_the_codes_are_cut_away(tmp_path: Path) -> None:
-    """An append killed after writing its vectors and before its codes."""
+def test_vid_rows_past_the_codes_are_cut_away(tmp_path: Path) -> None:
+    """An append killed after writing its vids and before its codes."""
     path = tmp_path / "c.codes"
     vectors = _vectors(3, seed=24)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append([1, 2], vectors[:2])
-    with open(vectors_path(path), "ab") as file:
-        file.write(vectors[2:].astype("<f2").tobytes() + bytes(5))
-    with CodeFile.open(path, DIM) as codes:
-        assert vectors_path(path).stat().st_size == HEADER_BYTES + 2 * DIM * 2
-        codes.append([3], vectors[2:])
+    with _open(path, DIM) as codes:
+        _add(codes, [1, 2], vectors[:2])
+    with open(vids_path(path), "ab") as file:
+        file.write(STORED.put(vectors[2:])[0].to_bytes(8, "little") + bytes(5))
+    with _open(path, DIM) as codes:
+        assert vids_path(path).stat().st_size == HEADER_BYTES + 2 * 8
+        _add(codes, [3], vectors[2:])
         rids, scores = codes.scored(vectors[2], 1)
         assert rids.tolist() == [3]
         assert scores[0] == pytest.approx(float(_exact(vectors[2:], vectors[2])[0]), rel=1e-6)
 
 
-def test_a_vectors_file_missing_short_or_of_another_pair_is_refused(tmp_path: Path) -> None:
+def test_a_vids_file_missing_short_or_of_another_pair_is_refused(tmp_path: Path) -> None:
     path, other = tmp_path / "c.codes", tmp_path / "d.codes"
-    with CodeFile.open(path, DIM) as codes, CodeFile.open(other, DIM) as second:
-        codes.append([1, 2], _vectors(2))
-        second.append([1, 2], _vectors(2))
-    saved = vectors_path(path).read_bytes()
-    vectors_path(path).write_bytes(vectors_path(other).read_bytes())  # same rows, other tag
+    with _open(path, DIM) as codes, _open(other, DIM) as second:
+        _add(codes, [1, 2], _vectors(2))
+        _add(second, [1, 2], _vectors(2))
+    saved = vids_path(path).read_bytes()
+    vids_path(path).write_bytes(vids_path(other).read_bytes())  # same rows, other tag
     with pytest.raises(CorruptStoreError, match="does not belong"):
-        CodeFile.open(path, DIM)
-    vectors_path(path).write_bytes(saved[: HEADER_BYTES + DIM * 2])
-    with pytest.raises(CorruptStoreError, match="holds 1 vectors for 2 codes"):
-        CodeFile.open(path, DIM)
-    vectors_path(path).unlink()
+        _open(path, DIM)
+    vids_path(path).write_bytes(saved[: HEADER_BYTES + 8])
+    with pytest.raises(CorruptStoreError, match="holds 1 vids for 2 codes"):
+        _open(path, DIM)
+    vids_path(path).unlink()
     with pytest.raises(CorruptStoreError, match="missing"):
-        CodeFile.open(path, DIM)
+        _open(path, DIM)
 
 
 def test_a_code_file_of_the_older_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     path.write_bytes(b"MLCODES\x01" + DIM.to_bytes(4, "little") + bytes(4))
     with pytest.raises(CorruptStoreError, match="another format version"):
-        CodeFile.open(path, DIM)
+        _open(path, DIM)
 
 
 def test_a_code_file_knows_when_another_rewrote_or_extended_its_files(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(10, seed=30)
-    with CodeFile.open(path, DIM) as first, CodeFile.open(path, DIM) as second:
+    with _open(path, DIM) as first, _open(path, DIM) as second:
         assert not first.replaced() and not second.replaced()
-        first.append([1, 2], vectors[:2])  # rows the second has not read
+        _add(first, [1, 2], vectors[:2])  # rows the second has not read
         first.sync()
         assert second.replaced() and not first.replaced()
         second.close()
-    with CodeFile.open(path, DIM) as first, CodeFile.open(path, DIM) as second:
+    with _open(path, DIM) as first, _open(path, DIM) as second:
         first.kill([1])
         assert not second.replaced()  # a kill rewrites a rid in place: nothing to miss
         first.compact()  # new files at the paths
         assert second.replaced() and not first.replaced()
-    assert not CodeFile.open(None, DIM).replaced()
+    assert not _open(None, DIM).replaced()
 
 
 def test_codes_of_vectors_sharing_a_large_component_are_centred(tmp_path: Path) -> None:
@@ -460,8 +502,8 @@ def test_codes_of_vectors_sharing_a_large_component_are_centred(tmp_path: Path) 
             found += len(exact & set(rids[np.argsort(-scores)][:10].tolist()))
         return found / (10 * len(queries))
 
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append(np.arange(3000), vectors)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, np.arange(3000), vectors)
         assert codes.wants_centre() and np.allclose(codes.centre, 0)
         before = recall(codes)
         codes.compact()
@@ -469,7 +511,7 @@ def test_codes_of_vectors_sharing_a_large_component_are_centred(tmp_path: Path) 
         assert np.allclose(codes.centre, vectors.mean(axis=0), atol=1e-3)
         after = recall(codes)
         assert after >= before + 0.15, (before, after)
-        codes.append(np.arange(3000, 6000), vectors)  # doubled since: centre again
+        _add(codes, np.arange(3000, 6000), vectors)  # doubled since: centre again
         assert codes.wants_centre()
 
 
@@ -477,8 +519,8 @@ def test_a_vector_float16_cannot_hold_does_not_spoil_the_centre(tmp_path: Path) 
     vectors = _vectors(2000, seed=40) + 3.0
     vectors[5, 0] = np.nan
     vectors[6, 1] = 1e6  # infinity in float16
-    with CodeFile.open(tmp_path / "c.codes", DIM) as codes:
-        codes.append(np.arange(2000), vectors)
+    with _open(tmp_path / "c.codes", DIM) as codes:
+        _add(codes, np.arange(2000), vectors)
         codes.compact()
         centre = codes.centre
         assert np.isfinite(centre).all()
@@ -499,8 +541,8 @@ def test_a_compaction_that_fails_changes_nothing(
     path = tmp_path / "c.codes"
     vectors = _vectors(1500, seed=41) + 2.0
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(1200), vectors[:1200])
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(1200), vectors[:1200])
         codes.kill(np.arange(0, 100))  # dead rows: both files are rewritten
         codes.sync()
 
@@ -513,12 +555,12 @@ def test_a_compaction_that_fails_changes_nothing(
                 codes.compact()
         assert np.allclose(codes.centre, 0) and codes.wants_centre()
         assert codes.dead == 100 and len(codes) == 1100
-        codes.append(np.arange(1200, 1500), vectors[1200:])
+        _add(codes, np.arange(1200, 1500), vectors[1200:])
         codes.sync()
         rids, scores = codes.scored(vectors[1400], 1400)
         assert int(rids[np.argmax(scores)]) == 1400
     assert not list(tmp_path.glob("*.compact"))
-    with CodeFile.open(path, DIM) as codes:  # what the files hold agrees
+    with _open(path, DIM) as codes:  # what the files hold agrees
         rids, scores = codes.scored(vectors[1400], 1400)
         assert int(rids[np.argmax(scores)]) == 1400 and len(codes) == 1400
 
@@ -526,17 +568,17 @@ def test_a_compaction_that_fails_changes_nothing(
 def test_growth_recentres_the_codes_and_keeps_the_vectors_file(tmp_path: Path) -> None:
     path = tmp_path / "c.codes"
     vectors = _vectors(2000, seed=42) + 2.0
-    with CodeFile.open(path, DIM) as codes:
+    with _open(path, DIM) as codes:
         for start in range(0, 1100, 100):  # appends leave spare room in the arrays
-            codes.append(np.arange(start, start + 100), vectors[start : start + 100])
+            _add(codes, np.arange(start, start + 100), vectors[start : start + 100])
         codes.sync()
-        inode = vectors_path(path).stat().st_ino
+        inode = vids_path(path).stat().st_ino
         assert codes.wants_centre()
         codes.compact()
-        assert vectors_path(path).stat().st_ino == inode  # no dead row: not rewritten
-        codes.append(np.arange(1100, 2000), vectors[1100:])  # after a growth compaction
+        assert vids_path(path).stat().st_ino == inode  # no dead row: not rewritten
+        _add(codes, np.arange(1100, 2000), vectors[1100:])  # after a growth compaction
         assert codes.scored(vectors[1999], 1)[0].tolist() == [1999]
-    with CodeFile.open(path, DIM) as codes:
+    with _open(path, DIM) as codes:
         assert len(codes) == 2000 and not np.allclose(codes.centre, 0)
         assert codes.scored(vectors[1500], 1)[0].tolist() == [1500]
 
@@ -564,8 +606,8 @@ def test_a_scan_split_over_two_threads_finds_what_one_thread_finds(
             assert bits.tolist() == split_d[0].tolist()
             assert split_p[0].max() >= 2000 and split_p[0].min() < 2000  # both halves
         dense = rng.standard_normal((3000, 384)).astype(np.float32)
-        with CodeFile.open(None, 384) as file:
-            file.append(np.arange(3000), dense)
+        with _open(None, 384) as file:
+            _add(file, np.arange(3000), dense)
             query = dense[7] + 0.1 * rng.standard_normal(384).astype(np.float32)
             alone = file.scored(query, 50)
             split = file.scored(query, 50, helper)
@@ -601,12 +643,12 @@ def test_lists_scan_the_nearest_lists_and_keep_recall(
     path = tmp_path / "c.bin"
     vectors = _clustered(6000, 1)
     live = dict(enumerate(vectors))
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(range(5000), vectors[:5000])
+    with _open(path, DIM) as codes:
+        _add(codes, range(5000), vectors[:5000])
         assert codes.wants_lists()
         codes.make_lists()
         assert not codes.wants_lists() and module.lists_path(path).exists()
-        codes.append(range(5000, 6000), vectors[5000:])  # in no list yet: the tail
+        _add(codes, range(5000, 6000), vectors[5000:])  # in no list yet: the tail
         killed = list(range(0, 6000, 7))
         codes.kill(killed)
         for r in killed:
@@ -628,7 +670,7 @@ def test_lists_scan_the_nearest_lists_and_keep_recall(
         rids, scores = codes.scored(vectors[5998], 200)
         assert int(rids[np.argmax(scores)]) == 5998
         codes.sync()
-    with CodeFile.open(path, DIM) as again:
+    with _open(path, DIM) as again:
         assert again._lists is not None and len(again._lists.assign) == 5000
         rids, scores = again.scored(vectors[5998], 200)
         assert int(rids[np.argmax(scores)]) == 5998
@@ -645,8 +687,8 @@ def test_lists_follow_compaction_and_a_stale_or_torn_lists_file_is_not_read(
     monkeypatch.setattr(module, "LISTS_AT", 2000)
     path = tmp_path / "c.bin"
     vectors = _clustered(4000, 3)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(range(4000), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, range(4000), vectors)
         codes.make_lists()
         old = module.lists_path(path).read_bytes()
         codes.kill(range(0, 4000, 2))
@@ -656,23 +698,23 @@ def test_lists_follow_compaction_and_a_stale_or_torn_lists_file_is_not_read(
             rids, scores = codes.scored(vectors[rid], 200)
             assert int(rids[np.argmax(scores)]) == rid
         codes.sync()
-    with CodeFile.open(path, DIM) as again:
+    with _open(path, DIM) as again:
         assert again._lists is not None
     module.lists_path(path).write_bytes(old)  # the lists of the pair before
-    with CodeFile.open(path, DIM) as stale:
+    with _open(path, DIM) as stale:
         rids, scores = stale.scored(vectors[3], 200)
         assert stale._lists is None and int(rids[np.argmax(scores)]) == 3
     module.lists_path(path).write_bytes(old[:100])
-    with CodeFile.open(path, DIM) as torn:
+    with _open(path, DIM) as torn:
         assert torn._lists is None and torn.wants_lists()
         torn.make_lists()
     whole = bytearray(module.lists_path(path).read_bytes())
     whole[28:32] = np.array([np.nan], dtype="<f4").tobytes()  # a centre that is not a number
     module.lists_path(path).write_bytes(bytes(whole))
-    with CodeFile.open(path, DIM) as hostile:
+    with _open(path, DIM) as hostile:
         assert hostile._lists is None
     monkeypatch.setattr(module, "LISTS_AT", 10**6)
-    with CodeFile.open(path, DIM) as small:
+    with _open(path, DIM) as small:
         small.compact()  # below LISTS_AT: no lists, and no file left
         assert small._lists is None and not module.lists_path(path).exists()
 
@@ -698,13 +740,13 @@ def test_lists_are_made_when_fewer_rows_than_lists_can_place_them(
     vectors = _clustered(rows, 7)
     if rows == 600:
         vectors[40:] *= 1e6  # infinity in float16
-    with CodeFile.open(tmp_path / "c.bin", DIM) as codes:
-        codes.append(range(rows), vectors)
+    with _open(tmp_path / "c.bin", DIM) as codes:
+        _add(codes, range(rows), vectors)
         codes.compact()
         assert codes._lists is not None and 1 <= len(codes._lists.centres) <= min(rows, 256)
         for rid in range(0, 40, 3):  # (scores against infinite rows are not numbers)
             assert rid in codes.scored(vectors[rid], 20)[0].tolist()
-        codes.append([rows], vectors[:1])  # a later pass places new rows in those lists
+        _add(codes, [rows], vectors[:1])  # a later pass places new rows in those lists
         codes.make_lists()
         assert len(codes._lists.assign) == rows + 1
 
@@ -723,7 +765,7 @@ def _wrote_between(codes: CodeFile, change: Any) -> Any:
 
 def _compacted_by_another_handle(path: Path) -> Any:
     def compacted() -> None:
-        with CodeFile.open(path, DIM) as other:
+        with _open(path, DIM) as other:
             other.compact()
 
     return compacted
@@ -738,19 +780,19 @@ def test_a_compaction_brings_in_what_changed_while_it_ran(tmp_path: Path, dead_f
     and kept (none)."""
     path = tmp_path / "c.bin"
     vectors = _vectors(3000, seed=51)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(2000), vectors[:2000])
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(2000), vectors[:2000])
         if dead_first:
             codes.kill(np.arange(0, 2000, 3))
         codes.sync()
         live = {int(r): vectors[int(r)] for r in codes.rids()}
 
         def change() -> None:
-            codes.append(np.arange(2000, 2600), vectors[2000:2600])
+            _add(codes, np.arange(2000, 2600), vectors[2000:2600])
             codes.kill([1, 2000, 2001])
-            codes.append([4], vectors[2999:])  # a rewrite: the old row of 4 dies
+            _add(codes, [4], vectors[2999:])  # a rewrite: the old row of 4 dies
             codes.sync()
-            with CodeFile.open(path, DIM) as other:  # another process's kill
+            with _open(path, DIM) as other:  # another process's kill
                 other.kill([5])
                 other.sync()
             live.update({r: vectors[r] for r in range(2000, 2600)})
@@ -773,7 +815,7 @@ def test_a_compaction_brings_in_what_changed_while_it_ran(tmp_path: Path, dead_f
             assert rids.tolist() == _brute(live, q, 40, codes.centre)
             assert scores.tolist() == pytest.approx(_exact(vectors_of(live, rids), q), abs=1e-3)
         codes.sync()
-    with CodeFile.open(path, DIM) as again:
+    with _open(path, DIM) as again:
         assert sorted(again.rids().tolist()) == sorted(live) and again.dead == 5
     assert not list(tmp_path.glob("*.compact"))
 
@@ -790,14 +832,14 @@ def test_a_compaction_gives_way_when_another_process_appended_or_compacted(
     succeeds."""
     path = tmp_path / "c.bin"
     vectors = _vectors(1500, seed=53)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(1200), vectors[:1200])
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(1200), vectors[:1200])
         codes.kill(np.arange(0, 1200, 2))
         codes.sync()
 
         def appended() -> None:
-            with CodeFile.open(path, DIM) as other:
-                other.append(np.arange(1200, 1300), vectors[1200:1300])
+            with _open(path, DIM) as other:
+                _add(other, np.arange(1200, 1300), vectors[1200:1300])
                 other.sync()
 
         assert not codes.compact(holding=_wrote_between(codes, appended))
@@ -805,10 +847,10 @@ def test_a_compaction_gives_way_when_another_process_appended_or_compacted(
         assert not list(tmp_path.glob("*.compact"))
 
         compacted = _compacted_by_another_handle(path)
-        with CodeFile.open(path, DIM) as fresh:
+        with _open(path, DIM) as fresh:
             assert not fresh.compact(holding=_wrote_between(fresh, compacted))
             assert fresh.dead == 600 and fresh.replaced()
-        with CodeFile.open(path, DIM) as fresh:
+        with _open(path, DIM) as fresh:
             assert fresh.dead == 0 and len(fresh) == 700
             assert fresh.compact() and fresh.dead == 0
     assert not list(tmp_path.glob("*.compact"))
@@ -820,8 +862,8 @@ def test_searches_go_on_while_a_compaction_makes_its_files(tmp_path: Path) -> No
     nothing."""
     path = tmp_path / "c.bin"
     vectors = _vectors(5000, seed=54)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(4000), vectors[:4000])
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(4000), vectors[:4000])
         codes.kill(np.arange(0, 4000, 4))
         seen: list[int] = []
 
@@ -833,7 +875,7 @@ def test_searches_go_on_while_a_compaction_makes_its_files(tmp_path: Path) -> No
                 def work() -> None:
                     rids, scores = codes.scored(vectors[7], 100)
                     seen.append(int(rids[np.argmax(scores)]))
-                    codes.append([4000 + len(seen)], vectors[4000 + len(seen) :][:1])
+                    _add(codes, [4000 + len(seen)], vectors[4000 + len(seen) :][:1])
 
                 other = threading.Thread(target=work)
                 other.start()
@@ -864,12 +906,12 @@ def test_lists_made_while_rows_come_and_go(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(module, "LISTS_AT", 2000)
     path = tmp_path / "c.bin"
     vectors = _clustered(4000, 9)
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(range(3000), vectors[:3000])
+    with _open(path, DIM) as codes:
+        _add(codes, range(3000), vectors[:3000])
         codes.sync()
 
         def change() -> None:
-            codes.append(range(3000, 3500), vectors[3000:3500])
+            _add(codes, range(3000, 3500), vectors[3000:3500])
             codes.kill(range(0, 3500, 10))
 
         assert codes.make_lists(holding=_wrote_between(codes, change))
@@ -880,7 +922,7 @@ def test_lists_made_while_rows_come_and_go(tmp_path: Path, monkeypatch: pytest.M
         assert not set(codes.scored(vectors[10], 200)[0].tolist()) & set(range(0, 3500, 10))
 
         compacted = _compacted_by_another_handle(path)
-        codes.append(range(3500, 4000), vectors[3500:])
+        _add(codes, range(3500, 4000), vectors[3500:])
         codes.sync()
         assert not codes.make_lists(holding=_wrote_between(codes, compacted))
         assert len(codes._lists.assign) == 3000
@@ -902,7 +944,7 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
         text=True,
         check=True,
     ).stdout.strip()
-    killed = [tmp_path / f"c.bin.{gone}-0a1b2c3d.compact", tmp_path / f"c.f16.{gone}-0a1b.compact"]
+    killed = [tmp_path / f"c.bin.{gone}-0a1b2c3d.compact", tmp_path / f"c.vids.{gone}-0a1b.compact"]
     running = tmp_path / f"c.bin.{os.getppid()}-99.compact"
     other = tmp_path / f"d.bin.{gone}-0a1b2c3d.compact"  # another file's: not to remove
     # A process that is not running here but wrote its file just now may run where this
@@ -913,8 +955,8 @@ def test_a_compaction_removes_the_files_of_compactions_that_never_finished(
     hours_ago = time.time() - 2 * 3600
     for file in killed:
         os.utime(file, (hours_ago, hours_ago))
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(1500), _vectors(1500, seed=55))
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(1500), _vectors(1500, seed=55))
         codes.kill(np.arange(0, 1500, 2))
 
         def no_space(*_: object, **__: object) -> None:
@@ -939,8 +981,8 @@ def test_a_compaction_never_writes_into_a_folder_put_in_place_meanwhile(tmp_path
     path = folder / "c.bin"
     vectors = _vectors(3000, seed=56)
     moved = tmp_path / "user.old"
-    with CodeFile.open(path, DIM) as codes:
-        codes.append(np.arange(3000), vectors)
+    with _open(path, DIM) as codes:
+        _add(codes, np.arange(3000), vectors)
         codes.kill(np.arange(0, 3000, 2))
         codes.sync()
 

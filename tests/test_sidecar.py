@@ -1050,7 +1050,8 @@ def test_a_purged_turn_leaves_no_context_vector_made_with_it_in_the_folder(
     tmp_path: Path,
 ) -> None:
     """The turn after a purged episode was embedded with it (context_window=1): that
-    vector leaves the database and the index folder (every file, byte for byte)."""
+    vector leaves the database, and the index folder (every file, byte for byte) never
+    held it."""
     import sqlite3
 
     from memlane import CoreConfig
@@ -1072,7 +1073,9 @@ def test_a_purged_turn_leaves_no_context_vector_made_with_it_in_the_folder(
             (reply.context_hash,),
         ).fetchone()
     folder = Path(f"{path}.index")
-    assert any(bytes(vector) in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    # The folder keeps no vector (its codes name the database's by vid), before or after.
+    assert not any(bytes(vector) in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert len(list(folder.rglob("codes-context.vids"))) == 1
     clock.advance(hours=2)
     assert m.sweep() == 1
     m.search("zanzibarquux", user_id="u")

@@ -5,6 +5,7 @@ migrations that converted float32 files in place and moved the vectors apart."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,8 @@ def _as_schema_14(path: Path) -> None:
     conn.execute("DELETE FROM schema_migrations WHERE version = ?", (apart,))
     conn.commit()
     conn.close()
+    # Its folder was of an older format (rebuilt when opened): none names a vid yet.
+    shutil.rmtree(f"{path}.index", ignore_errors=True)
 
 
 def _as_schema_7(path: Path, vectors: dict[str, Any]) -> None:

@@ -1,12 +1,13 @@
 """One user's vectors as sign-bit codes in an append-only file, scanned with faiss, and
-as float16 in a second file beside it, read for the exact rerank.
+reranked exactly from the vectors the database keeps, found by the vids in a second file
+beside the codes.
 
 Vector search at a million memories in one scope cannot score every float32 vector per
 query (160 ms CPU at 1M). A vector's signs alone, one bit per dimension (48 bytes at 384
 dimensions), keep the order of its neighbours well enough that exact scoring of the few
 hundred codes nearest by Hamming distance finds the exact top 10 (bench/codes.md). The
-exact scores come from the vectors' float16 copies, memory-mapped: a few hundred rows
-read per query, wherever the database keeps its own copy.
+exact scores come from the database's own float16 vectors, read by vid (a few hundred
+rows a query, ~2 ms at a million): the folder keeps no second copy of them.
 
 A :class:`CodeFile` holds the codes of one (user, model, field). On disk it is a header
 and then fixed rows, each a record id (little-endian int64) and the code bytes, in the
@@ -16,10 +17,15 @@ order they were appended::
     rows live when centred (uint64 LE) | centre (float32 LE x dim)   8 + 4 x dim bytes
     rid (int64 LE) | code (dim / 8 bytes)                            one row per vector
 
-and the vectors file (same name, suffix ``.f16``) row for row the same vectors::
+and the vids file (same name, suffix ``.vids``) row for row where the database keeps
+each row's vector (the ``vid`` of its ``vectors`` table, never given twice)::
 
-    b"MLVECS\x00" + version byte (1) | dim (uint32 LE) | tag (4 bytes)  16 bytes
-    float16 LE x dim                                                 one row per vector
+    b"MLVIDS\x00" + version byte (1) | dim (uint32 LE) | tag (4 bytes)  16 bytes
+    vid (int64 LE)                                                   one row per vector
+
+The vectors are read through a :data:`VectorSource` the caller gives (a file of codes
+holds no vector itself); a vid the source no longer has (its vector was deleted since
+the row was written, which the caller's next sync kills) reads as NaN.
 
 A code holds the signs of the vector minus the centre, the mean of the vectors when
 the file was last compacted (zero before): embeddings that share a large common
@@ -33,8 +39,8 @@ halves do not belong together (a crash between the two renames) is refused, neve
 out of step. A row is killed by overwriting its rid with -1; :meth:`CodeFile.compact`
 rewrites both files without dead rows (new files beside the old ones, named for the
 process that writes them: what a killed process leaves is removed by the next
-compaction). Rows are only ever appended (vectors first) or killed, so a crash leaves at
-worst a torn last code row, cut away on open, and vector rows past the last code row,
+compaction). Rows are only ever appended (vids first) or killed, so a crash leaves at
+worst a torn last code row, cut away on open, and vid rows past the last code row,
 ignored. numpy and faiss load on first use, not when memlane is imported.
 """
 
@@ -59,10 +65,10 @@ if TYPE_CHECKING:
 
 MAGIC = b"MLCODES\x02"
 """The first 8 bytes of a code file: a name and the format's version."""
-VECTORS_MAGIC = b"MLVECS\x00\x01"
-"""The first 8 bytes of a vectors file."""
+VIDS_MAGIC = b"MLVIDS\x00\x01"
+"""The first 8 bytes of a vids file."""
 HEADER_BYTES = 16
-"""The vectors file's header, and the fixed start of the code file's
+"""The vids file's header, and the fixed start of the code file's
 (:func:`code_header_bytes`)."""
 CENTRE_AFTER = 1024
 """Live rows from which growth recentres the codes (each time they double)."""
@@ -94,7 +100,11 @@ the rows the lists hold (:meth:`CodeFile.wants_lists`)."""
 TRAIN_PER_LIST = 64
 """Vectors sampled per list to place the lists' centres (k-means)."""
 
-__all__ = ["CodeFile", "candidate_count", "list_count", "sign_codes"]
+__all__ = ["CodeFile", "VectorSource", "candidate_count", "list_count", "sign_codes"]
+
+VectorSource = Callable[["np.ndarray"], "np.ndarray"]
+"""Where a code file on disk reads its rows' vectors: given vids (int64, n), their
+vectors as float16 (n, dim), a row of NaN for a vid it does not have."""
 
 
 def candidate_count(k: int) -> int:
@@ -153,9 +163,9 @@ def _code_header(dim: int, tag: bytes, centred: int, centre: np.ndarray) -> byte
     )
 
 
-def vectors_path(path: Path) -> Path:
-    """The vectors file that goes with the code file ``path``."""
-    return path.with_suffix(".f16")
+def vids_path(path: Path) -> Path:
+    """The vids file that goes with the code file ``path``."""
+    return path.with_suffix(".vids")
 
 
 class CodeFile:
@@ -195,20 +205,31 @@ class CodeFile:
         self._grouped: _Grouped | None = None  # the lists' memory positions and codes
 
     @classmethod
-    def open(cls, path: Path | None, dim: int, *, existing: bool = False) -> CodeFile:
-        """The codes in ``path`` and the vectors beside it (both created if the code file
-        is missing, unless ``existing`` says it must be there: then CorruptStoreError;
-        None keeps them in memory only).
+    def open(
+        cls,
+        path: Path | None,
+        dim: int,
+        *,
+        existing: bool = False,
+        vectors: VectorSource | None = None,
+    ) -> CodeFile:
+        """The codes in ``path`` and the vids beside it (both created if the code file is
+        missing, unless ``existing`` says it must be there: then CorruptStoreError),
+        reading the rows' vectors from ``vectors`` (which a file needs); ``path`` None
+        keeps the codes and float16 copies of the vectors in memory only.
 
         A torn last row (the file cut mid-row, e.g. by kill -9) is truncated away; where a
         crash left two live rows for one rid, the later one stays. Raises ValidationError
-        for a ``dim`` that is not a positive multiple of 8, CorruptStoreError for a file
-        that is not a code file, holds codes of another dim, or whose vectors file is
-        missing, short or of another pair, StoreError if they cannot be read or written."""
+        for a ``dim`` that is not a positive multiple of 8 or a file without ``vectors``,
+        CorruptStoreError for a file that is not a code file, holds codes of another dim,
+        or whose vids file is missing, short or of another pair, StoreError if they cannot
+        be read or written."""
         if dim <= 0 or dim % 8:
             raise ValidationError(f"dim must be a positive multiple of 8, got {dim}")
         if path is None:
             return cls(None, dim, None, _Floats(None, dim, None))
+        if vectors is None:
+            raise ValidationError("a code file on disk needs the source of its vectors")
         path = Path(path)
         if existing and (not path.is_file() or path.stat().st_size < HEADER_BYTES):
             raise CorruptStoreError(f"code file {path} is missing or cut short")
@@ -217,7 +238,7 @@ class CodeFile:
         except OSError as exc:
             raise StoreError(f"cannot open code file {path}: {exc}") from exc
         try:
-            floats = _Floats.open(vectors_path(path), dim, tag, create=created)
+            floats = _Floats.open(vids_path(path), dim, tag, create=created, source=vectors)
         except BaseException:
             file.close()
             raise
@@ -284,13 +305,15 @@ class CodeFile:
             rids = self._rids[: self._size]
             return rids[rids >= 0].copy()
 
-    def append(self, rids: Any, vectors: np.ndarray) -> None:
-        """Add the codes of ``vectors`` (n, dim) under ``rids`` (n non-negative ints).
+    def append(self, rids: Any, vectors: np.ndarray, vids: Any = None) -> None:
+        """Add the codes of ``vectors`` (n, dim) under ``rids`` (n non-negative ints); a
+        file also keeps ``vids`` (n non-negative ints: where its source keeps each
+        vector, which must be the same vector as float16).
 
         Idempotent: live rows with any of these rids are killed first, so replaying a
         change leaves one live row per rid; within one call the last vector of a repeated
-        rid wins. Raises ValidationError for mismatched shapes or negative rids, StoreError
-        if the file cannot be written."""
+        rid wins. Raises ValidationError for mismatched shapes, negative rids or vids, or
+        a file's missing vids, StoreError if the file cannot be written."""
         import numpy as np
 
         ids = np.asarray(rids, dtype=np.int64).reshape(-1)
@@ -302,13 +325,21 @@ class CodeFile:
             )
         if len(ids) and int(ids.min()) < 0:
             raise ValidationError("rids must be non-negative (-1 marks a dead row)")
-        ids, matrix = _last_of_each(ids, matrix)
+        where = None
+        if vids is not None:
+            where = np.asarray(vids, dtype=np.int64).reshape(-1)
+            if len(where) != len(ids) or (len(where) and int(where.min()) < 0):
+                raise ValidationError("append needs one non-negative vid per rid")
+        elif self._file is not None:
+            raise ValidationError("a code file on disk needs the vid of each vector")
+        ids, kept = _last_of_each(ids, np.arange(len(ids)))
+        matrix = matrix[kept]
         halves = np.asarray(matrix, dtype="<f2")  # codes of the copy a recentring reads
         with self._lock:
             self._check_open()
             codes = sign_codes(halves.astype(np.float32) - self._centre)
             self._kill_positions(self._positions(ids))
-            self._floats.write(self._file_rows, halves)
+            self._floats.write(self._file_rows, halves, None if where is None else where[kept])
             self._write_rows(ids, codes)
             self._push(ids, codes)
             self._drop_dead_from_memory()
@@ -343,12 +374,13 @@ class CodeFile:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` live rows nearest to ``query`` by Hamming distance with their exact
         scores: (rids, the dot product of ``query`` with each one's stored vector as
-        float32), nearest first. Unlike :meth:`candidates` one scan decides: where more
-        rows than it kept lie at the n-th distance, the ones it kept stand for them (a
-        second scan of a million codes for a tie the exact scores then reorder anyway
-        cost 5 ms in one search of seven). With a ``helper`` thread a large scan is split
-        in two halves, one on each thread (:data:`SPLIT_AT`). Raises ValidationError for
-        a query of another shape."""
+        float32; NaN where the source no longer has it), nearest first; a file's vectors
+        are read from its source after the lock is let go. Unlike :meth:`candidates` one
+        scan decides: where more rows than it kept lie at the n-th distance, the ones it
+        kept stand for them (a second scan of a million codes for a tie the exact scores
+        then reorder anyway cost 5 ms in one search of seven). With a ``helper`` thread a
+        large scan is split in two halves, one on each thread (:data:`SPLIT_AT`). Raises
+        ValidationError for a query of another shape."""
         import numpy as np
 
         vector = self._checked_query(query)
@@ -356,8 +388,13 @@ class CodeFile:
             listed = self._lists is not None and self._live >= LISTS_AT
             among = self._listed(vector) if listed else None
             positions = self._ordered(vector, n, whole_ties=False, helper=helper, among=among)
-            stored = self._floats.read(self._rows[positions])
-            rids = self._rids[positions]
+            rows, rids, floats = self._rows[positions], self._rids[positions], self._floats
+            vids = floats.vids(rows) if floats.source is not None else None
+            stored = floats.read(rows) if vids is None else None
+        if vids is not None:
+            assert floats.source is not None
+            stored = floats.source(vids)
+        assert stored is not None
         return rids, stored.astype(np.float32) @ vector
 
     def _checked_query(self, query: np.ndarray) -> np.ndarray:
@@ -496,7 +533,7 @@ class CodeFile:
             base, tag, rows = self._lists, self._tag, self._file_rows
             live = self._live_rows_if(base is None)
         try:
-            floats = _Floats.open(vectors_path(self.path), self.dim, tag, create=False)
+            floats = self._floats.again(tag)
         except (CorruptStoreError, StoreError):  # compacted or replaced meanwhile
             return False
         try:
@@ -708,7 +745,7 @@ class CodeFile:
         assert self.path is not None
         path, n = self.path, len(plan.rows)
         try:
-            floats = _Floats.open(vectors_path(path), self.dim, plan.tag, create=False)
+            floats = self._floats.again(plan.tag)
         except (CorruptStoreError, StoreError):
             raise _GaveWay from None
         try:
@@ -726,7 +763,7 @@ class CodeFile:
                     for start in range(0, n, CHUNK):
                         code(start, floats.read(plan.rows[start : start + CHUNK]))
                 else:
-                    plan.vector_temp = _temporary(vectors_path(path), unique)
+                    plan.vector_temp = _temporary(vids_path(path), unique)
                     floats.rewritten(
                         plan.rows, plan.new_tag, code, plan.vector_temp, opener=plan.opener
                     )
@@ -765,8 +802,8 @@ class CodeFile:
             raise StoreError(f"cannot read code file {path}: {exc}") from exc
         kept = np.where(now[plan.rows] == plan.rids, plan.rids, DEAD)  # killed since: dead
         later = np.arange(plan.file_rows, self._file_rows)
-        later_vectors = self._floats.read(later)
-        later_codes = _centred_codes(later_vectors, plan.centre)
+        later_vids = self._floats.vids(later)
+        later_codes = _centred_codes(self._floats.read(later), plan.centre)
         records = np.empty(len(later), dtype=self._row)
         records["rid"], records["code"] = now[later], later_codes
         dead = DEAD.to_bytes(8, "little", signed=True)
@@ -774,7 +811,7 @@ class CodeFile:
             if plan.vector_temp is not None:
                 with open(plan.vector_temp, "r+b") as out:
                     out.seek(0, os.SEEK_END)
-                    out.write(np.ascontiguousarray(later_vectors, dtype="<f2").tobytes())
+                    out.write(np.ascontiguousarray(later_vids, dtype="<i8").tobytes())
                     out.flush()
                     os.fsync(out.fileno())
             with open(plan.code_temp, "r+b") as out:
@@ -795,21 +832,24 @@ class CodeFile:
             self._floats.close()
         try:
             if plan.vector_temp is not None:
-                old = _temporary(vectors_path(path), f"{os.getpid()}-{os.urandom(4).hex()}-old")
+                old = _temporary(vids_path(path), f"{os.getpid()}-{os.urandom(4).hex()}-old")
                 try:
-                    os.link(vectors_path(path), old)
+                    os.link(vids_path(path), old)
                     plan.old_vectors = old
                 except OSError:  # no hard links here: the blocks are freed in the rename
                     pass
-                os.replace(plan.vector_temp, vectors_path(path))
+                os.replace(plan.vector_temp, vids_path(path))
                 plan.vector_temp = None
             os.replace(plan.code_temp, path)
             plan.code_temp = None
             _sync_directory(path.parent)
             self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
             if not plan.whole:
-                floats = vectors_path(path)
-                self._floats = _Floats.open(floats, self.dim, plan.new_tag, create=False)
+                floats = vids_path(path)
+                source = self._floats.source
+                self._floats = _Floats.open(
+                    floats, self.dim, plan.new_tag, create=False, source=source
+                )
         except BaseException as exc:  # the files may be out of step: open() tells
             self._closed = True
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
@@ -1018,25 +1058,38 @@ class _Grouped:
 
 
 class _Floats:
-    """The float16 vectors of a code file's rows, row for row: a file written in place
-    and read through a memory map, or an array (in memory)."""
+    """The vectors of a code file's rows, row for row: in memory, float16 copies in an
+    array; on disk, a file of the vids under which ``source`` finds each row's vector
+    (the database's own copy), written in place and read through a memory map."""
 
-    def __init__(self, path: Path | None, dim: int, file: BinaryIO | None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        dim: int,
+        file: BinaryIO | None,
+        source: VectorSource | None = None,
+        tag: bytes = b"",
+    ) -> None:
         """Use :meth:`open` for a file."""
         import numpy as np
 
         self.path = path
         self.dim = dim
+        self.source = source
         self._file = file
-        self._stride = 2 * dim
+        self._tag = tag
+        self._stride = 8  # a vid, int64
         self._array = np.empty((0, dim), dtype=np.float16)  # in memory: the rows
-        self._map: np.ndarray | None = None  # a file: its rows when last mapped
+        self._map: np.ndarray | None = None  # a file: its vids when last mapped
 
     @classmethod
-    def open(cls, path: Path, dim: int, tag: bytes, *, create: bool) -> _Floats:
-        """The vectors file of a code file whose header holds ``tag`` (made anew when
-        ``create``). Raises CorruptStoreError if it is missing or of another pair."""
-        header = _header(dim, tag, VECTORS_MAGIC)
+    def open(
+        cls, path: Path, dim: int, tag: bytes, *, create: bool, source: VectorSource | None
+    ) -> _Floats:
+        """The vids file of a code file whose header holds ``tag`` (made anew when
+        ``create``), its vectors read from ``source``. Raises CorruptStoreError if it is
+        missing or of another pair."""
+        header = _header(dim, tag, VIDS_MAGIC)
         if create:
             _create(path, header, replace=True)
         try:
@@ -1044,11 +1097,19 @@ class _Floats:
         except FileNotFoundError:
             raise CorruptStoreError(f"{path} is missing beside its code file") from None
         except OSError as exc:
-            raise StoreError(f"cannot open vectors file {path}: {exc}") from exc
+            raise StoreError(f"cannot open vids file {path}: {exc}") from exc
         if file.read(HEADER_BYTES) != header:
             file.close()
             raise CorruptStoreError(f"{path} does not belong with its code file")
-        return cls(path, dim, file)
+        return cls(path, dim, file, source, tag)
+
+    def again(self, tag: bytes) -> _Floats:
+        """The vids file at this one's path, opened anew (a handle of its own for work
+        done without the code file's lock), if it still belongs to the pair ``tag``.
+        Raises CorruptStoreError or StoreError if it does not, or cannot be read."""
+        if self.path is None:
+            raise StoreError("vectors in memory have no file to open again")
+        return _Floats.open(self.path, self.dim, tag, create=False, source=self.source)
 
     def replaced(self) -> bool:
         """Whether the file at this path is not the one held open."""
@@ -1063,55 +1124,62 @@ class _Floats:
             return
         held = (self._file.seek(0, os.SEEK_END) - HEADER_BYTES) // self._stride
         if held < rows:
-            raise CorruptStoreError(f"{self.path} holds {held} vectors for {rows} codes")
+            raise CorruptStoreError(f"{self.path} holds {held} vids for {rows} codes")
         if held > rows or self._file.tell() != HEADER_BYTES + rows * self._stride:
             self._file.truncate(HEADER_BYTES + rows * self._stride)
 
-    def write(self, first: int, vectors: np.ndarray) -> None:
-        """Write ``vectors`` as rows ``first`` onwards."""
+    def write(self, first: int, vectors: np.ndarray, vids: np.ndarray | None) -> None:
+        """Write rows ``first`` onwards: in memory ``vectors``, in a file their ``vids``."""
         import numpy as np
 
-        halves = np.ascontiguousarray(vectors, dtype="<f2")
         if self._file is None:
+            halves = np.ascontiguousarray(vectors, dtype="<f2")
             end = first + len(halves)
             if end > len(self._array):
                 self._array = _grown(self._array, first, max(end, 2 * len(self._array), 1024))
             self._array[first:end] = halves
             return
+        assert vids is not None
         try:
             self._file.seek(HEADER_BYTES + first * self._stride)
-            self._file.write(halves.tobytes())
+            self._file.write(np.ascontiguousarray(vids, dtype="<i8").tobytes())
             self._file.flush()  # the map reads the file, not this buffer
         except OSError as exc:
-            raise StoreError(f"cannot write vectors file {self.path}: {exc}") from exc
+            raise StoreError(f"cannot write vids file {self.path}: {exc}") from exc
+
+    def vids(self, rows: np.ndarray) -> np.ndarray:
+        """The vids (int64) of ``rows`` (file rows) of a file."""
+        import numpy as np
+
+        assert self._file is not None
+        if not len(rows):
+            return np.empty(0, dtype=np.int64)
+        need = int(rows.max()) + 1
+        mapped = self._map  # once: prime() may put another in place meanwhile
+        if mapped is None or len(mapped) < need:
+            held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
+            if held < need:
+                raise CorruptStoreError(f"{self.path} holds {held} vids, row {need - 1} asked")
+            # Mapped again as the file grows, its pages populated the first time (8 MB
+            # at a million rows). A plain array over it: np.memmap's own indexing costs
+            # more than the read.
+            length = HEADER_BYTES + held * self._stride
+            whole = _map_read_only(self._file, length, populate=mapped is None)
+            mapped = np.frombuffer(whole, dtype="<i8", count=held, offset=HEADER_BYTES)
+            self._map = mapped
+        return np.take(mapped, rows).astype(np.int64)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """The float16 vectors of ``rows`` (file rows), (len(rows), dim)."""
+        """The float16 vectors of ``rows`` (file rows), (len(rows), dim); from a file's
+        source, NaN rows where it no longer has the vector."""
         import numpy as np
 
         if self._file is None:
             return np.asarray(self._array[rows])
         if not len(rows):
             return np.empty((0, self.dim), dtype=np.float16)
-        need = int(rows.max()) + 1
-        mapped = self._map  # once: prime() may put another in place meanwhile
-        if mapped is None or len(mapped) < need:
-            held = (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
-            if held < need:
-                raise CorruptStoreError(f"{self.path} holds {held} vectors, row {need - 1} asked")
-            # Mapped the first time with its pages populated (Linux; ~25 ms at a million
-            # rows, file pages in the page cache): a search reads ~800 rows at random,
-            # and faulting them in one by one doubled its p95. Mapped again as the file
-            # grows without (when adds and searches alternate, 25 ms each time would
-            # cost more than the faults). A plain array over it: np.memmap's own
-            # indexing costs more than the read.
-            length = HEADER_BYTES + held * self._stride
-            whole = _map_read_only(self._file, length, populate=mapped is None)
-            mapped = np.frombuffer(
-                whole, dtype="<f2", count=held * self.dim, offset=HEADER_BYTES
-            ).reshape(held, self.dim)
-            self._map = mapped
-        return np.take(mapped, rows, axis=0)
+        assert self.source is not None
+        return self.source(self.vids(rows))
 
     def prime(self, rows: int) -> None:
         """Without the code file's lock: map the file's first ``rows`` rows with their
@@ -1125,9 +1193,9 @@ class _Floats:
             whole = _map_read_only(self._file, HEADER_BYTES + rows * self._stride, populate=True)
         except (OSError, ValueError):  # closed or cut meanwhile: the next read maps it
             return
-        mapped = np.frombuffer(whole, dtype="<f2", count=rows * self.dim, offset=HEADER_BYTES)
+        mapped = np.frombuffer(whole, dtype="<i8", count=rows, offset=HEADER_BYTES)
         if self._map is None or len(self._map) < rows:
-            self._map = mapped.reshape(rows, self.dim)
+            self._map = mapped
 
     def keep_rows(self, rows: np.ndarray) -> None:
         """In memory: keep only ``rows``, renumbered from 0 (a compaction)."""
@@ -1142,16 +1210,17 @@ class _Floats:
         *,
         opener: Callable[[str, int], int] | None = None,
     ) -> None:
-        """Write ``rows`` in order to a new file at ``temporary`` (beside this one, not
-        yet in its place) under ``tag``, made durable (``opener`` as :func:`open`'s).
-        ``each(start, vectors)`` sees every chunk before it is written (one pass over
-        the file)."""
+        """Write the vids of ``rows`` in order to a new file at ``temporary`` (beside this
+        one, not yet in its place) under ``tag``, made durable (``opener`` as
+        :func:`open`'s). ``each(start, vectors)`` sees the vectors of every chunk (read
+        from the source) before its vids are written (one pass over the file)."""
+        assert self.source is not None
         with open(temporary, "wb", opener=opener) as out:
-            out.write(_header(self.dim, tag, VECTORS_MAGIC))
+            out.write(_header(self.dim, tag, VIDS_MAGIC))
             for start in range(0, len(rows), CHUNK):
-                part = self.read(rows[start : start + CHUNK])
-                each(start, part)
-                out.write(part.tobytes())
+                vids = self.vids(rows[start : start + CHUNK])
+                each(start, self.source(vids))
+                out.write(vids.tobytes())
             out.flush()
             os.fsync(out.fileno())
 
@@ -1162,7 +1231,7 @@ class _Floats:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as exc:
-            raise StoreError(f"cannot sync vectors file {self.path}: {exc}") from exc
+            raise StoreError(f"cannot sync vids file {self.path}: {exc}") from exc
 
     def close(self) -> None:
         self._map = None
@@ -1278,7 +1347,7 @@ def _sweep(path: Path, *, dead_only: bool, keep: Path | None = None) -> None:
     right after)."""
     older = [
         path.with_name(f"{path.name}.compact"),
-        vectors_path(path).with_name(f"{vectors_path(path).name}.compact"),
+        vids_path(path).with_name(f"{vids_path(path).name}.compact"),
     ]  # named by memlane before 2026-12-03
     for stray in [*path.parent.glob(f"{path.stem}.*.*.compact"), *older]:
         if stray == keep or not stray.exists():

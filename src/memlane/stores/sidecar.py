@@ -53,17 +53,19 @@ from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
 
 if TYPE_CHECKING:
-    from memlane.stores.codes import CodeFile
+    from memlane.stores.codes import CodeFile, VectorSource
+    from memlane.stores.stored_vectors import StoredVectors
 
 log = logging.getLogger(__name__)
 
 REBUILD = -2
 """The rid of an outbox row that asks for the user's indexes to be built afresh."""
 
-FORMAT = 4
+FORMAT = 5
 """The folder layout, index schema and analyzer; another value is rebuilt (2: words
 up to 1024 bytes, not 64; 3: float16 vectors beside the codes, and context codes only
-for records with a context vector; 4: each document's id order key beside it)."""
+for records with a context vector; 4: each document's id order key beside it; 5: the
+vids of the database's vectors beside the codes, not float16 copies)."""
 
 SYNC_AFTER_WRITES = 1000
 """Records written for one user since its last sync after which a write batch applies
@@ -103,7 +105,8 @@ class State:
 
 
 Row = tuple[Any, ...]
-"""A row of INDEX_ROWS: rid, words, context words, vector, context vector, id."""
+"""A row of INDEX_ROWS: rid, words, context words, vector, context vector, id, the
+vector's vid, the context vector's vid."""
 
 
 @dataclass(slots=True)
@@ -127,10 +130,22 @@ class Sidecar:
     """The search indexes of one SQLite store: in folders under ``root``, or in memory
     (``root=None``, for a database in memory)."""
 
-    def __init__(self, root: Path | None, store_id: str, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        root: Path | None,
+        store_id: str,
+        *,
+        timeout_s: float,
+        vectors: StoredVectors | None = None,
+    ) -> None:
+        """``vectors`` reads the database's vectors for the codes in folders (needed
+        with a ``root``)."""
+        if root is not None and vectors is None:
+            raise StoreError("index folders need the database's vectors to read from")
         self.root = root
         self.store_id = store_id
         self.timeout_s = timeout_s
+        self.vectors = vectors
         self._open: OrderedDict[str, _Open] = OrderedDict()
         """Users whose indexes are open, least recently used first (at most MAX_OPEN)."""
         self._empty: set[str] = set()
@@ -159,6 +174,7 @@ class Sidecar:
         self._mutex = threading.RLock()
         self._open = OrderedDict()
         self._upkeep = _Upkeep(self._keep_up)
+        # (the vectors' connections are let go by the reader itself, which sees the pid)
 
     # ------------------------------------------------------------------ reading
 
@@ -444,7 +460,7 @@ class Sidecar:
             target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
             with transaction(conn, write=False):
                 seq, model = _last_seq(conn), _model(conn)
-                indexes = _Indexes(target, model)
+                indexes = _Indexes(target, model, self._source(model))
                 try:
                     n = indexes.build(self._all_rows(conn, user_id, model, progress))
                 except BaseException:
@@ -464,7 +480,7 @@ class Sidecar:
             final = self._folder(user_id)
             if final is not None:  # the indexes moved with their folder: open them there
                 indexes.close()
-                indexes = _Indexes(final, model, existing=True)
+                indexes = _Indexes(final, model, self._source(model), existing=True)
             self._keep_open(user_id, _Open(indexes, state))
             self._empty.discard(user_id)
             self._applied(conn, user_id, seq, built=True, nonce=state.nonce)
@@ -529,6 +545,12 @@ class Sidecar:
 
     # ------------------------------------------------------------------ folders
 
+    def _source(self, model: Model | None) -> VectorSource | None:
+        """Where the codes in folders read ``model``'s vectors."""
+        if self.vectors is None or model is None:
+            return None
+        return self.vectors.source(model.dim)
+
     def _folder(self, user_id: str, suffix: str = "") -> Path | None:
         if self.root is None:
             return None
@@ -543,9 +565,9 @@ class Sidecar:
             if opened is not None:
                 self._close(user_id)
             model = Model(state.model, state.dim) if state.model else None
-            opened = self._keep_open(
-                user_id, _Open(_Indexes(self._folder(user_id), model, existing=True), state)
-            )
+            folder = self._folder(user_id)
+            indexes = _Indexes(folder, model, self._source(model), existing=True)
+            opened = self._keep_open(user_id, _Open(indexes, state))
         elif opened.state != state or opened.indexes.replaced():
             opened.indexes.reload()
             opened.state = state
@@ -648,6 +670,8 @@ class Sidecar:
         self._upkeep.close()
         for user_id in list(self._open):
             self._close(user_id)
+        if self.vectors is not None:
+            self.vectors.close()
 
 
 _LIVE: weakref.WeakSet[Sidecar] = weakref.WeakSet()
@@ -673,8 +697,16 @@ class _Indexes:
     """One user's indexes in one folder (or in memory): the lexical index and, once the
     store has an embedding model, the sign-bit codes of each vector field."""
 
-    def __init__(self, folder: Path | None, model: Model | None, *, existing: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path | None,
+        model: Model | None,
+        vectors: VectorSource | None,
+        *,
+        existing: bool = False,
+    ) -> None:
         self.folder = folder
+        self.vectors = vectors
         lexical = None if folder is None else folder / "lexical"
         self.lexical = LexicalIndex(lexical, existing=existing)
         self.codes: dict[str, CodeFile] = {}
@@ -686,7 +718,9 @@ class _Indexes:
             try:
                 for name in FIELDS:
                     path = None if folder is None else folder / f"codes-{name}.bin"
-                    self.codes[name] = CodeFile.open(path, model.dim, existing=existing)
+                    self.codes[name] = CodeFile.open(
+                        path, model.dim, existing=existing, vectors=vectors
+                    )
             except BaseException:
                 self.close()
                 raise
@@ -723,16 +757,19 @@ class _Indexes:
 
         for name, codes in self.codes.items():
             width = 2 * codes.dim  # float16
-            at = 3 + FIELDS.index(name)  # a context file holds real context vectors only
-            pairs = [
-                (r[0], blob) for r in rows if (blob := r[at]) is not None and len(blob) == width
+            at = FIELDS.index(name)  # a context file holds real context vectors only
+            kept = [
+                (r[0], blob, r[6 + at])
+                for r in rows
+                if (blob := r[3 + at]) is not None and len(blob) == width
             ]
-            appended = {rid for rid, _ in pairs}
+            appended = {rid for rid, _, _ in kept}
             gone = [rid for rid in removed if rid not in appended]
             if gone:
                 codes.kill(gone)
-            if pairs:
-                codes.append([rid for rid, _ in pairs], from_blobs([b for _, b in pairs]))
+            if kept:
+                rids, blobs, vids = zip(*kept, strict=True)
+                codes.append(list(rids), from_blobs(list(blobs)), list(vids))
 
     def _settle_codes(self, *, later: bool = False) -> list[str]:
         """Make the codes durable; then rewrite a file whose dead rows outgrew a half or
@@ -764,7 +801,7 @@ class _Indexes:
                 from memlane.stores.codes import CodeFile
 
                 codes.close()
-                self.codes[name] = CodeFile.open(codes.path, codes.dim)
+                self.codes[name] = CodeFile.open(codes.path, codes.dim, vectors=self.vectors)
 
     def close(self) -> None:
         for codes in self.codes.values():

@@ -135,7 +135,14 @@ class SqliteStore(SqliteOps):
             root = None if self.in_memory else Path(f"{self.path}.index")
             # A database migrations gave no id yet (only tests run older schemas).
             store_id = str(found[0]) if found else "none"
-            self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s)
+            vectors = None
+            if root is not None:
+                from memlane.stores.stored_vectors import StoredVectors
+
+                vectors = StoredVectors(
+                    Path(self.path), timeout_s=self.busy_timeout_s, mmap_bytes=MMAP_BYTES
+                )
+            self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s, vectors=vectors)
             # PRAGMA data_version counts per connection: what was remembered under the
             # last connection's count means nothing under this one's.
             self._forget_found()

@@ -252,7 +252,7 @@ class SqliteOps(OpDispatch):
         self, conn: sqlite3.Connection, op: ops.VectorSearch
     ) -> list[tuple[str, float]]:
         """The nearest of the user's records by the codes' Hamming distance, reranked by
-        exact cosine from the float16 vectors beside the codes, then filtered in SQL, best
+        exact cosine from the database's float16 vectors, then filtered in SQL, best
         first, a slice at a time until enough pass; more candidates are read while the
         filter leaves too few. A ``context`` search scores a record by its context vector
         where it has one (those are in the context codes) and by its own vector otherwise.
@@ -787,14 +787,19 @@ def _code_scores(
     """The ``want`` nearest records of a vector search by code, each with its exact score
     and whether a context vector of the record replaces it (a ``context`` search scores a
     record by its context vector where it has one), and whether the codes ran out; a
-    ``helper`` thread scans half of a large scope."""
+    ``helper`` thread scans half of a large scope. A row whose vector the database no
+    longer holds (deleted since the codes were synced: NaN) is left out."""
+    import numpy as np
+
     rids, sims = content.scored(op.vector, want, helper)
     exhausted = len(rids) < want
-    pairs = zip(rids.tolist(), sims.tolist(), strict=True)
+    held = ~np.isnan(sims)
+    pairs = zip(rids[held].tolist(), sims[held].tolist(), strict=True)
     scored = {k: (s, op.field == "context") for k, s in pairs}
     if op.field == "context":
         rids, sims = context.scored(op.vector, want, helper)
         exhausted = exhausted and len(rids) < want
-        pairs = zip(rids.tolist(), sims.tolist(), strict=True)
+        held = ~np.isnan(sims)
+        pairs = zip(rids[held].tolist(), sims[held].tolist(), strict=True)
         scored.update((k, (s, False)) for k, s in pairs)
     return scored, exhausted

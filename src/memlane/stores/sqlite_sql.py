@@ -338,7 +338,7 @@ scan the whole scope through its user index, a million rows at a million memorie
 _INDEX_COLUMNS = (
     "SELECT r.rid, r.text || ' ' || r.period_words, "
     + _previous_live_turn("r", same_agent=True)
-    + ", ev.vector, cv.vector, r.id FROM "
+    + ", ev.vector, cv.vector, r.id, ev.vid, cv.vid FROM "
 )
 _VECTORS = (
     " LEFT JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
@@ -362,7 +362,8 @@ INDEX_ROWS = _INDEX_COLUMNS + "records r" + _VECTORS + "WHERE r.user_id = ? "
 """What a user's records put in the search indexes, for ``(model, model, user)``: rid; the
 text and the words of the periods it names; for an episode the text of the last live
 episode before it in its session by the same agent; its vector and its context's vector
-under ``model`` (NULL where none); its id. Completed with a condition on ``r``."""
+under ``model`` (NULL where none); its id; the two vectors' vids. Completed with a
+condition on ``r``."""
 
 INDEX_ROWS_OF = (
     _INDEX_COLUMNS + BY_RIDS + _VECTORS.replace(" LEFT", "LEFT", 1) + "WHERE r.user_id = ?"

@@ -1,0 +1,167 @@
+"""The index folder keeps no vector: its codes name the database's vectors by vid and a
+search reads the ones it reranks from there (memlane.stores.stored_vectors). Real SQLite
+files in tmp_path, real searches, a real forked process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memlane import Memory, MemoryInput
+from memlane.errors import StoreError
+from memlane.stores.sqlite import SqliteStore
+from memlane.stores.stored_vectors import StoredVectors
+from memlane.testing import FakeEmbedder, FixedClock
+
+WORDS = [f"w{i:03d}" for i in range(400)]
+
+
+def _texts(n: int, seed: int, k: int = 6) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, k)) for _ in range(n)]
+
+
+def _stored(path: Path) -> dict[int, bytes]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT vid, vector FROM vectors").fetchall())
+    finally:
+        conn.close()
+
+
+def test_reads_vectors_by_vid_with_nan_for_vids_it_does_not_hold(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m.add_many([MemoryInput(t) for t in _texts(30, seed=1)], user_id="u")
+    m.close()
+    stored = _stored(path)
+    vids = sorted(stored)
+    reader = StoredVectors(path, timeout_s=5.0)
+    asked = np.array([vids[5], 10**9, vids[0], vids[5], 0], dtype=np.int64)
+    got = reader.read(asked, 64)
+    assert got.shape == (5, 64) and got.dtype == np.float16
+    assert got[0].tobytes() == stored[vids[5]] and got[3].tobytes() == stored[vids[5]]
+    assert got[2].tobytes() == stored[vids[0]]
+    assert np.isnan(got[1]).all() and np.isnan(got[4]).all()
+    assert reader.read(np.empty(0, dtype=np.int64), 64).shape == (0, 64)
+    assert np.isnan(reader.read(asked[:1], 32)).all()  # a vector of another size is not read
+    reader.close()
+    with pytest.raises(StoreError, match="closed"):
+        reader.read(asked, 64)
+
+
+def test_a_database_it_cannot_read_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(StoreError, match="cannot read vectors"):
+        StoredVectors(path, timeout_s=1.0).read(np.array([1]), 8)
+
+
+def test_the_folder_holds_no_vector_and_a_few_bytes_a_row(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=384), sparse=None)
+    m.add_many([MemoryInput(t) for t in _texts(2000, seed=2)], user_id="u")
+    hits = m.search("w001 w002", user_id="u", recipe="semantic")
+    m.close()
+    assert hits
+    folder = Path(f"{path}.index")
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    held = b"".join(p.read_bytes() for p in files)
+    stored = _stored(path)
+    assert len(stored) == 2000
+    assert not any(vector in held for vector in list(stored.values())[:200])
+    vids = [p for p in files if p.name == "codes-content.vids"]
+    assert len(vids) == 1 and vids[0].stat().st_size <= 16 + 8 * 2000
+    codes = sum(p.stat().st_size for p in files if p.name.startswith("codes-"))
+    assert codes / 2000 < 100  # a row: rid, vid and 48 bytes of signs (was 824 with floats)
+
+
+def test_a_row_whose_vector_left_the_database_is_left_out_not_misread(tmp_path: Path) -> None:
+    """Between a sync and the rerank's read another process purges a record (and with it
+    its vector): the codes still hold the row until the next sync, and the rerank reads
+    NaN for it, never another vector; the search leaves it out."""
+    path, clock = tmp_path / "m.db", FixedClock()
+    texts = _texts(300, seed=3)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None, clock=clock)
+    m.add_many([MemoryInput(t) for t in texts], user_id="u")
+    brief = m.add("w399 w398 w397 w396", user_id="u", ttl=timedelta(hours=1))
+    query = m.embedder.embed([brief.text])[0]
+    assert m.search(brief.text, user_id="u", recipe="semantic")[0].record.id == brief.id  # synced
+    store = m.store
+    assert isinstance(store, SqliteStore)
+    codes = store._sidecar.codes("u", m.embedder.model_id, "content")
+    assert codes is not None
+    rids, scores = codes.scored(query, 20)
+    assert not np.isnan(scores).any()
+    clock.advance(hours=2)
+    other = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None, clock=clock)
+    assert other.sweep() == 1
+    other.close()
+    again_rids, again = codes.scored(query, 20)  # the same codes: not synced since
+    assert again_rids.tolist() == rids.tolist()
+    gone = np.isnan(again)
+    assert gone.sum() == 1 and float(scores[gone][0]) == pytest.approx(float(scores.max()))
+    assert np.array_equal(again[~gone], scores[~gone])
+    hits = m.search(brief.text, user_id="u", recipe="semantic", limit=5)
+    assert hits and brief.id not in [h.record.id for h in hits]
+    m.close()
+
+
+def test_searches_on_many_threads_read_the_same_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    texts = _texts(500, seed=4)
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m.add_many([MemoryInput(t) for t in texts], user_id="u")
+    queries = _texts(12, seed=5, k=2)
+    alone = [[h.record.id for h in m.search(q, user_id="u", limit=8)] for q in queries]
+    found: dict[int, list[list[str]]] = {}
+
+    def run(n: int) -> None:
+        found[n] = [[h.record.id for h in m.search(q, user_id="u", limit=8)] for q in queries]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m.close()
+    assert all(found[n] == alone for n in range(4))
+
+
+def _read_forked(reader: StoredVectors, vids: np.ndarray, out: Any) -> None:
+    got = reader.read(vids, 64).tobytes()
+    out.put((got, [id(conn) for conn in reader._idle]))
+    reader.close()  # the child's own connections only
+
+
+def test_a_forked_child_reads_on_connections_of_its_own(tmp_path: Path) -> None:
+    """The parent's pooled connections are not the child's (SQLite forbids using one
+    across a fork): a child forked after reads opens its own, and closing the reader
+    there leaves the parent's open."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m.add_many([MemoryInput(t) for t in _texts(50, seed=6)], user_id="u")
+    m.close()
+    vids = np.array(sorted(_stored(path))[:10], dtype=np.int64)
+    reader = StoredVectors(path, timeout_s=5.0)
+    first = reader.read(vids, 64)  # the pool now holds a connection
+    pooled = list(reader._idle)
+    assert len(pooled) == 1
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    child = fork.Process(target=_read_forked, args=(reader, vids, out))
+    child.start()
+    got, used = out.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0 and got == first.tobytes()
+    assert used and not set(used) & {id(conn) for conn in pooled}
+    assert reader._idle == pooled  # the parent's connection is still its own, and open
+    assert reader.read(vids, 64).tobytes() == first.tobytes()
+    reader.close()

@@ -21,6 +21,7 @@ from memlane.stores.codes import (
     DEAD_IN_MEMORY,
     HEADER_BYTES,
     CodeFile,
+    CopyBudget,
     candidate_count,
     code_header_bytes,
     sign_codes,
@@ -1008,3 +1009,43 @@ def test_a_compaction_never_writes_into_a_folder_put_in_place_meanwhile(tmp_path
         assert seen == [["state.json"]]
         assert [p.name for p in folder.iterdir()] == ["state.json"]
         assert not list(moved.glob("*.compact"))
+
+
+def test_copies_are_kept_within_a_budget_read_first_and_dropped_with_their_rows(
+    tmp_path: Path,
+) -> None:
+    """A file keeps float16 copies of the vectors appended or read, as far as its budget
+    allows, and reads them before its source; a killed row's copy is zeroed and its
+    bytes given back; a compaction's new file takes the copies of the rows it keeps;
+    closing gives back the rest."""
+    path = tmp_path / "c.codes"
+    budget = CopyBudget(2 * DIM * 150)
+    vectors = _vectors(200, seed=61)
+    asked: list[int] = []
+    source = STORED.source(DIM)
+
+    def counted(vids: np.ndarray) -> np.ndarray:
+        asked.append(len(vids))
+        return source(vids)
+
+    with CodeFile.open(path, DIM, vectors=counted, budget=budget) as codes:
+        codes.append(np.arange(200), vectors, STORED.put(vectors))
+        assert budget.used == 2 * DIM * 150  # the first 150 rows fit
+        rids, scores = codes.scored(vectors[0], 200)
+        assert asked == [50]  # the other 50 from the source, and none kept (no room)
+        assert np.allclose(scores, _exact(vectors[rids], vectors[0]), atol=1e-2)
+        codes.kill(np.arange(0, 100))
+        assert budget.used == 2 * DIM * 50
+        rids_again, again = codes.scored(vectors[150], 100)
+        assert asked[-1] == 0 or len(asked) == 2  # rows 150..199 took the freed room
+        codes.compact()
+        held = budget.used
+        assert held == 2 * DIM * 100  # the 100 live rows' copies moved to the new file
+        asked.clear()
+        rids, scores = codes.scored(vectors[150], 100)
+        assert asked == [] and sorted(rids.tolist()) == list(range(100, 200))
+        # the same rows and scores (in another order: the codes were taken again)
+        assert dict(zip(rids_again.tolist(), again.tolist(), strict=True)) == dict(
+            zip(rids.tolist(), scores.tolist(), strict=True)
+        )
+    assert budget.used == 0

@@ -86,16 +86,16 @@ def test_the_folder_holds_no_vector_and_a_few_bytes_a_row(tmp_path: Path) -> Non
 def test_a_row_whose_vector_left_the_database_is_left_out_not_misread(tmp_path: Path) -> None:
     """Between a sync and the rerank's read another process purges a record (and with it
     its vector): the codes still hold the row until the next sync, and the rerank reads
-    NaN for it, never another vector; the search leaves it out."""
+    NaN for it, never another vector; the search leaves it out. (No copies kept: a
+    copy would be read instead until the row is killed.)"""
     path, clock = tmp_path / "m.db", FixedClock()
     texts = _texts(300, seed=3)
-    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None, clock=clock)
+    store = SqliteStore(path, vector_cache_bytes=0)
+    m = Memory(store, embedder=FakeEmbedder(dim=64), sparse=None, clock=clock)
     m.add_many([MemoryInput(t) for t in texts], user_id="u")
     brief = m.add("w399 w398 w397 w396", user_id="u", ttl=timedelta(hours=1))
     query = m.embedder.embed([brief.text])[0]
     assert m.search(brief.text, user_id="u", recipe="semantic")[0].record.id == brief.id  # synced
-    store = m.store
-    assert isinstance(store, SqliteStore)
     codes = store._sidecar.codes("u", m.embedder.model_id, "content")
     assert codes is not None
     rids, scores = codes.scored(query, 20)
@@ -165,3 +165,43 @@ def test_a_forked_child_reads_on_connections_of_its_own(tmp_path: Path) -> None:
     assert reader._idle == pooled  # the parent's connection is still its own, and open
     assert reader.read(vids, 64).tobytes() == first.tobytes()
     reader.close()
+
+
+def test_copies_are_kept_within_the_budget_and_dropped_with_their_rows(tmp_path: Path) -> None:
+    """A search keeps float16 copies of the vectors it read (within the store's budget)
+    and reads them again from memory; closing the store gives their bytes back."""
+    path, clock = tmp_path / "m.db", FixedClock()
+    dim, n = 64, 400
+    store = SqliteStore(path, vector_cache_bytes=2 * dim * 300)  # room for 300 of 401
+    m = Memory(store, embedder=FakeEmbedder(dim=dim), sparse=None, clock=clock)
+    m.add_many([MemoryInput(t) for t in _texts(n, seed=8)], user_id="u")
+    m.close()  # the rows' copies go with the process that wrote them
+    store = SqliteStore(path, vector_cache_bytes=2 * dim * 300)
+    m = Memory(store, embedder=FakeEmbedder(dim=dim), sparse=None, clock=clock)
+    brief = m.add("w399 w398 w397 w396", user_id="u", ttl=timedelta(hours=1))
+    budget = store._sidecar.copies
+    assert budget.used == 0  # (the folder takes the write in at the next search)
+    reads: list[int] = []
+    vectors = store._sidecar.vectors
+    assert vectors is not None
+    real = vectors.read
+
+    def counted(vids: np.ndarray, d: int) -> np.ndarray:
+        reads.append(len(vids))
+        return real(vids, d)
+
+    vectors.read = counted  # type: ignore[method-assign]
+    first = [h.record.id for h in m.search("w001 w002", user_id="u", recipe="semantic")]
+    # brief's row was appended with its vector (copied), the rest read and copied
+    assert sum(reads) > 0 and budget.used == 2 * dim * min(300, 1 + sum(reads))
+    before = sum(reads)
+    again = [h.record.id for h in m.search("w001 w002", user_id="u", recipe="semantic")]
+    assert again == first and sum(reads) - before < before  # most from the copies now
+    assert budget.used <= budget.max_bytes
+    clock.advance(hours=2)
+    assert m.sweep() == 1
+    hits = m.search("w399 w398", user_id="u", recipe="semantic")  # after a purge's rebuild
+    assert hits and brief.id not in [h.record.id for h in hits]
+    assert 0 < budget.used <= budget.max_bytes
+    m.close()
+    assert budget.used == 0

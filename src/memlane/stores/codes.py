@@ -74,6 +74,8 @@ CENTRE_AFTER = 1024
 """Live rows from which growth recentres the codes (each time they double)."""
 CHUNK = 65536
 """Rows read at a time when a compaction passes over the vectors."""
+WARM_CHUNK = 16384
+"""Rows whose vectors :meth:`CodeFile.warm` reads at a time (~50 ms of reading)."""
 DEAD = -1
 """The rid of a killed row."""
 DEAD_IN_MEMORY = 1024
@@ -100,7 +102,7 @@ the rows the lists hold (:meth:`CodeFile.wants_lists`)."""
 TRAIN_PER_LIST = 64
 """Vectors sampled per list to place the lists' centres (k-means)."""
 
-__all__ = ["CodeFile", "VectorSource", "candidate_count", "list_count", "sign_codes"]
+__all__ = ["CodeFile", "CopyBudget", "VectorSource", "candidate_count", "list_count", "sign_codes"]
 
 VectorSource = Callable[["np.ndarray"], "np.ndarray"]
 """Where a code file on disk reads its rows' vectors: given vids (int64, n), their
@@ -212,11 +214,13 @@ class CodeFile:
         *,
         existing: bool = False,
         vectors: VectorSource | None = None,
+        budget: CopyBudget | None = None,
     ) -> CodeFile:
         """The codes in ``path`` and the vids beside it (both created if the code file is
         missing, unless ``existing`` says it must be there: then CorruptStoreError),
-        reading the rows' vectors from ``vectors`` (which a file needs); ``path`` None
-        keeps the codes and float16 copies of the vectors in memory only.
+        reading the rows' vectors from ``vectors`` (which a file needs) and keeping
+        float16 copies of them in memory as ``budget`` allows (None: none); ``path``
+        None keeps the codes and float16 copies of the vectors in memory only.
 
         A torn last row (the file cut mid-row, e.g. by kill -9) is truncated away; where a
         crash left two live rows for one rid, the later one stays. Raises ValidationError
@@ -238,7 +242,9 @@ class CodeFile:
         except OSError as exc:
             raise StoreError(f"cannot open code file {path}: {exc}") from exc
         try:
-            floats = _Floats.open(vids_path(path), dim, tag, create=created, source=vectors)
+            floats = _Floats.open(
+                vids_path(path), dim, tag, create=created, source=vectors, budget=budget
+            )
         except BaseException:
             file.close()
             raise
@@ -389,12 +395,19 @@ class CodeFile:
             among = self._listed(vector) if listed else None
             positions = self._ordered(vector, n, whole_ties=False, helper=helper, among=among)
             rows, rids, floats = self._rows[positions], self._rids[positions], self._floats
-            vids = floats.vids(rows) if floats.source is not None else None
-            stored = floats.read(rows) if vids is None else None
-        if vids is not None:
-            assert floats.source is not None
-            stored = floats.source(vids)
-        assert stored is not None
+            if floats.source is None:
+                return rids, floats.read(rows).astype(np.float32) @ vector
+            held, halves = floats.copies(rows)
+            missing = rows[~held]
+            vids = floats.vids(missing)
+        stored = np.empty((len(rows), self.dim), dtype=np.float16)
+        stored[held] = halves
+        if len(missing):
+            fetched = floats.source(vids)
+            stored[~held] = fetched
+            with self._lock:
+                if self._floats is floats and not self._closed:
+                    floats.keep_copies(missing, fetched)
         return rids, stored.astype(np.float32) @ vector
 
     def _checked_query(self, query: np.ndarray) -> np.ndarray:
@@ -627,6 +640,39 @@ class CodeFile:
             dead = self._file_rows - self._live
             return dead > max(1024, self._live // 2) or self._wants_centre()
 
+    def warm(self, cancel: threading.Event | None = None) -> bool:
+        """Read the live rows' vectors a file keeps no copy of from its source, and keep
+        copies of them as far as the budget allows, :data:`WARM_CHUNK` rows at a time
+        (~2 s at a million rows, on the caller's thread): searches then rerank from
+        memory. The lock is held only to take each chunk's vids and to keep its copies.
+        Returns False if it stopped early (``cancel`` set, the file closed or
+        compacted meanwhile), True when done or when there is nothing to read."""
+
+        with self._lock:
+            floats = self._floats
+            if self._closed or floats.source is None or floats.budget is None:
+                return not self._closed
+            rows = self._live_rows()
+            held, _ = floats.copies(rows)
+            rows = rows[~held]
+        for start in range(0, len(rows), WARM_CHUNK):
+            if _set(cancel):
+                return False
+            with self._lock:
+                if self._closed or self._floats is not floats:
+                    return False
+                if floats.budget.used >= floats.budget.max_bytes:
+                    return True
+                part = rows[start : start + WARM_CHUNK]
+                vids = floats.vids(part)
+            fetched = floats.source(vids)
+            with self._lock:
+                if self._closed or self._floats is not floats:
+                    return False
+                held, _ = floats.copies(part)
+                floats.keep_copies(part[~held], fetched[~held])
+        return True
+
     def upkeep(self, holding: Holding | None = None) -> bool:
         """:meth:`compact` if it is due, else :meth:`make_lists` if that is. Returns
         False if it gave way, True when done or when neither was due."""
@@ -829,7 +875,7 @@ class CodeFile:
         alive = rids >= 0
         self._file.close()  # before the renames: Windows renames no open file
         if not plan.whole:
-            self._floats.close()
+            self._floats.close_file()
         try:
             if plan.vector_temp is not None:
                 old = _temporary(vids_path(path), f"{os.getpid()}-{os.urandom(4).hex()}-old")
@@ -846,10 +892,17 @@ class CodeFile:
             self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
             if not plan.whole:
                 floats = vids_path(path)
-                source = self._floats.source
+                before = self._floats
                 self._floats = _Floats.open(
-                    floats, self.dim, plan.new_tag, create=False, source=source
+                    floats,
+                    self.dim,
+                    plan.new_tag,
+                    create=False,
+                    source=before.source,
+                    budget=before.budget,
                 )
+                self._floats.adopt(before, np.concatenate([plan.rows, later]))
+                before.close()
         except BaseException as exc:  # the files may be out of step: open() tells
             self._closed = True
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
@@ -905,6 +958,7 @@ class CodeFile:
         if not len(positions):
             return
         if self._file is not None:
+            self._floats.drop_copies(self._rows[positions])
             dead = DEAD.to_bytes(8, "little", signed=True)
             stride = self._row.itemsize
             try:
@@ -1060,7 +1114,9 @@ class _Grouped:
 class _Floats:
     """The vectors of a code file's rows, row for row: in memory, float16 copies in an
     array; on disk, a file of the vids under which ``source`` finds each row's vector
-    (the database's own copy), written in place and read through a memory map."""
+    (the database's own copy), written in place and read through a memory map, with
+    float16 copies of the rows appended or read kept in memory as ``budget`` allows
+    (reading 800 vectors from SQLite costs ~3 ms, from memory ~0.3 ms)."""
 
     def __init__(
         self,
@@ -1069,6 +1125,7 @@ class _Floats:
         file: BinaryIO | None,
         source: VectorSource | None = None,
         tag: bytes = b"",
+        budget: CopyBudget | None = None,
     ) -> None:
         """Use :meth:`open` for a file."""
         import numpy as np
@@ -1076,15 +1133,25 @@ class _Floats:
         self.path = path
         self.dim = dim
         self.source = source
+        self.budget = budget
         self._file = file
         self._tag = tag
         self._stride = 8  # a vid, int64
-        self._array = np.empty((0, dim), dtype=np.float16)  # in memory: the rows
+        self._array = np.empty((0, dim), dtype=np.float16)  # the rows (a file: copies)
+        self._have = np.zeros(0, dtype=bool)  # a file: which rows ``_array`` holds
+        self._held = 0  # a file: bytes of copies taken from the budget
         self._map: np.ndarray | None = None  # a file: its vids when last mapped
 
     @classmethod
     def open(
-        cls, path: Path, dim: int, tag: bytes, *, create: bool, source: VectorSource | None
+        cls,
+        path: Path,
+        dim: int,
+        tag: bytes,
+        *,
+        create: bool,
+        source: VectorSource | None,
+        budget: CopyBudget | None = None,
     ) -> _Floats:
         """The vids file of a code file whose header holds ``tag`` (made anew when
         ``create``), its vectors read from ``source``. Raises CorruptStoreError if it is
@@ -1101,7 +1168,7 @@ class _Floats:
         if file.read(HEADER_BYTES) != header:
             file.close()
             raise CorruptStoreError(f"{path} does not belong with its code file")
-        return cls(path, dim, file, source, tag)
+        return cls(path, dim, file, source, tag, budget)
 
     def again(self, tag: bytes) -> _Floats:
         """The vids file at this one's path, opened anew (a handle of its own for work
@@ -1129,11 +1196,12 @@ class _Floats:
             self._file.truncate(HEADER_BYTES + rows * self._stride)
 
     def write(self, first: int, vectors: np.ndarray, vids: np.ndarray | None) -> None:
-        """Write rows ``first`` onwards: in memory ``vectors``, in a file their ``vids``."""
+        """Write rows ``first`` onwards: in memory ``vectors``, in a file their ``vids``
+        (and copies of ``vectors`` as the budget allows)."""
         import numpy as np
 
+        halves = np.ascontiguousarray(vectors, dtype="<f2")
         if self._file is None:
-            halves = np.ascontiguousarray(vectors, dtype="<f2")
             end = first + len(halves)
             if end > len(self._array):
                 self._array = _grown(self._array, first, max(end, 2 * len(self._array), 1024))
@@ -1146,6 +1214,81 @@ class _Floats:
             self._file.flush()  # the map reads the file, not this buffer
         except OSError as exc:
             raise StoreError(f"cannot write vids file {self.path}: {exc}") from exc
+        self.keep_copies(np.arange(first, first + len(halves)), halves)
+
+    def _rows_now(self) -> int:
+        """The rows a file holds now."""
+        assert self._file is not None
+        return (os.fstat(self._file.fileno()).st_size - HEADER_BYTES) // self._stride
+
+    def copies(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A file's copies of ``rows``: (which rows have one, their copies)."""
+        import numpy as np
+
+        held = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._have)
+        held[inside] = self._have[rows[inside]]
+        return held, self._array[rows[held]]
+
+    def keep_copies(self, rows: np.ndarray, halves: np.ndarray) -> None:
+        """Keep copies of the float16 vectors ``halves`` of a file's ``rows`` as far as the
+        budget allows (never of a vector the source did not have: NaN)."""
+        import numpy as np
+
+        if self.budget is None or self._file is None or not len(rows):
+            return
+        new = ~np.isnan(halves[:, 0])
+        end = int(rows.max()) + 1
+        if end <= len(self._have):
+            new &= ~self._have[rows]
+        wanted = np.flatnonzero(new)
+        count = self.budget.take(len(wanted), 2 * self.dim)
+        if not count:
+            return
+        new = wanted[:count]
+        if end > len(self._have):
+            # Room for every row of the file and an eighth more, at once: growing by
+            # doubling copied ~1.5 GB in all at a million rows (12 s, most of it page
+            # faults); the pages of rows never copied are never touched.
+            rows_now = self._rows_now()
+            capacity = max(end, rows_now + rows_now // 8, 2 * len(self._have), 1024)
+            self._array = _grown(self._array, len(self._have), capacity)
+            grown = np.zeros(capacity, dtype=bool)
+            grown[: len(self._have)] = self._have
+            self._have = grown
+        self._array[rows[new]] = halves[new]
+        self._have[rows[new]] = True
+        self._held += count * 2 * self.dim
+
+    def drop_copies(self, rows: np.ndarray) -> None:
+        """Forget the copies of a file's ``rows`` (killed: zeroed, not left in memory)."""
+        rows = rows[rows < len(self._have)]
+        held = rows[self._have[rows]]
+        if not len(held):
+            return
+        self._array[held] = 0
+        self._have[held] = False
+        freed = len(held) * 2 * self.dim
+        self._held -= freed
+        if self.budget is not None:
+            self.budget.give(freed)
+
+    def adopt(self, other: _Floats, rows: np.ndarray) -> None:
+        """Take over the copies ``other`` kept of its ``rows``, which are this file's rows
+        0 onwards (a compaction's new file), and their share of the budget; the bytes of
+        the copies left behind are given back."""
+        import numpy as np
+
+        held, halves = other.copies(rows)
+        moved = int(np.count_nonzero(held)) * 2 * self.dim
+        if moved:
+            self._array = np.zeros((len(rows), self.dim), dtype=np.float16)
+            self._have = held.copy()
+            self._array[held] = halves
+            self._held = moved
+        if other.budget is not None and other._held > moved:
+            other.budget.give(other._held - moved)
+        other._held = 0
 
     def vids(self, rows: np.ndarray) -> np.ndarray:
         """The vids (int64) of ``rows`` (file rows) of a file."""
@@ -1170,8 +1313,9 @@ class _Floats:
         return np.take(mapped, rows).astype(np.int64)
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """The float16 vectors of ``rows`` (file rows), (len(rows), dim); from a file's
-        source, NaN rows where it no longer has the vector."""
+        """The float16 vectors of ``rows`` (file rows), (len(rows), dim); a file's from
+        its copies, else its source (NaN rows where it no longer has the vector), kept
+        as copies as the budget allows."""
         import numpy as np
 
         if self._file is None:
@@ -1179,7 +1323,16 @@ class _Floats:
         if not len(rows):
             return np.empty((0, self.dim), dtype=np.float16)
         assert self.source is not None
-        return self.source(self.vids(rows))
+        held, halves = self.copies(rows)
+        if held.all():
+            return halves
+        out = np.empty((len(rows), self.dim), dtype=np.float16)
+        out[held] = halves
+        missing = rows[~held]
+        fetched = self.source(self.vids(missing))
+        out[~held] = fetched
+        self.keep_copies(missing, fetched)
+        return out
 
     def prime(self, rows: int) -> None:
         """Without the code file's lock: map the file's first ``rows`` rows with their
@@ -1233,10 +1386,43 @@ class _Floats:
         except OSError as exc:
             raise StoreError(f"cannot sync vids file {self.path}: {exc}") from exc
 
+    def close_file(self) -> None:
+        """Close the file, keeping the copies (for :meth:`adopt`)."""
+        self._map = None
+        if self._file is not None:
+            self._file.close()
+
     def close(self) -> None:
         self._map = None
         if self._file is not None:
             self._file.close()
+        if self.budget is not None and self._held:
+            self.budget.give(self._held)
+        self._held = 0
+        self._array = self._array[:0]
+        self._have = self._have[:0]
+
+
+class CopyBudget:
+    """How many bytes the float16 copies kept by the code files of a store (or any set
+    of them) may take in memory, shared by threads."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, count: int, size: int) -> int:
+        """Count as many of ``count`` more items of ``size`` bytes as fit; how many."""
+        with self._lock:
+            fit = min(count, max(0, self.max_bytes - self.used) // max(size, 1))
+            self.used += fit * size
+            return fit
+
+    def give(self, n: int) -> None:
+        """Count ``n`` bytes as freed."""
+        with self._lock:
+            self.used = max(0, self.used - n)
 
 
 class _GaveWay(Exception):

@@ -53,7 +53,7 @@ from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
 
 if TYPE_CHECKING:
-    from memlane.stores.codes import CodeFile, VectorSource
+    from memlane.stores.codes import CodeFile, CopyBudget, VectorSource
     from memlane.stores.stored_vectors import StoredVectors
 
 log = logging.getLogger(__name__)
@@ -137,15 +137,22 @@ class Sidecar:
         *,
         timeout_s: float,
         vectors: StoredVectors | None = None,
+        copy_bytes: int | None = None,
     ) -> None:
         """``vectors`` reads the database's vectors for the codes in folders (needed
-        with a ``root``)."""
+        with a ``root``); the codes keep float16 copies of those they read within
+        ``copy_bytes`` in all (default: a quarter of physical memory, 256 MiB to 16
+        GiB)."""
         if root is not None and vectors is None:
             raise StoreError("index folders need the database's vectors to read from")
         self.root = root
         self.store_id = store_id
         self.timeout_s = timeout_s
         self.vectors = vectors
+        from memlane.stores.codes import CopyBudget
+        from memlane.stores.vector_cache import default_cache_bytes
+
+        self.copies = CopyBudget(default_cache_bytes() if copy_bytes is None else copy_bytes)
         self._open: OrderedDict[str, _Open] = OrderedDict()
         """Users whose indexes are open, least recently used first (at most MAX_OPEN)."""
         self._empty: set[str] = set()
@@ -157,6 +164,8 @@ class Sidecar:
         ``_mutex``)."""
         self._mutex = threading.RLock()
         self._upkeep = _Upkeep(self._keep_up)
+        self._closing = threading.Event()
+        """Set when the sidecar closes: the upkeep stops reading copies of vectors."""
         self._gave_way: dict[tuple[str, str], int] = {}
         """Times the upkeep of (user, field) gave way to another process's writes."""
         _LIVE.add(self)
@@ -406,6 +415,8 @@ class Sidecar:
             return
         try:
             done = codes.upkeep(holding)
+            if done:
+                codes.warm(self._closing)
         except StoreError as exc:  # out of disk, say: asked again by a later write
             log.warning("the upkeep of a user's vector codes stopped: %s", exc)
             if codes.closed:  # a swap that failed half way: opened again (or rebuilt)
@@ -460,7 +471,7 @@ class Sidecar:
             target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
             with transaction(conn, write=False):
                 seq, model = _last_seq(conn), _model(conn)
-                indexes = _Indexes(target, model, self._source(model))
+                indexes = _Indexes(target, model, self._source(model), self.copies)
                 try:
                     n = indexes.build(self._all_rows(conn, user_id, model, progress))
                 except BaseException:
@@ -480,7 +491,7 @@ class Sidecar:
             final = self._folder(user_id)
             if final is not None:  # the indexes moved with their folder: open them there
                 indexes.close()
-                indexes = _Indexes(final, model, self._source(model), existing=True)
+                indexes = _Indexes(final, model, self._source(model), self.copies, existing=True)
             self._keep_open(user_id, _Open(indexes, state))
             self._empty.discard(user_id)
             self._applied(conn, user_id, seq, built=True, nonce=state.nonce)
@@ -566,8 +577,11 @@ class Sidecar:
                 self._close(user_id)
             model = Model(state.model, state.dim) if state.model else None
             folder = self._folder(user_id)
-            indexes = _Indexes(folder, model, self._source(model), existing=True)
+            indexes = _Indexes(folder, model, self._source(model), self.copies, existing=True)
             opened = self._keep_open(user_id, _Open(indexes, state))
+            for field_, codes in indexes.codes.items():
+                if len(codes):  # copies of its vectors read on the upkeep thread
+                    self._upkeep.want(user_id, field_)
         elif opened.state != state or opened.indexes.replaced():
             opened.indexes.reload()
             opened.state = state
@@ -666,7 +680,9 @@ class Sidecar:
             os.close(fd)  # the file was removed while we waited: lock the new one
 
     def close(self) -> None:
-        """Finish the upkeep under way or due, then close every user's indexes."""
+        """Finish the upkeep under way or due (reading copies of vectors stops), then
+        close every user's indexes."""
+        self._closing.set()
         self._upkeep.close()
         for user_id in list(self._open):
             self._close(user_id)
@@ -702,11 +718,13 @@ class _Indexes:
         folder: Path | None,
         model: Model | None,
         vectors: VectorSource | None,
+        copies: CopyBudget | None = None,
         *,
         existing: bool = False,
     ) -> None:
         self.folder = folder
         self.vectors = vectors
+        self.copies = copies
         lexical = None if folder is None else folder / "lexical"
         self.lexical = LexicalIndex(lexical, existing=existing)
         self.codes: dict[str, CodeFile] = {}
@@ -719,7 +737,7 @@ class _Indexes:
                 for name in FIELDS:
                     path = None if folder is None else folder / f"codes-{name}.bin"
                     self.codes[name] = CodeFile.open(
-                        path, model.dim, existing=existing, vectors=vectors
+                        path, model.dim, existing=existing, vectors=vectors, budget=copies
                     )
             except BaseException:
                 self.close()
@@ -801,7 +819,9 @@ class _Indexes:
                 from memlane.stores.codes import CodeFile
 
                 codes.close()
-                self.codes[name] = CodeFile.open(codes.path, codes.dim, vectors=self.vectors)
+                self.codes[name] = CodeFile.open(
+                    codes.path, codes.dim, vectors=self.vectors, budget=self.copies
+                )
 
     def close(self) -> None:
         for codes in self.codes.values():

@@ -139,10 +139,14 @@ class SqliteStore(SqliteOps):
             if root is not None:
                 from memlane.stores.stored_vectors import StoredVectors
 
-                vectors = StoredVectors(
-                    Path(self.path), timeout_s=self.busy_timeout_s, mmap_bytes=MMAP_BYTES
-                )
-            self._sidecar_ = Sidecar(root, store_id, timeout_s=self.busy_timeout_s, vectors=vectors)
+                vectors = StoredVectors(Path(self.path), timeout_s=self.busy_timeout_s)
+            self._sidecar_ = Sidecar(
+                root,
+                store_id,
+                timeout_s=self.busy_timeout_s,
+                vectors=vectors,
+                copy_bytes=self._vector_cache_bytes,
+            )
             # PRAGMA data_version counts per connection: what was remembered under the
             # last connection's count means nothing under this one's.
             self._forget_found()

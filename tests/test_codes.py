@@ -1049,3 +1049,32 @@ def test_copies_are_kept_within_a_budget_read_first_and_dropped_with_their_rows(
             zip(rids.tolist(), scores.tolist(), strict=True)
         )
     assert budget.used == 0
+
+
+def test_warm_reads_the_rows_without_copies_and_stops_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(3000, seed=62)
+    vids = STORED.put(vectors)
+    with CodeFile.open(path, DIM, vectors=STORED.source(DIM)) as codes:  # no budget: no copies
+        codes.append(np.arange(3000), vectors, vids)
+        codes.kill([5, 6])
+        codes.sync()
+    asked: list[int] = []
+    source = STORED.source(DIM)
+
+    def counted(vids: np.ndarray) -> np.ndarray:
+        asked.append(len(vids))
+        return source(vids)
+
+    budget = CopyBudget(1 << 30)
+    with CodeFile.open(path, DIM, vectors=counted, budget=budget) as codes:
+        stop = threading.Event()
+        stop.set()
+        assert codes.warm(stop) is False and asked == [] and budget.used == 0
+        assert codes.warm() is True
+        assert sum(asked) == 2998 and budget.used == 2998 * 2 * DIM  # the live rows
+        asked.clear()
+        rids, _ = codes.scored(vectors[7], 50)
+        assert asked == [] and 7 in rids.tolist()
+        assert codes.warm() is True and asked == []  # nothing left to read
+    assert budget.used == 0

@@ -205,3 +205,52 @@ def test_copies_are_kept_within_the_budget_and_dropped_with_their_rows(tmp_path:
     assert 0 < budget.used <= budget.max_bytes
     m.close()
     assert budget.used == 0
+
+
+def test_a_process_that_opens_a_scope_reads_copies_after_a_while_not_in_a_short_call(
+    tmp_path: Path,
+) -> None:
+    """Opening a scope asks for copies of its vectors a moment later, on the upkeep
+    thread: a short-lived process (one search, then close) does not wait for them; one
+    that stays has them, and its searches read nothing from the database."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m.add_many([MemoryInput(t) for t in _texts(3000, seed=9)], user_id="u")
+    m.close()
+
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder(dim=64), sparse=None)
+    short = store._sidecar.vectors
+    assert short is not None
+    short_reads: list[int] = []
+    short_read = short.read
+
+    def counted_short(vids: np.ndarray, d: int) -> np.ndarray:
+        short_reads.append(len(vids))
+        return short_read(vids, d)
+
+    short.read = counted_short  # type: ignore[method-assign]
+    m.search("w001", user_id="u")
+    m.close()
+    assert 0 < sum(short_reads) <= 800  # the search's own candidates, no more
+
+    store = SqliteStore(path)
+    m = Memory(store, embedder=FakeEmbedder(dim=64), sparse=None)
+    m.search("w001", user_id="u")
+    sidecar = store._sidecar
+    assert sidecar.wait_for_upkeep(60)
+    assert sidecar.copies.used == 3000 * 2 * 64
+    vectors = sidecar.vectors
+    assert vectors is not None
+    reads: list[int] = []
+    real = vectors.read
+
+    def counted(vids: np.ndarray, d: int) -> np.ndarray:
+        reads.append(len(vids))
+        return real(vids, d)
+
+    vectors.read = counted  # type: ignore[method-assign]
+    for q in _texts(5, seed=10, k=2):
+        assert m.search(q, user_id="u")
+    assert reads == []
+    m.close()

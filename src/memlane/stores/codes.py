@@ -74,8 +74,11 @@ CENTRE_AFTER = 1024
 """Live rows from which growth recentres the codes (each time they double)."""
 CHUNK = 65536
 """Rows read at a time when a compaction passes over the vectors."""
-WARM_CHUNK = 16384
-"""Rows whose vectors :meth:`CodeFile.warm` reads at a time (~50 ms of reading)."""
+WARM_CHUNK = 8192
+"""Rows whose vectors :meth:`CodeFile.warm` reads at a time (~25 ms of reading)."""
+WARM_PAUSE_S = 0.01
+"""The pause between two chunks of :meth:`CodeFile.warm`: searches meanwhile get the
+interpreter and a core (a search run during the reading took ~1.7x as long)."""
 DEAD = -1
 """The rid of a killed row."""
 DEAD_IN_MEMORY = 1024
@@ -643,10 +646,10 @@ class CodeFile:
     def warm(self, cancel: threading.Event | None = None) -> bool:
         """Read the live rows' vectors a file keeps no copy of from its source, and keep
         copies of them as far as the budget allows, :data:`WARM_CHUNK` rows at a time
-        (~2 s at a million rows, on the caller's thread): searches then rerank from
-        memory. The lock is held only to take each chunk's vids and to keep its copies.
-        Returns False if it stopped early (``cancel`` set, the file closed or
-        compacted meanwhile), True when done or when there is nothing to read."""
+        with a pause between (~4 s at a million rows, on the caller's thread): searches
+        then rerank from memory. The lock is held only to take each chunk's vids and to
+        keep its copies. Returns False if it stopped early (``cancel`` set, the file
+        closed or compacted meanwhile), True when done or when there is nothing to read."""
 
         with self._lock:
             floats = self._floats
@@ -656,6 +659,8 @@ class CodeFile:
             held, _ = floats.copies(rows)
             rows = rows[~held]
         for start in range(0, len(rows), WARM_CHUNK):
+            if start:
+                time.sleep(WARM_PAUSE_S)
             if _set(cancel):
                 return False
             with self._lock:

@@ -78,6 +78,10 @@ GIVE_WAY_LIMIT = 2
 """Times the upkeep of a user's codes may give way to other processes' writes before it
 is done under the user's lock (blocking them, as a write that made it due once did)."""
 
+WARM_AFTER_S = 1.0
+"""How long after a process opens a user's codes it starts reading copies of their
+vectors into memory (:meth:`Sidecar._warm_later`)."""
+
 MAX_OPEN = 256
 """Users whose indexes stay open in a process (the least recently used are closed; one
 is opened again in milliseconds)."""
@@ -166,6 +170,8 @@ class Sidecar:
         self._upkeep = _Upkeep(self._keep_up)
         self._closing = threading.Event()
         """Set when the sidecar closes: the upkeep stops reading copies of vectors."""
+        self._timers: dict[tuple[str, str], threading.Timer] = {}
+        self._timers_lock = threading.Lock()
         self._gave_way: dict[tuple[str, str], int] = {}
         """Times the upkeep of (user, field) gave way to another process's writes."""
         _LIVE.add(self)
@@ -183,6 +189,8 @@ class Sidecar:
         self._mutex = threading.RLock()
         self._open = OrderedDict()
         self._upkeep = _Upkeep(self._keep_up)
+        self._timers = {}  # (the parent's timer threads are not here)
+        self._timers_lock = threading.Lock()
         # (the vectors' connections are let go by the reader itself, which sees the pid)
 
     # ------------------------------------------------------------------ reading
@@ -447,9 +455,34 @@ class Sidecar:
                 log.warning("the upkeep of a user's vector codes stopped: %s", exc)
                 self._close(user_id)
 
+    def _warm_later(self, user_id: str, field_: str) -> None:
+        """Ask the upkeep thread to read copies of the vectors of a user's codes of
+        ``field_`` (:meth:`CodeFile.warm`) :data:`WARM_AFTER_S` from now: a process that
+        opens a store for one search (a CLI call) has closed it by then, and one that
+        stays gives its first searches the CPU."""
+        key = (user_id, field_)
+        with self._timers_lock:
+            if key in self._timers or self._closing.is_set():
+                return
+            timer = threading.Timer(WARM_AFTER_S, self._warm_now, key)
+            timer.daemon = True
+            self._timers[key] = timer
+        timer.start()
+
+    def _warm_now(self, user_id: str, field_: str) -> None:
+        with self._timers_lock:
+            if self._timers.pop((user_id, field_), None) is None:
+                return
+        self._upkeep.want(user_id, field_)
+
     def wait_for_upkeep(self, timeout_s: float | None = None) -> bool:
         """Wait until no upkeep of the codes is due or under way in this process (True),
-        or ``timeout_s`` passed (False)."""
+        or ``timeout_s`` passed (False); copies of vectors due later are read now."""
+        with self._timers_lock:
+            timers, self._timers = self._timers, {}
+        for (user_id, field_), timer in timers.items():
+            timer.cancel()
+            self._upkeep.want(user_id, field_)
         return self._upkeep.wait(timeout_s)
 
     # ------------------------------------------------------------------ rebuilding
@@ -581,7 +614,7 @@ class Sidecar:
             opened = self._keep_open(user_id, _Open(indexes, state))
             for field_, codes in indexes.codes.items():
                 if len(codes):  # copies of its vectors read on the upkeep thread
-                    self._upkeep.want(user_id, field_)
+                    self._warm_later(user_id, field_)
         elif opened.state != state or opened.indexes.replaced():
             opened.indexes.reload()
             opened.state = state
@@ -683,6 +716,10 @@ class Sidecar:
         """Finish the upkeep under way or due (reading copies of vectors stops), then
         close every user's indexes."""
         self._closing.set()
+        with self._timers_lock:
+            timers, self._timers = self._timers, {}
+        for timer in timers.values():
+            timer.cancel()
         self._upkeep.close()
         for user_id in list(self._open):
             self._close(user_id)

@@ -1257,7 +1257,9 @@ class _Floats:
             # faults); the pages of rows never copied are never touched.
             rows_now = self._rows_now()
             capacity = max(end, rows_now + rows_now // 8, 2 * len(self._have), 1024)
-            self._array = _grown(self._array, len(self._have), capacity)
+            grown = _anonymous(capacity, self.dim)
+            grown[: len(self._have)] = self._array[: len(self._have)]
+            self._array = grown
             grown = np.zeros(capacity, dtype=bool)
             grown[: len(self._have)] = self._have
             self._have = grown
@@ -1287,7 +1289,7 @@ class _Floats:
         held, halves = other.copies(rows)
         moved = int(np.count_nonzero(held)) * 2 * self.dim
         if moved:
-            self._array = np.zeros((len(rows), self.dim), dtype=np.float16)
+            self._array = _anonymous(len(rows), self.dim)
             self._have = held.copy()
             self._array[held] = halves
             self._held = moved
@@ -1824,6 +1826,17 @@ def _last_of_each(ids: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     _, first_reversed = np.unique(ids[::-1], return_index=True)
     keep = np.sort(len(ids) - 1 - first_reversed)
     return ids[keep], rows[keep]
+
+
+def _anonymous(rows: int, dim: int) -> np.ndarray:
+    """A float16 array (rows, dim) in anonymous memory of its own, whose pages are taken
+    when first written, 4 KiB at a time. (numpy asks Linux for huge pages for a large
+    array: copying a search's 800 scattered rows into one then zeroed a 2 MiB page for
+    each, and took seconds.)"""
+    import numpy as np
+
+    size = max(rows * dim * 2, 1)
+    return np.frombuffer(mmap.mmap(-1, size), dtype=np.float16, count=rows * dim).reshape(rows, dim)
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:

@@ -1078,3 +1078,64 @@ def test_warm_reads_the_rows_without_copies_and_stops_when_asked(tmp_path: Path)
         assert asked == [] and 7 in rids.tolist()
         assert codes.warm() is True and asked == []  # nothing left to read
     assert budget.used == 0
+
+
+def test_a_row_killed_while_its_vector_is_read_gets_no_copy(tmp_path: Path) -> None:
+    """warm() and scored() read vectors without the lock: a row killed meanwhile (a sync
+    on another thread) gets no copy, and only live rows' copies count in the budget."""
+    path = tmp_path / "c.codes"
+    vectors = _vectors(100, seed=63)
+    vids = STORED.put(vectors)
+    with CodeFile.open(path, DIM, vectors=STORED.source(DIM)) as codes:
+        codes.append(np.arange(100), vectors, vids)
+    source = STORED.source(DIM)
+    for how in ("warm", "scored"):
+        budget = CopyBudget(1 << 30)
+        killing: list[CodeFile] = []
+
+        def read(vids: np.ndarray) -> np.ndarray:
+            if killing:
+                killing.pop().kill([7])  # the kill lands while the vectors are read
+            return source(vids)
+
+        with CodeFile.open(path, DIM, vectors=read, budget=budget) as codes:
+            killing.append(codes)
+            if how == "warm":
+                assert codes.warm()
+            else:
+                assert 7 in codes.scored(vectors[7], 20)[0].tolist()
+            held, _ = codes._floats.copies(np.arange(100))
+            assert not held[7] and budget.used == int(held.sum()) * 2 * DIM
+            assert held.sum() == (99 if how == "warm" else 19)
+        codes = CodeFile.open(path, DIM, vectors=STORED.source(DIM))
+        codes.append([7], vectors[7:8], vids[7:8])  # alive again for the next round
+        codes.close()
+
+
+def test_a_file_opened_again_takes_over_the_copies_unless_compacted(tmp_path: Path) -> None:
+    path = tmp_path / "c.codes"
+    vectors = _vectors(1500, seed=64)
+    vids = STORED.put(vectors)
+    budget = CopyBudget(1 << 30)
+    first = CodeFile.open(path, DIM, vectors=STORED.source(DIM), budget=budget)
+    first.append(np.arange(1000), vectors[:1000], vids[:1000])
+    first.sync()
+    assert budget.used == 1000 * 2 * DIM
+    with CodeFile.open(path, DIM, vectors=STORED.source(DIM)) as other:  # another process
+        other.append(np.arange(1000, 1200), vectors[1000:1200], vids[1000:1200])
+        other.kill([3])
+        other.sync()
+    again = CodeFile.open(path, DIM, vectors=STORED.source(DIM), budget=budget)
+    assert again.take_copies(first)
+    first.close()
+    assert budget.used == 999 * 2 * DIM  # row 3 died: its copy went
+    held, _ = again._floats.copies(np.arange(1200))
+    assert held[:1000].sum() == 999 and not held[3] and not held[1000:].any()
+    with CodeFile.open(path, DIM, vectors=STORED.source(DIM)) as other:
+        other.kill(np.arange(0, 900))
+        assert other.compact()  # a new pair: rows renumbered
+    third = CodeFile.open(path, DIM, vectors=STORED.source(DIM), budget=budget)
+    assert not third.take_copies(again)
+    again.close()
+    third.close()
+    assert budget.used == 0

@@ -51,6 +51,7 @@ import mmap
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -643,6 +644,28 @@ class CodeFile:
             dead = self._file_rows - self._live
             return dead > max(1024, self._live // 2) or self._wants_centre()
 
+    def take_copies(self, other: CodeFile) -> bool:
+        """Take over the copies of vectors ``other`` keeps, if it is this file as another
+        handle read it (the same pair, so the same rows: a file opened again after
+        another process appended or killed rows, or moved with its folder); the copies
+        of rows dead here are dropped. Returns whether it did (else ``other`` keeps them
+        until closed)."""
+        import numpy as np
+
+        with self._lock, other._lock:
+            mine, theirs = self._floats, other._floats
+            if self._closed or other._closed or self._tag != other._tag or not self._tag:
+                return False
+            if mine._copies is None or theirs._copies is None:
+                return False
+            if other._file_rows > self._file_rows:
+                return False
+            mine._copies, theirs._copies = theirs._copies, None
+            live = np.zeros(self._file_rows, dtype=bool)
+            live[self._rows[: self._size][self._rids[: self._size] >= 0]] = True
+            mine.drop_copies(np.flatnonzero(~live))
+            return True
+
     def warm(self, cancel: threading.Event | None = None) -> bool:
         """Read the live rows' vectors a file keeps no copy of from its source, and keep
         copies of them as far as the budget allows, :data:`WARM_CHUNK` rows at a time
@@ -879,8 +902,9 @@ class CodeFile:
         codes = np.concatenate([plan.codes, later_codes])
         alive = rids >= 0
         self._file.close()  # before the renames: Windows renames no open file
+        before = self._floats
         if not plan.whole:
-            self._floats.close_file()
+            before.close_file()
         try:
             if plan.vector_temp is not None:
                 old = _temporary(vids_path(path), f"{os.getpid()}-{os.urandom(4).hex()}-old")
@@ -897,7 +921,6 @@ class CodeFile:
             self._file = open(path, "r+b")  # noqa: SIM115 (held until close())
             if not plan.whole:
                 floats = vids_path(path)
-                before = self._floats
                 self._floats = _Floats.open(
                     floats,
                     self.dim,
@@ -910,6 +933,8 @@ class CodeFile:
                 before.close()
         except BaseException as exc:  # the files may be out of step: open() tells
             self._closed = True
+            self._floats.close()  # (their copies' bytes go back to the budget)
+            before.close()
             raise StoreError(f"cannot compact code file {path}: {exc}") from exc
         self._rids = rids[alive]
         self._codes = np.ascontiguousarray(codes[alive])
@@ -1142,9 +1167,8 @@ class _Floats:
         self._file = file
         self._tag = tag
         self._stride = 8  # a vid, int64
-        self._array = np.empty((0, dim), dtype=np.float16)  # the rows (a file: copies)
-        self._have = np.zeros(0, dtype=bool)  # a file: which rows ``_array`` holds
-        self._held = 0  # a file: bytes of copies taken from the budget
+        self._array = np.empty((0, dim), dtype=np.float16)  # in memory: the rows
+        self._copies = None if file is None or budget is None else _Copies(dim, budget)
         self._map: np.ndarray | None = None  # a file: its vids when last mapped
 
     @classmethod
@@ -1230,72 +1254,29 @@ class _Floats:
         """A file's copies of ``rows``: (which rows have one, their copies)."""
         import numpy as np
 
-        held = np.zeros(len(rows), dtype=bool)
-        inside = rows < len(self._have)
-        held[inside] = self._have[rows[inside]]
-        return held, self._array[rows[held]]
+        if self._copies is None:
+            return np.zeros(len(rows), dtype=bool), np.empty((0, self.dim), dtype=np.float16)
+        return self._copies.get(rows)
 
     def keep_copies(self, rows: np.ndarray, halves: np.ndarray) -> None:
         """Keep copies of the float16 vectors ``halves`` of a file's ``rows`` as far as the
-        budget allows (never of a vector the source did not have: NaN)."""
-        import numpy as np
-
-        if self.budget is None or self._file is None or not len(rows):
-            return
-        new = ~np.isnan(halves[:, 0])
-        end = int(rows.max()) + 1
-        if end <= len(self._have):
-            new &= ~self._have[rows]
-        wanted = np.flatnonzero(new)
-        count = self.budget.take(len(wanted), 2 * self.dim)
-        if not count:
-            return
-        new = wanted[:count]
-        if end > len(self._have):
-            # Room for every row of the file and an eighth more, at once: growing by
-            # doubling copied ~1.5 GB in all at a million rows (12 s, most of it page
-            # faults); the pages of rows never copied are never touched.
-            rows_now = self._rows_now()
-            capacity = max(end, rows_now + rows_now // 8, 2 * len(self._have), 1024)
-            grown = _anonymous(capacity, self.dim)
-            grown[: len(self._have)] = self._array[: len(self._have)]
-            self._array = grown
-            grown = np.zeros(capacity, dtype=bool)
-            grown[: len(self._have)] = self._have
-            self._have = grown
-        self._array[rows[new]] = halves[new]
-        self._have[rows[new]] = True
-        self._held += count * 2 * self.dim
+        budget allows (never of a vector the source did not have, NaN, nor of a row
+        killed meanwhile)."""
+        if self._copies is not None and len(rows):
+            self._copies.put(rows, halves, self._rows_now())
 
     def drop_copies(self, rows: np.ndarray) -> None:
-        """Forget the copies of a file's ``rows`` (killed: zeroed, not left in memory)."""
-        rows = rows[rows < len(self._have)]
-        held = rows[self._have[rows]]
-        if not len(held):
-            return
-        self._array[held] = 0
-        self._have[held] = False
-        freed = len(held) * 2 * self.dim
-        self._held -= freed
-        if self.budget is not None:
-            self.budget.give(freed)
+        """Forget the copies of a file's ``rows``, killed: zeroed, their bytes given back,
+        and none kept of them later."""
+        if self._copies is not None:
+            self._copies.drop(rows)
 
     def adopt(self, other: _Floats, rows: np.ndarray) -> None:
         """Take over the copies ``other`` kept of its ``rows``, which are this file's rows
-        0 onwards (a compaction's new file), and their share of the budget; the bytes of
-        the copies left behind are given back."""
-        import numpy as np
-
-        held, halves = other.copies(rows)
-        moved = int(np.count_nonzero(held)) * 2 * self.dim
-        if moved:
-            self._array = _anonymous(len(rows), self.dim)
-            self._have = held.copy()
-            self._array[held] = halves
-            self._held = moved
-        if other.budget is not None and other._held > moved:
-            other.budget.give(other._held - moved)
-        other._held = 0
+        0 onwards (a compaction's new file): their slots move, not their bytes (4 bytes
+        a row under the lock); the copies of rows left behind are dropped."""
+        if other._copies is not None and self._copies is not None:
+            self._copies = other._copies.moved(rows)
 
     def vids(self, rows: np.ndarray) -> np.ndarray:
         """The vids (int64) of ``rows`` (file rows) of a file."""
@@ -1403,11 +1384,125 @@ class _Floats:
         self._map = None
         if self._file is not None:
             self._file.close()
-        if self.budget is not None and self._held:
-            self.budget.give(self._held)
-        self._held = 0
-        self._array = self._array[:0]
-        self._have = self._have[:0]
+        if self._copies is not None:
+            self._copies.release()
+
+
+class _Copies:
+    """Float16 copies of some of a file's rows' vectors: in slots of one array in
+    anonymous memory (its pages taken as slots are first written, so it holds about what
+    the budget counts), found through each row's slot (-1: none, -2: killed, none ever)."""
+
+    def __init__(self, dim: int, budget: CopyBudget) -> None:
+        import numpy as np
+
+        self.dim = dim
+        self.budget = budget
+        self.slot = np.full(0, -1, dtype=np.int32)  # each file row's slot
+        self.store = _anonymous(0, dim)  # the slots
+        self.top = 0  # slots ever used
+        self.free = np.empty(0, dtype=np.int32)  # used slots given up (zeroed)
+        self.held = 0  # slots holding a copy
+
+    @property
+    def row_bytes(self) -> int:
+        return 2 * self.dim
+
+    def _cover(self, end: int, rows_now: int = 0) -> None:
+        """Make ``slot`` long enough for rows up to ``end`` (new rows: -1)."""
+        import numpy as np
+
+        if end > len(self.slot):
+            grown = np.full(max(end, rows_now, 2 * len(self.slot), 1024), -1, dtype=np.int32)
+            grown[: len(self.slot)] = self.slot
+            self.slot = grown
+
+    def get(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        slots = np.full(len(rows), -1, dtype=np.int32)
+        inside = rows < len(self.slot)
+        slots[inside] = self.slot[rows[inside]]
+        held = slots >= 0
+        return held, self.store[slots[held]]
+
+    def put(self, rows: np.ndarray, halves: np.ndarray, rows_now: int) -> None:
+        import numpy as np
+
+        self._cover(int(rows.max()) + 1, rows_now)
+        wanted = np.flatnonzero((self.slot[rows] == -1) & ~np.isnan(halves[:, 0]))
+        # one copy a row even when ``rows`` names one twice
+        _, first = np.unique(rows[wanted], return_index=True)
+        wanted = wanted[np.sort(first)]
+        count = self.budget.take(len(wanted), self.row_bytes)
+        if not count:
+            return
+        wanted = wanted[:count]
+        reused = self.free[len(self.free) - min(count, len(self.free)) :]
+        self.free = self.free[: len(self.free) - len(reused)]
+        fresh = np.arange(self.top, self.top + count - len(reused), dtype=np.int32)
+        slots = np.concatenate([reused, fresh])
+        if self.top + len(fresh) > len(self.store):
+            most = self.budget.max_bytes // self.row_bytes
+            size = max(
+                self.top + len(fresh), 2 * len(self.store), min(rows_now + rows_now // 8, most)
+            )
+            store = _anonymous(size, self.dim)
+            store[: self.top] = self.store[: self.top]
+            self.store = store
+        self.top += len(fresh)
+        self.store[slots] = halves[wanted]
+        self.slot[rows[wanted]] = slots
+        self.held += count
+
+    def drop(self, rows: np.ndarray) -> None:
+        import numpy as np
+
+        if not len(rows):
+            return
+        self._cover(int(rows.max()) + 1)  # the mark stays for a copy read meanwhile
+        slots = self.slot[rows]
+        held = slots[slots >= 0]
+        self.slot[rows] = -2
+        if len(held):
+            self.store[held] = 0
+            self.free = np.concatenate([self.free, held])
+            self.held -= len(held)
+            self.budget.give(len(held) * self.row_bytes)
+
+    def moved(self, rows: np.ndarray) -> _Copies:
+        """These copies as those of a new file whose rows 0 onwards are ``rows``; the
+        copies of other rows are dropped, and this object holds none after."""
+        import numpy as np
+
+        new = _Copies(self.dim, self.budget)
+        new.slot = np.full(max(len(rows), 1024), -1, dtype=np.int32)
+        inside = rows < len(self.slot)
+        new.slot[: len(rows)][inside] = self.slot[rows[inside]]
+        kept = np.zeros(self.top, dtype=bool)
+        kept_slots = new.slot[new.slot >= 0]
+        kept[kept_slots] = True
+        used = np.ones(self.top, dtype=bool)
+        used[self.free] = False
+        left = np.flatnonzero(used & ~kept).astype(np.int32)
+        if len(left):
+            self.store[left] = 0
+        new.store, new.top = self.store, self.top
+        new.free = np.concatenate([self.free, left])
+        new.held = len(kept_slots)
+        if self.held > new.held:
+            self.budget.give((self.held - new.held) * self.row_bytes)
+        self.held, self.top = 0, 0
+        self.slot = np.full(0, -1, dtype=np.int32)
+        self.store = _anonymous(0, self.dim)
+        self.free = np.empty(0, dtype=np.int32)
+        return new
+
+    def release(self) -> None:
+        """Give every copy's bytes back and let their memory go."""
+        if self.held:
+            self.budget.give(self.held * self.row_bytes)
+        self.__init__(self.dim, self.budget)  # type: ignore[misc]
 
 
 class CopyBudget:
@@ -1417,6 +1512,12 @@ class CopyBudget:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.used = 0
+        self._lock = threading.Lock()
+        _BUDGETS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: a lock of its own (a thread of the parent may have held
+        this one at the fork, and would never let it go here)."""
         self._lock = threading.Lock()
 
     def take(self, count: int, size: int) -> int:
@@ -1430,6 +1531,18 @@ class CopyBudget:
         """Count ``n`` bytes as freed."""
         with self._lock:
             self.used = max(0, self.used - n)
+
+
+_BUDGETS: weakref.WeakSet[CopyBudget] = weakref.WeakSet()
+
+
+def _budgets_after_fork() -> None:
+    for budget in list(_BUDGETS):
+        budget._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_budgets_after_fork)
 
 
 class _GaveWay(Exception):

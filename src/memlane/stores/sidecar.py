@@ -191,6 +191,10 @@ class Sidecar:
         self._upkeep = _Upkeep(self._keep_up)
         self._timers = {}  # (the parent's timer threads are not here)
         self._timers_lock = threading.Lock()
+        from memlane.stores.codes import CopyBudget
+
+        # The parent's copies are in the indexes let go above: none counts here.
+        self.copies = CopyBudget(self.copies.max_bytes)
         # (the vectors' connections are let go by the reader itself, which sees the pid)
 
     # ------------------------------------------------------------------ reading
@@ -523,8 +527,7 @@ class Sidecar:
             self._install(user_id, target, state)
             final = self._folder(user_id)
             if final is not None:  # the indexes moved with their folder: open them there
-                indexes.close()
-                indexes = _Indexes(final, model, self._source(model), self.copies, existing=True)
+                indexes = indexes.moved(final)
             self._keep_open(user_id, _Open(indexes, state))
             self._empty.discard(user_id)
             self._applied(conn, user_id, seq, built=True, nonce=state.nonce)
@@ -616,7 +619,8 @@ class Sidecar:
                 if len(codes):  # copies of its vectors read on the upkeep thread
                     self._warm_later(user_id, field_)
         elif opened.state != state or opened.indexes.replaced():
-            opened.indexes.reload()
+            for field_ in opened.indexes.reload():
+                self._warm_later(user_id, field_)
             opened.state = state
         return opened
 
@@ -760,6 +764,7 @@ class _Indexes:
         existing: bool = False,
     ) -> None:
         self.folder = folder
+        self.model = model
         self.vectors = vectors
         self.copies = copies
         lexical = None if folder is None else folder / "lexical"
@@ -848,17 +853,36 @@ class _Indexes:
         read, without (yet) saying so in the folder's state."""
         return any(codes.replaced() for codes in self.codes.values())
 
-    def reload(self) -> None:
-        """See what another process committed. Codes are read again from their files."""
+    def reload(self) -> list[str]:
+        """See what another process committed. Codes are read again from their files,
+        keeping the copies of vectors read so far where the files are the same pair (only
+        appended to or killed in); returns the fields whose copies were let go (the
+        files were compacted)."""
         self.lexical.reload()
+        lost: list[str] = []
         for name, codes in list(self.codes.items()):
             if codes.path is not None:
                 from memlane.stores.codes import CodeFile
 
-                codes.close()
-                self.codes[name] = CodeFile.open(
+                again = CodeFile.open(
                     codes.path, codes.dim, vectors=self.vectors, budget=self.copies
                 )
+                if not again.take_copies(codes):
+                    lost.append(name)
+                codes.close()
+                self.codes[name] = again
+        return lost
+
+    def moved(self, folder: Path) -> _Indexes:
+        """These indexes opened again in ``folder`` (where their folder was moved), the
+        codes keeping their copies of vectors; these are closed."""
+        moved = _Indexes(folder, self.model, self.vectors, self.copies, existing=True)
+        for name, codes in self.codes.items():
+            again = moved.codes.get(name)
+            if again is not None:
+                again.take_copies(codes)
+        self.close()
+        return moved
 
     def close(self) -> None:
         for codes in self.codes.values():

@@ -1093,7 +1093,7 @@ def test_a_row_killed_while_its_vector_is_read_gets_no_copy(tmp_path: Path) -> N
         budget = CopyBudget(1 << 30)
         killing: list[CodeFile] = []
 
-        def read(vids: np.ndarray) -> np.ndarray:
+        def read(vids: np.ndarray, killing: list[CodeFile] = killing) -> np.ndarray:
             if killing:
                 killing.pop().kill([7])  # the kill lands while the vectors are read
             return source(vids)

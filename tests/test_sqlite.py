@@ -647,19 +647,21 @@ def test_forget_user_empties_the_log_while_checkpoints_run_beside_it(tmp_path: P
 
 def test_a_forked_child_checkpoints_on_a_thread_of_its_own(tmp_path: Path) -> None:
     """Forked while the parent's checkpoint thread runs, a child that writes gets its
-    own thread (the parent's, and any lock it held, are not in the child)."""
+    own connection and thread (the parent's, and any lock it held, are not in the
+    child: the store starts afresh there on first use)."""
     import multiprocessing
 
     store = SqliteStore(tmp_path / "m.db")
     m = Memory(store, embedder=FakeEmbedder())
     m.add("heron note", user_id="u")
+    parents = store._wal
 
     def child() -> None:
-        assert store._wal is not None
-        before = store._wal.checkpoints  # the parent's count, copied
+        assert store._wal is None  # let go at the fork
         m.add("a child's note", user_id="u")
+        assert store._wal is not None and store._wal is not parents
         assert store._wal.wait(10)
-        assert store._wal.checkpoints > before
+        assert store._wal.checkpoints > 0
 
     process = multiprocessing.get_context("fork").Process(target=child)
     process.start()

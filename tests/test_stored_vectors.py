@@ -254,3 +254,30 @@ def test_a_process_that_opens_a_scope_reads_copies_after_a_while_not_in_a_short_
         assert m.search(q, user_id="u")
     assert reads == []
     m.close()
+
+
+def _hybrid_in_child(m: Memory, out: Any) -> None:
+    out.put([h.record.id for h in m.search("w007 w008", user_id="u")])
+
+
+def test_a_child_forked_from_a_process_that_searched_searches_the_same_store(
+    tmp_path: Path,
+) -> None:
+    """A server forks its workers after the store was opened and searched (a pre-forking
+    server that loads its app first): the child's hybrid search opens a connection, scan
+    thread and indexes of its own (it waited for ever on the parent's scan thread), and
+    finds what the parent finds; the parent goes on with its own."""
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m.add_many([MemoryInput(t) for t in _texts(300, seed=11)], user_id="u")
+    m.search("w001", user_id="u")  # the hybrid search starts the scan thread
+    parent = [h.record.id for h in m.search("w007 w008", user_id="u")]
+    fork = multiprocessing.get_context("fork")
+    out = fork.Queue()
+    child = fork.Process(target=_hybrid_in_child, args=(m, out))
+    child.start()
+    got = out.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0 and got == parent
+    assert [h.record.id for h in m.search("w007 w008", user_id="u")] == parent
+    m.close()

@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +88,26 @@ class SqliteStore(SqliteOps):
         self._forget_found()
         self._sidecar_: Sidecar | None = None
         self._wal: WalCheckpoints | None = None
+        _STORES.add(self)
+
+    def _forked(self) -> None:
+        """In a child forked from this process: start afresh on first use. The parent's
+        connection is parked, never used or closed here (SQLite's connections do not
+        cross a fork); its threads (the scan thread, the executor, the log's copier) are
+        not here, nor are its indexes; a lock a thread of the parent held would stay held
+        for ever, so the lock is new."""
+        if self._conn is not None:
+            _PARKED.append(self._conn)
+        self._conn = None
+        self._lock = threading.RLock()
+        self._sidecar_ = None
+        self._wal = None
+        self._executor = None
+        self._scan_thread = None
+        self._early_scans = {}
+        self._forget_found()
+        self._data_version = None
+        self._vector_cache = None
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteStore:
@@ -518,3 +539,17 @@ def _link_new(temp: Path, path: Path) -> None:
         # No hard links on this file system: a rename, checked first (not atomic).
         if not path.exists():
             os.replace(temp, path)
+
+
+_STORES: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
+_PARKED: list[sqlite3.Connection] = []
+"""A forked child's copies of its parent's connections, kept from being closed."""
+
+
+def _stores_after_fork() -> None:
+    for store in list(_STORES):
+        store._forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_stores_after_fork)

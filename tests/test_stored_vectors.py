@@ -36,6 +36,22 @@ def _stored(path: Path) -> dict[int, bytes]:
         conn.close()
 
 
+def _counted_reads(store: SqliteStore) -> list[int]:
+    """How many vectors each read of the store's database vectors asks for, from now on
+    (the reads themselves go on as before)."""
+    vectors = store._sidecar.vectors
+    assert vectors is not None
+    reads: list[int] = []
+    real = vectors.read
+
+    def counted(vids: np.ndarray, dim: int) -> np.ndarray:
+        reads.append(len(vids))
+        return real(vids, dim)
+
+    vectors.read = counted  # type: ignore[method-assign]
+    return reads
+
+
 def test_reads_vectors_by_vid_with_nan_for_vids_it_does_not_hold(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
@@ -181,16 +197,7 @@ def test_copies_are_kept_within_the_budget_and_dropped_with_their_rows(tmp_path:
     brief = m.add("w399 w398 w397 w396", user_id="u", ttl=timedelta(hours=1))
     budget = store._sidecar.copies
     assert budget.used == 0  # (the folder takes the write in at the next search)
-    reads: list[int] = []
-    vectors = store._sidecar.vectors
-    assert vectors is not None
-    real = vectors.read
-
-    def counted(vids: np.ndarray, d: int) -> np.ndarray:
-        reads.append(len(vids))
-        return real(vids, d)
-
-    vectors.read = counted  # type: ignore[method-assign]
+    reads = _counted_reads(store)
     first = [h.record.id for h in m.search("w001 w002", user_id="u", recipe="semantic")]
     # 401 rows, room for 300 copies: the budget is full, the rest is read each time
     assert budget.used == budget.max_bytes and sum(reads) >= 401 - 300
@@ -220,16 +227,7 @@ def test_a_process_that_opens_a_scope_reads_copies_after_a_while_not_in_a_short_
 
     store = SqliteStore(path)
     m = Memory(store, embedder=FakeEmbedder(dim=64), sparse=None)
-    short = store._sidecar.vectors
-    assert short is not None
-    short_reads: list[int] = []
-    short_read = short.read
-
-    def counted_short(vids: np.ndarray, d: int) -> np.ndarray:
-        short_reads.append(len(vids))
-        return short_read(vids, d)
-
-    short.read = counted_short  # type: ignore[method-assign]
+    short_reads = _counted_reads(store)
     m.search("w001", user_id="u")
     m.close()
     assert 0 < sum(short_reads) <= 800  # the search's own candidates, no more
@@ -240,16 +238,7 @@ def test_a_process_that_opens_a_scope_reads_copies_after_a_while_not_in_a_short_
     sidecar = store._sidecar
     assert sidecar.wait_for_upkeep(60)
     assert sidecar.copies.used == 3000 * 2 * 64
-    vectors = sidecar.vectors
-    assert vectors is not None
-    reads: list[int] = []
-    real = vectors.read
-
-    def counted(vids: np.ndarray, d: int) -> np.ndarray:
-        reads.append(len(vids))
-        return real(vids, d)
-
-    vectors.read = counted  # type: ignore[method-assign]
+    reads = _counted_reads(store)
     for q in _texts(5, seed=10, k=2):
         assert m.search(q, user_id="u")
     assert reads == []

@@ -39,7 +39,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memlane.errors import CorruptStoreError, StoreError
+from memlane.stores.forks import start_afresh_when_forked
 from memlane.stores.lexical import Doc, LexicalIndex, order_key
 from memlane.stores.sql import statements as st
 from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
@@ -174,7 +174,7 @@ class Sidecar:
         self._timers_lock = threading.Lock()
         self._gave_way: dict[tuple[str, str], int] = {}
         """Times the upkeep of (user, field) gave way to another process's writes."""
-        _LIVE.add(self)
+        start_afresh_when_forked(self)
 
     def _forked(self) -> None:
         """In a child forked from this process: let go of what the parent's threads
@@ -195,7 +195,7 @@ class Sidecar:
 
         # The parent's copies are in the indexes let go above: none counts here.
         self.copies = CopyBudget(self.copies.max_bytes)
-        # (the vectors' connections are let go by the reader itself, which sees the pid)
+        # (the vectors' reader parks its parent's connections itself: stores/forks.py)
 
     # ------------------------------------------------------------------ reading
 
@@ -729,19 +729,6 @@ class Sidecar:
             self._close(user_id)
         if self.vectors is not None:
             self.vectors.close()
-
-
-_LIVE: weakref.WeakSet[Sidecar] = weakref.WeakSet()
-"""The sidecars of this process, told when it forks."""
-
-
-def _after_fork_in_child() -> None:
-    for sidecar in list(_LIVE):
-        sidecar._forked()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:

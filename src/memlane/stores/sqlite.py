@@ -23,7 +23,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, refuse_unencodable, retrying
+from memlane.stores.forks import park, start_afresh_when_forked
 from memlane.stores.sidecar import REBUILD, Sidecar
 from memlane.stores.sql.codecs import APPLICATION, WRITE_OPS
 from memlane.stores.sql.migrations import MigrationTarget, apply_migrations
@@ -88,7 +88,7 @@ class SqliteStore(SqliteOps):
         self._forget_found()
         self._sidecar_: Sidecar | None = None
         self._wal: WalCheckpoints | None = None
-        _STORES.add(self)
+        start_afresh_when_forked(self)
 
     def _forked(self) -> None:
         """In a child forked from this process: start afresh on first use. The parent's
@@ -97,7 +97,7 @@ class SqliteStore(SqliteOps):
         not here, nor are its indexes; a lock a thread of the parent held would stay held
         for ever, so the lock is new."""
         if self._conn is not None:
-            _PARKED.append(self._conn)
+            park(self._conn)
         self._conn = None
         self._lock = threading.RLock()
         self._sidecar_ = None
@@ -539,17 +539,3 @@ def _link_new(temp: Path, path: Path) -> None:
         # No hard links on this file system: a rename, checked first (not atomic).
         if not path.exists():
             os.replace(temp, path)
-
-
-_STORES: weakref.WeakSet[SqliteStore] = weakref.WeakSet()
-_PARKED: list[sqlite3.Connection] = []
-"""A forked child's copies of its parent's connections, kept from being closed."""
-
-
-def _stores_after_fork() -> None:
-    for store in list(_STORES):
-        store._forked()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_stores_after_fork)

@@ -16,13 +16,13 @@ import json
 import os
 import sqlite3
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memlane.errors import StoreError
+from memlane.stores.forks import park, start_afresh_when_forked
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,13 +48,13 @@ class StoredVectors:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
-        _READERS.add(self)
+        start_afresh_when_forked(self)
 
     def _forked(self) -> None:
         """In a forked child: the parent's connections are parked for the life of the
         process, never used or closed here (SQLite's connections do not cross a fork,
         and closing one would touch the parent's locks), and the lock is new."""
-        _PARKED.extend(self._idle)
+        park(*self._idle)
         self._idle, self._pid = [], os.getpid()
         self._lock = threading.Lock()
 
@@ -101,7 +101,7 @@ class StoredVectors:
             if self._closed:
                 raise StoreError(f"the vectors of {self.database} are closed")
             if self._pid != os.getpid():  # (forked where the hook did not run)
-                _PARKED.extend(self._idle)
+                park(*self._idle)
                 self._idle, self._pid = [], os.getpid()
             conn = self._idle.pop() if self._idle else None
         if conn is None:
@@ -140,17 +140,3 @@ class StoredVectors:
         if mine:
             for conn in idle:
                 conn.close()
-
-
-_READERS: weakref.WeakSet[StoredVectors] = weakref.WeakSet()
-_PARKED: list[sqlite3.Connection] = []
-"""A forked child's copies of its parent's connections, kept from being closed."""
-
-
-def _readers_after_fork() -> None:
-    for reader in list(_READERS):
-        reader._forked()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_readers_after_fork)

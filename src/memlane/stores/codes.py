@@ -51,7 +51,6 @@ import mmap
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -79,7 +78,8 @@ WARM_CHUNK = 8192
 """Rows whose vectors :meth:`CodeFile.warm` reads at a time (~25 ms of reading)."""
 WARM_PAUSE_S = 0.01
 """The pause between two chunks of :meth:`CodeFile.warm`: searches meanwhile get the
-interpreter and a core (a search run during the reading took ~1.7x as long)."""
+interpreter and a core (searches run during the reading, before it paused, took ~1.7x
+as long)."""
 DEAD = -1
 """The rid of a killed row."""
 DEAD_IN_MEMORY = 1024
@@ -669,7 +669,7 @@ class CodeFile:
     def warm(self, cancel: threading.Event | None = None) -> bool:
         """Read the live rows' vectors a file keeps no copy of from its source, and keep
         copies of them as far as the budget allows, :data:`WARM_CHUNK` rows at a time
-        with a pause between (~4 s at a million rows, on the caller's thread): searches
+        with a pause between (3 to 5 s at a million rows, on the caller's thread): searches
         then rerank from memory. The lock is held only to take each chunk's vids and to
         keep its copies. Returns False if it stopped early (``cancel`` set, the file
         closed or compacted meanwhile), True when done or when there is nothing to read."""
@@ -1154,7 +1154,6 @@ class _Floats:
         dim: int,
         file: BinaryIO | None,
         source: VectorSource | None = None,
-        tag: bytes = b"",
         budget: CopyBudget | None = None,
     ) -> None:
         """Use :meth:`open` for a file."""
@@ -1165,7 +1164,6 @@ class _Floats:
         self.source = source
         self.budget = budget
         self._file = file
-        self._tag = tag
         self._stride = 8  # a vid, int64
         self._array = np.empty((0, dim), dtype=np.float16)  # in memory: the rows
         self._copies = None if file is None or budget is None else _Copies(dim, budget)
@@ -1197,7 +1195,7 @@ class _Floats:
         if file.read(HEADER_BYTES) != header:
             file.close()
             raise CorruptStoreError(f"{path} does not belong with its code file")
-        return cls(path, dim, file, source, tag, budget)
+        return cls(path, dim, file, source, budget)
 
     def again(self, tag: bytes) -> _Floats:
         """The vids file at this one's path, opened anew (a handle of its own for work
@@ -1513,7 +1511,9 @@ class CopyBudget:
         self.max_bytes = max_bytes
         self.used = 0
         self._lock = threading.Lock()
-        _BUDGETS.add(self)
+        from memlane.stores.forks import start_afresh_when_forked
+
+        start_afresh_when_forked(self)
 
     def _forked(self) -> None:
         """In a forked child: a lock of its own (a thread of the parent may have held
@@ -1531,18 +1531,6 @@ class CopyBudget:
         """Count ``n`` bytes as freed."""
         with self._lock:
             self.used = max(0, self.used - n)
-
-
-_BUDGETS: weakref.WeakSet[CopyBudget] = weakref.WeakSet()
-
-
-def _budgets_after_fork() -> None:
-    for budget in list(_BUDGETS):
-        budget._forked()
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-    os.register_at_fork(after_in_child=_budgets_after_fork)
 
 
 class _GaveWay(Exception):

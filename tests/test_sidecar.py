@@ -664,9 +664,10 @@ def test_terms_by_remembered_hashes_never_outlive_a_change(tmp_path: Path) -> No
     store.batch([ops.WriteRecord(twin.evolve(id=record.id), 0)])  # bob's, under u's id
     terms = {record.content_hash: b"U-TERMS", "hash-new": b"NEW-TERMS"}
     terms[twin.content_hash] = b"BOB-TERMS"
-    conn = store._connection()
-    conn.executemany(
-        "INSERT INTO sparse_terms VALUES (?, ?, ?)", [(model, h, t) for h, t in terms.items()]
+    new_vector = ("hash-new", FakeEmbedder().embed(["new"])[0])
+    store.batch([ops.PutEmbeddings(m.core.model_id, (), (new_vector,))])
+    store.batch(
+        [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(terms.items()))]
     )
     search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 5)
     sparse = ops.SparseOf("u", model, (record.id,))

@@ -34,6 +34,8 @@ from memlane.stores.sealed import SealedStore
 from memlane.stores.sqlite import SqliteStore
 from memlane.testing import CannedLLM, FakeEmbedder
 
+TERMED_HASHES = "SELECT e.content_hash FROM sparse_terms s JOIN embeddings e ON e.vid = s.vid"
+"""The content hashes whose vectors have sparse terms (schema 18 keys terms by vid)."""
 DINNER = "what should I cook for dinner?"
 VEGETARIAN = "I'm vegetarian, but eat fish sometimes"
 GIFT = "Also remind me to bring the gift"
@@ -338,7 +340,7 @@ def test_only_the_memories_texts_get_terms_not_their_context(
         m.add_messages("s1", turns, user_id="alice")
         texts = {r.text for r in m.list(user_id="alice").items}
         with sqlite3.connect(db) as conn:
-            hashes = {h for (h,) in conn.execute("SELECT content_hash FROM sparse_terms")}
+            hashes = {h for (h,) in conn.execute(TERMED_HASHES)}
         assert hashes == {_hash(t) for t in texts} and len(texts) == 3
 
 
@@ -469,7 +471,7 @@ def test_an_import_gives_every_memory_its_terms_and_no_context_text_any(
         (found,) = m.store.batch([ops.SparseOf("alice", encoder.model_id, ids)])
         assert set(found) == set(ids) and len(ids) == 8
         with sqlite3.connect(db) as conn:
-            hashes = {h for (h,) in conn.execute("SELECT content_hash FROM sparse_terms")}
+            hashes = {h for (h,) in conn.execute(TERMED_HASHES)}
         assert hashes == {r.content_hash for r in records}
 
 
@@ -482,7 +484,9 @@ def test_damaged_terms_leave_the_list_out_not_the_search(
             memory.add(text, user_id="alice")
         with sqlite3.connect(db) as conn:
             conn.execute(
-                "UPDATE sparse_terms SET terms = x'010203' WHERE content_hash = ?", (_hash(GIFT),)
+                "UPDATE sparse_terms SET terms = x'010203' WHERE vid = "
+                "(SELECT vid FROM embeddings WHERE content_hash = ?)",
+                (_hash(GIFT),),
             )
         with caplog.at_level(logging.WARNING, logger="memlane.search"):
             parts = _parts(memory, DINNER)
@@ -874,3 +878,78 @@ def test_terms_of_search_hits_follow_changes_by_any_connection_and_stay_in_scope
         (found,) = m.store.batch([ops.SparseOf("alice", encoder.model_id, (record.id,))])
         assert found[record.id] == pack(encoder.encode([f"{WEATHER}."])[0])
         assert vegetarian != weather
+
+
+def _as_schema_17(db: Path, extra: list[tuple[str, str, bytes]]) -> None:
+    """Turn a file back into what memlane wrote before migration 18 (terms keyed by
+    model name and content hash), with ``extra`` (model, hash, terms) rows added."""
+    from memlane.stores.sqlite_sql import MIGRATIONS
+
+    (by_vid,) = [v for v, name, _ in MIGRATIONS if "vector's row" in name]
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE old_terms (
+            model TEXT NOT NULL, content_hash TEXT NOT NULL, terms BLOB NOT NULL,
+            PRIMARY KEY (model, content_hash)
+        ) WITHOUT ROWID;
+        INSERT INTO old_terms SELECT m.name, e.content_hash, s.terms FROM sparse_terms s
+            JOIN sparse_models m ON m.no = s.model JOIN embeddings e ON e.vid = s.vid;
+        DROP TRIGGER embeddings_ad;
+        DROP TABLE sparse_terms;
+        DROP TABLE sparse_models;
+        ALTER TABLE old_terms RENAME TO sparse_terms;
+        CREATE TRIGGER embeddings_ad AFTER DELETE ON embeddings BEGIN
+            DELETE FROM vectors WHERE vid = old.vid;
+        END;
+        """
+    )
+    conn.executemany("INSERT INTO sparse_terms VALUES (?, ?, ?)", extra)
+    conn.execute("DELETE FROM schema_migrations WHERE version = ?", (by_vid,))
+    conn.commit()
+    conn.close()
+
+
+def test_migration_keys_the_terms_by_their_vectors_row(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """Schema 18 moves each text's terms beside its vector: what a search and a read by
+    hash find is what it was, another model's terms of a text included; terms of a text
+    without a vector go; a process running the older code, which writes terms by model
+    and hash, is refused; a pruned text's terms go with its vector."""
+    db = tmp_path / "m.db"
+    texts = [VEGETARIAN, GIFT, "We adopted a grey cat named Miso"]
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in texts:
+            memory.add(text, user_id="alice")
+        before = _parts(memory, DINNER)
+        hashes = tuple(_hash(t) for t in texts)
+        (terms,) = memory.store.batch([ops.GetSparse(encoder.model_id, hashes)])
+    assert len(terms) == 3 and all("sparse" in p for p in before.values())
+    extra = [
+        (encoder.model_id, "no-vector-hash", b"\x01\x00\x00<"),
+        ("another-model", _hash(GIFT), b"\x02\x00\x00<"),
+    ]
+    _as_schema_17(db, extra)
+    assert _terms_rows(db) == 5
+
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        assert _parts(memory, DINNER) == before
+        wanted = (*hashes, "no-vector-hash")
+        (moved,) = memory.store.batch([ops.GetSparse(encoder.model_id, wanted)])
+        (other,) = memory.store.batch([ops.GetSparse("another-model", wanted)])
+    assert moved == terms
+    assert other == {_hash(GIFT): b"\x02\x00\x00<"}
+    assert _terms_rows(db) == 4
+    with sqlite3.connect(db) as conn:
+        vids = [v for (v,) in conn.execute("SELECT vid FROM sparse_terms")]
+        assert vids == sorted(vids)
+        with pytest.raises(sqlite3.IntegrityError, match="upgrade"):
+            conn.execute(
+                "INSERT OR IGNORE INTO sparse_terms VALUES (?, ?, ?)",
+                (encoder.model_id, "hash", b"\x01\x00\x00<"),
+            )
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        memory.forget_user("alice")
+        memory.store.batch([ops.PruneEmbeddings()])
+    assert _terms_rows(db) == 0

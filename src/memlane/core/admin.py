@@ -330,7 +330,7 @@ def _backfill_sparse(core: Core, records: Sequence[MemoryRecord]) -> Flow[int]:
     for start in range(0, len(hashes), REINDEX_BATCH):
         chunk = hashes[start : start + REINDEX_BATCH]
         try:
-            have = yield from one(ops.GetSparse(model, tuple(chunk)))
+            have = yield from one(ops.GetSparse(model, tuple(chunk), core.model_id))
         except UnsupportedError:  # a plugin store that keeps no sparse terms
             return 0
         lacking = [h for h in chunk if h not in have]

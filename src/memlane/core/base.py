@@ -413,7 +413,7 @@ class Core:
             sparse = None
         reads: list[ops.Op[Any]] = [ops.GetEmbeddings(self.model_id, tuple(unique))]
         if sparse is not None:
-            reads.append(ops.GetSparse(sparse, tuple(wanted)))
+            reads.append(ops.GetSparse(sparse, tuple(wanted), self.model_id))
         found_now: list[Any] = []
         if unique or sparse is not None:
             try:

@@ -187,7 +187,7 @@ def _sparse(
     if model is None or not pool:
         return [], 0.0
     try:
-        stored = yield from one(ops.SparseOf(q.user_id, model, pool))
+        stored = yield from one(ops.SparseOf(q.user_id, model, pool, core.model_id))
     except UnsupportedError:  # a plugin store that keeps no sparse terms
         core.note_terms(q.user_id, False)
         return [], 0.0

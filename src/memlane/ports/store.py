@@ -231,7 +231,9 @@ class PutEmbeddings(Op[None]):
     sparse: tuple[tuple[str, bytes], ...] = ()
     """Sparse terms (:func:`memlane.ports.sparse.pack`) of ``sparse_model`` by content
     hash, kept beside the vectors: written where absent (the terms of a hash never
-    change)."""
+    change). A store may keep a text's terms only beside its vector of ``model`` (SQLite
+    keys them by the vector's row): terms of a hash it holds no such vector for, in the
+    store or in this write, may be dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,9 @@ class GetSparse(Op[dict[str, bytes]]):
 
     model: str
     hashes: tuple[str, ...]
+    vectors_model: str = ""
+    """The embedding model whose vectors the terms were written beside
+    (:attr:`PutEmbeddings.model`); empty: the store's recorded model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +256,8 @@ class SparseOf(Op[dict[str, bytes]]):
     user_id: str
     model: str
     ids: tuple[str, ...]
+    vectors_model: str = ""
+    """As :attr:`GetSparse.vectors_model`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,21 @@ if TYPE_CHECKING:
     from memlane.stores.vector_cache import VectorCache
 
 
+def _sparse_model_no(conn: sqlite3.Connection, name: str) -> int | None:
+    """The number ``sparse_terms`` knows a sparse model by (schema 18); None for a model
+    never numbered."""
+    row = conn.execute("SELECT no FROM sparse_models WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _numbered_sparse_model(conn: sqlite3.Connection, name: str) -> int:
+    """The number of a sparse model, given it one if it has none."""
+    conn.execute("INSERT OR IGNORE INTO sparse_models(name) VALUES (?)", (name,))
+    no = _sparse_model_no(conn, name)
+    assert no is not None  # written just now, in this transaction
+    return no
+
+
 FOUND_PER_USER = 8192
 """Content hashes of the records searches found, kept per user (see ``_found``)."""
 FOUND_USERS = 64
@@ -471,7 +486,16 @@ class SqliteOps(OpDispatch):
         # (REPLACE would not fire the trigger that deletes its vector): it is deleted,
         # vector and all, and written again.
         fresh = dict(op.items)  # the last of a hash given twice wins, as REPLACE did
+        carried: list[tuple[str, int, bytes]] = []
         if fresh:
+            # The terms of a vector written again move to its new row.
+            for chunk in chunks(list(fresh), 500):
+                carried += conn.execute(
+                    "SELECT e.content_hash, s.model, s.terms FROM embeddings e "
+                    "JOIN sparse_terms s ON s.vid = e.vid "
+                    f"WHERE e.model = ? AND e.content_hash IN ({', '.join('?' * len(chunk))})",
+                    (op.model, *chunk),
+                ).fetchall()
             conn.executemany(
                 "DELETE FROM embeddings WHERE model = ? AND content_hash = ?",
                 [(op.model, h) for h in fresh],
@@ -501,25 +525,42 @@ class SqliteOps(OpDispatch):
                 "INSERT INTO embeddings VALUES (?, ?, ?, ?)",
                 [(op.model, h, int(v.shape[0]), first + i) for i, (h, v) in enumerate(new)],
             )
+        terms = [(no, h, blob) for h, no, blob in carried]
         if op.sparse:
+            no = _numbered_sparse_model(conn, op.sparse_model)
+            terms += [(no, h, blob) for h, blob in op.sparse]
+        if terms:
+            # Beside the hash's vector of this model (none: not kept); the first terms
+            # of a sparse model written for it stay.
             conn.executemany(
-                "INSERT OR IGNORE INTO sparse_terms VALUES (?, ?, ?)",
-                [(op.sparse_model, h, blob) for h, blob in op.sparse],
+                "INSERT OR IGNORE INTO sparse_terms SELECT e.vid, ?, ? FROM embeddings e "
+                "WHERE e.model = ? AND e.content_hash = ?",
+                [(no, blob, op.model, h) for no, h, blob in terms],
             )
 
     @handles(ops.GetSparse)
     def _op_GetSparse(self, conn: sqlite3.Connection, op: ops.GetSparse) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
+        no = _sparse_model_no(conn, op.model)
+        vectors = op.vectors_model or self._vectors_model(conn)
+        if no is None or vectors is None:
+            return out
         for chunk in chunks(op.hashes, 500):
             # The list as the outer loop, one key lookup a hash (an IN over the JSON
             # list took ~0.2 ms more for the ~200 hashes of a search's candidates).
             rows = conn.execute(
-                "SELECT s.content_hash, s.terms FROM json_each(?) AS j "
-                "CROSS JOIN sparse_terms s ON s.model = ? AND s.content_hash = j.value",
-                (json.dumps(list(chunk)), op.model),
+                "SELECT e.content_hash, s.terms FROM json_each(?) AS j "
+                "CROSS JOIN embeddings e ON e.model = ? AND e.content_hash = j.value "
+                "JOIN sparse_terms s ON s.vid = e.vid AND s.model = ?",
+                (json.dumps(list(chunk)), vectors, no),
             )
             out.update((h, bytes(blob)) for h, blob in rows)
         return out
+
+    def _vectors_model(self, conn: sqlite3.Connection) -> str | None:
+        """The store's embedding model (recorded, else the one its vectors are of)."""
+        model = self._recorded_model(conn) or self._adopted_model(conn)
+        return None if model is None else model[0]
 
     def _found(
         self, conn: sqlite3.Connection, user_id: str, pairs: Iterable[tuple[str, str]]
@@ -562,10 +603,14 @@ class SqliteOps(OpDispatch):
     @handles(ops.SparseOf)
     def _op_SparseOf(self, conn: sqlite3.Connection, op: ops.SparseOf) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
+        no = _sparse_model_no(conn, op.model)
+        vectors = op.vectors_model or self._vectors_model(conn)
+        if no is None or vectors is None:
+            return out
         known = self._found_current(conn).get(op.user_id, {})
         hashes = {rid: h for rid in op.ids if (h := known.get(rid)) is not None}
         if hashes:
-            wanted = ops.GetSparse(op.model, tuple(sorted(set(hashes.values()))))
+            wanted = ops.GetSparse(op.model, tuple(sorted(set(hashes.values()))), vectors)
             terms = self._op_GetSparse(conn, wanted)
             out = {rid: terms[h] for rid, h in hashes.items() if h in terms}
         # The rest through their records (not found by a search here, or a hash without
@@ -575,8 +620,9 @@ class SqliteOps(OpDispatch):
             rows = conn.execute(
                 "SELECT r.id, s.terms FROM json_each(?) AS j "
                 "CROSS JOIN records r ON r.user_id = ? AND r.id = j.value "
-                "JOIN sparse_terms s ON s.model = ? AND s.content_hash = r.content_hash",
-                (json.dumps(list(chunk)), op.user_id, op.model),
+                "JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
+                "JOIN sparse_terms s ON s.vid = e.vid AND s.model = ?",
+                (json.dumps(list(chunk)), op.user_id, vectors, no),
             )
             out.update((rid, bytes(blob)) for rid, blob in rows)
         return out
@@ -628,8 +674,10 @@ class SqliteOps(OpDispatch):
             "AND content_hash NOT IN "
             "(SELECT context_hash FROM records WHERE context_hash IS NOT NULL)"
         )
+        # The terms of a text no record holds (its vector may stay, a context's).
         conn.execute(
-            "DELETE FROM sparse_terms WHERE content_hash NOT IN (SELECT content_hash FROM records)"
+            "DELETE FROM sparse_terms WHERE vid IN (SELECT vid FROM embeddings "
+            "WHERE content_hash NOT IN (SELECT content_hash FROM records))"
         )
         return cur.rowcount
 

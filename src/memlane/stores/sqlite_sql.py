@@ -516,6 +516,42 @@ still running older code, whose insert lets SQLite choose, is refused). It start
 at the largest rid the records or the outbox name (a record deleted before the upgrade
 whose rid the indexes may still hold is queued there until they drop it)."""
 
+_SPARSE_BY_VID_SQL = """
+        CREATE TABLE sparse_models (no INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+        INSERT INTO sparse_models(name) SELECT DISTINCT model FROM sparse_terms ORDER BY model;
+        CREATE TABLE sparse_by_vid (
+            vid INTEGER NOT NULL,
+            model INTEGER NOT NULL,
+            terms BLOB NOT NULL,
+            PRIMARY KEY (vid, model)
+        ) WITHOUT ROWID;
+        INSERT INTO sparse_by_vid
+            SELECT e.vid, m.no, s.terms FROM embeddings e
+            CROSS JOIN sparse_models m
+            JOIN sparse_terms s ON s.model = m.name AND s.content_hash = e.content_hash
+            ORDER BY e.vid, m.no;
+        DROP TABLE sparse_terms;
+        ALTER TABLE sparse_by_vid RENAME TO sparse_terms;
+        DROP TRIGGER embeddings_ad;
+        CREATE TRIGGER embeddings_ad AFTER DELETE ON embeddings BEGIN
+            DELETE FROM vectors WHERE vid = old.vid;
+            DELETE FROM sparse_terms WHERE vid = old.vid;
+        END;
+        CREATE TRIGGER sparse_terms_vid BEFORE INSERT ON sparse_terms
+        WHEN typeof(new.vid) <> 'integer' BEGIN
+            SELECT RAISE(ABORT, 'memlane keeps sparse terms by vector since schema 18: upgrade');
+        END;
+"""
+"""A text's sparse terms move beside its vector: keyed by the ``vid`` of the vector's
+row and their model, a small number (``sparse_models``). Keyed by model name and hex
+content hash, each row carried ~90 bytes of key and, arriving in hash order, filled its
+pages to ~80 %: 433 B a memory for 256 B of terms. Keyed by vid, rows are appended in
+the order the vectors were. Deleting a vector's key deletes its terms
+(``embeddings_ad``). Terms of a text with no vector are dropped: the writes that give
+terms give the text's vector with them or after it (:class:`ops.PutEmbeddings`). A
+process still running older code, which writes ``(model, hash, terms)``, is refused
+(``sparse_terms_vid``: a text is no vid)."""
+
 NEXT_RID = (
     "(SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM memlane_meta "
     "WHERE key = 'records_rid'), 0), coalesce((SELECT max(rid) FROM records), 0)) + 1)"
@@ -681,6 +717,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "ALTER TABLE index_state ADD COLUMN nonce TEXT;",
     ),
     (17, "record rids never given twice", _RIDS_ONCE_SQL),
+    (18, "sparse terms keyed by their vector's row", _SPARSE_BY_VID_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

@@ -1,15 +1,22 @@
 """Conformance: the sparse terms a store keeps beside each text's vector
 (:mod:`memlane.ports.sparse`): kept by model and content hash, first writer wins, read
-by hash and by a user's record ids, never across users, pruned with the texts. A store
-that keeps none (an encrypted one: the terms are the text's words) sets
+by hash and by a user's record ids, never across users, pruned with the texts. Terms
+are written beside a vector of the text (a store may key them by it: SQLite does). A
+store that keeps none (an encrypted one: the terms are the text's words) sets
 ``keeps_sparse_terms = False`` and must then return none."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from memlane.ports import store as ops
 from memlane.testing.conformance._base import ConformanceBase
 
 _MODEL = "terms-test"
+
+
+def _vectors(*hashes: str) -> tuple[tuple[str, np.ndarray], ...]:
+    return tuple((h, np.full(4, i + 1.0, dtype=np.float32)) for i, h in enumerate(hashes))
 
 
 class SparseConformance(ConformanceBase):
@@ -22,21 +29,26 @@ class SparseConformance(ConformanceBase):
         store = self.make_store()
         store.setup()
         store.batch(
-            [ops.PutEmbeddings("m", (), sparse_model=_MODEL, sparse=(("h1", b"\x01\x00\x00<"),))]
+            [
+                ops.PutEmbeddings(
+                    "m", _vectors("h1"), sparse_model=_MODEL, sparse=(("h1", b"\x01\x00\x00<"),)
+                )
+            ]
         )
         store.batch(
             [
                 ops.PutEmbeddings(
                     "m",
                     (),
+                    _vectors("h1", "h2"),  # h1's is kept, h2's is new
                     sparse_model=_MODEL,
                     sparse=(("h1", b"\x02\x00\x00<"), ("h2", b"\x03\x00\x00<")),
                 )
             ]
         )
-        (found,) = store.batch([ops.GetSparse(_MODEL, ("h1", "h2", "h3"))])
+        (found,) = store.batch([ops.GetSparse(_MODEL, ("h1", "h2", "h3"), "m")])
         assert found == self._kept({"h1": b"\x01\x00\x00<", "h2": b"\x03\x00\x00<"})
-        (other,) = store.batch([ops.GetSparse("another-model", ("h1", "h2"))])
+        (other,) = store.batch([ops.GetSparse("another-model", ("h1", "h2"), "m")])
         assert other == {}
         store.close()
 
@@ -45,10 +57,11 @@ class SparseConformance(ConformanceBase):
         mine = m.add("the cat sleeps on the sofa", user_id="u")
         theirs = m.add("the cat sleeps on the sofa", user_id="v")  # same text, same hash
         other = m.add("rain all week", user_id="u")
+        vectors = m.core.model_id  # the text's vector is of the memory's embedder
         m.store.batch(
             [
                 ops.PutEmbeddings(
-                    "m",
+                    vectors,
                     (),
                     sparse_model=_MODEL,
                     sparse=((mine.content_hash, b"\x05\x00\x00<"),),
@@ -56,9 +69,9 @@ class SparseConformance(ConformanceBase):
             ]
         )
         ids = (mine.id, theirs.id, other.id, "no-such-id")
-        (found,) = m.store.batch([ops.SparseOf("u", _MODEL, ids)])
+        (found,) = m.store.batch([ops.SparseOf("u", _MODEL, ids, vectors)])
         assert found == self._kept({mine.id: b"\x05\x00\x00<"})  # theirs is v's; other: none
-        (found_v,) = m.store.batch([ops.SparseOf("v", _MODEL, ids)])
+        (found_v,) = m.store.batch([ops.SparseOf("v", _MODEL, ids)])  # the store's model
         assert found_v == self._kept({theirs.id: b"\x05\x00\x00<"})
         m.close()
 
@@ -66,11 +79,13 @@ class SparseConformance(ConformanceBase):
         m, _, _ = self._memory()
         kept = m.add("kept words", user_id="u")
         gone = m.add("forgotten words", user_id="w")
+        vectors = m.core.model_id
         m.store.batch(
             [
                 ops.PutEmbeddings(
-                    "m",
+                    vectors,
                     (),
+                    (("never-a-record", m.embedder.embed(["never a record"])[0]),),
                     sparse_model=_MODEL,
                     sparse=(
                         (kept.content_hash, b"\x01\x00\x00<"),
@@ -80,9 +95,12 @@ class SparseConformance(ConformanceBase):
                 )
             ]
         )
+        hashes = (kept.content_hash, gone.content_hash, "never-a-record")
+        (before,) = m.store.batch([ops.GetSparse(_MODEL, hashes, vectors)])
+        written = (b"\x01\x00\x00<", b"\x02\x00\x00<", b"\x03\x00\x00<")
+        assert before == self._kept(dict(zip(hashes, written, strict=True)))
         m.forget_user("w")
         m.store.batch([ops.PruneEmbeddings()])
-        hashes = (kept.content_hash, gone.content_hash, "never-a-record")
-        (found,) = m.store.batch([ops.GetSparse(_MODEL, hashes)])
+        (found,) = m.store.batch([ops.GetSparse(_MODEL, hashes, vectors)])
         assert found == self._kept({kept.content_hash: b"\x01\x00\x00<"})
         m.close()

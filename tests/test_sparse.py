@@ -953,3 +953,41 @@ def test_migration_keys_the_terms_by_their_vectors_row(
         memory.forget_user("alice")
         memory.store.batch([ops.PruneEmbeddings()])
     assert _terms_rows(db) == 0
+
+
+class _Counting:
+    """A sparse encoder that notes each text it encodes, then asks ``inner``."""
+
+    def __init__(self, inner: SpladeEncoder) -> None:
+        self.inner, self.model_id = inner, inner.model_id
+        self.texts: list[str] = []
+
+    def encode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        self.texts += texts
+        return self.inner.encode(texts, query=query)
+
+    async def aencode(self, texts: Sequence[str], *, query: bool = False) -> list[SparseTerms]:
+        return self.encode(texts, query=query)
+
+
+def test_reembed_keeps_the_texts_terms(tmp_path: Path, encoder: SpladeEncoder) -> None:
+    """Terms are kept beside a text's vector (schema 18), and ``reembed`` replaces every
+    vector: the new model's vectors take the old ones' terms, so searches after it still
+    have the sparse list, and nothing is encoded again."""
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+        hashes = (_hash(VEGETARIAN), _hash(GIFT))
+        (before,) = memory.store.batch([ops.GetSparse(encoder.model_id, hashes)])
+    counting = _Counting(encoder)
+    new_model = FakeEmbedder(dim=64, model_id="fake-bow-64")
+    with Memory(f"sqlite:///{db}", embedder=new_model, sparse=counting) as memory:
+        counts = memory.reembed()
+        assert counts["removed"] == 2
+        (after,) = memory.store.batch([ops.GetSparse(encoder.model_id, hashes)])
+        parts = _parts(memory, DINNER)
+    assert after == before and len(after) == 2
+    assert all("sparse" in p for p in parts.values()) and set(parts) == {VEGETARIAN, GIFT}
+    assert counting.texts == [DINNER]  # the query's terms only
+    assert _terms_rows(db) == 2

@@ -526,6 +526,15 @@ class SqliteOps(OpDispatch):
                 [(op.model, h, int(v.shape[0]), first + i) for i, (h, v) in enumerate(new)],
             )
         terms = [(no, h, blob) for h, no, blob in carried]
+        store_model = self._vectors_model(conn) if new else None
+        if store_model is not None and store_model != op.model:
+            # Vectors of a model the store is moving to (reembed): a text's terms are
+            # the text's, and stay when the old model's vectors go.
+            conn.executemany(
+                "INSERT OR IGNORE INTO sparse_terms SELECT ?, s.model, s.terms FROM embeddings e "
+                "JOIN sparse_terms s ON s.vid = e.vid WHERE e.model = ? AND e.content_hash = ?",
+                [(first + i, store_model, h) for i, (h, _) in enumerate(new)],
+            )
         if op.sparse:
             no = _numbered_sparse_model(conn, op.sparse_model)
             terms += [(no, h, blob) for h, blob in op.sparse]

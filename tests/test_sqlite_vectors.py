@@ -311,3 +311,41 @@ def test_context_search_uses_a_records_context_vector_where_it_has_one(tmp_path:
 
     rows = (folder / "codes-context.bin").stat().st_size - code_header_bytes(384)
     assert rows == 40 * (8 + 384 // 8)  # the turns only: facts have no context vector
+
+
+def test_a_vector_finds_its_records_by_the_hash_prefix_index(tmp_path: Path) -> None:
+    """The trigger that queues a text's records when its vector arrives looks them up
+    through the prefix index (schema 19), never by a scan of ``records``: the same
+    statements, run by hand, are searches of the index; and a vector written after its
+    record queues that record."""
+    import re
+
+    path = tmp_path / "m.db"
+    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=384))
+    m.add_many([MemoryInput(text=t) for t in _texts(50, seed=21, k=6)], user_id="u")
+    late = m.add("a heron waits by the weir", user_id="u")
+    m.close()
+    conn = sqlite3.connect(path)
+    (body,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'embeddings_ai'"
+    ).fetchone()
+    selects = re.findall(r"SELECT user_id, rid FROM records\s+WHERE[^;]+", body)
+    assert len(selects) == 2
+    for select in selects:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN " + select.replace("new.content_hash", "?"), ("0" * 64,) * 2
+        ).fetchall()
+        assert [row[3] for row in plan] in (
+            ["SEARCH records USING INDEX records_hash (<expr>=?)"],
+            ["SEARCH records USING INDEX records_context_hash (<expr>=?)"],
+        )
+    (rid,) = conn.execute("SELECT rid FROM records WHERE id = ?", (late.id,)).fetchone()
+    conn.execute("DELETE FROM index_outbox")
+    conn.execute("DELETE FROM embeddings WHERE content_hash = ?", (late.content_hash,))
+    conn.execute("INSERT INTO vectors VALUES (1000000, x'00')")
+    conn.execute(
+        "INSERT INTO embeddings VALUES (?, ?, 384, 1000000)", (MODEL_OF_FAKE, late.content_hash)
+    )
+    assert conn.execute("SELECT user_id, rid FROM index_outbox").fetchall() == [("u", rid)]
+    conn.rollback()
+    conn.close()

@@ -91,14 +91,18 @@ writes and drops them again, leaving a database of that schema holding the rows.
 SQLITE_VECTORS_APART = (
     "CREATE TABLE vectors (vid INTEGER PRIMARY KEY AUTOINCREMENT, vector BLOB NOT NULL)",
     "ALTER TABLE embeddings RENAME COLUMN vector TO vid",
+    "CREATE TABLE sparse_terms (vid INTEGER NOT NULL, model INTEGER NOT NULL, "
+    "terms BLOB NOT NULL, PRIMARY KEY (vid, model)) WITHOUT ROWID",
 )
-"""SQLite's vectors as today's code writes them (migration 15), on an older schema."""
+"""SQLite's vectors as today's code writes them (migration 15), and the table of their
+sparse terms (migration 18), on an older schema."""
 
 SQLITE_VECTORS_BACK = (
     "ALTER TABLE embeddings RENAME COLUMN vid TO vector",
     "UPDATE embeddings SET vector = "
     "(SELECT v.vector FROM vectors v WHERE v.vid = embeddings.vector)",
     "DROP TABLE vectors",
+    "DROP TABLE sparse_terms",
 )
 """... and back in their keys' rows, as older code wrote them."""
 

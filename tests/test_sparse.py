@@ -991,3 +991,64 @@ def test_reembed_keeps_the_texts_terms(tmp_path: Path, encoder: SpladeEncoder) -
     assert all("sparse" in p for p in parts.values()) and set(parts) == {VEGETARIAN, GIFT}
     assert counting.texts == [DINNER]  # the query's terms only
     assert _terms_rows(db) == 2
+
+
+def test_reembed_keeps_the_terms_where_no_model_was_recorded(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """A store that recorded no model (older than the record) still moves its texts'
+    terms to the new model's vectors at the switch."""
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM memlane_meta WHERE key = 'embedding_model'")
+    new_model = FakeEmbedder(dim=64, model_id="fake-bow-64")
+    with Memory(f"sqlite:///{db}", embedder=new_model, sparse=encoder) as memory:
+        memory.reembed()
+        parts = _parts(memory, DINNER)
+    assert all("sparse" in p for p in parts.values()) and set(parts) == {VEGETARIAN, GIFT}
+    assert _terms_rows(db) == 2
+
+
+def test_an_interrupted_reembed_run_again_keeps_terms_written_in_between(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """The new model's vectors were staged (a reembed interrupted), then the texts got
+    terms beside the old model's vectors (``reindex``): running reembed again, which
+    embeds nothing, still moves them."""
+    db = tmp_path / "m.db"
+    old_model, new_model = FakeEmbedder(), FakeEmbedder(dim=64, model_id="fake-bow-64")
+    with Memory(f"sqlite:///{db}", embedder=old_model, sparse=None) as memory:
+        for text in (VEGETARIAN, GIFT):
+            memory.add(text, user_id="alice")
+        staged = tuple((_hash(t), new_model.embed([t])[0]) for t in (VEGETARIAN, GIFT))
+        memory.store.batch([ops.PutEmbeddings(new_model.model_id, staged, staged=True)])
+    with Memory(f"sqlite:///{db}", embedder=old_model, sparse=encoder) as memory:
+        assert memory.reindex()["sparse"] == 2
+    counting = _Counting(encoder)
+    with Memory(f"sqlite:///{db}", embedder=new_model, sparse=counting) as memory:
+        assert memory.reembed()["embedded"] == 0
+        parts = _parts(memory, DINNER)
+    assert all("sparse" in p for p in parts.values()) and set(parts) == {VEGETARIAN, GIFT}
+    assert counting.texts == [DINNER] and _terms_rows(db) == 2
+
+
+def test_reindex_with_another_model_than_the_stores_is_refused(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """Terms and indexes are kept beside the store's model's vectors: a reindex by
+    another model's embedder would encode terms for nothing (and build indexes of no
+    vector), so it is refused before it changes anything."""
+    from memlane.errors import EmbeddingModelMismatchError
+
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), sparse=None) as memory:
+        memory.add(VEGETARIAN, user_id="alice")
+    counting = _Counting(encoder)
+    other = FakeEmbedder(dim=64, model_id="fake-bow-64")
+    with Memory(f"sqlite:///{db}", embedder=other, sparse=counting) as memory:
+        with pytest.raises(EmbeddingModelMismatchError, match="fake-bow-256"):
+            memory.reindex()
+    assert counting.texts == [] and _terms_rows(db) == 0

@@ -16,7 +16,13 @@ from memlane.core.base import BEFORE_ANY_EXPIRY, Core, periods_of
 from memlane.core.flow import Flow, embed, encode_sparse, many, one
 from memlane.core.mentions import index_op
 from memlane.core.records import check_keyed
-from memlane.errors import EncryptionError, ImportFormatError, UnsupportedError, ValidationError
+from memlane.errors import (
+    EmbeddingModelMismatchError,
+    EncryptionError,
+    ImportFormatError,
+    UnsupportedError,
+    ValidationError,
+)
 from memlane.models import (
     Filters,
     HistoryAction,
@@ -293,7 +299,16 @@ def reindex(core: Core, *, progress: Progress | None = None) -> Flow[dict[str, i
     (written before it, or without it) gain them. Safe to run again and to interrupt.
     ``progress(n)`` hears how many more memories were read. Returns counts: ``memories``
     read, ``updated`` and ``indexed`` (records put in rebuilt indexes; 0 for a store whose
-    indexes live in its database) and ``sparse`` (texts given sparse terms)."""
+    indexes live in its database) and ``sparse`` (texts given sparse terms). Raises
+    EmbeddingModelMismatchError, having changed nothing, when the store's vectors are of
+    another model than the core's: its indexes and terms are kept beside that model's
+    vectors."""
+    try:
+        stored = yield from one(ops.GetEmbeddingModel())
+    except UnsupportedError:  # a plugin store that records no model
+        stored = None
+    if stored is not None and stored[0] != core.model_id:
+        raise EmbeddingModelMismatchError(stored[0], core.model_id)
     n_records = n_updated = n_indexed = n_sparse = 0
     for user_id in (yield from list_users(core)):
         records = yield from one(ops.ListRecords(user_id, _ALL, BEFORE_ANY_EXPIRY, None, 2**62))

@@ -526,15 +526,6 @@ class SqliteOps(OpDispatch):
                 [(op.model, h, int(v.shape[0]), first + i) for i, (h, v) in enumerate(new)],
             )
         terms = [(no, h, blob) for h, no, blob in carried]
-        store_model = self._vectors_model(conn) if new else None
-        if store_model is not None and store_model != op.model:
-            # Vectors of a model the store is moving to (reembed): a text's terms are
-            # the text's, and stay when the old model's vectors go.
-            conn.executemany(
-                "INSERT OR IGNORE INTO sparse_terms SELECT ?, s.model, s.terms FROM embeddings e "
-                "JOIN sparse_terms s ON s.vid = e.vid WHERE e.model = ? AND e.content_hash = ?",
-                [(first + i, store_model, h) for i, (h, _) in enumerate(new)],
-            )
         if op.sparse:
             no = _numbered_sparse_model(conn, op.sparse_model)
             terms += [(no, h, blob) for h, blob in op.sparse]
@@ -674,6 +665,16 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.DropEmbeddings)
     def _op_DropEmbeddings(self, conn: sqlite3.Connection, op: ops.DropEmbeddings) -> int:
+        # A text's terms are the text's: the kept model's vector of each text takes
+        # them before the other models' vectors go, and their terms with them (the
+        # end of a reembed, which stages the new vectors without terms).
+        conn.execute(
+            "INSERT OR IGNORE INTO sparse_terms SELECT k.vid, s.model, s.terms "
+            "FROM embeddings o JOIN sparse_terms s ON s.vid = o.vid "
+            "JOIN embeddings k ON k.model = ? AND k.content_hash = o.content_hash "
+            "WHERE o.model <> ?",
+            (op.keep, op.keep),
+        )
         return conn.execute(*st.drop_embeddings(DIALECT, op)).rowcount
 
     @handles(ops.PruneEmbeddings)

@@ -564,12 +564,10 @@ _HASH_PREFIX_SQL = f"""
         DROP TRIGGER embeddings_ai;
         CREATE TRIGGER embeddings_ai AFTER INSERT ON embeddings BEGIN
             {_OUTBOX} SELECT user_id, rid FROM records
-            WHERE substr(content_hash, 1, {HASH_PREFIX})
-                = substr(new.content_hash, 1, {HASH_PREFIX})
+            WHERE substr(content_hash, 1, {HASH_PREFIX}) = substr(new.content_hash, 1, {HASH_PREFIX})
             AND +content_hash = new.content_hash;
             {_OUTBOX} SELECT user_id, rid FROM records
-            WHERE substr(context_hash, 1, {HASH_PREFIX})
-                = substr(new.content_hash, 1, {HASH_PREFIX})
+            WHERE substr(context_hash, 1, {HASH_PREFIX}) = substr(new.content_hash, 1, {HASH_PREFIX})
             AND +context_hash = new.content_hash;
         END;
 """

@@ -552,33 +552,6 @@ terms give the text's vector with them or after it (:class:`ops.PutEmbeddings`).
 process still running older code, which writes ``(model, hash, terms)``, is refused
 (``sparse_terms_vid``: a text is no vid)."""
 
-HASH_PREFIX = 12
-"""Hex digits of a content hash that ``records``' hash indexes keep (schema 19)."""
-
-_HASH_PREFIX_SQL = f"""
-        DROP INDEX records_hash;
-        CREATE INDEX records_hash ON records(substr(content_hash, 1, {HASH_PREFIX}));
-        DROP INDEX records_context_hash;
-        CREATE INDEX records_context_hash ON records(substr(context_hash, 1, {HASH_PREFIX}))
-            WHERE context_hash IS NOT NULL;
-        DROP TRIGGER embeddings_ai;
-        CREATE TRIGGER embeddings_ai AFTER INSERT ON embeddings BEGIN
-            {_OUTBOX} SELECT user_id, rid FROM records
-            WHERE substr(content_hash, 1, {HASH_PREFIX}) = substr(new.content_hash, 1, {HASH_PREFIX})
-            AND +content_hash = new.content_hash;
-            {_OUTBOX} SELECT user_id, rid FROM records
-            WHERE substr(context_hash, 1, {HASH_PREFIX}) = substr(new.content_hash, 1, {HASH_PREFIX})
-            AND +context_hash = new.content_hash;
-        END;
-"""
-"""``records``' indexes of content and context hashes keep the first
-:data:`HASH_PREFIX` hex digits of each (48 bits: two texts of a million share them with
-odds of about 1 in 500; the full hash is compared in the row): the whole 64 took ~83 B a
-memory. They serve the trigger that queues a text's records for the search indexes when
-its vector arrives, which now looks them up by the prefix. The unary ``+`` keeps
-SQLite from putting the full hash into the prefix's expression (constant propagation),
-which would leave the index unused."""
-
 NEXT_RID = (
     "(SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM memlane_meta "
     "WHERE key = 'records_rid'), 0), coalesce((SELECT max(rid) FROM records), 0)) + 1)"
@@ -745,7 +718,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (17, "record rids never given twice", _RIDS_ONCE_SQL),
     (18, "sparse terms keyed by their vector's row", _SPARSE_BY_VID_SQL),
-    (19, "records' hash indexes keep a prefix of each hash", _HASH_PREFIX_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

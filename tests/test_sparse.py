@@ -1048,7 +1048,9 @@ def test_reindex_with_another_model_than_the_stores_is_refused(
         memory.add(VEGETARIAN, user_id="alice")
     counting = _Counting(encoder)
     other = FakeEmbedder(dim=64, model_id="fake-bow-64")
-    with Memory(f"sqlite:///{db}", embedder=other, sparse=counting) as memory:
-        with pytest.raises(EmbeddingModelMismatchError, match="fake-bow-256"):
-            memory.reindex()
+    with (
+        Memory(f"sqlite:///{db}", embedder=other, sparse=counting) as memory,
+        pytest.raises(EmbeddingModelMismatchError, match="fake-bow-256"),
+    ):
+        memory.reindex()
     assert counting.texts == [] and _terms_rows(db) == 0

@@ -540,12 +540,23 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.GetSparse)
     def _op_GetSparse(self, conn: sqlite3.Connection, op: ops.GetSparse) -> dict[str, bytes]:
+        key = self._terms_key(conn, op.model, op.vectors_model)
+        return {} if key is None else self._terms_by_hash(conn, op.hashes, *key)
+
+    def _terms_key(
+        self, conn: sqlite3.Connection, model: str, vectors_model: str
+    ) -> tuple[str, int] | None:
+        """The embedding model and sparse model number terms are kept under (schema 18),
+        or None when the store holds none of them."""
+        no = _sparse_model_no(conn, model)
+        vectors = vectors_model or self._vectors_model(conn)
+        return None if no is None or vectors is None else (vectors, no)
+
+    def _terms_by_hash(
+        self, conn: sqlite3.Connection, hashes: Sequence[str], vectors: str, no: int
+    ) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        no = _sparse_model_no(conn, op.model)
-        vectors = op.vectors_model or self._vectors_model(conn)
-        if no is None or vectors is None:
-            return out
-        for chunk in chunks(op.hashes, 500):
+        for chunk in chunks(hashes, 500):
             # The list as the outer loop, one key lookup a hash (an IN over the JSON
             # list took ~0.2 ms more for the ~200 hashes of a search's candidates).
             rows = conn.execute(
@@ -559,7 +570,7 @@ class SqliteOps(OpDispatch):
 
     def _vectors_model(self, conn: sqlite3.Connection) -> str | None:
         """The store's embedding model (recorded, else the one its vectors are of)."""
-        model = self._recorded_model(conn) or self._adopted_model(conn)
+        model = self._op_GetEmbeddingModel(conn, ops.GetEmbeddingModel())
         return None if model is None else model[0]
 
     def _found(
@@ -603,15 +614,14 @@ class SqliteOps(OpDispatch):
     @handles(ops.SparseOf)
     def _op_SparseOf(self, conn: sqlite3.Connection, op: ops.SparseOf) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        no = _sparse_model_no(conn, op.model)
-        vectors = op.vectors_model or self._vectors_model(conn)
-        if no is None or vectors is None:
+        key = self._terms_key(conn, op.model, op.vectors_model)
+        if key is None:
             return out
+        vectors, no = key
         known = self._found_current(conn).get(op.user_id, {})
         hashes = {rid: h for rid in op.ids if (h := known.get(rid)) is not None}
         if hashes:
-            wanted = ops.GetSparse(op.model, tuple(sorted(set(hashes.values()))), vectors)
-            terms = self._op_GetSparse(conn, wanted)
+            terms = self._terms_by_hash(conn, sorted(set(hashes.values())), vectors, no)
             out = {rid: terms[h] for rid, h in hashes.items() if h in terms}
         # The rest through their records (not found by a search here, or a hash without
         # terms: then the record, looked up again, may have changed since).

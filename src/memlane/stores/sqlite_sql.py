@@ -548,7 +548,8 @@ content hash, each row carried ~90 bytes of key and, arriving in hash order, fil
 pages to ~80 %: 433 B a memory for 256 B of terms. Keyed by vid, rows are appended in
 the order the vectors were. Deleting a vector's key deletes its terms
 (``embeddings_ad``). Terms of a text with no vector are dropped: the writes that give
-terms give the text's vector with them or after it (:class:`ops.PutEmbeddings`). A
+terms write the text's vector with them or have written it before
+(:class:`ops.PutEmbeddings`). A
 process still running older code, which writes ``(model, hash, terms)``, is refused
 (``sparse_terms_vid``: a text is no vid)."""
 

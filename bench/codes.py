@@ -133,16 +133,30 @@ def distractors(cache: Path, limit: int) -> np.ndarray:
 # --- recall -------------------------------------------------------------------------------
 
 
+def as_stored(vectors: np.ndarray, form: str) -> np.ndarray:
+    """``vectors`` as a store gives them back when it keeps them in ``form`` (float32:
+    as they are; float16 or int8: :func:`memlane.stores.vector_cache.to_blob`, read back
+    by ``from_blobs``)."""
+    if form == "float32":
+        return vectors
+    from memlane.stores.vector_cache import from_blobs, to_blob
+
+    dim = vectors.shape[1]
+    return from_blobs([to_blob(v, form) for v in vectors], dim)
+
+
 def scope_recall(
-    turns: np.ndarray, questions: np.ndarray, pairs: set[tuple[int, int]]
+    turns: np.ndarray, questions: np.ndarray, pairs: set[tuple[int, int]], stored: str
 ) -> dict[tuple[int, int], float]:
     """(k, C) -> mean recall@k against exact float32 cosine of the codes' top C reranked
-    by exact float32 cosine (C = 0: the codes' own top k, no rerank)."""
+    by the cosine of the vectors as ``stored`` (C = 0: the codes' own top k, no rerank).
+    The codes are taken from the stored vectors too, as a store takes them."""
     from memlane.stores.codes import CodeFile
 
+    exact = np.argsort(-(questions @ turns.T), axis=1, kind="stable")
+    turns = as_stored(turns, stored)
     codes = CodeFile.open(None, turns.shape[1])
     codes.append(np.arange(len(turns)), turns)
-    exact = np.argsort(-(questions @ turns.T), axis=1, kind="stable")
     out: dict[tuple[int, int], list[float]] = {pair: [] for pair in pairs}
     for q, row in zip(questions, exact, strict=True):
         for c in sorted({c for _, c in pairs}):
@@ -165,7 +179,7 @@ RULES: dict[str, Callable[[int], int]] = {
 KS = (10, 25, 50, 100)
 
 
-def recall(directory: Path, extra: int) -> None:
+def recall(directory: Path, extra: int, stored: str) -> None:
     data = embeddings(directory / "embeddings.npz")
     scopes = {name: (t, q) for name, (t, q) in data.items()}
     turns = np.vstack([t for t, _ in data.values()])
@@ -179,7 +193,8 @@ def recall(directory: Path, extra: int) -> None:
         )
     pairs = {(k, c) for k in (10, 100) for c in CS} | {(10, 0)}
     pairs |= {(k, rule(k)) for rule in RULES.values() for k in KS}
-    results = {name: scope_recall(t, q, pairs) for name, (t, q) in scopes.items()}
+    results = {name: scope_recall(t, q, pairs, stored) for name, (t, q) in scopes.items()}
+    print(f"vectors stored as {stored}")
     header = " | ".join(f"C={c}" for c in CS)
     print(
         f"\n| scope | turns | questions | recall@10: {header} | codes only | recall@100: {header} |"
@@ -550,11 +565,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--c", type=int, default=200, help="candidates per query (speed)")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument(
+        "--stored",
+        choices=["float32", "float16", "int8"],
+        default="float32",
+        help="the form the reranked vectors are kept in (recall)",
+    )
     parser.add_argument("--held-out", type=int, default=500, help="synthetic queries (lists)")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.what == "recall":
-        recall(args.dir, args.extra)
+        recall(args.dir, args.extra, args.stored)
         return
     if args.what == "centre":
         centre(args.dir, args.extra)

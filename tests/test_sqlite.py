@@ -114,8 +114,10 @@ def test_default_store_is_in_the_user_data_dir(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_store_urls(tmp_path: Path) -> None:
-    assert parse_sqlite_url("sqlite:///rel/m.db") == "rel/m.db"
-    assert parse_sqlite_url("sqlite:////abs/m.db") == "/abs/m.db"
+    assert parse_sqlite_url("sqlite:///rel/m.db") == ("rel/m.db", {})
+    assert parse_sqlite_url("sqlite:////abs/m.db") == ("/abs/m.db", {})
+    int8 = ("/abs/m.db", {"vectors": "int8"})
+    assert parse_sqlite_url("sqlite:////abs/m.db?vectors=int8") == int8
     assert isinstance(open_store("sqlite:///:memory:"), SqliteStore)
     assert open_store(f"sqlite:///{tmp_path}/x.db").path == f"{tmp_path}/x.db"  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError):
@@ -181,7 +183,7 @@ def test_small_matrices_score_with_one_blas_thread_and_restore_the_setting(
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((500, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    matrix = Matrix.build((f"r{i:03d}", to_blob(v)) for i, v in enumerate(vectors))
+    matrix = Matrix.build(((f"r{i:03d}", to_blob(v)) for i, v in enumerate(vectors)), 16)
     query, rows = vectors[3], np.arange(500)
 
     def numpy_blas_threads() -> list[int]:  # numpy's own BLAS, wherever it was installed

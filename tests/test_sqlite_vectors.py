@@ -311,3 +311,105 @@ def test_context_search_uses_a_records_context_vector_where_it_has_one(tmp_path:
 
     rows = (folder / "codes-context.bin").stat().st_size - code_header_bytes(384)
     assert rows == 40 * (8 + 384 // 8)  # the turns only: facts have no context vector
+
+
+# ---------------------------------------------------------------------------- int8
+
+
+def _lengths(path: Path) -> dict[int, int]:
+    """How many stored vectors have each length in bytes."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT length(vector), count(*) FROM vectors GROUP BY 1").fetchall()
+    finally:
+        conn.close()
+    return dict(rows)
+
+
+def test_int8_vectors_take_a_byte_a_dimension_and_read_back_at_unit_length(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    store = SqliteStore(path, vectors="int8")
+    vectors = _random_vectors(2000, 384, seed=21)
+    items = list(vectors.items())
+    for start in range(0, len(items), 250):
+        store.batch([ops.PutEmbeddings(MODEL, tuple(items[start : start + 250]))])
+    (back,) = store.batch([ops.GetEmbeddings(MODEL, tuple(vectors))])
+    store.close()
+    assert _lengths(path) == {384: 2000}
+    # a 384-byte vector and its key: ten to a 4 KiB page (float16: under 1,000 bytes)
+    assert _vector_bytes_on_disk(path) / len(items) < 560
+    for h, v in vectors.items():
+        assert back[h].dtype == np.float32 and back[h].shape == v.shape
+        assert abs(float(np.linalg.norm(back[h])) - 1.0) < 1e-6
+        assert float(back[h] @ v) > 0.9995
+
+
+def test_int8_search_finds_what_float32_vectors_find(tmp_path: Path) -> None:
+    """Rounded to a byte a dimension, the nearest ten are still (nearly all) the nearest
+    ten of the float32 vectors, through the codes and their rerank and through a matrix."""
+    embedder = FakeEmbedder(dim=384)
+    texts, queries = _texts(400, seed=22, k=8), _texts(40, seed=23, k=3)
+    m = Memory(SqliteStore(tmp_path / "m.db", vectors="int8"), embedder=embedder)
+    ids = [r.id for r in m.add_many([MemoryInput(text=t) for t in texts], user_id="u")]
+    matrix = np.stack(embedder.embed(texts))
+    overlap = []
+    for query in queries:
+        vector = embedder.embed([query])[0]
+        sims = matrix @ vector
+        expected = {ids[i] for i in np.argsort(-sims, kind="stable")[:10]}
+        hits = m.search(query, user_id="u", limit=10, recipe="semantic")
+        op = ops.VectorSearch("u", Filters(), utcnow(), MODEL_OF_FAKE, vector, 10, "content")
+        (scored,) = m.store.batch([op])
+        assert [s for _, s in scored] == pytest.approx(
+            [float(sims[ids.index(rid)]) for rid, _ in scored], abs=3e-3
+        )
+        overlap.append(len(expected & {h.record.id for h in hits}) / 10)
+        overlap.append(len(expected & {rid for rid, _ in scored}) / 10)
+    m.close()
+    assert float(np.mean(overlap)) >= 0.97
+    assert _lengths(tmp_path / "m.db") == {384: 400}
+
+
+def test_the_vector_form_is_recorded_and_both_forms_are_read(tmp_path: Path) -> None:
+    """The form given is recorded and kept by an open that gives none; changed, new
+    vectors take the new form while the old keep theirs, and search (the index folder
+    rebuilt from the file too) reads both."""
+    path = tmp_path / "m.db"
+    embedder = FakeEmbedder(dim=384)
+    first, second, third = _texts(30, seed=24, k=6), _texts(30, seed=25, k=6), _texts(30, 26, 6)
+    with Memory(SqliteStore(path, vectors="int8"), embedder=embedder) as m:
+        m.add_many([MemoryInput(text=t) for t in first], user_id="u")
+    with Memory(SqliteStore(path), embedder=embedder) as m:  # int8, as recorded
+        m.add_many([MemoryInput(text=t) for t in second], user_id="u")
+    assert _lengths(path) == {384: 60}
+    with Memory(f"sqlite:///{path}?vectors=float16", embedder=embedder) as m:
+        m.add_many([MemoryInput(text=t) for t in third], user_id="u")
+        before = {t: m.search(t, user_id="u", limit=3, recipe="semantic") for t in first[:5]}
+        before |= {t: m.search(t, user_id="u", limit=3, recipe="semantic") for t in third[:5]}
+    assert _lengths(path) == {384: 60, 768: 30}
+    shutil.rmtree(Path(f"{path}.index"))  # rebuilt from the file's two forms
+    with Memory(SqliteStore(path), embedder=embedder) as m:
+        for text, hits in before.items():
+            again = m.search(text, user_id="u", limit=3, recipe="semantic")
+            assert again[0].record.text == text
+            assert [h.record.id for h in again] == [h.record.id for h in hits]
+        m.add("one more", user_id="u")
+    assert _lengths(path) == {384: 60, 768: 31}  # float16 now recorded
+
+
+@pytest.mark.parametrize("form", ["int4", "float32", "", "INT8"])
+def test_an_unknown_vector_form_is_refused_before_any_file_is_made(
+    tmp_path: Path, form: str
+) -> None:
+    from memlane.errors import ConfigurationError, UnsupportedError
+
+    with pytest.raises(ConfigurationError, match="vectors="):
+        SqliteStore(tmp_path / "m.db", vectors=form)
+    with pytest.raises(ConfigurationError, match="vectors="):
+        Memory(f"sqlite:///{tmp_path}/m.db?vectors={form}", embedder=FakeEmbedder())
+    for url in (f"sqlite:///{tmp_path}/m.db?form=int8", f"sqlite:///{tmp_path}/m.db?vectors"):
+        with pytest.raises(UnsupportedError, match="option"):
+            Memory(url, embedder=FakeEmbedder())
+    assert list(tmp_path.iterdir()) == []

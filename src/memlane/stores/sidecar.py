@@ -803,12 +803,12 @@ class _Indexes:
         from memlane.stores.vector_cache import from_blobs
 
         for name, codes in self.codes.items():
-            width = 2 * codes.dim  # float16
+            widths = (2 * codes.dim, codes.dim)  # float16, int8
             at = FIELDS.index(name)  # a context file holds real context vectors only
             kept = [
                 (r[0], blob, r[6 + at])
                 for r in rows
-                if (blob := r[3 + at]) is not None and len(blob) == width
+                if (blob := r[3 + at]) is not None and len(blob) in widths
             ]
             appended = {rid for rid, _, _ in kept}
             gone = [rid for rid in removed if rid not in appended]
@@ -816,7 +816,7 @@ class _Indexes:
                 codes.kill(gone)
             if kept:
                 rids, blobs, vids = zip(*kept, strict=True)
-                codes.append(list(rids), from_blobs(list(blobs)), list(vids))
+                codes.append(list(rids), from_blobs(list(blobs), codes.dim), list(vids))
 
     def _settle_codes(self, *, later: bool = False) -> list[str]:
         """Make the codes durable; then rewrite a file whose dead rows outgrew a half or

@@ -1,5 +1,5 @@
 """The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as
-float16 BLOBs.
+float16 BLOBs (or int8: ``vectors="int8"``).
 
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
@@ -28,7 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlane.errors import ConflictError, CorruptStoreError, ForeignStoreError, StoreError
+from memlane.errors import (
+    ConfigurationError,
+    ConflictError,
+    CorruptStoreError,
+    ForeignStoreError,
+    StoreError,
+)
 from memlane.models import to_iso, utcnow
 from memlane.ports import store as ops
 from memlane.ports.store import Op
@@ -67,12 +73,29 @@ class SqliteStore(SqliteOps):
         busy_timeout_s: float = 30.0,
         vector_cache_bytes: int | None = None,
         create: bool = True,
+        vectors: str | None = None,
     ) -> None:
         """A store in the SQLite file at ``path`` (``":memory:"`` for one in memory).
 
         With ``create=False`` the file must already hold a memlane database (for reading a
         store, e.g. a migration's source): a missing file is a StoreError, never created.
+
+        ``vectors`` is the form vectors are written in: ``"float16"`` (2 bytes a
+        dimension) or ``"int8"`` (1 byte: about 400 bytes less a memory at 384
+        dimensions, for a little recall; bench/scale.md). The form given is recorded in
+        the file and kept by later opens that give none (None: the recorded form,
+        float16 if none is). Vectors written before a change keep their form until
+        written again; both forms are read. Raises ConfigurationError for another form.
         """
+        from memlane.stores.vector_cache import VECTOR_FORMS
+
+        if vectors is not None and vectors not in VECTOR_FORMS:
+            raise ConfigurationError(
+                f"vectors={vectors!r}: a SQLite store keeps vectors as "
+                + " or ".join(repr(f) for f in VECTOR_FORMS)
+            )
+        self._vector_form_asked = vectors
+        self._vector_form = vectors or "float16"
         self.path = str(path)
         self.create = create
         self._vector_cache_bytes = vector_cache_bytes
@@ -112,8 +135,9 @@ class SqliteStore(SqliteOps):
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> SqliteStore:
         """The store a ``sqlite:///PATH`` URL names; ``create`` as in the constructor."""
-        path = Path(parse_sqlite_url(url)).expanduser() if "memory:" not in url else ":memory:"
-        return cls(path, create=create)
+        where, options = parse_sqlite_url(url)
+        path = Path(where).expanduser() if "memory:" not in where else ":memory:"
+        return cls(path, create=create, vectors=options.get("vectors"))
 
     @property
     def in_memory(self) -> bool:
@@ -150,6 +174,7 @@ class SqliteStore(SqliteOps):
                     found = conn.execute(
                         "SELECT value FROM memlane_meta WHERE key = 'store_id'"
                     ).fetchone()
+                    self._vector_form = self._recorded_vector_form(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -179,6 +204,24 @@ class SqliteStore(SqliteOps):
             if found:  # a database with the outbox (only tests run older schemas)
                 with _mapped_errors(self.path):
                     self._sidecar_.finish_erasures(conn)
+
+    def _recorded_vector_form(self, conn: sqlite3.Connection) -> str:
+        """The form vectors are written in: the one asked for (recorded in the file
+        when it is not the recorded one), else the recorded one, else float16."""
+        from memlane.stores.vector_cache import VECTOR_FORMS
+
+        row = conn.execute("SELECT value FROM memlane_meta WHERE key = 'vector_form'").fetchone()
+        recorded = None if row is None else str(row[0])
+        asked = self._vector_form_asked
+        if asked is not None and asked != recorded:
+            with transaction(conn, write=True):
+                conn.execute(
+                    "INSERT OR REPLACE INTO memlane_meta VALUES ('vector_form', ?)", (asked,)
+                )
+            return asked
+        if recorded in VECTOR_FORMS:
+            return recorded
+        return "float16"
 
     def _connect(self, target: str, *, uri: bool = False) -> sqlite3.Connection:
         try:

@@ -92,6 +92,8 @@ class SqliteOps(OpDispatch):
 
     _vector_cache_bytes: int | None
     _vector_cache: VectorCache | None
+    _vector_form: str
+    """The form vectors are written in (:data:`~memlane.stores.vector_cache.VECTOR_FORMS`)."""
     _data_version: int | None
 
     _sidecar_: Sidecar | None
@@ -375,7 +377,9 @@ class SqliteOps(OpDispatch):
         if matrix is None:
             from memlane.stores.vector_cache import Matrix
 
-            matrix = Matrix.build(self._user_vectors(conn, op.user_id, op.model, op.field))
+            dim = int(op.vector.shape[0])
+            rows = self._user_vectors(conn, op.user_id, op.model, op.field, dim)
+            matrix = Matrix.build(rows, dim)
             self._vectors.put(key, matrix)
         now = to_iso(op.now)
         filter_key = repr(op.filters)
@@ -395,9 +399,10 @@ class SqliteOps(OpDispatch):
 
     @staticmethod
     def _user_vectors(
-        conn: sqlite3.Connection, user_id: str, model: str, field: str
+        conn: sqlite3.Connection, user_id: str, model: str, field: str, dim: int
     ) -> list[tuple[str, bytes]]:
-        """(record id, vector) of every embedded record of a user. The vectors are looked
+        """(record id, vector) of every record of a user with a ``dim``-d vector (one of
+        another size cannot be scored with the query's). The vectors are looked
         up in batches of hashes in key order rather than joined record by record: random
         lookups into the vector table dominated (about 1.5x slower at 100k memories)."""
         hash_of = "COALESCE(context_hash, content_hash)" if field == "context" else "content_hash"
@@ -406,7 +411,8 @@ class SqliteOps(OpDispatch):
         ).fetchall()
         found: dict[str, bytes] = {}
         for chunk in chunks(sorted({h for _, h in wanted}), 900):
-            found.update(conn.execute(vectors_by_hash(len(chunk)), (model, *chunk)))
+            rows = conn.execute(vectors_by_hash(len(chunk)), (model, *chunk))
+            found.update((h, blob) for h, blob, size in rows if size == dim)
         return [(rid, found[h]) for rid, h in wanted if h in found]
 
     @handles(ops.GetNeighbors)
@@ -474,7 +480,7 @@ class SqliteOps(OpDispatch):
         out: dict[str, Vector] = {}
         for chunk in chunks(op.hashes, 500):
             rows = conn.execute(vectors_by_hash(len(chunk)), (op.model, *chunk))
-            out.update((h, from_blobs([blob])[0]) for h, blob in rows)
+            out.update((h, from_blobs([blob], dim)[0]) for h, blob, dim in rows)
         return out
 
     @handles(ops.PutEmbeddings)
@@ -519,7 +525,7 @@ class SqliteOps(OpDispatch):
             ).fetchone()
             conn.executemany(
                 "INSERT INTO vectors VALUES (?, ?)",
-                [(first + i, to_blob(v)) for i, (_, v) in enumerate(new)],
+                [(first + i, to_blob(v, self._vector_form)) for i, (_, v) in enumerate(new)],
             )
             conn.executemany(
                 "INSERT INTO embeddings VALUES (?, ?, ?, ?)",

@@ -349,11 +349,12 @@ _VECTORS = (
 
 
 def vectors_by_hash(count: int) -> str:
-    """(content hash, vector) of ``model``'s stored vectors among ``count`` hashes, for
-    ``(model, *hashes)``."""
+    """(content hash, vector, dimensions) of ``model``'s stored vectors among ``count``
+    hashes, for ``(model, *hashes)``."""
     marks = ", ".join("?" * count)
     return (
-        "SELECT e.content_hash, v.vector FROM embeddings e JOIN vectors v ON v.vid = e.vid "
+        "SELECT e.content_hash, v.vector, e.dim FROM embeddings e "
+        "JOIN vectors v ON v.vid = e.vid "
         f"WHERE e.model = ? AND e.content_hash IN ({marks})"
     )
 
@@ -763,14 +764,31 @@ def record_row(r: MemoryRecord) -> tuple[Any, ...]:
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
 
 
-def parse_sqlite_url(url: str) -> str:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``."""
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """The path and options of ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
+    ``sqlite:///:memory:``; an option follows the path as ``?vectors=int8`` (the only
+    one: :class:`~memlane.stores.sqlite.SqliteStore`'s ``vectors``). Raises
+    UnsupportedError for another URL or option."""
     if not url.startswith("sqlite:///"):
         raise UnsupportedError(f"not a sqlite URL (want sqlite:///PATH): {url!r}")
-    path = url[len("sqlite:///") :]
+    path, _, query = url[len("sqlite:///") :].partition("?")
     if not path:
         raise UnsupportedError("sqlite URL has no path: use sqlite:///PATH or sqlite:///:memory:")
-    return path
+    options: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        name, eq, value = part.partition("=")
+        if name not in URL_OPTIONS or not eq or name in options:
+            raise UnsupportedError(
+                f"sqlite URL option {part!r}: the options are "
+                + ", ".join(f"{o}=..." for o in URL_OPTIONS)
+                + " (each once)"
+            )
+        options[name] = value
+    return path, options
+
+
+URL_OPTIONS = ("vectors",)
+"""The options a sqlite URL may give after its path."""
 
 
 def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -68,7 +68,8 @@ class StoredVectors:
 
     def read(self, vids: np.ndarray, dim: int) -> np.ndarray:
         """The float16 vectors (len(vids), dim) of ``vids``: a row of NaN for a vid the
-        database does not hold (or holds a vector of another size under). Raises
+        database does not hold (or holds a vector of another size under). A vector
+        stored as int8 is read back at unit length. Raises
         StoreError if the database cannot be read."""
         import numpy as np
 
@@ -81,12 +82,21 @@ class StoredVectors:
                 rows = conn.execute(READ, (json.dumps(wanted.tolist()),)).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read vectors from {self.database}: {exc}") from exc
-        width = 2 * dim
-        rows = [(vid, blob) for vid, blob in rows if isinstance(blob, bytes) and len(blob) == width]
+        rows = [
+            (vid, blob)
+            for vid, blob in rows
+            if isinstance(blob, bytes) and len(blob) in (2 * dim, dim)  # float16, int8
+        ]
         if not rows:
             return out
         found = np.fromiter((vid for vid, _ in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f2").reshape(-1, dim)
+        if all(len(blob) == 2 * dim for _, blob in rows):  # as written, no rounding again
+            matrix = np.frombuffer(b"".join(blob for _, blob in rows), dtype="<f2")
+            matrix = matrix.reshape(-1, dim)
+        else:
+            from memlane.stores.vector_cache import from_blobs
+
+            matrix = from_blobs([blob for _, blob in rows], dim).astype(np.float16)
         order = np.argsort(found, kind="stable")
         found, matrix = found[order], matrix[order]
         at = np.minimum(np.searchsorted(found, wanted), len(found) - 1)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,21 +32,49 @@ Key = tuple[str, str, str]
 MIB = 1024 * 1024
 
 STORED = np.dtype("<f2")
-"""How a vector is stored: little-endian float16."""
+"""How a vector is stored by default: little-endian float16."""
+
+VECTOR_FORMS = ("float16", "int8")
+"""The forms a SQLite store keeps vectors in (``SqliteStore(vectors=...)``): float16, 2
+bytes a dimension; int8, 1 byte a dimension (each vector scaled so that its largest
+component is ±127; a vector is read back at unit length, so the scale is not kept)."""
 
 
-def to_blob(vector: Vector) -> bytes:
-    """A vector in its stored form (float16, 2 bytes per dimension)."""
-    return np.asarray(vector, dtype=np.float32).astype(STORED).tobytes()
+_FORM_OF: dict[float, np.dtype[Any]] = {2.0: STORED, 1.0: np.dtype(np.int8)}
+"""The dtype of a stored vector by its bytes a dimension."""
 
 
-def from_blobs(blobs: Sequence[bytes]) -> np.ndarray:
-    """Stored vectors (all of one dimension) as float32 rows of unit length, one per blob;
-    a zero vector stays zero. Raises ValueError if the blobs differ in length."""
-    if len({len(b) for b in blobs}) > 1:
-        raise ValueError("stored vectors differ in length")
-    rows = np.frombuffer(b"".join(blobs), dtype=STORED).astype(np.float32)
-    rows = rows.reshape(len(blobs), -1)
+def to_blob(vector: Vector, form: str = "float16") -> bytes:
+    """A vector in its stored ``form`` (:data:`VECTOR_FORMS`). A vector int8 cannot hold
+    (a component not finite) is kept as float16. Raises ValueError for another form."""
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if form == "float16":
+        return v.astype(STORED).tobytes()
+    if form != "int8":
+        raise ValueError(f"unknown vector form {form!r}: one of {', '.join(VECTOR_FORMS)}")
+    if not np.isfinite(v).all():
+        return v.astype(STORED).tobytes()
+    peak = float(np.abs(v).max(initial=0.0))
+    if peak == 0.0:
+        return bytes(v.shape[0])
+    return bytes(np.rint(v * (127.0 / peak)).astype(np.int8).tobytes())
+
+
+def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stored ``dim``-d vectors as float32 rows of unit length, one per blob, each read
+    by its length (float16: 2 bytes a dimension; int8: 1); a zero vector stays zero.
+    Raises ValueError for a blob of another length."""
+    lengths = {len(b) for b in blobs}
+    if len(lengths) == 1 and (dtype := _FORM_OF.get(lengths.pop() / max(dim, 1))):
+        rows = np.frombuffer(b"".join(blobs), dtype=dtype).astype(np.float32)
+        rows = rows.reshape(len(blobs), dim)
+    else:  # mixed forms (a store whose form changed), or a wrong length
+        rows = np.empty((len(blobs), dim), dtype=np.float32)
+        for i, blob in enumerate(blobs):
+            dtype = _FORM_OF.get(len(blob) / max(dim, 1))
+            if dtype is None:
+                raise ValueError(f"a stored vector of {len(blob)} bytes is not {dim}-d")
+            rows[i] = np.frombuffer(blob, dtype=dtype)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     np.divide(rows, norms, out=rows, where=norms > 0)
     return rows
@@ -97,13 +126,13 @@ class Matrix:
     vectors: np.ndarray
 
     @classmethod
-    def build(cls, rows: Iterable[tuple[str, bytes]], dim_hint: int | None = None) -> Matrix:
-        """The matrix of ``(record id, stored vector)`` rows (see :func:`to_blob`)."""
+    def build(cls, rows: Iterable[tuple[str, bytes]], dim: int) -> Matrix:
+        """The matrix of ``(record id, stored dim-d vector)`` rows (see :func:`to_blob`)."""
         pairs = list(rows)
         ids = tuple(rid for rid, _ in pairs)
         if not pairs:
-            return cls((), {}, np.zeros((0, dim_hint or 1), dtype=np.float32))
-        vectors = from_blobs([blob for _, blob in pairs])
+            return cls((), {}, np.zeros((0, dim), dtype=np.float32))
+        vectors = from_blobs([blob for _, blob in pairs], dim)
         return cls(ids, {rid: i for i, rid in enumerate(ids)}, vectors)
 
     @property

@@ -99,24 +99,44 @@ def test_aencode_gives_what_encode_gives(encoder: SpladeEncoder) -> None:
     assert a.ids.tolist() == b.ids.tolist()
 
 
+def _float16_form(terms: SparseTerms) -> bytes:
+    """Terms as stores kept them before a weight took a byte (4 bytes a term)."""
+    return terms.ids.astype("<u2").tobytes() + terms.weights.astype("<f2").tobytes()
+
+
 def test_pack_round_trips_and_a_bad_blob_is_refused() -> None:
-    terms = SparseTerms(np.array([3, 70, 30000], np.uint16), np.array([0.5, 1.25, 2.0], np.float32))
-    back = unpack(pack(terms))
-    assert back.ids.tolist() == [3, 70, 30000] and back.weights.tolist() == [0.5, 1.25, 2.0]
-    with pytest.raises(ValueError, match="not pairs"):
-        unpack(b"\x01\x02\x03")
+    weights = [0.5, 1.25, 2.0, 0.01]
+    terms = SparseTerms(np.array([3, 70, 30000, 30001], np.uint16), np.array(weights, np.float32))
+    blob = pack(terms)
+    assert len(blob) == 3 * 4 + 2 + 1  # a byte a weight, the step, one byte to be odd
+    back = unpack(blob)
+    assert back.ids.tolist() == [3, 70, 30000, 30001] and back.weights.dtype == np.float32
+    assert back.weights.tolist() == pytest.approx(weights, abs=2.0 / 510 + 1e-3)
+    assert back.weights[3] > 0  # the smallest weight is kept, not rounded away
+    odd = SparseTerms(terms.ids[:3], terms.weights[:3])
+    assert len(pack(odd)) == 3 * 3 + 2
+    assert unpack(pack(odd)).ids.tolist() == [3, 70, 30000]
+    before = unpack(_float16_form(terms))  # the form stores wrote before: read as it was
+    assert before.weights.tolist() == [0.5, 1.25, 2.0, pytest.approx(0.01, abs=1e-5)]
+    assert pack(SparseTerms(terms.ids[:0], terms.weights[:0])) == b""
+    for bad in (b"\x01\x02\x03\x04\x05\x06\x07", b"\x01\x02", b"\x01\x02\x03"):
+        with pytest.raises(ValueError, match="not a form"):
+            unpack(bad)
 
 
 def test_score_ranks_by_dot_product_ties_by_id() -> None:
     q = SparseTerms(np.array([1, 5], np.uint16), np.array([1.0, 2.0], np.float32))
     a = SparseTerms(np.array([1], np.uint16), np.array([2.0], np.float32))
-    b = SparseTerms(np.array([5, 9], np.uint16), np.array([1.0, 7.0], np.float32))
+    b = SparseTerms(np.array([1, 9], np.uint16), np.array([2.0, 1.0], np.float32))
     c = SparseTerms(np.array([9, 40000], np.uint16), np.array([3.0, 1.0], np.float32))
-    found = score(q, {"b": pack(b), "e": b"", "a": pack(a), "c": pack(c)})
-    assert found == [("a", 2.0), ("b", 2.0)]  # c shares no term, e has none
+    d = SparseTerms(np.array([1, 5], np.uint16), np.array([0.5, 0.25], np.float32))
+    for form in (pack, _float16_form):  # either form, or both in one search
+        found = score(q, {"b": form(b), "e": b"", "a": form(a), "c": form(c), "d": pack(d)})
+        assert [rid for rid, _ in found] == ["a", "b", "d"]  # c shares no term, e has none
+        assert [v for _, v in found] == pytest.approx([2.0, 2.0, 1.0], abs=0.01)
     assert score(q, {"e": b""}) == []
-    with pytest.raises(ValueError, match="pairs"):
-        score(q, {"a": pack(a), "bad": b"\x01\x02\x03"})
+    with pytest.raises(ValueError, match="not of a form"):
+        score(q, {"a": pack(a), "bad": b"\x01\x02\x03\x04\x05\x06\x07"})
 
 
 def test_a_folder_without_the_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -285,3 +285,120 @@ def test_encrypted_history_is_sealed_whole_and_reads_back(
     assert _same(event.snapshot, _as_before(rec.to_dict()))
     raw = json.loads(_raw(conn, mark, event.id))
     assert list(raw) == [SEALED] and "green" not in json.dumps(raw)
+
+
+# ------------------------------------------------------- SQLite: the text kept once
+
+
+def _raw_history(db: Path) -> list[tuple[str, int, str | None]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT action, version, snapshot FROM history ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+ODD_TEXTS = ['Zoë said "hi"\n\tthen \\ left', "emoji 😀 and \u2028 and \x01", "plain"]
+
+
+def test_an_event_keeps_no_copy_of_the_text_its_record_holds(tmp_path: Path) -> None:
+    """SQLite: an event whose text is the record's text keeps none (format 2); when the
+    text changes, the events before get theirs written in, and every event reads the
+    record as it was at its version."""
+    db = tmp_path / "m.db"
+    first, second, third = ODD_TEXTS
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder(), clock=FixedClock()) as m:
+        rec = m.add(first, user_id="alice")
+        ((_, _, added),) = _raw_history(db)
+        assert json.loads(added)[0] == 2 and "text" not in json.loads(added)[1]
+        m.add("plain", user_id="bob")
+        assert _raw_history(db)[-1][2] == '[2,{"kind":"fact"}]'  # an ASCII text's hash too
+        m.update(rec.id, text=second, user_id="alice")
+        m.update(rec.id, text=third, user_id="alice")
+        m.update(rec.id, metadata={"n": 1}, user_id="alice")  # the text as it was
+        m.delete(rec.id, user_id="alice")
+        events = m.history(rec.id, user_id="alice")
+        current = m.get(rec.id, user_id="alice")
+    assert [e.version for e in events] == [1, 2, 3, 4, 5]
+    assert [e.snapshot["text"] for e in events] == [first, second, third, third, third]
+    assert events[-1].snapshot == current.to_dict()
+    raw = _raw_history(db)[:1] + _raw_history(db)[2:]  # alice's
+    assert [json.loads(s)[0] for _, _, s in raw] == [1, 1, 2, 2, 2]  # the last three: none
+    assert [json.loads(s)[1]["text"] for _, _, s in raw[:2]] == [first, second]
+    assert all("text" not in json.loads(s)[1] for _, _, s in raw[2:])
+
+
+def test_a_record_removed_leaves_no_text_in_its_history(tmp_path: Path) -> None:
+    """Removing records scrubs their history (as before), and no trigger writes the
+    text back in: neither the text nor its old versions stay in the file's history."""
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        gone = m.add("my secret plan", user_id="alice")
+        m.update(gone.id, text="my secret plan, revised", user_id="alice")
+        kept = m.add("my public plan", user_id="alice")
+        m.store.batch([ops.RemoveRecords("alice", (gone.id,))])
+        assert [e.snapshot for e in m.history(gone.id, user_id="alice")] == [None, None]
+        assert m.history(kept.id, user_id="alice")[0].snapshot["text"] == "my public plan"
+    assert not any("secret" in (s or "") for _, _, s in _raw_history(db))
+
+
+def test_a_record_deleted_without_its_history_scrubbed_hands_its_text_over(
+    tmp_path: Path,
+) -> None:
+    """A row deleted by a path that does not scrub first (none does today; SQL from
+    outside could) leaves its events whole: nothing is lost."""
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        rec = m.add(ODD_TEXTS[0], user_id="alice")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("DELETE FROM records WHERE id = ?", (rec.id,))
+    conn.close()
+    ((_, _, raw),) = _raw_history(db)
+    assert json.loads(raw)[1]["text"] == ODD_TEXTS[0]
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        (event,) = m.history(rec.id, user_id="alice")
+    assert event.snapshot == rec.to_dict()
+
+
+def test_an_event_written_before_its_record_changes_keeps_its_own_text(
+    tmp_path: Path,
+) -> None:
+    """Within one batch the event may come before the record's new row, or after: each
+    event reads the text it was written with."""
+    db = tmp_path / "m.db"
+    store = SqliteStore(db)
+    old = _record(id="01REC", text="before")
+    new = dataclasses.replace(old, text="after", version=2)
+    store.batch([ops.WriteRecord(old, None), ops.AppendHistory((_event(old.to_dict(), 1),))])
+    ahead = _event(new.to_dict(), 2, version=2)  # written while the row still says "before"
+    store.batch([ops.AppendHistory((ahead,)), ops.WriteRecord(new, 1)])
+    later = _event(new.to_dict(), 3, version=2)
+    store.batch([ops.AppendHistory((later,))])
+    events = store.batch([ops.GetHistory("alice", "01REC")])[0]
+    store.close()
+    assert [e.snapshot["text"] for e in events] == ["before", "after", "after"]
+    assert [json.loads(s)[0] for _, _, s in _raw_history(db)] == [1, 1, 2]
+
+
+def test_history_written_before_migration_19_reads_as_it_did(tmp_path: Path) -> None:
+    from memlane.stores.sqlite_sql import MIGRATIONS
+
+    (version,) = [v for v, name, _ in MIGRATIONS if "text while it holds it" in name]
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        rec = m.add("written before", user_id="alice")
+    conn = sqlite3.connect(db)
+    with conn:  # as memlane wrote it before: the text in the snapshot
+        conn.execute("DROP TRIGGER history_text_au")
+        conn.execute("DROP TRIGGER history_text_ad")
+        conn.execute("DELETE FROM schema_migrations WHERE version = ?", (version,))
+        conn.execute(
+            "UPDATE history SET snapshot = ?", ('[1,{"kind":"fact","text":"written before"}]',)
+        )
+    conn.close()
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        m.update(rec.id, text="written after", user_id="alice")
+        events = m.history(rec.id, user_id="alice")
+    assert [e.snapshot["text"] for e in events] == ["written before", "written after"]
+    assert [json.loads(s)[0] for _, _, s in _raw_history(db)] == [1, 2]

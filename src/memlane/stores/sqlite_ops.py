@@ -87,6 +87,18 @@ _HAS_CONTEXT = (
 exactly those."""
 
 
+def _without_text(snapshot: str | None) -> tuple[str | None, str | None]:
+    """(text, the snapshot without it as format 2) of a packed snapshot (format 1) that
+    holds a text and more; (None, None) for any other."""
+    if snapshot is None or not snapshot.startswith("[1,{"):
+        return None, None
+    _, kept = json.loads(snapshot)
+    text = kept.pop("text", None)
+    if type(text) is not str or not kept:
+        return None, None
+    return text, to_json([2, kept])
+
+
 class SqliteOps(OpDispatch):
     """The handlers of every store op on SQLite, marked with :func:`handles`."""
 
@@ -162,9 +174,17 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.AppendHistory)
     def _op_AppendHistory(self, conn: sqlite3.Connection, op: ops.AppendHistory) -> None:
+        # An event whose snapshot's text is the record's text now keeps none (format 2:
+        # the record's row holds it until it changes; sqlite_sql.HISTORY_TEXT_SQL).
+        rows = []
+        for e in op.events:
+            row = ROWS.values(EVENTS, e)
+            text, textless = _without_text(row[-1])
+            rows.append((*row[:-1], e.user_id, e.record_id, text, textless, row[-1]))
         conn.executemany(
-            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [ROWS.values(EVENTS, e) for e in op.events],
+            "INSERT OR IGNORE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN "
+            "(SELECT text FROM records WHERE user_id = ? AND id = ?) = ? THEN ? ELSE ? END)",
+            rows,
         )
 
     @handles(ops.GetRecords)

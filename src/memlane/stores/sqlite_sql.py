@@ -554,6 +554,51 @@ terms write the text's vector with them or have written it before
 process still running older code, which writes ``(model, hash, terms)``, is refused
 (``sparse_terms_vid``: a text is no vid)."""
 
+
+def _with_text(text: str) -> str:
+    """A snapshot of format 2 (``[2,{...}]``: format 1 without the text) with ``text``
+    (an SQL expression) put back, as format 1: plain string surgery, so nothing else of
+    the JSON is written anew."""
+    return f"""'[1,{{"text":' || json_quote({text}) || ',' || substr(snapshot, 5)"""
+
+
+HISTORY_TEXT_SQL = f"""
+        CREATE TRIGGER history_text_au AFTER UPDATE OF text ON records
+        WHEN new.text IS NOT old.text BEGIN
+            UPDATE history SET snapshot = {_with_text("old.text")}
+            WHERE user_id = old.user_id AND record_id = old.id
+            AND substr(snapshot, 1, 4) = '[2,{{';
+        END;
+        CREATE TRIGGER history_text_ad AFTER DELETE ON records BEGIN
+            UPDATE history SET snapshot = {_with_text("old.text")}
+            WHERE user_id = old.user_id AND record_id = old.id
+            AND substr(snapshot, 1, 4) = '[2,{{';
+        END;
+"""
+"""A history event whose snapshot's text is the record's text as it is now keeps no copy
+of it (format 2, :data:`HISTORY_SNAPSHOT`): the record's own row holds it. When the
+record's text changes, or the record is deleted without its history being scrubbed
+first, each such event gets the text written in before the row changes (the triggers
+run inside the statement that changes it). An add keeps its event's ~100 characters of
+text once instead of twice."""
+
+HISTORY_SNAPSHOT = (
+    "CASE WHEN substr(snapshot, 1, 4) = '[2,{' THEN "
+    + _with_text(
+        "(SELECT r.text FROM records r WHERE r.user_id = history.user_id "
+        "AND r.id = history.record_id)"
+    )
+    + " ELSE snapshot END"
+)
+"""A history row's snapshot as stored, or, for one that keeps no text (format 2), with
+the record's text put back (format 1)."""
+
+HISTORY_SELECT = (
+    f"id, record_id, user_id, action, version, at, actor, reason, {HISTORY_SNAPSHOT} AS snapshot"
+)
+"""The select list of a whole history row, its snapshot's text put back."""
+
+
 NEXT_RID = (
     "(SELECT max(coalesce((SELECT CAST(value AS INTEGER) FROM memlane_meta "
     "WHERE key = 'records_rid'), 0), coalesce((SELECT max(rid) FROM records), 0)) + 1)"
@@ -720,6 +765,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (17, "record rids never given twice", _RIDS_ONCE_SQL),
     (18, "sparse terms keyed by their vector's row", _SPARSE_BY_VID_SQL),
+    (19, "history events name the record's text while it holds it", HISTORY_TEXT_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns
@@ -754,6 +800,7 @@ DIALECT = Dialect(
     metadata_equals=_metadata_equals,
     record_columns=RECORD_COLUMNS,
     unquarantined="r.quarantine = '[]'",
+    history_select=HISTORY_SELECT,
 )
 
 

@@ -30,6 +30,8 @@ class Dialect:
     """The columns of a whole record row, in the order its row codec reads them."""
     unquarantined: str
     """The record (alias ``r``) is not quarantined: its ``quarantine`` list is empty."""
+    history_select: str = "*"
+    """The select list of a whole history row (of table ``history``, not aliased)."""
     lock: str = ""
     """What ends a read of a row the transaction then writes (`` FOR UPDATE``), if the
     database locks rows."""

@@ -113,13 +113,16 @@ def remove_records(d: Dialect, user_id: str, ids: Sequence[str]) -> tuple[Statem
 def get_history(d: Dialect, op: ops.GetHistory) -> Statement:
     """A record's history events, oldest first."""
     key = {"user_id": op.user_id, "record_id": op.record_id}
-    return _select(d, "*", "history", key, " ORDER BY id")
+    return _select(d, d.history_select, "history", key, " ORDER BY id")
 
 
 def user_history(d: Dialect, op: ops.ListUserHistory) -> Statement:
     """One page of a user's history events, by id, after the cursor."""
     m = d.mark
-    sql = f"SELECT * FROM history WHERE user_id = {m} AND id > {m} ORDER BY id LIMIT {m}"
+    sql = (
+        f"SELECT {d.history_select} FROM history WHERE user_id = {m} AND id > {m} "
+        f"ORDER BY id LIMIT {m}"
+    )
     return sql, [op.user_id, op.after_id or "", op.limit]
 
 

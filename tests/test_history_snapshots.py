@@ -402,3 +402,50 @@ def test_history_written_before_migration_19_reads_as_it_did(tmp_path: Path) -> 
         events = m.history(rec.id, user_id="alice")
     assert [e.snapshot["text"] for e in events] == ["written before", "written after"]
     assert [json.loads(s)[0] for _, _, s in _raw_history(db)] == [1, 2]
+
+
+def test_migration_20_keys_history_by_user_record_and_event(tmp_path: Path) -> None:
+    """A file whose history is a rowid table (schema 19) is copied into the keyed
+    table as it is, event for event; its text triggers still act after the copy, and
+    an event id stays unique in its scope."""
+    from memlane.stores.sqlite_sql import MIGRATIONS
+
+    (version,) = [v for v, name, _ in MIGRATIONS if "without a rowid" in name]
+    db = tmp_path / "m.db"
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        first = m.add("first text", user_id="alice")
+        m.update(first.id, text="first text, changed", user_id="alice")
+        second = m.add("second text", user_id="bob")
+    before = _raw_history(db)
+    conn = sqlite3.connect(db)
+    with conn:  # history as schema 19 kept it
+        conn.executescript(
+            """
+            DROP TRIGGER history_text_au;
+            DROP TRIGGER history_text_ad;
+            CREATE TABLE history_rowid (
+                id TEXT NOT NULL, record_id TEXT NOT NULL, user_id TEXT NOT NULL,
+                action TEXT NOT NULL, version INTEGER NOT NULL, at TEXT NOT NULL,
+                actor TEXT, reason TEXT, snapshot TEXT, PRIMARY KEY (user_id, id));
+            INSERT INTO history_rowid SELECT * FROM history ORDER BY id;
+            DROP TABLE history;
+            ALTER TABLE history_rowid RENAME TO history;
+            CREATE INDEX history_record ON history(user_id, record_id, id);
+            """
+        )
+        conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (version - 1,))
+    conn.close()
+    with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
+        assert _raw_history(db) == before
+        m.update(second.id, text="second text, changed", user_id="bob")
+        texts = [e.snapshot["text"] for e in m.history(second.id, user_id="bob")]
+        assert texts == ["second text", "second text, changed"]
+        (event,) = m.history(first.id, user_id="alice")[:1]
+        again = dataclasses.replace(event, record_id=second.id)  # the same id, elsewhere
+        m.store.batch([ops.AppendHistory((again,))])
+        assert m.store.batch([ops.GetHistory("alice", second.id)])[0] == []
+    conn = sqlite3.connect(db)
+    sql = "SELECT sql FROM sqlite_master WHERE tbl_name = 'history' AND type = 'table'"
+    (table,) = conn.execute(sql).fetchone()
+    conn.close()
+    assert "WITHOUT ROWID" in table and "PRIMARY KEY (user_id, record_id, id)" in table

@@ -582,6 +582,28 @@ first, each such event gets the text written in before the row changes (the trig
 run inside the statement that changes it). An add keeps its event's ~100 characters of
 text once instead of twice."""
 
+_HISTORY_KEYED_SQL = (
+    """        DROP TRIGGER history_text_au;
+        DROP TRIGGER history_text_ad;
+        CREATE TABLE history_keyed (
+            id TEXT NOT NULL,"""
+    + _HISTORY_FIELDS
+    + """,
+            PRIMARY KEY (user_id, record_id, id)
+        ) WITHOUT ROWID;
+        INSERT INTO history_keyed SELECT * FROM history ORDER BY user_id, record_id, id;
+        DROP TABLE history;
+        ALTER TABLE history_keyed RENAME TO history;
+        CREATE UNIQUE INDEX history_id ON history(user_id, id);
+"""
+    + HISTORY_TEXT_SQL
+)
+"""``history`` becomes the b-tree of its key, (user, event id), with no rowid: the
+index SQLite kept of that key beside the rows (~47 B an event) goes. Event ids grow with
+time, so a scope's events are appended in key order. The text triggers are made again
+around the copy (the rename reads every trigger, and theirs named the table dropped)."""
+
+
 HISTORY_SNAPSHOT = (
     "CASE WHEN substr(snapshot, 1, 4) = '[2,{' THEN "
     + _with_text(
@@ -766,6 +788,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (17, "record rids never given twice", _RIDS_ONCE_SQL),
     (18, "sparse terms keyed by their vector's row", _SPARSE_BY_VID_SQL),
     (19, "history events name the record's text while it holds it", HISTORY_TEXT_SQL),
+    (20, "history keyed by user and event id, without a rowid", _HISTORY_KEYED_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns

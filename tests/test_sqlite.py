@@ -767,3 +767,77 @@ def test_the_checkpoint_thread_keeps_to_the_file_the_store_opened(
     m.add("another note", user_id="u")
     assert store._wal.wait(10) and store._wal.checkpoints >= 1
     m.close()
+
+
+def test_the_session_index_holds_only_records_in_a_session_and_serves_each_lookup(
+    tmp_path: Path,
+) -> None:
+    """Schema 21: a memory outside any session takes no room in the session index, and
+    every lookup of a session's turns (neighbours, the turn before, a session's
+    removal) still walks it rather than the user's every record."""
+    from memlane.stores.neighbors import neighbors_sql
+
+    path = tmp_path / "m.db"
+    with Memory(f"sqlite:///{path}", embedder=FakeEmbedder()) as m:
+        for i in range(30):
+            m.add(f"fact {i}", user_id="u")
+        for i in range(5):
+            m.add(f"turn {i}", user_id="u", session_id="s1", kind="episode")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("ANALYZE records")  # counts each index's entries
+        (stat,) = conn.execute(
+            "SELECT stat FROM sqlite_stat1 WHERE idx = 'records_user_session'"
+        ).fetchone()
+        entries = int(stat.split()[0])
+        (size,) = conn.execute(
+            "SELECT count(*) FROM records WHERE session_id IS NOT NULL"
+        ).fetchone()
+        plans = []
+        for sql, params in [
+            *neighbors_sql("u", ["x"], 2, "now", "?", "IS"),
+            ("DELETE FROM records WHERE user_id = ? AND session_id = ? AND kind IN (?, ?)",
+             ("u", "s1", "episode", "summary")),
+            ("SELECT text FROM records p WHERE p.user_id = ? AND p.session_id = ? "
+             "AND p.kind = 'episode' AND p.id < ? ORDER BY p.id DESC LIMIT 1", ("u", "s1", "z")),
+        ]:  # fmt: skip
+            plans.append(" ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)))
+    finally:
+        conn.close()
+    assert entries == size == 5
+    assert all("USING INDEX records_user_session (user_id=? AND session_id=?" in p for p in plans)
+
+
+def test_times_equal_to_the_creation_are_kept_once_and_read_back_whole(tmp_path: Path) -> None:
+    """A record's ``updated_at`` and ``valid_from`` equal to its ``created_at`` are
+    written as ``''`` and read back as that time; a ``valid_from`` of its own, or none,
+    stays itself, and "valid at" reads each as before."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    path = tmp_path / "m.db"
+    with Memory(f"sqlite:///{path}", embedder=FakeEmbedder()) as m:
+        new = m.add("new today", user_id="u")
+        said = m.add("said in 2020", user_id="u", event_at=datetime(2020, 1, 1, tzinfo=UTC))
+        changed = m.update(new.id, text="new today, changed", user_id="u")
+        bare = replace(said, id="01BARE", text="no start of its own", valid_from=None)
+        m.store.batch([ops.WriteRecord(bare, None)])
+        got = {r.id: r for r in m.list(user_id="u").items}
+        before = {r.id for r in m.list(user_id="u", as_of=datetime(2021, 1, 1, tzinfo=UTC)).items}
+        later = {r.id for r in m.list(user_id="u", as_of=datetime(2100, 1, 1, tzinfo=UTC)).items}
+    assert got[new.id] == changed and got[said.id] == said and got[bare.id] == bare
+    assert got[new.id].valid_from == new.created_at != got[new.id].updated_at
+    assert got[bare.id].valid_from is None
+    assert before == {said.id}  # the others are valid from their creation, today
+    assert later == {new.id, said.id, bare.id}
+    conn = sqlite3.connect(path)
+    rows = dict(
+        (
+            (rid, (u, v))
+            for rid, u, v in conn.execute("SELECT id, updated_at, valid_from FROM records")
+        )
+    )
+    conn.close()
+    assert rows[new.id][0].startswith(str(changed.updated_at.year)) and rows[new.id][1] == ""
+    assert rows[said.id][0] == "" and rows[said.id][1].startswith("2020-01-01")
+    assert rows[bare.id] == ("", None)

@@ -604,6 +604,16 @@ time, so a scope's events are appended in key order. The text triggers are made 
 around the copy (the rename reads every trigger, and theirs named the table dropped)."""
 
 
+_SESSION_INDEX_SQL = """
+        DROP INDEX records_user_session;
+        CREATE INDEX records_user_session ON records(user_id, session_id, id)
+            WHERE session_id IS NOT NULL;
+"""
+"""The session index holds only records in a session: every statement that reads it
+asks for one session (``session_id = ...``, which SQLite knows excludes NULL), and a
+memory outside any session (a fact, a preference) took ~48 B in it for nothing."""
+
+
 HISTORY_SNAPSHOT = (
     "CASE WHEN substr(snapshot, 1, 4) = '[2,{' THEN "
     + _with_text(
@@ -788,7 +798,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (17, "record rids never given twice", _RIDS_ONCE_SQL),
     (18, "sparse terms keyed by their vector's row", _SPARSE_BY_VID_SQL),
     (19, "history events name the record's text while it holds it", HISTORY_TEXT_SQL),
-    (20, "history keyed by user and event id, without a rowid", _HISTORY_KEYED_SQL),
+    (20, "history keyed by user, record and event id, without a rowid", _HISTORY_KEYED_SQL),
+    (21, "the session index only of records in a session", _SESSION_INDEX_SQL),
 )
 
 RECORD_COLUMNS = RECORDS.columns
@@ -815,6 +826,10 @@ def _metadata_equals(key: str, value: Any) -> Clauses:
     return clauses, [path, path, value]
 
 
+SAME_AS_CREATED = ("updated_at", "valid_from")
+"""Times of a record written as ``''`` when they are its ``created_at`` (a new record's
+are: ~26 bytes each); read back as ``created_at`` (``DIALECT.column_reads``)."""
+
 DIALECT = Dialect(
     mark="?",
     time=to_iso,
@@ -824,11 +839,28 @@ DIALECT = Dialect(
     record_columns=RECORD_COLUMNS,
     unquarantined="r.quarantine = '[]'",
     history_select=HISTORY_SELECT,
+    column_reads=tuple(
+        (c, f"CASE r.{c} WHEN '' THEN r.created_at ELSE r.{c} END") for c in SAME_AS_CREATED
+    ),
+    valid_from="COALESCE(NULLIF(r.valid_from, ''), r.created_at)",
 )
 
 
+_CREATED = RECORD_COLUMNS.index("created_at")
+_SAME_AT = tuple(RECORD_COLUMNS.index(c) for c in SAME_AS_CREATED)
+
+
 def record_row(r: MemoryRecord) -> tuple[Any, ...]:
-    return ROWS.values(RECORDS, r)
+    """The row of ``r``: :data:`SAME_AS_CREATED` times equal to its creation as ``''``."""
+    values = ROWS.values(RECORDS, r)
+    created = values[_CREATED]
+    if any(values[i] == created for i in _SAME_AT):
+        row = list(values)
+        for i in _SAME_AT:
+            if row[i] == created:
+                row[i] = ""
+        return tuple(row)
+    return values
 
 
 ROWS = RowCodec(write_time=to_iso, read_time=from_iso)

@@ -40,7 +40,15 @@ class Dialect:
     (PostgreSQL, which allows one reference to the recursive table in a step) rather than
     through two recursive steps (SQLite, which has no LATERAL)."""
 
+    column_reads: tuple[tuple[str, str], ...] = ()
+    """Record columns read through an expression over alias ``r`` (by name) rather than
+    as stored: SQLite keeps a time equal to ``created_at`` as ``''``."""
+    valid_from: str = "COALESCE(r.valid_from, r.created_at)"
+    """When the record (alias ``r``) became valid: its ``valid_from``, else its
+    creation."""
+
     @property
     def record_select(self) -> str:
         """The select list of a whole record row over alias ``r``."""
-        return ", ".join(f"r.{c}" for c in self.record_columns)
+        reads = dict(self.column_reads)
+        return ", ".join(reads.get(c, f"r.{c}") for c in self.record_columns)

@@ -54,7 +54,7 @@ def _valid_at(dialect: Dialect, f: Filters, as_of: datetime) -> Clauses:
     m = dialect.mark
     t = dialect.time(as_of)
     clauses = [
-        f"COALESCE(r.valid_from, r.created_at) <= {m}",
+        f"{dialect.valid_from} <= {m}",
         f"(r.expires_at IS NULL OR r.expires_at > {m})",
     ]
     params = [t, t]

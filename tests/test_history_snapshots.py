@@ -449,3 +449,23 @@ def test_migration_20_keys_history_by_user_record_and_event(tmp_path: Path) -> N
     (table,) = conn.execute(sql).fetchone()
     conn.close()
     assert "WITHOUT ROWID" in table and "PRIMARY KEY (user_id, record_id, id)" in table
+
+
+def test_forgetting_a_user_deletes_history_without_writing_texts_in_first(
+    tmp_path: Path,
+) -> None:
+    """History goes before records: the records' deletion finds no event to hand its
+    text to (a write an event for nothing, a million at a million memories)."""
+    with Memory(f"sqlite:///{tmp_path}/m.db", embedder=FakeEmbedder()) as m:
+        for i in range(20):
+            m.add(f"note number {i}", user_id="u")
+        conn = m.store._conn  # type: ignore[attr-defined]
+        conn.executescript(
+            "CREATE TEMP TABLE hits(n INTEGER); INSERT INTO hits VALUES (0);"
+            "CREATE TEMP TRIGGER count_updates AFTER UPDATE ON main.history "
+            "BEGIN UPDATE hits SET n = n + 1; END;"
+        )
+        m.forget_user("u")
+        (rewritten,) = conn.execute("SELECT n FROM temp.hits").fetchone()
+        (left,) = conn.execute("SELECT count(*) FROM history").fetchone()
+    assert rewritten == 0 and left == 0

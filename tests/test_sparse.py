@@ -119,6 +119,9 @@ def test_pack_round_trips_and_a_bad_blob_is_refused() -> None:
     before = unpack(_float16_form(terms))  # the form stores wrote before: read as it was
     assert before.weights.tolist() == [0.5, 1.25, 2.0, pytest.approx(0.01, abs=1e-5)]
     assert pack(SparseTerms(terms.ids[:0], terms.weights[:0])) == b""
+    tiny = SparseTerms(terms.ids[:3], np.array([2.2e-5, 1.54e-5, 6.6e-6], np.float32))
+    back = unpack(pack(tiny))  # a step float16 holds coarsely: kept as before
+    assert back.weights.tolist() == pytest.approx(tiny.weights.tolist(), rel=3e-3)
     for bad in (b"\x01\x02\x03\x04\x05\x06\x07", b"\x01\x02", b"\x01\x02\x03"):
         with pytest.raises(ValueError, match="not a form"):
             unpack(bad)

@@ -120,6 +120,9 @@ def test_store_urls(tmp_path: Path) -> None:
     assert parse_sqlite_url("sqlite:////abs/m.db?vectors=int8") == int8
     assert isinstance(open_store("sqlite:///:memory:"), SqliteStore)
     assert open_store(f"sqlite:///{tmp_path}/x.db").path == f"{tmp_path}/x.db"  # type: ignore[attr-defined]
+    odd = open_store(f"{tmp_path}/what?100%.db")  # a plain path takes no options
+    assert odd.path == f"{tmp_path}/what?100%.db"  # type: ignore[attr-defined]
+    assert open_store(odd.url).path == odd.path  # type: ignore[attr-defined]
     with pytest.raises(ConfigurationError):
         open_store("mongodb://localhost")
     with pytest.raises(UnsupportedError):

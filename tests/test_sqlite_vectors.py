@@ -413,3 +413,21 @@ def test_an_unknown_vector_form_is_refused_before_any_file_is_made(
         with pytest.raises(UnsupportedError, match="option"):
             Memory(url, embedder=FakeEmbedder())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_vector_of_another_size_under_the_model_is_never_scored(tmp_path: Path) -> None:
+    """An embedder that keeps one model name for two sizes: an 8-d float16 vector has
+    a 16-d int8 vector's length, and must not be read as one (the codes and their
+    rerank, like the exact scan, leave it out of a 16-d search)."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    texts = ["apples and pears", "the cat sat", "london weather", "python code", "green tea"]
+    with Memory(url, embedder=FakeEmbedder(16, model_id="m")) as m:
+        for text in texts:
+            m.add(text, user_id="u")
+    with Memory(url, embedder=FakeEmbedder(8, model_id="m")) as m:
+        m.add("zebra crossing", user_id="u")
+    with Memory(url, embedder=FakeEmbedder(16, model_id="m")) as m:
+        hits = m.search("green tea", user_id="u", limit=10, recipe="semantic")
+        (missing, ghosts) = m.store._sidecar.check(m.store._conn, "u")  # type: ignore[attr-defined]
+    assert sorted(h.record.text for h in hits) == sorted(texts)
+    assert missing == ghosts == set()

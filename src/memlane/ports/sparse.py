@@ -70,8 +70,10 @@ def pack(terms: SparseTerms) -> bytes:
     if not weights.shape[0]:
         return b""
     step = np.float16(float(weights.max()) / 255.0)
-    if not np.isfinite(step) or step <= 0:  # beyond float16, or nothing above zero
-        return ids + weights.astype("<f2").tobytes()
+    if not np.isfinite(step) or step < np.finfo(np.float16).smallest_normal:
+        # beyond float16, or so small that float16 holds the step coarsely (a largest
+        # weight under ~0.016): the weights as they were kept before
+        return ids + bytes(weights.astype("<f2").tobytes())
     levels = np.clip(np.rint(weights / np.float32(step)), 1, 255).astype(np.uint8)
     out = ids + bytes(levels.tobytes()) + bytes(step.astype("<f2").tobytes())
     return out if len(out) % 2 else out + b"\0"

@@ -84,7 +84,9 @@ def open_store(url: str, *, create: bool = True) -> Store:
                 f"not a store URL or file path: {url!r} (try sqlite:///path/to/memlane.db, "
                 "memory:// or a path such as ./memlane.db)"
             )
-        url = "sqlite:///" + str(Path(url).expanduser())
+        from memlane.stores.sqlite_sql import sqlite_url
+
+        url = sqlite_url(str(Path(url).expanduser()))  # a plain path takes no options
     scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
     if scheme in _BACKENDS:
         module_name, class_name = _BACKENDS[scheme]

@@ -291,7 +291,9 @@ def default_prefix(store_url: str) -> str:
     if url.startswith("memory:") or ":memory:" in url:
         canonical = url + uuid.uuid4().hex
     elif url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :].partition("?")[0]).resolve()  # options aside
+        from memlane.stores.sqlite_sql import parse_sqlite_url
+
+        path = Path(parse_sqlite_url(url)[0]).resolve()  # options aside
         canonical = f"sqlite://{socket.gethostname()}{path}"
     elif url.startswith(("postgresql", "postgres")):
         parts = urlsplit(url)

@@ -110,7 +110,7 @@ class State:
 
 Row = tuple[Any, ...]
 """A row of INDEX_ROWS: rid, words, context words, vector, context vector, id, the
-vector's vid, the context vector's vid."""
+vector's vid, the context vector's vid, the vector's dimensions, the context vector's."""
 
 
 @dataclass(slots=True)
@@ -567,8 +567,9 @@ class Sidecar:
         with transaction(conn, write=False):
             model = _model(conn)
             name = "" if model is None else model.name
+            dim = None if model is None else model.dim
             stored = {
-                row[0]: (row[3] is not None, row[4] is not None)
+                row[0]: (row[3] is not None and row[8] == dim, row[4] is not None and row[9] == dim)
                 for row in self._all_rows_flat(conn, user_id, name)
             }
         opened = self._open.get(user_id)
@@ -803,12 +804,16 @@ class _Indexes:
         from memlane.stores.vector_cache import from_blobs
 
         for name, codes in self.codes.items():
-            widths = (2 * codes.dim, codes.dim)  # float16, int8
             at = FIELDS.index(name)  # a context file holds real context vectors only
+            # Of the codes' size only: a vector of another size under the same model
+            # name (an embedder misnamed) could have an int8 vector's length.
+            widths = (2 * codes.dim, codes.dim)  # float16, int8
             kept = [
                 (r[0], blob, r[6 + at])
                 for r in rows
-                if (blob := r[3 + at]) is not None and len(blob) in widths
+                if (blob := r[3 + at]) is not None
+                and r[8 + at] == codes.dim
+                and len(blob) in widths
             ]
             appended = {rid for rid, _, _ in kept}
             gone = [rid for rid in removed if rid not in appended]

@@ -50,6 +50,7 @@ from memlane.stores.sqlite_sql import (
     float16_blob,
     parse_sqlite_url,
     split_sql,
+    sqlite_url,
 )
 from memlane.stores.sqlite_tx import transaction
 from memlane.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpoints
@@ -101,7 +102,7 @@ class SqliteStore(SqliteOps):
         self._vector_cache_bytes = vector_cache_bytes
         self._vector_cache: VectorCache | None = None
         self._data_version: int | None = None
-        self.url = "sqlite:///" + self.path
+        self.url = sqlite_url(self.path)
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()

@@ -338,7 +338,7 @@ scan the whole scope through its user index, a million rows at a million memorie
 _INDEX_COLUMNS = (
     "SELECT r.rid, r.text || ' ' || r.period_words, "
     + _previous_live_turn("r", same_agent=True)
-    + ", ev.vector, cv.vector, r.id, ev.vid, cv.vid FROM "
+    + ", ev.vector, cv.vector, r.id, ev.vid, cv.vid, e.dim, c.dim FROM "
 )
 _VECTORS = (
     " LEFT JOIN embeddings e ON e.model = ? AND e.content_hash = r.content_hash "
@@ -869,11 +869,13 @@ ROWS = RowCodec(write_time=to_iso, read_time=from_iso)
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     """The path and options of ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
     ``sqlite:///:memory:``; an option follows the path as ``?vectors=int8`` (the only
-    one: :class:`~memlane.stores.sqlite.SqliteStore`'s ``vectors``). Raises
-    UnsupportedError for another URL or option."""
+    one: :class:`~memlane.stores.sqlite.SqliteStore`'s ``vectors``), so a ``?`` of the
+    path is written ``%3F`` (and a ``%`` before ``3F`` or ``25``, ``%25``:
+    :func:`sqlite_url`). Raises UnsupportedError for another URL or option."""
     if not url.startswith("sqlite:///"):
         raise UnsupportedError(f"not a sqlite URL (want sqlite:///PATH): {url!r}")
     path, _, query = url[len("sqlite:///") :].partition("?")
+    path = path.replace("%3F", "?").replace("%3f", "?").replace("%25", "%")
     if not path:
         raise UnsupportedError("sqlite URL has no path: use sqlite:///PATH or sqlite:///:memory:")
     options: dict[str, str] = {}
@@ -887,6 +889,12 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
             )
         options[name] = value
     return path, options
+
+
+def sqlite_url(path: str) -> str:
+    """The ``sqlite:///`` URL of the file at ``path`` (no options), read back as
+    ``path`` by :func:`parse_sqlite_url`."""
+    return "sqlite:///" + path.replace("%", "%25").replace("?", "%3F")
 
 
 URL_OPTIONS = ("vectors",)

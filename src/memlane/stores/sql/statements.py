@@ -30,10 +30,12 @@ LIST_USERS = (
 )
 
 USER_TABLES = (
-    "records", "history", "sessions", "messages", "states", "jobs",
+    "history", "records", "sessions", "messages", "states", "jobs",
     "relation_sources", "relations", "mentions", "entity_keys", "entities",
 )  # fmt: skip
-"""The tables holding a user's rows, in the order forgetting a user deletes them."""
+"""The tables holding a user's rows, in the order forgetting a user deletes them
+(history before records: on SQLite deleting a record writes its text into the events
+that keep none, which would be deleted right after)."""
 
 
 def _any_of(d: Dialect, column: str, values: Sequence[Any]) -> Statement:

@@ -850,7 +850,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--remeasure",
         action="store_true",
         help="measure the store a --keep run left in --dir (SQLite) or --postgres again, "
-        "without ingest",
+        "without ingest (the directory is kept)",
     )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
@@ -952,7 +952,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for server in servers:
             server.cleanup()
-        if not args.keep:
+        if not args.keep and not args.remeasure:  # a store measured again stays
             shutil.rmtree(args.dir, ignore_errors=True)
     print(table(rows))
     if args.json:

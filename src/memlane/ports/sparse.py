@@ -112,36 +112,30 @@ def score(query: SparseTerms, memories: Mapping[str, bytes]) -> list[tuple[str, 
     if not len(query) or not memories:
         return []
     rids = [rid for rid, blob in memories.items() if blob]  # no terms: no score
-    blobs = [memories[rid] for rid in rids]
-    counts = np.fromiter((_count(len(b)) for b in blobs), dtype=np.int64, count=len(blobs))
-    if np.any(counts < 0):
-        raise ValueError("sparse terms not of a form pack() writes")
-    if not np.all(counts):  # no terms: no score
-        keep = np.flatnonzero(counts)
-        rids, blobs, counts = [rids[i] for i in keep], [blobs[i] for i in keep], counts[keep]
     if not rids:
         return []
-    ids = np.frombuffer(b"".join(b[: 2 * n] for b, n in zip(blobs, counts, strict=True)), "<u2")
-    weights = np.empty(ids.shape[0], dtype=np.float32)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    old = np.fromiter((not len(b) % 2 for b in blobs), dtype=bool, count=len(blobs))
-    for form, which in ((True, np.flatnonzero(old)), (False, np.flatnonzero(~old))):
-        if not len(which):
-            continue
-        at = np.concatenate([np.arange(starts[i], ends[i]) for i in which])
-        if form:  # float16 weights
-            part = b"".join(blobs[i][2 * counts[i] :] for i in which)
-            weights[at] = np.frombuffer(part, "<f2")
-        else:  # a byte a weight, and the step
-            part = b"".join(blobs[i][2 * counts[i] : 3 * counts[i]] for i in which)
-            steps = b"".join(blobs[i][3 * counts[i] : 3 * counts[i] + 2] for i in which)
-            each = np.frombuffer(steps, "<f2").astype(np.float32)
-            weights[at] = np.frombuffer(part, np.uint8) * np.repeat(each, counts[which])
+    blobs = [memories[rid] for rid in rids]
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    odd = (sizes & 1).astype(bool)
+    counts = np.where(odd, (sizes - 2) // 3, sizes // 4)
+    expected = np.where(odd, 3 * counts + 2 + (1 - counts % 2), 4 * counts)
+    if np.any(expected != sizes) or np.any(counts <= 0):
+        raise ValueError("sparse terms not of a form pack() writes")
+    ns = counts.tolist()
+    ids = np.frombuffer(b"".join([b[: 2 * n] for b, n in zip(blobs, ns, strict=True)]), "<u2")
+    if not odd.any():  # every blob in the form before: float16 weights
+        part = b"".join([b[2 * n :] for b, n in zip(blobs, ns, strict=True)])
+        weights = np.frombuffer(part, "<f2").astype(np.float32)
+    elif odd.all():  # a byte a weight, and each blob's step
+        part = b"".join([b[2 * n : 3 * n] for b, n in zip(blobs, ns, strict=True)])
+        steps = b"".join([b[3 * n : 3 * n + 2] for b, n in zip(blobs, ns, strict=True)])
+        each = np.frombuffer(steps, "<f2").astype(np.float32)
+        weights = np.repeat(each, counts) * np.frombuffer(part, np.uint8)
+    else:  # both forms (terms written before and after the byte weights)
+        weights = np.concatenate([unpack(b).weights for b in blobs])
     dense = np.zeros(65536, dtype=np.float32)  # every uint16 id: no bounds to check
     dense[query.ids] = query.weights
-    products = dense[ids] * weights
-    totals = np.add.reduceat(products, starts)
+    totals = np.add.reduceat(dense[ids] * weights, np.cumsum(counts) - counts)
     out = [(rid, float(v)) for rid, v in zip(rids, totals.tolist(), strict=True) if v > 0]
     out.sort(key=lambda item: (-item[1], item[0]))
     return out

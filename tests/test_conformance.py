@@ -33,13 +33,8 @@ class TestSqliteFile(StoreConformance):
         return SqliteStore(self.dir / f"store{self.n}.db")
 
 
-class TestSqliteFileInt8(StoreConformance):
+class TestSqliteFileInt8(TestSqliteFile):
     """Vectors kept at a byte a dimension (``vectors="int8"``)."""
-
-    @pytest.fixture(autouse=True)
-    def _dir(self, tmp_path: Path) -> None:
-        self.dir = tmp_path
-        self.n = 0
 
     def make_store(self) -> Store:
         self.n += 1

@@ -79,20 +79,23 @@ def pack(terms: SparseTerms) -> bytes:
     return out if len(out) % 2 else out + b"\0"
 
 
-def _count(size: int) -> int:
-    """How many terms a stored blob of ``size`` bytes holds (:func:`pack`); -1 for a
-    size no blob has."""
-    if not size % 2:
-        return size // 4 if not size % 4 else -1
-    n = (size - 2) // 3
-    return n if n > 0 and 3 * n + 2 + (1 - n % 2) == size else -1  # none: b""
+def _counts(sizes: np.ndarray) -> np.ndarray:
+    """How many terms stored blobs of ``sizes`` bytes hold (:func:`pack`): the form
+    before is a multiple of 4 (none: ``b""``), the byte weights' form odd; -1 for a size
+    no blob has."""
+    import numpy as np
+
+    odd = (sizes & 1).astype(bool)
+    counts = np.where(odd, (sizes - 2) // 3, sizes // 4)
+    expected = np.where(odd, 3 * counts + 2 + (1 - counts % 2), 4 * counts)
+    return np.where((expected == sizes) & ((counts > 0) | ~odd), counts, -1)
 
 
 def unpack(blob: bytes) -> SparseTerms:
     """The terms :func:`pack` stored. Raises ValueError on a blob of the wrong size."""
     import numpy as np
 
-    n = _count(len(blob))
+    n = int(_counts(np.array([len(blob)], dtype=np.int64))[0])
     if n < 0:
         raise ValueError(f"sparse terms of {len(blob)} bytes: not a form pack() writes")
     ids = np.frombuffer(blob, dtype="<u2", count=n)
@@ -116,11 +119,10 @@ def score(query: SparseTerms, memories: Mapping[str, bytes]) -> list[tuple[str, 
         return []
     blobs = [memories[rid] for rid in rids]
     sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
-    odd = (sizes & 1).astype(bool)
-    counts = np.where(odd, (sizes - 2) // 3, sizes // 4)
-    expected = np.where(odd, 3 * counts + 2 + (1 - counts % 2), 4 * counts)
-    if np.any(expected != sizes) or np.any(counts <= 0):
+    counts = _counts(sizes)
+    if np.any(counts <= 0):  # (an empty blob, the only one of no terms, is left out above)
         raise ValueError("sparse terms not of a form pack() writes")
+    odd = (sizes & 1).astype(bool)
     ns = counts.tolist()
     ids = np.frombuffer(b"".join([b[: 2 * n] for b, n in zip(blobs, ns, strict=True)]), "<u2")
     if not odd.any():  # every blob in the form before: float16 weights

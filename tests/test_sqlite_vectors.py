@@ -1,6 +1,7 @@
-"""SQLite's vectors on disk: float16, in a table of their own in the order they came (under
-1,000 bytes for 384 dimensions, key included), ranking as float32 vectors do, and the
-migrations that converted float32 files in place and moved the vectors apart."""
+"""SQLite's vectors on disk, in a table of their own in the order they came: float16 (under
+1,000 bytes for 384 dimensions, key included) ranking as float32 vectors do; int8, the form
+of a new database, at a byte a dimension; the migrations that converted float32 files in
+place and moved the vectors apart."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_forgetting_a_user_deletes_the_vectors_only_that_user_held(tmp_path: Pat
 
 
 def test_stored_vectors_round_trip_within_float16_rounding(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "m.db")
+    store = SqliteStore(tmp_path / "m.db", vectors="float16")
     vectors = _random_vectors(50, 384, seed=2)
     store.batch([ops.PutEmbeddings(MODEL, tuple(vectors.items()))])
     (back,) = store.batch([ops.GetEmbeddings(MODEL, tuple(vectors))])
@@ -159,7 +160,7 @@ def test_search_ranks_as_float32_vectors_do(tmp_path: Path) -> None:
     """Float16 storage leaves dense search's order what float32 cosines give (ties by id)."""
     embedder = FakeEmbedder(dim=384)
     texts, queries = _texts(300, seed=3, k=8), _texts(40, seed=4, k=3)
-    m = Memory(f"sqlite:///{tmp_path}/m.db", embedder=embedder)
+    m = Memory(f"sqlite:///{tmp_path}/m.db?vectors=float16", embedder=embedder)
     ids = [r.id for r in m.add_many([MemoryInput(text=t) for t in texts], user_id="u")]
     matrix = np.stack(embedder.embed(texts))
     for query in queries:
@@ -284,7 +285,7 @@ def test_context_search_uses_a_records_context_vector_where_it_has_one(tmp_path:
     facts = _texts(60, seed=7, k=6)
     turns = _texts(40, seed=8, k=5)
     answers = []
-    for url in (f"sqlite:///{tmp_path}/m.db", "memory://"):
+    for url in (f"sqlite:///{tmp_path}/m.db?vectors=float16", "memory://"):
         m = Memory(url, embedder=FakeEmbedder(dim=384), config=config)
         m.add_many([MemoryInput(text=t) for t in facts], user_id="u")
         for s in range(4):
@@ -397,6 +398,54 @@ def test_the_vector_form_is_recorded_and_both_forms_are_read(tmp_path: Path) -> 
             assert [h.record.id for h in again] == [h.record.id for h in hits]
         m.add("one more", user_id="u")
     assert _lengths(path) == {384: 60, 768: 31}  # float16 now recorded
+
+
+def _recorded_form(path: Path) -> str | None:
+    conn = sqlite3.connect(path)
+    try:
+        row = conn.execute("SELECT value FROM memlane_meta WHERE key = 'vector_form'").fetchone()
+    finally:
+        conn.close()
+    return None if row is None else str(row[0])
+
+
+def test_a_new_database_keeps_int8_vectors_unless_asked_otherwise(tmp_path: Path) -> None:
+    embedder = FakeEmbedder(dim=384)
+    texts = _texts(20, seed=27, k=6)
+    for name, url in [("a.db", "sqlite:///{}"), ("b.db", "{}")]:  # a URL, a plain path
+        path = tmp_path / name
+        with Memory(url.format(path), embedder=embedder) as m:
+            m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+        assert _recorded_form(path) == "int8" and _lengths(path) == {384: 20}
+    path = tmp_path / "c.db"
+    with Memory(SqliteStore(path, vectors="float16"), embedder=embedder) as m:
+        m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+    with Memory(SqliteStore(path), embedder=embedder) as m:  # float16, as recorded
+        m.add("one more", user_id="u")
+    assert _recorded_form(path) == "float16" and _lengths(path) == {768: 21}
+    memory = SqliteStore(":memory:")
+    memory.batch([ops.PutEmbeddings(MODEL, tuple(_random_vectors(3, 384, seed=28).items()))])
+    (lengths,) = memory._connection().execute("SELECT DISTINCT length(vector) FROM vectors")
+    memory.close()
+    assert lengths == (384,)
+
+
+def test_a_database_from_before_the_form_was_recorded_keeps_float16(tmp_path: Path) -> None:
+    """Every vector of a file made before the form was recorded is float16, and so are
+    the ones written after: opening it never changes the form it writes."""
+    path = tmp_path / "m.db"
+    embedder = FakeEmbedder(dim=384)
+    with Memory(SqliteStore(path, vectors="float16"), embedder=embedder) as m:
+        m.add_many([MemoryInput(text=t) for t in _texts(10, seed=29, k=6)], user_id="u")
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM memlane_meta WHERE key = 'vector_form'")
+    conn.commit()
+    conn.close()
+    for _ in range(2):
+        with Memory(SqliteStore(path), embedder=embedder) as m:
+            m.add(f"written after {_}", user_id="u")
+            assert m.search("written after", user_id="u", recipe="semantic")
+    assert _recorded_form(path) is None and _lengths(path) == {768: 12}
 
 
 @pytest.mark.parametrize("form", ["int4", "float32", "", "INT8"])

@@ -54,7 +54,7 @@ def _counted_reads(store: SqliteStore) -> list[int]:
 
 def test_reads_vectors_by_vid_with_nan_for_vids_it_does_not_hold(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
-    m = Memory(SqliteStore(path), embedder=FakeEmbedder(dim=64), sparse=None)
+    m = Memory(SqliteStore(path, vectors="float16"), embedder=FakeEmbedder(dim=64), sparse=None)
     m.add_many([MemoryInput(t) for t in _texts(30, seed=1)], user_id="u")
     m.close()
     stored = _stored(path)
@@ -71,6 +71,29 @@ def test_reads_vectors_by_vid_with_nan_for_vids_it_does_not_hold(tmp_path: Path)
     reader.close()
     with pytest.raises(StoreError, match="closed"):
         reader.read(asked, 64)
+
+
+def test_reads_int8_vectors_as_float16_at_unit_length(tmp_path: Path) -> None:
+    """A new database's int8 vectors come back as the float16 of their unit-length
+    float32 reading, which is what the matrix of a scope holds."""
+    from memlane.stores.vector_cache import from_blobs
+
+    path = tmp_path / "m.db"
+    embedder = FakeEmbedder(dim=64)
+    m = Memory(SqliteStore(path), embedder=embedder, sparse=None)
+    texts = _texts(20, seed=3)
+    m.add_many([MemoryInput(t) for t in texts], user_id="u")
+    m.close()
+    stored = _stored(path)
+    vids = sorted(stored)
+    assert {len(b) for b in stored.values()} == {64}
+    reader = StoredVectors(path, timeout_s=5.0)
+    got = reader.read(np.array(vids[::-1], dtype=np.int64), 64)
+    reader.close()
+    want = from_blobs([stored[v] for v in vids[::-1]], 64).astype(np.float16)
+    assert got.dtype == np.float16 and np.array_equal(got, want)
+    real = np.stack(embedder.embed(texts))  # vids in the order the texts came
+    assert float(np.min(np.sum(got[::-1].astype(np.float32) * real, axis=1))) > 0.999
 
 
 def test_a_database_it_cannot_read_is_a_store_error(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """The embedded default: one SQLite file (WAL), FTS5 for lexical search, vectors as
-float16 BLOBs (or int8: ``vectors="int8"``).
+int8 BLOBs (or float16: ``vectors="float16"``; a file from before 2026-12-07: float16).
 
 Every batch is one transaction (``BEGIN IMMEDIATE`` when it writes, so concurrent writers
 queue on the busy timeout instead of failing half-way). Schema changes are ordered,
@@ -58,6 +58,11 @@ from memlane.stores.sqlite_wal import BACKSTOP_PAGES, WalCheckpoints
 if TYPE_CHECKING:
     from memlane.stores.vector_cache import VectorCache
 
+NEW_VECTOR_FORM = "int8"
+"""The form a new database keeps its vectors in when none is asked for: at a million
+memories 1,532 B a memory on disk against float16's 1,943 (bench/scale.md), for 0.004 of
+the vector half's recall@10 and none of LoCoMo's (bench/codes.md)."""
+
 MMAP_BYTES = 1 << 34
 """The most of a database file SQLite maps into memory (16 GiB of address space)."""
 
@@ -81,12 +86,15 @@ class SqliteStore(SqliteOps):
         With ``create=False`` the file must already hold a memlane database (for reading a
         store, e.g. a migration's source): a missing file is a StoreError, never created.
 
-        ``vectors`` is the form vectors are written in: ``"float16"`` (2 bytes a
-        dimension) or ``"int8"`` (1 byte: about 400 bytes less a memory at 384
-        dimensions, for a little recall; bench/scale.md). The form given is recorded in
-        the file and kept by later opens that give none (None: the recorded form,
-        float16 if none is). Vectors written before a change keep their form until
-        written again; both forms are read. Raises ConfigurationError for another form.
+        ``vectors`` is the form vectors are written in: ``"int8"`` (1 byte a
+        dimension, each vector scaled so that its largest component is ±127) or
+        ``"float16"`` (2 bytes: about 400 bytes more a memory at 384 dimensions, for
+        0.004 more of the vector half's recall@10; bench/codes.md). The form given is
+        recorded in the file and kept by later opens that give none. None: the recorded
+        form; int8 for a new database; float16 for one made before the form was
+        recorded (memlane before 2026-12-07), whose vectors are all float16. Vectors
+        written before a change keep their form until written again; both forms are
+        read. Raises ConfigurationError for another form.
         """
         from memlane.stores.vector_cache import VECTOR_FORMS
 
@@ -96,7 +104,7 @@ class SqliteStore(SqliteOps):
                 + " or ".join(repr(f) for f in VECTOR_FORMS)
             )
         self._vector_form_asked = vectors
-        self._vector_form = vectors or "float16"
+        self._vector_form = vectors or NEW_VECTOR_FORM
         self.path = str(path)
         self.create = create
         self._vector_cache_bytes = vector_cache_bytes
@@ -208,7 +216,8 @@ class SqliteStore(SqliteOps):
 
     def _recorded_vector_form(self, conn: sqlite3.Connection) -> str:
         """The form vectors are written in: the one asked for (recorded in the file
-        when it is not the recorded one), else the recorded one, else float16."""
+        when it is not the recorded one), else the recorded one, else float16 (a file
+        from before the form was recorded: a new one has it from its first open)."""
         from memlane.stores.vector_cache import VECTOR_FORMS
 
         row = conn.execute("SELECT value FROM memlane_meta WHERE key = 'vector_form'").fetchone()
@@ -330,7 +339,15 @@ class SqliteStore(SqliteOps):
         # Only a new database or one _inspect() found to be memlane's gets here.
         conn.create_function(FLOAT16_SQL, 1, float16_blob, deterministic=True)
         with transaction(conn, write=True):
+            new = not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'schema_migrations'"
+            ).fetchone()
             apply_migrations(_migration_target(conn), MIGRATIONS, self.path)
+            if new:  # its form recorded with its schema: later opens never take it as old
+                conn.execute(
+                    "INSERT INTO memlane_meta VALUES ('vector_form', ?)",
+                    (self._vector_form_asked or NEW_VECTOR_FORM,),
+                )
 
     def close(self) -> None:
         with self._lock:

@@ -5,11 +5,12 @@ Reading thousands of vectors out of a database for every query dominates search 
 scoring them in memory takes about a millisecond. The owning store decides when a matrix
 is stale (its own writes for a user; any write by another process) and evicts it.
 
-On disk a vector is float16 (768 bytes at 384 dimensions): a float32 BLOB does not fit in
+On disk a vector is int8 in a new database (384 bytes at 384 dimensions) or float16 (768
+bytes; every vector of a database made before 2026-12-07): a float32 BLOB does not fit in
 a 4 KiB page beside its key and spilled into an overflow page of its own, about 4.7 KB
 per vector (bench/vector_space.md). Scoring stays float32: stored vectors are widened
-and brought back to unit length when read. Rounding moves a cosine by about 1e-4, which
-left LoCoMo recall unchanged.
+and brought back to unit length when read. Rounding moves a cosine by about 1e-4
+(float16) or 1e-3 (int8); LoCoMo recall is the same with either (bench/scale.md).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ STORED = np.dtype("<f2")
 VECTOR_FORMS = ("float16", "int8")
 """The forms a SQLite store keeps vectors in (``SqliteStore(vectors=...)``): float16, 2
 bytes a dimension; int8, 1 byte a dimension (each vector scaled so that its largest
-component is ±127; a vector is read back at unit length, so the scale is not kept)."""
+component is ±127; a vector is read back at unit length, so the scale is not kept), the
+form of a new database."""
 
 
 _FORM_OF: dict[float, np.dtype[Any]] = {2.0: STORED, 1.0: np.dtype(np.int8)}

@@ -433,7 +433,8 @@ def test_migration_20_keys_history_by_user_record_and_event(tmp_path: Path) -> N
             CREATE INDEX history_record ON history(user_id, record_id, id);
             """
         )
-        conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (version - 1,))
+        rewound = (version - 1, version)
+        conn.execute("DELETE FROM schema_migrations WHERE version IN (?, ?)", rewound)
     conn.close()
     with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as m:
         assert _raw_history(db) == before

@@ -43,6 +43,8 @@ from memlane.stores.sqlite_sql import (
     DIALECT,
     DROP_CONTEXTS_AFTER,
     NEXT_RID,
+    PRUNE_EVERYTHING,
+    PRUNE_LET_GO,
     RECORD_COLUMNS,
     REINDEX_DELETED_AFTER,
     ROWS,
@@ -715,17 +717,11 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, conn: sqlite3.Connection, op: ops.PruneEmbeddings) -> int:
-        cur = conn.execute(
-            "DELETE FROM embeddings WHERE content_hash NOT IN (SELECT content_hash FROM records) "
-            "AND content_hash NOT IN "
-            "(SELECT context_hash FROM records WHERE context_hash IS NOT NULL)"
-        )
-        # The terms of a text no record holds (its vector may stay, a context's).
-        conn.execute(
-            "DELETE FROM sparse_terms WHERE vid IN (SELECT vid FROM embeddings "
-            "WHERE content_hash NOT IN (SELECT content_hash FROM records))"
-        )
-        return cur.rowcount
+        vectors, terms, done = PRUNE_EVERYTHING if op.everything else PRUNE_LET_GO
+        count = conn.execute(vectors).rowcount
+        conn.execute(terms)  # of a text no record holds (its vector may stay, a context's)
+        conn.execute(done)
+        return count
 
     # ------------------------------------------------------------------ sessions
 
@@ -847,7 +843,9 @@ class SqliteOps(OpDispatch):
         counts: dict[str, int] = {}
         for table, statement in st.delete_user(DIALECT, op.user_id):
             counts[table] = conn.execute(*statement).rowcount
-        counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings())
+        # Every vector no record holds: also those no record ever held, the manager's
+        # skipped candidates among them, which may carry the forgotten user's words.
+        counts["embeddings"] = self._op_PruneEmbeddings(conn, ops.PruneEmbeddings(everything=True))
         # What the deletes queued for the index goes: the batch asks for the user's
         # indexes to be rebuilt, which removes them (see SqliteStore._run).
         conn.execute("DELETE FROM index_outbox WHERE user_id = ?", (op.user_id,))

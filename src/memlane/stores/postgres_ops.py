@@ -25,6 +25,8 @@ from memlane.stores.postgres_sql import (
     DROP_CONTEXTS_AFTER,
     INSERT_RECORD,
     NEIGHBORS,
+    PRUNE_EVERYTHING,
+    PRUNE_LET_GO,
     REINDEX_DELETED_AFTER,
     REINDEX_ONE,
     ROWS,
@@ -390,15 +392,10 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
-        _, n = yield Sql(
-            "DELETE FROM embeddings e WHERE NOT EXISTS "
-            "(SELECT 1 FROM records r WHERE r.content_hash = e.content_hash) "
-            "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.context_hash = e.content_hash)"
-        )
-        yield Sql(
-            "DELETE FROM sparse_terms s WHERE NOT EXISTS "
-            "(SELECT 1 FROM records r WHERE r.content_hash = s.content_hash)"
-        )
+        vectors, terms, done = PRUNE_EVERYTHING if op.everything else PRUNE_LET_GO
+        _, n = yield Sql(vectors)
+        yield Sql(terms)
+        yield Sql(done)
         return n
 
     # ------------------------------------------------------------------ sessions
@@ -526,7 +523,11 @@ class PostgresOps(OpDispatch):
         counts: dict[str, int] = {}
         for table, statement in st.delete_user(DIALECT, op.user_id):
             _, counts[table] = yield Sql(*statement)
-        counts["embeddings"] = yield from self._op_PruneEmbeddings(ops.PruneEmbeddings())
+        # Every vector no record holds: also those no record ever held, the manager's
+        # skipped candidates among them, which may carry the forgotten user's words.
+        counts["embeddings"] = yield from self._op_PruneEmbeddings(
+            ops.PruneEmbeddings(everything=True)
+        )
         permit, delete, revoke = st.erase_audit(DIALECT, op.trails)
         yield Sql(*permit)
         _, counts["audit"] = yield Sql(*delete)

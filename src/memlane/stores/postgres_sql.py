@@ -239,6 +239,83 @@ content. Entries are appended only: the trigger refuses any change, any truncati
 any removal but of a user ``audit_erasures`` names, which forgetting that user does
 inside its own transaction (:func:`memlane.stores.sql.statements.erase_audit`)."""
 
+_LET_GO_SQL = """
+CREATE TABLE let_go (content_hash text PRIMARY KEY);
+CREATE FUNCTION memlane_let_go_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO let_go
+        SELECT h FROM (SELECT content_hash AS h FROM gone
+                       UNION SELECT context_hash FROM gone WHERE context_hash IS NOT NULL) x
+        ORDER BY h
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_let_go_deleted AFTER DELETE ON records
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION memlane_let_go_deleted();
+CREATE FUNCTION memlane_let_go_rewritten() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.content_hash IS DISTINCT FROM NEW.content_hash THEN
+        INSERT INTO let_go VALUES (OLD.content_hash) ON CONFLICT DO NOTHING;
+    END IF;
+    IF OLD.context_hash IS NOT NULL AND OLD.context_hash IS DISTINCT FROM NEW.context_hash THEN
+        INSERT INTO let_go VALUES (OLD.context_hash) ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_let_go_rewritten AFTER UPDATE OF content_hash, context_hash ON records
+    FOR EACH ROW WHEN (OLD.content_hash IS DISTINCT FROM NEW.content_hash
+        OR OLD.context_hash IS DISTINCT FROM NEW.context_hash)
+    EXECUTE FUNCTION memlane_let_go_rewritten();
+INSERT INTO let_go
+    SELECT content_hash FROM embeddings e
+    WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.content_hash = e.content_hash)
+    UNION
+    SELECT content_hash FROM sparse_terms s
+    WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.content_hash = s.content_hash)
+ON CONFLICT DO NOTHING;
+"""
+"""``let_go`` names each text a record let go of (deleted, or its text or context
+rewritten) since the last prune, written by triggers: a prune checks only those, where
+it read every vector and every record. Seeded with every text no record holds as
+content (the vectors kept for a context only are checked once more)."""
+
+
+def _models(table: str) -> str:
+    """A CTE ``models(model)`` of the models of ``table`` (keyed by model first), one
+    index seek each."""
+    return (
+        "WITH RECURSIVE models(model) AS ("
+        f"(SELECT model FROM {table} ORDER BY model LIMIT 1) UNION ALL "
+        f"SELECT (SELECT t.model FROM {table} t WHERE t.model > m.model ORDER BY t.model "
+        "LIMIT 1) FROM models m WHERE m.model IS NOT NULL) "
+    )
+
+
+PRUNE_LET_GO = (
+    _models("embeddings") + "DELETE FROM embeddings e USING models m, let_go g "
+    "WHERE e.model = m.model AND e.content_hash = g.content_hash "
+    "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.content_hash = g.content_hash) "
+    "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.context_hash = g.content_hash)",
+    _models("sparse_terms") + "DELETE FROM sparse_terms s USING models m, let_go g "
+    "WHERE s.model = m.model AND s.content_hash = g.content_hash "
+    "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.content_hash = g.content_hash)",
+    "DELETE FROM let_go",
+)
+"""A prune of the texts records let go of: their vectors no record holds, the terms of
+those no record holds as content; the list is then empty."""
+
+PRUNE_EVERYTHING = (
+    "DELETE FROM embeddings e WHERE NOT EXISTS "
+    "(SELECT 1 FROM records r WHERE r.content_hash = e.content_hash) "
+    "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.context_hash = e.content_hash)",
+    "DELETE FROM sparse_terms s WHERE NOT EXISTS "
+    "(SELECT 1 FROM records r WHERE r.content_hash = s.content_hash)",
+    "DELETE FROM let_go",
+)
+"""A prune of every vector no record holds, and of the terms of every text no record
+holds as content: a read of all of them."""
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -356,6 +433,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (11, "the texts records let go of, for the prune", _LET_GO_SQL),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")

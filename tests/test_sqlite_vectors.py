@@ -480,3 +480,75 @@ def test_a_vector_of_another_size_under_the_model_is_never_scored(tmp_path: Path
         (missing, ghosts) = m.store._sidecar.check(m.store._conn, "u")  # type: ignore[attr-defined]
     assert sorted(h.record.text for h in hits) == sorted(texts)
     assert missing == ghosts == set()
+
+
+def test_a_float16_store_converted_to_int8_searches_as_before(tmp_path: Path) -> None:
+    """Every vector rewritten at a byte a dimension, the form recorded (later writes and
+    opens take it), search's nearest ten nearly all kept; run again, nothing to do."""
+    path = tmp_path / "m.db"
+    embedder = FakeEmbedder(dim=384)
+    texts, queries = _texts(300, seed=31, k=8), _texts(30, seed=32, k=3)
+    m = Memory(SqliteStore(path, vectors="float16"), embedder=embedder)
+    m.add_many([MemoryInput(text=t) for t in texts], user_id="u")
+    before = _semantic_ids(m, queries)
+    assert _lengths(path) == {768: 300}
+    seen: list[int] = []
+    store = m.store
+    assert isinstance(store, SqliteStore)
+    assert store.convert_vectors("int8", progress=seen.append, chunk=128) == 300
+    assert seen == [128, 128, 44] and _lengths(path) == {384: 300}
+    after = _semantic_ids(m, queries)  # the matrix read before is not used again
+    overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(before, after, strict=True)]
+    assert float(np.mean(overlap)) >= 0.97
+    m.add("one more note", user_id="u")
+    assert store.convert_vectors("int8") == 0
+    m.close()
+    assert _recorded_form(path) == "int8" and _lengths(path) == {384: 301}
+    with Memory(SqliteStore(path), embedder=embedder) as again:
+        again.add("and another", user_id="u")
+        assert _semantic_ids(again, queries[:3]) == after[:3]
+    assert _lengths(path) == {384: 302}
+    back = SqliteStore(path)
+    assert back.convert_vectors("float16") == 302
+    back.close()
+    assert _recorded_form(path) == "float16" and _lengths(path) == {768: 302}
+
+
+def test_converting_to_an_unknown_form_changes_nothing(tmp_path: Path) -> None:
+    from memlane.errors import ConfigurationError
+
+    path = tmp_path / "m.db"
+    with Memory(SqliteStore(path), embedder=FakeEmbedder(dim=384)) as m:
+        m.add("I'm vegetarian", user_id="u")
+        store = m.store
+        assert isinstance(store, SqliteStore)
+        with pytest.raises(ConfigurationError, match="vectors="):
+            store.convert_vectors("int4")
+    assert _recorded_form(path) == "int8" and _lengths(path) == {384: 1}
+
+
+def test_the_cli_converts_a_stores_vectors(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from memlane.cli import cli
+
+    path = tmp_path / "m.db"
+    with Memory(SqliteStore(path, vectors="float16"), embedder=FakeEmbedder()) as m:
+        m.add_many([MemoryInput(text=t) for t in _texts(20, seed=33, k=5)], user_id="u")
+    result = CliRunner().invoke(
+        cli, ["--store", f"sqlite:///{path}", "convert-vectors", "int8", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"vectors": 20, "rewritten": 20}
+    assert _recorded_form(path) == "int8" and _lengths(path) == {256: 20}
+    again = CliRunner().invoke(cli, ["--store", f"sqlite:///{path}", "convert-vectors", "int8"])
+    assert again.exit_code == 0 and "0 of 20 vectors rewritten as int8" in again.output
+    elsewhere = "postgresql://u@127.0.0.1:1/db"  # refused before any connection
+    other = CliRunner().invoke(cli, ["--store", elsewhere, "convert-vectors", "int8"])
+    assert other.exit_code != 0 and "only a SQLite store" in other.output
+    gone = CliRunner().invoke(
+        cli, ["--store", f"sqlite:///{tmp_path}/none.db", "convert-vectors", "int8"]
+    )
+    assert gone.exit_code != 0 and not (tmp_path / "none.db").exists()

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -367,6 +367,73 @@ class SqliteStore(SqliteOps):
             if self._scan_thread is not None:
                 self._scan_thread.shutdown(wait=True)
                 self._scan_thread = None
+
+    def vector_count(self) -> int:
+        """How many vectors the store keeps (every model's, contexts' included)."""
+        conn = self._connection()
+        with self._lock, _mapped_errors(self.path):
+            (n,) = conn.execute("SELECT count(*) FROM vectors").fetchone()
+        return int(n)
+
+    def convert_vectors(
+        self,
+        form: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        chunk: int = 10_000,
+    ) -> int:
+        """Rewrite every stored vector not yet in ``form`` (``"int8"`` or ``"float16"``)
+        in it, and record the form, so that this store's later writes take it too. A
+        vector is read back at unit length and written anew (float16 to int8 loses
+        ~1e-3 of a cosine, as writing int8 at first does; int8 to float16 gains nothing
+        back). ``progress`` is told how many vectors each chunk looked at; each chunk is
+        its own transaction, so writers wait at most for one. Returns how many vectors
+        were rewritten (0 when run again). Processes that have the store open keep
+        writing the form they found until they open it again. The file does not shrink:
+        ``VACUUM``, run while no process has the store open, gives the freed pages back.
+        Raises ConfigurationError for another form."""
+        from memlane.stores.vector_cache import VECTOR_FORMS, from_blobs, to_blob
+
+        if form not in VECTOR_FORMS:
+            raise ConfigurationError(
+                f"vectors={form!r}: a SQLite store keeps vectors as "
+                + " or ".join(repr(f) for f in VECTOR_FORMS)
+            )
+        conn = self._connection()
+        width = 1 if form == "int8" else 2
+        rewritten, after = 0, 0
+        with self._lock, _mapped_errors(self.path):
+            self._vector_form_asked = form
+            self._vector_form = self._recorded_vector_form(conn)
+        while True:
+            with self._lock, _mapped_errors(self.path), transaction(conn, write=True):
+                rows = conn.execute(
+                    "SELECT v.vid, v.vector, e.dim FROM vectors v JOIN embeddings e "
+                    "ON e.vid = v.vid WHERE v.vid > ? ORDER BY v.vid LIMIT ?",
+                    (after, chunk),
+                ).fetchall()
+                if not rows:
+                    break
+                after = int(rows[-1][0])
+                by_dim: dict[int, list[tuple[int, bytes]]] = {}
+                for vid, blob, dim in rows:
+                    if len(blob) != width * dim:
+                        by_dim.setdefault(int(dim), []).append((int(vid), bytes(blob)))
+                for dim, found in by_dim.items():
+                    vectors = from_blobs([blob for _, blob in found], dim)
+                    conn.executemany(
+                        "UPDATE vectors SET vector = ? WHERE vid = ?",
+                        [
+                            (to_blob(v, form), vid)
+                            for (vid, _), v in zip(found, vectors, strict=True)
+                        ],
+                    )
+                    rewritten += len(found)
+            if progress is not None:
+                progress(len(rows))
+        with self._lock:
+            self._vectors.clear()  # matrices read before hold the old form's rounding
+        return rewritten
 
     def schema_versions(self) -> list[tuple[int, str]]:
         """The migrations applied to this database, in order."""

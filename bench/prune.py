@@ -1,8 +1,9 @@
 """The prune of vectors no record holds, at a million memories: every vector
 (``PRUNE_EVERYTHING``, what each TTL purge and deleted session ran before schema 22 on
 SQLite and migration 11 on PostgreSQL) against the texts records let go of
-(``PRUNE_LET_GO``), each timed five times right after 100 random records are deleted, in
-a transaction then rolled back (nothing is changed).
+(``PRUNE_LET_GO``; on PostgreSQL ``TAKE_LET_GO`` then ``PRUNE_TAKEN``), each timed five
+times right after 100 random records are deleted, in a transaction then rolled back
+(nothing is changed).
 
     # SQLite: a copy of a store bench/scale.py made (--keep); the list is made in the copy
     # if its schema is older (the migration's time is printed)
@@ -92,7 +93,7 @@ def postgres_bench(n: int, root: Path) -> None:
 
     from memlane.models import content_hash, utcnow
     from memlane.stores.postgres import PostgresStore
-    from memlane.stores.postgres_sql import PRUNE_EVERYTHING, PRUNE_LET_GO
+    from memlane.stores.postgres_sql import PRUNE_EVERYTHING, PRUNE_TAKEN, TAKE_LET_GO
 
     root.mkdir(parents=True, exist_ok=True)
     server = start_postgres(root)
@@ -140,17 +141,22 @@ def postgres_bench(n: int, root: Path) -> None:
                     "DELETE FROM records WHERE user_id = 'bench' AND id = ANY(%s)", (list(batch),)
                 )
 
-            for name, statements in (
-                ("let go of", PRUNE_LET_GO),
-                ("every vector", PRUNE_EVERYTHING),
-            ):
+            def let_go() -> int:
+                taken = {"taken": sorted(h for (h,) in conn.execute(TAKE_LET_GO.encode()))}
+                lock_vectors, lock_terms, vectors, terms = PRUNE_TAKEN
+                conn.execute(lock_vectors.encode(), taken)
+                conn.execute(lock_terms.encode(), taken)
+                count = int(conn.execute(vectors.encode(), taken).rowcount)
+                conn.execute(terms.encode(), taken)
+                return count
 
-                def prune(statements: tuple[str, ...] = statements) -> int:
-                    count = int(conn.execute(statements[0].encode()).rowcount)
-                    for statement in statements[1:]:
-                        conn.execute(statement.encode())
-                    return count
+            def everything() -> int:
+                conn.execute(TAKE_LET_GO.encode())
+                count = int(conn.execute(PRUNE_EVERYTHING[0].encode()).rowcount)
+                conn.execute(PRUNE_EVERYTHING[1].encode())
+                return count
 
+            for name, prune in (("let go of", let_go), ("every vector", everything)):
                 report(name, *timed_prunes(delete, prune, conn.rollback, list(ids)))
     finally:
         server.handle.cleanup()  # type: ignore[attr-defined]

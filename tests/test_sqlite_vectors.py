@@ -552,3 +552,20 @@ def test_the_cli_converts_a_stores_vectors(tmp_path: Path) -> None:
         cli, ["--store", f"sqlite:///{tmp_path}/none.db", "convert-vectors", "int8"]
     )
     assert gone.exit_code != 0 and not (tmp_path / "none.db").exists()
+
+
+def test_vectors_rounded_together_are_rounded_as_one_by_one() -> None:
+    from memlane.stores.vector_cache import to_blob, to_blobs
+
+    rng = np.random.default_rng(34)
+    vectors = list(rng.standard_normal((50, 64)).astype(np.float32))
+    vectors[3] = np.zeros(64, dtype=np.float32)
+    vectors[7] = np.full(64, np.inf, dtype=np.float32)  # int8 cannot hold it: float16
+    vectors[9] = vectors[9] * 1e-30  # tiny, still rounded against its own peak
+    for form in ("int8", "float16"):
+        assert to_blobs(vectors, form) == [to_blob(v, form) for v in vectors]
+    assert len(to_blobs(vectors, "int8")[7]) == 128 and to_blobs([], "int8") == []
+    mixed = [vectors[0], vectors[1][:32]]
+    assert to_blobs(mixed, "int8") == [to_blob(v, "int8") for v in mixed]
+    with pytest.raises(ValueError, match="form"):
+        to_blobs(vectors, "int4")

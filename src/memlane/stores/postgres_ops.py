@@ -23,13 +23,15 @@ from memlane.stores.postgres_sql import (
     CLAIM_JOB,
     DIALECT,
     DROP_CONTEXTS_AFTER,
+    HOLD_VECTORS,
     INSERT_RECORD,
     NEIGHBORS,
     PRUNE_EVERYTHING,
-    PRUNE_LET_GO,
+    PRUNE_TAKEN,
     REINDEX_DELETED_AFTER,
     REINDEX_ONE,
     ROWS,
+    TAKE_LET_GO,
     UPDATE_RECORD,
     RawSql,
     Sql,
@@ -266,8 +268,10 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, op: ops.PutEmbeddings) -> Step:
+        hold_vectors, hold_terms = HOLD_VECTORS
         if op.sparse:
             terms = sorted(dict(op.sparse).items())  # one order for every writer: no deadlocks
+            yield Sql(hold_terms, (op.sparse_model, [h for h, _ in terms]))
             yield Sql(
                 "INSERT INTO sparse_terms VALUES (%s, %s, %s) "
                 "ON CONFLICT (model, content_hash) DO NOTHING",
@@ -276,6 +280,7 @@ class PostgresOps(OpDispatch):
             )
         if op.keep:
             kept = sorted(dict(op.keep).items())  # one order for every writer: no deadlocks
+            yield Sql(hold_vectors, (op.model, [h for h, _ in kept]))
             yield Sql(
                 "INSERT INTO embeddings VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (model, content_hash) DO NOTHING",
@@ -392,10 +397,20 @@ class PostgresOps(OpDispatch):
 
     @handles(ops.PruneEmbeddings)
     def _op_PruneEmbeddings(self, op: ops.PruneEmbeddings) -> Step:
-        vectors, terms, done = PRUNE_EVERYTHING if op.everything else PRUNE_LET_GO
-        _, n = yield Sql(vectors)
-        yield Sql(terms)
-        yield Sql(done)
+        rows, _ = yield Sql(TAKE_LET_GO)
+        if op.everything:
+            vectors, terms = PRUNE_EVERYTHING
+            _, n = yield Sql(vectors)
+            yield Sql(terms)
+            return n
+        if not rows:
+            return 0
+        taken = {"taken": sorted(h for (h,) in rows)}
+        lock_vectors, lock_terms, vectors, terms = PRUNE_TAKEN
+        yield Sql(lock_vectors, taken)
+        yield Sql(lock_terms, taken)
+        _, n = yield Sql(vectors, taken)
+        yield Sql(terms, taken)
         return n
 
     # ------------------------------------------------------------------ sessions

@@ -392,7 +392,7 @@ class SqliteStore(SqliteOps):
         writing the form they found until they open it again. The file does not shrink:
         ``VACUUM``, run while no process has the store open, gives the freed pages back.
         Raises ConfigurationError for another form."""
-        from memlane.stores.vector_cache import VECTOR_FORMS, from_blobs, to_blob
+        from memlane.stores.vector_cache import VECTOR_FORMS, from_blobs, to_blobs
 
         if form not in VECTOR_FORMS:
             raise ConfigurationError(
@@ -421,12 +421,10 @@ class SqliteStore(SqliteOps):
                         by_dim.setdefault(int(dim), []).append((int(vid), bytes(blob)))
                 for dim, found in by_dim.items():
                     vectors = from_blobs([blob for _, blob in found], dim)
+                    blobs = to_blobs(list(vectors), form)
                     conn.executemany(
                         "UPDATE vectors SET vector = ? WHERE vid = ?",
-                        [
-                            (to_blob(v, form), vid)
-                            for (vid, _), v in zip(found, vectors, strict=True)
-                        ],
+                        [(blob, vid) for (vid, _), blob in zip(found, blobs, strict=True)],
                     )
                     rewritten += len(found)
             if progress is not None:

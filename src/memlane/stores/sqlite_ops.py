@@ -507,7 +507,7 @@ class SqliteOps(OpDispatch):
 
     @handles(ops.PutEmbeddings)
     def _op_PutEmbeddings(self, conn: sqlite3.Connection, op: ops.PutEmbeddings) -> None:
-        from memlane.stores.vector_cache import to_blob
+        from memlane.stores.vector_cache import to_blobs
 
         # A vector goes into ``vectors`` (appended: rows in the order they came fill
         # their pages) and its key into ``embeddings``. A key is never replaced in place
@@ -545,9 +545,10 @@ class SqliteOps(OpDispatch):
             (first,) = conn.execute(
                 "SELECT coalesce(max(seq), 0) + 1 FROM sqlite_sequence WHERE name = 'vectors'"
             ).fetchone()
+            blobs = to_blobs([v for _, v in new], self._vector_form)
             conn.executemany(
                 "INSERT INTO vectors VALUES (?, ?)",
-                [(first + i, to_blob(v, self._vector_form)) for i, (_, v) in enumerate(new)],
+                [(first + i, blob) for i, blob in enumerate(blobs)],
             )
             conn.executemany(
                 "INSERT INTO embeddings VALUES (?, ?, ?, ?)",

@@ -628,17 +628,30 @@ _LET_GO_SQL = """
                 WHERE old.content_hash IS NOT new.content_hash;
             INSERT OR IGNORE INTO let_go SELECT old.context_hash
                 WHERE old.context_hash IS NOT NULL AND old.context_hash IS NOT new.context_hash;
+            DELETE FROM let_go WHERE content_hash IN (new.content_hash, new.context_hash);
+        END;
+        CREATE TRIGGER records_held_ai AFTER INSERT ON records BEGIN
+            DELETE FROM let_go WHERE content_hash IN (new.content_hash, new.context_hash);
+        END;
+        CREATE TRIGGER embeddings_let_go_ai AFTER INSERT ON embeddings
+        WHEN NOT EXISTS (SELECT 1 FROM records WHERE content_hash = new.content_hash)
+            AND NOT EXISTS (SELECT 1 FROM records WHERE context_hash = new.content_hash) BEGIN
+            INSERT OR IGNORE INTO let_go VALUES (new.content_hash);
         END;
         INSERT OR IGNORE INTO let_go SELECT content_hash FROM embeddings
             WHERE content_hash NOT IN (SELECT content_hash FROM records);
 """
-"""``let_go`` names each text a record let go of (deleted, or its text or context
-rewritten) since the last prune, written by triggers; a prune checks only those, where it
-read every vector and every record (at a million memories, in the write transaction of
-every TTL purge and deleted session: 798 ms, now 3.8 ms after 100 records deleted;
-bench/scale.md). Seeded with every text no record
-holds as content: the vectors kept for a context only are checked once more, and any
-vector a record does not hold goes at the first prune."""
+"""``let_go`` names each text whose vector no record may hold, written by triggers: a
+text a record let go of (deleted, or its text or context rewritten), and a text whose
+vector was written while no record held it, until a record takes it (so a vector no
+record takes stays listed: a
+candidate the manager skipped, the new model's vector of a text purged during a reembed,
+an imported row older than the stored one). A prune checks only those, where it read
+every vector and every record (at a million memories, in the write transaction of every
+TTL purge and deleted session: 798 ms, now 3.8 ms after 100 records deleted;
+bench/scale.md). Seeded with every text no record holds as content: the vectors kept for
+a context only are checked once more, and any vector a record does not hold goes at the
+first prune."""
 
 _MODELS_CTE = (
     "WITH RECURSIVE models(model) AS (SELECT (SELECT min(model) FROM embeddings) "

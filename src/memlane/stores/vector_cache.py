@@ -62,6 +62,27 @@ def to_blob(vector: Vector, form: str = "float16") -> bytes:
     return bytes(np.rint(v * (127.0 / peak)).astype(np.int8).tobytes())
 
 
+def to_blobs(vectors: Sequence[Vector], form: str = "float16") -> list[bytes]:
+    """:func:`to_blob` of each vector, the vectors of one size rounded together (a
+    vector int8 cannot hold kept as float16, as there). Raises ValueError for another
+    form."""
+    if form not in VECTOR_FORMS:
+        raise ValueError(f"unknown vector form {form!r}: one of {', '.join(VECTOR_FORMS)}")
+    rows = [np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors]
+    if form != "int8" or len({r.shape[0] for r in rows}) != 1 or not rows:
+        return [to_blob(r, form) for r in rows]
+    matrix = np.stack(rows)
+    peaks = np.abs(matrix).max(axis=1, keepdims=True, initial=0.0)
+    finite = [bool(np.isfinite(r).all()) for r in rows]
+    scale = np.divide(127.0, peaks, out=np.zeros_like(peaks), where=peaks > 0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        codes = np.rint(matrix * scale).astype(np.int8)
+    return [
+        codes[i].tobytes() if finite[i] else rows[i].astype(STORED).tobytes()
+        for i in range(len(rows))
+    ]
+
+
 def from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     """Stored ``dim``-d vectors as float32 rows of unit length, one per blob, each read
     by its length (float16: 2 bytes a dimension; int8: 1); a zero vector stays zero.

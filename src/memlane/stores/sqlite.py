@@ -96,13 +96,8 @@ class SqliteStore(SqliteOps):
         written before a change keep their form until written again; both forms are
         read. Raises ConfigurationError for another form.
         """
-        from memlane.stores.vector_cache import VECTOR_FORMS
-
-        if vectors is not None and vectors not in VECTOR_FORMS:
-            raise ConfigurationError(
-                f"vectors={vectors!r}: a SQLite store keeps vectors as "
-                + " or ".join(repr(f) for f in VECTOR_FORMS)
-            )
+        if vectors is not None:
+            _check_vector_form(vectors)
         self._vector_form_asked = vectors
         self._vector_form = vectors or NEW_VECTOR_FORM
         self.path = str(path)
@@ -392,13 +387,9 @@ class SqliteStore(SqliteOps):
         writing the form they found until they open it again. The file does not shrink:
         ``VACUUM``, run while no process has the store open, gives the freed pages back.
         Raises ConfigurationError for another form."""
-        from memlane.stores.vector_cache import VECTOR_FORMS, from_blobs, to_blobs
+        from memlane.stores.vector_cache import from_blobs, to_blobs
 
-        if form not in VECTOR_FORMS:
-            raise ConfigurationError(
-                f"vectors={form!r}: a SQLite store keeps vectors as "
-                + " or ".join(repr(f) for f in VECTOR_FORMS)
-            )
+        _check_vector_form(form)
         conn = self._connection()
         width = 1 if form == "int8" else 2
         rewritten, after = 0, 0
@@ -621,6 +612,17 @@ class _mapped_errors:
             raise StoreError(f"SQLite error on {self.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
             raise CorruptStoreError(f"{self.path} is not a usable SQLite database: {exc}") from exc
+
+
+def _check_vector_form(form: str) -> None:
+    """Raise ConfigurationError unless ``form`` is one a SQLite store keeps vectors in."""
+    from memlane.stores.vector_cache import VECTOR_FORMS
+
+    if form not in VECTOR_FORMS:
+        raise ConfigurationError(
+            f"vectors={form!r}: a SQLite store keeps vectors as "
+            + " or ".join(repr(f) for f in VECTOR_FORMS)
+        )
 
 
 def _migration_target(conn: sqlite3.Connection) -> MigrationTarget:

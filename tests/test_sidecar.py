@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -541,6 +542,80 @@ def test_a_tie_at_the_cut_off_is_ordered_by_id_when_read_deeper(tmp_path: Path) 
     scores = [score for _, score in hits]
     assert [rid for rid, _ in hits[5:]] == ["T001", "T003", "T004", "T005", "T006"]
     assert min(scores[:5]) > max(scores[5:]) and len(set(scores[5:])) == 1
+    m.close()
+
+
+def _reads_of(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the reads the store's lexical searches ask of their index, in order."""
+    from memlane.stores.lexical import LexicalIndex
+
+    sizes: list[int] = []
+    real = LexicalIndex.search
+
+    def counted(self: Any, terms: Any, limit: int, context_weight: float) -> Any:
+        sizes.append(limit)
+        return real(self, terms, limit, context_weight)
+
+    monkeypatch.setattr(LexicalIndex, "search", counted)
+    return sizes
+
+
+def test_a_tie_past_four_reads_is_still_decided_by_id_when_one_read_holds_every_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """400 hits tie at the cut-off of a top 10, written highest id first (the index's
+    first hits are its highest ids). The first read (64) ends inside the tie; the query
+    matches 405 documents, so one more read takes them all and the top is the tie's
+    lowest ids. (A read of four times the first, the rule before, held none of them.)"""
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(399, -1, -1)]
+    store.batch([ops.WriteRecord(r, 0) for r in tie])
+    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(5)], user_id="u")
+    from memlane import Filters
+
+    reads = _reads_of(store, monkeypatch)
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)])
+    assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
+    assert reads == [64, 406]
+    m.close()
+
+
+def test_a_tie_among_more_matches_than_one_read_may_hold_is_decided_among_the_first_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the query's terms match more documents than ``TIE_READ_MATCHES``, a tie at the
+    cut-off is not read past: every hit that scores above the tie is in the top, and
+    the rest are the tie's lowest ids among the first read's hits, in id order."""
+    from memlane import Filters
+    from memlane.stores import sqlite_ops
+
+    monkeypatch.setattr(sqlite_ops, "TIE_READ_MATCHES", 100)
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(149, -1, -1)]
+    store.batch([ops.WriteRecord(r, 0) for r in tie])
+    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(5)], user_id="u")
+    search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)
+    store.batch([search])  # brings the index in step
+    index = store._sidecar.lexical("u")  # type: ignore[attr-defined]
+    assert index is not None
+    first = index.search(index.terms("heron"), 64, 0.0)
+    import sqlite3
+
+    with closing(sqlite3.connect(tmp_path / "m.db")) as conn:
+        rid_to_id = dict(conn.execute("SELECT rid, id FROM records").fetchall())
+        texts = dict(conn.execute("SELECT id, text FROM records").fetchall())
+    tied = sorted(rid_to_id[rid] for rid, _, score in first if score == first[-1][2])
+    assert tied != [f"T{i:03d}" for i in range(len(tied))]  # not the tie's lowest: a real test
+
+    reads = _reads_of(store, monkeypatch)
+    (hits,) = store.batch([search])
+    assert sorted(texts[i] for i, _ in hits[:5]) == [f"heron heron y{i:03d}" for i in range(5)]
+    assert [rid for rid, _ in hits[5:]] == tied[:5]
+    assert reads == [64]
     m.close()
 
 

@@ -76,6 +76,11 @@ def _numbered_sparse_model(conn: sqlite3.Connection, name: str) -> int:
     return no
 
 
+TIE_READ_MATCHES = 1200
+"""Most matches a lexical search reads past a tie at its cut-off, all at once: where a
+query's terms match more documents, the tie is decided among the hits of the first read
+(``_op_LexicalSearch``)."""
+
 FOUND_PER_USER = 8192
 """Content hashes of the records searches found, kept per user (see ``_found``)."""
 FOUND_USERS = 64
@@ -211,7 +216,6 @@ class SqliteOps(OpDispatch):
         # the cut-off in half the searches (at 1M: lexical p95 11.1 -> 9.0 ms, hybrid
         # 18.5 -> 16.5; four times gave no more).
         want = max(64, 3 * op.limit)
-        tie_reads = 0
         ids: dict[int, str] = {}  # rid -> id of the hits that pass the filters
         checked: set[int] = set()
         # The order keys are the ids' only while the index is in step with what this
@@ -224,17 +228,25 @@ class SqliteOps(OpDispatch):
                 hits = [(rid, 0, score) for rid, _, score in hits]
             found = self._lexical_hits(conn, op, hits, ids, checked, (where, params))
             # Done when the index has no more, or the last hit kept ranks above every
-            # hit not read (a tie with them could order differently by id). Ties are
-            # read past once at most: short memories of equal length that share the
-            # query's words score alike by the thousand, and reading every one of them
-            # to order them by id cost 3 reads and 40 ms at a million memories.
+            # hit not read (a tie with them could order differently by id).
             enough = len(found) >= op.limit
             if len(hits) < want or (enough and found[op.limit - 1][1] > hits[-1][2]):
                 return found[: op.limit]
-            if enough and tie_reads:
-                return found[: op.limit]
-            tie_reads += enough
-            want *= 4
+            if enough:
+                # A tie at the cut-off runs past the hits read. It is read past only
+                # where one more read holds every match, so that the tie is decided
+                # by id as if every hit were read. Otherwise it is decided by id among
+                # the hits read (which of the tie those are is the index's order): at
+                # a million memories short ones that share a common word tie by the
+                # thousand, and a read of four times as many (the rule until
+                # 2026-12-06) decided them no better and took a slow search's time
+                # from 4 to 12 ms (bench/scale.md).
+                matches = index.matches(terms, op.context_weight)
+                if matches > TIE_READ_MATCHES:
+                    return found[: op.limit]
+                want = matches + 1  # more than there are: this read is the last
+            else:
+                want *= 4  # the filters left too few: read further
         return []
 
     def _lexical_hits(

@@ -582,6 +582,32 @@ def test_a_tie_past_four_reads_is_still_decided_by_id_when_one_read_holds_every_
     m.close()
 
 
+def test_a_tie_in_a_scope_smaller_than_the_bound_is_read_past_whatever_its_terms_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two query words in each of 90 tied memories count 180 matches, over a bound of
+    100; but the scope holds 96 memories, so one read holds them all and the tie is
+    decided by id as if every hit were read."""
+    from memlane import Filters
+    from memlane.stores import sqlite_ops
+
+    monkeypatch.setattr(sqlite_ops, "TIE_READ_MATCHES", 100)
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    tie = [
+        template.evolve(id=f"T{i:03d}", text=f"heron egret note x{i:03d}")
+        for i in range(89, -1, -1)
+    ]
+    store.batch([ops.WriteRecord(r, 0) for r in tie])
+    m.add_many([MemoryInput(f"heron egret heron y{i:03d}") for i in range(5)], user_id="u")
+    reads = _reads_of(store, monkeypatch)
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron egret", 10)])
+    assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
+    assert reads == [64, 97]
+    m.close()
+
+
 def test_a_tie_among_more_matches_than_one_read_may_hold_is_decided_among_the_first_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

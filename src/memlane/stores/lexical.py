@@ -178,10 +178,12 @@ class LexicalIndex:
     def matches(self, terms: Sequence[str], context_weight: float) -> int:
         """At least as many as the documents a search of ``terms`` matches: the sum of
         the terms' document counts in the field it searches (deleted documents not yet
-        merged away included). A lookup in the term dictionary, not a search."""
+        merged away included), or the documents the index holds if fewer. Lookups in
+        the term dictionary, not a search."""
         field = "text" if context_weight <= 0 else "all"  # "all" holds "text"'s words
         searcher = self._index.searcher()
-        return sum(int(searcher.doc_freq(field, term)) for term in terms)
+        counts = sum(int(searcher.doc_freq(field, term)) for term in terms)
+        return min(counts, int(searcher.num_docs))
 
     def _query(self, terms: Sequence[str], context_weight: float) -> Any:
         t = _lib()

@@ -236,15 +236,15 @@ class SqliteOps(OpDispatch):
                 # A tie at the cut-off runs past the hits read. It is read past only
                 # where one more read holds every match, so that the tie is decided
                 # by id as if every hit were read. Otherwise it is decided by id among
-                # the hits read (which of the tie those are is the index's order): at
-                # a million memories short ones that share a common word tie by the
-                # thousand, and a read of four times as many (the rule until
-                # 2026-12-06) decided them no better and took a slow search's time
-                # from 4 to 12 ms (bench/scale.md).
+                # the hits read (which of the tie those are is the index's order). At
+                # a million memories a third of the bench's hybrid searches end inside
+                # a tie, of 2,500 to 560,000 matches; a read of four times as many
+                # (the rule before) decided none of them exactly and cost their
+                # lexical read 4.6 ms where it now takes 3.2 (p50; bench/scale.md).
                 matches = index.matches(terms, op.context_weight)
                 if matches > TIE_READ_MATCHES:
                     return found[: op.limit]
-                want = matches + 1  # more than there are: this read is the last
+                want = max(want, matches) + 1  # more than there are: the last read
             else:
                 want *= 4  # the filters left too few: read further
         return []

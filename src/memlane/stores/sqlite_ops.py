@@ -238,9 +238,10 @@ class SqliteOps(OpDispatch):
                 # by id as if every hit were read. Otherwise it is decided by id among
                 # the hits read (which of the tie those are is the index's order). At
                 # a million memories a third of the bench's hybrid searches end inside
-                # a tie, of 2,500 to 560,000 matches; a read of four times as many
-                # (the rule before) decided none of them exactly and cost their
-                # lexical read 4.6 ms where it now takes 3.2 (p50; bench/scale.md).
+                # a tie, their terms matching 2,500 to 560,000 memories. The rule
+                # before read four times as many past every tie (deciding 31 of those
+                # 37 exactly), at a cost of 1.4 ms a hybrid search's lexical read at
+                # the median and 2.3 ms at p95 (4.6 / 10.1 -> 3.2 / 7.8; bench/scale.md).
                 matches = index.matches(terms, op.context_weight)
                 if matches > TIE_READ_MATCHES:
                     return found[: op.limit]

@@ -587,7 +587,7 @@ def test_a_tie_in_a_scope_smaller_than_the_bound_is_read_past_whatever_its_terms
 ) -> None:
     """Two query words in each of 90 tied memories count 180 matches, over a bound of
     100; but the scope holds 96 memories, so one read holds them all and the tie is
-    decided by id as if every hit were read."""
+    decided by id as if every hit were read (a read of twice the first, at least)."""
     from memlane import Filters
     from memlane.stores import sqlite_ops
 
@@ -604,8 +604,55 @@ def test_a_tie_in_a_scope_smaller_than_the_bound_is_read_past_whatever_its_terms
     reads = _reads_of(store, monkeypatch)
     (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron egret", 10)])
     assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
-    assert reads == [64, 97]
+    assert reads == [64, 128]
     m.close()
+
+
+def test_a_tie_whose_words_count_past_the_bound_together_but_not_apart_is_read_past(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """450 tied memories each hold all three query words: the words' counts add up to
+    1,365, over a bound of 1,200, but 455 memories match, which one read holds. The
+    matches are counted, so the tie is decided by id as if every hit were read."""
+    from memlane import Filters
+
+    store = SqliteStore(tmp_path / "m.db")
+    m = Memory(store, embedder=FakeEmbedder())
+    template = m.add("a river", user_id="u")
+    tie = [
+        template.evolve(id=f"T{i:03d}", text=f"heron egret kite note x{i:03d}")
+        for i in range(449, -1, -1)
+    ]
+    store.batch([ops.WriteRecord(r, 0) for r in tie])
+    m.add_many(
+        [MemoryInput(f"heron egret kite heron egret y{i:03d}") for i in range(5)], user_id="u"
+    )
+    reads = _reads_of(store, monkeypatch)
+    search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron egret kite", 10, 1.0)
+    (hits,) = store.batch([search])
+    assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
+    assert reads == [64, 456]
+    m.close()
+
+
+def test_an_index_counts_the_matches_of_the_field_a_search_reads() -> None:
+    """Words held only in a memory's context match when the context counts (the "all"
+    field), not otherwise; summed, each term's documents count once per term (at most
+    the index's 30), and counted exactly up to ``exact_to``."""
+    from memlane.stores.lexical import Doc, LexicalIndex
+
+    index = LexicalIndex(None)
+    docs = [Doc(i, f"heron egret {i}", None, i) for i in range(6)]
+    docs += [Doc(10 + i, f"river {i}", "a heron and an egret", 10 + i) for i in range(4)]
+    docs += [Doc(20 + i, f"lake {i}", None, 20 + i) for i in range(20)]
+    index.write([], docs)
+    terms = index.terms("heron egret")
+    assert index.matches(terms, 0.0) == 12 and index.matches(terms, 0.0, exact_to=100) == 6
+    assert index.matches(terms, 1.0) == 20 and index.matches(terms, 1.0, exact_to=100) == 10
+    assert index.matches(terms, 0.5, exact_to=100) == 10
+    assert index.matches(terms, 1.0, exact_to=20) == 10
+    assert index.matches(terms, 1.0, exact_to=19) == 20 == index.matches(terms, 1.0, exact_to=0)
+    assert index.matches(index.terms("absent"), 1.0, exact_to=100) == 0
 
 
 def test_a_tie_among_more_matches_than_one_read_may_hold_is_decided_among_the_first_read(

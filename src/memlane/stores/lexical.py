@@ -175,15 +175,21 @@ class LexicalIndex:
             for (score, _), rid, key in zip(hits, rids, keys, strict=True)
         ]
 
-    def matches(self, terms: Sequence[str], context_weight: float) -> int:
+    def matches(self, terms: Sequence[str], context_weight: float, *, exact_to: int = 0) -> int:
         """At least as many as the documents a search of ``terms`` matches: the sum of
-        the terms' document counts in the field it searches (deleted documents not yet
-        merged away included), or the documents the index holds if fewer. Lookups in
-        the term dictionary, not a search."""
+        the terms' document counts in the field it searches (a lookup in the term
+        dictionary, not a search), or the documents the index holds if fewer. The sum
+        counts a document once for each term it holds, and deleted documents not yet
+        merged away; where it is no more than ``exact_to`` the matches are counted
+        exactly instead, by a search that visits each of them (cheap at such sizes)."""
         field = "text" if context_weight <= 0 else "all"  # "all" holds "text"'s words
         searcher = self._index.searcher()
-        counts = sum(int(searcher.doc_freq(field, term)) for term in terms)
-        return min(counts, int(searcher.num_docs))
+        counts = min(
+            sum(int(searcher.doc_freq(field, term)) for term in terms), int(searcher.num_docs)
+        )
+        if not terms or counts > exact_to:
+            return counts
+        return int(searcher.search(self._query(terms, context_weight), 1, count=True).count)
 
     def _query(self, terms: Sequence[str], context_weight: float) -> Any:
         t = _lib()

@@ -78,7 +78,7 @@ def _numbered_sparse_model(conn: sqlite3.Connection, name: str) -> int:
 
 TIE_READ_MATCHES = 1200
 """Most matches a lexical search reads past a tie at its cut-off, all at once: where a
-query's terms match more documents, the tie is decided among the hits of the first read
+query's terms match more documents, the tie is decided among the hits read so far
 (``_op_LexicalSearch``)."""
 
 FOUND_PER_USER = 8192
@@ -242,10 +242,14 @@ class SqliteOps(OpDispatch):
                 # before read four times as many past every tie (deciding 31 of those
                 # 37 exactly), at a cost of 1.4 ms a hybrid search's lexical read at
                 # the median and 2.3 ms at p95 (4.6 / 10.1 -> 3.2 / 7.8; bench/scale.md).
-                matches = index.matches(terms, op.context_weight)
+                # (The terms' counts add up to more than the matches where memories
+                # hold several of them: up to four times the bound they are counted.)
+                matches = index.matches(terms, op.context_weight, exact_to=4 * TIE_READ_MATCHES)
                 if matches > TIE_READ_MATCHES:
                     return found[: op.limit]
-                want = max(want, matches) + 1  # more than there are: the last read
+                # More than there are, so this read is the last, unless another process
+                # added matches meanwhile: then at least twice as many the next time.
+                want = max(2 * want, matches + 1)
             else:
                 want *= 4  # the filters left too few: read further
         return []

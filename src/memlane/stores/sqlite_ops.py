@@ -238,10 +238,10 @@ class SqliteOps(OpDispatch):
                 # by id as if every hit were read. Otherwise it is decided by id among
                 # the hits read (which of the tie those are is the index's order). At
                 # a million memories a third of the bench's hybrid searches end inside
-                # a tie, their terms matching 2,500 to 560,000 memories. The rule
+                # a tie, their terms matching 2,564 to 556,848 memories. The rule
                 # before read four times as many past every tie (deciding 31 of those
-                # 37 exactly), at a cost of 1.4 ms a hybrid search's lexical read at
-                # the median and 2.3 ms at p95 (4.6 / 10.1 -> 3.2 / 7.8; bench/scale.md).
+                # 37 exactly), at a cost of 1.3-1.4 ms a hybrid search's lexical read
+                # at the median and 1.5-2.3 ms at p95 (bench/scale.md).
                 # (The terms' counts add up to more than the matches where memories
                 # hold several of them: up to four times the bound they are counted.)
                 matches = index.matches(terms, op.context_weight, exact_to=4 * TIE_READ_MATCHES)

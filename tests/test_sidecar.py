@@ -560,78 +560,59 @@ def _reads_of(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def test_a_tie_past_four_reads_is_still_decided_by_id_when_one_read_holds_every_match(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """400 hits tie at the cut-off of a top 10, written highest id first (the index's
-    first hits are its highest ids). The first read (64) ends inside the tie; the query
-    matches 405 documents, so one more read takes them all and the top is the tie's
-    lowest ids. (A read of four times the first, the rule before, held none of them.)"""
+def _tied_scope(tmp_path: Path, tied: int, words: str) -> tuple[SqliteStore, Memory]:
+    """A scope of ``tied`` memories that tie on ``words`` (each holds them once), written
+    highest id first (T{n:03d}: the index's first hits are the tie's highest ids), five
+    that score above them (the first word twice) and one that does not match."""
     store = SqliteStore(tmp_path / "m.db")
     m = Memory(store, embedder=FakeEmbedder())
     template = m.add("a river", user_id="u")
-    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(399, -1, -1)]
-    store.batch([ops.WriteRecord(r, 0) for r in tie])
-    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(5)], user_id="u")
-    from memlane import Filters
+    store.batch(
+        [
+            ops.WriteRecord(template.evolve(id=f"T{i:03d}", text=f"{words} note x{i:03d}"), 0)
+            for i in range(tied - 1, -1, -1)
+        ]
+    )
+    first = words.split()[0]
+    m.add_many([MemoryInput(f"{words} {first} y{i:03d}") for i in range(5)], user_id="u")
+    return store, m
 
-    reads = _reads_of(store, monkeypatch)
-    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)])
-    assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
-    assert reads == [64, 406]
-    m.close()
 
-
-def test_a_tie_in_a_scope_smaller_than_the_bound_is_read_past_whatever_its_terms_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("tied", "words", "bound", "weight", "reads"),
+    [
+        # Past a read of four times the first (the rule before): 405 matches, one read.
+        (400, "heron", None, 0.0, [64, 406]),
+        # The words' counts add up to 180, over a bound of 100, but the scope holds 96.
+        (90, "heron egret", 100, 0.0, [64, 128]),
+        # The words' counts add up to 1,365 over the bound, but 455 memories match
+        # (counted), in the field that holds the context's words too.
+        (450, "heron egret kite", None, 1.0, [64, 456]),
+    ],
+)
+def test_a_tie_is_decided_by_id_where_one_read_holds_every_match(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tied: int,
+    words: str,
+    bound: int | None,
+    weight: float,
+    reads: list[int],
 ) -> None:
-    """Two query words in each of 90 tied memories count 180 matches, over a bound of
-    100; but the scope holds 96 memories, so one read holds them all and the tie is
-    decided by id as if every hit were read (a read of twice the first, at least)."""
+    """A tie at the cut-off of a top 10 whose matches one read can hold: the first read
+    (64) ends inside it, one more takes every match, and the top is the tie's lowest ids
+    as if every hit were read (the first read held only its highest)."""
     from memlane import Filters
     from memlane.stores import sqlite_ops
 
-    monkeypatch.setattr(sqlite_ops, "TIE_READ_MATCHES", 100)
-    store = SqliteStore(tmp_path / "m.db")
-    m = Memory(store, embedder=FakeEmbedder())
-    template = m.add("a river", user_id="u")
-    tie = [
-        template.evolve(id=f"T{i:03d}", text=f"heron egret note x{i:03d}")
-        for i in range(89, -1, -1)
-    ]
-    store.batch([ops.WriteRecord(r, 0) for r in tie])
-    m.add_many([MemoryInput(f"heron egret heron y{i:03d}") for i in range(5)], user_id="u")
-    reads = _reads_of(store, monkeypatch)
-    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron egret", 10)])
-    assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
-    assert reads == [64, 128]
-    m.close()
-
-
-def test_a_tie_whose_words_count_past_the_bound_together_but_not_apart_is_read_past(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """450 tied memories each hold all three query words: the words' counts add up to
-    1,365, over a bound of 1,200, but 455 memories match, which one read holds. The
-    matches are counted, so the tie is decided by id as if every hit were read."""
-    from memlane import Filters
-
-    store = SqliteStore(tmp_path / "m.db")
-    m = Memory(store, embedder=FakeEmbedder())
-    template = m.add("a river", user_id="u")
-    tie = [
-        template.evolve(id=f"T{i:03d}", text=f"heron egret kite note x{i:03d}")
-        for i in range(449, -1, -1)
-    ]
-    store.batch([ops.WriteRecord(r, 0) for r in tie])
-    m.add_many(
-        [MemoryInput(f"heron egret kite heron egret y{i:03d}") for i in range(5)], user_id="u"
-    )
-    reads = _reads_of(store, monkeypatch)
-    search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron egret kite", 10, 1.0)
+    if bound is not None:
+        monkeypatch.setattr(sqlite_ops, "TIE_READ_MATCHES", bound)
+    store, m = _tied_scope(tmp_path, tied, words)
+    sizes = _reads_of(store, monkeypatch)
+    search = ops.LexicalSearch("u", Filters(), m.core.now(), words, 10, weight)
     (hits,) = store.batch([search])
     assert [rid for rid, _ in hits[5:]] == ["T000", "T001", "T002", "T003", "T004"]
-    assert reads == [64, 456]
+    assert sizes == reads
     m.close()
 
 
@@ -665,12 +646,7 @@ def test_a_tie_among_more_matches_than_one_read_may_hold_is_decided_among_the_fi
     from memlane.stores import sqlite_ops
 
     monkeypatch.setattr(sqlite_ops, "TIE_READ_MATCHES", 100)
-    store = SqliteStore(tmp_path / "m.db")
-    m = Memory(store, embedder=FakeEmbedder())
-    template = m.add("a river", user_id="u")
-    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(149, -1, -1)]
-    store.batch([ops.WriteRecord(r, 0) for r in tie])
-    m.add_many([MemoryInput(f"heron heron y{i:03d}") for i in range(5)], user_id="u")
+    store, m = _tied_scope(tmp_path, 150, "heron")
     search = ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)
     store.batch([search])  # brings the index in step
     index = store._sidecar.lexical("u")  # type: ignore[attr-defined]

@@ -238,7 +238,7 @@ class SqliteOps(OpDispatch):
                 # by id as if every hit were read. Otherwise it is decided by id among
                 # the hits read (which of the tie those are is the index's order). At
                 # a million memories a third of the bench's hybrid searches end inside
-                # a tie, their terms matching 2,564 to 556,848 memories. The rule
+                # a tie, their terms' counts 2,564 to 556,848. The rule
                 # before read four times as many past every tie (deciding 31 of those
                 # 37 exactly), at a cost of 1.3-1.4 ms a hybrid search's lexical read
                 # at the median and 1.5-2.3 ms at p95 (bench/scale.md).

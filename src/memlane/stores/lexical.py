@@ -3,9 +3,11 @@ ranks only the documents that can still reach the top instead of scoring every m
 
 Each memory is one document with two analysed fields: ``text`` (its own words and the
 words of the periods it names) and ``all`` (those and the words of the turn before it,
-its lexical context). Words are split on anything that is not a letter or digit,
+its lexical context). A document is keyed by the memory's row number (``rid``, the SQLite
+store) or by its id as text (``keyed_by="id"``, the PostgreSQL store's copy, whose rows
+have no number). Words are split on anything that is not a letter or digit,
 lowercased, folded to ASCII ("café" matches "cafe") and stemmed (English Snowball), as
-SQLite's ``porter unicode61 remove_diacritics 2`` did before. Nothing is stored: the
+SQLite's ``porter unicode61 remove_diacritics 2`` did before. Nothing else is stored: the
 index holds terms and their counts, never a memory's text as written.
 
 tantivy is imported when an index is first opened, never with memlane.
@@ -24,11 +26,15 @@ from memlane.text import query_terms
 
 ANALYZER = "memlane_en"
 WRITER_HEAP = 64 * 1024 * 1024
+"""Bytes the writer buffers before it flushes a segment (one thread)."""
 LONGEST_WORD = 1024
 """Bytes of the longest word indexed (longer ones are left out, as tantivy would). Words
 run on while letters or digits follow: a Chinese or Japanese clause up to its next
 punctuation is one word (3 bytes a character), so is a hash or an identifier."""
-"""Bytes the writer buffers before it flushes a segment (one thread)."""
+TIE_READ_MATCHES = 1200
+"""Most matches a lexical search reads past a tie at its cut-off, all at once: where a
+query's terms match more documents, the tie is decided among the hits read so far (the
+stores' ``_op_LexicalSearch``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,8 @@ class Doc:
     text: str
     context: str | None = None
     key: int = 0
+    id: str = ""
+    """The memory's id, the key of an index ``keyed_by="id"`` (``rid`` and ``key`` unused)."""
 
 
 def order_key(record_id: str) -> int:
@@ -65,11 +73,14 @@ def _lib() -> Any:
         return _tantivy
 
 
-def _schema() -> Any:
+def _schema(keyed_by: str = "rid") -> Any:
     t = _lib()
     sb = t.SchemaBuilder()
-    sb.add_integer_field("rid", stored=False, indexed=True, fast=True)
-    sb.add_unsigned_field("key", stored=False, indexed=False, fast=True)
+    if keyed_by == "id":  # read back from the document store: ~2.5 us a hit
+        sb.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
+    else:
+        sb.add_integer_field("rid", stored=False, indexed=True, fast=True)
+        sb.add_unsigned_field("key", stored=False, indexed=False, fast=True)
     for name in ("text", "all"):
         sb.add_text_field(name, stored=False, tokenizer_name=ANALYZER, index_option="freq")
     return sb.build()
@@ -97,19 +108,22 @@ def analyzer() -> Callable[[str], list[str]]:
 class LexicalIndex:
     """A tantivy index in a folder (``path``) or in memory (``path=None``). With
     ``existing`` the folder must hold an index already: one that is gone, damaged or not a
-    folder raises CorruptStoreError (its owner rebuilds it), never opens empty."""
+    folder raises CorruptStoreError (its owner rebuilds it), never opens empty.
+    ``keyed_by`` is ``"rid"`` (documents keyed by :attr:`Doc.rid`, searched by
+    :meth:`search`) or ``"id"`` (by :attr:`Doc.id`, searched by :meth:`search_ids`)."""
 
-    def __init__(self, path: Path | None, *, existing: bool = False) -> None:
+    def __init__(self, path: Path | None, *, existing: bool = False, keyed_by: str = "rid") -> None:
         t = _lib()
         self.path = path
+        self.keyed_by = keyed_by
         if path is None:
-            self._index = t.Index(_schema())
+            self._index = t.Index(_schema(keyed_by))
         else:
             try:
                 if existing and not (path / "meta.json").is_file():
                     raise CorruptStoreError(f"the lexical index at {path} is missing")
                 path.mkdir(parents=True, exist_ok=True)
-                self._index = t.Index(_schema(), path=str(path), reuse=True)
+                self._index = t.Index(_schema(keyed_by), path=str(path), reuse=True)
             except (ValueError, OSError) as exc:  # tantivy's damaged files; a file in the way
                 raise CorruptStoreError(
                     f"the lexical index at {path} cannot be opened: {exc}"
@@ -118,17 +132,21 @@ class LexicalIndex:
         self._index.register_tokenizer(ANALYZER, self._analyzer)
         self._schema = self._index.schema
 
-    def write(self, removed: Iterable[int], docs: Iterable[Doc]) -> None:
-        """Delete every document of ``removed`` then add ``docs``, in one commit (so an
-        interrupted write leaves the index as it was, and writing the same change twice
-        leaves one document per memory)."""
+    def write(self, removed: Iterable[int | str], docs: Iterable[Doc]) -> None:
+        """Delete every document of ``removed`` (keys: rids, or ids if ``keyed_by="id"``)
+        then add ``docs``, in one commit (so an interrupted write leaves the index as it
+        was, and writing the same change twice leaves one document per memory)."""
         t = _lib()
         writer = self._index.writer(WRITER_HEAP, 1)
+        by_id = self.keyed_by == "id"
         try:
-            for rid in removed:
-                writer.delete_documents_by_term("rid", rid)
+            for key in removed:
+                writer.delete_documents_by_term(self.keyed_by, key)
             for doc in docs:
                 full = doc.text if not doc.context else f"{doc.text}\n{doc.context}"
+                if by_id:
+                    writer.add_document(t.Document(id=doc.id, text=doc.text, all=full))
+                    continue
                 entry = t.Document(rid=doc.rid, text=doc.text, all=full)
                 entry.add_unsigned("key", doc.key)  # as a keyword it would be signed
                 writer.add_document(entry)
@@ -175,6 +193,17 @@ class LexicalIndex:
             for (score, _), rid, key in zip(hits, rids, keys, strict=True)
         ]
 
+    def search_ids(
+        self, terms: Sequence[str], limit: int, context_weight: float
+    ) -> list[tuple[str, float]]:
+        """(id, BM25 score) of the ``limit`` best documents holding any of ``terms``, best
+        first, of an index ``keyed_by="id"`` (as :meth:`search`)."""
+        if not terms or limit < 1:
+            return []
+        searcher = self._index.searcher()
+        hits = searcher.search(self._query(terms, context_weight), limit, count=False).hits
+        return [(str(searcher.doc(addr)["id"][0]), float(score)) for score, addr in hits]
+
     def matches(self, terms: Sequence[str], context_weight: float, *, exact_to: int = 0) -> int:
         """At least as many as the documents a search of ``terms`` matches: the sum of
         the terms' document counts in the field it searches (a lookup in the term
@@ -218,3 +247,14 @@ class LexicalIndex:
             return set()
         hits = searcher.search(t.Query.all_query(), n, count=False).hits
         return {int(r) for r in searcher.fast_field_values("rid", [a for _, a in hits])}
+
+    def ids(self) -> list[str]:
+        """The id of every document of an index ``keyed_by="id"``, sorted, once per
+        document (for checks: a full scan)."""
+        t = _lib()
+        searcher = self._index.searcher()
+        n = searcher.num_docs
+        if n == 0:
+            return []
+        hits = searcher.search(t.Query.all_query(), n, count=False).hits
+        return sorted(str(searcher.doc(a)["id"][0]) for _, a in hits)

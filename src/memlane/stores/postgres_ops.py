@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
+from memlane.stores.lexical import TIE_READ_MATCHES
 from memlane.stores.neighbors import collect_neighbors
 from memlane.stores.postgres_lexical import lexical_sql
 from memlane.stores.postgres_sql import (
@@ -52,6 +53,18 @@ from memlane.stores.sql.codecs import (
 from memlane.stores.sql.filters import filter_sql
 from memlane.stores.sql.queries import QUERIES
 from memlane.text import query_terms
+
+if TYPE_CHECKING:
+    from memlane.stores.lexical import LexicalIndex
+
+
+@dataclass(frozen=True, slots=True)
+class CopySearch(ops.LexicalSearch):
+    """A lexical search answered by the user's copy of the lexical index beside this
+    process (:mod:`memlane.stores.postgres_copy`), brought in step just before: the
+    runners put it in place of a :class:`~memlane.ports.store.LexicalSearch`."""
+
+    copy: LexicalIndex | None = None
 
 
 class PostgresOps(OpDispatch):
@@ -138,6 +151,42 @@ class PostgresOps(OpDispatch):
         budget = self.lexical_budget
         rows, _ = yield Sql(*lexical_sql(terms, label, weights, where, params, op.limit, budget))
         return [(rid, float(score)) for rid, score in rows]
+
+    @handles(CopySearch)
+    def _op_CopySearch(self, op: CopySearch) -> Step:
+        """BM25 from the copy (as the SQLite store ranks), its best hits checked against
+        the filters in the database (the copy holds every record of the user, deleted
+        and expired ones too), read further while too few pass. A tie at the cut-off is
+        read past only where one read holds every match (as on SQLite), decided by id."""
+        index = op.copy
+        assert index is not None
+        terms = index.terms(op.query)
+        if not terms or op.limit < 1:
+            return []
+        where, params = filter_sql(DIALECT, op.user_id, op.filters, op.now)
+        want = max(64, 3 * op.limit)
+        checked: set[str] = set()
+        passed: set[str] = set()
+        while True:
+            hits = index.search_ids(terms, want, op.context_weight)
+            new = [id_ for id_, _ in hits if id_ not in checked]
+            if new:
+                rows, _ = yield Sql(
+                    f"SELECT r.id FROM records r WHERE r.id = ANY(%s) AND {where}", (new, *params)
+                )
+                checked.update(new)
+                passed.update(row[0] for row in rows)
+            found = sorted(((i, s) for i, s in hits if i in passed), key=lambda h: (-h[1], h[0]))
+            enough = len(found) >= op.limit
+            if len(hits) < want or (enough and found[op.limit - 1][1] > hits[-1][1]):
+                return found[: op.limit]
+            if enough:
+                matches = index.matches(terms, op.context_weight, exact_to=4 * TIE_READ_MATCHES)
+                if matches > TIE_READ_MATCHES:
+                    return found[: op.limit]
+                want = max(2 * want, matches + 1)
+            else:
+                want *= 4  # the filters left too few: read further
 
     @handles(ops.VectorSearch)
     def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:
@@ -538,6 +587,10 @@ class PostgresOps(OpDispatch):
         counts: dict[str, int] = {}
         for table, statement in st.delete_user(DIALECT, op.user_id):
             _, counts[table] = yield Sql(*statement)
+        # The copies of the user's lexical index (and the ids their changes name): each
+        # finds itself unregistered at its next search and leaves the disk.
+        for table in ("lexical_changes", "lexical_copies"):
+            yield Sql(f"DELETE FROM {table} WHERE user_id = %s", (op.user_id,))
         # Every vector no record holds: also those no record ever held, the manager's
         # skipped candidates among them, which may carry the forgotten user's words.
         counts["embeddings"] = yield from self._op_PruneEmbeddings(

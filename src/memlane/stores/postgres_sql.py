@@ -368,6 +368,67 @@ PRUNE_EVERYTHING = (
 """A prune of every vector no record holds, and of the terms of every text no record
 holds as content: a read of all of them (after the list is taken)."""
 
+_LEXICAL_COPIES_SQL = """
+CREATE TABLE lexical_copies (
+    copy text PRIMARY KEY,
+    user_id text NOT NULL,
+    horizon xid8 NOT NULL,
+    seen_at timestamptz NOT NULL
+);
+CREATE INDEX lexical_copies_user ON lexical_copies (user_id);
+CREATE TABLE lexical_changes (
+    user_id text NOT NULL,
+    id text NOT NULL,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX lexical_changes_user ON lexical_changes (user_id, xid);
+CREATE FUNCTION memlane_lexical_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        INSERT INTO lexical_changes (user_id, id) SELECT g.user_id, g.id FROM gone g
+        WHERE EXISTS (SELECT 1 FROM lexical_copies c WHERE c.user_id = g.user_id);
+    ELSE
+        INSERT INTO lexical_changes (user_id, id) SELECT b.user_id, b.id FROM born b
+        WHERE EXISTS (SELECT 1 FROM lexical_copies c WHERE c.user_id = b.user_id);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_lexical_born AFTER INSERT ON records
+    REFERENCING NEW TABLE AS born FOR EACH STATEMENT EXECUTE FUNCTION memlane_lexical_rows();
+CREATE TRIGGER records_lexical_gone AFTER DELETE ON records
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION memlane_lexical_rows();
+CREATE FUNCTION memlane_lexical_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO lexical_changes (user_id, id)
+    SELECT NEW.user_id, NEW.id
+    WHERE EXISTS (SELECT 1 FROM lexical_copies c WHERE c.user_id = NEW.user_id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER records_lexical_changed AFTER UPDATE OF text, period_words, search ON records
+    FOR EACH ROW WHEN (NEW.search IS DISTINCT FROM OLD.search OR NEW.text IS DISTINCT FROM OLD.text
+        OR NEW.period_words IS DISTINCT FROM OLD.period_words)
+    EXECUTE FUNCTION memlane_lexical_changed();
+INSERT INTO memlane_meta VALUES ('store_id', gen_random_uuid()::text) ON CONFLICT DO NOTHING;
+"""
+"""Copies of the lexical index beside processes (:mod:`memlane.stores.postgres_copy`):
+each registers itself in ``lexical_copies``; while a user has one, every change to what
+a record's index entry holds (a new, deleted or re-worded record, or a turn whose
+context changed: its ``search`` vector) adds ``(user, id)`` to ``lexical_changes``, in
+the writing transaction, numbered by its transaction id. Users without a copy log
+nothing. ``store_id`` tells a copy which database it was made from."""
+
+COPY_DOCS = (
+    "SELECT n.id, n.text || ' ' || n.period_words, CASE WHEN n.kind = 'episode' THEN "
+    "(SELECT p.text FROM records p WHERE p.user_id = n.user_id "
+    "AND p.session_id = n.session_id AND p.kind = 'episode' "
+    "AND p.agent_id IS NOT DISTINCT FROM n.agent_id "
+    "AND p.deleted_at IS NULL AND p.id < n.id ORDER BY p.id DESC LIMIT 1) END "
+    "FROM records n WHERE n.user_id = %s"
+)
+"""What a copy of the lexical index holds of each of a user's records: id, own words
+(with its periods' words: weight A of :data:`_PERIODS_SEARCH`), context (weight D)."""
+
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -486,6 +547,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         """,
     ),
     (11, "the texts records let go of, for the prune", _LET_GO_SQL),
+    (12, "changes for copies of the lexical index beside processes", _LEXICAL_COPIES_SQL),
 )
 
 RECORD_COLUMNS = (*RECORDS.columns, "metadata_text")

@@ -23,7 +23,7 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.lexical import order_key
+from memlane.stores.lexical import TIE_READ_MATCHES, order_key
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import graph as graph_sql
 from memlane.stores.sql import statements as st
@@ -75,11 +75,6 @@ def _numbered_sparse_model(conn: sqlite3.Connection, name: str) -> int:
     assert no is not None  # written just now, in this transaction
     return no
 
-
-TIE_READ_MATCHES = 1200
-"""Most matches a lexical search reads past a tie at its cut-off, all at once: where a
-query's terms match more documents, the tie is decided among the hits read so far
-(``_op_LexicalSearch``)."""
 
 FOUND_PER_USER = 8192
 """Content hashes of the records searches found, kept per user (see ``_found``)."""

@@ -1,0 +1,266 @@
+"""Copies of the lexical index beside the processes of a PostgreSQL store
+(``lexical_dir``, memlane.stores.postgres_copy), on a real server: the conformance suite
+through them, and how they stay in step with the database (transactions committed out
+of their id order, writers open since before a copy registered, other processes,
+erasures, the upkeep of the change table)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from tests.servers import PostgresServer
+
+from memlane import Memory
+from memlane.errors import ConfigurationError
+from memlane.ports.store import Store
+from memlane.stores import open_store, postgres_copy
+from memlane.stores.postgres import PostgresStore
+from memlane.testing import FakeEmbedder, FixedClock, StoreConformance
+
+
+class TestPostgresStoreWithCopies(StoreConformance):
+    """Every store behaviour holds when lexical searches are answered by the copies."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, postgres_server: PostgresServer, tmp_path: Path) -> None:
+        self.server = postgres_server
+        self.folder = tmp_path / "copies"
+
+    def make_store(self) -> Store:
+        url = self.server.new_database("cc")
+        return PostgresStore(url, max_connections=4, lexical_dir=self.folder)
+
+
+@pytest.fixture
+def url(postgres_server: PostgresServer) -> str:
+    return postgres_server.new_database("cp")
+
+
+def _memory(url: str, folder: Path | None) -> Memory:
+    store = PostgresStore(url, max_connections=4, lexical_dir=folder)
+    return Memory(store, embedder=FakeEmbedder(), clock=FixedClock())
+
+
+def _texts(memory: Memory, query: str, user: str = "u") -> list[str]:
+    return [h.record.text for h in memory.search(query, user_id=user, recipe="lexical", limit=20)]
+
+
+def _copies(memory: Memory) -> postgres_copy.LexicalCopies:
+    copies = memory.store._copies  # type: ignore[attr-defined]
+    assert copies is not None
+    return copies  # type: ignore[no-any-return]
+
+
+def _state(memory: Memory, user: str = "u") -> postgres_copy.CopyState | None:
+    return _copies(memory)._read_state(user)
+
+
+def _rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_a_search_is_answered_by_a_copy_that_follows_every_write(url: str, tmp_path: Path) -> None:
+    m = _memory(url, tmp_path / "copies")
+    m.add("I am vegetarian and cook lentils", user_id="u")
+    m.add("Remind me to bring the gift", user_id="u")
+    assert _texts(m, "what do vegetarians cook") == ["I am vegetarian and cook lentils"]
+    state = _state(m)
+    assert state is not None and (tmp_path / "copies").is_dir()
+    # A change after the build reaches the copy before the next search.
+    rec = m.add("Lentil soup on Fridays", user_id="u")
+    assert "Lentil soup on Fridays" in _texts(m, "lentils")
+    m.update(rec.id, user_id="u", text="Bean soup on Fridays")
+    assert _texts(m, "lentils") == ["I am vegetarian and cook lentils"]
+    assert _texts(m, "bean soup") == ["Bean soup on Fridays"]
+    m.delete(rec.id, user_id="u")  # (deleted, kept: the filters leave it out)
+    assert _texts(m, "soup") == []
+    after = _state(m)
+    assert after is not None and after.copy == state.copy  # taken in, not rebuilt
+    m.close()
+
+
+def test_a_transaction_that_commits_after_a_later_one_is_still_taken_in(
+    url: str, tmp_path: Path
+) -> None:
+    """Transaction ids are given in start order: a copy that read while an older
+    transaction was open reads its changes once it commits."""
+    m = _memory(url, tmp_path / "copies")
+    m.add("the first note", user_id="u")
+    other = m.add("a placeholder", user_id="u")  # (searches touch their hits: not this)
+    assert _texts(m, "note") == ["the first note"]
+    with psycopg.connect(url) as slow:  # older: it writes first, commits last
+        slow.execute(
+            "UPDATE records SET text = 'zebra crossing ahead' WHERE user_id = 'u' AND id = %s",
+            (other.id,),
+        )
+        m.add("a second note", user_id="u")  # younger, committed first
+        assert _texts(m, "second note") == ["a second note", "the first note"]
+        assert _texts(m, "zebra") == []
+        state = _state(m)
+        assert state is not None and state.taken  # the younger one, taken in
+        slow.commit()
+    assert _texts(m, "zebra crossing") == ["zebra crossing ahead"]
+    m.close()
+
+
+def test_a_copy_waits_for_writers_open_since_before_it_registered(
+    url: str, tmp_path: Path
+) -> None:
+    """A writer that wrote before any copy existed logged nothing: until it ends a new
+    copy is not built (the search reads PostgreSQL's index), then it is, with its
+    change."""
+    plain = _memory(url, None)
+    plain.add("the first note", user_id="u")
+    other = plain.add("a placeholder", user_id="u")
+    plain.close()
+    m = _memory(url, tmp_path / "copies")
+    with psycopg.connect(url) as slow:
+        slow.execute(
+            "UPDATE records SET text = 'zebra crossing ahead' WHERE user_id = 'u' AND id = %s",
+            (other.id,),
+        )
+        assert _texts(m, "note") == ["the first note"]  # PostgreSQL's own index
+        assert _state(m) is None
+        slow.commit()
+    assert _texts(m, "zebra") == ["zebra crossing ahead"]
+    assert _state(m) is not None
+    m.close()
+
+
+def test_processes_sharing_a_folder_or_not_see_each_others_writes(url: str, tmp_path: Path) -> None:
+    a = _memory(url, tmp_path / "shared")
+    b = _memory(url, tmp_path / "shared")
+    c = _memory(url, tmp_path / "own")
+    a.add("apples from the market", user_id="u")
+    assert _texts(b, "apples") == ["apples from the market"]
+    b.add("apples for the pie", user_id="u")
+    assert sorted(_texts(a, "apples")) == ["apples for the pie", "apples from the market"]
+    assert sorted(_texts(c, "apples")) == ["apples for the pie", "apples from the market"]
+    c.add("green apples", user_id="u")
+    assert len(_texts(a, "apples")) == len(_texts(b, "apples")) == 3
+    registered = _rows(url, "SELECT count(*) FROM lexical_copies WHERE user_id = 'u'")
+    assert registered == [(2,)]  # one a folder
+    for m in (a, b, c):
+        m.close()
+
+
+def test_users_and_databases_are_kept_apart(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copies"
+    one = _memory(postgres_server.new_database("cp"), folder)
+    two = _memory(postgres_server.new_database("cp"), folder)
+    one.add("the secret plan", user_id="u")
+    one.add("the other plan", user_id="v")
+    two.add("a plan of the second database", user_id="u")
+    assert _texts(one, "plan") == ["the secret plan"]
+    assert _texts(one, "plan", user="v") == ["the other plan"]
+    assert _texts(two, "plan") == ["a plan of the second database"]
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 3
+    one.close()
+    two.close()
+
+
+def test_a_record_gone_for_good_rebuilds_the_copy_and_a_forgotten_user_leaves_nothing(
+    url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copies"
+    m = _memory(url, folder)
+    keep = m.add("the kept note", user_id="u")
+    gone = m.add("the purged zebra note", user_id="u")
+    assert len(_texts(m, "note")) == 2
+    before = _state(m)
+    _rows(url, "DELETE FROM records WHERE user_id = 'u' AND id = %s RETURNING id", gone.id)
+    assert _texts(m, "note") == ["the kept note"]
+    after = _state(m)
+    assert before is not None and after is not None and after.copy != before.copy
+    # (the folders of the old copy went: only the new one is left)
+    assert [p.name for p in folder.iterdir() if p.is_dir()] == [_copies(m)._folder("u").name]
+    assert _copies(m)._opened("u", after).index.ids() == [keep.id]
+    m.forget_user("u")
+    assert _rows(url, "SELECT count(*) FROM lexical_copies WHERE user_id = 'u'") == [(0,)]
+    assert _rows(url, "SELECT count(*) FROM lexical_changes WHERE user_id = 'u'") == [(0,)]
+    assert _texts(m, "note") == []
+    assert list(folder.iterdir()) == []
+    m.close()
+
+
+def test_the_change_table_is_kept_short_and_unseen_copies_are_dropped(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_copy, "REPORT_EVERY_S", 0.0)
+    m = _memory(url, tmp_path / "copies")
+    for i in range(5):
+        m.add(f"note number {i}", user_id="u")
+        assert len(_texts(m, "note")) == i + 1
+    # Every change below the copy's horizon is deleted when it reports.
+    assert _rows(url, "SELECT count(*) FROM lexical_changes WHERE user_id = 'u'") == [(0,)]
+    first = _state(m)
+    assert first is not None
+    other = _memory(url, tmp_path / "other")
+    assert len(_texts(other, "note")) == 5
+    _rows(
+        url,
+        "UPDATE lexical_copies SET seen_at = now() - interval '8 days' WHERE copy = %s "
+        "RETURNING copy",
+        first.copy,
+    )
+    other.add("note number 5", user_id="u")
+    assert len(_texts(other, "note")) == 6  # (its report drops the unseen copy)
+    assert _rows(url, "SELECT count(*) FROM lexical_copies WHERE copy = %s", first.copy) == [(0,)]
+    assert len(_texts(m, "note")) == 6  # dropped: built afresh
+    again = _state(m)
+    assert again is not None and again.copy != first.copy
+    m.close()
+    other.close()
+
+
+def test_users_without_a_copy_log_nothing(url: str) -> None:
+    m = _memory(url, None)
+    m.add("a note", user_id="u")
+    assert _texts(m, "note") == ["a note"]
+    assert _rows(url, "SELECT count(*) FROM lexical_changes") == [(0,)]
+    m.close()
+
+
+def test_a_damaged_or_foreign_copy_is_built_afresh(url: str, tmp_path: Path) -> None:
+    m = _memory(url, tmp_path / "copies")
+    m.add("a zebra note", user_id="u")
+    assert _texts(m, "zebra") == ["a zebra note"]
+    folder = _copies(m)._folder("u")
+    m.close()
+    (folder / "index" / "meta.json").write_text("{not json")
+    m = _memory(url, tmp_path / "copies")
+    assert _texts(m, "zebra") == ["a zebra note"]
+    state = json.loads((folder / "state.json").read_text())
+    state["store_id"] = "another"
+    (folder / "state.json").write_text(json.dumps(state))
+    m.close()
+    m = _memory(url, tmp_path / "copies")
+    assert _texts(m, "zebra") == ["a zebra note"]
+    assert _state(m) is not None and _state(m).store_id != "another"  # type: ignore[union-attr]
+    m.close()
+
+
+def test_the_url_names_the_folder(url: str, tmp_path: Path) -> None:
+    store = open_store(
+        f"{url}&lexical_dir={tmp_path / 'copies'}"
+        if "?" in url
+        else f"{url}?lexical_dir={tmp_path / 'copies'}"
+    )
+    assert isinstance(store, PostgresStore) and store.lexical_dir == tmp_path / "copies"
+    assert "lexical_dir" not in store.url
+    m = Memory(store, embedder=FakeEmbedder(), clock=FixedClock())
+    m.add("a note", user_id="u")
+    assert _texts(m, "note") == ["a note"]
+    assert (tmp_path / "copies").is_dir()
+    m.close()
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://u@127.0.0.1:1/db?lexical_dir=a&lexical_dir=b")
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://u@127.0.0.1:1/db?lexical_dir=")

@@ -108,9 +108,7 @@ def test_a_transaction_that_commits_after_a_later_one_is_still_taken_in(
     m.close()
 
 
-def test_a_copy_waits_for_writers_open_since_before_it_registered(
-    url: str, tmp_path: Path
-) -> None:
+def test_a_copy_waits_for_writers_open_since_before_it_registered(url: str, tmp_path: Path) -> None:
     """A writer that wrote before any copy existed logged nothing: until it ends a new
     copy is not built (the search reads PostgreSQL's index), then it is, with its
     change."""

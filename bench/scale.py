@@ -687,6 +687,9 @@ class Setup:
 def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
     """With the store closed: disk, first search after restart, search timings."""
     files = disk_files(setup.url)
+    if setup.args.lexical_dir is not None and setup.args.lexical_dir.is_dir():
+        copies = [f for f in setup.args.lexical_dir.rglob("*") if f.is_file()]
+        files["lexical_dir"] = sum(f.stat().st_size for f in copies)
     total = sum(files.values())
     row["disk"] = {
         "bytes": total,
@@ -697,7 +700,7 @@ def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
     if not setup.args.remeasure:  # else the earlier run's exact top-k stays
         (setup.args.dir / "exact_kth.json").write_text(json.dumps(corpus.exact.kth()))
     spec = {
-        "url": setup.url,
+        "url": with_lexical_dir(setup.url, setup.args.lexical_dir),
         "dir": str(setup.args.dir),
         "embedder": setup.args.embedder,
         "vectors": setup.args.vectors,
@@ -847,6 +850,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tune", action="store_true", help="embedded PostgreSQL: TUNED settings")
     parser.add_argument(
+        "--lexical-dir",
+        type=Path,
+        default=None,
+        help="PostgreSQL: searches keep copies of the lexical index in this folder",
+    )
+    parser.add_argument(
         "--remeasure",
         action="store_true",
         help="measure the store a --keep run left in --dir (SQLite) or --postgres again, "
@@ -855,6 +864,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     return parser.parse_args(argv)
+
+
+def with_lexical_dir(url: str, folder: Path | None) -> str:
+    """A PostgreSQL URL whose searches read copies of the lexical index in ``folder``
+    (``--lexical-dir``)."""
+    if folder is None or url.startswith("sqlite:"):
+        return url
+    from urllib.parse import quote
+
+    return f"{url}{'&' if '?' in url else '?'}lexical_dir={quote(str(folder), safe='/')}"
 
 
 def store_url(name: str, args: argparse.Namespace, servers: list[Any]) -> str:

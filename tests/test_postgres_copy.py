@@ -6,6 +6,7 @@ erasures, the upkeep of the change table)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 from tests.servers import PostgresServer
 
-from memlane import Memory
+from memlane import AsyncMemory, Memory
 from memlane.errors import ConfigurationError
 from memlane.ports.store import Store
 from memlane.stores import open_store, postgres_copy
@@ -262,3 +263,22 @@ def test_the_url_names_the_folder(url: str, tmp_path: Path) -> None:
         PostgresStore("postgresql://u@127.0.0.1:1/db?lexical_dir=a&lexical_dir=b")
     with pytest.raises(ConfigurationError):
         PostgresStore("postgresql://u@127.0.0.1:1/db?lexical_dir=")
+
+
+def test_an_async_memory_searches_through_the_copy(url: str, tmp_path: Path) -> None:
+    async def run() -> list[str]:
+        store = PostgresStore(url, max_connections=4, lexical_dir=tmp_path / "copies")
+        async with AsyncMemory(store, embedder=FakeEmbedder(), clock=FixedClock()) as memory:
+            await memory.add("apples from the market", user_id="u")
+            await memory.add("pears for the pie", user_id="u")
+            hits = await memory.search("apples", user_id="u", recipe="lexical")
+            assert store._copies is not None and store._copies._read_state("u") is not None
+            await memory.add("green apples", user_id="u")
+            hits += await memory.search("green apples", user_id="u", recipe="lexical")
+            return [h.record.text for h in hits]
+
+    assert asyncio.run(run()) == [
+        "apples from the market",
+        "green apples",
+        "apples from the market",
+    ]

@@ -389,7 +389,7 @@ class LexicalCopies:
         the store and the user), so a lock is held only on the file at the path."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._folder(user_id, ".lock")
         deadline = time.monotonic() + self.timeout_s
         while True:

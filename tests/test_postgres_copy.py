@@ -10,6 +10,7 @@ import asyncio
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from memlane.errors import ConfigurationError
 from memlane.ports.store import Store
 from memlane.stores import open_store, postgres_copy
 from memlane.stores.postgres import PostgresStore
+from memlane.stores.postgres_sql import RawSql
 from memlane.testing import FakeEmbedder, FixedClock, StoreConformance
 
 
@@ -181,12 +183,99 @@ def test_a_record_gone_for_good_rebuilds_the_copy_and_a_forgotten_user_leaves_no
     # (the folders of the old copy went: only the new one is left)
     assert [p.name for p in folder.iterdir() if p.is_dir()] == [_copies(m)._folder("u").name]
     assert _copies(m)._opened("u", after).index.ids() == [keep.id]
+    elsewhere = _memory(url, tmp_path / "elsewhere")  # another host's copy
+    assert _texts(elsewhere, "note") == ["the kept note"]
+    elsewhere.close()
     m.forget_user("u")
+    assert list(folder.iterdir()) == []  # at once, here
     assert _rows(url, "SELECT count(*) FROM lexical_copies WHERE user_id = 'u'") == [(0,)]
     assert _rows(url, "SELECT count(*) FROM lexical_changes WHERE user_id = 'u'") == [(0,)]
     assert _texts(m, "note") == []
     assert list(folder.iterdir()) == []
     m.close()
+    # The other folder's copy goes when a store next syncs there (its registration gone).
+    assert len([p for p in (tmp_path / "elsewhere").iterdir() if p.is_dir()]) == 1
+    elsewhere = _memory(url, tmp_path / "elsewhere")
+    assert _texts(elsewhere, "anything", user="v") == []
+    assert [p for p in (tmp_path / "elsewhere").iterdir() if p.is_dir()] == []
+    elsewhere.close()
+
+
+def test_what_a_build_stopped_midway_left_is_removed(url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "copies"
+    m = _memory(url, folder)
+    m.add("a zebra note", user_id="u")
+    assert _texts(m, "zebra") == ["a zebra note"]
+    home = _copies(m)._folder("u")
+    m.close()
+    for name in (f"{home.name}.new-0badf00d", f"{home.name}.old-0badf00d"):
+        (folder / name / "index").mkdir(parents=True)
+        (folder / name / "index" / "words").write_text("zebra")
+    m = _memory(url, folder)
+    assert _texts(m, "zebra") == ["a zebra note"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [home.name]
+    m.close()
+
+
+def test_a_registration_never_built_stops_holding_the_changes(url: str, tmp_path: Path) -> None:
+    m = _memory(url, tmp_path / "copies")
+    m.add("a note", user_id="u")
+    assert _texts(m, "note") == ["a note"]
+    # A process that registered and stopped before building (its row never built).
+    _rows(
+        url,
+        "INSERT INTO lexical_copies VALUES ('dead', 'u', '1'::xid8, now() - interval '2 hours') "
+        "RETURNING copy",
+    )
+    m.add("another note", user_id="u")
+    copies = _copies(m)
+    copies._open["u"].reported = 0.0  # (reports at most once a minute)
+    assert len(_texts(m, "note")) == 2
+    assert _rows(url, "SELECT copy FROM lexical_copies WHERE user_id = 'u'") == [
+        (copies._read_state("u").copy,)  # type: ignore[union-attr]
+    ]
+    assert _rows(url, "SELECT count(*) FROM lexical_changes WHERE user_id = 'u'") == [(0,)]
+    m.close()
+
+
+def test_a_database_copied_from_another_keeps_its_own_copies(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    source = postgres_server.new_database("cp")
+    folder = tmp_path / "copies"
+    m = _memory(source, folder)
+    m.add("the shared note", user_id="u")
+    assert _texts(m, "note") == ["the shared note"]
+    m.close()
+    name = urlsplit(source).path.lstrip("/")
+    with psycopg.connect(postgres_server.uri, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}_clone" TEMPLATE "{name}"'.encode())
+    clone = postgres_server.url(f"{name}_clone")
+    a, b = _memory(source, folder), _memory(clone, folder)
+    b.add("a zebra only in the clone", user_id="u")
+    a.add("a giraffe only in the source", user_id="u")
+    assert _texts(b, "zebra giraffe") == ["a zebra only in the clone"]
+    assert _texts(a, "zebra giraffe") == ["a giraffe only in the source"]
+    assert len([p for p in folder.iterdir() if p.is_dir()]) == 2
+    a.close()
+    b.close()
+
+
+def test_memlane_writes_at_read_committed_whatever_the_database_default(url: str) -> None:
+    """The triggers that feed the copies see a registration from the statement on
+    (READ COMMITTED); a writer at REPEATABLE READ would miss one made after its snapshot."""
+    _rows(url, "SELECT 1")
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(
+            f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+        )
+    store = PostgresStore(url)
+    try:
+        (rows,) = store.batch([RawSql("SHOW default_transaction_isolation")])
+        assert rows == [("read committed",)]
+    finally:
+        store.close()
 
 
 def test_the_change_table_is_kept_short_and_unseen_copies_are_dropped(
@@ -259,6 +348,13 @@ def test_the_url_names_the_folder(url: str, tmp_path: Path) -> None:
     assert _texts(m, "note") == ["a note"]
     assert (tmp_path / "copies").is_dir()
     m.close()
+    # libpq's own parameters stay as written (a space encoded as %20, not +)
+    options = "options=-c%20statement_timeout%3D5000"
+    store = PostgresStore(f"{url}{'&' if '?' in url else '?'}{options}&lexical_dir=x%20y")
+    assert store.lexical_dir == Path("x y")
+    (rows,) = store.batch([RawSql("SHOW statement_timeout")])
+    assert rows == [("5s",)]
+    store.close()
     with pytest.raises(ConfigurationError):
         PostgresStore("postgresql://u@127.0.0.1:1/db?lexical_dir=a&lexical_dir=b")
     with pytest.raises(ConfigurationError):

@@ -181,7 +181,14 @@ REWIND = {
         "DROP TRIGGER sparse_terms_let_go_written ON sparse_terms; "
         "DROP FUNCTION memlane_let_go_deleted(); DROP FUNCTION memlane_let_go_rewritten(); "
         "DROP FUNCTION memlane_let_go_held(); DROP FUNCTION memlane_let_go_written(); "
-        "DROP TABLE let_go;",
+        "DROP TABLE let_go; "
+        # (and the migrations after it)
+        "DROP TRIGGER records_lexical_born ON records; "
+        "DROP TRIGGER records_lexical_gone ON records; "
+        "DROP TRIGGER records_lexical_changed ON records; "
+        "DROP FUNCTION memlane_lexical_rows(); DROP FUNCTION memlane_lexical_changed(); "
+        "DROP TABLE lexical_changes; DROP TABLE lexical_copies; "
+        "DELETE FROM memlane_meta WHERE key = 'store_id';",
         next(v for v, name, _ in postgres_sql.MIGRATIONS if "let go of" in name),
     ),
 }
@@ -204,9 +211,9 @@ def test_the_migration_lists_every_text_no_record_holds(
     contexts = {r.context_hash for r in turns if r.context_hash}
     assert contexts
     drop, version = REWIND[request.node.callspec.params["backend"]]
-    backend.run(f"{drop} DELETE FROM schema_migrations WHERE version = {version};")
+    backend.run(f"{drop} DELETE FROM schema_migrations WHERE version >= {version};")
     m = Memory(backend.make(), embedder=FakeEmbedder())
-    assert m.store.schema_versions()[-1][0] == version  # type: ignore[attr-defined]
+    assert version in {v for v, _ in m.store.schema_versions()}  # type: ignore[attr-defined]
     assert never in _let_go(backend)
     (pruned,) = m.store.batch([ops.PruneEmbeddings()])
     m.close()

@@ -36,7 +36,7 @@ from contextlib import nullcontext
 from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from memlane.effects import adrive, drive
 from memlane.errors import (
@@ -239,14 +239,17 @@ class PostgresStore(PostgresOps):
                         pool.putconn(extra)
 
         try:
-            return retrying(attempt, self._retries())
+            done = retrying(attempt, self._retries())
         except UnicodeEncodeError as exc:  # rolled back by the transaction
             raise refuse_unencodable(exc) from exc
+        self._after_copies(ops_)
+        return done
 
     def _with_copies(self, ops_: Sequence[Op[Any]]) -> Sequence[Op[Any]]:
         """``ops_`` with each lexical search answered by its user's copy of the lexical
-        index, brought in step first (with ``lexical_dir``; a search whose copy cannot be
-        had now reads PostgreSQL's own index)."""
+        index, brought in step first (with ``lexical_dir``). A search whose copy cannot
+        be had now, or whose sync fails (a connection lost: the batch itself is then
+        retried), reads PostgreSQL's own index."""
         copies = self._copies
         if copies is None or not any(type(op) is ops.LexicalSearch for op in ops_):
             return ops_
@@ -262,9 +265,20 @@ class PostgresStore(PostgresOps):
                             values = {f.name: getattr(op, f.name) for f in fields(op)}
                             op = CopySearch(**values, copy=copy)
                     out.append(op)
-        except psycopg.Error as exc:
-            raise _mapped(exc, self.url) from exc
+        except (psycopg.Error, psycopg_pool_error()) as exc:
+            log.warning("a lexical copy could not be synced (%s): PostgreSQL's index answers", exc)
+            return ops_
         return out
+
+    def _after_copies(self, ops_: Sequence[Op[Any]]) -> None:
+        """After a committed batch: a forgotten user's copy in this process's folder
+        leaves the disk now (other folders' copies find themselves unregistered at their
+        next search, or when their store is next opened)."""
+        if self._copies is None:
+            return
+        for op in ops_:
+            if isinstance(op, ops.DeleteUser):
+                self._copies.discard(op.user_id)
 
     @staticmethod
     def _spare_connections(
@@ -387,9 +401,12 @@ class PostgresStore(PostgresOps):
                 idle.put(conn)
 
         try:
-            return await aretrying(attempt, self._retries())
+            done = await aretrying(attempt, self._retries())
         except UnicodeEncodeError as exc:  # rolled back by the transaction
             raise refuse_unencodable(exc) from exc
+        if self._copies is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._after_copies, ops_)
+        return done
 
     async def _areads_at_once(
         self,
@@ -483,6 +500,19 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 
     register_vector(conn)
     set_json_loads(_json_loads, conn)
+    conn.execute(_READ_COMMITTED)
+
+
+_READ_COMMITTED = "SET default_transaction_isolation = 'read committed'"
+"""memlane's writes are made for READ COMMITTED (row locks, retried conflicts), whatever
+the database's default; the triggers that feed the lexical copies rely on it too (a
+writer whose snapshot predates a copy's registration would not see it)."""
+
+
+def psycopg_pool_error() -> type[Exception]:
+    from psycopg_pool import PoolTimeout
+
+    return PoolTimeout
 
 
 def _json_loads(data: str | bytes) -> Any:
@@ -583,6 +613,7 @@ class _AsyncConnections:
 
                 await register_vector_async(conn)
                 set_json_loads(_json_loads, conn)
+                await conn.execute(_READ_COMMITTED)
             except BaseException:
                 await conn.close()
                 raise
@@ -639,15 +670,15 @@ settings, then the index scan or the exact scan, each answering alone)."""
 
 def _without_lexical_dir(url: str) -> tuple[str, str | None]:
     """``url`` without its ``lexical_dir`` query parameter (memlane's, not libpq's),
-    and that parameter's value."""
+    and that parameter's value; the other parameters are kept as written."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    found = [v for k, v in query if k == "lexical_dir"]
+    items = parts.query.split("&") if parts.query else []
+    found = [unquote(i.partition("=")[2]) for i in items if i.partition("=")[0] == "lexical_dir"]
     if not found:
         return url, None
     if len(found) > 1 or not found[0]:
         raise ConfigurationError("lexical_dir is given more than once, or empty, in the URL")
-    kept = urlencode([(k, v) for k, v in query if k != "lexical_dir"])
+    kept = "&".join(i for i in items if i.partition("=")[0] != "lexical_dir")
     return urlunsplit(parts._replace(query=kept)), found[0]
 
 

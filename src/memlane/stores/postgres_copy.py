@@ -70,6 +70,10 @@ BUILD_WAIT_S = 0.5
 REPORT_EVERY_S = 60.0
 """How often (at most) a copy records its horizon, which lets changes be deleted."""
 
+UNBUILT_FOR = "1 hour"
+"""A registration whose copy was never built (its process stopped first) is dropped
+after this long: until then its horizon keeps the user's changes."""
+
 UNSEEN_FOR = "7 days"
 """A copy that has not recorded its horizon for this long is dropped (it is built
 afresh if it comes back), so that its changes need not be kept."""
@@ -139,6 +143,7 @@ class LexicalCopies:
         self._waiting: dict[str, tuple[str, int]] = {}
         """Users whose copy is registered but waits for older transactions: (copy, the
         transaction id every one below which must have ended)."""
+        self._swept = False
         self._gone: set[str] = set()
         """Users found without records while their lock is held: the lock file goes."""
         start_afresh_when_forked(self)
@@ -146,6 +151,8 @@ class LexicalCopies:
     def _forked(self) -> None:
         self._mutex = threading.RLock()
         self._open = OrderedDict()
+        self._waiting = {}  # (the parent's registrations are the parent's to build)
+        self._gone = set()
 
     def close(self) -> None:
         with self._mutex:
@@ -158,6 +165,9 @@ class LexicalCopies:
         None where it cannot be had now (PostgreSQL's own index answers instead)."""
         self._store(conn)
         with self._mutex:
+            if not self._swept:
+                self._swept = True
+                self._sweep(conn)
             try:
                 with self._locked(user_id):
                     return self._sync(conn, user_id)
@@ -180,6 +190,9 @@ class LexicalCopies:
             opened = self._opened(user_id, state)
         except CorruptStoreError:  # damaged files, or a crash mid-write: built afresh
             return self._build(conn, user_id, state)
+        waiting = self._waiting.pop(user_id, None)
+        if waiting is not None and waiting[0] != state.copy:  # another process built it
+            conn.execute("DELETE FROM lexical_copies WHERE copy = %s", (waiting[0],))
         taken = set(state.taken)
         ids = sorted({i for x, i in logged if int(x) not in taken})
         if ids:
@@ -226,8 +239,9 @@ class LexicalCopies:
     @staticmethod
     def _prune(conn: psycopg.Connection[Any], user_id: str) -> None:
         conn.execute(
-            f"DELETE FROM lexical_copies WHERE user_id = %s "
-            f"AND seen_at < now() - interval '{UNSEEN_FOR}'",
+            f"DELETE FROM lexical_copies WHERE user_id = %s AND (seen_at < now() - "
+            f"interval '{UNSEEN_FOR}' OR (NOT built AND seen_at < now() - interval "
+            f"'{UNBUILT_FOR}'))",
             (user_id,),
         )
         # No copy left: nothing is logged for the user, and nothing logged is needed.
@@ -243,8 +257,10 @@ class LexicalCopies:
     def _build(
         self, conn: psycopg.Connection[Any], user_id: str, old: CopyState | None
     ) -> LexicalIndex | None:
+        first = user_id not in self._waiting
         copy, wait_for = self._register(conn, user_id)
-        deadline = time.monotonic() + BUILD_WAIT_S
+        # Waited for once; after that each search looks once, until they have ended.
+        deadline = time.monotonic() + (BUILD_WAIT_S if first else 0.0)
         while True:
             if _xid(conn, "xmin") >= wait_for:
                 break
@@ -257,6 +273,7 @@ class LexicalCopies:
             time.sleep(0.01)
         self._waiting.pop(user_id, None)
         self._close(user_id)
+        self._sweep_leftovers(user_id)
         target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
         try:
             state, n = self._fill(conn, user_id, copy, target)
@@ -320,6 +337,11 @@ class LexicalCopies:
                         yield Doc(0, text, context, id=id_)
 
                 index.write((), docs())
+        conn.execute(
+            "UPDATE lexical_copies SET built = true, seen_at = now(), "
+            "horizon = greatest(horizon, %s::text::xid8) WHERE copy = %s",
+            (str(xmin), copy),
+        )
         state = CopyState(self._store(conn), FORMAT, copy, xmin)
         (target / "state.json").write_text(json.dumps(asdict(state)))
         return state, count
@@ -327,11 +349,17 @@ class LexicalCopies:
     # ------------------------------------------------------------------ folders
 
     def _store(self, conn: psycopg.Connection[Any]) -> str:
+        """The database's identity: its ``store_id`` and its oid (a database copied
+        from another, as a template or by a dump restored beside it, holds its
+        ``store_id`` but has an oid of its own)."""
         if self._store_id is None:
-            row = conn.execute("SELECT value FROM memlane_meta WHERE key = 'store_id'").fetchone()
-            if row is None:
+            row = conn.execute(
+                "SELECT (SELECT value FROM memlane_meta WHERE key = 'store_id'), "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())::text"
+            ).fetchone()
+            if row is None or row[0] is None:
                 raise StoreError("the database has no store_id: run its migrations")
-            self._store_id = str(row[0])
+            self._store_id = f"{row[0]}:{row[1]}"
         return self._store_id
 
     def _folder(self, user_id: str, suffix: str = "") -> Path:
@@ -340,13 +368,82 @@ class LexicalCopies:
         digest = hashlib.sha256(f"{self._store_id}\0{user_id}".encode()).hexdigest()[:32]
         return self.root / f"{digest}{suffix}"
 
-    def _read_state(self, user_id: str) -> CopyState | None:
+    def discard(self, user_id: str) -> None:
+        """Remove the user's copy from this folder (a forgotten user), under its lock."""
+        if self._store_id is None:
+            return
+        with self._mutex:
+            try:
+                with self._locked(user_id):
+                    self._close(user_id)
+                    self._waiting.pop(user_id, None)
+                    self._discard(self._folder(user_id))
+                    self._sweep_leftovers(user_id)
+                    self._gone.add(user_id)
+            except TimeoutError:  # its next search here finds it unregistered
+                log.warning("a forgotten user's lexical copy stayed locked: left for later")
+
+    def _sweep_leftovers(self, user_id: str) -> None:
+        """Under the user's lock: remove what a process stopped mid-build left (a new
+        copy half written, an old one not yet removed), with the words they hold."""
+        home = self._folder(user_id)
+        for leftover in self.root.glob(f"{home.name}.*-*"):
+            if leftover.is_dir():
+                self._discard(leftover)
+
+    def _sweep(self, conn: psycopg.Connection[Any]) -> None:
+        """At the first sync of this process: remove the copies of this database in the
+        folder that are no longer registered (their user forgotten, or unseen for long),
+        and leftovers of builds, where no process holds their user's lock."""
+        import fcntl
+
+        if not self.root.is_dir():
+            return
+        states: dict[Path, str] = {}
+        for folder in self.root.iterdir():
+            state = folder / "state.json"
+            if folder.is_dir() and "." not in folder.name and state.is_file():
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    raw = json.loads(state.read_text())
+                    if raw["store_id"] == self._store_id:
+                        states[folder] = str(raw["copy"])
+        live = {
+            row[0]
+            for row in conn.execute(
+                "SELECT copy FROM lexical_copies WHERE copy = ANY(%s)", (list(states.values()),)
+            ).fetchall()
+        }
+        doomed = {f.name for f, copy in states.items() if copy not in live}
+        for folder in self.root.iterdir():
+            digest, dot, rest = folder.name.partition(".")
+            leftover = dot and rest.startswith(("new-", "old-"))
+            if not folder.is_dir() or not (leftover or folder.name in doomed):
+                continue
+            fd = os.open(self.root / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                # (a registered copy may have replaced an unregistered one meanwhile)
+                now = self._state_in(folder)
+                if leftover or now is None or now.copy not in live:
+                    self._discard(folder)
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _state_in(folder: Path) -> CopyState | None:
         try:
-            raw = json.loads((self._folder(user_id) / "state.json").read_text())
+            raw = json.loads((folder / "state.json").read_text())
             raw["taken"] = tuple(raw.get("taken", ()))
             return CopyState(**raw)
         except (OSError, ValueError, TypeError):
             return None
+
+    def _read_state(self, user_id: str) -> CopyState | None:
+        return self._state_in(self._folder(user_id))
 
     def _write_state(self, user_id: str, state: CopyState) -> None:
         folder = self._folder(user_id)

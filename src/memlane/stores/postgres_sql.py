@@ -373,7 +373,8 @@ CREATE TABLE lexical_copies (
     copy text PRIMARY KEY,
     user_id text NOT NULL,
     horizon xid8 NOT NULL,
-    seen_at timestamptz NOT NULL
+    seen_at timestamptz NOT NULL,
+    built boolean NOT NULL DEFAULT false
 );
 CREATE INDEX lexical_copies_user ON lexical_copies (user_id);
 CREATE TABLE lexical_changes (
@@ -405,9 +406,7 @@ BEGIN
     RETURN NULL;
 END $$;
 CREATE TRIGGER records_lexical_changed AFTER UPDATE OF text, period_words, search ON records
-    FOR EACH ROW WHEN (NEW.search IS DISTINCT FROM OLD.search OR NEW.text IS DISTINCT FROM OLD.text
-        OR NEW.period_words IS DISTINCT FROM OLD.period_words)
-    EXECUTE FUNCTION memlane_lexical_changed();
+    FOR EACH ROW EXECUTE FUNCTION memlane_lexical_changed();
 INSERT INTO memlane_meta VALUES ('store_id', gen_random_uuid()::text) ON CONFLICT DO NOTHING;
 """
 """Copies of the lexical index beside processes (:mod:`memlane.stores.postgres_copy`):

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 from memlane.errors import CorruptStoreError, StoreError
 from memlane.stores.forks import start_afresh_when_forked
 from memlane.stores.lexical import Doc, LexicalIndex
+from memlane.stores.lockfiles import take_lock, try_lock
 from memlane.stores.postgres_sql import COPY_DOCS
 
 if TYPE_CHECKING:
@@ -395,8 +396,6 @@ class LexicalCopies:
         """At the first sync of this process: remove the copies of this database in the
         folder that are no longer registered (their user forgotten, or unseen for long),
         and leftovers of builds, where no process holds their user's lock."""
-        import fcntl
-
         if not self.root.is_dir():
             return
         states: dict[Path, str] = {}
@@ -419,11 +418,8 @@ class LexicalCopies:
             leftover = dot and rest.startswith(("new-", "old-"))
             if not folder.is_dir() or not (leftover or folder.name in doomed):
                 continue
-            fd = os.open(self.root / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = try_lock(self.root / f"{digest}.lock")
+            if fd is None:
                 continue
             try:
                 # (a registered copy may have replaced an unregistered one meanwhile)
@@ -484,28 +480,9 @@ class LexicalCopies:
         """The user's lock file while its copy changes (up to ``timeout_s``, then
         TimeoutError). A user found without records loses the file (named by a hash of
         the store and the user), so a lock is held only on the file at the path."""
-        import fcntl
-
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self._folder(user_id, ".lock")
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                if time.monotonic() > deadline:
-                    raise TimeoutError from None
-                time.sleep(0.01)
-                continue
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)  # removed while we waited: lock the file there now
+        fd = take_lock(path, self.timeout_s)
         self._gone.discard(user_id)
         try:
             yield

@@ -16,7 +16,7 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.lexical import TIE_READ_MATCHES
+from memlane.stores.lexical import next_read
 from memlane.stores.neighbors import collect_neighbors
 from memlane.stores.postgres_lexical import lexical_sql
 from memlane.stores.postgres_sql import (
@@ -177,16 +177,18 @@ class PostgresOps(OpDispatch):
                 checked.update(new)
                 passed.update(row[0] for row in rows)
             found = sorted(((i, s) for i, s in hits if i in passed), key=lambda h: (-h[1], h[0]))
-            enough = len(found) >= op.limit
-            if len(hits) < want or (enough and found[op.limit - 1][1] > hits[-1][1]):
+            further = next_read(
+                index,
+                terms,
+                op.context_weight,
+                want=want,
+                limit=op.limit,
+                kept=[score for _, score in found],
+                read=[score for _, score in hits],
+            )
+            if further is None:
                 return found[: op.limit]
-            if enough:
-                matches = index.matches(terms, op.context_weight, exact_to=4 * TIE_READ_MATCHES)
-                if matches > TIE_READ_MATCHES:
-                    return found[: op.limit]
-                want = max(2 * want, matches + 1)
-            else:
-                want *= 4  # the filters left too few: read further
+            want = further
 
     @handles(ops.VectorSearch)
     def _op_VectorSearch(self, op: ops.VectorSearch) -> Step:

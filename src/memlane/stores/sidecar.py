@@ -37,7 +37,6 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from memlane.errors import CorruptStoreError, StoreError
 from memlane.stores.forks import start_afresh_when_forked
 from memlane.stores.lexical import Doc, LexicalIndex, order_key
+from memlane.stores.lockfiles import take_lock, try_lock
 from memlane.stores.sql import statements as st
 from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
@@ -291,25 +291,19 @@ class Sidecar:
         is free: a rebuild holds that lock from making such a folder to removing it."""
         if self.root is None or not self.root.is_dir():
             return
-        import fcntl
-
         for folder in self.root.iterdir():
             digest, dot, rest = folder.name.partition(".")
             if not dot or not rest.startswith(("new-", "old-")) or not folder.is_dir():
                 continue
-            fd = os.open(self.root / f"{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = try_lock(self.root / f"{digest}.lock")
+            if fd is None:
                 continue
             try:
                 self._discard(folder)
                 if not (self.root / digest).exists():  # no index left: no name either
                     (self.root / f"{digest}.lock").unlink(missing_ok=True)
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+                os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------------ applying
 
@@ -693,29 +687,13 @@ class Sidecar:
             os.close(fd)  # releases the lock
 
     def _take_lock(self, path: Path) -> int:
-        import fcntl
-
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"the search index of a user in {self.root} stayed locked by "
-                        f"another process for {self.timeout_s:g} s"
-                    ) from None
-                time.sleep(0.01)
-                continue
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                return fd
-            os.close(fd)  # the file was removed while we waited: lock the new one
+        try:
+            return take_lock(path, self.timeout_s)
+        except TimeoutError:
+            raise StoreError(
+                f"the search index of a user in {self.root} stayed locked by "
+                f"another process for {self.timeout_s:g} s"
+            ) from None
 
     def close(self) -> None:
         """Finish the upkeep under way or due (reading copies of vectors stops), then

@@ -23,7 +23,7 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.lexical import TIE_READ_MATCHES, order_key
+from memlane.stores.lexical import TIE_READ_MATCHES, next_read, order_key
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import graph as graph_sql
 from memlane.stores.sql import statements as st
@@ -222,31 +222,19 @@ class SqliteOps(OpDispatch):
             if not keyed:
                 hits = [(rid, 0, score) for rid, _, score in hits]
             found = self._lexical_hits(conn, op, hits, ids, checked, (where, params))
-            # Done when the index has no more, or the last hit kept ranks above every
-            # hit not read (a tie with them could order differently by id).
-            enough = len(found) >= op.limit
-            if len(hits) < want or (enough and found[op.limit - 1][1] > hits[-1][2]):
+            further = next_read(
+                index,
+                terms,
+                op.context_weight,
+                want=want,
+                limit=op.limit,
+                kept=[score for _, score in found],
+                read=[score for _, _, score in hits],
+                bound=TIE_READ_MATCHES,
+            )
+            if further is None:
                 return found[: op.limit]
-            if enough:
-                # A tie at the cut-off runs past the hits read. It is read past only
-                # where one more read holds every match, so that the tie is decided
-                # by id as if every hit were read. Otherwise it is decided by id among
-                # the hits read (which of the tie those are is the index's order). At
-                # a million memories a third of the bench's hybrid searches end inside
-                # a tie, their terms' counts 2,564 to 556,848. The rule
-                # before read four times as many past every tie (deciding 31 of those
-                # 37 exactly), at a cost of 1.3-1.4 ms a hybrid search's lexical read
-                # at the median and 1.5-2.3 ms at p95 (bench/scale.md).
-                # (The terms' counts add up to more than the matches where memories
-                # hold several of them: up to four times the bound they are counted.)
-                matches = index.matches(terms, op.context_weight, exact_to=4 * TIE_READ_MATCHES)
-                if matches > TIE_READ_MATCHES:
-                    return found[: op.limit]
-                # More than there are, so this read is the last, unless another process
-                # added matches meanwhile: then at least twice as many the next time.
-                want = max(2 * want, matches + 1)
-            else:
-                want *= 4  # the filters left too few: read further
+            want = further
         return []
 
     def _lexical_hits(

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -378,3 +381,98 @@ def test_an_async_memory_searches_through_the_copy(url: str, tmp_path: Path) -> 
         "green apples",
         "apples from the market",
     ]
+
+
+def test_the_sweep_keeps_a_copy_another_process_built_after_it_looked(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "copies"
+    b = _memory(url, folder)
+    b.add("lentil soup", user_id="u")
+    assert _texts(b, "lentil") == ["lentil soup"]
+    _rows(url, "DELETE FROM lexical_copies RETURNING copy")  # (unseen for a week, say)
+    a = _memory(url, folder)
+    a.add("other", user_id="v")
+    real = postgres_copy.try_lock_here
+    rebuilt: list[str] = []
+
+    def rebuilding_first(path: Path) -> int | None:  # B rebuilds between A's look and lock
+        if not rebuilt:
+            assert _texts(b, "lentil") == ["lentil soup"]
+            rebuilt.append(_state(b).copy)  # type: ignore[union-attr]
+        return real(path)
+
+    monkeypatch.setattr(postgres_copy, "try_lock_here", rebuilding_first)
+    assert _texts(a, "other", user="v") == ["other"]  # A's first sync sweeps
+    assert rebuilt and _state(b) is not None and _state(b).copy == rebuilt[0]  # type: ignore[union-attr]
+    a.close()
+    b.close()
+
+
+def test_a_lost_folders_registration_goes_with_its_rebuild(url: str, tmp_path: Path) -> None:
+    m = _memory(url, tmp_path / "copies")
+    m.add("lentil soup", user_id="u")
+    assert _texts(m, "lentil") == ["lentil soup"]
+    shutil.rmtree(_copies(m)._folder("u"))
+    assert _texts(m, "lentil") == ["lentil soup"]
+    assert _rows(url, "SELECT copy FROM lexical_copies WHERE user_id = 'u'") == [
+        (_state(m).copy,)  # type: ignore[union-attr]
+    ]
+    m.close()
+
+
+def test_forgetting_in_a_process_that_never_searched_removes_the_copy(
+    url: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copies"
+    searcher = _memory(url, folder)
+    searcher.add("my secret diagnosis", user_id="u")
+    assert _texts(searcher, "diagnosis") == ["my secret diagnosis"]
+    searcher.close()
+    admin = _memory(url, folder)
+    admin.forget_user("u")
+    assert list(folder.iterdir()) == []
+    admin.close()
+
+
+def test_one_users_build_does_not_hold_up_another_users_search(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = _memory(url, tmp_path / "copies")
+    m.add("a note of v", user_id="v")
+    assert _texts(m, "note", user="v") == ["a note of v"]
+    plain = _memory(url, None)
+    other = plain.add("a placeholder", user_id="u")
+    plain.close()
+    monkeypatch.setattr(postgres_copy, "BUILD_WAIT_S", 30.0)
+    with psycopg.connect(url) as slow:  # u's copy waits for it (up to 30 s)
+        slow.execute(
+            "UPDATE records SET text = 'zebra' WHERE user_id = 'u' AND id = %s", (other.id,)
+        )
+        waiting = threading.Thread(target=_texts, args=(m, "placeholder"), daemon=True)
+        waiting.start()
+        while "u" not in _copies(m)._waiting:
+            time.sleep(0.01)
+        assert _texts(m, "note", user="v") == ["a note of v"]
+        assert waiting.is_alive()  # v was answered while u's build still waited
+        slow.commit()
+    waiting.join(60)
+    assert _texts(m, "zebra") == ["zebra"]
+    m.close()
+
+
+def test_a_copy_that_takes_nothing_in_leaves_its_state_alone(url: str, tmp_path: Path) -> None:
+    """While an open transaction holds the horizon back, syncs that find only changes
+    already taken in write nothing (other processes would read the copy again)."""
+    m = _memory(url, tmp_path / "copies")
+    m.add("a note", user_id="u")
+    assert _texts(m, "note") == ["a note"]
+    with psycopg.connect(url) as idle:
+        idle.execute("SELECT pg_current_xact_id()")  # holds the oldest open transaction
+        m.add("another note", user_id="u")
+        assert len(_texts(m, "note")) == 2
+        before = _state(m)
+        assert len(_texts(m, "note")) == 2
+        assert _state(m) == before
+        idle.rollback()
+    m.close()

@@ -21,6 +21,23 @@ def try_lock(path: Path) -> int | None:
     return fd
 
 
+def try_lock_here(path: Path) -> int | None:
+    """:func:`try_lock`, and None as well if the file locked is no longer at ``path``
+    (its owner removed it meanwhile: a new one there may be held by another)."""
+    fd = try_lock(path)
+    if fd is not None and not _at(fd, path):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _at(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def take_lock(path: Path, timeout_s: float) -> int:
     """Lock ``path``, waiting up to ``timeout_s`` for another holder (then TimeoutError).
     A file removed while waited for (its owner removes it with what it guarded) is
@@ -33,10 +50,6 @@ def take_lock(path: Path, timeout_s: float) -> int:
                 raise TimeoutError(f"{path} stayed locked for {timeout_s:g} s")
             time.sleep(0.01)
             continue
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _at(fd, path):
             return fd
         os.close(fd)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from memlane.errors import CorruptStoreError, StoreError
 from memlane.stores.forks import start_afresh_when_forked
 from memlane.stores.lexical import Doc, LexicalIndex
-from memlane.stores.lockfiles import take_lock, try_lock
+from memlane.stores.lockfiles import take_lock, try_lock_here
 from memlane.stores.postgres_sql import COPY_DOCS
 
 if TYPE_CHECKING:
@@ -140,6 +140,10 @@ class LexicalCopies:
         self.timeout_s = timeout_s
         self._open: OrderedDict[str, _Open] = OrderedDict()
         self._mutex = threading.RLock()
+        """Guards the process's bookkeeping (open copies, waiting registrations, the
+        users' locks); never held across a sync."""
+        self._users: dict[str, threading.Lock] = {}
+        """One lock a user, held by the thread that syncs or builds that user's copy."""
         self._store_id: str | None = None
         self._waiting: dict[str, tuple[str, int]] = {}
         """Users whose copy is registered but waits for older transactions: (copy, the
@@ -151,6 +155,7 @@ class LexicalCopies:
 
     def _forked(self) -> None:
         self._mutex = threading.RLock()
+        self._users = {}
         self._open = OrderedDict()
         self._waiting = {}  # (the parent's registrations are the parent's to build)
         self._gone = set()
@@ -167,16 +172,25 @@ class LexicalCopies:
         self._store(conn)
         with self._mutex:
             if not self._swept:
-                self._swept = True
                 self._sweep(conn)
-            try:
-                with self._locked(user_id):
-                    return self._sync(conn, user_id)
-            except TimeoutError:
-                log.info("a lexical copy stayed locked: this search reads PostgreSQL's index")
-            except (OSError, ValueError, CorruptStoreError) as exc:  # a full disk, say
-                log.warning("a lexical copy failed (%s): this search reads PostgreSQL's index", exc)
+                self._swept = True
+            mine = self._users.setdefault(user_id, threading.Lock())
+        # Another thread syncing or building this user's copy: waited for as long as
+        # another process would be, then PostgreSQL's index answers. Other users' copies
+        # are not held up meanwhile.
+        if not mine.acquire(timeout=self.timeout_s):
+            log.info("a lexical copy stayed busy: this search reads PostgreSQL's index")
             return None
+        try:
+            with self._locked(user_id):
+                return self._sync(conn, user_id)
+        except TimeoutError:
+            log.info("a lexical copy stayed locked: this search reads PostgreSQL's index")
+        except (OSError, ValueError, CorruptStoreError) as exc:  # a full disk, say
+            log.warning("a lexical copy failed (%s): this search reads PostgreSQL's index", exc)
+        finally:
+            mine.release()
+        return None
 
     def _sync(self, conn: psycopg.Connection[Any], user_id: str) -> LexicalIndex | None:
         state = self._read_state(user_id)
@@ -207,14 +221,12 @@ class LexicalCopies:
                 return self._build(conn, user_id, state)
         if logged:  # (every change below xmin is in the copy now)
             kept = sorted(x for x in taken | {int(x) for x, _ in logged} if x >= xmin)
-            state = replace(
-                state,
-                horizon=xmin,
-                taken=tuple(kept) if len(kept) <= MAX_TAKEN else (),
-                version=state.version + 1,
-            )
-            self._write_state(user_id, state)
-            opened.state = state
+            kept = kept if len(kept) <= MAX_TAKEN else []
+            moved = replace(state, horizon=xmin, taken=tuple(kept))
+            if ids or moved != state:  # (else other processes would reload for nothing)
+                state = replace(moved, version=state.version + 1)
+                self._write_state(user_id, state)
+                opened.state = state
         self._report(conn, user_id, opened, xmin)
         return opened.index
 
@@ -260,6 +272,9 @@ class LexicalCopies:
     ) -> LexicalIndex | None:
         first = user_id not in self._waiting
         copy, wait_for = self._register(conn, user_id)
+        if not first and not self._still_registered(conn, copy):  # dropped while it waited
+            self._waiting.pop(user_id, None)
+            copy, wait_for = self._register(conn, user_id)
         # Waited for once; after that each search looks once, until they have ended.
         deadline = time.monotonic() + (BUILD_WAIT_S if first else 0.0)
         while True:
@@ -277,13 +292,20 @@ class LexicalCopies:
         self._sweep_leftovers(user_id)
         target = self._folder(user_id, f".new-{uuid.uuid4().hex[:8]}")
         try:
-            state, n = self._fill(conn, user_id, copy, target)
+            filled = self._fill(conn, user_id, copy, target)
         except BaseException:
             self._discard(target)
             raise
+        if filled is None:  # its registration was dropped during the fill: not trusted
+            self._discard(target)
+            return None
+        state, n = filled
         home = self._folder(user_id)
-        if old is not None and old.copy != copy:
-            conn.execute("DELETE FROM lexical_copies WHERE copy = %s", (old.copy,))
+        # The copy this folder held before, by its state or, if that is lost, by the
+        # name kept in the lock file: its registration goes (it would hold the changes).
+        for before in {old.copy if old is not None else "", self._last_copy(user_id)}:
+            if before and before != copy:
+                conn.execute("DELETE FROM lexical_copies WHERE copy = %s", (before,))
         if n == 0:
             with conn.transaction():
                 conn.execute("DELETE FROM lexical_copies WHERE copy = %s", (copy,))
@@ -297,6 +319,7 @@ class LexicalCopies:
             home.rename(aside)
         target.rename(home)
         self._discard(aside)
+        self._folder(user_id, ".lock").write_text(copy)
         reopened = LexicalIndex(home / "index", existing=True, keyed_by="id")
         self._keep_open(user_id, _Open(state, reopened, reported=time.monotonic()))
         return reopened
@@ -317,11 +340,31 @@ class LexicalCopies:
         self._waiting[user_id] = (copy, _xid(conn, "xmax"))
         return self._waiting[user_id]
 
+    @staticmethod
+    def _still_registered(conn: psycopg.Connection[Any], copy: str) -> bool:
+        """Whether ``copy`` is registered, marking it seen (a registration that waits
+        or builds for long is not dropped as one never built)."""
+        row = conn.execute(
+            "UPDATE lexical_copies SET seen_at = now() WHERE copy = %s RETURNING copy", (copy,)
+        ).fetchone()
+        return row is not None
+
+    def _last_copy(self, user_id: str) -> str:
+        """The name of the copy last built in this folder for the user ("" if none),
+        kept in its lock file, which outlives a lost folder."""
+        try:
+            return self._folder(user_id, ".lock").read_text().strip()
+        except OSError:
+            return ""
+
     def _fill(
         self, conn: psycopg.Connection[Any], user_id: str, copy: str, target: Path
-    ) -> tuple[CopyState, int]:
+    ) -> tuple[CopyState, int] | None:
         """Write every record of the user into a new copy in ``target``, from one
-        snapshot; its state is written beside it."""
+        snapshot; its state is written beside it. None if the copy's registration was
+        dropped meanwhile (changes it needs may be gone)."""
+        if not self._still_registered(conn, copy):
+            return None
         count = 0
         index = LexicalIndex(target / "index", keyed_by="id")
         with conn.transaction():
@@ -338,11 +381,13 @@ class LexicalCopies:
                         yield Doc(0, text, context, id=id_)
 
                 index.write((), docs())
-        conn.execute(
+        built = conn.execute(
             "UPDATE lexical_copies SET built = true, seen_at = now(), "
-            "horizon = greatest(horizon, %s::text::xid8) WHERE copy = %s",
+            "horizon = greatest(horizon, %s::text::xid8) WHERE copy = %s RETURNING copy",
             (str(xmin), copy),
-        )
+        ).fetchone()
+        if built is None:
+            return None
         state = CopyState(self._store(conn), FORMAT, copy, xmin)
         (target / "state.json").write_text(json.dumps(asdict(state)))
         return state, count
@@ -369,11 +414,12 @@ class LexicalCopies:
         digest = hashlib.sha256(f"{self._store_id}\0{user_id}".encode()).hexdigest()[:32]
         return self.root / f"{digest}{suffix}"
 
-    def discard(self, user_id: str) -> None:
+    def discard(self, conn: psycopg.Connection[Any], user_id: str) -> None:
         """Remove the user's copy from this folder (a forgotten user), under its lock."""
-        if self._store_id is None:
-            return
+        self._store(conn)
         with self._mutex:
+            mine = self._users.setdefault(user_id, threading.Lock())
+        with mine:
             try:
                 with self._locked(user_id):
                     self._close(user_id)
@@ -418,16 +464,21 @@ class LexicalCopies:
             leftover = dot and rest.startswith(("new-", "old-"))
             if not folder.is_dir() or not (leftover or folder.name in doomed):
                 continue
-            fd = try_lock(self.root / f"{digest}.lock")
+            fd = try_lock_here(self.root / f"{digest}.lock")
             if fd is None:
                 continue
             try:
                 # (a registered copy may have replaced an unregistered one meanwhile)
                 now = self._state_in(folder)
-                if leftover or now is None or now.copy not in live:
+                if leftover or now is None or not self._registered(conn, now.copy):
                     self._discard(folder)
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _registered(conn: psycopg.Connection[Any], copy: str) -> bool:
+        row = conn.execute("SELECT 1 FROM lexical_copies WHERE copy = %s", (copy,)).fetchone()
+        return row is not None
 
     @staticmethod
     def _state_in(folder: Path) -> CopyState | None:
@@ -455,20 +506,21 @@ class LexicalCopies:
             if opened.state != state:
                 opened.index.reload()
                 opened.state = state
-            self._open.move_to_end(user_id)
-            return opened
+            return self._keep_open(user_id, opened)
         index = LexicalIndex(self._folder(user_id) / "index", existing=True, keyed_by="id")
         return self._keep_open(user_id, _Open(state, index))
 
     def _keep_open(self, user_id: str, opened: _Open) -> _Open:
-        self._open[user_id] = opened
-        self._open.move_to_end(user_id)
-        while len(self._open) > MAX_OPEN:
-            self._open.popitem(last=False)
+        with self._mutex:
+            self._open[user_id] = opened
+            self._open.move_to_end(user_id)
+            while len(self._open) > MAX_OPEN:
+                self._open.popitem(last=False)
         return opened
 
     def _close(self, user_id: str) -> None:
-        self._open.pop(user_id, None)
+        with self._mutex:
+            self._open.pop(user_id, None)
 
     @staticmethod
     def _discard(folder: Path) -> None:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from memlane.errors import CorruptStoreError, StoreError
 from memlane.stores.forks import start_afresh_when_forked
 from memlane.stores.lexical import Doc, LexicalIndex, order_key
-from memlane.stores.lockfiles import take_lock, try_lock
+from memlane.stores.lockfiles import take_lock, try_lock_here
 from memlane.stores.sql import statements as st
 from memlane.stores.sqlite_sql import DIALECT, INDEX_ROWS, INDEX_ROWS_OF
 from memlane.stores.sqlite_tx import transaction
@@ -295,7 +295,7 @@ class Sidecar:
             digest, dot, rest = folder.name.partition(".")
             if not dot or not rest.startswith(("new-", "old-")) or not folder.is_dir():
                 continue
-            fd = try_lock(self.root / f"{digest}.lock")
+            fd = try_lock_here(self.root / f"{digest}.lock")
             if fd is None:
                 continue
             try:

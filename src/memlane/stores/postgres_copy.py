@@ -7,7 +7,9 @@ slow search (bench/scale_pg.md). tantivy reads only what can still reach the top
 database stays the source of truth; each process keeps, in a folder per user under
 ``lexical_dir``, a copy of what that user's records say to the index (own words,
 periods' words, the previous turn's words), and brings it in step before each search.
-Processes on one host share the folders (a lock file per user while one changes).
+Processes on one host share the folders (a lock file per user while one changes; it
+also keeps the name of the copy last built there). In a process, one thread at a time
+syncs a user's copy; other users' searches are not held up.
 
 **In step.** A copy registers in ``lexical_copies`` (schema 12). While a user has a
 copy, triggers add ``(user, id)`` to ``lexical_changes`` in every transaction that
@@ -20,18 +22,25 @@ rows will not change). A changed record is written again from its row as it is n
 applying a change twice gives the same copy.
 
 **Built afresh** when a copy is missing, damaged, of another database (``store_id`` in
-``memlane_meta``) or format, no longer registered (unseen for :data:`UNSEEN_FOR`, or
+``memlane_meta`` and the database's oid, which a copy made from it as a template does
+not share) or format, no longer registered (unseen for :data:`UNSEEN_FOR`, or
 its user forgotten), or ahead of the database (a database restored from a backup);
 and when a record it holds is gone for good (a purge, ``forget_user``), so that its
 words leave the disk with the old folder. To build, a copy registers, then waits until
 every transaction open at that moment has ended (one that wrote before the registration
 was visible logged nothing), then reads the user's records in one snapshot. Should one
 stay open longer than :data:`BUILD_WAIT_S`, the search reads PostgreSQL's own index, as
-it does without ``lexical_dir``, and the next search looks again.
+it does without ``lexical_dir``, and each later search looks once more (no wait) until
+it has ended. memlane's own connections write at READ COMMITTED, where a trigger sees a
+registration committed before its statement; a writer at REPEATABLE READ whose snapshot
+predates the registration would not, and must not be used beside copies.
 
 **Upkeep.** At most every :data:`REPORT_EVERY_S` a copy records its horizon; the
-changes below every copy's horizon of the user are deleted then, and copies unseen for
-:data:`UNSEEN_FOR` are dropped.
+changes below every copy's horizon of the user are deleted then, and registrations
+unseen for :data:`UNSEEN_FOR` (or never built for :data:`UNBUILT_FOR`) are dropped. A
+process's first sync removes the folder's copies of the database that are no longer
+registered and what builds stopped midway left; forgetting a user removes the copy in
+the forgetting process's folder at once.
 """
 
 from __future__ import annotations

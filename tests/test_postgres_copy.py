@@ -65,6 +65,14 @@ def _state(memory: Memory, user: str = "u") -> postgres_copy.CopyState | None:
     return _copies(memory)._read_state(user)
 
 
+def _rewriting(url: str, record_id: str, text: str) -> psycopg.Connection[Any]:
+    """A connection whose open transaction has rewritten user u's record ``record_id``
+    to ``text`` (commit it to end it; searches touch their hits: not this record)."""
+    conn = psycopg.connect(url)
+    conn.execute("UPDATE records SET text = %s WHERE user_id = 'u' AND id = %s", (text, record_id))
+    return conn
+
+
 def _rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(sql, params).fetchall()
@@ -99,11 +107,8 @@ def test_a_transaction_that_commits_after_a_later_one_is_still_taken_in(
     m.add("the first note", user_id="u")
     other = m.add("a placeholder", user_id="u")  # (searches touch their hits: not this)
     assert _texts(m, "note") == ["the first note"]
-    with psycopg.connect(url) as slow:  # older: it writes first, commits last
-        slow.execute(
-            "UPDATE records SET text = 'zebra crossing ahead' WHERE user_id = 'u' AND id = %s",
-            (other.id,),
-        )
+    # The older transaction writes first and commits last.
+    with _rewriting(url, other.id, "zebra crossing ahead") as slow:
         m.add("a second note", user_id="u")  # younger, committed first
         assert _texts(m, "second note") == ["a second note", "the first note"]
         assert _texts(m, "zebra") == []
@@ -123,11 +128,7 @@ def test_a_copy_waits_for_writers_open_since_before_it_registered(url: str, tmp_
     other = plain.add("a placeholder", user_id="u")
     plain.close()
     m = _memory(url, tmp_path / "copies")
-    with psycopg.connect(url) as slow:
-        slow.execute(
-            "UPDATE records SET text = 'zebra crossing ahead' WHERE user_id = 'u' AND id = %s",
-            (other.id,),
-        )
+    with _rewriting(url, other.id, "zebra crossing ahead") as slow:
         assert _texts(m, "note") == ["the first note"]  # PostgreSQL's own index
         assert _state(m) is None
         slow.commit()
@@ -445,10 +446,7 @@ def test_one_users_build_does_not_hold_up_another_users_search(
     other = plain.add("a placeholder", user_id="u")
     plain.close()
     monkeypatch.setattr(postgres_copy, "BUILD_WAIT_S", 30.0)
-    with psycopg.connect(url) as slow:  # u's copy waits for it (up to 30 s)
-        slow.execute(
-            "UPDATE records SET text = 'zebra' WHERE user_id = 'u' AND id = %s", (other.id,)
-        )
+    with _rewriting(url, other.id, "zebra") as slow:  # u's copy waits for it (up to 30 s)
         waiting = threading.Thread(target=_texts, args=(m, "placeholder"), daemon=True)
         waiting.start()
         while "u" not in _copies(m)._waiting:

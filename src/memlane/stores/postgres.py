@@ -265,7 +265,7 @@ class PostgresStore(PostgresOps):
                             values = {f.name: getattr(op, f.name) for f in fields(op)}
                             op = CopySearch(**values, copy=copy)
                     out.append(op)
-        except (psycopg.Error, psycopg_pool_error()) as exc:
+        except (psycopg.Error, _pool_timeout()) as exc:
             log.warning("a lexical copy could not be synced (%s): PostgreSQL's index answers", exc)
             return ops_
         return out
@@ -282,7 +282,7 @@ class PostgresStore(PostgresOps):
             with self._pool.connection() as conn:
                 for user_id in forgotten:
                     self._copies.discard(conn, user_id)
-        except (psycopg.Error, psycopg_pool_error()) as exc:  # swept at a later start
+        except (psycopg.Error, _pool_timeout()) as exc:  # swept at a later start
             log.warning("a forgotten user's lexical copy is left for later: %s", exc)
 
     @staticmethod
@@ -514,7 +514,8 @@ the database's default; the triggers that feed the lexical copies rely on it too
 writer whose snapshot predates a copy's registration would not see it)."""
 
 
-def psycopg_pool_error() -> type[Exception]:
+def _pool_timeout() -> type[Exception]:
+    """psycopg_pool's error for a pool with no connection to give in time."""
     from psycopg_pool import PoolTimeout
 
     return PoolTimeout

@@ -20,7 +20,10 @@ For each size: ingest rate (``Memory.add_many`` in chunks of 1,000); disk bytes 
 memory; the first search after a restart (a new Python process opens the store and runs
 one search; median of 3 processes, wall and CPU); hybrid, semantic and lexical p50/p95
 (wall and CPU, median over ``--runs``) in a new search process, with its peak RSS; and the
-semantic search's recall@10 against an exact scan of the stored vectors.
+semantic search's recall@10 against an exact scan of the stored vectors. With
+``--effects``, one more pass of hybrid searches says where their time goes: each store
+batch and the query's embedding (as ``Memory.on_effect`` reports them), and the core's
+own work between them.
 
     .venv/bin/python bench/scale.py --sizes 10000,100000 --stores sqlite --json out.json
 
@@ -597,8 +600,59 @@ def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
         for recipe in RECIPES:
             out[recipe] = {**_medians(runs[recipe]), "runs": runs[recipe]}
         out["semantic"]["recall_at_10"] = semantic_recall(memory, queries, spec)
+        if spec.get("effects"):
+            out["effects"] = effect_times(memory, queries, spec["runs"])
     out["peak_rss_mb"] = rss_mb()
     return out
+
+
+def effect_name(effect: Any) -> str:
+    """An effect's name in :func:`effect_times`: a batch by its ops (``GetRecords``,
+    ``VectorSearch+LexicalSearch``), any other by its kind (``EmbedQuery``)."""
+    ops = getattr(effect, "ops", None)
+    if ops is not None:
+        return "+".join(type(op).__name__ for op in ops) or "empty batch"
+    return type(effect).__name__
+
+
+def effect_times(memory: Memory, queries: list[str], runs: int) -> dict[str, dict[str, float]]:
+    """Where a hybrid search's time goes: ``runs`` passes of the queries after the timed
+    ones (observing costs a little), each effect's wall ms per search (effects of one name
+    in a search summed), the time between effects (the core's own work: fusion, ranking,
+    the flow) and the whole search; p50 / p95 over the searches that had the effect, and
+    how many effects of that name a search had on average."""
+    spent: dict[str, list[float]] = {}
+
+    def observe(effect: Any, seconds: float) -> None:
+        spent.setdefault(effect_name(effect), []).append(seconds * 1000)
+
+    per: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    memory.on_effect = observe
+    try:
+        for _ in range(runs):
+            for q in queries:
+                spent.clear()
+                began = time.perf_counter()
+                memory.search(q, user_id="bench", limit=TOP_K, recipe="hybrid")
+                whole = (time.perf_counter() - began) * 1000
+                for name, times in spent.items():
+                    per.setdefault(name, []).append(sum(times))
+                    counts[name] = counts.get(name, 0) + len(times)
+                effects = sum(sum(times) for times in spent.values())
+                per.setdefault("between effects", []).append(whole - effects)
+                per.setdefault("whole search", []).append(whole)
+    finally:
+        memory.on_effect = None
+    searches = runs * len(queries)
+    return {
+        name: {
+            "p50_ms": round(statistics.median(v), 2),
+            "p95_ms": round(pct(v, 0.95), 2),
+            "per_search": round(counts.get(name, len(v)) / searches, 2),
+        }
+        for name, v in sorted(per.items(), key=lambda kv: -statistics.median(kv[1]))
+    }
 
 
 def _summary(walls: list[float], cpus: list[float], served: list[float]) -> dict[str, float]:
@@ -708,6 +762,7 @@ def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
         "sparse": setup.args.sparse,
         "runs": setup.args.runs,
         "warmup": 5,
+        "effects": setup.args.effects,
     }
     row["first_search"] = {m: first_search(spec, m) for m in setup.modes}
     row["search"] = {m: spawn("search", m, spec) for m in setup.modes}
@@ -816,6 +871,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def effects_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of where a hybrid search's time went (``--effects``), per store,
+    size and mode."""
+    lines = []
+    for row in rows:
+        for mode, s in row["search"].items():
+            if "effects" not in s:
+                continue
+            lines += [
+                f"\n{row['store']}, {row['memories']:,} memories, query embedding {mode}:",
+                "| effect | per search | p50 ms | p95 ms |",
+                "| --- | --- | --- | --- |",
+            ]
+            lines += [
+                f"| {name} | {e['per_search']} | {e['p50_ms']} | {e['p95_ms']} |"
+                for name, e in s["effects"].items()
+            ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
@@ -860,6 +935,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="measure the store a --keep run left in --dir (SQLite) or --postgres again, "
         "without ingest (the directory is kept)",
+    )
+    parser.add_argument(
+        "--effects",
+        action="store_true",
+        help="then one more pass of hybrid searches timing each effect (store batch, "
+        "query embedding) and the core's work between them: where a search's time goes",
     )
     parser.add_argument("--dir", type=Path, default=default_data_dir() / "bench-scale")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
@@ -974,6 +1055,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep and not args.remeasure:  # a store measured again stays
             shutil.rmtree(args.dir, ignore_errors=True)
     print(table(rows))
+    if args.effects:
+        print(effects_table(rows))
     if args.json:
         report["meta"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         args.json.write_text(json.dumps(report, indent=1))

@@ -45,7 +45,28 @@ def test_scale_bench_json_has_every_figure(tmp_path: Path) -> None:
     for recipe in ("hybrid", "semantic", "lexical"):
         assert set(search[recipe]) >= TIMING and len(search[recipe]["runs"]) == 2
     assert 0.0 <= search["semantic"]["recall_at_10"] <= 1.0
+    assert "effects" not in search  # only with --effects
     assert not (tmp_path / "data").exists()  # removed without --keep
+
+
+def test_scale_bench_says_where_a_search_s_time_goes(tmp_path: Path) -> None:
+    out = tmp_path / "effects.json"
+    args = ["--sizes", "150", "--stores", "sqlite", "--queries", "5", "--runs", "2"]
+    done = _scale(*args, "--effects", "--dir", str(tmp_path / "data"), "--json", str(out))
+    assert "| effect | per search | p50 ms | p95 ms |" in done.stdout
+    (row,) = json.loads(out.read_text())["results"]
+    effects = row["search"]["excluded"]["effects"]
+    # one candidate batch a search (both lists in one transaction), the query's vector,
+    # the records ranked, and the core's own work between them
+    assert effects["VectorSearch+LexicalSearch"]["per_search"] == 1.0
+    assert effects["Embed"]["per_search"] == 1.0
+    assert effects["GetRecords"]["per_search"] >= 1.0
+    whole = effects["whole search"]
+    assert whole["per_search"] == 1.0 and whole["p95_ms"] >= whole["p50_ms"] > 0
+    for name, e in effects.items():
+        assert 0 <= e["p50_ms"] <= e["p95_ms"], name
+        if name != "whole search":
+            assert e["p50_ms"] <= whole["p95_ms"], name  # a part of a search
 
 
 def test_scale_bench_stores_and_searches_with_sparse_terms(tmp_path: Path) -> None:

@@ -818,8 +818,113 @@ def test_terms_by_remembered_hashes_never_outlive_a_change(tmp_path: Path) -> No
     with Memory(f"sqlite:///{db}", embedder=FakeEmbedder()) as elsewhere:
         elsewhere.forget_user("u")
     assert store.batch([sparse])[0] == {}
-    assert "u" not in store._found_hashes
+    assert "u" not in store._found_rows
     other.close()
+    m.close()
+
+
+def test_a_hybrid_batch_reads_its_bm25_hits_terms_ahead(tmp_path: Path) -> None:
+    """Once a user's search asked for sparse terms, a batch holding a vector and a lexical
+    search of that user reads the BM25 hits' terms while the code scan runs, and the next
+    SparseOf takes them from there and reads only the rest: the same answer as without.
+    A write forgets them; a user whose searches never asked gets none read."""
+    from memlane import Filters
+
+    store = SqliteStore(tmp_path / "m.db")
+    embedder = FakeEmbedder()
+    m = Memory(store, embedder=embedder)
+    inputs = [MemoryInput(f"heron note {i} river {i % 7}") for i in range(200)]
+    found = {u: m.add_many(inputs, user_id=u) for u in ("u", "v")}
+    model = "terms-model"
+    made = {r.content_hash: f"T-{r.text}".encode() for r in found["u"]}
+    store.batch(
+        [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(made.items()))]
+    )
+    hash_of = {r.id: r.content_hash for rs in found.values() for r in rs}
+    now = m.core.now()
+    vector = embedder.embed(["heron river 3"])[0]
+
+    def searches(user: str) -> list[Any]:
+        return [
+            ops.VectorSearch(user, Filters(), now, embedder.model_id, vector, 20),
+            ops.LexicalSearch(user, Filters(), now, "river 3", 20),
+        ]
+
+    vector_hits, lexical_hits = store.batch(searches("u"))
+    assert not store._found_terms  # no SparseOf has asked for "u"'s yet
+    pool = tuple(dict.fromkeys(i for i, _ in [*vector_hits, *lexical_hits]))
+    assert len(pool) > len(lexical_hits)  # some found by their vectors alone
+    expected = {i: made[hash_of[i]] for i in pool if hash_of[i] in made}
+    assert len(expected) == len(pool)
+    sparse = ops.SparseOf("u", model, pool)
+    assert store.batch([sparse])[0] == expected
+    assert store.batch(searches("u")) == [vector_hits, lexical_hits]
+    ahead = {key[-1]: blob for key, blob in store._found_terms.items()}
+    assert ahead == {hash_of[i]: made[hash_of[i]] for i, _ in lexical_hits}
+    assert store.batch([sparse])[0] == expected
+    # What was read ahead is what SparseOf answers for those records.
+    store.batch(searches("u"))
+    first = lexical_hits[0][0]
+    key = next(k for k in store._found_terms if k[-1] == hash_of[first])
+    store._found_terms[key] = b"READ-AHEAD"
+    assert store.batch([sparse])[0] == {**expected, first: b"READ-AHEAD"}
+    # A write forgets them.
+    store.batch(searches("u"))
+    assert store._found_terms
+    m.add("a crane", user_id="u")
+    assert not store._found_terms
+    assert store.batch([sparse])[0] == expected
+    # Another user, whose searches never asked for terms.
+    store.batch(searches("v"))
+    assert not store._found_terms
+    m.close()
+
+
+def test_neighbours_are_asked_for_only_where_a_search_found_a_turn(tmp_path: Path) -> None:
+    """GetNeighbors asks the database about a record only if it may be a turn: one a
+    search here found to be a fact, or an episode outside any session, has no neighbours
+    and costs no statement; the turns found get the same neighbours as from a store that
+    found nothing; and what was found is forgotten once another connection changes the
+    records (a fact made a turn then has its neighbours)."""
+    import sqlite3
+
+    from memlane import Filters
+
+    db = tmp_path / "m.db"
+    store = SqliteStore(db)
+    m = Memory(store, embedder=FakeEmbedder())
+    facts = m.add_many([MemoryInput(f"heron fact {i}") for i in range(3)], user_id="u")
+    loose = m.add("heron said once", user_id="u", kind=MemoryKind.EPISODE)
+    turns = [
+        m.add(f"heron turn {i}", user_id="u", kind=MemoryKind.EPISODE, session_id="s")
+        for i in range(5)
+    ]
+    now = m.core.now()
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), now, "heron", 20)])
+    assert len(hits) == 9
+    statements: list[str] = []
+    store._connection().set_trace_callback(statements.append)
+    plain = (*(r.id for r in facts), loose.id)
+    assert store.batch([ops.GetNeighbors("u", plain, 2, now)])[0] == {i: [] for i in plain}
+    assert not any("session_id" in sql for sql in statements)
+    ids = (*plain, *(r.id for r in turns))
+    asked = ops.GetNeighbors("u", ids, 2, now)
+    got = store.batch([asked])[0]
+    assert any("session_id" in sql for sql in statements)
+    t = [r.id for r in turns]
+    assert got[t[2]] == [(t[0], -2), (t[1], -1), (t[3], 1), (t[4], 2)]
+    fresh = SqliteStore(db)  # a store whose searches found nothing
+    assert fresh.batch([asked])[0] == got
+    fresh.close()
+    # Another connection makes a fact a turn of the session.
+    other = sqlite3.connect(db)
+    other.execute(
+        "UPDATE records SET kind = 'episode', session_id = 's' WHERE id = ?", (facts[0].id,)
+    )
+    other.commit()
+    other.close()
+    (now_a_turn,) = store.batch([ops.GetNeighbors("u", (facts[0].id,), 2, now)])[0].values()
+    assert [n for n, _ in now_a_turn] == [t[0], t[1]]
     m.close()
 
 

@@ -113,6 +113,7 @@ class SqliteStore(SqliteOps):
         self._scan_thread = None
         self._early_scans = {}
         self._forget_found()
+        self._terms_asked = {}
         self._sidecar_: Sidecar | None = None
         self._wal: WalCheckpoints | None = None
         start_afresh_when_forked(self)
@@ -133,6 +134,7 @@ class SqliteStore(SqliteOps):
         self._scan_thread = None
         self._early_scans = {}
         self._forget_found()
+        self._terms_asked = {}
         self._data_version = None
         self._vector_cache = None
 
@@ -517,10 +519,17 @@ class SqliteStore(SqliteOps):
         erased: set[str] = set()
         self._found_checked = False  # other connections' commits: checked once a batch
         # A vector search whose code scan runs on the scan thread goes last (only read
-        # batches start scans), so that the others overlap the scan instead of waiting.
+        # batches start scans), so that the others overlap the scan instead of waiting;
+        # then, while the scan may still run, the BM25 hits' sparse terms are read ahead.
         order = sorted(range(len(ops_)), key=lambda i: id(ops_[i]) in self._early_scans)
+        ahead = bool(self._early_scans)
         for i in order:
             op = ops_[i]
+            if ahead and id(op) in self._early_scans:
+                ahead = False
+                for done, hits in zip(ops_, results, strict=True):
+                    if isinstance(done, ops.LexicalSearch) and hits:
+                        self._read_ahead(conn, done.user_id, (id_ for id_, _ in hits))
             before = conn.total_changes
             results[i] = self._handler(op)(conn, op)
             if isinstance(op, ops.DeleteUser | ops.RebuildIndexes) or (

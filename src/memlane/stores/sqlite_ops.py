@@ -81,6 +81,9 @@ FOUND_PER_USER = 8192
 FOUND_USERS = 64
 """Users whose found hashes are kept at once."""
 
+_TURN = "(r.kind = 'episode' AND r.session_id IS NOT NULL)"
+"""Whether a record is a turn, one that can have neighbours (:class:`ops.GetNeighbors`)."""
+
 _HAS_CONTEXT = (
     "r.context_hash IS NOT NULL AND EXISTS (SELECT 1 FROM embeddings c "
     "WHERE c.model = ? AND c.content_hash = r.context_hash)"
@@ -113,7 +116,15 @@ class SqliteOps(OpDispatch):
     _sidecar_: Sidecar | None
     _scan_thread: ThreadPoolExecutor | None
     _early_scans: dict[int, Future[tuple[dict[int, tuple[float, bool]], bool]]]
-    _found_hashes: dict[str, dict[str, str]]
+    _found_rows: dict[str, dict[str, tuple[str, bool]]]
+    """Per user, what searches found of each record by id: its content hash, and whether
+    it is a turn (an episode in a session); see :meth:`_found`."""
+    _found_terms: dict[tuple[str, int, str], bytes]
+    """Sparse terms read ahead (:meth:`_read_ahead`) by (vectors model, sparse model
+    number, content hash), forgotten with the hashes searches found."""
+    _terms_asked: dict[str, tuple[str, int]]
+    """Per user, the (vectors model, sparse model number) its last :class:`ops.SparseOf`
+    asked for: what a read ahead reads."""
     _found_version: int | None
     _found_off: bool
     _found_checked: bool
@@ -279,11 +290,11 @@ class SqliteOps(OpDispatch):
             checked.update(new)
             sql, params = where
             rows = conn.execute(
-                f"SELECT r.rid, r.id, r.content_hash FROM {BY_RIDS} WHERE {sql}",
+                f"SELECT r.rid, r.id, r.content_hash, {_TURN} FROM {BY_RIDS} WHERE {sql}",
                 (json.dumps(new), *params),
             ).fetchall()
-            ids.update((rid, id_) for rid, id_, _ in rows)
-            self._found(conn, op.user_id, ((id_, h) for _, id_, h in rows))
+            ids.update((rid, id_) for rid, id_, _, _ in rows)
+            self._found(conn, op.user_id, (row[1:] for row in rows))
             step *= 2
 
     @handles(ops.VectorSearch)
@@ -372,16 +383,16 @@ class SqliteOps(OpDispatch):
                 end += 1
             chunk = dict(ranked[start:end])
             rows = conn.execute(
-                f"SELECT r.rid, r.id, {_HAS_CONTEXT if model else '0'}, r.content_hash "
-                f"FROM {BY_RIDS} WHERE {where}",
+                f"SELECT r.rid, r.id, {_HAS_CONTEXT if model else '0'}, r.content_hash, "
+                f"{_TURN} FROM {BY_RIDS} WHERE {where}",
                 (*model, json.dumps(list(chunk)), *params),
             ).fetchall()
             found += [
                 (rid, chunk[key][0])
-                for key, rid, with_context, _ in rows
+                for key, rid, with_context, _, _ in rows
                 if not (with_context and chunk[key][1])
             ]
-            self._found(conn, op.user_id, ((rid, h) for _, rid, _, h in rows))
+            self._found(conn, op.user_id, ((rid, h, turn) for _, rid, _, h, turn in rows))
             start, step = end, 2 * step
         return sorted(found, key=lambda hit: (-hit[1], hit[0]))[: op.limit]
 
@@ -442,9 +453,13 @@ class SqliteOps(OpDispatch):
         self, conn: sqlite3.Connection, op: ops.GetNeighbors
     ) -> dict[str, list[tuple[str, int]]]:
         ids = tuple(dict.fromkeys(op.ids))
+        # Not asked for records a search here found not to be turns: they have none.
+        known = self._found_current(conn).get(op.user_id, {})
+        turns = tuple(i for i in ids if (f := known.get(i)) is None or f[1])
         rows: list[tuple[str, str]] = []
-        if op.window > 0:
-            for sql, params in neighbors_sql(op.user_id, ids, op.window, to_iso(op.now), "?", "IS"):
+        if op.window > 0 and turns:
+            now = to_iso(op.now)
+            for sql, params in neighbors_sql(op.user_id, turns, op.window, now, "?", "IS"):
                 rows += conn.execute(sql, params).fetchall()
         return collect_neighbors(ids, rows)
 
@@ -603,18 +618,21 @@ class SqliteOps(OpDispatch):
         return None if model is None else model[0]
 
     def _found(
-        self, conn: sqlite3.Connection, user_id: str, pairs: Iterable[tuple[str, str]]
+        self, conn: sqlite3.Connection, user_id: str, rows: Iterable[tuple[str, str, int]]
     ) -> None:
-        """Remember the content hash of each record a search found (id, hash): the
-        search's next read, the candidates' sparse terms (:class:`ops.SparseOf`), then
-        looks the terms up by hash without finding each record again (at a million
-        memories ~0.6 of its ~1.9 ms). Forgotten when this store writes (any write
-        batch: :meth:`_forget_found`) or another connection commits (``PRAGMA
-        data_version``), and kept for a few thousand records of a few dozen users."""
+        """Remember what a search found of each record (id, content hash, whether it is a
+        turn): the search's next reads use it. The candidates' sparse terms
+        (:class:`ops.SparseOf`) are looked up by hash without finding each record again
+        (at a million memories ~0.6 of its ~1.9 ms), and the neighbours
+        (:class:`ops.GetNeighbors`) are looked up only for turns, as a record that is
+        not one has none (a search of facts asks for none: ~0.4 ms of statements).
+        Forgotten when this store writes (any write batch: :meth:`_forget_found`) or
+        another connection commits (``PRAGMA data_version``), and kept for a few
+        thousand records of a few dozen users."""
         if self._found_off:
             return
         remembered = self._found_current(conn)
-        found = dict(pairs)
+        found = {id_: (h, bool(turn)) for id_, h, turn in rows}
         known = remembered.get(user_id)
         if known is None or len(known) + len(found) > FOUND_PER_USER:
             if len(remembered) >= FOUND_USERS:
@@ -623,22 +641,45 @@ class SqliteOps(OpDispatch):
         else:
             known.update(found)
 
-    def _found_current(self, conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
-        """The hashes searches found, per user, emptied first if another connection
+    def _found_current(self, conn: sqlite3.Connection) -> dict[str, dict[str, tuple[str, bool]]]:
+        """What searches found, per user (:attr:`_found_rows`), emptied first if another connection
         committed since they were found (``PRAGMA data_version``, read once a batch,
         inside its transaction: the store's ``_run`` marks each batch unchecked)."""
         if not self._found_checked:
             self._found_checked = True
             (version,) = conn.execute("PRAGMA data_version").fetchone()
             if version != self._found_version:
-                self._found_hashes, self._found_version = {}, version
-        return self._found_hashes
+                self._found_rows, self._found_version = {}, version
+                self._found_terms = {}
+        return self._found_rows
 
     def _forget_found(self, *, off: bool = False) -> None:
-        """Forget the hashes searches found (around a batch that writes, and when the
-        connection opens or closes); with ``off`` remember none until called again."""
-        self._found_hashes, self._found_version, self._found_off = {}, None, off
+        """Forget the hashes searches found and the terms read ahead for them (around a
+        batch that writes, and when the connection opens or closes); with ``off``
+        remember none until called again."""
+        self._found_rows, self._found_version, self._found_off = {}, None, off
+        self._found_terms = {}
         self._found_checked = False
+
+    def _read_ahead(self, conn: sqlite3.Connection, user_id: str, ids: Iterable[str]) -> None:
+        """Read the sparse terms of the records ``ids`` (found by a search: their hashes
+        are known) ahead of the :class:`ops.SparseOf` that is likely to ask for them, as
+        the user's last one asked (a hybrid search with its sparse list reads the terms
+        of its candidates next). A hybrid search reads them here for its BM25 hits while
+        the scan thread finishes the code scan, a time this thread would otherwise wait
+        (:meth:`SqliteStore._run`); its SparseOf then reads only the rest. Nothing is read
+        for a user whose searches have not asked for terms."""
+        key = self._terms_asked.get(user_id)
+        if key is None or self._found_off:
+            return
+        known = self._found_current(conn).get(user_id, {})
+        memo = self._found_terms
+        hashes = {f[0] for i in ids if (f := known.get(i)) is not None and (*key, f[0]) not in memo}
+        if hashes:
+            found = self._terms_by_hash(conn, sorted(hashes), *key)
+            if len(memo) + len(found) > FOUND_PER_USER:  # kept while no write comes
+                memo.clear()
+            memo.update(((*key, h), blob) for h, blob in found.items())
 
     @handles(ops.SparseOf)
     def _op_SparseOf(self, conn: sqlite3.Connection, op: ops.SparseOf) -> dict[str, bytes]:
@@ -647,10 +688,18 @@ class SqliteOps(OpDispatch):
         if key is None:
             return out
         vectors, no = key
+        if self._terms_asked.get(op.user_id) != key:
+            if len(self._terms_asked) >= FOUND_USERS:
+                self._terms_asked.clear()
+            self._terms_asked[op.user_id] = key
         known = self._found_current(conn).get(op.user_id, {})
-        hashes = {rid: h for rid in op.ids if (h := known.get(rid)) is not None}
+        hashes = {rid: f[0] for rid in op.ids if (f := known.get(rid)) is not None}
         if hashes:
-            terms = self._terms_by_hash(conn, sorted(set(hashes.values())), vectors, no)
+            memo = self._found_terms
+            terms = {h: blob for h in hashes.values() if (blob := memo.get((*key, h)))}
+            unread = sorted({h for h in hashes.values() if h not in terms})
+            if unread:
+                terms.update(self._terms_by_hash(conn, unread, vectors, no))
             out = {rid: terms[h] for rid, h in hashes.items() if h in terms}
         # The rest through their records (not found by a search here, or a hash without
         # terms: then the record, looked up again, may have changed since).

@@ -824,58 +824,63 @@ def test_terms_by_remembered_hashes_never_outlive_a_change(tmp_path: Path) -> No
 
 
 def test_a_hybrid_batch_reads_its_bm25_hits_terms_ahead(tmp_path: Path) -> None:
-    """Once a user's search asked for sparse terms, a batch holding a vector and a lexical
-    search of that user reads the BM25 hits' terms while the code scan runs, and the next
-    SparseOf takes them from there and reads only the rest: the same answer as without.
-    A write forgets them; a user whose searches never asked gets none read."""
+    """A batch holding a vector search and a lexical search that says the candidates'
+    sparse terms come next (``terms_next``, as hybrid search with its sparse list says)
+    reads the BM25 hits' terms while the code scan runs, and the SparseOf that follows
+    takes them from there and reads only the rest: the same answer as without. A search
+    that does not say so (``fast``, ``rrf``) has none read, a batch whose scan failed
+    keeps none, and a write forgets them."""
     from memlane import Filters
+    from memlane.errors import ValidationError
 
     store = SqliteStore(tmp_path / "m.db")
     embedder = FakeEmbedder()
     m = Memory(store, embedder=embedder)
-    inputs = [MemoryInput(f"heron note {i} river {i % 7}") for i in range(200)]
-    found = {u: m.add_many(inputs, user_id=u) for u in ("u", "v")}
+    records = m.add_many(
+        [MemoryInput(f"heron note {i} river {i % 7}") for i in range(200)], user_id="u"
+    )
     model = "terms-model"
-    made = {r.content_hash: f"T-{r.text}".encode() for r in found["u"]}
+    made = {r.content_hash: f"T-{r.text}".encode() for r in records}
     store.batch(
         [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(made.items()))]
     )
-    hash_of = {r.id: r.content_hash for rs in found.values() for r in rs}
+    hash_of = {r.id: r.content_hash for r in records}
     now = m.core.now()
     vector = embedder.embed(["heron river 3"])[0]
+    hint = (model, m.core.model_id)
 
-    def searches(user: str) -> list[Any]:
+    def searches(terms_next: tuple[str, str] | None = hint, dim: int = 256) -> list[Any]:
         return [
-            ops.VectorSearch(user, Filters(), now, embedder.model_id, vector, 20),
-            ops.LexicalSearch(user, Filters(), now, "river 3", 20),
+            ops.VectorSearch("u", Filters(), now, embedder.model_id, vector[:dim], 20),
+            ops.LexicalSearch("u", Filters(), now, "river 3", 20, terms_next=terms_next),
         ]
 
-    vector_hits, lexical_hits = store.batch(searches("u"))
-    assert not store._found_terms  # no SparseOf has asked for "u"'s yet
+    vector_hits, lexical_hits = store.batch(searches(None))
+    assert not store._found_terms  # not said: none read
     pool = tuple(dict.fromkeys(i for i, _ in [*vector_hits, *lexical_hits]))
     assert len(pool) > len(lexical_hits)  # some found by their vectors alone
-    expected = {i: made[hash_of[i]] for i in pool if hash_of[i] in made}
-    assert len(expected) == len(pool)
-    sparse = ops.SparseOf("u", model, pool)
+    expected = {i: made[hash_of[i]] for i in pool}
+    sparse = ops.SparseOf("u", model, pool, m.core.model_id)
     assert store.batch([sparse])[0] == expected
-    assert store.batch(searches("u")) == [vector_hits, lexical_hits]
+    assert store.batch(searches()) == [vector_hits, lexical_hits]
     ahead = {key[-1]: blob for key, blob in store._found_terms.items()}
     assert ahead == {hash_of[i]: made[hash_of[i]] for i, _ in lexical_hits}
     assert store.batch([sparse])[0] == expected
     # What was read ahead is what SparseOf answers for those records.
-    store.batch(searches("u"))
+    store.batch(searches())
     first = lexical_hits[0][0]
     key = next(k for k in store._found_terms if k[-1] == hash_of[first])
     store._found_terms[key] = b"READ-AHEAD"
     assert store.batch([sparse])[0] == {**expected, first: b"READ-AHEAD"}
     # A write forgets them.
-    store.batch(searches("u"))
+    store.batch(searches())
     assert store._found_terms
     m.add("a crane", user_id="u")
     assert not store._found_terms
     assert store.batch([sparse])[0] == expected
-    # Another user, whose searches never asked for terms.
-    store.batch(searches("v"))
+    # A batch whose scan fails keeps none read ahead.
+    with pytest.raises(ValidationError):
+        store.batch(searches(dim=8))
     assert not store._found_terms
     m.close()
 

@@ -596,6 +596,42 @@ def _effects_of(memory: Memory, query: str) -> tuple[list[str], dict[str, dict[s
         memory.on_effect = None
 
 
+def test_a_search_tells_the_store_when_its_candidates_terms_come_next(
+    tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """A search that scores its candidates by their sparse terms says so on its lexical
+    read (``LexicalSearch.terms_next``: the store may read the hits' terms ahead); one
+    that does not (``fast``, ``rrf``, a memory without a sparse encoder) says nothing, and
+    the answers are those of a store that read nothing ahead."""
+    db = f"sqlite:///{tmp_path / 'm.db'}"
+    asked: list[object] = []
+
+    def lexical_reads(effect: object, _: float) -> None:
+        for op in getattr(effect, "ops", ()):
+            if isinstance(op, ops.LexicalSearch):
+                asked.append(op.terms_next)
+
+    with Memory(db, embedder=FakeEmbedder(), sparse=encoder) as memory:
+        for text in (VEGETARIAN, GIFT, WEATHER):
+            memory.add(text, user_id="alice")
+        memory.on_effect = lexical_reads
+        hits = memory.search(DINNER, user_id="alice")
+        assert asked == [(encoder.model_id, memory.core.model_id)]
+        for recipe in ("fast", "rrf"):
+            asked.clear()
+            memory.search(DINNER, user_id="alice", recipe=recipe)
+            assert asked == [None]
+    with Memory(db, embedder=FakeEmbedder(), sparse=None) as plain:
+        plain.on_effect = lexical_reads
+        asked.clear()
+        plain.search(DINNER, user_id="alice")
+        assert asked == [None]
+    with Memory(db, embedder=FakeEmbedder(), sparse=encoder) as again:
+        assert [h.record.id for h in again.search(DINNER, user_id="alice")] == [
+            h.record.id for h in hits
+        ]
+
+
 def test_query_terms_are_made_beside_the_vector_once_candidates_have_terms(
     tmp_path: Path, encoder: SpladeEncoder
 ) -> None:

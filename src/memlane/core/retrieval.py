@@ -133,7 +133,10 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
             vector, terms = yield from core.query_vector_and_terms(dense_query, q.text, q.user_id)
         else:
             vector = yield from core.query_vector(dense_query)
-    results = yield from many([_candidates(core, q, m, vector) for m in methods])
+    # The lexical read tells the store that the candidates' sparse terms come next.
+    model = core.sparse_model_id
+    terms_next = (model, core.model_id) if rescore and model is not None else None
+    results = yield from many([_candidates(core, q, m, vector, terms_next) for m in methods])
     lists = dict(zip(methods, results, strict=True))
     weights = dict(recipe.methods)
     floors: dict[str, float] = {}
@@ -309,10 +312,17 @@ def _round(
 _SECOND_ROUND = ("lexical_hop", "lexical_part", "graph")
 
 
-def _candidates(core: Core, q: _Query, method: str, vector: Vector | None) -> ops.Op[Any]:
-    """The store read that finds candidates by ``method``."""
+def _candidates(
+    core: Core,
+    q: _Query,
+    method: str,
+    vector: Vector | None,
+    terms_next: tuple[str, str] | None = None,
+) -> ops.Op[Any]:
+    """The store read that finds candidates by ``method`` (``terms_next``: see
+    :attr:`ops.LexicalSearch.terms_next`)."""
     if method == "lexical":
-        return _lexical(q, q.text)
+        return _lexical(q, q.text, terms_next)
     assert vector is not None
     field = "content" if method == "vector" else "context"
     return ops.VectorSearch(q.user_id, q.filters, q.now, core.model_id, vector, q.depth, field)
@@ -333,10 +343,10 @@ def _neighbor_floor(
     return spread_to_neighbors(scores, neighbors, recipe.neighbor_weight)
 
 
-def _lexical(q: _Query, text: str) -> ops.LexicalSearch:
+def _lexical(q: _Query, text: str, terms_next: tuple[str, str] | None = None) -> ops.LexicalSearch:
     """The BM25 read of ``text`` in the query's scope (every round's lexical list)."""
     return ops.LexicalSearch(
-        q.user_id, q.filters, q.now, text, q.depth, q.recipe.lexical_context_weight
+        q.user_id, q.filters, q.now, text, q.depth, q.recipe.lexical_context_weight, terms_next
     )
 
 

@@ -106,6 +106,10 @@ class LexicalSearch(Op[list[tuple[str, float]]]):
     query: str
     limit: int
     context_weight: float = 0.0
+    terms_next: tuple[str, str] | None = None
+    """A hint, never a change to the answer: the search asks next for the sparse terms of
+    its candidates, of this (sparse model, embedding model) (:class:`SparseOf`); a store
+    may read the hits' terms ahead (SQLite does while its code scan runs)."""
 
 
 @dataclass(frozen=True, slots=True)

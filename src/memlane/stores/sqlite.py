@@ -113,7 +113,6 @@ class SqliteStore(SqliteOps):
         self._scan_thread = None
         self._early_scans = {}
         self._forget_found()
-        self._terms_asked = {}
         self._sidecar_: Sidecar | None = None
         self._wal: WalCheckpoints | None = None
         start_afresh_when_forked(self)
@@ -134,7 +133,6 @@ class SqliteStore(SqliteOps):
         self._scan_thread = None
         self._early_scans = {}
         self._forget_found()
-        self._terms_asked = {}
         self._data_version = None
         self._vector_cache = None
 
@@ -501,6 +499,9 @@ class SqliteStore(SqliteOps):
             if erased:
                 self._scrub_log(conn)
             return results, erased
+        except BaseException:
+            self._found_terms = {}  # read ahead for a failed batch: no search asks for them
+            raise
         finally:
             # Also after a rollback: a search inside the failed batch may have cached
             # rows that were never committed.
@@ -527,9 +528,7 @@ class SqliteStore(SqliteOps):
             op = ops_[i]
             if ahead and id(op) in self._early_scans:
                 ahead = False
-                for done, hits in zip(ops_, results, strict=True):
-                    if isinstance(done, ops.LexicalSearch) and hits:
-                        self._read_ahead(conn, done.user_id, (id_ for id_, _ in hits))
+                self._read_ahead_of_scans(conn, ops_, results)
             before = conn.total_changes
             results[i] = self._handler(op)(conn, op)
             if isinstance(op, ops.DeleteUser | ops.RebuildIndexes) or (
@@ -541,6 +540,19 @@ class SqliteStore(SqliteOps):
                 )
                 erased.add(op.user_id)
         return results, erased
+
+    def _read_ahead_of_scans(
+        self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], results: list[Any]
+    ) -> None:
+        """Before the batch's vector searches wait for their code scans: the sparse terms
+        of the BM25 hits found so far, where the search says it asks for them next
+        (:meth:`_read_ahead`); none once a scan failed (the batch fails with it)."""
+        scans = self._early_scans.values()
+        if any(scan.done() and scan.exception() is not None for scan in scans):
+            return
+        for done, hits in zip(ops_, results, strict=True):
+            if isinstance(done, ops.LexicalSearch) and hits:
+                self._read_ahead(conn, done, (id_ for id_, _ in hits))
 
     def _after_write(
         self, conn: sqlite3.Connection, ops_: Sequence[Op[Any]], erased: set[str]

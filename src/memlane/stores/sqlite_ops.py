@@ -122,9 +122,6 @@ class SqliteOps(OpDispatch):
     _found_terms: dict[tuple[str, int, str], bytes]
     """Sparse terms read ahead (:meth:`_read_ahead`) by (vectors model, sparse model
     number, content hash), forgotten with the hashes searches found."""
-    _terms_asked: dict[str, tuple[str, int]]
-    """Per user, the (vectors model, sparse model number) its last :class:`ops.SparseOf`
-    asked for: what a read ahead reads."""
     _found_version: int | None
     _found_off: bool
     _found_checked: bool
@@ -661,18 +658,20 @@ class SqliteOps(OpDispatch):
         self._found_terms = {}
         self._found_checked = False
 
-    def _read_ahead(self, conn: sqlite3.Connection, user_id: str, ids: Iterable[str]) -> None:
-        """Read the sparse terms of the records ``ids`` (found by a search: their hashes
-        are known) ahead of the :class:`ops.SparseOf` that is likely to ask for them, as
-        the user's last one asked (a hybrid search with its sparse list reads the terms
-        of its candidates next). A hybrid search reads them here for its BM25 hits while
-        the scan thread finishes the code scan, a time this thread would otherwise wait
-        (:meth:`SqliteStore._run`); its SparseOf then reads only the rest. Nothing is read
-        for a user whose searches have not asked for terms."""
-        key = self._terms_asked.get(user_id)
-        if key is None or self._found_off:
+    def _read_ahead(
+        self, conn: sqlite3.Connection, op: ops.LexicalSearch, ids: Iterable[str]
+    ) -> None:
+        """Read the sparse terms of ``op``'s hits ``ids`` (found by it: their hashes are
+        known) ahead of the :class:`ops.SparseOf` that ``op.terms_next`` says comes next.
+        A hybrid search reads them here while the scan thread finishes the code scan, a
+        time this thread would otherwise wait (:meth:`SqliteStore._run`); its SparseOf
+        then reads only the rest."""
+        if op.terms_next is None or self._found_off:
             return
-        known = self._found_current(conn).get(user_id, {})
+        key = self._terms_key(conn, *op.terms_next)
+        if key is None:
+            return
+        known = self._found_current(conn).get(op.user_id, {})
         memo = self._found_terms
         hashes = {f[0] for i in ids if (f := known.get(i)) is not None and (*key, f[0]) not in memo}
         if hashes:
@@ -688,10 +687,6 @@ class SqliteOps(OpDispatch):
         if key is None:
             return out
         vectors, no = key
-        if self._terms_asked.get(op.user_id) != key:
-            if len(self._terms_asked) >= FOUND_USERS:
-                self._terms_asked.clear()
-            self._terms_asked[op.user_id] = key
         known = self._found_current(conn).get(op.user_id, {})
         hashes = {rid: f[0] for rid in op.ids if (f := known.get(rid)) is not None}
         if hashes:

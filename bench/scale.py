@@ -580,7 +580,7 @@ def timed(
 def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
     """Warm up, then time every recipe over every query ``runs`` times; then recall."""
     memory, queries = child_memory(spec, mode)
-    server = ServerCpu.of(spec["url"])
+    server = ServerCpu.of(spec.get("server_url", spec["url"]))
     out: dict[str, Any] = {}
     with memory:
         for recipe in RECIPES:
@@ -755,6 +755,7 @@ def measure(setup: Setup, corpus: Corpus, row: dict[str, Any]) -> None:
         (setup.args.dir / "exact_kth.json").write_text(json.dumps(corpus.exact.kth()))
     spec = {
         "url": with_lexical_dir(setup.url, setup.args.lexical_dir),
+        "server_url": setup.url,  # without memlane's lexical_dir, which libpq refuses
         "dir": str(setup.args.dir),
         "embedder": setup.args.embedder,
         "vectors": setup.args.vectors,

@@ -113,8 +113,13 @@ def test_scale_bench_bulk_loads_postgres_with_sparse_terms(tmp_path: Path, pg_ur
 
     data = tmp_path / "data"
     args = ["--sizes", "300", "--stores", "postgres", "--postgres", pg_url, "--bulk"]
-    done = _scale(*args, "--sparse", "--queries", "6", "--runs", "1", "--dir", str(data))
+    out = tmp_path / "pg.json"
+    copies = ["--lexical-dir", str(tmp_path / "copies"), "--json", str(out)]
+    done = _scale(*args, "--sparse", "--queries", "6", "--runs", "1", "--dir", str(data), *copies)
     assert "| postgres | 300 |" in done.stdout
+    (result,) = json.loads(out.read_text())["results"]
+    hybrid = result["search"]["excluded"]["hybrid"]
+    assert hybrid["server_cpu_p50_ms"] > 0  # the server's CPU, also with lexical copies
     with psycopg.connect(pg_url) as conn:
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE s.content_hash IS NOT NULL) FROM records r "

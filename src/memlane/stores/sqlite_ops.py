@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memlane.errors import StoreError
 from memlane.models import (
@@ -84,6 +84,15 @@ FOUND_USERS = 64
 _TURN = "(r.kind = 'episode' AND r.session_id IS NOT NULL)"
 """Whether a record is a turn, one that can have neighbours (:class:`ops.GetNeighbors`)."""
 
+
+class _Found(NamedTuple):
+    """What a search found of a record (:meth:`SqliteOps._found`)."""
+
+    hash: str
+    turn: bool
+    """Whether it is a turn (:data:`_TURN`), one that can have neighbours."""
+
+
 _HAS_CONTEXT = (
     "r.context_hash IS NOT NULL AND EXISTS (SELECT 1 FROM embeddings c "
     "WHERE c.model = ? AND c.content_hash = r.context_hash)"
@@ -116,7 +125,7 @@ class SqliteOps(OpDispatch):
     _sidecar_: Sidecar | None
     _scan_thread: ThreadPoolExecutor | None
     _early_scans: dict[int, Future[tuple[dict[int, tuple[float, bool]], bool]]]
-    _found_rows: dict[str, dict[str, tuple[str, bool]]]
+    _found_rows: dict[str, dict[str, _Found]]
     """Per user, what searches found of each record by id: its content hash, and whether
     it is a turn (an episode in a session); see :meth:`_found`."""
     _found_terms: dict[tuple[str, int, str], bytes]
@@ -452,7 +461,7 @@ class SqliteOps(OpDispatch):
         ids = tuple(dict.fromkeys(op.ids))
         # Not asked for records a search here found not to be turns: they have none.
         known = self._found_current(conn).get(op.user_id, {})
-        turns = tuple(i for i in ids if (f := known.get(i)) is None or f[1])
+        turns = tuple(i for i in ids if (f := known.get(i)) is None or f.turn)
         rows: list[tuple[str, str]] = []
         if op.window > 0 and turns:
             now = to_iso(op.now)
@@ -629,7 +638,7 @@ class SqliteOps(OpDispatch):
         if self._found_off:
             return
         remembered = self._found_current(conn)
-        found = {id_: (h, bool(turn)) for id_, h, turn in rows}
+        found = {id_: _Found(h, bool(turn)) for id_, h, turn in rows}
         known = remembered.get(user_id)
         if known is None or len(known) + len(found) > FOUND_PER_USER:
             if len(remembered) >= FOUND_USERS:
@@ -638,7 +647,7 @@ class SqliteOps(OpDispatch):
         else:
             known.update(found)
 
-    def _found_current(self, conn: sqlite3.Connection) -> dict[str, dict[str, tuple[str, bool]]]:
+    def _found_current(self, conn: sqlite3.Connection) -> dict[str, dict[str, _Found]]:
         """What searches found, per user (:attr:`_found_rows`), emptied first if another connection
         committed since they were found (``PRAGMA data_version``, read once a batch,
         inside its transaction: the store's ``_run`` marks each batch unchecked)."""
@@ -673,7 +682,7 @@ class SqliteOps(OpDispatch):
             return
         known = self._found_current(conn).get(op.user_id, {})
         memo = self._found_terms
-        hashes = {f[0] for i in ids if (f := known.get(i)) is not None and (*key, f[0]) not in memo}
+        hashes = {f.hash for i in ids if (f := known.get(i)) and (*key, f.hash) not in memo}
         if hashes:
             found = self._terms_by_hash(conn, sorted(hashes), *key)
             if len(memo) + len(found) > FOUND_PER_USER:  # kept while no write comes
@@ -688,7 +697,7 @@ class SqliteOps(OpDispatch):
             return out
         vectors, no = key
         known = self._found_current(conn).get(op.user_id, {})
-        hashes = {rid: f[0] for rid in op.ids if (f := known.get(rid)) is not None}
+        hashes = {rid: f.hash for rid in op.ids if (f := known.get(rid)) is not None}
         if hashes:
             memo = self._found_terms
             terms = {h: blob for h in hashes.values() if (blob := memo.get((*key, h)))}

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from tests.servers import PostgresServer
 
 from helpers import check_scoped_ids_kept_every_row, write_before_scoped_ids
-from memlane import Memory
+from memlane import Memory, MemoryInput
 from memlane.errors import (
     ConflictError,
     ForeignStoreError,
@@ -737,4 +738,118 @@ def test_a_model_recorded_by_another_process_first_is_not_mixed_with(
     assert len(outcome) == 1 and isinstance(outcome[0], EmbeddingModelMismatchError)
     with psycopg.connect(url) as c:
         assert c.execute("SELECT DISTINCT model FROM embeddings").fetchall() == []
+    m.close()
+
+
+@pytest.mark.parametrize("copies", [False, True], ids=["gin", "copy"])
+def test_a_hybrid_batch_reads_its_lexical_hits_terms_for_the_next_batch(
+    postgres_server: PostgresServer, tmp_path: Path, copies: bool
+) -> None:
+    """A lexical search told that its candidates' sparse terms come next (``terms_next``)
+    reads its hits' terms on its own connection, beside the vector search; the SparseOf
+    that follows in the same thread (or task) takes those and asks the database only
+    for the rest. Only the very next batch is served, only in that thread or task, only
+    for that user and model; the core sees plain hits, the same as without the hint."""
+    url = postgres_server.new_database("ahead")
+    store = PostgresStore(url, max_connections=4, lexical_dir=tmp_path if copies else None)
+    embedder = FakeEmbedder()
+    m = Memory(store, embedder=embedder)
+    records = m.add_many(
+        [MemoryInput(f"heron note {i} river {i % 7}") for i in range(120)], user_id="u"
+    )
+    m.add_many([MemoryInput(f"heron river {i}") for i in range(5)], user_id="v")
+    model = "terms-model"
+    made = {r.content_hash: f"T-{r.text}".encode() for r in records}
+    store.batch(
+        [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(made.items()))]
+    )
+    hash_of = {r.id: r.content_hash for r in records}
+    now = m.core.now()
+    vector = embedder.embed(["heron river 3"])[0]
+    hint = (model, m.core.model_id)
+
+    def searches(terms_next: tuple[str, str] | None = hint) -> list[Any]:
+        return [
+            ops.VectorSearch("u", Filters(), now, embedder.model_id, vector, 20),
+            ops.LexicalSearch("u", Filters(), now, "river 3", 20, terms_next=terms_next),
+        ]
+
+    def overwrite(ids: Any, blob: bytes) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE sparse_terms SET terms = %s WHERE model = %s AND content_hash = ANY(%s)",
+                (blob, model, [hash_of[i] for i in ids]),
+            )
+
+    plain = store.batch(searches(None))
+    vector_hits, lexical_hits = plain
+    assert lexical_hits and all(type(hits) is list for hits in plain)
+    pool = tuple(dict.fromkeys(i for i, _ in [*vector_hits, *lexical_hits]))
+    lexical_ids = {i for i, _ in lexical_hits}
+    assert len(pool) > len(lexical_ids)  # some found by their vectors alone
+    sparse = ops.SparseOf("u", model, pool, m.core.model_id)
+    assert store.batch([sparse])[0] == {i: made[hash_of[i]] for i in pool}
+
+    # Read ahead: the database changed after the candidates were read; the lexical hits'
+    # terms are as the search read them, the others are read now.
+    hinted = store.batch(searches())
+    assert hinted == plain and all(type(hits) is list for hits in hinted)
+    overwrite(pool, b"LATER")
+    expected = {i: made[hash_of[i]] if i in lexical_ids else b"LATER" for i in pool}
+    assert store.batch([sparse])[0] == expected
+    assert store.batch([sparse])[0] == dict.fromkeys(pool, b"LATER")  # served once only
+
+    # Every lexical hit read ahead: the SparseOf asks nothing of the database (it could
+    # not: the store has no connection to it meanwhile).
+    lexical_only = ops.SparseOf("u", model, tuple(lexical_ids), m.core.model_id)
+    store.batch(searches())
+    overwrite(pool, b"LATEST")
+    connections, conninfo = store._pool, store._conninfo
+    store._pool, store._conninfo = None, "postgresql://nobody@127.0.0.1:1/none"
+    try:
+        assert store.batch([lexical_only])[0] == dict.fromkeys(lexical_ids, b"LATER")
+    finally:
+        store._pool, store._conninfo = connections, conninfo
+
+    # Not without the hint; not for another user, another model, another store or
+    # another thread; not after a batch in between, nor after one that failed.
+    store.batch(searches(None))
+    assert store.batch([lexical_only])[0] == dict.fromkeys(lexical_ids, b"LATEST")
+    other_user = ops.SparseOf("v", model, tuple(lexical_ids), m.core.model_id)
+    other_model = ops.SparseOf("u", "other", tuple(lexical_ids), m.core.model_id)
+    for op in (other_user, other_model):
+        store.batch(searches())
+        assert store.batch([op])[0] == {}
+    store.batch(searches())
+    overwrite(pool, b"OTHER")
+    other_store = PostgresStore(url, max_connections=2)
+    try:
+        assert other_store.batch([lexical_only])[0] == dict.fromkeys(lexical_ids, b"OTHER")
+    finally:
+        other_store.close()
+    store.batch(searches())
+    overwrite(pool, b"THREAD")
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(store.batch([lexical_only])[0]))
+    worker.start()
+    worker.join()
+    assert box == [dict.fromkeys(lexical_ids, b"THREAD")]
+    overwrite(pool, b"NEWEST")  # this thread's read-ahead still holds OTHER
+    store.batch([ops.GetRecords("u", (records[0].id,))])
+    assert store.batch([lexical_only])[0] == dict.fromkeys(lexical_ids, b"NEWEST")
+    store.batch(searches())
+    overwrite(pool, b"AFTER")
+    with pytest.raises(ValidationError):
+        store.batch([ops.GetRecords("u", ("bad id\x00",))])
+    assert store.batch([lexical_only])[0] == dict.fromkeys(lexical_ids, b"AFTER")
+
+    # On an event loop: the task's next batch, as in a thread.
+    async def on_the_loop() -> tuple[Any, Any]:
+        assert await store.abatch(searches()) == plain
+        overwrite(pool, b"ASYNC")
+        return (await store.abatch([sparse]))[0], (await store.abatch([sparse]))[0]
+
+    served, then = asyncio.run(on_the_loop())
+    assert served == {i: b"AFTER" if i in lexical_ids else b"ASYNC" for i in pool}
+    assert then == dict.fromkeys(pool, b"ASYNC")
     m.close()

@@ -474,3 +474,96 @@ def test_a_copy_that_takes_nothing_in_leaves_its_state_alone(url: str, tmp_path:
         assert _state(m) == before
         idle.rollback()
     m.close()
+
+
+@pytest.mark.parametrize(
+    ("deleted", "looked_up"),
+    [
+        # None filtered: one slice (1.5 times the limit and 8) decides the top 10.
+        ((), [23]),
+        # The five above the tie and every other of the tie's lowest ids filtered: a
+        # further slice (twice as large; here the rest of the first read, 64 hits).
+        (("A0", "A1", "A2", "A3", "A4", *(f"T{i:03d}" for i in range(0, 40, 2))), [23, 41]),
+    ],
+)
+def test_a_copy_search_looks_up_only_the_hits_that_can_reach_the_top(
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    deleted: tuple[str, ...],
+    looked_up: list[int],
+) -> None:
+    """The copy's hits are checked against the filters best first, a slice at a time,
+    not all of the read (three times the limit): the answer is the one every hit
+    looked up would give (the best that pass, a tie ordered by id), found with fewer
+    lookups."""
+    from memlane import Filters
+    from memlane.ports import store as ops
+    from memlane.stores import postgres_ops
+
+    m = _memory(url, tmp_path / "copies")
+    store = m.store
+    template = m.add("a river", user_id="u")
+    tie = [template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}") for i in range(99, -1, -1)]
+    above = [template.evolve(id=f"A{i}", text=f"heron heron y{i}") for i in range(5)]
+    store.batch([ops.WriteRecord(r, 0) for r in [*tie, *above]])
+    for rid in deleted:
+        m.delete(rid, user_id="u")
+    statements: list[tuple[str, Any]] = []
+    real = postgres_ops.Sql
+
+    def recorded(text: str, params: Any = None, **kwargs: Any) -> Any:
+        statements.append((text, params))
+        return real(text, params, **kwargs)
+
+    monkeypatch.setattr(postgres_ops, "Sql", recorded)
+    (hits,) = store.batch([ops.LexicalSearch("u", Filters(), m.core.now(), "heron", 10)])
+    checks = [len(params[0]) for text, params in statements if "r.id = ANY" in text]
+    assert checks == looked_up
+    live = [r for r in [*above, *tie] if r.id not in deleted]
+    copy = _copies(m).sync  # every hit of the copy, filtered here: the answer expected
+    with psycopg.connect(url, autocommit=True) as conn:
+        index = copy(conn, "u")
+    assert index is not None
+    every = dict(index.search_ids(index.terms("heron"), 1000, 0.0))
+    expected = sorted(((r.id, every[r.id]) for r in live), key=lambda h: (-h[1], h[0]))[:10]
+    assert hits == expected
+    tied = sorted(r.id for r in live if r.id.startswith("T"))
+    from_tie = [rid for rid, _ in hits if rid.startswith("T")]
+    assert from_tie == tied[: len(from_tie)] and len(from_tie) >= 5
+    m.close()
+
+
+def test_a_tie_read_deeper_is_decided_by_id_across_the_reads(url: str, tmp_path: Path) -> None:
+    """The copy's first read holds the tie's highest ids (taken in first, so first in
+    the index's order) and the filters leave out the lowest ones it holds: the deeper
+    read brings ids below the tenth kept of the first, which are looked up before it,
+    and the top is the tie's lowest ids that pass, as if every hit were read."""
+    from memlane import Filters
+    from memlane.ports import store as ops
+
+    m = _memory(url, tmp_path / "copies")
+    store = m.store
+    template = m.add("a river", user_id="u")
+
+    def tied(i: int) -> Any:  # the first nine of the tie have no topic: filtered out
+        topics = ("birds",) if i >= 9 else ()
+        return template.evolve(id=f"T{i:03d}", text=f"heron note x{i:03d}", topics=topics)
+
+    tie = [tied(i) for i in range(100)]
+    above = [
+        template.evolve(id=f"A{i}", text=f"heron heron y{i}", topics=("birds",)) for i in range(5)
+    ]
+    search = ops.LexicalSearch("u", Filters(topics=("birds",)), m.core.now(), "heron", 10)
+    for part in (above + tie[50:], tie[:50]):  # each taken in by a search of its own
+        store.batch([ops.WriteRecord(r, 0) for r in part])
+        store.batch([search])
+    with psycopg.connect(url, autocommit=True) as conn:
+        index = _copies(m).sync(conn, "u")
+    assert index is not None
+    first = [i for i, _ in index.search_ids(index.terms("heron"), 64, 0.0)]
+    assert "T050" in first and "T009" not in first
+    (hits,) = store.batch([search])
+    tops = [*(f"A{i}" for i in range(5)), *(f"T{i:03d}" for i in range(9, 14))]
+    assert [rid for rid, _ in hits] == tops
+    m.close()

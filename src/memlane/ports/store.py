@@ -109,7 +109,8 @@ class LexicalSearch(Op[list[tuple[str, float]]]):
     terms_next: tuple[str, str] | None = None
     """A hint, never a change to the answer: the search asks next for the sparse terms of
     its candidates, of this (sparse model, embedding model) (:class:`SparseOf`); a store
-    may read the hits' terms ahead (SQLite does while its code scan runs)."""
+    may read the hits' terms ahead (SQLite does while its code scan runs, PostgreSQL on
+    the lexical read's connection while the vector search runs on another)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,8 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
-from dataclasses import fields
+from contextvars import ContextVar
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -51,7 +52,7 @@ from memlane.ports import store as ops
 from memlane.ports.store import Op
 from memlane.stores.base import Retries, aretrying, refuse_unencodable, retrying
 from memlane.stores.postgres_lexical import LEXICAL_BUDGET
-from memlane.stores.postgres_ops import CopySearch, PostgresOps
+from memlane.stores.postgres_ops import CopySearch, PostgresOps, TermsAhead
 from memlane.stores.postgres_sql import (
     MIGRATION_LOCK,
     MIGRATIONS,
@@ -121,6 +122,7 @@ class PostgresStore(PostgresOps):
         self._indexed: set[tuple[str, int]] = set()
         self._large_users: set[str] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._token = object()  # names this store in what a batch leaves to the next
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
@@ -217,6 +219,9 @@ class PostgresStore(PostgresOps):
 
     def _run_sync(self, ops_: Sequence[Op[Any]]) -> list[Any]:
         self.check_supported(ops_)
+        ops_, known = self._narrowed(ops_)
+        if _all_known(ops_):
+            return known
         if self._pool is None:
             self.setup()
         pool = self._pool
@@ -243,7 +248,47 @@ class PostgresStore(PostgresOps):
         except UnicodeEncodeError as exc:  # rolled back by the transaction
             raise refuse_unencodable(exc) from exc
         self._after_copies(ops_)
-        return done
+        return self._kept(done, known)
+
+    def _narrowed(self, ops_: Sequence[Op[Any]]) -> tuple[Sequence[Op[Any]], list[Any]]:
+        """``ops_`` with each :class:`~memlane.ports.store.SparseOf` asking only for the
+        records whose terms the batch just before (in this thread, or this task on an
+        event loop) did not read ahead (:class:`TermsAhead`), and per op what was read
+        (None for the other ops). What a batch reads ahead serves the next batch only:
+        the search's own, made of its candidates (so they are as its candidates were)."""
+        ahead = _AHEAD.get()
+        if ahead is None:
+            return ops_, [None] * len(ops_)
+        _AHEAD.set(None)
+        owner, reads = ahead
+        out: list[Op[Any]] = []
+        known: list[Any] = []
+        for op in ops_:
+            found: dict[str, bytes] | None = None
+            if type(op) is ops.SparseOf and owner is self._token:
+                found, rest = {}, []
+                for rid in op.ids:
+                    read = next((r for r in reads if r.covers(op, rid)), None)
+                    if read is None:
+                        rest.append(rid)
+                    elif rid in read.terms:
+                        found[rid] = read.terms[rid]
+                op = replace(op, ids=tuple(rest))
+            out.append(op)
+            known.append(found)
+        return out, known
+
+    def _kept(self, done: list[Any], known: list[Any]) -> list[Any]:
+        """The batch's answers for the core: each :class:`TermsAhead` is its hits, its
+        terms kept for the next batch (:meth:`_narrowed`); each narrowed
+        :class:`~memlane.ports.store.SparseOf` with what was read ahead for it."""
+        reads = [one for one in done if isinstance(one, TermsAhead)]
+        if reads:
+            _AHEAD.set((self._token, [_Read.of(one) for one in reads]))
+        return [
+            one.hits if isinstance(one, TermsAhead) else one if extra is None else {**extra, **one}
+            for one, extra in zip(done, known, strict=True)
+        ]
 
     def _with_copies(self, ops_: Sequence[Op[Any]]) -> Sequence[Op[Any]]:
         """``ops_`` with each lexical search answered by its user's copy of the lexical
@@ -377,6 +422,9 @@ class PostgresStore(PostgresOps):
         """:meth:`batch` on the running event loop: the same handlers, driven over an
         async connection."""
         self.check_supported(ops_)
+        ops_, known = self._narrowed(ops_)
+        if _all_known(ops_):
+            return known
         if self._pool is None:  # open and migrate once (blocking), off the loop
             await asyncio.get_running_loop().run_in_executor(None, self.setup)
         if self._copies is not None:  # (blocking: the copies' files and statements)
@@ -411,7 +459,7 @@ class PostgresStore(PostgresOps):
             raise refuse_unencodable(exc) from exc
         if self._copies is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._after_copies, ops_)
-        return done
+        return self._kept(done, known)
 
     async def _areads_at_once(
         self,
@@ -686,6 +734,35 @@ def _without_lexical_dir(url: str) -> tuple[str, str | None]:
         raise ConfigurationError("lexical_dir is given more than once, or empty, in the URL")
     kept = "&".join(i for i in items if i.partition("=")[0] != "lexical_dir")
     return urlunsplit(parts._replace(query=kept)), found[0]
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The sparse terms a lexical search read ahead, for whom and of which model."""
+
+    user_id: str
+    model: str
+    ids: frozenset[str]
+    terms: dict[str, bytes]
+
+    @classmethod
+    def of(cls, ahead: TermsAhead) -> _Read:
+        return cls(ahead.user_id, ahead.model, frozenset(r for r, _ in ahead.hits), ahead.terms)
+
+    def covers(self, op: ops.SparseOf, rid: str) -> bool:
+        return op.user_id == self.user_id and op.model == self.model and rid in self.ids
+
+
+_AHEAD: ContextVar[tuple[object, list[_Read]] | None] = ContextVar(
+    "memlane_postgres_terms_ahead", default=None
+)
+"""What the last batch of this thread (or task) read ahead, and the store that read it."""
+
+
+def _all_known(ops_: Sequence[Op[Any]]) -> bool:
+    """Whether a batch is only :class:`~memlane.ports.store.SparseOf` narrowed to
+    nothing: answered from what was read ahead, with no statement."""
+    return bool(ops_) and all(type(op) is ops.SparseOf and not op.ids for op in ops_)
 
 
 def _untransacted(ops_: Sequence[Op[Any]]) -> bool:

@@ -608,11 +608,17 @@ def child_search(spec: dict[str, Any], mode: str) -> dict[str, Any]:
 
 def effect_name(effect: Any) -> str:
     """An effect's name in :func:`effect_times`: a batch by its ops (``GetRecords``,
-    ``VectorSearch+LexicalSearch``), any other by its kind (``EmbedQuery``)."""
-    ops = getattr(effect, "ops", None)
-    if ops is not None:
-        return "+".join(type(op).__name__ for op in ops) or "empty batch"
-    return type(effect).__name__
+    ``VectorSearch+LexicalSearch``; one that joins reads read aside meanwhile
+    ``VectorSearch (joins LexicalSearch)``), any other by its kind (``EmbedQuery``,
+    ``ReadAside``)."""
+    if type(effect).__name__ != "Batch":
+        return type(effect).__name__
+    names = [type(op).__name__ for op in effect.ops]
+    aside = getattr(effect, "joined", None)
+    if aside is None or aside.started is None:  # (held reads run in this batch)
+        names += [type(op).__name__ for op in (() if aside is None else aside.ops)]
+        return "+".join(names) or "empty batch"
+    return f"{'+'.join(names)} (joins {'+'.join(type(op).__name__ for op in aside.ops)})"
 
 
 def effect_times(memory: Memory, queries: list[str], runs: int) -> dict[str, dict[str, float]]:

@@ -56,9 +56,11 @@ def test_scale_bench_says_where_a_search_s_time_goes(tmp_path: Path) -> None:
     assert "| effect | per search | p50 ms | p95 ms |" in done.stdout
     (row,) = json.loads(out.read_text())["results"]
     effects = row["search"]["excluded"]["effects"]
-    # one candidate batch a search (both lists in one transaction), the query's vector,
-    # the records ranked, and the core's own work between them
+    # one candidate batch a search (SQLite reads the lexical list set aside in the vector
+    # search's transaction), the query's vector, the records ranked, and the core's own
+    # work between them
     assert effects["VectorSearch+LexicalSearch"]["per_search"] == 1.0
+    assert effects["ReadAside"]["per_search"] == 1.0
     assert effects["Embed"]["per_search"] == 1.0
     assert effects["GetRecords"]["per_search"] >= 1.0
     whole = effects["whole search"]
@@ -126,3 +128,34 @@ def test_scale_bench_bulk_loads_postgres_with_sparse_terms(tmp_path: Path, pg_ur
             "LEFT JOIN sparse_terms s ON s.content_hash = r.content_hash"
         ).fetchone()
     assert row == (300, 300)  # every memory has its terms, copied with its vector
+
+
+def test_a_batch_that_joins_reads_made_aside_is_named_by_both() -> None:
+    """In the effects table, a batch joining reads that ran beside it (PostgreSQL) says
+    so; one that ran them itself (SQLite) is named as the one batch it is."""
+    import importlib.util
+
+    import numpy as np
+
+    from memlane.core.flow import Aside, Batch, ReadAside
+    from memlane.models import Filters
+    from memlane.ports import store as ops
+
+    spec = importlib.util.spec_from_file_location("scale_bench", REPO / "bench" / "scale.py")
+    assert spec is not None and spec.loader is not None
+    scale = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = scale
+    try:
+        spec.loader.exec_module(scale)
+    finally:
+        del sys.modules[spec.name]
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    vector = ops.VectorSearch("u", Filters(), now, "m", np.zeros(4, dtype=np.float32), 10)
+    lexical = (ops.LexicalSearch("u", Filters(), now, "q", 10),)
+    assert scale.effect_name(Batch((vector,), Aside(lexical))) == "VectorSearch+LexicalSearch"
+    running = Aside(lexical, started=lambda: [])
+    assert scale.effect_name(Batch((vector,), running)) == "VectorSearch (joins LexicalSearch)"
+    assert scale.effect_name(Batch((vector,))) == "VectorSearch"
+    assert scale.effect_name(ReadAside(lexical)) == "ReadAside"

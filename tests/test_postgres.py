@@ -789,6 +789,7 @@ def test_a_hybrid_batch_reads_its_lexical_hits_terms_for_the_next_batch(
     assert len(pool) > len(lexical_ids)  # some found by their vectors alone
     sparse = ops.SparseOf("u", model, pool, m.core.model_id)
     assert store.batch([sparse])[0] == {i: made[hash_of[i]] for i in pool}
+    assert store.batch([ops.SparseOf("u", model, ())]) == [{}]  # nothing asked: none
 
     # Read ahead: the database changed after the candidates were read; the lexical hits'
     # terms are as the search read them, the others are read now.

@@ -22,7 +22,7 @@ import hmac
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeGuard, TypeVar
 
@@ -193,7 +193,7 @@ def _with_entries(core: Core, action: str, effect: Any) -> Batch | None:
     if not isinstance(effect, Batch):
         return None
     events = _events(core, action, changes(effect.ops))
-    return Batch((*effect.ops, ops.AppendAudit(events))) if events else None
+    return replace(effect, ops=(*effect.ops, ops.AppendAudit(events))) if events else None
 
 
 def recorded(core: Core, action: str, batch: Sequence[ops.Op[Any]]) -> tuple[ops.Op[Any], ...]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from memlane.effects import adrive, drive
@@ -25,9 +26,38 @@ _log = logging.getLogger("memlane.search")
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Run these store operations in one transaction; resumes with their results."""
+    """Run these store operations in one transaction; resumes with their results. With
+    ``joined`` (what a :class:`ReadAside` gave), then the results of the reads it set
+    aside, after this batch's own: read beside it, or in this batch where the store
+    reads nothing aside."""
 
     ops: tuple[Op[Any], ...]
+    joined: Aside | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAside:
+    """Store reads that need nothing the flow is about to make (a hybrid search's
+    lexical list, while its query is embedded): where the store allows it
+    (:attr:`~memlane.ports.store.Store.reads_aside`) they start now, as a batch of their
+    own on a thread (a task on an event loop), and where not they are held for the
+    batch that joins them. Resumes with an :class:`Aside`, to be handed to exactly one
+    later :class:`Batch` (``joined``), which resumes with their results."""
+
+    ops: tuple[Op[Any], ...]
+
+
+@dataclass(eq=False, slots=True)
+class Aside:
+    """Reads set aside by a :class:`ReadAside`: running (``started``: a waiter of the
+    runner's), or held (``started`` None) for the batch that joins them."""
+
+    ops: tuple[Op[Any], ...]
+    started: Any = None
+    context: contextvars.Context | None = None
+    """The copy of the caller's context the running reads run in."""
+    before: dict[Any, Any] = field(default_factory=dict)
+    """What that context held when they started (to take over their changes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +102,7 @@ class Pause:
     seconds: float
 
 
-Effect = Batch | Embed | EmbedQuery | EncodeSparse | Chat | Pause
+Effect = Batch | ReadAside | Embed | EmbedQuery | EncodeSparse | Chat | Pause
 Flow = Generator[Effect, Any, R]
 
 EffectObserver = Callable[[Effect, float], None]
@@ -90,6 +120,20 @@ def many(ops: Sequence[Op[Any]]) -> Flow[list[Any]]:
     """Run several store operations in one transaction."""
     results = yield Batch(tuple(ops))
     return cast(list[Any], results)
+
+
+def read_aside(ops: Sequence[Op[Any]]) -> Flow[Aside]:
+    """Set ``ops`` aside (:class:`ReadAside`); join them with :func:`joined`."""
+    aside = yield ReadAside(tuple(ops))
+    return cast(Aside, aside)
+
+
+def joined(ops: Sequence[Op[Any]], aside: Aside) -> Flow[tuple[list[Any], list[Any]]]:
+    """Run ``ops`` in one transaction, and collect the reads ``aside`` set apart: the
+    results of each."""
+    results = yield Batch(tuple(ops), aside)
+    results = cast(list[Any], results)
+    return results[: len(ops)], results[len(ops) :]
 
 
 def embed(texts: Sequence[str]) -> Flow[list[Vector]]:
@@ -205,9 +249,9 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
 
     def handle(effect: Effect) -> Any:
         if isinstance(effect, Batch):
-            todo, guarded = _guarded(effect.ops)
-            reply = store.batch(todo)
-            return reply[1:] if guarded else reply
+            return _batch(store, effect)
+        if isinstance(effect, ReadAside):
+            return _aside(store, effect.ops)
         if isinstance(effect, Embed):
             return embedder.embed(effect.texts)
         if isinstance(effect, EncodeSparse):
@@ -235,9 +279,9 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
 
     async def carry_out(effect: Effect) -> Any:
         if isinstance(effect, Batch):
-            todo, guarded = _guarded(effect.ops)
-            reply = await store.abatch(todo)
-            return reply[1:] if guarded else reply
+            return await _abatch(store, effect)
+        if isinstance(effect, ReadAside):
+            return _aaside(store, effect.ops)
         if isinstance(effect, Embed):
             return await embedder.aembed(effect.texts)
         if isinstance(effect, EncodeSparse):
@@ -263,6 +307,115 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
         return reply
 
     return await adrive(flow, handle)
+
+
+def _batch(store: Store, effect: Batch) -> list[Any]:
+    """A :class:`Batch`, the reads it joins after its own results: those set aside
+    running meanwhile (waited for also when this batch fails, and their changes to the
+    context variables taken over), or held ones run in this batch."""
+    aside = effect.joined
+    wait: Callable[[], list[Any]] | None = None if aside is None else aside.started
+    todo, guarded = _guarded(effect.ops if aside is None or wait else (*effect.ops, *aside.ops))
+    try:
+        reply = store.batch(todo) if todo else []
+    except BaseException:
+        if wait is not None:
+            with contextlib.suppress(BaseException):  # this batch's error is the one told
+                wait()
+        raise
+    reply = reply[1:] if guarded else reply
+    return reply if wait is None else [*reply, *wait()]
+
+
+async def _abatch(store: Store, effect: Batch) -> list[Any]:
+    """:func:`_batch` on the event loop: reads set aside that are still running when this
+    batch fails, or when the search is cancelled, are cancelled."""
+    import asyncio
+
+    aside = effect.joined
+    task: asyncio.Task[list[Any]] | None = None if aside is None else aside.started
+    todo, guarded = _guarded(effect.ops if aside is None or task else (*effect.ops, *aside.ops))
+    try:
+        reply = await store.abatch(todo) if todo else []
+        reply = reply[1:] if guarded else reply
+        if aside is None or task is None:
+            return reply
+        rest = await task
+    except BaseException:
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        raise
+    if aside.context is not None:
+        _take_over(aside.context, aside.before)
+    return [*reply, *rest]
+
+
+def _aside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
+    """Start ``ops_`` as a batch of their own on a thread, in a copy of the caller's
+    context, where the store allows it (and a thread can be had); else hold them."""
+    if not ops_ or not getattr(store, "reads_aside", False):
+        return Aside(ops_)
+    context = contextvars.copy_context()
+    before = dict(context.items())
+    box: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            todo, guarded = _guarded(ops_)
+            reply = store.batch(todo)
+            box.append((True, reply[1:] if guarded else reply))
+        except BaseException as exc:  # raised where the batch is joined
+            box.append((False, exc))
+
+    thread = threading.Thread(
+        target=context.run, args=(run,), name="memlane-read-aside", daemon=True
+    )
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (a process at its limit)
+        return Aside(ops_)
+
+    def wait() -> list[Any]:
+        thread.join()
+        _take_over(context, before)
+        done, value = box[0]
+        if not done:
+            raise value
+        return cast(list[Any], value)
+
+    return Aside(ops_, wait, context, before)
+
+
+def _aaside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
+    """:func:`_aside` on the event loop: a task in a copy of the caller's context."""
+    import asyncio
+
+    if not ops_ or not getattr(store, "reads_aside", False):
+        return Aside(ops_)
+    context = contextvars.copy_context()
+    before = dict(context.items())
+
+    async def run() -> list[Any]:
+        todo, guarded = _guarded(ops_)
+        reply = await store.abatch(todo)
+        return reply[1:] if guarded else reply
+
+    task = asyncio.get_running_loop().create_task(run(), context=context)
+    task.add_done_callback(_retrieved)  # a flow that fails before joining it
+    return Aside(ops_, task, context, before)
+
+
+def _take_over(context: contextvars.Context, before: dict[Any, Any]) -> None:
+    """Set in the caller's context what a batch run in ``context`` changed there (as if
+    it had run on the caller's thread: a store may hand what it read on to the next
+    batch, as PostgreSQL does with its hits' sparse terms)."""
+    for var, value in context.items():
+        if before.get(var, _UNSET) is not value:
+            var.set(value)
+
+
+_UNSET = object()
 
 
 async def _embed_query(effect: EmbedQuery, io: Runtime) -> tuple[Vector, SparseTerms | None]:

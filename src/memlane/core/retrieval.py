@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from memlane.core.base import Core, check_aware
-from memlane.core.flow import Flow, many, one
+from memlane.core.flow import Flow, joined, many, one, read_aside
 from memlane.core.mentions import entity_key
 from memlane.core.mentions import names as mention_names
 from memlane.core.search import (
@@ -126,18 +126,29 @@ def _fused(core: Core, q: _Query) -> Flow[tuple[list[tuple[str, float, dict[str,
     wanted = [m for m in METHODS if recipe.methods.get(m, 0.0) > 0]
     methods = [m for m in wanted if m not in RESCORING]
     rescore = "sparse" in wanted and core.sparse_model_id is not None
+    # The lexical read tells the store that the candidates' sparse terms come next.
+    model = core.sparse_model_id
+    terms_next = (model, core.model_id) if rescore and model is not None else None
+    dense = [m for m in methods if m in ("vector", "context")]
+    aside = None
+    if dense and "lexical" in methods:  # read while the query is embedded, where it can be
+        aside = yield from read_aside([_candidates(core, q, "lexical", None, terms_next)])
     vector = terms = None
-    if "vector" in methods or "context" in methods:
+    if dense:
         dense_query = as_statement(q.text) if recipe.rewrite_query else q.text
         if rescore:  # the query's terms made beside its vector, where that is likely of use
             vector, terms = yield from core.query_vector_and_terms(dense_query, q.text, q.user_id)
         else:
             vector = yield from core.query_vector(dense_query)
-    # The lexical read tells the store that the candidates' sparse terms come next.
-    model = core.sparse_model_id
-    terms_next = (model, core.model_id) if rescore and model is not None else None
-    results = yield from many([_candidates(core, q, m, vector, terms_next) for m in methods])
-    lists = dict(zip(methods, results, strict=True))
+    if aside is None:
+        results = yield from many([_candidates(core, q, m, vector, terms_next) for m in methods])
+        found = dict(zip(methods, results, strict=True))
+    else:
+        read, (lexical,) = yield from joined(
+            [_candidates(core, q, m, vector, terms_next) for m in dense], aside
+        )
+        found = {**dict(zip(dense, read, strict=True)), "lexical": lexical}
+    lists = {m: found[m] for m in methods}
     weights = dict(recipe.methods)
     floors: dict[str, float] = {}
     if rescore:

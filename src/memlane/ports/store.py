@@ -698,7 +698,13 @@ def guard_vectors(batch: Sequence[Op[Any]]) -> CheckEmbeddingModel | None:
 
 @runtime_checkable
 class Store(Protocol):
-    """A storage backend. Construction does no I/O; :meth:`setup` opens and migrates."""
+    """A storage backend. Construction does no I/O; :meth:`setup` opens and migrates.
+
+    Optional: a store whose reads gain from starting early, a batch of their own beside
+    other work, sets ``reads_aside = True`` (PostgreSQL: a hybrid search's lexical read
+    then runs while its query is embedded, on another connection). Its :meth:`batch`
+    must then take calls from several threads at once. Without it, reads set aside
+    (:class:`memlane.core.flow.ReadAside`) run in the batch that joins them."""
 
     url: str
 

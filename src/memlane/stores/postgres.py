@@ -82,6 +82,11 @@ log = logging.getLogger(__name__)
 class PostgresStore(PostgresOps):
     """A memlane store in a PostgreSQL database with the pgvector extension."""
 
+    reads_aside = True
+    """A hybrid search's lexical read starts while its query is embedded, on a connection
+    of its own (:class:`memlane.core.flow.ReadAside`): at a million memories its ~5 ms
+    leave the wait of a search with the embedding (bench/scale_pg.md)."""
+
     def __init__(
         self,
         url: str,
@@ -221,7 +226,7 @@ class PostgresStore(PostgresOps):
         self.check_supported(ops_)
         ops_, known = self._narrowed(ops_)
         if _all_known(ops_):
-            return known
+            return [{} if read is None else read for read in known]
         if self._pool is None:
             self.setup()
         pool = self._pool
@@ -424,7 +429,7 @@ class PostgresStore(PostgresOps):
         self.check_supported(ops_)
         ops_, known = self._narrowed(ops_)
         if _all_known(ops_):
-            return known
+            return [{} if read is None else read for read in known]
         if self._pool is None:  # open and migrate once (blocking), off the loop
             await asyncio.get_running_loop().run_in_executor(None, self.setup)
         if self._copies is not None:  # (blocking: the copies' files and statements)
@@ -760,8 +765,9 @@ _AHEAD: ContextVar[tuple[object, list[_Read]] | None] = ContextVar(
 
 
 def _all_known(ops_: Sequence[Op[Any]]) -> bool:
-    """Whether a batch is only :class:`~memlane.ports.store.SparseOf` narrowed to
-    nothing: answered from what was read ahead, with no statement."""
+    """Whether a batch is only :class:`~memlane.ports.store.SparseOf` of no records (or
+    narrowed to none): answered from what was read ahead, if anything, with no
+    statement."""
     return bool(ops_) and all(type(op) is ops.SparseOf and not op.ids for op in ops_)
 
 

@@ -159,3 +159,30 @@ def check_scoped_ids_kept_every_row(m: Memory, paid: MemoryRecord, before: list[
     words = SearchRecipe("w", {"lexical": 1.0}, time_weight=0.0, neighbor_weight=0.0)
     planner = Filters(agent_id="planner")
     assert m.search("zebra4411", user_id="u", filters=planner, recipe=words) == []
+
+
+class TermedScope:
+    """A user ``u`` of ``n`` memories that share the words "heron" and "river", each
+    with made-up sparse terms of ``model`` stored (``made``: content hash -> terms),
+    and a query vector that finds some of them by meaning: what the stores' read-ahead
+    of a search's sparse terms is tested on."""
+
+    model = "terms-model"
+
+    def __init__(self, store: Store, n: int) -> None:
+        from memlane import MemoryInput
+        from memlane.ports import store as ops
+
+        self.store = store
+        self.embedder = FakeEmbedder()
+        self.memory = Memory(store, embedder=self.embedder)
+        texts = [MemoryInput(f"heron note {i} river {i % 7}") for i in range(n)]
+        self.records = self.memory.add_many(texts, user_id="u")
+        self.made = {r.content_hash: f"T-{r.text}".encode() for r in self.records}
+        vectors = self.memory.core.model_id
+        sparse = tuple(self.made.items())
+        store.batch([ops.PutEmbeddings(vectors, (), sparse_model=self.model, sparse=sparse)])
+        self.hash_of = {r.id: r.content_hash for r in self.records}
+        self.now = self.memory.core.now()
+        self.vector = self.embedder.embed(["heron river 3"])[0]
+        self.hint = (self.model, vectors)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from tests.servers import PostgresServer
 
-from helpers import check_scoped_ids_kept_every_row, write_before_scoped_ids
+from helpers import TermedScope, check_scoped_ids_kept_every_row, write_before_scoped_ids
 from memlane import Memory, MemoryInput
 from memlane.errors import (
     ConflictError,
@@ -752,21 +752,16 @@ def test_a_hybrid_batch_reads_its_lexical_hits_terms_for_the_next_batch(
     for that user and model; the core sees plain hits, the same as without the hint."""
     url = postgres_server.new_database("ahead")
     store = PostgresStore(url, max_connections=4, lexical_dir=tmp_path if copies else None)
-    embedder = FakeEmbedder()
-    m = Memory(store, embedder=embedder)
-    records = m.add_many(
-        [MemoryInput(f"heron note {i} river {i % 7}") for i in range(120)], user_id="u"
+    scope = TermedScope(store, 120)
+    m, embedder, records, made, hash_of = (
+        scope.memory,
+        scope.embedder,
+        scope.records,
+        scope.made,
+        scope.hash_of,
     )
+    model, now, vector, hint = scope.model, scope.now, scope.vector, scope.hint
     m.add_many([MemoryInput(f"heron river {i}") for i in range(5)], user_id="v")
-    model = "terms-model"
-    made = {r.content_hash: f"T-{r.text}".encode() for r in records}
-    store.batch(
-        [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(made.items()))]
-    )
-    hash_of = {r.id: r.content_hash for r in records}
-    now = m.core.now()
-    vector = embedder.embed(["heron river 3"])[0]
-    hint = (model, m.core.model_id)
 
     def searches(terms_next: tuple[str, str] | None = hint) -> list[Any]:
         return [

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from helpers import TermedScope
 from memlane import Memory, MemoryInput, MemoryKind
 from memlane.ports import store as ops
 from memlane.stores import sidecar as sidecar_module
@@ -834,20 +835,9 @@ def test_a_hybrid_batch_reads_its_bm25_hits_terms_ahead(tmp_path: Path) -> None:
     from memlane.errors import ValidationError
 
     store = SqliteStore(tmp_path / "m.db")
-    embedder = FakeEmbedder()
-    m = Memory(store, embedder=embedder)
-    records = m.add_many(
-        [MemoryInput(f"heron note {i} river {i % 7}") for i in range(200)], user_id="u"
-    )
-    model = "terms-model"
-    made = {r.content_hash: f"T-{r.text}".encode() for r in records}
-    store.batch(
-        [ops.PutEmbeddings(m.core.model_id, (), sparse_model=model, sparse=tuple(made.items()))]
-    )
-    hash_of = {r.id: r.content_hash for r in records}
-    now = m.core.now()
-    vector = embedder.embed(["heron river 3"])[0]
-    hint = (model, m.core.model_id)
+    scope = TermedScope(store, 200)
+    m, embedder, made, hash_of = scope.memory, scope.embedder, scope.made, scope.hash_of
+    model, now, vector, hint = scope.model, scope.now, scope.vector, scope.hint
 
     def searches(terms_next: tuple[str, str] | None = hint, dim: int = 256) -> list[Any]:
         return [

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from memlane.errors import CorruptStoreError
 from memlane.text import query_terms
@@ -143,6 +143,33 @@ def next_read(
     # More than there are, so this read is the last, unless another process added
     # matches meanwhile: then at least twice as many the next time.
     return max(2 * want, matches + 1)
+
+
+R = TypeVar("R")
+K = TypeVar("K", int, str)  # an order key: ids order as they sort
+
+
+def next_lookups(
+    order: Sequence[tuple[R, K, float]],
+    at: int,
+    step: int,
+    cut: tuple[float, K] | None,
+    checked: set[R],
+) -> tuple[list[R], int]:
+    """The next hits a store's lexical search looks up against its filters, and where
+    the slice after them starts. ``order`` holds the hits read as (hit, order key,
+    score), best first and ties by key; from ``at``, up to ``step`` not looked up yet
+    (``checked``), up to the first that ranks below ``cut`` (the limit-th hit kept:
+    score, key), after which none could enter the top (the end is then next)."""
+    new: list[R] = []
+    while at < len(order) and len(new) < step:
+        hit, key, score = order[at]
+        if cut is not None and (score < cut[0] or (score == cut[0] and key > cut[1])):
+            return new, len(order)  # every hit after this one ranks below it too
+        at += 1
+        if hit not in checked:
+            new.append(hit)
+    return new, at
 
 
 class LexicalIndex:

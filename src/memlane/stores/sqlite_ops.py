@@ -23,7 +23,7 @@ from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.ports.store import SESSION_BOUND_KINDS, Op
 from memlane.stores.base import OpDispatch, check_expected, claim, handles, should_apply
-from memlane.stores.lexical import TIE_READ_MATCHES, next_read, order_key
+from memlane.stores.lexical import TIE_READ_MATCHES, next_lookups, next_read, order_key
 from memlane.stores.neighbors import collect_neighbors, neighbors_sql
 from memlane.stores.sql import graph as graph_sql
 from memlane.stores.sql import statements as st
@@ -282,15 +282,7 @@ class SqliteOps(OpDispatch):
             if len(found) >= op.limit:
                 cut_id, cut_score = found[op.limit - 1]
                 cut = (cut_score, order_key(cut_id))
-            new: list[int] = []
-            while at < len(order) and len(new) < step:
-                rid, key, score = order[at]
-                if cut is not None and (score < cut[0] or (score == cut[0] and key > cut[1])):
-                    at = len(order)  # every hit after this one ranks below it too
-                    break
-                at += 1
-                if rid not in checked:
-                    new.append(rid)
+            new, at = next_lookups(order, at, step, cut, checked)
             if not new:
                 return found[: op.limit] if cut is not None else found
             checked.update(new)

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from tests.servers import PostgresServer
 
-from memlane import AsyncMemory, Memory, MemoryInput
+from memlane import AsyncMemory, Filters, Memory, MemoryInput
 from memlane.core.flow import Batch, ReadAside
 from memlane.embedders.splade import SpladeEncoder, default_sparse
-from memlane.errors import StoreError
+from memlane.errors import EmbeddingError, StoreError
 from memlane.ports import store as ops
 from memlane.ports.embedder import Vector
 from memlane.stores.postgres import PostgresStore
@@ -300,3 +300,132 @@ def test_sqlite_reads_the_lexical_list_in_the_vector_searchs_batch(tmp_path: Pat
     searched = [b for b in batches if ops.LexicalSearch in b]
     assert searched == [[ops.CheckEmbeddingModel, ops.VectorSearch, ops.LexicalSearch]]
     memory.close()
+
+
+class _Failing(_Gated):
+    """Fails to embed a query once the lexical read has started (``asleep``: first
+    sleeps that long on the event loop, so that a deadline can pass meanwhile)."""
+
+    asleep = 0.0
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        if len(texts) == 1:
+            self.store.lexical_started.wait(5)
+            raise EmbeddingError("the model is gone")
+        return super().embed(texts)
+
+    async def aembed(self, texts: Sequence[str]) -> list[Vector]:
+        if len(texts) == 1:
+            await asyncio.sleep(self.asleep)
+        return self.embed(texts)
+
+
+def test_a_search_that_fails_before_joining_its_read_set_aside_leaves_none_running(
+    url: str,
+) -> None:
+    """The query's embedding fails while the lexical read runs: a blocking search
+    raises once the read is done (none outlives it), an async one cancels it, and one
+    cancelled meanwhile (a deadline) cancels it too."""
+    store = _Recording(url)
+    memory = Memory(store, embedder=_Failing(store), config=config_overrides())
+    memory.add_many(TEXTS, user_id="u")
+    store.slow = 0.3
+    with pytest.raises(EmbeddingError):
+        memory.search("lentils", user_id="u")
+    assert store.lexical_done.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "memlane-read-aside"]
+    memory.close()
+
+    async def run(asleep: float, deadline: float | None) -> tuple[bool, int]:
+        store = _Recording(url)
+        embedder = _Failing(store)
+        embedder.asleep = asleep
+        memory = AsyncMemory(store, embedder=embedder, config=config_overrides())
+        store.slow = 5.0
+        before = set(asyncio.all_tasks())
+        with pytest.raises(EmbeddingError if deadline is None else TimeoutError):
+            await asyncio.wait_for(memory.search("lentils", user_id="u"), deadline)
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        await memory.aclose()
+        return store.lexical_done.is_set(), len(left)
+
+    assert asyncio.run(run(0.0, None)) == (False, 0)  # the embedding failed
+    assert asyncio.run(run(5.0, 0.3)) == (False, 0)  # cancelled while embedding
+
+
+def test_a_failed_join_hands_nothing_on_to_the_next_batch(
+    url: str, tmp_path: Path, encoder: SpladeEncoder
+) -> None:
+    """The vector search's batch fails after the lexical read set aside read its hits'
+    terms: they are not taken over, so the thread's next SparseOf reads the database."""
+    from memlane.stores import postgres
+
+    store = _Recording(url, lexical_dir=tmp_path / "copies")
+    memory = Memory(store, embedder=FakeEmbedder(), sparse=encoder, config=config_overrides())
+    memory.add_many(TEXTS, user_id="u")
+    memory.search("lentils", user_id="u")
+    store.fail = ops.VectorSearch
+    with pytest.raises(StoreError):
+        memory.search("what should I cook with lentils", user_id="u")
+    assert postgres._AHEAD.get() is None
+    store.fail = None
+    memory.search("what should I cook with lentils", user_id="u")  # (hands its own on)
+    assert postgres._AHEAD.get() is None  # its SparseOf took them
+    memory.close()
+
+
+def test_an_async_search_on_a_loop_with_its_own_task_factory(url: str) -> None:
+    """A task factory of the loop's (one that takes no ``context``) still runs the read
+    set aside."""
+
+    async def run() -> list[str]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro: asyncio.Task(coro, loop=loop))
+        store = _Recording(url)
+        memory = AsyncMemory(store, embedder=_Gated(store), config=config_overrides())
+        await memory.add_many(TEXTS, user_id="u")
+        hits = await memory.search("what should I cook for dinner", user_id="u")
+        await memory.aclose()
+        return _texts(hits)
+
+    assert asyncio.run(run())[0] == TEXT_LIST[0]
+
+
+def test_behind_a_redis_tier_a_worker_thread_keeps_no_searchs_terms(
+    url: str, redis_url: str
+) -> None:
+    """The tier runs each async batch on a worker thread in a copy of the caller's
+    context: terms read ahead by one task's batch are not served to the next batch that
+    thread runs for another task (here the database changed in between)."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from helpers import TermedScope
+    from memlane.stores.redis_tier import RedisTier
+
+    store = PostgresStore(url, max_connections=4)
+    scope = TermedScope(store, 60)
+    tier = RedisTier(store, redis_url, prefix=f"memlane-test:{uuid.uuid4().hex}:")
+    tier._executor = ThreadPoolExecutor(1)  # every batch on the one worker thread
+    lexical = ops.LexicalSearch("u", Filters(), scope.now, "river 3", 20, terms_next=scope.hint)
+
+    async def search() -> list[str]:
+        (hits,) = await tier.abatch([lexical])
+        return [rid for rid, _ in hits]
+
+    async def terms(ids: list[str]) -> dict[str, bytes]:
+        (found,) = await tier.abatch([ops.SparseOf("u", scope.model, tuple(ids))])
+        return found
+
+    async def run() -> dict[str, bytes]:
+        ids = await asyncio.ensure_future(search())
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE sparse_terms SET terms = %s", (b"NEW",))
+        return await asyncio.ensure_future(terms(ids))
+
+    found = asyncio.run(run())
+    assert found and set(found.values()) == {b"NEW"}
+    tier.close()
+    scope.memory.close()

@@ -123,7 +123,9 @@ class _MemoryBase:
         opened or loaded until the first call. ``on_effect`` (also settable later as the
         attribute) is told each store batch, embedding, sparse encoding and chat call with
         its duration (:data:`~memlane.core.flow.EffectObserver`; a query's vector and its
-        sparse terms made side by side are one ``EmbedQuery``); the server's metrics use it.
+        sparse terms made side by side are one ``EmbedQuery``; a ``ReadAside`` is told
+        the time it took to start reads, which the batch that joins them then waits
+        for); the server's metrics use it.
         With ``cipher`` (:mod:`memlane.ciphers`) the store holds every user's data
         sealed under that user's key (:mod:`memlane.stores.sealed`) and exports are
         sealed unless asked otherwise.

@@ -149,8 +149,9 @@ def _audited(core: Core, call: Call, flow: Flow[R], *, reads: bool) -> Flow[R]:
                 except Exception as exc:  # the runner's: the flow may handle it
                     error = exc
                 else:
-                    if write is not None:
-                        reply = reply[:-1]
+                    if write is not None:  # the entries' result, after the batch's own ops
+                        at = len(write.ops) - 1
+                        reply = [*reply[:at], *reply[at + 1 :]]
         finally:
             flow.close()
         last: tuple[ops.Op[Any], ...] = () if held is None else held.ops

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from memlane.effects import adrive, drive
@@ -42,22 +42,22 @@ class ReadAside:
     (:attr:`~memlane.ports.store.Store.reads_aside`) they start now, as a batch of their
     own on a thread (a task on an event loop), and where not they are held for the
     batch that joins them. Resumes with an :class:`Aside`, to be handed to exactly one
-    later :class:`Batch` (``joined``), which resumes with their results."""
+    later :class:`Batch` (``joined``), which resumes with their results. Reads a flow
+    ends without joining (an error, a cancellation) are waited for or cancelled by the
+    runner before it returns: none outlives the call."""
 
     ops: tuple[Op[Any], ...]
 
 
 @dataclass(eq=False, slots=True)
 class Aside:
-    """Reads set aside by a :class:`ReadAside`: running (``started``: a waiter of the
-    runner's), or held (``started`` None) for the batch that joins them."""
+    """Reads set aside by a :class:`ReadAside`: running (``started``: the runner's way of
+    waiting for them), or held (``started`` None) for the batch that joins them.
+    ``joined`` once a batch took their results (or their error)."""
 
     ops: tuple[Op[Any], ...]
     started: Any = None
-    context: contextvars.Context | None = None
-    """The copy of the caller's context the running reads run in."""
-    before: dict[Any, Any] = field(default_factory=dict)
-    """What that context held when they started (to take over their changes)."""
+    joined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +246,15 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
     """Drive a flow to completion with blocking I/O; an effect's error is raised in the
     flow. ``io.observe`` is told each effect and its duration."""
     store, embedder, llm = io.store, io.embedder, io.llm
+    started: list[Aside] = []  # reads set aside: waited for if the flow ends first
 
     def handle(effect: Effect) -> Any:
         if isinstance(effect, Batch):
             return _batch(store, effect)
         if isinstance(effect, ReadAside):
-            return _aside(store, effect.ops)
+            aside = _aside(store, effect.ops)
+            started.append(aside)
+            return aside
         if isinstance(effect, Embed):
             return embedder.embed(effect.texts)
         if isinstance(effect, EncodeSparse):
@@ -267,7 +270,13 @@ def run_sync(flow: Flow[R], io: Runtime) -> R:
             raise _no_llm()
         return llm.complete(effect.request)
 
-    return drive(flow, handle if io.observe is None else _timed(handle, io.observe))
+    try:
+        return drive(flow, handle if io.observe is None else _timed(handle, io.observe))
+    finally:
+        for aside in started:  # none outlives the call (a store closed after it, say)
+            if not aside.joined and aside.started is not None:
+                with contextlib.suppress(BaseException):
+                    aside.started()
 
 
 async def run_async(flow: Flow[R], io: Runtime) -> R:
@@ -276,12 +285,15 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
     import asyncio  # here, not at import: the blocking API and the CLI never need it
 
     store, embedder, llm = io.store, io.embedder, io.llm
+    started: list[Aside] = []  # reads set aside: cancelled if the flow ends first
 
     async def carry_out(effect: Effect) -> Any:
         if isinstance(effect, Batch):
             return await _abatch(store, effect)
         if isinstance(effect, ReadAside):
-            return _aaside(store, effect.ops)
+            aside = _aaside(store, effect.ops)
+            started.append(aside)
+            return aside
         if isinstance(effect, Embed):
             return await embedder.aembed(effect.texts)
         if isinstance(effect, EncodeSparse):
@@ -306,16 +318,25 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
         await asyncio.sleep(0)
         return reply
 
-    return await adrive(flow, handle)
+    try:
+        return await adrive(flow, handle)
+    finally:  # a search that failed or was cancelled while its query was embedded
+        tasks = [a.started for a in started if not a.joined and a.started is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _batch(store: Store, effect: Batch) -> list[Any]:
     """A :class:`Batch`, the reads it joins after its own results: those set aside
-    running meanwhile (waited for also when this batch fails, and their changes to the
-    context variables taken over), or held ones run in this batch."""
+    running meanwhile (waited for also when this batch fails; what they left in their
+    context taken over only when both succeeded), or held ones run in this batch."""
     aside = effect.joined
-    wait: Callable[[], list[Any]] | None = None if aside is None else aside.started
+    wait: Callable[[], _Done] | None = None if aside is None else aside.started
     todo, guarded = _guarded(effect.ops if aside is None or wait else (*effect.ops, *aside.ops))
+    if aside is not None:
+        aside.joined = True
     try:
         reply = store.batch(todo) if todo else []
     except BaseException:
@@ -324,31 +345,54 @@ def _batch(store: Store, effect: Batch) -> list[Any]:
                 wait()
         raise
     reply = reply[1:] if guarded else reply
-    return reply if wait is None else [*reply, *wait()]
+    if wait is None:
+        return reply
+    return [*reply, *wait().taken_over()]
 
 
 async def _abatch(store: Store, effect: Batch) -> list[Any]:
     """:func:`_batch` on the event loop: reads set aside that are still running when this
-    batch fails, or when the search is cancelled, are cancelled."""
+    batch fails, or when the search is cancelled meanwhile, are cancelled."""
     import asyncio
 
     aside = effect.joined
-    task: asyncio.Task[list[Any]] | None = None if aside is None else aside.started
+    task: asyncio.Task[_Done] | None = None if aside is None else aside.started
     todo, guarded = _guarded(effect.ops if aside is None or task else (*effect.ops, *aside.ops))
+    if aside is not None:
+        aside.joined = True
     try:
         reply = await store.abatch(todo) if todo else []
         reply = reply[1:] if guarded else reply
-        if aside is None or task is None:
+        if task is None:
             return reply
-        rest = await task
+        done = await task
     except BaseException:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         raise
-    if aside.context is not None:
-        _take_over(aside.context, aside.before)
-    return [*reply, *rest]
+    return [*reply, *done.taken_over()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """What reads set aside answered, and the context they ran in: what they changed in
+    it (``context`` against ``before``) is set in the caller's context when they are
+    joined, as if they had run on the caller's thread (a store may hand what it read on
+    to the next batch, as PostgreSQL does with its hits' sparse terms)."""
+
+    reply: list[Any]
+    context: contextvars.Context
+    before: dict[Any, Any]
+
+    def taken_over(self) -> list[Any]:
+        for var, value in self.context.items():
+            if self.before.get(var, _UNSET) is not value:
+                var.set(value)
+        return self.reply
+
+
+_UNSET = object()
 
 
 def _aside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
@@ -357,14 +401,14 @@ def _aside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
     if not ops_ or not getattr(store, "reads_aside", False):
         return Aside(ops_)
     context = contextvars.copy_context()
-    before = dict(context.items())
     box: list[tuple[bool, Any]] = []
 
     def run() -> None:
+        before = dict(contextvars.copy_context().items())
         try:
             todo, guarded = _guarded(ops_)
             reply = store.batch(todo)
-            box.append((True, reply[1:] if guarded else reply))
+            box.append((True, _Done(reply[1:] if guarded else reply, context, before)))
         except BaseException as exc:  # raised where the batch is joined
             box.append((False, exc))
 
@@ -376,46 +420,33 @@ def _aside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
     except RuntimeError:  # no thread to be had (a process at its limit)
         return Aside(ops_)
 
-    def wait() -> list[Any]:
+    def wait() -> _Done:
         thread.join()
-        _take_over(context, before)
         done, value = box[0]
         if not done:
             raise value
-        return cast(list[Any], value)
+        return cast(_Done, value)
 
-    return Aside(ops_, wait, context, before)
+    return Aside(ops_, wait)
 
 
 def _aaside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
-    """:func:`_aside` on the event loop: a task in a copy of the caller's context."""
+    """:func:`_aside` on the event loop: a task (which runs in a copy of the caller's
+    context, handed back with its answer)."""
     import asyncio
 
     if not ops_ or not getattr(store, "reads_aside", False):
         return Aside(ops_)
-    context = contextvars.copy_context()
-    before = dict(context.items())
 
-    async def run() -> list[Any]:
+    async def run() -> _Done:
+        before = dict(contextvars.copy_context().items())
         todo, guarded = _guarded(ops_)
         reply = await store.abatch(todo)
-        return reply[1:] if guarded else reply
+        return _Done(reply[1:] if guarded else reply, contextvars.copy_context(), before)
 
-    task = asyncio.get_running_loop().create_task(run(), context=context)
-    task.add_done_callback(_retrieved)  # a flow that fails before joining it
-    return Aside(ops_, task, context, before)
-
-
-def _take_over(context: contextvars.Context, before: dict[Any, Any]) -> None:
-    """Set in the caller's context what a batch run in ``context`` changed there (as if
-    it had run on the caller's thread: a store may hand what it read on to the next
-    batch, as PostgreSQL does with its hits' sparse terms)."""
-    for var, value in context.items():
-        if before.get(var, _UNSET) is not value:
-            var.set(value)
-
-
-_UNSET = object()
+    task = asyncio.ensure_future(run())
+    task.add_done_callback(_retrieved)  # (an error is told where it is joined)
+    return Aside(ops_, task)
 
 
 async def _embed_query(effect: EmbedQuery, io: Runtime) -> tuple[Vector, SparseTerms | None]:

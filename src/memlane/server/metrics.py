@@ -99,8 +99,9 @@ class Metrics:
 
     def effect(self, effect: Effect, seconds: float) -> None:
         """Record one effect the library carried out (an
-        :data:`~memlane.core.flow.EffectObserver`); pauses are not timed."""
-        if isinstance(effect, Batch):
+        :data:`~memlane.core.flow.EffectObserver`); pauses are not timed, nor the start
+        of reads set aside (their time is in the batch that joins them)."""
+        if isinstance(effect, Batch):  # (one that joins reads set aside waits for them too)
             op = type(effect.ops[0]).__name__ if effect.ops else "empty"
             self.store.labels(op).observe(seconds)
         elif isinstance(effect, Embed):

@@ -21,6 +21,7 @@ answers again the tier re-warms the sessions read most recently.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -177,7 +178,13 @@ class RedisTier:
         # Both redis-py's and the durable store's blocking calls run on worker threads.
         if self._executor is None:
             self._executor = ThreadPoolExecutor(8, thread_name_prefix="memlane-redis")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.batch, ops_)
+        # In a copy of the caller's context: what a store leaves in its context for the
+        # next batch (PostgreSQL's hits' sparse terms) must not stay with a worker thread
+        # that serves other tasks next.
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, run, self.batch, ops_
+        )
 
     def _cached_read(self, op: Op[Any]) -> Any:
         self._remember(op)

@@ -328,26 +328,43 @@ async def run_async(flow: Flow[R], io: Runtime) -> R:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _run(store: Store, ops_: tuple[Op[Any], ...]) -> list[Any]:
+    """``ops_`` in one batch, with the embedding-model check in front where they need it;
+    their results without the check's."""
+    todo, guarded = _guarded(ops_)
+    reply = store.batch(todo) if todo else []
+    return reply[1:] if guarded else reply
+
+
+async def _arun(store: Store, ops_: tuple[Op[Any], ...]) -> list[Any]:
+    """:func:`_run` on the event loop."""
+    todo, guarded = _guarded(ops_)
+    reply = await store.abatch(todo) if todo else []
+    return reply[1:] if guarded else reply
+
+
+def _with_held(effect: Batch) -> tuple[Op[Any], ...]:
+    """A batch's ops, and the reads it joins where they were held rather than started."""
+    aside = effect.joined
+    return effect.ops if aside is None or aside.started else (*effect.ops, *aside.ops)
+
+
 def _batch(store: Store, effect: Batch) -> list[Any]:
     """A :class:`Batch`, the reads it joins after its own results: those set aside
     running meanwhile (waited for also when this batch fails; what they left in their
     context taken over only when both succeeded), or held ones run in this batch."""
     aside = effect.joined
     wait: Callable[[], _Done] | None = None if aside is None else aside.started
-    todo, guarded = _guarded(effect.ops if aside is None or wait else (*effect.ops, *aside.ops))
     if aside is not None:
         aside.joined = True
     try:
-        reply = store.batch(todo) if todo else []
+        reply = _run(store, _with_held(effect))
     except BaseException:
         if wait is not None:
             with contextlib.suppress(BaseException):  # this batch's error is the one told
                 wait()
         raise
-    reply = reply[1:] if guarded else reply
-    if wait is None:
-        return reply
-    return [*reply, *wait().taken_over()]
+    return reply if wait is None else [*reply, *wait().taken_over()]
 
 
 async def _abatch(store: Store, effect: Batch) -> list[Any]:
@@ -357,12 +374,10 @@ async def _abatch(store: Store, effect: Batch) -> list[Any]:
 
     aside = effect.joined
     task: asyncio.Task[_Done] | None = None if aside is None else aside.started
-    todo, guarded = _guarded(effect.ops if aside is None or task else (*effect.ops, *aside.ops))
     if aside is not None:
         aside.joined = True
     try:
-        reply = await store.abatch(todo) if todo else []
-        reply = reply[1:] if guarded else reply
+        reply = await _arun(store, _with_held(effect))
         if task is None:
             return reply
         done = await task
@@ -406,9 +421,7 @@ def _aside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
     def run() -> None:
         before = dict(contextvars.copy_context().items())
         try:
-            todo, guarded = _guarded(ops_)
-            reply = store.batch(todo)
-            box.append((True, _Done(reply[1:] if guarded else reply, context, before)))
+            box.append((True, _Done(_run(store, ops_), context, before)))
         except BaseException as exc:  # raised where the batch is joined
             box.append((False, exc))
 
@@ -440,9 +453,8 @@ def _aaside(store: Store, ops_: tuple[Op[Any], ...]) -> Aside:
 
     async def run() -> _Done:
         before = dict(contextvars.copy_context().items())
-        todo, guarded = _guarded(ops_)
-        reply = await store.abatch(todo)
-        return _Done(reply[1:] if guarded else reply, contextvars.copy_context(), before)
+        reply = await _arun(store, ops_)
+        return _Done(reply, contextvars.copy_context(), before)
 
     task = asyncio.ensure_future(run())
     task.add_done_callback(_retrieved)  # (an error is told where it is joined)

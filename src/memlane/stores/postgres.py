@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -289,7 +289,7 @@ class PostgresStore(PostgresOps):
         :class:`~memlane.ports.store.SparseOf` with what was read ahead for it."""
         reads = [one for one in done if isinstance(one, TermsAhead)]
         if reads:
-            _AHEAD.set((self._token, [_Read.of(one) for one in reads]))
+            _AHEAD.set((self._token, reads))
         return [
             one.hits if isinstance(one, TermsAhead) else one if extra is None else {**extra, **one}
             for one, extra in zip(done, known, strict=True)
@@ -741,24 +741,7 @@ def _without_lexical_dir(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=kept)), found[0]
 
 
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """The sparse terms a lexical search read ahead, for whom and of which model."""
-
-    user_id: str
-    model: str
-    ids: frozenset[str]
-    terms: dict[str, bytes]
-
-    @classmethod
-    def of(cls, ahead: TermsAhead) -> _Read:
-        return cls(ahead.user_id, ahead.model, frozenset(r for r, _ in ahead.hits), ahead.terms)
-
-    def covers(self, op: ops.SparseOf, rid: str) -> bool:
-        return op.user_id == self.user_id and op.model == self.model and rid in self.ids
-
-
-_AHEAD: ContextVar[tuple[object, list[_Read]] | None] = ContextVar(
+_AHEAD: ContextVar[tuple[object, list[TermsAhead]] | None] = ContextVar(
     "memlane_postgres_terms_ahead", default=None
 )
 """What the last batch of this thread (or task) read ahead, and the store that read it."""

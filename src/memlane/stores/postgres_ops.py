@@ -80,6 +80,12 @@ class TermsAhead:
     user_id: str
     model: str
     terms: dict[str, bytes]
+    read: frozenset[str]
+    """The hits' ids: those whose terms were read (some may have none)."""
+
+    def covers(self, op: ops.SparseOf, rid: str) -> bool:
+        """Whether ``op`` asks for ``rid``'s terms as read here."""
+        return op.user_id == self.user_id and op.model == self.model and rid in self.read
 
 
 class PostgresOps(OpDispatch):
@@ -174,7 +180,7 @@ class PostgresOps(OpDispatch):
         model = op.terms_next[0]
         ids = tuple(rid for rid, _ in hits)
         terms = yield from self._op_SparseOf(ops.SparseOf(op.user_id, model, ids))
-        return TermsAhead(hits, op.user_id, model, terms)
+        return TermsAhead(hits, op.user_id, model, terms, frozenset(ids))
 
     @handles(CopySearch)
     def _op_CopySearch(self, op: CopySearch) -> Step:

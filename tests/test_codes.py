@@ -677,6 +677,55 @@ def test_lists_scan_the_nearest_lists_and_keep_recall(
         assert int(rids[np.argmax(scores)]) == 5998
 
 
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_a_search_with_lists_scores_every_live_row_it_scans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_disk: bool
+) -> None:
+    """A search with lists copies the codes of the lists it scans from their grouped
+    copy and those of the tail from memory: each scanned code is the code of the row it
+    names, and asked for more rows than the scan holds, a search returns every live row
+    it scanned (none killed: counted, as the bound on dead rows leaves too few), each
+    with its exact score against the row's own vector."""
+    from memlane.stores import codes as module
+
+    monkeypatch.setattr(module, "LISTS_AT", 2000)
+    vectors = _clustered(4300, 5)
+    with _open(tmp_path / "c.bin" if on_disk else None, DIM) as codes:
+        _add(codes, range(4000), vectors[:4000])
+        codes.make_lists()
+        _add(codes, range(4000, 4300), vectors[4000:])  # the tail
+        killed = [*range(1, 4000, 9), *range(4001, 4300, 5)]
+        codes.kill(killed)
+        assert 0 < codes.dead < module.DEAD_IN_MEMORY  # kept in memory, dead
+        for q in _clustered(6, 6):
+            with codes._lock:
+                probe = codes._listed(q)
+                positions = probe.positions()
+                assert np.array_equal(probe.codes(codes._codes), codes._codes[positions])
+                scanned = {int(r) for r in codes._rids[positions] if r >= 0}
+            assert set(range(4000, 4300)) - set(killed) <= scanned < set(range(4300))
+            rids, scores = codes.scored(q, len(scanned) + 40)
+            assert sorted(rids.tolist()) == sorted(scanned)
+            exact = vectors[rids].astype(np.float16).astype(np.float32) @ q
+            assert np.allclose(scores, exact, rtol=1e-5, atol=1e-6)
+
+
+def test_widened_is_numpys_float16_to_float32_conversion() -> None:
+    from memlane.stores.codes import widened
+
+    rng = np.random.default_rng(3)
+    halves = rng.standard_normal((50, 384)).astype(np.float16)
+    halves[7, :] = np.nan  # a row the database no longer holds
+    halves[8, :3] = [np.inf, -np.inf, 0.0]
+    wide = widened(halves)
+    assert wide.dtype == np.float32 and wide.shape == halves.shape
+    assert np.array_equal(wide, halves.astype(np.float32), equal_nan=True)
+    assert widened(halves[:0]).shape == (0, 384)
+    assert np.array_equal(
+        widened(halves[:, :64]), halves[:, :64].astype(np.float32), equal_nan=True
+    )
+
+
 def test_lists_follow_compaction_and_a_stale_or_torn_lists_file_is_not_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

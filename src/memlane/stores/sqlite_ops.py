@@ -700,7 +700,7 @@ class SqliteOps(OpDispatch):
         # The rest through their records (not found by a search here, or a hash without
         # terms: then the record, looked up again, may have changed since).
         rest = [rid for rid in op.ids if rid not in out] if out else list(op.ids)
-        for chunk in chunks(rest, 500):
+        for chunk in chunks(rest, 500) if rest else ():
             rows = conn.execute(
                 "SELECT r.id, s.terms FROM json_each(?) AS j "
                 "CROSS JOIN records r ON r.user_id = ? AND r.id = j.value "

@@ -179,13 +179,12 @@ class WordTerms:
     the stand-ins of its words (``included``), or the same terms made before timing
     (``excluded``; any other query is an error, as for the vectors)."""
 
+    concurrent = True  # as the model it runs (memlane.ports.sparse.SparseEncoder)
+
     def __init__(self, workdir: Path, mode: str) -> None:
         from memlane.embedders.splade import DEFAULT_SPARSE_MODEL_ID, default_sparse
 
         self.model_id = DEFAULT_SPARSE_MODEL_ID
-        # Beside the query's vector, as the model it runs says (SparseEncoder's
-        # ``concurrent``); terms made before timing are a lookup, not worth a thread.
-        self.concurrent = mode == "included"
         self.index = {w: i for i, w in enumerate(VOCAB)}
         self.stand_in = dict(zip(VOCAB, stand_in_words(), strict=True))
         self.words = _load_terms(workdir / "word_terms.npz")

@@ -180,7 +180,7 @@ class CodeFile:
     memory; nearest rows by Hamming distance with :meth:`candidates`.
 
     Build one with :meth:`open`. Every method takes one lock, so a CodeFile may be shared
-    by threads; a query holds it for the scan (about 5 ms at 1M codes). :meth:`compact`
+    by threads; a query holds it for the scan (about 1.5 ms at 1M codes). :meth:`compact`
     and :meth:`make_lists` (seconds at 1M) hold it only to start and to finish (~80 ms
     at 1M): searches, appends and kills go on while they work. Writes reach the files
     when made and are durable after :meth:`sync`.

@@ -721,6 +721,8 @@ def test_widened_is_numpys_float16_to_float32_conversion() -> None:
     assert wide.dtype == np.float32 and wide.shape == halves.shape
     assert np.array_equal(wide, halves.astype(np.float32), equal_nan=True)
     assert widened(halves[:0]).shape == (0, 384)
+    wide32 = rng.standard_normal((3, 8)).astype(np.float32)  # already wide: as it is
+    assert widened(wide32).dtype == np.float32 and np.array_equal(widened(wide32), wide32)
     assert np.array_equal(
         widened(halves[:, :64]), halves[:, :64].astype(np.float32), equal_nan=True
     )

@@ -1200,7 +1200,7 @@ def widened(halves: np.ndarray) -> np.ndarray:
     ms, numpy's ``astype`` 0.5)."""
     import numpy as np
 
-    if halves.ndim != 2 or not len(halves):
+    if halves.dtype != np.float16 or halves.ndim != 2 or not len(halves):
         return halves.astype(np.float32)
     decode = _fp16_decoder(int(halves.shape[1]))
     return np.asarray(decode(np.ascontiguousarray(halves).view(np.uint8)), dtype=np.float32)

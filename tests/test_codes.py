@@ -710,6 +710,16 @@ def test_a_search_with_lists_scores_every_live_row_it_scans(
             assert np.allclose(scores, exact, rtol=1e-5, atol=1e-6)
 
 
+def test_killing_the_rid_of_a_dead_row_kills_nothing(tmp_path: Path) -> None:
+    """-1 marks a dead row; asked to kill it, a code file finds no live row (before, it
+    counted every dead row in memory off the live ones a second time)."""
+    with _open(tmp_path / "c.bin", DIM) as codes:
+        _add(codes, range(100), _clustered(100, 9))
+        assert codes.kill(range(60)) == 60
+        assert codes.kill([-1, -5]) == 0
+        assert len(codes) == 40 and sorted(codes.rids().tolist()) == list(range(60, 100))
+
+
 def test_widened_is_numpys_float16_to_float32_conversion() -> None:
     from memlane.stores.codes import widened
 

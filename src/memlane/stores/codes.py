@@ -986,7 +986,7 @@ class CodeFile:
         """The memory positions of the live rows of ``ids``."""
         import numpy as np
 
-        candidates = ids[ids <= self._max_rid]
+        candidates = ids[(ids >= 0) & (ids <= self._max_rid)]  # a dead row's rid is -1
         if not len(candidates):
             return np.empty(0, dtype=np.int64)
         return np.flatnonzero(np.isin(self._rids[: self._size], candidates))
@@ -1203,6 +1203,7 @@ def widened(halves: np.ndarray) -> np.ndarray:
     if halves.dtype != np.float16 or halves.ndim != 2 or not len(halves):
         return halves.astype(np.float32)
     decode = _fp16_decoder(int(halves.shape[1]))
+    _one_faiss_thread()
     return np.asarray(decode(np.ascontiguousarray(halves).view(np.uint8)), dtype=np.float32)
 
 
@@ -1885,14 +1886,21 @@ def _scan(code: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     """One thread's faiss scan of ``base`` for the ``k`` rows nearest to ``code``."""
     import faiss
 
-    if faiss.omp_get_max_threads() != 1:
-        # One query is scanned by one thread, and faiss would still open an OpenMP
-        # team per 65,536 rows whose idle members spin at the barrier: at 100k codes
-        # on a loaded 2-core machine, 30 ms CPU and 108 ms wall instead of 0.9 ms
-        # (bench/codes.md). The setting belongs to the calling thread only.
-        faiss.omp_set_num_threads(1)
+    _one_faiss_thread()
     found: tuple[np.ndarray, np.ndarray] = faiss.knn_hamming(code, base, k)
     return found
+
+
+def _one_faiss_thread() -> None:
+    """Keep faiss's calls on this thread to this thread: one query is scanned (or its
+    rows widened) by one thread, and faiss would still open an OpenMP team whose idle
+    members spin at the barrier (at 100k codes on a loaded 2-core machine, a scan took
+    30 ms CPU and 108 ms wall instead of 0.9 ms: bench/codes.md). The setting belongs
+    to the calling thread only."""
+    import faiss
+
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)
 
 
 def _map_read_only(file: BinaryIO, length: int, *, populate: bool) -> mmap.mmap:

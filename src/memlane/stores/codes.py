@@ -1149,10 +1149,11 @@ class _Grouped:
         self.positions = positions  # memory positions, list by list
         self.bounds = bounds  # list i holds positions[bounds[i]:bounds[i + 1]]
         self.tail = tail  # memory positions from here on are in no list yet
-        self.codes = codes  # the codes at ``positions``, in their order
-        """A second copy of the listed codes (48 MB at a million 384-d rows), list by
-        list, so that a search copies the lists it scans in a few runs of memory rather
-        than gathering each row (at 1M: 0.3 ms against 1.0 for the ~78k rows scanned)."""
+        # The codes at ``positions``, in their order: a second copy of the listed codes
+        # (48 MB at a million 384-d rows), so that a search copies the lists it scans in
+        # a few runs of memory rather than a row at a time (at 1M, the ~78k rows a
+        # search scans: 0.13 ms against 1.0).
+        self.codes = codes
 
 
 class _Probe:
